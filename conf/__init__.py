@@ -1,0 +1,1 @@
+"""featx's packaged Hydra configs (shipped inside the wheel as ``featx.conf``)."""

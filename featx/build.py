@@ -1,0 +1,55 @@
+"""``featx.build``: one generic builder from any backbone spec to a :class:`~featx.backbone.Backbone`.
+
+Example::
+
+    import featx, torch
+    bb = featx.build("resnet50_fpn", overrides=["fpn.out_channels=128", "frozen_stages=1"])
+    feats = bb(torch.randn(1, 3, 224, 224))
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from featx.backbone import Backbone, FeatureInfo
+from featx.device import resolve_device
+from featx.freezing import apply_norm_policy, freeze
+from featx.loader import SpecSource, load_spec
+from featx.neck import FeaturePyramid, level_name
+from featx.plan import plan_backbone
+from featx.stages import StageMembers, stage_containers
+from featx.weights import load_kept_weights, read_state_dict, resolve_weights
+from featx.zoo import create_model
+
+
+def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Backbone:
+    """Build the backbone ``source`` describes: a packaged name (``"resnet50_fpn"``), a ``.yaml`` path, a mapping,
+    a ``DictConfig`` or a :class:`~featx.spec.BackboneSpec`; ``overrides`` use Hydra's grammar relative to the
+    backbone node (``["fpn.out_channels=128"]``).
+
+    Raises :class:`~featx.errors.SpecError` for an invalid spec, :class:`~featx.errors.WeightsError` for weights
+    that cannot be had or do not fit, :class:`~featx.errors.DeviceError` for a device this machine lacks.
+    """
+    spec = load_spec(source, overrides)
+    device = resolve_device(spec.device)
+    plan = plan_backbone(spec)
+    model = create_model(spec.model)
+    if spec.weights is not None:
+        path = resolve_weights(spec.model, spec.weights)
+        load_kept_weights(model, plan.kept_paths, read_state_dict(path), origin=str(path))
+    members = [StageMembers(info.name, info.paths, info.covers) for info in plan.stages]
+    stages = stage_containers(model, members)
+    for name in stages:
+        stages[name] = apply_norm_policy(stages[name], spec.norm)
+    for name in list(stages)[: spec.frozen_stages]:
+        freeze(stages[name])
+    neck = None
+    if spec.fpn is not None:
+        levels = [FeatureInfo(level_name(info.stride), info.channels, info.stride) for info in plan.stages
+                  if info.name in spec.returned_stages]
+        neck = FeaturePyramid(levels, spec.fpn)
+    backbone = Backbone(stages, plan, neck)
+    memory_format = torch.channels_last if spec.channels_last else torch.preserve_format
+    return backbone.to(device=device, memory_format=memory_format)

@@ -1,0 +1,46 @@
+"""Exception types raised by featx.
+
+Every error featx raises on purpose derives from :class:`FeatxError`, so callers can catch them all::
+
+    try:
+        featx.build("resnet5")
+    except featx.SpecError as err:
+        print(err)   # backbone.model: unknown torchvision model 'resnet5'; did you mean resnet50? ...
+"""
+
+from __future__ import annotations
+
+
+class FeatxError(Exception):
+    """Base class of every error featx raises on purpose."""
+
+
+class SpecError(FeatxError, ValueError):
+    """A backbone spec is invalid.
+
+    ``str(err)`` is ``"[origin: ]key: message"``; ``err.key`` is the key path (``backbone.stages.c5.slice``),
+    ``err.origin`` the spec file it came from, if any.
+    """
+
+    def __init__(self, key: str, message: str, *, origin: str | None = None) -> None:
+        self.key = key
+        self.message = message
+        self.origin = origin
+        text = f"{key}: {message}"
+        super().__init__(f"{origin}: {text}" if origin else text)
+
+    def with_origin(self, origin: str) -> SpecError:
+        """The same error, attributed to the spec file ``origin``."""
+        return SpecError(self.key, self.message, origin=origin)
+
+
+class WeightsError(FeatxError):
+    """Weights could not be resolved or do not fit the layers the spec keeps."""
+
+
+class DeviceError(FeatxError, RuntimeError):
+    """The configured device is not available on this machine."""
+
+
+class InputShapeError(FeatxError, ValueError):
+    """A tensor passed to a backbone does not have the shape its first layer takes."""

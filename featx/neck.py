@@ -1,0 +1,72 @@
+"""The FPN neck: torchvision's ``FeaturePyramidNetwork`` with levels named ``p{log2 stride}``.
+
+The backbone hands it an ordered dict already keyed ``p2``..``p5``; the extra blocks below name their levels
+after their strides too (torchvision calls them ``pool`` and ``p6``/``p7`` whatever the top level is).
+
+Example::
+
+    neck = FeaturePyramid([FeatureInfo("p4", 1024, 16), FeatureInfo("p5", 2048, 32)], FpnSpec(256, "maxpool"))
+    [info.name for info in neck.feature_info]   # ['p4', 'p5', 'p6']
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from torch import Tensor
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
+
+from featx.backbone import FeatureInfo
+from featx.spec import FpnSpec
+
+
+def level_name(stride: int) -> str:
+    """``p{log2(stride)}``: ``level_name(32) == "p5"``."""
+    return f"p{stride.bit_length() - 1}"
+
+
+class _NamedLevels:
+    """Mixin for torchvision's extra FPN blocks: rename the levels they append to ``level_names``."""
+
+    level_names: List[str]
+
+    def forward(self, results: List[Tensor], x: List[Tensor], names: List[str]) -> Tuple[List[Tensor], List[str]]:
+        results, names = super().forward(results, x, names)  # type: ignore[misc]
+        return results, names[: len(names) - len(self.level_names)] + self.level_names
+
+
+class MaxPoolLevel(_NamedLevels, LastLevelMaxPool):
+    """``LastLevelMaxPool`` (torchvision's detection layout) whose level is named after its stride."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.level_names = [name]
+
+
+class P6P7Levels(_NamedLevels, LastLevelP6P7):
+    """``LastLevelP6P7`` (RetinaNet/FCOS) from the top backbone level, its two levels named after their strides."""
+
+    def __init__(self, in_channels: int, out_channels: int, names: List[str]) -> None:
+        super().__init__(in_channels, out_channels)
+        self.level_names = names
+
+
+def _extra_block(spec: FpnSpec, top: FeatureInfo) -> Tuple[Optional[ExtraFPNBlock], List[int]]:
+    if spec.extra_blocks == "maxpool":
+        return MaxPoolLevel(level_name(top.stride * 2)), [top.stride * 2]
+    if spec.extra_blocks == "p6p7":
+        strides = [top.stride * 2, top.stride * 4]
+        return P6P7Levels(top.channels, spec.out_channels, [level_name(s) for s in strides]), strides
+    return None, []
+
+
+class FeaturePyramid(FeaturePyramidNetwork):
+    """torchvision's FPN plus ``feature_info`` of its outputs."""
+
+    def __init__(self, inputs: List[FeatureInfo], spec: FpnSpec) -> None:
+        extra_block, extra_strides = _extra_block(spec, inputs[-1])
+        super().__init__([info.channels for info in inputs], spec.out_channels, extra_blocks=extra_block)
+        strides = [info.stride for info in inputs] + extra_strides
+        self.feature_info = [FeatureInfo(level_name(stride), spec.out_channels, stride) for stride in strides]
+

@@ -1,0 +1,107 @@
+"""The structure of a backbone, worked out without allocating weights: the model is built on the meta device,
+cut into stages, and probed with a meta forward to find each stage's channels and stride.
+
+Example::
+
+    plan = plan_backbone(load_spec("resnet50"))
+    [(s.name, s.channels, s.stride) for s in plan.stages]   # [('c2', 256, 4), ('c3', 512, 8), ...]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Tuple
+
+import torch
+from torch import nn
+
+from featx.errors import SpecError
+from featx.spec import BackboneSpec, key_path
+from featx.stages import StageMembers, resolve_members, stage_containers
+from featx.zoo import create_model
+
+#: Side of the square meta input used to measure strides (meta tensors cost nothing, so it can be generous).
+PROBE_SIZE = 224
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One kept stage: its members, output channels and stride (input size / output size, a power of two)."""
+
+    name: str
+    paths: Tuple[str, ...]
+    covers: str
+    channels: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class BackbonePlan:
+    """What ``build`` will make of a spec: the kept stages (up to the last returned one) and the input channels."""
+
+    spec: BackboneSpec
+    stages: Tuple[StageInfo, ...]
+    in_channels: int
+
+    @property
+    def kept_paths(self) -> Tuple[str, ...]:
+        """Every module path the backbone keeps (the weights it loads)."""
+        return tuple(path for stage in self.stages for path in stage.paths)
+
+
+def input_channels(first_stage: nn.Module) -> int:
+    """Channels the first layer takes (the first module with an ``in_channels`` attribute), 3 if none says."""
+    for module in first_stage.modules():
+        channels = getattr(module, "in_channels", None)
+        if isinstance(channels, int):
+            return channels
+    return 3
+
+
+def _probe(containers: "dict[str, nn.Module]", members: List[StageMembers], nhwc: bool, in_channels: int) -> List[StageInfo]:
+    infos: List[StageInfo] = []
+    x = torch.empty(1, in_channels, PROBE_SIZE, PROBE_SIZE, device="meta")
+    with torch.no_grad():
+        for stage in members:
+            try:
+                x = containers[stage.name](x)
+            except Exception as error:  # noqa: BLE001 - any failure here means the stages do not chain
+                raise SpecError(
+                    key_path("stages", stage.name),
+                    f"running the stages in order fails at this stage ({stage.covers}): "
+                    f"{type(error).__name__}: {str(error).splitlines()[0]}. Hint: each stage receives the previous "
+                    "stage's output, so members must be listed in execution order with nothing left out",
+                ) from None
+            if not isinstance(x, torch.Tensor) or x.dim() != 4:
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise SpecError(key_path("stages", stage.name), f"output is not a 4-D feature map (got {shape})")
+            height = x.shape[1] if nhwc else x.shape[2]
+            channels = x.shape[3] if nhwc else x.shape[1]
+            stride = 2 ** max(0, round(math.log2(PROBE_SIZE / height)))
+            infos.append(StageInfo(stage.name, stage.paths, stage.covers, int(channels), int(stride)))
+    return infos
+
+
+def plan_backbone(spec: BackboneSpec) -> BackbonePlan:
+    """Check ``spec`` against its model and measure the kept stages, all on the meta device."""
+    model = create_model(spec.model, device="meta").eval()
+    members = resolve_members(model, spec)
+    last_returned = spec.returned_stages[-1]
+    members = members[: [stage.name for stage in members].index(last_returned) + 1]
+    containers = stage_containers(model, members)
+    in_channels = input_channels(containers[members[0].name])
+    infos = _probe(containers, members, spec.layout == "nhwc", in_channels)
+    if spec.fpn is not None:
+        _check_fpn_levels([info for info in infos if info.name in spec.returned_stages])
+    return BackbonePlan(spec, tuple(infos), in_channels)
+
+
+def _check_fpn_levels(levels: List[StageInfo]) -> None:
+    for shallower, deeper in zip(levels, levels[1:]):
+        if deeper.stride <= shallower.stride:
+            raise SpecError(
+                key_path("fpn"),
+                f"FPN levels need strictly increasing strides, but stage {deeper.name!r} has stride {deeper.stride} "
+                f"after {shallower.name!r} with stride {shallower.stride}; choose out_features with distinct strides",
+            )

@@ -1,0 +1,103 @@
+"""Cutting a model into stages: resolving each stage's members (a slice of ``source``'s children or module
+paths from the model root) and wrapping them in ``nn.Sequential`` containers that share the model's modules.
+
+Example::
+
+    members = resolve_members(model, spec)     # [StageMembers(name="c2", paths=("conv1", ..., "layer1")), ...]
+    containers = stage_containers(model, members)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+from torch import nn
+
+from featx.errors import SpecError
+from featx.spec import BackboneSpec, key_path, suggest
+
+
+@dataclass(frozen=True)
+class StageMembers:
+    """The modules of one stage, as paths from the model root, and how the spec named them."""
+
+    name: str
+    paths: Tuple[str, ...]
+    covers: str
+
+
+def _children_list(module: nn.Module) -> str:
+    names = [name for name, _ in module.named_children()]
+    return ", ".join(names) if names else "(none)"
+
+
+def _find_module(model: nn.Module, path: str, key: str) -> nn.Module:
+    module = model
+    walked: List[str] = []
+    for part in path.split("."):
+        children = dict(module.named_children())
+        if part not in children:
+            where = f"'{'.'.join(walked)}'" if walked else "the model root"
+            raise SpecError(
+                key,
+                f"{path!r} not found: {where} has no child {part!r}{suggest(part, list(children))} "
+                f"(its children: {_children_list(module)})",
+            )
+        module = children[part]
+        walked.append(part)
+    return module
+
+
+def _slice_members(name: str, bounds: List[int], source: nn.Module, source_path: str) -> StageMembers:
+    start, end = bounds
+    children = [child for child, _ in source.named_children()]
+    label = f"'{source_path}'" if source_path else "the model root"
+    if end > len(children):
+        raise SpecError(
+            key_path("stages", name, "slice"), f"end {end} is past the end of {label} ({len(children)} children)"
+        )
+    prefix = f"{source_path}." if source_path else ""
+    paths = tuple(prefix + child for child in children[start:end])
+    return StageMembers(name, paths, f"{source_path or 'model'}[{start}:{end}]")
+
+
+def _check_disjoint(members: List[StageMembers]) -> None:
+    owners: Dict[str, str] = {}
+    for stage in members:
+        for path in stage.paths:
+            for owned, owner in owners.items():
+                if path == owned or path.startswith(owned + ".") or owned.startswith(path + "."):
+                    raise SpecError(
+                        key_path("stages", stage.name),
+                        f"{path!r} overlaps {owned!r} of stage {owner!r}; a module belongs to one stage",
+                    )
+            owners[path] = stage.name
+
+
+def resolve_members(model: nn.Module, spec: BackboneSpec) -> List[StageMembers]:
+    """Each stage's member paths, checked against ``model``; raises :class:`SpecError` naming the key."""
+    source_path = spec.source or ""
+    source = _find_module(model, source_path, key_path("source")) if source_path else model
+    members: List[StageMembers] = []
+    for name, stage in spec.stages.items():
+        if stage.slice is not None:
+            members.append(_slice_members(name, list(stage.slice), source, source_path))
+            continue
+        for position, path in enumerate(stage.modules):
+            _find_module(model, path, key_path("stages", name, f"modules[{position}]"))
+        members.append(StageMembers(name, tuple(stage.modules), ", ".join(stage.modules)))
+    _check_disjoint(members)
+    return members
+
+
+def stage_containers(model: nn.Module, members: List[StageMembers]) -> "OrderedDict[str, nn.Sequential]":
+    """One ``nn.Sequential`` per stage holding ``model``'s own member modules (children named by path, ``.`` → ``_``)."""
+    return OrderedDict(
+        (
+            stage.name,
+            nn.Sequential(OrderedDict((path.replace(".", "_"), model.get_submodule(path)) for path in stage.paths)),
+        )
+        for stage in members
+    )

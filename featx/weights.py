@@ -1,0 +1,130 @@
+"""Resolving the ``weights`` key and loading only the kept layers' weights.
+
+``weights`` is ``null`` (random init), ``DEFAULT`` or a member name of the model's torchvision weights enum
+(``IMAGENET1K_V2``; looked up in the torch hub cache, downloaded only if absent), or a path to a local
+``.pth``/``.pt`` state dict (optionally nested under ``state_dict`` or ``model``).
+
+Example::
+
+    state = read_state_dict(resolve_weights("resnet50", "IMAGENET1K_V2"))
+    load_kept_weights(model, ("conv1", "bn1", "layer1"), state, origin="IMAGENET1K_V2")
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping
+from urllib.error import URLError
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from featx.errors import WeightsError
+from featx.spec import key_path
+from featx.zoo import weights_enum
+
+_NESTING_KEYS = ("state_dict", "model")
+_SHOWN = 5
+
+
+def is_weights_file(value: str) -> bool:
+    """Whether a ``weights`` value names a file rather than an enum member (``DEFAULT``, ``IMAGENET1K_V1``)."""
+    return bool(Path(value).suffix) or "/" in value or os.sep in value or Path(value).exists()
+
+
+def cached_weights_path(url: str) -> Path:
+    """Where torchvision's loader caches ``url``: ``$TORCH_HOME/hub/checkpoints/<file name>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _enum_member(model: str, name: str):  # -> torchvision.models.WeightsEnum
+    enum = weights_enum(model)
+    if name == "DEFAULT":
+        return enum.DEFAULT
+    members = [member.name for member in enum]
+    if name not in members:
+        raise WeightsError(
+            f"{key_path('weights')}: {name!r} is not a weights name of {model} "
+            f"(valid: DEFAULT, {', '.join(members)}; or a path to a checkpoint file)"
+        )
+    return enum[name]
+
+
+def resolve_weights(model: str, value: str) -> Path:
+    """The local file holding the weights ``value`` names, downloading an enum's file into the cache if absent."""
+    if is_weights_file(value):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"{key_path('weights')}: checkpoint file not found: {path}")
+        return path
+    member = _enum_member(model, value)
+    path = cached_weights_path(member.url)
+    if path.is_file():
+        return path
+    try:
+        torch.hub.download_url_to_file(member.url, str(path), progress=True)
+    except (URLError, OSError) as error:
+        raise WeightsError(
+            f"{key_path('weights')}: {model} {member} is not in the torch hub cache and could not be downloaded "
+            f"({error}). Place the file at {path} (get it from {member.url})"
+        ) from None
+    return path
+
+
+def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+    """A state dict from a checkpoint file, loaded with ``weights_only=True`` (pickled code is refused)."""
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise WeightsError(
+            f"{key_path('weights')}: {path} holds more than tensors and is refused (loaded with weights_only=True; "
+            f"nothing in it ran): {str(error).splitlines()[0]}"
+        ) from None
+    except (OSError, RuntimeError, EOFError) as error:
+        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {str(error).splitlines()[0]}") from None
+    for key in _NESTING_KEYS:
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise WeightsError(f"{key_path('weights')}: {path} does not hold a state dict (name → tensor)")
+    return dict(loaded)
+
+
+def _listing(keys: Iterable[str], describe) -> str:
+    keys = list(keys)
+    shown = "; ".join(describe(key) for key in keys[:_SHOWN])
+    return shown + (f"; and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else "")
+
+
+def _is_kept(key: str, kept_paths: Iterable[str]) -> bool:
+    return any(key.startswith(path + ".") for path in kept_paths)
+
+
+def load_kept_weights(model: nn.Module, kept_paths: Iterable[str], state: Mapping[str, torch.Tensor], origin: str) -> None:
+    """Load ``state`` (keyed like ``model.state_dict()``) into the kept modules of ``model``.
+
+    Keys of dropped layers (classifier, unused stages) are skipped on purpose; a key ``model`` lacks, a kept key
+    ``state`` lacks, or a shape mismatch raises :class:`WeightsError` listing the first offending keys.
+    """
+    kept_paths = tuple(kept_paths)
+    model_state = model.state_dict()
+    expected = {key: value for key, value in model_state.items() if _is_kept(key, kept_paths)}
+    unexpected = [key for key in state if key not in model_state]
+    missing = [key for key in expected if key not in state]
+    mismatched = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    problems: List[str] = []
+    if unexpected:
+        problems.append("unexpected keys: " + _listing(unexpected, lambda k: f"{k} {tuple(state[k].shape)}"))
+    if missing:
+        problems.append("missing keys: " + _listing(missing, lambda k: f"{k} {tuple(expected[k].shape)}"))
+    if mismatched:
+        problems.append(
+            "shape mismatches: "
+            + _listing(mismatched, lambda k: f"{k} checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}")
+        )
+    if problems:
+        raise WeightsError(f"{key_path('weights')}: {origin} does not fit the kept layers — " + " | ".join(problems))
+    model.load_state_dict({key: state[key] for key in expected}, strict=False)
