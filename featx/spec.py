@@ -113,7 +113,7 @@ def _validate_slice(name: str, bounds: List[int], previous: Optional[tuple]) -> 
         return
     previous_name, previous_end = previous
     if start < previous_end:
-        raise SpecError(key, f"[{start}, {end}] overlaps stage {previous_name!r}, which ends at {previous_end}")
+        raise SpecError(key, f"[{start}, {end}] overlaps {previous_name}, which ends at {previous_end}")
     if start > previous_end:
         raise SpecError(
             key,

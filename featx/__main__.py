@@ -1,0 +1,5 @@
+"""``python -m featx``: the same app as the ``featx`` console script."""
+
+from featx.cli.main import main
+
+main()

@@ -1,0 +1,46 @@
+"""The ``featx`` app (also ``python -m featx``): build the configured backbone, run one random batch, print its table.
+
+Examples::
+
+    featx backbone=resnet50_fpn backbone.fpn.out_channels=128
+    featx backbone=vgg16 --cfg job --resolve
+    featx -m backbone=vgg16,resnet34,resnet50_fpn
+"""
+
+from __future__ import annotations
+
+import time
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+import featx
+from featx.cli.report import format_report, measure
+from featx.resources import config_dir
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def run(cfg: DictConfig) -> None:
+    """Build ``cfg.backbone`` and print the table for a batch of ``cfg.input``."""
+    try:
+        start = time.perf_counter()
+        backbone = featx.build(cfg.backbone)
+        build_seconds = time.perf_counter() - start
+    except featx.FeatxError as error:
+        raise SystemExit(f"featx: error: {error}") from None
+    spec = backbone.spec
+    weights = spec.weights or "random init"
+    choice = HydraConfig.get().runtime.choices.get("backbone", spec.model)
+    title = f"featx backbone={choice} ({spec.model}) | weights: {weights} | norm: {spec.norm} | frozen stages: {spec.frozen_stages}"
+    report = measure(backbone, cfg.input.batch_size, cfg.input.height, cfg.input.width, build_seconds, title)
+    print(format_report(report))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The app's table: one row per kept stage and per FPN level, with totals, device and timings.
+
+Example::
+
+    report = measure(featx.build("resnet34"), batch_size=1, height=224, width=224, build_seconds=0.4)
+    print(format_report(report))
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+
+from featx.backbone import Backbone
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    covers: str
+    channels: int
+    stride: int
+    shape: Tuple[int, ...]
+    params: int
+    trainable: int
+    output: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    title: str
+    device: str
+    input_shape: Tuple[int, ...]
+    rows: List[Row]
+    build_seconds: float
+    forward_seconds: float
+
+
+def _count(module: nn.Module) -> Tuple[int, int]:
+    params = list(module.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def _stage_shapes(backbone: Backbone, batch: torch.Tensor) -> Tuple[Dict[str, Tuple[int, ...]], Dict[str, Tuple[int, ...]], float]:
+    """Run one timed forward, recording every stage's output shape (as N×C×H×W) and every output's shape."""
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    nhwc = backbone.spec.layout == "nhwc"
+
+    def recorder(name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            shape = tuple(output.shape)
+            shapes[name] = (shape[0], shape[3], shape[1], shape[2]) if nhwc else shape
+        return hook
+
+    handles = [stage.register_forward_hook(recorder(name)) for name, stage in backbone.stages.items()]
+    try:
+        with torch.inference_mode():
+            start = time.perf_counter()
+            outputs = backbone(batch)
+            if batch.device.type == "cuda":
+                torch.cuda.synchronize(batch.device)
+            seconds = time.perf_counter() - start
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes, {name: tuple(t.shape) for name, t in outputs.items()}, seconds
+
+
+def _neck_rows(backbone: Backbone, output_shapes: Dict[str, Tuple[int, ...]]) -> List[Row]:
+    fpn = backbone.neck
+    returned = [info.name for info in backbone.stage_info if info.name in backbone.spec.returned_stages]
+    extra_modules = list(fpn.extra_blocks.children()) if fpn.extra_blocks is not None else []
+    rows = []
+    for index, info in enumerate(fpn.feature_info):
+        if index < len(returned):
+            covers = f"fpn lateral+3x3 on {returned[index]}"
+            params, trainable = (sum(x) for x in zip(_count(fpn.inner_blocks[index]), _count(fpn.layer_blocks[index])))
+        else:
+            extra = index - len(returned)
+            covers = f"fpn extra level ({backbone.spec.fpn.extra_blocks})"
+            params, trainable = _count(extra_modules[extra]) if extra < len(extra_modules) else (0, 0)
+        rows.append(Row(info.name, covers, info.channels, info.stride, output_shapes[info.name], params, trainable, True))
+    return rows
+
+
+def measure(backbone: Backbone, batch_size: int, height: int, width: int, build_seconds: float, title: str) -> Report:
+    """Run a random batch through ``backbone`` and collect the table's rows."""
+    device = next(backbone.parameters()).device
+    batch = torch.randn(batch_size, backbone.in_channels, height, width, device=device)
+    if backbone.spec.channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    stage_shapes, output_shapes, forward_seconds = _stage_shapes(backbone, batch)
+    returned = set(backbone.spec.returned_stages)
+    rows = []
+    for info in backbone.stage_info:
+        params, trainable = _count(backbone.stages[info.name])
+        is_output = backbone.neck is None and info.name in returned
+        rows.append(Row(info.name, info.covers, info.channels, info.stride, stage_shapes[info.name], params, trainable, is_output))
+    if backbone.neck is not None:
+        rows.extend(_neck_rows(backbone, output_shapes))
+    return Report(title, str(device), tuple(batch.shape), rows, build_seconds, forward_seconds)
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f}M"
+
+
+def format_report(report: Report) -> str:
+    """The table as text."""
+    header = ("output", "name", "covers", "channels", "stride", "shape", "params", "trainable", "state")
+    lines = []
+    for row in report.rows:
+        state = "frozen" if row.params and not row.trainable else ("trainable" if row.trainable == row.params else "partly frozen")
+        lines.append((
+            "*" if row.output else "", row.name, row.covers, str(row.channels), str(row.stride),
+            "x".join(map(str, row.shape)), _millions(row.params), _millions(row.trainable), state if row.params else "-",
+        ))
+    total_params = sum(row.params for row in report.rows)
+    total_trainable = sum(row.trainable for row in report.rows)
+    lines.append(("", "total", "", "", "", "", _millions(total_params), _millions(total_trainable), ""))
+    widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
+    render = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()  # noqa: E731
+    body = [render(header), render(tuple("-" * w for w in widths)), *map(render, lines)]
+    footer = (
+        f"device {report.device} | input {'x'.join(map(str, report.input_shape))} | "
+        f"build {report.build_seconds:.2f} s | forward {report.forward_seconds * 1000:.1f} ms | * = returned output"
+    )
+    return "\n".join([report.title, *body, footer])

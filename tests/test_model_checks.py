@@ -1,0 +1,94 @@
+"""Checks that need the model: names, source paths, slice ends, module paths, overlaps, stages that do not chain."""
+
+from __future__ import annotations
+
+import pytest
+
+import featx
+from featx.plan import plan_backbone
+
+from conftest import resnet18_spec
+
+
+def _plan(spec):
+    return plan_backbone(featx.load_spec(spec))
+
+
+def test_unknown_model_suggests_the_closest_names():
+    with pytest.raises(featx.SpecError) as caught:
+        _plan(resnet18_spec(model="resnet5"))
+    assert str(caught.value).startswith("backbone.model: unknown torchvision model 'resnet5'; did you mean resnet50")
+
+
+def test_detection_models_are_not_classification_backbones():
+    with pytest.raises(featx.SpecError, match="unknown torchvision model 'fasterrcnn_resnet50_fpn'"):
+        _plan(resnet18_spec(model="fasterrcnn_resnet50_fpn"))
+
+
+def test_slice_past_the_end_counts_the_children():
+    spec = {"model": "vgg16", "source": "features", "stages": {"c1": {"slice": [0, 4]}, "c5": {"slice": [4, 40]}}}
+    with pytest.raises(featx.SpecError) as caught:
+        _plan(spec)
+    assert str(caught.value) == "backbone.stages.c5.slice: end 40 is past the end of 'features' (31 children)"
+
+
+def test_missing_source_lists_the_children():
+    spec = {"model": "vgg16", "source": "feature", "stages": {"c1": {"slice": [0, 4]}}}
+    with pytest.raises(featx.SpecError) as caught:
+        _plan(spec)
+    message = str(caught.value)
+    assert message.startswith("backbone.source: 'feature' not found: the model root has no child 'feature'")
+    assert "did you mean features?" in message and "(its children: features, avgpool, classifier)" in message
+
+
+def test_missing_module_path_lists_the_children_that_exist():
+    with pytest.raises(featx.SpecError) as caught:
+        _plan(resnet18_spec(stages={"c2": {"modules": ["conv1", "layer9"]}}))
+    message = str(caught.value)
+    assert message.startswith("backbone.stages.c2.modules[1]: 'layer9' not found: the model root has no child 'layer9'")
+    assert "conv1, bn1, relu, maxpool, layer1, layer2, layer3, layer4, avgpool, fc" in message
+
+
+def test_missing_dotted_path_names_the_parent():
+    with pytest.raises(featx.SpecError, match=r"'layer1\.7' not found: 'layer1' has no child '7' \(its children: 0, 1\)"):
+        _plan(resnet18_spec(stages={"c2": {"modules": ["conv1", "layer1.7"]}}))
+
+
+def test_dotted_paths_select_nested_blocks():
+    plan = _plan(resnet18_spec(stages={"a": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1.0"]}, "b": {"modules": ["layer1.1"]}}))
+    assert [(s.name, s.channels, s.stride) for s in plan.stages] == [("a", 64, 4), ("b", 64, 4)]
+
+
+def test_a_module_in_two_stages_is_rejected():
+    spec = resnet18_spec(stages={"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c3": {"modules": ["layer1.1", "layer2"]}})
+    with pytest.raises(featx.SpecError, match=r"backbone\.stages\.c3: 'layer1\.1' overlaps 'layer1' of stage 'c2'"):
+        _plan(spec)
+
+
+def test_stages_that_do_not_chain_name_the_failing_stage():
+    spec = resnet18_spec(stages={"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c4": {"modules": ["layer3"]}})
+    with pytest.raises(featx.SpecError) as caught:
+        _plan(spec)
+    assert str(caught.value).startswith("backbone.stages.c4: running the stages in order fails at this stage (layer3): ")
+    assert "Hint:" in str(caught.value)
+
+
+def test_a_stage_whose_output_is_not_a_feature_map_is_rejected():
+    spec = resnet18_spec(stages={"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "x": {"modules": ["layer2", "layer3", "layer4", "avgpool", "fc"]}})
+    with pytest.raises(featx.SpecError, match=r"backbone\.stages\.x: "):
+        _plan(spec)
+
+
+def test_fpn_levels_with_equal_strides_are_rejected():
+    spec = resnet18_spec(stages={"stem": {"modules": ["conv1", "bn1", "relu", "maxpool"]}, "c2": {"modules": ["layer1"]}}, fpn={"out_channels": 32})
+    with pytest.raises(featx.SpecError, match=r"backbone\.fpn: FPN levels need strictly increasing strides"):
+        _plan(spec)
+
+
+def test_layers_after_the_last_returned_stage_are_dropped():
+    plan = _plan(resnet18_spec(out_features=["c3"]))
+    assert [s.name for s in plan.stages] == ["c2", "c3"]
+    backbone = featx.build(resnet18_spec(out_features=["c3"]))
+    names = {name for name, _ in backbone.named_parameters()}
+    assert not any("layer3" in name or "fc" in name for name in names)
+    assert list(backbone.stages) == ["c2", "c3"]

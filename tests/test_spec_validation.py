@@ -1,0 +1,85 @@
+"""Every validation rule: one featx.SpecError, with the key path (and the valid choices where fixed) named."""
+
+from __future__ import annotations
+
+import pytest
+
+import featx
+from featx.spec import BackboneSpec, StageSpec, validate_spec
+
+from conftest import resnet18_spec
+
+VGG = {
+    "model": "vgg16",
+    "source": "features",
+    "stages": {"c1": {"slice": [0, 4]}, "c2": {"slice": [4, 9]}, "c3": {"slice": [9, 16]}},
+    "device": "cpu",
+}
+
+
+def _vgg(**changes):
+    return {**VGG, **changes}
+
+
+@pytest.mark.parametrize(
+    ("spec", "key", "fragment"),
+    [
+        # unknown keys and wrong types (caught by the schema)
+        (resnet18_spec(frozen_stage=1), "backbone.frozen_stage", "did you mean frozen_stages?"),
+        (resnet18_spec(stages={"c2": {"slize": [0, 4]}}), "backbone.stages.c2.slize", "did you mean slice?"),
+        (resnet18_spec(fpn={"out_chanels": 8}), "backbone.fpn.out_chanels", "did you mean out_channels?"),
+        (resnet18_spec(frozen_stages="two"), "backbone.frozen_stages", "could not be converted to Integer"),
+        (resnet18_spec(fpn=256), "backbone.fpn", "expected null or a mapping"),
+        ({"stages": VGG["stages"]}, "backbone.model", "missing value"),
+        # stages
+        (_vgg(stages={}), "backbone.stages", "no stages"),
+        (_vgg(stages={"c1": {"slice": [0, 4], "modules": ["features"]}}), "backbone.stages.c1", "exactly one of"),
+        (_vgg(stages={"c1": {}}), "backbone.stages.c1", "exactly one of 'slice' or 'modules'"),
+        (_vgg(stages={"c1": {"slice": [4, 4]}}), "backbone.stages.c1.slice", "[4, 4] is empty"),
+        (_vgg(stages={"c1": {"slice": [0, 4, 8]}}), "backbone.stages.c1.slice", "expected [start, end]"),
+        (_vgg(stages={"c1": {"slice": [-1, 4]}}), "backbone.stages.c1.slice", "negative"),
+        (_vgg(stages={"c1": {"slice": [2, 4]}}), "backbone.stages.c1.slice", "children 0..1 would never run"),
+        (_vgg(stages={"c1": {"slice": [0, 4]}, "c2": {"slice": [3, 9]}}), "backbone.stages.c2.slice", "overlaps stage 'c1'"),
+        (_vgg(stages={"c1": {"slice": [0, 4]}, "c2": {"slice": [5, 9]}}), "backbone.stages.c2.slice", "4..4 would never run"),
+        (resnet18_spec(stages={"c2": {"modules": []}}), "backbone.stages.c2.modules", "empty list"),
+        (resnet18_spec(stages={"c2": {"modules": ["layer1..0"]}}), "backbone.stages.c2.modules[0]", "not a module path"),
+        (resnet18_spec(stages={"2c": {"modules": ["conv1"]}}), "backbone.stages.2c", "identifier"),
+        # outputs and freezing
+        (resnet18_spec(out_features=["c5"]), "backbone.out_features[0]", "unknown stage 'c5'"),
+        (resnet18_spec(out_features=["c4", "c2"]), "backbone.out_features", "in stage order"),
+        (resnet18_spec(out_features=["c3", "c3"]), "backbone.out_features", "distinct stages"),
+        (resnet18_spec(out_features=[]), "backbone.out_features", "use null"),
+        (resnet18_spec(frozen_stages=-1), "backbone.frozen_stages", "valid: 0..3"),
+        (resnet18_spec(frozen_stages=4), "backbone.frozen_stages", "valid: 0..3"),
+        # fixed choices
+        (resnet18_spec(norm="batch"), "backbone.norm", "valid: frozen, eval, train, sync"),
+        (resnet18_spec(layout="nwhc"), "backbone.layout", "valid: nchw, nhwc"),
+        (resnet18_spec(device="gpu"), "backbone.device", "valid: auto, cpu, cuda, cuda:N, mps"),
+        (resnet18_spec(fpn={"extra_blocks": "pool"}), "backbone.fpn.extra_blocks", "valid: null, maxpool, p6p7"),
+        (resnet18_spec(fpn={"out_channels": 0}), "backbone.fpn.out_channels", "positive"),
+        # data, not code
+        (resnet18_spec(_target_="os.system"), "backbone._target_", "is refused"),
+    ],
+)
+def test_invalid_spec_raises_spec_error_naming_the_key(spec, key, fragment):
+    with pytest.raises(featx.SpecError) as caught:
+        featx.load_spec(spec)
+    assert caught.value.key == key
+    assert str(caught.value).startswith(f"{key}: ")
+    assert fragment in str(caught.value)
+
+
+def test_spec_error_is_a_value_error_and_a_featx_error():
+    assert issubclass(featx.SpecError, ValueError) and issubclass(featx.SpecError, featx.FeatxError)
+    assert issubclass(featx.WeightsError, featx.FeatxError)
+
+
+def test_validate_spec_accepts_the_python_dataclasses():
+    spec = BackboneSpec(model="resnet18", stages={"c2": StageSpec(modules=["conv1", "layer1"])}, device="cpu")
+    validate_spec(spec)
+    assert featx.load_spec(spec) == spec
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_device_strings_that_are_valid_anywhere_pass_validation(device):
+    assert featx.load_spec(resnet18_spec(device=device)).device == device
