@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping
 from urllib.error import URLError
@@ -27,6 +28,8 @@ from featx.spec import key_path
 from featx.zoo import weights_enum
 
 _NESTING_KEYS = ("state_dict", "model")
+#: Set to 1 to never download: a weights enum missing from the cache is then an immediate WeightsError.
+OFFLINE_VARIABLE = "FEATX_OFFLINE"
 _SHOWN = 5
 
 
@@ -64,12 +67,17 @@ def resolve_weights(model: str, value: str) -> Path:
     path = cached_weights_path(member.url)
     if path.is_file():
         return path
+    where = f"Place the file at {path} (get it from {member.url})"
+    if os.environ.get(OFFLINE_VARIABLE, "") not in ("", "0"):
+        raise WeightsError(f"{key_path('weights')}: {model} {member} is not in the torch hub cache and "
+                           f"{OFFLINE_VARIABLE} forbids downloading. {where}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(member.url, str(path), progress=True)
     except (URLError, OSError) as error:
         raise WeightsError(
             f"{key_path('weights')}: {model} {member} is not in the torch hub cache and could not be downloaded "
-            f"({error}). Place the file at {path} (get it from {member.url})"
+            f"({error}). {where}"
         ) from None
     return path
 
@@ -79,10 +87,14 @@ def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise WeightsError(
-            f"{key_path('weights')}: {path} holds more than tensors and is refused (loaded with weights_only=True; "
-            f"nothing in it ran): {str(error).splitlines()[0]}"
-        ) from None
+        found = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
+        reason = found.group(1).strip() if found else str(error).splitlines()[0]
+        if reason.startswith("Unsupported global"):
+            raise WeightsError(
+                f"{key_path('weights')}: {path} holds more than tensors and is refused (loaded with "
+                f"weights_only=True; nothing in it ran): {reason.split(' was not')[0]}"
+            ) from None
+        raise WeightsError(f"{key_path('weights')}: cannot read {path}: not a torch checkpoint ({reason})") from None
     except (OSError, RuntimeError, EOFError) as error:
         raise WeightsError(f"{key_path('weights')}: cannot read {path}: {str(error).splitlines()[0]}") from None
     for key in _NESTING_KEYS:

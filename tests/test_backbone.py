@@ -1,0 +1,75 @@
+"""The Backbone module's contract: input checks, out_channels, device handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import featx
+
+from conftest import resnet18_spec
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return featx.build(resnet18_spec()).eval()
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 64), (1, 1, 3, 64, 64), (64,)])
+def test_input_that_is_not_4d_names_the_expected_shape(backbone, shape):
+    with pytest.raises(featx.InputShapeError) as caught:
+        backbone(torch.randn(*shape))
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, featx.FeatxError)
+    assert str(caught.value) == f"featx backbone 'resnet18' expects a batch of shape (N, 3, H, W), got {shape}"
+
+
+def test_input_with_the_wrong_channel_count_names_the_expected_shape(backbone):
+    with pytest.raises(featx.InputShapeError, match=r"expects a batch of shape \(N, 3, H, W\), got \(2, 1, 64, 64\)"):
+        backbone(torch.randn(2, 1, 64, 64))
+
+
+def test_out_channels_is_none_when_outputs_differ(backbone):
+    assert [i.channels for i in backbone.feature_info] == [64, 128, 256]
+    assert backbone.out_channels is None
+
+
+def test_auto_device_picks_what_this_machine_has():
+    backbone = featx.build(resnet18_spec(device="auto"))
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    assert next(backbone.parameters()).device.type == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
+def test_unavailable_cuda_is_an_error_never_a_fallback(device):
+    with pytest.raises(featx.DeviceError) as caught:
+        featx.build(resnet18_spec(device=device))
+    assert str(caught.value).startswith(f"backbone.device: '{device}' is not available on this machine")
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a machine without MPS")
+def test_unavailable_mps_is_an_error():
+    with pytest.raises(featx.DeviceError, match="backbone.device: 'mps' is not available"):
+        featx.build(resnet18_spec(device="mps"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_backbone_runs_on_cuda():
+    backbone = featx.build(resnet18_spec(device="cuda", fpn={"out_channels": 32})).eval()
+    with torch.inference_mode():
+        outputs = backbone(torch.randn(1, 3, 64, 64, device="cuda"))
+    assert all(t.is_cuda for t in outputs.values())
+
+
+def test_channels_last_gives_the_same_outputs():
+    torch.manual_seed(0)
+    reference = featx.build(resnet18_spec(norm="eval")).eval()
+    state = reference.state_dict()
+    channels_last = featx.build(resnet18_spec(norm="eval", channels_last=True)).eval()
+    channels_last.load_state_dict(state)
+    conv = channels_last.stages["c2"].conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        for name, tensor in reference(x).items():
+            torch.testing.assert_close(channels_last(x.contiguous(memory_format=torch.channels_last))[name], tensor, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,136 @@
+"""Weights: local files, torchvision enums through the hub cache, strict reporting, refusing pickled code."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torchvision
+from torchvision.models._utils import IntermediateLayerGetter
+
+import featx
+from featx.weights import OFFLINE_VARIABLE, cached_weights_path
+
+from conftest import randomize_norm_statistics, resnet18_spec
+
+C2_C3 = {"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c3": {"modules": ["layer2"]}}
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    torch.manual_seed(0)
+    return randomize_norm_statistics(torchvision.models.resnet18()).eval()
+
+
+def _build(weights, **changes):
+    return featx.build(resnet18_spec(weights=str(weights), stages=C2_C3, norm="eval", **changes)).eval()
+
+
+def _assert_matches(backbone, classifier):
+    getter = IntermediateLayerGetter(classifier, {"layer1": "c2", "layer2": "c3"}).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        actual, expected = backbone(x), getter(x)
+    for name in ("c2", "c3"):
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("nesting", [None, "state_dict", "model"])
+def test_local_checkpoint_plain_or_nested(tmp_path, classifier, nesting):
+    state = classifier.state_dict()
+    path = tmp_path / "checkpoint.pt"
+    torch.save(state if nesting is None else {nesting: state, "epoch": 3}, path)
+    _assert_matches(_build(path), classifier)
+
+
+def test_enum_weights_load_from_the_hub_cache(tmp_path, monkeypatch, classifier):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv(OFFLINE_VARIABLE, "1")
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    cached = tmp_path / "hub" / "checkpoints" / os.path.basename(url)
+    assert cached_weights_path(url) == cached
+    cached.parent.mkdir(parents=True)
+    torch.save(classifier.state_dict(), cached)
+    for name in ("IMAGENET1K_V1", "DEFAULT"):
+        _assert_matches(_build(name), classifier)
+
+
+def test_enum_weights_missing_offline_name_the_exact_path_and_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv(OFFLINE_VARIABLE, "1")
+    expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    with pytest.raises(featx.WeightsError) as caught:
+        _build("DEFAULT")
+    message = str(caught.value)
+    assert f"Place the file at {expected}" in message
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
+
+
+def test_unknown_enum_name_lists_the_valid_ones():
+    with pytest.raises(featx.WeightsError) as caught:
+        _build("IMAGENET2K")
+    assert str(caught.value) == (
+        "backbone.weights: 'IMAGENET2K' is not a weights name of resnet18 (valid: DEFAULT, IMAGENET1K_V1; "
+        "or a path to a checkpoint file)"
+    )
+
+
+def test_missing_checkpoint_file(tmp_path):
+    with pytest.raises(featx.WeightsError, match="checkpoint file not found: .*absent.pth"):
+        _build(tmp_path / "absent.pth")
+
+
+def test_dropped_layers_need_not_be_in_the_checkpoint(tmp_path, classifier):
+    state = {k: v for k, v in classifier.state_dict().items() if not k.startswith(("layer3", "layer4", "fc"))}
+    path = tmp_path / "partial.pth"
+    torch.save(state, path)
+    _assert_matches(_build(path), classifier)
+
+
+def test_missing_unexpected_and_mismatched_keys_are_listed(tmp_path, classifier):
+    state = dict(classifier.state_dict())
+    del state["layer1.0.conv1.weight"]
+    state["extra.weight"] = torch.zeros(2)
+    state["conv1.weight"] = torch.zeros(64, 3, 3, 3)
+    path = tmp_path / "broken.pth"
+    torch.save(state, path)
+    with pytest.raises(featx.WeightsError) as caught:
+        _build(path)
+    message = str(caught.value)
+    assert "unexpected keys: extra.weight (2,)" in message
+    assert "missing keys: layer1.0.conv1.weight (64, 64, 3, 3)" in message
+    assert "shape mismatches: conv1.weight checkpoint (64, 3, 3, 3) vs model (64, 3, 7, 7)" in message
+
+
+class _Payload:
+    """Unpickling this would create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_carrying_pickled_code_is_refused_and_never_runs(tmp_path, classifier):
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "malicious.pth"
+    torch.save({"state_dict": classifier.state_dict(), "payload": _Payload(marker)}, path)
+    with pytest.raises(featx.WeightsError, match="holds more than tensors and is refused .*: Unsupported global: GLOBAL io.open$"):
+        _build(path)
+    assert not marker.exists()
+
+
+def test_a_file_that_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("not a checkpoint")
+    with pytest.raises(featx.WeightsError, match="cannot read .*notes.pth"):
+        _build(path)
+
+
+def test_a_checkpoint_that_is_not_a_state_dict(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(featx.WeightsError, match="does not hold a state dict"):
+        _build(path)
