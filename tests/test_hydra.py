@@ -1,0 +1,135 @@
+"""Hydra: composing the real configs, instantiate, and the featx app run as users run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import featx
+from featx.resources import backbone_names, config_dir
+
+
+def _compose(overrides):
+    with initialize_config_module(config_module="featx.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def test_compose_with_overrides_and_instantiate():
+    cfg = _compose(["backbone=resnet50_fpn", "backbone.fpn.out_channels=128", "backbone.device=cpu"])
+    assert cfg.backbone.fpn.out_channels == 128
+    backbone = instantiate(cfg.backbone)
+    assert isinstance(backbone, featx.Backbone)
+    assert [(i.name, i.channels) for i in backbone.feature_info] == [("p2", 128), ("p3", 128), ("p4", 128), ("p5", 128)]
+    assert backbone.spec == featx.build(cfg.backbone).spec
+
+
+def test_instantiate_and_build_agree_for_every_conf_file(backbone_name):
+    cfg = _compose([f"backbone={backbone_name}", "backbone.device=cpu"])
+    assert instantiate(cfg.backbone).spec == featx.build(cfg.backbone).spec == featx.load_spec(
+        backbone_name, overrides=["device=cpu"]
+    )
+
+
+def test_composition_rejects_unknown_keys_with_the_key_named():
+    with pytest.raises(ConfigCompositionException, match="Could not override 'backbone.frozen_stage'") as caught:
+        _compose(["backbone=resnet34", "backbone.frozen_stage=1"])
+    assert "Key 'frozen_stage' not in 'BackboneNode'" in str(caught.value.__cause__)
+
+
+def test_composing_a_user_file_with_a_typo_fails_at_compose_time(tmp_path):
+    (tmp_path / "backbone").mkdir()
+    text = (config_dir() / "backbone" / "resnet34.yaml").read_text().replace("frozen_stages:", "frozen_stagez:")
+    (tmp_path / "backbone" / "typo.yaml").write_text(text)
+    with pytest.raises(ConfigCompositionException) as caught:
+        _compose(["backbone=typo", f"hydra.searchpath=[file://{tmp_path}]"])
+    assert "Key 'frozen_stagez' not in 'BackboneNode'\n    full_key: backbone.frozen_stagez" in str(caught.value)
+
+
+def test_composition_rejects_wrong_types():
+    with pytest.raises(ConfigCompositionException, match="backbone.frozen_stages=two"):
+        _compose(["backbone=resnet34", "backbone.frozen_stages=two"])
+
+
+def test_a_null_fpn_gains_a_neck_with_the_append_override():
+    cfg = _compose(["backbone=resnet50", "+backbone.fpn.out_channels=64", "backbone.device=cpu"])
+    backbone = instantiate(cfg.backbone)
+    assert backbone.out_channels == 64 and [i.name for i in backbone.feature_info] == ["p2", "p3", "p4", "p5"]
+
+
+def _run_app(args, cwd: Path, tmp: Path):
+    env = {**os.environ, "TMPDIR": str(tmp), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "featx", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture
+def workdirs(tmp_path):
+    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    tmp.mkdir()
+    return cwd, tmp
+
+
+def test_app_prints_the_table_and_leaves_the_working_directory_alone(workdirs):
+    cwd, tmp = workdirs
+    result = _run_app(["backbone=resnet50_fpn", "backbone.fpn.out_channels=128", "input.height=64", "input.width=96"], cwd, tmp)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("featx backbone=resnet50_fpn (resnet50) | weights: random init")
+    rows = {line.split()[1]: line.split() for line in lines if line.startswith("*")}
+    assert list(rows) == ["p2", "p3", "p4", "p5"]
+    assert rows["p2"][-6:-3] == ["128", "4", "1x128x16x24"]
+    assert rows["p5"][-6:-3] == ["128", "32", "1x128x2x3"]
+    assert any(line.startswith("        c2 ") and line.endswith("frozen") for line in lines)
+    assert "device cpu | input 1x3x64x96 | build" in lines[-1]
+    assert list(cwd.iterdir()) == []
+
+
+def test_app_resolved_config(workdirs):
+    cwd, tmp = workdirs
+    result = _run_app(["backbone=vgg16", "--cfg", "job", "--resolve"], cwd, tmp)
+    assert result.returncode == 0, result.stderr
+    cfg = OmegaConf.create(result.stdout)
+    assert cfg.backbone.model == "vgg16" and cfg.backbone.stages.c5.slice == [23, 29]
+    assert featx.load_spec(cfg.backbone) == featx.load_spec("vgg16")
+    assert list(cwd.iterdir()) == []
+
+
+def test_app_reports_spec_errors_without_a_traceback(workdirs):
+    cwd, tmp = workdirs
+    result = _run_app(["backbone=resnet34", "backbone.model=resnet5"], cwd, tmp)
+    assert result.returncode == 1
+    assert "featx: error: backbone.model: unknown torchvision model 'resnet5'; did you mean resnet50" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_app_refuses_an_unavailable_device(workdirs):
+    cwd, tmp = workdirs
+    result = _run_app(["backbone=resnet34", "backbone.device=cuda"], cwd, tmp)
+    assert result.returncode == 1
+    assert "featx: error: backbone.device: 'cuda' is not available on this machine" in result.stderr
+
+
+@pytest.mark.slow
+def test_app_sweeps_every_conf_backbone(workdirs):
+    cwd, tmp = workdirs
+    sweep_dir = tmp / "sweep"
+    result = _run_app(
+        ["-m", "backbone=glob(*)", "input.height=64", "input.width=64", f"hydra.sweep.dir={sweep_dir}"], cwd, tmp
+    )
+    assert result.returncode == 0, result.stderr
+    titles = [line for line in result.stdout.splitlines() if line.startswith("featx backbone=")]
+    assert sorted(title.split()[1].split("=")[1] for title in titles) == backbone_names()
+    assert (sweep_dir / "multirun.yaml").is_file()
+    assert list(cwd.iterdir()) == []
