@@ -19,7 +19,7 @@ from featx.freezing import apply_norm_policy, freeze
 from featx.loader import SpecSource, load_spec
 from featx.neck import FeaturePyramid, level_name
 from featx.plan import plan_backbone
-from featx.stages import StageMembers, stage_containers
+from featx.stages import stage_containers
 from featx.weights import load_kept_weights, read_state_dict, resolve_weights
 from featx.zoo import create_model
 
@@ -39,8 +39,7 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
     if spec.weights is not None:
         path = resolve_weights(spec.model, spec.weights)
         load_kept_weights(model, plan.kept_paths, read_state_dict(path), origin=str(path))
-    members = [StageMembers(info.name, info.paths, info.covers) for info in plan.stages]
-    stages = stage_containers(model, members)
+    stages = stage_containers(model, plan.stages)
     for name in stages:
         stages[name] = apply_norm_policy(stages[name], spec.norm)
     for name in list(stages)[: spec.frozen_stages]:

@@ -26,12 +26,9 @@ PROBE_SIZE = 224
 
 
 @dataclass(frozen=True)
-class StageInfo:
+class StageInfo(StageMembers):
     """One kept stage: its members, output channels and stride (input size / output size, a power of two)."""
 
-    name: str
-    paths: Tuple[str, ...]
-    covers: str
     channels: int
     stride: int
 

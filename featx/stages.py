@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from torch import nn
 
@@ -92,7 +92,7 @@ def resolve_members(model: nn.Module, spec: BackboneSpec) -> List[StageMembers]:
     return members
 
 
-def stage_containers(model: nn.Module, members: List[StageMembers]) -> "OrderedDict[str, nn.Sequential]":
+def stage_containers(model: nn.Module, members: Sequence[StageMembers]) -> "OrderedDict[str, nn.Sequential]":
     """One ``nn.Sequential`` per stage holding ``model``'s own member modules (children named by path, ``.`` → ``_``)."""
     return OrderedDict(
         (
