@@ -11,11 +11,13 @@ Example::
 from featx import hydra_conf as _hydra_conf  # noqa: F401  (registers the schemas in Hydra's ConfigStore)
 from featx.backbone import Backbone, FeatureInfo
 from featx.build import build
-from featx.errors import DeviceError, FeatxError, InputShapeError, SpecError, WeightsError
+from featx.checkpoint import load, save
+from featx.errors import ArgumentError, DeviceError, FeatxError, InputShapeError, SpecError, WeightsError
 from featx.loader import load_spec
 from featx.spec import BackboneSpec, FpnSpec, StageSpec
 
 __all__ = [
+    "ArgumentError",
     "Backbone",
     "BackboneSpec",
     "DeviceError",
@@ -27,6 +29,8 @@ __all__ = [
     "StageSpec",
     "WeightsError",
     "build",
+    "load",
     "load_spec",
+    "save",
 ]
 __version__ = "0.1.0"

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from featx.errors import InputShapeError
+from featx.errors import ArgumentError, InputShapeError
 from featx.freezing import set_norm_eval
+from featx.reinit import reinit_
+from featx.spec import suggest
 
 if TYPE_CHECKING:
     from featx.plan import BackbonePlan, StageInfo
@@ -48,7 +50,7 @@ class Backbone(nn.Module):
         self.spec: "BackboneSpec" = plan.spec
         self.stage_info: Tuple["StageInfo", ...] = plan.stages
         self.in_channels = plan.in_channels
-        self.frozen_stage_names: Tuple[str, ...] = tuple(self.stages)[: plan.spec.frozen_stages]
+        self._frozen: set = set()
         returned = [info for info in plan.stages if info.name in plan.spec.returned_stages]
         if neck is not None:
             self.feature_info: List[FeatureInfo] = list(neck.feature_info)
@@ -58,6 +60,8 @@ class Backbone(nn.Module):
             output_names = [info.name for info in returned]
         self._output_names: Dict[str, str] = {info.name: out for info, out in zip(returned, output_names)}
         self._nhwc = plan.spec.layout == "nhwc"
+        if plan.spec.frozen_stages:
+            self.freeze(*tuple(self.stages)[: plan.spec.frozen_stages])
 
     @property
     def out_channels(self) -> Optional[int]:
@@ -65,15 +69,86 @@ class Backbone(nn.Module):
         channels = {info.channels for info in self.feature_info}
         return channels.pop() if len(channels) == 1 else None
 
+    @property
+    def frozen_stage_names(self) -> Tuple[str, ...]:
+        """The stages that are frozen now, in stage order."""
+        return tuple(name for name in self.stages if name in self._frozen)
+
     def train(self, mode: bool = True) -> "Backbone":
         """Like ``nn.Module.train``, but frozen stages (and, with ``norm: eval``, all norm layers) stay in eval."""
         super().train(mode)
         if mode:
-            for name in self.frozen_stage_names:
+            for name in self._frozen:
                 self.stages[name].eval()
             if self.spec.norm == "eval":
                 set_norm_eval(self.stages)
         return self
+
+    def _select(self, names: Sequence[str], method: str, *, empty_means_all: bool = True) -> List[str]:
+        if not names and empty_means_all:
+            return list(self.stages)
+        stages = list(self.stages)
+        if not names:
+            raise ArgumentError(f"{method}(): name at least one stage (stages: {', '.join(stages)})")
+        for name in names:
+            if name not in self.stages:
+                raise ArgumentError(
+                    f"{method}(): unknown stage {name!r}{suggest(str(name), stages)} (stages: {', '.join(stages)})"
+                )
+        return list(names)
+
+    def freeze(self, *names: str) -> "Backbone":
+        """Freeze these stages (no names: all): ``requires_grad=False`` at any depth, eval mode across ``train()``.
+
+        Example: ``bb.freeze("c2", "c3")``.
+        """
+        for name in self._select(names, "freeze"):
+            self.stages[name].requires_grad_(False)
+            self._frozen.add(name)
+        return self.train(self.training)
+
+    def unfreeze(self, *names: str) -> "Backbone":
+        """Make these stages (no names: all) trainable again and let them follow ``train()``/``eval()``.
+
+        Norm layers then follow the ``norm`` policy: with ``frozen`` they are ``FrozenBatchNorm2d`` and stay fixed
+        (they have no parameters); with ``eval`` their affine terms train but their statistics stay fixed; with
+        ``train``/``sync`` they train fully. Example (progressive unfreezing): ``bb.unfreeze("c3")``.
+        """
+        for name in self._select(names, "unfreeze"):
+            self.stages[name].requires_grad_(True)
+            self._frozen.discard(name)
+        return self.train(self.training)
+
+    def reinit(self, *names: str) -> "Backbone":
+        """Re-initialise these stages: convs and linears N(0, 0.01) with zero bias, norm layers to identity.
+
+        Example: ``bb.reinit("c5")``.
+        """
+        for name in self._select(names, "reinit", empty_means_all=False):
+            reinit_(self.stages[name])
+        return self
+
+    def param_groups(self, lr: float, decay: float = 1.0) -> List[Dict[str, Any]]:
+        """Parameter groups for ``torch.optim``: one per stage with trainable parameters, plus ``neck``.
+
+        The deepest stage (and the neck) get ``lr``, a stage ``k`` stages shallower ``lr * decay**k``; frozen
+        parameters are left out. Each group has a ``name``. Example::
+
+            torch.optim.AdamW(bb.param_groups(1e-4, decay=0.5))
+        """
+        if lr <= 0 or decay <= 0:
+            raise ArgumentError(f"param_groups(): lr and decay must be positive, got lr={lr}, decay={decay}")
+        deepest = len(self.stages) - 1
+        groups = []
+        for index, (name, stage) in enumerate(self.stages.items()):
+            params = [p for p in stage.parameters() if p.requires_grad]
+            if params:
+                groups.append({"name": name, "params": params, "lr": lr * decay ** (deepest - index)})
+        if self.neck is not None:
+            params = [p for p in self.neck.parameters() if p.requires_grad]
+            if params:
+                groups.append({"name": "neck", "params": params, "lr": lr})
+        return groups
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -15,12 +15,12 @@ import torch
 
 from featx.backbone import Backbone, FeatureInfo
 from featx.device import resolve_device
-from featx.freezing import apply_norm_policy, freeze
+from featx.freezing import apply_norm_policy
 from featx.loader import SpecSource, load_spec
 from featx.neck import FeaturePyramid, level_name
 from featx.plan import plan_backbone
 from featx.stages import stage_containers
-from featx.weights import load_kept_weights, read_state_dict, resolve_weights
+from featx.weights import load_kept_weights, load_saved_backbone, read_checkpoint, resolve_weights
 from featx.zoo import create_model
 
 
@@ -35,20 +35,22 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
     spec = load_spec(source, overrides)
     device = resolve_device(spec.device)
     plan = plan_backbone(spec)
+    checkpoint = read_checkpoint(resolve_weights(spec.model, spec.weights)) if spec.weights is not None else None
     model = create_model(spec.model)
-    if spec.weights is not None:
-        path = resolve_weights(spec.model, spec.weights)
-        load_kept_weights(model, plan.kept_paths, read_state_dict(path), origin=str(path))
+    if checkpoint is not None and checkpoint.saved is None:
+        load_kept_weights(model, plan.kept_paths, checkpoint)
     stages = stage_containers(model, plan.stages)
     for name in stages:
         stages[name] = apply_norm_policy(stages[name], spec.norm)
-    for name in list(stages)[: spec.frozen_stages]:
-        freeze(stages[name])
     neck = None
     if spec.fpn is not None:
         levels = [FeatureInfo(level_name(info.stride), info.channels, info.stride) for info in plan.stages
                   if info.name in spec.returned_stages]
         neck = FeaturePyramid(levels, spec.fpn)
     backbone = Backbone(stages, plan, neck)
+    if checkpoint is not None and checkpoint.saved is not None:
+        load_saved_backbone(backbone, spec, checkpoint)
+    if spec.reinit:
+        backbone.reinit(*spec.reinit)
     memory_format = torch.channels_last if spec.channels_last else torch.preserve_format
     return backbone.to(device=device, memory_format=memory_format)

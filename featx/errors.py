@@ -44,3 +44,7 @@ class DeviceError(FeatxError, RuntimeError):
 
 class InputShapeError(FeatxError, ValueError):
     """A tensor passed to a backbone does not have the shape its first layer takes."""
+
+
+class ArgumentError(FeatxError, ValueError):
+    """An argument to a featx function or method is invalid (an unknown stage name, a negative rate)."""

@@ -1,4 +1,4 @@
-"""Norm policies and freezing.
+"""Norm policies.
 
 - ``frozen``: every ``BatchNorm2d`` becomes torchvision's ``FrozenBatchNorm2d`` (statistics and affine fixed).
 - ``eval``: BatchNorm kept with trainable affine, but always in eval mode (running statistics never change).
@@ -7,7 +7,6 @@
 Example::
 
     stage = apply_norm_policy(stage, "frozen")
-    freeze(stage)                      # every parameter at any depth: requires_grad=False
     set_norm_eval(stage)               # norm layers to eval mode (call again after every .train())
 """
 
@@ -63,8 +62,3 @@ def set_norm_eval(module: nn.Module) -> None:
     """Put every BatchNorm layer below ``module`` in eval mode, so its running statistics stay fixed."""
     for layer in norm_layers(module):
         layer.eval()
-
-
-def freeze(module: nn.Module) -> None:
-    """``requires_grad=False`` for every parameter of ``module`` at any depth."""
-    module.requires_grad_(False)

@@ -63,6 +63,7 @@ class BackboneSpec:
     stages: Dict[str, StageSpec] = MISSING
     out_features: Optional[List[str]] = None
     frozen_stages: int = 0
+    reinit: List[str] = field(default_factory=list)
     norm: str = "frozen"
     fpn: Any = None
     layout: str = "nchw"
@@ -159,6 +160,13 @@ def _validate_outputs(spec: BackboneSpec) -> None:
             raise SpecError(
                 key_path("out_features"),
                 f"{list(spec.out_features)} must name distinct stages in stage order ({', '.join(names)})",
+            )
+    kept = names[: names.index(spec.returned_stages[-1]) + 1]
+    for position, name in enumerate(spec.reinit):
+        if name not in kept or name in spec.reinit[:position]:
+            raise SpecError(
+                key_path(f"reinit[{position}]"),
+                f"{name!r} is not a kept stage or is listed twice{suggest(name, kept)} (kept stages: {', '.join(kept)})",
             )
     if not 0 <= spec.frozen_stages <= len(names):
         raise SpecError(

@@ -2,32 +2,43 @@
 
 ``weights`` is ``null`` (random init), ``DEFAULT`` or a member name of the model's torchvision weights enum
 (``IMAGENET1K_V2``; looked up in the torch hub cache, downloaded only if absent), or a path to a local
-``.pth``/``.pt`` state dict (optionally nested under ``state_dict`` or ``model``).
+``.pth``/``.pt`` state dict (optionally nested under ``state_dict`` or ``model``), a ``.safetensors`` file, or a
+checkpoint written by :func:`featx.save`.
 
 Example::
 
-    state = read_state_dict(resolve_weights("resnet50", "IMAGENET1K_V2"))
-    load_kept_weights(model, ("conv1", "bn1", "layer1"), state, origin="IMAGENET1K_V2")
+    checkpoint = read_checkpoint(resolve_weights("resnet50", "IMAGENET1K_V2"))
+    load_kept_weights(model, ("conv1", "bn1", "layer1"), checkpoint)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file as load_safetensors
+
 from featx.errors import WeightsError
-from featx.spec import key_path
+from featx.loader import load_spec
+from featx.spec import BackboneSpec, key_path
 from featx.zoo import weights_enum
 
 _NESTING_KEYS = ("state_dict", "model")
+#: The key under which featx.save stores the spec, frozen stages and versions.
+FORMAT_KEY = "featx"
+#: Spec keys that decide a backbone's state-dict layout: checkpoints move only between equal values of these.
+STRUCTURE_KEYS = ("model", "source", "stages", "out_features", "norm", "fpn", "layout")
 #: Set to 1 to never download: a weights enum missing from the cache is then an immediate WeightsError.
 OFFLINE_VARIABLE = "FEATX_OFFLINE"
 _SHOWN = 5
@@ -82,10 +93,30 @@ def resolve_weights(model: str, value: str) -> Path:
     return path
 
 
-def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
-    """A state dict from a checkpoint file, loaded with ``weights_only=True`` (pickled code is refused)."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """Tensors read from a weights file; ``saved`` holds the featx block (spec, frozen stages, versions) of a
+    checkpoint written by :func:`featx.save`, else ``None`` (a torchvision-keyed state dict)."""
+
+    path: Path
+    state: Dict[str, torch.Tensor]
+    saved: Optional[Dict[str, Any]] = None
+
+
+def _read_safetensors(path: Path) -> Checkpoint:
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_safetensors(str(path))
+    except (SafetensorError, OSError) as error:
+        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {error}") from None
+    saved = json.loads(metadata[FORMAT_KEY]) if FORMAT_KEY in metadata else None
+    return Checkpoint(path, state, saved)
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
         reason = found.group(1).strip() if found else str(error).splitlines()[0]
@@ -97,12 +128,22 @@ def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
         raise WeightsError(f"{key_path('weights')}: cannot read {path}: not a torch checkpoint ({reason})") from None
     except (OSError, RuntimeError, EOFError) as error:
         raise WeightsError(f"{key_path('weights')}: cannot read {path}: {str(error).splitlines()[0]}") from None
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read a ``.pth``/``.pt`` (``weights_only=True``: pickled code is refused) or ``.safetensors`` file."""
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    loaded = _torch_load(path)
+    saved = None
+    if isinstance(loaded, Mapping) and isinstance(loaded.get(FORMAT_KEY), Mapping):
+        saved = dict(loaded[FORMAT_KEY])
     for key in _NESTING_KEYS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise WeightsError(f"{key_path('weights')}: {path} does not hold a state dict (name → tensor)")
-    return dict(loaded)
+    return Checkpoint(path, dict(loaded), saved)
 
 
 def _listing(keys: Iterable[str], describe) -> str:
@@ -115,16 +156,11 @@ def _is_kept(key: str, kept_paths: Iterable[str]) -> bool:
     return any(key.startswith(path + ".") for path in kept_paths)
 
 
-def load_kept_weights(model: nn.Module, kept_paths: Iterable[str], state: Mapping[str, torch.Tensor], origin: str) -> None:
-    """Load ``state`` (keyed like ``model.state_dict()``) into the kept modules of ``model``.
-
-    Keys of dropped layers (classifier, unused stages) are skipped on purpose; a key ``model`` lacks, a kept key
-    ``state`` lacks, or a shape mismatch raises :class:`WeightsError` listing the first offending keys.
-    """
-    kept_paths = tuple(kept_paths)
-    model_state = model.state_dict()
-    expected = {key: value for key, value in model_state.items() if _is_kept(key, kept_paths)}
-    unexpected = [key for key in state if key not in model_state]
+def _load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                  known: Iterable[str], origin: str) -> None:
+    """Load ``expected``'s keys from ``state``; a key outside ``known``, a missing key or a shape mismatch raises."""
+    known = set(known)
+    unexpected = [key for key in state if key not in known]
     missing = [key for key in expected if key not in state]
     mismatched = [key for key in expected if key in state and state[key].shape != expected[key].shape]
     problems: List[str] = []
@@ -139,4 +175,29 @@ def load_kept_weights(model: nn.Module, kept_paths: Iterable[str], state: Mappin
         )
     if problems:
         raise WeightsError(f"{key_path('weights')}: {origin} does not fit the kept layers — " + " | ".join(problems))
-    model.load_state_dict({key: state[key] for key in expected}, strict=False)
+    module.load_state_dict({key: state[key] for key in expected}, strict=False)
+
+
+def load_kept_weights(model: nn.Module, kept_paths: Iterable[str], checkpoint: Checkpoint) -> None:
+    """Load a torchvision-keyed ``checkpoint`` into the kept modules of ``model``.
+
+    Keys of dropped layers (classifier, unused stages) are skipped on purpose; a key ``model`` lacks, a kept key
+    the checkpoint lacks, or a shape mismatch raises :class:`WeightsError` listing the first offending keys.
+    """
+    kept_paths = tuple(kept_paths)
+    model_state = model.state_dict()
+    expected = {key: value for key, value in model_state.items() if _is_kept(key, kept_paths)}
+    _load_checked(model, checkpoint.state, expected, model_state, str(checkpoint.path))
+
+
+def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Checkpoint) -> None:
+    """Load a checkpoint written by :func:`featx.save` into ``backbone``, whose spec must have the same structure."""
+    saved = load_spec(checkpoint.saved["spec"])
+    differing = [key for key in STRUCTURE_KEYS if getattr(saved, key) != getattr(spec, key)]
+    if differing:
+        raise WeightsError(
+            f"{key_path('weights')}: {checkpoint.path} was saved by featx.save from a different spec (it differs in "
+            f"{', '.join(differing)}); rebuild that backbone with featx.load({str(checkpoint.path)!r})"
+        )
+    expected = backbone.state_dict()
+    _load_checked(backbone, checkpoint.state, expected, expected, str(checkpoint.path))
