@@ -28,7 +28,7 @@ PathLike = Union[str, os.PathLike]
 
 
 def _metadata(backbone: Backbone) -> Dict[str, Any]:
-    versions = {"featx": version("featx"), "torch": torch.__version__, "torchvision": torchvision.__version__}
+    versions = {"featx": version("featx"), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
     return {"spec": backbone.spec.to_dict(), "versions": versions}
 
 

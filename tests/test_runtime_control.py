@@ -1,0 +1,119 @@
+"""Training-time control: freeze/unfreeze, per-stage learning rates, re-initialisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+import featx
+
+from conftest import resnet18_spec
+
+
+def _trainable_stages(backbone):
+    return [name for name, stage in backbone.stages.items() if any(p.requires_grad for p in stage.parameters())]
+
+
+def test_progressive_unfreezing():
+    backbone = featx.build(resnet18_spec(frozen_stages=3, norm="train")).train()
+    assert _trainable_stages(backbone) == [] and backbone.frozen_stage_names == ("c2", "c3", "c4")
+    backbone.unfreeze("c4")
+    assert _trainable_stages(backbone) == ["c4"] and backbone.frozen_stage_names == ("c2", "c3")
+    assert all(m.training for m in backbone.stages["c4"].modules())
+    assert not any(m.training for m in backbone.stages["c3"].modules())
+    backbone.unfreeze()
+    assert _trainable_stages(backbone) == ["c2", "c3", "c4"] and backbone.frozen_stage_names == ()
+    backbone.freeze("c2")
+    assert _trainable_stages(backbone) == ["c3", "c4"]
+    assert not any(m.training for m in backbone.stages["c2"].modules())
+    backbone.freeze()
+    assert _trainable_stages(backbone) == [] and backbone.frozen_stage_names == ("c2", "c3", "c4")
+
+
+def test_freezing_while_in_eval_mode_survives_train():
+    backbone = featx.build(resnet18_spec(norm="train")).eval()
+    backbone.freeze("c3")
+    backbone.train()
+    assert not any(m.training for m in backbone.stages["c3"].modules())
+    assert all(m.training for m in backbone.stages["c4"].modules())
+
+
+def test_unfreeze_follows_the_norm_policy():
+    frozen = featx.build(resnet18_spec(frozen_stages=3, norm="frozen")).unfreeze().train()
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in frozen.modules())
+    assert not any(isinstance(m, _BatchNorm) for m in frozen.modules())  # nothing left that could train
+    evaluated = featx.build(resnet18_spec(frozen_stages=3, norm="eval")).unfreeze().train()
+    norms = [m for m in evaluated.modules() if isinstance(m, _BatchNorm)]
+    assert all(m.weight.requires_grad and not m.training for m in norms)
+    trained = featx.build(resnet18_spec(frozen_stages=3, norm="train")).unfreeze().train()
+    assert all(m.weight.requires_grad and m.training for m in trained.modules() if isinstance(m, _BatchNorm))
+
+
+def test_unknown_stage_names_are_an_argument_error():
+    backbone = featx.build(resnet18_spec())
+    with pytest.raises(featx.ArgumentError) as caught:
+        backbone.freeze("c5")
+    assert str(caught.value) == "freeze(): unknown stage 'c5' (stages: c2, c3, c4)"
+    with pytest.raises(featx.ArgumentError, match=r"unfreeze\(\): unknown stage 'c22'; did you mean c2\?"):
+        backbone.unfreeze("c22")
+    with pytest.raises(featx.ArgumentError, match=r"reinit\(\): name at least one stage"):
+        backbone.reinit()
+
+
+def test_param_groups_decay_towards_shallow_stages_and_skip_frozen():
+    backbone = featx.build(resnet18_spec(frozen_stages=1, fpn={"out_channels": 16}))
+    groups = backbone.param_groups(0.1, decay=0.5)
+    assert [(g["name"], g["lr"]) for g in groups] == [("c3", 0.05), ("c4", 0.1), ("neck", 0.1)]
+    grouped = [p for g in groups for p in g["params"]]
+    assert len(grouped) == len({id(p) for p in grouped})
+    assert {id(p) for p in grouped} == {id(p) for p in backbone.parameters() if p.requires_grad}
+    optimizer = torch.optim.SGD(groups, lr=1.0)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.05, 0.1, 0.1]
+    unfrozen = featx.build(resnet18_spec()).param_groups(1.0, decay=0.5)
+    assert [(g["name"], g["lr"]) for g in unfrozen] == [("c2", 0.25), ("c3", 0.5), ("c4", 1.0)]
+
+
+def test_param_groups_reject_bad_rates():
+    with pytest.raises(featx.ArgumentError, match="lr and decay must be positive"):
+        featx.build(resnet18_spec()).param_groups(0.0)
+
+
+def test_reinit_resets_convs_and_norms_of_the_named_stages_only():
+    torch.manual_seed(0)
+    backbone = featx.build(resnet18_spec(norm="train"))
+    untouched = {k: v.clone() for k, v in backbone.stages["c3"].state_dict().items()}
+    backbone.reinit("c4")
+    convs = [m for m in backbone.stages["c4"].modules() if isinstance(m, nn.Conv2d)]
+    weights = torch.cat([conv.weight.flatten() for conv in convs])
+    assert abs(weights.std().item() - 0.01) < 0.001 and abs(weights.mean().item()) < 0.001
+    norms = [m for m in backbone.stages["c4"].modules() if isinstance(m, _BatchNorm)]
+    for norm in norms:
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and torch.equal(norm.bias, torch.zeros_like(norm.bias))
+        assert torch.equal(norm.running_mean, torch.zeros_like(norm.running_mean))
+        assert torch.equal(norm.running_var, torch.ones_like(norm.running_var))
+    assert all(torch.equal(v, backbone.stages["c3"].state_dict()[k]) for k, v in untouched.items())
+
+
+def test_reinit_in_the_spec_applies_after_loading_weights(tmp_path):
+    import torchvision
+
+    classifier = torchvision.models.resnet18()
+    path = tmp_path / "r18.pth"
+    torch.save(classifier.state_dict(), path)
+    backbone = featx.build(resnet18_spec(weights=str(path), reinit=["c4"], norm="frozen"))
+    assert torch.equal(backbone.stages["c3"].layer2[0].conv1.weight, classifier.layer2[0].conv1.weight)
+    reinitialised = backbone.stages["c4"].layer3[0].conv1.weight
+    assert not torch.equal(reinitialised, classifier.layer3[0].conv1.weight)
+    assert abs(reinitialised.std().item() - 0.01) < 0.002
+    frozen_norm = backbone.stages["c4"].layer3[0].bn1
+    assert isinstance(frozen_norm, FrozenBatchNorm2d) and torch.equal(frozen_norm.running_var, torch.ones(256))
+
+
+def test_reinit_of_an_unknown_or_dropped_stage_is_a_spec_error():
+    with pytest.raises(featx.SpecError, match=r"backbone\.reinit\[0\]: 'c5' is not a kept stage"):
+        featx.load_spec(resnet18_spec(reinit=["c5"]))
+    with pytest.raises(featx.SpecError, match=r"backbone\.reinit\[0\]: 'c4' is not a kept stage"):
+        featx.load_spec(resnet18_spec(reinit=["c4"], out_features=["c3"]))
