@@ -45,11 +45,14 @@ def save(backbone: Backbone, path: PathLike, *, overwrite: bool = False) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     state = {key: tensor.detach().cpu().contiguous() for key, tensor in backbone.state_dict().items()}
-    if path.suffix == ".safetensors":
-        save_safetensors(state, str(partial), metadata={FORMAT_KEY: json.dumps(_metadata(backbone))})
-    else:
-        torch.save({FORMAT_KEY: _metadata(backbone), "state_dict": state}, partial)
-    os.replace(partial, path)
+    try:
+        if path.suffix == ".safetensors":
+            save_safetensors(state, str(partial), metadata={FORMAT_KEY: json.dumps(_metadata(backbone))})
+        else:
+            torch.save({FORMAT_KEY: _metadata(backbone), "state_dict": state}, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 

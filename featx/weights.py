@@ -29,16 +29,16 @@ from torch import nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file as load_safetensors
 
-from featx.errors import WeightsError
+from featx.errors import SpecError, WeightsError
 from featx.loader import load_spec
-from featx.spec import BackboneSpec, key_path
+from featx.spec import BackboneSpec, key_path, suggest
 from featx.zoo import weights_enum
 
 _NESTING_KEYS = ("state_dict", "model")
 #: The key under which featx.save stores the spec, frozen stages and versions.
 FORMAT_KEY = "featx"
-#: Spec keys that decide a backbone's state-dict layout: checkpoints move only between equal values of these.
-STRUCTURE_KEYS = ("model", "source", "stages", "out_features", "norm", "fpn", "layout")
+#: Spec keys that shape a backbone's state dict, named when a featx checkpoint does not fit.
+STRUCTURE_KEYS = ("model", "source", "stages", "out_features", "fpn")
 #: Set to 1 to never download: a weights enum missing from the cache is then an immediate WeightsError.
 OFFLINE_VARIABLE = "FEATX_OFFLINE"
 _SHOWN = 5
@@ -60,9 +60,10 @@ def _enum_member(model: str, name: str):  # -> torchvision.models.WeightsEnum
         return enum.DEFAULT
     members = [member.name for member in enum]
     if name not in members:
-        raise WeightsError(
-            f"{key_path('weights')}: {name!r} is not a weights name of {model} "
-            f"(valid: DEFAULT, {', '.join(members)}; or a path to a checkpoint file)"
+        raise SpecError(
+            key_path("weights"),
+            f"{name!r} is not a weights name of {model}{suggest(name, members)} "
+            f"(valid: null, DEFAULT, {', '.join(members)}; or a path to a checkpoint file)",
         )
     return enum[name]
 
@@ -110,8 +111,17 @@ def _read_safetensors(path: Path) -> Checkpoint:
         state = load_safetensors(str(path))
     except (SafetensorError, OSError) as error:
         raise WeightsError(f"{key_path('weights')}: cannot read {path}: {error}") from None
-    saved = json.loads(metadata[FORMAT_KEY]) if FORMAT_KEY in metadata else None
-    return Checkpoint(path, state, saved)
+    try:
+        saved = json.loads(metadata[FORMAT_KEY]) if FORMAT_KEY in metadata else None
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{key_path('weights')}: {path} has unreadable featx metadata: {error}") from None
+    return _checked(Checkpoint(path, state, saved))
+
+
+def _checked(checkpoint: Checkpoint) -> Checkpoint:
+    if checkpoint.saved is not None and not isinstance(checkpoint.saved.get("spec"), Mapping):
+        raise WeightsError(f"{key_path('weights')}: {checkpoint.path} has a featx block without a spec")
+    return checkpoint
 
 
 def _torch_load(path: Path) -> Any:
@@ -143,13 +153,18 @@ def read_checkpoint(path: Path) -> Checkpoint:
             loaded = loaded[key]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise WeightsError(f"{key_path('weights')}: {path} does not hold a state dict (name → tensor)")
-    return Checkpoint(path, dict(loaded), saved)
+    return _checked(Checkpoint(path, dict(loaded), saved))
 
 
 def _listing(keys: Iterable[str], describe) -> str:
     keys = list(keys)
     shown = "; ".join(describe(key) for key in keys[:_SHOWN])
     return shown + (f"; and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else "")
+
+
+def _is_batch_counter(key: str) -> bool:
+    """BatchNorm's ``num_batches_tracked``: older torchvision files lack it and FrozenBatchNorm2d drops it."""
+    return key.endswith(".num_batches_tracked")
 
 
 def _is_kept(key: str, kept_paths: Iterable[str]) -> bool:
@@ -160,8 +175,8 @@ def _load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], expected
                   known: Iterable[str], origin: str) -> None:
     """Load ``expected``'s keys from ``state``; a key outside ``known``, a missing key or a shape mismatch raises."""
     known = set(known)
-    unexpected = [key for key in state if key not in known]
-    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in known and not _is_batch_counter(key)]
+    missing = [key for key in expected if key not in state and not _is_batch_counter(key)]
     mismatched = [key for key in expected if key in state and state[key].shape != expected[key].shape]
     problems: List[str] = []
     if unexpected:
@@ -175,7 +190,7 @@ def _load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], expected
         )
     if problems:
         raise WeightsError(f"{key_path('weights')}: {origin} does not fit the kept layers — " + " | ".join(problems))
-    module.load_state_dict({key: state[key] for key in expected}, strict=False)
+    module.load_state_dict({key: state[key] for key in expected if key in state}, strict=False)
 
 
 def load_kept_weights(model: nn.Module, kept_paths: Iterable[str], checkpoint: Checkpoint) -> None:
@@ -191,13 +206,16 @@ def load_kept_weights(model: nn.Module, kept_paths: Iterable[str], checkpoint: C
 
 
 def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Checkpoint) -> None:
-    """Load a checkpoint written by :func:`featx.save` into ``backbone``, whose spec must have the same structure."""
-    saved = load_spec(checkpoint.saved["spec"])
-    differing = [key for key in STRUCTURE_KEYS if getattr(saved, key) != getattr(spec, key)]
-    if differing:
+    """Load a checkpoint written by :func:`featx.save` into ``backbone``; if it does not fit, say how the spec it
+    was saved from differs."""
+    expected = backbone.state_dict()
+    try:
+        _load_checked(backbone, checkpoint.state, expected, expected, str(checkpoint.path))
+    except WeightsError as error:
+        saved = load_spec(checkpoint.saved["spec"])
+        differing = [field for field in STRUCTURE_KEYS if getattr(saved, field) != getattr(spec, field)]
         raise WeightsError(
             f"{key_path('weights')}: {checkpoint.path} was saved by featx.save from a different spec (it differs in "
-            f"{', '.join(differing)}); rebuild that backbone with featx.load({str(checkpoint.path)!r})"
-        )
-    expected = backbone.state_dict()
-    _load_checked(backbone, checkpoint.state, expected, expected, str(checkpoint.path))
+            f"{', '.join(differing) or 'no structural key'}); rebuild that backbone with "
+            f"featx.load({str(checkpoint.path)!r}) and no structural overrides. {error}"
+        ) from None

@@ -56,6 +56,7 @@ def test_a_checkpoint_from_a_different_spec_is_refused_with_the_reason(tmp_path)
     with pytest.raises(featx.WeightsError) as caught:
         featx.build(resnet18_spec(norm="train", fpn={"out_channels": 32}, weights=str(path)))
     assert "was saved by featx.save from a different spec (it differs in fpn)" in str(caught.value)
+    assert "shape mismatches: neck.inner_blocks.0.0.weight checkpoint (16, 64, 1, 1) vs model (32, 64, 1, 1)" in str(caught.value)
     assert f"featx.load('{path}')" in str(caught.value)
 
 
@@ -70,6 +71,17 @@ def test_the_same_spec_accepts_the_checkpoint_through_build(tmp_path):
 def test_load_overrides_apply(tmp_path):
     path = featx.save(_trained(), tmp_path / "bb.pt")
     assert featx.load(path, overrides=["device=cpu", "frozen_stages=3"]).frozen_stage_names == ("c2", "c3", "c4")
+
+
+@pytest.mark.parametrize("norm", ["eval", "frozen", "sync"])
+def test_load_with_another_norm_policy_keeps_the_weights(tmp_path, norm):
+    backbone = _trained()
+    path = featx.save(backbone, tmp_path / "bb.pt")
+    loaded = featx.load(path, overrides=[f"norm={norm}"]).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        for (name, a), b in zip(backbone(x).items(), loaded(x).values()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
 
 
 def test_load_of_a_plain_state_dict_says_it_has_no_spec(tmp_path):

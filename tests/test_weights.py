@@ -68,12 +68,20 @@ def test_enum_weights_missing_offline_name_the_exact_path_and_url(tmp_path, monk
 
 
 def test_unknown_enum_name_lists_the_valid_ones():
-    with pytest.raises(featx.WeightsError) as caught:
-        _build("IMAGENET2K")
+    with pytest.raises(featx.SpecError) as caught:
+        _build("IMAGENET2K_V1")
     assert str(caught.value) == (
-        "backbone.weights: 'IMAGENET2K' is not a weights name of resnet18 (valid: DEFAULT, IMAGENET1K_V1; "
-        "or a path to a checkpoint file)"
+        "backbone.weights: 'IMAGENET2K_V1' is not a weights name of resnet18; did you mean IMAGENET1K_V1? "
+        "(valid: null, DEFAULT, IMAGENET1K_V1; or a path to a checkpoint file)"
     )
+
+
+def test_checkpoints_without_batch_counters_load(tmp_path, classifier):
+    """Older torchvision files (and FrozenBatchNorm2d models) have no num_batches_tracked entries."""
+    state = {k: v for k, v in classifier.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "legacy.pth"
+    torch.save(state, path)
+    _assert_matches(_build(path), classifier)
 
 
 def test_missing_checkpoint_file(tmp_path):
