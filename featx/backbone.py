@@ -51,7 +51,7 @@ class Backbone(nn.Module):
         self.stage_info: Tuple["StageInfo", ...] = plan.stages
         self.in_channels = plan.in_channels
         self._frozen: set = set()
-        returned = [info for info in plan.stages if info.name in plan.spec.returned_stages]
+        returned = plan.returned
         if neck is not None:
             self.feature_info: List[FeatureInfo] = list(neck.feature_info)
             output_names = [info.name for info in neck.feature_info[: len(returned)]]
@@ -151,10 +151,10 @@ class Backbone(nn.Module):
         return groups
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
+        if x.dim() != 4 or x.shape[1] != self.in_channels or not x.is_floating_point():
             raise InputShapeError(
-                f"featx backbone {self.spec.model!r} expects a batch of shape (N, {self.in_channels}, H, W), "
-                f"got {tuple(x.shape)}"
+                f"featx backbone {self.spec.model!r} expects a floating-point batch of shape "
+                f"(N, {self.in_channels}, H, W), got {tuple(x.shape)} {x.dtype}"
             )
         features: "OrderedDict[str, Tensor]" = OrderedDict()
         for name, stage in self.stages.items():

@@ -44,8 +44,7 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
         stages[name] = apply_norm_policy(stages[name], spec.norm)
     neck = None
     if spec.fpn is not None:
-        levels = [FeatureInfo(level_name(info.stride), info.channels, info.stride) for info in plan.stages
-                  if info.name in spec.returned_stages]
+        levels = [FeatureInfo(level_name(info.stride), info.channels, info.stride) for info in plan.returned]
         neck = FeaturePyramid(levels, spec.fpn)
     backbone = Backbone(stages, plan, neck)
     if checkpoint is not None and checkpoint.saved is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Mapping, Tuple
 
 import torch
 from torch import nn
@@ -21,8 +21,9 @@ from featx.spec import BackboneSpec, key_path
 from featx.stages import StageMembers, resolve_members, stage_containers
 from featx.zoo import create_model
 
-#: Side of the square meta input used to measure strides (meta tensors cost nothing, so it can be generous).
-PROBE_SIZE = 224
+#: Two (height, width) meta inputs: the stride is read from the first; comparing both tells the channel dimension
+#: (constant) from the spatial ones (which grow with the input). Meta tensors cost nothing, so they can be generous.
+PROBE_SIZES = ((224, 288), (320, 416))
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,12 @@ class BackbonePlan:
     in_channels: int
 
     @property
+    def returned(self) -> Tuple[StageInfo, ...]:
+        """The stages whose outputs are returned (or fed to the FPN), in stage order."""
+        names = set(self.spec.returned_stages)
+        return tuple(stage for stage in self.stages if stage.name in names)
+
+    @property
     def kept_paths(self) -> Tuple[str, ...]:
         """Every module path the backbone keeps (the weights it loads)."""
         return tuple(path for stage in self.stages for path in stage.paths)
@@ -56,9 +63,11 @@ def input_channels(first_stage: nn.Module) -> int:
     return 3
 
 
-def _probe(containers: "dict[str, nn.Module]", members: List[StageMembers], nhwc: bool, in_channels: int) -> List[StageInfo]:
-    infos: List[StageInfo] = []
-    x = torch.empty(1, in_channels, PROBE_SIZE, PROBE_SIZE, device="meta")
+def _stage_shapes(containers: Mapping[str, nn.Module], members: List[StageMembers], in_channels: int,
+                  size: Tuple[int, int]) -> List[Tuple[int, ...]]:
+    """Each stage's output shape for a meta input of ``size``, as the stages produce it."""
+    shapes = []
+    x = torch.empty(1, in_channels, *size, device="meta")
     with torch.no_grad():
         for stage in members:
             try:
@@ -73,11 +82,27 @@ def _probe(containers: "dict[str, nn.Module]", members: List[StageMembers], nhwc
             if not isinstance(x, torch.Tensor) or x.dim() != 4:
                 shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                 raise SpecError(key_path("stages", stage.name), f"output is not a 4-D feature map (got {shape})")
-            height = x.shape[1] if nhwc else x.shape[2]
-            channels = x.shape[3] if nhwc else x.shape[1]
-            stride = 2 ** max(0, round(math.log2(PROBE_SIZE / height)))
-            infos.append(StageInfo(stage.name, stage.paths, stage.covers, int(channels), int(stride)))
-    return infos
+            shapes.append(tuple(x.shape))
+    return shapes
+
+
+def _measure(stage: StageMembers, small: Tuple[int, ...], large: Tuple[int, ...], layout: str) -> StageInfo:
+    channel_dim, height_dim, width_dim = (3, 1, 2) if layout == "nhwc" else (1, 2, 3)
+    if small[channel_dim] != large[channel_dim]:
+        other = "nchw" if layout == "nhwc" else "nhwc"
+        raise SpecError(
+            key_path("layout"),
+            f"{layout!r} does not fit stage {stage.name!r}: the dimension it reads as channels changes with the input "
+            f"size ({small} for {PROBE_SIZES[0]}, {large} for {PROBE_SIZES[1]}); set layout: {other}",
+        )
+    if (small[height_dim], small[width_dim]) == (large[height_dim], large[width_dim]):
+        raise SpecError(
+            key_path("stages", stage.name),
+            f"output size {small[height_dim]}x{small[width_dim]} does not change with the input size; a stage must "
+            "end on a feature map, not after a global pool",
+        )
+    stride = 2 ** max(0, round(math.log2(PROBE_SIZES[0][0] / small[height_dim])))
+    return StageInfo(stage.name, stage.paths, stage.covers, int(small[channel_dim]), int(stride))
 
 
 def plan_backbone(spec: BackboneSpec) -> BackbonePlan:
@@ -88,10 +113,13 @@ def plan_backbone(spec: BackboneSpec) -> BackbonePlan:
     members = members[: [stage.name for stage in members].index(last_returned) + 1]
     containers = stage_containers(model, members)
     in_channels = input_channels(containers[members[0].name])
-    infos = _probe(containers, members, spec.layout == "nhwc", in_channels)
+    small, large = (_stage_shapes(containers, members, in_channels, size) for size in PROBE_SIZES)
+    plan = BackbonePlan(
+        spec, tuple(_measure(*shapes, spec.layout) for shapes in zip(members, small, large)), in_channels
+    )
     if spec.fpn is not None:
-        _check_fpn_levels([info for info in infos if info.name in spec.returned_stages])
-    return BackbonePlan(spec, tuple(infos), in_channels)
+        _check_fpn_levels(list(plan.returned))
+    return plan
 
 
 def _check_fpn_levels(levels: List[StageInfo]) -> None:

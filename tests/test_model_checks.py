@@ -74,9 +74,45 @@ def test_stages_that_do_not_chain_name_the_failing_stage():
 
 
 def test_a_stage_whose_output_is_not_a_feature_map_is_rejected():
-    spec = resnet18_spec(stages={"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "x": {"modules": ["layer2", "layer3", "layer4", "avgpool", "fc"]}})
-    with pytest.raises(featx.SpecError, match=r"backbone\.stages\.x: "):
+    spec = {"model": "swin_t", "layout": "nhwc", "stages": {"body": {"modules": ["features"]}, "head": {"modules": ["norm", "permute", "avgpool", "flatten"]}}}
+    with pytest.raises(featx.SpecError) as caught:
         _plan(spec)
+    assert str(caught.value) == "backbone.stages.head: output is not a 4-D feature map (got (1, 768))"
+
+
+def test_a_stage_ending_on_a_global_pool_is_rejected():
+    spec = resnet18_spec(stages={"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "pooled": {"modules": ["layer2", "avgpool"]}})
+    with pytest.raises(featx.SpecError, match=r"backbone\.stages\.pooled: output size 1x1 does not change with the input size"):
+        _plan(spec)
+
+
+@pytest.mark.parametrize(
+    ("model", "layout", "expected"),
+    [("resnet18", "nhwc", "set layout: nchw"), ("swin_t", "nchw", "set layout: nhwc")],
+)
+def test_a_layout_that_does_not_fit_the_outputs_is_rejected(model, layout, expected):
+    stages = {"a": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}} if model == "resnet18" else {"a": {"modules": ["features"]}}
+    with pytest.raises(featx.SpecError) as caught:
+        _plan({"model": model, "layout": layout, "stages": stages})
+    assert str(caught.value).startswith(f"backbone.layout: '{layout}' does not fit stage 'a'")
+    assert str(caught.value).endswith(expected)
+
+
+def test_swin_with_nhwc_layout_reads_channels_from_the_last_dimension():
+    plan = _plan({"model": "swin_t", "layout": "nhwc", "source": "features", "stages": {"s1": {"slice": [0, 2]}, "s2": {"slice": [2, 4]}}})
+    assert [(s.channels, s.stride) for s in plan.stages] == [(96, 4), (192, 8)]
+
+
+def test_a_slice_after_a_modules_stage_must_continue_where_it_ended():
+    spec = {"model": "vgg16", "source": "features", "stages": {"a": {"modules": ["features.0"]}, "b": {"slice": [2, 9]}}}
+    with pytest.raises(featx.SpecError) as caught:
+        _plan(spec)
+    assert str(caught.value) == (
+        "backbone.stages.b.slice: starts at 2 but stage 'a' ends on child 0 ('0'); stages feed each other, "
+        "so the slice must start right after it"
+    )
+    spec["stages"]["b"]["slice"] = [1, 9]
+    assert [s.channels for s in _plan(spec).stages] == [64, 128]
 
 
 def test_fpn_levels_with_equal_strides_are_rejected():

@@ -72,7 +72,7 @@ def _stage_shapes(backbone: Backbone, batch: torch.Tensor) -> Tuple[Dict[str, Tu
 
 def _neck_rows(backbone: Backbone, output_shapes: Dict[str, Tuple[int, ...]]) -> List[Row]:
     fpn = backbone.neck
-    returned = [info.name for info in backbone.stage_info if info.name in backbone.spec.returned_stages]
+    returned = backbone.spec.returned_stages
     extra_modules = list(fpn.extra_blocks.children()) if fpn.extra_blocks is not None else []
     rows = []
     for index, info in enumerate(fpn.feature_info):
