@@ -74,7 +74,10 @@ def _plain_data(source: SpecSource) -> tuple[Dict[str, Any], Optional[str]]:
         except OmegaConfBaseException as error:
             raise _omegaconf_error(error) from None
     if isinstance(source, Mapping):
-        return OmegaConf.to_container(OmegaConf.create(dict(source)), resolve=True), None  # type: ignore[return-value]
+        try:
+            return OmegaConf.to_container(OmegaConf.create(dict(source)), resolve=True), None  # type: ignore[return-value]
+        except OmegaConfBaseException as error:
+            raise _omegaconf_error(error) from None
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         text = str(source)
@@ -96,7 +99,7 @@ def _strip_hydra_keys(data: Dict[str, Any]) -> Dict[str, Any]:
     """Drop the two Hydra keys a conf file carries; refuse any other defaults list or target."""
     data = dict(data)
     defaults = data.pop("defaults", SCHEMA_DEFAULTS)
-    if list(defaults) != SCHEMA_DEFAULTS:
+    if not isinstance(defaults, list) or defaults != SCHEMA_DEFAULTS:
         raise SpecError(
             key_path("defaults"),
             f"{defaults!r}: featx reads a spec file on its own, so its defaults list may only be {SCHEMA_DEFAULTS}; "
@@ -128,7 +131,10 @@ def _apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str
             ConfigLoaderImpl._apply_overrides_to_config([override], config)
         except HydraException as error:
             raise SpecError(key_path(override.key_or_group), str(error).splitlines()[0]) from None
-    return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
+    try:
+        return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as error:
+        raise _omegaconf_error(error) from None
 
 
 def _typed_spec(data: Dict[str, Any]) -> BackboneSpec:

@@ -168,9 +168,10 @@ def _validate_outputs(spec: BackboneSpec) -> None:
                 key_path(f"reinit[{position}]"),
                 f"{name!r} is not a kept stage or is listed twice{suggest(name, kept)} (kept stages: {', '.join(kept)})",
             )
-    if not 0 <= spec.frozen_stages <= len(names):
+    if not 0 <= spec.frozen_stages <= len(kept):
         raise SpecError(
-            key_path("frozen_stages"), f"{spec.frozen_stages} is out of range; valid: 0..{len(names)} (stages: {len(names)})"
+            key_path("frozen_stages"),
+            f"{spec.frozen_stages} is out of range; valid: 0..{len(kept)} (kept stages: {', '.join(kept)})",
         )
 
 

@@ -63,6 +63,19 @@ def _slice_members(name: str, bounds: List[int], source: nn.Module, source_path:
     return StageMembers(name, paths, f"{source_path or 'model'}[{start}:{end}]")
 
 
+def _check_slice_follows(name: str, start: int, previous: "StageMembers | None", children: List[str], prefix: str) -> None:
+    """A slice after a ``modules`` stage that ends on a child of ``source`` must start at the next child."""
+    if previous is None or not previous.paths[-1].startswith(prefix):
+        return
+    last = previous.paths[-1][len(prefix):]
+    if last in children and start != children.index(last) + 1:
+        raise SpecError(
+            key_path("stages", name, "slice"),
+            f"starts at {start} but stage {previous.name!r} ends on child {children.index(last)} ({last!r}); "
+            "stages feed each other, so the slice must start right after it",
+        )
+
+
 def _check_disjoint(members: List[StageMembers]) -> None:
     owners: Dict[str, str] = {}
     for stage in members:
@@ -81,8 +94,11 @@ def resolve_members(model: nn.Module, spec: BackboneSpec) -> List[StageMembers]:
     source_path = spec.source or ""
     source = _find_module(model, source_path, key_path("source")) if source_path else model
     members: List[StageMembers] = []
+    children = [child for child, _ in source.named_children()]
+    prefix = f"{source_path}." if source_path else ""
     for name, stage in spec.stages.items():
         if stage.slice is not None:
+            _check_slice_follows(name, stage.slice[0], members[-1] if members else None, children, prefix)
             members.append(_slice_members(name, list(stage.slice), source, source_path))
             continue
         for position, path in enumerate(stage.modules):

@@ -20,12 +20,19 @@ def test_input_that_is_not_4d_names_the_expected_shape(backbone, shape):
     with pytest.raises(featx.InputShapeError) as caught:
         backbone(torch.randn(*shape))
     assert isinstance(caught.value, ValueError) and isinstance(caught.value, featx.FeatxError)
-    assert str(caught.value) == f"featx backbone 'resnet18' expects a batch of shape (N, 3, H, W), got {shape}"
+    assert str(caught.value) == (
+        f"featx backbone 'resnet18' expects a floating-point batch of shape (N, 3, H, W), got {shape} torch.float32"
+    )
 
 
 def test_input_with_the_wrong_channel_count_names_the_expected_shape(backbone):
-    with pytest.raises(featx.InputShapeError, match=r"expects a batch of shape \(N, 3, H, W\), got \(2, 1, 64, 64\)"):
+    with pytest.raises(featx.InputShapeError, match=r"shape \(N, 3, H, W\), got \(2, 1, 64, 64\) torch.float32"):
         backbone(torch.randn(2, 1, 64, 64))
+
+
+def test_integer_images_are_refused_before_the_first_conv(backbone):
+    with pytest.raises(featx.InputShapeError, match=r"expects a floating-point batch .* got \(1, 3, 64, 64\) torch.uint8"):
+        backbone(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
 
 
 def test_out_channels_is_none_when_outputs_differ(backbone):

@@ -26,9 +26,11 @@ def test_conf_backbone_outputs_match_feature_info(backbone_name, size):
     assert strides == sorted(strides)
 
 
-def test_conf_backbone_carries_its_resolved_spec(backbone_name):
+def test_conf_backbone_rebuilds_from_its_resolved_spec(backbone_name):
     backbone = featx.build(backbone_name, overrides=["device=cpu"])
-    assert backbone.spec == featx.load_spec(backbone_name, overrides=["device=cpu"])
+    rebuilt = featx.build(backbone.spec.to_dict())
+    assert rebuilt.feature_info == backbone.feature_info
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in backbone.state_dict().items()}
 
 
 def test_reference_extractors_have_the_documented_shape():

@@ -59,6 +59,13 @@ def test_composition_rejects_wrong_types():
         _compose(["backbone=resnet34", "backbone.frozen_stages=two"])
 
 
+def test_a_plain_override_into_a_null_fpn_says_how_to_append():
+    """The design's pitfall: no bare AssertionError, but Hydra's own hint."""
+    with pytest.raises(ConfigCompositionException) as caught:
+        _compose(["backbone=resnet50", "backbone.fpn.out_channels=64"])
+    assert "To append to your config use +backbone.fpn.out_channels=64" in str(caught.value)
+
+
 def test_a_null_fpn_gains_a_neck_with_the_append_override():
     cfg = _compose(["backbone=resnet50", "+backbone.fpn.out_channels=64", "backbone.device=cpu"])
     backbone = instantiate(cfg.backbone)
@@ -111,6 +118,19 @@ def test_app_reports_spec_errors_without_a_traceback(workdirs):
     assert result.returncode == 1
     assert "featx: error: backbone.model: unknown torchvision model 'resnet5'; did you mean resnet50" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("input.height=0", "featx: error: input.height: must be a positive integer, got 0"),
+        ("input.height=8", "featx: error: input 8x224: the forward pass failed"),
+    ],
+)
+def test_app_reports_bad_input_sizes_without_a_traceback(workdirs, override, message):
+    cwd, tmp = workdirs
+    result = _run_app(["backbone=vgg16", override], cwd, tmp)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -47,6 +47,11 @@ def test_a_sweep_override_is_rejected():
         featx.load_spec("resnet50", overrides=["frozen_stages=1,2"])
 
 
+def test_an_override_with_a_broken_interpolation_is_a_spec_error():
+    with pytest.raises(featx.SpecError, match=r"resnet50\.yaml: backbone\.model: Interpolation key 'missing' not found"):
+        featx.load_spec("resnet50", overrides=["model=${missing}"])
+
+
 def test_a_malformed_override_is_a_spec_error():
     with pytest.raises(featx.SpecError, match=r"backbone\.overrides: "):
         featx.load_spec("resnet50", overrides=["stages.c2.modules=[conv1"])

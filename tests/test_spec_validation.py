@@ -51,6 +51,7 @@ def _vgg(**changes):
         (resnet18_spec(out_features=[]), "backbone.out_features", "use null"),
         (resnet18_spec(frozen_stages=-1), "backbone.frozen_stages", "valid: 0..3"),
         (resnet18_spec(frozen_stages=4), "backbone.frozen_stages", "valid: 0..3"),
+        (resnet18_spec(frozen_stages=3, out_features=["c3"]), "backbone.frozen_stages", "valid: 0..2 (kept stages: c2, c3)"),
         # fixed choices
         (resnet18_spec(norm="batch"), "backbone.norm", "valid: frozen, eval, train, sync"),
         (resnet18_spec(layout="nwhc"), "backbone.layout", "valid: nchw, nhwc"),
@@ -59,6 +60,9 @@ def _vgg(**changes):
         (resnet18_spec(fpn={"out_channels": 0}), "backbone.fpn.out_channels", "positive"),
         # data, not code
         (resnet18_spec(_target_="os.system"), "backbone._target_", "is refused"),
+        (resnet18_spec(defaults=5), "backbone.defaults", "may only be"),
+        # interpolations that do not resolve
+        (resnet18_spec(model="${nope}"), "backbone.model", "nope"),
     ],
 )
 def test_invalid_spec_raises_spec_error_naming_the_key(spec, key, fragment):

@@ -23,6 +23,9 @@ from featx.resources import config_dir
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and print the table for a batch of ``cfg.input``."""
+    for key in ("batch_size", "height", "width"):
+        if cfg.input[key] < 1:
+            raise SystemExit(f"featx: error: input.{key}: must be a positive integer, got {cfg.input[key]}")
     try:
         start = time.perf_counter()
         backbone = featx.build(cfg.backbone)
@@ -33,7 +36,13 @@ def run(cfg: DictConfig) -> None:
     weights = spec.weights or "random init"
     choice = HydraConfig.get().runtime.choices.get("backbone", spec.model)
     title = f"featx backbone={choice} ({spec.model}) | weights: {weights} | norm: {spec.norm} | frozen stages: {spec.frozen_stages}"
-    report = measure(backbone, cfg.input.batch_size, cfg.input.height, cfg.input.width, build_seconds, title)
+    try:
+        report = measure(backbone, cfg.input.batch_size, cfg.input.height, cfg.input.width, build_seconds, title)
+    except RuntimeError as error:  # e.g. an input smaller than the stages can take
+        first_line = str(error).splitlines()[0]
+        raise SystemExit(
+            f"featx: error: input {cfg.input.height}x{cfg.input.width}: the forward pass failed ({first_line})"
+        ) from None
     print(format_report(report))
 
 
