@@ -58,7 +58,7 @@ class Backbone(nn.Module):
         else:
             self.feature_info = [FeatureInfo(info.name, info.channels, info.stride) for info in returned]
             output_names = [info.name for info in returned]
-        self._output_names: Dict[str, str] = {info.name: out for info, out in zip(returned, output_names)}
+        self._output_names: Dict[str, str] = {info.name: out for info, out in zip(returned, output_names, strict=True)}
         self._nhwc = plan.spec.layout == "nhwc"
         if plan.spec.frozen_stages:
             self.freeze(*tuple(self.stages)[: plan.spec.frozen_stages])

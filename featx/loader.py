@@ -68,14 +68,10 @@ def _plain_data(source: SpecSource) -> tuple[Dict[str, Any], Optional[str]]:
     """The spec as plain data and where it came from (a file path, or None)."""
     if isinstance(source, BackboneSpec):
         return dataclasses.asdict(source), None
-    if isinstance(source, DictConfig):
+    if isinstance(source, (DictConfig, Mapping)):
         try:
-            return OmegaConf.to_container(source, resolve=True), None  # type: ignore[return-value]
-        except OmegaConfBaseException as error:
-            raise _omegaconf_error(error) from None
-    if isinstance(source, Mapping):
-        try:
-            return OmegaConf.to_container(OmegaConf.create(dict(source)), resolve=True), None  # type: ignore[return-value]
+            config = source if isinstance(source, DictConfig) else OmegaConf.create(dict(source))
+            return OmegaConf.to_container(config, resolve=True), None  # type: ignore[return-value]
         except OmegaConfBaseException as error:
             raise _omegaconf_error(error) from None
     if isinstance(source, (str, os.PathLike)):

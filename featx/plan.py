@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import List, Mapping, Tuple
@@ -115,7 +116,7 @@ def plan_backbone(spec: BackboneSpec) -> BackbonePlan:
     in_channels = input_channels(containers[members[0].name])
     small, large = (_stage_shapes(containers, members, in_channels, size) for size in PROBE_SIZES)
     plan = BackbonePlan(
-        spec, tuple(_measure(*shapes, spec.layout) for shapes in zip(members, small, large)), in_channels
+        spec, tuple(_measure(*shapes, spec.layout) for shapes in zip(members, small, large, strict=True)), in_channels
     )
     if spec.fpn is not None:
         _check_fpn_levels(list(plan.returned))
@@ -123,7 +124,7 @@ def plan_backbone(spec: BackboneSpec) -> BackbonePlan:
 
 
 def _check_fpn_levels(levels: List[StageInfo]) -> None:
-    for shallower, deeper in zip(levels, levels[1:]):
+    for shallower, deeper in itertools.pairwise(levels):
         if deeper.stride <= shallower.stride:
             raise SpecError(
                 key_path("fpn"),

@@ -95,7 +95,7 @@ def _check_choice(value: Optional[str], choices: tuple, *parts: str, allow_null:
     if value is None and allow_null:
         return
     if value not in choices:
-        valid = ", ".join(([ "null"] if allow_null else []) + list(choices))
+        valid = ", ".join((["null"] if allow_null else []) + list(choices))
         raise SpecError(key_path(*parts), f"unknown value {value!r}{suggest(str(value), choices)} (valid: {valid})")
 
 

@@ -30,7 +30,7 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, suffix):
     assert loaded.frozen_stage_names == ("c2",)
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
-        for (name, a), b in zip(backbone(x).items(), loaded(x).values()):
+        for (name, a), b in zip(backbone(x).items(), loaded(x).values(), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
@@ -64,7 +64,7 @@ def test_the_same_spec_accepts_the_checkpoint_through_build(tmp_path):
     backbone = _trained()
     path = featx.save(backbone, tmp_path / "bb.pt")
     rebuilt = featx.build(resnet18_spec(norm="train", fpn={"out_channels": 16}, weights=str(path), frozen_stages=2))
-    assert all(torch.equal(a, b) for a, b in zip(backbone.state_dict().values(), rebuilt.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(backbone.state_dict().values(), rebuilt.state_dict().values(), strict=True))
     assert rebuilt.frozen_stage_names == ("c2", "c3")
 
 
@@ -80,7 +80,7 @@ def test_load_with_another_norm_policy_keeps_the_weights(tmp_path, norm):
     loaded = featx.load(path, overrides=[f"norm={norm}"]).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
-        for (name, a), b in zip(backbone(x).items(), loaded(x).values()):
+        for (name, a), b in zip(backbone(x).items(), loaded(x).values(), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torchvision.ops import FeaturePyramidNetwork
@@ -27,7 +29,7 @@ def test_fpn_levels_named_by_stride_on_odd_sizes(extra_blocks, names, size):
     for info in backbone.feature_info:
         assert outputs[info.name].shape[1] == 32 == info.channels
     heights = [outputs[n].shape[2] for n in names]
-    assert all(deeper == -(-shallower // 2) for shallower, deeper in zip(heights, heights[1:]))
+    assert all(deeper == -(-shallower // 2) for shallower, deeper in itertools.pairwise(heights))
 
 
 def test_fpn_in_channels_come_from_the_probe():

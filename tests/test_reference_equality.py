@@ -26,7 +26,7 @@ def test_vgg16_blocks_equal_features_slices_in_sequence(tmp_path):
     with torch.inference_mode():
         outputs = backbone(x)
         expected = x
-        for (start, end), (name, actual) in zip(bounds, outputs.items()):
+        for (start, end), (name, actual) in zip(bounds, outputs.items(), strict=True):
             expected = reference.features[start:end](expected)
             assert_close(actual, expected, rtol=0, atol=0, msg=name)
 
@@ -65,7 +65,7 @@ def test_resnet50_fpn_equals_torchvision_resnet_fpn_backbone(tmp_path, size):
         actual, expected = backbone(x), reference(x)
     assert list(actual) == ["p2", "p3", "p4", "p5", "p6"]
     assert list(expected) == ["0", "1", "2", "3", "pool"]
-    for (name, tensor), reference_tensor in zip(actual.items(), expected.values()):
+    for (name, tensor), reference_tensor in zip(actual.items(), expected.values(), strict=True):
         assert_close(tensor, reference_tensor, rtol=0, atol=0, msg=name)
 
 

@@ -40,8 +40,9 @@ class Report:
     forward_seconds: float
 
 
-def _count(module: nn.Module) -> Tuple[int, int]:
-    params = list(module.parameters())
+def _count(*modules: nn.Module) -> Tuple[int, int]:
+    """(parameters, trainable parameters) of ``modules`` together."""
+    params = [p for module in modules for p in module.parameters()]
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
@@ -78,7 +79,7 @@ def _neck_rows(backbone: Backbone, output_shapes: Dict[str, Tuple[int, ...]]) ->
     for index, info in enumerate(fpn.feature_info):
         if index < len(returned):
             covers = f"fpn lateral+3x3 on {returned[index]}"
-            params, trainable = (sum(x) for x in zip(_count(fpn.inner_blocks[index]), _count(fpn.layer_blocks[index])))
+            params, trainable = _count(fpn.inner_blocks[index], fpn.layer_blocks[index])
         else:
             extra = index - len(returned)
             covers = f"fpn extra level ({backbone.spec.fpn.extra_blocks})"
@@ -122,8 +123,11 @@ def format_report(report: Report) -> str:
     total_params = sum(row.params for row in report.rows)
     total_trainable = sum(row.trainable for row in report.rows)
     lines.append(("", "total", "", "", "", "", _millions(total_params), _millions(total_trainable), ""))
-    widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
-    render = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()  # noqa: E731
+    widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
+
+    def render(cells: Tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
     body = [render(header), render(tuple("-" * w for w in widths)), *map(render, lines)]
     footer = (
         f"device {report.device} | input {'x'.join(map(str, report.input_shape))} | "
