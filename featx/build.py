@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
+from torch import nn
 
 from featx.backbone import Backbone, FeatureInfo
 from featx.device import resolve_device
 from featx.freezing import apply_norm_policy
 from featx.loader import SpecSource, load_spec
 from featx.neck import FeaturePyramid, level_name
-from featx.plan import plan_backbone
+from featx.plan import BackbonePlan, plan_backbone
 from featx.stages import stage_containers
 from featx.weights import load_kept_weights, load_saved_backbone, read_checkpoint, resolve_weights
 from featx.zoo import create_model
@@ -36,7 +37,7 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
     device = resolve_device(spec.device)
     plan = plan_backbone(spec)
     checkpoint = read_checkpoint(resolve_weights(spec.model, spec.weights)) if spec.weights is not None else None
-    model = create_model(spec.model)
+    model = create_model(spec.model) if checkpoint is None else _materialise_kept(plan)
     if checkpoint is not None and checkpoint.saved is None:
         load_kept_weights(model, plan.kept_paths, checkpoint)
     stages = stage_containers(model, plan.stages)
@@ -52,4 +53,21 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
     if spec.reinit:
         backbone.reinit(*spec.reinit)
     memory_format = torch.channels_last if spec.channels_last else torch.preserve_format
-    return backbone.to(device=device, memory_format=memory_format)
+    return backbone.to(device=device, memory_format=memory_format).train()
+
+
+def _materialise_kept(plan: BackbonePlan) -> nn.Module:
+    """The plan's meta model with only the kept modules given (uninitialised) CPU tensors, for a build whose every
+    kept tensor then comes from a checkpoint: no random init, and dropped layers (the classifier) never allocated.
+
+    A model whose kept modules hold non-persistent buffers (which no checkpoint carries) is constructed for real.
+    """
+    kept = [plan.meta_model.get_submodule(path) for path in plan.kept_paths]
+    if any(module._non_persistent_buffers_set for root in kept for module in root.modules()):
+        return create_model(plan.spec.model)
+    for module in kept:
+        module.to_empty(device="cpu")
+        for name, buffer in module.named_buffers():
+            if name.endswith("num_batches_tracked"):  # optional in checkpoints (see weights.py)
+                buffer.zero_()
+    return plan.meta_model

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Mapping, Tuple
 
 import torch
@@ -37,11 +37,13 @@ class StageInfo(StageMembers):
 
 @dataclass(frozen=True)
 class BackbonePlan:
-    """What ``build`` will make of a spec: the kept stages (up to the last returned one) and the input channels."""
+    """What ``build`` will make of a spec: the kept stages (up to the last returned one), the input channels, and
+    the model on the meta device they were measured on."""
 
     spec: BackboneSpec
     stages: Tuple[StageInfo, ...]
     in_channels: int
+    meta_model: nn.Module = field(compare=False, repr=False)
 
     @property
     def returned(self) -> Tuple[StageInfo, ...]:
@@ -108,16 +110,15 @@ def _measure(stage: StageMembers, small: Tuple[int, ...], large: Tuple[int, ...]
 
 def plan_backbone(spec: BackboneSpec) -> BackbonePlan:
     """Check ``spec`` against its model and measure the kept stages, all on the meta device."""
-    model = create_model(spec.model, device="meta").eval()
+    model = create_model(spec.model, device="meta").eval()  # eval: BatchNorm on meta is much cheaper
     members = resolve_members(model, spec)
     last_returned = spec.returned_stages[-1]
     members = members[: [stage.name for stage in members].index(last_returned) + 1]
     containers = stage_containers(model, members)
     in_channels = input_channels(containers[members[0].name])
     small, large = (_stage_shapes(containers, members, in_channels, size) for size in PROBE_SIZES)
-    plan = BackbonePlan(
-        spec, tuple(_measure(*shapes, spec.layout) for shapes in zip(members, small, large, strict=True)), in_channels
-    )
+    infos = tuple(_measure(*shapes, spec.layout) for shapes in zip(members, small, large, strict=True))
+    plan = BackbonePlan(spec, infos, in_channels, model)
     if spec.fpn is not None:
         _check_fpn_levels(list(plan.returned))
     return plan

@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional
@@ -126,7 +127,8 @@ def _checked(checkpoint: Checkpoint) -> Checkpoint:
 
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # memory-map zip-format files: only the tensors a backbone keeps are ever read from disk
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         found = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
         reason = found.group(1).strip() if found else str(error).splitlines()[0]
@@ -171,9 +173,9 @@ def _is_kept(key: str, kept_paths: Iterable[str]) -> bool:
     return any(key.startswith(path + ".") for path in kept_paths)
 
 
-def _load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
-                  known: Iterable[str], origin: str) -> None:
-    """Load ``expected``'s keys from ``state``; a key outside ``known``, a missing key or a shape mismatch raises."""
+def _check_fit(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], known: Iterable[str],
+               origin: str) -> None:
+    """Raise unless ``state`` holds ``expected``'s keys with their shapes and no key outside ``known``."""
     known = set(known)
     unexpected = [key for key in state if key not in known and not _is_batch_counter(key)]
     missing = [key for key in expected if key not in state and not _is_batch_counter(key)]
@@ -190,7 +192,6 @@ def _load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], expected
         )
     if problems:
         raise WeightsError(f"{key_path('weights')}: {origin} does not fit the kept layers — " + " | ".join(problems))
-    module.load_state_dict({key: state[key] for key in expected if key in state}, strict=False)
 
 
 def load_kept_weights(model: nn.Module, kept_paths: Iterable[str], checkpoint: Checkpoint) -> None:
@@ -202,7 +203,11 @@ def load_kept_weights(model: nn.Module, kept_paths: Iterable[str], checkpoint: C
     kept_paths = tuple(kept_paths)
     model_state = model.state_dict()
     expected = {key: value for key, value in model_state.items() if _is_kept(key, kept_paths)}
-    _load_checked(model, checkpoint.state, expected, model_state, str(checkpoint.path))
+    _check_fit(checkpoint.state, expected, model_state, str(checkpoint.path))
+    for path in kept_paths:  # module by module: the dropped ones may be on the meta device
+        prefix = path + "."
+        own = {key[len(prefix):]: value for key, value in checkpoint.state.items() if key.startswith(prefix)}
+        model.get_submodule(path).load_state_dict(own, strict=False)
 
 
 def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Checkpoint) -> None:
@@ -210,7 +215,7 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
     was saved from differs."""
     expected = backbone.state_dict()
     try:
-        _load_checked(backbone, checkpoint.state, expected, expected, str(checkpoint.path))
+        _check_fit(checkpoint.state, expected, expected, str(checkpoint.path))
     except WeightsError as error:
         saved = load_spec(checkpoint.saved["spec"])
         differing = [field for field in STRUCTURE_KEYS if getattr(saved, field) != getattr(spec, field)]
@@ -219,3 +224,4 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
             f"{', '.join(differing) or 'no structural key'}); rebuild that backbone with "
             f"featx.load({str(checkpoint.path)!r}) and no structural overrides. {error}"
         ) from None
+    backbone.load_state_dict({key: checkpoint.state[key] for key in expected if key in checkpoint.state}, strict=False)

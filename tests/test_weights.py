@@ -142,3 +142,19 @@ def test_a_checkpoint_that_is_not_a_state_dict(tmp_path):
     torch.save([torch.zeros(1)], path)
     with pytest.raises(featx.WeightsError, match="does not hold a state dict"):
         _build(path)
+
+
+def test_a_build_from_a_checkpoint_materialises_every_kept_tensor(tmp_path):
+    """Kept layers are allocated straight from the checkpoint; nothing is left on the meta device."""
+    torch.manual_seed(0)
+    vgg = torchvision.models.vgg16()
+    features_only = {k: v for k, v in vgg.state_dict().items() if k.startswith("features.")}
+    path = tmp_path / "vgg16_features.pth"
+    torch.save(features_only, path)
+    backbone = featx.build("vgg16", overrides=[f"weights='{path}'", "device=cpu"])
+    assert all(t.device.type == "cpu" for t in backbone.state_dict().values())
+    # like a torchvision model, a fresh backbone is in training mode (frozen stages c1..c3 aside)
+    assert backbone.training and backbone.stages["c5"].training and not backbone.stages["c3"].training
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(backbone.eval()(x)["c5"], vgg.features[:29](x), rtol=0, atol=0)
