@@ -30,14 +30,20 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
     a ``DictConfig`` or a :class:`~featx.spec.BackboneSpec`; ``overrides`` use Hydra's grammar relative to the
     backbone node (``["fpn.out_channels=128"]``).
 
+    ``device: meta`` builds the structure only (no memory, no weights read): enough for ``feature_info``, parameter
+    counts and output shapes, e.g. ``featx.build("resnet50_fpn", overrides=["device=meta"])``.
+
     Raises :class:`~featx.errors.SpecError` for an invalid spec, :class:`~featx.errors.WeightsError` for weights
     that cannot be had or do not fit, :class:`~featx.errors.DeviceError` for a device this machine lacks.
     """
     spec = load_spec(source, overrides)
     device = resolve_device(spec.device)
     plan = plan_backbone(spec)
-    checkpoint = read_checkpoint(resolve_weights(spec.model, spec.weights)) if spec.weights is not None else None
-    model = create_model(spec.model) if checkpoint is None else _materialise_kept(plan)
+    if device.type == "meta":  # structure only: the plan's model as it is, no weights read
+        checkpoint, model = None, plan.meta_model
+    else:
+        checkpoint = read_checkpoint(resolve_weights(spec.model, spec.weights)) if spec.weights is not None else None
+        model = create_model(spec.model) if checkpoint is None else _materialise_kept(plan)
     if checkpoint is not None and checkpoint.saved is None:
         load_kept_weights(model, plan.kept_paths, checkpoint)
     stages = stage_containers(model, plan.stages)

@@ -1,4 +1,5 @@
-"""The ``device`` key: ``auto`` picks cuda, then mps, then cpu; an explicit device must exist here.
+"""The ``device`` key: ``auto`` picks cuda, then mps, then cpu; an explicit device must exist here; ``meta`` builds
+the structure without memory.
 
 Example::
 

@@ -46,10 +46,11 @@ class InputConfig:
 
 @dataclass
 class AppConfig:
-    """The primary config of the ``featx`` app."""
+    """The primary config of the ``featx`` app; ``run: false`` builds on the meta device (structure only)."""
 
     backbone: Any = MISSING
     input: InputConfig = field(default_factory=InputConfig)
+    run: bool = True
 
 
 def instantiate_backbone(**spec_fields: Any) -> "Backbone":

@@ -27,8 +27,8 @@ ROOT = "backbone"
 NORM_POLICIES = ("frozen", "eval", "train", "sync")
 LAYOUTS = ("nchw", "nhwc")
 EXTRA_BLOCKS = ("maxpool", "p6p7")
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
-_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps", "meta")
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|meta|cuda(:\d+)?")
 _STAGE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

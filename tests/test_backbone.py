@@ -80,3 +80,14 @@ def test_channels_last_gives_the_same_outputs():
     with torch.inference_mode():
         for name, tensor in reference(x).items():
             torch.testing.assert_close(channels_last(x.contiguous(memory_format=torch.channels_last))[name], tensor, rtol=1e-4, atol=1e-4)
+
+
+def test_meta_device_builds_the_structure_without_memory():
+    spec = resnet18_spec(fpn={"out_channels": 16, "extra_blocks": "p6p7"}, weights="DEFAULT")  # weights not read
+    meta = featx.build(spec, overrides=["device=meta"])
+    real = featx.build({**spec, "weights": None})
+    assert all(t.is_meta for t in meta.state_dict().values())
+    assert {k: v.shape for k, v in meta.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}
+    assert meta.feature_info == real.feature_info
+    outputs = meta(torch.empty(2, 3, 97, 131, device="meta"))
+    assert {k: v.shape for k, v in outputs.items()} == {k: v.shape for k, v in real.eval()(torch.randn(2, 3, 97, 131)).items()}

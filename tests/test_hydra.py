@@ -102,6 +102,17 @@ def test_app_prints_the_table_and_leaves_the_working_directory_alone(workdirs):
     assert list(cwd.iterdir()) == []
 
 
+def test_app_inspect_mode_prints_the_same_table_without_weights(workdirs):
+    cwd, tmp = workdirs
+    args = ["backbone=resnet50_fpn", "backbone.fpn.extra_blocks=maxpool", "input.height=64", "input.width=96"]
+    real, inspected = (_run_app(args + [f"run={run}"], cwd, tmp) for run in ("true", "false"))
+    assert real.returncode == 0 and inspected.returncode == 0, inspected.stderr
+    real_lines, inspected_lines = real.stdout.splitlines(), inspected.stdout.splitlines()
+    assert inspected_lines[1:-1] == real_lines[1:-1]  # every row: channels, strides, shapes, parameter counts
+    assert "(not loaded: run=false)" in inspected_lines[0]
+    assert inspected_lines[-1].startswith("device meta | input 1x3x64x96")
+
+
 def test_app_resolved_config(workdirs):
     cwd, tmp = workdirs
     result = _run_app(["backbone=vgg16", "--cfg", "job", "--resolve"], cwd, tmp)

@@ -55,7 +55,7 @@ def _vgg(**changes):
         # fixed choices
         (resnet18_spec(norm="batch"), "backbone.norm", "valid: frozen, eval, train, sync"),
         (resnet18_spec(layout="nwhc"), "backbone.layout", "valid: nchw, nhwc"),
-        (resnet18_spec(device="gpu"), "backbone.device", "valid: auto, cpu, cuda, cuda:N, mps"),
+        (resnet18_spec(device="gpu"), "backbone.device", "valid: auto, cpu, cuda, cuda:N, mps, meta"),
         (resnet18_spec(fpn={"extra_blocks": "pool"}), "backbone.fpn.extra_blocks", "valid: null, maxpool, p6p7"),
         (resnet18_spec(fpn={"out_channels": 0}), "backbone.fpn.out_channels", "positive"),
         # data, not code
@@ -84,6 +84,6 @@ def test_validate_spec_accepts_the_python_dataclasses():
     assert featx.load_spec(spec) == spec
 
 
-@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps", "meta"])
 def test_device_strings_that_are_valid_anywhere_pass_validation(device):
     assert featx.load_spec(resnet18_spec(device=device)).device == device

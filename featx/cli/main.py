@@ -5,6 +5,7 @@ Examples::
     featx backbone=resnet50_fpn backbone.fpn.out_channels=128
     featx backbone=vgg16 --cfg job --resolve
     featx -m backbone=vgg16,resnet34,resnet50_fpn
+    featx backbone=vgg16 run=false          # the table without allocating weights
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ def run(cfg: DictConfig) -> None:
             raise SystemExit(f"featx: error: input.{key}: must be a positive integer, got {cfg.input[key]}")
     try:
         start = time.perf_counter()
-        backbone = featx.build(cfg.backbone)
+        backbone = featx.build(cfg.backbone, overrides=None if cfg.run else ["device=meta"])
         build_seconds = time.perf_counter() - start
     except featx.FeatxError as error:
         raise SystemExit(f"featx: error: {error}") from None
     spec = backbone.spec
-    weights = spec.weights or "random init"
+    weights = (spec.weights or "random init") + ("" if cfg.run else " (not loaded: run=false)")
     choice = HydraConfig.get().runtime.choices.get("backbone", spec.model)
     title = f"featx backbone={choice} ({spec.model}) | weights: {weights} | norm: {spec.norm} | frozen stages: {spec.frozen_stages}"
     try:

@@ -129,8 +129,12 @@ def format_report(report: Report) -> str:
         return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
 
     body = [render(header), render(tuple("-" * w for w in widths)), *map(render, lines)]
+    forward = (
+        "forward - (run=false: meta device, structure only)" if report.device == "meta"
+        else f"forward {report.forward_seconds * 1000:.1f} ms"
+    )
     footer = (
         f"device {report.device} | input {'x'.join(map(str, report.input_shape))} | "
-        f"build {report.build_seconds:.2f} s | forward {report.forward_seconds * 1000:.1f} ms | * = returned output"
+        f"build {report.build_seconds:.2f} s | {forward} | * = returned output"
     )
     return "\n".join([report.title, *body, footer])
