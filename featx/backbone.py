@@ -52,13 +52,14 @@ class Backbone(nn.Module):
         self.in_channels = plan.in_channels
         self._frozen: set = set()
         returned = plan.returned
-        if neck is not None:
-            self.feature_info: List[FeatureInfo] = list(neck.feature_info)
-            output_names = [info.name for info in neck.feature_info[: len(returned)]]
-        else:
-            self.feature_info = [FeatureInfo(info.name, info.channels, info.stride) for info in returned]
-            output_names = [info.name for info in returned]
-        self._output_names: Dict[str, str] = {info.name: out for info, out in zip(returned, output_names, strict=True)}
+        self.feature_info: List[FeatureInfo] = (
+            list(neck.feature_info) if neck is not None
+            else [FeatureInfo(info.name, info.channels, info.stride) for info in returned]
+        )
+        # returned stage -> its output's key (an FPN's extra levels come after these)
+        self._output_names: Dict[str, str] = {
+            stage.name: output.name for stage, output in zip(returned, self.feature_info[: len(returned)], strict=True)
+        }
         self._nhwc = plan.spec.layout == "nhwc"
         if plan.spec.frozen_stages:
             self.freeze(*tuple(self.stages)[: plan.spec.frozen_stages])
