@@ -61,6 +61,7 @@ class Backbone(nn.Module):
             stage.name: output.name for stage, output in zip(returned, self.feature_info[: len(returned)], strict=True)
         }
         self._nhwc = plan.spec.layout == "nhwc"
+        self._input_size = tuple(plan.spec.input_size) if plan.spec.input_size is not None else None
         if plan.spec.frozen_stages:
             self.freeze(*tuple(self.stages)[: plan.spec.frozen_stages])
 
@@ -156,6 +157,11 @@ class Backbone(nn.Module):
             raise InputShapeError(
                 f"featx backbone {self.spec.model!r} expects a floating-point batch of shape "
                 f"(N, {self.in_channels}, H, W), got {tuple(x.shape)} {x.dtype}"
+            )
+        if self._input_size is not None and tuple(x.shape[2:]) != self._input_size:
+            raise InputShapeError(
+                f"featx backbone {self.spec.model!r} takes inputs of exactly {self._input_size[0]}x{self._input_size[1]} "
+                f"(its spec's input_size), got {x.shape[2]}x{x.shape[3]}"
             )
         features: "OrderedDict[str, Tensor]" = OrderedDict()
         for name, stage in self.stages.items():

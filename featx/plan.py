@@ -18,13 +18,20 @@ import torch
 from torch import nn
 
 from featx.errors import SpecError
+from featx.meta_probe import shape_only_norms
 from featx.spec import BackboneSpec, key_path
 from featx.stages import StageMembers, resolve_members, stage_containers
 from featx.zoo import create_model
 
 #: Two (height, width) meta inputs: the stride is read from the first; comparing both tells the channel dimension
 #: (constant) from the spatial ones (which grow with the input). Meta tensors cost nothing, so they can be generous.
+#: A spec with ``input_size`` (a model that takes one size only) is probed at that size alone.
 PROBE_SIZES = ((224, 288), (320, 416))
+
+
+def probe_sizes(spec: BackboneSpec) -> Tuple[Tuple[int, int], ...]:
+    """The meta input sizes ``spec`` is probed at."""
+    return PROBE_SIZES if spec.input_size is None else (tuple(spec.input_size),)
 
 
 @dataclass(frozen=True)
@@ -89,35 +96,42 @@ def _stage_shapes(containers: Mapping[str, nn.Module], members: List[StageMember
     return shapes
 
 
-def _measure(stage: StageMembers, small: Tuple[int, ...], large: Tuple[int, ...], layout: str) -> StageInfo:
+def _measure(stage: StageMembers, shapes: Tuple[Tuple[int, ...], ...], sizes: Tuple[Tuple[int, int], ...],
+             layout: str) -> StageInfo:
+    """Channels and stride of one stage from its output shapes at the probe ``sizes`` (one or two of them)."""
     channel_dim, height_dim, width_dim = (3, 1, 2) if layout == "nhwc" else (1, 2, 3)
-    if small[channel_dim] != large[channel_dim]:
+    first, last = shapes[0], shapes[-1]
+    if len(shapes) > 1 and first[channel_dim] != last[channel_dim]:
         other = "nchw" if layout == "nhwc" else "nhwc"
         raise SpecError(
             key_path("layout"),
             f"{layout!r} does not fit stage {stage.name!r}: the dimension it reads as channels changes with the input "
-            f"size ({small} for {PROBE_SIZES[0]}, {large} for {PROBE_SIZES[1]}); set layout: {other}",
+            f"size ({first} for {sizes[0]}, {last} for {sizes[-1]}); set layout: {other}",
         )
-    if (small[height_dim], small[width_dim]) == (large[height_dim], large[width_dim]):
+    if len(shapes) > 1 and (first[height_dim], first[width_dim]) == (last[height_dim], last[width_dim]):
         raise SpecError(
             key_path("stages", stage.name),
-            f"output size {small[height_dim]}x{small[width_dim]} does not change with the input size; a stage must "
+            f"output size {first[height_dim]}x{first[width_dim]} does not change with the input size; a stage must "
             "end on a feature map, not after a global pool",
         )
-    stride = 2 ** max(0, round(math.log2(PROBE_SIZES[0][0] / small[height_dim])))
-    return StageInfo(stage.name, stage.paths, stage.covers, int(small[channel_dim]), int(stride))
+    stride = 2 ** max(0, round(math.log2(sizes[0][0] / first[height_dim])))
+    return StageInfo(stage.name, stage.paths, stage.covers, int(first[channel_dim]), int(stride))
 
 
 def plan_backbone(spec: BackboneSpec) -> BackbonePlan:
     """Check ``spec`` against its model and measure the kept stages, all on the meta device."""
-    model = create_model(spec.model, device="meta").eval()  # eval: BatchNorm on meta is much cheaper
+    model = create_model(spec.model, device="meta")
     members = resolve_members(model, spec)
     last_returned = spec.returned_stages[-1]
     members = members[: [stage.name for stage in members].index(last_returned) + 1]
     containers = stage_containers(model, members)
     in_channels = input_channels(containers[members[0].name])
-    small, large = (_stage_shapes(containers, members, in_channels, size) for size in PROBE_SIZES)
-    infos = tuple(_measure(*shapes, spec.layout) for shapes in zip(members, small, large, strict=True))
+    sizes = probe_sizes(spec)
+    with shape_only_norms(model):
+        per_size = [_stage_shapes(containers, members, in_channels, size) for size in sizes]
+    infos = tuple(
+        _measure(stage, shapes, sizes, spec.layout) for stage, *shapes in zip(members, *per_size, strict=True)
+    )
     plan = BackbonePlan(spec, infos, in_channels, model)
     if spec.fpn is not None:
         _check_fpn_levels(list(plan.returned))

@@ -67,6 +67,7 @@ class BackboneSpec:
     norm: str = "frozen"
     fpn: Any = None
     layout: str = "nchw"
+    input_size: Optional[List[int]] = None
     device: str = "auto"
     channels_last: bool = False
 
@@ -189,6 +190,10 @@ def validate_spec(spec: BackboneSpec) -> None:
     _validate_outputs(spec)
     _check_choice(spec.norm, NORM_POLICIES, "norm")
     _check_choice(spec.layout, LAYOUTS, "layout")
+    if spec.input_size is not None and (len(spec.input_size) != 2 or min(spec.input_size) < 1):
+        raise SpecError(
+            key_path("input_size"), f"expected [height, width] of positive sizes or null, got {list(spec.input_size)}"
+        )
     if not _DEVICE_PATTERN.fullmatch(spec.device):
         raise SpecError(key_path("device"), f"unknown device {spec.device!r} (valid: {', '.join(DEVICE_CHOICES)})")
     if spec.fpn is not None:
