@@ -83,8 +83,8 @@ def _plain_data(source: SpecSource) -> tuple[Dict[str, Any], Optional[str]]:
             if text not in names:
                 raise SpecError(
                     ROOT_KEY,
-                    f"unknown backbone {text!r}{suggest(text, names)} (packaged: {', '.join(names)}; "
-                    "or pass a path to a .yaml spec file)",
+                    f"unknown backbone {text!r}{suggest(text, names)} (the {len(names)} packaged ones are listed by "
+                    "`featx-list`; or pass a path to a .yaml spec file)",
                 )
             path = config_dir() / "backbone" / f"{text}.yaml"
         return _read_yaml(path), str(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Sequence
 
 
 def config_dir() -> Path:
@@ -24,3 +24,13 @@ def config_dir() -> Path:
 def backbone_names() -> List[str]:
     """Names of the packaged backbone specs (``conf/backbone/*.yaml``), sorted."""
     return sorted(path.stem for path in (config_dir() / "backbone").glob("*.yaml"))
+
+
+def backbone_files(config_roots: Sequence[Path]) -> Dict[str, List[Path]]:
+    """Every ``backbone/<name>.yaml`` under ``config_roots`` (Hydra search-path roots, highest priority first), by
+    name; a name with more than one file is shadowed: Hydra uses the first and ignores the others."""
+    found: Dict[str, List[Path]] = {}
+    for root in config_roots:
+        for path in sorted((Path(root) / "backbone").glob("*.yaml")):
+            found.setdefault(path.stem, []).append(path)
+    return found

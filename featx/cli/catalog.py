@@ -1,0 +1,89 @@
+"""``featx-list``: the backbone configs there are, one row each (model, stages, strides, channels, parameters),
+measured on the meta device so nothing is allocated.
+
+Examples::
+
+    featx-list                          # every packaged backbone
+    featx-list 'resnet*' '*_fpn'        # names matching shell-style patterns
+    featx-list --config-dir my_configs  # also my_configs/backbone/*.yaml (a Hydra search-path root)
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from featx.build import build
+from featx.errors import FeatxError
+from featx.resources import backbone_files, config_dir
+
+_COLUMNS = ("name", "model", "stages", "strides", "channels", "params", "notes")
+_WIDTHS = (26, 20, 14, 18, 26, 8, 0)
+
+
+def _row(values: Sequence[str]) -> str:
+    return "  ".join(value.ljust(width) for value, width in zip(values, _WIDTHS)).rstrip()
+
+
+def describe(path: Path) -> List[str]:
+    """The table cells for the spec file ``path`` (built on the meta device)."""
+    backbone = build(path, overrides=["device=meta"])
+    spec = backbone.spec
+    stages = [info.name for info in backbone.stage_info]
+    params = sum(p.numel() for p in backbone.parameters())
+    notes = []
+    if spec.fpn is not None:
+        notes.append(f"fpn {spec.fpn.out_channels}" + (f" +{spec.fpn.extra_blocks}" if spec.fpn.extra_blocks else ""))
+    if spec.input_size is not None:
+        notes.append(f"input {spec.input_size[0]}x{spec.input_size[1]} only")
+    if spec.out_features is not None:
+        notes.append(f"returns {', '.join(spec.out_features)}")
+    return [
+        spec.model,
+        stages[0] if len(stages) == 1 else f"{stages[0]}..{stages[-1]}",
+        ",".join(str(info.stride) for info in backbone.feature_info),
+        ",".join(str(info.channels) for info in backbone.feature_info),
+        f"{params / 1e6:.1f}M",
+        "; ".join(notes),
+    ]
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry point."""
+    parser = argparse.ArgumentParser(prog="featx-list", description=__doc__.splitlines()[0])
+    parser.add_argument("patterns", nargs="*", default=["*"], help="shell-style name patterns (default: all)")
+    parser.add_argument("--config-dir", type=Path, action="append", default=[],
+                        help="a config root holding backbone/*.yaml, as given to hydra.searchpath (repeatable)")
+    args = parser.parse_args(argv)
+    for root in args.config_dir:
+        if not (root / "backbone").is_dir():
+            parser.exit(2, f"featx-list: error: --config-dir {root}: no backbone/ folder in it\n")
+    # featx's packaged configs come first in the app's search path; hydra.searchpath entries follow
+    files = backbone_files([config_dir(), *args.config_dir])
+    names = [name for name in sorted(files) if any(fnmatch.fnmatchcase(name, p) for p in args.patterns)]
+    if not names:
+        parser.exit(1, f"featx-list: no backbone matches {' '.join(args.patterns)}\n")
+    print(_row(_COLUMNS))
+    failures = 0
+    for name in names:
+        used, *ignored = files[name]
+        try:
+            cells = describe(used)
+        except FeatxError as error:
+            failures += 1
+            cells = ["", "", "", "", "", f"error: {error}"]
+        if ignored:
+            cells[-1] = "; ".join(filter(None, [cells[-1], f"ignored duplicate: {', '.join(map(str, ignored))}"]))
+        if used.parent.parent != config_dir():
+            cells[-1] = "; ".join(filter(None, [cells[-1], f"from {used}"]))
+        print(_row([name, *cells]), flush=True)
+    print(f"{len(names)} backbones" + (f", {failures} failed to plan" if failures else ""), file=sys.stderr)
+    if failures:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

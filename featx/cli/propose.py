@@ -1,0 +1,67 @@
+"""``featx-propose MODEL``: print (or write) a commented backbone spec for a torchvision classifier.
+
+Examples::
+
+    featx-propose convnext_tiny                         # YAML on stdout
+    featx-propose regnet_y_800mf --fpn 256 -o my_configs/backbone/regnet_fpn.yaml
+    featx-propose resnet50 --min-stride 2               # also a stride-2 stage (c1)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from featx.errors import FeatxError
+from featx.propose import analyse
+from featx.proposal_yaml import proposal_yaml
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="featx-propose",
+        description="Probe a torchvision classifier on the meta device and write a backbone spec with one stage per "
+        "stride (c2 = stride 4 ... c5 = stride 32).",
+    )
+    parser.add_argument("model", help="a torchvision classification model, e.g. resnet50 (torchvision.models.list_models())")
+    parser.add_argument("-o", "--output", type=Path, help="write the YAML here instead of printing it")
+    parser.add_argument("--force", action="store_true", help="replace an existing --output file")
+    parser.add_argument("--fpn", type=int, metavar="CHANNELS", help="add an FPN neck of this width")
+    parser.add_argument("--min-stride", type=int, default=4, help="the shallowest stage's stride (default 4)")
+    parser.add_argument("--frozen-stages", type=int, default=1, help="how many stages to freeze (default 1)")
+    return parser
+
+
+def _write_new(path: Path, text: str, force: bool) -> None:
+    """Write ``text`` to ``path`` through a temporary file; an existing file is replaced only with ``force``."""
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry point."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command = shlex.join(["featx-propose", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        proposal = analyse(args.model, min_stride=args.min_stride, fpn=args.fpn, frozen_stages=args.frozen_stages)
+        text = proposal_yaml(proposal, command=command)
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            _write_new(args.output, text, args.force)
+            print(f"featx-propose: wrote {args.output}", file=sys.stderr)
+    except (FeatxError, FileExistsError) as error:
+        parser.exit(2, f"featx-propose: error: {error}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""A proposal as a commented ``conf/backbone`` file: what ``featx-propose`` prints and the zoo files are made of.
+
+Example::
+
+    text = proposal_yaml(analyse("resnet50"), command="featx-propose resnet50")
+    Path("my_configs/backbone/resnet50_c2c5.yaml").write_text(text)
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any, List, Sequence
+
+import torchvision
+import yaml
+
+from featx.propose import Proposal
+from featx.zoo import weights_enum
+
+_WIDTH = 116
+_KEYS_BEFORE_STAGES = ("model", "weights", "source")
+_KEYS_AFTER_STAGES = (
+    "out_features", "frozen_stages", "reinit", "norm", "fpn", "layout", "input_size", "device", "channels_last"
+)
+
+
+def _flow(value: Any) -> str:
+    """``value`` as one line of flow-style YAML (``{modules: [conv1, bn1]}``, ``null``, ``[224, 224]``)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).strip()
+    return text.removesuffix("...").strip()
+
+
+def _comment(text: str) -> List[str]:
+    return ["# " + line for line in textwrap.wrap(text, _WIDTH - 2)]
+
+
+def _weights_line(model: str) -> str:
+    try:
+        enum = weights_enum(model)
+    except ValueError:
+        return "weights: none published by torchvision"
+    names = [member.name for member in enum]
+    return (f"weights: null = random init; torchvision publishes {enum.__name__}." + ", .".join(names)
+            + f" (DEFAULT = {enum.DEFAULT.name}), or give a .pth/.pt/.safetensors path")
+
+
+def proposal_yaml(proposal: Proposal, command: str, notes: Sequence[str] = ()) -> str:
+    """The spec of ``proposal`` as YAML with a header saying what the stages are and what they leave out.
+
+    ``command`` is how it was made (shown in the header); ``notes`` are extra paragraphs for the header (what the
+    model's own forward does beyond running the stages).
+    """
+    spec = proposal.spec
+    stages = proposal.stages
+    summary = (
+        f"{spec['model']} as {', '.join(s.name for s in stages)}: strides {', '.join(str(s.stride) for s in stages)}; "
+        f"channels {', '.join(str(s.channels) for s in stages)}"
+    )
+    if spec["fpn"] is not None:
+        summary += f"; FPN to {spec['fpn']['out_channels']} channels (levels p{{log2 stride}})"
+    lines = _comment(summary + ".")
+    lines += _comment(f"Written by `{command}` (torchvision {torchvision.__version__}).")
+    for stage in stages:
+        members = stage.paths[0] if len(stage.paths) == 1 else f"{stage.paths[0]} .. {stage.paths[-1]}"
+        lines += _comment(f"  {stage.name}: {members} (stride {stage.stride}, {stage.channels} channels)")
+    if proposal.left_out:
+        lines += _comment(
+            f"Left out between the stages: {', '.join(proposal.left_out)} (their outputs are not feature maps: "
+            "auxiliary heads that the model's own forward runs in training only)."
+        )
+    if proposal.head:
+        lines += _comment(
+            f"Not part of the backbone: {', '.join(proposal.head)} (the modules after the stages: pooling, classifier)."
+        )
+    for note in notes:
+        lines += _comment(note)
+    lines += _comment(_weights_line(spec["model"]))
+    lines += ["defaults:", "  - /featx/backbone_schema@_here_", "  - _self_", ""]
+    lines += [f"{key}: {_flow(spec[key])}" for key in _KEYS_BEFORE_STAGES]
+    lines.append("stages:")
+    width = max(len(f"  {name}: {_flow(value)}") for name, value in spec["stages"].items())
+    for stage in stages:
+        entry = f"  {stage.name}: {_flow(spec['stages'][stage.name])}"
+        lines.append(f"{entry.ljust(width)}  # stride {stage.stride}, {stage.channels} channels")
+    lines += [f"{key}: {_flow(spec[key])}" for key in _KEYS_AFTER_STAGES]
+    return "\n".join(lines) + "\n"
