@@ -6,6 +6,7 @@ Example::
     bb = featx.build("resnet50_fpn")
     feats = bb(torch.randn(1, 3, 224, 224))      # OrderedDict p2..p5
     bb.feature_info                               # names, channels, strides
+    featx.build(featx.propose("convnext_tiny"))   # any hierarchical torchvision classifier, no YAML needed
 """
 
 from featx import hydra_conf as _hydra_conf  # noqa: F401  (registers the schemas in Hydra's ConfigStore)
@@ -14,6 +15,7 @@ from featx.build import build
 from featx.checkpoint import load, save
 from featx.errors import ArgumentError, DeviceError, FeatxError, InputShapeError, SpecError, WeightsError
 from featx.loader import load_spec
+from featx.proposal import propose
 from featx.spec import BackboneSpec, FpnSpec, StageSpec
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "build",
     "load",
     "load_spec",
+    "propose",
     "save",
 ]
 __version__ = "0.1.0"

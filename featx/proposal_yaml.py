@@ -14,7 +14,7 @@ from typing import Any, List, Sequence
 import torchvision
 import yaml
 
-from featx.propose import Proposal
+from featx.proposal import Proposal
 from featx.zoo import weights_enum
 
 _WIDTH = 116

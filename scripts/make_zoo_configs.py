@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 import featx
-from featx.propose import analyse
+from featx.proposal import analyse
 from featx.proposal_yaml import proposal_yaml
 from featx.zoo import classification_models
 

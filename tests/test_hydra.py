@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import featx
+from featx.cli import propose as propose_cli
 from featx.resources import backbone_names, config_dir
 
 
@@ -153,14 +154,48 @@ def test_app_refuses_an_unavailable_device(workdirs):
 
 
 @pytest.mark.slow
-def test_app_sweeps_every_conf_backbone(workdirs):
+def test_app_sweeps_a_glob_of_conf_backbones(workdirs):
+    """Hydra's glob sweep over the backbone group (every file composes: test_instantiate_and_build_agree...)."""
     cwd, tmp = workdirs
     sweep_dir = tmp / "sweep"
     result = _run_app(
-        ["-m", "backbone=glob(*)", "run=false", f"hydra.sweep.dir={sweep_dir}"], cwd, tmp
+        ["-m", "backbone=glob(*_fpn)", "run=false", f"hydra.sweep.dir={sweep_dir}"], cwd, tmp
     )
     assert result.returncode == 0, result.stderr
     titles = [line for line in result.stdout.splitlines() if line.startswith("featx backbone=")]
-    assert sorted(title.split()[1].split("=")[1] for title in titles) == backbone_names()
+    swept = sorted(title.split()[1].split("=")[1] for title in titles)
+    assert swept == [name for name in backbone_names() if name.endswith("_fpn")] and len(swept) >= 20
     assert (sweep_dir / "multirun.yaml").is_file()
     assert list(cwd.iterdir()) == []
+
+
+def _user_config_root(cwd: Path) -> Path:
+    """A user's own config root beside featx's: my_configs/backbone/*.yaml (one written by featx-propose)."""
+    root = cwd / "my_configs"
+    (root / "backbone").mkdir(parents=True)
+    propose_cli.main(["mobilenet_v3_small", "--fpn", "64", "-o", str(root / "backbone" / "tiny.yaml")])
+    return root
+
+
+def test_app_uses_a_users_backbone_from_the_search_path(workdirs):
+    cwd, tmp = workdirs
+    _user_config_root(cwd)
+    args = ["hydra.searchpath=[file://my_configs]", "backbone=tiny", "input.height=64", "input.width=64"]
+    result = _run_app(args, cwd, tmp)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("featx backbone=tiny (mobilenet_v3_small) | weights: random init")
+    assert featx.build(cwd / "my_configs" / "backbone" / "tiny.yaml", overrides=["device=meta"]).out_channels == 64
+    assert sorted(path.name for path in cwd.iterdir()) == ["my_configs"]
+
+
+def test_app_refuses_a_user_file_that_shadows_a_packaged_name(workdirs):
+    cwd, tmp = workdirs
+    root = _user_config_root(cwd)
+    (root / "backbone" / "resnet18.yaml").write_text((config_dir() / "backbone" / "vgg11.yaml").read_text())
+    result = _run_app(["hydra.searchpath=[file://my_configs]", "backbone=resnet18", "run=false"], cwd, tmp)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"featx: error: backbone=resnet18 names 2 files on the config search path: {config_dir() / 'backbone' / 'resnet18.yaml'}"
+        " (which Hydra would use) and my_configs/backbone/resnet18.yaml (ignored). Rename your file, e.g. to "
+        "my_resnet18.yaml"
+    )

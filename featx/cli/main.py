@@ -10,7 +10,10 @@ Examples::
 
 from __future__ import annotations
 
+import importlib.resources
 import time
+from pathlib import Path
+from typing import List
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,7 +21,32 @@ from omegaconf import DictConfig
 
 import featx
 from featx.cli.report import format_report, measure
-from featx.resources import config_dir
+from featx.resources import backbone_files, config_dir
+
+
+def _config_roots() -> List[Path]:
+    """The directories of Hydra's config search path, in its order (file:// and pkg:// sources)."""
+    roots = []
+    for source in HydraConfig.get().runtime.config_sources:
+        if source.schema == "file":
+            roots.append(Path(source.path))
+        elif source.schema == "pkg":
+            try:
+                roots.append(Path(str(importlib.resources.files(source.path))))
+            except ModuleNotFoundError:
+                continue
+    return roots
+
+
+def _refuse_shadowed_backbone(choice: str) -> None:
+    """Two ``backbone/<choice>.yaml`` on the search path: Hydra silently takes the first; featx refuses."""
+    files = backbone_files(_config_roots()).get(choice, [])
+    if len(files) > 1:
+        used, *ignored = files
+        raise SystemExit(
+            f"featx: error: backbone={choice} names {len(files)} files on the config search path: {used} (which "
+            f"Hydra would use) and {', '.join(map(str, ignored))} (ignored). Rename your file, e.g. to my_{choice}.yaml"
+        )
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
@@ -27,6 +55,9 @@ def run(cfg: DictConfig) -> None:
     for key in ("batch_size", "height", "width"):
         if cfg.input[key] < 1:
             raise SystemExit(f"featx: error: input.{key}: must be a positive integer, got {cfg.input[key]}")
+    choice = HydraConfig.get().runtime.choices.get("backbone")
+    if choice is not None:
+        _refuse_shadowed_backbone(choice)
     try:
         start = time.perf_counter()
         backbone = featx.build(cfg.backbone, overrides=None if cfg.run else ["device=meta"])
@@ -35,8 +66,7 @@ def run(cfg: DictConfig) -> None:
         raise SystemExit(f"featx: error: {error}") from None
     spec = backbone.spec
     weights = (spec.weights or "random init") + ("" if cfg.run else " (not loaded: run=false)")
-    choice = HydraConfig.get().runtime.choices.get("backbone", spec.model)
-    title = f"featx backbone={choice} ({spec.model}) | weights: {weights} | norm: {spec.norm} | frozen stages: {spec.frozen_stages}"
+    title = f"featx backbone={choice or spec.model} ({spec.model}) | weights: {weights} | norm: {spec.norm} | frozen stages: {spec.frozen_stages}"
     try:
         report = measure(backbone, cfg.input.batch_size, cfg.input.height, cfg.input.width, build_seconds, title)
     except RuntimeError as error:  # e.g. an input smaller than the stages can take

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from featx.errors import FeatxError
-from featx.propose import analyse
+from featx.proposal import analyse
 from featx.proposal_yaml import proposal_yaml
 
 

@@ -1,0 +1,158 @@
+"""featx.propose / featx-propose / featx-list: a spec for every hierarchical torchvision model, written by probing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torchvision
+import yaml
+
+import featx
+from featx.cli import catalog
+from featx.cli import propose as propose_cli
+from featx.proposal import analyse
+from featx.resources import backbone_names
+
+ALL_MODELS = sorted(torchvision.models.list_models(module=torchvision.models))
+#: the design's hand-written reference extractors; every other packaged file is propose's output
+REFERENCE_FILES = {"vgg16", "resnet34"}
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_propose_builds_with_increasing_strides_or_explains_why_not(model):
+    if model.startswith("vit_"):
+        with pytest.raises(featx.ArgumentError, match=rf"'{model}' has no spatial hierarchy .* single stride"):
+            featx.propose(model)
+        return
+    spec = featx.propose(model)
+    backbone = featx.build(spec, overrides=["device=meta"])
+    strides = [info.stride for info in backbone.feature_info]
+    assert strides == sorted(set(strides)) and strides[0] == 4 and len(strides) >= 3
+    assert list(spec["stages"]) == [f"c{stride.bit_length() - 1}" for stride in strides]
+    if model in backbone_names() and model not in REFERENCE_FILES:  # the packaged file is this proposal, reviewed
+        assert featx.load_spec(model) == featx.load_spec(spec)
+
+
+def test_propose_cuts_at_the_last_module_of_each_stride():
+    assert featx.propose("resnet50")["stages"] == {
+        "c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]},
+        "c3": {"modules": ["layer2"]},
+        "c4": {"modules": ["layer3"]},
+        "c5": {"modules": ["layer4"]},
+    }
+    with_stride_2 = featx.propose("resnet50", min_stride=2)["stages"]
+    assert with_stride_2["c1"] == {"modules": ["conv1", "bn1", "relu"]}
+    assert with_stride_2["c2"] == {"modules": ["maxpool", "layer1"]}
+    vgg = featx.propose("vgg11")
+    assert vgg["source"] == "features" and vgg["stages"]["c2"] == {"slice": [0, 10]}
+
+
+def test_propose_opens_containers_and_skips_side_branches():
+    regnet = analyse("regnet_y_400mf")  # constructor cannot run on meta; trunk_output spans strides 4..32
+    assert [stage.paths for stage in regnet.stages] == [
+        ("stem", "trunk_output.block1"), ("trunk_output.block2",), ("trunk_output.block3",), ("trunk_output.block4",)
+    ]
+    inception = analyse("inception_v3")
+    assert inception.left_out == ("AuxLogits",) and "AuxLogits" not in str(inception.spec["stages"])
+    assert inception.head == ("avgpool", "dropout", "fc")
+    swin = analyse("swin_t")
+    assert swin.spec["layout"] == "nhwc" and swin.stages[-1].paths == ("features.6", "features.7", "norm")
+    maxvit = analyse("maxvit_t")  # takes 224x224 only
+    assert maxvit.spec["input_size"] == [224, 224]
+    assert [stage.paths for stage in maxvit.stages][1:] == [("blocks.1",), ("blocks.2",), ("blocks.3",)]
+
+
+def test_propose_with_fpn_and_frozen_stages():
+    spec = featx.propose("mobilenet_v3_small", fpn=64, frozen_stages=2)
+    backbone = featx.build(spec, overrides=["device=cpu"]).eval()
+    assert [(i.name, i.channels) for i in backbone.feature_info] == [("p2", 64), ("p3", 64), ("p4", 64), ("p5", 64)]
+    assert backbone.frozen_stage_names == ("c2", "c3")
+    with torch.inference_mode():
+        outputs = backbone(torch.randn(1, 3, 97, 131))
+    assert [tuple(v.shape) for v in outputs.values()] == [(1, 64, 25, 33), (1, 64, 13, 17), (1, 64, 7, 9), (1, 64, 4, 5)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model_name": "resnt50"}, r"propose\(\): unknown torchvision model 'resnt50'; did you mean resnet50"),
+        ({"model_name": "resnet50", "min_stride": 3}, r"min_stride must be a power of two \(1, 2, 4, \.\.\.\), got 3"),
+        ({"model_name": "resnet50", "fpn": 0}, r"fpn must be a positive channel count or None, got 0"),
+        ({"model_name": "resnet50", "frozen_stages": 5}, r"frozen_stages must be in 0\.\.4, got 5"),
+    ],
+)
+def test_propose_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(featx.ArgumentError, match=message):
+        featx.propose(**kwargs)
+
+
+def test_vit_error_explains_the_single_stride():
+    with pytest.raises(featx.ArgumentError) as error:
+        featx.propose("vit_b_16")
+    assert str(error.value) == (
+        "propose(): 'vit_b_16' has no spatial hierarchy to cut into stages: its feature maps (conv_proj) have stride 16 "
+        "only, and what follows (encoder, heads) works on other shapes (token sequences), while a backbone needs at "
+        "least two strides >= 4. featx builds hierarchical models (CNNs, Swin, MaxViT); a plain ViT has a single stride"
+    )
+
+
+def test_featx_propose_cli_prints_a_commented_spec_that_builds(capsys, tmp_path):
+    propose_cli.main(["googlenet", "--fpn", "128"])
+    text = capsys.readouterr().out
+    assert text.startswith("# googlenet as c2, c3, c4, c5: strides 4, 8, 16, 32; channels 192, 480, 832, 1024;")
+    assert "Not part of the backbone: aux1, aux2, avgpool, dropout, fc" in text
+    assert re.search(r"^  c5: \{modules: \[maxpool4, inception5a, inception5b\]\} +# stride 32, 1024 channels$", text, re.M)
+    assert "torchvision publishes GoogLeNet_Weights.IMAGENET1K_V1" in text
+    path = tmp_path / "googlenet_fpn.yaml"
+    path.write_text(text)
+    assert yaml.safe_load(text)["fpn"] == {"out_channels": 128, "extra_blocks": None}
+    assert featx.load_spec(path) == featx.load_spec(featx.propose("googlenet", fpn=128))
+
+
+def test_featx_propose_cli_writes_files_but_never_over_yours(tmp_path, capsys):
+    path = tmp_path / "configs" / "backbone" / "mine.yaml"
+    propose_cli.main(["resnet18", "-o", str(path)])
+    assert featx.build(path, overrides=["device=meta"]).spec.model == "resnet18"
+    path.write_text("# my edits\n")
+    with pytest.raises(SystemExit) as exit_info:
+        propose_cli.main(["resnet18", "-o", str(path)])
+    assert exit_info.value.code == 2
+    assert f"featx-propose: error: {path} exists; pass --force to replace it" in capsys.readouterr().err
+    assert path.read_text() == "# my edits\n"
+    propose_cli.main(["resnet34", "-o", str(path), "--force"])
+    assert featx.load_spec(path).model == "resnet34" and not list(path.parent.glob("*.partial"))
+
+
+def test_featx_propose_cli_reports_errors_without_a_traceback(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        propose_cli.main(["vit_b_16"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("featx-propose: error: propose(): 'vit_b_16' has no spatial hierarchy")
+
+
+def test_featx_list_shows_the_table_and_flags_shadowed_user_files(tmp_path, capsys):
+    user = tmp_path / "my_configs"
+    (user / "backbone").mkdir(parents=True)
+    (user / "backbone" / "resnet18.yaml").write_text((featx.resources.config_dir() / "backbone" / "resnet18.yaml").read_text())
+    propose_cli.main(["squeezenet1_1", "-o", str(user / "backbone" / "tiny.yaml")])
+    catalog.main(["resnet18", "tiny", "resnet50_fpn", "maxvit_t", "--config-dir", str(user)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "model", "stages", "strides", "channels", "params", "notes"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert rows["resnet18"].split()[1:6] == ["resnet18", "c2..c5", "4,8,16,32", "64,128,256,512", "11.2M"]
+    assert f"ignored duplicate: {user / 'backbone' / 'resnet18.yaml'}" in rows["resnet18"]
+    assert rows["tiny"].split()[1:5] == ["squeezenet1_1", "c2..c4", "4,8,16", "128,256,512"]
+    assert f"from {user / 'backbone' / 'tiny.yaml'}" in rows["tiny"]
+    assert "fpn 256" in rows["resnet50_fpn"] and "input 224x224 only" in rows["maxvit_t"]
+
+
+def test_featx_list_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        catalog.main(["--config-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert f"--config-dir {tmp_path}: no backbone/ folder in it" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        catalog.main(["nothing*"])
+    assert exit_info.value.code == 1
