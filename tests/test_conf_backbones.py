@@ -58,6 +58,18 @@ def _torchvision_model(name: str) -> torch.nn.Module:
         return torchvision.models.get_model(name, weights=None)
 
 
+def _reference_and_backbone(name: str, tmp_path) -> tuple:
+    """A torchvision instance (random weights, randomised BatchNorm statistics) and the conf file ``name`` built
+    with its saved state dict; ``norm=eval`` keeps torchvision's own BatchNorm layers, so outputs can match exactly."""
+    torch.manual_seed(0)
+    reference = randomize_norm_statistics(_torchvision_model(SPECS[name].model)).eval()
+    weights = tmp_path / f"{name}.pth"
+    torch.save(reference.state_dict(), weights)
+    backbone = featx.build(name, overrides=[f"weights='{weights}'", "device=cpu", "norm=eval"]).eval()
+    weights.unlink()  # the build holds what it needs; big checkpoints should not pile up in tmp
+    return reference, backbone
+
+
 def _children_in_order(reference: torch.nn.Module, backbone: featx.Backbone, x: torch.Tensor) -> "OrderedDict":
     """The expected outputs: the torchvision model's own modules, applied in the order the spec lists them."""
     expected = OrderedDict()
@@ -73,12 +85,7 @@ def _children_in_order(reference: torch.nn.Module, backbone: featx.Backbone, x: 
 @pytest.mark.parametrize("name", _params(PLAIN))
 def test_conf_backbone_equals_torchvision_with_the_same_weights(name, tmp_path):
     spec = SPECS[name]
-    torch.manual_seed(0)
-    reference = randomize_norm_statistics(_torchvision_model(spec.model)).eval()
-    weights = tmp_path / f"{spec.model}.pth"
-    torch.save(reference.state_dict(), weights)
-    backbone = featx.build(name, overrides=[f"weights='{weights}'", "device=cpu", "norm=eval"]).eval()
-    weights.unlink()  # the build holds what it needs; big checkpoints should not pile up in tmp
+    reference, backbone = _reference_and_backbone(name, tmp_path)
     x = torch.randn(2, 3, *_test_size(spec))
     with torch.inference_mode():
         outputs = backbone(x)
@@ -125,11 +132,7 @@ FX_SAMPLE = ["resnet50", "densenet121", "mobilenet_v3_large", "efficientnet_b0",
 @pytest.mark.parametrize("name", FX_SAMPLE)
 def test_conf_backbone_equals_torchvision_feature_extractor(name, tmp_path):
     spec = SPECS[name]
-    torch.manual_seed(0)
-    reference = randomize_norm_statistics(_torchvision_model(spec.model)).eval()
-    weights = tmp_path / f"{name}.pth"
-    torch.save(reference.state_dict(), weights)
-    backbone = featx.build(name, overrides=[f"weights='{weights}'", "device=cpu", "norm=eval"]).eval()
+    reference, backbone = _reference_and_backbone(name, tmp_path)
     nodes = {stage.paths[-1]: stage.name for stage in backbone.stage_info}
     extractor = create_feature_extractor(reference, return_nodes=nodes).eval()
     x = torch.randn(2, 3, *_test_size(spec))

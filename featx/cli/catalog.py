@@ -25,7 +25,7 @@ _WIDTHS = (26, 20, 14, 18, 26, 8, 0)
 
 
 def _row(values: Sequence[str]) -> str:
-    return "  ".join(value.ljust(width) for value, width in zip(values, _WIDTHS)).rstrip()
+    return "  ".join(value.ljust(width) for value, width in zip(values, _WIDTHS, strict=True)).rstrip()
 
 
 def describe(path: Path) -> List[str]:
