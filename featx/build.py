@@ -22,7 +22,7 @@ from featx.neck import FeaturePyramid, level_name
 from featx.plan import BackbonePlan, plan_backbone
 from featx.stages import stage_containers
 from featx.weights import load_kept_weights, load_saved_backbone, read_checkpoint, resolve_weights
-from featx.zoo import create_model
+from featx.zoo import create_model_keeping
 
 
 def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Backbone:
@@ -43,7 +43,7 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
         checkpoint, model = None, plan.meta_model
     else:
         checkpoint = read_checkpoint(resolve_weights(spec.model, spec.weights)) if spec.weights is not None else None
-        model = create_model(spec.model) if checkpoint is None else _materialise_kept(plan)
+        model = _random_init_kept(plan) if checkpoint is None else _materialise_kept(plan)
     if checkpoint is not None and checkpoint.saved is None:
         load_kept_weights(model, plan.kept_paths, checkpoint)
     stages = stage_containers(model, plan.stages)
@@ -62,15 +62,22 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
     return backbone.to(device=device, memory_format=memory_format).train()
 
 
+def _random_init_kept(plan: BackbonePlan) -> nn.Module:
+    """The model constructed for real with torchvision's own init, but only the kept layers allocated (the dropped
+    ones, e.g. VGG's 120 M-parameter classifier, stay on meta and cost nothing)."""
+    return create_model_keeping(plan.spec.model, plan.meta_model, plan.registrations, plan.kept_paths)
+
+
 def _materialise_kept(plan: BackbonePlan) -> nn.Module:
     """The plan's meta model with only the kept modules given (uninitialised) CPU tensors, for a build whose every
     kept tensor then comes from a checkpoint: no random init, and dropped layers (the classifier) never allocated.
 
-    A model whose kept modules hold non-persistent buffers (which no checkpoint carries) is constructed for real.
+    A model whose kept modules hold non-persistent buffers (which no checkpoint carries) gets its kept layers
+    constructed for real instead (the checkpoint then overwrites their init).
     """
     kept = [plan.meta_model.get_submodule(path) for path in plan.kept_paths]
     if any(module._non_persistent_buffers_set for root in kept for module in root.modules()):
-        return create_model(plan.spec.model)
+        return _random_init_kept(plan)
     for module in kept:
         module.to_empty(device="cpu")
         for name, buffer in module.named_buffers():

@@ -21,7 +21,7 @@ from featx.errors import SpecError
 from featx.meta_probe import shape_only_norms
 from featx.spec import BackboneSpec, key_path
 from featx.stages import StageMembers, resolve_members, stage_containers
-from featx.zoo import create_model
+from featx.zoo import Registration, create_model
 
 #: Two (height, width) meta inputs: the stride is read from the first; comparing both tells the channel dimension
 #: (constant) from the spatial ones (which grow with the input). Meta tensors cost nothing, so they can be generous.
@@ -45,12 +45,14 @@ class StageInfo(StageMembers):
 @dataclass(frozen=True)
 class BackbonePlan:
     """What ``build`` will make of a spec: the kept stages (up to the last returned one), the input channels, and
-    the model on the meta device they were measured on."""
+    the model on the meta device they were measured on, with its parameter and buffer registrations in
+    construction order (what :func:`featx.zoo.create_model_keeping` needs)."""
 
     spec: BackboneSpec
     stages: Tuple[StageInfo, ...]
     in_channels: int
     meta_model: nn.Module = field(compare=False, repr=False)
+    registrations: Tuple[Registration, ...] = field(compare=False, repr=False, default=())
 
     @property
     def returned(self) -> Tuple[StageInfo, ...]:
@@ -120,7 +122,8 @@ def _measure(stage: StageMembers, shapes: Tuple[Tuple[int, ...], ...], sizes: Tu
 
 def plan_backbone(spec: BackboneSpec) -> BackbonePlan:
     """Check ``spec`` against its model and measure the kept stages, all on the meta device."""
-    model = create_model(spec.model, device="meta")
+    registrations: List[Registration] = []
+    model = create_model(spec.model, device="meta", record=registrations)
     members = resolve_members(model, spec)
     last_returned = spec.returned_stages[-1]
     members = members[: [stage.name for stage in members].index(last_returned) + 1]
@@ -132,7 +135,7 @@ def plan_backbone(spec: BackboneSpec) -> BackbonePlan:
     infos = tuple(
         _measure(stage, shapes, sizes, spec.layout) for stage, *shapes in zip(members, *per_size, strict=True)
     )
-    plan = BackbonePlan(spec, infos, in_channels, model)
+    plan = BackbonePlan(spec, infos, in_channels, model, tuple(registrations))
     if spec.fpn is not None:
         _check_fpn_levels(list(plan.returned))
     return plan

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import warnings
-from typing import Iterator, List, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torchvision
@@ -38,50 +40,98 @@ def check_model_name(name: str) -> None:
         )
 
 
-def create_model(name: str, device: str = "cpu") -> nn.Module:
-    """Construct torchvision's ``name`` with random weights on ``device``.
+@dataclass(frozen=True)
+class Registration:
+    """One parameter or buffer registered while a model was constructed, in construction order."""
 
-    On ``"meta"`` the constructor runs without allocating or initialising. A constructor that computes with
-    tensors (RegNet derives its widths with ``torch`` ops) cannot run under ``torch.device("meta")``; it runs on the
-    CPU instead while each parameter and buffer moves to meta as it is registered, so weight init is still skipped.
-    """
-    check_model_name(name)
-    with warnings.catch_warnings():
-        # googlenet and inception_v3 announce a future change of their default init; featx keeps today's default
-        warnings.filterwarnings("ignore", message="The default weight initialization of", category=FutureWarning)
-        if device != "meta":
-            with torch.device(device):
-                return torchvision.models.get_model(name, weights=None)
-        try:
-            with torch.device("meta"):
-                return torchvision.models.get_model(name, weights=None)
-        except (NotImplementedError, RuntimeError):
-            with _tensors_to_meta_on_registration():
-                return torchvision.models.get_model(name, weights=None)
-
-
-def _parameter_to_meta(module: nn.Module, name: str, param: Optional[nn.Parameter]) -> Optional[nn.Parameter]:
-    if param is None or param.is_meta:
-        return None
-    return nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-
-
-def _buffer_to_meta(module: nn.Module, name: str, buffer: Optional[Tensor]) -> Optional[Tensor]:
-    return None if buffer is None or buffer.is_meta else buffer.to("meta")
+    module: nn.Module
+    name: str
+    shape: Tuple[int, ...]
 
 
 @contextlib.contextmanager
-def _tensors_to_meta_on_registration() -> Iterator[None]:
-    """Every parameter and buffer registered inside the block is replaced by its meta twin."""
-    handles = (
-        register_module_parameter_registration_hook(_parameter_to_meta),
-        register_module_buffer_registration_hook(_buffer_to_meta),
-    )
+def _on_registration(to_meta: Callable[[int, Tensor], bool], record: Optional[List[Registration]] = None
+                     ) -> Iterator[None]:
+    """Inside the block, the ``i``-th parameter or buffer registered anywhere is replaced by its meta twin when
+    ``to_meta(i, tensor)`` says so, and (with ``record``) every registration is appended to ``record``."""
+    counter = itertools.count()
+
+    def decide(module: nn.Module, name: str, tensor: Optional[Tensor]) -> Optional[Tensor]:
+        if tensor is None:
+            return None
+        index = next(counter)
+        if record is not None:
+            record.append(Registration(module, name, tuple(tensor.shape)))
+        if tensor.is_meta or not to_meta(index, tensor):
+            return None
+        twin = tensor.to("meta")
+        return nn.Parameter(twin, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else twin
+
+    handles = (register_module_parameter_registration_hook(decide), register_module_buffer_registration_hook(decide))
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _construct(name: str) -> nn.Module:
+    with warnings.catch_warnings():
+        # googlenet and inception_v3 announce a future change of their default init; featx keeps today's default
+        warnings.filterwarnings("ignore", message="The default weight initialization of", category=FutureWarning)
+        return torchvision.models.get_model(name, weights=None)
+
+
+def create_model(name: str, device: str = "cpu", record: Optional[List[Registration]] = None) -> nn.Module:
+    """Construct torchvision's ``name`` with random weights on ``device``.
+
+    On ``"meta"`` the constructor runs without allocating or initialising, and ``record`` (if given) receives every
+    parameter and buffer registration in order (see :func:`create_model_keeping`). A constructor that computes with
+    tensors (RegNet derives its widths with ``torch`` ops) cannot run under ``torch.device("meta")``; it runs on the
+    CPU instead while each parameter and buffer moves to meta as it is registered, so weight init is still skipped.
+    """
+    check_model_name(name)
+    if device != "meta":
+        with torch.device(device):
+            return _construct(name)
+    record = [] if record is None else record
+    try:
+        with torch.device("meta"), _on_registration(lambda index, tensor: False, record):
+            return _construct(name)
+    except (NotImplementedError, RuntimeError):
+        record.clear()
+        with _on_registration(lambda index, tensor: True, record):
+            return _construct(name)
+
+
+def create_model_keeping(name: str, meta_model: nn.Module, registrations: Sequence[Registration],
+                         kept_paths: Sequence[str]) -> nn.Module:
+    """Construct ``name`` for real on the CPU, torchvision's own init included, but allocate only the parameters
+    and buffers of the modules under ``kept_paths``; the others (a classifier the backbone drops) stay on meta.
+
+    Which registration belongs to a kept module is known from the meta construction (``meta_model`` and its
+    ``registrations``): the constructor registers the same tensors in the same order. If the order turns out
+    different, the model is constructed whole instead.
+    """
+    path_of = {id(module): path for path, module in meta_model.named_modules()}
+
+    def is_kept(registration: Registration) -> bool:
+        path = path_of.get(id(registration.module))
+        return path is not None and any(path == kept or path.startswith(kept + ".") for kept in kept_paths)
+
+    keep = [is_kept(registration) for registration in registrations]
+    mismatches: List[int] = []
+
+    def to_meta(index: int, tensor: Tensor) -> bool:
+        if index >= len(keep) or tuple(tensor.shape) != registrations[index].shape:
+            mismatches.append(index)
+            return False
+        return not keep[index]
+
+    check_model_name(name)
+    with _on_registration(to_meta):
+        model = _construct(name)
+    return create_model(name) if mismatches else model
 
 
 def default_crop_size(name: str) -> int:
