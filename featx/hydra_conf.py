@@ -4,6 +4,7 @@
   ``defaults: [/featx/backbone_schema@_here_, _self_]``, so composing it checks keys and types, and the node
   carries ``_target_`` so ``hydra.utils.instantiate(cfg.backbone)`` returns a :class:`featx.Backbone`.
 - ``featx_app_schema``: the primary ``conf/config.yaml`` of the ``featx`` app (the input batch it runs).
+- ``featx_export_schema``: the primary ``conf/export.yaml`` of the ``featx-export`` app.
 
 Example (a downstream app that reuses featx's backbone group)::
 
@@ -53,6 +54,27 @@ class AppConfig:
     run: bool = True
 
 
+@dataclass
+class ExportConfig:
+    """What the ``featx-export`` app writes: format (torchscript, exported, onnx), file, example input, options."""
+
+    format: str = "onnx"
+    path: str = MISSING
+    height: int = 224
+    width: int = 224
+    batch_size: int = 1
+    dynamic: bool = True
+    overwrite: bool = False
+
+
+@dataclass
+class ExportAppConfig:
+    """The primary config of the ``featx-export`` app."""
+
+    backbone: Any = MISSING
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
 def instantiate_backbone(**spec_fields: Any) -> "Backbone":
     """The ``_target_`` of a backbone node: ``featx.build`` on the node's keys."""
     from featx.build import build
@@ -65,6 +87,7 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(group="featx", name="backbone_schema", node=BackboneNode)
     store.store(name="featx_app_schema", node=AppConfig)
+    store.store(name="featx_export_schema", node=ExportAppConfig)
 
 
 register_configs()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import featx
+from featx.export import FORMATS, export_backbone
 
 from conftest import resnet18_spec
 
@@ -46,3 +51,72 @@ def test_torch_compile_matches_eager():
     compiled = torch.compile(backbone)
     with torch.no_grad():
         _assert_same(backbone(x), compiled(x))
+
+
+def _export(tmp_path, kind, fmt, **options):
+    backbone = featx.build(SPECS[kind]).eval()
+    # traced at 128x128: at 64x64 p7 would be 1x1 and torch.export would keep that case only
+    result = export_backbone(backbone, tmp_path / f"{kind}{FORMATS[fmt]}", fmt, (128, 128), **options)
+    return backbone, result
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_exported_program_file_matches_eager_at_other_sizes(tmp_path, kind):
+    backbone, result = _export(tmp_path, kind, "exported")
+    assert result.path.is_file() and result.max_abs_diff < 1e-4
+    loaded = torch.export.load(str(result.path)).module()
+    x = torch.randn(2, 3, 97, 131)  # dynamic batch, height and width
+    with torch.inference_mode():
+        _assert_same(backbone(x), loaded(x))
+
+
+def test_torchscript_file_matches_eager(tmp_path):
+    backbone, result = _export(tmp_path, "fpn", "torchscript")
+    loaded = torch.jit.load(str(result.path))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        _assert_same(backbone(x), loaded(x))
+    assert [p.name for p in tmp_path.iterdir()] == ["fpn.pt"]  # no partial file left behind
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_onnx_file_matches_eager_in_onnxruntime(tmp_path, kind):
+    import onnxruntime
+
+    backbone, result = _export(tmp_path, kind, "onnx")
+    assert result.max_abs_diff < 1e-4
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert [output.name for output in session.get_outputs()] == [info.name for info in backbone.feature_info]
+    x = torch.randn(2, 3, 97, 131)
+    with torch.inference_mode():
+        expected = backbone(x)
+    actual = dict(zip(expected, (torch.from_numpy(a) for a in session.run(None, {"image": x.numpy()})), strict=True))
+    _assert_same(expected, actual)
+
+
+def test_export_refuses_to_overwrite_and_unknown_formats(tmp_path):
+    backbone = featx.build(SPECS["plain"])
+    path = tmp_path / "mine.pt2"
+    path.write_text("keep me")
+    with pytest.raises(featx.ArgumentError, match=r"export path .*mine.pt2 exists; set overwrite \(export.overwrite=true\)"):
+        export_backbone(backbone, path, "exported", (64, 64))
+    assert path.read_text() == "keep me"
+    with pytest.raises(featx.ArgumentError, match=r"export format 'tflite' is unknown \(valid: torchscript, exported, onnx\)"):
+        export_backbone(backbone, tmp_path / "x.tflite", "tflite", (64, 64))
+    assert export_backbone(backbone, path, "exported", (64, 64), overwrite=True).max_abs_diff < 1e-4
+
+
+@pytest.mark.slow
+def test_featx_export_app_writes_a_checked_file(tmp_path):
+    target = tmp_path / "out" / "r18.pt2"
+    env = {**os.environ, "TMPDIR": str(tmp_path), "HYDRA_FULL_ERROR": "0"}
+    command = [sys.executable, "-m", "featx.cli.export", "backbone=resnet18_fpn", "export.format=exported",
+               f"export.path={target}", "export.height=64", "export.width=64", "backbone.device=cpu"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"featx-export: wrote {target} (exported, ")
+    assert "max |export - eager| = " in result.stdout and target.is_file()
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1
+    assert f"featx-export: error: export path {target} exists; set overwrite (export.overwrite=true)" in again.stderr
