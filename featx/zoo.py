@@ -17,6 +17,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 import torch
 import torchvision
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 from torch.nn.modules.module import register_module_buffer_registration_hook, register_module_parameter_registration_hook
 
 from featx.errors import SpecError
@@ -75,6 +76,26 @@ def _on_registration(to_meta: Callable[[int, Tensor], bool], record: Optional[Li
             handle.remove()
 
 
+#: in-place ops that only write values: on a meta tensor (which has none) they can be skipped
+_VALUE_WRITES = frozenset({
+    "normal_", "uniform_", "fill_", "zero_", "random_", "exponential_", "bernoulli_", "erfinv_", "mul_", "add_",
+    "sub_", "div_", "clamp_", "copy_", "orthogonal_", "trunc_normal_",
+})
+
+
+class _SkipValueWritesOnMeta(TorchFunctionMode):
+    """Weight init on meta tensors is pure cost (meta kernels of ``normal_`` and friends are Python
+    decompositions: 0.1 s of ResNet-50's meta construction); inside this mode such in-place writes to a meta tensor
+    return the tensor untouched. Shapes, and everything on real devices, are unaffected."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in _VALUE_WRITES and args and isinstance(args[0], Tensor) and args[0].is_meta:
+            return args[0]
+        return func(*args, **kwargs)
+
+
 def _construct(name: str) -> nn.Module:
     with warnings.catch_warnings():
         # googlenet and inception_v3 announce a future change of their default init; featx keeps today's default
@@ -96,11 +117,11 @@ def create_model(name: str, device: str = "cpu", record: Optional[List[Registrat
             return _construct(name)
     record = [] if record is None else record
     try:
-        with torch.device("meta"), _on_registration(lambda index, tensor: False, record):
+        with torch.device("meta"), _SkipValueWritesOnMeta(), _on_registration(lambda index, tensor: False, record):
             return _construct(name)
     except (NotImplementedError, RuntimeError):
         record.clear()
-        with _on_registration(lambda index, tensor: True, record):
+        with _SkipValueWritesOnMeta(), _on_registration(lambda index, tensor: True, record):
             return _construct(name)
 
 
