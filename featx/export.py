@@ -24,6 +24,9 @@ from featx.errors import ArgumentError
 #: format -> the file suffix it is written with
 FORMATS = {"torchscript": ".pt", "exported": ".pt2", "onnx": ".onnx"}
 
+#: runs the reloaded export on an input and returns its outputs in ``feature_info`` order
+RunLoaded = Callable[[Tensor], List[Tensor]]
+
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -49,17 +52,17 @@ def _max_abs_diff(expected: Dict[str, Tensor], actual: List[Tensor]) -> float:
     return max(float((want - torch.as_tensor(got)).abs().max()) for want, got in zip(expected.values(), actual, strict=True))
 
 
-def _write_torchscript(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> Callable[[Tensor], List[Tensor]]:
+def _write_torchscript(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> RunLoaded:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # trace's deprecation notice and its (handled) shape-check TracerWarnings
+        warnings.simplefilter("ignore")  # trace's deprecation notices and its (handled) shape-check TracerWarnings
         traced = torch.jit.trace(backbone, example, strict=False)
-    torch.jit.save(traced, str(path))
-    loaded = torch.jit.load(str(path))
+        torch.jit.save(traced, str(path))
+        loaded = torch.jit.load(str(path))
     return lambda x: list(loaded(x).values())
 
 
-def _write_exported(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> Callable[[Tensor], List[Tensor]]:
-    program = torch.export.export(backbone, (example,), dynamic_shapes=({**_dynamic_dims(backbone, dynamic)},))
+def _write_exported(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> RunLoaded:
+    program = torch.export.export(backbone, (example,), dynamic_shapes=(_dynamic_dims(backbone, dynamic),))
     torch.export.save(program, str(path))
     loaded = torch.export.load(str(path)).module()
     return lambda x: list(loaded(x).values())
@@ -76,11 +79,12 @@ def _require_onnx_exporter() -> None:
         ) from None
 
 
-def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> Callable[[Tensor], List[Tensor]]:
+def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> Optional[RunLoaded]:
+    """Writes the ONNX file; returns ``None`` when onnxruntime is not installed to run it."""
     names = [info.name for info in backbone.feature_info]
     torch.onnx.export(
         backbone, (example,), str(path), input_names=["image"], output_names=names, dynamo=True, external_data=False,
-        dynamic_shapes=({**_dynamic_dims(backbone, dynamic)},), verbose=False,
+        dynamic_shapes=(_dynamic_dims(backbone, dynamic),), verbose=False,
     )
     try:
         import onnxruntime
