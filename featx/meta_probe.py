@@ -2,12 +2,12 @@
 
 On meta only shapes are computed, but the meta kernels of BatchNorm, LayerNorm and several activations are
 Python decompositions: they make up most of a probe's time (0.12 s of a ResNet-50 forward, 0.01 s without them;
-MobileNetV3's hardswish alone 0.2 s). Inside :func:`shape_only_norms` the norm layers check their input's shape
+MobileNetV3's hardswish alone 0.2 s). Inside :func:`shape_only_layers` the norm layers check their input's shape
 exactly as their own forward would, and return it; elementwise activations and dropout return their input.
 
 Example::
 
-    with shape_only_norms(model), torch.no_grad():
+    with shape_only_layers(model), torch.no_grad():
         shape = model(torch.empty(1, 3, 224, 224, device="meta")).shape
 """
 
@@ -49,7 +49,7 @@ def _same(x: Tensor) -> Tensor:
 
 
 @contextlib.contextmanager
-def shape_only_norms(model: nn.Module) -> Iterator[None]:
+def shape_only_layers(model: nn.Module) -> Iterator[None]:
     """Inside the block, ``model``'s BatchNorm and LayerNorm layers only check and pass on their input's shape,
     and its elementwise activations and dropout layers pass on their input.
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from featx.errors import SpecError
-from featx.meta_probe import shape_only_norms
+from featx.meta_probe import shape_only_layers
 from featx.spec import BackboneSpec, key_path
 from featx.stages import StageMembers, resolve_members, stage_containers
 from featx.zoo import Registration, create_model
@@ -130,7 +130,7 @@ def plan_backbone(spec: BackboneSpec) -> BackbonePlan:
     containers = stage_containers(model, members)
     in_channels = input_channels(containers[members[0].name])
     sizes = probe_sizes(spec)
-    with shape_only_norms(model):
+    with shape_only_layers(model):
         per_size = [_stage_shapes(containers, members, in_channels, size) for size in sizes]
     infos = tuple(
         _measure(stage, shapes, sizes, spec.layout) for stage, *shapes in zip(members, *per_size, strict=True)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from featx.errors import ArgumentError, SpecError
-from featx.meta_probe import shape_only_norms
+from featx.meta_probe import shape_only_layers
 from featx.plan import PROBE_SIZES
 from featx.zoo import check_model_name, create_model, default_crop_size
 
@@ -209,7 +209,7 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
     if fpn is not None and fpn < 1:
         raise ArgumentError(f"propose(): fpn must be a positive channel count or None, got {fpn}")
     model = create_model(model_name, device="meta").eval()
-    with shape_only_norms(model), torch.no_grad():
+    with shape_only_layers(model), torch.no_grad():
         input_size = None
         links, left_out, head, layout = _walk(model, PROBE_SIZES, min_stride)
         stages = _group_stages(links, min_stride)
