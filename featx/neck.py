@@ -69,4 +69,6 @@ class FeaturePyramid(FeaturePyramidNetwork):
         super().__init__([info.channels for info in inputs], spec.out_channels, extra_blocks=extra_block)
         strides = [info.stride for info in inputs] + extra_strides
         self.feature_info = [FeatureInfo(level_name(stride), spec.out_channels, stride) for stride in strides]
+        # levels made by the extra block (pooled or convolved from the top level), not from a backbone stage
+        self.extra_level_names = [level_name(stride) for stride in extra_strides]
 

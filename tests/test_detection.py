@@ -1,0 +1,215 @@
+"""featx backbones inside torchvision's detection models and segmentation heads (real models, small inputs)."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import pytest
+import torch
+from conftest import randomize_norm_statistics
+from torch import nn
+from torchvision.models.detection import FCOS, FasterRCNN, KeypointRCNN, MaskRCNN, RetinaNet, fasterrcnn_resnet50_fpn
+from torchvision.models.detection import faster_rcnn, retinanet
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.fcn import FCNHead
+
+import featx
+from featx.detection import anchor_generator, pooled_level_names, roi_pooler
+
+SMALL = {"min_size": 64, "max_size": 96}  # torchvision's detection transform resizes to this
+EVAL_ALL = {"box_score_thresh": 0.0, **SMALL}  # untrained heads score low: keep every detection
+FAMILIES = ["resnet18", "mobilenet_v3_large"]
+
+
+def _rcnn_backbone(name: str) -> featx.Backbone:
+    return featx.build(name, overrides=["device=cpu", "fpn={out_channels: 64, extra_blocks: maxpool}"])
+
+
+def _one_stage_backbone(name: str) -> featx.Backbone:
+    return featx.build(
+        name, overrides=["device=cpu", "out_features=[c3,c4,c5]", "fpn={out_channels: 64, extra_blocks: p6p7}"]
+    )
+
+
+def _images() -> List[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return [torch.rand(3, 64, 80, generator=generator), torch.rand(3, 72, 64, generator=generator)]
+
+
+def _targets(masks: bool = False, keypoints: int = 0) -> List[Dict[str, torch.Tensor]]:
+    targets = []
+    for boxes, labels, (height, width) in (
+        ([[4.0, 6.0, 40.0, 44.0]], [1], (64, 80)),
+        ([[10.0, 8.0, 50.0, 60.0], [2.0, 3.0, 24.0, 30.0]], [2, 1], (72, 64)),
+    ):
+        target = {"boxes": torch.tensor(boxes), "labels": torch.tensor(labels)}
+        if masks:
+            target["masks"] = torch.zeros(len(boxes), height, width, dtype=torch.uint8)
+            for mask, (x0, y0, x1, y1) in zip(target["masks"], boxes, strict=True):
+                mask[int(y0) : int(y1), int(x0) : int(x1)] = 1
+        if keypoints:
+            corners = [[[x0 + k * (x1 - x0) / keypoints, y0 + k * (y1 - y0) / keypoints, 1.0] for k in range(keypoints)]
+                       for x0, y0, x1, y1 in boxes]
+            target["keypoints"] = torch.tensor(corners)
+        targets.append(target)
+    return targets
+
+
+def _detector(kind: str, family: str) -> nn.Module:
+    if kind in ("retinanet", "fcos"):
+        bb = _one_stage_backbone(family)
+        cls = RetinaNet if kind == "retinanet" else FCOS
+        return cls(bb, 3, anchor_generator=anchor_generator(bb, kind), score_thresh=0.0, detections_per_img=10, **SMALL)
+    bb = _rcnn_backbone(family)
+    common = dict(
+        rpn_anchor_generator=anchor_generator(bb), box_roi_pool=roi_pooler(bb), box_detections_per_img=10, box_batch_size_per_image=64, **EVAL_ALL
+    )
+    if kind == "faster_rcnn":
+        return FasterRCNN(bb, num_classes=3, **common)
+    if kind == "mask_rcnn":
+        return MaskRCNN(bb, num_classes=3, mask_roi_pool=roi_pooler(bb, 14), **common)
+    return KeypointRCNN(bb, num_classes=3, num_keypoints=4, keypoint_roi_pool=roi_pooler(bb, 14), **common)
+
+
+OUTPUT_KEYS = {
+    "faster_rcnn": {"boxes", "labels", "scores"},
+    "mask_rcnn": {"boxes", "labels", "scores", "masks"},
+    "keypoint_rcnn": {"boxes", "labels", "scores", "keypoints", "keypoints_scores"},
+    "retinanet": {"boxes", "labels", "scores"},
+    "fcos": {"boxes", "labels", "scores"},
+}
+LOSS_KEYS = {
+    "faster_rcnn": {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"},
+    "mask_rcnn": {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "loss_mask"},
+    "keypoint_rcnn": {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "loss_keypoint"},
+    "retinanet": {"classification", "bbox_regression"},
+    "fcos": {"classification", "bbox_regression", "bbox_ctrness"},
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", sorted(OUTPUT_KEYS))
+def test_detector_trains_one_step_and_detects(kind: str, family: str) -> None:
+    torch.manual_seed(0)
+    model = _detector(kind, family)
+    backbone: featx.Backbone = model.backbone
+    frozen_before = {n: p.clone() for n, p in backbone.stages["c2"].named_parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.01)
+
+    model.train()
+    losses = model(_images(), _targets(masks=kind == "mask_rcnn", keypoints=4 if kind == "keypoint_rcnn" else 0))
+    assert set(losses) == LOSS_KEYS[kind]
+    assert all(torch.isfinite(loss) for loss in losses.values()), losses
+    optimizer.zero_grad()
+    sum(losses.values()).backward()
+    deepest = next(p for p in backbone.stages["c5"].parameters() if p.requires_grad)
+    assert deepest.grad is not None and torch.count_nonzero(deepest.grad) > 0
+    optimizer.step()
+    # the spec's frozen stage (c2) neither gets gradients nor changes
+    for name, param in backbone.stages["c2"].named_parameters():
+        assert not param.requires_grad and param.grad is None
+        assert torch.equal(param, frozen_before[name]), name
+
+    model.eval()
+    with torch.no_grad():
+        detections = model(_images())
+    assert len(detections) == 2
+    for detection in detections:
+        assert set(detection) == OUTPUT_KEYS[kind]
+        assert detection["boxes"].shape[0] > 0 and detection["boxes"].shape[1] == 4
+        assert detection["scores"].shape == detection["labels"].shape == detection["boxes"].shape[:1]
+        assert torch.isfinite(detection["boxes"]).all()
+
+
+def test_faster_rcnn_with_featx_backbone_equals_torchvisions_own() -> None:
+    """Same weights in torchvision's fasterrcnn_resnet50_fpn and in FasterRCNN(featx resnet50_fpn): same detections."""
+    torch.manual_seed(0)
+    reference = randomize_norm_statistics(fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **EVAL_ALL)).eval()
+    bb = featx.build("resnet50_fpn", overrides=["device=cpu", "norm=eval", "fpn.extra_blocks=maxpool"])
+    ours = FasterRCNN(bb, 91, rpn_anchor_generator=anchor_generator(bb), box_roi_pool=roi_pooler(bb), **EVAL_ALL).eval()
+
+    def tensors(module: nn.Module) -> List[torch.Tensor]:
+        return [t for key, t in module.state_dict().items() if not key.endswith("num_batches_tracked")]
+
+    with torch.no_grad():
+        for source, target in ((reference.backbone, bb), (reference.rpn, ours.rpn), (reference.roi_heads, ours.roi_heads)):
+            pairs = list(zip(tensors(source), tensors(target), strict=True))
+            for theirs, mine in pairs:
+                mine.copy_(theirs)
+        expected = reference(_images())
+        actual = ours(_images())
+    for want, got in zip(expected, actual, strict=True):
+        assert want["boxes"].shape[0] > 0
+        for key in ("boxes", "scores", "labels"):
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+
+
+def test_anchor_sizes_equal_torchvisions_defaults() -> None:
+    rcnn = anchor_generator(_rcnn_backbone("resnet18"))
+    assert rcnn.sizes == faster_rcnn._default_anchorgen().sizes
+    assert rcnn.aspect_ratios == faster_rcnn._default_anchorgen().aspect_ratios
+    one_stage = _one_stage_backbone("resnet18")
+    assert anchor_generator(one_stage, "retinanet").sizes == retinanet._default_anchorgen().sizes
+    fcos = anchor_generator(one_stage, "fcos")
+    assert fcos.sizes == ((8,), (16,), (32,), (64,), (128,)) and fcos.aspect_ratios == ((1.0,),) * 5
+    custom = anchor_generator(one_stage, size_per_stride=2, sizes_per_octave=2, aspect_ratios=[1.0])
+    assert custom.sizes[0] == (16, 22) and custom.num_anchors_per_location() == [2] * 5
+
+
+def test_roi_pooler_uses_the_stage_levels_not_the_extra_ones() -> None:
+    bb = _rcnn_backbone("resnet18")
+    assert [info.name for info in bb.feature_info] == ["p2", "p3", "p4", "p5", "p6"]
+    assert pooled_level_names(bb) == ["p2", "p3", "p4", "p5"]
+    pooler = roi_pooler(bb, 14, sampling_ratio=0)
+    assert pooler.featmap_names == ["p2", "p3", "p4", "p5"] and pooler.output_size == (14, 14)
+    assert pooler.sampling_ratio == 0
+    assert pooled_level_names(_one_stage_backbone("resnet18")) == ["p3", "p4", "p5"]
+
+
+def test_single_map_backbone_gets_one_anchor_group() -> None:
+    bb = featx.build("resnet34", overrides=["device=cpu"])  # the reference extractor: layer3 only
+    assert anchor_generator(bb).sizes == ((128,),)
+    assert roi_pooler(bb).featmap_names == [bb.feature_info[0].name]
+
+
+def test_mixed_channel_counts_are_refused_with_the_channels_named() -> None:
+    bb = featx.build("resnet18", overrides=["device=cpu"])
+    with pytest.raises(featx.ArgumentError, match=r"anchor_generator\(\): .*c2=64, c3=128, c4=256, c5=512.*fpn"):
+        anchor_generator(bb)
+    with pytest.raises(featx.ArgumentError, match=r"roi_pooler\(\): .*one channel count"):
+        roi_pooler(bb)
+
+
+def test_bad_anchor_arguments_are_refused() -> None:
+    bb = _rcnn_backbone("resnet18")
+    with pytest.raises(featx.ArgumentError, match="unknown style 'yolo'; choose one of rcnn, retinanet, fcos"):
+        anchor_generator(bb, "yolo")
+    with pytest.raises(featx.ArgumentError, match="sizes_per_octave >= 1"):
+        anchor_generator(bb, sizes_per_octave=0)
+    with pytest.raises(featx.ArgumentError, match="expected a featx Backbone"):
+        anchor_generator(nn.Conv2d(3, 3, 1))
+    with pytest.raises(featx.ArgumentError, match="output_size must be >= 1"):
+        roi_pooler(bb, 0)
+
+
+@pytest.mark.parametrize("output", ["c5", "p3"])
+@pytest.mark.parametrize("head_type", [FCNHead, DeepLabHead])
+def test_segmentation_heads_train_on_a_featx_output(head_type: type, output: str) -> None:
+    torch.manual_seed(0)
+    overrides = ["device=cpu"] + (["fpn={out_channels: 64}"] if output.startswith("p") else [])
+    bb = featx.build("resnet18", overrides=overrides)
+    info = next(i for i in bb.feature_info if i.name == output)
+    head = head_type(info.channels, 5)
+    images = torch.rand(2, 3, 64, 64)
+    labels = torch.randint(0, 5, (2, 64, 64))
+
+    logits = head(bb(images)[output])
+    assert logits.shape == (2, 5, 64 // info.stride, 64 // info.stride)
+    upsampled = nn.functional.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False)
+    loss = nn.functional.cross_entropy(upsampled, labels)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in head.parameters())
+    assert all(p.grad is not None for p in bb.stages["c4"].parameters())  # trainable stage below the output
+    assert all(p.grad is None and not p.requires_grad for p in bb.stages["c2"].parameters())  # frozen by the spec
