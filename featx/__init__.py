@@ -14,6 +14,7 @@ from featx.backbone import Backbone, FeatureInfo
 from featx.build import build
 from featx.checkpoint import load, save
 from featx.errors import ArgumentError, DeviceError, FeatxError, InputShapeError, SpecError, WeightsError
+from featx.feature_store import read_features
 from featx.loader import load_spec
 from featx.proposal import propose
 from featx.spec import BackboneSpec, FpnSpec, StageSpec
@@ -34,6 +35,7 @@ __all__ = [
     "load",
     "load_spec",
     "propose",
+    "read_features",
     "save",
 ]
 __version__ = "0.1.0"

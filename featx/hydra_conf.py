@@ -5,6 +5,7 @@
   carries ``_target_`` so ``hydra.utils.instantiate(cfg.backbone)`` returns a :class:`featx.Backbone`.
 - ``featx_app_schema``: the primary ``conf/config.yaml`` of the ``featx`` app (the input batch it runs).
 - ``featx_export_schema``: the primary ``conf/export.yaml`` of the ``featx-export`` app.
+- ``featx_extract_schema``: the primary ``conf/extract.yaml`` of the ``featx-extract`` app.
 
 Example (a downstream app that reuses featx's backbone group)::
 
@@ -17,7 +18,7 @@ Example (a downstream app that reuses featx's backbone group)::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -75,6 +76,32 @@ class ExportAppConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
 
 
+@dataclass
+class ExtractConfig:
+    """What the ``featx-extract`` app reads and writes and how (see ``conf/extract.yaml``)."""
+
+    input: str = MISSING
+    output: str = MISSING
+    transform: str = "auto"
+    size: List[int] = field(default_factory=lambda: [224, 224])
+    batch_size: int = 32
+    workers: int = 2
+    outputs: Optional[List[str]] = None
+    pooling: str = "avg"
+    dtype: str = "float32"
+    shard_size: int = 1024
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class ExtractAppConfig:
+    """The primary config of the ``featx-extract`` app."""
+
+    backbone: Any = MISSING
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+
+
 def instantiate_backbone(**spec_fields: Any) -> "Backbone":
     """The ``_target_`` of a backbone node: ``featx.build`` on the node's keys."""
     from featx.build import build
@@ -88,6 +115,7 @@ def register_configs() -> None:
     store.store(group="featx", name="backbone_schema", node=BackboneNode)
     store.store(name="featx_app_schema", node=AppConfig)
     store.store(name="featx_export_schema", node=ExportAppConfig)
+    store.store(name="featx_extract_schema", node=ExtractAppConfig)
 
 
 register_configs()

@@ -55,7 +55,8 @@ def cached_weights_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
-def _enum_member(model: str, name: str):  # -> torchvision.models.WeightsEnum
+def enum_member(model: str, name: str):  # -> torchvision.models.WeightsEnum
+    """The torchvision weights enum member ``name`` (``DEFAULT`` or a member name) of ``model``; SpecError if none."""
     enum = weights_enum(model)
     if name == "DEFAULT":
         return enum.DEFAULT
@@ -76,7 +77,7 @@ def resolve_weights(model: str, value: str) -> Path:
         if not path.is_file():
             raise WeightsError(f"{key_path('weights')}: checkpoint file not found: {path}")
         return path
-    member = _enum_member(model, value)
+    member = enum_member(model, value)
     path = cached_weights_path(member.url)
     if path.is_file():
         return path

@@ -1,0 +1,43 @@
+"""The ``featx-extract`` app: the configured backbone's features of every image in a folder or glob, stored as
+safetensors shards plus a manifest (see :mod:`featx.feature_store`); resumable and torchrun-aware.
+
+Examples::
+
+    featx-extract backbone=resnet50 extract.input=photos/ extract.output=feats/
+    featx-extract backbone=resnet50_fpn extract.input='photos/**/*.png' extract.output=feats/ extract.pooling=none
+    torchrun --nproc_per_node=2 -m featx.cli.extract backbone=resnet50 extract.input=photos/ extract.output=feats/
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import featx
+from featx.extraction import ExtractOptions, extract
+from featx.resources import config_dir
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="extract")
+def run(cfg: DictConfig) -> None:
+    """Extract ``cfg.backbone``'s features as ``cfg.extract`` says."""
+    options = ExtractOptions(**OmegaConf.to_container(cfg.extract, resolve=True))
+    try:
+        summary = extract(featx.load_spec(cfg.backbone), options, OmegaConf.to_yaml(cfg, resolve=True))
+    except featx.FeatxError as error:
+        raise SystemExit(f"featx-extract: error: {error}") from None
+    if summary.images or summary.skipped:  # rank 0 (the only one that counts the merged manifest)
+        rate = summary.processed / summary.seconds if summary.seconds > 0 else 0.0
+        skipped = f", {summary.skipped} skipped (reasons in manifest.jsonl)" if summary.skipped else ""
+        work = (f"this run processed {summary.processed} files at {rate:.1f} images/s" if summary.processed
+                else "nothing left to do (every file was done already)")
+        print(f"featx-extract: {options.output} holds features of {summary.images} images{skipped}; {work}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Run a backbone over image files and store the features (what ``featx-extract`` does), on one process or many.
+
+Under ``torchrun --nproc_per_node=N`` every rank takes the files whose index in the sorted listing is ``rank`` modulo
+``N``, writes its own shards, and rank 0 merges the manifest at the end. Files already in a shard are skipped, so a
+killed run resumes where it stopped. Example::
+
+    options = ExtractOptions(input="photos/", output="feats/", pooling="avg")
+    summary = extract(featx.load_spec("resnet50"), options)
+    summary.images, summary.skipped                # files with features, files skipped (see the manifest)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from featx.backbone import Backbone
+from featx.build import build
+from featx.device import resolve_device
+from featx.errors import ArgumentError
+from featx.feature_store import FeatureStore
+from featx.image_dataset import ImageBatch, ImageFiles, collate_images
+from featx.image_files import find_images
+from featx.image_transforms import TRANSFORMS, image_transform, resolve_transform_name
+from featx.spec import BackboneSpec, suggest
+
+POOLINGS = ("none", "avg", "max")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+log = logging.getLogger("featx.extract")
+
+
+@dataclass
+class ExtractOptions:
+    """The ``extract`` node of the ``featx-extract`` config (see ``conf/extract.yaml`` for each key)."""
+
+    input: str
+    output: str
+    transform: str = "auto"
+    size: Sequence[int] = (224, 224)
+    batch_size: int = 32
+    workers: int = 2
+    outputs: Optional[Sequence[str]] = None
+    pooling: str = "avg"
+    dtype: str = "float32"
+    shard_size: int = 1024
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    """What the output folder holds after the run (``images``, ``skipped``; counted on rank 0 only) and how many
+    files this run processed (all ranks) in how many seconds."""
+
+    images: int
+    skipped: int
+    processed: int
+    seconds: float
+
+
+def check_options(options: ExtractOptions) -> None:
+    """ArgumentError naming the ``extract.*`` key of the first invalid option."""
+    for key, choices in (("pooling", POOLINGS), ("dtype", tuple(DTYPES)), ("transform", TRANSFORMS)):
+        value = getattr(options, key)
+        if value not in choices:
+            raise ArgumentError(f"extract.{key}: unknown {value!r}{suggest(str(value), list(choices))}; "
+                                f"choose one of {', '.join(choices)}")
+    for key, least in (("batch_size", 1), ("shard_size", 1), ("workers", 0)):
+        if getattr(options, key) < least:
+            raise ArgumentError(f"extract.{key}: must be >= {least}, got {getattr(options, key)}")
+
+
+def _start_distributed(device: torch.device) -> Tuple[int, int, bool]:
+    """(rank, world size, whether this call started the process group) from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, False
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, True
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _total(count: int, world: int, device: torch.device) -> int:
+    """``count`` summed over the ranks (also a barrier: every rank has written its shards when it returns)."""
+    if world == 1:
+        return count
+    total = torch.tensor([count], device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(total)
+    return int(total.item())
+
+
+def _selected_outputs(backbone: Backbone, names: Optional[Sequence[str]]) -> List[str]:
+    available = [info.name for info in backbone.feature_info]
+    if names is None:
+        return available
+    if not names:
+        raise ArgumentError(f"extract.outputs: empty list; use null for all ({', '.join(available)})")
+    for name in names:
+        if name not in available:
+            raise ArgumentError(
+                f"extract.outputs: {backbone.spec.model} has no output {name!r}{suggest(str(name), available)} "
+                f"(outputs: {', '.join(available)})"
+            )
+    return [name for name in available if name in names]
+
+
+def _pool(features: Tensor, pooling: str) -> Tensor:
+    if pooling == "avg":
+        return features.mean(dim=(2, 3))
+    if pooling == "max":
+        return features.amax(dim=(2, 3))
+    return features
+
+
+class _ShardBuffer:
+    """Rows waiting to be written; every ``shard_size`` images become one shard of this rank."""
+
+    def __init__(self, store: FeatureStore, rank: int, shard_size: int) -> None:
+        self.store, self.rank, self.shard_size = store, rank, shard_size
+        self.sequence = store.next_sequence(rank)
+        self.chunks: Dict[str, List[Tensor]] = {}
+        self.images: List[str] = []
+        self.skipped: List[Tuple[str, str]] = []
+
+    def add(self, images: List[str], features: Dict[str, Tensor], skipped: List[Tuple[str, str]]) -> None:
+        self.images += images
+        self.skipped += skipped
+        for name, rows in features.items():
+            self.chunks.setdefault(name, []).append(rows)
+        while len(self.images) >= self.shard_size:
+            self.flush(self.shard_size)
+
+    def flush(self, count: Optional[int] = None) -> None:
+        """Write the first ``count`` buffered images (all: ``None``) and every buffered skipped file as a shard."""
+        if not self.images and not self.skipped:
+            return
+        count = len(self.images) if count is None else count
+        merged = {name: torch.cat(chunks) for name, chunks in self.chunks.items()}
+        self.store.write_shard(self.rank, self.sequence, {n: t[:count] for n, t in merged.items()},
+                               self.images[:count], self.skipped)
+        self.sequence += 1
+        self.chunks = {name: [t[count:]] for name, t in merged.items() if len(t) > count}
+        self.images, self.skipped = self.images[count:], []
+
+
+def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, transform: object) -> dict:
+    """What the stored features depend on (not where they were computed, nor batch size or workers)."""
+    backbone = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "channels_last")}
+    transform_name = resolve_transform_name(options.transform, spec)
+    return {
+        "backbone": backbone,
+        "outputs": outputs,
+        "pooling": options.pooling,
+        "transform": transform_name if transform_name != "weights" else repr(transform),
+        "size": list(options.size) if transform_name != "weights" else None,
+        "dtype": options.dtype,
+    }
+
+
+def _options_yaml(spec: BackboneSpec, options: ExtractOptions) -> str:
+    return OmegaConf.to_yaml({"backbone": dataclasses.asdict(spec), "extract": dataclasses.asdict(options)})
+
+
+def _run_batches(backbone: Backbone, loader: DataLoader, paths: List[Path], outputs: List[str],
+                 options: ExtractOptions, buffer: _ShardBuffer, progress: tqdm) -> None:
+    device = next(backbone.parameters()).device
+    dtype = DTYPES[options.dtype]
+    batch: ImageBatch
+    with torch.inference_mode():
+        for batch in loader:
+            features: Dict[str, Tensor] = {}
+            if batch.images is not None:
+                maps = backbone(batch.images.to(device))
+                features = {name: _pool(maps[name], options.pooling).to("cpu", dtype) for name in outputs}
+            skipped = [(str(paths[index]), reason) for index, reason in batch.failures]
+            for path, reason in skipped:
+                log.warning("skipped %s: %s", path, reason)
+            buffer.add([str(paths[index]) for index in batch.indices], features, skipped)
+            progress.update(len(batch.indices) + len(batch.failures))
+
+
+def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") -> ExtractSummary:
+    """Extract ``spec``'s features of every image under ``options.input`` into ``options.output``.
+
+    ``config_yaml`` (the resolved app config; default: the spec and the options) is stored as ``config.yaml`` next
+    to the features. Raises
+    :class:`ArgumentError` for bad options, an empty input, or an output folder holding other features.
+    """
+    check_options(options)
+    device = resolve_device(spec.device)
+    rank, world, started = _start_distributed(device)
+    try:
+        if device.type == "cuda" and world > 1:
+            spec = dataclasses.replace(spec, device=f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}")
+        backbone = build(spec).eval()
+        outputs = _selected_outputs(backbone, options.outputs)
+        transform = image_transform(options.transform, spec, options.size)
+        settings = _settings(spec, outputs, options, transform)
+        listing = find_images(options.input)
+        store = FeatureStore(Path(options.output))
+        store.check_settings(settings, options.overwrite)  # every rank, so all refuse together
+        if rank == 0:
+            Path(options.output).mkdir(parents=True, exist_ok=True)
+            store.prepare(settings, config_yaml or _options_yaml(spec, options), options.overwrite)
+        _barrier(world)
+
+        done = store.finished_paths()
+        mine = [path for index, path in enumerate(listing.images) if index % world == rank and str(path) not in done]
+        not_images = [(str(p), reason) for p, reason in listing.skipped if rank == 0 and str(p) not in done]
+        buffer = _ShardBuffer(store, rank, options.shard_size)
+        buffer.skipped += not_images
+        for path, reason in not_images:
+            log.warning("skipped %s: %s", path, reason)
+        loader = DataLoader(ImageFiles(mine, transform), batch_size=options.batch_size, num_workers=options.workers,
+                            collate_fn=collate_images, pin_memory=device.type == "cuda")
+        start = time.perf_counter()
+        label = f"featx-extract rank {rank}/{world}" if world > 1 else "featx-extract"
+        with tqdm(total=len(mine), unit="img", desc=label, disable=not options.progress or rank != 0) as progress:
+            _run_batches(backbone, loader, mine, outputs, options, buffer, progress)
+        buffer.flush()
+        seconds = time.perf_counter() - start
+        processed = _total(len(mine) + len(not_images), world, device)
+        images, skipped = store.write_manifest() if rank == 0 else (0, 0)
+        return ExtractSummary(images=images, skipped=skipped, processed=processed, seconds=seconds)
+    finally:
+        if started:
+            dist.destroy_process_group()

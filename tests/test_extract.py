@@ -1,0 +1,284 @@
+"""featx-extract: features equal the backbone's own, shards/manifest/resume/overwrite, bad input, torchrun, kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from safetensors import safe_open
+from torchvision.models import ResNet18_Weights
+
+import featx
+from featx.extraction import ExtractOptions, extract
+from featx.feature_store import METADATA_KEY, FeatureStore
+from featx.image_transforms import image_transform, resolve_transform_name
+
+BIN = Path(sys.executable).parent
+
+
+def _save_image(path: Path, mode: str, size=(40, 52), seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    pixels = rng.integers(0, 256, (size[0], size[1], channels), dtype=np.uint8)
+    Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode).save(path)
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture()
+def images(tmp_path) -> Path:
+    """Five RGB images of different sizes, a grayscale and an RGBA one in a subfolder, a corrupt JPEG, a text file."""
+    folder = tmp_path / "images"
+    (folder / "more").mkdir(parents=True)
+    for index in range(5):
+        _save_image(folder / f"rgb{index}.png", "RGB", size=(40 + 3 * index, 52), seed=index)
+    _save_image(folder / "more" / "gray.png", "L", seed=10)
+    _save_image(folder / "more" / "alpha.png", "RGBA", seed=11)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated, not a JPEG")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _options(images: Path, output: Path, **changes) -> ExtractOptions:
+    settings = dict(input=str(images), output=str(output), size=[64, 64], batch_size=3, workers=0, shard_size=4,
+                    progress=False)
+    settings.update(changes)
+    return ExtractOptions(**settings)
+
+
+def _spec(weights_file: str, **changes) -> featx.BackboneSpec:
+    return featx.load_spec("resnet18", overrides=["device=cpu", f"weights={weights_file}"]
+                           + [f"{key}={value}" for key, value in changes.items()])
+
+
+def _reference_features(spec: featx.BackboneSpec, paths: List[Path]) -> Dict[str, Dict[str, torch.Tensor]]:
+    """The backbone applied to each image alone, through the documented transform (center_crop at 64)."""
+    backbone = featx.build(spec).eval()
+    transform = image_transform("center_crop", spec, [64, 64])
+    features = {}
+    with torch.no_grad():
+        for path in paths:
+            with Image.open(path) as image:
+                batch = transform(image.convert("RGB")).unsqueeze(0)
+            features[str(path.resolve())] = {name: t[0] for name, t in backbone(batch).items()}
+    return features
+
+
+def _all_shard_images(output: Path) -> List[str]:
+    images = []
+    for shard in FeatureStore(output).shards():
+        with safe_open(str(shard), framework="pt") as handle:
+            record = json.loads(handle.metadata()[METADATA_KEY])
+        images += record["images"] + [path for path, _ in record["skipped"]]
+    return images
+
+
+def test_features_equal_the_backbone_on_each_image_and_bad_files_are_listed(images, tmp_path, weights_file):
+    spec = _spec(weights_file)
+    summary = extract(spec, _options(images, tmp_path / "out", pooling="none", outputs=["c4", "c5"]))
+    image_paths = sorted(p for p in images.rglob("*.png"))
+    assert (summary.images, summary.skipped, summary.processed) == (7, 2, 9)
+
+    expected = _reference_features(spec, image_paths)
+    stored = dict(featx.read_features(tmp_path / "out"))
+    assert sorted(stored) == sorted(expected)  # gray and RGBA converted; broken.jpg and notes.txt left out
+    for path, features in stored.items():
+        assert list(features) == ["c4", "c5"]
+        for name in ("c4", "c5"):
+            assert features[name].shape == expected[path][name].shape  # (256, 4, 4), (512, 2, 2)
+            torch.testing.assert_close(features[name], expected[path][name], rtol=1e-4, atol=1e-5)
+
+    manifest = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert [entry["path"] for entry in manifest] == sorted(str(p.resolve()) for p in images.rglob("*") if p.is_file())
+    skipped = {Path(entry["path"]).name: entry["skipped"] for entry in manifest if "skipped" in entry}
+    assert skipped["notes.txt"] == "not an image file (extension '.txt')"
+    assert skipped["broken.jpg"].startswith("unreadable image (OSError: ")  # a JPEG header, then garbage
+    rows = [entry for entry in manifest if "skipped" not in entry]
+    assert all(entry["shapes"] == {"c4": [256, 4, 4], "c5": [512, 2, 2]} and entry["dtype"] == "float32"
+               for entry in rows)
+    assert sorted((entry["shard"], entry["row"]) for entry in rows) == sorted(
+        [("shards/shard-r000-00001.safetensors", row) for row in range(4)]
+        + [("shards/shard-r000-00002.safetensors", row) for row in range(3)]
+    )
+    config = (tmp_path / "out" / "featx-extract.json").read_text()
+    assert json.loads(config)["backbone"]["model"] == "resnet18"
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_pooling_reduces_each_map_to_one_vector(images, tmp_path, weights_file, pooling):
+    spec = _spec(weights_file)
+    extract(spec, _options(images, tmp_path / "full", pooling="none", outputs=["c5"]))
+    extract(spec, _options(images, tmp_path / "pooled", pooling=pooling, dtype="float16"))
+    full = dict(featx.read_features(tmp_path / "full"))
+    pooled = dict(featx.read_features(tmp_path / "pooled"))
+    reduce = (lambda t: t.mean(dim=(1, 2))) if pooling == "avg" else (lambda t: t.amax(dim=(1, 2)))
+    for path, features in pooled.items():
+        assert list(features) == ["c2", "c3", "c4", "c5"] and features["c5"].dtype == torch.float16
+        assert features["c5"].shape == (512,)
+        torch.testing.assert_close(features["c5"], reduce(full[path]["c5"]).half())
+    assert dict(featx.read_features(tmp_path / "pooled", outputs=["c3"]))[path]["c3"].shape == (128,)
+
+
+def test_rerun_resumes_and_new_images_are_added_once(images, tmp_path, weights_file):
+    spec, output = _spec(weights_file), tmp_path / "out"
+    extract(spec, _options(images, output))
+    assert extract(spec, _options(images, output, batch_size=2)).processed == 0  # batch size is not a setting
+    _save_image(images / "rgb_new.png", "RGB", seed=99)
+    summary = extract(spec, _options(images, output))
+    assert (summary.processed, summary.images, summary.skipped) == (1, 8, 2)
+    assert sorted(_all_shard_images(output)) == sorted(str(p.resolve()) for p in images.rglob("*") if p.is_file())
+
+
+def test_other_settings_are_refused_and_overwrite_keeps_foreign_files(images, tmp_path, weights_file):
+    output = tmp_path / "out"
+    extract(_spec(weights_file), _options(images, output))
+    (output / "my_notes.md").write_text("mine")
+    (output / "shards" / "keep.bin").write_bytes(b"mine too")
+    other = _spec(weights_file, frozen_stages=2)
+    with pytest.raises(featx.ArgumentError, match=r"extract.output: .* holds features made with other settings "
+                                                  r"\(differing: backbone.frozen_stages\).*extract.overwrite=true"):
+        extract(other, _options(images, output))
+    with pytest.raises(featx.ArgumentError, match=r"differing: pooling"):
+        extract(_spec(weights_file), _options(images, output, pooling="max"))
+    summary = extract(other, _options(images, output, overwrite=True))
+    assert (summary.processed, summary.images) == (9, 7)
+    assert (output / "my_notes.md").read_text() == "mine" and (output / "shards" / "keep.bin").exists()
+    assert json.loads((output / "featx-extract.json").read_text())["backbone"]["frozen_stages"] == 2
+
+
+def test_read_features_of_an_unfinished_or_foreign_folder(tmp_path, images, weights_file):
+    with pytest.raises(featx.FeatxError, match=r"has no manifest.jsonl: .*not finished \(rerun"):
+        list(featx.read_features(tmp_path))
+    extract(_spec(weights_file), _options(images, tmp_path / "out"))
+    with pytest.raises(featx.ArgumentError, match=r"outputs \['p5'\] are not stored there; stored: c2, c3, c4, c5"):
+        list(featx.read_features(tmp_path / "out", outputs=["p5"]))
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("empty", r"extract.input: the folder '.*empty' holds no files"),
+        ("texts", r"extract.input: '.*texts' holds no image files \(1 other files\)"),
+        ("images/*.tif", r"extract.input: the pattern '.*\*.tif' matches no files"),
+        ("missing", r"extract.input: '.*missing' is neither a folder nor a glob pattern"),
+    ],
+)
+def test_inputs_without_images_are_refused(tmp_path, images, weights_file, source, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("x")
+    with pytest.raises(featx.ArgumentError, match=message):
+        extract(_spec(weights_file), _options(tmp_path / source, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_glob_selects_files(images, tmp_path, weights_file):
+    summary = extract(_spec(weights_file), _options(f"{images}/**/*.png", tmp_path / "out"))
+    assert (summary.images, summary.skipped) == (7, 0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"pooling": "mean"}, "extract.pooling: unknown 'mean'; choose one of none, avg, max"),
+        ({"dtype": "int8"}, "extract.dtype: unknown 'int8'; choose one of float32, float16, bfloat16"),
+        ({"transform": "crop"}, r"extract.transform: unknown 'crop'.*choose one of auto, weights, center_crop, resize"),
+        ({"batch_size": 0}, "extract.batch_size: must be >= 1, got 0"),
+        ({"outputs": ["c6"]}, r"extract.outputs: resnet18 has no output 'c6' .*\(outputs: c2, c3, c4, c5\)"),
+        ({"size": [64]}, r"extract.size: expected \[height, width\] of positive integers, got \[64\]"),
+        ({"transform": "weights"}, r"extract.transform: 'weights' needs backbone.weights to name torchvision weights"),
+    ],
+)
+def test_bad_options_are_refused_with_the_key_named(images, tmp_path, weights_file, changes, message):
+    with pytest.raises(featx.ArgumentError, match=message):
+        extract(_spec(weights_file), _options(images, tmp_path / "out", **changes))
+
+
+def test_auto_transform_is_the_weights_own_when_they_are_torchvisions(weights_file):
+    named = featx.load_spec("resnet18", overrides=["device=cpu", "weights=IMAGENET1K_V1"])
+    assert resolve_transform_name("auto", named) == "weights"
+    transform = image_transform("auto", named, [64, 64])
+    assert repr(transform) == repr(ResNet18_Weights.IMAGENET1K_V1.transforms())
+    assert resolve_transform_name("auto", _spec(weights_file)) == "center_crop"  # a file: no transforms known
+
+
+def _run_app(*args: str, env=None, launcher=()) -> subprocess.Popen:
+    command = [*launcher, *args] if launcher else [str(BIN / "featx-extract"), *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_write_disjoint_shards_and_one_manifest(images, tmp_path, weights_file):
+    args = [f"backbone.weights={weights_file}", "backbone=resnet18", f"extract.input={images}",
+            "extract.size=[64,64]", "extract.workers=0", "extract.shard_size=2", "extract.progress=false",
+            f"hydra.run.dir={tmp_path / 'hydra'}"]
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "-m", "featx.cli.extract")
+    process = _run_app(*args, f"extract.output={tmp_path / 'two'}", launcher=launcher)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "holds features of 7 images, 2 skipped" in out
+    shards = [shard.name for shard in FeatureStore(tmp_path / "two").shards()]
+    assert any(name.startswith("shard-r000") for name in shards) and any(name.startswith("shard-r001") for name in shards)
+    everything = sorted(str(p.resolve()) for p in images.rglob("*") if p.is_file())
+    assert sorted(_all_shard_images(tmp_path / "two")) == everything  # each file once, none missing
+
+    extract(_spec(weights_file), _options(images, tmp_path / "one"))
+    one = dict(featx.read_features(tmp_path / "one"))
+    two = dict(featx.read_features(tmp_path / "two"))
+    assert sorted(one) == sorted(two)
+    for path in one:
+        for name in one[path]:
+            torch.testing.assert_close(two[path][name], one[path][name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_every_image_exactly_once(tmp_path, weights_file):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(240):
+        _save_image(folder / f"{index:03d}.png", "RGB", size=(32, 32), seed=index)
+    output = tmp_path / "out"
+    process = _run_app("backbone=resnet18", f"backbone.weights={weights_file}", f"extract.input={folder}",
+                       f"extract.output={output}", "extract.size=[64,64]", "extract.batch_size=1",
+                       "extract.shard_size=2", "extract.workers=0", f"hydra.run.dir={tmp_path / 'hydra'}")
+    deadline = time.monotonic() + 120
+    while not FeatureStore(output).shards() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    written = _all_shard_images(output)
+    assert 0 < len(written) < 240, "the run was to be killed after its first shard, before its end"
+    assert not (output / "manifest.jsonl").exists()
+
+    summary = extract(_spec(weights_file), _options(folder, output))
+    assert summary.processed == 240 - len(written) and summary.images == 240
+    assert sorted(_all_shard_images(output)) == sorted(str(p.resolve()) for p in folder.iterdir())
+    assert not [p for p in (output / "shards").iterdir() if p.name.endswith(".partial")]
+
+
+def test_app_reports_bad_input_without_a_traceback(tmp_path):
+    (tmp_path / "empty").mkdir()
+    process = _run_app(f"extract.input={tmp_path / 'empty'}", f"extract.output={tmp_path / 'out'}",
+                       f"hydra.run.dir={tmp_path / 'hydra'}")
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert "featx-extract: error: extract.input: the folder" in err and "Traceback" not in err
