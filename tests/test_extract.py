@@ -138,7 +138,7 @@ def test_pooling_reduces_each_map_to_one_vector(images, tmp_path, weights_file, 
 
 def test_rerun_resumes_and_new_images_are_added_once(images, tmp_path, weights_file):
     spec, output = _spec(weights_file), tmp_path / "out"
-    extract(spec, _options(images, output))
+    extract(spec, _options(images, output, workers=2))  # decoding in DataLoader worker processes
     assert extract(spec, _options(images, output, batch_size=2)).processed == 0  # batch size is not a setting
     _save_image(images / "rgb_new.png", "RGB", seed=99)
     summary = extract(spec, _options(images, output))
