@@ -29,7 +29,7 @@ def wheel(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_wheel_ships_every_config(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "featx/conf/config.yaml" in names
+    assert {"featx/conf/config.yaml", "featx/conf/export.yaml", "featx/conf/extract.yaml"} <= names
     assert {f"featx/conf/backbone/{name}.yaml" for name in backbone_names()} <= names
 
 
