@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -48,10 +48,10 @@ class ExtractOptions:
     input: str
     output: str
     transform: str = "auto"
-    size: Sequence[int] = (224, 224)
+    size: List[int] = field(default_factory=lambda: [224, 224])
     batch_size: int = 32
     workers: int = 2
-    outputs: Optional[Sequence[str]] = None
+    outputs: Optional[List[str]] = None
     pooling: str = "avg"
     dtype: str = "float32"
     shard_size: int = 1024

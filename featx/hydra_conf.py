@@ -18,11 +18,12 @@ Example (a downstream app that reuses featx's backbone group)::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from featx.extraction import ExtractOptions
 from featx.loader import INSTANTIATE_TARGET
 from featx.spec import BackboneSpec
 
@@ -77,29 +78,11 @@ class ExportAppConfig:
 
 
 @dataclass
-class ExtractConfig:
-    """What the ``featx-extract`` app reads and writes and how (see ``conf/extract.yaml``)."""
-
-    input: str = MISSING
-    output: str = MISSING
-    transform: str = "auto"
-    size: List[int] = field(default_factory=lambda: [224, 224])
-    batch_size: int = 32
-    workers: int = 2
-    outputs: Optional[List[str]] = None
-    pooling: str = "avg"
-    dtype: str = "float32"
-    shard_size: int = 1024
-    overwrite: bool = False
-    progress: bool = True
-
-
-@dataclass
 class ExtractAppConfig:
     """The primary config of the ``featx-extract`` app."""
 
     backbone: Any = MISSING
-    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    extract: ExtractOptions = field(default_factory=lambda: ExtractOptions(input=MISSING, output=MISSING))
 
 
 def instantiate_backbone(**spec_fields: Any) -> "Backbone":

@@ -219,10 +219,9 @@ def test_auto_transform_is_the_weights_own_when_they_are_torchvisions(weights_fi
     assert resolve_transform_name("auto", _spec(weights_file)) == "center_crop"  # a file: no transforms known
 
 
-def _run_app(*args: str, env=None, launcher=()) -> subprocess.Popen:
+def _run_app(*args: str, launcher=(), cwd=None) -> subprocess.Popen:
     command = [*launcher, *args] if launcher else [str(BIN / "featx-extract"), *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
 
 
 @pytest.mark.slow
@@ -282,3 +281,8 @@ def test_app_reports_bad_input_without_a_traceback(tmp_path):
     out, err = process.communicate(timeout=120)
     assert process.returncode == 1
     assert "featx-extract: error: extract.input: the folder" in err and "Traceback" not in err
+    process = _run_app(f"extract.input={tmp_path / 'empty'}", f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert "featx-extract: error: extract.output: missing; give it on the command line" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "hydra"]  # nothing written for '???'

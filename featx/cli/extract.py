@@ -11,7 +11,7 @@ Examples::
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 import featx
 from featx.extraction import ExtractOptions, extract
@@ -21,7 +21,10 @@ from featx.resources import config_dir
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="extract")
 def run(cfg: DictConfig) -> None:
     """Extract ``cfg.backbone``'s features as ``cfg.extract`` says."""
-    options = ExtractOptions(**OmegaConf.to_container(cfg.extract, resolve=True))
+    try:
+        options = ExtractOptions(**OmegaConf.to_container(cfg.extract, resolve=True, throw_on_missing=True))
+    except MissingMandatoryValue as error:
+        raise SystemExit(f"featx-extract: error: {error.full_key}: missing; give it on the command line ({error.full_key}=...)") from None
     try:
         summary = extract(featx.load_spec(cfg.backbone), options, OmegaConf.to_yaml(cfg, resolve=True))
     except featx.FeatxError as error:
