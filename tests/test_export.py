@@ -120,3 +120,7 @@ def test_featx_export_app_writes_a_checked_file(tmp_path):
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 1
     assert f"featx-export: error: export path {target} exists; set overwrite (export.overwrite=true)" in again.stderr
+    no_path = subprocess.run(command[:5] + command[6:], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert no_path.returncode == 1
+    assert "featx-export: error: export.path: missing; give it on the command line (export.path=...)" in no_path.stderr

@@ -10,7 +10,7 @@ Examples::
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import featx
 from featx.export import export_backbone
@@ -21,6 +21,8 @@ from featx.resources import config_dir
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and write ``cfg.export``."""
     options = cfg.export
+    if OmegaConf.is_missing(options, "path"):
+        raise SystemExit("featx-export: error: export.path: missing; give it on the command line (export.path=...)")
     size = (options.height, options.width)
     try:
         backbone = featx.build(cfg.backbone)
