@@ -10,6 +10,7 @@ from conftest import randomize_norm_statistics
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, KeypointRCNN, MaskRCNN, RetinaNet, fasterrcnn_resnet50_fpn
 from torchvision.models.detection import faster_rcnn, retinanet
+from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
@@ -68,7 +69,10 @@ def _detector(kind: str, family: str) -> nn.Module:
         return FasterRCNN(bb, num_classes=3, **common)
     if kind == "mask_rcnn":
         return MaskRCNN(bb, num_classes=3, mask_roi_pool=roi_pooler(bb, 14), **common)
-    return KeypointRCNN(bb, num_classes=3, num_keypoints=4, keypoint_roi_pool=roi_pooler(bb, 14), **common)
+    # a 2-layer keypoint head instead of the default 8 layers of 512 channels: the backbone is what is tested
+    head = KeypointRCNNHeads(bb.out_channels, (64, 64))
+    return KeypointRCNN(bb, num_classes=3, keypoint_roi_pool=roi_pooler(bb, 14), keypoint_head=head,
+                        keypoint_predictor=KeypointRCNNPredictor(64, 4), **common)
 
 
 OUTPUT_KEYS = {
