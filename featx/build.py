@@ -21,7 +21,7 @@ from featx.loader import SpecSource, load_spec
 from featx.neck import FeaturePyramid, level_name
 from featx.plan import BackbonePlan, plan_backbone
 from featx.stages import stage_containers
-from featx.weights import load_kept_weights, load_saved_backbone, read_checkpoint, resolve_weights
+from featx.weights import Checkpoint, load_kept_weights, load_saved_backbone, read_checkpoint, resolve_weights
 from featx.zoo import create_model_keeping
 
 
@@ -43,9 +43,12 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
         checkpoint, model = None, plan.meta_model
     else:
         checkpoint = read_checkpoint(resolve_weights(spec.model, spec.weights)) if spec.weights is not None else None
-        model = _random_init_kept(plan) if checkpoint is None else _materialise_kept(plan)
-    if checkpoint is not None and checkpoint.saved is None:
-        load_kept_weights(model, plan.kept_paths, checkpoint)
+        if checkpoint is None:
+            model = _random_init_kept(plan)
+        elif checkpoint.saved is None:
+            model = _kept_from_checkpoint(plan, checkpoint)
+        else:  # a featx.save file: its tensors are loaded into the whole backbone below
+            model = _materialise_kept(plan)
     stages = stage_containers(model, plan.stages)
     for name in stages:
         stages[name] = apply_norm_policy(stages[name], spec.norm)
@@ -68,6 +71,23 @@ def _random_init_kept(plan: BackbonePlan) -> nn.Module:
     return create_model_keeping(plan.spec.model, plan.meta_model, plan.registrations, plan.kept_paths)
 
 
+def _kept_from_checkpoint(plan: BackbonePlan, checkpoint: Checkpoint) -> nn.Module:
+    """The plan's meta model with the checkpoint's tensors assigned to the kept layers: no random init, no copy,
+    dropped layers never allocated. Kept layers holding non-persistent buffers (which no checkpoint carries) are
+    constructed for real first, then the checkpoint is copied into them."""
+    if _kept_non_persistent_buffers(plan):
+        model = _random_init_kept(plan)
+        load_kept_weights(model, plan.kept_paths, checkpoint)
+        return model
+    load_kept_weights(plan.meta_model, plan.kept_paths, checkpoint, assign=True)
+    return plan.meta_model
+
+
+def _kept_non_persistent_buffers(plan: BackbonePlan) -> bool:
+    kept = [plan.meta_model.get_submodule(path) for path in plan.kept_paths]
+    return any(module._non_persistent_buffers_set for root in kept for module in root.modules())
+
+
 def _materialise_kept(plan: BackbonePlan) -> nn.Module:
     """The plan's meta model with only the kept modules given (uninitialised) CPU tensors, for a build whose every
     kept tensor then comes from a checkpoint: no random init, and dropped layers (the classifier) never allocated.
@@ -75,10 +95,9 @@ def _materialise_kept(plan: BackbonePlan) -> nn.Module:
     A model whose kept modules hold non-persistent buffers (which no checkpoint carries) gets its kept layers
     constructed for real instead (the checkpoint then overwrites their init).
     """
-    kept = [plan.meta_model.get_submodule(path) for path in plan.kept_paths]
-    if any(module._non_persistent_buffers_set for root in kept for module in root.modules()):
+    if _kept_non_persistent_buffers(plan):
         return _random_init_kept(plan)
-    for module in kept:
+    for module in (plan.meta_model.get_submodule(path) for path in plan.kept_paths):
         module.to_empty(device="cpu")
         for name, buffer in module.named_buffers():
             if name.endswith("num_batches_tracked"):  # optional in checkpoints (see weights.py)

@@ -195,11 +195,24 @@ def _check_fit(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.T
         raise WeightsError(f"{key_path('weights')}: {origin} does not fit the kept layers — " + " | ".join(problems))
 
 
-def load_kept_weights(model: nn.Module, kept_paths: Iterable[str], checkpoint: Checkpoint) -> None:
+def _materialise_meta_batch_counters(module: nn.Module) -> None:
+    """Zero ``num_batches_tracked`` counters a checkpoint did not carry (they stay on meta after an assign)."""
+    for name, buffer in list(module.named_buffers()):
+        if buffer.is_meta:
+            owner_path, _, attribute = name.rpartition(".")
+            owner = module.get_submodule(owner_path)
+            owner.register_buffer(attribute, torch.zeros(buffer.shape, dtype=buffer.dtype))
+
+
+def load_kept_weights(model: nn.Module, kept_paths: Iterable[str], checkpoint: Checkpoint, assign: bool = False
+                      ) -> None:
     """Load a torchvision-keyed ``checkpoint`` into the kept modules of ``model``.
 
-    Keys of dropped layers (classifier, unused stages) are skipped on purpose; a key ``model`` lacks, a kept key
-    the checkpoint lacks, or a shape mismatch raises :class:`WeightsError` listing the first offending keys.
+    ``assign=True`` makes the checkpoint's tensors the module's own (cast where the dtype differs) instead of copying
+    them into allocated ones: ``model`` may then be on the meta device, and nothing is initialised or copied (a
+    memory-mapped file is only read as its pages are used). Keys of dropped layers (classifier, unused stages) are
+    skipped on purpose; a key ``model`` lacks, a kept key the checkpoint lacks, or a shape mismatch raises
+    :class:`WeightsError` listing the first offending keys.
     """
     kept_paths = tuple(kept_paths)
     model_state = model.state_dict()
@@ -207,8 +220,12 @@ def load_kept_weights(model: nn.Module, kept_paths: Iterable[str], checkpoint: C
     _check_fit(checkpoint.state, expected, model_state, str(checkpoint.path))
     for path in kept_paths:  # module by module: the dropped ones may be on the meta device
         prefix = path + "."
-        own = {key[len(prefix):]: value for key, value in checkpoint.state.items() if key.startswith(prefix)}
-        model.get_submodule(path).load_state_dict(own, strict=False)
+        own = {key[len(prefix):]: value.to(model_state[key].dtype)
+               for key, value in checkpoint.state.items() if key.startswith(prefix) and key in model_state}
+        module = model.get_submodule(path)
+        module.load_state_dict(own, strict=False, assign=assign)
+        if assign:
+            _materialise_meta_batch_counters(module)
 
 
 def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Checkpoint) -> None:

@@ -10,7 +10,8 @@ import torchvision
 from torchvision.models._utils import IntermediateLayerGetter
 
 import featx
-from featx.weights import OFFLINE_VARIABLE, cached_weights_path
+from featx.plan import plan_backbone
+from featx.weights import OFFLINE_VARIABLE, cached_weights_path, load_kept_weights, read_checkpoint
 
 from conftest import randomize_norm_statistics, resnet18_spec
 
@@ -158,3 +159,42 @@ def test_a_build_from_a_checkpoint_materialises_every_kept_tensor(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with torch.inference_mode():
         torch.testing.assert_close(backbone.eval()(x)["c5"], vgg.features[:29](x), rtol=0, atol=0)
+
+
+def test_a_build_from_a_checkpoint_spends_nothing_on_random_init(tmp_path, classifier):
+    """The checkpoint's tensors are assigned to the kept layers: the global RNG is never drawn from."""
+    path = tmp_path / "resnet18.pth"
+    torch.save(classifier.state_dict(), path)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    backbone = _build(path)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert not any(t.is_meta for t in backbone.state_dict().values())
+    _assert_matches(backbone, classifier)
+    torch.manual_seed(123)
+    featx.build(resnet18_spec(stages=C2_C3))
+    assert not torch.equal(torch.get_rng_state(), before)  # a random-init build does draw
+
+
+def test_a_half_precision_checkpoint_gives_float32_layers(tmp_path, classifier):
+    path = tmp_path / "resnet18_fp16.pth"
+    torch.save({key: value.half() if value.is_floating_point() else value
+                for key, value in classifier.state_dict().items()}, path)
+    backbone = _build(path)
+    assert {t.dtype for t in backbone.parameters()} == {torch.float32}
+    expected = classifier.layer2[0].conv1.weight.half().float()
+    torch.testing.assert_close(backbone.stages["c3"].layer2[0].conv1.weight, expected, rtol=0, atol=0)
+
+
+def test_assigned_layers_hold_the_checkpoint_tensors_themselves(tmp_path, classifier):
+    """No copy: a kept parameter is the (memory-mapped) tensor read from the file; dropped layers stay on meta."""
+    path = tmp_path / "resnet18.pth"
+    torch.save(classifier.state_dict(), path)
+    plan = plan_backbone(featx.load_spec(resnet18_spec(stages=C2_C3)))
+    checkpoint = read_checkpoint(path)
+    load_kept_weights(plan.meta_model, plan.kept_paths, checkpoint, assign=True)
+    weight = plan.meta_model.layer2[0].conv1.weight
+    assert isinstance(weight, torch.nn.Parameter) and weight.requires_grad
+    assert weight.data_ptr() == checkpoint.state["layer2.0.conv1.weight"].data_ptr()
+    assert plan.meta_model.layer1[0].bn1.num_batches_tracked.device.type == "cpu"
+    assert plan.meta_model.fc.weight.is_meta and plan.meta_model.layer4[0].conv1.weight.is_meta
