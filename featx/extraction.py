@@ -32,9 +32,10 @@ from featx.device import resolve_device
 from featx.errors import ArgumentError
 from featx.feature_store import FeatureStore
 from featx.image_dataset import ImageBatch, ImageFiles, collate_images
-from featx.image_files import find_images
+from featx.image_files import ImageListing, find_images
 from featx.image_transforms import TRANSFORMS, image_transform, resolve_transform_name
 from featx.spec import BackboneSpec, suggest
+from featx.weights import enum_member, is_weights_file
 
 POOLINGS = ("none", "avg", "max")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -82,6 +83,15 @@ def check_options(options: ExtractOptions) -> None:
             raise ArgumentError(f"extract.{key}: must be >= {least}, got {getattr(options, key)}")
 
 
+def _rank_device(spec: BackboneSpec) -> torch.device:
+    """The spec's device; under torchrun with CUDA, this process's GPU (``cuda:LOCAL_RANK``), made current."""
+    device = resolve_device(spec.device)
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
 def _start_distributed(device: torch.device) -> Tuple[int, int, bool]:
     """(rank, world size, whether this call started the process group) from torchrun's environment."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -93,6 +103,14 @@ def _start_distributed(device: torch.device) -> Tuple[int, int, bool]:
     return dist.get_rank(), world, True
 
 
+def _listing_of_rank_zero(source: str, rank: int, world: int) -> ImageListing:
+    """Rank 0 lists the input and sends the listing to the others, so every rank splits the same list."""
+    listing = [find_images(source) if rank == 0 else None]
+    if world > 1:
+        dist.broadcast_object_list(listing, src=0)
+    return listing[0]
+
+
 def _barrier(world: int) -> None:
     if world > 1:
         dist.barrier()
@@ -102,7 +120,7 @@ def _total(count: int, world: int, device: torch.device) -> int:
     """``count`` summed over the ranks (also a barrier: every rank has written its shards when it returns)."""
     if world == 1:
         return count
-    total = torch.tensor([count], device=device if device.type == "cuda" else "cpu")
+    total = torch.tensor([count], device=device)
     dist.all_reduce(total)
     return int(total.item())
 
@@ -165,6 +183,8 @@ def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, t
     """What the stored features depend on (not where they were computed, nor batch size or workers)."""
     backbone = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "channels_last")}
     transform_name = resolve_transform_name(options.transform, spec)
+    if spec.weights is not None and not is_weights_file(spec.weights):  # DEFAULT may name other weights later
+        backbone["weights"] = str(enum_member(spec.model, spec.weights))
     return {
         "backbone": backbone,
         "outputs": outputs,
@@ -205,16 +225,16 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
     :class:`ArgumentError` for bad options, an empty input, or an output folder holding other features.
     """
     check_options(options)
-    device = resolve_device(spec.device)
+    if Path(options.output).exists() and not Path(options.output).is_dir():
+        raise ArgumentError(f"extract.output: {options.output} exists and is not a folder")
+    device = _rank_device(spec)
     rank, world, started = _start_distributed(device)
     try:
-        if device.type == "cuda" and world > 1:
-            spec = dataclasses.replace(spec, device=f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}")
-        backbone = build(spec).eval()
+        backbone = build(dataclasses.replace(spec, device=str(device))).eval()
         outputs = _selected_outputs(backbone, options.outputs)
         transform = image_transform(options.transform, spec, options.size)
         settings = _settings(spec, outputs, options, transform)
-        listing = find_images(options.input)
+        listing = _listing_of_rank_zero(options.input, rank, world)
         store = FeatureStore(Path(options.output))
         store.check_settings(settings, options.overwrite)  # every rank, so all refuse together
         if rank == 0:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -37,8 +37,8 @@ CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.jsonl"
 SHARD_DIR = "shards"
 METADATA_KEY = "featx_extract"
-_SHARD_NAME = re.compile(r"^shard-r(\d{3})-(\d{5})\.safetensors$")
-_PARTIAL_NAME = re.compile(r"^\.shard-r\d{3}-\d{5}\.safetensors\.partial$")
+_SHARD_NAME = re.compile(r"^shard-r(\d{3,})-(\d{5,})\.safetensors$")
+_PARTIAL_NAME = re.compile(r"^\.shard-r\d{3,}-\d{5,}\.safetensors\.partial$")
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -58,6 +58,20 @@ def _differences(old: Any, new: Any, prefix: str = "") -> List[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+@contextmanager
+def _open_shard(shard: Path) -> Iterator[Any]:
+    """``safe_open`` on a shard; an unreadable one is a FeatxError naming it and the way out."""
+    try:
+        with safe_open(str(shard), framework="pt") as handle:
+            if METADATA_KEY not in (handle.metadata() or {}):
+                raise ValueError("no featx-extract record in its metadata")
+            yield handle
+    except (SafetensorError, OSError, ValueError) as error:
+        raise FeatxError(
+            f"extract.output: the shard {shard} is unreadable ({error}); delete it and rerun to redo its images"
+        ) from None
+
+
 class FeatureStore:
     """The output folder ``root`` of an extraction; see the module docstring for its layout."""
 
@@ -73,6 +87,11 @@ class FeatureStore:
     def check_settings(self, settings: Mapping[str, Any], overwrite: bool) -> None:
         """Refuse (ArgumentError) to add features made with other settings, unless ``overwrite``."""
         recorded = self.settings()
+        if recorded is None and self.shards() and not overwrite:
+            raise ArgumentError(
+                f"extract.output: {self.shard_dir} holds shards but {self.root / INFO_FILE} is missing (an "
+                "interrupted overwrite?), so what they hold is unknown; set extract.overwrite=true to replace them"
+            )
         if recorded is None or overwrite or recorded == dict(settings):
             return
         differing = ", ".join(_differences(recorded, json.loads(json.dumps(settings)))[:6])
@@ -83,17 +102,19 @@ class FeatureStore:
         )
 
     def our_files(self) -> List[Path]:
-        """The files featx wrote here (shards, partial shards, manifest, settings, config); nothing else."""
-        files = [self.root / name for name in (INFO_FILE, CONFIG_FILE, MANIFEST_FILE) if (self.root / name).is_file()]
+        """The files featx wrote here (shards, partial shards, manifest, config, settings: the settings last, so an
+        interrupted deletion leaves them describing whatever shards remain); nothing else."""
+        files = []
         if self.shard_dir.is_dir():
             files += sorted(p for p in self.shard_dir.iterdir() if _SHARD_NAME.match(p.name) or _PARTIAL_NAME.match(p.name))
-        return files
+        return files + [self.root / name for name in (MANIFEST_FILE, CONFIG_FILE, INFO_FILE) if (self.root / name).is_file()]
 
     def prepare(self, settings: Mapping[str, Any], config_yaml: str, overwrite: bool) -> None:
-        """Make the folder ready (run once, before any shard is written): with ``overwrite`` remove featx's files,
-        always remove partial shards of killed runs, record the settings and the config."""
+        """Make the folder ready (run once, before any shard is written): with ``overwrite`` and other recorded
+        settings remove featx's files (same settings: keep them and resume), always remove partial shards of killed
+        runs, record the settings and the config."""
         self.check_settings(settings, overwrite)
-        if overwrite:
+        if overwrite and self.settings() != json.loads(json.dumps(settings)):
             for path in self.our_files():
                 path.unlink()
         self.shard_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +132,7 @@ class FeatureStore:
 
     @staticmethod
     def _shard_record(shard: Path) -> Dict[str, Any]:
-        with safe_open(str(shard), framework="pt") as handle:
+        with _open_shard(shard) as handle:
             return json.loads(handle.metadata()[METADATA_KEY])
 
     def finished_paths(self) -> Set[str]:
@@ -136,6 +157,8 @@ class FeatureStore:
         record = {"images": list(images), "skipped": [list(entry) for entry in skipped]}
         save_file({name: t.contiguous() for name, t in tensors.items()}, str(partial),
                   metadata={METADATA_KEY: json.dumps(record)})
+        with open(partial, "rb+") as handle:  # on disk before it is renamed into place
+            os.fsync(handle.fileno())
         os.replace(partial, path)
         return path
 
@@ -145,7 +168,7 @@ class FeatureStore:
         dtype = (self.settings() or {}).get("dtype")
         for shard in self.shards():
             relative = f"{SHARD_DIR}/{shard.name}"
-            with safe_open(str(shard), framework="pt") as handle:
+            with _open_shard(shard) as handle:
                 record = json.loads(handle.metadata()[METADATA_KEY])
                 shapes = {name: list(handle.get_slice(name).get_shape()[1:]) for name in handle.keys()}
             for row, image in enumerate(record["images"]):

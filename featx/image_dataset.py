@@ -1,7 +1,7 @@
 """A dataset of image files that never raises on a bad file: each item is ``(index, tensor or None, reason)``.
 
-Images are decoded with Pillow and converted to RGB: grayscale and palette images are expanded to three channels,
-an alpha channel is dropped (not composited). A file that cannot be read or decoded yields ``None`` and the reason.
+Images are decoded with Pillow, turned upright by their EXIF orientation (as photo viewers show them) and converted
+to RGB: grayscale and palette images are expanded to three channels, an alpha channel is dropped (not composited). A file that cannot be read or decoded yields ``None`` and the reason.
 Example::
 
     dataset = ImageFiles(paths, transform)
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -39,7 +39,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> Item:
         try:
             with Image.open(self.paths[index]) as image:
-                return index, self.transform(image.convert("RGB")), ""
+                return index, self.transform(ImageOps.exif_transpose(image).convert("RGB")), ""
         except Exception as error:  # noqa: BLE001 - any decoder failure is a skipped image, never a crashed run
             message = str(error).strip().splitlines()[0] if str(error).strip() else ""
             return index, None, f"unreadable image ({type(error).__name__}: {message})"

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from torchvision.models import ResNet18_Weights
 
 import featx
-from featx.extraction import ExtractOptions, extract
+from featx.extraction import ExtractOptions, _settings, extract
 from featx.feature_store import METADATA_KEY, FeatureStore
 from featx.image_transforms import image_transform, resolve_transform_name
 
@@ -285,3 +285,50 @@ def test_app_reports_bad_input_without_a_traceback(tmp_path):
     assert process.returncode == 1
     assert "featx-extract: error: extract.output: missing; give it on the command line" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "hydra"]  # nothing written for '???'
+
+
+def test_overwrite_with_the_same_settings_resumes_and_orphan_shards_are_refused(images, tmp_path, weights_file):
+    spec, output = _spec(weights_file), tmp_path / "out"
+    extract(spec, _options(images, output))
+    assert extract(spec, _options(images, output, overwrite=True)).processed == 0  # nothing redone
+    (output / "featx-extract.json").unlink()  # as an overwrite killed between its deletions would leave it
+    with pytest.raises(featx.ArgumentError, match=r"holds shards but .*featx-extract.json is missing"):
+        extract(spec, _options(images, output))
+    assert extract(spec, _options(images, output, overwrite=True)).processed == 9
+
+
+def test_an_unreadable_shard_is_named(images, tmp_path, weights_file):
+    spec, output = _spec(weights_file), tmp_path / "out"
+    extract(spec, _options(images, output))
+    shard = FeatureStore(output).shards()[0]
+    shard.write_bytes(b"")
+    with pytest.raises(featx.FeatxError, match=rf"the shard {shard} is unreadable .*delete it and rerun"):
+        extract(spec, _options(images, output))
+
+
+def test_an_output_that_is_a_file_is_refused(images, tmp_path, weights_file):
+    (tmp_path / "out").write_text("mine")
+    with pytest.raises(featx.ArgumentError, match=r"extract.output: .*out exists and is not a folder"):
+        extract(_spec(weights_file), _options(images, tmp_path / "out"))
+    assert (tmp_path / "out").read_text() == "mine"
+
+
+def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path, weights_file):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 64, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(pixels).save(folder / "tagged.jpg", exif=exif, quality=95)
+    with Image.open(folder / "tagged.jpg") as stored:
+        stored.transpose(Image.Transpose.ROTATE_270).save(folder / "upright.png")
+    extract(_spec(weights_file), _options(folder, tmp_path / "out", pooling="none", outputs=["c2"]))
+    features = {Path(path).name: maps["c2"] for path, maps in featx.read_features(tmp_path / "out")}
+    torch.testing.assert_close(features["tagged.jpg"], features["upright.png"], rtol=1e-4, atol=1e-5)
+
+
+def test_named_torchvision_weights_are_recorded_resolved():
+    spec = featx.load_spec("resnet18", overrides=["device=cpu", "weights=DEFAULT"])
+    options = ExtractOptions(input="x", output="y")
+    settings = _settings(spec, ["c5"], options, image_transform("auto", spec, [224, 224]))
+    assert settings["backbone"]["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
