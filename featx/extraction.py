@@ -228,6 +228,9 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
     if Path(options.output).exists() and not Path(options.output).is_dir():
         raise ArgumentError(f"extract.output: {options.output} exists and is not a folder")
     device = _rank_device(spec)
+    if device.type == "meta":
+        raise ArgumentError("backbone.device: 'meta' computes no values, so there are no features to extract; "
+                            "use auto, cpu or cuda")
     rank, world, started = _start_distributed(device)
     try:
         backbone = build(dataclasses.replace(spec, device=str(device))).eval()

@@ -24,7 +24,7 @@ import os
 import re
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -41,12 +41,12 @@ _SHARD_NAME = re.compile(r"^shard-r(\d{3,})-(\d{5,})\.safetensors$")
 _PARTIAL_NAME = re.compile(r"^\.shard-r\d{3,}-\d{5,}\.safetensors\.partial$")
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(temporary)`` a file in the same folder, flush it to disk, then rename it to ``path``: the file is
+    there whole or not at all. Example: ``write_atomically(out / "a.json", lambda p: p.write_text("{}"))``."""
     partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
+    write(partial)
+    with open(partial, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(partial, path)
 
@@ -121,8 +121,8 @@ class FeatureStore:
         for path in self.shard_dir.iterdir():
             if _PARTIAL_NAME.match(path.name):
                 path.unlink()
-        write_atomically(self.root / INFO_FILE, json.dumps(settings, indent=2, sort_keys=True).encode())
-        write_atomically(self.root / CONFIG_FILE, config_yaml.encode())
+        write_atomically(self.root / INFO_FILE, lambda p: p.write_text(json.dumps(settings, indent=2, sort_keys=True)))
+        write_atomically(self.root / CONFIG_FILE, lambda p: p.write_text(config_yaml))
 
     def shards(self) -> List[Path]:
         """The finished shards, by rank then sequence number."""
@@ -153,13 +153,10 @@ class FeatureStore:
                     skipped: Sequence[Tuple[str, str]]) -> Path:
         """Write one shard atomically: ``tensors[name][i]`` belongs to ``images[i]``."""
         path = self.shard_dir / f"shard-r{rank:03d}-{sequence:05d}.safetensors"
-        partial = path.with_name(f".{path.name}.partial")
         record = {"images": list(images), "skipped": [list(entry) for entry in skipped]}
-        save_file({name: t.contiguous() for name, t in tensors.items()}, str(partial),
-                  metadata={METADATA_KEY: json.dumps(record)})
-        with open(partial, "rb+") as handle:  # on disk before it is renamed into place
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
+        contiguous = {name: t.contiguous() for name, t in tensors.items()}
+        write_atomically(path, lambda partial: save_file(contiguous, str(partial),
+                                                         metadata={METADATA_KEY: json.dumps(record)}))
         return path
 
     def write_manifest(self) -> Tuple[int, int]:
@@ -177,7 +174,7 @@ class FeatureStore:
             for image, reason in record["skipped"]:
                 entries.setdefault(image, {"path": image, "skipped": reason})
         lines = [json.dumps(entries[path]) for path in sorted(entries)]
-        write_atomically(self.root / MANIFEST_FILE, ("\n".join(lines) + "\n").encode() if lines else b"")
+        write_atomically(self.root / MANIFEST_FILE, lambda p: p.write_text("".join(line + "\n" for line in lines)))
         skipped = sum("skipped" in entry for entry in entries.values())
         return len(entries) - skipped, skipped
 

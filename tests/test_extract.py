@@ -203,11 +203,14 @@ def test_a_glob_selects_files(images, tmp_path, weights_file):
         ({"outputs": ["c6"]}, r"extract.outputs: resnet18 has no output 'c6' .*\(outputs: c2, c3, c4, c5\)"),
         ({"size": [64]}, r"extract.size: expected \[height, width\] of positive integers, got \[64\]"),
         ({"transform": "weights"}, r"extract.transform: 'weights' needs backbone.weights to name torchvision weights"),
+        ({"device": "meta"}, r"backbone.device: 'meta' computes no values"),
     ],
 )
 def test_bad_options_are_refused_with_the_key_named(images, tmp_path, weights_file, changes, message):
+    spec = _spec(weights_file, **{k: v for k, v in changes.items() if k == "device"})
+    options = {k: v for k, v in changes.items() if k != "device"}
     with pytest.raises(featx.ArgumentError, match=message):
-        extract(_spec(weights_file), _options(images, tmp_path / "out", **changes))
+        extract(spec, _options(images, tmp_path / "out", **options))
 
 
 def test_auto_transform_is_the_weights_own_when_they_are_torchvisions(weights_file):
