@@ -49,7 +49,10 @@ def _dynamic_dims(backbone: Backbone, dynamic: bool) -> Dict[int, object]:
 
 
 def _max_abs_diff(expected: Dict[str, Tensor], actual: List[Tensor]) -> float:
-    return max(float((want - torch.as_tensor(got)).abs().max()) for want, got in zip(expected.values(), actual, strict=True))
+    return max(
+        float((want - torch.as_tensor(got, device=want.device)).abs().max())
+        for want, got in zip(expected.values(), actual, strict=True)
+    )
 
 
 def _write_torchscript(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> RunLoaded:
