@@ -51,12 +51,16 @@ def _schema_of(full_key: str) -> type:
     return StageSpec if full_key.startswith("stages.") else BackboneSpec
 
 
+#: PyYAML's safe loader, libyaml's C parser where installed (several times faster than the pure-Python one)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> Dict[str, Any]:
     origin = str(path)
     if not path.is_file():
         raise SpecError(ROOT_KEY, f"spec file not found: {origin}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
     except yaml.YAMLError as error:
         raise SpecError(ROOT_KEY, f"not valid YAML: {error}", origin=origin) from None
     if not isinstance(data, dict):

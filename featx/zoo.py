@@ -76,10 +76,13 @@ def _on_registration(to_meta: Callable[[int, Tensor], bool], record: Optional[Li
             handle.remove()
 
 
-#: in-place ops that only write values: on a meta tensor (which has none) they can be skipped
+#: in-place ops that only write values: on a meta tensor (which has none) they can be skipped. The ``torch.nn.init``
+#: functions are listed by name too: the mode is off while a function it intercepted runs, so the ``uniform_`` inside
+#: ``kaiming_uniform_`` would otherwise reach its (Python) meta kernel
 _VALUE_WRITES = frozenset({
     "normal_", "uniform_", "fill_", "zero_", "random_", "exponential_", "bernoulli_", "erfinv_", "mul_", "add_",
-    "sub_", "div_", "clamp_", "copy_", "orthogonal_", "trunc_normal_",
+    "sub_", "div_", "clamp_", "copy_", "orthogonal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+    "xavier_uniform_", "xavier_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "sparse_",
 })
 
 
