@@ -12,6 +12,7 @@ with torchvision's own way of doing the same, measured in one run. No timing is 
 
     python scripts/bench.py                          # everything; tables on stdout, JSON to $TMPDIR/featx-bench.json
     python scripts/bench.py --repeats 3 --batches 1  # a quick run
+    python scripts/bench.py --device cuda --sections forward channels_last --repeats 100 --warmup 30 --batches 1 8 32
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ CASES = {
 }
 INSPECT_EXTRA = ["regnet_y_128gf"]
 BUILD_KINDS = ("torchvision", "featx", "featx + weights", "read checkpoint")
+SECTIONS = ("forward", "channels_last", "build", "inspect")
 
 BUILD_CHILD = r"""
 import json, sys, time
@@ -140,8 +142,9 @@ def _reference(name: str, classifier: nn.Module, backbone: featx.Backbone) -> nn
     return create_feature_extractor(classifier, {stage.paths[-1]: stage.name for stage in backbone.stage_info})
 
 
-def forward_pairs(folder: Path) -> Dict[str, Tuple[featx.Backbone, nn.Module]]:
-    """backbone name -> (featx module, torchvision reference), sharing weights (the checkpoints bench_builds reads)."""
+def forward_pairs(folder: Path, device: str) -> Dict[str, Tuple[featx.Backbone, nn.Module]]:
+    """backbone name -> (featx module, torchvision reference) on ``device``, sharing weights (the checkpoints
+    bench_builds reads)."""
     pairs = {}
     for name, (model, _) in CASES.items():
         classifier = torchvision.models.get_model(model, weights=None).eval()
@@ -149,14 +152,18 @@ def forward_pairs(folder: Path) -> Dict[str, Tuple[featx.Backbone, nn.Module]]:
         torch.save(classifier.state_dict(), weights)
         # resnet_fpn_backbone uses FrozenBatchNorm2d (featx's default norm); the others keep torchvision's BatchNorm
         overrides = ["fpn.extra_blocks=maxpool"] if name == "resnet50_fpn" else ["norm=eval"]
-        backbone = featx.build(name, overrides=[f"weights='{weights}'", "device=cpu", *overrides]).eval()
-        pairs[name] = (backbone, _reference(name, classifier, backbone).eval())
+        backbone = featx.build(name, overrides=[f"weights='{weights}'", f"device={device}", *overrides]).eval()
+        pairs[name] = (backbone, _reference(name, classifier, backbone).to(device).eval())
     return pairs
 
 
 def _seconds(module: Callable, batch: torch.Tensor) -> float:
+    """Wall time of one call; on CUDA the queued kernels are waited for before and after."""
+    synchronize = torch.cuda.synchronize if batch.is_cuda else (lambda: None)
+    synchronize()
     start = time.perf_counter()
     module(batch)
+    synchronize()
     return time.perf_counter() - start
 
 
@@ -175,17 +182,19 @@ def interleaved(ours: Callable, reference: Callable, ours_batch: torch.Tensor, r
     return {"featx_ms": ours_ms, "reference_ms": reference_ms, "ratio": ours_ms / reference_ms}
 
 
-def bench_forward(pairs, batches: List[int], size: int, repeats: int) -> List[Dict[str, object]]:
+def bench_forward(pairs, batches: List[int], size: int, repeats: int, device: str, warmup: int
+                  ) -> List[Dict[str, object]]:
     rows = []
     for name, (ours, reference) in pairs.items():
         for batch_size in batches:
-            batch = torch.randn(batch_size, 3, size, size)
+            batch = torch.randn(batch_size, 3, size, size, device=device)
             rows.append({"backbone": name, "reference": CASES[name][1], "batch": batch_size,
-                         **interleaved(ours, reference, batch, batch, repeats)})
+                         **interleaved(ours, reference, batch, batch, repeats, warmup)})
     return rows
 
 
-def bench_channels_last(pairs, batches: List[int], size: int, repeats: int) -> List[Dict[str, object]]:
+def bench_channels_last(pairs, batches: List[int], size: int, repeats: int, device: str, warmup: int
+                        ) -> List[Dict[str, object]]:
     nchw = pairs["resnet50_fpn"][0]
     spec = nchw.spec.to_dict()
     spec["weights"] = None
@@ -193,9 +202,9 @@ def bench_channels_last(pairs, batches: List[int], size: int, repeats: int) -> L
     channels_last.load_state_dict(nchw.state_dict())
     rows = []
     for batch_size in batches:
-        batch = torch.randn(batch_size, 3, size, size)
+        batch = torch.randn(batch_size, 3, size, size, device=device)
         rows.append({"backbone": "resnet50_fpn", "batch": batch_size, **interleaved(
-            channels_last, nchw, batch.contiguous(memory_format=torch.channels_last), batch, repeats)})
+            channels_last, nchw, batch.contiguous(memory_format=torch.channels_last), batch, repeats, warmup)})
     return rows
 
 
@@ -211,31 +220,44 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="forward repetitions (interleaved)")
     parser.add_argument("--build-repeats", type=int, default=3, help="fresh processes per build measurement")
     parser.add_argument("--json", type=Path, default=Path(tempfile.gettempdir()) / "featx-bench.json")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls of each side before the timed ones")
+    parser.add_argument("--device", default="cpu", help="where forward and channels_last run (builds: always cpu)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        pairs = forward_pairs(folder)  # also writes the checkpoints the build measurements read
-        results = {
-            "forward": bench_forward(pairs, args.batches, args.size, args.repeats),
-            "channels_last": bench_channels_last(pairs, args.batches, args.size, args.repeats),
-            "build": bench_builds(folder, args.build_repeats),
-            "inspect": bench_inspect(folder, args.build_repeats),
+        pairs = forward_pairs(folder, args.device)  # also writes the checkpoints the build measurements read
+        run = {
+            "forward": lambda: bench_forward(pairs, args.batches, args.size, args.repeats, args.device, args.warmup),
+            "channels_last": lambda: bench_channels_last(pairs, args.batches, args.size, args.repeats, args.device,
+                                                         args.warmup),
+            "build": lambda: bench_builds(folder, args.build_repeats),
+            "inspect": lambda: bench_inspect(folder, args.build_repeats),
         }
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads; "
+        results = {section: run[section]() if section in args.sections else [] for section in SECTIONS}
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
+        f"cpu, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {where}; "
           f"forward: {args.size}x{args.size}, {args.repeats} interleaved repeats, medians; "
           f"build/inspect: {args.build_repeats} fresh processes each, medians\n")
-    print(_table(["backbone", "build", "seconds", "peak RSS MiB", "time / torchvision", "memory / torchvision"],
-                 [[r["backbone"], r["build"], f"{r['seconds']:.3f}", f"{r['peak_mib']:.0f}", f"{r['time_ratio']:.2f}",
-                   f"{r['memory_ratio']:.2f}"] for r in results["build"]]) + "\n")
-    print(_table(["backbone (reference)", "batch", "featx ms", "reference ms", "featx / reference"],
-                 [[f"{r['backbone']} ({r['reference']})", str(r["batch"]), f"{r['featx_ms']:.1f}",
-                   f"{r['reference_ms']:.1f}", f"{r['ratio']:.3f}"] for r in results["forward"]]) + "\n")
-    print(_table(["backbone", "batch", "channels_last ms", "NCHW ms", "channels_last / NCHW"],
-                 [[r["backbone"], str(r["batch"]), f"{r['featx_ms']:.1f}", f"{r['reference_ms']:.1f}",
-                   f"{r['ratio']:.3f}"] for r in results["channels_last"]]) + "\n")
-    print(_table(["backbone", "inspect seconds (after imports)", "peak RSS MiB"],
-                 [[r["backbone"], f"{r['seconds']:.3f}", f"{r['peak_mib']:.0f}"] for r in results["inspect"]]))
+    tables = {
+        "build": (["backbone", "build", "seconds", "peak RSS MiB", "time / torchvision", "memory / torchvision"],
+                  lambda r: [r["backbone"], r["build"], f"{r['seconds']:.3f}", f"{r['peak_mib']:.0f}",
+                             f"{r['time_ratio']:.2f}", f"{r['memory_ratio']:.2f}"]),
+        "forward": (["backbone (reference)", "batch", "featx ms", "reference ms", "featx / reference"],
+                    lambda r: [f"{r['backbone']} ({r['reference']})", str(r["batch"]), f"{r['featx_ms']:.2f}",
+                               f"{r['reference_ms']:.2f}", f"{r['ratio']:.3f}"]),
+        "channels_last": (["backbone", "batch", "channels_last ms", "NCHW ms", "channels_last / NCHW"],
+                          lambda r: [r["backbone"], str(r["batch"]), f"{r['featx_ms']:.2f}", f"{r['reference_ms']:.2f}",
+                                     f"{r['ratio']:.3f}"]),
+        "inspect": (["backbone", "inspect seconds (after imports)", "peak RSS MiB"],
+                    lambda r: [r["backbone"], f"{r['seconds']:.3f}", f"{r['peak_mib']:.0f}"]),
+    }
+    for section in ("build", "forward", "channels_last", "inspect"):
+        if results[section]:
+            header, row = tables[section]
+            print(_table(header, [row(r) for r in results[section]]) + "\n")
     args.json.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.json}")
 
