@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Dict
 
@@ -12,6 +13,14 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from featx.resources import backbone_names
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``-n N``) the workers share the machine's cores: each gets its share of torch threads,
+    so N workers do not run N x cores threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(autouse=True)
