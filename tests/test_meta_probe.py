@@ -1,0 +1,61 @@
+"""shape_only_layers: the same output shapes (and the same refusals) as the real layers, restored afterwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from featx.meta_probe import shape_only_layers
+
+
+def _model() -> nn.Sequential:
+    """A channels-last block as ConvNeXt writes it: conv, permute, LayerNorm, Linear, GELU, Linear, back."""
+
+    class Permute(nn.Module):
+        def __init__(self, *dims: int) -> None:
+            super().__init__()
+            self.dims = dims
+
+        def forward(self, x):
+            return x.permute(*self.dims)
+
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Hardswish(), Permute(0, 2, 3, 1),
+        nn.LayerNorm(8), nn.Linear(8, 32), nn.GELU(), nn.Dropout(0.5), nn.Linear(32, 16), Permute(0, 3, 1, 2),
+    )
+
+
+def test_meta_shapes_equal_the_real_layers_shapes():
+    torch.manual_seed(0)
+    model = _model().eval()
+    real = model(torch.randn(2, 3, 17, 23))
+    meta_model = _model().to("meta")
+    with shape_only_layers(meta_model), torch.no_grad():
+        meta = meta_model(torch.empty(2, 3, 17, 23, device="meta"))
+    assert meta.is_meta and meta.shape == real.shape == (2, 16, 9, 12)
+
+
+@pytest.mark.parametrize("layer, shape, message", [
+    (nn.Linear(8, 4), (2, 5), r"Linear\(8, 4\) got an input of shape \(2, 5\)"),
+    (nn.LayerNorm(8), (2, 5), r"LayerNorm\(\(8,\)\) got an input of shape \(2, 5\)"),
+    (nn.BatchNorm2d(8), (2, 5, 3, 3), r"BatchNorm2d\(8\) got an input of shape \(2, 5, 3, 3\)"),
+    (nn.BatchNorm2d(8), (2, 8, 3), r"expected 4D input \(got 3D input\)"),
+])
+def test_a_wrong_input_is_refused_as_the_real_layer_refuses_it(layer, shape, message):
+    with pytest.raises(RuntimeError if "expected 4D" not in message else ValueError):
+        layer(torch.zeros(shape))  # the real layer refuses it too
+    meta_layer = layer.to("meta")
+    with shape_only_layers(meta_layer), pytest.raises((RuntimeError, ValueError), match=message):
+        meta_layer(torch.empty(shape, device="meta"))
+
+
+def test_the_layers_compute_again_after_the_block():
+    torch.manual_seed(0)
+    model = _model().eval()
+    x = torch.randn(1, 3, 8, 8)
+    expected = model(x)
+    with shape_only_layers(model):
+        pass
+    assert "forward" not in vars(model[6])  # the per-instance shortcut is removed
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
