@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -109,6 +110,23 @@ def _listing_of_rank_zero(source: str, rank: int, world: int) -> ImageListing:
     if world > 1:
         dist.broadcast_object_list(listing, src=0)
     return listing[0]
+
+
+def _output_lock(store: FeatureStore, rank: int, world: int) -> ExitStack:
+    """Rank 0 takes the output folder's lock for the run (the returned stack holds it; close it to release);
+    every rank raises the same ArgumentError if another run holds it."""
+    stack = ExitStack()
+    refusal: List[Optional[str]] = [None]
+    if rank == 0:
+        try:
+            stack.enter_context(store.exclusive())
+        except ArgumentError as error:
+            refusal = [str(error)]
+    if world > 1:
+        dist.broadcast_object_list(refusal, src=0)
+    if refusal[0] is not None:
+        raise ArgumentError(refusal[0])
+    return stack
 
 
 def _barrier(world: int) -> None:
@@ -232,6 +250,7 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         raise ArgumentError("backbone.device: 'meta' computes no values, so there are no features to extract; "
                             "use auto, cpu or cuda")
     rank, world, started = _start_distributed(device)
+    lock: Optional[ExitStack] = None
     try:
         backbone = build(dataclasses.replace(spec, device=str(device))).eval()
         outputs = _selected_outputs(backbone, options.outputs)
@@ -239,9 +258,9 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         settings = _settings(spec, outputs, options, transform)
         listing = _listing_of_rank_zero(options.input, rank, world)
         store = FeatureStore(Path(options.output))
+        lock = _output_lock(store, rank, world)  # before anything there is read or removed
         store.check_settings(settings, options.overwrite)  # every rank, so all refuse together
         if rank == 0:
-            Path(options.output).mkdir(parents=True, exist_ok=True)
             store.prepare(settings, config_yaml or _options_yaml(spec, options), options.overwrite)
         _barrier(world)
 
@@ -264,5 +283,7 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         images, skipped = store.write_manifest() if rank == 0 else (0, 0)
         return ExtractSummary(images=images, skipped=skipped, processed=processed, seconds=seconds)
     finally:
+        if lock is not None:
+            lock.close()
         if started:
             dist.destroy_process_group()

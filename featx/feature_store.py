@@ -7,6 +7,7 @@ Layout (``featx-extract`` writes it, :func:`read_features` reads it)::
     out/shards/shard-r000-00001.safetensors   one tensor per output, row i = image i of the shard; the
                                               shard's metadata lists its images and the files skipped with it
     out/manifest.jsonl         one line per file: path, shard, row, shapes, dtype, or path and skipped reason
+    out/.featx-extract.lock    held while a run writes here, so a second run on the folder is refused
 
 A shard is written to a temporary name and renamed, so it is there whole or not at all; the shards are the record
 of what is done (a rerun skips their images) and the manifest is rebuilt from them when a run finishes.
@@ -26,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
+from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -35,6 +37,7 @@ from featx.errors import ArgumentError, FeatxError
 INFO_FILE = "featx-extract.json"
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.jsonl"
+LOCK_FILE = ".featx-extract.lock"
 SHARD_DIR = "shards"
 METADATA_KEY = "featx_extract"
 _SHARD_NAME = re.compile(r"^shard-r(\d{3,})-(\d{5,})\.safetensors$")
@@ -78,6 +81,24 @@ class FeatureStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.shard_dir = self.root / SHARD_DIR
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the folder's lock (created with the folder if missing) for the block; ArgumentError if another
+        run holds it. The operating system releases it when its holder exits, killed or not."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.root / LOCK_FILE, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ArgumentError(
+                f"extract.output: {self.root} is in use by another featx-extract run (it holds "
+                f"{self.root / LOCK_FILE}); wait for that run to finish or choose another folder"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def settings(self) -> Optional[Dict[str, Any]]:
         """The recorded settings (``featx-extract.json``), or ``None`` if the folder holds no featx features."""

@@ -264,16 +264,33 @@ def test_killed_run_resumes_with_every_image_exactly_once(tmp_path, weights_file
     deadline = time.monotonic() + 120
     while not FeatureStore(output).shards() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
+    with pytest.raises(featx.ArgumentError, match="is in use by another featx-extract run"):
+        with FeatureStore(output).exclusive():  # the running app holds the folder
+            pass
     process.send_signal(signal.SIGKILL)
     process.communicate()
     written = _all_shard_images(output)
     assert 0 < len(written) < 240, "the run was to be killed after its first shard, before its end"
     assert not (output / "manifest.jsonl").exists()
 
-    summary = extract(_spec(weights_file), _options(folder, output))
+    summary = extract(_spec(weights_file), _options(folder, output))  # the killed run's lock went with it
     assert summary.processed == 240 - len(written) and summary.images == 240
     assert sorted(_all_shard_images(output)) == sorted(str(p.resolve()) for p in folder.iterdir())
     assert not [p for p in (output / "shards").iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_folder_another_run_writes_to_is_refused_and_left_alone(images, tmp_path, weights_file):
+    output = tmp_path / "out"
+    (output / "shards").mkdir(parents=True)
+    partial = output / "shards" / ".shard-r000-00001.safetensors.partial"  # the other run's shard being written
+    partial.write_bytes(b"half")
+    with FeatureStore(output).exclusive():
+        with pytest.raises(featx.ArgumentError, match=rf"extract.output: {output} is in use by another "
+                                                      r"featx-extract run .*wait for that run to finish"):
+            extract(_spec(weights_file), _options(images, output))
+        assert partial.exists() and not (output / "featx-extract.json").exists()
+    assert extract(_spec(weights_file), _options(images, output)).images == 7  # free again: runs, cleans up
+    assert not partial.exists()
 
 
 def test_app_reports_bad_input_without_a_traceback(tmp_path):
