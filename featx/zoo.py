@@ -77,12 +77,12 @@ def _on_registration(to_meta: Callable[[int, Tensor], bool], record: Optional[Li
 
 
 #: in-place ops that only write values: on a meta tensor (which has none) they can be skipped. The ``torch.nn.init``
-#: functions are listed by name too: the mode is off while a function it intercepted runs, so the ``uniform_`` inside
-#: ``kaiming_uniform_`` would otherwise reach its (Python) meta kernel
+#: functions that dispatch to the mode themselves are listed too (``uniform_``, ``normal_``, ``constant_``,
+#: ``kaiming_uniform_``): the mode is off while a function it intercepted runs, so the ``uniform_`` inside
+#: ``kaiming_uniform_`` would otherwise reach its (Python) meta kernel. The others only call Tensor methods above.
 _VALUE_WRITES = frozenset({
     "normal_", "uniform_", "fill_", "zero_", "random_", "exponential_", "bernoulli_", "erfinv_", "mul_", "add_",
-    "sub_", "div_", "clamp_", "copy_", "orthogonal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
-    "xavier_uniform_", "xavier_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "sparse_",
+    "sub_", "div_", "clamp_", "copy_", "orthogonal_", "trunc_normal_", "kaiming_uniform_", "constant_",
 })
 
 
@@ -93,9 +93,11 @@ class _SkipValueWritesOnMeta(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if name in _VALUE_WRITES and args and isinstance(args[0], Tensor) and args[0].is_meta:
-            return args[0]
+        if getattr(func, "__name__", "") in _VALUE_WRITES:
+            # Tensor methods get the tensor first; torch.nn.init's functions pass it as the keyword ``tensor``
+            target = args[0] if args else kwargs.get("tensor")
+            if isinstance(target, Tensor) and target.is_meta:
+                return target
         return func(*args, **kwargs)
 
 

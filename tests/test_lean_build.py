@@ -9,6 +9,7 @@ import torch
 import torchvision
 
 import featx
+from featx.zoo import _SkipValueWritesOnMeta
 
 MODELS = ["vgg16", "resnet50", "convnext_tiny", "regnet_y_400mf", "swin_t", "efficientnet_b0", "mobilenet_v3_large",
           "densenet121", "inception_v3", "maxvit_t"]
@@ -53,3 +54,14 @@ def test_dropped_layers_are_never_allocated():
     kept = sum(p.numel() for p in backbone.parameters()) + sum(b.numel() for b in backbone.buffers())
     assert kept == 14_714_688  # the 13 convs of vgg16 features[0:29]; the 123.6 M classifier ones exist only on meta
     assert all(t.device.type == "cpu" for t in backbone.state_dict().values())
+
+
+def test_meta_construction_skips_kaiming_uniform():
+    """Every Conv2d and Linear calls ``torch.nn.init.kaiming_uniform_`` (which passes its tensor by keyword to the
+    mode). On a 1-D tensor it raises (no fan-in), so returning quietly on meta shows it was skipped, not run; on a
+    real tensor it still runs."""
+    on_meta = torch.empty(3, device="meta")
+    with _SkipValueWritesOnMeta():
+        assert torch.nn.init.kaiming_uniform_(on_meta) is on_meta
+        with pytest.raises(ValueError, match="Fan in and fan out can not be computed"):
+            torch.nn.init.kaiming_uniform_(torch.empty(3))
