@@ -113,19 +113,27 @@ def _listing_of_rank_zero(source: str, rank: int, world: int) -> ImageListing:
 
 
 def _output_lock(store: FeatureStore, rank: int, world: int) -> ExitStack:
-    """Rank 0 takes the output folder's lock for the run (the returned stack holds it; close it to release);
-    every rank raises the same ArgumentError if another run holds it."""
+    """Rank 0 takes the output folder's lock for the run (the returned stack holds it; close it to release).
+    Whatever stops rank 0 from taking it (another run holds it, the folder cannot be created) is told to the other
+    ranks, so every rank raises instead of waiting for rank 0."""
     stack = ExitStack()
-    refusal: List[Optional[str]] = [None]
+    failure: Optional[BaseException] = None
+    message: List[Optional[str]] = [None]
     if rank == 0:
         try:
             stack.enter_context(store.exclusive())
-        except ArgumentError as error:
-            refusal = [str(error)]
-    if world > 1:
-        dist.broadcast_object_list(refusal, src=0)
-    if refusal[0] is not None:
-        raise ArgumentError(refusal[0])
+        except Exception as error:  # noqa: BLE001 - re-raised below, after the other ranks are told
+            failure, message = error, [str(error)]
+    try:
+        if world > 1:
+            dist.broadcast_object_list(message, src=0)
+    except BaseException:
+        stack.close()
+        raise
+    if failure is not None:
+        raise failure
+    if message[0] is not None:
+        raise ArgumentError(message[0])
     return stack
 
 
@@ -260,6 +268,7 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         store = FeatureStore(Path(options.output))
         lock = _output_lock(store, rank, world)  # before anything there is read or removed
         store.check_settings(settings, options.overwrite)  # every rank, so all refuse together
+        _barrier(world)  # all ranks have read the settings before rank 0 rewrites them
         if rank == 0:
             store.prepare(settings, config_yaml or _options_yaml(spec, options), options.overwrite)
         _barrier(world)

@@ -85,8 +85,12 @@ class FeatureStore:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the folder's lock (created with the folder if missing) for the block; ArgumentError if another
-        run holds it. The operating system releases it when its holder exits, killed or not."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        run holds it. The operating system releases it when its holder and the processes it forked (DataLoader
+        workers, which exit within seconds of their parent) are gone, killed or not."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ArgumentError(f"extract.output: cannot create {self.root}: {error.strerror or error}") from None
         lock = FileLock(self.root / LOCK_FILE, timeout=0)
         try:
             lock.acquire()
@@ -95,6 +99,8 @@ class FeatureStore:
                 f"extract.output: {self.root} is in use by another featx-extract run (it holds "
                 f"{self.root / LOCK_FILE}); wait for that run to finish or choose another folder"
             ) from None
+        except OSError as error:
+            raise ArgumentError(f"extract.output: cannot lock {self.root / LOCK_FILE}: {error.strerror or error}") from None
         try:
             yield
         finally:

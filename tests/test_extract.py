@@ -293,6 +293,12 @@ def test_a_folder_another_run_writes_to_is_refused_and_left_alone(images, tmp_pa
     assert not partial.exists()
 
 
+def test_an_output_that_cannot_be_created_is_named(images, tmp_path, weights_file):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(featx.ArgumentError, match=rf"extract.output: cannot create {tmp_path / 'afile' / 'out'}: "):
+        extract(_spec(weights_file), _options(images, tmp_path / "afile" / "out"))
+
+
 def test_app_reports_bad_input_without_a_traceback(tmp_path):
     (tmp_path / "empty").mkdir()
     process = _run_app(f"extract.input={tmp_path / 'empty'}", f"extract.output={tmp_path / 'out'}",
