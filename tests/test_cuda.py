@@ -58,7 +58,8 @@ def test_pretrained_cuda_build_equals_intermediate_layer_getter_on_cuda(resnet18
     backbone = featx.build("resnet18", overrides=[f"weights='{weights}'", "device=cuda", f"norm={norm}"]).eval()
     assert all(t.device.type == "cuda" for _, t in _every_tensor(backbone))  # the assigned (mmap) tensors moved too
     # a copy: the module-scoped classifier stays on the CPU for the other tests
-    reference = copy.deepcopy(classifier) if norm == "eval" else torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d)
+    reference = (copy.deepcopy(classifier) if norm == "eval"
+                 else torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d))
     reference.load_state_dict(classifier.state_dict())
     getter = IntermediateLayerGetter(reference, {f"layer{i}": f"c{i + 1}" for i in range(1, 5)}).cuda().eval()
     x = torch.randn(2, 3, 96, 96, device="cuda")
