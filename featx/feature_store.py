@@ -100,7 +100,9 @@ class FeatureStore:
                 f"{self.root / LOCK_FILE}); wait for that run to finish or choose another folder"
             ) from None
         except OSError as error:
-            raise ArgumentError(f"extract.output: cannot lock {self.root / LOCK_FILE}: {error.strerror or error}") from None
+            raise ArgumentError(
+                f"extract.output: cannot lock {self.root / LOCK_FILE}: {error.strerror or error}"
+            ) from None
         try:
             yield
         finally:

@@ -44,7 +44,9 @@ def _layer_norm_shape(layer: nn.LayerNorm) -> Callable[[Tensor], Tensor]:
 def _linear_shape(layer: nn.Linear) -> Callable[[Tensor], Tensor]:
     def forward(x: Tensor) -> Tensor:
         if x.dim() == 0 or x.shape[-1] != layer.in_features:
-            raise RuntimeError(f"Linear({layer.in_features}, {layer.out_features}) got an input of shape {tuple(x.shape)}")
+            raise RuntimeError(
+                f"Linear({layer.in_features}, {layer.out_features}) got an input of shape {tuple(x.shape)}"
+            )
         return x.new_empty((*x.shape[:-1], layer.out_features))
 
     return forward
