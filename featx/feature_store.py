@@ -54,6 +54,11 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     os.replace(partial, path)
 
 
+def _as_recorded(settings: Mapping[str, Any]) -> Dict[str, Any]:
+    """``settings`` as they read back from ``featx-extract.json`` (tuples become lists), for comparing."""
+    return json.loads(json.dumps(settings))
+
+
 def _differences(old: Any, new: Any, prefix: str = "") -> List[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
@@ -121,9 +126,9 @@ class FeatureStore:
                 f"extract.output: {self.shard_dir} holds shards but {self.root / INFO_FILE} is missing (an "
                 "interrupted overwrite?), so what they hold is unknown; set extract.overwrite=true to replace them"
             )
-        if recorded is None or overwrite or recorded == dict(settings):
+        if recorded is None or overwrite or recorded == _as_recorded(settings):
             return
-        differing = ", ".join(_differences(recorded, json.loads(json.dumps(settings)))[:6])
+        differing = ", ".join(_differences(recorded, _as_recorded(settings))[:6])
         raise ArgumentError(
             f"extract.output: {self.root} holds features made with other settings (differing: {differing}); "
             "choose another folder, or set extract.overwrite=true to replace them (only featx's files there are "
@@ -143,7 +148,7 @@ class FeatureStore:
         settings remove featx's files (same settings: keep them and resume), always remove partial shards of killed
         runs, record the settings and the config."""
         self.check_settings(settings, overwrite)
-        if overwrite and self.settings() != json.loads(json.dumps(settings)):
+        if overwrite and self.settings() != _as_recorded(settings):
             for path in self.our_files():
                 path.unlink()
         self.shard_dir.mkdir(parents=True, exist_ok=True)

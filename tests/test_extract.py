@@ -279,6 +279,16 @@ def test_killed_run_resumes_with_every_image_exactly_once(tmp_path, weights_file
     assert not [p for p in (output / "shards").iterdir() if p.name.endswith(".partial")]
 
 
+def test_settings_holding_tuples_match_what_was_recorded(tmp_path):
+    """A spec built in Python may hold tuples; featx-extract.json reads them back as lists: still the same run."""
+    store, settings = FeatureStore(tmp_path / "out"), {"size": (64, 64), "backbone": {"input_size": (224, 224)}}
+    (tmp_path / "out").mkdir()
+    store.prepare(settings, "", overwrite=False)
+    store.check_settings(settings, overwrite=False)  # no refusal
+    with pytest.raises(featx.ArgumentError, match=r"differing: size"):
+        store.check_settings({**settings, "size": (32, 32)}, overwrite=False)
+
+
 def test_a_folder_another_run_writes_to_is_refused_and_left_alone(images, tmp_path, weights_file):
     output = tmp_path / "out"
     (output / "shards").mkdir(parents=True)
