@@ -142,14 +142,22 @@ def _reference(name: str, classifier: nn.Module, backbone: featx.Backbone) -> nn
     return create_feature_extractor(classifier, {stage.paths[-1]: stage.name for stage in backbone.stage_info})
 
 
-def forward_pairs(folder: Path, device: str) -> Dict[str, Tuple[featx.Backbone, nn.Module]]:
-    """backbone name -> (featx module, torchvision reference) on ``device``, sharing weights (the checkpoints
-    bench_builds reads)."""
-    pairs = {}
+def write_checkpoints(folder: Path) -> Dict[str, nn.Module]:
+    """backbone name -> its torchvision classifier (random init, eval), saved as ``folder/<model>.pth``: the weights
+    featx and the reference share, and the file the build measurements read."""
+    classifiers = {}
     for name, (model, _) in CASES.items():
-        classifier = torchvision.models.get_model(model, weights=None).eval()
-        weights = folder / f"{model}.pth"
-        torch.save(classifier.state_dict(), weights)
+        classifiers[name] = torchvision.models.get_model(model, weights=None).eval()
+        torch.save(classifiers[name].state_dict(), folder / f"{model}.pth")
+    return classifiers
+
+
+def forward_pairs(classifiers: Dict[str, nn.Module], folder: Path, device: str
+                  ) -> Dict[str, Tuple[featx.Backbone, nn.Module]]:
+    """backbone name -> (featx module built from the saved checkpoint, torchvision reference) on ``device``."""
+    pairs = {}
+    for name, classifier in classifiers.items():
+        weights = folder / f"{CASES[name][0]}.pth"
         # resnet_fpn_backbone uses FrozenBatchNorm2d (featx's default norm); the others keep torchvision's BatchNorm
         overrides = ["fpn.extra_blocks=maxpool"] if name == "resnet50_fpn" else ["norm=eval"]
         backbone = featx.build(name, overrides=[f"weights='{weights}'", f"device={device}", *overrides]).eval()
@@ -227,7 +235,9 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        pairs = forward_pairs(folder, args.device)  # also writes the checkpoints the build measurements read
+        classifiers = write_checkpoints(folder)
+        timing_forward = {"forward", "channels_last"} & set(args.sections)
+        pairs = forward_pairs(classifiers, folder, args.device) if timing_forward else {}
         run = {
             "forward": lambda: bench_forward(pairs, args.batches, args.size, args.repeats, args.device, args.warmup),
             "channels_last": lambda: bench_channels_last(pairs, args.batches, args.size, args.repeats, args.device,
@@ -238,9 +248,9 @@ def main() -> None:
         results = {section: run[section]() if section in args.sections else [] for section in SECTIONS}
     where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
         f"cpu, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {where}; "
-          f"forward: {args.size}x{args.size}, {args.repeats} interleaved repeats, medians; "
-          f"build/inspect: {args.build_repeats} fresh processes each, medians\n")
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {where}; sections: "
+          f"{', '.join(args.sections)}; forward: {args.size}x{args.size}, {args.repeats} interleaved repeats, "
+          f"medians; build/inspect: {args.build_repeats} fresh processes each, medians\n")
     tables = {
         "build": (["backbone", "build", "seconds", "peak RSS MiB", "time / torchvision", "memory / torchvision"],
                   lambda r: [r["backbone"], r["build"], f"{r['seconds']:.3f}", f"{r['peak_mib']:.0f}",
