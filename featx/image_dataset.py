@@ -1,7 +1,9 @@
 """A dataset of image files that never raises on a bad file: each item is ``(index, tensor or None, reason)``.
 
 Images are decoded with Pillow, turned upright by their EXIF orientation (as photo viewers show them) and converted
-to RGB: grayscale and palette images are expanded to three channels, an alpha channel is dropped (not composited). A file that cannot be read or decoded yields ``None`` and the reason.
+to RGB: grayscale and palette images are expanded to three channels, an alpha channel is dropped (not composited).
+A file that cannot be read or decoded yields ``None`` and the reason.
+
 Example::
 
     dataset = ImageFiles(paths, transform)
