@@ -7,17 +7,39 @@ Example::
     feats = bb(torch.randn(1, 3, 224, 224))      # OrderedDict p2..p5
     bb.feature_info                               # names, channels, strides
     featx.build(featx.propose("convnext_tiny"))   # any hierarchical torchvision classifier, no YAML needed
+
+``import featx`` loads only the spec layer and registers featx's schemas in Hydra's ConfigStore; torch and the
+rest load when a name below is first used.
 """
 
-from featx import hydra_conf as _hydra_conf  # noqa: F401  (registers the schemas in Hydra's ConfigStore)
-from featx.backbone import Backbone, FeatureInfo
-from featx.build import build
-from featx.checkpoint import load, save
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from featx.errors import ArgumentError, DeviceError, FeatxError, InputShapeError, SpecError, WeightsError
-from featx.feature_store import read_features
-from featx.loader import load_spec
-from featx.proposal import propose
-from featx.spec import BackboneSpec, FpnSpec, StageSpec
+from featx.spec.hydra_store import register_configs
+from featx.spec.load import load_spec
+from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec
+
+if TYPE_CHECKING:
+    from featx.construct.builder import build, load
+    from featx.construct.checkpoint import save
+    from featx.construct.propose import propose
+    from featx.nn.backbone import Backbone
+    from featx.nn.feature_info import FeatureInfo
+    from featx.tasks.extract.store import read_features
+
+#: public name -> the module that defines it, imported on first use (so ``import featx`` does not load torch)
+_LAZY = {
+    "Backbone": "featx.nn.backbone",
+    "FeatureInfo": "featx.nn.feature_info",
+    "build": "featx.construct.builder",
+    "load": "featx.construct.builder",
+    "save": "featx.construct.checkpoint",
+    "propose": "featx.construct.propose",
+    "read_features": "featx.tasks.extract.store",
+}
 
 __all__ = [
     "ArgumentError",
@@ -39,3 +61,17 @@ __all__ = [
     "save",
 ]
 __version__ = "0.1.0"
+
+register_configs()
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'featx' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

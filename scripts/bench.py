@@ -114,16 +114,23 @@ def bench_builds(folder: Path, repeats: int) -> List[Dict[str, object]]:
         medians = {kind: _medians(runs) for kind, runs in samples.items()}
         reference = medians["torchvision"]
         for kind in BUILD_KINDS:
-            rows.append({"backbone": name, "build": kind, **medians[kind],
-                         "time_ratio": medians[kind]["seconds"] / reference["seconds"],
-                         "memory_ratio": medians[kind]["peak_mib"] / max(reference["peak_mib"], 1e-9)})
+            rows.append(
+                {
+                    "backbone": name,
+                    "build": kind,
+                    **medians[kind],
+                    "time_ratio": medians[kind]["seconds"] / reference["seconds"],
+                    "memory_ratio": medians[kind]["peak_mib"] / max(reference["peak_mib"], 1e-9),
+                }
+            )
     return rows
 
 
 def bench_inspect(folder: Path, repeats: int) -> List[Dict[str, object]]:
     names = [*CASES, *INSPECT_EXTRA]
-    return [{"backbone": name, **_medians([_child("inspect", name, "-", folder) for _ in range(repeats)])}
-            for name in names]
+    return [
+        {"backbone": name, **_medians([_child("inspect", name, "-", folder) for _ in range(repeats)])} for name in names
+    ]
 
 
 def _reference(name: str, classifier: nn.Module, backbone: featx.Backbone) -> nn.Module:
@@ -134,8 +141,9 @@ def _reference(name: str, classifier: nn.Module, backbone: featx.Backbone) -> nn
     if how == "IntermediateLayerGetter":
         return IntermediateLayerGetter(classifier, {"layer3": "layer3"})
     if how == "resnet_fpn_backbone":
-        reference = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=3,
-                                        extra_blocks=LastLevelMaxPool())
+        reference = resnet_fpn_backbone(
+            backbone_name="resnet50", weights=None, trainable_layers=3, extra_blocks=LastLevelMaxPool()
+        )
         reference.body.load_state_dict(classifier.state_dict(), strict=False)
         reference.fpn.load_state_dict(backbone.neck.state_dict())
         return reference
@@ -152,8 +160,9 @@ def write_checkpoints(folder: Path) -> Dict[str, nn.Module]:
     return classifiers
 
 
-def forward_pairs(classifiers: Dict[str, nn.Module], folder: Path, device: str
-                  ) -> Dict[str, Tuple[featx.Backbone, nn.Module]]:
+def forward_pairs(
+    classifiers: Dict[str, nn.Module], folder: Path, device: str
+) -> Dict[str, Tuple[featx.Backbone, nn.Module]]:
     """backbone name -> (featx module built from the saved checkpoint, torchvision reference) on ``device``."""
     pairs = {}
     for name, classifier in classifiers.items():
@@ -175,8 +184,14 @@ def _seconds(module: Callable, batch: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(ours: Callable, reference: Callable, ours_batch: torch.Tensor, reference_batch: torch.Tensor,
-                repeats: int, warmup: int = 2) -> Dict[str, float]:
+def interleaved(
+    ours: Callable,
+    reference: Callable,
+    ours_batch: torch.Tensor,
+    reference_batch: torch.Tensor,
+    repeats: int,
+    warmup: int = 2,
+) -> Dict[str, float]:
     """Interleaved A/B medians in milliseconds and their ratio."""
     with torch.inference_mode():
         for _ in range(warmup):
@@ -190,19 +205,27 @@ def interleaved(ours: Callable, reference: Callable, ours_batch: torch.Tensor, r
     return {"featx_ms": ours_ms, "reference_ms": reference_ms, "ratio": ours_ms / reference_ms}
 
 
-def bench_forward(pairs, batches: List[int], size: int, repeats: int, device: str, warmup: int
-                  ) -> List[Dict[str, object]]:
+def bench_forward(
+    pairs, batches: List[int], size: int, repeats: int, device: str, warmup: int
+) -> List[Dict[str, object]]:
     rows = []
     for name, (ours, reference) in pairs.items():
         for batch_size in batches:
             batch = torch.randn(batch_size, 3, size, size, device=device)
-            rows.append({"backbone": name, "reference": CASES[name][1], "batch": batch_size,
-                         **interleaved(ours, reference, batch, batch, repeats, warmup)})
+            rows.append(
+                {
+                    "backbone": name,
+                    "reference": CASES[name][1],
+                    "batch": batch_size,
+                    **interleaved(ours, reference, batch, batch, repeats, warmup),
+                }
+            )
     return rows
 
 
-def bench_channels_last(pairs, batches: List[int], size: int, repeats: int, device: str, warmup: int
-                        ) -> List[Dict[str, object]]:
+def bench_channels_last(
+    pairs, batches: List[int], size: int, repeats: int, device: str, warmup: int
+) -> List[Dict[str, object]]:
     nchw = pairs["resnet50_fpn"][0]
     spec = nchw.spec.to_dict()
     spec["weights"] = None
@@ -211,8 +234,15 @@ def bench_channels_last(pairs, batches: List[int], size: int, repeats: int, devi
     rows = []
     for batch_size in batches:
         batch = torch.randn(batch_size, 3, size, size, device=device)
-        rows.append({"backbone": "resnet50_fpn", "batch": batch_size, **interleaved(
-            channels_last, nchw, batch.contiguous(memory_format=torch.channels_last), batch, repeats, warmup)})
+        rows.append(
+            {
+                "backbone": "resnet50_fpn",
+                "batch": batch_size,
+                **interleaved(
+                    channels_last, nchw, batch.contiguous(memory_format=torch.channels_last), batch, repeats, warmup
+                ),
+            }
+        )
     return rows
 
 
@@ -240,29 +270,59 @@ def main() -> None:
         pairs = forward_pairs(classifiers, folder, args.device) if timing_forward else {}
         run = {
             "forward": lambda: bench_forward(pairs, args.batches, args.size, args.repeats, args.device, args.warmup),
-            "channels_last": lambda: bench_channels_last(pairs, args.batches, args.size, args.repeats, args.device,
-                                                         args.warmup),
+            "channels_last": lambda: bench_channels_last(
+                pairs, args.batches, args.size, args.repeats, args.device, args.warmup
+            ),
             "build": lambda: bench_builds(folder, args.build_repeats),
             "inspect": lambda: bench_inspect(folder, args.build_repeats),
         }
         results = {section: run[section]() if section in args.sections else [] for section in SECTIONS}
-    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
-        f"cpu, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {where}; sections: "
-          f"{', '.join(args.sections)}; forward: {args.size}x{args.size}, {args.repeats} interleaved repeats, "
-          f"medians; build/inspect: {args.build_repeats} fresh processes each, medians\n")
+    where = (
+        torch.cuda.get_device_name(args.device)
+        if args.device.startswith("cuda")
+        else f"cpu, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, {where}; sections: "
+        f"{', '.join(args.sections)}; forward: {args.size}x{args.size}, {args.repeats} interleaved repeats, "
+        f"medians; build/inspect: {args.build_repeats} fresh processes each, medians\n"
+    )
     tables = {
-        "build": (["backbone", "build", "seconds", "peak RSS MiB", "time / torchvision", "memory / torchvision"],
-                  lambda r: [r["backbone"], r["build"], f"{r['seconds']:.3f}", f"{r['peak_mib']:.0f}",
-                             f"{r['time_ratio']:.2f}", f"{r['memory_ratio']:.2f}"]),
-        "forward": (["backbone (reference)", "batch", "featx ms", "reference ms", "featx / reference"],
-                    lambda r: [f"{r['backbone']} ({r['reference']})", str(r["batch"]), f"{r['featx_ms']:.2f}",
-                               f"{r['reference_ms']:.2f}", f"{r['ratio']:.3f}"]),
-        "channels_last": (["backbone", "batch", "channels_last ms", "NCHW ms", "channels_last / NCHW"],
-                          lambda r: [r["backbone"], str(r["batch"]), f"{r['featx_ms']:.2f}", f"{r['reference_ms']:.2f}",
-                                     f"{r['ratio']:.3f}"]),
-        "inspect": (["backbone", "inspect seconds (after imports)", "peak RSS MiB"],
-                    lambda r: [r["backbone"], f"{r['seconds']:.3f}", f"{r['peak_mib']:.0f}"]),
+        "build": (
+            ["backbone", "build", "seconds", "peak RSS MiB", "time / torchvision", "memory / torchvision"],
+            lambda r: [
+                r["backbone"],
+                r["build"],
+                f"{r['seconds']:.3f}",
+                f"{r['peak_mib']:.0f}",
+                f"{r['time_ratio']:.2f}",
+                f"{r['memory_ratio']:.2f}",
+            ],
+        ),
+        "forward": (
+            ["backbone (reference)", "batch", "featx ms", "reference ms", "featx / reference"],
+            lambda r: [
+                f"{r['backbone']} ({r['reference']})",
+                str(r["batch"]),
+                f"{r['featx_ms']:.2f}",
+                f"{r['reference_ms']:.2f}",
+                f"{r['ratio']:.3f}",
+            ],
+        ),
+        "channels_last": (
+            ["backbone", "batch", "channels_last ms", "NCHW ms", "channels_last / NCHW"],
+            lambda r: [
+                r["backbone"],
+                str(r["batch"]),
+                f"{r['featx_ms']:.2f}",
+                f"{r['reference_ms']:.2f}",
+                f"{r['ratio']:.3f}",
+            ],
+        ),
+        "inspect": (
+            ["backbone", "inspect seconds (after imports)", "peak RSS MiB"],
+            lambda r: [r["backbone"], f"{r['seconds']:.3f}", f"{r['peak_mib']:.0f}"],
+        ),
     }
     for section in ("build", "forward", "channels_last", "inspect"):
         if results[section]:

@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 import featx  # registers featx/backbone_schema, which the backbone configs compose with
-from featx.image_transforms import IMAGENET_MEAN, IMAGENET_STD
+from featx.tasks.extract.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("experiment")
 
@@ -50,6 +50,7 @@ Dataset = Tuple[Tensor, Tensor]  # images N x 3 x S x S in [0, 1], labels N (int
 
 
 # --- data -----------------------------------------------------------------------------------------------------------
+
 
 def _box(dx: Tensor, dy: Tensor, r: Tensor) -> Tensor:
     return (dx.abs() <= r) & (dy.abs() <= r)
@@ -99,6 +100,7 @@ def make_dataset(size: int, image_size: int, classes: Sequence[str], seed: int, 
 
 # --- model ----------------------------------------------------------------------------------------------------------
 
+
 class Probe(nn.Module):
     """A featx backbone and a linear head on its average-pooled outputs (the deepest, or all concatenated).
 
@@ -141,6 +143,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 # --- training -------------------------------------------------------------------------------------------------------
+
 
 def _batches(order: Tensor, batch_size: int) -> List[Tensor]:
     """Index batches; a last batch of one joins the one before (the head's BatchNorm needs two samples)."""
@@ -201,12 +204,19 @@ def train_probe(
         rows.append(dict(zip(METRIC_FIELDS, (epoch, train_loss, train_acc, val_loss, val_acc, epoch_s), strict=True)))
         log.info(
             "epoch %d/%d  train loss %.4f acc %.3f  |  val loss %.4f acc %.3f  |  %.1f s",
-            epoch, train_cfg.epochs, train_loss, train_acc, val_loss, val_acc, epoch_s,
+            epoch,
+            train_cfg.epochs,
+            train_loss,
+            train_acc,
+            val_loss,
+            val_acc,
+            epoch_s,
         )
     return rows
 
 
 # --- config checks --------------------------------------------------------------------------------------------------
+
 
 def _fail(message: str) -> NoReturn:
     raise SystemExit(f"experiment: error: {message}")
@@ -242,6 +252,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 # --- one run --------------------------------------------------------------------------------------------------------
+
 
 def _write_metrics(path: Path, rows: List[Dict[str, float]]) -> None:
     with path.open("w", newline="") as file:
@@ -314,13 +325,18 @@ def main(cfg: DictConfig) -> None:
     result = _result(model, cfg, rows, choice)
     (output_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     log.info(
-        "val acc %.3f | %s params, %s trainable | %.1f s training, %.0f images/s | %s", result["val_acc"],
-        f"{result['params']:,}", f"{result['trainable_params']:,}", result["train_time_s"], result["images_per_s"],
+        "val acc %.3f | %s params, %s trainable | %.1f s training, %.0f images/s | %s",
+        result["val_acc"],
+        f"{result['params']:,}",
+        f"{result['trainable_params']:,}",
+        result["train_time_s"],
+        result["images_per_s"],
         output_dir,
     )
 
 
 # --- sweep summary --------------------------------------------------------------------------------------------------
+
 
 def load_results(sweep_dir: Path) -> List[Dict[str, Any]]:
     """Every ``<job dir>/result.json`` under the sweep dir, in job order, each with its ``metrics`` rows added."""

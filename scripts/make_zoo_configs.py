@@ -12,9 +12,9 @@ import argparse
 from pathlib import Path
 
 import featx
-from featx.proposal import analyse
-from featx.proposal_yaml import proposal_yaml
-from featx.zoo import classification_models
+from featx.construct.proposal_yaml import proposal_yaml
+from featx.construct.propose import analyse
+from featx.models.registry import classification_models
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
 #: design.md's reference extractors: written by hand, never regenerated
@@ -22,9 +22,26 @@ REFERENCE_FILES = {"vgg16", "resnet34", "resnet50_fpn"}
 FPN_WIDTH = 256
 #: one model per family gets a _fpn variant
 FPN_MODELS = [
-    "resnet18", "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
-    "efficientnet_v2_s", "convnext_tiny", "regnet_x_400mf", "regnet_y_400mf", "densenet121", "mnasnet1_0",
-    "shufflenet_v2_x1_0", "googlenet", "inception_v3", "swin_t", "swin_v2_t", "maxvit_t", "vgg16_bn", "alexnet",
+    "resnet18",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "efficientnet_v2_s",
+    "convnext_tiny",
+    "regnet_x_400mf",
+    "regnet_y_400mf",
+    "densenet121",
+    "mnasnet1_0",
+    "shufflenet_v2_x1_0",
+    "googlenet",
+    "inception_v3",
+    "swin_t",
+    "swin_v2_t",
+    "maxvit_t",
+    "vgg16_bn",
+    "alexnet",
     "squeezenet1_1",
 ]
 TRANSFORM_INPUT = (
@@ -35,31 +52,49 @@ TRANSFORM_INPUT = (
 #: family prefix -> what the classifier's forward does beyond running these stages in order
 NOTES = {
     "alexnet": ["c5 is the last max-pool alone (the only layer at stride 32)."],
-    "vgg": ["c5 is the last max-pool alone (the only layer at stride 32); vgg16.yaml shows the block-output style "
-            "(stages end on the ReLU before each pool)."],
+    "vgg": [
+        "c5 is the last max-pool alone (the only layer at stride 32); vgg16.yaml shows the block-output style "
+        "(stages end on the ReLU before each pool)."
+    ],
     "resnet": ["c2 is the stem plus layer1, as in torchvision's detection backbones; the forward adds nothing."],
     "resnext": ["c2 is the stem plus layer1, as in torchvision's detection backbones; the forward adds nothing."],
     "wide_resnet": ["c2 is the stem plus layer1, as in torchvision's detection backbones; the forward adds nothing."],
-    "densenet": ["c5 ends on features.norm5, a BatchNorm: the model's own forward applies a ReLU to it before "
-                 "pooling, which is not part of c5."],
-    "mobilenet": ["c5 ends on the last 1x1 conv that widens the features for the classifier; the forward adds "
-                  "nothing else before pooling."],
-    "efficientnet": ["c5 ends on the last 1x1 conv that widens the features for the classifier; the forward adds "
-                     "nothing else before pooling. Stochastic depth in the blocks is active in train mode only."],
+    "densenet": [
+        "c5 ends on features.norm5, a BatchNorm: the model's own forward applies a ReLU to it before "
+        "pooling, which is not part of c5."
+    ],
+    "mobilenet": [
+        "c5 ends on the last 1x1 conv that widens the features for the classifier; the forward adds "
+        "nothing else before pooling."
+    ],
+    "efficientnet": [
+        "c5 ends on the last 1x1 conv that widens the features for the classifier; the forward adds "
+        "nothing else before pooling. Stochastic depth in the blocks is active in train mode only."
+    ],
     "mnasnet": ["c5 ends on the last 1x1 conv (1280 channels); the forward then takes the spatial mean."],
     "shufflenet": ["c5 ends on conv5 (1x1 conv to the classifier width); the forward then takes the spatial mean."],
-    "squeezenet": ["No stride-32 stage: the last max-pool is at stride 16. The classifier (dropout, 1x1 conv to the "
-                   "classes, ReLU, global pool) is left out."],
-    "regnet": ["c2 is the stem plus trunk_output.block1; the forward adds nothing. RegNet's constructor computes "
-               "widths with tensor ops, so featx plans it by registering its parameters on the meta device."],
-    "convnext": ["Each stage from c3 starts with its downsampling layer (LayerNorm2d + stride-2 conv); the forward "
-                 "adds nothing. Stochastic depth is active in train mode only."],
+    "squeezenet": [
+        "No stride-32 stage: the last max-pool is at stride 16. The classifier (dropout, 1x1 conv to the "
+        "classes, ReLU, global pool) is left out."
+    ],
+    "regnet": [
+        "c2 is the stem plus trunk_output.block1; the forward adds nothing. RegNet's constructor computes "
+        "widths with tensor ops, so featx plans it by registering its parameters on the meta device."
+    ],
+    "convnext": [
+        "Each stage from c3 starts with its downsampling layer (LayerNorm2d + stride-2 conv); the forward "
+        "adds nothing. Stochastic depth is active in train mode only."
+    ],
     "googlenet": [TRANSFORM_INPUT, "aux1 and aux2 (auxiliary classifiers, training only) are not part of the stages."],
     "inception": [TRANSFORM_INPUT, "Inputs must be at least 75x75 (unpadded convolutions)."],
-    "swin": ["The blocks work channels-last (layout: nhwc); featx returns every output as N x C x H x W. c5 includes "
-             "the final LayerNorm `norm` that the classifier applies."],
-    "maxvit": ["input_size [224, 224]: MaxViT sizes its window and grid partitions at construction for 224x224 "
-               "inputs and takes no other size."],
+    "swin": [
+        "The blocks work channels-last (layout: nhwc); featx returns every output as N x C x H x W. c5 includes "
+        "the final LayerNorm `norm` that the classifier applies."
+    ],
+    "maxvit": [
+        "input_size [224, 224]: MaxViT sizes its window and grid partitions at construction for 224x224 "
+        "inputs and takes no other size."
+    ],
 }
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import resnet18_spec
 
 import featx
-
-from conftest import resnet18_spec
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,9 @@ def test_input_with_the_wrong_channel_count_names_the_expected_shape(backbone):
 
 
 def test_integer_images_are_refused_before_the_first_conv(backbone):
-    with pytest.raises(featx.InputShapeError, match=r"expects a floating-point batch .* got \(1, 3, 64, 64\) torch.uint8"):
+    with pytest.raises(
+        featx.InputShapeError, match=r"expects a floating-point batch .* got \(1, 3, 64, 64\) torch.uint8"
+    ):
         backbone(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
 
 
@@ -79,7 +80,9 @@ def test_channels_last_gives_the_same_outputs():
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         for name, tensor in reference(x).items():
-            torch.testing.assert_close(channels_last(x.contiguous(memory_format=torch.channels_last))[name], tensor, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                channels_last(x.contiguous(memory_format=torch.channels_last))[name], tensor, rtol=1e-4, atol=1e-4
+            )
 
 
 def test_meta_device_builds_the_structure_without_memory():
@@ -90,4 +93,6 @@ def test_meta_device_builds_the_structure_without_memory():
     assert {k: v.shape for k, v in meta.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}
     assert meta.feature_info == real.feature_info
     outputs = meta(torch.empty(2, 3, 97, 131, device="meta"))
-    assert {k: v.shape for k, v in outputs.items()} == {k: v.shape for k, v in real.eval()(torch.randn(2, 3, 97, 131)).items()}
+    assert {k: v.shape for k, v in outputs.items()} == {
+        k: v.shape for k, v in real.eval()(torch.randn(2, 3, 97, 131)).items()
+    }

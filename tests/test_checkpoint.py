@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from helpers import randomize_norm_statistics, resnet18_spec
 from safetensors.torch import save_file
 
 import featx
-
-from conftest import randomize_norm_statistics, resnet18_spec
 
 
 def _trained(**changes):
@@ -56,7 +55,9 @@ def test_a_checkpoint_from_a_different_spec_is_refused_with_the_reason(tmp_path)
     with pytest.raises(featx.WeightsError) as caught:
         featx.build(resnet18_spec(norm="train", fpn={"out_channels": 32}, weights=str(path)))
     assert "was saved by featx.save from a different spec (it differs in fpn)" in str(caught.value)
-    assert "shape mismatches: neck.inner_blocks.0.0.weight checkpoint (16, 64, 1, 1) vs model (32, 64, 1, 1)" in str(caught.value)
+    assert "shape mismatches: neck.inner_blocks.0.0.weight checkpoint (16, 64, 1, 1) vs model (32, 64, 1, 1)" in str(
+        caught.value
+    )
     assert f"featx.load('{path}')" in str(caught.value)
 
 
@@ -64,7 +65,9 @@ def test_the_same_spec_accepts_the_checkpoint_through_build(tmp_path):
     backbone = _trained()
     path = featx.save(backbone, tmp_path / "bb.pt")
     rebuilt = featx.build(resnet18_spec(norm="train", fpn={"out_channels": 16}, weights=str(path), frozen_stages=2))
-    assert all(torch.equal(a, b) for a, b in zip(backbone.state_dict().values(), rebuilt.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(backbone.state_dict().values(), rebuilt.state_dict().values(), strict=True)
+    )
     assert rebuilt.frozen_stage_names == ("c2", "c3")
 
 

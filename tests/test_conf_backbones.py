@@ -12,21 +12,38 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from helpers import randomize_norm_statistics
 from torch.testing import assert_close
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import featx
-from featx.resources import backbone_names
-
-from conftest import randomize_norm_statistics
+from featx.spec.config_files import backbone_names
 
 #: models too large for the default run: their checks are marked slow (still run in CI)
 LARGE_MODELS = {"regnet_y_128gf"}
 #: torchvision's model families; every hierarchical model belongs to one (checked below)
 FAMILIES = (
-    "alexnet", "convnext", "densenet", "efficientnet_b", "efficientnet_v2", "googlenet", "inception_v3", "maxvit",
-    "mnasnet", "mobilenet_v2", "mobilenet_v3", "regnet_x", "regnet_y", "resnet", "resnext", "shufflenet_v2",
-    "squeezenet", "swin_v2", "swin_", "vgg", "wide_resnet",
+    "alexnet",
+    "convnext",
+    "densenet",
+    "efficientnet_b",
+    "efficientnet_v2",
+    "googlenet",
+    "inception_v3",
+    "maxvit",
+    "mnasnet",
+    "mobilenet_v2",
+    "mobilenet_v3",
+    "regnet_x",
+    "regnet_y",
+    "resnet",
+    "resnext",
+    "shufflenet_v2",
+    "squeezenet",
+    "swin_v2",
+    "swin_",
+    "vgg",
+    "wide_resnet",
 )
 VITS = ("vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32")
 
@@ -124,8 +141,18 @@ def test_every_family_has_an_fpn_variant_and_every_hierarchical_model_a_conf_fil
 
 # A sample of families, checked against torchvision's own feature extractor (an FX trace of the real forward) at the
 # nodes where the stages end: this does not rely on featx's reading of the module order.
-FX_SAMPLE = ["resnet50", "densenet121", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny", "regnet_y_400mf",
-             "googlenet", "inception_v3", "swin_t", "shufflenet_v2_x1_0"]
+FX_SAMPLE = [
+    "resnet50",
+    "densenet121",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "regnet_y_400mf",
+    "googlenet",
+    "inception_v3",
+    "swin_t",
+    "shufflenet_v2_x1_0",
+]
 
 
 @pytest.mark.filterwarnings("ignore:NOTE. The nodes obtained by tracing:UserWarning")
@@ -148,13 +175,20 @@ def test_conf_backbone_equals_torchvision_feature_extractor(name, tmp_path):
 def test_reference_extractors_have_the_documented_shape():
     vgg = featx.build("vgg16", overrides=["device=meta"])
     assert [(i.name, i.channels, i.stride) for i in vgg.feature_info] == [
-        ("c1", 64, 1), ("c2", 128, 2), ("c3", 256, 4), ("c4", 512, 8), ("c5", 512, 16)
+        ("c1", 64, 1),
+        ("c2", 128, 2),
+        ("c3", 256, 4),
+        ("c4", 512, 8),
+        ("c5", 512, 16),
     ]
     resnet34 = featx.build("resnet34", overrides=["device=meta"])
     assert resnet34.feature_info == [featx.FeatureInfo("layer3", 256, 16)] and resnet34.out_channels == 256
     fpn = featx.build("resnet50_fpn", overrides=["device=meta"])
     assert [(i.name, i.channels, i.stride) for i in fpn.feature_info] == [
-        ("p2", 256, 4), ("p3", 256, 8), ("p4", 256, 16), ("p5", 256, 32)
+        ("p2", 256, 4),
+        ("p3", 256, 8),
+        ("p4", 256, 16),
+        ("p5", 256, 32),
     ]
     assert fpn.out_channels == 256
     resnet50 = featx.build("resnet50", overrides=["device=meta"])
@@ -163,7 +197,9 @@ def test_reference_extractors_have_the_documented_shape():
 
 def test_fixed_size_model_refuses_other_sizes():
     backbone = featx.build("maxvit_t", overrides=["device=meta"])
-    with pytest.raises(featx.InputShapeError, match=r"takes inputs of exactly 224x224 \(its spec's input_size\), got 256x224"):
+    with pytest.raises(
+        featx.InputShapeError, match=r"takes inputs of exactly 224x224 \(its spec's input_size\), got 256x224"
+    ):
         backbone(torch.empty(1, 3, 256, 224, device="meta"))
 
 

@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers import randomize_norm_statistics, save_state_dict
 from PIL import Image
 from torch.testing import assert_close
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import featx
-from featx.export import FORMATS, export_backbone
-from featx.extraction import ExtractOptions, extract
-from featx.image_transforms import image_transform
-
-from conftest import randomize_norm_statistics, save_state_dict
+from featx.spec.apps import ExtractOptions
+from featx.tasks.export import FORMATS, export_backbone
+from featx.tasks.extract.run import extract
+from featx.tasks.extract.transforms import image_transform
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -58,8 +58,9 @@ def test_pretrained_cuda_build_equals_intermediate_layer_getter_on_cuda(resnet18
     backbone = featx.build("resnet18", overrides=[f"weights='{weights}'", "device=cuda", f"norm={norm}"]).eval()
     assert all(t.device.type == "cuda" for _, t in _every_tensor(backbone))  # the assigned (mmap) tensors moved too
     # a copy: the module-scoped classifier stays on the CPU for the other tests
-    reference = (copy.deepcopy(classifier) if norm == "eval"
-                 else torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d))
+    reference = (
+        copy.deepcopy(classifier) if norm == "eval" else torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d)
+    )
     reference.load_state_dict(classifier.state_dict())
     getter = IntermediateLayerGetter(reference, {f"layer{i}": f"c{i + 1}" for i in range(1, 5)}).cuda().eval()
     x = torch.randn(2, 3, 96, 96, device="cuda")
@@ -128,8 +129,12 @@ def test_bfloat16_autocast_forward_is_close_to_float32():
         expected = backbone(x)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             actual = backbone(x)
-    assert [tuple(t.shape) for t in actual.values()] == [(2, 96, 16, 16), (2, 192, 8, 8), (2, 384, 4, 4),
-                                                         (2, 768, 2, 2)]
+    assert [tuple(t.shape) for t in actual.values()] == [
+        (2, 96, 16, 16),
+        (2, 192, 8, 8),
+        (2, 384, 4, 4),
+        (2, 768, 2, 2),
+    ]
     for name, tensor in actual.items():
         error = (tensor.float() - expected[name]).norm() / expected[name].norm()
         assert error < 0.05, (name, float(error))
@@ -180,8 +185,16 @@ def test_extract_on_cuda_stores_the_backbones_features(tmp_path, resnet18_weight
     for index in range(5):
         Image.fromarray(rng.integers(0, 256, (48 + index, 64, 3), dtype=np.uint8)).save(folder / f"{index}.png")
     spec = featx.load_spec("resnet18", overrides=["device=cuda", f"weights='{weights}'"])
-    options = ExtractOptions(input=str(folder), output=str(tmp_path / "out"), size=[64, 64], batch_size=2,
-                             workers=workers, shard_size=3, pooling="avg", progress=False)
+    options = ExtractOptions(
+        input=str(folder),
+        output=str(tmp_path / "out"),
+        size=[64, 64],
+        batch_size=2,
+        workers=workers,
+        shard_size=3,
+        pooling="avg",
+        progress=False,
+    )
     summary = extract(spec, options)
     assert (summary.images, summary.skipped) == (5, 0)
     stored = dict(featx.read_features(tmp_path / "out"))

@@ -6,16 +6,24 @@ from typing import Dict, List
 
 import pytest
 import torch
-from conftest import randomize_norm_statistics
+from helpers import randomize_norm_statistics
 from torch import nn
-from torchvision.models.detection import FCOS, FasterRCNN, KeypointRCNN, MaskRCNN, RetinaNet, fasterrcnn_resnet50_fpn
-from torchvision.models.detection import faster_rcnn, retinanet
+from torchvision.models.detection import (
+    FCOS,
+    FasterRCNN,
+    KeypointRCNN,
+    MaskRCNN,
+    RetinaNet,
+    faster_rcnn,
+    fasterrcnn_resnet50_fpn,
+    retinanet,
+)
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
 import featx
-from featx.detection import anchor_generator, pooled_level_names, roi_pooler
+from featx.tasks.detection import anchor_generator, pooled_level_names, roi_pooler
 
 SMALL = {"min_size": 64, "max_size": 96}  # torchvision's detection transform resizes to this
 EVAL_ALL = {"box_score_thresh": 0.0, **SMALL}  # untrained heads score low: keep every detection
@@ -49,8 +57,10 @@ def _targets(masks: bool = False, keypoints: int = 0) -> List[Dict[str, torch.Te
             for mask, (x0, y0, x1, y1) in zip(target["masks"], boxes, strict=True):
                 mask[int(y0) : int(y1), int(x0) : int(x1)] = 1
         if keypoints:
-            corners = [[[x0 + k * (x1 - x0) / keypoints, y0 + k * (y1 - y0) / keypoints, 1.0] for k in range(keypoints)]
-                       for x0, y0, x1, y1 in boxes]
+            corners = [
+                [[x0 + k * (x1 - x0) / keypoints, y0 + k * (y1 - y0) / keypoints, 1.0] for k in range(keypoints)]
+                for x0, y0, x1, y1 in boxes
+            ]
             target["keypoints"] = torch.tensor(corners)
         targets.append(target)
     return targets
@@ -63,7 +73,11 @@ def _detector(kind: str, family: str) -> nn.Module:
         return cls(bb, 3, anchor_generator=anchor_generator(bb, kind), score_thresh=0.0, detections_per_img=10, **SMALL)
     bb = _rcnn_backbone(family)
     common = dict(
-        rpn_anchor_generator=anchor_generator(bb), box_roi_pool=roi_pooler(bb), box_detections_per_img=10, box_batch_size_per_image=64, **EVAL_ALL
+        rpn_anchor_generator=anchor_generator(bb),
+        box_roi_pool=roi_pooler(bb),
+        box_detections_per_img=10,
+        box_batch_size_per_image=64,
+        **EVAL_ALL,
     )
     if kind == "faster_rcnn":
         return FasterRCNN(bb, num_classes=3, **common)
@@ -71,8 +85,14 @@ def _detector(kind: str, family: str) -> nn.Module:
         return MaskRCNN(bb, num_classes=3, mask_roi_pool=roi_pooler(bb, 14), **common)
     # a 2-layer keypoint head instead of the default 8 layers of 512 channels: the backbone is what is tested
     head = KeypointRCNNHeads(bb.out_channels, (64, 64))
-    return KeypointRCNN(bb, num_classes=3, keypoint_roi_pool=roi_pooler(bb, 14), keypoint_head=head,
-                        keypoint_predictor=KeypointRCNNPredictor(64, 4), **common)
+    return KeypointRCNN(
+        bb,
+        num_classes=3,
+        keypoint_roi_pool=roi_pooler(bb, 14),
+        keypoint_head=head,
+        keypoint_predictor=KeypointRCNNPredictor(64, 4),
+        **common,
+    )
 
 
 OUTPUT_KEYS = {
@@ -129,7 +149,9 @@ def test_detector_trains_one_step_and_detects(kind: str, family: str) -> None:
 def test_faster_rcnn_with_featx_backbone_equals_torchvisions_own() -> None:
     """Same weights in torchvision's fasterrcnn_resnet50_fpn and in FasterRCNN(featx resnet50_fpn): same detections."""
     torch.manual_seed(0)
-    reference = randomize_norm_statistics(fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **EVAL_ALL)).eval()
+    reference = randomize_norm_statistics(
+        fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **EVAL_ALL)
+    ).eval()
     bb = featx.build("resnet50_fpn", overrides=["device=cpu", "norm=eval", "fpn.extra_blocks=maxpool"])
     ours = FasterRCNN(bb, 91, rpn_anchor_generator=anchor_generator(bb), box_roi_pool=roi_pooler(bb), **EVAL_ALL).eval()
 
@@ -137,7 +159,11 @@ def test_faster_rcnn_with_featx_backbone_equals_torchvisions_own() -> None:
         return [t for key, t in module.state_dict().items() if not key.endswith("num_batches_tracked")]
 
     with torch.no_grad():
-        for source, target in ((reference.backbone, bb), (reference.rpn, ours.rpn), (reference.roi_heads, ours.roi_heads)):
+        for source, target in (
+            (reference.backbone, bb),
+            (reference.rpn, ours.rpn),
+            (reference.roi_heads, ours.roi_heads),
+        ):
             pairs = list(zip(tensors(source), tensors(target), strict=True))
             for theirs, mine in pairs:
                 mine.copy_(theirs)

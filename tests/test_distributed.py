@@ -6,11 +6,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import resnet18_spec
 from torch.nn.parallel import DistributedDataParallel
 
 import featx
-
-from conftest import resnet18_spec
 
 WORLD_SIZE = 2
 
@@ -31,8 +30,10 @@ def _train_one_rank(rank: int, init_file: str, out_dir: str) -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        torch.save({"initial": initial, "final": {k: v.detach() for k, v in backbone.named_parameters()}},
-                   f"{out_dir}/rank{rank}.pt")
+        torch.save(
+            {"initial": initial, "final": {k: v.detach() for k, v in backbone.named_parameters()}},
+            f"{out_dir}/rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 

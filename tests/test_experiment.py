@@ -213,6 +213,9 @@ def test_row_labels_show_what_else_a_sweep_varies(experiment):
         {"backbone": "resnet18", "overrides": ["backbone=resnet18", "head.features=all", "train.epochs=1"]},
         {"backbone": "vgg16", "overrides": ["backbone=vgg16", "head.features=last", "train.epochs=1"]},
     ]
-    assert experiment.row_labels(results) == ["resnet18 head.features=last", "resnet18 head.features=all",
-                                              "vgg16 head.features=last"]
+    assert experiment.row_labels(results) == [
+        "resnet18 head.features=last",
+        "resnet18 head.features=all",
+        "vgg16 head.features=last",
+    ]
     assert experiment.row_labels(results[:1]) == ["resnet18"]

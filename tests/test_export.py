@@ -8,11 +8,10 @@ import sys
 
 import pytest
 import torch
+from helpers import resnet18_spec
 
 import featx
-from featx.export import FORMATS, export_backbone
-
-from conftest import resnet18_spec
+from featx.tasks.export import FORMATS, export_backbone
 
 SPECS = {
     "plain": resnet18_spec(),
@@ -99,10 +98,14 @@ def test_export_refuses_to_overwrite_and_unknown_formats(tmp_path):
     backbone = featx.build(SPECS["plain"])
     path = tmp_path / "mine.pt2"
     path.write_text("keep me")
-    with pytest.raises(featx.ArgumentError, match=r"export path .*mine.pt2 exists; set overwrite \(export.overwrite=true\)"):
+    with pytest.raises(
+        featx.ArgumentError, match=r"export\.path: .*mine.pt2 exists; set overwrite \(export.overwrite=true\)"
+    ):
         export_backbone(backbone, path, "exported", (64, 64))
     assert path.read_text() == "keep me"
-    with pytest.raises(featx.ArgumentError, match=r"export format 'tflite' is unknown \(valid: torchscript, exported, onnx\)"):
+    with pytest.raises(
+        featx.ArgumentError, match=r"export format 'tflite' is unknown \(valid: torchscript, exported, onnx\)"
+    ):
         export_backbone(backbone, tmp_path / "x.tflite", "tflite", (64, 64))
     assert export_backbone(backbone, path, "exported", (64, 64), overwrite=True).max_abs_diff < 1e-4
 
@@ -111,16 +114,26 @@ def test_export_refuses_to_overwrite_and_unknown_formats(tmp_path):
 def test_featx_export_app_writes_a_checked_file(tmp_path):
     target = tmp_path / "out" / "r18.pt2"
     env = {**os.environ, "TMPDIR": str(tmp_path), "HYDRA_FULL_ERROR": "0"}
-    command = [sys.executable, "-m", "featx.cli.export", "backbone=resnet18_fpn", "export.format=exported",
-               f"export.path={target}", "export.height=64", "export.width=64", "backbone.device=cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "featx.cli.export",
+        "backbone=resnet18_fpn",
+        "export.format=exported",
+        f"export.path={target}",
+        "export.height=64",
+        "export.width=64",
+        "backbone.device=cpu",
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"featx-export: wrote {target} (exported, ")
     assert "max |export - eager| = " in result.stdout and target.is_file()
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 1
-    assert f"featx-export: error: export path {target} exists; set overwrite (export.overwrite=true)" in again.stderr
-    no_path = subprocess.run(command[:5] + command[6:], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=600)
+    assert f"featx-export: error: export.path: {target} exists; set overwrite (export.overwrite=true)" in again.stderr
+    no_path = subprocess.run(
+        command[:5] + command[6:], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert no_path.returncode == 1
     assert "featx-export: error: export.path: missing; give it on the command line (export.path=...)" in no_path.stderr

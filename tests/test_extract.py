@@ -19,9 +19,10 @@ from safetensors import safe_open
 from torchvision.models import ResNet18_Weights
 
 import featx
-from featx.extraction import ExtractOptions, _settings, extract
-from featx.feature_store import METADATA_KEY, FeatureStore
-from featx.image_transforms import image_transform, resolve_transform_name
+from featx.spec.apps import ExtractOptions
+from featx.tasks.extract.run import _settings, extract
+from featx.tasks.extract.store import METADATA_KEY, FeatureStore
+from featx.tasks.extract.transforms import image_transform, resolve_transform_name
 
 BIN = Path(sys.executable).parent
 
@@ -56,15 +57,18 @@ def images(tmp_path) -> Path:
 
 
 def _options(images: Path, output: Path, **changes) -> ExtractOptions:
-    settings = dict(input=str(images), output=str(output), size=[64, 64], batch_size=3, workers=0, shard_size=4,
-                    progress=False)
+    settings = dict(
+        input=str(images), output=str(output), size=[64, 64], batch_size=3, workers=0, shard_size=4, progress=False
+    )
     settings.update(changes)
     return ExtractOptions(**settings)
 
 
 def _spec(weights_file: str, **changes) -> featx.BackboneSpec:
-    return featx.load_spec("resnet18", overrides=["device=cpu", f"weights={weights_file}"]
-                           + [f"{key}={value}" for key, value in changes.items()])
+    return featx.load_spec(
+        "resnet18",
+        overrides=["device=cpu", f"weights={weights_file}"] + [f"{key}={value}" for key, value in changes.items()],
+    )
 
 
 def _reference_features(spec: featx.BackboneSpec, paths: List[Path]) -> Dict[str, Dict[str, torch.Tensor]]:
@@ -110,8 +114,9 @@ def test_features_equal_the_backbone_on_each_image_and_bad_files_are_listed(imag
     assert skipped["notes.txt"] == "not an image file (extension '.txt')"
     assert skipped["broken.jpg"].startswith("unreadable image (OSError: ")  # a JPEG header, then garbage
     rows = [entry for entry in manifest if "skipped" not in entry]
-    assert all(entry["shapes"] == {"c4": [256, 4, 4], "c5": [512, 2, 2]} and entry["dtype"] == "float32"
-               for entry in rows)
+    assert all(
+        entry["shapes"] == {"c4": [256, 4, 4], "c5": [512, 2, 2]} and entry["dtype"] == "float32" for entry in rows
+    )
     assert sorted((entry["shard"], entry["row"]) for entry in rows) == sorted(
         [("shards/shard-r000-00001.safetensors", row) for row in range(4)]
         + [("shards/shard-r000-00002.safetensors", row) for row in range(3)]
@@ -151,8 +156,11 @@ def test_other_settings_are_refused_and_overwrite_keeps_foreign_files(images, tm
     (output / "my_notes.md").write_text("mine")
     (output / "shards" / "keep.bin").write_bytes(b"mine too")
     other = _spec(weights_file, frozen_stages=2)
-    with pytest.raises(featx.ArgumentError, match=r"extract.output: .* holds features made with other settings "
-                                                  r"\(differing: backbone.frozen_stages\).*extract.overwrite=true"):
+    with pytest.raises(
+        featx.ArgumentError,
+        match=r"extract.output: .* holds features made with other settings "
+        r"\(differing: backbone.frozen_stages\).*extract.overwrite=true",
+    ):
         extract(other, _options(images, output))
     with pytest.raises(featx.ArgumentError, match=r"differing: pooling"):
         extract(_spec(weights_file), _options(images, output, pooling="max"))
@@ -228,17 +236,33 @@ def _run_app(*args: str, launcher=(), cwd=None) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_write_disjoint_shards_and_one_manifest(images, tmp_path, weights_file):
-    args = [f"backbone.weights={weights_file}", "backbone=resnet18", f"extract.input={images}",
-            "extract.size=[64,64]", "extract.workers=0", "extract.shard_size=2", "extract.progress=false",
-            f"hydra.run.dir={tmp_path / 'hydra'}"]
-    launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                "-m", "featx.cli.extract")
+    args = [
+        f"backbone.weights={weights_file}",
+        "backbone=resnet18",
+        f"extract.input={images}",
+        "extract.size=[64,64]",
+        "extract.workers=0",
+        "extract.shard_size=2",
+        "extract.progress=false",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
+    launcher = (
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "featx.cli.extract",
+    )
     process = _run_app(*args, f"extract.output={tmp_path / 'two'}", launcher=launcher)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert "holds features of 7 images, 2 skipped" in out
     shards = [shard.name for shard in FeatureStore(tmp_path / "two").shards()]
-    assert any(name.startswith("shard-r000") for name in shards) and any(name.startswith("shard-r001") for name in shards)
+    assert any(name.startswith("shard-r000") for name in shards) and any(
+        name.startswith("shard-r001") for name in shards
+    )
     everything = sorted(str(p.resolve()) for p in images.rglob("*") if p.is_file())
     assert sorted(_all_shard_images(tmp_path / "two")) == everything  # each file once, none missing
 
@@ -258,9 +282,17 @@ def test_killed_run_resumes_with_every_image_exactly_once(tmp_path, weights_file
     for index in range(240):
         _save_image(folder / f"{index:03d}.png", "RGB", size=(32, 32), seed=index)
     output = tmp_path / "out"
-    process = _run_app("backbone=resnet18", f"backbone.weights={weights_file}", f"extract.input={folder}",
-                       f"extract.output={output}", "extract.size=[64,64]", "extract.batch_size=1",
-                       "extract.shard_size=2", "extract.workers=0", f"hydra.run.dir={tmp_path / 'hydra'}")
+    process = _run_app(
+        "backbone=resnet18",
+        f"backbone.weights={weights_file}",
+        f"extract.input={folder}",
+        f"extract.output={output}",
+        "extract.size=[64,64]",
+        "extract.batch_size=1",
+        "extract.shard_size=2",
+        "extract.workers=0",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    )
     deadline = time.monotonic() + 120
     while not FeatureStore(output).shards() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
@@ -295,8 +327,11 @@ def test_a_folder_another_run_writes_to_is_refused_and_left_alone(images, tmp_pa
     partial = output / "shards" / ".shard-r000-00001.safetensors.partial"  # the other run's shard being written
     partial.write_bytes(b"half")
     with FeatureStore(output).exclusive():
-        with pytest.raises(featx.ArgumentError, match=rf"extract.output: {output} is in use by another "
-                                                      r"featx-extract run .*wait for that run to finish"):
+        with pytest.raises(
+            featx.ArgumentError,
+            match=rf"extract.output: {output} is in use by another "
+            r"featx-extract run .*wait for that run to finish",
+        ):
             extract(_spec(weights_file), _options(images, output))
         assert partial.exists() and not (output / "featx-extract.json").exists()
     assert extract(_spec(weights_file), _options(images, output)).images == 7  # free again: runs, cleans up
@@ -311,8 +346,11 @@ def test_an_output_that_cannot_be_created_is_named(images, tmp_path, weights_fil
 
 def test_app_reports_bad_input_without_a_traceback(tmp_path):
     (tmp_path / "empty").mkdir()
-    process = _run_app(f"extract.input={tmp_path / 'empty'}", f"extract.output={tmp_path / 'out'}",
-                       f"hydra.run.dir={tmp_path / 'hydra'}")
+    process = _run_app(
+        f"extract.input={tmp_path / 'empty'}",
+        f"extract.output={tmp_path / 'out'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    )
     out, err = process.communicate(timeout=120)
     assert process.returncode == 1
     assert "featx-extract: error: extract.input: the folder" in err and "Traceback" not in err

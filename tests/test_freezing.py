@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import resnet18_spec
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import featx
-
-from conftest import resnet18_spec
 
 
 def _norm_state(module: nn.Module):

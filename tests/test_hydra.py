@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 import featx
 from featx.cli import propose as propose_cli
-from featx.resources import backbone_names, config_dir
+from featx.spec.config_files import backbone_names, config_dir
 
 
 def _compose(overrides):
@@ -35,8 +35,10 @@ def test_compose_with_overrides_and_instantiate():
 
 def test_instantiate_and_build_agree_for_every_conf_file(backbone_name):
     cfg = _compose([f"backbone={backbone_name}", "backbone.device=meta"])
-    assert instantiate(cfg.backbone).spec == featx.build(cfg.backbone).spec == featx.load_spec(
-        backbone_name, overrides=["device=meta"]
+    assert (
+        instantiate(cfg.backbone).spec
+        == featx.build(cfg.backbone).spec
+        == featx.load_spec(backbone_name, overrides=["device=meta"])
     )
 
 
@@ -90,7 +92,9 @@ def workdirs(tmp_path):
 
 def test_app_prints_the_table_and_leaves_the_working_directory_alone(workdirs):
     cwd, tmp = workdirs
-    result = _run_app(["backbone=resnet50_fpn", "backbone.fpn.out_channels=128", "input.height=64", "input.width=96"], cwd, tmp)
+    result = _run_app(
+        ["backbone=resnet50_fpn", "backbone.fpn.out_channels=128", "input.height=64", "input.width=96"], cwd, tmp
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("featx backbone=resnet50_fpn (resnet50) | weights: random init")
@@ -158,9 +162,7 @@ def test_app_sweeps_a_glob_of_conf_backbones(workdirs):
     """Hydra's glob sweep over the backbone group (every file composes: test_instantiate_and_build_agree...)."""
     cwd, tmp = workdirs
     sweep_dir = tmp / "sweep"
-    result = _run_app(
-        ["-m", "backbone=glob(*_fpn)", "run=false", f"hydra.sweep.dir={sweep_dir}"], cwd, tmp
-    )
+    result = _run_app(["-m", "backbone=glob(*_fpn)", "run=false", f"hydra.sweep.dir={sweep_dir}"], cwd, tmp)
     assert result.returncode == 0, result.stderr
     titles = [line for line in result.stdout.splitlines() if line.startswith("featx backbone=")]
     swept = sorted(title.split()[1].split("=")[1] for title in titles)
@@ -195,7 +197,8 @@ def test_app_refuses_a_user_file_that_shadows_a_packaged_name(workdirs):
     result = _run_app(["hydra.searchpath=[file://my_configs]", "backbone=resnet18", "run=false"], cwd, tmp)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"featx: error: backbone=resnet18 names 2 files on the config search path: {config_dir() / 'backbone' / 'resnet18.yaml'}"
+        "featx: error: backbone=resnet18 names 2 files on the config search path: "
+        f"{config_dir() / 'backbone' / 'resnet18.yaml'}"
         " (which Hydra would use) and my_configs/backbone/resnet18.yaml (ignored). Rename your file, e.g. to "
         "my_resnet18.yaml"
     )

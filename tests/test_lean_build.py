@@ -9,10 +9,20 @@ import torch
 import torchvision
 
 import featx
-from featx.zoo import _SkipValueWritesOnMeta
+from featx.models.meta_construction import SkipValueWritesOnMeta
 
-MODELS = ["vgg16", "resnet50", "convnext_tiny", "regnet_y_400mf", "swin_t", "efficientnet_b0", "mobilenet_v3_large",
-          "densenet121", "inception_v3", "maxvit_t"]
+MODELS = [
+    "vgg16",
+    "resnet50",
+    "convnext_tiny",
+    "regnet_y_400mf",
+    "swin_t",
+    "efficientnet_b0",
+    "mobilenet_v3_large",
+    "densenet121",
+    "inception_v3",
+    "maxvit_t",
+]
 
 
 def _pairs(backbone: featx.Backbone, reference: torch.nn.Module):
@@ -61,7 +71,7 @@ def test_meta_construction_skips_kaiming_uniform():
     mode). On a 1-D tensor it raises (no fan-in), so returning quietly on meta shows it was skipped, not run; on a
     real tensor it still runs."""
     on_meta = torch.empty(3, device="meta")
-    with _SkipValueWritesOnMeta():
+    with SkipValueWritesOnMeta():
         assert torch.nn.init.kaiming_uniform_(on_meta) is on_meta
         with pytest.raises(ValueError, match="Fan in and fan out can not be computed"):
             torch.nn.init.kaiming_uniform_(torch.empty(3))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import pytest
 import yaml
 from omegaconf import OmegaConf
 
 import featx
-from featx.loader import INSTANTIATE_TARGET, SCHEMA_DEFAULTS
-from featx.resources import config_dir
+from featx.spec.config_files import config_dir
+from featx.spec.load import INSTANTIATE_TARGET, SCHEMA_DEFAULTS
 
 
 def test_every_source_kind_resolves_to_the_same_spec(tmp_path):
@@ -27,7 +26,9 @@ def test_every_source_kind_resolves_to_the_same_spec(tmp_path):
 
 
 def test_overrides_use_hydra_grammar_relative_to_the_backbone_node():
-    spec = featx.load_spec("resnet50_fpn", overrides=["fpn.out_channels=128", "frozen_stages=1", "out_features=[c3,c4,c5]"])
+    spec = featx.load_spec(
+        "resnet50_fpn", overrides=["fpn.out_channels=128", "frozen_stages=1", "out_features=[c3,c4,c5]"]
+    )
     assert spec.fpn.out_channels == 128 and spec.frozen_stages == 1 and spec.out_features == ["c3", "c4", "c5"]
 
 
@@ -47,7 +48,9 @@ def test_a_sweep_override_is_rejected():
 
 
 def test_an_override_with_a_broken_interpolation_is_a_spec_error():
-    with pytest.raises(featx.SpecError, match=r"resnet50\.yaml: backbone\.model: Interpolation key 'missing' not found"):
+    with pytest.raises(
+        featx.SpecError, match=r"resnet50\.yaml: backbone\.model: Interpolation key 'missing' not found"
+    ):
         featx.load_spec("resnet50", overrides=["model=${missing}"])
 
 
@@ -95,7 +98,12 @@ def test_a_target_smuggled_into_a_file_is_refused_and_never_called(tmp_path):
     path = tmp_path / "evil.yaml"
     path.write_text(
         yaml.safe_dump(
-            {"_target_": "pathlib.Path.touch", "self": str(marker), "model": "resnet18", "stages": {"a": {"modules": ["conv1"]}}}
+            {
+                "_target_": "pathlib.Path.touch",
+                "self": str(marker),
+                "model": "resnet18",
+                "stages": {"a": {"modules": ["conv1"]}},
+            }
         )
     )
     with pytest.raises(featx.SpecError, match=r"backbone\._target_: 'pathlib.Path.touch' is refused"):

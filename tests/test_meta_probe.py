@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from featx.meta_probe import shape_only_layers
+from featx.construct.probe import shape_only_layers
 
 
 def _model() -> nn.Sequential:
@@ -21,8 +21,17 @@ def _model() -> nn.Sequential:
             return x.permute(*self.dims)
 
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Hardswish(), Permute(0, 2, 3, 1),
-        nn.LayerNorm(8), nn.Linear(8, 32), nn.GELU(), nn.Dropout(0.5), nn.Linear(32, 16), Permute(0, 3, 1, 2),
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Hardswish(),
+        Permute(0, 2, 3, 1),
+        nn.LayerNorm(8),
+        nn.Linear(8, 32),
+        nn.GELU(),
+        nn.Dropout(0.5),
+        nn.Linear(32, 16),
+        Permute(0, 3, 1, 2),
     )
 
 
@@ -36,12 +45,15 @@ def test_meta_shapes_equal_the_real_layers_shapes():
     assert meta.is_meta and meta.shape == real.shape == (2, 16, 9, 12)
 
 
-@pytest.mark.parametrize("layer, shape, error, message", [
-    (nn.Linear(8, 4), (2, 5), RuntimeError, r"Linear\(8, 4\) got an input of shape \(2, 5\)"),
-    (nn.LayerNorm(8), (2, 5), RuntimeError, r"LayerNorm\(\(8,\)\) got an input of shape \(2, 5\)"),
-    (nn.BatchNorm2d(8), (2, 5, 3, 3), RuntimeError, r"BatchNorm2d\(8\) got an input of shape \(2, 5, 3, 3\)"),
-    (nn.BatchNorm2d(8), (2, 8, 3), ValueError, r"expected 4D input \(got 3D input\)"),
-])
+@pytest.mark.parametrize(
+    "layer, shape, error, message",
+    [
+        (nn.Linear(8, 4), (2, 5), RuntimeError, r"Linear\(8, 4\) got an input of shape \(2, 5\)"),
+        (nn.LayerNorm(8), (2, 5), RuntimeError, r"LayerNorm\(\(8,\)\) got an input of shape \(2, 5\)"),
+        (nn.BatchNorm2d(8), (2, 5, 3, 3), RuntimeError, r"BatchNorm2d\(8\) got an input of shape \(2, 5, 3, 3\)"),
+        (nn.BatchNorm2d(8), (2, 8, 3), ValueError, r"expected 4D input \(got 3D input\)"),
+    ],
+)
 def test_a_wrong_input_is_refused_as_the_real_layer_refuses_it(layer, shape, error, message):
     with pytest.raises(error):
         layer(torch.zeros(shape))  # the real layer refuses it with the same exception type

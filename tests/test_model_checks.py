@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from helpers import resnet18_spec
 
 import featx
-from featx.plan import plan_backbone
-
-from conftest import resnet18_spec
+from featx.construct.meta_model import MetaModel
+from featx.construct.plan import plan_backbone
 
 
 def _plan(spec):
-    return plan_backbone(featx.load_spec(spec))
+    spec = featx.load_spec(spec)
+    return plan_backbone(spec, MetaModel.create(spec.model).model)
 
 
 def test_unknown_model_suggests_the_closest_names():
@@ -50,39 +51,65 @@ def test_missing_module_path_lists_the_children_that_exist():
 
 
 def test_missing_dotted_path_names_the_parent():
-    with pytest.raises(featx.SpecError, match=r"'layer1\.7' not found: 'layer1' has no child '7' \(its children: 0, 1\)"):
+    with pytest.raises(
+        featx.SpecError, match=r"'layer1\.7' not found: 'layer1' has no child '7' \(its children: 0, 1\)"
+    ):
         _plan(resnet18_spec(stages={"c2": {"modules": ["conv1", "layer1.7"]}}))
 
 
 def test_dotted_paths_select_nested_blocks():
-    plan = _plan(resnet18_spec(stages={"a": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1.0"]}, "b": {"modules": ["layer1.1"]}}))
+    plan = _plan(
+        resnet18_spec(
+            stages={"a": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1.0"]}, "b": {"modules": ["layer1.1"]}}
+        )
+    )
     assert [(s.name, s.channels, s.stride) for s in plan.stages] == [("a", 64, 4), ("b", 64, 4)]
 
 
 def test_a_module_in_two_stages_is_rejected():
-    spec = resnet18_spec(stages={"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c3": {"modules": ["layer1.1", "layer2"]}})
+    spec = resnet18_spec(
+        stages={
+            "c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]},
+            "c3": {"modules": ["layer1.1", "layer2"]},
+        }
+    )
     with pytest.raises(featx.SpecError, match=r"backbone\.stages\.c3: 'layer1\.1' overlaps 'layer1' of stage 'c2'"):
         _plan(spec)
 
 
 def test_stages_that_do_not_chain_name_the_failing_stage():
-    spec = resnet18_spec(stages={"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c4": {"modules": ["layer3"]}})
+    spec = resnet18_spec(
+        stages={"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c4": {"modules": ["layer3"]}}
+    )
     with pytest.raises(featx.SpecError) as caught:
         _plan(spec)
-    assert str(caught.value).startswith("backbone.stages.c4: running the stages in order fails at this stage (layer3): ")
+    assert str(caught.value).startswith(
+        "backbone.stages.c4: running the stages in order fails at this stage (layer3): "
+    )
     assert "Hint:" in str(caught.value)
 
 
 def test_a_stage_whose_output_is_not_a_feature_map_is_rejected():
-    spec = {"model": "swin_t", "layout": "nhwc", "stages": {"body": {"modules": ["features"]}, "head": {"modules": ["norm", "permute", "avgpool", "flatten"]}}}
+    spec = {
+        "model": "swin_t",
+        "layout": "nhwc",
+        "stages": {"body": {"modules": ["features"]}, "head": {"modules": ["norm", "permute", "avgpool", "flatten"]}},
+    }
     with pytest.raises(featx.SpecError) as caught:
         _plan(spec)
     assert str(caught.value) == "backbone.stages.head: output is not a 4-D feature map (got (1, 768))"
 
 
 def test_a_stage_ending_on_a_global_pool_is_rejected():
-    spec = resnet18_spec(stages={"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "pooled": {"modules": ["layer2", "avgpool"]}})
-    with pytest.raises(featx.SpecError, match=r"backbone\.stages\.pooled: output size 1x1 does not change with the input size"):
+    spec = resnet18_spec(
+        stages={
+            "c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]},
+            "pooled": {"modules": ["layer2", "avgpool"]},
+        }
+    )
+    with pytest.raises(
+        featx.SpecError, match=r"backbone\.stages\.pooled: output size 1x1 does not change with the input size"
+    ):
         _plan(spec)
 
 
@@ -91,7 +118,11 @@ def test_a_stage_ending_on_a_global_pool_is_rejected():
     [("resnet18", "nhwc", "set layout: nchw"), ("swin_t", "nchw", "set layout: nhwc")],
 )
 def test_a_layout_that_does_not_fit_the_outputs_is_rejected(model, layout, expected):
-    stages = {"a": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}} if model == "resnet18" else {"a": {"modules": ["features"]}}
+    stages = (
+        {"a": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}}
+        if model == "resnet18"
+        else {"a": {"modules": ["features"]}}
+    )
     with pytest.raises(featx.SpecError) as caught:
         _plan({"model": model, "layout": layout, "stages": stages})
     assert str(caught.value).startswith(f"backbone.layout: '{layout}' does not fit stage 'a'")
@@ -99,12 +130,23 @@ def test_a_layout_that_does_not_fit_the_outputs_is_rejected(model, layout, expec
 
 
 def test_swin_with_nhwc_layout_reads_channels_from_the_last_dimension():
-    plan = _plan({"model": "swin_t", "layout": "nhwc", "source": "features", "stages": {"s1": {"slice": [0, 2]}, "s2": {"slice": [2, 4]}}})
+    plan = _plan(
+        {
+            "model": "swin_t",
+            "layout": "nhwc",
+            "source": "features",
+            "stages": {"s1": {"slice": [0, 2]}, "s2": {"slice": [2, 4]}},
+        }
+    )
     assert [(s.channels, s.stride) for s in plan.stages] == [(96, 4), (192, 8)]
 
 
 def test_a_slice_after_a_modules_stage_must_continue_where_it_ended():
-    spec = {"model": "vgg16", "source": "features", "stages": {"a": {"modules": ["features.0"]}, "b": {"slice": [2, 9]}}}
+    spec = {
+        "model": "vgg16",
+        "source": "features",
+        "stages": {"a": {"modules": ["features.0"]}, "b": {"slice": [2, 9]}},
+    }
     with pytest.raises(featx.SpecError) as caught:
         _plan(spec)
     assert str(caught.value) == (
@@ -116,7 +158,10 @@ def test_a_slice_after_a_modules_stage_must_continue_where_it_ended():
 
 
 def test_fpn_levels_with_equal_strides_are_rejected():
-    spec = resnet18_spec(stages={"stem": {"modules": ["conv1", "bn1", "relu", "maxpool"]}, "c2": {"modules": ["layer1"]}}, fpn={"out_channels": 32})
+    spec = resnet18_spec(
+        stages={"stem": {"modules": ["conv1", "bn1", "relu", "maxpool"]}, "c2": {"modules": ["layer1"]}},
+        fpn={"out_channels": 32},
+    )
     with pytest.raises(featx.SpecError, match=r"backbone\.fpn: FPN levels need strictly increasing strides"):
         _plan(spec)
 

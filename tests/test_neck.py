@@ -6,11 +6,10 @@ import itertools
 
 import pytest
 import torch
+from helpers import resnet18_spec
 from torchvision.ops import FeaturePyramidNetwork
 
 import featx
-
-from conftest import resnet18_spec
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from featx.resources import backbone_names
+from featx.spec.config_files import backbone_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,10 @@ def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
-        check=True, capture_output=True, text=True, timeout=300,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     (path,) = out.glob("featx-*.whl")
     return path
@@ -38,22 +41,32 @@ def test_installed_wheel_builds_by_name_and_runs_the_app(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-        check=True, capture_output=True, text=True, timeout=300,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target), "TMPDIR": str(tmp_path)}
     probe = (
-        "import featx, featx.resources as r; "
-        "print(r.config_dir()); print(featx.__file__); print(featx.build('resnet34', overrides=['device=cpu']).out_channels)"
+        "import featx, featx.spec.config_files as r; "
+        "print(r.config_dir()); print(featx.__file__); "
+        "print(featx.build('resnet34', overrides=['device=cpu']).out_channels)"
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     config, module, channels = result.stdout.split()
     assert Path(config) == target / "featx" / "conf" and Path(module).is_relative_to(target) and channels == "256"
     app = subprocess.run(
         [sys.executable, "-m", "featx", "backbone=resnet34", "input.height=64", "input.width=64"],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert app.returncode == 0, app.stderr
     assert app.stdout.startswith("featx backbone=resnet34 (resnet34)")

@@ -12,8 +12,8 @@ import yaml
 import featx
 from featx.cli import catalog
 from featx.cli import propose as propose_cli
-from featx.proposal import analyse
-from featx.resources import backbone_names
+from featx.construct.propose import analyse
+from featx.spec.config_files import backbone_names
 
 ALL_MODELS = sorted(torchvision.models.list_models(module=torchvision.models))
 #: the design's hand-written reference extractors; every other packaged file is propose's output
@@ -52,15 +52,18 @@ def test_propose_cuts_at_the_last_module_of_each_stride():
 def test_propose_opens_containers_and_skips_side_branches():
     regnet = analyse("regnet_y_400mf")  # constructor cannot run on meta; trunk_output spans strides 4..32
     assert [stage.paths for stage in regnet.stages] == [
-        ("stem", "trunk_output.block1"), ("trunk_output.block2",), ("trunk_output.block3",), ("trunk_output.block4",)
+        ("stem", "trunk_output.block1"),
+        ("trunk_output.block2",),
+        ("trunk_output.block3",),
+        ("trunk_output.block4",),
     ]
     inception = analyse("inception_v3")
-    assert inception.left_out == ("AuxLogits",) and "AuxLogits" not in str(inception.spec["stages"])
+    assert inception.left_out == ("AuxLogits",) and "AuxLogits" not in str(inception.spec.stages)
     assert inception.head == ("avgpool", "dropout", "fc")
     swin = analyse("swin_t")
-    assert swin.spec["layout"] == "nhwc" and swin.stages[-1].paths == ("features.6", "features.7", "norm")
+    assert swin.spec.layout == "nhwc" and swin.stages[-1].paths == ("features.6", "features.7", "norm")
     maxvit = analyse("maxvit_t")  # takes 224x224 only
-    assert maxvit.spec["input_size"] == [224, 224]
+    assert maxvit.spec.input_size == [224, 224]
     assert [stage.paths for stage in maxvit.stages][1:] == [("blocks.1",), ("blocks.2",), ("blocks.3",)]
 
 
@@ -71,7 +74,12 @@ def test_propose_with_fpn_and_frozen_stages():
     assert backbone.frozen_stage_names == ("c2", "c3")
     with torch.inference_mode():
         outputs = backbone(torch.randn(1, 3, 97, 131))
-    assert [tuple(v.shape) for v in outputs.values()] == [(1, 64, 25, 33), (1, 64, 13, 17), (1, 64, 7, 9), (1, 64, 4, 5)]
+    assert [tuple(v.shape) for v in outputs.values()] == [
+        (1, 64, 25, 33),
+        (1, 64, 13, 17),
+        (1, 64, 7, 9),
+        (1, 64, 4, 5),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -92,9 +100,10 @@ def test_vit_error_explains_the_single_stride():
     with pytest.raises(featx.ArgumentError) as error:
         featx.propose("vit_b_16")
     assert str(error.value) == (
-        "propose(): 'vit_b_16' has no spatial hierarchy to cut into stages: its feature maps (conv_proj) have stride 16 "
-        "only, and what follows (encoder, heads) works on other shapes (token sequences), while a backbone needs at "
-        "least two strides >= 4. featx builds hierarchical models (CNNs, Swin, MaxViT); a plain ViT has a single stride"
+        "propose(): 'vit_b_16' has no spatial hierarchy to cut into stages: its feature maps (conv_proj) have "
+        "stride 16 only, and what follows (encoder, heads) works on other shapes (token sequences), while a backbone "
+        "needs at least two strides >= 4. featx builds hierarchical models (CNNs, Swin, MaxViT); a plain ViT has a "
+        "single stride"
     )
 
 
@@ -103,7 +112,9 @@ def test_featx_propose_cli_prints_a_commented_spec_that_builds(capsys, tmp_path)
     text = capsys.readouterr().out
     assert text.startswith("# googlenet as c2, c3, c4, c5: strides 4, 8, 16, 32; channels 192, 480, 832, 1024;")
     assert "Not part of the backbone: aux1, aux2, avgpool, dropout, fc" in text
-    assert re.search(r"^  c5: \{modules: \[maxpool4, inception5a, inception5b\]\} +# stride 32, 1024 channels$", text, re.M)
+    assert re.search(
+        r"^  c5: \{modules: \[maxpool4, inception5a, inception5b\]\} +# stride 32, 1024 channels$", text, re.M
+    )
     assert "torchvision publishes GoogLeNet_Weights.IMAGENET1K_V1" in text
     path = tmp_path / "googlenet_fpn.yaml"
     path.write_text(text)
@@ -135,7 +146,9 @@ def test_featx_propose_cli_reports_errors_without_a_traceback(capsys):
 def test_featx_list_shows_the_table_and_flags_shadowed_user_files(tmp_path, capsys):
     user = tmp_path / "my_configs"
     (user / "backbone").mkdir(parents=True)
-    (user / "backbone" / "resnet18.yaml").write_text((featx.resources.config_dir() / "backbone" / "resnet18.yaml").read_text())
+    (user / "backbone" / "resnet18.yaml").write_text(
+        (featx.spec.config_files.config_dir() / "backbone" / "resnet18.yaml").read_text()
+    )
     propose_cli.main(["squeezenet1_1", "-o", str(user / "backbone" / "tiny.yaml")])
     catalog.main(["resnet18", "tiny", "resnet50_fpn", "maxvit_t", "--config-dir", str(user)])
     lines = capsys.readouterr().out.splitlines()

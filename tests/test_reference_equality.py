@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from helpers import randomize_norm_statistics, save_state_dict
 from torch.testing import assert_close
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -12,8 +13,6 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import featx
-
-from conftest import randomize_norm_statistics, save_state_dict
 
 
 def test_vgg16_blocks_equal_features_slices_in_sequence(tmp_path):

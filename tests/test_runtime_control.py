@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import resnet18_spec
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import featx
-
-from conftest import resnet18_spec
 
 
 def _trainable_stages(backbone):
@@ -91,7 +90,9 @@ def test_reinit_resets_convs_and_norms_of_the_named_stages_only():
     assert abs(weights.std().item() - 0.01) < 0.001 and abs(weights.mean().item()) < 0.001
     norms = [m for m in backbone.stages["c4"].modules() if isinstance(m, _BatchNorm)]
     for norm in norms:
-        assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and torch.equal(norm.bias, torch.zeros_like(norm.bias))
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and torch.equal(
+            norm.bias, torch.zeros_like(norm.bias)
+        )
         assert torch.equal(norm.running_mean, torch.zeros_like(norm.running_mean))
         assert torch.equal(norm.running_var, torch.ones_like(norm.running_var))
     assert all(torch.equal(v, backbone.stages["c3"].state_dict()[k]) for k, v in untouched.items())

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from helpers import resnet18_spec
 
 import featx
-from featx.spec import BackboneSpec, StageSpec, validate_spec
-
-from conftest import resnet18_spec
+from featx.spec.schema import BackboneSpec, StageSpec
+from featx.spec.validate import validate_spec
 
 VGG = {
     "model": "vgg16",
@@ -39,10 +39,22 @@ def _vgg(**changes):
         (_vgg(stages={"c1": {"slice": [0, 4, 8]}}), "backbone.stages.c1.slice", "expected [start, end]"),
         (_vgg(stages={"c1": {"slice": [-1, 4]}}), "backbone.stages.c1.slice", "negative"),
         (_vgg(stages={"c1": {"slice": [2, 4]}}), "backbone.stages.c1.slice", "children 0..1 would never run"),
-        (_vgg(stages={"c1": {"slice": [0, 4]}, "c2": {"slice": [3, 9]}}), "backbone.stages.c2.slice", "overlaps stage 'c1'"),
-        (_vgg(stages={"c1": {"slice": [0, 4]}, "c2": {"slice": [5, 9]}}), "backbone.stages.c2.slice", "4..4 would never run"),
+        (
+            _vgg(stages={"c1": {"slice": [0, 4]}, "c2": {"slice": [3, 9]}}),
+            "backbone.stages.c2.slice",
+            "overlaps stage 'c1'",
+        ),
+        (
+            _vgg(stages={"c1": {"slice": [0, 4]}, "c2": {"slice": [5, 9]}}),
+            "backbone.stages.c2.slice",
+            "4..4 would never run",
+        ),
         (resnet18_spec(stages={"c2": {"modules": []}}), "backbone.stages.c2.modules", "empty list"),
-        (resnet18_spec(stages={"c2": {"modules": ["layer1..0"]}}), "backbone.stages.c2.modules[0]", "not a module path"),
+        (
+            resnet18_spec(stages={"c2": {"modules": ["layer1..0"]}}),
+            "backbone.stages.c2.modules[0]",
+            "not a module path",
+        ),
         (resnet18_spec(stages={"2c": {"modules": ["conv1"]}}), "backbone.stages.2c", "identifier"),
         # outputs and freezing
         (resnet18_spec(out_features=["c5"]), "backbone.out_features[0]", "unknown stage 'c5'"),
@@ -51,7 +63,11 @@ def _vgg(**changes):
         (resnet18_spec(out_features=[]), "backbone.out_features", "use null"),
         (resnet18_spec(frozen_stages=-1), "backbone.frozen_stages", "valid: 0..3"),
         (resnet18_spec(frozen_stages=4), "backbone.frozen_stages", "valid: 0..3"),
-        (resnet18_spec(frozen_stages=3, out_features=["c3"]), "backbone.frozen_stages", "valid: 0..2 (kept stages: c2, c3)"),
+        (
+            resnet18_spec(frozen_stages=3, out_features=["c3"]),
+            "backbone.frozen_stages",
+            "valid: 0..2 (kept stages: c2, c3)",
+        ),
         # fixed choices
         (resnet18_spec(norm="batch"), "backbone.norm", "valid: frozen, eval, train, sync"),
         (resnet18_spec(layout="nwhc"), "backbone.layout", "valid: nchw, nhwc"),

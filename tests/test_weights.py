@@ -7,13 +7,14 @@ import os
 import pytest
 import torch
 import torchvision
+from helpers import randomize_norm_statistics, resnet18_spec
 from torchvision.models._utils import IntermediateLayerGetter
 
 import featx
-from featx.plan import plan_backbone
-from featx.weights import OFFLINE_VARIABLE, cached_weights_path, load_kept_weights, read_checkpoint
-
-from conftest import randomize_norm_statistics, resnet18_spec
+from featx.construct.checkpoint import read_checkpoint
+from featx.construct.meta_model import MetaModel
+from featx.construct.plan import plan_backbone
+from featx.models.weights_enums import OFFLINE_VARIABLE, cached_weights_path
 
 C2_C3 = {"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c3": {"modules": ["layer2"]}}
 
@@ -126,7 +127,9 @@ def test_a_checkpoint_carrying_pickled_code_is_refused_and_never_runs(tmp_path, 
     marker = tmp_path / "payload-ran"
     path = tmp_path / "malicious.pth"
     torch.save({"state_dict": classifier.state_dict(), "payload": _Payload(marker)}, path)
-    with pytest.raises(featx.WeightsError, match="holds more than tensors and is refused .*: Unsupported global: GLOBAL io.open$"):
+    with pytest.raises(
+        featx.WeightsError, match="holds more than tensors and is refused .*: Unsupported global: GLOBAL io.open$"
+    ):
         _build(path)
     assert not marker.exists()
 
@@ -178,8 +181,10 @@ def test_a_build_from_a_checkpoint_spends_nothing_on_random_init(tmp_path, class
 
 def test_a_half_precision_checkpoint_gives_float32_layers(tmp_path, classifier):
     path = tmp_path / "resnet18_fp16.pth"
-    torch.save({key: value.half() if value.is_floating_point() else value
-                for key, value in classifier.state_dict().items()}, path)
+    torch.save(
+        {key: value.half() if value.is_floating_point() else value for key, value in classifier.state_dict().items()},
+        path,
+    )
     backbone = _build(path)
     assert {t.dtype for t in backbone.parameters()} == {torch.float32}
     expected = classifier.layer2[0].conv1.weight.half().float()
@@ -190,11 +195,12 @@ def test_assigned_layers_hold_the_checkpoint_tensors_themselves(tmp_path, classi
     """No copy: a kept parameter is the (memory-mapped) tensor read from the file; dropped layers stay on meta."""
     path = tmp_path / "resnet18.pth"
     torch.save(classifier.state_dict(), path)
-    plan = plan_backbone(featx.load_spec(resnet18_spec(stages=C2_C3)))
+    meta = MetaModel.create("resnet18")
+    plan = plan_backbone(featx.load_spec(resnet18_spec(stages=C2_C3)), meta.model)
     checkpoint = read_checkpoint(path)
-    load_kept_weights(plan.meta_model, plan.kept_paths, checkpoint, assign=True)
-    weight = plan.meta_model.layer2[0].conv1.weight
+    model = meta.materialise(plan.kept_paths, checkpoint)
+    weight = model.layer2[0].conv1.weight
     assert isinstance(weight, torch.nn.Parameter) and weight.requires_grad
     assert weight.data_ptr() == checkpoint.state["layer2.0.conv1.weight"].data_ptr()
-    assert plan.meta_model.layer1[0].bn1.num_batches_tracked.device.type == "cpu"
-    assert plan.meta_model.fc.weight.is_meta and plan.meta_model.layer4[0].conv1.weight.is_meta
+    assert model.layer1[0].bn1.num_batches_tracked.device.type == "cpu"
+    assert model.fc.weight.is_meta and model.layer4[0].conv1.weight.is_meta

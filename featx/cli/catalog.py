@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from featx.build import build
+from featx.construct.builder import build
 from featx.errors import FeatxError
-from featx.resources import backbone_files, config_dir
+from featx.spec.config_files import backbone_files, config_dir
 
 _COLUMNS = ("name", "model", "stages", "strides", "channels", "params", "notes")
 _WIDTHS = (26, 20, 14, 18, 26, 8, 0)
@@ -55,8 +55,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     parser = argparse.ArgumentParser(prog="featx-list", description=__doc__.splitlines()[0])
     parser.add_argument("patterns", nargs="*", default=["*"], help="shell-style name patterns (default: all)")
-    parser.add_argument("--config-dir", type=Path, action="append", default=[],
-                        help="a config root holding backbone/*.yaml, as given to hydra.searchpath (repeatable)")
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="a config root holding backbone/*.yaml, as given to hydra.searchpath (repeatable)",
+    )
     args = parser.parse_args(argv)
     for root in args.config_dir:
         if not (root / "backbone").is_dir():

@@ -13,8 +13,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import featx
-from featx.export import export_backbone
-from featx.resources import config_dir
+from featx.cli.errors import fail, reported_errors
+from featx.spec.config_files import config_dir
+from featx.tasks.export import export_backbone
+
+APP = "featx-export"
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
@@ -22,30 +25,35 @@ def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and write ``cfg.export``."""
     options = cfg.export
     if OmegaConf.is_missing(options, "path"):
-        raise SystemExit("featx-export: error: export.path: missing; give it on the command line (export.path=...)")
-    size = (options.height, options.width)
-    try:
+        fail(APP, "export.path: missing; give it on the command line (export.path=...)")
+    with reported_errors(APP):
         backbone = featx.build(cfg.backbone)
-    except featx.FeatxError as error:
-        raise SystemExit(f"featx-export: error: {error}") from None
-    if backbone.spec.input_size is not None:
-        size = tuple(backbone.spec.input_size)
+    height, width = (options.height, options.width) if backbone.spec.input_size is None else backbone.spec.input_size
     try:
-        result = export_backbone(backbone, options.path, options.format, size, options.batch_size,
-                                 options.dynamic, options.overwrite)
-    except featx.FeatxError as error:
-        raise SystemExit(f"featx-export: error: {error}") from None
+        with reported_errors(APP):
+            result = export_backbone(
+                backbone,
+                options.path,
+                options.format,
+                (height, width),
+                options.batch_size,
+                options.dynamic,
+                options.overwrite,
+            )
     except Exception as error:  # noqa: BLE001 - an exporter failure: say which and how to retry, no traceback
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         hint = " (try export.dynamic=false)" if options.dynamic else ""
-        raise SystemExit(
-            f"featx-export: error: exporting {backbone.spec.model} as {options.format} failed{hint}: "
-            f"{type(error).__name__}: {first_line}"
-        ) from None
+        fail(
+            APP,
+            f"exporting {backbone.spec.model} as {options.format} failed{hint}: {type(error).__name__}: {first_line}",
+        )
     size_mb = result.path.stat().st_size / 2**20
-    check = ("not checked (install onnxruntime to check it)" if result.max_abs_diff is None
-             else f"max |export - eager| = {result.max_abs_diff:.2e}")
-    print(f"featx-export: wrote {result.path} ({result.format}, {size_mb:.1f} MiB); {check}")
+    check = (
+        "not checked (install onnxruntime to check it)"
+        if result.max_abs_diff is None
+        else f"max |export - eager| = {result.max_abs_diff:.2e}"
+    )
+    print(f"{APP}: wrote {result.path} ({result.format}, {size_mb:.1f} MiB); {check}")
 
 
 def main() -> None:

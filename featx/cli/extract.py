@@ -14,27 +14,32 @@ import hydra
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 import featx
-from featx.extraction import ExtractOptions, extract
-from featx.resources import config_dir
+from featx.cli.errors import fail, reported_errors
+from featx.spec.apps import ExtractOptions
+from featx.spec.config_files import config_dir
+from featx.tasks.extract.run import extract
+
+APP = "featx-extract"
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="extract")
 def run(cfg: DictConfig) -> None:
     """Extract ``cfg.backbone``'s features as ``cfg.extract`` says."""
     try:
-        options = ExtractOptions(**OmegaConf.to_container(cfg.extract, resolve=True, throw_on_missing=True))
+        options = ExtractOptions(**OmegaConf.to_container(cfg.extract, resolve=True, throw_on_missing=True))  # type: ignore[arg-type]
     except MissingMandatoryValue as error:
-        raise SystemExit(f"featx-extract: error: {error.full_key}: missing; give it on the command line ({error.full_key}=...)") from None
-    try:
+        fail(APP, f"{error.full_key}: missing; give it on the command line ({error.full_key}=...)")
+    with reported_errors(APP):
         summary = extract(featx.load_spec(cfg.backbone), options, OmegaConf.to_yaml(cfg, resolve=True))
-    except featx.FeatxError as error:
-        raise SystemExit(f"featx-extract: error: {error}") from None
     if summary.images or summary.skipped:  # rank 0 (the only one that counts the merged manifest)
         rate = summary.processed / summary.seconds if summary.seconds > 0 else 0.0
         skipped = f", {summary.skipped} skipped (reasons in manifest.jsonl)" if summary.skipped else ""
-        work = (f"this run processed {summary.processed} files at {rate:.1f} images/s" if summary.processed
-                else "nothing left to do (every file was done already)")
-        print(f"featx-extract: {options.output} holds features of {summary.images} images{skipped}; {work}")
+        work = (
+            f"this run processed {summary.processed} files at {rate:.1f} images/s"
+            if summary.processed
+            else "nothing left to do (every file was done already)"
+        )
+        print(f"{APP}: {options.output} holds features of {summary.images} images{skipped}; {work}")
 
 
 def main() -> None:

@@ -20,8 +20,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import featx
+from featx.cli.errors import fail, reported_errors
 from featx.cli.report import format_report, measure
-from featx.resources import backbone_files, config_dir
+from featx.spec.config_files import backbone_files, config_dir
+
+APP = "featx"
 
 
 def _config_roots() -> List[Path]:
@@ -43,9 +46,11 @@ def _refuse_shadowed_backbone(choice: str) -> None:
     files = backbone_files(_config_roots()).get(choice, [])
     if len(files) > 1:
         used, *ignored = files
-        raise SystemExit(
-            f"featx: error: backbone={choice} names {len(files)} files on the config search path: {used} (which "
-            f"Hydra would use) and {', '.join(map(str, ignored))} (ignored). Rename your file, e.g. to my_{choice}.yaml"
+        fail(
+            APP,
+            f"backbone={choice} names {len(files)} files on the config search path: {used} (which "
+            f"Hydra would use) and {', '.join(map(str, ignored))} (ignored). Rename your file, e.g. to "
+            f"my_{choice}.yaml",
         )
 
 
@@ -54,26 +59,25 @@ def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and print the table for a batch of ``cfg.input``."""
     for key in ("batch_size", "height", "width"):
         if cfg.input[key] < 1:
-            raise SystemExit(f"featx: error: input.{key}: must be a positive integer, got {cfg.input[key]}")
+            fail(APP, f"input.{key}: must be a positive integer, got {cfg.input[key]}")
     choice = HydraConfig.get().runtime.choices.get("backbone")
     if choice is not None:
         _refuse_shadowed_backbone(choice)
-    try:
+    with reported_errors(APP):
         start = time.perf_counter()
         backbone = featx.build(cfg.backbone, overrides=None if cfg.run else ["device=meta"])
         build_seconds = time.perf_counter() - start
-    except featx.FeatxError as error:
-        raise SystemExit(f"featx: error: {error}") from None
     spec = backbone.spec
     weights = (spec.weights or "random init") + ("" if cfg.run else " (not loaded: run=false)")
-    title = f"featx backbone={choice or spec.model} ({spec.model}) | weights: {weights} | norm: {spec.norm} | frozen stages: {spec.frozen_stages}"
+    title = (
+        f"featx backbone={choice or spec.model} ({spec.model}) | weights: {weights} | norm: {spec.norm} | "
+        f"frozen stages: {spec.frozen_stages}"
+    )
     try:
         report = measure(backbone, cfg.input.batch_size, cfg.input.height, cfg.input.width, build_seconds, title)
     except RuntimeError as error:  # e.g. an input smaller than the stages can take
         first_line = str(error).splitlines()[0]
-        raise SystemExit(
-            f"featx: error: input {cfg.input.height}x{cfg.input.width}: the forward pass failed ({first_line})"
-        ) from None
+        fail(APP, f"input {cfg.input.height}x{cfg.input.width}: the forward pass failed ({first_line})")
     print(format_report(report))
 
 

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from featx.construct.proposal_yaml import proposal_yaml
+from featx.construct.propose import analyse
 from featx.errors import FeatxError
-from featx.proposal import analyse
-from featx.proposal_yaml import proposal_yaml
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Probe a torchvision classifier on the meta device and write a backbone spec with one stage per "
         "stride (c2 = stride 4 ... c5 = stride 32).",
     )
-    parser.add_argument("model", help="a torchvision classification model, e.g. resnet50 (torchvision.models.list_models())")
+    parser.add_argument(
+        "model", help="a torchvision classification model, e.g. resnet50 (torchvision.models.list_models())"
+    )
     parser.add_argument("-o", "--output", type=Path, help="write the YAML here instead of printing it")
     parser.add_argument("--force", action="store_true", help="replace an existing --output file")
     parser.add_argument("--fpn", type=int, metavar="CHANNELS", help="add an FPN neck of this width")

@@ -15,7 +15,8 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from featx.backbone import Backbone
+from featx.nn.backbone import Backbone
+from featx.nn.fpn import FeaturePyramid
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ def _count(*modules: nn.Module) -> Tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
-def _stage_shapes(backbone: Backbone, batch: torch.Tensor) -> Tuple[Dict[str, Tuple[int, ...]], Dict[str, Tuple[int, ...]], float]:
+def _stage_shapes(
+    backbone: Backbone, batch: torch.Tensor
+) -> Tuple[Dict[str, Tuple[int, ...]], Dict[str, Tuple[int, ...]], float]:
     """Run one timed forward, recording every stage's output shape (as N×C×H×W) and every output's shape."""
     shapes: Dict[str, Tuple[int, ...]] = {}
     nhwc = backbone.spec.layout == "nhwc"
@@ -55,6 +58,7 @@ def _stage_shapes(backbone: Backbone, batch: torch.Tensor) -> Tuple[Dict[str, Tu
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             shape = tuple(output.shape)
             shapes[name] = (shape[0], shape[3], shape[1], shape[2]) if nhwc else shape
+
         return hook
 
     handles = [stage.register_forward_hook(recorder(name)) for name, stage in backbone.stages.items()]
@@ -73,6 +77,7 @@ def _stage_shapes(backbone: Backbone, batch: torch.Tensor) -> Tuple[Dict[str, Tu
 
 def _neck_rows(backbone: Backbone, output_shapes: Dict[str, Tuple[int, ...]]) -> List[Row]:
     fpn = backbone.neck
+    assert isinstance(fpn, FeaturePyramid) and backbone.spec.fpn is not None
     returned = backbone.spec.returned_stages
     extra_modules = list(fpn.extra_blocks.children()) if fpn.extra_blocks is not None else []
     rows = []
@@ -84,7 +89,9 @@ def _neck_rows(backbone: Backbone, output_shapes: Dict[str, Tuple[int, ...]]) ->
             extra = index - len(returned)
             covers = f"fpn extra level ({backbone.spec.fpn.extra_blocks})"
             params, trainable = _count(extra_modules[extra]) if extra < len(extra_modules) else (0, 0)
-        rows.append(Row(info.name, covers, info.channels, info.stride, output_shapes[info.name], params, trainable, True))
+        rows.append(
+            Row(info.name, covers, info.channels, info.stride, output_shapes[info.name], params, trainable, True)
+        )
     return rows
 
 
@@ -100,7 +107,18 @@ def measure(backbone: Backbone, batch_size: int, height: int, width: int, build_
     for info in backbone.stage_info:
         params, trainable = _count(backbone.stages[info.name])
         is_output = backbone.neck is None and info.name in returned
-        rows.append(Row(info.name, info.covers, info.channels, info.stride, stage_shapes[info.name], params, trainable, is_output))
+        rows.append(
+            Row(
+                info.name,
+                info.covers,
+                info.channels,
+                info.stride,
+                stage_shapes[info.name],
+                params,
+                trainable,
+                is_output,
+            )
+        )
     if backbone.neck is not None:
         rows.extend(_neck_rows(backbone, output_shapes))
     return Report(title, str(device), tuple(batch.shape), rows, build_seconds, forward_seconds)
@@ -115,11 +133,24 @@ def format_report(report: Report) -> str:
     header = ("output", "name", "covers", "channels", "stride", "shape", "params", "trainable", "state")
     lines = []
     for row in report.rows:
-        state = "frozen" if row.params and not row.trainable else ("trainable" if row.trainable == row.params else "partly frozen")
-        lines.append((
-            "*" if row.output else "", row.name, row.covers, str(row.channels), str(row.stride),
-            "x".join(map(str, row.shape)), _millions(row.params), _millions(row.trainable), state if row.params else "-",
-        ))
+        state = (
+            "frozen"
+            if row.params and not row.trainable
+            else ("trainable" if row.trainable == row.params else "partly frozen")
+        )
+        lines.append(
+            (
+                "*" if row.output else "",
+                row.name,
+                row.covers,
+                str(row.channels),
+                str(row.stride),
+                "x".join(map(str, row.shape)),
+                _millions(row.params),
+                _millions(row.trainable),
+                state if row.params else "-",
+            )
+        )
     total_params = sum(row.params for row in report.rows)
     total_trainable = sum(row.trainable for row in report.rows)
     lines.append(("", "total", "", "", "", "", _millions(total_params), _millions(total_trainable), ""))
@@ -130,7 +161,8 @@ def format_report(report: Report) -> str:
 
     body = [render(header), render(tuple("-" * w for w in widths)), *map(render, lines)]
     forward = (
-        "forward - (run=false: meta device, structure only)" if report.device == "meta"
+        "forward - (run=false: meta device, structure only)"
+        if report.device == "meta"
         else f"forward {report.forward_seconds * 1000:.1f} ms"
     )
     footer = (

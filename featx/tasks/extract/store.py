@@ -25,7 +25,7 @@ import os
 import re
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
@@ -33,25 +33,17 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from featx.errors import ArgumentError, FeatxError
+from featx.files import write_atomically
 
 INFO_FILE = "featx-extract.json"
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.jsonl"
 LOCK_FILE = ".featx-extract.lock"
 SHARD_DIR = "shards"
+OUTPUT_KEY = "extract.output"
 METADATA_KEY = "featx_extract"
 _SHARD_NAME = re.compile(r"^shard-r(\d{3,})-(\d{5,})\.safetensors$")
-_PARTIAL_NAME = re.compile(r"^\.shard-r\d{3,}-\d{5,}\.safetensors\.partial$")
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(temporary)`` a file in the same folder, flush it to disk, then rename it to ``path``: the file is
-    there whole or not at all. Example: ``write_atomically(out / "a.json", lambda p: p.write_text("{}"))``."""
-    partial = path.with_name(f".{path.name}.partial")
-    write(partial)
-    with open(partial, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+_PARTIAL_NAME = re.compile(r"^\.shard-r\d{3,}-\d{5,}\.safetensors(\.[A-Za-z0-9_]+)?\.partial$")
 
 
 def _as_recorded(settings: Mapping[str, Any]) -> Dict[str, Any]:
@@ -140,8 +132,12 @@ class FeatureStore:
         interrupted deletion leaves them describing whatever shards remain); nothing else."""
         files = []
         if self.shard_dir.is_dir():
-            files += sorted(p for p in self.shard_dir.iterdir() if _SHARD_NAME.match(p.name) or _PARTIAL_NAME.match(p.name))
-        return files + [self.root / name for name in (MANIFEST_FILE, CONFIG_FILE, INFO_FILE) if (self.root / name).is_file()]
+            files += sorted(
+                p for p in self.shard_dir.iterdir() if _SHARD_NAME.match(p.name) or _PARTIAL_NAME.match(p.name)
+            )
+        return files + [
+            self.root / name for name in (MANIFEST_FILE, CONFIG_FILE, INFO_FILE) if (self.root / name).is_file()
+        ]
 
     def prepare(self, settings: Mapping[str, Any], config_yaml: str, overwrite: bool) -> None:
         """Make the folder ready (run once, before any shard is written): with ``overwrite`` and other recorded
@@ -155,8 +151,9 @@ class FeatureStore:
         for path in self.shard_dir.iterdir():
             if _PARTIAL_NAME.match(path.name):
                 path.unlink()
-        write_atomically(self.root / INFO_FILE, lambda p: p.write_text(json.dumps(settings, indent=2, sort_keys=True)))
-        write_atomically(self.root / CONFIG_FILE, lambda p: p.write_text(config_yaml))
+        settings_text = json.dumps(settings, indent=2, sort_keys=True)
+        write_atomically(self.root / INFO_FILE, lambda p: p.write_text(settings_text), overwrite=True, what=OUTPUT_KEY)
+        write_atomically(self.root / CONFIG_FILE, lambda p: p.write_text(config_yaml), overwrite=True, what=OUTPUT_KEY)
 
     def shards(self) -> List[Path]:
         """The finished shards, by rank then sequence number."""
@@ -180,17 +177,30 @@ class FeatureStore:
 
     def next_sequence(self, rank: int) -> int:
         """The number the next shard of ``rank`` gets (one past its highest)."""
-        numbers = [int(m.group(2)) for p in self.shards() if (m := _SHARD_NAME.match(p.name)) and int(m.group(1)) == rank]
+        numbers = [
+            int(m.group(2)) for p in self.shards() if (m := _SHARD_NAME.match(p.name)) and int(m.group(1)) == rank
+        ]
         return max(numbers, default=0) + 1
 
-    def write_shard(self, rank: int, sequence: int, tensors: Dict[str, Tensor], images: Sequence[str],
-                    skipped: Sequence[Tuple[str, str]]) -> Path:
+    def write_shard(
+        self,
+        rank: int,
+        sequence: int,
+        tensors: Dict[str, Tensor],
+        images: Sequence[str],
+        skipped: Sequence[Tuple[str, str]],
+    ) -> Path:
         """Write one shard atomically: ``tensors[name][i]`` belongs to ``images[i]``."""
         path = self.shard_dir / f"shard-r{rank:03d}-{sequence:05d}.safetensors"
         record = {"images": list(images), "skipped": [list(entry) for entry in skipped]}
         contiguous = {name: t.contiguous() for name, t in tensors.items()}
-        write_atomically(path, lambda partial: save_file(contiguous, str(partial),
-                                                         metadata={METADATA_KEY: json.dumps(record)}))
+        metadata = {METADATA_KEY: json.dumps(record)}
+        write_atomically(
+            path,
+            lambda partial: save_file(contiguous, str(partial), metadata=metadata),
+            overwrite=False,
+            what=OUTPUT_KEY,
+        )
         return path
 
     def write_manifest(self) -> Tuple[int, int]:
@@ -203,18 +213,21 @@ class FeatureStore:
                 record = json.loads(handle.metadata()[METADATA_KEY])
                 shapes = {name: list(handle.get_slice(name).get_shape()[1:]) for name in handle.keys()}
             for row, image in enumerate(record["images"]):
-                entries.setdefault(image, {"path": image, "shard": relative, "row": row, "shapes": shapes,
-                                           "dtype": dtype})
+                entries.setdefault(
+                    image, {"path": image, "shard": relative, "row": row, "shapes": shapes, "dtype": dtype}
+                )
             for image, reason in record["skipped"]:
                 entries.setdefault(image, {"path": image, "skipped": reason})
         lines = [json.dumps(entries[path]) for path in sorted(entries)]
-        write_atomically(self.root / MANIFEST_FILE, lambda p: p.write_text("".join(line + "\n" for line in lines)))
+        text = "".join(line + "\n" for line in lines)
+        write_atomically(self.root / MANIFEST_FILE, lambda p: p.write_text(text), overwrite=True, what=OUTPUT_KEY)
         skipped = sum("skipped" in entry for entry in entries.values())
         return len(entries) - skipped, skipped
 
 
-def read_features(output_dir: str | os.PathLike, outputs: Optional[Sequence[str]] = None
-                  ) -> Iterator[Tuple[str, Dict[str, Tensor]]]:
+def read_features(
+    output_dir: str | os.PathLike, outputs: Optional[Sequence[str]] = None
+) -> Iterator[Tuple[str, Dict[str, Tensor]]]:
     """Iterate ``(image path, {output name: tensor})`` over a finished ``featx-extract`` output folder, in path order,
     outputs shallow to deep; skipped files are left out. ``outputs`` picks some of the stored outputs.
 
@@ -228,7 +241,10 @@ def read_features(output_dir: str | os.PathLike, outputs: Optional[Sequence[str]
             "not finished (rerun the same featx-extract command to resume it)"
         )
     entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    stored = FeatureStore(root).settings()["outputs"]
+    settings = FeatureStore(root).settings()
+    if settings is None:
+        raise FeatxError(f"read_features(): {root} has no {INFO_FILE}: it is not a featx-extract output folder")
+    stored = settings["outputs"]
     names = list(stored if outputs is None else outputs)
     unknown = [name for name in names if name not in stored]
     if unknown:

@@ -17,8 +17,8 @@ from torch import Tensor
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
-from featx.backbone import FeatureInfo
-from featx.spec import FpnSpec
+from featx.nn.feature_info import FeatureInfo
+from featx.spec.schema import FpnSpec
 
 
 def level_name(stride: int) -> str:
@@ -71,4 +71,3 @@ class FeaturePyramid(FeaturePyramidNetwork):
         self.feature_info = [FeatureInfo(level_name(stride), spec.out_channels, stride) for stride in strides]
         # levels made by the extra block (pooled or convolved from the top level), not from a backbone stage
         self.extra_level_names = [level_name(stride) for stride in extra_strides]
-

@@ -14,14 +14,12 @@ from typing import Any, List, Sequence
 import torchvision
 import yaml
 
-from featx.proposal import Proposal
-from featx.zoo import weights_enum
+from featx.construct.propose import Proposal
+from featx.models.registry import weights_enum
+from featx.spec.load import SCHEMA_DEFAULTS
+from featx.spec.schema import SPEC_KEYS
 
 _WIDTH = 116
-_KEYS_BEFORE_STAGES = ("model", "weights", "source")
-_KEYS_AFTER_STAGES = (
-    "out_features", "frozen_stages", "reinit", "norm", "fpn", "layout", "input_size", "device", "channels_last"
-)
 
 
 def _flow(value: Any) -> str:
@@ -36,28 +34,25 @@ def _comment(text: str) -> List[str]:
 
 def _weights_line(model: str) -> str:
     try:
-        enum = weights_enum(model)
+        enum: Any = weights_enum(model)
     except ValueError:
         return "weights: none published by torchvision"
     names = [member.name for member in enum]
-    return (f"weights: null = random init; torchvision publishes {enum.__name__}." + ", .".join(names)
-            + f" (DEFAULT = {enum.DEFAULT.name}), or give a .pth/.pt/.safetensors path")
+    return (
+        f"weights: null = random init; torchvision publishes {enum.__name__}."
+        + ", .".join(names)
+        + f" (DEFAULT = {enum.DEFAULT.name}), or give a .pth/.pt/.safetensors path"
+    )
 
 
-def proposal_yaml(proposal: Proposal, command: str, notes: Sequence[str] = ()) -> str:
-    """The spec of ``proposal`` as YAML with a header saying what the stages are and what they leave out.
-
-    ``command`` is how it was made (shown in the header); ``notes`` are extra paragraphs for the header (what the
-    model's own forward does beyond running the stages).
-    """
-    spec = proposal.spec
-    stages = proposal.stages
+def _header(proposal: Proposal, command: str, notes: Sequence[str]) -> List[str]:
+    spec, stages = proposal.spec, proposal.stages
     summary = (
-        f"{spec['model']} as {', '.join(s.name for s in stages)}: strides {', '.join(str(s.stride) for s in stages)}; "
+        f"{spec.model} as {', '.join(s.name for s in stages)}: strides {', '.join(str(s.stride) for s in stages)}; "
         f"channels {', '.join(str(s.channels) for s in stages)}"
     )
-    if spec["fpn"] is not None:
-        summary += f"; FPN to {spec['fpn']['out_channels']} channels (levels p{{log2 stride}})"
+    if spec.fpn is not None:
+        summary += f"; FPN to {spec.fpn.out_channels} channels (levels p{{log2 stride}})"
     lines = _comment(summary + ".")
     lines += _comment(f"Written by `{command}` (torchvision {torchvision.__version__}).")
     for stage in stages:
@@ -74,13 +69,25 @@ def proposal_yaml(proposal: Proposal, command: str, notes: Sequence[str] = ()) -
         )
     for note in notes:
         lines += _comment(note)
-    lines += _comment(_weights_line(spec["model"]))
-    lines += ["defaults:", "  - /featx/backbone_schema@_here_", "  - _self_", ""]
-    lines += [f"{key}: {_flow(spec[key])}" for key in _KEYS_BEFORE_STAGES]
-    lines.append("stages:")
-    width = max(len(f"  {name}: {_flow(value)}") for name, value in spec["stages"].items())
-    for stage in stages:
-        entry = f"  {stage.name}: {_flow(spec['stages'][stage.name])}"
-        lines.append(f"{entry.ljust(width)}  # stride {stage.stride}, {stage.channels} channels")
-    lines += [f"{key}: {_flow(spec[key])}" for key in _KEYS_AFTER_STAGES]
+    return lines + _comment(_weights_line(spec.model))
+
+
+def proposal_yaml(proposal: Proposal, command: str, notes: Sequence[str] = ()) -> str:
+    """The spec of ``proposal`` as YAML with a header saying what the stages are and what they leave out.
+
+    ``command`` is how it was made (shown in the header); ``notes`` are extra paragraphs for the header (what the
+    model's own forward does beyond running the stages). Every spec key is written, in the schema's order.
+    """
+    data = proposal.spec.to_dict()
+    lines = _header(proposal, command, notes)
+    lines += ["defaults:", *(f"  - {entry}" for entry in SCHEMA_DEFAULTS), ""]
+    for key in SPEC_KEYS:
+        if key != "stages":
+            lines.append(f"{key}: {_flow(data[key])}")
+            continue
+        lines.append("stages:")
+        width = max(len(f"  {name}: {_flow(value)}") for name, value in data["stages"].items())
+        for stage in proposal.stages:
+            entry = f"  {stage.name}: {_flow(data['stages'][stage.name])}"
+            lines.append(f"{entry.ljust(width)}  # stride {stage.stride}, {stage.channels} channels")
     return "\n".join(lines) + "\n"

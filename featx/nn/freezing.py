@@ -1,18 +1,25 @@
-"""Norm policies.
+"""Freezing, in one place: the norm policy a backbone's stages get, which stages are frozen, and which modules stay in
+eval mode when the backbone is put in training mode.
+
+Norm policies (the spec's ``norm``):
 
 - ``frozen``: every ``BatchNorm2d`` becomes torchvision's ``FrozenBatchNorm2d`` (statistics and affine fixed).
 - ``eval``: BatchNorm kept with trainable affine, but always in eval mode (running statistics never change).
 - ``train``: plain BatchNorm.  ``sync``: ``torch.nn.SyncBatchNorm`` (needs a process group when training).
 
+A frozen stage has ``requires_grad=False`` on every parameter at any depth and stays in eval mode across
+``train()``, so its BatchNorm statistics never change.
+
 Example::
 
     stage = apply_norm_policy(stage, "frozen")
-    set_norm_eval(stage)               # norm layers to eval mode (call again after every .train())
+    set_stage_frozen(stage, True)
+    keep_eval_modes(stages, frozen={"c2"}, norm="eval")     # after every .train()
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Collection, Iterator
 
 import torch
 from torch import nn
@@ -21,7 +28,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 
 def _frozen_copy(norm: nn.BatchNorm2d) -> nn.Module:
-    if norm.running_mean is None:
+    if norm.running_mean is None or norm.running_var is None:
         return norm  # no statistics to freeze: it normalises with batch statistics by design
     frozen = FrozenBatchNorm2d(norm.num_features, eps=norm.eps).to(norm.running_mean.device)
     with torch.no_grad():
@@ -58,7 +65,16 @@ def norm_layers(module: nn.Module) -> Iterator[_BatchNorm]:
     return (layer for layer in module.modules() if isinstance(layer, _BatchNorm))
 
 
-def set_norm_eval(module: nn.Module) -> None:
-    """Put every BatchNorm layer below ``module`` in eval mode, so its running statistics stay fixed."""
-    for layer in norm_layers(module):
-        layer.eval()
+def set_stage_frozen(stage: nn.Module, frozen: bool) -> None:
+    """``requires_grad`` off (frozen) or on for every parameter of ``stage``, at any depth."""
+    stage.requires_grad_(not frozen)
+
+
+def keep_eval_modes(stages: nn.ModuleDict, frozen: Collection[str], norm: str) -> None:
+    """After ``train()``: frozen stages back to eval mode, and with ``norm: eval`` every BatchNorm layer too."""
+    for name in frozen:
+        stages[name].eval()
+    if norm == "eval":
+        for stage in stages.values():
+            for layer in norm_layers(stage):
+                layer.eval()

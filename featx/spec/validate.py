@@ -1,98 +1,27 @@
-"""The backbone spec: the schema of a ``conf/backbone/*.yaml`` file and its torch-free validation.
-
-The dataclasses double as the Hydra/OmegaConf structured-config schema (see :mod:`featx.hydra_conf`), so
-unknown keys and wrong types fail while composing. :func:`validate_spec` adds the checks that need no model:
-fixed choices, slice shapes, stage names, ``out_features``, ``frozen_stages``. Checks that need the model
-(slice ends, module paths) run in :mod:`featx.stages`.
+"""The checks of a backbone spec that need no model: fixed choices, slice shapes, stage names, ``out_features``,
+``reinit``, ``frozen_stages``. Checks that need the model (slice ends, module paths, execution order) are in
+:mod:`featx.construct.members`.
 
 Example::
 
-    spec = BackboneSpec(model="resnet34", stages={"c4": StageSpec(modules=["conv1", "bn1", "layer1"])})
-    validate_spec(spec)
+    validate_spec(BackboneSpec(model="vgg16", stages={"c1": StageSpec(slice=[0, 4])}, norm="bn"))
+    # SpecError: backbone.norm: unknown value 'bn' (valid: frozen, eval, train, sync)
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import re
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
-
-from omegaconf import MISSING
+from typing import List, Optional, Sequence, Tuple
 
 from featx.errors import SpecError
+from featx.spec.keys import key_path, suggest
+from featx.spec.schema import DEVICE_CHOICES, EXTRA_BLOCKS, LAYOUTS, NORM_POLICIES, BackboneSpec
 
-ROOT = "backbone"
-NORM_POLICIES = ("frozen", "eval", "train", "sync")
-LAYOUTS = ("nchw", "nhwc")
-EXTRA_BLOCKS = ("maxpool", "p6p7")
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps", "meta")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|meta|cuda(:\d+)?")
 _STAGE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-@dataclass
-class StageSpec:
-    """One stage: ``slice`` over the source container's children **or** ``modules`` (paths from the model root)."""
-
-    slice: Optional[List[int]] = None
-    modules: Optional[List[str]] = None
-
-
-@dataclass
-class FpnSpec:
-    """The optional FPN neck on top of the returned stages."""
-
-    out_channels: int = 256
-    extra_blocks: Optional[str] = None
-
-
-@dataclass
-class BackboneSpec:
-    """A backbone as data; see the config reference in the README.
-
-    ``fpn`` holds an :class:`FpnSpec` or ``None``. It is typed ``Any`` in the schema because OmegaConf cannot
-    override a field of a typed node that is ``None`` (``backbone.fpn.out_channels=128`` on ``fpn: null``);
-    :func:`featx.loader.load_spec` checks its keys and types instead.
-    """
-
-    model: str = MISSING
-    weights: Optional[str] = None
-    source: Optional[str] = None
-    stages: Dict[str, StageSpec] = MISSING
-    out_features: Optional[List[str]] = None
-    frozen_stages: int = 0
-    reinit: List[str] = field(default_factory=list)
-    norm: str = "frozen"
-    fpn: Any = None
-    layout: str = "nchw"
-    input_size: Optional[List[int]] = None
-    device: str = "auto"
-    channels_last: bool = False
-
-    @property
-    def returned_stages(self) -> List[str]:
-        """Names of the stages whose outputs are returned (or fed to the FPN), in stage order."""
-        return list(self.out_features) if self.out_features is not None else list(self.stages)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain data (dicts, lists, scalars) that rebuilds this spec: ``build(spec.to_dict())``."""
-        return dataclasses.asdict(self)
-
-
-def key_path(*parts: str) -> str:
-    """``key_path("stages", "c2", "slice")`` → ``"backbone.stages.c2.slice"``."""
-    return ".".join((ROOT, *parts))
-
-
-def suggest(word: str, choices: List[str] | tuple, n: int = 3) -> str:
-    """A ``"; did you mean x?"`` hint, or ``""`` when nothing is close."""
-    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
-    return f"; did you mean {' or '.join(close)}?" if close else ""
-
-
-def _check_choice(value: Optional[str], choices: tuple, *parts: str, allow_null: bool = False) -> None:
+def _check_choice(value: Optional[str], choices: Sequence[str], *parts: str, allow_null: bool = False) -> None:
     if value is None and allow_null:
         return
     if value not in choices:
@@ -100,7 +29,7 @@ def _check_choice(value: Optional[str], choices: tuple, *parts: str, allow_null:
         raise SpecError(key_path(*parts), f"unknown value {value!r}{suggest(str(value), choices)} (valid: {valid})")
 
 
-def _validate_slice(name: str, bounds: List[int], previous: Optional[tuple]) -> None:
+def _validate_slice(name: str, bounds: List[int], previous: Optional[Tuple[str, int]]) -> None:
     """``previous`` is ``(name, end)`` of the stage just before when that one is a slice too, else ``None``;
     a first stage passes ``("the input", 0)`` since nothing may be skipped before it."""
     key = key_path("stages", name, "slice")
@@ -127,7 +56,7 @@ def _validate_slice(name: str, bounds: List[int], previous: Optional[tuple]) -> 
 def _validate_stages(spec: BackboneSpec) -> None:
     if not spec.stages:
         raise SpecError(key_path("stages"), "no stages; give at least one stage as name: {slice: [start, end]}")
-    previous: Optional[tuple] = ("the input", 0)
+    previous: Optional[Tuple[str, int]] = ("the input", 0)
     for name, stage in spec.stages.items():
         if not _STAGE_NAME_PATTERN.fullmatch(name):
             raise SpecError(key_path("stages", name), "a stage name must be an identifier (letters, digits, _)")
@@ -167,7 +96,8 @@ def _validate_outputs(spec: BackboneSpec) -> None:
         if name not in kept or name in spec.reinit[:position]:
             raise SpecError(
                 key_path(f"reinit[{position}]"),
-                f"{name!r} is not a kept stage or is listed twice{suggest(name, kept)} (kept stages: {', '.join(kept)})",
+                f"{name!r} is not a kept stage or is listed twice{suggest(name, kept)} "
+                f"(kept stages: {', '.join(kept)})",
             )
     if not 0 <= spec.frozen_stages <= len(kept):
         raise SpecError(
@@ -177,13 +107,7 @@ def _validate_outputs(spec: BackboneSpec) -> None:
 
 
 def validate_spec(spec: BackboneSpec) -> None:
-    """Raise :class:`SpecError` for the first problem found without looking at the model.
-
-    Example::
-
-        validate_spec(BackboneSpec(model="vgg16", stages={"c1": StageSpec(slice=[0, 4])}, norm="bn"))
-        # SpecError: backbone.norm: unknown value 'bn' (valid: frozen, eval, train, sync)
-    """
+    """Raise :class:`SpecError` for the first problem found without looking at the model."""
     if not spec.model:
         raise SpecError(key_path("model"), "empty; name a torchvision classification model, e.g. resnet50")
     _validate_stages(spec)
@@ -198,5 +122,7 @@ def validate_spec(spec: BackboneSpec) -> None:
         raise SpecError(key_path("device"), f"unknown device {spec.device!r} (valid: {', '.join(DEVICE_CHOICES)})")
     if spec.fpn is not None:
         if spec.fpn.out_channels <= 0:
-            raise SpecError(key_path("fpn", "out_channels"), f"must be a positive channel count, got {spec.fpn.out_channels}")
+            raise SpecError(
+                key_path("fpn", "out_channels"), f"must be a positive channel count, got {spec.fpn.out_channels}"
+            )
         _check_choice(spec.fpn.extra_blocks, EXTRA_BLOCKS, "fpn", "extra_blocks", allow_null=True)

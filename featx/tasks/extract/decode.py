@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from featx.image_transforms import ImageTransform
+from featx.tasks.extract.transforms import ImageTransform
 
 Item = Tuple[int, Optional[Tensor], str]
 

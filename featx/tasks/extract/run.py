@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -27,38 +27,22 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from featx.backbone import Backbone
-from featx.build import build
-from featx.device import resolve_device
+from featx.construct.builder import build
+from featx.construct.device import resolve_device
 from featx.errors import ArgumentError
-from featx.feature_store import FeatureStore
-from featx.image_dataset import ImageBatch, ImageFiles, collate_images
-from featx.image_files import ImageListing, find_images
-from featx.image_transforms import TRANSFORMS, image_transform, resolve_transform_name
-from featx.spec import BackboneSpec, suggest
-from featx.weights import enum_member, is_weights_file
+from featx.models.weights_enums import enum_member, is_weights_file
+from featx.nn.backbone import Backbone
+from featx.spec.apps import ExtractOptions
+from featx.spec.keys import suggest
+from featx.spec.schema import BackboneSpec
+from featx.tasks.extract.decode import ImageBatch, ImageFiles, collate_images
+from featx.tasks.extract.listing import ImageListing, find_images
+from featx.tasks.extract.store import FeatureStore
+from featx.tasks.extract.transforms import TRANSFORMS, image_transform, resolve_transform_name
 
 POOLINGS = ("none", "avg", "max")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 log = logging.getLogger("featx.extract")
-
-
-@dataclass
-class ExtractOptions:
-    """The ``extract`` node of the ``featx-extract`` config (see ``conf/extract.yaml`` for each key)."""
-
-    input: str
-    output: str
-    transform: str = "auto"
-    size: List[int] = field(default_factory=lambda: [224, 224])
-    batch_size: int = 32
-    workers: int = 2
-    outputs: Optional[List[str]] = None
-    pooling: str = "avg"
-    dtype: str = "float32"
-    shard_size: int = 1024
-    overwrite: bool = False
-    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -77,8 +61,10 @@ def check_options(options: ExtractOptions) -> None:
     for key, choices in (("pooling", POOLINGS), ("dtype", tuple(DTYPES)), ("transform", TRANSFORMS)):
         value = getattr(options, key)
         if value not in choices:
-            raise ArgumentError(f"extract.{key}: unknown {value!r}{suggest(str(value), list(choices))}; "
-                                f"choose one of {', '.join(choices)}")
+            raise ArgumentError(
+                f"extract.{key}: unknown {value!r}{suggest(str(value), list(choices))}; "
+                f"choose one of {', '.join(choices)}"
+            )
     for key, least in (("batch_size", 1), ("shard_size", 1), ("workers", 0)):
         if getattr(options, key) < least:
             raise ArgumentError(f"extract.{key}: must be >= {least}, got {getattr(options, key)}")
@@ -109,6 +95,7 @@ def _listing_of_rank_zero(source: str, rank: int, world: int) -> ImageListing:
     listing = [find_images(source) if rank == 0 else None]
     if world > 1:
         dist.broadcast_object_list(listing, src=0)
+    assert listing[0] is not None
     return listing[0]
 
 
@@ -198,8 +185,9 @@ class _ShardBuffer:
             return
         count = len(self.images) if count is None else count
         merged = {name: torch.cat(chunks) for name, chunks in self.chunks.items()}
-        self.store.write_shard(self.rank, self.sequence, {n: t[:count] for n, t in merged.items()},
-                               self.images[:count], self.skipped)
+        self.store.write_shard(
+            self.rank, self.sequence, {n: t[:count] for n, t in merged.items()}, self.images[:count], self.skipped
+        )
         self.sequence += 1
         self.chunks = {name: [t[count:]] for name, t in merged.items() if len(t) > count}
         self.images, self.skipped = self.images[count:], []
@@ -225,8 +213,15 @@ def _options_yaml(spec: BackboneSpec, options: ExtractOptions) -> str:
     return OmegaConf.to_yaml({"backbone": dataclasses.asdict(spec), "extract": dataclasses.asdict(options)})
 
 
-def _run_batches(backbone: Backbone, loader: DataLoader, paths: List[Path], outputs: List[str],
-                 options: ExtractOptions, buffer: _ShardBuffer, progress: tqdm) -> None:
+def _run_batches(
+    backbone: Backbone,
+    loader: DataLoader,
+    paths: List[Path],
+    outputs: List[str],
+    options: ExtractOptions,
+    buffer: _ShardBuffer,
+    progress: tqdm,
+) -> None:
     device = next(backbone.parameters()).device
     dtype = DTYPES[options.dtype]
     batch: ImageBatch
@@ -255,8 +250,9 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         raise ArgumentError(f"extract.output: {options.output} exists and is not a folder")
     device = _rank_device(spec)
     if device.type == "meta":
-        raise ArgumentError("backbone.device: 'meta' computes no values, so there are no features to extract; "
-                            "use auto, cpu or cuda")
+        raise ArgumentError(
+            "backbone.device: 'meta' computes no values, so there are no features to extract; use auto, cpu or cuda"
+        )
     rank, world, started = _start_distributed(device)
     lock: Optional[ExitStack] = None
     try:
@@ -280,8 +276,13 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         buffer.skipped += not_images
         for path, reason in not_images:
             log.warning("skipped %s: %s", path, reason)
-        loader = DataLoader(ImageFiles(mine, transform), batch_size=options.batch_size, num_workers=options.workers,
-                            collate_fn=collate_images, pin_memory=device.type == "cuda")
+        loader = DataLoader(
+            ImageFiles(mine, transform),
+            batch_size=options.batch_size,
+            num_workers=options.workers,
+            collate_fn=collate_images,
+            pin_memory=device.type == "cuda",
+        )
         start = time.perf_counter()
         label = f"featx-extract rank {rank}/{world}" if world > 1 else "featx-extract"
         with tqdm(total=len(mine), unit="img", desc=label, disable=not options.progress or rank != 0) as progress:

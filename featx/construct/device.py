@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from featx.errors import DeviceError
-from featx.spec import key_path
+from featx.spec.keys import key_path
 
 
 def _mps_available() -> bool:

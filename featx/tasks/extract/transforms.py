@@ -22,8 +22,8 @@ from torch import Tensor
 from torchvision import transforms
 
 from featx.errors import ArgumentError
-from featx.spec import BackboneSpec
-from featx.weights import enum_member, is_weights_file
+from featx.models.weights_enums import enum_member, is_weights_file
+from featx.spec.schema import BackboneSpec
 
 TRANSFORMS = ("auto", "weights", "center_crop", "resize")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -55,7 +55,7 @@ def image_transform(name: str, spec: BackboneSpec, size: Sequence[int]) -> Image
     """The transform ``name`` (see the module docstring) for ``spec`` at ``size`` (height, width)."""
     name = resolve_transform_name(name, spec)
     if name == "weights":
-        return enum_member(spec.model, spec.weights).transforms()
+        return enum_member(spec.model, str(spec.weights)).transforms()
     if len(size) != 2 or any(int(side) < 1 for side in size):
         raise ArgumentError(f"extract.size: expected [height, width] of positive integers, got {list(size)}")
     height, width = int(size[0]), int(size[1])

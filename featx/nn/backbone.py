@@ -12,58 +12,64 @@ Example::
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from torch import Tensor, nn
 
 from featx.errors import ArgumentError, InputShapeError
-from featx.freezing import set_norm_eval
-from featx.reinit import reinit_
-from featx.spec import suggest
-
-if TYPE_CHECKING:
-    from featx.plan import BackbonePlan, StageInfo
-    from featx.spec import BackboneSpec
-
-
-@dataclass(frozen=True)
-class FeatureInfo:
-    """One output of a backbone: its name, channel count and stride (input size / output size)."""
-
-    name: str
-    channels: int
-    stride: int
+from featx.nn.feature_info import FeatureInfo, StageInfo
+from featx.nn.freezing import apply_norm_policy, keep_eval_modes, set_stage_frozen
+from featx.nn.reinit import reinit_
+from featx.spec.keys import suggest
+from featx.spec.schema import BackboneSpec
 
 
 class Backbone(nn.Module):
-    """Stages (``self.stages``, an ``nn.ModuleDict``) applied in order, plus an optional FPN (``self.neck``).
+    """Stages (``self.stages``, an ``nn.ModuleDict``) applied in order, plus an optional neck (``self.neck``).
 
-    Built by :func:`featx.build`; ``forward(x)`` takes ``N×C×H×W`` and returns an ``OrderedDict`` of
+    Built by :func:`featx.build`, or by hand from modules: ``Backbone(stages, stage_info, spec, neck)``, where
+    ``stage_info`` describes each stage (:class:`StageInfo`, in stage order) and ``spec`` says the norm policy,
+    frozen stages, layout and which stages are returned. The stages get ``spec.norm`` and the first
+    ``spec.frozen_stages`` are frozen. ``forward(x)`` takes ``N×C×H×W`` and returns an ``OrderedDict`` of
     ``N×C×h×w`` maps, shallow to deep, described by :attr:`feature_info`.
     """
 
-    def __init__(self, stages: Mapping[str, nn.Module], plan: "BackbonePlan", neck: Optional[nn.Module] = None) -> None:
+    def __init__(
+        self,
+        stages: Mapping[str, nn.Module],
+        stage_info: Sequence[StageInfo],
+        spec: BackboneSpec,
+        neck: Optional[nn.Module] = None,
+        in_channels: int = 3,
+    ) -> None:
         super().__init__()
-        self.stages = nn.ModuleDict(stages)
+        if list(stages) != [info.name for info in stage_info]:
+            raise ArgumentError(
+                f"Backbone(): stage_info names {[info.name for info in stage_info]} but stages are {list(stages)}"
+            )
+        self.stages = nn.ModuleDict({name: apply_norm_policy(stage, spec.norm) for name, stage in stages.items()})
         self.neck = neck
-        self.spec: "BackboneSpec" = plan.spec
-        self.stage_info: Tuple["StageInfo", ...] = plan.stages
-        self.in_channels = plan.in_channels
-        self._frozen: set = set()
-        returned = plan.returned
+        self.spec = spec
+        self.stage_info: Tuple[StageInfo, ...] = tuple(stage_info)
+        self.in_channels = in_channels
+        self._frozen: Set[str] = set()
+        returned = [info for info in self.stage_info if info.name in set(spec.returned_stages)]
+        neck_info = getattr(neck, "feature_info", None)
+        if neck is not None and neck_info is None:
+            raise ArgumentError(
+                f"Backbone(): the neck {type(neck).__name__} has no feature_info describing its outputs"
+            )
         self.feature_info: List[FeatureInfo] = (
-            list(neck.feature_info) if neck is not None
-            else [FeatureInfo(info.name, info.channels, info.stride) for info in returned]
+            list(neck_info) if neck_info is not None else [r.output for r in returned]
         )
         # returned stage -> its output's key (an FPN's extra levels come after these)
         self._output_names: Dict[str, str] = {
             stage.name: output.name for stage, output in zip(returned, self.feature_info[: len(returned)], strict=True)
         }
-        self._nhwc = plan.spec.layout == "nhwc"
-        self._input_size = tuple(plan.spec.input_size) if plan.spec.input_size is not None else None
-        if plan.spec.frozen_stages:
-            self.freeze(*tuple(self.stages)[: plan.spec.frozen_stages])
+        self._nhwc = spec.layout == "nhwc"
+        self._input_size = tuple(spec.input_size) if spec.input_size is not None else None
+        if spec.frozen_stages:
+            self.freeze(*tuple(self.stages)[: spec.frozen_stages])
 
     @property
     def out_channels(self) -> Optional[int]:
@@ -80,10 +86,7 @@ class Backbone(nn.Module):
         """Like ``nn.Module.train``, but frozen stages (and, with ``norm: eval``, all norm layers) stay in eval."""
         super().train(mode)
         if mode:
-            for name in self._frozen:
-                self.stages[name].eval()
-            if self.spec.norm == "eval":
-                set_norm_eval(self.stages)
+            keep_eval_modes(self.stages, self._frozen, self.spec.norm)
         return self
 
     def _select(self, names: Sequence[str], method: str, *, empty_means_all: bool = True) -> List[str]:
@@ -105,7 +108,7 @@ class Backbone(nn.Module):
         Example: ``bb.freeze("c2", "c3")``.
         """
         for name in self._select(names, "freeze"):
-            self.stages[name].requires_grad_(False)
+            set_stage_frozen(self.stages[name], True)
             self._frozen.add(name)
         return self.train(self.training)
 
@@ -117,7 +120,7 @@ class Backbone(nn.Module):
         ``train``/``sync`` they train fully. Example (progressive unfreezing): ``bb.unfreeze("c3")``.
         """
         for name in self._select(names, "unfreeze"):
-            self.stages[name].requires_grad_(True)
+            set_stage_frozen(self.stages[name], False)
             self._frozen.discard(name)
         return self.train(self.training)
 
@@ -160,8 +163,8 @@ class Backbone(nn.Module):
             )
         if self._input_size is not None and tuple(x.shape[2:]) != self._input_size:
             raise InputShapeError(
-                f"featx backbone {self.spec.model!r} takes inputs of exactly {self._input_size[0]}x{self._input_size[1]} "
-                f"(its spec's input_size), got {x.shape[2]}x{x.shape[3]}"
+                f"featx backbone {self.spec.model!r} takes inputs of exactly "
+                f"{self._input_size[0]}x{self._input_size[1]} (its spec's input_size), got {x.shape[2]}x{x.shape[3]}"
             )
         features: "OrderedDict[str, Tensor]" = OrderedDict()
         for name, stage in self.stages.items():

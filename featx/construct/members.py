@@ -16,7 +16,9 @@ from typing import Dict, List, Sequence, Tuple
 from torch import nn
 
 from featx.errors import SpecError
-from featx.spec import BackboneSpec, key_path, suggest
+from featx.nn.feature_info import StageInfo
+from featx.spec.keys import key_path, suggest
+from featx.spec.schema import BackboneSpec
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,13 @@ def _slice_members(name: str, bounds: List[int], source: nn.Module, source_path:
     return StageMembers(name, paths, f"{source_path or 'model'}[{start}:{end}]")
 
 
-def _check_slice_follows(name: str, start: int, previous: "StageMembers | None", children: List[str], prefix: str) -> None:
+def _check_slice_follows(
+    name: str, start: int, previous: "StageMembers | None", children: List[str], prefix: str
+) -> None:
     """A slice after a ``modules`` stage that ends on a child of ``source`` must start at the next child."""
     if previous is None or not previous.paths[-1].startswith(prefix):
         return
-    last = previous.paths[-1][len(prefix):]
+    last = previous.paths[-1][len(prefix) :]
     if last in children and start != children.index(last) + 1:
         raise SpecError(
             key_path("stages", name, "slice"),
@@ -101,15 +105,19 @@ def resolve_members(model: nn.Module, spec: BackboneSpec) -> List[StageMembers]:
             _check_slice_follows(name, stage.slice[0], members[-1] if members else None, children, prefix)
             members.append(_slice_members(name, list(stage.slice), source, source_path))
             continue
-        for position, path in enumerate(stage.modules):
+        modules = list(stage.modules or [])
+        for position, path in enumerate(modules):
             _find_module(model, path, key_path("stages", name, f"modules[{position}]"))
-        members.append(StageMembers(name, tuple(stage.modules), ", ".join(stage.modules)))
+        members.append(StageMembers(name, tuple(modules), ", ".join(modules)))
     _check_disjoint(members)
     return members
 
 
-def stage_containers(model: nn.Module, members: Sequence[StageMembers]) -> "OrderedDict[str, nn.Sequential]":
-    """One ``nn.Sequential`` per stage holding ``model``'s own member modules (children named by path, ``.`` → ``_``)."""
+def stage_containers(
+    model: nn.Module, members: Sequence[StageMembers | StageInfo]
+) -> "OrderedDict[str, nn.Sequential]":
+    """One ``nn.Sequential`` per stage holding ``model``'s own member modules (children named by path,
+    ``.`` → ``_``)."""
     return OrderedDict(
         (
             stage.name,

@@ -1,0 +1,100 @@
+"""``featx.build`` and ``featx.load``: one generic builder from any backbone spec (or a checkpoint that embeds one)
+to a :class:`~featx.nn.backbone.Backbone`.
+
+The path of a build: spec (:mod:`featx.spec`) → model on the meta device (:mod:`featx.models`) → plan: stages,
+channels, strides (:mod:`featx.construct.plan`) → kept layers materialised, weights loaded
+(:mod:`featx.construct.meta_model`) → neck and :class:`Backbone` (:mod:`featx.nn`) → device.
+
+Example::
+
+    import featx, torch
+    bb = featx.build("resnet50_fpn", overrides=["fpn.out_channels=128", "frozen_stages=1"])
+    feats = bb(torch.randn(1, 3, 224, 224))
+    same = featx.load(featx.save(bb, "runs/bb.pt"))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from featx.construct.checkpoint import Checkpoint, PathLike, load_saved_backbone, read_checkpoint
+from featx.construct.device import resolve_device
+from featx.construct.members import stage_containers
+from featx.construct.meta_model import MetaModel
+from featx.construct.plan import plan_backbone
+from featx.errors import WeightsError
+from featx.models.weights_enums import enum_weights_file, is_weights_file
+from featx.nn.backbone import Backbone
+from featx.nn.feature_info import FeatureInfo
+from featx.nn.fpn import FeaturePyramid, level_name
+from featx.spec.load import SpecSource, load_spec
+from featx.spec.schema import BackboneSpec
+
+
+def _weights_path(spec: BackboneSpec) -> Path:
+    """The local file the spec's ``weights`` names (an enum member's file is fetched into the cache if absent)."""
+    assert spec.weights is not None
+    if not is_weights_file(spec.weights):
+        return enum_weights_file(spec.model, spec.weights)
+    path = Path(spec.weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"backbone.weights: checkpoint file not found: {path}")
+    return path
+
+
+def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
+    """Build ``spec``; ``checkpoint`` holds its weights (already read), ``None`` for random init or ``device: meta``."""
+    device = resolve_device(spec.device)
+    meta = MetaModel.create(spec.model)
+    plan = plan_backbone(spec, meta.model)
+    model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
+    neck = None
+    if spec.fpn is not None:
+        levels = [FeatureInfo(level_name(info.stride), info.channels, info.stride) for info in plan.returned]
+        neck = FeaturePyramid(levels, spec.fpn)
+    backbone = Backbone(stage_containers(model, plan.stages), plan.stages, spec, neck, plan.in_channels)
+    if checkpoint is not None and checkpoint.saved is not None:
+        load_saved_backbone(backbone, spec, checkpoint)
+    if spec.reinit:
+        backbone.reinit(*spec.reinit)
+    backbone.to(device)
+    if spec.channels_last:
+        backbone.to(memory_format=torch.channels_last)
+    return backbone.train()
+
+
+def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Backbone:
+    """Build the backbone ``source`` describes: a packaged name (``"resnet50_fpn"``), a ``.yaml`` path, a mapping,
+    a ``DictConfig`` or a :class:`~featx.spec.schema.BackboneSpec`; ``overrides`` use Hydra's grammar relative to
+    the backbone node (``["fpn.out_channels=128"]``).
+
+    ``device: meta`` builds the structure only (no memory, no weights read): enough for ``feature_info``, parameter
+    counts and output shapes, e.g. ``featx.build("resnet50_fpn", overrides=["device=meta"])``.
+
+    Raises :class:`~featx.errors.SpecError` for an invalid spec, :class:`~featx.errors.WeightsError` for weights
+    that cannot be had or do not fit, :class:`~featx.errors.DeviceError` for a device this machine lacks.
+    """
+    spec = load_spec(source, overrides)
+    reads_weights = spec.weights is not None and resolve_device(spec.device).type != "meta"
+    return _assemble(spec, read_checkpoint(_weights_path(spec)) if reads_weights else None)
+
+
+def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
+    """Rebuild the backbone saved at ``path`` by :func:`featx.save` from its embedded spec (plus ``overrides``) and
+    load its weights; the file is read once.
+
+    The spec's ``frozen_stages`` apply again; freezing changed at run time (``bb.unfreeze()``) is not saved.
+    """
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    if checkpoint.saved is None:
+        raise WeightsError(
+            f"{path} has no featx spec (it was not written by featx.save); build a spec with weights: {path} instead"
+        )
+    spec = load_spec(dict(checkpoint.saved["spec"], weights=str(path), reinit=[]), overrides)
+    if resolve_device(spec.device).type == "meta":
+        return _assemble(spec, None)
+    return _assemble(spec, checkpoint)

@@ -1,0 +1,132 @@
+"""Checkpoints: every file layout the ``weights`` key reads, and the one :func:`save` writes (the state dict together
+with the resolved spec and library versions, so :func:`featx.load` rebuilds the backbone from the file alone).
+
+Read: a ``.pth``/``.pt`` state dict (optionally nested under ``state_dict`` or ``model``), a ``.safetensors`` file,
+or a file written by :func:`save` (its featx block under :data:`FORMAT_KEY`: in the pickle-free ``.pth`` dict, or as
+JSON in the safetensors metadata).
+
+Example::
+
+    save(bb, "runs/bb.pt")                       # or "runs/bb.safetensors"
+    checkpoint = read_checkpoint(Path("runs/bb.pt"))
+    checkpoint.saved["spec"]["model"]            # 'resnet50'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+import torchvision
+from safetensors.torch import save_file as save_safetensors
+from torch import nn
+
+from featx.construct.weights import check_fit, safetensors_file, torch_load_file
+from featx.errors import ArgumentError, WeightsError
+from featx.files import write_atomically
+from featx.spec.keys import key_path
+from featx.spec.load import load_spec
+from featx.spec.schema import BackboneSpec
+
+PathLike = Union[str, os.PathLike]
+#: The key under which featx.save stores the spec, frozen stages and versions.
+FORMAT_KEY = "featx"
+#: Spec keys that shape a backbone's state dict, named when a featx checkpoint does not fit.
+STRUCTURE_KEYS = ("model", "source", "stages", "out_features", "fpn")
+#: Keys a third-party ``.pth`` may nest its state dict under.
+_NESTING_KEYS = ("state_dict", "model")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Tensors read from a weights file; ``saved`` holds the featx block (spec, versions) of a file written by
+    :func:`save`, else ``None`` (a torchvision-keyed state dict)."""
+
+    path: Path
+    state: Dict[str, torch.Tensor]
+    saved: Optional[Dict[str, Any]] = None
+
+
+def _checked(checkpoint: Checkpoint) -> Checkpoint:
+    if checkpoint.saved is not None and not isinstance(checkpoint.saved.get("spec"), Mapping):
+        raise WeightsError(f"{key_path('weights')}: {checkpoint.path} has a featx block without a spec")
+    return checkpoint
+
+
+def _read_safetensors(path: Path) -> Checkpoint:
+    state, metadata = safetensors_file(path)
+    try:
+        saved = json.loads(metadata[FORMAT_KEY]) if FORMAT_KEY in metadata else None
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{key_path('weights')}: {path} has unreadable featx metadata: {error}") from None
+    if saved is not None and not isinstance(saved, dict):
+        raise WeightsError(f"{key_path('weights')}: {path} has unreadable featx metadata (not a mapping)")
+    return _checked(Checkpoint(path, state, saved))
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read a ``.pth``/``.pt`` (``weights_only=True``: pickled code is refused) or ``.safetensors`` file."""
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    loaded = torch_load_file(path)
+    saved = None
+    if isinstance(loaded, Mapping) and isinstance(loaded.get(FORMAT_KEY), Mapping):
+        saved = dict(loaded[FORMAT_KEY])
+    for key in _NESTING_KEYS:
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise WeightsError(f"{key_path('weights')}: {path} does not hold a state dict (name → tensor)")
+    return _checked(Checkpoint(path, dict(loaded), saved))
+
+
+def _metadata(spec: BackboneSpec) -> Dict[str, Any]:
+    versions = {"featx": version("featx"), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
+    return {"spec": spec.to_dict(), "versions": versions}
+
+
+def save(backbone: nn.Module, path: PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``backbone``'s weights, resolved spec and library versions to ``path``.
+
+    ``.safetensors`` paths are written with safetensors (the metadata as JSON), anything else with ``torch.save``
+    (plain data only, so ``weights_only=True`` reads it). The file appears whole or not at all; an existing file
+    is kept unless ``overwrite=True``.
+    """
+    spec: BackboneSpec = getattr(backbone, "spec", None)  # type: ignore[assignment]
+    if not isinstance(spec, BackboneSpec):
+        raise ArgumentError(f"save(): expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
+    state = {key: tensor.detach().cpu().contiguous() for key, tensor in backbone.state_dict().items()}
+    metadata = _metadata(spec)
+
+    def write(partial: Path) -> None:
+        if Path(path).suffix == ".safetensors":
+            save_safetensors(state, str(partial), metadata={FORMAT_KEY: json.dumps(metadata)})
+        else:
+            torch.save({FORMAT_KEY: metadata, "state_dict": state}, partial)
+
+    return write_atomically(
+        Path(path), write, overwrite=overwrite, what="save()", hint="pass overwrite=True to replace it"
+    )
+
+
+def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Checkpoint) -> None:
+    """Load a checkpoint written by :func:`save` into ``backbone``; if it does not fit, say how the spec it was
+    saved from differs."""
+    assert checkpoint.saved is not None
+    expected = backbone.state_dict()
+    try:
+        check_fit(checkpoint.state, expected, expected, str(checkpoint.path))
+    except WeightsError as error:
+        saved = load_spec(checkpoint.saved["spec"])
+        differing = [field for field in STRUCTURE_KEYS if getattr(saved, field) != getattr(spec, field)]
+        raise WeightsError(
+            f"{key_path('weights')}: {checkpoint.path} was saved by featx.save from a different spec (it differs in "
+            f"{', '.join(differing) or 'no structural key'}); rebuild that backbone with "
+            f"featx.load({str(checkpoint.path)!r}) and no structural overrides. {error}"
+        ) from None
+    backbone.load_state_dict({key: checkpoint.state[key] for key in expected if key in checkpoint.state}, strict=False)

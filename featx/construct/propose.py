@@ -1,0 +1,245 @@
+"""``featx.propose``: write the backbone spec of a torchvision classifier by probing it on the meta device.
+
+The model's modules are run in order on meta inputs, from the root's children down: a plain ``nn.Sequential``
+that spans a stride boundary is opened into its children, a ``ModuleList`` always is. The chain ends at the first
+module whose output no longer grows with the input (a global pool), switches layout (Swin's final permute) or
+cannot take the map (the classifier). A module in between whose output is not a feature map (an auxiliary
+classifier) is left out. Each stage then ends at the last module of its stride: ``c2`` at stride 4 up to ``c5``
+at stride 32.
+
+Example::
+
+    spec = featx.propose("resnet50")           # {"model": "resnet50", "stages": {"c2": {"modules": [...]}, ...}}
+    backbone = featx.build(spec)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from featx.construct.probe import (
+    PROBE_SIZES,
+    Size,
+    channels_of,
+    infer_layout,
+    meta_input,
+    shape_only_layers,
+    stride_of,
+)
+from featx.errors import ArgumentError, SpecError
+from featx.models.meta_construction import construct_on_meta
+from featx.models.registry import check_model_name, default_crop_size
+from featx.nn.feature_info import FeatureInfo, StageInfo
+from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What :func:`analyse` found: the spec and what it is made of.
+
+    ``left_out`` are modules inside the chain that the stages skip (auxiliary classifiers); ``head`` are the
+    root-level modules after the chain (pooling, classifier) that a backbone does not run.
+    """
+
+    spec: BackboneSpec
+    stages: Tuple[StageInfo, ...]
+    left_out: Tuple[str, ...]
+    head: Tuple[str, ...]
+
+
+def _runs_children_in_order(module: nn.Module) -> bool:
+    """True for containers whose forward is exactly "each child in turn" (``nn.Sequential`` not overriding it)."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward and len(module) > 0
+
+
+def _has_no_forward(module: nn.Module) -> bool:
+    """True for pure containers (``nn.ModuleList``, ``nn.ModuleDict``) that cannot be called."""
+    return type(module).forward is nn.Module.forward and any(True for _ in module.children())
+
+
+def _feature_maps(module: nn.Module, inputs: Sequence[Tensor]) -> Optional[List[Tensor]]:
+    """``module`` applied to each input, or ``None`` if it fails or does not return 4-D tensors."""
+    outputs = []
+    for x in inputs:
+        try:
+            y = module(x)
+        except Exception:  # noqa: BLE001 - any failure means "not part of the chain here"
+            return None
+        if not isinstance(y, Tensor) or y.dim() != 4:
+            return None
+        outputs.append(y)
+    return outputs
+
+
+def _splits_at_boundary(
+    module: nn.Module, xs: List[Tensor], layout: str, low: int, high: int, min_stride: int, size: Size
+) -> bool:
+    """True if running ``module``'s children one by one reaches a stage boundary (a power of two ``>= min_stride``)
+    strictly between strides ``low`` and ``high`` in ``layout``: then the container is worth opening."""
+    if max(min_stride, low * 2) >= high:
+        return False
+    for child in module.children():
+        outputs = _feature_maps(child, xs)
+        if outputs is None:
+            return False
+        xs = outputs
+        if (
+            infer_layout([tuple(x.shape) for x in xs], layout) == layout
+            and max(min_stride, low * 2) <= stride_of(tuple(xs[0].shape), layout, size) < high
+        ):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """The feature chain of a model: one :class:`FeatureInfo` per module (named by its path), the modules inside it
+    that it skips, the modules after it, and its layout."""
+
+    links: Tuple[FeatureInfo, ...]
+    left_out: Tuple[str, ...]
+    head: Tuple[str, ...]
+    layout: str
+
+
+def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
+    """The feature chain of ``model`` at the probe ``sizes``."""
+    xs = [meta_input(size) for size in sizes]
+    queue: List[Tuple[str, nn.Module]] = list(model.named_children())
+    links: List[FeatureInfo] = []
+    skipped: List[str] = []
+    left_out: List[str] = []
+    layout: Optional[str] = None
+    stride = 1
+    while queue:
+        path, module = queue.pop(0)
+        if _has_no_forward(module):
+            queue[:0] = [(f"{path}.{name}", child) for name, child in module.named_children()]
+            continue
+        outputs = _feature_maps(module, xs)
+        if outputs is None:
+            skipped.append(path)
+            continue
+        shapes = [tuple(y.shape) for y in outputs]
+        kind = infer_layout(shapes, layout)
+        if kind is None or (layout is not None and kind != layout):
+            queue.insert(0, (path, module))
+            break
+        out_stride = stride_of(shapes[0], kind, sizes[0])
+        if _runs_children_in_order(module) and _splits_at_boundary(
+            module, xs, kind, stride, out_stride, min_stride, sizes[0]
+        ):
+            queue[:0] = [(f"{path}.{name}", child) for name, child in module.named_children()]
+            continue
+        layout, stride, xs = kind, out_stride, outputs
+        left_out.extend(skipped)
+        skipped = []
+        links.append(FeatureInfo(path, channels_of(shapes[0], kind), out_stride))
+    head = skipped + [path for path, _ in queue]
+    return _Chain(tuple(links), tuple(left_out), tuple(head), layout or "nchw")
+
+
+def _group_stages(links: Sequence[FeatureInfo], min_stride: int) -> Tuple[StageInfo, ...]:
+    """Cut the chain after the last link of each stride ``>= min_stride``."""
+    stages: List[StageInfo] = []
+    members: List[str] = []
+    for index, link in enumerate(links):
+        members.append(link.name)
+        is_last_of_stride = index + 1 == len(links) or links[index + 1].stride != link.stride
+        if is_last_of_stride and link.stride >= min_stride:
+            name = f"c{int(math.log2(link.stride))}"
+            stages.append(StageInfo(name, link.channels, link.stride, tuple(members), ", ".join(members)))
+            members = []
+    return tuple(stages)
+
+
+def _as_slices(
+    stages: Sequence[StageInfo], left_out: Sequence[str], model: nn.Module
+) -> Optional[Tuple[str, Dict[str, StageSpec]]]:
+    """``(source, {stage: StageSpec(slice=[a, b])})`` when every member is a numbered child of one container, in
+    order from its first child with none skipped; else ``None`` (the stages then list module paths)."""
+    paths = [path for stage in stages for path in stage.paths]
+    parents = {path.rpartition(".")[0] for path in paths}
+    if left_out or len(parents) != 1 or "" in parents:
+        return None
+    (source,) = parents
+    children = [name for name, _ in model.get_submodule(source).named_children()]
+    if not all(name.isdigit() for name in children) or [p.rpartition(".")[2] for p in paths] != children[: len(paths)]:
+        return None
+    slices, start = {}, 0
+    for stage in stages:
+        slices[stage.name] = StageSpec(slice=[start, start + len(stage.paths)])
+        start += len(stage.paths)
+    return source, slices
+
+
+def _find_chain(model: nn.Module, model_name: str, min_stride: int) -> Tuple[_Chain, Optional[List[int]]]:
+    """The chain at the general probe sizes or, for a model that takes one input size only (MaxViT fails at the
+    general sizes), at the crop size of its weights; with the ``input_size`` that needs."""
+    with shape_only_layers(model), torch.no_grad():
+        chain = _walk(model, PROBE_SIZES, min_stride)
+        if len(_group_stages(chain.links, min_stride)) >= 2:
+            return chain, None
+        crop = default_crop_size(model_name)
+        fixed = _walk(model, ((crop, crop),), min_stride)
+        if len(_group_stages(fixed.links, min_stride)) >= 2:
+            return fixed, [crop, crop]
+    return chain, None
+
+
+def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, frozen_stages: int = 1) -> Proposal:
+    """Probe torchvision's ``model_name`` on the meta device and propose a spec (see :func:`propose`)."""
+    try:
+        check_model_name(model_name)
+    except SpecError as error:
+        raise ArgumentError(f"propose(): {error.message}") from None
+    if min_stride < 1 or min_stride & (min_stride - 1):
+        raise ArgumentError(f"propose(): min_stride must be a power of two (1, 2, 4, ...), got {min_stride}")
+    if fpn is not None and fpn < 1:
+        raise ArgumentError(f"propose(): fpn must be a positive channel count or None, got {fpn}")
+    model = construct_on_meta(model_name)[0].eval()
+    chain, input_size = _find_chain(model, model_name, min_stride)
+    stages = _group_stages(chain.links, min_stride)
+    if len(stages) < 2:
+        strides = sorted({link.stride for link in chain.links})
+        raise ArgumentError(
+            f"propose(): {model_name!r} has no spatial hierarchy to cut into stages: its feature maps "
+            f"({', '.join(link.name for link in chain.links) or 'none'}) have stride "
+            f"{', '.join(map(str, strides)) or '-'} only, and what follows ({', '.join(chain.head) or 'nothing'}) "
+            f"works on other shapes (token sequences), while a backbone needs at least two strides >= {min_stride}. "
+            "featx builds hierarchical models (CNNs, Swin, MaxViT); a plain ViT has a single stride"
+        )
+    if not 0 <= frozen_stages <= len(stages):
+        raise ArgumentError(f"propose(): frozen_stages must be in 0..{len(stages)}, got {frozen_stages}")
+    slices = _as_slices(stages, chain.left_out, model)
+    source, stage_specs = slices if slices else (None, {s.name: StageSpec(modules=list(s.paths)) for s in stages})
+    spec = BackboneSpec(
+        model=model_name,
+        source=source,
+        stages=stage_specs,
+        frozen_stages=frozen_stages,
+        fpn=None if fpn is None else FpnSpec(out_channels=fpn),
+        layout=chain.layout,
+        input_size=input_size,
+    )
+    return Proposal(spec, stages, chain.left_out, chain.head)
+
+
+def propose(
+    model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, frozen_stages: int = 1
+) -> Dict[str, Any]:
+    """A complete backbone spec for torchvision's ``model_name`` as plain data, with one stage per stride from
+    ``min_stride`` (default 4) up to the model's deepest: ``c2`` (stride 4) ... ``c5`` (stride 32). ``fpn`` adds an
+    FPN of that width; the first ``frozen_stages`` stages are frozen.
+
+    Raises :class:`~featx.errors.ArgumentError` for an unknown model (with close names) or a model without a
+    spatial hierarchy (ViT). Example::
+
+        featx.build(featx.propose("convnext_tiny", fpn=256))
+    """
+    return analyse(model_name, min_stride=min_stride, fpn=fpn, frozen_stages=frozen_stages).spec.to_dict()

@@ -1,0 +1,113 @@
+"""Writing files so that nothing the user owns is lost and no reader sees half a file.
+
+:func:`write_atomically` writes through a temporary file with a unique name in the target's folder, flushes it to
+disk, then moves it into place: with ``overwrite=False`` by a hard link, which fails if the target exists (so of two
+concurrent writers exactly one succeeds and the file holds its bytes); with ``overwrite=True`` by a rename. The
+temporary file is removed whatever happens.
+
+Example::
+
+    write_atomically(Path("out/bb.pt"), lambda tmp: torch.save(state, tmp), overwrite=False, what="save()")
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from featx.errors import ArgumentError
+
+#: what :func:`write_atomically`'s temporary files are called: ``.<target name>.<random>.partial``
+PARTIAL_SUFFIX = ".partial"
+#: errors of ``os.link`` on file systems without hard links (FAT, some network mounts)
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _exists_error(path: Path, what: str, hint: str) -> ArgumentError:
+    return ArgumentError(f"{what}: {path} exists; {hint} (nothing was written)")
+
+
+def _place(partial: Path, path: Path, overwrite: bool, what: str, hint: str) -> None:
+    if overwrite:
+        os.replace(partial, path)
+        return
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        raise _exists_error(path, what, hint) from None
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        if path.exists():  # no hard links here: check, then rename (a writer in between could still be replaced)
+            raise _exists_error(path, what, hint) from None
+        os.replace(partial, path)
+
+
+def prepare_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` (and its parents); :class:`ArgumentError` naming it when that is impossible."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ArgumentError(f"{what}: cannot create the folder {folder}: a file is in the way") from None
+    except OSError as error:
+        raise ArgumentError(f"{what}: cannot create the folder {folder}: {error.strerror or error}") from None
+    if not folder.is_dir():
+        raise ArgumentError(f"{what}: {folder} is not a folder")
+
+
+def write_atomically(
+    path: Path,
+    write: Callable[[Path], object],
+    *,
+    overwrite: bool,
+    what: str,
+    hint: str = "set overwrite to replace it",
+) -> Path:
+    """``write(temporary)``, then move the temporary file to ``path`` whole (see the module docstring).
+
+    ``what`` names the argument or key in errors (``"save()"``, ``"export.path"``), ``hint`` says how to overwrite.
+    An existing ``path`` is kept (``ArgumentError``) unless ``overwrite``; a ``path`` that is a folder is always
+    refused.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ArgumentError(f"{what}: {path} is a folder; give a file path")
+    if path.exists() and not overwrite:
+        raise _exists_error(path, what, hint)
+    prepare_folder(path.parent, what)
+    try:
+        descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    except OSError as error:
+        raise ArgumentError(f"{what}: cannot write in {path.parent}: {error.strerror or error}") from None
+    os.close(descriptor)
+    partial = Path(name)
+    try:
+        write(partial)
+        _fsync(partial)
+        _place(partial, path, overwrite, what, hint)
+        _fsync_folder(path.parent)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path

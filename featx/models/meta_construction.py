@@ -1,0 +1,135 @@
+"""Constructing torchvision models without paying for what a backbone drops.
+
+- :func:`construct_on_meta`: the model on the meta device (no memory, init skipped), plus every parameter and
+  buffer registration in construction order.
+- :func:`construct_keeping`: the model for real, torchvision's own init included, but with only the registrations
+  marked ``keep`` allocated; the others (a classifier the backbone drops) stay on meta.
+
+Example::
+
+    model, registrations = construct_on_meta("vgg16")
+    real = construct_keeping("vgg16", registrations, [r.module is not model.classifier[0] for r in registrations])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, cast
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.module import (
+    register_module_buffer_registration_hook,
+    register_module_parameter_registration_hook,
+)
+from torch.overrides import TorchFunctionMode
+
+from featx.models.registry import check_model_name, construct
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One parameter or buffer registered while a model was constructed, in construction order."""
+
+    module: nn.Module
+    name: str
+    shape: Tuple[int, ...]
+
+
+@contextlib.contextmanager
+def _on_registration(
+    to_meta: Callable[[int, Tensor], bool], record: Optional[List[Registration]] = None
+) -> Iterator[None]:
+    """Inside the block, the ``i``-th parameter or buffer registered anywhere is replaced by its meta twin when
+    ``to_meta(i, tensor)`` says so, and (with ``record``) every registration is appended to ``record``."""
+    counter = itertools.count()
+
+    def decide(module: nn.Module, name: str, tensor: Optional[Tensor]) -> Optional[Tensor]:
+        if tensor is None:
+            return None
+        index = next(counter)
+        if record is not None:
+            record.append(Registration(module, name, tuple(tensor.shape)))
+        if tensor.is_meta or not to_meta(index, tensor):
+            return None
+        twin = tensor.to("meta")
+        return nn.Parameter(twin, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else twin
+
+    hook = cast(
+        Callable[..., None], decide
+    )  # torch types hooks as returning None; a returned tensor replaces the original
+    handles = (register_module_parameter_registration_hook(hook), register_module_buffer_registration_hook(hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+#: in-place ops that only write values: on a meta tensor (which has none) they can be skipped. The ``torch.nn.init``
+#: functions that dispatch to the mode themselves are listed too (``uniform_``, ``normal_``, ``constant_``,
+#: ``kaiming_uniform_``): the mode is off while a function it intercepted runs, so the ``uniform_`` inside
+#: ``kaiming_uniform_`` would otherwise reach its (Python) meta kernel. The others only call Tensor methods above.
+_VALUE_WRITES = frozenset({
+    "normal_", "uniform_", "fill_", "zero_", "random_", "exponential_", "bernoulli_", "erfinv_", "mul_", "add_",
+    "sub_", "div_", "clamp_", "copy_", "orthogonal_", "trunc_normal_", "kaiming_uniform_", "constant_",
+})  # fmt: skip
+
+
+class SkipValueWritesOnMeta(TorchFunctionMode):
+    """Weight init on meta tensors is pure cost (meta kernels of ``normal_`` and friends are Python
+    decompositions: 0.1 s of ResNet-50's meta construction); inside this mode such in-place writes to a meta tensor
+    return the tensor untouched. Shapes, and everything on real devices, are unaffected."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in _VALUE_WRITES:
+            # Tensor methods get the tensor first; torch.nn.init's functions pass it as the keyword ``tensor``
+            target = args[0] if args else kwargs.get("tensor")
+            if isinstance(target, Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
+
+
+def construct_on_meta(name: str) -> Tuple[nn.Module, Tuple[Registration, ...]]:
+    """torchvision's ``name`` on the meta device, with its registrations in order.
+
+    The constructor runs without allocating or initialising. One that computes with tensors (RegNet derives its
+    widths with ``torch`` ops) cannot run under ``torch.device("meta")``; it runs on the CPU instead while each
+    parameter and buffer moves to meta as it is registered, so weight init is still skipped.
+    """
+    check_model_name(name)
+    record: List[Registration] = []
+    try:
+        with torch.device("meta"), SkipValueWritesOnMeta(), _on_registration(lambda index, tensor: False, record):
+            return construct(name), tuple(record)
+    except (NotImplementedError, RuntimeError):
+        record.clear()
+        with SkipValueWritesOnMeta(), _on_registration(lambda index, tensor: True, record):
+            return construct(name), tuple(record)
+
+
+def construct_keeping(name: str, registrations: Sequence[Registration], keep: Sequence[bool]) -> nn.Module:
+    """torchvision's ``name`` constructed for real on the CPU, its own init included, with only the registrations
+    whose ``keep`` is true allocated; the others stay on meta.
+
+    ``registrations`` come from :func:`construct_on_meta`: the constructor registers the same tensors in the same
+    order. If the order turns out different, the model is constructed whole instead.
+    """
+    mismatches: List[int] = []
+
+    def to_meta(index: int, tensor: Tensor) -> bool:
+        if index >= len(keep) or tuple(tensor.shape) != registrations[index].shape:
+            mismatches.append(index)
+            return False
+        return not keep[index]
+
+    check_model_name(name)
+    with _on_registration(to_meta):
+        model = construct(name)
+    if mismatches:
+        with torch.device("cpu"):
+            return construct(name)
+    return model

@@ -1,0 +1,72 @@
+"""torchvision's weights enums as the ``weights`` key names them (``DEFAULT``, ``IMAGENET1K_V2``): the member, and the
+file it is cached in (``$TORCH_HOME/hub/checkpoints/<file name of its url>``), downloaded only when absent.
+
+Example::
+
+    path = enum_weights_file("resnet50", "IMAGENET1K_V2")     # .../hub/checkpoints/resnet50-11ad3fa6.pth
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.error import URLError
+from urllib.parse import urlparse
+
+import torch
+
+from featx.errors import SpecError, WeightsError
+from featx.models.registry import weights_enum
+from featx.spec.keys import key_path, suggest
+
+#: Set to 1 to never download: a weights enum missing from the cache is then an immediate WeightsError.
+OFFLINE_VARIABLE = "FEATX_OFFLINE"
+
+
+def is_weights_file(value: str) -> bool:
+    """Whether a ``weights`` value names a file rather than an enum member (``DEFAULT``, ``IMAGENET1K_V1``)."""
+    return bool(Path(value).suffix) or "/" in value or os.sep in value or Path(value).exists()
+
+
+def cached_weights_path(url: str) -> Path:
+    """Where torchvision's loader caches ``url``: ``$TORCH_HOME/hub/checkpoints/<file name>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def enum_member(model: str, name: str) -> Any:
+    """The torchvision weights enum member ``name`` (``DEFAULT`` or a member name) of ``model``; SpecError if none."""
+    enum: Any = weights_enum(model)
+    if name == "DEFAULT":
+        return enum.DEFAULT
+    members = [member.name for member in enum]
+    if name not in members:
+        raise SpecError(
+            key_path("weights"),
+            f"{name!r} is not a weights name of {model}{suggest(name, members)} "
+            f"(valid: null, DEFAULT, {', '.join(members)}; or a path to a checkpoint file)",
+        )
+    return enum[name]
+
+
+def enum_weights_file(model: str, name: str) -> Path:
+    """The cached file of ``model``'s weights ``name``, downloaded into the cache if absent (unless offline)."""
+    member = enum_member(model, name)
+    path = cached_weights_path(member.url)
+    if path.is_file():
+        return path
+    where = f"Place the file at {path} (get it from {member.url})"
+    if os.environ.get(OFFLINE_VARIABLE, "") not in ("", "0"):
+        raise WeightsError(
+            f"{key_path('weights')}: {model} {member} is not in the torch hub cache and "
+            f"{OFFLINE_VARIABLE} forbids downloading. {where}"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(member.url, str(path), progress=True)
+    except (URLError, OSError) as error:
+        raise WeightsError(
+            f"{key_path('weights')}: {model} {member} is not in the torch hub cache and could not be downloaded "
+            f"({error}). {where}"
+        ) from None
+    return path

@@ -1,0 +1,25 @@
+"""Naming things in errors: key paths under ``backbone`` and "did you mean" hints.
+
+Example::
+
+    key_path("stages", "c2", "slice")          # 'backbone.stages.c2.slice'
+    suggest("resnet5", ["resnet50", "vgg16"])   # '; did you mean resnet50?'
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+ROOT = "backbone"
+
+
+def key_path(*parts: str) -> str:
+    """``key_path("stages", "c2", "slice")`` → ``"backbone.stages.c2.slice"``."""
+    return ".".join((ROOT, *parts))
+
+
+def suggest(word: str, choices: Iterable[str], n: int = 3) -> str:
+    """A ``"; did you mean x?"`` hint, or ``""`` when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""

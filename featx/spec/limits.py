@@ -1,0 +1,64 @@
+"""Upper bounds on what featx accepts, so no input can take unbounded memory or time (an alias bomb in a YAML
+file, a million-item list, a 100000x100000 image). Each is far above any real use.
+
+Example::
+
+    check_data_size(yaml.safe_load(text), where="my.yaml")     # SpecError if it expands past MAX_SPEC_NODES
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from featx.errors import SpecError
+from featx.spec.keys import key_path
+
+#: a spec file is a few hundred bytes; a file larger than this is not a spec
+MAX_SPEC_BYTES = 1 << 20
+#: scalars, lists and mappings in a spec with YAML aliases expanded (the packaged ones have < 100)
+MAX_SPEC_NODES = 10_000
+#: stages in a spec, and module paths in one stage
+MAX_STAGES = 64
+MAX_STAGE_MODULES = 4096
+#: the largest height or width of an input featx runs or probes (an 8K image is 7680 wide)
+MAX_SIDE = 16_384
+#: the largest batch the apps run, and channel count of a neck
+MAX_BATCH = 4096
+MAX_CHANNELS = 65_536
+#: characters of a value from a file quoted back in an error message
+QUOTE_LIMIT = 80
+
+
+def quoted(value: Any) -> str:
+    """``repr(value)``, cut to :data:`QUOTE_LIMIT` characters: errors name a value, they never dump a file."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
+
+
+def expanded_size(data: Any) -> int:
+    """How many scalars, lists and mappings ``data`` holds with shared references (YAML aliases) counted at every
+    place they appear; computed without expanding them, so a bomb is measured in microseconds."""
+    sizes: Dict[int, int] = {}
+
+    def size(node: Any, depth: int) -> int:
+        if depth > 64:
+            raise SpecError(key_path(), "nested more than 64 levels deep; a spec is a flat mapping of a few keys")
+        if not isinstance(node, (dict, list, tuple)):
+            return 1
+        if id(node) not in sizes:
+            children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else list(node)
+            sizes[id(node)] = 1 + sum(size(child, depth + 1) for child in children)
+        return sizes[id(node)]
+
+    return size(data, 0)
+
+
+def check_data_size(data: Any) -> None:
+    """Raise :class:`SpecError` when ``data`` (a spec as plain data) expands past :data:`MAX_SPEC_NODES` nodes."""
+    nodes = expanded_size(data)
+    if nodes > MAX_SPEC_NODES:
+        raise SpecError(
+            key_path(),
+            f"expands to {nodes} values (YAML aliases counted where they are used), more than the {MAX_SPEC_NODES} a "
+            "spec may hold; a backbone spec is a few dozen values",
+        )

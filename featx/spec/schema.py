@@ -1,0 +1,84 @@
+"""The backbone spec: the schema of a ``conf/backbone/*.yaml`` file, as dataclasses.
+
+The dataclasses double as the Hydra/OmegaConf structured-config schema (see :mod:`featx.spec.hydra_store`), so
+unknown keys and wrong types fail while composing. The checks that need no model are in
+:mod:`featx.spec.validate`; those that need the model in :mod:`featx.construct.members`.
+
+Example::
+
+    spec = BackboneSpec(model="resnet34", stages={"c4": StageSpec(modules=["conv1", "bn1", "layer1"])})
+    spec.to_dict()["stages"]     # {'c4': {'modules': ['conv1', 'bn1', 'layer1']}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+NORM_POLICIES = ("frozen", "eval", "train", "sync")
+LAYOUTS = ("nchw", "nhwc")
+EXTRA_BLOCKS = ("maxpool", "p6p7")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps", "meta")
+
+
+@dataclass
+class StageSpec:
+    """One stage: ``slice`` over the source container's children **or** ``modules`` (paths from the model root)."""
+
+    slice: Optional[List[int]] = None
+    modules: Optional[List[str]] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The one key that is set: ``{"slice": [0, 4]}`` or ``{"modules": ["layer1"]}``."""
+        return {"slice": list(self.slice)} if self.slice is not None else {"modules": list(self.modules or [])}
+
+
+@dataclass
+class FpnSpec:
+    """The optional FPN neck on top of the returned stages."""
+
+    out_channels: int = 256
+    extra_blocks: Optional[str] = None
+
+
+@dataclass
+class BackboneSpec:
+    """A backbone as data; see the config reference in ``docs/config.md``.
+
+    ``fpn`` holds an :class:`FpnSpec` or ``None``. It is typed ``Any`` in the schema because OmegaConf cannot
+    override a field of a typed node that is ``None`` (``backbone.fpn.out_channels=128`` on ``fpn: null``);
+    :func:`featx.spec.load.load_spec` checks its keys and types instead.
+    """
+
+    model: str = MISSING
+    weights: Optional[str] = None
+    source: Optional[str] = None
+    stages: Dict[str, StageSpec] = MISSING
+    out_features: Optional[List[str]] = None
+    frozen_stages: int = 0
+    reinit: List[str] = field(default_factory=list)
+    norm: str = "frozen"
+    fpn: Any = None
+    layout: str = "nchw"
+    input_size: Optional[List[int]] = None
+    device: str = "auto"
+    channels_last: bool = False
+
+    @property
+    def returned_stages(self) -> List[str]:
+        """Names of the stages whose outputs are returned (or fed to the FPN), in stage order."""
+        return list(self.out_features) if self.out_features is not None else list(self.stages)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain data (dicts, lists, scalars) that rebuilds this spec: ``build(spec.to_dict())``; each stage holds
+        only the key that is set."""
+        data = dataclasses.asdict(self)
+        data["stages"] = {name: stage.to_dict() for name, stage in self.stages.items()}
+        return data
+
+
+#: The spec's keys in their file order: what featx writes when it dumps a spec.
+SPEC_KEYS = tuple(spec_field.name for spec_field in dataclasses.fields(BackboneSpec))

@@ -1,0 +1,87 @@
+"""Reading a spec file: UTF-8 YAML, safely parsed (no tags, no code), bounded in size and alias expansion, with
+duplicate keys refused; errors name the file, the line and the problem, never quote the file's contents.
+
+Example::
+
+    data = read_spec_file(Path("my_configs/backbone/resnet18_c4.yaml"))     # a dict
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+import yaml
+
+from featx.errors import SpecError
+from featx.spec.keys import key_path
+from featx.spec.limits import MAX_SPEC_BYTES, check_data_size, quoted
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+ROOT_KEY = key_path()
+#: PyYAML's safe loader, libyaml's C parser where installed (several times faster than the pure-Python one)
+_SAFE_BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_SAFE_BASE):
+    """The safe loader, refusing a mapping that gives one key twice (YAML would silently keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {quoted(key)} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """The parser's problem and where, without the snippet of the file PyYAML puts in ``str(error)``."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or type(error).__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
+def read_spec_file(path: Path) -> Dict[str, Any]:
+    """The mapping a spec file holds; :class:`SpecError` naming the file for anything else."""
+    origin = str(path)
+    if path.suffix not in SPEC_SUFFIXES:
+        raise SpecError(ROOT_KEY, f"a spec file is a .yaml or .yml file, got {origin}")
+    if path.is_dir():
+        raise SpecError(ROOT_KEY, f"{origin} is a folder, not a spec file")
+    if not path.is_file():
+        raise SpecError(ROOT_KEY, f"spec file not found: {origin}")
+    try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(
+                ROOT_KEY, f"{size} bytes is too large for a spec file (at most {MAX_SPEC_BYTES})", origin=origin
+            )
+        raw = path.read_bytes()
+    except OSError as error:
+        raise SpecError(ROOT_KEY, f"cannot read the file: {error.strerror or error}", origin=origin) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            ROOT_KEY, f"not UTF-8 text (byte {error.start} cannot be decoded); save the file as UTF-8", origin=origin
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as error:
+        raise SpecError(ROOT_KEY, f"not valid YAML: {_yaml_problem(error)}", origin=origin) from None
+    except RecursionError:
+        raise SpecError(ROOT_KEY, "not valid YAML for a spec: nested too deeply", origin=origin) from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            ROOT_KEY, f"a spec file must hold a mapping of keys, found {type(data).__name__}", origin=origin
+        )
+    try:
+        check_data_size(data)
+    except SpecError as error:
+        raise error.with_origin(origin) from None
+    return data
