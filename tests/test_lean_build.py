@@ -38,8 +38,8 @@ def _pairs(backbone: featx.Backbone, reference: torch.nn.Module):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_random_init_is_torchvisions_own_init_for_the_kept_layers(model):
-    torch.manual_seed(0)
-    backbone = featx.build(model, overrides=["device=cpu", "norm=eval"])
+    backbone = featx.build(model, overrides=["device=cpu", "norm=eval"])  # seed 0
+    torch.manual_seed(1)  # the reference draws other values: the comparison is of distributions, not copies
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         reference = torchvision.models.get_model(model, weights=None)

@@ -73,18 +73,34 @@ def test_a_module_in_two_stages_is_rejected():
             "c3": {"modules": ["layer1.1", "layer2"]},
         }
     )
-    with pytest.raises(featx.SpecError, match=r"backbone\.stages\.c3: 'layer1\.1' overlaps 'layer1' of stage 'c2'"):
+    with pytest.raises(
+        featx.SpecError, match=r"^backbone\.stages\.c3\.modules: 'layer1\.1' overlaps 'layer1' \(in stage 'c2' too\)"
+    ):
         _plan(spec)
 
 
-def test_stages_that_do_not_chain_name_the_failing_stage():
+def test_a_skipped_module_is_named():
     spec = resnet18_spec(
         stages={"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c4": {"modules": ["layer3"]}}
     )
     with pytest.raises(featx.SpecError) as caught:
         _plan(spec)
     assert str(caught.value).startswith(
-        "backbone.stages.c4: running the stages in order fails at this stage (layer3): "
+        "backbone.stages.c4: the model's forward runs 'layer2' after 'layer1', but no stage lists it"
+    )
+
+
+def test_stages_that_do_not_chain_name_the_failing_stage():
+    """In the model's order, but the forward flattens before ``fc``, which the stages do not."""
+    stages = {
+        "c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]},
+        "c5": {"modules": ["layer2", "layer3", "layer4", "avgpool", "fc"]},
+    }
+    spec = resnet18_spec(stages=stages)
+    with pytest.raises(featx.SpecError) as caught:
+        _plan(spec)
+    assert str(caught.value).startswith(
+        "backbone.stages.c5: running the stages in order fails at this stage (layer2, layer3, layer4, avgpool, fc): "
     )
     assert "Hint:" in str(caught.value)
 
@@ -104,7 +120,7 @@ def test_a_stage_ending_on_a_global_pool_is_rejected():
     spec = resnet18_spec(
         stages={
             "c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]},
-            "pooled": {"modules": ["layer2", "avgpool"]},
+            "pooled": {"modules": ["layer2", "layer3", "layer4", "avgpool"]},
         }
     )
     with pytest.raises(

@@ -73,12 +73,12 @@ def _vgg(**changes):
         (resnet18_spec(layout="nwhc"), "backbone.layout", "valid: nchw, nhwc"),
         (resnet18_spec(device="gpu"), "backbone.device", "valid: auto, cpu, cuda, cuda:N, mps, meta"),
         (resnet18_spec(fpn={"extra_blocks": "pool"}), "backbone.fpn.extra_blocks", "valid: null, maxpool, p6p7"),
-        (resnet18_spec(fpn={"out_channels": 0}), "backbone.fpn.out_channels", "positive"),
+        (resnet18_spec(fpn={"out_channels": 0}), "backbone.fpn.out_channels", "in 1..65536, got 0"),
         # data, not code
         (resnet18_spec(_target_="os.system"), "backbone._target_", "is refused"),
         (resnet18_spec(defaults=5), "backbone.defaults", "may only be"),
         # interpolations that do not resolve
-        (resnet18_spec(model="${nope}"), "backbone.model", "nope"),
+        (resnet18_spec(model="${nope}"), "backbone.model", "holds an interpolation"),
     ],
 )
 def test_invalid_spec_raises_spec_error_naming_the_key(spec, key, fragment):

@@ -86,9 +86,10 @@ def _check_disjoint(members: List[StageMembers]) -> None:
         for path in stage.paths:
             for owned, owner in owners.items():
                 if path == owned or path.startswith(owned + ".") or owned.startswith(path + "."):
+                    where = "listed twice in this stage" if owner == stage.name else f"in stage {owner!r} too"
                     raise SpecError(
-                        key_path("stages", stage.name),
-                        f"{path!r} overlaps {owned!r} of stage {owner!r}; a module belongs to one stage",
+                        key_path("stages", stage.name, "slice" if "[" in stage.covers else "modules"),
+                        f"{path!r} overlaps {owned!r} ({where}); a module belongs to one stage, once",
                     )
             owners[path] = stage.name
 

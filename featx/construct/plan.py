@@ -17,6 +17,7 @@ from typing import List, Mapping, Sequence, Tuple
 import torch
 from torch import nn
 
+from featx.construct.execution_order import check_execution_order
 from featx.construct.members import StageMembers, resolve_members, stage_containers
 from featx.construct.probe import (
     PROBE_SIZES,
@@ -24,14 +25,24 @@ from featx.construct.probe import (
     Size,
     channels_of,
     infer_layout,
+    input_channels,
     meta_input,
     shape_only_layers,
     stride_of,
 )
 from featx.errors import SpecError
+from featx.models.registry import default_crop_size
 from featx.nn.feature_info import StageInfo
 from featx.spec.keys import key_path
 from featx.spec.schema import BackboneSpec
+
+
+def evaluation_size(spec: BackboneSpec) -> Size:
+    """The size the model's own forward is checked at: ``input_size``, else its weights' square crop size."""
+    if spec.input_size is not None:
+        return spec.input_size[0], spec.input_size[1]
+    crop = default_crop_size(spec.model)
+    return crop, crop
 
 
 def probe_sizes(spec: BackboneSpec) -> Tuple[Size, ...]:
@@ -57,15 +68,6 @@ class BackbonePlan:
     def kept_paths(self) -> Tuple[str, ...]:
         """Every module path the backbone keeps (the weights it loads)."""
         return tuple(path for stage in self.stages for path in stage.paths)
-
-
-def input_channels(first_stage: nn.Module) -> int:
-    """Channels the first layer takes (the first module with an ``in_channels`` attribute), 3 if none says."""
-    for module in first_stage.modules():
-        channels = getattr(module, "in_channels", None)
-        if isinstance(channels, int):
-            return channels
-    return 3
 
 
 def _stage_shapes(
@@ -122,6 +124,7 @@ def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
     members = members[: [stage.name for stage in members].index(last_returned) + 1]
     containers = stage_containers(meta_model, members)
     in_channels = input_channels(containers[members[0].name])
+    check_execution_order(meta_model, members, evaluation_size(spec))
     sizes = probe_sizes(spec)
     with shape_only_layers(meta_model):
         per_size = [_stage_shapes(containers, members, in_channels, size) for size in sizes]

@@ -38,6 +38,15 @@ def meta_input(size: Size, channels: int = 3) -> Tensor:
     return torch.empty(1, channels, *size, device="meta")
 
 
+def input_channels(first_stage: nn.Module) -> int:
+    """Channels the first layer takes (the first module with an ``in_channels`` attribute), 3 if none says."""
+    for module in first_stage.modules():
+        channels = getattr(module, "in_channels", None)
+        if isinstance(channels, int):
+            return channels
+    return 3
+
+
 def spatial_dims(layout: str) -> Tuple[int, int, int]:
     """(channel, height, width) dimension indices of a 4-D map in ``layout``."""
     return (3, 1, 2) if layout == "nhwc" else (1, 2, 3)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from featx.errors import SpecError
+from featx.errors import ArgumentError, SpecError
 from featx.spec.keys import key_path
 
 #: a spec file is a few hundred bytes; a file larger than this is not a spec
@@ -25,6 +25,13 @@ MAX_SIDE = 16_384
 #: the largest batch the apps run, and channel count of a neck
 MAX_BATCH = 4096
 MAX_CHANNELS = 65_536
+#: the most input values (batch × height × width) an app runs at once: 2 GiB of float32 per channel
+MAX_BATCH_PIXELS = 1 << 29
+#: the largest ``seed`` (what ``torch.manual_seed`` takes as a non-negative 64-bit integer)
+MAX_SEED = 2**63 - 1
+#: overrides in one call, and characters in one override
+MAX_OVERRIDES = 256
+MAX_OVERRIDE_CHARS = 4096
 #: characters of a value from a file quoted back in an error message
 QUOTE_LIMIT = 80
 
@@ -32,6 +39,11 @@ QUOTE_LIMIT = 80
 def quoted(value: Any) -> str:
     """``repr(value)``, cut to :data:`QUOTE_LIMIT` characters: errors name a value, they never dump a file."""
     text = repr(value)
+    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
+
+
+def shortened(text: str) -> str:
+    """``text`` cut to :data:`QUOTE_LIMIT` characters (for a name inside a key path)."""
     return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
 
 
@@ -61,4 +73,24 @@ def check_data_size(data: Any) -> None:
             key_path(),
             f"expands to {nodes} values (YAML aliases counted where they are used), more than the {MAX_SPEC_NODES} a "
             "spec may hold; a backbone spec is a few dozen values",
+        )
+
+
+def check_batch_shape(where: str, batch_size: Any, height: Any, width: Any) -> None:
+    """Raise :class:`ArgumentError` naming ``<where>.batch_size``/``height``/``width`` unless each is an integer in
+    bounds and the batch holds at most :data:`MAX_BATCH_PIXELS` pixels.
+
+    Example: ``check_batch_shape("input", 1, 224, 224)``.
+    """
+    for key, value, most in (
+        ("batch_size", batch_size, MAX_BATCH),
+        ("height", height, MAX_SIDE),
+        ("width", width, MAX_SIDE),
+    ):
+        if type(value) is not int or not 1 <= value <= most:
+            raise ArgumentError(f"{where}.{key}: must be an integer in 1..{most}, got {quoted(value)}")
+    if batch_size * height * width > MAX_BATCH_PIXELS:
+        raise ArgumentError(
+            f"{where}: a batch of {batch_size} inputs of {height}x{width} is more than {MAX_BATCH_PIXELS} pixels; "
+            f"lower {where}.batch_size or the size"
         )

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -20,6 +21,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from featx.errors import SpecError
 from featx.spec.config_files import backbone_names, config_dir
 from featx.spec.keys import key_path, suggest
+from featx.spec.limits import QUOTE_LIMIT, check_data_size, quoted, shortened
 from featx.spec.overrides import apply_overrides
 from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec
 from featx.spec.validate import validate_spec
@@ -46,8 +48,31 @@ def _omegaconf_error(error: OmegaConfBaseException, prefix: str = "") -> SpecErr
         unknown = message.split("'")[1]
         schema = FpnSpec if prefix == "fpn" else StageSpec if full_key.startswith("stages.") else BackboneSpec
         fields = [spec_field.name for spec_field in dataclasses.fields(schema)]
+        if not _KEY_NAME.fullmatch(unknown):  # a line of some other file, maybe a secret: not repeated
+            parent = key_path(*filter(None, (prefix, full_key.rpartition(".")[0])))
+            return SpecError(parent, f"unknown key of {len(unknown)} characters (valid keys: {', '.join(fields)})")
         return SpecError(key, f"unknown key {unknown!r}{suggest(unknown, fields)} (valid keys: {', '.join(fields)})")
-    return SpecError(key, message)
+    return SpecError(key, quoted(message)[1:-1] if len(message) > QUOTE_LIMIT * 2 else message)
+
+
+#: what an unknown key must look like to be repeated in an error
+_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+_STAGE_FORM = "{slice: [start, end]} or {modules: [path, ...]}"
+
+
+def _check_nesting(data: Mapping[str, Any]) -> None:
+    """``stages`` is a mapping of mappings and ``fpn`` null or a mapping, named by key before the typed merge (whose
+    own messages name neither)."""
+    stages = data.get("stages")
+    if stages is not None and not isinstance(stages, Mapping):
+        raise SpecError(
+            key_path("stages"), f"expected a mapping of stage name to {_STAGE_FORM}, got {type(stages).__name__}"
+        )
+    for name, stage in (stages or {}).items():
+        if not isinstance(stage, Mapping):
+            raise SpecError(
+                key_path("stages", shortened(str(name))), f"expected {_STAGE_FORM}, got {type(stage).__name__}"
+            )
 
 
 def _is_path(text: str) -> bool:
@@ -58,12 +83,16 @@ def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
     """The spec as plain data and where it came from (a file path, or None)."""
     if isinstance(source, BackboneSpec):
         return source.to_dict(), None
-    if isinstance(source, (DictConfig, Mapping)):
+    if isinstance(source, DictConfig):
         try:
-            config = source if isinstance(source, DictConfig) else OmegaConf.create(dict(source))
-            return OmegaConf.to_container(config, resolve=True), None  # type: ignore[return-value]
+            _refuse_resolvers(OmegaConf.to_container(source, resolve=False))
+            return OmegaConf.to_container(source, resolve=True), None  # type: ignore[return-value]
         except OmegaConfBaseException as error:
             raise _omegaconf_error(error) from None
+    if isinstance(source, Mapping):
+        data: Dict[str, Any] = dict(source)
+        check_data_size(data)
+        return data, None
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if isinstance(source, os.PathLike) or _is_path(text):
@@ -81,6 +110,51 @@ def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
     raise SpecError(
         ROOT_KEY, f"cannot build from {type(source).__name__}; pass a name, a path, a mapping or a BackboneSpec"
     )
+
+
+#: ``${name:...}``: an OmegaConf resolver call (``oc.env`` reads the environment; others may run code)
+_RESOLVER_CALL = re.compile(r"\$\{\s*[A-Za-z_][\w.]*\s*:")
+
+
+def _find_string(data: Any, matches: Callable[[str], bool], path: Tuple[str, ...] = ()) -> Optional[Tuple[str, ...]]:
+    """The key path of the first string in ``data`` (keys included) that ``matches``, or None."""
+    if isinstance(data, str):
+        return path if matches(data) else None
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            if isinstance(key, str) and matches(key):
+                return (*path, key)
+            found = _find_string(value, matches, (*path, str(key)))
+            if found is not None:
+                return found
+    if isinstance(data, (list, tuple)):
+        for index, value in enumerate(data):
+            found = _find_string(value, matches, (*path[:-1], f"{path[-1]}[{index}]") if path else (f"[{index}]",))
+            if found is not None:
+                return found
+    return None
+
+
+def _refuse_resolvers(data: Any) -> None:
+    """A composed config may refer to its own nodes (``${device}``); it may not call resolvers."""
+    found = _find_string(data, lambda text: bool(_RESOLVER_CALL.search(text)))
+    if found is not None:
+        raise SpecError(
+            key_path(*found),
+            "calls an OmegaConf resolver (${name:...}); a backbone spec is data, and featx resolves no resolver "
+            "(they can read the environment). Put the value itself",
+        )
+
+
+def _refuse_interpolations(data: Any) -> None:
+    """Spec files, checkpoints, mappings and overrides are literal data: no ``${...}`` at all."""
+    found = _find_string(data, lambda text: "${" in text)
+    if found is not None:
+        raise SpecError(
+            key_path(*found),
+            "holds an interpolation (${...}); featx reads spec files, checkpoints, mappings and overrides as literal "
+            "data and resolves nothing. Put the value itself (or compose it with Hydra and pass the composed node)",
+        )
 
 
 def _strip_hydra_keys(data: Dict[str, Any]) -> Dict[str, Any]:
@@ -127,12 +201,18 @@ def load_spec(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> 
     """
     data, origin = _plain_data(source)
     try:
+        _refuse_interpolations(data)
+    except SpecError as error:
+        raise (error.with_origin(origin) if origin else error) from None
+    try:
         config = apply_overrides(data, overrides or ())
-        try:
-            resolved: Dict[str, Any] = OmegaConf.to_container(config, resolve=True)  # type: ignore[assignment]
-        except OmegaConfBaseException as error:
-            raise _omegaconf_error(error) from None
-        spec = _typed_spec(OmegaConf.create(_strip_hydra_keys(resolved)))
+    except OmegaConfBaseException as error:
+        raise _omegaconf_error(error) from None
+    literal: Dict[str, Any] = OmegaConf.to_container(config, resolve=False)  # type: ignore[assignment]
+    _refuse_interpolations(literal)  # from the overrides: named without the file
+    try:
+        _check_nesting(literal)
+        spec = _typed_spec(OmegaConf.create(_strip_hydra_keys(literal)))
         validate_spec(spec)
     except SpecError as error:
         raise (error.with_origin(origin) if origin else error) from None

@@ -18,13 +18,20 @@ from omegaconf.errors import OmegaConfBaseException
 
 from featx.errors import SpecError
 from featx.spec.keys import key_path
+from featx.spec.limits import MAX_OVERRIDE_CHARS, MAX_OVERRIDES, quoted
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[Override]:
     """Parse ``overrides`` with Hydra's grammar; a malformed one is a :class:`SpecError` naming it."""
-    if isinstance(overrides, str) or not all(isinstance(line, str) for line in overrides):
+    is_list = isinstance(overrides, Sequence) and not isinstance(overrides, (str, bytes))
+    if not is_list or not all(isinstance(line, str) for line in overrides):
         raise SpecError(
-            key_path("overrides"), f"expected a list of strings such as ['frozen_stages=1'], got {overrides!r}"
+            key_path("overrides"), f"expected a list of strings such as ['frozen_stages=1'], got {quoted(overrides)}"
+        )
+    if len(overrides) > MAX_OVERRIDES or any(len(line) > MAX_OVERRIDE_CHARS for line in overrides):
+        raise SpecError(
+            key_path("overrides"),
+            f"at most {MAX_OVERRIDES} overrides of at most {MAX_OVERRIDE_CHARS} characters each",
         )
     try:
         return OverridesParser.create().parse_overrides(list(overrides))

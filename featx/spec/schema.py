@@ -55,6 +55,7 @@ class BackboneSpec:
 
     model: str = MISSING
     weights: Optional[str] = None
+    seed: int = 0
     source: Optional[str] = None
     stages: Dict[str, StageSpec] = MISSING
     out_features: Optional[List[str]] = None

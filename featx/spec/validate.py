@@ -15,10 +15,12 @@ from typing import List, Optional, Sequence, Tuple
 
 from featx.errors import SpecError
 from featx.spec.keys import key_path, suggest
+from featx.spec.limits import MAX_CHANNELS, MAX_SEED, MAX_SIDE, MAX_STAGE_MODULES, MAX_STAGES, quoted, shortened
 from featx.spec.schema import DEVICE_CHOICES, EXTRA_BLOCKS, LAYOUTS, NORM_POLICIES, BackboneSpec
 
-_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|meta|cuda(:\d+)?")
-_STAGE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|meta|cuda(:\d{1,4})?")
+MAX_NAME_CHARS = 64
+_STAGE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,%d}" % (MAX_NAME_CHARS - 1))
 
 
 def _check_choice(value: Optional[str], choices: Sequence[str], *parts: str, allow_null: bool = False) -> None:
@@ -26,7 +28,9 @@ def _check_choice(value: Optional[str], choices: Sequence[str], *parts: str, all
         return
     if value not in choices:
         valid = ", ".join((["null"] if allow_null else []) + list(choices))
-        raise SpecError(key_path(*parts), f"unknown value {value!r}{suggest(str(value), choices)} (valid: {valid})")
+        raise SpecError(
+            key_path(*parts), f"unknown value {quoted(value)}{suggest(str(value), choices)} (valid: {valid})"
+        )
 
 
 def _validate_slice(name: str, bounds: List[int], previous: Optional[Tuple[str, int]]) -> None:
@@ -56,10 +60,15 @@ def _validate_slice(name: str, bounds: List[int], previous: Optional[Tuple[str, 
 def _validate_stages(spec: BackboneSpec) -> None:
     if not spec.stages:
         raise SpecError(key_path("stages"), "no stages; give at least one stage as name: {slice: [start, end]}")
+    if len(spec.stages) > MAX_STAGES:
+        raise SpecError(key_path("stages"), f"{len(spec.stages)} stages; a spec may have at most {MAX_STAGES}")
     previous: Optional[Tuple[str, int]] = ("the input", 0)
     for name, stage in spec.stages.items():
         if not _STAGE_NAME_PATTERN.fullmatch(name):
-            raise SpecError(key_path("stages", name), "a stage name must be an identifier (letters, digits, _)")
+            raise SpecError(
+                key_path("stages", shortened(name)),
+                f"a stage name must be an identifier of at most {MAX_NAME_CHARS} characters (letters, digits, _)",
+            )
         if (stage.slice is None) == (stage.modules is None):
             raise SpecError(key_path("stages", name), "give exactly one of 'slice' or 'modules'")
         if stage.slice is not None:
@@ -68,9 +77,16 @@ def _validate_stages(spec: BackboneSpec) -> None:
             continue
         if not stage.modules:
             raise SpecError(key_path("stages", name, "modules"), "empty list; name at least one module path")
+        if len(stage.modules) > MAX_STAGE_MODULES:
+            raise SpecError(
+                key_path("stages", name, "modules"),
+                f"{len(stage.modules)} module paths; a stage may list at most {MAX_STAGE_MODULES}",
+            )
         for position, path in enumerate(stage.modules):
             if not path or any(not part for part in path.split(".")):
-                raise SpecError(key_path("stages", name, f"modules[{position}]"), f"{path!r} is not a module path")
+                raise SpecError(
+                    key_path("stages", name, f"modules[{position}]"), f"{quoted(path)} is not a module path"
+                )
         previous = None
 
 
@@ -112,17 +128,25 @@ def validate_spec(spec: BackboneSpec) -> None:
         raise SpecError(key_path("model"), "empty; name a torchvision classification model, e.g. resnet50")
     _validate_stages(spec)
     _validate_outputs(spec)
+    if not 0 <= spec.seed <= MAX_SEED:
+        raise SpecError(key_path("seed"), f"must be in 0..{MAX_SEED} (it seeds the random init), got {spec.seed}")
     _check_choice(spec.norm, NORM_POLICIES, "norm")
     _check_choice(spec.layout, LAYOUTS, "layout")
-    if spec.input_size is not None and (len(spec.input_size) != 2 or min(spec.input_size) < 1):
+    if spec.input_size is not None and (
+        len(spec.input_size) != 2 or not all(1 <= side <= MAX_SIDE for side in spec.input_size)
+    ):
         raise SpecError(
-            key_path("input_size"), f"expected [height, width] of positive sizes or null, got {list(spec.input_size)}"
+            key_path("input_size"),
+            f"expected [height, width] of sizes in 1..{MAX_SIDE}, or null; got {quoted(list(spec.input_size))}",
         )
     if not _DEVICE_PATTERN.fullmatch(spec.device):
-        raise SpecError(key_path("device"), f"unknown device {spec.device!r} (valid: {', '.join(DEVICE_CHOICES)})")
+        raise SpecError(
+            key_path("device"), f"unknown device {quoted(spec.device)} (valid: {', '.join(DEVICE_CHOICES)})"
+        )
     if spec.fpn is not None:
-        if spec.fpn.out_channels <= 0:
+        if not 1 <= spec.fpn.out_channels <= MAX_CHANNELS:
             raise SpecError(
-                key_path("fpn", "out_channels"), f"must be a positive channel count, got {spec.fpn.out_channels}"
+                key_path("fpn", "out_channels"),
+                f"must be a channel count in 1..{MAX_CHANNELS}, got {spec.fpn.out_channels}",
             )
         _check_choice(spec.fpn.extra_blocks, EXTRA_BLOCKS, "fpn", "extra_blocks", allow_null=True)

@@ -1,0 +1,403 @@
+"""Hostile specs: every bad key, type, value, file and override a careless or malicious user can write is answered
+with the featx error type and a message naming the key (or the file) — never a raw traceback, never a silent
+fallback, never the content of a file that is not a spec. Memory bombs run in a subprocess under RLIMIT_AS."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from typing import Any, Dict, List
+
+import pytest
+import torch
+import torchvision
+from helpers import resnet18_spec
+from omegaconf import OmegaConf
+
+import featx
+from featx.errors import ArgumentError, SpecError
+
+
+def _spec(**changes: Any) -> Dict[str, Any]:
+    return resnet18_spec(**{"device": "meta", **changes})
+
+
+def _stages(**stages: Any) -> Dict[str, Any]:
+    return _spec(stages=stages)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "c2"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# (id, spec data, overrides, the key the message must start with, a pattern of the rest)
+DATA_CASES = [
+    ("model-missing", {"stages": {"c2": {"modules": ["layer1"]}}}, [], "backbone.model", r"missing value"),
+    ("model-empty", _spec(model=""), [], "backbone.model", r"empty; name a torchvision"),
+    ("model-int", _spec(model=5), [], "backbone.model", r"unknown torchvision model '5'"),
+    ("model-list", _spec(model=["resnet18"]), [], "backbone.model", r"."),
+    ("model-dict", _spec(model={"a": 1}), [], "backbone.model", r"."),
+    ("model-typo", _spec(model="resnet5"), [], "backbone.model", r"unknown torchvision model 'resnet5'.*resnet50"),
+    ("model-detection", _spec(model="fasterrcnn_resnet50_fpn"), [], "backbone.model", r"unknown torchvision model"),
+    ("model-path-like", _spec(model="../../resnet18"), [], "backbone.model", r"unknown torchvision model"),
+    ("model-null", _spec(model=None), [], "backbone.model", r"."),
+    ("stages-missing", {"model": "resnet18"}, [], "backbone.stages", r"missing value"),
+    ("stages-null", _spec(stages=None), [], "backbone.stages", r"."),
+    ("stages-empty", _spec(stages={}), [], "backbone.stages", r"no stages"),
+    ("stages-list", _spec(stages=[{"modules": ["layer1"]}]), [], "backbone.stages", r"."),
+    ("stages-string", _spec(stages="layer1"), [], "backbone.stages", r"."),
+    ("stage-null", _stages(c2=None), [], "backbone.stages.c2", r"."),
+    ("stage-list", _stages(c2=["layer1"]), [], "backbone.stages.c2", r"."),
+    ("stage-empty", _stages(c2={}), [], "backbone.stages.c2", r"give exactly one of 'slice' or 'modules'"),
+    (
+        "stage-both",
+        _stages(c2={"slice": [0, 4], "modules": ["layer1"]}),
+        [],
+        "backbone.stages.c2",
+        r"exactly one of 'slice' or 'modules'",
+    ),
+    ("stage-unknown-key", _stages(c2={"modules": ["layer1"], "stride": 4}), [], "backbone.stages.c2", r"unknown key"),
+    ("stage-typo-key", _stages(c2={"module": ["layer1"]}), [], "backbone.stages.c2", r"unknown key 'module'.*modules"),
+    ("slice-one", _stages(c2={"slice": [4]}), [], "backbone.stages.c2.slice", r"expected \[start, end\]"),
+    ("slice-three", _stages(c2={"slice": [0, 4, 5]}), [], "backbone.stages.c2.slice", r"expected \[start, end\]"),
+    ("slice-strings", _stages(c2={"slice": ["conv1", "layer1"]}), [], "backbone.stages.c2.slice", r"."),
+    ("slice-negative", _stages(c2={"slice": [-1, 4]}), [], "backbone.stages.c2.slice", r"negative"),
+    ("slice-empty-range", _stages(c2={"slice": [4, 4]}), [], "backbone.stages.c2.slice", r"is empty"),
+    ("slice-reversed", _stages(c2={"slice": [5, 2]}), [], "backbone.stages.c2.slice", r"is empty"),
+    ("slice-float", _stages(c2={"slice": [0.5, 4]}), [], "backbone.stages.c2.slice", r"."),
+    (
+        "slice-overlap",
+        _stages(c2={"slice": [0, 5]}, c3={"slice": [4, 6]}),
+        [],
+        "backbone.stages.c3.slice",
+        r"overlaps stage 'c2'",
+    ),
+    ("modules-empty", _stages(c2={"modules": []}), [], "backbone.stages.c2.modules", r"empty list"),
+    ("modules-string", _stages(c2={"modules": "layer1"}), [], "backbone.stages.c2.modules", r"."),
+    ("modules-int", _stages(c2={"modules": [1]}), [], "backbone.stages.c2.modules", r"."),
+    (
+        "modules-duplicate",
+        _stages(c2={"modules": ["layer1", "layer1"]}),
+        [],
+        "backbone.stages.c2.modules",
+        r"layer1",
+    ),
+    (
+        "modules-in-two-stages",
+        _stages(c2={"modules": ["conv1", "layer1"]}, c3={"modules": ["layer1"]}),
+        [],
+        "backbone.stages.c3.modules",
+        r"layer1",
+    ),
+    ("stage-name-long", _stages(**{"c" * 300: {"modules": ["layer1"]}}), [], "backbone.stages.ccc", r"."),
+    ("stage-name-dotted", _stages(**{"c.2": {"modules": ["layer1"]}}), [], "backbone.stages", r"."),
+    ("stage-name-empty", _stages(**{"": {"modules": ["layer1"]}}), [], "backbone.stages", r"."),
+    (
+        "stages-too-many",
+        _spec(stages={f"s{i}": {"modules": ["layer1"]} for i in range(65)}),
+        [],
+        "backbone.stages",
+        r"65 stages; a spec may have at most 64",
+    ),
+    ("frozen-negative", _spec(frozen_stages=-1), [], "backbone.frozen_stages", r"."),
+    ("frozen-too-many", _spec(frozen_stages=4), [], "backbone.frozen_stages", r"4 is out of range; valid: 0..3"),
+    ("frozen-string", _spec(frozen_stages="all"), [], "backbone.frozen_stages", r"."),
+    ("frozen-float", _spec(frozen_stages=1.5), [], "backbone.frozen_stages", r"."),
+    ("frozen-list", _spec(frozen_stages=[1]), [], "backbone.frozen_stages", r"."),
+    (
+        "norm-unknown",
+        _spec(norm="batch"),
+        [],
+        "backbone.norm",
+        r"unknown value 'batch' \(valid: frozen, eval, train, sync\)",
+    ),
+    ("norm-int", _spec(norm=1), [], "backbone.norm", r"."),
+    ("norm-null", _spec(norm=None), [], "backbone.norm", r"."),
+    ("layout-unknown", _spec(layout="hwc"), [], "backbone.layout", r"nchw"),
+    ("device-unknown", _spec(device="gpu"), [], "backbone.device", r"auto"),
+    ("device-cuda-huge", _spec(device="cuda:99999"), [], "backbone.device", r"."),
+    ("device-cuda-negative", _spec(device="cuda:-1"), [], "backbone.device", r"."),
+    ("device-int", _spec(device=0), [], "backbone.device", r"."),
+    ("device-injection", _spec(device="cpu; rm -rf /"), [], "backbone.device", r"."),
+    ("channels-last-string", _spec(channels_last="sometimes"), [], "backbone.channels_last", r"."),
+    ("input-size-one", _spec(input_size=[224]), [], "backbone.input_size", r"."),
+    ("input-size-zero", _spec(input_size=[0, 224]), [], "backbone.input_size", r"."),
+    ("input-size-negative", _spec(input_size=[-224, 224]), [], "backbone.input_size", r"."),
+    ("input-size-huge", _spec(input_size=[100000, 100000]), [], "backbone.input_size", r"16384"),
+    ("input-size-string", _spec(input_size="224x224"), [], "backbone.input_size", r"."),
+    ("fpn-list", _spec(fpn=[256]), [], "backbone.fpn", r"."),
+    ("fpn-int", _spec(fpn=256), [], "backbone.fpn", r"."),
+    ("fpn-unknown-key", _spec(fpn={"channels": 256}), [], "backbone.fpn", r"unknown key 'channels'"),
+    ("fpn-zero", _spec(fpn={"out_channels": 0}), [], "backbone.fpn.out_channels", r"."),
+    ("fpn-negative", _spec(fpn={"out_channels": -8}), [], "backbone.fpn.out_channels", r"."),
+    ("fpn-huge", _spec(fpn={"out_channels": 10**9}), [], "backbone.fpn.out_channels", r"65536"),
+    ("fpn-string", _spec(fpn={"out_channels": "wide"}), [], "backbone.fpn.out_channels", r"."),
+    ("fpn-extra-unknown", _spec(fpn={"extra_blocks": "p9"}), [], "backbone.fpn.extra_blocks", r"maxpool"),
+    ("out-features-empty", _spec(out_features=[]), [], "backbone.out_features", r"empty list"),
+    ("out-features-unknown", _spec(out_features=["c9"]), [], "backbone.out_features", r"c9"),
+    ("out-features-duplicate", _spec(out_features=["c3", "c3"]), [], "backbone.out_features", r"c3"),
+    ("out-features-string", _spec(out_features="c3"), [], "backbone.out_features", r"."),
+    ("reinit-unknown", _spec(reinit=["c9"]), [], "backbone.reinit", r"c9"),
+    ("reinit-string", _spec(reinit="c2"), [], "backbone.reinit", r"."),
+    ("seed-negative", _spec(seed=-1), [], "backbone.seed", r"0\.\.9223372036854775807"),
+    ("seed-huge", _spec(seed=2**64), [], "backbone.seed", r"."),
+    ("seed-string", _spec(seed="lucky"), [], "backbone.seed", r"."),
+    ("seed-float", _spec(seed=0.5), [], "backbone.seed", r"."),
+    ("seed-bool", _spec(seed=True), [], "backbone.seed", r"."),
+    ("weights-list", _spec(weights=["DEFAULT"]), [], "backbone.weights", r"."),
+    ("source-int", _spec(source=3), [], "backbone.source", r"."),
+    ("unknown-key", _spec(pretrained=True), [], "backbone", r"unknown key 'pretrained'"),
+    ("typo-key", _spec(frozen_stage=1), [], "backbone", r"unknown key 'frozen_stage'.*frozen_stages"),
+    ("target-foreign", _spec(_target_="os.system"), [], "backbone", r"os\.system"),
+    ("defaults-foreign", _spec(defaults=["/etc/passwd"]), [], "backbone", r"defaults"),
+    ("interpolation-env", _spec(device="${oc.env:HOME}"), [], "backbone.device", r"interpolation"),
+    ("interpolation-node", _spec(norm="${device}"), [], "backbone.norm", r"interpolation"),
+    ("interpolation-in-list", _stages(c2={"modules": ["${oc.env:USER}"]}), [], "backbone.stages", r"interpolation"),
+    ("interpolation-in-key", _stages(**{"${oc.env:HOME}": {"modules": ["layer1"]}}), [], "backbone", r"interpolation"),
+    ("deeply-nested", _spec(reinit=_nested(70)), [], "backbone", r"nested more than 64 levels"),
+]
+
+OVERRIDE_CASES = [
+    ("override-not-a-list", "frozen_stages=1", "backbone.overrides", r"list of strings"),
+    ("override-not-strings", [1, 2], "backbone.overrides", r"list of strings"),
+    ("override-none-item", [None], "backbone.overrides", r"list of strings"),
+    ("override-too-many", ["frozen_stages=1"] * 257, "backbone.overrides", r"at most 256"),
+    ("override-too-long", ["model=" + "x" * 5000], "backbone.overrides", r"4096 characters"),
+    ("override-grammar", ["frozen_stages=[1,"], "backbone.overrides", r"."),
+    ("override-no-equals", ["frozen_stages"], "backbone.overrides", r"."),
+    ("override-sweep", ["frozen_stages=1,2"], "backbone.frozen_stages", r"is a sweep"),
+    ("override-range-sweep", ["frozen_stages=range(0,3)"], "backbone.frozen_stages", r"is a sweep"),
+    ("override-package", ["backbone@foo=1"], "backbone.backbone", r"no package"),
+    ("override-delete-missing", ["~fpn"], "backbone.fpn", r"deletes a key that is not set"),
+    ("override-add-existing", ["+model=resnet50"], "backbone.model", r"drop the '\+'"),
+    ("override-unknown-key", ["frozen_stage=1"], "backbone", r"unknown key 'frozen_stage'.*frozen_stages"),
+    ("override-wrong-type", ["frozen_stages=many"], "backbone.frozen_stages", r"."),
+    ("override-interpolation", ["device=${oc.env:HOME}"], "backbone.device", r"interpolation"),
+    ("override-resolver-decode", ["device=${oc.decode:'cpu'}"], "backbone.device", r"interpolation"),
+    ("override-seed-negative", ["seed=-5"], "backbone.seed", r"."),
+    ("override-stage-modules-unknown-key", ["stages.c2.slices=[0,4]"], "backbone.stages.c2", r"unknown key"),
+    ("override-delete-model", ["~model"], "backbone.model", r"missing"),
+    ("override-delete-stages", ["~stages"], "backbone.stages", r"missing"),
+]
+
+
+def _assert_spec_error(error: pytest.ExceptionInfo, key: str, pattern: str) -> None:
+    message = str(error.value)
+    assert error.type is SpecError, f"{error.type.__name__}: {message}"
+    assert message.startswith(key), message
+    assert "Traceback" not in message and len(message) < 2000, message
+    assert re.search(pattern, message), message
+
+
+@pytest.mark.parametrize(
+    ("data", "overrides", "key", "pattern"), [c[1:] for c in DATA_CASES], ids=[c[0] for c in DATA_CASES]
+)
+def test_bad_spec_data_is_a_spec_error_naming_the_key(data, overrides, key, pattern):
+    with pytest.raises(featx.FeatxError) as error:
+        featx.build(data, overrides=overrides)
+    _assert_spec_error(error, key, pattern)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "pattern"), [c[1:] for c in OVERRIDE_CASES], ids=[c[0] for c in OVERRIDE_CASES]
+)
+def test_bad_overrides_are_a_spec_error_naming_the_key(overrides, key, pattern):
+    with pytest.raises(featx.FeatxError) as error:
+        featx.load_spec(_spec(), overrides=overrides)
+    _assert_spec_error(error, key, pattern)
+
+
+def test_replacing_stages_by_override_replaces_them():
+    """``stages={...}`` sets the mapping (no merge into the file's four stages); the one stage is conv1 alone."""
+    spec = featx.load_spec("resnet18", overrides=["device=cpu", "frozen_stages=0", "stages={c2:{modules:[conv1]}}"])
+    assert spec.to_dict()["stages"] == {"c2": {"modules": ["conv1"]}}
+    backbone = featx.build(spec).eval()
+    reference = torchvision.models.resnet18().eval()
+    reference.conv1.load_state_dict(backbone.stages.c2.conv1.state_dict())
+    image = torch.randn(1, 3, 32, 32)
+    assert list(backbone(image)) == ["c2"]
+    torch.testing.assert_close(backbone(image)["c2"], reference.conv1(image))
+
+
+SECRET = "root:$6$SECRETHASH:19000:0:99999:7:::"
+
+# (id, file name, bytes, pattern after the file name)
+FILE_CASES = [
+    ("empty", "a.yaml", b"", r"empty|mapping"),
+    ("only-comment", "a.yaml", b"# nothing\n", r"empty|mapping"),
+    ("null-document", "a.yaml", b"null\n", r"mapping"),
+    ("top-level-list", "a.yaml", b"- model: resnet18\n", r"mapping"),
+    ("top-level-scalar", "a.yaml", b"resnet18\n", r"mapping"),
+    ("yaml-syntax", "a.yaml", b"model: [resnet18\n", r"YAML"),
+    ("tab-indent", "a.yaml", b"model: resnet18\nstages:\n\tc2: 1\n", r"YAML"),
+    ("duplicate-key", "a.yaml", b"model: resnet18\nmodel: resnet50\n", r"model.*twice|duplicate"),
+    ("utf16", "a.yaml", "model: resnet18\n".encode("utf-16"), r"UTF-8"),
+    ("latin1", "a.yaml", "model: r\xe9snet\n".encode("latin-1"), r"UTF-8"),
+    ("binary", "a.yaml", bytes(range(256)) * 4, r"UTF-8|YAML"),
+    ("nul-bytes", "a.yaml", b"model: resnet18\x00\n", r"."),
+    ("multi-document", "a.yaml", b"model: resnet18\n---\nmodel: resnet50\n", r"YAML|document"),
+    ("python-tag", "a.yaml", b"model: !!python/object/apply:os.system ['echo hi']\n", r"YAML"),
+    ("custom-tag", "a.yaml", b"model: !evil resnet18\n", r"YAML"),
+    ("secret-invalid-yaml", "a.yaml", f"{SECRET}\n  - [\n".encode(), r"YAML"),
+    ("secret-valid-yaml", "a.yaml", f"{SECRET}: 1\n".encode(), r"unknown key"),
+    (
+        "too-big",
+        "a.yaml",
+        b"model: resnet18\n" + b"# padding\n" * 120_000,
+        r"too large for a spec file \(at most 1048576\)",
+    ),
+    ("wide-flow-list", "a.yaml", b"model: resnet18\nreinit: [" + b"a," * 300_000 + b"a]\n", r"values"),
+    ("deep-flow", "a.yaml", b"model: " + b"[" * 5000 + b"]" * 5000 + b"\n", r"nested|YAML"),
+    ("txt-suffix", "a.txt", b"model: resnet18\n", r"\.yaml"),
+    ("no-suffix", "spec", b"model: resnet18\n", r"\.yaml"),
+    ("json-suffix", "a.json", b'{"model": "resnet18"}', r"\.yaml"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "pattern"), [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES])
+def test_bad_spec_files_are_named_and_never_echoed(tmp_path, name, content, pattern):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(SpecError) as error:
+        featx.build(path, overrides=["device=meta"])
+    message = str(error.value)
+    assert str(path) in message, message
+    assert re.search(pattern, message), message
+    assert "SECRETHASH" not in message and "echo hi" not in message and len(message) < 1000, message
+    assert path.read_bytes() == content  # read, never touched
+
+
+@pytest.mark.parametrize(
+    ("target", "pattern"),
+    [
+        ("/etc/shadow", r"\.yaml"),
+        ("/etc/passwd", r"\.yaml"),
+        ("/nonexistent/x.yaml", r"no such file|not found|does not exist"),
+        ("/dev/zero.yaml", r"."),
+        ("~/nonexistent-featx.yml", r"no such file|not found|does not exist"),
+    ],
+)
+def test_system_paths_are_refused_without_reading_them(target, pattern):
+    with pytest.raises(SpecError) as error:
+        featx.build(target, overrides=["device=meta"])
+    assert re.search(pattern, str(error.value)), str(error.value)
+    assert "root:" not in str(error.value)
+
+
+def test_a_folder_a_fifo_and_a_link_to_a_secret_are_refused(tmp_path):
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(SpecError, match=r"folder.yaml.*folder|directory"):
+        featx.build(tmp_path / "folder.yaml")
+    secret = tmp_path / "secret"
+    secret.write_text(f"{SECRET}\n")
+    (tmp_path / "link.yaml").symlink_to(secret)
+    with pytest.raises(SpecError) as error:
+        featx.build(tmp_path / "link.yaml")
+    assert "SECRETHASH" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "error_type", "pattern"),
+    [
+        (None, SpecError, r"^backbone: cannot build from NoneType"),
+        (42, SpecError, r"^backbone: cannot build from int"),
+        (3.5, SpecError, r"^backbone: cannot build from float"),
+        (b"resnet18", SpecError, r"^backbone: cannot build from bytes"),
+        (["resnet18"], SpecError, r"^backbone: cannot build from list"),
+        (object(), SpecError, r"^backbone: cannot build from object"),
+        ("", SpecError, r"^backbone: unknown backbone ''"),
+        ("resnet5", SpecError, r"^backbone: unknown backbone 'resnet5'.*resnet50"),
+        ("RESNET18", SpecError, r"^backbone: unknown backbone 'RESNET18'"),
+        ("resnet18 ", SpecError, r"^backbone: unknown backbone 'resnet18 '"),
+        ("../conf/backbone/resnet18", SpecError, r"\.yaml"),
+    ],
+)
+def test_build_takes_a_name_path_mapping_or_spec_and_names_anything_else(source, error_type, pattern):
+    with pytest.raises(error_type, match=pattern):
+        featx.build(source)
+
+
+def test_a_composed_config_may_not_call_resolvers():
+    config = OmegaConf.create({**_spec(), "device": "${oc.env:HOME}"})
+    with pytest.raises(SpecError, match=r"^backbone.device: calls an OmegaConf resolver"):
+        featx.build(config)
+    referring = OmegaConf.create({**_spec(device="meta"), "norm": "${layout_norm}", "layout_norm": "eval"})
+    with pytest.raises(SpecError, match=r"unknown key 'layout_norm'"):
+        featx.build(referring)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        (
+            "alias",
+            'a: &a ["x","x","x","x","x","x","x","x","x","x"]\n'
+            + "".join(
+                f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}" + f",*{chr(97 + i)}" * 9 + "]\n" for i in range(9)
+            )
+            + "model: resnet18\n",
+        ),
+        (
+            "alias-in-stage",
+            "x: &x [layer1,layer1,layer1,layer1,layer1,layer1,layer1,layer1]\n"
+            + "".join(
+                f"y{i}: &y{i} [*{'x' if i == 0 else f'y{i - 1}'}" + f",*{'x' if i == 0 else f'y{i - 1}'}" * 7 + "]\n"
+                for i in range(8)
+            )
+            + "model: resnet18\n",
+        ),
+        ("list", "model: resnet18\nreinit: [" + "0," * 400_000 + "0]\n"),
+    ],
+    ids=lambda value: value if len(value) < 20 else "",
+)
+def test_memory_bombs_are_refused_within_a_memory_limit(tmp_path, name, content):
+    """The spec layer reads these under a 1 GiB address-space limit (it does not import torch): a refusal, fast."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(content)
+    program = textwrap.dedent(
+        f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        from featx.spec.load import load_spec
+        from featx.errors import SpecError
+        try:
+            load_spec({str(path)!r})
+        except SpecError as error:
+            print("refused:", error)
+            assert "torch" not in sys.modules
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"refused: {path}: "), result.stdout
+
+
+def test_loading_a_spec_leaves_its_file_and_folder_unchanged(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model: resnet18\nstages:\n  c2: {modules: [conv1, bn1, relu, maxpool, layer1]}\ndevice: meta\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    featx.build(path)
+    with pytest.raises(SpecError):
+        featx.build(path, overrides=["norm=nope"])
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_argument_errors_of_build_name_the_argument():
+    with pytest.raises(SpecError, match=r"^backbone.overrides: expected a list of strings"):
+        featx.build("resnet18", overrides="device=meta")  # type: ignore[arg-type]
+    with pytest.raises((SpecError, ArgumentError)):
+        featx.load_spec("resnet18", overrides=[b"device=meta"])  # type: ignore[list-item]
+
+
+def _ids(cases: List[tuple]) -> List[str]:
+    return [case[0] for case in cases]
+
+
+def test_the_corpus_is_distinct():
+    for cases in (DATA_CASES, OVERRIDE_CASES, FILE_CASES):
+        assert len(set(_ids(cases))) == len(cases)
