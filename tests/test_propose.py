@@ -130,7 +130,9 @@ def test_featx_propose_cli_writes_files_but_never_over_yours(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         propose_cli.main(["resnet18", "-o", str(path)])
     assert exit_info.value.code == 2
-    assert f"featx-propose: error: {path} exists; pass --force to replace it" in capsys.readouterr().err
+    assert (
+        f"featx-propose: error: --output: {path} exists; pass --force to replace it (nothing" in capsys.readouterr().err
+    )
     assert path.read_text() == "# my edits\n"
     propose_cli.main(["resnet34", "-o", str(path), "--force"])
     assert featx.load_spec(path).model == "resnet34" and not list(path.parent.glob("*.partial"))

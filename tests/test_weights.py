@@ -74,7 +74,8 @@ def test_unknown_enum_name_lists_the_valid_ones():
         _build("IMAGENET2K_V1")
     assert str(caught.value) == (
         "backbone.weights: 'IMAGENET2K_V1' is not a weights name of resnet18; did you mean IMAGENET1K_V1? "
-        "(valid: null, DEFAULT, IMAGENET1K_V1; or a path to a checkpoint file)"
+        "(valid: null, DEFAULT, IMAGENET1K_V1; or a path to a checkpoint file: ./NAME for one in the working "
+        "directory)"
     )
 
 
@@ -164,8 +165,8 @@ def test_a_build_from_a_checkpoint_materialises_every_kept_tensor(tmp_path):
         torch.testing.assert_close(backbone.eval()(x)["c5"], vgg.features[:29](x), rtol=0, atol=0)
 
 
-def test_a_build_from_a_checkpoint_spends_nothing_on_random_init(tmp_path, classifier):
-    """The checkpoint's tensors are assigned to the kept layers: the global RNG is never drawn from."""
+def test_builds_leave_the_global_rng_as_it_was(tmp_path, classifier):
+    """From a checkpoint or with random init (drawn from a generator seeded by the spec's seed)."""
     path = tmp_path / "resnet18.pth"
     torch.save(classifier.state_dict(), path)
     torch.manual_seed(123)
@@ -174,9 +175,9 @@ def test_a_build_from_a_checkpoint_spends_nothing_on_random_init(tmp_path, class
     assert torch.equal(torch.get_rng_state(), before)
     assert not any(t.is_meta for t in backbone.state_dict().values())
     _assert_matches(backbone, classifier)
-    torch.manual_seed(123)
-    featx.build(resnet18_spec(stages=C2_C3))
-    assert not torch.equal(torch.get_rng_state(), before)  # a random-init build does draw
+    before = torch.get_rng_state()
+    featx.build(resnet18_spec(stages=C2_C3, fpn={"out_channels": 32}, reinit=["c3"]))
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_a_half_precision_checkpoint_gives_float32_layers(tmp_path, classifier):

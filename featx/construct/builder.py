@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -24,9 +25,10 @@ from featx.construct.checkpoint import Checkpoint, PathLike, load_saved_backbone
 from featx.construct.device import resolve_device
 from featx.construct.members import stage_containers
 from featx.construct.meta_model import MetaModel
-from featx.construct.plan import plan_backbone
-from featx.errors import WeightsError
-from featx.models.weights_enums import enum_weights_file, is_weights_file
+from featx.construct.plan import BackbonePlan, plan_backbone
+from featx.errors import ArgumentError, SpecError, WeightsError
+from featx.models.meta_construction import on_meta
+from featx.models.weights_enums import enum_member, enum_weights_file, is_weights_file
 from featx.nn.backbone import Backbone
 from featx.nn.feature_info import FeatureInfo
 from featx.nn.fpn import FeaturePyramid, level_name
@@ -45,21 +47,32 @@ def _weights_path(spec: BackboneSpec) -> Path:
     return path
 
 
+def _neck(spec: BackboneSpec, plan: BackbonePlan, meta: bool) -> Optional[FeaturePyramid]:
+    if spec.fpn is None:
+        return None
+    levels = [FeatureInfo(level_name(info.stride), info.channels, info.stride) for info in plan.returned]
+    with on_meta() if meta else contextlib.nullcontext():
+        return FeaturePyramid(levels, spec.fpn)
+
+
 def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
-    """Build ``spec``; ``checkpoint`` holds its weights (already read), ``None`` for random init or ``device: meta``."""
+    """Build ``spec``; ``checkpoint`` holds its weights (already read), ``None`` for random init or ``device: meta``.
+
+    Everything random (the kept layers' init, the neck's, ``reinit``) draws from a generator seeded with
+    ``spec.seed``, so a spec builds the same network in every process; the global RNG is left as it was.
+    """
     device = resolve_device(spec.device)
     meta = MetaModel.create(spec.model)
     plan = plan_backbone(spec, meta.model)
-    model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
-    neck = None
-    if spec.fpn is not None:
-        levels = [FeatureInfo(level_name(info.stride), info.channels, info.stride) for info in plan.returned]
-        neck = FeaturePyramid(levels, spec.fpn)
-    backbone = Backbone(stage_containers(model, plan.stages), plan.stages, spec, neck, plan.in_channels)
-    if checkpoint is not None and checkpoint.saved is not None:
-        load_saved_backbone(backbone, spec, checkpoint)
-    if spec.reinit:
-        backbone.reinit(*spec.reinit)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
+        neck = _neck(spec, plan, meta=device.type == "meta")
+        backbone = Backbone(stage_containers(model, plan.stages), plan.stages, spec, neck, plan.in_channels)
+        if checkpoint is not None and checkpoint.saved is not None:
+            load_saved_backbone(backbone, spec, checkpoint)
+        if spec.reinit:
+            backbone.reinit(*spec.reinit)
     backbone.to(device)
     if spec.channels_last:
         backbone.to(memory_format=torch.channels_last)
@@ -78,6 +91,8 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
     that cannot be had or do not fit, :class:`~featx.errors.DeviceError` for a device this machine lacks.
     """
     spec = load_spec(source, overrides)
+    if spec.weights is not None and not is_weights_file(spec.weights):
+        enum_member(spec.model, spec.weights)  # a misspelt name is refused even where nothing is read (device: meta)
     reads_weights = spec.weights is not None and resolve_device(spec.device).type != "meta"
     return _assemble(spec, read_checkpoint(_weights_path(spec)) if reads_weights else None)
 
@@ -94,7 +109,18 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
         raise WeightsError(
             f"{path} has no featx spec (it was not written by featx.save); build a spec with weights: {path} instead"
         )
-    spec = load_spec(dict(checkpoint.saved["spec"], weights=str(path), reinit=[]), overrides)
-    if resolve_device(spec.device).type == "meta":
-        return _assemble(spec, None)
-    return _assemble(spec, checkpoint)
+    saved_spec = dict(checkpoint.saved["spec"], weights=str(path), reinit=[])
+    try:
+        load_spec(saved_spec)  # the file's own spec, its errors attributed to the file
+    except SpecError as error:
+        raise error.with_origin(str(path)) from None
+    spec = load_spec(saved_spec, overrides)
+    if spec.weights != str(path):
+        raise ArgumentError(
+            f"load(): overrides may not change weights (got {spec.weights!r}): the checkpoint {path} is the weights; "
+            "to build its spec with other weights, pass the spec to featx.build"
+        )
+    try:
+        return _assemble(spec, None if resolve_device(spec.device).type == "meta" else checkpoint)
+    except SpecError as error:  # the model checks of the file's own spec (overrides are checked above)
+        raise (error if overrides else error.with_origin(str(path))) from None

@@ -80,7 +80,9 @@ def read_checkpoint(path: Path) -> Checkpoint:
     for key in _NESTING_KEYS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+    if not isinstance(loaded, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()
+    ):
         raise WeightsError(f"{key_path('weights')}: {path} does not hold a state dict (name → tensor)")
     return _checked(Checkpoint(path, dict(loaded), saved))
 
@@ -100,6 +102,11 @@ def save(backbone: nn.Module, path: PathLike, *, overwrite: bool = False) -> Pat
     spec: BackboneSpec = getattr(backbone, "spec", None)  # type: ignore[assignment]
     if not isinstance(spec, BackboneSpec):
         raise ArgumentError(f"save(): expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
+    if any(tensor.is_meta for tensor in backbone.state_dict().values()):
+        raise ArgumentError(
+            f"save(): the backbone was built on the meta device (device: meta) and holds no weights to save; "
+            f"build it on a real device. Nothing was written to {path}"
+        )
     state = {key: tensor.detach().cpu().contiguous() for key, tensor in backbone.state_dict().items()}
     metadata = _metadata(spec)
 

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from featx.construct.execution_order import has_no_forward, runs_children_in_order
 from featx.construct.probe import (
     PROBE_SIZES,
     Size,
@@ -50,16 +51,6 @@ class Proposal:
     stages: Tuple[StageInfo, ...]
     left_out: Tuple[str, ...]
     head: Tuple[str, ...]
-
-
-def _runs_children_in_order(module: nn.Module) -> bool:
-    """True for containers whose forward is exactly "each child in turn" (``nn.Sequential`` not overriding it)."""
-    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward and len(module) > 0
-
-
-def _has_no_forward(module: nn.Module) -> bool:
-    """True for pure containers (``nn.ModuleList``, ``nn.ModuleDict``) that cannot be called."""
-    return type(module).forward is nn.Module.forward and any(True for _ in module.children())
 
 
 def _feature_maps(module: nn.Module, inputs: Sequence[Tensor]) -> Optional[List[Tensor]]:
@@ -118,7 +109,7 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
     stride = 1
     while queue:
         path, module = queue.pop(0)
-        if _has_no_forward(module):
+        if has_no_forward(module) and any(True for _ in module.children()):
             queue[:0] = [(f"{path}.{name}", child) for name, child in module.named_children()]
             continue
         outputs = _feature_maps(module, xs)
@@ -131,8 +122,10 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
             queue.insert(0, (path, module))
             break
         out_stride = stride_of(shapes[0], kind, sizes[0])
-        if _runs_children_in_order(module) and _splits_at_boundary(
-            module, xs, kind, stride, out_stride, min_stride, sizes[0]
+        if (
+            runs_children_in_order(module)
+            and any(True for _ in module.children())
+            and _splits_at_boundary(module, xs, kind, stride, out_stride, min_stride, sizes[0])
         ):
             queue[:0] = [(f"{path}.{name}", child) for name, child in module.named_children()]
             continue

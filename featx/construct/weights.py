@@ -23,26 +23,52 @@ from torch import nn
 
 from featx.errors import WeightsError
 from featx.spec.keys import key_path
+from featx.spec.limits import quoted
 
 _SHOWN = 5
+
+
+#: lines of torch.load's refusal that are advice, not the reason (one of them advises weights_only=False: never)
+_ADVICE = re.compile(r"weights_only|Re-running|documentation|pytorch\.org|^\s*$", re.IGNORECASE)
+
+
+def _unpickler_reason(message: str) -> str:
+    """The reason in ``torch.load``'s weights-only refusal, without its advice."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", message)
+    if found:
+        return found.group(1).strip()
+    lines = [line.strip() for line in message.splitlines() if not _ADVICE.search(line)]
+    return next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "unreadable")
 
 
 def torch_load_file(path: Path) -> Any:
     """What a ``.pth``/``.pt`` file holds, read with ``weights_only=True`` (memory-mapped when it is a zip file:
     only the tensors a backbone keeps are ever read from disk)."""
+    is_zip = zipfile.is_zipfile(path)
+    if not is_zip and path.is_file():
+        with open(path, "rb") as handle:
+            if handle.read(1) != b"\x80":  # torch.save writes a zip, or (legacy) a pickle starting with PROTO
+                raise WeightsError(
+                    f"{key_path('weights')}: cannot read {path}: not a torch checkpoint (neither a zip archive nor a "
+                    "pickle)"
+                )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as error:
-        found = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
-        reason = found.group(1).strip() if found else str(error).splitlines()[0]
-        if reason.startswith("Unsupported global"):
+        reason = _unpickler_reason(str(error))
+        if "GLOBAL" in reason or reason.lower().startswith("unsupported global"):
             raise WeightsError(
                 f"{key_path('weights')}: {path} holds more than tensors and is refused (loaded with "
-                f"weights_only=True; nothing in it ran): {reason.split(' was not')[0]}"
+                f"weights_only=True; nothing in it ran): {quoted(reason.split(' was not')[0])[1:-1]}"
             ) from None
-        raise WeightsError(f"{key_path('weights')}: cannot read {path}: not a torch checkpoint ({reason})") from None
-    except (OSError, RuntimeError, EOFError) as error:
-        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {str(error).splitlines()[0]}") from None
+        raise WeightsError(
+            f"{key_path('weights')}: cannot read {path}: not a torch checkpoint ({quoted(reason)[1:-1]})"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever an untrusted file makes the reader raise: it cannot be read
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {quoted(reason)[1:-1]}") from None
 
 
 def safetensors_file(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
@@ -71,14 +97,36 @@ def _is_kept(key: str, kept_paths: Iterable[str]) -> bool:
     return any(key.startswith(path + ".") for path in kept_paths)
 
 
+def _dtype_kind(dtype: torch.dtype) -> str:
+    """``float``, ``complex``, ``bool`` or ``integer``: what a layer of ``dtype`` can take after a cast."""
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "float"
+    return "bool" if dtype == torch.bool else "integer"
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    """The kind of a checkpoint tensor's values, or why it holds none a layer can use."""
+    if tensor.layout != torch.strided:
+        return f"{tensor.layout} (not dense)"
+    if tensor.is_meta:
+        return "meta (no values)"
+    if tensor.is_quantized:
+        return "quantized"
+    return _dtype_kind(tensor.dtype)
+
+
 def check_fit(
     state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], known: Iterable[str], origin: str
 ) -> None:
-    """Raise unless ``state`` holds ``expected``'s keys with their shapes and no key outside ``known``."""
+    """Raise unless ``state`` holds ``expected``'s keys with their shapes and kinds of values (a float layer takes
+    any float dtype, cast; never integers, booleans or complex numbers) and no key outside ``known``."""
     known = set(known)
     unexpected = [key for key in state if key not in known and not is_batch_counter(key)]
     missing = [key for key in expected if key not in state and not is_batch_counter(key)]
     mismatched = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    wrong_kind = [key for key in expected if key in state and _kind(state[key]) != _dtype_kind(expected[key].dtype)]
     problems: List[str] = []
     if unexpected:
         problems.append("unexpected keys: " + _listing(unexpected, lambda k: f"{k} {tuple(state[k].shape)}"))
@@ -89,6 +137,14 @@ def check_fit(
             "shape mismatches: "
             + _listing(
                 mismatched, lambda k: f"{k} checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+            )
+        )
+    if wrong_kind:
+        problems.append(
+            "value kinds differ: "
+            + _listing(
+                wrong_kind,
+                lambda k: f"{k} checkpoint {state[k].dtype} ({_kind(state[k])}) vs model {expected[k].dtype}",
             )
         )
     if problems:

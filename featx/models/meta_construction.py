@@ -93,6 +93,13 @@ class SkipValueWritesOnMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+@contextlib.contextmanager
+def on_meta() -> Iterator[None]:
+    """Modules constructed inside the block live on the meta device, their init skipped."""
+    with torch.device("meta"), SkipValueWritesOnMeta():
+        yield
+
+
 def construct_on_meta(name: str) -> Tuple[nn.Module, Tuple[Registration, ...]]:
     """torchvision's ``name`` on the meta device, with its registrations in order.
 
@@ -103,7 +110,7 @@ def construct_on_meta(name: str) -> Tuple[nn.Module, Tuple[Registration, ...]]:
     check_model_name(name)
     record: List[Registration] = []
     try:
-        with torch.device("meta"), SkipValueWritesOnMeta(), _on_registration(lambda index, tensor: False, record):
+        with on_meta(), _on_registration(lambda index, tensor: False, record):
             return construct(name), tuple(record)
     except (NotImplementedError, RuntimeError):
         record.clear()

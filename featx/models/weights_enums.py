@@ -19,14 +19,17 @@ import torch
 from featx.errors import SpecError, WeightsError
 from featx.models.registry import weights_enum
 from featx.spec.keys import key_path, suggest
+from featx.spec.limits import quoted
 
 #: Set to 1 to never download: a weights enum missing from the cache is then an immediate WeightsError.
 OFFLINE_VARIABLE = "FEATX_OFFLINE"
 
 
 def is_weights_file(value: str) -> bool:
-    """Whether a ``weights`` value names a file rather than an enum member (``DEFAULT``, ``IMAGENET1K_V1``)."""
-    return bool(Path(value).suffix) or "/" in value or os.sep in value or Path(value).exists()
+    """Whether a ``weights`` value names a file (it has a folder separator or a suffix: ``ckpt/r50.pth``,
+    ``./DEFAULT``) rather than an enum member (``DEFAULT``, ``IMAGENET1K_V1``). A bare word is always an enum name,
+    even when a file of that name is in the working directory."""
+    return "/" in value or os.sep in value or bool(Path(value).suffix)
 
 
 def cached_weights_path(url: str) -> Path:
@@ -43,8 +46,9 @@ def enum_member(model: str, name: str) -> Any:
     if name not in members:
         raise SpecError(
             key_path("weights"),
-            f"{name!r} is not a weights name of {model}{suggest(name, members)} "
-            f"(valid: null, DEFAULT, {', '.join(members)}; or a path to a checkpoint file)",
+            f"{quoted(name)} is not a weights name of {model}{suggest(name, members)} "
+            f"(valid: null, DEFAULT, {', '.join(members)}; or a path to a checkpoint file: ./NAME for one in the "
+            "working directory)",
         )
     return enum[name]
 

@@ -1,0 +1,444 @@
+"""Hostile weights and checkpoints: files that are not what they claim, tensors that do not fit, names that are
+neither an enum member nor a file, saves that collide. Each is a featx error naming the file or key (pickled code
+never runs, and no message advises ``weights_only=False``), nothing the user wrote changes, and two processes
+saving to one path leave exactly the winner's file."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+from typing import Callable, Dict
+
+import pytest
+import torch
+import torchvision
+from helpers import folder_state, resnet18_spec
+from safetensors.torch import save_file
+
+import featx
+from featx.errors import ArgumentError, SpecError, WeightsError
+from featx.files import write_atomically
+
+SPEC = resnet18_spec(frozen_stages=1)
+
+
+def _state(seed: int = 0) -> Dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18().state_dict()
+
+
+class _RunsCode:
+    """Unpickling this calls ``os.system``: what a malicious checkpoint holds."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _pickled_code(path: Path, protocol: int = 2) -> None:
+    with open(path, "wb") as handle:
+        pickle.dump({"conv1.weight": _RunsCode(path.parent / "ran")}, handle, protocol=protocol)
+
+
+def _zip_not_torch(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "not a checkpoint")
+
+
+def _safetensors_cut(path: Path) -> None:
+    save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, str(path))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _with(change: Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]) -> Callable[[Path], None]:
+    return lambda path: torch.save(change(_state()), path)
+
+
+def _sparse(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return {**state, "fc.weight": state["fc.weight"], "conv1.weight": state["conv1.weight"].to_sparse()}
+
+
+# (id, file name, how to write it, error type, pattern after "backbone.weights: ")
+BAD_FILES = [
+    ("empty-pth", "w.pth", lambda p: p.write_bytes(b""), WeightsError, r"cannot read .*w\.pth"),
+    ("garbage-pth", "w.pth", lambda p: p.write_bytes(os.urandom(4096)), WeightsError, r"cannot read .*w\.pth"),
+    (
+        "text-pth",
+        "w.pth",
+        lambda p: p.write_text("conv1.weight: 1\n"),
+        WeightsError,
+        r"neither a zip archive nor a pickle",
+    ),
+    ("zip-not-torch", "w.pth", _zip_not_torch, WeightsError, r"cannot read .*w\.pth"),
+    ("pickled-code", "w.pth", _pickled_code, WeightsError, r"holds more than tensors and is refused.*system"),
+    ("pickled-code-v5", "w.pth", lambda p: _pickled_code(p, 5), WeightsError, r"cannot read .*not a torch checkpoint"),
+    ("pickled-list", "w.pth", lambda p: torch.save([1, 2, 3], p), WeightsError, r"does not hold a state dict"),
+    ("one-tensor", "w.pth", lambda p: torch.save(torch.zeros(3), p), WeightsError, r"does not hold a state dict"),
+    ("int-keys", "w.pth", lambda p: torch.save({1: torch.zeros(1)}, p), WeightsError, r"does not hold a state dict"),
+    ("number-values", "w.pth", lambda p: torch.save({"conv1.weight": 1}, p), WeightsError, r"does not hold a state"),
+    ("empty-dict", "w.pth", lambda p: torch.save({}, p), WeightsError, r"missing keys: conv1.weight"),
+    (
+        "other-model",
+        "w.pth",
+        lambda p: torch.save(torchvision.models.resnet34().state_dict(), p),
+        WeightsError,
+        r"unexpected keys: layer1.2",
+    ),
+    (
+        "missing-key",
+        "w.pth",
+        _with(lambda s: {k: v for k, v in s.items() if k != "layer2.0.conv1.weight"}),
+        WeightsError,
+        r"missing keys: layer2.0.conv1.weight \(128, 64, 3, 3\)",
+    ),
+    (
+        "extra-key",
+        "w.pth",
+        _with(lambda s: {**s, "layer9.weight": torch.zeros(1)}),
+        WeightsError,
+        r"unexpected keys: layer9.weight",
+    ),
+    (
+        "transposed",
+        "w.pth",
+        _with(lambda s: {**s, "conv1.weight": s["conv1.weight"].transpose(0, 1)}),
+        WeightsError,
+        r"shape mismatches: conv1.weight checkpoint \(3, 64, 7, 7\) vs model \(64, 3, 7, 7\)",
+    ),
+    (
+        "int64-values",
+        "w.pth",
+        _with(lambda s: {k: v.long() for k, v in s.items()}),
+        WeightsError,
+        r"value kinds differ: conv1.weight checkpoint torch.int64 \(integer\) vs model torch.float32",
+    ),
+    (
+        "bool-values",
+        "w.pth",
+        _with(lambda s: {**s, "conv1.weight": s["conv1.weight"] > 0}),
+        WeightsError,
+        r"value kinds differ: conv1.weight checkpoint torch.bool",
+    ),
+    (
+        "complex-values",
+        "w.pth",
+        _with(lambda s: {**s, "bn1.weight": s["bn1.weight"].to(torch.complex64)}),
+        WeightsError,
+        r"value kinds differ: bn1.weight checkpoint torch.complex64",
+    ),
+    (
+        "float-counter",
+        "w.pth",
+        _with(lambda s: {**s, "bn1.running_mean": s["bn1.running_mean"].int()}),
+        WeightsError,
+        r"value kinds differ: bn1.running_mean",
+    ),
+    ("sparse", "w.pth", _with(_sparse), WeightsError, r"conv1.weight checkpoint torch.float32 \(torch.sparse_coo"),
+    (
+        "meta-tensors",
+        "w.pth",
+        _with(lambda s: {k: v.to("meta") for k, v in s.items()}),
+        WeightsError,
+        r"meta \(no values\)",
+    ),
+    ("empty-safetensors", "w.safetensors", lambda p: p.write_bytes(b""), WeightsError, r"cannot read .*w\.safetensors"),
+    ("garbage-safetensors", "w.safetensors", lambda p: p.write_bytes(b"\xff" * 64), WeightsError, r"cannot read"),
+    ("cut-safetensors", "w.safetensors", _safetensors_cut, WeightsError, r"cannot read .*w\.safetensors"),
+    (
+        "int-safetensors",
+        "w.safetensors",
+        lambda p: save_file({k: v.long() for k, v in _state().items()}, str(p)),
+        WeightsError,
+        r"value kinds differ",
+    ),
+    (
+        "header-bomb",
+        "w.safetensors",
+        lambda p: p.write_bytes((1 << 62).to_bytes(8, "little") + b"{}"),
+        WeightsError,
+        r"cannot read",
+    ),
+    ("folder", "w.pth", lambda p: p.mkdir(), WeightsError, r"checkpoint file not found: .*w\.pth"),
+    ("dangling-link", "w.pth", lambda p: p.symlink_to(p.parent / "gone.pth"), WeightsError, r"not found"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "error_type", "pattern"), [c[1:] for c in BAD_FILES], ids=[c[0] for c in BAD_FILES]
+)
+def test_weights_files_that_do_not_fit_are_named_and_left_alone(tmp_path, name, write, error_type, pattern):
+    path = tmp_path / name
+    write(path)
+    before = folder_state(tmp_path)
+    with pytest.raises(error_type) as error:
+        featx.build({**SPEC, "weights": str(path)})
+    message = str(error.value)
+    assert message.startswith("backbone.weights: "), message
+    assert re.search(pattern, message), message
+    assert "weights_only=False" not in message and "Traceback" not in message
+    assert folder_state(tmp_path) == before  # nothing ran (no 'ran' marker), nothing changed
+
+
+@pytest.mark.parametrize(
+    ("change", "dtype"),
+    [
+        (lambda s: {k: v.half() if v.is_floating_point() else v for k, v in s.items()}, torch.float16),
+        (lambda s: {k: v.double() if v.is_floating_point() else v for k, v in s.items()}, torch.float64),
+        (lambda s: {"state_dict": s}, None),
+        (lambda s: {"model": s}, None),
+        (lambda s: {k: v for k, v in s.items() if not k.endswith("num_batches_tracked")}, None),
+    ],
+    ids=["float16", "float64", "nested-state_dict", "nested-model", "no-batch-counters"],
+)
+def test_weights_in_other_float_dtypes_or_nestings_load_exactly(tmp_path, change, dtype):
+    state = _state(3)
+    torch.save(change(state), tmp_path / "w.pth")
+    backbone = featx.build({**SPEC, "weights": str(tmp_path / "w.pth")})
+    expected = state["layer2.0.conv1.weight"] if dtype is None else state["layer2.0.conv1.weight"].to(dtype).float()
+    assert torch.equal(backbone.stages.c3.layer2[0].conv1.weight, expected)
+
+
+@pytest.fixture()
+def torch_home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("FEATX_OFFLINE", "1")
+    return tmp_path / "torch_home" / "hub" / "checkpoints"
+
+
+def test_an_enum_name_wins_over_a_file_of_that_name(tmp_path, torch_home, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save(_state(7), tmp_path / "DEFAULT")  # a file named like the enum member, in the working directory
+    with pytest.raises(WeightsError, match=r"resnet18 ResNet18_Weights.IMAGENET1K_V1 is not in the torch hub cache"):
+        featx.build({**SPEC, "weights": "DEFAULT"})
+    torch_home.mkdir(parents=True)
+    torch.save(_state(8), torch_home / "resnet18-f37072fd.pth")  # the file name torchvision's enum expects
+    from_cache = featx.build({**SPEC, "weights": "DEFAULT"})
+    assert torch.equal(from_cache.stages.c2.conv1.weight, _state(8)["conv1.weight"])
+    from_file = featx.build({**SPEC, "weights": "./DEFAULT"})
+    assert torch.equal(from_file.stages.c2.conv1.weight, _state(7)["conv1.weight"])
+
+
+@pytest.mark.parametrize(
+    ("weights", "device", "error_type", "pattern"),
+    [
+        ("IMAGENET9K_V9", "cpu", SpecError, r"^backbone.weights: 'IMAGENET9K_V9' is not a weights name of resnet18"),
+        ("IMAGENET9K_V9", "meta", SpecError, r"^backbone.weights: 'IMAGENET9K_V9' is not a weights name"),
+        ("imagenet1k_v1", "cpu", SpecError, r"did you mean IMAGENET1K_V1"),
+        ("default", "cpu", SpecError, r"is not a weights name of resnet18"),
+        ("5", "meta", SpecError, r"'5' is not a weights name of resnet18"),
+        ("IMAGENET1K_V1", "cpu", WeightsError, r"not in the torch hub cache .*Place the file at .*resnet18-f37072fd"),
+        ("missing/w.pth", "cpu", WeightsError, r"^backbone.weights: checkpoint file not found: missing/w.pth"),
+        ("~/featx-missing.pth", "cpu", WeightsError, r"checkpoint file not found: /.*featx-missing.pth"),
+    ],
+)
+def test_weights_names_that_resolve_to_nothing_are_named(torch_home, weights, device, error_type, pattern):
+    with pytest.raises(error_type, match=pattern):
+        featx.build({**SPEC, "weights": weights, "device": device})
+
+
+def _saved(tmp_path: Path, seed: int = 0, name: str = "bb.pt") -> Path:
+    return featx.save(featx.build({**SPEC, "seed": seed}), tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    ("target", "kwargs", "pattern"),
+    [
+        (lambda d: d / "mine.txt", {}, r"^save\(\): .*mine.txt exists; pass overwrite=True to replace it"),
+        (
+            lambda d: d / "mine.txt" / "bb.pt",
+            {},
+            r"^save\(\): cannot create the folder .*mine.txt: a file is in the way",
+        ),
+        (lambda d: d / "folder", {}, r"^save\(\): .*folder is a folder; give a file path"),
+        (lambda d: d / "folder", {"overwrite": True}, r"^save\(\): .*folder is a folder"),
+        (lambda d: d / ("x" * 300 + ".pt"), {}, r"^save\(\): cannot write .*File name too long"),
+    ],
+    ids=["exists", "under-a-file", "a-folder", "a-folder-overwrite", "name-too-long"],
+)
+def test_save_never_replaces_or_writes_through_what_is_there(tmp_path, target, kwargs, pattern):
+    (tmp_path / "mine.txt").write_text("my notes")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "keep").write_text("keep")
+    before = folder_state(tmp_path)
+    with pytest.raises(ArgumentError, match=pattern):
+        featx.save(featx.build(SPEC), target(tmp_path), **kwargs)
+    assert folder_state(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("make", "pattern"),
+    [
+        (lambda: featx.build({**SPEC, "device": "meta"}), r"the backbone was built on the meta device"),
+        (lambda: torchvision.models.resnet18(), r"expected a featx Backbone .*got ResNet"),
+        (lambda: None, r"expected a featx Backbone .*got NoneType"),
+        (lambda: {"conv1.weight": torch.zeros(1)}, r"expected a featx Backbone .*got dict"),
+    ],
+    ids=["meta", "torchvision-model", "none", "state-dict"],
+)
+def test_save_of_what_is_not_a_built_backbone_writes_nothing(tmp_path, make, pattern):
+    with pytest.raises(ArgumentError, match=rf"^save\(\): {pattern}"):
+        featx.save(make(), tmp_path / "bb.pt")
+    assert folder_state(tmp_path) == {}
+
+
+def _rewrite(path: Path, change: Callable[[dict], dict]) -> None:
+    content = torch.load(path, weights_only=True)
+    torch.save(change(content), path)
+
+
+@pytest.mark.parametrize(
+    ("change", "error_type", "pattern"),
+    [
+        (lambda c: c["state_dict"], WeightsError, r"has no featx spec \(it was not written by featx.save\)"),
+        (lambda c: {**c, "featx": {"versions": {}}}, WeightsError, r"has a featx block without a spec"),
+        (lambda c: {**c, "featx": {"spec": "resnet18"}}, WeightsError, r"has a featx block without a spec"),
+        (
+            lambda c: {**c, "featx": {**c["featx"], "spec": {**c["featx"]["spec"], "device": "${oc.env:HOME}"}}},
+            SpecError,
+            r"bb.pt: backbone.device: holds an interpolation",
+        ),
+        (
+            lambda c: {**c, "featx": {**c["featx"], "spec": {**c["featx"]["spec"], "model": "resnet5"}}},
+            SpecError,
+            r"bb.pt: backbone.model: unknown torchvision model 'resnet5'",
+        ),
+        (
+            lambda c: {**c, "featx": {**c["featx"], "spec": {**c["featx"]["spec"], "_target_": "os.system"}}},
+            SpecError,
+            r"bb.pt: backbone._target_: 'os.system' is refused",
+        ),
+        (
+            lambda c: {**c, "state_dict": {k: v for k, v in c["state_dict"].items() if "layer3" not in k}},
+            WeightsError,
+            r"saved by featx.save from a different spec .*missing keys: stages.c4",
+        ),
+    ],
+    ids=[
+        "plain-state-dict",
+        "no-spec",
+        "spec-not-mapping",
+        "spec-interpolation",
+        "spec-bad-model",
+        "spec-target",
+        "tensors-removed",
+    ],
+)
+def test_load_of_a_tampered_checkpoint_is_named(tmp_path, change, error_type, pattern):
+    path = _saved(tmp_path)
+    _rewrite(path, change)
+    before = folder_state(tmp_path)
+    with pytest.raises(error_type) as error:
+        featx.load(path)
+    assert re.search(pattern, str(error.value)), str(error.value)
+    assert os.environ.get("HOME", "/root") not in str(error.value).replace(str(tmp_path), "")
+    assert folder_state(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error_type", "pattern"),
+    [
+        (["weights=null"], ArgumentError, r"^load\(\): overrides may not change weights \(got None\)"),
+        (["weights=DEFAULT"], ArgumentError, r"^load\(\): overrides may not change weights \(got 'DEFAULT'\)"),
+        (["stages={c2:{modules:[conv1]}}"], WeightsError, r"differs in stages"),
+        (["model=resnet34"], WeightsError, r"differs in model"),
+        (["fpn.out_channels=64"], WeightsError, r"differs in fpn"),
+        ("frozen_stages=0", SpecError, r"^backbone.overrides: expected a list of strings"),
+    ],
+)
+def test_load_refuses_overrides_that_change_what_the_file_is(tmp_path, overrides, error_type, pattern):
+    path = _saved(tmp_path)
+    with pytest.raises(error_type, match=pattern):
+        featx.load(path, overrides=overrides)
+
+
+def test_a_safetensors_checkpoint_with_unreadable_featx_metadata_is_named(tmp_path):
+    path = tmp_path / "bb.safetensors"
+    save_file(_state(), str(path), metadata={"featx": "{not json"})
+    with pytest.raises(WeightsError, match=r"bb.safetensors has unreadable featx metadata"):
+        featx.load(path)
+    save_file(_state(), str(path), metadata={"featx": "[1, 2]"})
+    with pytest.raises(WeightsError, match=r"bb.safetensors has unreadable featx metadata \(not a mapping\)"):
+        featx.load(path)
+
+
+def test_a_writer_that_fails_midway_leaves_no_file_and_no_temporary(tmp_path):
+    def half_then_fail(partial: Path) -> None:
+        partial.write_bytes(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(ArgumentError, match=r"^save\(\): cannot write .*bb.pt: No space left on device"):
+        write_atomically(tmp_path / "bb.pt", half_then_fail, overwrite=False, what="save()")
+    (tmp_path / "old.pt").write_bytes(b"the user's file")
+    with pytest.raises(ArgumentError):
+        write_atomically(tmp_path / "old.pt", half_then_fail, overwrite=True, what="save()")
+    assert folder_state(tmp_path) == {"old.pt": b"the user's file"}
+
+
+_RACER = textwrap.dedent(
+    """
+    import sys, time, featx
+    from featx.errors import ArgumentError
+    path, seed, start, overwrite = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
+    backbone = featx.build({"model": "resnet18", "stages": {"c2": {"modules": ["conv1", "bn1", "relu", "maxpool",
+        "layer1"]}, "c3": {"modules": ["layer2"]}}, "device": "cpu", "seed": seed})
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        featx.save(backbone, path, overwrite=overwrite)
+        print("saved", seed)
+    except ArgumentError as error:
+        print("refused", error)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overwrite", [False, True], ids=["exclusive", "overwrite"])
+def test_two_processes_saving_to_one_path_leave_one_whole_file(tmp_path, overwrite):
+    """Real processes, released at the same instant: without overwrite exactly one saves and the file holds its
+    weights; with overwrite both save and the file is one of them whole. No temporary file is left."""
+    import time
+
+    for round_number in range(3):
+        path = tmp_path / f"bb{round_number}.pt"
+        start = time.time() + 8
+        racers = [
+            subprocess.Popen(
+                [sys.executable, "-c", _RACER, str(path), str(seed), str(start), "1" if overwrite else "0"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for seed in (1, 2)
+        ]
+        results = [racer.communicate(timeout=120) for racer in racers]
+        assert all(racer.returncode == 0 for racer in racers), [err for _, err in results]
+        saved = [int(out.split()[1]) for out, _ in results if out.startswith("saved")]
+        refused = [out for out, _ in results if out.startswith("refused")]
+        if overwrite:
+            assert sorted(saved) == [1, 2]
+        else:
+            assert len(saved) == 1 and len(refused) == 1 and "exists; pass overwrite=True" in refused[0]
+        loaded = featx.load(path)
+        matches = [
+            seed for seed in (1, 2) if torch.equal(loaded.stages.c3.layer2[0].conv1.weight, _racer_weights(seed))
+        ]
+        assert len(matches) == 1 and (overwrite or matches == saved)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def _racer_weights(seed: int) -> torch.Tensor:
+    spec = {
+        "model": "resnet18",
+        "stages": {"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c3": {"modules": ["layer2"]}},
+        "device": "cpu",
+        "seed": seed,
+    }
+    return featx.build(spec).stages.c3.layer2[0].conv1.weight
