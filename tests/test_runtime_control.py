@@ -76,7 +76,7 @@ def test_param_groups_decay_towards_shallow_stages_and_skip_frozen():
 
 
 def test_param_groups_reject_bad_rates():
-    with pytest.raises(featx.ArgumentError, match="lr and decay must be positive"):
+    with pytest.raises(featx.ArgumentError, match=r"^param_groups\(\): lr must be a positive finite number, got 0\.0$"):
         featx.build(resnet18_spec()).param_groups(0.0)
 
 

@@ -11,9 +11,12 @@ Example::
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from featx.errors import ArgumentError, InputShapeError
@@ -141,8 +144,9 @@ class Backbone(nn.Module):
 
             torch.optim.AdamW(bb.param_groups(1e-4, decay=0.5))
         """
-        if lr <= 0 or decay <= 0:
-            raise ArgumentError(f"param_groups(): lr and decay must be positive, got lr={lr}, decay={decay}")
+        for key, value in (("lr", lr), ("decay", decay)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ArgumentError(f"param_groups(): {key} must be a positive finite number, got {value!r}")
         deepest = len(self.stages) - 1
         groups = []
         for index, (name, stage) in enumerate(self.stages.items()):
@@ -155,20 +159,72 @@ class Backbone(nn.Module):
                 groups.append({"name": "neck", "params": params, "lr": lr})
         return groups
 
-    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+    def _check_input(self, x: Tensor) -> None:
+        """InputShapeError for what the stages cannot take faithfully: not a tensor, not ``N×C×H×W`` with the
+        first layer's channels, empty, another device, or another floating dtype outside autocast."""
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy):
+            return  # a tracer's stand-in inputs: the traced program checks nothing
+        model = self.spec.model
+        if not isinstance(x, Tensor):
+            raise InputShapeError(
+                f"featx backbone {model!r} takes a tensor (N, {self.in_channels}, H, W), got {type(x).__name__}"
+            )
         if x.dim() != 4 or x.shape[1] != self.in_channels or not x.is_floating_point():
             raise InputShapeError(
-                f"featx backbone {self.spec.model!r} expects a floating-point batch of shape "
+                f"featx backbone {model!r} expects a floating-point batch of shape "
                 f"(N, {self.in_channels}, H, W), got {tuple(x.shape)} {x.dtype}"
             )
+        if x.numel() == 0:
+            raise InputShapeError(f"featx backbone {model!r} got an empty batch of shape {tuple(x.shape)}")
         if self._input_size is not None and tuple(x.shape[2:]) != self._input_size:
             raise InputShapeError(
-                f"featx backbone {self.spec.model!r} takes inputs of exactly "
+                f"featx backbone {model!r} takes inputs of exactly "
                 f"{self._input_size[0]}x{self._input_size[1]} (its spec's input_size), got {x.shape[2]}x{x.shape[3]}"
             )
+        reference = next(itertools.chain(self.parameters(), self.buffers()), None)
+        if reference is None:
+            return
+        if x.device != reference.device:
+            raise InputShapeError(
+                f"featx backbone {model!r} is on {reference.device}, the input on {x.device}; move one of them "
+                f"(x.to({str(reference.device)!r}))"
+            )
+        if x.dtype != reference.dtype and not _autocast_enabled(x.device.type):
+            raise InputShapeError(
+                f"featx backbone {model!r} computes in {reference.dtype}, the input is {x.dtype}; convert it "
+                f"(x.to({reference.dtype})) or run under torch.autocast"
+            )
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        self._check_input(x)
         features: "OrderedDict[str, Tensor]" = OrderedDict()
-        for name, stage in self.stages.items():
-            x = stage(x)
-            if name in self._output_names:
-                features[self._output_names[name]] = x.permute(0, 3, 1, 2) if self._nhwc else x
+        tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        name = ""
+        try:
+            for name, stage in self.stages.items():
+                x = stage(x)
+                if name in self._output_names:
+                    features[self._output_names[name]] = x.permute(0, 3, 1, 2) if self._nhwc else x
+        except RuntimeError as error:
+            if tracing or not _is_too_small(error):
+                raise
+            raise InputShapeError(
+                f"featx backbone {self.spec.model!r}: the input is too small for stage {name!r} "
+                f"({str(error).splitlines()[0]}); give a larger input"
+            ) from None
         return self.neck(features) if self.neck is not None else features
+
+
+#: what torch says when a pooling or convolution window does not fit its (shrunken) input
+_TOO_SMALL = ("Output size is too small", "Kernel size can't be greater than actual input size")
+
+
+def _is_too_small(error: RuntimeError) -> bool:
+    return any(text in str(error) for text in _TOO_SMALL)
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except (TypeError, RuntimeError):  # torch before 2.4 takes no device type, and knows CUDA and CPU only
+        return bool(torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled())

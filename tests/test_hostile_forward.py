@@ -1,0 +1,162 @@
+"""Hostile calls on a built backbone: every input the stages cannot take faithfully is an InputShapeError naming the
+backbone and what it takes; every bad argument to its methods is an ArgumentError naming the method and the choices.
+Inputs it can take give torchvision's own values (non-contiguous, channels-last, autocast)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from helpers import resnet18_spec
+
+import featx
+from featx.errors import ArgumentError, InputShapeError
+
+
+@pytest.fixture(scope="module")
+def backbone() -> featx.Backbone:
+    return featx.build(resnet18_spec(frozen_stages=1)).eval()
+
+
+@pytest.fixture(scope="module")
+def reference(backbone) -> torch.nn.Module:
+    """torchvision's resnet18 holding the backbone's weights (FrozenBatchNorm2d in featx = BatchNorm2d in eval)."""
+    model = torchvision.models.resnet18().eval()
+    for stage in backbone.stages.values():
+        assert not model.load_state_dict(stage.state_dict(), strict=False).unexpected_keys
+    return model
+
+
+def _image(*shape: int, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+
+
+# (id, input, pattern)
+BAD_INPUTS = [
+    ("none", lambda: None, r"takes a tensor \(N, 3, H, W\), got NoneType"),
+    ("int", lambda: 3, r"takes a tensor \(N, 3, H, W\), got int"),
+    ("string", lambda: "image.jpg", r"takes a tensor \(N, 3, H, W\), got str"),
+    ("list-of-tensors", lambda: [_image(3, 32, 32)], r"takes a tensor \(N, 3, H, W\), got list"),
+    ("tuple-of-tensors", lambda: (_image(1, 3, 32, 32),), r"got tuple"),
+    ("numpy", lambda: np.zeros((1, 3, 32, 32), np.float32), r"got ndarray"),
+    ("dict", lambda: {"image": _image(1, 3, 32, 32)}, r"got dict"),
+    ("scalar-tensor", lambda: torch.tensor(1.0), r"shape \(N, 3, H, W\), got \(\) torch.float32"),
+    ("1d", lambda: _image(3), r"got \(3,\)"),
+    ("3d-unbatched", lambda: _image(3, 32, 32), r"got \(3, 32, 32\)"),
+    ("5d-video", lambda: _image(1, 3, 2, 32, 32), r"got \(1, 3, 2, 32, 32\)"),
+    ("channels-last-layout", lambda: _image(1, 32, 32, 3), r"got \(1, 32, 32, 3\)"),
+    ("one-channel", lambda: _image(1, 1, 32, 32), r"got \(1, 1, 32, 32\)"),
+    ("four-channels", lambda: _image(1, 4, 32, 32), r"got \(1, 4, 32, 32\)"),
+    ("uint8", lambda: _image(1, 3, 32, 32).mul(50).clamp(0, 255).to(torch.uint8), r"torch.uint8"),
+    ("int64", lambda: _image(1, 3, 32, 32).to(torch.int64), r"torch.int64"),
+    ("bool", lambda: _image(1, 3, 32, 32) > 0, r"torch.bool"),
+    ("complex", lambda: _image(1, 3, 32, 32).to(torch.complex64), r"floating-point|complex"),
+    (
+        "float64",
+        lambda: _image(1, 3, 32, 32, dtype=torch.float64),
+        r"computes in torch.float32, the input is torch.float64",
+    ),
+    ("float16", lambda: _image(1, 3, 32, 32, dtype=torch.float16), r"the input is torch.float16.*autocast"),
+    ("bfloat16", lambda: _image(1, 3, 32, 32, dtype=torch.bfloat16), r"the input is torch.bfloat16"),
+    ("empty-batch", lambda: _image(0, 3, 32, 32), r"empty batch of shape \(0, 3, 32, 32\)"),
+    ("zero-height", lambda: _image(1, 3, 0, 32), r"empty batch of shape \(1, 3, 0, 32\)"),
+    ("zero-by-zero", lambda: _image(2, 3, 0, 0), r"empty batch"),
+    ("meta-tensor", lambda: torch.empty(1, 3, 32, 32, device="meta"), r"is on cpu, the input on meta"),
+]
+
+
+@pytest.mark.parametrize("make_input, pattern", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_inputs_the_stages_cannot_take_are_named(backbone, make_input, pattern):
+    with pytest.raises(InputShapeError, match=r"^featx backbone 'resnet18'") as error:
+        backbone(make_input())
+    assert re.search(pattern, str(error.value)), str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("model", "stages", "size", "stage"),
+    [
+        ("alexnet", {"c2": {"slice": [0, 3]}, "c3": {"slice": [3, 6]}, "c4": {"slice": [6, 13]}}, 16, "c3"),
+        ("vgg11", {"c2": {"slice": [0, 6]}, "c3": {"slice": [6, 11]}, "c4": {"slice": [11, 16]}}, 8, "c4"),
+        ("squeezenet1_0", {"c2": {"slice": [0, 3]}, "c3": {"slice": [3, 7]}, "c4": {"slice": [7, 13]}}, 9, "c3"),
+    ],
+)
+def test_an_input_too_small_for_a_stage_names_the_stage(model, stages, size, stage):
+    backbone = featx.build({"model": model, "source": "features", "stages": stages, "device": "cpu"})
+    with pytest.raises(
+        InputShapeError, match=rf"^featx backbone '{model}': the input is too small for stage '{stage}'"
+    ):
+        backbone(_image(1, 3, size, size))
+
+
+def test_a_fixed_size_model_refuses_other_sizes():
+    spec = featx.load_spec("maxvit_t", overrides=["device=meta"])
+    backbone = featx.build(spec)
+    with pytest.raises(InputShapeError, match=r"takes inputs of exactly 224x224 \(its spec's input_size\), got 64x64"):
+        backbone(torch.empty(1, 3, 64, 64, device="meta"))
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda x: x,
+        lambda x: x.transpose(2, 3).contiguous().transpose(2, 3),  # non-contiguous
+        lambda x: x.contiguous(memory_format=torch.channels_last),
+        lambda x: x[:, :, ::2, ::2].repeat_interleave(2, 2).repeat_interleave(2, 3),
+        lambda x: x.requires_grad_(True),
+    ],
+    ids=["plain", "non-contiguous", "channels-last", "strided-view", "requires-grad"],
+)
+def test_inputs_it_can_take_give_torchvisions_values(backbone, reference, transform):
+    image = transform(_image(2, 3, 64, 64))
+    features = backbone(image)
+    expected = reference.layer3(
+        reference.layer2(reference.layer1(reference.maxpool(reference.relu(reference.bn1(reference.conv1(image))))))
+    )
+    torch.testing.assert_close(features["c4"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_half_precision_input_is_taken_under_autocast(backbone):
+    image = _image(2, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = backbone(image.bfloat16())
+    full = backbone(image)
+    scale = full["c4"].detach().abs().max()
+    torch.testing.assert_close(features["c4"].float(), full["c4"], rtol=0, atol=float(scale) * 0.1)
+
+
+def test_nan_in_the_input_is_propagated_not_hidden(backbone):
+    image = _image(1, 3, 32, 32)
+    image[0, 0, 0, 0] = math.nan
+    assert torch.isnan(backbone(image)["c2"]).any()
+
+
+@pytest.mark.parametrize(
+    ("call", "pattern"),
+    [
+        (lambda bb: bb.freeze("c9"), r"^freeze\(\): unknown stage 'c9'.*\(stages: c2, c3, c4\)"),
+        (lambda bb: bb.freeze("C2"), r"^freeze\(\): unknown stage 'C2'"),
+        (lambda bb: bb.freeze(2), r"^freeze\(\): unknown stage 2"),
+        (lambda bb: bb.freeze(None), r"^freeze\(\): unknown stage None"),
+        (lambda bb: bb.unfreeze("layer1"), r"^unfreeze\(\): unknown stage 'layer1'"),
+        (lambda bb: bb.unfreeze("c2", "c22"), r"^unfreeze\(\): unknown stage 'c22'.*c2"),
+        (lambda bb: bb.reinit("fc"), r"^reinit\(\): unknown stage 'fc'"),
+        (lambda bb: bb.param_groups(0), r"^param_groups\(\): lr must be a positive finite number, got 0"),
+        (lambda bb: bb.param_groups(-1e-3), r"lr must be a positive finite number, got -0.001"),
+        (lambda bb: bb.param_groups(math.nan), r"lr must be a positive finite number, got nan"),
+        (lambda bb: bb.param_groups(math.inf), r"lr must be a positive finite number, got inf"),
+        (lambda bb: bb.param_groups("1e-3"), r"lr must be a positive finite number, got '1e-3'"),
+        (lambda bb: bb.param_groups(True), r"lr must be a positive finite number, got True"),
+        (lambda bb: bb.param_groups(1e-3, decay=0), r"decay must be a positive finite number, got 0"),
+        (lambda bb: bb.param_groups(1e-3, decay=math.nan), r"decay must be a positive finite number, got nan"),
+    ],
+)
+def test_bad_method_arguments_are_named(call, pattern):
+    backbone = featx.build(resnet18_spec(device="meta"))
+    before = {name: p.requires_grad for name, p in backbone.named_parameters()}
+    with pytest.raises(ArgumentError, match=pattern):
+        call(backbone)
+    assert {name: p.requires_grad for name, p in backbone.named_parameters()} == before  # nothing half-done
