@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +49,10 @@ def _exists_error(path: Path, what: str, hint: str) -> ArgumentError:
     return ArgumentError(f"{what}: {path} exists; {hint} (nothing was written)")
 
 
+def _write_error(path: Path, what: str, error: OSError) -> ArgumentError:
+    return ArgumentError(f"{what}: cannot write {path}: {error.strerror or error} (nothing was written)")
+
+
 def _place(partial: Path, path: Path, overwrite: bool, what: str, hint: str) -> None:
     if overwrite:
         os.replace(partial, path)
@@ -63,6 +67,21 @@ def _place(partial: Path, path: Path, overwrite: bool, what: str, hint: str) -> 
         if path.exists():  # no hard links here: check, then rename (a writer in between could still be replaced)
             raise _exists_error(path, what, hint) from None
         os.replace(partial, path)
+
+
+def _new_partial(path: Path, what: str) -> Path:
+    """Create an empty, unique temporary file beside ``path`` (exclusive create, permissions as the umask says, like
+    any file the user creates)."""
+    for _ in range(16):
+        partial = path.with_name(f".{path.name[:200]}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+        try:
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return partial
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise ArgumentError(f"{what}: cannot write in {path.parent}: {error.strerror or error}") from None
+    raise ArgumentError(f"{what}: cannot find a free temporary name beside {path}")
 
 
 def prepare_folder(folder: Path, what: str) -> None:
@@ -92,22 +111,22 @@ def write_atomically(
     refused.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ArgumentError(f"{what}: {path} is a folder; give a file path")
-    if path.exists() and not overwrite:
-        raise _exists_error(path, what, hint)
-    prepare_folder(path.parent, what)
     try:
-        descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+        if path.is_dir():
+            raise ArgumentError(f"{what}: {path} is a folder; give a file path")
+        if path.exists() and not overwrite:
+            raise _exists_error(path, what, hint)
     except OSError as error:
-        raise ArgumentError(f"{what}: cannot write in {path.parent}: {error.strerror or error}") from None
-    os.close(descriptor)
-    partial = Path(name)
+        raise _write_error(path, what, error) from None
+    prepare_folder(path.parent, what)
+    partial = _new_partial(path, what)
     try:
         write(partial)
         _fsync(partial)
         _place(partial, path, overwrite, what, hint)
         _fsync_folder(path.parent)
+    except OSError as error:  # a full disk, a name too long, a folder made read-only meanwhile
+        raise _write_error(path, what, error) from None
     finally:
         partial.unlink(missing_ok=True)
     return path

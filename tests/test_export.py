@@ -104,7 +104,7 @@ def test_export_refuses_to_overwrite_and_unknown_formats(tmp_path):
         export_backbone(backbone, path, "exported", (64, 64))
     assert path.read_text() == "keep me"
     with pytest.raises(
-        featx.ArgumentError, match=r"export format 'tflite' is unknown \(valid: torchscript, exported, onnx\)"
+        featx.ArgumentError, match=r"^format: 'tflite' is unknown \(valid: torchscript, exported, onnx\)"
     ):
         export_backbone(backbone, tmp_path / "x.tflite", "tflite", (64, 64))
     assert export_backbone(backbone, path, "exported", (64, 64), overwrite=True).max_abs_diff < 1e-4

@@ -139,7 +139,7 @@ def test_app_reports_spec_errors_without_a_traceback(workdirs):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("input.height=0", "featx: error: input.height: must be a positive integer, got 0"),
+        ("input.height=0", "featx: error: input.height: must be an integer in 1..16384, got 0"),
         ("input.height=8", "featx: error: input 8x224: the forward pass failed"),
     ],
 )

@@ -13,20 +13,26 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import featx
+from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.spec.config_files import config_dir
-from featx.tasks.export import export_backbone
+from featx.spec.limits import check_batch_shape
+from featx.tasks.export import FORMATS, export_backbone
 
 APP = "featx-export"
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
+@app_task(APP)
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and write ``cfg.export``."""
     options = cfg.export
     if OmegaConf.is_missing(options, "path"):
         fail(APP, "export.path: missing; give it on the command line (export.path=...)")
+    if options.format not in FORMATS:
+        fail(APP, f"export.format: {options.format!r} is unknown (valid: {', '.join(FORMATS)})")
     with reported_errors(APP):
+        check_batch_shape("export", options.batch_size, options.height, options.width)
         backbone = featx.build(cfg.backbone)
     height, width = (options.height, options.width) if backbone.spec.input_size is None else backbone.spec.input_size
     try:
@@ -58,7 +64,7 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    run()
+    run_app(APP, run)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The ``featx-extract`` app: the configured backbone's features of every image in a folder or glob, stored as
-safetensors shards plus a manifest (see :mod:`featx.feature_store`); resumable and torchrun-aware.
+safetensors shards plus a manifest (see :mod:`featx.tasks.extract.store`); resumable and torchrun-aware.
 
 Examples::
 
@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 import featx
+from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.spec.apps import ExtractOptions
 from featx.spec.config_files import config_dir
@@ -23,6 +24,7 @@ APP = "featx-extract"
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="extract")
+@app_task(APP)
 def run(cfg: DictConfig) -> None:
     """Extract ``cfg.backbone``'s features as ``cfg.extract`` says."""
     try:
@@ -33,7 +35,7 @@ def run(cfg: DictConfig) -> None:
         summary = extract(featx.load_spec(cfg.backbone), options, OmegaConf.to_yaml(cfg, resolve=True))
     if summary.images or summary.skipped:  # rank 0 (the only one that counts the merged manifest)
         rate = summary.processed / summary.seconds if summary.seconds > 0 else 0.0
-        skipped = f", {summary.skipped} skipped (reasons in manifest.jsonl)" if summary.skipped else ""
+        skipped = f", {summary.skipped} skipped (reasons in featx-manifest.jsonl)" if summary.skipped else ""
         work = (
             f"this run processed {summary.processed} files at {rate:.1f} images/s"
             if summary.processed
@@ -44,7 +46,7 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    run()
+    run_app(APP, run)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import featx
+from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.cli.report import format_report, measure
+from featx.errors import InputShapeError
 from featx.spec.config_files import backbone_files, config_dir
+from featx.spec.limits import check_batch_shape
 
 APP = "featx"
 
@@ -55,11 +58,10 @@ def _refuse_shadowed_backbone(choice: str) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+@app_task(APP)
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and print the table for a batch of ``cfg.input``."""
-    for key in ("batch_size", "height", "width"):
-        if cfg.input[key] < 1:
-            fail(APP, f"input.{key}: must be a positive integer, got {cfg.input[key]}")
+    check_batch_shape("input", cfg.input.batch_size, cfg.input.height, cfg.input.width)
     choice = HydraConfig.get().runtime.choices.get("backbone")
     if choice is not None:
         _refuse_shadowed_backbone(choice)
@@ -75,7 +77,7 @@ def run(cfg: DictConfig) -> None:
     )
     try:
         report = measure(backbone, cfg.input.batch_size, cfg.input.height, cfg.input.width, build_seconds, title)
-    except RuntimeError as error:  # e.g. an input smaller than the stages can take
+    except (RuntimeError, InputShapeError) as error:  # e.g. an input smaller than the stages can take
         first_line = str(error).splitlines()[0]
         fail(APP, f"input {cfg.input.height}x{cfg.input.width}: the forward pass failed ({first_line})")
     print(format_report(report))
@@ -83,7 +85,7 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    run()
+    run_app(APP, run)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import List, Optional
 from featx.construct.proposal_yaml import proposal_yaml
 from featx.construct.propose import analyse
 from featx.errors import FeatxError
+from featx.files import write_atomically
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,16 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_new(path: Path, text: str, force: bool) -> None:
-    """Write ``text`` to ``path`` through a temporary file; an existing file is replaced only with ``force``."""
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     parser = _parser()
@@ -59,9 +49,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         if args.output is None:
             sys.stdout.write(text)
         else:
-            _write_new(args.output, text, args.force)
+            write_atomically(
+                args.output,
+                lambda p: p.write_text(text),
+                overwrite=args.force,
+                what="--output",
+                hint="pass --force to replace it",
+            )
             print(f"featx-propose: wrote {args.output}", file=sys.stderr)
-    except (FeatxError, FileExistsError) as error:
+    except FeatxError as error:
         parser.exit(2, f"featx-propose: error: {error}\n")
 
 

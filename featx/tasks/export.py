@@ -21,6 +21,7 @@ from torch import Tensor
 from featx.errors import ArgumentError
 from featx.files import write_atomically
 from featx.nn.backbone import Backbone
+from featx.spec.limits import check_batch_shape
 
 #: format -> the file suffix it is written with
 FORMATS = {"torchscript": ".pt", "exported": ".pt2", "onnx": ".onnx"}
@@ -125,7 +126,8 @@ def export_backbone(
     existing ``path`` is replaced only with ``overwrite``. The export is then reloaded and run on a fresh input.
     """
     if format not in FORMATS:
-        raise ArgumentError(f"export format {format!r} is unknown (valid: {', '.join(FORMATS)})")
+        raise ArgumentError(f"format: {format!r} is unknown (valid: {', '.join(FORMATS)})")
+    check_batch_shape("export", batch_size, *example_size)
     if format == "onnx":
         _require_onnx_exporter()
     device = next(backbone.parameters()).device

@@ -1,0 +1,136 @@
+"""What the three Hydra apps (``featx``, ``featx-export``, ``featx-extract``) share around their task function.
+
+- Before Hydra composes anything, a config group choice that leaves the config roots (``backbone=../../x`` or an
+  absolute path) is refused, and an unknown ``backbone=`` choice is answered with the close names.
+- Every FeatxError in a job becomes one line ``<app>: error: <message>``.
+- In a sweep (``-m``) a failing job does not stop the others: each failure is reported when it happens, and when
+  every job has run the app exits with status 1 and a summary of the failed jobs.
+
+Example::
+
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
+    @app_task("featx-export")
+    def run(cfg: DictConfig) -> None: ...
+
+    def main() -> None:
+        run_app("featx-export", run)
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import PurePosixPath
+from typing import Callable, List, Optional, Sequence, TypeVar
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from featx.cli.errors import fail, reported_errors
+from featx.spec.config_files import backbone_names
+from featx.spec.keys import suggest
+from featx.spec.limits import quoted
+
+Result = TypeVar("Result")
+#: the sweep jobs that failed in this process, as "#<num> <overrides>": <message>
+_failed_jobs: List[str] = []
+_jobs_run: List[int] = []
+#: command-line flags that add config roots: with them, featx cannot know every backbone name
+_SEARCH_PATH_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")
+
+
+def _parsed(app: str, argument: str) -> Override:
+    """``argument`` parsed by Hydra's override parser; a grammar error is one featx error line naming it."""
+    try:
+        (override,) = OverridesParser.create().parse_overrides([argument])
+    except (HydraException, ValueError) as error:
+        reason = str(error).splitlines()[0]
+        fail(
+            app,
+            f"{quoted(argument)[1:-1]}: not an override in Hydra's grammar ({reason}); quote values holding special "
+            "characters (key='a value'), see https://hydra.cc/docs/advanced/override_grammar/basic/",
+        )
+    return override
+
+
+def _choice_values(override: Override) -> List[str]:
+    """The string values a config-group override gives (one, or each of a choice sweep); none for other overrides."""
+    if "." in override.key_or_group or override.is_delete():
+        return []
+    if override.is_sweep_override():
+        try:
+            return list(override.sweep_string_iterator())
+        except (HydraException, ValueError, TypeError):
+            return []
+    value = override.value()
+    return [value] if isinstance(value, str) else []
+
+
+def _escapes(choice: str) -> bool:
+    path = PurePosixPath(choice.replace("\\", "/"))
+    return path.is_absolute() or ".." in path.parts or choice.startswith("~")
+
+
+def check_choices(app: str, arguments: Sequence[str]) -> None:
+    """Refuse a group choice outside the config roots, and name close backbones for an unknown ``backbone=``."""
+    overrides = [argument for argument in arguments if not argument.startswith("-") and "=" in argument]
+    custom_roots = any(argument.lstrip("+").startswith(_SEARCH_PATH_FLAGS) for argument in arguments)
+    for argument in overrides:
+        group = argument.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+        for choice in _choice_values(_parsed(app, argument)):
+            if _escapes(choice):
+                fail(
+                    app,
+                    f"{group}={choice}: a config choice is a name inside the config roots, not a path; put the file "
+                    f"in a folder {group}/ and pass that folder's parent with --config-dir (or hydra.searchpath)",
+                )
+            if group == "backbone" and not custom_roots and choice not in backbone_names():
+                fail(
+                    app,
+                    f"backbone={choice}: no such packaged backbone{suggest(choice, backbone_names())} (featx-list "
+                    "lists them; your own files need --config-dir)",
+                )
+
+
+def _in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def app_task(app: str) -> Callable[[Callable[[DictConfig], Result]], Callable[[DictConfig], Optional[Result]]]:
+    """Wrap an app's task function (under ``@hydra.main``): FeatxErrors reported on one line; in a sweep, a failed
+    job is recorded and the next one runs."""
+
+    def wrap(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig], Optional[Result]]:
+        @functools.wraps(task)
+        def run(cfg: DictConfig) -> Optional[Result]:
+            if not _in_sweep():
+                with reported_errors(app):
+                    return task(cfg)
+            job = HydraConfig.get().job
+            _jobs_run.append(job.num)
+            try:
+                with reported_errors(app):
+                    return task(cfg)
+            except SystemExit as stop:
+                overrides = " ".join(HydraConfig.get().overrides.task)
+                print(f"{app}: job #{job.num} ({overrides}) failed: {stop.code}", file=sys.stderr, flush=True)
+                _failed_jobs.append(f"#{job.num} ({overrides})")
+                return None
+
+        return run
+
+    return wrap
+
+
+def run_app(app: str, hydra_main: Callable[[], object], arguments: Optional[Sequence[str]] = None) -> None:
+    """Check the command line, run the Hydra app, and after a sweep exit 1 if any of its jobs failed."""
+    check_choices(app, sys.argv[1:] if arguments is None else arguments)
+    _failed_jobs.clear()
+    _jobs_run.clear()
+    hydra_main()
+    if _failed_jobs:
+        fail(app, f"{len(_failed_jobs)} of {len(_jobs_run)} jobs failed: {'; '.join(_failed_jobs)}")

@@ -1,0 +1,176 @@
+"""Hostile command lines: each app answers with one ``<app>: error: ...`` line naming the key, exit status 1, and
+leaves the working directory and every user file as they were. The apps run in this process (as their console
+scripts call them), planned on the meta device where a build is needed, so each case takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import re
+import sys
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+from helpers import folder_state
+from hydra.core.global_hydra import GlobalHydra
+
+from featx.cli import propose as propose_cli
+
+APPS = {"featx": "featx.cli.main", "featx-export": "featx.cli.export", "featx-extract": "featx.cli.extract"}
+
+
+def run_app(app: str, arguments: List[str], folder: Path) -> Tuple[object, str, str]:
+    """``app arguments`` as its console script runs it, in ``folder``: (exit code, stderr, stdout)."""
+    main = importlib.import_module(APPS[app]).main
+    GlobalHydra.instance().clear()
+    hydra_dirs = [f"hydra.run.dir={folder}/.hydra-run", f"hydra.sweep.dir={folder}/.hydra-sweep"]
+    logging = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    old_argv = sys.argv
+    sys.argv = [app, *arguments, *hydra_dirs, *logging]
+    errors, output = io.StringIO(), io.StringIO()
+    code: object = 0
+    try:
+        with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(output):
+            main()
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = old_argv
+        GlobalHydra.instance().clear()
+    return code, errors.getvalue(), output.getvalue()
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("FEATX_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    return folder
+
+
+def _message(code: object, errors: str) -> str:
+    """The error line an app ended with (its exit message, or the last line on stderr)."""
+    text = code if isinstance(code, str) else errors
+    return text.strip().splitlines()[-1] if text.strip() else ""
+
+
+CASES = [
+    # config-group choices that leave the config roots, and unknown names
+    (
+        "featx",
+        ["backbone=../../etc/passwd"],
+        r"^featx: error: backbone=\.\./\.\./etc/passwd: a config choice is a name",
+    ),
+    ("featx", ["backbone=/etc/passwd"], r"^featx: error: backbone=/etc/passwd: a config choice is a name"),
+    ("featx", ["backbone='~/evil'"], r"^featx: error: backbone=~/evil: a config choice is a name"),
+    # what Hydra's grammar does not take
+    ("featx", ["backbone=~/evil"], r"^featx: error: backbone=~/evil: not an override in Hydra's grammar"),
+    ("featx", ["input.height=[1,2"], r"^featx: error: input\.height=\[1,2: not an override in Hydra's grammar"),
+    ("featx-extract", ["extract.size=(1"], r"^featx-extract: error: extract\.size=\(1: not an override"),
+    ("featx", ["backbone=..\\..\\evil"], r"a config choice is a name inside the config roots"),
+    ("featx", ["-m", "backbone=resnet18,../x"], r"^featx: error: backbone=\.\./x: a config choice is a name"),
+    ("featx-export", ["backbone=../x", "export.path=a.pt"], r"^featx-export: error: backbone=\.\./x: a config choice"),
+    ("featx-extract", ["backbone=/x", "extract.input=.", "extract.output=o"], r"^featx-extract: error: backbone=/x"),
+    ("featx", ["backbone=resnt18"], r"backbone=resnt18: no such packaged backbone; did you mean resnet18"),
+    ("featx", ["backbone=RESNET18"], r"backbone=RESNET18: no such packaged backbone; did you mean resnet18"),
+    # the featx app's own keys
+    ("featx", ["input.height=0"], r"^featx: error: input\.height: must be an integer in 1\.\.16384, got 0$"),
+    ("featx", ["input.width=-3"], r"^featx: error: input\.width: must be an integer in 1\.\.16384, got -3$"),
+    ("featx", ["input.batch_size=0"], r"^featx: error: input\.batch_size: must be an integer in 1\.\.4096, got 0$"),
+    ("featx", ["input.height=100000"], r"input\.height: must be an integer in 1\.\.16384, got 100000"),
+    (
+        "featx",
+        ["input.batch_size=4096", "input.height=16384", "input.width=16384"],
+        r"^featx: error: input: a batch of 4096 inputs of 16384x16384 is more than 536870912 pixels",
+    ),
+    ("featx", ["backbone=vgg16", "input.height=4", "input.width=4"], r"input 4x4: the forward pass failed"),
+    # spec keys through the app
+    ("featx", ["backbone.frozen_stages=99", "run=false"], r"backbone\.frozen_stages: 99 is out of range"),
+    ("featx", ["backbone.model=${oc.env:HOME}", "run=false"], r"backbone\.model: calls an OmegaConf resolver"),
+    ("featx", ["backbone.device=gpu"], r"backbone\.device: .*valid: auto, cpu, cuda, cuda:N, mps, meta"),
+    ("featx", ["backbone.weights=DEFAULT", "backbone=resnet18"], r"FEATX_OFFLINE|offline"),
+    ("featx", ["backbone.weights=/nonexistent/w.pth", "backbone=resnet18"], r"/nonexistent/w\.pth"),
+    ("featx", ["+backbone.fpn.out_channels=100000000", "backbone=resnet18", "run=false"], r"fpn\.out_channels"),
+    # featx-export's keys
+    ("featx-export", ["export.height=0", "export.path=a.pt"], r"^featx-export: error: export\.height: must be an"),
+    ("featx-export", ["export.batch_size=0", "export.path=a.pt"], r"^featx-export: error: export\.batch_size"),
+    ("featx-export", ["export.format=pickle", "export.path=a.pt"], r"export\.format: 'pickle' is unknown \(valid: "),
+    ("featx-export", ["export.path=notes.txt", "backbone=resnet18"], r"notes\.txt"),
+    # featx-extract's keys
+    ("featx-extract", ["extract.output=o"], r"^featx-extract: error: extract\.input: missing"),
+    ("featx-extract", ["extract.input=."], r"^featx-extract: error: extract\.output: missing"),
+    ("featx-extract", ["extract.input=nowhere", "extract.output=o"], r"extract\.input"),
+    ("featx-extract", ["extract.input=.", "extract.output=.", "backbone=resnet18"], r"extract\.output"),
+    (
+        "featx-extract",
+        ["extract.input=.", "extract.output=o", "extract.size=[100000,100000]"],
+        r"extract\.size",
+    ),
+    ("featx-extract", ["extract.input=.", "extract.output=o", "extract.batch_size=0"], r"extract\.batch_size"),
+    ("featx-extract", ["extract.input=.", "extract.output=o", "extract.pooling=mean"], r"extract\.pooling"),
+    ("featx-extract", ["extract.input=.", "extract.output=o", "extract.outputs=[c9]"], r"extract\.outputs"),
+]
+
+
+@pytest.mark.parametrize(
+    "app, arguments, pattern", CASES, ids=[f"{app} {' '.join(arguments)}"[:70] for app, arguments, _ in CASES]
+)
+def test_bad_command_lines_are_one_error_line_and_change_nothing(workdir, app, arguments, pattern):
+    before = folder_state(workdir)
+    code, errors, _ = run_app(app, arguments, workdir)
+    assert code not in (0, None), errors
+    message = _message(code, errors)
+    assert message.startswith(f"{app}: error: ") and "Traceback" not in errors, (message, errors)
+    assert re.search(pattern, message), message
+    after = {path: state for path, state in folder_state(workdir).items() if not path.startswith(".hydra")}
+    assert after == before
+
+
+def test_a_sweep_runs_every_job_and_lists_the_failed_ones(workdir):
+    code, errors, output = run_app(
+        "featx", ["-m", "backbone=resnet18", "backbone.frozen_stages=99,0,77", "run=false"], workdir
+    )
+    assert _message(code, errors) == (
+        "featx: error: 2 of 3 jobs failed: #0 (backbone=resnet18 backbone.frozen_stages=99 run=False); "
+        "#2 (backbone=resnet18 backbone.frozen_stages=77 run=False)"
+    )
+    assert output.count("featx backbone=resnet18 (resnet18)") == 1  # the good job printed its table
+    assert errors.count("failed: featx: error: backbone.frozen_stages:") == 2
+
+
+def test_a_sweep_whose_jobs_all_pass_exits_zero(workdir):
+    code, errors, output = run_app("featx", ["-m", "backbone=resnet18,vgg11", "run=false"], workdir)
+    assert code in (0, None), errors
+    assert output.count("| weights: random init") == 2
+
+
+def test_propose_never_overwrites_a_file_without_force(workdir, capsys):
+    target = workdir / "notes.txt"
+    with pytest.raises(SystemExit) as caught:
+        propose_cli.main(["resnet18", "-o", str(target)])
+    message = capsys.readouterr().err
+    assert caught.value.code == 2 and message.startswith("featx-propose: error: --output: ")
+    assert "pass --force to replace it" in message
+    assert target.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "arguments, pattern",
+    [
+        (["resnet5"], r"resnet50"),
+        (["vit_b_16"], r"no spatial hierarchy"),
+        (["resnet18", "-o", "/proc/x/y.yaml"], r"--output: cannot create the folder /proc/x"),
+    ],
+)
+def test_propose_names_what_it_cannot_do(workdir, arguments, pattern, capsys):
+    with pytest.raises(SystemExit) as caught:
+        propose_cli.main(arguments)
+    message = capsys.readouterr().err
+    assert caught.value.code == 2 and message.startswith("featx-propose: error: "), message
+    assert re.search(pattern, message), message
