@@ -42,3 +42,18 @@ def randomize_norm_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
 def save_state_dict(model: nn.Module, path: Path) -> Path:
     torch.save(model.state_dict(), path)
     return path
+
+
+def folder_state(folder: Path) -> Dict[str, Any]:
+    """Every entry under ``folder``: relative path → file bytes, ``"<folder>"``, or ``"-> target"`` for a link; what
+    a hostile-input test compares before and after, so nothing outside the output is created, changed or lost."""
+    state: Dict[str, Any] = {}
+    for path in sorted(Path(folder).rglob("*")):
+        relative = str(path.relative_to(folder))
+        if path.is_symlink():
+            state[relative] = f"-> {path.readlink()}"
+        elif path.is_dir():
+            state[relative] = "<folder>"
+        else:
+            state[relative] = path.read_bytes()
+    return state

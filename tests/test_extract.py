@@ -89,7 +89,7 @@ def _all_shard_images(output: Path) -> List[str]:
     for shard in FeatureStore(output).shards():
         with safe_open(str(shard), framework="pt") as handle:
             record = json.loads(handle.metadata()[METADATA_KEY])
-        images += record["images"] + [path for path, _ in record["skipped"]]
+        images += [path for path, _, _ in record["images"]] + [path for path, _, _ in record["skipped"]]
     return images
 
 
@@ -108,7 +108,7 @@ def test_features_equal_the_backbone_on_each_image_and_bad_files_are_listed(imag
             assert features[name].shape == expected[path][name].shape  # (256, 4, 4), (512, 2, 2)
             torch.testing.assert_close(features[name], expected[path][name], rtol=1e-4, atol=1e-5)
 
-    manifest = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    manifest = [json.loads(line) for line in (tmp_path / "out" / "featx-manifest.jsonl").read_text().splitlines()]
     assert [entry["path"] for entry in manifest] == sorted(str(p.resolve()) for p in images.rglob("*") if p.is_file())
     skipped = {Path(entry["path"]).name: entry["skipped"] for entry in manifest if "skipped" in entry}
     assert skipped["notes.txt"] == "not an image file (extension '.txt')"
@@ -118,11 +118,12 @@ def test_features_equal_the_backbone_on_each_image_and_bad_files_are_listed(imag
         entry["shapes"] == {"c4": [256, 4, 4], "c5": [512, 2, 2]} and entry["dtype"] == "float32" for entry in rows
     )
     assert sorted((entry["shard"], entry["row"]) for entry in rows) == sorted(
-        [("shards/shard-r000-00001.safetensors", row) for row in range(4)]
-        + [("shards/shard-r000-00002.safetensors", row) for row in range(3)]
+        [("featx-shards/shard-r000-00001.safetensors", row) for row in range(4)]
+        + [("featx-shards/shard-r000-00002.safetensors", row) for row in range(3)]
     )
     config = (tmp_path / "out" / "featx-extract.json").read_text()
-    assert json.loads(config)["backbone"]["model"] == "resnet18"
+    assert json.loads(config)["settings"]["backbone"]["model"] == "resnet18"
+    assert json.loads(config)["format"] == "featx-extract/2"
 
 
 @pytest.mark.parametrize("pooling", ["avg", "max"])
@@ -154,7 +155,7 @@ def test_other_settings_are_refused_and_overwrite_keeps_foreign_files(images, tm
     output = tmp_path / "out"
     extract(_spec(weights_file), _options(images, output))
     (output / "my_notes.md").write_text("mine")
-    (output / "shards" / "keep.bin").write_bytes(b"mine too")
+    (output / "featx-shards" / "keep.bin").write_bytes(b"mine too")
     other = _spec(weights_file, frozen_stages=2)
     with pytest.raises(
         featx.ArgumentError,
@@ -166,14 +167,18 @@ def test_other_settings_are_refused_and_overwrite_keeps_foreign_files(images, tm
         extract(_spec(weights_file), _options(images, output, pooling="max"))
     summary = extract(other, _options(images, output, overwrite=True))
     assert (summary.processed, summary.images) == (9, 7)
-    assert (output / "my_notes.md").read_text() == "mine" and (output / "shards" / "keep.bin").exists()
-    assert json.loads((output / "featx-extract.json").read_text())["backbone"]["frozen_stages"] == 2
+    assert (output / "my_notes.md").read_text() == "mine" and (output / "featx-shards" / "keep.bin").exists()
+    assert json.loads((output / "featx-extract.json").read_text())["settings"]["backbone"]["frozen_stages"] == 2
 
 
 def test_read_features_of_an_unfinished_or_foreign_folder(tmp_path, images, weights_file):
-    with pytest.raises(featx.FeatxError, match=r"has no manifest.jsonl: .*not finished \(rerun"):
+    with pytest.raises(featx.FeatxError, match=r"has no featx-extract.json: it is not a featx-extract output folder"):
         list(featx.read_features(tmp_path))
     extract(_spec(weights_file), _options(images, tmp_path / "out"))
+    (tmp_path / "out" / "featx-manifest.jsonl").rename(tmp_path / "manifest")
+    with pytest.raises(featx.FeatxError, match=r"has no featx-manifest.jsonl: its run has not finished \(rerun"):
+        list(featx.read_features(tmp_path / "out"))
+    (tmp_path / "manifest").rename(tmp_path / "out" / "featx-manifest.jsonl")
     with pytest.raises(featx.ArgumentError, match=r"outputs \['p5'\] are not stored there; stored: c2, c3, c4, c5"):
         list(featx.read_features(tmp_path / "out", outputs=["p5"]))
 
@@ -207,9 +212,9 @@ def test_a_glob_selects_files(images, tmp_path, weights_file):
         ({"pooling": "mean"}, "extract.pooling: unknown 'mean'; choose one of none, avg, max"),
         ({"dtype": "int8"}, "extract.dtype: unknown 'int8'; choose one of float32, float16, bfloat16"),
         ({"transform": "crop"}, r"extract.transform: unknown 'crop'.*choose one of auto, weights, center_crop, resize"),
-        ({"batch_size": 0}, "extract.batch_size: must be >= 1, got 0"),
+        ({"batch_size": 0}, r"extract.batch_size: must be an integer in 1..4096, got 0"),
         ({"outputs": ["c6"]}, r"extract.outputs: resnet18 has no output 'c6' .*\(outputs: c2, c3, c4, c5\)"),
-        ({"size": [64]}, r"extract.size: expected \[height, width\] of positive integers, got \[64\]"),
+        ({"size": [64]}, r"extract.size: expected \[height, width\] of integers in 1..16384, got \[64\]"),
         ({"transform": "weights"}, r"extract.transform: 'weights' needs backbone.weights to name torchvision weights"),
         ({"device": "meta"}, r"backbone.device: 'meta' computes no values"),
     ],
@@ -303,17 +308,18 @@ def test_killed_run_resumes_with_every_image_exactly_once(tmp_path, weights_file
     process.communicate()
     written = _all_shard_images(output)
     assert 0 < len(written) < 240, "the run was to be killed after its first shard, before its end"
-    assert not (output / "manifest.jsonl").exists()
+    assert not (output / "featx-manifest.jsonl").exists()
 
     summary = extract(_spec(weights_file), _options(folder, output))  # the killed run's lock went with it
     assert summary.processed == 240 - len(written) and summary.images == 240
     assert sorted(_all_shard_images(output)) == sorted(str(p.resolve()) for p in folder.iterdir())
-    assert not [p for p in (output / "shards").iterdir() if p.name.endswith(".partial")]
+    assert not [p for p in (output / "featx-shards").iterdir() if p.name.endswith(".partial")]
 
 
 def test_settings_holding_tuples_match_what_was_recorded(tmp_path):
     """A spec built in Python may hold tuples; featx-extract.json reads them back as lists: still the same run."""
-    store, settings = FeatureStore(tmp_path / "out"), {"size": (64, 64), "backbone": {"input_size": (224, 224)}}
+    store = FeatureStore(tmp_path / "out")
+    settings = {"size": (64, 64), "outputs": ("c5",), "backbone": {"input_size": (224, 224)}}
     (tmp_path / "out").mkdir()
     store.prepare(settings, "", overwrite=False)
     store.check_settings(settings, overwrite=False)  # no refusal
@@ -323,8 +329,10 @@ def test_settings_holding_tuples_match_what_was_recorded(tmp_path):
 
 def test_a_folder_another_run_writes_to_is_refused_and_left_alone(images, tmp_path, weights_file):
     output = tmp_path / "out"
-    (output / "shards").mkdir(parents=True)
-    partial = output / "shards" / ".shard-r000-00001.safetensors.partial"  # the other run's shard being written
+    extract(_spec(weights_file, frozen_stages=1), _options(images, output))
+    partial = (
+        output / "featx-shards" / ".shard-r000-00001.safetensors.abc_12.partial"
+    )  # the other run's shard being written
     partial.write_bytes(b"half")
     with FeatureStore(output).exclusive():
         with pytest.raises(
@@ -333,8 +341,9 @@ def test_a_folder_another_run_writes_to_is_refused_and_left_alone(images, tmp_pa
             r"featx-extract run .*wait for that run to finish",
         ):
             extract(_spec(weights_file), _options(images, output))
-        assert partial.exists() and not (output / "featx-extract.json").exists()
-    assert extract(_spec(weights_file), _options(images, output)).images == 7  # free again: runs, cleans up
+        assert partial.exists() and FeatureStore(output).settings()["backbone"]["frozen_stages"] == 1
+    assert extract(_spec(weights_file, frozen_stages=1), _options(images, output)).processed == 0  # free again
+    assert extract(_spec(weights_file), _options(images, output, overwrite=True)).images == 7  # and it cleans up
     assert not partial.exists()
 
 
@@ -361,14 +370,19 @@ def test_app_reports_bad_input_without_a_traceback(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "hydra"]  # nothing written for '???'
 
 
-def test_overwrite_with_the_same_settings_resumes_and_orphan_shards_are_refused(images, tmp_path, weights_file):
+def test_overwrite_with_the_same_settings_resumes_and_orphan_shards_are_left_alone(images, tmp_path, weights_file):
     spec, output = _spec(weights_file), tmp_path / "out"
     extract(spec, _options(images, output))
     assert extract(spec, _options(images, output, overwrite=True)).processed == 0  # nothing redone
-    (output / "featx-extract.json").unlink()  # as an overwrite killed between its deletions would leave it
-    with pytest.raises(featx.ArgumentError, match=r"holds shards but .*featx-extract.json is missing"):
-        extract(spec, _options(images, output))
-    assert extract(spec, _options(images, output, overwrite=True)).processed == 9
+    (output / "featx-extract.json").unlink()  # featx never leaves this (it deletes the settings last)
+    before = {p: p.read_bytes() for p in output.rglob("*") if p.is_file() and p.name != ".featx-extract.lock"}
+    for overwrite in (False, True):
+        with pytest.raises(
+            featx.ArgumentError,
+            match=r"holds featx-manifest.jsonl, featx-config.yaml, featx-shards but no featx-extract.json .*alone",
+        ):
+            extract(spec, _options(images, output, overwrite=overwrite))
+    assert {p: p.read_bytes() for p in output.rglob("*") if p.is_file() and p.name != ".featx-extract.lock"} == before
 
 
 def test_an_unreadable_shard_is_named(images, tmp_path, weights_file):

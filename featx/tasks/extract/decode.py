@@ -1,8 +1,13 @@
-"""A dataset of image files that never raises on a bad file: each item is ``(index, tensor or None, reason)``.
+"""A dataset of image files that never raises on a bad file: each item is ``(index, tensor or None, reason,
+identity)``.
 
-Images are decoded with Pillow, turned upright by their EXIF orientation (as photo viewers show them) and converted
-to RGB: grayscale and palette images are expanded to three channels, an alpha channel is dropped (not composited).
-A file that cannot be read or decoded yields ``None`` and the reason.
+A file is read whole (up to :data:`MAX_IMAGE_BYTES`), its identity (size, modification time) taken before and
+checked after, so a file that changes while it is read is skipped rather than stored under a stale identity.
+Images are decoded with Pillow, turned upright by their EXIF orientation (as photo viewers show them) and made RGB:
+grayscale and palette images are expanded to three channels, an alpha channel is dropped (not composited).
+16-bit grayscale images keep their 16 bits (scaled to [0, 1] as floats, not clipped to 8 bits); images whose
+values have no fixed range (32-bit integer or floating-point pixels) are skipped with the reason. A file that cannot
+be read or decoded yields ``None`` and the reason.
 
 Example::
 
@@ -14,22 +19,60 @@ Example::
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from featx.tasks.extract.listing import Identity, file_identity
 from featx.tasks.extract.transforms import ImageTransform
 
-Item = Tuple[int, Optional[Tensor], str]
+#: the largest image file read (a larger one is skipped with the reason)
+MAX_IMAGE_BYTES = 1 << 30
+#: Pillow modes of 16-bit single-channel images
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+#: Pillow modes whose pixel values have no fixed range, so no faithful 8-bit or [0, 1] form
+_NO_FIXED_RANGE = {"I": "32-bit integer", "F": "floating-point", "I;32": "32-bit integer"}
+
+Item = Tuple[int, Optional[Tensor], str, Optional[Identity]]
+
+
+class SkippedImage(Exception):
+    """Why a file is skipped (raised and caught inside :class:`ImageFiles`)."""
+
+
+def _read(path: Path) -> Tuple[bytes, Identity]:
+    before = file_identity(path)
+    if before is None:
+        raise SkippedImage("cannot be read (it is gone or not accessible)")
+    if before[0] > MAX_IMAGE_BYTES:
+        raise SkippedImage(f"{before[0]} bytes is larger than the {MAX_IMAGE_BYTES} an image file may have")
+    data = path.read_bytes()
+    if file_identity(path) != before or len(data) != before[0]:
+        raise SkippedImage("it changed while being read; a rerun extracts it")
+    return data, before
+
+
+def decoded(image: Image.Image) -> Union[Image.Image, Tensor]:
+    """``image`` upright and in a form the transform takes faithfully: an RGB Pillow image, or (16-bit grayscale)
+    a ``3×H×W`` float tensor in [0, 1]."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _SIXTEEN_BIT:
+        values = torch.from_numpy(np.asarray(image, dtype=np.float32) / 65535.0)
+        return values.unsqueeze(0).expand(3, -1, -1).contiguous()
+    if image.mode in _NO_FIXED_RANGE:
+        raise SkippedImage(f"{_NO_FIXED_RANGE[image.mode]} pixels (mode {image.mode}) have no fixed range to scale")
+    return image.convert("RGB")
 
 
 class ImageFiles(Dataset):
-    """``paths[i]`` decoded, converted to RGB and transformed; failures returned, not raised."""
+    """``paths[i]`` read, decoded and transformed; failures returned, not raised."""
 
     def __init__(self, paths: Sequence[Path], transform: ImageTransform) -> None:
         self.paths = list(paths)
@@ -39,28 +82,34 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Item:
+        identity: Optional[Identity] = None
         try:
-            with Image.open(self.paths[index]) as image:
-                return index, self.transform(ImageOps.exif_transpose(image).convert("RGB")), ""
+            data, identity = _read(self.paths[index])
+            with Image.open(io.BytesIO(data)) as image:
+                return index, self.transform(decoded(image)), "", identity
+        except SkippedImage as reason:
+            return index, None, str(reason), identity
         except Exception as error:  # noqa: BLE001 - any decoder failure is a skipped image, never a crashed run
             message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            return index, None, f"unreadable image ({type(error).__name__}: {message})"
+            return index, None, f"unreadable image ({type(error).__name__}: {message})", identity
 
 
 @dataclass
 class ImageBatch:
-    """The decoded images of a batch (stacked) with their dataset indices, and the failures."""
+    """The decoded images of a batch (stacked) with their dataset indices and identities, and the failures."""
 
     indices: List[int]
     images: Optional[Tensor]
-    failures: List[Tuple[int, str]]
+    identities: List[Identity]
+    failures: List[Tuple[int, str, Optional[Identity]]]
 
 
 def collate_images(items: Sequence[Item]) -> ImageBatch:
     """``collate_fn`` for :class:`ImageFiles`: stacks the images that decoded, keeps the failures apart."""
-    decoded = [(index, image) for index, image, _ in items if image is not None]
+    decoded_items = [(index, image, identity) for index, image, _, identity in items if identity and image is not None]
     return ImageBatch(
-        indices=[index for index, _ in decoded],
-        images=torch.stack([image for _, image in decoded]) if decoded else None,
-        failures=[(index, reason) for index, image, reason in items if image is None],
+        indices=[index for index, _, _ in decoded_items],
+        images=torch.stack([image for _, image, _ in decoded_items]) if decoded_items else None,
+        identities=[identity for _, _, identity in decoded_items],
+        failures=[(index, reason, identity) for index, image, reason, identity in items if image is None],
     )

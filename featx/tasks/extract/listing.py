@@ -1,24 +1,29 @@
-"""The images an extraction reads: every file under a folder (recursively) or every file a glob matches.
+"""The images an extraction reads: every file under a folder (recursively) or every file a glob matches, each with
+its identity (size and modification time) so stored features can be matched to the file's current content.
 
-Files whose extension no installed image decoder opens are not read; they are returned as skipped, with the reason,
-so the manifest lists them. Example::
+Paths are absolute but not resolved through symbolic links: a link to an image is listed under its own path inside
+the input. Linked folders are not descended into (no loops, no escape from the input). Files whose extension no
+installed image decoder opens, and broken links, are returned as skipped, with the reason, so the manifest lists
+them. An output folder inside the input is left out. Example::
 
-    listing = find_images("photos/")            # or "photos/**/*.jpg"
-    listing.images[:2], listing.skipped[:1]     # [Path('photos/a.jpg'), ...], [(Path('photos/notes.txt'), '...')]
+    listing = find_images("photos/", exclude=Path("photos/feats"))      # or "photos/**/*.jpg"
+    listing.images[:2], listing.skipped[:1]     # [Path('/data/photos/a.jpg'), ...], [(Path('.../notes.txt'), '...')]
 """
 
 from __future__ import annotations
 
-import glob
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import FrozenSet, List, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from PIL import Image
 
 from featx.errors import ArgumentError
 
 GLOB_CHARACTERS = "*?["
+#: (size in bytes, modification time in ns): what a file is taken to be; a file whose identity changed is redone
+Identity = Tuple[int, int]
 
 
 def image_extensions() -> FrozenSet[str]:
@@ -27,42 +32,89 @@ def image_extensions() -> FrozenSet[str]:
     return frozenset(ext for ext, image_format in Image.registered_extensions().items() if image_format in Image.OPEN)
 
 
+def file_identity(path: Path) -> Optional[Identity]:
+    """``(size, mtime_ns)`` of the file ``path`` (following a link to its target), or ``None`` if it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
 @dataclass(frozen=True)
 class ImageListing:
-    """Absolute paths of candidate images, sorted, and the files left out with why."""
+    """Absolute paths of candidate images, sorted, and the files left out with why; ``identities`` holds each
+    listed file's identity when it was listed."""
 
     images: List[Path]
     skipped: List[Tuple[Path, str]]
+    identities: Dict[str, Optional[Identity]] = field(default_factory=dict)
 
 
-def _files(source: str, key: str) -> List[Path]:
-    path = Path(source).expanduser()
+def _split_pattern(source: str) -> Tuple[Path, str]:
+    """A glob's fixed folder (the parts before the first wildcard) and the pattern below it."""
+    parts = Path(source).expanduser().parts
+    fixed = 0
+    while fixed < len(parts) - 1 and not any(character in parts[fixed] for character in GLOB_CHARACTERS):
+        fixed += 1
+    return Path(*parts[:fixed]) if fixed else Path("."), str(Path(*parts[fixed:]))
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every file and link below ``folder``; linked folders are listed as entries, not descended into."""
+    for root, folders, files in os.walk(folder, followlinks=False):
+        for name in files + [name for name in folders if os.path.islink(os.path.join(root, name))]:
+            yield Path(root) / name
+
+
+def _candidates(source: str, key: str) -> List[Path]:
     if any(character in source for character in GLOB_CHARACTERS):
-        files = [Path(match) for match in glob.glob(str(path), recursive=True) if Path(match).is_file()]
-        if not files:
+        base, pattern = _split_pattern(source)
+        # pathlib's glob never follows linked folders for ** (glob.glob does, into loops)
+        matches = base.glob(pattern) if base.is_dir() else iter(())
+        found = [match for match in matches if match.is_file() or match.is_symlink()]
+        if not found:
             raise ArgumentError(f"{key}: the pattern {source!r} matches no files")
-        return files
+        return found
+    path = Path(source).expanduser()
     if not path.is_dir():
         raise ArgumentError(f"{key}: {source!r} is neither a folder nor a glob pattern (use *, ? or [ ] for one)")
-    files = [candidate for candidate in path.rglob("*") if candidate.is_file()]
-    if not files:
+    found = list(_walk(path))
+    if not found:
         raise ArgumentError(f"{key}: the folder {source!r} holds no files")
-    return files
+    return found
 
 
-def find_images(source: str, key: str = "extract.input") -> ImageListing:
-    """List ``source`` (a folder, searched recursively, or a glob; ``**`` matches folders at any depth).
+def _inside(path: Path, folder: Optional[Path]) -> bool:
+    if folder is None:
+        return False
+    return path.is_relative_to(folder) or path.resolve().is_relative_to(folder.resolve())
+
+
+def find_images(source: str, key: str = "extract.input", exclude: Optional[Path] = None) -> ImageListing:
+    """List ``source`` (a folder, searched recursively, or a glob; ``**`` matches folders at any depth), leaving out
+    everything under ``exclude`` (the output folder).
 
     Raises :class:`ArgumentError` naming ``key`` when ``source`` exists neither as a folder nor as a pattern with
     matches, is empty, or holds no file with an image extension.
     """
     extensions = image_extensions()
-    images, skipped = [], []
-    for file in sorted({file.resolve() for file in _files(source, key)}):
-        if file.suffix.lower() in extensions:
+    folder = Path(os.path.abspath(exclude)) if exclude is not None else None
+    images: List[Path] = []
+    skipped: List[Tuple[Path, str]] = []
+    identities: Dict[str, Optional[Identity]] = {}
+    for file in sorted({Path(os.path.abspath(candidate)) for candidate in _candidates(source, key)}):
+        if _inside(file, folder):
+            continue
+        identities[str(file)] = file_identity(file)
+        if file.is_symlink() and not file.exists():
+            skipped.append((file, "a broken symbolic link"))
+        elif file.is_dir():
+            skipped.append((file, "a linked folder (featx does not follow links to folders)"))
+        elif file.suffix.lower() in extensions:
             images.append(file)
         else:
             skipped.append((file, f"not an image file (extension {file.suffix or 'none'!r})"))
     if not images:
         raise ArgumentError(f"{key}: {source!r} holds no image files ({len(skipped)} other files)")
-    return ImageListing(images, skipped)
+    return ImageListing(images, skipped, identities)

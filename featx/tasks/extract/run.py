@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -34,9 +34,10 @@ from featx.models.weights_enums import enum_member, is_weights_file
 from featx.nn.backbone import Backbone
 from featx.spec.apps import ExtractOptions
 from featx.spec.keys import suggest
+from featx.spec.limits import MAX_BATCH, MAX_BATCH_PIXELS, MAX_SIDE
 from featx.spec.schema import BackboneSpec
 from featx.tasks.extract.decode import ImageBatch, ImageFiles, collate_images
-from featx.tasks.extract.listing import ImageListing, find_images
+from featx.tasks.extract.listing import Identity, ImageListing, file_identity, find_images
 from featx.tasks.extract.store import FeatureStore
 from featx.tasks.extract.transforms import TRANSFORMS, image_transform, resolve_transform_name
 
@@ -56,8 +57,17 @@ class ExtractSummary:
     seconds: float
 
 
+#: the most DataLoader workers, and images per shard
+MAX_WORKERS = 256
+MAX_SHARD_SIZE = 1_000_000
+
+
 def check_options(options: ExtractOptions) -> None:
     """ArgumentError naming the ``extract.*`` key of the first invalid option."""
+    for key in ("input", "output"):
+        value = getattr(options, key)
+        if not isinstance(value, str) or not value or value == MISSING:
+            raise ArgumentError(f"extract.{key}: missing; give a {'folder or glob' if key == 'input' else 'folder'}")
     for key, choices in (("pooling", POOLINGS), ("dtype", tuple(DTYPES)), ("transform", TRANSFORMS)):
         value = getattr(options, key)
         if value not in choices:
@@ -65,9 +75,22 @@ def check_options(options: ExtractOptions) -> None:
                 f"extract.{key}: unknown {value!r}{suggest(str(value), list(choices))}; "
                 f"choose one of {', '.join(choices)}"
             )
-    for key, least in (("batch_size", 1), ("shard_size", 1), ("workers", 0)):
-        if getattr(options, key) < least:
-            raise ArgumentError(f"extract.{key}: must be >= {least}, got {getattr(options, key)}")
+    for key, least, most in (
+        ("batch_size", 1, MAX_BATCH),
+        ("shard_size", 1, MAX_SHARD_SIZE),
+        ("workers", 0, MAX_WORKERS),
+    ):
+        value = getattr(options, key)
+        if type(value) is not int or not least <= value <= most:
+            raise ArgumentError(f"extract.{key}: must be an integer in {least}..{most}, got {value!r}")
+    size = list(options.size) if isinstance(options.size, (list, tuple)) else options.size
+    if not (isinstance(size, list) and len(size) == 2 and all(type(s) is int and 1 <= s <= MAX_SIDE for s in size)):
+        raise ArgumentError(f"extract.size: expected [height, width] of integers in 1..{MAX_SIDE}, got {size!r}")
+    if options.batch_size * size[0] * size[1] > MAX_BATCH_PIXELS:
+        raise ArgumentError(
+            f"extract.size: a batch of {options.batch_size} images of {size[0]}x{size[1]} is more than "
+            f"{MAX_BATCH_PIXELS} pixels; lower extract.batch_size or extract.size"
+        )
 
 
 def _rank_device(spec: BackboneSpec) -> torch.device:
@@ -90,9 +113,10 @@ def _start_distributed(device: torch.device) -> Tuple[int, int, bool]:
     return dist.get_rank(), world, True
 
 
-def _listing_of_rank_zero(source: str, rank: int, world: int) -> ImageListing:
-    """Rank 0 lists the input and sends the listing to the others, so every rank splits the same list."""
-    listing = [find_images(source) if rank == 0 else None]
+def _listing_of_rank_zero(source: str, output: str, rank: int, world: int) -> ImageListing:
+    """Rank 0 lists the input (leaving out the output folder) and sends the listing to the others, so every rank
+    splits the same list."""
+    listing = [find_images(source, exclude=Path(output)) if rank == 0 else None]
     if world > 1:
         dist.broadcast_object_list(listing, src=0)
     assert listing[0] is not None
@@ -168,10 +192,15 @@ class _ShardBuffer:
         self.store, self.rank, self.shard_size = store, rank, shard_size
         self.sequence = store.next_sequence(rank)
         self.chunks: Dict[str, List[Tensor]] = {}
-        self.images: List[str] = []
-        self.skipped: List[Tuple[str, str]] = []
+        self.images: List[Tuple[str, Identity]] = []
+        self.skipped: List[Tuple[str, str, Optional[Identity]]] = []
 
-    def add(self, images: List[str], features: Dict[str, Tensor], skipped: List[Tuple[str, str]]) -> None:
+    def add(
+        self,
+        images: List[Tuple[str, Identity]],
+        features: Dict[str, Tensor],
+        skipped: List[Tuple[str, str, Optional[Identity]]],
+    ) -> None:
         self.images += images
         self.skipped += skipped
         for name, rows in features.items():
@@ -199,6 +228,8 @@ def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, t
     transform_name = resolve_transform_name(options.transform, spec)
     if spec.weights is not None and not is_weights_file(spec.weights):  # DEFAULT may name other weights later
         backbone["weights"] = str(enum_member(spec.model, spec.weights))
+    elif spec.weights is not None:  # a file rewritten under the same name holds other weights
+        backbone["weights_file"] = file_identity(Path(spec.weights).expanduser())
     return {
         "backbone": backbone,
         "outputs": outputs,
@@ -231,23 +262,37 @@ def _run_batches(
             if batch.images is not None:
                 maps = backbone(batch.images.to(device))
                 features = {name: _pool(maps[name], options.pooling).to("cpu", dtype) for name in outputs}
-            skipped = [(str(paths[index]), reason) for index, reason in batch.failures]
-            for path, reason in skipped:
+            skipped = [(str(paths[index]), reason, identity) for index, reason, identity in batch.failures]
+            for path, reason, _ in skipped:
                 log.warning("skipped %s: %s", path, reason)
-            buffer.add([str(paths[index]) for index in batch.indices], features, skipped)
+            images = [
+                (str(paths[index]), identity) for index, identity in zip(batch.indices, batch.identities, strict=True)
+            ]
+            buffer.add(images, features, skipped)
             progress.update(len(batch.indices) + len(batch.failures))
+
+
+def _current_identities(listing: ImageListing) -> Dict[str, Optional[Identity]]:
+    """Each listed file's identity now (after the run), so the manifest leaves out features of a changed file."""
+    paths = [*listing.images, *(path for path, _ in listing.skipped)]
+    return {str(path): file_identity(path) for path in paths}
 
 
 def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") -> ExtractSummary:
     """Extract ``spec``'s features of every image under ``options.input`` into ``options.output``.
 
-    ``config_yaml`` (the resolved app config; default: the spec and the options) is stored as ``config.yaml`` next
+    ``config_yaml`` (the resolved app config; default: the spec and the options) is stored as ``featx-config.yaml`` next
     to the features. Raises
     :class:`ArgumentError` for bad options, an empty input, or an output folder holding other features.
     """
     check_options(options)
-    if Path(options.output).exists() and not Path(options.output).is_dir():
+    if os.path.lexists(options.output) and not Path(options.output).is_dir():
         raise ArgumentError(f"extract.output: {options.output} exists and is not a folder")
+    if Path(options.input).is_dir() and os.path.abspath(options.input) == os.path.abspath(options.output):
+        raise ArgumentError(
+            f"extract.output: {options.output} is the input folder itself; give the features a folder of their own "
+            "(a subfolder of the input is fine: it is left out of the input)"
+        )
     device = _rank_device(spec)
     if device.type == "meta":
         raise ArgumentError(
@@ -260,7 +305,7 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         outputs = _selected_outputs(backbone, options.outputs)
         transform = image_transform(options.transform, spec, options.size)
         settings = _settings(spec, outputs, options, transform)
-        listing = _listing_of_rank_zero(options.input, rank, world)
+        listing = _listing_of_rank_zero(options.input, options.output, rank, world)
         store = FeatureStore(Path(options.output))
         lock = _output_lock(store, rank, world)  # before anything there is read or removed
         store.check_settings(settings, options.overwrite)  # every rank, so all refuse together
@@ -269,12 +314,20 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
             store.prepare(settings, config_yaml or _options_yaml(spec, options), options.overwrite)
         _barrier(world)
 
-        done = store.finished_paths()
-        mine = [path for index, path in enumerate(listing.images) if index % world == rank and str(path) not in done]
-        not_images = [(str(p), reason) for p, reason in listing.skipped if rank == 0 and str(p) not in done]
+        done = {(stored.path, stored.identity) for stored in store.stored_files()}
+        mine = [
+            path
+            for index, path in enumerate(listing.images)
+            if index % world == rank and (str(path), listing.identities.get(str(path))) not in done
+        ]
+        not_images = [
+            (str(path), reason, listing.identities.get(str(path)))
+            for path, reason in listing.skipped
+            if rank == 0 and (str(path), listing.identities.get(str(path))) not in done
+        ]
         buffer = _ShardBuffer(store, rank, options.shard_size)
         buffer.skipped += not_images
-        for path, reason in not_images:
+        for path, reason, _ in not_images:
             log.warning("skipped %s: %s", path, reason)
         loader = DataLoader(
             ImageFiles(mine, transform),
@@ -290,7 +343,7 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         buffer.flush()
         seconds = time.perf_counter() - start
         processed = _total(len(mine) + len(not_images), world, device)
-        images, skipped = store.write_manifest() if rank == 0 else (0, 0)
+        images, skipped = store.write_manifest(_current_identities(listing)) if rank == 0 else (0, 0)
         return ExtractSummary(images=images, skipped=skipped, processed=processed, seconds=seconds)
     finally:
         if lock is not None:

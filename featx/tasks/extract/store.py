@@ -1,16 +1,22 @@
 """An extraction's output folder: safetensors shards, a manifest, the settings they were made with.
 
-Layout (``featx-extract`` writes it, :func:`read_features` reads it)::
+Every file featx writes there carries ``featx`` in its name, so a user's own files beside them are never touched
+(``featx-extract`` writes it, :func:`read_features` reads it)::
 
-    out/featx-extract.json     what the features are (backbone spec, outputs, pooling, transform, dtype)
-    out/config.yaml            the resolved config of the last run
-    out/shards/shard-r000-00001.safetensors   one tensor per output, row i = image i of the shard; the
-                                              shard's metadata lists its images and the files skipped with it
-    out/manifest.jsonl         one line per file: path, shard, row, shapes, dtype, or path and skipped reason
-    out/.featx-extract.lock    held while a run writes here, so a second run on the folder is refused
+    out/featx-extract.json       {"format": "featx-extract/2", "settings": ...}: what the features are (backbone
+                                 spec, outputs, pooling, transform, dtype); the folder is featx's only with it
+    out/featx-config.yaml        the resolved config of the last run
+    out/featx-shards/shard-r000-00001.safetensors   one tensor per output, row i = image i of the shard; the
+                                 shard's metadata lists its images and the files skipped with it, each with the
+                                 identity (size, modification time) the file had when it was read
+    out/featx-manifest.jsonl     one line per file of the input: path, identity, shard, row, shapes, dtype (or
+                                 path, identity and the reason it was skipped)
+    out/.featx-extract.lock      held while a run writes here, so a second run on the folder is refused
 
-A shard is written to a temporary name and renamed, so it is there whole or not at all; the shards are the record
-of what is done (a rerun skips their images) and the manifest is rebuilt from them when a run finishes.
+A shard is written to a unique temporary name and linked into place, so it is there whole or not at all; the shards
+are the record of what is done. A rerun skips files whose identity matches a shard's record and redoes the others
+(changed under the same name); the manifest is rebuilt from the shards when a run finishes, and lists a file only
+with the record matching its identity at that moment, so a stale feature is never read back.
 
 Example::
 
@@ -24,8 +30,9 @@ import json
 import os
 import re
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
@@ -34,16 +41,32 @@ from torch import Tensor
 
 from featx.errors import ArgumentError, FeatxError
 from featx.files import write_atomically
+from featx.tasks.extract.listing import Identity
 
+FORMAT = "featx-extract/2"
 INFO_FILE = "featx-extract.json"
-CONFIG_FILE = "config.yaml"
-MANIFEST_FILE = "manifest.jsonl"
+CONFIG_FILE = "featx-config.yaml"
+MANIFEST_FILE = "featx-manifest.jsonl"
 LOCK_FILE = ".featx-extract.lock"
-SHARD_DIR = "shards"
+SHARD_DIR = "featx-shards"
 OUTPUT_KEY = "extract.output"
 METADATA_KEY = "featx_extract"
-_SHARD_NAME = re.compile(r"^shard-r(\d{3,})-(\d{5,})\.safetensors$")
-_PARTIAL_NAME = re.compile(r"^\.shard-r\d{3,}-\d{5,}\.safetensors(\.[A-Za-z0-9_]+)?\.partial$")
+_SHARD_NAME = re.compile(r"^shard-r(\d{3,9})-(\d{5,9})\.safetensors$")
+_PARTIAL_NAME = re.compile(r"^\.shard-r\d{3,9}-\d{5,9}\.safetensors\.[A-Za-z0-9_]+\.partial$")
+_MANIFEST_SHARD = re.compile(rf"^{SHARD_DIR}/shard-r\d{{3,9}}-\d{{5,9}}\.safetensors$")
+#: a record read back is refused past this size (a shard's metadata, the settings file, one manifest line)
+_MAX_RECORD_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file a shard accounts for: with features at ``row`` (``reason`` empty), or skipped for ``reason``."""
+
+    path: str
+    identity: Optional[Identity]
+    shard: str
+    row: int
+    reason: str = ""
 
 
 def _as_recorded(settings: Mapping[str, Any]) -> Dict[str, Any]:
@@ -58,17 +81,65 @@ def _differences(old: Any, new: Any, prefix: str = "") -> List[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+def _identity(value: Any) -> Optional[Identity]:
+    if value is None:
+        return None
+    if isinstance(value, list) and len(value) == 2 and all(type(part) is int and part >= 0 for part in value):
+        return value[0], value[1]
+    raise ValueError(f"identity {value!r} is not [size, mtime_ns]")
+
+
+def _shard_files(record: Any, shard: str) -> List[StoredFile]:
+    """The files a shard's metadata record lists; ValueError if the record is not featx's."""
+    if not isinstance(record, dict) or not isinstance(record.get("images"), list):
+        raise ValueError("its metadata is not a featx-extract record")
+    files = []
+    for row, entry in enumerate(record["images"]):
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)):
+            raise ValueError(f"image entry {row} is not [path, size, mtime_ns]")
+        files.append(StoredFile(entry[0], _identity(entry[1:]), shard, row))
+    for entry in record.get("skipped", []):
+        if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(part, str) for part in entry[:2])):
+            raise ValueError("a skipped entry is not [path, reason, identity]")
+        files.append(StoredFile(entry[0], _identity(entry[2]), shard, -1, entry[1] or "skipped"))
+    return files
+
+
 @contextmanager
-def _open_shard(shard: Path) -> Iterator[Any]:
+def _open_shard(shard: Path, who: str = OUTPUT_KEY) -> Iterator[Any]:
     """``safe_open`` on a shard; an unreadable one is a FeatxError naming it and the way out."""
     try:
         with safe_open(str(shard), framework="pt") as handle:
-            if METADATA_KEY not in (handle.metadata() or {}):
+            metadata = handle.metadata() or {}
+            if METADATA_KEY not in metadata or len(metadata[METADATA_KEY]) > _MAX_RECORD_BYTES:
                 raise ValueError("no featx-extract record in its metadata")
             yield handle
     except (SafetensorError, OSError, ValueError) as error:
         raise FeatxError(
-            f"extract.output: the shard {shard} is unreadable ({error}); delete it and rerun to redo its images"
+            f"{who}: the shard {shard} is unreadable ({error}); delete it and rerun featx-extract to redo its images"
+        ) from None
+
+
+def _read_settings_file(info: Path, who: str) -> Dict[str, Any]:
+    """The settings recorded in ``info``; FeatxError naming the file when it is not a featx-extract settings file."""
+    try:
+        if info.stat().st_size > _MAX_RECORD_BYTES:
+            raise ValueError(f"larger than {_MAX_RECORD_BYTES} bytes")
+        content = json.loads(info.read_text(encoding="utf-8"))
+        if not isinstance(content, dict) or content.get("format") != FORMAT:
+            raise ValueError(f'no "format": "{FORMAT}" entry')
+        settings = content.get("settings")
+        if not isinstance(settings, dict):
+            raise ValueError("no settings")
+        outputs = settings.get("outputs")
+        if not (isinstance(outputs, list) and outputs and all(isinstance(name, str) for name in outputs)):
+            raise ValueError("no list of outputs in its settings")
+        return settings
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise FeatxError(
+            f"{who}: {info} is not a featx-extract settings file ({reason}); featx leaves that folder alone: "
+            "choose another folder, or move the file away if it was yours"
         ) from None
 
 
@@ -105,20 +176,29 @@ class FeatureStore:
         finally:
             lock.release()
 
-    def settings(self) -> Optional[Dict[str, Any]]:
-        """The recorded settings (``featx-extract.json``), or ``None`` if the folder holds no featx features."""
+    def settings(self, who: str = OUTPUT_KEY) -> Optional[Dict[str, Any]]:
+        """The recorded settings, or ``None`` if there is no ``featx-extract.json``; FeatxError if it is not ours."""
         info = self.root / INFO_FILE
-        return json.loads(info.read_text()) if info.is_file() else None
+        if not info.exists() and not info.is_symlink():
+            return None
+        if info.is_symlink() or not info.is_file():
+            raise FeatxError(f"{who}: {info} is not a featx-extract settings file (not a plain file)")
+        return _read_settings_file(info, who)
 
     def check_settings(self, settings: Mapping[str, Any], overwrite: bool) -> None:
-        """Refuse (ArgumentError) to add features made with other settings, unless ``overwrite``."""
+        """Refuse (ArgumentError) to add features made with other settings, unless ``overwrite``; refuse
+        (FeatxError) a folder whose featx-named files featx cannot recognise as its own."""
         recorded = self.settings()
-        if recorded is None and self.shards() and not overwrite:
-            raise ArgumentError(
-                f"extract.output: {self.shard_dir} holds shards but {self.root / INFO_FILE} is missing (an "
-                "interrupted overwrite?), so what they hold is unknown; set extract.overwrite=true to replace them"
-            )
-        if recorded is None or overwrite or recorded == _as_recorded(settings):
+        if recorded is None:
+            present = [name for name in (MANIFEST_FILE, CONFIG_FILE, SHARD_DIR) if os.path.lexists(self.root / name)]
+            if present:
+                raise ArgumentError(
+                    f"extract.output: {self.root} holds {', '.join(present)} but no {INFO_FILE} (an interrupted "
+                    "overwrite, or not featx's files), so what they hold is unknown; featx leaves them alone: move "
+                    "them away or choose another folder"
+                )
+            return
+        if overwrite or recorded == _as_recorded(settings):
             return
         differing = ", ".join(_differences(recorded, _as_recorded(settings))[:6])
         raise ArgumentError(
@@ -127,16 +207,20 @@ class FeatureStore:
             "removed)"
         )
 
-    def our_files(self) -> List[Path]:
-        """The files featx wrote here (shards, partial shards, manifest, config, settings: the settings last, so an
-        interrupted deletion leaves them describing whatever shards remain); nothing else."""
-        files = []
-        if self.shard_dir.is_dir():
+    def _own_files(self) -> List[Path]:
+        """The files featx wrote here (shards, partial shards, manifest, config, then the settings last, so an
+        interrupted deletion leaves a folder the next run refuses rather than misreads); nothing else."""
+        files: List[Path] = []
+        if self.shard_dir.is_dir() and not self.shard_dir.is_symlink():
             files += sorted(
-                p for p in self.shard_dir.iterdir() if _SHARD_NAME.match(p.name) or _PARTIAL_NAME.match(p.name)
+                p
+                for p in self.shard_dir.iterdir()
+                if (_SHARD_NAME.match(p.name) or _PARTIAL_NAME.match(p.name)) and not p.is_symlink() and p.is_file()
             )
         return files + [
-            self.root / name for name in (MANIFEST_FILE, CONFIG_FILE, INFO_FILE) if (self.root / name).is_file()
+            self.root / name
+            for name in (MANIFEST_FILE, CONFIG_FILE, INFO_FILE)
+            if (self.root / name).is_file() and not (self.root / name).is_symlink()
         ]
 
     def prepare(self, settings: Mapping[str, Any], config_yaml: str, overwrite: bool) -> None:
@@ -144,36 +228,39 @@ class FeatureStore:
         settings remove featx's files (same settings: keep them and resume), always remove partial shards of killed
         runs, record the settings and the config."""
         self.check_settings(settings, overwrite)
-        if overwrite and self.settings() != _as_recorded(settings):
-            for path in self.our_files():
+        if overwrite and self.settings() not in (None, _as_recorded(settings)):
+            for path in self._own_files():
                 path.unlink()
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
-        for path in self.shard_dir.iterdir():
-            if _PARTIAL_NAME.match(path.name):
-                path.unlink()
-        settings_text = json.dumps(settings, indent=2, sort_keys=True)
+        if self.shard_dir.is_symlink() or (self.shard_dir.exists() and not self.shard_dir.is_dir()):
+            raise ArgumentError(f"extract.output: {self.shard_dir} is in the way (not a folder featx made); move it")
+        settings_text = json.dumps({"format": FORMAT, "settings": settings}, indent=2, sort_keys=True)
         write_atomically(self.root / INFO_FILE, lambda p: p.write_text(settings_text), overwrite=True, what=OUTPUT_KEY)
         write_atomically(self.root / CONFIG_FILE, lambda p: p.write_text(config_yaml), overwrite=True, what=OUTPUT_KEY)
+        self.shard_dir.mkdir(exist_ok=True)
+        for path in self.shard_dir.iterdir():
+            if _PARTIAL_NAME.match(path.name) and path.is_file():
+                path.unlink()
 
     def shards(self) -> List[Path]:
         """The finished shards, by rank then sequence number."""
         if not self.shard_dir.is_dir():
             return []
-        return sorted(p for p in self.shard_dir.iterdir() if _SHARD_NAME.match(p.name))
+        return sorted(p for p in self.shard_dir.iterdir() if _SHARD_NAME.match(p.name) and p.is_file())
 
-    @staticmethod
-    def _shard_record(shard: Path) -> Dict[str, Any]:
-        with _open_shard(shard) as handle:
-            return json.loads(handle.metadata()[METADATA_KEY])
-
-    def finished_paths(self) -> Set[str]:
-        """Every file a shard accounts for, as an image or as skipped."""
-        done: Set[str] = set()
+    def stored_files(self) -> List[StoredFile]:
+        """Every file the shards account for, as an image or as skipped, with the identity it had when read."""
+        stored = []
         for shard in self.shards():
-            record = self._shard_record(shard)
-            done.update(record["images"])
-            done.update(path for path, _ in record["skipped"])
-        return done
+            relative = f"{SHARD_DIR}/{shard.name}"
+            with _open_shard(shard) as handle:
+                try:
+                    stored += _shard_files(json.loads(handle.metadata()[METADATA_KEY]), relative)
+                except (ValueError, RecursionError) as error:
+                    raise FeatxError(
+                        f"extract.output: the shard {shard} is unreadable ({error}); delete it and rerun featx-extract "
+                        "to redo its images"
+                    ) from None
+        return stored
 
     def next_sequence(self, rank: int) -> int:
         """The number the next shard of ``rank`` gets (one past its highest)."""
@@ -187,12 +274,15 @@ class FeatureStore:
         rank: int,
         sequence: int,
         tensors: Dict[str, Tensor],
-        images: Sequence[str],
-        skipped: Sequence[Tuple[str, str]],
+        images: Sequence[Tuple[str, Identity]],
+        skipped: Sequence[Tuple[str, str, Optional[Identity]]],
     ) -> Path:
-        """Write one shard atomically: ``tensors[name][i]`` belongs to ``images[i]``."""
+        """Write one shard atomically: ``tensors[name][i]`` belongs to the file ``images[i]`` = (path, identity)."""
         path = self.shard_dir / f"shard-r{rank:03d}-{sequence:05d}.safetensors"
-        record = {"images": list(images), "skipped": [list(entry) for entry in skipped]}
+        record = {
+            "images": [[image, *identity] for image, identity in images],
+            "skipped": [[image, reason, list(identity) if identity else None] for image, reason, identity in skipped],
+        }
         contiguous = {name: t.contiguous() for name, t in tensors.items()}
         metadata = {METADATA_KEY: json.dumps(record)}
         write_atomically(
@@ -203,59 +293,112 @@ class FeatureStore:
         )
         return path
 
-    def write_manifest(self) -> Tuple[int, int]:
-        """Rebuild ``manifest.jsonl`` from the shards (sorted by path, each file once); returns (images, skipped)."""
-        entries: Dict[str, Dict[str, Any]] = {}
+    def write_manifest(self, current: Mapping[str, Optional[Identity]]) -> Tuple[int, int]:
+        """Rebuild ``featx-manifest.jsonl``: each file of ``current`` (path → identity now) with the shard record that
+        matches its identity (files changed since they were read, or gone, are left out). Returns (images, skipped)."""
         dtype = (self.settings() or {}).get("dtype")
-        for shard in self.shards():
-            relative = f"{SHARD_DIR}/{shard.name}"
-            with _open_shard(shard) as handle:
-                record = json.loads(handle.metadata()[METADATA_KEY])
-                shapes = {name: list(handle.get_slice(name).get_shape()[1:]) for name in handle.keys()}
-            for row, image in enumerate(record["images"]):
-                entries.setdefault(
-                    image, {"path": image, "shard": relative, "row": row, "shapes": shapes, "dtype": dtype}
-                )
-            for image, reason in record["skipped"]:
-                entries.setdefault(image, {"path": image, "skipped": reason})
-        lines = [json.dumps(entries[path]) for path in sorted(entries)]
-        text = "".join(line + "\n" for line in lines)
+        shapes: Dict[str, Dict[str, List[int]]] = {}
+        entries: Dict[str, Dict[str, Any]] = {}
+        for stored in self.stored_files():
+            if stored.path in entries or stored.path not in current or current[stored.path] != stored.identity:
+                continue
+            identity = list(stored.identity) if stored.identity else None
+            if stored.reason:
+                entries[stored.path] = {"path": stored.path, "identity": identity, "skipped": stored.reason}
+                continue
+            if stored.shard not in shapes:
+                with _open_shard(self.root / stored.shard) as handle:
+                    shapes[stored.shard] = {n: list(handle.get_slice(n).get_shape()[1:]) for n in handle.keys()}
+            entries[stored.path] = {
+                "path": stored.path,
+                "identity": identity,
+                "shard": stored.shard,
+                "row": stored.row,
+                "shapes": shapes[stored.shard],
+                "dtype": dtype,
+            }
+        text = "".join(json.dumps(entries[path]) + "\n" for path in sorted(entries))
         write_atomically(self.root / MANIFEST_FILE, lambda p: p.write_text(text), overwrite=True, what=OUTPUT_KEY)
         skipped = sum("skipped" in entry for entry in entries.values())
         return len(entries) - skipped, skipped
+
+
+def _manifest_entries(manifest: Path, who: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """(line number, entry) of each line of a manifest; FeatxError naming the file and line when one is not
+    featx's (a shard outside ``featx-shards/``, a negative row, ...)."""
+    with manifest.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                if len(raw) > _MAX_RECORD_BYTES:
+                    raise ValueError("the line is too long")
+                if not raw.strip():
+                    continue
+                entry = json.loads(raw.decode("utf-8"))
+                if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                    raise ValueError("not an object with a path")
+                if "skipped" not in entry:
+                    shard, row = entry.get("shard"), entry.get("row")
+                    if not (isinstance(shard, str) and _MANIFEST_SHARD.match(shard)):
+                        raise ValueError(f"shard {shard!r} is not a file {SHARD_DIR}/shard-rNNN-NNNNN.safetensors")
+                    if type(row) is not int or row < 0:
+                        raise ValueError(f"row {row!r} is not a row number")
+            except (ValueError, UnicodeDecodeError, RecursionError) as error:
+                raise FeatxError(
+                    f"{who}: {manifest} line {number} is not a featx-extract manifest entry ({error}); rerun the same "
+                    "featx-extract command to rebuild the manifest"
+                ) from None
+            yield number, entry
 
 
 def read_features(
     output_dir: str | os.PathLike, outputs: Optional[Sequence[str]] = None
 ) -> Iterator[Tuple[str, Dict[str, Tensor]]]:
     """Iterate ``(image path, {output name: tensor})`` over a finished ``featx-extract`` output folder, in path order,
-    outputs shallow to deep; skipped files are left out. ``outputs`` picks some of the stored outputs.
+    outputs shallow to deep; skipped files are left out. ``outputs`` picks some of the stored outputs. Anything in
+    the folder that is not as featx wrote it (a damaged settings file, manifest line or shard) is a FeatxError naming
+    the file.
 
     Example: ``dict(featx.read_features("out", outputs=["p5"]))``.
     """
+    who = "read_features()"
     root = Path(output_dir)
+    settings = FeatureStore(root).settings(who) if root.is_dir() else None
+    if settings is None:
+        raise FeatxError(f"{who}: {root} has no {INFO_FILE}: it is not a featx-extract output folder")
     manifest = root / MANIFEST_FILE
     if not manifest.is_file():
         raise FeatxError(
-            f"read_features(): {root} has no {MANIFEST_FILE}: it is not a featx-extract output folder, or its run has "
-            "not finished (rerun the same featx-extract command to resume it)"
+            f"{who}: {root} has no {MANIFEST_FILE}: its run has not finished (rerun the same featx-extract command to "
+            "resume it)"
         )
-    entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    settings = FeatureStore(root).settings()
-    if settings is None:
-        raise FeatxError(f"read_features(): {root} has no {INFO_FILE}: it is not a featx-extract output folder")
     stored = settings["outputs"]
+    if outputs is not None and (isinstance(outputs, str) or not all(isinstance(name, str) for name in outputs)):
+        raise ArgumentError(f"{who}: outputs must be a list of output names such as {stored[-1:]}, got {outputs!r}")
     names = list(stored if outputs is None else outputs)
     unknown = [name for name in names if name not in stored]
     if unknown:
-        raise ArgumentError(f"read_features(): outputs {unknown} are not stored there; stored: {', '.join(stored)}")
+        raise ArgumentError(f"{who}: outputs {unknown} are not stored there; stored: {', '.join(stored)}")
     with ExitStack() as stack:
         handles: Dict[str, Any] = {}
-        for entry in entries:
+        for number, entry in _manifest_entries(manifest, who):
             if "skipped" in entry:
                 continue
             shard = entry["shard"]
             if shard not in handles:
-                handles[shard] = stack.enter_context(safe_open(str(root / shard), framework="pt"))
-            handle = handles[shard]
-            yield entry["path"], {name: handle.get_slice(name)[entry["row"]] for name in names}
+                handles[shard] = stack.enter_context(_open_shard(root / shard, who))
+            yield entry["path"], _row(handles[shard], names, entry["row"], f"{manifest} line {number}", who)
+
+
+def _row(handle: Any, names: Sequence[str], row: int, where: str, who: str) -> Dict[str, Tensor]:
+    """Row ``row`` of each output in a shard; FeatxError naming ``where`` if the shard lacks it."""
+    try:
+        slices = {name: handle.get_slice(name) for name in names}
+        for name, tensor_slice in slices.items():
+            if row >= tensor_slice.get_shape()[0]:
+                raise ValueError(f"output {name!r} has {tensor_slice.get_shape()[0]} rows, not row {row}")
+        return {name: tensor_slice[row] for name, tensor_slice in slices.items()}
+    except (SafetensorError, ValueError, OSError) as error:
+        raise FeatxError(
+            f"{who}: {where} points at data its shard does not hold ({error}); rerun the same featx-extract command "
+            "to rebuild the manifest"
+        ) from None

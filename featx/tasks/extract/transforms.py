@@ -15,7 +15,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 from PIL.Image import Image
 from torch import Tensor
@@ -23,6 +23,7 @@ from torchvision import transforms
 
 from featx.errors import ArgumentError
 from featx.models.weights_enums import enum_member, is_weights_file
+from featx.spec.limits import MAX_SIDE
 from featx.spec.schema import BackboneSpec
 
 TRANSFORMS = ("auto", "weights", "center_crop", "resize")
@@ -30,7 +31,22 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_FRACTION = 0.875
 
-ImageTransform = Callable[[Image], Tensor]
+#: takes a decoded image (an RGB Pillow image, or a 3×H×W float tensor in [0, 1] for 16-bit images)
+ImageTransform = Callable[[Union[Image, Tensor]], Tensor]
+
+
+class _PillowOrTensor:
+    """One transform for both decoded forms: Pillow's own resampling for 8-bit images (ImageNet evaluation style),
+    torchvision's antialiased tensor resampling for float images."""
+
+    def __init__(self, for_pillow: Callable[[Image], Tensor], for_tensor: Callable[[Tensor], Tensor]) -> None:
+        self.for_pillow, self.for_tensor = for_pillow, for_tensor
+
+    def __call__(self, image: Union[Image, Tensor]) -> Tensor:
+        return self.for_tensor(image) if isinstance(image, Tensor) else self.for_pillow(image)
+
+    def __repr__(self) -> str:
+        return repr(self.for_pillow)
 
 
 def _names_torchvision_weights(spec: BackboneSpec) -> bool:
@@ -56,16 +72,20 @@ def image_transform(name: str, spec: BackboneSpec, size: Sequence[int]) -> Image
     name = resolve_transform_name(name, spec)
     if name == "weights":
         return enum_member(spec.model, str(spec.weights)).transforms()
-    if len(size) != 2 or any(int(side) < 1 for side in size):
-        raise ArgumentError(f"extract.size: expected [height, width] of positive integers, got {list(size)}")
+    if len(size) != 2 or not all(1 <= int(side) <= MAX_SIDE for side in size):
+        raise ArgumentError(f"extract.size: expected [height, width] of sizes in 1..{MAX_SIDE}, got {list(size)}")
     height, width = int(size[0]), int(size[1])
     if spec.input_size is not None and [height, width] != list(spec.input_size):
         raise ArgumentError(
             f"extract.size: {spec.model} takes inputs of exactly {spec.input_size} (its spec's input_size), got "
             f"{[height, width]}; set extract.size={list(spec.input_size)}"
         )
-    normalise = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if name == "resize":
-        return transforms.Compose([transforms.Resize((height, width)), *normalise])
-    shorter = int(max(height, width) / CROP_FRACTION)
-    return transforms.Compose([transforms.Resize(shorter), transforms.CenterCrop((height, width)), *normalise])
+        geometry = [transforms.Resize((height, width), antialias=True)]
+    else:
+        shorter = int(max(height, width) / CROP_FRACTION)
+        geometry = [transforms.Resize(shorter, antialias=True), transforms.CenterCrop((height, width))]
+    normalise = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    return _PillowOrTensor(
+        transforms.Compose([*geometry, transforms.ToTensor(), normalise]), transforms.Compose([*geometry, normalise])
+    )

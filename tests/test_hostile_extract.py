@@ -1,0 +1,479 @@
+"""Hostile extraction: output folders holding the user's files, inputs that change, link or hide, images that are
+not what they seem, options past every bound, and output folders tampered with before ``read_features``. The user's
+files stay byte-identical, featx's own files are recognisably featx's, a stale or foreign feature is never read
+back, and every refusal is a featx error naming the key or the file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import struct
+import zlib
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import torch
+from helpers import folder_state
+from PIL import Image
+from safetensors.torch import save_file
+from torchvision import transforms
+
+import featx
+from featx.errors import ArgumentError, FeatxError
+from featx.spec.apps import ExtractOptions
+from featx.tasks.extract.run import extract
+
+SIZE = 32
+SPEC_OVERRIDES = ["device=cpu", "stages={c2:{modules:[conv1,bn1,relu,maxpool,layer1]},c3:{modules:[layer2]}}"]
+
+
+def _spec(**changes) -> featx.BackboneSpec:
+    return featx.load_spec("resnet18", overrides=[*SPEC_OVERRIDES, *(f"{k}={v}" for k, v in changes.items())])
+
+
+def _options(source, output, **changes) -> ExtractOptions:
+    settings = dict(
+        input=str(source), output=str(output), size=[SIZE, SIZE], batch_size=2, workers=0, shard_size=2, progress=False
+    )
+    settings.update(changes)
+    return ExtractOptions(**settings)
+
+
+def _save_rgb(path: Path, seed: int, size=(40, 36)) -> None:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture()
+def photos(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(3):
+        _save_rgb(folder / f"p{index}.png", index)
+    return folder
+
+
+def _reference(spec: featx.BackboneSpec, image) -> Dict[str, torch.Tensor]:
+    """featx's documented center_crop transform written out with torchvision calls, on an 8-bit Pillow image or a
+    3×H×W float image (16-bit sources)."""
+    geometry = transforms.Compose([transforms.Resize(int(SIZE / 0.875)), transforms.CenterCrop(SIZE)])
+    as_tensor = transforms.ToTensor() if isinstance(image, Image.Image) else (lambda tensor: tensor)
+    prepared = transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(as_tensor(geometry(image)))
+    with torch.no_grad():
+        maps = featx.build(spec).eval()(prepared.unsqueeze(0))
+    return {name: value[0].mean(dim=(1, 2)) for name, value in maps.items()}
+
+
+def _stored(output: Path) -> Dict[str, Dict[str, torch.Tensor]]:
+    return {Path(path).name: features for path, features in featx.read_features(output)}
+
+
+def _manifest(output: Path) -> List[dict]:
+    return [json.loads(line) for line in (output / "featx-manifest.jsonl").read_text().splitlines()]
+
+
+# ---- the user's files in the output folder ----------------------------------------------------------------------
+
+USER_FILES = {
+    "config.yaml": b"my: experiment\n",
+    "manifest.jsonl": b'{"mine": true}\n',
+    "shards/shard-r000-00001.safetensors": b"my own shard",
+    "notes.md": b"notes",
+    "featx-shards/notes.txt": b"mine inside featx's folder",
+    "featx-shards/shard-r000-00001.safetensors.bak": b"a backup of mine",
+}
+
+
+def test_the_users_files_in_the_output_folder_survive_runs_and_overwrites(photos, tmp_path):
+    output = tmp_path / "out"
+    for name, content in USER_FILES.items():
+        (output / name).parent.mkdir(parents=True, exist_ok=True)
+        (output / name).write_bytes(content)
+    outside = folder_state(photos)
+    (output / "featx-shards" / "notes.txt").unlink()  # a featx-shards/ without settings is refused: see below
+    (output / "featx-shards" / "shard-r000-00001.safetensors.bak").unlink()
+    (output / "featx-shards").rmdir()
+    extract(_spec(), _options(photos, output))
+    for name in ("featx-shards/notes.txt", "featx-shards/shard-r000-00001.safetensors.bak"):
+        (output / name).write_bytes(USER_FILES[name])
+    extract(_spec(frozen_stages=0), _options(photos, output, overwrite=True))  # other settings: featx's files replaced
+    for name, content in USER_FILES.items():
+        assert (output / name).read_bytes() == content, name
+    assert folder_state(photos) == outside
+    assert len(_stored(output)) == 3
+
+
+@pytest.mark.parametrize(
+    ("entries", "error_type", "pattern"),
+    [
+        ({"featx-manifest.jsonl": b"mine\n"}, ArgumentError, r"holds featx-manifest.jsonl but no featx-extract.json"),
+        ({"featx-config.yaml": b"mine\n"}, ArgumentError, r"holds featx-config.yaml but no featx-extract.json"),
+        ({"featx-shards/a": b"mine"}, ArgumentError, r"holds featx-shards but no featx-extract.json"),
+        ({"featx-extract.json": b"{not json"}, FeatxError, r"featx-extract.json is not a featx-extract settings file"),
+        ({"featx-extract.json": b'{"a": 1}'}, FeatxError, r"no \"format\": \"featx-extract/2\" entry"),
+        ({"featx-extract.json": b'{"format": "featx-extract/2"}'}, FeatxError, r"not a featx-extract settings file"),
+        ({"featx-extract.json": b"\xff\xfe"}, FeatxError, r"not a featx-extract settings file"),
+        ({"featx-extract.json": b'{"backbone": {}, "outputs": ["c2"]}'}, FeatxError, r"featx-extract/2"),
+        ({"featx-extract.json/": None}, FeatxError, r"not a plain file"),
+    ],
+    ids=[
+        "manifest",
+        "config",
+        "shards",
+        "settings-not-json",
+        "settings-foreign",
+        "settings-no-settings",
+        "settings-not-utf8",
+        "settings-old-layout",
+        "settings-a-folder",
+    ],
+)
+def test_featx_named_files_featx_did_not_write_are_left_alone(photos, tmp_path, entries, error_type, pattern):
+    output = tmp_path / "out"
+    for name, content in entries.items():
+        if content is None:
+            (output / name).mkdir(parents=True)
+        else:
+            (output / name).parent.mkdir(parents=True, exist_ok=True)
+            (output / name).write_bytes(content)
+    before = folder_state(tmp_path)
+    for overwrite in (False, True):
+        with pytest.raises(error_type) as error:
+            extract(_spec(), _options(photos, output, overwrite=overwrite))
+        assert str(error.value).startswith("extract.output: ") and re.search(pattern, str(error.value))
+    after = folder_state(tmp_path)
+    after.pop("out/.featx-extract.lock", None)
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    ("make", "pattern"),
+    [
+        (lambda out: out.write_text("mine"), r"exists and is not a folder"),
+        (lambda out: out.symlink_to(out.parent / "target.txt"), r"exists and is not a folder"),
+        (lambda out: out.symlink_to(out.parent / "nowhere"), r"exists and is not a folder"),
+        (lambda out: (out.mkdir(), (out / "featx-shards").write_text("mine")), r"holds featx-shards but no"),
+    ],
+    ids=["a-file", "a-link-to-a-file", "a-dangling-link", "shards-a-file"],
+)
+def test_an_output_path_that_is_not_a_folder_is_refused(photos, tmp_path, make, pattern):
+    (tmp_path / "target.txt").write_text("mine")
+    make(tmp_path / "out")
+    before = folder_state(tmp_path)
+    with pytest.raises(ArgumentError, match=rf"^extract.output: .*{pattern}"):
+        extract(_spec(), _options(photos, tmp_path / "out"))
+    after = folder_state(tmp_path)
+    after.pop("out/.featx-extract.lock", None)
+    assert after == before
+
+
+def test_an_output_folder_inside_the_input_is_left_out_of_the_input(photos):
+    output = photos / "features"
+    first = extract(_spec(), _options(photos, output))
+    again = extract(_spec(), _options(photos, output))
+    assert (first.images, first.skipped, again.processed) == (3, 0, 0)
+    assert sorted(entry["path"] for entry in _manifest(output)) == sorted(str(p) for p in photos.glob("*.png"))
+
+
+def test_the_input_folder_itself_as_output_is_refused(photos):
+    before = folder_state(photos)
+    with pytest.raises(ArgumentError, match=r"^extract.output: .*photos is the input folder itself"):
+        extract(_spec(), _options(photos, photos))
+    assert folder_state(photos) == before
+
+
+# ---- inputs that link, change, hide or lie --------------------------------------------------------------------
+
+
+def test_a_linked_image_is_listed_under_its_own_path_and_a_linked_folder_is_not_entered(photos, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _save_rgb(elsewhere / "outside.png", 9)
+    (photos / "link.png").symlink_to(elsewhere / "outside.png")
+    (photos / "linked-folder").symlink_to(elsewhere, target_is_directory=True)
+    (photos / "broken.png").symlink_to(tmp_path / "gone.png")
+    summary = extract(_spec(), _options(photos, tmp_path / "out"))
+    entries = {Path(entry["path"]).name: entry for entry in _manifest(tmp_path / "out")}
+    assert (summary.images, summary.skipped) == (4, 2)
+    assert entries["link.png"]["path"] == str(photos / "link.png") and "skipped" not in entries["link.png"]
+    assert entries["linked-folder"]["skipped"].startswith("a linked folder")
+    assert entries["broken.png"]["skipped"] == "a broken symbolic link"
+    assert not any("outside.png" in path for path in entries)
+
+
+def test_a_sixteen_bit_image_keeps_its_sixteen_bits(tmp_path):
+    folder = tmp_path / "gray16"
+    folder.mkdir()
+    values = np.random.default_rng(0).integers(0, 65536, (40, 36), dtype=np.uint16)  # mostly > 255: white if clipped
+    Image.fromarray(values).save(folder / "deep.png")
+    extract(_spec(), _options(folder, tmp_path / "out"))
+    image = torch.from_numpy(values.astype(np.float32) / 65535.0).expand(3, -1, -1)
+    expected = _reference(_spec(), image)
+    for name, value in _stored(tmp_path / "out")["deep.png"].items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-4, atol=1e-4)
+
+
+def test_an_image_changed_under_its_name_is_redone_and_a_removed_one_left_out(photos, tmp_path):
+    output = tmp_path / "out"
+    extract(_spec(), _options(photos, output))
+    old = _stored(output)["p0.png"]["c3"]
+    _save_rgb(photos / "p0.png", 42, size=(50, 30))  # new content, same name
+    (photos / "p1.png").unlink()
+    summary = extract(_spec(), _options(photos, output))
+    assert (summary.processed, summary.images) == (1, 2)
+    stored = _stored(output)
+    assert sorted(stored) == ["p0.png", "p2.png"]
+    with Image.open(photos / "p0.png") as image:
+        expected = _reference(_spec(), image.convert("RGB"))
+    assert not torch.allclose(stored["p0.png"]["c3"], old)
+    torch.testing.assert_close(stored["p0.png"]["c3"], expected["c3"], rtol=1e-4, atol=1e-5)
+    identity = [entry["identity"] for entry in _manifest(output) if entry["path"].endswith("p0.png")][0]
+    assert identity == [(photos / "p0.png").stat().st_size, (photos / "p0.png").stat().st_mtime_ns]
+
+
+def test_random_weights_are_the_same_network_in_every_run(photos, tmp_path):
+    """weights: null is seeded by the spec: a folder filled by two runs equals one filled by one run."""
+    extract(_spec(), _options(photos, tmp_path / "once"))
+    extract(_spec(), _options(f"{photos}/p[01].png", tmp_path / "twice"))
+    assert extract(_spec(), _options(photos, tmp_path / "twice")).processed == 1
+    once, twice = _stored(tmp_path / "once"), _stored(tmp_path / "twice")
+    assert sorted(once) == sorted(twice)
+    for name in once:
+        assert torch.equal(once[name]["c3"], twice[name]["c3"])
+    with pytest.raises(ArgumentError, match=r"differing: backbone.seed"):
+        extract(_spec(seed=1), _options(photos, tmp_path / "once"))
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width × height`` pixels, with almost no data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "reason"),
+    [
+        ("empty.png", lambda p: p.write_bytes(b""), r"unreadable image \(UnidentifiedImageError"),
+        ("text.jpg", lambda p: p.write_text("not a jpeg"), r"unreadable image"),
+        (
+            "cut.png",
+            lambda p: p.write_bytes(_png_bytes()[:-2000]),
+            r"unreadable image \(OSError: image file is truncated",
+        ),
+        ("bomb.png", lambda p: _png_header_only(p, 40000, 40000), r"DecompressionBomb"),
+        ("float.tiff", lambda p: Image.fromarray(np.ones((8, 8), np.float32)).save(p), r"floating-point pixels"),
+        ("int32.tiff", lambda p: Image.fromarray(np.ones((8, 8), np.int32)).save(p), r"32-bit integer pixels"),
+        ("notes.txt", lambda p: p.write_text("hello"), r"not an image file \(extension '.txt'\)"),
+        ("noextension", lambda p: p.write_bytes(_png_bytes()), r"not an image file \(extension 'none'\)"),
+    ],
+)
+def test_files_that_are_not_usable_images_are_skipped_with_the_reason(photos, tmp_path, name, write, reason):
+    write(photos / name)
+    before = folder_state(photos)
+    summary = extract(_spec(), _options(photos, tmp_path / "out"))
+    skipped = {Path(e["path"]).name: e["skipped"] for e in _manifest(tmp_path / "out") if "skipped" in e}
+    assert (summary.images, list(skipped)) == (3, [name])
+    assert re.search(reason, skipped[name]), skipped[name]
+    assert folder_state(photos) == before
+
+
+def _png_bytes() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ---- options past their bounds ---------------------------------------------------------------------------------
+
+BAD_OPTIONS = [
+    ({"size": [100000, 100000]}, r"^extract.size: expected \[height, width\] of integers in 1..16384"),
+    ({"size": [0, 32]}, r"^extract.size: .*got \[0, 32\]"),
+    ({"size": [32]}, r"^extract.size: .*got \[32\]"),
+    ({"size": [32, 32, 32]}, r"^extract.size: "),
+    ({"size": "32"}, r"^extract.size: .*got '32'"),
+    ({"size": [32.5, 32]}, r"^extract.size: "),
+    ({"size": [True, 32]}, r"^extract.size: "),
+    ({"batch_size": 4096, "size": [4096, 4096]}, r"^extract.size: a batch of 4096 images of 4096x4096 is more than"),
+    ({"batch_size": 0}, r"^extract.batch_size: must be an integer in 1..4096, got 0"),
+    ({"batch_size": 10**6}, r"^extract.batch_size: must be an integer in 1..4096"),
+    ({"batch_size": 2.5}, r"^extract.batch_size: "),
+    ({"workers": -1}, r"^extract.workers: must be an integer in 0..256, got -1"),
+    ({"workers": 10**4}, r"^extract.workers: "),
+    ({"shard_size": 0}, r"^extract.shard_size: must be an integer in 1..1000000, got 0"),
+    ({"shard_size": 10**7}, r"^extract.shard_size: "),
+    ({"pooling": "sum"}, r"^extract.pooling: unknown 'sum'"),
+    ({"dtype": "float8"}, r"^extract.dtype: unknown 'float8'"),
+    ({"dtype": "int64"}, r"^extract.dtype: unknown 'int64'"),
+    ({"transform": "random_crop"}, r"^extract.transform: unknown 'random_crop'"),
+    ({"outputs": []}, r"^extract.outputs: empty list"),
+    ({"outputs": ["c9"]}, r"^extract.outputs: resnet18 has no output 'c9'"),
+    ({"input": "???"}, r"^extract.input: missing"),
+    ({"input": ""}, r"^extract.input: missing"),
+    ({"output": ""}, r"^extract.output: missing"),
+    ({"input": "/nonexistent/photos"}, r"^extract.input: '/nonexistent/photos' is neither a folder nor a glob"),
+    ({"input": "/nonexistent/*.png"}, r"^extract.input: the pattern '/nonexistent/\*.png' matches no files"),
+]
+
+
+@pytest.mark.parametrize(("changes", "pattern"), BAD_OPTIONS, ids=[str(c) for c, _ in BAD_OPTIONS])
+def test_options_past_their_bounds_are_named(photos, tmp_path, changes, pattern):
+    before = folder_state(tmp_path)
+    options = dataclasses.replace(_options(photos, tmp_path / "out"), **changes)
+    with pytest.raises(ArgumentError, match=pattern):
+        extract(_spec(), options)
+    assert folder_state(tmp_path) == before
+
+
+# ---- output folders tampered with before read_features ----------------------------------------------------------
+
+
+@pytest.fixture()
+def finished(photos, tmp_path) -> Path:
+    output = tmp_path / "out"
+    extract(_spec(), _options(photos, output))
+    return output
+
+
+def _rewrite_manifest(output: Path, change) -> None:
+    lines = _manifest(output)
+    first = next(index for index, entry in enumerate(lines) if "skipped" not in entry)
+    lines[first] = change(dict(lines[first]))
+    (output / "featx-manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+TAMPERED_MANIFESTS = [
+    ("shard-escape", lambda e: {**e, "shard": "../../secret.safetensors"}, r"line 1 .*shard '../../secret"),
+    ("shard-absolute", lambda e: {**e, "shard": "/etc/secret.safetensors"}, r"line 1 .*shard '/etc/secret"),
+    ("shard-dotdot-inside", lambda e: {**e, "shard": "featx-shards/../x.safetensors"}, r"line 1 .*is not a file"),
+    ("shard-other-name", lambda e: {**e, "shard": "featx-shards/mine.safetensors"}, r"line 1 .*is not a file"),
+    ("shard-number", lambda e: {**e, "shard": 3}, r"line 1 .*shard 3"),
+    ("shard-missing", lambda e: {k: v for k, v in e.items() if k != "shard"}, r"line 1 .*shard None"),
+    ("row-negative", lambda e: {**e, "row": -1}, r"line 1 .*row -1 is not a row number"),
+    ("row-string", lambda e: {**e, "row": "0"}, r"line 1 .*row '0' is not a row number"),
+    ("row-float", lambda e: {**e, "row": 0.0}, r"line 1 .*row 0.0"),
+    ("row-bool", lambda e: {**e, "row": True}, r"line 1 .*row True"),
+    ("row-past-end", lambda e: {**e, "row": 10**9}, r"line 1 points at data its shard does not hold"),
+    ("path-missing", lambda e: {k: v for k, v in e.items() if k != "path"}, r"line 1 .*not an object with a path"),
+    ("not-an-object", lambda e: [1, 2], r"line 1 .*not an object with a path"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"), [c[1:] for c in TAMPERED_MANIFESTS], ids=[c[0] for c in TAMPERED_MANIFESTS]
+)
+def test_a_tampered_manifest_line_is_named_and_nothing_outside_is_read(finished, tmp_path, change, pattern):
+    (tmp_path / "secret.safetensors").write_bytes(b"")
+    save_file({"c2": torch.ones(1, 64), "c3": torch.ones(1, 128)}, str(tmp_path / "secret.safetensors"))
+    _rewrite_manifest(finished, change)
+    with pytest.raises(FeatxError) as error:
+        list(featx.read_features(finished))
+    message = str(error.value)
+    assert message.startswith("read_features(): ") and "featx-manifest.jsonl" in message, message
+    assert re.search(pattern, message), message
+
+
+@pytest.mark.parametrize(
+    ("damage", "error_type", "pattern"),
+    [
+        (lambda o: (o / "featx-manifest.jsonl").write_text("{not json\n"), FeatxError, r"line 1 is not a featx"),
+        (lambda o: (o / "featx-manifest.jsonl").write_bytes(b"\xff\xfe\n"), FeatxError, r"line 1 is not a featx"),
+        (lambda o: (o / "featx-manifest.jsonl").unlink(), FeatxError, r"has no featx-manifest.jsonl: its run"),
+        (
+            lambda o: (o / "featx-extract.json").write_text("{"),
+            FeatxError,
+            r"featx-extract.json is not a featx-extract",
+        ),
+        (lambda o: (o / "featx-extract.json").unlink(), FeatxError, r"has no featx-extract.json"),
+        (
+            lambda o: (o / "featx-extract.json").write_text(
+                json.dumps({"format": "featx-extract/2", "settings": {"outputs": "c2"}})
+            ),
+            FeatxError,
+            r"no list of outputs",
+        ),
+        (lambda o: _cut(_first_shard(o)), FeatxError, r"the shard .*shard-r000-00001.safetensors is unreadable"),
+        (lambda o: _first_shard(o).write_bytes(b""), FeatxError, r"shard-r000-00001.safetensors is unreadable"),
+        (
+            lambda o: save_file({"c2": torch.ones(2, 64)}, str(_first_shard(o))),
+            FeatxError,
+            r"unreadable \(no featx-extract record",
+        ),
+        (lambda o: _first_shard(o).unlink(), FeatxError, r"shard-r000-00001.safetensors is unreadable"),
+    ],
+    ids=[
+        "manifest-not-json",
+        "manifest-not-utf8",
+        "manifest-gone",
+        "settings-not-json",
+        "settings-gone",
+        "settings-outputs",
+        "shard-cut",
+        "shard-empty",
+        "shard-foreign",
+        "shard-gone",
+    ],
+)
+def test_a_damaged_output_folder_is_named_by_read_features(finished, damage, error_type, pattern):
+    damage(finished)
+    with pytest.raises(error_type) as error:
+        list(featx.read_features(finished))
+    assert str(error.value).startswith("read_features(): ") and re.search(pattern, str(error.value)), str(error.value)
+
+
+def _first_shard(output: Path) -> Path:
+    return output / "featx-shards" / "shard-r000-00001.safetensors"
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    ("where", "outputs", "error_type", "pattern"),
+    [
+        ("missing", None, FeatxError, r"has no featx-extract.json: it is not a featx-extract output folder"),
+        ("a-file", None, FeatxError, r"has no featx-extract.json"),
+        ("finished", ["c9"], ArgumentError, r"outputs \['c9'\] are not stored there; stored: c2, c3"),
+        ("finished", "c2", ArgumentError, r"outputs must be a list of output names"),
+        ("finished", [2], ArgumentError, r"outputs must be a list of output names"),
+    ],
+)
+def test_read_features_names_what_it_cannot_read(finished, tmp_path, where, outputs, error_type, pattern):
+    (tmp_path / "a-file").write_text("x")
+    folder = finished if where == "finished" else tmp_path / where
+    with pytest.raises(error_type, match=rf"^read_features\(\): .*{pattern}"):
+        list(featx.read_features(folder, outputs=outputs))
+
+
+def test_a_shard_damaged_before_a_rerun_is_named_not_overwritten(finished, photos):
+    shard = _first_shard(finished)
+    _cut(shard)
+    damaged = shard.read_bytes()
+    with pytest.raises(FeatxError, match=rf"^extract.output: the shard {shard} is unreadable .*delete it and rerun"):
+        extract(_spec(), _options(photos, finished))
+    assert shard.read_bytes() == damaged
+
+
+def test_a_weights_file_rewritten_under_its_name_is_other_settings(photos, tmp_path):
+    weights = tmp_path / "w.pth"
+    torch.manual_seed(0)
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    extract(_spec(weights=weights), _options(photos, tmp_path / "out"))
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    os.utime(weights, ns=(1, 1))
+    with pytest.raises(ArgumentError, match=r"differing: backbone.weights_file"):
+        extract(_spec(weights=weights), _options(photos, tmp_path / "out"))
