@@ -90,6 +90,24 @@ CASES = [
         r"^featx: error: input: a batch of 4096 inputs of 16384x16384 is more than 536870912 pixels",
     ),
     ("featx", ["backbone=vgg16", "input.height=4", "input.width=4"], r"input 4x4: the forward pass failed"),
+    # keys the apps' schemas do not have, added with + (Hydra would let them through, unused)
+    (
+        "featx",
+        ["+input.heigth=300"],
+        r"^featx: error: input\.heigth: unknown key \(valid here: batch_size, height, width\)$",
+    ),
+    ("featx", ["+runn=false"], r"^featx: error: runn: unknown key \(valid here: backbone, input, run\)$"),
+    (
+        "featx-export",
+        ["+export.dynamc=false", "export.path=a.pt"],
+        r"^featx-export: error: export\.dynamc: unknown key",
+    ),
+    (
+        "featx-extract",
+        ["+extract.poolin=max", "extract.input=.", "extract.output=o"],
+        r"^featx-extract: error: extract\.poolin: unknown key \(valid here: input, output, transform,",
+    ),
+    ("featx", ["+backbone.frozen=1", "run=false"], r"^featx: error: backbone\.frozen: unknown key 'frozen'"),
     # spec keys through the app
     ("featx", ["backbone.frozen_stages=99", "run=false"], r"backbone\.frozen_stages: 99 is out of range"),
     ("featx", ["backbone.model=${oc.env:HOME}", "run=false"], r"backbone\.model: calls an OmegaConf resolver"),

@@ -9,7 +9,7 @@
 Example::
 
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
-    @app_task("featx-export")
+    @app_task("featx-export", ExportAppConfig)
     def run(cfg: DictConfig) -> None: ...
 
     def main() -> None:
@@ -18,19 +18,22 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
+import typing
 from pathlib import PurePosixPath
-from typing import Callable, List, Optional, Sequence, TypeVar
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from featx.cli.errors import fail, reported_errors
+from featx.errors import ArgumentError
 from featx.spec.config_files import backbone_names
 from featx.spec.keys import suggest
 from featx.spec.limits import quoted
@@ -100,21 +103,49 @@ def _in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def app_task(app: str) -> Callable[[Callable[[DictConfig], Result]], Callable[[DictConfig], Optional[Result]]]:
-    """Wrap an app's task function (under ``@hydra.main``): FeatxErrors reported on one line; in a sweep, a failed
-    job is recorded and the next one runs."""
+def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> List[Tuple[str, List[str]]]:
+    """``(dotted key, the keys valid there)`` for each key of ``cfg`` that ``schema`` (an app's config dataclass) does
+    not define, ``backbone`` aside (the spec layer checks it). Hydra lets ``+input.heigth=300`` add a key to a schema
+    node; featx refuses it rather than ignore it."""
+    hints = typing.get_type_hints(schema)
+    unknown: List[Tuple[str, List[str]]] = []
+    for key in map(str, cfg.keys()):
+        name = f"{prefix}{key}"
+        if name == "backbone":
+            continue
+        if key not in hints:
+            unknown.append((name, list(hints)))
+        elif dataclasses.is_dataclass(hints[key]) and OmegaConf.is_dict(cfg._get_node(key)):
+            unknown += unknown_keys(cfg[key], hints[key], prefix=f"{name}.")
+    return unknown
+
+
+def _check_keys(cfg: DictConfig, schema: type) -> None:
+    for name, valid in unknown_keys(cfg, schema)[:1]:
+        raise ArgumentError(f"{name}: unknown key (valid here: {', '.join(valid)})")
+
+
+def app_task(
+    app: str, schema: type
+) -> Callable[[Callable[[DictConfig], Result]], Callable[[DictConfig], Optional[Result]]]:
+    """Wrap an app's task function (under ``@hydra.main``): keys ``schema`` lacks refused, FeatxErrors reported on
+    one line; in a sweep, a failed job is recorded and the next one runs."""
 
     def wrap(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig], Optional[Result]]:
+        def checked(cfg: DictConfig) -> Result:
+            _check_keys(cfg, schema)
+            return task(cfg)
+
         @functools.wraps(task)
         def run(cfg: DictConfig) -> Optional[Result]:
             if not _in_sweep():
                 with reported_errors(app):
-                    return task(cfg)
+                    return checked(cfg)
             job = HydraConfig.get().job
             _jobs_run.append(job.num)
             try:
                 with reported_errors(app):
-                    return task(cfg)
+                    return checked(cfg)
             except SystemExit as stop:
                 overrides = " ".join(HydraConfig.get().overrides.task)
                 print(f"{app}: job #{job.num} ({overrides}) failed: {stop.code}", file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 import featx
 from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
+from featx.spec.apps import ExportAppConfig
 from featx.spec.config_files import config_dir
 from featx.spec.limits import check_batch_shape
 from featx.tasks.export import FORMATS, export_backbone
@@ -23,7 +24,7 @@ APP = "featx-export"
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
-@app_task(APP)
+@app_task(APP, ExportAppConfig)
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and write ``cfg.export``."""
     options = cfg.export

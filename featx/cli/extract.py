@@ -16,7 +16,7 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 import featx
 from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
-from featx.spec.apps import ExtractOptions
+from featx.spec.apps import ExtractAppConfig, ExtractOptions
 from featx.spec.config_files import config_dir
 from featx.tasks.extract.run import extract
 
@@ -24,7 +24,7 @@ APP = "featx-extract"
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="extract")
-@app_task(APP)
+@app_task(APP, ExtractAppConfig)
 def run(cfg: DictConfig) -> None:
     """Extract ``cfg.backbone``'s features as ``cfg.extract`` says."""
     try:

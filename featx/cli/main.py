@@ -24,6 +24,7 @@ from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.cli.report import format_report, measure
 from featx.errors import InputShapeError
+from featx.spec.apps import AppConfig
 from featx.spec.config_files import backbone_files, config_dir
 from featx.spec.limits import check_batch_shape
 
@@ -58,7 +59,7 @@ def _refuse_shadowed_backbone(choice: str) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-@app_task(APP)
+@app_task(APP, AppConfig)
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and print the table for a batch of ``cfg.input``."""
     check_batch_shape("input", cfg.input.batch_size, cfg.input.height, cfg.input.width)
