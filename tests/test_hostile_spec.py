@@ -13,7 +13,7 @@ from typing import Any, Dict, List
 import pytest
 import torch
 import torchvision
-from helpers import resnet18_spec
+from helpers import randomize_norm_statistics, resnet18_spec, save_state_dict
 from omegaconf import OmegaConf
 
 import featx
@@ -224,6 +224,169 @@ def test_replacing_stages_by_override_replaces_them():
     torch.testing.assert_close(backbone(image)["c2"], reference.conv1(image))
 
 
+STEM = ["conv1", "bn1", "relu", "maxpool"]
+_SKIPS = "the model's forward runs {found!r} {where}, but no stage lists it: the stages would skip it"
+_ORDER = "{path!r} is listed {where}, but the model's forward runs {found!r} there"
+# (id, model, stages as name -> modules, the stage named, the message's start): specs that would build plausible
+# but wrong features if their stages were only checked to chain (same channels before and after what is skipped)
+STAGE_ORDER_CASES = [
+    (
+        "skip-layer1",
+        "resnet18",
+        {"c2": STEM, "c3": ["layer2"]},
+        "c3",
+        _SKIPS.format(found="layer1", where="after 'maxpool'"),
+    ),
+    (
+        "skip-bn1-relu",
+        "resnet18",
+        {"c2": ["conv1", "maxpool", "layer1"]},
+        "c2",
+        _SKIPS.format(found="bn1", where="after 'conv1'"),
+    ),
+    (
+        "swap-relu-bn1",
+        "resnet18",
+        {"c2": ["conv1", "relu", "bn1", "maxpool", "layer1"]},
+        "c2",
+        _ORDER.format(path="relu", where="after 'conv1'", found="bn1"),
+    ),
+    (
+        "swap-stages",
+        "resnet18",
+        {"c2": [*STEM, "layer2"], "c3": ["layer1"]},
+        "c2",
+        _ORDER.format(path="layer2", where="after 'maxpool'", found="layer1"),
+    ),
+    ("skip-stem", "resnet18", {"c2": ["layer1"]}, "c2", _SKIPS.format(found="conv1", where="first")),
+    (
+        "skip-a-block",
+        "resnet18",
+        {"c2": [*STEM, "layer1.0"], "c3": ["layer2"]},
+        "c3",
+        _SKIPS.format(found="layer1.1", where="after 'layer1.0'"),
+    ),
+    (
+        "skip-a-stage-inside",
+        "resnet18",
+        {"c2": [*STEM, "layer1", "layer3", "layer2"]},
+        "c2",
+        _ORDER.format(path="layer3", where="after 'layer1'", found="layer2"),
+    ),
+    (
+        "vgg-skip-relu",
+        "vgg11",
+        {"c1": ["features.0", "features.2"]},
+        "c1",
+        _SKIPS.format(found="features.1", where="after 'features.0'"),
+    ),
+    (
+        "mobilenet-skip-block",
+        "mobilenet_v3_small",
+        {"c2": ["features.0", "features.2"]},
+        "c2",
+        _SKIPS.format(found="features.1", where="after 'features.0'"),
+    ),
+    (
+        "densenet-skip-norm0",
+        "densenet121",
+        {"c2": ["features.conv0", "features.relu0", "features.pool0"]},
+        "c2",
+        _SKIPS.format(found="features.norm0", where="after 'features.conv0'"),
+    ),
+    (
+        "convnext-swap",
+        "convnext_tiny",
+        {"c2": ["features.1", "features.0"]},
+        "c2",
+        _ORDER.format(path="features.1", where="first", found="features.0"),
+    ),
+    (
+        "efficientnet-skip",
+        "efficientnet_b0",
+        {"c2": ["features.0", "features.1", "features.3"]},
+        "c2",
+        _SKIPS.format(found="features.2", where="after 'features.1'"),
+    ),
+    (
+        "googlenet-skip-conv2",
+        "googlenet",
+        {"c2": ["conv1", "maxpool1", "conv3"]},
+        "c2",
+        _SKIPS.format(found="conv2", where="after 'maxpool1'"),
+    ),
+    (
+        "regnet-skip-stem",
+        "regnet_x_400mf",
+        {"c2": ["trunk_output.block1"]},
+        "c2",
+        _SKIPS.format(found="stem", where="first"),
+    ),
+    (
+        "swin-skip-stage",
+        "swin_t",
+        {"c2": ["features.0", "features.1", "features.3"]},
+        "c2",
+        _SKIPS.format(found="features.2", where="after 'features.1'"),
+    ),
+    (
+        "shufflenet-skip-maxpool",
+        "shufflenet_v2_x1_0",
+        {"c2": ["conv1", "stage2"]},
+        "c2",
+        _SKIPS.format(found="maxpool", where="after 'conv1'"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "stages", "stage", "message"), [c[1:] for c in STAGE_ORDER_CASES], ids=[c[0] for c in STAGE_ORDER_CASES]
+)
+def test_stages_that_skip_or_reorder_what_the_forward_runs_are_refused(model, stages, stage, message):
+    spec = {"model": model, "device": "meta", "stages": {name: {"modules": paths} for name, paths in stages.items()}}
+    with pytest.raises(SpecError) as error:
+        featx.build(spec)
+    assert str(error.value).startswith(f"backbone.stages.{stage}: {message}"), str(error.value)
+
+
+def test_a_stage_may_end_inside_a_container_and_equals_torchvisions_modules(tmp_path):
+    reference = randomize_norm_statistics(torchvision.models.resnet18()).eval()
+    weights = save_state_dict(reference, tmp_path / "resnet18.pth")
+    spec = _spec(device="cpu", norm="eval", weights=str(weights), stages={"c2": {"modules": [*STEM, "layer1.0"]}})
+    backbone = featx.build(spec).eval()
+    image = torch.randn(1, 3, 32, 32)
+    expected = reference.layer1[0](reference.maxpool(reference.relu(reference.bn1(reference.conv1(image)))))
+    assert torch.equal(backbone(image)["c2"], expected)
+
+
+def test_a_side_branch_the_chain_never_uses_may_be_left_out():
+    """Inception v3's AuxLogits runs (in training) beside the chain; its packaged spec leaves it out and builds."""
+    backbone = featx.build("inception_v3", overrides=["device=meta"])
+    assert "AuxLogits" not in {path.split(".")[0] for path, _ in backbone.named_modules()}
+
+
+def _parameters(backbone: featx.Backbone) -> Dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in backbone.state_dict().items()}
+
+
+def test_random_init_is_one_network_per_seed_whatever_the_global_rng():
+    """``weights: null`` is seeded by the spec: the global seed (as another process or rank would have it) changes
+    nothing, another ``seed`` changes every random layer, and the caller's RNG stream is left where it was."""
+    spec = resnet18_spec(device="cpu", fpn={"out_channels": 32})
+    torch.manual_seed(1)
+    first = _parameters(featx.build(spec))
+    torch.manual_seed(2)
+    state = torch.random.get_rng_state()
+    second = _parameters(featx.build(spec))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+    other = _parameters(featx.build({**spec, "seed": 1}))
+    random_layers = [
+        key for key in first if key.endswith("conv1.weight") or key.startswith("neck.") and "weight" in key
+    ]
+    assert random_layers and not any(torch.equal(first[key], other[key]) for key in random_layers)
+
+
 SECRET = "root:$6$SECRETHASH:19000:0:99999:7:::"
 
 # (id, file name, bytes, pattern after the file name)
@@ -399,5 +562,5 @@ def _ids(cases: List[tuple]) -> List[str]:
 
 
 def test_the_corpus_is_distinct():
-    for cases in (DATA_CASES, OVERRIDE_CASES, FILE_CASES):
+    for cases in (DATA_CASES, OVERRIDE_CASES, FILE_CASES, STAGE_ORDER_CASES):
         assert len(set(_ids(cases))) == len(cases)
