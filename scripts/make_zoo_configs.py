@@ -17,7 +17,7 @@ from featx.construct.propose import analyse
 from featx.models.registry import classification_models
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
-#: design.md's reference extractors: written by hand, never regenerated
+#: the three reference extractors: written by hand, never regenerated
 REFERENCE_FILES = {"vgg16", "resnet34", "resnet50_fpn"}
 FPN_WIDTH = 256
 #: one model per family gets a _fpn variant
