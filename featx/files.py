@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Callable
 
@@ -84,6 +85,21 @@ def _new_partial(path: Path, what: str) -> Path:
     raise ArgumentError(f"{what}: cannot find a free temporary name beside {path}")
 
 
+def path_argument(value: object, what: str) -> Path:
+    """``value`` as a :class:`Path`; :class:`ArgumentError` naming ``what`` unless it is a ``str`` or path-like that
+    is not empty. Example: ``path = path_argument(path, "save(): path")``."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise ArgumentError(f"{what} must be a file system path (a str or pathlib.Path), got {value!r:.80}")
+    return Path(value)
+
+
+def flag_argument(value: object, what: str) -> bool:
+    """``value`` if it is a ``bool``; :class:`ArgumentError` naming ``what`` otherwise (``"yes"`` is not ``True``)."""
+    if not isinstance(value, bool):
+        raise ArgumentError(f"{what} must be True or False, got {value!r:.80}")
+    return value
+
+
 def prepare_folder(folder: Path, what: str) -> None:
     """Create ``folder`` (and its parents); :class:`ArgumentError` naming it when that is impossible."""
     try:
@@ -107,8 +123,8 @@ def write_atomically(
     """``write(temporary)``, then move the temporary file to ``path`` whole (see the module docstring).
 
     ``what`` names the argument or key in errors (``"save()"``, ``"export.path"``), ``hint`` says how to overwrite.
-    An existing ``path`` is kept (``ArgumentError``) unless ``overwrite``; a ``path`` that is a folder is always
-    refused.
+    An existing ``path`` is kept (``ArgumentError``) unless ``overwrite``; a ``path`` that is a folder, a device, a
+    fifo or a socket is always refused (``/dev/null`` is never replaced by a file).
     """
     path = Path(path)
     try:
@@ -116,6 +132,11 @@ def write_atomically(
             raise ArgumentError(f"{what}: {path} is a folder; give a file path")
         if path.exists() and not overwrite:
             raise _exists_error(path, what, hint)
+        if path.exists() and not path.is_symlink() and not stat.S_ISREG(path.stat().st_mode):
+            raise ArgumentError(
+                f"{what}: {path} is not a regular file (a device, fifo or socket); featx replaces only files "
+                "(nothing was written)"
+            )
     except OSError as error:
         raise _write_error(path, what, error) from None
     prepare_folder(path.parent, what)

@@ -45,8 +45,9 @@ def save_state_dict(model: nn.Module, path: Path) -> Path:
 
 
 def folder_state(folder: Path) -> Dict[str, Any]:
-    """Every entry under ``folder``: relative path → file bytes, ``"<folder>"``, or ``"-> target"`` for a link; what
-    a hostile-input test compares before and after, so nothing outside the output is created, changed or lost."""
+    """Every entry under ``folder``: relative path → file bytes, ``"<folder>"``, ``"<fifo>"``, or ``"-> target"`` for
+    a link; what a hostile-input test compares before and after, so nothing outside the output is created, changed or
+    lost."""
     state: Dict[str, Any] = {}
     for path in sorted(Path(folder).rglob("*")):
         relative = str(path.relative_to(folder))
@@ -54,6 +55,8 @@ def folder_state(folder: Path) -> Dict[str, Any]:
             state[relative] = f"-> {path.readlink()}"
         elif path.is_dir():
             state[relative] = "<folder>"
+        elif path.is_fifo():
+            state[relative] = "<fifo>"
         else:
             state[relative] = path.read_bytes()
     return state

@@ -457,6 +457,12 @@ def test_read_features_names_what_it_cannot_read(finished, tmp_path, where, outp
         list(featx.read_features(folder, outputs=outputs))
 
 
+@pytest.mark.parametrize("folder", [None, 5, ""], ids=["none", "int", "empty"])
+def test_read_features_names_a_folder_argument_that_is_not_a_path(folder):
+    with pytest.raises(ArgumentError, match=r"^read_features\(\): output_dir must be a file system path"):
+        list(featx.read_features(folder))
+
+
 def test_a_shard_damaged_before_a_rerun_is_named_not_overwritten(finished, photos):
     shard = _first_shard(finished)
     _cut(shard)

@@ -166,7 +166,7 @@ BAD_FILES = [
         WeightsError,
         r"cannot read",
     ),
-    ("folder", "w.pth", lambda p: p.mkdir(), WeightsError, r"checkpoint file not found: .*w\.pth"),
+    ("folder", "w.pth", lambda p: p.mkdir(), WeightsError, r"w\.pth is a folder, not a checkpoint file"),
     ("dangling-link", "w.pth", lambda p: p.symlink_to(p.parent / "gone.pth"), WeightsError, r"not found"),
 ]
 
@@ -226,6 +226,36 @@ def test_an_enum_name_wins_over_a_file_of_that_name(tmp_path, torch_home, monkey
     assert torch.equal(from_file.stages.c2.conv1.weight, _state(7)["conv1.weight"])
 
 
+def test_an_enum_member_named_with_its_enum_is_the_enum(tmp_path, torch_home, monkeypatch):
+    """``ResNet18_Weights.IMAGENET1K_V1`` (what torchvision's ``get_weight`` takes) reads the cached file, even
+    beside a file of that name in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    torch.save(_state(7), tmp_path / "ResNet18_Weights.IMAGENET1K_V1")
+    torch_home.mkdir(parents=True)
+    torch.save(_state(8), torch_home / "resnet18-f37072fd.pth")
+    backbone = featx.build({**SPEC, "weights": "ResNet18_Weights.IMAGENET1K_V1"})
+    assert torch.equal(backbone.stages.c2.conv1.weight, _state(8)["conv1.weight"])
+
+
+@pytest.mark.parametrize(
+    ("path", "error_type", "pattern"),
+    [
+        (None, ArgumentError, r"^load\(\): path must be a file system path .*got None"),
+        (5, ArgumentError, r"^load\(\): path must be a file system path .*got 5"),
+        ("/dev/zero", WeightsError, r"^backbone\.weights: /dev/zero is not a regular file"),
+        ("fifo", WeightsError, r"fifo is not a regular file \(a device, fifo or socket\)"),
+        ("missing.pt", WeightsError, r"cannot read .*missing\.pt: not found$"),
+    ],
+    ids=["none", "int", "dev-zero", "fifo", "missing"],
+)
+def test_load_of_what_is_not_a_checkpoint_file_never_blocks_or_reads_it(tmp_path, path, error_type, pattern):
+    os.mkfifo(tmp_path / "fifo")  # reading it would block forever
+    before = folder_state(tmp_path)
+    with pytest.raises(error_type, match=pattern):
+        featx.load(tmp_path / path if path in ("fifo", "missing.pt") else path)
+    assert folder_state(tmp_path) == before
+
+
 @pytest.mark.parametrize(
     ("weights", "device", "error_type", "pattern"),
     [
@@ -235,8 +265,14 @@ def test_an_enum_name_wins_over_a_file_of_that_name(tmp_path, torch_home, monkey
         ("default", "cpu", SpecError, r"is not a weights name of resnet18"),
         ("5", "meta", SpecError, r"'5' is not a weights name of resnet18"),
         ("IMAGENET1K_V1", "cpu", WeightsError, r"not in the torch hub cache .*Place the file at .*resnet18-f37072fd"),
-        ("missing/w.pth", "cpu", WeightsError, r"^backbone.weights: checkpoint file not found: missing/w.pth"),
-        ("~/featx-missing.pth", "cpu", WeightsError, r"checkpoint file not found: /.*featx-missing.pth"),
+        ("missing/w.pth", "cpu", WeightsError, r"^backbone.weights: cannot read missing/w.pth: not found$"),
+        ("~/featx-missing.pth", "cpu", WeightsError, r"cannot read /.*featx-missing.pth: not found"),
+        ("ResNet50_Weights.IMAGENET1K_V1", "meta", SpecError, r"names a member of ResNet50_Weights, but resnet18's"),
+        ("ResNet18_Weights.IMAGENET9K", "meta", SpecError, r"'IMAGENET9K' is not a weights name of resnet18"),
+        ("ResNet18_Weights.IMAGENET1K_V1", "cpu", WeightsError, r"not in the torch hub cache .*resnet18-f37072fd"),
+        ("https://example.com/w.pth", "cpu", SpecError, r"^backbone.weights: 'https://example.com/w.pth' is a URL"),
+        ("/dev/zero", "cpu", WeightsError, r"^backbone.weights: /dev/zero is not a regular file"),
+        ("/", "cpu", WeightsError, r"^backbone.weights: / is a folder, not a checkpoint file"),
     ],
 )
 def test_weights_names_that_resolve_to_nothing_are_named(torch_home, weights, device, error_type, pattern):
@@ -260,10 +296,25 @@ def _saved(tmp_path: Path, seed: int = 0, name: str = "bb.pt") -> Path:
         (lambda d: d / "folder", {}, r"^save\(\): .*folder is a folder; give a file path"),
         (lambda d: d / "folder", {"overwrite": True}, r"^save\(\): .*folder is a folder"),
         (lambda d: d / ("x" * 300 + ".pt"), {}, r"^save\(\): cannot write .*File name too long"),
+        (lambda d: d / "fifo", {"overwrite": True}, r"^save\(\): .*fifo is not a regular file \(a device, fifo or"),
+        (lambda d: d / "new.pt", {"overwrite": "yes"}, r"^save\(\): overwrite must be True or False, got 'yes'"),
+        (lambda d: None, {}, r"^save\(\): path must be a file system path .*got None"),
+        (lambda d: "", {}, r"^save\(\): path must be a file system path .*got ''"),
     ],
-    ids=["exists", "under-a-file", "a-folder", "a-folder-overwrite", "name-too-long"],
+    ids=[
+        "exists",
+        "under-a-file",
+        "a-folder",
+        "a-folder-overwrite",
+        "name-too-long",
+        "fifo",
+        "overwrite-str",
+        "none",
+        "empty",
+    ],
 )
 def test_save_never_replaces_or_writes_through_what_is_there(tmp_path, target, kwargs, pattern):
+    os.mkfifo(tmp_path / "fifo")
     (tmp_path / "mine.txt").write_text("my notes")
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "keep").write_text("keep")

@@ -88,7 +88,7 @@ def test_checkpoints_without_batch_counters_load(tmp_path, classifier):
 
 
 def test_missing_checkpoint_file(tmp_path):
-    with pytest.raises(featx.WeightsError, match="checkpoint file not found: .*absent.pth"):
+    with pytest.raises(featx.WeightsError, match=r"^backbone\.weights: cannot read .*absent\.pth: not found$"):
         _build(tmp_path / "absent.pth")
 
 

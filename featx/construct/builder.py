@@ -27,11 +27,13 @@ from featx.construct.members import stage_containers
 from featx.construct.meta_model import MetaModel
 from featx.construct.plan import BackbonePlan, plan_backbone
 from featx.errors import ArgumentError, SpecError, WeightsError
+from featx.files import path_argument
 from featx.models.meta_construction import on_meta
 from featx.models.weights_enums import enum_member, enum_weights_file, is_weights_file
 from featx.nn.backbone import Backbone
 from featx.nn.feature_info import FeatureInfo
 from featx.nn.fpn import FeaturePyramid, level_name
+from featx.spec.limits import quoted
 from featx.spec.load import SpecSource, load_spec
 from featx.spec.schema import BackboneSpec
 
@@ -41,10 +43,13 @@ def _weights_path(spec: BackboneSpec) -> Path:
     assert spec.weights is not None
     if not is_weights_file(spec.weights):
         return enum_weights_file(spec.model, spec.weights)
-    path = Path(spec.weights).expanduser()
-    if not path.is_file():
-        raise WeightsError(f"backbone.weights: checkpoint file not found: {path}")
-    return path
+    if "://" in spec.weights:
+        raise SpecError(
+            "backbone.weights",
+            f"{quoted(spec.weights)} is a URL; featx reads weights from the torch hub cache (by enum name) or from "
+            "local files: download it and name the file",
+        )
+    return Path(spec.weights).expanduser()
 
 
 def _neck(spec: BackboneSpec, plan: BackbonePlan, meta: bool) -> Optional[FeaturePyramid]:
@@ -103,7 +108,7 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
 
     The spec's ``frozen_stages`` apply again; freezing changed at run time (``bb.unfreeze()``) is not saved.
     """
-    path = Path(path)
+    path = path_argument(path, "load(): path")
     checkpoint = read_checkpoint(path)
     if checkpoint.saved is None:
         raise WeightsError(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -28,7 +29,7 @@ from torch import nn
 
 from featx.construct.weights import check_fit, safetensors_file, torch_load_file
 from featx.errors import ArgumentError, WeightsError
-from featx.files import write_atomically
+from featx.files import flag_argument, path_argument, write_atomically
 from featx.spec.keys import key_path
 from featx.spec.load import load_spec
 from featx.spec.schema import BackboneSpec
@@ -69,8 +70,22 @@ def _read_safetensors(path: Path) -> Checkpoint:
     return _checked(Checkpoint(path, state, saved))
 
 
+def _check_regular_file(path: Path) -> None:
+    """WeightsError unless ``path`` is a regular file (never read a folder, a device such as /dev/zero, or a fifo)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        reason = "not found" if isinstance(error, FileNotFoundError) else (error.strerror or str(error))
+        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {reason}") from None
+    if stat.S_ISDIR(mode):
+        raise WeightsError(f"{key_path('weights')}: {path} is a folder, not a checkpoint file")
+    if not stat.S_ISREG(mode):
+        raise WeightsError(f"{key_path('weights')}: {path} is not a regular file (a device, fifo or socket)")
+
+
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read a ``.pth``/``.pt`` (``weights_only=True``: pickled code is refused) or ``.safetensors`` file."""
+    _check_regular_file(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     loaded = torch_load_file(path)
@@ -102,6 +117,8 @@ def save(backbone: nn.Module, path: PathLike, *, overwrite: bool = False) -> Pat
     spec: BackboneSpec = getattr(backbone, "spec", None)  # type: ignore[assignment]
     if not isinstance(spec, BackboneSpec):
         raise ArgumentError(f"save(): expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
+    path = path_argument(path, "save(): path")
+    flag_argument(overwrite, "save(): overwrite")
     if any(tensor.is_meta for tensor in backbone.state_dict().values()):
         raise ArgumentError(
             f"save(): the backbone was built on the meta device (device: meta) and holds no weights to save; "
@@ -111,14 +128,12 @@ def save(backbone: nn.Module, path: PathLike, *, overwrite: bool = False) -> Pat
     metadata = _metadata(spec)
 
     def write(partial: Path) -> None:
-        if Path(path).suffix == ".safetensors":
+        if path.suffix == ".safetensors":
             save_safetensors(state, str(partial), metadata={FORMAT_KEY: json.dumps(metadata)})
         else:
             torch.save({FORMAT_KEY: metadata, "state_dict": state}, partial)
 
-    return write_atomically(
-        Path(path), write, overwrite=overwrite, what="save()", hint="pass overwrite=True to replace it"
-    )
+    return write_atomically(path, write, overwrite=overwrite, what="save()", hint="pass overwrite=True to replace it")
 
 
 def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Checkpoint) -> None:

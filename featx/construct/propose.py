@@ -36,6 +36,7 @@ from featx.errors import ArgumentError, SpecError
 from featx.models.meta_construction import construct_on_meta
 from featx.models.registry import check_model_name, default_crop_size
 from featx.nn.feature_info import FeatureInfo, StageInfo
+from featx.spec.limits import MAX_CHANNELS
 from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec
 
 
@@ -187,14 +188,19 @@ def _find_chain(model: nn.Module, model_name: str, min_stride: int) -> Tuple[_Ch
 
 def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, frozen_stages: int = 1) -> Proposal:
     """Probe torchvision's ``model_name`` on the meta device and propose a spec (see :func:`propose`)."""
+    if not isinstance(model_name, str):
+        raise ArgumentError(f"propose(): model_name must be a torchvision model name (str), got {model_name!r:.80}")
     try:
         check_model_name(model_name)
     except SpecError as error:
         raise ArgumentError(f"propose(): {error.message}") from None
-    if min_stride < 1 or min_stride & (min_stride - 1):
-        raise ArgumentError(f"propose(): min_stride must be a power of two (1, 2, 4, ...), got {min_stride}")
-    if fpn is not None and fpn < 1:
-        raise ArgumentError(f"propose(): fpn must be a positive channel count or None, got {fpn}")
+    for name, value in (("min_stride", min_stride), ("frozen_stages", frozen_stages), ("fpn", fpn)):
+        if not (type(value) is int or (name == "fpn" and value is None)):
+            raise ArgumentError(f"propose(): {name} must be an integer, got {value!r:.80}")
+    if not 1 <= min_stride <= 64 or min_stride & (min_stride - 1):
+        raise ArgumentError(f"propose(): min_stride must be a power of two in 1..64, got {min_stride}")
+    if fpn is not None and not 1 <= fpn <= MAX_CHANNELS:
+        raise ArgumentError(f"propose(): fpn must be a channel count in 1..{MAX_CHANNELS} or None, got {fpn}")
     model = construct_on_meta(model_name)[0].eval()
     chain, input_size = _find_chain(model, model_name, min_stride)
     stages = _group_stages(chain.links, min_stride)

@@ -9,6 +9,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
@@ -25,10 +26,16 @@ from featx.spec.limits import quoted
 OFFLINE_VARIABLE = "FEATX_OFFLINE"
 
 
+#: an enum member named with its enum, as torchvision's ``get_weight`` takes it: ``ResNet50_Weights.IMAGENET1K_V2``
+_QUALIFIED_NAME = re.compile(r"^(\w+_Weights)\.(\w+)$")
+
+
 def is_weights_file(value: str) -> bool:
     """Whether a ``weights`` value names a file (it has a folder separator or a suffix: ``ckpt/r50.pth``,
-    ``./DEFAULT``) rather than an enum member (``DEFAULT``, ``IMAGENET1K_V1``). A bare word is always an enum name,
-    even when a file of that name is in the working directory."""
+    ``./DEFAULT``) rather than an enum member (``DEFAULT``, ``IMAGENET1K_V1``, ``ResNet50_Weights.IMAGENET1K_V1``).
+    A bare word is always an enum name, even when a file of that name is in the working directory."""
+    if _QUALIFIED_NAME.match(value):
+        return False
     return "/" in value or os.sep in value or bool(Path(value).suffix)
 
 
@@ -40,6 +47,14 @@ def cached_weights_path(url: str) -> Path:
 def enum_member(model: str, name: str) -> Any:
     """The torchvision weights enum member ``name`` (``DEFAULT`` or a member name) of ``model``; SpecError if none."""
     enum: Any = weights_enum(model)
+    qualified = _QUALIFIED_NAME.match(name)
+    if qualified and qualified.group(1) != enum.__name__:
+        raise SpecError(
+            key_path("weights"),
+            f"{quoted(name)} names a member of {qualified.group(1)}, but {model}'s weights are {enum.__name__} "
+            f"(valid: null, DEFAULT, {', '.join(member.name for member in enum)})",
+        )
+    name = qualified.group(2) if qualified else name
     if name == "DEFAULT":
         return enum.DEFAULT
     members = [member.name for member in enum]

@@ -99,9 +99,10 @@ class Backbone(nn.Module):
         if not names:
             raise ArgumentError(f"{method}(): name at least one stage (stages: {', '.join(stages)})")
         for name in names:
-            if name not in self.stages:
+            if not isinstance(name, str) or name not in self.stages:
                 raise ArgumentError(
-                    f"{method}(): unknown stage {name!r}{suggest(str(name), stages)} (stages: {', '.join(stages)})"
+                    f"{method}(): unknown stage {name!r:.80}{suggest(str(name), stages)} (stages: {', '.join(stages)}; "
+                    "pass names as separate arguments)"
                 )
         return list(names)
 

@@ -77,7 +77,10 @@ class BackboneSpec:
         """Plain data (dicts, lists, scalars) that rebuilds this spec: ``build(spec.to_dict())``; each stage holds
         only the key that is set."""
         data = dataclasses.asdict(self)
-        data["stages"] = {name: stage.to_dict() for name, stage in self.stages.items()}
+        if isinstance(self.stages, dict):  # a hand-made spec may hold plain mappings: validation names them
+            data["stages"] = {
+                name: stage.to_dict() if isinstance(stage, StageSpec) else stage for name, stage in self.stages.items()
+            }
         return data
 
 

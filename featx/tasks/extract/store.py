@@ -40,7 +40,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from featx.errors import ArgumentError, FeatxError
-from featx.files import write_atomically
+from featx.files import path_argument, write_atomically
 from featx.tasks.extract.listing import Identity
 
 FORMAT = "featx-extract/2"
@@ -361,7 +361,7 @@ def read_features(
     Example: ``dict(featx.read_features("out", outputs=["p5"]))``.
     """
     who = "read_features()"
-    root = Path(output_dir)
+    root = path_argument(output_dir, f"{who}: output_dir")
     settings = FeatureStore(root).settings(who) if root.is_dir() else None
     if settings is None:
         raise FeatxError(f"{who}: {root} has no {INFO_FILE}: it is not a featx-extract output folder")
