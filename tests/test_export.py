@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers import resnet18_spec
+from helpers import folder_state, resnet18_spec
 
 import featx
 from featx.tasks.export import FORMATS, export_backbone
@@ -137,3 +137,36 @@ def test_featx_export_app_writes_a_checked_file(tmp_path):
     )
     assert no_path.returncode == 1
     assert "featx-export: error: export.path: missing; give it on the command line (export.path=...)" in no_path.stderr
+
+
+@pytest.mark.parametrize(
+    ("call", "pattern"),
+    [
+        (lambda bb, d: export_backbone(bb, None, "torchscript", (32, 32)), r"^path must be a file system path"),
+        (lambda bb, d: export_backbone(bb, d / "a.pt", "torchscript", (32,)), r"^example_size: expected \(height, w"),
+        (lambda bb, d: export_backbone(bb, d / "a.pt", "torchscript", "32"), r"^example_size: expected"),
+        (lambda bb, d: export_backbone(bb, d / "a.pt", "torchscript", (32, 32), dynamic="no"), r"^dynamic must be"),
+        (lambda bb, d: export_backbone(bb, d / "a.pt", "torchscript", (32, 32), overwrite=1), r"^overwrite must be"),
+        (lambda bb, d: export_backbone(bb.stages, d / "a.pt", "torchscript", (32, 32)), r"^backbone: expected a featx"),
+        (lambda bb, d: export_backbone(bb, d / "a.pt", None, (32, 32)), r"^format: None is unknown"),
+        (lambda bb, d: export_backbone(bb, d / "a.pt", "onnx", (0, 32)), r"^export\.height: must be an integer"),
+        (lambda bb, d: export_backbone(bb, d / "mine.txt", "torchscript", (32, 32)), r"mine\.txt exists"),
+    ],
+    ids=[
+        "path-none",
+        "size-1",
+        "size-str",
+        "dynamic-str",
+        "overwrite-int",
+        "not-backbone",
+        "format-none",
+        "height-0",
+        "exists",
+    ],
+)
+def test_bad_export_arguments_are_named_and_write_nothing(tmp_path, call, pattern):
+    (tmp_path / "mine.txt").write_text("mine")
+    backbone = featx.build(resnet18_spec(device="cpu"))
+    with pytest.raises(featx.ArgumentError, match=pattern):
+        call(backbone, tmp_path)
+    assert folder_state(tmp_path) == {"mine.txt": b"mine"}

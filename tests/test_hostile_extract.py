@@ -324,6 +324,9 @@ BAD_OPTIONS = [
     ({"output": ""}, r"^extract.output: missing"),
     ({"input": "/nonexistent/photos"}, r"^extract.input: '/nonexistent/photos' is neither a folder nor a glob"),
     ({"input": "/nonexistent/*.png"}, r"^extract.input: the pattern '/nonexistent/\*.png' matches no files"),
+    ({"overwrite": "yes"}, r"^extract.overwrite: must be true or false, got 'yes'"),
+    ({"progress": "no"}, r"^extract.progress: must be true or false, got 'no'"),
+    ({"output": "/dev/null"}, r"^extract.output: /dev/null exists and is not a folder"),
 ]
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from featx.errors import ArgumentError
-from featx.files import write_atomically
+from featx.files import flag_argument, path_argument, write_atomically
 from featx.nn.backbone import Backbone
 from featx.spec.limits import check_batch_shape
 
@@ -125,8 +125,15 @@ def export_backbone(
     The file is written next to ``path`` first and renamed into place, so a failed export leaves nothing; an
     existing ``path`` is replaced only with ``overwrite``. The export is then reloaded and run on a fresh input.
     """
+    if not isinstance(backbone, Backbone):
+        raise ArgumentError(f"backbone: expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
+    path = path_argument(path, "path")
     if format not in FORMATS:
         raise ArgumentError(f"format: {format!r} is unknown (valid: {', '.join(FORMATS)})")
+    if not (isinstance(example_size, (tuple, list)) and len(example_size) == 2):
+        raise ArgumentError(f"example_size: expected (height, width), got {example_size!r:.80}")
+    flag_argument(dynamic, "dynamic")
+    flag_argument(overwrite, "overwrite")
     check_batch_shape("export", batch_size, *example_size)
     if format == "onnx":
         _require_onnx_exporter()
@@ -140,7 +147,7 @@ def export_backbone(
         loaded.append(_WRITERS[format](backbone, example, partial, dynamic))
 
     target = write_atomically(
-        Path(path),
+        path,
         write,
         overwrite=overwrite,
         what="export.path",

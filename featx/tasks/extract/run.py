@@ -83,6 +83,9 @@ def check_options(options: ExtractOptions) -> None:
         value = getattr(options, key)
         if type(value) is not int or not least <= value <= most:
             raise ArgumentError(f"extract.{key}: must be an integer in {least}..{most}, got {value!r}")
+    for key in ("overwrite", "progress"):
+        if not isinstance(getattr(options, key), bool):
+            raise ArgumentError(f"extract.{key}: must be true or false, got {getattr(options, key)!r:.80}")
     size = list(options.size) if isinstance(options.size, (list, tuple)) else options.size
     if not (isinstance(size, list) and len(size) == 2 and all(type(s) is int and 1 <= s <= MAX_SIDE for s in size)):
         raise ArgumentError(f"extract.size: expected [height, width] of integers in 1..{MAX_SIDE}, got {size!r}")
