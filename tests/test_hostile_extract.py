@@ -263,7 +263,11 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
 @pytest.mark.parametrize(
     ("name", "write", "reason"),
     [
-        ("empty.png", lambda p: p.write_bytes(b""), r"unreadable image \(UnidentifiedImageError"),
+        (
+            "empty.png",
+            lambda p: p.write_bytes(b""),
+            r"^unreadable image \(UnidentifiedImageError: cannot identify image file\)$",
+        ),
         ("text.jpg", lambda p: p.write_text("not a jpeg"), r"unreadable image"),
         (
             "cut.png",
@@ -283,7 +287,7 @@ def test_files_that_are_not_usable_images_are_skipped_with_the_reason(photos, tm
     summary = extract(_spec(), _options(photos, tmp_path / "out"))
     skipped = {Path(e["path"]).name: e["skipped"] for e in _manifest(tmp_path / "out") if "skipped" in e}
     assert (summary.images, list(skipped)) == (3, [name])
-    assert re.search(reason, skipped[name]), skipped[name]
+    assert re.search(reason, skipped[name]) and " at 0x" not in skipped[name], skipped[name]
     assert folder_state(photos) == before
 
 

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
@@ -35,6 +36,8 @@ from featx.tasks.extract.transforms import ImageTransform
 
 #: the largest image file read (a larger one is skipped with the reason)
 MAX_IMAGE_BYTES = 1 << 30
+#: " <_io.BytesIO object at 0x7f...>" in a decoder's message: a memory address, different in every run
+_OBJECT_ADDRESS = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
 #: Pillow modes of 16-bit single-channel images
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 #: Pillow modes whose pixel values have no fixed range, so no faithful 8-bit or [0, 1] form
@@ -91,6 +94,7 @@ class ImageFiles(Dataset):
             return index, None, str(reason), identity
         except Exception as error:  # noqa: BLE001 - any decoder failure is a skipped image, never a crashed run
             message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            message = _OBJECT_ADDRESS.sub("", message)  # the same file gives the same reason in every run
             return index, None, f"unreadable image ({type(error).__name__}: {message})", identity
 
 
