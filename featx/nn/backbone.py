@@ -101,8 +101,8 @@ class Backbone(nn.Module):
         for name in names:
             if not isinstance(name, str) or name not in self.stages:
                 raise ArgumentError(
-                    f"{method}(): unknown stage {name!r:.80}{suggest(str(name), stages)} (stages: {', '.join(stages)}; "
-                    "pass names as separate arguments)"
+                    f"{method}(): unknown stage {name!r:.80}{suggest(str(name), stages)} (stages: {', '.join(stages)})"
+                    + ("" if isinstance(name, str) else f"; pass names as separate arguments: {method}('a', 'b')")
                 )
         return list(names)
 
