@@ -10,9 +10,20 @@ Every error featx raises on purpose derives from :class:`FeatxError`, so callers
 
 from __future__ import annotations
 
+#: the longest message a featx error carries; longer ones (a value a hostile file made huge) are cut
+MAX_MESSAGE_CHARS = 4000
+
 
 class FeatxError(Exception):
-    """Base class of every error featx raises on purpose."""
+    """Base class of every error featx raises on purpose. A message longer than :data:`MAX_MESSAGE_CHARS` is cut,
+    saying how much was left out, so no input can turn an error into megabytes of output."""
+
+    def __init__(self, message: object = "") -> None:
+        text = str(message)
+        if len(text) > MAX_MESSAGE_CHARS:
+            kept = MAX_MESSAGE_CHARS - 60
+            text = f"{text[:kept]}... ({len(text) - kept} more characters left out)"
+        super().__init__(text)
 
 
 class SpecError(FeatxError, ValueError):

@@ -455,6 +455,12 @@ def _cut(path: Path) -> None:
         ("finished", ["c9"], ArgumentError, r"outputs \['c9'\] are not stored there; stored: c2, c3"),
         ("finished", "c2", ArgumentError, r"outputs must be a list of output names"),
         ("finished", [2], ArgumentError, r"outputs must be a list of output names"),
+        (
+            "finished",
+            [f"o{i}" for i in range(10**5)],
+            ArgumentError,
+            r"outputs \['o0', .*'o4' and 99995 more\] are not",
+        ),
     ],
 )
 def test_read_features_names_what_it_cannot_read(finished, tmp_path, where, outputs, error_type, pattern):

@@ -564,3 +564,12 @@ def _ids(cases: List[tuple]) -> List[str]:
 def test_the_corpus_is_distinct():
     for cases in (DATA_CASES, OVERRIDE_CASES, FILE_CASES, STAGE_ORDER_CASES):
         assert len(set(_ids(cases))) == len(cases)
+
+
+def test_enormous_values_are_named_in_short_messages():
+    with pytest.raises(SpecError) as error:
+        featx.build({"model": "r" * 10**6, "stages": {"c2": {"modules": ["conv1"]}}})
+    assert (
+        str(error.value).startswith("backbone.model: unknown torchvision model 'rrrr") and len(str(error.value)) < 300
+    )
+    assert len(str(featx.ArgumentError("x" * 10**5))) <= featx.errors.MAX_MESSAGE_CHARS

@@ -493,3 +493,13 @@ def _racer_weights(seed: int) -> torch.Tensor:
         "seed": seed,
     }
     return featx.build(spec).stages.c3.layer2[0].conv1.weight
+
+
+def test_a_checkpoint_with_an_enormous_key_gets_a_short_message(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({**_state(1), "k" * 100_000: torch.zeros(1)}, path)
+    with pytest.raises(WeightsError) as error:
+        featx.build({**SPEC, "weights": str(path)})
+    message = str(error.value)
+    assert message.startswith(f"backbone.weights: {path} does not fit the kept layers — unexpected keys: kkk")
+    assert len(message) < 400

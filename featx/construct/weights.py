@@ -23,7 +23,7 @@ from torch import nn
 
 from featx.errors import WeightsError
 from featx.spec.keys import key_path
-from featx.spec.limits import quoted
+from featx.spec.limits import quoted, shortened
 
 _SHOWN = 5
 
@@ -84,7 +84,7 @@ def safetensors_file(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str
 
 def _listing(keys: Iterable[str], describe: Callable[[str], str]) -> str:
     keys = list(keys)
-    shown = "; ".join(describe(key) for key in keys[:_SHOWN])
+    shown = "; ".join(shortened(describe(key)) for key in keys[:_SHOWN])
     return shown + (f"; and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else "")
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from featx.errors import SpecError
 from featx.spec.keys import key_path, suggest
+from featx.spec.limits import quoted
 
 
 @functools.lru_cache(maxsize=1)
@@ -34,7 +35,7 @@ def check_model_name(name: str) -> None:
     if name not in names:
         raise SpecError(
             key_path("model"),
-            f"unknown torchvision model {name!r}{suggest(name, names)} "
+            f"unknown torchvision model {quoted(name)}{suggest(name, names)} "
             "(valid: torchvision.models.list_models(module=torchvision.models))",
         )
 

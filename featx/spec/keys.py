@@ -20,7 +20,9 @@ def key_path(*parts: str) -> str:
 
 
 def suggest(word: str, choices: Iterable[str], n: int = 3) -> str:
-    """A ``"; did you mean x?"`` hint, or ``""`` when nothing is close."""
+    """A ``"; did you mean x?"`` hint, or ``""`` when nothing is close (or ``word`` is too long to be a typo)."""
+    if len(word) > 200:
+        return ""
     by_lower = {choice.lower(): choice for choice in choices}
     close = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.6)
     return f"; did you mean {' or '.join(by_lower[match] for match in close)}?" if close else ""

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from featx.errors import ArgumentError, FeatxError
 from featx.files import path_argument, write_atomically
+from featx.spec.limits import quoted
 from featx.tasks.extract.listing import Identity
 
 FORMAT = "featx-extract/2"
@@ -377,7 +378,10 @@ def read_features(
     names = list(stored if outputs is None else outputs)
     unknown = [name for name in names if name not in stored]
     if unknown:
-        raise ArgumentError(f"{who}: outputs {unknown} are not stored there; stored: {', '.join(stored)}")
+        shown = ", ".join(quoted(name) for name in unknown[:5]) + (
+            f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        )
+        raise ArgumentError(f"{who}: outputs [{shown}] are not stored there; stored: {', '.join(stored)}")
     with ExitStack() as stack:
         handles: Dict[str, Any] = {}
         for number, entry in _manifest_entries(manifest, who):
