@@ -77,6 +77,8 @@ CASES = [
     ("featx", ["-m", "backbone=resnet18,../x"], r"^featx: error: backbone=\.\./x: a config choice is a name"),
     ("featx-export", ["backbone=../x", "export.path=a.pt"], r"^featx-export: error: backbone=\.\./x: a config choice"),
     ("featx-extract", ["backbone=/x", "extract.input=.", "extract.output=o"], r"^featx-extract: error: backbone=/x"),
+    ("featx", ["backbone=null"], r"^featx: error: backbone=null: a backbone is chosen by its name"),
+    ("featx", ["backbone=[resnet18,vgg16]"], r"^featx: error: backbone=\[resnet18,vgg16\]: a backbone is chosen by"),
     ("featx", ["backbone=resnt18"], r"backbone=resnt18: no such packaged backbone; did you mean resnet18"),
     ("featx", ["backbone=RESNET18"], r"backbone=RESNET18: no such packaged backbone; did you mean resnet18"),
     # the featx app's own keys

@@ -84,7 +84,13 @@ def check_choices(app: str, arguments: Sequence[str]) -> None:
     custom_roots = any(argument.lstrip("+").startswith(_SEARCH_PATH_FLAGS) for argument in arguments)
     for argument in overrides:
         group = argument.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
-        for choice in _choice_values(_parsed(app, argument)):
+        override = _parsed(app, argument)
+        if group == "backbone" and not override.is_delete() and not override.is_sweep_override():
+            if not isinstance(override.value(), str):
+                fail(
+                    app, f"{argument}: a backbone is chosen by its name, e.g. backbone=resnet50 (featx-list lists them)"
+                )
+        for choice in _choice_values(override):
             if _escapes(choice):
                 fail(
                     app,
