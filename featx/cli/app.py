@@ -2,6 +2,7 @@
 
 - Before Hydra composes anything, a config group choice that leaves the config roots (``backbone=../../x`` or an
   absolute path) is refused, and an unknown ``backbone=`` choice is answered with the close names.
+- A key the app's schema lacks (``+input.heigth=300``, which Hydra would add and the app ignore) is refused.
 - Every FeatxError in a job becomes one line ``<app>: error: <message>``.
 - In a sweep (``-m``) a failing job does not stop the others: each failure is reported when it happens, and when
   every job has run the app exits with status 1 and a summary of the failed jobs.
@@ -121,7 +122,7 @@ def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> List[Tuple[
             continue
         if key not in hints:
             unknown.append((name, list(hints)))
-        elif dataclasses.is_dataclass(hints[key]) and OmegaConf.is_dict(cfg._get_node(key)):
+        elif dataclasses.is_dataclass(hints[key]) and OmegaConf.is_dict(cfg[key]):
             unknown += unknown_keys(cfg[key], hints[key], prefix=f"{name}.")
     return unknown
 
