@@ -22,9 +22,11 @@ MAX_STAGES = 64
 MAX_STAGE_MODULES = 4096
 #: the largest height or width of an input featx runs or probes (an 8K image is 7680 wide)
 MAX_SIDE = 16_384
-#: the largest batch the apps run, and channel count of a neck
+#: the largest batch the apps run
 MAX_BATCH = 4096
-MAX_CHANNELS = 65_536
+#: the widest neck (``fpn.out_channels``): one 3x3 conv of 4096 -> 4096 channels is 0.6 GB of float32, and an FPN
+#: has one per level, so a wider neck would exhaust memory before any use (detection FPNs use 256)
+MAX_CHANNELS = 4096
 #: the most input values (batch × height × width) an app runs at once: 2 GiB of float32 per channel
 MAX_BATCH_PIXELS = 1 << 29
 #: the largest ``seed`` (what ``torch.manual_seed`` takes as a non-negative 64-bit integer)
