@@ -85,11 +85,16 @@ CASES = [
     ("featx", ["input.height=0"], r"^featx: error: input\.height: must be an integer in 1\.\.16384, got 0$"),
     ("featx", ["input.width=-3"], r"^featx: error: input\.width: must be an integer in 1\.\.16384, got -3$"),
     ("featx", ["input.batch_size=0"], r"^featx: error: input\.batch_size: must be an integer in 1\.\.4096, got 0$"),
+    (
+        "featx",
+        ["input.height=16384", "input.width=16384"],
+        r"^featx: error: input: a batch of 1 inputs of 16384x16384 is more than 33554432 pixels",
+    ),
     ("featx", ["input.height=100000"], r"input\.height: must be an integer in 1\.\.16384, got 100000"),
     (
         "featx",
         ["input.batch_size=4096", "input.height=16384", "input.width=16384"],
-        r"^featx: error: input: a batch of 4096 inputs of 16384x16384 is more than 536870912 pixels",
+        r"^featx: error: input: a batch of 4096 inputs of 16384x16384 is more than 33554432 pixels",
     ),
     ("featx", ["backbone=vgg16", "input.height=4", "input.width=4"], r"input 4x4: the forward pass failed"),
     # keys the apps' schemas do not have, added with + (Hydra would let them through, unused)
