@@ -75,14 +75,14 @@ def _torchvision_model(name: str) -> torch.nn.Module:
         return torchvision.models.get_model(name, weights=None)
 
 
-def _reference_and_backbone(name: str, tmp_path) -> tuple:
+def _reference_and_backbone(name: str, tmp_path, norm: str = "eval") -> tuple:
     """A torchvision instance (random weights, randomised BatchNorm statistics) and the conf file ``name`` built
     with its saved state dict; ``norm=eval`` keeps torchvision's own BatchNorm layers, so outputs can match exactly."""
     torch.manual_seed(0)
     reference = randomize_norm_statistics(_torchvision_model(SPECS[name].model)).eval()
     weights = tmp_path / f"{name}.pth"
     torch.save(reference.state_dict(), weights)
-    backbone = featx.build(name, overrides=[f"weights='{weights}'", "device=cpu", "norm=eval"]).eval()
+    backbone = featx.build(name, overrides=[f"weights='{weights}'", "device=cpu", f"norm={norm}"]).eval()
     weights.unlink()  # the build holds what it needs; big checkpoints should not pile up in tmp
     return reference, backbone
 
@@ -113,6 +113,21 @@ def test_conf_backbone_equals_torchvision_with_the_same_weights(name, tmp_path):
         assert outputs[info.name].shape[1] == info.channels
     strides = [info.stride for info in backbone.feature_info]
     assert strides == sorted(set(strides)), "strides must increase strictly"
+
+
+@pytest.mark.parametrize("name", _params(PLAIN))
+def test_conf_backbone_with_frozen_norm_equals_torchvision_in_eval_mode(name, tmp_path):
+    """The packaged default ``norm: frozen`` (torchvision's FrozenBatchNorm2d, built with each layer's own eps)
+    against the torchvision model's own BatchNorm in eval mode: equal up to float rounding."""
+    spec = SPECS[name]
+    reference, backbone = _reference_and_backbone(name, tmp_path, norm="frozen")
+    x = torch.randn(2, 3, *_test_size(spec))
+    with torch.inference_mode():
+        outputs = backbone(x)
+        expected = _children_in_order(reference, backbone, x)
+    for info in backbone.feature_info:
+        scale = expected[info.name].abs().max().item()
+        assert_close(outputs[info.name], expected[info.name], rtol=1e-4, atol=1e-5 * max(scale, 1.0))
 
 
 @pytest.mark.parametrize("name", _params(WITH_FPN))
