@@ -16,6 +16,7 @@ import torch
 import torchvision
 from PIL import Image
 from safetensors import safe_open
+from torchvision import transforms
 from torchvision.models import ResNet18_Weights
 
 import featx
@@ -72,9 +73,18 @@ def _spec(weights_file: str, **changes) -> featx.BackboneSpec:
 
 
 def _reference_features(spec: featx.BackboneSpec, paths: List[Path]) -> Dict[str, Dict[str, torch.Tensor]]:
-    """The backbone applied to each image alone, through the documented transform (center_crop at 64)."""
+    """The backbone applied to each image alone, through the documented center_crop transform at 64x64 written out
+    with torchvision's own transforms (shorter side to 64 / 0.875, centre crop, ImageNet mean and std), not
+    featx's transform code."""
     backbone = featx.build(spec).eval()
-    transform = image_transform("center_crop", spec, [64, 64])
+    transform = transforms.Compose(
+        [
+            transforms.Resize(int(64 / 0.875), antialias=True),
+            transforms.CenterCrop(64),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     features = {}
     with torch.no_grad():
         for path in paths:
