@@ -1,0 +1,104 @@
+"""Failure injection: every file featx writes (extraction shards, checkpoints, exports, proposals) appears whole or
+not at all. Each case makes the writer fail after writing half its bytes, as a full disk would, and checks that
+neither the final file nor a temporary one is left, that the user's files are unchanged, and that the same call
+succeeds once the disk has room again. What fails is the third-party writer (safetensors) or featx's own writer
+function, never torch itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import folder_state, resnet18_spec
+from PIL import Image
+
+import featx
+import featx.construct.checkpoint as checkpoint_module
+import featx.tasks.export as export_module
+import featx.tasks.extract.store as store_module
+from featx.cli import propose as propose_cli
+from featx.errors import ArgumentError
+from featx.spec.apps import ExtractOptions
+from featx.tasks.extract.run import extract
+
+DISK_FULL = OSError(28, "No space left on device")
+
+
+def _half_then_fail(path: Any) -> None:
+    Path(path).write_bytes(b"half of what featx meant to write")
+    raise DISK_FULL
+
+
+def _leftovers(folder: Path) -> list:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.endswith(".partial"))
+
+
+def test_a_shard_whose_write_fails_is_not_left_and_the_rerun_completes(tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(3):
+        Image.new("RGB", (40, 30), (index * 80, 0, 0)).save(photos / f"{index}.png")
+    output = tmp_path / "feats"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine")
+    spec = featx.load_spec(resnet18_spec(device="cpu"))
+    options = ExtractOptions(
+        input=str(photos), output=str(output), size=[32, 32], batch_size=2, shard_size=2, workers=0, progress=False
+    )
+    monkeypatch.setattr(store_module, "save_file", lambda tensors, path, metadata: _half_then_fail(path))
+    with pytest.raises(
+        ArgumentError, match=r"^extract\.output: cannot write .*shard-r000-00001\.safetensors: No space"
+    ):
+        extract(spec, options)
+    assert not list((output / "featx-shards").glob("*.safetensors")) and _leftovers(output) == []
+    assert (output / "notes.txt").read_text() == "mine"
+    monkeypatch.undo()
+    summary = extract(spec, options)
+    assert summary.images == 3 and len(list(featx.read_features(output))) == 3
+
+
+def test_a_checkpoint_whose_write_fails_leaves_the_old_file(tmp_path, monkeypatch):
+    """The ``.safetensors`` writer fails midway (``.pt`` files go through the same temporary-file writer, with
+    ``torch.save`` as the writer function)."""
+    target = tmp_path / "bb.safetensors"
+    target.write_bytes(b"the user's previous checkpoint")
+    backbone = featx.build(resnet18_spec(device="cpu"))
+    monkeypatch.setattr(checkpoint_module, "save_safetensors", lambda state, path, metadata: _half_then_fail(path))
+    with pytest.raises(ArgumentError, match=r"^save\(\): cannot write .*bb\.safetensors: No space left on device"):
+        featx.save(backbone, target, overwrite=True)
+    assert folder_state(tmp_path) == {"bb.safetensors": b"the user's previous checkpoint"}
+    monkeypatch.undo()
+    featx.save(backbone, target, overwrite=True)
+    assert featx.load(target).spec.stages == backbone.spec.stages
+
+
+def test_an_export_whose_write_fails_leaves_nothing(tmp_path, monkeypatch):
+    (tmp_path / "notes.txt").write_text("mine")
+    backbone = featx.build(resnet18_spec(device="cpu"))
+    monkeypatch.setitem(
+        export_module._WRITERS, "torchscript", lambda backbone, example, partial, dynamic: _half_then_fail(partial)
+    )
+    with pytest.raises(ArgumentError, match=r"^export\.path: cannot write .*bb\.pt: No space left on device"):
+        export_module.export_backbone(backbone, tmp_path / "bb.pt", "torchscript", (32, 32))
+    assert folder_state(tmp_path) == {"notes.txt": b"mine"}
+    monkeypatch.undo()
+    assert export_module.export_backbone(backbone, tmp_path / "bb.pt", "torchscript", (32, 32)).path.is_file()
+
+
+def test_a_proposal_whose_write_fails_leaves_nothing(tmp_path, monkeypatch, capsys):
+    original = Path.write_text
+
+    def write_text(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self.name.endswith(".partial"):
+            _half_then_fail(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    with pytest.raises(SystemExit):
+        propose_cli.main(["resnet18", "-o", str(tmp_path / "r18.yaml")])
+    assert "--output: cannot write" in capsys.readouterr().err
+    assert folder_state(tmp_path) == {}
+    monkeypatch.undo()
+    propose_cli.main(["resnet18", "-o", str(tmp_path / "r18.yaml")])
+    assert featx.load_spec(str(tmp_path / "r18.yaml")).model == "resnet18"
