@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 from helpers import resnet18_spec
+from torch import nn
 
 import featx
+from featx.construct.execution_order import check_execution_order
+from featx.construct.members import StageMembers
 from featx.construct.meta_model import MetaModel
 from featx.construct.plan import plan_backbone
 
@@ -189,3 +192,31 @@ def test_layers_after_the_last_returned_stage_are_dropped():
     names = {name for name, _ in backbone.named_parameters()}
     assert not any("layer3" in name or "fc" in name for name in names)
     assert list(backbone.stages) == ["c2", "c3"]
+
+
+class _TwoOfThree(nn.Module):
+    """A model whose forward runs ``a`` then ``b``; ``unused`` is never called (like a training-only branch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.unused = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_a_member_listed_after_everything_the_forward_runs_is_refused():
+    members = [StageMembers("c1", ("a",), "a"), StageMembers("c2", ("b", "unused"), "b, unused")]
+    with pytest.raises(featx.SpecError) as caught:
+        check_execution_order(_TwoOfThree(), members, (64, 64))
+    assert str(caught.value).startswith(
+        "backbone.stages.c2: the model's own forward at 64x64 (eval mode) never runs 'unused'"
+    )
+
+
+def test_strides_of_a_fixed_odd_input_size_are_rounded_to_the_nearest_power_of_two():
+    """At 97x97 ResNet's maps are 25, 13 and 7 wide (ratios 3.9, 7.5, 13.9): the strides are 4, 8 and 16."""
+    plan = _plan(resnet18_spec(input_size=[97, 97]))
+    assert [(info.name, info.stride) for info in plan.stages] == [("c2", 4), ("c3", 8), ("c4", 16)]

@@ -1,0 +1,290 @@
+"""featx's mutation run: plant each bug of MUTANTS in the working tree, run the tests that guard its module, and
+report which mutants the suite kills. A surviving mutant is a bug the tests would let through.
+
+Each mutant replaces one exact piece of source (which must occur once) and is undone before the next, also when the
+run is interrupted (the original text is written back in a ``finally``; start from a clean ``git status`` to be
+sure). Mutants marked equivalent change nothing a user can observe; they are listed with the reason and not run.
+
+    python scripts/mutation.py                        # every mutant; markdown table on stdout
+    python scripts/mutation.py --only freezing store  # the mutants of some modules
+    python scripts/mutation.py --json out.json        # also the per-mutant results as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """``old`` → ``new`` in ``module`` (a path below ``featx/``); ``equivalent`` says why it cannot be observed."""
+
+    module: str
+    old: str
+    new: str
+    bug: str
+    equivalent: Optional[str] = None
+
+
+#: modules whose guards include slow tests (the concurrent writers run as real processes)
+RUN_SLOW = {"files.py"}
+#: the tests that guard each module (a mutant runs only these, stopping at the first failure)
+GUARDS: Dict[str, List[str]] = {
+    "spec/validate.py": ["tests/test_spec_validation.py", "tests/test_hostile_spec.py"],
+    "spec/overrides.py": ["tests/test_hostile_spec.py", "tests/test_loader.py"],
+    "spec/load.py": ["tests/test_hostile_spec.py", "tests/test_loader.py"],
+    "construct/members.py": ["tests/test_model_checks.py", "tests/test_hostile_spec.py"],
+    "construct/execution_order.py": ["tests/test_hostile_spec.py", "tests/test_model_checks.py"],
+    "construct/probe.py": ["tests/test_model_checks.py", "tests/test_neck.py", "tests/test_reference_equality.py"],
+    "construct/weights.py": ["tests/test_hostile_weights.py", "tests/test_weights.py"],
+    "construct/builder.py": ["tests/test_hostile_spec.py", "tests/test_hostile_weights.py"],
+    "nn/freezing.py": ["tests/test_freezing.py", "tests/test_conf_backbones.py"],
+    "nn/backbone.py": ["tests/test_freezing.py", "tests/test_runtime_control.py", "tests/test_hostile_forward.py"],
+    "nn/fpn.py": ["tests/test_neck.py", "tests/test_reference_equality.py"],
+    "tasks/extract/store.py": ["tests/test_hostile_extract.py", "tests/test_extract.py", "tests/test_atomic_writes.py"],
+    "tasks/extract/transforms.py": ["tests/test_extract.py"],
+    "tasks/extract/listing.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
+    "tasks/extract/decode.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
+    "files.py": ["tests/test_hostile_weights.py", "tests/test_atomic_writes.py"],
+}
+
+MUTANTS: List[Mutant] = [
+    # spec validation
+    Mutant("spec/validate.py", "if start < previous_end:", "if start < previous_end - 1:", "overlapping slices pass"),
+    Mutant("spec/validate.py", "if start > previous_end:", "if start > previous_end + 1:", "a gap between slices"),
+    Mutant("spec/validate.py", "if end <= start:", "if end < start:", "an empty slice passes"),
+    Mutant("spec/validate.py", "if not 0 <= spec.frozen_stages <= len(kept):", "if False:", "frozen_stages unchecked"),
+    Mutant("spec/validate.py", "if order != sorted(set(order)):", "if False:", "out_features in any order"),
+    Mutant("spec/validate.py", "if not 0 <= spec.seed <= MAX_SEED:", "if spec.seed < 0:", "seed unbounded above"),
+    Mutant(
+        "spec/validate.py",
+        "if not 1 <= spec.fpn.out_channels <= MAX_CHANNELS:",
+        "if spec.fpn.out_channels < 1:",
+        "fpn width unbounded",
+    ),
+    # spec loading
+    Mutant("spec/overrides.py", "merge=False, force_add=True", "merge=True, force_add=True", "overrides merge"),
+    Mutant("spec/load.py", "        _refuse_interpolations(data)\n", "", "interpolations in spec data resolved"),
+    # stage resolution and planning
+    Mutant(
+        "construct/members.py",
+        'if path == owned or path.startswith(owned + ".") or owned.startswith(path + "."):',
+        "if path == owned:",
+        "a module inside another stage's module",
+    ),
+    Mutant(
+        "construct/execution_order.py",
+        "        if found == path:\n            continue\n",
+        "        if found == path or found is None:\n            continue\n",
+        "a member the forward never reaches passes",
+    ),
+    Mutant(
+        "construct/execution_order.py",
+        "if path in containers or inside_member or (parent and parent not in containers):",
+        "if path in containers or inside_member or parent:",
+        "modules below the root never checked",
+    ),
+    Mutant(
+        "construct/probe.py",
+        "return int(2 ** max(0, round(math.log2(size[0] / height))))",
+        "return int(2 ** max(0, math.floor(math.log2(size[0] / height))))",
+        "stride rounded down",
+    ),
+    Mutant(
+        "construct/probe.py",
+        "return int(shape[spatial_dims(layout)[0]])",
+        "return int(shape[1])",
+        "channels read from dim 1 whatever the layout",
+    ),
+    # weights
+    Mutant(
+        "construct/weights.py",
+        "_kind(state[key]) != _dtype_kind(expected[key].dtype)]",
+        "False]",
+        "integer weights loaded into float layers",
+    ),
+    Mutant(
+        "construct/weights.py",
+        "mismatched = [key for key in expected if key in state and state[key].shape != expected[key].shape]",
+        "mismatched: List[str] = []",
+        "shape mismatches unreported",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "        torch.manual_seed(spec.seed)\n",
+        "",
+        "random init unseeded",
+    ),
+    # norm policies and freezing
+    Mutant(
+        "nn/freezing.py",
+        "FrozenBatchNorm2d(norm.num_features, eps=norm.eps)",
+        "FrozenBatchNorm2d(norm.num_features)",
+        "FrozenBatchNorm2d without the layer's eps",
+    ),
+    Mutant(
+        "nn/freezing.py",
+        "        frozen.running_mean.copy_(norm.running_mean)\n",
+        "",
+        "running_mean not carried into FrozenBatchNorm2d",
+    ),
+    Mutant(
+        "nn/freezing.py", "    stage.requires_grad_(not frozen)", "    stage.requires_grad_(True)", "freeze keeps grads"
+    ),
+    Mutant(
+        "nn/freezing.py",
+        "    for name in frozen:\n        stages[name].eval()\n",
+        "",
+        "train() un-freezes frozen stages' BatchNorm",
+    ),
+    Mutant(
+        "nn/freezing.py",
+        '    if norm == "eval":',
+        '    if norm == "never":',
+        "norm: eval layers follow train()",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "        if mode:\n            keep_eval_modes(",
+        "        if not mode:\n            keep_eval_modes(",
+        "train() keeps nothing in eval",
+    ),
+    # neck
+    Mutant(
+        "nn/fpn.py",
+        "return P6P7Levels(top.channels, spec.out_channels,",
+        "return P6P7Levels(spec.out_channels, spec.out_channels,",
+        "P6 from P5 when C5's width differs",
+    ),
+    Mutant("nn/fpn.py", 'return f"p{stride.bit_length() - 1}"', 'return f"p{stride.bit_length()}"', "levels misnamed"),
+    # feature store
+    Mutant(
+        "tasks/extract/store.py",
+        "or current[stored.path] != stored.identity:",
+        ":",
+        "stale features of a changed image listed",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        'rf"^{SHARD_DIR}/shard-r\\d{{3,9}}-\\d{{5,9}}\\.safetensors$"',
+        'r".*"',
+        "manifest shard paths unchecked",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "            lambda partial: save_file(contiguous, str(partial), metadata=metadata),",
+        "            lambda partial: save_file(contiguous, str(path), metadata=metadata),",
+        "shards written straight to their final name",
+    ),
+    # transforms, listing, decoding
+    Mutant(
+        "tasks/extract/transforms.py",
+        "IMAGENET_STD = (0.229, 0.224, 0.225)",
+        "IMAGENET_STD = (0.5, 0.5, 0.5)",
+        "normalised with std 0.5",
+    ),
+    Mutant(
+        "tasks/extract/transforms.py",
+        "shorter = int(max(height, width) / CROP_FRACTION)",
+        "shorter = int(max(height, width))",
+        "crop without the /0.875 resize",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "        if _inside(file, folder):\n            continue\n",
+        "",
+        "output folder listed",
+    ),
+    Mutant(
+        "tasks/extract/decode.py",
+        "np.asarray(image, dtype=np.float32) / 65535.0",
+        "np.clip(np.asarray(image, dtype=np.float32), 0, 255) / 255.0",
+        "16-bit images clipped to 8 bits",
+    ),
+    # writing files
+    Mutant("files.py", "        os.link(partial, path)\n", "        os.replace(partial, path)\n", "save overwrites"),
+    Mutant(
+        "files.py",
+        "        partial.unlink(missing_ok=True)\n",
+        "        pass\n",
+        "temporary files left behind",
+    ),
+]
+
+
+def _apply(mutant: Mutant) -> Tuple[Path, str]:
+    path = ROOT / "featx" / mutant.module
+    text = path.read_text()
+    if text.count(mutant.old) != 1:
+        raise SystemExit(
+            f"mutation.py: {mutant.module}: the text to mutate occurs {text.count(mutant.old)} times: {mutant.old!r}"
+        )
+    path.write_text(text.replace(mutant.old, mutant.new))
+    return path, text
+
+
+def run(mutant: Mutant, workers: int) -> Tuple[str, float, str]:
+    """('killed' | 'survived', seconds, the first failing test or '')."""
+    path, original = _apply(mutant)
+    start = time.perf_counter()
+    try:
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+        command += [] if mutant.module in RUN_SLOW else ["-m", "not slow"]
+        command += ["-n", str(workers), "--dist", "load", *GUARDS[mutant.module]]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    finally:
+        path.write_text(original)
+    failed = next((line.split()[1] for line in result.stdout.splitlines() if line.startswith("FAILED ")), "")
+    status = "killed" if result.returncode != 0 else "survived"
+    return status, time.perf_counter() - start, failed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", help="module names (e.g. freezing store) whose mutants run")
+    parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers per mutant")
+    parser.add_argument("--json", type=Path, help="write the per-mutant results here")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or any(name in m.module for name in args.only)]
+    rows, results = [], []
+    for index, mutant in enumerate(chosen, 1):
+        if mutant.equivalent:
+            status, seconds, failed = "equivalent", 0.0, ""
+        else:
+            status, seconds, failed = run(mutant, args.workers)
+        print(f"[{index}/{len(chosen)}] {status:10} {mutant.module}: {mutant.bug} ({seconds:.0f} s)", file=sys.stderr)
+        results.append(
+            {
+                "module": mutant.module,
+                "bug": mutant.bug,
+                "status": status,
+                "seconds": round(seconds, 1),
+                "killed_by": failed,
+                "equivalent": mutant.equivalent,
+            }
+        )
+        rows.append((mutant.module, mutant.bug, status, failed or (mutant.equivalent or "")))
+    counts = Counter((module, status) for module, _, status, _ in rows)
+    print("| module | killed | survived | equivalent |\n|---|---:|---:|---:|")
+    for module in dict.fromkeys(module for module, *_ in rows):
+        killed, survived, equivalent = (counts[module, status] for status in ("killed", "survived", "equivalent"))
+        print(f"| `{module}` | {killed} | {survived} | {equivalent} |")
+    print("\n| module | planted bug | result | first failing test (or why equivalent) |\n|---|---|---|---|")
+    for module, bug, status, detail in rows:
+        print(f"| `{module}` | {bug} | {status} | {detail.replace('|', '/')} |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
