@@ -244,7 +244,14 @@ def run(mutant: Mutant, workers: int) -> Tuple[str, float, str]:
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     finally:
         path.write_text(original)
-    failed = next((line.split()[1] for line in result.stdout.splitlines() if line.startswith("FAILED ")), "")
+    failed = next(
+        (
+            line.split(" ", 1)[1].split(" - ", 1)[0]
+            for line in result.stdout.splitlines()
+            if line.startswith(("FAILED ", "ERROR "))
+        ),
+        "",
+    )
     status = "killed" if result.returncode != 0 else "survived"
     return status, time.perf_counter() - start, failed
 

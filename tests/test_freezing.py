@@ -96,5 +96,8 @@ def test_norm_sync_converts_to_sync_batchnorm():
     backbone = featx.build(resnet18_spec(norm="sync"))
     layers = [m for m in backbone.modules() if isinstance(m, _BatchNorm)]
     assert layers and all(isinstance(m, nn.SyncBatchNorm) for m in layers)
-    with torch.no_grad():  # inference needs no process group
-        backbone.eval()(torch.randn(1, 3, 64, 64))
+    plain = featx.build(resnet18_spec(norm="train")).eval()  # same seed: the same weights, plain BatchNorm
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():  # inference needs no process group, and in eval mode SyncBatchNorm is BatchNorm
+        outputs, expected = backbone.eval()(image), plain(image)
+    assert all(torch.equal(outputs[name], expected[name]) for name in expected)
