@@ -74,7 +74,12 @@ MUTANTS: List[Mutant] = [
     ),
     # spec loading
     Mutant("spec/overrides.py", "merge=False, force_add=True", "merge=True, force_add=True", "overrides merge"),
-    Mutant("spec/load.py", "        _refuse_interpolations(data)\n", "", "interpolations in spec data resolved"),
+    Mutant(
+        "spec/load.py",
+        "    try:\n        _refuse_interpolations(data)\n",
+        "    try:\n        pass\n",
+        "interpolations in spec data resolved",
+    ),
     # stage resolution and planning
     Mutant(
         "construct/members.py",
@@ -229,7 +234,9 @@ def _apply(mutant: Mutant) -> Tuple[Path, str]:
         raise SystemExit(
             f"mutation.py: {mutant.module}: the text to mutate occurs {text.count(mutant.old)} times: {mutant.old!r}"
         )
-    path.write_text(text.replace(mutant.old, mutant.new))
+    mutated = text.replace(mutant.old, mutant.new)
+    compile(mutated, str(path), "exec")  # a mutant that does not compile would be "killed" by any import
+    path.write_text(mutated)
     return path, text
 
 
