@@ -393,6 +393,12 @@ SECRET = "root:$6$SECRETHASH:19000:0:99999:7:::"
 # (id, file name, bytes, pattern after the file name)
 FILE_CASES = [
     ("empty", "a.yaml", b"", r"empty|mapping"),
+    (
+        "interpolation",
+        "a.yaml",
+        b"model: resnet18\nweights: ${model}\nstages: {c2: {modules: [conv1]}}\n",
+        r"a\.yaml: backbone\.weights: holds an interpolation",
+    ),
     ("only-comment", "a.yaml", b"# nothing\n", r"empty|mapping"),
     ("null-document", "a.yaml", b"null\n", r"mapping"),
     ("top-level-list", "a.yaml", b"- model: resnet18\n", r"mapping"),
