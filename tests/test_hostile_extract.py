@@ -309,10 +309,10 @@ BAD_OPTIONS = [
     ({"size": "32"}, r"^extract.size: .*got '32'"),
     ({"size": [32.5, 32]}, r"^extract.size: "),
     ({"size": [True, 32]}, r"^extract.size: "),
-    ({"batch_size": 4096, "size": [4096, 4096]}, r"^extract.size: a batch of 4096 images of 4096x4096 is more than"),
+    ({"batch_size": 4096, "size": [4096, 4096]}, r"^extract.size: a batch of 4096 inputs of 4096x4096 is more than"),
     (
         {"batch_size": 1, "size": [16384, 16384]},
-        r"^extract.size: a batch of 1 images of 16384x16384 is more than 33554432",
+        r"^extract.size: a batch of 1 inputs of 16384x16384 is more than 33554432",
     ),
     ({"batch_size": 0}, r"^extract.batch_size: must be an integer in 1..4096, got 0"),
     ({"batch_size": 10**6}, r"^extract.batch_size: must be an integer in 1..4096"),

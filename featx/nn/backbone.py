@@ -190,7 +190,7 @@ class Backbone(nn.Module):
                 f"featx backbone {model!r} is on {reference.device}, the input on {x.device}; move one of them "
                 f"(x.to({str(reference.device)!r}))"
             )
-        if x.dtype != reference.dtype and not _autocast_enabled(x.device.type):
+        if x.dtype != reference.dtype and not torch.is_autocast_enabled(x.device.type):
             raise InputShapeError(
                 f"featx backbone {model!r} computes in {reference.dtype}, the input is {x.dtype}; convert it "
                 f"(x.to({reference.dtype})) or run under torch.autocast"
@@ -222,10 +222,3 @@ _TOO_SMALL = ("Output size is too small", "Kernel size can't be greater than act
 
 def _is_too_small(error: RuntimeError) -> bool:
     return any(text in str(error) for text in _TOO_SMALL)
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return bool(torch.is_autocast_enabled(device_type))
-    except (TypeError, RuntimeError):  # torch before 2.4 takes no device type, and knows CUDA and CPU only
-        return bool(torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled())

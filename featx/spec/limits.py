@@ -40,15 +40,14 @@ MAX_OVERRIDE_CHARS = 4096
 QUOTE_LIMIT = 80
 
 
-def quoted(value: Any) -> str:
-    """``repr(value)``, cut to :data:`QUOTE_LIMIT` characters: errors name a value, they never dump a file."""
-    text = repr(value)
-    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
-
-
 def shortened(text: str) -> str:
     """``text`` cut to :data:`QUOTE_LIMIT` characters (for a name inside a key path)."""
     return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
+
+
+def quoted(value: Any) -> str:
+    """``repr(value)``, cut to :data:`QUOTE_LIMIT` characters: errors name a value, they never dump a file."""
+    return shortened(repr(value))
 
 
 def expanded_size(data: Any) -> int:
@@ -93,8 +92,15 @@ def check_batch_shape(where: str, batch_size: Any, height: Any, width: Any) -> N
     ):
         if type(value) is not int or not 1 <= value <= most:
             raise ArgumentError(f"{where}.{key}: must be an integer in 1..{most}, got {quoted(value)}")
+    check_batch_pixels(where, batch_size, height, width, size_key=f"{where}.height/width")
+
+
+def check_batch_pixels(key: str, batch_size: int, height: int, width: int, size_key: str) -> None:
+    """Raise :class:`ArgumentError` naming ``key`` if a batch of ``batch_size`` inputs of ``height``×``width`` holds
+    more than :data:`MAX_BATCH_PIXELS` pixels (the batch size and ``size_key`` are what to lower)."""
     if batch_size * height * width > MAX_BATCH_PIXELS:
+        where = key.rpartition(".")[0] or key
         raise ArgumentError(
-            f"{where}: a batch of {batch_size} inputs of {height}x{width} is more than {MAX_BATCH_PIXELS} pixels; "
-            f"lower {where}.batch_size or the size"
+            f"{key}: a batch of {batch_size} inputs of {height}x{width} is more than {MAX_BATCH_PIXELS} pixels; "
+            f"lower {where}.batch_size or {size_key}"
         )

@@ -34,7 +34,7 @@ from featx.models.weights_enums import enum_member, is_weights_file
 from featx.nn.backbone import Backbone
 from featx.spec.apps import ExtractOptions
 from featx.spec.keys import suggest
-from featx.spec.limits import MAX_BATCH, MAX_BATCH_PIXELS, MAX_SIDE
+from featx.spec.limits import MAX_BATCH, MAX_SIDE, check_batch_pixels
 from featx.spec.schema import BackboneSpec
 from featx.tasks.extract.decode import ImageBatch, ImageFiles, collate_images
 from featx.tasks.extract.listing import Identity, ImageListing, file_identity, find_images
@@ -89,11 +89,7 @@ def check_options(options: ExtractOptions) -> None:
     size = list(options.size) if isinstance(options.size, (list, tuple)) else options.size
     if not (isinstance(size, list) and len(size) == 2 and all(type(s) is int and 1 <= s <= MAX_SIDE for s in size)):
         raise ArgumentError(f"extract.size: expected [height, width] of integers in 1..{MAX_SIDE}, got {size!r}")
-    if options.batch_size * size[0] * size[1] > MAX_BATCH_PIXELS:
-        raise ArgumentError(
-            f"extract.size: a batch of {options.batch_size} images of {size[0]}x{size[1]} is more than "
-            f"{MAX_BATCH_PIXELS} pixels; lower extract.batch_size or extract.size"
-        )
+    check_batch_pixels("extract.size", options.batch_size, size[0], size[1], size_key="extract.size")
 
 
 def _rank_device(spec: BackboneSpec) -> torch.device:
