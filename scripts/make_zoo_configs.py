@@ -43,6 +43,11 @@ FPN_MODELS = [
     "vgg16_bn",
     "alexnet",
     "squeezenet1_1",
+    "vit_b_16",
+    "vit_b_32",
+    "vit_l_16",
+    "vit_l_32",
+    "vit_h_14",
 ]
 TRANSFORM_INPUT = (
     "The model's own forward first applies transform_input when torchvision builds it with pretrained weights: it "
@@ -90,6 +95,16 @@ NOTES = {
     "swin": [
         "The blocks work channels-last (layout: nhwc); featx returns every output as N x C x H x W. c5 includes "
         "the final LayerNorm `norm` that the classifier applies."
+    ],
+    "vit": [
+        "A token model: featx flattens conv_proj's patch map into tokens, puts class_token in front and adds "
+        "encoder.pos_embedding (what VisionTransformer.forward and Encoder.forward do beyond calling modules), "
+        "resampling the position embedding bicubically for inputs other than the model's own size; input sides must "
+        "be multiples of the stride. Every stage returns the patch tokens as a map (the class token dropped); "
+        "blocks4 ends on the final LayerNorm encoder.ln. The _fpn variant is ViTDet's simple feature pyramid on "
+        "blocks4; where the patch size is not a power of two, tokens.stride resizes the image so that a patch covers "
+        "a power-of-two number of pixels. The SWAG_E2E weights were trained at larger sizes and carry a longer "
+        "position embedding than this model (built at 224x224) takes.",
     ],
     "maxvit": [
         "input_size [224, 224]: MaxViT sizes its window and grid partitions at construction for 224x224 "

@@ -189,7 +189,7 @@ def test_propose_never_overwrites_a_file_without_force(workdir, capsys):
     "arguments, pattern",
     [
         (["resnet5"], r"resnet50"),
-        (["vit_b_16"], r"no spatial hierarchy"),
+        (["resnet18", "--min-stride", "64"], r"gives fewer than two stages"),
         (["resnet18", "-o", "/proc/x/y.yaml"], r"--output: cannot create the folder /proc/x"),
     ],
 )

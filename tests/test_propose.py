@@ -1,4 +1,5 @@
-"""featx.propose / featx-propose / featx-list: a spec for every hierarchical torchvision model, written by probing."""
+"""featx.propose / featx-propose / featx-list: a spec for every torchvision classifier (hierarchical models and plain
+ViTs), written by probing."""
 
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ REFERENCE_FILES = {"vgg16", "resnet34"}
 
 
 @pytest.mark.parametrize("model", ALL_MODELS)
-def test_propose_builds_with_increasing_strides_or_explains_why_not(model):
-    if model.startswith("vit_"):
-        with pytest.raises(featx.ArgumentError, match=rf"'{model}' has no spatial hierarchy .* single stride"):
-            featx.propose(model)
-        return
+def test_propose_builds_every_model_with_increasing_strides_or_token_stages(model):
     spec = featx.propose(model)
+    if model.startswith("vit_"):
+        backbone = featx.build(spec, overrides=["device=meta"])
+        patch = int(re.search(r"_(\d+)$", model).group(1))  # torchvision names ViTs by their patch size
+        assert list(spec["stages"]) == ["embed", "blocks1", "blocks2", "blocks3", "blocks4"]
+        assert [(info.name, info.stride) for info in backbone.feature_info] == [("blocks4", patch)]
+        assert featx.load_spec(model) == featx.load_spec(spec)
+        return
     backbone = featx.build(spec, overrides=["device=meta"])
     strides = [info.stride for info in backbone.feature_info]
     assert strides == sorted(set(strides)) and strides[0] == 4 and len(strides) >= 3
@@ -102,14 +106,14 @@ def test_propose_rejects_bad_arguments(kwargs, message):
         featx.propose(**kwargs)
 
 
-def test_vit_error_explains_the_single_stride():
+def test_propose_explains_why_a_model_gives_fewer_than_two_stages():
     with pytest.raises(featx.ArgumentError) as error:
-        featx.propose("vit_b_16")
+        featx.propose("resnet50", min_stride=64)
     assert str(error.value) == (
-        "propose(): 'vit_b_16' has no spatial hierarchy to cut into stages: its feature maps (conv_proj) have "
-        "stride 16 only, and what follows (encoder, heads) works on other shapes (token sequences), while a backbone "
-        "needs at least two strides >= 4. featx builds hierarchical models (CNNs, Swin, MaxViT); a plain ViT has a "
-        "single stride"
+        "propose(): 'resnet50' gives fewer than two stages: its feature maps (conv1, bn1, relu, maxpool, layer1, "
+        "layer2, layer3, layer4) have stride 2, 4, 8, 16, 32 only, and what follows (avgpool, fc) works on other "
+        "shapes; a backbone needs at least two strides >= 64, or a token model's patch embedding, token parameters "
+        "and blocks (featx recognises plain ViTs)"
     )
 
 
@@ -124,7 +128,7 @@ def test_featx_propose_cli_prints_a_commented_spec_that_builds(capsys, tmp_path)
     assert "torchvision publishes GoogLeNet_Weights.IMAGENET1K_V1" in text
     path = tmp_path / "googlenet_fpn.yaml"
     path.write_text(text)
-    assert yaml.safe_load(text)["fpn"] == {"out_channels": 128, "extra_blocks": None}
+    assert yaml.safe_load(text)["fpn"] == {"out_channels": 128, "extra_blocks": None, "style": "fpn"}
     assert featx.load_spec(path) == featx.load_spec(featx.propose("googlenet", fpn=128))
 
 
@@ -146,9 +150,9 @@ def test_featx_propose_cli_writes_files_but_never_over_yours(tmp_path, capsys):
 
 def test_featx_propose_cli_reports_errors_without_a_traceback(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        propose_cli.main(["vit_b_16"])
+        propose_cli.main(["resnet50", "--min-stride", "64"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.startswith("featx-propose: error: propose(): 'vit_b_16' has no spatial hierarchy")
+    assert capsys.readouterr().err.startswith("featx-propose: error: propose(): 'resnet50' gives fewer than two")
 
 
 def test_featx_list_shows_the_table_and_flags_shadowed_user_files(tmp_path, capsys):

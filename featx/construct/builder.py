@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
+from torch import nn
 
 from featx.construct.checkpoint import Checkpoint, PathLike, load_saved_backbone, read_checkpoint
 from featx.construct.device import resolve_device
-from featx.construct.members import stage_containers
 from featx.construct.meta_model import MetaModel
 from featx.construct.plan import BackbonePlan, plan_backbone
 from featx.errors import ArgumentError, SpecError, WeightsError
@@ -33,6 +33,7 @@ from featx.models.weights_enums import enum_member, enum_weights_file, is_weight
 from featx.nn.backbone import Backbone
 from featx.nn.feature_info import FeatureInfo
 from featx.nn.fpn import FeaturePyramid, level_name
+from featx.nn.simple_pyramid import SimpleFeaturePyramid
 from featx.spec.limits import quoted
 from featx.spec.load import SpecSource, load_spec
 from featx.spec.schema import BackboneSpec
@@ -52,11 +53,13 @@ def _weights_path(spec: BackboneSpec) -> Path:
     return Path(spec.weights).expanduser()
 
 
-def _neck(spec: BackboneSpec, plan: BackbonePlan, meta: bool) -> Optional[FeaturePyramid]:
+def _neck(spec: BackboneSpec, plan: BackbonePlan, meta: bool) -> Optional[nn.Module]:
     if spec.fpn is None:
         return None
-    levels = [FeatureInfo(level_name(info.stride), info.channels, info.stride) for info in plan.returned]
     with on_meta() if meta else contextlib.nullcontext():
+        if spec.fpn.style == "simple":
+            return SimpleFeaturePyramid([info.output for info in plan.returned], spec.fpn)
+        levels = [FeatureInfo(level_name(info.stride), info.channels, info.stride) for info in plan.returned]
         return FeaturePyramid(levels, spec.fpn)
 
 
@@ -69,11 +72,12 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
     device = resolve_device(spec.device)
     meta = MetaModel.create(spec.model)
     plan = plan_backbone(spec, meta.model)
+    spec = plan.spec  # a fixed-size model's input_size filled in
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
         neck = _neck(spec, plan, meta=device.type == "meta")
-        backbone = Backbone(stage_containers(model, plan.stages), plan.stages, spec, neck, plan.in_channels)
+        backbone = Backbone(plan.stage_containers(model), plan.stages, spec, neck, plan.in_channels)
         if checkpoint is not None and checkpoint.saved is not None:
             load_saved_backbone(backbone, spec, checkpoint)
         if spec.reinit:

@@ -10,6 +10,10 @@ Two checks, both on the meta device:
   the members must be the members, in their order, with nothing between them or before the first. Side branches the
   model runs in training only (Inception's ``AuxLogits``) are not called in eval mode, so they may be left out.
 
+A token model's ``tokens`` spec declares what its forward does beyond calling modules (flattening the patch map,
+the prefix tokens, the position embedding): featx reproduces those steps, so the module that owns the position
+embedding (torchvision's ``encoder``) is accepted as a container.
+
 Example::
 
     check_execution_order(model, members, (224, 224))
@@ -44,14 +48,15 @@ def _ancestors(path: str) -> List[str]:
     return [".".join(parts[:end]) for end in range(1, len(parts))]
 
 
-def _check_containers(model: nn.Module, members: Sequence[StageMembers]) -> Set[str]:
-    """The containers above the members (their paths); SpecError for one whose forward is more than a chain."""
+def _check_containers(model: nn.Module, members: Sequence[StageMembers], reproduced: Sequence[str]) -> Set[str]:
+    """The containers above the members (their paths); SpecError for one whose forward is more than a chain,
+    unless featx reproduces what it does beyond that (``reproduced``: a token model's position embedding owner)."""
     containers: Set[str] = set()
     for stage in members:
         for path in stage.paths:
             for ancestor in _ancestors(path):
                 module = model.get_submodule(ancestor)
-                if not (runs_children_in_order(module) or has_no_forward(module)):
+                if not (runs_children_in_order(module) or has_no_forward(module) or ancestor in reproduced):
                     raise SpecError(
                         key_path("stages", stage.name),
                         f"{path!r} is inside {ancestor!r} ({type(module).__name__}), whose forward does more than run "
@@ -98,10 +103,13 @@ def _frontier(calls: Sequence[str], containers: Set[str], members: Set[str]) -> 
     return list(seen)
 
 
-def check_execution_order(model: nn.Module, members: Sequence[StageMembers], size: Size) -> None:
+def check_execution_order(
+    model: nn.Module, members: Sequence[StageMembers], size: Size, reproduced: Sequence[str] = ()
+) -> None:
     """Raise :class:`SpecError` unless the stages' modules are what ``model``'s own forward runs, in its order, from
-    the input to the last member (see the module docstring)."""
-    containers = _check_containers(model, members)
+    the input to the last member (see the module docstring). ``reproduced`` names containers whose extra work
+    featx does itself (a token model's position embedding is added by featx's token embedding)."""
+    containers = _check_containers(model, members, reproduced)
     listed = [(stage.name, path) for stage in members for path in stage.paths]
     calls, failure = _recorded_calls(model, size)
     ran = _frontier(calls, containers, {path for _, path in listed})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -35,7 +35,9 @@ def _children_list(module: nn.Module) -> str:
     return ", ".join(names) if names else "(none)"
 
 
-def _find_module(model: nn.Module, path: str, key: str) -> nn.Module:
+def find_module(model: nn.Module, path: str, key: str) -> nn.Module:
+    """The module at ``path`` (dotted, from the root); SpecError at ``key`` naming the missing child and the
+    children there."""
     module = model
     walked: List[str] = []
     for part in path.split("."):
@@ -97,7 +99,7 @@ def _check_disjoint(members: List[StageMembers]) -> None:
 def resolve_members(model: nn.Module, spec: BackboneSpec) -> List[StageMembers]:
     """Each stage's member paths, checked against ``model``; raises :class:`SpecError` naming the key."""
     source_path = spec.source or ""
-    source = _find_module(model, source_path, key_path("source")) if source_path else model
+    source = find_module(model, source_path, key_path("source")) if source_path else model
     members: List[StageMembers] = []
     children = [child for child, _ in source.named_children()]
     prefix = f"{source_path}." if source_path else ""
@@ -108,21 +110,26 @@ def resolve_members(model: nn.Module, spec: BackboneSpec) -> List[StageMembers]:
             continue
         modules = list(stage.modules or [])
         for position, path in enumerate(modules):
-            _find_module(model, path, key_path("stages", name, f"modules[{position}]"))
+            find_module(model, path, key_path("stages", name, f"modules[{position}]"))
         members.append(StageMembers(name, tuple(modules), ", ".join(modules)))
     _check_disjoint(members)
     return members
 
 
 def stage_containers(
-    model: nn.Module, members: Sequence[StageMembers | StageInfo]
+    model: nn.Module,
+    members: Sequence[StageMembers | StageInfo],
+    embedding: Optional[Callable[[nn.Module], nn.Module]] = None,
+    embed_path: str = "",
 ) -> "OrderedDict[str, nn.Sequential]":
     """One ``nn.Sequential`` per stage holding ``model``'s own member modules (children named by path,
-    ``.`` → ``_``)."""
+    ``.`` → ``_``). For a token model, the module at ``embed_path`` is replaced by ``embedding(model)`` (the patch
+    embedding with its prefix tokens and position embedding)."""
+
+    def member(path: str) -> nn.Module:
+        return embedding(model) if embedding is not None and path == embed_path else model.get_submodule(path)
+
     return OrderedDict(
-        (
-            stage.name,
-            nn.Sequential(OrderedDict((path.replace(".", "_"), model.get_submodule(path)) for path in stage.paths)),
-        )
+        (stage.name, nn.Sequential(OrderedDict((path.replace(".", "_"), member(path)) for path in stage.paths)))
         for stage in members
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
+import torch
 from torch import nn
 
 from featx.construct.checkpoint import Checkpoint
@@ -44,7 +45,20 @@ class MetaModel:
         return cls(name, model, registrations)
 
     def _kept_modules(self, kept_paths: Sequence[str]) -> list[nn.Module]:
-        return [self.model.get_submodule(path) for path in kept_paths]
+        """The modules among ``kept_paths`` (the others name single parameters: a token model's class token)."""
+        parameters = dict(self.model.named_parameters())
+        return [self.model.get_submodule(path) for path in kept_paths if path not in parameters]
+
+    def _empty_kept_parameters(self, kept_paths: Sequence[str]) -> None:
+        """Give the parameters named on their own among ``kept_paths`` empty CPU tensors."""
+        parameters = dict(self.model.named_parameters())
+        for path in kept_paths:
+            if path in parameters:
+                owner, _, name = path.rpartition(".")
+                meta = parameters[path]
+                self.model.get_submodule(owner).register_parameter(
+                    name, nn.Parameter(torch.empty(meta.shape, dtype=meta.dtype), requires_grad=meta.requires_grad)
+                )
 
     def _has_non_persistent_buffers(self, kept_paths: Sequence[str]) -> bool:
         """Buffers no checkpoint carries (computed in ``__init__``), so the kept layers must be constructed for real."""
@@ -56,7 +70,10 @@ class MetaModel:
 
         def is_kept(registration: Registration) -> bool:
             path = path_of.get(id(registration.module))
-            return path is not None and any(path == kept or path.startswith(kept + ".") for kept in kept_paths)
+            if path is None:
+                return False
+            tensor = f"{path}.{registration.name}" if path else registration.name
+            return any(tensor == kept or tensor.startswith(kept + ".") for kept in kept_paths)
 
         return construct_keeping(self.name, self.registrations, [is_kept(r) for r in self.registrations])
 
@@ -70,6 +87,7 @@ class MetaModel:
         if checkpoint.saved is None:
             load_kept_weights(self.model, kept_paths, checkpoint.state, str(checkpoint.path), assign=True)
             return self.model
+        self._empty_kept_parameters(kept_paths)
         for module in self._kept_modules(kept_paths):
             module.to_empty(device="cpu")
             for name, buffer in module.named_buffers():

@@ -10,9 +10,11 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import List, Mapping, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -30,9 +32,11 @@ from featx.construct.probe import (
     shape_only_layers,
     stride_of,
 )
+from featx.construct.token_layout import TokenLayout, resolve_tokens
 from featx.errors import SpecError
 from featx.models.registry import default_crop_size
 from featx.nn.feature_info import StageInfo
+from featx.nn.tokens import tokens_to_map
 from featx.spec.keys import key_path
 from featx.spec.schema import BackboneSpec
 
@@ -52,11 +56,14 @@ def probe_sizes(spec: BackboneSpec) -> Tuple[Size, ...]:
 
 @dataclass(frozen=True)
 class BackbonePlan:
-    """What ``build`` will make of a spec: the kept stages (up to the last returned one) and the input channels."""
+    """What ``build`` will make of a spec: the kept stages (up to the last returned one), the input channels and,
+    for a token model, its token layout. ``spec`` is the spec as built: a fixed-size model's ``input_size`` is
+    filled in when the spec left it out."""
 
     spec: BackboneSpec
     stages: Tuple[StageInfo, ...]
     in_channels: int
+    tokens: Optional[TokenLayout] = None
 
     @property
     def returned(self) -> Tuple[StageInfo, ...]:
@@ -66,14 +73,32 @@ class BackbonePlan:
 
     @property
     def kept_paths(self) -> Tuple[str, ...]:
-        """Every module path the backbone keeps (the weights it loads)."""
-        return tuple(path for stage in self.stages for path in stage.paths)
+        """Every module (and token parameter) path the backbone keeps: the weights it loads."""
+        token_parameters = self.tokens.parameter_paths if self.tokens is not None else ()
+        return tuple(path for stage in self.stages for path in stage.paths) + token_parameters
+
+    def stage_containers(self, model: nn.Module) -> "OrderedDict[str, nn.Sequential]":
+        """The stages as containers of ``model``'s own modules (a token model's patch embedding wrapped)."""
+        return _containers(model, self.stages, self.tokens)
+
+
+def _containers(
+    model: nn.Module, members: Sequence[StageMembers | StageInfo], tokens: Optional[TokenLayout]
+) -> "OrderedDict[str, nn.Sequential]":
+    if tokens is None:
+        return stage_containers(model, members)
+    return stage_containers(model, members, tokens.embedding, tokens.spec.embed)
 
 
 def _stage_shapes(
-    containers: Mapping[str, nn.Module], members: Sequence[StageMembers], in_channels: int, size: Size
+    containers: Mapping[str, nn.Module],
+    members: Sequence[StageMembers],
+    in_channels: int,
+    size: Size,
+    tokens: Optional[TokenLayout],
 ) -> List[Shape]:
-    """Each stage's output shape for a meta input of ``size``, as the stages produce it."""
+    """Each stage's output shape for a meta input of ``size``, as the stages produce it (a token model's tokens as
+    the map they become)."""
     shapes = []
     x = meta_input(size, in_channels)
     with torch.no_grad():
@@ -87,6 +112,9 @@ def _stage_shapes(
                     f"{type(error).__name__}: {str(error).splitlines()[0]}. Hint: each stage receives the previous "
                     "stage's output, so members must be listed in execution order with nothing left out",
                 ) from None
+            if tokens is not None:
+                shapes.append(_token_map_shape(stage, x, tokens, size))
+                continue
             if not isinstance(x, torch.Tensor) or x.dim() != 4:
                 shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                 raise SpecError(key_path("stages", stage.name), f"output is not a 4-D feature map (got {shape})")
@@ -94,8 +122,25 @@ def _stage_shapes(
     return shapes
 
 
-def _measure(stage: StageMembers, shapes: Sequence[Shape], sizes: Sequence[Size], layout: str) -> StageInfo:
-    """Channels and stride of one stage from its output shapes at the probe ``sizes`` (one or two of them)."""
+def _token_map_shape(stage: StageMembers, x: object, tokens: TokenLayout, size: Size) -> Shape:
+    """The shape of the map a token stage's output becomes; SpecError unless it is the token sequence."""
+    grid = (size[0] // tokens.patch, size[1] // tokens.patch)
+    expected = tokens.prefix_count + grid[0] * grid[1]
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[1] != expected:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise SpecError(
+            key_path("stages", stage.name),
+            f"output is not the token sequence (expected 1 x {expected} x channels: {tokens.prefix_count} prefix "
+            f"tokens and {grid[0]}x{grid[1]} patches for a {size[0]}x{size[1]} input, got {shape})",
+        )
+    return tuple(tokens_to_map(x, grid).shape)
+
+
+def _measure(
+    stage: StageMembers, shapes: Sequence[Shape], sizes: Sequence[Size], layout: str, patch: Optional[int]
+) -> StageInfo:
+    """Channels and stride of one stage from its output shapes at the probe ``sizes`` (one or two of them); a token
+    stage's stride is the patch stride ``patch``."""
     if len(shapes) > 1:
         found = infer_layout(shapes)
         if found is None:
@@ -112,9 +157,31 @@ def _measure(stage: StageMembers, shapes: Sequence[Shape], sizes: Sequence[Size]
                 f"input size ({shapes[0]} for {sizes[0]}, {shapes[-1]} for {sizes[-1]}); set layout: {found}",
             )
     first = shapes[0]
-    return StageInfo(
-        stage.name, channels_of(first, layout), stride_of(first, layout, sizes[0]), stage.paths, stage.covers
-    )
+    stride = patch if patch is not None else stride_of(first, layout, sizes[0])
+    return StageInfo(stage.name, channels_of(first, layout), stride, stage.paths, stage.covers)
+
+
+def _probe(
+    spec: BackboneSpec,
+    containers: Mapping[str, nn.Module],
+    members: Sequence[StageMembers],
+    in_channels: int,
+    tokens: Optional[TokenLayout],
+) -> Tuple[Tuple[Size, ...], List[List[Shape]], bool]:
+    """The probe sizes and each stage's output shape at each; and whether the model turned out to take one size
+    only (it fails at the general probe sizes but runs at its weights' crop size, as MaxViT does)."""
+    sizes = probe_sizes(spec)
+    try:
+        return sizes, [_stage_shapes(containers, members, in_channels, size, tokens) for size in sizes], False
+    except SpecError:
+        if spec.input_size is not None or tokens is not None:
+            raise
+        fixed = evaluation_size(spec)
+        try:
+            return (fixed,), [_stage_shapes(containers, members, in_channels, fixed, tokens)], True
+        except SpecError:
+            pass
+        raise
 
 
 def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
@@ -122,22 +189,47 @@ def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
     members = resolve_members(meta_model, spec)
     last_returned = spec.returned_stages[-1]
     members = members[: [stage.name for stage in members].index(last_returned) + 1]
-    containers = stage_containers(meta_model, members)
-    in_channels = input_channels(containers[members[0].name])
-    check_execution_order(meta_model, members, evaluation_size(spec))
-    sizes = probe_sizes(spec)
-    with shape_only_layers(meta_model):
-        per_size = [_stage_shapes(containers, members, in_channels, size) for size in sizes]
-    infos = tuple(
-        _measure(stage, shapes, sizes, spec.layout) for stage, *shapes in zip(members, *per_size, strict=True)
+    in_channels = input_channels(stage_containers(meta_model, members[:1])[members[0].name])
+    tokens = None
+    if spec.tokens is not None:
+        tokens = resolve_tokens(meta_model, spec, members, in_channels, evaluation_size(spec))
+    containers = _containers(meta_model, members, tokens)
+    check_execution_order(
+        meta_model,
+        members,
+        tokens.native_size if tokens is not None else evaluation_size(spec),
+        reproduced=tokens.reproduced_containers if tokens is not None else (),
     )
-    plan = BackbonePlan(spec, infos, in_channels)
+    with shape_only_layers(meta_model):
+        sizes, per_size, fixed_size = _probe(spec, containers, members, in_channels, tokens)
+    patch = tokens.patch if tokens is not None else None
+    infos = tuple(
+        _measure(stage, shapes, sizes, spec.layout, patch) for stage, *shapes in zip(members, *per_size, strict=True)
+    )
+    if fixed_size:
+        spec = dataclasses.replace(spec, input_size=list(sizes[0]))
+    plan = BackbonePlan(spec, infos, in_channels, tokens)
     if spec.fpn is not None:
-        _check_fpn_levels(plan.returned)
+        _check_fpn_levels(plan.returned, spec.fpn.style, tokens is not None)
     return plan
 
 
-def _check_fpn_levels(levels: Sequence[StageInfo]) -> None:
+def _check_fpn_levels(levels: Sequence[StageInfo], style: str, token_model: bool) -> None:
+    for level in levels if style == "fpn" else levels[-1:]:
+        if level.stride & (level.stride - 1):
+            stride = 1 << level.stride.bit_length()
+            remedy = (
+                f"run the patch embedding at stride {stride} (tokens.stride: {stride}; the image is resized first)"
+                if token_model
+                else "return stages whose strides are powers of two"
+            )
+            raise SpecError(
+                key_path("fpn"),
+                f"stage {level.name!r} has stride {level.stride}, not a power of two: the neck's levels are named and "
+                f"sized by powers of two (p2 = stride 4 ... p5 = stride 32); {remedy}, or drop the neck (fpn: null)",
+            )
+    if style == "simple":
+        return
     for shallower, deeper in itertools.pairwise(levels):
         if deeper.stride <= shallower.stride:
             raise SpecError(

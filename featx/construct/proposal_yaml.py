@@ -20,6 +20,8 @@ from featx.spec.load import SCHEMA_DEFAULTS
 from featx.spec.schema import SPEC_KEYS
 
 _WIDTH = 116
+#: stage lines up to this width get their comments aligned; longer ones are followed by theirs
+_ALIGNED = 110
 
 
 def _flow(value: Any) -> str:
@@ -51,7 +53,11 @@ def _header(proposal: Proposal, command: str, notes: Sequence[str]) -> List[str]
         f"{spec.model} as {', '.join(s.name for s in stages)}: strides {', '.join(str(s.stride) for s in stages)}; "
         f"channels {', '.join(str(s.channels) for s in stages)}"
     )
-    if spec.fpn is not None:
+    if spec.fpn is not None and spec.fpn.style == "simple":
+        summary += (
+            f"; simple feature pyramid (ViTDet) to {spec.fpn.out_channels} channels, p2..p5 from {stages[-1].name}"
+        )
+    elif spec.fpn is not None:
         summary += f"; FPN to {spec.fpn.out_channels} channels (levels p{{log2 stride}})"
     lines = _comment(summary + ".")
     lines += _comment(f"Written by `{command}` (torchvision {torchvision.__version__}).")
@@ -86,7 +92,8 @@ def proposal_yaml(proposal: Proposal, command: str, notes: Sequence[str] = ()) -
             lines.append(f"{key}: {_flow(data[key])}")
             continue
         lines.append("stages:")
-        width = max(len(f"  {name}: {_flow(value)}") for name, value in data["stages"].items())
+        widths = [len(f"  {name}: {_flow(value)}") for name, value in data["stages"].items()]
+        width = max([w for w in widths if w <= _ALIGNED] or [0])
         for stage in proposal.stages:
             entry = f"  {stage.name}: {_flow(data['stages'][stage.name])}"
             lines.append(f"{entry.ljust(width)}  # stride {stage.stride}, {stage.channels} channels")

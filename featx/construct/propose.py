@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -32,6 +33,7 @@ from featx.construct.probe import (
     shape_only_layers,
     stride_of,
 )
+from featx.construct.propose_tokens import propose_token_stages
 from featx.errors import ArgumentError, SpecError
 from featx.models.meta_construction import construct_on_meta
 from featx.models.registry import check_model_name, default_crop_size
@@ -204,14 +206,33 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
     model = construct_on_meta(model_name)[0].eval()
     chain, input_size = _find_chain(model, model_name, min_stride)
     stages = _group_stages(chain.links, min_stride)
+    token_stages = propose_token_stages(model, chain.links) if len(stages) < 2 else None
+    if token_stages is not None:
+        if not 0 <= frozen_stages <= len(token_stages.stages):
+            raise ArgumentError(
+                f"propose(): frozen_stages must be in 0..{len(token_stages.stages)}, got {frozen_stages}"
+            )
+        tokens, stages = token_stages.spec.tokens, token_stages.stages
+        patch = stages[0].stride
+        if fpn is not None and patch & (patch - 1):  # the pyramid's levels need a power-of-two stride
+            tokens = dataclasses.replace(tokens, stride=1 << patch.bit_length())
+            stages = tuple(dataclasses.replace(stage, stride=tokens.stride) for stage in stages)
+        spec = dataclasses.replace(
+            token_stages.spec,
+            model=model_name,
+            tokens=tokens,
+            frozen_stages=frozen_stages,
+            fpn=None if fpn is None else FpnSpec(out_channels=fpn, style="simple"),
+        )
+        return Proposal(spec, stages, (), token_stages.head)
     if len(stages) < 2:
         strides = sorted({link.stride for link in chain.links})
         raise ArgumentError(
-            f"propose(): {model_name!r} has no spatial hierarchy to cut into stages: its feature maps "
+            f"propose(): {model_name!r} gives fewer than two stages: its feature maps "
             f"({', '.join(link.name for link in chain.links) or 'none'}) have stride "
             f"{', '.join(map(str, strides)) or '-'} only, and what follows ({', '.join(chain.head) or 'nothing'}) "
-            f"works on other shapes (token sequences), while a backbone needs at least two strides >= {min_stride}. "
-            "featx builds hierarchical models (CNNs, Swin, MaxViT); a plain ViT has a single stride"
+            f"works on other shapes; a backbone needs at least two strides >= {min_stride}, or a token model's patch "
+            "embedding, token parameters and blocks (featx recognises plain ViTs)"
         )
     if not 0 <= frozen_stages <= len(stages):
         raise ArgumentError(f"propose(): frozen_stages must be in 0..{len(stages)}, got {frozen_stages}")
@@ -236,8 +257,11 @@ def propose(
     ``min_stride`` (default 4) up to the model's deepest: ``c2`` (stride 4) ... ``c5`` (stride 32). ``fpn`` adds an
     FPN of that width; the first ``frozen_stages`` stages are frozen.
 
-    Raises :class:`~featx.errors.ArgumentError` for an unknown model (with close names) or a model without a
-    spatial hierarchy (ViT). Example::
+    A plain ViT (a token model) gets an ``embed`` stage and its blocks in four stages (``blocks1``..``blocks4``), all
+    at the patch stride, returning ``blocks4``; ``fpn`` then adds ViTDet's simple feature pyramid.
+
+    Raises :class:`~featx.errors.ArgumentError` for an unknown model (with close names) or a model with fewer than
+    two stages at ``min_stride`` or above. Example::
 
         featx.build(featx.propose("convnext_tiny", fpn=256))
     """

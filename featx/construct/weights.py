@@ -94,7 +94,7 @@ def is_batch_counter(key: str) -> bool:
 
 
 def _is_kept(key: str, kept_paths: Iterable[str]) -> bool:
-    return any(key.startswith(path + ".") for path in kept_paths)
+    return any(key == path or key.startswith(path + ".") for path in kept_paths)
 
 
 def _dtype_kind(dtype: torch.dtype) -> str:
@@ -163,7 +163,7 @@ def _materialise_meta_batch_counters(module: nn.Module) -> None:
 def load_kept_weights(
     model: nn.Module, kept_paths: Iterable[str], state: Mapping[str, torch.Tensor], origin: str, assign: bool = False
 ) -> None:
-    """Load a torchvision-keyed ``state`` into the kept modules of ``model``.
+    """Load a torchvision-keyed ``state`` into the kept modules (and parameters named on their own) of ``model``.
 
     ``assign=True`` makes the state's tensors the module's own (cast where the dtype differs) instead of copying
     them into allocated ones: ``model`` may then be on the meta device, and nothing is initialised or copied (a
@@ -176,6 +176,11 @@ def load_kept_weights(
     expected = {key: value for key, value in model_state.items() if _is_kept(key, kept_paths)}
     check_fit(state, expected, model_state, origin)
     for path in kept_paths:  # module by module: the dropped ones may be on the meta device
+        if path in model_state:  # a parameter kept on its own (a token model's class token)
+            owner, _, name = path.rpartition(".")
+            value = state[path].to(model_state[path].dtype)
+            model.get_submodule(owner).load_state_dict({name: value}, strict=False, assign=assign)
+            continue
         prefix = path + "."
         own = {
             key[len(prefix) :]: value.to(model_state[key].dtype)

@@ -23,6 +23,7 @@ from featx.errors import ArgumentError, InputShapeError
 from featx.nn.feature_info import FeatureInfo, StageInfo
 from featx.nn.freezing import apply_norm_policy, keep_eval_modes, set_stage_frozen
 from featx.nn.reinit import reinit_
+from featx.nn.tokens import tokens_to_map
 from featx.spec.keys import suggest
 from featx.spec.schema import BackboneSpec
 
@@ -65,11 +66,13 @@ class Backbone(nn.Module):
         self.feature_info: List[FeatureInfo] = (
             list(neck_info) if neck_info is not None else [r.output for r in returned]
         )
-        # returned stage -> its output's key (an FPN's extra levels come after these)
-        self._output_names: Dict[str, str] = {
-            stage.name: output.name for stage, output in zip(returned, self.feature_info[: len(returned)], strict=True)
-        }
+        # returned stage -> the key of its map (the neck's input names, or the output names without a neck)
+        input_names = getattr(neck, "input_names", None) if neck is not None else None
+        keys = input_names or [info.name for info in self.feature_info]
+        self._output_names: Dict[str, str] = dict(zip([stage.name for stage in returned], keys, strict=False))
         self._nhwc = spec.layout == "nhwc"
+        # a token model's stages return token sequences laid out on the grid of this patch stride
+        self._patch: Optional[int] = self.stage_info[0].stride if spec.tokens is not None else None
         self._input_size = tuple(spec.input_size) if spec.input_size is not None else None
         if spec.frozen_stages:
             self.freeze(*tuple(self.stages)[: spec.frozen_stages])
@@ -177,6 +180,11 @@ class Backbone(nn.Module):
             )
         if x.numel() == 0:
             raise InputShapeError(f"featx backbone {model!r} got an empty batch of shape {tuple(x.shape)}")
+        if self._patch is not None and (x.shape[2] % self._patch or x.shape[3] % self._patch):
+            raise InputShapeError(
+                f"featx backbone {model!r} takes inputs whose sides are multiples of its patch size {self._patch}, "
+                f"got {x.shape[2]}x{x.shape[3]}"
+            )
         if self._input_size is not None and tuple(x.shape[2:]) != self._input_size:
             raise InputShapeError(
                 f"featx backbone {model!r} takes inputs of exactly "
@@ -200,12 +208,13 @@ class Backbone(nn.Module):
         self._check_input(x)
         features: "OrderedDict[str, Tensor]" = OrderedDict()
         tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        grid = (x.shape[2] // self._patch, x.shape[3] // self._patch) if self._patch is not None else None
         name = ""
         try:
             for name, stage in self.stages.items():
                 x = stage(x)
                 if name in self._output_names:
-                    features[self._output_names[name]] = x.permute(0, 3, 1, 2) if self._nhwc else x
+                    features[self._output_names[name]] = self._as_map(x, grid)
         except RuntimeError as error:
             if tracing or not _is_too_small(error):
                 raise
@@ -214,6 +223,12 @@ class Backbone(nn.Module):
                 f"({str(error).splitlines()[0]}); give a larger input"
             ) from None
         return self.neck(features) if self.neck is not None else features
+
+    def _as_map(self, x: Tensor, grid: Optional[Tuple[int, int]]) -> Tensor:
+        """A stage's output as ``N×C×h×w``: channels-last maps permuted, a token model's tokens laid out on ``grid``."""
+        if grid is not None:
+            return tokens_to_map(x, grid)
+        return x.permute(0, 3, 1, 2) if self._nhwc else x
 
 
 #: what torch says when a pooling or convolution window does not fit its (shrunken) input

@@ -52,12 +52,14 @@ class P6P7Levels(_NamedLevels, LastLevelP6P7):
         self.level_names = names
 
 
-def _extra_block(spec: FpnSpec, top: FeatureInfo) -> Tuple[Optional[ExtraFPNBlock], List[int]]:
+def extra_block(spec: FpnSpec, top: FeatureInfo, in_channels: int) -> Tuple[Optional[ExtraFPNBlock], List[int]]:
+    """``spec.extra_blocks`` above the ``top`` level, and the strides of the levels it adds. ``p6p7`` convolves the
+    top input map when it has ``in_channels != out_channels`` (torchvision's rule), else the top output level."""
     if spec.extra_blocks == "maxpool":
         return MaxPoolLevel(level_name(top.stride * 2)), [top.stride * 2]
     if spec.extra_blocks == "p6p7":
         strides = [top.stride * 2, top.stride * 4]
-        return P6P7Levels(top.channels, spec.out_channels, [level_name(s) for s in strides]), strides
+        return P6P7Levels(in_channels, spec.out_channels, [level_name(s) for s in strides]), strides
     return None, []
 
 
@@ -65,8 +67,9 @@ class FeaturePyramid(FeaturePyramidNetwork):
     """torchvision's FPN plus ``feature_info`` of its outputs."""
 
     def __init__(self, inputs: List[FeatureInfo], spec: FpnSpec) -> None:
-        extra_block, extra_strides = _extra_block(spec, inputs[-1])
-        super().__init__([info.channels for info in inputs], spec.out_channels, extra_blocks=extra_block)
+        block, extra_strides = extra_block(spec, inputs[-1], inputs[-1].channels)
+        super().__init__([info.channels for info in inputs], spec.out_channels, extra_blocks=block)
+        self.input_names = [info.name for info in inputs]
         strides = [info.stride for info in inputs] + extra_strides
         self.feature_info = [FeatureInfo(level_name(stride), spec.out_channels, stride) for stride in strides]
         # levels made by the extra block (pooled or convolved from the top level), not from a backbone stage

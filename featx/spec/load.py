@@ -23,7 +23,7 @@ from featx.spec.config_files import backbone_names, config_dir
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import QUOTE_LIMIT, check_data_size, quoted, shortened
 from featx.spec.overrides import apply_overrides
-from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec
+from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec, TokenSpec
 from featx.spec.validate import validate_spec
 from featx.spec.yaml_file import SPEC_SUFFIXES, read_spec_file
 
@@ -46,7 +46,7 @@ def _omegaconf_error(error: OmegaConfBaseException, prefix: str = "") -> SpecErr
     message = str(getattr(error, "msg", "") or error).splitlines()[0]
     if message.startswith("Key '") and " not in " in message:
         unknown = message.split("'")[1]
-        schema = FpnSpec if prefix == "fpn" else StageSpec if full_key.startswith("stages.") else BackboneSpec
+        schema = _NESTED.get(prefix) or (StageSpec if full_key.startswith("stages.") else BackboneSpec)
         fields = [spec_field.name for spec_field in dataclasses.fields(schema)]
         if not _KEY_NAME.fullmatch(unknown):  # a line of some other file, maybe a secret: not repeated
             parent = key_path(*filter(None, (prefix, full_key.rpartition(".")[0])))
@@ -55,6 +55,8 @@ def _omegaconf_error(error: OmegaConfBaseException, prefix: str = "") -> SpecErr
     return SpecError(key, quoted(message)[1:-1] if len(message) > QUOTE_LIMIT * 2 else message)
 
 
+#: the optional nested nodes (typed ``Any`` in the schema, see :class:`BackboneSpec`) and their schemas
+_NESTED: Dict[str, type] = {"fpn": FpnSpec, "tokens": TokenSpec}
 #: what an unknown key must look like to be repeated in an error
 _KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 _STAGE_FORM = "{slice: [start, end]} or {modules: [path, ...]}"
@@ -182,15 +184,17 @@ def _typed_spec(config: DictConfig) -> BackboneSpec:
         spec: BackboneSpec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneSpec), config))  # type: ignore[assignment]
     except OmegaConfBaseException as error:
         raise _omegaconf_error(error) from None
-    if spec.fpn is not None:
-        if not isinstance(spec.fpn, Mapping):
-            raise SpecError(
-                key_path("fpn"), f"expected null or a mapping {{out_channels, extra_blocks}}, got {spec.fpn!r}"
-            )
+    for key, schema in _NESTED.items():
+        node = getattr(spec, key)
+        if node is None:
+            continue
+        if not isinstance(node, Mapping):
+            fields = ", ".join(spec_field.name for spec_field in dataclasses.fields(schema))
+            raise SpecError(key_path(key), f"expected null or a mapping {{{fields}}}, got {quoted(node)}")
         try:
-            spec.fpn = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(FpnSpec), spec.fpn))
+            setattr(spec, key, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node)))
         except OmegaConfBaseException as error:
-            raise _omegaconf_error(error, prefix="fpn") from None
+            raise _omegaconf_error(error, prefix=key) from None
     return spec
 
 

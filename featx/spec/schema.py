@@ -21,6 +21,7 @@ from omegaconf import MISSING
 NORM_POLICIES = ("frozen", "eval", "train", "sync")
 LAYOUTS = ("nchw", "nhwc")
 EXTRA_BLOCKS = ("maxpool", "p6p7")
+FPN_STYLES = ("fpn", "simple")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps", "meta")
 
 
@@ -37,26 +38,50 @@ class StageSpec:
 
 
 @dataclass
+class TokenSpec:
+    """How a token model (a plain ViT) turns an image into the token sequence its blocks take.
+
+    ``embed`` (a module path) maps the image to an ``N×C×h×w`` patch map, which is flattened to ``h·w`` tokens;
+    the ``prefix`` parameters (each ``1×k×C``: class, distillation or register tokens) are put before them in
+    order; ``position`` (a ``1×L×C`` parameter) is added to the whole sequence, or with
+    ``position_covers_prefix: false`` to the patch tokens only, before the prefix is put in front. A stage's token
+    output becomes an ``N×C×h×w`` map again (prefix tokens dropped). ``stride`` (default: the embedding's own
+    patch size) runs the embedding at another stride by resizing the image first: ``stride: 16`` on a patch-14
+    model gives a stride-16 map.
+    """
+
+    embed: str = MISSING
+    prefix: List[str] = field(default_factory=list)
+    position: Optional[str] = None
+    position_covers_prefix: bool = True
+    stride: Optional[int] = None
+
+
+@dataclass
 class FpnSpec:
-    """The optional FPN neck on top of the returned stages."""
+    """The optional neck on top of the returned stages: torchvision's FPN (``style: fpn``) or ViTDet's simple
+    feature pyramid from the deepest returned map (``style: simple``)."""
 
     out_channels: int = 256
     extra_blocks: Optional[str] = None
+    style: str = "fpn"
 
 
 @dataclass
 class BackboneSpec:
     """A backbone as data; see the config reference in ``docs/config.md``.
 
-    ``fpn`` holds an :class:`FpnSpec` or ``None``. It is typed ``Any`` in the schema because OmegaConf cannot
-    override a field of a typed node that is ``None`` (``backbone.fpn.out_channels=128`` on ``fpn: null``);
-    :func:`featx.spec.load.load_spec` checks its keys and types instead.
+    ``fpn`` holds an :class:`FpnSpec` or ``None``, ``tokens`` a :class:`TokenSpec` or ``None``. They are typed
+    ``Any`` in the schema because OmegaConf cannot override a field of a typed node that is ``None``
+    (``backbone.fpn.out_channels=128`` on ``fpn: null``); :func:`featx.spec.load.load_spec` checks their keys and
+    types instead.
     """
 
     model: str = MISSING
     weights: Optional[str] = None
     seed: int = 0
     source: Optional[str] = None
+    tokens: Any = None
     stages: Dict[str, StageSpec] = MISSING
     out_features: Optional[List[str]] = None
     frozen_stages: int = 0

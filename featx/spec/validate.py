@@ -1,6 +1,6 @@
 """The checks of a backbone spec that need no model: fixed choices, slice shapes, stage names, ``out_features``,
-``reinit``, ``frozen_stages``. Checks that need the model (slice ends, module paths, execution order) are in
-:mod:`featx.construct.members`.
+``reinit``, ``frozen_stages``, the form of ``tokens``. Checks that need the model (slice ends, module paths, execution
+order, token parameters) are in :mod:`featx.construct`.
 
 Example::
 
@@ -16,10 +16,12 @@ from typing import List, Optional, Sequence, Tuple
 from featx.errors import SpecError
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import MAX_CHANNELS, MAX_SEED, MAX_SIDE, MAX_STAGE_MODULES, MAX_STAGES, quoted, shortened
-from featx.spec.schema import DEVICE_CHOICES, EXTRA_BLOCKS, LAYOUTS, NORM_POLICIES, BackboneSpec
+from featx.spec.schema import DEVICE_CHOICES, EXTRA_BLOCKS, FPN_STYLES, LAYOUTS, NORM_POLICIES, BackboneSpec, TokenSpec
 
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|meta|cuda(:\d{1,4})?")
 MAX_NAME_CHARS = 64
+#: the largest ``tokens.stride``: patches wider than this are no patches
+MAX_PATCH = 1024
 _STAGE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,%d}" % (MAX_NAME_CHARS - 1))
 
 
@@ -90,6 +92,32 @@ def _validate_stages(spec: BackboneSpec) -> None:
         previous = None
 
 
+def _check_path(path: object, *parts: str) -> None:
+    if not isinstance(path, str) or not path or any(not part for part in path.split(".")):
+        raise SpecError(key_path(*parts), f"{quoted(path)} is not a module or parameter path")
+
+
+def _validate_tokens(tokens: TokenSpec, layout: str) -> None:
+    _check_path(tokens.embed, "tokens", "embed")
+    for position, path in enumerate(tokens.prefix):
+        _check_path(path, "tokens", f"prefix[{position}]")
+        if path in tokens.prefix[:position]:
+            raise SpecError(key_path("tokens", f"prefix[{position}]"), f"{path!r} is listed twice")
+    if tokens.position is not None:
+        _check_path(tokens.position, "tokens", "position")
+    if tokens.stride is not None and not 1 <= tokens.stride <= MAX_PATCH:
+        raise SpecError(
+            key_path("tokens", "stride"),
+            f"must be a patch stride in 1..{MAX_PATCH}, or null for the embedding's own, got {tokens.stride}",
+        )
+    if layout != "nchw":
+        raise SpecError(
+            key_path("layout"),
+            f"{layout!r} with tokens: a token model's stages return token sequences, which featx turns into "
+            "N x C x H x W maps; use layout: nchw",
+        )
+
+
 def _validate_outputs(spec: BackboneSpec) -> None:
     names = list(spec.stages)
     if spec.out_features is not None:
@@ -132,6 +160,8 @@ def validate_spec(spec: BackboneSpec) -> None:
         raise SpecError(key_path("seed"), f"must be in 0..{MAX_SEED} (it seeds the random init), got {spec.seed}")
     _check_choice(spec.norm, NORM_POLICIES, "norm")
     _check_choice(spec.layout, LAYOUTS, "layout")
+    if spec.tokens is not None:
+        _validate_tokens(spec.tokens, spec.layout)
     if spec.input_size is not None and (
         len(spec.input_size) != 2 or not all(1 <= side <= MAX_SIDE for side in spec.input_size)
     ):
@@ -150,3 +180,4 @@ def validate_spec(spec: BackboneSpec) -> None:
                 f"must be a channel count in 1..{MAX_CHANNELS}, got {spec.fpn.out_channels}",
             )
         _check_choice(spec.fpn.extra_blocks, EXTRA_BLOCKS, "fpn", "extra_blocks", allow_null=True)
+        _check_choice(spec.fpn.style, FPN_STYLES, "fpn", "style")

@@ -1,0 +1,175 @@
+"""A spec's ``tokens`` checked against its model: the patch embedding, prefix tokens and position embedding found,
+and the token geometry (patch stride, the position embedding's grid) measured on the meta device.
+
+Example::
+
+    layout = resolve_tokens(meta_vit, spec, members, 3, (224, 224))   # spec.tokens: {embed: conv_proj, ...}
+    layout.patch, layout.grid, layout.prefix_count                     # (16, (14, 14), 1)
+    embedding = layout.embedding(model)                                # over the model's own modules
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from featx.construct.members import StageMembers, find_module
+from featx.construct.probe import Size, meta_input
+from featx.errors import SpecError
+from featx.nn.tokens import Grid, TokenEmbedding
+from featx.spec.keys import key_path, suggest
+from featx.spec.schema import BackboneSpec, TokenSpec
+
+#: the side of the meta image the patch stride is measured at: a multiple of every patch size up to 16 and of 32
+_MEASURING_SIDE = 2**5 * 3**2 * 5 * 7
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """``spec`` found in a model: ``patch`` is the stride of the token maps (``tokens.stride``, else the embedding's
+    own ``embed_patch``), ``grid`` the patch grid of the position embedding, ``prefix_count`` the number of prefix
+    tokens."""
+
+    spec: TokenSpec
+    patch: int
+    embed_patch: int
+    grid: Grid
+    prefix_count: int
+
+    @property
+    def parameter_paths(self) -> Tuple[str, ...]:
+        """The parameters the embedding holds besides its module: the prefix tokens and the position embedding."""
+        return (*self.spec.prefix, *([self.spec.position] if self.spec.position else []))
+
+    @property
+    def reproduced_containers(self) -> Tuple[str, ...]:
+        """Modules whose forward featx reproduces rather than calls: the owners of the token parameters (they add
+        the position embedding, then run their children in order)."""
+        return tuple(sorted({path.rpartition(".")[0] for path in self.parameter_paths} - {""}))
+
+    @property
+    def native_size(self) -> Size:
+        """The input size the model's own forward takes with the position embedding as it is."""
+        return self.grid[0] * self.embed_patch, self.grid[1] * self.embed_patch
+
+    def embedding(self, model: nn.Module) -> TokenEmbedding:
+        """A :class:`TokenEmbedding` holding ``model``'s own patch embedding and token parameters."""
+        position = model.get_parameter(self.spec.position) if self.spec.position else None
+        prefix = [model.get_parameter(path) for path in self.spec.prefix]
+        return TokenEmbedding(
+            model.get_submodule(self.spec.embed),
+            prefix,
+            position,
+            self.grid,
+            self.spec.position_covers_prefix,
+            resize=(self.embed_patch, self.patch),
+        )
+
+
+def _find_parameter(model: nn.Module, path: str, *key: str) -> nn.Parameter:
+    owner_path, _, name = path.rpartition(".")
+    owner = find_module(model, owner_path, key_path(*key)) if owner_path else model
+    parameter = owner._parameters.get(name)
+    if parameter is None:
+        names = [own for own, value in owner._parameters.items() if value is not None]
+        where = f"{owner_path!r}" if owner_path else "the model root"
+        raise SpecError(
+            key_path(*key),
+            f"{path!r} not found: {where} has no parameter {name!r}{suggest(name, names)} "
+            f"(its own parameters: {', '.join(names) or '(none)'})",
+        )
+    if parameter.dim() != 3 or parameter.shape[0] != 1:
+        raise SpecError(
+            key_path(*key), f"{path!r} has shape {tuple(parameter.shape)}; token parameters are 1 x tokens x channels"
+        )
+    return parameter
+
+
+def patch_stride(model: nn.Module, embed: str, in_channels: int) -> Tuple[int, int]:
+    """The stride and channels of the patch embedding at ``embed``, from its output for a large meta image."""
+    side = _MEASURING_SIDE
+    spec = TokenSpec(embed=embed)
+    try:
+        with torch.no_grad():
+            patches = model.get_submodule(spec.embed)(meta_input((side, side), in_channels))
+    except Exception as error:  # noqa: BLE001 - any failure means the module is no patch embedding
+        reason = str(error).splitlines()[0] if str(error) else ""
+        raise SpecError(
+            key_path("tokens", "embed"), f"{spec.embed!r} fails on an image: {type(error).__name__}: {reason}"
+        ) from None
+    if not isinstance(patches, torch.Tensor) or patches.dim() != 4 or patches.shape[2] != patches.shape[3]:
+        shape = tuple(patches.shape) if isinstance(patches, torch.Tensor) else type(patches).__name__
+        raise SpecError(
+            key_path("tokens", "embed"),
+            f"{spec.embed!r} returns {shape} for a {side}x{side} image; the patch embedding must return an "
+            "N x C x h x w patch map",
+        )
+    if side % patches.shape[2]:
+        raise SpecError(
+            key_path("tokens", "embed"),
+            f"{spec.embed!r} maps a {side}x{side} image to {patches.shape[2]}x{patches.shape[3]} patches: not a whole "
+            "patch stride",
+        )
+    return side // int(patches.shape[2]), int(patches.shape[1])
+
+
+def _grid(tokens: int, patch: int, evaluation: Size) -> Optional[Grid]:
+    """The patch grid of ``tokens`` position entries: the evaluation size's grid if it fits, else a square."""
+    evaluated = (evaluation[0] // patch, evaluation[1] // patch)
+    if evaluated[0] * evaluated[1] == tokens:
+        return evaluated
+    side = math.isqrt(tokens)
+    return (side, side) if side * side == tokens else None
+
+
+def resolve_tokens(
+    model: nn.Module, spec: BackboneSpec, members: Sequence[StageMembers], in_channels: int, evaluation: Size
+) -> TokenLayout:
+    """Check ``spec.tokens`` against ``model`` (on meta) and measure its geometry; SpecError naming the key."""
+    tokens: TokenSpec = spec.tokens
+    find_module(model, tokens.embed, key_path("tokens", "embed"))
+    first = members[0]
+    if first.paths[0] != tokens.embed:
+        raise SpecError(
+            key_path("tokens", "embed"),
+            f"{tokens.embed!r} must be the first module of the first stage ({first.name!r} starts with "
+            f"{first.paths[0]!r}): the patch embedding starts the token sequence",
+        )
+    patch, channels = patch_stride(model, tokens.embed, in_channels)
+    prefix = [_find_parameter(model, path, "tokens", f"prefix[{i}]") for i, path in enumerate(tokens.prefix)]
+    prefix_count = sum(int(token.shape[1]) for token in prefix)
+    shaped: List[Tuple[str, nn.Parameter, Tuple[str, ...]]] = [
+        (path, prefix[i], ("tokens", f"prefix[{i}]")) for i, path in enumerate(tokens.prefix)
+    ]
+    grid: Optional[Grid] = (evaluation[0] // patch, evaluation[1] // patch)
+    if tokens.position is not None:
+        position = _find_parameter(model, tokens.position, "tokens", "position")
+        shaped.append((tokens.position, position, ("tokens", "position")))
+        covered = prefix_count if tokens.position_covers_prefix else 0
+        length = int(position.shape[1])
+        if length <= covered:
+            raise SpecError(
+                key_path("tokens", "position"),
+                f"{tokens.position!r} has {length} entries but the prefix tokens alone are {covered}: no entries are "
+                "left for the patches (check tokens.prefix and tokens.position_covers_prefix)",
+            )
+        grid = _grid(length - covered, patch, evaluation)
+        if grid is None:
+            raise SpecError(
+                key_path("tokens", "position"),
+                f"{tokens.position!r} has {length - covered} patch entries (after {covered} prefix ones): not the "
+                f"patch grid of {evaluation[0]}x{evaluation[1]} images at patch stride {patch}, nor a square grid",
+            )
+    for path, parameter, key in shaped:
+        if parameter.shape[2] != channels:
+            raise SpecError(
+                key_path(*key),
+                f"{path!r} has {parameter.shape[2]} channels but the patch embedding {tokens.embed!r} returns "
+                f"{channels}",
+            )
+    assert grid is not None
+    return TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count)

@@ -1,0 +1,109 @@
+"""ViTDet's simple feature pyramid (Li et al., 2022): levels ``p2``..``p5`` (strides 4..32) made from one map, the
+deepest the backbone returns.
+
+Each level rescales that map by a power of two — up with stride-2 transposed convolutions (LayerNorm and GELU
+between them, halving the channels each time), down with a max-pool — then a 1×1 and a 3×3 convolution to
+``out_channels``, each followed by a channel LayerNorm. A plain ViT's stride-16 map is rescaled by 4, 2, 1 and ½; a
+stride-32 map (patch 32, or a CNN's ``c5``) by 8, 4, 2 and 1. ``extra_blocks`` adds ``p6`` (max-pool of ``p5``) or
+``p6``/``p7`` (strided 3×3 convolutions) with torchvision's own blocks.
+
+Example::
+
+    neck = SimpleFeaturePyramid([FeatureInfo("blocks4", 768, 16)], FpnSpec(256, "maxpool", style="simple"))
+    [(info.name, info.stride) for info in neck.feature_info]
+    # [('p2', 4), ('p3', 8), ('p4', 16), ('p5', 32), ('p6', 64)]
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Dict, List
+
+from torch import Tensor, nn
+from torchvision.models.convnext import LayerNorm2d
+from torchvision.ops.misc import Conv2dNormActivation
+
+from featx.nn.feature_info import FeatureInfo
+from featx.nn.fpn import extra_block, level_name
+from featx.spec.schema import FpnSpec
+
+#: the strides of p2..p5
+LEVEL_STRIDES = (4, 8, 16, 32)
+#: ViTDet's LayerNorm epsilon
+_EPS = 1e-6
+
+
+def _channel_norm(channels: int) -> nn.Module:
+    return LayerNorm2d(channels, eps=_EPS)
+
+
+def _rescale(channels: int, factor: float) -> nn.Sequential:
+    """Upsampling by ``factor`` (a power of two > 1: transposed convs halving the channels), or downsampling by
+    ``1/factor`` (a max-pool), or nothing (``factor == 1``)."""
+    layers: List[nn.Module] = []
+    if factor > 1:
+        steps = int(factor).bit_length() - 1
+        for step in range(steps):
+            narrower = max(1, channels // 2)
+            layers.append(nn.ConvTranspose2d(channels, narrower, kernel_size=2, stride=2))
+            if step + 1 < steps:
+                layers += [_channel_norm(narrower), nn.GELU()]
+            channels = narrower
+    elif factor < 1:
+        window = round(1 / factor)
+        layers.append(nn.MaxPool2d(kernel_size=window, stride=window))
+    return nn.Sequential(*layers)
+
+
+def _out_channels(rescale: nn.Sequential, channels: int) -> int:
+    for layer in rescale:
+        if isinstance(layer, nn.ConvTranspose2d):
+            channels = layer.out_channels
+    return channels
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """The simple feature pyramid on the last of ``inputs`` (the deepest returned map); the others are ignored.
+
+    ``inputs`` describe the backbone's returned maps in order (their names are the keys the neck is fed);
+    ``spec.out_channels`` is every level's width.
+    """
+
+    def __init__(self, inputs: List[FeatureInfo], spec: FpnSpec) -> None:
+        super().__init__()
+        top = inputs[-1]
+        self.input_names = [info.name for info in inputs]
+        self.rescales = nn.ModuleList()
+        self.outputs = nn.ModuleList()
+        for stride in LEVEL_STRIDES:
+            rescale = _rescale(top.channels, top.stride / stride)
+            self.rescales.append(rescale)
+            width = _out_channels(rescale, top.channels)
+            self.outputs.append(
+                nn.Sequential(
+                    Conv2dNormActivation(
+                        width, spec.out_channels, 1, norm_layer=_channel_norm, activation_layer=None, bias=False
+                    ),
+                    Conv2dNormActivation(
+                        spec.out_channels,
+                        spec.out_channels,
+                        3,
+                        norm_layer=_channel_norm,
+                        activation_layer=None,
+                        bias=False,
+                    ),
+                )
+            )
+        level = FeatureInfo(level_name(LEVEL_STRIDES[-1]), spec.out_channels, LEVEL_STRIDES[-1])
+        self.extra_blocks, extra_strides = extra_block(spec, level, spec.out_channels)
+        strides = list(LEVEL_STRIDES) + extra_strides
+        self.feature_info = [FeatureInfo(level_name(stride), spec.out_channels, stride) for stride in strides]
+        self.extra_level_names = [level_name(stride) for stride in extra_strides]
+
+    def forward(self, features: Dict[str, Tensor]) -> "OrderedDict[str, Tensor]":
+        top = features[self.input_names[-1]]
+        results = [output(rescale(top)) for rescale, output in zip(self.rescales, self.outputs, strict=True)]
+        names = [level_name(stride) for stride in LEVEL_STRIDES]
+        if self.extra_blocks is not None:
+            results, names = self.extra_blocks(results, [top], names)
+        return OrderedDict(zip(names, results, strict=True))
