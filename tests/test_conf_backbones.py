@@ -270,3 +270,15 @@ def test_conf_backbone_count_in_the_docs_is_the_measured_one():
     total = len(torchvision.models.list_models(module=torchvision.models))
     assert re.search(rf"\b{count} of torchvision's {total} classification builders\b", readme), (count, total)
     assert count == total
+
+
+def test_a_fixed_size_model_without_input_size_is_planned_at_the_size_it_takes():
+    """A hand-written MaxViT spec without input_size: the probe finds that the stages run at the weights' crop size
+    only (224, from torchvision's weights enum) and the backbone requires it."""
+    spec = {"model": "maxvit_t", "stages": {"c2": {"modules": ["stem", "blocks.0"]}, "c3": {"modules": ["blocks.1"]}}}
+    backbone = featx.build(spec, overrides=["device=meta"])
+    assert backbone.spec.input_size == [224, 224]
+    assert [(i.name, i.channels, i.stride) for i in backbone.feature_info] == [("c2", 64, 4), ("c3", 128, 8)]
+    assert backbone(torch.empty(1, 3, 224, 224, device="meta"))["c3"].shape == (1, 128, 28, 28)
+    with pytest.raises(featx.InputShapeError, match=r"takes inputs of exactly 224x224"):
+        backbone(torch.empty(1, 3, 256, 256, device="meta"))

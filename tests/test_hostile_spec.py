@@ -564,12 +564,114 @@ def test_argument_errors_of_build_name_the_argument():
         featx.load_spec("resnet18", overrides=[b"device=meta"])  # type: ignore[list-item]
 
 
+def _vit(**tokens: Any) -> Dict[str, Any]:
+    """vit_b_16 with its packaged token spec changed by ``tokens`` (``None`` removes a key)."""
+    spec = featx.load_spec("vit_b_16", overrides=["device=meta"]).to_dict()
+    spec["tokens"] = {key: value for key, value in {**spec["tokens"], **tokens}.items() if value is not None}
+    return spec
+
+
+# (id, spec data, overrides, the key the message must start with, a pattern of the rest)
+TOKEN_CASES = [
+    ("tokens-string", _vit() | {"tokens": "conv_proj"}, [], "backbone.tokens", r"expected null or a mapping"),
+    ("tokens-unknown-key", _vit(patch=16), [], "backbone.tokens", r"unknown key 'patch'"),
+    ("tokens-embed-missing", _vit(embed=None), [], "backbone.tokens.embed", r"missing value"),
+    ("tokens-embed-typo", _vit(embed="conv_prj"), [], "backbone.tokens.embed", r"no child 'conv_prj'.*conv_proj"),
+    ("tokens-embed-empty-part", _vit(embed="encoder..ln"), [], "backbone.tokens.embed", r"not a module or param"),
+    (
+        "tokens-embed-not-first",
+        _vit(embed="encoder.dropout"),
+        [],
+        "backbone.tokens.embed",
+        r"must be the first module of the first stage \('embed' starts with 'conv_proj'\)",
+    ),
+    (
+        "tokens-prefix-missing-parameter",
+        _vit(prefix=["cls_token"]),
+        [],
+        "backbone.tokens.prefix[0]",
+        r"'cls_token' not found: the model root has no parameter 'cls_token'.*class_token",
+    ),
+    (
+        "tokens-prefix-a-module",
+        _vit(prefix=["encoder"]),
+        [],
+        "backbone.tokens.prefix[0]",
+        r"the model root has no parameter 'encoder'",
+    ),
+    (
+        "tokens-prefix-wrong-shape",
+        _vit(prefix=["conv_proj.weight"]),
+        [],
+        "backbone.tokens.prefix[0]",
+        r"has shape \(768, 3, 16, 16\); token parameters are 1 x tokens x channels",
+    ),
+    ("tokens-prefix-twice", _vit(prefix=["class_token", "class_token"]), [], "backbone.tokens.prefix[1]", r"twice"),
+    (
+        "tokens-position-missing-parameter",
+        _vit(position="encoder.pos_embed"),
+        [],
+        "backbone.tokens.position",
+        r"'encoder' has no parameter 'pos_embed'.*pos_embedding",
+    ),
+    (
+        "tokens-prefix-longer-than-the-sequence",
+        _vit(prefix=["encoder.pos_embedding"], position="class_token"),
+        [],
+        "backbone.tokens.position",
+        r"'class_token' has 1 entries but the prefix tokens alone are 197",
+    ),
+    (
+        "tokens-position-not-covering-prefix",
+        _vit(position_covers_prefix=False),
+        [],
+        "backbone.tokens.position",
+        r"197 patch entries \(after 0 prefix ones\): not the patch grid of 224x224 images at patch stride 16",
+    ),
+    ("tokens-stride-zero", _vit(stride=0), [], "backbone.tokens.stride", r"must be a patch stride in 1\.\.1024"),
+    ("tokens-nhwc", _vit(), ["layout=nhwc"], "backbone.layout", r"'nhwc' with tokens.*use layout: nchw"),
+    (
+        "tokens-on-a-cnn",
+        _spec(tokens={"embed": "conv1"}),
+        [],
+        "backbone.stages.c2",
+        r"gives 'bn1' an input of shape \(1, 64, 112, 112\), the stages give it \(1, 12544, 64\)",
+    ),
+    ("fpn-style-unknown", _vit(), ["fpn={style: vitdet}"], "backbone.fpn.style", r"unknown value 'vitdet'.*simple"),
+    (
+        "fpn-simple-on-patch-14",
+        featx.load_spec("vit_h_14", overrides=["device=meta"]).to_dict(),
+        ["fpn={style: simple}"],
+        "backbone.fpn",
+        r"stage 'blocks4' has stride 14, not a power of two.*tokens\.stride: 16",
+    ),
+    (
+        "tokens-stage-runs-the-classifier",
+        _vit()
+        | {"stages": {"all": {"modules": ["conv_proj", "encoder.dropout", "encoder.layers", "encoder.ln", "heads"]}}}
+        | {"source": None, "out_features": None},
+        [],
+        "backbone.stages.all",
+        r"gives 'heads' an input of shape \(1, 768\), the stages give it \(1, 197, 768\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "overrides", "key", "pattern"), [c[1:] for c in TOKEN_CASES], ids=[c[0] for c in TOKEN_CASES]
+)
+def test_bad_token_specs_are_a_spec_error_naming_the_key(data, overrides, key, pattern):
+    with pytest.raises(featx.FeatxError) as error:
+        featx.build(data, overrides=overrides)
+    _assert_spec_error(error, key, pattern)
+
+
 def _ids(cases: List[tuple]) -> List[str]:
     return [case[0] for case in cases]
 
 
 def test_the_corpus_is_distinct():
-    for cases in (DATA_CASES, OVERRIDE_CASES, FILE_CASES, STAGE_ORDER_CASES):
+    for cases in (DATA_CASES, OVERRIDE_CASES, FILE_CASES, STAGE_ORDER_CASES, TOKEN_CASES):
         assert len(set(_ids(cases))) == len(cases)
 
 

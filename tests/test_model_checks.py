@@ -103,9 +103,20 @@ def test_stages_that_do_not_chain_name_the_failing_stage():
     with pytest.raises(featx.SpecError) as caught:
         _plan(spec)
     assert str(caught.value).startswith(
-        "backbone.stages.c5: running the stages in order fails at this stage (layer2, layer3, layer4, avgpool, fc): "
+        "backbone.stages.c5: the model's own forward at 224x224 gives 'fc' an input of shape (1, 512), the stages "
+        "give it (1, 512, 1, 1): the forward does more before it than call the listed modules"
     )
-    assert "Hint:" in str(caught.value)
+
+
+def test_an_input_size_the_model_cannot_take_names_the_module_it_never_reaches():
+    """At an input_size too small for Inception, its own forward stops early: the first member it never ran is named."""
+    spec = {"model": "inception_v3", "stages": {"c2": {"modules": ["Conv2d_1a_3x3", "Conv2d_2a_3x3"]}}}
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build(spec, overrides=["device=meta", "input_size=[2,2]"])
+    assert str(caught.value) == (
+        "backbone.stages.c2: the model's own forward at 2x2 (eval mode) never runs 'Conv2d_2a_3x3' (it stopped with "
+        "RuntimeError); a stage may only list modules the model runs on its way from the input"
+    )
 
 
 def test_a_stage_whose_output_is_not_a_feature_map_is_rejected():

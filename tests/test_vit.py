@@ -11,9 +11,12 @@ import torch
 import torchvision
 from torch.nn import functional
 from torch.testing import assert_close
+from torchvision.models.detection import FasterRCNN
 from torchvision.models.vision_transformer import interpolate_embeddings
 
 import featx
+from featx.detection import anchor_generator, roi_pooler
+from featx.tasks.export import export_backbone
 
 VITS = ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")
 #: the patch size of each, from torchvision's model definitions
@@ -240,3 +243,86 @@ def test_simple_pyramid_equals_vitdet_written_out(name, overrides, factors):
     for level, value in zip(["p2", "p3", "p4", "p5"], expected, strict=True):
         assert_close(outputs[level], value, rtol=1e-5, atol=1e-5, msg=level)
     assert_close(outputs["p6"], functional.max_pool2d(outputs["p5"], 1, 2), rtol=0, atol=0)
+
+
+def _same_outputs(expected: dict, actual, atol: float = 1e-4) -> None:
+    values = list(actual.values()) if isinstance(actual, dict) else list(actual)
+    assert len(values) == len(expected)
+    for (name, value), other in zip(expected.items(), values, strict=True):
+        assert_close(torch.as_tensor(other), value, rtol=1e-4, atol=atol, msg=name)
+
+
+def test_vit_b_16_fpn_exports_at_a_fixed_size_and_the_file_equals_eager(tmp_path):
+    backbone = featx.build("vit_b_16_fpn", overrides=["fpn.extra_blocks=maxpool"]).eval()
+    result = export_backbone(backbone, tmp_path / "vit.pt2", "exported", (224, 224), dynamic=False)
+    loaded = torch.export.load(str(result.path)).module()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        _same_outputs(backbone(x), loaded(x))
+
+
+def test_a_dynamic_export_of_a_vit_takes_other_sizes(tmp_path):
+    """No branch on the input size in the token path: the program traced at 224x224 runs at 320x256 too (with a
+    shortcut for the position embedding's own grid, torch.export would specialise to 224 and fail elsewhere)."""
+    backbone = featx.build("vit_b_32_fpn", overrides=["fpn.out_channels=32"]).eval()
+    result = export_backbone(backbone, tmp_path / "vit.pt2", "exported", (224, 224), dynamic=True)
+    loaded = torch.export.load(str(result.path)).module()
+    x = torch.randn(2, 3, 320, 256)
+    with torch.inference_mode():
+        _same_outputs(backbone(x), loaded(x))
+
+
+@pytest.mark.slow
+def test_vit_b_16_fpn_onnx_at_a_fixed_size_equals_eager_in_onnxruntime(tmp_path):
+    import onnxruntime
+
+    backbone = featx.build("vit_b_16_fpn").eval()
+    result = export_backbone(backbone, tmp_path / "vit.onnx", "onnx", (224, 224), dynamic=False)
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        expected = backbone(x)
+    _same_outputs(expected, [torch.from_numpy(a) for a in session.run(None, {"image": x.numpy()})])
+
+
+def test_faster_rcnn_on_vit_b_16_fpn_trains_a_step_and_detects():
+    torch.manual_seed(0)
+    backbone = featx.build("vit_b_16_fpn", overrides=["fpn={out_channels: 64, extra_blocks: maxpool, style: simple}"])
+    model = FasterRCNN(
+        backbone,
+        num_classes=3,
+        rpn_anchor_generator=anchor_generator(backbone),
+        box_roi_pool=roi_pooler(backbone),
+        min_size=64,
+        max_size=96,
+        box_score_thresh=0.0,
+        box_detections_per_img=10,
+    )
+    images = [torch.rand(3, 64, 80), torch.rand(3, 72, 64)]
+    targets = [
+        {"boxes": torch.tensor([[4.0, 6.0, 40.0, 44.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[10.0, 8.0, 50.0, 60.0]]), "labels": torch.tensor([2])},
+    ]
+    model.train()
+    losses = model(images, targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    sum(losses.values()).backward()
+    deepest = backbone.stages["blocks4"].encoder_layers_encoder_layer_11.mlp[0].weight
+    assert deepest.grad is not None and torch.count_nonzero(deepest.grad) > 0
+    assert all(p.grad is None for p in backbone.stages["embed"].parameters())  # frozen_stages: 1
+    model.eval()
+    with torch.no_grad():
+        detections = model(images)
+    assert [set(d) for d in detections] == [{"boxes", "labels", "scores"}] * 2
+    assert all(d["boxes"].shape[0] > 0 and torch.isfinite(d["boxes"]).all() for d in detections)
+
+
+def test_weights_for_another_size_are_refused_with_the_position_embedding_named(tmp_path):
+    """SWAG end-to-end weights carry the position embedding of a 384x384 model; the model featx builds is 224x224."""
+    weights = tmp_path / "vit_384.pth"
+    with torch.device("meta"):
+        larger = torchvision.models.vit_b_16(image_size=384)
+    torch.save({key: torch.zeros(value.shape) for key, value in larger.state_dict().items()}, weights)
+    with pytest.raises(featx.WeightsError) as error:
+        featx.build("vit_b_16", overrides=[f"weights={weights}"])
+    assert "shape mismatches: encoder.pos_embedding checkpoint (1, 577, 768) vs model (1, 197, 768)" in str(error.value)

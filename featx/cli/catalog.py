@@ -36,7 +36,12 @@ def describe(path: Path) -> List[str]:
     params = sum(p.numel() for p in backbone.parameters())
     notes = []
     if spec.fpn is not None:
-        notes.append(f"fpn {spec.fpn.out_channels}" + (f" +{spec.fpn.extra_blocks}" if spec.fpn.extra_blocks else ""))
+        kind = "fpn" if spec.fpn.style == "fpn" else "simple pyramid"
+        notes.append(
+            f"{kind} {spec.fpn.out_channels}" + (f" +{spec.fpn.extra_blocks}" if spec.fpn.extra_blocks else "")
+        )
+    if spec.tokens is not None:
+        notes.append("tokens" + (f" at stride {spec.tokens.stride}" if spec.tokens.stride else ""))
     if spec.input_size is not None:
         notes.append(f"input {spec.input_size[0]}x{spec.input_size[1]} only")
     if spec.out_features is not None:

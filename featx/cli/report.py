@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from featx.nn.backbone import Backbone
-from featx.nn.fpn import FeaturePyramid
 
 
 @dataclass(frozen=True)
@@ -53,10 +52,14 @@ def _stage_shapes(
     """Run one timed forward, recording every stage's output shape (as N×C×H×W) and every output's shape."""
     shapes: Dict[str, Tuple[int, ...]] = {}
     nhwc = backbone.spec.layout == "nhwc"
+    patch = backbone.stage_info[0].stride if backbone.spec.tokens is not None else None
 
     def recorder(name: str):
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             shape = tuple(output.shape)
+            if patch is not None:  # tokens: shown as the map they become
+                shapes[name] = (shape[0], shape[2], batch.shape[2] // patch, batch.shape[3] // patch)
+                return
             shapes[name] = (shape[0], shape[3], shape[1], shape[2]) if nhwc else shape
 
         return hook
@@ -76,19 +79,16 @@ def _stage_shapes(
 
 
 def _neck_rows(backbone: Backbone, output_shapes: Dict[str, Tuple[int, ...]]) -> List[Row]:
-    fpn = backbone.neck
-    assert isinstance(fpn, FeaturePyramid) and backbone.spec.fpn is not None
-    returned = backbone.spec.returned_stages
-    extra_modules = list(fpn.extra_blocks.children()) if fpn.extra_blocks is not None else []
+    neck = backbone.neck
+    assert neck is not None
+    level_parts = getattr(neck, "level_parts", None)
+    if level_parts is None:  # a hand-made neck: its parameters on the first row
+        parts = [(type(neck).__name__, [neck])] + [("", [])] * (len(backbone.feature_info) - 1)
+    else:
+        parts = level_parts(backbone.spec.returned_stages)
     rows = []
-    for index, info in enumerate(fpn.feature_info):
-        if index < len(returned):
-            covers = f"fpn lateral+3x3 on {returned[index]}"
-            params, trainable = _count(fpn.inner_blocks[index], fpn.layer_blocks[index])
-        else:
-            extra = index - len(returned)
-            covers = f"fpn extra level ({backbone.spec.fpn.extra_blocks})"
-            params, trainable = _count(extra_modules[extra]) if extra < len(extra_modules) else (0, 0)
+    for info, (covers, modules) in zip(backbone.feature_info, parts, strict=True):
+        params, trainable = _count(*modules)
         rows.append(
             Row(info.name, covers, info.channels, info.stride, output_shapes[info.name], params, trainable, True)
         )
@@ -128,6 +128,14 @@ def _millions(count: int) -> str:
     return f"{count / 1e6:.2f}M"
 
 
+def _short_covers(covers: str) -> str:
+    """A long list of module paths as its first and last (``a, b, c, d`` → ``a .. d (4 modules)``)."""
+    paths = covers.split(", ")
+    if len(covers) <= 60 or len(paths) < 3:
+        return covers
+    return f"{paths[0]} .. {paths[-1]} ({len(paths)} modules)"
+
+
 def format_report(report: Report) -> str:
     """The table as text."""
     header = ("output", "name", "covers", "channels", "stride", "shape", "params", "trainable", "state")
@@ -142,7 +150,7 @@ def format_report(report: Report) -> str:
             (
                 "*" if row.output else "",
                 row.name,
-                row.covers,
+                _short_covers(row.covers),
                 str(row.channels),
                 str(row.stride),
                 "x".join(map(str, row.shape)),

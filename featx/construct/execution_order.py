@@ -22,10 +22,10 @@ Example::
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from featx.construct.members import StageMembers
 from featx.construct.probe import Size, input_channels, meta_input, shape_only_layers
@@ -67,14 +67,25 @@ def _check_containers(model: nn.Module, members: Sequence[StageMembers], reprodu
     return containers
 
 
-def _recorded_calls(model: nn.Module, size: Size) -> tuple[List[str], Optional[Exception]]:
+def _input_shape(inputs: tuple) -> Optional[Tuple[int, ...]]:
+    return tuple(inputs[0].shape) if inputs and isinstance(inputs[0], torch.Tensor) else None
+
+
+def _recorded_calls(model: nn.Module, size: Size) -> tuple[List[str], Dict[str, Any], Optional[Exception]]:
     """The paths of the modules the model's own forward calls, in order, on a meta input of ``size`` (eval mode);
-    and the exception that stopped it, if one did (a classifier may not take every size: what ran still counts)."""
+    the shape of each module's first input at its first call; and the exception that stopped the forward, if one
+    did (a classifier may not take every size: what ran still counts)."""
     calls: List[str] = []
+    inputs: Dict[str, Any] = {}
     handles = []
+
+    def record(path: str, arguments: tuple) -> None:
+        calls.append(path)
+        inputs.setdefault(path, _input_shape(arguments))
+
     for path, module in model.named_modules():
         if path:
-            handles.append(module.register_forward_pre_hook(lambda _module, _inputs, path=path: calls.append(path)))
+            handles.append(module.register_forward_pre_hook(lambda _module, args, path=path: record(path, args)))
     training = model.training
     failure: Optional[Exception] = None
     try:
@@ -87,7 +98,31 @@ def _recorded_calls(model: nn.Module, size: Size) -> tuple[List[str], Optional[E
         model.train(training)
         for handle in handles:
             handle.remove()
-    return calls, failure
+    return calls, inputs, failure
+
+
+def _stage_inputs(
+    model: nn.Module, paths: Sequence[str], run_stages: Callable[[Tensor], object], size: Size
+) -> Dict[str, Any]:
+    """The shape of each member's first input when the stages run on a meta input of ``size``."""
+    inputs: Dict[str, Any] = {}
+
+    def record(path: str, arguments: tuple) -> None:  # a pre-hook's return value would replace the inputs
+        inputs.setdefault(path, _input_shape(arguments))
+
+    handles = [
+        model.get_submodule(path).register_forward_pre_hook(lambda _module, args, path=path: record(path, args))
+        for path in paths
+    ]
+    try:
+        with shape_only_layers(model), torch.no_grad():
+            run_stages(meta_input(size, input_channels(model)))
+    except Exception:  # noqa: BLE001 - the stage probe reports stages that fail; here only what ran is compared
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return inputs
 
 
 def _frontier(calls: Sequence[str], containers: Set[str], members: Set[str]) -> List[str]:
@@ -104,14 +139,24 @@ def _frontier(calls: Sequence[str], containers: Set[str], members: Set[str]) -> 
 
 
 def check_execution_order(
-    model: nn.Module, members: Sequence[StageMembers], size: Size, reproduced: Sequence[str] = ()
+    model: nn.Module,
+    members: Sequence[StageMembers],
+    size: Size,
+    reproduced: Sequence[str] = (),
+    run_stages: Optional[Callable[[Tensor], object]] = None,
+    stage_size: Optional[Size] = None,
+    resized: Sequence[str] = (),
 ) -> None:
     """Raise :class:`SpecError` unless the stages' modules are what ``model``'s own forward runs, in its order, from
     the input to the last member (see the module docstring). ``reproduced`` names containers whose extra work
-    featx does itself (a token model's position embedding is added by featx's token embedding)."""
+    featx does itself (a token model's position embedding is added by featx's token embedding). With
+    ``run_stages`` (the stages applied in turn), each member must also get inputs of the shape the model's own
+    forward gives it: a forward that reshapes between two modules (flattening, picking the class token) is refused
+    where the stages would skip that. The stages run at ``stage_size`` (default ``size``); ``resized`` are members
+    whose input featx resizes on purpose (a token model's embedding at ``tokens.stride``)."""
     containers = _check_containers(model, members, reproduced)
     listed = [(stage.name, path) for stage in members for path in stage.paths]
-    calls, failure = _recorded_calls(model, size)
+    calls, own_inputs, failure = _recorded_calls(model, size)
     ran = _frontier(calls, containers, {path for _, path in listed})
     for position, (stage, path) in enumerate(listed):
         key = key_path("stages", stage)
@@ -137,3 +182,26 @@ def check_execution_order(
             f"{path!r} is listed {before}, but the model's forward runs {found!r} there: list the modules in the "
             "order the forward runs them",
         )
+    if run_stages is not None:
+        checked = [(stage, path) for stage, path in listed if path not in resized]
+        _check_member_inputs(model, checked, own_inputs, run_stages, size, stage_size or size)
+
+
+def _check_member_inputs(
+    model: nn.Module,
+    listed: Sequence[Tuple[str, str]],
+    own_inputs: Dict[str, Any],
+    run_stages: Callable[[Tensor], object],
+    size: Size,
+    stage_size: Size,
+) -> None:
+    stage_inputs = _stage_inputs(model, [path for _, path in listed], run_stages, stage_size)
+    for stage, path in listed:
+        own, ours = own_inputs.get(path), stage_inputs.get(path)
+        if own is not None and ours is not None and own != ours:
+            raise SpecError(
+                key_path("stages", stage),
+                f"the model's own forward at {size[0]}x{size[1]} gives {path!r} an input of shape {own}, the stages "
+                f"give it {ours}: the forward does more before it than call the listed modules (a reshape, a "
+                "selection of the class token), which the stages would skip",
+            )

@@ -110,7 +110,13 @@ def _stage_shapes(
                     key_path("stages", stage.name),
                     f"running the stages in order fails at this stage ({stage.covers}): "
                     f"{type(error).__name__}: {str(error).splitlines()[0]}. Hint: each stage receives the previous "
-                    "stage's output, so members must be listed in execution order with nothing left out",
+                    "stage's output, so members must be listed in execution order with nothing left out"
+                    + (
+                        "; with tokens, every module after the patch embedding receives token sequences "
+                        "(N x tokens x channels)"
+                        if tokens is not None
+                        else ""
+                    ),
                 ) from None
             if tokens is not None:
                 shapes.append(_token_map_shape(stage, x, tokens, size))
@@ -194,11 +200,19 @@ def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
     if spec.tokens is not None:
         tokens = resolve_tokens(meta_model, spec, members, in_channels, evaluation_size(spec))
     containers = _containers(meta_model, members, tokens)
+
+    def run_stages(x: torch.Tensor) -> None:
+        for container in containers.values():
+            x = container(x)
+
     check_execution_order(
         meta_model,
         members,
         tokens.native_size if tokens is not None else evaluation_size(spec),
         reproduced=tokens.reproduced_containers if tokens is not None else (),
+        run_stages=run_stages,
+        stage_size=tokens.stage_size if tokens is not None else None,
+        resized=tokens.resized_modules if tokens is not None else (),
     )
     with shape_only_layers(meta_model):
         sizes, per_size, fixed_size = _probe(spec, containers, members, in_channels, tokens)

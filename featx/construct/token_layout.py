@@ -56,6 +56,17 @@ class TokenLayout:
         """The input size the model's own forward takes with the position embedding as it is."""
         return self.grid[0] * self.embed_patch, self.grid[1] * self.embed_patch
 
+    @property
+    def stage_size(self) -> Size:
+        """The input size at which the stages give the blocks what the model's own forward at
+        :attr:`native_size` gives them (larger when ``tokens.stride`` resizes the image)."""
+        return self.grid[0] * self.patch, self.grid[1] * self.patch
+
+    @property
+    def resized_modules(self) -> Tuple[str, ...]:
+        """The patch embedding when it gets a resized image (``tokens.stride``), else nothing."""
+        return (self.spec.embed,) if self.patch != self.embed_patch else ()
+
     def embedding(self, model: nn.Module) -> TokenEmbedding:
         """A :class:`TokenEmbedding` holding ``model``'s own patch embedding and token parameters."""
         position = model.get_parameter(self.spec.position) if self.spec.position else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
@@ -70,7 +70,20 @@ class FeaturePyramid(FeaturePyramidNetwork):
         block, extra_strides = extra_block(spec, inputs[-1], inputs[-1].channels)
         super().__init__([info.channels for info in inputs], spec.out_channels, extra_blocks=block)
         self.input_names = [info.name for info in inputs]
+        self.extra_kind = spec.extra_blocks
         strides = [info.stride for info in inputs] + extra_strides
         self.feature_info = [FeatureInfo(level_name(stride), spec.out_channels, stride) for stride in strides]
         # levels made by the extra block (pooled or convolved from the top level), not from a backbone stage
         self.extra_level_names = [level_name(stride) for stride in extra_strides]
+
+    def level_parts(self, stage_names: List[str]) -> List[Tuple[str, List[nn.Module]]]:
+        """For each output level: what makes it (for reports) and the modules that hold its parameters;
+        ``stage_names`` are the returned stages feeding the levels."""
+        parts: List[Tuple[str, List[nn.Module]]] = [
+            (f"fpn lateral+3x3 on {stage}", [self.inner_blocks[index], self.layer_blocks[index]])
+            for index, stage in enumerate(stage_names)
+        ]
+        extra = list(self.extra_blocks.children()) if self.extra_blocks is not None else []
+        for index in range(len(self.extra_level_names)):
+            parts.append((f"fpn extra level ({self.extra_kind})", extra[index : index + 1]))
+        return parts

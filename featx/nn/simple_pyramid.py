@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from torch import Tensor, nn
 from torchvision.models.convnext import LayerNorm2d
@@ -72,6 +72,7 @@ class SimpleFeaturePyramid(nn.Module):
     def __init__(self, inputs: List[FeatureInfo], spec: FpnSpec) -> None:
         super().__init__()
         top = inputs[-1]
+        self.top_stride = top.stride
         self.input_names = [info.name for info in inputs]
         self.rescales = nn.ModuleList()
         self.outputs = nn.ModuleList()
@@ -99,6 +100,20 @@ class SimpleFeaturePyramid(nn.Module):
         strides = list(LEVEL_STRIDES) + extra_strides
         self.feature_info = [FeatureInfo(level_name(stride), spec.out_channels, stride) for stride in strides]
         self.extra_level_names = [level_name(stride) for stride in extra_strides]
+        self.extra_kind = spec.extra_blocks
+
+    def level_parts(self, stage_names: List[str]) -> List[Tuple[str, List[nn.Module]]]:
+        """For each output level: what makes it (for reports) and the modules that hold its parameters."""
+        top = stage_names[-1]
+        parts: List[Tuple[str, List[nn.Module]]] = []
+        for stride, rescale, output in zip(LEVEL_STRIDES, self.rescales, self.outputs, strict=True):
+            factor = self.top_stride / stride
+            scale = f"x{int(factor)}" if factor >= 1 else f"x1/{round(1 / factor)}"
+            parts.append((f"simple pyramid {scale} of {top}", [rescale, output]))
+        extra = list(self.extra_blocks.children()) if self.extra_blocks is not None else []
+        for index in range(len(self.extra_level_names)):
+            parts.append((f"simple pyramid extra level ({self.extra_kind})", extra[index : index + 1]))
+        return parts
 
     def forward(self, features: Dict[str, Tensor]) -> "OrderedDict[str, Tensor]":
         top = features[self.input_names[-1]]

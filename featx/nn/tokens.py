@@ -27,9 +27,10 @@ Grid = Tuple[int, int]
 
 def resample_position(position: Tensor, prefix_count: int, grid: Grid, new_grid: Grid) -> Tensor:
     """``position`` (``1×(prefix_count + h·w)×C`` for ``grid`` = (h, w)) for ``new_grid``: the prefix entries
-    kept, the grid entries resampled bicubically (corners aligned, as torchvision's ``interpolate_embeddings``)."""
-    if tuple(new_grid) == tuple(grid):
-        return position
+    kept, the grid entries resampled bicubically (corners aligned, as torchvision's ``interpolate_embeddings``).
+
+    There is no shortcut for ``new_grid == grid``: torch's resampling copies the values exactly then, and without a
+    branch on the size an exported program stays valid for every input size."""
     channels = position.shape[-1]
     prefix, patches = position[:, :prefix_count], position[:, prefix_count:]
     patches = patches.reshape(1, grid[0], grid[1], channels).permute(0, 3, 1, 2)
