@@ -1,5 +1,5 @@
-"""Write conf/backbone/<model>.yaml for every hierarchical torchvision classifier with featx.propose, plus
-<model>_fpn.yaml for one model of each family; the notes below are the human review of what each family's own
+"""Write conf/backbone/<model>.yaml for every torchvision classifier with featx.propose, plus <model>_fpn.yaml for
+one model of each family and every ViT; the notes below are the human review of what each family's own
 forward does beyond running the stages.
 
     python scripts/make_zoo_configs.py            # writes the missing files

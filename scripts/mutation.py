@@ -51,6 +51,10 @@ GUARDS: Dict[str, List[str]] = {
     "nn/freezing.py": ["tests/test_freezing.py", "tests/test_conf_backbones.py"],
     "nn/backbone.py": ["tests/test_freezing.py", "tests/test_runtime_control.py", "tests/test_hostile_forward.py"],
     "nn/fpn.py": ["tests/test_neck.py", "tests/test_reference_equality.py"],
+    "nn/tokens.py": ["tests/test_vit.py"],
+    "nn/simple_pyramid.py": ["tests/test_vit.py"],
+    "construct/token_layout.py": ["tests/test_hostile_spec.py", "tests/test_vit.py"],
+    "construct/propose_tokens.py": ["tests/test_propose.py"],
     "tasks/extract/store.py": ["tests/test_hostile_extract.py", "tests/test_extract.py", "tests/test_atomic_writes.py"],
     "tasks/extract/transforms.py": ["tests/test_extract.py"],
     "tasks/extract/listing.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
@@ -110,6 +114,61 @@ MUTANTS: List[Mutant] = [
         "return int(shape[spatial_dims(layout)[0]])",
         "return int(shape[1])",
         "channels read from dim 1 whatever the layout",
+    ),
+    Mutant(
+        "construct/execution_order.py",
+        "        if own is not None and ours is not None and own != ours:",
+        "        if False:",
+        "members fed other shapes than the forward gives them",
+    ),
+    # token models
+    Mutant(
+        "nn/tokens.py",
+        "patches = tokens[:, tokens.shape[1] - grid[0] * grid[1] :]",
+        "patches = tokens[:, : grid[0] * grid[1]]",
+        "the map keeps the prefix tokens and drops the last patches",
+    ),
+    Mutant(
+        "nn/tokens.py",
+        "torch.cat([*(token.expand(batch, -1, -1) for token in self.prefix), tokens], dim=1)",
+        "torch.cat([tokens, *(token.expand(batch, -1, -1) for token in self.prefix)], dim=1)",
+        "prefix tokens put after the patches",
+    ),
+    Mutant(
+        "nn/tokens.py",
+        'mode="bicubic", align_corners=True)',
+        'mode="bicubic", align_corners=False)',
+        "position embedding resampled without aligned corners",
+    ),
+    Mutant(
+        "nn/tokens.py",
+        "    channels = position.shape[-1]\n",
+        "    if tuple(new_grid) == tuple(grid):\n        return position\n    channels = position.shape[-1]\n",
+        "a shortcut at the embedding's own grid (exports specialise to one size)",
+    ),
+    Mutant(
+        "nn/simple_pyramid.py",
+        "layers += [_channel_norm(narrower), nn.GELU()]",
+        "layers += [_channel_norm(narrower)]",
+        "no GELU between the transposed convolutions",
+    ),
+    Mutant(
+        "construct/token_layout.py",
+        "return TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count)",
+        "return TokenLayout(tokens, patch, patch, grid, prefix_count)",
+        "tokens.stride ignored",
+    ),
+    Mutant(
+        "construct/token_layout.py",
+        "        if length <= covered:",
+        "        if False:",
+        "a position embedding shorter than the prefix passes",
+    ),
+    Mutant(
+        "construct/propose_tokens.py",
+        "position, _ = max(found, key=lambda item: item[1])",
+        "position, _ = min(found, key=lambda item: item[1])",
+        "the shortest token parameter taken for the position embedding",
     ),
     # weights
     Mutant(

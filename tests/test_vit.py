@@ -326,3 +326,13 @@ def test_weights_for_another_size_are_refused_with_the_position_embedding_named(
     with pytest.raises(featx.WeightsError) as error:
         featx.build("vit_b_16", overrides=[f"weights={weights}"])
     assert "shape mismatches: encoder.pos_embedding checkpoint (1, 577, 768) vs model (1, 197, 768)" in str(error.value)
+
+
+def test_a_checkpoint_without_the_token_parameters_is_refused_with_them_named(tmp_path):
+    weights = tmp_path / "no_tokens.pth"
+    state = _perturbed_vit("vit_b_32").state_dict()
+    del state["class_token"], state["encoder.pos_embedding"]
+    torch.save(state, weights)
+    with pytest.raises(featx.WeightsError) as error:
+        featx.build("vit_b_32", overrides=[f"weights={weights}"])
+    assert "missing keys: class_token (1, 1, 768); encoder.pos_embedding (1, 50, 768)" in str(error.value)
