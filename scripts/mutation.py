@@ -226,8 +226,8 @@ MUTANTS: List[Mutant] = [
     # neck
     Mutant(
         "nn/fpn.py",
-        "return P6P7Levels(top.channels, spec.out_channels,",
-        "return P6P7Levels(spec.out_channels, spec.out_channels,",
+        "block, extra_strides = extra_block(spec, inputs[-1], inputs[-1].channels)",
+        "block, extra_strides = extra_block(spec, inputs[-1], spec.out_channels)",
         "P6 from P5 when C5's width differs",
     ),
     Mutant("nn/fpn.py", 'return f"p{stride.bit_length() - 1}"', 'return f"p{stride.bit_length()}"', "levels misnamed"),
