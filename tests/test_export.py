@@ -170,3 +170,28 @@ def test_bad_export_arguments_are_named_and_write_nothing(tmp_path, call, patter
     with pytest.raises(featx.ArgumentError, match=pattern):
         call(backbone, tmp_path)
     assert folder_state(tmp_path) == {"mine.txt": b"mine"}
+
+
+@pytest.mark.slow
+def test_featx_export_to_onnx_prints_one_line_unless_verbose(tmp_path):
+    """torch's ONNX exporter (onnx_ir) logs every pass at INFO, which Hydra's logging would show; featx's apps keep
+    other libraries at WARNING unless -v."""
+    env = {**os.environ, "TMPDIR": str(tmp_path), "HYDRA_FULL_ERROR": "0"}
+    command = [
+        sys.executable,
+        "-m",
+        "featx.cli.export",
+        "backbone=resnet18",
+        "backbone.out_features=[c3]",
+        "export.format=onnx",
+        f"export.path={tmp_path / 'r18.onnx'}",
+        "export.height=64",
+        "export.width=64",
+        "export.overwrite=true",
+    ]
+    quiet = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr
+    assert (quiet.stdout + quiet.stderr).strip().splitlines() == [quiet.stdout.strip()]
+    assert quiet.stdout.startswith(f"featx-export: wrote {tmp_path / 'r18.onnx'} (onnx, ")
+    verbose = subprocess.run([*command, "-v"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert verbose.returncode == 0 and "INFO" in verbose.stdout + verbose.stderr

@@ -430,3 +430,23 @@ def test_named_torchvision_weights_are_recorded_resolved():
     options = ExtractOptions(input="x", output="y")
     settings = _settings(spec, ["c5"], options, image_transform("auto", spec, [224, 224]))
     assert settings["backbone"]["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
+
+
+def test_the_app_counts_one_image_in_the_singular(tmp_path, weights_file):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    _save_image(folder / "only.png", "RGB", size=(40, 52), seed=1)
+    process = _run_app(
+        "backbone=resnet18",
+        f"backbone.weights={weights_file}",
+        "backbone.device=cpu",
+        f"extract.input={folder}",
+        f"extract.output={tmp_path / 'out'}",
+        "extract.size=[64,64]",
+        "extract.workers=0",
+        "extract.progress=false",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    )
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert f"featx-extract: {tmp_path / 'out'} holds features of 1 image; this run processed 1 file at " in out

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import featx
+from featx.cli.app import plain_nested_overrides
 from featx.cli import propose as propose_cli
 from featx.spec.config_files import backbone_names, config_dir
 
@@ -62,17 +63,16 @@ def test_composition_rejects_wrong_types():
         _compose(["backbone=resnet34", "backbone.frozen_stages=two"])
 
 
-def test_a_plain_override_into_a_null_fpn_says_how_to_append():
-    """The design's pitfall: no bare AssertionError, but Hydra's own hint."""
-    with pytest.raises(ConfigCompositionException) as caught:
+def test_a_downstream_compose_takes_the_plain_fpn_override_through_featx_s_rewrite():
+    """Hydra itself cannot set a key below a null node (``fpn: null``); a downstream app composing featx's group
+    passes its overrides through ``plain_nested_overrides`` (what featx's own apps do), or writes ``++``."""
+    with pytest.raises(ConfigCompositionException, match=r"\+backbone\.fpn\.out_channels=64"):
         _compose(["backbone=resnet50", "backbone.fpn.out_channels=64"])
-    assert "To append to your config use +backbone.fpn.out_channels=64" in str(caught.value)
-
-
-def test_a_null_fpn_gains_a_neck_with_the_append_override():
-    cfg = _compose(["backbone=resnet50", "+backbone.fpn.out_channels=64", "backbone.device=cpu"])
-    backbone = instantiate(cfg.backbone)
-    assert backbone.out_channels == 64 and [i.name for i in backbone.feature_info] == ["p2", "p3", "p4", "p5"]
+    overrides = plain_nested_overrides(["backbone=resnet50", "backbone.fpn.out_channels=64", "backbone.device=cpu"])
+    assert overrides[1] == "++backbone.fpn.out_channels=64"
+    for given in (overrides, ["backbone=resnet50_fpn", "++backbone.fpn.out_channels=64", "backbone.device=cpu"]):
+        backbone = instantiate(_compose(given).backbone)
+        assert backbone.out_channels == 64 and [i.name for i in backbone.feature_info] == ["p2", "p3", "p4", "p5"]
 
 
 def _run_app(args, cwd: Path, tmp: Path):
@@ -107,6 +107,26 @@ def test_app_prints_the_table_and_leaves_the_working_directory_alone(workdirs):
     assert list(cwd.iterdir()) == []
 
 
+def test_app_takes_the_plain_fpn_override_on_a_backbone_without_a_neck(workdirs):
+    cwd, tmp = workdirs
+    result = _run_app(["backbone=resnet18", "backbone.fpn.out_channels=64", "run=false"], cwd, tmp)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("*")]
+    assert [(row[1], row[-6]) for row in rows] == [("p2", "64"), ("p3", "64"), ("p4", "64"), ("p5", "64")]
+    dumped = _run_app(["backbone=resnet18", "--cfg", "job"], cwd, tmp)
+    assert OmegaConf.create(dumped.stdout).backbone.fpn is None  # no neck: still null
+
+
+def test_app_help_shows_featx_usage_above_hydras(workdirs):
+    cwd, tmp = workdirs
+    result = _run_app(["--help"], cwd, tmp)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert text.startswith("featx: Build a backbone from its YAML spec")
+    assert text.index("Examples:\n  featx backbone=resnet50_fpn") < text.index("== Configuration groups ==")
+    assert "vit_b_16_fpn" in text and "-v keeps other libraries'" in text
+
+
 def test_app_inspect_mode_prints_the_same_table_without_weights(workdirs):
     cwd, tmp = workdirs
     args = ["backbone=resnet50_fpn", "backbone.fpn.extra_blocks=maxpool", "input.height=64", "input.width=96"]
@@ -124,6 +144,9 @@ def test_app_resolved_config(workdirs):
     assert result.returncode == 0, result.stderr
     cfg = OmegaConf.create(result.stdout)
     assert cfg.backbone.model == "vgg16" and cfg.backbone.stages.c5.slice == [23, 29]
+    assert "modules: null" not in result.stdout and all(
+        list(stage) == ["slice"] for stage in cfg.backbone.stages.values()
+    )
     assert featx.load_spec(cfg.backbone) == featx.load_spec("vgg16")
     assert list(cwd.iterdir()) == []
 

@@ -6,6 +6,10 @@
 - Every FeatxError in a job becomes one line ``<app>: error: <message>``.
 - In a sweep (``-m``) a failing job does not stop the others: each failure is reported when it happens, and when
   every job has run the app exits with status 1 and a summary of the failed jobs.
+- ``backbone.fpn.out_channels=128`` works as typed on a backbone without a neck (``fpn: null``): Hydra cannot set a
+  key below a null node, so plain overrides below ``backbone.fpn`` and ``backbone.tokens`` are passed on as
+  ``++`` (set or add).
+- Other libraries' log messages below WARNING (Hydra's logging shows INFO) are silenced unless ``-v`` is given.
 
 Example::
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import sys
 import typing
 from pathlib import PurePosixPath
@@ -28,7 +33,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -45,6 +50,11 @@ _failed_jobs: List[str] = []
 _jobs_run: List[int] = []
 #: command-line flags that add config roots: with them, featx cannot know every backbone name
 _SEARCH_PATH_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")
+#: spec nodes that are null unless set: a plain override below them is passed to Hydra as ``++`` (set or add)
+_NULLABLE_NODES = ("backbone.fpn.", "backbone.tokens.")
+#: featx's own flag: keep other libraries' INFO messages
+VERBOSE_FLAGS = ("-v", "--verbose")
+_verbose: List[bool] = [False]
 
 
 def _parsed(app: str, argument: str) -> Override:
@@ -140,6 +150,7 @@ def app_task(
 
     def wrap(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig], Optional[Result]]:
         def checked(cfg: DictConfig) -> Result:
+            _quiet_other_loggers()
             _check_keys(cfg, schema)
             return task(cfg)
 
@@ -164,9 +175,41 @@ def app_task(
     return wrap
 
 
-def run_app(app: str, hydra_main: Callable[[], object], arguments: Optional[Sequence[str]] = None) -> None:
-    """Check the command line, run the Hydra app, and after a sweep exit 1 if any of its jobs failed."""
-    check_choices(app, sys.argv[1:] if arguments is None else arguments)
+def plain_nested_overrides(arguments: Sequence[str]) -> List[str]:
+    """``arguments`` with each plain override below a nullable spec node (``backbone.fpn.out_channels=128``) made a
+    ``++`` override, which Hydra applies whether the node is null or not; everything else unchanged."""
+    rewritten = []
+    for argument in arguments:
+        if argument.startswith(_NULLABLE_NODES) and "=" in argument:
+            try:
+                (override,) = OverridesParser.create().parse_overrides([argument])
+            except (HydraException, ValueError):
+                override = None
+            if override is not None and override.type == OverrideType.CHANGE:
+                argument = "++" + argument
+        rewritten.append(argument)
+    return rewritten
+
+
+def _quiet_other_loggers() -> None:
+    """Other libraries' loggers (onnx_ir announces every pass at INFO) at WARNING; featx's own unchanged."""
+    if _verbose[0]:
+        return
+    logging.getLogger().setLevel(logging.WARNING)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and not name.startswith("featx"):
+            logger.setLevel(logging.WARNING)
+    logging.getLogger("featx").setLevel(logging.INFO)
+
+
+def run_app(app: str, hydra_main: Callable[[], object]) -> None:
+    """Check the command line (``sys.argv``), run the Hydra app, and after a sweep exit 1 if any of its jobs
+    failed. ``-v`` is featx's: it keeps other libraries' INFO messages."""
+    given = sys.argv[1:]
+    _verbose[0] = any(flag in given for flag in VERBOSE_FLAGS)
+    given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
+    check_choices(app, given)
+    sys.argv[1:] = given
     _failed_jobs.clear()
     _jobs_run.clear()
     hydra_main()

@@ -37,11 +37,12 @@ def run(cfg: DictConfig) -> None:
         rate = summary.processed / summary.seconds if summary.seconds > 0 else 0.0
         skipped = f", {summary.skipped} skipped (reasons in featx-manifest.jsonl)" if summary.skipped else ""
         work = (
-            f"this run processed {summary.processed} files at {rate:.1f} images/s"
+            f"this run processed {summary.processed} file{'' if summary.processed == 1 else 's'} at {rate:.1f} images/s"
             if summary.processed
             else "nothing left to do (every file was done already)"
         )
-        print(f"{APP}: {options.output} holds features of {summary.images} images{skipped}; {work}")
+        images = f"{summary.images} image{'' if summary.images == 1 else 's'}"
+        print(f"{APP}: {options.output} holds features of {images}{skipped}; {work}")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -20,8 +20,13 @@ from featx.spec.schema import BackboneSpec
 
 @dataclass
 class BackboneNode(BackboneSpec):
-    """The schema of a composed ``backbone`` node: the spec plus its instantiate target."""
+    """The schema of a composed ``backbone`` node: the spec plus its instantiate target.
 
+    Its stages are untyped here, so a composed (and dumped: ``--cfg job``) config holds each stage as written, with
+    the one key it sets; :func:`featx.spec.load.load_spec` checks their keys and types when the backbone is built.
+    """
+
+    stages: Dict[str, Any] = MISSING
     _target_: str = INSTANTIATE_TARGET
 
 
