@@ -15,8 +15,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import featx
-from featx.cli.app import plain_nested_overrides
 from featx.cli import propose as propose_cli
+from featx.cli.app import plain_nested_overrides
 from featx.spec.config_files import backbone_names, config_dir
 
 
