@@ -146,14 +146,55 @@ def test_detector_trains_one_step_and_detects(kind: str, family: str) -> None:
         assert torch.isfinite(detection["boxes"]).all()
 
 
-def test_faster_rcnn_with_featx_backbone_equals_torchvisions_own() -> None:
-    """Same weights in torchvision's fasterrcnn_resnet50_fpn and in FasterRCNN(featx resnet50_fpn): same detections."""
+def _default_detector(kind: str) -> nn.Module:
+    """torchvision's detector on a featx backbone with ``output_names: torchvision``: no anchor generator or pooler
+    passed, torchvision's defaults read the outputs '0', '1', ... and 'pool' (or 'p6', 'p7')."""
+    one_stage = kind in ("retinanet", "fcos")
+    overrides = ["device=cpu", "output_names=torchvision"]
+    overrides += ["out_features=[c3,c4,c5]", "fpn={out_channels: 64, extra_blocks: p6p7}"] if one_stage else []
+    overrides += [] if one_stage else ["fpn={out_channels: 64, extra_blocks: maxpool}"]
+    bb = featx.build("resnet18", overrides=overrides)
+    if one_stage:
+        return (RetinaNet if kind == "retinanet" else FCOS)(bb, 3, score_thresh=0.0, **SMALL)
+    if kind == "keypoint_rcnn":
+        return KeypointRCNN(bb, 3, num_keypoints=4, **EVAL_ALL)
+    return (FasterRCNN if kind == "faster_rcnn" else MaskRCNN)(bb, 3, **EVAL_ALL)
+
+
+@pytest.mark.parametrize("kind", sorted(OUTPUT_KEYS))
+def test_detectors_with_their_own_defaults_train_and_detect_on_torchvision_output_names(kind: str) -> None:
+    torch.manual_seed(0)
+    model = _default_detector(kind)
+    assert [info.name for info in model.backbone.feature_info] == (
+        ["0", "1", "2", "p6", "p7"] if kind in ("retinanet", "fcos") else ["0", "1", "2", "3", "pool"]
+    )
+    model.train()
+    losses = model(_images(), _targets(masks=kind == "mask_rcnn", keypoints=4 if kind == "keypoint_rcnn" else 0))
+    assert set(losses) == LOSS_KEYS[kind] and all(torch.isfinite(loss) for loss in losses.values())
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        detections = model(_images())
+    assert [set(detection) for detection in detections] == [OUTPUT_KEYS[kind]] * 2
+    assert all(detection["boxes"].shape[0] > 0 for detection in detections)
+
+
+@pytest.mark.parametrize("layout", ["helpers", "torchvision_names"])
+def test_faster_rcnn_with_featx_backbone_equals_torchvisions_own(layout: str) -> None:
+    """Same weights in torchvision's fasterrcnn_resnet50_fpn and in FasterRCNN(featx resnet50_fpn): same detections,
+    with featx's helpers (levels p2..p6) or with torchvision's own defaults (``output_names: torchvision``)."""
     torch.manual_seed(0)
     reference = randomize_norm_statistics(
         fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **EVAL_ALL)
     ).eval()
-    bb = featx.build("resnet50_fpn", overrides=["device=cpu", "norm=eval", "fpn.extra_blocks=maxpool"])
-    ours = FasterRCNN(bb, 91, rpn_anchor_generator=anchor_generator(bb), box_roi_pool=roi_pooler(bb), **EVAL_ALL).eval()
+    overrides = ["device=cpu", "norm=eval", "fpn.extra_blocks=maxpool"]
+    if layout == "helpers":
+        bb = featx.build("resnet50_fpn", overrides=overrides)
+        ours = FasterRCNN(bb, 91, rpn_anchor_generator=anchor_generator(bb), box_roi_pool=roi_pooler(bb), **EVAL_ALL)
+    else:
+        bb = featx.build("resnet50_fpn", overrides=[*overrides, "output_names=torchvision"])
+        ours = FasterRCNN(bb, 91, **EVAL_ALL)
+    ours.eval()
 
     def tensors(module: nn.Module) -> List[torch.Tensor]:
         return [t for key, t in module.state_dict().items() if not key.endswith("num_batches_tracked")]

@@ -56,11 +56,15 @@ def _weights_path(spec: BackboneSpec) -> Path:
 def _neck(spec: BackboneSpec, plan: BackbonePlan, meta: bool) -> Optional[nn.Module]:
     if spec.fpn is None:
         return None
+    torchvision_names = spec.output_names == "torchvision"
     with on_meta() if meta else contextlib.nullcontext():
         if spec.fpn.style == "simple":
-            return SimpleFeaturePyramid([info.output for info in plan.returned], spec.fpn)
-        levels = [FeatureInfo(level_name(info.stride), info.channels, info.stride) for info in plan.returned]
-        return FeaturePyramid(levels, spec.fpn)
+            return SimpleFeaturePyramid([info.output for info in plan.returned], spec.fpn, torchvision_names)
+        levels = [
+            FeatureInfo(str(index) if torchvision_names else level_name(info.stride), info.channels, info.stride)
+            for index, info in enumerate(plan.returned)
+        ]
+        return FeaturePyramid(levels, spec.fpn, torchvision_names)
 
 
 def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:

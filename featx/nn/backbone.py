@@ -63,9 +63,12 @@ class Backbone(nn.Module):
             raise ArgumentError(
                 f"Backbone(): the neck {type(neck).__name__} has no feature_info describing its outputs"
             )
-        self.feature_info: List[FeatureInfo] = (
-            list(neck_info) if neck_info is not None else [r.output for r in returned]
-        )
+        if neck_info is not None:
+            self.feature_info: List[FeatureInfo] = list(neck_info)
+        elif spec.output_names == "torchvision":  # '0', '1', ... as torchvision's detection backbones name them
+            self.feature_info = [FeatureInfo(str(i), r.channels, r.stride) for i, r in enumerate(returned)]
+        else:
+            self.feature_info = [r.output for r in returned]
         # returned stage -> the key of its map (the neck's input names, or the output names without a neck)
         input_names = getattr(neck, "input_names", None) if neck is not None else None
         keys = input_names or [info.name for info in self.feature_info]

@@ -7,6 +7,7 @@ Example::
 
     neck = FeaturePyramid([FeatureInfo("p4", 1024, 16), FeatureInfo("p5", 2048, 32)], FpnSpec(256, "maxpool"))
     [info.name for info in neck.feature_info]   # ['p4', 'p5', 'p6']
+    # with torchvision_names=True (inputs named "0", "1"): ['0', '1', 'pool']
 """
 
 from __future__ import annotations
@@ -52,29 +53,39 @@ class P6P7Levels(_NamedLevels, LastLevelP6P7):
         self.level_names = names
 
 
-def extra_block(spec: FpnSpec, top: FeatureInfo, in_channels: int) -> Tuple[Optional[ExtraFPNBlock], List[int]]:
-    """``spec.extra_blocks`` above the ``top`` level, and the strides of the levels it adds. ``p6p7`` convolves the
-    top input map when it has ``in_channels != out_channels`` (torchvision's rule), else the top output level."""
+#: what torchvision's detection backbones call the extra levels (``output_names: torchvision``)
+TORCHVISION_EXTRA_NAMES = {"maxpool": ["pool"], "p6p7": ["p6", "p7"]}
+
+
+def extra_block(
+    spec: FpnSpec, top: FeatureInfo, in_channels: int, torchvision_names: bool = False
+) -> Tuple[Optional[ExtraFPNBlock], List[FeatureInfo]]:
+    """``spec.extra_blocks`` above the ``top`` level, and the levels it adds (named after their strides, or as
+    torchvision names them). ``p6p7`` convolves the top input map when it has ``in_channels != out_channels``
+    (torchvision's rule), else the top output level."""
+    if spec.extra_blocks is None:
+        return None, []
+    count = 1 if spec.extra_blocks == "maxpool" else 2
+    strides = [top.stride * 2**step for step in range(1, count + 1)]
+    names = TORCHVISION_EXTRA_NAMES[spec.extra_blocks] if torchvision_names else [level_name(s) for s in strides]
+    levels = [FeatureInfo(name, spec.out_channels, stride) for name, stride in zip(names, strides, strict=True)]
     if spec.extra_blocks == "maxpool":
-        return MaxPoolLevel(level_name(top.stride * 2)), [top.stride * 2]
-    if spec.extra_blocks == "p6p7":
-        strides = [top.stride * 2, top.stride * 4]
-        return P6P7Levels(in_channels, spec.out_channels, [level_name(s) for s in strides]), strides
-    return None, []
+        return MaxPoolLevel(names[0]), levels
+    return P6P7Levels(in_channels, spec.out_channels, names), levels
 
 
 class FeaturePyramid(FeaturePyramidNetwork):
-    """torchvision's FPN plus ``feature_info`` of its outputs."""
+    """torchvision's FPN plus ``feature_info`` of its outputs: one level per input, named as the input (the
+    builder names them ``p{log2 stride}``, or ``'0'``, ``'1'``, ... as torchvision does), then the extra levels."""
 
-    def __init__(self, inputs: List[FeatureInfo], spec: FpnSpec) -> None:
-        block, extra_strides = extra_block(spec, inputs[-1], inputs[-1].channels)
+    def __init__(self, inputs: List[FeatureInfo], spec: FpnSpec, torchvision_names: bool = False) -> None:
+        block, extra_levels = extra_block(spec, inputs[-1], inputs[-1].channels, torchvision_names)
         super().__init__([info.channels for info in inputs], spec.out_channels, extra_blocks=block)
         self.input_names = [info.name for info in inputs]
         self.extra_kind = spec.extra_blocks
-        strides = [info.stride for info in inputs] + extra_strides
-        self.feature_info = [FeatureInfo(level_name(stride), spec.out_channels, stride) for stride in strides]
+        self.feature_info = [FeatureInfo(info.name, spec.out_channels, info.stride) for info in inputs] + extra_levels
         # levels made by the extra block (pooled or convolved from the top level), not from a backbone stage
-        self.extra_level_names = [level_name(stride) for stride in extra_strides]
+        self.extra_level_names = [info.name for info in extra_levels]
 
     def level_parts(self, stage_names: List[str]) -> List[Tuple[str, List[nn.Module]]]:
         """For each output level: what makes it (for reports) and the modules that hold its parameters;

@@ -69,7 +69,7 @@ class SimpleFeaturePyramid(nn.Module):
     ``spec.out_channels`` is every level's width.
     """
 
-    def __init__(self, inputs: List[FeatureInfo], spec: FpnSpec) -> None:
+    def __init__(self, inputs: List[FeatureInfo], spec: FpnSpec, torchvision_names: bool = False) -> None:
         super().__init__()
         top = inputs[-1]
         self.top_stride = top.stride
@@ -95,11 +95,11 @@ class SimpleFeaturePyramid(nn.Module):
                     ),
                 )
             )
-        level = FeatureInfo(level_name(LEVEL_STRIDES[-1]), spec.out_channels, LEVEL_STRIDES[-1])
-        self.extra_blocks, extra_strides = extra_block(spec, level, spec.out_channels)
-        strides = list(LEVEL_STRIDES) + extra_strides
-        self.feature_info = [FeatureInfo(level_name(stride), spec.out_channels, stride) for stride in strides]
-        self.extra_level_names = [level_name(stride) for stride in extra_strides]
+        self.level_names = [str(i) if torchvision_names else level_name(s) for i, s in enumerate(LEVEL_STRIDES)]
+        levels = [FeatureInfo(n, spec.out_channels, s) for n, s in zip(self.level_names, LEVEL_STRIDES, strict=True)]
+        self.extra_blocks, extra_levels = extra_block(spec, levels[-1], spec.out_channels, torchvision_names)
+        self.feature_info = levels + extra_levels
+        self.extra_level_names = [info.name for info in extra_levels]
         self.extra_kind = spec.extra_blocks
 
     def level_parts(self, stage_names: List[str]) -> List[Tuple[str, List[nn.Module]]]:
@@ -118,7 +118,7 @@ class SimpleFeaturePyramid(nn.Module):
     def forward(self, features: Dict[str, Tensor]) -> "OrderedDict[str, Tensor]":
         top = features[self.input_names[-1]]
         results = [output(rescale(top)) for rescale, output in zip(self.rescales, self.outputs, strict=True)]
-        names = [level_name(stride) for stride in LEVEL_STRIDES]
+        names = list(self.level_names)
         if self.extra_blocks is not None:
             results, names = self.extra_blocks(results, [top], names)
         return OrderedDict(zip(names, results, strict=True))

@@ -22,6 +22,7 @@ NORM_POLICIES = ("frozen", "eval", "train", "sync")
 LAYOUTS = ("nchw", "nhwc")
 EXTRA_BLOCKS = ("maxpool", "p6p7")
 FPN_STYLES = ("fpn", "simple")
+OUTPUT_NAMES = ("featx", "torchvision")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps", "meta")
 
 
@@ -84,6 +85,7 @@ class BackboneSpec:
     tokens: Any = None
     stages: Dict[str, StageSpec] = MISSING
     out_features: Optional[List[str]] = None
+    output_names: str = "featx"
     frozen_stages: int = 0
     reinit: List[str] = field(default_factory=list)
     norm: str = "frozen"

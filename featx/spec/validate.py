@@ -16,7 +16,16 @@ from typing import List, Optional, Sequence, Tuple
 from featx.errors import SpecError
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import MAX_CHANNELS, MAX_SEED, MAX_SIDE, MAX_STAGE_MODULES, MAX_STAGES, quoted, shortened
-from featx.spec.schema import DEVICE_CHOICES, EXTRA_BLOCKS, FPN_STYLES, LAYOUTS, NORM_POLICIES, BackboneSpec, TokenSpec
+from featx.spec.schema import (
+    DEVICE_CHOICES,
+    EXTRA_BLOCKS,
+    FPN_STYLES,
+    LAYOUTS,
+    NORM_POLICIES,
+    OUTPUT_NAMES,
+    BackboneSpec,
+    TokenSpec,
+)
 
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|meta|cuda(:\d{1,4})?")
 MAX_NAME_CHARS = 64
@@ -160,6 +169,7 @@ def validate_spec(spec: BackboneSpec) -> None:
         raise SpecError(key_path("seed"), f"must be in 0..{MAX_SEED} (it seeds the random init), got {spec.seed}")
     _check_choice(spec.norm, NORM_POLICIES, "norm")
     _check_choice(spec.layout, LAYOUTS, "layout")
+    _check_choice(spec.output_names, OUTPUT_NAMES, "output_names")
     if spec.tokens is not None:
         _validate_tokens(spec.tokens, spec.layout)
     if spec.input_size is not None and (
