@@ -11,6 +11,7 @@ with torchvision's own way of doing the same, measured in one run. No timing is 
 - inspect: featx.build(name, device=meta) plus a meta forward, what `featx run=false` does, in a fresh process.
 
     python scripts/bench.py                          # everything; tables on stdout, JSON to $TMPDIR/featx-bench.json
+    python scripts/bench.py --repeats 9 --output docs/results/cpu.md   # the page docs/results.md links to
     python scripts/bench.py --repeats 3 --batches 1  # a quick run
     python scripts/bench.py --device cuda --sections forward channels_last --repeats 100 --warmup 30 --batches 1 8 32
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -261,6 +263,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls of each side before the timed ones")
     parser.add_argument("--device", default="cpu", help="where forward and channels_last run (builds: always cpu)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument(
+        "--output", type=Path, help="also write the tables as a markdown page (with the command and the machine)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as name:
@@ -282,11 +287,12 @@ def main() -> None:
         if args.device.startswith("cuda")
         else f"cpu, {torch.get_num_threads()} threads"
     )
-    print(
+    header = (
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, {where}; sections: "
         f"{', '.join(args.sections)}; forward: {args.size}x{args.size}, {args.repeats} interleaved repeats, "
-        f"medians; build/inspect: {args.build_repeats} fresh processes each, medians\n"
+        f"medians; build/inspect: {args.build_repeats} fresh processes each, medians"
     )
+    print(header + "\n")
     tables = {
         "build": (
             ["backbone", "build", "seconds", "peak RSS MiB", "time / torchvision", "memory / torchvision"],
@@ -324,12 +330,41 @@ def main() -> None:
             lambda r: [r["backbone"], f"{r['seconds']:.3f}", f"{r['peak_mib']:.0f}"],
         ),
     }
+    markdown = []
     for section in ("build", "forward", "channels_last", "inspect"):
         if results[section]:
-            header, row = tables[section]
-            print(_table(header, [row(r) for r in results[section]]) + "\n")
+            columns, row = tables[section]
+            markdown.append(f"## {section}\n\n" + _table(columns, [row(r) for r in results[section]]) + "\n")
+            print(markdown[-1])
     args.json.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.json}")
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(_page(header, markdown))
+        print(f"wrote {args.output}")
+
+
+def _machine() -> str:
+    """The CPU model and core count (Linux: /proc/cpuinfo), and the date."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}"
+
+
+def _page(header: str, sections: List[str]) -> str:
+    """The results page: written by this script, never by hand."""
+    command = "python scripts/bench.py " + " ".join(sys.argv[1:])
+    return (
+        "# Benchmark results (generated)\n\n"
+        f"Written by `{command}` on {_machine()}.\n"
+        f"Do not edit: rerun the command. {header}.\n\n" + "\n".join(sections)
+    )
 
 
 if __name__ == "__main__":

@@ -226,8 +226,8 @@ MUTANTS: List[Mutant] = [
     # neck
     Mutant(
         "nn/fpn.py",
-        "block, extra_strides = extra_block(spec, inputs[-1], inputs[-1].channels)",
-        "block, extra_strides = extra_block(spec, inputs[-1], spec.out_channels)",
+        "block, extra_levels = extra_block(spec, inputs[-1], inputs[-1].channels, torchvision_names)",
+        "block, extra_levels = extra_block(spec, inputs[-1], spec.out_channels, torchvision_names)",
         "P6 from P5 when C5's width differs",
     ),
     Mutant("nn/fpn.py", 'return f"p{stride.bit_length() - 1}"', 'return f"p{stride.bit_length()}"', "levels misnamed"),

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Dict, List
@@ -500,3 +501,19 @@ def test_a_weights_file_rewritten_under_its_name_is_other_settings(photos, tmp_p
     os.utime(weights, ns=(1, 1))
     with pytest.raises(ArgumentError, match=r"differing: backbone.weights_file"):
         extract(_spec(weights=weights), _options(photos, tmp_path / "out"))
+
+
+def test_workers_with_a_temp_dir_too_long_for_a_socket_are_refused_instead_of_hanging(photos, tmp_path, monkeypatch):
+    """DataLoader workers hand batches over through a socket under the temp dir; with a path too long for a socket
+    every worker fails and the loader would wait forever (seen with pytest's deep temp dirs)."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with pytest.raises(ArgumentError) as caught:
+        extract(_spec(), _options(photos, tmp_path / "out", workers=2))
+    message = str(caught.value)
+    assert message.startswith("extract.workers: 2 worker processes hand batches over through sockets in the temp dir ")
+    assert "set TMPDIR to a shorter folder, or extract.workers=0" in message
+    assert not (tmp_path / "out").exists()
+    summary = extract(_spec(), _options(photos, tmp_path / "out", workers=0))  # no workers: no socket
+    assert summary.images == 3

@@ -46,6 +46,13 @@ DATA_CASES = [
     ("model-detection", _spec(model="fasterrcnn_resnet50_fpn"), [], "backbone.model", r"unknown torchvision model"),
     ("model-path-like", _spec(model="../../resnet18"), [], "backbone.model", r"unknown torchvision model"),
     ("model-null", _spec(model=None), [], "backbone.model", r"."),
+    (
+        "output-names-unknown",
+        _spec(output_names="tv"),
+        [],
+        "backbone.output_names",
+        r"unknown value 'tv'.*\(valid: featx, torchvision\)",
+    ),
     ("stages-missing", {"model": "resnet18"}, [], "backbone.stages", r"missing value"),
     ("stages-null", _spec(stages=None), [], "backbone.stages", r"."),
     ("stages-empty", _spec(stages={}), [], "backbone.stages", r"no stages"),

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -90,6 +92,27 @@ def check_options(options: ExtractOptions) -> None:
     if not (isinstance(size, list) and len(size) == 2 and all(type(s) is int and 1 <= s <= MAX_SIDE for s in size)):
         raise ArgumentError(f"extract.size: expected [height, width] of integers in 1..{MAX_SIDE}, got {size!r}")
     check_batch_pixels("extract.size", options.batch_size, size[0], size[1], size_key="extract.size")
+    if options.workers:
+        check_worker_temp_dir(options.workers)
+
+
+#: the longest path of a Unix socket (``sun_path``: 108 bytes on Linux, 104 on macOS, with the terminating NUL)
+_SOCKET_PATH_LIMIT = 107 if sys.platform.startswith("linux") else 103
+#: what multiprocessing adds to the temp dir for the sockets that hand batches from workers to the loader
+_SOCKET_SUFFIX = "/pymp-xxxxxxxx/listener-xxxxxxxx"
+
+
+def check_worker_temp_dir(workers: int) -> None:
+    """DataLoader workers pass each batch's file descriptors through a socket under the temp dir; where that path is
+    too long for a socket, every worker fails and the loader would wait forever. ArgumentError instead."""
+    temp_dir = tempfile.gettempdir()
+    length = len(os.fsencode(temp_dir)) + len(_SOCKET_SUFFIX)
+    if length > _SOCKET_PATH_LIMIT:
+        raise ArgumentError(
+            f"extract.workers: {workers} worker processes hand batches over through sockets in the temp dir "
+            f"{temp_dir}, whose path is too long for a socket ({length} > {_SOCKET_PATH_LIMIT} bytes); set TMPDIR "
+            "to a shorter folder, or extract.workers=0"
+        )
 
 
 def _rank_device(spec: BackboneSpec) -> torch.device:
