@@ -17,7 +17,8 @@ Usage (from the repository root; the config is ``scripts/experiment_conf/experim
 Every run writes, in its output dir (``outputs/experiment/runs/<time>/`` by default): ``metrics.csv`` (loss and
 accuracy per epoch), ``result.json`` (one row), ``config_resolved.yaml``, Hydra's ``.hydra/`` and
 ``experiment.log``. A ``-m`` sweep runs one job per value in ``outputs/experiment/multirun/<time>/<n>_<backbone>/``
-and then writes ``results.md`` (one table row per job) and ``results.png`` (needs matplotlib) in the sweep dir.
+and then writes ``results.md`` (one table row per job) and ``results.png`` (needs matplotlib) in the sweep dir;
+``summary_page=PATH`` also writes the table as a page naming the command and the machine (``docs/results/``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import csv
 import json
 import logging
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
@@ -364,18 +367,39 @@ def row_labels(results: List[Dict[str, Any]]) -> List[str]:
     return labels
 
 
-def results_table(results: List[Dict[str, Any]]) -> str:
-    """A markdown table, one row per job."""
-    lines = [
-        "| backbone | model | params | trainable | val acc | val loss | train time (s) | images/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
+def results_table(results: List[Dict[str, Any]], timings: bool = True) -> str:
+    """A markdown table, one row per job; ``timings=False`` leaves out the columns a rerun does not repeat."""
+    header = "| backbone | model | params | trainable | val acc | val loss |"
+    rule = "|---|---|---:|---:|---:|---:|"
+    lines = [header + (" train time (s) | images/s |" if timings else ""), rule + ("---:|---:|" if timings else "")]
     for label, r in zip(row_labels(results), results, strict=True):
-        lines.append(
+        row = (
             f"| {label} | {r['model']} | {r['params'] / 1e6:.2f}M | {r['trainable_params'] / 1e6:.2f}M | "
-            f"{r['val_acc']:.3f} | {r['val_loss']:.3f} | {r['train_time_s']:.1f} | {r['images_per_s']:.0f} |"
+            f"{r['val_acc']:.3f} | {r['val_loss']:.3f} |"
         )
+        lines.append(row + (f" {r['train_time_s']:.1f} | {r['images_per_s']:.0f} |" if timings else ""))
     return "\n".join(lines) + "\n"
+
+
+def _machine() -> str:
+    """The CPU model (Linux: /proc/cpuinfo) and core count."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = "unknown CPU"
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def summary_page(results: List[Dict[str, Any]]) -> str:
+    """The sweep's table as a page that says how it was made: what ``summary_page=PATH`` writes (for the docs)."""
+    command = "python scripts/experiment.py " + " ".join(sys.argv[1:])
+    return (
+        "# Experiment results (generated)\n\n"
+        f"Written by `{command}` on {_machine()}, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}. "
+        "Do not edit: rerun the command. The run is deterministic on one machine, so a rerun gives these numbers; "
+        "training times vary and are left out.\n\n" + results_table(results, timings=False)
+    )
 
 
 def plot_results(results: List[Dict[str, Any]], path: Path) -> None:
@@ -417,6 +441,11 @@ class SweepSummary(Callback):
         table = results_table(results)
         (sweep_dir / "results.md").write_text(table)
         log.info("sweep results (%s):\n%s", sweep_dir / "results.md", table)
+        page = OmegaConf.select(config, "summary_page")
+        if page:
+            Path(page).parent.mkdir(parents=True, exist_ok=True)
+            Path(page).write_text(summary_page(results))
+            log.info("summary page: %s", page)
         try:
             plot_results(results, sweep_dir / "results.png")
         except ImportError:

@@ -83,7 +83,14 @@ def sweep(tmp_path_factory) -> Tuple[Path, str]:
     """A tiny two-backbone sweep: its dir and its console output."""
     cwd = tmp_path_factory.mktemp("sweep")
     sweep_dir = cwd / "sweep"
-    done = run_script("-m", "backbone=resnet18,mobilenet_v3_large", *TINY, f"hydra.sweep.dir={sweep_dir}", cwd=cwd)
+    done = run_script(
+        "-m",
+        "backbone=resnet18,mobilenet_v3_large",
+        *TINY,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"summary_page={sweep_dir / 'page.md'}",
+        cwd=cwd,
+    )
     assert done.returncode == 0, done.stderr
     return sweep_dir, done.stdout + done.stderr
 
@@ -97,6 +104,11 @@ def test_sweep_writes_one_table_and_a_png(sweep):
     assert [line.split("|")[1].strip() for line in table[2:]] == ["resnet18", "mobilenet_v3_large"]
     assert (sweep_dir / "results.png").read_bytes().startswith(PNG_SIGNATURE)
     assert "| mobilenet_v3_large |" in console  # the table is logged too
+    page = (sweep_dir / "page.md").read_text().splitlines()
+    assert page[0] == "# Experiment results (generated)"
+    assert page[2].startswith("Written by `python scripts/experiment.py -m backbone=resnet18,mobilenet_v3_large ")
+    assert page[4] == "| backbone | model | params | trainable | val acc | val loss |"  # no timings
+    assert page[6:] == [line.rsplit("|", 3)[0] + "|" for line in table[2:]]
     for job in jobs:
         assert (sweep_dir / job / ".hydra" / "config.yaml").is_file()
         assert (sweep_dir / job / "config_resolved.yaml").is_file()
