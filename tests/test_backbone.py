@@ -96,3 +96,33 @@ def test_meta_device_builds_the_structure_without_memory():
     assert {k: v.shape for k, v in outputs.items()} == {
         k: v.shape for k, v in real.eval()(torch.randn(2, 3, 97, 131)).items()
     }
+
+
+def test_a_hand_made_neck_must_name_an_input_for_every_returned_stage():
+    """Backbone built by hand: a neck describing fewer inputs than there are returned stages would silently get only
+    some of them; it is refused with both lists named."""
+    from featx.nn.backbone import Backbone
+    from featx.nn.feature_info import FeatureInfo, StageInfo
+
+    stages = {"a": torch.nn.Conv2d(3, 4, 3, stride=2, padding=1), "b": torch.nn.Conv2d(4, 8, 3, stride=2, padding=1)}
+    info = [StageInfo("a", 4, 2, ("a",), "a"), StageInfo("b", 8, 4, ("b",), "b")]
+    spec = featx.BackboneSpec(
+        model="custom", stages={"a": featx.StageSpec(modules=["a"]), "b": featx.StageSpec(modules=["b"])}
+    )
+
+    class Fuse(torch.nn.Module):
+        feature_info = [FeatureInfo("fused", 8, 4)]
+
+        def forward(self, features):
+            return {"fused": features["b"]}
+
+    with pytest.raises(featx.ArgumentError) as caught:
+        Backbone(stages, info, spec, Fuse())
+    assert str(caught.value) == (
+        "Backbone(): 2 returned stages (a, b) but the neck names 1 inputs (fused); give the neck input_names, one per "
+        "returned stage"
+    )
+    named = Fuse()
+    named.input_names = ["a", "b"]
+    backbone = Backbone(stages, info, spec, named).eval()
+    assert backbone(torch.randn(1, 3, 16, 16))["fused"].shape == (1, 8, 4, 4)

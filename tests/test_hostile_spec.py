@@ -644,6 +644,13 @@ TOKEN_CASES = [
         "backbone.stages.c2",
         r"gives 'bn1' an input of shape \(1, 64, 112, 112\), the stages give it \(1, 12544, 64\)",
     ),
+    (
+        "fpn-on-token-stages-of-one-stride",
+        _vit(),
+        ["out_features=[blocks2,blocks4]", "fpn={style: fpn}"],
+        "backbone.fpn",
+        r"a token model's stages share one stride: use fpn.style: simple",
+    ),
     ("fpn-style-unknown", _vit(), ["fpn={style: vitdet}"], "backbone.fpn.style", r"unknown value 'vitdet'.*simple"),
     (
         "fpn-simple-on-patch-14",

@@ -336,3 +336,11 @@ def test_a_checkpoint_without_the_token_parameters_is_refused_with_them_named(tm
     with pytest.raises(featx.WeightsError) as error:
         featx.build("vit_b_32", overrides=[f"weights={weights}"])
     assert "missing keys: class_token (1, 1, 768); encoder.pos_embedding (1, 50, 768)" in str(error.value)
+
+
+def test_an_input_size_with_as_many_patches_as_the_native_grid_still_resamples_from_the_square_grid():
+    """448x112 has 28x7 = 196 patches, as many as vit_b_16's own 14x14 grid: the position embedding is still read
+    as 14x14 and resampled to 28x7."""
+    backbone = featx.build("vit_b_16", overrides=["device=meta", "input_size=[448,112]"])
+    assert backbone.stages["embed"].conv_proj.grid == (14, 14)
+    assert backbone(torch.empty(1, 3, 448, 112, device="meta"))["blocks4"].shape == (1, 768, 28, 7)

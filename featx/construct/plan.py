@@ -249,5 +249,10 @@ def _check_fpn_levels(levels: Sequence[StageInfo], style: str, token_model: bool
             raise SpecError(
                 key_path("fpn"),
                 f"FPN levels need strictly increasing strides, but stage {deeper.name!r} has stride {deeper.stride} "
-                f"after {shallower.name!r} with stride {shallower.stride}; choose out_features with distinct strides",
+                f"after {shallower.name!r} with stride {shallower.stride}; "
+                + (
+                    "a token model's stages share one stride: use fpn.style: simple (one map, strides 4..32)"
+                    if token_model
+                    else "choose out_features with distinct strides"
+                ),
             )

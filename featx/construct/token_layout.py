@@ -103,38 +103,38 @@ def _find_parameter(model: nn.Module, path: str, *key: str) -> nn.Parameter:
 def patch_stride(model: nn.Module, embed: str, in_channels: int) -> Tuple[int, int]:
     """The stride and channels of the patch embedding at ``embed``, from its output for a large meta image."""
     side = _MEASURING_SIDE
-    spec = TokenSpec(embed=embed)
     try:
         with torch.no_grad():
-            patches = model.get_submodule(spec.embed)(meta_input((side, side), in_channels))
+            patches = model.get_submodule(embed)(meta_input((side, side), in_channels))
     except Exception as error:  # noqa: BLE001 - any failure means the module is no patch embedding
         reason = str(error).splitlines()[0] if str(error) else ""
         raise SpecError(
-            key_path("tokens", "embed"), f"{spec.embed!r} fails on an image: {type(error).__name__}: {reason}"
+            key_path("tokens", "embed"), f"{embed!r} fails on an image: {type(error).__name__}: {reason}"
         ) from None
     if not isinstance(patches, torch.Tensor) or patches.dim() != 4 or patches.shape[2] != patches.shape[3]:
         shape = tuple(patches.shape) if isinstance(patches, torch.Tensor) else type(patches).__name__
         raise SpecError(
             key_path("tokens", "embed"),
-            f"{spec.embed!r} returns {shape} for a {side}x{side} image; the patch embedding must return an "
+            f"{embed!r} returns {shape} for a {side}x{side} image; the patch embedding must return an "
             "N x C x h x w patch map",
         )
     if side % patches.shape[2]:
         raise SpecError(
             key_path("tokens", "embed"),
-            f"{spec.embed!r} maps a {side}x{side} image to {patches.shape[2]}x{patches.shape[3]} patches: not a whole "
+            f"{embed!r} maps a {side}x{side} image to {patches.shape[2]}x{patches.shape[3]} patches: not a whole "
             "patch stride",
         )
     return side // int(patches.shape[2]), int(patches.shape[1])
 
 
 def _grid(tokens: int, patch: int, evaluation: Size) -> Optional[Grid]:
-    """The patch grid of ``tokens`` position entries: the evaluation size's grid if it fits, else a square."""
-    evaluated = (evaluation[0] // patch, evaluation[1] // patch)
-    if evaluated[0] * evaluated[1] == tokens:
-        return evaluated
+    """The patch grid of ``tokens`` position entries: a square if it is one (a spec's own ``input_size`` may happen to
+    have as many patches), else the evaluation size's grid if that fits."""
     side = math.isqrt(tokens)
-    return (side, side) if side * side == tokens else None
+    if side * side == tokens:
+        return side, side
+    evaluated = (evaluation[0] // patch, evaluation[1] // patch)
+    return evaluated if evaluated[0] * evaluated[1] == tokens else None
 
 
 def resolve_tokens(

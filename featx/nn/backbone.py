@@ -70,9 +70,14 @@ class Backbone(nn.Module):
         else:
             self.feature_info = [r.output for r in returned]
         # returned stage -> the key of its map (the neck's input names, or the output names without a neck)
-        input_names = getattr(neck, "input_names", None) if neck is not None else None
-        keys = input_names or [info.name for info in self.feature_info]
-        self._output_names: Dict[str, str] = dict(zip([stage.name for stage in returned], keys, strict=False))
+        input_names = getattr(neck, "input_names", None)
+        keys = list(input_names) if input_names is not None else [info.name for info in self.feature_info]
+        if len(keys) < len(returned) or (input_names is not None and len(keys) != len(returned)):
+            raise ArgumentError(
+                f"Backbone(): {len(returned)} returned stages ({', '.join(r.name for r in returned)}) but the neck "
+                f"names {len(keys)} inputs ({', '.join(keys)}); give the neck input_names, one per returned stage"
+            )
+        self._output_names: Dict[str, str] = dict(zip([r.name for r in returned], keys[: len(returned)], strict=True))
         self._nhwc = spec.layout == "nhwc"
         # a token model's stages return token sequences laid out on the grid of this patch stride
         self._patch: Optional[int] = self.stage_info[0].stride if spec.tokens is not None else None
