@@ -636,6 +636,13 @@ TOKEN_CASES = [
         r"197 patch entries \(after 0 prefix ones\): not the patch grid of 224x224 images at patch stride 16",
     ),
     ("tokens-stride-zero", _vit(stride=0), [], "backbone.tokens.stride", r"must be a patch stride in 1\.\.1024"),
+    (
+        "tokens-stride-far-below-the-patch",
+        _vit(stride=1),
+        [],
+        "backbone.tokens.stride",
+        r"1 resizes the image by 16/1 before the patch-16 embedding; give a stride in 8\.\.32",
+    ),
     ("tokens-nhwc", _vit(), ["layout=nhwc"], "backbone.layout", r"'nhwc' with tokens.*use layout: nchw"),
     (
         "tokens-on-a-cnn",

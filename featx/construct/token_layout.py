@@ -183,4 +183,11 @@ def resolve_tokens(
                 f"{channels}",
             )
     assert grid is not None
+    if tokens.stride is not None and not patch / 2 <= tokens.stride <= patch * 2:
+        raise SpecError(
+            key_path("tokens", "stride"),
+            f"{tokens.stride} resizes the image by {patch}/{tokens.stride} before the patch-{patch} embedding; give a "
+            f"stride in {-(-patch // 2)}..{patch * 2} (within a factor 2 of the patch: more would multiply the "
+            "tokens, and attention's memory with their square), or null",
+        )
     return TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count)
