@@ -151,3 +151,24 @@ def write_atomically(
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def write_generated_page(path: Path, text: str, what: str) -> Path:
+    """Write ``text``, a page a script generates (its first line is the page's title), to ``path`` atomically.
+
+    An existing file is replaced only when its first line is that title, i.e. the same script wrote it; anything
+    else there is the user's and is refused (nothing written, its content never repeated). Example::
+
+        write_generated_page(Path("docs/results/cpu.md"), "# Benchmark results (generated)\\n...", "--output")
+    """
+    path = Path(path)
+    title = text.splitlines()[0]
+    if path.is_file():
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            if handle.readline().rstrip("\n") != title:
+                raise ArgumentError(
+                    f"{what}: {path} exists and is not a page this script wrote (its first line is not {title!r}); "
+                    "nothing was written: give another path, or move that file"
+                )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomically(path, lambda partial: partial.write_text(text, encoding="utf-8"), overwrite=True, what=what)

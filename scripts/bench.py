@@ -39,6 +39,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 import featx
+from featx.files import write_generated_page
 
 #: packaged backbone -> (torchvision classifier, how the reference extractor is made)
 CASES = {
@@ -339,8 +340,10 @@ def main() -> None:
     args.json.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.json}")
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(_page(header, markdown))
+        try:
+            write_generated_page(args.output, _page(header, markdown), "--output")
+        except featx.FeatxError as error:
+            raise SystemExit(f"bench.py: error: {error}") from None
         print(f"wrote {args.output}")
 
 

@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 import featx  # registers featx/backbone_schema, which the backbone configs compose with
+from featx.files import write_generated_page
 from featx.tasks.extract.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("experiment")
@@ -443,9 +444,11 @@ class SweepSummary(Callback):
         log.info("sweep results (%s):\n%s", sweep_dir / "results.md", table)
         page = OmegaConf.select(config, "summary_page")
         if page:
-            Path(page).parent.mkdir(parents=True, exist_ok=True)
-            Path(page).write_text(summary_page(results))
-            log.info("summary page: %s", page)
+            try:
+                write_generated_page(Path(page), summary_page(results), "summary_page")
+                log.info("summary page: %s", page)
+            except featx.FeatxError as error:
+                log.error("%s", error)
         try:
             plot_results(results, sweep_dir / "results.png")
         except ImportError:

@@ -102,3 +102,25 @@ def test_a_proposal_whose_write_fails_leaves_nothing(tmp_path, monkeypatch, caps
     monkeypatch.undo()
     propose_cli.main(["resnet18", "-o", str(tmp_path / "r18.yaml")])
     assert featx.load_spec(str(tmp_path / "r18.yaml")).model == "resnet18"
+
+
+def test_a_generated_page_replaces_only_a_page_of_the_same_title(tmp_path):
+    """bench.py --output and the experiment's summary_page rewrite their own pages, never a file of the user's."""
+    from featx.files import write_generated_page
+
+    page = tmp_path / "results" / "cpu.md"
+    write_generated_page(page, "# Benchmark results (generated)\n\nfirst run\n", "--output")
+    write_generated_page(page, "# Benchmark results (generated)\n\nsecond run\n", "--output")
+    assert page.read_text() == "# Benchmark results (generated)\n\nsecond run\n"
+    mine = tmp_path / "notes.md"
+    mine.write_text("# My notes\nsecret\n")
+    with pytest.raises(featx.ArgumentError) as caught:
+        write_generated_page(mine, "# Benchmark results (generated)\n\nrun\n", "--output")
+    assert str(caught.value) == (
+        f"--output: {mine} exists and is not a page this script wrote (its first line is not "
+        "'# Benchmark results (generated)'); nothing was written: give another path, or move that file"
+    )
+    assert mine.read_text() == "# My notes\nsecret\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "notes.md",
+        "results",
+    ]

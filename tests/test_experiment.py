@@ -235,3 +235,21 @@ def test_row_labels_show_what_else_a_sweep_varies(experiment):
         "vgg16 head.features=last",
     ]
     assert experiment.row_labels(results[:1]) == ["resnet18"]
+
+
+def test_summary_page_never_replaces_a_users_file(experiment, sweep, tmp_path, capsys):
+    sweep_dir = tmp_path / "copy"
+    shutil.copytree(sweep[0], sweep_dir, ignore=shutil.ignore_patterns("results.*", "page.md"))
+    mine = tmp_path / "mine.md"
+    mine.write_text("my own notes\n")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "experiment",
+            overrides=[f"hydra.sweep.dir={sweep_dir}", f"summary_page={mine}"],
+            return_hydra_config=True,
+        )
+    experiment.SweepSummary().on_multirun_end(cfg)
+    assert mine.read_text() == "my own notes\n"
+    logged = capsys.readouterr()
+    assert f"summary_page: {mine} exists and is not a page this script wrote" in logged.out + logged.err
+    assert (sweep_dir / "results.md").read_text() == (sweep[0] / "results.md").read_text()
