@@ -22,6 +22,8 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
@@ -67,38 +69,59 @@ def _check_containers(model: nn.Module, members: Sequence[StageMembers], reprodu
     return containers
 
 
-def _input_shape(inputs: tuple) -> Optional[Tuple[int, ...]]:
-    return tuple(inputs[0].shape) if inputs and isinstance(inputs[0], torch.Tensor) else None
+Shape = Tuple[int, ...]
 
 
-def _recorded_calls(model: nn.Module, size: Size) -> tuple[List[str], Dict[str, Any], Optional[Exception]]:
-    """The paths of the modules the model's own forward calls, in order, on a meta input of ``size`` (eval mode);
-    the shape of each module's first input at its first call; and the exception that stopped the forward, if one
-    did (a classifier may not take every size: what ran still counts)."""
-    calls: List[str] = []
-    inputs: Dict[str, Any] = {}
+@dataclass(frozen=True)
+class Call:
+    """One module call of a recorded forward: the module's path, the shapes of its first input and of its output
+    (``None`` where they are not tensors)."""
+
+    path: str
+    input_shape: Optional[Shape]
+    output_shape: Optional[Shape]
+
+
+def _shape(value: object) -> Optional[Shape]:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def _input_shape(inputs: tuple) -> Optional[Shape]:
+    return _shape(inputs[0]) if inputs else None
+
+
+def recorded_calls(model: nn.Module, size: Size) -> Tuple[List[Call], Optional[Exception]]:
+    """Every module call of the model's own forward on a meta input of ``size`` (eval mode), in call order; and the
+    exception that stopped the forward, if one did (a classifier may not take every size: what ran still counts)."""
+    calls: List[Call] = []
     handles = []
 
-    def record(path: str, arguments: tuple) -> None:
-        calls.append(path)
-        inputs.setdefault(path, _input_shape(arguments))
+    def before(path: str, arguments: tuple) -> None:  # a pre-hook's return value would replace the inputs
+        calls.append(Call(path, _input_shape(arguments), None))
+        opened.append(len(calls) - 1)
 
+    def after(output: object) -> None:
+        position = opened.pop()
+        calls[position] = dataclasses.replace(calls[position], output_shape=_shape(output))
+
+    opened: List[int] = []
     for path, module in model.named_modules():
         if path:
-            handles.append(module.register_forward_pre_hook(lambda _module, args, path=path: record(path, args)))
+            handles.append(module.register_forward_pre_hook(lambda _module, args, path=path: before(path, args)))
+            handles.append(module.register_forward_hook(lambda _module, _args, output: after(output)))
     training = model.training
     failure: Optional[Exception] = None
     try:
         model.eval()
         with shape_only_layers(model), torch.no_grad():
             model(meta_input(size, input_channels(model)))
-    except Exception as error:  # noqa: BLE001 - reported by the caller if it stopped before the last member
+    except Exception as error:  # noqa: BLE001 - reported by the caller if it stopped before what it needs
         failure = error
     finally:
         model.train(training)
         for handle in handles:
             handle.remove()
-    return calls, inputs, failure
+    return calls, failure
 
 
 def _stage_inputs(
@@ -125,13 +148,13 @@ def _stage_inputs(
     return inputs
 
 
-def _frontier(calls: Sequence[str], containers: Set[str], members: Set[str]) -> List[str]:
+def frontier(calls: Sequence[str], containers: Set[str], members: Optional[Set[str]] = None) -> List[str]:
     """The calls at the members' level: modules whose parent is the root or a container above a member, that are
     neither such containers themselves nor inside a member; each once, in the order first called."""
     seen: Dict[str, None] = {}
     for path in calls:
         parent = path.rpartition(".")[0]
-        inside_member = any(ancestor in members for ancestor in _ancestors(path))
+        inside_member = members is not None and any(ancestor in members for ancestor in _ancestors(path))
         if path in containers or inside_member or (parent and parent not in containers):
             continue
         seen.setdefault(path, None)
@@ -156,8 +179,11 @@ def check_execution_order(
     whose input featx resizes on purpose (a token model's embedding at ``tokens.stride``)."""
     containers = _check_containers(model, members, reproduced)
     listed = [(stage.name, path) for stage in members for path in stage.paths]
-    calls, own_inputs, failure = _recorded_calls(model, size)
-    ran = _frontier(calls, containers, {path for _, path in listed})
+    recorded, failure = recorded_calls(model, size)
+    own_inputs: Dict[str, Any] = {}
+    for call in recorded:
+        own_inputs.setdefault(call.path, call.input_shape)
+    ran = frontier([call.path for call in recorded], containers, {path for _, path in listed})
     for position, (stage, path) in enumerate(listed):
         key = key_path("stages", stage)
         found = ran[position] if position < len(ran) else None

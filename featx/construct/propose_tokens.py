@@ -25,11 +25,16 @@ import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import torch
 from torch import nn
 
-from featx.construct.execution_order import has_no_forward, runs_children_in_order
-from featx.construct.probe import meta_input, shape_only_layers
+from featx.construct.execution_order import (
+    Call,
+    Shape,
+    frontier,
+    has_no_forward,
+    recorded_calls,
+    runs_children_in_order,
+)
 from featx.construct.token_layout import patch_stride
 from featx.errors import SpecError
 from featx.nn.feature_info import FeatureInfo, StageInfo
@@ -37,8 +42,6 @@ from featx.spec.schema import BackboneSpec, StageSpec, TokenSpec
 
 #: how many stages the blocks are cut into (fewer when there are fewer blocks)
 BLOCK_STAGES = 4
-
-Shape = Tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,6 @@ class TokenStages:
     spec: BackboneSpec
     stages: Tuple[StageInfo, ...]
     head: Tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _Call:
-    path: str
-    input_shape: Optional[Shape]
-    output_shape: Optional[Shape]
 
 
 def _token_parameters(model: nn.Module, channels: int) -> Optional[Tuple[List[str], str, int]]:
@@ -77,41 +73,7 @@ def _square_grid(cells: int) -> Optional[int]:
     return side if cells > 0 and side * side == cells else None
 
 
-def _record(model: nn.Module, size: Tuple[int, int]) -> List[_Call]:
-    """Every module call of the model's forward on a meta image of ``size``, in call order, with the shapes of its
-    first input and its output (when they are tensors)."""
-    calls: List[_Call] = []
-    index: Dict[int, int] = {}
-    handles = []
-
-    def shape_of(value: object) -> Optional[Shape]:
-        return tuple(value.shape) if isinstance(value, torch.Tensor) else None
-
-    for path, module in model.named_modules():
-        if not path:
-            continue
-
-        def before(module: nn.Module, inputs: tuple, path: str = path) -> None:
-            index[id(module)] = len(calls)
-            calls.append(_Call(path, shape_of(inputs[0]) if inputs else None, None))
-
-        def after(module: nn.Module, inputs: tuple, output: object, path: str = path) -> None:
-            position = index[id(module)]
-            calls[position] = _Call(path, calls[position].input_shape, shape_of(output))
-
-        handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
-    try:
-        with shape_only_layers(model), torch.no_grad():
-            model(meta_input(size))
-    except Exception:  # noqa: BLE001 - what ran before a failure still tells the structure
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    return calls
-
-
-def _block_container(model: nn.Module, calls: Sequence[_Call], token_shape: Shape) -> Optional[str]:
+def _block_container(model: nn.Module, calls: Sequence[Call], token_shape: Shape) -> Optional[str]:
     """The container with the most children, each called on the token sequence and returning it."""
     on_tokens = {call.path for call in calls if call.input_shape == token_shape and call.output_shape == token_shape}
     best: Optional[Tuple[int, str]] = None
@@ -122,18 +84,6 @@ def _block_container(model: nn.Module, calls: Sequence[_Call], token_shape: Shap
         if all(child in on_tokens for child in children) and (best is None or len(children) > best[0]):
             best = (len(children), path)
     return best[1] if best else None
-
-
-def _frontier(calls: Sequence[_Call], containers: Sequence[str]) -> List[_Call]:
-    """Calls whose parent is the root or one of ``containers`` (and that are not such containers), first call
-    each, in order."""
-    seen: Dict[str, _Call] = {}
-    for call in calls:
-        parent = call.path.rpartition(".")[0]
-        if call.path in containers or (parent and parent not in containers):
-            continue
-        seen.setdefault(call.path, call)
-    return list(seen.values())
 
 
 def _groups(blocks: Sequence[str]) -> List[Tuple[int, int]]:
@@ -162,15 +112,18 @@ def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo]) -> Opti
         patch = patch_stride(model, embed, 3)[0]
     except SpecError:
         return None
-    calls = _record(model, (side * patch, side * patch))
+    calls, _ = recorded_calls(model, (side * patch, side * patch))  # what ran before a failure still counts
     token_shape = (1, prefix_count + side * side, channels)
     blocks_path = _block_container(model, calls, token_shape)
     if blocks_path is None:
         return None
     parts = blocks_path.split(".")
     containers = [".".join(parts[:end]) for end in range(1, len(parts) + 1)]
-    frontier = _frontier(calls, containers)
-    names = [call.path for call in frontier]
+    first_calls: Dict[str, Call] = {}
+    for call in calls:
+        first_calls.setdefault(call.path, call)
+    names = frontier([call.path for call in calls], set(containers))
+    level = [first_calls[name] for name in names]
     blocks = [f"{blocks_path}.{name}" for name, _ in model.get_submodule(blocks_path).named_children()]
     if embed not in names or blocks[0] not in names:
         return None
@@ -178,14 +131,14 @@ def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo]) -> Opti
     if start != 0 or names[first_block : first_block + len(blocks)] != blocks:
         return None
 
-    def on_tokens(call: _Call) -> bool:
+    def on_tokens(call: Call) -> bool:
         return call.input_shape == token_shape and call.output_shape == token_shape
 
-    before = frontier[1:first_block]
+    before = level[1:first_block]
     if not all(on_tokens(call) for call in before):
         return None
     after: List[str] = []
-    for call in frontier[first_block + len(blocks) :]:
+    for call in level[first_block + len(blocks) :]:
         if not on_tokens(call):
             break
         after.append(call.path)
@@ -200,7 +153,7 @@ def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo]) -> Opti
         member_paths[name] = paths
     used = {embed, *(call.path for call in before), *blocks, *after}
     head = tuple(
-        dict.fromkeys(call.path.split(".")[0] for call in frontier if call.path not in used and "." not in call.path)
+        dict.fromkeys(call.path.split(".")[0] for call in level if call.path not in used and "." not in call.path)
     )
     spec = BackboneSpec(
         model="",
