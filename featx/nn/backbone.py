@@ -123,7 +123,7 @@ class Backbone(nn.Module):
         Example: ``bb.freeze("c2", "c3")``.
         """
         for name in self._select(names, "freeze"):
-            set_stage_frozen(self.stages[name], True)
+            set_stage_frozen(self.stages[name], True, self.spec.norm)
             self._frozen.add(name)
         return self.train(self.training)
 
@@ -135,7 +135,7 @@ class Backbone(nn.Module):
         ``train``/``sync`` they train fully. Example (progressive unfreezing): ``bb.unfreeze("c3")``.
         """
         for name in self._select(names, "unfreeze"):
-            set_stage_frozen(self.stages[name], False)
+            set_stage_frozen(self.stages[name], False, self.spec.norm)
             self._frozen.discard(name)
         return self.train(self.training)
 

@@ -3,9 +3,13 @@ eval mode when the backbone is put in training mode.
 
 Norm policies (the spec's ``norm``):
 
-- ``frozen``: every ``BatchNorm2d`` becomes torchvision's ``FrozenBatchNorm2d`` (statistics and affine fixed).
+- ``frozen``: statistics and affine fixed. A plain ``BatchNorm2d`` becomes torchvision's ``FrozenBatchNorm2d``; any
+  other BatchNorm layer (1d/3d, or a subclass with a forward of its own such as timm's ``BatchNormAct2d``, a norm
+  followed by an activation, which a ``FrozenBatchNorm2d`` would silently drop) is kept, its affine parameters get
+  ``requires_grad=False`` and it stays in eval mode.
 - ``eval``: BatchNorm kept with trainable affine, but always in eval mode (running statistics never change).
-- ``train``: plain BatchNorm.  ``sync``: ``torch.nn.SyncBatchNorm`` (needs a process group when training).
+- ``train``: plain BatchNorm.  ``sync``: ``torch.nn.SyncBatchNorm`` (needs a process group when training); a
+  BatchNorm subclass with a forward of its own cannot be converted and is refused.
 
 A frozen stage has ``requires_grad=False`` on every parameter at any depth and stays in eval mode across
 ``train()``, so its BatchNorm statistics never change.
@@ -26,6 +30,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from featx.errors import SpecError
+from featx.spec.keys import key_path
+
 
 def _frozen_copy(norm: nn.BatchNorm2d) -> nn.Module:
     if norm.running_mean is None or norm.running_var is None:
@@ -40,12 +47,30 @@ def _frozen_copy(norm: nn.BatchNorm2d) -> nn.Module:
     return frozen
 
 
+def _has_own_forward(norm: _BatchNorm) -> bool:
+    """A BatchNorm subclass whose forward does more than normalise (timm's ``BatchNormAct2d``)."""
+    return type(norm).forward is not _BatchNorm.forward
+
+
+def _freeze_affine(module: nn.Module) -> None:
+    """``requires_grad=False`` on the affine parameters of the BatchNorm layers ``frozen`` keeps in place."""
+    for layer in norm_layers(module):
+        layer.requires_grad_(False)
+
+
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every ``BatchNorm2d`` below ``module`` (and ``module`` itself) by a ``FrozenBatchNorm2d`` copy."""
-    if isinstance(module, nn.BatchNorm2d):
+    """Replace every plain ``BatchNorm2d`` below ``module`` (and ``module`` itself) by a ``FrozenBatchNorm2d`` copy;
+    fix the affine parameters of the other BatchNorm layers (kept in place, see the module docstring)."""
+    replaced = _replace_plain_batchnorm(module)
+    _freeze_affine(replaced)
+    return replaced
+
+
+def _replace_plain_batchnorm(module: nn.Module) -> nn.Module:
+    if isinstance(module, nn.BatchNorm2d) and not _has_own_forward(module):
         return _frozen_copy(module)
     for name, child in module.named_children():
-        replacement = freeze_batchnorm(child)
+        replacement = _replace_plain_batchnorm(child)
         if replacement is not child:
             setattr(module, name, replacement)
     return module
@@ -56,6 +81,14 @@ def apply_norm_policy(module: nn.Module, policy: str) -> nn.Module:
     if policy == "frozen":
         return freeze_batchnorm(module)
     if policy == "sync":
+        for path, layer in module.named_modules():
+            if isinstance(layer, _BatchNorm) and _has_own_forward(layer):
+                raise SpecError(
+                    key_path("norm"),
+                    f"sync cannot convert {path or 'the stage'} ({type(layer).__module__}.{type(layer).__name__}): "
+                    "a BatchNorm subclass with a forward of its own (SyncBatchNorm would drop what it adds); "
+                    "use norm: frozen, eval or train",
+                )
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return module
 
@@ -65,16 +98,20 @@ def norm_layers(module: nn.Module) -> Iterator[_BatchNorm]:
     return (layer for layer in module.modules() if isinstance(layer, _BatchNorm))
 
 
-def set_stage_frozen(stage: nn.Module, frozen: bool) -> None:
-    """``requires_grad`` off (frozen) or on for every parameter of ``stage``, at any depth."""
+def set_stage_frozen(stage: nn.Module, frozen: bool, norm: str) -> None:
+    """``requires_grad`` off (frozen) or on for every parameter of ``stage``, at any depth; with ``norm: frozen`` the
+    BatchNorm layers kept in place stay fixed either way."""
     stage.requires_grad_(not frozen)
+    if norm == "frozen":
+        _freeze_affine(stage)
 
 
 def keep_eval_modes(stages: nn.ModuleDict, frozen: Collection[str], norm: str) -> None:
-    """After ``train()``: frozen stages back to eval mode, and with ``norm: eval`` every BatchNorm layer too."""
+    """After ``train()``: frozen stages back to eval mode, and with ``norm: eval`` (or ``frozen``, for the BatchNorm
+    layers it keeps in place) every BatchNorm layer too."""
     for name in frozen:
         stages[name].eval()
-    if norm == "eval":
+    if norm in ("eval", "frozen"):
         for stage in stages.values():
             for layer in norm_layers(stage):
                 layer.eval()
