@@ -138,12 +138,13 @@ def shape_only_layers(model: nn.Module) -> Iterator[None]:
     its Linear layers check the input's last dimension and return the output's shape, and its elementwise
     activations and dropout layers pass on their input.
 
-    Meant for meta tensors: the outputs' shapes are right, their (absent) values are not normalised.
+    Meant for meta tensors: the outputs' shapes are right, their (absent) values are not normalised. Blocks may
+    nest: an inner one leaves the layers an outer one patched as they are.
     """
     patched: List[nn.Module] = []
     try:
         for layer in model.modules():
-            forward = _shape_only_forward(layer)
+            forward = None if "forward" in layer.__dict__ else _shape_only_forward(layer)
             if forward is not None:
                 layer.__dict__["forward"] = forward  # an instance attribute shadows the class's forward
                 patched.append(layer)

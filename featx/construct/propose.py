@@ -23,9 +23,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from featx.construct.execution_order import has_no_forward, runs_children_in_order
+from featx.construct.execution_order import has_no_forward, recorded_calls, runs_children_in_order
 from featx.construct.probe import (
     PROBE_SIZES,
+    Shape,
     Size,
     channels_of,
     infer_layout,
@@ -101,8 +102,18 @@ class _Chain:
     layout: str
 
 
+def _forward_inputs(model: nn.Module, size: Size) -> Dict[str, Optional[Shape]]:
+    """The input shape the model's own forward (eval, a meta input of ``size``) first gives each module it calls."""
+    inputs: Dict[str, Optional[Shape]] = {}
+    for call in recorded_calls(model, size)[0]:
+        inputs.setdefault(call.path, call.input_shape)
+    return inputs
+
+
 def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
-    """The feature chain of ``model`` at the probe ``sizes``."""
+    """The feature chain of ``model`` at the probe ``sizes``. A module the model's own forward gives another input
+    than the chain's map (a dropout after the global pool, a norm after a permute) is not part of the chain."""
+    forward_inputs = _forward_inputs(model, sizes[0])
     xs = [meta_input(size) for size in sizes]
     queue: List[Tuple[str, nn.Module]] = list(model.named_children())
     links: List[FeatureInfo] = []
@@ -115,7 +126,8 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
         if has_no_forward(module) and any(True for _ in module.children()):
             queue[:0] = [(f"{path}.{name}", child) for name, child in module.named_children()]
             continue
-        outputs = _feature_maps(module, xs)
+        given = forward_inputs.get(path, tuple(xs[0].shape))
+        outputs = _feature_maps(module, xs) if given == tuple(xs[0].shape) else None
         if outputs is None:
             skipped.append(path)
             continue
