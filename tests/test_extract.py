@@ -225,7 +225,7 @@ def test_a_glob_selects_files(images, tmp_path, weights_file):
         ({"batch_size": 0}, r"extract.batch_size: must be an integer in 1..4096, got 0"),
         ({"outputs": ["c6"]}, r"extract.outputs: resnet18 has no output 'c6' .*\(outputs: c2, c3, c4, c5\)"),
         ({"size": [64]}, r"extract.size: expected \[height, width\] of integers in 1..16384, got \[64\]"),
-        ({"transform": "weights"}, r"extract.transform: 'weights' needs backbone.weights to name torchvision weights"),
+        ({"transform": "weights"}, r"extract.transform: 'weights' needs backbone.weights to name published weights"),
         ({"device": "meta"}, r"backbone.device: 'meta' computes no values"),
     ],
 )

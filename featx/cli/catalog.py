@@ -6,6 +6,7 @@ Examples::
     featx-list                          # every packaged backbone
     featx-list 'resnet*' '*_fpn'        # names matching shell-style patterns
     featx-list --config-dir my_configs  # also my_configs/backbone/*.yaml (a Hydra search-path root)
+    featx-list --timm 'convnext*'       # timm models matching the patterns, as featx.propose would slice them
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import argparse
 import fnmatch
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from featx.construct.builder import build
+from featx.construct.propose import propose
 from featx.errors import FeatxError
+from featx.models.timm_models import matching_timm_models
 from featx.spec.config_files import backbone_files, config_dir
 
 _COLUMNS = ("name", "model", "stages", "strides", "channels", "params", "notes")
@@ -28,9 +31,9 @@ def _row(values: Sequence[str]) -> str:
     return "  ".join(value.ljust(width) for value, width in zip(values, _WIDTHS, strict=True)).rstrip()
 
 
-def describe(path: Path) -> List[str]:
-    """The table cells for the spec file ``path`` (built on the meta device)."""
-    backbone = build(path, overrides=["device=meta"])
+def describe(source: Union[Path, Mapping[str, Any]]) -> List[str]:
+    """The table cells for the spec file or spec ``source`` (built on the meta device)."""
+    backbone = build(source, overrides=["device=meta"])
     spec = backbone.spec
     stages = [info.name for info in backbone.stage_info]
     params = sum(p.numel() for p in backbone.parameters())
@@ -67,7 +70,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         default=[],
         help="a config root holding backbone/*.yaml, as given to hydra.searchpath (repeatable)",
     )
+    parser.add_argument(
+        "--timm",
+        action="store_true",
+        help="list timm models matching the patterns instead, each as featx.propose('timm:NAME') slices it",
+    )
     args = parser.parse_args(argv)
+    if args.timm:
+        _list_timm(parser, args.patterns)
+        return
     for root in args.config_dir:
         if not (root / "backbone").is_dir():
             parser.exit(2, f"featx-list: error: --config-dir {root}: no backbone/ folder in it\n")
@@ -93,6 +104,26 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"{len(names)} backbones" + (f", {failures} failed to plan" if failures else ""), file=sys.stderr)
     if failures:
         sys.exit(1)
+
+
+def _list_timm(parser: argparse.ArgumentParser, patterns: List[str]) -> None:
+    """One row per timm model matching ``patterns``: its proposed spec, or why featx proposes none."""
+    try:
+        models = matching_timm_models(patterns)
+    except FeatxError as error:
+        parser.exit(1, f"featx-list: {error}\n")
+    if not models:
+        parser.exit(1, f"featx-list: no timm model matches {' '.join(patterns)}\n")
+    print(_row(_COLUMNS))
+    unproposed = 0
+    for model in models:
+        try:
+            cells = describe(propose(model))
+        except FeatxError as error:
+            unproposed += 1
+            cells = [model, "", "", "", "", f"no proposal: {error}"]
+        print(_row([model, *cells]), flush=True)
+    print(f"{len(models)} timm models" + (f", {unproposed} without a proposal" if unproposed else ""), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ from featx.construct.plan import BackbonePlan, plan_backbone
 from featx.errors import ArgumentError, SpecError, WeightsError
 from featx.files import path_argument
 from featx.models.meta_construction import on_meta
-from featx.models.weights_enums import enum_member, enum_weights_file, is_weights_file
+from featx.models.published_weights import published_weights_file, published_weights_id
+from featx.models.weights_enums import is_weights_file
 from featx.nn.backbone import Backbone
 from featx.nn.feature_info import FeatureInfo
 from featx.nn.fpn import FeaturePyramid, level_name
@@ -43,7 +44,7 @@ def _weights_path(spec: BackboneSpec) -> Path:
     """The local file the spec's ``weights`` names (an enum member's file is fetched into the cache if absent)."""
     assert spec.weights is not None
     if not is_weights_file(spec.weights):
-        return enum_weights_file(spec.model, spec.weights)
+        return published_weights_file(spec.model, spec.weights)
     if "://" in spec.weights:
         raise SpecError(
             "backbone.weights",
@@ -105,7 +106,7 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
     """
     spec = load_spec(source, overrides)
     if spec.weights is not None and not is_weights_file(spec.weights):
-        enum_member(spec.model, spec.weights)  # a misspelt name is refused even where nothing is read (device: meta)
+        published_weights_id(spec.model, spec.weights)  # a misspelt name is refused even on device: meta
     reads_weights = spec.weights is not None and resolve_device(spec.device).type != "meta"
     return _assemble(spec, read_checkpoint(_weights_path(spec)) if reads_weights else None)
 

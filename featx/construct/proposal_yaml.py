@@ -11,11 +11,11 @@ from __future__ import annotations
 import textwrap
 from typing import Any, List, Sequence
 
-import torchvision
 import yaml
 
 from featx.construct.propose import Proposal
-from featx.models.registry import weights_enum
+from featx.models.published_weights import published_weights_summary
+from featx.models.registry import library_version
 from featx.spec.load import SCHEMA_DEFAULTS
 from featx.spec.schema import SPEC_KEYS
 
@@ -34,19 +34,6 @@ def _comment(text: str) -> List[str]:
     return ["# " + line for line in textwrap.wrap(text, _WIDTH - 2)]
 
 
-def _weights_line(model: str) -> str:
-    try:
-        enum: Any = weights_enum(model)
-    except ValueError:
-        return "weights: none published by torchvision"
-    names = [member.name for member in enum]
-    return (
-        f"weights: null = random init; torchvision publishes {enum.__name__}."
-        + ", .".join(names)
-        + f" (DEFAULT = {enum.DEFAULT.name}), or give a .pth/.pt/.safetensors path"
-    )
-
-
 def _header(proposal: Proposal, command: str, notes: Sequence[str]) -> List[str]:
     spec, stages = proposal.spec, proposal.stages
     summary = (
@@ -60,7 +47,7 @@ def _header(proposal: Proposal, command: str, notes: Sequence[str]) -> List[str]
     elif spec.fpn is not None:
         summary += f"; FPN to {spec.fpn.out_channels} channels (levels p{{log2 stride}})"
     lines = _comment(summary + ".")
-    lines += _comment(f"Written by `{command}` (torchvision {torchvision.__version__}).")
+    lines += _comment(f"Written by `{command}` ({library_version(spec.model)}).")
     for stage in stages:
         members = stage.paths[0] if len(stage.paths) == 1 else f"{stage.paths[0]} .. {stage.paths[-1]}"
         lines += _comment(f"  {stage.name}: {members} (stride {stage.stride}, {stage.channels} channels)")
@@ -75,7 +62,7 @@ def _header(proposal: Proposal, command: str, notes: Sequence[str]) -> List[str]
         )
     for note in notes:
         lines += _comment(note)
-    return lines + _comment(_weights_line(spec.model))
+    return lines + _comment(published_weights_summary(spec.model))
 
 
 def proposal_yaml(proposal: Proposal, command: str, notes: Sequence[str] = ()) -> str:

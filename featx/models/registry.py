@@ -1,11 +1,13 @@
-"""torchvision's model registry, as featx uses it: the classification builders' names, constructing one, its
-weights enum and the input size its weights were evaluated at.
+"""The model registries featx builds from: torchvision's classification builders (``model: resnet50``) and timm's
+models (``model: timm:convnext_tiny``, see :mod:`featx.models.timm_models`). Names, constructing one, its weights
+enum and the input size its weights were evaluated at.
 
 Example::
 
     check_model_name("resnet50")
-    construct("resnet50")            # torchvision.models.get_model("resnet50", weights=None)
-    default_crop_size("maxvit_t")    # 224
+    construct("resnet50")               # torchvision.models.get_model("resnet50", weights=None)
+    construct("timm:convnext_tiny")     # timm.create_model("convnext_tiny", pretrained=False)
+    default_crop_size("maxvit_t")       # 224
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ import torchvision
 from torch import nn
 
 from featx.errors import SpecError
+from featx.models.timm_models import (
+    check_timm_name,
+    construct_timm,
+    is_timm_model,
+    timm_crop_size,
+    timm_module,
+    timm_name,
+)
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import quoted
 
@@ -30,7 +40,10 @@ def classification_models() -> List[str]:
 
 
 def check_model_name(name: str) -> None:
-    """Raise :class:`SpecError` unless ``name`` is a torchvision classification model."""
+    """Raise :class:`SpecError` unless ``name`` is a torchvision classification model or ``timm:`` a timm one."""
+    if is_timm_model(name):
+        check_timm_name(timm_name(name))
+        return
     names = classification_models()
     if name not in names:
         raise SpecError(
@@ -41,7 +54,9 @@ def check_model_name(name: str) -> None:
 
 
 def construct(name: str) -> nn.Module:
-    """torchvision's ``name`` with its own random init (on the current default device)."""
+    """The model ``name`` with its library's own random init (on the current default device)."""
+    if is_timm_model(name):
+        return construct_timm(timm_name(name))
     with warnings.catch_warnings():
         # googlenet and inception_v3 announce a future change of their default init; featx keeps today's default
         warnings.filterwarnings("ignore", message="The default weight initialization of", category=FutureWarning)
@@ -49,14 +64,23 @@ def construct(name: str) -> nn.Module:
 
 
 def weights_enum(name: str) -> Any:
-    """The torchvision weights enum of model ``name`` (e.g. ``ResNet50_Weights``)."""
+    """The torchvision weights enum of torchvision model ``name`` (e.g. ``ResNet50_Weights``)."""
     return torchvision.models.get_model_weights(name)
 
 
 def default_crop_size(name: str) -> int:
-    """The square input size torchvision evaluates ``name`` at (its default weights' crop size), 224 if unknown."""
+    """The square input size ``name``'s library evaluates it at (its default weights' crop size), 224 if unknown."""
+    if is_timm_model(name):
+        return timm_crop_size(timm_name(name))
     try:
         crop = weights_enum(name).DEFAULT.transforms().crop_size
     except (AttributeError, ValueError, TypeError):
         return 224
     return int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+
+
+def library_version(name: str) -> str:
+    """The library and version that define model ``name``: ``torchvision 0.29.1``, ``timm 1.0.31``."""
+    if is_timm_model(name):
+        return f"timm {timm_module().__version__}"
+    return f"torchvision {torchvision.__version__}"

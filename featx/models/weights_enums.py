@@ -68,24 +68,27 @@ def enum_member(model: str, name: str) -> Any:
     return enum[name]
 
 
+def download_to_cache(url: str, path: Path, label: str) -> Path:
+    """Download ``url`` to the cache file ``path`` (unless offline); ``label`` names the weights in errors."""
+    where = f"Place the file at {path} (get it from {url})"
+    if os.environ.get(OFFLINE_VARIABLE, "") not in ("", "0"):
+        raise WeightsError(
+            f"{key_path('weights')}: {label} is not in the torch hub cache and {OFFLINE_VARIABLE} forbids "
+            f"downloading. {where}"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), progress=True)
+    except (URLError, OSError) as error:
+        raise WeightsError(
+            f"{key_path('weights')}: {label} is not in the torch hub cache and could not be downloaded "
+            f"({error}). {where}"
+        ) from None
+    return path
+
+
 def enum_weights_file(model: str, name: str) -> Path:
     """The cached file of ``model``'s weights ``name``, downloaded into the cache if absent (unless offline)."""
     member = enum_member(model, name)
     path = cached_weights_path(member.url)
-    if path.is_file():
-        return path
-    where = f"Place the file at {path} (get it from {member.url})"
-    if os.environ.get(OFFLINE_VARIABLE, "") not in ("", "0"):
-        raise WeightsError(
-            f"{key_path('weights')}: {model} {member} is not in the torch hub cache and "
-            f"{OFFLINE_VARIABLE} forbids downloading. {where}"
-        )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(member.url, str(path), progress=True)
-    except (URLError, OSError) as error:
-        raise WeightsError(
-            f"{key_path('weights')}: {model} {member} is not in the torch hub cache and could not be downloaded "
-            f"({error}). {where}"
-        ) from None
-    return path
+    return path if path.is_file() else download_to_cache(member.url, path, f"{model} {member}")

@@ -32,7 +32,8 @@ from tqdm import tqdm
 from featx.construct.builder import build
 from featx.construct.device import resolve_device
 from featx.errors import ArgumentError
-from featx.models.weights_enums import enum_member, is_weights_file
+from featx.models.published_weights import published_weights_id
+from featx.models.weights_enums import is_weights_file
 from featx.nn.backbone import Backbone
 from featx.spec.apps import ExtractOptions
 from featx.spec.keys import suggest
@@ -249,7 +250,7 @@ def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, t
     backbone = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "channels_last")}
     transform_name = resolve_transform_name(options.transform, spec)
     if spec.weights is not None and not is_weights_file(spec.weights):  # DEFAULT may name other weights later
-        backbone["weights"] = str(enum_member(spec.model, spec.weights))
+        backbone["weights"] = published_weights_id(spec.model, spec.weights)
     elif spec.weights is not None:  # a file rewritten under the same name holds other weights
         backbone["weights_file"] = file_identity(Path(spec.weights).expanduser())
     return {

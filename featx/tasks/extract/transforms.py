@@ -1,11 +1,11 @@
 """How an extraction turns a decoded RGB image into the backbone's input tensor (the ``extract.transform`` key).
 
-- ``weights``: the transforms of the torchvision weights the backbone loads (``backbone.weights`` naming an enum
-  member such as ``DEFAULT``): their resize, crop and normalisation.
+- ``weights``: the transforms of the published weights the backbone loads (``backbone.weights`` naming a
+  torchvision enum member or a timm pretrained tag, e.g. ``DEFAULT``): their resize, crop and normalisation.
 - ``center_crop``: shorter side resized to ``size / 0.875``, centre crop of ``size`` (ImageNet evaluation style),
   ImageNet mean and std.
 - ``resize``: resized (stretched) to exactly ``size``, nothing cropped, ImageNet mean and std.
-- ``auto``: ``weights`` when ``backbone.weights`` names torchvision weights, else ``center_crop``.
+- ``auto``: ``weights`` when ``backbone.weights`` names published weights, else ``center_crop``.
 
 Example::
 
@@ -22,7 +22,8 @@ from torch import Tensor
 from torchvision import transforms
 
 from featx.errors import ArgumentError
-from featx.models.weights_enums import enum_member, is_weights_file
+from featx.models.published_weights import published_weights_transform
+from featx.models.weights_enums import is_weights_file
 from featx.spec.limits import MAX_SIDE
 from featx.spec.schema import BackboneSpec
 
@@ -49,7 +50,7 @@ class _PillowOrTensor:
         return repr(self.for_pillow)
 
 
-def _names_torchvision_weights(spec: BackboneSpec) -> bool:
+def _names_published_weights(spec: BackboneSpec) -> bool:
     return spec.weights is not None and not is_weights_file(spec.weights)
 
 
@@ -58,10 +59,10 @@ def resolve_transform_name(name: str, spec: BackboneSpec) -> str:
     if name not in TRANSFORMS:
         raise ArgumentError(f"extract.transform: unknown {name!r}; choose one of {', '.join(TRANSFORMS)}")
     if name == "auto":
-        return "weights" if _names_torchvision_weights(spec) else "center_crop"
-    if name == "weights" and not _names_torchvision_weights(spec):
+        return "weights" if _names_published_weights(spec) else "center_crop"
+    if name == "weights" and not _names_published_weights(spec):
         raise ArgumentError(
-            f"extract.transform: 'weights' needs backbone.weights to name torchvision weights (e.g. DEFAULT), got "
+            f"extract.transform: 'weights' needs backbone.weights to name published weights (e.g. DEFAULT), got "
             f"{spec.weights!r}; use center_crop or resize"
         )
     return name
@@ -71,7 +72,7 @@ def image_transform(name: str, spec: BackboneSpec, size: Sequence[int]) -> Image
     """The transform ``name`` (see the module docstring) for ``spec`` at ``size`` (height, width)."""
     name = resolve_transform_name(name, spec)
     if name == "weights":
-        return enum_member(spec.model, str(spec.weights)).transforms()
+        return published_weights_transform(spec.model, str(spec.weights))
     if len(size) != 2 or not all(1 <= int(side) <= MAX_SIDE for side in size):
         raise ArgumentError(f"extract.size: expected [height, width] of sizes in 1..{MAX_SIDE}, got {list(size)}")
     height, width = int(size[0]), int(size[1])

@@ -1,0 +1,63 @@
+"""Weights a model's library publishes, named in the ``weights`` key (``DEFAULT``, ``IMAGENET1K_V2`` for
+torchvision; ``DEFAULT``, ``fb_in22k`` for a ``timm:`` model): which weights a name means, their cached file, and
+the evaluation transform they were published with.
+
+Example::
+
+    published_weights_id("resnet50", "DEFAULT")          # 'ResNet50_Weights.IMAGENET1K_V2'
+    published_weights_id("timm:resnet18", "DEFAULT")     # 'timm:resnet18.a1_in1k'
+    path = published_weights_file("resnet50", "DEFAULT")  # $TORCH_HOME/hub/checkpoints/resnet50-11ad3fa6.pth
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from featx.models.registry import weights_enum
+from featx.models.timm_models import is_timm_model, pretrained_tags, timm_name
+from featx.models.timm_weights import timm_weights_file, timm_weights_id, timm_weights_transform
+from featx.models.weights_enums import enum_member, enum_weights_file
+
+
+def published_weights_id(model: str, name: str) -> str:
+    """Which weights ``name`` means for ``model`` (``DEFAULT`` resolved); SpecError naming the valid ones."""
+    if is_timm_model(model):
+        return timm_weights_id(timm_name(model), name)
+    return str(enum_member(model, name))
+
+
+def published_weights_file(model: str, name: str) -> Path:
+    """The cached file of ``model``'s published weights ``name``, downloaded if absent (unless offline)."""
+    if is_timm_model(model):
+        return timm_weights_file(timm_name(model), name)
+    return enum_weights_file(model, name)
+
+
+def published_weights_transform(model: str, name: str) -> Callable[[Any], Any]:
+    """The evaluation transform ``model``'s weights ``name`` were published with (resize, crop, normalise)."""
+    if is_timm_model(model):
+        return timm_weights_transform(timm_name(model), name)
+    return enum_member(model, name).transforms()
+
+
+def published_weights_summary(model: str) -> str:
+    """One line for a proposal's header: the ``weights`` values ``model`` takes."""
+    if is_timm_model(model):
+        tags = pretrained_tags(timm_name(model))
+        if not tags:
+            return "weights: null = random init (timm publishes none); or give a .pth/.pt/.safetensors path"
+        return (
+            f"weights: null = random init; timm publishes the tags {', '.join(tags)} (DEFAULT = {tags[0]}; "
+            f"files from the Hugging Face hub cache), or give a .pth/.pt/.safetensors path in timm's key layout"
+        )
+    try:
+        enum: Any = weights_enum(model)
+    except ValueError:
+        return "weights: none published by torchvision"
+    names = [member.name for member in enum]
+    return (
+        f"weights: null = random init; torchvision publishes {enum.__name__}."
+        + ", .".join(names)
+        + f" (DEFAULT = {enum.DEFAULT.name}), or give a .pth/.pt/.safetensors path"
+    )

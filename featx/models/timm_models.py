@@ -1,0 +1,121 @@
+"""timm's model registry, as featx uses it: ``model: timm:NAME`` names, constructing one, its pretrained tags and
+the input size its default weights were evaluated at. timm is imported only when a spec names a timm model.
+
+Example::
+
+    check_timm_name("convnext_tiny")          # SpecError with close names if timm has no such model
+    construct_timm("convnext_tiny")           # timm.create_model("convnext_tiny", pretrained=False)
+    pretrained_tags("resnet18")               # ['a1_in1k', 'a2_in1k', ...]; the first is timm's default
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from types import ModuleType
+from typing import Any, List
+
+from torch import nn
+
+from featx.errors import SpecError
+from featx.spec.keys import key_path, suggest
+from featx.spec.limits import quoted
+
+#: the prefix of a timm model in a spec's ``model`` key
+TIMM_PREFIX = "timm:"
+
+
+def is_timm_model(model: str) -> bool:
+    """Whether a spec's ``model`` names a timm model (``timm:convnext_tiny``)."""
+    return model.startswith(TIMM_PREFIX)
+
+
+def timm_name(model: str) -> str:
+    """``timm:convnext_tiny`` → ``convnext_tiny``."""
+    return model[len(TIMM_PREFIX) :]
+
+
+def timm_module() -> ModuleType:
+    """``import timm``, or a SpecError saying how to install it."""
+    try:
+        return importlib.import_module("timm")
+    except ImportError:
+        raise SpecError(
+            key_path("model"), "timm models need timm: pip install 'featx[timm]' (or pip install timm)"
+        ) from None
+
+
+@functools.lru_cache(maxsize=1)
+def timm_models() -> List[str]:
+    """Every architecture name in timm's registry (``timm.list_models()``)."""
+    return list(timm_module().list_models())
+
+
+def matching_timm_models(patterns: List[str]) -> List[str]:
+    """``timm:NAME`` for every timm architecture matching one of the shell-style ``patterns``, in timm's order."""
+    names = timm_module().list_models(patterns)
+    return [TIMM_PREFIX + name for name in names]
+
+
+def check_timm_name(name: str) -> None:
+    """Raise :class:`SpecError` unless ``name`` (without ``timm:``) is an architecture in timm's registry."""
+    names = timm_models()
+    if name in names:
+        return
+    architecture, _, tag = name.partition(".")
+    if tag and architecture in names:
+        raise SpecError(
+            key_path("model"),
+            f"{quoted(TIMM_PREFIX + name)} names a pretrained tag: write model: {TIMM_PREFIX}{architecture} and "
+            f"weights: {tag}",
+        )
+    raise SpecError(
+        key_path("model"),
+        f"unknown timm model {quoted(name)}{suggest(name, names)} (valid: timm.list_models(); "
+        "featx-list --timm 'PATTERN' lists them)",
+    )
+
+
+def construct_timm(name: str) -> nn.Module:
+    """timm's ``name`` with its own random init (on the current default device), no weights read."""
+    return timm_module().create_model(name, pretrained=False)
+
+
+def _published_configs(name: str) -> List[Any]:
+    """The pretrained configs timm registers for architecture ``name`` that name weights (a tag and a hub repo
+    or URL), in timm's order: the first is its default."""
+    return [
+        config
+        for config in timm_module().models.get_arch_pretrained_cfgs(name).values()
+        if config.tag and (config.hf_hub_id or config.url)
+    ]
+
+
+def pretrained_tags(name: str) -> List[str]:
+    """The pretrained tags timm publishes for architecture ``name``, timm's default first."""
+    return [config.tag for config in _published_configs(name)]
+
+
+def pretrained_config(name: str, tag: str) -> Any:
+    """timm's ``PretrainedCfg`` of ``name`` with ``tag`` (``DEFAULT``: timm's default tag); SpecError if none."""
+    tags = pretrained_tags(name)
+    if not tags:
+        raise SpecError(key_path("weights"), f"timm publishes no pretrained weights for {name} (valid: null)")
+    if tag == "DEFAULT":
+        tag = tags[0]
+    if tag not in tags:
+        raise SpecError(
+            key_path("weights"),
+            f"{quoted(tag)} is not a pretrained tag of timm's {name}{suggest(tag, tags)} "
+            f"(valid: null, DEFAULT, {', '.join(tags)}; or a path to a checkpoint file: ./NAME for one in the "
+            "working directory)",
+        )
+    return next(config for config in _published_configs(name) if config.tag == tag)
+
+
+def timm_crop_size(name: str) -> int:
+    """The square input size of ``name``'s default pretrained config (224 if it has none)."""
+    configs = list(timm_module().models.get_arch_pretrained_cfgs(name).values())
+    published = _published_configs(name)
+    config = published[0] if published else (configs[0] if configs else None)
+    return int(config.input_size[-1]) if config is not None and config.input_size else 224

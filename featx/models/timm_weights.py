@@ -1,0 +1,91 @@
+"""timm's pretrained weights as the ``weights`` key names them (``DEFAULT``, a tag such as ``fb_in22k``): the file
+they are cached in — the Hugging Face hub cache for weights timm hosts there (``model.safetensors``, else
+``pytorch_model.bin``), the torch hub cache for the few published by URL only — downloaded only when absent, and
+the evaluation transform of their pretrained config.
+
+Example::
+
+    path = timm_weights_file("resnet18", "a1_in1k")
+    # ~/.cache/huggingface/hub/models--timm--resnet18.a1_in1k/snapshots/<revision>/model.safetensors
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from featx.errors import WeightsError
+from featx.models.timm_models import TIMM_PREFIX, pretrained_config, timm_module
+from featx.models.weights_enums import OFFLINE_VARIABLE, cached_weights_path, download_to_cache
+from featx.spec.keys import key_path
+
+#: the files timm's hub loader reads, in its order of preference
+_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def timm_weights_id(name: str, tag: str) -> str:
+    """The weights ``tag`` of ``name`` as timm names them (``timm:resnet18.a1_in1k``); SpecError if unknown."""
+    return f"{TIMM_PREFIX}{name}.{pretrained_config(name, tag).tag}"
+
+
+def _offline() -> bool:
+    return os.environ.get(OFFLINE_VARIABLE, "") not in ("", "0")
+
+
+def _hub_file(repo: str, label: str) -> Path:
+    """The cached file of Hugging Face hub repo ``repo``, downloaded if absent (unless offline)."""
+    import huggingface_hub  # a dependency of timm
+    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    for filename in _HUB_FILES:
+        cached = huggingface_hub.try_to_load_from_cache(repo, filename)
+        if isinstance(cached, str):
+            return Path(cached)
+    cache = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    where = (
+        f"Place it in the Hugging Face hub cache at {cache} (get it from https://huggingface.co/{repo}, e.g. "
+        f"huggingface-cli download {repo} {_HUB_FILES[0]}; HF_HUB_CACHE moves the cache)"
+    )
+    if _offline():
+        raise WeightsError(
+            f"{key_path('weights')}: {label} is not in the Hugging Face hub cache and {OFFLINE_VARIABLE} forbids "
+            f"downloading. {where}"
+        )
+    failure: Optional[Exception] = None
+    for filename in _HUB_FILES:
+        try:
+            return Path(huggingface_hub.hf_hub_download(repo, filename))
+        except (HfHubHTTPError, OSError, ValueError) as error:
+            failure = error
+            hub_lacks_file = isinstance(error, EntryNotFoundError) and not isinstance(error, LocalEntryNotFoundError)
+            if not hub_lacks_file:  # no connection: the next file name would fail the same way
+                break
+    reason = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
+    raise WeightsError(
+        f"{key_path('weights')}: {label} is not in the Hugging Face hub cache and could not be downloaded "
+        f"({type(failure).__name__}: {reason}). {where}"
+    )
+
+
+def timm_weights_file(name: str, tag: str) -> Path:
+    """The local file of timm's weights ``tag`` of ``name``, fetched into its cache if absent (unless offline)."""
+    config = pretrained_config(name, tag)
+    label = f"{TIMM_PREFIX}{name}.{config.tag}"
+    if config.hf_hub_id:
+        return _hub_file(config.hf_hub_id, label)
+    if config.url:
+        path = cached_weights_path(config.url)
+        return path if path.is_file() else download_to_cache(config.url, path, label)
+    raise WeightsError(
+        f"{key_path('weights')}: {label} has neither a Hugging Face hub repo nor a URL in timm's pretrained config; "
+        "give a local .pth/.safetensors path instead"
+    )
+
+
+def timm_weights_transform(name: str, tag: str) -> Callable[[Any], Any]:
+    """The evaluation transform of timm's weights ``tag`` of ``name`` (resize, crop, normalise as timm evaluates
+    them: ``timm.data.create_transform`` of the pretrained config)."""
+    data: Any = timm_module().data
+    config = data.resolve_data_config({}, pretrained_cfg=pretrained_config(name, tag).to_dict())
+    return data.create_transform(**config, is_training=False)
