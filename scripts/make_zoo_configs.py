@@ -1,6 +1,6 @@
 """Write conf/backbone/<model>.yaml for every torchvision classifier with featx.propose, plus <model>_fpn.yaml for
-one model of each family and every ViT; the notes below are the human review of what each family's own
-forward does beyond running the stages.
+one model of each family and every ViT, and timm_<name>.yaml (+ _fpn) for a few timm models; the notes below are the
+human review of what each family's own forward does beyond running the stages.
 
     python scripts/make_zoo_configs.py            # writes the missing files
     python scripts/make_zoo_configs.py --force    # rewrites the generated ones (never the reference extractors)
@@ -49,6 +49,32 @@ FPN_MODELS = [
     "vit_l_32",
     "vit_h_14",
 ]
+#: packaged timm examples: file name -> timm model (each also gets a _fpn variant)
+TIMM_FILES = {
+    "timm_convnext_tiny": "convnext_tiny",
+    "timm_efficientnet_b0": "efficientnet_b0",
+    "timm_regnety_008": "regnety_008",
+    "timm_resnet50d": "resnet50d",
+    "timm_swin_tiny": "swin_tiny_patch4_window7_224",
+}
+TIMM_NORM_ACT = (
+    "timm's BatchNormAct2d layers are a BatchNorm followed by an activation: under norm: frozen featx keeps them "
+    "(their statistics and affine fixed, always in eval mode) instead of turning them into FrozenBatchNorm2d, which "
+    "would drop the activation."
+)
+TIMM_NOTES = {
+    "timm_convnext_tiny": ["c5 ends on norm_pre (an Identity in this model); the head pools and normalises."],
+    "timm_efficientnet_b0": [
+        "c5 ends on conv_head and bn2, the 1x1 conv that widens the features for the classifier.",
+        TIMM_NORM_ACT,
+    ],
+    "timm_regnety_008": ["c5 ends on final_conv (an Identity in this model).", TIMM_NORM_ACT],
+    "timm_resnet50d": ["c2 is the deep stem (three convs) plus layer1; the forward adds nothing."],
+    "timm_swin_tiny": [
+        "The blocks work channels-last (layout: nhwc); featx returns every output as N x C x H x W. c5 includes "
+        "the final LayerNorm norm. input_size [224, 224]: timm's patch embedding checks the input size."
+    ],
+}
 TRANSFORM_INPUT = (
     "The model's own forward first applies transform_input when torchvision builds it with pretrained weights: it "
     "turns ImageNet-normalised images into (x - 0.5) / 0.5, the normalisation those weights were trained with. The "
@@ -142,6 +168,13 @@ def main() -> None:
             fpn = analyse(model, fpn=FPN_WIDTH)
             text = proposal_yaml(fpn, f"{command} --fpn {FPN_WIDTH}", _notes(model))
             print(f"{model}_fpn: {_write(model + '_fpn', text, args.force)}")
+    for name, timm_model in TIMM_FILES.items():
+        model = f"timm:{timm_model}"
+        notes = TIMM_NOTES[name]
+        text = proposal_yaml(analyse(model), f"featx-propose {model}", notes)
+        print(f"{name}: {_write(name, text, args.force)}")
+        text = proposal_yaml(analyse(model, fpn=FPN_WIDTH), f"featx-propose {model} --fpn {FPN_WIDTH}", notes)
+        print(f"{name}_fpn: {_write(name + '_fpn', text, args.force)}")
 
 
 if __name__ == "__main__":

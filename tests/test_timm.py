@@ -1,0 +1,324 @@
+"""timm models as featx backbones (``model: timm:NAME``): outputs equal timm's own intermediates with the same
+(perturbed) weights, ``featx.propose`` over a sample of timm's families checked against timm's own feature metadata,
+weights from the Hugging Face hub cache, freezing, a detector, featx-list --timm, and the errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import timm
+import torch
+from helpers import randomize_norm_statistics
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torchvision.models.detection import FasterRCNN
+
+import featx
+from featx.cli import catalog
+from featx.models import timm_models
+from featx.models.weights_enums import OFFLINE_VARIABLE
+from featx.spec.config_files import backbone_names
+
+#: timm model -> (input side, whether its stages work channels-last), checked for real at a small size (the
+#: packaged timm_*.yaml files add convnext_tiny, efficientnet_b0, regnety_008, resnet50d and swin_tiny)
+REAL = {
+    "resnet18": (64, False),
+    "mobilenetv3_small_050": (64, False),
+    "cspnext_tiny": (64, False),
+    "davit_tiny": (64, False),
+    "fastvit_s12": (64, False),
+    "mambaout_femto": (64, True),
+}
+#: models with BatchNorm layers (plain, or timm's BatchNormAct2d), where norm: frozen changes the layers
+WITH_BATCHNORM = {"resnet18", "mobilenetv3_small_050", "cspnext_tiny", "timm_efficientnet_b0", "timm_regnety_008"}
+
+#: the packaged timm_*.yaml files
+PACKAGED = {name: featx.load_spec(name) for name in backbone_names() if name.startswith("timm_")}
+
+#: one small model of each timm family (timm's module) that featx proposes a hierarchical backbone for
+FAMILIES = {
+    "byoanet": "halonet26t", "byobnet": "gernet_s", "convnext": "convnext_atto", "cpubone": "cpubone_nano",
+    "cspnet": "cs3darknet_s", "cspnext": "cspnext_tiny", "davit": "davit_tiny", "densenet": "densenet121",
+    "dla": "dla34", "dpn": "dpn68", "edgenext": "edgenext_small", "efficientformer_v2": "efficientformerv2_s0",
+    "efficientnet": "tinynet_a", "efficientvit_mit": "efficientvit_b0", "fasternet": "fasternet_s",
+    "fastvit": "fastvit_s12", "focalnet": "focalnet_tiny_lrf", "gcvit": "gcvit_tiny", "ghostnet": "ghostnet_050",
+    "hardcorenas": "hardcorenas_a", "hgnet": "hgnet_tiny", "hieradet_sam2": "sam2_hiera_tiny", "iformer": "iformer_s",
+    "inception_next": "inception_next_atto", "inception_resnet_v2": "inception_resnet_v2",
+    "inception_v3": "inception_v3", "inception_v4": "inception_v4", "lcnetv2": "lcnetv2_small",
+    "mambaout": "mambaout_femto", "maxxvit": "maxvit_pico_rw_256", "metaformer": "caformer_s18",
+    "mobilenetv3": "mobilenetv3_small_050", "mobilevit": "mobilevit_xxs", "nest": "nest_tiny",
+    "nextvit": "nextvit_small", "rdnet": "rdnet_tiny", "regnet": "regnety_002", "repghost": "repghostnet_050",
+    "repvit": "repvit_m1", "res2net": "res2net50d", "resnest": "resnest14d", "resnet": "resnet18",
+    "resnetv2": "resnetv2_18", "rexnet": "rexnet_100", "senet": "legacy_seresnet18", "sknet": "skresnet18",
+    "starnet": "starnet_s1", "swiftformer": "swiftformer_xs", "swin_transformer": "swin_s3_tiny_224",
+    "swin_transformer_v2": "swinv2_tiny_window8_256", "swin_transformer_v2_cr": "swinv2_cr_tiny_224",
+    "tiny_vit": "tiny_vit_5m_224", "visformer": "visformer_tiny", "vovnet": "ese_vovnet19b_slim",
+    "xception": "legacy_xception", "xception_aligned": "xception41",
+}  # fmt: skip
+#: families whose timm feature_info points at a map in the middle of a stride (featx takes the last one)
+MID_STRIDE_FEATURE_INFO = {"ghostnet", "inception_v4", "repghost", "xception_aligned"}
+
+
+def _reference(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return randomize_norm_statistics(timm.create_model(name, pretrained=False)).eval()
+
+
+def _timm_maps(reference: nn.Module, x: Tensor, channels_last: bool) -> Dict[int, Tensor]:
+    """timm's own maps by stride: ``forward_intermediates`` at each reduction of its ``feature_info`` (the last
+    one of each), and ``forward_features`` as the deepest."""
+    with torch.no_grad():
+        intermediates = reference.forward_intermediates(x, intermediates_only=True)
+        deepest = reference.forward_features(x)
+    maps = {info["reduction"]: y for info, y in zip(reference.feature_info, intermediates, strict=True)}
+    maps[max(maps)] = deepest.permute(0, 3, 1, 2) if channels_last else deepest
+    return maps
+
+
+def _close(output: Tensor, expected: Tensor) -> None:
+    """Equal up to rounding, relative to the map's scale (FrozenBatchNorm2d computes scale and shift first;
+    memory-mapped weights may take other kernels)."""
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(output, expected, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize(
+    ("name", "norm"), [(name, "eval") for name in REAL] + [(name, "frozen") for name in REAL if name in WITH_BATCHNORM]
+)
+def test_outputs_equal_timms_own_maps(name, norm, tmp_path):
+    side, channels_last = REAL[name]
+    reference = _reference(name)
+    weights = tmp_path / f"{name}.pth"
+    torch.save(reference.state_dict(), weights)
+    spec = featx.propose(f"timm:{name}")
+    assert spec["layout"] == ("nhwc" if channels_last else "nchw")
+    spec.update(weights=str(weights), norm=norm, frozen_stages=0, device="cpu")
+    backbone = featx.build(spec).eval()
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        outputs = backbone(x)
+    expected = _timm_maps(reference, x, channels_last)
+    assert [info.stride for info in backbone.feature_info] == [4, 8, 16, 32]
+    for info in backbone.feature_info:
+        if norm == "eval":
+            assert torch.equal(outputs[info.name], expected[info.stride]), info.name
+        else:
+            _close(outputs[info.name], expected[info.stride])
+
+
+@pytest.mark.parametrize(
+    ("name", "norm"),
+    [(name, "eval") for name, spec in sorted(PACKAGED.items()) if spec.fpn is None]
+    + [(name, "frozen") for name in sorted(PACKAGED) if name in WITH_BATCHNORM],
+)
+def test_packaged_timm_file_equals_timms_own_maps(name, norm, tmp_path):
+    spec = PACKAGED[name]
+    timm_name = spec.model.removeprefix("timm:")
+    reference = _reference(timm_name)
+    weights = tmp_path / "weights.safetensors"
+    save_file(reference.state_dict(), str(weights))
+    backbone = featx.build(name, overrides=[f"weights='{weights}'", f"norm={norm}", "device=cpu"]).eval()
+    side = spec.input_size[0] if spec.input_size else 64
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        outputs = backbone(x)
+    expected = _timm_maps(reference, x, channels_last=spec.layout == "nhwc")
+    for info in backbone.feature_info:
+        _close(outputs[info.name], expected[info.stride])
+
+
+def test_every_packaged_timm_file_has_an_fpn_variant():
+    plain = {name for name, spec in PACKAGED.items() if spec.fpn is None}
+    assert len(plain) >= 5 and {f"{name}_fpn" for name in plain} == set(PACKAGED) - plain
+    for name in plain:
+        backbone = featx.build(f"{name}_fpn", overrides=["device=meta"])
+        assert [(i.name, i.channels, i.stride) for i in backbone.feature_info] == [
+            ("p2", 256, 4), ("p3", 256, 8), ("p4", 256, 16), ("p5", 256, 32)
+        ]  # fmt: skip
+        assert PACKAGED[f"{name}_fpn"].model == PACKAGED[name].model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_propose_matches_timms_feature_metadata(family):
+    """Every family's proposal builds (on meta) with strides where timm's ``feature_info`` has maps, and the deepest
+    stage is as wide as timm's ``num_features``."""
+    name = FAMILIES[family]
+    backbone = featx.build(featx.propose(f"timm:{name}"), overrides=["device=meta"])
+    with torch.device("meta"):
+        reference = timm.create_model(name, pretrained=False)
+    channels = {info["reduction"]: info["num_chs"] for info in reference.feature_info}
+    strides = [info.stride for info in backbone.feature_info]
+    assert len(strides) >= 3 and strides == sorted(strides)
+    assert set(strides) <= set(channels), (strides, channels)
+    assert backbone.feature_info[-1].channels == reference.num_features
+    if family not in MID_STRIDE_FEATURE_INFO:
+        assert [info.channels for info in backbone.feature_info[:-1]] == [channels[s] for s in strides[:-1]]
+
+
+def test_family_sample_covers_at_least_forty_families():
+    from timm.models._registry import _model_to_module
+
+    assert len(FAMILIES) >= 40
+    assert all(_model_to_module[name] == family for family, name in FAMILIES.items())
+
+
+def test_timm_batchnorm_with_activation_stays_whole_when_frozen():
+    """timm's BatchNormAct2d (norm + activation) must not become a FrozenBatchNorm2d, which would drop the
+    activation; under ``norm: frozen`` it keeps fixed statistics and affine through train()."""
+    backbone = featx.build({**featx.propose("timm:efficientnet_b0"), "device": "cpu", "frozen_stages": 0})
+    kept = [layer for layer in backbone.modules() if type(layer).__name__ == "BatchNormAct2d"]
+    assert kept and not any(p.requires_grad for layer in kept for p in layer.parameters())
+    statistics = {id(layer): layer.running_mean.clone() for layer in kept}
+    backbone.train()
+    assert not any(layer.training for layer in kept)
+    backbone(torch.randn(2, 3, 64, 64)).values()
+    assert all(torch.equal(statistics[id(layer)], layer.running_mean) for layer in kept)
+    backbone.unfreeze()
+    assert not any(p.requires_grad for layer in kept for p in layer.parameters())
+
+
+def test_sync_norm_refuses_batchnorm_subclasses_with_their_own_forward():
+    with pytest.raises(featx.SpecError, match=r"backbone.norm: sync cannot convert .*BatchNormAct2d.*frozen, eval"):
+        featx.build({**featx.propose("timm:efficientnet_b0"), "norm": "sync", "device": "cpu"})
+
+
+def test_frozen_stages_keep_parameters_and_statistics_under_train():
+    torch.manual_seed(0)
+    backbone = featx.build({**featx.propose("timm:resnet18"), "frozen_stages": 2, "norm": "eval", "device": "cpu"})
+    frozen = [backbone.stages["c2"], backbone.stages["c3"]]
+    before = [{k: v.clone() for k, v in stage.state_dict().items()} for stage in frozen]
+    assert not any(p.requires_grad for stage in frozen for p in stage.parameters())
+    assert all(p.requires_grad for p in backbone.stages["c4"].parameters())
+    backbone.train()
+    sum(y.mean() for y in backbone(torch.randn(2, 3, 64, 64)).values()).backward()
+    for stage, state in zip(frozen, before, strict=True):
+        assert all(torch.equal(state[k], v) for k, v in stage.state_dict().items())
+    assert all(not layer.training for layer in backbone.modules() if isinstance(layer, _BatchNorm))
+
+
+def test_faster_rcnn_with_torchvision_defaults_on_a_timm_backbone():
+    spec = featx.propose("timm:resnet18")
+    spec.update(fpn={"out_channels": 64, "extra_blocks": "maxpool"}, output_names="torchvision", device="cpu")
+    torch.manual_seed(0)
+    detector = FasterRCNN(featx.build(spec), num_classes=3, min_size=96, max_size=96)
+    images = [torch.rand(3, 96, 96)]
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0]]), "labels": torch.tensor([1])}]
+    losses = detector.train()(images, targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    sum(losses.values()).backward()
+    (detections,) = detector.eval()(images)
+    assert detections["boxes"].shape[1] == 4
+
+
+def _hub_snapshot(cache: Path, repo: str, filename: str) -> Path:
+    """A Hugging Face hub cache entry laid out as huggingface_hub writes it (refs/main → snapshots/<revision>)."""
+    revision = "0" * 40
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(revision)
+    (folder / "snapshots" / revision).mkdir(parents=True)
+    return folder / "snapshots" / revision / filename
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv(OFFLINE_VARIABLE, "1")
+    return tmp_path
+
+
+@pytest.mark.parametrize("filename", ["model.safetensors", "pytorch_model.bin"])
+def test_pretrained_tag_loads_from_the_hugging_face_hub_cache(hub_cache, filename):
+    reference = _reference("resnet18")
+    path = _hub_snapshot(hub_cache, "timm/resnet18.a1_in1k", filename)
+    if filename.endswith(".safetensors"):
+        save_file(reference.state_dict(), str(path))
+    else:
+        torch.save(reference.state_dict(), path)
+    stages = featx.propose("timm:resnet18")["stages"]
+    for weights in ("DEFAULT", "a1_in1k"):  # timm's default tag of resnet18 is a1_in1k
+        spec = {"model": "timm:resnet18", "weights": weights, "stages": stages, "norm": "eval", "device": "cpu"}
+        x = torch.randn(1, 3, 64, 64)
+        with torch.no_grad():
+            assert torch.equal(featx.build(spec).eval()(x)["c5"], reference.forward_features(x))
+
+
+def test_missing_pretrained_weights_offline_name_the_cache_folder_and_the_hub_repo(hub_cache):
+    spec = {"model": "timm:resnet18", "weights": "a2_in1k", "stages": featx.propose("timm:resnet18")["stages"]}
+    with pytest.raises(featx.WeightsError) as error:
+        featx.build(spec)
+    message = str(error.value)
+    assert "timm:resnet18.a2_in1k is not in the Hugging Face hub cache and FEATX_OFFLINE forbids downloading" in message
+    assert str(hub_cache / "models--timm--resnet18.a2_in1k") in message
+    assert "https://huggingface.co/timm/resnet18.a2_in1k" in message
+
+
+def test_unknown_tag_lists_timms_tags():
+    spec = {"model": "timm:resnet18", "weights": "a1_in1kk", "stages": featx.propose("timm:resnet18")["stages"]}
+    with pytest.raises(featx.SpecError, match=r"backbone.weights: 'a1_in1kk' is not a pretrained tag of timm's "
+                       r"resnet18; did you mean a1_in1k.*\(valid: null, DEFAULT, a1_in1k, a2_in1k"):  # fmt: skip
+        featx.build(spec, overrides=["device=meta"])
+
+
+def test_a_model_timm_publishes_no_weights_for():
+    """timm registers nf_seresnet26 with an untagged config and no weights."""
+    spec = {"model": "timm:nf_seresnet26", "weights": "DEFAULT", "stages": {"c2": {"modules": ["stem", "stages.0"]}}}
+    with pytest.raises(featx.SpecError, match=r"backbone.weights: timm publishes no pretrained weights for "
+                       r"nf_seresnet26 \(valid: null\)"):  # fmt: skip
+        featx.build(spec, overrides=["device=meta"])
+    assert featx.propose("timm:nf_seresnet26")["stages"]["c5"] == {"modules": ["stages.3", "final_conv", "final_act"]}
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("timm:resnet181", r"backbone.model: unknown timm model 'resnet181'; did you mean resnet18"),
+        ("timm:resnet18.a1_in1k", r"names a pretrained tag: write model: timm:resnet18 and weights: a1_in1k"),
+        ("timm:", r"backbone.model: unknown timm model ''"),
+    ],
+)
+def test_bad_timm_names(model, message):
+    with pytest.raises(featx.SpecError, match=message):
+        featx.build({"model": model, "stages": {"c2": {"modules": ["layer1"]}}})
+
+
+def test_without_timm_a_spec_naming_it_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # what `import timm` meets when timm is not installed
+    timm_models.timm_models.cache_clear()
+    try:
+        with pytest.raises(featx.SpecError, match=r"backbone.model: timm models need timm: pip install 'featx\[timm"):
+            featx.build({"model": "timm:resnet18", "stages": {"c2": {"modules": ["layer1"]}}})
+    finally:
+        timm_models.timm_models.cache_clear()
+
+
+def test_import_featx_does_not_import_timm():
+    code = "import sys, featx; print('timm' in sys.modules, 'huggingface_hub' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_featx_list_timm_patterns(capsys):
+    catalog.main(["--timm", "resnet18", "vit_tiny_patch16_224"])
+    captured = capsys.readouterr()
+    rows = {line.split()[0]: line for line in captured.out.splitlines()[1:]}
+    assert rows["timm:resnet18"].split()[2:5] == ["c2..c5", "4,8,16,32", "64,128,256,512"]
+    assert (
+        "no proposal: propose(): 'timm:vit_tiny_patch16_224' gives fewer than two stages"
+        in rows["timm:vit_tiny_patch16_224"]
+    )
+    assert "2 timm models, 1 without a proposal" in captured.err
+
+
+def test_featx_list_timm_without_a_match():
+    with pytest.raises(SystemExit) as exit_:
+        catalog.main(["--timm", "no_such_model*"])
+    assert exit_.value.code == 1
