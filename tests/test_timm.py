@@ -111,6 +111,58 @@ def test_outputs_equal_timms_own_maps(name, norm, tmp_path):
             _close(outputs[info.name], expected[info.stride])
 
 
+#: timm token models: name -> (input side, patch, prefix tokens), written out from timm's model definitions
+TOKEN_MODELS = {
+    "vit_tiny_patch16_224": (224, 16, 1),  # class token
+    "deit_tiny_distilled_patch16_224": (224, 16, 2),  # class and distillation tokens
+    "vit_medium_patch16_gap_256": (256, 16, 0),  # no prefix, average pooling
+    "vit_small_patch14_reg4_dinov2": (518, 14, 5),  # class + 4 registers; position without entries for them
+}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if TOKEN_MODELS[n][0] > 300 else n for n in sorted(TOKEN_MODELS)]
+)
+def test_token_models_equal_timms_own_blocks(name, tmp_path):
+    """timm's ViTs: the patch embedding returns tokens itself, the token parameters belong to the model root; every
+    stage equals timm's ``forward_intermediates`` after blocks 3, 6, 9 and ``forward_features`` (final norm)."""
+    side, patch, prefix = TOKEN_MODELS[name]
+    torch.manual_seed(0)
+    reference = timm.create_model(name, pretrained=False).eval()
+    with torch.no_grad():  # away from timm's init (zero class/register tokens): a misplaced token shows
+        for parameter in reference.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    weights = tmp_path / "vit.pth"
+    torch.save(reference.state_dict(), weights)
+    spec = featx.propose(f"timm:{name}")
+    spec.update(weights=str(weights), device="cpu", out_features=["blocks1", "blocks2", "blocks3", "blocks4"])
+    backbone = featx.build(spec).eval()
+    assert backbone.spec.input_size == [side, side]  # timm's patch embedding checks the size
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(3))
+    grid = side // patch
+    with torch.no_grad():
+        outputs = backbone(x)
+        intermediates = reference.forward_intermediates(x, indices=[2, 5, 8], intermediates_only=True)
+        deepest = reference.forward_features(x)[:, prefix:].transpose(1, 2).reshape(1, -1, grid, grid)
+    for stage, expected in zip(outputs, [*intermediates, deepest], strict=True):
+        assert torch.equal(outputs[stage], expected), stage
+    assert [info.stride for info in backbone.feature_info] == [patch] * 4
+
+
+def test_token_model_with_the_simple_pyramid_in_a_detector():
+    spec = featx.propose("timm:deit_tiny_patch16_224", fpn=64)
+    assert spec["fpn"]["style"] == "simple"
+    spec.update(fpn={**spec["fpn"], "extra_blocks": "maxpool"}, output_names="torchvision", device="cpu")
+    backbone = featx.build(spec)
+    assert [(i.name, i.stride) for i in backbone.feature_info] == [
+        ("0", 4), ("1", 8), ("2", 16), ("3", 32), ("pool", 64)
+    ]  # fmt: skip
+    detector = FasterRCNN(backbone, num_classes=3, min_size=224, max_size=224)
+    targets = [{"boxes": torch.tensor([[20.0, 30.0, 150.0, 170.0]]), "labels": torch.tensor([2])}]
+    losses = detector.train()([torch.rand(3, 224, 224)], targets)
+    sum(losses.values()).backward()
+
+
 @pytest.mark.parametrize(
     ("name", "norm"),
     [(name, "eval") for name, spec in sorted(PACKAGED.items()) if spec.fpn is None]
@@ -154,7 +206,7 @@ def test_propose_matches_timms_feature_metadata(family):
         reference = timm.create_model(name, pretrained=False)
     channels = {info["reduction"]: info["num_chs"] for info in reference.feature_info}
     strides = [info.stride for info in backbone.feature_info]
-    assert len(strides) >= 3 and strides == sorted(strides)
+    assert len(backbone.stage_info) >= 3 and strides == sorted(strides)
     assert set(strides) <= set(channels), (strides, channels)
     assert backbone.feature_info[-1].channels == reference.num_features
     if family not in MID_STRIDE_FEATURE_INFO:

@@ -180,9 +180,9 @@ def _probe(
     try:
         return sizes, [_stage_shapes(containers, members, in_channels, size, tokens) for size in sizes], False
     except SpecError:
-        if spec.input_size is not None or tokens is not None:
+        if spec.input_size is not None:
             raise
-        fixed = evaluation_size(spec)
+        fixed = tokens.stage_size if tokens is not None else evaluation_size(spec)
         try:
             return (fixed,), [_stage_shapes(containers, members, in_channels, fixed, tokens)], True
         except SpecError:

@@ -102,18 +102,21 @@ class _Chain:
     layout: str
 
 
-def _forward_inputs(model: nn.Module, size: Size) -> Dict[str, Optional[Shape]]:
-    """The input shape the model's own forward (eval, a meta input of ``size``) first gives each module it calls."""
+def _forward_inputs(model: nn.Module, size: Size) -> Tuple[Dict[str, Optional[Shape]], bool]:
+    """The input shape the model's own forward (eval, a meta input of ``size``) first gives each module it calls,
+    and whether the forward ran to its end (then a module missing was not called at all)."""
     inputs: Dict[str, Optional[Shape]] = {}
-    for call in recorded_calls(model, size)[0]:
+    calls, failure = recorded_calls(model, size)
+    for call in calls:
         inputs.setdefault(call.path, call.input_shape)
-    return inputs
+    return inputs, failure is None
 
 
 def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
     """The feature chain of ``model`` at the probe ``sizes``. A module the model's own forward gives another input
-    than the chain's map (a dropout after the global pool, a norm after a permute) is not part of the chain."""
-    forward_inputs = _forward_inputs(model, sizes[0])
+    than the chain's map (a dropout after the global pool, a norm after a permute), or does not call at all, is not
+    part of the chain."""
+    forward_inputs, completed = _forward_inputs(model, sizes[0])
     xs = [meta_input(size) for size in sizes]
     queue: List[Tuple[str, nn.Module]] = list(model.named_children())
     links: List[FeatureInfo] = []
@@ -126,8 +129,9 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
         if has_no_forward(module) and any(True for _ in module.children()):
             queue[:0] = [(f"{path}.{name}", child) for name, child in module.named_children()]
             continue
+        called = path in forward_inputs or not completed
         given = forward_inputs.get(path, tuple(xs[0].shape))
-        outputs = _feature_maps(module, xs) if given == tuple(xs[0].shape) else None
+        outputs = _feature_maps(module, xs) if called and given == tuple(xs[0].shape) else None
         if outputs is None:
             skipped.append(path)
             continue
@@ -188,16 +192,17 @@ def _as_slices(
 
 def _find_chain(model: nn.Module, model_name: str, min_stride: int) -> Tuple[_Chain, Optional[List[int]]]:
     """The chain at the general probe sizes or, for a model that takes one input size only (MaxViT fails at the
-    general sizes), at the crop size of its weights; with the ``input_size`` that needs."""
+    general sizes), at the crop size of its weights; with the ``input_size`` that needs. Without two stages at
+    either, the chain at the crop size (a token model's embedding)."""
     with shape_only_layers(model), torch.no_grad():
         chain = _walk(model, PROBE_SIZES, min_stride)
         if len(_group_stages(chain.links, min_stride)) >= 2:
             return chain, None
         crop = default_crop_size(model_name)
         fixed = _walk(model, ((crop, crop),), min_stride)
-        if len(_group_stages(fixed.links, min_stride)) >= 2:
-            return fixed, [crop, crop]
-    return chain, None
+    if len(_group_stages(fixed.links, min_stride)) >= 2:
+        return fixed, [crop, crop]
+    return fixed, None  # at its own size the model's forward runs: what it feeds each module is known
 
 
 def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, frozen_stages: int = 1) -> Proposal:
@@ -218,7 +223,7 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
     model = construct_on_meta(model_name)[0].eval()
     chain, input_size = _find_chain(model, model_name, min_stride)
     stages = _group_stages(chain.links, min_stride)
-    token_stages = propose_token_stages(model, chain.links) if len(stages) < 2 else None
+    token_stages = propose_token_stages(model, chain.links, default_crop_size(model_name)) if len(stages) < 2 else None
     if token_stages is not None:
         if not 0 <= frozen_stages <= len(token_stages.stages):
             raise ArgumentError(

@@ -93,12 +93,32 @@ def _groups(blocks: Sequence[str]) -> List[Tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo]) -> Optional[TokenStages]:
-    """The token spec of ``model`` (on meta, eval mode) whose feature chain is ``links``; ``None`` if it is not a
-    token model featx recognises."""
-    if len(links) != 1:
+def _token_embedding(model: nn.Module, crop: int) -> Optional[Tuple[str, int]]:
+    """``(path, channels)`` of the first module the model's own forward runs on the image, if it returns tokens
+    (``1×L×C``: an embedding that flattens its patches itself, timm's ``PatchEmbed``)."""
+    calls, _ = recorded_calls(model, (crop, crop))
+    image = calls[0].input_shape if calls else None
+    for call in calls:
+        if call.input_shape != image:
+            return None
+        if call.output_shape is not None and len(call.output_shape) == 3:
+            return call.path, call.output_shape[2]
+    return None
+
+
+def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo], crop: int) -> Optional[TokenStages]:
+    """The token spec of ``model`` (on meta, eval mode) whose feature chain is ``links`` (the patch map of
+    torchvision's ViT; none for an embedding that returns tokens, measured at the ``crop`` size); ``None`` if it
+    is not a token model featx recognises."""
+    if len(links) == 1:
+        embed, channels = links[0].name, links[0].channels
+    elif links:
         return None
-    embed, channels = links[0].name, links[0].channels
+    else:
+        found = _token_embedding(model, crop)
+        if found is None:
+            return None
+        embed, channels = found
     parameters = _token_parameters(model, channels)
     if parameters is None:
         return None
@@ -109,7 +129,7 @@ def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo]) -> Opti
     if side is None:
         return None
     try:
-        patch = patch_stride(model, embed, 3)[0]
+        patch = patch_stride(model, embed, 3, crop)[0]
     except SpecError:
         return None
     calls, _ = recorded_calls(model, (side * patch, side * patch))  # what ran before a failure still counts

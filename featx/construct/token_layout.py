@@ -32,13 +32,14 @@ _MEASURING_SIDE = 2**5 * 3**2 * 5 * 7
 class TokenLayout:
     """``spec`` found in a model: ``patch`` is the stride of the token maps (``tokens.stride``, else the embedding's
     own ``embed_patch``), ``grid`` the patch grid of the position embedding, ``prefix_count`` the number of prefix
-    tokens."""
+    tokens; ``embed_returns_tokens`` when the embedding flattens its patches itself (timm's ``PatchEmbed``)."""
 
     spec: TokenSpec
     patch: int
     embed_patch: int
     grid: Grid
     prefix_count: int
+    embed_returns_tokens: bool = False
 
     @property
     def parameter_paths(self) -> Tuple[str, ...]:
@@ -78,6 +79,7 @@ class TokenLayout:
             self.grid,
             self.spec.position_covers_prefix,
             resize=(self.embed_patch, self.patch),
+            returns_tokens=self.embed_returns_tokens,
         )
 
 
@@ -100,31 +102,48 @@ def _find_parameter(model: nn.Module, path: str, *key: str) -> nn.Parameter:
     return parameter
 
 
-def patch_stride(model: nn.Module, embed: str, in_channels: int) -> Tuple[int, int]:
-    """The stride and channels of the patch embedding at ``embed``, from its output for a large meta image."""
-    side = _MEASURING_SIDE
-    try:
-        with torch.no_grad():
-            patches = model.get_submodule(embed)(meta_input((side, side), in_channels))
-    except Exception as error:  # noqa: BLE001 - any failure means the module is no patch embedding
-        reason = str(error).splitlines()[0] if str(error) else ""
-        raise SpecError(
-            key_path("tokens", "embed"), f"{embed!r} fails on an image: {type(error).__name__}: {reason}"
-        ) from None
-    if not isinstance(patches, torch.Tensor) or patches.dim() != 4 or patches.shape[2] != patches.shape[3]:
-        shape = tuple(patches.shape) if isinstance(patches, torch.Tensor) else type(patches).__name__
+def _embedding_output(model: nn.Module, embed: str, in_channels: int, side: int) -> torch.Tensor:
+    with torch.no_grad():
+        output = model.get_submodule(embed)(meta_input((side, side), in_channels))
+    if not isinstance(output, torch.Tensor) or output.dim() not in (3, 4):
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise SpecError(
             key_path("tokens", "embed"),
             f"{embed!r} returns {shape} for a {side}x{side} image; the patch embedding must return an "
-            "N x C x h x w patch map",
+            "N x C x h x w patch map or N x h*w x C tokens",
         )
-    if side % patches.shape[2]:
+    return output
+
+
+def patch_stride(model: nn.Module, embed: str, in_channels: int, fixed_side: int = 224) -> Tuple[int, int, bool]:
+    """The stride and channels of the patch embedding at ``embed``, and whether it returns tokens (``N×h·w×C``,
+    timm's ``PatchEmbed``) rather than a patch map (``N×C×h×w``), from its output for a large meta image; an
+    embedding that takes one size only (it checks the image size) is measured at ``fixed_side``."""
+    try:
+        side, output = _MEASURING_SIDE, _embedding_output(model, embed, in_channels, _MEASURING_SIDE)
+    except SpecError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure means the module is no patch embedding (at this size)
+        try:
+            side, output = fixed_side, _embedding_output(model, embed, in_channels, fixed_side)
+        except SpecError:
+            raise
+        except Exception:  # noqa: BLE001 - the first failure says more
+            reason = str(error).splitlines()[0] if str(error) else ""
+            raise SpecError(
+                key_path("tokens", "embed"), f"{embed!r} fails on an image: {type(error).__name__}: {reason}"
+            ) from None
+    returns_tokens = output.dim() == 3
+    cells = int(output.shape[1]) if returns_tokens else int(output.shape[2]) * int(output.shape[3])
+    rows = math.isqrt(cells)
+    if rows * rows != cells or (not returns_tokens and output.shape[2] != output.shape[3]) or side % rows:
+        found = f"{cells} tokens" if returns_tokens else f"{output.shape[2]}x{output.shape[3]} patches"
         raise SpecError(
             key_path("tokens", "embed"),
-            f"{embed!r} maps a {side}x{side} image to {patches.shape[2]}x{patches.shape[3]} patches: not a whole "
-            "patch stride",
+            f"{embed!r} maps a {side}x{side} image to {found}: not a square grid of whole patches",
         )
-    return side // int(patches.shape[2]), int(patches.shape[1])
+    channels = int(output.shape[2]) if returns_tokens else int(output.shape[1])
+    return side // rows, channels, returns_tokens
 
 
 def _grid(tokens: int, patch: int, evaluation: Size) -> Optional[Grid]:
@@ -150,7 +169,7 @@ def resolve_tokens(
             f"{tokens.embed!r} must be the first module of the first stage ({first.name!r} starts with "
             f"{first.paths[0]!r}): the patch embedding starts the token sequence",
         )
-    patch, channels = patch_stride(model, tokens.embed, in_channels)
+    patch, channels, returns_tokens = patch_stride(model, tokens.embed, in_channels, evaluation[0])
     prefix = [_find_parameter(model, path, "tokens", f"prefix[{i}]") for i, path in enumerate(tokens.prefix)]
     prefix_count = sum(int(token.shape[1]) for token in prefix)
     shaped: List[Tuple[str, nn.Parameter, Tuple[str, ...]]] = [
@@ -190,4 +209,4 @@ def resolve_tokens(
             f"stride in {-(-patch // 2)}..{patch * 2} (within a factor 2 of the patch: more would multiply the "
             "tokens, and attention's memory with their square), or null",
         )
-    return TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count)
+    return TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count, returns_tokens)

@@ -41,7 +41,9 @@ def resample_position(position: Tensor, prefix_count: int, grid: Grid, new_grid:
 
 class TokenEmbedding(nn.Module):
     """Image → token sequence: ``embed`` (the model's patch embedding, returning ``N×C×h×w``), flattened to ``h·w``
-    tokens, the ``prefix`` parameters (each ``1×k×C``) put in front, ``position`` added.
+    tokens, the ``prefix`` parameters (each ``1×k×C``) put in front, ``position`` added. With
+    ``returns_tokens`` the embedding returns the ``N×h·w×C`` tokens itself (row-major, as timm's ``PatchEmbed``);
+    its grid is then the input size over the patch stride ``resize[0]``.
 
     ``grid`` is the patch grid ``position`` was made for; other grids get it resampled
     (:func:`resample_position`). ``position_covers_prefix`` says whether ``position`` has entries for the prefix
@@ -58,8 +60,13 @@ class TokenEmbedding(nn.Module):
         grid: Grid,
         position_covers_prefix: bool = True,
         resize: Optional[Tuple[int, int]] = None,
+        returns_tokens: bool = False,
     ) -> None:
         super().__init__()
+        if returns_tokens and resize is None:
+            raise ValueError("an embedding that returns tokens needs resize=(patch, stride) for its grid")
+        self.returns_tokens = returns_tokens
+        self.embed_patch = resize[0] if resize is not None else None
         self.resize = resize if resize is not None and resize[0] != resize[1] else None
         self.embed = embed
         self.prefix = nn.ParameterList(prefix)
@@ -78,9 +85,14 @@ class TokenEmbedding(nn.Module):
             patch, stride = self.resize
             size = (x.shape[2] * patch // stride, x.shape[3] * patch // stride)
             x = functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        patches = self.embed(x)
-        batch, _, height, width = patches.shape
-        tokens = patches.flatten(2).transpose(1, 2)
+        if self.returns_tokens:
+            assert self.embed_patch is not None
+            tokens = self.embed(x)
+            batch, height, width = tokens.shape[0], x.shape[2] // self.embed_patch, x.shape[3] // self.embed_patch
+        else:
+            patches = self.embed(x)
+            batch, _, height, width = patches.shape
+            tokens = patches.flatten(2).transpose(1, 2)
         if self.position is not None and not self.position_covers_prefix:
             tokens = tokens + self._position((height, width))
         if len(self.prefix):
