@@ -14,6 +14,12 @@ from __future__ import annotations
 MAX_MESSAGE_CHARS = 4000
 
 
+def first_line(error: object) -> str:
+    """The first non-blank line of ``str(error)`` (stripped), ``""`` for an empty message: how featx quotes a
+    library's exception in its own error. Example: ``first_line(ValueError("bad\\nmore"))`` → ``'bad'``."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+
+
 class FeatxError(Exception):
     """Base class of every error featx raises on purpose. A message longer than :data:`MAX_MESSAGE_CHARS` is cut,
     saying how much was left out, so no input can turn an error into megabytes of output."""

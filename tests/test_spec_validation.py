@@ -6,6 +6,7 @@ import pytest
 from helpers import resnet18_spec
 
 import featx
+from featx.errors import first_line
 from featx.spec.schema import BackboneSpec, StageSpec
 from featx.spec.validate import validate_spec
 
@@ -103,3 +104,12 @@ def test_validate_spec_accepts_the_python_dataclasses():
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps", "meta"])
 def test_device_strings_that_are_valid_anywhere_pass_validation(device):
     assert featx.load_spec(resnet18_spec(device=device)).device == device
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [(AssertionError(), ""), (ValueError("\n  first  \nsecond"), "first"), (RuntimeError("one"), "one")],
+)
+def test_a_library_error_is_quoted_by_its_first_line_even_when_empty(error, line):
+    """A bare ``assert`` in a model's code raises an AssertionError without a message; featx's errors quote it."""
+    assert first_line(error) == line

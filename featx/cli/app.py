@@ -39,7 +39,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from featx.cli.errors import fail, reported_errors
-from featx.errors import ArgumentError
+from featx.errors import ArgumentError, first_line
 from featx.spec.config_files import backbone_names
 from featx.spec.keys import suggest
 from featx.spec.limits import quoted
@@ -62,7 +62,7 @@ def _parsed(app: str, argument: str) -> Override:
     try:
         (override,) = OverridesParser.create().parse_overrides([argument])
     except (HydraException, ValueError) as error:
-        reason = str(error).splitlines()[0]
+        reason = first_line(error)
         fail(
             app,
             f"{quoted(argument)[1:-1]}: not an override in Hydra's grammar ({reason}); quote values holding special "

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 import featx
 from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
+from featx.errors import first_line
 from featx.spec.apps import ExportAppConfig
 from featx.spec.config_files import config_dir
 from featx.spec.limits import check_batch_shape
@@ -48,12 +49,9 @@ def run(cfg: DictConfig) -> None:
                 options.overwrite,
             )
     except Exception as error:  # noqa: BLE001 - an exporter failure: say which and how to retry, no traceback
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         hint = " (try export.dynamic=false)" if options.dynamic else ""
-        fail(
-            APP,
-            f"exporting {backbone.spec.model} as {options.format} failed{hint}: {type(error).__name__}: {first_line}",
-        )
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        fail(APP, f"exporting {backbone.spec.model} as {options.format} failed{hint}: {reason}")
     size_mb = result.path.stat().st_size / 2**20
     check = (
         "not checked (install onnxruntime to check it)"

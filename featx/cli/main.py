@@ -23,7 +23,7 @@ import featx
 from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.cli.report import format_report, measure
-from featx.errors import InputShapeError
+from featx.errors import InputShapeError, first_line
 from featx.spec.apps import AppConfig
 from featx.spec.config_files import backbone_files, config_dir
 from featx.spec.limits import check_batch_shape
@@ -79,8 +79,7 @@ def run(cfg: DictConfig) -> None:
     try:
         report = measure(backbone, cfg.input.batch_size, cfg.input.height, cfg.input.width, build_seconds, title)
     except (RuntimeError, InputShapeError) as error:  # e.g. an input smaller than the stages can take
-        first_line = str(error).splitlines()[0]
-        fail(APP, f"input {cfg.input.height}x{cfg.input.width}: the forward pass failed ({first_line})")
+        fail(APP, f"input {cfg.input.height}x{cfg.input.width}: the forward pass failed ({first_line(error)})")
     print(format_report(report))
 
 

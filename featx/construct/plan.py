@@ -33,7 +33,7 @@ from featx.construct.probe import (
     stride_of,
 )
 from featx.construct.token_layout import TokenLayout, resolve_tokens
-from featx.errors import SpecError
+from featx.errors import SpecError, first_line
 from featx.models.registry import default_crop_size
 from featx.nn.feature_info import StageInfo
 from featx.nn.tokens import tokens_to_map
@@ -109,7 +109,7 @@ def _stage_shapes(
                 raise SpecError(
                     key_path("stages", stage.name),
                     f"running the stages in order fails at this stage ({stage.covers}): "
-                    f"{type(error).__name__}: {str(error).splitlines()[0]}. Hint: each stage receives the previous "
+                    f"{type(error).__name__}: {first_line(error)}. Hint: each stage receives the previous "
                     "stage's output, so members must be listed in execution order with nothing left out"
                     + (
                         "; with tokens, every module after the patch embedding receives token sequences "

@@ -69,8 +69,10 @@ def _token_parameters(model: nn.Module, channels: int) -> Optional[Tuple[List[st
 
 
 def _square_grid(cells: int) -> Optional[int]:
+    if cells <= 0:  # more prefix tokens than position entries: not a layout featx recognises
+        return None
     side = math.isqrt(cells)
-    return side if cells > 0 and side * side == cells else None
+    return side if side * side == cells else None
 
 
 def _block_container(model: nn.Module, calls: Sequence[Call], token_shape: Shape) -> Optional[str]:

@@ -19,7 +19,7 @@ from torch import nn
 
 from featx.construct.members import StageMembers, find_module
 from featx.construct.probe import Size, meta_input
-from featx.errors import SpecError
+from featx.errors import SpecError, first_line
 from featx.nn.tokens import Grid, TokenEmbedding
 from featx.spec.keys import key_path, suggest
 from featx.spec.schema import BackboneSpec, TokenSpec
@@ -129,7 +129,7 @@ def patch_stride(model: nn.Module, embed: str, in_channels: int, fixed_side: int
         except SpecError:
             raise
         except Exception:  # noqa: BLE001 - the first failure says more
-            reason = str(error).splitlines()[0] if str(error) else ""
+            reason = first_line(error)
             raise SpecError(
                 key_path("tokens", "embed"), f"{embed!r} fails on an image: {type(error).__name__}: {reason}"
             ) from None

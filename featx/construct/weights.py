@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from featx.errors import WeightsError
+from featx.errors import WeightsError, first_line
 from featx.spec.keys import key_path
 from featx.spec.limits import quoted, shortened
 
@@ -67,7 +67,7 @@ def torch_load_file(path: Path) -> Any:
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever an untrusted file makes the reader raise: it cannot be read
-        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        reason = f"{type(error).__name__}: {first_line(error)}"
         raise WeightsError(f"{key_path('weights')}: cannot read {path}: {quoted(reason)[1:-1]}") from None
 
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from featx.errors import WeightsError
+from featx.errors import WeightsError, first_line
 from featx.models.timm_models import TIMM_PREFIX, pretrained_config, timm_module
 from featx.models.weights_enums import OFFLINE_VARIABLE, cached_weights_path, download_to_cache
 from featx.spec.keys import key_path
@@ -61,7 +61,7 @@ def _hub_file(repo: str, label: str) -> Path:
             hub_lacks_file = isinstance(error, EntryNotFoundError) and not isinstance(error, LocalEntryNotFoundError)
             if not hub_lacks_file:  # no connection: the next file name would fail the same way
                 break
-    reason = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
+    reason = first_line(failure)
     raise WeightsError(
         f"{key_path('weights')}: {label} is not in the Hugging Face hub cache and could not be downloaded "
         f"({type(failure).__name__}: {reason}). {where}"

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 import torch
 from torch import Tensor, nn
 
-from featx.errors import ArgumentError, InputShapeError
+from featx.errors import ArgumentError, InputShapeError, first_line
 from featx.nn.feature_info import FeatureInfo, StageInfo
 from featx.nn.freezing import apply_norm_policy, keep_eval_modes, set_stage_frozen
 from featx.nn.reinit import reinit_
@@ -228,7 +228,7 @@ class Backbone(nn.Module):
                 raise
             raise InputShapeError(
                 f"featx backbone {self.spec.model!r}: the input is too small for stage {name!r} "
-                f"({str(error).splitlines()[0]}); give a larger input"
+                f"({first_line(error)}); give a larger input"
             ) from None
         return self.neck(features) if self.neck is not None else features
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from featx.errors import SpecError
+from featx.errors import SpecError, first_line
 from featx.spec.config_files import backbone_names, config_dir
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import QUOTE_LIMIT, check_data_size, quoted, shortened
@@ -43,7 +43,7 @@ def _omegaconf_error(error: OmegaConfBaseException, prefix: str = "") -> SpecErr
     key = key_path(*filter(None, (prefix, full_key)))
     if isinstance(error, MissingMandatoryValue):
         return SpecError(key, "missing value (a spec must set it)")
-    message = str(getattr(error, "msg", "") or error).splitlines()[0]
+    message = first_line(getattr(error, "msg", "") or error)
     if message.startswith("Key '") and " not in " in message:
         unknown = message.split("'")[1]
         schema = _NESTED.get(prefix) or (StageSpec if full_key.startswith("stages.") else BackboneSpec)

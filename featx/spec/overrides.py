@@ -16,7 +16,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from featx.errors import SpecError
+from featx.errors import SpecError, first_line
 from featx.spec.keys import key_path
 from featx.spec.limits import MAX_OVERRIDE_CHARS, MAX_OVERRIDES, quoted
 
@@ -36,7 +36,7 @@ def parse_overrides(overrides: Sequence[str]) -> list[Override]:
     try:
         return OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as error:
-        raise SpecError(key_path("overrides"), str(error).splitlines()[0]) from None
+        raise SpecError(key_path("overrides"), first_line(error)) from None
 
 
 def _apply(config: DictConfig, override: Override) -> None:
@@ -71,5 +71,5 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> DictConfi
         try:
             _apply(config, override)
         except (HydraException, OmegaConfBaseException) as error:
-            raise SpecError(key_path(override.key_or_group), str(error).splitlines()[0]) from None
+            raise SpecError(key_path(override.key_or_group), first_line(error)) from None
     return config

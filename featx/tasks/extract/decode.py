@@ -31,6 +31,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from featx.errors import first_line
 from featx.tasks.extract.listing import Identity, file_identity
 from featx.tasks.extract.transforms import ImageTransform
 
@@ -93,7 +94,7 @@ class ImageFiles(Dataset):
         except SkippedImage as reason:
             return index, None, str(reason), identity
         except Exception as error:  # noqa: BLE001 - any decoder failure is a skipped image, never a crashed run
-            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            message = first_line(error)
             message = _OBJECT_ADDRESS.sub("", message)  # the same file gives the same reason in every run
             return index, None, f"unreadable image ({type(error).__name__}: {message})", identity
 
