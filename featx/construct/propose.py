@@ -126,10 +126,11 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
     stride = 1
     while queue:
         path, module = queue.pop(0)
-        if has_no_forward(module) and any(True for _ in module.children()):
+        called = path in forward_inputs or not completed
+        if (has_no_forward(module) or not called) and any(True for _ in module.children()):
+            # a ModuleList, or a container the forward iterates over instead of calling: its children are the chain
             queue[:0] = [(f"{path}.{name}", child) for name, child in module.named_children()]
             continue
-        called = path in forward_inputs or not completed
         given = forward_inputs.get(path, tuple(xs[0].shape))
         outputs = _feature_maps(module, xs) if called and given == tuple(xs[0].shape) else None
         if outputs is None:
