@@ -213,11 +213,14 @@ def test_propose_matches_timms_feature_metadata(family):
         assert [info.channels for info in backbone.feature_info[:-1]] == [channels[s] for s in strides[:-1]]
 
 
-def test_family_sample_covers_at_least_forty_families():
+def test_family_sample_covers_at_least_forty_families_the_generated_page_lists_as_proposed():
     from timm.models._registry import _model_to_module
 
     assert len(FAMILIES) >= 40
     assert all(_model_to_module[name] == family for family, name in FAMILIES.items())
+    page = (Path(__file__).resolve().parents[1] / "docs" / "results" / "timm.md").read_text()
+    proposed = {row.split("|")[1].strip() for row in page.splitlines() if row.startswith("| ") and "| yes |" in row}
+    assert set(FAMILIES) <= proposed, sorted(set(FAMILIES) - proposed)
 
 
 def test_timm_batchnorm_with_activation_stays_whole_when_frozen():
@@ -359,15 +362,14 @@ def test_import_featx_does_not_import_timm():
 
 
 def test_featx_list_timm_patterns(capsys):
-    catalog.main(["--timm", "resnet18", "vit_tiny_patch16_224"])
+    catalog.main(["--timm", "resnet18", "deit_tiny_patch16_224", "pvt_v2_b0"])
     captured = capsys.readouterr()
     rows = {line.split()[0]: line for line in captured.out.splitlines()[1:]}
     assert rows["timm:resnet18"].split()[2:5] == ["c2..c5", "4,8,16,32", "64,128,256,512"]
-    assert (
-        "no proposal: propose(): 'timm:vit_tiny_patch16_224' gives fewer than two stages"
-        in rows["timm:vit_tiny_patch16_224"]
-    )
-    assert "2 timm models, 1 without a proposal" in captured.err
+    assert rows["timm:deit_tiny_patch16_224"].split()[2:5] == ["embed..blocks4", "16", "192"]
+    assert "tokens; input 224x224 only" in rows["timm:deit_tiny_patch16_224"]
+    assert "no proposal: propose(): 'timm:pvt_v2_b0' gives fewer than two stages" in rows["timm:pvt_v2_b0"]
+    assert "3 timm models, 1 without a proposal" in captured.err
 
 
 def test_featx_list_timm_without_a_match():

@@ -127,7 +127,8 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
     while queue:
         path, module = queue.pop(0)
         called = path in forward_inputs or not completed
-        if (has_no_forward(module) or not called) and any(True for _ in module.children()):
+        iterated = not called and any(inner.startswith(path + ".") for inner in forward_inputs)
+        if (has_no_forward(module) or iterated) and any(True for _ in module.children()):
             # a ModuleList, or a container the forward iterates over instead of calling: its children are the chain
             queue[:0] = [(f"{path}.{name}", child) for name, child in module.named_children()]
             continue
