@@ -271,6 +271,49 @@ def test_faster_rcnn_with_torchvision_defaults_on_a_timm_backbone():
     assert detections["boxes"].shape[1] == 4
 
 
+def test_faster_rcnn_through_featx_detection_helpers_on_featx_names():
+    from featx.detection import anchor_generator, roi_pooler
+
+    torch.manual_seed(0)
+    backbone = featx.build("timm_efficientnet_b0_fpn", overrides=["device=cpu", "fpn.out_channels=32"])
+    detector = FasterRCNN(
+        backbone, 3, rpn_anchor_generator=anchor_generator(backbone), box_roi_pool=roi_pooler(backbone),
+        min_size=96, max_size=96,
+    )  # fmt: skip
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 70.0, 60.0]]), "labels": torch.tensor([1])}]
+    losses = detector.train()([torch.rand(3, 96, 96)], targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(loss) for loss in losses.values())
+
+
+def test_a_timm_backbone_exports_with_torch_export_at_other_sizes():
+    backbone = featx.build("timm_convnext_tiny_fpn", overrides=["device=cpu", "fpn.out_channels=16"]).eval()
+    batch, side = torch.export.Dim("batch", max=8), torch.export.Dim("side", min=2, max=32)
+    dims = {0: batch, 2: 32 * side, 3: 32 * side}
+    exported = torch.export.export(backbone, (torch.randn(2, 3, 64, 64),), dynamic_shapes=({**dims},)).module()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.inference_mode():
+        expected, actual = backbone(x), exported(x)
+    assert list(actual) == list(expected)
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-4)
+
+
+def test_extraction_transform_of_a_timm_tag_is_timms_own():
+    """``extract.transform: auto`` with timm weights is the evaluation transform of the tag's pretrained config."""
+    from PIL import Image
+
+    from featx.tasks.extract.transforms import image_transform
+
+    spec = featx.load_spec("timm_resnet50d", overrides=["weights=ra4_e3600_r224_in1k"])  # mean = std = 0.5
+    config = timm.data.resolve_data_config({}, pretrained_cfg=timm.models.get_pretrained_cfg(
+        "resnet50d.ra4_e3600_r224_in1k").to_dict())  # fmt: skip
+    assert config["mean"] == (0.5, 0.5, 0.5)  # not ImageNet's: the tag's own normalisation
+    expected_transform = timm.data.create_transform(**config, is_training=False)
+    image = Image.fromarray((torch.rand(300, 250, 3) * 255).to(torch.uint8).numpy())
+    assert torch.equal(image_transform("auto", spec, (224, 224))(image), expected_transform(image))
+
+
 def _hub_snapshot(cache: Path, repo: str, filename: str) -> Path:
     """A Hugging Face hub cache entry laid out as huggingface_hub writes it (refs/main → snapshots/<revision>)."""
     revision = "0" * 40
@@ -370,6 +413,19 @@ def test_featx_list_timm_patterns(capsys):
     assert "tokens; input 224x224 only" in rows["timm:deit_tiny_patch16_224"]
     assert "no proposal: propose(): 'timm:pvt_v2_b0' gives fewer than two stages" in rows["timm:pvt_v2_b0"]
     assert "3 timm models, 1 without a proposal" in captured.err
+
+
+def test_featx_propose_writes_a_timm_file_that_builds(tmp_path):
+    from featx.cli import propose as propose_cli
+
+    path = tmp_path / "backbone" / "r18.yaml"
+    path.parent.mkdir()
+    propose_cli.main(["timm:resnet18", "--fpn", "32", "-o", str(path)])
+    text = path.read_text()
+    assert "# Written by `featx-propose timm:resnet18 --fpn 32" in text and f"(timm {timm.__version__})." in text
+    assert "timm publishes the tags a1_in1k, a2_in1k" in text and "(DEFAULT = a1_in1k;" in text
+    backbone = featx.build(path, overrides=["device=meta"])
+    assert [(i.name, i.channels) for i in backbone.feature_info] == [("p2", 32), ("p3", 32), ("p4", 32), ("p5", 32)]
 
 
 def test_featx_list_timm_without_a_match():
