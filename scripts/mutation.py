@@ -48,7 +48,7 @@ GUARDS: Dict[str, List[str]] = {
     "construct/probe.py": ["tests/test_model_checks.py", "tests/test_neck.py", "tests/test_reference_equality.py"],
     "construct/weights.py": ["tests/test_hostile_weights.py", "tests/test_weights.py"],
     "construct/builder.py": ["tests/test_hostile_spec.py", "tests/test_hostile_weights.py"],
-    "nn/freezing.py": ["tests/test_freezing.py", "tests/test_conf_backbones.py"],
+    "nn/freezing.py": ["tests/test_freezing.py", "tests/test_conf_backbones.py", "tests/test_timm.py"],
     "nn/backbone.py": ["tests/test_freezing.py", "tests/test_runtime_control.py", "tests/test_hostile_forward.py"],
     "nn/fpn.py": ["tests/test_neck.py", "tests/test_reference_equality.py"],
     "nn/tokens.py": ["tests/test_vit.py"],
@@ -60,6 +60,9 @@ GUARDS: Dict[str, List[str]] = {
     "tasks/extract/listing.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
     "tasks/extract/decode.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
     "files.py": ["tests/test_hostile_weights.py", "tests/test_atomic_writes.py"],
+    "construct/propose.py": ["tests/test_propose.py", "tests/test_timm.py"],
+    "models/timm_models.py": ["tests/test_timm.py"],
+    "models/timm_weights.py": ["tests/test_timm.py"],
 }
 
 MUTANTS: List[Mutant] = [
@@ -274,6 +277,43 @@ MUTANTS: List[Mutant] = [
         "np.asarray(image, dtype=np.float32) / 65535.0",
         "np.clip(np.asarray(image, dtype=np.float32), 0, 255) / 255.0",
         "16-bit images clipped to 8 bits",
+    ),
+    # timm models
+    Mutant(
+        "nn/freezing.py",
+        "    return type(norm).forward is not _BatchNorm.forward",
+        "    return False",
+        "norm: frozen turns timm's BatchNormAct2d into FrozenBatchNorm2d (its activation dropped)",
+    ),
+    Mutant(
+        "nn/freezing.py",
+        '    if norm in ("eval", "frozen"):',
+        '    if norm == "eval":',
+        "train() lets the BatchNorm layers norm: frozen keeps in place update their statistics",
+    ),
+    Mutant(
+        "nn/freezing.py",
+        '    stage.requires_grad_(not frozen)\n    if norm == "frozen":\n        _freeze_affine(stage)',
+        "    stage.requires_grad_(not frozen)",
+        "unfreeze() makes the affine terms of frozen-in-place BatchNorm layers trainable",
+    ),
+    Mutant(
+        "construct/propose.py",
+        "outputs = _feature_maps(module, xs) if called and given == tuple(xs[0].shape) else None",
+        "outputs = _feature_maps(module, xs)",
+        "propose puts modules the forward feeds other shapes (a dropout after the pool) into the last stage",
+    ),
+    Mutant(
+        "models/timm_weights.py",
+        '_HUB_FILES = ("model.safetensors", "pytorch_model.bin")',
+        '_HUB_FILES = ("model.safetensors",)',
+        "a hub cache holding pytorch_model.bin only is not found",
+    ),
+    Mutant(
+        "models/timm_models.py",
+        "    if tag and architecture in names:",
+        "    if False:",
+        "model: timm:NAME.TAG is called an unknown model instead of pointing to weights: TAG",
     ),
     # writing files
     Mutant("files.py", "        os.link(partial, path)\n", "        os.replace(partial, path)\n", "save overwrites"),
