@@ -216,8 +216,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/freezing.py",
-        '    if norm == "eval":',
-        '    if norm == "never":',
+        '    if norm in ("eval", "frozen"):',
+        '    if norm == "frozen":',
         "norm: eval layers follow train()",
     ),
     Mutant(
