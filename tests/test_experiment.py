@@ -1,11 +1,11 @@
-"""scripts/experiment.py: single runs and a sweep as real subprocesses (tiny sizes), its data and its freezing."""
+"""scripts/experiment.py (Faster R-CNN on featx backbones over skimage photos): runs and a sweep as real subprocesses
+at tiny sizes, its box file, its views, its mAP and its summary."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
+import importlib
 import json
-import math
 import shutil
 import subprocess
 import sys
@@ -18,19 +18,50 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "experiment.py"
-CONF_DIR = SCRIPT.parent / "experiment_conf"
-TINY = ["data.train_size=48", "data.val_size=24", "data.image_size=32", "train.epochs=1", "train.batch_size=16"]
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPT = SCRIPTS / "experiment.py"
+CONF_DIR = SCRIPTS / "experiment_conf"
+BOXES = SCRIPTS / "experiment_data" / "boxes.json"
+TINY = [
+    "data.image_size=64",
+    "data.train_views=1",
+    "data.val_views=1",
+    "detector.proposals=32",
+    "detector.rois_per_image=16",
+    "detector.representation_size=32",
+    "train.iterations=2",
+    "train.eval_every=1",
+    "train.batch_size=2",
+    "backbone.device=cpu",
+]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def load_script(name: str) -> ModuleType:
+    """A module of scripts/ (a script's ``main`` is not run), imported as a script imports its neighbours."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    return importlib.import_module(name)
 
 
 @pytest.fixture(scope="module")
 def experiment() -> ModuleType:
-    """The script as a module (its ``main`` is not run)."""
-    spec = importlib.util.spec_from_file_location("experiment_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiment")
+
+
+@pytest.fixture(scope="module")
+def summary() -> ModuleType:
+    return load_script("experiment_summary")
+
+
+@pytest.fixture(scope="module")
+def views() -> ModuleType:
+    return load_script("skimage_views")
+
+
+@pytest.fixture(scope="module")
+def metrics() -> ModuleType:
+    return load_script("box_metrics")
 
 
 def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -49,43 +80,27 @@ def read_metrics(path: Path) -> List[dict]:
         return list(csv.DictReader(file))
 
 
-def test_single_run_writes_results_metrics_and_configs(tmp_path):
-    run_dir = tmp_path / "run"
-    done = run_script(*TINY, "train.epochs=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+# --- runs -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory) -> Path:
+    """One tiny run with the default backbone: its run dir."""
+    cwd = tmp_path_factory.mktemp("run")
+    done = run_script(*TINY, f"hydra.run.dir={cwd / 'run'}", cwd=cwd)
     assert done.returncode == 0, done.stderr
-    again = run_script(*TINY, "train.epochs=2", f"hydra.run.dir={tmp_path / 'again'}", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    # deterministic on one machine: seeded data, init, loader order and deterministic algorithms
-    assert (tmp_path / "again" / "metrics.csv").read_bytes() == (run_dir / "metrics.csv").read_bytes()
-
-    result = json.loads((run_dir / "result.json").read_text())
-    assert result["backbone"] == "resnet18" and result["model"] == "resnet18"
-    assert result["weights"] == "random init" and result["head_features"] == "last" and result["epochs"] == 2
-    assert 0 < result["trainable_params"] < result["params"]  # c2 is frozen (frozen_stages: 1)
-    assert 0.0 <= result["val_acc"] <= 1.0 and result["val_loss"] > 0
-    assert result["train_time_s"] > 0 and result["images_per_s"] > 0
-
-    rows = read_metrics(run_dir / "metrics.csv")
-    assert [row["epoch"] for row in rows] == ["1", "2"]
-    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc"}
-    assert float(rows[-1]["val_acc"]) == pytest.approx(result["val_acc"])
-
-    resolved = OmegaConf.load(run_dir / "config_resolved.yaml")
-    assert resolved.backbone.model == "resnet18" and resolved.backbone.frozen_stages == 1
-    assert resolved.data.train_size == 48 and resolved.train.epochs == 2
-    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").backbone.model == "resnet18"
-    assert "epoch 2/2" in (run_dir / "experiment.log").read_text()
-    assert not (tmp_path / "outputs").exists()  # hydra.run.dir moved everything
+    assert not (cwd / "outputs").exists()  # hydra.run.dir moved everything
+    return cwd / "run"
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Tuple[Path, str]:
-    """A tiny two-backbone sweep: its dir and its console output."""
+    """A tiny two-backbone sweep, the default backbone first: its dir and its console output."""
     cwd = tmp_path_factory.mktemp("sweep")
     sweep_dir = cwd / "sweep"
     done = run_script(
         "-m",
-        "backbone=resnet18,mobilenet_v3_large",
+        "backbone=resnet18_fpn,mobilenet_v3_large_fpn",
         *TINY,
         f"hydra.sweep.dir={sweep_dir}",
         f"summary_page={sweep_dir / 'page.md'}",
@@ -95,149 +110,83 @@ def sweep(tmp_path_factory) -> Tuple[Path, str]:
     return sweep_dir, done.stdout + done.stderr
 
 
-def test_sweep_writes_one_table_and_a_png(sweep):
+def test_a_rerun_writes_the_same_metrics(single_run, sweep):
+    # the sweep's first job is the same run in another process: seeded views, init, batch order and val sampling,
+    # and deterministic algorithms make every number the same
+    assert (sweep[0] / "0_resnet18_fpn" / "metrics.csv").read_bytes() == (single_run / "metrics.csv").read_bytes()
+
+
+def test_a_run_writes_its_metrics_result_and_configs(single_run):
+    rows = read_metrics(single_run / "metrics.csv")
+    assert [row["iteration"] for row in rows] == ["1", "2"]
+    assert list(rows[0]) == [
+        "iteration", "train_loss", "train_loss_classifier", "train_loss_box_reg", "train_loss_objectness",
+        "train_loss_rpn_box_reg", "val_loss", "val_map50",
+    ]  # fmt: skip
+    for row in rows:
+        parts = sum(float(row[key]) for key in row if key.startswith("train_loss_"))
+        assert float(row["train_loss"]) == pytest.approx(parts) and float(row["val_loss"]) > 0
+        assert 0.0 <= float(row["val_map50"]) <= 1.0
+
+    result = json.loads((single_run / "result.json").read_text())
+    assert result["backbone"] == "resnet18_fpn" and result["model"] == "resnet18"
+    assert result["weights"] == "random init" and result["iterations"] == 2
+    assert 0 < result["trainable_params"] < result["params"]  # c2 is frozen (frozen_stages: 1)
+    assert result["val_map50"] == float(rows[-1]["val_map50"])
+    assert result["train_time_s"] > 0 and result["images_per_s"] > 0
+
+    resolved = OmegaConf.load(single_run / "config_resolved.yaml")
+    assert resolved.backbone.model == "resnet18" and resolved.backbone.fpn.out_channels == 256
+    assert resolved.data.image_size == 64 and resolved.train.iterations == 2
+    log = (single_run / "experiment.log").read_text()
+    assert "iteration 2/2" in log and "5 train / 5 val views of 5 photos, 64x64" in log
+
+
+def test_sweep_writes_one_table_row_and_one_loss_curve_per_backbone(sweep, summary):
     sweep_dir, console = sweep
     jobs = sorted(path.parent.name for path in sweep_dir.glob("*/result.json"))
-    assert jobs == ["0_resnet18", "1_mobilenet_v3_large"]
-    table = (sweep_dir / "results.md").read_text().splitlines()
-    assert table[0].startswith("| backbone | model | params | trainable | val acc")
-    assert [line.split("|")[1].strip() for line in table[2:]] == ["resnet18", "mobilenet_v3_large"]
-    assert (sweep_dir / "results.png").read_bytes().startswith(PNG_SIGNATURE)
-    assert "| mobilenet_v3_large |" in console  # the table is logged too
-    page = (sweep_dir / "page.md").read_text().splitlines()
-    assert page[0] == "# Experiment results (generated)"
-    assert page[2].startswith("Written by `python scripts/experiment.py -m backbone=resnet18,mobilenet_v3_large ")
-    assert page[4] == "| backbone | model | params | trainable | val acc | val loss |"  # no timings
-    assert page[6:] == [line.rsplit("|", 3)[0] + "|" for line in table[2:]]
+    assert jobs == ["0_resnet18_fpn", "1_mobilenet_v3_large_fpn"]
     for job in jobs:
         assert (sweep_dir / job / ".hydra" / "config.yaml").is_file()
         assert (sweep_dir / job / "config_resolved.yaml").is_file()
+    table = (sweep_dir / "results.md").read_text().splitlines()
+    assert table[0].startswith("| backbone | model | params | trainable | train loss | val loss | val mAP@0.5 |")
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["resnet18_fpn", "mobilenet_v3_large_fpn"]
+    assert "| mobilenet_v3_large_fpn |" in console  # the table is logged too
+    page = (sweep_dir / "page.md").read_text().splitlines()
+    assert page[0] == "# Experiment results (generated)"
+    assert page[2].startswith(
+        "Written by `python scripts/experiment.py -m backbone=resnet18_fpn,mobilenet_v3_large_fpn "
+    )
+    assert page[4] == "| backbone | model | params | trainable | train loss | val loss | val mAP@0.5 |"  # no timings
+    assert page[6:] == [line.rsplit("|", 3)[0] + "|" for line in table[2:]]
+
+    assert (sweep_dir / "results.png").read_bytes().startswith(PNG_SIGNATURE)
+    results = summary.load_results(sweep_dir)
+    losses, precision = summary.loss_figure(results).axes
+    for axes in (losses, precision):
+        labelled = [line for line in axes.get_lines() if not line.get_label().startswith("_")]
+        assert [line.get_label() for line in labelled] == ["resnet18_fpn", "mobilenet_v3_large_fpn"]
+    for line, result in zip(losses.get_lines()[::2], results, strict=True):  # val solid, train dashed, per job
+        assert list(line.get_ydata()) == [row["val_loss"] for row in result["metrics"]]
+        assert list(line.get_xdata()) == [1.0, 2.0]
 
 
-def test_summary_without_matplotlib_still_writes_the_table(experiment, sweep, tmp_path, monkeypatch, capsys):
+def test_summary_without_matplotlib_still_writes_the_table(summary, sweep, tmp_path, monkeypatch, capsys):
     sweep_dir = tmp_path / "copy"
     shutil.copytree(sweep[0], sweep_dir, ignore=shutil.ignore_patterns("results.*"))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("experiment", overrides=[f"hydra.sweep.dir={sweep_dir}"], return_hydra_config=True)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` meets where it is not installed
 
-    experiment.SweepSummary().on_multirun_end(cfg)
+    summary.SweepSummary().on_multirun_end(cfg)
 
     assert (sweep_dir / "results.md").read_text() == (sweep[0] / "results.md").read_text()
     assert not (sweep_dir / "results.png").exists()
     assert "results.png not written: it needs matplotlib (pip install matplotlib)" in capsys.readouterr().out
 
 
-def test_bad_value_is_a_one_line_error(tmp_path):
-    done = run_script("head.features=mean", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert done.returncode == 1
-    assert done.stderr.strip() == "experiment: error: head.features: unknown value 'mean' (valid: last, all)"
-
-
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("data.classes=[disk,blob]", "data.classes: unknown class 'blob' (valid: disk, square, triangle, "),
-        ("data.classes=[disk]", "data.classes: must be a list of at least 2 distinct names"),
-        ("train.epochs=0", "train.epochs: must be an integer >= 1, got 0"),
-        ("train.batch_size=2.5", "train.batch_size: must be an integer >= 2, got 2.5"),
-        ("train.lr=0", "train.lr: must be a number > 0, got 0"),
-        ("train.backbone_lr=-1", "train.backbone_lr: must be a number >= 0, got -1"),
-    ],
-)
-def test_validate_names_the_key(experiment, override, message):
-    with pytest.raises(SystemExit) as raised:
-        experiment.validate(compose_config(override))
-    assert str(raised.value).startswith(f"experiment: error: {message}")
-
-
-def test_defaults_are_valid_and_include_featx_backbones(experiment):
-    cfg = compose_config("backbone=convnext_tiny")
-    experiment.validate(cfg)
-    assert cfg.backbone.model == "convnext_tiny" and cfg.backbone.frozen_stages == 1
-
-
-def test_dataset_is_deterministic_balanced_and_in_range(experiment):
-    classes = list(experiment.SHAPES)
-    images, labels = experiment.make_dataset(62, 32, classes, seed=3)
-    again_images, again_labels = experiment.make_dataset(62, 32, classes, seed=3)
-    other_images, _ = experiment.make_dataset(62, 32, classes, seed=4)
-
-    assert torch.equal(images, again_images) and torch.equal(labels, again_labels)
-    assert not torch.equal(images, other_images)
-    assert images.shape == (62, 3, 32, 32) and images.dtype == torch.float32
-    assert images.min() >= 0 and images.max() <= 1
-    assert labels.dtype == torch.int64
-    counts = torch.bincount(labels, minlength=len(classes))
-    assert len(counts) == len(classes) and counts.max() - counts.min() <= 1
-
-
-def covered(experiment, name: str) -> torch.Tensor:
-    """Foreground masks of the images of class ``name`` (with 2 classes and seed 0, always the same geometry)."""
-    images, labels = experiment.make_dataset(24, 64, [name, "square"], seed=0, noise=0.0)
-    return (images != images[:, :, :1, :1]).any(dim=1)[labels == 0]  # the corner pixel is background
-
-
-def test_each_class_draws_its_own_shape(experiment):
-    square = covered(experiment, "square").flatten(1).sum(1).float()
-    ratio = {name: covered(experiment, name).flatten(1).sum(1) / square for name in experiment.SHAPES}
-    assert ratio["square"].eq(1).all()
-    assert ratio["disk"].mean().item() == pytest.approx(math.pi / 4, abs=0.03)
-    assert ratio["triangle"].mean().item() == pytest.approx(0.5, abs=0.05)
-    for texture in ("hstripes", "vstripes", "checkerboard"):
-        assert 0.3 < ratio[texture].min() and ratio[texture].max() < 0.7
-    for mask in covered(experiment, "hstripes"):  # within the texture, every column is the same
-        columns = mask[:, mask.any(dim=0)]
-        assert columns.eq(columns[:, :1]).all()
-    for mask in covered(experiment, "vstripes"):
-        rows = mask[mask.any(dim=1)]
-        assert rows.eq(rows[:1]).all()
-
-
-def train_tiny(experiment, backbone_lr: float):
-    cfg = compose_config(*TINY, f"train.backbone_lr={backbone_lr}", "backbone.device=cpu")
-    torch.manual_seed(0)
-    model = experiment.build_probe(cfg.backbone, len(cfg.data.classes), "all", backbone_lr)
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    train_set = experiment.make_dataset(49, 32, list(cfg.data.classes), seed=0)  # batches of 16, 16, 17
-    val_set = experiment.make_dataset(24, 32, list(cfg.data.classes), seed=1)
-    experiment.train_probe(model, train_set, val_set, cfg.train, seed=0)
-    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
-    return model, changed
-
-
-def test_spec_frozen_stages_stay_fixed_and_the_rest_trains(experiment):
-    model, changed = train_tiny(experiment, backbone_lr=1e-3)
-    assert model.backbone.frozen_stage_names == ("c2",)
-    frozen = {f"backbone.stages.c2.{name}" for name, _ in model.backbone.stages["c2"].named_parameters()}
-    assert frozen and all(not p.requires_grad for p in model.backbone.stages["c2"].parameters())
-    assert not frozen & changed
-    assert any(name.startswith("backbone.stages.c5.") for name in changed)
-    assert "head.1.weight" in changed
-
-
-def test_zero_backbone_lr_is_a_linear_probe(experiment):
-    model, changed = train_tiny(experiment, backbone_lr=0)
-    assert model.backbone.frozen_stage_names == ("c2", "c3", "c4", "c5")
-    assert experiment.count_parameters(model, trainable_only=True) == sum(p.numel() for p in model.head.parameters())
-    assert changed == {"head.1.weight", "head.1.bias"}
-
-
-def test_row_labels_show_what_else_a_sweep_varies(experiment):
-    results = [
-        {"backbone": "resnet18", "overrides": ["backbone=resnet18", "head.features=last", "train.epochs=1"]},
-        {"backbone": "resnet18", "overrides": ["backbone=resnet18", "head.features=all", "train.epochs=1"]},
-        {"backbone": "vgg16", "overrides": ["backbone=vgg16", "head.features=last", "train.epochs=1"]},
-    ]
-    assert experiment.row_labels(results) == [
-        "resnet18 head.features=last",
-        "resnet18 head.features=all",
-        "vgg16 head.features=last",
-    ]
-    assert experiment.row_labels(results[:1]) == ["resnet18"]
-
-
-def test_summary_page_never_replaces_a_users_file(experiment, sweep, tmp_path, capsys):
+def test_summary_page_never_replaces_a_users_file(summary, sweep, tmp_path, capsys):
     sweep_dir = tmp_path / "copy"
     shutil.copytree(sweep[0], sweep_dir, ignore=shutil.ignore_patterns("results.*", "page.md"))
     mine = tmp_path / "mine.md"
@@ -248,8 +197,201 @@ def test_summary_page_never_replaces_a_users_file(experiment, sweep, tmp_path, c
             overrides=[f"hydra.sweep.dir={sweep_dir}", f"summary_page={mine}"],
             return_hydra_config=True,
         )
-    experiment.SweepSummary().on_multirun_end(cfg)
+    summary.SweepSummary().on_multirun_end(cfg)
     assert mine.read_text() == "my own notes\n"
     logged = capsys.readouterr()
     assert f"summary_page: {mine} exists and is not a page this script wrote" in logged.out + logged.err
     assert (sweep_dir / "results.md").read_text() == (sweep[0] / "results.md").read_text()
+
+
+def test_row_labels_show_what_else_a_sweep_varies(summary):
+    results = [
+        {"backbone": "resnet18_fpn", "overrides": ["backbone=resnet18_fpn", "train.lr=0.001", "seed=1"]},
+        {"backbone": "resnet18_fpn", "overrides": ["backbone=resnet18_fpn", "train.lr=0.0001", "seed=1"]},
+        {"backbone": "vgg16_bn_fpn", "overrides": ["backbone=vgg16_bn_fpn", "train.lr=0.001", "seed=1"]},
+    ]
+    assert summary.row_labels(results) == [
+        "resnet18_fpn train.lr=0.001",
+        "resnet18_fpn train.lr=0.0001",
+        "vgg16_bn_fpn train.lr=0.001",
+    ]
+    assert summary.row_labels(results[:1]) == ["resnet18_fpn"]
+
+
+# --- errors ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_backbone_without_one_width_is_a_one_line_error(tmp_path):
+    done = run_script("backbone=resnet18", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 1
+    message = done.stderr.strip()
+    assert "\n" not in message
+    assert message.startswith(
+        "experiment: error: backbone: resnet18's outputs differ in channels (c2=64, c3=128, c4=256, c5=512); the "
+        "detector needs one count: choose an FPN backbone (alexnet_fpn, "
+    )
+    assert "resnet18_fpn" in message and message.endswith("or add one with backbone.fpn.out_channels=256")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.iterations=0", "train.iterations: must be an integer >= 1, got 0"),
+        ("train.batch_size=2.5", "train.batch_size: must be an integer >= 1, got 2.5"),
+        ("data.image_size=16", "data.image_size: must be an integer >= 32, got 16"),
+        ("train.lr=0", "train.lr: must be a number > 0, got 0"),
+        ("train.backbone_lr=-1", "train.backbone_lr: must be a number >= 0, got -1"),
+        ("data.min_visible=1.5", "data.min_visible: must be a fraction in [0, 1], got 1.5"),
+        ("data.scale=[1.2,0.8]", "data.scale: must be [low, high] with 0 < low <= high, got [1.2, 0.8]"),
+    ],
+)
+def test_validate_names_the_key(experiment, override, message):
+    with pytest.raises(SystemExit) as raised:
+        experiment.validate(compose_config(override))
+    assert str(raised.value) == f"experiment: error: {message}"
+
+
+def test_defaults_are_valid_and_compose_featx_backbones(experiment):
+    experiment.validate(compose_config())
+    cfg = compose_config("backbone=convnext_tiny_fpn")
+    assert cfg.backbone.model == "convnext_tiny" and cfg.backbone.fpn.out_channels == 256
+
+
+def test_zero_backbone_lr_freezes_the_stages_and_trains_the_fpn_with_the_heads(experiment):
+    cfg = compose_config(*TINY, "train.backbone_lr=0")
+    model = experiment._build(cfg, 7, "resnet18_fpn")
+    assert model.backbone.frozen_stage_names == ("c2", "c3", "c4", "c5")
+    assert not any(p.requires_grad for p in model.backbone.stages.parameters())
+    optimizer = experiment.make_optimizer(model, cfg.train)
+    assert [group["name"] for group in optimizer.param_groups] == ["heads"]
+    trained = [model.rpn, model.roi_heads, model.backbone.neck]
+    assert {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for m in trained for p in m.parameters()}
+    assert model.roi_heads.box_predictor.cls_score.out_features == 8  # 7 classes + background
+
+    default = compose_config(*TINY)
+    trains = experiment.make_optimizer(experiment._build(default, 7, "resnet18_fpn"), default.train)
+    assert [group["name"] for group in trains.param_groups] == ["heads", "c3", "c4", "c5", "neck"]  # c2: spec-frozen
+
+
+# --- the box file and the views -------------------------------------------------------------------------------------
+
+
+def test_the_box_file_fits_its_photos():
+    from skimage import data
+
+    spec = json.loads(BOXES.read_text())
+    classes = spec["classes"]
+    assert len(set(classes)) == len(classes)
+    used = set()
+    for name, entry in spec["images"].items():
+        height, width = getattr(data, name)().shape[:2]
+        assert entry["size"] == [height, width], name
+        for item in entry["objects"]:
+            x0, y0, x1, y1 = item["box"]
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, (name, item)
+            assert (x1 - x0) * (y1 - y0) >= 100, (name, item)  # at least 10 x 10 pixels
+            used.add(item["label"])
+    assert used == set(classes)  # every class has a box
+    assert sum(len(entry["objects"]) for entry in spec["images"].values()) == 32
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda spec: spec["images"]["coffee"]["objects"][0].update(box=[172, 18, 612, 310]),
+         "boxes.json: images.coffee.objects[0].box: [172, 18, 612, 310] is not a box inside the 600x400 image"),
+        (lambda spec: spec["images"]["rocket"]["objects"][0].update(label="tower"),
+         "boxes.json: images.rocket.objects[0].label: unknown class 'tower' (valid: person, helmet, rocket, "),
+        (lambda spec: spec["images"].update(eagle=spec["images"].pop("rocket")),
+         "boxes.json: images.eagle: unknown skimage.data photo 'eagle' (valid: astronaut, "),
+        (lambda spec: spec["images"]["coins"].update(size=[300, 384]),
+         "boxes.json: images.coins.size: the photo is [303, 384] (height, width), the file says [300, 384]"),
+    ],
+)  # fmt: skip
+def test_a_bad_box_file_is_refused_with_the_key_named(views, tmp_path, change, message):
+    spec = json.loads(BOXES.read_text())
+    change(spec)
+    (tmp_path / "boxes.json").write_text(json.dumps(spec))
+    with pytest.raises(views.AnnotationError) as raised:
+        views.load_annotations(tmp_path / "boxes.json")
+    assert str(raised.value).startswith(message)
+
+
+def test_boxes_move_with_the_pixels(views):
+    """A white rectangle on black, its box given: in every view, the white pixels' extent is the moved box."""
+    pixels = torch.zeros(3, 90, 120)
+    pixels[:, 20:50, 30:70] = 1.0
+    box, label = torch.tensor([[30.0, 20, 70, 50]]), torch.tensor([0])
+    generator = torch.Generator().manual_seed(0)
+    flips = 0
+    for _ in range(12):
+        view, boxes, labels = views.random_view(pixels, box, label, 64, (0.8, 1.6), generator, min_visible=0.0)
+        white = view[0] > 0.5
+        if not white.any():
+            assert len(boxes) == 0
+            continue
+        ys, xs = white.any(dim=1).nonzero(), white.any(dim=0).nonzero()
+        seen = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+        assert labels.tolist() == [0]
+        assert torch.allclose(boxes[0], seen, atol=1.5), (boxes[0], seen)
+        flips += int(boxes[0, 0] > 64 - boxes[0, 2])  # the rectangle sits left of centre in the photo
+    assert 0 < flips < 12
+
+
+def test_views_are_seeded_and_drop_boxes_mostly_cut_away(views):
+    """At scale 2 a 100 x 50 photo is 64 x 32 in a 32 x 32 view: of its left and right halves, the one with half
+    or more of its area in view is kept, clipped; both only when the crop splits them evenly."""
+    pixels = torch.rand(3, 50, 100, generator=torch.Generator().manual_seed(1))
+    halves, labels = torch.tensor([[0.0, 0, 50, 50], [50.0, 0, 100, 50]]), torch.tensor([0, 1])
+    first = views.random_view(pixels, halves, labels, 32, (2.0, 2.0), torch.Generator().manual_seed(5))
+    again = views.random_view(pixels, halves, labels, 32, (2.0, 2.0), torch.Generator().manual_seed(5))
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert first[0].shape == (3, 32, 32)
+    outcomes = set()
+    for seed in range(16):
+        _, kept, kept_labels = views.random_view(
+            pixels, halves, labels, 32, (2.0, 2.0), torch.Generator().manual_seed(seed)
+        )
+        widths = (kept[:, 2] - kept[:, 0]).tolist()
+        assert len(kept) >= 1 and all(width >= 16 for width in widths), (seed, kept)
+        assert len(kept) == 1 or sum(widths) == pytest.approx(32)  # both: they split the view
+        assert kept[:, 1::2].tolist() == [[0.0, 32.0]] * len(kept)
+        outcomes.add(tuple(kept_labels.tolist()))
+    assert {(0,), (1,)} <= outcomes
+
+
+# --- mAP ------------------------------------------------------------------------------------------------------------
+
+
+def found(boxes, scores, labels):
+    detections = truth(boxes, labels)
+    detections["scores"] = torch.tensor(scores, dtype=torch.float32)
+    return detections
+
+
+def truth(boxes, labels):
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64)}  # fmt: skip
+
+
+def test_map_of_a_worked_example(metrics):
+    truths = [truth([[0, 0, 10, 10], [20, 20, 30, 30]], [1, 1])]
+    # ranked: hit (IoU 0.9), miss, hit: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1 -> AP = 1/2 * 1 + 1/2 * 2/3
+    detections = [found([[0, 0, 10, 9], [50, 50, 60, 60], [20, 20, 30, 30]], [0.9, 0.8, 0.7], [1, 1, 1])]
+    assert metrics.mean_average_precision(detections, truths) == pytest.approx(5 / 6)
+    # a second detection of a box already taken is a false positive; IoU 0.45 is a miss at 0.5
+    duplicate = [found([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.8, 0.7], [1, 1, 1])]
+    assert metrics.mean_average_precision(duplicate, truths) == pytest.approx(5 / 6)
+    shifted = [found([[0, 0, 10, 10], [20, 20, 30, 24.5]], [0.9, 0.8], [1, 1])]  # IoU 0.45
+    assert metrics.mean_average_precision(shifted, truths) == pytest.approx(0.5)
+
+
+def test_map_averages_over_the_classes_with_boxes(metrics):
+    truths = [truth([[0, 0, 10, 10]], [1]), truth([[5, 5, 25, 25]], [2])]
+    perfect = [found([[0, 0, 10, 10]], [0.5], [1]), found([[5, 5, 25, 25]], [0.5], [2])]
+    assert metrics.mean_average_precision(perfect, truths) == 1.0
+    wrong_class = [found([[0, 0, 10, 10]], [0.5], [2]), found([[5, 5, 25, 25]], [0.5], [3])]
+    assert metrics.mean_average_precision(wrong_class, truths) == 0.0
+    one_of_two = [found([[0, 0, 10, 10]], [0.5], [1]), found([], [], [])]
+    assert metrics.mean_average_precision(one_of_two, truths) == 0.5
+    assert metrics.mean_average_precision([found([], [], [])], [truth([], [])]) == 0.0

@@ -1,0 +1,147 @@
+"""The summary of a ``scripts/experiment.py -m`` sweep: one table row and one pair of loss curves per job.
+
+Hydra calls :class:`SweepSummary` after the last job (``hydra.callbacks`` in ``experiment_conf/experiment.yaml``). It
+reads every job's ``result.json`` and ``metrics.csv`` and writes, in the sweep dir, ``results.md`` (also logged)
+and ``results.png`` (needs matplotlib; without it the table is still written), and, with ``summary_page=PATH``, the
+table as a page naming the command and the machine. Example (on a finished sweep)::
+
+    from experiment_summary import load_results, results_table
+    print(results_table(load_results(Path("outputs/experiment/multirun/2026-01-01_12-00-00"))))
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+from hydra.core.utils import configure_log
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+import featx
+from featx.files import write_generated_page
+
+log = logging.getLogger("experiment")
+
+PAGE_TITLE = "# Experiment results (generated)"
+
+
+def load_results(sweep_dir: Path) -> List[Dict[str, Any]]:
+    """Every ``<job dir>/result.json`` under the sweep dir, in job order, each with its ``metrics`` rows added."""
+    results = []
+    for path in sweep_dir.glob("*/result.json"):
+        result = json.loads(path.read_text())
+        with (path.parent / "metrics.csv").open(newline="") as file:
+            result["metrics"] = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+        results.append(result)
+    return sorted(results, key=lambda result: result["job"])
+
+
+def row_labels(results: List[Dict[str, Any]]) -> List[str]:
+    """The backbone, plus the overrides that tell apart jobs sweeping more than the backbone."""
+    shared = set.intersection(*(set(result["overrides"]) for result in results))
+    labels = []
+    for result in results:
+        varied = [item for item in result["overrides"] if item not in shared and not item.startswith("backbone=")]
+        labels.append(" ".join([result["backbone"], *varied]))
+    return labels
+
+
+def results_table(results: List[Dict[str, Any]], timings: bool = True) -> str:
+    """A markdown table, one row per job; ``timings=False`` leaves out the columns a rerun does not repeat."""
+    header = "| backbone | model | params | trainable | train loss | val loss | val mAP@0.5 |"
+    rule = "|---|---|---:|---:|---:|---:|---:|"
+    lines = [header + (" train time (s) | images/s |" if timings else ""), rule + ("---:|---:|" if timings else "")]
+    for label, r in zip(row_labels(results), results, strict=True):
+        row = (
+            f"| {label} | {r['model']} | {r['params'] / 1e6:.2f}M | {r['trainable_params'] / 1e6:.2f}M | "
+            f"{r['train_loss']:.3f} | {r['val_loss']:.3f} | {r['val_map50']:.3f} |"
+        )
+        lines.append(row + (f" {r['train_time_s']:.1f} | {r['images_per_s']:.1f} |" if timings else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _machine() -> str:
+    """The CPU model (Linux: /proc/cpuinfo) and core count."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = "unknown CPU"
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def summary_page(results: List[Dict[str, Any]]) -> str:
+    """The sweep's table as a page that says how it was made: what ``summary_page=PATH`` writes (for the docs)."""
+    command = "python scripts/experiment.py " + " ".join(sys.argv[1:])
+    return (
+        f"{PAGE_TITLE}\n\n"
+        f"Written by `{command}` on {_machine()}, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}. "
+        "Do not edit: rerun the command. The run is deterministic on one machine, so a rerun gives these numbers; "
+        "training times vary and are left out.\n\n" + results_table(results, timings=False)
+    )
+
+
+def loss_figure(results: List[Dict[str, Any]]) -> Any:
+    """A matplotlib figure: loss per iteration (left; val solid, train dashed) and val mAP@0.5 (right), one colour
+    per job; the left axes' solid lines are labelled with the jobs' row labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, (losses, precision) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, (label, r) in enumerate(zip(row_labels(results), results, strict=True)):
+        steps = [row["iteration"] for row in r["metrics"]]
+        losses.plot(steps, [row["val_loss"] for row in r["metrics"]], color=f"C{i}", marker="o", label=label)
+        losses.plot(steps, [row["train_loss"] for row in r["metrics"]], color=f"C{i}", linestyle="--")
+        precision.plot(steps, [row["val_map50"] for row in r["metrics"]], color=f"C{i}", marker="o", label=label)
+    losses.set(xlabel="iteration", ylabel="detection loss (sum of 4 terms)", title="loss (val solid, train dashed)")
+    precision.set(xlabel="iteration", ylabel="val mAP@0.5", ylim=(0, 1), title="val mAP@0.5")
+    losses.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_results(results: List[Dict[str, Any]], path: Path) -> None:
+    """:func:`loss_figure` as a PNG."""
+    figure = loss_figure(results)
+    from matplotlib import pyplot as plt
+
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+class SweepSummary(Callback):
+    """After a ``-m`` sweep: ``results.md`` and ``results.png`` in the sweep dir, the table in the log."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)  # the last job's log file is done
+        sweep_dir = Path(config.hydra.sweep.dir)
+        results = load_results(sweep_dir)
+        if not results:
+            log.warning("no result.json under %s: nothing to summarise", sweep_dir)
+            return
+        table = results_table(results)
+        (sweep_dir / "results.md").write_text(table)
+        log.info("sweep results (%s):\n%s", sweep_dir / "results.md", table)
+        page = OmegaConf.select(config, "summary_page")
+        if page:
+            try:
+                write_generated_page(Path(page), summary_page(results), "summary_page")
+                log.info("summary page: %s", page)
+            except featx.FeatxError as error:
+                log.error("%s", error)
+        try:
+            plot_results(results, sweep_dir / "results.png")
+        except ImportError:
+            log.warning("results.png not written: it needs matplotlib (pip install matplotlib)")
+            return
+        log.info("plot: %s", sweep_dir / "results.png")
