@@ -1,0 +1,177 @@
+"""Image retrieval and a linear probe on features stored by ``featx-extract``, over scikit-image's photos.
+
+Writes ``--views`` seeded random views (scale jitter, crop, flip) of each photo shipped with scikit-image as PNG
+files, one folder per photo (the photo is the class), runs ``featx-extract`` on that folder for each backbone,
+reads the stored features back with ``featx.read_features`` (the deepest output, average-pooled) and reports:
+
+- recall@1 and recall@5: for each view, whether one of its k nearest other views (cosine similarity) shows the
+  same photo;
+- a linear probe: logistic regression (full-batch AdamW on standardised features) trained on the first half of
+  each photo's views, accuracy on both halves.
+
+Usage (from the repository root)::
+
+    python scripts/retrieval.py runs/retrieval                        # resnet18, 8 views of 12 photos, 128x128
+    python scripts/retrieval.py runs/retrieval --backbones resnet18,convnext_tiny --views 12
+    python scripts/retrieval.py runs/pretrained backbone.weights=DEFAULT   # overrides go to every featx-extract
+
+The output folder must be new or empty. It receives ``images/``, ``features/<backbone>/`` (featx-extract's
+folders), ``logs/<backbone>/`` (its Hydra logs), ``results.md`` (the table, also printed) and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, NoReturn, Sequence, Tuple
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.nn import functional
+
+import featx
+
+from skimage_views import PHOTOS, load_photo, random_view
+
+SCALE = (1.0, 2.0)  # each view shows 50% to 100% of its photo's longer side
+RECALL_AT = (1, 5)
+
+
+def _fail(message: str) -> NoReturn:
+    raise SystemExit(f"retrieval: error: {message}")
+
+
+def write_views(folder: Path, photos: Sequence[str], views: int, size: int, seed: int) -> None:
+    """``folder/<photo>/<k>.png`` for k < ``views``: seeded random views of each photo, ``size`` x ``size``."""
+    generator = torch.Generator().manual_seed(seed)
+    no_boxes = torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)
+    for name in photos:
+        pixels = load_photo(name)
+        (folder / name).mkdir(parents=True)
+        for index in range(views):
+            view, _, _ = random_view(pixels, *no_boxes, size, SCALE, generator)
+            array = (view * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            Image.fromarray(array).save(folder / name / f"{index:03d}.png")
+
+
+def run_extract(images: Path, features: Path, logs: Path, backbone: str, size: int, overrides: Sequence[str]) -> None:
+    """``featx-extract`` on ``images`` (resized to ``size``, average-pooled) into ``features``; exits on failure."""
+    command = [
+        sys.executable, "-m", "featx.cli.extract", f"backbone={backbone}", f"extract.input={images}",
+        f"extract.output={features}", f"extract.size=[{size},{size}]", "extract.transform=resize",
+        "extract.workers=0", "extract.progress=false", f"hydra.run.dir={logs}", *overrides,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        _fail(f"featx-extract failed for backbone={backbone}: {done.stderr.strip().splitlines()[-1:]}")
+
+
+def read_deepest(features: Path) -> Tuple[str, Tensor, List[str]]:
+    """The deepest stored output's name, its vectors (N x C) and their image paths, in path order."""
+    rows = list(featx.read_features(features))
+    name = list(rows[0][1])[-1]  # outputs come shallow to deep
+    return name, torch.stack([outputs[name].float() for _, outputs in rows]), [path for path, _ in rows]
+
+
+def recall_at(vectors: Tensor, labels: Tensor, ks: Sequence[int]) -> Dict[int, float]:
+    """For each k: the fraction of items with an item of the same label among their k most cosine-similar others."""
+    unit = functional.normalize(vectors, dim=1)
+    similarity = (unit @ unit.T).fill_diagonal_(-float("inf"))
+    nearest = similarity.topk(max(ks), dim=1).indices
+    same = labels[nearest] == labels[:, None]
+    return {k: float(same[:, :k].any(dim=1).float().mean()) for k in ks}
+
+
+def linear_probe(
+    train: Tuple[Tensor, Tensor], test: Tuple[Tensor, Tensor], classes: int, steps: int = 300, seed: int = 0
+) -> Tuple[float, float]:
+    """Train and test accuracy of a logistic regression fitted on ``train`` (features standardised with the
+    training set's statistics; full-batch AdamW, lr 0.01, weight decay 1e-3)."""
+    train_x, train_y = train
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp(min=1e-6)
+    torch.manual_seed(seed)
+    layer = torch.nn.Linear(train_x.shape[1], classes)
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=0.01, weight_decay=1e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        functional.cross_entropy(layer((train_x - mean) / std), train_y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        accuracy = [float((layer((x - mean) / std).argmax(1) == y).float().mean()) for x, y in (train, test)]
+    return accuracy[0], accuracy[1]
+
+
+def evaluate(vectors: Tensor, paths: Sequence[str], views: int) -> Dict[str, float]:
+    """Recall@1/@5 over all views (``<photo>/<view>.png``); the probe trained on each photo's views numbered below
+    ``views // 2``, tested on the rest."""
+    classes = [Path(path).parent.name for path in paths]
+    names = sorted(set(classes))
+    labels = torch.tensor([names.index(name) for name in classes])
+    train = torch.tensor([int(Path(path).stem) < views // 2 for path in paths])
+    recalls = recall_at(vectors, labels, RECALL_AT)
+    train_acc, test_acc = linear_probe((vectors[train], labels[train]), (vectors[~train], labels[~train]), len(names))
+    return {**{f"recall@{k}": value for k, value in recalls.items()}, "probe_train_acc": train_acc,
+            "probe_test_acc": test_acc}  # fmt: skip
+
+
+def results_table(rows: List[Dict[str, object]]) -> str:
+    lines = [
+        "| backbone | output | dim | images | recall@1 | recall@5 | probe train acc | probe test acc |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['backbone']} | {r['output']} | {r['dim']} | {r['images']} | {r['recall@1']:.3f} | "
+            f"{r['recall@5']:.3f} | {r['probe_train_acc']:.3f} | {r['probe_test_acc']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("output", type=Path, help="a new or empty folder for the images, features and results")
+    parser.add_argument("--backbones", default="resnet18", help="comma-separated featx backbone names")
+    parser.add_argument("--photos", default=",".join(PHOTOS), help="comma-separated skimage.data photos (classes)")
+    parser.add_argument("--views", type=int, default=8, help="views per photo; half train the probe (default 8)")
+    parser.add_argument("--size", type=int, default=128, help="side of the square views, pixels (default 128)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the views (default 0)")
+    parser.add_argument("overrides", nargs="*", help="featx-extract overrides, e.g. backbone.weights=DEFAULT")
+    args = parser.parse_args(argv)
+    args.photos = args.photos.split(",")
+    unknown = [name for name in args.photos if name not in PHOTOS]
+    if unknown or len(set(args.photos)) < 2:
+        _fail(f"--photos: need 2 or more distinct names from {', '.join(PHOTOS)}, got {','.join(args.photos)}")
+    if args.views < 4:
+        _fail(f"--views: must be at least 4 (half train the probe, and recall@5 needs 5 other views), got {args.views}")
+    if not 32 <= args.size <= 1024:
+        _fail(f"--size: must be 32 to 1024 pixels, got {args.size}")
+    if args.output.exists() and (not args.output.is_dir() or any(args.output.iterdir())):
+        _fail(f"output: {args.output} exists and is not an empty folder; give a new one")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> List[Dict[str, object]]:
+    """Write the views, extract and evaluate per backbone; print and write the table; return its rows."""
+    args = parse_args(argv)
+    images = args.output / "images"
+    write_views(images, args.photos, args.views, args.size, args.seed)
+    rows: List[Dict[str, object]] = []
+    for backbone in args.backbones.split(","):
+        features = args.output / "features" / backbone
+        run_extract(images, features, args.output / "logs" / backbone, backbone, args.size, args.overrides)
+        output, vectors, paths = read_deepest(features)
+        rows.append({"backbone": backbone, "output": output, "dim": vectors.shape[1], "images": len(vectors),
+                     **evaluate(vectors, paths, args.views)})  # fmt: skip
+    table = results_table(rows)
+    (args.output / "results.md").write_text(table)
+    (args.output / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(table, end="")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
