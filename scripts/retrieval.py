@@ -67,7 +67,8 @@ def run_extract(images: Path, features: Path, logs: Path, backbone: str, size: i
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        _fail(f"featx-extract failed for backbone={backbone}: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        _fail(f"featx-extract failed for backbone={backbone}: {last}")
 
 
 def read_deepest(features: Path) -> Tuple[str, Tensor, List[str]]:
