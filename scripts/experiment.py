@@ -15,6 +15,7 @@ Usage (from the repository root; the config is ``scripts/experiment_conf/experim
     python scripts/experiment.py backbone=convnext_tiny_fpn train.lr=2e-4
     python scripts/experiment.py backbone=resnet50_fpn backbone.weights=DEFAULT   # where the weights are cached
     python scripts/experiment.py -m backbone=resnet18_fpn,mobilenet_v3_large_fpn,convnext_tiny_fpn
+    python scripts/experiment.py backbone=resnet18 backbone.fpn.out_channels=128   # an FPN on any backbone
     python scripts/experiment.py --cfg job --resolve               # print the config
 
 Every run writes, in its output dir (``outputs/experiment/runs/<time>/`` by default): ``metrics.csv`` (the train
@@ -30,6 +31,7 @@ import csv
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Sequence, Tuple
@@ -43,6 +45,7 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
 import featx  # registers featx/backbone_schema, which the backbone configs compose with
+from featx.cli.app import plain_nested_overrides
 from featx.detection import anchor_generator, roi_pooler
 from featx.spec.config_files import backbone_names
 from featx.tasks.extract.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -329,4 +332,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = plain_nested_overrides(sys.argv[1:])  # backbone.fpn.out_channels=N on a backbone without an FPN
     main()

@@ -33,6 +33,7 @@ TINY = [
     "train.eval_every=1",
     "train.batch_size=2",
     "backbone.device=cpu",
+    "backbone.fpn.out_channels=64",  # on a backbone without an FPN, adds one
 ]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -95,12 +96,13 @@ def single_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Tuple[Path, str]:
-    """A tiny two-backbone sweep, the default backbone first: its dir and its console output."""
+    """A tiny two-backbone sweep, the default backbone first, then one given an FPN by override: its dir and its
+    console output."""
     cwd = tmp_path_factory.mktemp("sweep")
     sweep_dir = cwd / "sweep"
     done = run_script(
         "-m",
-        "backbone=resnet18_fpn,mobilenet_v3_large_fpn",
+        "backbone=resnet18_fpn,mobilenet_v3_large",
         *TINY,
         f"hydra.sweep.dir={sweep_dir}",
         f"summary_page={sweep_dir / 'page.md'}",
@@ -136,7 +138,7 @@ def test_a_run_writes_its_metrics_result_and_configs(single_run):
     assert result["train_time_s"] > 0 and result["images_per_s"] > 0
 
     resolved = OmegaConf.load(single_run / "config_resolved.yaml")
-    assert resolved.backbone.model == "resnet18" and resolved.backbone.fpn.out_channels == 256
+    assert resolved.backbone.model == "resnet18" and resolved.backbone.fpn.out_channels == 64
     assert resolved.data.image_size == 64 and resolved.train.iterations == 2
     log = (single_run / "experiment.log").read_text()
     assert "iteration 2/2" in log and "5 train / 5 val views of 5 photos, 64x64" in log
@@ -145,19 +147,18 @@ def test_a_run_writes_its_metrics_result_and_configs(single_run):
 def test_sweep_writes_one_table_row_and_one_loss_curve_per_backbone(sweep, summary):
     sweep_dir, console = sweep
     jobs = sorted(path.parent.name for path in sweep_dir.glob("*/result.json"))
-    assert jobs == ["0_resnet18_fpn", "1_mobilenet_v3_large_fpn"]
+    assert jobs == ["0_resnet18_fpn", "1_mobilenet_v3_large"]
     for job in jobs:
         assert (sweep_dir / job / ".hydra" / "config.yaml").is_file()
-        assert (sweep_dir / job / "config_resolved.yaml").is_file()
+        resolved = OmegaConf.load(sweep_dir / job / "config_resolved.yaml").backbone
+        assert resolved.fpn.out_channels == 64  # mobilenet_v3_large has no FPN in its file
     table = (sweep_dir / "results.md").read_text().splitlines()
     assert table[0].startswith("| backbone | model | params | trainable | train loss | val loss | val mAP@0.5 |")
-    assert [line.split("|")[1].strip() for line in table[2:]] == ["resnet18_fpn", "mobilenet_v3_large_fpn"]
-    assert "| mobilenet_v3_large_fpn |" in console  # the table is logged too
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["resnet18_fpn", "mobilenet_v3_large"]
+    assert "| mobilenet_v3_large |" in console  # the table is logged too
     page = (sweep_dir / "page.md").read_text().splitlines()
     assert page[0] == "# Experiment results (generated)"
-    assert page[2].startswith(
-        "Written by `python scripts/experiment.py -m backbone=resnet18_fpn,mobilenet_v3_large_fpn "
-    )
+    assert page[2].startswith("Written by `python scripts/experiment.py -m backbone=resnet18_fpn,mobilenet_v3_large ")
     assert page[4] == "| backbone | model | params | trainable | train loss | val loss | val mAP@0.5 |"  # no timings
     assert page[6:] == [line.rsplit("|", 3)[0] + "|" for line in table[2:]]
 
@@ -166,7 +167,7 @@ def test_sweep_writes_one_table_row_and_one_loss_curve_per_backbone(sweep, summa
     losses, precision = summary.loss_figure(results).axes
     for axes in (losses, precision):
         labelled = [line for line in axes.get_lines() if not line.get_label().startswith("_")]
-        assert [line.get_label() for line in labelled] == ["resnet18_fpn", "mobilenet_v3_large_fpn"]
+        assert [line.get_label() for line in labelled] == ["resnet18_fpn", "mobilenet_v3_large"]
     for line, result in zip(losses.get_lines()[::2], results, strict=True):  # val solid, train dashed, per job
         assert list(line.get_ydata()) == [row["val_loss"] for row in result["metrics"]]
         assert list(line.get_xdata()) == [1.0, 2.0]
