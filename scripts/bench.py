@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 import featx
 from featx.files import write_generated_page
+
+from machine import machine_description
 
 #: packaged backbone -> (torchvision classifier, how the reference extractor is made)
 CASES = {
@@ -348,16 +349,8 @@ def main() -> None:
 
 
 def _machine() -> str:
-    """The CPU model and core count (Linux: /proc/cpuinfo), and the date."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}"
+    """The CPU model and core count, and the date."""
+    return f"{machine_description()}; {time.strftime('%Y-%m-%d')}"
 
 
 def _page(header: str, sections: List[str]) -> str:

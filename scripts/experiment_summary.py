@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import featx
 from featx.files import write_generated_page
+
+from machine import machine_description
 
 log = logging.getLogger("experiment")
 
@@ -68,22 +69,12 @@ def results_table(results: List[Dict[str, Any]], timings: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _machine() -> str:
-    """The CPU model (Linux: /proc/cpuinfo) and core count."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores"
-
-
 def summary_page(results: List[Dict[str, Any]]) -> str:
     """The sweep's table as a page that says how it was made: what ``summary_page=PATH`` writes (for the docs)."""
     command = "python scripts/experiment.py " + " ".join(sys.argv[1:])
     return (
         f"{PAGE_TITLE}\n\n"
-        f"Written by `{command}` on {_machine()}, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}. "
+        f"Written by `{command}` on {machine_description()}, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}. "
         "Do not edit: rerun the command. The run is deterministic on one machine, so a rerun gives these numbers; "
         "training times vary and are left out.\n\n" + results_table(results, timings=False)
     )

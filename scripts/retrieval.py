@@ -14,9 +14,12 @@ Usage (from the repository root)::
     python scripts/retrieval.py runs/retrieval                        # resnet18, 8 views of 12 photos, 128x128
     python scripts/retrieval.py runs/retrieval --backbones resnet18,convnext_tiny --views 12
     python scripts/retrieval.py runs/pretrained backbone.weights=DEFAULT   # overrides go to every featx-extract
+    python scripts/retrieval.py runs/r --backbones resnet18,mobilenet_v3_large --summary-page docs/results/retrieval.md
 
 The output folder must be new or empty. It receives ``images/``, ``features/<backbone>/`` (featx-extract's
-folders), ``logs/<backbone>/`` (its Hydra logs), ``results.md`` (the table, also printed) and ``results.json``.
+folders), ``logs/<backbone>/`` (its Hydra logs), ``results.md`` (the table, also printed) and ``results.json``;
+``--summary-page PATH`` also writes the table as a page naming the command and the machine (replacing only a page
+it wrote itself).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List, NoReturn, Sequence, Tuple
 
@@ -34,11 +38,14 @@ from torch import Tensor
 from torch.nn import functional
 
 import featx
+from featx.files import write_generated_page
 
+from machine import machine_description
 from skimage_views import PHOTOS, load_photo, random_view
 
 SCALE = (1.0, 2.0)  # each view shows 50% to 100% of its photo's longer side
 RECALL_AT = (1, 5)
+PAGE_TITLE = "# Retrieval results (generated)"
 
 
 def _fail(message: str) -> NoReturn:
@@ -140,6 +147,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--views", type=int, default=8, help="views per photo; half train the probe (default 8)")
     parser.add_argument("--size", type=int, default=128, help="side of the square views, pixels (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the views (default 0)")
+    parser.add_argument("--summary-page", type=Path, help="also write the table as a generated page (for docs/)")
     parser.add_argument("overrides", nargs="*", help="featx-extract overrides, e.g. backbone.weights=DEFAULT")
     args = parser.parse_args(argv)
     args.photos = args.photos.split(",")
@@ -170,8 +178,24 @@ def main(argv: Sequence[str] | None = None) -> List[Dict[str, object]]:
     table = results_table(rows)
     (args.output / "results.md").write_text(table)
     (args.output / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if args.summary_page:
+        try:
+            write_generated_page(args.summary_page, summary_page(table, argv), "--summary-page")
+        except featx.FeatxError as error:
+            _fail(str(error))
     print(table, end="")
     return rows
+
+
+def summary_page(table: str, argv: Sequence[str] | None) -> str:
+    """The table as a page saying how it was made (what ``--summary-page`` writes)."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    return (
+        f"{PAGE_TITLE}\n\n"
+        f"Written by `python scripts/retrieval.py {' '.join(arguments)}` on {machine_description()}, "
+        f"{time.strftime('%Y-%m-%d')}, torch {torch.__version__}. Do not edit: rerun the command (the views, the "
+        "random init and the probe are seeded, so a rerun on one machine gives these numbers).\n\n" + table
+    )
 
 
 if __name__ == "__main__":

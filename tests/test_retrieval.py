@@ -31,10 +31,20 @@ def retrieval() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def tiny_run(retrieval, tmp_path_factory):
-    """3 photos x 6 views of 64 x 64, resnet18: the output folder and the returned rows."""
+    """3 photos x 6 views of 64 x 64, resnet18: the output folder and the returned rows (the summary page is
+    written beside it, as ``page.md``)."""
     output = tmp_path_factory.mktemp("retrieval") / "out"
-    rows = retrieval.main([str(output), f"--photos={','.join(PHOTOS)}", f"--views={VIEWS}", "--size=64"])
+    page = output.parent / "page.md"
+    arguments = [str(output), f"--photos={','.join(PHOTOS)}", f"--views={VIEWS}", "--size=64", f"--summary-page={page}"]
+    rows = retrieval.main(arguments)
     return output, rows
+
+
+def test_the_summary_page_names_the_command_and_holds_the_table(tiny_run):
+    output, _ = tiny_run
+    page = (output.parent / "page.md").read_text()
+    assert page.startswith("# Retrieval results (generated)\n\nWritten by `python scripts/retrieval.py ")
+    assert page.endswith((output / "results.md").read_text()) and "| resnet18 | c5 | 512 | 18 |" in page
 
 
 def test_views_are_files_one_folder_per_photo(tiny_run):
