@@ -20,6 +20,7 @@ from torchvision import transforms
 from torchvision.models import ResNet18_Weights
 
 import featx
+from featx.models.weights_enums import OFFLINE_VARIABLE
 from featx.spec.apps import ExtractOptions
 from featx.tasks.extract.run import _settings, extract
 from featx.tasks.extract.store import METADATA_KEY, FeatureStore
@@ -425,11 +426,17 @@ def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path, weights_f
     torch.testing.assert_close(features["tagged.jpg"], features["upright.png"], rtol=1e-4, atol=1e-5)
 
 
-def test_named_torchvision_weights_are_recorded_resolved():
+def test_named_torchvision_weights_are_recorded_resolved(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv(OFFLINE_VARIABLE, "1")
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"  # the file name torchvision's enum gives
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
     spec = featx.load_spec("resnet18", overrides=["device=cpu", "weights=DEFAULT"])
     options = ExtractOptions(input="x", output="y")
     settings = _settings(spec, ["c5"], options, image_transform("auto", spec, [224, 224]))
     assert settings["backbone"]["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
+    assert settings["backbone"]["weights_file"] == "checkpoints/resnet18-f37072fd.pth"
 
 
 def test_the_app_counts_one_image_in_the_singular(tmp_path, weights_file):

@@ -94,7 +94,10 @@ def test_propose_with_fpn_and_frozen_stages():
         ({"model_name": "resnet50", "min_stride": 128}, r"min_stride must be a power of two in 1\.\.64, got 128"),
         ({"model_name": "resnet50", "min_stride": "4"}, r"^propose\(\): min_stride must be an integer, got '4'"),
         ({"model_name": "resnet50", "frozen_stages": True}, r"frozen_stages must be an integer, got True"),
-        ({"model_name": None}, r"^propose\(\): model_name must be a torchvision model name \(str\), got None"),
+        (
+            {"model_name": None},
+            r"^propose\(\): model_name must be a model name \(str: a torchvision classifier or timm:NAME\), got None",
+        ),
         ({"model_name": "resnet50", "fpn": 0}, r"fpn must be a channel count in 1\.\.4096 or None, got 0"),
         ({"model_name": "resnet50", "fpn": 10**9}, r"fpn must be a channel count in 1\.\.4096 or None"),
         ({"model_name": "resnet50", "fpn": 2.5}, r"fpn must be an integer, got 2\.5"),

@@ -47,7 +47,7 @@ FAMILIES = {
     "dla": "dla34", "dpn": "dpn68", "edgenext": "edgenext_small", "efficientformer_v2": "efficientformerv2_s0",
     "efficientnet": "tinynet_a", "efficientvit_mit": "efficientvit_b0", "fasternet": "fasternet_s",
     "fastvit": "fastvit_s12", "focalnet": "focalnet_tiny_lrf", "gcvit": "gcvit_tiny", "ghostnet": "ghostnet_050",
-    "hardcorenas": "hardcorenas_a", "hgnet": "hgnet_tiny", "hieradet_sam2": "sam2_hiera_tiny", "iformer": "iformer_s",
+    "hardcorenas": "hardcorenas_a", "hgnet": "hgnet_tiny", "iformer": "iformer_s",
     "inception_next": "inception_next_atto", "inception_resnet_v2": "inception_resnet_v2",
     "inception_v3": "inception_v3", "inception_v4": "inception_v4", "lcnetv2": "lcnetv2_small",
     "mambaout": "mambaout_femto", "maxxvit": "maxvit_pico_rw_256", "metaformer": "caformer_s18",
@@ -57,7 +57,7 @@ FAMILIES = {
     "resnetv2": "resnetv2_18", "rexnet": "rexnet_100", "senet": "legacy_seresnet18", "sknet": "skresnet18",
     "starnet": "starnet_s1", "swiftformer": "swiftformer_xs", "swin_transformer": "swin_s3_tiny_224",
     "swin_transformer_v2": "swinv2_tiny_window8_256", "swin_transformer_v2_cr": "swinv2_cr_tiny_224",
-    "tiny_vit": "tiny_vit_5m_224", "visformer": "visformer_tiny", "vovnet": "ese_vovnet19b_slim",
+    "tiny_vit": "tiny_vit_5m_224", "vovnet": "ese_vovnet19b_slim",
     "xception": "legacy_xception", "xception_aligned": "xception41",
 }  # fmt: skip
 #: families whose timm feature_info points at a map in the middle of a stride (featx takes the last one)
@@ -349,6 +349,21 @@ def test_pretrained_tag_loads_from_the_hugging_face_hub_cache(hub_cache, filenam
             assert torch.equal(featx.build(spec).eval()(x)["c5"], reference.forward_features(x))
 
 
+def test_an_extraction_records_the_hub_revision_of_the_weights(hub_cache):
+    """A hub repository may publish other weights under the same tag: the stored features' settings name the
+    snapshot revision, so a resumed extraction never mixes two networks."""
+    from featx.spec.apps import ExtractOptions
+    from featx.tasks.extract.run import _settings
+    from featx.tasks.extract.transforms import image_transform
+
+    path = _hub_snapshot(hub_cache, "timm/resnet18.a1_in1k", "model.safetensors")
+    path.write_bytes(b"")
+    spec = featx.load_spec("timm_resnet50d", overrides=["model=timm:resnet18", "weights=DEFAULT", "device=cpu"])
+    settings = _settings(spec, ["c5"], ExtractOptions(input="x", output="y"), image_transform("auto", spec, [224, 224]))
+    assert settings["backbone"]["weights"] == "timm:resnet18.a1_in1k"
+    assert settings["backbone"]["weights_file"] == f"{'0' * 40}/model.safetensors"
+
+
 def test_missing_pretrained_weights_offline_name_the_cache_folder_and_the_hub_repo(hub_cache):
     spec = {"model": "timm:resnet18", "weights": "a2_in1k", "stages": featx.propose("timm:resnet18")["stages"]}
     with pytest.raises(featx.WeightsError) as error:
@@ -366,6 +381,53 @@ def test_unknown_tag_lists_timms_tags():
         featx.build(spec, overrides=["device=meta"])
 
 
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        # EVA-02 calls its blocks with a rotary position embedding (blk(x, rope=...)): stages would drop it
+        ("eva02_tiny_patch14_224", r"backbone.stages.blocks1: the model's own forward calls 'blocks.0' with more "
+         r"than its input \(tensor arguments: rope"),
+        # Visformer and SAM2's Hiera add position embeddings held by the model root between their stages
+        ("visformer_tiny", r"backbone.stages.c3: the model root holds 'pos_embed1', 'pos_embed2', 'pos_embed3' "
+         r"itself: its forward uses them between the modules it calls"),
+        ("sam2_hiera_tiny", r"the model root holds 'pos_embed', 'pos_embed_window' itself"),
+    ],
+)  # fmt: skip
+def test_models_whose_forward_does_more_than_chain_modules_are_refused(model, message):
+    spec = featx.propose(f"timm:{model}")
+    with pytest.raises(featx.SpecError, match=message):
+        featx.build(spec, overrides=["device=meta"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"position": None}, r"the model root holds 'pos_embed' itself"),
+        ({"prefix": ["dist_token", "cls_token"]}, r"backbone.tokens.prefix: \['dist_token', 'cls_token'\] is not in "
+         r"the order the model registers them \(\['cls_token', 'dist_token'\]\)"),
+    ],
+)  # fmt: skip
+def test_a_token_spec_that_leaves_out_or_reorders_timms_token_parameters_is_refused(change, message):
+    spec = featx.propose("timm:deit_tiny_distilled_patch16_224")
+    spec["tokens"].update(change)
+    with pytest.raises(featx.SpecError, match=message):
+        featx.build(spec, overrides=["device=meta"])
+
+
+def test_a_channels_last_model_read_as_nchw_is_refused_at_its_one_size():
+    with pytest.raises(featx.SpecError, match=r"backbone.layout: 'nchw' does not fit stage 'c2': read as nchw, its "
+                       r"output \(1, 56, 56, 96\) at 224x224 has height and width 56x96, different strides; set "
+                       r"layout: nhwc"):  # fmt: skip
+        featx.build("timm_swin_tiny", overrides=["layout=nchw", "device=meta"])
+
+
+def test_a_fixed_size_vit_at_another_size_names_that_size():
+    spec = featx.propose("timm:deit_tiny_patch16_224")
+    with pytest.raises(featx.SpecError, match=r"backbone.tokens.embed: 'patch_embed' fails on a 256x256 image: "
+                       r"AssertionError: Input height \(256\) doesn't match model \(224\)"):  # fmt: skip
+        featx.build(spec, overrides=["input_size=[256,256]", "device=meta"])
+
+
 def test_a_model_timm_publishes_no_weights_for():
     """timm registers nf_seresnet26 with an untagged config and no weights."""
     spec = {"model": "timm:nf_seresnet26", "weights": "DEFAULT", "stages": {"c2": {"modules": ["stem", "stages.0"]}}}
@@ -381,6 +443,8 @@ def test_a_model_timm_publishes_no_weights_for():
         ("timm:resnet181", r"backbone.model: unknown timm model 'resnet181'; did you mean resnet18"),
         ("timm:resnet18.a1_in1k", r"names a pretrained tag: write model: timm:resnet18 and weights: a1_in1k"),
         ("timm:", r"backbone.model: unknown timm model ''"),
+        ("timm:resnet18.nope", r"backbone.model: unknown timm model 'resnet18.nope'; did you mean resnet18"),
+        ("timm:timm:resnet18", r"backbone.model: 'timm:timm:resnet18': write the timm: prefix once"),
     ],
 )
 def test_bad_timm_names(model, message):
@@ -426,6 +490,14 @@ def test_featx_propose_writes_a_timm_file_that_builds(tmp_path):
     assert "timm publishes the tags a1_in1k, a2_in1k" in text and "(DEFAULT = a1_in1k;" in text
     backbone = featx.build(path, overrides=["device=meta"])
     assert [(i.name, i.channels) for i in backbone.feature_info] == [("p2", 32), ("p3", 32), ("p4", 32), ("p5", 32)]
+
+
+def test_featx_list_timm_needs_patterns_and_takes_them_with_the_prefix(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        catalog.main(["--timm"])
+    assert exit_.value.code == 2 and "--timm needs name patterns" in capsys.readouterr().err
+    catalog.main(["--timm", "timm:resnet18"])
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["timm:resnet18", "timm:resnet18"]
 
 
 def test_featx_list_timm_without_a_match():

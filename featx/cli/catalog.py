@@ -62,7 +62,7 @@ def describe(source: Union[Path, Mapping[str, Any]]) -> List[str]:
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     parser = argparse.ArgumentParser(prog="featx-list", description=__doc__.splitlines()[0])
-    parser.add_argument("patterns", nargs="*", default=["*"], help="shell-style name patterns (default: all)")
+    parser.add_argument("patterns", nargs="*", help="shell-style name patterns (default: all; --timm needs some)")
     parser.add_argument(
         "--config-dir",
         type=Path,
@@ -77,8 +77,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.timm:
+        if not args.patterns:
+            parser.exit(2, "featx-list: error: --timm needs name patterns (timm has over 1,000 models): 'convnext*'\n")
         _list_timm(parser, args.patterns)
         return
+    args.patterns = args.patterns or ["*"]
     for root in args.config_dir:
         if not (root / "backbone").is_dir():
             parser.exit(2, f"featx-list: error: --config-dir {root}: no backbone/ folder in it\n")

@@ -1,4 +1,4 @@
-"""``featx-propose MODEL``: print (or write) a commented backbone spec for a torchvision classifier.
+"""``featx-propose MODEL``: print (or write) a commented backbone spec for a torchvision classifier or a timm model.
 
 Examples::
 
@@ -24,11 +24,12 @@ from featx.files import write_atomically
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="featx-propose",
-        description="Probe a torchvision classifier on the meta device and write a backbone spec with one stage per "
-        "stride (c2 = stride 4 ... c5 = stride 32).",
+        description="Probe a torchvision classifier (or timm:NAME) on the meta device and write a backbone spec "
+        "with one stage per stride (c2 = stride 4 ... c5 = stride 32).",
     )
     parser.add_argument(
-        "model", help="a torchvision classification model, e.g. resnet50 (torchvision.models.list_models())"
+        "model",
+        help="a torchvision classification model, e.g. resnet50 (torchvision.models.list_models()), or timm:NAME",
     )
     parser.add_argument("-o", "--output", type=Path, help="write the YAML here instead of printing it")
     parser.add_argument("--force", action="store_true", help="replace an existing --output file")

@@ -30,6 +30,7 @@ from torch import nn
 from featx.construct.weights import check_fit, safetensors_file, torch_load_file
 from featx.errors import ArgumentError, WeightsError
 from featx.files import flag_argument, path_argument, write_atomically
+from featx.models.registry import library_version
 from featx.spec.keys import key_path
 from featx.spec.load import load_spec
 from featx.spec.schema import BackboneSpec
@@ -104,6 +105,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
 
 def _metadata(spec: BackboneSpec) -> Dict[str, Any]:
     versions = {"featx": version("featx"), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
+    library, _, library_release = library_version(spec.model).partition(" ")
+    versions[library] = library_release  # timm's, for a timm model
     return {"spec": spec.to_dict(), "versions": versions}
 
 

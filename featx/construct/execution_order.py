@@ -69,17 +69,39 @@ def _check_containers(model: nn.Module, members: Sequence[StageMembers], reprodu
     return containers
 
 
+def _check_owned_tensors(
+    model: nn.Module, members: Sequence[StageMembers], containers: Set[str], declared: Sequence[str]
+) -> None:
+    """SpecError for a parameter or buffer held by the model root or a container above the members itself (not by a
+    child) that ``declared`` (a token model's prefix and position parameters) does not name: the forward uses it
+    between the modules it calls (a position embedding added to a stage's output), which the stages would skip."""
+    for owner in ["", *sorted(containers)]:
+        module = model.get_submodule(owner)
+        owned = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        undeclared = [f"{owner}.{name}" if owner else name for name, _ in owned]
+        undeclared = [path for path in undeclared if path not in declared]
+        if undeclared:
+            raise SpecError(
+                key_path("stages", members[0].name),
+                f"{'the model root' if not owner else repr(owner)} holds {', '.join(map(repr, undeclared))} itself: "
+                "its forward uses them between the modules it calls (e.g. a position embedding added to a stage's "
+                "output), which the stages would skip; a token model declares its prefix and position parameters "
+                "under tokens, other models cannot be sliced there",
+            )
+
+
 Shape = Tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class Call:
     """One module call of a recorded forward: the module's path, the shapes of its first input and of its output
-    (``None`` where they are not tensors)."""
+    (``None`` where they are not tensors), and the other tensor arguments it was given (``1``, ``rope``)."""
 
     path: str
     input_shape: Optional[Shape]
     output_shape: Optional[Shape]
+    extra_tensors: Tuple[str, ...] = ()
 
 
 def _shape(value: object) -> Optional[Shape]:
@@ -90,14 +112,25 @@ def _input_shape(inputs: tuple) -> Optional[Shape]:
     return _shape(inputs[0]) if inputs else None
 
 
+def _extra_tensors(arguments: tuple, keywords: Dict[str, Any]) -> Tuple[str, ...]:
+    """The arguments after the first that hold tensors: by position (``"1"``) or keyword (``"rope"``)."""
+
+    def holds_tensor(value: object) -> bool:
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        return any(isinstance(item, torch.Tensor) for item in values)
+
+    positional = [str(index) for index, value in enumerate(arguments) if index and holds_tensor(value)]
+    return (*positional, *(name for name, value in keywords.items() if holds_tensor(value)))
+
+
 def recorded_calls(model: nn.Module, size: Size) -> Tuple[List[Call], Optional[Exception]]:
     """Every module call of the model's own forward on a meta input of ``size`` (eval mode), in call order; and the
     exception that stopped the forward, if one did (a classifier may not take every size: what ran still counts)."""
     calls: List[Call] = []
     handles = []
 
-    def before(path: str, arguments: tuple) -> None:  # a pre-hook's return value would replace the inputs
-        calls.append(Call(path, _input_shape(arguments), None))
+    def before(path: str, arguments: tuple, keywords: Dict[str, Any]) -> None:  # returning a value would replace them
+        calls.append(Call(path, _input_shape(arguments), None, _extra_tensors(arguments, keywords)))
         opened.append(len(calls) - 1)
 
     def after(output: object) -> None:
@@ -107,7 +140,11 @@ def recorded_calls(model: nn.Module, size: Size) -> Tuple[List[Call], Optional[E
     opened: List[int] = []
     for path, module in model.named_modules():
         if path:
-            handles.append(module.register_forward_pre_hook(lambda _module, args, path=path: before(path, args)))
+            handles.append(
+                module.register_forward_pre_hook(
+                    lambda _module, args, kwargs, path=path: before(path, args, kwargs), with_kwargs=True
+                )
+            )
             handles.append(module.register_forward_hook(lambda _module, _args, output: after(output)))
     training = model.training
     failure: Optional[Exception] = None
@@ -169,6 +206,7 @@ def check_execution_order(
     run_stages: Optional[Callable[[Tensor], object]] = None,
     stage_size: Optional[Size] = None,
     resized: Sequence[str] = (),
+    declared: Sequence[str] = (),
 ) -> None:
     """Raise :class:`SpecError` unless the stages' modules are what ``model``'s own forward runs, in its order, from
     the input to the last member (see the module docstring). ``reproduced`` names containers whose extra work
@@ -176,13 +214,24 @@ def check_execution_order(
     ``run_stages`` (the stages applied in turn), each member must also get inputs of the shape the model's own
     forward gives it: a forward that reshapes between two modules (flattening, picking the class token) is refused
     where the stages would skip that. The stages run at ``stage_size`` (default ``size``); ``resized`` are members
-    whose input featx resizes on purpose (a token model's embedding at ``tokens.stride``)."""
+    whose input featx resizes on purpose (a token model's embedding at ``tokens.stride``). The root and the
+    containers above the members may hold no parameter or buffer themselves beyond ``declared`` (a token model's)."""
     containers = _check_containers(model, members, reproduced)
+    _check_owned_tensors(model, members, containers, declared)
     listed = [(stage.name, path) for stage in members for path in stage.paths]
     recorded, failure = recorded_calls(model, size)
     own_inputs: Dict[str, Any] = {}
+    listed_paths = {path for _, path in listed}
     for call in recorded:
         own_inputs.setdefault(call.path, call.input_shape)
+        if call.path in listed_paths and call.extra_tensors:
+            stage = next(stage for stage, path in listed if path == call.path)
+            raise SpecError(
+                key_path("stages", stage),
+                f"the model's own forward calls {call.path!r} with more than its input (tensor arguments: "
+                f"{', '.join(call.extra_tensors)}, e.g. a rotary position embedding); the stages give each module "
+                "the previous one's output only, so it would run without them",
+            )
     ran = frontier([call.path for call in recorded], containers, {path for _, path in listed})
     for position, (stage, path) in enumerate(listed):
         key = key_path("stages", stage)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Tuple
@@ -162,6 +163,17 @@ def _measure(
                 f"{layout!r} does not fit stage {stage.name!r}: the dimension it reads as channels changes with the "
                 f"input size ({shapes[0]} for {sizes[0]}, {shapes[-1]} for {sizes[-1]}); set layout: {found}",
             )
+    else:  # one probe size (a fixed-size model): the shape's form, and equal strides along height and width
+        found = infer_layout(shapes, layout)
+        spatial = shapes[0][1:3] if layout == "nhwc" else shapes[0][2:]
+        ratios = {round(math.log2(side / extent)) for side, extent in zip(sizes[0], spatial, strict=True) if extent}
+        if (found is not None and found != layout) or len(ratios) > 1:
+            raise SpecError(
+                key_path("layout"),
+                f"{layout!r} does not fit stage {stage.name!r}: read as {layout}, its output {shapes[0]} at "
+                f"{sizes[0][0]}x{sizes[0][1]} has height and width {spatial[0]}x{spatial[1]}, different strides; "
+                f"set layout: {'nhwc' if layout == 'nchw' else 'nchw'}",
+            )
     first = shapes[0]
     stride = patch if patch is not None else stride_of(first, layout, sizes[0])
     return StageInfo(stage.name, channels_of(first, layout), stride, stage.paths, stage.covers)
@@ -213,6 +225,7 @@ def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
         run_stages=run_stages,
         stage_size=tokens.stage_size if tokens is not None else None,
         resized=tokens.resized_modules if tokens is not None else (),
+        declared=tokens.parameter_paths if tokens is not None else (),
     )
     with shape_only_layers(meta_model):
         sizes, per_size, fixed_size = _probe(spec, containers, members, in_channels, tokens)

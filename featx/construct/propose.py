@@ -1,4 +1,5 @@
-"""``featx.propose``: write the backbone spec of a torchvision classifier by probing it on the meta device.
+"""``featx.propose``: write the backbone spec of a torchvision classifier or a timm model (``timm:NAME``) by probing
+it on the meta device.
 
 The model's modules are run in order on meta inputs, from the root's children down: a plain ``nn.Sequential``
 that spans a stride boundary is opened into its children, a ``ModuleList`` always is. The chain ends at the first
@@ -208,9 +209,12 @@ def _find_chain(model: nn.Module, model_name: str, min_stride: int) -> Tuple[_Ch
 
 
 def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, frozen_stages: int = 1) -> Proposal:
-    """Probe torchvision's ``model_name`` on the meta device and propose a spec (see :func:`propose`)."""
+    """Probe ``model_name`` on the meta device and propose a spec (see :func:`propose`)."""
     if not isinstance(model_name, str):
-        raise ArgumentError(f"propose(): model_name must be a torchvision model name (str), got {model_name!r:.80}")
+        raise ArgumentError(
+            "propose(): model_name must be a model name (str: a torchvision classifier or timm:NAME), got "
+            f"{model_name!r:.80}"
+        )
     try:
         check_model_name(model_name)
     except SpecError as error:
@@ -272,9 +276,9 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
 def propose(
     model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, frozen_stages: int = 1
 ) -> Dict[str, Any]:
-    """A complete backbone spec for torchvision's ``model_name`` as plain data, with one stage per stride from
-    ``min_stride`` (default 4) up to the model's deepest: ``c2`` (stride 4) ... ``c5`` (stride 32). ``fpn`` adds an
-    FPN of that width; the first ``frozen_stages`` stages are frozen.
+    """A complete backbone spec for ``model_name`` (a torchvision classifier, or ``timm:NAME``) as plain data, with
+    one stage per stride from ``min_stride`` (default 4) up to the model's deepest: ``c2`` (stride 4) ... ``c5``
+    (stride 32). ``fpn`` adds an FPN of that width; the first ``frozen_stages`` stages are frozen.
 
     A plain ViT (a token model) gets an ``embed`` stage and its blocks in four stages (``blocks1``..``blocks4``), all
     at the patch stride, returning ``blocks4``; ``fpn`` then adds ViTDet's simple feature pyramid.

@@ -123,15 +123,16 @@ def patch_stride(model: nn.Module, embed: str, in_channels: int, fixed_side: int
         side, output = _MEASURING_SIDE, _embedding_output(model, embed, in_channels, _MEASURING_SIDE)
     except SpecError:
         raise
-    except Exception as error:  # noqa: BLE001 - any failure means the module is no patch embedding (at this size)
+    except Exception:  # noqa: BLE001 - any failure means the module is no patch embedding (at this size)
         try:
             side, output = fixed_side, _embedding_output(model, embed, in_channels, fixed_side)
         except SpecError:
             raise
-        except Exception:  # noqa: BLE001 - the first failure says more
-            reason = first_line(error)
+        except Exception as at_size:  # noqa: BLE001 - its failure at the size it should take says what is wrong
             raise SpecError(
-                key_path("tokens", "embed"), f"{embed!r} fails on an image: {type(error).__name__}: {reason}"
+                key_path("tokens", "embed"),
+                f"{embed!r} fails on a {fixed_side}x{fixed_side} image: {type(at_size).__name__}: "
+                f"{first_line(at_size)}",
             ) from None
     returns_tokens = output.dim() == 3
     cells = int(output.shape[1]) if returns_tokens else int(output.shape[2]) * int(output.shape[3])
@@ -171,6 +172,14 @@ def resolve_tokens(
         )
     patch, channels, returns_tokens = patch_stride(model, tokens.embed, in_channels, evaluation[0])
     prefix = [_find_parameter(model, path, "tokens", f"prefix[{i}]") for i, path in enumerate(tokens.prefix)]
+    registered = [path for path, _ in model.named_parameters() if path in tokens.prefix]
+    if list(tokens.prefix) != registered:
+        raise SpecError(
+            key_path("tokens", "prefix"),
+            f"{list(tokens.prefix)} is not in the order the model registers them ({registered}): featx puts the "
+            "prefix tokens in front in the listed order, and torchvision and timm models concatenate them in the "
+            "order they register them",
+        )
     prefix_count = sum(int(token.shape[1]) for token in prefix)
     shaped: List[Tuple[str, nn.Parameter, Tuple[str, ...]]] = [
         (path, prefix[i], ("tokens", f"prefix[{i}]")) for i, path in enumerate(tokens.prefix)

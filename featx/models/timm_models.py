@@ -52,8 +52,9 @@ def timm_models() -> List[str]:
 
 
 def matching_timm_models(patterns: List[str]) -> List[str]:
-    """``timm:NAME`` for every timm architecture matching one of the shell-style ``patterns``, in timm's order."""
-    names = timm_module().list_models(patterns)
+    """``timm:NAME`` for every timm architecture matching one of the shell-style ``patterns`` (written with or
+    without ``timm:``), in timm's order."""
+    names = timm_module().list_models([pattern.removeprefix(TIMM_PREFIX) for pattern in patterns])
     return [TIMM_PREFIX + name for name in names]
 
 
@@ -63,12 +64,14 @@ def check_timm_name(name: str) -> None:
     if name in names:
         return
     architecture, _, tag = name.partition(".")
-    if tag and architecture in names:
+    if tag and architecture in names and tag in pretrained_tags(architecture):
         raise SpecError(
             key_path("model"),
             f"{quoted(TIMM_PREFIX + name)} names a pretrained tag: write model: {TIMM_PREFIX}{architecture} and "
             f"weights: {tag}",
         )
+    if is_timm_model(name):
+        raise SpecError(key_path("model"), f"{quoted(TIMM_PREFIX + name)}: write the {TIMM_PREFIX} prefix once")
     raise SpecError(
         key_path("model"),
         f"unknown timm model {quoted(name)}{suggest(name, names)} (valid: timm.list_models(); "

@@ -11,13 +11,12 @@ Example::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from featx.errors import WeightsError, first_line
 from featx.models.timm_models import TIMM_PREFIX, pretrained_config, timm_module
-from featx.models.weights_enums import OFFLINE_VARIABLE, cached_weights_path, download_to_cache
+from featx.models.weights_enums import OFFLINE_VARIABLE, cached_weights_path, download_to_cache, offline
 from featx.spec.keys import key_path
 
 #: the files timm's hub loader reads, in its order of preference
@@ -27,10 +26,6 @@ _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 def timm_weights_id(name: str, tag: str) -> str:
     """The weights ``tag`` of ``name`` as timm names them (``timm:resnet18.a1_in1k``); SpecError if unknown."""
     return f"{TIMM_PREFIX}{name}.{pretrained_config(name, tag).tag}"
-
-
-def _offline() -> bool:
-    return os.environ.get(OFFLINE_VARIABLE, "") not in ("", "0")
 
 
 def _hub_file(repo: str, label: str) -> Path:
@@ -47,7 +42,7 @@ def _hub_file(repo: str, label: str) -> Path:
         f"Place it in the Hugging Face hub cache at {cache} (get it from https://huggingface.co/{repo}, e.g. "
         f"huggingface-cli download {repo} {_HUB_FILES[0]}; HF_HUB_CACHE moves the cache)"
     )
-    if _offline():
+    if offline():
         raise WeightsError(
             f"{key_path('weights')}: {label} is not in the Hugging Face hub cache and {OFFLINE_VARIABLE} forbids "
             f"downloading. {where}"

@@ -68,10 +68,15 @@ def enum_member(model: str, name: str) -> Any:
     return enum[name]
 
 
+def offline() -> bool:
+    """Whether :data:`OFFLINE_VARIABLE` forbids downloading weights."""
+    return os.environ.get(OFFLINE_VARIABLE, "") not in ("", "0")
+
+
 def download_to_cache(url: str, path: Path, label: str) -> Path:
     """Download ``url`` to the cache file ``path`` (unless offline); ``label`` names the weights in errors."""
     where = f"Place the file at {path} (get it from {url})"
-    if os.environ.get(OFFLINE_VARIABLE, "") not in ("", "0"):
+    if offline():
         raise WeightsError(
             f"{key_path('weights')}: {label} is not in the torch hub cache and {OFFLINE_VARIABLE} forbids "
             f"downloading. {where}"

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from featx.construct.builder import build
 from featx.construct.device import resolve_device
 from featx.errors import ArgumentError
-from featx.models.published_weights import published_weights_id
+from featx.models.published_weights import published_weights_file, published_weights_id
 from featx.models.weights_enums import is_weights_file
 from featx.nn.backbone import Backbone
 from featx.spec.apps import ExtractOptions
@@ -251,6 +251,9 @@ def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, t
     transform_name = resolve_transform_name(options.transform, spec)
     if spec.weights is not None and not is_weights_file(spec.weights):  # DEFAULT may name other weights later
         backbone["weights"] = published_weights_id(spec.model, spec.weights)
+        # the cached file, named as its hub names it (torch hub: checkpoints/<name with a hash of its content>;
+        # Hugging Face hub: <revision>/<file>), since a hub repository may publish other weights under one tag
+        backbone["weights_file"] = "/".join(published_weights_file(spec.model, spec.weights).parts[-2:])
     elif spec.weights is not None:  # a file rewritten under the same name holds other weights
         backbone["weights_file"] = file_identity(Path(spec.weights).expanduser())
     return {
