@@ -60,7 +60,7 @@ GUARDS: Dict[str, List[str]] = {
     "tasks/extract/listing.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
     "tasks/extract/decode.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
     "files.py": ["tests/test_hostile_weights.py", "tests/test_atomic_writes.py"],
-    "construct/propose.py": ["tests/test_propose.py", "tests/test_timm.py"],
+    "construct/propose.py": ["tests/test_propose.py", "tests/test_timm.py", "tests/test_timm_families.py"],
     "models/timm_models.py": ["tests/test_timm.py"],
     "models/timm_weights.py": ["tests/test_timm.py"],
 }
