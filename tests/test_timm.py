@@ -335,7 +335,7 @@ def test_unknown_tag_lists_timms_tags():
     [
         # EVA-02 calls its blocks with a rotary position embedding (blk(x, rope=...)): stages would drop it
         ("eva02_tiny_patch14_224", r"backbone.stages.blocks1: the model's own forward calls 'blocks.0' with more "
-         r"than its input \(tensor arguments: rope"),
+         r"than its input \(arguments: rope"),
         # Visformer and SAM2's Hiera add position embeddings held by the model root between their stages
         ("visformer_tiny", r"backbone.stages.c3: the model root holds 'pos_embed1', 'pos_embed2', 'pos_embed3' "
          r"itself: its forward uses them between the modules it calls"),

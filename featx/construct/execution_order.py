@@ -96,12 +96,13 @@ Shape = Tuple[int, ...]
 @dataclass(frozen=True)
 class Call:
     """One module call of a recorded forward: the module's path, the shapes of its first input and of its output
-    (``None`` where they are not tensors), and the other tensor arguments it was given (``1``, ``rope``)."""
+    (``None`` where they are not tensors), and the other arguments it was given (``1``, ``rope``), None and False
+    left out."""
 
     path: str
     input_shape: Optional[Shape]
     output_shape: Optional[Shape]
-    extra_tensors: Tuple[str, ...] = ()
+    extra_arguments: Tuple[str, ...] = ()
 
 
 def _shape(value: object) -> Optional[Shape]:
@@ -112,15 +113,15 @@ def _input_shape(inputs: tuple) -> Optional[Shape]:
     return _shape(inputs[0]) if inputs else None
 
 
-def _extra_tensors(arguments: tuple, keywords: Dict[str, Any]) -> Tuple[str, ...]:
-    """The arguments after the first that hold tensors: by position (``"1"``) or keyword (``"rope"``)."""
+def _extra_arguments(arguments: tuple, keywords: Dict[str, Any]) -> Tuple[str, ...]:
+    """The arguments after the first that are not None or False (a rotary embedding, a grid size, a flag), by
+    position (``"1"``) or keyword (``"rope"``): the stages would call the module without them."""
 
-    def holds_tensor(value: object) -> bool:
-        values = value if isinstance(value, (tuple, list)) else (value,)
-        return any(isinstance(item, torch.Tensor) for item in values)
+    def given(value: object) -> bool:
+        return value is not None and value is not False
 
-    positional = [str(index) for index, value in enumerate(arguments) if index and holds_tensor(value)]
-    return (*positional, *(name for name, value in keywords.items() if holds_tensor(value)))
+    positional = [str(index) for index, value in enumerate(arguments) if index and given(value)]
+    return (*positional, *(name for name, value in keywords.items() if given(value)))
 
 
 def recorded_calls(model: nn.Module, size: Size) -> Tuple[List[Call], Optional[Exception]]:
@@ -130,7 +131,7 @@ def recorded_calls(model: nn.Module, size: Size) -> Tuple[List[Call], Optional[E
     handles = []
 
     def before(path: str, arguments: tuple, keywords: Dict[str, Any]) -> None:  # returning a value would replace them
-        calls.append(Call(path, _input_shape(arguments), None, _extra_tensors(arguments, keywords)))
+        calls.append(Call(path, _input_shape(arguments), None, _extra_arguments(arguments, keywords)))
         opened.append(len(calls) - 1)
 
     def after(output: object) -> None:
@@ -224,12 +225,12 @@ def check_execution_order(
     listed_paths = {path for _, path in listed}
     for call in recorded:
         own_inputs.setdefault(call.path, call.input_shape)
-        if call.path in listed_paths and call.extra_tensors:
+        if call.path in listed_paths and call.extra_arguments:
             stage = next(stage for stage, path in listed if path == call.path)
             raise SpecError(
                 key_path("stages", stage),
-                f"the model's own forward calls {call.path!r} with more than its input (tensor arguments: "
-                f"{', '.join(call.extra_tensors)}, e.g. a rotary position embedding); the stages give each module "
+                f"the model's own forward calls {call.path!r} with more than its input (arguments: "
+                f"{', '.join(call.extra_arguments)}, e.g. a rotary position embedding); the stages give each module "
                 "the previous one's output only, so it would run without them",
             )
     ran = frontier([call.path for call in recorded], containers, {path for _, path in listed})

@@ -101,7 +101,8 @@ def pretrained_tags(name: str) -> List[str]:
 
 def pretrained_config(name: str, tag: str) -> Any:
     """timm's ``PretrainedCfg`` of ``name`` with ``tag`` (``DEFAULT``: timm's default tag); SpecError if none."""
-    tags = pretrained_tags(name)
+    configs = _published_configs(name)
+    tags = [config.tag for config in configs]
     if not tags:
         raise SpecError(key_path("weights"), f"timm publishes no pretrained weights for {name} (valid: null)")
     if tag == "DEFAULT":
@@ -113,12 +114,10 @@ def pretrained_config(name: str, tag: str) -> Any:
             f"(valid: null, DEFAULT, {', '.join(tags)}; or a path to a checkpoint file: ./NAME for one in the "
             "working directory)",
         )
-    return next(config for config in _published_configs(name) if config.tag == tag)
+    return configs[tags.index(tag)]
 
 
 def timm_crop_size(name: str) -> int:
     """The square input size of ``name``'s default pretrained config (224 if it has none)."""
-    configs = list(timm_module().models.get_arch_pretrained_cfgs(name).values())
-    published = _published_configs(name)
-    config = published[0] if published else (configs[0] if configs else None)
-    return int(config.input_size[-1]) if config is not None and config.input_size else 224
+    configs = _published_configs(name) or list(timm_module().models.get_arch_pretrained_cfgs(name).values())
+    return int(configs[0].input_size[-1]) if configs and configs[0].input_size else 224
