@@ -1,5 +1,5 @@
 """``featx-list``: the backbone configs there are, one row each (model, stages, strides, channels, parameters),
-measured on the meta device so nothing is allocated.
+from their plans (the plan cache's, else measured on the meta device) so nothing is allocated.
 
 Examples::
 
@@ -17,11 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
-from featx.construct.builder import build
+from featx.construct.builder import make_neck, plan_spec
 from featx.construct.propose import propose
 from featx.errors import FeatxError
 from featx.models.timm_models import matching_timm_models
+from featx.nn.backbone import output_info
 from featx.spec.config_files import backbone_files, config_dir
+from featx.spec.load import load_spec
 
 _COLUMNS = ("name", "model", "stages", "strides", "channels", "params", "notes")
 _WIDTHS = (26, 20, 14, 18, 26, 8, 0)
@@ -32,11 +34,14 @@ def _row(values: Sequence[str]) -> str:
 
 
 def describe(source: Union[Path, Mapping[str, Any]]) -> List[str]:
-    """The table cells for the spec file or spec ``source`` (built on the meta device)."""
-    backbone = build(source, overrides=["device=meta"])
-    spec = backbone.spec
-    stages = [info.name for info in backbone.stage_info]
-    params = sum(p.numel() for p in backbone.parameters())
+    """The table cells for the spec file or spec ``source``, from its plan (the plan cache's, or made on the meta
+    device): nothing is allocated, and with a cached plan not even the model is constructed. ``params`` counts the
+    kept layers' parameters (BatchNorm's affine included, whatever the norm policy) and the neck's."""
+    spec, plan = plan_spec(load_spec(source))
+    stages = [info.name for info in plan.stages]
+    neck = make_neck(spec, plan, meta=True)
+    feature_info = output_info(plan.returned(spec), spec.output_names, neck)
+    params = plan.parameters + (sum(p.numel() for p in neck.parameters()) if neck is not None else 0)
     notes = []
     if spec.fpn is not None:
         kind = "fpn" if spec.fpn.style == "fpn" else "simple pyramid"
@@ -52,8 +57,8 @@ def describe(source: Union[Path, Mapping[str, Any]]) -> List[str]:
     return [
         spec.model,
         stages[0] if len(stages) == 1 else f"{stages[0]}..{stages[-1]}",
-        ",".join(str(info.stride) for info in backbone.feature_info),
-        ",".join(str(info.channels) for info in backbone.feature_info),
+        ",".join(str(info.stride) for info in feature_info),
+        ",".join(str(info.channels) for info in feature_info),
         f"{params / 1e6:.1f}M",
         "; ".join(notes),
     ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -25,7 +25,8 @@ from torch import nn
 from featx.construct.checkpoint import Checkpoint, PathLike, load_saved_backbone, read_checkpoint
 from featx.construct.device import resolve_device
 from featx.construct.meta_model import MetaModel
-from featx.construct.plan import BackbonePlan, plan_backbone
+from featx.construct.plan import BackbonePlan, check_neck, plan_backbone
+from featx.construct.plan_cache import cached_plan
 from featx.errors import ArgumentError, SpecError, WeightsError
 from featx.files import path_argument
 from featx.models.meta_construction import on_meta
@@ -54,18 +55,37 @@ def _weights_path(spec: BackboneSpec) -> Path:
     return Path(spec.weights).expanduser()
 
 
-def _neck(spec: BackboneSpec, plan: BackbonePlan, meta: bool) -> Optional[nn.Module]:
+def make_neck(spec: BackboneSpec, plan: BackbonePlan, meta: bool) -> Optional[nn.Module]:
+    """The neck ``spec.fpn`` asks for on top of the planned stages (on the meta device if ``meta``), or None."""
     if spec.fpn is None:
         return None
     torchvision_names = spec.output_names == "torchvision"
+    returned = plan.returned(spec)
     with on_meta() if meta else contextlib.nullcontext():
         if spec.fpn.style == "simple":
-            return SimpleFeaturePyramid([info.output for info in plan.returned], spec.fpn, torchvision_names)
+            return SimpleFeaturePyramid([info.output for info in returned], spec.fpn, torchvision_names)
         levels = [
             FeatureInfo(str(index) if torchvision_names else level_name(info.stride), info.channels, info.stride)
-            for index, info in enumerate(plan.returned)
+            for index, info in enumerate(returned)
         ]
         return FeaturePyramid(levels, spec.fpn, torchvision_names)
+
+
+def _has_paths(model: nn.Module, paths: Sequence[str]) -> bool:
+    modules, parameters = dict(model.named_modules()), dict(model.named_parameters())
+    return all(path in modules or path in parameters for path in paths)
+
+
+def plan_spec(spec: BackboneSpec, meta: Optional[MetaModel] = None) -> Tuple[BackboneSpec, BackbonePlan]:
+    """``spec`` as built (a fixed-size model's ``input_size`` filled in) and its plan, from the plan cache or made on
+    ``meta`` (the model on the meta device, constructed here if not given); the neck checked against the stages."""
+    if meta is None:
+        plan = cached_plan(spec, lambda: plan_backbone(spec, MetaModel.create(spec.model).model))
+    else:
+        model = meta.model
+        plan = cached_plan(spec, lambda: plan_backbone(spec, model), lambda plan: _has_paths(model, plan.kept_paths))
+    check_neck(spec, plan)
+    return plan.built_spec(spec), plan
 
 
 def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
@@ -76,12 +96,14 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
     """
     device = resolve_device(spec.device)
     meta = MetaModel.create(spec.model)
-    plan = plan_backbone(spec, meta.model)
-    spec = plan.spec  # a fixed-size model's input_size filled in
+    spec, plan = plan_spec(spec, meta)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
+        saved = checkpoint is not None and checkpoint.saved is not None
         model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
-        neck = _neck(spec, plan, meta=device.type == "meta")
+        neck = make_neck(spec, plan, meta=device.type == "meta" or saved)
+        if saved and neck is not None:  # no init: the saved file holds every value (checked when it is loaded)
+            neck.to_empty(device="cpu")
         backbone = Backbone(plan.stage_containers(model), plan.stages, spec, neck, plan.in_channels)
         if checkpoint is not None and checkpoint.saved is not None:
             load_saved_backbone(backbone, spec, checkpoint)

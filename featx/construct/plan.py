@@ -15,7 +15,7 @@ import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -55,21 +55,37 @@ def probe_sizes(spec: BackboneSpec) -> Tuple[Size, ...]:
     return PROBE_SIZES if spec.input_size is None else ((spec.input_size[0], spec.input_size[1]),)
 
 
+#: the spec keys planning reads, and the only ones: a plan is reused for any spec that agrees on them
+PLAN_KEYS = ("model", "source", "stages", "out_features", "input_size", "layout", "tokens")
+
+
+def plan_inputs(spec: BackboneSpec) -> Dict[str, Any]:
+    """The values of :data:`PLAN_KEYS` in ``spec``, as plain data."""
+    data = spec.to_dict()
+    return {key: data[key] for key in PLAN_KEYS}
+
+
 @dataclass(frozen=True)
 class BackbonePlan:
-    """What ``build`` will make of a spec: the kept stages (up to the last returned one), the input channels and,
-    for a token model, its token layout. ``spec`` is the spec as built: a fixed-size model's ``input_size`` is
-    filled in when the spec left it out."""
+    """What ``build`` will make of a spec: the kept stages (up to the last returned one), the input channels, the
+    kept layers' parameter count (BatchNorm's affine included, the neck not) and, for a token model, its token
+    layout. ``fixed_input_size`` is the one size a fixed-size model takes when the spec left ``input_size`` out."""
 
-    spec: BackboneSpec
     stages: Tuple[StageInfo, ...]
     in_channels: int
+    parameters: int
     tokens: Optional[TokenLayout] = None
+    fixed_input_size: Optional[Size] = None
 
-    @property
-    def returned(self) -> Tuple[StageInfo, ...]:
-        """The stages whose outputs are returned (or fed to the FPN), in stage order."""
-        names = set(self.spec.returned_stages)
+    def built_spec(self, spec: BackboneSpec) -> BackboneSpec:
+        """``spec`` as built: a fixed-size model's ``input_size`` filled in."""
+        if self.fixed_input_size is None:
+            return spec
+        return dataclasses.replace(spec, input_size=list(self.fixed_input_size))
+
+    def returned(self, spec: BackboneSpec) -> Tuple[StageInfo, ...]:
+        """The stages whose outputs ``spec`` returns (or feeds to the FPN), in stage order."""
+        names = set(spec.returned_stages)
         return tuple(stage for stage in self.stages if stage.name in names)
 
     @property
@@ -203,7 +219,8 @@ def _probe(
 
 
 def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
-    """Check ``spec`` against its model (on the meta device) and measure the kept stages."""
+    """Check ``spec`` against its model (on the meta device) and measure the kept stages; reads only the keys in
+    :data:`PLAN_KEYS` (the neck is checked by :func:`check_neck`)."""
     members = resolve_members(meta_model, spec)
     last_returned = spec.returned_stages[-1]
     members = members[: [stage.name for stage in members].index(last_returned) + 1]
@@ -233,12 +250,23 @@ def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
     infos = tuple(
         _measure(stage, shapes, sizes, spec.layout, patch) for stage, *shapes in zip(members, *per_size, strict=True)
     )
-    if fixed_size:
-        spec = dataclasses.replace(spec, input_size=list(sizes[0]))
-    plan = BackbonePlan(spec, infos, in_channels, tokens)
+    parameters = _parameter_count(meta_model, [path for info in infos for path in info.paths], tokens)
+    return BackbonePlan(infos, in_channels, parameters, tokens, sizes[0] if fixed_size else None)
+
+
+def _parameter_count(model: nn.Module, paths: Sequence[str], tokens: Optional[TokenLayout]) -> int:
+    """The number of parameters in the modules at ``paths`` and the token parameters (each counted once)."""
+    parameters = {id(p): p.numel() for path in paths for p in model.get_submodule(path).parameters()}
+    for path in tokens.parameter_paths if tokens is not None else ():
+        parameter = model.get_parameter(path)
+        parameters[id(parameter)] = parameter.numel()
+    return sum(parameters.values())
+
+
+def check_neck(spec: BackboneSpec, plan: BackbonePlan) -> None:
+    """SpecError unless the stages ``spec`` returns suit its neck (``fpn``): strides that name levels."""
     if spec.fpn is not None:
-        _check_fpn_levels(plan.returned, spec.fpn.style, tokens is not None)
-    return plan
+        _check_fpn_levels(plan.returned(spec), spec.fpn.style, plan.tokens is not None)
 
 
 def _check_fpn_levels(levels: Sequence[StageInfo], style: str, token_model: bool) -> None:

@@ -28,6 +28,19 @@ from featx.spec.keys import suggest
 from featx.spec.schema import BackboneSpec
 
 
+def output_info(returned: Sequence[StageInfo], output_names: str, neck: Optional[nn.Module]) -> List[FeatureInfo]:
+    """The outputs of a backbone returning the stages ``returned`` through ``neck`` (or none), named as
+    ``output_names`` says: the neck's own ``feature_info``, else the stages' outputs."""
+    neck_info = getattr(neck, "feature_info", None)
+    if neck is not None and neck_info is None:
+        raise ArgumentError(f"Backbone(): the neck {type(neck).__name__} has no feature_info describing its outputs")
+    if neck_info is not None:
+        return list(neck_info)
+    if output_names == "torchvision":  # '0', '1', ... as torchvision's detection backbones name them
+        return [FeatureInfo(str(i), r.channels, r.stride) for i, r in enumerate(returned)]
+    return [r.output for r in returned]
+
+
 class Backbone(nn.Module):
     """Stages (``self.stages``, an ``nn.ModuleDict``) applied in order, plus an optional neck (``self.neck``).
 
@@ -58,17 +71,7 @@ class Backbone(nn.Module):
         self.in_channels = in_channels
         self._frozen: Set[str] = set()
         returned = [info for info in self.stage_info if info.name in set(spec.returned_stages)]
-        neck_info = getattr(neck, "feature_info", None)
-        if neck is not None and neck_info is None:
-            raise ArgumentError(
-                f"Backbone(): the neck {type(neck).__name__} has no feature_info describing its outputs"
-            )
-        if neck_info is not None:
-            self.feature_info: List[FeatureInfo] = list(neck_info)
-        elif spec.output_names == "torchvision":  # '0', '1', ... as torchvision's detection backbones name them
-            self.feature_info = [FeatureInfo(str(i), r.channels, r.stride) for i, r in enumerate(returned)]
-        else:
-            self.feature_info = [r.output for r in returned]
+        self.feature_info: List[FeatureInfo] = output_info(returned, spec.output_names, neck)
         # returned stage -> the key of its map (the neck's input names, or the output names without a neck)
         input_names = getattr(neck, "input_names", None)
         keys = list(input_names) if input_names is not None else [info.name for info in self.feature_info]

@@ -1,0 +1,257 @@
+"""The plan cache: the packaged plans equal fresh plans, entries are used (hit), made (miss), ignored and rewritten
+(stale, corrupt, malformed, naming modules the model lacks), skipped where the folder cannot be written or the
+cache is off; only the planning keys pick an entry. The suite runs with the cache off (conftest.py); these tests turn
+it on in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import torch
+import torchvision
+from helpers import resnet18_spec
+from torchvision.ops import FeaturePyramidNetwork
+
+import featx
+from featx.cli import catalog
+from featx.construct.meta_model import MetaModel
+from featx.construct.plan import PLAN_KEYS, plan_backbone
+from featx.construct.plan_cache import PACKAGED_PLANS, entry_data, entry_key, plan_from_data
+from featx.spec.config_files import backbone_names
+from featx.spec.load import load_spec
+from featx.spec.schema import BackboneSpec
+
+C2_C3 = {"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c3": {"modules": ["layer2"]}}
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """The cache on, in a fresh folder; the folder its entries go to."""
+    monkeypatch.delenv("FEATX_NO_CACHE")
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "plans"
+
+
+def _entries(folder: Path) -> List[Path]:
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def _edit(path: Path, change) -> None:
+    entry = json.loads(path.read_text())
+    change(entry)
+    path.write_text(json.dumps(entry))
+
+
+def _covers(backbone) -> List[str]:
+    return [info.covers for info in backbone.stage_info]
+
+
+def _marked(entry: Dict[str, Any]) -> None:
+    """A change that leaves the entry valid but shows when it is used: the first stage's ``covers`` text."""
+    entry["plan"]["stages"][0]["covers"] = "from the cache"
+
+
+# --- the packaged plans ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_packaged_plans_equal_fresh_plans_for_every_packaged_spec():
+    """Every packaged spec has its entry in featx/plans/ (none other is there), and it holds exactly what the planner
+    makes now; rerun scripts/make_plans.py when this fails after a version or spec change."""
+    expected = {}
+    for name in backbone_names():
+        spec = load_spec(name)
+        fresh = plan_backbone(spec, MetaModel.create(spec.model).model)
+        entry = entry_data(spec, fresh)
+        path = PACKAGED_PLANS / f"{entry_key(entry['inputs'], entry['versions'])}.json"
+        assert path.is_file(), f"{name}: no packaged plan (run python scripts/make_plans.py)"
+        stored = json.loads(path.read_text())
+        assert stored == entry, name
+        assert plan_from_data(stored["plan"], spec) == fresh, name
+        expected[path.name] = name
+    assert sorted(path.name for path in _entries(PACKAGED_PLANS)) == sorted(expected)
+
+
+def test_a_packaged_spec_builds_from_its_packaged_plan(cache):
+    backbone = featx.build("resnet50_fpn", overrides=["device=meta", "weights=null", "frozen_stages=2"])
+    assert _entries(cache) == []  # planned by no one: the packaged entry was used
+    assert [(i.name, i.channels, i.stride) for i in backbone.feature_info] == [
+        ("p2", 256, 4),
+        ("p3", 256, 8),
+        ("p4", 256, 16),
+        ("p5", 256, 32),
+    ]
+
+
+# --- hit, miss, stale, corrupt --------------------------------------------------------------------------------------
+
+
+def test_a_miss_writes_an_entry_and_a_hit_uses_it(cache):
+    first = featx.build(resnet18_spec(stages=C2_C3))
+    (path,) = _entries(cache)
+    assert _covers(first) == ["conv1, bn1, relu, maxpool, layer1", "layer2"]
+    _edit(path, _marked)
+    second = featx.build(resnet18_spec(stages=C2_C3))
+    assert _covers(second) == ["from the cache", "layer2"]
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    assert all(torch.equal(a, b) for a, b in zip(first(x).values(), second(x).values(), strict=True))
+
+
+def test_only_the_planning_keys_pick_the_entry(cache):
+    featx.build(resnet18_spec(stages=C2_C3))
+    (path,) = _entries(cache)
+    _edit(path, _marked)
+    runtime_changes = resnet18_spec(
+        stages=C2_C3, norm="eval", frozen_stages=1, seed=7, device="meta", fpn={"out_channels": 8}, reinit=["c3"]
+    )
+    assert _covers(featx.build(runtime_changes))[0] == "from the cache"
+    assert _entries(cache) == [path]
+    other = featx.build(resnet18_spec(stages=C2_C3, out_features=["c2"]))  # a planning key: another entry
+    assert _covers(other)[0] != "from the cache" and len(_entries(cache)) == 2
+
+
+def test_the_neck_is_checked_against_a_cached_plan(cache):
+    stem_c2 = {"stem": {"modules": ["conv1", "bn1", "relu", "maxpool"]}, "c2": {"modules": ["layer1"]}}
+    featx.build(resnet18_spec(stages=stem_c2, device="meta"))
+    assert len(_entries(cache)) == 1
+    with pytest.raises(featx.SpecError, match=r"backbone\.fpn: FPN levels need strictly increasing strides"):
+        featx.build(resnet18_spec(stages=stem_c2, device="meta", fpn={"out_channels": 8}))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda e: e["versions"].update(torch="0.0.1"), id="other-torch"),
+        pytest.param(lambda e: e["versions"].update(featx="0.0.0"), id="other-featx"),
+        pytest.param(lambda e: e.update(format=0), id="other-format"),
+        pytest.param(lambda e: e["inputs"]["stages"].pop("c3"), id="other-inputs"),
+        pytest.param(lambda e: e["plan"]["stages"][0].update(channels="64"), id="channels-a-string"),
+        pytest.param(lambda e: e["plan"]["stages"][0].update(stride=True), id="stride-a-boolean"),
+        pytest.param(lambda e: e["plan"]["stages"][0].update(paths=[]), id="no-paths"),
+        pytest.param(lambda e: e["plan"]["stages"][0].update(extra=1), id="unknown-field"),
+        pytest.param(lambda e: e["plan"]["stages"].pop(), id="a-stage-missing"),
+        pytest.param(lambda e: e["plan"].update(in_channels=0), id="zero-channels"),
+        pytest.param(lambda e: e["plan"].update(fixed_input_size=[224]), id="bad-size"),
+        pytest.param(lambda e: e["plan"].update(tokens={"patch": 16}), id="tokens-on-a-cnn"),
+        pytest.param(lambda e: e["plan"]["stages"][1].update(paths=["layer9"]), id="a-module-the-model-lacks"),
+    ],
+)
+def test_a_stale_or_malformed_entry_is_ignored_and_rewritten(cache, change):
+    fresh = featx.build(resnet18_spec(stages=C2_C3))
+    (path,) = _entries(cache)
+    written = json.loads(path.read_text())
+    _edit(path, lambda entry: (_marked(entry), change(entry)))
+    rebuilt = featx.build(resnet18_spec(stages=C2_C3))
+    assert _covers(rebuilt) == _covers(fresh)
+    assert [(i.name, i.channels, i.stride) for i in rebuilt.feature_info] == [("c2", 64, 4), ("c3", 128, 8)]
+    assert json.loads(path.read_text()) == written
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"{not json", b'{"format": 1', b"[1, 2]", b"\xff\xfe\x00", b"[" * 100_000], ids=repr
+)
+def test_a_corrupt_entry_is_ignored_and_rewritten(cache, content):
+    featx.build(resnet18_spec(stages=C2_C3))
+    (path,) = _entries(cache)
+    written = path.read_text()
+    path.write_bytes(content)
+    backbone = featx.build(resnet18_spec(stages=C2_C3))
+    assert backbone.feature_info[-1].channels == 128
+    assert path.read_text() == written
+
+
+# --- where the cache lives, and when there is none ------------------------------------------------------------------
+
+
+def test_the_cache_can_be_turned_off(cache, monkeypatch):
+    featx.build(resnet18_spec(stages=C2_C3))
+    (path,) = _entries(cache)
+    _edit(path, _marked)
+    monkeypatch.setenv("FEATX_NO_CACHE", "1")
+    assert _covers(featx.build(resnet18_spec(stages=C2_C3)))[0] != "from the cache"
+    path.unlink()
+    featx.build(resnet18_spec(stages=C2_C3))
+    assert _entries(cache) == []
+    monkeypatch.setenv("FEATX_NO_CACHE", "0")
+    featx.build(resnet18_spec(stages=C2_C3))
+    assert len(_entries(cache)) == 1
+
+
+def test_without_featx_cache_dir_the_cache_is_under_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("FEATX_NO_CACHE")
+    monkeypatch.delenv("FEATX_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    featx.build(resnet18_spec(stages=C2_C3))
+    assert len(_entries(tmp_path / "xdg" / "featx" / "plans")) == 1
+
+
+def test_a_cache_folder_that_cannot_be_made_leaves_builds_uncached(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.delenv("FEATX_NO_CACHE")
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(blocker / "cache"))
+    for _ in range(2):
+        assert featx.build(resnet18_spec(stages=C2_C3)).feature_info[-1].channels == 128
+    assert blocker.read_text() == "not a folder" and list(tmp_path.iterdir()) == [blocker]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_cache_folder_is_read_but_not_written(cache):
+    featx.build(resnet18_spec(stages=C2_C3))
+    (path,) = _entries(cache)
+    _edit(path, _marked)
+    cache.chmod(0o500)
+    try:
+        assert _covers(featx.build(resnet18_spec(stages=C2_C3)))[0] == "from the cache"
+        assert featx.build(resnet18_spec(stages=C2_C3, out_features=["c2"])).feature_info[0].name == "c2"
+        assert _entries(cache) == [path]
+    finally:
+        cache.chmod(0o700)
+
+
+# --- featx-list from plans ------------------------------------------------------------------------------------------
+
+
+def test_featx_list_gives_the_same_table_from_cached_plans(cache, monkeypatch, capsys):
+    names = ["resnet18", "resnet50_fpn", "maxvit_t", "vit_b_16_fpn", "swin_t", "mobilenet_v3_large_fpn"]
+    catalog.main(names)
+    cached = capsys.readouterr().out
+    monkeypatch.setenv("FEATX_NO_CACHE", "1")
+    catalog.main(names)
+    assert capsys.readouterr().out == cached
+    rows = {line.split()[0]: line.split() for line in cached.splitlines()[1:]}
+    trunk = torchvision.models.resnet50()
+    fpn = FeaturePyramidNetwork([256, 512, 1024, 2048], 256)
+    count = sum(p.numel() for p in trunk.parameters()) - trunk.fc.weight.numel() - trunk.fc.bias.numel()
+    count += sum(p.numel() for p in fpn.parameters())
+    assert rows["resnet50_fpn"][1:6] == ["resnet50", "c2..c5", "4,8,16,32", "256,256,256,256", f"{count / 1e6:.1f}M"]
+
+
+# --- planning reads nothing but the planning keys -------------------------------------------------------------------
+
+
+class _RecordingSpec:
+    """A spec that records which of its keys are read."""
+
+    def __init__(self, spec: BackboneSpec) -> None:
+        self._spec, self.read = spec, set()
+
+    def __getattr__(self, name: str) -> Any:
+        self.read.add(name)
+        return getattr(self._spec, name)
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet50", "maxvit_t", "vit_b_16", "swin_t", "googlenet", "vgg16", "timm_swin_tiny", "densenet121"]
+)
+def test_planning_reads_only_the_planning_keys(name):
+    """What the cache keys an entry by is everything planning depends on: any other spec key may differ."""
+    spec = _RecordingSpec(load_spec(name))
+    plan_backbone(spec, MetaModel.create(spec._spec.model).model)  # type: ignore[arg-type]
+    read = spec.read - {"returned_stages"} | ({"stages", "out_features"} if "returned_stages" in spec.read else set())
+    assert read and read <= set(PLAN_KEYS), read - set(PLAN_KEYS)
