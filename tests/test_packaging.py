@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from featx.construct.plan_cache import PACKAGED_PLANS
 from featx.spec.config_files import backbone_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +35,7 @@ def test_wheel_ships_every_config(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"featx/conf/config.yaml", "featx/conf/export.yaml", "featx/conf/extract.yaml"} <= names
     assert {f"featx/conf/backbone/{name}.yaml" for name in backbone_names()} <= names
+    assert {f"featx/plans/{path.name}" for path in PACKAGED_PLANS.glob("*.json")} <= names
 
 
 @pytest.mark.slow
@@ -48,7 +50,9 @@ def test_installed_wheel_builds_by_name_and_runs_the_app(wheel, tmp_path):
     )
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(target), "TMPDIR": str(tmp_path)}
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(target), "TMPDIR": str(tmp_path), "FEATX_CACHE_DIR": str(cache)}
+    env.pop("FEATX_NO_CACHE")
     probe = (
         "import featx, featx.spec.config_files as r; "
         "print(r.config_dir()); print(featx.__file__); "
@@ -60,6 +64,7 @@ def test_installed_wheel_builds_by_name_and_runs_the_app(wheel, tmp_path):
     assert result.returncode == 0, result.stderr
     config, module, channels = result.stdout.split()
     assert Path(config) == target / "featx" / "conf" and Path(module).is_relative_to(target) and channels == "256"
+    assert not cache.exists()  # the plan shipped in the wheel was used: nothing planned, nothing cached
     app = subprocess.run(
         [sys.executable, "-m", "featx", "backbone=resnet34", "input.height=64", "input.width=64"],
         cwd=cwd,
