@@ -9,10 +9,21 @@ with torchvision's own way of doing the same, measured in one run. No timing is 
   (resnet50_fpn), and torchvision's create_feature_extractor at the same nodes (mobilenet_v3_large, convnext_tiny).
 - channels_last: resnet50_fpn with channels_last: true against the same module in NCHW.
 - inspect: featx.build(name, device=meta) plus a meta forward, what `featx run=false` does, in a fresh process.
+- catalog: wall time of the whole `featx-list` command (every packaged backbone; `python -m featx.cli.catalog`,
+  imports included) against `python -c "import torch, torchvision"`, the floor of any command that builds a module;
+  fresh processes, alternating. Rows: featx-list as installed (featx's cache variables removed from the
+  environment), with FEATX_NO_CACHE=1 (plan cache off), and with FEATX_CACHE_DIR at a new empty folder each run
+  (a cold user cache). Goal (issue #17): featx-list <= 1.5x the import.
+- pretrained: a build with weights from a local checkpoint (the torchvision classifier's random state dict, saved by
+  this script) in a fresh process, imports excluded, alternating with its reference: torchvision's get_model +
+  load_state_dict(torch.load(file)) for mobilenet_v3_large, efficientnet_b0 and regnet_y_800mf (goal: featx <= 0.5x),
+  and just torch.load(file) for swin_t and resnet50_fpn (goal: featx <= 1.2x); each featx build also with
+  FEATX_NO_CACHE=1. Each row's met / not met is computed from the measured ratio.
 
     python scripts/bench.py                          # everything; tables on stdout, JSON to $TMPDIR/featx-bench.json
     python scripts/bench.py --repeats 9 --output docs/results/cpu.md   # the page docs/results.md links to
     python scripts/bench.py --repeats 3 --batches 1  # a quick run
+    python scripts/bench.py --sections catalog pretrained --build-repeats 5   # issue #17's goals only
     python scripts/bench.py --device cuda --sections forward channels_last --repeats 100 --warmup 30 --batches 1 8 32
 """
 
@@ -20,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,7 +39,7 @@ import tempfile
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torchvision
@@ -52,7 +64,24 @@ CASES = {
 }
 INSPECT_EXTRA = ["regnet_y_128gf"]
 BUILD_KINDS = ("torchvision", "featx", "featx + weights", "read checkpoint")
-SECTIONS = ("forward", "channels_last", "build", "inspect")
+SECTIONS = ("forward", "channels_last", "build", "inspect", "catalog", "pretrained")
+#: featx's cache variables: a child runs "as installed" without them, and a row sets one on purpose
+CACHE_VARIABLES = ("FEATX_NO_CACHE", "FEATX_CACHE_DIR")
+NO_CACHE = {"FEATX_NO_CACHE": "1"}
+CATALOG_COMMAND = [sys.executable, "-m", "featx.cli.catalog"]
+IMPORT_COMMAND = [sys.executable, "-c", "import torch, torchvision"]
+IMPORT_ROW = "python -c 'import torch, torchvision'"
+CATALOG_GOAL = 1.5
+#: packaged backbone -> (torchvision classifier whose state dict is the checkpoint, reference build, goal for
+#: featx + weights / reference)
+PRETRAINED = {
+    "mobilenet_v3_large": ("mobilenet_v3_large", "torchvision + weights", 0.5),
+    "efficientnet_b0": ("efficientnet_b0", "torchvision + weights", 0.5),
+    "regnet_y_800mf": ("regnet_y_800mf", "torchvision + weights", 0.5),
+    "swin_t": ("swin_t", "read checkpoint", 1.2),
+    "resnet50_fpn": ("resnet50", "read checkpoint", 1.2),
+}
+REFERENCE_NAMES = {"torchvision + weights": "get_model + load_state_dict", "read checkpoint": "torch.load"}
 
 BUILD_CHILD = r"""
 import json, sys, time
@@ -69,6 +98,9 @@ before = rss_kib("VmRSS:")
 start = time.perf_counter()
 if kind == "torchvision":
     torchvision.models.get_model(model, weights=None)
+elif kind == "torchvision + weights":
+    classifier = torchvision.models.get_model(model, weights=None)
+    classifier.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
 elif kind == "read checkpoint":
     torch.load(weights, map_location="cpu", weights_only=True)
 elif kind == "inspect":
@@ -97,10 +129,37 @@ class SlicedFeatures(nn.Module):
         return outputs
 
 
-def _child(kind: str, name: str, model: str, weights: Path) -> Dict[str, float]:
+def _child(
+    kind: str, name: str, model: str, weights: Path, env: Optional[Mapping[str, str]] = None
+) -> Dict[str, float]:
+    """One BUILD_CHILD measurement; ``env``: the child's whole environment (None: this process's)."""
     command = [sys.executable, "-c", BUILD_CHILD, kind, name, model, str(weights)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True)
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _environment(variables: Mapping[str, str]) -> Dict[str, str]:
+    """This process's environment without featx's cache variables, plus ``variables``: what a child runs with."""
+    env = {key: value for key, value in os.environ.items() if key not in CACHE_VARIABLES}
+    env.update(variables)
+    return env
+
+
+def _wall_seconds(command: List[str], env: Mapping[str, str]) -> float:
+    """Wall time of the whole command, process start to exit (stdout discarded)."""
+    start = time.perf_counter()
+    try:
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    except subprocess.CalledProcessError as error:
+        raise SystemExit(f"bench.py: {' '.join(command)} failed:\n{error.stderr}") from None
+    return time.perf_counter() - start
+
+
+def _goal(ratio: float, goal: Optional[float]) -> str:
+    """The goal cell: the bound, and whether the measured ratio meets it."""
+    if goal is None:
+        return "-"
+    return f"<= {goal}: {'met' if ratio <= goal else 'not met'}"
 
 
 def _medians(samples: List[Dict[str, float]]) -> Dict[str, float]:
@@ -137,6 +196,64 @@ def bench_inspect(folder: Path, repeats: int) -> List[Dict[str, object]]:
     ]
 
 
+def bench_catalog(repeats: int) -> List[Dict[str, object]]:
+    """featx-list's wall time as installed, without the plan cache and with a cold one, against the import."""
+    samples: Dict[str, List[float]] = {}
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="featx-bench-cache-") as cache:
+            runs = {
+                "featx-list": (CATALOG_COMMAND, {}),
+                "featx-list, FEATX_NO_CACHE=1": (CATALOG_COMMAND, NO_CACHE),
+                "featx-list, FEATX_CACHE_DIR=<new empty folder>": (CATALOG_COMMAND, {"FEATX_CACHE_DIR": cache}),
+                IMPORT_ROW: (IMPORT_COMMAND, {}),
+            }
+            for row, (command, variables) in runs.items():
+                samples.setdefault(row, []).append(_wall_seconds(command, _environment(variables)))
+    medians = {row: statistics.median(seconds) for row, seconds in samples.items()}
+    reference = medians[IMPORT_ROW]
+    return [
+        {
+            "command": row,
+            "seconds": seconds,
+            "ratio": seconds / reference,
+            "goal": CATALOG_GOAL if row == "featx-list" else None,
+        }
+        for row, seconds in medians.items()
+    ]
+
+
+def bench_pretrained(folder: Path, repeats: int) -> List[Dict[str, object]]:
+    """featx builds with weights from a local file (plan cache as installed, and off) against their references."""
+    rows: List[Dict[str, object]] = []
+    for name, (model, reference_kind, goal) in PRETRAINED.items():
+        weights = folder / f"{model}.pth"
+        sides = {
+            reference_kind: (reference_kind, {}),
+            "featx + weights": ("featx + weights", {}),
+            "featx + weights, FEATX_NO_CACHE=1": ("featx + weights", NO_CACHE),
+        }
+        samples: Dict[str, List[Dict[str, float]]] = {side: [] for side in sides}
+        for _ in range(repeats):
+            for side, (kind, variables) in sides.items():
+                samples[side].append(_child(kind, name, model, weights, _environment(variables)))
+        medians = {side: _medians(runs) for side, runs in samples.items()}
+        reference = medians[reference_kind]["seconds"]
+        for side in list(sides)[1:]:
+            rows.append(
+                {
+                    "backbone": name,
+                    "build": side,
+                    **medians[side],
+                    "reference": REFERENCE_NAMES[reference_kind],
+                    "reference_seconds": reference,
+                    "reference_peak_mib": medians[reference_kind]["peak_mib"],
+                    "ratio": medians[side]["seconds"] / reference,
+                    "goal": goal if side == "featx + weights" else None,
+                }
+            )
+    return rows
+
+
 def _reference(name: str, classifier: nn.Module, backbone: featx.Backbone) -> nn.Module:
     how = CASES[name][1]
     if how == "features[a:b] in sequence":
@@ -162,6 +279,14 @@ def write_checkpoints(folder: Path) -> Dict[str, nn.Module]:
         classifiers[name] = torchvision.models.get_model(model, weights=None).eval()
         torch.save(classifiers[name].state_dict(), folder / f"{model}.pth")
     return classifiers
+
+
+def write_pretrained_checkpoints(folder: Path) -> None:
+    """``folder/<model>.pth`` for each classifier of PRETRAINED that write_checkpoints did not save."""
+    for model, _, _ in PRETRAINED.values():
+        path = folder / f"{model}.pth"
+        if not path.exists():
+            torch.save(torchvision.models.get_model(model, weights=None).state_dict(), path)
 
 
 def forward_pairs(
@@ -275,6 +400,8 @@ def main() -> None:
         classifiers = write_checkpoints(folder)
         timing_forward = {"forward", "channels_last"} & set(args.sections)
         pairs = forward_pairs(classifiers, folder, args.device) if timing_forward else {}
+        if "pretrained" in args.sections:
+            write_pretrained_checkpoints(folder)
         run = {
             "forward": lambda: bench_forward(pairs, args.batches, args.size, args.repeats, args.device, args.warmup),
             "channels_last": lambda: bench_channels_last(
@@ -282,6 +409,8 @@ def main() -> None:
             ),
             "build": lambda: bench_builds(folder, args.build_repeats),
             "inspect": lambda: bench_inspect(folder, args.build_repeats),
+            "catalog": lambda: bench_catalog(args.build_repeats),
+            "pretrained": lambda: bench_pretrained(folder, args.build_repeats),
         }
         results = {section: run[section]() if section in args.sections else [] for section in SECTIONS}
     where = (
@@ -292,7 +421,7 @@ def main() -> None:
     header = (
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, {where}; sections: "
         f"{', '.join(args.sections)}; forward: {args.size}x{args.size}, {args.repeats} interleaved repeats, "
-        f"medians; build/inspect: {args.build_repeats} fresh processes each, medians"
+        f"medians; build/inspect/catalog/pretrained: {args.build_repeats} fresh processes each, medians"
     )
     print(header + "\n")
     tables = {
@@ -331,9 +460,24 @@ def main() -> None:
             ["backbone", "inspect seconds (after imports)", "peak RSS MiB"],
             lambda r: [r["backbone"], f"{r['seconds']:.3f}", f"{r['peak_mib']:.0f}"],
         ),
+        "catalog": (
+            ["command (whole process)", "seconds", "ratio to the import", "goal"],
+            lambda r: [r["command"], f"{r['seconds']:.2f}", f"{r['ratio']:.2f}", _goal(r["ratio"], r["goal"])],
+        ),
+        "pretrained": (
+            ["backbone", "build", "seconds", "reference (seconds)", "ratio", "goal"],
+            lambda r: [
+                r["backbone"],
+                r["build"],
+                f"{r['seconds']:.3f}",
+                f"{r['reference']} ({r['reference_seconds']:.3f})",
+                f"{r['ratio']:.2f}",
+                _goal(r["ratio"], r["goal"]),
+            ],
+        ),
     }
     markdown = []
-    for section in ("build", "forward", "channels_last", "inspect"):
+    for section in ("build", "forward", "channels_last", "inspect", "catalog", "pretrained"):
         if results[section]:
             columns, row = tables[section]
             markdown.append(f"## {section}\n\n" + _table(columns, [row(r) for r in results[section]]) + "\n")
