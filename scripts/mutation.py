@@ -47,7 +47,9 @@ GUARDS: Dict[str, List[str]] = {
     "construct/execution_order.py": ["tests/test_hostile_spec.py", "tests/test_model_checks.py"],
     "construct/probe.py": ["tests/test_model_checks.py", "tests/test_neck.py", "tests/test_reference_equality.py"],
     "construct/weights.py": ["tests/test_hostile_weights.py", "tests/test_weights.py"],
-    "construct/builder.py": ["tests/test_hostile_spec.py", "tests/test_hostile_weights.py"],
+    "construct/builder.py": ["tests/test_hostile_spec.py", "tests/test_hostile_weights.py", "tests/test_plan_cache.py"],
+    "construct/plan.py": ["tests/test_plan_cache.py", "tests/test_model_checks.py"],
+    "construct/plan_cache.py": ["tests/test_plan_cache.py"],
     "nn/freezing.py": ["tests/test_freezing.py", "tests/test_conf_backbones.py", "tests/test_timm.py"],
     "nn/backbone.py": ["tests/test_freezing.py", "tests/test_runtime_control.py", "tests/test_hostile_forward.py"],
     "nn/fpn.py": ["tests/test_neck.py", "tests/test_reference_equality.py"],
@@ -87,6 +89,38 @@ MUTANTS: List[Mutant] = [
         "    try:\n        pass\n",
         "interpolations in spec data resolved",
     ),
+    # the plan cache
+    Mutant("construct/plan.py", '"out_features", "input_size"', '"input_size"', "out_features not in the cache key"),
+    Mutant("construct/builder.py", "    check_neck(spec, plan)\n", "", "the neck unchecked"),
+    Mutant(
+        "construct/plan_cache.py",
+        'if entry.get("inputs") != inputs or entry.get("versions") != versions:',
+        'if entry.get("inputs") != inputs:',
+        "entries of other library versions used",
+    ),
+    Mutant(
+        "construct/plan_cache.py",
+        'if entry.get("inputs") != inputs or entry.get("versions") != versions:',
+        'if entry.get("versions") != versions:',
+        "entries of other planning keys used",
+    ),
+    Mutant(
+        "construct/plan_cache.py", "if plan is not None and usable(plan):", "if plan is not None:", "paths unchecked"
+    ),
+    Mutant("construct/plan_cache.py", "type(value) is not int or", "not isinstance(value, int) or", "booleans as ints"),
+    Mutant(
+        "construct/plan_cache.py",
+        'return os.environ.get(DISABLE_VARIABLE, "") not in ("", "0")',
+        "return False",
+        "FEATX_NO_CACHE ignored",
+    ),
+    Mutant(
+        "construct/plan_cache.py",
+        "for folder in (PACKAGED_PLANS, user_plans_dir()):",
+        "for folder in (user_plans_dir(),):",
+        "packaged plans unused",
+    ),
+    Mutant("construct/plan_cache.py", 'overwrite=True, what="plan"', 'overwrite=False, what="plan"', "stale kept"),
     # stage resolution and planning
     Mutant(
         "construct/members.py",
