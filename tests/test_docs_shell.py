@@ -52,13 +52,15 @@ def test_every_skipped_block_says_why_in_the_known_words():
 
 def _prepare(folder: Path, temp_dir: Path) -> dict:
     """The working directory's files and the environment the commands see (``temp_dir`` short: DataLoader workers
-    put sockets there)."""
+    put sockets there; the plan cache on, in ``temp_dir``)."""
     (folder / "photos").mkdir()
     for index, colour in enumerate(("red", "green", "blue")):
         Image.new("RGB", (48, 40), colour).save(folder / f"photos/{index}.jpg")
     bin_dir = str(Path(sys.executable).parent)
+    environment = {key: value for key, value in os.environ.items() if key != "FEATX_NO_CACHE"}
     return {
-        **os.environ,
+        **environment,
+        "FEATX_CACHE_DIR": str(temp_dir / "featx-cache"),  # the plan cache on, as a user has it
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
         "TMPDIR": str(temp_dir),
         "TORCH_HOME": str(folder / "torch-home"),
