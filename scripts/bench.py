@@ -17,8 +17,9 @@ with torchvision's own way of doing the same, measured in one run. No timing is 
 - pretrained: a build with weights from a local checkpoint (the torchvision classifier's random state dict, saved by
   this script) in a fresh process, imports excluded, alternating with its reference: torchvision's get_model +
   load_state_dict(torch.load(file)) for mobilenet_v3_large, efficientnet_b0 and regnet_y_800mf (goal: featx <= 0.5x),
-  and just torch.load(file) for swin_t and resnet50_fpn (goal: featx <= 1.2x); each featx build also with
-  FEATX_NO_CACHE=1. Each row's met / not met is computed from the measured ratio.
+  and just torch.load(file) for swin_t and resnet50_fpn (goal: featx <= 1.2x); also featx.load of a featx.save file
+  of resnet50_fpn (its neck filled from the file, not initialised) against torch.load of that file. Each featx row
+  also with FEATX_NO_CACHE=1; each met / not met is computed from the measured ratio.
 
     python scripts/bench.py                          # everything; tables on stdout, JSON to $TMPDIR/featx-bench.json
     python scripts/bench.py --repeats 9 --output docs/results/cpu.md   # the page docs/results.md links to
@@ -68,19 +69,23 @@ SECTIONS = ("forward", "channels_last", "build", "inspect", "catalog", "pretrain
 #: featx's cache variables: a child runs "as installed" without them, and a row sets one on purpose
 CACHE_VARIABLES = ("FEATX_NO_CACHE", "FEATX_CACHE_DIR")
 NO_CACHE = {"FEATX_NO_CACHE": "1"}
+#: a featx.save file of resnet50_fpn (random init)
+SAVED_FPN = "resnet50_fpn.featx.pt"
 CATALOG_COMMAND = [sys.executable, "-m", "featx.cli.catalog"]
 IMPORT_COMMAND = [sys.executable, "-c", "import torch, torchvision"]
 IMPORT_ROW = "python -c 'import torch, torchvision'"
 CATALOG_GOAL = 1.5
-#: packaged backbone -> (torchvision classifier whose state dict is the checkpoint, reference build, goal for
-#: featx + weights / reference)
-PRETRAINED = {
-    "mobilenet_v3_large": ("mobilenet_v3_large", "torchvision + weights", 0.5),
-    "efficientnet_b0": ("efficientnet_b0", "torchvision + weights", 0.5),
-    "regnet_y_800mf": ("regnet_y_800mf", "torchvision + weights", 0.5),
-    "swin_t": ("swin_t", "read checkpoint", 1.2),
-    "resnet50_fpn": ("resnet50", "read checkpoint", 1.2),
-}
+#: (packaged backbone, the checkpoint file read, how featx reads it, the reference, goal for featx / reference): a
+#: torchvision classifier's state dict (``<model>.pth``) built with ``weights:``, or a featx.save file loaded with
+#: featx.load (its neck is not initialised, only filled)
+PRETRAINED: List[Tuple[str, str, str, str, Optional[float]]] = [
+    ("mobilenet_v3_large", "mobilenet_v3_large.pth", "featx + weights", "torchvision + weights", 0.5),
+    ("efficientnet_b0", "efficientnet_b0.pth", "featx + weights", "torchvision + weights", 0.5),
+    ("regnet_y_800mf", "regnet_y_800mf.pth", "featx + weights", "torchvision + weights", 0.5),
+    ("swin_t", "swin_t.pth", "featx + weights", "read checkpoint", 1.2),
+    ("resnet50_fpn", "resnet50.pth", "featx + weights", "read checkpoint", 1.2),
+    ("resnet50_fpn", SAVED_FPN, "featx.load", "read checkpoint", None),
+]
 REFERENCE_NAMES = {"torchvision + weights": "get_model + load_state_dict", "read checkpoint": "torch.load"}
 
 BUILD_CHILD = r"""
@@ -103,6 +108,8 @@ elif kind == "torchvision + weights":
     classifier.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
 elif kind == "read checkpoint":
     torch.load(weights, map_location="cpu", weights_only=True)
+elif kind == "featx.load":
+    featx.load(weights)
 elif kind == "inspect":
     backbone = featx.build(name, overrides=["device=meta"])
     size = backbone.spec.input_size or (224, 224)
@@ -225,12 +232,12 @@ def bench_catalog(repeats: int) -> List[Dict[str, object]]:
 def bench_pretrained(folder: Path, repeats: int) -> List[Dict[str, object]]:
     """featx builds with weights from a local file (plan cache as installed, and off) against their references."""
     rows: List[Dict[str, object]] = []
-    for name, (model, reference_kind, goal) in PRETRAINED.items():
-        weights = folder / f"{model}.pth"
+    for name, file_name, featx_kind, reference_kind, goal in PRETRAINED:
+        model, weights = file_name.split(".")[0], folder / file_name
         sides = {
             reference_kind: (reference_kind, {}),
-            "featx + weights": ("featx + weights", {}),
-            "featx + weights, FEATX_NO_CACHE=1": ("featx + weights", NO_CACHE),
+            featx_kind: (featx_kind, {}),
+            f"{featx_kind}, FEATX_NO_CACHE=1": (featx_kind, NO_CACHE),
         }
         samples: Dict[str, List[Dict[str, float]]] = {side: [] for side in sides}
         for _ in range(repeats):
@@ -248,7 +255,7 @@ def bench_pretrained(folder: Path, repeats: int) -> List[Dict[str, object]]:
                     "reference_seconds": reference,
                     "reference_peak_mib": medians[reference_kind]["peak_mib"],
                     "ratio": medians[side]["seconds"] / reference,
-                    "goal": goal if side == "featx + weights" else None,
+                    "goal": goal if side == featx_kind else None,
                 }
             )
     return rows
@@ -282,11 +289,15 @@ def write_checkpoints(folder: Path) -> Dict[str, nn.Module]:
 
 
 def write_pretrained_checkpoints(folder: Path) -> None:
-    """``folder/<model>.pth`` for each classifier of PRETRAINED that write_checkpoints did not save."""
-    for model, _, _ in PRETRAINED.values():
-        path = folder / f"{model}.pth"
-        if not path.exists():
-            torch.save(torchvision.models.get_model(model, weights=None).state_dict(), path)
+    """The files of PRETRAINED that write_checkpoints did not save: classifiers' state dicts and a featx.save file."""
+    for name, file_name, featx_kind, _, _ in PRETRAINED:
+        path = folder / file_name
+        if path.exists():
+            continue
+        if featx_kind == "featx.load":
+            featx.save(featx.build(name, overrides=["device=cpu"]), path)
+        else:
+            torch.save(torchvision.models.get_model(path.stem, weights=None).state_dict(), path)
 
 
 def forward_pairs(
