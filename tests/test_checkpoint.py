@@ -71,6 +71,18 @@ def test_the_same_spec_accepts_the_checkpoint_through_build(tmp_path):
     assert rebuilt.frozen_stage_names == ("c2", "c3")
 
 
+def test_a_half_precision_save_loads_as_float32_layers_holding_its_values(tmp_path):
+    backbone = _trained().half()
+    path = featx.save(backbone, tmp_path / "bb.pt")
+    loaded = featx.load(path)
+    saved = backbone.state_dict()
+    for name, tensor in loaded.state_dict().items():
+        assert tensor.device.type == "cpu" and not tensor.is_meta, name
+        expected = saved[name].float() if saved[name].is_floating_point() else saved[name]
+        assert tensor.dtype == expected.dtype and torch.equal(tensor, expected), name
+    assert all(p.requires_grad for p in loaded.neck.parameters())
+
+
 def test_load_overrides_apply(tmp_path):
     path = featx.save(_trained(), tmp_path / "bb.pt")
     assert featx.load(path, overrides=["device=cpu", "frozen_stages=3"]).frozen_stage_names == ("c2", "c3", "c4")

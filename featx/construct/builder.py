@@ -101,9 +101,7 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
         torch.manual_seed(spec.seed)
         saved = checkpoint is not None and checkpoint.saved is not None
         model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
-        neck = make_neck(spec, plan, meta=device.type == "meta" or saved)
-        if saved and neck is not None:  # no init: the saved file holds every value (checked when it is loaded)
-            neck.to_empty(device="cpu")
+        neck = make_neck(spec, plan, meta=device.type == "meta" or saved)  # a saved file holds the neck's values
         backbone = Backbone(plan.stage_containers(model), plan.stages, spec, neck, plan.in_channels)
         if checkpoint is not None and checkpoint.saved is not None:
             load_saved_backbone(backbone, spec, checkpoint)
@@ -147,10 +145,11 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
         )
     saved_spec = dict(checkpoint.saved["spec"], weights=str(path), reinit=[])
     try:
-        load_spec(saved_spec)  # the file's own spec, its errors attributed to the file
+        spec = load_spec(saved_spec)  # the file's own spec, its errors attributed to the file
     except SpecError as error:
         raise error.with_origin(str(path)) from None
-    spec = load_spec(saved_spec, overrides)
+    if overrides:
+        spec = load_spec(saved_spec, overrides)
     if spec.weights != str(path):
         raise ArgumentError(
             f"load(): overrides may not change weights (got {spec.weights!r}): the checkpoint {path} is the weights; "

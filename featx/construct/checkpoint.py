@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import stat
@@ -27,7 +28,7 @@ import torchvision
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-from featx.construct.weights import check_fit, safetensors_file, torch_load_file
+from featx.construct.weights import check_fit, materialise_meta_batch_counters, safetensors_file, torch_load_file
 from featx.errors import ArgumentError, WeightsError
 from featx.files import flag_argument, path_argument, write_atomically
 from featx.models.registry import library_version
@@ -140,8 +141,9 @@ def save(backbone: nn.Module, path: PathLike, *, overwrite: bool = False) -> Pat
 
 
 def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Checkpoint) -> None:
-    """Load a checkpoint written by :func:`save` into ``backbone``; if it does not fit, say how the spec it was
-    saved from differs."""
+    """Load a checkpoint written by :func:`save` into ``backbone`` (whose tensors may be on the meta device: the
+    checkpoint's are assigned, cast where the dtype differs); if it does not fit, say how the spec it was saved from
+    differs."""
     assert checkpoint.saved is not None
     expected = backbone.state_dict()
     try:
@@ -154,4 +156,13 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
             f"{', '.join(differing) or 'no structural key'}); rebuild that backbone with "
             f"featx.load({str(checkpoint.path)!r}) and no structural overrides. {error}"
         ) from None
-    backbone.load_state_dict({key: checkpoint.state[key] for key in expected if key in checkpoint.state}, strict=False)
+    state = {key: checkpoint.state[key].to(expected[key].dtype) for key in expected if key in checkpoint.state}
+    backbone.load_state_dict(state, strict=False, assign=True)  # the file's (memory-mapped) tensors, no copy
+    materialise_meta_batch_counters(backbone)
+    unfilled = [
+        name
+        for name, tensor in itertools.chain(backbone.named_parameters(), backbone.named_buffers())
+        if tensor.is_meta
+    ]
+    if unfilled:  # never a backbone with tensors that hold no values
+        raise WeightsError(f"{key_path('weights')}: {checkpoint.path} leaves {', '.join(unfilled[:5])} without values")

@@ -5,7 +5,8 @@
 - no checkpoint: the kept layers are constructed for real with torchvision's own init (the dropped ones stay on
   meta and cost nothing);
 - a torchvision-keyed checkpoint: its tensors are assigned to the kept layers as they are (no init, no copy);
-- a :func:`featx.save` checkpoint: the kept layers get empty CPU tensors, which the whole backbone's state then fills.
+- a :func:`featx.save` checkpoint: the kept layers stay on meta; the whole backbone's state is assigned to them once
+  the backbone is assembled (:func:`~featx.construct.checkpoint.load_saved_backbone`).
 
 Example::
 
@@ -18,11 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
-import torch
 from torch import nn
 
 from featx.construct.checkpoint import Checkpoint
-from featx.construct.weights import is_batch_counter, load_kept_weights
+from featx.construct.weights import load_kept_weights
 from featx.models.meta_construction import Registration, construct_keeping, construct_on_meta
 
 
@@ -48,17 +48,6 @@ class MetaModel:
         """The modules among ``kept_paths`` (the others name single parameters: a token model's class token)."""
         parameters = dict(self.model.named_parameters())
         return [self.model.get_submodule(path) for path in kept_paths if path not in parameters]
-
-    def _empty_kept_parameters(self, kept_paths: Sequence[str]) -> None:
-        """Give the parameters named on their own among ``kept_paths`` empty CPU tensors."""
-        parameters = dict(self.model.named_parameters())
-        for path in kept_paths:
-            if path in parameters:
-                owner, _, name = path.rpartition(".")
-                meta = parameters[path]
-                self.model.get_submodule(owner).register_parameter(
-                    name, nn.Parameter(torch.empty(meta.shape, dtype=meta.dtype), requires_grad=meta.requires_grad)
-                )
 
     def _has_non_persistent_buffers(self, kept_paths: Sequence[str]) -> bool:
         """Buffers no checkpoint carries (computed in ``__init__``), so the kept layers must be constructed for real."""
@@ -86,11 +75,4 @@ class MetaModel:
             return model
         if checkpoint.saved is None:
             load_kept_weights(self.model, kept_paths, checkpoint.state, str(checkpoint.path), assign=True)
-            return self.model
-        self._empty_kept_parameters(kept_paths)
-        for module in self._kept_modules(kept_paths):
-            module.to_empty(device="cpu")
-            for name, buffer in module.named_buffers():
-                if is_batch_counter("." + name):  # optional in checkpoints
-                    buffer.zero_()
-        return self.model
+        return self.model  # a featx.save checkpoint: its tensors are assigned once the backbone is assembled

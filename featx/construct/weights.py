@@ -151,10 +151,10 @@ def check_fit(
         raise WeightsError(f"{key_path('weights')}: {origin} does not fit the kept layers — " + " | ".join(problems))
 
 
-def _materialise_meta_batch_counters(module: nn.Module) -> None:
+def materialise_meta_batch_counters(module: nn.Module) -> None:
     """Zero ``num_batches_tracked`` counters a checkpoint did not carry (they stay on meta after an assign)."""
     for name, buffer in list(module.named_buffers()):
-        if buffer.is_meta:
+        if buffer.is_meta and is_batch_counter("." + name):
             owner_path, _, attribute = name.rpartition(".")
             owner = module.get_submodule(owner_path)
             owner.register_buffer(attribute, torch.zeros(buffer.shape, dtype=buffer.dtype))
@@ -190,4 +190,4 @@ def load_kept_weights(
         module = model.get_submodule(path)
         module.load_state_dict(own, strict=False, assign=assign)
         if assign:
-            _materialise_meta_batch_counters(module)
+            materialise_meta_batch_counters(module)
