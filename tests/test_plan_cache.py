@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -163,6 +166,33 @@ def test_a_corrupt_entry_is_ignored_and_rewritten(cache, content):
     backbone = featx.build(resnet18_spec(stages=C2_C3))
     assert backbone.feature_info[-1].channels == 128
     assert path.read_text() == written
+
+
+def test_an_entry_that_is_no_regular_file_or_too_large_is_never_read(cache):
+    featx.build(resnet18_spec(stages=C2_C3))
+    (path,) = _entries(cache)
+    written = path.read_text()
+    path.unlink()
+    path.symlink_to("/dev/zero")  # read whole, it would never end
+    assert featx.build(resnet18_spec(stages=C2_C3)).feature_info[-1].channels == 128
+    assert not path.is_symlink() and path.read_text() == written
+    entry = json.loads(written)
+    entry["padding"] = " " * (5 * 2**20)  # valid JSON, over the bound
+    path.write_text(json.dumps(entry))
+    assert featx.build(resnet18_spec(stages=C2_C3)).feature_info[-1].channels == 128
+    assert path.read_text() == written
+
+
+def test_an_entry_that_is_a_fifo_is_never_opened(cache):
+    """Opening a fifo waits for a writer forever: the build runs in a process that must end by itself."""
+    featx.build(resnet18_spec(stages=C2_C3))
+    (path,) = _entries(cache)
+    path.unlink()
+    os.mkfifo(path)
+    code = f"import featx; print(featx.build({resnet18_spec(stages=C2_C3)!r}).feature_info[-1].channels)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.split() == ["128"], result.stderr
+    assert stat.S_ISFIFO(path.stat().st_mode)  # featx replaces only files: the fifo is left, the build uncached
 
 
 # --- where the cache lives, and when there is none ------------------------------------------------------------------

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import os
+import stat
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -39,6 +40,8 @@ DIR_VARIABLE = "FEATX_CACHE_DIR"
 DISABLE_VARIABLE = "FEATX_NO_CACHE"
 #: the form of an entry; a change of form makes every older entry stale
 ENTRY_FORMAT = 1
+#: the largest entry read (plans of the largest models are tens of kilobytes)
+MAX_ENTRY_BYTES = 4 * 2**20
 PACKAGED_PLANS = Path(__file__).resolve().parent.parent / "plans"
 
 
@@ -183,7 +186,13 @@ def _read(
 ) -> Optional[BackbonePlan]:
     """The plan in the entry at ``path``, or None if there is none or it is unreadable, stale or malformed."""
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
+        if not stat.S_ISREG(path.stat().st_mode):  # never read a device (/dev/zero) or wait on a fifo
+            return None
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_ENTRY_BYTES + 1)
+        if len(data) > MAX_ENTRY_BYTES:
+            return None
+        entry = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     if type(entry) is not dict or entry.get("format") != ENTRY_FORMAT:
