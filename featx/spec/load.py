@@ -24,6 +24,7 @@ from featx.spec.keys import key_path, suggest
 from featx.spec.limits import QUOTE_LIMIT, check_data_size, quoted, shortened
 from featx.spec.overrides import apply_overrides
 from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec, TokenSpec
+from featx.spec.typed import typed
 from featx.spec.validate import validate_spec
 from featx.spec.yaml_file import SPEC_SUFFIXES, read_spec_file
 
@@ -216,7 +217,10 @@ def load_spec(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> 
     _refuse_interpolations(literal)  # from the overrides: named without the file
     try:
         _check_nesting(literal)
-        spec = _typed_spec(OmegaConf.create(_strip_hydra_keys(literal)))
+        fields = _strip_hydra_keys(literal)
+        spec = typed(BackboneSpec, fields, nested=_NESTED)  # without OmegaConf where it would give the same
+        if spec is None:
+            spec = _typed_spec(OmegaConf.create(fields))
         validate_spec(spec)
     except SpecError as error:
         raise (error.with_origin(origin) if origin else error) from None
