@@ -22,7 +22,7 @@ from featx.errors import SpecError, first_line
 from featx.spec.config_files import backbone_names, config_dir
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import QUOTE_LIMIT, check_data_size, quoted, shortened
-from featx.spec.overrides import apply_overrides
+from featx.spec.overrides import apply_overrides, apply_plain_overrides
 from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec, TokenSpec
 from featx.spec.typed import typed
 from featx.spec.validate import validate_spec
@@ -199,6 +199,19 @@ def _typed_spec(config: DictConfig) -> BackboneSpec:
     return spec
 
 
+def _with_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """``data`` with ``overrides`` applied, as plain data: without OmegaConf for plain data and simple overrides (the
+    common case, see :func:`~featx.spec.overrides.apply_plain_overrides`), else through OmegaConf."""
+    literal = apply_plain_overrides(data, overrides)
+    if literal is not None:
+        return literal
+    try:
+        config = apply_overrides(data, overrides)
+    except OmegaConfBaseException as error:
+        raise _omegaconf_error(error) from None
+    return OmegaConf.to_container(config, resolve=False)  # type: ignore[return-value]
+
+
 def load_spec(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> BackboneSpec:
     """Resolve ``source`` and ``overrides`` (Hydra grammar, relative to the backbone node) into a checked spec.
 
@@ -209,11 +222,7 @@ def load_spec(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> 
         _refuse_interpolations(data)
     except SpecError as error:
         raise (error.with_origin(origin) if origin else error) from None
-    try:
-        config = apply_overrides(data, overrides or ())
-    except OmegaConfBaseException as error:
-        raise _omegaconf_error(error) from None
-    literal: Dict[str, Any] = OmegaConf.to_container(config, resolve=False)  # type: ignore[assignment]
+    literal = _with_overrides(data, overrides or ())
     _refuse_interpolations(literal)  # from the overrides: named without the file
     try:
         _check_nesting(literal)

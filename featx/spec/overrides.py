@@ -4,11 +4,14 @@
 Example::
 
     apply_overrides({"model": "resnet50", "fpn": None}, ["fpn.out_channels=128", "+seed=1", "~fpn"])
+    apply_plain_overrides({"model": "resnet50", "fpn": {"out_channels": 256}}, ["fpn.out_channels=128"])
+    # {'model': 'resnet50', 'fpn': {'out_channels': 128}}, as apply_overrides gives it, without OmegaConf
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+import re
+from typing import Any, Dict, Optional, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
@@ -73,3 +76,48 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> DictConfi
         except (HydraException, OmegaConfBaseException) as error:
             raise SpecError(key_path(override.key_or_group), first_line(error)) from None
     return config
+
+
+#: what :func:`apply_plain_overrides` sets: a key of dotted names (OmegaConf's key grammar has more: ``a[0]``, ``..a``)
+_PLAIN_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*")
+_PRIMITIVES = (str, int, float, bool, type(None))
+
+
+def _is_plain(data: Any) -> bool:
+    """``data`` holds only dicts with string keys, lists, strings, numbers, bools and None (by exact type): what
+    ``OmegaConf.create`` takes and ``OmegaConf.to_container(..., resolve=False)`` gives back equal."""
+    if type(data) is dict:
+        return all(type(key) is str and _is_plain(value) for key, value in data.items())
+    if type(data) is list:
+        return all(_is_plain(item) for item in data)
+    return type(data) in _PRIMITIVES
+
+
+def apply_plain_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """``OmegaConf.to_container(apply_overrides(data, overrides), resolve=False)`` without OmegaConf, where that is
+    plainly the same: ``data`` is plain data (dicts with string keys, lists, scalars) and each override is
+    ``key=value`` or ``key.sub=value`` (no ``+``, ``~``, sweep or package) of a string (no interpolation), number,
+    bool or null, whose parents are mappings or null in the data. None otherwise: call :func:`apply_overrides`.
+    Malformed overrides raise as there; ``data`` is not changed."""
+    if not _is_plain(data):
+        return None
+    result = dict(data)
+    for override in parse_overrides(overrides):
+        key = override.key_or_group
+        simple = override.type is OverrideType.CHANGE and override.package is None and not override.is_sweep_override()
+        if not simple or not _PLAIN_KEY.fullmatch(key):
+            return None
+        value = override.value()
+        if type(value) not in _PRIMITIVES or (isinstance(value, str) and "${" in value):
+            return None  # an interpolation: OmegaConf resolves it where a later override selects the key
+        *parents, leaf = key.split(".")
+        node = result
+        for name in parents:
+            child = node.get(name, ...)
+            if child is None:  # as OmegaConf.update does: ``fpn.out_channels=128`` on ``fpn: null`` makes a mapping
+                child = {}
+            if type(child) is not dict:  # a missing key, a scalar, a list: left to OmegaConf
+                return None
+            node[name] = node = dict(child)  # a copy: the caller's data (and YAML aliases) stay as they were
+        node[leaf] = value
+    return result
