@@ -41,8 +41,9 @@ RUN_SLOW = {"files.py"}
 #: the tests that guard each module (a mutant runs only these, stopping at the first failure)
 GUARDS: Dict[str, List[str]] = {
     "spec/validate.py": ["tests/test_spec_validation.py", "tests/test_hostile_spec.py"],
-    "spec/overrides.py": ["tests/test_hostile_spec.py", "tests/test_loader.py"],
+    "spec/overrides.py": ["tests/test_hostile_spec.py", "tests/test_loader.py", "tests/test_spec_fast_path.py"],
     "spec/load.py": ["tests/test_hostile_spec.py", "tests/test_loader.py"],
+    "spec/typed.py": ["tests/test_spec_fast_path.py"],
     "construct/members.py": ["tests/test_model_checks.py", "tests/test_hostile_spec.py"],
     "construct/execution_order.py": ["tests/test_hostile_spec.py", "tests/test_model_checks.py"],
     "construct/probe.py": ["tests/test_model_checks.py", "tests/test_neck.py", "tests/test_reference_equality.py"],
@@ -88,6 +89,29 @@ MUTANTS: List[Mutant] = [
         "    try:\n        _refuse_interpolations(data)\n",
         "    try:\n        pass\n",
         "interpolations in spec data resolved",
+    ),
+    # the fast spec path (data OmegaConf would convert or refuse must take OmegaConf's path)
+    Mutant("spec/typed.py", "if type(value) is not hint or", "if not isinstance(value, hint) or", "bools as ints"),
+    Mutant(
+        "spec/typed.py", "            if required:\n                return _REFUSED\n", "", "required keys unchecked"
+    ),
+    Mutant(
+        "spec/typed.py",
+        "if not data.keys() <= {name for name, _, _ in fields}:",
+        "if False:",
+        "unknown keys dropped silently",
+    ),
+    Mutant(
+        "spec/overrides.py",
+        "simple = override.type is OverrideType.CHANGE and",
+        "simple =",
+        "+key and ~key applied as key=",
+    ),
+    Mutant(
+        "spec/overrides.py",
+        "node[name] = node = dict(child)",
+        "node[name] = node = child",
+        "overrides change the caller's data",
     ),
     # the plan cache
     Mutant("construct/plan.py", '"out_features", "input_size"', '"input_size"', "out_features not in the cache key"),
