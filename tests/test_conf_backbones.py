@@ -80,16 +80,24 @@ def _torchvision_model(name: str) -> torch.nn.Module:
         return torchvision.models.get_model(name, weights=None)
 
 
-def _reference_and_backbone(name: str, tmp_path, norm: str = "eval") -> tuple:
-    """A torchvision instance (random weights, randomised BatchNorm statistics) and the conf file ``name`` built
-    with its saved state dict; ``norm=eval`` keeps torchvision's own BatchNorm layers, so outputs can match exactly."""
+@pytest.fixture(scope="module", params=_params(PLAIN))
+def twin(request, tmp_path_factory):
+    """``(name, reference, weights)``: a torchvision instance of the packaged file ``name``'s model (random weights,
+    randomised BatchNorm statistics, eval) and its state dict saved to ``weights``. Made once per backbone for every
+    test comparing with it (pytest runs those tests one after the other)."""
+    name = request.param
     torch.manual_seed(0)
     reference = randomize_norm_statistics(_torchvision_model(SPECS[name].model)).eval()
-    weights = tmp_path / f"{name}.pth"
+    weights = tmp_path_factory.mktemp("twin") / f"{name}.pth"
     torch.save(reference.state_dict(), weights)
-    backbone = featx.build(name, overrides=[f"weights='{weights}'", "device=cpu", f"norm={norm}"]).eval()
-    weights.unlink()  # the build holds what it needs; big checkpoints should not pile up in tmp
-    return reference, backbone
+    yield name, reference, weights
+    weights.unlink()  # big checkpoints should not pile up in tmp
+
+
+def _backbone(name: str, weights, norm: str) -> featx.Backbone:
+    """The packaged file ``name`` built with ``weights``; ``norm=eval`` keeps torchvision's own BatchNorm layers, so
+    outputs can match exactly."""
+    return featx.build(name, overrides=[f"weights='{weights}'", "device=cpu", f"norm={norm}"]).eval()
 
 
 def _children_in_order(reference: torch.nn.Module, backbone: featx.Backbone, x: torch.Tensor) -> "OrderedDict":
@@ -104,10 +112,9 @@ def _children_in_order(reference: torch.nn.Module, backbone: featx.Backbone, x: 
     return expected
 
 
-@pytest.mark.parametrize("name", _params(PLAIN))
-def test_conf_backbone_equals_torchvision_with_the_same_weights(name, tmp_path):
-    spec = SPECS[name]
-    reference, backbone = _reference_and_backbone(name, tmp_path)
+def test_conf_backbone_equals_torchvision_with_the_same_weights(twin):
+    name, reference, weights = twin
+    spec, backbone = SPECS[name], _backbone(name, weights, norm="eval")
     x = torch.randn(2, 3, *_test_size(spec))
     with torch.inference_mode():
         outputs = backbone(x)
@@ -120,12 +127,11 @@ def test_conf_backbone_equals_torchvision_with_the_same_weights(name, tmp_path):
     assert strides == sorted(set(strides)), "strides must increase strictly"
 
 
-@pytest.mark.parametrize("name", _params(PLAIN))
-def test_conf_backbone_with_frozen_norm_equals_torchvision_in_eval_mode(name, tmp_path):
+def test_conf_backbone_with_frozen_norm_equals_torchvision_in_eval_mode(twin):
     """The packaged default ``norm: frozen`` (torchvision's FrozenBatchNorm2d, built with each layer's own eps)
     against the torchvision model's own BatchNorm in eval mode: equal up to float rounding."""
-    spec = SPECS[name]
-    reference, backbone = _reference_and_backbone(name, tmp_path, norm="frozen")
+    name, reference, weights = twin
+    spec, backbone = SPECS[name], _backbone(name, weights, norm="frozen")
     x = torch.randn(2, 3, *_test_size(spec))
     with torch.inference_mode():
         outputs = backbone(x)
@@ -212,13 +218,12 @@ def test_the_fx_references_cover_every_family():
 
 
 @pytest.mark.filterwarnings("ignore:NOTE. The nodes obtained by tracing:UserWarning")
-@pytest.mark.parametrize("name", list(FX_NODES))
-def test_conf_backbone_equals_torchvision_feature_extractor(name, tmp_path):
+@pytest.mark.parametrize("twin", list(FX_NODES), indirect=True)
+def test_conf_backbone_equals_torchvision_feature_extractor(twin):
     """torchvision's FX trace of the model's real forward, cut at the nodes listed above, against the packaged
     file with its default ``norm: frozen`` and with ``norm: eval``."""
-    spec = SPECS[name]
-    reference, backbone = _reference_and_backbone(name, tmp_path)
-    _, frozen = _reference_and_backbone(name, tmp_path, norm="frozen")
+    name, reference, weights = twin
+    spec, backbone, frozen = SPECS[name], _backbone(name, weights, "eval"), _backbone(name, weights, "frozen")
     extractor = create_feature_extractor(reference, return_nodes=FX_NODES[name]).eval()
     x = torch.randn(2, 3, *_test_size(spec))
     if name in ("googlenet", "inception_v3"):

@@ -436,11 +436,15 @@ def test_a_writer_that_fails_midway_leaves_no_file_and_no_temporary(tmp_path):
 _RACER = textwrap.dedent(
     """
     import sys, time, featx
+    from pathlib import Path
     from featx.errors import ArgumentError
-    path, seed, start, overwrite = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
+    path, seed, overwrite = sys.argv[1], int(sys.argv[2]), sys.argv[5] == "1"
+    ready, go = Path(sys.argv[3]), Path(sys.argv[4])
     backbone = featx.build({"model": "resnet18", "stages": {"c2": {"modules": ["conv1", "bn1", "relu", "maxpool",
         "layer1"]}, "c3": {"modules": ["layer2"]}}, "device": "cpu", "seed": seed})
-    time.sleep(max(0.0, start - time.time()))
+    ready.touch()
+    while not go.exists():
+        time.sleep(0.0002)
     try:
         featx.save(backbone, path, overwrite=overwrite)
         print("saved", seed)
@@ -453,22 +457,28 @@ _RACER = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.parametrize("overwrite", [False, True], ids=["exclusive", "overwrite"])
 def test_two_processes_saving_to_one_path_leave_one_whole_file(tmp_path, overwrite):
-    """Real processes, released at the same instant: without overwrite exactly one saves and the file holds its
-    weights; with overwrite both save and the file is one of them whole. No temporary file is left."""
+    """Real processes, released at the same instant (both built, then waiting for one signal file): without
+    overwrite exactly one saves and the file holds its weights; with overwrite both save and the file is one of
+    them whole. No temporary file is left."""
     import time
 
     for round_number in range(3):
-        path = tmp_path / f"bb{round_number}.pt"
-        start = time.time() + 8
+        path, go = tmp_path / f"bb{round_number}.pt", tmp_path / f"go{round_number}"
+        ready = [tmp_path / f"ready{round_number}-{seed}" for seed in (1, 2)]
         racers = [
             subprocess.Popen(
-                [sys.executable, "-c", _RACER, str(path), str(seed), str(start), "1" if overwrite else "0"],
+                [sys.executable, "-c", _RACER, str(path), str(seed), str(flag), str(go), "1" if overwrite else "0"],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            for seed in (1, 2)
+            for seed, flag in zip((1, 2), ready, strict=True)
         ]
+        deadline = time.time() + 120
+        while not all(flag.exists() for flag in ready) and time.time() < deadline:
+            assert all(racer.poll() is None for racer in racers), [racer.communicate() for racer in racers]
+            time.sleep(0.01)
+        go.touch()
         results = [racer.communicate(timeout=120) for racer in racers]
         assert all(racer.returncode == 0 for racer in racers), [err for _, err in results]
         saved = [int(out.split()[1]) for out, _ in results if out.startswith("saved")]
