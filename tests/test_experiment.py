@@ -15,6 +15,7 @@ from typing import List, Tuple
 
 import pytest
 import torch
+import torchvision
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -133,7 +134,11 @@ def test_a_run_writes_its_metrics_result_and_configs(single_run):
     result = json.loads((single_run / "result.json").read_text())
     assert result["backbone"] == "resnet18_fpn" and result["model"] == "resnet18"
     assert result["weights"] == "random init" and result["iterations"] == 2
-    assert 0 < result["trainable_params"] < result["params"]  # c2 is frozen (frozen_stages: 1)
+    # c2 is frozen (frozen_stages: 1): conv1 and layer1's convolutions, counted on torchvision's own resnet18 (their
+    # BatchNorm layers are FrozenBatchNorm2d under norm: frozen, which holds buffers, not parameters)
+    reference = torchvision.models.resnet18()
+    c2 = [reference.conv1, *(layer for layer in reference.layer1.modules() if isinstance(layer, torch.nn.Conv2d))]
+    assert result["params"] - result["trainable_params"] == sum(layer.weight.numel() for layer in c2)
     assert result["val_map50"] == float(rows[-1]["val_map50"])
     assert result["train_time_s"] > 0 and result["images_per_s"] > 0
 
