@@ -1,7 +1,7 @@
 """Write featx/plans/: the plan of every packaged backbone spec, made fresh on the meta device (never read from a
-cache), as plan-cache entries for the installed featx, torch, torchvision and timm. Builds of a packaged spec then
-skip planning. tests/test_plan_cache.py checks the folder against fresh plans; rerun this after a version change
-or a change to a packaged spec:
+cache), as plan-cache entries for the installed featx (its version and planning code), torch, torchvision and timm.
+Builds of a packaged spec then skip planning. tests/test_plan_cache.py checks the folder against fresh plans; rerun
+this after a version change, a change to featx's planning code (PLANNING_MODULES) or to a packaged spec:
 
     python scripts/make_plans.py
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from featx.construct.meta_model import MetaModel
 from featx.construct.plan import plan_backbone
-from featx.construct.plan_cache import PACKAGED_PLANS, write_entry
+from featx.construct.plan_cache import PACKAGED_PLANS, plan_versions, write_entry
 from featx.spec.config_files import backbone_names
 from featx.spec.load import load_spec
 
@@ -20,7 +20,11 @@ def main() -> None:
     written = set()
     for name in backbone_names():
         spec = load_spec(name)
-        written.add(write_entry(PACKAGED_PLANS, spec, plan_backbone(spec, MetaModel.create(spec.model).model)))
+        versions = plan_versions(spec.model)
+        if versions is None:
+            raise SystemExit("make_plans.py: featx has no package metadata: pip install -e . first")
+        plan = plan_backbone(spec, MetaModel.create(spec.model).model)
+        written.add(write_entry(PACKAGED_PLANS, spec, plan, versions))
     stale = [path for path in PACKAGED_PLANS.glob("*.json") if path not in written]
     for path in stale:  # entries of older versions or of specs since changed: this folder is generated
         path.unlink()

@@ -145,6 +145,25 @@ MUTANTS: List[Mutant] = [
         "packaged plans unused",
     ),
     Mutant("construct/plan_cache.py", 'overwrite=True, what="plan"', 'overwrite=False, what="plan"', "stale kept"),
+    Mutant(
+        "construct/plan_cache.py",
+        "if folder is None or not defined_by_library(spec.model):",
+        "if folder is None:",
+        "models registered by user code cached",
+    ),
+    Mutant("construct/plan_cache.py", "if not folder.is_absolute():", "if False:", "a relative FEATX_CACHE_DIR used"),
+    Mutant(
+        "construct/plan_cache.py",
+        "except RuntimeError:  # no HOME and no passwd entry",
+        "except ValueError:  # no HOME and no passwd entry",
+        "no home folder: a raw RuntimeError",
+    ),
+    Mutant(
+        "construct/plan_cache.py",
+        '        "featx planner": planner.hexdigest()[:16],\n',
+        "",
+        "the planning code not in the key",
+    ),
     # stage resolution and planning
     Mutant(
         "construct/members.py",

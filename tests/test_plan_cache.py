@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -21,9 +22,11 @@ from torchvision.ops import FeaturePyramidNetwork
 
 import featx
 from featx.cli import catalog
+from featx.construct import plan_cache
 from featx.construct.meta_model import MetaModel
 from featx.construct.plan import PLAN_KEYS, plan_backbone
-from featx.construct.plan_cache import PACKAGED_PLANS, entry_data, entry_key, plan_from_data
+from featx.construct.plan_cache import PACKAGED_PLANS, PLANNING_MODULES, entry_data, entry_key, plan_versions
+from featx.construct.plan_data import plan_from_data
 from featx.spec.config_files import backbone_names
 from featx.spec.load import load_spec
 from featx.spec.schema import BackboneSpec
@@ -69,7 +72,7 @@ def test_packaged_plans_equal_fresh_plans_for_every_packaged_spec():
     for name in backbone_names():
         spec = load_spec(name)
         fresh = plan_backbone(spec, MetaModel.create(spec.model).model)
-        entry = entry_data(spec, fresh)
+        entry = entry_data(spec, fresh, plan_versions(spec.model))
         path = PACKAGED_PLANS / f"{entry_key(entry['inputs'], entry['versions'])}.json"
         assert path.is_file(), f"{name}: no packaged plan (run python scripts/make_plans.py)"
         stored = json.loads(path.read_text())
@@ -242,6 +245,93 @@ def test_a_read_only_cache_folder_is_read_but_not_written(cache):
         assert _entries(cache) == [path]
     finally:
         cache.chmod(0o700)
+
+
+def test_a_relative_featx_cache_dir_is_refused_naming_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("FEATX_NO_CACHE")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FEATX_CACHE_DIR", "relative/cache")
+    with pytest.raises(
+        featx.ArgumentError, match=r"FEATX_CACHE_DIR='relative/cache': the plan cache folder must be an"
+    ):
+        featx.build(resnet18_spec(stages=C2_C3))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch):
+    monkeypatch.delenv("FEATX_NO_CACHE")
+    monkeypatch.delenv("FEATX_CACHE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    featx.build(resnet18_spec(stages=C2_C3))
+    assert not (tmp_path / "relative").exists()
+    assert len(_entries(tmp_path / "home" / ".cache" / "featx" / "plans")) == 1
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0, reason="needs root and setpriv")
+def test_a_user_without_a_home_folder_builds_uncached(tmp_path):
+    """A container user without HOME or a passwd entry (docker run --user 1234): no user cache, no failure."""
+    code = "import featx; print(featx.build('resnet18', overrides=['device=meta']).feature_info[-1].channels)"
+    command = ["setpriv", "--reuid=54321", "--regid=54321", "--clear-groups", sys.executable, "-c", code]
+    environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(featx.__file__).parents[1])}
+    result = subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.split() == ["512"], result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_timm_model_registered_by_user_code_is_never_cached(cache):
+    """Its code may change under the same versions: a plan of it is never kept."""
+    timm = pytest.importorskip("timm")
+
+    class Net(torch.nn.Module):
+        def __init__(self, **kwargs) -> None:
+            super().__init__()
+            self.stem, self.body = torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.Conv2d(8, 8, 3, 2, 1)
+            self.head = torch.nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.head(self.body(self.stem(x)).mean((2, 3)))
+
+    def featx_test_user_net(pretrained=False, **kwargs):
+        return Net(**kwargs)
+
+    timm.models.register_model(featx_test_user_net)
+    spec = {"model": "timm:featx_test_user_net", "stages": {"s1": {"modules": ["stem"]}, "s2": {"modules": ["body"]}}}
+    assert featx.build(spec, overrides=["device=meta"]).feature_info[-1].stride == 4
+    assert _entries(cache) == []
+    featx.build("timm_resnet50d", overrides=["device=meta", "out_features=[c2]"])  # timm's own: cached
+    assert len(_entries(cache)) == 1
+
+
+def test_an_edit_of_the_planning_code_makes_every_entry_stale(tmp_path, monkeypatch):
+    """An editable install keeps its version while its planner changes: the planner's code is part of the key."""
+    planner = tmp_path / "planner.py"
+    planner.write_text("A = 1\n")
+    monkeypatch.setattr(plan_cache, "PLANNING_MODULES", (*PLANNING_MODULES, str(planner)))
+    plan_cache._library_versions.cache_clear()
+    before = plan_versions("resnet18")
+    planner.write_text("A = 2\n")
+    plan_cache._library_versions.cache_clear()
+    after = plan_versions("resnet18")
+    plan_cache._library_versions.cache_clear()
+    assert before is not None and after is not None and before["featx planner"] != after["featx planner"]
+    assert {key: value for key, value in before.items() if key != "featx planner"} == {
+        key: value for key, value in after.items() if key != "featx planner"
+    }
+
+
+def test_the_planning_modules_are_every_featx_module_planning_runs():
+    """Every featx module imported by the planner, the meta construction and the cache is hashed into the key,
+    except those that only name keys, raise errors or write files."""
+    code = (
+        "import sys, featx.construct.plan, featx.construct.plan_cache, featx.models.meta_construction; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('featx.'))))"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    exempt = {"featx.errors", "featx.files", "featx.construct", "featx.models", "featx.nn", "featx.spec"}
+    planning = {m for m in imported if m not in exempt and not m.startswith("featx.spec.")}
+    assert planning == {"featx." + module.removesuffix(".py").replace("/", ".") for module in PLANNING_MODULES}
 
 
 # --- featx-list from plans ------------------------------------------------------------------------------------------

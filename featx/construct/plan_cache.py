@@ -23,17 +23,16 @@ import os
 import stat
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 import torchvision
 
 from featx.construct.plan import BackbonePlan, plan_inputs
-from featx.construct.token_layout import TokenLayout
-from featx.errors import FeatxError
+from featx.construct.plan_data import plan_from_data, plan_to_data
+from featx.errors import ArgumentError, FeatxError
 from featx.files import write_atomically
-from featx.models.registry import is_timm_model
-from featx.nn.feature_info import StageInfo
+from featx.models.registry import defined_by_library, is_timm_model
 from featx.spec.schema import BackboneSpec
 
 DIR_VARIABLE = "FEATX_CACHE_DIR"
@@ -50,26 +49,35 @@ def cache_disabled() -> bool:
     return os.environ.get(DISABLE_VARIABLE, "") not in ("", "0")
 
 
-def user_plans_dir() -> Path:
-    """Where plans made on this machine are kept (see the module docstring)."""
+def user_plans_dir() -> Optional[Path]:
+    """Where plans made on this machine are kept (see the module docstring), or None where there is no such folder
+    (no home folder: a container user without one); a relative ``XDG_CACHE_HOME`` is ignored, as its specification
+    says. ArgumentError for a ``FEATX_CACHE_DIR`` that is not an absolute path (featx never writes relative to the
+    working directory)."""
     if os.environ.get(DIR_VARIABLE):
-        return Path(os.environ[DIR_VARIABLE]).expanduser() / "plans"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "featx" / "plans"
+        try:
+            folder = Path(os.environ[DIR_VARIABLE]).expanduser()
+        except RuntimeError:  # ~user of no user
+            folder = Path(os.environ[DIR_VARIABLE])
+        if not folder.is_absolute():
+            raise ArgumentError(
+                f"{DIR_VARIABLE}={os.environ[DIR_VARIABLE]!r}: the plan cache folder must be an absolute path (or "
+                f"unset: $XDG_CACHE_HOME/featx, else ~/.cache/featx; {DISABLE_VARIABLE}=1 turns the cache off)"
+            )
+        return folder / "plans"
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", ""))
+    if xdg.is_absolute():
+        return xdg / "featx" / "plans"
+    try:
+        home = Path.home()
+    except RuntimeError:  # no HOME and no passwd entry
+        return None
+    return home / ".cache" / "featx" / "plans" if home.is_absolute() else None
 
 
 def _public(release: str) -> str:
     """A version without its local label (``2.14.1+cu130`` → ``2.14.1``): the build variant plans nothing."""
     return release.split("+")[0]
-
-
-@functools.lru_cache(maxsize=None)
-def _library_versions() -> Dict[str, str]:
-    return {
-        "featx": version("featx"),
-        "torch": _public(torch.__version__),
-        "torchvision": _public(torchvision.__version__),
-    }
 
 
 def _installed(distribution: str) -> Optional[str]:
@@ -80,109 +88,61 @@ def _installed(distribution: str) -> Optional[str]:
         return None
 
 
-def plan_versions(model: str) -> Dict[str, Optional[str]]:
+#: featx's modules whose code decides what a plan holds (or whether a spec is refused): a change to any of them
+#: makes every entry stale, also where featx's version stays the same (an editable install)
+PLANNING_MODULES = (
+    "construct/execution_order.py",
+    "construct/members.py",
+    "construct/plan.py",
+    "construct/plan_cache.py",
+    "construct/plan_data.py",
+    "construct/probe.py",
+    "construct/token_layout.py",
+    "models/meta_construction.py",
+    "models/registry.py",
+    "models/timm_models.py",
+    "nn/feature_info.py",
+    "nn/tokens.py",
+)
+
+
+@functools.lru_cache(maxsize=None)
+def _library_versions() -> Optional[Dict[str, str]]:
+    """featx's version and a hash of its planning code, torch's and torchvision's; None for a featx without
+    package metadata (run from a copied source tree), which is then never cached."""
+    featx_version = _installed("featx")
+    if featx_version is None:
+        return None
+    package = Path(__file__).resolve().parent.parent
+    planner = hashlib.sha256(b"".join((package / module).read_bytes() for module in PLANNING_MODULES))
+    return {
+        "featx": featx_version,
+        "featx planner": planner.hexdigest()[:16],
+        "torch": _public(torch.__version__),
+        "torchvision": _public(torchvision.__version__),
+    }
+
+
+def plan_versions(model: str) -> Optional[Dict[str, Optional[str]]]:
     """The library versions a plan of ``model`` depends on (timm's is None where timm is not installed: no entry
-    matches, and planning says how to install it)."""
-    versions: Dict[str, Optional[str]] = dict(_library_versions())
+    matches, and planning says how to install it); None where they cannot be known."""
+    libraries = _library_versions()
+    if libraries is None:
+        return None
+    versions: Dict[str, Optional[str]] = dict(libraries)
     if is_timm_model(model):
         versions["timm"] = _installed("timm")
     return versions
 
 
-def entry_key(inputs: Dict[str, Any], versions: Dict[str, Optional[str]]) -> str:
+def entry_key(inputs: Dict[str, Any], versions: Mapping[str, Optional[str]]) -> str:
     """The file name stem of the entry for planning ``inputs`` under ``versions``."""
     canonical = json.dumps({"format": ENTRY_FORMAT, "inputs": inputs, "versions": versions}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 
-def plan_to_data(plan: BackbonePlan) -> Dict[str, Any]:
-    """``plan`` as plain JSON data (the spec it was made for is stored beside it, not in it)."""
-    tokens = plan.tokens
-    return {
-        "stages": [
-            {"name": s.name, "channels": s.channels, "stride": s.stride, "paths": list(s.paths), "covers": s.covers}
-            for s in plan.stages
-        ],
-        "in_channels": plan.in_channels,
-        "parameters": plan.parameters,
-        "fixed_input_size": list(plan.fixed_input_size) if plan.fixed_input_size is not None else None,
-        "tokens": None
-        if tokens is None
-        else {
-            "patch": tokens.patch,
-            "embed_patch": tokens.embed_patch,
-            "grid": list(tokens.grid),
-            "prefix_count": tokens.prefix_count,
-            "embed_returns_tokens": tokens.embed_returns_tokens,
-        },
-    }
-
-
-def _count(value: object, minimum: int = 1) -> int:
-    if type(value) is not int or value < minimum:
-        raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _pair(value: object) -> tuple[int, int]:
-    if type(value) is not list or len(value) != 2:
-        raise ValueError(f"expected [height, width], got {value!r}")
-    return _count(value[0]), _count(value[1])
-
-
-def _fields(value: object, names: List[str]) -> Dict[str, Any]:
-    if type(value) is not dict or sorted(value) != sorted(names):
-        raise ValueError(f"expected a mapping of {names}")
-    return value
-
-
-def _stage(value: object) -> StageInfo:
-    data = _fields(value, ["name", "channels", "stride", "paths", "covers"])
-    paths = data["paths"]
-    if type(paths) is not list or not paths or not all(type(path) is str and path for path in paths):
-        raise ValueError("stage paths must be a list of module paths")
-    if type(data["name"]) is not str or type(data["covers"]) is not str:
-        raise ValueError("stage name and covers must be strings")
-    return StageInfo(data["name"], _count(data["channels"]), _count(data["stride"]), tuple(paths), data["covers"])
-
-
-def plan_from_data(value: object, spec: BackboneSpec) -> BackbonePlan:
-    """The plan ``value`` holds for ``spec``; ValueError unless it has exactly the form :func:`plan_to_data` writes
-    and the stages ``spec`` keeps."""
-    data = _fields(value, ["stages", "in_channels", "parameters", "fixed_input_size", "tokens"])
-    if type(data["stages"]) is not list:
-        raise ValueError("stages must be a list")
-    stages = tuple(_stage(stage) for stage in data["stages"])
-    names = list(spec.stages)
-    if [stage.name for stage in stages] != names[: names.index(spec.returned_stages[-1]) + 1]:
-        raise ValueError("the stages are not the ones the spec keeps")
-    fixed = data["fixed_input_size"]
-    tokens = None
-    if (data["tokens"] is None) != (spec.tokens is None):
-        raise ValueError("tokens do not match the spec")
-    if data["tokens"] is not None:
-        layout = _fields(data["tokens"], ["patch", "embed_patch", "grid", "prefix_count", "embed_returns_tokens"])
-        if type(layout["embed_returns_tokens"]) is not bool:
-            raise ValueError("embed_returns_tokens must be a boolean")
-        tokens = TokenLayout(
-            spec.tokens,
-            _count(layout["patch"]),
-            _count(layout["embed_patch"]),
-            _pair(layout["grid"]),
-            _count(layout["prefix_count"], minimum=0),
-            layout["embed_returns_tokens"],
-        )
-    return BackbonePlan(
-        stages,
-        _count(data["in_channels"]),
-        _count(data["parameters"], minimum=0),
-        tokens,
-        None if fixed is None else _pair(fixed),
-    )
-
-
 def _read(
-    path: Path, inputs: Dict[str, Any], versions: Dict[str, Optional[str]], spec: BackboneSpec
+    path: Path, inputs: Dict[str, Any], versions: Mapping[str, Optional[str]], spec: BackboneSpec
 ) -> Optional[BackbonePlan]:
     """The plan in the entry at ``path``, or None if there is none or it is unreadable, stale or malformed."""
     try:
@@ -205,19 +165,15 @@ def _read(
         return None
 
 
-def entry_data(spec: BackboneSpec, plan: BackbonePlan) -> Dict[str, Any]:
-    """The whole entry for ``spec``'s ``plan``: form, planning inputs, versions and plan."""
-    return {
-        "format": ENTRY_FORMAT,
-        "inputs": plan_inputs(spec),
-        "versions": plan_versions(spec.model),
-        "plan": plan_to_data(plan),
-    }
+def entry_data(spec: BackboneSpec, plan: BackbonePlan, versions: Mapping[str, Optional[str]]) -> Dict[str, Any]:
+    """The whole entry for ``spec``'s ``plan`` made under ``versions``: form, planning inputs, versions and plan."""
+    return {"format": ENTRY_FORMAT, "inputs": plan_inputs(spec), "versions": dict(versions), "plan": plan_to_data(plan)}
 
 
-def write_entry(folder: Path, spec: BackboneSpec, plan: BackbonePlan) -> Path:
-    """Write ``spec``'s ``plan`` into ``folder`` (whole or not at all, replacing a stale entry); its path."""
-    entry = entry_data(spec, plan)
+def write_entry(folder: Path, spec: BackboneSpec, plan: BackbonePlan, versions: Mapping[str, Optional[str]]) -> Path:
+    """Write ``spec``'s ``plan`` into ``folder`` (whole or not at all, replacing whatever file is at its name: a
+    corrupt or malformed entry); its path."""
+    entry = entry_data(spec, plan, versions)
     text = json.dumps(entry, indent=1, sort_keys=True) + "\n"
     path = folder / f"{entry_key(entry['inputs'], entry['versions'])}.json"
     return write_atomically(
@@ -231,18 +187,25 @@ def cached_plan(
     usable: Callable[[BackbonePlan], bool] = lambda plan: True,
 ) -> BackbonePlan:
     """``spec``'s plan from the cache if an entry there is valid and ``usable``, else ``make()`` (stored in the
-    user cache when it can be written)."""
-    if cache_disabled():
+    user cache when it can be written). A model its library does not define itself (a timm model registered by
+    the user's own code, which may change under the same versions) is never cached."""
+    versions = None if cache_disabled() else plan_versions(spec.model)
+    if versions is None:
         return make()
-    inputs, versions = plan_inputs(spec), plan_versions(spec.model)
+    inputs = plan_inputs(spec)
     name = f"{entry_key(inputs, versions)}.json"
-    for folder in (PACKAGED_PLANS, user_plans_dir()):
-        plan = _read(folder / name, inputs, versions, spec)
-        if plan is not None and usable(plan):
-            return plan
+    plan = _read(PACKAGED_PLANS / name, inputs, versions, spec)
+    if plan is not None and usable(plan):
+        return plan
+    folder = user_plans_dir()
+    if folder is None or not defined_by_library(spec.model):
+        return make()
+    plan = _read(folder / name, inputs, versions, spec)
+    if plan is not None and usable(plan):
+        return plan
     plan = make()
     try:
-        write_entry(user_plans_dir(), spec, plan)
+        write_entry(folder, spec, plan, versions)
     except FeatxError:  # a folder that cannot be written: the build goes on uncached
         pass
     return plan

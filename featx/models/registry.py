@@ -24,6 +24,7 @@ from featx.models.timm_models import (
     check_timm_name,
     construct_timm,
     is_timm_model,
+    is_timms_own,
     timm_crop_size,
     timm_module,
     timm_name,
@@ -77,6 +78,12 @@ def default_crop_size(name: str) -> int:
     except (AttributeError, ValueError, TypeError):
         return 224
     return int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+
+
+def defined_by_library(name: str) -> bool:
+    """Whether the code of model ``name`` is its library's own: torchvision's builders (the only ones featx takes) or
+    a timm model of timm's registry that timm itself defines (not one registered by the user's code)."""
+    return is_timms_own(name) if is_timm_model(name) else True
 
 
 def library_version(name: str) -> str:

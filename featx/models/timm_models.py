@@ -35,6 +35,15 @@ def timm_name(model: str) -> str:
     return model[len(TIMM_PREFIX) :]
 
 
+def is_timms_own(model: str) -> bool:
+    """Whether timm's registry entry for ``model`` is timm's own code, not a model the user's code registered."""
+    try:
+        entrypoint = timm_module().models.model_entrypoint(timm_name(model))
+    except (RuntimeError, SpecError):  # an unknown name (planning names it), or timm not installed
+        return False
+    return str(getattr(entrypoint, "__module__", "")).startswith("timm.")
+
+
 def timm_module() -> ModuleType:
     """``import timm``, or a SpecError saying how to install it."""
     try:
