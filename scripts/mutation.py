@@ -51,6 +51,7 @@ GUARDS: Dict[str, List[str]] = {
     "construct/builder.py": ["tests/test_hostile_spec.py", "tests/test_hostile_weights.py", "tests/test_plan_cache.py"],
     "construct/plan.py": ["tests/test_plan_cache.py", "tests/test_model_checks.py"],
     "construct/plan_cache.py": ["tests/test_plan_cache.py"],
+    "construct/plan_data.py": ["tests/test_plan_cache.py"],
     "nn/freezing.py": ["tests/test_freezing.py", "tests/test_conf_backbones.py", "tests/test_timm.py"],
     "nn/backbone.py": ["tests/test_freezing.py", "tests/test_runtime_control.py", "tests/test_hostile_forward.py"],
     "nn/fpn.py": ["tests/test_neck.py", "tests/test_reference_equality.py"],
@@ -131,7 +132,7 @@ MUTANTS: List[Mutant] = [
     Mutant(
         "construct/plan_cache.py", "if plan is not None and usable(plan):", "if plan is not None:", "paths unchecked"
     ),
-    Mutant("construct/plan_cache.py", "type(value) is not int or", "not isinstance(value, int) or", "booleans as ints"),
+    Mutant("construct/plan_data.py", "type(value) is not int or", "not isinstance(value, int) or", "booleans as ints"),
     Mutant(
         "construct/plan_cache.py",
         'return os.environ.get(DISABLE_VARIABLE, "") not in ("", "0")',
@@ -147,8 +148,8 @@ MUTANTS: List[Mutant] = [
     Mutant("construct/plan_cache.py", 'overwrite=True, what="plan"', 'overwrite=False, what="plan"', "stale kept"),
     Mutant(
         "construct/plan_cache.py",
-        "if folder is None or not defined_by_library(spec.model):",
-        "if folder is None:",
+        "folder = user_plans_dir() if defined_by_library(spec.model) else None",
+        "folder = user_plans_dir()",
         "models registered by user code cached",
     ),
     Mutant("construct/plan_cache.py", "if not folder.is_absolute():", "if False:", "a relative FEATX_CACHE_DIR used"),

@@ -194,16 +194,21 @@ def cached_plan(
         return make()
     inputs = plan_inputs(spec)
     name = f"{entry_key(inputs, versions)}.json"
-    plan = _read(PACKAGED_PLANS / name, inputs, versions, spec)
-    if plan is not None and usable(plan):
+
+    def lookup(folder: Path) -> Optional[BackbonePlan]:
+        plan = _read(folder / name, inputs, versions, spec)
+        return plan if plan is not None and usable(plan) else None
+
+    plan = lookup(PACKAGED_PLANS)
+    if plan is not None:
         return plan
-    folder = user_plans_dir()
-    if folder is None or not defined_by_library(spec.model):
-        return make()
-    plan = _read(folder / name, inputs, versions, spec)
-    if plan is not None and usable(plan):
+    folder = user_plans_dir() if defined_by_library(spec.model) else None
+    plan = lookup(folder) if folder is not None else None
+    if plan is not None:
         return plan
     plan = make()
+    if folder is None:
+        return plan
     try:
         write_entry(folder, spec, plan, versions)
     except FeatxError:  # a folder that cannot be written: the build goes on uncached
