@@ -130,7 +130,10 @@ MUTANTS: List[Mutant] = [
         "entries of other planning keys used",
     ),
     Mutant(
-        "construct/plan_cache.py", "if plan is not None and usable(plan):", "if plan is not None:", "paths unchecked"
+        "construct/plan_cache.py",
+        "return plan if plan is not None and usable(plan) else None",
+        "return plan",
+        "paths unchecked",
     ),
     Mutant("construct/plan_data.py", "type(value) is not int or", "not isinstance(value, int) or", "booleans as ints"),
     Mutant(
