@@ -144,8 +144,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/plan_cache.py",
-        "for folder in (PACKAGED_PLANS, user_plans_dir()):",
-        "for folder in (user_plans_dir(),):",
+        "plan = lookup(PACKAGED_PLANS)",
+        "plan = None",
         "packaged plans unused",
     ),
     Mutant("construct/plan_cache.py", 'overwrite=True, what="plan"', 'overwrite=False, what="plan"', "stale kept"),
@@ -238,8 +238,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/token_layout.py",
-        "return TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count)",
-        "return TokenLayout(tokens, patch, patch, grid, prefix_count)",
+        "return TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count, returns_tokens)",
+        "return TokenLayout(tokens, patch, patch, grid, prefix_count, returns_tokens)",
         "tokens.stride ignored",
     ),
     Mutant(
@@ -392,7 +392,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "models/timm_models.py",
-        "    if tag and architecture in names:",
+        "    if tag and architecture in names and tag in pretrained_tags(architecture):",
         "    if False:",
         "model: timm:NAME.TAG is called an unknown model instead of pointing to weights: TAG",
     ),
