@@ -115,7 +115,9 @@ MUTANTS: List[Mutant] = [
         "overrides change the caller's data",
     ),
     # the plan cache
-    Mutant("construct/plan.py", '"out_features", "input_size"', '"input_size"', "out_features not in the cache key"),
+    Mutant(
+        "construct/plan_cache.py", '"out_features", "input_size"', '"input_size"', "out_features not in the cache key"
+    ),
     Mutant("construct/builder.py", "    check_neck(spec, plan)\n", "", "the neck unchecked"),
     Mutant(
         "construct/plan_cache.py",

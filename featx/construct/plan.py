@@ -15,7 +15,7 @@ import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -53,16 +53,6 @@ def evaluation_size(spec: BackboneSpec) -> Size:
 def probe_sizes(spec: BackboneSpec) -> Tuple[Size, ...]:
     """The meta input sizes ``spec`` is probed at: :data:`PROBE_SIZES`, or its ``input_size`` alone."""
     return PROBE_SIZES if spec.input_size is None else ((spec.input_size[0], spec.input_size[1]),)
-
-
-#: the spec keys planning reads, and the only ones: a plan is reused for any spec that agrees on them
-PLAN_KEYS = ("model", "source", "stages", "out_features", "input_size", "layout", "tokens")
-
-
-def plan_inputs(spec: BackboneSpec) -> Dict[str, Any]:
-    """The values of :data:`PLAN_KEYS` in ``spec``, as plain data."""
-    data = spec.to_dict()
-    return {key: data[key] for key in PLAN_KEYS}
 
 
 @dataclass(frozen=True)
@@ -220,7 +210,7 @@ def _probe(
 
 def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
     """Check ``spec`` against its model (on the meta device) and measure the kept stages; reads only the keys in
-    :data:`PLAN_KEYS` (the neck is checked by :func:`check_neck`)."""
+    :data:`~featx.construct.plan_cache.PLAN_KEYS` (the neck is checked by :func:`check_neck`)."""
     members = resolve_members(meta_model, spec)
     last_returned = spec.returned_stages[-1]
     members = members[: [stage.name for stage in members].index(last_returned) + 1]

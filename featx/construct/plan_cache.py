@@ -4,7 +4,7 @@
 An entry is looked up among the plans packaged with featx (``featx/plans/``, made by ``scripts/make_plans.py``
 for the packaged specs), then in the user cache: ``$FEATX_CACHE_DIR/plans``, else ``$XDG_CACHE_HOME/featx/plans``,
 else ``~/.cache/featx/plans``; ``FEATX_NO_CACHE=1`` turns both off. An entry's file name is a hash of the spec's
-planning keys (:data:`~featx.construct.plan.PLAN_KEYS`) and the versions of featx, torch, torchvision (and timm, for
+planning keys (:data:`PLAN_KEYS`) and the versions of featx, torch, torchvision (and timm, for
 a timm model); the entry repeats both and is used only when they match exactly and its plan has the form featx
 writes. A corrupt, stale or foreign entry is ignored and rewritten; a cache folder that cannot be written leaves
 builds uncached. JSON only, never pickle: reading an entry runs nothing.
@@ -28,13 +28,15 @@ from typing import Any, Callable, Dict, Mapping, Optional
 import torch
 import torchvision
 
-from featx.construct.plan import BackbonePlan, plan_inputs
+from featx.construct.plan import BackbonePlan
 from featx.construct.plan_data import plan_from_data, plan_to_data
 from featx.errors import ArgumentError, FeatxError
 from featx.files import write_atomically
 from featx.models.registry import defined_by_library, is_timm_model
 from featx.spec.schema import BackboneSpec
 
+#: the spec keys planning reads, and the only ones: a plan is reused for any spec that agrees on them
+PLAN_KEYS = ("model", "source", "stages", "out_features", "input_size", "layout", "tokens")
 DIR_VARIABLE = "FEATX_CACHE_DIR"
 DISABLE_VARIABLE = "FEATX_NO_CACHE"
 #: the form of an entry; a change of form makes every older entry stale
@@ -42,6 +44,12 @@ ENTRY_FORMAT = 1
 #: the largest entry read (plans of the largest models are tens of kilobytes)
 MAX_ENTRY_BYTES = 4 * 2**20
 PACKAGED_PLANS = Path(__file__).resolve().parent.parent / "plans"
+
+
+def plan_inputs(spec: BackboneSpec) -> Dict[str, Any]:
+    """The values of :data:`PLAN_KEYS` in ``spec``, as plain data."""
+    data = spec.to_dict()
+    return {key: data[key] for key in PLAN_KEYS}
 
 
 def cache_disabled() -> bool:
@@ -89,13 +97,12 @@ def _installed(distribution: str) -> Optional[str]:
 
 
 #: featx's modules whose code decides what a plan holds (or whether a spec is refused): a change to any of them
-#: makes every entry stale, also where featx's version stays the same (an editable install)
+#: makes every entry stale, also where featx's version stays the same (an editable install). This module and
+#: plan_data.py decide where an entry is and its form, not what a plan holds (a change of form bumps ENTRY_FORMAT).
 PLANNING_MODULES = (
     "construct/execution_order.py",
     "construct/members.py",
     "construct/plan.py",
-    "construct/plan_cache.py",
-    "construct/plan_data.py",
     "construct/probe.py",
     "construct/token_layout.py",
     "models/meta_construction.py",
