@@ -279,11 +279,12 @@ def test_a_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch):
 @pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0, reason="needs root and setpriv")
 def test_a_user_without_a_home_folder_builds_uncached(tmp_path):
     """A container user without HOME or a passwd entry (docker run --user 1234): no user cache, no failure."""
-    code = "import featx; print(featx.build('resnet18', overrides=['device=meta']).feature_info[-1].channels)"
+    spec = resnet18_spec(stages=C2_C3, device="meta")  # not a packaged spec: the user cache is looked for
+    code = f"import featx; print(featx.build({spec!r}).feature_info[-1].channels)"
     command = ["setpriv", "--reuid=54321", "--regid=54321", "--clear-groups", sys.executable, "-c", code]
     environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(featx.__file__).parents[1])}
     result = subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and result.stdout.split() == ["512"], result.stderr
+    assert result.returncode == 0 and result.stdout.split() == ["128"], result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
