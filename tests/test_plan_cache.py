@@ -31,6 +31,7 @@ from featx.construct.plan_cache import (
     PLANNING_MODULES,
     entry_data,
     entry_key,
+    plan_inputs,
     plan_versions,
 )
 from featx.construct.plan_data import plan_from_data
@@ -74,19 +75,30 @@ def _marked(entry: Dict[str, Any]) -> None:
 @pytest.mark.slow
 def test_packaged_plans_equal_fresh_plans_for_every_packaged_spec():
     """Every packaged spec has its entry in featx/plans/ (none other is there), and it holds exactly what the planner
-    makes now; rerun scripts/make_plans.py when this fails after a version or spec change."""
-    expected = {}
+    makes now; rerun scripts/make_plans.py when this fails after a version or spec change. The timm specs' entries
+    are for the timm release they were made with: where another release is installed (timm is not pinned), they
+    cannot match, and are only required to be there."""
+    stored = {path.name: json.loads(path.read_text()) for path in _entries(PACKAGED_PLANS)}
+    made_with = {entry["versions"]["timm"] for entry in stored.values() if "timm" in entry["versions"]}
+    assert len(made_with) <= 1, made_with
+    expected = set()
     for name in backbone_names():
         spec = load_spec(name)
+        versions = plan_versions(spec.model)
+        assert versions is not None
+        if "timm" in versions and versions["timm"] not in made_with:
+            matching = {file for file, entry in stored.items() if entry["inputs"] == plan_inputs(spec)}
+            assert matching, f"{name}: no packaged plan (run python scripts/make_plans.py)"
+            expected |= matching
+            continue
         fresh = plan_backbone(spec, MetaModel.create(spec.model).model)
-        entry = entry_data(spec, fresh, plan_versions(spec.model))
-        path = PACKAGED_PLANS / f"{entry_key(entry['inputs'], entry['versions'])}.json"
-        assert path.is_file(), f"{name}: no packaged plan (run python scripts/make_plans.py)"
-        stored = json.loads(path.read_text())
-        assert stored == entry, name
-        assert plan_from_data(stored["plan"], spec) == fresh, name
-        expected[path.name] = name
-    assert sorted(path.name for path in _entries(PACKAGED_PLANS)) == sorted(expected)
+        entry = entry_data(spec, fresh, versions)
+        file_name = f"{entry_key(entry['inputs'], entry['versions'])}.json"
+        assert file_name in stored, f"{name}: no packaged plan (run python scripts/make_plans.py)"
+        assert stored[file_name] == entry, name
+        assert plan_from_data(stored[file_name]["plan"], spec) == fresh, name
+        expected.add(file_name)
+    assert sorted(stored) == sorted(expected)
 
 
 def test_a_packaged_spec_builds_from_its_packaged_plan(cache):
