@@ -394,7 +394,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "models/timm_models.py",
-        "    if tag and architecture in names and tag in pretrained_tags(architecture):",
+        "    if tag and is_model(architecture) and tag in pretrained_tags(architecture):",
         "    if False:",
         "model: timm:NAME.TAG is called an unknown model instead of pointing to weights: TAG",
     ),

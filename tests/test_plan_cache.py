@@ -35,6 +35,7 @@ from featx.construct.plan_cache import (
     plan_versions,
 )
 from featx.construct.plan_data import plan_from_data
+from featx.models import timm_models
 from featx.spec.config_files import backbone_names
 from featx.spec.load import load_spec
 from featx.spec.schema import BackboneSpec
@@ -301,7 +302,8 @@ def test_a_user_without_a_home_folder_builds_uncached(tmp_path):
 
 
 def test_a_timm_model_registered_by_user_code_is_never_cached(cache):
-    """Its code may change under the same versions: a plan of it is never kept."""
+    """Its code may change under the same versions: a plan of it is never kept. (It is a timm model whatever
+    featx listed of timm's registry before.)"""
     timm = pytest.importorskip("timm")
 
     class Net(torch.nn.Module):
@@ -316,6 +318,7 @@ def test_a_timm_model_registered_by_user_code_is_never_cached(cache):
     def featx_test_user_net(pretrained=False, **kwargs):
         return Net(**kwargs)
 
+    timm_models.timm_models()  # featx has listed timm's names before the user's code registers one
     timm.models.register_model(featx_test_user_net)
     spec = {"model": "timm:featx_test_user_net", "stages": {"s1": {"modules": ["stem"]}, "s2": {"modules": ["body"]}}}
     assert featx.build(spec, overrides=["device=meta"]).feature_info[-1].stride == 4

@@ -68,12 +68,14 @@ def matching_timm_models(patterns: List[str]) -> List[str]:
 
 
 def check_timm_name(name: str) -> None:
-    """Raise :class:`SpecError` unless ``name`` (without ``timm:``) is an architecture in timm's registry."""
-    names = timm_models()
-    if name in names:
-        return
+    """Raise :class:`SpecError` unless ``name`` (without ``timm:``) is an architecture in timm's registry (asked each
+    time: a model the user's code registers later counts too)."""
     architecture, _, tag = name.partition(".")
-    if tag and architecture in names and tag in pretrained_tags(architecture):
+    is_model = timm_module().models.is_model  # takes NAME.TAG for NAME: a tag is refused below
+    if not tag and is_model(name):
+        return
+    names = timm_models()
+    if tag and is_model(architecture) and tag in pretrained_tags(architecture):
         raise SpecError(
             key_path("model"),
             f"{quoted(TIMM_PREFIX + name)} names a pretrained tag: write model: {TIMM_PREFIX}{architecture} and "
