@@ -4,10 +4,12 @@
 An entry is looked up among the plans packaged with featx (``featx/plans/``, made by ``scripts/make_plans.py``
 for the packaged specs), then in the user cache: ``$FEATX_CACHE_DIR/plans``, else ``$XDG_CACHE_HOME/featx/plans``,
 else ``~/.cache/featx/plans``; ``FEATX_NO_CACHE=1`` turns both off. An entry's file name is a hash of the spec's
-planning keys (:data:`PLAN_KEYS`) and the versions of featx, torch, torchvision (and timm, for
-a timm model); the entry repeats both and is used only when they match exactly and its plan has the form featx
-writes. A corrupt, stale or foreign entry is ignored and rewritten; a cache folder that cannot be written leaves
-builds uncached. JSON only, never pickle: reading an entry runs nothing.
+planning keys (:data:`PLAN_KEYS`) and the versions (featx's with a hash of its planning code, torch's, torchvision's
+and, for a timm model, timm's); the entry repeats both and is used only when they match exactly and its plan has
+the form featx writes. A corrupt or malformed file at an entry's name is ignored and rewritten (entries of other
+versions have other names and are left alone); a cache folder that cannot be written, or no home folder, leaves
+builds uncached; a model registered by the user's own code is never cached. JSON only, never pickle: reading an
+entry runs nothing.
 
 Example::
 
