@@ -376,6 +376,17 @@ def test_featx_list_gives_the_same_table_from_cached_plans(cache, monkeypatch, c
     assert rows["resnet50_fpn"][1:6] == ["resnet50", "c2..c5", "4,8,16,32", "256,256,256,256", f"{count / 1e6:.1f}M"]
 
 
+def test_featx_list_names_an_unknown_timm_model_in_a_user_file(cache, tmp_path, capsys):
+    """The cache asks whether timm defines the model itself before planning would name it: never a raw KeyError."""
+    pytest.importorskip("timm")
+    (tmp_path / "backbone").mkdir()
+    (tmp_path / "backbone" / "bad.yaml").write_text("model: timm:no_such_model\nstages:\n  c2: {modules: [stem]}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        catalog.main(["bad", "--config-dir", str(tmp_path)])
+    assert exit_info.value.code == 1
+    assert "error: backbone.model: unknown timm model 'no_such_model'" in capsys.readouterr().out
+
+
 # --- planning reads nothing but the planning keys -------------------------------------------------------------------
 
 

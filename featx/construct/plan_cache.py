@@ -45,7 +45,8 @@ DISABLE_VARIABLE = "FEATX_NO_CACHE"
 ENTRY_FORMAT = 1
 #: the largest entry read (plans of the largest models are tens of kilobytes)
 MAX_ENTRY_BYTES = 4 * 2**20
-PACKAGED_PLANS = Path(__file__).resolve().parent.parent / "plans"
+PACKAGE = Path(__file__).resolve().parent.parent
+PACKAGED_PLANS = PACKAGE / "plans"
 
 
 def plan_inputs(spec: BackboneSpec) -> Dict[str, Any]:
@@ -118,12 +119,14 @@ PLANNING_MODULES = (
 @functools.lru_cache(maxsize=None)
 def _library_versions() -> Optional[Dict[str, str]]:
     """featx's version and a hash of its planning code, torch's and torchvision's; None for a featx without
-    package metadata (run from a copied source tree), which is then never cached."""
+    package metadata (run from a copied source tree) or without its sources, which is then never cached."""
     featx_version = _installed("featx")
+    try:
+        planner = hashlib.sha256(b"".join((PACKAGE / module).read_bytes() for module in PLANNING_MODULES))
+    except OSError:  # installed without its sources: the planner cannot be told apart
+        return None
     if featx_version is None:
         return None
-    package = Path(__file__).resolve().parent.parent
-    planner = hashlib.sha256(b"".join((package / module).read_bytes() for module in PLANNING_MODULES))
     return {
         "featx": featx_version,
         "featx planner": planner.hexdigest()[:16],

@@ -38,10 +38,13 @@ def timm_name(model: str) -> str:
 def is_timms_own(model: str) -> bool:
     """Whether timm's registry entry for ``model`` is timm's own code, not a model the user's code registered."""
     try:
-        entrypoint = timm_module().models.model_entrypoint(timm_name(model))
-    except (RuntimeError, SpecError):  # an unknown name (planning names it), or timm not installed
+        models = timm_module().models
+    except SpecError:  # timm not installed: planning says how to install it
         return False
-    return str(getattr(entrypoint, "__module__", "")).startswith("timm.")
+    name = timm_name(model)
+    if not models.is_model(name):  # an unknown name: planning names it
+        return False
+    return str(getattr(models.model_entrypoint(name), "__module__", "")).startswith("timm.")
 
 
 def timm_module() -> ModuleType:
