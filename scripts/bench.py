@@ -31,6 +31,7 @@ with torchvision's own way of doing the same, measured in one run. No timing is 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -405,6 +406,7 @@ def main() -> None:
         "--output", type=Path, help="also write the tables as a markdown page (with the command and the machine)"
     )
     args = parser.parse_args()
+    compile_featx()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
@@ -432,7 +434,8 @@ def main() -> None:
     header = (
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, {where}; sections: "
         f"{', '.join(args.sections)}; forward: {args.size}x{args.size}, {args.repeats} interleaved repeats, "
-        f"medians; build/inspect/catalog/pretrained: {args.build_repeats} fresh processes each, medians"
+        f"medians; build/inspect/catalog/pretrained: {args.build_repeats} fresh processes each, medians, featx "
+        "byte-compiled first (as pip install does)"
     )
     print(header + "\n")
     tables = {
@@ -501,6 +504,14 @@ def main() -> None:
         except featx.FeatxError as error:
             raise SystemExit(f"bench.py: error: {error}") from None
         print(f"wrote {args.output}")
+
+
+def compile_featx() -> None:
+    """Byte-compile featx's modules, as ``pip install`` does: an editable install run with PYTHONDONTWRITEBYTECODE
+    (or never imported before) would otherwise compile featx's sources in every measured process, a cost torch and
+    torchvision (compiled when installed) do not pay."""
+    if not compileall.compile_dir(Path(featx.__file__).parent, quiet=1):
+        raise SystemExit("bench.py: featx's modules could not be byte-compiled")
 
 
 def _machine() -> str:

@@ -7,6 +7,7 @@ featx-extract on a GPU. Skipped on machines without CUDA (CI has none); run them
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +220,74 @@ def test_extract_on_cuda_stores_the_backbones_features(tmp_path, resnet18_weight
         with Image.open(path) as image, torch.inference_mode():
             expected = backbone(transform(image.convert("RGB")).unsqueeze(0).cuda())["c5"].mean(dim=(2, 3))[0]
         assert_close(features["c5"], expected.cpu(), **TOLERANCE, msg=Path(path).name)
+
+
+def _smooth_photo(height: int, width: int, seed: int) -> np.ndarray:
+    rows, columns = np.mgrid[0:height, 0:width]
+    channels = [np.sin(rows / (5 + c) + seed) * np.cos(columns / (7 + c) - seed) for c in range(3)]
+    return ((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8)
+
+
+def _decode_gpu_folder(folder: Path) -> None:
+    """JPEGs nvJPEG decodes (4:2:0, 4:4:4, progressive, grayscale, rotated by EXIF) and a PNG it does not."""
+    folder.mkdir()
+    for index, options in enumerate([{}, {"subsampling": 0}, {"progressive": True}]):
+        Image.fromarray(_smooth_photo(48 + index, 64, index)).save(folder / f"{index}.jpg", quality=90, **options)
+    Image.fromarray(_smooth_photo(50, 60, 5)[..., 0]).save(folder / "gray.jpg", quality=90)
+    rotated = Image.fromarray(_smooth_photo(40, 56, 6))
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(folder / "rotated.jpg", quality=90, exif=exif.tobytes())
+    Image.fromarray(_smooth_photo(45, 45, 7)).save(folder / "plain.png")
+
+
+def test_nvjpeg_pixels_equal_libjpegs_or_stay_within_the_stated_tolerance(tmp_path):
+    """Decoded at the image's own size (the resize is the identity), the device path's input is nvJPEG's pixels:
+    bit for bit libjpeg's (the CPU path) where they agree, else at most 1 level on average and 16 at any pixel."""
+    from featx.tasks.extract.decode import ImageFiles, collate_images
+    from featx.tasks.extract.device_decode import DeviceJpegDecoder, JpegFiles, collate_jpegs
+
+    _decode_gpu_folder(tmp_path / "images")
+    spec = featx.load_spec("resnet18")
+    for path in sorted((tmp_path / "images").glob("*.jpg")):
+        with Image.open(path) as image:
+            upright = image.size[::-1] if image.getexif().get(0x0112, 1) < 5 else image.size
+        transform = image_transform("resize", spec, list(upright))
+        raw = collate_jpegs([JpegFiles([path], transform)[0]])
+        got = DeviceJpegDecoder(transform, torch.device("cuda"))(raw)
+        expected = collate_images([ImageFiles([path], transform)[0]])
+        assert got.fallbacks == {} and got.images is not None and expected.images is not None, path.name
+        assert got.images.device.type == "cuda"
+        levels = (got.images.cpu() - expected.images).abs() * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
+        if not torch.equal(got.images.cpu(), expected.images):
+            assert float(levels.mean()) <= 1.0 and float(levels.max()) <= 16.5, (path.name, levels.mean(), levels.max())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_extract_with_decode_gpu_stores_features_close_to_decode_cpu(tmp_path, resnet18_weights, workers):
+    _, weights = resnet18_weights
+    _decode_gpu_folder(tmp_path / "images")
+    spec = featx.load_spec("resnet18", overrides=["device=cuda", f"weights='{weights}'"])
+    stored = {}
+    for decode in ("cpu", "gpu"):
+        options = ExtractOptions(
+            input=str(tmp_path / "images"),
+            output=str(tmp_path / decode),
+            size=[64, 64],
+            batch_size=4,
+            workers=workers,
+            shard_size=3,
+            decode=decode,
+            progress=False,
+        )
+        summary = extract(spec, options)
+        assert (summary.images, summary.skipped) == (6, 0)
+        stored[decode] = dict(featx.read_features(tmp_path / decode))
+    assert sorted(stored["gpu"]) == sorted(stored["cpu"])
+    for path, features in stored["gpu"].items():
+        expected = stored["cpu"][path]["c5"]
+        assert_close(features["c5"], expected, rtol=0, atol=0.02 * float(expected.abs().max()), msg=Path(path).name)
+    manifest = [json.loads(line) for line in (tmp_path / "gpu" / "featx-manifest.jsonl").read_text().splitlines()]
+    assert {Path(e["path"]).name: e.get("decoded_on_cpu") for e in manifest if "decoded_on_cpu" in e} == {
+        "plain.png": "not a JPEG (PNG)"
+    }

@@ -76,6 +76,7 @@ class ExtractOptions:
     input: str = MISSING
     output: str = MISSING
     transform: str = "auto"
+    decode: str = "cpu"
     size: List[int] = field(default_factory=lambda: [224, 224])
     batch_size: int = 32
     workers: int = 2

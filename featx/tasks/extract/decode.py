@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -51,7 +51,8 @@ class SkippedImage(Exception):
     """Why a file is skipped (raised and caught inside :class:`ImageFiles`)."""
 
 
-def _read(path: Path) -> Tuple[bytes, Identity]:
+def read_image_file(path: Path) -> Tuple[bytes, Identity]:
+    """The bytes of ``path`` and its identity; SkippedImage when it is gone, too large, or changed while read."""
     before = file_identity(path)
     if before is None:
         raise SkippedImage("cannot be read (it is gone or not accessible)")
@@ -75,6 +76,20 @@ def decoded(image: Image.Image) -> Union[Image.Image, Tensor]:
     return image.convert("RGB")
 
 
+def decode_with_pillow(data: bytes, transform: ImageTransform) -> Tensor:
+    """``data`` decoded by Pillow (upright, RGB or 16-bit) and transformed; raises what the decoder raises."""
+    with Image.open(io.BytesIO(data)) as image:
+        return transform(decoded(image))
+
+
+def failure_reason(error: Exception) -> str:
+    """Why a file is skipped, from what reading or decoding it raised (the same file, the same words, every run)."""
+    if isinstance(error, SkippedImage):
+        return str(error)
+    message = _OBJECT_ADDRESS.sub("", first_line(error))  # no memory addresses: they differ in every run
+    return f"unreadable image ({type(error).__name__}: {message})"
+
+
 class ImageFiles(Dataset):
     """``paths[i]`` read, decoded and transformed; failures returned, not raised."""
 
@@ -88,25 +103,23 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> Item:
         identity: Optional[Identity] = None
         try:
-            data, identity = _read(self.paths[index])
-            with Image.open(io.BytesIO(data)) as image:
-                return index, self.transform(decoded(image)), "", identity
-        except SkippedImage as reason:
-            return index, None, str(reason), identity
+            data, identity = read_image_file(self.paths[index])
+            return index, decode_with_pillow(data, self.transform), "", identity
         except Exception as error:  # noqa: BLE001 - any decoder failure is a skipped image, never a crashed run
-            message = first_line(error)
-            message = _OBJECT_ADDRESS.sub("", message)  # the same file gives the same reason in every run
-            return index, None, f"unreadable image ({type(error).__name__}: {message})", identity
+            return index, None, failure_reason(error), identity
 
 
 @dataclass
 class ImageBatch:
-    """The decoded images of a batch (stacked) with their dataset indices and identities, and the failures."""
+    """The decoded images of a batch (stacked) with their dataset indices and identities, and the failures;
+    with ``extract.decode=gpu``, also why some images were decoded on the CPU instead (``fallbacks``: index → reason).
+    """
 
     indices: List[int]
     images: Optional[Tensor]
     identities: List[Identity]
     failures: List[Tuple[int, str, Optional[Identity]]]
+    fallbacks: Dict[int, str] = field(default_factory=dict)
 
 
 def collate_images(items: Sequence[Item]) -> ImageBatch:

@@ -20,7 +20,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -40,11 +40,13 @@ from featx.spec.keys import suggest
 from featx.spec.limits import MAX_BATCH, MAX_SIDE, check_batch_pixels
 from featx.spec.schema import BackboneSpec
 from featx.tasks.extract.decode import ImageBatch, ImageFiles, collate_images
+from featx.tasks.extract.device_decode import DeviceJpegDecoder, JpegFiles, check_tensor_transform, collate_jpegs
 from featx.tasks.extract.listing import Identity, ImageListing, file_identity, find_images
 from featx.tasks.extract.store import FeatureStore
-from featx.tasks.extract.transforms import TRANSFORMS, image_transform, resolve_transform_name
+from featx.tasks.extract.transforms import TRANSFORMS, ImageTransform, image_transform, resolve_transform_name
 
 POOLINGS = ("none", "avg", "max")
+DECODERS = ("cpu", "gpu")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 log = logging.getLogger("featx.extract")
 
@@ -71,7 +73,12 @@ def check_options(options: ExtractOptions) -> None:
         value = getattr(options, key)
         if not isinstance(value, str) or not value or value == MISSING:
             raise ArgumentError(f"extract.{key}: missing; give a {'folder or glob' if key == 'input' else 'folder'}")
-    for key, choices in (("pooling", POOLINGS), ("dtype", tuple(DTYPES)), ("transform", TRANSFORMS)):
+    for key, choices in (
+        ("pooling", POOLINGS),
+        ("dtype", tuple(DTYPES)),
+        ("transform", TRANSFORMS),
+        ("decode", DECODERS),
+    ):
         value = getattr(options, key)
         if value not in choices:
             raise ArgumentError(
@@ -217,15 +224,18 @@ class _ShardBuffer:
         self.chunks: Dict[str, List[Tensor]] = {}
         self.images: List[Tuple[str, Identity]] = []
         self.skipped: List[Tuple[str, str, Optional[Identity]]] = []
+        self.fallbacks: Dict[str, str] = {}
 
     def add(
         self,
         images: List[Tuple[str, Identity]],
         features: Dict[str, Tensor],
         skipped: List[Tuple[str, str, Optional[Identity]]],
+        fallbacks: Dict[str, str],
     ) -> None:
         self.images += images
         self.skipped += skipped
+        self.fallbacks.update(fallbacks)
         for name, rows in features.items():
             self.chunks.setdefault(name, []).append(rows)
         while len(self.images) >= self.shard_size:
@@ -237,9 +247,10 @@ class _ShardBuffer:
             return
         count = len(self.images) if count is None else count
         merged = {name: torch.cat(chunks) for name, chunks in self.chunks.items()}
-        self.store.write_shard(
-            self.rank, self.sequence, {n: t[:count] for n, t in merged.items()}, self.images[:count], self.skipped
-        )
+        written = self.images[:count]
+        fallbacks = {path: self.fallbacks.pop(path) for path, _ in written if path in self.fallbacks}
+        tensors = {n: t[:count] for n, t in merged.items()}
+        self.store.write_shard(self.rank, self.sequence, tensors, written, self.skipped, fallbacks)
         self.sequence += 1
         self.chunks = {name: [t[count:]] for name, t in merged.items() if len(t) > count}
         self.images, self.skipped = self.images[count:], []
@@ -256,7 +267,7 @@ def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, t
         backbone["weights_file"] = "/".join(published_weights_file(spec.model, spec.weights).parts[-2:])
     elif spec.weights is not None:  # a file rewritten under the same name holds other weights
         backbone["weights_file"] = file_identity(Path(spec.weights).expanduser())
-    return {
+    settings = {
         "backbone": backbone,
         "outputs": outputs,
         "pooling": options.pooling,
@@ -264,29 +275,38 @@ def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, t
         "size": list(options.size) if transform_name != "weights" else None,
         "dtype": options.dtype,
     }
+    if options.decode != "cpu":  # recorded only when not the default, so folders made before the key resume
+        settings["decode"] = options.decode
+    return settings
 
 
 def _options_yaml(spec: BackboneSpec, options: ExtractOptions) -> str:
     return OmegaConf.to_yaml({"backbone": dataclasses.asdict(spec), "extract": dataclasses.asdict(options)})
 
 
+def _on_device(batches: Iterable[ImageBatch], device: torch.device) -> Iterator[ImageBatch]:
+    """``extract.decode=cpu``: each batch the workers decoded, its images moved to ``device``."""
+    for batch in batches:
+        if batch.images is not None:
+            batch.images = batch.images.to(device)
+        yield batch
+
+
 def _run_batches(
     backbone: Backbone,
-    loader: DataLoader,
+    batches: Iterable[ImageBatch],
     paths: List[Path],
     outputs: List[str],
     options: ExtractOptions,
     buffer: _ShardBuffer,
     progress: tqdm,
 ) -> None:
-    device = next(backbone.parameters()).device
     dtype = DTYPES[options.dtype]
-    batch: ImageBatch
     with torch.inference_mode():
-        for batch in loader:
+        for batch in batches:
             features: Dict[str, Tensor] = {}
             if batch.images is not None:
-                maps = backbone(batch.images.to(device))
+                maps = backbone(batch.images)
                 features = {name: _pool(maps[name], options.pooling).to("cpu", dtype) for name in outputs}
             skipped = [(str(paths[index]), reason, identity) for index, reason, identity in batch.failures]
             for path, reason, _ in skipped:
@@ -294,8 +314,26 @@ def _run_batches(
             images = [
                 (str(paths[index]), identity) for index, identity in zip(batch.indices, batch.identities, strict=True)
             ]
-            buffer.add(images, features, skipped)
+            buffer.add(images, features, skipped, {str(paths[index]): why for index, why in batch.fallbacks.items()})
             progress.update(len(batch.indices) + len(batch.failures))
+
+
+def _batches(
+    paths: List[Path], transform: ImageTransform, options: ExtractOptions, device: torch.device
+) -> Iterator[ImageBatch]:
+    """The batches of ``paths``, decoded as ``extract.decode`` says, their images on ``device``."""
+    on_gpu = options.decode == "gpu"
+    loader = DataLoader(
+        JpegFiles(paths, transform) if on_gpu else ImageFiles(paths, transform),
+        batch_size=options.batch_size,
+        num_workers=options.workers,
+        collate_fn=collate_jpegs if on_gpu else collate_images,
+        pin_memory=device.type == "cuda",
+    )
+    if on_gpu:
+        decode = DeviceJpegDecoder(transform, device)
+        return (decode(raw) for raw in loader)
+    return _on_device(loader, device)
 
 
 def _current_identities(listing: ImageListing) -> Dict[str, Optional[Identity]]:
@@ -324,12 +362,19 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         raise ArgumentError(
             "backbone.device: 'meta' computes no values, so there are no features to extract; use auto, cpu or cuda"
         )
+    if options.decode == "gpu" and device.type != "cuda":
+        raise ArgumentError(
+            f"extract.decode: gpu decodes JPEGs on the backbone's CUDA device, and backbone.device is {device.type}; "
+            "use extract.decode=cpu, or backbone.device=cuda"
+        )
     rank, world, started = _start_distributed(device)
     lock: Optional[ExitStack] = None
     try:
         backbone = build(dataclasses.replace(spec, device=str(device))).eval()
         outputs = _selected_outputs(backbone, options.outputs)
         transform = image_transform(options.transform, spec, options.size)
+        if options.decode == "gpu":
+            check_tensor_transform(transform, resolve_transform_name(options.transform, spec))
         settings = _settings(spec, outputs, options, transform)
         listing = _listing_of_rank_zero(options.input, options.output, rank, world)
         store = FeatureStore(Path(options.output))
@@ -355,17 +400,10 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         buffer.skipped += not_images
         for path, reason, _ in not_images:
             log.warning("skipped %s: %s", path, reason)
-        loader = DataLoader(
-            ImageFiles(mine, transform),
-            batch_size=options.batch_size,
-            num_workers=options.workers,
-            collate_fn=collate_images,
-            pin_memory=device.type == "cuda",
-        )
         start = time.perf_counter()
         label = f"featx-extract rank {rank}/{world}" if world > 1 else "featx-extract"
         with tqdm(total=len(mine), unit="img", desc=label, disable=not options.progress or rank != 0) as progress:
-            _run_batches(backbone, loader, mine, outputs, options, buffer, progress)
+            _run_batches(backbone, _batches(mine, transform, options, device), mine, outputs, options, buffer, progress)
         buffer.flush()
         seconds = time.perf_counter() - start
         processed = _total(len(mine) + len(not_images), world, device)

@@ -68,6 +68,7 @@ class StoredFile:
     shard: str
     row: int
     reason: str = ""
+    fallback: str = ""
 
 
 def _as_recorded(settings: Mapping[str, Any]) -> Dict[str, Any]:
@@ -94,11 +95,14 @@ def _shard_files(record: Any, shard: str) -> List[StoredFile]:
     """The files a shard's metadata record lists; ValueError if the record is not featx's."""
     if not isinstance(record, dict) or not isinstance(record.get("images"), list):
         raise ValueError("its metadata is not a featx-extract record")
+    fallbacks = record.get("fallbacks", {})
+    if not (isinstance(fallbacks, dict) and all(isinstance(why, str) and why for why in fallbacks.values())):
+        raise ValueError("its fallbacks are not {path: reason}")
     files = []
     for row, entry in enumerate(record["images"]):
         if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)):
             raise ValueError(f"image entry {row} is not [path, size, mtime_ns]")
-        files.append(StoredFile(entry[0], _identity(entry[1:]), shard, row))
+        files.append(StoredFile(entry[0], _identity(entry[1:]), shard, row, fallback=fallbacks.get(entry[0], "")))
     for entry in record.get("skipped", []):
         if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(part, str) for part in entry[:2])):
             raise ValueError("a skipped entry is not [path, reason, identity]")
@@ -277,13 +281,17 @@ class FeatureStore:
         tensors: Dict[str, Tensor],
         images: Sequence[Tuple[str, Identity]],
         skipped: Sequence[Tuple[str, str, Optional[Identity]]],
+        fallbacks: Optional[Mapping[str, str]] = None,
     ) -> Path:
-        """Write one shard atomically: ``tensors[name][i]`` belongs to the file ``images[i]`` = (path, identity)."""
+        """Write one shard atomically: ``tensors[name][i]`` belongs to the file ``images[i]`` = (path, identity);
+        ``fallbacks``: path → why that image was decoded on the CPU in a ``decode=gpu`` run."""
         path = self.shard_dir / f"shard-r{rank:03d}-{sequence:05d}.safetensors"
-        record = {
+        record: Dict[str, Any] = {
             "images": [[image, *identity] for image, identity in images],
             "skipped": [[image, reason, list(identity) if identity else None] for image, reason, identity in skipped],
         }
+        if fallbacks:
+            record["fallbacks"] = dict(fallbacks)
         contiguous = {name: t.contiguous() for name, t in tensors.items()}
         metadata = {METADATA_KEY: json.dumps(record)}
         write_atomically(
@@ -318,6 +326,8 @@ class FeatureStore:
                 "shapes": shapes[stored.shard],
                 "dtype": dtype,
             }
+            if stored.fallback:
+                entries[stored.path]["decoded_on_cpu"] = stored.fallback
         text = "".join(json.dumps(entries[path]) + "\n" for path in sorted(entries))
         write_atomically(self.root / MANIFEST_FILE, lambda p: p.write_text(text), overwrite=True, what=OUTPUT_KEY)
         skipped = sum("skipped" in entry for entry in entries.values())

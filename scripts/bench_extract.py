@@ -1,0 +1,234 @@
+"""Extraction throughput: images/s of featx-extract (decode=cpu, decode=gpu) against a hand-written loop and against
+decoding alone (the limit), on the same generated JPEGs.
+
+    python scripts/bench_extract.py --device cuda --workers 16 --output docs/results/extract-gpu.md   # issue 17's goals
+    python scripts/bench_extract.py --device cpu --images 200 --workers 2 --output docs/results/extract-cpu.md
+
+Rows (each a fresh pass over all the images; the backbone is built and warmed up before the clock starts):
+
+- decode alone, cpu: the DataLoader workers read, decode (Pillow) and transform; nothing else.
+- decode alone, gpu: the workers read the files; the main process decodes them in batches on the GPU (nvJPEG) and
+  transforms them there; nothing else.
+- featx-extract decode=cpu / decode=gpu: ``featx.tasks.extract.run.extract`` into a new folder (the backbone's
+  pooled outputs stored as shards; the time of its batch loop, as its summary reports).
+- hand-written loop: a Dataset of Pillow-decoded files, a DataLoader, torchvision's ResNet with its ``layer4``
+  taken by ``IntermediateLayerGetter``, pooled and moved to the CPU; nothing stored.
+
+The decode=gpu rows need CUDA; on a machine without it they read "needs CUDA". Goals (issue 17, on an H200):
+decode=gpu >= 0.8x decode alone on the GPU, and >= 3x decode=cpu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.models._utils import IntermediateLayerGetter
+
+import featx
+from featx.files import write_generated_page
+from featx.spec.apps import ExtractOptions
+from featx.tasks.extract.decode import ImageFiles, collate_images
+from featx.tasks.extract.device_decode import DeviceJpegDecoder, JpegFiles, collate_jpegs
+from featx.tasks.extract.run import extract
+from featx.tasks.extract.transforms import image_transform
+
+from machine import machine_description
+
+TITLE = "# Extraction throughput (generated)"
+#: (row, the row its rate is divided by, goal or None): issue 17's goals, and featx against the hand-written loop
+RATIOS: List[Tuple[str, str, Optional[float]]] = [
+    ("featx-extract decode=gpu", "decode alone, gpu", 0.8),
+    ("featx-extract decode=gpu", "featx-extract decode=cpu", 3.0),
+    ("featx-extract decode=cpu", "hand-written loop", None),
+    ("featx-extract decode=gpu", "hand-written loop", None),
+]
+
+
+def write_jpegs(folder: Path, count: int, seed: int = 0) -> List[Path]:
+    """``count`` photo-like JPEGs of ImageNet-like sizes (about 500x375, quality 90), the same for one seed."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        height, width = int(rng.integers(330, 420)), int(rng.integers(450, 550))
+        rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
+        waves = [np.sin(rows / rng.uniform(4, 40) + rng.uniform(0, 6)) for _ in range(3)]
+        waves = [w * np.cos(columns / rng.uniform(4, 40) + rng.uniform(0, 6)) for w in waves]
+        noise = rng.normal(0, 0.08, (height, width, 3))
+        pixels = np.clip((np.stack(waves, -1) + noise + 1) * 127.5, 0, 255).astype(np.uint8)
+        paths.append(folder / f"{index:05d}.jpg")
+        Image.fromarray(pixels).save(paths[-1], quality=90)
+    return paths
+
+
+class _PillowFiles(Dataset):
+    """The hand-written dataset: open, convert to RGB, transform."""
+
+    def __init__(self, paths: List[Path], transform: Callable) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        with Image.open(self.paths[index]) as image:
+            return self.transform(image.convert("RGB"))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def decode_alone(paths: List[Path], transform: Callable, args: argparse.Namespace, on_gpu: bool) -> float:
+    """Seconds to read, decode and transform every image (on the GPU: nvJPEG), and nothing else."""
+    device = torch.device(args.device)
+    dataset = JpegFiles(paths, transform) if on_gpu else ImageFiles(paths, transform)
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        collate_fn=collate_jpegs if on_gpu else collate_images,
+        pin_memory=device.type == "cuda",
+    )
+    decode = DeviceJpegDecoder(transform, device)
+    start = time.perf_counter()
+    for batch in loader:
+        images = decode(batch).images if on_gpu else batch.images
+        assert images is not None and len(images)
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+def featx_extract(spec: featx.BackboneSpec, folder: Path, output: Path, args: argparse.Namespace, decode: str) -> float:
+    """Seconds of featx-extract's batch loop over ``folder``, written to the new folder ``output``."""
+    options = ExtractOptions(
+        input=str(folder),
+        output=str(output),
+        size=[args.size, args.size],
+        batch_size=args.batch_size,
+        workers=args.workers,
+        outputs=["c5"],
+        decode=decode,
+        progress=False,
+    )
+    summary = extract(spec, options)
+    if summary.images != args.images:
+        raise SystemExit(f"bench_extract.py: featx-extract stored {summary.images} of {args.images} images")
+    return summary.seconds
+
+
+def hand_written_loop(paths: List[Path], transform: Callable, args: argparse.Namespace) -> float:
+    """Seconds of the loop a user writes without featx (model built before the clock starts)."""
+    device = torch.device(args.device)
+    trunk = IntermediateLayerGetter(torchvision.models.get_model(args.model), {"layer4": "c5"}).eval().to(device)
+    loader = DataLoader(
+        _PillowFiles(paths, transform),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+    )
+    _warm_up(trunk, device, args.size)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in loader:
+            trunk(batch.to(device, non_blocking=True))["c5"].mean(dim=(2, 3)).cpu()
+    return time.perf_counter() - start
+
+
+def _warm_up(module: nn.Module, device: torch.device, size: int) -> None:
+    with torch.inference_mode():
+        module(torch.zeros(2, 3, size, size, device=device))
+    _synchronize(device)
+
+
+def measure(args: argparse.Namespace, folder: Path) -> Dict[str, Optional[float]]:
+    """Images/s of each row (None: the row needs CUDA)."""
+    paths = write_jpegs(folder / "images", args.images)
+    spec = featx.load_spec(args.backbone, overrides=[f"device={args.device}"])
+    transform = image_transform("center_crop", spec, [args.size, args.size])
+    _warm_up(featx.build(spec).eval(), torch.device(args.device), args.size)
+    on_cuda = torch.device(args.device).type == "cuda"
+    seconds: Dict[str, Optional[float]] = {
+        "decode alone, cpu": decode_alone(paths, transform, args, on_gpu=False),
+        "decode alone, gpu": decode_alone(paths, transform, args, on_gpu=True) if on_cuda else None,
+        "featx-extract decode=cpu": featx_extract(spec, folder / "images", folder / "cpu", args, "cpu"),
+        "featx-extract decode=gpu": (
+            featx_extract(spec, folder / "images", folder / "gpu", args, "gpu") if on_cuda else None
+        ),
+        "hand-written loop": hand_written_loop(paths, transform, args),
+    }
+    return {row: None if value is None else args.images / value for row, value in seconds.items()}
+
+
+def _table(rates: Dict[str, Optional[float]]) -> str:
+    lines = ["| row | images/s |", "|---|---|"]
+    lines += [f"| {row} | {'needs CUDA' if rate is None else f'{rate:.1f}'} |" for row, rate in rates.items()]
+    lines += ["", "| images/s ratio | ratio | goal |", "|---|---|---|"]
+    for row, reference, goal in RATIOS:
+        rate, base = rates[row], rates[reference]
+        ratio = None if rate is None or base is None else rate / base
+        cell = "needs CUDA" if ratio is None else f"{ratio:.2f}"
+        met = (
+            "-"
+            if goal is None
+            else f">= {goal}: " + ("not measured" if ratio is None else ("met" if ratio >= goal else "not met"))
+        )
+        lines.append(f"| {row} / {reference} | {cell} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def _where(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu, {torch.get_num_threads()} threads"
+
+
+def main(argv: Optional[List[str]] = None) -> Tuple[Dict[str, Optional[float]], str]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backbone", default="resnet50", help="a packaged spec of a torchvision ResNet")
+    parser.add_argument("--output", type=Path, help="also write the tables as a markdown page")
+    args = parser.parse_args(argv)
+    args.model = featx.load_spec(args.backbone).model
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="featx-bench-extract-") as name:
+        rates = measure(args, Path(name))
+    header = (
+        f"{args.images} JPEGs (about 500x375), {args.backbone} at {args.size}x{args.size}, batch {args.batch_size}, "
+        f"{args.workers} workers; torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"{_where(args.device)}"
+    )
+    table = _table(rates)
+    print(header + "\n\n" + table)
+    if args.output:
+        command = "python scripts/bench_extract.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        page = (
+            f"{TITLE}\n\nWritten by `{command}` on {machine_description()}; {time.strftime('%Y-%m-%d')}.\n"
+            f"Do not edit: rerun the command. {header}.\n\n{table}"
+        )
+        try:
+            write_generated_page(args.output, page, "--output")
+        except featx.FeatxError as error:
+            raise SystemExit(f"bench_extract.py: error: {error}") from None
+        print(f"wrote {args.output}")
+    return rates, table
+
+
+if __name__ == "__main__":
+    main()
