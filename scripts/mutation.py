@@ -63,6 +63,8 @@ GUARDS: Dict[str, List[str]] = {
     "tasks/extract/transforms.py": ["tests/test_extract.py"],
     "tasks/extract/listing.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
     "tasks/extract/decode.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
+    "tasks/extract/device_decode.py": ["tests/test_device_decode.py"],
+    "tasks/extract/run.py": ["tests/test_device_decode.py", "tests/test_extract.py"],
     "files.py": ["tests/test_hostile_weights.py", "tests/test_atomic_writes.py"],
     "construct/propose.py": ["tests/test_propose.py", "tests/test_timm.py", "tests/test_timm_families.py"],
     "models/timm_models.py": ["tests/test_timm.py"],
@@ -360,6 +362,44 @@ MUTANTS: List[Mutant] = [
         "np.asarray(image, dtype=np.float32) / 65535.0",
         "np.clip(np.asarray(image, dtype=np.float32), 0, 255) / 255.0",
         "16-bit images clipped to 8 bits",
+    ),
+    # extract.decode=gpu
+    Mutant(
+        "tasks/extract/device_decode.py",
+        "        return image.rot90(-1, dims=(-2, -1))",
+        "        return image.rot90(1, dims=(-2, -1))",
+        "EXIF orientation 6 turned the wrong way on the device",
+    ),
+    Mutant(
+        "tasks/extract/device_decode.py",
+        "            except Exception:  # noqa: BLE001 - one bad file fails the whole call; find it below\n",
+        "            except Exception as error:  # noqa: BLE001\n                return [error] * len(data)\n",
+        "one bad JPEG sends its whole batch to Pillow",
+    ),
+    Mutant(
+        "tasks/extract/device_decode.py",
+        "        return self.transform(orient(image, orientation).float().div_(255))",
+        "        return self.transform(orient(image, orientation).float())",
+        "device-decoded pixels not scaled to [0, 1]",
+    ),
+    Mutant(
+        "tasks/extract/device_decode.py",
+        "float((expected - got).abs().max()) <= _PROBE_TOLERANCE",
+        "True",
+        "a transform that treats tensors otherwise than Pillow images is accepted",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        '        if fallbacks:\n            record["fallbacks"] = dict(fallbacks)\n',
+        "",
+        "files decoded on the CPU in a decode=gpu run are not listed",
+    ),
+    Mutant(
+        "tasks/extract/run.py",
+        '    if options.decode != "cpu":  # recorded only when not the default, so folders made before the key resume\n'
+        '        settings["decode"] = options.decode\n',
+        "",
+        "decode=gpu features added to a decode=cpu folder",
     ),
     # timm models
     Mutant(
