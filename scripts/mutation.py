@@ -59,7 +59,12 @@ GUARDS: Dict[str, List[str]] = {
     "nn/simple_pyramid.py": ["tests/test_vit.py"],
     "construct/token_layout.py": ["tests/test_hostile_spec.py", "tests/test_vit.py"],
     "construct/propose_tokens.py": ["tests/test_propose.py"],
-    "tasks/extract/store.py": ["tests/test_hostile_extract.py", "tests/test_extract.py", "tests/test_atomic_writes.py"],
+    "tasks/extract/store.py": [
+        "tests/test_hostile_extract.py",
+        "tests/test_extract.py",
+        "tests/test_atomic_writes.py",
+        "tests/test_device_decode.py",
+    ],
     "tasks/extract/transforms.py": ["tests/test_extract.py"],
     "tasks/extract/listing.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
     "tasks/extract/decode.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
