@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
+from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -133,6 +134,19 @@ def test_decoded_pixels_and_orientation_equal_pillows_bit_for_bit(tmp_path, orie
     assert torch.equal(upright, oriented_by_torchvision)
     normalise = transforms.Normalize((0.485, 0.456, 0.406), IMAGENET_STD)
     assert torch.equal(got.images[0], normalise(upright.float() / 255))
+
+
+def test_worker_processes_hand_over_the_same_batches(mixed):
+    transform = image_transform("center_crop", featx.load_spec("resnet18"), (32, 32))
+    paths = list(mixed.values())
+    loader = DataLoader(JpegFiles(paths, transform), batch_size=4, num_workers=2, collate_fn=collate_jpegs)
+    decode = DeviceJpegDecoder(transform, CPU)
+    batches = [decode(raw) for raw in loader]
+    in_process, _ = _device_batch(paths, transform)
+    assert [i for b in batches for i in b.indices] == in_process.indices
+    assert [f for b in batches for f in b.failures] == in_process.failures
+    assert {i: why for b in batches for i, why in b.fallbacks.items()} == in_process.fallbacks
+    assert torch.equal(torch.cat([b.images for b in batches if b.images is not None]), in_process.images)
 
 
 def test_one_bad_jpeg_leaves_the_rest_of_the_batch_on_the_device(mixed):
