@@ -229,7 +229,8 @@ def _smooth_photo(height: int, width: int, seed: int) -> np.ndarray:
 
 
 def _decode_gpu_folder(folder: Path) -> None:
-    """JPEGs nvJPEG decodes (4:2:0, 4:4:4, progressive, grayscale, rotated by EXIF) and a PNG it does not."""
+    """JPEGs nvJPEG decodes (4:2:0, 4:4:4, progressive, grayscale, rotated by EXIF, RGB without YCbCr) and a PNG
+    it does not."""
     folder.mkdir()
     for index, options in enumerate([{}, {"subsampling": 0}, {"progressive": True}]):
         Image.fromarray(_smooth_photo(48 + index, 64, index)).save(folder / f"{index}.jpg", quality=90, **options)
@@ -238,6 +239,7 @@ def _decode_gpu_folder(folder: Path) -> None:
     exif = rotated.getexif()
     exif[0x0112] = 6
     rotated.save(folder / "rotated.jpg", quality=90, exif=exif.tobytes())
+    Image.fromarray(_smooth_photo(44, 52, 8)).save(folder / "adobe_rgb.jpg", quality=90, keep_rgb=True)  # no YCbCr
     Image.fromarray(_smooth_photo(45, 45, 7)).save(folder / "plain.png")
 
 
@@ -281,7 +283,7 @@ def test_extract_with_decode_gpu_stores_features_close_to_decode_cpu(tmp_path, r
             progress=False,
         )
         summary = extract(spec, options)
-        assert (summary.images, summary.skipped) == (6, 0)
+        assert (summary.images, summary.skipped) == (7, 0)
         stored[decode] = dict(featx.read_features(tmp_path / decode))
     assert sorted(stored["gpu"]) == sorted(stored["cpu"])
     for path, features in stored["gpu"].items():

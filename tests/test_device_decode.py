@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.io import ImageReadMode, decode_jpeg
+from tqdm import tqdm
 
 import featx
 from featx.errors import ArgumentError
@@ -25,11 +26,12 @@ from featx.tasks.extract.device_decode import (
     DeviceJpegDecoder,
     JpegBatch,
     JpegFiles,
-    RawJpeg,
+    check_device_decoder,
     check_tensor_transform,
     collate_jpegs,
 )
-from featx.tasks.extract.run import _settings, extract
+from featx.tasks.extract.listing import find_images
+from featx.tasks.extract.run import _batches, _run_batches, _settings, _ShardBuffer, extract
 from featx.tasks.extract.store import FeatureStore, read_features
 from featx.tasks.extract.transforms import IMAGENET_STD, image_transform
 
@@ -88,6 +90,13 @@ def mixed(tmp_path) -> Dict[str, Path]:
     files["truncated"].write_bytes(whole[: len(whole) // 2])
     (tmp_path / "whole.jpg").unlink()
     files["text"].write_text("not an image")
+    huffman = bytearray(_jpeg(tmp_path / "bad_huffman.jpg", _photo(seed=10)).read_bytes())
+    huffman[huffman.find(b"\xff\xc4") + 5] ^= 0xFF  # a bogus Huffman table: the header parses, decoding fails
+    files["bad_huffman"] = tmp_path / "bad_huffman.jpg"
+    files["bad_huffman"].write_bytes(bytes(huffman))
+    first, second = Image.fromarray(_photo(seed=11)), Image.fromarray(_photo(seed=12))
+    first.save(tmp_path / "camera.mpo", "MPO", save_all=True, append_images=[second], quality=90)
+    files["mpo"] = tmp_path / "camera.mpo"
     return files
 
 
@@ -96,12 +105,15 @@ def test_the_device_path_gives_the_cpu_paths_inputs_within_one_level_and_names_i
     paths = list(mixed.values())
     expected, (got, raw) = _cpu_batch(paths, transform), _device_batch(paths, transform)
 
-    on_device = {paths[index].name for index, _, _ in raw.jpegs}
-    assert on_device == {"color.jpg", "full_chroma.jpg", "progressive.jpg", "rotated.jpeg", "gray.jpg", "truncated.jpg"}
+    on_device = {paths[index].name for index, _, _, _ in raw.jpegs}
+    assert on_device == {
+        *("color.jpg", "full_chroma.jpg", "progressive.jpg", "rotated.jpeg", "gray.jpg", "bad_huffman.jpg"),
+        "camera.mpo",  # a JPEG with a second picture after the first: both decoders read the first
+    }
     assert got.indices == expected.indices
     assert got.identities == expected.identities
     assert got.failures == expected.failures  # the same files skipped, for the same reasons
-    assert {paths[i].name for i, _, _ in got.failures} == {"truncated.jpg", "notes.jpg"}
+    assert {paths[i].name for i, _, _ in got.failures} == {"truncated.jpg", "notes.jpg", "bad_huffman.jpg"}
     assert {paths[i].name: why for i, why in got.fallbacks.items()} == {
         "plain.png": "not a JPEG (PNG)",
         "alpha.png": "not a JPEG (PNG)",
@@ -122,7 +134,7 @@ def test_decoded_pixels_and_orientation_equal_pillows_bit_for_bit(tmp_path, orie
     size = (56, 40) if orientation >= 5 else (40, 56)
     transform = image_transform("resize", featx.load_spec("resnet18"), size)
     (got, raw), expected = _device_batch([path], transform), _cpu_batch([path], transform)
-    assert [jpeg.orientation for _, jpeg, _ in raw.jpegs] == [orientation]
+    assert [jpeg_orientation for _, _, jpeg_orientation, _ in raw.jpegs] == [orientation]
     assert got.images is not None and expected.images is not None and got.fallbacks == {}
     assert torch.equal(got.images, expected.images)
     with Image.open(path) as image:
@@ -151,21 +163,34 @@ def test_worker_processes_hand_over_the_same_batches(mixed):
 
 def test_one_bad_jpeg_leaves_the_rest_of_the_batch_on_the_device(mixed):
     transform = image_transform("center_crop", featx.load_spec("resnet18"), (32, 32))
-    paths = [mixed["color"], mixed["truncated"], mixed["progressive"]]
+    paths = [mixed["color"], mixed["bad_huffman"], mixed["progressive"]]
     got, raw = _device_batch(paths, transform)
-    assert len(raw.jpegs) == 3  # the truncated file's header parses: it reaches the device decoder
+    assert len(raw.jpegs) == 3  # its header parses: it reaches the device decoder, and fails the batch's call
     assert got.indices == [0, 2] and got.fallbacks == {}
-    assert [(index, reason) for index, reason, _ in got.failures] == [
-        (1, "unreadable image (OSError: image file is truncated (45 bytes not processed))")  # Pillow's words
-    ]
+    expected = [(1, "unreadable image (OSError: broken data stream when reading image file)")]  # Pillow's words
+    assert [(index, reason) for index, reason, _ in got.failures] == expected
+    assert [(index, reason) for index, reason, _ in _cpu_batch(paths, transform).failures] == expected
+
+
+def test_a_truncated_jpeg_is_left_to_pillow(mixed):
+    """Without its end marker a JPEG is read by Pillow (which skips it, as decode=cpu does), never by the device
+    decoder, which may make an image of what is there."""
+    transform = image_transform("center_crop", featx.load_spec("resnet18"), (32, 32))
+    got, raw = _device_batch([mixed["truncated"]], transform)
+    assert raw.jpegs == [] and got.indices == []
+    skipped_by_cpu_path = _cpu_batch([mixed["truncated"]], transform).failures
+    assert [reason for _, reason, _ in got.failures] == [reason for _, reason, _ in skipped_by_cpu_path]
+    padded = mixed["color"].parent / "padded.jpg"
+    padded.write_bytes(mixed["color"].read_bytes() + b"\x00" * 16)  # padding after the end marker is fine
+    assert len(_device_batch([padded], transform)[1].jpegs) == 1
 
 
 def test_a_file_the_device_decoder_refuses_is_decoded_by_pillow_with_the_reason(mixed):
     """Bytes the JPEG decoder cannot read (a PNG handed to it directly) go to Pillow, and the reason is kept."""
     transform = image_transform("center_crop", featx.load_spec("resnet18"), (32, 32))
     data = mixed["png"].read_bytes()
-    raw = RawJpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation=1)
-    batch = JpegBatch(jpegs=[(0, raw, (1, 2))], decoded=[], failures=[])
+    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    batch = JpegBatch(data=raw, jpegs=[(0, len(raw), 1, (1, 2))], images=None, decoded=[], failures=[])
     got = DeviceJpegDecoder(transform, CPU)(batch)
     expected = _cpu_batch([mixed["png"]], transform)
     assert got.indices == [0] and got.identities == [(1, 2)]
@@ -191,14 +216,16 @@ def test_transforms_are_checked_before_a_gpu_run():
     for name in ("center_crop", "resize"):
         check_tensor_transform(image_transform(name, spec, (32, 32)), name)
     check_tensor_transform(featx.models.published_weights.enum_member("resnet18", "DEFAULT").transforms(), "weights")
+    for model in ("efficientnet_b0", "swin_t"):  # bicubic: torchvision's kernel differs from Pillow's at sharp edges
+        check_tensor_transform(featx.models.published_weights.enum_member(model, "DEFAULT").transforms(), "weights")
     with pytest.raises(ArgumentError) as pillow_only:
         check_tensor_transform(_PillowOnly(), "weights")
     assert str(pillow_only.value).startswith(
-        "extract.decode: gpu hands the transform tensors, and the weights transform takes only Pillow images "
-        "(TypeError:"
+        "extract.decode: gpu hands the transform the decoded 8-bit image tensor, and the weights transform cannot "
+        "take it (TypeError:"
     )
     assert str(pillow_only.value).endswith("use extract.decode=cpu, or extract.transform=center_crop or resize")
-    with pytest.raises(ArgumentError, match="gives other inputs for a tensor than for the same Pillow image"):
+    with pytest.raises(ArgumentError, match=r"gives other inputs for it than for the same Pillow image \(\d+% of"):
         check_tensor_transform(_NormalisesPillowImagesOnly(), "weights")
 
 
@@ -240,3 +267,89 @@ def test_fallbacks_are_listed_in_the_manifest_and_a_damaged_record_is_named(tmp_
     store.write_shard(0, 2, features, images, [], fallbacks={"/a.png": ""})
     with pytest.raises(featx.FeatxError, match="shard-r000-00002.safetensors is unreadable \\(its fallbacks are not"):
         store.stored_files()
+
+
+def test_a_bicubic_weights_transform_on_photos_stays_within_one_level(mixed):
+    """EfficientNet's weights resize bicubically: on photos (not the sharp-edged probe) still one level at most."""
+    transform = featx.models.published_weights.enum_member("efficientnet_b0", "DEFAULT").transforms()
+    paths = [mixed[name] for name in ("color", "full_chroma", "progressive", "rotated", "gray", "mpo")]
+    expected, (got, _) = _cpu_batch(paths, transform), _device_batch(paths, transform)
+    assert got.images is not None and expected.images is not None and got.fallbacks == {}
+    assert ((got.images - expected.images).abs() <= ONE_LEVEL).all()
+
+
+def test_an_orientation_pillow_does_not_look_up_is_ignored_as_pillow_ignores_it(tmp_path):
+    """An orientation written as the text "6" leaves the image as it is, in both paths (no rotation, no skip)."""
+    image = Image.fromarray(_photo(40, 56, seed=3))
+    entry = (0x0112).to_bytes(2, "little") + (2).to_bytes(2, "little") + (2).to_bytes(4, "little") + b"6\0\0\0"
+    tiff = b"II*\0" + (8).to_bytes(4, "little") + (1).to_bytes(2, "little") + entry + bytes(4)  # one ASCII entry
+    path = tmp_path / "text_orientation.jpg"
+    image.save(path, quality=90, exif=b"Exif\0\0" + tiff)
+    with Image.open(path) as opened:
+        assert opened.getexif()[0x0112] == "6"
+    transform = image_transform("resize", featx.load_spec("resnet18"), (40, 56))
+    (got, raw), expected = _device_batch([path], transform), _cpu_batch([path], transform)
+    assert [orientation for _, _, orientation, _ in raw.jpegs] == [1]
+    assert got.images is not None and expected.images is not None
+    assert torch.equal(got.images, expected.images)
+
+
+def test_the_device_decoder_is_checked_before_a_run():
+    check_device_decoder(CPU)
+    with pytest.raises(ArgumentError) as error:
+        check_device_decoder(torch.device("meta"))  # torchvision decodes onto the CPU for any device but CUDA
+    assert str(error.value) == (
+        "extract.decode: gpu needs torchvision's JPEG decoder on meta, and a test JPEG failed there (it decodes onto "
+        "cpu); use extract.decode=cpu"
+    )
+
+
+def test_a_batch_crosses_from_the_workers_as_two_tensors(mixed):
+    """One tensor of bytes and one of images, whatever the batch size (each tensor a worker hands over holds a file
+    descriptor until it arrives); pinning (``with_tensors(Tensor.pin_memory)``) changes only those two."""
+    transform = image_transform("center_crop", featx.load_spec("resnet18"), (32, 32))
+    raw = collate_jpegs([JpegFiles(list(mixed.values()), transform)[i] for i in range(len(mixed))])
+    assert raw.data.dim() == 1 and raw.images is not None and raw.images.dim() == 4
+    assert len(raw.data) == sum(length for _, length, _, _ in raw.jpegs)
+    assert [index for index, _, _ in raw.decoded] == [i for i, _ in enumerate(mixed.values()) if i in {4, 5, 9}]
+    copied = raw.with_tensors(torch.clone)
+    assert copied.data.data_ptr() != raw.data.data_ptr() and torch.equal(copied.data, raw.data)
+    assert copied.images is not None and torch.equal(copied.images, raw.images)
+    assert (copied.jpegs, copied.decoded, copied.failures) == (raw.jpegs, raw.decoded, raw.failures)
+    a, b = DeviceJpegDecoder(transform, CPU)(copied), DeviceJpegDecoder(transform, CPU)(raw)
+    assert (a.indices, a.failures, a.fallbacks) == (b.indices, b.failures, b.fallbacks)
+    assert a.images is not None and b.images is not None and torch.equal(a.images, b.images)
+
+
+def test_the_extraction_loop_with_decode_gpu_stores_and_lists_what_it_decoded(mixed, tmp_path):
+    """run.py's wiring of decode=gpu (the device decoder on the CPU here), shards smaller than batches: the stored
+    features are decode=cpu's within one input level, and each Pillow-decoded file is listed with its reason."""
+    spec = featx.load_spec("resnet18", overrides=["device=cpu"])
+    backbone = featx.build(spec).eval()
+    folder = mixed["color"].parent
+    common = dict(input=str(folder), size=[32, 32], batch_size=4, shard_size=3, workers=0, progress=False)
+    extract(spec, ExtractOptions(output=str(tmp_path / "cpu"), **common))
+    options = ExtractOptions(output=str(tmp_path / "gpu"), decode="gpu", **common)
+    transform = image_transform("center_crop", spec, (32, 32))
+    listing = find_images(str(folder))  # what featx-extract lists
+    paths = listing.images
+    store = FeatureStore(tmp_path / "gpu")
+    store.prepare(_settings(spec, ["c5"], options, transform), "", overwrite=False)
+    buffer = _ShardBuffer(store, rank=0, shard_size=3)
+    with tqdm(disable=True) as progress:
+        _run_batches(backbone, _batches(paths, transform, options, CPU), paths, ["c5"], options, buffer, progress)
+    buffer.flush()
+    buffer.skipped += [(str(path), reason, listing.identities.get(str(path))) for path, reason in listing.skipped]
+    buffer.flush()
+    store.write_manifest({path: identity for path, identity in listing.identities.items()})
+    got, expected = dict(read_features(tmp_path / "gpu")), dict(read_features(tmp_path / "cpu"))
+    assert sorted(got) == sorted(expected)
+    for path in got:
+        assert torch.allclose(got[path]["c5"], expected[path]["c5"], rtol=0, atol=0.05), path
+    manifest = [json.loads(line) for line in (tmp_path / "gpu" / "featx-manifest.jsonl").read_text().splitlines()]
+    assert {Path(e["path"]).name: e["decoded_on_cpu"] for e in manifest if "decoded_on_cpu" in e} == {
+        "plain.png": "not a JPEG (PNG)",
+        "alpha.png": "not a JPEG (PNG)",
+        "cmyk.jpg": "a CMYK JPEG",
+    }
+    assert len(store.shards()) > 2  # the listed files were spread over several shards

@@ -2,13 +2,17 @@
 ``decode_jpeg``), turned upright and transformed there; every other file decoded by Pillow, as ``decode=cpu`` does.
 
 The DataLoader workers read each file (with the same identity checks as :class:`ImageFiles`) and parse its header
-only: an RGB or grayscale JPEG goes to the device as its raw bytes with its EXIF orientation; any other file (PNG,
-CMYK JPEG, ...) is decoded and transformed by Pillow in the worker, and the reason is kept (``fallbacks``, listed in
-the manifest). In the main process :class:`DeviceJpegDecoder` decodes the batch's JPEGs in one call; if that call
-fails, each JPEG is decoded alone and one that still fails is decoded by Pillow (reason kept) or skipped.
+only: a whole (end marker present) RGB or grayscale JPEG goes to the device as its raw bytes with its EXIF
+orientation; any other file (PNG, CMYK JPEG, ...) is decoded and transformed by Pillow in the worker, and the reason
+is kept (``fallbacks``, listed in the manifest). A batch crosses to the main process as two tensors (every JPEG's
+bytes one after another, and the images Pillow decoded, stacked), so large batches need no more file descriptors
+than ``decode=cpu``. There :class:`DeviceJpegDecoder` decodes the batch's JPEGs in one call; if that call fails,
+each JPEG is decoded alone and one that still fails is decoded by Pillow (reason kept) or skipped. The transform
+gets the decoded 8-bit image tensor, so it resizes with rounding and clamping as Pillow does.
 
 Example::
 
+    check_device_decoder(device); check_tensor_transform(transform, "center_crop")
     loader = DataLoader(JpegFiles(paths, transform), batch_size=32, collate_fn=collate_jpegs, pin_memory=True)
     decode = DeviceJpegDecoder(transform, torch.device("cuda"))
     for raw in loader:
@@ -20,7 +24,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image
@@ -38,10 +42,17 @@ from featx.tasks.extract.decode import (
 from featx.tasks.extract.listing import Identity
 from featx.tasks.extract.transforms import ImageTransform
 
-#: Pillow's modes of the JPEGs the device decodes; the others (CMYK, YCCK) are decoded by Pillow
+#: Pillow's formats and modes of the JPEGs the device decodes (MPO: a JPEG with more pictures after the first,
+#: which both decoders read); the others (CMYK, YCCK) are decoded by Pillow
+DEVICE_FORMATS = ("JPEG", "MPO")
 DEVICE_MODES = ("RGB", "L")
-#: the EXIF tag holding the orientation
+#: the EXIF tag holding the orientation, and its values as Pillow's ``exif_transpose`` looks them up (a value it
+#: does not find, e.g. the text "6", leaves the image as it is)
 ORIENTATION_TAG = 0x0112
+ORIENTATIONS = {value: value for value in range(1, 9)}
+#: the JPEG end-of-image marker, and what may follow it (padding)
+END_OF_IMAGE = b"\xff\xd9"
+_PADDING = b"\x00\r\n "
 
 
 @dataclass
@@ -75,12 +86,14 @@ def orient(image: Tensor, orientation: int) -> Tensor:
     return image
 
 
-def _why_not_on_device(image: Image.Image) -> str:
-    """Empty when the device decodes ``image`` (a JPEG Pillow opened), else why Pillow does."""
-    if image.format != "JPEG":
+def _why_not_on_device(image: Image.Image, data: bytes) -> str:
+    """Empty when the device decodes ``image`` (opened by Pillow from ``data``), else why Pillow does."""
+    if image.format not in DEVICE_FORMATS:
         return f"not a JPEG ({image.format or 'unknown format'})"
     if image.mode not in DEVICE_MODES:
         return f"a {image.mode} JPEG"
+    if not data.rstrip(_PADDING).endswith(END_OF_IMAGE):  # truncated: decoders disagree on what to make of it
+        return "a JPEG without its end marker"
     return ""
 
 
@@ -92,11 +105,11 @@ class JpegFiles(ImageFiles):
         try:
             data, identity = read_image_file(self.paths[index])
             with Image.open(io.BytesIO(data)) as image:  # the header only: no pixels are decoded here
-                reason = _why_not_on_device(image)
-                orientation = int(image.getexif().get(ORIENTATION_TAG, 1)) if not reason else 1
+                reason = _why_not_on_device(image, data)
+                orientation = ORIENTATIONS.get(image.getexif().get(ORIENTATION_TAG, 1), 1) if not reason else 1
             if not reason:
                 raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-                return index, RawJpeg(raw, orientation if 1 <= orientation <= 8 else 1), "", identity, ""
+                return index, RawJpeg(raw, orientation), "", identity, ""
             return index, decode_with_pillow(data, self.transform), "", identity, reason
         except Exception as error:  # noqa: BLE001 - any reader or decoder failure is a skipped image
             return index, None, failure_reason(error), identity, ""
@@ -104,32 +117,44 @@ class JpegFiles(ImageFiles):
 
 @dataclass
 class JpegBatch:
-    """A batch as the workers hand it over: raw JPEGs, images Pillow decoded (with the reason), failures."""
+    """A batch as the workers hand it over: the JPEGs' bytes one after another (``data``) with each one's
+    (index, length, orientation, identity); the images Pillow decoded, stacked (``images``), with each row's
+    (index, identity, why Pillow); and the failures."""
 
-    jpegs: List[Tuple[int, RawJpeg, Identity]]
-    decoded: List[Tuple[int, Tensor, Identity, str]]
+    data: Tensor
+    jpegs: List[Tuple[int, int, int, Identity]]
+    images: Optional[Tensor]
+    decoded: List[Tuple[int, Identity, str]]
     failures: List[Tuple[int, str, Optional[Identity]]]
+
+    def with_tensors(self, change: Callable[[Tensor], Tensor]) -> "JpegBatch":
+        """The same batch with ``change`` applied to its two tensors."""
+        images = None if self.images is None else change(self.images)
+        return JpegBatch(change(self.data), self.jpegs, images, self.decoded, self.failures)
 
     def pin_memory(self) -> "JpegBatch":
         """The bytes and images in page-locked memory (the DataLoader calls this with ``pin_memory=True``)."""
-        return JpegBatch(
-            jpegs=[(i, RawJpeg(raw.data.pin_memory(), raw.orientation), ident) for i, raw, ident in self.jpegs],
-            decoded=[(i, image.pin_memory(), ident, why) for i, image, ident, why in self.decoded],
-            failures=self.failures,
-        )
+        return self.with_tensors(Tensor.pin_memory)
 
 
 def collate_jpegs(items: Sequence[DeviceItem]) -> JpegBatch:
     """``collate_fn`` for :class:`JpegFiles`."""
-    batch = JpegBatch([], [], [])
+    raw: List[Tensor] = []
+    jpegs: List[Tuple[int, int, int, Identity]] = []
+    images: List[Tensor] = []
+    decoded: List[Tuple[int, Identity, str]] = []
+    failures: List[Tuple[int, str, Optional[Identity]]] = []
     for index, payload, reason, identity, why in items:
         if isinstance(payload, RawJpeg) and identity is not None:
-            batch.jpegs.append((index, payload, identity))
+            raw.append(payload.data)
+            jpegs.append((index, len(payload.data), payload.orientation, identity))
         elif isinstance(payload, Tensor) and identity is not None:
-            batch.decoded.append((index, payload, identity, why))
+            images.append(payload)
+            decoded.append((index, identity, why))
         else:
-            batch.failures.append((index, reason, identity))
-    return batch
+            failures.append((index, reason, identity))
+    data = torch.cat(raw) if raw else torch.empty(0, dtype=torch.uint8)
+    return JpegBatch(data, jpegs, torch.stack(images) if images else None, decoded, failures)
 
 
 class DeviceJpegDecoder:
@@ -153,28 +178,28 @@ class DeviceJpegDecoder:
                         results.append(error)
                 return results
 
-    def _input(self, image: Tensor, orientation: int) -> Tensor:
-        return self.transform(orient(image, orientation).float().div_(255))
-
     def __call__(self, batch: JpegBatch) -> ImageBatch:
         images: Dict[int, Tuple[Tensor, Identity]] = {}
         fallbacks: Dict[int, str] = {}
         failures = list(batch.failures)
-        decoded = self._decode([raw.data for _, raw, _ in batch.jpegs]) if batch.jpegs else []
-        for (index, raw, identity), result in zip(batch.jpegs, decoded, strict=True):
+        files = list(torch.split(batch.data, [length for _, length, _, _ in batch.jpegs])) if batch.jpegs else []
+        decoded = self._decode(files) if files else []
+        for (index, _, orientation, identity), data, result in zip(batch.jpegs, files, decoded, strict=True):
             if isinstance(result, Tensor):
-                images[index] = self._input(result, raw.orientation), identity
+                images[index] = self.transform(orient(result, orientation)), identity
                 continue
             try:
-                image = decode_with_pillow(raw.data.numpy().tobytes(), self.transform)
+                image = decode_with_pillow(data.numpy().tobytes(), self.transform)
             except Exception as error:  # noqa: BLE001 - neither decoder reads it: a skipped image
                 failures.append((index, failure_reason(error), identity))
                 continue
             images[index] = image.to(self.device, non_blocking=True), identity
             fallbacks[index] = f"the {self.device.type} decoder failed ({type(result).__name__}: {first_line(result)})"
-        for index, image, identity, why in batch.decoded:
-            images[index] = image.to(self.device, non_blocking=True), identity
-            fallbacks[index] = why
+        if batch.images is not None:
+            on_device = batch.images.to(self.device, non_blocking=True)
+            for row, (index, identity, why) in enumerate(batch.decoded):
+                images[index] = on_device[row], identity
+                fallbacks[index] = why
         order = sorted(images)
         return ImageBatch(
             indices=order,
@@ -185,33 +210,71 @@ class DeviceJpegDecoder:
         )
 
 
-#: a smooth test image (height × width) for :func:`check_tensor_transform`
-_PROBE_SIZE = (61, 83)
-#: how far (in normalised input units) the transform of the probe as a tensor may be from its Pillow transform:
-#: a few 8-bit levels of a smooth image, far below what a missing scale (×255) or a skipped step gives
-_PROBE_TOLERANCE = 0.1
+def _decoded_on(device: torch.device, data: Tensor) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec
+        return decode_jpeg([data], mode=ImageReadMode.RGB, device=device)[0]
+
+
+def check_device_decoder(device: torch.device) -> None:
+    """ArgumentError unless torchvision decodes a small JPEG onto ``device`` (a torchvision built without nvJPEG, or
+    a device it cannot decode on, is named before the run rather than found in every batch)."""
+    encoded = io.BytesIO()
+    Image.new("RGB", (16, 8), (200, 40, 90)).save(encoded, "JPEG")
+    try:
+        decoded = _decoded_on(device, torch.frombuffer(bytearray(encoded.getvalue()), dtype=torch.uint8))
+        problem = "" if decoded.device == device else f"it decodes onto {decoded.device}"
+    except Exception as error:  # noqa: BLE001 - named below
+        problem = f"{type(error).__name__}: {first_line(error)}"
+    if problem:
+        raise ArgumentError(
+            f"extract.decode: gpu needs torchvision's JPEG decoder on {device}, and a test JPEG failed there "
+            f"({problem}); use extract.decode=cpu"
+        )
+
+
+#: the probe of :func:`check_tensor_transform` (height, width): checkerboards of pure 0 and 255 with a noisy band
+_PROBE_SIZE = (97, 131)
+#: how far the probe's inputs through the tensor path may be from its inputs through Pillow, in 8-bit levels:
+#: most values within ``_CLOSE`` (Pillow and torchvision both round to 8 bits after resampling), the rest (sharp
+#: edges under bicubic, whose kernels differ) within ``_FAR``; a missing scale or step is far past both
+_CLOSE, _MOST, _FAR = 1.5, 0.95, 32.0
+
+
+def _probe() -> Tensor:
+    """3×H×W uint8: per channel a checkerboard of another cell size, and a band of seeded noise."""
+    height, width = _PROBE_SIZE
+    rows = torch.arange(height).view(height, 1)
+    columns = torch.arange(width).view(1, width)
+    boards = [((rows // (12 + 4 * c) + columns // (12 + 4 * c)) % 2) * 255 for c in range(3)]
+    noise = torch.randint(0, 256, (3, height, width), generator=torch.Generator().manual_seed(0))
+    band = (rows > height // 3) & (rows < 2 * height // 3)
+    return torch.where(band, noise, torch.stack(boards)).to(torch.uint8)
 
 
 def check_tensor_transform(transform: ImageTransform, name: str) -> None:
-    """ArgumentError unless ``transform`` takes a 3×H×W float tensor in [0, 1] (what the device decoder hands it) and
-    gives what it gives for the same image as an RGB Pillow image."""
-    height, width = _PROBE_SIZE
-    rows = torch.linspace(0, 1, height).view(1, height, 1)
-    columns = torch.linspace(0, 1, width).view(1, 1, width)
-    probe = torch.cat([rows * columns, rows.expand(1, height, width), columns.expand(1, height, width)])
-    pixels = probe.mul(255).round().to(torch.uint8)
+    """ArgumentError unless ``transform`` takes a 3×H×W uint8 tensor (what the device decoder hands it) and gives
+    about what it gives for the same image as an RGB Pillow image (see ``_CLOSE``, ``_MOST``, ``_FAR``)."""
+    pixels = _probe()
     as_pillow = Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
     try:
-        expected, got = transform(as_pillow), transform(pixels.float().div(255))
-        same = expected.shape == got.shape and float((expected - got).abs().max()) <= _PROBE_TOLERANCE
-    except Exception as error:  # noqa: BLE001 - a Pillow-only step: named below
+        expected, got = transform(as_pillow), transform(pixels)
+    except Exception as error:  # noqa: BLE001 - named below
         raise ArgumentError(
-            f"extract.decode: gpu hands the transform tensors, and the {name} transform takes only Pillow images "
-            f"({type(error).__name__}: {first_line(error)}); use extract.decode=cpu, or extract.transform=center_crop "
-            "or resize"
+            f"extract.decode: gpu hands the transform the decoded 8-bit image tensor, and the {name} transform "
+            f"cannot take it ({type(error).__name__}: {first_line(error)}); use extract.decode=cpu, or "
+            "extract.transform=center_crop or resize"
         ) from None
-    if not same:
+    if expected.shape != got.shape:
+        levels = torch.full((1,), float("inf"))
+    else:  # one level per channel: the inputs of 0 and 255, both in the probe after any crop, are 255 levels apart
+        spans = expected.amax(dim=(-2, -1), keepdim=True) - expected.amin(dim=(-2, -1), keepdim=True)
+        levels = (expected - got).abs() / (spans / 255).clamp_min(1e-12)
+    close = float((levels <= _CLOSE).float().mean())
+    if close < _MOST or float(levels.max()) > _FAR:
         raise ArgumentError(
-            f"extract.decode: gpu hands the transform tensors, and the {name} transform gives other inputs for a "
-            "tensor than for the same Pillow image; use extract.decode=cpu, or extract.transform=center_crop or resize"
+            f"extract.decode: gpu hands the transform the decoded 8-bit image tensor, and the {name} transform gives "
+            f"other inputs for it than for the same Pillow image ({close:.0%} of values within {_CLOSE} levels, "
+            f"at most {float(levels.max()):.1f} levels off); use extract.decode=cpu, or extract.transform="
+            "center_crop or resize"
         )

@@ -40,7 +40,13 @@ from featx.spec.keys import suggest
 from featx.spec.limits import MAX_BATCH, MAX_SIDE, check_batch_pixels
 from featx.spec.schema import BackboneSpec
 from featx.tasks.extract.decode import ImageBatch, ImageFiles, collate_images
-from featx.tasks.extract.device_decode import DeviceJpegDecoder, JpegFiles, check_tensor_transform, collate_jpegs
+from featx.tasks.extract.device_decode import (
+    DeviceJpegDecoder,
+    JpegFiles,
+    check_device_decoder,
+    check_tensor_transform,
+    collate_jpegs,
+)
 from featx.tasks.extract.listing import Identity, ImageListing, file_identity, find_images
 from featx.tasks.extract.store import FeatureStore
 from featx.tasks.extract.transforms import TRANSFORMS, ImageTransform, image_transform, resolve_transform_name
@@ -367,6 +373,8 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
             f"extract.decode: gpu decodes JPEGs on the backbone's CUDA device, and backbone.device is {device.type}; "
             "use extract.decode=cpu, or backbone.device=cuda"
         )
+    if options.decode == "gpu":
+        check_device_decoder(device)
     rank, world, started = _start_distributed(device)
     lock: Optional[ExitStack] = None
     try:

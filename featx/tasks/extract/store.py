@@ -8,9 +8,10 @@ Every file featx writes there carries ``featx`` in its name, so a user's own fil
     out/featx-config.yaml        the resolved config of the last run
     out/featx-shards/shard-r000-00001.safetensors   one tensor per output, row i = image i of the shard; the
                                  shard's metadata lists its images and the files skipped with it, each with the
-                                 identity (size, modification time) the file had when it was read
-    out/featx-manifest.jsonl     one line per file of the input: path, identity, shard, row, shapes, dtype (or
-                                 path, identity and the reason it was skipped)
+                                 identity (size, modification time) the file had when it was read, and (decode=gpu)
+                                 why some images were decoded on the CPU
+    out/featx-manifest.jsonl     one line per file of the input: path, identity, shard, row, shapes, dtype (and
+                                 decoded_on_cpu with the reason); or path, identity and the reason it was skipped
     out/.featx-extract.lock      held while a run writes here, so a second run on the folder is refused
 
 A shard is written to a unique temporary name and linked into place, so it is there whole or not at all; the shards

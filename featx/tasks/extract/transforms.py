@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence, Union
 
+import torch
 from PIL.Image import Image
 from torch import Tensor
 from torchvision import transforms
@@ -32,13 +33,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_FRACTION = 0.875
 
-#: takes a decoded image (an RGB Pillow image, or a 3×H×W float tensor in [0, 1] for 16-bit images)
+#: takes a decoded image (an RGB Pillow image, a 3×H×W float tensor in [0, 1] for 16-bit images, or with
+#: ``extract.decode=gpu`` a 3×H×W uint8 tensor)
 ImageTransform = Callable[[Union[Image, Tensor]], Tensor]
 
 
 class _PillowOrTensor:
-    """One transform for both decoded forms: Pillow's own resampling for 8-bit images (ImageNet evaluation style),
-    torchvision's antialiased tensor resampling for float images."""
+    """One transform for every decoded form: Pillow's own resampling for Pillow images (ImageNet evaluation style),
+    torchvision's antialiased tensor resampling for tensors (float in [0, 1], or uint8 from the GPU decoder)."""
 
     def __init__(self, for_pillow: Callable[[Image], Tensor], for_tensor: Callable[[Tensor], Tensor]) -> None:
         self.for_pillow, self.for_tensor = for_pillow, for_tensor
@@ -87,6 +89,8 @@ def image_transform(name: str, spec: BackboneSpec, size: Sequence[int]) -> Image
         shorter = int(max(height, width) / CROP_FRACTION)
         geometry = [transforms.Resize(shorter, antialias=True), transforms.CenterCrop((height, width))]
     normalise = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    to_float = transforms.ConvertImageDtype(torch.float32)  # uint8 (decode=gpu) to [0, 1]; floats as they are
     return _PillowOrTensor(
-        transforms.Compose([*geometry, transforms.ToTensor(), normalise]), transforms.Compose([*geometry, normalise])
+        transforms.Compose([*geometry, transforms.ToTensor(), normalise]),
+        transforms.Compose([*geometry, to_float, normalise]),
     )
