@@ -377,8 +377,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/device_decode.py",
-        "            except Exception:  # noqa: BLE001 - one bad file fails the whole call; find it below\n",
-        "            except Exception as error:  # noqa: BLE001\n                return [error] * len(data)\n",
+        "        except Exception:  # noqa: BLE001 - one bad file fails the whole call; find it below\n",
+        "        except Exception as error:  # noqa: BLE001\n            return [error] * len(data)\n",
         "one bad JPEG sends its whole batch to Pillow",
     ),
     Mutant(

@@ -157,26 +157,32 @@ def collate_jpegs(items: Sequence[DeviceItem]) -> JpegBatch:
     return JpegBatch(data, jpegs, torch.stack(images) if images else None, decoded, failures)
 
 
+def decoded_on(device: torch.device, data: List[Tensor]) -> List[Tensor]:
+    """The JPEGs ``data`` (1-D uint8 CPU tensors) decoded to 3×H×W RGB uint8 on ``device`` in one call (nvJPEG on
+    CUDA); raises what torchvision raises, e.g. for one bad file."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+
+
 class DeviceJpegDecoder:
     """Turns a :class:`JpegBatch` into an :class:`ImageBatch` whose images are on ``device``."""
 
     def __init__(self, transform: ImageTransform, device: torch.device) -> None:
         self.transform, self.device = transform, device
 
-    def _decode(self, data: List[Tensor]) -> List[Union[Tensor, Exception]]:
+    def _decode(self, data: List[Tensor]) -> Sequence[Union[Tensor, Exception]]:
         """Each JPEG decoded to 3×H×W uint8 on the device: one call for all, else one call each."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec
-            try:
-                return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
-            except Exception:  # noqa: BLE001 - one bad file fails the whole call; find it below
-                results: List[Union[Tensor, Exception]] = []
-                for one in data:
-                    try:
-                        results.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=self.device))
-                    except Exception as error:  # noqa: BLE001 - that file goes to Pillow
-                        results.append(error)
-                return results
+        try:
+            return decoded_on(self.device, data)
+        except Exception:  # noqa: BLE001 - one bad file fails the whole call; find it below
+            results: List[Union[Tensor, Exception]] = []
+            for one in data:
+                try:
+                    results.extend(decoded_on(self.device, [one]))
+                except Exception as error:  # noqa: BLE001 - that file goes to Pillow
+                    results.append(error)
+            return results
 
     def __call__(self, batch: JpegBatch) -> ImageBatch:
         images: Dict[int, Tuple[Tensor, Identity]] = {}
@@ -210,19 +216,13 @@ class DeviceJpegDecoder:
         )
 
 
-def _decoded_on(device: torch.device, data: Tensor) -> Tensor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec
-        return decode_jpeg([data], mode=ImageReadMode.RGB, device=device)[0]
-
-
 def check_device_decoder(device: torch.device) -> None:
     """ArgumentError unless torchvision decodes a small JPEG onto ``device`` (a torchvision built without nvJPEG, or
     a device it cannot decode on, is named before the run rather than found in every batch)."""
     encoded = io.BytesIO()
     Image.new("RGB", (16, 8), (200, 40, 90)).save(encoded, "JPEG")
     try:
-        decoded = _decoded_on(device, torch.frombuffer(bytearray(encoded.getvalue()), dtype=torch.uint8))
+        [decoded] = decoded_on(device, [torch.frombuffer(bytearray(encoded.getvalue()), dtype=torch.uint8)])
         problem = "" if decoded.device == device else f"it decodes onto {decoded.device}"
     except Exception as error:  # noqa: BLE001 - named below
         problem = f"{type(error).__name__}: {first_line(error)}"
