@@ -368,12 +368,12 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         raise ArgumentError(
             "backbone.device: 'meta' computes no values, so there are no features to extract; use auto, cpu or cuda"
         )
-    if options.decode == "gpu" and device.type != "cuda":
-        raise ArgumentError(
-            f"extract.decode: gpu decodes JPEGs on the backbone's CUDA device, and backbone.device is {device.type}; "
-            "use extract.decode=cpu, or backbone.device=cuda"
-        )
     if options.decode == "gpu":
+        if device.type != "cuda":
+            raise ArgumentError(
+                f"extract.decode: gpu decodes JPEGs on the backbone's CUDA device, and backbone.device is "
+                f"{device.type}; use extract.decode=cpu, or backbone.device=cuda"
+            )
         check_device_decoder(device)
     rank, world, started = _start_distributed(device)
     lock: Optional[ExitStack] = None
