@@ -205,6 +205,12 @@ class _PillowOnly:
         return transforms.ToTensor()(image)
 
 
+class _CropsTensorsOtherwise:
+    def __call__(self, image):
+        as_tensor = image if isinstance(image, torch.Tensor) else transforms.PILToTensor()(image)
+        return as_tensor.float()[:, :32, :32] if isinstance(image, torch.Tensor) else as_tensor.float()[:, :32, :16]
+
+
 class _NormalisesPillowImagesOnly:
     def __call__(self, image):
         normalise = transforms.Normalize((0.485, 0.456, 0.406), IMAGENET_STD)
@@ -225,6 +231,13 @@ def test_transforms_are_checked_before_a_gpu_run():
         "take it (TypeError:"
     )
     assert str(pillow_only.value).endswith("use extract.decode=cpu, or extract.transform=center_crop or resize")
+    with pytest.raises(ArgumentError) as other_shape:
+        check_tensor_transform(_CropsTensorsOtherwise(), "weights")
+    assert str(other_shape.value) == (
+        "extract.decode: gpu hands the transform the decoded 8-bit image tensor, and the weights transform gives "
+        "(3, 32, 32) for it and (3, 32, 16) for the same Pillow image; use extract.decode=cpu, or "
+        "extract.transform=center_crop or resize"
+    )
     with pytest.raises(ArgumentError, match=r"gives other inputs for it than for the same Pillow image \(\d+% of"):
         check_tensor_transform(_NormalisesPillowImagesOnly(), "weights")
 

@@ -257,24 +257,22 @@ def check_tensor_transform(transform: ImageTransform, name: str) -> None:
     about what it gives for the same image as an RGB Pillow image (see ``_CLOSE``, ``_MOST``, ``_FAR``)."""
     pixels = _probe()
     as_pillow = Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
+    problem = f"extract.decode: gpu hands the transform the decoded 8-bit image tensor, and the {name} transform"
+    way_out = "use extract.decode=cpu, or extract.transform=center_crop or resize"
     try:
         expected, got = transform(as_pillow), transform(pixels)
     except Exception as error:  # noqa: BLE001 - named below
-        raise ArgumentError(
-            f"extract.decode: gpu hands the transform the decoded 8-bit image tensor, and the {name} transform "
-            f"cannot take it ({type(error).__name__}: {first_line(error)}); use extract.decode=cpu, or "
-            "extract.transform=center_crop or resize"
-        ) from None
-    if expected.shape != got.shape:
-        levels = torch.full((1,), float("inf"))
-    else:  # one level per channel: the inputs of 0 and 255, both in the probe after any crop, are 255 levels apart
-        spans = expected.amax(dim=(-2, -1), keepdim=True) - expected.amin(dim=(-2, -1), keepdim=True)
-        levels = (expected - got).abs() / (spans / 255).clamp_min(1e-12)
+        why = f"{type(error).__name__}: {first_line(error)}"
+        raise ArgumentError(f"{problem} cannot take it ({why}); {way_out}") from None
+    if not (isinstance(expected, Tensor) and isinstance(got, Tensor) and expected.shape == got.shape):
+        shapes = [tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__ for out in (got, expected)]
+        raise ArgumentError(f"{problem} gives {shapes[0]} for it and {shapes[1]} for the same Pillow image; {way_out}")
+    # one level per channel: the inputs of 0 and 255, both in the probe after any crop, are 255 levels apart
+    spans = expected.amax(dim=(-2, -1), keepdim=True) - expected.amin(dim=(-2, -1), keepdim=True)
+    levels = (expected - got).abs() / (spans / 255).clamp_min(1e-12)
     close = float((levels <= _CLOSE).float().mean())
     if close < _MOST or float(levels.max()) > _FAR:
         raise ArgumentError(
-            f"extract.decode: gpu hands the transform the decoded 8-bit image tensor, and the {name} transform gives "
-            f"other inputs for it than for the same Pillow image ({close:.0%} of values within {_CLOSE} levels, "
-            f"at most {float(levels.max()):.1f} levels off); use extract.decode=cpu, or extract.transform="
-            "center_crop or resize"
+            f"{problem} gives other inputs for it than for the same Pillow image ({close:.0%} of values within "
+            f"{_CLOSE} levels, at most {float(levels.max()):.1f} levels off); {way_out}"
         )
