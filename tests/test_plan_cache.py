@@ -5,6 +5,7 @@ it on in a temporary folder."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -55,10 +56,18 @@ def _entries(folder: Path) -> List[Path]:
     return sorted(folder.glob("*.json")) if folder.is_dir() else []
 
 
-def _edit(path: Path, change) -> None:
+def _sealed(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """``entry`` with the checksum of its fields recomputed (written out here: a SHA-256 of the four fields as
+    sorted-key JSON), as someone rewriting the entry on purpose would."""
+    fields = {key: entry.get(key) for key in ("format", "inputs", "versions", "plan")}
+    return {**entry, "checksum": hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()}
+
+
+def _edit(path: Path, change, seal: bool = True) -> None:
+    """Apply ``change`` to the entry at ``path`` (and, with ``seal``, recompute its checksum)."""
     entry = json.loads(path.read_text())
     change(entry)
-    path.write_text(json.dumps(entry))
+    path.write_text(json.dumps(_sealed(entry) if seal else entry))
 
 
 def _covers(backbone) -> List[str]:
@@ -155,7 +164,9 @@ def test_the_neck_is_checked_against_a_cached_plan(cache):
         pytest.param(lambda e: e["versions"].update(torch="0.0.1"), id="other-torch"),
         pytest.param(lambda e: e["versions"].update(featx="0.0.0"), id="other-featx"),
         pytest.param(lambda e: e.update(format=0), id="other-format"),
-        pytest.param(lambda e: e["inputs"]["stages"].pop("c3"), id="other-inputs"),
+        pytest.param(lambda e: e["inputs"]["stages"].pop(), id="other-inputs"),
+        pytest.param(lambda e: e["inputs"]["stages"].reverse(), id="stages-in-another-order"),
+        pytest.param(lambda e: e["plan"].update(fixed_input_size=[16_385, 64]), id="size-past-the-limit"),
         pytest.param(lambda e: e["plan"]["stages"][0].update(channels="64"), id="channels-a-string"),
         pytest.param(lambda e: e["plan"]["stages"][0].update(stride=True), id="stride-a-boolean"),
         pytest.param(lambda e: e["plan"]["stages"][0].update(paths=[]), id="no-paths"),
@@ -327,6 +338,152 @@ def test_a_timm_model_registered_by_user_code_is_never_cached(cache):
     assert len(_entries(cache)) == 1
 
 
+def _in_a_fresh_process(code: str, cache_dir: Path, **variables: str) -> List[str]:
+    """The lines ``code`` prints in a new interpreter with the plan cache on in ``cache_dir`` (timm's registry and
+    ``sys.modules`` of this process stay untouched)."""
+    env = {key: value for key, value in os.environ.items() if key != "FEATX_NO_CACHE"}
+    env.update(FEATX_CACHE_DIR=str(cache_dir), **variables)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("\n")[:-1]
+
+
+#: the channels featx reports for a spec, then those its forward gives (on meta, at 64x64)
+_CHANNELS = """
+import torch, featx
+backbone = featx.build({spec!r}, overrides=["device=meta"])
+print([info.channels for info in backbone.feature_info])
+print([tuple(map.shape)[1] for map in backbone(torch.empty(1, 3, 64, 64, device="meta")).values()])
+"""
+
+
+def test_a_user_model_registered_under_a_timm_name_never_gets_timms_plan(tmp_path):
+    """timm's register_model replaces a name with a warning: the packaged plan of timm's convnext_tiny (96..768
+    channels) must not describe the user's narrower one, nor a plan in the user cache."""
+    pytest.importorskip("timm")
+    register = """
+import functools, warnings, timm
+from timm.models.convnext import ConvNeXt
+warnings.simplefilter("ignore")
+@timm.models.register_model
+def convnext_tiny(pretrained=False, **kwargs):  # timm's create_model passes its configuration: not used here
+    return ConvNeXt(depths=(1, 1, 1, 1), dims=(32, 64, 128, 256))
+"""
+    lines = _in_a_fresh_process(register + _CHANNELS.format(spec="timm_convnext_tiny"), tmp_path)
+    assert lines == ["[32, 64, 128, 256]", "[32, 64, 128, 256]"]
+    assert not (tmp_path / "plans").exists()
+
+
+def test_a_user_model_wrapping_a_timm_builder_is_not_timms_own(tmp_path):
+    """functools.wraps copies timm's module and name onto the user's function, which then replaces timm's resnet18:
+    still the user's code, so the plan of timm's resnet18 cached a moment before is not used for it."""
+    pytest.importorskip("timm")
+    spec = {"model": "timm:resnet18", "stages": {"c2": {"modules": ["conv1", "bn1", "act1", "maxpool", "layer1"]},
+            "c3": {"modules": ["layer2"]}}}  # fmt: skip
+    register = """
+import functools, warnings, timm
+from timm.models import resnet
+from featx.models.registry import defined_by_library
+warnings.simplefilter("ignore")
+@timm.models.register_model
+@functools.wraps(resnet.resnet18)
+def slim_resnet18(pretrained=False, **kwargs):
+    return resnet._create_resnet("resnet18", pretrained, block=resnet.BasicBlock, layers=(1, 1, 1, 1),
+                                 channels=(32, 64, 128, 256), **kwargs)
+print(defined_by_library("timm:resnet18"))
+"""
+    code = _CHANNELS.format(spec=spec) + register + _CHANNELS.format(spec=spec)
+    lines = _in_a_fresh_process(code, tmp_path)
+    assert lines == ["[64, 128]", "[64, 128]", "False", "[32, 64]", "[32, 64]"]
+    assert len(_entries(tmp_path / "plans")) == 1  # timm's own resnet18, cached before the user's replaced it
+
+
+def test_torchvisions_builders_are_its_own_code():
+    from featx.models.registry import defined_by_library
+
+    assert all(defined_by_library(name) for name in torchvision.models.list_models(module=torchvision.models))
+
+
+def test_a_timm_other_than_the_installed_release_is_never_cached(tmp_path):
+    """A timm checkout on the path (or an editable install) keeps a version while its code changes: no key can
+    tell its plans apart, so it plans every time."""
+    timm = pytest.importorskip("timm")
+    shadow = tmp_path / "shadow" / "timm"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(f"__version__ = {timm.__version__!r}\n")
+    code = "from featx.construct.plan_cache import plan_versions; v = plan_versions('timm:resnet18'); "
+    code += "print(v if v is None else v['timm'])"
+    assert _in_a_fresh_process(code, tmp_path) == [timm.__version__.split("+")[0]]
+    assert _in_a_fresh_process(code, tmp_path, PYTHONPATH=str(shadow.parent)) == ["None"]
+
+
+@pytest.mark.parametrize(
+    ("installed", "keyed"),
+    [("2.14.1+cu130", "2.14.1"), ("2.14.1+cpu", "2.14.1"), ("2.6.0+rocm6.2.4", "2.6.0"), ("2.14.1", "2.14.1"),
+     ("0.30.0a0+4f1a2b3", "0.30.0a0+4f1a2b3"), ("2.15.0a0+git9e8d7c6", "2.15.0a0+git9e8d7c6")],
+)  # fmt: skip
+def test_a_build_variant_label_is_dropped_from_a_version_and_a_source_builds_commit_is_kept(
+    monkeypatch, installed, keyed
+):
+    monkeypatch.setattr(torchvision, "__version__", installed)
+    plan_cache._library_versions.cache_clear()
+    try:
+        versions = plan_versions("resnet18")
+    finally:
+        plan_cache._library_versions.cache_clear()
+    assert versions is not None and versions["torchvision"] == keyed
+
+
+def test_an_entry_edited_without_its_checksum_is_ignored_and_rewritten(cache):
+    """A hand edit that keeps the form (c3 made of layer2 and layer3, its channels left at 128) would build another
+    network under the same feature_info: the checksum refuses it."""
+    featx.build(resnet18_spec(stages=C2_C3))
+    (path,) = _entries(cache)
+    written = json.loads(path.read_text())
+    _edit(path, lambda entry: entry["plan"]["stages"][1].update(paths=["layer2", "layer3"]), seal=False)
+    backbone = featx.build(resnet18_spec(stages=C2_C3))
+    assert [tuple(map.shape) for map in backbone(torch.randn(1, 3, 64, 64)).values()] == [
+        (1, 64, 16, 16),
+        (1, 128, 8, 8),
+    ]
+    assert json.loads(path.read_text()) == written
+
+
+def test_an_entry_other_users_can_write_is_ignored_and_rewritten(cache):
+    featx.build(resnet18_spec(stages=C2_C3))
+    (path,) = _entries(cache)
+    _edit(path, _marked)
+    path.chmod(path.stat().st_mode | stat.S_IWOTH)
+    assert _covers(featx.build(resnet18_spec(stages=C2_C3)))[0] != "from the cache"
+    assert not path.stat().st_mode & stat.S_IWOTH
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_an_entry_owned_by_another_user_is_ignored(cache):
+    featx.build(resnet18_spec(stages=C2_C3))
+    (path,) = _entries(cache)
+    _edit(path, _marked)
+    os.chown(path, 54321, 54321)
+    assert _covers(featx.build(resnet18_spec(stages=C2_C3)))[0] != "from the cache"
+
+
+def test_the_order_of_the_stages_is_part_of_the_key(cache):
+    """Two specs differing only in the order of stages past the returned one: one is refused (a slice must follow
+    the stage before it), whatever the cache holds for the other."""
+    stages = {"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c3": {"slice": [5, 6]},
+              "c4": {"modules": ["layer3"]}}  # fmt: skip
+
+    def spec(order: List[str]) -> Dict[str, Any]:
+        return resnet18_spec(stages={name: stages[name] for name in order}, out_features=["c2"], device="meta")
+
+    refusal = r"backbone\.stages\.c3\.slice: starts at 5 but stage 'c4' ends on child 6"
+    with pytest.raises(featx.SpecError, match=refusal):
+        featx.build(spec(["c2", "c4", "c3"]))
+    featx.build(spec(["c2", "c3", "c4"]))
+    with pytest.raises(featx.SpecError, match=refusal):
+        featx.build(spec(["c2", "c4", "c3"]))
+
+
 def test_an_edit_of_the_planning_code_makes_every_entry_stale(tmp_path, monkeypatch):
     """An editable install keeps its version while its planner changes: the planner's code is part of the key."""
     planner = tmp_path / "planner.py"
@@ -346,14 +503,15 @@ def test_an_edit_of_the_planning_code_makes_every_entry_stale(tmp_path, monkeypa
 
 def test_the_planning_modules_are_every_featx_module_planning_runs():
     """Every featx module imported by the planner and the meta construction is hashed into the key, except those
-    that only name keys, raise errors or write files, and the cache's own (where an entry is, and its form)."""
+    that only name keys, raise errors or write files, and the cache's own (where an entry is, its form, and which
+    builders may be cached)."""
     code = (
         "import sys, featx.construct.plan, featx.construct.plan_cache, featx.models.meta_construction; "
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('featx.'))))"
     )
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     exempt = {"featx.errors", "featx.files", "featx.construct", "featx.models", "featx.nn", "featx.spec"}
-    exempt |= {"featx.construct.plan_cache", "featx.construct.plan_data"}
+    exempt |= {"featx.construct.plan_cache", "featx.construct.plan_data", "featx.models.library_code"}
     planning = {m for m in imported if m not in exempt and not m.startswith("featx.spec.")}
     assert planning == {"featx." + module.removesuffix(".py").replace("/", ".") for module in PLANNING_MODULES}
 

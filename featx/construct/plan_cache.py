@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
+import re
 import stat
-from importlib.metadata import PackageNotFoundError, version
+import sys
+from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -42,7 +45,9 @@ PLAN_KEYS = ("model", "source", "stages", "out_features", "input_size", "layout"
 DIR_VARIABLE = "FEATX_CACHE_DIR"
 DISABLE_VARIABLE = "FEATX_NO_CACHE"
 #: the form of an entry; a change of form makes every older entry stale
-ENTRY_FORMAT = 1
+ENTRY_FORMAT = 2
+#: an entry's fields, and no others
+ENTRY_FIELDS = ("format", "inputs", "versions", "plan", "checksum")
 #: the largest entry read (plans of the largest models are tens of kilobytes)
 MAX_ENTRY_BYTES = 4 * 2**20
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -50,9 +55,12 @@ PACKAGED_PLANS = PACKAGE / "plans"
 
 
 def plan_inputs(spec: BackboneSpec) -> Dict[str, Any]:
-    """The values of :data:`PLAN_KEYS` in ``spec``, as plain data."""
+    """The values of :data:`PLAN_KEYS` in ``spec``, as plain data; the stages as a list of ``[name, stage]`` in the
+    spec's order (which decides what is refused: a mapping would lose it in the key and in the comparison)."""
     data = spec.to_dict()
-    return {key: data[key] for key in PLAN_KEYS}
+    inputs = {key: data[key] for key in PLAN_KEYS}
+    inputs["stages"] = [[name, stage] for name, stage in data["stages"].items()]
+    return inputs
 
 
 def cache_disabled() -> bool:
@@ -86,17 +94,45 @@ def user_plans_dir() -> Optional[Path]:
     return home / ".cache" / "featx" / "plans" if home.is_absolute() else None
 
 
-def _public(release: str) -> str:
-    """A version without its local label (``2.14.1+cu130`` → ``2.14.1``): the build variant plans nothing."""
-    return release.split("+")[0]
+#: local version labels that name a build variant (``2.14.1+cu130``, ``+cpu``, ``+rocm6.2``, ``+xpu``): the same
+#: code, so the same plans; any other label (a source build's ``+git4f1a2b3``) tells code apart and stays
+_BUILD_VARIANT = re.compile(r"cu\d+|cpu|rocm[\d.]*|xpu")
+
+
+def _release(version_text: str) -> str:
+    """``version_text`` without a build-variant label: ``2.14.1+cu130`` → ``2.14.1``; ``0.30.0a0+4f1a2b3`` stays."""
+    public, _, label = version_text.partition("+")
+    return public if not label or _BUILD_VARIANT.fullmatch(label) else version_text
 
 
 def _installed(distribution: str) -> Optional[str]:
     """The installed version of ``distribution`` (read from its metadata, without importing it), or None."""
     try:
-        return _public(version(distribution))
+        return _release(version(distribution))
     except PackageNotFoundError:
         return None
+
+
+def _timm_version() -> Optional[str]:
+    """timm's version where the timm Python imports is the installed distribution's code (its metadata's version,
+    its files); None where it is not (a timm checkout on ``sys.path``, an editable install, a mismatched module),
+    whose plans are then never cached: its code may change under one version."""
+    try:
+        installed = distribution("timm")
+    except PackageNotFoundError:
+        return None
+    module = sys.modules.get("timm")
+    if module is not None:
+        origin = getattr(module, "__file__", None)
+        if getattr(module, "__version__", None) != installed.version:
+            return None
+    else:
+        found = importlib.util.find_spec("timm")
+        origin = found.origin if found is not None else None
+    expected = Path(str(installed.locate_file("timm/__init__.py")))
+    if origin is None or not expected.is_file() or not expected.samefile(origin):
+        return None
+    return _release(installed.version)
 
 
 #: featx's modules whose code decides what a plan holds (or whether a spec is refused): a change to any of them
@@ -130,20 +166,22 @@ def _library_versions() -> Optional[Dict[str, str]]:
     return {
         "featx": featx_version,
         "featx planner": planner.hexdigest()[:16],
-        "torch": _public(torch.__version__),
-        "torchvision": _public(torchvision.__version__),
+        "torch": _release(torch.__version__),
+        "torchvision": _release(torchvision.__version__),
     }
 
 
 def plan_versions(model: str) -> Optional[Dict[str, Optional[str]]]:
-    """The library versions a plan of ``model`` depends on (timm's is None where timm is not installed: no entry
-    matches, and planning says how to install it); None where they cannot be known."""
+    """The library versions a plan of ``model`` depends on; None where they cannot be known (then nothing is cached):
+    a featx without its sources, or a timm model where the timm imported is not an installed release's code."""
     libraries = _library_versions()
     if libraries is None:
         return None
     versions: Dict[str, Optional[str]] = dict(libraries)
     if is_timm_model(model):
-        versions["timm"] = _installed("timm")
+        versions["timm"] = _timm_version()
+        if versions["timm"] is None:
+            return None
     return versions
 
 
@@ -153,12 +191,30 @@ def entry_key(inputs: Dict[str, Any], versions: Mapping[str, Optional[str]]) -> 
     return hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 
+def _checksum(entry: Mapping[str, Any]) -> str:
+    """A hash of the entry's form, inputs, versions and plan: an entry edited by hand (or damaged) no longer
+    matches it. It is no signature: anyone who can write the cache folder can write a matching one, so the folder
+    must be as trusted as the installed code (:func:`_read` takes only the user's own files from it)."""
+    fields = {key: entry.get(key) for key in ("format", "inputs", "versions", "plan")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _is_own_regular_file(path: Path, own: bool) -> bool:
+    """A regular file itself (not a link, device or fifo: never read /dev/zero, never wait on a fifo) and, with
+    ``own``, owned by this user and not writable by other users."""
+    status = path.lstat()
+    if not stat.S_ISREG(status.st_mode):
+        return False
+    return not own or (status.st_uid == os.geteuid() and not status.st_mode & stat.S_IWOTH)
+
+
 def _read(
-    path: Path, inputs: Dict[str, Any], versions: Mapping[str, Optional[str]], spec: BackboneSpec
+    path: Path, inputs: Dict[str, Any], versions: Mapping[str, Optional[str]], spec: BackboneSpec, own: bool
 ) -> Optional[BackbonePlan]:
-    """The plan in the entry at ``path``, or None if there is none or it is unreadable, stale or malformed."""
+    """The plan in the entry at ``path``, or None if there is none or it is unreadable, stale, malformed, edited
+    or (with ``own``: the user cache) not the user's own file."""
     try:
-        if not stat.S_ISREG(path.stat().st_mode):  # never read a device (/dev/zero) or wait on a fifo
+        if not _is_own_regular_file(path, own):
             return None
         with open(path, "rb") as handle:
             data = handle.read(MAX_ENTRY_BYTES + 1)
@@ -167,19 +223,26 @@ def _read(
         entry = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
-    if type(entry) is not dict or entry.get("format") != ENTRY_FORMAT:
+    if type(entry) is not dict or sorted(entry) != sorted(ENTRY_FIELDS) or entry["format"] != ENTRY_FORMAT:
         return None
-    if entry.get("inputs") != inputs or entry.get("versions") != versions:
+    if entry["inputs"] != inputs or entry["versions"] != versions or entry["checksum"] != _checksum(entry):
         return None
     try:
-        return plan_from_data(entry.get("plan"), spec)
+        return plan_from_data(entry["plan"], spec)
     except ValueError:
         return None
 
 
 def entry_data(spec: BackboneSpec, plan: BackbonePlan, versions: Mapping[str, Optional[str]]) -> Dict[str, Any]:
-    """The whole entry for ``spec``'s ``plan`` made under ``versions``: form, planning inputs, versions and plan."""
-    return {"format": ENTRY_FORMAT, "inputs": plan_inputs(spec), "versions": dict(versions), "plan": plan_to_data(plan)}
+    """The whole entry for ``spec``'s ``plan`` made under ``versions``: form, planning inputs, versions, plan and
+    their checksum."""
+    entry = {
+        "format": ENTRY_FORMAT,
+        "inputs": plan_inputs(spec),
+        "versions": dict(versions),
+        "plan": plan_to_data(plan),
+    }
+    return {**entry, "checksum": _checksum(entry)}
 
 
 def write_entry(folder: Path, spec: BackboneSpec, plan: BackbonePlan, versions: Mapping[str, Optional[str]]) -> Path:
@@ -200,22 +263,23 @@ def cached_plan(
 ) -> BackbonePlan:
     """``spec``'s plan from the cache if an entry there is valid and ``usable``, else ``make()`` (stored in the
     user cache when it can be written). A model its library does not define itself (a timm model registered by
-    the user's own code, which may change under the same versions) is never cached."""
+    the user's own code, which may change under the same versions, also under one of timm's names) is never
+    cached, nor looked up among the packaged plans."""
     versions = None if cache_disabled() else plan_versions(spec.model)
-    if versions is None:
+    if versions is None or not defined_by_library(spec.model):
         return make()
     inputs = plan_inputs(spec)
     name = f"{entry_key(inputs, versions)}.json"
 
-    def lookup(folder: Path) -> Optional[BackbonePlan]:
-        plan = _read(folder / name, inputs, versions, spec)
+    def lookup(folder: Path, own: bool) -> Optional[BackbonePlan]:
+        plan = _read(folder / name, inputs, versions, spec, own)
         return plan if plan is not None and usable(plan) else None
 
-    plan = lookup(PACKAGED_PLANS)
+    plan = lookup(PACKAGED_PLANS, own=False)
     if plan is not None:
         return plan
-    folder = user_plans_dir() if defined_by_library(spec.model) else None
-    plan = lookup(folder) if folder is not None else None
+    folder = user_plans_dir()
+    plan = lookup(folder, own=True) if folder is not None else None
     if plan is not None:
         return plan
     plan = make()

@@ -15,6 +15,7 @@ from typing import Any, Dict, List
 from featx.construct.plan import BackbonePlan
 from featx.construct.token_layout import TokenLayout
 from featx.nn.feature_info import StageInfo
+from featx.spec.limits import MAX_SIDE
 from featx.spec.schema import BackboneSpec
 
 
@@ -95,6 +96,8 @@ def plan_from_data(value: object, spec: BackboneSpec) -> BackbonePlan:
             _count(layout["prefix_count"], minimum=0),
             layout["embed_returns_tokens"],
         )
+    if fixed is not None and max(_pair(fixed)) > MAX_SIDE:
+        raise ValueError(f"fixed_input_size beyond {MAX_SIDE}")
     return BackbonePlan(
         stages,
         _count(data["in_channels"]),

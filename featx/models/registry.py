@@ -20,6 +20,7 @@ import torchvision
 from torch import nn
 
 from featx.errors import SpecError
+from featx.models.library_code import is_library_code
 from featx.models.timm_models import (
     check_timm_name,
     construct_timm,
@@ -81,9 +82,14 @@ def default_crop_size(name: str) -> int:
 
 
 def defined_by_library(name: str) -> bool:
-    """Whether the code of model ``name`` is its library's own: torchvision's builders (the only ones featx takes) or
-    a timm model of timm's registry that timm itself defines (not one registered by the user's code)."""
-    return is_timms_own(name) if is_timm_model(name) else True
+    """Whether the code of model ``name`` is its library's own: torchvision's builder of that name, or timm's (not a
+    function the user's code registered under a library's name or a new one)."""
+    if is_timm_model(name):
+        return is_timms_own(name)
+    try:
+        return is_library_code(torchvision.models.get_model_builder(name), torchvision)
+    except ValueError:  # not registered: planning names it
+        return False
 
 
 def library_version(name: str) -> str:

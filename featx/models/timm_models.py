@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from types import ModuleType
 from typing import Any, List
 
 from torch import nn
 
 from featx.errors import SpecError
+from featx.models.library_code import is_library_code
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import quoted
 
@@ -36,15 +38,15 @@ def timm_name(model: str) -> str:
 
 
 def is_timms_own(model: str) -> bool:
-    """Whether timm's registry entry for ``model`` is timm's own code, not a model the user's code registered."""
-    try:
-        models = timm_module().models
-    except SpecError:  # timm not installed: planning says how to install it
-        return False
+    """Whether timm's registry entry for ``model`` is timm's own code, not a model the user's code registered (under
+    a new name or one of timm's). Before ``import timm`` no code can have registered anything: true."""
+    timm = sys.modules.get("timm")
+    if timm is None:
+        return True
     name = timm_name(model)
-    if not models.is_model(name):  # an unknown name: planning names it
+    if not timm.models.is_model(name):  # an unknown name: planning names it
         return False
-    return str(getattr(models.model_entrypoint(name), "__module__", "")).startswith("timm.")
+    return is_library_code(timm.models.model_entrypoint(name), timm)
 
 
 def timm_module() -> ModuleType:
