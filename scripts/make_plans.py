@@ -9,6 +9,7 @@ this after a version change, a change to featx's planning code (PLANNING_MODULES
 from __future__ import annotations
 
 from featx.construct.meta_model import MetaModel
+from featx.construct.model_structure import structure_fingerprint
 from featx.construct.plan import plan_backbone
 from featx.construct.plan_cache import PACKAGED_PLANS, plan_versions, write_entry
 from featx.spec.config_files import backbone_names
@@ -23,8 +24,9 @@ def main() -> None:
         versions = plan_versions(spec.model)
         if versions is None:
             raise SystemExit("make_plans.py: featx has no package metadata: pip install -e . first")
-        plan = plan_backbone(spec, MetaModel.create(spec.model).model)
-        written.add(write_entry(PACKAGED_PLANS, spec, plan, versions))
+        model = MetaModel.create(spec.model).model
+        structure = structure_fingerprint(model)  # before planning, as a build takes it
+        written.add(write_entry(PACKAGED_PLANS, spec, plan_backbone(spec, model), versions, structure))
     stale = [path for path in PACKAGED_PLANS.glob("*.json") if path not in written]
     for path in stale:  # entries of older versions or of specs since changed: this folder is generated
         path.unlink()

@@ -147,9 +147,21 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/plan_cache.py",
-        "return not own or (status.st_uid == os.geteuid() and not status.st_mode & stat.S_IWOTH)",
-        "return True",
+        "return status.st_uid == user() and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)",
+        "return status.st_uid == user()",
         "entries other users can write used",
+    ),
+    Mutant(
+        "construct/plan_cache.py",
+        "return plan if made_from == structure and _has_paths(given, plan.kept_paths) else None",
+        "return plan if _has_paths(given, plan.kept_paths) else None",
+        "a plan used for a model patched at run time",
+    ),
+    Mutant(
+        "construct/plan_cache.py",
+        'return f"{_release(installed.version)} {commit}" if commit is not None else None',
+        "return _release(installed.version)",
+        "a timm installed from a repository keyed by its version alone",
     ),
     Mutant(
         "construct/plan_cache.py",
@@ -177,14 +189,20 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "models/library_code.py",
-        "return os.path.realpath(code.co_filename).startswith(_folder(package) + os.sep)",
-        "return True",
+        'function = getattr(function, "__wrapped__", None)',
+        "function = None",
+        "a user's builder under a library's own decorator taken as the library's",
+    ),
+    Mutant(
+        "models/library_code.py",
+        "if code is None or not os.path.realpath(code.co_filename).startswith(folder):",
+        "if code is None:",
         "a user's function wrapping a library builder taken as the library's",
     ),
     Mutant(
         "construct/plan_cache.py",
-        "return plan if plan is not None and usable(plan) else None",
-        "return plan",
+        "return plan if made_from == structure and _has_paths(given, plan.kept_paths) else None",
+        "return plan if made_from == structure else None",
         "paths unchecked",
     ),
     Mutant("construct/plan_data.py", "type(value) is not int or", "not isinstance(value, int) or", "booleans as ints"),

@@ -6,14 +6,16 @@ it on in a temporary folder."""
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 import torch
@@ -25,6 +27,7 @@ import featx
 from featx.cli import catalog
 from featx.construct import plan_cache
 from featx.construct.meta_model import MetaModel
+from featx.construct.model_structure import structure_fingerprint
 from featx.construct.plan import plan_backbone
 from featx.construct.plan_cache import (
     PACKAGED_PLANS,
@@ -57,9 +60,9 @@ def _entries(folder: Path) -> List[Path]:
 
 
 def _sealed(entry: Dict[str, Any]) -> Dict[str, Any]:
-    """``entry`` with the checksum of its fields recomputed (written out here: a SHA-256 of the four fields as
-    sorted-key JSON), as someone rewriting the entry on purpose would."""
-    fields = {key: entry.get(key) for key in ("format", "inputs", "versions", "plan")}
+    """``entry`` with the checksum of its fields recomputed (written out here: a SHA-256 of the other five fields
+    as sorted-key JSON), as someone rewriting the entry on purpose would."""
+    fields = {key: entry.get(key) for key in ("format", "inputs", "versions", "structure", "plan")}
     return {**entry, "checksum": hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()}
 
 
@@ -101,8 +104,10 @@ def test_packaged_plans_equal_fresh_plans_for_every_packaged_spec():
             assert matching, f"{name}: no packaged plan (run python scripts/make_plans.py)"
             expected |= matching
             continue
-        fresh = plan_backbone(spec, MetaModel.create(spec.model).model)
-        entry = entry_data(spec, fresh, versions)
+        model = MetaModel.create(spec.model).model
+        structure = structure_fingerprint(model)
+        fresh = plan_backbone(spec, model)
+        entry = entry_data(spec, fresh, versions, structure)
         file_name = f"{entry_key(entry['inputs'], entry['versions'])}.json"
         assert file_name in stored, f"{name}: no packaged plan (run python scripts/make_plans.py)"
         assert stored[file_name] == entry, name
@@ -449,15 +454,6 @@ def test_an_entry_edited_without_its_checksum_is_ignored_and_rewritten(cache):
     assert json.loads(path.read_text()) == written
 
 
-def test_an_entry_other_users_can_write_is_ignored_and_rewritten(cache):
-    featx.build(resnet18_spec(stages=C2_C3))
-    (path,) = _entries(cache)
-    _edit(path, _marked)
-    path.chmod(path.stat().st_mode | stat.S_IWOTH)
-    assert _covers(featx.build(resnet18_spec(stages=C2_C3)))[0] != "from the cache"
-    assert not path.stat().st_mode & stat.S_IWOTH
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
 def test_an_entry_owned_by_another_user_is_ignored(cache):
     featx.build(resnet18_spec(stages=C2_C3))
@@ -465,6 +461,121 @@ def test_an_entry_owned_by_another_user_is_ignored(cache):
     _edit(path, _marked)
     os.chown(path, 54321, 54321)
     assert _covers(featx.build(resnet18_spec(stages=C2_C3)))[0] != "from the cache"
+
+
+def _reported_and_produced(name: str) -> Tuple[List[int], List[int]]:
+    """The channels featx reports for packaged spec ``name`` (on meta) and those its forward gives."""
+    backbone = featx.build(name, overrides=["device=meta"])
+    produced = [tuple(map.shape)[1] for map in backbone(torch.empty(1, 3, 64, 64, device="meta")).values()]
+    return [info.channels for info in backbone.feature_info], produced
+
+
+def test_a_library_class_patched_at_run_time_is_planned_afresh(cache, monkeypatch):
+    """Same versions, same builder, other network: the packaged plan of resnet50 (256..2048) must not describe it."""
+    monkeypatch.setattr(torchvision.models.resnet.Bottleneck, "expansion", 2)
+    assert _reported_and_produced("resnet50") == ([128, 256, 512, 1024], [128, 256, 512, 1024])
+
+
+def test_the_structure_fingerprint_changes_with_a_replaced_forward_or_width_and_only_then(monkeypatch):
+    def fingerprint() -> str:
+        return structure_fingerprint(MetaModel.create("resnet18").model)
+
+    original = fingerprint()
+    assert re.fullmatch("[0-9a-f]{64}", original) and fingerprint() == original
+    block = torchvision.models.resnet.BasicBlock
+    torchvisions_forward = block.forward
+
+    def users_forward(self, x):  # the user's code (the plan may no longer describe it), same module and name
+        return torchvisions_forward(self, x)
+
+    monkeypatch.setattr(block, "forward", users_forward)
+    assert fingerprint() != original
+    monkeypatch.undo()
+    monkeypatch.setattr(block, "expansion", 2)
+    assert fingerprint() != original
+    monkeypatch.undo()
+    assert fingerprint() == original
+
+
+def test_a_user_builder_under_torchvisions_own_decorator_is_not_torchvisions(cache, monkeypatch):
+    """torchvision's handle_legacy_interface wraps the user's function: the wrapper's code is torchvision's, the
+    function it wraps is not."""
+    from torchvision.models import _api, resnet
+    from torchvision.models._utils import handle_legacy_interface
+
+    from featx.models.registry import defined_by_library
+
+    @handle_legacy_interface(weights=("pretrained", resnet.ResNet50_Weights.IMAGENET1K_V1))
+    def resnet50(*, weights=None, progress=True, **kwargs):  # a ResNet-34 body under resnet50's name
+        return resnet._resnet(resnet.BasicBlock, [3, 4, 6, 3], weights, progress, **kwargs)
+
+    monkeypatch.setitem(_api.BUILTIN_MODELS, "resnet50", resnet50)
+    assert not defined_by_library("resnet50")
+    assert _reported_and_produced("resnet50") == ([64, 128, 256, 512], [64, 128, 256, 512])
+    assert _entries(cache) == []
+
+
+def test_without_user_ids_entries_are_still_read(cache, monkeypatch):
+    """Windows has no os.geteuid: the ownership check is skipped there, never a raw AttributeError."""
+    featx.build(resnet18_spec(stages=C2_C3))
+    (path,) = _entries(cache)
+    _edit(path, _marked)
+    monkeypatch.delattr(os, "geteuid")
+    assert _covers(featx.build(resnet18_spec(stages=C2_C3)))[0] == "from the cache"
+
+
+@pytest.mark.parametrize("bits", [stat.S_IWGRP, stat.S_IWOTH], ids=["group", "others"])
+def test_an_entry_other_users_can_write_is_ignored_and_rewritten_for_the_user_alone(cache, bits):
+    previous = os.umask(0o002)  # a common umask: featx's own entries must still be the user's alone
+    try:
+        featx.build(resnet18_spec(stages=C2_C3))
+    finally:
+        os.umask(previous)
+    (path,) = _entries(cache)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    _edit(path, _marked)
+    path.chmod(0o644 | bits)
+    assert _covers(featx.build(resnet18_spec(stages=C2_C3)))[0] != "from the cache"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_timm_imported_from_a_zip_archive_is_never_cached(monkeypatch, tmp_path):
+    """Its origin is no file (a regression caught in review raised NotADirectoryError here)."""
+    timm = pytest.importorskip("timm")
+    fake = type(sys)("timm")
+    fake.__file__ = str(tmp_path / "timm.zip" / "timm" / "__init__.py")
+    fake.__version__ = importlib.metadata.version("timm")
+    (tmp_path / "timm.zip").write_bytes(b"PK")
+    monkeypatch.setitem(sys.modules, "timm", fake)
+    assert plan_versions("timm:resnet18") is None
+    monkeypatch.setitem(sys.modules, "timm", timm)
+    assert plan_versions("timm:resnet18") is not None
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "keyed"),
+    [
+        ({"url": "https://github.com/huggingface/pytorch-image-models", "vcs_info": {"vcs": "git",
+          "commit_id": "0123abc4567def"}}, "VERSION 0123abc4567def"),
+        ({"url": "file:///home/me/timm", "dir_info": {"editable": False}}, None),
+        ({"url": "file:///home/me/timm.tar.gz", "archive_info": {}}, None),
+        ("not json", None),
+    ],
+    ids=["git", "folder", "archive", "damaged"],
+)  # fmt: skip
+def test_a_timm_installed_from_a_repository_is_keyed_by_its_commit(monkeypatch, tmp_path, direct_url, keyed):
+    """pip install git+... keeps one version for every commit of a branch (PEP 610 records the commit)."""
+    pytest.importorskip("timm")
+    installed = importlib.metadata.distribution("timm")
+    text = direct_url if isinstance(direct_url, str) else json.dumps(direct_url)
+    original_read = type(installed).read_text
+
+    def read_text(self, name):
+        return text if name == "direct_url.json" else original_read(self, name)
+
+    monkeypatch.setattr(type(installed), "read_text", read_text)
+    version = installed.version.split("+")[0]
+    assert plan_cache._timm_version() == (keyed.replace("VERSION", version) if keyed else None)
 
 
 def test_the_order_of_the_stages_is_part_of_the_key(cache):
@@ -503,8 +614,8 @@ def test_an_edit_of_the_planning_code_makes_every_entry_stale(tmp_path, monkeypa
 
 def test_the_planning_modules_are_every_featx_module_planning_runs():
     """Every featx module imported by the planner and the meta construction is hashed into the key, except those
-    that only name keys, raise errors or write files, and the cache's own (where an entry is, its form, and which
-    builders may be cached)."""
+    that only name keys, raise errors or write files, and the cache's own (where an entry is, its form, which
+    builders may be cached and which models an entry fits)."""
     code = (
         "import sys, featx.construct.plan, featx.construct.plan_cache, featx.models.meta_construction; "
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('featx.'))))"
@@ -512,6 +623,7 @@ def test_the_planning_modules_are_every_featx_module_planning_runs():
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     exempt = {"featx.errors", "featx.files", "featx.construct", "featx.models", "featx.nn", "featx.spec"}
     exempt |= {"featx.construct.plan_cache", "featx.construct.plan_data", "featx.models.library_code"}
+    exempt |= {"featx.construct.model_structure"}
     planning = {m for m in imported if m not in exempt and not m.startswith("featx.spec.")}
     assert planning == {"featx." + module.removesuffix(".py").replace("/", ".") for module in PLANNING_MODULES}
 

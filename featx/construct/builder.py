@@ -71,19 +71,12 @@ def make_neck(spec: BackboneSpec, plan: BackbonePlan, meta: bool) -> Optional[nn
         return FeaturePyramid(levels, spec.fpn, torchvision_names)
 
 
-def _has_paths(model: nn.Module, paths: Sequence[str]) -> bool:
-    modules, parameters = dict(model.named_modules()), dict(model.named_parameters())
-    return all(path in modules or path in parameters for path in paths)
-
-
 def plan_spec(spec: BackboneSpec, meta: Optional[MetaModel] = None) -> Tuple[BackboneSpec, BackbonePlan]:
     """``spec`` as built (a fixed-size model's ``input_size`` filled in) and its plan, from the plan cache or made on
-    ``meta`` (the model on the meta device, constructed here if not given); the neck checked against the stages."""
-    if meta is None:
-        plan = cached_plan(spec, lambda: plan_backbone(spec, MetaModel.create(spec.model).model))
-    else:
-        model = meta.model
-        plan = cached_plan(spec, lambda: plan_backbone(spec, model), lambda plan: _has_paths(model, plan.kept_paths))
+    ``meta`` (the model on the meta device, constructed here if not given and needed); the neck checked against the
+    stages."""
+    model = meta.model if meta is not None else lambda: MetaModel.create(spec.model).model
+    plan = cached_plan(spec, lambda planned: plan_backbone(spec, planned), model)
     check_neck(spec, plan)
     return plan.built_spec(spec), plan
 

@@ -5,15 +5,16 @@ An entry is looked up among the plans packaged with featx (``featx/plans/``, mad
 for the packaged specs), then in the user cache: ``$FEATX_CACHE_DIR/plans``, else ``$XDG_CACHE_HOME/featx/plans``,
 else ``~/.cache/featx/plans``; ``FEATX_NO_CACHE=1`` turns both off. An entry's file name is a hash of the spec's
 planning keys (:data:`PLAN_KEYS`) and the versions (featx's with a hash of its planning code, torch's, torchvision's
-and, for a timm model, timm's); the entry repeats both and is used only when they match exactly and its plan has
-the form featx writes. A corrupt or malformed file at an entry's name is ignored and rewritten (entries of other
-versions have other names and are left alone); a cache folder that cannot be written, or no home folder, leaves
-builds uncached; a model registered by the user's own code is never cached. JSON only, never pickle: reading an
-entry runs nothing.
+and, for a timm model, timm's); the entry repeats both and is used only when they match exactly, its checksum
+matches, its plan has the form featx writes and (in a build) the model has the structure the plan was made from. A
+corrupt, malformed or edited file at an entry's name is ignored and rewritten (entries of other versions have other
+names and are left alone); a cache folder that cannot be written, or no home folder, leaves builds uncached; a
+model whose builder is not its library's own code is never cached. JSON only, never pickle: reading an entry runs
+nothing.
 
 Example::
 
-    plan = cached_plan(spec, lambda: plan_backbone(spec, MetaModel.create(spec.model).model))
+    plan = cached_plan(spec, lambda model: plan_backbone(spec, model), lambda: MetaModel.create(spec.model).model)
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ import stat
 import sys
 from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torchvision
+from torch import nn
 
+from featx.construct.model_structure import structure_fingerprint
 from featx.construct.plan import BackbonePlan
 from featx.construct.plan_data import plan_from_data, plan_to_data
 from featx.errors import ArgumentError, FeatxError
@@ -47,7 +50,7 @@ DISABLE_VARIABLE = "FEATX_NO_CACHE"
 #: the form of an entry; a change of form makes every older entry stale
 ENTRY_FORMAT = 2
 #: an entry's fields, and no others
-ENTRY_FIELDS = ("format", "inputs", "versions", "plan", "checksum")
+ENTRY_FIELDS = ("format", "inputs", "versions", "structure", "plan", "checksum")
 #: the largest entry read (plans of the largest models are tens of kilobytes)
 MAX_ENTRY_BYTES = 4 * 2**20
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -96,7 +99,7 @@ def user_plans_dir() -> Optional[Path]:
 
 #: local version labels that name a build variant (``2.14.1+cu130``, ``+cpu``, ``+rocm6.2``, ``+xpu``): the same
 #: code, so the same plans; any other label (a source build's ``+git4f1a2b3``) tells code apart and stays
-_BUILD_VARIANT = re.compile(r"cu\d+|cpu|rocm[\d.]*|xpu")
+_BUILD_VARIANT = re.compile(r"(cu\d+|cpu|rocm[\d.]*|xpu)(\.cxx11\.abi)?")
 
 
 def _release(version_text: str) -> str:
@@ -115,8 +118,9 @@ def _installed(distribution: str) -> Optional[str]:
 
 def _timm_version() -> Optional[str]:
     """timm's version where the timm Python imports is the installed distribution's code (its metadata's version,
-    its files); None where it is not (a timm checkout on ``sys.path``, an editable install, a mismatched module),
-    whose plans are then never cached: its code may change under one version."""
+    its files; with the commit of an install from a repository); None where it is not (a timm checkout on
+    ``sys.path``, an editable install or one from a folder or archive, a mismatched module), whose plans are then
+    never cached: its code may change under one version."""
     try:
         installed = distribution("timm")
     except PackageNotFoundError:
@@ -130,9 +134,29 @@ def _timm_version() -> Optional[str]:
         found = importlib.util.find_spec("timm")
         origin = found.origin if found is not None else None
     expected = Path(str(installed.locate_file("timm/__init__.py")))
-    if origin is None or not expected.is_file() or not expected.samefile(origin):
+    try:
+        if origin is None or not expected.is_file() or not expected.samefile(origin):
+            return None
+    except OSError:  # an origin that is no file (inside a zip archive)
         return None
-    return _release(installed.version)
+    source = installed.read_text("direct_url.json")  # PEP 610: installed from a URL, a folder or a repository
+    if source is None:
+        return _release(installed.version)
+    commit = _commit(source)
+    return f"{_release(installed.version)} {commit}" if commit is not None else None
+
+
+def _commit(direct_url: str) -> Optional[str]:
+    """The commit a ``direct_url.json`` records for an install from a repository (``pip install git+...``, every
+    commit of one branch under one version), or None for a local folder or an archive, whose code cannot be told
+    apart."""
+    try:
+        source = json.loads(direct_url)
+    except ValueError:
+        return None
+    vcs = source.get("vcs_info") if type(source) is dict else None
+    commit = vcs.get("commit_id") if type(vcs) is dict else None
+    return commit if type(commit) is str and re.fullmatch(r"[0-9a-fA-F]{7,64}", commit) else None
 
 
 #: featx's modules whose code decides what a plan holds (or whether a spec is refused): a change to any of them
@@ -192,27 +216,31 @@ def entry_key(inputs: Dict[str, Any], versions: Mapping[str, Optional[str]]) -> 
 
 
 def _checksum(entry: Mapping[str, Any]) -> str:
-    """A hash of the entry's form, inputs, versions and plan: an entry edited by hand (or damaged) no longer
-    matches it. It is no signature: anyone who can write the cache folder can write a matching one, so the folder
-    must be as trusted as the installed code (:func:`_read` takes only the user's own files from it)."""
-    fields = {key: entry.get(key) for key in ("format", "inputs", "versions", "plan")}
+    """A hash of the entry's other fields: an entry edited by hand (or damaged) no longer matches it. It is no
+    signature: anyone who can write the cache folder can write a matching one, so the folder must be as trusted as
+    the installed code (:func:`_read` takes only the user's own files from it)."""
+    fields = {key: entry.get(key) for key in ENTRY_FIELDS if key != "checksum"}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def _is_own_regular_file(path: Path, own: bool) -> bool:
     """A regular file itself (not a link, device or fifo: never read /dev/zero, never wait on a fifo) and, with
-    ``own``, owned by this user and not writable by other users."""
+    ``own``, owned by this user and writable by no other user, group included (where the system has user ids)."""
     status = path.lstat()
     if not stat.S_ISREG(status.st_mode):
         return False
-    return not own or (status.st_uid == os.geteuid() and not status.st_mode & stat.S_IWOTH)
+    user = getattr(os, "geteuid", None)
+    if not own or user is None:
+        return True
+    return status.st_uid == user() and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def _read(
     path: Path, inputs: Dict[str, Any], versions: Mapping[str, Optional[str]], spec: BackboneSpec, own: bool
-) -> Optional[BackbonePlan]:
-    """The plan in the entry at ``path``, or None if there is none or it is unreadable, stale, malformed, edited
-    or (with ``own``: the user cache) not the user's own file."""
+) -> Optional[Tuple[BackbonePlan, str]]:
+    """The plan in the entry at ``path`` and the structure fingerprint of the model it was made from, or None if
+    there is none or it is unreadable, stale, malformed, edited or (with ``own``: the user cache) not the user's own
+    file."""
     try:
         if not _is_own_regular_file(path, own):
             return None
@@ -227,53 +255,83 @@ def _read(
         return None
     if entry["inputs"] != inputs or entry["versions"] != versions or entry["checksum"] != _checksum(entry):
         return None
+    structure = entry["structure"]
+    if type(structure) is not str or not re.fullmatch(r"[0-9a-f]{64}", structure):
+        return None
     try:
-        return plan_from_data(entry["plan"], spec)
+        return plan_from_data(entry["plan"], spec), structure
     except ValueError:
         return None
 
 
-def entry_data(spec: BackboneSpec, plan: BackbonePlan, versions: Mapping[str, Optional[str]]) -> Dict[str, Any]:
-    """The whole entry for ``spec``'s ``plan`` made under ``versions``: form, planning inputs, versions, plan and
-    their checksum."""
+def entry_data(
+    spec: BackboneSpec, plan: BackbonePlan, versions: Mapping[str, Optional[str]], structure: str
+) -> Dict[str, Any]:
+    """The whole entry for ``spec``'s ``plan``, made under ``versions`` from a model of fingerprint ``structure``:
+    form, planning inputs, versions, structure, plan and their checksum."""
     entry = {
         "format": ENTRY_FORMAT,
         "inputs": plan_inputs(spec),
         "versions": dict(versions),
+        "structure": structure,
         "plan": plan_to_data(plan),
     }
     return {**entry, "checksum": _checksum(entry)}
 
 
-def write_entry(folder: Path, spec: BackboneSpec, plan: BackbonePlan, versions: Mapping[str, Optional[str]]) -> Path:
-    """Write ``spec``'s ``plan`` into ``folder`` (whole or not at all, replacing whatever file is at its name: a
-    corrupt or malformed entry); its path."""
-    entry = entry_data(spec, plan, versions)
+def write_entry(
+    folder: Path, spec: BackboneSpec, plan: BackbonePlan, versions: Mapping[str, Optional[str]], structure: str
+) -> Path:
+    """Write the entry of ``spec``'s ``plan`` into ``folder`` (whole or not at all, replacing whatever file is at its
+    name: a corrupt or malformed entry), readable by all and writable by the user alone; its path."""
+    entry = entry_data(spec, plan, versions, structure)
     text = json.dumps(entry, indent=1, sort_keys=True) + "\n"
     path = folder / f"{entry_key(entry['inputs'], entry['versions'])}.json"
-    return write_atomically(
-        path, lambda partial: partial.write_text(text, encoding="utf-8"), overwrite=True, what="plan"
-    )
+
+    def write(partial: Path) -> None:
+        partial.write_text(text, encoding="utf-8")
+        partial.chmod(0o644)  # whatever the umask: an entry other users could rewrite is never read
+
+    return write_atomically(path, write, overwrite=True, what="plan")
+
+
+def _has_paths(model: nn.Module, paths: Sequence[str]) -> bool:
+    modules, parameters = dict(model.named_modules()), dict(model.named_parameters())
+    return all(path in modules or path in parameters for path in paths)
 
 
 def cached_plan(
     spec: BackboneSpec,
-    make: Callable[[], BackbonePlan],
-    usable: Callable[[BackbonePlan], bool] = lambda plan: True,
+    plan_model: Callable[[nn.Module], BackbonePlan],
+    model: Union[nn.Module, Callable[[], nn.Module]],
 ) -> BackbonePlan:
-    """``spec``'s plan from the cache if an entry there is valid and ``usable``, else ``make()`` (stored in the
-    user cache when it can be written). A model its library does not define itself (a timm model registered by
-    the user's own code, which may change under the same versions, also under one of timm's names) is never
-    cached, nor looked up among the packaged plans."""
+    """``spec``'s plan from the cache if an entry there is valid, else ``plan_model(model)`` (stored in the user
+    cache when it can be written).
+
+    ``model`` is the spec's model on the meta device, or a function that constructs it. Given the model (a build),
+    an entry is used only if it was made from a model of the same structure (:func:`structure_fingerprint`: a
+    library class patched at run time changes it) and every module it names exists; given the function
+    (``featx-list``), the model is constructed only on a miss and an entry is taken on its keys and versions. A
+    model whose builder is not its library's own code (registered or wrapped by the user's code, also under one of
+    timm's names) is never cached, nor looked up among the packaged plans."""
+    given = model if isinstance(model, nn.Module) else None
+
+    def constructed() -> nn.Module:
+        return model if isinstance(model, nn.Module) else model()
+
     versions = None if cache_disabled() else plan_versions(spec.model)
     if versions is None or not defined_by_library(spec.model):
-        return make()
+        return plan_model(constructed())
     inputs = plan_inputs(spec)
     name = f"{entry_key(inputs, versions)}.json"
+    structure = structure_fingerprint(given) if given is not None else None
 
     def lookup(folder: Path, own: bool) -> Optional[BackbonePlan]:
-        plan = _read(folder / name, inputs, versions, spec, own)
-        return plan if plan is not None and usable(plan) else None
+        found = _read(folder / name, inputs, versions, spec, own)
+        if found is None or given is None:
+            return found[0] if found is not None else None
+        plan, made_from = found
+        return plan if made_from == structure and _has_paths(given, plan.kept_paths) else None
 
     plan = lookup(PACKAGED_PLANS, own=False)
     if plan is not None:
@@ -282,11 +340,13 @@ def cached_plan(
     plan = lookup(folder, own=True) if folder is not None else None
     if plan is not None:
         return plan
-    plan = make()
+    planned = constructed()
+    structure = structure if structure is not None else structure_fingerprint(planned)
+    plan = plan_model(planned)
     if folder is None:
         return plan
     try:
-        write_entry(folder, spec, plan, versions)
+        write_entry(folder, spec, plan, versions, structure)
     except FeatxError:  # a folder that cannot be written: the build goes on uncached
         pass
     return plan
