@@ -58,7 +58,81 @@ def test_a_checkpoint_from_a_different_spec_is_refused_with_the_reason(tmp_path)
     assert "shape mismatches: neck.inner_blocks.0.0.weight checkpoint (16, 64, 1, 1) vs model (32, 64, 1, 1)" in str(
         caught.value
     )
-    assert f"featx.load('{path}')" in str(caught.value)
+    assert f"featx.load('{path}') and no overrides of model, source, stages" in str(caught.value)
+
+
+def test_a_timm_checkpoint_does_not_load_into_a_timm_model_of_the_same_tensors(tmp_path):
+    """timm's resnetblur18 has resnet18's state dict exactly (its blur pool has no weights), but computes another
+    function."""
+    pytest.importorskip("timm")
+    spec = {"model": "timm:resnet18", "stages": {"c2": {"modules": ["conv1", "bn1", "act1", "maxpool", "layer1"]},
+            "c3": {"modules": ["layer2"]}}, "device": "cpu"}  # fmt: skip
+    path = featx.save(featx.build(spec), tmp_path / "bb.pt")
+    with pytest.raises(featx.WeightsError, match=r"different spec \(it differs in model\)"):
+        featx.load(path, overrides=["model=timm:resnetblur18"])
+
+
+def test_a_weights_file_rewritten_after_the_build_leaves_the_backbone_alone(tmp_path):
+    """The file is read memory-mapped; what the backbone keeps must be its own copy, not the file's pages."""
+    path = tmp_path / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(randomize_norm_statistics(torchvision.models.resnet18()).state_dict(), path)
+    saved = featx.save(_trained(), tmp_path / "bb.pt")
+    built = featx.build(resnet18_spec(weights=str(path), norm="eval")).eval()
+    loaded = featx.load(saved).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        before = [built(x), loaded(x)]
+    torch.save(torchvision.models.resnet18().state_dict(), path)  # a training loop rewriting its checkpoint
+    saved.write_bytes(b"x")  # shortened: reading pages past the end of a mapped file would crash the process
+    with torch.inference_mode():
+        after = [built(x), loaded(x)]
+    for old, new in zip(before, after, strict=True):
+        assert all(torch.equal(old[name], new[name]) for name in old)
+
+
+def test_tensors_tied_or_stored_as_parameters_in_a_file_load_as_torchvision_loads_them(tmp_path):
+    """torchvision's load_state_dict copies into each layer's own tensors: no two layers tied, no statistic made a
+    trainable parameter."""
+    state = torchvision.models.resnet18().state_dict()
+    state["layer2.1.conv1.weight"] = state["layer2.0.conv2.weight"]  # one storage for two layers
+    state["bn1.running_var"] = torch.nn.Parameter(state["bn1.running_var"] + 1)
+    path = tmp_path / "odd.pth"
+    torch.save(state, path)
+    backbone = featx.build(resnet18_spec(weights=str(path), norm="eval"))
+    reference = torchvision.models.resnet18()
+    reference.load_state_dict(torch.load(path, weights_only=True))
+    c3 = backbone.stages["c3"].layer2
+    assert c3[1].conv1.weight.data_ptr() != c3[0].conv2.weight.data_ptr()
+    assert reference.layer2[1].conv1.weight.data_ptr() != reference.layer2[0].conv2.weight.data_ptr()
+    bn1 = backbone.stages["c2"].bn1
+    assert not isinstance(bn1.running_var, torch.nn.Parameter) and not isinstance(
+        reference.bn1.running_var, torch.nn.Parameter
+    )
+    assert "running_var" in dict(bn1.named_buffers()) and all(
+        "running" not in n for n, _ in backbone.named_parameters()
+    )
+    assert torch.equal(bn1.running_var, reference.bn1.running_var)
+
+
+def test_save_refuses_tied_tensors_and_writes_nothing(tmp_path):
+    backbone = _trained()
+    layer2 = backbone.stages["c3"].layer2
+    layer2[1].conv1.weight = layer2[0].conv2.weight
+    with pytest.raises(featx.ArgumentError, match=r"save\(\): stages\.c3\.layer2\.0\.conv2\.weight and "):
+        featx.save(backbone, tmp_path / "bb.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_safetensors_header_error_does_not_repeat_the_file(tmp_path):
+    header = b'{"w": {"dtype": "SECRET hunter2 ' + b"A" * 4000 + b'", "shape": [1], "data_offsets": [0, 4]}}'
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.build(resnet18_spec(weights=str(path)))
+    message = str(caught.value)
+    assert message.startswith(f"backbone.weights: cannot read {path}: ") and len(message) < 300 + len(str(path))
+    assert "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" not in message
 
 
 def test_the_same_spec_accepts_the_checkpoint_through_build(tmp_path):

@@ -192,8 +192,9 @@ def test_a_half_precision_checkpoint_gives_float32_layers(tmp_path, classifier):
     torch.testing.assert_close(backbone.stages["c3"].layer2[0].conv1.weight, expected, rtol=0, atol=0)
 
 
-def test_assigned_layers_hold_the_checkpoint_tensors_themselves(tmp_path, classifier):
-    """No copy: a kept parameter is the (memory-mapped) tensor read from the file; dropped layers stay on meta."""
+def test_assigned_layers_hold_copies_of_the_kept_tensors_and_dropped_layers_stay_on_meta(tmp_path, classifier):
+    """A kept parameter holds the file's values in its own memory (not the file's memory-mapped pages, which a
+    rewrite of the file would change); dropped layers are never read and stay on meta."""
     path = tmp_path / "resnet18.pth"
     torch.save(classifier.state_dict(), path)
     meta = MetaModel.create("resnet18")
@@ -202,6 +203,7 @@ def test_assigned_layers_hold_the_checkpoint_tensors_themselves(tmp_path, classi
     model = meta.materialise(plan.kept_paths, checkpoint)
     weight = model.layer2[0].conv1.weight
     assert isinstance(weight, torch.nn.Parameter) and weight.requires_grad
-    assert weight.data_ptr() == checkpoint.state["layer2.0.conv1.weight"].data_ptr()
+    assert weight.data_ptr() != checkpoint.state["layer2.0.conv1.weight"].data_ptr()
+    assert torch.equal(weight, classifier.layer2[0].conv1.weight)
     assert model.layer1[0].bn1.num_batches_tracked.device.type == "cpu"
     assert model.fc.weight.is_meta and model.layer4[0].conv1.weight.is_meta

@@ -21,14 +21,20 @@ import stat
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torchvision
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-from featx.construct.weights import check_fit, materialise_meta_batch_counters, safetensors_file, torch_load_file
+from featx.construct.weights import (
+    check_fit,
+    materialise_meta_batch_counters,
+    owned_copy,
+    safetensors_file,
+    torch_load_file,
+)
 from featx.errors import ArgumentError, WeightsError
 from featx.files import flag_argument, path_argument, write_atomically
 from featx.models.registry import library_version
@@ -39,8 +45,12 @@ from featx.spec.schema import BackboneSpec
 PathLike = Union[str, os.PathLike]
 #: The key under which featx.save stores the spec, frozen stages and versions.
 FORMAT_KEY = "featx"
-#: Spec keys that shape a backbone's state dict, named when a featx checkpoint does not fit.
-STRUCTURE_KEYS = ("model", "source", "stages", "out_features", "fpn")
+#: Spec keys that decide what a checkpoint's tensors mean: a featx checkpoint loads only into a spec equal in all of
+#: them, even where every tensor fits by name and shape (timm's resnet18 and resnetblur18 share one state dict).
+MEANING_KEYS = ("model", "source", "stages", "layout", "tokens")
+#: Spec keys that shape a backbone's state dict, named when a featx checkpoint does not fit (``norm``, ``fpn`` and
+#: ``out_features`` may change where the tensors still fit: another norm policy, extra levels, fewer outputs).
+STRUCTURE_KEYS = ("model", "source", "stages", "out_features", "norm", "fpn", "layout", "tokens")
 #: Keys a third-party ``.pth`` may nest its state dict under.
 _NESTING_KEYS = ("state_dict", "model")
 
@@ -111,6 +121,20 @@ def _metadata(spec: BackboneSpec) -> Dict[str, Any]:
     return {"spec": spec.to_dict(), "versions": versions}
 
 
+def _sharing_memory(tensors: Mapping[str, torch.Tensor]) -> List[str]:
+    """The first two keys of ``tensors`` whose values lie in one storage, or ``[]``."""
+    seen: Dict[Tuple[str, int], str] = {}
+    for key, tensor in tensors.items():
+        storage = tensor.untyped_storage()
+        if storage.nbytes() == 0:
+            continue
+        where = (str(tensor.device), storage.data_ptr())
+        if where in seen:
+            return [seen[where], key]
+        seen[where] = key
+    return []
+
+
 def save(backbone: nn.Module, path: PathLike, *, overwrite: bool = False) -> Path:
     """Write ``backbone``'s weights, resolved spec and library versions to ``path``.
 
@@ -128,7 +152,14 @@ def save(backbone: nn.Module, path: PathLike, *, overwrite: bool = False) -> Pat
             f"save(): the backbone was built on the meta device (device: meta) and holds no weights to save; "
             f"build it on a real device. Nothing was written to {path}"
         )
-    state = {key: tensor.detach().cpu().contiguous() for key, tensor in backbone.state_dict().items()}
+    tensors = backbone.state_dict()
+    tied = _sharing_memory(tensors)
+    if tied:
+        raise ArgumentError(
+            f"save(): {' and '.join(tied)} share memory (tied tensors); a featx checkpoint holds independent tensors "
+            f"and featx.load gives each its own, so untie them (tensor.clone()) first. Nothing was written to {path}"
+        )
+    state = {key: tensor.detach().cpu().contiguous() for key, tensor in tensors.items()}
     metadata = _metadata(spec)
 
     def write(partial: Path) -> None:
@@ -145,19 +176,25 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
     checkpoint's are assigned, cast where the dtype differs); if it does not fit, say how the spec it was saved from
     differs."""
     assert checkpoint.saved is not None
+    saved = load_spec(checkpoint.saved["spec"])
+
+    def refused(keys: Tuple[str, ...], reason: str) -> WeightsError:
+        differing = [field for field in keys if getattr(saved, field) != getattr(spec, field)]
+        return WeightsError(
+            f"{key_path('weights')}: {checkpoint.path} was saved by featx.save from a different spec (it differs in "
+            f"{', '.join(differing) or 'no structural key'}); rebuild that backbone with "
+            f"featx.load({str(checkpoint.path)!r}) and no overrides of {', '.join(keys)}{reason}"
+        )
+
+    if any(getattr(saved, field) != getattr(spec, field) for field in MEANING_KEYS):
+        raise refused(MEANING_KEYS, "")  # tensors that fit by name and shape can be another network's
     expected = backbone.state_dict()
     try:
         check_fit(checkpoint.state, expected, expected, str(checkpoint.path))
     except WeightsError as error:
-        saved = load_spec(checkpoint.saved["spec"])
-        differing = [field for field in STRUCTURE_KEYS if getattr(saved, field) != getattr(spec, field)]
-        raise WeightsError(
-            f"{key_path('weights')}: {checkpoint.path} was saved by featx.save from a different spec (it differs in "
-            f"{', '.join(differing) or 'no structural key'}); rebuild that backbone with "
-            f"featx.load({str(checkpoint.path)!r}) and no structural overrides. {error}"
-        ) from None
-    state = {key: checkpoint.state[key].to(expected[key].dtype) for key in expected if key in checkpoint.state}
-    backbone.load_state_dict(state, strict=False, assign=True)  # the file's (memory-mapped) tensors, no copy
+        raise refused(STRUCTURE_KEYS, f". {error}") from None
+    state = {key: owned_copy(checkpoint.state[key], expected[key].dtype) for key in expected if key in checkpoint.state}
+    backbone.load_state_dict(state, strict=False, assign=True)
     materialise_meta_batch_counters(backbone)
     unfilled = [
         name

@@ -4,7 +4,7 @@
 
 - no checkpoint: the kept layers are constructed for real with torchvision's own init (the dropped ones stay on
   meta and cost nothing);
-- a torchvision-keyed checkpoint: its tensors are assigned to the kept layers as they are (no init, no copy);
+- a torchvision-keyed checkpoint: copies of its kept tensors are assigned to the kept layers (no init);
 - a :func:`featx.save` checkpoint: the kept layers stay on meta; the whole backbone's state is assigned to them once
   the backbone is assembled (:func:`~featx.construct.checkpoint.load_saved_backbone`).
 

@@ -77,9 +77,17 @@ def safetensors_file(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError) as error:
-        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {error}") from None
+    except (SafetensorError, OSError) as error:  # the reader's message may quote the file: one line, cut
+        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {quoted(first_line(error))[1:-1]}") from None
     return state, metadata
+
+
+def owned_copy(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A plain tensor of ``dtype`` with its own memory holding ``tensor``'s values: what a backbone keeps of a file.
+    Never the file's memory-mapped pages (a file rewritten later would change the backbone, or crash it when
+    shortened), never shared with another tensor of the file (tied layers), never an ``nn.Parameter`` where the
+    file had one in place of a buffer (a trainable BatchNorm statistic)."""
+    return tensor.detach().to(dtype=dtype, copy=True)
 
 
 def _listing(keys: Iterable[str], describe: Callable[[str], str]) -> str:
@@ -160,16 +168,21 @@ def materialise_meta_batch_counters(module: nn.Module) -> None:
             owner.register_buffer(attribute, torch.zeros(buffer.shape, dtype=buffer.dtype))
 
 
+def _loaded(value: torch.Tensor, dtype: torch.dtype, assign: bool) -> torch.Tensor:
+    """What ``load_state_dict`` gets: an owned copy to assign, else the value (copied into the module's tensor)."""
+    return owned_copy(value, dtype) if assign else value.to(dtype)
+
+
 def load_kept_weights(
     model: nn.Module, kept_paths: Iterable[str], state: Mapping[str, torch.Tensor], origin: str, assign: bool = False
 ) -> None:
     """Load a torchvision-keyed ``state`` into the kept modules (and parameters named on their own) of ``model``.
 
-    ``assign=True`` makes the state's tensors the module's own (cast where the dtype differs) instead of copying
-    them into allocated ones: ``model`` may then be on the meta device, and nothing is initialised or copied (a
-    memory-mapped file is only read as its pages are used). Keys of dropped layers (classifier, unused stages) are
-    skipped on purpose; a key ``model`` lacks, a kept key the state lacks, or a shape mismatch raises
-    :class:`WeightsError` listing the first offending keys.
+    ``assign=True`` gives the modules copies of the state's tensors (:func:`owned_copy`, cast where the dtype
+    differs) instead of copying them into allocated ones: ``model`` may then be on the meta device, nothing is
+    initialised, and of a memory-mapped file only the kept tensors are read. Keys of dropped layers (classifier,
+    unused stages) are skipped on purpose; a key ``model`` lacks, a kept key the state lacks, or a shape mismatch
+    raises :class:`WeightsError` listing the first offending keys.
     """
     kept_paths = tuple(kept_paths)
     model_state = model.state_dict()
@@ -178,12 +191,12 @@ def load_kept_weights(
     for path in kept_paths:  # module by module: the dropped ones may be on the meta device
         if path in model_state:  # a parameter kept on its own (a token model's class token)
             owner, _, name = path.rpartition(".")
-            value = state[path].to(model_state[path].dtype)
+            value = _loaded(state[path], model_state[path].dtype, assign)
             model.get_submodule(owner).load_state_dict({name: value}, strict=False, assign=assign)
             continue
         prefix = path + "."
         own = {
-            key[len(prefix) :]: value.to(model_state[key].dtype)
+            key[len(prefix) :]: _loaded(value, model_state[key].dtype, assign)
             for key, value in state.items()
             if key.startswith(prefix) and key in model_state
         }
