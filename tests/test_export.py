@@ -195,3 +195,24 @@ def test_featx_export_to_onnx_prints_one_line_unless_verbose(tmp_path):
     assert quiet.stdout.startswith(f"featx-export: wrote {tmp_path / 'r18.onnx'} (onnx, ")
     verbose = subprocess.run([*command, "-v"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert verbose.returncode == 0 and "INFO" in verbose.stdout + verbose.stderr
+
+
+def test_a_torchscript_trace_that_keeps_its_example_size_is_refused_when_dynamic(tmp_path):
+    """Swin pads its windows by Python arithmetic on shapes: the trace at 64x64 gives other features at 96x128."""
+    backbone = featx.build("swin_t", overrides=["device=cpu"])
+    with pytest.raises(featx.ArgumentError, match=r"keeps the example's size \(64, 64\): at \(96, 128\) it differs"):
+        export_backbone(backbone, tmp_path / "swin.pt", "torchscript", (64, 64))
+    assert list(tmp_path.iterdir()) == []
+    fixed = export_backbone(backbone, tmp_path / "swin.pt", "torchscript", (64, 64), dynamic=False)
+    assert fixed.max_abs_diff == 0.0
+
+
+def test_a_meta_backbone_is_refused_and_a_half_precision_one_traces_in_half(tmp_path):
+    with pytest.raises(featx.ArgumentError, match=r"built on the meta device \(device: meta\) and holds no weights"):
+        export_backbone(featx.build("resnet18", overrides=["device=meta"]), tmp_path / "m.pt", "torchscript", (64, 64))
+    half = featx.build("resnet18", overrides=["device=cpu"]).half()
+    result = export_backbone(half, tmp_path / "h.pt", "torchscript", (64, 64), dynamic=False)
+    loaded = torch.jit.load(str(result.path))
+    x = torch.randn(1, 3, 64, 64, dtype=torch.half)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(half(x).values(), loaded(x).values(), strict=True))

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from featx.errors import ArgumentError
+from featx.errors import ArgumentError, first_line
 from featx.files import flag_argument, path_argument, write_atomically
 from featx.nn.backbone import Backbone
 from featx.spec.limits import check_batch_shape
@@ -57,12 +57,39 @@ def _max_abs_diff(expected: Dict[str, Tensor], actual: List[Tensor]) -> float:
     )
 
 
+def _other_size(backbone: Backbone, example: Tensor) -> Tensor:
+    """An input of another height and width than ``example`` (by the backbone's largest stride, one and two)."""
+    stride = max(info.stride for info in backbone.feature_info)
+    height, width = example.shape[-2:]
+    return torch.randn(
+        *example.shape[:-2], height + stride, width + 2 * stride, device=example.device, dtype=example.dtype
+    )
+
+
 def _write_torchscript(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> RunLoaded:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # trace's deprecation notices and its (handled) shape-check TracerWarnings
         traced = torch.jit.trace(backbone, example, strict=False)
         torch.jit.save(traced, str(path))
         loaded = torch.jit.load(str(path))
+    if dynamic and backbone.spec.input_size is None:  # a trace may have kept sizes as constants: run it at another
+        other = _other_size(backbone, example)
+        with torch.no_grad():
+            expected = backbone(other)
+            try:
+                difference = _max_abs_diff(expected, list(loaded(other).values()))
+            except RuntimeError as error:
+                difference, failure = float("inf"), f"fails ({first_line(error)})"
+            else:
+                failure = f"differs from eager by {difference:.3g}"
+        scale = max(float(value.abs().max()) for value in expected.values())
+        if not difference <= 1e-4 * (1 + scale):
+            raise ArgumentError(
+                f"export: the TorchScript trace of this backbone keeps the example's size "
+                f"{tuple(example.shape[-2:])}: at {tuple(other.shape[-2:])} it {failure}. Use format exported or "
+                f"onnx for other sizes, or export.dynamic=false (dynamic=False) for a file of this size alone; "
+                f"nothing was written"
+            )
     return lambda x: list(loaded(x).values())
 
 
@@ -137,9 +164,15 @@ def export_backbone(
     check_batch_shape("export", batch_size, *example_size)
     if format == "onnx":
         _require_onnx_exporter()
-    device = next(backbone.parameters()).device
+    first = next(backbone.parameters())
+    if first.is_meta:
+        raise ArgumentError(
+            "backbone: it was built on the meta device (device: meta) and holds no weights to export; build it on a "
+            "real device"
+        )
     # a batch of 1 would be specialised to a constant by torch.export, so dynamic exports trace with at least 2
-    example = torch.randn(max(batch_size, 2 if dynamic else 1), backbone.in_channels, *example_size, device=device)
+    shape = (max(batch_size, 2 if dynamic else 1), backbone.in_channels, *example_size)
+    example = torch.randn(*shape, device=first.device, dtype=first.dtype)  # a half-precision backbone takes half
     backbone.eval()
     loaded: List[Optional[RunLoaded]] = []
 
