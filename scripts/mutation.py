@@ -48,6 +48,8 @@ GUARDS: Dict[str, List[str]] = {
     "construct/execution_order.py": ["tests/test_hostile_spec.py", "tests/test_model_checks.py"],
     "construct/probe.py": ["tests/test_model_checks.py", "tests/test_neck.py", "tests/test_reference_equality.py"],
     "construct/weights.py": ["tests/test_hostile_weights.py", "tests/test_weights.py"],
+    "construct/checkpoint.py": ["tests/test_checkpoint.py"],
+    "tasks/export.py": ["tests/test_export.py"],
     "construct/builder.py": ["tests/test_hostile_spec.py", "tests/test_hostile_weights.py", "tests/test_plan_cache.py"],
     "construct/plan.py": ["tests/test_plan_cache.py", "tests/test_model_checks.py"],
     "construct/plan_cache.py": ["tests/test_plan_cache.py"],
@@ -325,6 +327,25 @@ MUTANTS: List[Mutant] = [
         "the shortest token parameter taken for the position embedding",
     ),
     # weights
+    Mutant(
+        "construct/weights.py",
+        "return tensor.detach().to(dtype=dtype, copy=True)",
+        "return tensor.to(dtype)",
+        "kept tensors left as the file's memory-mapped pages",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        "    if any(getattr(saved, field) != getattr(spec, field) for field in MEANING_KEYS):\n",
+        "    if False:\n",
+        "a featx checkpoint loaded into another model with the same tensors",
+    ),
+    Mutant("construct/checkpoint.py", "    if tied:\n", "    if False:\n", "tied tensors saved (a raw error)"),
+    Mutant(
+        "tasks/export.py",
+        "    if dynamic and backbone.spec.input_size is None:  # a trace",
+        "    if False:  # a trace",
+        "a TorchScript trace that keeps its example's size accepted as dynamic",
+    ),
     Mutant(
         "construct/weights.py",
         "_kind(state[key]) != _dtype_kind(expected[key].dtype)]",
