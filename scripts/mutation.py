@@ -155,8 +155,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/plan_cache.py",
-        "return plan if made_from == structure and _has_paths(given, plan.kept_paths) else None",
-        "return plan if _has_paths(given, plan.kept_paths) else None",
+        "(made_from != structure or not _has_paths(given, plan.kept_paths))",
+        "(not _has_paths(given, plan.kept_paths))",
         "a plan used for a model patched at run time",
     ),
     Mutant(
@@ -203,8 +203,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/plan_cache.py",
-        "return plan if made_from == structure and _has_paths(given, plan.kept_paths) else None",
-        "return plan if made_from == structure else None",
+        "(made_from != structure or not _has_paths(given, plan.kept_paths))",
+        "(made_from != structure)",
         "paths unchecked",
     ),
     Mutant("construct/plan_data.py", "type(value) is not int or", "not isinstance(value, int) or", "booleans as ints"),

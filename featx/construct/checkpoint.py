@@ -50,7 +50,7 @@ FORMAT_KEY = "featx"
 MEANING_KEYS = ("model", "source", "stages", "layout", "tokens")
 #: Spec keys that shape a backbone's state dict, named when a featx checkpoint does not fit (``norm``, ``fpn`` and
 #: ``out_features`` may change where the tensors still fit: another norm policy, extra levels, fewer outputs).
-STRUCTURE_KEYS = ("model", "source", "stages", "out_features", "norm", "fpn", "layout", "tokens")
+STRUCTURE_KEYS = (*MEANING_KEYS, "out_features", "norm", "fpn")
 #: Keys a third-party ``.pth`` may nest its state dict under.
 _NESTING_KEYS = ("state_dict", "model")
 

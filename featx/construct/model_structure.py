@@ -19,17 +19,16 @@ from typing import Any, Dict
 
 from torch import nn
 
+from featx.models.library_code import package_folder
+
 #: the libraries whose files a code location is given relative to (so one installed anywhere gives one fingerprint)
 _LIBRARIES = ("torch", "torchvision", "timm")
 
 
 def _library_folders() -> Dict[str, str]:
-    folders = {}
-    for name in _LIBRARIES:
-        module = sys.modules.get(name)
-        if module is not None and getattr(module, "__file__", None):
-            folders[name] = os.path.dirname(os.path.realpath(str(module.__file__))) + os.sep
-    return folders
+    """The folders of the imported :data:`_LIBRARIES`."""
+    imported = {name: sys.modules[name] for name in _LIBRARIES if getattr(sys.modules.get(name), "__file__", None)}
+    return {name: package_folder(module) for name, module in imported.items()}
 
 
 def _code_location(function: Any, folders: Dict[str, str]) -> str:

@@ -317,7 +317,7 @@ def cached_plan(
     given = model if isinstance(model, nn.Module) else None
 
     def constructed() -> nn.Module:
-        return model if isinstance(model, nn.Module) else model()
+        return given if given is not None else model()
 
     versions = None if cache_disabled() else plan_versions(spec.model)
     if versions is None or not defined_by_library(spec.model):
@@ -328,10 +328,12 @@ def cached_plan(
 
     def lookup(folder: Path, own: bool) -> Optional[BackbonePlan]:
         found = _read(folder / name, inputs, versions, spec, own)
-        if found is None or given is None:
-            return found[0] if found is not None else None
+        if found is None:
+            return None
         plan, made_from = found
-        return plan if made_from == structure and _has_paths(given, plan.kept_paths) else None
+        if given is not None and (made_from != structure or not _has_paths(given, plan.kept_paths)):
+            return None  # made from a model of another structure, or naming modules this one lacks
+        return plan
 
     plan = lookup(PACKAGED_PLANS, own=False)
     if plan is not None:

@@ -16,14 +16,15 @@ from types import ModuleType
 from typing import Any
 
 
-def _folder(package: ModuleType) -> str:
+def package_folder(package: ModuleType) -> str:
+    """The folder of ``package``'s files (links resolved), ending in the path separator."""
     return os.path.dirname(os.path.realpath(str(package.__file__))) + os.sep
 
 
 def is_library_code(function: Any, package: ModuleType) -> bool:
     """Whether ``function`` and every function it wraps (its ``__wrapped__`` chain: a user's builder under one of the
     library's own decorators) have their code in ``package``'s files."""
-    folder, seen = _folder(package), set()
+    folder, seen = package_folder(package), set()
     while function is not None and id(function) not in seen:
         seen.add(id(function))
         code = getattr(function, "__code__", None)
