@@ -39,6 +39,11 @@ PYTHON=${PYTHON:-python3}  # on the device image, the python that holds PyTorch
 OUT=${OUT:-gpu-session-out}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD:$(realpath "$SITE")${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# An installed featx maps the top-level conf/ to the package featx.conf (pyproject.toml); a checkout on PYTHONPATH
+# needs that link for the run, removed again when it ends.
+if [[ ! -e featx/conf ]]; then
+    ln -s ../conf featx/conf && trap 'rm -f featx/conf' EXIT
+fi
 status=0
 
 step() {  # step NAME SECONDS COMMAND...: run it with a limit, its output in $OUT/NAME.log, and note a failure
@@ -52,6 +57,7 @@ step() {  # step NAME SECONDS COMMAND...: run it with a limit, its output in $OU
 
 step versions 60 "$PYTHON" -c "
 import sys, torch, torchvision, hydra, omegaconf, featx
+featx.load_spec('resnet50')  # the packaged configs are found
 print('python', sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__)
 print('hydra', hydra.__version__, 'omegaconf', omegaconf.__version__, 'featx', featx.__version__)
 print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-')
