@@ -21,6 +21,7 @@ from featx.errors import ArgumentError, DeviceError, FeatxError, InputShapeError
 from featx.spec.hydra_store import register_configs
 from featx.spec.load import load_spec
 from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec
+from featx.version import __version__ as __version__
 
 if TYPE_CHECKING:
     from featx.construct.builder import build, load
@@ -60,7 +61,6 @@ __all__ = [
     "read_features",
     "save",
 ]
-__version__ = "0.1.0"
 
 register_configs()
 

@@ -19,7 +19,6 @@ import json
 import os
 import stat
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -41,6 +40,7 @@ from featx.models.registry import library_version
 from featx.spec.keys import key_path
 from featx.spec.load import load_spec
 from featx.spec.schema import BackboneSpec
+from featx.version import __version__
 
 PathLike = Union[str, os.PathLike]
 #: The key under which featx.save stores the spec, frozen stages and versions.
@@ -115,7 +115,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
 
 
 def _metadata(spec: BackboneSpec) -> Dict[str, Any]:
-    versions = {"featx": version("featx"), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
+    versions = {"featx": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
     library, _, library_release = library_version(spec.model).partition(" ")
     versions[library] = library_release  # timm's, for a timm model
     return {"spec": spec.to_dict(), "versions": versions}
