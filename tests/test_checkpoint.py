@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import pytest
 import torch
 import torchvision
@@ -37,7 +39,11 @@ def test_saved_checkpoint_holds_plain_data_readable_with_weights_only(tmp_path):
     path = featx.save(_trained(), tmp_path / "bb.pt")
     payload = torch.load(path, weights_only=True)
     assert payload["featx"]["spec"]["model"] == "resnet18"
-    assert set(payload["featx"]["versions"]) == {"featx", "torch", "torchvision"}
+    assert payload["featx"]["versions"] == {
+        "featx": importlib.metadata.version("featx"),  # the installed distribution's, which pyproject.toml reads
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
 
 
 def test_save_refuses_to_overwrite(tmp_path):
