@@ -9,6 +9,9 @@ Rows (each a fresh pass over all the images; the backbone is built and warmed up
 - decode alone, cpu: the DataLoader workers read, decode (Pillow) and transform; nothing else.
 - decode alone, gpu: the workers read the files; the main process decodes them in batches on the GPU (nvJPEG) and
   transforms them there; nothing else.
+- in memory, gpu: nvJPEG only / nvJPEG and the transform: the same batches, their files read beforehand, decoded
+  (and transformed) in one process without a DataLoader: what the GPU side alone can do, the ceiling of the rows
+  above. A pass is short here, so the decode rows also pay for starting the DataLoader workers.
 - featx-extract decode=cpu / decode=gpu: ``featx.tasks.extract.run.extract`` into a new folder (the backbone's
   pooled outputs stored as shards; the time of its batch loop, as its summary reports).
 - hand-written loop: a Dataset of Pillow-decoded files, a DataLoader, torchvision's ResNet with its ``layer4``
@@ -39,7 +42,7 @@ import featx
 from featx.files import write_generated_page
 from featx.spec.apps import ExtractOptions
 from featx.tasks.extract.decode import ImageFiles, collate_images
-from featx.tasks.extract.device_decode import DeviceJpegDecoder, JpegFiles, collate_jpegs
+from featx.tasks.extract.device_decode import DeviceJpegDecoder, JpegFiles, collate_jpegs, decoded_on
 from featx.tasks.extract.run import extract
 from featx.tasks.extract.transforms import image_transform
 
@@ -50,6 +53,7 @@ TITLE = "# Extraction throughput (generated)"
 RATIOS: List[Tuple[str, str, Optional[float]]] = [
     ("featx-extract decode=gpu", "decode alone, gpu", 0.8),
     ("featx-extract decode=gpu", "featx-extract decode=cpu", 3.0),
+    ("featx-extract decode=gpu", "in memory, gpu: nvJPEG and the transform", None),
     ("featx-extract decode=cpu", "hand-written loop", None),
     ("featx-extract decode=gpu", "hand-written loop", None),
 ]
@@ -111,6 +115,25 @@ def decode_alone(paths: List[Path], transform: Callable, args: argparse.Namespac
     return time.perf_counter() - start
 
 
+def in_memory(paths: List[Path], transform: Callable, args: argparse.Namespace, with_transform: bool) -> float:
+    """Seconds to decode (and transform) every image on the GPU from batches read beforehand, in this process."""
+    files = JpegFiles(paths, transform)
+    batches = [
+        collate_jpegs([files[index] for index in range(start, min(start + args.batch_size, len(paths)))])
+        for start in range(0, len(paths), args.batch_size)
+    ]
+    device = torch.device(args.device)
+    decode = DeviceJpegDecoder(transform, device)
+    start = time.perf_counter()
+    for batch in batches:
+        if with_transform:
+            decode(batch)
+        else:
+            decoded_on(device, list(torch.split(batch.data, [length for _, length, _, _ in batch.jpegs])))
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
 def featx_extract(spec: featx.BackboneSpec, folder: Path, output: Path, args: argparse.Namespace, decode: str) -> float:
     """Seconds of featx-extract's batch loop over ``folder``, written to the new folder ``output``."""
     options = ExtractOptions(
@@ -163,6 +186,10 @@ def measure(args: argparse.Namespace, folder: Path) -> Dict[str, Optional[float]
     seconds: Dict[str, Optional[float]] = {
         "decode alone, cpu": decode_alone(paths, transform, args, on_gpu=False),
         "decode alone, gpu": decode_alone(paths, transform, args, on_gpu=True) if on_cuda else None,
+        "in memory, gpu: nvJPEG only": in_memory(paths, transform, args, with_transform=False) if on_cuda else None,
+        "in memory, gpu: nvJPEG and the transform": (
+            in_memory(paths, transform, args, with_transform=True) if on_cuda else None
+        ),
         "featx-extract decode=cpu": featx_extract(spec, folder / "images", folder / "cpu", args, "cpu"),
         "featx-extract decode=gpu": (
             featx_extract(spec, folder / "images", folder / "gpu", args, "gpu") if on_cuda else None

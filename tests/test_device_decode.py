@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.models import ResNet18_Weights
 from tqdm import tqdm
 
 import featx
@@ -33,7 +34,7 @@ from featx.tasks.extract.device_decode import (
 from featx.tasks.extract.listing import find_images
 from featx.tasks.extract.run import _batches, _run_batches, _settings, _ShardBuffer, extract
 from featx.tasks.extract.store import FeatureStore, read_features
-from featx.tasks.extract.transforms import IMAGENET_STD, image_transform
+from featx.tasks.extract.transforms import IMAGENET_MEAN, IMAGENET_STD, image_transform
 
 CPU = torch.device("cpu")
 #: one 8-bit level after normalisation, per channel: the most a tensor resize may differ from Pillow's (which rounds
@@ -148,6 +149,37 @@ def test_decoded_pixels_and_orientation_equal_pillows_bit_for_bit(tmp_path, orie
     assert torch.equal(got.images[0], normalise(upright.float() / 255))
 
 
+@pytest.mark.parametrize("name", ["center_crop", "resize", "weights"])
+def test_a_batch_is_shaped_per_image_and_normalised_once_as_torchvision_does_each_image(mixed, name):
+    """The decoder resizes and crops each image, then normalises the batch in one go: each row equals torchvision's
+    own transform of that image (a Compose written here, or the weights' preset), decoded upright by torchvision."""
+    spec = featx.load_spec("resnet18", overrides=["weights=IMAGENET1K_V1"] if name == "weights" else [])
+    geometry = {
+        "center_crop": [transforms.Resize(36, antialias=True), transforms.CenterCrop(32)],  # 36 = int(32 / 0.875)
+        "resize": [transforms.Resize((32, 32), antialias=True)],
+    }
+    reference = (
+        ResNet18_Weights.IMAGENET1K_V1.transforms()
+        if name == "weights"
+        else transforms.Compose(
+            [
+                *geometry[name],
+                transforms.ConvertImageDtype(torch.float32),
+                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
+    )
+    paths = [mixed[key] for key in ("color", "full_chroma", "progressive", "rotated", "gray", "mpo")]
+    got, raw = _device_batch(paths, image_transform(name, spec, (32, 32)))
+    assert got.fallbacks == {} and got.images is not None and len(raw.jpegs) == len(paths)
+    for row, path in enumerate(paths):
+        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec
+            upright = decode_jpeg(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        assert torch.equal(got.images[row], reference(upright)), path.name
+
+
 def test_worker_processes_hand_over_the_same_batches(mixed):
     transform = image_transform("center_crop", featx.load_spec("resnet18"), (32, 32))
     paths = list(mixed.values())
@@ -183,6 +215,30 @@ def test_a_truncated_jpeg_is_left_to_pillow(mixed):
     padded = mixed["color"].parent / "padded.jpg"
     padded.write_bytes(mixed["color"].read_bytes() + b"\x00" * 16)  # padding after the end marker is fine
     assert len(_device_batch([padded], transform)[1].jpegs) == 1
+
+
+def _without_jfif(data: bytes) -> bytes:
+    """``data`` (a JPEG whose first segment is JFIF's APP0) without that segment, as many cameras write them."""
+    assert data[2:4] == b"\xff\xe0" and data[6:11] == b"JFIF\x00"
+    return data[:2] + data[4 + int.from_bytes(data[4:6], "big") :]
+
+
+def test_a_jpeg_whose_colours_may_not_be_ycbcr_is_left_to_pillow(tmp_path):
+    """nvJPEG takes every 3-component JPEG for YCbCr, so an RGB one (Adobe marker without the transform, as Pillow's
+    keep_rgb writes) is decoded by Pillow, with the reason; a camera JPEG without JFIF (ids 1, 2, 3) is not."""
+    transform = image_transform("center_crop", featx.load_spec("resnet18"), (32, 32))
+    rgb = _jpeg(tmp_path / "rgb.jpg", _photo(seed=1), keep_rgb=True)
+    camera = tmp_path / "camera.jpg"
+    camera.write_bytes(_without_jfif(_jpeg(tmp_path / "jfif.jpg", _photo(seed=2)).read_bytes()))
+    with Image.open(camera) as opened:
+        assert "jfif" not in opened.info and "adobe" not in opened.info
+    got, raw = _device_batch([rgb, camera], transform)
+    assert [index for index, *_ in raw.jpegs] == [1]  # the camera JPEG alone went to the device decoder
+    assert got.fallbacks == {0: "a JPEG whose colours are not stored as YCbCr"}
+    expected = _cpu_batch([rgb, camera], transform)
+    assert got.images is not None and expected.images is not None
+    assert torch.equal(got.images[0], expected.images[0])  # Pillow's pixels, as decode=cpu's
+    assert ((got.images - expected.images).abs() <= ONE_LEVEL).all()
 
 
 def test_a_file_the_device_decoder_refuses_is_decoded_by_pillow_with_the_reason(mixed):

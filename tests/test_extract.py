@@ -22,6 +22,7 @@ from torchvision.models import ResNet18_Weights
 import featx
 from featx.models.weights_enums import OFFLINE_VARIABLE
 from featx.spec.apps import ExtractOptions
+from featx.spec.config_files import backbone_names
 from featx.tasks.extract.run import _settings, extract
 from featx.tasks.extract.store import METADATA_KEY, FeatureStore
 from featx.tasks.extract.transforms import image_transform, resolve_transform_name
@@ -243,6 +244,31 @@ def test_auto_transform_is_the_weights_own_when_they_are_torchvisions(weights_fi
     transform = image_transform("auto", named, [64, 64])
     assert repr(transform) == repr(ResNet18_Weights.IMAGENET1K_V1.transforms())
     assert resolve_transform_name("auto", _spec(weights_file)) == "center_crop"  # a file: no transforms known
+
+
+def _distinct_presets() -> List[tuple]:
+    """(model, weights member) of each distinct evaluation preset torchvision publishes (sizes, interpolation, mean,
+    std), for the packaged specs of those models."""
+    packaged, found = set(backbone_names()), {}
+    for model in torchvision.models.list_models(module=torchvision.models):
+        for member in torchvision.models.get_model_weights(model) if model in packaged else []:
+            found.setdefault(repr(member.transforms()), (model, member.name))
+    return sorted(found.values())
+
+
+@pytest.mark.parametrize("model, member", _distinct_presets())
+def test_the_weights_transform_is_torchvisions_preset_on_images_and_tensors(model, member):
+    """extract.transform=weights hands the GPU decoder the preset's steps apart (per image, then per batch): together
+    they give what the preset itself gives, bit for bit, for 8-bit tensors, float tensors and Pillow images."""
+    preset = torchvision.models.get_model_weights(model)[member].transforms()
+    transform = image_transform("weights", featx.load_spec(model, overrides=[f"weights={member}"]), [64, 64])
+    pixels = (np.random.default_rng(0).random((70, 90, 3)) * 255).astype(np.uint8)
+    eight_bit = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+    for image in (eight_bit, eight_bit.float() / 255, Image.fromarray(pixels)):
+        assert torch.equal(transform(image), preset(image))
+    steps = transform.tensor_steps  # type: ignore[attr-defined]
+    stacked = steps.per_batch(torch.stack([steps.per_image(eight_bit), steps.per_image(eight_bit.flip(-1))]))
+    assert torch.equal(stacked, torch.stack([preset(eight_bit), preset(eight_bit.flip(-1))]))
 
 
 def _run_app(*args: str, launcher=(), cwd=None) -> subprocess.Popen:

@@ -8,7 +8,9 @@ is kept (``fallbacks``, listed in the manifest). A batch crosses to the main pro
 bytes one after another, and the images Pillow decoded, stacked), so large batches need no more file descriptors
 than ``decode=cpu``. There :class:`DeviceJpegDecoder` decodes the batch's JPEGs in one call; if that call fails,
 each JPEG is decoded alone and one that still fails is decoded by Pillow (reason kept) or skipped. The transform
-gets the decoded 8-bit image tensor, so it resizes with rounding and clamping as Pillow does.
+gets the decoded 8-bit image tensor, so it resizes with rounding and clamping as Pillow does; featx's transforms
+and torchvision's weights presets resize and crop each image, then convert and normalise the batch in one call
+(their ``tensor_steps``), other transforms run per image.
 
 Example::
 
@@ -40,7 +42,7 @@ from featx.tasks.extract.decode import (
     read_image_file,
 )
 from featx.tasks.extract.listing import Identity
-from featx.tasks.extract.transforms import ImageTransform
+from featx.tasks.extract.transforms import ImageTransform, TensorSteps
 
 #: Pillow's formats and modes of the JPEGs the device decodes (MPO: a JPEG with more pictures after the first,
 #: which both decoders read); the others (CMYK, YCCK) are decoded by Pillow
@@ -94,7 +96,21 @@ def _why_not_on_device(image: Image.Image, data: bytes) -> str:
         return f"a {image.mode} JPEG"
     if not data.rstrip(_PADDING).endswith(END_OF_IMAGE):  # truncated: decoders disagree on what to make of it
         return "a JPEG without its end marker"
+    if image.mode == "RGB" and not _is_ycbcr(image):
+        return "a JPEG whose colours are not stored as YCbCr"
     return ""
+
+
+def _is_ycbcr(image: Image.Image) -> bool:
+    """Whether libjpeg (hence Pillow) reads the 3-component JPEG ``image`` as YCbCr, which nvJPEG assumes: a JFIF
+    file, an Adobe marker asking for the YCbCr transform, or no Adobe marker and component ids 1, 2, 3. Anything
+    else (an Adobe marker without the transform, ids 'R', 'G', 'B', other ids) stays with Pillow: nvJPEG would turn
+    RGB samples into wrong colours without an error (measured on an H200: 69 levels off on average)."""
+    if "jfif" in image.info:
+        return True
+    if "adobe_transform" in image.info:
+        return image.info["adobe_transform"] == 1
+    return [layer[0] for layer in getattr(image, "layer", [])] == [1, 2, 3]
 
 
 class JpegFiles(ImageFiles):
@@ -190,7 +206,12 @@ class DeviceJpegDecoder:
         failures = list(batch.failures)
         files = list(torch.split(batch.data, [length for _, length, _, _ in batch.jpegs])) if batch.jpegs else []
         decoded = self._decode(files) if files else []
+        steps = getattr(self.transform, "tensor_steps", None)
+        shaped: Dict[int, Tuple[Tensor, Identity]] = {}  # resized and cropped, still 8-bit: normalised together below
         for (index, _, orientation, identity), data, result in zip(batch.jpegs, files, decoded, strict=True):
+            if isinstance(result, Tensor) and isinstance(steps, TensorSteps):
+                shaped[index] = steps.per_image(orient(result, orientation)), identity
+                continue
             if isinstance(result, Tensor):
                 images[index] = self.transform(orient(result, orientation)), identity
                 continue
@@ -201,6 +222,10 @@ class DeviceJpegDecoder:
                 continue
             images[index] = image.to(self.device, non_blocking=True), identity
             fallbacks[index] = f"the {self.device.type} decoder failed ({type(result).__name__}: {first_line(result)})"
+        if shaped and isinstance(steps, TensorSteps):
+            normalised = steps.per_batch(torch.stack([image for image, _ in shaped.values()]))
+            for row, (index, (_, identity)) in enumerate(shaped.items()):
+                images[index] = normalised[row], identity
         if batch.images is not None:
             on_device = batch.images.to(self.device, non_blocking=True)
             for row, (index, identity, why) in enumerate(batch.decoded):
@@ -216,6 +241,11 @@ class DeviceJpegDecoder:
         )
 
 
+def _is_on(tensor: Tensor, device: torch.device) -> bool:
+    """Whether ``tensor`` lies on ``device``; ``cuda`` without an index means the current one (``cuda:0`` here)."""
+    return tensor.device.type == device.type and device.index in (None, tensor.device.index)
+
+
 def check_device_decoder(device: torch.device) -> None:
     """ArgumentError unless torchvision decodes a small JPEG onto ``device`` (a torchvision built without nvJPEG, or
     a device it cannot decode on, is named before the run rather than found in every batch)."""
@@ -223,7 +253,7 @@ def check_device_decoder(device: torch.device) -> None:
     Image.new("RGB", (16, 8), (200, 40, 90)).save(encoded, "JPEG")
     try:
         [decoded] = decoded_on(device, [torch.frombuffer(bytearray(encoded.getvalue()), dtype=torch.uint8)])
-        problem = "" if decoded.device == device else f"it decodes onto {decoded.device}"
+        problem = "" if _is_on(decoded, device) else f"it decodes onto {decoded.device}"
     except Exception as error:  # noqa: BLE001 - named below
         problem = f"{type(error).__name__}: {first_line(error)}"
     if problem:

@@ -15,12 +15,14 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
 import torch
 from PIL.Image import Image
 from torch import Tensor
 from torchvision import transforms
+from torchvision.transforms._presets import ImageClassification  # what every classifier's weights enum gives
 
 from featx.errors import ArgumentError
 from featx.models.published_weights import published_weights_transform
@@ -38,18 +40,52 @@ CROP_FRACTION = 0.875
 ImageTransform = Callable[[Union[Image, Tensor]], Tensor]
 
 
-class _PillowOrTensor:
-    """One transform for every decoded form: Pillow's own resampling for Pillow images (ImageNet evaluation style),
-    torchvision's antialiased tensor resampling for tensors (float in [0, 1], or uint8 from the GPU decoder)."""
+@dataclass(frozen=True)
+class TensorSteps:
+    """A transform's tensor path in two parts: ``per_image`` (resize, crop; an 8-bit image stays 8-bit) and
+    ``per_batch`` (to float, normalise), which takes one image or a stack of them alike. The GPU decoder runs the
+    second once per batch: a torchvision ``Normalize`` copies its mean and std to the device and waits for it on
+    every call, which per image serialised the whole batch."""
 
-    def __init__(self, for_pillow: Callable[[Image], Tensor], for_tensor: Callable[[Tensor], Tensor]) -> None:
-        self.for_pillow, self.for_tensor = for_pillow, for_tensor
+    per_image: Callable[[Tensor], Tensor]
+    per_batch: Callable[[Tensor], Tensor]
+
+
+class PillowOrTensor:
+    """One transform for every decoded form: Pillow's own resampling for Pillow images (ImageNet evaluation style),
+    torchvision's antialiased tensor resampling for tensors (float in [0, 1], or uint8 from the GPU decoder), whose
+    steps are also exposed (``tensor_steps``) for a batch::
+
+        transform.tensor_steps.per_batch(torch.stack([transform.tensor_steps.per_image(i) for i in images]))
+    """
+
+    def __init__(self, for_pillow: Callable[[Image], Tensor], tensor_steps: TensorSteps) -> None:
+        self.for_pillow, self.tensor_steps = for_pillow, tensor_steps
 
     def __call__(self, image: Union[Image, Tensor]) -> Tensor:
-        return self.for_tensor(image) if isinstance(image, Tensor) else self.for_pillow(image)
+        if isinstance(image, Tensor):
+            return self.tensor_steps.per_batch(self.tensor_steps.per_image(image))
+        return self.for_pillow(image)
 
     def __repr__(self) -> str:
         return repr(self.for_pillow)
+
+
+def _to_normalised_floats(mean: Sequence[float], std: Sequence[float]) -> Callable[[Tensor], Tensor]:
+    """uint8 (decode=gpu) or float in [0, 1] to float32, normalised by ``mean`` and ``std``."""
+    return transforms.Compose([transforms.ConvertImageDtype(torch.float32), transforms.Normalize(mean, std)])
+
+
+def _split_preset(preset: ImageClassification) -> PillowOrTensor:
+    """torchvision's evaluation preset (what a weights enum's ``transforms()`` gives) with its tensor steps: its own
+    resize, crop, dtype conversion and normalisation, in its order, from its own settings."""
+    geometry = transforms.Compose(
+        [
+            transforms.Resize(preset.resize_size, interpolation=preset.interpolation, antialias=preset.antialias),
+            transforms.CenterCrop(preset.crop_size),
+        ]
+    )
+    return PillowOrTensor(preset, TensorSteps(geometry, _to_normalised_floats(preset.mean, preset.std)))
 
 
 def _names_published_weights(spec: BackboneSpec) -> bool:
@@ -74,7 +110,8 @@ def image_transform(name: str, spec: BackboneSpec, size: Sequence[int]) -> Image
     """The transform ``name`` (see the module docstring) for ``spec`` at ``size`` (height, width)."""
     name = resolve_transform_name(name, spec)
     if name == "weights":
-        return published_weights_transform(spec.model, str(spec.weights))
+        published = published_weights_transform(spec.model, str(spec.weights))
+        return _split_preset(published) if isinstance(published, ImageClassification) else published
     if len(size) != 2 or not all(1 <= int(side) <= MAX_SIDE for side in size):
         raise ArgumentError(f"extract.size: expected [height, width] of sizes in 1..{MAX_SIDE}, got {list(size)}")
     height, width = int(size[0]), int(size[1])
@@ -88,9 +125,9 @@ def image_transform(name: str, spec: BackboneSpec, size: Sequence[int]) -> Image
     else:
         shorter = int(max(height, width) / CROP_FRACTION)
         geometry = [transforms.Resize(shorter, antialias=True), transforms.CenterCrop((height, width))]
-    normalise = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    to_float = transforms.ConvertImageDtype(torch.float32)  # uint8 (decode=gpu) to [0, 1]; floats as they are
-    return _PillowOrTensor(
-        transforms.Compose([*geometry, transforms.ToTensor(), normalise]),
-        transforms.Compose([*geometry, to_float, normalise]),
+    for_pillow = transforms.Compose(
+        [*geometry, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+    return PillowOrTensor(
+        for_pillow, TensorSteps(transforms.Compose(geometry), _to_normalised_floats(IMAGENET_MEAN, IMAGENET_STD))
     )
