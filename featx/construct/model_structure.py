@@ -48,15 +48,18 @@ def structure_fingerprint(model: nn.Module) -> str:
     """A SHA-256 over ``model``'s module tree, tensor shapes and forward code locations (see the module docstring)."""
     folders = _library_folders()
     digest = hashlib.sha256()
+    locations: Dict[type, str] = {}  # per class: resolving a file's links costs a system call per folder
     for path, module in model.named_modules():
         kind = type(module)
+        if kind not in locations:
+            locations[kind] = _code_location(kind.forward, folders)
         tensors = [
             f"{name}{tuple(tensor.shape) if tensor is not None else None}"
             for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
         ]
         line = (
             f"{path}|{kind.__module__}.{kind.__qualname__}|{module.extra_repr()}|"
-            f"{_code_location(kind.forward, folders)}|{','.join(tensors)}\n"
+            f"{locations[kind]}|{','.join(tensors)}\n"
         )
         digest.update(line.encode())
     return digest.hexdigest()
