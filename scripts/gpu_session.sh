@@ -9,8 +9,10 @@
 #     bash scripts/gpu_session.sh --prepare           # here, once: copies them into .gpu_site/ (git-ignored)
 #
 # then, with the device tool: run(command="bash scripts/gpu_session.sh", carry=[".gpu_site"], timeout_s=540).
-# Results land in $OUT (the device tool's folder; else ./gpu-session-out): versions.txt, pytest.log, junit.xml,
-# extract-gpu.md, gpu.md and each step's log. Copy the pages to docs/results/ only from such a run.
+# Results land in $OUT (the device tool's folder; else ./gpu-session-out): each step's log (versions, pytest,
+# extract, forward), junit.xml, and the pages extract-gpu.md and gpu.md, written to docs/results/ in the device's
+# copy of the checkout (so they name the documented command) and copied to $OUT: copy them back into docs/results/
+# only from such a run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SITE=${GPU_SITE:-.gpu_site}  # where --prepare copies the packages, and where a run takes them from
@@ -53,6 +55,7 @@ step() {  # step NAME SECONDS COMMAND...: run it with a limit, its output in $OU
     timeout "$seconds" "$@" 2>&1 | tee "$OUT/$name.log"
     local code=${PIPESTATUS[0]}
     [[ $code -eq 0 ]] || { echo "== $name failed: exit $code"; status=1; }
+    return "$code"
 }
 
 step versions 60 "$PYTHON" -c "
@@ -63,11 +66,11 @@ print('hydra', hydra.__version__, 'omegaconf', omegaconf.__version__, 'featx', f
 print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-')
 assert torch.cuda.is_available(), 'no CUDA: these checks need the lent GPU'
 "
-cp "$OUT/versions.log" "$OUT/versions.txt"
 if [[ $status -ne 0 ]]; then exit 1; fi
 step pytest 240 "$PYTHON" -m pytest tests/test_cuda.py tests/test_bench_extract.py -p no:cacheprovider -q \
     --junitxml "$OUT/junit.xml"
-step extract 150 "$PYTHON" scripts/bench_extract.py --device cuda --workers 16 --output "$OUT/extract-gpu.md"
+step extract 150 "$PYTHON" scripts/bench_extract.py --device cuda --workers 16 --output docs/results/extract-gpu.md &&
+    cp docs/results/extract-gpu.md "$OUT/"
 step forward 90 "$PYTHON" scripts/bench.py --device cuda --sections forward channels_last --repeats 30 \
-    --warmup 10 --batches 1 8 32 --output "$OUT/gpu.md"
+    --warmup 10 --batches 1 8 32 --output docs/results/gpu.md && cp docs/results/gpu.md "$OUT/"
 exit $status

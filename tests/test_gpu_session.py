@@ -46,6 +46,6 @@ def test_without_cuda_a_run_stops_after_recording_the_versions(tmp_path):
     done = _run(GPU_SITE=str(site), OUT=str(out))
     assert done.returncode == 1
     assert "no CUDA: these checks need the lent GPU" in done.stdout
-    versions = (out / "versions.txt").read_text()
+    versions = (out / "versions.log").read_text()
     assert f"torch {torch.__version__}" in versions and "hydra 1.3" in versions and "cuda False" in versions
-    assert sorted(path.name for path in out.iterdir()) == ["versions.log", "versions.txt"]  # no later step ran
+    assert sorted(path.name for path in out.iterdir()) == ["versions.log"]  # no later step ran
