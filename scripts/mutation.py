@@ -465,9 +465,27 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/transforms.py",
-        "    to_float = transforms.ConvertImageDtype(torch.float32)",
-        "    to_float = transforms.Lambda(lambda image: image.float())",
+        "transforms.Compose([transforms.ConvertImageDtype(torch.float32), transforms.Normalize(mean, std)])",
+        "transforms.Compose([transforms.Lambda(lambda image: image.float()), transforms.Normalize(mean, std)])",
         "device-decoded pixels not scaled to [0, 1]",
+    ),
+    Mutant(
+        "tasks/extract/transforms.py",
+        "preset.resize_size, interpolation=preset.interpolation, antialias=preset.antialias",
+        "preset.resize_size, antialias=preset.antialias",
+        "a bicubic weights preset resizes tensors bilinearly",
+    ),
+    Mutant(
+        "tasks/extract/device_decode.py",
+        "            for row, (index, (_, identity)) in enumerate(shaped.items()):",
+        "            for row, (index, (_, identity)) in enumerate(reversed(shaped.items())):",
+        "a batch's normalised rows handed to the wrong images",
+    ),
+    Mutant(
+        "tasks/extract/device_decode.py",
+        '    if image.mode == "RGB" and not _is_ycbcr(image):',
+        "    if False:",
+        "an RGB JPEG (no YCbCr transform) goes to nvJPEG",
     ),
     Mutant(
         "tasks/extract/device_decode.py",
@@ -483,7 +501,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/device_decode.py",
-        'problem = "" if decoded.device == device else f"it decodes onto {decoded.device}"',
+        'problem = "" if _is_on(decoded, device) else f"it decodes onto {decoded.device}"',
         'problem = ""',
         "a device torchvision does not decode onto passes the check",
     ),
