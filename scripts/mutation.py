@@ -483,9 +483,15 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/device_decode.py",
-        '    if image.mode == "RGB" and not _is_ycbcr(image):',
-        "    if False:",
+        '    return _colour_reason(image) if image.mode == "RGB" else ""',
+        '    return ""',
         "an RGB JPEG (no YCbCr transform) goes to nvJPEG",
+    ),
+    Mutant(
+        "tasks/extract/device_decode.py",
+        'marker == "APP0" and len(data) >= _JFIF_LENGTH and data.startswith(b"JFIF\\0")',
+        'marker == "APP0" and data.startswith(b"JFIF")',
+        "a JFIF segment libjpeg ignores (too short, no NUL) sends an RGB JPEG to nvJPEG",
     ),
     Mutant(
         "tasks/extract/device_decode.py",

@@ -268,7 +268,7 @@ def test_nvjpeg_pixels_equal_libjpegs_or_stay_within_the_stated_tolerance(tmp_pa
         assert got.images is not None and expected.images is not None, path.name
         assert got.images.device.type == "cuda"
         if path.name == "adobe_rgb.jpg":
-            assert got.fallbacks == {0: "a JPEG whose colours are not stored as YCbCr"}
+            assert got.fallbacks == {0: "an RGB JPEG (no YCbCr transform)"}
         else:
             assert got.fallbacks == {}, path.name
         levels = (got.images.cpu() - expected.images).abs() * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
@@ -307,5 +307,5 @@ def test_extract_with_decode_gpu_stores_features_close_to_decode_cpu(tmp_path, r
     manifest = [json.loads(line) for line in (tmp_path / "gpu" / "featx-manifest.jsonl").read_text().splitlines()]
     assert {Path(e["path"]).name: e.get("decoded_on_cpu") for e in manifest if "decoded_on_cpu" in e} == {
         "plain.png": "not a JPEG (PNG)",
-        "adobe_rgb.jpg": "a JPEG whose colours are not stored as YCbCr",
+        "adobe_rgb.jpg": "an RGB JPEG (no YCbCr transform)",
     }

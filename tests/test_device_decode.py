@@ -223,21 +223,66 @@ def _without_jfif(data: bytes) -> bytes:
     return data[:2] + data[4 + int.from_bytes(data[4:6], "big") :]
 
 
-def test_a_jpeg_whose_colours_may_not_be_ycbcr_is_left_to_pillow(tmp_path):
-    """nvJPEG takes every 3-component JPEG for YCbCr, so an RGB one (Adobe marker without the transform, as Pillow's
-    keep_rgb writes) is decoded by Pillow, with the reason; a camera JPEG without JFIF (ids 1, 2, 3) is not."""
+def _with_segment(data: bytes, marker: int, payload: bytes) -> bytes:
+    """``data`` (a JPEG) with an APPn segment ``marker`` holding ``payload`` right after its start marker."""
+    return data[:2] + bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload + data[2:]
+
+
+def _with_component_ids(data: bytes, ids: Tuple[int, int, int]) -> bytes:
+    """``data`` (a baseline 3-component JPEG) with its components renamed ``ids`` in the frame and scan headers."""
+    out, at = bytearray(data), 2
+    while True:
+        marker, length = out[at + 1], int.from_bytes(out[at + 2 : at + 4], "big")
+        if marker == 0xC0:  # frame: precision, height, width, count, then (id, sampling, table) per component
+            for index, new in enumerate(ids):
+                out[at + 10 + 3 * index] = new
+        if marker == 0xDA:  # scan: count, then (id, tables) per component; the coded data follows
+            for index, new in enumerate(ids):
+                out[at + 5 + 2 * index] = new
+            return bytes(out)
+        at += 2 + length
+
+
+_ADOBE = b"Adobe\x00\x64\x00\x00\x00\x00"  # APP14: version 100, no flags; the transform byte is appended
+_RGB = "an RGB JPEG (no YCbCr transform)"
+_COLOUR_CASES = {  # name: (the file's bytes from a JFIF file and an RGB one, the reason Pillow decodes it or "")
+    "jfif": (lambda jfif, rgb: jfif, ""),
+    "camera, ids 1 2 3": (lambda jfif, rgb: _without_jfif(jfif), ""),
+    "Adobe 1": (lambda jfif, rgb: _with_segment(_without_jfif(jfif), 0xEE, _ADOBE + b"\x01"), ""),
+    "JFIF and Adobe 0": (lambda jfif, rgb: _with_segment(jfif, 0xEE, _ADOBE + b"\x00"), ""),  # JFIF decides
+    "Adobe 0 (keep_rgb)": (lambda jfif, rgb: rgb, _RGB),
+    "short JFIF, Adobe 0": (lambda jfif, rgb: _with_segment(rgb, 0xE0, b"JFIF\x00\x01\x02"), _RGB),
+    "JFIF without NUL, Adobe 0": (lambda jfif, rgb: _with_segment(rgb, 0xE0, b"JFIFX" + bytes(9)), _RGB),
+    "ids R G B": (lambda jfif, rgb: _with_component_ids(_without_jfif(jfif), (82, 71, 66)), _RGB),
+    "Adobe 2": (
+        lambda jfif, rgb: _with_segment(_without_jfif(jfif), 0xEE, _ADOBE + b"\x02"),
+        "a JPEG with Adobe colour transform 2",
+    ),
+    "ids 0 1 2": (
+        lambda jfif, rgb: _with_component_ids(_without_jfif(jfif), (0, 1, 2)),
+        "a JPEG with colour component ids [0, 1, 2]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_COLOUR_CASES))
+def test_a_jpeg_goes_to_the_device_only_where_libjpeg_reads_it_as_ycbcr(tmp_path, case):
+    """nvJPEG takes every 3-component JPEG for YCbCr (an RGB one came out in wrong colours on an H200), so the
+    device gets a file only where libjpeg, and so decode=cpu, reads YCbCr for a standard reason, with libjpeg's
+    order of tests (JFIF, whole segments only; then the Adobe transform; then the component ids). Pillow decodes
+    the others, with the reason, into decode=cpu's own pixels."""
+    build, reason = _COLOUR_CASES[case]
+    jfif = _jpeg(tmp_path / "jfif.jpg", _photo(seed=1)).read_bytes()
+    rgb = _jpeg(tmp_path / "rgb.jpg", _photo(seed=1), keep_rgb=True).read_bytes()
+    path = tmp_path / "case.jpg"
+    path.write_bytes(build(jfif, rgb))
     transform = image_transform("center_crop", featx.load_spec("resnet18"), (32, 32))
-    rgb = _jpeg(tmp_path / "rgb.jpg", _photo(seed=1), keep_rgb=True)
-    camera = tmp_path / "camera.jpg"
-    camera.write_bytes(_without_jfif(_jpeg(tmp_path / "jfif.jpg", _photo(seed=2)).read_bytes()))
-    with Image.open(camera) as opened:
-        assert "jfif" not in opened.info and "adobe" not in opened.info
-    got, raw = _device_batch([rgb, camera], transform)
-    assert [index for index, *_ in raw.jpegs] == [1]  # the camera JPEG alone went to the device decoder
-    assert got.fallbacks == {0: "a JPEG whose colours are not stored as YCbCr"}
-    expected = _cpu_batch([rgb, camera], transform)
-    assert got.images is not None and expected.images is not None
-    assert torch.equal(got.images[0], expected.images[0])  # Pillow's pixels, as decode=cpu's
+    got, raw = _device_batch([path], transform)
+    expected = _cpu_batch([path], transform)
+    assert got.images is not None and expected.images is not None, "both decoders read it"
+    assert (got.fallbacks, len(raw.jpegs)) == (({0: reason}, 0) if reason else ({}, 1))
+    if reason:
+        assert torch.equal(got.images, expected.images)  # Pillow's pixels, as decode=cpu's
     assert ((got.images - expected.images).abs() <= ONE_LEVEL).all()
 
 

@@ -96,21 +96,34 @@ def _why_not_on_device(image: Image.Image, data: bytes) -> str:
         return f"a {image.mode} JPEG"
     if not data.rstrip(_PADDING).endswith(END_OF_IMAGE):  # truncated: decoders disagree on what to make of it
         return "a JPEG without its end marker"
-    if image.mode == "RGB" and not _is_ycbcr(image):
-        return "a JPEG whose colours are not stored as YCbCr"
-    return ""
+    return _colour_reason(image) if image.mode == "RGB" else ""
 
 
-def _is_ycbcr(image: Image.Image) -> bool:
-    """Whether libjpeg (hence Pillow) reads the 3-component JPEG ``image`` as YCbCr, which nvJPEG assumes: a JFIF
-    file, an Adobe marker asking for the YCbCr transform, or no Adobe marker and component ids 1, 2, 3. Anything
-    else (an Adobe marker without the transform, ids 'R', 'G', 'B', other ids) stays with Pillow: nvJPEG would turn
-    RGB samples into wrong colours without an error (measured on an H200: 69 levels off on average)."""
-    if "jfif" in image.info:
-        return True
-    if "adobe_transform" in image.info:
-        return image.info["adobe_transform"] == 1
-    return [layer[0] for layer in getattr(image, "layer", [])] == [1, 2, 3]
+#: libjpeg's length of a JFIF APP0 segment's data; a shorter one (or one without the NUL) is not JFIF to it
+_JFIF_LENGTH = 14
+_RGB_REASON = "an RGB JPEG (no YCbCr transform)"
+
+
+def _colour_reason(image: Image.Image) -> str:
+    """Empty when libjpeg (hence Pillow, and decode=cpu) reads the 3-component JPEG ``image`` as YCbCr for one of
+    the standard reasons, as nvJPEG takes every such file: a JFIF marker; else an Adobe marker asking for the YCbCr
+    transform; else component ids 1, 2, 3 (libjpeg's order of tests). Otherwise why Pillow decodes it: RGB samples
+    (Adobe transform 0, or ids 'R', 'G', 'B'), which nvJPEG turns into wrong colours without an error (measured on
+    an H200), or an unusual marker or ids, on which the two decoders are not known to agree."""
+    if any(
+        marker == "APP0" and len(data) >= _JFIF_LENGTH and data.startswith(b"JFIF\0")
+        for marker, data in getattr(image, "applist", [])
+    ):
+        return ""
+    transform = image.info.get("adobe_transform")
+    if transform is not None:
+        if transform == 1:
+            return ""
+        return _RGB_REASON if transform == 0 else f"a JPEG with Adobe colour transform {transform}"
+    ids = [layer[0] for layer in getattr(image, "layer", [])]
+    if ids == [1, 2, 3]:
+        return ""
+    return _RGB_REASON if ids == [ord("R"), ord("G"), ord("B")] else f"a JPEG with colour component ids {ids}"
 
 
 class JpegFiles(ImageFiles):
