@@ -9,8 +9,8 @@ Rows (each a fresh pass over all the images; the backbone is built and warmed up
 - decode alone, cpu: the DataLoader workers read, decode (Pillow) and transform; nothing else.
 - decode alone, gpu: the workers read the files; the main process decodes them in batches on the GPU (nvJPEG) and
   transforms them there; nothing else.
-- in memory, gpu: nvJPEG only / nvJPEG and the transform: the same batches, their files read beforehand, decoded
-  (and transformed) in one process without a DataLoader: what the GPU side alone can do, the ceiling of the rows
+- in memory, gpu: nvJPEG only / nvJPEG and the transform: the same batches, their files read beforehand (pinned),
+  decoded (and transformed) in one process without a DataLoader: what the GPU side alone can do, the ceiling of the rows
   above. A pass is short here, so the decode rows also pay for starting the DataLoader workers.
 - featx-extract decode=cpu / decode=gpu: ``featx.tasks.extract.run.extract`` into a new folder (the backbone's
   pooled outputs stored as shards; the time of its batch loop, as its summary reports).
@@ -123,6 +123,8 @@ def in_memory(paths: List[Path], transform: Callable, args: argparse.Namespace, 
         for start in range(0, len(paths), args.batch_size)
     ]
     device = torch.device(args.device)
+    if device.type == "cuda":  # as the DataLoader rows hand them over
+        batches = [batch.pin_memory() for batch in batches]
     decode = DeviceJpegDecoder(transform, device)
     start = time.perf_counter()
     for batch in batches:

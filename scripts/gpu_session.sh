@@ -60,7 +60,9 @@ step() {  # step NAME SECONDS COMMAND...: run it with a limit, its output in $OU
 
 step versions 60 "$PYTHON" -c "
 import sys, torch, torchvision, hydra, omegaconf, featx
+from featx.spec.config_files import config_dir
 featx.load_spec('resnet50')  # the packaged configs are found
+print('featx', featx.__file__, 'configs', config_dir())
 print('python', sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__)
 print('hydra', hydra.__version__, 'omegaconf', omegaconf.__version__, 'featx', featx.__version__)
 print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,16 @@ import torch
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_session.sh"
 
 
-def _run(*arguments: str, **variables: str) -> subprocess.CompletedProcess:
+def _run(*arguments: str, script: Path = SCRIPT, **variables: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable, **variables}
-    return subprocess.run(["bash", str(SCRIPT), *arguments], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(["bash", str(script), *arguments], capture_output=True, text=True, env=env, timeout=120)
+
+
+def _checkout_copy(folder: Path) -> Path:
+    """The package, its configs and scripts copied to ``folder`` (a run links featx/conf there, not in this tree)."""
+    for name in ("featx", "conf", "scripts"):
+        shutil.copytree(SCRIPT.parents[1] / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder / "scripts" / "gpu_session.sh"
 
 
 def test_prepare_copies_the_packages_the_device_image_lacks(tmp_path):
@@ -43,9 +51,13 @@ def test_a_run_needs_the_prepared_folder(tmp_path):
 def test_without_cuda_a_run_stops_after_recording_the_versions(tmp_path):
     site, out = tmp_path / "site", tmp_path / "out"
     assert _run("--prepare", GPU_SITE=str(site)).returncode == 0
-    done = _run(GPU_SITE=str(site), OUT=str(out))
+    script = _checkout_copy(tmp_path / "checkout")
+    done = _run(script=script, GPU_SITE=str(site), OUT=str(out))
     assert done.returncode == 1
     assert "no CUDA: these checks need the lent GPU" in done.stdout
     versions = (out / "versions.log").read_text()
     assert f"torch {torch.__version__}" in versions and "hydra 1.3" in versions and "cuda False" in versions
     assert sorted(path.name for path in out.iterdir()) == ["versions.log"]  # no later step ran
+    copy = tmp_path / "checkout"  # its package and configs were the ones used, through the run's link
+    assert f"featx {copy / 'featx' / '__init__.py'} configs {copy / 'featx' / 'conf'}" in versions
+    assert not (copy / "featx" / "conf").exists()  # the link is gone again
