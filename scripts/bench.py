@@ -22,7 +22,7 @@ with torchvision's own way of doing the same, measured in one run. No timing is 
   also with FEATX_NO_CACHE=1; each met / not met is computed from the measured ratio.
 
     python scripts/bench.py                          # everything; tables on stdout, JSON to $TMPDIR/featx-bench.json
-    python scripts/bench.py --repeats 9 --output docs/results/cpu.md   # the page docs/results.md links to
+    python scripts/bench.py --repeats 9 --build-repeats 9 --output docs/results/cpu.md   # docs/results.md links it
     python scripts/bench.py --repeats 3 --batches 1  # a quick run
     python scripts/bench.py --sections catalog pretrained --build-repeats 5   # issue #17's goals only
     python scripts/bench.py --device cuda --sections forward channels_last --repeats 100 --warmup 30 --batches 1 8 32
