@@ -131,7 +131,7 @@ def in_memory(paths: List[Path], transform: Callable, args: argparse.Namespace, 
         if with_transform:
             decode(batch)
         else:
-            decoded_on(device, list(torch.split(batch.data, [length for _, length, _, _ in batch.jpegs])))
+            decoded_on(device, batch.jpeg_files())
     _synchronize(device)
     return time.perf_counter() - start
 

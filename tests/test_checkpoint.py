@@ -6,6 +6,7 @@ import importlib.metadata
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def test_the_version_is_written_once_and_the_distribution_reads_it():
 
 def test_a_checkout_that_is_not_installed_saves_checkpoints(tmp_path):
     """featx imported from its folder alone, no distribution metadata (as on a lent GPU machine), saves a file."""
-    installed = Path(next(path for path in sys.path if path.endswith("site-packages")))
+    installed = Path(sysconfig.get_paths()["purelib"])
     site_packages = tmp_path / "site-packages"  # the environment's packages, less featx's install
     site_packages.mkdir()
     for entry in installed.iterdir():

@@ -161,6 +161,10 @@ class JpegBatch:
         images = None if self.images is None else change(self.images)
         return JpegBatch(change(self.data), self.jpegs, images, self.decoded, self.failures)
 
+    def jpeg_files(self) -> List[Tensor]:
+        """Each JPEG's bytes (a 1-D uint8 view into ``data``), in the order of ``jpegs``."""
+        return list(torch.split(self.data, [length for _, length, _, _ in self.jpegs])) if self.jpegs else []
+
     def pin_memory(self) -> "JpegBatch":
         """The bytes and images in page-locked memory (the DataLoader calls this with ``pin_memory=True``)."""
         return self.with_tensors(Tensor.pin_memory)
@@ -217,7 +221,7 @@ class DeviceJpegDecoder:
         images: Dict[int, Tuple[Tensor, Identity]] = {}
         fallbacks: Dict[int, str] = {}
         failures = list(batch.failures)
-        files = list(torch.split(batch.data, [length for _, length, _, _ in batch.jpegs])) if batch.jpegs else []
+        files = batch.jpeg_files()
         decoded = self._decode(files) if files else []
         steps = getattr(self.transform, "tensor_steps", None)
         shaped: Dict[int, Tuple[Tensor, Identity]] = {}  # resized and cropped, still 8-bit: normalised together below
