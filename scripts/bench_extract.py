@@ -17,6 +17,10 @@ Rows (each a fresh pass over all the images; the backbone is built and warmed up
 - hand-written loop: a Dataset of Pillow-decoded files, a DataLoader, torchvision's ResNet with its ``layer4``
   taken by ``IntermediateLayerGetter``, pooled and moved to the CPU; nothing stored.
 
+The rows that start DataLoader workers (decode alone, hand-written loop) also report when their first batch arrived
+and their rate after it: with few batches per worker, starting the workers (forking a process that holds a CUDA
+context) can take much of a pass.
+
 The decode=gpu rows need CUDA; on a machine without it they read "needs CUDA". Goals (issue 17, on an H200):
 decode=gpu >= 0.8x decode alone on the GPU, and >= 3x decode=cpu.
 """
@@ -28,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -90,13 +94,32 @@ class _PillowFiles(Dataset):
             return self.transform(image.convert("RGB"))
 
 
+class Pass(NamedTuple):
+    """A timed pass: seconds in all, and seconds until its first batch was ready (None: no DataLoader)."""
+
+    seconds: float
+    first_batch: Optional[float] = None
+
+
+def _timed(batches: Iterable[object], handle: Callable[[object], None], device: torch.device) -> Pass:
+    """The pass that ``handle``s every batch (the clock starts before the first is asked for)."""
+    start = time.perf_counter()
+    first: Optional[float] = None
+    for batch in batches:
+        if first is None:
+            first = time.perf_counter() - start
+        handle(batch)
+    _synchronize(device)
+    return Pass(time.perf_counter() - start, first)
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def decode_alone(paths: List[Path], transform: Callable, args: argparse.Namespace, on_gpu: bool) -> float:
-    """Seconds to read, decode and transform every image (on the GPU: nvJPEG), and nothing else."""
+def decode_alone(paths: List[Path], transform: Callable, args: argparse.Namespace, on_gpu: bool) -> Pass:
+    """The pass that reads, decodes and transforms every image (on the GPU: nvJPEG), and nothing else."""
     device = torch.device(args.device)
     dataset = JpegFiles(paths, transform) if on_gpu else ImageFiles(paths, transform)
     loader = DataLoader(
@@ -107,16 +130,16 @@ def decode_alone(paths: List[Path], transform: Callable, args: argparse.Namespac
         pin_memory=device.type == "cuda",
     )
     decode = DeviceJpegDecoder(transform, device)
-    start = time.perf_counter()
-    for batch in loader:
-        images = decode(batch).images if on_gpu else batch.images
+
+    def check(batch: object) -> None:
+        images = decode(batch).images if on_gpu else batch.images  # type: ignore[arg-type, attr-defined]
         assert images is not None and len(images)
-    _synchronize(device)
-    return time.perf_counter() - start
+
+    return _timed(loader, check, device)
 
 
-def in_memory(paths: List[Path], transform: Callable, args: argparse.Namespace, with_transform: bool) -> float:
-    """Seconds to decode (and transform) every image on the GPU from batches read beforehand, in this process."""
+def in_memory(paths: List[Path], transform: Callable, args: argparse.Namespace, with_transform: bool) -> Pass:
+    """The pass that decodes (and transform) every image on the GPU from batches read beforehand, in this process."""
     files = JpegFiles(paths, transform)
     batches = [
         collate_jpegs([files[index] for index in range(start, min(start + args.batch_size, len(paths)))])
@@ -133,11 +156,11 @@ def in_memory(paths: List[Path], transform: Callable, args: argparse.Namespace, 
         else:
             decoded_on(device, batch.jpeg_files())
     _synchronize(device)
-    return time.perf_counter() - start
+    return Pass(time.perf_counter() - start)
 
 
-def featx_extract(spec: featx.BackboneSpec, folder: Path, output: Path, args: argparse.Namespace, decode: str) -> float:
-    """Seconds of featx-extract's batch loop over ``folder``, written to the new folder ``output``."""
+def featx_extract(spec: featx.BackboneSpec, folder: Path, output: Path, args: argparse.Namespace, decode: str) -> Pass:
+    """featx-extract's batch loop over ``folder`` (as its summary times it), written to the new folder ``output``."""
     options = ExtractOptions(
         input=str(folder),
         output=str(output),
@@ -151,11 +174,11 @@ def featx_extract(spec: featx.BackboneSpec, folder: Path, output: Path, args: ar
     summary = extract(spec, options)
     if summary.images != args.images:
         raise SystemExit(f"bench_extract.py: featx-extract stored {summary.images} of {args.images} images")
-    return summary.seconds
+    return Pass(summary.seconds)
 
 
-def hand_written_loop(paths: List[Path], transform: Callable, args: argparse.Namespace) -> float:
-    """Seconds of the loop a user writes without featx (model built before the clock starts)."""
+def hand_written_loop(paths: List[Path], transform: Callable, args: argparse.Namespace) -> Pass:
+    """The loop a user writes without featx (model built before the clock starts)."""
     device = torch.device(args.device)
     trunk = IntermediateLayerGetter(torchvision.models.get_model(args.model), {"layer4": "c5"}).eval().to(device)
     loader = DataLoader(
@@ -165,11 +188,12 @@ def hand_written_loop(paths: List[Path], transform: Callable, args: argparse.Nam
         pin_memory=device.type == "cuda",
     )
     _warm_up(trunk, device, args.size)
-    start = time.perf_counter()
+
+    def pooled(batch: object) -> None:
+        trunk(batch.to(device, non_blocking=True))["c5"].mean(dim=(2, 3)).cpu()  # type: ignore[attr-defined]
+
     with torch.inference_mode():
-        for batch in loader:
-            trunk(batch.to(device, non_blocking=True))["c5"].mean(dim=(2, 3)).cpu()
-    return time.perf_counter() - start
+        return _timed(loader, pooled, device)
 
 
 def _warm_up(module: nn.Module, device: torch.device, size: int) -> None:
@@ -178,14 +202,14 @@ def _warm_up(module: nn.Module, device: torch.device, size: int) -> None:
     _synchronize(device)
 
 
-def measure(args: argparse.Namespace, folder: Path) -> Dict[str, Optional[float]]:
-    """Images/s of each row (None: the row needs CUDA)."""
+def measure(args: argparse.Namespace, folder: Path) -> Dict[str, Optional[Pass]]:
+    """The pass of each row (None: the row needs CUDA)."""
     paths = write_jpegs(folder / "images", args.images)
     spec = featx.load_spec(args.backbone, overrides=[f"device={args.device}"])
     transform = image_transform("center_crop", spec, [args.size, args.size])
     _warm_up(featx.build(spec).eval(), torch.device(args.device), args.size)
     on_cuda = torch.device(args.device).type == "cuda"
-    seconds: Dict[str, Optional[float]] = {
+    return {
         "decode alone, cpu": decode_alone(paths, transform, args, on_gpu=False),
         "decode alone, gpu": decode_alone(paths, transform, args, on_gpu=True) if on_cuda else None,
         "in memory, gpu: nvJPEG only": in_memory(paths, transform, args, with_transform=False) if on_cuda else None,
@@ -198,12 +222,31 @@ def measure(args: argparse.Namespace, folder: Path) -> Dict[str, Optional[float]
         ),
         "hand-written loop": hand_written_loop(paths, transform, args),
     }
-    return {row: None if value is None else args.images / value for row, value in seconds.items()}
 
 
-def _table(rates: Dict[str, Optional[float]]) -> str:
-    lines = ["| row | images/s |", "|---|---|"]
-    lines += [f"| {row} | {'needs CUDA' if rate is None else f'{rate:.1f}'} |" for row, rate in rates.items()]
+def _after_first_batch(one: Pass, images: int, batch_size: int) -> Optional[float]:
+    """Images/s from the first batch's arrival to the end (None: no DataLoader, or nothing after the first batch)."""
+    rest = images - min(batch_size, images)
+    if one.first_batch is None or rest == 0:
+        return None
+    return rest / (one.seconds - one.first_batch)
+
+
+def _rates(passes: Dict[str, Optional[Pass]], images: int) -> Dict[str, Optional[float]]:
+    """Images/s of each row's whole pass (None: the row needs CUDA)."""
+    return {row: None if one is None else images / one.seconds for row, one in passes.items()}
+
+
+def _table(passes: Dict[str, Optional[Pass]], images: int, batch_size: int) -> str:
+    rates = _rates(passes, images)
+    lines = ["| row | images/s | first batch after (s) | images/s after the first batch |", "|---|---|---|---|"]
+    for row, one in passes.items():
+        if one is None:
+            lines.append(f"| {row} | needs CUDA | needs CUDA | needs CUDA |")
+            continue
+        first = "-" if one.first_batch is None else f"{one.first_batch:.2f}"
+        after = _after_first_batch(one, images, batch_size)
+        lines.append(f"| {row} | {images / one.seconds:.1f} | {first} | {'-' if after is None else f'{after:.1f}'} |")
     lines += ["", "| images/s ratio | ratio | goal |", "|---|---|---|"]
     for row, reference, goal in RATIOS:
         rate, base = rates[row], rates[reference]
@@ -237,13 +280,14 @@ def main(argv: Optional[List[str]] = None) -> Tuple[Dict[str, Optional[float]], 
     args.model = featx.load_spec(args.backbone).model
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="featx-bench-extract-") as name:
-        rates = measure(args, Path(name))
+        passes = measure(args, Path(name))
     header = (
         f"{args.images} JPEGs (about 500x375), {args.backbone} at {args.size}x{args.size}, batch {args.batch_size}, "
         f"{args.workers} workers; torch {torch.__version__}, torchvision {torchvision.__version__}, "
         f"{_where(args.device)}"
     )
-    table = _table(rates)
+    rates = _rates(passes, args.images)
+    table = _table(passes, args.images, args.batch_size)
     print(header + "\n\n" + table)
     if args.output:
         command = "python scripts/bench_extract.py " + " ".join(sys.argv[1:] if argv is None else argv)

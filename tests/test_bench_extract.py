@@ -46,11 +46,25 @@ def test_a_tiny_run_measures_every_row_and_writes_its_page(bench_extract, tmp_pa
     assert "| featx-extract decode=gpu / featx-extract decode=cpu | needs CUDA | >= 3.0: not measured |" in table
     ratio = rates["featx-extract decode=cpu"] / rates["hand-written loop"]
     assert f"| featx-extract decode=cpu / hand-written loop | {ratio:.2f} | - |" in table
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.split("\n\n")[0].splitlines()]
+    rows = {row[0]: row[1:] for row in cells[2:]}
+    assert cells[0] == ["row", "images/s", "first batch after (s)", "images/s after the first batch"]
+    for row in ("decode alone, cpu", "hand-written loop"):  # DataLoader rows: when the first batch came, and after
+        assert float(rows[row][1]) > 0 and float(rows[row][2]) > 0
+    assert rows["featx-extract decode=cpu"][1:] == ["-", "-"]
+    assert rows["featx-extract decode=gpu"] == ["needs CUDA"] * 3
     text = page.read_text()
     assert text.startswith(
         "# Extraction throughput (generated)\n\nWritten by `python scripts/bench_extract.py " + " ".join(arguments)
     )
     assert text.endswith(table)
+
+
+def test_the_rate_after_the_first_batch_leaves_that_batch_out(bench_extract):
+    one = bench_extract.Pass(seconds=3.0, first_batch=1.0)
+    assert bench_extract._after_first_batch(one, images=10, batch_size=4) == 3.0  # 6 images in the last 2 s
+    assert bench_extract._after_first_batch(one, images=4, batch_size=4) is None  # nothing after the first batch
+    assert bench_extract._after_first_batch(bench_extract.Pass(3.0), images=10, batch_size=4) is None  # no DataLoader
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
