@@ -1,9 +1,14 @@
-"""Helpers shared by the tests: a small spec, BatchNorm statistics worth testing, checkpoints the tests write."""
+"""Helpers shared by the tests: a small spec, BatchNorm statistics worth testing, checkpoints the tests write, featx
+run from a checkout that is not installed."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import nn
@@ -60,3 +65,33 @@ def folder_state(folder: Path) -> Dict[str, Any]:
         else:
             state[relative] = path.read_bytes()
     return state
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_not_installed(
+    folder: Path, code: str, *args: str, env: Optional[Mapping[str, str]] = None
+) -> "subprocess.CompletedProcess[str]":
+    """Run ``code`` (``sys.argv[1:]`` are ``args``) in a fresh interpreter that imports featx from a copy of the
+    package folder alone (and the packaged configs), with the environment's other packages but no distribution metadata of featx: a checkout
+    run without installing it (as on a lent GPU machine). Works in ``folder``; the caller asserts on the result."""
+    installed = Path(sysconfig.get_paths()["purelib"])
+    site_packages = folder / "site-packages"  # the environment's packages, less featx's install
+    site_packages.mkdir()
+    for entry in installed.iterdir():
+        if "featx" not in entry.name:
+            (site_packages / entry.name).symlink_to(entry)
+    source = folder / "source"  # the package alone: the checkout's folder holds an editable install's metadata
+    shutil.copytree(ROOT / "featx", source / "featx", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "conf", source / "featx" / "conf"
+    )  # the packaged configs, as scripts/gpu_session.sh links them
+    prelude = f"import sys; sys.path[:0] = [{str(source)!r}, {str(site_packages)!r}]\n"
+    return subprocess.run(  # -S: no site processing, so no editable install's finder and no metadata of featx
+        [sys.executable, "-S", "-c", prelude + code, *args],
+        capture_output=True,
+        text=True,
+        cwd=folder,  # not the checkout, for the same reason
+        env=None if env is None else dict(env),
+    )

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
-import shutil
-import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
-from helpers import randomize_norm_statistics, resnet18_spec
+from helpers import randomize_norm_statistics, resnet18_spec, run_not_installed
 from safetensors.torch import save_file
 
 import featx
@@ -61,35 +57,20 @@ def test_the_version_is_written_once_and_the_distribution_reads_it():
 
 def test_a_checkout_that_is_not_installed_saves_checkpoints(tmp_path):
     """featx imported from its folder alone, no distribution metadata (as on a lent GPU machine), saves a file."""
-    installed = Path(sysconfig.get_paths()["purelib"])
-    site_packages = tmp_path / "site-packages"  # the environment's packages, less featx's install
-    site_packages.mkdir()
-    for entry in installed.iterdir():
-        if "featx" not in entry.name:
-            (site_packages / entry.name).symlink_to(entry)
     code = (
-        "import sys; sys.path[:0] = sys.argv[1:3]; import importlib.metadata as m, featx\n"
+        "import importlib.metadata as m, featx\n"
         "try:\n    m.version('featx'); print('installed')\nexcept m.PackageNotFoundError:\n    pass\n"
         "spec = {'model': 'resnet18', 'stages': {'c2': {'modules': ['conv1', 'bn1', 'relu', 'maxpool', 'layer1']}}}\n"
-        "featx.save(featx.build(spec), sys.argv[3])\n"
+        "featx.save(featx.build(spec), sys.argv[1])\n"
     )
-    source = tmp_path / "source"  # the package alone, as the checkout's folder holds an editable install's metadata
-    shutil.copytree(ROOT / "featx", source / "featx", ignore=shutil.ignore_patterns("__pycache__"))
     path = tmp_path / "bb.pt"
-    done = subprocess.run(  # -S: no site processing, so no editable install's finder and no metadata of featx
-        [sys.executable, "-S", "-c", code, str(source), str(site_packages), str(path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,  # not the checkout: its folder holds an editable install's metadata
-    )
+    done = run_not_installed(tmp_path, code, str(path))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "installed" not in done.stdout
     assert torch.load(path, weights_only=True)["featx"]["versions"]["featx"] == featx.__version__
 
 
 def test_save_refuses_to_overwrite(tmp_path):
-    source = tmp_path / "source"  # the package alone, as the checkout's folder holds an editable install's metadata
-    shutil.copytree(ROOT / "featx", source / "featx", ignore=shutil.ignore_patterns("__pycache__"))
     path = tmp_path / "bb.pt"
     path.write_text("mine")
     with pytest.raises(featx.ArgumentError, match="exists; pass overwrite=True"):

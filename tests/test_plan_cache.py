@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 import torch
 import torchvision
-from helpers import resnet18_spec
+from helpers import resnet18_spec, run_not_installed
 from torchvision.ops import FeaturePyramidNetwork
 
 import featx
@@ -125,6 +125,26 @@ def test_a_packaged_spec_builds_from_its_packaged_plan(cache):
         ("p4", 256, 16),
         ("p5", 256, 32),
     ]
+
+
+def test_a_checkout_that_is_not_installed_uses_and_makes_entries(tmp_path):
+    """Keyed by featx's own version file, not its distribution's metadata: a checkout run without installing it
+    (a lent GPU machine) builds packaged specs from their packaged plans and caches the plans it makes."""
+    code = (
+        "import featx\n"
+        "from featx.construct.plan_cache import plan_versions\n"
+        "print(plan_versions('resnet18')['featx'])\n"
+        "featx.build('resnet50_fpn', overrides=['device=meta'])\n"
+        "import os; print(sorted(os.listdir(sys.argv[1])) if os.path.isdir(sys.argv[1]) else [])\n"
+        "featx.build(eval(sys.argv[2]), overrides=['device=meta'])\n"
+        "print(len(os.listdir(sys.argv[1])))\n"
+    )
+    plans = tmp_path / "cache" / "plans"
+    env = {key: value for key, value in os.environ.items() if key != "FEATX_NO_CACHE"}
+    env["FEATX_CACHE_DIR"] = str(tmp_path / "cache")
+    done = run_not_installed(tmp_path, code, str(plans), repr(resnet18_spec(stages=C2_C3)), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [featx.__version__, "[]", "1"]
 
 
 # --- hit, miss, stale, corrupt --------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import os
 import re
 import stat
 import sys
-from importlib.metadata import PackageNotFoundError, distribution, version
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
@@ -42,6 +42,7 @@ from featx.errors import ArgumentError, FeatxError
 from featx.files import write_atomically
 from featx.models.registry import defined_by_library, is_timm_model
 from featx.spec.schema import BackboneSpec
+from featx.version import __version__
 
 #: the spec keys planning reads, and the only ones: a plan is reused for any spec that agrees on them
 PLAN_KEYS = ("model", "source", "stages", "out_features", "input_size", "layout", "tokens")
@@ -108,14 +109,6 @@ def _release(version_text: str) -> str:
     return public if not label or _BUILD_VARIANT.fullmatch(label) else version_text
 
 
-def _installed(distribution: str) -> Optional[str]:
-    """The installed version of ``distribution`` (read from its metadata, without importing it), or None."""
-    try:
-        return _release(version(distribution))
-    except PackageNotFoundError:
-        return None
-
-
 def _timm_version() -> Optional[str]:
     """timm's version where the timm Python imports is the installed distribution's code (its metadata's version,
     its files; with the commit of an install from a repository); None where it is not (a timm checkout on
@@ -178,17 +171,14 @@ PLANNING_MODULES = (
 
 @functools.lru_cache(maxsize=None)
 def _library_versions() -> Optional[Dict[str, str]]:
-    """featx's version and a hash of its planning code, torch's and torchvision's; None for a featx without
-    package metadata (run from a copied source tree) or without its sources, which is then never cached."""
-    featx_version = _installed("featx")
+    """featx's version (of the code running, also from a checkout that is not installed) and a hash of its planning
+    code, torch's and torchvision's; None for a featx without its sources, which is then never cached."""
     try:
         planner = hashlib.sha256(b"".join((PACKAGE / module).read_bytes() for module in PLANNING_MODULES))
     except OSError:  # installed without its sources: the planner cannot be told apart
         return None
-    if featx_version is None:
-        return None
     return {
-        "featx": featx_version,
+        "featx": _release(__version__),
         "featx planner": planner.hexdigest()[:16],
         "torch": _release(torch.__version__),
         "torchvision": _release(torchvision.__version__),
