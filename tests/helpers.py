@@ -74,8 +74,9 @@ def run_not_installed(
     folder: Path, code: str, *args: str, env: Optional[Mapping[str, str]] = None
 ) -> "subprocess.CompletedProcess[str]":
     """Run ``code`` (``sys.argv[1:]`` are ``args``) in a fresh interpreter that imports featx from a copy of the
-    package folder alone (and the packaged configs), with the environment's other packages but no distribution metadata of featx: a checkout
-    run without installing it (as on a lent GPU machine). Works in ``folder``; the caller asserts on the result."""
+    package folder alone (with the packaged configs), with the environment's other packages but no distribution
+    metadata of featx: a checkout run without installing it (as on a lent GPU machine). Works in ``folder``; the
+    caller asserts on the result."""
     installed = Path(sysconfig.get_paths()["purelib"])
     site_packages = folder / "site-packages"  # the environment's packages, less featx's install
     site_packages.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from torchvision import transforms
 from torchvision.models import ResNet18_Weights
 
 import featx
+from featx.models.meta_construction import construct_on_meta
+from featx.models.published_weights import HALF_NORMALISED_MODELS
 from featx.models.weights_enums import OFFLINE_VARIABLE
 from featx.spec.apps import ExtractOptions
 from featx.spec.config_files import backbone_names
@@ -195,6 +198,37 @@ def test_read_features_of_an_unfinished_or_foreign_folder(tmp_path, images, weig
         list(featx.read_features(tmp_path / "out", outputs=["p5"]))
 
 
+def test_a_manifest_that_does_not_describe_its_shards_hands_out_nothing(tmp_path, images, weights_file):
+    """Each manifest row is checked against the image its shard records at that row (a shard renamed, or written
+    under a name the manifest still gives, must not pass off one image's features as another's)."""
+    output = tmp_path / "out"
+    extract(_spec(weights_file), _options(images, output, shard_size=2, batch_size=2))
+    first, second = sorted((output / "featx-shards").iterdir())[:2]
+    first.rename(tmp_path / "swap")
+    second.rename(first)
+    (tmp_path / "swap").rename(second)
+    with pytest.raises(featx.FeatxError) as caught:
+        list(featx.read_features(output))
+    assert re.search(
+        r"read_features\(\): .*featx-manifest.jsonl line 2 gives '.*more/alpha.png' \(\[\d+, \d+\]\) at row 0 of "
+        r"featx-shards/shard-r000-00001.safetensors, which holds the features of '.*rgb0.png' \(\[\d+, \d+\]\) "
+        r"there: the manifest does not describe the shards; rerun the same featx-extract command to rebuild it",
+        str(caught.value),
+    ), str(caught.value)
+
+
+def test_a_resumed_run_removes_the_manifest_until_it_ends(tmp_path, images, weights_file):
+    """A run killed midway leaves no manifest to misread: the next read says the run has not finished."""
+    output = tmp_path / "out"
+    extract(_spec(weights_file), _options(images, output))
+    store = FeatureStore(output)
+    store.prepare(store.settings(), "", overwrite=False)  # what a resumed run does before its first shard
+    assert not (output / "featx-manifest.jsonl").exists()
+    with pytest.raises(featx.FeatxError, match=r"has no featx-manifest.jsonl: its run has not finished"):
+        list(featx.read_features(output))
+    assert extract(_spec(weights_file), _options(images, output)).images == 7
+
+
 @pytest.mark.parametrize(
     ("source", "message"),
     [
@@ -246,12 +280,18 @@ def test_auto_transform_is_the_weights_own_when_they_are_torchvisions(weights_fi
     assert resolve_transform_name("auto", _spec(weights_file)) == "center_crop"  # a file: no transforms known
 
 
+#: torchvision's models whose builder turns on transform_input with published weights
+HALF_NORMALISED = ("googlenet", "inception_v3")
+
+
 def _distinct_presets() -> List[tuple]:
     """(model, weights member) of each distinct evaluation preset torchvision publishes (sizes, interpolation, mean,
-    std), for the packaged specs of those models."""
+    std), for the packaged specs of those models whose stages take the preset's output as it is."""
     packaged, found = set(backbone_names()), {}
     for model in torchvision.models.list_models(module=torchvision.models):
         for member in torchvision.models.get_model_weights(model) if model in packaged else []:
+            if model in HALF_NORMALISED:  # see test_the_weights_transform_feeds_the_stages_what_torchvisions_...
+                continue
             found.setdefault(repr(member.transforms()), (model, member.name))
     return sorted(found.values())
 
@@ -269,6 +309,86 @@ def test_the_weights_transform_is_torchvisions_preset_on_images_and_tensors(mode
     steps = transform.tensor_steps  # type: ignore[attr-defined]
     stacked = steps.per_batch(torch.stack([steps.per_image(eight_bit), steps.per_image(eight_bit.flip(-1))]))
     assert torch.equal(stacked, torch.stack([preset(eight_bit), preset(eight_bit.flip(-1))]))
+
+
+def test_the_models_whose_forward_renormalises_their_input_are_known():
+    """Every torchvision classifier with a transform_input switch (a new one would feed its stages wrong inputs)."""
+    found = []
+    for model in torchvision.models.list_models(module=torchvision.models):
+        classifier, _ = construct_on_meta(model)
+        if hasattr(classifier, "transform_input"):
+            found.append(model)
+    assert found == list(HALF_NORMALISED) == list(HALF_NORMALISED_MODELS)
+
+
+@pytest.mark.parametrize("model", HALF_NORMALISED)
+def test_the_weights_transform_feeds_the_stages_what_torchvisions_forward_makes_of_the_preset(model):
+    """GoogLeNet and Inception-v3 turn their preset's ImageNet-normalised input into (x - 0.5) / 0.5 in their forward
+    (transform_input, on with published weights), which featx's stages skip: the weights transform gives that input
+    (torchvision's own _transform_input is the reference)."""
+    member = torchvision.models.get_model_weights(model).DEFAULT
+    with torch.device("meta"):
+        classifier = torchvision.models.get_model(model, transform_input=True, init_weights=False)
+    expected = lambda image: classifier._transform_input(member.transforms()(image).unsqueeze(0))[0]  # noqa: E731
+    transform = image_transform("auto", featx.load_spec(model, overrides=["weights=DEFAULT"]), [64, 64])
+    pixels = (np.random.default_rng(0).random((70, 90, 3)) * 255).astype(np.uint8)
+    eight_bit = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+    for image in (eight_bit, eight_bit.float() / 255, Image.fromarray(pixels)):
+        torch.testing.assert_close(transform(image), expected(image), rtol=0, atol=1e-6)
+    steps = transform.tensor_steps  # type: ignore[attr-defined]
+    torch.testing.assert_close(steps.per_batch(steps.per_image(eight_bit)), expected(eight_bit), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["center_crop", "resize"])
+def test_imagenet_normalisation_is_refused_for_weights_trained_half_normalised(name, weights_file):
+    spec = featx.load_spec("googlenet", overrides=["weights=DEFAULT"])
+    message = (
+        f"extract.transform: {name} normalises with ImageNet's mean and std, and googlenet's published weights "
+        "(DEFAULT) take images normalised with mean = std = 0.5"
+    )
+    with pytest.raises(featx.ArgumentError, match=re.escape(message)):
+        image_transform(name, spec, [64, 64])
+    image_transform(name, featx.load_spec("googlenet", overrides=[f"weights={weights_file}"]), [64, 64])  # a file
+
+
+def _calibrated_googlenet() -> torch.nn.Module:
+    """A seeded GoogLeNet (with its auxiliary heads, as torchvision's published file holds them) whose BatchNorm
+    statistics are those of one batch of noise, so its maps keep unit scale to the last stage (with its own init and
+    no statistics they shrink to about 1e-11, where any input gives the same features within a tolerance)."""
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(aux_logits=True, init_weights=False)
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.momentum = 1.0
+    with torch.no_grad():
+        model.train()(torch.randn(2, 3, 224, 224))
+    return model.eval()
+
+
+def test_googlenet_features_equal_torchvisions_pretrained_model(tmp_path, monkeypatch):
+    """featx-extract with GoogLeNet's published weights (a file saved under the enum's name in a temporary
+    TORCH_HOME) stores what torchvision's own pretrained model computes at inception5b from its own preset."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv(OFFLINE_VARIABLE, "1")
+    member = torchvision.models.GoogLeNet_Weights.DEFAULT
+    cached = tmp_path / "torch-home" / "hub" / "checkpoints" / Path(member.url).name
+    cached.parent.mkdir(parents=True)
+    torch.save(_calibrated_googlenet().state_dict(), cached)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _save_image(folder / "one.png", "RGB", size=(60, 80), seed=3)
+    spec = featx.load_spec("googlenet", overrides=["device=cpu", "weights=DEFAULT"])
+    extract(spec, _options(folder, tmp_path / "out", outputs=["c5"]))
+    [(_, stored)] = list(featx.read_features(tmp_path / "out"))
+
+    reference = torchvision.models.googlenet(weights=member).eval()  # transform_input on, as torchvision builds it
+    maps = {}
+    reference.inception5b.register_forward_hook(lambda module, inputs, output: maps.update(c5=output))
+    with torch.no_grad(), Image.open(folder / "one.png") as image:
+        reference(member.transforms()(image.convert("RGB")).unsqueeze(0))
+    expected = maps["c5"].mean(dim=(2, 3))[0]
+    assert expected.abs().max() > 0.1  # features worth comparing
+    torch.testing.assert_close(stored["c5"], expected, rtol=1e-4, atol=1e-4)
 
 
 def _run_app(*args: str, launcher=(), cwd=None) -> subprocess.Popen:

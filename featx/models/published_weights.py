@@ -1,6 +1,6 @@
 """Weights a model's library publishes, named in the ``weights`` key (``DEFAULT``, ``IMAGENET1K_V2`` for
 torchvision; ``DEFAULT``, ``fb_in22k`` for a ``timm:`` model): which weights a name means, their cached file, and
-the evaluation transform they were published with.
+the evaluation transform featx's stages take them with.
 
 Example::
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable
+
+from torchvision.transforms._presets import ImageClassification  # what every classifier's weights enum gives
 
 from featx.models.registry import weights_enum
 from featx.models.timm_models import is_timm_model, pretrained_tags, timm_name
@@ -34,11 +36,35 @@ def published_weights_file(model: str, name: str) -> Path:
     return enum_weights_file(model, name)
 
 
+#: torchvision models whose builder turns on ``transform_input`` with published weights: the model's forward first
+#: renormalises ImageNet-normalised images to mean = std = 0.5, what those weights were trained with; featx's stages
+#: skip that step (it is no module), so they take such images directly
+HALF_NORMALISED_MODELS = ("googlenet", "inception_v3")
+HALF = (0.5, 0.5, 0.5)
+
+
+def trained_half_normalised(model: str) -> bool:
+    """Whether ``model``'s published weights take images normalised with mean = std = 0.5 in featx's stages."""
+    return model in HALF_NORMALISED_MODELS
+
+
 def published_weights_transform(model: str, name: str) -> Callable[[Any], Any]:
-    """The evaluation transform ``model``'s weights ``name`` were published with (resize, crop, normalise)."""
+    """The evaluation transform of ``model``'s weights ``name`` (resize, crop, normalise) as featx's stages take it:
+    the one they were published with, normalised to mean = std = 0.5 where the model's forward would have done that
+    (:data:`HALF_NORMALISED_MODELS`)."""
     if is_timm_model(model):
         return timm_weights_transform(timm_name(model), name)
-    return enum_member(model, name).transforms()
+    preset = enum_member(model, name).transforms()
+    if not (trained_half_normalised(model) and isinstance(preset, ImageClassification)):
+        return preset
+    return ImageClassification(
+        crop_size=preset.crop_size[0],
+        resize_size=preset.resize_size[0],
+        mean=HALF,
+        std=HALF,
+        interpolation=preset.interpolation,
+        antialias=preset.antialias,
+    )
 
 
 def published_weights_summary(model: str) -> str:

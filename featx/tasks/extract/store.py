@@ -232,11 +232,15 @@ class FeatureStore:
     def prepare(self, settings: Mapping[str, Any], config_yaml: str, overwrite: bool) -> None:
         """Make the folder ready (run once, before any shard is written): with ``overwrite`` and other recorded
         settings remove featx's files (same settings: keep them and resume), always remove partial shards of killed
-        runs, record the settings and the config."""
+        runs and the manifest (it describes a finished run; this one writes it again at its end, so a run killed
+        midway leaves none to misread), record the settings and the config."""
         self.check_settings(settings, overwrite)
         if overwrite and self.settings() not in (None, _as_recorded(settings)):
             for path in self._own_files():
                 path.unlink()
+        manifest = self.root / MANIFEST_FILE
+        if manifest.is_file() and not manifest.is_symlink():
+            manifest.unlink()
         if self.shard_dir.is_symlink() or (self.shard_dir.exists() and not self.shard_dir.is_dir()):
             raise ArgumentError(f"extract.output: {self.shard_dir} is in the way (not a folder featx made); move it")
         settings_text = json.dumps({"format": FORMAT, "settings": settings}, indent=2, sort_keys=True)
@@ -394,14 +398,42 @@ def read_features(
         )
         raise ArgumentError(f"{who}: outputs [{shown}] are not stored there; stored: {', '.join(stored)}")
     with ExitStack() as stack:
-        handles: Dict[str, Any] = {}
+        handles: Dict[str, Tuple[Any, List[StoredFile]]] = {}
         for number, entry in _manifest_entries(manifest, who):
             if "skipped" in entry:
                 continue
-            shard = entry["shard"]
+            shard, row, where = entry["shard"], entry["row"], f"{manifest} line {number}"
             if shard not in handles:
-                handles[shard] = stack.enter_context(_open_shard(root / shard, who))
-            yield entry["path"], _row(handles[shard], names, entry["row"], f"{manifest} line {number}", who)
+                handle = stack.enter_context(_open_shard(root / shard, who))
+                handles[shard] = handle, _shard_images(handle, root / shard, who)
+            handle, images = handles[shard]
+            _check_row(entry, images, where, who)
+            yield entry["path"], _row(handle, names, row, where, who)
+
+
+def _shard_images(handle: Any, shard: Path, who: str) -> List[StoredFile]:
+    """The images a shard's record lists, row by row; FeatxError naming the shard if its record is not featx's."""
+    try:
+        return [one for one in _shard_files(json.loads(handle.metadata()[METADATA_KEY]), "") if one.row >= 0]
+    except (ValueError, RecursionError) as error:
+        raise FeatxError(
+            f"{who}: the shard {shard} is unreadable ({error}); delete it and rerun featx-extract to redo its images"
+        ) from None
+
+
+def _check_row(entry: Mapping[str, Any], images: Sequence[StoredFile], where: str, who: str) -> None:
+    """FeatxError unless the shard holds the features of the manifest entry's file (same path and identity) at the
+    entry's row: a manifest left beside shards it does not describe must not hand out another image's features."""
+    row = entry["row"]
+    held = images[row] if row < len(images) else None
+    identity = entry.get("identity")
+    if held is None or held.path != entry["path"] or list(held.identity or []) != list(identity or []):
+        holds = "no image" if held is None else f"the features of {held.path!r} ({list(held.identity or [])})"
+        raise FeatxError(
+            f"{who}: {where} gives {entry['path']!r} ({identity}) at row {row} of {entry['shard']}, which holds "
+            f"{holds} there: the manifest does not describe the shards; rerun the same featx-extract command to "
+            "rebuild it"
+        )
 
 
 def _row(handle: Any, names: Sequence[str], row: int, where: str, who: str) -> Dict[str, Tensor]:

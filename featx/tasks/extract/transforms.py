@@ -1,10 +1,11 @@
 """How an extraction turns a decoded RGB image into the backbone's input tensor (the ``extract.transform`` key).
 
 - ``weights``: the transforms of the published weights the backbone loads (``backbone.weights`` naming a
-  torchvision enum member or a timm pretrained tag, e.g. ``DEFAULT``): their resize, crop and normalisation.
+  torchvision enum member or a timm pretrained tag, e.g. ``DEFAULT``): their resize, crop and normalisation (for
+  GoogLeNet and Inception-v3 the normalisation their forward would have made, mean = std = 0.5).
 - ``center_crop``: shorter side resized to ``size / 0.875``, centre crop of ``size`` (ImageNet evaluation style),
-  ImageNet mean and std.
-- ``resize``: resized (stretched) to exactly ``size``, nothing cropped, ImageNet mean and std.
+  ImageNet mean and std (refused with published weights trained otherwise).
+- ``resize``: resized (stretched) to exactly ``size``, nothing cropped, ImageNet mean and std (same).
 - ``auto``: ``weights`` when ``backbone.weights`` names published weights, else ``center_crop``.
 
 Example::
@@ -25,7 +26,7 @@ from torchvision import transforms
 from torchvision.transforms._presets import ImageClassification  # what every classifier's weights enum gives
 
 from featx.errors import ArgumentError
-from featx.models.published_weights import published_weights_transform
+from featx.models.published_weights import published_weights_transform, trained_half_normalised
 from featx.models.weights_enums import is_weights_file
 from featx.spec.limits import MAX_SIDE
 from featx.spec.schema import BackboneSpec
@@ -112,6 +113,12 @@ def image_transform(name: str, spec: BackboneSpec, size: Sequence[int]) -> Image
     if name == "weights":
         published = published_weights_transform(spec.model, str(spec.weights))
         return _split_preset(published) if isinstance(published, ImageClassification) else published
+    if _names_published_weights(spec) and trained_half_normalised(spec.model):
+        raise ArgumentError(
+            f"extract.transform: {name} normalises with ImageNet's mean and std, and {spec.model}'s published weights "
+            f"({spec.weights}) take images normalised with mean = std = 0.5 (what torchvision's transform_input makes "
+            "of them, a step featx's stages skip); use auto or weights"
+        )
     if len(size) != 2 or not all(1 <= int(side) <= MAX_SIDE for side in size):
         raise ArgumentError(f"extract.size: expected [height, width] of sizes in 1..{MAX_SIDE}, got {list(size)}")
     height, width = int(size[0]), int(size[1])
