@@ -10,6 +10,8 @@ import json
 import os
 import re
 import struct
+import subprocess
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -26,6 +28,7 @@ from torchvision import transforms
 import featx
 from featx.errors import ArgumentError, FeatxError
 from featx.spec.apps import ExtractOptions
+from featx.tasks.extract.listing import NOT_REGULAR, find_images
 from featx.tasks.extract.run import extract
 
 SIZE = 32
@@ -178,6 +181,51 @@ def test_an_output_folder_inside_the_input_is_left_out_of_the_input(photos):
     again = extract(_spec(), _options(photos, output))
     assert (first.images, first.skipped, again.processed) == (3, 0, 0)
     assert sorted(entry["path"] for entry in _manifest(output)) == sorted(str(p) for p in photos.glob("*.png"))
+
+
+def test_an_output_folder_holding_the_input_leaves_out_only_featxs_files(photos):
+    output = photos.parent  # featx writes only featx-named entries there
+    first = extract(_spec(), _options(photos, output))
+    glob = extract(_spec(), _options(f"{output}/**/*", output, overwrite=True))  # the glob also meets featx's files
+    assert (first.images, first.skipped, glob.images, glob.skipped) == (3, 0, 3, 0)
+    assert sorted(entry["path"] for entry in _manifest(output)) == sorted(str(p) for p in photos.glob("*.png"))
+
+
+def test_a_folder_whose_name_looks_like_a_pattern_is_a_folder(tmp_path):
+    folder = tmp_path / "set[1]"
+    folder.mkdir()
+    _save_rgb(folder / "only.png", 0)
+    (tmp_path / "set1").mkdir()  # what the name would match as a pattern
+    _save_rgb(tmp_path / "set1" / "other.png", 1)
+    assert extract(_spec(), _options(folder, tmp_path / "out")).images == 1
+    assert [entry["path"] for entry in _manifest(tmp_path / "out")] == [str(folder / "only.png")]
+
+
+def test_pipes_and_devices_under_image_names_are_skipped_without_reading_them(photos, tmp_path):
+    os.mkfifo(photos / "pipe.png")  # reading it would wait for a writer
+    (photos / "zero.png").symlink_to("/dev/zero")  # reading it would never end
+    listed = find_images(str(photos))  # left out when listed, before any worker opens them
+    assert [(path.name, reason) for path, reason in listed.skipped] == [
+        ("pipe.png", NOT_REGULAR),
+        ("zero.png", NOT_REGULAR),
+    ]
+    summary = extract(_spec(), _options(photos, tmp_path / "out"))
+    assert (summary.images, summary.skipped) == (3, 2)
+    reasons = {Path(entry["path"]).name: entry.get("skipped") for entry in _manifest(tmp_path / "out")}
+    assert reasons["pipe.png"] == reasons["zero.png"] == "not a regular file (a pipe, device or socket)"
+
+
+def test_a_pipe_put_in_place_of_a_listed_file_is_skipped_at_once(tmp_path):
+    """Read after the listing (a file replaced by a pipe in between): refused without waiting for a writer."""
+    os.mkfifo(tmp_path / "pipe.png")
+    code = (
+        "import sys; from pathlib import Path; from featx.tasks.extract.decode import SkippedImage, read_image_file\n"
+        "try:\n    read_image_file(Path(sys.argv[1]))\nexcept SkippedImage as why:\n    print(why)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "pipe.png")], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "not a regular file (a pipe, device or socket)", done.stderr[-2000:]
 
 
 def test_the_input_folder_itself_as_output_is_refused(photos):

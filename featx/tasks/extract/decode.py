@@ -20,7 +20,9 @@ Example::
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -32,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from featx.errors import first_line
-from featx.tasks.extract.listing import Identity, file_identity
+from featx.tasks.extract.listing import NOT_REGULAR, Identity, file_identity
 from featx.tasks.extract.transforms import ImageTransform
 
 #: the largest image file read (a larger one is skipped with the reason)
@@ -52,13 +54,21 @@ class SkippedImage(Exception):
 
 
 def read_image_file(path: Path) -> Tuple[bytes, Identity]:
-    """The bytes of ``path`` and its identity; SkippedImage when it is gone, too large, or changed while read."""
+    """The bytes of ``path`` and its identity; SkippedImage when it is gone, too large, not a regular file, or changed
+    while read."""
     before = file_identity(path)
     if before is None:
         raise SkippedImage("cannot be read (it is gone or not accessible)")
     if before[0] > MAX_IMAGE_BYTES:
         raise SkippedImage(f"{before[0]} bytes is larger than the {MAX_IMAGE_BYTES} an image file may have")
-    data = path.read_bytes()
+    try:  # without blocking: a pipe put in a file's place after the listing must not stall the run
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise SkippedImage(f"cannot be read ({type(error).__name__}: {first_line(error)})") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise SkippedImage(NOT_REGULAR)
+        data = handle.read(MAX_IMAGE_BYTES + 1)
     if file_identity(path) != before or len(data) != before[0]:
         raise SkippedImage("it changed while being read; a rerun extracts it")
     return data, before

@@ -13,6 +13,7 @@ them. An output folder inside the input is left out. Example::
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
@@ -30,6 +31,10 @@ def image_extensions() -> FrozenSet[str]:
     """Lower-case extensions (with the dot) of the formats Pillow can open here: ``.jpg``, ``.png``, ``.webp``, ..."""
     Image.init()
     return frozenset(ext for ext, image_format in Image.registered_extensions().items() if image_format in Image.OPEN)
+
+
+#: why a pipe, device or socket under an image's name is skipped (it has no end, or reading it waits for a writer)
+NOT_REGULAR = "not a regular file (a pipe, device or socket)"
 
 
 def file_identity(path: Path) -> Optional[Identity]:
@@ -67,8 +72,13 @@ def _walk(folder: Path) -> Iterator[Path]:
             yield Path(root) / name
 
 
+def _is_pattern(source: str) -> bool:
+    """A glob pattern: ``*``, ``?`` or ``[`` in it, and not the name of a folder (``photos[2024]/`` is a folder)."""
+    return any(character in source for character in GLOB_CHARACTERS) and not Path(source).expanduser().is_dir()
+
+
 def _candidates(source: str, key: str) -> List[Path]:
-    if any(character in source for character in GLOB_CHARACTERS):
+    if _is_pattern(source):
         base, pattern = _split_pattern(source)
         # pathlib's glob never follows linked folders for ** (glob.glob does, into loops)
         matches = base.glob(pattern) if base.is_dir() else iter(())
@@ -91,9 +101,26 @@ def _inside(path: Path, folder: Optional[Path]) -> bool:
     return path.is_relative_to(folder) or path.resolve().is_relative_to(folder.resolve())
 
 
+#: what featx-extract writes in its output folder: every name there starts so (featx-shards/, featx-manifest.jsonl,
+#: featx-extract.json, featx-config.yaml, .featx-extract.lock)
+_OUTPUT_NAME = re.compile(r"\.?featx-")
+
+
+def _left_out(file: Path, output: Optional[Path], root: Path) -> bool:
+    """Whether ``file`` (listed under the input's folder ``root``) belongs to the output folder: everything under
+    an output inside the input, or featx's own files of an output that holds the input."""
+    if output is None or not _inside(file, output):
+        return False
+    if not _inside(root, output):
+        return True
+    below = file.relative_to(output) if file.is_relative_to(output) else file.resolve().relative_to(output.resolve())
+    return bool(_OUTPUT_NAME.match(below.parts[0]))
+
+
 def find_images(source: str, key: str = "extract.input", exclude: Optional[Path] = None) -> ImageListing:
     """List ``source`` (a folder, searched recursively, or a glob; ``**`` matches folders at any depth), leaving out
-    everything under ``exclude`` (the output folder).
+    everything under ``exclude`` (the output folder) when it lies inside the input, and featx's own files there
+    when it holds the input.
 
     Raises :class:`ArgumentError` naming ``key`` when ``source`` exists neither as a folder nor as a pattern with
     matches, is empty, or holds no file with an image extension.
@@ -103,14 +130,17 @@ def find_images(source: str, key: str = "extract.input", exclude: Optional[Path]
     images: List[Path] = []
     skipped: List[Tuple[Path, str]] = []
     identities: Dict[str, Optional[Identity]] = {}
+    root = Path(os.path.abspath(_split_pattern(source)[0] if _is_pattern(source) else Path(source).expanduser()))
     for file in sorted({Path(os.path.abspath(candidate)) for candidate in _candidates(source, key)}):
-        if _inside(file, folder):
+        if _left_out(file, folder, root):
             continue
         identities[str(file)] = file_identity(file)
         if file.is_symlink() and not file.exists():
             skipped.append((file, "a broken symbolic link"))
         elif file.is_dir():
             skipped.append((file, "a linked folder (featx does not follow links to folders)"))
+        elif not file.is_file():
+            skipped.append((file, NOT_REGULAR))
         elif file.suffix.lower() in extensions:
             images.append(file)
         else:
