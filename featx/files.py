@@ -142,7 +142,10 @@ def write_atomically(
     prepare_folder(path.parent, what)
     partial = _new_partial(path, what)
     try:
+        mode = stat.S_IMODE(partial.stat().st_mode)  # what the umask gives a new file
         write(partial)
+        if stat.S_IMODE(partial.stat().st_mode) != mode:  # a writer that replaced it (safetensors makes 0600 files)
+            partial.chmod(mode)
         _fsync(partial)
         _place(partial, path, overwrite, what, hint)
         _fsync_folder(path.parent)

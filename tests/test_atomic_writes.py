@@ -6,6 +6,8 @@ function, never torch itself."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,29 @@ def test_a_generated_page_replaces_only_a_page_of_the_same_title(tmp_path):
         "notes.md",
         "results",
     ]
+
+
+@pytest.fixture()
+def umask_027():
+    """A group-readable umask for the test (restored after)."""
+    previous = os.umask(0o027)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("name", ["bb.safetensors", "bb.pt"])
+def test_saved_files_get_the_permissions_the_umask_gives(tmp_path, umask_027, name):
+    """safetensors writes its files 0600 whatever the umask; featx's files are the user's files like any other."""
+    path = featx.save(featx.build(resnet18_spec()), tmp_path / name)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_extraction_shards_get_the_permissions_the_umask_gives(tmp_path, umask_027):
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "images" / "one.png")
+    options = ExtractOptions(input=str(tmp_path / "images"), output=str(tmp_path / "out"), size=[32, 32], workers=0)
+    extract(featx.load_spec(resnet18_spec(), overrides=[]), options)
+    written = [tmp_path / "out" / "featx-manifest.jsonl", *(tmp_path / "out" / "featx-shards").iterdir()]
+    assert {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in written} == {
+        path.name: "0o640" for path in written
+    }
