@@ -75,10 +75,10 @@ def test_a_downstream_compose_takes_the_plain_fpn_override_through_featx_s_rewri
         assert backbone.out_channels == 64 and [i.name for i in backbone.feature_info] == ["p2", "p3", "p4", "p5"]
 
 
-def _run_app(args, cwd: Path, tmp: Path):
+def _run_app(args, cwd: Path, tmp: Path, module: str = "featx"):
     env = {**os.environ, "TMPDIR": str(tmp), "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [sys.executable, "-m", "featx", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
 
 
@@ -88,6 +88,18 @@ def workdirs(tmp_path):
     cwd.mkdir()
     tmp.mkdir()
     return cwd, tmp
+
+
+@pytest.mark.parametrize("module", ["featx", "featx.cli.export", "featx.cli.extract"])
+def test_every_app_refuses_to_change_the_working_directory(workdirs, module):
+    cwd, tmp = workdirs
+    result = _run_app(["backbone=resnet18", "hydra.job.chdir=true"], cwd, tmp, module)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(
+        "error: hydra.job.chdir: featx's apps never change the working directory (paths such as export.path and "
+        "extract.input are relative to where you run them); remove hydra.job.chdir=true"
+    )
+    assert list(cwd.iterdir()) == []
 
 
 def test_app_prints_the_table_and_leaves_the_working_directory_alone(workdirs):
@@ -213,14 +225,23 @@ def test_app_uses_a_users_backbone_from_the_search_path(workdirs):
     assert sorted(path.name for path in cwd.iterdir()) == ["my_configs"]
 
 
-def test_app_refuses_a_user_file_that_shadows_a_packaged_name(workdirs):
+@pytest.mark.parametrize(
+    "app, module, args",
+    [
+        ("featx", "featx", ["run=false"]),
+        ("featx-export", "featx.cli.export", ["export.path=bb.pt"]),
+        ("featx-extract", "featx.cli.extract", ["extract.input=my_configs", "extract.output=out"]),
+    ],
+)
+def test_every_app_refuses_a_user_file_that_shadows_a_packaged_name(workdirs, app, module, args):
     cwd, tmp = workdirs
     root = _user_config_root(cwd)
     (root / "backbone" / "resnet18.yaml").write_text((config_dir() / "backbone" / "vgg11.yaml").read_text())
-    result = _run_app(["hydra.searchpath=[file://my_configs]", "backbone=resnet18", "run=false"], cwd, tmp)
+    result = _run_app(["hydra.searchpath=[file://my_configs]", "backbone=resnet18", *args], cwd, tmp, module)
     assert result.returncode == 1
+    assert sorted(path.name for path in cwd.iterdir()) == ["my_configs"]  # nothing exported or extracted
     assert result.stderr.strip() == (
-        "featx: error: backbone=resnet18 names 2 files on the config search path: "
+        f"{app}: error: backbone=resnet18 names 2 files on the config search path: "
         f"{config_dir() / 'backbone' / 'resnet18.yaml'}"
         " (which Hydra would use) and my_configs/backbone/resnet18.yaml (ignored). Rename your file, e.g. to "
         "my_resnet18.yaml"

@@ -2,7 +2,9 @@
 
 - Before Hydra composes anything, a config group choice that leaves the config roots (``backbone=../../x`` or an
   absolute path) is refused, and an unknown ``backbone=`` choice is answered with the close names.
-- A key the app's schema lacks (``+input.heigth=300``, which Hydra would add and the app ignore) is refused.
+- A key the app's schema lacks (``+input.heigth=300``, which Hydra would add and the app ignore) is refused, and
+  so are a ``backbone=`` choice naming two files on the config search path (Hydra would silently take the first)
+  and ``hydra.job.chdir=true`` (the apps' paths are relative to where they are run).
 - Every FeatxError in a job becomes one line ``<app>: error: <message>``.
 - In a sweep (``-m``) a failing job does not stop the others: each failure is reported when it happens, and when
   every job has run the app exits with status 1 and a summary of the failed jobs.
@@ -25,10 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.resources
 import logging
 import sys
 import typing
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
@@ -40,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from featx.cli.errors import fail, reported_errors
 from featx.errors import ArgumentError, first_line
-from featx.spec.config_files import backbone_names
+from featx.spec.config_files import backbone_files, backbone_names
 from featx.spec.keys import suggest
 from featx.spec.limits import quoted
 
@@ -142,6 +145,42 @@ def _check_keys(cfg: DictConfig, schema: type) -> None:
         raise ArgumentError(f"{name}: unknown key (valid here: {', '.join(valid)})")
 
 
+def _config_roots() -> List[Path]:
+    """The directories of Hydra's config search path, in its order (file:// and pkg:// sources)."""
+    roots = []
+    for source in HydraConfig.get().runtime.config_sources:
+        if source.schema == "file":
+            roots.append(Path(source.path))
+        elif source.schema == "pkg":
+            try:
+                roots.append(Path(str(importlib.resources.files(source.path))))
+            except ModuleNotFoundError:
+                continue
+    return roots
+
+
+def _refuse_shadowed_backbone() -> None:
+    """Two ``backbone/<choice>.yaml`` on the search path: Hydra silently takes the first; featx refuses."""
+    choice = HydraConfig.get().runtime.choices.get("backbone")
+    files = backbone_files(_config_roots()).get(choice, []) if choice is not None else []
+    if len(files) > 1:
+        used, *ignored = files
+        raise ArgumentError(
+            f"backbone={choice} names {len(files)} files on the config search path: {used} (which "
+            f"Hydra would use) and {', '.join(map(str, ignored))} (ignored). Rename your file, e.g. to "
+            f"my_{choice}.yaml"
+        )
+
+
+def _refuse_changed_directory() -> None:
+    """featx's apps read and write paths relative to where they are run; Hydra's ``job.chdir`` would move them."""
+    if HydraConfig.get().job.chdir:
+        raise ArgumentError(
+            "hydra.job.chdir: featx's apps never change the working directory (paths such as export.path and "
+            "extract.input are relative to where you run them); remove hydra.job.chdir=true"
+        )
+
+
 def app_task(
     app: str, schema: type
 ) -> Callable[[Callable[[DictConfig], Result]], Callable[[DictConfig], Optional[Result]]]:
@@ -151,7 +190,9 @@ def app_task(
     def wrap(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig], Optional[Result]]:
         def checked(cfg: DictConfig) -> Result:
             _quiet_other_loggers()
+            _refuse_changed_directory()
             _check_keys(cfg, schema)
+            _refuse_shadowed_backbone()
             return task(cfg)
 
         @functools.wraps(task)

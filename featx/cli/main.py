@@ -10,10 +10,7 @@ Examples::
 
 from __future__ import annotations
 
-import importlib.resources
 import time
-from pathlib import Path
-from typing import List
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,37 +22,10 @@ from featx.cli.errors import fail, reported_errors
 from featx.cli.report import format_report, measure
 from featx.errors import InputShapeError, first_line
 from featx.spec.apps import AppConfig
-from featx.spec.config_files import backbone_files, config_dir
+from featx.spec.config_files import config_dir
 from featx.spec.limits import check_batch_shape
 
 APP = "featx"
-
-
-def _config_roots() -> List[Path]:
-    """The directories of Hydra's config search path, in its order (file:// and pkg:// sources)."""
-    roots = []
-    for source in HydraConfig.get().runtime.config_sources:
-        if source.schema == "file":
-            roots.append(Path(source.path))
-        elif source.schema == "pkg":
-            try:
-                roots.append(Path(str(importlib.resources.files(source.path))))
-            except ModuleNotFoundError:
-                continue
-    return roots
-
-
-def _refuse_shadowed_backbone(choice: str) -> None:
-    """Two ``backbone/<choice>.yaml`` on the search path: Hydra silently takes the first; featx refuses."""
-    files = backbone_files(_config_roots()).get(choice, [])
-    if len(files) > 1:
-        used, *ignored = files
-        fail(
-            APP,
-            f"backbone={choice} names {len(files)} files on the config search path: {used} (which "
-            f"Hydra would use) and {', '.join(map(str, ignored))} (ignored). Rename your file, e.g. to "
-            f"my_{choice}.yaml",
-        )
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
@@ -64,8 +34,6 @@ def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and print the table for a batch of ``cfg.input``."""
     check_batch_shape("input", cfg.input.batch_size, cfg.input.height, cfg.input.width)
     choice = HydraConfig.get().runtime.choices.get("backbone")
-    if choice is not None:
-        _refuse_shadowed_backbone(choice)
     with reported_errors(APP):
         start = time.perf_counter()
         backbone = featx.build(cfg.backbone, overrides=None if cfg.run else ["device=meta"])
