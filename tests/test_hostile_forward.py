@@ -92,6 +92,17 @@ def test_an_input_too_small_for_a_stage_names_the_stage(model, stages, size, sta
         backbone(_image(1, 3, size, size))
 
 
+def test_an_input_too_small_for_the_neck_names_the_neck():
+    """A 16x16 input is one ViT patch: the stages take it, the simple pyramid's pooling does not."""
+    backbone = featx.build("vit_b_16_fpn", overrides=["device=cpu"])
+    with pytest.raises(
+        InputShapeError,
+        match=r"^featx backbone 'vit_b_16': the input is too small for the neck \(.*Output size is too small.*\); "
+        r"give a larger input$",
+    ):
+        backbone(_image(1, 3, 16, 16))
+
+
 def test_a_fixed_size_model_refuses_other_sizes():
     spec = featx.load_spec("maxvit_t", overrides=["device=meta"])
     backbone = featx.build(spec)

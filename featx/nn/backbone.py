@@ -220,20 +220,22 @@ class Backbone(nn.Module):
         features: "OrderedDict[str, Tensor]" = OrderedDict()
         tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
         grid = (x.shape[2] // self._patch, x.shape[3] // self._patch) if self._patch is not None else None
-        name = ""
+        where = ""
         try:
             for name, stage in self.stages.items():
+                where = f"stage {name!r}"
                 x = stage(x)
                 if name in self._output_names:
                     features[self._output_names[name]] = self._as_map(x, grid)
+            where = "the neck"
+            return self.neck(features) if self.neck is not None else features
         except RuntimeError as error:
             if tracing or not _is_too_small(error):
                 raise
             raise InputShapeError(
-                f"featx backbone {self.spec.model!r}: the input is too small for stage {name!r} "
+                f"featx backbone {self.spec.model!r}: the input is too small for {where} "
                 f"({first_line(error)}); give a larger input"
             ) from None
-        return self.neck(features) if self.neck is not None else features
 
     def _as_map(self, x: Tensor, grid: Optional[Tuple[int, int]]) -> Tensor:
         """A stage's output as ``N×C×h×w``: channels-last maps permuted, a token model's tokens laid out on ``grid``."""
