@@ -98,6 +98,21 @@ def test_reinit_resets_convs_and_norms_of_the_named_stages_only():
     assert all(torch.equal(v, backbone.stages["c3"].state_dict()[k]) for k, v in untouched.items())
 
 
+def test_reinit_resets_the_attention_projections_of_a_vit_stage():
+    """nn.MultiheadAttention holds its query/key/value projection as plain tensors (in_proj_weight, in_proj_bias),
+    not as an nn.Linear: reinit resets them like any linear."""
+    backbone = featx.build("vit_b_16", overrides=["device=cpu"])
+    attentions = [m for m in backbone.stages["blocks4"].modules() if isinstance(m, nn.MultiheadAttention)]
+    with torch.no_grad():
+        for attention in attentions:  # values like trained ones, so that a reset shows
+            attention.in_proj_weight.fill_(0.5)
+            attention.in_proj_bias.fill_(0.5)
+    backbone.reinit("blocks4")
+    weights = torch.cat([attention.in_proj_weight.flatten() for attention in attentions])
+    assert len(attentions) == 3 and abs(weights.std().item() - 0.01) < 0.001 and abs(weights.mean().item()) < 0.001
+    assert all(torch.equal(a.in_proj_bias, torch.zeros_like(a.in_proj_bias)) for a in attentions)
+
+
 def test_reinit_in_the_spec_applies_after_loading_weights(tmp_path):
     import torchvision
 

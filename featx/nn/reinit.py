@@ -1,4 +1,7 @@
-"""Re-initialising layers for fine-tuning: convs and linears to N(0, 0.01) with zero bias, norm layers to identity.
+"""Re-initialising layers for fine-tuning: convs and linears (attention's query/key/value projections included) to
+N(0, 0.01) with zero bias, norm layers to identity. Parameters of other kinds keep their values: a ConvNeXt block's
+layer scale, Swin's relative position bias tables and logit scales, a token model's class token and position
+embedding.
 
 Example::
 
@@ -17,13 +20,22 @@ WEIGHT_STD = 0.01
 
 
 def reinit_(module: nn.Module) -> None:
-    """Re-initialise every conv, linear and norm layer below ``module`` in place."""
+    """Re-initialise every conv, linear, attention projection and norm layer below ``module`` in place."""
     with torch.no_grad():
         for layer in module.modules():
             if isinstance(layer, (_ConvNd, nn.Linear)):
                 layer.weight.normal_(0.0, WEIGHT_STD)
                 if layer.bias is not None:
                     layer.bias.zero_()
+            elif isinstance(layer, nn.MultiheadAttention):  # its query/key/value projection, a linear held as tensors
+                for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                    weight = getattr(layer, name)
+                    if weight is not None:
+                        weight.normal_(0.0, WEIGHT_STD)
+                for name in ("in_proj_bias", "bias_k", "bias_v"):
+                    bias = getattr(layer, name)
+                    if bias is not None:
+                        bias.zero_()  # out_proj is an nn.Linear, met on its own
             elif isinstance(layer, (_BatchNorm, nn.LayerNorm, nn.GroupNorm)):
                 layer.reset_parameters()  # weight 1, bias 0 (and running statistics 0 / 1)
             elif isinstance(layer, FrozenBatchNorm2d):
