@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import List, Tuple
@@ -199,3 +201,20 @@ def test_propose_names_what_it_cannot_do(workdir, arguments, pattern, capsys):
     message = capsys.readouterr().err
     assert caught.value.code == 2 and message.startswith("featx-propose: error: "), message
     assert re.search(pattern, message), message
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["featx.cli.catalog", "resnet*"], ["featx", "backbone=resnet18", "run=false", "hydra/job_logging=disabled"]],
+    ids=["featx-list", "featx"],
+)
+def test_a_reader_that_stops_early_ends_the_app_quietly(command, tmp_path):
+    """`featx-list | head -1`: the reader goes away before the app writes; no BrokenPipeError traceback."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path
+    )
+    process.stdout.close()  # before the app has printed anything (it is still importing)
+    _, errors = process.communicate(timeout=300)
+    assert process.returncode == 1
+    assert b"Traceback" not in errors and b"BrokenPipe" not in errors, errors.decode()[-2000:]

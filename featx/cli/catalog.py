@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
+from featx.cli.output import reader_may_stop
 from featx.construct.builder import make_neck, plan_spec
 from featx.construct.propose import propose
 from featx.errors import FeatxError
@@ -81,6 +82,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         help="list timm models matching the patterns instead, each as featx.propose('timm:NAME') slices it",
     )
     args = parser.parse_args(argv)
+    with reader_may_stop():
+        _list(parser, args)
+
+
+def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The listing ``main`` was asked for."""
     if args.timm:
         if not args.patterns:
             parser.exit(2, "featx-list: error: --timm needs name patterns (timm has over 1,000 models): 'convnext*'\n")

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 import featx
 from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
+from featx.cli.output import reader_may_stop
 from featx.errors import first_line
 from featx.spec.apps import ExportAppConfig
 from featx.spec.config_files import config_dir
@@ -58,7 +59,8 @@ def run(cfg: DictConfig) -> None:
         if result.max_abs_diff is None
         else f"max |export - eager| = {result.max_abs_diff:.2e}"
     )
-    print(f"{APP}: wrote {result.path} ({result.format}, {size_mb:.1f} MiB); {check}")
+    with reader_may_stop():
+        print(f"{APP}: wrote {result.path} ({result.format}, {size_mb:.1f} MiB); {check}")
 
 
 def main() -> None:

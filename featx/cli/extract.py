@@ -16,6 +16,7 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 import featx
 from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
+from featx.cli.output import reader_may_stop
 from featx.spec.apps import ExtractAppConfig, ExtractOptions
 from featx.spec.config_files import config_dir
 from featx.tasks.extract.run import extract
@@ -42,7 +43,8 @@ def run(cfg: DictConfig) -> None:
             else "nothing left to do (every file was done already)"
         )
         images = f"{summary.images} image{'' if summary.images == 1 else 's'}"
-        print(f"{APP}: {options.output} holds features of {images}{skipped}; {work}")
+        with reader_may_stop():
+            print(f"{APP}: {options.output} holds features of {images}{skipped}; {work}")
 
 
 def main() -> None:

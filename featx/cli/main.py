@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 import featx
 from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
+from featx.cli.output import reader_may_stop
 from featx.cli.report import format_report, measure
 from featx.errors import InputShapeError, first_line
 from featx.spec.apps import AppConfig
@@ -48,7 +49,8 @@ def run(cfg: DictConfig) -> None:
         report = measure(backbone, cfg.input.batch_size, cfg.input.height, cfg.input.width, build_seconds, title)
     except (RuntimeError, InputShapeError) as error:  # e.g. an input smaller than the stages can take
         fail(APP, f"input {cfg.input.height}x{cfg.input.width}: the forward pass failed ({first_line(error)})")
-    print(format_report(report))
+    with reader_may_stop():
+        print(format_report(report))
 
 
 def main() -> None:
