@@ -204,6 +204,19 @@ def test_one_bad_jpeg_leaves_the_rest_of_the_batch_on_the_device(mixed):
     assert [(index, reason) for index, reason, _ in _cpu_batch(paths, transform).failures] == expected
 
 
+def test_a_thread_thin_jpeg_is_skipped_before_the_device_as_on_the_cpu(mixed):
+    transform = image_transform("center_crop", featx.load_spec("resnet18"), (32, 32))
+    thin = mixed["color"].parent / "thin.jpg"
+    Image.new("RGB", (4000, 1), (120, 30, 60)).save(thin)
+    got, raw = _device_batch([thin], transform)
+    assert raw.jpegs == [] and got.indices == []
+    reasons = [reason for _, reason, _ in got.failures]
+    assert reasons == [reason for _, reason, _ in _cpu_batch([thin], transform).failures]
+    assert reasons == [
+        "4000x1 pixels is more than 32 to 1 (resizing its shorter side would make a huge image); crop it first"
+    ]
+
+
 def test_a_truncated_jpeg_is_left_to_pillow(mixed):
     """Without its end marker a JPEG is read by Pillow (which skips it, as decode=cpu does), never by the device
     decoder, which may make an image of what is there."""

@@ -272,6 +272,17 @@ def test_bad_options_are_refused_with_the_key_named(images, tmp_path, weights_fi
         extract(spec, _options(images, tmp_path / "out", **options))
 
 
+def test_a_size_too_small_for_the_backbone_is_refused_before_the_output_is_made(images, tmp_path):
+    spec = featx.load_spec("alexnet", overrides=["device=cpu"])
+    with pytest.raises(
+        featx.ArgumentError,
+        match=r"^extract.size: the center_crop transform makes 8x8 inputs: featx backbone 'alexnet': the input is too "
+        r"small for stage 'c3' \(.*\); give a larger input$",
+    ):
+        extract(spec, _options(images, tmp_path / "out", size=[8, 8]))
+    assert not (tmp_path / "out").exists()  # so a run with a larger size starts afresh, no overwrite needed
+
+
 def test_auto_transform_is_the_weights_own_when_they_are_torchvisions(weights_file):
     named = featx.load_spec("resnet18", overrides=["device=cpu", "weights=IMAGENET1K_V1"])
     assert resolve_transform_name("auto", named) == "weights"

@@ -324,6 +324,12 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
             r"unreadable image \(OSError: image file is truncated",
         ),
         ("bomb.png", lambda p: _png_header_only(p, 40000, 40000), r"DecompressionBomb"),
+        (
+            "thread.png",  # 140 bytes; its shorter side resized to 36 would make 36x720000 pixels
+            lambda p: Image.new("RGB", (20000, 1), (128, 128, 128)).save(p),
+            r"^20000x1 pixels is more than 32 to 1 \(resizing its shorter side would make a huge image\); crop it "
+            r"first$",
+        ),
         ("float.tiff", lambda p: Image.fromarray(np.ones((8, 8), np.float32)).save(p), r"floating-point pixels"),
         ("int32.tiff", lambda p: Image.fromarray(np.ones((8, 8), np.int32)).save(p), r"32-bit integer pixels"),
         ("notes.txt", lambda p: p.write_text("hello"), r"not an image file \(extension '.txt'\)"),
@@ -338,6 +344,11 @@ def test_files_that_are_not_usable_images_are_skipped_with_the_reason(photos, tm
     assert (summary.images, list(skipped)) == (3, [name])
     assert re.search(reason, skipped[name]) and " at 0x" not in skipped[name], skipped[name]
     assert folder_state(photos) == before
+
+
+def test_an_image_just_within_the_proportions_is_extracted(photos, tmp_path):
+    Image.new("RGB", (32 * 5, 5), (10, 90, 200)).save(photos / "strip.png")
+    assert extract(_spec(), _options(photos, tmp_path / "out")).images == 4
 
 
 def _png_bytes() -> bytes:
@@ -424,7 +435,12 @@ TAMPERED_MANIFESTS = [
     ("row-string", lambda e: {**e, "row": "0"}, r"line 1 .*row '0' is not a row number"),
     ("row-float", lambda e: {**e, "row": 0.0}, r"line 1 .*row 0.0"),
     ("row-bool", lambda e: {**e, "row": True}, r"line 1 .*row True"),
-    ("row-past-end", lambda e: {**e, "row": 10**9}, r"line 1 points at data its shard does not hold"),
+    (
+        "row-past-end",
+        lambda e: {**e, "row": 10**9},
+        r"line 1 gives '.*p0.png' \(\[\d+, \d+\]\) at row 1000000000 of featx-shards/shard-r000-00001.safetensors, "
+        r"which holds no image there",
+    ),
     ("path-missing", lambda e: {k: v for k, v in e.items() if k != "path"}, r"line 1 .*not an object with a path"),
     ("not-an-object", lambda e: [1, 2], r"line 1 .*not an object with a path"),
 ]

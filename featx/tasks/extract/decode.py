@@ -39,6 +39,8 @@ from featx.tasks.extract.transforms import ImageTransform
 
 #: the largest image file read (a larger one is skipped with the reason)
 MAX_IMAGE_BYTES = 1 << 30
+#: the most the longer side of an image may exceed its shorter (a panorama is a few to 1)
+MAX_ASPECT = 32
 #: " <_io.BytesIO object at 0x7f...>" in a decoder's message: a memory address, different in every run
 _OBJECT_ADDRESS = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
 #: Pillow modes of 16-bit single-channel images
@@ -74,9 +76,22 @@ def read_image_file(path: Path) -> Tuple[bytes, Identity]:
     return data, before
 
 
+def check_proportions(size: Tuple[int, int]) -> None:
+    """SkippedImage for an image (``size``: width, height) whose longer side is more than :data:`MAX_ASPECT` times
+    its shorter: resizing its shorter side to the transform's (as ``center_crop`` and the weights' transforms do)
+    would make a huge image from a tiny file (1×20000 pixels at 224: about 6 GB)."""
+    width, height = size
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise SkippedImage(
+            f"{width}x{height} pixels is more than {MAX_ASPECT} to 1 (resizing its shorter side would make a huge "
+            "image); crop it first"
+        )
+
+
 def decoded(image: Image.Image) -> Union[Image.Image, Tensor]:
     """``image`` upright and in a form the transform takes faithfully: an RGB Pillow image, or (16-bit grayscale)
-    a ``3×H×W`` float tensor in [0, 1]."""
+    a ``3×H×W`` float tensor in [0, 1]; SkippedImage for one it cannot take."""
+    check_proportions(image.size)
     image = ImageOps.exif_transpose(image)
     if image.mode in _SIXTEEN_BIT:
         values = torch.from_numpy(np.asarray(image, dtype=np.float32) / 65535.0)

@@ -37,6 +37,7 @@ from featx.errors import ArgumentError, first_line
 from featx.tasks.extract.decode import (
     ImageBatch,
     ImageFiles,
+    check_proportions,
     decode_with_pillow,
     failure_reason,
     read_image_file,
@@ -134,6 +135,7 @@ class JpegFiles(ImageFiles):
         try:
             data, identity = read_image_file(self.paths[index])
             with Image.open(io.BytesIO(data)) as image:  # the header only: no pixels are decoded here
+                check_proportions(image.size)
                 reason = _why_not_on_device(image, data)
                 orientation = ORIENTATIONS.get(image.getexif().get(ORIENTATION_TAG, 1), 1) if not reason else 1
             if not reason:

@@ -25,13 +25,14 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 from omegaconf import MISSING, OmegaConf
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from featx.construct.builder import build
 from featx.construct.device import resolve_device
-from featx.errors import ArgumentError
+from featx.errors import ArgumentError, InputShapeError
 from featx.models.published_weights import published_weights_file, published_weights_id
 from featx.models.weights_enums import is_weights_file
 from featx.nn.backbone import Backbone
@@ -290,6 +291,16 @@ def _options_yaml(spec: BackboneSpec, options: ExtractOptions) -> str:
     return OmegaConf.to_yaml({"backbone": dataclasses.asdict(spec), "extract": dataclasses.asdict(options)})
 
 
+def check_input_size(spec: BackboneSpec, transform: ImageTransform, name: str) -> None:
+    """ArgumentError naming ``extract.size`` when the backbone cannot take the inputs ``transform`` makes (a forward
+    on the meta device, before the output folder is touched)."""
+    size = tuple(transform(Image.new("RGB", (64, 48))).shape[-2:])
+    try:
+        build(dataclasses.replace(spec, device="meta"))(torch.empty(1, 3, *size, device="meta"))
+    except InputShapeError as error:
+        raise ArgumentError(f"extract.size: the {name} transform makes {size[0]}x{size[1]} inputs: {error}") from None
+
+
 def _on_device(batches: Iterable[ImageBatch], device: torch.device) -> Iterator[ImageBatch]:
     """``extract.decode=cpu``: each batch the workers decoded, its images moved to ``device``."""
     for batch in batches:
@@ -381,6 +392,7 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         backbone = build(dataclasses.replace(spec, device=str(device))).eval()
         outputs = _selected_outputs(backbone, options.outputs)
         transform = image_transform(options.transform, spec, options.size)
+        check_input_size(spec, transform, resolve_transform_name(options.transform, spec))
         if options.decode == "gpu":
             check_tensor_transform(transform, resolve_transform_name(options.transform, spec))
         settings = _settings(spec, outputs, options, transform)
