@@ -75,6 +75,17 @@ def test_param_groups_decay_towards_shallow_stages_and_skip_frozen():
     assert [(g["name"], g["lr"]) for g in unfrozen] == [("c2", 0.25), ("c3", 0.5), ("c4", 1.0)]
 
 
+def test_no_stage_may_take_the_necks_name():
+    """param_groups() names the neck's group "neck": a stage of that name would make two groups of one name."""
+    stages = {"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "neck": {"modules": ["layer2"]}}
+    with pytest.raises(
+        featx.SpecError,
+        match=r"^backbone\.stages\.neck: 'neck' is the name of the neck's parameter group \(param_groups\(\)\) and of "
+        r"its modules \(backbone\.neck\); give the stage another name$",
+    ):
+        featx.build(resnet18_spec(stages=stages, fpn={"out_channels": 16}))
+
+
 def test_param_groups_reject_bad_rates():
     with pytest.raises(featx.ArgumentError, match=r"^param_groups\(\): lr must be a positive finite number, got 0\.0$"):
         featx.build(resnet18_spec()).param_groups(0.0)

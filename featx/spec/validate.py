@@ -68,6 +68,10 @@ def _validate_slice(name: str, bounds: List[int], previous: Optional[Tuple[str, 
         )
 
 
+#: what no stage may be called: the neck's parameter group and attribute
+RESERVED_STAGE_NAME = "neck"
+
+
 def _validate_stages(spec: BackboneSpec) -> None:
     if not spec.stages:
         raise SpecError(key_path("stages"), "no stages; give at least one stage as name: {slice: [start, end]}")
@@ -79,6 +83,12 @@ def _validate_stages(spec: BackboneSpec) -> None:
             raise SpecError(
                 key_path("stages", shortened(name)),
                 f"a stage name must be an identifier of at most {MAX_NAME_CHARS} characters (letters, digits, _)",
+            )
+        if name == RESERVED_STAGE_NAME:
+            raise SpecError(
+                key_path("stages", name),
+                "'neck' is the name of the neck's parameter group (param_groups()) and of its modules "
+                "(backbone.neck); give the stage another name",
             )
         if (stage.slice is None) == (stage.modules is None):
             raise SpecError(key_path("stages", name), "give exactly one of 'slice' or 'modules'")
