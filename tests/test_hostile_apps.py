@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import List, Tuple
 
 import pytest
+import yaml
 from helpers import folder_state
 from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
 
 from featx.cli import propose as propose_cli
 
@@ -117,6 +119,22 @@ CASES = [
         r"^featx-extract: error: extract\.poolin: unknown key \(valid here: input, output, transform,",
     ),
     ("featx", ["+backbone.frozen=1", "run=false"], r"^featx: error: backbone\.frozen: unknown key 'frozen'"),
+    # the same keys without + (Hydra's own answer spans lines and suggests the + form), and values of a wrong type
+    (
+        "featx",
+        ["input.heigth=300"],
+        r"^featx: error: input\.heigth: unknown key \(valid here: batch_size, height, width\)$",
+    ),
+    ("featx", ["backbone.modle=x"], r"^featx: error: backbone\.modle: unknown key \(valid here: model, weights, seed,"),
+    ("featx", ["-m", "runn=true,false"], r"^featx: error: runn: unknown key \(valid here: backbone, input, run\)$"),
+    ("featx", ["run=maybe"], r"^featx: error: run: Value 'maybe' is not a valid bool \(type str\)$"),
+    ("featx", ["input.height=abc"], r"^featx: error: input\.height: Value 'abc' of type 'str' could not be converted"),
+    ("featx-export", ["export.dynamic=maybe", "export.path=a.pt"], r"^featx-export: error: export\.dynamic: Value"),
+    (
+        "featx-extract",
+        ["extract.size=64", "extract.input=.", "extract.output=o"],
+        r"^featx-extract: error: extract\.size: Invalid value assigned: int is not a ListConfig, list or tuple\.$",
+    ),
     # spec keys through the app
     ("featx", ["backbone.frozen_stages=99", "run=false"], r"backbone\.frozen_stages: 99 is out of range"),
     ("featx", ["backbone.model=${oc.env:HOME}", "run=false"], r"backbone\.model: calls an OmegaConf resolver"),
@@ -218,3 +236,37 @@ def test_a_reader_that_stops_early_ends_the_app_quietly(command, tmp_path):
     _, errors = process.communicate(timeout=300)
     assert process.returncode == 1
     assert b"Traceback" not in errors and b"BrokenPipe" not in errors, errors.decode()[-2000:]
+
+
+def test_non_ascii_paths_are_written_as_utf8_under_an_ascii_locale(tmp_path):
+    """With the C locale and no UTF-8 mode, Python's default encoding is ASCII: featx writes its text files as
+    UTF-8 whatever the locale (a proposal naming its own path, an extraction's config naming its folders)."""
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0", "TMPDIR": str(tmp_path)}
+    env.pop("LANG", None)
+    proposal = tmp_path / "prop_é.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "featx.cli.propose", "resnet18", "-o", str(proposal)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "prop_é.yaml" in proposal.read_text(encoding="utf-8")
+    photos = tmp_path / "photos_é"
+    photos.mkdir()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(photos / "one.png")
+    arguments = [
+        "backbone=resnet18",
+        "backbone.device=cpu",
+        f"extract.input='{photos}'",
+        f"extract.output='{photos}/o'",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "featx.cli.extract", *arguments, "extract.size=[32,32]", "extract.workers=0"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = yaml.safe_load((photos / "o" / "featx-config.yaml").read_text(encoding="utf-8"))
+    assert os.fsencode(written["extract"]["input"]) == os.fsencode(photos)  # the same bytes the argument had

@@ -2,6 +2,8 @@
 
 - Before Hydra composes anything, a config group choice that leaves the config roots (``backbone=../../x`` or an
   absolute path) is refused, and an unknown ``backbone=`` choice is answered with the close names.
+- Before Hydra composes, a plain override of a key the app's schema lacks (``input.heigth=300``) or of a value its
+  type cannot hold (``run=maybe``) is one featx error line (Hydra's own spans lines and suggests the ``+`` form).
 - A key the app's schema lacks (``+input.heigth=300``, which Hydra would add and the app ignore) is refused, and
   so are a ``backbone=`` choice naming two files on the config search path (Hydra would silently take the first)
   and ``hydra.job.chdir=true`` (the apps' paths are relative to where they are run).
@@ -20,7 +22,7 @@ Example::
     def run(cfg: DictConfig) -> None: ...
 
     def main() -> None:
-        run_app("featx-export", run)
+        run_app("featx-export", run, ExportAppConfig)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import logging
 import sys
 import typing
 from pathlib import Path, PurePosixPath
-from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -40,12 +42,14 @@ from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
 
 from featx.cli.errors import fail, reported_errors
 from featx.errors import ArgumentError, first_line
 from featx.spec.config_files import backbone_files, backbone_names
 from featx.spec.keys import suggest
 from featx.spec.limits import quoted
+from featx.spec.schema import BackboneSpec
 
 Result = TypeVar("Result")
 #: the sweep jobs that failed in this process, as "#<num> <overrides>": <message>
@@ -117,6 +121,48 @@ def check_choices(app: str, arguments: Sequence[str]) -> None:
                     f"backbone={choice}: no such packaged backbone{suggest(choice, backbone_names())} (featx-list "
                     "lists them; your own files need --config-dir)",
                 )
+
+
+def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[str]:
+    """Why ``key`` cannot be set to ``values`` in ``schema`` (an app's config dataclass; ``backbone`` holds a
+    :class:`BackboneSpec`), or None: an unknown key, or for a key of the app's own (not the spec's, which the spec
+    layer checks after composing) a value OmegaConf refuses for its type. Keys below an untyped node are not judged."""
+    parts = key.split(".")
+    owner: Any = schema
+    for depth, part in enumerate(parts):
+        hints = typing.get_type_hints(owner)
+        if part not in hints:
+            return f"{'.'.join(parts[: depth + 1])}: unknown key (valid here: {', '.join(hints)})"
+        if depth == len(parts) - 1:
+            break
+        owner = BackboneSpec if (depth, part) == (0, "backbone") else hints[part]
+        if not dataclasses.is_dataclass(owner):
+            return None
+    if parts[0] == "backbone" or dataclasses.is_dataclass(hints[parts[-1]]):
+        return None
+    node = OmegaConf.structured(owner)
+    for value in values:
+        try:
+            node[parts[-1]] = value
+        except (ValidationError, ValueError) as error:
+            return f"{key}: {first_line(error)}"
+    return None
+
+
+def check_plain_keys(app: str, arguments: Sequence[str], schema: type) -> None:
+    """Refuse, before Hydra composes (whose message spans lines and suggests the ``+`` form), a plain override
+    (``input.heigth=300``) of a key ``schema`` lacks, or of a value its type cannot hold (``run=maybe``)."""
+    for argument in arguments:
+        if argument.startswith("-") or "=" not in argument:
+            continue
+        override = _parsed(app, argument)
+        key = override.key_or_group
+        if override.type != OverrideType.CHANGE or key == "backbone" or key.startswith("hydra") or "/" in key:
+            continue
+        values = [] if override.is_sweep_override() else [override.value()]  # a sweep's values: checked per job
+        problem = _problem_with(key, schema, values)
+        if problem is not None:
+            fail(app, problem)
 
 
 def _in_sweep() -> bool:
@@ -243,13 +289,14 @@ def _quiet_other_loggers() -> None:
     logging.getLogger("featx").setLevel(logging.INFO)
 
 
-def run_app(app: str, hydra_main: Callable[[], object]) -> None:
-    """Check the command line (``sys.argv``), run the Hydra app, and after a sweep exit 1 if any of its jobs
-    failed. ``-v`` is featx's: it keeps other libraries' INFO messages."""
+def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
+    """Check the command line (``sys.argv``) against the app's config ``schema``, run the Hydra app, and after a
+    sweep exit 1 if any of its jobs failed. ``-v`` is featx's: it keeps other libraries' INFO messages."""
     given = sys.argv[1:]
     _verbose[0] = any(flag in given for flag in VERBOSE_FLAGS)
     given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
     check_choices(app, given)
+    check_plain_keys(app, given, schema)
     sys.argv[1:] = given
     _failed_jobs.clear()
     _jobs_run.clear()

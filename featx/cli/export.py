@@ -65,7 +65,7 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    run_app(APP, run)
+    run_app(APP, run, ExportAppConfig)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    run_app(APP, run)
+    run_app(APP, run, ExtractAppConfig)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    run_app(APP, run)
+    run_app(APP, run, AppConfig)
 
 
 if __name__ == "__main__":

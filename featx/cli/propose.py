@@ -52,7 +52,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         else:
             write_atomically(
                 args.output,
-                lambda p: p.write_text(text),
+                lambda p: p.write_text(text, encoding="utf-8", errors="surrogateescape"),
                 overwrite=args.force,
                 what="--output",
                 hint="pass --force to replace it",

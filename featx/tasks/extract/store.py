@@ -244,8 +244,18 @@ class FeatureStore:
         if self.shard_dir.is_symlink() or (self.shard_dir.exists() and not self.shard_dir.is_dir()):
             raise ArgumentError(f"extract.output: {self.shard_dir} is in the way (not a folder featx made); move it")
         settings_text = json.dumps({"format": FORMAT, "settings": settings}, indent=2, sort_keys=True)
-        write_atomically(self.root / INFO_FILE, lambda p: p.write_text(settings_text), overwrite=True, what=OUTPUT_KEY)
-        write_atomically(self.root / CONFIG_FILE, lambda p: p.write_text(config_yaml), overwrite=True, what=OUTPUT_KEY)
+        write_atomically(
+            self.root / INFO_FILE,
+            lambda p: p.write_text(settings_text, encoding="utf-8"),
+            overwrite=True,
+            what=OUTPUT_KEY,
+        )
+        write_atomically(
+            self.root / CONFIG_FILE,
+            lambda p: p.write_text(config_yaml, encoding="utf-8", errors="surrogateescape"),
+            overwrite=True,
+            what=OUTPUT_KEY,
+        )
         self.shard_dir.mkdir(exist_ok=True)
         for path in self.shard_dir.iterdir():
             if _PARTIAL_NAME.match(path.name) and path.is_file():
@@ -334,7 +344,9 @@ class FeatureStore:
             if stored.fallback:
                 entries[stored.path]["decoded_on_cpu"] = stored.fallback
         text = "".join(json.dumps(entries[path]) + "\n" for path in sorted(entries))
-        write_atomically(self.root / MANIFEST_FILE, lambda p: p.write_text(text), overwrite=True, what=OUTPUT_KEY)
+        write_atomically(
+            self.root / MANIFEST_FILE, lambda p: p.write_text(text, encoding="utf-8"), overwrite=True, what=OUTPUT_KEY
+        )
         skipped = sum("skipped" in entry for entry in entries.values())
         return len(entries) - skipped, skipped
 
