@@ -200,7 +200,7 @@ def test_propose_never_overwrites_a_file_without_force(workdir, capsys):
     with pytest.raises(SystemExit) as caught:
         propose_cli.main(["resnet18", "-o", str(target)])
     message = capsys.readouterr().err
-    assert caught.value.code == 2 and message.startswith("featx-propose: error: --output: ")
+    assert caught.value.code == 1 and message.startswith("featx-propose: error: --output: ")
     assert "pass --force to replace it" in message
     assert target.read_text() == "mine"
 
@@ -217,7 +217,7 @@ def test_propose_names_what_it_cannot_do(workdir, arguments, pattern, capsys):
     with pytest.raises(SystemExit) as caught:
         propose_cli.main(arguments)
     message = capsys.readouterr().err
-    assert caught.value.code == 2 and message.startswith("featx-propose: error: "), message
+    assert caught.value.code == 1 and message.startswith("featx-propose: error: "), message
     assert re.search(pattern, message), message
 
 

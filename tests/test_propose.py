@@ -142,7 +142,7 @@ def test_featx_propose_cli_writes_files_but_never_over_yours(tmp_path, capsys):
     path.write_text("# my edits\n")
     with pytest.raises(SystemExit) as exit_info:
         propose_cli.main(["resnet18", "-o", str(path)])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1
     assert (
         f"featx-propose: error: --output: {path} exists; pass --force to replace it (nothing" in capsys.readouterr().err
     )
@@ -154,7 +154,7 @@ def test_featx_propose_cli_writes_files_but_never_over_yours(tmp_path, capsys):
 def test_featx_propose_cli_reports_errors_without_a_traceback(capsys):
     with pytest.raises(SystemExit) as exit_info:
         propose_cli.main(["resnet50", "--min-stride", "64"])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1
     assert capsys.readouterr().err.startswith("featx-propose: error: propose(): 'resnet50' gives fewer than two")
 
 

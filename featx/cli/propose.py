@@ -59,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             )
             print(f"featx-propose: wrote {args.output}", file=sys.stderr)
     except FeatxError as error:
-        parser.exit(2, f"featx-propose: error: {error}\n")
+        parser.exit(1, f"featx-propose: error: {error}\n")
 
 
 if __name__ == "__main__":
