@@ -102,6 +102,36 @@ def test_every_app_refuses_to_change_the_working_directory(workdirs, module):
     assert list(cwd.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "module, args, message",
+    [
+        (
+            "featx",
+            ["backbone=resnet18", "run=false", "hydra.run.dir=notes.txt"],
+            "hydra.run.dir: Hydra keeps this run's logs in notes.txt, and {cwd}/notes.txt is not a folder",
+        ),
+        (
+            "featx",
+            ["-m", "backbone=resnet18", "run=false", "hydra.sweep.dir=notes.txt/x"],
+            "hydra.sweep.dir: Hydra keeps this run's logs in notes.txt/x, and {cwd}/notes.txt is not a folder",
+        ),
+        (
+            "featx.cli.export",
+            ["backbone=resnet18", "export.path=a.pt", "hydra.run.dir=notes.txt/x"],
+            "hydra.run.dir: Hydra keeps this run's logs in notes.txt/x",
+        ),
+    ],
+)
+def test_an_output_folder_hydra_cannot_make_is_one_error_line(workdirs, module, args, message):
+    cwd, tmp = workdirs
+    (cwd / "notes.txt").write_text("mine")
+    result = _run_app(args, cwd, tmp, module)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert message.format(cwd=cwd) in line and line.endswith("(the default is under $TMPDIR)"), line
+    assert sorted(path.name for path in cwd.iterdir()) == ["notes.txt"] and (cwd / "notes.txt").read_text() == "mine"
+
+
 def test_app_prints_the_table_and_leaves_the_working_directory_alone(workdirs):
     cwd, tmp = workdirs
     result = _run_app(
