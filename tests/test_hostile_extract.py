@@ -154,6 +154,20 @@ def test_featx_named_files_featx_did_not_write_are_left_alone(photos, tmp_path, 
     assert after == before
 
 
+@pytest.mark.parametrize("name", ["featx-manifest.jsonl", "featx-config.yaml"])
+def test_a_folder_in_place_of_a_file_a_run_rewrites_is_refused_before_any_work(photos, tmp_path, name):
+    output = tmp_path / "out"
+    extract(_spec(), _options(photos, output))
+    (output / name).unlink()
+    (output / name).mkdir()
+    (output / name / "mine.txt").write_text("mine")
+    _save_rgb(photos / "new.png", 7)
+    shards = sorted((output / "featx-shards").iterdir())
+    with pytest.raises(FeatxError, match=rf"^extract.output: {output / name} is not a file featx wrote \(a folder"):
+        extract(_spec(), _options(photos, output))
+    assert sorted((output / "featx-shards").iterdir()) == shards and (output / name / "mine.txt").exists()
+
+
 @pytest.mark.parametrize(
     ("make", "pattern"),
     [

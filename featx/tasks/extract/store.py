@@ -194,6 +194,13 @@ class FeatureStore:
     def check_settings(self, settings: Mapping[str, Any], overwrite: bool) -> None:
         """Refuse (ArgumentError) to add features made with other settings, unless ``overwrite``; refuse
         (FeatxError) a folder whose featx-named files featx cannot recognise as its own."""
+        for name in (MANIFEST_FILE, CONFIG_FILE):  # what a run rewrites: a folder or link there is not featx's
+            entry = self.root / name
+            if os.path.lexists(entry) and (entry.is_symlink() or not entry.is_file()):
+                raise FeatxError(
+                    f"extract.output: {entry} is not a file featx wrote (a folder or a link); featx leaves it alone: "
+                    "move it away or choose another folder"
+                )
         recorded = self.settings()
         if recorded is None:
             present = [name for name in (MANIFEST_FILE, CONFIG_FILE, SHARD_DIR) if os.path.lexists(self.root / name)]
