@@ -484,6 +484,35 @@ def test_killed_run_resumes_with_every_image_exactly_once(tmp_path, weights_file
     assert not [p for p in (output / "featx-shards").iterdir() if p.name.endswith(".partial")]
 
 
+def test_ctrl_c_ends_a_run_with_one_line_and_whole_shards(tmp_path, weights_file):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(60):
+        _save_image(folder / f"{index:03d}.png", "RGB", size=(32, 32), seed=index)
+    output = tmp_path / "out"
+    process = _run_app(
+        "backbone=resnet18",
+        f"backbone.weights={weights_file}",
+        f"extract.input={folder}",
+        f"extract.output={output}",
+        "extract.size=[64,64]",
+        "extract.batch_size=1",
+        "extract.shard_size=2",
+        "extract.workers=0",
+        "extract.progress=false",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    )
+    deadline = time.monotonic() + 120
+    while not FeatureStore(output).shards() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 130 and errors.strip().splitlines()[-1] == "featx-extract: interrupted", errors
+    assert "Traceback" not in errors
+    assert 0 < len(_all_shard_images(output)) < 60
+    assert not [p for p in (output / "featx-shards").iterdir() if p.name.endswith(".partial")]
+
+
 def test_settings_holding_tuples_match_what_was_recorded(tmp_path):
     """A spec built in Python may hold tuples; featx-extract.json reads them back as lists: still the same run."""
     store = FeatureStore(tmp_path / "out")

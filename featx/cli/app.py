@@ -59,6 +59,8 @@ _jobs_run: List[int] = []
 _SEARCH_PATH_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")
 #: spec nodes that are null unless set: a plain override below them is passed to Hydra as ``++`` (set or add)
 _NULLABLE_NODES = ("backbone.fpn.", "backbone.tokens.")
+#: the exit status of an app stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
+INTERRUPTED = 130
 #: featx's own flag: keep other libraries' INFO messages
 VERBOSE_FLAGS = ("-v", "--verbose")
 _verbose: List[bool] = [False]
@@ -300,6 +302,10 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     sys.argv[1:] = given
     _failed_jobs.clear()
     _jobs_run.clear()
-    hydra_main()
+    try:
+        hydra_main()
+    except KeyboardInterrupt:  # Ctrl-C: what was written is whole (atomic writes); no traceback
+        print(f"{app}: interrupted", file=sys.stderr)
+        raise SystemExit(INTERRUPTED) from None
     if _failed_jobs:
         fail(app, f"{len(_failed_jobs)} of {len(_jobs_run)} jobs failed: {'; '.join(_failed_jobs)}")
