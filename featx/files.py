@@ -142,10 +142,10 @@ def write_atomically(
     prepare_folder(path.parent, what)
     partial = _new_partial(path, what)
     try:
-        mode = stat.S_IMODE(partial.stat().st_mode)  # what the umask gives a new file
+        created = partial.stat()  # its mode is what the umask gives a new file
         write(partial)
-        if stat.S_IMODE(partial.stat().st_mode) != mode:  # a writer that replaced it (safetensors makes 0600 files)
-            partial.chmod(mode)
+        if partial.stat().st_ino != created.st_ino:  # a writer that replaced the file (safetensors makes it 0600)
+            partial.chmod(stat.S_IMODE(created.st_mode))
         _fsync(partial)
         _place(partial, path, overwrite, what, hint)
         _fsync_folder(path.parent)

@@ -440,7 +440,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/listing.py",
-        "        if _inside(file, folder):\n            continue\n",
+        "        if _left_out(file, folder, root):\n            continue\n",
         "",
         "output folder listed",
     ),
