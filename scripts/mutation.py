@@ -40,7 +40,11 @@ class Mutant:
 RUN_SLOW = {"files.py"}
 #: the tests that guard each module (a mutant runs only these, stopping at the first failure)
 GUARDS: Dict[str, List[str]] = {
-    "spec/validate.py": ["tests/test_spec_validation.py", "tests/test_hostile_spec.py"],
+    "spec/validate.py": [
+        "tests/test_spec_validation.py",
+        "tests/test_hostile_spec.py",
+        "tests/test_runtime_control.py",
+    ],
     "spec/overrides.py": ["tests/test_hostile_spec.py", "tests/test_loader.py", "tests/test_spec_fast_path.py"],
     "spec/load.py": ["tests/test_hostile_spec.py", "tests/test_loader.py"],
     "spec/typed.py": ["tests/test_spec_fast_path.py"],
@@ -74,6 +78,9 @@ GUARDS: Dict[str, List[str]] = {
     "tasks/extract/device_decode.py": ["tests/test_device_decode.py"],
     "tasks/extract/run.py": ["tests/test_device_decode.py", "tests/test_extract.py"],
     "files.py": ["tests/test_hostile_weights.py", "tests/test_atomic_writes.py"],
+    "models/published_weights.py": ["tests/test_extract.py"],
+    "nn/reinit.py": ["tests/test_runtime_control.py"],
+    "cli/app.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
     "construct/propose.py": ["tests/test_propose.py", "tests/test_timm.py", "tests/test_timm_families.py"],
     "models/timm_models.py": ["tests/test_timm.py"],
     "models/timm_weights.py": ["tests/test_timm.py"],
@@ -574,6 +581,80 @@ MUTANTS: List[Mutant] = [
         "        partial.unlink(missing_ok=True)\n",
         "        pass\n",
         "temporary files left behind",
+    ),
+    Mutant(
+        "files.py",
+        "            partial.chmod(stat.S_IMODE(created.st_mode))\n",
+        "            pass\n",
+        "a writer's 0600 file kept whatever the umask",
+    ),
+    # the hostile reviews of 2026-12-04
+    Mutant(
+        "tasks/extract/store.py",
+        "            _check_row(entry, images, where, who)\n",
+        "",
+        "manifest rows not checked against their shard's record",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "        if manifest.is_file() and not manifest.is_symlink():\n            manifest.unlink()\n",
+        "",
+        "a resumed run keeps the old manifest until its end",
+    ),
+    Mutant(
+        "tasks/extract/decode.py",
+        "        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):\n"
+        "            raise SkippedImage(NOT_REGULAR)\n",
+        "",
+        "a pipe in place of a listed file is read",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "        elif not file.is_file():\n            skipped.append((file, NOT_REGULAR))\n",
+        "",
+        "pipes and devices listed as images",
+    ),
+    Mutant(
+        "tasks/extract/decode.py",
+        "    check_proportions(image.size)\n    image = ImageOps.exif_transpose(image)\n",
+        "    image = ImageOps.exif_transpose(image)\n",
+        "a thread-thin image resized to gigabytes",
+    ),
+    Mutant(
+        "tasks/extract/run.py",
+        "        check_input_size(spec, transform, resolve_transform_name(options.transform, spec))\n",
+        "",
+        "a size too small for the backbone found after the settings are recorded",
+    ),
+    Mutant(
+        "models/published_weights.py",
+        "    if not (trained_half_normalised(model) and isinstance(preset, ImageClassification)):\n",
+        "    if True:\n",
+        "GoogLeNet's and Inception-v3's weights fed ImageNet-normalised images",
+    ),
+    Mutant(
+        "nn/reinit.py",
+        "            elif isinstance(layer, nn.MultiheadAttention):",
+        "            elif False:",
+        "attention projections left out of reinit",
+    ),
+    Mutant(
+        "spec/validate.py",
+        "        if name == RESERVED_STAGE_NAME:",
+        "        if False:",
+        "a stage called neck",
+    ),
+    Mutant(
+        "cli/app.py",
+        "            _refuse_shadowed_backbone()\n",
+        "",
+        "featx-export and featx-extract use the packaged file a user's file shadows",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    check_plain_keys(app, given, schema)\n",
+        "",
+        "a mistyped key gets Hydra's multi-line answer",
     ),
 ]
 
