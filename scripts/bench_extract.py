@@ -14,12 +14,15 @@ Rows (each a fresh pass over all the images; the backbone is built and warmed up
   above. A pass is short here, so the decode rows also pay for starting the DataLoader workers.
 - featx-extract decode=cpu / decode=gpu: ``featx.tasks.extract.run.extract`` into a new folder (the backbone's
   pooled outputs stored as shards; the time of its batch loop, as its summary reports).
+- featx-extract decode=cpu, norm=eval: the same with BatchNorm in eval mode, as the hand-written loop has it
+  (featx's default ``norm: frozen`` is torchvision's FrozenBatchNorm2d, a few elementwise ops per layer where an
+  eval BatchNorm is one).
 - hand-written loop: a Dataset of Pillow-decoded files, a DataLoader, torchvision's ResNet with its ``layer4``
   taken by ``IntermediateLayerGetter``, pooled and moved to the CPU; nothing stored.
 
 The rows that start DataLoader workers (decode alone, hand-written loop) also report when their first batch arrived
-and their rate after it: with few batches per worker, starting the workers (forking a process that holds a CUDA
-context) can take much of a pass.
+and the rate of the batches after it (timed from when the first was handled): with few batches per worker, starting
+the workers (forking a process that holds a CUDA context) can take much of a pass.
 
 The decode=gpu rows need CUDA; on a machine without it they read "needs CUDA". Goals (issue 17, on an H200):
 decode=gpu >= 0.8x decode alone on the GPU, and >= 3x decode=cpu.
@@ -59,6 +62,7 @@ RATIOS: List[Tuple[str, str, Optional[float]]] = [
     ("featx-extract decode=gpu", "featx-extract decode=cpu", 3.0),
     ("featx-extract decode=gpu", "in memory, gpu: nvJPEG and the transform", None),
     ("featx-extract decode=cpu", "hand-written loop", None),
+    ("featx-extract decode=cpu, norm=eval", "hand-written loop", None),
     ("featx-extract decode=gpu", "hand-written loop", None),
 ]
 
@@ -95,22 +99,28 @@ class _PillowFiles(Dataset):
 
 
 class Pass(NamedTuple):
-    """A timed pass: seconds in all, and seconds until its first batch was ready (None: no DataLoader)."""
+    """A timed pass: seconds in all, and (with a DataLoader; None without) seconds until its first batch was ready
+    and until that batch was handled."""
 
     seconds: float
     first_batch: Optional[float] = None
+    first_handled: Optional[float] = None
 
 
 def _timed(batches: Iterable[object], handle: Callable[[object], None], device: torch.device) -> Pass:
     """The pass that ``handle``s every batch (the clock starts before the first is asked for)."""
     start = time.perf_counter()
     first: Optional[float] = None
+    handled: Optional[float] = None
     for batch in batches:
         if first is None:
             first = time.perf_counter() - start
         handle(batch)
+        if handled is None:
+            _synchronize(device)
+            handled = time.perf_counter() - start
     _synchronize(device)
-    return Pass(time.perf_counter() - start, first)
+    return Pass(time.perf_counter() - start, first, handled)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -206,6 +216,7 @@ def measure(args: argparse.Namespace, folder: Path) -> Dict[str, Optional[Pass]]
     """The pass of each row (None: the row needs CUDA)."""
     paths = write_jpegs(folder / "images", args.images)
     spec = featx.load_spec(args.backbone, overrides=[f"device={args.device}"])
+    eval_norm = featx.load_spec(args.backbone, overrides=[f"device={args.device}", "norm=eval"])  # as the loop's
     transform = image_transform("center_crop", spec, [args.size, args.size])
     _warm_up(featx.build(spec).eval(), torch.device(args.device), args.size)
     on_cuda = torch.device(args.device).type == "cuda"
@@ -217,6 +228,7 @@ def measure(args: argparse.Namespace, folder: Path) -> Dict[str, Optional[Pass]]
             in_memory(paths, transform, args, with_transform=True) if on_cuda else None
         ),
         "featx-extract decode=cpu": featx_extract(spec, folder / "images", folder / "cpu", args, "cpu"),
+        "featx-extract decode=cpu, norm=eval": featx_extract(eval_norm, folder / "images", folder / "ev", args, "cpu"),
         "featx-extract decode=gpu": (
             featx_extract(spec, folder / "images", folder / "gpu", args, "gpu") if on_cuda else None
         ),
@@ -225,11 +237,12 @@ def measure(args: argparse.Namespace, folder: Path) -> Dict[str, Optional[Pass]]
 
 
 def _after_first_batch(one: Pass, images: int, batch_size: int) -> Optional[float]:
-    """Images/s from the first batch's arrival to the end (None: no DataLoader, or nothing after the first batch)."""
+    """Images/s of the batches after the first, from when the first was handled to the end (None: no DataLoader, or
+    nothing after the first batch)."""
     rest = images - min(batch_size, images)
-    if one.first_batch is None or rest == 0:
+    if one.first_handled is None or rest == 0:
         return None
-    return rest / (one.seconds - one.first_batch)
+    return rest / (one.seconds - one.first_handled)
 
 
 def _rates(passes: Dict[str, Optional[Pass]], images: int) -> Dict[str, Optional[float]]:

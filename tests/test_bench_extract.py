@@ -33,6 +33,7 @@ def test_a_tiny_run_measures_every_row_and_writes_its_page(bench_extract, tmp_pa
         "in memory, gpu: nvJPEG only",
         "in memory, gpu: nvJPEG and the transform",
         "featx-extract decode=cpu",
+        "featx-extract decode=cpu, norm=eval",
         "featx-extract decode=gpu",
         "hand-written loop",
     ]
@@ -61,7 +62,7 @@ def test_a_tiny_run_measures_every_row_and_writes_its_page(bench_extract, tmp_pa
 
 
 def test_the_rate_after_the_first_batch_leaves_that_batch_out(bench_extract):
-    one = bench_extract.Pass(seconds=3.0, first_batch=1.0)
+    one = bench_extract.Pass(seconds=3.0, first_batch=0.5, first_handled=1.0)
     assert bench_extract._after_first_batch(one, images=10, batch_size=4) == 3.0  # 6 images in the last 2 s
     assert bench_extract._after_first_batch(one, images=4, batch_size=4) is None  # nothing after the first batch
     assert bench_extract._after_first_batch(bench_extract.Pass(3.0), images=10, batch_size=4) is None  # no DataLoader
