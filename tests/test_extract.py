@@ -448,46 +448,12 @@ def test_torchrun_two_ranks_write_disjoint_shards_and_one_manifest(images, tmp_p
             torch.testing.assert_close(two[path][name], one[path][name], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_with_every_image_exactly_once(tmp_path, weights_file):
+def _run_until_its_first_shard(tmp_path: Path, weights_file: str, images: int) -> tuple:
+    """(input folder, output folder, the app's process) of a featx-extract run over ``images`` small images, one
+    shard of two written (the app still running)."""
     folder = tmp_path / "many"
     folder.mkdir()
-    for index in range(240):
-        _save_image(folder / f"{index:03d}.png", "RGB", size=(32, 32), seed=index)
-    output = tmp_path / "out"
-    process = _run_app(
-        "backbone=resnet18",
-        f"backbone.weights={weights_file}",
-        f"extract.input={folder}",
-        f"extract.output={output}",
-        "extract.size=[64,64]",
-        "extract.batch_size=1",
-        "extract.shard_size=2",
-        "extract.workers=0",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
-    )
-    deadline = time.monotonic() + 120
-    while not FeatureStore(output).shards() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.01)
-    with pytest.raises(featx.ArgumentError, match="is in use by another featx-extract run"):
-        with FeatureStore(output).exclusive():  # the running app holds the folder
-            pass
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    written = _all_shard_images(output)
-    assert 0 < len(written) < 240, "the run was to be killed after its first shard, before its end"
-    assert not (output / "featx-manifest.jsonl").exists()
-
-    summary = extract(_spec(weights_file), _options(folder, output))  # the killed run's lock went with it
-    assert summary.processed == 240 - len(written) and summary.images == 240
-    assert sorted(_all_shard_images(output)) == sorted(str(p.resolve()) for p in folder.iterdir())
-    assert not [p for p in (output / "featx-shards").iterdir() if p.name.endswith(".partial")]
-
-
-def test_ctrl_c_ends_a_run_with_one_line_and_whole_shards(tmp_path, weights_file):
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for index in range(60):
+    for index in range(images):
         _save_image(folder / f"{index:03d}.png", "RGB", size=(32, 32), seed=index)
     output = tmp_path / "out"
     process = _run_app(
@@ -505,6 +471,29 @@ def test_ctrl_c_ends_a_run_with_one_line_and_whole_shards(tmp_path, weights_file
     deadline = time.monotonic() + 120
     while not FeatureStore(output).shards() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
+    return folder, output, process
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_every_image_exactly_once(tmp_path, weights_file):
+    folder, output, process = _run_until_its_first_shard(tmp_path, weights_file, 240)
+    with pytest.raises(featx.ArgumentError, match="is in use by another featx-extract run"):
+        with FeatureStore(output).exclusive():  # the running app holds the folder
+            pass
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    written = _all_shard_images(output)
+    assert 0 < len(written) < 240, "the run was to be killed after its first shard, before its end"
+    assert not (output / "featx-manifest.jsonl").exists()
+
+    summary = extract(_spec(weights_file), _options(folder, output))  # the killed run's lock went with it
+    assert summary.processed == 240 - len(written) and summary.images == 240
+    assert sorted(_all_shard_images(output)) == sorted(str(p.resolve()) for p in folder.iterdir())
+    assert not [p for p in (output / "featx-shards").iterdir() if p.name.endswith(".partial")]
+
+
+def test_ctrl_c_ends_a_run_with_one_line_and_whole_shards(tmp_path, weights_file):
+    _, output, process = _run_until_its_first_shard(tmp_path, weights_file, 60)
     process.send_signal(signal.SIGINT)
     _, errors = process.communicate(timeout=120)
     assert process.returncode == 130 and errors.strip().splitlines()[-1] == "featx-extract: interrupted", errors
