@@ -192,6 +192,20 @@ def test_load_overrides_apply(tmp_path):
     assert featx.load(path, overrides=["device=cpu", "frozen_stages=3"]).frozen_stage_names == ("c2", "c3", "c4")
 
 
+def test_load_returning_fewer_stages_skips_the_saved_stages_it_no_longer_builds(tmp_path):
+    torch.manual_seed(0)
+    backbone = featx.build(resnet18_spec(norm="eval")).eval()  # c2..c4
+    path = featx.save(backbone, tmp_path / "bb.pt")
+    shallower = featx.load(path, overrides=["out_features=[c2,c3]"]).eval()
+    assert list(shallower.stages) == ["c2", "c3"]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        full, fewer = backbone(x), shallower(x)
+    assert list(fewer) == ["c2", "c3"] and all(torch.equal(full[name], fewer[name]) for name in fewer)
+    with pytest.raises(featx.WeightsError, match=r"differs in out_features.*unexpected keys: neck\."):
+        featx.load(featx.save(_trained(), tmp_path / "fpn.pt"), overrides=["out_features=[c2,c3]"])  # a narrower neck
+
+
 @pytest.mark.parametrize("norm", ["eval", "frozen", "sync"])
 def test_load_with_another_norm_policy_keeps_the_weights(tmp_path, norm):
     backbone = _trained()

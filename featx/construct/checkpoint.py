@@ -189,8 +189,13 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
     if any(getattr(saved, field) != getattr(spec, field) for field in MEANING_KEYS):
         raise refused(MEANING_KEYS, "")  # tensors that fit by name and shape can be another network's
     expected = backbone.state_dict()
+    # saved stages past the deepest one returned now (fewer out_features) are not built: their tensors are skipped,
+    # as a torchvision-keyed file's dropped layers are
+    built = {key.split(".")[1] for key in expected if key.startswith("stages.")}
+    unbuilt = tuple(f"stages.{name}." for name in saved.stages if name not in built)
+    file_state = {key: value for key, value in checkpoint.state.items() if not (unbuilt and key.startswith(unbuilt))}
     try:
-        check_fit(checkpoint.state, expected, expected, str(checkpoint.path))
+        check_fit(file_state, expected, expected, str(checkpoint.path))
     except WeightsError as error:
         raise refused(STRUCTURE_KEYS, f". {error}") from None
     state = {key: owned_copy(checkpoint.state[key], expected[key].dtype) for key in expected if key in checkpoint.state}
