@@ -651,6 +651,12 @@ MUTANTS: List[Mutant] = [
         "featx-export and featx-extract use the packaged file a user's file shadows",
     ),
     Mutant(
+        "construct/checkpoint.py",
+        '    unbuilt = tuple(f"stages.{name}." for name in saved.stages if name not in built)\n',
+        "    unbuilt = ()\n",
+        "a saved file refused for returning fewer stages",
+    ),
+    Mutant(
         "cli/app.py",
         "    check_plain_keys(app, given, schema)\n",
         "",
