@@ -339,7 +339,7 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
         ),
         ("bomb.png", lambda p: _png_header_only(p, 40000, 40000), r"DecompressionBomb"),
         (
-            "thread.png",  # 140 bytes; its shorter side resized to 36 would make 36x720000 pixels
+            "thread.png",  # a tiny file; its shorter side resized to 36 would make 36x720000 pixels
             lambda p: Image.new("RGB", (20000, 1), (128, 128, 128)).save(p),
             r"^20000x1 pixels is more than 32 to 1 \(resizing its shorter side would make a huge image\); crop it "
             r"first$",

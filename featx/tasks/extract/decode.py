@@ -79,7 +79,7 @@ def read_image_file(path: Path) -> Tuple[bytes, Identity]:
 def check_proportions(size: Tuple[int, int]) -> None:
     """SkippedImage for an image (``size``: width, height) whose longer side is more than :data:`MAX_ASPECT` times
     its shorter: resizing its shorter side to the transform's (as ``center_crop`` and the weights' transforms do)
-    would make a huge image from a tiny file (1×20000 pixels at 224: about 6 GB)."""
+    would make a huge image from a tiny file (1×20000 pixels at 224: 256×5,120,000)."""
     width, height = size
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise SkippedImage(
