@@ -622,7 +622,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/run.py",
-        "        check_input_size(spec, transform, resolve_transform_name(options.transform, spec))\n",
+        "        check_input_size(spec, transform, transform_name)  # on meta, before any weights are read\n",
         "",
         "a size too small for the backbone found after the settings are recorded",
     ),
@@ -658,7 +658,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "    check_plain_keys(app, given, schema)\n",
+        "    check_plain_keys(app, overrides, schema)\n",
         "",
         "a mistyped key gets Hydra's multi-line answer",
     ),

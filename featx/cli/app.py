@@ -98,13 +98,17 @@ def _escapes(choice: str) -> bool:
     return path.is_absolute() or ".." in path.parts or choice.startswith("~")
 
 
-def check_choices(app: str, arguments: Sequence[str]) -> None:
-    """Refuse a group choice outside the config roots, and name close backbones for an unknown ``backbone=``."""
+def parsed_overrides(app: str, arguments: Sequence[str]) -> List[Tuple[str, Override]]:
+    """Each override of the command line (flags left out) with its parse by Hydra's grammar."""
     overrides = [argument for argument in arguments if not argument.startswith("-") and "=" in argument]
-    custom_roots = any(argument.lstrip("+").startswith(_SEARCH_PATH_FLAGS) for argument in arguments)
-    for argument in overrides:
+    return [(argument, _parsed(app, argument)) for argument in overrides]
+
+
+def check_choices(app: str, overrides: Sequence[Tuple[str, Override]], custom_roots: bool) -> None:
+    """Refuse a group choice outside the config roots, and name close backbones for an unknown ``backbone=``
+    (``custom_roots``: the command line adds config roots, so featx cannot know every backbone name)."""
+    for argument, override in overrides:
         group = argument.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
-        override = _parsed(app, argument)
         if group == "backbone" and not override.is_delete() and not override.is_sweep_override():
             if not isinstance(override.value(), str):
                 fail(
@@ -134,7 +138,7 @@ def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[
     for depth, part in enumerate(parts):
         hints = typing.get_type_hints(owner)
         if part not in hints:
-            return f"{'.'.join(parts[: depth + 1])}: unknown key (valid here: {', '.join(hints)})"
+            return _unknown_key(".".join(parts[: depth + 1]), list(hints))
         if depth == len(parts) - 1:
             break
         owner = BackboneSpec if (depth, part) == (0, "backbone") else hints[part]
@@ -151,13 +155,10 @@ def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[
     return None
 
 
-def check_plain_keys(app: str, arguments: Sequence[str], schema: type) -> None:
+def check_plain_keys(app: str, overrides: Sequence[Tuple[str, Override]], schema: type) -> None:
     """Refuse, before Hydra composes (whose message spans lines and suggests the ``+`` form), a plain override
     (``input.heigth=300``) of a key ``schema`` lacks, or of a value its type cannot hold (``run=maybe``)."""
-    for argument in arguments:
-        if argument.startswith("-") or "=" not in argument:
-            continue
-        override = _parsed(app, argument)
+    for _, override in overrides:
         key = override.key_or_group
         if override.type != OverrideType.CHANGE or key == "backbone" or key.startswith("hydra") or "/" in key:
             continue
@@ -188,9 +189,13 @@ def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> List[Tuple[
     return unknown
 
 
+def _unknown_key(name: str, valid: Sequence[str]) -> str:
+    return f"{name}: unknown key (valid here: {', '.join(valid)})"
+
+
 def _check_keys(cfg: DictConfig, schema: type) -> None:
     for name, valid in unknown_keys(cfg, schema)[:1]:
-        raise ArgumentError(f"{name}: unknown key (valid here: {', '.join(valid)})")
+        raise ArgumentError(_unknown_key(name, valid))
 
 
 def _config_roots() -> List[Path]:
@@ -297,8 +302,9 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     given = sys.argv[1:]
     _verbose[0] = any(flag in given for flag in VERBOSE_FLAGS)
     given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
-    check_choices(app, given)
-    check_plain_keys(app, given, schema)
+    overrides = parsed_overrides(app, given)
+    check_choices(app, overrides, any(argument.lstrip("+").startswith(_SEARCH_PATH_FLAGS) for argument in given))
+    check_plain_keys(app, overrides, schema)
     sys.argv[1:] = given
     _failed_jobs.clear()
     _jobs_run.clear()

@@ -292,8 +292,9 @@ def _options_yaml(spec: BackboneSpec, options: ExtractOptions) -> str:
 
 
 def check_input_size(spec: BackboneSpec, transform: ImageTransform, name: str) -> None:
-    """ArgumentError naming ``extract.size`` when the backbone cannot take the inputs ``transform`` makes (a forward
-    on the meta device, before the output folder is touched)."""
+    """ArgumentError naming ``extract.size`` when the backbone cannot take the inputs ``transform`` makes: its
+    structure alone is built (on the meta device, from the plan cache) and run, before the real build reads any
+    weights and before the output folder is touched."""
     size = tuple(transform(Image.new("RGB", (64, 48))).shape[-2:])
     try:
         build(dataclasses.replace(spec, device="meta"))(torch.empty(1, 3, *size, device="meta"))
@@ -389,12 +390,13 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
     rank, world, started = _start_distributed(device)
     lock: Optional[ExitStack] = None
     try:
+        transform = image_transform(options.transform, spec, options.size)
+        transform_name = resolve_transform_name(options.transform, spec)
+        check_input_size(spec, transform, transform_name)  # on meta, before any weights are read
+        if options.decode == "gpu":
+            check_tensor_transform(transform, transform_name)
         backbone = build(dataclasses.replace(spec, device=str(device))).eval()
         outputs = _selected_outputs(backbone, options.outputs)
-        transform = image_transform(options.transform, spec, options.size)
-        check_input_size(spec, transform, resolve_transform_name(options.transform, spec))
-        if options.decode == "gpu":
-            check_tensor_transform(transform, resolve_transform_name(options.transform, spec))
         settings = _settings(spec, outputs, options, transform)
         listing = _listing_of_rank_zero(options.input, options.output, rank, world)
         store = FeatureStore(Path(options.output))
