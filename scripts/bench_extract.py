@@ -149,7 +149,7 @@ def decode_alone(paths: List[Path], transform: Callable, args: argparse.Namespac
 
 
 def in_memory(paths: List[Path], transform: Callable, args: argparse.Namespace, with_transform: bool) -> Pass:
-    """The pass that decodes (and transform) every image on the GPU from batches read beforehand, in this process."""
+    """The pass that decodes (and transforms) every image on the GPU from batches read beforehand, in this process."""
     files = JpegFiles(paths, transform)
     batches = [
         collate_jpegs([files[index] for index in range(start, min(start + args.batch_size, len(paths)))])
