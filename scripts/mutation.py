@@ -108,6 +108,7 @@ MUTANTS: List[Mutant] = [
         "    try:\n        pass\n",
         "interpolations in spec data resolved",
     ),
+    Mutant("spec/load.py", "        _refuse_missing_markers(literal)\n", "", "??? takes the key's default"),
     # the fast spec path (data OmegaConf would convert or refuse must take OmegaConf's path)
     Mutant("spec/typed.py", "if type(value) is not hint or", "if not isinstance(value, hint) or", "bools as ints"),
     Mutant(

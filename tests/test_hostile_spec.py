@@ -220,6 +220,29 @@ def test_bad_overrides_are_a_spec_error_naming_the_key(overrides, key, pattern):
     _assert_spec_error(error, key, pattern)
 
 
+@pytest.mark.parametrize("key", ["weights", "norm", "device", "frozen_stages", "seed", "layout", "channels_last"])
+def test_omegaconfs_missing_marker_is_a_missing_value_not_the_default(tmp_path, key):
+    """``???`` merged into the schema would silently take the key's default (``weights: ???`` a random init)."""
+    expected = f"backbone.{key}: missing value (a spec must set it)"
+    file = tmp_path / "spec.yaml"
+    file.write_text(OmegaConf.to_yaml(OmegaConf.create(_spec(**{key: "???"}))))
+    routes = [
+        (_spec(**{key: "???"}), []),
+        (OmegaConf.create(_spec(**{key: "???"})), []),
+        (_spec(), [f"{key}=???"]),
+        (str(file), []),
+    ]
+    for source, overrides in routes:
+        with pytest.raises(SpecError) as error:
+            featx.build(source, overrides=overrides)
+        assert str(error.value).endswith(expected), (source, str(error.value))
+
+
+def test_a_missing_marker_inside_a_list_names_its_item():
+    with pytest.raises(SpecError, match=r"^backbone\.stages\.c3\.modules\[1\]: missing value"):
+        featx.build(_stages(c2={"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, c3={"modules": ["layer2", "???"]}))
+
+
 def test_replacing_stages_by_override_replaces_them():
     """``stages={...}`` sets the mapping (no merge into the file's four stages); the one stage is conv1 alone."""
     spec = featx.load_spec("resnet18", overrides=["device=cpu", "frozen_stages=0", "stages={c2:{modules:[conv1]}}"])

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from featx.errors import SpecError, first_line
@@ -37,13 +37,14 @@ ACCEPTED_TARGETS = (INSTANTIATE_TARGET, "featx.hydra_conf.instantiate_backbone")
 #: The defaults list of a conf file: the schema from featx's ConfigStore, then the file itself.
 SCHEMA_DEFAULTS = ["/featx/backbone_schema@_here_", "_self_"]
 ROOT_KEY = key_path()
+MISSING_VALUE = "missing value (a spec must set it)"
 
 
 def _omegaconf_error(error: OmegaConfBaseException, prefix: str = "") -> SpecError:
     full_key = str(getattr(error, "full_key", "") or "")
     key = key_path(*filter(None, (prefix, full_key)))
     if isinstance(error, MissingMandatoryValue):
-        return SpecError(key, "missing value (a spec must set it)")
+        return SpecError(key, MISSING_VALUE)
     message = first_line(getattr(error, "msg", "") or error)
     if message.startswith("Key '") and " not in " in message:
         unknown = message.split("'")[1]
@@ -119,20 +120,24 @@ def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
 _RESOLVER_CALL = re.compile(r"\$\{\s*[A-Za-z_][\w.]*\s*:")
 
 
-def _find_string(data: Any, matches: Callable[[str], bool], path: Tuple[str, ...] = ()) -> Optional[Tuple[str, ...]]:
-    """The key path of the first string in ``data`` (keys included) that ``matches``, or None."""
+def _find_string(
+    data: Any, matches: Callable[[str], bool], path: Tuple[str, ...] = (), keys: bool = True
+) -> Optional[Tuple[str, ...]]:
+    """The key path of the first string in ``data`` (keys included unless ``keys`` is false) that ``matches``, or
+    None."""
     if isinstance(data, str):
         return path if matches(data) else None
     if isinstance(data, Mapping):
         for key, value in data.items():
-            if isinstance(key, str) and matches(key):
+            if keys and isinstance(key, str) and matches(key):
                 return (*path, key)
-            found = _find_string(value, matches, (*path, str(key)))
+            found = _find_string(value, matches, (*path, str(key)), keys)
             if found is not None:
                 return found
     if isinstance(data, (list, tuple)):
         for index, value in enumerate(data):
-            found = _find_string(value, matches, (*path[:-1], f"{path[-1]}[{index}]") if path else (f"[{index}]",))
+            item_path = (*path[:-1], f"{path[-1]}[{index}]") if path else (f"[{index}]",)
+            found = _find_string(value, matches, item_path, keys)
             if found is not None:
                 return found
     return None
@@ -158,6 +163,14 @@ def _refuse_interpolations(data: Any) -> None:
             "holds an interpolation (${...}); featx reads spec files, checkpoints, mappings and overrides as literal "
             "data and resolves nothing. Put the value itself (or compose it with Hydra and pass the composed node)",
         )
+
+
+def _refuse_missing_markers(data: Any) -> None:
+    """OmegaConf's ``???`` ("must be set") is a missing value wherever it stands: merged into the schema it would
+    silently become the key's default (``weights: ???`` a random init)."""
+    found = _find_string(data, lambda text: text == MISSING, keys=False)
+    if found is not None:
+        raise SpecError(key_path(*found), MISSING_VALUE)
 
 
 def _strip_hydra_keys(data: Dict[str, Any]) -> Dict[str, Any]:
@@ -226,6 +239,7 @@ def load_spec(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> 
     _refuse_interpolations(literal)  # from the overrides: named without the file
     try:
         _check_nesting(literal)
+        _refuse_missing_markers(literal)
         fields = _strip_hydra_keys(literal)
         spec = typed(BackboneSpec, fields, nested=_NESTED)  # without OmegaConf where it would give the same
         if spec is None:
