@@ -274,6 +274,12 @@ MUTANTS: List[Mutant] = [
         "stride rounded down",
     ),
     Mutant(
+        "construct/plan.py",
+        "for size in PROBE_SIZES]",
+        "for size in ((declared,) if declared else PROBE_SIZES)]",
+        "an any-size model measured at its input_size alone",
+    ),
+    Mutant(
         "construct/probe.py",
         "return int(shape[spatial_dims(layout)[0]])",
         "return int(shape[1])",

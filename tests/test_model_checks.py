@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers import resnet18_spec
 from torch import nn
 
@@ -11,6 +12,7 @@ from featx.construct.execution_order import check_execution_order
 from featx.construct.members import StageMembers
 from featx.construct.meta_model import MetaModel
 from featx.construct.plan import plan_backbone
+from featx.construct.probe import stride_of
 
 
 def _plan(spec):
@@ -228,6 +230,25 @@ def test_a_member_listed_after_everything_the_forward_runs_is_refused():
 
 
 def test_strides_of_a_fixed_odd_input_size_are_rounded_to_the_nearest_power_of_two():
-    """At 97x97 ResNet's maps are 25, 13 and 7 wide (ratios 3.9, 7.5, 13.9): the strides are 4, 8 and 16."""
-    plan = _plan(resnet18_spec(input_size=[97, 97]))
-    assert [(info.name, info.stride) for info in plan.stages] == [("c2", 4), ("c3", 8), ("c4", 16)]
+    """A model that takes one size only is measured at it: at 97x97 maps 25, 13 and 7 high (ratios 3.9, 7.5, 13.9)
+    have strides 4, 8 and 16."""
+    assert [stride_of((1, 64, height, height), "nchw", (97, 97)) for height in (25, 13, 7)] == [4, 8, 16]
+
+
+@pytest.mark.parametrize("size", [[33, 33], [8, 8], [97, 97], [64, 200]])
+def test_an_input_size_does_not_change_the_strides_of_a_model_that_takes_any_size(size):
+    """ResNet at 33x33 makes maps 9, 5, 3 and 2 high: read at that size alone they gave strides 4, 8, 8, 16. A model
+    that runs at the probe sizes is measured there; its declared input_size must still run."""
+    stages = {"c5": {"modules": ["layer4"]}}
+    backbone = featx.build(resnet18_spec(input_size=size, stages={**resnet18_spec()["stages"], **stages}))
+    assert [(info.name, info.stride) for info in backbone.feature_info] == [
+        ("c2", 4),
+        ("c3", 8),
+        ("c4", 16),
+        ("c5", 32),
+    ]
+    with_fpn = featx.build(
+        resnet18_spec(input_size=size, stages={**resnet18_spec()["stages"], **stages}, fpn={"out_channels": 8})
+    )
+    outputs = with_fpn(torch.zeros(1, 3, *size))
+    assert list(outputs) == ["p2", "p3", "p4", "p5"]

@@ -50,11 +50,6 @@ def evaluation_size(spec: BackboneSpec) -> Size:
     return crop, crop
 
 
-def probe_sizes(spec: BackboneSpec) -> Tuple[Size, ...]:
-    """The meta input sizes ``spec`` is probed at: :data:`PROBE_SIZES`, or its ``input_size`` alone."""
-    return PROBE_SIZES if spec.input_size is None else ((spec.input_size[0], spec.input_size[1]),)
-
-
 @dataclass(frozen=True)
 class BackbonePlan:
     """What ``build`` will make of a spec: the kept stages (up to the last returned one), the input channels, the
@@ -193,19 +188,26 @@ def _probe(
     tokens: Optional[TokenLayout],
 ) -> Tuple[Tuple[Size, ...], List[List[Shape]], bool]:
     """The probe sizes and each stage's output shape at each; and whether the model turned out to take one size
-    only (it fails at the general probe sizes but runs at its weights' crop size, as MaxViT does)."""
-    sizes = probe_sizes(spec)
+    only (it fails at the general probe sizes but runs at its weights' crop size, as MaxViT does).
+
+    A model that takes any size is measured at :data:`PROBE_SIZES` even when the spec sets ``input_size``: at one
+    small or odd size its maps collapse (ResNet's at 33x33: 9, 5, 3, 2) and the strides cannot be read from them.
+    The stages must still run at ``input_size``. A model that fails at the probe sizes is measured at its one size.
+    """
+    declared = None if spec.input_size is None else (spec.input_size[0], spec.input_size[1])
     try:
-        return sizes, [_stage_shapes(containers, members, in_channels, size, tokens) for size in sizes], False
+        shapes = [_stage_shapes(containers, members, in_channels, size, tokens) for size in PROBE_SIZES]
     except SpecError:
-        if spec.input_size is not None:
-            raise
-        fixed = tokens.stage_size if tokens is not None else evaluation_size(spec)
+        fixed = declared or (tokens.stage_size if tokens is not None else evaluation_size(spec))
         try:
-            return (fixed,), [_stage_shapes(containers, members, in_channels, fixed, tokens)], True
+            return (fixed,), [_stage_shapes(containers, members, in_channels, fixed, tokens)], declared is None
         except SpecError:
-            pass
+            if declared is not None:
+                raise  # the error at the size the spec declares
         raise
+    if declared is not None:
+        _stage_shapes(containers, members, in_channels, declared, tokens)
+    return PROBE_SIZES, shapes, False
 
 
 def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
