@@ -84,6 +84,7 @@ GUARDS: Dict[str, List[str]] = {
     "construct/propose.py": ["tests/test_propose.py", "tests/test_timm.py", "tests/test_timm_families.py"],
     "models/timm_models.py": ["tests/test_timm.py"],
     "models/timm_weights.py": ["tests/test_timm.py"],
+    "tasks/detection.py": ["tests/test_detection.py"],
 }
 
 MUTANTS: List[Mutant] = [
@@ -272,6 +273,18 @@ MUTANTS: List[Mutant] = [
         "return int(2 ** max(0, round(math.log2(size[0] / height))))",
         "return int(2 ** max(0, math.floor(math.log2(size[0] / height))))",
         "stride rounded down",
+    ),
+    Mutant(
+        "tasks/detection.py",
+        "if any(later != 2 * earlier for earlier, later in zip(pooled, pooled[1:], strict=False)):",
+        "if any(later < earlier for earlier, later in zip(pooled, pooled[1:], strict=False)):",
+        "RoIs pooled from levels that skip a stride",
+    ),
+    Mutant(
+        "tasks/detection.py",
+        "if size <= 0 or min(min(level) for level in sizes) < 1:",
+        "if size <= 0:",
+        "anchors of size 0",
     ),
     Mutant(
         "construct/plan.py",

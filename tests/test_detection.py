@@ -256,12 +256,82 @@ def test_bad_anchor_arguments_are_refused() -> None:
     bb = _rcnn_backbone("resnet18")
     with pytest.raises(featx.ArgumentError, match="unknown style 'yolo'; choose one of rcnn, retinanet, fcos"):
         anchor_generator(bb, "yolo")
-    with pytest.raises(featx.ArgumentError, match="sizes_per_octave >= 1"):
+    with pytest.raises(featx.ArgumentError, match=r"sizes_per_octave must be an integer in 1\.\.16, got 0"):
         anchor_generator(bb, sizes_per_octave=0)
     with pytest.raises(featx.ArgumentError, match="expected a featx Backbone"):
         anchor_generator(nn.Conv2d(3, 3, 1))
-    with pytest.raises(featx.ArgumentError, match="output_size must be >= 1"):
+    with pytest.raises(featx.ArgumentError, match=r"output_size \(an int or a pair\) must be an integer in 1\.\.256"):
         roi_pooler(bb, 0)
+
+
+ANCHOR_ARGUMENT_CASES = [
+    ({"sizes_per_octave": 1.5}, r"sizes_per_octave must be an integer in 1\.\.16, got 1\.5"),
+    ({"sizes_per_octave": True}, r"sizes_per_octave must be an integer in 1\.\.16, got True"),
+    ({"sizes_per_octave": 10**9}, r"sizes_per_octave must be an integer in 1\.\.16, got 1000000000"),
+    ({"size_per_stride": "8"}, r"size_per_stride must be a finite number, got '8'"),
+    ({"size_per_stride": float("nan")}, r"size_per_stride must be a finite number, got nan"),
+    ({"size_per_stride": float("inf")}, r"size_per_stride must be a finite number, got inf"),
+    ({"size_per_stride": 0.01}, r"size_per_stride=0\.01 makes anchors smaller than 1 pixel at stride 4"),
+    ({"size_per_stride": -1}, r"size_per_stride=-1 makes anchors smaller than 1 pixel"),
+    ({"aspect_ratios": 0.5}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got 0\.5"),
+    ({"aspect_ratios": "12"}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got '12'"),
+    ({"aspect_ratios": []}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got \[\]"),
+    ({"aspect_ratios": [1.0, 0]}, r"aspect_ratios must be positive, got \[1\.0, 0\]"),
+    ({"aspect_ratios": [1.0, None]}, r"each aspect ratio must be a finite number, got None"),
+]
+
+
+@pytest.mark.parametrize(("keywords", "message"), ANCHOR_ARGUMENT_CASES)
+def test_bad_anchor_keywords_name_the_argument(keywords, message) -> None:
+    bb = featx.build("resnet18_fpn", overrides=["device=meta"])
+    with pytest.raises(featx.ArgumentError, match=r"^anchor_generator\(\): " + message):
+        anchor_generator(bb, **keywords)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("7",), r"output_size \(an int or a pair\) must be an integer in 1\.\.256, got '7'"),
+        (((7, 0),), r"output_size \(an int or a pair\) must be an integer in 1\.\.256, got 0"),
+        ((10**6,), r"output_size \(an int or a pair\) must be an integer in 1\.\.256, got 1000000"),
+        ((7, None), r"sampling_ratio must be an integer in 0\.\.256, got None"),
+        ((7, -1), r"sampling_ratio must be an integer in 0\.\.256, got -1"),
+    ],
+)
+def test_bad_pooler_arguments_name_the_argument(arguments, message) -> None:
+    bb = featx.build("resnet18_fpn", overrides=["device=meta"])
+    with pytest.raises(featx.ArgumentError, match=r"^roi_pooler\(\): " + message):
+        roi_pooler(bb, *arguments)
+
+
+def test_roi_pooler_takes_a_height_and_width_as_torchvision_does() -> None:
+    bb = featx.build("resnet18_fpn", overrides=["device=meta"])
+    assert roi_pooler(bb, (7, 5)).output_size == (7, 5)
+
+
+@pytest.mark.parametrize(
+    ("source", "overrides", "levels"),
+    [
+        ("resnet50_fpn", ["out_features=[c3,c5]"], r"p3 \(stride 8\), p5 \(stride 32\)"),
+        ("resnet18", ["out_features=[c3]", "fpn.out_channels=64"], None),
+    ],
+)
+def test_roi_pooler_refuses_levels_that_skip_a_stride(source, overrides, levels) -> None:
+    """MultiScaleRoIAlign pools a box of level k from map k - k_min: with p3 and p5 only, level-4 boxes were pooled
+    from p5 and level-5 boxes came back as zeros."""
+    bb = featx.build(source, overrides=["device=meta", *overrides])
+    if levels is None:
+        assert roi_pooler(bb).featmap_names == ["p3"]
+        return
+    with pytest.raises(featx.ArgumentError, match=r"^roi_pooler\(\): .*strides double .*got " + levels):
+        roi_pooler(bb)
+
+
+def test_roi_pooler_refuses_outputs_of_one_stride() -> None:
+    """A ViT's blocks all have stride 16: every RoI would be pooled from the first of them."""
+    bb = featx.build("vit_b_16", overrides=["device=meta", "out_features=[blocks3,blocks4]"])
+    with pytest.raises(featx.ArgumentError, match=r"got blocks3 \(stride 16\), blocks4 \(stride 16\)"):
+        roi_pooler(bb)
 
 
 @pytest.mark.parametrize("output", ["c5", "p3"])

@@ -14,7 +14,8 @@ functions read them off ``feature_info`` so nobody types them. Example::
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
@@ -28,6 +29,10 @@ ANCHOR_STYLES: Dict[str, Tuple[float, int, Tuple[float, ...]]] = {
     "retinanet": (4.0, 3, (0.5, 1.0, 2.0)),  # 32, 40, 50 at stride 8 .. 512, 645, 812 at stride 128
     "fcos": (1.0, 1, (1.0,)),  # one anchor per location, its size the stride (FCOS is anchor-free)
 }
+#: at most this many anchor sizes per octave and aspect ratios (torchvision's detectors use 1..3 of each)
+MAX_ANCHORS = 16
+#: the largest side of a pooled RoI and the largest sampling ratio (torchvision's heads use 7 and 14, ratio 2)
+MAX_POOLED_SIDE = 256
 
 
 def _require_one_channel_count(backbone: Backbone, caller: str) -> None:
@@ -39,6 +44,31 @@ def _require_one_channel_count(backbone: Backbone, caller: str) -> None:
             f"{caller}(): torchvision's detection heads need one channel count on every output, got {channels}; "
             "add an FPN (fpn.out_channels) or return a single stage (out_features)"
         )
+
+
+def _number(value: object, what: str, caller: str) -> float:
+    """``value`` as a finite real number (not a bool), else :class:`ArgumentError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ArgumentError(f"{caller}(): {what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _integer(value: object, what: str, caller: str, low: int, high: int) -> int:
+    """``value`` as an int (not a bool) in ``low..high``, else :class:`ArgumentError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ArgumentError(f"{caller}(): {what} must be an integer in {low}..{high}, got {value!r}")
+    return value
+
+
+def _aspect_ratios(value: object) -> Tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not 1 <= len(value) <= MAX_ANCHORS:
+        raise ArgumentError(
+            f"anchor_generator(): aspect_ratios must be a list of 1..{MAX_ANCHORS} positive numbers, got {value!r}"
+        )
+    ratios = tuple(_number(ratio, "each aspect ratio", "anchor_generator") for ratio in value)
+    if any(ratio <= 0 for ratio in ratios):
+        raise ArgumentError(f"anchor_generator(): aspect_ratios must be positive, got {list(value)!r}")
+    return ratios
 
 
 def anchor_generator(
@@ -53,24 +83,27 @@ def anchor_generator(
 
     ``style`` picks torchvision's defaults: ``rcnn`` (Faster/Mask/Keypoint R-CNN), ``retinanet`` or ``fcos``;
     the keywords override parts of it. Level ``i`` gets sizes ``int(size_per_stride * stride_i * 2**(k / n))``
-    for ``k < n = sizes_per_octave``. Example: ``anchor_generator(bb, "retinanet").sizes[0] == (32, 40, 50)``.
+    for ``k < n = sizes_per_octave`` (at most 16 sizes and 16 aspect ratios; every size at least 1 pixel).
+    Example: ``anchor_generator(bb, "retinanet").sizes[0] == (32, 40, 50)``.
     """
     _require_one_channel_count(backbone, "anchor_generator")
-    if style not in ANCHOR_STYLES:
+    if not isinstance(style, str) or style not in ANCHOR_STYLES:
         raise ArgumentError(f"anchor_generator(): unknown style {style!r}; choose one of {', '.join(ANCHOR_STYLES)}")
     default_size, default_octave, default_ratios = ANCHOR_STYLES[style]
-    size = default_size if size_per_stride is None else size_per_stride
-    per_octave = default_octave if sizes_per_octave is None else sizes_per_octave
-    ratios = tuple(default_ratios if aspect_ratios is None else aspect_ratios)
-    if size <= 0 or per_octave < 1 or not ratios or any(r <= 0 for r in ratios):
-        raise ArgumentError(
-            "anchor_generator(): size_per_stride and aspect_ratios must be positive and sizes_per_octave >= 1, got "
-            f"size_per_stride={size}, sizes_per_octave={per_octave}, aspect_ratios={ratios}"
-        )
+    size = default_size if size_per_stride is None else _number(size_per_stride, "size_per_stride", "anchor_generator")
+    per_octave = default_octave
+    if sizes_per_octave is not None:
+        per_octave = _integer(sizes_per_octave, "sizes_per_octave", "anchor_generator", 1, MAX_ANCHORS)
+    ratios = default_ratios if aspect_ratios is None else _aspect_ratios(aspect_ratios)
     sizes = tuple(
         tuple(int(size * info.stride * 2 ** (k / per_octave)) for k in range(per_octave))
         for info in backbone.feature_info
     )
+    if size <= 0 or min(min(level) for level in sizes) < 1:
+        raise ArgumentError(
+            f"anchor_generator(): size_per_stride={size_per_stride!r} makes anchors smaller than 1 pixel at stride "
+            f"{backbone.feature_info[0].stride}; it must be at least 1/stride"
+        )
     return AnchorGenerator(sizes, (ratios,) * len(sizes))
 
 
@@ -80,15 +113,33 @@ def pooled_level_names(backbone: Backbone) -> List[str]:
     return [info.name for info in backbone.feature_info if info.name not in extra]
 
 
-def roi_pooler(backbone: Backbone, output_size: int = 7, sampling_ratio: int = 2) -> MultiScaleRoIAlign:
-    """torchvision's ``MultiScaleRoIAlign`` over :func:`pooled_level_names`.
+def _require_consecutive_levels(backbone: Backbone, names: Sequence[str]) -> None:
+    """``MultiScaleRoIAlign`` assigns each box a level ``k`` and pools from map ``k - k_min``: its maps must have
+    strides that double from one to the next, or boxes are pooled from the wrong map (or come back as zeros)."""
+    strides = {info.name: info.stride for info in backbone.feature_info}
+    pooled = [strides[name] for name in names]
+    if any(later != 2 * earlier for earlier, later in zip(pooled, pooled[1:], strict=False)):
+        levels = ", ".join(f"{name} (stride {strides[name]})" for name in names)
+        raise ArgumentError(
+            f"roi_pooler(): torchvision's MultiScaleRoIAlign needs levels whose strides double from one to the next, "
+            f"got {levels}; return consecutive stages (out_features) or add an FPN over them"
+        )
 
-    ``output_size`` 7 is the box head's (``box_roi_pool``), 14 the mask and keypoint heads' (``mask_roi_pool``,
-    ``keypoint_roi_pool``). Example: ``MaskRCNN(bb, 2, mask_roi_pool=roi_pooler(bb, 14), ...)``.
+
+def roi_pooler(
+    backbone: Backbone, output_size: Union[int, Sequence[int]] = 7, sampling_ratio: int = 2
+) -> MultiScaleRoIAlign:
+    """torchvision's ``MultiScaleRoIAlign`` over :func:`pooled_level_names` (their strides must double level by
+    level, as it assumes).
+
+    ``output_size`` (an int or ``(height, width)``) 7 is the box head's (``box_roi_pool``), 14 the mask and keypoint
+    heads' (``mask_roi_pool``, ``keypoint_roi_pool``). Example: ``MaskRCNN(bb, 2, mask_roi_pool=roi_pooler(bb, 14),
+    ...)``.
     """
     _require_one_channel_count(backbone, "roi_pooler")
-    if output_size < 1 or sampling_ratio < 0:
-        raise ArgumentError(
-            f"roi_pooler(): output_size must be >= 1 and sampling_ratio >= 0, got {output_size}, {sampling_ratio}"
-        )
-    return MultiScaleRoIAlign(pooled_level_names(backbone), output_size=output_size, sampling_ratio=sampling_ratio)
+    sides = output_size if isinstance(output_size, (list, tuple)) and len(output_size) == 2 else [output_size]
+    size = [_integer(side, "output_size (an int or a pair)", "roi_pooler", 1, MAX_POOLED_SIDE) for side in sides]
+    ratio = _integer(sampling_ratio, "sampling_ratio", "roi_pooler", 0, MAX_POOLED_SIDE)
+    names = pooled_level_names(backbone)
+    _require_consecutive_levels(backbone, names)
+    return MultiScaleRoIAlign(names, output_size=size[0] if len(size) == 1 else tuple(size), sampling_ratio=ratio)
