@@ -436,6 +436,13 @@ FILE_CASES = [
     ("yaml-syntax", "a.yaml", b"model: [resnet18\n", r"YAML"),
     ("tab-indent", "a.yaml", b"model: resnet18\nstages:\n\tc2: 1\n", r"YAML"),
     ("duplicate-key", "a.yaml", b"model: resnet18\nmodel: resnet50\n", r"model.*twice|duplicate"),
+    (
+        "duplicate-key-beside-a-merge",
+        "a.yaml",
+        b"model: resnet18\nstages:\n  c2: &b {modules: [conv1]}\n  c3: {<<: *b, modules: [a], modules: [b]}\n",
+        r"key 'modules' is given twice at line 4",
+    ),
+    ("merge-of-a-scalar", "a.yaml", b"model: resnet18\nstages: {<<: 5}\n", r"not valid YAML"),
     ("utf16", "a.yaml", "model: resnet18\n".encode("utf-16"), r"UTF-8"),
     ("latin1", "a.yaml", "model: r\xe9snet\n".encode("latin-1"), r"UTF-8"),
     ("binary", "a.yaml", bytes(range(256)) * 4, r"UTF-8|YAML"),
@@ -457,6 +464,20 @@ FILE_CASES = [
     ("no-suffix", "spec", b"model: resnet18\n", r"\.yaml"),
     ("json-suffix", "a.json", b'{"model": "resnet18"}', r"\.yaml"),
 ]
+
+
+def test_yaml_merge_keys_read_as_omegaconf_and_hydra_read_them(tmp_path):
+    """``<<: *anchor`` is YAML's merge key: the mapping's own keys win over the merged ones."""
+    file = tmp_path / "merged.yaml"
+    file.write_text(
+        "model: resnet18\ndevice: meta\nstages:\n"
+        "  c2: &stage {modules: [conv1, bn1, relu, maxpool, layer1]}\n"
+        "  c3: {<<: *stage, modules: [layer2]}\n"
+    )
+    expected = OmegaConf.to_container(OmegaConf.load(file))
+    assert expected["stages"]["c3"] == {"modules": ["layer2"]}
+    spec = featx.load_spec(str(file))
+    assert {name: {"modules": stage.modules} for name, stage in spec.stages.items()} == expected["stages"]
 
 
 @pytest.mark.parametrize(("name", "content", "pattern"), [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES])

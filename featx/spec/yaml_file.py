@@ -23,12 +23,19 @@ ROOT_KEY = key_path()
 _SAFE_BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+#: the tag of YAML's merge key ``<<: *anchor``, which the safe loader expands (the mapping's own keys win)
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _UniqueKeyLoader(_SAFE_BASE):
-    """The safe loader, refusing a mapping that gives one key twice (YAML would silently keep the last)."""
+    """The safe loader, refusing a mapping that gives one of its own keys twice (YAML would silently keep the
+    last); keys merged in with ``<<: *anchor`` may be given again, as YAML's merge key means."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, (str, int, float, bool)) and key in seen:
                 raise yaml.constructor.ConstructorError(
