@@ -110,6 +110,20 @@ MUTANTS: List[Mutant] = [
         "interpolations in spec data resolved",
     ),
     Mutant("spec/load.py", "        _refuse_missing_markers(literal)\n", "", "??? takes the key's default"),
+    Mutant("cli/app.py", '        os.environ[FULL_ERROR] = "1"', "        pass", "Hydra's errors printed over lines"),
+    Mutant("cli/app.py", "            _check_values(cfg, schema)\n", "", "a deleted or unset app key: traceback"),
+    Mutant(
+        "cli/app.py",
+        "        return [override.value()]\n",
+        "        return [override.value()]\n    return []\n",
+        "swept values unchecked: a bad one stops the sweep",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    check_user_backbone_files(app, overrides, config_dirs(given, overrides))\n",
+        "",
+        "a broken file of the user's config folder: traceback",
+    ),
     # the fast spec path (data OmegaConf would convert or refuse must take OmegaConf's path)
     Mutant("spec/typed.py", "if type(value) is not hint or", "if not isinstance(value, hint) or", "bools as ints"),
     Mutant(

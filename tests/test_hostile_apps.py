@@ -127,9 +127,9 @@ CASES = [
     ),
     ("featx", ["backbone.modle=x"], r"^featx: error: backbone\.modle: unknown key \(valid here: model, weights, seed,"),
     ("featx", ["-m", "runn=true,false"], r"^featx: error: runn: unknown key \(valid here: backbone, input, run\)$"),
-    ("featx", ["run=maybe"], r"^featx: error: run: Value 'maybe' is not a valid bool \(type str\)$"),
+    ("featx", ["run=maybe"], r"^featx: error: run: must be true or false, got 'maybe'$"),
     ("featx", ["input.height=abc"], r"^featx: error: input\.height: Value 'abc' of type 'str' could not be converted"),
-    ("featx-export", ["export.dynamic=maybe", "export.path=a.pt"], r"^featx-export: error: export\.dynamic: Value"),
+    ("featx-export", ["export.dynamic=maybe", "export.path=a.pt"], r"^featx-export: error: export\.dynamic: must be"),
     (
         "featx-extract",
         ["extract.size=64", "extract.input=.", "extract.output=o"],
@@ -160,6 +160,43 @@ CASES = [
     ("featx-extract", ["extract.input=.", "extract.output=o", "extract.batch_size=0"], r"extract\.batch_size"),
     ("featx-extract", ["extract.input=.", "extract.output=o", "extract.pooling=mean"], r"extract\.pooling"),
     ("featx-extract", ["extract.input=.", "extract.output=o", "extract.outputs=[c9]"], r"extract\.outputs"),
+    # keys deleted or unset, and values of the spec's types (Hydra's composition answered on several lines)
+    ("featx", ["backbone=resnet18", "~input"], r"^featx: error: input: missing \(deleted with ~input\?\); the app"),
+    ("featx", ["~backbone"], r"^featx: error: backbone: missing \(deleted with ~backbone\?\)"),
+    ("featx", ["backbone=resnet18", "input.height=???"], r"^featx: error: input\.height: missing value$"),
+    ("featx-export", ["export.path=???"], r"^featx-export: error: export\.path: missing value$"),
+    ("featx", ["backbone=resnet18", "backbone.weights=???"], r"^featx: error: backbone\.weights: missing value"),
+    (
+        "featx",
+        ["backbone=resnet18", "backbone.frozen_stages=true"],
+        r"^featx: error: backbone\.frozen_stages: Value 'True' of type 'bool' could not be converted to Integer$",
+    ),
+    (
+        "featx",
+        ["backbone=resnet18", "backbone.out_features=c3"],
+        r"^featx: error: backbone\.out_features: Invalid value assigned: str is not a ListConfig",
+    ),
+    (
+        "featx",
+        ["backbone=resnet18", "backbone.stages.c2=[1]"],
+        r"^featx: error: Error merging override backbone\.stages\.c2=\[1\]: Cannot merge DictConfig with ListConfig$",
+    ),
+    ("featx", ["backbone=resnet18", "input=null"], r"^featx: error: Error merging override input=null: .*not Optional"),
+    ("featx", ["backbone=resnet18", "~backbone.stages"], r"^featx: error: .*~backbone\.stages: .*not support deletion"),
+    ("featx", ["backbone@foo=resnet18"], r"^featx: error: Could not override 'backbone@foo'\. Did you mean to overr"),
+    (
+        "featx",
+        ["backbone=resnet18", "hydra/launcher=nosuch"],
+        r"^featx: error: In 'hydra/config': Could not find 'hydra/launcher/nosuch' \(available: basic\)$",
+    ),
+    # a sweep value of the wrong type is refused before any job runs (Hydra would stop the sweep while composing)
+    ("featx", ["-m", "input.height=64,abc,96"], r"^featx: error: input\.height: Value 'abc' of type 'str' could not"),
+    ("featx", ["-m", "backbone.frozen_stages=0,true"], r"^featx: error: backbone\.frozen_stages: Value 'True'"),
+    ("featx", ["-m", "run=range(0,3)"], r"^featx: error: run: must be true or false, got 0$"),
+    ("featx", ["run=yes"], r"^featx: error: run: must be true or false, got 'yes'$"),
+    ("featx-export", ["export.overwrite=1", "export.path=a.pt"], r"export\.overwrite: must be true or false, got 1$"),
+    # what Hydra's grammar does not take, through featx.build's overrides too
+    ("featx", ["backbone.weights=~/x.pth"], r"^featx: error: backbone\.weights=~/x\.pth: not an override in Hydra's"),
 ]
 
 
@@ -187,6 +224,36 @@ def test_a_sweep_runs_every_job_and_lists_the_failed_ones(workdir):
     )
     assert output.count("featx backbone=resnet18 (resnet18)") == 1  # the good job printed its table
     assert errors.count("failed: featx: error: backbone.frozen_stages:") == 2
+
+
+def test_an_interpolated_app_value_of_the_wrong_type_is_named_without_its_value(workdir, monkeypatch):
+    monkeypatch.setenv("FEATX_TEST_SECRET", "s3cr3t-value")
+    code, errors, _ = run_app("featx", ["backbone=resnet18", "input.height=${oc.env:FEATX_TEST_SECRET}"], workdir)
+    assert _message(code, errors) == (
+        "featx: error: input.height: its interpolation cannot be resolved to a value of its type "
+        "(InterpolationValidationError)"
+    )
+    assert "s3cr3t" not in errors + str(code)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"model: resnet18\nstages:\n\tc2: 1\n", r"not valid YAML: found character that cannot start any token at"),
+        (b"model: resnet18\nmodel: resnet50\n", r"not valid YAML: key 'model' is given twice at line 2, column 1$"),
+        ("model: r\xe9snet\n".encode("latin-1"), r"not UTF-8 text \(byte 8 cannot be decoded\)"),
+    ],
+)
+@pytest.mark.parametrize("flag", ["--config-dir", "hydra.searchpath"])
+def test_a_broken_file_of_the_users_config_folder_is_one_error_line(workdir, content, problem, flag):
+    """Hydra's loader answers these with a traceback (yaml's ScannerError, UnicodeDecodeError)."""
+    (workdir / "mine" / "backbone").mkdir(parents=True)
+    (workdir / "mine" / "backbone" / "broken.yaml").write_bytes(content)
+    folder = ["--config-dir", "mine"] if flag == "--config-dir" else [f"hydra.searchpath=[file://{workdir}/mine]"]
+    code, errors, _ = run_app("featx", [*folder, "backbone=broken", "run=false"], workdir)
+    message = _message(code, errors)
+    assert re.search(r"^featx: error: \S*mine/backbone/broken\.yaml: backbone: " + problem, message), message
+    assert "Traceback" not in errors
 
 
 def test_a_sweep_whose_jobs_all_pass_exits_zero(workdir):

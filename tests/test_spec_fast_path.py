@@ -189,7 +189,7 @@ FALLBACK_CASES: List[Any] = [
     ("model-list", {"model": ["resnet18"]}, "backbone.model: Cannot convert 'ListConfig' to string: '['resnet18']'"),
     ("weights-list", {"weights": ["x"]}, "backbone.weights: Cannot convert 'ListConfig' to string: '['x']'"),
     ("model-missing-marker", {"model": "???"}, "backbone.model: missing value (a spec must set it)"),
-    ("device-missing-marker", {"device": "???"}, {"device": "auto"}),
+    ("device-missing-marker", {"device": "???"}, "backbone.device: missing value (a spec must set it)"),
     (
         "fpn-string",
         {"fpn": "big"},

@@ -30,26 +30,36 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.resources
+import itertools
 import logging
+import os
 import sys
 import typing
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, OverrideType
+from hydra.core.override_parser.types import Override, OverrideType, QuotedString
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ValidationError
+from omegaconf.errors import (
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from featx.cli.errors import fail, reported_errors
-from featx.errors import ArgumentError, first_line
+from featx.errors import ArgumentError, SpecError, first_line
+from featx.spec.apps import BackboneNode
 from featx.spec.config_files import backbone_files, backbone_names
 from featx.spec.keys import suggest
 from featx.spec.limits import quoted
-from featx.spec.schema import BackboneSpec
+from featx.spec.overrides import not_in_grammar
+from featx.spec.yaml_file import read_spec_file, yaml_problem
 
 Result = TypeVar("Result")
 #: the sweep jobs that failed in this process, as "#<num> <overrides>": <message>
@@ -61,6 +71,12 @@ _SEARCH_PATH_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.sear
 _NULLABLE_NODES = ("backbone.fpn.", "backbone.tokens.")
 #: the exit status of an app stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
 INTERRUPTED = 130
+#: Hydra's switch that raises its errors instead of printing them (featx makes them one line)
+FULL_ERROR = "HYDRA_FULL_ERROR"
+#: the lines OmegaConf adds below its message (where in the config): left out of the one line
+_CONTEXT_LINES = ("full_key:", "object_type=", "reference_type=")
+#: the values of a sweep checked before Hydra composes (a range may be long)
+MAX_CHECKED_VALUES = 1000
 #: featx's own flag: keep other libraries' INFO messages
 VERBOSE_FLAGS = ("-v", "--verbose")
 _verbose: List[bool] = [False]
@@ -71,12 +87,7 @@ def _parsed(app: str, argument: str) -> Override:
     try:
         (override,) = OverridesParser.create().parse_overrides([argument])
     except (HydraException, ValueError) as error:
-        reason = first_line(error)
-        fail(
-            app,
-            f"{quoted(argument)[1:-1]}: not an override in Hydra's grammar ({reason}); quote values holding special "
-            "characters (key='a value'), see https://hydra.cc/docs/advanced/override_grammar/basic/",
-        )
+        fail(app, not_in_grammar(argument, error))
     return override
 
 
@@ -129,10 +140,49 @@ def check_choices(app: str, overrides: Sequence[Tuple[str, Override]], custom_ro
                 )
 
 
+def config_dirs(arguments: Sequence[str], overrides: Sequence[Tuple[str, Override]]) -> List[Path]:
+    """The folders the command line adds to the config search path: ``--config-dir``/``-cd`` and the ``file://``
+    entries (or plain paths) of ``hydra.searchpath``."""
+    folders = []
+    for index, argument in enumerate(arguments):
+        for flag in ("--config-dir", "-cd"):
+            if argument == flag and index + 1 < len(arguments):
+                folders.append(Path(arguments[index + 1]))
+            elif argument.startswith(flag + "="):
+                folders.append(Path(argument.split("=", 1)[1]))
+    for _, override in overrides:
+        value = override.value()
+        if override.key_or_group == "hydra.searchpath" and isinstance(value, list):
+            entries = [str(entry) for entry in value]
+            folders += [
+                Path(entry.removeprefix("file://")) for entry in entries if "://" not in entry.replace("file://", "")
+            ]
+    return folders
+
+
+def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]], folders: Sequence[Path]) -> None:
+    """Read each chosen ``backbone/<name>.yaml`` of the user's config folders as featx reads a spec file: Hydra's
+    loader answers a tab, a duplicate key or bytes that are not UTF-8 with a traceback."""
+    choices = [
+        choice
+        for argument, override in overrides
+        if argument.lstrip("+").split("=", 1)[0] == "backbone"
+        for choice in _choice_values(override)
+    ]
+    for folder in folders:
+        for choice in choices:
+            path = folder / "backbone" / f"{choice}.yaml"
+            if path.is_file():
+                try:
+                    read_spec_file(path)
+                except SpecError as error:
+                    fail(app, str(error))
+
+
 def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[str]:
     """Why ``key`` cannot be set to ``values`` in ``schema`` (an app's config dataclass; ``backbone`` holds a
-    :class:`BackboneSpec`), or None: an unknown key, or for a key of the app's own (not the spec's, which the spec
-    layer checks after composing) a value OmegaConf refuses for its type. Keys below an untyped node are not judged."""
+    :class:`BackboneNode`), or None: an unknown key, or a value OmegaConf refuses for its type, as Hydra's
+    composition would (the spec layer checks the rest after composing). Keys below an untyped node are not judged."""
     parts = key.split(".")
     owner: Any = schema
     for depth, part in enumerate(parts):
@@ -141,13 +191,15 @@ def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[
             return _unknown_key(".".join(parts[: depth + 1]), list(hints))
         if depth == len(parts) - 1:
             break
-        owner = BackboneSpec if (depth, part) == (0, "backbone") else hints[part]
+        owner = BackboneNode if (depth, part) == (0, "backbone") else hints[part]
         if not dataclasses.is_dataclass(owner):
             return None
-    if parts[0] == "backbone" or dataclasses.is_dataclass(hints[parts[-1]]):
+    if dataclasses.is_dataclass(hints[parts[-1]]):
         return None
     node = OmegaConf.structured(owner)
     for value in values:
+        if hints[parts[-1]] is bool and not isinstance(value, bool):  # OmegaConf takes 2, "yes" and "on" as true
+            return f"{key}: must be true or false, got {quoted(value)}"
         try:
             node[parts[-1]] = value
         except (ValidationError, ValueError) as error:
@@ -155,15 +207,27 @@ def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[
     return None
 
 
+def _values(override: Override) -> List[object]:
+    """The values an override sets: one, or each of a choice or range sweep (the first :data:`MAX_CHECKED_VALUES`);
+    none for a sweep that cannot be listed (``interval``, ``glob``)."""
+    if not override.is_sweep_override():
+        return [override.value()]
+    try:
+        values = list(itertools.islice(override.sweep_iterator(), MAX_CHECKED_VALUES))
+    except (HydraException, ValueError, TypeError):
+        return []
+    return [value.text if isinstance(value, QuotedString) else value for value in values]
+
+
 def check_plain_keys(app: str, overrides: Sequence[Tuple[str, Override]], schema: type) -> None:
     """Refuse, before Hydra composes (whose message spans lines and suggests the ``+`` form), a plain override
-    (``input.heigth=300``) of a key ``schema`` lacks, or of a value its type cannot hold (``run=maybe``)."""
+    (``input.heigth=300``) of a key ``schema`` lacks, or of a value its type cannot hold (``run=maybe``,
+    ``backbone.frozen_stages=true``), each value of a sweep included: Hydra would stop the sweep while composing."""
     for _, override in overrides:
         key = override.key_or_group
         if override.type != OverrideType.CHANGE or key == "backbone" or key.startswith("hydra") or "/" in key:
             continue
-        values = [] if override.is_sweep_override() else [override.value()]  # a sweep's values: checked per job
-        problem = _problem_with(key, schema, values)
+        problem = _problem_with(key, schema, _values(override))
         if problem is not None:
             fail(app, problem)
 
@@ -196,6 +260,29 @@ def _unknown_key(name: str, valid: Sequence[str]) -> str:
 def _check_keys(cfg: DictConfig, schema: type) -> None:
     for name, valid in unknown_keys(cfg, schema)[:1]:
         raise ArgumentError(_unknown_key(name, valid))
+
+
+def _check_values(cfg: DictConfig, schema: type) -> None:
+    """Each key of ``schema`` present and set, and the app's own ones resolvable to their types: ``~input`` deletes a
+    node, ``input.height=???`` unsets it and ``${oc.env:HOME}`` may resolve to a string; the task would stop on
+    OmegaConf's traceback. The backbone node is the spec layer's to check."""
+    for name in typing.get_type_hints(schema):
+        if name not in cfg:
+            raise ArgumentError(f"{name}: missing (deleted with ~{name}?); the app needs it")
+        if OmegaConf.is_missing(cfg, name):
+            hint = "; choose one: backbone=<name> (featx-list lists them)" if name == "backbone" else ""
+            raise ArgumentError(f"{name}: missing value{hint}")
+        if name == "backbone":
+            continue
+        try:
+            OmegaConf.to_container(OmegaConf.masked_copy(cfg, [name]), resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as error:
+            raise ArgumentError(f"{error.full_key or name}: missing value") from None
+        except InterpolationResolutionError as error:  # the value it resolved to is not echoed: it may be a secret
+            raise ArgumentError(
+                f"{error.full_key or name}: its interpolation cannot be resolved to a value of its type "
+                f"({type(error).__name__})"
+            ) from None
 
 
 def _config_roots() -> List[Path]:
@@ -244,6 +331,7 @@ def app_task(
         def checked(cfg: DictConfig) -> Result:
             _quiet_other_loggers()
             _refuse_changed_directory()
+            _check_values(cfg, schema)
             _check_keys(cfg, schema)
             _refuse_shadowed_backbone()
             return task(cfg)
@@ -296,6 +384,30 @@ def _quiet_other_loggers() -> None:
     logging.getLogger("featx").setLevel(logging.INFO)
 
 
+def hydra_error_line(error: BaseException) -> str:
+    """One line for an error of Hydra's (composing the config) or OmegaConf's: its message's lines joined, the
+    OmegaConf error it wraps, and the options Hydra lists for a config group it cannot find (the config search path
+    it also lists left out)."""
+    message, options, listing = [], [], False
+    for text in str(error).splitlines():
+        if text.startswith(("Available options in", "Config search path")):
+            listing = text.startswith("Available options in")
+        elif text.startswith("\t"):
+            if listing:
+                options.append(text.strip())
+        elif text.strip() and not text.strip().startswith(_CONTEXT_LINES):
+            listing = False
+            message.append(text.strip())
+    if isinstance(error, yaml.YAMLError):  # a config file of a search path featx does not read itself
+        mark = getattr(error, "problem_mark", None)
+        return f"{getattr(mark, 'name', 'a config file')}: not valid YAML: {yaml_problem(error)}"
+    line = " ".join(message) or type(error).__name__
+    cause = error.__cause__
+    if isinstance(cause, OmegaConfBaseException) and first_line(cause) not in line:
+        line = f"{line.rstrip('.')}: {first_line(cause)}"
+    return f"{line} (available: {', '.join(options)})" if options else line
+
+
 def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     """Check the command line (``sys.argv``) against the app's config ``schema``, run the Hydra app, and after a
     sweep exit 1 if any of its jobs failed. ``-v`` is featx's: it keeps other libraries' INFO messages."""
@@ -305,13 +417,24 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     overrides = parsed_overrides(app, given)
     check_choices(app, overrides, any(argument.lstrip("+").startswith(_SEARCH_PATH_FLAGS) for argument in given))
     check_plain_keys(app, overrides, schema)
+    check_user_backbone_files(app, overrides, config_dirs(given, overrides))
     sys.argv[1:] = given
     _failed_jobs.clear()
     _jobs_run.clear()
+    full_error = os.environ.get(FULL_ERROR)
+    if full_error is None:
+        os.environ[FULL_ERROR] = "1"  # Hydra raises its errors instead of printing them over several lines
     try:
         hydra_main()
     except KeyboardInterrupt:  # Ctrl-C: what was written is whole (atomic writes); no traceback
         print(f"{app}: interrupted", file=sys.stderr)
         raise SystemExit(INTERRUPTED) from None
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
+        if full_error is not None:  # the user asked for Hydra's full error
+            raise
+        fail(app, hydra_error_line(error))
+    finally:
+        if full_error is None:
+            os.environ.pop(FULL_ERROR, None)
     if _failed_jobs:
         fail(app, f"{len(_failed_jobs)} of {len(_jobs_run)} jobs failed: {'; '.join(_failed_jobs)}")

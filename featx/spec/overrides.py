@@ -36,10 +36,22 @@ def parse_overrides(overrides: Sequence[str]) -> list[Override]:
             key_path("overrides"),
             f"at most {MAX_OVERRIDES} overrides of at most {MAX_OVERRIDE_CHARS} characters each",
         )
-    try:
-        return OverridesParser.create().parse_overrides(list(overrides))
-    except HydraException as error:
-        raise SpecError(key_path("overrides"), first_line(error)) from None
+    parser = OverridesParser.create()
+    parsed = []
+    for line in overrides:
+        try:
+            parsed += parser.parse_overrides([line])
+        except (HydraException, ValueError) as error:
+            raise SpecError(key_path("overrides"), not_in_grammar(line, error)) from None
+    return parsed
+
+
+def not_in_grammar(line: str, error: BaseException) -> str:
+    """Why override ``line`` is refused when Hydra's grammar cannot parse it, with how to quote a value."""
+    return (
+        f"{quoted(line)[1:-1]}: not an override in Hydra's grammar ({first_line(error)}); quote values holding "
+        "special characters (key='a value'), see https://hydra.cc/docs/advanced/override_grammar/basic/"
+    )
 
 
 def _apply(config: DictConfig, override: Override) -> None:

@@ -45,7 +45,7 @@ class _UniqueKeyLoader(_SAFE_BASE):
         return super().construct_mapping(node, deep=deep)
 
 
-def _yaml_problem(error: yaml.YAMLError) -> str:
+def yaml_problem(error: yaml.YAMLError) -> str:
     """The parser's problem and where, without the snippet of the file PyYAML puts in ``str(error)``."""
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or type(error).__name__
@@ -80,7 +80,7 @@ def read_spec_file(path: Path) -> Dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
-        raise SpecError(ROOT_KEY, f"not valid YAML: {_yaml_problem(error)}", origin=origin) from None
+        raise SpecError(ROOT_KEY, f"not valid YAML: {yaml_problem(error)}", origin=origin) from None
     except RecursionError:
         raise SpecError(ROOT_KEY, "not valid YAML for a spec: nested too deeply", origin=origin) from None
     if not isinstance(data, dict):
