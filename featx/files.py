@@ -128,11 +128,16 @@ def write_atomically(
     """
     path = Path(path)
     try:
+        if path.is_symlink():  # replacing it would replace the link (/dev/stdout is one), writing through it the target
+            raise ArgumentError(
+                f"{what}: {path} is a symbolic link; featx writes only to a file path (nothing was written): give the "
+                "path it points to, or another one"
+            )
         if path.is_dir():
             raise ArgumentError(f"{what}: {path} is a folder; give a file path")
         if path.exists() and not overwrite:
             raise _exists_error(path, what, hint)
-        if path.exists() and not path.is_symlink() and not stat.S_ISREG(path.stat().st_mode):
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
             raise ArgumentError(
                 f"{what}: {path} is not a regular file (a device, fifo or socket); featx replaces only files "
                 "(nothing was written)"

@@ -110,6 +110,13 @@ MUTANTS: List[Mutant] = [
         "interpolations in spec data resolved",
     ),
     Mutant("spec/load.py", "        _refuse_missing_markers(literal)\n", "", "??? takes the key's default"),
+    Mutant("files.py", "        if path.is_symlink():", "        if False:", "--force replaces a symbolic link"),
+    Mutant(
+        "construct/checkpoint.py",
+        'return path.suffix.lower() == ".safetensors"',
+        'return path.suffix == ".safetensors"',
+        ".SAFETENSORS written with torch.save",
+    ),
     Mutant("cli/app.py", '        os.environ[FULL_ERROR] = "1"', "        pass", "Hydra's errors printed over lines"),
     Mutant("cli/app.py", "            _check_values(cfg, schema)\n", "", "a deleted or unset app key: traceback"),
     Mutant(

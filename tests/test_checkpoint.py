@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision
 from helpers import randomize_norm_statistics, resnet18_spec, run_not_installed
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 import featx
@@ -236,4 +237,22 @@ def test_corrupt_safetensors_file(tmp_path):
     path = tmp_path / "broken.safetensors"
     path.write_bytes(b"\x00\x01garbage")
     with pytest.raises(featx.WeightsError, match="cannot read .*broken.safetensors"):
+        featx.build(resnet18_spec(weights=str(path)))
+
+
+def test_the_safetensors_suffix_is_read_in_any_case(tmp_path):
+    """``b.SAFETENSORS`` was written with torch.save and a real safetensors file of that name was refused."""
+    backbone = featx.build(resnet18_spec())
+    path = tmp_path / "b.SAFETENSORS"
+    featx.save(backbone, path)
+    with safe_open(str(path), framework="pt") as handle:  # safetensors' own reader is the judge of the format
+        assert set(handle.keys()) == set(backbone.state_dict())
+    loaded = featx.load(path)
+    assert all(torch.equal(loaded.state_dict()[key], value) for key, value in backbone.state_dict().items())
+
+
+def test_a_safetensors_file_under_another_suffix_is_named_as_one(tmp_path):
+    path = tmp_path / "r18.pt"
+    save_file(torchvision.models.resnet18().state_dict(), str(path))
+    with pytest.raises(featx.WeightsError, match=r"not a torch checkpoint .*it looks like a safetensors file: name it"):
         featx.build(resnet18_spec(weights=str(path)))

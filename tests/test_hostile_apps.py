@@ -139,6 +139,7 @@ CASES = [
     ("featx", ["backbone.frozen_stages=99", "run=false"], r"backbone\.frozen_stages: 99 is out of range"),
     ("featx", ["backbone.model=${oc.env:HOME}", "run=false"], r"backbone\.model: calls an OmegaConf resolver"),
     ("featx", ["backbone.device=gpu"], r"backbone\.device: .*valid: auto, cpu, cuda, cuda:N, mps, meta"),
+    ("featx", ["backbone.device=cpu:1", "run=false"], r"backbone\.device: unknown device 'cpu:1' \(valid: auto,"),
     ("featx", ["backbone.weights=DEFAULT", "backbone=resnet18"], r"FEATX_OFFLINE|offline"),
     ("featx", ["backbone.weights=/nonexistent/w.pth", "backbone=resnet18"], r"/nonexistent/w\.pth"),
     ("featx", ["+backbone.fpn.out_channels=100000000", "backbone=resnet18", "run=false"], r"fpn\.out_channels"),
@@ -163,8 +164,12 @@ CASES = [
     # keys deleted or unset, and values of the spec's types (Hydra's composition answered on several lines)
     ("featx", ["backbone=resnet18", "~input"], r"^featx: error: input: missing \(deleted with ~input\?\); the app"),
     ("featx", ["~backbone"], r"^featx: error: backbone: missing \(deleted with ~backbone\?\)"),
-    ("featx", ["backbone=resnet18", "input.height=???"], r"^featx: error: input\.height: missing value$"),
-    ("featx-export", ["export.path=???"], r"^featx-export: error: export\.path: missing value$"),
+    (
+        "featx",
+        ["backbone=resnet18", "input.height=???"],
+        r"^featx: error: input\.height: missing; give it on the command line \(input\.height=\.\.\.\)$",
+    ),
+    ("featx-export", ["export.path=???"], r"^featx-export: error: export\.path: missing; give it on the command line"),
     ("featx", ["backbone=resnet18", "backbone.weights=???"], r"^featx: error: backbone\.weights: missing value"),
     (
         "featx",
@@ -270,6 +275,13 @@ def test_propose_never_overwrites_a_file_without_force(workdir, capsys):
     assert caught.value.code == 1 and message.startswith("featx-propose: error: --output: ")
     assert "pass --force to replace it" in message
     assert target.read_text() == "mine"
+
+
+def test_propose_writes_to_standard_output_for_a_dash(workdir, capsys):
+    propose_cli.main(["resnet18", "-o", "-"])
+    output = capsys.readouterr().out
+    assert output.startswith("# resnet18 as c2, c3, c4, c5") and "model: resnet18" in output
+    assert not (workdir / "-").exists()
 
 
 @pytest.mark.parametrize(

@@ -240,7 +240,9 @@ def test_omegaconfs_missing_marker_is_a_missing_value_not_the_default(tmp_path, 
 
 def test_a_missing_marker_inside_a_list_names_its_item():
     with pytest.raises(SpecError, match=r"^backbone\.stages\.c3\.modules\[1\]: missing value"):
-        featx.build(_stages(c2={"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, c3={"modules": ["layer2", "???"]}))
+        featx.build(
+            _stages(c2={"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, c3={"modules": ["layer2", "???"]})
+        )
 
 
 def test_replacing_stages_by_override_replaces_them():

@@ -277,7 +277,8 @@ def _check_values(cfg: DictConfig, schema: type) -> None:
         try:
             OmegaConf.to_container(OmegaConf.masked_copy(cfg, [name]), resolve=True, throw_on_missing=True)
         except MissingMandatoryValue as error:
-            raise ArgumentError(f"{error.full_key or name}: missing value") from None
+            key = error.full_key or name
+            raise ArgumentError(f"{key}: missing; give it on the command line ({key}=...)") from None
         except InterpolationResolutionError as error:  # the value it resolved to is not echoed: it may be a secret
             raise ArgumentError(
                 f"{error.full_key or name}: its interpolation cannot be resolved to a value of its type "

@@ -10,7 +10,7 @@ Examples::
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import featx
 from featx.cli.app import app_task, run_app
@@ -29,9 +29,7 @@ APP = "featx-export"
 @app_task(APP, ExportAppConfig)
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and write ``cfg.export``."""
-    options = cfg.export
-    if OmegaConf.is_missing(options, "path"):
-        fail(APP, "export.path: missing; give it on the command line (export.path=...)")
+    options = cfg.export  # every key set and of its type (app_task checked)
     if options.format not in FORMATS:
         fail(APP, f"export.format: {options.format!r} is unknown (valid: {', '.join(FORMATS)})")
     with reported_errors(APP):

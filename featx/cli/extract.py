@@ -11,11 +11,11 @@ Examples::
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 import featx
 from featx.cli.app import app_task, run_app
-from featx.cli.errors import fail, reported_errors
+from featx.cli.errors import reported_errors
 from featx.cli.output import reader_may_stop
 from featx.spec.apps import ExtractAppConfig, ExtractOptions
 from featx.spec.config_files import config_dir
@@ -28,10 +28,7 @@ APP = "featx-extract"
 @app_task(APP, ExtractAppConfig)
 def run(cfg: DictConfig) -> None:
     """Extract ``cfg.backbone``'s features as ``cfg.extract`` says."""
-    try:
-        options = ExtractOptions(**OmegaConf.to_container(cfg.extract, resolve=True, throw_on_missing=True))  # type: ignore[arg-type]
-    except MissingMandatoryValue as error:
-        fail(APP, f"{error.full_key}: missing; give it on the command line ({error.full_key}=...)")
+    options = ExtractOptions(**OmegaConf.to_container(cfg.extract, resolve=True))  # type: ignore[arg-type]
     with reported_errors(APP):
         summary = extract(featx.load_spec(cfg.backbone), options, OmegaConf.to_yaml(cfg, resolve=True))
     if summary.images or summary.skipped:  # rank 0 (the only one that counts the merged manifest)

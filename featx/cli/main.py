@@ -37,6 +37,8 @@ def run(cfg: DictConfig) -> None:
     choice = HydraConfig.get().runtime.choices.get("backbone")
     with reported_errors(APP):
         start = time.perf_counter()
+        if not cfg.run:
+            featx.load_spec(cfg.backbone)  # the spec as written is checked (its device too), then built on meta
         backbone = featx.build(cfg.backbone, overrides=None if cfg.run else ["device=meta"])
         build_seconds = time.perf_counter() - start
     spec = backbone.spec

@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
         "model",
         help="a torchvision classification model, e.g. resnet50 (torchvision.models.list_models()), or timm:NAME",
     )
-    parser.add_argument("-o", "--output", type=Path, help="write the YAML here instead of printing it")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="write the YAML here instead of printing it (-: standard output)"
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing --output file")
     parser.add_argument("--fpn", type=int, metavar="CHANNELS", help="add an FPN neck of this width")
     parser.add_argument("--min-stride", type=int, default=4, help="the shallowest stage's stride (default 4)")
@@ -47,7 +49,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         proposal = analyse(args.model, min_stride=args.min_stride, fpn=args.fpn, frozen_stages=args.frozen_stages)
         text = proposal_yaml(proposal, command=command)
-        if args.output is None:
+        if args.output is None or str(args.output) == "-":
             sys.stdout.write(text)
         else:
             write_atomically(

@@ -95,10 +95,15 @@ def _check_regular_file(path: Path) -> None:
         raise WeightsError(f"{key_path('weights')}: {path} is not a regular file (a device, fifo or socket)")
 
 
+def is_safetensors_path(path: Path) -> bool:
+    """Whether ``path`` names a safetensors file (``.safetensors``, in any case)."""
+    return path.suffix.lower() == ".safetensors"
+
+
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read a ``.pth``/``.pt`` (``weights_only=True``: pickled code is refused) or ``.safetensors`` file."""
     _check_regular_file(path)
-    if path.suffix == ".safetensors":
+    if is_safetensors_path(path):
         return _read_safetensors(path)
     loaded = torch_load_file(path)
     saved = None
@@ -163,7 +168,7 @@ def save(backbone: nn.Module, path: PathLike, *, overwrite: bool = False) -> Pat
     metadata = _metadata(spec)
 
     def write(partial: Path) -> None:
-        if path.suffix == ".safetensors":
+        if is_safetensors_path(path):
             save_safetensors(state, str(partial), metadata={FORMAT_KEY: json.dumps(metadata)})
         else:
             torch.save({FORMAT_KEY: metadata, "state_dict": state}, partial)

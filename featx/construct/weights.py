@@ -41,17 +41,25 @@ def _unpickler_reason(message: str) -> str:
     return next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "unreadable")
 
 
+def _safetensors_head(head: bytes) -> bool:
+    """Whether a file's first 9 bytes are how a safetensors file starts: its header's length (8 bytes, little
+    endian), then the header's JSON ``{``."""
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 2**32
+
+
 def torch_load_file(path: Path) -> Any:
     """What a ``.pth``/``.pt`` file holds, read with ``weights_only=True`` (memory-mapped when it is a zip file:
     only the tensors a backbone keeps are ever read from disk)."""
     is_zip = zipfile.is_zipfile(path)
     if not is_zip and path.is_file():
         with open(path, "rb") as handle:
-            if handle.read(1) != b"\x80":  # torch.save writes a zip, or (legacy) a pickle starting with PROTO
-                raise WeightsError(
-                    f"{key_path('weights')}: cannot read {path}: not a torch checkpoint (neither a zip archive nor a "
-                    "pickle)"
-                )
+            head = handle.read(9)
+        if head[:1] != b"\x80":  # torch.save writes a zip, or (legacy) a pickle starting with PROTO
+            looks_like = "; it looks like a safetensors file: name it .safetensors" if _safetensors_head(head) else ""
+            raise WeightsError(
+                f"{key_path('weights')}: cannot read {path}: not a torch checkpoint (neither a zip archive nor a "
+                f"pickle){looks_like}"
+            )
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as error:
