@@ -110,6 +110,12 @@ MUTANTS: List[Mutant] = [
         "interpolations in spec data resolved",
     ),
     Mutant("spec/load.py", "        _refuse_missing_markers(literal)\n", "", "??? takes the key's default"),
+    Mutant(
+        "nn/reinit.py",
+        '            elif type(layer).__name__ == "GlobalResponseNorm":',
+        "            elif False:",
+        "reinit leaves ConvNeXt-V2's GlobalResponseNorm",
+    ),
     Mutant("files.py", "        if path.is_symlink():", "        if False:", "--force replaces a symbolic link"),
     Mutant(
         "construct/checkpoint.py",

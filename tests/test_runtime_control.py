@@ -10,6 +10,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import featx
+from featx.nn.reinit import reinit_
 
 
 def _trainable_stages(backbone):
@@ -122,6 +123,32 @@ def test_reinit_resets_the_attention_projections_of_a_vit_stage():
     weights = torch.cat([attention.in_proj_weight.flatten() for attention in attentions])
     assert len(attentions) == 3 and abs(weights.std().item() - 0.01) < 0.001 and abs(weights.mean().item()) < 0.001
     assert all(torch.equal(a.in_proj_bias, torch.zeros_like(a.in_proj_bias)) for a in attentions)
+
+
+def test_reinit_restores_the_init_of_timms_norm_layers():
+    """ConvNeXt-V2's GlobalResponseNorm (x + weight * N(x) + bias) starts at zero (timm's init); it kept its values."""
+    timm = pytest.importorskip("timm")
+    from timm.layers.grn import GlobalResponseNorm
+
+    backbone = featx.build(featx.propose("timm:convnextv2_atto"), overrides=["device=cpu"])
+    with torch.no_grad():
+        for parameter in backbone.parameters():
+            parameter.fill_(0.5)
+    backbone.reinit(*backbone.stages)
+    grns = [m for m in backbone.modules() if isinstance(m, GlobalResponseNorm)]
+    fresh = GlobalResponseNorm(grns[0].weight.numel())  # timm's init of the layer
+    assert grns and all(torch.equal(g.weight, torch.zeros_like(g.weight)) for g in grns)
+    assert torch.equal(fresh.weight, torch.zeros_like(fresh.weight)) and torch.equal(fresh.bias, grns[0].bias)
+    norms = [m for m in backbone.modules() if isinstance(m, timm.layers.LayerNorm2d)]
+    assert norms and all(torch.equal(n.weight, torch.ones_like(n.weight)) for n in norms)
+
+
+def test_reinit_resets_instance_norms():
+    layer = nn.Sequential(nn.InstanceNorm2d(4, affine=True))
+    with torch.no_grad():
+        layer[0].weight.fill_(0.5)
+    reinit_(layer)
+    assert torch.equal(layer[0].weight, torch.ones(4))
 
 
 def test_reinit_in_the_spec_applies_after_loading_weights(tmp_path):

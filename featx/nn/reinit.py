@@ -1,7 +1,8 @@
 """Re-initialising layers for fine-tuning: convs and linears (attention's query/key/value projections included) to
-N(0, 0.01) with zero bias, norm layers to identity. Parameters of other kinds keep their values: a ConvNeXt block's
-layer scale, Swin's relative position bias tables and logit scales, a token model's class token and position
-embedding.
+N(0, 0.01) with zero bias, norm layers to their initial state (identity: BatchNorm, LayerNorm, GroupNorm, RMSNorm,
+InstanceNorm, torchvision's FrozenBatchNorm2d, timm's norm layers; ConvNeXt-V2's GlobalResponseNorm to zero). Parameters
+of other kinds keep their values: a ConvNeXt block's layer scale, Swin's relative position bias tables and logit
+scales, a token model's class token and position embedding.
 
 Example::
 
@@ -10,13 +11,21 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 WEIGHT_STD = 0.01
+
+
+def _is_other_norm(layer: nn.Module) -> bool:
+    """A norm layer of another library (timm's RmsNorm2d, EvoNorm2d, ...) that restores its init itself: its class
+    is named as a norm and has ``reset_parameters``."""
+    return "Norm" in type(layer).__name__ and callable(getattr(layer, "reset_parameters", None))
 
 
 def reinit_(module: nn.Module) -> None:
@@ -36,8 +45,11 @@ def reinit_(module: nn.Module) -> None:
                     bias = getattr(layer, name)
                     if bias is not None:
                         bias.zero_()  # out_proj is an nn.Linear, met on its own
-            elif isinstance(layer, (_BatchNorm, nn.LayerNorm, nn.GroupNorm)):
-                layer.reset_parameters()  # weight 1, bias 0 (and running statistics 0 / 1)
+            elif isinstance(layer, (_NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)) or _is_other_norm(layer):
+                cast(Any, layer).reset_parameters()  # weight 1, bias 0 (and running statistics 0 / 1)
+            elif type(layer).__name__ == "GlobalResponseNorm":  # timm's (ConvNeXt-V2): x + weight * N(x) + bias
+                for parameter in layer.parameters(recurse=False):
+                    parameter.zero_()
             elif isinstance(layer, FrozenBatchNorm2d):
                 layer.weight.fill_(1.0)
                 layer.bias.zero_()
