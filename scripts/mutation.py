@@ -111,6 +111,12 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant("spec/load.py", "        _refuse_missing_markers(literal)\n", "", "??? takes the key's default"),
     Mutant(
+        "construct/plan.py",
+        "declared_size=tokens is None and spec.input_size is not None,",
+        "declared_size=False,",
+        "a forward failing at input_size blamed on a stage",
+    ),
+    Mutant(
         "nn/reinit.py",
         '            elif type(layer).__name__ == "GlobalResponseNorm":',
         "            elif False:",

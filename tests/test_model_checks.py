@@ -110,15 +110,32 @@ def test_stages_that_do_not_chain_name_the_failing_stage():
     )
 
 
-def test_an_input_size_the_model_cannot_take_names_the_module_it_never_reaches():
-    """At an input_size too small for Inception, its own forward stops early: the first member it never ran is named."""
+def test_an_input_size_the_model_cannot_take_is_blamed_and_names_the_module_it_never_reaches():
+    """At an input_size too small for Inception, its own forward stops early: input_size is blamed, and the first
+    member the forward never ran is named with its error."""
     spec = {"model": "inception_v3", "stages": {"c2": {"modules": ["Conv2d_1a_3x3", "Conv2d_2a_3x3"]}}}
     with pytest.raises(featx.SpecError) as caught:
         featx.build(spec, overrides=["device=meta", "input_size=[2,2]"])
-    assert str(caught.value) == (
-        "backbone.stages.c2: the model's own forward at 2x2 (eval mode) never runs 'Conv2d_2a_3x3' (it stopped with "
-        "RuntimeError); a stage may only list modules the model runs on its way from the input"
+    assert str(caught.value).startswith(
+        "backbone.input_size: the model's own forward fails at 2x2 before it runs 'Conv2d_2a_3x3' (RuntimeError: "
+        "Calculated padded input size per channel: (2 x 2)."
     )
+    assert str(caught.value).endswith("; the model may take one input size only, or need a larger one")
+
+
+def test_an_input_size_a_fixed_size_model_does_not_take_is_blamed():
+    """timm's Swin takes 224x224 only; the stages were blamed for the forward's assertion."""
+    pytest.importorskip("timm")
+    with pytest.raises(
+        featx.SpecError, match=r"^backbone\.input_size: .* fails at 256x256 before it runs 'layers\.0' "
+    ):
+        featx.build("timm_swin_tiny", overrides=["device=meta", "input_size=[256,256]"])
+
+
+def test_a_member_the_forward_never_runs_at_the_models_own_size_is_blamed_on_its_stage():
+    spec = {"model": "resnet18", "stages": {"c2": {"modules": ["conv1", "fc"]}}}
+    with pytest.raises(featx.SpecError, match=r"^backbone\.stages\.c2: "):
+        featx.build(spec, overrides=["device=meta"])
 
 
 def test_a_stage_whose_output_is_not_a_feature_map_is_rejected():

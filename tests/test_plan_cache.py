@@ -234,7 +234,8 @@ def test_an_entry_that_is_no_regular_file_or_too_large_is_never_read(cache):
     path.unlink()
     path.symlink_to("/dev/zero")  # read whole, it would never end
     assert featx.build(resnet18_spec(stages=C2_C3)).feature_info[-1].channels == 128
-    assert not path.is_symlink() and path.read_text() == written
+    assert path.is_symlink()  # featx replaces only files (never a link): the link is left, the build uncached
+    path.unlink()
     entry = json.loads(written)
     entry["padding"] = " " * (5 * 2**20)  # valid JSON, over the bound
     path.write_text(json.dumps(entry))

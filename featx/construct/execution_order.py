@@ -31,8 +31,9 @@ from torch import Tensor, nn
 
 from featx.construct.members import StageMembers
 from featx.construct.probe import Size, input_channels, meta_input, shape_only_layers
-from featx.errors import SpecError
+from featx.errors import SpecError, first_line
 from featx.spec.keys import key_path
+from featx.spec.limits import shortened
 
 
 def runs_children_in_order(module: nn.Module) -> bool:
@@ -208,6 +209,7 @@ def check_execution_order(
     stage_size: Optional[Size] = None,
     resized: Sequence[str] = (),
     declared: Sequence[str] = (),
+    declared_size: bool = False,
 ) -> None:
     """Raise :class:`SpecError` unless the stages' modules are what ``model``'s own forward runs, in its order, from
     the input to the last member (see the module docstring). ``reproduced`` names containers whose extra work
@@ -216,7 +218,9 @@ def check_execution_order(
     forward gives it: a forward that reshapes between two modules (flattening, picking the class token) is refused
     where the stages would skip that. The stages run at ``stage_size`` (default ``size``); ``resized`` are members
     whose input featx resizes on purpose (a token model's embedding at ``tokens.stride``). The root and the
-    containers above the members may hold no parameter or buffer themselves beyond ``declared`` (a token model's)."""
+    containers above the members may hold no parameter or buffer themselves beyond ``declared`` (a token model's).
+    ``declared_size``: ``size`` is the spec's ``input_size``, which a forward that fails before a member is blamed
+    on."""
     containers = _check_containers(model, members, reproduced)
     _check_owned_tensors(model, members, containers, declared)
     listed = [(stage.name, path) for stage in members for path in stage.paths]
@@ -240,6 +244,13 @@ def check_execution_order(
         if found == path:
             continue
         if path not in ran:
+            if failure is not None and declared_size:
+                raise SpecError(
+                    key_path("input_size"),
+                    f"the model's own forward fails at {size[0]}x{size[1]} before it runs {path!r} "
+                    f"({type(failure).__name__}: {shortened(first_line(failure))}); the model may take one input "
+                    "size only, or need a larger one",
+                )
             stopped = f" (it stopped with {type(failure).__name__})" if failure is not None else ""
             raise SpecError(
                 key,
