@@ -111,6 +111,12 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant("spec/load.py", "        _refuse_missing_markers(literal)\n", "", "??? takes the key's default"),
     Mutant(
+        "construct/execution_order.py",
+        "        _check_handed_on(recorded, listed)\n",
+        "        pass\n",
+        "an operation between two members that keeps the shape is skipped",
+    ),
+    Mutant(
         "construct/plan.py",
         "declared_size=tokens is None and spec.input_size is not None,",
         "declared_size=False,",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from helpers import resnet18_spec
@@ -269,3 +271,57 @@ def test_an_input_size_does_not_change_the_strides_of_a_model_that_takes_any_siz
     )
     outputs = with_fpn(torch.zeros(1, 3, *size))
     assert list(outputs) == ["p2", "p3", "p4", "p5"]
+
+
+class _ThreeConvs(nn.Module):
+    """A user's model: three convolutions, and whatever its forward does between them."""
+
+    def __init__(self, between=lambda x: x, **kwargs) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1)
+        self.conv3, self.between = nn.Conv2d(16, 16, 3, 2, 1), between
+
+    def forward(self, x):
+        return self.conv3(self.conv2(self.between(self.conv1(x)))).mean((2, 3))
+
+
+_BETWEEN = {
+    "featx_test_scaled": (lambda x: torch.relu(x) * 10, "computes on the output of 'conv1' before it calls 'conv2'"),
+    "featx_test_flipped": (lambda x: torch.flip(x, [-1]), "computes on the output of 'conv1' before it calls 'conv2'"),
+    "featx_test_in_place": (lambda x: x.mul_(2), "changes the output of 'conv1' in place before it calls 'conv2'"),
+    "featx_test_chain": (lambda x: x, None),
+}
+_THREE_STAGES = {"c1": {"modules": ["conv1"]}, "c2": {"modules": ["conv2"]}, "c3": {"modules": ["conv3"]}}
+
+
+@pytest.mark.parametrize("name", list(_BETWEEN))
+def test_an_operation_between_two_modules_that_keeps_the_shape_is_refused(name, tmp_path):
+    """Shapes alone let a scaling, a flip or an in-place change between two listed modules pass: the stages skipped
+    it and their features differed from the model's (the stages pass each output straight on)."""
+    timm = pytest.importorskip("timm")
+    between, message = _BETWEEN[name]
+    if name not in timm.list_models():
+        timm.models.register_model(_builder(name, between))
+    spec = {"model": f"timm:{name}", "device": "cpu", "stages": _THREE_STAGES}
+    if message is not None:
+        with pytest.raises(
+            featx.SpecError, match=r"^backbone\.stages\.c2: the model's own forward " + re.escape(message)
+        ):
+            featx.build(spec)
+        return
+    model = timm.create_model(name).eval()
+    torch.save(model.state_dict(), tmp_path / "chain.pth")
+    backbone = featx.build({**spec, "weights": str(tmp_path / "chain.pth")}).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(backbone(x)["c3"], model.conv3(model.conv2(model.conv1(x))))
+
+
+def _builder(name, between):
+    """A timm model builder named ``name`` (timm registers a builder by its ``__name__``)."""
+
+    def build(pretrained=False, **kwargs):
+        return _ThreeConvs(between)
+
+    build.__name__ = build.__qualname__ = name
+    return build

@@ -94,16 +94,22 @@ def _check_owned_tensors(
 Shape = Tuple[int, ...]
 
 
+#: which tensor, in which state: ``(id, version)`` of a tensor while the recorded forward holds it
+TensorState = Tuple[int, int]
+
+
 @dataclass(frozen=True)
 class Call:
     """One module call of a recorded forward: the module's path, the shapes of its first input and of its output
     (``None`` where they are not tensors), and the other arguments it was given (``1``, ``rope``), None and False
-    left out."""
+    left out; which tensor its first input and its output were (:data:`TensorState`)."""
 
     path: str
     input_shape: Optional[Shape]
     output_shape: Optional[Shape]
     extra_arguments: Tuple[str, ...] = ()
+    input_state: Optional[TensorState] = None
+    output_state: Optional[TensorState] = None
 
 
 def _shape(value: object) -> Optional[Shape]:
@@ -130,14 +136,24 @@ def recorded_calls(model: nn.Module, size: Size) -> Tuple[List[Call], Optional[E
     exception that stopped the forward, if one did (a classifier may not take every size: what ran still counts)."""
     calls: List[Call] = []
     handles = []
+    held: List[object] = []  # every tensor seen stays alive during the forward, so no two share an id
+
+    def state(value: object) -> Optional[TensorState]:
+        if not isinstance(value, torch.Tensor) or value.is_inference():  # an inference tensor has no version
+            return None
+        held.append(value)
+        return id(value), value._version
 
     def before(path: str, arguments: tuple, keywords: Dict[str, Any]) -> None:  # returning a value would replace them
-        calls.append(Call(path, _input_shape(arguments), None, _extra_arguments(arguments, keywords)))
+        first = arguments[0] if arguments else None
+        calls.append(
+            Call(path, _input_shape(arguments), None, _extra_arguments(arguments, keywords), input_state=state(first))
+        )
         opened.append(len(calls) - 1)
 
     def after(output: object) -> None:
         position = opened.pop()
-        calls[position] = dataclasses.replace(calls[position], output_shape=_shape(output))
+        calls[position] = dataclasses.replace(calls[position], output_shape=_shape(output), output_state=state(output))
 
     opened: List[int] = []
     for path, module in model.named_modules():
@@ -152,7 +168,8 @@ def recorded_calls(model: nn.Module, size: Size) -> Tuple[List[Call], Optional[E
     failure: Optional[Exception] = None
     try:
         model.eval()
-        with shape_only_layers(model), torch.no_grad():
+        # inference_mode off: a build inside ``torch.inference_mode()`` records the same (tensors keep versions)
+        with shape_only_layers(model), torch.inference_mode(False), torch.no_grad():
             model(meta_input(size, input_channels(model)))
     except Exception as error:  # noqa: BLE001 - reported by the caller if it stopped before what it needs
         failure = error
@@ -210,6 +227,7 @@ def check_execution_order(
     resized: Sequence[str] = (),
     declared: Sequence[str] = (),
     declared_size: bool = False,
+    chained: bool = False,
 ) -> None:
     """Raise :class:`SpecError` unless the stages' modules are what ``model``'s own forward runs, in its order, from
     the input to the last member (see the module docstring). ``reproduced`` names containers whose extra work
@@ -220,7 +238,8 @@ def check_execution_order(
     whose input featx resizes on purpose (a token model's embedding at ``tokens.stride``). The root and the
     containers above the members may hold no parameter or buffer themselves beyond ``declared`` (a token model's).
     ``declared_size``: ``size`` is the spec's ``input_size``, which a forward that fails before a member is blamed
-    on."""
+    on. ``chained``: each member must get the very tensor the member before it returned, unchanged (a model that is a
+    chain of modules; a token model's forward reshapes between its modules, which featx reproduces)."""
     containers = _check_containers(model, members, reproduced)
     _check_owned_tensors(model, members, containers, declared)
     listed = [(stage.name, path) for stage in members for path in stage.paths]
@@ -272,6 +291,27 @@ def check_execution_order(
     if run_stages is not None:
         checked = [(stage, path) for stage, path in listed if path not in resized]
         _check_member_inputs(model, checked, own_inputs, run_stages, size, stage_size or size)
+    if chained:  # after the shapes, whose message says more where they differ
+        _check_handed_on(recorded, listed)
+
+
+def _check_handed_on(recorded: Sequence[Call], listed: Sequence[Tuple[str, str]]) -> None:
+    """SpecError unless the model's own forward gives each member the tensor the member before it returned, unchanged:
+    an operation between them that keeps the shape (an activation, a scaling, a flip, an in-place add) would be
+    skipped by the stages, which pass each output straight on."""
+    first: Dict[str, Call] = {}
+    for call in recorded:
+        first.setdefault(call.path, call)
+    for (_, path), (stage, following) in zip(listed, listed[1:], strict=False):
+        returned, given = first[path].output_state, first[following].input_state
+        if returned is not None and given is not None and returned != given:
+            change = "changes the output of {} in place" if returned[0] == given[0] else "computes on the output of {}"
+            raise SpecError(
+                key_path("stages", stage),
+                f"the model's own forward {change.format(repr(path))} before it calls {following!r} (an operation "
+                "that is not a module: an activation, a scaling, a flip); the stages pass each module's output "
+                "straight to the next, so they would skip it",
+            )
 
 
 def _check_member_inputs(

@@ -236,6 +236,7 @@ def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
         resized=tokens.resized_modules if tokens is not None else (),
         declared=tokens.parameter_paths if tokens is not None else (),
         declared_size=tokens is None and spec.input_size is not None,
+        chained=tokens is None,
     )
     with shape_only_layers(meta_model):
         sizes, per_size, fixed_size = _probe(spec, containers, members, in_channels, tokens)
