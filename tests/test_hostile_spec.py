@@ -238,6 +238,18 @@ def test_omegaconfs_missing_marker_is_a_missing_value_not_the_default(tmp_path, 
         assert str(error.value).endswith(expected), (source, str(error.value))
 
 
+def test_an_error_in_a_value_an_override_set_is_not_blamed_on_the_spec_file(tmp_path):
+    file = tmp_path / "mine.yaml"
+    file.write_text(OmegaConf.to_yaml(OmegaConf.create(_spec())))
+    with pytest.raises(SpecError) as error:
+        featx.load_spec(str(file), overrides=["device=cpu:1"])
+    assert str(error.value).startswith("backbone.device: unknown device 'cpu:1'"), str(error.value)
+    file.write_text(OmegaConf.to_yaml(OmegaConf.create(_spec(frozen_stages=9))))
+    with pytest.raises(SpecError) as error:  # the file's own value: the file is named
+        featx.load_spec(str(file), overrides=["seed=3"])
+    assert str(error.value).startswith(f"{file}: backbone.frozen_stages: 9 is out of range"), str(error.value)
+
+
 def test_a_missing_marker_inside_a_list_names_its_item():
     with pytest.raises(SpecError, match=r"^backbone\.stages\.c3\.modules\[1\]: missing value"):
         featx.build(

@@ -246,5 +246,17 @@ def load_spec(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> 
             spec = _typed_spec(OmegaConf.create(fields))
         validate_spec(spec)
     except SpecError as error:
-        raise (error.with_origin(origin) if origin else error) from None
+        if origin and not _set_by_override(error.key, overrides or ()):
+            raise error.with_origin(origin) from None
+        raise error from None
     return spec
+
+
+def _set_by_override(key: str, overrides: Sequence[str]) -> bool:
+    """Whether the value at ``key`` (``backbone.device``) is one an override set (``device=cpu:1``): its error is the
+    override's, not the spec file's."""
+    for line in overrides:
+        target = key_path(line.split("=", 1)[0].lstrip("+~"))
+        if key == target or key.startswith((target + ".", target + "[")):
+            return True
+    return False
