@@ -112,9 +112,21 @@ MUTANTS: List[Mutant] = [
     Mutant("spec/load.py", "        _refuse_missing_markers(literal)\n", "", "??? takes the key's default"),
     Mutant(
         "construct/execution_order.py",
-        "        _check_handed_on(recorded, listed)\n",
+        "        _check_handed_on(recorded, listed, input_state)\n",
         "        pass\n",
         "an operation between two members that keeps the shape is skipped",
+    ),
+    Mutant(
+        "construct/execution_order.py",
+        """handed = [("the model's input", input_state)] + [""",
+        """handed = [("the model's input", None)] + [""",
+        "an operation on the model's input before the first member is skipped",
+    ),
+    Mutant(
+        "construct/execution_order.py",
+        "with_kwargs=True, prepend=True",
+        "with_kwargs=True",
+        "a forward pre-hook of the model's own refused as an operation",
     ),
     Mutant(
         "construct/plan.py",
@@ -315,9 +327,15 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/detection.py",
-        "if any(later != 2 * earlier for earlier, later in zip(pooled, pooled[1:], strict=False)):",
-        "if any(later < earlier for earlier, later in zip(pooled, pooled[1:], strict=False)):",
+        "doubling = all(later == 2 * earlier for earlier, later in zip(pooled, pooled[1:], strict=False))",
+        "doubling = all(later > earlier for earlier, later in zip(pooled, pooled[1:], strict=False))",
         "RoIs pooled from levels that skip a stride",
+    ),
+    Mutant(
+        "tasks/detection.py",
+        "if not doubling or any(stride & (stride - 1) for stride in pooled):",
+        "if not doubling:",
+        "RoIs pooled from a stride-14 map at scale 1/16",
     ),
     Mutant(
         "tasks/detection.py",

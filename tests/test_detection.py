@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
+import numpy as np
 import pytest
 import torch
 from helpers import randomize_norm_statistics
@@ -304,6 +305,28 @@ def test_bad_pooler_arguments_name_the_argument(arguments, message) -> None:
         roi_pooler(bb, *arguments)
 
 
+def test_anchor_keywords_take_numpy_and_torch_numbers() -> None:
+    bb = featx.build("resnet18_fpn", overrides=["device=meta"])
+    plain = anchor_generator(bb, size_per_stride=8.0, sizes_per_octave=2, aspect_ratios=[0.5, 1.0, 2.0])
+    for keywords in (
+        {"size_per_stride": np.float32(8.0), "sizes_per_octave": np.int64(2), "aspect_ratios": np.array([0.5, 1, 2])},
+        {
+            "size_per_stride": torch.tensor(8.0),
+            "sizes_per_octave": torch.tensor(2),
+            "aspect_ratios": torch.tensor([0.5, 1, 2]),
+        },
+    ):
+        other = anchor_generator(bb, **keywords)
+        assert other.sizes == plain.sizes and other.aspect_ratios == plain.aspect_ratios
+
+
+def test_roi_pooler_refuses_a_stride_that_is_not_a_power_of_two() -> None:
+    """MultiScaleRoIAlign rounds a stride-14 map's scale to 1/16: boxes were pooled from the wrong region."""
+    bb = featx.build("vit_h_14", overrides=["device=meta"])
+    with pytest.raises(featx.ArgumentError, match=r"powers of two.*got blocks4 \(stride 14\)"):
+        roi_pooler(bb)
+
+
 def test_roi_pooler_takes_a_height_and_width_as_torchvision_does() -> None:
     bb = featx.build("resnet18_fpn", overrides=["device=meta"])
     assert roi_pooler(bb, (7, 5)).output_size == (7, 5)
@@ -323,7 +346,9 @@ def test_roi_pooler_refuses_levels_that_skip_a_stride(source, overrides, levels)
     if levels is None:
         assert roi_pooler(bb).featmap_names == ["p3"]
         return
-    with pytest.raises(featx.ArgumentError, match=r"^roi_pooler\(\): .*strides double .*got " + levels):
+    with pytest.raises(
+        featx.ArgumentError, match=r"^roi_pooler\(\): .*powers of two, doubling from one to the next .*got " + levels
+    ):
         roi_pooler(bb)
 
 

@@ -200,6 +200,8 @@ CASES = [
     ("featx", ["-m", "run=range(0,3)"], r"^featx: error: run: must be true or false, got 0$"),
     ("featx", ["run=yes"], r"^featx: error: run: must be true or false, got 'yes'$"),
     ("featx-export", ["export.overwrite=1", "export.path=a.pt"], r"export\.overwrite: must be true or false, got 1$"),
+    ("featx", ["--resolve"], r"^featx: error: --resolve shows a config resolved: use it with --cfg job"),
+    ("featx", ["backbone=resnet18", "run=${oc.env:FEATX_NOT_SET,maybe}"], r"^featx: error: run: its interpolation"),
     # what Hydra's grammar does not take, through featx.build's overrides too
     ("featx", ["backbone.weights=~/x.pth"], r"^featx: error: backbone\.weights=~/x\.pth: not an override in Hydra's"),
 ]
@@ -229,6 +231,21 @@ def test_a_sweep_runs_every_job_and_lists_the_failed_ones(workdir):
     )
     assert output.count("featx backbone=resnet18 (resnet18)") == 1  # the good job printed its table
     assert errors.count("failed: featx: error: backbone.frozen_stages:") == 2
+
+
+def test_interpolations_and_quoted_booleans_still_work_in_the_apps(workdir):
+    """A value may refer to another node (${backbone.frozen_stages}), read the environment, or be a quoted bool."""
+    arguments = [
+        "backbone=resnet18",
+        "input.batch_size=${backbone.frozen_stages}",
+        "run=${oc.env:FEATX_NOT_SET,false}",
+        "input.height='64'",
+        "input.width=${input.height}",
+    ]
+    for run in ([], ["run='false'"], ["run=FALSE"]):
+        code, errors, output = run_app("featx", arguments + run, workdir)
+        assert code in (0, None), errors
+        assert "input 1x3x64x64" in output and "run=false: meta device" in output, output
 
 
 def test_an_interpolated_app_value_of_the_wrong_type_is_named_without_its_value(workdir, monkeypatch):
@@ -278,6 +295,9 @@ def test_propose_never_overwrites_a_file_without_force(workdir, capsys):
 
 
 def test_propose_writes_to_standard_output_for_a_dash(workdir, capsys):
+    propose_cli.main(["resnet18", "-o", "./-"])  # a file named -, as other tools take it
+    assert (workdir / "-").read_text(encoding="utf-8").startswith("# resnet18 as c2, c3, c4, c5")
+    (workdir / "-").unlink()
     propose_cli.main(["resnet18", "-o", "-"])
     output = capsys.readouterr().out
     assert output.startswith("# resnet18 as c2, c3, c4, c5") and "model: resnet18" in output

@@ -274,54 +274,65 @@ def test_an_input_size_does_not_change_the_strides_of_a_model_that_takes_any_siz
 
 
 class _ThreeConvs(nn.Module):
-    """A user's model: three convolutions, and whatever its forward does between them."""
+    """A user's model: three convolutions, and whatever its forward does before and between them."""
 
-    def __init__(self, between=lambda x: x, **kwargs) -> None:
+    def __init__(self, between=lambda x: x, first=lambda x: x, hooked=False, **kwargs) -> None:
         super().__init__()
         self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1)
-        self.conv3, self.between = nn.Conv2d(16, 16, 3, 2, 1), between
+        self.conv3, self.between, self.first = nn.Conv2d(16, 16, 3, 2, 1), between, first
+        if hooked:  # a pre-hook of the model's own: the stages call conv2 and run it too
+            self.conv2.register_forward_pre_hook(lambda _module, args: (args[0] * 2.0,))
+
+    def forward_features(self, x):
+        return self.conv3(self.conv2(self.between(self.conv1(self.first(x)))))
 
     def forward(self, x):
-        return self.conv3(self.conv2(self.between(self.conv1(x)))).mean((2, 3))
+        return self.forward_features(x).mean((2, 3))
 
 
-_BETWEEN = {
-    "featx_test_scaled": (lambda x: torch.relu(x) * 10, "computes on the output of 'conv1' before it calls 'conv2'"),
-    "featx_test_flipped": (lambda x: torch.flip(x, [-1]), "computes on the output of 'conv1' before it calls 'conv2'"),
-    "featx_test_in_place": (lambda x: x.mul_(2), "changes the output of 'conv1' in place before it calls 'conv2'"),
-    "featx_test_chain": (lambda x: x, None),
+#: model name -> (its keywords, the start of the refusal or None: it builds and equals the model's own features)
+_VARIANTS = {
+    "featx_test_scaled": ({"between": lambda x: torch.relu(x) * 10}, "computes on the output of 'conv1'"),
+    "featx_test_flipped": ({"between": lambda x: torch.flip(x, [-1])}, "computes on the output of 'conv1'"),
+    "featx_test_in_place": ({"between": lambda x: x.mul_(2)}, "changes the output of 'conv1' in place"),
+    "featx_test_input_scaled": ({"first": lambda x: x * 2}, "computes on the model's input"),
+    "featx_test_chain": ({}, None),
+    "featx_test_hooked": ({"hooked": True}, None),
 }
 _THREE_STAGES = {"c1": {"modules": ["conv1"]}, "c2": {"modules": ["conv2"]}, "c3": {"modules": ["conv3"]}}
 
 
-@pytest.mark.parametrize("name", list(_BETWEEN))
-def test_an_operation_between_two_modules_that_keeps_the_shape_is_refused(name, tmp_path):
-    """Shapes alone let a scaling, a flip or an in-place change between two listed modules pass: the stages skipped
-    it and their features differed from the model's (the stages pass each output straight on)."""
+@pytest.mark.parametrize("name", list(_VARIANTS))
+def test_an_operation_before_or_between_modules_that_keeps_the_shape_is_refused(name, tmp_path):
+    """Shapes alone let a scaling, a flip or an in-place change before or between listed modules pass: the stages
+    skipped it and their features differed from the model's (they pass the input and each output straight on). A
+    forward pre-hook of the model's own is no such operation: the stages run it too."""
     timm = pytest.importorskip("timm")
-    between, message = _BETWEEN[name]
+    keywords, message = _VARIANTS[name]
     if name not in timm.list_models():
-        timm.models.register_model(_builder(name, between))
+        timm.models.register_model(_builder(name, keywords))
     spec = {"model": f"timm:{name}", "device": "cpu", "stages": _THREE_STAGES}
     if message is not None:
-        with pytest.raises(
-            featx.SpecError, match=r"^backbone\.stages\.c2: the model's own forward " + re.escape(message)
-        ):
+        stage, following = ("c1", "conv1") if "input" in message else ("c2", "conv2")
+        pattern = (
+            rf"^backbone\.stages\.{stage}: the model's own forward {re.escape(message)} before it calls '{following}'"
+        )
+        with pytest.raises(featx.SpecError, match=pattern):
             featx.build(spec)
         return
     model = timm.create_model(name).eval()
-    torch.save(model.state_dict(), tmp_path / "chain.pth")
-    backbone = featx.build({**spec, "weights": str(tmp_path / "chain.pth")}).eval()
+    torch.save(model.state_dict(), tmp_path / "model.pth")
+    backbone = featx.build({**spec, "weights": str(tmp_path / "model.pth")}).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(backbone(x)["c3"], model.conv3(model.conv2(model.conv1(x))))
+        assert torch.equal(backbone(x)["c3"], model.forward_features(x))
 
 
-def _builder(name, between):
+def _builder(name, keywords):
     """A timm model builder named ``name`` (timm registers a builder by its ``__name__``)."""
 
     def build(pretrained=False, **kwargs):
-        return _ThreeConvs(between)
+        return _ThreeConvs(**keywords)
 
     build.__name__ = build.__qualname__ = name
     return build

@@ -179,6 +179,13 @@ def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]
                     fail(app, str(error))
 
 
+def _is_true_or_false(value: object) -> bool:
+    """A bool, ``'true'``/``'false'`` quoted, or an interpolation (resolved, and checked, when the app reads it)."""
+    if isinstance(value, str):
+        return value.lower() in ("true", "false") or "${" in value
+    return isinstance(value, bool)
+
+
 def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[str]:
     """Why ``key`` cannot be set to ``values`` in ``schema`` (an app's config dataclass; ``backbone`` holds a
     :class:`BackboneNode`), or None: an unknown key, or a value OmegaConf refuses for its type, as Hydra's
@@ -198,7 +205,7 @@ def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[
         return None
     node = OmegaConf.structured(owner)
     for value in values:
-        if hints[parts[-1]] is bool and not isinstance(value, bool):  # OmegaConf takes 2, "yes" and "on" as true
+        if hints[parts[-1]] is bool and not _is_true_or_false(value):  # OmegaConf takes 2, "yes" and "on" as true
             return f"{key}: must be true or false, got {quoted(value)}"
         try:
             node[parts[-1]] = value
@@ -274,8 +281,10 @@ def _check_values(cfg: DictConfig, schema: type) -> None:
             raise ArgumentError(f"{name}: missing value{hint}")
         if name == "backbone":
             continue
-        try:
-            OmegaConf.to_container(OmegaConf.masked_copy(cfg, [name]), resolve=True, throw_on_missing=True)
+        try:  # read in place: an interpolation may refer to another node (${backbone.device})
+            value = cfg[name]
+            if OmegaConf.is_config(value):
+                OmegaConf.to_container(value, resolve=True, throw_on_missing=True)
         except MissingMandatoryValue as error:
             key = error.full_key or name
             raise ArgumentError(f"{key}: missing; give it on the command line ({key}=...)") from None
@@ -413,6 +422,8 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     """Check the command line (``sys.argv``) against the app's config ``schema``, run the Hydra app, and after a
     sweep exit 1 if any of its jobs failed. ``-v`` is featx's: it keeps other libraries' INFO messages."""
     given = sys.argv[1:]
+    if "--resolve" in given and not {"--cfg", "-c", "--help", "-h"} & set(given):
+        fail(app, "--resolve shows a config resolved: use it with --cfg job (or --cfg hydra, --cfg all) or --help")
     _verbose[0] = any(flag in given for flag in VERBOSE_FLAGS)
     given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
     overrides = parsed_overrides(app, given)

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a torchvision classification model, e.g. resnet50 (torchvision.models.list_models()), or timm:NAME",
     )
     parser.add_argument(
-        "-o", "--output", type=Path, help="write the YAML here instead of printing it (-: standard output)"
+        "-o", "--output", help="write the YAML here instead of printing it (-: standard output; ./- a file named -)"
     )
     parser.add_argument("--force", action="store_true", help="replace an existing --output file")
     parser.add_argument("--fpn", type=int, metavar="CHANNELS", help="add an FPN neck of this width")
@@ -49,11 +49,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         proposal = analyse(args.model, min_stride=args.min_stride, fpn=args.fpn, frozen_stages=args.frozen_stages)
         text = proposal_yaml(proposal, command=command)
-        if args.output is None or str(args.output) == "-":
+        if args.output is None or args.output == "-":
             sys.stdout.write(text)
         else:
             write_atomically(
-                args.output,
+                Path(args.output),
                 lambda p: p.write_text(text, encoding="utf-8", errors="surrogateescape"),
                 overwrite=args.force,
                 what="--output",

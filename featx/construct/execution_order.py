@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -131,9 +131,18 @@ def _extra_arguments(arguments: tuple, keywords: Dict[str, Any]) -> Tuple[str, .
     return (*positional, *(name for name, value in keywords.items() if given(value)))
 
 
-def recorded_calls(model: nn.Module, size: Size) -> Tuple[List[Call], Optional[Exception]]:
-    """Every module call of the model's own forward on a meta input of ``size`` (eval mode), in call order; and the
-    exception that stopped the forward, if one did (a classifier may not take every size: what ran still counts)."""
+class Recording(NamedTuple):
+    """The model's own forward, recorded: every module call in call order; the exception that stopped the forward,
+    if one did (a classifier may not take every size: what ran still counts); which tensor the input was."""
+
+    calls: List[Call]
+    failure: Optional[Exception]
+    input_state: Optional[TensorState]
+
+
+def recorded_calls(model: nn.Module, size: Size) -> Recording:
+    """The model's own forward on a meta input of ``size`` (eval mode), recorded. Each call's input is recorded
+    before the module's own forward pre-hooks run (the stages run them too)."""
     calls: List[Call] = []
     handles = []
     held: List[object] = []  # every tensor seen stays alive during the forward, so no two share an id
@@ -160,24 +169,27 @@ def recorded_calls(model: nn.Module, size: Size) -> Tuple[List[Call], Optional[E
         if path:
             handles.append(
                 module.register_forward_pre_hook(
-                    lambda _module, args, kwargs, path=path: before(path, args, kwargs), with_kwargs=True
+                    lambda _module, args, kwargs, path=path: before(path, args, kwargs), with_kwargs=True, prepend=True
                 )
             )
             handles.append(module.register_forward_hook(lambda _module, _args, output: after(output)))
     training = model.training
     failure: Optional[Exception] = None
+    input_state: Optional[TensorState] = None
     try:
         model.eval()
         # inference_mode off: a build inside ``torch.inference_mode()`` records the same (tensors keep versions)
         with shape_only_layers(model), torch.inference_mode(False), torch.no_grad():
-            model(meta_input(size, input_channels(model)))
+            x = meta_input(size, input_channels(model))
+            input_state = state(x)
+            model(x)
     except Exception as error:  # noqa: BLE001 - reported by the caller if it stopped before what it needs
         failure = error
     finally:
         model.train(training)
         for handle in handles:
             handle.remove()
-    return calls, failure
+    return Recording(calls, failure, input_state)
 
 
 def _stage_inputs(
@@ -190,7 +202,9 @@ def _stage_inputs(
         inputs.setdefault(path, _input_shape(arguments))
 
     handles = [
-        model.get_submodule(path).register_forward_pre_hook(lambda _module, args, path=path: record(path, args))
+        model.get_submodule(path).register_forward_pre_hook(
+            lambda _module, args, path=path: record(path, args), prepend=True
+        )
         for path in paths
     ]
     try:
@@ -243,7 +257,7 @@ def check_execution_order(
     containers = _check_containers(model, members, reproduced)
     _check_owned_tensors(model, members, containers, declared)
     listed = [(stage.name, path) for stage in members for path in stage.paths]
-    recorded, failure = recorded_calls(model, size)
+    recorded, failure, input_state = recorded_calls(model, size)
     own_inputs: Dict[str, Any] = {}
     listed_paths = {path for _, path in listed}
     for call in recorded:
@@ -292,25 +306,30 @@ def check_execution_order(
         checked = [(stage, path) for stage, path in listed if path not in resized]
         _check_member_inputs(model, checked, own_inputs, run_stages, size, stage_size or size)
     if chained:  # after the shapes, whose message says more where they differ
-        _check_handed_on(recorded, listed)
+        _check_handed_on(recorded, listed, input_state)
 
 
-def _check_handed_on(recorded: Sequence[Call], listed: Sequence[Tuple[str, str]]) -> None:
-    """SpecError unless the model's own forward gives each member the tensor the member before it returned, unchanged:
-    an operation between them that keeps the shape (an activation, a scaling, a flip, an in-place add) would be
-    skipped by the stages, which pass each output straight on."""
+def _check_handed_on(
+    recorded: Sequence[Call], listed: Sequence[Tuple[str, str]], input_state: Optional[TensorState]
+) -> None:
+    """SpecError unless the model's own forward gives the first member the model's input and each later member the
+    tensor the member before it returned, unchanged: an operation between them that keeps the shape (an activation,
+    a scaling, a flip, an in-place add) would be skipped by the stages, which pass each output straight on."""
     first: Dict[str, Call] = {}
     for call in recorded:
         first.setdefault(call.path, call)
-    for (_, path), (stage, following) in zip(listed, listed[1:], strict=False):
-        returned, given = first[path].output_state, first[following].input_state
+    handed = [("the model's input", input_state)] + [
+        (f"the output of {path!r}", first[path].output_state) for _, path in listed
+    ]
+    for (what, returned), (stage, following) in zip(handed, listed, strict=False):
+        given = first[following].input_state
         if returned is not None and given is not None and returned != given:
-            change = "changes the output of {} in place" if returned[0] == given[0] else "computes on the output of {}"
+            change = f"changes {what} in place" if returned[0] == given[0] else f"computes on {what}"
             raise SpecError(
                 key_path("stages", stage),
-                f"the model's own forward {change.format(repr(path))} before it calls {following!r} (an operation "
-                "that is not a module: an activation, a scaling, a flip); the stages pass each module's output "
-                "straight to the next, so they would skip it",
+                f"the model's own forward {change} before it calls {following!r} (an operation that is not a "
+                "module: an activation, a scaling, a flip); the stages pass each module's output straight to the "
+                "next, so they would skip it",
             )
 
 

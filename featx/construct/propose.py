@@ -107,7 +107,7 @@ def _forward_inputs(model: nn.Module, size: Size) -> Tuple[Dict[str, Optional[Sh
     """The input shape the model's own forward (eval, a meta input of ``size``) first gives each module it calls,
     and whether the forward ran to its end (then a module missing was not called at all)."""
     inputs: Dict[str, Optional[Shape]] = {}
-    calls, failure = recorded_calls(model, size)
+    calls, failure, _ = recorded_calls(model, size)
     for call in calls:
         inputs.setdefault(call.path, call.input_shape)
     return inputs, failure is None

@@ -98,7 +98,7 @@ def _groups(blocks: Sequence[str]) -> List[Tuple[int, int]]:
 def _token_embedding(model: nn.Module, crop: int) -> Optional[Tuple[str, int]]:
     """``(path, channels)`` of the first module the model's own forward runs on the image, if it returns tokens
     (``1×L×C``: an embedding that flattens its patches itself, timm's ``PatchEmbed``)."""
-    calls, _ = recorded_calls(model, (crop, crop))
+    calls, _, _ = recorded_calls(model, (crop, crop))
     image = calls[0].input_shape if calls else None
     for call in calls:
         if call.input_shape != image:
@@ -134,7 +134,7 @@ def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo], crop: i
         patch = patch_stride(model, embed, 3, crop)[0]
     except SpecError:
         return None
-    calls, _ = recorded_calls(model, (side * patch, side * patch))  # what ran before a failure still counts
+    calls, _, _ = recorded_calls(model, (side * patch, side * patch))  # what ran before a failure still counts
     token_shape = (1, prefix_count + side * side, channels)
     blocks_path = _block_container(model, calls, token_shape)
     if blocks_path is None:

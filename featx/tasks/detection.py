@@ -14,9 +14,12 @@ functions read them off ``feature_info`` so nobody types them. Example::
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import numbers
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
@@ -46,28 +49,43 @@ def _require_one_channel_count(backbone: Backbone, caller: str) -> None:
         )
 
 
+def _scalar(value: object) -> object:
+    """A one-element tensor as its Python number (``torch.tensor(8.0)``), else ``value`` (numpy's numbers are
+    ``numbers.Real`` already)."""
+    return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+
+
 def _number(value: object, what: str, caller: str) -> float:
-    """``value`` as a finite real number (not a bool), else :class:`ArgumentError` naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """``value`` as a finite real number (not a bool; numpy and one-element torch numbers too), else
+    :class:`ArgumentError` naming ``what``."""
+    value = _scalar(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ArgumentError(f"{caller}(): {what} must be a finite number, got {value!r}")
     return float(value)
 
 
 def _integer(value: object, what: str, caller: str, low: int, high: int) -> int:
-    """``value`` as an int (not a bool) in ``low..high``, else :class:`ArgumentError` naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    """``value`` as an int (not a bool; numpy and one-element torch integers too) in ``low..high``, else
+    :class:`ArgumentError` naming ``what``."""
+    value = _scalar(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= int(value) <= high:
         raise ArgumentError(f"{caller}(): {what} must be an integer in {low}..{high}, got {value!r}")
-    return value
+    return int(value)
 
 
 def _aspect_ratios(value: object) -> Tuple[float, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not 1 <= len(value) <= MAX_ANCHORS:
+    """A list, tuple, array or tensor of 1..MAX_ANCHORS positive numbers (an iterable is read that far only)."""
+    items = value.tolist() if isinstance(value, torch.Tensor) else value
+    listed = None
+    if isinstance(items, Iterable) and not isinstance(items, (str, bytes)):
+        listed = list(itertools.islice(items, MAX_ANCHORS + 1))
+    if listed is None or not 1 <= len(listed) <= MAX_ANCHORS:
         raise ArgumentError(
             f"anchor_generator(): aspect_ratios must be a list of 1..{MAX_ANCHORS} positive numbers, got {value!r}"
         )
-    ratios = tuple(_number(ratio, "each aspect ratio", "anchor_generator") for ratio in value)
+    ratios = tuple(_number(ratio, "each aspect ratio", "anchor_generator") for ratio in listed)
     if any(ratio <= 0 for ratio in ratios):
-        raise ArgumentError(f"anchor_generator(): aspect_ratios must be positive, got {list(value)!r}")
+        raise ArgumentError(f"anchor_generator(): aspect_ratios must be positive, got {listed!r}")
     return ratios
 
 
@@ -115,14 +133,17 @@ def pooled_level_names(backbone: Backbone) -> List[str]:
 
 def _require_consecutive_levels(backbone: Backbone, names: Sequence[str]) -> None:
     """``MultiScaleRoIAlign`` assigns each box a level ``k`` and pools from map ``k - k_min``: its maps must have
-    strides that double from one to the next, or boxes are pooled from the wrong map (or come back as zeros)."""
+    strides that double from one to the next, or boxes are pooled from the wrong map (or come back as zeros); and
+    it rounds each map's scale to a power of two, so a stride of 14 would be pooled as 16."""
     strides = {info.name: info.stride for info in backbone.feature_info}
     pooled = [strides[name] for name in names]
-    if any(later != 2 * earlier for earlier, later in zip(pooled, pooled[1:], strict=False)):
+    doubling = all(later == 2 * earlier for earlier, later in zip(pooled, pooled[1:], strict=False))
+    if not doubling or any(stride & (stride - 1) for stride in pooled):
         levels = ", ".join(f"{name} (stride {strides[name]})" for name in names)
         raise ArgumentError(
-            f"roi_pooler(): torchvision's MultiScaleRoIAlign needs levels whose strides double from one to the next, "
-            f"got {levels}; return consecutive stages (out_features) or add an FPN over them"
+            f"roi_pooler(): torchvision's MultiScaleRoIAlign needs levels whose strides are powers of two, doubling "
+            f"from one to the next (it rounds each map's scale to a power of two), got {levels}; return "
+            "consecutive stages (out_features) or add an FPN over them"
         )
 
 
