@@ -7,7 +7,13 @@
 - A key the app's schema lacks (``+input.heigth=300``, which Hydra would add and the app ignore) is refused, and
   so are a ``backbone=`` choice naming two files on the config search path (Hydra would silently take the first)
   and ``hydra.job.chdir=true`` (the apps' paths are relative to where they are run).
-- Every FeatxError in a job becomes one line ``<app>: error: <message>``.
+- Every FeatxError in a job becomes one line ``<app>: error: <message>``, and so do Hydra's and OmegaConf's errors
+  (``HYDRA_FULL_ERROR`` is set while Hydra runs, unless the user set it: then Hydra's full error is shown); the
+  composed config's own keys are checked present, set and resolvable before the task runs, and a chosen backbone
+  file in the user's config folders is read with featx's reader first (Hydra's loader answers a tab with a
+  traceback).
+- Each value of a sweep is type-checked before Hydra composes (it would stop the sweep); bool keys take true or
+  false (or an interpolation), not OmegaConf's ``2`` or ``yes``.
 - In a sweep (``-m``) a failing job does not stop the others: each failure is reported when it happens, and when
   every job has run the app exits with status 1 and a summary of the failed jobs.
 - ``backbone.fpn.out_channels=128`` works as typed on a backbone without a neck (``fpn: null``): Hydra cannot set a
