@@ -10,6 +10,7 @@ Examples::
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import hydra
@@ -37,9 +38,10 @@ def run(cfg: DictConfig) -> None:
     choice = HydraConfig.get().runtime.choices.get("backbone")
     with reported_errors(APP):
         start = time.perf_counter()
-        if not cfg.run:
-            featx.load_spec(cfg.backbone)  # the spec as written is checked (its device too), then built on meta
-        backbone = featx.build(cfg.backbone, overrides=None if cfg.run else ["device=meta"])
+        if cfg.run:
+            backbone = featx.build(cfg.backbone)
+        else:  # the spec as written is checked (its device too), then built on meta
+            backbone = featx.build(dataclasses.replace(featx.load_spec(cfg.backbone), device="meta"))
         build_seconds = time.perf_counter() - start
     spec = backbone.spec
     weights = (spec.weights or "random init") + ("" if cfg.run else " (not loaded: run=false)")
