@@ -159,10 +159,10 @@ def config_dirs(arguments: Sequence[str], overrides: Sequence[Tuple[str, Overrid
     for _, override in overrides:
         value = override.value()
         if override.key_or_group == "hydra.searchpath" and isinstance(value, list):
-            entries = [str(entry) for entry in value]
-            folders += [
-                Path(entry.removeprefix("file://")) for entry in entries if "://" not in entry.replace("file://", "")
-            ]
+            for entry in map(str, value):
+                path = entry.removeprefix("file://")
+                if "://" not in path:  # pkg:// and other sources are not folders of the user's
+                    folders.append(Path(path))
     return folders
 
 
