@@ -426,9 +426,15 @@ MUTANTS: List[Mutant] = [
     Mutant("construct/checkpoint.py", "    if tied:\n", "    if False:\n", "tied tensors saved (a raw error)"),
     Mutant(
         "tasks/export.py",
-        "    if dynamic and backbone.spec.input_size is None:  # a trace",
-        "    if False:  # a trace",
-        "a TorchScript trace that keeps its example's size accepted as dynamic",
+        "        inputs.append(_other_size(backbone, example))\n",
+        "        pass\n",
+        "a dynamic export that keeps its example's size accepted",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "        if not difference <= _tolerance(expected):\n",
+        '        if difference == float("inf"):\n',
+        "an export computing other values than eager written",
     ),
     Mutant(
         "construct/weights.py",

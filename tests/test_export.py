@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -60,8 +62,11 @@ def _export(tmp_path, kind, fmt, **options):
 
 
 @pytest.mark.parametrize("kind", list(SPECS))
-def test_exported_program_file_matches_eager_at_other_sizes(tmp_path, kind):
-    backbone, result = _export(tmp_path, kind, "exported")
+def test_exported_program_file_matches_eager_at_other_sizes(tmp_path, kind, caplog):
+    with caplog.at_level(logging.WARNING):
+        backbone, result = _export(tmp_path, kind, "exported")
+    # torch.export warns "Unable to load package" of a path not ending in .pt2, such as the partial file's
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert result.path.is_file() and result.max_abs_diff < 1e-4
     loaded = torch.export.load(str(result.path)).module()
     x = torch.randn(2, 3, 97, 131)  # dynamic batch, height and width
@@ -216,3 +221,66 @@ def test_a_meta_backbone_is_refused_and_a_half_precision_one_traces_in_half(tmp_
     x = torch.randn(1, 3, 64, 64, dtype=torch.half)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(half(x).values(), loaded(x).values(), strict=True))
+
+
+class _ShiftedWhileExporting(torch.nn.Module):
+    """Adds 1 while torch.jit.trace, torch.export or the ONNX exporter (built on torch.export) records it: the
+    written file computes other values than eager, as a model with an export-only code path may."""
+
+    def forward(self, x):
+        return x + 1 if torch.compiler.is_exporting() or torch.jit.is_tracing() else x
+
+
+class _WidthBranch(torch.nn.Module):
+    """Branches on the input's width: torch.export keeps the traced width (the file takes no other)."""
+
+    def forward(self, x):
+        return x * 2 if x.shape[-1] == 16 else x * 3
+
+
+def _hand_made(layer: torch.nn.Module):
+    from featx.nn.backbone import Backbone
+    from featx.nn.feature_info import StageInfo
+
+    spec = featx.BackboneSpec(model="custom", stages={"a": featx.StageSpec(modules=["a"])})
+    stage = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2, padding=1), layer)
+    return Backbone({"a": stage}, [StageInfo("a", 4, 2, ("a",), "a")], spec)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "written"),
+    [("torchscript", "TorchScript trace"), ("exported", "torch.export program"), ("onnx", "ONNX file")],
+)
+def test_an_export_that_computes_other_values_than_eager_is_refused_and_nothing_is_written(tmp_path, fmt, written):
+    backbone = _hand_made(_ShiftedWhileExporting())
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, tmp_path / f"b{FORMATS[fmt]}", fmt, (32, 32))
+    assert re.fullmatch(
+        rf"export: the {written} of this backbone does not match eager at the example size \(32, 32\): it differs "
+        r"from eager by 1 \(tolerance 0\.000\d+\); nothing was written",
+        str(caught.value),
+    ), str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "written", "outcome"),
+    [("exported", "torch.export program", "fails ("), ("onnx", "ONNX file", "differs from eager by 2.")],
+)
+def test_a_dynamic_export_that_keeps_its_example_size_is_refused(tmp_path, fmt, written, outcome):
+    """The model branches on a width: torch.export keeps the traced width static (the program refuses another),
+    and the ONNX file, whose width is symbolic, computes the traced branch at every width (x * 2 where eager gives
+    x * 3: silently wrong without the check). With dynamic=False either is the file asked for."""
+    backbone = _hand_made(_WidthBranch())
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, tmp_path / f"b{FORMATS[fmt]}", fmt, (32, 32))
+    message = str(caught.value)
+    assert message.startswith(
+        f"export: the {written} of this backbone keeps the example's size (32, 32): at (34, 36) it {outcome}"
+    ), message
+    assert message.endswith(
+        "Use export.dynamic=false (dynamic=False) for a file of this size alone; nothing was written"
+    ), message
+    assert list(tmp_path.iterdir()) == []
+    fixed = export_backbone(backbone, tmp_path / f"b{FORMATS[fmt]}", fmt, (32, 32), dynamic=False)
+    assert fixed.max_abs_diff < 1e-5  # onnxruntime's convolution rounds differently from torch's

@@ -4,7 +4,7 @@ Example::
 
     bb = featx.build("resnet18_fpn", overrides=["device=cpu"])
     result = export_backbone(bb, "resnet18_fpn.onnx", "onnx", example_size=(224, 224))
-    result.max_abs_diff          # largest difference from eager on a fresh input (None if not verifiable)
+    result.max_abs_diff   # largest difference from eager on fresh inputs (None: no onnxruntime to run it)
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from featx.spec.limits import check_batch_shape
 
 #: format -> the file suffix it is written with
 FORMATS = {"torchscript": ".pt", "exported": ".pt2", "onnx": ".onnx"}
+#: format -> what its file holds, for messages
+_WRITTEN = {"torchscript": "TorchScript trace", "exported": "torch.export program", "onnx": "ONNX file"}
 
 #: runs the reloaded export on an input and returns its outputs in ``feature_info`` order
 RunLoaded = Callable[[Tensor], List[Tensor]]
@@ -66,37 +68,22 @@ def _other_size(backbone: Backbone, example: Tensor) -> Tensor:
     )
 
 
-def _write_torchscript(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> RunLoaded:
+def _write_torchscript(backbone: Backbone, example: Tensor, path: Path) -> RunLoaded:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # trace's deprecation notices and its (handled) shape-check TracerWarnings
         traced = torch.jit.trace(backbone, example, strict=False)
         torch.jit.save(traced, str(path))
         loaded = torch.jit.load(str(path))
-    if dynamic and backbone.spec.input_size is None:  # a trace may have kept sizes as constants: run it at another
-        other = _other_size(backbone, example)
-        with torch.no_grad():
-            expected = backbone(other)
-            try:
-                difference = _max_abs_diff(expected, list(loaded(other).values()))
-            except RuntimeError as error:
-                difference, failure = float("inf"), f"fails ({first_line(error)})"
-            else:
-                failure = f"differs from eager by {difference:.3g}"
-        scale = max(float(value.abs().max()) for value in expected.values())
-        if not difference <= 1e-4 * (1 + scale):
-            raise ArgumentError(
-                f"export: the TorchScript trace of this backbone keeps the example's size "
-                f"{tuple(example.shape[-2:])}: at {tuple(other.shape[-2:])} it {failure}. Use format exported or "
-                f"onnx for other sizes, or export.dynamic=false (dynamic=False) for a file of this size alone; "
-                f"nothing was written"
-            )
     return lambda x: list(loaded(x).values())
 
 
-def _write_exported(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> RunLoaded:
-    program = torch.export.export(backbone, (example,), dynamic_shapes=(_dynamic_dims(backbone, dynamic),))
-    torch.export.save(program, str(path))
-    loaded = torch.export.load(str(path)).module()
+def _write_exported(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int, object]) -> RunLoaded:
+    program = torch.export.export(backbone, (example,), dynamic_shapes=(dims,))
+    # as open files: torch.export warns that a path not ending in .pt2 (the partial file's) cannot be loaded
+    with path.open("wb") as file:
+        torch.export.save(program, file)
+    with path.open("rb") as file:
+        loaded = torch.export.load(file).module()
     return lambda x: list(loaded(x).values())
 
 
@@ -111,7 +98,7 @@ def _require_onnx_exporter() -> None:
         ) from None
 
 
-def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> Optional[RunLoaded]:
+def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int, object]) -> Optional[RunLoaded]:
     """Writes the ONNX file; returns ``None`` when onnxruntime is not installed to run it."""
     names = [info.name for info in backbone.feature_info]
     torch.onnx.export(
@@ -122,7 +109,7 @@ def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) 
         output_names=names,
         dynamo=True,
         external_data=False,
-        dynamic_shapes=(_dynamic_dims(backbone, dynamic),),
+        dynamic_shapes=(dims,),
         verbose=False,
     )
     try:
@@ -133,7 +120,56 @@ def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) 
     return lambda x: [torch.from_numpy(out) for out in session.run(None, {"image": x.cpu().numpy()})]
 
 
-_WRITERS = {"torchscript": _write_torchscript, "exported": _write_exported, "onnx": _write_onnx}
+def _write(format: str, backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> Optional[RunLoaded]:
+    """Write ``backbone`` as ``format`` to ``path`` and return how to run the file (``None``: no ONNX runtime)."""
+    if format == "torchscript":
+        return _write_torchscript(backbone, example, path)
+    dims = _dynamic_dims(backbone, dynamic)
+    writer = _write_exported if format == "exported" else _write_onnx
+    return writer(backbone, example, path, dims)
+
+
+def _tolerance(outputs: Dict[str, Tensor]) -> float:
+    """How far an export's outputs may be from eager's: 1e-4 (16 machine epsilons of a half-precision backbone)
+    times one plus the largest eager value."""
+    dtype = next(iter(outputs.values())).dtype
+    scale = max(float(value.abs().max()) for value in outputs.values())
+    return max(1e-4, 16 * torch.finfo(dtype).eps) * (1 + scale)
+
+
+def _check_against_eager(
+    backbone: Backbone, run_loaded: RunLoaded, example: Tensor, format: str, dynamic: bool
+) -> float:
+    """Run the written export on a fresh input of the example's shape and, when it is dynamic and the model takes
+    any size, at another height and width; the largest difference from eager, or :class:`ArgumentError`."""
+    inputs = [torch.randn_like(example)]
+    if dynamic and backbone.spec.input_size is None:
+        inputs.append(_other_size(backbone, example))
+    worst = 0.0
+    for x in inputs:
+        with torch.no_grad():
+            expected = backbone(x)
+            try:
+                difference = _max_abs_diff(expected, run_loaded(x))
+            except Exception as error:  # noqa: BLE001 - any runtime's failure to run the file is the finding
+                difference, failure = float("inf"), f"fails ({type(error).__name__}: {first_line(error)})"
+            else:
+                failure = f"differs from eager by {difference:.3g} (tolerance {_tolerance(expected):.3g})"
+        if not difference <= _tolerance(expected):
+            size = tuple(x.shape[-2:])
+            if x is inputs[0]:
+                raise ArgumentError(
+                    f"export: the {_WRITTEN[format]} of this backbone does not match eager at the example size {size}: "
+                    f"it {failure}; nothing was written"
+                )
+            retry = "Use format exported or onnx for other sizes, or" if format == "torchscript" else "Use"
+            raise ArgumentError(
+                f"export: the {_WRITTEN[format]} of this backbone keeps the example's size "
+                f"{tuple(example.shape[-2:])}: at {size} it {failure}. {retry} export.dynamic=false "
+                f"(dynamic=False) for a file of this size alone; nothing was written"
+            )
+        worst = max(worst, difference)
+    return worst
 
 
 def export_backbone(
@@ -149,8 +185,11 @@ def export_backbone(
     traced with a random ``batch_size × C × example_size`` input; ``dynamic`` keeps batch, height and width
     symbolic where the format allows (TorchScript traces are shape-specialised in places).
 
-    The file is written next to ``path`` first and renamed into place, so a failed export leaves nothing; an
-    existing ``path`` is replaced only with ``overwrite``. The export is then reloaded and run on a fresh input.
+    The file is written next to ``path`` first, reloaded and run on a fresh input, and, when ``dynamic`` and the
+    model takes any size, at another height and width too; it is renamed into place only if its outputs are within
+    1e-4 × (1 + the largest eager value) of eager's there (16 epsilons of a half type), else :class:`ArgumentError`
+    and nothing is written. An existing ``path`` is replaced only with ``overwrite``. An ONNX file is checked with
+    onnxruntime when that is installed (``max_abs_diff`` is ``None`` otherwise).
     """
     if not isinstance(backbone, Backbone):
         raise ArgumentError(f"backbone: expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
@@ -174,10 +213,13 @@ def export_backbone(
     shape = (max(batch_size, 2 if dynamic else 1), backbone.in_channels, *example_size)
     example = torch.randn(*shape, device=first.device, dtype=first.dtype)  # a half-precision backbone takes half
     backbone.eval()
-    loaded: List[Optional[RunLoaded]] = []
+    differences: List[Optional[float]] = []
 
     def write(partial: Path) -> None:
-        loaded.append(_WRITERS[format](backbone, example, partial, dynamic))
+        run_loaded = _write(format, backbone, example, partial, dynamic)
+        differences.append(
+            None if run_loaded is None else _check_against_eager(backbone, run_loaded, example, format, dynamic)
+        )
 
     target = write_atomically(
         path,
@@ -186,10 +228,4 @@ def export_backbone(
         what="export.path",
         hint="set overwrite (export.overwrite=true) to replace it",
     )
-    run_loaded = loaded[0]
-    if run_loaded is None:
-        return ExportResult(target, format, None)
-    check = torch.randn_like(example)
-    with torch.no_grad():
-        expected = backbone(check)
-        return ExportResult(target, format, _max_abs_diff(expected, run_loaded(check)))
+    return ExportResult(target, format, differences[0])
