@@ -24,8 +24,7 @@ from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec
 from featx.version import __version__ as __version__
 
 if TYPE_CHECKING:
-    from featx.construct.builder import build, load
-    from featx.construct.checkpoint import save
+    from featx.construct.builder import build, load, save
     from featx.construct.propose import propose
     from featx.nn.backbone import Backbone
     from featx.nn.feature_info import FeatureInfo
@@ -37,7 +36,7 @@ _LAZY = {
     "FeatureInfo": "featx.nn.feature_info",
     "build": "featx.construct.builder",
     "load": "featx.construct.builder",
-    "save": "featx.construct.checkpoint",
+    "save": "featx.construct.builder",
     "propose": "featx.construct.propose",
     "read_features": "featx.tasks.extract.store",
 }

@@ -51,10 +51,16 @@ GUARDS: Dict[str, List[str]] = {
     "construct/members.py": ["tests/test_model_checks.py", "tests/test_hostile_spec.py"],
     "construct/execution_order.py": ["tests/test_hostile_spec.py", "tests/test_model_checks.py"],
     "construct/probe.py": ["tests/test_model_checks.py", "tests/test_neck.py", "tests/test_reference_equality.py"],
-    "construct/weights.py": ["tests/test_hostile_weights.py", "tests/test_weights.py"],
+    "construct/weights.py": ["tests/test_hostile_weights.py", "tests/test_weights.py", "tests/test_checkpoint.py"],
     "construct/checkpoint.py": ["tests/test_checkpoint.py"],
     "tasks/export.py": ["tests/test_export.py"],
-    "construct/builder.py": ["tests/test_hostile_spec.py", "tests/test_hostile_weights.py", "tests/test_plan_cache.py"],
+    "construct/builder.py": [
+        "tests/test_hostile_spec.py",
+        "tests/test_hostile_weights.py",
+        "tests/test_plan_cache.py",
+        "tests/test_checkpoint.py",
+    ],
+    "construct/model_structure.py": ["tests/test_checkpoint.py", "tests/test_plan_cache.py"],
     "construct/plan.py": ["tests/test_plan_cache.py", "tests/test_model_checks.py"],
     "construct/plan_cache.py": ["tests/test_plan_cache.py"],
     "construct/plan_data.py": ["tests/test_plan_cache.py"],
@@ -413,8 +419,8 @@ MUTANTS: List[Mutant] = [
     # weights
     Mutant(
         "construct/weights.py",
-        "return tensor.detach().to(dtype=dtype, copy=True)",
-        "return tensor.to(dtype)",
+        "return tensor.detach().to(dtype=dtype, copy=True, memory_format=torch.contiguous_format)",
+        "return tensor.to(dtype, memory_format=torch.contiguous_format)",
         "kept tensors left as the file's memory-mapped pages",
     ),
     Mutant(
@@ -744,6 +750,48 @@ MUTANTS: List[Mutant] = [
         "    check_plain_keys(app, overrides, schema)\n",
         "",
         "a mistyped key gets Hydra's multi-line answer",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "        _check_rebuilds_as_saved(backbone)\n",
+        "        pass\n",
+        "a backbone its spec does not build saved",
+    ),
+    Mutant(
+        "construct/builder.py",
+        'backbone = getattr(backbone, "_orig_mod", backbone)',
+        "backbone = backbone",
+        "a compiled backbone saved with _orig_mod. keys",
+    ),
+    Mutant(
+        "construct/model_structure.py",
+        '"BatchNorm2d" if isinstance(module, nn.SyncBatchNorm) else ',
+        "",
+        "SyncBatchNorm layers refused by save",
+    ),
+    Mutant(
+        "construct/model_structure.py",
+        '" with its forward replaced" if "forward" in vars(module) else ""',
+        '""',
+        "a forward replaced on an instance saved",
+    ),
+    Mutant(
+        "construct/weights.py",
+        ", memory_format=torch.contiguous_format)",
+        ")",
+        "a channels_last file's kernel strides kept on load",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "        if torch.compiler.is_exporting() or torch.jit.is_tracing()",
+        "        if torch.compiler.is_compiling() or torch.jit.is_tracing()",
+        "input checks skipped under torch.compile",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "isinstance(error, ValueError) and _ONE_VALUE_PER_CHANNEL in str(error)",
+        "False",
+        "one value per channel in training: raw ValueError",
     ),
 ]
 

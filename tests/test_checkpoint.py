@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 from pathlib import Path
 
@@ -37,6 +38,108 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, suffix):
     with torch.inference_mode():
         for (name, a), b in zip(backbone(x).items(), loaded(x).values(), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_a_backbone_saved_in_channels_last_loads_in_the_layout_its_spec_gives(tmp_path):
+    """torch.save keeps a channels_last model's strides, and a 1x1 kernel in channels_last still counts as
+    contiguous: loaded as they were, those kernels made the rebuilt backbone compute in a mix of layouts (outputs
+    off by 1e-5 from the same weights in the default layout)."""
+    backbone = _trained()
+    path = featx.save(copy.deepcopy(backbone).to(memory_format=torch.channels_last), tmp_path / "cl.pt")
+    loaded = featx.load(path).eval()
+    for name, tensor in loaded.state_dict().items():
+        assert tensor.stride() == torch.empty(tensor.shape).stride(), name
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        for (name, a), b in zip(backbone(x).items(), loaded(x).values(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def _silu_stem(backbone):
+    backbone.stages.c2.relu = torch.nn.SiLU()
+
+
+def _projection(backbone):
+    backbone.stages.c4.add_module("proj", torch.nn.Conv2d(256, 256, 1))
+
+
+def _no_neck(backbone):
+    backbone.neck = None
+
+
+def _wider_kernel(backbone):
+    backbone.stages.c3.layer2[0].conv1.weight = torch.nn.Parameter(torch.randn(128, 64, 5, 5))
+
+
+def _doubled_relu(backbone):
+    backbone.stages.c2.relu.forward = lambda x: x * 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "difference"),
+    [
+        (_silu_stem, "stages.c2.relu is SiLU() where the spec builds ReLU(inplace=True)"),
+        (
+            _projection,
+            "stages.c4.proj is Conv2d(256, 256, kernel_size=(1, 1), stride=(1, 1)) where the spec builds nothing",
+        ),
+        (_no_neck, "neck is nothing where the spec builds FeaturePyramid() (and 14 more)"),
+        (
+            _wider_kernel,
+            "stages.c3.layer2.0.conv1 is Conv2d holding weight(128, 64, 5, 5) where the spec builds Conv2d holding "
+            "weight(128, 64, 3, 3)",
+        ),
+        (
+            _doubled_relu,
+            "stages.c2.relu is ReLU(inplace=True) with its forward replaced where the spec builds ReLU(inplace=True)",
+        ),
+    ],
+)
+def test_save_refuses_a_backbone_its_spec_does_not_build_and_writes_nothing(tmp_path, edit, difference):
+    """featx.load rebuilds the spec: a layer swapped, added or reshaped by hand, the neck dropped or a forward
+    replaced would load as another network (the SiLU stem silently: its features differed by 3.6) or not at all."""
+    backbone = _trained()
+    edit(backbone)
+    with pytest.raises(featx.ArgumentError) as caught:
+        featx.save(backbone, tmp_path / "edited.pt")
+    assert str(caught.value) == (
+        "save(): the backbone's modules differ from what its spec builds, and featx.load rebuilds the spec: "
+        f"{difference}. Change the spec to build this network, or save the state_dict with torch.save; nothing was "
+        "written"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("wrap", ["compile", "sync_batchnorm"])
+def test_a_compiled_or_sync_batchnorm_backbone_saves_as_the_backbone_it_is(tmp_path, wrap):
+    """torch.compile's wrapper prefixed every key (the file did not load); SyncBatchNorm, converted for DDP, is
+    the BatchNorm2d the spec builds (same tensors, same computation on one device)."""
+    backbone = _trained()
+    if wrap == "compile":
+        saved = torch.compile(copy.deepcopy(backbone))
+    else:
+        saved = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(backbone))
+    loaded = featx.load(featx.save(saved, tmp_path / "bb.pt")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        for (name, a), b in zip(backbone(x).items(), loaded(x).values(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_save_refuses_a_hand_made_backbone_whose_spec_does_not_build(tmp_path):
+    from featx.nn.backbone import Backbone
+    from featx.nn.feature_info import StageInfo
+
+    spec = featx.BackboneSpec(model="custom", stages={"a": featx.StageSpec(modules=["a"])})
+    backbone = Backbone({"a": torch.nn.Conv2d(3, 4, 3)}, [StageInfo("a", 4, 1, ("a",), "a")], spec)
+    with pytest.raises(featx.ArgumentError) as caught:
+        featx.save(backbone, tmp_path / "hand.pt")
+    assert str(caught.value).startswith(
+        "save(): featx.load rebuilds a saved backbone from its spec, and this backbone's spec does not build "
+        "(backbone.model: unknown torchvision model 'custom'"
+    ), str(caught.value)
+    assert str(caught.value).endswith("; nothing was written")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_saved_checkpoint_holds_plain_data_readable_with_weights_only(tmp_path):

@@ -103,6 +103,40 @@ def test_an_input_too_small_for_the_neck_names_the_neck():
         backbone(_image(1, 3, 16, 16))
 
 
+@pytest.mark.parametrize("norm", ["train", "sync"])
+def test_a_batch_of_one_value_per_channel_in_training_mode_names_the_stage(norm):
+    """One image of 32x32 leaves ResNet-18's last stage 1x1: BatchNorm in training mode has one value per channel,
+    as in torchvision's own resnet18 (a ValueError from inside torch), here an InputShapeError naming the stage."""
+    x = _image(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        torchvision.models.resnet18().train()(x)
+    backbone = featx.build("resnet18", overrides=["device=cpu", f"norm={norm}", "frozen_stages=0"]).train()
+    with pytest.raises(InputShapeError) as caught:
+        backbone(x)
+    assert str(caught.value) == (
+        "featx backbone 'resnet18': stage 'c5' normalises its batch in training mode and gets one value per channel "
+        "(Expected more than 1 value per channel when training, got input size torch.Size([1, 512, 1, 1])); give "
+        "more than one image or a larger input, or use norm: eval or frozen (or call .eval())"
+    )
+    assert set(backbone(_image(2, 3, 32, 32))) == {"c2", "c3", "c4", "c5"}
+
+
+def test_torch_compile_keeps_the_input_checks():
+    """torch.compile traces the checks (guards on shape, dtype and device; fullgraph: no graph break for an input
+    that passes); they were skipped, so a compiled ViT took a 40x40 input and dropped its last 8 rows and columns."""
+    resnet = featx.build(resnet18_spec()).eval()
+    compiled = torch.compile(resnet, backend="eager", fullgraph=True)
+    x = _image(2, 3, 64, 64)
+    with torch.no_grad():
+        for (name, a), b in zip(resnet(x).items(), compiled(x).values(), strict=True):
+            torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+    with pytest.raises(InputShapeError, match=r"expects a floating-point batch of shape \(N, 3, H, W\), got \(2, 2,"):
+        torch.compile(resnet, backend="eager")(_image(2, 2, 64, 64))
+    vit = featx.build("vit_b_16", overrides=["device=cpu"]).eval()
+    with pytest.raises(InputShapeError, match="multiples of its patch size 16, got 40x40"):
+        torch.compile(vit, backend="eager")(_image(1, 3, 40, 40))
+
+
 def test_a_fixed_size_model_refuses_other_sizes():
     spec = featx.load_spec("maxvit_t", overrides=["device=meta"])
     backbone = featx.build(spec)

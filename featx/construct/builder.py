@@ -1,4 +1,4 @@
-"""``featx.build`` and ``featx.load``: one generic builder from any backbone spec (or a checkpoint that embeds one)
+"""``featx.build``, ``featx.load`` and ``featx.save``: one generic builder from any backbone spec (or a checkpoint that
 to a :class:`~featx.nn.backbone.Backbone`.
 
 The path of a build: spec (:mod:`featx.spec`) → model on the meta device (:mod:`featx.models`) → plan: stages,
@@ -11,6 +11,9 @@ Example::
     bb = featx.build("resnet50_fpn", overrides=["fpn.out_channels=128", "frozen_stages=1"])
     feats = bb(torch.randn(1, 3, 224, 224))
     same = featx.load(featx.save(bb, "runs/bb.pt"))
+
+``featx.save`` is here too: a saved file holds the spec and the weights, and ``featx.load`` rebuilds the spec, so
+``save`` first checks that the spec builds the backbone it is given.
 """
 
 from __future__ import annotations
@@ -22,12 +25,19 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from featx.construct.checkpoint import Checkpoint, PathLike, load_saved_backbone, read_checkpoint
+from featx.construct.checkpoint import (
+    Checkpoint,
+    PathLike,
+    load_saved_backbone,
+    read_checkpoint,
+    write_backbone_file,
+)
 from featx.construct.device import resolve_device
 from featx.construct.meta_model import MetaModel
+from featx.construct.model_structure import structure_differences
 from featx.construct.plan import BackbonePlan, check_neck, plan_backbone
 from featx.construct.plan_cache import cached_plan
-from featx.errors import ArgumentError, SpecError, WeightsError
+from featx.errors import ArgumentError, FeatxError, SpecError, WeightsError
 from featx.files import path_argument
 from featx.models.meta_construction import on_meta
 from featx.models.published_weights import published_weights_file, published_weights_id
@@ -36,7 +46,7 @@ from featx.nn.backbone import Backbone
 from featx.nn.feature_info import FeatureInfo
 from featx.nn.fpn import FeaturePyramid, level_name
 from featx.nn.simple_pyramid import SimpleFeaturePyramid
-from featx.spec.limits import quoted
+from featx.spec.limits import quoted, shortened
 from featx.spec.load import SpecSource, load_spec
 from featx.spec.schema import BackboneSpec
 
@@ -152,3 +162,38 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
         return _assemble(spec, None if resolve_device(spec.device).type == "meta" else checkpoint)
     except SpecError as error:  # the model checks of the file's own spec (overrides are checked above)
         raise (error if overrides else error.with_origin(str(path))) from None
+
+
+def _check_rebuilds_as_saved(backbone: Backbone) -> None:
+    """Refuse ``backbone`` unless its spec builds the same modules (what :func:`load` would give back)."""
+    try:
+        rebuilt = build(backbone.spec, overrides=["device=meta"])
+    except FeatxError as error:
+        raise ArgumentError(
+            f"save(): featx.load rebuilds a saved backbone from its spec, and this backbone's spec does not build "
+            f"({error}); nothing was written"
+        ) from None
+    differences = structure_differences(backbone, rebuilt)
+    if differences:
+        where, have, want = differences[0]
+        more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+        raise ArgumentError(
+            f"save(): the backbone's modules differ from what its spec builds, and featx.load rebuilds the spec: "
+            f"{where or 'the backbone'} is {shortened(have)} where the spec builds {shortened(want)}{more}. Change "
+            "the spec to build this network, or save the state_dict with torch.save; nothing was written"
+        )
+
+
+def save(backbone: nn.Module, path: PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``backbone``'s weights, resolved spec and library versions to ``path``, for :func:`load`.
+
+    ``.safetensors`` paths are written with safetensors (the metadata as JSON), anything else with ``torch.save``
+    (plain data only, so ``weights_only=True`` reads it). The file appears whole or not at all; an existing file
+    is kept unless ``overwrite=True``. A backbone whose modules differ from what its spec builds (a layer replaced
+    or added by hand, the neck removed, a ``forward`` replaced) is refused, naming the first difference: it would
+    load as another network. ``torch.compile(bb)`` is saved as the backbone it wraps.
+    """
+    backbone = getattr(backbone, "_orig_mod", backbone)  # torch.compile's wrapper prefixes every key
+    if isinstance(backbone, Backbone):
+        _check_rebuilds_as_saved(backbone)
+    return write_backbone_file(backbone, path, overwrite=overwrite)

@@ -140,8 +140,9 @@ def _sharing_memory(tensors: Mapping[str, torch.Tensor]) -> List[str]:
     return []
 
 
-def save(backbone: nn.Module, path: PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``backbone``'s weights, resolved spec and library versions to ``path``.
+def write_backbone_file(backbone: nn.Module, path: PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``backbone``'s weights, resolved spec and library versions to ``path`` (what :func:`featx.save` writes
+    once it has checked that the spec rebuilds the backbone).
 
     ``.safetensors`` paths are written with safetensors (the metadata as JSON), anything else with ``torch.save``
     (plain data only, so ``weights_only=True`` reads it). The file appears whole or not at all; an existing file

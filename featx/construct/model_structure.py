@@ -1,13 +1,19 @@
-"""A fingerprint of a model's structure, so that a cached plan is used only for a model built as the one it was
-made from: the module tree (paths, classes, ``extra_repr``: widths, kernels, strides), every parameter's and
-buffer's shape, and where each module's ``forward`` code lives. A library class patched at run time (a block's
-``expansion``, a ``forward`` replaced by the user's) gives another fingerprint, where the library's version does not
-change.
+"""A model's structure: its module tree (paths, classes, ``extra_repr``: widths, kernels, strides) and every
+parameter's and buffer's shape.
+
+- :func:`structure_fingerprint`: a hash of it plus where each module's ``forward`` code lives, so that a cached
+  plan is used only for a model built as the one it was made from (a library class patched at run time, a block's
+  ``expansion`` or a ``forward`` replaced by the user's, gives another fingerprint where the library's version does
+  not change).
+- :func:`structure_differences`: where two modules' trees differ, module by module (``featx.save`` compares a
+  backbone with what its spec builds).
 
 Example::
 
     from featx.construct.meta_model import MetaModel
     structure_fingerprint(MetaModel.create("resnet50").model)   # '3f1c...' (64 hex digits)
+    structure_differences(edited_backbone, featx.build(edited_backbone.spec, overrides=["device=meta"]))
+    # [('stages.c2.relu', 'SiLU(inplace=True)', 'ReLU(inplace=True)')]
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional, Tuple
 
 from torch import nn
 
@@ -44,6 +50,13 @@ def _code_location(function: Any, folders: Dict[str, str]) -> str:
     return f"{file}:{code.co_firstlineno} {getattr(function, '__qualname__', '')}"
 
 
+def _tensor_shapes(module: nn.Module) -> str:
+    return ",".join(
+        f"{name}{tuple(tensor.shape) if tensor is not None else None}"
+        for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
+    )
+
+
 def structure_fingerprint(model: nn.Module) -> str:
     """A SHA-256 over ``model``'s module tree, tensor shapes and forward code locations (see the module docstring)."""
     folders = _library_folders()
@@ -53,13 +66,50 @@ def structure_fingerprint(model: nn.Module) -> str:
         kind = type(module)
         if kind not in locations:
             locations[kind] = _code_location(kind.forward, folders)
-        tensors = [
-            f"{name}{tuple(tensor.shape) if tensor is not None else None}"
-            for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
-        ]
         line = (
             f"{path}|{kind.__module__}.{kind.__qualname__}|{module.extra_repr()}|"
-            f"{locations[kind]}|{','.join(tensors)}\n"
+            f"{locations[kind]}|{_tensor_shapes(module)}\n"
         )
         digest.update(line.encode())
     return digest.hexdigest()
+
+
+def _described(module: nn.Module) -> str:
+    """``Class(extra_repr)``, and whether its ``forward`` was replaced on the instance. SyncBatchNorm counts as the
+    BatchNorm2d it converts (``nn.SyncBatchNorm.convert_sync_batchnorm`` before DDP: the same tensors, and the same
+    computation on one device)."""
+    kind = "BatchNorm2d" if isinstance(module, nn.SyncBatchNorm) else type(module).__qualname__
+    replaced = " with its forward replaced" if "forward" in vars(module) else ""
+    return f"{kind}({module.extra_repr()}){replaced}"
+
+
+#: a module as compared: its description (:func:`_described`) and its own tensors' shapes
+_Described = Tuple[str, str]
+
+
+def _shown(side: Optional[_Described], other: Optional[_Described]) -> str:
+    """How a difference names one side: its description, or its class and tensors where only they differ."""
+    if side is None:
+        return "nothing"
+    description, shapes = side
+    if other is not None and other[0] == description:
+        return f"{description.partition('(')[0]} holding {shapes or 'no tensors'}"
+    return description
+
+
+def structure_differences(have: nn.Module, want: nn.Module) -> List[Tuple[str, str, str]]:
+    """``(path, what have holds there, what want holds there)`` for every module path where the two trees differ in
+    class, ``extra_repr``, tensor shapes or an instance-level ``forward``; ``"nothing"`` where one has no module."""
+    have_modules, want_modules = (
+        {path: (_described(module), _tensor_shapes(module)) for path, module in model.named_modules()}
+        for model in (have, want)
+    )
+    return [
+        (
+            path,
+            _shown(have_modules.get(path), want_modules.get(path)),
+            _shown(want_modules.get(path), have_modules.get(path)),
+        )
+        for path in dict.fromkeys([*have_modules, *want_modules])
+        if have_modules.get(path) != want_modules.get(path)
+    ]

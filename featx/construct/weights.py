@@ -94,8 +94,10 @@ def owned_copy(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A plain tensor of ``dtype`` with its own memory holding ``tensor``'s values: what a backbone keeps of a file.
     Never the file's memory-mapped pages (a file rewritten later would change the backbone, or crash it when
     shortened), never shared with another tensor of the file (tied layers), never an ``nn.Parameter`` where the
-    file had one in place of a buffer (a trainable BatchNorm statistic)."""
-    return tensor.detach().to(dtype=dtype, copy=True)
+    file had one in place of a buffer (a trainable BatchNorm statistic), always in the default (row-major) layout:
+    a file saved from a channels_last model holds 1x1 kernels with channels_last strides, which would otherwise
+    make the rebuilt backbone compute in a mix of layouts (the spec's ``channels_last`` sets the layout)."""
+    return tensor.detach().to(dtype=dtype, copy=True, memory_format=torch.contiguous_format)
 
 
 def _listing(keys: Iterable[str], describe: Callable[[str], str]) -> str:

@@ -177,8 +177,8 @@ class Backbone(nn.Module):
     def _check_input(self, x: Tensor) -> None:
         """InputShapeError for what the stages cannot take faithfully: not a tensor, not ``N×C×H×W`` with the
         first layer's channels, empty, another device, or another floating dtype outside autocast."""
-        if torch.compiler.is_compiling() or torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy):
-            return  # a tracer's stand-in inputs: the traced program checks nothing
+        if torch.compiler.is_exporting() or torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy):
+            return  # an exporter's stand-in inputs: the exported program checks nothing (torch.compile guards these)
         model = self.spec.model
         if not isinstance(x, Tensor):
             raise InputShapeError(
@@ -229,13 +229,21 @@ class Backbone(nn.Module):
                     features[self._output_names[name]] = self._as_map(x, grid)
             where = "the neck"
             return self.neck(features) if self.neck is not None else features
-        except RuntimeError as error:
-            if tracing or not _is_too_small(error):
+        except (RuntimeError, ValueError) as error:
+            if tracing:
                 raise
-            raise InputShapeError(
-                f"featx backbone {self.spec.model!r}: the input is too small for {where} "
-                f"({first_line(error)}); give a larger input"
-            ) from None
+            if isinstance(error, RuntimeError) and _is_too_small(error):
+                raise InputShapeError(
+                    f"featx backbone {self.spec.model!r}: the input is too small for {where} "
+                    f"({first_line(error)}); give a larger input"
+                ) from None
+            if isinstance(error, ValueError) and _ONE_VALUE_PER_CHANNEL in str(error):
+                raise InputShapeError(
+                    f"featx backbone {self.spec.model!r}: {where} normalises its batch in training mode and gets one "
+                    f"value per channel ({first_line(error)}); give more than one image or a larger input, or use "
+                    "norm: eval or frozen (or call .eval())"
+                ) from None
+            raise
 
     def _as_map(self, x: Tensor, grid: Optional[Tuple[int, int]]) -> Tensor:
         """A stage's output as ``N×C×h×w``: channels-last maps permuted, a token model's tokens laid out on ``grid``."""
@@ -246,6 +254,8 @@ class Backbone(nn.Module):
 
 #: what torch says when a pooling or convolution window does not fit its (shrunken) input
 _TOO_SMALL = ("Output size is too small", "Kernel size can't be greater than actual input size")
+#: what torch's batch_norm says in training mode when a channel has one value (a batch of one 1x1 map)
+_ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
 
 
 def _is_too_small(error: RuntimeError) -> bool:
