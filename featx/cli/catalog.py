@@ -1,5 +1,6 @@
-"""``featx-list``: the backbone configs there are, one row each (model, stages, strides, channels, parameters),
-from their plans (the plan cache's, else measured on the meta device) so nothing is allocated.
+"""``featx-list``: the backbone configs there are, one row each (model, stages, strides, channels, parameters).
+
+Rows come from the backbones' plans (the plan cache's, else measured on the meta device), so nothing is allocated.
 
 Examples::
 
@@ -67,7 +68,7 @@ def describe(source: Union[Path, Mapping[str, Any]]) -> List[str]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
-    parser = argparse.ArgumentParser(prog="featx-list", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="featx-list", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("patterns", nargs="*", help="shell-style name patterns (default: all; --timm needs some)")
     parser.add_argument(
         "--config-dir",
