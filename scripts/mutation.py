@@ -793,6 +793,18 @@ MUTANTS: List[Mutant] = [
         "False",
         "one value per channel in training: raw ValueError",
     ),
+    Mutant(
+        "construct/plan.py",
+        "    if patch is None and len(sizes) > 1:\n",
+        "    if False:\n",
+        "a stride that is no power of two read as the nearest one",
+    ),
+    Mutant(
+        "construct/plan.py",
+        '    if style == "simple" and len(levels) > 1:',
+        "    if False:",
+        "a simple pyramid over several returned stages (all but the last computed and dropped)",
+    ),
 ]
 
 

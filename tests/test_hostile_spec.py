@@ -718,6 +718,14 @@ TOKEN_CASES = [
     ),
     ("fpn-style-unknown", _vit(), ["fpn={style: vitdet}"], "backbone.fpn.style", r"unknown value 'vitdet'.*simple"),
     (
+        "fpn-simple-on-two-stages",
+        _vit(),
+        ["out_features=[blocks2,blocks4]", "fpn={style: simple}"],
+        "backbone.fpn",
+        r"^backbone.fpn: style: simple builds every level from one stage's map, but 2 stages are returned "
+        r"\(blocks2, blocks4\); return only the one it uses \(out_features: \[blocks4\]\)$",
+    ),
+    (
         "fpn-simple-on-patch-14",
         featx.load_spec("vit_h_14", overrides=["device=meta"]).to_dict(),
         ["fpn={style: simple}"],

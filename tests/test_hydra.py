@@ -276,3 +276,19 @@ def test_every_app_refuses_a_user_file_that_shadows_a_packaged_name(workdirs, ap
         " (which Hydra would use) and my_configs/backbone/resnet18.yaml (ignored). Rename your file, e.g. to "
         "my_resnet18.yaml"
     )
+
+
+def test_the_table_names_outputs_under_their_keys_and_shows_reinit(workdirs):
+    """With output_names: torchvision and no neck the returned stages are the outputs '0' and '1' (what the
+    forward returns); the table marked them under their stage names only. reinit is in the title."""
+    cwd, tmp = workdirs
+    args = ["backbone=resnet18", "input.height=64", "input.width=64", "run=false", "backbone.output_names=torchvision"]
+    result = _run_app([*args, "backbone.out_features=[c3,c5]", "backbone.reinit=[c5]"], cwd, tmp)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("| frozen stages: 1 | reinit: c5")
+    name, covers = lines[1].index("name"), lines[1].index("covers")  # the columns, from the header
+    marks = {line[name:covers].strip(): line[:name].strip() for line in lines[3:7]}  # stage -> the output column
+    assert marks == {"c2": "", "c3": "* as 0", "c4": "", "c5": "* as 1"}
+    backbone = featx.build("resnet18", overrides=["output_names=torchvision", "out_features=[c3,c5]", "device=meta"])
+    assert list(backbone(torch.empty(1, 3, 64, 64, device="meta"))) == ["0", "1"]

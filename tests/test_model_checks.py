@@ -336,3 +336,25 @@ def _builder(name, keywords):
 
     build.__name__ = build.__qualname__ = name
     return build
+
+
+def test_a_stage_whose_stride_is_no_power_of_two_is_refused():
+    """ConvMixer's stem is a 7x7 convolution of stride 7 (timm's feature_info says reduction 7): read as the
+    nearest power of two, its stages were reported at stride 8 and an FPN's levels named and sized by it."""
+    timm = pytest.importorskip("timm")
+    with torch.device("meta"):
+        model = timm.create_model("convmixer_768_32")
+    assert {info["reduction"] for info in model.feature_info} == {7}
+    spec = {
+        "model": "timm:convmixer_768_32",
+        "source": "blocks",
+        "stages": {"c3": {"modules": ["stem", "blocks.0"]}, "c4": {"slice": [1, 16]}, "c5": {"slice": [16, 32]}},
+        "device": "meta",
+    }
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build(spec)
+    assert str(caught.value) == (
+        "backbone.stages.c3: its maps grow by 13 rows for 96 more input rows (224x288 and 320x416): a stride of about "
+        "7, not a power of two (stride 8 would grow them by 12); featx measures strides as powers of two, which name "
+        "and size the levels (p2 = stride 4 ... p5 = stride 32)"
+    )

@@ -218,7 +218,7 @@ def _reference_simple_pyramid(top: torch.Tensor, neck: torch.nn.Module, factors)
     "name, overrides, factors",
     [
         ("vit_b_32_fpn", ["fpn.out_channels=32"], (8, 4, 2, 1)),
-        ("resnet18_fpn", ["fpn.style=simple", "fpn.out_channels=32", "out_features=[c3,c5]"], (8, 4, 2, 1)),
+        ("resnet18_fpn", ["fpn.style=simple", "fpn.out_channels=32", "out_features=[c5]"], (8, 4, 2, 1)),
         ("resnet18_fpn", ["fpn.style=simple", "fpn.out_channels=32", "out_features=[c4]"], (4, 2, 1, 0.5)),
     ],
 )

@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> None:
     weights = (spec.weights or "random init") + ("" if cfg.run else " (not loaded: run=false)")
     title = (
         f"featx backbone={choice or spec.model} ({spec.model}) | weights: {weights} | norm: {spec.norm} | "
-        f"frozen stages: {spec.frozen_stages}"
+        f"frozen stages: {spec.frozen_stages}" + (f" | reinit: {', '.join(spec.reinit)}" if spec.reinit else "")
     )
     try:
         report = measure(backbone, cfg.input.batch_size, cfg.input.height, cfg.input.width, build_seconds, title)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ class Row:
     shape: Tuple[int, ...]
     params: int
     trainable: int
-    output: bool
+    output: Optional[str]  # the output's key where the row is a returned output, else None
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _neck_rows(backbone: Backbone, output_shapes: Dict[str, Tuple[int, ...]]) ->
     for info, (covers, modules) in zip(backbone.feature_info, parts, strict=True):
         params, trainable = _count(*modules)
         rows.append(
-            Row(info.name, covers, info.channels, info.stride, output_shapes[info.name], params, trainable, True)
+            Row(info.name, covers, info.channels, info.stride, output_shapes[info.name], params, trainable, info.name)
         )
     return rows
 
@@ -102,11 +102,14 @@ def measure(backbone: Backbone, batch_size: int, height: int, width: int, build_
     if backbone.spec.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     stage_shapes, output_shapes, forward_seconds = _stage_shapes(backbone, batch)
-    returned = set(backbone.spec.returned_stages)
+    returned = [info.name for info in backbone.stage_info if info.name in set(backbone.spec.returned_stages)]
+    # without a neck the returned stages are the outputs, under their output names ('0', '1', ... as torchvision's)
+    keys = (
+        {} if backbone.neck is not None else dict(zip(returned, (i.name for i in backbone.feature_info), strict=True))
+    )
     rows = []
     for info in backbone.stage_info:
         params, trainable = _count(backbone.stages[info.name])
-        is_output = backbone.neck is None and info.name in returned
         rows.append(
             Row(
                 info.name,
@@ -116,7 +119,7 @@ def measure(backbone: Backbone, batch_size: int, height: int, width: int, build_
                 stage_shapes[info.name],
                 params,
                 trainable,
-                is_output,
+                keys.get(info.name),
             )
         )
     if backbone.neck is not None:
@@ -148,7 +151,7 @@ def format_report(report: Report) -> str:
         )
         lines.append(
             (
-                "*" if row.output else "",
+                "" if row.output is None else "*" if row.output == row.name else f"* as {row.output}",
                 row.name,
                 _short_covers(row.covers),
                 str(row.channels),
@@ -175,6 +178,6 @@ def format_report(report: Report) -> str:
     )
     footer = (
         f"device {report.device} | input {'x'.join(map(str, report.input_shape))} | "
-        f"build {report.build_seconds:.2f} s | {forward} | * = returned output"
+        f"build {report.build_seconds:.2f} s | {forward} | * = returned output (as: under that key)"
     )
     return "\n".join([report.title, *body, footer])

@@ -31,6 +31,7 @@ from featx.construct.probe import (
     input_channels,
     meta_input,
     shape_only_layers,
+    spatial_dims,
     stride_of,
 )
 from featx.construct.token_layout import TokenLayout, resolve_tokens
@@ -177,7 +178,28 @@ def _measure(
             )
     first = shapes[0]
     stride = patch if patch is not None else stride_of(first, layout, sizes[0])
+    if patch is None and len(sizes) > 1:
+        _check_growth(stage.name, shapes, sizes, layout, stride)
     return StageInfo(stage.name, channels_of(first, layout), stride, stage.paths, stage.covers)
+
+
+def _check_growth(name: str, shapes: Sequence[Shape], sizes: Sequence[Size], layout: str, stride: int) -> None:
+    """SpecError unless the stage's maps grow with the input as its power-of-two ``stride`` says (within one row or
+    column: rounding and borders). A stride that is no power of two (ConvMixer's 7-pixel patches) would otherwise be
+    read as the nearest one, and the levels named and sized by it."""
+    _, height, width = spatial_dims(layout)
+    for axis, (dim, unit) in enumerate(((height, "rows"), (width, "columns"))):
+        more = sizes[-1][axis] - sizes[0][axis]
+        grown = shapes[-1][dim] - shapes[0][dim]
+        if abs(grown - more / stride) >= 1:
+            measured = f"about {round(more / grown)}" if grown else "no stride at all"
+            raise SpecError(
+                key_path("stages", name),
+                f"its maps grow by {grown} {unit} for {more} more input {unit} ({sizes[0][0]}x{sizes[0][1]} and "
+                f"{sizes[-1][0]}x{sizes[-1][1]}): a stride of {measured}, not a power of two (stride {stride} would "
+                f"grow them by {more / stride:g}); featx measures strides as powers of two, which name and size the "
+                "levels (p2 = stride 4 ... p5 = stride 32)",
+            )
 
 
 def _probe(
@@ -264,6 +286,13 @@ def check_neck(spec: BackboneSpec, plan: BackbonePlan) -> None:
 
 
 def _check_fpn_levels(levels: Sequence[StageInfo], style: str, token_model: bool) -> None:
+    if style == "simple" and len(levels) > 1:  # the others would be computed, listed as returned, and dropped
+        raise SpecError(
+            key_path("fpn"),
+            f"style: simple builds every level from one stage's map, but {len(levels)} stages are returned "
+            f"({', '.join(level.name for level in levels)}); return only the one it uses "
+            f"(out_features: [{levels[-1].name}])",
+        )
     for level in levels if style == "fpn" else levels[-1:]:
         if level.stride & (level.stride - 1):
             stride = 1 << level.stride.bit_length()

@@ -15,7 +15,9 @@ from typing import Tuple
 
 @dataclass(frozen=True)
 class FeatureInfo:
-    """One output of a backbone: its name, channel count and stride (input size / output size)."""
+    """One output of a backbone: its name, channel count and stride, the input pixels one step of its map covers: a
+    power of two (or a token model's patch size, 14 for ViT-H/14); the input's size over the map's exactly where the
+    layers pad (where they do not, as AlexNet's, the map is a few pixels smaller)."""
 
     name: str
     channels: int

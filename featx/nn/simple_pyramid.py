@@ -63,7 +63,7 @@ def _out_channels(rescale: nn.Sequential, channels: int) -> int:
 
 
 class SimpleFeaturePyramid(nn.Module):
-    """The simple feature pyramid on the last of ``inputs`` (the deepest returned map); the others are ignored.
+    """The simple feature pyramid on the last of ``inputs`` (featx.build gives it one: the returned stage).
 
     ``inputs`` describe the backbone's returned maps in order (their names are the keys the neck is fed);
     ``spec.out_channels`` is every level's width.

@@ -61,7 +61,7 @@ class TokenSpec:
 @dataclass
 class FpnSpec:
     """The optional neck on top of the returned stages: torchvision's FPN (``style: fpn``) or ViTDet's simple
-    feature pyramid from the deepest returned map (``style: simple``)."""
+    feature pyramid from the one returned map (``style: simple``)."""
 
     out_channels: int = 256
     extra_blocks: Optional[str] = None
