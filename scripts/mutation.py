@@ -805,6 +805,12 @@ MUTANTS: List[Mutant] = [
         "    if False:",
         "a simple pyramid over several returned stages (all but the last computed and dropped)",
     ),
+    Mutant(
+        "tasks/export.py",
+        "        with torch.no_grad(), _float32_without_tf32():\n",
+        "        with torch.no_grad():\n",
+        "the export check compares under the user's TF32 settings",
+    ),
 ]
 
 

@@ -178,6 +178,18 @@ def test_export_of_a_cuda_backbone_reloads_and_matches_eager(tmp_path, fmt):
         assert_close(actual[name], expected[name], **TOLERANCE, msg=name)
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_with_tf32_on_is_checked_in_float32(tmp_path, fmt):
+    """cuDNN's TF32 convolutions (on by default) round far above export's tolerance: the check compares in float32,
+    so a correct export of a CUDA backbone is written, and the user's TF32 settings are put back."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    backbone = featx.build("resnet18_fpn", overrides=["device=cuda"]).eval()
+    torch.backends.cudnn.allow_tf32 = True  # the autouse fixture restores its own setting afterwards
+    result = export_backbone(backbone, tmp_path / f"bb{FORMATS[fmt]}", fmt, example_size=(64, 64))
+    assert result.max_abs_diff < 1e-3 and torch.backends.cudnn.allow_tf32
+
+
 def test_checkpoint_saved_on_cuda_loads_on_cpu_with_equal_outputs(tmp_path):
     torch.manual_seed(0)
     backbone = featx.build("resnet18_fpn", overrides=["device=cuda"]).eval()

@@ -284,3 +284,36 @@ def test_a_dynamic_export_that_keeps_its_example_size_is_refused(tmp_path, fmt, 
     assert list(tmp_path.iterdir()) == []
     fixed = export_backbone(backbone, tmp_path / f"b{FORMATS[fmt]}", fmt, (32, 32), dynamic=False)
     assert fixed.max_abs_diff < 1e-5  # onnxruntime's convolution rounds differently from torch's
+
+
+class _RecordsPrecision(torch.nn.Module):
+    """Records the float32 settings each eager forward runs with (not the traces)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list = []
+
+    def forward(self, x):
+        if not (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+            self.seen.append((torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()))
+        return x
+
+
+def test_the_check_compares_in_float32_and_leaves_the_users_tf32_settings(tmp_path):
+    """On Ampere and later, cuDNN convolutions default to TF32, whose rounding is far above the tolerance: eager
+    on CUDA against an ONNX file run on the CPU would refuse a correct export. The check turns TF32 off and puts
+    back whatever the user had."""
+    recorder = _RecordsPrecision()
+    backbone = _hand_made(recorder)
+    saved = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    try:
+        export_backbone(backbone, tmp_path / "b.pt", "torchscript", (32, 32))
+        # torch.jit.trace's own check reruns eager under the user's settings; then the check's two runs
+        assert recorder.seen[-2:] == [(False, "highest"), (False, "highest")]  # the traced size and another
+        assert recorder.seen.count((False, "highest")) == 2
+        assert (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()) == (True, "high")
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved[0]
+        torch.set_float32_matmul_precision(saved[1])

@@ -9,11 +9,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -137,6 +138,21 @@ def _tolerance(outputs: Dict[str, Tensor]) -> float:
     return max(1e-4, 16 * torch.finfo(dtype).eps) * (1 + scale)
 
 
+@contextlib.contextmanager
+def _float32_without_tf32() -> Iterator[None]:
+    """TF32 off for cuDNN convolutions and CUDA matmuls inside the block, as they were after it: the check compares
+    float32 with float32 (an ONNX file runs on the CPU, which has no TF32, and TF32's rounding is far above the
+    tolerance)."""
+    convolutions, matmuls = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = convolutions
+        torch.set_float32_matmul_precision(matmuls)
+
+
 def _check_against_eager(
     backbone: Backbone, run_loaded: RunLoaded, example: Tensor, format: str, dynamic: bool
 ) -> float:
@@ -147,7 +163,7 @@ def _check_against_eager(
         inputs.append(_other_size(backbone, example))
     worst = 0.0
     for x in inputs:
-        with torch.no_grad():
+        with torch.no_grad(), _float32_without_tf32():
             expected = backbone(x)
             try:
                 difference = _max_abs_diff(expected, run_loaded(x))
