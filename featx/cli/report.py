@@ -102,7 +102,7 @@ def measure(backbone: Backbone, batch_size: int, height: int, width: int, build_
     if backbone.spec.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     stage_shapes, output_shapes, forward_seconds = _stage_shapes(backbone, batch)
-    returned = [info.name for info in backbone.stage_info if info.name in set(backbone.spec.returned_stages)]
+    returned = [name for name in backbone.stages if name in backbone.spec.returned_stages]
     # without a neck the returned stages are the outputs, under their output names ('0', '1', ... as torchvision's)
     keys = (
         {} if backbone.neck is not None else dict(zip(returned, (i.name for i in backbone.feature_info), strict=True))

@@ -165,13 +165,14 @@ def _check_against_eager(
     for x in inputs:
         with torch.no_grad(), _float32_without_tf32():
             expected = backbone(x)
+            tolerance = _tolerance(expected)
             try:
                 difference = _max_abs_diff(expected, run_loaded(x))
             except Exception as error:  # noqa: BLE001 - any runtime's failure to run the file is the finding
                 difference, failure = float("inf"), f"fails ({type(error).__name__}: {first_line(error)})"
             else:
-                failure = f"differs from eager by {difference:.3g} (tolerance {_tolerance(expected):.3g})"
-        if not difference <= _tolerance(expected):
+                failure = f"differs from eager by {difference:.3g} (tolerance {tolerance:.3g})"
+        if not difference <= tolerance:
             size = tuple(x.shape[-2:])
             if x is inputs[0]:
                 raise ArgumentError(
