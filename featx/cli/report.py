@@ -28,6 +28,7 @@ class Row:
     params: int
     trainable: int
     output: Optional[str]  # the output's key where the row is a returned output, else None
+    holds: str = ""  # parameters the row's stage holds beyond the modules it covers (a token model's embed stage)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,15 @@ def _neck_rows(backbone: Backbone, output_shapes: Dict[str, Tuple[int, ...]]) ->
     return rows
 
 
+def _token_parameters_held(backbone: Backbone, paths: Tuple[str, ...]) -> str:
+    """The prefix tokens and position embedding held (and counted) by the stage with these ``paths`` when it holds a
+    token model's embedding, e.g. ``class_token, encoder.pos_embedding``; else ``""``."""
+    tokens = backbone.spec.tokens
+    if tokens is None or not any(tokens.embed == path or tokens.embed.startswith(path + ".") for path in paths):
+        return ""
+    return ", ".join([*tokens.prefix, *([tokens.position] if tokens.position is not None else [])])
+
+
 def measure(backbone: Backbone, batch_size: int, height: int, width: int, build_seconds: float, title: str) -> Report:
     """Run a random batch through ``backbone`` and collect the table's rows."""
     device = next(backbone.parameters()).device
@@ -120,6 +130,7 @@ def measure(backbone: Backbone, batch_size: int, height: int, width: int, build_
                 params,
                 trainable,
                 keys.get(info.name),
+                _token_parameters_held(backbone, info.paths),
             )
         )
     if backbone.neck is not None:
@@ -153,7 +164,7 @@ def format_report(report: Report) -> str:
             (
                 "" if row.output is None else "*" if row.output == row.name else f"* as {row.output}",
                 row.name,
-                _short_covers(row.covers),
+                _short_covers(row.covers) + (f" + {row.holds}" if row.holds else ""),
                 str(row.channels),
                 str(row.stride),
                 "x".join(map(str, row.shape)),
