@@ -126,3 +126,51 @@ def test_a_hand_made_neck_must_name_an_input_for_every_returned_stage():
     named.input_names = ["a", "b"]
     backbone = Backbone(stages, info, spec, named).eval()
     assert backbone(torch.randn(1, 3, 16, 16))["fused"].shape == (1, 8, 4, 4)
+
+
+def _described(backbone, x):
+    """(name, channels, stride) of each output as the forward computes it."""
+    return [(name, t.shape[1], x.shape[-1] // t.shape[-1]) for name, t in backbone(x).items()]
+
+
+def test_assigning_the_neck_re_describes_the_outputs():
+    """bb.neck = None (or another neck) changed what the forward returns while feature_info and out_channels still
+    described the FPN's levels."""
+    from featx.nn.feature_info import FeatureInfo
+
+    backbone = featx.build("resnet18_fpn", overrides=["device=cpu", "fpn.out_channels=32"]).eval()
+    x = torch.randn(1, 3, 64, 64)
+    backbone.neck = None
+    assert [(i.name, i.channels, i.stride) for i in backbone.feature_info] == _described(backbone, x)
+    assert [(i.name, i.channels, i.stride) for i in backbone.feature_info] == [
+        ("c2", 64, 4),
+        ("c3", 128, 8),
+        ("c4", 256, 16),
+        ("c5", 512, 32),
+    ]
+    assert backbone.out_channels is None
+
+    class Deepest(torch.nn.Module):
+        input_names = ["c2", "c3", "c4", "c5"]
+        feature_info = [FeatureInfo("top", 512, 32)]
+
+        def forward(self, features):
+            return {"top": features["c5"]}
+
+    backbone.neck = Deepest()
+    assert (
+        [(i.name, i.channels, i.stride) for i in backbone.feature_info] == _described(backbone, x) == [("top", 512, 32)]
+    )
+    assert backbone.out_channels == 512
+
+
+def test_a_neck_that_does_not_fit_is_refused_and_the_old_one_kept():
+    backbone = featx.build("resnet18_fpn", overrides=["device=cpu", "fpn.out_channels=32"])
+    fpn = backbone.neck
+    with pytest.raises(featx.ArgumentError) as caught:
+        backbone.neck = torch.nn.Identity()
+    assert str(caught.value) == "Backbone.neck: the neck Identity has no feature_info describing its outputs"
+    with pytest.raises(featx.ArgumentError) as caught:
+        backbone.neck = "fpn"
+    assert str(caught.value) == "Backbone.neck: the neck must be a torch.nn.Module or None, got str"
+    assert backbone.neck is fpn and [i.name for i in backbone.feature_info] == ["p2", "p3", "p4", "p5"]

@@ -28,12 +28,14 @@ from featx.spec.keys import suggest
 from featx.spec.schema import BackboneSpec
 
 
-def output_info(returned: Sequence[StageInfo], output_names: str, neck: Optional[nn.Module]) -> List[FeatureInfo]:
+def output_info(
+    returned: Sequence[StageInfo], output_names: str, neck: Optional[nn.Module], caller: str = "Backbone()"
+) -> List[FeatureInfo]:
     """The outputs of a backbone returning the stages ``returned`` through ``neck`` (or none), named as
     ``output_names`` says: the neck's own ``feature_info``, else the stages' outputs."""
     neck_info = getattr(neck, "feature_info", None)
     if neck is not None and neck_info is None:
-        raise ArgumentError(f"Backbone(): the neck {type(neck).__name__} has no feature_info describing its outputs")
+        raise ArgumentError(f"{caller}: the neck {type(neck).__name__} has no feature_info describing its outputs")
     if neck_info is not None:
         return list(neck_info)
     if output_names == "torchvision":  # '0', '1', ... as torchvision's detection backbones name them
@@ -65,28 +67,47 @@ class Backbone(nn.Module):
                 f"Backbone(): stage_info names {[info.name for info in stage_info]} but stages are {list(stages)}"
             )
         self.stages = nn.ModuleDict({name: apply_norm_policy(stage, spec.norm) for name, stage in stages.items()})
-        self.neck = neck
         self.spec = spec
         self.stage_info: Tuple[StageInfo, ...] = tuple(stage_info)
         self.in_channels = in_channels
         self._frozen: Set[str] = set()
-        returned = [info for info in self.stage_info if info.name in set(spec.returned_stages)]
-        self.feature_info: List[FeatureInfo] = output_info(returned, spec.output_names, neck)
-        # returned stage -> the key of its map (the neck's input names, or the output names without a neck)
-        input_names = getattr(neck, "input_names", None)
-        keys = list(input_names) if input_names is not None else [info.name for info in self.feature_info]
-        if len(keys) < len(returned) or (input_names is not None and len(keys) != len(returned)):
-            raise ArgumentError(
-                f"Backbone(): {len(returned)} returned stages ({', '.join(r.name for r in returned)}) but the neck "
-                f"names {len(keys)} inputs ({', '.join(keys)}); give the neck input_names, one per returned stage"
-            )
-        self._output_names: Dict[str, str] = dict(zip([r.name for r in returned], keys[: len(returned)], strict=True))
+        self.feature_info: List[FeatureInfo] = []
+        self._output_names: Dict[str, str] = {}  # returned stage -> the key of its map (the neck's input or output)
+        self.neck = neck  # sets feature_info and _output_names (see __setattr__)
         self._nhwc = spec.layout == "nhwc"
         # a token model's stages return token sequences laid out on the grid of this patch stride
         self._patch: Optional[int] = self.stage_info[0].stride if spec.tokens is not None else None
         self._input_size = tuple(spec.input_size) if spec.input_size is not None else None
         if spec.frozen_stages:
             self.freeze(*tuple(self.stages)[: spec.frozen_stages])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assigning ``neck`` (a module or ``None``) also re-describes the outputs: ``feature_info`` and the keys
+        the returned stages' maps get follow the new neck, or the stages themselves without one."""
+        if name == "neck" and "stage_info" in self.__dict__:
+            again = "neck" in self._modules or "neck" in self.__dict__  # else __init__ assigns it
+            caller = "Backbone.neck" if again else "Backbone()"
+            feature_info, output_names = self._outputs_through(value, caller)
+            super().__setattr__(name, value)
+            self.feature_info, self._output_names = feature_info, output_names
+            return
+        super().__setattr__(name, value)
+
+    def _outputs_through(self, neck: Optional[nn.Module], caller: str) -> Tuple[List[FeatureInfo], Dict[str, str]]:
+        """(``feature_info``, returned stage -> the key of its map) for the outputs through ``neck`` (or none): the
+        neck's input names as keys, or the output names without a neck."""
+        if neck is not None and not isinstance(neck, nn.Module):
+            raise ArgumentError(f"{caller}: the neck must be a torch.nn.Module or None, got {type(neck).__name__}")
+        returned = [info for info in self.stage_info if info.name in set(self.spec.returned_stages)]
+        feature_info = output_info(returned, self.spec.output_names, neck, caller)
+        input_names = getattr(neck, "input_names", None)
+        keys = list(input_names) if input_names is not None else [info.name for info in feature_info]
+        if len(keys) < len(returned) or (input_names is not None and len(keys) != len(returned)):
+            raise ArgumentError(
+                f"{caller}: {len(returned)} returned stages ({', '.join(r.name for r in returned)}) but the neck "
+                f"names {len(keys)} inputs ({', '.join(keys)}); give the neck input_names, one per returned stage"
+            )
+        return feature_info, dict(zip([r.name for r in returned], keys[: len(returned)], strict=True))
 
     @property
     def out_channels(self) -> Optional[int]:
