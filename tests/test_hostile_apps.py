@@ -79,8 +79,20 @@ CASES = [
     ("featx-extract", ["extract.size=(1"], r"^featx-extract: error: extract\.size=\(1: not an override"),
     ("featx", ["backbone=..\\..\\evil"], r"a config choice is a name inside the config roots"),
     ("featx", ["-m", "backbone=resnet18,../x"], r"^featx: error: backbone=\.\./x: a config choice is a name"),
+    ("featx", ["-m", 'backbone=resnet18,"../x"'], r"^featx: error: backbone=\.\./x: a config choice is a name"),
     ("featx-export", ["backbone=../x", "export.path=a.pt"], r"^featx-export: error: backbone=\.\./x: a config choice"),
     ("featx-extract", ["backbone=/x", "extract.input=.", "extract.output=o"], r"^featx-extract: error: backbone=/x"),
+    # an interpolation Hydra would resolve after the check above (to a path outside the config roots)
+    (
+        "featx",
+        ["backbone=${oc.env:HOME}"],
+        r"^featx: error: backbone=\$\{oc\.env:HOME\}: a config choice is a name, not",
+    ),
+    (
+        "featx",
+        ["--config-dir", ".", "-m", "backbone=resnet18,${oc.env:HOME}"],
+        r"^featx: error: backbone=\$\{oc\.env:HOME\}: a config choice is a name, not an interpolation",
+    ),
     ("featx", ["backbone=null"], r"^featx: error: backbone=null: a backbone is chosen by its name"),
     ("featx", ["backbone=[resnet18,vgg16]"], r"^featx: error: backbone=\[resnet18,vgg16\]: a backbone is chosen by"),
     ("featx", ["backbone=resnt18"], r"backbone=resnt18: no such packaged backbone; did you mean resnet18"),
@@ -199,6 +211,29 @@ CASES = [
     ("featx", ["-m", "backbone.frozen_stages=0,true"], r"^featx: error: backbone\.frozen_stages: Value 'True'"),
     ("featx", ["-m", "run=range(0,3)"], r"^featx: error: run: must be true or false, got 0$"),
     ("featx", ["run=yes"], r"^featx: error: run: must be true or false, got 'yes'$"),
+    # sweeps Hydra would list in full before the first job (unbounded memory), counted without listing them
+    (
+        "featx",
+        ["-m", "backbone=range(1,100000000)"],
+        r"^featx: error: the sweep backbone=range\(1,100000000\) has more than 10,000 jobs \(99,999,999 or more\)",
+    ),
+    (
+        "featx",
+        ["-m", "input.height=shuffle(range(1,100000000))", "run=false"],
+        r"^featx: error: the sweep input\.height=shuffle\(range\(1,100000000\)\) has more than 10,000 jobs",
+    ),
+    (
+        "featx-extract",
+        [
+            "-m",
+            "extract.batch_size=range(1,1000)",
+            "extract.shard_size=range(1,1000)",
+            "extract.input=.",
+            "extract.output=o",
+        ],
+        r"^featx-extract: error: the sweep extract\.batch_size=range\(1,1000\) extract\.shard_size=range\(1,1000\) "
+        r"has more than 10,000 jobs \(998,001 or more\); sweep fewer values$",
+    ),
     ("featx-export", ["export.overwrite=1", "export.path=a.pt"], r"export\.overwrite: must be true or false, got 1$"),
     ("featx", ["--resolve"], r"^featx: error: --resolve shows a config resolved: use it with --cfg job"),
     ("featx", ["backbone=resnet18", "run=${oc.env:FEATX_NOT_SET,maybe}"], r"^featx: error: run: its interpolation"),

@@ -38,6 +38,7 @@ import functools
 import importlib.resources
 import itertools
 import logging
+import math
 import os
 import sys
 import typing
@@ -47,7 +48,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, OverrideType, QuotedString
+from hydra.core.override_parser.types import ChoiceSweep, Override, OverrideType, QuotedString, RangeSweep
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -83,6 +84,8 @@ FULL_ERROR = "HYDRA_FULL_ERROR"
 _CONTEXT_LINES = ("full_key:", "object_type=", "reference_type=")
 #: the values of a sweep checked before Hydra composes (a range may be long)
 MAX_CHECKED_VALUES = 1000
+#: the most jobs a sweep may have: Hydra lists every job before running the first
+MAX_SWEEP_JOBS = 10_000
 #: featx's own flag: keep other libraries' INFO messages
 VERBOSE_FLAGS = ("-v", "--verbose")
 _verbose: List[bool] = [False]
@@ -102,12 +105,41 @@ def _choice_values(override: Override) -> List[str]:
     if "." in override.key_or_group or override.is_delete():
         return []
     if override.is_sweep_override():
-        try:
-            return list(override.sweep_string_iterator())
+        try:  # the values as Hydra uses them: quotes and escapes removed
+            values = list(override.sweep_iterator())
         except (HydraException, ValueError, TypeError):
             return []
+        return [v.text if isinstance(v, QuotedString) else v for v in values if isinstance(v, (str, QuotedString))]
     value = override.value()
     return [value] if isinstance(value, str) else []
+
+
+def _sweep_length(override: Override) -> Optional[int]:
+    """How many values a ``choice`` or ``range`` sweep gives, counted without listing them; None for the others
+    (``glob`` lists config names; Hydra's sweeper refuses ``interval``)."""
+    value = override.value()
+    if isinstance(value, ChoiceSweep):
+        return len(value.list)
+    if isinstance(value, RangeSweep) and value.step and value.start is not None and value.stop is not None:
+        return max(0, math.ceil((value.stop - value.start) / value.step))
+    return None
+
+
+def check_sweep_size(app: str, overrides: Sequence[Tuple[str, Override]]) -> None:
+    """Refuse a sweep of more than :data:`MAX_SWEEP_JOBS` jobs before anything lists it (``range(1,100000000)``
+    would fill the memory while Hydra lists the jobs)."""
+    jobs = 1
+    for _, override in overrides:
+        length = _sweep_length(override) if override.is_sweep_override() else None
+        if length is not None:
+            jobs *= max(length, 1)
+            if jobs > MAX_SWEEP_JOBS:
+                sweeps = [a for a, o in overrides if o.is_sweep_override() and _sweep_length(o)]
+                fail(
+                    app,
+                    f"the sweep {' '.join(sweeps)} has more than {MAX_SWEEP_JOBS:,} jobs ({jobs:,} or more); "
+                    "sweep fewer values",
+                )
 
 
 def _escapes(choice: str) -> bool:
@@ -132,6 +164,12 @@ def check_choices(app: str, overrides: Sequence[Tuple[str, Override]], custom_ro
                     app, f"{argument}: a backbone is chosen by its name, e.g. backbone=resnet50 (featx-list lists them)"
                 )
         for choice in _choice_values(override):
+            if "${" in choice and (group == "backbone" or "/" in group):  # Hydra resolves it after this check
+                fail(
+                    app,
+                    f"{group}={choice}: a config choice is a name, not an interpolation; write the name "
+                    f"(e.g. {group}=resnet50)",
+                )
             if _escapes(choice):
                 fail(
                     app,
@@ -433,6 +471,7 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     _verbose[0] = any(flag in given for flag in VERBOSE_FLAGS)
     given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
     overrides = parsed_overrides(app, given)
+    check_sweep_size(app, overrides)
     check_choices(app, overrides, any(argument.lstrip("+").startswith(_SEARCH_PATH_FLAGS) for argument in given))
     check_plain_keys(app, overrides, schema)
     check_user_backbone_files(app, overrides, config_dirs(given, overrides))
