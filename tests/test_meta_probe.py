@@ -71,3 +71,21 @@ def test_the_layers_compute_again_after_the_block():
         pass
     assert "forward" not in vars(model[6])  # the per-instance shortcut is removed
     torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "layer", [nn.ReLU(), nn.ReLU(inplace=True), nn.Hardswish(inplace=True), nn.BatchNorm2d(3), nn.LayerNorm(5)]
+)
+def test_a_layer_changes_its_input_in_place_exactly_when_the_real_layer_does(layer):
+    """The planner tells a returned stage's output that a later stage changes in place by its version: a shape-only
+    layer must return a new tensor, or its input with the version bumped, as the real layer does."""
+    real_input = torch.randn(2, 3, 4, 5)
+    version = real_input._version
+    real = layer.eval()(real_input)
+    meta_layer = layer.to("meta")
+    meta_input = torch.empty(2, 3, 4, 5, device="meta")
+    meta_version = meta_input._version
+    with shape_only_layers(meta_layer), torch.no_grad():
+        meta = meta_layer(meta_input)
+    assert (meta is meta_input) == (real is real_input)
+    assert (meta_input._version != meta_version) == (real_input._version != version)

@@ -162,6 +162,23 @@ def test_a_miss_writes_an_entry_and_a_hit_uses_it(cache):
     assert all(torch.equal(a, b) for a, b in zip(first(x).values(), second(x).values(), strict=True))
 
 
+def test_a_cached_plan_keeps_the_stages_a_later_stage_changes_in_place(cache):
+    """A stage ending before ResNet's ReLU(inplace=True), which starts the next stage: a build from the cache must
+    return that stage's own map as a fresh plan does (the plan records the stage)."""
+    stages = {"stem": {"modules": ["conv1", "bn1"]}, "c2": {"modules": ["relu", "maxpool", "layer1"]}}
+    first = featx.build(resnet18_spec(stages=stages, norm="eval")).eval()
+    (path,) = _entries(cache)
+    assert json.loads(path.read_text())["plan"]["changed_later"] == ["stem"]
+    _edit(path, _marked)
+    second = featx.build(resnet18_spec(stages=stages, norm="eval")).eval()
+    assert _covers(second)[0] == "from the cache"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = second.stages["stem"](x)
+        assert second(x)["stem"].min() < 0 and torch.equal(second(x)["stem"], expected)
+        assert torch.equal(first(x)["stem"], expected)
+
+
 def test_only_the_planning_keys_pick_the_entry(cache):
     featx.build(resnet18_spec(stages=C2_C3))
     (path,) = _entries(cache)
@@ -201,6 +218,10 @@ def test_the_neck_is_checked_against_a_cached_plan(cache):
         pytest.param(lambda e: e["plan"].update(fixed_input_size=[224]), id="bad-size"),
         pytest.param(lambda e: e["plan"].update(tokens={"patch": 16}), id="tokens-on-a-cnn"),
         pytest.param(lambda e: e["plan"]["stages"][1].update(paths=["layer9"]), id="a-module-the-model-lacks"),
+        pytest.param(lambda e: e["plan"].update(changed_later=["c9"]), id="changed-later-names-no-stage"),
+        pytest.param(lambda e: e["plan"].update(changed_later=["c2", "c2"]), id="changed-later-twice"),
+        pytest.param(lambda e: e["plan"].update(changed_later=[["c2"]]), id="changed-later-not-names"),
+        pytest.param(lambda e: e["plan"].pop("changed_later"), id="changed-later-missing"),
     ],
 )
 def test_a_stale_or_malformed_entry_is_ignored_and_rewritten(cache, change):

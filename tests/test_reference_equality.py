@@ -73,3 +73,41 @@ def test_fpn_trainability_matches_the_spec_not_torchvision_defaults():
     frozen = {name for name, p in backbone.named_parameters() if not p.requires_grad}
     assert frozen and all(name.startswith(("stages.c2.", "stages.c3.")) for name in frozen)
     assert all(p.requires_grad for p in backbone.neck.parameters())
+
+
+def test_a_returned_stage_is_not_changed_by_a_later_stage_that_starts_in_place(tmp_path):
+    """A stage that ends before ResNet's ReLU(inplace=True), with the ReLU starting the next stage: the returned map
+    was the next stage's input, which that ReLU overwrote (every negative value 0), also for the FPN above it."""
+    torch.manual_seed(0)
+    reference = randomize_norm_statistics(torchvision.models.resnet18()).eval()
+    weights = save_state_dict(reference, tmp_path / "resnet18.pth")
+    stages = {"stem": {"modules": ["conv1", "bn1"]}, "c2": {"modules": ["relu", "maxpool", "layer1"]}}
+    spec = {"model": "resnet18", "weights": str(weights), "device": "cpu", "norm": "eval", "stages": stages}
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        stem = reference.bn1(reference.conv1(x))
+        c2 = reference.layer1(reference.maxpool(reference.relu(stem.clone())))
+        for fpn in (None, {"out_channels": 8}):
+            backbone = featx.build({**spec, "fpn": fpn}).eval()
+            if fpn is None:
+                outputs = backbone(x)
+                assert_close(outputs["stem"], stem, rtol=0, atol=0)
+                assert_close(outputs["c2"], c2, rtol=0, atol=0)
+            else:  # the FPN gets the same maps: its output equals the neck run on torchvision's (its inputs p1, p2)
+                assert_close(backbone(x)["p1"], backbone.neck({"p1": stem, "p2": c2})["p1"], rtol=0, atol=0)
+
+
+def test_vgg16_block5_before_its_relu_stays_so_with_a_stage_after_it(tmp_path):
+    """The design's VGG-16 block 5 ends on the last conv, before its ReLU(inplace=True); a sixth stage starting with
+    that ReLU overwrote block 5's map."""
+    torch.manual_seed(0)
+    reference = torchvision.models.vgg16().eval()
+    weights = save_state_dict(reference, tmp_path / "vgg16.pth")
+    backbone = featx.build(
+        "vgg16", overrides=[f"weights='{weights}'", "device=cpu", "+stages.c6={slice: [29, 31]}", "frozen_stages=0"]
+    ).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        outputs = backbone(x)
+        assert_close(outputs["c5"], reference.features[:29](x), rtol=0, atol=0)
+        assert_close(outputs["c6"], reference.features[:31](x), rtol=0, atol=0)

@@ -105,7 +105,9 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
         saved = checkpoint is not None and checkpoint.saved is not None
         model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
         neck = make_neck(spec, plan, meta=device.type == "meta" or saved)  # a saved file holds the neck's values
-        backbone = Backbone(plan.stage_containers(model), plan.stages, spec, neck, plan.in_channels)
+        backbone = Backbone(
+            plan.stage_containers(model), plan.stages, spec, neck, plan.in_channels, copied=plan.changed_later
+        )
         if checkpoint is not None and checkpoint.saved is not None:
             load_saved_backbone(backbone, spec, checkpoint)
         if spec.reinit:

@@ -15,7 +15,7 @@ import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -55,13 +55,16 @@ def evaluation_size(spec: BackboneSpec) -> Size:
 class BackbonePlan:
     """What ``build`` will make of a spec: the kept stages (up to the last returned one), the input channels, the
     kept layers' parameter count (BatchNorm's affine included, the neck not) and, for a token model, its token
-    layout. ``fixed_input_size`` is the one size a fixed-size model takes when the spec left ``input_size`` out."""
+    layout. ``fixed_input_size`` is the one size a fixed-size model takes when the spec left ``input_size`` out.
+    ``changed_later`` names the stages whose output a later stage changes in place (one that starts with
+    ``ReLU(inplace=True)``): the backbone returns a copy of such an output."""
 
     stages: Tuple[StageInfo, ...]
     in_channels: int
     parameters: int
     tokens: Optional[TokenLayout] = None
     fixed_input_size: Optional[Size] = None
+    changed_later: Tuple[str, ...] = ()
 
     def built_spec(self, spec: BackboneSpec) -> BackboneSpec:
         """``spec`` as built: a fixed-size model's ``input_size`` filled in."""
@@ -93,18 +96,28 @@ def _containers(
     return stage_containers(model, members, tokens.embedding, tokens.spec.embed)
 
 
+class _StageRun(NamedTuple):
+    """The stages run once on a meta input: each one's output shape (a token model's tokens as the map they become),
+    and the stages whose output a later stage changed in place (one that starts with ``ReLU(inplace=True)``)."""
+
+    shapes: List[Shape]
+    changed_later: Tuple[str, ...]
+
+
 def _stage_shapes(
     containers: Mapping[str, nn.Module],
     members: Sequence[StageMembers],
     in_channels: int,
     size: Size,
     tokens: Optional[TokenLayout],
-) -> List[Shape]:
-    """Each stage's output shape for a meta input of ``size``, as the stages produce it (a token model's tokens as
-    the map they become)."""
+) -> _StageRun:
+    """The stages run in turn on a meta input of ``size`` (see :class:`_StageRun`)."""
     shapes = []
-    x = meta_input(size, in_channels)
-    with torch.no_grad():
+    outputs: List[Tuple[str, torch.Tensor, int]] = []  # each stage's output and its version when the stage returned
+    # inference_mode off: a build inside ``torch.inference_mode()`` sees in-place changes too (tensors keep versions)
+    with torch.inference_mode(False):
+        x = meta_input(size, in_channels)
+    with torch.inference_mode(False), torch.no_grad():
         for stage in members:
             try:
                 x = containers[stage.name](x)
@@ -123,12 +136,13 @@ def _stage_shapes(
                 ) from None
             if tokens is not None:
                 shapes.append(_token_map_shape(stage, x, tokens, size))
-                continue
-            if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            elif not isinstance(x, torch.Tensor) or x.dim() != 4:
                 shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                 raise SpecError(key_path("stages", stage.name), f"output is not a 4-D feature map (got {shape})")
-            shapes.append(tuple(x.shape))
-    return shapes
+            else:
+                shapes.append(tuple(x.shape))
+            outputs.append((stage.name, x, x._version))
+    return _StageRun(shapes, tuple(name for name, output, version in outputs if output._version != version))
 
 
 def _token_map_shape(stage: StageMembers, x: object, tokens: TokenLayout, size: Size) -> Shape:
@@ -208,9 +222,10 @@ def _probe(
     members: Sequence[StageMembers],
     in_channels: int,
     tokens: Optional[TokenLayout],
-) -> Tuple[Tuple[Size, ...], List[List[Shape]], bool]:
-    """The probe sizes and each stage's output shape at each; and whether the model turned out to take one size
-    only (it fails at the general probe sizes but runs at its weights' crop size, as MaxViT does).
+) -> Tuple[Tuple[Size, ...], List[List[Shape]], bool, Tuple[str, ...]]:
+    """The probe sizes and each stage's output shape at each; whether the model turned out to take one size
+    only (it fails at the general probe sizes but runs at its weights' crop size, as MaxViT does); and the stages
+    whose output a later stage changes in place (at any of those sizes).
 
     A model that takes any size is measured at :data:`PROBE_SIZES` even when the spec sets ``input_size``: at one
     small or odd size its maps collapse (ResNet's at 33x33: 9, 5, 3, 2) and the strides cannot be read from them.
@@ -218,18 +233,21 @@ def _probe(
     """
     declared = None if spec.input_size is None else (spec.input_size[0], spec.input_size[1])
     try:
-        shapes = [_stage_shapes(containers, members, in_channels, size, tokens) for size in PROBE_SIZES]
+        runs = [_stage_shapes(containers, members, in_channels, size, tokens) for size in PROBE_SIZES]
     except SpecError:
         fixed = declared or (tokens.stage_size if tokens is not None else evaluation_size(spec))
         try:
-            return (fixed,), [_stage_shapes(containers, members, in_channels, fixed, tokens)], declared is None
+            run = _stage_shapes(containers, members, in_channels, fixed, tokens)
+            return (fixed,), [run.shapes], declared is None, run.changed_later
         except SpecError:
             if declared is not None:
                 raise  # the error at the size the spec declares
         raise
     if declared is not None:
-        _stage_shapes(containers, members, in_channels, declared, tokens)
-    return PROBE_SIZES, shapes, False
+        runs.append(_stage_shapes(containers, members, in_channels, declared, tokens))
+    changed = {name for run in runs for name in run.changed_later}
+    shapes = [run.shapes for run in runs[: len(PROBE_SIZES)]]
+    return PROBE_SIZES, shapes, False, tuple(stage.name for stage in members if stage.name in changed)
 
 
 def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
@@ -261,13 +279,13 @@ def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
         chained=tokens is None,
     )
     with shape_only_layers(meta_model):
-        sizes, per_size, fixed_size = _probe(spec, containers, members, in_channels, tokens)
+        sizes, per_size, fixed_size, changed_later = _probe(spec, containers, members, in_channels, tokens)
     patch = tokens.patch if tokens is not None else None
     infos = tuple(
         _measure(stage, shapes, sizes, spec.layout, patch) for stage, *shapes in zip(members, *per_size, strict=True)
     )
     parameters = _parameter_count(meta_model, [path for info in infos for path in info.paths], tokens)
-    return BackbonePlan(infos, in_channels, parameters, tokens, sizes[0] if fixed_size else None)
+    return BackbonePlan(infos, in_channels, parameters, tokens, sizes[0] if fixed_size else None, changed_later)
 
 
 def _parameter_count(model: nn.Module, paths: Sequence[str], tokens: Optional[TokenLayout]) -> int:

@@ -49,7 +49,7 @@ PLAN_KEYS = ("model", "source", "stages", "out_features", "input_size", "layout"
 DIR_VARIABLE = "FEATX_CACHE_DIR"
 DISABLE_VARIABLE = "FEATX_NO_CACHE"
 #: the form of an entry; a change of form makes every older entry stale
-ENTRY_FORMAT = 2
+ENTRY_FORMAT = 3
 #: an entry's fields, and no others
 ENTRY_FIELDS = ("format", "inputs", "versions", "structure", "plan", "checksum")
 #: the largest entry read (plans of the largest models are tens of kilobytes)

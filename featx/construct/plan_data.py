@@ -30,6 +30,7 @@ def plan_to_data(plan: BackbonePlan) -> Dict[str, Any]:
         "in_channels": plan.in_channels,
         "parameters": plan.parameters,
         "fixed_input_size": list(plan.fixed_input_size) if plan.fixed_input_size is not None else None,
+        "changed_later": list(plan.changed_later),
         "tokens": None
         if tokens is None
         else {
@@ -73,7 +74,7 @@ def _stage(value: object) -> StageInfo:
 def plan_from_data(value: object, spec: BackboneSpec) -> BackbonePlan:
     """The plan ``value`` holds for ``spec``; ValueError unless it has exactly the form :func:`plan_to_data` writes
     and the stages ``spec`` keeps."""
-    data = _fields(value, ["stages", "in_channels", "parameters", "fixed_input_size", "tokens"])
+    data = _fields(value, ["stages", "in_channels", "parameters", "fixed_input_size", "changed_later", "tokens"])
     if type(data["stages"]) is not list:
         raise ValueError("stages must be a list")
     stages = tuple(_stage(stage) for stage in data["stages"])
@@ -81,6 +82,12 @@ def plan_from_data(value: object, spec: BackboneSpec) -> BackbonePlan:
     if [stage.name for stage in stages] != names[: names.index(spec.returned_stages[-1]) + 1]:
         raise ValueError("the stages are not the ones the spec keeps")
     fixed = data["fixed_input_size"]
+    changed = data["changed_later"]
+    names = [stage.name for stage in stages]
+    if type(changed) is not list or not all(type(name) is str and name in names for name in changed):
+        raise ValueError("changed_later must list kept stages")
+    if changed != [name for name in names if name in changed]:
+        raise ValueError("changed_later must list kept stages once each, in stage order")
     tokens = None
     if (data["tokens"] is None) != (spec.tokens is None):
         raise ValueError("tokens do not match the spec")
@@ -104,4 +111,5 @@ def plan_from_data(value: object, spec: BackboneSpec) -> BackbonePlan:
         _count(data["parameters"], minimum=0),
         tokens,
         None if fixed is None else _pair(fixed),
+        tuple(changed),
     )

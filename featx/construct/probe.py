@@ -86,7 +86,7 @@ def _batch_norm_shape(layer: _BatchNorm) -> Callable[[Tensor], Tensor]:
         layer._check_input_dim(x)  # the layer's own dimension check (4-D for BatchNorm2d)
         if x.shape[1] != layer.num_features:
             raise RuntimeError(f"{type(layer).__name__}({layer.num_features}) got an input of shape {tuple(x.shape)}")
-        return x
+        return torch.empty_like(x)
 
     return forward
 
@@ -96,7 +96,7 @@ def _layer_norm_shape(layer: nn.LayerNorm) -> Callable[[Tensor], Tensor]:
         trailing = tuple(layer.normalized_shape)
         if tuple(x.shape[x.dim() - len(trailing) :]) != trailing:
             raise RuntimeError(f"LayerNorm({trailing}) got an input of shape {tuple(x.shape)}")
-        return x
+        return torch.empty_like(x)
 
     return forward
 
@@ -116,8 +116,19 @@ def _linear_shape(layer: nn.Linear) -> Callable[[Tensor], Tensor]:
 _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Dropout)
 
 
-def _same(x: Tensor) -> Tensor:
-    return x
+def _elementwise_shape(layer: nn.Module) -> Callable[[Tensor], Tensor]:
+    """A new tensor of the input's shape, as the layer gives; with ``inplace=True`` the input itself, counted as
+    changed (its version bumped), as the layer's own in-place kernel does (dropout counted changed in eval mode
+    too, where it leaves the input alone)."""
+
+    def forward(x: Tensor) -> Tensor:
+        if getattr(layer, "inplace", False):
+            if not x.is_inference():  # an inference tensor has no version
+                torch.autograd.graph.increment_version(x)
+            return x
+        return torch.empty_like(x)
+
+    return forward
 
 
 def _shape_only_forward(layer: nn.Module) -> Optional[Callable[[Tensor], Tensor]]:
@@ -128,15 +139,16 @@ def _shape_only_forward(layer: nn.Module) -> Optional[Callable[[Tensor], Tensor]
     if type(layer) is nn.Linear:
         return _linear_shape(layer)
     if type(layer) in _ELEMENTWISE:
-        return _same
+        return _elementwise_shape(layer)
     return None
 
 
 @contextlib.contextmanager
 def shape_only_layers(model: nn.Module) -> Iterator[None]:
-    """Inside the block, ``model``'s BatchNorm and LayerNorm layers only check and pass on their input's shape,
-    its Linear layers check the input's last dimension and return the output's shape, and its elementwise
-    activations and dropout layers pass on their input.
+    """Inside the block, ``model``'s BatchNorm and LayerNorm layers only check their input's shape and return a new
+    tensor of it, its Linear layers check the input's last dimension and return the output's shape, and its
+    elementwise activations and dropout layers return a new tensor of their input's shape (with ``inplace=True``:
+    their input, its version bumped as an in-place kernel bumps it).
 
     Meant for meta tensors: the outputs' shapes are right, their (absent) values are not normalised. Blocks may
     nest: an inner one leaves the layers an outer one patched as they are.

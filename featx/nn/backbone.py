@@ -50,7 +50,9 @@ class Backbone(nn.Module):
     ``stage_info`` describes each stage (:class:`StageInfo`, in stage order) and ``spec`` says the norm policy,
     frozen stages, layout and which stages are returned. The stages get ``spec.norm`` and the first
     ``spec.frozen_stages`` are frozen. ``forward(x)`` takes ``N×C×H×W`` and returns an ``OrderedDict`` of
-    ``N×C×h×w`` maps, shallow to deep, described by :attr:`feature_info`.
+    ``N×C×h×w`` maps, shallow to deep, described by :attr:`feature_info`. The outputs of the stages named in
+    ``copied`` are returned as copies: a later stage changes them in place (one that starts with
+    ``ReLU(inplace=True)``), as the plan found.
     """
 
     def __init__(
@@ -60,6 +62,8 @@ class Backbone(nn.Module):
         spec: BackboneSpec,
         neck: Optional[nn.Module] = None,
         in_channels: int = 3,
+        *,
+        copied: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if list(stages) != [info.name for info in stage_info]:
@@ -71,6 +75,7 @@ class Backbone(nn.Module):
         self.stage_info: Tuple[StageInfo, ...] = tuple(stage_info)
         self.in_channels = in_channels
         self._frozen: Set[str] = set()
+        self._copied = frozenset(copied)
         self.feature_info: List[FeatureInfo] = []
         self._output_names: Dict[str, str] = {}  # returned stage -> the key of its map (the neck's input or output)
         self.neck = neck  # sets feature_info and _output_names (see __setattr__)
@@ -258,7 +263,7 @@ class Backbone(nn.Module):
                 where = f"stage {name!r}"
                 x = stage(x)
                 if name in self._output_names:
-                    features[self._output_names[name]] = self._as_map(x, grid)
+                    features[self._output_names[name]] = self._as_map(x.clone() if name in self._copied else x, grid)
             where = "the neck"
             return self.neck(features) if self.neck is not None else features
         except (RuntimeError, ValueError) as error:
