@@ -66,6 +66,14 @@ BAD_INPUTS = [
     ("zero-height", lambda: _image(1, 3, 0, 32), r"empty batch of shape \(1, 3, 0, 32\)"),
     ("zero-by-zero", lambda: _image(2, 3, 0, 0), r"empty batch"),
     ("meta-tensor", lambda: torch.empty(1, 3, 32, 32, device="meta"), r"is on cpu, the input on meta"),
+    # layouts the layers cannot take: raw RuntimeErrors from inside torch (the nested one from featx's own check)
+    ("sparse", lambda: _image(1, 3, 32, 32).to_sparse(), r"takes a dense tensor .*got a torch.sparse_coo tensor"),
+    ("mkldnn", lambda: _image(1, 3, 32, 32).to_mkldnn(), r"got a torch._mkldnn tensor; convert it \(x.to_dense\(\)"),
+    (
+        "nested",
+        lambda: torch.nested.nested_tensor([_image(3, 32, 32), _image(3, 32, 40)], layout=torch.jagged),
+        r"got a nested tensor; convert it",
+    ),
 ]
 
 
@@ -135,6 +143,86 @@ def test_torch_compile_keeps_the_input_checks():
     vit = featx.build("vit_b_16", overrides=["device=cpu"]).eval()
     with pytest.raises(InputShapeError, match="multiples of its patch size 16, got 40x40"):
         torch.compile(vit, backend="eager")(_image(1, 3, 40, 40))
+
+
+def test_autocast_does_not_make_a_float64_input_acceptable(backbone):
+    """Autocast casts float32/16 and bfloat16 inputs, not float64: the check let it through under autocast and torch
+    failed inside the first convolution."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(RuntimeError, match="expected scalar type Double but found BFloat16"):
+            torchvision.models.resnet18().eval()(_image(1, 3, 32, 32, dtype=torch.float64))
+        with pytest.raises(InputShapeError) as caught:
+            backbone(_image(1, 3, 32, 32, dtype=torch.float64))
+    assert str(caught.value) == (
+        "featx backbone 'resnet18' computes in torch.float32, the input is torch.float64; convert it "
+        "(x.to(torch.float32)) (autocast does not cast torch.float64)"
+    )
+
+
+def test_a_torch_fx_trace_keeps_the_input_checks():
+    """torchvision's create_feature_extractor (torch.fx) skipped the checks: a ViT traced at 224x224 took a 40x40
+    input and returned the maps of its top-left 32x32 crop. The checks are now nodes of the traced graph."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    vit = featx.build("vit_b_16", overrides=["device=cpu"]).eval()
+    extractor = create_feature_extractor(vit, {"stages.blocks2": "blocks2"})
+    x = _image(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            extractor(x)["blocks2"],
+            vit.stages["blocks2"](vit.stages["blocks1"](vit.stages["embed"](x))),
+            rtol=0,
+            atol=0,
+        )
+        with pytest.raises(InputShapeError, match="multiples of its patch size 16, got 40x40"):
+            extractor(_image(1, 3, 40, 40))
+    traced = torch.fx.symbolic_trace(featx.build(resnet18_spec()).eval())
+    with pytest.raises(InputShapeError, match=r"expects a floating-point batch of shape \(N, 3, H, W\), got \(3, 32"):
+        traced(_image(3, 32, 32))
+
+
+def test_a_stage_that_fails_on_the_input_names_the_stage_and_the_input():
+    """timm's DLA-34 adds maps that differ by a row at sizes that are no multiple of 32: torch's RuntimeError
+    named neither the stage nor the input size."""
+    pytest.importorskip("timm")
+    backbone = featx.build(featx.propose("timm:dla34"), overrides=["device=cpu"]).eval()
+    with pytest.raises(InputShapeError) as caught:
+        backbone(_image(1, 3, 65, 47))
+    assert str(caught.value).startswith("featx backbone 'timm:dla34': stage 'c")
+    assert " failed on the 1x3x65x47 input (RuntimeError: The size of tensor a" in str(caught.value)
+    assert isinstance(caught.value.__cause__, RuntimeError)  # torch's own error, for debugging
+
+
+def test_running_out_of_memory_stays_torchs_error():
+    """What a batch-size search catches (torch.OutOfMemoryError) is not turned into an input error."""
+    from featx.nn.backbone import Backbone
+    from featx.nn.feature_info import StageInfo
+
+    class OutOfMemory(torch.nn.Module):
+        def forward(self, x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    spec = featx.BackboneSpec(model="custom", stages={"a": featx.StageSpec(modules=["a"])})
+    backbone = Backbone({"a": OutOfMemory()}, [StageInfo("a", 3, 1, ("a",), "a")], spec)
+    with pytest.raises(torch.OutOfMemoryError):
+        backbone(_image(1, 3, 8, 8))
+
+
+def test_norm_sync_in_a_process_group_off_the_gpu_names_the_key(tmp_path):
+    """SyncBatchNorm in training mode, in a process group, refuses CPU inputs with a ValueError from inside torch."""
+    import torch.distributed as dist
+
+    backbone = featx.build(resnet18_spec(norm="sync", frozen_stages=0)).train()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(featx.SpecError) as caught:
+            backbone(_image(2, 3, 32, 32))
+    finally:
+        dist.destroy_process_group()
+    assert str(caught.value) == (
+        "backbone.norm: sync: stage 'c2' synchronises its BatchNorm statistics across processes, which torch does on "
+        "CUDA devices only, and the input is on cpu; use norm: train, eval or frozen off the GPU"
+    )
 
 
 def test_a_fixed_size_model_refuses_other_sizes():

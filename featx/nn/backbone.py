@@ -19,12 +19,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 import torch
 from torch import Tensor, nn
 
-from featx.errors import ArgumentError, InputShapeError, first_line
+from featx.errors import ArgumentError, InputShapeError, SpecError, first_line
 from featx.nn.feature_info import FeatureInfo, StageInfo
 from featx.nn.freezing import apply_norm_policy, keep_eval_modes, norm_layers, set_stage_frozen
 from featx.nn.reinit import reinit_
 from featx.nn.tokens import tokens_to_map
-from featx.spec.keys import suggest
+from featx.spec.keys import key_path, suggest
 from featx.spec.schema import BackboneSpec
 
 
@@ -211,51 +211,38 @@ class Backbone(nn.Module):
                 groups.append({"name": "neck", "params": params, "lr": lr})
         return groups
 
-    def _check_input(self, x: Tensor) -> None:
-        """InputShapeError for what the stages cannot take faithfully: not a tensor, not ``N×C×H×W`` with the
-        first layer's channels, empty, another device, or another floating dtype outside autocast."""
-        if torch.compiler.is_exporting() or torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy):
-            return  # an exporter's stand-in inputs: the exported program checks nothing (torch.compile guards these)
-        model = self.spec.model
-        if not isinstance(x, Tensor):
-            raise InputShapeError(
-                f"featx backbone {model!r} takes a tensor (N, {self.in_channels}, H, W), got {type(x).__name__}"
-            )
-        if x.dim() != 4 or x.shape[1] != self.in_channels or not x.is_floating_point():
-            raise InputShapeError(
-                f"featx backbone {model!r} expects a floating-point batch of shape "
-                f"(N, {self.in_channels}, H, W), got {tuple(x.shape)} {x.dtype}"
-            )
-        if x.numel() == 0:
-            raise InputShapeError(f"featx backbone {model!r} got an empty batch of shape {tuple(x.shape)}")
-        if self._patch is not None and (x.shape[2] % self._patch or x.shape[3] % self._patch):
-            raise InputShapeError(
-                f"featx backbone {model!r} takes inputs whose sides are multiples of its patch size {self._patch}, "
-                f"got {x.shape[2]}x{x.shape[3]}"
-            )
-        if self._input_size is not None and tuple(x.shape[2:]) != self._input_size:
-            raise InputShapeError(
-                f"featx backbone {model!r} takes inputs of exactly "
-                f"{self._input_size[0]}x{self._input_size[1]} (its spec's input_size), got {x.shape[2]}x{x.shape[3]}"
-            )
+    def _check_input(self, x: Tensor) -> Tensor:
+        """``x``, or an InputShapeError for what the stages cannot take faithfully (see :func:`checked_batch`), on
+        another device, or of another floating dtype outside autocast. Under ``torch.fx`` tracing the shape checks
+        are recorded in the graph, which runs them on every input."""
+        if torch.compiler.is_exporting() or torch.jit.is_tracing():
+            return x  # an exporter's stand-in inputs: the exported program checks nothing (torch.compile guards these)
+        checked = checked_batch(x, self.spec.model, self.in_channels, self._patch, self._input_size)
+        if isinstance(x, torch.fx.Proxy):
+            return checked
         reference = next(itertools.chain(self.parameters(), self.buffers()), None)
         if reference is None:
-            return
+            return x
+        model = self.spec.model
         if x.device != reference.device:
             raise InputShapeError(
                 f"featx backbone {model!r} is on {reference.device}, the input on {x.device}; move one of them "
                 f"(x.to({str(reference.device)!r}))"
             )
-        if x.dtype != reference.dtype and not torch.is_autocast_enabled(x.device.type):
+        autocast = _autocast_on(x.device.type)
+        if x.dtype != reference.dtype and not (autocast and x.dtype in _AUTOCAST_CASTS):
             raise InputShapeError(
                 f"featx backbone {model!r} computes in {reference.dtype}, the input is {x.dtype}; convert it "
-                f"(x.to({reference.dtype})) or run under torch.autocast"
+                f"(x.to({reference.dtype}))"
+                + (f" (autocast does not cast {x.dtype})" if autocast else " or run under torch.autocast")
             )
+        return x
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
-        self._check_input(x)
+        x = self._check_input(x)
         features: "OrderedDict[str, Tensor]" = OrderedDict()
-        tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        tracing = torch.compiler.is_compiling() or torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy)
+        given = "x".join(map(str, x.shape)) if not tracing else ""
         grid = (x.shape[2] // self._patch, x.shape[3] // self._patch) if self._patch is not None else None
         where = ""
         try:
@@ -280,7 +267,19 @@ class Backbone(nn.Module):
                     f"value per channel ({first_line(error)}); give more than one image or a larger input, or use "
                     "norm: eval or frozen (or call .eval())"
                 ) from None
-            raise
+            if isinstance(error, ValueError) and _SYNC_NEEDS_GPU in str(error):
+                raise SpecError(
+                    key_path("norm"),
+                    f"sync: {where} synchronises its BatchNorm statistics across processes, which torch does on "
+                    f"CUDA devices only, and the input is on {x.device}; use norm: train, eval or frozen off the GPU",
+                ) from None
+            if isinstance(error, torch.OutOfMemoryError):
+                raise  # what a batch-size search catches
+            raise InputShapeError(
+                f"featx backbone {self.spec.model!r}: {where} failed on the {given} input "
+                f"({type(error).__name__}: {first_line(error)}); the model may take only some input sizes "
+                "(multiples of its largest stride) or inputs of another kind"
+            ) from error
 
     def _as_map(self, x: Tensor, grid: Optional[Tuple[int, int]]) -> Tensor:
         """A stage's output as ``N×C×h×w``: channels-last maps permuted, a token model's tokens laid out on ``grid``."""
@@ -289,8 +288,61 @@ class Backbone(nn.Module):
         return x.permute(0, 3, 1, 2) if self._nhwc else x
 
 
+#: the input dtypes autocast casts for the layers it runs in lower precision (float64 it leaves alone)
+_AUTOCAST_CASTS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (off for a device type autocast does not know, such as meta)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return False
+
+
+def checked_batch(
+    x: Tensor, model: str, in_channels: int, patch: Optional[int], input_size: Optional[Tuple[int, ...]]
+) -> Tensor:
+    """``x`` when the stages can take it faithfully, else an InputShapeError: a tensor ``N×C×H×W`` with the first
+    layer's channels, floating point, not empty, sides that are multiples of a token model's ``patch``, and the
+    spec's ``input_size`` where it sets one. Wrapped for ``torch.fx``: a traced backbone's graph calls it on every
+    input (a ViT traced at 224x224 would otherwise crop a 40x40 input to 32x32 without a word)."""
+    if not isinstance(x, Tensor):
+        raise InputShapeError(
+            f"featx backbone {model!r} takes a tensor (N, {in_channels}, H, W), got {type(x).__name__}"
+        )
+    if not isinstance(x, torch.fx.Proxy) and (x.is_nested or x.layout != torch.strided):
+        kind = "a nested tensor" if x.is_nested else f"a {x.layout} tensor"
+        raise InputShapeError(
+            f"featx backbone {model!r} takes a dense tensor (N, {in_channels}, H, W), got {kind}; convert it "
+            "(x.to_dense(), or torch.stack of a nested tensor's images)"
+        )
+    if x.dim() != 4 or x.shape[1] != in_channels or not x.is_floating_point():
+        raise InputShapeError(
+            f"featx backbone {model!r} expects a floating-point batch of shape "
+            f"(N, {in_channels}, H, W), got {tuple(x.shape)} {x.dtype}"
+        )
+    if x.numel() == 0:
+        raise InputShapeError(f"featx backbone {model!r} got an empty batch of shape {tuple(x.shape)}")
+    if patch is not None and (x.shape[2] % patch or x.shape[3] % patch):
+        raise InputShapeError(
+            f"featx backbone {model!r} takes inputs whose sides are multiples of its patch size {patch}, "
+            f"got {x.shape[2]}x{x.shape[3]}"
+        )
+    if input_size is not None and tuple(x.shape[2:]) != input_size:
+        raise InputShapeError(
+            f"featx backbone {model!r} takes inputs of exactly "
+            f"{input_size[0]}x{input_size[1]} (its spec's input_size), got {x.shape[2]}x{x.shape[3]}"
+        )
+    return x
+
+
+torch.fx.wrap("checked_batch")
+
 #: what torch says when a pooling or convolution window does not fit its (shrunken) input
 _TOO_SMALL = ("Output size is too small", "Kernel size can't be greater than actual input size")
+#: what SyncBatchNorm says in training mode, in a process group, about an input off the GPU
+_SYNC_NEEDS_GPU = "SyncBatchNorm expected input tensor to be on GPU"
 #: what torch's batch_norm says in training mode when a channel has one value (a batch of one 1x1 map)
 _ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
 

@@ -14,7 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -60,13 +60,17 @@ def _max_abs_diff(expected: Dict[str, Tensor], actual: List[Tensor]) -> float:
     )
 
 
-def _other_size(backbone: Backbone, example: Tensor) -> Tensor:
+def _random(shape: Sequence[int], like: Tensor, generator: torch.Generator) -> Tensor:
+    """A standard-normal input of ``shape`` on ``like``'s device and dtype, drawn from ``generator`` (on the CPU):
+    the user's global random state is left alone."""
+    return torch.randn(*shape, generator=generator).to(device=like.device, dtype=like.dtype)
+
+
+def _other_size(backbone: Backbone, example: Tensor, generator: torch.Generator) -> Tensor:
     """An input of another height and width than ``example`` (by the backbone's largest stride, one and two)."""
     stride = max(info.stride for info in backbone.feature_info)
     height, width = example.shape[-2:]
-    return torch.randn(
-        *example.shape[:-2], height + stride, width + 2 * stride, device=example.device, dtype=example.dtype
-    )
+    return _random((*example.shape[:-2], height + stride, width + 2 * stride), example, generator)
 
 
 def _write_torchscript(backbone: Backbone, example: Tensor, path: Path) -> RunLoaded:
@@ -154,13 +158,18 @@ def _float32_without_tf32() -> Iterator[None]:
 
 
 def _check_against_eager(
-    backbone: Backbone, run_loaded: RunLoaded, example: Tensor, format: str, dynamic: bool
+    backbone: Backbone,
+    run_loaded: RunLoaded,
+    example: Tensor,
+    format: str,
+    dynamic: bool,
+    generator: torch.Generator,
 ) -> float:
     """Run the written export on a fresh input of the example's shape and, when it is dynamic and the model takes
     any size, at another height and width; the largest difference from eager, or :class:`ArgumentError`."""
-    inputs = [torch.randn_like(example)]
+    inputs = [_random(example.shape, example, generator)]
     if dynamic and backbone.spec.input_size is None:
-        inputs.append(_other_size(backbone, example))
+        inputs.append(_other_size(backbone, example, generator))
     worst = 0.0
     for x in inputs:
         with torch.no_grad(), _float32_without_tf32():
@@ -228,14 +237,17 @@ def export_backbone(
         )
     # a batch of 1 would be specialised to a constant by torch.export, so dynamic exports trace with at least 2
     shape = (max(batch_size, 2 if dynamic else 1), backbone.in_channels, *example_size)
-    example = torch.randn(*shape, device=first.device, dtype=first.dtype)  # a half-precision backbone takes half
+    generator = torch.Generator().manual_seed(0)
+    example = _random(shape, first, generator)  # a half-precision backbone takes half
     backbone.eval()
     differences: List[Optional[float]] = []
 
     def write(partial: Path) -> None:
         run_loaded = _write(format, backbone, example, partial, dynamic)
         differences.append(
-            None if run_loaded is None else _check_against_eager(backbone, run_loaded, example, format, dynamic)
+            None
+            if run_loaded is None
+            else _check_against_eager(backbone, run_loaded, example, format, dynamic, generator)
         )
 
     target = write_atomically(
