@@ -595,3 +595,69 @@ def test_workers_with_a_temp_dir_too_long_for_a_socket_are_refused_instead_of_ha
     assert not (tmp_path / "out").exists()
     summary = extract(_spec(), _options(photos, tmp_path / "out", workers=0))  # no workers: no socket
     assert summary.images == 3
+
+
+def _images_per_shard(output: Path) -> List[int]:
+    from safetensors import safe_open
+
+    from featx.tasks.extract.store import METADATA_KEY, FeatureStore
+
+    counts = []
+    for shard in FeatureStore(output).shards():
+        with safe_open(str(shard), framework="pt") as handle:
+            counts.append(len(json.loads(handle.metadata()[METADATA_KEY])["images"]))
+    return counts
+
+
+def test_a_shard_holds_no_more_feature_bytes_than_the_bound(photos, tmp_path, monkeypatch):
+    """pooling: none keeps full maps: shard_size images of them were held before the first shard was written (VGG-16's
+    c1 at 224: 25 GB for the default 1024). A shard now holds at most MAX_SHARD_BYTES of features."""
+    from featx.tasks.extract import run
+
+    per_image = 128 * (SIZE // 8) ** 2 * 4  # c3 of the spec: 128 channels at stride 8, float32
+    monkeypatch.setattr(run, "MAX_SHARD_BYTES", 2 * per_image)
+    for index in range(3, 7):
+        _save_rgb(photos / f"p{index}.png", index)
+    extract(_spec(), _options(photos, tmp_path / "out", pooling="none", outputs=["c3"], shard_size=1024))
+    assert sorted(_images_per_shard(tmp_path / "out")) == [1, 2, 2, 2]
+    assert len(dict(featx.read_features(tmp_path / "out"))) == 7
+
+
+def test_running_out_of_memory_while_decoding_is_an_error_not_a_skipped_image(photos, tmp_path, monkeypatch):
+    """A MemoryError while decoding (a worker short of memory) was recorded as an 'unreadable image' with the file's
+    identity, so a rerun with memory to spare skipped every such image for good, and the run exited 0."""
+    from featx.tasks.extract import decode
+
+    decode_with_pillow = decode.decode_with_pillow
+
+    def short_of_memory(data, transform):
+        raise MemoryError()
+
+    monkeypatch.setattr(decode, "decode_with_pillow", short_of_memory)
+    with pytest.raises(FeatxError) as caught:
+        extract(_spec(), _options(photos, tmp_path / "out"))
+    assert str(caught.value) == (
+        "featx-extract: ran out of memory reading or decoding the images (with extract.workers=0, "
+        "extract.batch_size=2); lower them, or free memory; the shards written so far are kept and a rerun resumes"
+    )
+    monkeypatch.setattr(decode, "decode_with_pillow", decode_with_pillow)
+    summary = extract(_spec(), _options(photos, tmp_path / "out"))
+    assert (summary.images, summary.skipped) == (3, 0)
+
+
+def test_reading_an_image_takes_memory_for_its_size_not_for_the_largest_allowed(photos):
+    """A read of MAX_IMAGE_BYTES + 1 (1 GiB) reserved that much for every image: under a memory limit (ulimit -v, as
+    clusters set) every image was skipped as unreadable."""
+    code = f"""
+import resource
+from pathlib import Path
+from featx.tasks.extract.decode import read_image_file
+status = Path("/proc/self/status").read_text()
+used = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmSize:"))) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (used + (256 << 20), resource.RLIM_INFINITY))
+data, _ = read_image_file(Path({str(photos / "p0.png")!r}))
+print(len(data))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == (photos / "p0.png").stat().st_size

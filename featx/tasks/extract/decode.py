@@ -70,7 +70,7 @@ def read_image_file(path: Path) -> Tuple[bytes, Identity]:
     with os.fdopen(descriptor, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise SkippedImage(NOT_REGULAR)
-        data = handle.read(MAX_IMAGE_BYTES + 1)
+        data = handle.read(before[0] + 1)  # one byte more: a file that grew is seen (never MAX_IMAGE_BYTES at once)
     if file_identity(path) != before or len(data) != before[0]:
         raise SkippedImage("it changed while being read; a rerun extracts it")
     return data, before
@@ -130,6 +130,8 @@ class ImageFiles(Dataset):
         try:
             data, identity = read_image_file(self.paths[index])
             return index, decode_with_pillow(data, self.transform), "", identity
+        except MemoryError:
+            raise  # not the file's fault: the run stops, nothing is recorded for the file, and a rerun retries it
         except Exception as error:  # noqa: BLE001 - any decoder failure is a skipped image, never a crashed run
             return index, None, failure_reason(error), identity
 

@@ -142,6 +142,8 @@ class JpegFiles(ImageFiles):
                 raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
                 return index, RawJpeg(raw, orientation), "", identity, ""
             return index, decode_with_pillow(data, self.transform), "", identity, reason
+        except MemoryError:
+            raise  # not the file's fault: the run stops and a rerun retries it (as ImageFiles does)
         except Exception as error:  # noqa: BLE001 - any reader or decoder failure is a skipped image
             return index, None, failure_reason(error), identity, ""
 

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from featx.construct.builder import build
 from featx.construct.device import resolve_device
-from featx.errors import ArgumentError, InputShapeError
+from featx.errors import ArgumentError, FeatxError, InputShapeError
 from featx.models.published_weights import published_weights_file, published_weights_id
 from featx.models.weights_enums import is_weights_file
 from featx.nn.backbone import Backbone
@@ -72,6 +72,8 @@ class ExtractSummary:
 #: the most DataLoader workers, and images per shard
 MAX_WORKERS = 256
 MAX_SHARD_SIZE = 1_000_000
+#: the most feature bytes a shard holds (and a rank buffers before writing one), whatever ``shard_size`` says
+MAX_SHARD_BYTES = 512 << 20
 
 
 def check_options(options: ExtractOptions) -> None:
@@ -223,7 +225,8 @@ def _pool(features: Tensor, pooling: str) -> Tensor:
 
 
 class _ShardBuffer:
-    """Rows waiting to be written; every ``shard_size`` images become one shard of this rank."""
+    """Rows waiting to be written; every ``shard_size`` images become one shard of this rank, fewer where their
+    features would pass :data:`MAX_SHARD_BYTES` (full maps: ``pooling: none``)."""
 
     def __init__(self, store: FeatureStore, rank: int, shard_size: int) -> None:
         self.store, self.rank, self.shard_size = store, rank, shard_size
@@ -245,6 +248,9 @@ class _ShardBuffer:
         self.fallbacks.update(fallbacks)
         for name, rows in features.items():
             self.chunks.setdefault(name, []).append(rows)
+        if features and len(images):
+            per_image = sum(rows[0].numel() * rows.element_size() for rows in features.values())
+            self.shard_size = min(self.shard_size, max(1, MAX_SHARD_BYTES // max(per_image, 1)))
         while len(self.images) >= self.shard_size:
             self.flush(self.shard_size)
 
@@ -425,7 +431,16 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         start = time.perf_counter()
         label = f"featx-extract rank {rank}/{world}" if world > 1 else "featx-extract"
         with tqdm(total=len(mine), unit="img", desc=label, disable=not options.progress or rank != 0) as progress:
-            _run_batches(backbone, _batches(mine, transform, options, device), mine, outputs, options, buffer, progress)
+            try:
+                _run_batches(
+                    backbone, _batches(mine, transform, options, device), mine, outputs, options, buffer, progress
+                )
+            except MemoryError:  # raised by a worker while reading or decoding: no image is recorded as skipped
+                raise FeatxError(
+                    "featx-extract: ran out of memory reading or decoding the images (with "
+                    f"extract.workers={options.workers}, extract.batch_size={options.batch_size}); lower "
+                    "them, or free memory; the shards written so far are kept and a rerun resumes"
+                ) from None
         buffer.flush()
         seconds = time.perf_counter() - start
         processed = _total(len(mine) + len(not_images), world, device)
