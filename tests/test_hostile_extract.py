@@ -661,3 +661,40 @@ print(len(data))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) == (photos / "p0.png").stat().st_size
+
+
+def _mapped_files_under(folder: Path) -> int:
+    """How many distinct shard files under ``folder`` this process has mapped or open now."""
+    names = set()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if str(folder) in line and line.endswith(".safetensors"):
+            names.add(line.split()[-1])
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(folder)) and target.endswith(".safetensors"):
+            names.add(target)
+    return len(names)
+
+
+def test_read_features_keeps_a_few_shards_open_not_every_shard_it_read(photos, tmp_path):
+    """Every shard visited stayed mapped until the iteration ended: a folder of many (or large) shards ran out of
+    file descriptors or address space and then blamed a valid shard."""
+    from featx.tasks.extract import store
+
+    for index in range(3, 9):
+        _save_rgb(photos / f"p{index}.png", index)
+    output = tmp_path / "out"
+    extract(_spec(), _options(photos, output, shard_size=1))
+    assert len(list(output.glob("**/*.safetensors"))) == 9
+    held = []
+    rows = 0
+    for _, features in featx.read_features(output):
+        rows += 1
+        held.append(_mapped_files_under(output))
+        assert features["c3"].shape == (128,)
+    assert rows == 9 and max(held) == store._OPEN_SHARDS == 4
+    del features  # a row may be a view of its shard's map
+    assert _mapped_files_under(output) == 0

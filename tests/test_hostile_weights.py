@@ -418,6 +418,9 @@ def test_a_safetensors_checkpoint_with_unreadable_featx_metadata_is_named(tmp_pa
     save_file(_state(), str(path), metadata={"featx": "[1, 2]"})
     with pytest.raises(WeightsError, match=r"bb.safetensors has unreadable featx metadata \(not a mapping\)"):
         featx.load(path)
+    save_file(_state(), str(path), metadata={"featx": "[" * 100_000})  # json raised RecursionError
+    with pytest.raises(WeightsError, match=r"bb.safetensors has unreadable featx metadata: nested too deeply$"):
+        featx.load(path)
 
 
 def test_a_writer_that_fails_midway_leaves_no_file_and_no_temporary(tmp_path):

@@ -75,8 +75,9 @@ def _read_safetensors(path: Path) -> Checkpoint:
     state, metadata = safetensors_file(path)
     try:
         saved = json.loads(metadata[FORMAT_KEY]) if FORMAT_KEY in metadata else None
-    except json.JSONDecodeError as error:
-        raise WeightsError(f"{key_path('weights')}: {path} has unreadable featx metadata: {error}") from None
+    except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested deeper than json can read
+        reason = error if isinstance(error, json.JSONDecodeError) else "nested too deeply"
+        raise WeightsError(f"{key_path('weights')}: {path} has unreadable featx metadata: {reason}") from None
     if saved is not None and not isinstance(saved, dict):
         raise WeightsError(f"{key_path('weights')}: {path} has unreadable featx metadata (not a mapping)")
     return _checked(Checkpoint(path, state, saved))

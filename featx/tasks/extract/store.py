@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import OrderedDict
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,8 @@ _PARTIAL_NAME = re.compile(r"^\.shard-r\d{3,9}-\d{5,9}\.safetensors\.[A-Za-z0-9_
 _MANIFEST_SHARD = re.compile(rf"^{SHARD_DIR}/shard-r\d{{3,9}}-\d{{5,9}}\.safetensors$")
 #: a record read back is refused past this size (a shard's metadata, the settings file, one manifest line)
 _MAX_RECORD_BYTES = 64 << 20
+#: how many shards read_features keeps open at once
+_OPEN_SHARDS = 4
 
 
 @dataclass(frozen=True)
@@ -416,18 +419,32 @@ def read_features(
             f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         )
         raise ArgumentError(f"{who}: outputs [{shown}] are not stored there; stored: {', '.join(stored)}")
-    with ExitStack() as stack:
-        handles: Dict[str, Tuple[Any, List[StoredFile]]] = {}
+    # the shards read last stay open (the manifest lists a rank's rows in shard order, the ranks one after another);
+    # the others are closed, so a folder of many shards never holds many files and maps open at once
+    opened: "OrderedDict[str, Tuple[ExitStack, Any, List[StoredFile]]]" = OrderedDict()
+    try:
         for number, entry in _manifest_entries(manifest, who):
             if "skipped" in entry:
                 continue
             shard, row, where = entry["shard"], entry["row"], f"{manifest} line {number}"
-            if shard not in handles:
-                handle = stack.enter_context(_open_shard(root / shard, who))
-                handles[shard] = handle, _shard_images(handle, root / shard, who)
-            handle, images = handles[shard]
+            if shard in opened:
+                opened.move_to_end(shard)
+            else:
+                if len(opened) >= _OPEN_SHARDS:
+                    opened.popitem(last=False)[1][0].close()
+                stack = ExitStack()
+                try:
+                    handle = stack.enter_context(_open_shard(root / shard, who))
+                    opened[shard] = stack, handle, _shard_images(handle, root / shard, who)
+                except BaseException:
+                    stack.close()
+                    raise
+            _, handle, images = opened[shard]
             _check_row(entry, images, where, who)
             yield entry["path"], _row(handle, names, row, where, who)
+    finally:
+        for stack, _, _ in opened.values():
+            stack.close()
 
 
 def _shard_images(handle: Any, shard: Path, who: str) -> List[StoredFile]:
