@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,39 @@ def test_an_output_folder_hydra_cannot_make_is_one_error_line(workdirs, module, 
     (line,) = result.stderr.strip().splitlines()
     assert message.format(cwd=cwd) in line and line.endswith("(the default is under $TMPDIR)"), line
     assert sorted(path.name for path in cwd.iterdir()) == ["notes.txt"] and (cwd / "notes.txt").read_text() == "mine"
+
+
+def test_the_default_output_root_is_private_to_the_user(workdirs):
+    """The default folders were $TMPDIR/featx-outputs/<app>/<second>: in a shared /tmp another user could make
+    that folder first (refusing everyone else's runs) or plant links at the coming seconds' names, through which
+    featx wrote its config into a folder of theirs."""
+    cwd, tmp = workdirs
+    result = _run_app(["backbone=resnet18", "run=false"], cwd, tmp)
+    assert result.returncode == 0, result.stderr
+    root = tmp / f"featx-outputs-{os.getuid()}"
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    (run,) = (root / "runs").iterdir()
+    assert (run / ".hydra" / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("plant", ["link", "open-to-all"])
+def test_an_output_root_someone_else_could_have_made_is_refused(workdirs, plant):
+    cwd, tmp = workdirs
+    root = tmp / f"featx-outputs-{os.getuid()}"
+    theirs = tmp / "theirs"
+    theirs.mkdir()
+    if plant == "link":
+        root.symlink_to(theirs)
+        problem = f"{root} is not a folder but a link"
+    else:
+        root.mkdir()
+        root.chmod(0o777)
+        problem = f"{root} can be written by other users"
+    result = _run_app(["backbone=resnet18", "run=false"], cwd, tmp)
+    assert result.returncode == 1
+    assert f"featx: error: hydra.run.dir: Hydra keeps this run's logs in {root}/runs/" in result.stderr
+    assert f", and {problem}; give another folder with hydra.run.dir=..." in result.stderr
+    assert list(theirs.iterdir()) == [] and list(root.iterdir()) == []
 
 
 def test_app_prints_the_table_and_leaves_the_working_directory_alone(workdirs):

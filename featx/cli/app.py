@@ -60,6 +60,7 @@ from omegaconf.errors import (
 )
 
 from featx.cli.errors import fail, reported_errors
+from featx.cli.output_folders import register_user_resolver
 from featx.errors import ArgumentError, SpecError, first_line
 from featx.spec.apps import BackboneNode
 from featx.spec.config_files import backbone_files, backbone_names
@@ -476,6 +477,7 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     check_plain_keys(app, overrides, schema)
     check_user_backbone_files(app, overrides, config_dirs(given, overrides))
     sys.argv[1:] = given
+    register_user_resolver()
     _failed_jobs.clear()
     _jobs_run.clear()
     full_error = os.environ.get(FULL_ERROR)

@@ -1,6 +1,11 @@
 """A Hydra callback of featx's apps: the folder Hydra is about to make for its logs (``hydra.run.dir``, or
 ``hydra.sweep.dir`` in a sweep) is checked first, so one that cannot be made (a file in its place, a read-only
-``$TMPDIR``) is one featx error line instead of the traceback of Hydra's ``mkdir``. Nothing is created here.
+``$TMPDIR``) is one featx error line instead of the traceback of Hydra's ``mkdir``.
+
+The default folders lie in ``$TMPDIR/featx-outputs-<uid>/`` (the ``featx.user`` resolver gives the user id). In a
+shared ``/tmp`` anyone could make that name first, or plant links at the run folders' predictable names, so featx
+makes it itself, readable and writable by its user alone, and refuses one that is a link, not its user's, or
+writable by others. Nothing else is created here.
 
 The apps' configs register it::
 
@@ -13,14 +18,53 @@ The apps' configs register it::
 
 from __future__ import annotations
 
+import getpass
 import os
+import stat
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from featx.cli.errors import fail
+
+#: the name of the default output root in ``$TMPDIR``, followed by the user id
+PRIVATE_ROOT = "featx-outputs-"
+
+
+def user_id() -> str:
+    """The user's numeric id (the login name where there is none): what makes the default output root per user."""
+    return str(os.getuid()) if hasattr(os, "getuid") else getpass.getuser()
+
+
+def register_user_resolver() -> None:
+    """Register ``${featx.user:}`` (:func:`user_id`), which the apps' configs use in their default output folders."""
+    OmegaConf.register_new_resolver("featx.user", user_id, replace=True)
+
+
+def _private_root(folder: Path) -> Optional[Path]:
+    """The ``featx-outputs-<uid>`` folder ``folder`` lies in, if it does (the default output folders)."""
+    return next((parent for parent in (folder, *folder.parents) if parent.name == PRIVATE_ROOT + user_id()), None)
+
+
+def _secure(root: Path) -> Optional[str]:
+    """Make ``root`` (mode 0700) if it is not there; why it cannot be trusted if it is, or None."""
+    try:
+        os.mkdir(root, 0o700)
+        return None
+    except FileExistsError:
+        pass
+    except OSError as error:
+        return f"{root} cannot be made ({error.strerror or error})"
+    info = os.lstat(root)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        return f"{root} is not a folder but {'a link' if stat.S_ISLNK(info.st_mode) else 'a file'}"
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return f"{root} belongs to another user (uid {info.st_uid})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{root} can be written by other users"
+    return None
 
 
 def _problem(folder: Path) -> Optional[str]:
@@ -43,7 +87,10 @@ class OutputFolders(Callback):
         self.app = app
 
     def _check(self, key: str, folder: Any) -> None:
-        problem = _problem(Path(str(folder)).absolute())
+        path = Path(str(folder)).absolute()
+        root = _private_root(path)
+        problem = (_problem(root.parent) or _secure(root)) if root is not None else None
+        problem = problem or _problem(path)
         if problem is not None:
             fail(
                 self.app,
