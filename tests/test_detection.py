@@ -239,6 +239,16 @@ def test_roi_pooler_uses_the_stage_levels_not_the_extra_ones() -> None:
     assert pooled_level_names(_one_stage_backbone("resnet18")) == ["p3", "p4", "p5"]
 
 
+def test_a_compiled_or_data_parallel_backbone_gets_the_same_anchors_and_pooler() -> None:
+    """torch.compile and DataParallel wrap the backbone: the helpers refused the wrapper as not a featx Backbone."""
+    bb = _rcnn_backbone("resnet18")
+    for wrapped in (torch.compile(bb, backend="eager"), torch.nn.DataParallel(bb)):
+        assert anchor_generator(wrapped).sizes == anchor_generator(bb).sizes == faster_rcnn._default_anchorgen().sizes
+        assert roi_pooler(wrapped).featmap_names == ["p2", "p3", "p4", "p5"]
+    with pytest.raises(featx.ArgumentError, match=r"^roi_pooler\(\): expected a featx Backbone .*got Sequential$"):
+        roi_pooler(torch.nn.Sequential(bb))
+
+
 def test_single_map_backbone_gets_one_anchor_group() -> None:
     bb = featx.build("resnet34", overrides=["device=cpu"])  # the reference extractor: layer3 only
     assert anchor_generator(bb).sizes == ((128,),)

@@ -38,15 +38,22 @@ MAX_ANCHORS = 16
 MAX_POOLED_SIDE = 256
 
 
-def _require_one_channel_count(backbone: Backbone, caller: str) -> None:
-    if not isinstance(backbone, Backbone):
-        raise ArgumentError(f"{caller}(): expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
-    if backbone.out_channels is None:
-        channels = ", ".join(f"{info.name}={info.channels}" for info in backbone.feature_info)
+def _require_one_channel_count(module: torch.nn.Module, caller: str) -> Backbone:
+    """The featx Backbone ``module`` is or wraps (``torch.compile``'s ``_orig_mod``, DistributedDataParallel's or
+    DataParallel's ``module``), with one channel count on every output; else :class:`ArgumentError`."""
+    while isinstance(wrapped := getattr(module, "_orig_mod", None), torch.nn.Module):
+        module = wrapped
+    if isinstance(module, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        module = module.module
+    if not isinstance(module, Backbone):
+        raise ArgumentError(f"{caller}(): expected a featx Backbone (featx.build(...)), got {type(module).__name__}")
+    if module.out_channels is None:
+        channels = ", ".join(f"{info.name}={info.channels}" for info in module.feature_info)
         raise ArgumentError(
             f"{caller}(): torchvision's detection heads need one channel count on every output, got {channels}; "
             "add an FPN (fpn.out_channels) or return a single stage (out_features)"
         )
+    return module
 
 
 def _scalar(value: object) -> object:
@@ -104,7 +111,7 @@ def anchor_generator(
     for ``k < n = sizes_per_octave`` (at most 16 sizes and 16 aspect ratios; every size at least 1 pixel).
     Example: ``anchor_generator(bb, "retinanet").sizes[0] == (32, 40, 50)``.
     """
-    _require_one_channel_count(backbone, "anchor_generator")
+    backbone = _require_one_channel_count(backbone, "anchor_generator")
     if not isinstance(style, str) or style not in ANCHOR_STYLES:
         raise ArgumentError(f"anchor_generator(): unknown style {style!r}; choose one of {', '.join(ANCHOR_STYLES)}")
     default_size, default_octave, default_ratios = ANCHOR_STYLES[style]
@@ -157,7 +164,7 @@ def roi_pooler(
     heads' (``mask_roi_pool``, ``keypoint_roi_pool``). Example: ``MaskRCNN(bb, 2, mask_roi_pool=roi_pooler(bb, 14),
     ...)``.
     """
-    _require_one_channel_count(backbone, "roi_pooler")
+    backbone = _require_one_channel_count(backbone, "roi_pooler")
     sides = output_size if isinstance(output_size, (list, tuple)) and len(output_size) == 2 else [output_size]
     size = [_integer(side, "output_size (an int or a pair)", "roi_pooler", 1, MAX_POOLED_SIDE) for side in sides]
     ratio = _integer(sampling_ratio, "sampling_ratio", "roi_pooler", 0, MAX_POOLED_SIDE)
