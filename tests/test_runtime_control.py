@@ -219,3 +219,51 @@ def test_a_stage_whose_parameters_norm_frozen_fixes_follows_freeze_and_unfreeze(
     assert backbone.frozen_stage_names == () and not backbone.stages["b"][0].weight.requires_grad
     assert backbone.freeze("b").frozen_stage_names == ("b",)
     assert backbone.unfreeze().frozen_stage_names == ()
+
+
+def test_a_resumed_optimizer_gets_its_groups_back_in_the_order_it_saved_them(tmp_path):
+    """Unfreezing adds the stage's group at the end of the optimizer; a resume built the groups in stage order, and
+    torch matches saved groups by position: learning rates and AdamW's moments went to other stages (a shape error
+    at the first step, or a silently wrong run with SGD). names= rebuilds them in the saved order."""
+    x = torch.randn(2, 3, 64, 64)
+
+    def step(backbone, optimizer):
+        optimizer.zero_grad()
+        sum(o.mean() for o in backbone(x).values()).backward()
+        optimizer.step()
+
+    first = featx.build(resnet18_spec(frozen_stages=2, norm="eval")).train()
+    opt = torch.optim.AdamW(first.param_groups(0.1, decay=0.5))
+    step(first, opt)
+    first.unfreeze("c3")
+    opt.add_param_group(next(g for g in first.param_groups(0.1, decay=0.5) if g["name"] == "c3"))
+    step(first, opt)
+    torch.save(opt.state_dict(), tmp_path / "optimizer.pt")
+    saved = torch.load(tmp_path / "optimizer.pt")
+    assert [g["name"] for g in saved["param_groups"]] == ["c4", "c3"]  # torch keeps each group's name
+    second = featx.build(resnet18_spec(frozen_stages=2, norm="eval")).train()
+    second.load_state_dict(first.state_dict())
+    second.unfreeze("c3")
+    assert [g["name"] for g in second.param_groups(0.1, decay=0.5)] == ["c3", "c4"]  # stage order
+    resumed = torch.optim.AdamW(second.param_groups(0.1, 0.5, names=[g["name"] for g in saved["param_groups"]]))
+    resumed.load_state_dict(saved)
+    assert [(g["name"], g["lr"]) for g in resumed.param_groups] == [("c4", 0.1), ("c3", 0.05)]
+    step(first, opt)
+    step(second, resumed)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (["c9"], r"no group 'c9': the groups are those with trainable parameters \(c3, c4\)"),
+        (["c2"], r"no group 'c2'.*unfreeze a stage before naming it"),
+        (["c3", "c3"], r"names lists a group twice: \['c3', 'c3'\]"),
+        ("c3", r"names must be a list of group names such as \['c3', 'c4'\]"),
+    ],
+)
+def test_param_groups_names_are_checked(names, message):
+    backbone = featx.build(resnet18_spec(frozen_stages=1))
+    with pytest.raises(featx.ArgumentError, match=rf"^param_groups\(\): {message}"):
+        backbone.param_groups(0.1, names=names)

@@ -188,13 +188,20 @@ class Backbone(nn.Module):
             reinit_(self.stages[name])
         return self
 
-    def param_groups(self, lr: float, decay: float = 1.0) -> List[Dict[str, Any]]:
+    def param_groups(
+        self, lr: float, decay: float = 1.0, names: Optional[Sequence[str]] = None
+    ) -> List[Dict[str, Any]]:
         """Parameter groups for ``torch.optim``: one per stage with trainable parameters, plus ``neck``.
 
         The deepest stage (and the neck) get ``lr``, a stage ``k`` stages shallower ``lr * decay**k``; frozen
-        parameters are left out. Each group has a ``name``. Example::
+        parameters are left out. Each group has a ``name``. ``names`` picks groups and their order: an optimizer
+        state matches groups by position, so a resumed run rebuilds the groups in the order it saved them (stages
+        unfrozen later were added at the end). Example::
 
             torch.optim.AdamW(bb.param_groups(1e-4, decay=0.5))
+            saved = torch.load("optimizer.pt")                # a state of that optimizer, groups added since
+            opt = torch.optim.AdamW(bb.param_groups(1e-4, decay=0.5, names=[g["name"] for g in saved["param_groups"]]))
+            opt.load_state_dict(saved)
         """
         for key, value in (("lr", lr), ("decay", decay)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
@@ -209,7 +216,7 @@ class Backbone(nn.Module):
             params = [p for p in self.neck.parameters() if p.requires_grad]
             if params:
                 groups.append({"name": "neck", "params": params, "lr": lr})
-        return groups
+        return groups if names is None else _picked(groups, names)
 
     def _check_input(self, x: Tensor) -> Tensor:
         """``x``, or an InputShapeError for what the stages cannot take faithfully (see :func:`checked_batch`), on
@@ -286,6 +293,23 @@ class Backbone(nn.Module):
         if grid is not None:
             return tokens_to_map(x, grid)
         return x.permute(0, 3, 1, 2) if self._nhwc else x
+
+
+def _picked(groups: List[Dict[str, Any]], names: Sequence[str]) -> List[Dict[str, Any]]:
+    """The ``groups`` named in ``names``, in that order; ArgumentError for a name without a group (unknown, or a
+    stage without trainable parameters) or named twice."""
+    by_name = {group["name"]: group for group in groups}
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise ArgumentError(f"param_groups(): names must be a list of group names such as {list(by_name)}")
+    for name in names:
+        if name not in by_name:
+            raise ArgumentError(
+                f"param_groups(): no group {name!r:.80}: the groups are those with trainable parameters "
+                f"({', '.join(by_name) or 'none'}); unfreeze a stage before naming it"
+            )
+    if len(set(names)) < len(names):
+        raise ArgumentError(f"param_groups(): names lists a group twice: {list(names)}")
+    return [by_name[name] for name in names]
 
 
 #: the input dtypes autocast casts for the layers it runs in lower precision (float64 it leaves alone)
