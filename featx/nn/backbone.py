@@ -249,7 +249,7 @@ class Backbone(nn.Module):
         x = self._check_input(x)
         features: "OrderedDict[str, Tensor]" = OrderedDict()
         tracing = torch.compiler.is_compiling() or torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy)
-        given = "x".join(map(str, x.shape)) if not tracing else ""
+        given = x.shape  # named in an error: x is each stage's output below
         grid = (x.shape[2] // self._patch, x.shape[3] // self._patch) if self._patch is not None else None
         where = ""
         try:
@@ -283,7 +283,7 @@ class Backbone(nn.Module):
             if isinstance(error, torch.OutOfMemoryError):
                 raise  # what a batch-size search catches
             raise InputShapeError(
-                f"featx backbone {self.spec.model!r}: {where} failed on the {given} input "
+                f"featx backbone {self.spec.model!r}: {where} failed on the {'x'.join(map(str, given))} input "
                 f"({type(error).__name__}: {first_line(error)}); the model may take only some input sizes "
                 "(multiples of its largest stride) or inputs of another kind"
             ) from error
