@@ -321,3 +321,12 @@ def test_extract_with_decode_gpu_stores_features_close_to_decode_cpu(tmp_path, r
         "plain.png": "not a JPEG (PNG)",
         "adobe_rgb.jpg": "an RGB JPEG (no YCbCr transform)",
     }
+
+
+def test_a_build_leaves_the_cuda_generator_as_it_was():
+    """A build seeds its own init from the spec's seed; the user's CUDA random stream goes on as before."""
+    torch.manual_seed(123)
+    expected = torch.randn(4, device="cuda")
+    torch.manual_seed(123)
+    featx.build("resnet18", overrides=["device=cuda"])
+    assert torch.equal(torch.randn(4, device="cuda"), expected)

@@ -180,6 +180,27 @@ def test_builds_leave_the_global_rng_as_it_was(tmp_path, classifier):
     assert torch.equal(torch.get_rng_state(), before)
 
 
+def test_a_build_leaves_the_gpu_generators_as_they_were():
+    """torch.manual_seed(spec.seed) inside the build also reseeded every CUDA generator (queued until CUDA starts,
+    on a machine without one), which the CPU-only fork did not restore: every build reset the user's GPU stream.
+    Seen here through torch's queue of CUDA seed calls; tests/test_cuda.py checks the generator itself."""
+    from torch.cuda import _lazy_seed_tracker
+
+    torch.manual_seed(123)
+    queued = _lazy_seed_tracker.get_calls()
+    featx.build(resnet18_spec(fpn={"out_channels": 8}))
+    assert _lazy_seed_tracker.get_calls() == queued
+
+
+def test_a_build_under_another_default_device_is_the_same_cpu_network():
+    """torch.set_default_device / `with torch.device(...)` of the caller: the kept layers were made on that device
+    (meta: a raw NotImplementedError; cuda: drawn from another generator)."""
+    expected = featx.build(resnet18_spec(fpn={"out_channels": 8})).state_dict()
+    with torch.device("meta"):
+        built = featx.build(resnet18_spec(fpn={"out_channels": 8})).state_dict()
+    assert all(torch.equal(expected[name], tensor) for name, tensor in built.items())
+
+
 def test_a_half_precision_checkpoint_gives_float32_layers(tmp_path, classifier):
     path = tmp_path / "resnet18_fp16.pth"
     torch.save(

@@ -100,8 +100,10 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
     device = resolve_device(spec.device)
     meta = MetaModel.create(spec.model)
     spec, plan = plan_spec(spec, meta)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
+    # on the CPU whatever the caller's default device (torch.set_default_device, `with torch.device(...)`), from the
+    # CPU generator alone: torch.manual_seed would also reseed (and leave reseeded) every CUDA/MPS generator
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.default_generator.manual_seed(spec.seed)
         saved = checkpoint is not None and checkpoint.saved is not None
         model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
         neck = make_neck(spec, plan, meta=device.type == "meta" or saved)  # a saved file holds the neck's values
