@@ -516,3 +516,51 @@ def test_a_checkpoint_with_an_enormous_key_gets_a_short_message(tmp_path):
     message = str(error.value)
     assert message.startswith(f"backbone.weights: {path} does not fit the kept layers — unexpected keys: kkk")
     assert len(message) < 400
+
+
+@pytest.mark.parametrize("saved_by", ["torch", "featx"])
+def test_a_weights_file_rewritten_while_it_is_read_is_refused(tmp_path, monkeypatch, saved_by):
+    """A .pth file's tensors are memory-mapped and copied one by one as the backbone takes them: rewritten in place
+    meanwhile (torch.save to the path a training run keeps saving), the backbone held the first tensors of one
+    version and the rest of the other, without a word."""
+    from featx.construct import checkpoint, weights
+
+    path = tmp_path / "latest.pt"
+    if saved_by == "torch":
+        torch.save(_state(0), path)
+        torch.save(_state(1), tmp_path / "next.pt")
+        build = lambda: featx.build({**SPEC, "weights": str(path)})  # noqa: E731
+    else:
+        path = _saved(tmp_path, seed=0, name="latest.pt")
+        _saved(tmp_path, seed=1, name="next.pt")
+        build = lambda: featx.load(path)  # noqa: E731
+    owned_copy, copies = weights.owned_copy, []
+
+    def copy_then_rewrite(tensor, dtype):
+        copies.append(1)
+        if len(copies) == 3:  # the training run saves again, into the same file
+            path.write_bytes((tmp_path / "next.pt").read_bytes())
+        return owned_copy(tensor, dtype)
+
+    monkeypatch.setattr(checkpoint, "owned_copy", copy_then_rewrite)
+    monkeypatch.setattr(weights, "owned_copy", copy_then_rewrite)
+    with pytest.raises(WeightsError) as caught:
+        build()
+    assert str(caught.value) == (
+        f"backbone.weights: {path} changed while featx read it (is it being written?); build again once it is complete"
+    )
+
+
+def test_a_file_holding_two_state_dicts_is_refused_naming_them(tmp_path):
+    """timm's training checkpoints hold state_dict and state_dict_ema; featx took state_dict without a word, where
+    timm's own loader takes the EMA weights."""
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save({"epoch": 3, "state_dict": _state(0), "state_dict_ema": _state(1)}, path)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(caught.value) == (
+        f"backbone.weights: {path} holds 2 state dicts (state_dict, state_dict_ema) and featx cannot tell which you "
+        "mean; save the one you want alone: torch.save(checkpoint['state_dict_ema'], path)"
+    )
+    torch.save({"epoch": 3, "state_dict": _state(0)}, path)  # one: taken, as before
+    assert featx.build({**SPEC, "weights": str(path)}).stages["c2"][0].weight.shape == (64, 3, 7, 7)

@@ -114,6 +114,8 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
             load_saved_backbone(backbone, spec, checkpoint)
         if spec.reinit:
             backbone.reinit(*spec.reinit)
+    if checkpoint is not None:
+        checkpoint.check_unchanged()  # every tensor the backbone keeps is copied by now
     backbone.to(device)
     if spec.channels_last:
         backbone.to(memory_format=torch.channels_last)

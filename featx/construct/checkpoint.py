@@ -55,14 +55,35 @@ STRUCTURE_KEYS = (*MEANING_KEYS, "out_features", "norm", "fpn")
 _NESTING_KEYS = ("state_dict", "model")
 
 
+def _identity(path: Path) -> Tuple[int, int, int, int]:
+    """Which file ``path`` is and which version of it: device, inode, size, modification time (ns)."""
+    info = os.stat(path)
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """Tensors read from a weights file; ``saved`` holds the featx block (spec, versions) of a file written by
-    :func:`save`, else ``None`` (a torchvision-keyed state dict)."""
+    :func:`save`, else ``None`` (a torchvision-keyed state dict). ``identity`` is the file's as reading began: a
+    ``.pth`` file's tensors are memory-mapped and copied only when the backbone takes them."""
 
     path: Path
     state: Dict[str, torch.Tensor]
     saved: Optional[Dict[str, Any]] = None
+    identity: Optional[Tuple[int, int, int, int]] = None
+
+    def check_unchanged(self) -> None:
+        """WeightsError if the file is no longer the one reading began with: rewritten while its tensors were
+        copied, the backbone would hold some tensors of each version."""
+        try:
+            now: Optional[Tuple[int, int, int, int]] = _identity(self.path)
+        except OSError:
+            now = None
+        if self.identity is not None and now != self.identity:
+            raise WeightsError(
+                f"{key_path('weights')}: {self.path} changed while featx read it (is it being written?); build "
+                "again once it is complete"
+            )
 
 
 def _checked(checkpoint: Checkpoint) -> Checkpoint:
@@ -71,7 +92,7 @@ def _checked(checkpoint: Checkpoint) -> Checkpoint:
     return checkpoint
 
 
-def _read_safetensors(path: Path) -> Checkpoint:
+def _read_safetensors(path: Path, identity: Tuple[int, int, int, int]) -> Checkpoint:
     state, metadata = safetensors_file(path)
     try:
         saved = json.loads(metadata[FORMAT_KEY]) if FORMAT_KEY in metadata else None
@@ -80,7 +101,7 @@ def _read_safetensors(path: Path) -> Checkpoint:
         raise WeightsError(f"{key_path('weights')}: {path} has unreadable featx metadata: {reason}") from None
     if saved is not None and not isinstance(saved, dict):
         raise WeightsError(f"{key_path('weights')}: {path} has unreadable featx metadata (not a mapping)")
-    return _checked(Checkpoint(path, state, saved))
+    return _checked(Checkpoint(path, state, saved, identity))
 
 
 def _check_regular_file(path: Path) -> None:
@@ -104,12 +125,19 @@ def is_safetensors_path(path: Path) -> bool:
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read a ``.pth``/``.pt`` (``weights_only=True``: pickled code is refused) or ``.safetensors`` file."""
     _check_regular_file(path)
+    identity = _identity(path)
     if is_safetensors_path(path):
-        return _read_safetensors(path)
+        return _read_safetensors(path, identity)
     loaded = torch_load_file(path)
     saved = None
     if isinstance(loaded, Mapping) and isinstance(loaded.get(FORMAT_KEY), Mapping):
         saved = dict(loaded[FORMAT_KEY])
+    nested = _nested_state_dicts(loaded)
+    if len(nested) > 1:  # timm's checkpoints hold state_dict and state_dict_ema: which one is meant?
+        raise WeightsError(
+            f"{key_path('weights')}: {path} holds {len(nested)} state dicts ({', '.join(nested)}) and featx cannot "
+            f"tell which you mean; save the one you want alone: torch.save(checkpoint[{nested[-1]!r}], path)"
+        )
     for key in _NESTING_KEYS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
@@ -117,7 +145,20 @@ def read_checkpoint(path: Path) -> Checkpoint:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()
     ):
         raise WeightsError(f"{key_path('weights')}: {path} does not hold a state dict (name → tensor)")
-    return _checked(Checkpoint(path, dict(loaded), saved))
+    return _checked(Checkpoint(path, dict(loaded), saved, identity))
+
+
+def _nested_state_dicts(loaded: object) -> List[str]:
+    """The keys of ``loaded`` (a file's top-level mapping) whose values are state dicts (names → tensors)."""
+    if not isinstance(loaded, Mapping):
+        return []
+    return [
+        str(key)
+        for key, value in loaded.items()
+        if isinstance(value, Mapping)
+        and value
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    ]
 
 
 def _metadata(spec: BackboneSpec) -> Dict[str, Any]:
