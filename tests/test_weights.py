@@ -69,6 +69,33 @@ def test_enum_weights_missing_offline_name_the_exact_path_and_url(tmp_path, monk
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
 
 
+@pytest.mark.parametrize("matches", [True, False])
+def test_a_download_is_checked_against_the_hash_in_its_file_name(tmp_path, monkeypatch, matches):
+    """torch.hub's file names carry the first hex digits of the file's SHA-256, which torchvision checks when it
+    downloads; featx cached and used whatever the server sent (torchvision then loads that cached file too). The
+    download is from a file:// URL, through torch.hub's own downloader."""
+    import hashlib
+
+    from featx.models.weights_enums import download_to_cache
+
+    monkeypatch.delenv(OFFLINE_VARIABLE, raising=False)
+    served = tmp_path / "served.pth"
+    torch.save({"w": torch.arange(4.0)}, served)
+    digest = hashlib.sha256(served.read_bytes()).hexdigest()[:8]
+    cached = tmp_path / "hub" / "checkpoints" / f"resnet18-{digest if matches else 'f37072fd'}.pth"
+    if matches:
+        assert download_to_cache(served.as_uri(), cached, "resnet18 weights") == cached
+        assert cached.read_bytes() == served.read_bytes()
+        return
+    with pytest.raises(featx.WeightsError) as caught:
+        download_to_cache(served.as_uri(), cached, "resnet18 weights")
+    assert str(caught.value).startswith(
+        f"backbone.weights: the download of resnet18 weights from {served.as_uri()} is not the published file "
+        '(invalid hash value (expected "f37072fd", got "'
+    )
+    assert list(cached.parent.iterdir()) == []  # nothing cached
+
+
 def test_unknown_enum_name_lists_the_valid_ones():
     with pytest.raises(featx.SpecError) as caught:
         _build("IMAGENET2K_V1")

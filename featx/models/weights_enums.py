@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from featx.errors import SpecError, WeightsError
+from featx.errors import SpecError, WeightsError, first_line
 from featx.models.registry import weights_enum
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import quoted
@@ -81,13 +81,21 @@ def download_to_cache(url: str, path: Path, label: str) -> Path:
             f"{key_path('weights')}: {label} is not in the torch hub cache and {OFFLINE_VARIABLE} forbids "
             f"downloading. {where}"
         )
+    # the hub's file names end in the first hex digits of the file's SHA-256 (resnet18-f37072fd.pth), which
+    # torchvision's own loader checks on download: a file that does not match is not cached
+    named = torch.hub.HASH_REGEX.search(path.name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(path), progress=True)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=named.group(1) if named else None, progress=True)
     except (URLError, OSError) as error:
         raise WeightsError(
             f"{key_path('weights')}: {label} is not in the torch hub cache and could not be downloaded "
             f"({error}). {where}"
+        ) from None
+    except RuntimeError as error:  # torch.hub's "invalid hash value (expected ..., got ...)"
+        raise WeightsError(
+            f"{key_path('weights')}: the download of {label} from {url} is not the published file "
+            f"({first_line(error)}); nothing was cached. {where}"
         ) from None
     return path
 
