@@ -469,7 +469,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/builder.py",
-        "        torch.manual_seed(spec.seed)\n",
+        "        torch.default_generator.manual_seed(spec.seed)\n",
         "",
         "random init unseeded",
     ),
@@ -817,18 +817,6 @@ MUTANTS: List[Mutant] = [
         '    if style == "simple" and len(levels) > 1:',
         "    if False:",
         "a simple pyramid over several returned stages (all but the last computed and dropped)",
-    ),
-    Mutant(
-        "nn/backbone.py",
-        "        return tuple(name for name in self.stages if self._is_frozen(name))",
-        "        return tuple(name for name in self.stages if name in self._frozen)",
-        "stages frozen by requires_grad_(False) follow train() (BatchNorm statistics move)",
-    ),
-    Mutant(
-        "nn/backbone.py",
-        'if self.spec.norm == "frozen" else ()',
-        "if False else ()",
-        "a stage whose only parameters norm: frozen fixes stays frozen after unfreeze()",
     ),
     Mutant(
         "nn/backbone.py",

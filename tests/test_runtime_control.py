@@ -173,52 +173,18 @@ def test_reinit_of_an_unknown_or_dropped_stage_is_a_spec_error():
         featx.load_spec(resnet18_spec(reinit=["c4"], out_features=["c3"]))
 
 
-def test_freezing_by_requires_grad_is_what_frozen_stage_names_and_train_follow():
-    """bb.requires_grad_(False) is how PyTorch users freeze a model: train() put the stages featx had not frozen back
-    in training mode, so their BatchNorm statistics moved while every weight was fixed; requires_grad_(True) left
-    the spec's frozen stages in eval mode while they trained, and frozen_stage_names still listed them."""
+def test_requires_grad_alone_changes_parameters_not_modes():
+    """As in PyTorch, requires_grad_ fixes parameters and leaves train()/eval() alone: update_bn, EMA teachers and
+    target networks recompute BatchNorm statistics of a network whose parameters are all fixed. freeze() is what
+    also keeps a stage in eval mode."""
     backbone = featx.build(resnet18_spec(frozen_stages=1, norm="train"))
     backbone.requires_grad_(False).train()
-    assert backbone.frozen_stage_names == ("c2", "c3", "c4")
-    assert not any(m.training for stage in backbone.stages.values() for m in stage.modules())
-    before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    backbone(torch.randn(2, 3, 64, 64))
-    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())  # running statistics unchanged
-    backbone.requires_grad_(True).train()
-    assert backbone.frozen_stage_names == ()
-    assert all(m.training for stage in backbone.stages.values() for m in stage.modules())
-    backbone.stages["c3"].requires_grad_(False)  # one stage, by hand
-    assert backbone.train().frozen_stage_names == ("c3",)
-    assert [m.training for m in backbone.stages.values()] == [True, False, True]
-
-
-def test_a_stage_partly_fixed_by_hand_is_not_frozen():
-    backbone = featx.build(resnet18_spec(frozen_stages=0, norm="train"))
-    backbone.stages["c3"][0][0].requires_grad_(False)  # the first block of layer2 only
-    assert backbone.train().frozen_stage_names == ()
-    assert all(m.training for m in backbone.stages["c3"].modules())
-
-
-def test_a_stage_whose_parameters_norm_frozen_fixes_follows_freeze_and_unfreeze():
-    """norm: frozen keeps a BatchNorm subclass with a forward of its own (timm's BatchNormAct2d) in place with fixed
-    affine terms; a stage holding only such a layer is frozen when freeze() named it last, not because its
-    parameters never train."""
-    from featx.nn.backbone import Backbone
-    from featx.nn.feature_info import StageInfo
-
-    class NormAct(nn.BatchNorm2d):
-        def forward(self, x):
-            return torch.relu(super().forward(x))
-
-    stages = {"a": nn.Conv2d(3, 4, 3, stride=2, padding=1), "b": nn.Sequential(NormAct(4))}
-    info = [StageInfo("a", 4, 2, ("a",), "a"), StageInfo("b", 4, 2, ("b",), "b")]
-    spec = featx.BackboneSpec(
-        model="custom", stages={"a": featx.StageSpec(modules=["a"]), "b": featx.StageSpec(modules=["b"])}
-    )
-    backbone = Backbone(stages, info, spec)
-    assert backbone.frozen_stage_names == () and not backbone.stages["b"][0].weight.requires_grad
-    assert backbone.freeze("b").frozen_stage_names == ("b",)
-    assert backbone.unfreeze().frozen_stage_names == ()
+    assert backbone.frozen_stage_names == ("c2",)
+    assert [stage.training for stage in backbone.stages.values()] == [False, True, True]
+    torch.optim.swa_utils.update_bn([torch.randn(2, 3, 64, 64)], backbone)
+    fresh = featx.build(resnet18_spec(frozen_stages=1, norm="train"))
+    assert not torch.equal(backbone.stages["c3"][0][0].bn1.running_mean, fresh.stages["c3"][0][0].bn1.running_mean)
+    assert torch.equal(backbone.stages["c2"][1].running_mean, fresh.stages["c2"][1].running_mean)  # frozen: fixed
 
 
 def test_a_resumed_optimizer_gets_its_groups_back_in_the_order_it_saved_them(tmp_path):

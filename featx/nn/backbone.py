@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from featx.errors import ArgumentError, InputShapeError, SpecError, first_line
 from featx.nn.feature_info import FeatureInfo, StageInfo
-from featx.nn.freezing import apply_norm_policy, keep_eval_modes, norm_layers, set_stage_frozen
+from featx.nn.freezing import apply_norm_policy, keep_eval_modes, set_stage_frozen
 from featx.nn.reinit import reinit_
 from featx.nn.tokens import tokens_to_map
 from featx.spec.keys import key_path, suggest
@@ -122,25 +122,17 @@ class Backbone(nn.Module):
 
     @property
     def frozen_stage_names(self) -> Tuple[str, ...]:
-        """The stages that are frozen now, in stage order: those whose parameters all have ``requires_grad=False``
-        (the affine terms ``norm: frozen`` fixes aside), so ``bb.requires_grad_(False)`` freezes every stage and
-        ``bb.requires_grad_(True)`` unfreezes them, as :meth:`freeze` and :meth:`unfreeze` do; a stage without
-        such parameters is frozen when :meth:`freeze` named it last."""
-        return tuple(name for name in self.stages if self._is_frozen(name))
-
-    def _is_frozen(self, name: str) -> bool:
-        stage = self.stages[name]
-        fixed = (
-            {id(p) for layer in norm_layers(stage) for p in layer.parameters()} if self.spec.norm == "frozen" else ()
-        )
-        params = [p for p in stage.parameters() if id(p) not in fixed]
-        return not any(p.requires_grad for p in params) if params else name in self._frozen
+        """The stages :meth:`freeze` froze (or the spec's ``frozen_stages``), in stage order: their parameters have
+        ``requires_grad=False`` and they stay in eval mode across ``train()``. ``requires_grad_`` of your own
+        changes parameters alone, as in PyTorch: a BatchNorm layer follows ``train()``/``eval()`` (what
+        ``update_bn``, EMA teachers and target networks rely on)."""
+        return tuple(name for name in self.stages if name in self._frozen)
 
     def train(self, mode: bool = True) -> "Backbone":
         """Like ``nn.Module.train``, but frozen stages (and, with ``norm: eval``, all norm layers) stay in eval."""
         super().train(mode)
         if mode:
-            keep_eval_modes(self.stages, self.frozen_stage_names, self.spec.norm)
+            keep_eval_modes(self.stages, self._frozen, self.spec.norm)
         return self
 
     def _select(self, names: Sequence[str], method: str, *, empty_means_all: bool = True) -> List[str]:
