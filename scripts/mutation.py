@@ -839,8 +839,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/probe.py",
-        "                torch.autograd.graph.increment_version(x)",
-        "                pass",
+        "        torch.autograd.graph.increment_version(x)",
+        "        pass",
         "the probe's in-place layers hide the change from the planner",
     ),
     Mutant(
@@ -876,7 +876,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/backbone.py",
-        "            if isinstance(error, torch.OutOfMemoryError):",
+        '            if where == "the neck" or not _is_about_sizes(error):',
         "            if True:",
         "a stage's failure on an input is torch's raw error",
     ),
@@ -944,14 +944,14 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/output_folders.py",
-        "        problem = (_problem(root.parent) or _secure(root)) if root is not None else None\n",
+        "        problem = (_problem(root) or _secure(root)) if root is not None else None\n",
         "        problem = None\n",
         "the default log root may be a link or another user's folder",
     ),
     Mutant(
         "tasks/detection.py",
-        "        module = wrapped\n",
-        "        break\n",
+        "            module = wrapped\n",
+        "            break\n",
         "a compiled backbone refused by the detection helpers",
     ),
     Mutant(

@@ -242,7 +242,9 @@ def test_roi_pooler_uses_the_stage_levels_not_the_extra_ones() -> None:
 def test_a_compiled_or_data_parallel_backbone_gets_the_same_anchors_and_pooler() -> None:
     """torch.compile and DataParallel wrap the backbone: the helpers refused the wrapper as not a featx Backbone."""
     bb = _rcnn_backbone("resnet18")
-    for wrapped in (torch.compile(bb, backend="eager"), torch.nn.DataParallel(bb)):
+    compiled, parallel = torch.compile(bb, backend="eager"), torch.nn.DataParallel(bb)
+    wrappers = (compiled, parallel, torch.nn.DataParallel(compiled), torch.compile(parallel, backend="eager"))
+    for wrapped in wrappers:
         assert anchor_generator(wrapped).sizes == anchor_generator(bb).sizes == faster_rcnn._default_anchorgen().sizes
         assert roi_pooler(wrapped).featmap_names == ["p2", "p3", "p4", "p5"]
     with pytest.raises(featx.ArgumentError, match=r"^roi_pooler\(\): expected a featx Backbone .*got Sequential$"):

@@ -219,6 +219,16 @@ CASES = [
     ),
     (
         "featx",
+        ["-m", "input.height=range(1,inf)", "run=false"],
+        r"^featx: error: the sweep input\.height=range\(1,inf\) has",
+    ),
+    (
+        "featx",
+        ["-m", "input.height=range(1,nan)", "run=false"],
+        r"^featx: error: the sweep input\.height=range\(1,nan\) has",
+    ),
+    (
+        "featx",
         ["-m", "input.height=shuffle(range(1,100000000))", "run=false"],
         r"^featx: error: the sweep input\.height=shuffle\(range\(1,100000000\)\) has more than 10,000 jobs",
     ),

@@ -193,19 +193,32 @@ def test_a_stage_that_fails_on_the_input_names_the_stage_and_the_input():
     assert isinstance(caught.value.__cause__, RuntimeError)  # torch's own error, for debugging
 
 
-def test_running_out_of_memory_stays_torchs_error():
-    """What a batch-size search catches (torch.OutOfMemoryError) is not turned into an input error."""
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: not enough memory: you tried to allocate"
+        ),
+        RuntimeError("NaN in the activations"),  # a forward hook of the user's
+    ],
+    ids=["cuda-out-of-memory", "cpu-out-of-memory", "not-about-sizes"],
+)
+def test_an_error_not_about_the_inputs_sizes_stays_as_it_was(error):
+    """Only a stage's error about tensor sizes is an InputShapeError: running out of memory (what a batch-size search
+    catches, on the CPU a plain RuntimeError) and errors of the user's own code keep their type and message."""
     from featx.nn.backbone import Backbone
     from featx.nn.feature_info import StageInfo
 
-    class OutOfMemory(torch.nn.Module):
+    class Raises(torch.nn.Module):
         def forward(self, x):
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            raise error
 
     spec = featx.BackboneSpec(model="custom", stages={"a": featx.StageSpec(modules=["a"])})
-    backbone = Backbone({"a": OutOfMemory()}, [StageInfo("a", 3, 1, ("a",), "a")], spec)
-    with pytest.raises(torch.OutOfMemoryError):
+    backbone = Backbone({"a": Raises()}, [StageInfo("a", 3, 1, ("a",), "a")], spec)
+    with pytest.raises(type(error)) as caught:
         backbone(_image(1, 3, 8, 8))
+    assert caught.value is error
 
 
 def test_norm_sync_in_a_process_group_off_the_gpu_names_the_key(tmp_path):

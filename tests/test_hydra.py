@@ -146,6 +146,13 @@ def test_the_default_output_root_is_private_to_the_user(workdirs):
     assert (run / ".hydra" / "config.yaml").is_file()
 
 
+def test_a_tmpdir_that_does_not_exist_yet_is_made(workdirs):
+    cwd, tmp = workdirs
+    result = _run_app(["backbone=resnet18", "run=false"], cwd, tmp / "not" / "yet")
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((tmp / "not" / "yet" / f"featx-outputs-{os.getuid()}").stat().st_mode) == 0o700
+
+
 @pytest.mark.parametrize("plant", ["link", "open-to-all"])
 def test_an_output_root_someone_else_could_have_made_is_refused(workdirs, plant):
     cwd, tmp = workdirs

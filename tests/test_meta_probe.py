@@ -89,3 +89,38 @@ def test_a_layer_changes_its_input_in_place_exactly_when_the_real_layer_does(lay
         meta = meta_layer(meta_input)
     assert (meta is meta_input) == (real is real_input)
     assert (meta_input._version != meta_version) == (real_input._version != version)
+
+
+@pytest.mark.parametrize(
+    "layer, training",
+    [(nn.Dropout(0.5), False), (nn.Dropout(0.0), True), (nn.Dropout(0.5), True), (nn.Dropout2d(0.5), False)],
+    ids=["eval", "p0-training", "training", "dropout2d-eval"],
+)
+def test_a_dropout_layer_returns_its_input_itself_exactly_when_the_real_one_does(layer, training):
+    """In eval mode (or with p=0) torch's dropout returns its very input: a stage that ends on one returns the map of
+    the stage before it, which a later in-place layer then changes; the stand-in returned a new tensor, so the
+    planner blamed the wrong stage."""
+    real_input = torch.randn(2, 3, 4, 5)
+    real = layer.train(training)(real_input)
+    meta_layer = layer.to("meta")
+    meta_input = torch.empty(2, 3, 4, 5, device="meta")
+    with shape_only_layers(meta_layer), torch.no_grad():
+        meta = meta_layer(meta_input)
+    assert (meta is meta_input) == (real is real_input)
+
+
+def test_an_in_place_dropout_starting_the_next_stage_counts_as_changing_the_map():
+    """Dropout2d(inplace=True) changes its input in training mode only; the planner (which probes in eval mode)
+    must still have the backbone copy the map before it."""
+    from collections import OrderedDict
+
+    from featx.construct.plan import plan_backbone
+    from featx.spec.load import load_spec
+
+    with torch.device("meta"):
+        model = nn.Sequential(
+            OrderedDict(conv=nn.Conv2d(3, 8, 3, 2, 1), drop=nn.Dropout2d(0.5, inplace=True), conv2=nn.Conv2d(8, 8, 1))
+        ).eval()
+    stages = {"a": {"modules": ["conv"]}, "b": {"modules": ["drop", "conv2"]}}
+    plan = plan_backbone(load_spec({"model": "resnet18", "stages": stages}), model)
+    assert plan.changed_later == ("a",)

@@ -220,6 +220,11 @@ def test_a_resumed_optimizer_gets_its_groups_back_in_the_order_it_saved_them(tmp
         assert torch.equal(a, b), name
 
 
+def test_param_groups_names_may_be_any_iterable_of_names():
+    backbone = featx.build(resnet18_spec(frozen_stages=1))
+    assert [g["name"] for g in backbone.param_groups(0.1, names=(n for n in ["c4", "c3"]))] == ["c4", "c3"]
+
+
 @pytest.mark.parametrize(
     "names, message",
     [

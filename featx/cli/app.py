@@ -122,7 +122,10 @@ def _sweep_length(override: Override) -> Optional[int]:
     if isinstance(value, ChoiceSweep):
         return len(value.list)
     if isinstance(value, RangeSweep) and value.step and value.start is not None and value.stop is not None:
-        return max(0, math.ceil((value.stop - value.start) / value.step))
+        count = (value.stop - value.start) / value.step
+        if math.isnan(count):  # range(1,nan): counted as endless, as range(1,inf) is
+            return MAX_SWEEP_JOBS + 1
+        return MAX_SWEEP_JOBS + 1 if math.isinf(count) else max(0, math.ceil(count))
     return None
 
 

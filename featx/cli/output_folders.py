@@ -51,6 +51,7 @@ def _private_root(folder: Path) -> Optional[Path]:
 def _secure(root: Path) -> Optional[str]:
     """Make ``root`` (mode 0700) if it is not there; why it cannot be trusted if it is, or None."""
     try:
+        root.parent.mkdir(parents=True, exist_ok=True)  # $TMPDIR itself, as Hydra would make it
         os.mkdir(root, 0o700)
         return None
     except FileExistsError:
@@ -89,7 +90,7 @@ class OutputFolders(Callback):
     def _check(self, key: str, folder: Any) -> None:
         path = Path(str(folder)).absolute()
         root = _private_root(path)
-        problem = (_problem(root.parent) or _secure(root)) if root is not None else None
+        problem = (_problem(root) or _secure(root)) if root is not None else None
         problem = problem or _problem(path)
         if problem is not None:
             fail(

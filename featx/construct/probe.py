@@ -24,6 +24,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
 
 Size = Tuple[int, int]
 Shape = Tuple[int, ...]
@@ -113,20 +114,34 @@ def _linear_shape(layer: nn.Linear) -> Callable[[Tensor], Tensor]:
 
 
 #: layers whose output has their input's shape, whatever it is
-_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Dropout)
+_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh)
+
+
+def _changed_in_place(x: Tensor) -> Tensor:
+    """``x``, its version bumped as an in-place kernel bumps it (an inference tensor has no version)."""
+    if not x.is_inference():
+        torch.autograd.graph.increment_version(x)
+    return x
 
 
 def _elementwise_shape(layer: nn.Module) -> Callable[[Tensor], Tensor]:
     """A new tensor of the input's shape, as the layer gives; with ``inplace=True`` the input itself, counted as
-    changed (its version bumped), as the layer's own in-place kernel does (dropout counted changed in eval mode
-    too, where it leaves the input alone)."""
+    changed (its version bumped), as the layer's own in-place kernel does."""
 
     def forward(x: Tensor) -> Tensor:
-        if getattr(layer, "inplace", False):
-            if not x.is_inference():  # an inference tensor has no version
-                torch.autograd.graph.increment_version(x)
-            return x
-        return torch.empty_like(x)
+        return _changed_in_place(x) if getattr(layer, "inplace", False) else torch.empty_like(x)
+
+    return forward
+
+
+def _dropout_shape(layer: _DropoutNd) -> Callable[[Tensor], Tensor]:
+    """torch's dropout layers: the input itself in eval mode or with ``p=0`` (as they return it), else a new tensor;
+    with ``inplace=True`` the input counted as changed in either mode (in training it is)."""
+
+    def forward(x: Tensor) -> Tensor:
+        if layer.inplace:
+            return _changed_in_place(x)
+        return x if not layer.training or layer.p == 0 else torch.empty_like(x)
 
     return forward
 
@@ -140,6 +155,8 @@ def _shape_only_forward(layer: nn.Module) -> Optional[Callable[[Tensor], Tensor]
         return _linear_shape(layer)
     if type(layer) in _ELEMENTWISE:
         return _elementwise_shape(layer)
+    if isinstance(layer, _DropoutNd) and type(layer).__module__ == _DropoutNd.__module__:  # not a subclass of yours
+        return _dropout_shape(layer)
     return None
 
 

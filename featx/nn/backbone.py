@@ -272,8 +272,8 @@ class Backbone(nn.Module):
                     f"sync: {where} synchronises its BatchNorm statistics across processes, which torch does on "
                     f"CUDA devices only, and the input is on {x.device}; use norm: train, eval or frozen off the GPU",
                 ) from None
-            if isinstance(error, torch.OutOfMemoryError):
-                raise  # what a batch-size search catches
+            if where == "the neck" or not _is_about_sizes(error):
+                raise  # not the input's shape: a neck or hook of yours, memory (what a batch-size search catches), ...
             raise InputShapeError(
                 f"featx backbone {self.spec.model!r}: {where} failed on the {'x'.join(map(str, given))} input "
                 f"({type(error).__name__}: {first_line(error)}); the model may take only some input sizes "
@@ -291,6 +291,7 @@ def _picked(groups: List[Dict[str, Any]], names: Sequence[str]) -> List[Dict[str
     """The ``groups`` named in ``names``, in that order; ArgumentError for a name without a group (unknown, or a
     stage without trainable parameters) or named twice."""
     by_name = {group["name"]: group for group in groups}
+    names = list(names) if not isinstance(names, str) else names  # a generator is read once
     if isinstance(names, str) or not all(isinstance(name, str) for name in names):
         raise ArgumentError(f"param_groups(): names must be a list of group names such as {list(by_name)}")
     for name in names:
@@ -357,10 +358,20 @@ torch.fx.wrap("checked_batch")
 
 #: what torch says when a pooling or convolution window does not fit its (shrunken) input
 _TOO_SMALL = ("Output size is too small", "Kernel size can't be greater than actual input size")
+#: what torch says when an allocation fails (on the CPU a plain RuntimeError)
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "not enough memory")
 #: what SyncBatchNorm says in training mode, in a process group, about an input off the GPU
 _SYNC_NEEDS_GPU = "SyncBatchNorm expected input tensor to be on GPU"
 #: what torch's batch_norm says in training mode when a channel has one value (a batch of one 1x1 map)
 _ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
+
+
+def _is_about_sizes(error: Exception) -> bool:
+    """Whether a stage's error is about the sizes of its tensors (timm's DLA-34 at a size no multiple of 32: "The
+    size of tensor a (17) must match the size of tensor b (16)"), not about memory or anything else."""
+    message = str(error).lower()
+    running_out = isinstance(error, torch.OutOfMemoryError) or any(text in message for text in _OUT_OF_MEMORY)
+    return not running_out and ("size" in message or "shape" in message)
 
 
 def _is_too_small(error: RuntimeError) -> bool:

@@ -41,10 +41,13 @@ MAX_POOLED_SIDE = 256
 def _require_one_channel_count(module: torch.nn.Module, caller: str) -> Backbone:
     """The featx Backbone ``module`` is or wraps (``torch.compile``'s ``_orig_mod``, DistributedDataParallel's or
     DataParallel's ``module``), with one channel count on every output; else :class:`ArgumentError`."""
-    while isinstance(wrapped := getattr(module, "_orig_mod", None), torch.nn.Module):
-        module = wrapped
-    if isinstance(module, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-        module = module.module
+    while not isinstance(module, Backbone):  # compile(DataParallel(bb)) or DataParallel(compile(bb)), ...
+        if isinstance(wrapped := getattr(module, "_orig_mod", None), torch.nn.Module):
+            module = wrapped
+        elif isinstance(module, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+            module = module.module
+        else:
+            break
     if not isinstance(module, Backbone):
         raise ArgumentError(f"{caller}(): expected a featx Backbone (featx.build(...)), got {type(module).__name__}")
     if module.out_channels is None:
