@@ -698,3 +698,25 @@ def test_read_features_keeps_a_few_shards_open_not_every_shard_it_read(photos, t
     assert rows == 9 and max(held) == store._OPEN_SHARDS == 4
     del features  # a row may be a view of its shard's map
     assert _mapped_files_under(output) == 0
+
+
+def test_read_features_opens_each_shard_once_when_ranks_took_turns(tmp_path, monkeypatch):
+    """featx-extract gives image i to rank i % world and the manifest lists rows in path order, so consecutive rows
+    come from every rank's shard in turn: with more ranks than shards kept open, every row reopened its shard and
+    parsed its record again (8 ranks x 1,000 images: 100 times slower)."""
+    from featx.tasks.extract import store
+
+    world, count = 6, 60
+    paths = [f"/data/img{index:04d}.jpg" for index in range(count)]
+    output = store.FeatureStore(tmp_path / "out")
+    output.prepare({"outputs": ["c5"], "dtype": "float32"}, "", False)
+    for rank in range(world):
+        mine = [path for index, path in enumerate(paths) if index % world == rank]
+        output.write_shard(rank, 1, {"c5": torch.arange(len(mine) * 2.0).view(-1, 2)}, [(p, (1, 1)) for p in mine], [])
+    output.write_manifest({path: (1, 1) for path in paths})
+    open_shard, opened = store._open_shard, []
+    monkeypatch.setattr(
+        store, "_open_shard", lambda *args, **kwargs: (opened.append(args[0]), open_shard(*args, **kwargs))[1]
+    )
+    rows = list(featx.read_features(tmp_path / "out"))
+    assert [path for path, _ in rows] == paths and len(opened) == world

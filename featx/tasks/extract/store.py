@@ -59,7 +59,7 @@ _PARTIAL_NAME = re.compile(r"^\.shard-r\d{3,9}-\d{5,9}\.safetensors\.[A-Za-z0-9_
 _MANIFEST_SHARD = re.compile(rf"^{SHARD_DIR}/shard-r\d{{3,9}}-\d{{5,9}}\.safetensors$")
 #: a record read back is refused past this size (a shard's metadata, the settings file, one manifest line)
 _MAX_RECORD_BYTES = 64 << 20
-#: how many shards read_features keeps open at once
+#: how many shards read_features keeps open at once, per rank that wrote shards
 _OPEN_SHARDS = 4
 
 
@@ -419,8 +419,11 @@ def read_features(
             f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         )
         raise ArgumentError(f"{who}: outputs [{shown}] are not stored there; stored: {', '.join(stored)}")
-    # the shards read last stay open (the manifest lists a rank's rows in shard order, the ranks one after another);
-    # the others are closed, so a folder of many shards never holds many files and maps open at once
+    # the shards read last stay open, a few per rank: the manifest lists rows in path order, and the ranks took the
+    # paths in turn, so consecutive rows come from every rank's current shard; the others are closed, so a folder
+    # of many shards never holds many files and maps open at once
+    ranks = {shard.name[: len("shard-r000")] for shard in FeatureStore(root).shards()}
+    capacity = _OPEN_SHARDS * max(len(ranks), 1)
     opened: "OrderedDict[str, Tuple[ExitStack, Any, List[StoredFile]]]" = OrderedDict()
     try:
         for number, entry in _manifest_entries(manifest, who):
@@ -430,7 +433,7 @@ def read_features(
             if shard in opened:
                 opened.move_to_end(shard)
             else:
-                if len(opened) >= _OPEN_SHARDS:
+                if len(opened) >= capacity:
                     opened.popitem(last=False)[1][0].close()
                 stack = ExitStack()
                 try:
