@@ -104,6 +104,7 @@ GUARDS: Dict[str, List[str]] = {
     "models/timm_models.py": ["tests/test_timm.py"],
     "models/timm_weights.py": ["tests/test_timm.py"],
     "tasks/detection.py": ["tests/test_detection.py"],
+    "models/legacy_keys.py": ["tests/test_weights.py"],
 }
 
 MUTANTS: List[Mutant] = [
@@ -928,6 +929,12 @@ MUTANTS: List[Mutant] = [
         "    except (json.JSONDecodeError, RecursionError) as error:",
         "    except json.JSONDecodeError as error:",
         "deeply nested featx metadata: raw RecursionError",
+    ),
+    Mutant(
+        "models/legacy_keys.py",
+        "    if is_timm_model(model) or not renames:",
+        "    if True:",
+        "torchvision's published DenseNet files refused as foreign",
     ),
     # apps
     Mutant(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -255,3 +256,48 @@ def test_assigned_layers_hold_copies_of_the_kept_tensors_and_dropped_layers_stay
     assert torch.equal(weight, classifier.layer2[0].conv1.weight)
     assert model.layer1[0].bn1.num_batches_tracked.device.type == "cpu"
     assert model.fc.weight.is_meta and model.layer4[0].conv1.weight.is_meta
+
+
+def _legacy_densenet_key(key: str) -> str:
+    """How torchvision's published DenseNet files name a layer's tensors (its _DenseLayer once held 'norm.1')."""
+    return re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", key)
+
+
+def test_densenet_weights_as_torchvision_publishes_them_load(tmp_path, monkeypatch):
+    """The published DenseNet files name their layers 'denselayer1.norm.1.weight' (torchvision's builder renames
+    them when it loads them): featx refused the genuine file as foreign ('unexpected keys')."""
+    torch.manual_seed(0)
+    reference = randomize_norm_statistics(torchvision.models.densenet121()).eval()
+    legacy = {_legacy_densenet_key(key): tensor for key, tensor in reference.state_dict().items()}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv(OFFLINE_VARIABLE, "1")
+    cached = cached_weights_path(torchvision.models.DenseNet121_Weights.IMAGENET1K_V1.url)
+    cached.parent.mkdir(parents=True)
+    torch.save(legacy, cached)
+    backbone = featx.build("densenet121", overrides=["weights=DEFAULT", "device=cpu", "norm=eval"]).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x)["c5"], reference.features(x), rtol=0, atol=0)  # c5 ends on norm5
+
+
+def test_vit_mlp_keys_of_the_legacy_layout_are_renamed_as_torchvisions_loader_renames_them():
+    """torchvision's MLPBlock loads 'mlp.linear_1'/'mlp.linear_2' (files saved before it became an MLP) as
+    'mlp.0'/'mlp.3'; featx reads the tensors itself and renames the same keys. The oracle is torchvision's own
+    load_state_dict on the meta device."""
+    from featx.models.legacy_keys import current_keys
+
+    with torch.device("meta"):
+        vit = torchvision.models.vit_b_32()
+    current = vit.state_dict()
+    legacy = {
+        re.sub(r"\.mlp\.([03])\.", lambda m: f".mlp.linear_{int(m.group(1)) // 3 + 1}.", k): v
+        for k, v in current.items()
+    }
+    assert "encoder.layers.encoder_layer_0.mlp.linear_1.weight" in legacy
+    metadata = current._metadata  # the versions torch records per module; the legacy files are version 1
+    legacy_state = type(current)(legacy)  # an OrderedDict carrying torch's per-module versions
+    legacy_state._metadata = {key: {**value, "version": 1} for key, value in metadata.items()}
+    vit.load_state_dict(legacy_state, assign=True)  # torchvision's own renaming: strict, so every key was placed
+    assert sorted(current_keys("vit_b_32", legacy)) == sorted(vit.state_dict())
+    assert current_keys("timm:vit_base_patch32_224", legacy) == legacy  # timm's own names are never touched

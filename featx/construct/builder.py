@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -39,6 +40,7 @@ from featx.construct.plan import BackbonePlan, check_neck, plan_backbone
 from featx.construct.plan_cache import cached_plan
 from featx.errors import ArgumentError, FeatxError, SpecError, WeightsError
 from featx.files import path_argument
+from featx.models.legacy_keys import current_keys
 from featx.models.meta_construction import on_meta
 from featx.models.published_weights import published_weights_file, published_weights_id
 from featx.models.weights_enums import is_weights_file
@@ -136,8 +138,12 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
     spec = load_spec(source, overrides)
     if spec.weights is not None and not is_weights_file(spec.weights):
         published_weights_id(spec.model, spec.weights)  # a misspelt name is refused even on device: meta
-    reads_weights = spec.weights is not None and resolve_device(spec.device).type != "meta"
-    return _assemble(spec, read_checkpoint(_weights_path(spec)) if reads_weights else None)
+    if spec.weights is None or resolve_device(spec.device).type == "meta":
+        return _assemble(spec, None)
+    checkpoint = read_checkpoint(_weights_path(spec))
+    if checkpoint.saved is None:  # a state dict as torchvision publishes them: its legacy key names renamed
+        checkpoint = dataclasses.replace(checkpoint, state=current_keys(spec.model, checkpoint.state))
+    return _assemble(spec, checkpoint)
 
 
 def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
