@@ -301,3 +301,12 @@ def test_vit_mlp_keys_of_the_legacy_layout_are_renamed_as_torchvisions_loader_re
     vit.load_state_dict(legacy_state, assign=True)  # torchvision's own renaming: strict, so every key was placed
     assert sorted(current_keys("vit_b_32", legacy)) == sorted(vit.state_dict())
     assert current_keys("timm:vit_base_patch32_224", legacy) == legacy  # timm's own names are never touched
+
+
+def test_a_file_named_like_a_weights_enum_is_a_file(tmp_path, monkeypatch, classifier):
+    """'ResNet18_Weights.pth' (a checkpoint named after the enum it came from) was taken for an enum member name."""
+    monkeypatch.chdir(tmp_path)
+    torch.save(classifier.state_dict(), tmp_path / "ResNet18_Weights.pth")
+    _assert_matches(_build("ResNet18_Weights.pth"), classifier)
+    with pytest.raises(featx.SpecError, match="names a member of VGG16_Weights, but resnet18's weights are"):
+        _build("VGG16_Weights.IMAGENET1K_V1")

@@ -27,7 +27,8 @@ OFFLINE_VARIABLE = "FEATX_OFFLINE"
 
 
 #: an enum member named with its enum, as torchvision's ``get_weight`` takes it: ``ResNet50_Weights.IMAGENET1K_V2``
-_QUALIFIED_NAME = re.compile(r"^(\w+_Weights)\.(\w+)$")
+#: (members are upper case: ``ResNet18_Weights.pth`` is a file)
+_QUALIFIED_NAME = re.compile(r"^(\w+_Weights)\.([A-Z][A-Z0-9_]*)$")
 
 
 def is_weights_file(value: str) -> bool:
