@@ -310,3 +310,21 @@ def test_a_file_named_like_a_weights_enum_is_a_file(tmp_path, monkeypatch, class
     _assert_matches(_build("ResNet18_Weights.pth"), classifier)
     with pytest.raises(featx.SpecError, match="names a member of VGG16_Weights, but resnet18's weights are"):
         _build("VGG16_Weights.IMAGENET1K_V1")
+
+
+def test_a_broken_file_in_the_hub_cache_says_to_delete_it(tmp_path, monkeypatch, classifier):
+    """A download that stopped midway leaves a file featx (and torchvision) read as the weights: the error said
+    'not a torch checkpoint' without saying that deleting it gets the weights afresh."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv(OFFLINE_VARIABLE, "1")
+    cached = cached_weights_path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url)
+    cached.parent.mkdir(parents=True)
+    torch.save(classifier.state_dict(), cached)
+    cached.write_bytes(cached.read_bytes()[:5000])  # the first 5,000 bytes of it
+    with pytest.raises(featx.WeightsError) as caught:
+        _build("DEFAULT")
+    assert str(caught.value).startswith(f"backbone.weights: cannot read {cached}: ")
+    assert str(caught.value).endswith(
+        "(the hub cache's copy of ResNet18_Weights.IMAGENET1K_V1, perhaps a download that stopped midway: delete it "
+        "and build again to download it afresh)"
+    )

@@ -140,7 +140,16 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
         published_weights_id(spec.model, spec.weights)  # a misspelt name is refused even on device: meta
     if spec.weights is None or resolve_device(spec.device).type == "meta":
         return _assemble(spec, None)
-    checkpoint = read_checkpoint(_weights_path(spec))
+    path = _weights_path(spec)
+    try:
+        checkpoint = read_checkpoint(path)
+    except WeightsError as error:
+        if is_weights_file(spec.weights):
+            raise
+        raise WeightsError(
+            f"{error} (the hub cache's copy of {published_weights_id(spec.model, spec.weights)}, perhaps a download "
+            "that stopped midway: delete it and build again to download it afresh)"
+        ) from None
     if checkpoint.saved is None:  # a state dict as torchvision publishes them: its legacy key names renamed
         checkpoint = dataclasses.replace(checkpoint, state=current_keys(spec.model, checkpoint.state))
     return _assemble(spec, checkpoint)
