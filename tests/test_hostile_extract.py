@@ -720,3 +720,27 @@ def test_read_features_opens_each_shard_once_when_ranks_took_turns(tmp_path, mon
     )
     rows = list(featx.read_features(tmp_path / "out"))
     assert [path for path, _ in rows] == paths and len(opened) == world
+
+
+def test_a_weights_file_rewritten_after_the_build_read_it_is_refused(photos, tmp_path, monkeypatch):
+    """The features are recorded against the weights file's identity, taken after the build: a file rewritten in
+    between would be recorded as the one the features came from."""
+    import torchvision
+
+    from featx.tasks.extract import run
+
+    weights = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    build = run.build
+
+    def build_then_rewrite(spec):
+        backbone = build(spec)
+        if spec.device != "meta":  # the build that reads the weights (the size check builds on meta first)
+            torch.save(torchvision.models.resnet18().state_dict(), weights)  # the next epoch's checkpoint
+            os.utime(weights, ns=(1, 1))
+        return backbone
+
+    monkeypatch.setattr(run, "build", build_then_rewrite)
+    with pytest.raises(featx.WeightsError, match=r"^backbone\.weights: .*r18\.pth changed while featx-extract read it"):
+        extract(_spec(weights=str(weights)), _options(photos, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from featx.construct.builder import build
 from featx.construct.device import resolve_device
-from featx.errors import ArgumentError, FeatxError, InputShapeError
+from featx.errors import ArgumentError, FeatxError, InputShapeError, WeightsError
 from featx.models.published_weights import published_weights_file, published_weights_id
 from featx.models.weights_enums import is_weights_file
 from featx.nn.backbone import Backbone
@@ -401,9 +401,14 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         check_input_size(spec, transform, transform_name)  # on meta, before any weights are read
         if options.decode == "gpu":
             check_tensor_transform(transform, transform_name)
+        before = _settings(spec, [], options, transform)["backbone"].get("weights_file")
         backbone = build(dataclasses.replace(spec, device=str(device))).eval()
         outputs = _selected_outputs(backbone, options.outputs)
         settings = _settings(spec, outputs, options, transform)
+        if settings["backbone"].get("weights_file") != before:  # the file the features will be recorded against
+            raise WeightsError(
+                f"backbone.weights: {spec.weights} changed while featx-extract read it; run again once it is complete"
+            )
         listing = _listing_of_rank_zero(options.input, options.output, rank, world)
         store = FeatureStore(Path(options.output))
         lock = _output_lock(store, rank, world)  # before anything there is read or removed
