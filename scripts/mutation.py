@@ -64,6 +64,7 @@ GUARDS: Dict[str, List[str]] = {
         "tests/test_hostile_weights.py",
         "tests/test_plan_cache.py",
         "tests/test_checkpoint.py",
+        "tests/test_weights.py",
     ],
     "construct/model_structure.py": ["tests/test_checkpoint.py", "tests/test_plan_cache.py"],
     "construct/plan.py": ["tests/test_plan_cache.py", "tests/test_model_checks.py", "tests/test_reference_equality.py"],
@@ -105,6 +106,7 @@ GUARDS: Dict[str, List[str]] = {
     "models/timm_weights.py": ["tests/test_timm.py"],
     "tasks/detection.py": ["tests/test_detection.py"],
     "models/legacy_keys.py": ["tests/test_weights.py"],
+    "models/weights_enums.py": ["tests/test_weights.py"],
 }
 
 MUTANTS: List[Mutant] = [
@@ -935,6 +937,49 @@ MUTANTS: List[Mutant] = [
         "    if is_timm_model(model) or not renames:",
         "    if True:",
         "torchvision's published DenseNet files refused as foreign",
+    ),
+    # weights files, seeds
+    Mutant(
+        "construct/builder.py",
+        "        checkpoint.check_unchanged()  # every tensor the backbone keeps is copied by now",
+        "        pass",
+        "a weights file rewritten while its tensors are copied mixes two versions",
+    ),
+    Mutant(
+        "construct/builder.py",
+        '    with torch.random.fork_rng(devices=[]), torch.device("cpu"):',
+        "    with torch.random.fork_rng(devices=[]):",
+        "the caller's default device leaks into the build",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "        torch.default_generator.manual_seed(spec.seed)",
+        "        torch.manual_seed(spec.seed)",
+        "a build reseeds the user's CUDA generators",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        "    if len(nested) > 1:",
+        "    if False:",
+        "a file holding state_dict and state_dict_ema loads one of them silently",
+    ),
+    Mutant(
+        "models/weights_enums.py",
+        "hash_prefix=named.group(1) if named else None",
+        "hash_prefix=None",
+        "a download is cached whatever its hash",
+    ),
+    Mutant(
+        "models/weights_enums.py",
+        "([A-Z][A-Z0-9_]*)$",
+        "(\\w+)$",
+        "a file named ResNet18_Weights.pth taken for an enum member",
+    ),
+    Mutant(
+        "tasks/extract/run.py",
+        '        if settings["backbone"].get("weights_file") != before:',
+        "        if False:",
+        "features recorded against a weights file rewritten after the build",
     ),
     # apps
     Mutant(
