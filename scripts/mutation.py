@@ -873,8 +873,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/backbone.py",
-        "(x.is_nested or x.layout != torch.strided)",
-        "False",
+        "    if x.is_nested or x.layout != torch.strided:",
+        "    if False:",
         "sparse, MKL-DNN and nested inputs reach torch",
     ),
     Mutant(

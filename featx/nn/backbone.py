@@ -328,7 +328,7 @@ def checked_batch(
         raise InputShapeError(
             f"featx backbone {model!r} takes a tensor (N, {in_channels}, H, W), got {type(x).__name__}"
         )
-    if not isinstance(x, torch.fx.Proxy) and (x.is_nested or x.layout != torch.strided):
+    if x.is_nested or x.layout != torch.strided:
         kind = "a nested tensor" if x.is_nested else f"a {x.layout} tensor"
         raise InputShapeError(
             f"featx backbone {model!r} takes a dense tensor (N, {in_channels}, H, W), got {kind}; convert it "
