@@ -173,4 +173,11 @@ def test_a_neck_that_does_not_fit_is_refused_and_the_old_one_kept():
     with pytest.raises(featx.ArgumentError) as caught:
         backbone.neck = "fpn"
     assert str(caught.value) == "Backbone.neck: the neck must be a torch.nn.Module or None, got str"
+    other = featx.build("resnet50_fpn", overrides=["device=meta"]).neck  # built for ResNet-50's widths
+    with pytest.raises(featx.ArgumentError) as caught:
+        backbone.neck = other
+    assert str(caught.value) == (
+        "Backbone.neck: the neck takes maps of 256, 512, 1024, 2048 channels, the returned stages give c2=64, c3=128, "
+        "c4=256, c5=512"
+    )
     assert backbone.neck is fpn and [i.name for i in backbone.feature_info] == ["p2", "p3", "p4", "p5"]

@@ -82,6 +82,7 @@ class FeaturePyramid(FeaturePyramidNetwork):
         block, extra_levels = extra_block(spec, inputs[-1], inputs[-1].channels, torchvision_names)
         super().__init__([info.channels for info in inputs], spec.out_channels, extra_blocks=block)
         self.input_names = [info.name for info in inputs]
+        self.input_info = list(inputs)  # what it takes: checked when it is assigned to a backbone
         self.extra_kind = spec.extra_blocks
         self.feature_info = [FeatureInfo(info.name, spec.out_channels, info.stride) for info in inputs] + extra_levels
         # levels made by the extra block (pooled or convolved from the top level), not from a backbone stage

@@ -74,6 +74,7 @@ class SimpleFeaturePyramid(nn.Module):
         top = inputs[-1]
         self.top_stride = top.stride
         self.input_names = [info.name for info in inputs]
+        self.input_info = list(inputs)  # what it takes: checked when it is assigned to a backbone
         self.rescales = nn.ModuleList()
         self.outputs = nn.ModuleList()
         for stride in LEVEL_STRIDES:
