@@ -891,6 +891,12 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/backbone.py",
+        "        if takes is not None and [info.channels for info in takes] != [r.channels for r in returned]:",
+        "        if False:",
+        "a neck built for other widths accepted on assignment",
+    ),
+    Mutant(
+        "nn/backbone.py",
         "        return groups if names is None else _picked(groups, names)",
         "        return groups",
         "param_groups ignores names: a resumed optimizer's groups in stage order",
