@@ -422,7 +422,7 @@ def read_features(
     # the shards read last stay open, a few per rank: the manifest lists rows in path order, and the ranks took the
     # paths in turn, so consecutive rows come from every rank's current shard; the others are closed, so a folder
     # of many shards never holds many files and maps open at once
-    ranks = {shard.name[: len("shard-r000")] for shard in FeatureStore(root).shards()}
+    ranks = {match.group(1) for shard in FeatureStore(root).shards() if (match := _SHARD_NAME.match(shard.name))}
     capacity = _OPEN_SHARDS * max(len(ranks), 1)
     opened: "OrderedDict[str, Tuple[ExitStack, Any, List[StoredFile]]]" = OrderedDict()
     try:
