@@ -983,7 +983,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/run.py",
-        '        if settings["backbone"].get("weights_file") != before:',
+        "        if _local_weights_identity(spec) != before:",
         "        if False:",
         "features recorded against a weights file rewritten after the build",
     ),

@@ -269,6 +269,14 @@ class _ShardBuffer:
         self.images, self.skipped = self.images[count:], []
 
 
+def _local_weights_identity(spec: BackboneSpec) -> Optional[Identity]:
+    """The identity (size, modification time) of the local weights file ``spec`` names, else ``None`` (a hub file's
+    name carries a hash of its content)."""
+    if spec.weights is None or not is_weights_file(spec.weights):
+        return None
+    return file_identity(Path(spec.weights).expanduser())
+
+
 def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, transform: object) -> dict:
     """What the stored features depend on (not where they were computed, nor batch size or workers)."""
     backbone = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "channels_last")}
@@ -279,7 +287,7 @@ def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, t
         # Hugging Face hub: <revision>/<file>), since a hub repository may publish other weights under one tag
         backbone["weights_file"] = "/".join(published_weights_file(spec.model, spec.weights).parts[-2:])
     elif spec.weights is not None:  # a file rewritten under the same name holds other weights
-        backbone["weights_file"] = file_identity(Path(spec.weights).expanduser())
+        backbone["weights_file"] = _local_weights_identity(spec)
     settings = {
         "backbone": backbone,
         "outputs": outputs,
@@ -401,11 +409,11 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         check_input_size(spec, transform, transform_name)  # on meta, before any weights are read
         if options.decode == "gpu":
             check_tensor_transform(transform, transform_name)
-        before = _settings(spec, [], options, transform)["backbone"].get("weights_file")
+        before = _local_weights_identity(spec)
         backbone = build(dataclasses.replace(spec, device=str(device))).eval()
         outputs = _selected_outputs(backbone, options.outputs)
         settings = _settings(spec, outputs, options, transform)
-        if settings["backbone"].get("weights_file") != before:  # the file the features will be recorded against
+        if _local_weights_identity(spec) != before:  # the file the features are recorded against (in settings)
             raise WeightsError(
                 f"backbone.weights: {spec.weights} changed while featx-extract read it; run again once it is complete"
             )
