@@ -663,6 +663,18 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/propose.py",
+        "if len(sizes) > 1 and growth_against_stride(shapes, sizes, kind, out_stride) is not None:",
+        "if False:",
+        "propose ends timm VGG with its unpadded 7x7 head, a stage build refuses",
+    ),
+    Mutant(
+        "construct/probe.py",
+        "if abs(grown - more / stride) >= 1:",
+        "if abs(grown - more / stride) >= 4:",
+        "a stride-7 stage read as stride 8",
+    ),
+    Mutant(
+        "construct/propose.py",
         "outputs = _feature_maps(module, xs) if called and given == tuple(xs[0].shape) else None",
         "outputs = _feature_maps(module, xs)",
         "propose puts modules the forward feeds other shapes (a dropout after the pool) into the last stage",

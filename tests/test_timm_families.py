@@ -62,3 +62,17 @@ def test_family_sample_covers_at_least_forty_families_the_generated_page_lists_a
     page = (Path(__file__).resolve().parents[1] / "docs" / "results" / "timm.md").read_text()
     proposed = {row.split("|")[1].strip() for row in page.splitlines() if row.startswith("| ") and "| yes |" in row}
     assert set(FAMILIES) <= proposed, sorted(set(FAMILIES) - proposed)
+
+
+def test_a_proposal_ends_before_a_head_with_no_power_of_two_stride():
+    """timm's VGG runs an unpadded 7x7 convolution (``pre_logits``) on its stride-32 map: maps that grow by 3 rows for
+    96 more input rows, a stride build refuses. The proposal ends at the last pool, where timm's feature_info does."""
+    spec = featx.propose("timm:vgg11")
+    backbone = featx.build(spec, overrides=["device=meta"])
+    with torch.device("meta"):
+        reference = timm.create_model("vgg11", pretrained=False)
+    expected = [info for info in reference.feature_info if info["reduction"] >= 4]
+    assert [stage.paths[-1] for stage in backbone.stage_info] == [info["module"] for info in expected]
+    assert [(info.channels, info.stride) for info in backbone.feature_info] == [
+        (info["num_chs"], info["reduction"]) for info in expected
+    ]

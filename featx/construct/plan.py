@@ -27,11 +27,11 @@ from featx.construct.probe import (
     Shape,
     Size,
     channels_of,
+    growth_against_stride,
     infer_layout,
     input_channels,
     meta_input,
     shape_only_layers,
-    spatial_dims,
     stride_of,
 )
 from featx.construct.token_layout import TokenLayout, resolve_tokens
@@ -198,22 +198,19 @@ def _measure(
 
 
 def _check_growth(name: str, shapes: Sequence[Shape], sizes: Sequence[Size], layout: str, stride: int) -> None:
-    """SpecError unless the stage's maps grow with the input as its power-of-two ``stride`` says (within one row or
-    column: rounding and borders). A stride that is no power of two (ConvMixer's 7-pixel patches) would otherwise be
-    read as the nearest one, and the levels named and sized by it."""
-    _, height, width = spatial_dims(layout)
-    for axis, (dim, unit) in enumerate(((height, "rows"), (width, "columns"))):
-        more = sizes[-1][axis] - sizes[0][axis]
-        grown = shapes[-1][dim] - shapes[0][dim]
-        if abs(grown - more / stride) >= 1:
-            measured = f"about {round(more / grown)}" if grown else "no stride at all"
-            raise SpecError(
-                key_path("stages", name),
-                f"its maps grow by {grown} {unit} for {more} more input {unit} ({sizes[0][0]}x{sizes[0][1]} and "
-                f"{sizes[-1][0]}x{sizes[-1][1]}): a stride of {measured}, not a power of two (stride {stride} would "
-                f"grow them by {more / stride:g}); featx measures strides as powers of two, which name and size the "
-                "levels (p2 = stride 4 ... p5 = stride 32)",
-            )
+    """SpecError unless the stage's maps grow with the input as its power-of-two ``stride`` says: a stride that is no
+    power of two would otherwise be read as the nearest one, and the levels named and sized by it."""
+    growth = growth_against_stride(shapes, sizes, layout, stride)
+    if growth is not None:
+        unit, grown, more = growth
+        measured = f"about {round(more / grown)}" if grown else "no stride at all"
+        raise SpecError(
+            key_path("stages", name),
+            f"its maps grow by {grown} {unit} for {more} more input {unit} ({sizes[0][0]}x{sizes[0][1]} and "
+            f"{sizes[-1][0]}x{sizes[-1][1]}): a stride of {measured}, not a power of two (stride {stride} would "
+            f"grow them by {more / stride:g}); featx measures strides as powers of two, which name and size the "
+            "levels (p2 = stride 4 ... p5 = stride 32)",
+        )
 
 
 def _probe(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +57,28 @@ def stride_of(shape: Shape, layout: str, size: Size) -> int:
     """The map's stride: the input height over its height, rounded to a power of two."""
     height = shape[spatial_dims(layout)[1]]
     return int(2 ** max(0, round(math.log2(size[0] / height))))
+
+
+class Growth(NamedTuple):
+    """How much one spatial dimension of a map grew between two probe inputs that differ by ``more`` pixels."""
+
+    unit: str
+    grown: int
+    more: int
+
+
+def growth_against_stride(shapes: Sequence[Shape], sizes: Sequence[Size], layout: str, stride: int) -> Optional[Growth]:
+    """The first spatial dimension (rows, then columns) whose growth between the first and last probe differs from
+    what the power-of-two ``stride`` gives by a row or more (rounding and borders stay within one), else ``None``: a
+    stride that is no power of two (ConvMixer's 7-pixel patches, a 7x7 convolution without padding after a stride-32
+    map) is read by :func:`stride_of` as the nearest one."""
+    _, height, width = spatial_dims(layout)
+    for axis, (dim, unit) in enumerate(((height, "rows"), (width, "columns"))):
+        more = sizes[-1][axis] - sizes[0][axis]
+        grown = shapes[-1][dim] - shapes[0][dim]
+        if abs(grown - more / stride) >= 1:
+            return Growth(unit, grown, more)
+    return None
 
 
 def channels_of(shape: Shape, layout: str) -> int:

@@ -3,10 +3,10 @@ it on the meta device.
 
 The model's modules are run in order on meta inputs, from the root's children down: a plain ``nn.Sequential``
 that spans a stride boundary is opened into its children, a ``ModuleList`` always is. The chain ends at the first
-module whose output no longer grows with the input (a global pool), switches layout (Swin's final permute) or
-cannot take the map (the classifier). A module in between whose output is not a feature map (an auxiliary
-classifier) is left out. Each stage then ends at the last module of its stride: ``c2`` at stride 4 up to ``c5``
-at stride 32.
+module whose output no longer grows with the input (a global pool), grows by no power-of-two stride (timm VGG's
+unpadded 7x7 head), switches layout (Swin's final permute) or cannot take the map (the classifier). A module in
+between whose output is not a feature map (an auxiliary classifier) is left out. Each stage then ends at the last
+module of its stride: ``c2`` at stride 4 up to ``c5`` at stride 32.
 
 Example::
 
@@ -30,6 +30,7 @@ from featx.construct.probe import (
     Shape,
     Size,
     channels_of,
+    growth_against_stride,
     infer_layout,
     meta_input,
     shape_only_layers,
@@ -151,6 +152,9 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
         ):
             queue[:0] = [(f"{path}.{name}", child) for name, child in module.named_children()]
             continue
+        if len(sizes) > 1 and growth_against_stride(shapes, sizes, kind, out_stride) is not None:
+            queue.insert(0, (path, module))  # no power-of-two stride (timm VGG's unpadded 7x7 head): build refuses it
+            break
         layout, stride, xs = kind, out_stride, outputs
         left_out.extend(skipped)
         skipped = []
