@@ -181,3 +181,21 @@ def test_a_neck_that_does_not_fit_is_refused_and_the_old_one_kept():
         "c4=256, c5=512"
     )
     assert backbone.neck is fpn and [i.name for i in backbone.feature_info] == ["p2", "p3", "p4", "p5"]
+
+
+def test_deleting_or_adding_the_neck_as_a_module_re_describes_the_outputs():
+    """``del bb.neck`` and ``add_module("neck", ...)`` (``register_module``) go through nn.Module's own paths, which
+    left feature_info describing the old outputs (or the forward failing on a missing attribute)."""
+    backbone = featx.build("resnet18_fpn", overrides=["device=cpu", "fpn.out_channels=32"]).eval()
+    fpn, x = backbone.neck, torch.randn(1, 3, 64, 64)
+    del backbone.neck
+    assert backbone.neck is None and "neck" not in dict(backbone.named_children())
+    assert [(i.name, i.channels, i.stride) for i in backbone.feature_info] == _described(backbone, x)
+    assert [i.name for i in backbone.feature_info] == ["c2", "c3", "c4", "c5"]
+    backbone.register_module("neck", fpn)
+    assert [(i.name, i.channels, i.stride) for i in backbone.feature_info] == _described(backbone, x)
+    assert [i.name for i in backbone.feature_info] == ["p2", "p3", "p4", "p5"] and backbone.out_channels == 32
+    backbone.add_module("neck", None)
+    assert [i.name for i in backbone.feature_info] == ["c2", "c3", "c4", "c5"] and backbone.out_channels is None
+    with pytest.raises(featx.ArgumentError, match=r"^Backbone\.neck: the neck Identity has no feature_info"):
+        backbone.add_module("neck", torch.nn.Identity())

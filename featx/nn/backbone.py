@@ -98,6 +98,20 @@ class Backbone(nn.Module):
             return
         super().__setattr__(name, value)
 
+    def __delattr__(self, name: str) -> None:
+        """``del bb.neck`` removes the neck as ``bb.neck = None`` does: the outputs are the returned stages."""
+        if name == "neck":
+            self.neck = None
+            return
+        super().__delattr__(name)
+
+    def add_module(self, name: str, module: Optional[nn.Module]) -> None:
+        """``add_module("neck", m)`` (and ``register_module``) sets the neck as ``bb.neck = m`` does."""
+        if name == "neck":
+            self.neck = module
+            return
+        super().add_module(name, module)
+
     def _outputs_through(self, neck: Optional[nn.Module], caller: str) -> Tuple[List[FeatureInfo], Dict[str, str]]:
         """(``feature_info``, returned stage -> the key of its map) for the outputs through ``neck`` (or none): the
         neck's input names as keys, or the output names without a neck."""
