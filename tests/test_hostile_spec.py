@@ -220,6 +220,43 @@ def test_bad_overrides_are_a_spec_error_naming_the_key(overrides, key, pattern):
     _assert_spec_error(error, key, pattern)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("out_features=[[c2]]", "backbone.out_features[0]: expected a name, got a list"),
+        ("out_features=[c2,{a:1}]", "backbone.out_features[1]: expected a name, got a mapping"),
+        ("reinit=[[c2]]", "backbone.reinit[0]: expected a name, got a list"),
+        ("stages.c2.modules=[[conv1]]", "backbone.stages.c2.modules[0]: expected a name, got a list"),
+        ("stages.c2.slice=[[0],4]", "backbone.stages.c2.slice[0]: expected a number, got a list"),
+        ("input_size=[[64],64]", "backbone.input_size[0]: expected a number, got a list"),
+        ("out_features={a:1}", "backbone.out_features: expected a list (or null), got a mapping"),
+        ("input_size={h:64}", "backbone.input_size: expected a list (or null), got a mapping"),
+        ("tokens={embed:conv_proj,prefix:[[x]]}", "backbone.tokens.prefix[0]: expected a name, got a list"),
+    ],
+)
+def test_a_list_holding_lists_or_mappings_is_a_spec_error_naming_the_item(tmp_path, override, message):
+    """OmegaConf's merge keeps a nested list or mapping as one item of a List[str] (the checks then failed with raw
+    TypeErrors and AttributeErrors) and refuses a mapping for a list naming neither the key nor the form."""
+    key, _, value = override.partition("=")
+    parts = key.split(".")
+    data = _stages(c2={"slice": [0, 4]}) if parts[-1] == "slice" else _spec()
+    data_with_value = OmegaConf.to_container(
+        OmegaConf.merge(OmegaConf.create(data), OmegaConf.from_dotlist([override]))
+    )
+    file = tmp_path / "spec.yaml"
+    file.write_text(OmegaConf.to_yaml(OmegaConf.create(data_with_value)))
+    for source, overrides in [(data, [override]), (data_with_value, []), (str(file), [])]:
+        with pytest.raises(SpecError) as error:
+            featx.build(source, overrides=overrides)
+        assert str(error.value) in (message, f"{file}: {message}"), (source, str(error.value))
+    packaged, packaged_override = (
+        ("vgg16", override.replace("c2.", "c1.")) if parts[-1] == "slice" else ("resnet18", override)
+    )
+    with pytest.raises(SpecError) as error:  # an override's error is not blamed on the packaged file
+        featx.build(packaged, overrides=[packaged_override])
+    assert str(error.value) == (message.replace("c2.", "c1.") if parts[-1] == "slice" else message)
+
+
 @pytest.mark.parametrize("key", ["weights", "norm", "device", "frozen_stages", "seed", "layout", "channels_last"])
 def test_omegaconfs_missing_marker_is_a_missing_value_not_the_default(tmp_path, key):
     """``???`` merged into the schema would silently take the key's default (``weights: ???`` a random init)."""
@@ -564,6 +601,42 @@ def test_a_composed_config_may_not_call_resolvers():
     referring = OmegaConf.create({**_spec(device="meta"), "norm": "${layout_norm}", "layout_norm": "eval"})
     with pytest.raises(SpecError, match=r"unknown key 'layout_norm'"):
         featx.build(referring)
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "reached"),
+    [
+        ({"s": "${oc.env:FEATX_TEST_SECRET}", "bb": {"model": "${s}"}}, "model", "s"),  # beside the node
+        ({"t": "${oc.env:FEATX_TEST_SECRET}", "s": "x${t}", "bb": {"model": "${s}"}}, "model", "t"),  # a chain
+        ({"s": "${oc.env:FEATX_TEST_SECRET}", "bb": {"model": "${..s}"}}, "model", "s"),  # relative
+        ({"a": {"s": "${oc.env:FEATX_TEST_SECRET}"}, "bb": {"model": "${a}"}}, "model", "a.s"),  # inside a node
+        ({"l": ["${oc.env:FEATX_TEST_SECRET}"], "x": {"bb": {"model": "${l.0}"}}}, "model", "l.0"),  # a list entry
+    ],
+)
+def test_a_composed_spec_may_not_reach_a_resolver_through_its_references(monkeypatch, config, key, reached):
+    """featx resolved a composed node's references to its own config, and a referenced node's resolver ran: the
+    environment variable was read and quoted in the error (unknown torchvision model 'topsecret')."""
+    monkeypatch.setenv("FEATX_TEST_SECRET", "topsecret")
+    composed = OmegaConf.create(config)
+    node = composed.x.bb if "x" in composed else composed.bb
+    node.stages = {"c2": {"modules": ["conv1"]}}
+    with pytest.raises(SpecError) as caught:
+        featx.build(node, overrides=["device=meta"])
+    assert str(caught.value).startswith(
+        f"backbone.{key}: refers (directly or through other nodes) to {reached}, which calls an OmegaConf resolver"
+    )
+    assert "topsecret" not in str(caught.value)
+
+
+def test_a_composed_spec_may_refer_to_nodes_beside_resolvers_and_not_to_computed_references():
+    composed = OmegaConf.create(
+        {"data": "${oc.env:HOME}", "common": {"home": "${oc.env:HOME}", "seed": 3}, "k": "seed", "bb": _spec()}
+    )
+    composed.bb.seed = "${common.seed}"
+    assert featx.build(composed.bb, overrides=["device=meta"]).spec.seed == 3
+    composed.bb.seed = "${common.${k}}"
+    with pytest.raises(SpecError, match=r"^backbone\.seed: holds a reference featx cannot follow without resolving"):
+        featx.build(composed.bb, overrides=["device=meta"])
 
 
 @pytest.mark.parametrize(

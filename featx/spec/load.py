@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import typing
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -23,6 +24,7 @@ from featx.spec.config_files import backbone_names, config_dir
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import QUOTE_LIMIT, check_data_size, quoted, shortened
 from featx.spec.overrides import apply_overrides, apply_plain_overrides
+from featx.spec.references import RESOLVER_CALL, resolver_reached
 from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec, TokenSpec
 from featx.spec.typed import typed
 from featx.spec.validate import validate_spec
@@ -79,6 +81,34 @@ def _check_nesting(data: Mapping[str, Any]) -> None:
             )
 
 
+def _list_fields(schema: type) -> Dict[str, str]:
+    """The fields of the dataclass ``schema`` that hold a list, and what each item is (a name or a number)."""
+    hints = {name: str(hint) for name, hint in typing.get_type_hints(schema).items()}
+    return {name: "a number" if "List[int]" in hint else "a name" for name, hint in hints.items() if "List[" in hint}
+
+
+def _check_lists(data: Mapping[str, Any]) -> None:
+    """Each list key holds a list (or null) of names or numbers, named by key: OmegaConf's merge refuses a mapping
+    without naming the key, and keeps a nested list or mapping as one element, which the checks cannot compare."""
+    places: List[Tuple[Tuple[str, ...], Any, Dict[str, str]]] = [((), data, _list_fields(BackboneSpec))]
+    for key, schema in _NESTED.items():
+        if isinstance(data.get(key), Mapping):
+            places.append(((key,), data[key], _list_fields(schema)))
+    for name, stage in (data.get("stages") or {}).items():
+        places.append((("stages", str(name)), stage, _list_fields(StageSpec)))
+    for parents, node, keys in places:
+        for key, item_kind in keys.items():
+            value = node.get(key)
+            if isinstance(value, Mapping):
+                raise SpecError(key_path(*parents, key), "expected a list (or null), got a mapping")
+            for position, item in enumerate(value if isinstance(value, list) else ()):
+                if isinstance(item, (list, tuple, Mapping)):
+                    raise SpecError(
+                        key_path(*parents, f"{key}[{position}]"),
+                        f"expected {item_kind}, got a {'mapping' if isinstance(item, Mapping) else 'list'}",
+                    )
+
+
 def _is_path(text: str) -> bool:
     return Path(text).suffix in SPEC_SUFFIXES or os.sep in text or "/" in text
 
@@ -90,6 +120,7 @@ def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
     if isinstance(source, DictConfig):
         try:
             _refuse_resolvers(OmegaConf.to_container(source, resolve=False))
+            _refuse_resolvers_referred_to(source)
             return OmegaConf.to_container(source, resolve=True), None  # type: ignore[return-value]
         except OmegaConfBaseException as error:
             raise _omegaconf_error(error) from None
@@ -114,10 +145,6 @@ def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
     raise SpecError(
         ROOT_KEY, f"cannot build from {type(source).__name__}; pass a name, a path, a mapping or a BackboneSpec"
     )
-
-
-#: ``${name:...}``: an OmegaConf resolver call (``oc.env`` reads the environment; others may run code)
-_RESOLVER_CALL = re.compile(r"\$\{\s*[A-Za-z_][\w.]*\s*:")
 
 
 def _find_string(
@@ -145,12 +172,29 @@ def _find_string(
 
 def _refuse_resolvers(data: Any) -> None:
     """A composed config may refer to its own nodes (``${device}``); it may not call resolvers."""
-    found = _find_string(data, lambda text: bool(_RESOLVER_CALL.search(text)))
+    found = _find_string(data, lambda text: bool(RESOLVER_CALL.search(text)))
     if found is not None:
         raise SpecError(
             key_path(*found),
             "calls an OmegaConf resolver (${name:...}); a backbone spec is data, and featx resolves no resolver "
             "(they can read the environment). Put the value itself",
+        )
+
+
+def _refuse_resolvers_referred_to(node: DictConfig) -> None:
+    """Nor may the nodes of its config that its references lead to (``model: ${s}``, ``s: ${oc.env:X}``)."""
+    reach = resolver_reached(node)
+    if reach is not None and reach.through is not None:
+        how = (
+            "holds a reference featx cannot follow without resolving it (a computed or indexed ${...})"
+            if reach.through == ("${...}",)
+            else f"refers (directly or through other nodes) to {'.'.join(reach.through)}, which calls an OmegaConf "
+            "resolver (${name:...})"
+        )
+        raise SpecError(
+            key_path(*reach.where),
+            f"{how}; a backbone spec is data, and featx resolves no resolver (they can read the environment). "
+            "Put the value itself, or a reference to a node that holds one",
         )
 
 
@@ -239,6 +283,7 @@ def load_spec(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> 
     _refuse_interpolations(literal)  # from the overrides: named without the file
     try:
         _check_nesting(literal)
+        _check_lists(literal)
         _refuse_missing_markers(literal)
         fields = _strip_hydra_keys(literal)
         spec = typed(BackboneSpec, fields, nested=_NESTED)  # without OmegaConf where it would give the same
