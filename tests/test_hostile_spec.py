@@ -285,6 +285,14 @@ def test_an_error_in_a_value_an_override_set_is_not_blamed_on_the_spec_file(tmp_
     with pytest.raises(SpecError) as error:  # the file's own value: the file is named
         featx.load_spec(str(file), overrides=["seed=3"])
     assert str(error.value).startswith(f"{file}: backbone.frozen_stages: 9 is out of range"), str(error.value)
+    file.write_text(OmegaConf.to_yaml(OmegaConf.create(_spec())))
+    with pytest.raises(SpecError) as error:  # the override set a key inside the stage the error names
+        featx.load_spec(str(file), overrides=["stages.c2.slice=[0,1]"])
+    assert str(error.value) == "backbone.stages.c2: give exactly one of 'slice' or 'modules'"
+    file.write_text(OmegaConf.to_yaml(OmegaConf.create({**_spec(), "bogus": 1})))
+    with pytest.raises(SpecError) as error:  # an error elsewhere stays the file's
+        featx.load_spec(str(file), overrides=["stages.c2.modules=[conv1]"])
+    assert str(error.value).startswith(f"{file}: backbone.bogus: unknown key 'bogus'"), str(error.value)
 
 
 def test_a_missing_marker_inside_a_list_names_its_item():

@@ -298,10 +298,13 @@ def load_spec(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> 
 
 
 def _set_by_override(key: str, overrides: Sequence[str]) -> bool:
-    """Whether the value at ``key`` (``backbone.device``) is one an override set (``device=cpu:1``): its error is the
-    override's, not the spec file's."""
+    """Whether the value at ``key`` (``backbone.device``) is one an override set (``device=cpu:1``), or a node other
+    than the root that an override changed inside (``backbone.stages.c2`` after ``stages.c2.slice=[0,1]``): its
+    error is the override's, not the spec file's."""
     for line in overrides:
         target = key_path(line.split("=", 1)[0].lstrip("+~"))
         if key == target or key.startswith((target + ".", target + "[")):
+            return True
+        if key != ROOT_KEY and target.startswith((key + ".", key + "[")):
             return True
     return False
