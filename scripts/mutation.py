@@ -940,6 +940,36 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/store.py",
+        "                    _check_collection(record, collection, shard, OUTPUT_KEY)\n",
+        "",
+        "a resume adopts a shard copied in from another extraction",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "        _check_collection(record, collection, shard, who)\n",
+        "",
+        "read_features mixes in a shard of another extraction",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "    if not stat.S_ISREG(mode):",
+        "    if False:",
+        "links and FIFOs at shard names read",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        'if previous is not None and entry["path"] <= previous:',
+        "if False:",
+        "a manifest listing a file twice is read twice",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "if tensor.dtype != dtype or list(tensor.shape) != shape:",
+        "if False:",
+        "a shard's dtype and shapes not checked against the settings and manifest",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
         "                    opened.popitem(last=False)[1][0].close()\n",
         "                    pass\n",
         "read_features keeps every shard it read open",

@@ -138,7 +138,8 @@ def test_features_equal_the_backbone_on_each_image_and_bad_files_are_listed(imag
     )
     config = (tmp_path / "out" / "featx-extract.json").read_text()
     assert json.loads(config)["settings"]["backbone"]["model"] == "resnet18"
-    assert json.loads(config)["format"] == "featx-extract/2"
+    assert json.loads(config)["format"] == "featx-extract/3"
+    assert re.fullmatch(r"[0-9a-f]{32}", json.loads(config)["collection"])
 
 
 @pytest.mark.parametrize("pooling", ["avg", "max"])

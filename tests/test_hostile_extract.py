@@ -118,10 +118,10 @@ def test_the_users_files_in_the_output_folder_survive_runs_and_overwrites(photos
         ({"featx-config.yaml": b"mine\n"}, ArgumentError, r"holds featx-config.yaml but no featx-extract.json"),
         ({"featx-shards/a": b"mine"}, ArgumentError, r"holds featx-shards but no featx-extract.json"),
         ({"featx-extract.json": b"{not json"}, FeatxError, r"featx-extract.json is not a featx-extract settings file"),
-        ({"featx-extract.json": b'{"a": 1}'}, FeatxError, r"no \"format\": \"featx-extract/2\" entry"),
+        ({"featx-extract.json": b'{"a": 1}'}, FeatxError, r"no \"format\": \"featx-extract/3\" entry"),
         ({"featx-extract.json": b'{"format": "featx-extract/2"}'}, FeatxError, r"not a featx-extract settings file"),
         ({"featx-extract.json": b"\xff\xfe"}, FeatxError, r"not a featx-extract settings file"),
-        ({"featx-extract.json": b'{"backbone": {}, "outputs": ["c2"]}'}, FeatxError, r"featx-extract/2"),
+        ({"featx-extract.json": b'{"backbone": {}, "outputs": ["c2"]}'}, FeatxError, r"featx-extract/3"),
         ({"featx-extract.json/": None}, FeatxError, r"not a plain file"),
     ],
     ids=[
@@ -744,3 +744,154 @@ def test_a_weights_file_rewritten_after_the_build_read_it_is_refused(photos, tmp
     with pytest.raises(featx.WeightsError, match=r"^backbone\.weights: .*r18\.pth changed while featx-extract read it"):
         extract(_spec(weights=str(weights)), _options(photos, tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+# ---- shards from another extraction, links, FIFOs, and a folder overwritten while it is read ------------------------
+
+
+def _extract_folder(photos: Path, output: Path, **changes) -> Path:
+    options = {key: changes.pop(key) for key in list(changes) if key in ("overwrite", "dtype", "shard_size")}
+    extract(_spec(**changes), _options(photos, output, **options))
+    return output
+
+
+def _shard(output: Path, number: int) -> Path:
+    return output / "featx-shards" / f"shard-r000-{number:05d}.safetensors"
+
+
+def test_a_shard_copied_in_from_another_extraction_is_refused_not_mixed_in(photos, tmp_path):
+    """Shards carry no settings: a shard from another folder (other seed, other dtype) was read back as this folder's
+    features and adopted by a resume ("nothing left to do"), under a settings file that says otherwise."""
+    ours = _extract_folder(photos, tmp_path / "ours")
+    other = _extract_folder(photos, tmp_path / "other", seed=1, dtype="float16")
+    _shard(ours, 2).write_bytes(_shard(other, 2).read_bytes())
+    before = folder_state(ours)
+    with pytest.raises(FeatxError) as caught:
+        list(featx.read_features(ours))
+    assert str(caught.value).startswith(
+        f"read_features(): the shard {_shard(ours, 2)} belongs to another extraction than the folder's "
+        "featx-extract.json describes"
+    )
+    with pytest.raises(FeatxError) as caught:
+        _extract_folder(photos, ours)
+    assert str(caught.value).startswith(f"extract.output: the shard {_shard(ours, 2)} belongs to another extraction")
+    assert folder_state(ours) == before
+
+
+def test_an_overwrite_while_features_are_read_is_refused_not_mixed(photos, tmp_path):
+    """read_features reopened shards by name after another run had replaced them with another network's."""
+    output = _extract_folder(photos, tmp_path / "out", shard_size=1)
+    reading = featx.read_features(output)
+    first = next(reading)
+    _extract_folder(photos, output, seed=7, overwrite=True, shard_size=1)
+    with pytest.raises(FeatxError, match=r"belongs to another extraction .* another featx-extract run replaced"):
+        list(reading)
+    assert first[0].endswith("p0.png")
+
+
+@pytest.mark.parametrize("place", ["shard", "shard-folder", "manifest"])
+def test_links_in_place_of_featx_files_are_refused(photos, tmp_path, place):
+    """A linked shard or shard folder read another folder's features (and survived an overwrite, as featx never
+    removes links); a linked manifest was read as this folder's."""
+    output = _extract_folder(photos, tmp_path / "out")
+    other = _extract_folder(photos, tmp_path / "other", seed=1)
+    targets = {
+        "shard": (_shard(output, 1), _shard(other, 1)),
+        "shard-folder": (output / "featx-shards", other / "featx-shards"),
+        "manifest": (output / "featx-manifest.jsonl", other / "featx-manifest.jsonl"),
+    }
+    link, target = targets[place]
+    if link.is_dir():
+        for shard in link.iterdir():
+            shard.unlink()
+        link.rmdir()
+    else:
+        link.unlink()
+    link.symlink_to(target)
+    other_state = folder_state(other)
+    with pytest.raises(FeatxError, match=rf"{re.escape(str(link))} is not (a file featx wrote \(a link\)|the folder)"):
+        list(featx.read_features(output))
+    if place != "manifest":  # a run rewrites the manifest; it refuses a link there before anything (tested above)
+        for overwrite in (False, True):
+            with pytest.raises(FeatxError, match=rf"{re.escape(str(link))} is not"):
+                _extract_folder(photos, output, **({"seed": 3, "overwrite": True} if overwrite else {}))
+    assert link.is_symlink() and folder_state(other) == other_state
+
+
+@pytest.mark.parametrize("place", ["shard", "manifest"])
+def test_a_fifo_in_place_of_a_shard_or_the_manifest_is_refused_without_blocking(photos, tmp_path, place):
+    output = _extract_folder(photos, tmp_path / "out")
+    fifo = _shard(output, 1) if place == "shard" else output / "featx-manifest.jsonl"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    code = (
+        "import featx, sys\n"
+        "try:\n    list(featx.read_features(sys.argv[1]))\n"
+        "except featx.FeatxError as error:\n    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(output)], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == (
+        f"read_features(): {fifo} is not a file featx wrote (not a plain file); featx leaves it alone: move it away, "
+        "then rerun featx-extract to redo what it held"
+    ), done.stderr
+
+
+@pytest.mark.parametrize("change", ["duplicate", "out-of-order"])
+def test_a_manifest_listing_a_file_twice_or_out_of_path_order_is_refused(photos, tmp_path, change):
+    output = _extract_folder(photos, tmp_path / "out")
+    manifest = output / "featx-manifest.jsonl"
+    lines = manifest.read_text().splitlines(keepends=True)
+    manifest.write_text("".join(lines + lines[:1] if change == "duplicate" else [lines[1], lines[0], *lines[2:]]))
+    with pytest.raises(FeatxError) as caught:
+        list(featx.read_features(output))
+    line = len(lines) + 1 if change == "duplicate" else 2
+    assert re.fullmatch(
+        rf"read_features\(\): {re.escape(str(manifest))} line {line} lists '.*p\d\.png' after '.*p\d\.png': a manifest "
+        "lists each file once, in path order; rerun the same featx-extract command to rebuild it",
+        str(caught.value),
+    )
+
+
+def test_a_shard_rewritten_with_other_dtype_or_shape_is_refused(photos, tmp_path):
+    """A shard of the folder's own collection whose tensors differ from the dtype and shapes the settings and the
+    manifest give was handed out as it was."""
+    from safetensors import safe_open
+
+    output = _extract_folder(photos, tmp_path / "out")
+    with safe_open(str(_shard(output, 1)), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
+    tensors["c3"] = torch.full((tensors["c3"].shape[0], 7), 1e30, dtype=torch.float64)
+    save_file(tensors, str(_shard(output, 1)), metadata=metadata)
+    with pytest.raises(FeatxError) as caught:
+        list(featx.read_features(output, outputs=["c3"]))
+    assert re.fullmatch(
+        r"read_features\(\): .*featx-manifest.jsonl line 1: the shard holds 'c3' as float64 \[7\], the manifest and "
+        r"settings give \[128\] in 'torch.float32': the shard is not as featx wrote it; .*",
+        str(caught.value),
+    )
+
+
+def test_a_folder_of_an_earlier_featx_is_refused_until_overwritten(photos, tmp_path):
+    """An earlier featx's shards carry no collection, so they cannot be told from shards copied in."""
+    output = _extract_folder(photos, tmp_path / "out")
+    info = output / "featx-extract.json"
+    content = json.loads(info.read_text())
+    info.write_text(json.dumps({"format": "featx-extract/2", "settings": content["settings"]}))
+    with pytest.raises(FeatxError, match=r"^read_features\(\): .*featx-extract.json was written by an earlier featx"):
+        list(featx.read_features(output))
+    with pytest.raises(ArgumentError, match=r"written by an earlier featx .*set extract.overwrite=true"):
+        _extract_folder(photos, output)
+    _extract_folder(photos, output, overwrite=True)
+    assert json.loads(info.read_text())["collection"] != content["collection"]
+    assert len(list(featx.read_features(output))) == 3
+
+
+def test_a_long_shard_name_in_a_tampered_manifest_is_not_echoed_whole(photos, tmp_path):
+    output = _extract_folder(photos, tmp_path / "out")
+    manifest = output / "featx-manifest.jsonl"
+    entries = _manifest(output)
+    entries[0]["shard"] = "x" * 4000
+    manifest.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    with pytest.raises(FeatxError) as caught:
+        list(featx.read_features(output))
+    assert "x" * 100 not in str(caught.value) and len(str(caught.value)) < 400

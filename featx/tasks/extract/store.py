@@ -3,13 +3,15 @@
 Every file featx writes there carries ``featx`` in its name, so a user's own files beside them are never touched
 (``featx-extract`` writes it, :func:`read_features` reads it)::
 
-    out/featx-extract.json       {"format": "featx-extract/2", "settings": ...}: what the features are (backbone
-                                 spec, outputs, pooling, transform, dtype); the folder is featx's only with it
+    out/featx-extract.json       {"format": "featx-extract/3", "collection": ..., "settings": ...}: what the
+                                 features are (backbone spec, outputs, pooling, transform, dtype), and a random name
+                                 for this folder's features that every shard carries; the folder is featx's only
+                                 with it
     out/featx-config.yaml        the resolved config of the last run
     out/featx-shards/shard-r000-00001.safetensors   one tensor per output, row i = image i of the shard; the
                                  shard's metadata lists its images and the files skipped with it, each with the
-                                 identity (size, modification time) the file had when it was read, and (decode=gpu)
-                                 why some images were decoded on the CPU
+                                 identity (size, modification time) the file had when it was read, the collection
+                                 it belongs to, and (decode=gpu) why some images were decoded on the CPU
     out/featx-manifest.jsonl     one line per file of the input: path, identity, shard, row, shapes, dtype (and
                                  decoded_on_cpu with the reason); or path, identity and the reason it was skipped
     out/.featx-extract.lock      held while a run writes here, so a second run on the folder is refused
@@ -17,7 +19,9 @@ Every file featx writes there carries ``featx`` in its name, so a user's own fil
 A shard is written to a unique temporary name and linked into place, so it is there whole or not at all; the shards
 are the record of what is done. A rerun skips files whose identity matches a shard's record and redoes the others
 (changed under the same name); the manifest is rebuilt from the shards when a run finishes, and lists a file only
-with the record matching its identity at that moment, so a stale feature is never read back.
+with the record matching its identity at that moment, so a stale feature is never read back. A shard of another
+collection (copied or linked in from another folder, or written by a run that overwrote the folder while it was
+read) is refused, never mixed in.
 
 Example::
 
@@ -30,12 +34,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
+import stat
 from collections import OrderedDict
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+import torch
 from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -46,7 +53,10 @@ from featx.files import path_argument, write_atomically
 from featx.spec.limits import quoted
 from featx.tasks.extract.listing import Identity
 
-FORMAT = "featx-extract/2"
+FORMAT = "featx-extract/3"
+#: the settings file of an earlier featx, whose shards do not say which collection they belong to
+EARLIER_FORMAT = "featx-extract/2"
+_COLLECTION = re.compile(r"^[0-9a-f]{32}$")
 INFO_FILE = "featx-extract.json"
 CONFIG_FILE = "featx-config.yaml"
 MANIFEST_FILE = "featx-manifest.jsonl"
@@ -129,27 +139,64 @@ def _open_shard(shard: Path, who: str = OUTPUT_KEY) -> Iterator[Any]:
         ) from None
 
 
-def _read_settings_file(info: Path, who: str) -> Dict[str, Any]:
-    """The settings recorded in ``info``; FeatxError naming the file when it is not a featx-extract settings file."""
+def _read_settings_file(info: Path, who: str) -> Tuple[Dict[str, Any], Optional[str]]:
+    """The settings recorded in ``info`` and the collection its shards carry (None in an earlier featx's folder);
+    FeatxError naming the file when it is not a featx-extract settings file."""
     try:
         if info.stat().st_size > _MAX_RECORD_BYTES:
             raise ValueError(f"larger than {_MAX_RECORD_BYTES} bytes")
         content = json.loads(info.read_text(encoding="utf-8"))
-        if not isinstance(content, dict) or content.get("format") != FORMAT:
+        if not isinstance(content, dict) or content.get("format") not in (FORMAT, EARLIER_FORMAT):
             raise ValueError(f'no "format": "{FORMAT}" entry')
+        collection = content.get("collection") if content["format"] == FORMAT else None
+        if content["format"] == FORMAT and not (isinstance(collection, str) and _COLLECTION.match(collection)):
+            raise ValueError("no collection")
         settings = content.get("settings")
         if not isinstance(settings, dict):
             raise ValueError("no settings")
         outputs = settings.get("outputs")
         if not (isinstance(outputs, list) and outputs and all(isinstance(name, str) for name in outputs)):
             raise ValueError("no list of outputs in its settings")
-        return settings
+        return settings, collection
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise FeatxError(
             f"{who}: {info} is not a featx-extract settings file ({reason}); featx leaves that folder alone: "
             "choose another folder, or move the file away if it was yours"
         ) from None
+
+
+def _earlier_featx(info: Path, who: str) -> str:
+    return (
+        f"{who}: {info} was written by an earlier featx ({EARLIER_FORMAT}), whose shards do not record which "
+        "extraction they belong to, so shards copied in from another folder could not be told apart"
+    )
+
+
+def _check_plain_file(path: Path, who: str) -> None:
+    """FeatxError unless ``path`` is a plain file, not a link (a shard or manifest featx wrote): a link would read
+    another folder's features, a FIFO would block the reader forever."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return  # gone: opening it says so
+    if not stat.S_ISREG(mode):
+        kind = "a link" if stat.S_ISLNK(mode) else "not a plain file"
+        raise FeatxError(
+            f"{who}: {path} is not a file featx wrote ({kind}); featx leaves it alone: move it away, then rerun "
+            "featx-extract to redo what it held"
+        )
+
+
+def _check_collection(record: Any, collection: Optional[str], shard: Path, who: str) -> None:
+    """FeatxError unless the shard's record carries ``collection``, the one the folder's settings file names."""
+    if not isinstance(record, dict) or record.get("collection") != collection:
+        raise FeatxError(
+            f"{who}: the shard {shard} belongs to another extraction than the folder's {INFO_FILE} describes (it was "
+            "copied or linked in from another folder, or another featx-extract run replaced the folder's features "
+            "while they were read): its features are not mixed in; move it away and rerun featx-extract to redo its "
+            "images, or read again once that run has finished"
+        )
 
 
 class FeatureStore:
@@ -185,8 +232,9 @@ class FeatureStore:
         finally:
             lock.release()
 
-    def settings(self, who: str = OUTPUT_KEY) -> Optional[Dict[str, Any]]:
-        """The recorded settings, or ``None`` if there is no ``featx-extract.json``; FeatxError if it is not ours."""
+    def record(self, who: str = OUTPUT_KEY) -> Optional[Tuple[Dict[str, Any], Optional[str]]]:
+        """The recorded settings and collection (None for an earlier featx's folder), or ``None`` if there is no
+        ``featx-extract.json``; FeatxError if it is not ours."""
         info = self.root / INFO_FILE
         if not info.exists() and not info.is_symlink():
             return None
@@ -194,9 +242,20 @@ class FeatureStore:
             raise FeatxError(f"{who}: {info} is not a featx-extract settings file (not a plain file)")
         return _read_settings_file(info, who)
 
+    def settings(self, who: str = OUTPUT_KEY) -> Optional[Dict[str, Any]]:
+        """The recorded settings, or ``None`` if there is no ``featx-extract.json``; FeatxError if it is not ours."""
+        record = self.record(who)
+        return None if record is None else record[0]
+
+    def collection(self, who: str = OUTPUT_KEY) -> Optional[str]:
+        """The collection every shard here carries (see :meth:`prepare`), None before the first run."""
+        record = self.record(who)
+        return None if record is None else record[1]
+
     def check_settings(self, settings: Mapping[str, Any], overwrite: bool) -> None:
         """Refuse (ArgumentError) to add features made with other settings, unless ``overwrite``; refuse
-        (FeatxError) a folder whose featx-named files featx cannot recognise as its own."""
+        (FeatxError) a folder whose featx-named files featx cannot recognise as its own (a link or FIFO at a shard's
+        name; a shard of another collection where the run would add to them), before anything is removed."""
         for name in (MANIFEST_FILE, CONFIG_FILE):  # what a run rewrites: a folder or link there is not featx's
             entry = self.root / name
             if os.path.lexists(entry) and (entry.is_symlink() or not entry.is_file()):
@@ -204,8 +263,8 @@ class FeatureStore:
                     f"extract.output: {entry} is not a file featx wrote (a folder or a link); featx leaves it alone: "
                     "move it away or choose another folder"
                 )
-        recorded = self.settings()
-        if recorded is None:
+        record = self.record()
+        if record is None:
             present = [name for name in (MANIFEST_FILE, CONFIG_FILE, SHARD_DIR) if os.path.lexists(self.root / name)]
             if present:
                 raise ArgumentError(
@@ -214,8 +273,18 @@ class FeatureStore:
                     "them away or choose another folder"
                 )
             return
-        if overwrite or recorded == _as_recorded(settings):
+        recorded, collection = record
+        self.shards()
+        resumes = collection is not None and recorded == _as_recorded(settings)
+        if resumes:
+            self.stored_files()  # every shard of this collection
+        if overwrite or resumes:
             return
+        if collection is None:
+            raise ArgumentError(
+                f"{_earlier_featx(self.root / INFO_FILE, OUTPUT_KEY)}; set extract.overwrite=true to redo its "
+                "features with this featx (only featx's files there are removed), or choose another folder"
+            )
         differing = ", ".join(_differences(recorded, _as_recorded(settings))[:6])
         raise ArgumentError(
             f"extract.output: {self.root} holds features made with other settings (differing: {differing}); "
@@ -243,17 +312,21 @@ class FeatureStore:
         """Make the folder ready (run once, before any shard is written): with ``overwrite`` and other recorded
         settings remove featx's files (same settings: keep them and resume), always remove partial shards of killed
         runs and the manifest (it describes a finished run; this one writes it again at its end, so a run killed
-        midway leaves none to misread), record the settings and the config."""
+        midway leaves none to misread), record the settings and the config. Features made anew get a new random
+        collection, which every shard of them carries; a resumed run keeps the folder's."""
         self.check_settings(settings, overwrite)
-        if overwrite and self.settings() not in (None, _as_recorded(settings)):
+        record = self.record()
+        if overwrite and record is not None and (record[1] is None or record[0] != _as_recorded(settings)):
             for path in self._own_files():
                 path.unlink()
+            record = None
+        collection = secrets.token_hex(16) if record is None else record[1]
         manifest = self.root / MANIFEST_FILE
         if manifest.is_file() and not manifest.is_symlink():
             manifest.unlink()
-        if self.shard_dir.is_symlink() or (self.shard_dir.exists() and not self.shard_dir.is_dir()):
-            raise ArgumentError(f"extract.output: {self.shard_dir} is in the way (not a folder featx made); move it")
-        settings_text = json.dumps({"format": FORMAT, "settings": settings}, indent=2, sort_keys=True)
+        settings_text = json.dumps(
+            {"format": FORMAT, "collection": collection, "settings": settings}, indent=2, sort_keys=True
+        )
         write_atomically(
             self.root / INFO_FILE,
             lambda p: p.write_text(settings_text, encoding="utf-8"),
@@ -271,20 +344,33 @@ class FeatureStore:
             if _PARTIAL_NAME.match(path.name) and path.is_file():
                 path.unlink()
 
-    def shards(self) -> List[Path]:
-        """The finished shards, by rank then sequence number."""
-        if not self.shard_dir.is_dir():
+    def shards(self, who: str = OUTPUT_KEY) -> List[Path]:
+        """The finished shards, by rank then sequence number; FeatxError for a link or a FIFO at a shard's name (or
+        in place of the shard folder), which featx did not write."""
+        if not os.path.lexists(self.shard_dir):
             return []
-        return sorted(p for p in self.shard_dir.iterdir() if _SHARD_NAME.match(p.name) and p.is_file())
+        if self.shard_dir.is_symlink() or not self.shard_dir.is_dir():
+            raise FeatxError(
+                f"{who}: {self.shard_dir} is not the folder featx made (a link or a file); featx leaves it alone: "
+                "move it away"
+            )
+        shards = sorted(p for p in self.shard_dir.iterdir() if _SHARD_NAME.match(p.name))
+        for shard in shards:
+            _check_plain_file(shard, who)
+        return shards
 
     def stored_files(self) -> List[StoredFile]:
-        """Every file the shards account for, as an image or as skipped, with the identity it had when read."""
+        """Every file the shards account for, as an image or as skipped, with the identity it had when read;
+        FeatxError for a shard of another collection."""
         stored = []
+        collection = self.collection()
         for shard in self.shards():
             relative = f"{SHARD_DIR}/{shard.name}"
             with _open_shard(shard) as handle:
                 try:
-                    stored += _shard_files(json.loads(handle.metadata()[METADATA_KEY]), relative)
+                    record = json.loads(handle.metadata()[METADATA_KEY])
+                    _check_collection(record, collection, shard, OUTPUT_KEY)
+                    stored += _shard_files(record, relative)
                 except (ValueError, RecursionError) as error:
                     raise FeatxError(
                         f"extract.output: the shard {shard} is unreadable ({error}); delete it and rerun featx-extract "
@@ -312,6 +398,7 @@ class FeatureStore:
         ``fallbacks``: path → why that image was decoded on the CPU in a ``decode=gpu`` run."""
         path = self.shard_dir / f"shard-r{rank:03d}-{sequence:05d}.safetensors"
         record: Dict[str, Any] = {
+            "collection": self.collection(),
             "images": [[image, *identity] for image, identity in images],
             "skipped": [[image, reason, list(identity) if identity else None] for image, reason, identity in skipped],
         }
@@ -377,9 +464,11 @@ def _manifest_entries(manifest: Path, who: str) -> Iterator[Tuple[int, Dict[str,
                 if "skipped" not in entry:
                     shard, row = entry.get("shard"), entry.get("row")
                     if not (isinstance(shard, str) and _MANIFEST_SHARD.match(shard)):
-                        raise ValueError(f"shard {shard!r} is not a file {SHARD_DIR}/shard-rNNN-NNNNN.safetensors")
+                        raise ValueError(
+                            f"shard {quoted(shard)} is not a file {SHARD_DIR}/shard-rNNN-NNNNN.safetensors"
+                        )
                     if type(row) is not int or row < 0:
-                        raise ValueError(f"row {row!r} is not a row number")
+                        raise ValueError(f"row {quoted(row)} is not a row number")
             except (ValueError, UnicodeDecodeError, RecursionError) as error:
                 raise FeatxError(
                     f"{who}: {manifest} line {number} is not a featx-extract manifest entry ({error}); rerun the same "
@@ -396,15 +485,27 @@ def read_features(
     the folder that is not as featx wrote it (a damaged settings file, manifest line or shard) is a FeatxError naming
     the file.
 
+    Every row comes from a shard of the folder's own collection, with the dtype and shapes the manifest gives: a
+    shard copied or linked in from another folder, or written by a run that overwrote the folder during the
+    iteration, is refused.
+
     Example: ``dict(featx.read_features("out", outputs=["p5"]))``.
     """
     who = "read_features()"
     root = path_argument(output_dir, f"{who}: output_dir")
-    settings = FeatureStore(root).settings(who) if root.is_dir() else None
-    if settings is None:
+    record = FeatureStore(root).record(who) if root.is_dir() else None
+    if record is None:
         raise FeatxError(f"{who}: {root} has no {INFO_FILE}: it is not a featx-extract output folder")
+    settings, collection = record
+    if collection is None:
+        raise FeatxError(
+            f"{_earlier_featx(root / INFO_FILE, who)}; rerun featx-extract on it with extract.overwrite=true to redo "
+            "its features with this featx"
+        )
     manifest = root / MANIFEST_FILE
-    if not manifest.is_file():
+    if os.path.lexists(manifest):
+        _check_plain_file(manifest, who)
+    else:
         raise FeatxError(
             f"{who}: {root} has no {MANIFEST_FILE}: its run has not finished (rerun the same featx-extract command to "
             "resume it)"
@@ -422,14 +523,23 @@ def read_features(
     # the shards read last stay open, a few per rank: the manifest lists rows in path order, and the ranks took the
     # paths in turn, so consecutive rows come from every rank's current shard; the others are closed, so a folder
     # of many shards never holds many files and maps open at once
-    ranks = {match.group(1) for shard in FeatureStore(root).shards() if (match := _SHARD_NAME.match(shard.name))}
+    ranks = {match.group(1) for shard in FeatureStore(root).shards(who) if (match := _SHARD_NAME.match(shard.name))}
     capacity = _OPEN_SHARDS * max(len(ranks), 1)
+    dtype = getattr(torch, str(settings.get("dtype")), None)
     opened: "OrderedDict[str, Tuple[ExitStack, Any, List[StoredFile]]]" = OrderedDict()
+    previous: Optional[str] = None
     try:
         for number, entry in _manifest_entries(manifest, who):
+            where = f"{manifest} line {number}"
+            if previous is not None and entry["path"] <= previous:
+                raise FeatxError(
+                    f"{who}: {where} lists {entry['path']!r} after {previous!r}: a manifest lists each "
+                    "file once, in path order; rerun the same featx-extract command to rebuild it"
+                )
+            previous = entry["path"]
             if "skipped" in entry:
                 continue
-            shard, row, where = entry["shard"], entry["row"], f"{manifest} line {number}"
+            shard, row = entry["shard"], entry["row"]
             if shard in opened:
                 opened.move_to_end(shard)
             else:
@@ -437,23 +547,27 @@ def read_features(
                     opened.popitem(last=False)[1][0].close()
                 stack = ExitStack()
                 try:
+                    _check_plain_file(root / shard, who)
                     handle = stack.enter_context(_open_shard(root / shard, who))
-                    opened[shard] = stack, handle, _shard_images(handle, root / shard, who)
+                    opened[shard] = stack, handle, _shard_images(handle, root / shard, collection, who)
                 except BaseException:
                     stack.close()
                     raise
             _, handle, images = opened[shard]
             _check_row(entry, images, where, who)
-            yield entry["path"], _row(handle, names, row, where, who)
+            yield entry["path"], _checked_row(_row(handle, names, row, where, who), entry, dtype, where, who)
     finally:
         for stack, _, _ in opened.values():
             stack.close()
 
 
-def _shard_images(handle: Any, shard: Path, who: str) -> List[StoredFile]:
-    """The images a shard's record lists, row by row; FeatxError naming the shard if its record is not featx's."""
+def _shard_images(handle: Any, shard: Path, collection: Optional[str], who: str) -> List[StoredFile]:
+    """The images a shard's record lists, row by row; FeatxError naming the shard if its record is not featx's or
+    belongs to another collection."""
     try:
-        return [one for one in _shard_files(json.loads(handle.metadata()[METADATA_KEY]), "") if one.row >= 0]
+        record = json.loads(handle.metadata()[METADATA_KEY])
+        _check_collection(record, collection, shard, who)
+        return [one for one in _shard_files(record, "") if one.row >= 0]
     except (ValueError, RecursionError) as error:
         raise FeatxError(
             f"{who}: the shard {shard} is unreadable ({error}); delete it and rerun featx-extract to redo its images"
@@ -469,9 +583,9 @@ def _check_row(entry: Mapping[str, Any], images: Sequence[StoredFile], where: st
     if held is None or held.path != entry["path"] or list(held.identity or []) != list(identity or []):
         holds = "no image" if held is None else f"the features of {held.path!r} ({list(held.identity or [])})"
         raise FeatxError(
-            f"{who}: {where} gives {entry['path']!r} ({identity}) at row {row} of {entry['shard']}, which holds "
-            f"{holds} there: the manifest does not describe the shards; rerun the same featx-extract command to "
-            "rebuild it"
+            f"{who}: {where} gives {entry['path']!r} ({quoted(identity)}) at row {row} of {entry['shard']}, "
+            f"which holds {holds} there: the manifest does not describe the shards; rerun the same featx-extract "
+            "command to rebuild it"
         )
 
 
@@ -488,3 +602,19 @@ def _row(handle: Any, names: Sequence[str], row: int, where: str, who: str) -> D
             f"{who}: {where} points at data its shard does not hold ({error}); rerun the same featx-extract command "
             "to rebuild the manifest"
         ) from None
+
+
+def _checked_row(
+    features: Dict[str, Tensor], entry: Mapping[str, Any], dtype: Optional[torch.dtype], where: str, who: str
+) -> Dict[str, Tensor]:
+    """``features`` if each has the settings' dtype and the shape the manifest entry gives, else FeatxError."""
+    shapes = entry.get("shapes")
+    for name, tensor in features.items():
+        shape = shapes.get(name) if isinstance(shapes, dict) else None
+        if tensor.dtype != dtype or list(tensor.shape) != shape:
+            raise FeatxError(
+                f"{who}: {where}: the shard holds {name!r} as {str(tensor.dtype).replace('torch.', '')} "
+                f"{list(tensor.shape)}, the manifest and settings give {quoted(shape)} in {quoted(str(dtype))}: the "
+                "shard is not as featx wrote it; move it away and rerun featx-extract to redo its images"
+            )
+    return features
