@@ -939,6 +939,12 @@ MUTANTS: List[Mutant] = [
         "a MemoryError while decoding recorded as an unreadable image for good",
     ),
     Mutant(
+        "tasks/extract/listing.py",
+        "return stat.st_size, stat.st_mtime_ns, stat.st_ino",
+        "return stat.st_size, stat.st_mtime_ns, 0",
+        "files of one size and time whose names were swapped keep each other's features",
+    ),
+    Mutant(
         "tasks/extract/store.py",
         "                    _check_collection(record, collection, shard, OUTPUT_KEY)\n",
         "",

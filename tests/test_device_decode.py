@@ -385,9 +385,9 @@ def test_fallbacks_are_listed_in_the_manifest_and_a_damaged_record_is_named(tmp_
     settings = {"backbone": {}, "outputs": ["c5"], "dtype": "float32"}
     store.prepare(settings, "", overwrite=False)
     features = {"c5": torch.arange(6.0).view(2, 3)}
-    images = [("/a.png", (10, 1)), ("/b.jpg", (20, 2))]
+    images = [("/a.png", (10, 1, 1)), ("/b.jpg", (20, 2, 2))]
     store.write_shard(0, 1, features, images, [], fallbacks={"/a.png": "not a JPEG (PNG)"})
-    store.write_manifest({"/a.png": (10, 1), "/b.jpg": (20, 2)})
+    store.write_manifest({"/a.png": (10, 1, 1), "/b.jpg": (20, 2, 2)})
     entries = [json.loads(line) for line in (tmp_path / "out" / "featx-manifest.jsonl").read_text().splitlines()]
     assert [entry.get("decoded_on_cpu") for entry in entries] == ["not a JPEG (PNG)", None]
     assert [path for path, _ in read_features(tmp_path / "out")] == ["/a.png", "/b.jpg"]

@@ -104,7 +104,7 @@ def _all_shard_images(output: Path) -> List[str]:
     for shard in FeatureStore(output).shards():
         with safe_open(str(shard), framework="pt") as handle:
             record = json.loads(handle.metadata()[METADATA_KEY])
-        images += [path for path, _, _ in record["images"]] + [path for path, _, _ in record["skipped"]]
+        images += [entry[0] for entry in record["images"]] + [entry[0] for entry in record["skipped"]]
     return images
 
 
@@ -211,8 +211,8 @@ def test_a_manifest_that_does_not_describe_its_shards_hands_out_nothing(tmp_path
     with pytest.raises(featx.FeatxError) as caught:
         list(featx.read_features(output))
     assert re.search(
-        r"read_features\(\): .*featx-manifest.jsonl line 2 gives '.*more/alpha.png' \(\[\d+, \d+\]\) at row 0 of "
-        r"featx-shards/shard-r000-00001.safetensors, which holds the features of '.*rgb0.png' \(\[\d+, \d+\]\) "
+        r"read_features\(\): .*featx-manifest.jsonl line 2 gives '.*more/alpha.png' \(\[\d+, \d+, \d+\]\) at row 0 of "
+        r"featx-shards/shard-r000-00001.safetensors, which holds the features of '.*rgb0.png' \(\[\d+, \d+, \d+\]\) "
         r"there: the manifest does not describe the shards; rerun the same featx-extract command to rebuild it",
         str(caught.value),
     ), str(caught.value)

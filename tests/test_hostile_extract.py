@@ -295,7 +295,8 @@ def test_an_image_changed_under_its_name_is_redone_and_a_removed_one_left_out(ph
     assert not torch.allclose(stored["p0.png"]["c3"], old)
     torch.testing.assert_close(stored["p0.png"]["c3"], expected["c3"], rtol=1e-4, atol=1e-5)
     identity = [entry["identity"] for entry in _manifest(output) if entry["path"].endswith("p0.png")][0]
-    assert identity == [(photos / "p0.png").stat().st_size, (photos / "p0.png").stat().st_mtime_ns]
+    status = (photos / "p0.png").stat()
+    assert identity == [status.st_size, status.st_mtime_ns, status.st_ino]
 
 
 def test_random_weights_are_the_same_network_in_every_run(photos, tmp_path):
@@ -452,8 +453,8 @@ TAMPERED_MANIFESTS = [
     (
         "row-past-end",
         lambda e: {**e, "row": 10**9},
-        r"line 1 gives '.*p0.png' \(\[\d+, \d+\]\) at row 1000000000 of featx-shards/shard-r000-00001.safetensors, "
-        r"which holds no image there",
+        r"line 1 gives '.*p0.png' \(\[\d+, \d+, \d+\]\) at row 1000000000 of "
+        r"featx-shards/shard-r000-00001.safetensors, which holds no image there",
     ),
     ("path-missing", lambda e: {k: v for k, v in e.items() if k != "path"}, r"line 1 .*not an object with a path"),
     ("not-an-object", lambda e: [1, 2], r"line 1 .*not an object with a path"),
@@ -712,8 +713,10 @@ def test_read_features_opens_each_shard_once_when_ranks_took_turns(tmp_path, mon
     output.prepare({"outputs": ["c5"], "dtype": "float32"}, "", False)
     for rank in range(world):
         mine = [path for index, path in enumerate(paths) if index % world == rank]
-        output.write_shard(rank, 1, {"c5": torch.arange(len(mine) * 2.0).view(-1, 2)}, [(p, (1, 1)) for p in mine], [])
-    output.write_manifest({path: (1, 1) for path in paths})
+        output.write_shard(
+            rank, 1, {"c5": torch.arange(len(mine) * 2.0).view(-1, 2)}, [(p, (1, 1, 1)) for p in mine], []
+        )
+    output.write_manifest({path: (1, 1, 1) for path in paths})
     open_shard, opened = store._open_shard, []
     monkeypatch.setattr(
         store, "_open_shard", lambda *args, **kwargs: (opened.append(args[0]), open_shard(*args, **kwargs))[1]
@@ -895,3 +898,27 @@ def test_a_long_shard_name_in_a_tampered_manifest_is_not_echoed_whole(photos, tm
     with pytest.raises(FeatxError) as caught:
         list(featx.read_features(output))
     assert "x" * 100 not in str(caught.value) and len(str(caught.value)) < 400
+
+
+def test_files_of_one_size_and_time_whose_names_were_swapped_are_redone(tmp_path):
+    """(size, mtime) could not tell two files apart after ``mv a t; mv b a; mv t b``: an archive unpacked with
+    second-resolution times gives many files one time, and fixed-size formats (BMP) one size. The rerun reported
+    nothing left to do, and a.bmp kept the features of the file now named b.bmp."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index, name in enumerate(("a", "b", "c")):
+        pixels = np.random.default_rng(index).integers(0, 256, (36, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{name}.bmp")
+        os.utime(folder / f"{name}.bmp", ns=(1_700_000_000 * 10**9, 1_700_000_000 * 10**9))
+    output = tmp_path / "out"
+    extract(_spec(), _options(folder, output))
+    (folder / "a.bmp").rename(folder / "t.bmp")
+    (folder / "b.bmp").rename(folder / "a.bmp")
+    (folder / "t.bmp").rename(folder / "b.bmp")
+    summary = extract(_spec(), _options(folder, output))
+    assert summary.processed == 2
+    stored = _stored(output)
+    for name in ("a.bmp", "b.bmp"):
+        with Image.open(folder / name) as image:
+            expected = _reference(_spec(), image.convert("RGB"))
+        torch.testing.assert_close(stored[name]["c3"], expected["c3"], rtol=1e-4, atol=1e-5)

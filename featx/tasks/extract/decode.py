@@ -1,7 +1,7 @@
 """A dataset of image files that never raises on a bad file: each item is ``(index, tensor or None, reason,
 identity)``.
 
-A file is read whole (up to :data:`MAX_IMAGE_BYTES`), its identity (size, modification time) taken before and
+A file is read whole (up to :data:`MAX_IMAGE_BYTES`), its identity (size, modification time, inode) taken before and
 checked after, so a file that changes while it is read is skipped rather than stored under a stale identity.
 Images are decoded with Pillow, turned upright by their EXIF orientation (as photo viewers show them) and made RGB:
 grayscale and palette images are expanded to three channels, an alpha channel is dropped (not composited).

@@ -1,5 +1,5 @@
 """The images an extraction reads: every file under a folder (recursively) or every file a glob matches, each with
-its identity (size and modification time) so stored features can be matched to the file's current content.
+its identity (size, modification time and inode) so stored features can be matched to the file's current content.
 
 Paths are absolute but not resolved through symbolic links: a link to an image is listed under its own path inside
 the input. Linked folders are not descended into (no loops, no escape from the input). Files whose extension no
@@ -23,8 +23,10 @@ from PIL import Image
 from featx.errors import ArgumentError
 
 GLOB_CHARACTERS = "*?["
-#: (size in bytes, modification time in ns): what a file is taken to be; a file whose identity changed is redone
-Identity = Tuple[int, int]
+#: (size in bytes, modification time in ns, inode): what a file is taken to be; a file whose identity changed is
+#: redone. The inode tells apart files of one size and time whose names were swapped (an archive unpacked with
+#: second-resolution times); a copy of the folder (new inodes) is redone, never misread.
+Identity = Tuple[int, int, int]
 
 
 def image_extensions() -> FrozenSet[str]:
@@ -38,12 +40,13 @@ NOT_REGULAR = "not a regular file (a pipe, device or socket)"
 
 
 def file_identity(path: Path) -> Optional[Identity]:
-    """``(size, mtime_ns)`` of the file ``path`` (following a link to its target), or ``None`` if it cannot be read."""
+    """``(size, mtime_ns, inode)`` of the file ``path`` (following a link to its target), or ``None`` if it cannot be
+    read."""
     try:
         stat = path.stat()
     except OSError:
         return None
-    return stat.st_size, stat.st_mtime_ns
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 @dataclass(frozen=True)

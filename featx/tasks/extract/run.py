@@ -270,8 +270,8 @@ class _ShardBuffer:
 
 
 def _local_weights_identity(spec: BackboneSpec) -> Optional[Identity]:
-    """The identity (size, modification time) of the local weights file ``spec`` names, else ``None`` (a hub file's
-    name carries a hash of its content)."""
+    """The identity (size, modification time, inode) of the local weights file ``spec`` names, else ``None`` (a hub
+    file's name carries a hash of its content)."""
     if spec.weights is None or not is_weights_file(spec.weights):
         return None
     return file_identity(Path(spec.weights).expanduser())

@@ -10,7 +10,7 @@ Every file featx writes there carries ``featx`` in its name, so a user's own fil
     out/featx-config.yaml        the resolved config of the last run
     out/featx-shards/shard-r000-00001.safetensors   one tensor per output, row i = image i of the shard; the
                                  shard's metadata lists its images and the files skipped with it, each with the
-                                 identity (size, modification time) the file had when it was read, the collection
+                                 identity (size, modification time, inode) the file had when read, the collection
                                  it belongs to, and (decode=gpu) why some images were decoded on the CPU
     out/featx-manifest.jsonl     one line per file of the input: path, identity, shard, row, shapes, dtype (and
                                  decoded_on_cpu with the reason); or path, identity and the reason it was skipped
@@ -100,9 +100,9 @@ def _differences(old: Any, new: Any, prefix: str = "") -> List[str]:
 def _identity(value: Any) -> Optional[Identity]:
     if value is None:
         return None
-    if isinstance(value, list) and len(value) == 2 and all(type(part) is int and part >= 0 for part in value):
-        return value[0], value[1]
-    raise ValueError(f"identity {value!r} is not [size, mtime_ns]")
+    if isinstance(value, list) and len(value) == 3 and all(type(part) is int and part >= 0 for part in value):
+        return value[0], value[1], value[2]
+    raise ValueError(f"identity {quoted(value)} is not [size, mtime_ns, inode]")
 
 
 def _shard_files(record: Any, shard: str) -> List[StoredFile]:
@@ -114,8 +114,8 @@ def _shard_files(record: Any, shard: str) -> List[StoredFile]:
         raise ValueError("its fallbacks are not {path: reason}")
     files = []
     for row, entry in enumerate(record["images"]):
-        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)):
-            raise ValueError(f"image entry {row} is not [path, size, mtime_ns]")
+        if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str)):
+            raise ValueError(f"image entry {row} is not [path, size, mtime_ns, inode]")
         files.append(StoredFile(entry[0], _identity(entry[1:]), shard, row, fallback=fallbacks.get(entry[0], "")))
     for entry in record.get("skipped", []):
         if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(part, str) for part in entry[:2])):
