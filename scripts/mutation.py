@@ -448,6 +448,12 @@ MUTANTS: List[Mutant] = [
     Mutant("construct/checkpoint.py", "    if tied:\n", "    if False:\n", "tied tensors saved (a raw error)"),
     Mutant(
         "tasks/export.py",
+        "            module.training = training",
+        "            pass",
+        "an export leaves a training backbone in eval mode",
+    ),
+    Mutant(
+        "tasks/export.py",
         "        inputs.append(_other_size(backbone, example, generator))\n",
         "        pass\n",
         "a dynamic export that keeps its example's size accepted",

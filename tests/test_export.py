@@ -329,3 +329,20 @@ def test_the_check_compares_in_float32_and_leaves_the_users_tf32_settings(tmp_pa
     finally:
         torch.backends.cudnn.allow_tf32 = saved[0]
         torch.set_float32_matmul_precision(saved[1])
+
+
+@pytest.mark.parametrize("outcome", ["written", "refused"])
+def test_an_export_mid_training_leaves_every_modules_mode_as_it_was(tmp_path, outcome):
+    """export_backbone put the backbone in eval mode and left it there: a run exporting a snapshot mid-training went
+    on with BatchNorm statistics frozen and dropout off. Frozen stages stay in eval, the others train again."""
+    backbone = featx.build(resnet18_spec(frozen_stages=1, norm="train")).train()
+    modes = {name: module.training for name, module in backbone.named_modules()}
+    assert modes["stages.c2"] is False and modes["stages.c3"] is True
+    path = tmp_path / "snapshot.pt"
+    if outcome == "refused":
+        path.write_bytes(b"mine")
+        with pytest.raises(featx.ArgumentError, match="exists; set overwrite"):
+            export_backbone(backbone, path, "torchscript", (64, 64), dynamic=False)
+    else:
+        export_backbone(backbone, path, "torchscript", (64, 64), dynamic=False)
+    assert {name: module.training for name, module in backbone.named_modules()} == modes

@@ -232,6 +232,9 @@ def test_param_groups_names_may_be_any_iterable_of_names():
         (["c2"], r"no group 'c2'.*unfreeze a stage before naming it"),
         (["c3", "c3"], r"names lists a group twice: \['c3', 'c3'\]"),
         ("c3", r"names must be a list of group names such as \['c3', 'c4'\]"),
+        (5, r"names must be a list of group names such as \['c3', 'c4'\]"),  # was a raw TypeError
+        ({"c3": 1}, r"names must be a list of group names such as \['c3', 'c4'\]"),  # its keys were taken
+        (b"c3", r"names must be a list of group names such as \['c3', 'c4'\]"),
     ],
 )
 def test_param_groups_names_are_checked(names, message):

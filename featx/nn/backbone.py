@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -311,8 +311,11 @@ def _picked(groups: List[Dict[str, Any]], names: Sequence[str]) -> List[Dict[str
     """The ``groups`` named in ``names``, in that order; ArgumentError for a name without a group (unknown, or a
     stage without trainable parameters) or named twice."""
     by_name = {group["name"]: group for group in groups}
-    names = list(names) if not isinstance(names, str) else names  # a generator is read once
-    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+    iterable = isinstance(names, (list, tuple)) or (
+        isinstance(names, Iterable) and not isinstance(names, (str, bytes, Mapping))
+    )
+    names = list(names) if iterable else names  # a generator is read once
+    if not iterable or not all(isinstance(name, str) for name in names):
         raise ArgumentError(f"param_groups(): names must be a list of group names such as {list(by_name)}")
     for name in names:
         if name not in by_name:

@@ -207,9 +207,10 @@ def export_backbone(
     dynamic: bool = True,
     overwrite: bool = False,
 ) -> ExportResult:
-    """Export ``backbone`` (put in eval mode) to ``path`` as ``format`` (``torchscript``, ``exported`` or ``onnx``),
-    traced with a random ``batch_size × C × example_size`` input; ``dynamic`` keeps batch, height and width
-    symbolic where the format allows (TorchScript traces are shape-specialised in places).
+    """Export ``backbone`` (in eval mode; each module's mode is restored afterwards) to ``path`` as ``format``
+    (``torchscript``, ``exported`` or ``onnx``), traced with a random ``batch_size × C × example_size`` input;
+    ``dynamic`` keeps batch, height and width symbolic where the format allows (TorchScript traces are
+    shape-specialised in places).
 
     The file is written next to ``path`` first, reloaded and run on a fresh input, and, when ``dynamic`` and the
     model takes any size, at another height and width too; it is renamed into place only if its outputs are within
@@ -239,6 +240,7 @@ def export_backbone(
     shape = (max(batch_size, 2 if dynamic else 1), backbone.in_channels, *example_size)
     generator = torch.Generator().manual_seed(0)
     example = _random(shape, first, generator)  # a half-precision backbone takes half
+    modes = [(module, module.training) for module in backbone.modules()]
     backbone.eval()
     differences: List[Optional[float]] = []
 
@@ -250,11 +252,15 @@ def export_backbone(
             else _check_against_eager(backbone, run_loaded, example, format, dynamic, generator)
         )
 
-    target = write_atomically(
-        path,
-        write,
-        overwrite=overwrite,
-        what="export.path",
-        hint="set overwrite (export.overwrite=true) to replace it",
-    )
+    try:
+        target = write_atomically(
+            path,
+            write,
+            overwrite=overwrite,
+            what="export.path",
+            hint="set overwrite (export.overwrite=true) to replace it",
+        )
+    finally:  # a backbone exported mid-training goes on training (BatchNorm statistics, dropout)
+        for module, training in modes:
+            module.training = training
     return ExportResult(target, format, differences[0])
