@@ -447,6 +447,12 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant("construct/checkpoint.py", "    if tied:\n", "    if False:\n", "tied tensors saved (a raw error)"),
     Mutant(
+        "construct/builder.py",
+        "        raise attributed(error, origin, overrides) from None",
+        "        raise",
+        "the model's checks name no spec file",
+    ),
+    Mutant(
         "tasks/export.py",
         "            module.training = training",
         "            pass",

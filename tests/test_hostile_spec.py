@@ -295,6 +295,26 @@ def test_an_error_in_a_value_an_override_set_is_not_blamed_on_the_spec_file(tmp_
     assert str(error.value).startswith(f"{file}: backbone.bogus: unknown key 'bogus'"), str(error.value)
 
 
+def test_the_models_checks_name_the_spec_file_for_its_own_values(tmp_path):
+    """SpecError.origin is the spec file an error's value came from: the checks that need the model (unknown model,
+    module paths, execution order) ran after loading and named no file."""
+    file = tmp_path / "mine.yaml"
+    cases = [
+        ({"model": "resnet5"}, "backbone.model: unknown torchvision model 'resnet5'"),
+        ({"stages": {"c2": {"modules": ["conv1", "layer9"]}}}, "backbone.stages.c2.modules[1]: 'layer9' not found"),
+        ({"stages": {"c3": {"modules": ["layer2"]}}}, "backbone.stages.c3: the model's forward runs 'conv1' first"),
+    ]
+    for changes, message in cases:
+        file.write_text(OmegaConf.to_yaml(OmegaConf.create(_spec(**changes))))
+        with pytest.raises(SpecError) as error:
+            featx.build(str(file))
+        assert error.value.origin == str(file) and str(error.value).startswith(f"{file}: {message}")
+    file.write_text(OmegaConf.to_yaml(OmegaConf.create(_spec())))
+    with pytest.raises(SpecError) as error:  # the override's value: no file
+        featx.build(str(file), overrides=["stages.c2.modules=[conv1,layer9]"])
+    assert error.value.origin is None and str(error.value).startswith(cases[1][1])
+
+
 def test_a_missing_marker_inside_a_list_names_its_item():
     with pytest.raises(SpecError, match=r"^backbone\.stages\.c3\.modules\[1\]: missing value"):
         featx.build(

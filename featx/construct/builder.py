@@ -49,7 +49,7 @@ from featx.nn.feature_info import FeatureInfo
 from featx.nn.fpn import FeaturePyramid, level_name
 from featx.nn.simple_pyramid import SimpleFeaturePyramid
 from featx.spec.limits import quoted, shortened
-from featx.spec.load import SpecSource, load_spec
+from featx.spec.load import SpecSource, attributed, load_spec, load_spec_and_origin
 from featx.spec.schema import BackboneSpec
 
 
@@ -135,7 +135,15 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
     Raises :class:`~featx.errors.SpecError` for an invalid spec, :class:`~featx.errors.WeightsError` for weights
     that cannot be had or do not fit, :class:`~featx.errors.DeviceError` for a device this machine lacks.
     """
-    spec = load_spec(source, overrides)
+    spec, origin = load_spec_and_origin(source, overrides)
+    try:
+        return _build_spec(spec)
+    except SpecError as error:  # the model's checks: a spec file's own value is named with the file
+        raise attributed(error, origin, overrides) from None
+
+
+def _build_spec(spec: BackboneSpec) -> Backbone:
+    """Build a loaded spec: its weights read (a published name from the hub cache, or a file), then assembled."""
     if spec.weights is not None and not is_weights_file(spec.weights):
         published_weights_id(spec.model, spec.weights)  # a misspelt name is refused even on device: meta
     if spec.weights is None or resolve_device(spec.device).type == "meta":

@@ -270,10 +270,20 @@ def _with_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
 
 
 def load_spec(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> BackboneSpec:
-    """Resolve ``source`` and ``overrides`` (Hydra grammar, relative to the backbone node) into a checked spec.
+    """Resolve ``source`` and ``overrides`` (Hydra grammar, relative to the backbone node) into a spec checked
+    without the model: keys, types, choices, slices, stage names (the model's checks, such as module paths and their
+    execution order, run when :func:`featx.build` builds it).
 
-    Raises :class:`~featx.errors.SpecError` naming the key path (and the file, for a file) on any problem.
+    Raises :class:`~featx.errors.SpecError` naming the key path (and the file, for a file's own value) on any problem.
     """
+    return load_spec_and_origin(source, overrides)[0]
+
+
+def load_spec_and_origin(
+    source: SpecSource, overrides: Optional[Sequence[str]] = None
+) -> Tuple[BackboneSpec, Optional[str]]:
+    """:func:`load_spec`, and the spec file ``source`` names (None for a mapping or spec object): what the model's
+    checks name with :func:`attributed`."""
     data, origin = _plain_data(source)
     try:
         _refuse_interpolations(data)
@@ -291,10 +301,16 @@ def load_spec(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> 
             spec = _typed_spec(OmegaConf.create(fields))
         validate_spec(spec)
     except SpecError as error:
-        if origin and not _set_by_override(error.key, overrides or ()):
-            raise error.with_origin(origin) from None
-        raise error from None
-    return spec
+        raise attributed(error, origin, overrides) from None
+    return spec, origin
+
+
+def attributed(error: SpecError, origin: Optional[str], overrides: Optional[Sequence[str]]) -> SpecError:
+    """``error`` attributed to the spec file ``origin``, unless it has a file already or is about a value an
+    override set."""
+    if origin and error.origin is None and not _set_by_override(error.key, overrides or ()):
+        return error.with_origin(origin)
+    return error
 
 
 def _set_by_override(key: str, overrides: Sequence[str]) -> bool:
