@@ -295,6 +295,19 @@ def test_an_error_in_a_value_an_override_set_is_not_blamed_on_the_spec_file(tmp_
     assert str(error.value).startswith(f"{file}: backbone.bogus: unknown key 'bogus'"), str(error.value)
 
 
+@pytest.mark.parametrize("value", [2, -1, 2**70, "yes", "on", 1.0, None])
+def test_a_flag_takes_true_or_false_only(value):
+    """OmegaConf's merge took 2, -1, 2**70 and "yes" for true (featx's apps refuse them; featx.build did not)."""
+    for source, overrides in [(_spec(channels_last=value), []), (_spec(), [f"channels_last={value!r}"])]:
+        if isinstance(value, str) and overrides:
+            overrides = [f"channels_last={value}"]
+        with pytest.raises(SpecError) as error:
+            featx.build(source, overrides=overrides)
+        assert str(error.value).startswith("backbone.channels_last: must be true or false, got "), str(error.value)
+    for accepted, expected in [(True, True), ("false", False), ("True", True)]:
+        assert featx.load_spec(_spec(channels_last=accepted)).channels_last is expected
+
+
 def test_the_models_checks_name_the_spec_file_for_its_own_values(tmp_path):
     """SpecError.origin is the spec file an error's value came from: the checks that need the model (unknown model,
     module paths, execution order) ran after loading and named no file."""

@@ -81,32 +81,42 @@ def _check_nesting(data: Mapping[str, Any]) -> None:
             )
 
 
-def _list_fields(schema: type) -> Dict[str, str]:
-    """The fields of the dataclass ``schema`` that hold a list, and what each item is (a name or a number)."""
-    hints = {name: str(hint) for name, hint in typing.get_type_hints(schema).items()}
-    return {name: "a number" if "List[int]" in hint else "a name" for name, hint in hints.items() if "List[" in hint}
-
-
-def _check_lists(data: Mapping[str, Any]) -> None:
-    """Each list key holds a list (or null) of names or numbers, named by key: OmegaConf's merge refuses a mapping
-    without naming the key, and keeps a nested list or mapping as one element, which the checks cannot compare."""
-    places: List[Tuple[Tuple[str, ...], Any, Dict[str, str]]] = [((), data, _list_fields(BackboneSpec))]
+def _nodes(data: Mapping[str, Any]) -> List[Tuple[Tuple[str, ...], Mapping[str, Any], type]]:
+    """(key path, node, schema) of the spec's root and each of its nested nodes (fpn, tokens, each stage)."""
+    nodes: List[Tuple[Tuple[str, ...], Mapping[str, Any], type]] = [((), data, BackboneSpec)]
     for key, schema in _NESTED.items():
         if isinstance(data.get(key), Mapping):
-            places.append(((key,), data[key], _list_fields(schema)))
+            nodes.append(((key,), data[key], schema))
     for name, stage in (data.get("stages") or {}).items():
-        places.append((("stages", str(name)), stage, _list_fields(StageSpec)))
-    for parents, node, keys in places:
-        for key, item_kind in keys.items():
+        nodes.append((("stages", str(name)), stage, StageSpec))
+    return nodes
+
+
+def _check_lists_and_flags(data: Mapping[str, Any]) -> None:
+    """Each list key holds a list (or null) of names or numbers, and each flag true or false, named by key:
+    OmegaConf's merge refuses a mapping for a list without naming the key, keeps a nested list or mapping as one
+    item (which the checks cannot compare), and takes ``2`` or ``yes`` for true (the apps refuse them)."""
+    for parents, node, schema in _nodes(data):
+        for key, hint in typing.get_type_hints(schema).items():
             value = node.get(key)
+            if hint is bool and key in node and not _is_true_or_false(value):
+                raise SpecError(key_path(*parents, key), f"must be true or false, got {quoted(value)}")
+            if "List[" not in str(hint):
+                continue
             if isinstance(value, Mapping):
                 raise SpecError(key_path(*parents, key), "expected a list (or null), got a mapping")
             for position, item in enumerate(value if isinstance(value, list) else ()):
                 if isinstance(item, (list, tuple, Mapping)):
                     raise SpecError(
                         key_path(*parents, f"{key}[{position}]"),
-                        f"expected {item_kind}, got a {'mapping' if isinstance(item, Mapping) else 'list'}",
+                        f"expected {'a number' if 'List[int]' in str(hint) else 'a name'}, got a "
+                        f"{'mapping' if isinstance(item, Mapping) else 'list'}",
                     )
+
+
+def _is_true_or_false(value: Any) -> bool:
+    """A bool, or ``'true'``/``'false'`` quoted (as YAML and Hydra's grammar may give them)."""
+    return isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false"))
 
 
 def _is_path(text: str) -> bool:
@@ -293,7 +303,7 @@ def load_spec_and_origin(
     _refuse_interpolations(literal)  # from the overrides: named without the file
     try:
         _check_nesting(literal)
-        _check_lists(literal)
+        _check_lists_and_flags(literal)
         _refuse_missing_markers(literal)
         fields = _strip_hydra_keys(literal)
         spec = typed(BackboneSpec, fields, nested=_NESTED)  # without OmegaConf where it would give the same
