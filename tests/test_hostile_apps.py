@@ -157,6 +157,18 @@ CASES = [
     ("featx", ["+backbone.fpn.out_channels=100000000", "backbone=resnet18", "run=false"], r"fpn\.out_channels"),
     # featx-export's keys
     ("featx-export", ["export.height=0", "export.path=a.pt"], r"^featx-export: error: export\.height: must be an"),
+    (
+        "featx-export",
+        [
+            "backbone=resnet18",
+            "backbone.device=cpu",
+            "backbone.input_size=[64,64]",
+            "export.height=96",
+            "export.path=a.pt",
+        ],
+        r"^featx-export: error: export\.height, export\.width: 96x224, but the backbone takes 64x64 only "
+        r"\(backbone\.input_size\); leave them out or set them to that size$",
+    ),
     ("featx-export", ["export.batch_size=0", "export.path=a.pt"], r"^featx-export: error: export\.batch_size"),
     ("featx-export", ["export.format=pickle", "export.path=a.pt"], r"export\.format: 'pickle' is unknown \(valid: "),
     ("featx-export", ["export.path=notes.txt", "backbone=resnet18"], r"notes\.txt"),

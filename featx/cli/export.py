@@ -17,7 +17,7 @@ from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.cli.output import reader_may_stop
 from featx.errors import first_line
-from featx.spec.apps import ExportAppConfig
+from featx.spec.apps import ExportAppConfig, ExportOptions
 from featx.spec.config_files import config_dir
 from featx.spec.limits import check_batch_shape
 from featx.tasks.export import FORMATS, export_backbone
@@ -35,7 +35,16 @@ def run(cfg: DictConfig) -> None:
     with reported_errors(APP):
         check_batch_shape("export", options.batch_size, options.height, options.width)
         backbone = featx.build(cfg.backbone)
-    height, width = (options.height, options.width) if backbone.spec.input_size is None else backbone.spec.input_size
+    height, width = options.height, options.width
+    if backbone.spec.input_size is not None:  # a model that takes one size exports at it
+        fixed = (backbone.spec.input_size[0], backbone.spec.input_size[1])
+        if (height, width) not in ((ExportOptions.height, ExportOptions.width), fixed):
+            fail(
+                APP,
+                f"export.height, export.width: {height}x{width}, but the backbone takes {fixed[0]}x{fixed[1]} only "
+                "(backbone.input_size); leave them out or set them to that size",
+            )
+        height, width = fixed
     try:
         with reported_errors(APP):
             result = export_backbone(
