@@ -13,7 +13,6 @@ them. An output folder inside the input is left out. Example::
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
@@ -21,6 +20,7 @@ from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 from PIL import Image
 
 from featx.errors import ArgumentError
+from featx.tasks.extract.names import is_own_name
 
 GLOB_CHARACTERS = "*?["
 #: (size in bytes, modification time in ns, inode): what a file is taken to be; a file whose identity changed is
@@ -104,11 +104,6 @@ def _inside(path: Path, folder: Optional[Path]) -> bool:
     return path.is_relative_to(folder) or path.resolve().is_relative_to(folder.resolve())
 
 
-#: what featx-extract writes in its output folder: every name there starts so (featx-shards/, featx-manifest.jsonl,
-#: featx-extract.json, featx-config.yaml, .featx-extract.lock)
-_OUTPUT_NAME = re.compile(r"\.?featx-")
-
-
 def _left_out(file: Path, output: Optional[Path], root: Path) -> bool:
     """Whether ``file`` (listed under the input's folder ``root``) belongs to the output folder: everything under
     an output inside the input, or featx's own files of an output that holds the input."""
@@ -117,7 +112,7 @@ def _left_out(file: Path, output: Optional[Path], root: Path) -> bool:
     if not _inside(root, output):
         return True
     below = file.relative_to(output) if file.is_relative_to(output) else file.resolve().relative_to(output.resolve())
-    return bool(_OUTPUT_NAME.match(below.parts[0]))
+    return is_own_name(below.parts[0])
 
 
 def find_images(source: str, key: str = "extract.input", exclude: Optional[Path] = None) -> ImageListing:

@@ -52,16 +52,12 @@ from featx.errors import ArgumentError, FeatxError
 from featx.files import path_argument, write_atomically
 from featx.spec.limits import quoted
 from featx.tasks.extract.listing import Identity
+from featx.tasks.extract.names import CONFIG_FILE, INFO_FILE, LOCK_FILE, MANIFEST_FILE, SHARD_DIR
 
 FORMAT = "featx-extract/3"
 #: the settings file of an earlier featx, whose shards do not say which collection they belong to
 EARLIER_FORMAT = "featx-extract/2"
 _COLLECTION = re.compile(r"^[0-9a-f]{32}$")
-INFO_FILE = "featx-extract.json"
-CONFIG_FILE = "featx-config.yaml"
-MANIFEST_FILE = "featx-manifest.jsonl"
-LOCK_FILE = ".featx-extract.lock"
-SHARD_DIR = "featx-shards"
 OUTPUT_KEY = "extract.output"
 METADATA_KEY = "featx_extract"
 _SHARD_NAME = re.compile(r"^shard-r(\d{3,9})-(\d{5,9})\.safetensors$")
