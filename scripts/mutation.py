@@ -93,6 +93,7 @@ GUARDS: Dict[str, List[str]] = {
     ],
     "tasks/extract/transforms.py": ["tests/test_extract.py", "tests/test_device_decode.py"],
     "tasks/extract/listing.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
+    "tasks/extract/names.py": ["tests/test_hostile_extract.py"],
     "tasks/extract/decode.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
     "tasks/extract/device_decode.py": ["tests/test_device_decode.py"],
     "tasks/extract/run.py": ["tests/test_device_decode.py", "tests/test_extract.py", "tests/test_hostile_extract.py"],
@@ -949,6 +950,12 @@ MUTANTS: List[Mutant] = [
         "        except MemoryError:\n            raise  # not the file's fault",
         "        except MemoryError as error:\n            return index, None, failure_reason(error), identity  #",
         "a MemoryError while decoding recorded as an unreadable image for good",
+    ),
+    Mutant(
+        "tasks/extract/names.py",
+        "return _OWN_NAME.fullmatch(name) is not None",
+        'return name.lstrip(".").startswith("featx-")',
+        "a user's featx-named image is left out of the input",
     ),
     Mutant(
         "tasks/extract/listing.py",
