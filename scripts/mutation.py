@@ -94,6 +94,7 @@ GUARDS: Dict[str, List[str]] = {
     "tasks/extract/transforms.py": ["tests/test_extract.py", "tests/test_device_decode.py"],
     "tasks/extract/listing.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
     "tasks/extract/names.py": ["tests/test_hostile_extract.py"],
+    "spec/references.py": ["tests/test_hostile_spec.py"],
     "tasks/extract/decode.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
     "tasks/extract/device_decode.py": ["tests/test_device_decode.py"],
     "tasks/extract/run.py": ["tests/test_device_decode.py", "tests/test_extract.py", "tests/test_hostile_extract.py"],
@@ -950,6 +951,24 @@ MUTANTS: List[Mutant] = [
         "        except MemoryError:\n            raise  # not the file's fault",
         "        except MemoryError as error:\n            return index, None, failure_reason(error), identity  #",
         "a MemoryError while decoding recorded as an unreadable image for good",
+    ),
+    Mutant(
+        "spec/references.py",
+        '                pending.append(((*base, *target.split(".")), led_by))',
+        "                pass",
+        "a composed spec's references are not followed to the resolvers they reach",
+    ),
+    Mutant(
+        "spec/references.py",
+        "base = where[: -len(dots)] if dots else ()",
+        "base = where[:-1] if dots else ()",
+        "relative references resolved one node too deep",
+    ),
+    Mutant(
+        "spec/references.py",
+        r'if "${" in _NODE_REFERENCE.sub("", text.replace("\\${", "")):',
+        "if False:",
+        "a computed reference is not refused",
     ),
     Mutant(
         "tasks/extract/names.py",
