@@ -172,11 +172,13 @@ def test_other_settings_are_refused_and_overwrite_keeps_foreign_files(images, tm
     extract(_spec(weights_file), _options(images, output))
     (output / "my_notes.md").write_text("mine")
     (output / "featx-shards" / "keep.bin").write_bytes(b"mine too")
-    other = _spec(weights_file, frozen_stages=2)
+    # freezing changes training only: the features are the same, so the folder resumes
+    assert extract(_spec(weights_file, frozen_stages=2), _options(images, output)).processed == 0
+    other = _spec(weights_file, norm="eval")
     with pytest.raises(
         featx.ArgumentError,
         match=r"extract.output: .* holds features made with other settings "
-        r"\(differing: backbone.frozen_stages\).*extract.overwrite=true",
+        r"\(differing: backbone.norm\).*extract.overwrite=true",
     ):
         extract(other, _options(images, output))
     with pytest.raises(featx.ArgumentError, match=r"differing: pooling"):
@@ -184,7 +186,7 @@ def test_other_settings_are_refused_and_overwrite_keeps_foreign_files(images, tm
     summary = extract(other, _options(images, output, overwrite=True))
     assert (summary.processed, summary.images) == (9, 7)
     assert (output / "my_notes.md").read_text() == "mine" and (output / "featx-shards" / "keep.bin").exists()
-    assert json.loads((output / "featx-extract.json").read_text())["settings"]["backbone"]["frozen_stages"] == 2
+    assert json.loads((output / "featx-extract.json").read_text())["settings"]["backbone"]["norm"] == "eval"
 
 
 def test_read_features_of_an_unfinished_or_foreign_folder(tmp_path, images, weights_file):
@@ -516,7 +518,7 @@ def test_settings_holding_tuples_match_what_was_recorded(tmp_path):
 
 def test_a_folder_another_run_writes_to_is_refused_and_left_alone(images, tmp_path, weights_file):
     output = tmp_path / "out"
-    extract(_spec(weights_file, frozen_stages=1), _options(images, output))
+    extract(_spec(weights_file, seed=1), _options(images, output))
     partial = (
         output / "featx-shards" / ".shard-r000-00001.safetensors.abc_12.partial"
     )  # the other run's shard being written
@@ -528,8 +530,8 @@ def test_a_folder_another_run_writes_to_is_refused_and_left_alone(images, tmp_pa
             r"featx-extract run .*wait for that run to finish",
         ):
             extract(_spec(weights_file), _options(images, output))
-        assert partial.exists() and FeatureStore(output).settings()["backbone"]["frozen_stages"] == 1
-    assert extract(_spec(weights_file, frozen_stages=1), _options(images, output)).processed == 0  # free again
+        assert partial.exists() and FeatureStore(output).settings()["backbone"]["seed"] == 1
+    assert extract(_spec(weights_file, seed=1), _options(images, output)).processed == 0  # free again
     assert extract(_spec(weights_file), _options(images, output, overwrite=True)).images == 7  # and it cleans up
     assert not partial.exists()
 

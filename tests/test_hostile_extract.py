@@ -104,7 +104,7 @@ def test_the_users_files_in_the_output_folder_survive_runs_and_overwrites(photos
     extract(_spec(), _options(photos, output))
     for name in ("featx-shards/notes.txt", "featx-shards/shard-r000-00001.safetensors.bak"):
         (output / name).write_bytes(USER_FILES[name])
-    extract(_spec(frozen_stages=0), _options(photos, output, overwrite=True))  # other settings: featx's files replaced
+    extract(_spec(seed=1), _options(photos, output, overwrite=True))  # other settings: featx's files replaced
     for name, content in USER_FILES.items():
         assert (output / name).read_bytes() == content, name
     assert folder_state(photos) == outside

@@ -278,8 +278,11 @@ def _local_weights_identity(spec: BackboneSpec) -> Optional[Identity]:
 
 
 def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, transform: object) -> dict:
-    """What the stored features depend on (not where they were computed, nor batch size or workers)."""
-    backbone = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "channels_last")}
+    """What the stored features depend on (not where they were computed, nor batch size or workers, nor which
+    stages are frozen: freezing changes training only, and the eval-mode features are the same)."""
+    backbone = {
+        k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "channels_last", "frozen_stages")
+    }
     transform_name = resolve_transform_name(options.transform, spec)
     if spec.weights is not None and not is_weights_file(spec.weights):  # DEFAULT may name other weights later
         backbone["weights"] = published_weights_id(spec.model, spec.weights)
