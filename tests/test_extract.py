@@ -635,3 +635,16 @@ def test_the_app_counts_one_image_in_the_singular(tmp_path, weights_file):
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert f"featx-extract: {tmp_path / 'out'} holds features of 1 image; this run processed 1 file at " in out
+
+
+@pytest.mark.parametrize("norm", ["frozen", "eval", "train"])
+def test_frozen_stages_do_not_change_the_features(images, tmp_path, weights_file, norm):
+    """Why frozen_stages is left out of the recorded settings: the eval-mode features are the same bit for bit."""
+    stored = {}
+    for frozen in (0, 4):
+        output = tmp_path / f"frozen{frozen}"
+        extract(_spec(weights_file, norm=norm, frozen_stages=frozen), _options(images, output))
+        stored[frozen] = dict(featx.read_features(output))
+    assert stored[0].keys() == stored[4].keys() and stored[0]
+    for path, features in stored[0].items():
+        assert all(torch.equal(features[name], stored[4][path][name]) for name in features), path
