@@ -335,6 +335,22 @@ def test_a_broken_file_of_the_users_config_folder_is_one_error_line(workdir, con
     assert "Traceback" not in errors
 
 
+def test_a_key_typo_in_a_file_of_the_users_config_folder_lists_the_valid_keys(workdir):
+    """Hydra's composition error named the unknown key only; the same typo on the command line lists them."""
+    (workdir / "mine" / "backbone").mkdir(parents=True)
+    (workdir / "mine" / "backbone" / "typo.yaml").write_text(
+        "defaults:\n  - /featx/backbone_schema@_here_\n  - _self_\nmodel: resnet18\nfrozen_stage: 1\n"
+        "stages:\n  c2: {modules: [conv1]}\n"
+    )
+    code, errors, _ = run_app("featx", ["--config-dir", "mine", "backbone=typo", "run=false"], workdir)
+    message = _message(code, errors)
+    assert message.startswith("featx: error: In 'backbone/typo': ") and message.endswith(
+        "Key 'frozen_stage' not in 'BackboneNode'; did you mean frozen_stages? (valid keys: model, weights, seed, "
+        "source, tokens, stages, out_features, output_names, frozen_stages, reinit, norm, fpn, layout, input_size, "
+        "device, channels_last, _target_)"
+    ), message
+
+
 def test_a_sweep_whose_jobs_all_pass_exits_zero(workdir):
     code, errors, output = run_app("featx", ["-m", "backbone=resnet18,vgg11", "run=false"], workdir)
     assert code in (0, None), errors

@@ -53,6 +53,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
+    ConfigKeyError,
     InterpolationResolutionError,
     MissingMandatoryValue,
     OmegaConfBaseException,
@@ -463,6 +464,11 @@ def hydra_error_line(error: BaseException) -> str:
     cause = error.__cause__
     if isinstance(cause, OmegaConfBaseException) and first_line(cause) not in line:
         line = f"{line.rstrip('.')}: {first_line(cause)}"
+    unknown = next((e for e in (error, cause, error.__context__) if isinstance(e, ConfigKeyError)), None)
+    schema = getattr(unknown, "object_type", None)
+    if unknown is not None and dataclasses.is_dataclass(schema):  # a typo in a file of a config folder
+        valid = list(typing.get_type_hints(schema))
+        line = f"{line}{suggest(str(unknown.key), valid)} (valid keys: {', '.join(valid)})"
     return f"{line} (available: {', '.join(options)})" if options else line
 
 
