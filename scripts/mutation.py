@@ -954,21 +954,15 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "spec/references.py",
-        '                pending.append(((*base, *target.split(".")), led_by))',
-        "                pass",
-        "a composed spec's references are not followed to the resolvers they reach",
+        "return f\"{marker}{'.'.join(map(str, path))}{marker}\" if calls_resolver(data) else data",
+        "return data",
+        "a resolver a composed spec's references reach is run",
     ),
     Mutant(
         "spec/references.py",
-        "base = where[: -len(dots)] if dots else ()",
-        "base = where[:-1] if dots else ()",
-        "relative references resolved one node too deep",
-    ),
-    Mutant(
-        "spec/references.py",
-        r'if "${" in _NODE_REFERENCE.sub("", text.replace("\\${", "")):',
-        "if False:",
-        "a computed reference is not refused",
+        'return _RESOLVER_CALL.search(_ESCAPES.sub("", text)) is not None',
+        "return _RESOLVER_CALL.search(text) is not None",
+        "an escaped \\${...} is taken for a resolver call",
     ),
     Mutant(
         "tasks/extract/names.py",

@@ -587,6 +587,21 @@ def test_a_weights_file_rewritten_under_its_name_is_other_settings(photos, tmp_p
         extract(_spec(weights=weights), _options(photos, tmp_path / "out"))
 
 
+def test_the_same_weights_copied_into_place_resume(photos, tmp_path):
+    """The weights file is recorded by size and time, not inode: rsync -a, or each node's own copy in a multi-node
+    run, is the same file to a resume."""
+    import shutil
+
+    import torchvision
+
+    weights = tmp_path / "w.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    extract(_spec(weights=weights), _options(photos, tmp_path / "out"))
+    shutil.copy2(weights, tmp_path / "copy.pth")
+    os.replace(tmp_path / "copy.pth", weights)  # a new inode, the same size and modification time
+    assert extract(_spec(weights=weights), _options(photos, tmp_path / "out")).processed == 0
+
+
 def test_workers_with_a_temp_dir_too_long_for_a_socket_are_refused_instead_of_hanging(photos, tmp_path, monkeypatch):
     """DataLoader workers hand batches over through a socket under the temp dir; with a path too long for a socket
     every worker fails and the loader would wait forever (seen with pytest's deep temp dirs)."""

@@ -650,8 +650,16 @@ def test_a_composed_config_may_not_call_resolvers():
         ({"s": "${oc.env:FEATX_TEST_SECRET}", "bb": {"model": "${s}"}}, "model", "s"),  # beside the node
         ({"t": "${oc.env:FEATX_TEST_SECRET}", "s": "x${t}", "bb": {"model": "${s}"}}, "model", "t"),  # a chain
         ({"s": "${oc.env:FEATX_TEST_SECRET}", "bb": {"model": "${..s}"}}, "model", "s"),  # relative
-        ({"a": {"s": "${oc.env:FEATX_TEST_SECRET}"}, "bb": {"model": "${a}"}}, "model", "a.s"),  # inside a node
-        ({"l": ["${oc.env:FEATX_TEST_SECRET}"], "x": {"bb": {"model": "${l.0}"}}}, "model", "l.0"),  # a list entry
+        ({"a": {"s": "${oc.env:FEATX_TEST_SECRET}"}, "bb": {"model": "${a}"}}, "model.s", "a.s"),  # inside a node
+        ({"l": ["${oc.env:FEATX_TEST_SECRET}"], "outer": {"bb": {"model": "${l.0}"}}}, "model", "l.0"),  # a list entry
+        # through a node that is itself a reference, which a lookup in the unresolved data does not follow
+        ({"x": {"b": "${oc.env:FEATX_TEST_SECRET}"}, "a": "${x}", "bb": {"model": "${a.b}"}}, "model", "x.b"),
+        (
+            {"a": {"x": {"y": "${oc.env:FEATX_TEST_SECRET}"}}, "p": "${a}", "bb": {"model": "${p.x.y}"}},
+            "model",
+            "a.x.y",
+        ),
+        ({"k": "s", "s": "${oc.env:FEATX_TEST_SECRET}", "bb": {"model": "${${k}}"}}, "model", "s"),  # computed
     ],
 )
 def test_a_composed_spec_may_not_reach_a_resolver_through_its_references(monkeypatch, config, key, reached):
@@ -659,7 +667,7 @@ def test_a_composed_spec_may_not_reach_a_resolver_through_its_references(monkeyp
     environment variable was read and quoted in the error (unknown torchvision model 'topsecret')."""
     monkeypatch.setenv("FEATX_TEST_SECRET", "topsecret")
     composed = OmegaConf.create(config)
-    node = composed.x.bb if "x" in composed else composed.bb
+    node = composed.outer.bb if "outer" in composed else composed.bb
     node.stages = {"c2": {"modules": ["conv1"]}}
     with pytest.raises(SpecError) as caught:
         featx.build(node, overrides=["device=meta"])
@@ -669,14 +677,27 @@ def test_a_composed_spec_may_not_reach_a_resolver_through_its_references(monkeyp
     assert "topsecret" not in str(caught.value)
 
 
-def test_a_composed_spec_may_refer_to_nodes_beside_resolvers_and_not_to_computed_references():
+def test_a_composed_spec_refers_to_nodes_as_omegaconf_resolves_them_beside_resolvers():
+    """Every form OmegaConf resolves (computed, hyphenated keys, spaces, indices) works; an escaped ``\\${`` is text."""
     composed = OmegaConf.create(
-        {"data": "${oc.env:HOME}", "common": {"home": "${oc.env:HOME}", "seed": 3}, "k": "seed", "bb": _spec()}
+        {
+            "data": "${oc.env:HOME}",
+            "common": {"home": "${oc.env:HOME}", "seed": 3},
+            "k": "seed",
+            "my-seed": 4,
+            "seeds": [5],
+            "note": "\\${oc.env:HOME}",
+            "bb": _spec(),
+        }
     )
-    composed.bb.seed = "${common.seed}"
-    assert featx.build(composed.bb, overrides=["device=meta"]).spec.seed == 3
-    composed.bb.seed = "${common.${k}}"
-    with pytest.raises(SpecError, match=r"^backbone\.seed: holds a reference featx cannot follow without resolving"):
+    for reference, seed in [("${common.seed}", 3), ("${common.${k}}", 3), ("${my-seed}", 4), ("${ my-seed }", 4)]:
+        composed.bb.seed = reference
+        assert featx.build(composed.bb, overrides=["device=meta"]).spec.seed == seed, reference
+    composed.bb.seed = "${seeds[0]}"
+    assert featx.build(composed.bb, overrides=["device=meta"]).spec.seed == 5
+    composed.bb.seed = 0
+    composed.bb.model = "${note}"  # the text ${oc.env:HOME}, no resolver call: refused as an interpolation in data
+    with pytest.raises(SpecError, match=r"^backbone\.model: holds an interpolation"):
         featx.build(composed.bb, overrides=["device=meta"])
 
 

@@ -178,7 +178,7 @@ FALLBACK_CASES: List[Any] = [
         {"frozen_stages": True},
         "backbone.frozen_stages: Value 'True' of type 'bool' could not be converted to Integer",
     ),
-    ("channels-last-int", {"channels_last": 1}, {"channels_last": True}),
+    ("channels-last-int", {"channels_last": 1}, "backbone.channels_last: must be true or false, got 1"),
     ("channels-last-string", {"channels_last": "true"}, {"channels_last": True}),
     (
         "unknown-key",

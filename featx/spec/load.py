@@ -24,7 +24,7 @@ from featx.spec.config_files import backbone_names, config_dir
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import QUOTE_LIMIT, check_data_size, quoted, shortened
 from featx.spec.overrides import apply_overrides, apply_plain_overrides
-from featx.spec.references import RESOLVER_CALL, resolver_reached
+from featx.spec.references import calls_resolver, resolve_without_resolvers
 from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec, TokenSpec
 from featx.spec.typed import typed
 from featx.spec.validate import validate_spec
@@ -130,8 +130,7 @@ def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
     if isinstance(source, DictConfig):
         try:
             _refuse_resolvers(OmegaConf.to_container(source, resolve=False))
-            _refuse_resolvers_referred_to(source)
-            return OmegaConf.to_container(source, resolve=True), None  # type: ignore[return-value]
+            return resolve_without_resolvers(source), None
         except OmegaConfBaseException as error:
             raise _omegaconf_error(error) from None
     if isinstance(source, Mapping):
@@ -182,29 +181,12 @@ def _find_string(
 
 def _refuse_resolvers(data: Any) -> None:
     """A composed config may refer to its own nodes (``${device}``); it may not call resolvers."""
-    found = _find_string(data, lambda text: bool(RESOLVER_CALL.search(text)))
+    found = _find_string(data, lambda text: calls_resolver(text))
     if found is not None:
         raise SpecError(
             key_path(*found),
             "calls an OmegaConf resolver (${name:...}); a backbone spec is data, and featx resolves no resolver "
             "(they can read the environment). Put the value itself",
-        )
-
-
-def _refuse_resolvers_referred_to(node: DictConfig) -> None:
-    """Nor may the nodes of its config that its references lead to (``model: ${s}``, ``s: ${oc.env:X}``)."""
-    reach = resolver_reached(node)
-    if reach is not None and reach.through is not None:
-        how = (
-            "holds a reference featx cannot follow without resolving it (a computed or indexed ${...})"
-            if reach.through == ("${...}",)
-            else f"refers (directly or through other nodes) to {'.'.join(reach.through)}, which calls an OmegaConf "
-            "resolver (${name:...})"
-        )
-        raise SpecError(
-            key_path(*reach.where),
-            f"{how}; a backbone spec is data, and featx resolves no resolver (they can read the environment). "
-            "Put the value itself, or a reference to a node that holds one",
         )
 
 
@@ -303,8 +285,8 @@ def load_spec_and_origin(
     _refuse_interpolations(literal)  # from the overrides: named without the file
     try:
         _check_nesting(literal)
-        _check_lists_and_flags(literal)
         _refuse_missing_markers(literal)
+        _check_lists_and_flags(literal)
         fields = _strip_hydra_keys(literal)
         spec = typed(BackboneSpec, fields, nested=_NESTED)  # without OmegaConf where it would give the same
         if spec is None:

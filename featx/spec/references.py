@@ -1,35 +1,40 @@
-"""Resolver calls a composed spec node reaches: in the node itself, or in the nodes its ``${...}`` references lead
-to (``model: ${s}`` with ``s: ${oc.env:SECRET}`` elsewhere in the config). featx resolves a composed node's
-references to its own config, never a resolver: a resolver reads the environment (``oc.env``) or runs code.
+"""A composed spec node resolved with its ``${...}`` references to other nodes of its config, but no resolver run.
+
+featx resolves a composed node's references (``device: ${device}``) as OmegaConf does, never a resolver: a resolver
+reads the environment (``oc.env``) or runs code, and a value it returns would end up in the spec and in error
+messages. Every string of the config that calls a resolver is replaced by a marker naming its key path, and the
+node is resolved by OmegaConf in that copy, with OmegaConf's own rules for absolute, relative, chained, indexed and
+nested references; a marker in the result is a resolver the node reaches.
 
 Example::
 
     cfg = OmegaConf.create({"s": "${oc.env:HOME}", "bb": {"model": "${s}"}})
-    resolver_reached(cfg.bb)    # ResolverReach(where=('model',), through=('s',))
+    resolve_without_resolvers(cfg.bb)    # SpecError: backbone.model: refers ... to s, which calls a resolver
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
+import secrets
+from typing import Any, Iterator, List, Tuple, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from featx.errors import SpecError
+from featx.spec.keys import key_path
 
 #: ``${name:...}``: an OmegaConf resolver call (``oc.env`` reads the environment; others may run code)
-RESOLVER_CALL = re.compile(r"\$\{\s*[A-Za-z_][\w.]*\s*:")
-#: ``${a.b}`` (absolute), ``${.b}`` (beside the value), ``${..b}`` (one node up): a plain reference to a node
-_NODE_REFERENCE = re.compile(r"\$\{(\.*)(\w+(?:\.\w+)*)\}")
+_RESOLVER_CALL = re.compile(r"\$\{\s*[A-Za-z_][\w.]*\s*:")
+#: what OmegaConf reads as literal text: an escaped backslash, an escaped ``${``
+_ESCAPES = re.compile(r"\\\\|\\\$\{")
 
 Path = Tuple[Union[str, int], ...]
 
 
-class ResolverReach(NamedTuple):
-    """``where``: the key path (in the spec node) of the value that leads to a resolver; ``through``: the key path
-    (from the config's root) of the referenced node that calls it, or None for a call in the value itself; a
-    reference featx cannot follow (nested, indexed) has ``through == ("${...}",)``."""
-
-    where: Tuple[str, ...]
-    through: Optional[Tuple[str, ...]]
+def calls_resolver(text: str) -> bool:
+    """Whether OmegaConf would call a resolver to resolve ``text`` (escaped ``\\${`` is literal text)."""
+    return _RESOLVER_CALL.search(_ESCAPES.sub("", text)) is not None
 
 
 def _path_in_root(node: DictConfig) -> Path:
@@ -44,54 +49,53 @@ def _path_in_root(node: DictConfig) -> Path:
     return tuple(path)
 
 
-def _at(tree: Any, path: Path) -> Any:
-    """The value at ``path`` in plain data, or None where the path leads nowhere (OmegaConf reports that itself)."""
-    for key in path:
-        if isinstance(tree, dict) and key in tree:
-            tree = tree[key]
-        elif isinstance(tree, list) and str(key).isdigit() and int(key) < len(tree):
-            tree = tree[int(key)]
-        else:
-            return None
-    return tree
+def _marked(data: Any, path: Path, marker: str) -> Any:
+    """``data`` with each string that calls a resolver replaced by ``marker<its key path>marker``."""
+    if isinstance(data, str):
+        return f"{marker}{'.'.join(map(str, path))}{marker}" if calls_resolver(data) else data
+    if isinstance(data, dict):
+        return {key: _marked(value, (*path, key), marker) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_marked(value, (*path, index), marker) for index, value in enumerate(data)]
+    return data
 
 
-def _strings(data: Any, path: Path) -> Iterator[Tuple[Path, str]]:
-    """Every string value in ``data`` with its key path."""
+def _strings(data: Any, path: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], str]]:
+    """Every string value in ``data`` with its key path (list items as ``key[i]``)."""
     if isinstance(data, str):
         yield path, data
     elif isinstance(data, dict):
         for key, value in data.items():
-            yield from _strings(value, (*path, key))
+            yield from _strings(value, (*path, str(key)))
     elif isinstance(data, list):
         for index, value in enumerate(data):
-            yield from _strings(value, (*path, index))
+            yield from _strings(value, (*path[:-1], f"{path[-1]}[{index}]") if path else (f"[{index}]",))
 
 
-def _shown(path: Path) -> Tuple[str, ...]:
-    return tuple(str(key) for key in path)
-
-
-def resolver_reached(node: DictConfig) -> Optional[ResolverReach]:
-    """The first resolver call ``node`` makes or reaches through references to other nodes of its config, else
-    None. A reference whose target is computed (``${a.${b}}``) or indexed (``${a[0]}``) counts as one: featx cannot
-    tell where it leads without resolving it."""
-    start = _path_in_root(node)
-    tree = OmegaConf.to_container(node._get_root(), resolve=False)
-    pending: List[Tuple[Path, Tuple[str, ...]]] = [(start, ())]  # (node to scan, the spec value that led there)
-    seen: Set[Path] = set()
-    while pending:
-        path, origin = pending.pop(0)
-        if path in seen:
-            continue
-        seen.add(path)
-        for where, text in _strings(_at(tree, path), path):
-            led_by = origin or _shown(where[len(start) :])
-            if RESOLVER_CALL.search(text):
-                return ResolverReach(led_by, None if path == start else _shown(where))
-            for dots, target in _NODE_REFERENCE.findall(text):
-                base = where[: -len(dots)] if dots else ()
-                pending.append(((*base, *target.split(".")), led_by))
-            if "${" in _NODE_REFERENCE.sub("", text.replace("\\${", "")):
-                return ResolverReach(led_by, ("${...}",))
-    return None
+def resolve_without_resolvers(node: DictConfig) -> Any:
+    """``node`` as plain data with its references to its config resolved, as ``OmegaConf.to_container(node,
+    resolve=True)`` gives it when no resolver is involved; SpecError naming the value that reaches a resolver (in
+    the node, or through references to other nodes). OmegaConf's errors (a reference to a missing key) propagate."""
+    marker = f"<featx-resolver-{secrets.token_hex(8)}>"
+    copy: Any = OmegaConf.create(_marked(OmegaConf.to_container(node._get_root(), resolve=False), (), marker))
+    path = _path_in_root(node)
+    for key in path:
+        copy = copy[key]
+    try:
+        resolved = OmegaConf.to_container(copy, resolve=True)
+    except OmegaConfBaseException as error:  # its key from the node, as the spec's keys are named
+        prefix = "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in path).lstrip(".") + "."
+        full_key = str(getattr(error, "full_key", "") or "")
+        if len(prefix) > 1 and full_key.startswith(prefix):
+            error.full_key = full_key[len(prefix) :]
+        raise
+    for where, text in _strings(resolved):
+        if marker in text:
+            reached = text.split(marker)[1]
+            raise SpecError(
+                key_path(*where),
+                f"refers (directly or through other nodes) to {reached}, which calls an OmegaConf resolver "
+                "(${name:...}); a backbone spec is data, and featx runs no resolver (they can read the environment). "
+                "Put the value itself, or a reference to a node that holds one",
+            )
+    return resolved

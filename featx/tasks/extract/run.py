@@ -269,12 +269,14 @@ class _ShardBuffer:
         self.images, self.skipped = self.images[count:], []
 
 
-def _local_weights_identity(spec: BackboneSpec) -> Optional[Identity]:
-    """The identity (size, modification time, inode) of the local weights file ``spec`` names, else ``None`` (a hub
-    file's name carries a hash of its content)."""
+def _local_weights_identity(spec: BackboneSpec) -> Optional[Tuple[int, int]]:
+    """The size and modification time of the local weights file ``spec`` names, else ``None`` (a hub file's name
+    carries a hash of its content). Not its inode: each node of a multi-node run reads its own copy, and a resume
+    after ``rsync -a`` reads another file of the same content."""
     if spec.weights is None or not is_weights_file(spec.weights):
         return None
-    return file_identity(Path(spec.weights).expanduser())
+    identity = file_identity(Path(spec.weights).expanduser())
+    return None if identity is None else identity[:2]
 
 
 def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, transform: object) -> dict:
