@@ -17,7 +17,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from featx.errors import ArgumentError
 
@@ -88,9 +88,21 @@ def _new_partial(path: Path, what: str) -> Path:
 def path_argument(value: object, what: str) -> Path:
     """``value`` as a :class:`Path`; :class:`ArgumentError` naming ``what`` unless it is a ``str`` or path-like that
     is not empty. Example: ``path = path_argument(path, "save(): path")``."""
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-        raise ArgumentError(f"{what} must be a file system path (a str or pathlib.Path), got {value!r:.80}")
-    return Path(value)
+    text = _fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not text or "\0" in text:
+        raise ArgumentError(
+            f"{what} must be a file system path (a str or pathlib.Path, without NUL characters), got {value!r:.80}"
+        )
+    return Path(text)
+
+
+def _fspath(value: object) -> Optional[str]:
+    """``os.fspath(value)`` when it is a str (a path-like may give bytes, or fail), else None."""
+    try:
+        text = os.fspath(value)  # type: ignore[call-overload]
+    except TypeError:
+        return None
+    return text if isinstance(text, str) else None
 
 
 def flag_argument(value: object, what: str) -> bool:

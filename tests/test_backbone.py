@@ -199,3 +199,26 @@ def test_deleting_or_adding_the_neck_as_a_module_re_describes_the_outputs():
     assert [i.name for i in backbone.feature_info] == ["c2", "c3", "c4", "c5"] and backbone.out_channels is None
     with pytest.raises(featx.ArgumentError, match=r"^Backbone\.neck: the neck Identity has no feature_info"):
         backbone.add_module("neck", torch.nn.Identity())
+
+
+def test_a_hand_made_backbone_names_a_bad_argument():
+    """Backbone() is documented for hand-made stages; its arguments failed with raw errors (or a string for copied
+    became a set of letters, so a stage changed in place later was returned changed)."""
+    from featx.nn.feature_info import StageInfo
+
+    built = featx.build("resnet18", overrides=["device=cpu"])
+    stages, info, spec = dict(built.stages.items()), list(built.stage_info), built.spec
+    cases = [
+        ((None, info, spec), {}, r"stages must be a non-empty mapping of name to nn\.Module, got None"),
+        (({}, [], spec), {}, r"stages must be a non-empty mapping"),
+        ((stages, None, spec), {}, r"stage_info must be a list of StageInfo, got None"),
+        ((stages, info, spec.to_dict()), {}, r"spec must be a featx\.BackboneSpec, got dict"),
+        ((stages, info, spec, None, 3.0), {}, r"in_channels must be an integer in 1\.\.4096, got 3\.0"),
+        ((stages, info, spec, None, 0), {}, r"in_channels must be an integer in 1\.\.4096, got 0"),
+        ((stages, info, spec), {"copied": "c2"}, r"copied must be a list of stage names \(c2, c3, c4, c5\), got 'c2'"),
+        ((stages, info, spec), {"copied": ["c9"]}, r"copied must be a list of stage names"),
+    ]
+    for arguments, keywords, message in cases:
+        with pytest.raises(featx.ArgumentError, match=rf"^Backbone\(\): {message}"):
+            featx.Backbone(*arguments, **keywords)
+    assert isinstance(info[0], StageInfo)

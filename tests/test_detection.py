@@ -289,8 +289,20 @@ ANCHOR_ARGUMENT_CASES = [
     ({"aspect_ratios": 0.5}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got 0\.5"),
     ({"aspect_ratios": "12"}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got '12'"),
     ({"aspect_ratios": []}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got \[\]"),
-    ({"aspect_ratios": [1.0, 0]}, r"aspect_ratios must be positive, got \[1\.0, 0\]"),
+    (
+        {"aspect_ratios": [1.0, 0]},
+        r"aspect_ratios must be distinct numbers in 1/1000\.\.1000 \(height over width\), got \[1\.0, 0\]",
+    ),
     ({"aspect_ratios": [1.0, None]}, r"each aspect ratio must be a finite number, got None"),
+    ({"aspect_ratios": [1.0, 1e300]}, r"aspect_ratios must be distinct numbers in 1/1000\.\.1000"),
+    ({"aspect_ratios": [0.5, 0.5]}, r"aspect_ratios must be distinct numbers"),
+    ({"aspect_ratios": {0.5: 1, 2.0: 1}}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got \{"),
+    ({"aspect_ratios": {0.5, 2.0}}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got \{"),
+    ({"size_per_stride": 10**400}, r"size_per_stride must be a finite number, got 1000"),
+    (
+        {"size_per_stride": 1e300},
+        r"size_per_stride=1e\+300 makes anchors of 3\.2e\+301 pixels at stride 32, larger than any input \(16384\)",
+    ),
 ]
 
 
@@ -391,3 +403,11 @@ def test_segmentation_heads_train_on_a_featx_output(head_type: type, output: str
     assert all(p.grad is not None for p in head.parameters())
     assert all(p.grad is not None for p in bb.stages["c4"].parameters())  # trainable stage below the output
     assert all(p.grad is None and not p.requires_grad for p in bb.stages["c2"].parameters())  # frozen by the spec
+
+
+@pytest.mark.parametrize("argument", [None, "resnet18", torch.nn.Linear(1, 1)])
+def test_pooled_level_names_names_an_argument_that_is_not_a_backbone(argument) -> None:
+    from featx.detection import pooled_level_names
+
+    with pytest.raises(featx.ArgumentError, match=r"^pooled_level_names\(\): expected a featx Backbone"):
+        pooled_level_names(argument)

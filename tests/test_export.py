@@ -156,6 +156,8 @@ def test_featx_export_app_writes_a_checked_file(tmp_path):
         (lambda bb, d: export_backbone(bb, d / "a.pt", None, (32, 32)), r"^format: None is unknown"),
         (lambda bb, d: export_backbone(bb, d / "a.pt", "onnx", (0, 32)), r"^export\.height: must be an integer"),
         (lambda bb, d: export_backbone(bb, d / "mine.txt", "torchscript", (32, 32)), r"mine\.txt exists"),
+        (lambda bb, d: export_backbone(bb, d / "a.pt", ["onnx"], (32, 32)), r"^format: \['onnx'\] is unknown"),
+        (lambda bb, d: export_backbone(bb, f"{d}/a\0.pt", "onnx", (32, 32)), r"^path must be a file system path"),
     ],
     ids=[
         "path-none",
@@ -167,6 +169,8 @@ def test_featx_export_app_writes_a_checked_file(tmp_path):
         "format-none",
         "height-0",
         "exists",
+        "format-list",
+        "path-nul",
     ],
 )
 def test_bad_export_arguments_are_named_and_write_nothing(tmp_path, call, pattern):

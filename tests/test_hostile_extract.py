@@ -542,8 +542,14 @@ def _cut(path: Path) -> None:
         ("missing", None, FeatxError, r"has no featx-extract.json: it is not a featx-extract output folder"),
         ("a-file", None, FeatxError, r"has no featx-extract.json"),
         ("finished", ["c9"], ArgumentError, r"outputs \['c9'\] are not stored there; stored: c2, c3"),
-        ("finished", "c2", ArgumentError, r"outputs must be a list of output names"),
-        ("finished", [2], ArgumentError, r"outputs must be a list of output names"),
+        ("finished", "c2", ArgumentError, r"outputs must be a list of distinct output names"),
+        ("finished", [2], ArgumentError, r"outputs must be a list of distinct output names"),
+        ("finished", 5, ArgumentError, r"outputs must be a list of distinct output names .*got 5"),  # was TypeError
+        ("finished", [], ArgumentError, r"outputs must be a list of distinct output names"),  # gave empty rows
+        ("finished", ["c3", "c3"], ArgumentError, r"outputs must be a list of distinct output names"),
+        ("finished", {"c3", "c2"}, ArgumentError, r"outputs must be a list of distinct output names"),  # no order
+        # a generator was used up by the check, and every row came back empty
+        ("finished", (name for name in ["c3"]), ArgumentError, r"outputs must be a list of distinct output names"),
         (
             "finished",
             [f"o{i}" for i in range(10**5)],
@@ -556,10 +562,10 @@ def test_read_features_names_what_it_cannot_read(finished, tmp_path, where, outp
     (tmp_path / "a-file").write_text("x")
     folder = finished if where == "finished" else tmp_path / where
     with pytest.raises(error_type, match=rf"^read_features\(\): .*{pattern}"):
-        list(featx.read_features(folder, outputs=outputs))
+        featx.read_features(folder, outputs=outputs)  # checked when called, before the first row
 
 
-@pytest.mark.parametrize("folder", [None, 5, ""], ids=["none", "int", "empty"])
+@pytest.mark.parametrize("folder", [None, 5, "", "out\0put"], ids=["none", "int", "empty", "nul"])
 def test_read_features_names_a_folder_argument_that_is_not_a_path(folder):
     with pytest.raises(ArgumentError, match=r"^read_features\(\): output_dir must be a file system path"):
         list(featx.read_features(folder))

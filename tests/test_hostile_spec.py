@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 import featx
 from featx.errors import ArgumentError, SpecError
+from featx.spec.schema import BackboneSpec, StageSpec
 
 
 def _spec(**changes: Any) -> Dict[str, Any]:
@@ -159,6 +160,14 @@ DATA_CASES = [
     ("seed-bool", _spec(seed=True), [], "backbone.seed", r"."),
     ("weights-list", _spec(weights=["DEFAULT"]), [], "backbone.weights", r"."),
     ("source-int", _spec(source=3), [], "backbone.source", r"."),
+    ("source-empty", _spec(source=""), [], "backbone.source", r"^backbone\.source: empty; name the container"),
+    (
+        "reinit-twice",
+        _spec(reinit=["c3", "c3"]),
+        [],
+        "backbone.reinit",
+        r"^backbone\.reinit\[1\]: 'c3' is listed twice$",
+    ),
     ("unknown-key", _spec(pretrained=True), [], "backbone", r"unknown key 'pretrained'"),
     ("typo-key", _spec(frozen_stage=1), [], "backbone", r"unknown key 'frozen_stage'.*frozen_stages"),
     ("target-foreign", _spec(_target_="os.system"), [], "backbone", r"os\.system"),
@@ -293,6 +302,27 @@ def test_an_error_in_a_value_an_override_set_is_not_blamed_on_the_spec_file(tmp_
     with pytest.raises(SpecError) as error:  # an error elsewhere stays the file's
         featx.load_spec(str(file), overrides=["stages.c2.modules=[conv1]"])
     assert str(error.value).startswith(f"{file}: backbone.bogus: unknown key 'bogus'"), str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        (StageSpec(slice="02"), "backbone.stages.c1.slice: expected a list (or null), got '02'"),  # was [0, 2]
+        (StageSpec(slice={0: 1, 2: 3}), "backbone.stages.c1.slice: expected a list (or null), got a mapping"),
+        (StageSpec(modules="features.0"), "backbone.stages.c1.modules: expected a list (or null), got 'features.0'"),
+        (
+            StageSpec(slice=[0, 2], modules=["features.5"]),
+            "backbone.stages.c1: give exactly one of 'slice' or 'modules'",
+        ),
+        (StageSpec(), "backbone.stages.c1: give exactly one of 'slice' or 'modules'"),
+    ],
+)
+def test_a_spec_object_is_checked_as_its_data_would_be(stage, message):
+    """StageSpec.to_dict ran list() on what it was given ("02" built as [0, 2]) and kept slice over modules."""
+    spec = BackboneSpec(model="vgg11", source="features", stages={"c1": stage}, device="meta")
+    with pytest.raises(SpecError) as error:
+        featx.build(spec)
+    assert str(error.value).startswith(message)
 
 
 @pytest.mark.parametrize("value", [2, -1, 2**70, "yes", "on", 1.0, None])

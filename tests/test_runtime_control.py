@@ -235,9 +235,36 @@ def test_param_groups_names_may_be_any_iterable_of_names():
         (5, r"names must be a list of group names such as \['c3', 'c4'\]"),  # was a raw TypeError
         ({"c3": 1}, r"names must be a list of group names such as \['c3', 'c4'\]"),  # its keys were taken
         (b"c3", r"names must be a list of group names such as \['c3', 'c4'\]"),
+        ({"c3", "c4"}, r"names must be a list .* in the order the groups are wanted .*got set"),  # order per process
     ],
 )
 def test_param_groups_names_are_checked(names, message):
     backbone = featx.build(resnet18_spec(frozen_stages=1))
     with pytest.raises(featx.ArgumentError, match=rf"^param_groups\(\): {message}"):
         backbone.param_groups(0.1, names=names)
+
+
+@pytest.mark.parametrize(
+    ("lr", "decay", "message"),
+    [
+        (
+            1e300,
+            1e300,
+            r"lr=1e\+300 with decay=1e\+300 gives stage 'c3' a learning rate of inf; choose a decay nearer 1",
+        ),
+        (1e-300, 1e-300, r"lr=1e-300 with decay=1e-300 gives stage 'c3' a learning rate of 0\.0"),
+        (10**400, 1.0, r"lr must be a positive finite number, got 1000"),  # was a raw OverflowError
+        (1.0, 10**400, r"decay must be a positive finite number, got 1000"),
+    ],
+)
+def test_param_groups_learning_rates_stay_finite_and_positive(lr, decay, message):
+    backbone = featx.build(resnet18_spec(frozen_stages=1))
+    with pytest.raises(featx.ArgumentError, match=rf"^param_groups\(\): {message}"):
+        backbone.param_groups(lr, decay)
+
+
+def test_param_groups_take_numpy_numbers():
+    np = pytest.importorskip("numpy")
+    backbone = featx.build(resnet18_spec(frozen_stages=1))
+    groups = backbone.param_groups(np.float32(0.5), decay=np.float64(0.5))
+    assert [(group["name"], group["lr"]) for group in groups] == [("c3", 0.25), ("c4", 0.5)]

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,7 @@ from featx.nn.freezing import apply_norm_policy, keep_eval_modes, set_stage_froz
 from featx.nn.reinit import reinit_
 from featx.nn.tokens import tokens_to_map
 from featx.spec.keys import key_path, suggest
+from featx.spec.limits import MAX_CHANNELS
 from featx.spec.schema import BackboneSpec
 
 
@@ -66,10 +68,7 @@ class Backbone(nn.Module):
         copied: Sequence[str] = (),
     ) -> None:
         super().__init__()
-        if list(stages) != [info.name for info in stage_info]:
-            raise ArgumentError(
-                f"Backbone(): stage_info names {[info.name for info in stage_info]} but stages are {list(stages)}"
-            )
+        _check_arguments(stages, stage_info, spec, in_channels, copied)
         self.stages = nn.ModuleDict({name: apply_norm_policy(stage, spec.norm) for name, stage in stages.items()})
         self.spec = spec
         self.stage_info: Tuple[StageInfo, ...] = tuple(stage_info)
@@ -215,15 +214,22 @@ class Backbone(nn.Module):
             opt = torch.optim.AdamW(bb.param_groups(1e-4, decay=0.5, names=[g["name"] for g in saved["param_groups"]]))
             opt.load_state_dict(saved)
         """
-        for key, value in (("lr", lr), ("decay", decay)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise ArgumentError(f"param_groups(): {key} must be a positive finite number, got {value!r}")
+        rates = {key: _positive_finite(value, key) for key, value in (("lr", lr), ("decay", decay))}
         deepest = len(self.stages) - 1
         groups = []
         for index, (name, stage) in enumerate(self.stages.items()):
             params = [p for p in stage.parameters() if p.requires_grad]
             if params:
-                groups.append({"name": name, "params": params, "lr": lr * decay ** (deepest - index)})
+                try:
+                    rate = rates["lr"] * rates["decay"] ** (deepest - index)
+                except OverflowError:
+                    rate = math.inf
+                if not 0 < rate < math.inf:  # decay ** depth past a float's range
+                    raise ArgumentError(
+                        f"param_groups(): lr={lr!r:.40} with decay={decay!r:.40} gives stage {name!r} a learning rate "
+                        f"of {rate}; choose a decay nearer 1"
+                    )
+                groups.append({"name": name, "params": params, "lr": rate})
         if self.neck is not None:
             params = [p for p in self.neck.parameters() if p.requires_grad]
             if params:
@@ -307,16 +313,50 @@ class Backbone(nn.Module):
         return x.permute(0, 3, 1, 2) if self._nhwc else x
 
 
+def _check_arguments(stages: object, stage_info: object, spec: object, in_channels: object, copied: object) -> None:
+    """ArgumentError naming the first argument of a hand-made :class:`Backbone` that is not what it must be."""
+    if not isinstance(stages, Mapping) or not stages or not all(isinstance(m, nn.Module) for m in stages.values()):
+        raise ArgumentError(f"Backbone(): stages must be a non-empty mapping of name to nn.Module, got {stages!r:.80}")
+    if not isinstance(stage_info, (list, tuple)) or not all(isinstance(info, StageInfo) for info in stage_info):
+        raise ArgumentError(f"Backbone(): stage_info must be a list of StageInfo, got {stage_info!r:.80}")
+    if list(stages) != [info.name for info in stage_info]:
+        raise ArgumentError(
+            f"Backbone(): stage_info names {[info.name for info in stage_info]} but stages are {list(stages)}"
+        )
+    if not isinstance(spec, BackboneSpec):
+        raise ArgumentError(f"Backbone(): spec must be a featx.BackboneSpec, got {type(spec).__name__}")
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or not 1 <= in_channels <= MAX_CHANNELS:
+        raise ArgumentError(f"Backbone(): in_channels must be an integer in 1..{MAX_CHANNELS}, got {in_channels!r:.80}")
+    if not isinstance(copied, (list, tuple, frozenset, set)) or not set(copied) <= set(stages):
+        raise ArgumentError(
+            f"Backbone(): copied must be a list of stage names ({', '.join(stages)}), got {copied!r:.80}"
+        )
+
+
+def _positive_finite(value: object, key: str) -> float:
+    """``value`` as a float if it is a positive finite real number (numpy's too), else ArgumentError naming ``key``."""
+    try:
+        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int past a float's range
+        number = math.inf
+    if not 0 < number < math.inf:
+        raise ArgumentError(f"param_groups(): {key} must be a positive finite number, got {value!r:.80}")
+    return number
+
+
 def _picked(groups: List[Dict[str, Any]], names: Sequence[str]) -> List[Dict[str, Any]]:
     """The ``groups`` named in ``names``, in that order; ArgumentError for a name without a group (unknown, or a
     stage without trainable parameters) or named twice."""
     by_name = {group["name"]: group for group in groups}
-    iterable = isinstance(names, (list, tuple)) or (
-        isinstance(names, Iterable) and not isinstance(names, (str, bytes, Mapping))
+    iterable = isinstance(names, (list, tuple)) or (  # in an order: not a set, whose order changes between runs
+        isinstance(names, Iterable) and not isinstance(names, (str, bytes, Mapping, AbstractSet))
     )
     names = list(names) if iterable else names  # a generator is read once
     if not iterable or not all(isinstance(name, str) for name in names):
-        raise ArgumentError(f"param_groups(): names must be a list of group names such as {list(by_name)}")
+        raise ArgumentError(
+            f"param_groups(): names must be a list of group names such as {list(by_name)}, in the order the groups "
+            f"are wanted (an optimizer matches them by position), got {type(names).__name__}"
+        )
     for name in names:
         if name not in by_name:
             raise ArgumentError(

@@ -105,6 +105,8 @@ def _check_lists_and_flags(data: Mapping[str, Any]) -> None:
                 continue
             if isinstance(value, Mapping):
                 raise SpecError(key_path(*parents, key), "expected a list (or null), got a mapping")
+            if value is not None and not isinstance(value, (list, tuple)):
+                raise SpecError(key_path(*parents, key), f"expected a list (or null), got {quoted(value)}")
             for position, item in enumerate(value if isinstance(value, list) else ()):
                 if isinstance(item, (list, tuple, Mapping)):
                     raise SpecError(

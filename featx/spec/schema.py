@@ -34,8 +34,10 @@ class StageSpec:
     modules: Optional[List[str]] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        """The one key that is set: ``{"slice": [0, 4]}`` or ``{"modules": ["layer1"]}``."""
-        return {"slice": list(self.slice)} if self.slice is not None else {"modules": list(self.modules or [])}
+        """The keys that are set, as plain data: ``{"slice": [0, 4]}`` or ``{"modules": ["layer1"]}`` (both, or
+        values of other types, are kept for the checks to refuse: a ``"02"`` is not ``[0, 2]``)."""
+        stage = {key: value for key, value in (("slice", self.slice), ("modules", self.modules)) if value is not None}
+        return {key: list(value) if isinstance(value, (list, tuple)) else value for key, value in stage.items()}
 
 
 @dataclass

@@ -156,11 +156,12 @@ def _validate_outputs(spec: BackboneSpec) -> None:
             )
     kept = names[: names.index(spec.returned_stages[-1]) + 1]
     for position, name in enumerate(spec.reinit):
-        if name not in kept or name in spec.reinit[:position]:
+        if name in spec.reinit[:position]:
+            raise SpecError(key_path(f"reinit[{position}]"), f"{name!r} is listed twice")
+        if name not in kept:
             raise SpecError(
                 key_path(f"reinit[{position}]"),
-                f"{name!r} is not a kept stage or is listed twice{suggest(name, kept)} "
-                f"(kept stages: {', '.join(kept)})",
+                f"{name!r} is not a kept stage{suggest(name, kept)} (kept stages: {', '.join(kept)})",
             )
     if not 0 <= spec.frozen_stages <= len(kept):
         raise SpecError(
@@ -173,6 +174,10 @@ def validate_spec(spec: BackboneSpec) -> None:
     """Raise :class:`SpecError` for the first problem found without looking at the model."""
     if not spec.model:
         raise SpecError(key_path("model"), "empty; name a torchvision classification model, e.g. resnet50")
+    if spec.source == "":
+        raise SpecError(
+            key_path("source"), "empty; name the container whose children slice counts, or null for the model's own"
+        )
     _validate_stages(spec)
     _validate_outputs(spec)
     if not 0 <= spec.seed <= MAX_SEED:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -25,6 +25,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from featx.errors import ArgumentError
 from featx.nn.backbone import Backbone
+from featx.spec.limits import MAX_SIDE
 
 # style -> (anchor size per unit of stride, anchor sizes per octave, aspect ratios): torchvision's defaults
 ANCHOR_STYLES: Dict[str, Tuple[float, int, Tuple[float, ...]]] = {
@@ -34,13 +35,15 @@ ANCHOR_STYLES: Dict[str, Tuple[float, int, Tuple[float, ...]]] = {
 }
 #: at most this many anchor sizes per octave and aspect ratios (torchvision's detectors use 1..3 of each)
 MAX_ANCHORS = 16
+#: the widest and the tallest anchor shape (height over width)
+MAX_ASPECT_RATIO = 1000
 #: the largest side of a pooled RoI and the largest sampling ratio (torchvision's heads use 7 and 14, ratio 2)
 MAX_POOLED_SIDE = 256
 
 
-def _require_one_channel_count(module: torch.nn.Module, caller: str) -> Backbone:
+def _backbone_of(module: object, caller: str) -> Backbone:
     """The featx Backbone ``module`` is or wraps (``torch.compile``'s ``_orig_mod``, DistributedDataParallel's or
-    DataParallel's ``module``), with one channel count on every output; else :class:`ArgumentError`."""
+    DataParallel's ``module``); else :class:`ArgumentError`."""
     while not isinstance(module, Backbone):  # compile(DataParallel(bb)) or DataParallel(compile(bb)), ...
         if isinstance(wrapped := getattr(module, "_orig_mod", None), torch.nn.Module):
             module = wrapped
@@ -50,6 +53,12 @@ def _require_one_channel_count(module: torch.nn.Module, caller: str) -> Backbone
             break
     if not isinstance(module, Backbone):
         raise ArgumentError(f"{caller}(): expected a featx Backbone (featx.build(...)), got {type(module).__name__}")
+    return module
+
+
+def _require_one_channel_count(module: torch.nn.Module, caller: str) -> Backbone:
+    """:func:`_backbone_of` ``module``, with one channel count on every output; else :class:`ArgumentError`."""
+    module = _backbone_of(module, caller)
     if module.out_channels is None:
         channels = ", ".join(f"{info.name}={info.channels}" for info in module.feature_info)
         raise ArgumentError(
@@ -69,9 +78,13 @@ def _number(value: object, what: str, caller: str) -> float:
     """``value`` as a finite real number (not a bool; numpy and one-element torch numbers too), else
     :class:`ArgumentError` naming ``what``."""
     value = _scalar(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ArgumentError(f"{caller}(): {what} must be a finite number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int past a float's range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ArgumentError(f"{caller}(): {what} must be a finite number, got {value!r:.80}")
+    return number
 
 
 def _integer(value: object, what: str, caller: str, low: int, high: int) -> int:
@@ -87,15 +100,18 @@ def _aspect_ratios(value: object) -> Tuple[float, ...]:
     """A list, tuple, array or tensor of 1..MAX_ANCHORS positive numbers (an iterable is read that far only)."""
     items = value.tolist() if isinstance(value, torch.Tensor) else value
     listed = None
-    if isinstance(items, Iterable) and not isinstance(items, (str, bytes)):
+    if isinstance(items, Iterable) and not isinstance(items, (str, bytes, Mapping, AbstractSet)):
         listed = list(itertools.islice(items, MAX_ANCHORS + 1))
     if listed is None or not 1 <= len(listed) <= MAX_ANCHORS:
         raise ArgumentError(
             f"anchor_generator(): aspect_ratios must be a list of 1..{MAX_ANCHORS} positive numbers, got {value!r}"
         )
     ratios = tuple(_number(ratio, "each aspect ratio", "anchor_generator") for ratio in listed)
-    if any(ratio <= 0 for ratio in ratios):
-        raise ArgumentError(f"anchor_generator(): aspect_ratios must be positive, got {listed!r}")
+    if any(not 1 / MAX_ASPECT_RATIO <= ratio <= MAX_ASPECT_RATIO for ratio in ratios) or len(set(ratios)) < len(ratios):
+        raise ArgumentError(
+            f"anchor_generator(): aspect_ratios must be distinct numbers in 1/{MAX_ASPECT_RATIO}..{MAX_ASPECT_RATIO} "
+            f"(height over width), got {listed!r:.80}"
+        )
     return ratios
 
 
@@ -127,6 +143,12 @@ def anchor_generator(
         tuple(int(size * info.stride * 2 ** (k / per_octave)) for k in range(per_octave))
         for info in backbone.feature_info
     )
+    largest = max(max(level) for level in sizes) if size > 0 else 0
+    if largest > MAX_SIDE:
+        raise ArgumentError(
+            f"anchor_generator(): size_per_stride={size_per_stride!r:.40} makes anchors of {float(largest):.3g} pixels "
+            f"at stride {backbone.feature_info[-1].stride}, larger than any input ({MAX_SIDE})"
+        )
     if size <= 0 or min(min(level) for level in sizes) < 1:
         raise ArgumentError(
             f"anchor_generator(): size_per_stride={size_per_stride!r} makes anchors smaller than 1 pixel at stride "
@@ -137,6 +159,7 @@ def anchor_generator(
 
 def pooled_level_names(backbone: Backbone) -> List[str]:
     """The outputs RoIs are pooled from: every output except an FPN's extra levels (``maxpool``/``p6p7``)."""
+    backbone = _backbone_of(backbone, "pooled_level_names")
     extra = set(getattr(backbone.neck, "extra_level_names", ()))
     return [info.name for info in backbone.feature_info if info.name not in extra]
 

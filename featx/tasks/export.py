@@ -221,7 +221,7 @@ def export_backbone(
     if not isinstance(backbone, Backbone):
         raise ArgumentError(f"backbone: expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
     path = path_argument(path, "path")
-    if format not in FORMATS:
+    if not isinstance(format, str) or format not in FORMATS:
         raise ArgumentError(f"format: {format!r} is unknown (valid: {', '.join(FORMATS)})")
     if not (isinstance(example_size, (tuple, list)) and len(example_size) == 2):
         raise ArgumentError(f"example_size: expected (height, width), got {example_size!r:.80}")

@@ -485,6 +485,8 @@ def read_features(
     shard copied or linked in from another folder, or written by a run that overwrote the folder during the
     iteration, is refused.
 
+    The folder and ``outputs`` are checked when it is called, before the first row is read.
+
     Example: ``dict(featx.read_features("out", outputs=["p5"]))``.
     """
     who = "read_features()"
@@ -507,15 +509,25 @@ def read_features(
             "resume it)"
         )
     stored = settings["outputs"]
-    if outputs is not None and (isinstance(outputs, str) or not all(isinstance(name, str) for name in outputs)):
-        raise ArgumentError(f"{who}: outputs must be a list of output names such as {stored[-1:]}, got {outputs!r}")
-    names = list(stored if outputs is None else outputs)
+    names = list(outputs) if isinstance(outputs, (list, tuple)) else None if outputs is not None else list(stored)
+    if names is None or not names or not all(isinstance(name, str) for name in names) or len(set(names)) < len(names):
+        raise ArgumentError(
+            f"{who}: outputs must be a list of distinct output names such as {stored[-1:]} (in the order the rows "
+            f"give them), or None for all; got {quoted(outputs)}"
+        )
     unknown = [name for name in names if name not in stored]
     if unknown:
         shown = ", ".join(quoted(name) for name in unknown[:5]) + (
             f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         )
         raise ArgumentError(f"{who}: outputs [{shown}] are not stored there; stored: {', '.join(stored)}")
+    return _rows(root, manifest, names, settings, collection, who)
+
+
+def _rows(
+    root: Path, manifest: Path, names: List[str], settings: Mapping[str, Any], collection: str, who: str
+) -> Iterator[Tuple[str, Dict[str, Tensor]]]:
+    """The rows :func:`read_features` yields, once its arguments and the folder are checked."""
     # the shards read last stay open, a few per rank: the manifest lists rows in path order, and the ranks took the
     # paths in turn, so consecutive rows come from every rank's current shard; the others are closed, so a folder
     # of many shards never holds many files and maps open at once
