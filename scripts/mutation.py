@@ -965,6 +965,24 @@ MUTANTS: List[Mutant] = [
         "an escaped \\${...} is taken for a resolver call",
     ),
     Mutant(
+        "tasks/extract/store.py",
+        "list(outputs) if isinstance(outputs, (list, tuple)) else None if outputs is not None else list(stored)",
+        "list(outputs) if outputs is not None else list(stored)",
+        "read_features takes outputs in no order (a set)",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "isinstance(names, (str, bytes, Mapping, AbstractSet))",
+        "isinstance(names, (str, bytes, Mapping))",
+        "param_groups takes a set of names, whose order changes between processes",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "        _check_arguments(stages, stage_info, spec, in_channels, copied)\n",
+        "",
+        "a hand-made Backbone's arguments unchecked",
+    ),
+    Mutant(
         "tasks/extract/names.py",
         "return _OWN_NAME.fullmatch(name) is not None",
         'return name.lstrip(".").startswith("featx-")',
