@@ -101,7 +101,8 @@ def _check_lists_and_flags(data: Mapping[str, Any]) -> None:
             value = node.get(key)
             if hint is bool and key in node and not _is_true_or_false(value):
                 raise SpecError(key_path(*parents, key), f"must be true or false, got {quoted(value)}")
-            if "List[" not in str(hint):
+            item_type = _list_item(hint)
+            if item_type is None:
                 continue
             if isinstance(value, Mapping):
                 raise SpecError(key_path(*parents, key), "expected a list (or null), got a mapping")
@@ -111,9 +112,17 @@ def _check_lists_and_flags(data: Mapping[str, Any]) -> None:
                 if isinstance(item, (list, tuple, Mapping)):
                     raise SpecError(
                         key_path(*parents, f"{key}[{position}]"),
-                        f"expected {'a number' if 'List[int]' in str(hint) else 'a name'}, got a "
+                        f"expected {'a number' if item_type is int else 'a name'}, got a "
                         f"{'mapping' if isinstance(item, Mapping) else 'list'}",
                     )
+
+
+def _list_item(hint: Any) -> Optional[type]:
+    """The item type of a ``List[X]`` or ``Optional[List[X]]`` field's hint, else None."""
+    arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
+    if typing.get_origin(hint) is Union and len(arguments) == 1:
+        hint = arguments[0]
+    return typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
 
 
 def _is_true_or_false(value: Any) -> bool:
@@ -183,7 +192,7 @@ def _find_string(
 
 def _refuse_resolvers(data: Any) -> None:
     """A composed config may refer to its own nodes (``${device}``); it may not call resolvers."""
-    found = _find_string(data, lambda text: calls_resolver(text))
+    found = _find_string(data, calls_resolver)
     if found is not None:
         raise SpecError(
             key_path(*found),
