@@ -3,7 +3,8 @@
 :func:`write_atomically` writes through a temporary file with a unique name in the target's folder, flushes it to
 disk, then moves it into place: with ``overwrite=False`` by a hard link, which fails if the target exists (so of two
 concurrent writers exactly one succeeds and the file holds its bytes); with ``overwrite=True`` by a rename. The
-temporary file is removed whatever happens.
+temporary file is removed whatever happens, and one a killed writer left (its name says which host and process made
+it, and that process is gone) is removed by the next write to the same path.
 
 Example::
 
@@ -13,16 +14,21 @@ Example::
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 import secrets
+import socket
 import stat
 from pathlib import Path
 from typing import Callable, Optional
 
 from featx.errors import ArgumentError
 
-#: what :func:`write_atomically`'s temporary files are called: ``.<target name>.<random>.partial``
+#: what :func:`write_atomically`'s temporary files are called: ``.<target name>.<host>-<pid>-<random>.partial``
 PARTIAL_SUFFIX = ".partial"
+#: this machine, in temporary file names: a process id means something only on the host that ran it
+_HOST = hashlib.blake2s(socket.gethostname().encode("utf-8", "replace"), digest_size=4).hexdigest()
 #: errors of ``os.link`` on file systems without hard links (FAT, some network mounts)
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
@@ -70,11 +76,35 @@ def _place(partial: Path, path: Path, overwrite: bool, what: str, hint: str) -> 
         os.replace(partial, path)
 
 
+def _process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process, or no permission to ask: alive as far as featx knows
+        return False
+    return False
+
+
+def _remove_left_partials(path: Path) -> None:
+    """Remove the temporary files of ``path`` that writers on this host left when they were killed (their process is
+    gone); another writer's that is still running, another host's and anything not a plain file are left alone."""
+    left = re.compile(rf"\.{re.escape(path.name[:200])}\.{_HOST}-(\d+)-[0-9a-f]{{8}}{re.escape(PARTIAL_SUFFIX)}")
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        match = left.fullmatch(entry.name)
+        if match and entry.is_file(follow_symlinks=False) and _process_is_gone(int(match.group(1))):
+            Path(entry.path).unlink(missing_ok=True)
+
+
 def _new_partial(path: Path, what: str) -> Path:
     """Create an empty, unique temporary file beside ``path`` (exclusive create, permissions as the umask says, like
-    any file the user creates)."""
+    any file the user creates), named with this host and process."""
     for _ in range(16):
-        partial = path.with_name(f".{path.name[:200]}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+        partial = path.with_name(f".{path.name[:200]}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
         try:
             os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return partial
@@ -131,10 +161,13 @@ def write_atomically(
     overwrite: bool,
     what: str,
     hint: str = "set overwrite to replace it",
+    clean_left: bool = True,
 ) -> Path:
     """``write(temporary)``, then move the temporary file to ``path`` whole (see the module docstring).
 
-    ``what`` names the argument or key in errors (``"save()"``, ``"export.path"``), ``hint`` says how to overwrite.
+    ``what`` names the argument or key in errors (``"save()"``, ``"export.path"``), ``hint`` says how to overwrite;
+    ``clean_left=False`` keeps the temporary files killed writers left (a caller that removes them itself, once, as
+    featx-extract does in a folder of many shards, where looking at every write would cost the folder's size).
     An existing ``path`` is kept (``ArgumentError``) unless ``overwrite``; a ``path`` that is a folder, a device, a
     fifo or a socket is always refused (``/dev/null`` is never replaced by a file).
     """
@@ -157,6 +190,8 @@ def write_atomically(
     except OSError as error:
         raise _write_error(path, what, error) from None
     prepare_folder(path.parent, what)
+    if clean_left:
+        _remove_left_partials(path)
     partial = _new_partial(path, what)
     try:
         created = partial.stat()  # its mode is what the umask gives a new file

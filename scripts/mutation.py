@@ -983,6 +983,18 @@ MUTANTS: List[Mutant] = [
         "a hand-made Backbone's arguments unchecked",
     ),
     Mutant(
+        "files.py",
+        "if match and entry.is_file(follow_symlinks=False) and _process_is_gone(int(match.group(1))):",
+        "if match and entry.is_file(follow_symlinks=False):",
+        "a running writer's temporary file is removed by another write",
+    ),
+    Mutant(
+        "files.py",
+        "    if clean_left:\n        _remove_left_partials(path)\n",
+        "",
+        "a killed writer's temporary file stays for good",
+    ),
+    Mutant(
         "tasks/extract/names.py",
         "return _OWN_NAME.fullmatch(name) is not None",
         'return name.lstrip(".").startswith("featx-")',

@@ -172,3 +172,39 @@ def test_a_symbolic_link_is_never_replaced_nor_written_through(tmp_path, target,
         featx.save(featx.build(resnet18_spec()), tmp_path / "link.pt", overwrite=True)
     assert link.is_symlink() and (tmp_path / "link.pt").is_symlink()
     assert (pointed.read_text() == "theirs") if target == "file" else not pointed.exists()
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """A save/export/propose killed mid-write left its `.partial` file for good. The next write to the same path
+    removes the ones whose writer (on this host) is gone; a running writer's, another host's and the user's stay."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from featx.files import _HOST, write_atomically
+
+    target = tmp_path / "bb.pt"
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom featx.files import write_atomically\n"
+        "write_atomically(Path(sys.argv[1]), lambda p: (p.write_text('half'), time.sleep(600)), overwrite=False, "
+        "what='save()')\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code, str(target)])
+    deadline = time.monotonic() + 120
+    while not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    (left,) = [p.name for p in tmp_path.iterdir()]
+    assert left.startswith(f".bb.pt.{_HOST}-{writer.pid}-") and left.endswith(".partial")
+    kept = {
+        f".bb.pt.{_HOST}-{os.getpid()}-0123abcd.partial": b"a running writer's",  # this process is alive
+        f".bb.pt.{'1' if _HOST[0] == '0' else '0'}{_HOST[1:]}-{writer.pid}-0123abcd.partial": b"another host's",
+        ".bb.pt.mine.partial": b"the user's",
+        "other.pt": b"the user's",
+    }
+    for name, content in kept.items():
+        (tmp_path / name).write_bytes(content)
+    write_atomically(target, lambda p: p.write_text("whole"), overwrite=False, what="save()")
+    assert folder_state(tmp_path) == {**kept, "bb.pt": b"whole"}

@@ -24,7 +24,7 @@ _OWN_NAME = re.compile(
     "|".join(re.escape(name) for name in (*_ROOT_FILES, LOCK_FILE, SHARD_DIR))
     + r"|\.(?:"
     + "|".join(re.escape(name) for name in _ROOT_FILES)
-    + r")\.[0-9a-f]+\.partial"
+    + r")\.[0-9a-f-]+\.partial"
 )
 
 

@@ -61,7 +61,7 @@ _COLLECTION = re.compile(r"^[0-9a-f]{32}$")
 OUTPUT_KEY = "extract.output"
 METADATA_KEY = "featx_extract"
 _SHARD_NAME = re.compile(r"^shard-r(\d{3,9})-(\d{5,9})\.safetensors$")
-_PARTIAL_NAME = re.compile(r"^\.shard-r\d{3,9}-\d{5,9}\.safetensors\.[A-Za-z0-9_]+\.partial$")
+_PARTIAL_NAME = re.compile(r"^\.shard-r\d{3,9}-\d{5,9}\.safetensors\.[A-Za-z0-9_-]+\.partial$")
 _MANIFEST_SHARD = re.compile(rf"^{SHARD_DIR}/shard-r\d{{3,9}}-\d{{5,9}}\.safetensors$")
 #: a record read back is refused past this size (a shard's metadata, the settings file, one manifest line)
 _MAX_RECORD_BYTES = 64 << 20
@@ -407,6 +407,7 @@ class FeatureStore:
             lambda partial: save_file(contiguous, str(partial), metadata=metadata),
             overwrite=False,
             what=OUTPUT_KEY,
+            clean_left=False,  # prepare() removes the shards' temporary files once
         )
         return path
 
