@@ -960,9 +960,9 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "spec/references.py",
-        'return _RESOLVER_CALL.search(_ESCAPES.sub("", text)) is not None',
-        "return _RESOLVER_CALL.search(text) is not None",
-        "an escaped \\${...} is taken for a resolver call",
+        'return any(_has_resolver(child) for child in getattr(tree, "children", None) or ())',
+        "return False",
+        "a resolver whose name an interpolation builds runs",
     ),
     Mutant(
         "tasks/extract/store.py",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 from helpers import resnet18_spec
@@ -217,8 +220,11 @@ def test_a_hand_made_backbone_names_a_bad_argument():
         ((stages, info, spec, None, 0), {}, r"in_channels must be an integer in 1\.\.4096, got 0"),
         ((stages, info, spec), {"copied": "c2"}, r"copied must be a list of stage names \(c2, c3, c4, c5\), got 'c2'"),
         ((stages, info, spec), {"copied": ["c9"]}, r"copied must be a list of stage names"),
+        ((stages, info, spec), {"copied": [["c2"]]}, r"copied must be a list of stage names"),  # was unhashable
+        (({1: stages["c2"]}, [dataclasses.replace(info[0], name=1)], spec), {}, r"stages must be a non-empty mapping"),
     ]
     for arguments, keywords, message in cases:
         with pytest.raises(featx.ArgumentError, match=rf"^Backbone\(\): {message}"):
             featx.Backbone(*arguments, **keywords)
     assert isinstance(info[0], StageInfo)
+    assert featx.Backbone(stages, info, spec, None, np.int64(3)).in_channels == 3  # numpy's integers are integers

@@ -299,6 +299,7 @@ ANCHOR_ARGUMENT_CASES = [
     ({"aspect_ratios": {0.5: 1, 2.0: 1}}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got \{"),
     ({"aspect_ratios": {0.5, 2.0}}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got \{"),
     ({"size_per_stride": 10**400}, r"size_per_stride must be a finite number, got 1000"),
+    ({"size_per_stride": 1e307}, r"size_per_stride=1e\+307 makes anchors of .* pixels at stride 32"),  # overflowed
     (
         {"size_per_stride": 1e300},
         r"size_per_stride=1e\+300 makes anchors of 3\.2e\+301 pixels at stride 32, larger than any input \(16384\)",

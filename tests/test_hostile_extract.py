@@ -608,6 +608,23 @@ def test_the_same_weights_copied_into_place_resume(photos, tmp_path):
     assert extract(_spec(weights=weights), _options(photos, tmp_path / "out")).processed == 0
 
 
+def test_other_weights_of_the_same_size_and_time_are_other_settings(photos, tmp_path):
+    """Two networks of one architecture save to files of one size; with one modification time (a Nix store, an
+    archive with normalised times) size and time alone took the other network's file for the same weights."""
+    import torchvision
+
+    weights, other = tmp_path / "w.pth", tmp_path / "v.pth"  # names of one length: files of one size
+    for seed, path in ((0, weights), (1, other)):
+        torch.manual_seed(seed)
+        torch.save(torchvision.models.resnet18().state_dict(), path)
+        os.utime(path, ns=(10**18, 10**18))
+    assert weights.stat().st_size == other.stat().st_size
+    extract(_spec(weights=weights), _options(photos, tmp_path / "out"))
+    os.replace(other, weights)
+    with pytest.raises(ArgumentError, match=r"differing: backbone.weights_file"):
+        extract(_spec(weights=weights), _options(photos, tmp_path / "out"))
+
+
 def test_workers_with_a_temp_dir_too_long_for_a_socket_are_refused_instead_of_hanging(photos, tmp_path, monkeypatch):
     """DataLoader workers hand batches over through a socket under the temp dir; with a path too long for a socket
     every worker fails and the loader would wait forever (seen with pytest's deep temp dirs)."""

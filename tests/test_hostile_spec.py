@@ -669,6 +669,9 @@ def test_a_composed_config_may_not_call_resolvers():
     config = OmegaConf.create({**_spec(), "device": "${oc.env:HOME}"})
     with pytest.raises(SpecError, match=r"^backbone.device: calls an OmegaConf resolver"):
         featx.build(config)
+    composed = OmegaConf.create({"r": "oc.env", "bb": {**_spec(), "device": "${${r}:HOME}"}})  # a computed name
+    with pytest.raises(SpecError, match=r"^backbone.device: calls an OmegaConf resolver"):
+        featx.build(composed.bb)
     referring = OmegaConf.create({**_spec(device="meta"), "norm": "${layout_norm}", "layout_norm": "eval"})
     with pytest.raises(SpecError, match=r"unknown key 'layout_norm'"):
         featx.build(referring)
@@ -690,6 +693,9 @@ def test_a_composed_config_may_not_call_resolvers():
             "a.x.y",
         ),
         ({"k": "s", "s": "${oc.env:FEATX_TEST_SECRET}", "bb": {"model": "${${k}}"}}, "model", "s"),  # computed
+        # resolver names a regular expression does not see: built by an interpolation
+        ({"r": "oc.env", "s": "${${r}:FEATX_TEST_SECRET}", "bb": {"model": "${s}"}}, "model", "s"),
+        ({"r": "env", "s": "${oc.${r}:FEATX_TEST_SECRET}", "bb": {"model": "${s}"}}, "model", "s"),
     ],
 )
 def test_a_composed_spec_may_not_reach_a_resolver_through_its_references(monkeypatch, config, key, reached):
@@ -705,6 +711,25 @@ def test_a_composed_spec_may_not_reach_a_resolver_through_its_references(monkeyp
         f"backbone.{key}: refers (directly or through other nodes) to {reached}, which calls an OmegaConf resolver"
     )
     assert "topsecret" not in str(caught.value)
+
+
+def test_a_composed_spec_beside_objects_and_a_reference_computed_from_a_resolver(monkeypatch):
+    """A config holding Python objects elsewhere (allow_objects) still builds; a reference whose key a resolver
+    computes is refused naming the resolver's node, not with featx's internal marker in OmegaConf's message."""
+    monkeypatch.setenv("FEATX_TEST_SECRET", "x")
+    composed = OmegaConf.create(
+        {"optim": {"cls": torch.optim.SGD}, "dev": "meta", "bb": {**_spec(), "device": "${dev}"}},
+        flags={"allow_objects": True},
+    )
+    assert featx.build(composed.bb).spec.device == "meta"
+    composed = OmegaConf.create(
+        {"a": {"x": 1}, "e": "${oc.env:FEATX_TEST_SECRET}", "bb": {**_spec(), "seed": "${a.${e}}"}}
+    )
+    with pytest.raises(SpecError) as error:
+        featx.build(composed.bb)
+    assert str(error.value).startswith(
+        "backbone.seed: refers (directly or through other nodes) to e, which calls an OmegaConf resolver"
+    )
 
 
 def test_a_composed_spec_refers_to_nodes_as_omegaconf_resolves_them_beside_resolvers():

@@ -268,3 +268,5 @@ def test_param_groups_take_numpy_numbers():
     backbone = featx.build(resnet18_spec(frozen_stages=1))
     groups = backbone.param_groups(np.float32(0.5), decay=np.float64(0.5))
     assert [(group["name"], group["lr"]) for group in groups] == [("c3", 0.25), ("c4", 0.5)]
+    neck = featx.build(resnet18_spec(fpn={"out_channels": 8})).param_groups(np.float32(0.5))[-1]
+    assert neck["name"] == "neck" and type(neck["lr"]) is float and neck["lr"] == 0.5

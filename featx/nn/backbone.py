@@ -72,7 +72,7 @@ class Backbone(nn.Module):
         self.stages = nn.ModuleDict({name: apply_norm_policy(stage, spec.norm) for name, stage in stages.items()})
         self.spec = spec
         self.stage_info: Tuple[StageInfo, ...] = tuple(stage_info)
-        self.in_channels = in_channels
+        self.in_channels = int(in_channels)
         self._frozen: Set[str] = set()
         self._copied = frozenset(copied)
         self.feature_info: List[FeatureInfo] = []
@@ -233,7 +233,7 @@ class Backbone(nn.Module):
         if self.neck is not None:
             params = [p for p in self.neck.parameters() if p.requires_grad]
             if params:
-                groups.append({"name": "neck", "params": params, "lr": lr})
+                groups.append({"name": "neck", "params": params, "lr": rates["lr"]})
         return groups if names is None else _picked(groups, names)
 
     def _check_input(self, x: Tensor) -> Tensor:
@@ -315,7 +315,11 @@ class Backbone(nn.Module):
 
 def _check_arguments(stages: object, stage_info: object, spec: object, in_channels: object, copied: object) -> None:
     """ArgumentError naming the first argument of a hand-made :class:`Backbone` that is not what it must be."""
-    if not isinstance(stages, Mapping) or not stages or not all(isinstance(m, nn.Module) for m in stages.values()):
+    if (
+        not isinstance(stages, Mapping)
+        or not stages
+        or not all(isinstance(name, str) and isinstance(module, nn.Module) for name, module in stages.items())
+    ):
         raise ArgumentError(f"Backbone(): stages must be a non-empty mapping of name to nn.Module, got {stages!r:.80}")
     if not isinstance(stage_info, (list, tuple)) or not all(isinstance(info, StageInfo) for info in stage_info):
         raise ArgumentError(f"Backbone(): stage_info must be a list of StageInfo, got {stage_info!r:.80}")
@@ -325,9 +329,12 @@ def _check_arguments(stages: object, stage_info: object, spec: object, in_channe
         )
     if not isinstance(spec, BackboneSpec):
         raise ArgumentError(f"Backbone(): spec must be a featx.BackboneSpec, got {type(spec).__name__}")
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or not 1 <= in_channels <= MAX_CHANNELS:
+    integral = isinstance(in_channels, numbers.Integral) and not isinstance(in_channels, bool)
+    if not integral or not 1 <= int(in_channels) <= MAX_CHANNELS:  # type: ignore[call-overload]
         raise ArgumentError(f"Backbone(): in_channels must be an integer in 1..{MAX_CHANNELS}, got {in_channels!r:.80}")
-    if not isinstance(copied, (list, tuple, frozenset, set)) or not set(copied) <= set(stages):
+    if not isinstance(copied, (list, tuple, frozenset, set)) or not all(
+        isinstance(name, str) and name in stages for name in copied
+    ):
         raise ArgumentError(
             f"Backbone(): copied must be a list of stage names ({', '.join(stages)}), got {copied!r:.80}"
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -120,7 +121,7 @@ def _check_lists_and_flags(data: Mapping[str, Any]) -> None:
 def _list_item(hint: Any) -> Optional[type]:
     """The item type of a ``List[X]`` or ``Optional[List[X]]`` field's hint, else None."""
     arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
-    if typing.get_origin(hint) is Union and len(arguments) == 1:
+    if typing.get_origin(hint) in (Union, types.UnionType) and len(arguments) == 1:
         hint = arguments[0]
     return typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
 

@@ -14,27 +14,36 @@ Example::
 
 from __future__ import annotations
 
-import re
 import secrets
 from typing import Any, Iterator, List, Tuple, Union
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, ListConfig, OmegaConf, grammar_parser
+from omegaconf.errors import GrammarParseError, OmegaConfBaseException
+from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 
 from featx.errors import SpecError
 from featx.spec.keys import key_path
-
-#: ``${name:...}``: an OmegaConf resolver call (``oc.env`` reads the environment; others may run code)
-_RESOLVER_CALL = re.compile(r"\$\{\s*[A-Za-z_][\w.]*\s*:")
-#: what OmegaConf reads as literal text: an escaped backslash, an escaped ``${``
-_ESCAPES = re.compile(r"\\\\|\\\$\{")
 
 Path = Tuple[Union[str, int], ...]
 
 
 def calls_resolver(text: str) -> bool:
-    """Whether OmegaConf would call a resolver to resolve ``text`` (escaped ``\\${`` is literal text)."""
-    return _RESOLVER_CALL.search(_ESCAPES.sub("", text)) is not None
+    """Whether OmegaConf would call a resolver to resolve ``text``, read with OmegaConf's own grammar: ``${name:...}``
+    whatever builds the name (``${${r}:x}``, ``${oc.${r}:x}``, ``${my-res:x}``); escaped ``\\${`` is literal text.
+    Text the grammar cannot read counts as a call (OmegaConf would not resolve it either)."""
+    if "${" not in text:
+        return False
+    try:
+        tree = grammar_parser.parse(text)
+    except GrammarParseError:
+        return True
+    return _has_resolver(tree)
+
+
+def _has_resolver(tree: Any) -> bool:
+    if isinstance(tree, OmegaConfGrammarParser.InterpolationResolverContext):
+        return True
+    return any(_has_resolver(child) for child in getattr(tree, "children", None) or ())
 
 
 def _path_in_root(node: DictConfig) -> Path:
@@ -75,9 +84,14 @@ def _strings(data: Any, path: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str,
 def resolve_without_resolvers(node: DictConfig) -> Any:
     """``node`` as plain data with its references to its config resolved, as ``OmegaConf.to_container(node,
     resolve=True)`` gives it when no resolver is involved; SpecError naming the value that reaches a resolver (in
-    the node, or through references to other nodes). OmegaConf's errors (a reference to a missing key) propagate."""
+    the node, or through references to other nodes). OmegaConf's errors (a reference to a missing key) propagate.
+    A node without references is returned as it is, without copying its config."""
+    plain = OmegaConf.to_container(node, resolve=False)
+    if not any("${" in text for _, text in _strings(plain)):
+        return plain
     marker = f"<featx-resolver-{secrets.token_hex(8)}>"
-    copy: Any = OmegaConf.create(_marked(OmegaConf.to_container(node._get_root(), resolve=False), (), marker))
+    root = _marked(OmegaConf.to_container(node._get_root(), resolve=False), (), marker)
+    copy: Any = OmegaConf.create(root, flags={"allow_objects": True})  # objects beside the spec stay as they are
     path = _path_in_root(node)
     for key in path:
         copy = copy[key]
@@ -87,15 +101,20 @@ def resolve_without_resolvers(node: DictConfig) -> Any:
         prefix = "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in path).lstrip(".") + "."
         full_key = str(getattr(error, "full_key", "") or "")
         if len(prefix) > 1 and full_key.startswith(prefix):
-            error.full_key = full_key[len(prefix) :]
+            full_key = error.full_key = full_key[len(prefix) :]
+        if marker in str(error):  # a reference computed from a node that calls a resolver (${a.${b}})
+            raise _reaches_resolver((full_key,) if full_key else (), str(error).split(marker)[1]) from None
         raise
     for where, text in _strings(resolved):
         if marker in text:
-            reached = text.split(marker)[1]
-            raise SpecError(
-                key_path(*where),
-                f"refers (directly or through other nodes) to {reached}, which calls an OmegaConf resolver "
-                "(${name:...}); a backbone spec is data, and featx runs no resolver (they can read the environment). "
-                "Put the value itself, or a reference to a node that holds one",
-            )
+            raise _reaches_resolver(where, text.split(marker)[1])
     return resolved
+
+
+def _reaches_resolver(where: Tuple[str, ...], reached: str) -> SpecError:
+    return SpecError(
+        key_path(*where),
+        f"refers (directly or through other nodes) to {reached}, which calls an OmegaConf resolver (${{name:...}}); a "
+        "backbone spec is data, and featx runs no resolver (they can read the environment). Put the value itself, "
+        "or a reference to a node that holds one",
+    )

@@ -139,16 +139,16 @@ def anchor_generator(
     if sizes_per_octave is not None:
         per_octave = _integer(sizes_per_octave, "sizes_per_octave", "anchor_generator", 1, MAX_ANCHORS)
     ratios = default_ratios if aspect_ratios is None else _aspect_ratios(aspect_ratios)
-    sizes = tuple(
-        tuple(int(size * info.stride * 2 ** (k / per_octave)) for k in range(per_octave))
-        for info in backbone.feature_info
-    )
-    largest = max(max(level) for level in sizes) if size > 0 else 0
-    if largest > MAX_SIDE:
+    largest = size * max(info.stride for info in backbone.feature_info) * 2 ** ((per_octave - 1) / per_octave)
+    if largest > MAX_SIDE:  # before the sizes are made ints: 1e307 x 64 is past a float's range
         raise ArgumentError(
             f"anchor_generator(): size_per_stride={size_per_stride!r:.40} makes anchors of {float(largest):.3g} pixels "
             f"at stride {backbone.feature_info[-1].stride}, larger than any input ({MAX_SIDE})"
         )
+    sizes = tuple(
+        tuple(int(size * info.stride * 2 ** (k / per_octave)) for k in range(per_octave))
+        for info in backbone.feature_info
+    )
     if size <= 0 or min(min(level) for level in sizes) < 1:
         raise ArgumentError(
             f"anchor_generator(): size_per_stride={size_per_stride!r} makes anchors smaller than 1 pixel at stride "

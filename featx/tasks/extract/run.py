@@ -12,6 +12,7 @@ killed run resumes where it stopped. Example::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import sys
@@ -269,14 +270,26 @@ class _ShardBuffer:
         self.images, self.skipped = self.images[count:], []
 
 
-def _local_weights_identity(spec: BackboneSpec) -> Optional[Tuple[int, int]]:
-    """The size and modification time of the local weights file ``spec`` names, else ``None`` (a hub file's name
-    carries a hash of its content). Not its inode: each node of a multi-node run reads its own copy, and a resume
-    after ``rsync -a`` reads another file of the same content."""
+def _local_weights_identity(spec: BackboneSpec) -> Optional[Identity]:
+    """The identity (size, modification time, inode) of the local weights file ``spec`` names, else ``None``: taken
+    before and after the build, so a file rewritten meanwhile is refused."""
     if spec.weights is None or not is_weights_file(spec.weights):
         return None
-    identity = file_identity(Path(spec.weights).expanduser())
-    return None if identity is None else identity[:2]
+    return file_identity(Path(spec.weights).expanduser())
+
+
+def _local_weights_digest(spec: BackboneSpec) -> Optional[str]:
+    """The BLAKE2b digest of the local weights file's bytes (what the features depend on, whichever copy holds them:
+    each node of a multi-node run has its own, ``rsync -a`` makes another), or None if it cannot be read (the
+    identity check after it then refuses the run)."""
+    digest = hashlib.blake2b()
+    try:
+        with open(Path(str(spec.weights)).expanduser(), "rb") as weights:
+            for block in iter(lambda: weights.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, transform: object) -> dict:
@@ -292,7 +305,7 @@ def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, t
         # Hugging Face hub: <revision>/<file>), since a hub repository may publish other weights under one tag
         backbone["weights_file"] = "/".join(published_weights_file(spec.model, spec.weights).parts[-2:])
     elif spec.weights is not None:  # a file rewritten under the same name holds other weights
-        backbone["weights_file"] = _local_weights_identity(spec)
+        backbone["weights_file"] = _local_weights_digest(spec)
     settings = {
         "backbone": backbone,
         "outputs": outputs,

@@ -478,9 +478,9 @@ def read_features(
     output_dir: str | os.PathLike, outputs: Optional[Sequence[str]] = None
 ) -> Iterator[Tuple[str, Dict[str, Tensor]]]:
     """Iterate ``(image path, {output name: tensor})`` over a finished ``featx-extract`` output folder, in path order,
-    outputs shallow to deep; skipped files are left out. ``outputs`` picks some of the stored outputs, in the order
-    it names them. Anything in the folder that is not as featx wrote it (a damaged settings file, manifest line or
-    shard) is a FeatxError naming the file.
+    outputs shallow to deep; skipped files are left out. ``outputs`` (a list or tuple) picks some of the stored
+    outputs, in the order it names them. Anything in the folder that is not as featx wrote it (a damaged settings
+    file, manifest line or shard) is a FeatxError naming the file.
 
     Every row comes from a shard of the folder's own collection, with the dtype and shapes the manifest gives: a
     shard copied or linked in from another folder, or written by a run that overwrote the folder during the
