@@ -201,6 +201,7 @@ class FeatureStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.shard_dir = self.root / SHARD_DIR
+        self._writing: Optional[str] = None  # the collection this run's shards carry, read once (the lock holds it)
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -394,7 +395,7 @@ class FeatureStore:
         ``fallbacks``: path → why that image was decoded on the CPU in a ``decode=gpu`` run."""
         path = self.shard_dir / f"shard-r{rank:03d}-{sequence:05d}.safetensors"
         record: Dict[str, Any] = {
-            "collection": self.collection(),
+            "collection": self._writing_collection(),
             "images": [[image, *identity] for image, identity in images],
             "skipped": [[image, reason, list(identity) if identity else None] for image, reason, identity in skipped],
         }
@@ -410,6 +411,12 @@ class FeatureStore:
             clean_left=False,  # prepare() removes the shards' temporary files once
         )
         return path
+
+    def _writing_collection(self) -> Optional[str]:
+        """The folder's collection, read from its settings file at the first shard this run writes."""
+        if self._writing is None:
+            self._writing = self.collection()
+        return self._writing
 
     def write_manifest(self, current: Mapping[str, Optional[Identity]]) -> Tuple[int, int]:
         """Rebuild ``featx-manifest.jsonl``: each file of ``current`` (path → identity now) with the shard record that
@@ -534,7 +541,8 @@ def _rows(
     # of many shards never holds many files and maps open at once
     ranks = {match.group(1) for shard in FeatureStore(root).shards(who) if (match := _SHARD_NAME.match(shard.name))}
     capacity = _OPEN_SHARDS * max(len(ranks), 1)
-    dtype = getattr(torch, str(settings.get("dtype")), None)
+    dtype = getattr(torch, str(settings.get("dtype")), None)  # float32, float16, bfloat16: torch's own names
+    dtype = dtype if isinstance(dtype, torch.dtype) else None  # anything else in the file matches no tensor
     opened: "OrderedDict[str, Tuple[ExitStack, Any, List[StoredFile]]]" = OrderedDict()
     previous: Optional[str] = None
     try:
