@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 import pytest
+import torch
 import yaml
 from helpers import folder_state
 from hydra.core.global_hydra import GlobalHydra
@@ -166,9 +167,22 @@ CASES = [
             "export.height=96",
             "export.path=a.pt",
         ],
-        r"^featx-export: error: export\.height, export\.width: 96x224, but the backbone takes 64x64 only "
+        r"^featx-export: error: export\.height, export\.width: 96x64, but the backbone takes 64x64 only "
         r"\(backbone\.input_size\); leave them out or set them to that size$",
     ),
+    (  # the default size, written out, is a size the user asked for: not replaced by the model's
+        "featx-export",
+        [
+            "backbone=resnet18",
+            "backbone.device=cpu",
+            "backbone.input_size=[64,64]",
+            "export.height=224",
+            "export.width=224",
+            "export.path=a.pt",
+        ],
+        r"^featx-export: error: export\.height, export\.width: 224x224, but the backbone takes 64x64 only ",
+    ),
+    ("featx-export", ["export.width=0", "export.path=a.pt"], r"^featx-export: error: export\.width: must be an"),
     ("featx-export", ["export.batch_size=0", "export.path=a.pt"], r"^featx-export: error: export\.batch_size"),
     ("featx-export", ["export.format=pickle", "export.path=a.pt"], r"export\.format: 'pickle' is unknown \(valid: "),
     ("featx-export", ["export.path=notes.txt", "backbone=resnet18"], r"notes\.txt"),
@@ -442,3 +456,16 @@ def test_non_ascii_paths_are_written_as_utf8_under_an_ascii_locale(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     written = yaml.safe_load((photos / "o" / "featx-config.yaml").read_text(encoding="utf-8"))
     assert os.fsencode(written["extract"]["input"]) == os.fsencode(photos)  # the same bytes the argument had
+
+
+def test_export_traces_a_fixed_size_backbone_at_its_size_unless_told_otherwise(workdir):
+    """export.height/width left out: the backbone's input_size (not 224); a static export keeps the traced shape."""
+    arguments = ["backbone=resnet18", "backbone.device=cpu", "backbone.input_size=[64,64]"]
+    arguments += ["backbone.out_features=[c2]", "export.format=exported", "export.dynamic=false", "export.path=r.pt2"]
+    code, errors, output = run_app("featx-export", arguments, workdir)
+    assert code in (0, None), errors
+    assert output.startswith("featx-export: wrote r.pt2 (exported, "), output
+    program = torch.export.load(workdir / "r.pt2")
+    inputs = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
+    shapes = [tuple(node.meta["val"].shape) for node in program.graph.nodes if node.name in inputs]
+    assert shapes == [(1, 3, 64, 64)]

@@ -9,6 +9,8 @@ Examples::
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import hydra
 from omegaconf import DictConfig
 
@@ -17,12 +19,13 @@ from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.cli.output import reader_may_stop
 from featx.errors import first_line
-from featx.spec.apps import ExportAppConfig, ExportOptions
+from featx.spec.apps import ExportAppConfig
 from featx.spec.config_files import config_dir
 from featx.spec.limits import check_batch_shape
 from featx.tasks.export import FORMATS, export_backbone
 
 APP = "featx-export"
+EXPORT_SIZE = 224  # the traced height and width of a backbone that takes any size
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
@@ -33,18 +36,16 @@ def run(cfg: DictConfig) -> None:
     if options.format not in FORMATS:
         fail(APP, f"export.format: {options.format!r} is unknown (valid: {', '.join(FORMATS)})")
     with reported_errors(APP):
-        check_batch_shape("export", options.batch_size, options.height, options.width)
+        check_batch_shape("export", options.batch_size, *_given_or(options, (EXPORT_SIZE, EXPORT_SIZE)))
         backbone = featx.build(cfg.backbone)
-    height, width = options.height, options.width
-    if backbone.spec.input_size is not None:  # a model that takes one size exports at it
-        fixed = (backbone.spec.input_size[0], backbone.spec.input_size[1])
-        if (height, width) not in ((ExportOptions.height, ExportOptions.width), fixed):
-            fail(
-                APP,
-                f"export.height, export.width: {height}x{width}, but the backbone takes {fixed[0]}x{fixed[1]} only "
-                "(backbone.input_size); leave them out or set them to that size",
-            )
-        height, width = fixed
+    fixed = backbone.spec.input_size
+    height, width = _given_or(options, (EXPORT_SIZE, EXPORT_SIZE) if fixed is None else (fixed[0], fixed[1]))
+    if fixed is not None and (height, width) != (fixed[0], fixed[1]):  # a model that takes one size exports at it
+        fail(
+            APP,
+            f"export.height, export.width: {height}x{width}, but the backbone takes {fixed[0]}x{fixed[1]} only "
+            "(backbone.input_size); leave them out or set them to that size",
+        )
     try:
         with reported_errors(APP):
             result = export_backbone(
@@ -68,6 +69,12 @@ def run(cfg: DictConfig) -> None:
     )
     with reader_may_stop():
         print(f"{APP}: wrote {result.path} ({result.format}, {size_mb:.1f} MiB); {check}")
+
+
+def _given_or(options: DictConfig, default: Tuple[int, int]) -> Tuple[int, int]:
+    """``export.height`` and ``export.width`` where given (not null), else ``default``'s."""
+    height, width = options.height, options.width
+    return (default[0] if height is None else height, default[1] if width is None else width)
 
 
 def main() -> None:

@@ -54,8 +54,8 @@ class ExportOptions:
 
     format: str = "onnx"
     path: str = MISSING
-    height: int = 224
-    width: int = 224
+    height: Optional[int] = None  # None: the backbone's input_size, else 224
+    width: Optional[int] = None
     batch_size: int = 1
     dynamic: bool = True
     overwrite: bool = False
