@@ -7,6 +7,7 @@ import torch
 from helpers import resnet18_spec
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import featx
@@ -63,6 +64,21 @@ def test_frozen_stages_stay_in_eval_mode_after_train():
     assert all(m.training for m in backbone.stages["c4"].modules())
     backbone.eval()
     assert not any(m.training for m in backbone.modules())
+
+
+def test_a_graph_made_from_a_backbone_keeps_the_eval_modes_once_the_backbone_trains():
+    """docs/python.md: a create_feature_extractor graph's train() is nn.Module's and puts the shared layers in
+    training mode; the backbone's train() after it puts frozen stages and norm: eval layers back in eval mode."""
+    backbone = featx.build(resnet18_spec(frozen_stages=1, norm="eval"))
+    graph = create_feature_extractor(backbone, return_nodes={"stages.c4": "c4"})
+    graph.train()
+    assert all(m.training for m in backbone.stages["c2"].modules() if isinstance(m, _BatchNorm))  # the docs' warning
+    backbone.train()
+    assert not any(m.training for m in backbone.stages["c2"].modules())
+    assert not any(m.training for m in backbone.modules() if isinstance(m, _BatchNorm))
+    before = _norm_state(backbone)
+    graph(torch.randn(2, 3, 64, 64))["c4"].sum().backward()
+    assert all(torch.equal(before[k], v) for k, v in _norm_state(backbone).items())
 
 
 def test_norm_train_updates_statistics_of_trainable_stages():

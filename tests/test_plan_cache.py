@@ -333,6 +333,8 @@ def test_a_relative_featx_cache_dir_is_refused_naming_the_variable(tmp_path, mon
         featx.ArgumentError, match=r"FEATX_CACHE_DIR='relative/cache': the plan cache folder must be an"
     ):
         featx.build(resnet18_spec(stages=C2_C3))
+    with pytest.raises(featx.ArgumentError, match=r"^FEATX_CACHE_DIR='relative/cache': "):  # a packaged plan
+        featx.build("resnet18", overrides=["device=meta"])
     assert list(tmp_path.iterdir()) == []
 
 

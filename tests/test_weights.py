@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 
 import pytest
 import torch
 import torchvision
 from helpers import randomize_norm_statistics, resnet18_spec
+from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
 import featx
 from featx.construct.checkpoint import read_checkpoint
 from featx.construct.meta_model import MetaModel
 from featx.construct.plan import plan_backbone
+from featx.models.meta_construction import _on_registration
 from featx.models.weights_enums import OFFLINE_VARIABLE, cached_weights_path
 
 C2_C3 = {"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c3": {"modules": ["layer2"]}}
@@ -57,6 +60,17 @@ def test_enum_weights_load_from_the_hub_cache(tmp_path, monkeypatch, classifier)
     torch.save(classifier.state_dict(), cached)
     for name in ("IMAGENET1K_V1", "DEFAULT"):
         _assert_matches(_build(name), classifier)
+
+
+def test_a_torch_home_too_long_for_the_file_system_is_a_weights_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / ("a" * 300)))
+    monkeypatch.setenv(OFFLINE_VARIABLE, "1")
+    with pytest.raises(
+        featx.WeightsError,
+        match=r"^backbone\.weights: the torch hub cache file /.{76}\.\.\. of resnet18 ResNet18_Weights\.IMAGENET1K_V1 "
+        r"cannot be looked up \(File name too long\); set TORCH_HOME to a folder you can read$",
+    ):
+        _build("DEFAULT")
 
 
 def test_enum_weights_missing_offline_name_the_exact_path_and_url(tmp_path, monkeypatch):
@@ -227,6 +241,52 @@ def test_a_build_under_another_default_device_is_the_same_cpu_network():
     with torch.device("meta"):
         built = featx.build(resnet18_spec(fpn={"out_channels": 8})).state_dict()
     assert all(torch.equal(expected[name], tensor) for name, tensor in built.items())
+
+
+def test_a_model_whose_constructor_computes_builds_under_a_meta_default_device():
+    """RegNet derives its widths with torch ops, so featx constructs it on the CPU: that fallback ran on the caller's
+    default device (meta: a raw NotImplementedError)."""
+    expected = featx.build("regnet_x_400mf", overrides=["device=cpu", "out_features=[c2]"]).state_dict()
+    with torch.device("meta"):
+        built = featx.build("regnet_x_400mf", overrides=["device=cpu", "out_features=[c2]"]).state_dict()
+        proposal = featx.propose("regnet_x_400mf")
+    assert all(torch.equal(expected[name], tensor) for name, tensor in built.items())
+    assert "c2" in proposal["stages"]
+
+
+def test_seeded_builds_in_two_threads_equal_builds_alone():
+    """torch has one CPU generator per process: two threads seeding it and drawing from it at once got each other's
+    numbers (other weights than the same spec built alone) and left it reseeded."""
+    alone = {seed: featx.build(resnet18_spec(seed=seed)).state_dict() for seed in (1, 2)}
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    for _ in range(3):
+        built: dict = {}
+        threads = [
+            threading.Thread(target=lambda s=seed, into=built: into.update({s: featx.build(resnet18_spec(seed=s))}))
+            for seed in (1, 2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for seed, backbone in built.items():
+            assert all(torch.equal(alone[seed][name], tensor) for name, tensor in backbone.state_dict().items())
+        assert sorted(built) == [1, 2]
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_modules_other_threads_construct_during_a_build_keep_their_tensors():
+    """featx moves the tensors a model registers to meta with torch's registration hooks, which are global: modules
+    another thread constructed meanwhile got meta parameters."""
+    with _on_registration(lambda index, tensor: True):
+        result: list = []
+        thread = threading.Thread(target=lambda: result.append(nn.Linear(4, 4)))
+        thread.start()
+        thread.join()
+        own = nn.Linear(4, 4)
+    assert not result[0].weight.is_meta and not result[0].bias.is_meta
+    assert own.weight.is_meta  # the building thread's own registrations still move
 
 
 def test_a_half_precision_checkpoint_gives_float32_layers(tmp_path, classifier):

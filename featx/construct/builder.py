@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -51,6 +52,9 @@ from featx.nn.simple_pyramid import SimpleFeaturePyramid
 from featx.spec.limits import quoted, shortened
 from featx.spec.load import SpecSource, attributed, load_spec, load_spec_and_origin
 from featx.spec.schema import BackboneSpec
+
+#: held while a build draws from torch's CPU generator (seeded, then restored): one build at a time per process
+_SEEDED_CONSTRUCTION = threading.RLock()  # reentrant: a registered model's constructor may build too
 
 
 def _weights_path(spec: BackboneSpec) -> Path:
@@ -103,8 +107,9 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
     meta = MetaModel.create(spec.model)
     spec, plan = plan_spec(spec, meta)
     # on the CPU whatever the caller's default device (torch.set_default_device, `with torch.device(...)`), from the
-    # CPU generator alone: torch.manual_seed would also reseed (and leave reseeded) every CUDA/MPS generator
-    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+    # CPU generator alone: torch.manual_seed would also reseed (and leave reseeded) every CUDA/MPS generator. The
+    # generator is the process's one: builds in other threads wait for it.
+    with _SEEDED_CONSTRUCTION, torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.default_generator.manual_seed(spec.seed)
         saved = checkpoint is not None and checkpoint.saved is not None
         model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)

@@ -309,7 +309,10 @@ def cached_plan(
     def constructed() -> nn.Module:
         return given if given is not None else model()
 
-    versions = None if cache_disabled() else plan_versions(spec.model)
+    if cache_disabled():
+        return plan_model(constructed())
+    folder = user_plans_dir()  # FEATX_CACHE_DIR checked for every spec, a packaged plan's too
+    versions = plan_versions(spec.model)
     if versions is None or not defined_by_library(spec.model):
         return plan_model(constructed())
     inputs = plan_inputs(spec)
@@ -328,7 +331,6 @@ def cached_plan(
     plan = lookup(PACKAGED_PLANS, own=False)
     if plan is not None:
         return plan
-    folder = user_plans_dir()
     plan = lookup(folder, own=True) if folder is not None else None
     if plan is not None:
         return plan

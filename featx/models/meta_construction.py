@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, cast
 
@@ -42,12 +43,16 @@ class Registration:
 def _on_registration(
     to_meta: Callable[[int, Tensor], bool], record: Optional[List[Registration]] = None
 ) -> Iterator[None]:
-    """Inside the block, the ``i``-th parameter or buffer registered anywhere is replaced by its meta twin when
-    ``to_meta(i, tensor)`` says so, and (with ``record``) every registration is appended to ``record``."""
+    """Inside the block, the ``i``-th parameter or buffer registered by this thread is replaced by its meta twin
+    when ``to_meta(i, tensor)`` says so, and (with ``record``) each such registration is appended to ``record``.
+
+    torch's registration hooks are global: modules other threads construct meanwhile pass through untouched.
+    """
     counter = itertools.count()
+    owner = threading.get_ident()
 
     def decide(module: nn.Module, name: str, tensor: Optional[Tensor]) -> Optional[Tensor]:
-        if tensor is None:
+        if tensor is None or threading.get_ident() != owner:
             return None
         index = next(counter)
         if record is not None:
@@ -113,8 +118,8 @@ def construct_on_meta(name: str) -> Tuple[nn.Module, Tuple[Registration, ...]]:
         with on_meta(), _on_registration(lambda index, tensor: False, record):
             return construct(name), tuple(record)
     except (NotImplementedError, RuntimeError):
-        record.clear()
-        with SkipValueWritesOnMeta(), _on_registration(lambda index, tensor: True, record):
+        record.clear()  # on the CPU whatever the caller's default device (meta included)
+        with torch.device("cpu"), SkipValueWritesOnMeta(), _on_registration(lambda index, tensor: True, record):
             return construct(name), tuple(record)
 
 

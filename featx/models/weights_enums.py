@@ -20,7 +20,7 @@ import torch
 from featx.errors import SpecError, WeightsError, first_line
 from featx.models.registry import weights_enum
 from featx.spec.keys import key_path, suggest
-from featx.spec.limits import quoted
+from featx.spec.limits import quoted, shortened
 
 #: Set to 1 to never download: a weights enum missing from the cache is then an immediate WeightsError.
 OFFLINE_VARIABLE = "FEATX_OFFLINE"
@@ -105,4 +105,11 @@ def enum_weights_file(model: str, name: str) -> Path:
     """The cached file of ``model``'s weights ``name``, downloaded into the cache if absent (unless offline)."""
     member = enum_member(model, name)
     path = cached_weights_path(member.url)
-    return path if path.is_file() else download_to_cache(member.url, path, f"{model} {member}")
+    try:
+        cached = path.is_file()
+    except OSError as error:  # e.g. a TORCH_HOME longer than the file system takes
+        raise WeightsError(
+            f"{key_path('weights')}: the torch hub cache file {shortened(str(path))} of {model} {member} cannot be "
+            f"looked up ({error.strerror}); set TORCH_HOME to a folder you can read"
+        ) from None
+    return path if cached else download_to_cache(member.url, path, f"{model} {member}")
