@@ -189,12 +189,17 @@ def test_an_output_path_that_is_not_a_folder_is_refused(photos, tmp_path, make, 
     assert after == before
 
 
-def test_an_output_folder_inside_the_input_is_left_out_of_the_input(photos):
+def test_an_output_folder_inside_the_input_leaves_out_only_featxs_files(photos):
+    """Everything under an output folder inside the input was left out: images of the user's already there were
+    dropped without a word (no skipped row, exit status 0)."""
     output = photos / "features"
+    output.mkdir()
+    _save_rgb(output / "mine.png", 7)
     first = extract(_spec(), _options(photos, output))
     again = extract(_spec(), _options(photos, output))
-    assert (first.images, first.skipped, again.processed) == (3, 0, 0)
-    assert sorted(entry["path"] for entry in _manifest(output)) == sorted(str(p) for p in photos.glob("*.png"))
+    assert (first.images, first.skipped, again.processed) == (4, 0, 0)
+    expected = [str(output / "mine.png"), *(str(p) for p in photos.glob("*.png"))]
+    assert sorted(entry["path"] for entry in _manifest(output)) == sorted(expected)
 
 
 def test_an_output_folder_holding_the_input_leaves_out_only_featxs_files(photos):

@@ -121,6 +121,16 @@ def test_every_app_refuses_to_change_the_working_directory(workdirs, module):
             ["backbone=resnet18", "export.path=a.pt", "hydra.run.dir=notes.txt/x"],
             "hydra.run.dir: Hydra keeps this run's logs in notes.txt/x",
         ),
+        (  # an unset shell variable: Hydra took the working directory and replaced a .hydra/ folder there
+            "featx",
+            ["backbone=resnet18", "run=false", "hydra.run.dir="],
+            "hydra.run.dir: empty (an unset shell variable?), which Hydra would take as the working directory",
+        ),
+        (
+            "featx.cli.extract",
+            ["-m", "backbone=resnet18", "extract.input=.", "extract.output=o", "hydra.sweep.dir="],
+            "hydra.sweep.dir: empty (an unset shell variable?), which Hydra would take as the working directory",
+        ),
     ],
 )
 def test_an_output_folder_hydra_cannot_make_is_one_error_line(workdirs, module, args, message):

@@ -88,6 +88,12 @@ class OutputFolders(Callback):
         self.app = app
 
     def _check(self, key: str, folder: Any) -> None:
+        if not str(folder).strip():  # Path("") is the working directory, whose .hydra/ Hydra would replace
+            fail(
+                self.app,
+                f"{key}: empty (an unset shell variable?), which Hydra would take as the working directory for this "
+                f"run's logs; give a folder with {key}=... (the default is under $TMPDIR)",
+            )
         path = Path(str(folder)).absolute()
         root = _private_root(path)
         problem = (_problem(root) or _secure(root)) if root is not None else None

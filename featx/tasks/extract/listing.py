@@ -4,7 +4,7 @@ its identity (size, modification time and inode) so stored features can be match
 Paths are absolute but not resolved through symbolic links: a link to an image is listed under its own path inside
 the input. Linked folders are not descended into (no loops, no escape from the input). Files whose extension no
 installed image decoder opens, and broken links, are returned as skipped, with the reason, so the manifest lists
-them. An output folder inside the input is left out. Example::
+them. featx's own entries of the output folder (inside the input, or holding it) are left out. Example::
 
     listing = find_images("photos/", exclude=Path("photos/feats"))      # or "photos/**/*.jpg"
     listing.images[:2], listing.skipped[:1]     # [Path('/data/photos/a.jpg'), ...], [(Path('.../notes.txt'), '...')]
@@ -104,21 +104,18 @@ def _inside(path: Path, folder: Optional[Path]) -> bool:
     return path.is_relative_to(folder) or path.resolve().is_relative_to(folder.resolve())
 
 
-def _left_out(file: Path, output: Optional[Path], root: Path) -> bool:
-    """Whether ``file`` (listed under the input's folder ``root``) belongs to the output folder: everything under
-    an output inside the input, or featx's own files of an output that holds the input."""
+def _left_out(file: Path, output: Optional[Path]) -> bool:
+    """Whether ``file`` is one of featx's own entries of the output folder (wherever that folder is: inside the
+    input, or holding it); the user's files there are inputs like any other."""
     if output is None or not _inside(file, output):
         return False
-    if not _inside(root, output):
-        return True
     below = file.relative_to(output) if file.is_relative_to(output) else file.resolve().relative_to(output.resolve())
     return is_own_name(below.parts[0])
 
 
 def find_images(source: str, key: str = "extract.input", exclude: Optional[Path] = None) -> ImageListing:
     """List ``source`` (a folder, searched recursively, or a glob; ``**`` matches folders at any depth), leaving out
-    everything under ``exclude`` (the output folder) when it lies inside the input, and featx's own files there
-    when it holds the input.
+    featx's own entries of ``exclude`` (the output folder, inside the input or holding it).
 
     Raises :class:`ArgumentError` naming ``key`` when ``source`` exists neither as a folder nor as a pattern with
     matches, is empty, or holds no file with an image extension.
@@ -128,9 +125,8 @@ def find_images(source: str, key: str = "extract.input", exclude: Optional[Path]
     images: List[Path] = []
     skipped: List[Tuple[Path, str]] = []
     identities: Dict[str, Optional[Identity]] = {}
-    root = Path(os.path.abspath(_split_pattern(source)[0] if _is_pattern(source) else Path(source).expanduser()))
     for file in sorted({Path(os.path.abspath(candidate)) for candidate in _candidates(source, key)}):
-        if _left_out(file, folder, root):
+        if _left_out(file, folder):
             continue
         identities[str(file)] = file_identity(file)
         if file.is_symlink() and not file.exists():
