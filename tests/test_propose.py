@@ -184,3 +184,24 @@ def test_featx_list_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         catalog.main(["nothing*"])
     assert exit_info.value.code == 1
+
+
+@pytest.mark.parametrize(
+    "arguments, code, message",
+    [  # a pattern that matches nothing beside one that does shortened the listing silently; an override was a pattern
+        (["resnet1*", "resnt18"], 1, "featx-list: error: no backbone matches resnt18; did you mean resnet18 or "),
+        (["resnet18", "nothing*"], 1, "featx-list: error: no backbone matches nothing*\n"),
+        (
+            ["backbone.fpn.out_channels=128", "resnet18"],
+            2,
+            "featx-list: error: backbone.fpn.out_channels=128: featx-list takes name patterns, not overrides; ",
+        ),
+        (["--timm", "resnet18", "timm:no_such_model*"], 1, "featx-list: error: no timm model matches timm:no_such_"),
+    ],
+)
+def test_featx_list_names_each_pattern_that_matches_nothing(arguments, code, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        catalog.main(arguments)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == code and captured.out == ""
+    assert captured.err.startswith(message), captured.err

@@ -22,9 +22,11 @@ from featx.cli.output import reader_may_stop
 from featx.construct.builder import make_neck, plan_spec
 from featx.construct.propose import propose
 from featx.errors import FeatxError
-from featx.models.timm_models import matching_timm_models
+from featx.models.timm_models import TIMM_PREFIX, matching_timm_models
 from featx.nn.backbone import output_info
 from featx.spec.config_files import backbone_files, config_dir
+from featx.spec.keys import suggest
+from featx.spec.limits import shortened
 from featx.spec.load import load_spec
 
 _COLUMNS = ("name", "model", "stages", "strides", "channels", "params", "notes")
@@ -89,6 +91,13 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The listing ``main`` was asked for."""
+    overrides = [pattern for pattern in args.patterns if "=" in pattern]
+    if overrides:
+        parser.exit(
+            2,
+            f"featx-list: error: {shortened(overrides[0])}: featx-list takes name patterns, not overrides; it lists "
+            "the configs as written (featx backbone=NAME KEY=VALUE run=false shows one with overrides)\n",
+        )
     if args.timm:
         if not args.patterns:
             parser.exit(2, "featx-list: error: --timm needs name patterns (timm has over 1,000 models): 'convnext*'\n")
@@ -101,8 +110,7 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     # featx's packaged configs come first in the app's search path; hydra.searchpath entries follow
     files = backbone_files([config_dir(), *args.config_dir])
     names = [name for name in sorted(files) if any(fnmatch.fnmatchcase(name, p) for p in args.patterns)]
-    if not names:
-        parser.exit(1, f"featx-list: no backbone matches {' '.join(args.patterns)}\n")
+    _check_each_matches(parser, args.patterns, sorted(files), "backbone")
     print(_row(_COLUMNS))
     failures = 0
     for name in names:
@@ -122,14 +130,22 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def _check_each_matches(parser: argparse.ArgumentParser, patterns: List[str], names: List[str], what: str) -> None:
+    """Exit with an error naming the first of ``patterns`` that matches none of ``names`` (a typo must not shorten
+    the listing silently)."""
+    for pattern in patterns:
+        bare = pattern.removeprefix(TIMM_PREFIX) if what == "timm model" else pattern
+        if not any(fnmatch.fnmatchcase(name, bare) for name in names):
+            parser.exit(1, f"featx-list: error: no {what} matches {shortened(pattern)}{suggest(bare, names)}\n")
+
+
 def _list_timm(parser: argparse.ArgumentParser, patterns: List[str]) -> None:
     """One row per timm model matching ``patterns``: its proposed spec, or why featx proposes none."""
     try:
         models = matching_timm_models(patterns)
     except FeatxError as error:
         parser.exit(1, f"featx-list: {error}\n")
-    if not models:
-        parser.exit(1, f"featx-list: no timm model matches {' '.join(patterns)}\n")
+    _check_each_matches(parser, patterns, [model.removeprefix(TIMM_PREFIX) for model in models], "timm model")
     print(_row(_COLUMNS))
     unproposed = 0
     for model in models:
