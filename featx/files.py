@@ -126,6 +126,16 @@ def path_argument(value: object, what: str) -> Path:
     return Path(text)
 
 
+def file_path_argument(value: object, what: str) -> Path:
+    """:func:`path_argument` for a file: a path ending in a separator names a folder (``Path`` would drop the
+    separator and write a file of the folder's name). Example: ``file_path_argument("out/", "export.path")``."""
+    path = path_argument(value, what)
+    text = _fspath(value) or ""
+    if text.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        raise ArgumentError(f"{what}: {text!r:.80} ends in {text[-1]!r}, so it names a folder; give a file path")
+    return path
+
+
 def _fspath(value: object) -> Optional[str]:
     """``os.fspath(value)`` when it is a str (a path-like may give bytes, or fail), else None."""
     try:

@@ -73,6 +73,12 @@ CASES = [
         r"^featx: error: backbone=\.\./\.\./etc/passwd: a config choice is a name",
     ),
     ("featx", ["backbone=/etc/passwd"], r"^featx: error: backbone=/etc/passwd: a config choice is a name"),
+    (  # the primary config's name: Hydra read any YAML file and --cfg job printed it
+        "featx",
+        ["--config-name", "../../../../../../etc/hosts", "--cfg", "job"],
+        r"^featx: error: --config-name \.\./\.\./\.\./\.\./\.\./\.\./etc/hosts: a config name is a name inside the",
+    ),
+    ("featx-export", ["-cn=/etc/hosts"], r"^featx-export: error: --config-name /etc/hosts: a config name is a name"),
     ("featx", ["backbone='~/evil'"], r"^featx: error: backbone=~/evil: a config choice is a name"),
     # what Hydra's grammar does not take
     ("featx", ["backbone=~/evil"], r"^featx: error: backbone=~/evil: not an override in Hydra's grammar"),
@@ -184,6 +190,12 @@ CASES = [
     ),
     ("featx-export", ["export.width=0", "export.path=a.pt"], r"^featx-export: error: export\.width: must be an"),
     ("featx-export", ["export.batch_size=0", "export.path=a.pt"], r"^featx-export: error: export\.batch_size"),
+    ("featx-export", ["export.path=''"], r"^featx-export: error: export\.path must be a file system path .*got ''$"),
+    (  # notes.txt/ replaced the file notes.txt with overwrite
+        "featx-export",
+        ["export.path=notes.txt/", "export.overwrite=true"],
+        r"^featx-export: error: export\.path: 'notes\.txt/' ends in '/', so it names a folder; give a file path$",
+    ),
     ("featx-export", ["export.format=pickle", "export.path=a.pt"], r"export\.format: 'pickle' is unknown \(valid: "),
     ("featx-export", ["export.path=notes.txt", "backbone=resnet18"], r"notes\.txt"),
     # featx-extract's keys
@@ -397,14 +409,20 @@ def test_propose_writes_to_standard_output_for_a_dash(workdir, capsys):
         (["resnet5"], r"resnet50"),
         (["resnet18", "--min-stride", "64"], r"gives fewer than two stages"),
         (["resnet18", "-o", "/proc/x/y.yaml"], r"--output: cannot create the folder /proc/x"),
+        (  # a file named newdir was written and reported as "wrote newdir/"
+            ["resnet18", "-o", "newdir/"],
+            r"^featx-propose: error: --output: 'newdir/' ends in '/', so it names a folder; give a file path$",
+        ),
     ],
 )
 def test_propose_names_what_it_cannot_do(workdir, arguments, pattern, capsys):
+    before = folder_state(workdir)
     with pytest.raises(SystemExit) as caught:
         propose_cli.main(arguments)
     message = capsys.readouterr().err
     assert caught.value.code == 1 and message.startswith("featx-propose: error: "), message
-    assert re.search(pattern, message), message
+    assert re.search(pattern, message.strip()), message
+    assert folder_state(workdir) == before
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ from featx.errors import ArgumentError, SpecError, first_line
 from featx.spec.apps import BackboneNode
 from featx.spec.config_files import backbone_files, backbone_names
 from featx.spec.keys import suggest
-from featx.spec.limits import quoted
+from featx.spec.limits import quoted, shortened
 from featx.spec.overrides import not_in_grammar
 from featx.spec.yaml_file import read_spec_file, yaml_problem
 
@@ -152,6 +152,30 @@ def _escapes(choice: str) -> bool:
     return path.is_absolute() or ".." in path.parts or choice.startswith("~")
 
 
+def flag_values(arguments: Sequence[str], flags: Sequence[str]) -> List[str]:
+    """The values given to any of ``flags`` on the command line, as ``FLAG VALUE`` or ``FLAG=VALUE``."""
+    values = []
+    for index, argument in enumerate(arguments):
+        for flag in flags:
+            if argument == flag and index + 1 < len(arguments):
+                values.append(arguments[index + 1])
+            elif argument.startswith(flag + "="):
+                values.append(argument.split("=", 1)[1])
+    return values
+
+
+def check_config_name(app: str, arguments: Sequence[str]) -> None:
+    """Refuse a ``--config-name``/``-cn`` that leaves the config roots (Hydra would read, and ``--cfg job`` print,
+    any YAML file the user can read)."""
+    for name in flag_values(arguments, ("--config-name", "-cn")):
+        if _escapes(name):
+            fail(
+                app,
+                f"--config-name {shortened(name)}: a config name is a name inside the config roots, not a path; put "
+                "the file in a folder and pass that folder with --config-dir",
+            )
+
+
 def parsed_overrides(app: str, arguments: Sequence[str]) -> List[Tuple[str, Override]]:
     """Each override of the command line (flags left out) with its parse by Hydra's grammar."""
     overrides = [argument for argument in arguments if not argument.startswith("-") and "=" in argument]
@@ -192,13 +216,7 @@ def check_choices(app: str, overrides: Sequence[Tuple[str, Override]], custom_ro
 def config_dirs(arguments: Sequence[str], overrides: Sequence[Tuple[str, Override]]) -> List[Path]:
     """The folders the command line adds to the config search path: ``--config-dir``/``-cd`` and the ``file://``
     entries (or plain paths) of ``hydra.searchpath``."""
-    folders = []
-    for index, argument in enumerate(arguments):
-        for flag in ("--config-dir", "-cd"):
-            if argument == flag and index + 1 < len(arguments):
-                folders.append(Path(arguments[index + 1]))
-            elif argument.startswith(flag + "="):
-                folders.append(Path(argument.split("=", 1)[1]))
+    folders = [Path(value) for value in flag_values(arguments, ("--config-dir", "-cd"))]
     for _, override in overrides:
         value = override.value()
         if override.key_or_group == "hydra.searchpath" and isinstance(value, list):
@@ -480,6 +498,7 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
         fail(app, "--resolve shows a config resolved: use it with --cfg job (or --cfg hydra, --cfg all) or --help")
     _verbose[0] = any(flag in given for flag in VERBOSE_FLAGS)
     given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
+    check_config_name(app, given)
     overrides = parsed_overrides(app, given)
     check_sweep_size(app, overrides)
     check_choices(app, overrides, any(argument.lstrip("+").startswith(_SEARCH_PATH_FLAGS) for argument in given))

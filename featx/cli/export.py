@@ -19,6 +19,7 @@ from featx.cli.app import app_task, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.cli.output import reader_may_stop
 from featx.errors import first_line
+from featx.files import file_path_argument
 from featx.spec.apps import ExportAppConfig
 from featx.spec.config_files import config_dir
 from featx.spec.limits import check_batch_shape
@@ -36,6 +37,7 @@ def run(cfg: DictConfig) -> None:
     if options.format not in FORMATS:
         fail(APP, f"export.format: {options.format!r} is unknown (valid: {', '.join(FORMATS)})")
     with reported_errors(APP):
+        file_path_argument(options.path, "export.path")
         check_batch_shape("export", options.batch_size, *_given_or(options, (EXPORT_SIZE, EXPORT_SIZE)))
         backbone = featx.build(cfg.backbone)
     fixed = backbone.spec.input_size

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 from featx.construct.proposal_yaml import proposal_yaml
 from featx.construct.propose import analyse
 from featx.errors import FeatxError
-from featx.files import write_atomically
+from featx.files import file_path_argument, write_atomically
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +52,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             sys.stdout.write(text)
         else:
             write_atomically(
-                Path(args.output),
+                file_path_argument(args.output, "--output"),
                 lambda p: p.write_text(text, encoding="utf-8", errors="surrogateescape"),
                 overwrite=args.force,
                 what="--output",

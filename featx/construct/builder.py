@@ -40,7 +40,7 @@ from featx.construct.model_structure import structure_differences
 from featx.construct.plan import BackbonePlan, check_neck, plan_backbone
 from featx.construct.plan_cache import cached_plan
 from featx.errors import ArgumentError, FeatxError, SpecError, WeightsError
-from featx.files import path_argument
+from featx.files import file_path_argument
 from featx.models.legacy_keys import current_keys
 from featx.models.meta_construction import on_meta
 from featx.models.published_weights import published_weights_file, published_weights_id
@@ -174,7 +174,7 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
 
     The spec's ``frozen_stages`` apply again; freezing changed at run time (``bb.unfreeze()``) is not saved.
     """
-    path = path_argument(path, "load(): path")
+    path = file_path_argument(path, "load(): path")
     checkpoint = read_checkpoint(path)
     if checkpoint.saved is None:
         raise WeightsError(

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from featx.errors import ArgumentError, first_line
-from featx.files import flag_argument, path_argument, write_atomically
+from featx.files import file_path_argument, flag_argument, write_atomically
 from featx.nn.backbone import Backbone
 from featx.spec.limits import check_batch_shape
 
@@ -220,7 +220,7 @@ def export_backbone(
     """
     if not isinstance(backbone, Backbone):
         raise ArgumentError(f"backbone: expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
-    path = path_argument(path, "path")
+    path = file_path_argument(path, "path")
     if not isinstance(format, str) or format not in FORMATS:
         raise ArgumentError(f"format: {format!r} is unknown (valid: {', '.join(FORMATS)})")
     if not (isinstance(example_size, (tuple, list)) and len(example_size) == 2):
