@@ -343,3 +343,15 @@ def test_the_table_names_outputs_under_their_keys_and_shows_reinit(workdirs):
     assert marks == {"c2": "", "c3": "* as 0", "c4": "", "c5": "* as 1"}
     backbone = featx.build("resnet18", overrides=["output_names=torchvision", "out_features=[c3,c5]", "device=meta"])
     assert list(backbone(torch.empty(1, 3, 64, 64, device="meta"))) == ["0", "1"]
+
+
+def test_a_sweep_prints_no_launcher_messages_unless_verbose(workdirs):
+    """Hydra's launcher announced the sweep and its first job on stdout, between featx's tables, before the first
+    job quieted other libraries' loggers."""
+    cwd, tmp = workdirs
+    sweep = ["-m", "backbone=resnet18,mobilenet_v3_small", "run=false"]
+    quiet = _run_app(sweep, cwd, tmp)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "[HYDRA]" not in quiet.stdout + quiet.stderr and quiet.stdout.startswith("featx backbone=resnet18 ")
+    verbose = _run_app([*sweep, "-v"], cwd, tmp)
+    assert verbose.returncode == 0 and "[HYDRA] Launching 2 jobs locally" in verbose.stdout

@@ -37,7 +37,6 @@ import dataclasses
 import functools
 import importlib.resources
 import itertools
-import logging
 import math
 import os
 import sys
@@ -61,6 +60,7 @@ from omegaconf.errors import (
 )
 
 from featx.cli.errors import fail, reported_errors
+from featx.cli.logs import VERBOSE_FLAGS, quiet_other_loggers, set_verbose
 from featx.cli.output_folders import register_user_resolver
 from featx.errors import ArgumentError, SpecError, first_line
 from featx.spec.apps import BackboneNode
@@ -88,9 +88,6 @@ _CONTEXT_LINES = ("full_key:", "object_type=", "reference_type=")
 MAX_CHECKED_VALUES = 1000
 #: the most jobs a sweep may have: Hydra lists every job before running the first
 MAX_SWEEP_JOBS = 10_000
-#: featx's own flag: keep other libraries' INFO messages
-VERBOSE_FLAGS = ("-v", "--verbose")
-_verbose: List[bool] = [False]
 
 
 def _parsed(app: str, argument: str) -> Override:
@@ -406,7 +403,7 @@ def app_task(
 
     def wrap(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig], Optional[Result]]:
         def checked(cfg: DictConfig) -> Result:
-            _quiet_other_loggers()
+            quiet_other_loggers()
             _refuse_changed_directory()
             _check_values(cfg, schema)
             _check_keys(cfg, schema)
@@ -450,17 +447,6 @@ def plain_nested_overrides(arguments: Sequence[str]) -> List[str]:
     return rewritten
 
 
-def _quiet_other_loggers() -> None:
-    """Other libraries' loggers (onnx_ir announces every pass at INFO) at WARNING; featx's own unchanged."""
-    if _verbose[0]:
-        return
-    logging.getLogger().setLevel(logging.WARNING)
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger) and not name.startswith("featx"):
-            logger.setLevel(logging.WARNING)
-    logging.getLogger("featx").setLevel(logging.INFO)
-
-
 def hydra_error_line(error: BaseException) -> str:
     """One line for an error of Hydra's (composing the config) or OmegaConf's: its message's lines joined, the
     OmegaConf error it wraps, and the options Hydra lists for a config group it cannot find (the config search path
@@ -496,7 +482,7 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     given = sys.argv[1:]
     if "--resolve" in given and not {"--cfg", "-c", "--help", "-h"} & set(given):
         fail(app, "--resolve shows a config resolved: use it with --cfg job (or --cfg hydra, --cfg all) or --help")
-    _verbose[0] = any(flag in given for flag in VERBOSE_FLAGS)
+    set_verbose(any(flag in given for flag in VERBOSE_FLAGS))
     given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
     check_config_name(app, given)
     overrides = parsed_overrides(app, given)
