@@ -278,15 +278,33 @@ def test_a_linked_image_is_listed_under_its_own_path_and_a_linked_folder_is_not_
     assert not any("outside.png" in path for path in entries)
 
 
-def test_a_sixteen_bit_image_keeps_its_sixteen_bits(tmp_path):
+def test_links_that_loop_are_skipped_as_broken_links(photos, tmp_path):
+    """Resolving a link loop (to tell whether a file lies in the output folder) raised RuntimeError: a raw traceback
+    and nothing extracted."""
+    (photos / "a.png").symlink_to(photos / "b.png")
+    (photos / "b.png").symlink_to(photos / "a.png")
+    (photos / "self.png").symlink_to(photos / "self.png")
+    summary = extract(_spec(), _options(photos, tmp_path / "out"))
+    entries = {Path(entry["path"]).name: entry for entry in _manifest(tmp_path / "out")}
+    assert (summary.images, summary.skipped) == (3, 3)
+    assert {entries[name]["skipped"] for name in ("a.png", "b.png", "self.png")} == {"a broken symbolic link"}
+
+
+@pytest.mark.parametrize("kind, maxval", [("png", 65535), ("pgm", 65535), ("pgm", 1023)])
+def test_a_sixteen_bit_image_keeps_its_sixteen_bits(tmp_path, kind, maxval):
+    """A PGM of more than 8 bits (Pillow's mode I) was skipped as "32-bit integer pixels have no fixed range"."""
     folder = tmp_path / "gray16"
     folder.mkdir()
-    values = np.random.default_rng(0).integers(0, 65536, (40, 36), dtype=np.uint16)  # mostly > 255: white if clipped
-    Image.fromarray(values).save(folder / "deep.png")
+    values = np.random.default_rng(0).integers(0, maxval + 1, (40, 36), dtype=np.uint16)  # > 255: white if clipped
+    if kind == "png":
+        Image.fromarray(values).save(folder / "deep.png")
+    else:  # written by hand: a binary PGM holds big-endian 16-bit samples after its header
+        header = f"P5\n{values.shape[1]} {values.shape[0]}\n{maxval}\n".encode()
+        (folder / "deep.pgm").write_bytes(header + values.astype(">u2").tobytes())
     extract(_spec(), _options(folder, tmp_path / "out"))
-    image = torch.from_numpy(values.astype(np.float32) / 65535.0).expand(3, -1, -1)
+    image = torch.from_numpy(values.astype(np.float32) / maxval).expand(3, -1, -1)
     expected = _reference(_spec(), image)
-    for name, value in _stored(tmp_path / "out")["deep.png"].items():
+    for name, value in _stored(tmp_path / "out")[f"deep.{kind}"].items():
         torch.testing.assert_close(value, expected[name], rtol=1e-4, atol=1e-4)
 
 
@@ -598,9 +616,10 @@ def test_a_weights_file_rewritten_under_its_name_is_other_settings(photos, tmp_p
         extract(_spec(weights=weights), _options(photos, tmp_path / "out"))
 
 
-def test_the_same_weights_copied_into_place_resume(photos, tmp_path):
-    """The weights file is recorded by size and time, not inode: rsync -a, or each node's own copy in a multi-node
-    run, is the same file to a resume."""
+def test_the_same_weights_copied_into_place_or_elsewhere_resume(photos, tmp_path, monkeypatch):
+    """The weights file is recorded by the digest of its bytes: rsync -a, each node's own copy in a multi-node run
+    (at another path), or the same file named relative to the working directory is the same weights to a resume
+    (the path was recorded too, so a copy elsewhere was refused as other settings)."""
     import shutil
 
     import torchvision
@@ -611,6 +630,11 @@ def test_the_same_weights_copied_into_place_resume(photos, tmp_path):
     shutil.copy2(weights, tmp_path / "copy.pth")
     os.replace(tmp_path / "copy.pth", weights)  # a new inode, the same size and modification time
     assert extract(_spec(weights=weights), _options(photos, tmp_path / "out")).processed == 0
+    (tmp_path / "node2").mkdir()
+    shutil.copy(weights, tmp_path / "node2" / "weights.pth")  # another name, another time
+    assert extract(_spec(weights=tmp_path / "node2" / "weights.pth"), _options(photos, tmp_path / "out")).processed == 0
+    monkeypatch.chdir(tmp_path)
+    assert extract(_spec(weights="./w.pth"), _options(photos, tmp_path / "out")).processed == 0
 
 
 def test_other_weights_of_the_same_size_and_time_are_other_settings(photos, tmp_path):

@@ -92,8 +92,10 @@ def decoded(image: Image.Image) -> Union[Image.Image, Tensor]:
     """``image`` upright and in a form the transform takes faithfully: an RGB Pillow image, or (16-bit grayscale)
     a ``3×H×W`` float tensor in [0, 1]; SkippedImage for one it cannot take."""
     check_proportions(image.size)
+    # Pillow reads a PGM of more than 8 bits (maxval > 255) as mode I, its values scaled to 0..65535
+    sixteen_bit = image.mode in _SIXTEEN_BIT or (image.mode == "I" and image.format == "PPM")
     image = ImageOps.exif_transpose(image)
-    if image.mode in _SIXTEEN_BIT:
+    if sixteen_bit:
         values = torch.from_numpy(np.asarray(image, dtype=np.float32) / 65535.0)
         return values.unsqueeze(0).expand(3, -1, -1).contiguous()
     if image.mode in _NO_FIXED_RANGE:

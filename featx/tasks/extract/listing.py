@@ -98,19 +98,29 @@ def _candidates(source: str, key: str) -> List[Path]:
     return found
 
 
-def _inside(path: Path, folder: Optional[Path]) -> bool:
-    if folder is None:
-        return False
-    return path.is_relative_to(folder) or path.resolve().is_relative_to(folder.resolve())
+def _resolved(path: Path) -> Optional[Path]:
+    """``path`` with its links resolved, or None where they loop (a broken link, skipped with its reason)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # a symbolic link loop: RuntimeError before Python 3.13
+        return None
+
+
+def _below(path: Path, folder: Path) -> Optional[Path]:
+    """``path`` relative to ``folder`` (as written, else with links resolved), or None if it is not inside it."""
+    if path.is_relative_to(folder):
+        return path.relative_to(folder)
+    resolved, resolved_folder = _resolved(path), _resolved(folder)
+    if resolved is None or resolved_folder is None or not resolved.is_relative_to(resolved_folder):
+        return None
+    return resolved.relative_to(resolved_folder)
 
 
 def _left_out(file: Path, output: Optional[Path]) -> bool:
     """Whether ``file`` is one of featx's own entries of the output folder (wherever that folder is: inside the
     input, or holding it); the user's files there are inputs like any other."""
-    if output is None or not _inside(file, output):
-        return False
-    below = file.relative_to(output) if file.is_relative_to(output) else file.resolve().relative_to(output.resolve())
-    return is_own_name(below.parts[0])
+    below = _below(file, output) if output is not None else None
+    return below is not None and len(below.parts) > 0 and is_own_name(below.parts[0])
 
 
 def find_images(source: str, key: str = "extract.input", exclude: Optional[Path] = None) -> ImageListing:

@@ -304,7 +304,8 @@ def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, t
         # the cached file, named as its hub names it (torch hub: checkpoints/<name with a hash of its content>;
         # Hugging Face hub: <revision>/<file>), since a hub repository may publish other weights under one tag
         backbone["weights_file"] = "/".join(published_weights_file(spec.model, spec.weights).parts[-2:])
-    elif spec.weights is not None:  # a file rewritten under the same name holds other weights
+    elif spec.weights is not None:  # by content, not path: a copy elsewhere (each node's) is the same weights, a
+        backbone["weights"] = "local file"  # file rewritten under the same name is not
         backbone["weights_file"] = _local_weights_digest(spec)
     settings = {
         "backbone": backbone,
