@@ -156,6 +156,13 @@ CASES = [
     ),
     # spec keys through the app
     ("featx", ["backbone.frozen_stages=99", "run=false"], r"backbone\.frozen_stages: 99 is out of range"),
+    (  # Hydra's hint (+backbone.stages.c3.slice=...) gave a stage with both forms
+        "featx",
+        ["backbone=resnet18", "backbone.stages.c3.slice=[5,6]", "run=false"],
+        r"^featx: error: backbone\.stages\.c3\.slice: the stage c3 is given by 'modules' in its file, and a stage "
+        r"takes one of 'slice' or 'modules': replace it with ~backbone\.stages\.c3\.modules "
+        r"\+backbone\.stages\.c3\.slice=\.\.\.$",
+    ),
     ("featx", ["backbone.model=${oc.env:HOME}", "run=false"], r"backbone\.model: calls an OmegaConf resolver"),
     ("featx", ["backbone.device=gpu"], r"backbone\.device: .*valid: auto, cpu, cuda, cuda:N, mps, meta"),
     ("featx", ["backbone.device=cpu:1", "run=false"], r"backbone\.device: unknown device 'cpu:1' \(valid: auto,"),
@@ -487,3 +494,13 @@ def test_export_traces_a_fixed_size_backbone_at_its_size_unless_told_otherwise(w
     inputs = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
     shapes = [tuple(node.meta["val"].shape) for node in program.graph.nodes if node.name in inputs]
     assert shapes == [(1, 3, 64, 64)]
+
+
+def test_a_stage_given_by_modules_is_replaced_by_a_slice_as_the_error_says(workdir):
+    code, errors, output = run_app(
+        "featx",
+        ["backbone=resnet18", "~backbone.stages.c3.modules", "+backbone.stages.c3.slice=[5,6]", "run=false"],
+        workdir,
+    )
+    assert code in (0, None), errors
+    assert re.search(r"\bc3\s+model\[5:6\]\s+128\s+8\b", output), output

@@ -39,6 +39,7 @@ import importlib.resources
 import itertools
 import math
 import os
+import re
 import sys
 import typing
 from pathlib import Path, PurePosixPath
@@ -84,6 +85,11 @@ INTERRUPTED = 130
 FULL_ERROR = "HYDRA_FULL_ERROR"
 #: the lines OmegaConf adds below its message (where in the config): left out of the one line
 _CONTEXT_LINES = ("full_key:", "object_type=", "reference_type=")
+#: Hydra's answer to ``backbone.stages.c3.slice=...`` for a stage its file gives by ``modules`` (or the reverse),
+#: whose hint (``+backbone.stages.c3.slice``) gives a stage with both
+_OTHER_STAGE_FORM = re.compile(
+    r"Could not override '(backbone\.stages\.([^.']+))\.(slice|modules)'.*Key '(?:slice|modules)' is not in struct"
+)
 #: the values of a sweep checked before Hydra composes (a range may be long)
 MAX_CHECKED_VALUES = 1000
 #: the most jobs a sweep may have: Hydra lists every job before running the first
@@ -451,6 +457,14 @@ def hydra_error_line(error: BaseException) -> str:
     """One line for an error of Hydra's (composing the config) or OmegaConf's: its message's lines joined, the
     OmegaConf error it wraps, and the options Hydra lists for a config group it cannot find (the config search path
     it also lists left out)."""
+    other_form = _OTHER_STAGE_FORM.search(" ".join(f"{error} {error.__cause__ or ''}".splitlines()))
+    if other_form is not None:
+        stage, name, given = other_form.groups()
+        written = "modules" if given == "slice" else "slice"
+        return (
+            f"{stage}.{given}: the stage {name} is given by '{written}' in its file, and a stage takes one of "
+            f"'slice' or 'modules': replace it with ~{stage}.{written} +{stage}.{given}=..."
+        )
     message, options, listing = [], [], False
     for text in str(error).splitlines():
         if text.startswith(("Available options in", "Config search path")):
