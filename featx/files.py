@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from featx.errors import ArgumentError
+from featx.spec.limits import quoted
 
 #: what :func:`write_atomically`'s temporary files are called: ``.<target name>.<host>-<pid>-<random>.partial``
 PARTIAL_SUFFIX = ".partial"
@@ -127,12 +128,15 @@ def path_argument(value: object, what: str) -> Path:
 
 
 def file_path_argument(value: object, what: str) -> Path:
-    """:func:`path_argument` for a file: a path ending in a separator names a folder (``Path`` would drop the
-    separator and write a file of the folder's name). Example: ``file_path_argument("out/", "export.path")``."""
+    """:func:`path_argument` for a file: a path ending in a separator, ``.`` or ``..`` names a folder (``Path``
+    would drop the ending and write a file of the folder's name). Example: ``file_path_argument("out/", "p")``."""
     path = path_argument(value, what)
     text = _fspath(value) or ""
-    if text.endswith(tuple(filter(None, (os.sep, os.altsep)))):
-        raise ArgumentError(f"{what}: {text!r:.80} ends in {text[-1]!r}, so it names a folder; give a file path")
+    last = re.split("|".join(re.escape(sep) for sep in filter(None, (os.sep, os.altsep))), text)[-1]
+    if last in ("", ".", ".."):
+        raise ArgumentError(
+            f"{what}: {quoted(text)} ends in {last or text[-1]!r}, so it names a folder; give a file path"
+        )
     return path
 
 

@@ -181,7 +181,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "    check_user_backbone_files(app, overrides, config_dirs(given, overrides))\n",
+        "    check_user_backbone_files(app, overrides, config_dirs(flags, overrides))\n",
         "",
         "a broken file of the user's config folder: traceback",
     ),
@@ -566,7 +566,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/listing.py",
-        "        if _left_out(file, folder, root):\n            continue\n",
+        "        if _left_out(file, folder):\n            continue\n",
         "",
         "output folder listed",
     ),
@@ -747,8 +747,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/decode.py",
-        "    check_proportions(image.size)\n    image = ImageOps.exif_transpose(image)\n",
-        "    image = ImageOps.exif_transpose(image)\n",
+        "    check_proportions(image.size)\n",
+        "",
         "a thread-thin image resized to gigabytes",
     ),
     Mutant(
@@ -1063,8 +1063,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/builder.py",
-        '    with torch.random.fork_rng(devices=[]), torch.device("cpu"):',
-        "    with torch.random.fork_rng(devices=[]):",
+        '    with _SEEDED_CONSTRUCTION, torch.random.fork_rng(devices=[]), torch.device("cpu"):',
+        "    with _SEEDED_CONSTRUCTION, torch.random.fork_rng(devices=[]):",
         "the caller's default device leaks into the build",
     ),
     Mutant(

@@ -79,6 +79,11 @@ CASES = [
         r"^featx: error: --config-name \.\./\.\./\.\./\.\./\.\./\.\./etc/hosts: a config name is a name inside the",
     ),
     ("featx-export", ["-cn=/etc/hosts"], r"^featx-export: error: --config-name /etc/hosts: a config name is a name"),
+    (  # an abbreviation argparse takes
+        "featx",
+        ["--config-n", "/etc/hosts", "--cfg", "job"],
+        r"^featx: error: --config-name /etc/hosts: a config name is a name",
+    ),
     ("featx", ["backbone='~/evil'"], r"^featx: error: backbone=~/evil: a config choice is a name"),
     # what Hydra's grammar does not take
     ("featx", ["backbone=~/evil"], r"^featx: error: backbone=~/evil: not an override in Hydra's grammar"),
@@ -162,6 +167,11 @@ CASES = [
         r"^featx: error: backbone\.stages\.c3\.slice: the stage c3 is given by 'modules' in its file, and a stage "
         r"takes one of 'slice' or 'modules': replace it with ~backbone\.stages\.c3\.modules "
         r"\+backbone\.stages\.c3\.slice=\.\.\.$",
+    ),
+    (  # a stage named like a form that the file lacks is a missing stage, not the other form
+        "featx",
+        ["backbone=resnet18", "backbone.stages.modules.slice=[0,2]", "run=false"],
+        r"^featx: error: Could not override 'backbone\.stages\.modules\.slice'\..*Key 'modules' is not in struct$",
     ),
     ("featx", ["backbone.model=${oc.env:HOME}", "run=false"], r"backbone\.model: calls an OmegaConf resolver"),
     ("featx", ["backbone.device=gpu"], r"backbone\.device: .*valid: auto, cpu, cuda, cuda:N, mps, meta"),

@@ -300,7 +300,8 @@ def _saved(tmp_path: Path, seed: int = 0, name: str = "bb.pt") -> Path:
         (lambda d: d / "new.pt", {"overwrite": "yes"}, r"^save\(\): overwrite must be True or False, got 'yes'"),
         (lambda d: None, {}, r"^save\(\): path must be a file system path .*got None"),
         (lambda d: "", {}, r"^save\(\): path must be a file system path .*got ''"),
-        (lambda d: f"{d}/mine.txt/", {"overwrite": True}, r"^save\(\): path: '.*/mine\.txt/' ends in '/', so it"),
+        (lambda d: f"{d}/mine.txt/", {"overwrite": True}, r"^save\(\): path: '.*(/'|\.\.\.) ends in '/', so it"),
+        (lambda d: f"{d}/mine.txt/.", {"overwrite": True}, r"^save\(\): path: '.*(\.'|\.\.\.) ends in '\.', so it"),
     ],
     ids=[
         "exists",
@@ -313,6 +314,7 @@ def _saved(tmp_path: Path, seed: int = 0, name: str = "bb.pt") -> Path:
         "none",
         "empty",
         "trailing-slash",
+        "trailing-dot",
     ],
 )
 def test_save_never_replaces_or_writes_through_what_is_there(tmp_path, target, kwargs, pattern):

@@ -289,6 +289,33 @@ def test_modules_other_threads_construct_during_a_build_keep_their_tensors():
     assert own.weight.is_meta  # the building thread's own registrations still move
 
 
+def test_a_model_whose_constructor_builds_a_backbone_builds():
+    """The outer build's registration hooks moved the inner build's tensors to meta (a raw NotImplementedError):
+    only the innermost construction's hooks act."""
+    import timm
+
+    class Wrapping(nn.Module):
+        def __init__(self, **kwargs) -> None:
+            super().__init__()
+            self.inner = featx.build(resnet18_spec(out_features=["c2"]))
+            self.stem, self.head = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 8, 3, 2, 1)
+
+        def forward(self, x):
+            return self.head(self.stem(x))
+
+    def featx_test_wrapping_net(pretrained=False, **kwargs):
+        return Wrapping(**kwargs)
+
+    timm.models.register_model(featx_test_wrapping_net)
+    spec = {
+        "model": "timm:featx_test_wrapping_net",
+        "stages": {"s1": {"modules": ["stem"]}, "s2": {"modules": ["head"]}},
+    }
+    backbone = featx.build({**spec, "device": "cpu"})
+    assert [info.stride for info in backbone.feature_info] == [2, 4]
+    assert not any(tensor.is_meta for tensor in backbone.state_dict().values())
+
+
 def test_a_half_precision_checkpoint_gives_float32_layers(tmp_path, classifier):
     path = tmp_path / "resnet18_fp16.pth"
     torch.save(

@@ -33,9 +33,12 @@ Example::
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
 import functools
 import importlib.resources
+import io
 import itertools
 import math
 import os
@@ -46,6 +49,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import yaml
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, Override, OverrideType, QuotedString, RangeSweep
@@ -75,8 +79,6 @@ Result = TypeVar("Result")
 #: the sweep jobs that failed in this process, as "#<num> <overrides>": <message>
 _failed_jobs: List[str] = []
 _jobs_run: List[int] = []
-#: command-line flags that add config roots: with them, featx cannot know every backbone name
-_SEARCH_PATH_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")
 #: spec nodes that are null unless set: a plain override below them is passed to Hydra as ``++`` (set or add)
 _NULLABLE_NODES = ("backbone.fpn.", "backbone.tokens.")
 #: the exit status of an app stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
@@ -87,9 +89,7 @@ FULL_ERROR = "HYDRA_FULL_ERROR"
 _CONTEXT_LINES = ("full_key:", "object_type=", "reference_type=")
 #: Hydra's answer to ``backbone.stages.c3.slice=...`` for a stage its file gives by ``modules`` (or the reverse),
 #: whose hint (``+backbone.stages.c3.slice``) gives a stage with both
-_OTHER_STAGE_FORM = re.compile(
-    r"Could not override '(backbone\.stages\.([^.']+))\.(slice|modules)'.*Key '(?:slice|modules)' is not in struct"
-)
+_OTHER_STAGE_FORM = re.compile(r"Could not override '((backbone\.stages\.([^.']+))\.(slice|modules))'")
 #: the values of a sweep checked before Hydra composes (a range may be long)
 MAX_CHECKED_VALUES = 1000
 #: the most jobs a sweep may have: Hydra lists every job before running the first
@@ -155,28 +155,26 @@ def _escapes(choice: str) -> bool:
     return path.is_absolute() or ".." in path.parts or choice.startswith("~")
 
 
-def flag_values(arguments: Sequence[str], flags: Sequence[str]) -> List[str]:
-    """The values given to any of ``flags`` on the command line, as ``FLAG VALUE`` or ``FLAG=VALUE``."""
-    values = []
-    for index, argument in enumerate(arguments):
-        for flag in flags:
-            if argument == flag and index + 1 < len(arguments):
-                values.append(arguments[index + 1])
-            elif argument.startswith(flag + "="):
-                values.append(argument.split("=", 1)[1])
-    return values
+def hydra_flags(arguments: Sequence[str]) -> argparse.Namespace:
+    """The command line's options as Hydra's own argument parser reads them (``--config-n`` is ``--config-name``,
+    as argparse takes any unambiguous abbreviation); none where it cannot parse them (Hydra then says why)."""
+    parser = get_args_parser()
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return parser.parse_known_args(list(arguments))[0]
+    except SystemExit:
+        return parser.parse_known_args([])[0]
 
 
-def check_config_name(app: str, arguments: Sequence[str]) -> None:
-    """Refuse a ``--config-name``/``-cn`` that leaves the config roots (Hydra would read, and ``--cfg job`` print,
-    any YAML file the user can read)."""
-    for name in flag_values(arguments, ("--config-name", "-cn")):
-        if _escapes(name):
-            fail(
-                app,
-                f"--config-name {shortened(name)}: a config name is a name inside the config roots, not a path; put "
-                "the file in a folder and pass that folder with --config-dir",
-            )
+def check_config_name(app: str, flags: argparse.Namespace) -> None:
+    """Refuse a ``--config-name`` that leaves the config roots (Hydra would read, and ``--cfg job`` print, any YAML
+    file the user can read)."""
+    if flags.config_name is not None and _escapes(flags.config_name):
+        fail(
+            app,
+            f"--config-name {shortened(flags.config_name)}: a config name is a name inside the config roots, not a "
+            "path; put the file in a folder and pass that folder with --config-dir",
+        )
 
 
 def parsed_overrides(app: str, arguments: Sequence[str]) -> List[Tuple[str, Override]]:
@@ -216,10 +214,10 @@ def check_choices(app: str, overrides: Sequence[Tuple[str, Override]], custom_ro
                 )
 
 
-def config_dirs(arguments: Sequence[str], overrides: Sequence[Tuple[str, Override]]) -> List[Path]:
+def config_dirs(flags: argparse.Namespace, overrides: Sequence[Tuple[str, Override]]) -> List[Path]:
     """The folders the command line adds to the config search path: ``--config-dir``/``-cd`` and the ``file://``
     entries (or plain paths) of ``hydra.searchpath``."""
-    folders = [Path(value) for value in flag_values(arguments, ("--config-dir", "-cd"))]
+    folders = [Path(flags.config_dir)] if flags.config_dir is not None else []
     for _, override in overrides:
         value = override.value()
         if override.key_or_group == "hydra.searchpath" and isinstance(value, list):
@@ -457,9 +455,10 @@ def hydra_error_line(error: BaseException) -> str:
     """One line for an error of Hydra's (composing the config) or OmegaConf's: its message's lines joined, the
     OmegaConf error it wraps, and the options Hydra lists for a config group it cannot find (the config search path
     it also lists left out)."""
-    other_form = _OTHER_STAGE_FORM.search(" ".join(f"{error} {error.__cause__ or ''}".splitlines()))
-    if other_form is not None:
-        stage, name, given = other_form.groups()
+    other_form = _OTHER_STAGE_FORM.search(str(error))
+    missing = getattr(error.__cause__, "full_key", None)  # the key OmegaConf did not find: the form, not the stage
+    if other_form is not None and missing == other_form.group(1):
+        _, stage, name, given = other_form.groups()
         written = "modules" if given == "slice" else "slice"
         return (
             f"{stage}.{given}: the stage {name} is given by '{written}' in its file, and a stage takes one of "
@@ -498,12 +497,15 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
         fail(app, "--resolve shows a config resolved: use it with --cfg job (or --cfg hydra, --cfg all) or --help")
     set_verbose(any(flag in given for flag in VERBOSE_FLAGS))
     given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
-    check_config_name(app, given)
+    flags = hydra_flags(given)
+    check_config_name(app, flags)
     overrides = parsed_overrides(app, given)
     check_sweep_size(app, overrides)
-    check_choices(app, overrides, any(argument.lstrip("+").startswith(_SEARCH_PATH_FLAGS) for argument in given))
+    custom_roots = flags.config_dir is not None or flags.config_path is not None
+    searchpath = any(override.key_or_group == "hydra.searchpath" for _, override in overrides)
+    check_choices(app, overrides, custom_roots or searchpath)
     check_plain_keys(app, overrides, schema)
-    check_user_backbone_files(app, overrides, config_dirs(given, overrides))
+    check_user_backbone_files(app, overrides, config_dirs(flags, overrides))
     sys.argv[1:] = given
     register_user_resolver()
     _failed_jobs.clear()

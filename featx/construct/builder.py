@@ -42,7 +42,7 @@ from featx.construct.plan_cache import cached_plan
 from featx.errors import ArgumentError, FeatxError, SpecError, WeightsError
 from featx.files import file_path_argument
 from featx.models.legacy_keys import current_keys
-from featx.models.meta_construction import on_meta
+from featx.models.meta_construction import on_meta, registrations_untouched
 from featx.models.published_weights import published_weights_file, published_weights_id
 from featx.models.weights_enums import is_weights_file
 from featx.nn.backbone import Backbone
@@ -54,7 +54,7 @@ from featx.spec.load import SpecSource, attributed, load_spec, load_spec_and_ori
 from featx.spec.schema import BackboneSpec
 
 #: held while a build draws from torch's CPU generator (seeded, then restored): one build at a time per process
-_SEEDED_CONSTRUCTION = threading.RLock()  # reentrant: a registered model's constructor may build too
+_SEEDED_CONSTRUCTION = threading.RLock()  # reentrant: a registered model's constructor may build in its thread
 
 
 def _weights_path(spec: BackboneSpec) -> Path:
@@ -103,30 +103,31 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
     Everything random (the kept layers' init, the neck's, ``reinit``) draws from a generator seeded with
     ``spec.seed``, so a spec builds the same network in every process; the global RNG is left as it was.
     """
-    device = resolve_device(spec.device)
-    meta = MetaModel.create(spec.model)
-    spec, plan = plan_spec(spec, meta)
-    # on the CPU whatever the caller's default device (torch.set_default_device, `with torch.device(...)`), from the
-    # CPU generator alone: torch.manual_seed would also reseed (and leave reseeded) every CUDA/MPS generator. The
-    # generator is the process's one: builds in other threads wait for it.
-    with _SEEDED_CONSTRUCTION, torch.random.fork_rng(devices=[]), torch.device("cpu"):
-        torch.default_generator.manual_seed(spec.seed)
-        saved = checkpoint is not None and checkpoint.saved is not None
-        model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
-        neck = make_neck(spec, plan, meta=device.type == "meta" or saved)  # a saved file holds the neck's values
-        backbone = Backbone(
-            plan.stage_containers(model), plan.stages, spec, neck, plan.in_channels, copied=plan.changed_later
-        )
-        if checkpoint is not None and checkpoint.saved is not None:
-            load_saved_backbone(backbone, spec, checkpoint)
-        if spec.reinit:
-            backbone.reinit(*spec.reinit)
-    if checkpoint is not None:
-        checkpoint.check_unchanged()  # every tensor the backbone keeps is copied by now
-    backbone.to(device)
-    if spec.channels_last:
-        backbone.to(memory_format=torch.channels_last)
-    return backbone.train()
+    with registrations_untouched():  # a build inside a model constructor featx runs is a build of its own
+        device = resolve_device(spec.device)
+        meta = MetaModel.create(spec.model)
+        spec, plan = plan_spec(spec, meta)
+        # on the CPU whatever the caller's default device (torch.set_default_device, `with torch.device(...)`), from the
+        # CPU generator alone: torch.manual_seed would also reseed (and leave reseeded) every CUDA/MPS generator. The
+        # generator is the process's one: builds in other threads wait for it.
+        with _SEEDED_CONSTRUCTION, torch.random.fork_rng(devices=[]), torch.device("cpu"):
+            torch.default_generator.manual_seed(spec.seed)
+            saved = checkpoint is not None and checkpoint.saved is not None
+            model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
+            neck = make_neck(spec, plan, meta=device.type == "meta" or saved)  # a saved file holds the neck's values
+            backbone = Backbone(
+                plan.stage_containers(model), plan.stages, spec, neck, plan.in_channels, copied=plan.changed_later
+            )
+            if checkpoint is not None and checkpoint.saved is not None:
+                load_saved_backbone(backbone, spec, checkpoint)
+            if spec.reinit:
+                backbone.reinit(*spec.reinit)
+        if checkpoint is not None:
+            checkpoint.check_unchanged()  # every tensor the backbone keeps is copied by now
+        backbone.to(device)
+        if spec.channels_last:
+            backbone.to(memory_format=torch.channels_last)
+        return backbone.train()
 
 
 def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Backbone:

@@ -39,6 +39,10 @@ class Registration:
     shape: Tuple[int, ...]
 
 
+#: per thread, the :func:`_on_registration` blocks open in it, innermost last
+_open_blocks = threading.local()
+
+
 @contextlib.contextmanager
 def _on_registration(
     to_meta: Callable[[int, Tensor], bool], record: Optional[List[Registration]] = None
@@ -46,13 +50,16 @@ def _on_registration(
     """Inside the block, the ``i``-th parameter or buffer registered by this thread is replaced by its meta twin
     when ``to_meta(i, tensor)`` says so, and (with ``record``) each such registration is appended to ``record``.
 
-    torch's registration hooks are global: modules other threads construct meanwhile pass through untouched.
+    torch's registration hooks are global: modules other threads construct meanwhile pass through untouched, and
+    so do those of a block opened inside this one (a model whose constructor builds a backbone of its own).
     """
     counter = itertools.count()
-    owner = threading.get_ident()
+    token = object()
+    blocks = _open_blocks.__dict__.setdefault("stack", [])
 
     def decide(module: nn.Module, name: str, tensor: Optional[Tensor]) -> Optional[Tensor]:
-        if tensor is None or threading.get_ident() != owner:
+        innermost = getattr(_open_blocks, "stack", None)  # this thread's blocks: another thread's are not there
+        if tensor is None or not innermost or innermost[-1] is not token:
             return None
         index = next(counter)
         if record is not None:
@@ -66,11 +73,26 @@ def _on_registration(
         Callable[..., None], decide
     )  # torch types hooks as returning None; a returned tensor replaces the original
     handles = (register_module_parameter_registration_hook(hook), register_module_buffer_registration_hook(hook))
+    blocks.append(token)
     try:
         yield
     finally:
+        blocks.remove(token)
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def registrations_untouched() -> Iterator[None]:
+    """Inside the block, the :func:`_on_registration` blocks this thread has open leave registrations alone (a
+    backbone built inside a model's constructor, which featx itself is constructing)."""
+    blocks = _open_blocks.__dict__.setdefault("stack", [])
+    token = object()
+    blocks.append(token)
+    try:
+        yield
+    finally:
+        blocks.remove(token)
 
 
 #: in-place ops that only write values: on a meta tensor (which has none) they can be skipped. The ``torch.nn.init``
