@@ -21,6 +21,7 @@ import timm
 from timm.models._registry import _model_to_module
 
 import featx
+from featx.construct.propose import analyse
 from featx.files import write_generated_page
 from featx.models.meta_construction import construct_on_meta
 
@@ -57,22 +58,28 @@ def _family_row(family: str, names: List[str]) -> Optional[List[str]]:
         try:
             if _parameters(name) > MAX_PARAMETERS:
                 continue
-            spec = featx.propose(f"timm:{name}")
-            backbone = featx.build(spec, overrides=["device=meta"])
+            proposal = analyse(f"timm:{name}")
+            backbone = featx.build(proposal.spec, overrides=["device=meta"])
         except (featx.FeatxError, _TimedOut) as error:
             reason = "timed out" if isinstance(error, _TimedOut) else str(error).split(", and what follows")[0]
             return [family, f"`{name}`", "no", "", "", reason.replace("|", "/")]
         finally:
             signal.alarm(0)
-        kind = "tokens" if spec["tokens"] else "maps"
+        kind = "tokens" if proposal.spec.tokens else "maps"
         stages, size = backbone.stage_info, backbone.spec.input_size
+        notes = [f"input {size[0]}x{size[1]} only"] if size else []
+        if proposal.ends_early:
+            notes.append(
+                f"ends before the model's last features ({stages[-1].name}: {stages[-1].channels} channels, "
+                f"num_features {proposal.model_features})"
+            )
         return [
             family,
             f"`{name}`",
-            "yes",
+            "partly" if proposal.ends_early else "yes",
             f"{kind}: {', '.join(stage.name for stage in stages)}",
             ", ".join(str(stage.stride) for stage in stages),
-            f"input {size[0]}x{size[1]} only" if size else "",
+            "; ".join(notes),
         ]
     return None
 
@@ -95,6 +102,7 @@ def main() -> None:
             rows.append(row)
             print(" | ".join(row), flush=True)
     proposed = sum(row[2] == "yes" for row in rows)
+    partly = sum(row[2] == "partly" for row in rows)
     command = "python scripts/timm_families.py" + (f" --output {args.output}" if args.output else "")
     lines = [
         TITLE,
@@ -102,8 +110,9 @@ def main() -> None:
         f"Written by `{command}` with timm {timm.__version__} and featx {featx.__version__}: one model per timm family "
         "(timm's module) of at most 100 M parameters, proposed with `featx.propose` and built on the meta device.",
         "",
-        f"**{proposed} of {len(rows)} families** with such a model get a backbone from `featx.propose`; "
-        f"{len(too_large)} families have no model that small ({', '.join(too_large) or 'none'}).",
+        f"**{proposed} of {len(rows)} families** with such a model get a backbone from `featx.propose`, "
+        f"{partly} more one that ends before the model's last features (`partly`: the rest works on other shapes "
+        f"than feature maps); {len(too_large)} families have no model that small ({', '.join(too_large) or 'none'}).",
         "",
         "| family | model | proposed | stages | strides | notes |",
         "|---|---|---|---|---|---|",
@@ -116,7 +125,7 @@ def main() -> None:
             write_generated_page(args.output, text, "--output")
         except featx.FeatxError as error:
             sys.exit(f"timm_families.py: {error}")
-    print(f"{proposed} of {len(rows)} families proposed", file=sys.stderr)
+    print(f"{proposed} of {len(rows)} families proposed, {partly} partly", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -370,6 +370,27 @@ def test_a_channels_last_model_read_as_nchw_is_refused_at_its_one_size():
         featx.build("timm_swin_tiny", overrides=["layout=nchw", "device=meta"])
 
 
+def test_a_timm_token_model_at_other_sizes_equals_timms_own_resampling(tmp_path):
+    """A timm model's position embedding was resampled as torchvision does (corners aligned): other features than
+    timm's own (dynamic_img_size, resample_abs_pos_embed: antialiased, corners not aligned) at every size but the
+    one it was made for."""
+    torch.manual_seed(0)
+    reference = timm.create_model("vit_tiny_r_s16_p8_224", dynamic_img_size=True).eval()
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)  # the position embedding is not smooth any more
+    torch.save(reference.state_dict(), tmp_path / "hybrid.pth")
+    spec = featx.propose("timm:vit_tiny_r_s16_p8_224")
+    backbone = featx.build(spec, overrides=["device=cpu", f"weights={tmp_path / 'hybrid.pth'}", "norm=eval"]).eval()
+    last = list(spec["stages"])[-1]
+    for size in ((256, 256), (160, 96)):
+        x = torch.randn(1, 3, *size)
+        with torch.inference_mode():
+            actual = backbone(x)[last]
+            tokens = reference.forward_features(x)[:, reference.num_prefix_tokens :]
+        torch.testing.assert_close(actual, tokens.transpose(1, 2).reshape(actual.shape), rtol=1e-5, atol=1e-5)
+
+
 def test_a_fixed_size_vit_at_another_size_names_that_size():
     spec = featx.propose("timm:deit_tiny_patch16_224")
     with pytest.raises(featx.SpecError, match=r"backbone.tokens.embed: 'patch_embed' fails on a 256x256 image: "

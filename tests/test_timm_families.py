@@ -22,6 +22,7 @@ FAMILIES = {
     "hardcorenas": "hardcorenas_a", "hgnet": "hgnet_tiny", "iformer": "iformer_s",
     "inception_next": "inception_next_atto", "inception_resnet_v2": "inception_resnet_v2",
     "inception_v3": "inception_v3", "inception_v4": "inception_v4", "lcnetv2": "lcnetv2_small",
+    "lowformer": "lowformer_b0",
     "mambaout": "mambaout_femto", "maxxvit": "maxvit_pico_rw_256", "metaformer": "caformer_s18",
     "mobilenetv3": "mobilenetv3_small_050", "mobilevit": "mobilevit_xxs", "nest": "nest_tiny",
     "nextvit": "nextvit_small", "rdnet": "rdnet_tiny", "regnet": "regnety_002", "repghost": "repghostnet_050",
@@ -76,3 +77,20 @@ def test_a_proposal_ends_before_a_head_with_no_power_of_two_stride():
     assert [(info.channels, info.stride) for info in backbone.feature_info] == [
         (info["num_chs"], info["reduction"]) for info in expected
     ]
+
+
+def test_a_proposal_ending_before_the_models_last_features_says_so():
+    """LeViT's attention stages work on token sequences: the maps featx finds are its convolutional stem's, which
+    the page listed as a working family without a word."""
+    from featx.construct.proposal_yaml import proposal_yaml
+    from featx.construct.propose import analyse
+
+    proposal = analyse("timm:levit_128s")
+    assert [(stage.name, stage.channels) for stage in proposal.stages] == [("c2", 32), ("c3", 64), ("c4", 128)]
+    assert proposal.ends_early and proposal.model_features == 384
+    assert (
+        "# The stages end before the model's own last features: c4 has 128 channels, the model's num_features is 384"
+        in proposal_yaml(proposal, command="featx-propose timm:levit_128s")
+    )
+    page = (Path(__file__).resolve().parents[1] / "docs" / "results" / "timm.md").read_text()
+    assert "| levit | `levit_384_s8` | partly | maps: c2, c3 | 4, 8 | ends before the model's last features" in page

@@ -245,6 +245,19 @@ def test_simple_pyramid_equals_vitdet_written_out(name, overrides, factors):
     assert_close(outputs["p6"], functional.max_pool2d(outputs["p5"], 1, 2), rtol=0, atol=0)
 
 
+def test_simple_pyramid_p6p7_come_from_its_own_top_level():
+    """docs/config.md: with style simple, p6 and p7 are computed from P5 (the pyramid's top level, out_channels
+    wide), not from the 768-wide stage as style fpn does when the widths differ."""
+    backbone = featx.build("vit_b_32_fpn", overrides=["device=cpu", "fpn.out_channels=32", "fpn.extra_blocks=p6p7"])
+    assert tuple(backbone.neck.extra_blocks.p6.weight.shape) == (32, 32, 3, 3) and backbone.neck.extra_blocks.use_P5
+    with torch.inference_mode():
+        outputs = backbone.eval()(torch.randn(1, 3, 64, 64))
+        blocks = backbone.neck.extra_blocks
+        p6 = blocks.p6(outputs["p5"])
+    assert_close(outputs["p6"], p6, rtol=0, atol=0)
+    assert_close(outputs["p7"], blocks.p7(functional.relu(p6)), rtol=0, atol=0)
+
+
 def _same_outputs(expected: dict, actual, atol: float = 1e-4) -> None:
     values = list(actual.values()) if isinstance(actual, dict) else list(actual)
     assert len(values) == len(expected)

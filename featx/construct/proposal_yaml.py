@@ -56,6 +56,12 @@ def _header(proposal: Proposal, command: str, notes: Sequence[str]) -> List[str]
             f"Left out between the stages: {', '.join(proposal.left_out)} (their outputs are not feature maps: "
             "auxiliary heads that the model's own forward runs in training only)."
         )
+    if proposal.ends_early:
+        lines += _comment(
+            f"The stages end before the model's own last features: {stages[-1].name} has {stages[-1].channels} "
+            f"channels, the model's num_features is {proposal.model_features} (what follows works on other shapes "
+            "than feature maps, which featx cannot slice into stages)."
+        )
     if proposal.head:
         lines += _comment(
             f"Not part of the backbone: {', '.join(proposal.head)} (the modules after the stages: pooling, classifier)."

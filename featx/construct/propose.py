@@ -50,13 +50,21 @@ class Proposal:
     """What :func:`analyse` found: the spec and what it is made of.
 
     ``left_out`` are modules inside the chain that the stages skip (auxiliary classifiers); ``head`` are the
-    root-level modules after the chain (pooling, classifier) that a backbone does not run.
+    root-level modules after the chain (pooling, classifier) that a backbone does not run. ``model_features`` is
+    the width of the model's own last features where it says (timm's ``num_features``), else ``None``.
     """
 
     spec: BackboneSpec
     stages: Tuple[StageInfo, ...]
     left_out: Tuple[str, ...]
     head: Tuple[str, ...]
+    model_features: Optional[int] = None
+
+    @property
+    def ends_early(self) -> bool:
+        """Whether the deepest stage is narrower or wider than the model's own last features: the chain of maps
+        featx found ends before them (LeViT's attention stages work on other shapes than maps)."""
+        return self.model_features is not None and self.stages[-1].channels != self.model_features
 
 
 def _feature_maps(module: nn.Module, inputs: Sequence[Tensor]) -> Optional[List[Tensor]]:
@@ -119,6 +127,7 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
     than the chain's map (a dropout after the global pool, a norm after a permute), or does not call at all, is not
     part of the chain."""
     forward_inputs, completed = _forward_inputs(model, sizes[0])
+    call_order = {path: index for index, path in enumerate(forward_inputs)}
     xs = [meta_input(size) for size in sizes]
     queue: List[Tuple[str, nn.Module]] = list(model.named_children())
     links: List[FeatureInfo] = []
@@ -134,6 +143,9 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
             # a ModuleList, or a container the forward iterates over instead of calling: its children are the chain
             queue[:0] = [(f"{path}.{name}", child) for name, child in module.named_children()]
             continue
+        if path in call_order and any(call_order.get(other, -1) > call_order[path] for other in skipped):
+            queue.insert(0, (path, module))  # a module skipped before it runs after it: it is part of the head
+            break
         given = forward_inputs.get(path, tuple(xs[0].shape))
         outputs = _feature_maps(module, xs) if called and given == tuple(xs[0].shape) else None
         if outputs is None:
@@ -231,6 +243,8 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
     if fpn is not None and not 1 <= fpn <= MAX_CHANNELS:
         raise ArgumentError(f"propose(): fpn must be a channel count in 1..{MAX_CHANNELS} or None, got {fpn}")
     model = construct_on_meta(model_name)[0].eval()
+    width = getattr(model, "num_features", None)
+    model_features = width if type(width) is int else None
     chain, input_size = _find_chain(model, model_name, min_stride)
     stages = _group_stages(chain.links, min_stride)
     token_stages = propose_token_stages(model, chain.links, default_crop_size(model_name)) if len(stages) < 2 else None
@@ -251,7 +265,7 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
             frozen_stages=frozen_stages,
             fpn=None if fpn is None else FpnSpec(out_channels=fpn, style="simple"),
         )
-        return Proposal(spec, stages, (), token_stages.head)
+        return Proposal(spec, stages, (), token_stages.head, model_features)
     if len(stages) < 2:
         strides = sorted({link.stride for link in chain.links})
         raise ArgumentError(
@@ -274,7 +288,7 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
         layout=chain.layout,
         input_size=input_size,
     )
-    return Proposal(spec, stages, chain.left_out, chain.head)
+    return Proposal(spec, stages, chain.left_out, chain.head, model_features)
 
 
 def propose(

@@ -80,6 +80,7 @@ class TokenLayout:
             self.spec.position_covers_prefix,
             resize=(self.embed_patch, self.patch),
             returns_tokens=self.embed_returns_tokens,
+            resample_like="timm" if type(model).__module__.partition(".")[0] == "timm" else "torchvision",
         )
 
 

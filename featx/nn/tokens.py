@@ -25,16 +25,22 @@ from torch.nn import functional
 Grid = Tuple[int, int]
 
 
-def resample_position(position: Tensor, prefix_count: int, grid: Grid, new_grid: Grid) -> Tensor:
+def resample_position(
+    position: Tensor, prefix_count: int, grid: Grid, new_grid: Grid, like: str = "torchvision"
+) -> Tensor:
     """``position`` (``1×(prefix_count + h·w)×C`` for ``grid`` = (h, w)) for ``new_grid``: the prefix entries
-    kept, the grid entries resampled bicubically (corners aligned, as torchvision's ``interpolate_embeddings``).
+    kept, the grid entries resampled bicubically as the library ``like`` does: ``torchvision`` with corners aligned
+    (its ``interpolate_embeddings``), ``timm`` antialiased without (its ``resample_abs_pos_embed``).
 
     There is no shortcut for ``new_grid == grid``: torch's resampling copies the values exactly then, and without a
     branch on the size an exported program stays valid for every input size."""
     channels = position.shape[-1]
     prefix, patches = position[:, :prefix_count], position[:, prefix_count:]
     patches = patches.reshape(1, grid[0], grid[1], channels).permute(0, 3, 1, 2)
-    patches = functional.interpolate(patches, size=new_grid, mode="bicubic", align_corners=True)
+    if like == "timm":
+        patches = functional.interpolate(patches, size=new_grid, mode="bicubic", antialias=True)
+    else:
+        patches = functional.interpolate(patches, size=new_grid, mode="bicubic", align_corners=True)
     patches = patches.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], channels)
     return torch.cat([prefix, patches], dim=1)
 
@@ -46,8 +52,9 @@ class TokenEmbedding(nn.Module):
     its grid is then the input size over the patch stride ``resize[0]``.
 
     ``grid`` is the patch grid ``position`` was made for; other grids get it resampled
-    (:func:`resample_position`). ``position_covers_prefix`` says whether ``position`` has entries for the prefix
-    tokens (added after they are put in front: torchvision's ViT) or only for the patches (added before).
+    (:func:`resample_position`) as the library the model's class comes from (``resample_like``) does.
+    ``position_covers_prefix`` says whether ``position`` has entries for the prefix tokens (added after they are put
+    in front: torchvision's ViT) or only for the patches (added before).
     ``resize = (patch, stride)`` resizes the image by ``patch / stride`` first (bilinear, antialiased), so a
     patch-``patch`` embedding covers ``stride`` input pixels.
     """
@@ -61,8 +68,10 @@ class TokenEmbedding(nn.Module):
         position_covers_prefix: bool = True,
         resize: Optional[Tuple[int, int]] = None,
         returns_tokens: bool = False,
+        resample_like: str = "torchvision",
     ) -> None:
         super().__init__()
+        self.resample_like = resample_like
         if returns_tokens and resize is None:
             raise ValueError("an embedding that returns tokens needs resize=(patch, stride) for its grid")
         self.returns_tokens = returns_tokens
@@ -78,7 +87,7 @@ class TokenEmbedding(nn.Module):
     def _position(self, grid: Grid) -> Tensor:
         assert self.position is not None
         covered = self.prefix_count if self.position_covers_prefix else 0
-        return resample_position(self.position, covered, self.grid, grid)
+        return resample_position(self.position, covered, self.grid, grid, self.resample_like)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.resize is not None:
