@@ -109,6 +109,11 @@ GUARDS: Dict[str, List[str]] = {
     "tasks/detection.py": ["tests/test_detection.py"],
     "models/legacy_keys.py": ["tests/test_weights.py"],
     "models/weights_enums.py": ["tests/test_weights.py"],
+    "models/meta_construction.py": ["tests/test_weights.py", "tests/test_meta_probe.py"],
+    "cli/export.py": ["tests/test_hostile_apps.py"],
+    "cli/catalog.py": ["tests/test_propose.py", "tests/test_timm.py"],
+    "cli/logs.py": ["tests/test_hydra.py"],
+    "construct/proposal_yaml.py": ["tests/test_timm_families.py", "tests/test_propose.py"],
 }
 
 MUTANTS: List[Mutant] = [
@@ -1127,6 +1132,133 @@ MUTANTS: List[Mutant] = [
         "        with torch.no_grad(), _float32_without_tf32():\n",
         "        with torch.no_grad():\n",
         "the export check compares under the user's TF32 settings",
+    ),
+    # 2026-12-05 (fifth): threads, nested builds, apps, extraction inputs, timm proposals
+    Mutant(
+        "cli/export.py",
+        "    if fixed is not None and (height, width) != (fixed[0], fixed[1]):",
+        "    if fixed is not None and (height, width) not in ((fixed[0], fixed[1]), (224, 224)):",
+        "an explicit 224x224 on a fixed-size model silently replaced",
+    ),
+    Mutant(
+        "construct/builder.py",
+        '    with _SEEDED_CONSTRUCTION, torch.random.fork_rng(devices=[]), torch.device("cpu"):',
+        '    with torch.random.fork_rng(devices=[]), torch.device("cpu"):',
+        "two threads draw from one seeded generator at once",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "    with registrations_untouched():",
+        "    with contextlib.nullcontext():",
+        "a build inside a model constructor gets meta tensors",
+    ),
+    Mutant(
+        "models/meta_construction.py",
+        "        if tensor is None or not innermost or innermost[-1] is not token:",
+        "        if tensor is None:",
+        "other threads' and nested builds' modules moved to meta",
+    ),
+    Mutant(
+        "models/meta_construction.py",
+        'with torch.device("cpu"), SkipValueWritesOnMeta(), _on_registration(lambda index, tensor: True',
+        "with SkipValueWritesOnMeta(), _on_registration(lambda index, tensor: True",
+        "RegNet under a meta default device: raw NotImplementedError",
+    ),
+    Mutant(
+        "models/weights_enums.py",
+        "    except OSError as error:  # e.g. a TORCH_HOME longer than the file system takes",
+        "    except ValueError as error:  # e.g. a TORCH_HOME longer than the file system takes",
+        "a too-long TORCH_HOME: raw OSError",
+    ),
+    Mutant(
+        "construct/plan_cache.py",
+        "    folder = user_plans_dir()  # FEATX_CACHE_DIR checked for every spec, a packaged plan's too\n",
+        "",
+        "a relative FEATX_CACHE_DIR passes for packaged plans",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "        if not str(folder).strip():",
+        "        if False:",
+        "an empty hydra.run.dir writes into the working directory",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "    return below is not None and len(below.parts) > 0 and is_own_name(below.parts[0])",
+        "    return below is not None",
+        "the user's images in an output folder inside the input dropped",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "    except (RuntimeError, OSError):  # a symbolic link loop",
+        "    except OSError:  # a symbolic link loop",
+        "a link loop in the input: raw RuntimeError",
+    ),
+    Mutant(
+        "tasks/extract/decode.py",
+        ' or (image.mode == "I" and image.format == "PPM")',
+        "",
+        "a 16-bit PGM skipped as 32-bit integer pixels",
+    ),
+    Mutant(
+        "tasks/extract/run.py",
+        '        backbone["weights"] = "local file"  # file rewritten under the same name is not\n',
+        "",
+        "the same weights at another path refused as other settings",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        "        if not any(fnmatch.fnmatchcase(name, bare) for name in names):",
+        "        if not names:",
+        "featx-list drops a pattern that matches nothing",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        "    if overrides:",
+        "    if False:",
+        "featx-list takes an override for a pattern",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    if flags.config_name is not None and _escapes(flags.config_name):",
+        "    if False:",
+        "--config-name reads any YAML file",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    if other_form is not None and missing == other_form.group(1):",
+        "    if other_form is not None:",
+        "a missing stage named like a form gets the other-form hint",
+    ),
+    Mutant(
+        "files.py",
+        '    if last in ("", ".", ".."):',
+        '    if last == "":',
+        "a path ending in /. writes a file of the folder's name",
+    ),
+    Mutant(
+        "cli/logs.py",
+        "    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:\n        quiet_other_loggers()",
+        "    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:\n        pass",
+        "a sweep prints Hydra's launcher messages",
+    ),
+    Mutant(
+        "construct/propose.py",
+        "        if path in call_order and any(call_order.get(other, -1) > call_order[path] for other in skipped):",
+        "        if False:",
+        "a classifier-head layer proposed as part of the last stage",
+    ),
+    Mutant(
+        "construct/propose.py",
+        "        return self.model_features is not None and self.stages[-1].channels != self.model_features",
+        "        return False",
+        "a proposal ending before the model's last features says nothing",
+    ),
+    Mutant(
+        "nn/tokens.py",
+        '    if like == "timm":',
+        "    if False:",
+        "timm token models resampled as torchvision does",
     ),
 ]
 
