@@ -491,7 +491,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/builder.py",
-        "        torch.default_generator.manual_seed(spec.seed)\n",
+        "            torch.default_generator.manual_seed(spec.seed)\n",
         "",
         "random init unseeded",
     ),
