@@ -1244,8 +1244,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/propose.py",
-        "        if path in call_order and any(call_order.get(other, -1) > call_order[path] for other in skipped):",
-        "        if False:",
+        "if links and path in call_order and any(",
+        "if False and any(",
         "a classifier-head layer proposed as part of the last stage",
     ),
     Mutant(

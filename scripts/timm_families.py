@@ -111,8 +111,8 @@ def main() -> None:
         "(timm's module) of at most 100 M parameters, proposed with `featx.propose` and built on the meta device.",
         "",
         f"**{proposed} of {len(rows)} families** with such a model get a backbone from `featx.propose`, "
-        f"{partly} more one that ends before the model's last features (`partly`: the rest works on other shapes "
-        f"than feature maps); {len(too_large)} families have no model that small ({', '.join(too_large) or 'none'}).",
+        f"{partly} more one that ends before the model's last features (`partly`: the rest is no chain of single "
+        f"feature maps); {len(too_large)} families have no model that small ({', '.join(too_large) or 'none'}).",
         "",
         "| family | model | proposed | stages | strides | notes |",
         "|---|---|---|---|---|---|",

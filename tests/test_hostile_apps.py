@@ -79,6 +79,12 @@ CASES = [
         r"^featx: error: --config-name \.\./\.\./\.\./\.\./\.\./\.\./etc/hosts: a config name is a name inside the",
     ),
     ("featx-export", ["-cn=/etc/hosts"], r"^featx-export: error: --config-name /etc/hosts: a config name is a name"),
+    (  # Hydra's own check raised a ValueError with a traceback
+        "featx",
+        ["-m", "backbone=resnet18,resnet34", "--cfg", "job"],
+        r"^featx: error: --multirun and --cfg: give one of --run, --multirun \(-m\), --cfg, --info, "
+        r"--shell-completion$",
+    ),
     (  # an abbreviation argparse takes
         "featx",
         ["--config-n", "/etc/hosts", "--cfg", "job"],

@@ -355,3 +355,10 @@ def test_a_sweep_prints_no_launcher_messages_unless_verbose(workdirs):
     assert "[HYDRA]" not in quiet.stdout + quiet.stderr and quiet.stdout.startswith("featx backbone=resnet18 ")
     verbose = _run_app([*sweep, "-v"], cwd, tmp)
     assert verbose.returncode == 0 and "[HYDRA] Launching 2 jobs locally" in verbose.stdout
+
+
+def test_hydras_version_is_printed_once(workdirs):
+    """featx reads the command line with Hydra's own parser first, whose --version printed the version there too."""
+    cwd, tmp = workdirs
+    result = _run_app(["--version"], cwd, tmp)
+    assert result.returncode == 0 and result.stdout.count("Hydra ") == 1, result.stdout

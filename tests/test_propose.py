@@ -71,6 +71,58 @@ def test_propose_opens_containers_and_skips_side_branches():
     assert [stage.paths for stage in maxvit.stages][1:] == [("blocks.1",), ("blocks.2",), ("blocks.3",)]
 
 
+class _HeadRegisteredFirst(torch.nn.Module):
+    """Registers its pooling and classifier before its stages, and runs them last."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.global_pool, self.fc = torch.nn.AdaptiveAvgPool2d(1), torch.nn.Linear(64, 10)
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.MaxPool2d(2))
+        self.layer1, self.layer2 = torch.nn.Conv2d(16, 32, 3, 2, 1), torch.nn.Conv2d(32, 64, 3, 2, 1)
+
+    def forward(self, x):
+        return self.fc(self.global_pool(self.layer2(self.layer1(self.stem(x)))).flatten(1))
+
+
+class _HeadConvRegisteredLate(torch.nn.Module):
+    """timm's LowFormer: a head convolution registered after the pooling, run before it (not a feature stage)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.MaxPool2d(2))
+        self.layer1, self.layer2 = torch.nn.Conv2d(16, 32, 3, 2, 1), torch.nn.Conv2d(32, 64, 3, 2, 1)
+        self.global_pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.in_conv, self.fc = torch.nn.Conv2d(64, 256, 1), torch.nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.fc(self.global_pool(self.in_conv(self.layer2(self.layer1(self.stem(x))))).flatten(1))
+
+
+def test_propose_follows_the_forward_where_registration_order_differs():
+    """A module skipped after the chain began that runs after a later module marks that module as head (timm's
+    LowFormer gave its 1,536-wide head convolution as part of c5); a head registered before the stages does not cut
+    the chain (a first version of that rule refused such a model)."""
+    import timm
+
+    def featx_test_head_first(pretrained=False, **kwargs):
+        return _HeadRegisteredFirst(**kwargs)
+
+    def featx_test_head_conv_late(pretrained=False, **kwargs):
+        return _HeadConvRegisteredLate(**kwargs)
+
+    timm.models.register_model(featx_test_head_first)
+    timm.models.register_model(featx_test_head_conv_late)
+    first = analyse("timm:featx_test_head_first")
+    assert [(stage.name, stage.paths, stage.channels) for stage in first.stages] == [
+        ("c2", ("stem",), 16),
+        ("c3", ("layer1",), 32),
+        ("c4", ("layer2",), 64),
+    ]
+    late = analyse("timm:featx_test_head_conv_late")
+    assert [stage.paths for stage in late.stages] == [("stem",), ("layer1",), ("layer2",)]
+    assert (late.left_out, late.head) == ((), ("global_pool", "in_conv", "fc"))
+
+
 def test_propose_with_fpn_and_frozen_stages():
     spec = featx.propose("mobilenet_v3_small", fpn=64, frozen_stages=2)
     backbone = featx.build(spec, overrides=["device=cpu"]).eval()

@@ -389,6 +389,40 @@ def test_a_timm_token_model_at_other_sizes_equals_timms_own_resampling(tmp_path)
             actual = backbone(x)[last]
             tokens = reference.forward_features(x)[:, reference.num_prefix_tokens :]
         torch.testing.assert_close(actual, tokens.transpose(1, 2).reshape(actual.shape), rtol=1e-5, atol=1e-5)
+    # in bfloat16 (no antialiased bicubic kernel for it: resampled in float32 and back, as timm does)
+    x = torch.randn(1, 3, 256, 256, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        actual = backbone.to(torch.bfloat16)(x)[last]
+        tokens = reference.to(torch.bfloat16).forward_features(x)[:, reference.num_prefix_tokens :]
+    torch.testing.assert_close(actual, tokens.transpose(1, 2).reshape(actual.shape), rtol=0, atol=0)
+
+
+class _SubclassedVisionTransformer(timm.models.vision_transformer.VisionTransformer):
+    """A user's subclass of timm's ViT: its forward is still timm's."""
+
+
+def test_a_subclass_of_a_timm_model_resamples_as_timm_does(tmp_path):
+    """The rule was chosen by the module of the model's own class: a subclass defined elsewhere got torchvision's."""
+
+    def featx_test_subclassed_hybrid(pretrained=False, **kwargs):
+        model = timm.create_model("vit_tiny_r_s16_p8_224", **kwargs)
+        model.__class__ = _SubclassedVisionTransformer
+        return model
+
+    timm.models.register_model(featx_test_subclassed_hybrid)
+    torch.manual_seed(1)
+    reference = timm.create_model("featx_test_subclassed_hybrid", dynamic_img_size=True).eval()
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    torch.save(reference.state_dict(), tmp_path / "sub.pth")
+    spec = featx.propose("timm:featx_test_subclassed_hybrid")
+    backbone = featx.build(spec, overrides=["device=cpu", f"weights={tmp_path / 'sub.pth'}", "norm=eval"]).eval()
+    x = torch.randn(1, 3, 256, 320)
+    with torch.inference_mode():
+        actual = backbone(x)[list(spec["stages"])[-1]]
+        tokens = reference.forward_features(x)[:, reference.num_prefix_tokens :]
+    torch.testing.assert_close(actual, tokens.transpose(1, 2).reshape(actual.shape), rtol=1e-5, atol=1e-5)
 
 
 def test_a_fixed_size_vit_at_another_size_names_that_size():

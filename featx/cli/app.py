@@ -81,6 +81,8 @@ _failed_jobs: List[str] = []
 _jobs_run: List[int] = []
 #: spec nodes that are null unless set: a plain override below them is passed to Hydra as ``++`` (set or add)
 _NULLABLE_NODES = ("backbone.fpn.", "backbone.tokens.")
+#: Hydra's options of which a command line takes one
+_MODES = ("run", "multirun", "cfg", "info", "shell_completion")
 #: the exit status of an app stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
 INTERRUPTED = 130
 #: Hydra's switch that raises its errors instead of printing them (featx makes them one line)
@@ -159,8 +161,8 @@ def hydra_flags(arguments: Sequence[str]) -> argparse.Namespace:
     """The command line's options as Hydra's own argument parser reads them (``--config-n`` is ``--config-name``,
     as argparse takes any unambiguous abbreviation); none where it cannot parse them (Hydra then says why)."""
     parser = get_args_parser()
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
+    try:  # --version and a parse error print (and exit) here too: Hydra says it once
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return parser.parse_known_args(list(arguments))[0]
     except SystemExit:
         return parser.parse_known_args([])[0]
@@ -498,6 +500,9 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     set_verbose(any(flag in given for flag in VERBOSE_FLAGS))
     given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
     flags = hydra_flags(given)
+    modes = [f"--{name.replace('_', '-')}" for name in _MODES if getattr(flags, name)]
+    if len(modes) > 1:  # Hydra's own check raises a ValueError with a traceback
+        fail(app, f"{' and '.join(modes)}: give one of --run, --multirun (-m), --cfg, --info, --shell-completion")
     check_config_name(app, flags)
     overrides = parsed_overrides(app, given)
     check_sweep_size(app, overrides)

@@ -59,8 +59,8 @@ def _header(proposal: Proposal, command: str, notes: Sequence[str]) -> List[str]
     if proposal.ends_early:
         lines += _comment(
             f"The stages end before the model's own last features: {stages[-1].name} has {stages[-1].channels} "
-            f"channels, the model's num_features is {proposal.model_features} (what follows works on other shapes "
-            "than feature maps, which featx cannot slice into stages)."
+            f"channels, the model's num_features is {proposal.model_features} (what follows is no chain of single "
+            "feature maps featx can slice into stages: other shapes, or several maps fused)."
         )
     if proposal.head:
         lines += _comment(

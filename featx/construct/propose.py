@@ -143,8 +143,8 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
             # a ModuleList, or a container the forward iterates over instead of calling: its children are the chain
             queue[:0] = [(f"{path}.{name}", child) for name, child in module.named_children()]
             continue
-        if path in call_order and any(call_order.get(other, -1) > call_order[path] for other in skipped):
-            queue.insert(0, (path, module))  # a module skipped before it runs after it: it is part of the head
+        if links and path in call_order and any(call_order.get(other, -1) > call_order[path] for other in skipped):
+            queue.insert(0, (path, module))  # a module skipped after the chain began runs after it: it is head
             break
         given = forward_inputs.get(path, tuple(xs[0].shape))
         outputs = _feature_maps(module, xs) if called and given == tuple(xs[0].shape) else None

@@ -80,8 +80,13 @@ class TokenLayout:
             self.spec.position_covers_prefix,
             resize=(self.embed_patch, self.patch),
             returns_tokens=self.embed_returns_tokens,
-            resample_like="timm" if type(model).__module__.partition(".")[0] == "timm" else "torchvision",
+            resample_like="timm" if _from_timm(model) else "torchvision",
         )
+
+
+def _from_timm(model: nn.Module) -> bool:
+    """Whether ``model``'s class is, or derives from, one of timm's (whose forward resamples as timm does)."""
+    return any(cls.__module__.partition(".")[0] == "timm" for cls in type(model).__mro__)
 
 
 def _find_parameter(model: nn.Module, path: str, *key: str) -> nn.Parameter:

@@ -37,8 +37,9 @@ def resample_position(
     channels = position.shape[-1]
     prefix, patches = position[:, :prefix_count], position[:, prefix_count:]
     patches = patches.reshape(1, grid[0], grid[1], channels).permute(0, 3, 1, 2)
-    if like == "timm":
-        patches = functional.interpolate(patches, size=new_grid, mode="bicubic", antialias=True)
+    if like == "timm":  # in float32 and back, as timm does (no antialiased bicubic kernel for half types)
+        resampled = functional.interpolate(patches.float(), size=new_grid, mode="bicubic", antialias=True)
+        patches = resampled.to(patches.dtype)
     else:
         patches = functional.interpolate(patches, size=new_grid, mode="bicubic", align_corners=True)
     patches = patches.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], channels)
