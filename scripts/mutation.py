@@ -81,9 +81,9 @@ GUARDS: Dict[str, List[str]] = {
     ],
     "cli/report.py": ["tests/test_report.py"],
     "nn/fpn.py": ["tests/test_neck.py", "tests/test_reference_equality.py"],
-    "nn/tokens.py": ["tests/test_vit.py"],
+    "nn/tokens.py": ["tests/test_vit.py", "tests/test_timm.py"],
     "nn/simple_pyramid.py": ["tests/test_vit.py"],
-    "construct/token_layout.py": ["tests/test_hostile_spec.py", "tests/test_vit.py"],
+    "construct/token_layout.py": ["tests/test_hostile_spec.py", "tests/test_vit.py", "tests/test_timm.py"],
     "construct/propose_tokens.py": ["tests/test_propose.py"],
     "tasks/extract/store.py": [
         "tests/test_hostile_extract.py",
