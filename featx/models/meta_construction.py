@@ -55,7 +55,6 @@ def _on_registration(
     """
     counter = itertools.count()
     token = object()
-    blocks = _open_blocks.__dict__.setdefault("stack", [])
 
     def decide(module: nn.Module, name: str, tensor: Optional[Tensor]) -> Optional[Tensor]:
         innermost = getattr(_open_blocks, "stack", None)  # this thread's blocks: another thread's are not there
@@ -73,26 +72,29 @@ def _on_registration(
         Callable[..., None], decide
     )  # torch types hooks as returning None; a returned tensor replaces the original
     handles = (register_module_parameter_registration_hook(hook), register_module_buffer_registration_hook(hook))
-    blocks.append(token)
     try:
-        yield
+        with _innermost(token):
+            yield
     finally:
-        blocks.remove(token)
         for handle in handles:
             handle.remove()
 
 
 @contextlib.contextmanager
-def registrations_untouched() -> Iterator[None]:
-    """Inside the block, the :func:`_on_registration` blocks this thread has open leave registrations alone (a
-    backbone built inside a model's constructor, which featx itself is constructing)."""
+def _innermost(token: object) -> Iterator[None]:
+    """``token`` on top of this thread's stack of open blocks while inside."""
     blocks = _open_blocks.__dict__.setdefault("stack", [])
-    token = object()
     blocks.append(token)
     try:
         yield
     finally:
         blocks.remove(token)
+
+
+def registrations_untouched() -> contextlib.AbstractContextManager[None]:
+    """Inside the block, the :func:`_on_registration` blocks this thread has open leave registrations alone (a
+    backbone built inside a model's constructor, which featx itself is constructing)."""
+    return _innermost(object())
 
 
 #: in-place ops that only write values: on a meta tensor (which has none) they can be skipped. The ``torch.nn.init``
