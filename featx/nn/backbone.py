@@ -26,7 +26,7 @@ from featx.nn.freezing import apply_norm_policy, keep_eval_modes, set_stage_froz
 from featx.nn.reinit import reinit_
 from featx.nn.tokens import tokens_to_map
 from featx.spec.keys import key_path, suggest
-from featx.spec.limits import MAX_CHANNELS
+from featx.spec.limits import MAX_CHANNELS, real_value
 from featx.spec.schema import BackboneSpec
 
 
@@ -342,10 +342,7 @@ def _check_arguments(stages: object, stage_info: object, spec: object, in_channe
 
 def _positive_finite(value: object, key: str) -> float:
     """``value`` as a float if it is a positive finite real number (numpy's too), else ArgumentError naming ``key``."""
-    try:
-        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
-    except OverflowError:  # an int past a float's range
-        number = math.inf
+    number = real_value(value)
     if not 0 < number < math.inf:
         raise ArgumentError(f"param_groups(): {key} must be a positive finite number, got {value!r:.80}")
     return number

@@ -8,6 +8,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Dict
 
 from featx.errors import ArgumentError, SpecError
@@ -104,3 +106,14 @@ def check_batch_pixels(key: str, batch_size: int, height: int, width: int, size_
             f"{key}: a batch of {batch_size} inputs of {height}x{width} is more than {MAX_BATCH_PIXELS} pixels; "
             f"lower {where}.batch_size or {size_key}"
         )
+
+
+def real_value(value: object) -> float:
+    """``value`` as a float if it is a real number (not a bool; numpy's too): an int past a float's range is
+    ``inf``, anything else ``nan``, so one ``math.isfinite`` check refuses both. Example: ``real_value(2) == 2.0``."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf

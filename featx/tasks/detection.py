@@ -25,7 +25,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from featx.errors import ArgumentError
 from featx.nn.backbone import Backbone
-from featx.spec.limits import MAX_SIDE
+from featx.spec.limits import MAX_SIDE, real_value
 
 # style -> (anchor size per unit of stride, anchor sizes per octave, aspect ratios): torchvision's defaults
 ANCHOR_STYLES: Dict[str, Tuple[float, int, Tuple[float, ...]]] = {
@@ -78,10 +78,7 @@ def _number(value: object, what: str, caller: str) -> float:
     """``value`` as a finite real number (not a bool; numpy and one-element torch numbers too), else
     :class:`ArgumentError` naming ``what``."""
     value = _scalar(value)
-    try:
-        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
-    except OverflowError:  # an int past a float's range
-        number = math.inf
+    number = real_value(value)
     if not math.isfinite(number):
         raise ArgumentError(f"{caller}(): {what} must be a finite number, got {value!r:.80}")
     return number
