@@ -219,6 +219,12 @@ CASES = [
         ["export.path=notes.txt/", "export.overwrite=true"],
         r"^featx-export: error: export\.path: 'notes\.txt/' ends in '/', so it names a folder; give a file path$",
     ),
+    (  # '-' is standard output on a command line (featx-propose --output - writes there), not a file named '-'
+        "featx-export",
+        ["export.path=-"],
+        r"^featx-export: error: export\.path: '-' would mean standard output, which featx-export does not write to; "
+        r"give a file path \(\./- for a file named '-'\)$",
+    ),
     ("featx-export", ["export.format=pickle", "export.path=a.pt"], r"export\.format: 'pickle' is unknown \(valid: "),
     ("featx-export", ["export.path=notes.txt", "backbone=resnet18"], r"notes\.txt"),
     # featx-extract's keys

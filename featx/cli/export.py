@@ -36,6 +36,12 @@ def run(cfg: DictConfig) -> None:
     options = cfg.export  # every key set and of its type (app_task checked)
     if options.format not in FORMATS:
         fail(APP, f"export.format: {options.format!r} is unknown (valid: {', '.join(FORMATS)})")
+    if options.path == "-":  # the usual "standard output" of a command line; a model file is written to a path
+        fail(
+            APP,
+            "export.path: '-' would mean standard output, which featx-export does not write to; give a file "
+            "path (./- for a file named '-')",
+        )
     with reported_errors(APP):
         file_path_argument(options.path, "export.path")
         check_batch_shape("export", options.batch_size, *_given_or(options, (EXPORT_SIZE, EXPORT_SIZE)))
