@@ -91,6 +91,20 @@ CASES = [
         r"^featx: error: --config-name /etc/hosts: a config name is a name",
     ),
     ("featx", ["backbone='~/evil'"], r"^featx: error: backbone=~/evil: a config choice is a name"),
+    # a --cfg package the config lacks (Hydra says so without the prefix or the valid keys)
+    (
+        "featx",
+        ["--cfg", "job", "-p", "inpt"],
+        r"^featx: error: --package \(-p\) inpt: no such key in the --cfg job config; did you mean input\? "
+        r"\(valid: backbone, input, run\)$",
+    ),
+    ("featx", ["--cfg", "hydra", "-p", "input"], r"^featx: error: --package \(-p\) input: no such key in the --cfg "),
+    (
+        "featx-export",
+        ["--cfg", "job", "--package", "export.heigth"],
+        r"^featx-export: error: --package \(-p\) export\.heigth: unknown key \(valid here: format, path, height, ",
+    ),
+    ("featx", ["--cfg", "job", "-p", "backbone.stage"], r"^featx: error: --package \(-p\) backbone\.stage: unknown "),
     # what Hydra's grammar does not take
     ("featx", ["backbone=~/evil"], r"^featx: error: backbone=~/evil: not an override in Hydra's grammar"),
     ("featx", ["input.height=[1,2"], r"^featx: error: input\.height=\[1,2: not an override in Hydra's grammar"),

@@ -179,6 +179,23 @@ def check_config_name(app: str, flags: argparse.Namespace) -> None:
         )
 
 
+def check_package(app: str, flags: argparse.Namespace, schema: type) -> None:
+    """Refuse a ``--cfg ... --package`` (``-p``) key that the shown config lacks: Hydra says so without featx's
+    prefix or the valid keys. Keys below a node the schema does not type (a stage's name) are left to Hydra."""
+    package = flags.package
+    if not flags.cfg or package is None or package == "_global_":
+        return
+    keys = list(typing.get_type_hints(schema))
+    shown = {"job": keys, "hydra": ["hydra"]}.get(flags.cfg, [*keys, "hydra"])
+    first = package.split(".")[0]
+    if first not in shown:
+        where = f"no such key in the --cfg {flags.cfg} config{suggest(first, shown)}"
+        fail(app, f"--package (-p) {shortened(package)}: {where} (valid: {', '.join(shown)})")
+    problem = None if first == "hydra" else _problem_with(package, schema, [])
+    if problem is not None:
+        fail(app, f"--package (-p) {problem}")
+
+
 def parsed_overrides(app: str, arguments: Sequence[str]) -> List[Tuple[str, Override]]:
     """Each override of the command line (flags left out) with its parse by Hydra's grammar."""
     overrides = [argument for argument in arguments if not argument.startswith("-") and "=" in argument]
@@ -504,6 +521,7 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     if len(modes) > 1:  # Hydra's own check raises a ValueError with a traceback
         fail(app, f"{' and '.join(modes)}: give one of --run, --multirun (-m), --cfg, --info, --shell-completion")
     check_config_name(app, flags)
+    check_package(app, flags, schema)
     overrides = parsed_overrides(app, given)
     check_sweep_size(app, overrides)
     custom_roots = flags.config_dir is not None or flags.config_path is not None
