@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -358,3 +359,44 @@ def test_a_stage_whose_stride_is_no_power_of_two_is_refused():
         "7, not a power of two (stride 8 would grow them by 12); featx measures strides as powers of two, which name "
         "and size the levels (p2 = stride 4 ... p5 = stride 32)"
     )
+
+
+class _ClashingNames(nn.Module):
+    """``a.b`` and ``a_b`` (one name in a stage's container), and a child named ``append`` (nn.Sequential's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(OrderedDict(b=nn.Conv2d(3, 3, 3, padding=1)))
+        self.a_b = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.append = nn.Conv2d(8, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(self.append(self.a_b(self.a(x))))
+
+
+def featx_test_clashing_names(pretrained=False, **kwargs):
+    return _ClashingNames()
+
+
+@pytest.mark.parametrize(
+    "modules, message",
+    [
+        (  # both members were named a_b: the container kept 'a_b' only and the stage skipped 'a.b' silently
+            ["a.b", "a_b"],
+            r"'a\.b' and 'a_b' would both be named 'a_b' in the stage \(a member is named by its path, '\.' as '_'\); "
+            r"list a module that holds both instead$",
+        ),
+        (  # torch's KeyError: attribute 'append' already exists
+            ["a", "a_b", "append"],
+            r"'append' would be named 'append' in the stage, a name nn\.Sequential uses itself; list the module that ",
+        ),
+    ],
+)
+def test_member_paths_that_cannot_be_named_in_the_stage_are_refused(modules, message):
+    timm = pytest.importorskip("timm")
+    if "featx_test_clashing_names" not in timm.list_models():
+        timm.models.register_model(featx_test_clashing_names)
+    stages = {"s1": {"modules": modules}, "s2": {"modules": ["c"]}}
+    with pytest.raises(featx.SpecError, match=r"^backbone\.stages\.s1\.modules: " + message):
+        featx.build({"model": "timm:featx_test_clashing_names", "device": "cpu", "stages": stages})

@@ -87,6 +87,15 @@ def test_no_stage_may_take_the_necks_name():
         featx.build(resnet18_spec(stages=stages, fpn={"out_channels": 16}))
 
 
+@pytest.mark.parametrize("name", ["training", "keys", "forward", "_modules"])
+def test_no_stage_may_take_a_name_of_the_stages_container(name):
+    """backbone.stages is an nn.ModuleDict: torch raised a raw KeyError for a stage named like one of its attributes."""
+    stages = {name: {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, "c3": {"modules": ["layer2"]}}
+    pattern = rf"^backbone\.stages\.{name}: '{name}' is a name of nn\.ModuleDict's own \(backbone\.stages holds the "
+    with pytest.raises(featx.SpecError, match=pattern + r"stages\); give the stage another name$"):
+        featx.build(resnet18_spec(stages=stages))
+
+
 def test_param_groups_reject_bad_rates():
     with pytest.raises(featx.ArgumentError, match=r"^param_groups\(\): lr must be a positive finite number, got 0\.0$"):
         featx.build(resnet18_spec()).param_groups(0.0)

@@ -90,10 +90,37 @@ def _check_disjoint(members: List[StageMembers]) -> None:
                 if path == owned or path.startswith(owned + ".") or owned.startswith(path + "."):
                     where = "listed twice in this stage" if owner == stage.name else f"in stage {owner!r} too"
                     raise SpecError(
-                        key_path("stages", stage.name, "slice" if "[" in stage.covers else "modules"),
+                        _member_key(stage),
                         f"{path!r} overlaps {owned!r} ({where}); a module belongs to one stage, once",
                     )
             owners[path] = stage.name
+
+
+def _member_key(stage: StageMembers) -> str:
+    return key_path("stages", stage.name, "slice" if "[" in stage.covers else "modules")
+
+
+def _check_child_names(members: List[StageMembers]) -> None:
+    """A stage's container names each member by its path with ``.`` as ``_``: two paths that give one name would
+    keep one module only, and a name ``nn.Sequential`` has as an attribute cannot be a child's."""
+    container = nn.Sequential()
+    for stage in members:
+        named: Dict[str, str] = {}
+        for path in stage.paths:
+            child = path.replace(".", "_")
+            if child in named:
+                raise SpecError(
+                    _member_key(stage),
+                    f"{named[child]!r} and {path!r} would both be named {child!r} in the stage (a member is named "
+                    "by its path, '.' as '_'); list a module that holds both instead",
+                )
+            if hasattr(container, child):
+                raise SpecError(
+                    _member_key(stage),
+                    f"{path!r} would be named {child!r} in the stage, a name nn.Sequential uses itself; list the "
+                    "module that holds it instead",
+                )
+            named[child] = path
 
 
 def resolve_members(model: nn.Module, spec: BackboneSpec) -> List[StageMembers]:
@@ -113,6 +140,7 @@ def resolve_members(model: nn.Module, spec: BackboneSpec) -> List[StageMembers]:
             find_module(model, path, key_path("stages", name, f"modules[{position}]"))
         members.append(StageMembers(name, tuple(modules), ", ".join(modules)))
     _check_disjoint(members)
+    _check_child_names(members)
     return members
 
 

@@ -69,6 +69,7 @@ class Backbone(nn.Module):
     ) -> None:
         super().__init__()
         _check_arguments(stages, stage_info, spec, in_channels, copied)
+        _check_stage_names(stages)
         self.stages = nn.ModuleDict({name: apply_norm_policy(stage, spec.norm) for name, stage in stages.items()})
         self.spec = spec
         self.stage_info: Tuple[StageInfo, ...] = tuple(stage_info)
@@ -337,6 +338,19 @@ def _check_arguments(stages: object, stage_info: object, spec: object, in_channe
     ):
         raise ArgumentError(
             f"Backbone(): copied must be a list of stage names ({', '.join(stages)}), got {copied!r:.80}"
+        )
+
+
+def _check_stage_names(stages: Mapping[str, nn.Module]) -> None:
+    """SpecError for a stage name ``nn.ModuleDict`` has as an attribute (``training``, ``keys``): ``bb.stages``
+    holds the stages, and torch cannot add a module under such a name."""
+    container = nn.ModuleDict()
+    taken = next((name for name in stages if hasattr(container, name)), None)
+    if taken is not None:
+        raise SpecError(
+            key_path("stages", taken),
+            f"{taken!r} is a name of nn.ModuleDict's own (backbone.stages holds the stages); give the stage another "
+            "name",
         )
 
 
