@@ -269,6 +269,22 @@ def test_a_safetensors_header_error_does_not_repeat_the_file(tmp_path):
     assert "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" not in message
 
 
+@pytest.mark.parametrize("name", ["bbfile", "DEFAULT"])
+def test_a_file_without_a_suffix_is_recorded_as_a_file_and_saves_again(tmp_path, monkeypatch, name):
+    """A bare word is a weights enum name: load("DEFAULT") recorded weights: DEFAULT (ImageNet's weights, fetched by
+    featx.build(bb.spec)), and load("bbfile") a name save() refused as resnet18's."""
+    monkeypatch.chdir(tmp_path)
+    backbone = _trained()
+    featx.save(backbone, name)
+    loaded = featx.load(name)
+    assert loaded.spec.weights == f"./{name}"
+    featx.save(loaded, "again.pt")
+    rebuilt = featx.build(loaded.spec)
+    assert all(
+        torch.equal(a, b) for a, b in zip(backbone.state_dict().values(), rebuilt.state_dict().values(), strict=True)
+    )
+
+
 def test_the_same_spec_accepts_the_checkpoint_through_build(tmp_path):
     backbone = _trained()
     path = featx.save(backbone, tmp_path / "bb.pt")

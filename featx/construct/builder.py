@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import threading
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
@@ -181,14 +182,15 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
         raise WeightsError(
             f"{path} has no featx spec (it was not written by featx.save); build a spec with weights: {path} instead"
         )
-    saved_spec = dict(checkpoint.saved["spec"], weights=str(path), reinit=[])
+    weights = str(path) if is_weights_file(str(path)) else os.path.join(os.curdir, path)  # ./DEFAULT: a file
+    saved_spec = dict(checkpoint.saved["spec"], weights=weights, reinit=[])
     try:
         spec = load_spec(saved_spec)  # the file's own spec, its errors attributed to the file
     except SpecError as error:
         raise error.with_origin(str(path)) from None
     if overrides:
         spec = load_spec(saved_spec, overrides)
-    if spec.weights != str(path):
+    if spec.weights != weights:
         raise ArgumentError(
             f"load(): overrides may not change weights (got {spec.weights!r}): the checkpoint {path} is the weights; "
             "to build its spec with other weights, pass the spec to featx.build"
