@@ -496,6 +496,13 @@ def test_featx_propose_writes_a_timm_file_that_builds(tmp_path):
     assert [(i.name, i.channels) for i in backbone.feature_info] == [("p2", 32), ("p3", 32), ("p4", 32), ("p5", 32)]
 
 
+def test_a_vit_whose_blocks_take_a_rotary_embedding_is_not_proposed():
+    """vit_pe_spatial's forward gives each block the rope embedding as well: the proposal was written, and its own
+    build refused it (stages pass one tensor on); the proposer refuses it as it does vit_pe_core."""
+    with pytest.raises(featx.ArgumentError, match=r"^propose\(\): 'timm:vit_pe_spatial_tiny_patch16_512' gives fewer "):
+        featx.propose("timm:vit_pe_spatial_tiny_patch16_512")
+
+
 def test_featx_list_timm_needs_patterns_and_takes_them_with_the_prefix(capsys):
     with pytest.raises(SystemExit) as exit_:
         catalog.main(["--timm"])

@@ -174,6 +174,8 @@ def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo], crop: i
         stage_specs[name] = StageSpec(modules=list(paths)) if last and after else StageSpec(slice=[first, end])
         member_paths[name] = paths
     used = {embed, *(call.path for call in before), *blocks, *after}
+    if any(first_calls[path].extra_arguments for path in used if path in first_calls):
+        return None  # a block called with more than its input (a rotary embedding): the stages pass one tensor on
     head = tuple(
         dict.fromkeys(call.path.split(".")[0] for call in level if call.path not in used and "." not in call.path)
     )
