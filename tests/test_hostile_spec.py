@@ -565,6 +565,41 @@ FILE_CASES = [
         r"key 'modules' is given twice at line 4",
     ),
     ("merge-of-a-scalar", "a.yaml", b"model: resnet18\nstages: {<<: 5}\n", r"not valid YAML"),
+    # values the safe loader makes but a spec cannot hold: OmegaConf's message named neither the file nor the line,
+    # and a mapping or list as a key was a raw TypeError
+    (
+        "date",
+        "a.yaml",
+        b"model: resnet18\nweights: 2001-12-14\n",
+        r"a\.yaml: backbone: not a spec value: a date or time \(a spec holds strings, numbers, true/false, null, lists "
+        r"and mappings; quote it to give a string\) at line 2, column 10$",
+    ),
+    ("set", "a.yaml", b"model: resnet18\nout_features: !!set {a}\n", r"a\.yaml: backbone: not a spec value: a set "),
+    (
+        "bytes",
+        "a.yaml",
+        b"model: resnet18\nweights: !!binary aGVsbG8=\n",
+        r"a\.yaml: backbone: not a spec value: bytes",
+    ),
+    (
+        "omap",
+        "a.yaml",
+        b"model: resnet18\nstages: !!omap [c2: 1]\n",
+        r"a\.yaml: backbone: not a spec value: an ordered",
+    ),
+    ("null-key", "a.yaml", b"model: resnet18\nstages: {null: 1}\n", r"a\.yaml: backbone: not a spec value: an empty "),
+    (
+        "list-key",
+        "a.yaml",
+        b"model: resnet18\n? [1]\n: 2\n",
+        r"a\.yaml: backbone: not a spec value: a list as a key at",
+    ),
+    (
+        "mapping-key",
+        "a.yaml",
+        b"model: resnet18\n? {a: 1}\n: 2\n",
+        r"a\.yaml: backbone: not a spec value: a dict as a ",
+    ),
     ("utf16", "a.yaml", "model: resnet18\n".encode("utf-16"), r"UTF-8"),
     ("latin1", "a.yaml", "model: r\xe9snet\n".encode("latin-1"), r"UTF-8"),
     ("binary", "a.yaml", bytes(range(256)) * 4, r"UTF-8|YAML"),

@@ -27,9 +27,34 @@ _SAFE_BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
+class _NotSpecData(yaml.constructor.ConstructorError):
+    """A value YAML's safe loader makes but a spec cannot hold (a date, a set, bytes, an empty key)."""
+
+
+#: the tags of the safe loader's values a spec has no use for, and what to call them
+_REFUSED_TAGS = {
+    "tag:yaml.org,2002:timestamp": "a date or time",
+    "tag:yaml.org,2002:set": "a set (!!set)",
+    "tag:yaml.org,2002:binary": "bytes (!!binary)",
+    "tag:yaml.org,2002:omap": "an ordered mapping (!!omap)",
+    "tag:yaml.org,2002:pairs": "a list of pairs (!!pairs)",
+}
+
+
+def _refuse(loader: Any, node: yaml.Node) -> None:
+    raise _NotSpecData(
+        None,
+        None,
+        f"{_REFUSED_TAGS[node.tag]} (a spec holds strings, numbers, true/false, null, lists and mappings; quote it "
+        "to give a string)",
+        node.start_mark,
+    )
+
+
 class _UniqueKeyLoader(_SAFE_BASE):
     """The safe loader, refusing a mapping that gives one of its own keys twice (YAML would silently keep the
-    last); keys merged in with ``<<: *anchor`` may be given again, as YAML's merge key means."""
+    last) or an empty (null) key, and values a spec cannot hold (:data:`_REFUSED_TAGS`); keys merged in with
+    ``<<: *anchor`` may be given again, as YAML's merge key means."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
         seen = set()
@@ -37,12 +62,19 @@ class _UniqueKeyLoader(_SAFE_BASE):
             if key_node.tag == _MERGE_TAG:
                 continue
             key = self.construct_object(key_node, deep=True)
+            if key is None or isinstance(key, (list, dict)):
+                what = "an empty (null) key" if key is None else f"a {type(key).__name__} as a key"
+                raise _NotSpecData(None, None, what, key_node.start_mark)
             if isinstance(key, (str, int, float, bool)) and key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {quoted(key)} is given twice", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+for _tag in _REFUSED_TAGS:
+    _UniqueKeyLoader.add_constructor(_tag, _refuse)
 
 
 def yaml_problem(error: yaml.YAMLError) -> str:
@@ -79,6 +111,8 @@ def read_spec_file(path: Path) -> Dict[str, Any]:
         ) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _NotSpecData as error:
+        raise SpecError(ROOT_KEY, f"not a spec value: {yaml_problem(error)}", origin=origin) from None
     except yaml.YAMLError as error:
         raise SpecError(ROOT_KEY, f"not valid YAML: {yaml_problem(error)}", origin=origin) from None
     except RecursionError:
