@@ -1,5 +1,6 @@
 """Hydra-grammar overrides applied to plain spec data, with Hydra's public override parser and OmegaConf's public
-``update``, so ``featx.build(..., overrides=[...])`` reads overrides exactly as the ``featx`` app's command line does.
+``update``, so ``featx.build(..., overrides=[...])`` reads overrides in the grammar of the ``featx`` app's command
+line; a mapping value replaces the node (the apps' composition merges it in, see docs/python.md).
 
 Example::
 
