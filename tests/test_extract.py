@@ -142,6 +142,28 @@ def test_features_equal_the_backbone_on_each_image_and_bad_files_are_listed(imag
     assert re.fullmatch(r"[0-9a-f]{32}", json.loads(config)["collection"])
 
 
+def test_a_shard_record_stays_within_its_budget_and_reads_back(tmp_path, weights_file, monkeypatch):
+    """Long paths in a big shard made a record past the size the reader takes (64 MiB; shard_size may be 1,000,000):
+    the run wrote a shard it then refused, after all the work, and every rerun failed the same way. The writer
+    starts a new shard at the record budget (made small here), whatever shard_size says."""
+    monkeypatch.setattr("featx.tasks.extract.run.SHARD_RECORD_BUDGET", 700)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = [folder / f"{index}{'x' * 150}.png" for index in range(7)]
+    for index, path in enumerate(paths):
+        _save_image(path, "RGB", seed=index)
+    for index in range(4):  # skipped files are entries of a record too
+        (folder / f"{index}{'y' * 150}.txt").write_text("not an image")
+    extract(_spec(weights_file), _options(folder, tmp_path / "out", shard_size=1000, batch_size=3))
+    shards = FeatureStore(tmp_path / "out").shards()
+    assert len(shards) > 1
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as handle:
+            record = json.loads(handle.metadata()[METADATA_KEY])
+        assert len(json.dumps(record["images"])) + len(json.dumps(record["skipped"])) <= 700, shard.name
+    assert sorted(path for path, _ in featx.read_features(tmp_path / "out")) == sorted(map(str, paths))
+
+
 @pytest.mark.parametrize("pooling", ["avg", "max"])
 def test_pooling_reduces_each_map_to_one_vector(images, tmp_path, weights_file, pooling):
     spec = _spec(weights_file)

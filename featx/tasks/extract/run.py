@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -50,7 +51,7 @@ from featx.tasks.extract.device_decode import (
     collate_jpegs,
 )
 from featx.tasks.extract.listing import Identity, ImageListing, file_identity, find_images
-from featx.tasks.extract.store import FeatureStore
+from featx.tasks.extract.store import SHARD_RECORD_BUDGET, FeatureStore
 from featx.tasks.extract.transforms import TRANSFORMS, ImageTransform, image_transform, resolve_transform_name
 
 POOLINGS = ("none", "avg", "max")
@@ -225,9 +226,15 @@ def _pool(features: Tensor, pooling: str) -> Tensor:
     return features
 
 
+def _entry_bytes(entry: object) -> int:
+    """The size of ``entry`` in a shard's JSON record (with its separator)."""
+    return len(json.dumps(entry)) + 2
+
+
 class _ShardBuffer:
     """Rows waiting to be written; every ``shard_size`` images become one shard of this rank, fewer where their
-    features would pass :data:`MAX_SHARD_BYTES` (full maps: ``pooling: none``)."""
+    features would pass :data:`MAX_SHARD_BYTES` (full maps: ``pooling: none``) or their file entries (long paths)
+    the shard record's :data:`SHARD_RECORD_BUDGET`, which the reader's bound on a record keeps readable."""
 
     def __init__(self, store: FeatureStore, rank: int, shard_size: int) -> None:
         self.store, self.rank, self.shard_size = store, rank, shard_size
@@ -236,6 +243,8 @@ class _ShardBuffer:
         self.images: List[Tuple[str, Identity]] = []
         self.skipped: List[Tuple[str, str, Optional[Identity]]] = []
         self.fallbacks: Dict[str, str] = {}
+        self.image_bytes: List[int] = []  # each buffered image's entries in the record (its fallback's too)
+        self.skipped_bytes = 0
 
     def add(
         self,
@@ -244,16 +253,35 @@ class _ShardBuffer:
         skipped: List[Tuple[str, str, Optional[Identity]]],
         fallbacks: Dict[str, str],
     ) -> None:
+        for path, reason, identity in skipped:
+            size = _entry_bytes([path, reason, list(identity) if identity else None])
+            if self.skipped and self.skipped_bytes + size > SHARD_RECORD_BUDGET:
+                self.flush(0)
+            self.skipped.append((path, reason, identity))
+            self.skipped_bytes += size
         self.images += images
-        self.skipped += skipped
         self.fallbacks.update(fallbacks)
+        self.image_bytes += [
+            _entry_bytes([path, *identity]) + (_entry_bytes([path, fallbacks[path]]) if path in fallbacks else 0)
+            for path, identity in images
+        ]
         for name, rows in features.items():
             self.chunks.setdefault(name, []).append(rows)
         if features and len(images):
             per_image = sum(rows[0].numel() * rows.element_size() for rows in features.values())
             self.shard_size = min(self.shard_size, max(1, MAX_SHARD_BYTES // max(per_image, 1)))
-        while len(self.images) >= self.shard_size:
-            self.flush(self.shard_size)
+        while len(self.images) >= self.shard_size or self.skipped_bytes + sum(self.image_bytes) > SHARD_RECORD_BUDGET:
+            self.flush(min(self.shard_size, self._fitting()))
+
+    def _fitting(self) -> int:
+        """How many buffered images fit in one record beside the buffered skipped files (one at least, when no
+        skipped file is buffered: a record always takes one entry)."""
+        total = self.skipped_bytes
+        for count, size in enumerate(self.image_bytes):
+            total += size
+            if total > SHARD_RECORD_BUDGET:
+                return count if count or self.skipped else 1
+        return len(self.image_bytes)
 
     def flush(self, count: Optional[int] = None) -> None:
         """Write the first ``count`` buffered images (all: ``None``) and every buffered skipped file as a shard."""
@@ -268,6 +296,7 @@ class _ShardBuffer:
         self.sequence += 1
         self.chunks = {name: [t[count:]] for name, t in merged.items() if len(t) > count}
         self.images, self.skipped = self.images[count:], []
+        self.image_bytes, self.skipped_bytes = self.image_bytes[count:], 0
 
 
 def _local_weights_identity(spec: BackboneSpec) -> Optional[Identity]:
@@ -457,7 +486,7 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
             if rank == 0 and (str(path), listing.identities.get(str(path))) not in done
         ]
         buffer = _ShardBuffer(store, rank, options.shard_size)
-        buffer.skipped += not_images
+        buffer.add([], {}, not_images, {})
         for path, reason, _ in not_images:
             log.warning("skipped %s: %s", path, reason)
         start = time.perf_counter()

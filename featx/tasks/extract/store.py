@@ -65,6 +65,8 @@ _PARTIAL_NAME = re.compile(r"^\.shard-r\d{3,9}-\d{5,9}\.safetensors\.[A-Za-z0-9_
 _MANIFEST_SHARD = re.compile(rf"^{SHARD_DIR}/shard-r\d{{3,9}}-\d{{5,9}}\.safetensors$")
 #: a record read back is refused past this size (a shard's metadata, the settings file, one manifest line)
 _MAX_RECORD_BYTES = 64 << 20
+#: the most bytes of file entries a writer puts in one shard's record: half the size read back, for the rest of it
+SHARD_RECORD_BUDGET = _MAX_RECORD_BYTES // 2
 #: how many shards read_features keeps open at once, per rank that wrote shards
 _OPEN_SHARDS = 4
 
