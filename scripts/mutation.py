@@ -740,7 +740,7 @@ MUTANTS: List[Mutant] = [
     Mutant(
         "tasks/extract/decode.py",
         "        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):\n"
-        "            raise SkippedImage(NOT_REGULAR)\n",
+        "            raise SkippedImage(NOT_REGULAR, before)\n",
         "",
         "a pipe in place of a listed file is read",
     ),
@@ -954,7 +954,7 @@ MUTANTS: List[Mutant] = [
     Mutant(
         "tasks/extract/decode.py",
         "        except MemoryError:\n            raise  # not the file's fault",
-        "        except MemoryError as error:\n            return index, None, failure_reason(error), identity  #",
+        "        except MemoryError as error:\n            return index, None, *failure(error, identity)  #",
         "a MemoryError while decoding recorded as an unreadable image for good",
     ),
     Mutant(

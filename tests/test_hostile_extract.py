@@ -28,8 +28,9 @@ from torchvision import transforms
 import featx
 from featx.errors import ArgumentError, FeatxError
 from featx.spec.apps import ExtractOptions
-from featx.tasks.extract.listing import NOT_REGULAR, find_images
+from featx.tasks.extract.listing import NOT_REGULAR, file_identity, find_images
 from featx.tasks.extract.run import extract
+from featx.tasks.extract.store import FeatureStore
 
 SIZE = 32
 SPEC_OVERRIDES = ["device=cpu", "stages={c2:{modules:[conv1,bn1,relu,maxpool,layer1]},c3:{modules:[layer2]}}"]
@@ -45,6 +46,12 @@ def _options(source, output, **changes) -> ExtractOptions:
     )
     settings.update(changes)
     return ExtractOptions(**settings)
+
+
+def _sparse_file(path: Path, size: int) -> None:
+    """A file of ``size`` bytes that takes no disk space (a hole)."""
+    with path.open("wb") as handle:
+        handle.truncate(size)
 
 
 def _save_rgb(path: Path, seed: int, size=(40, 36)) -> None:
@@ -376,6 +383,11 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
         ("float.tiff", lambda p: Image.fromarray(np.ones((8, 8), np.float32)).save(p), r"floating-point pixels"),
         ("int32.tiff", lambda p: Image.fromarray(np.ones((8, 8), np.int32)).save(p), r"32-bit integer pixels"),
         ("notes.txt", lambda p: p.write_text("hello"), r"not an image file \(extension '.txt'\)"),
+        (  # left out of the manifest (recorded without its identity), and read again by every rerun
+            "huge.png",
+            lambda p: _sparse_file(p, (1 << 30) + 1),
+            r"^1073741825 bytes is larger than the 1073741824 an image file may have$",
+        ),
         ("noextension", lambda p: p.write_bytes(_png_bytes()), r"not an image file \(extension 'none'\)"),
     ],
 )
@@ -387,6 +399,28 @@ def test_files_that_are_not_usable_images_are_skipped_with_the_reason(photos, tm
     assert (summary.images, list(skipped)) == (3, [name])
     assert re.search(reason, skipped[name]) and " at 0x" not in skipped[name], skipped[name]
     assert folder_state(photos) == before
+
+
+def test_a_file_too_large_stays_skipped_and_one_that_could_not_be_read_is_listed_and_retried(photos, tmp_path):
+    """A skip that holds while the file is unchanged (too large) is recorded with its identity: a rerun has nothing
+    to do. One that may not hold next time (the file could not be read) has no identity: the manifest still lists it
+    with the reason, and a rerun reads it again."""
+    huge = photos / "huge.png"
+    _sparse_file(huge, (1 << 30) + 1)
+    summary = extract(_spec(), _options(photos, tmp_path / "out"))
+    assert (summary.images, summary.skipped, summary.processed) == (3, 1, 4)
+    assert extract(_spec(), _options(photos, tmp_path / "out")).processed == 0
+    huge.unlink()
+    _save_rgb(photos / "locked.png", 7)
+    store = FeatureStore(tmp_path / "out")
+    reason = "cannot be read (PermissionError: [Errno 13] Permission denied)"
+    store.write_shard(0, store.next_sequence(0), {}, [], [(str(photos / "locked.png"), reason, None)])
+    current = {str(path): file_identity(path) for path in photos.iterdir()}
+    assert store.write_manifest(current) == (3, 1)
+    assert _manifest(tmp_path / "out")[0] == {"path": str(photos / "locked.png"), "identity": None, "skipped": reason}
+    assert len(dict(featx.read_features(tmp_path / "out"))) == 3
+    summary = extract(_spec(), _options(photos, tmp_path / "out"))
+    assert (summary.images, summary.skipped, summary.processed) == (4, 0, 1)
 
 
 def test_an_image_just_within_the_proportions_is_extracted(photos, tmp_path):

@@ -52,7 +52,13 @@ Item = Tuple[int, Optional[Tensor], str, Optional[Identity]]
 
 
 class SkippedImage(Exception):
-    """Why a file is skipped (raised and caught inside :class:`ImageFiles`)."""
+    """Why a file is skipped (raised and caught inside :class:`ImageFiles`), with the identity it was read at where
+    the reason holds as long as the file is unchanged (too large, not a regular file): recorded so, a rerun leaves
+    it skipped rather than read it again."""
+
+    def __init__(self, reason: str, identity: Optional[Identity] = None) -> None:
+        super().__init__(reason)
+        self.identity = identity
 
 
 def read_image_file(path: Path) -> Tuple[bytes, Identity]:
@@ -62,14 +68,14 @@ def read_image_file(path: Path) -> Tuple[bytes, Identity]:
     if before is None:
         raise SkippedImage("cannot be read (it is gone or not accessible)")
     if before[0] > MAX_IMAGE_BYTES:
-        raise SkippedImage(f"{before[0]} bytes is larger than the {MAX_IMAGE_BYTES} an image file may have")
+        raise SkippedImage(f"{before[0]} bytes is larger than the {MAX_IMAGE_BYTES} an image file may have", before)
     try:  # without blocking: a pipe put in a file's place after the listing must not stall the run
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as error:
         raise SkippedImage(f"cannot be read ({type(error).__name__}: {first_line(error)})") from None
     with os.fdopen(descriptor, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise SkippedImage(NOT_REGULAR)
+            raise SkippedImage(NOT_REGULAR, before)
         data = handle.read(before[0] + 1)  # one byte more: a file that grew is seen (never MAX_IMAGE_BYTES at once)
     if file_identity(path) != before or len(data) != before[0]:
         raise SkippedImage("it changed while being read; a rerun extracts it")
@@ -109,12 +115,13 @@ def decode_with_pillow(data: bytes, transform: ImageTransform) -> Tensor:
         return transform(decoded(image))
 
 
-def failure_reason(error: Exception) -> str:
-    """Why a file is skipped, from what reading or decoding it raised (the same file, the same words, every run)."""
+def failure(error: Exception, identity: Optional[Identity]) -> Tuple[str, Optional[Identity]]:
+    """Why a file is skipped, from what reading or decoding it raised (the same file, the same words, every run),
+    and the identity to record it with: the one it was read at (None where it could not be read: a rerun retries)."""
     if isinstance(error, SkippedImage):
-        return str(error)
+        return str(error), identity or error.identity
     message = _OBJECT_ADDRESS.sub("", first_line(error))  # no memory addresses: they differ in every run
-    return f"unreadable image ({type(error).__name__}: {message})"
+    return f"unreadable image ({type(error).__name__}: {message})", identity
 
 
 class ImageFiles(Dataset):
@@ -135,7 +142,7 @@ class ImageFiles(Dataset):
         except MemoryError:
             raise  # not the file's fault: the run stops, nothing is recorded for the file, and a rerun retries it
         except Exception as error:  # noqa: BLE001 - any decoder failure is a skipped image, never a crashed run
-            return index, None, failure_reason(error), identity
+            return index, None, *failure(error, identity)
 
 
 @dataclass

@@ -39,7 +39,7 @@ from featx.tasks.extract.decode import (
     ImageFiles,
     check_proportions,
     decode_with_pillow,
-    failure_reason,
+    failure,
     read_image_file,
 )
 from featx.tasks.extract.listing import Identity
@@ -145,7 +145,7 @@ class JpegFiles(ImageFiles):
         except MemoryError:
             raise  # not the file's fault: the run stops and a rerun retries it (as ImageFiles does)
         except Exception as error:  # noqa: BLE001 - any reader or decoder failure is a skipped image
-            return index, None, failure_reason(error), identity, ""
+            return index, None, *failure(error, identity), ""
 
 
 @dataclass
@@ -239,7 +239,7 @@ class DeviceJpegDecoder:
             try:
                 image = decode_with_pillow(data.numpy().tobytes(), self.transform)
             except Exception as error:  # noqa: BLE001 - neither decoder reads it: a skipped image
-                failures.append((index, failure_reason(error), identity))
+                failures.append((index, *failure(error, identity)))
                 continue
             images[index] = image.to(self.device, non_blocking=True), identity
             fallbacks[index] = f"the {self.device.type} decoder failed ({type(result).__name__}: {first_line(result)})"

@@ -422,11 +422,18 @@ class FeatureStore:
 
     def write_manifest(self, current: Mapping[str, Optional[Identity]]) -> Tuple[int, int]:
         """Rebuild ``featx-manifest.jsonl``: each file of ``current`` (path → identity now) with the shard record that
-        matches its identity (files changed since they were read, or gone, are left out). Returns (images, skipped)."""
+        matches its identity (files changed since they were read, or gone, are left out), or else the latest reason
+        it was skipped without one (it could not be read: a rerun retries it). Returns (images, skipped)."""
         dtype = (self.settings() or {}).get("dtype")
         shapes: Dict[str, Dict[str, List[int]]] = {}
         entries: Dict[str, Dict[str, Any]] = {}
-        for stored in self.stored_files():
+        stored_files = self.stored_files()
+        unread = {
+            stored.path: {"path": stored.path, "identity": None, "skipped": stored.reason}
+            for stored in stored_files
+            if stored.reason and stored.identity is None and current.get(stored.path) is not None
+        }
+        for stored in stored_files:
             if stored.path in entries or stored.path not in current or current[stored.path] != stored.identity:
                 continue
             identity = list(stored.identity) if stored.identity else None
@@ -446,6 +453,7 @@ class FeatureStore:
             }
             if stored.fallback:
                 entries[stored.path]["decoded_on_cpu"] = stored.fallback
+        entries = {**unread, **entries}
         text = "".join(json.dumps(entries[path]) + "\n" for path in sorted(entries))
         write_atomically(
             self.root / MANIFEST_FILE, lambda p: p.write_text(text, encoding="utf-8"), overwrite=True, what=OUTPUT_KEY
