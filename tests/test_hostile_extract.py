@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -421,6 +422,66 @@ def test_a_file_too_large_stays_skipped_and_one_that_could_not_be_read_is_listed
     assert len(dict(featx.read_features(tmp_path / "out"))) == 3
     summary = extract(_spec(), _options(photos, tmp_path / "out"))
     assert (summary.images, summary.skipped, summary.processed) == (4, 0, 1)
+
+
+def _without_permission_override() -> List[str]:
+    """A command prefix under which a folder without permissions cannot be listed: none for a user; for root, its
+    capabilities to bypass file permissions dropped (setpriv)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root without setpriv lists any folder")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+def test_a_folder_that_cannot_be_listed_is_skipped_with_the_reason_not_left_out_silently(photos, tmp_path):
+    """os.walk leaves out a folder it cannot list without a word: its images were missing from the manifest and the
+    counts, as if the folder did not exist."""
+    locked = photos / "locked"
+    locked.mkdir()
+    _save_rgb(locked / "inside.png", 9)
+    locked.chmod(0)
+    code = (
+        "import sys, featx; from featx.spec.apps import ExtractOptions; from featx.tasks.extract.run import extract\n"
+        "spec = featx.load_spec('resnet18', overrides=sys.argv[3:])\n"
+        f"options = ExtractOptions(input=sys.argv[1], output=sys.argv[2], size=[{SIZE}, {SIZE}], workers=0, "
+        "progress=False)\n"
+        "summary = extract(spec, options); print(summary.images, summary.skipped)\n"
+    )
+    try:
+        done = subprocess.run(
+            [*_without_permission_override(), sys.executable, "-c", code, str(photos), str(tmp_path / "out")]
+            + SPEC_OVERRIDES,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        locked.chmod(0o755)
+    assert done.stdout.split() == ["3", "1"], done.stderr[-3000:]
+    skipped = {entry["path"]: entry["skipped"] for entry in _manifest(tmp_path / "out") if "skipped" in entry}
+    assert skipped == {str(locked): "a folder that cannot be listed (PermissionError: Permission denied)"}
+    locked.chmod(0)
+    try:  # the input folder itself: refused, not "holds no files"
+        listed = subprocess.run(
+            [*_without_permission_override(), sys.executable, "-c", _LIST_CODE, str(locked)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        locked.chmod(0o755)
+    assert re.fullmatch(
+        r"extract\.input: '.*locked' is a folder that cannot be listed \(PermissionError: Permission denied\)\n",
+        listed.stdout,
+    ), listed.stderr[-3000:]
+
+
+_LIST_CODE = (
+    "import sys\nfrom featx.errors import ArgumentError\nfrom featx.tasks.extract.listing import find_images\n"
+    "try:\n    find_images(sys.argv[1])\nexcept ArgumentError as error:\n    print(error)\n"
+)
 
 
 def test_an_image_just_within_the_proportions_is_extracted(photos, tmp_path):

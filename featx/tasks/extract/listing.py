@@ -68,9 +68,15 @@ def _split_pattern(source: str) -> Tuple[Path, str]:
     return Path(*parts[:fixed]) if fixed else Path("."), str(Path(*parts[fixed:]))
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    """Every file and link below ``folder``; linked folders are listed as entries, not descended into."""
-    for root, folders, files in os.walk(folder, followlinks=False):
+def _walk(folder: Path, unlisted: List[Tuple[Path, str]]) -> Iterator[Path]:
+    """Every file and link below ``folder``; linked folders are listed as entries, not descended into. A folder that
+    cannot be listed (no permission) is added to ``unlisted`` with why (os.walk leaves it out silently)."""
+
+    def note(error: OSError) -> None:
+        reason = f"a folder that cannot be listed ({type(error).__name__}: {error.strerror or error})"
+        unlisted.append((Path(error.filename), reason))
+
+    for root, folders, files in os.walk(folder, onerror=note, followlinks=False):
         for name in files + [name for name in folders if os.path.islink(os.path.join(root, name))]:
             yield Path(root) / name
 
@@ -80,7 +86,7 @@ def _is_pattern(source: str) -> bool:
     return any(character in source for character in GLOB_CHARACTERS) and not Path(source).expanduser().is_dir()
 
 
-def _candidates(source: str, key: str) -> List[Path]:
+def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List[Path]:
     if _is_pattern(source):
         base, pattern = _split_pattern(source)
         # pathlib's glob never follows linked folders for ** (glob.glob does, into loops)
@@ -92,8 +98,10 @@ def _candidates(source: str, key: str) -> List[Path]:
     path = Path(source).expanduser()
     if not path.is_dir():
         raise ArgumentError(f"{key}: {source!r} is neither a folder nor a glob pattern (use *, ? or [ ] for one)")
-    found = list(_walk(path))
-    if not found:
+    found = list(_walk(path, unlisted))
+    if unlisted and unlisted[0][0] == path:
+        raise ArgumentError(f"{key}: {source!r} is {unlisted[0][1]}")
+    if not found and not unlisted:
         raise ArgumentError(f"{key}: the folder {source!r} holds no files")
     return found
 
@@ -135,7 +143,8 @@ def find_images(source: str, key: str = "extract.input", exclude: Optional[Path]
     images: List[Path] = []
     skipped: List[Tuple[Path, str]] = []
     identities: Dict[str, Optional[Identity]] = {}
-    for file in sorted({Path(os.path.abspath(candidate)) for candidate in _candidates(source, key)}):
+    unlisted: List[Tuple[Path, str]] = []
+    for file in sorted({Path(os.path.abspath(candidate)) for candidate in _candidates(source, key, unlisted)}):
         if _left_out(file, folder):
             continue
         identities[str(file)] = file_identity(file)
@@ -149,6 +158,10 @@ def find_images(source: str, key: str = "extract.input", exclude: Optional[Path]
             images.append(file)
         else:
             skipped.append((file, f"not an image file (extension {file.suffix or 'none'!r})"))
+    for folder_path, reason in unlisted:
+        absolute = Path(os.path.abspath(folder_path))
+        identities[str(absolute)] = file_identity(absolute)
+        skipped.append((absolute, reason))
     if not images:
         raise ArgumentError(f"{key}: {source!r} holds no image files ({len(skipped)} other files)")
-    return ImageListing(images, skipped, identities)
+    return ImageListing(images, sorted(skipped), identities)
