@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from featx.errors import ArgumentError
-from featx.spec.limits import quoted
+from featx.spec.limits import quoted, unknown_home
 
 #: what :func:`write_atomically`'s temporary files are called: ``.<target name>.<host>-<pid>-<random>.partial``
 PARTIAL_SUFFIX = ".partial"
@@ -117,14 +117,31 @@ def _new_partial(path: Path, what: str) -> Path:
 
 
 def path_argument(value: object, what: str) -> Path:
-    """``value`` as a :class:`Path`; :class:`ArgumentError` naming ``what`` unless it is a ``str`` or path-like that
-    is not empty. Example: ``path = path_argument(path, "save(): path")``."""
+    """``value`` as a :class:`Path`, a leading ``~`` expanded (as in spec files and ``weights``);
+    :class:`ArgumentError` naming ``what`` unless it is a ``str`` or path-like that is not empty.
+    Example: ``path = path_argument(path, "save(): path")``."""
     text = _fspath(value) if isinstance(value, (str, os.PathLike)) else None
     if not text or "\0" in text:
         raise ArgumentError(
             f"{what} must be a file system path (a str or pathlib.Path, without NUL characters), got {value!r:.80}"
         )
-    return Path(text)
+    home = unknown_home(text)
+    if home is not None:
+        raise ArgumentError(f"{what}: {home}")
+    return Path(text).expanduser()
+
+
+def utf8_path(path: Path, what: str) -> Path:
+    """``path`` if its bytes are UTF-8; :class:`ArgumentError` naming ``what`` otherwise (safetensors opens UTF-8
+    paths only: a file written under another name could not be read back). Example: ``utf8_path(out, "p")``."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise ArgumentError(
+            f"{what}: {shown!r} is not valid UTF-8, and safetensors opens UTF-8 paths only; rename it"
+        ) from None
+    return path
 
 
 def file_path_argument(value: object, what: str) -> Path:

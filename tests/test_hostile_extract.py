@@ -1089,3 +1089,36 @@ def test_files_of_one_size_and_time_whose_names_were_swapped_are_redone(tmp_path
         with Image.open(folder / name) as image:
             expected = _reference(_spec(), image.convert("RGB"))
         torch.testing.assert_close(stored[name]["c3"], expected["c3"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_home_folder_in_the_output_is_expanded_as_in_the_input(photos, tmp_path, monkeypatch):
+    """extract.input expanded ~ and extract.output did not: extract.output='~/feats' made a folder named ~ in the
+    working directory (which a later rm -rf ~ would not spare)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    summary = extract(_spec(), _options(photos, "~/feats"))
+    assert summary.images == 3 and not (tmp_path / "~").exists()
+    assert len(dict(featx.read_features("~/feats"))) == 3
+    assert (tmp_path / "home" / "feats" / "featx-manifest.jsonl").is_file()
+
+
+@pytest.mark.parametrize("key", ["input", "output"])
+def test_a_home_folder_of_no_user_is_named(photos, tmp_path, key):
+    """Path.expanduser raised a raw RuntimeError ("Could not determine home directory")."""
+    paths = {"input": str(photos), "output": str(tmp_path / "out"), key: "~featx-no-such-user/x"}
+    pattern = rf"^extract\.{key}: '~featx-no-such-user/x' starts with '~featx-no-such-user', a user without a known "
+    with pytest.raises(ArgumentError, match=pattern):
+        extract(_spec(), _options(paths["input"], paths["output"]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_safetensors_cannot_open_is_refused_before_any_work(photos, tmp_path):
+    """safetensors opens UTF-8 paths only: shards were written under a non-UTF-8 folder name, then refused as
+    unreadable (advising to delete them), in this run and every rerun."""
+    output = Path(os.fsdecode(bytes(tmp_path) + b"/o\xff"))
+    with pytest.raises(ArgumentError, match=r"^extract\.output: '.*/o\\\\xff' is not valid UTF-8, and safetensors "):
+        extract(_spec(), _options(photos, output))
+    assert not output.exists()
+    with pytest.raises(ArgumentError, match=r"^read_features\(\): output_dir: '.*/o\\\\xff' is not valid UTF-8"):
+        featx.read_features(output)

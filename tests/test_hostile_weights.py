@@ -568,3 +568,44 @@ def test_a_file_holding_two_state_dicts_is_refused_naming_them(tmp_path):
     )
     torch.save({"epoch": 3, "state_dict": _state(0)}, path)  # one: taken, as before
     assert featx.build({**SPEC, "weights": str(path)}).stages["c2"][0].weight.shape == (64, 3, 7, 7)
+
+
+def test_paths_take_a_home_folder_as_spec_files_and_weights_do(tmp_path, monkeypatch):
+    """featx.build('~/spec.yaml') and weights: ~/w.pth expanded ~; featx.save and featx.load took it literally."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    backbone = featx.build(resnet18_spec())
+    assert featx.save(backbone, "~/bb.pt") == tmp_path / "bb.pt"
+    assert not (tmp_path / "~").exists()
+    loaded = featx.load("~/bb.pt")
+    pairs = zip(backbone.state_dict().values(), loaded.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+
+@pytest.mark.parametrize(
+    "call, pattern",
+    [
+        (lambda: featx.build("~featx-no-such-user/spec.yaml"), r"^backbone: '~featx-no-such-user/spec\.yaml' starts"),
+        (
+            lambda: featx.build(resnet18_spec(weights="~featx-no-such-user/w.pth")),
+            r"^backbone\.weights: '~featx-no-such-user/w\.pth' starts with '~featx-no-such-user', a user without a ",
+        ),
+        (
+            lambda: featx.save(featx.build(resnet18_spec()), "~featx-no-such-user/bb.pt"),
+            r"^save\(\): path: '~featx-no-such-user/bb\.pt' starts with",
+        ),
+        (lambda: featx.load("~featx-no-such-user/bb.pt"), r"^load\(\): path: '~featx-no-such-user/bb\.pt' starts"),
+    ],
+)
+def test_a_home_folder_of_no_user_is_named(call, pattern):
+    """Path.expanduser raised a raw RuntimeError ("Could not determine home directory")."""
+    with pytest.raises((ArgumentError, SpecError), match=pattern):
+        call()
+
+
+def test_a_safetensors_name_safetensors_cannot_open_is_refused_before_writing(tmp_path):
+    """featx.save wrote a .safetensors file under a non-UTF-8 name that featx.load could then not open."""
+    path = Path(os.fsdecode(bytes(tmp_path) + b"/bb\xff.safetensors"))
+    with pytest.raises(ArgumentError, match=r"^save\(\): path: '.*/bb\\\\xff\.safetensors' is not valid UTF-8, and "):
+        featx.save(featx.build(resnet18_spec()), path)
+    assert list(tmp_path.iterdir()) == []

@@ -35,7 +35,7 @@ from featx.construct.weights import (
     torch_load_file,
 )
 from featx.errors import ArgumentError, WeightsError
-from featx.files import file_path_argument, flag_argument, write_atomically
+from featx.files import file_path_argument, flag_argument, utf8_path, write_atomically
 from featx.models.registry import library_version
 from featx.spec.keys import key_path
 from featx.spec.load import load_spec
@@ -194,6 +194,8 @@ def write_backbone_file(backbone: nn.Module, path: PathLike, *, overwrite: bool 
     if not isinstance(spec, BackboneSpec):
         raise ArgumentError(f"save(): expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
     path = file_path_argument(path, "save(): path")
+    if is_safetensors_path(path):
+        utf8_path(path, "save(): path")
     flag_argument(overwrite, "save(): overwrite")
     if any(tensor.is_meta for tensor in backbone.state_dict().values()):
         raise ArgumentError(

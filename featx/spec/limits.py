@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
 
 from featx.errors import ArgumentError, SpecError
 from featx.spec.keys import key_path
@@ -117,3 +119,15 @@ def real_value(value: object) -> float:
         return float(value)
     except OverflowError:
         return math.inf
+
+
+def unknown_home(path: str) -> Optional[str]:
+    """Why ``path``'s leading ``~user`` cannot be expanded (no such user, or no home folder), else None: featx
+    expands ``~`` in the paths it is given. Example: ``unknown_home("~nosuch/a.pth")``."""
+    if not path.startswith("~"):
+        return None
+    try:
+        Path(path).expanduser()
+    except RuntimeError:
+        return f"{quoted(path)} starts with {path.split(os.sep)[0]!r}, a user without a known home folder"
+    return None

@@ -15,7 +15,16 @@ from typing import List, Optional, Sequence, Tuple
 
 from featx.errors import SpecError
 from featx.spec.keys import key_path, suggest
-from featx.spec.limits import MAX_CHANNELS, MAX_SEED, MAX_SIDE, MAX_STAGE_MODULES, MAX_STAGES, quoted, shortened
+from featx.spec.limits import (
+    MAX_CHANNELS,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STAGE_MODULES,
+    MAX_STAGES,
+    quoted,
+    shortened,
+    unknown_home,
+)
 from featx.spec.schema import (
     DEVICE_CHOICES,
     EXTRA_BLOCKS,
@@ -180,6 +189,9 @@ def validate_spec(spec: BackboneSpec) -> None:
         )
     _validate_stages(spec)
     _validate_outputs(spec)
+    home = unknown_home(spec.weights) if spec.weights is not None else None
+    if home is not None:
+        raise SpecError(key_path("weights"), home)
     if not 0 <= spec.seed <= MAX_SEED:
         raise SpecError(key_path("seed"), f"must be in 0..{MAX_SEED} (it seeds the random init), got {spec.seed}")
     _check_choice(spec.norm, NORM_POLICIES, "norm")

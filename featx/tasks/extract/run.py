@@ -35,12 +35,13 @@ from tqdm import tqdm
 from featx.construct.builder import build
 from featx.construct.device import resolve_device
 from featx.errors import ArgumentError, FeatxError, InputShapeError, WeightsError
+from featx.files import path_argument, utf8_path
 from featx.models.published_weights import published_weights_file, published_weights_id
 from featx.models.weights_enums import is_weights_file
 from featx.nn.backbone import Backbone
 from featx.spec.apps import ExtractOptions
 from featx.spec.keys import suggest
-from featx.spec.limits import MAX_BATCH, MAX_SIDE, check_batch_pixels
+from featx.spec.limits import MAX_BATCH, MAX_SIDE, check_batch_pixels, unknown_home
 from featx.spec.schema import BackboneSpec
 from featx.tasks.extract.decode import ImageBatch, ImageFiles, collate_images
 from featx.tasks.extract.device_decode import (
@@ -84,6 +85,9 @@ def check_options(options: ExtractOptions) -> None:
         value = getattr(options, key)
         if not isinstance(value, str) or not value or value == MISSING:
             raise ArgumentError(f"extract.{key}: missing; give a {'folder or glob' if key == 'input' else 'folder'}")
+        home = unknown_home(value)
+        if home is not None:
+            raise ArgumentError(f"extract.{key}: {home}")
     for key, choices in (
         ("pooling", POOLINGS),
         ("dtype", tuple(DTYPES)),
@@ -430,6 +434,9 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
     :class:`ArgumentError` for bad options, an empty input, or an output folder holding other features.
     """
     check_options(options)
+    # ~ as in extract.input (a shell leaves it in extract.output=~/feats), and a name safetensors can open again
+    output = utf8_path(path_argument(options.output, "extract.output"), "extract.output")
+    options = dataclasses.replace(options, output=str(output))
     if os.path.lexists(options.output) and not Path(options.output).is_dir():
         raise ArgumentError(f"extract.output: {options.output} exists and is not a folder")
     if Path(options.input).is_dir() and os.path.abspath(options.input) == os.path.abspath(options.output):

@@ -49,7 +49,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from featx.errors import ArgumentError, FeatxError
-from featx.files import path_argument, write_atomically
+from featx.files import path_argument, utf8_path, write_atomically
 from featx.spec.limits import quoted
 from featx.tasks.extract.listing import Identity
 from featx.tasks.extract.names import CONFIG_FILE, INFO_FILE, LOCK_FILE, MANIFEST_FILE, SHARD_DIR
@@ -508,7 +508,7 @@ def read_features(
     Example: ``dict(featx.read_features("out", outputs=["p5"]))``.
     """
     who = "read_features()"
-    root = path_argument(output_dir, f"{who}: output_dir")
+    root = utf8_path(path_argument(output_dir, f"{who}: output_dir"), f"{who}: output_dir")
     record = FeatureStore(root).record(who) if root.is_dir() else None
     if record is None:
         raise FeatxError(f"{who}: {root} has no {INFO_FILE}: it is not a featx-extract output folder")
