@@ -131,15 +131,20 @@ def path_argument(value: object, what: str) -> Path:
     return Path(text).expanduser()
 
 
+def printable_path(path: os.PathLike[str] | str) -> str:
+    """``path`` as text any stream or log file writes: bytes of its name that are not UTF-8 (held in a ``str`` as
+    surrogates) shown as ``\\xff``. Example: ``log.warning("skipped %s", printable_path(path))``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def utf8_path(path: Path, what: str) -> Path:
     """``path`` if its bytes are UTF-8; :class:`ArgumentError` naming ``what`` otherwise (safetensors opens UTF-8
     paths only: a file written under another name could not be read back). Example: ``utf8_path(out, "p")``."""
     try:
         os.fsencode(path).decode("utf-8")
     except UnicodeDecodeError:
-        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
         raise ArgumentError(
-            f"{what}: {shown!r} is not valid UTF-8, and safetensors opens UTF-8 paths only; rename it"
+            f"{what}: {printable_path(path)!r} is not valid UTF-8, and safetensors opens UTF-8 paths only; rename it"
         ) from None
     return path
 

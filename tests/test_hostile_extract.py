@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -1122,3 +1123,19 @@ def test_an_output_folder_safetensors_cannot_open_is_refused_before_any_work(pho
     assert not output.exists()
     with pytest.raises(ArgumentError, match=r"^read_features\(\): output_dir: '.*/o\\\\xff' is not valid UTF-8"):
         featx.read_features(output)
+
+
+def test_a_skipped_file_whose_name_is_not_utf8_is_logged(photos, tmp_path, capsys):
+    """A log file (Hydra's extract.log) writes UTF-8: the name's stray byte failed the write ("--- Logging error ---"
+    and a traceback on stderr) and the warning was lost."""
+    (photos / os.fsdecode(b"bad\xff.png")).write_bytes(b"")
+    handler = logging.FileHandler(tmp_path / "extract.log", encoding="utf-8")
+    logger = logging.getLogger("featx.extract")
+    logger.addHandler(handler)
+    try:
+        extract(_spec(), _options(photos, tmp_path / "out"))
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert "Logging error" not in capsys.readouterr().err
+    assert "bad\\xff.png: unreadable image" in (tmp_path / "extract.log").read_text(encoding="utf-8")

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from featx.construct.builder import build
 from featx.construct.device import resolve_device
 from featx.errors import ArgumentError, FeatxError, InputShapeError, WeightsError
-from featx.files import path_argument, utf8_path
+from featx.files import path_argument, printable_path, utf8_path
 from featx.models.published_weights import published_weights_file, published_weights_id
 from featx.models.weights_enums import is_weights_file
 from featx.nn.backbone import Backbone
@@ -394,7 +394,7 @@ def _run_batches(
                 features = {name: _pool(maps[name], options.pooling).to("cpu", dtype) for name in outputs}
             skipped = [(str(paths[index]), reason, identity) for index, reason, identity in batch.failures]
             for path, reason, _ in skipped:
-                log.warning("skipped %s: %s", path, reason)
+                log.warning("skipped %s: %s", printable_path(path), reason)
             images = [
                 (str(paths[index]), identity) for index, identity in zip(batch.indices, batch.identities, strict=True)
             ]
@@ -495,7 +495,7 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         buffer = _ShardBuffer(store, rank, options.shard_size)
         buffer.add([], {}, not_images, {})
         for path, reason, _ in not_images:
-            log.warning("skipped %s: %s", path, reason)
+            log.warning("skipped %s: %s", printable_path(path), reason)
         start = time.perf_counter()
         label = f"featx-extract rank {rank}/{world}" if world > 1 else "featx-extract"
         with tqdm(total=len(mine), unit="img", desc=label, disable=not options.progress or rank != 0) as progress:
