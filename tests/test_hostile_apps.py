@@ -485,6 +485,31 @@ def test_a_reader_that_stops_early_ends_the_app_quietly(command, tmp_path):
     assert b"Traceback" not in errors and b"BrokenPipe" not in errors, errors.decode()[-2000:]
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device every write to fails)")
+@pytest.mark.parametrize(
+    "command, app",
+    [
+        (["featx.cli.catalog", "resnet18"], "featx-list"),
+        (["featx.cli.propose", "resnet18"], "featx-propose"),
+        (["featx", "backbone=resnet18", "run=false", "hydra/job_logging=disabled"], "featx"),
+    ],
+    ids=["featx-list", "featx-propose", "featx"],
+)
+def test_standard_output_that_cannot_be_written_is_one_error_line(command, app, tmp_path):
+    """`featx-list > /dev/full` (a full disk): a traceback after the work was done."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", *command], stdout=full, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+        )
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == f"{app}: error: cannot write to standard output: No space left on device"
+    )
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
 def test_non_ascii_paths_are_written_as_utf8_under_an_ascii_locale(tmp_path):
     """With the C locale and no UTF-8 mode, Python's default encoding is ASCII: featx writes its text files as
     UTF-8 whatever the locale (a proposal naming its own path, an extraction's config naming its folders)."""

@@ -85,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         help="list timm models matching the patterns instead, each as featx.propose('timm:NAME') slices it",
     )
     args = parser.parse_args(argv)
-    with reader_may_stop():
+    with reader_may_stop(parser.prog):
         _list(parser, args)
 
 

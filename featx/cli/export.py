@@ -75,7 +75,7 @@ def run(cfg: DictConfig) -> None:
         if result.max_abs_diff is None
         else f"max |export - eager| = {result.max_abs_diff:.2e}"
     )
-    with reader_may_stop():
+    with reader_may_stop(APP):
         print(f"{APP}: wrote {result.path} ({result.format}, {size_mb:.1f} MiB); {check}")
 
 

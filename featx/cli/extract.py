@@ -40,7 +40,7 @@ def run(cfg: DictConfig) -> None:
             else "nothing left to do (every file was done already)"
         )
         images = f"{summary.images} image{'' if summary.images == 1 else 's'}"
-        with reader_may_stop():
+        with reader_may_stop(APP):
             print(f"{APP}: {options.output} holds features of {images}{skipped}; {work}")
 
 

@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> None:
         report = measure(backbone, cfg.input.batch_size, cfg.input.height, cfg.input.width, build_seconds, title)
     except (RuntimeError, InputShapeError) as error:  # e.g. an input smaller than the stages can take
         fail(APP, f"input {cfg.input.height}x{cfg.input.width}: the forward pass failed ({first_line(error)})")
-    with reader_may_stop():
+    with reader_may_stop(APP):
         print(format_report(report))
 
 

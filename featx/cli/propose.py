@@ -14,6 +14,7 @@ import shlex
 import sys
 from typing import List, Optional
 
+from featx.cli.output import reader_may_stop
 from featx.construct.proposal_yaml import proposal_yaml
 from featx.construct.propose import analyse
 from featx.errors import FeatxError
@@ -49,7 +50,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         proposal = analyse(args.model, min_stride=args.min_stride, fpn=args.fpn, frozen_stages=args.frozen_stages)
         text = proposal_yaml(proposal, command=command)
         if args.output is None or args.output == "-":
-            sys.stdout.write(text)
+            with reader_may_stop("featx-propose"):
+                sys.stdout.write(text)
         else:
             write_atomically(
                 file_path_argument(args.output, "--output"),
