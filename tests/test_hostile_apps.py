@@ -510,6 +510,41 @@ def test_standard_output_that_cannot_be_written_is_one_error_line(command, app, 
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
+def _completion(app_module: str, arguments: List[str], folder: Path, **env: str):
+    return subprocess.run(
+        [sys.executable, "-m", app_module, *arguments],
+        capture_output=True,
+        text=True,
+        env={key: value for key, value in os.environ.items() if key != "COMP_LINE"} | env,
+        cwd=folder,
+        timeout=300,
+    )
+
+
+def test_hydras_shell_completion_installs_and_completes_and_a_wrong_use_is_one_line(tmp_path):
+    """Hydra's documented `-sc install=bash` was refused as an unknown key 'install'; a bare -sc was a ValueError
+    traceback, and a query outside a completion a KeyError for COMP_LINE."""
+    installed = _completion("featx.cli.extract", ["-sc", "install=bash"], tmp_path)
+    assert installed.returncode == 0 and "-F hydra_bash_completion" in installed.stdout, installed.stderr[-2000:]
+    line = "featx backbone=resnet1"
+    completed = _completion("featx", ["-sc", "query=bash"], tmp_path, COMP_LINE=line, COMP_POINT=str(len(line)))
+    assert "backbone=resnet18" in completed.stdout.split(), completed.stderr[-2000:]
+    for arguments, problem in [
+        (["-sc"], "got none"),
+        (["-sc", "install=tcsh"], "got install=tcsh"),
+        (["-sc", "install=bash", "backbone=vgg16"], "got install=bash backbone=vgg16"),
+    ]:
+        done = _completion("featx.cli.export", arguments, tmp_path)
+        assert done.stderr.strip() == (
+            "featx-export: error: --shell-completion takes one of install=SHELL, uninstall=SHELL, query=SHELL "
+            f'(SHELL: bash, zsh, fish), e.g. eval "$(featx-export -sc install=bash)"; {problem}'
+        )
+    done = _completion("featx", ["-sc", "query=bash"], tmp_path)
+    assert done.returncode == 1 and done.stderr.strip() == (
+        "featx: error: --shell-completion query=bash is what the installed completion runs (it sets COMP_LINE)"
+    )
+
+
 def test_non_ascii_paths_are_written_as_utf8_under_an_ascii_locale(tmp_path):
     """With the C locale and no UTF-8 mode, Python's default encoding is ASCII: featx writes its text files as
     UTF-8 whatever the locale (a proposal naming its own path, an extraction's config naming its folders)."""

@@ -508,6 +508,42 @@ def hydra_error_line(error: BaseException) -> str:
     return f"{line} (available: {', '.join(options)})" if options else line
 
 
+#: Hydra's shell completion commands (``--shell-completion install=bash``) and the shells it completes for
+COMPLETION_COMMANDS = ("install", "uninstall", "query")
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+def check_completion_command(app: str, arguments: Sequence[str]) -> None:
+    """Refuse a ``--shell-completion`` (``-sc``) without exactly one of Hydra's commands: ``install=bash``,
+    ``uninstall=zsh`` or ``query=fish`` (Hydra raises a ValueError with a traceback), or a query outside a
+    completion (Hydra's KeyError for COMP_LINE). featx's override checks do not apply: these are no overrides."""
+    commands = [argument for argument in arguments if not argument.startswith("-")]
+    known = len(commands) == 1 and commands[0].partition("=")[::2] in {
+        (command, shell) for command in COMPLETION_COMMANDS for shell in COMPLETION_SHELLS
+    }
+    if not known:
+        fail(
+            app,
+            f"--shell-completion takes one of {', '.join(f'{command}=SHELL' for command in COMPLETION_COMMANDS)} "
+            f'(SHELL: {", ".join(COMPLETION_SHELLS)}), e.g. eval "$({app} -sc install=bash)"; got '
+            f"{' '.join(commands) or 'none'}",
+        )
+    if commands[0].startswith("query=") and "COMP_LINE" not in os.environ:
+        fail(app, f"--shell-completion {commands[0]} is what the installed completion runs (it sets COMP_LINE)")
+
+
+def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str], schema: type) -> None:
+    """The checks of a command line's package and overrides against ``schema``, before Hydra composes."""
+    check_package(app, flags, schema)
+    overrides = parsed_overrides(app, given)
+    check_sweep_size(app, overrides)
+    custom_roots = flags.config_dir is not None or flags.config_path is not None
+    searchpath = any(override.key_or_group == "hydra.searchpath" for _, override in overrides)
+    check_choices(app, overrides, custom_roots or searchpath)
+    check_plain_keys(app, overrides, schema)
+    check_user_backbone_files(app, overrides, config_dirs(flags, overrides))
+
+
 def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     """Check the command line (``sys.argv``) against the app's config ``schema``, run the Hydra app, and after a
     sweep exit 1 if any of its jobs failed. ``-v`` is featx's: it keeps other libraries' INFO messages."""
@@ -521,14 +557,10 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     if len(modes) > 1:  # Hydra's own check raises a ValueError with a traceback
         fail(app, f"{' and '.join(modes)}: give one of --run, --multirun (-m), --cfg, --info, --shell-completion")
     check_config_name(app, flags)
-    check_package(app, flags, schema)
-    overrides = parsed_overrides(app, given)
-    check_sweep_size(app, overrides)
-    custom_roots = flags.config_dir is not None or flags.config_path is not None
-    searchpath = any(override.key_or_group == "hydra.searchpath" for _, override in overrides)
-    check_choices(app, overrides, custom_roots or searchpath)
-    check_plain_keys(app, overrides, schema)
-    check_user_backbone_files(app, overrides, config_dirs(flags, overrides))
+    if flags.shell_completion:
+        check_completion_command(app, given)
+    else:
+        check_command_line(app, flags, given, schema)
     sys.argv[1:] = given
     register_user_resolver()
     _failed_jobs.clear()
