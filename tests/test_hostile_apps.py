@@ -91,6 +91,14 @@ CASES = [
         r"^featx: error: --config-name /etc/hosts: a config name is a name",
     ),
     ("featx", ["backbone='~/evil'"], r"^featx: error: backbone=~/evil: a config choice is a name"),
+    # what Hydra's parser cannot place: argparse's usage block and "unrecognized arguments"
+    (
+        "featx-extract",
+        ["extract.input=x", "--cfg", "job", "extract.output=y"],
+        r"^featx-extract: error: extract\.output=y: Hydra reads the overrides as one group, before or after its "
+        r"options \(--cfg, -m, \.\.\.\); put them together$",
+    ),
+    ("featx", ["--frobnicate"], r"^featx: error: --frobnicate: not an option of featx \(see featx --help\)$"),
     # a --cfg package the config lacks (Hydra says so without the prefix or the valid keys)
     (
         "featx",

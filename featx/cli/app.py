@@ -157,15 +157,30 @@ def _escapes(choice: str) -> bool:
     return path.is_absolute() or ".." in path.parts or choice.startswith("~")
 
 
-def hydra_flags(arguments: Sequence[str]) -> argparse.Namespace:
+def hydra_flags(arguments: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:
     """The command line's options as Hydra's own argument parser reads them (``--config-n`` is ``--config-name``,
-    as argparse takes any unambiguous abbreviation); none where it cannot parse them (Hydra then says why)."""
+    as argparse takes any unambiguous abbreviation), and the arguments it cannot place (an unknown option, overrides
+    on both sides of a flag); none where it cannot parse them (Hydra then says why)."""
     parser = get_args_parser()
     try:  # --version and a parse error print (and exit) here too: Hydra says it once
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            return parser.parse_known_args(list(arguments))[0]
+            return parser.parse_known_args(list(arguments))
     except SystemExit:
-        return parser.parse_known_args([])[0]
+        return parser.parse_known_args([])[0], []
+
+
+def check_unplaced(app: str, unplaced: Sequence[str]) -> None:
+    """Refuse what Hydra's parser cannot place (argparse's usage block and "unrecognized arguments")."""
+    if not unplaced:
+        return
+    option = next((argument for argument in unplaced if argument.startswith("-")), None)
+    if option is not None:
+        fail(app, f"{shortened(option)}: not an option of {app} (see {app} --help)")
+    fail(
+        app,
+        f"{shortened(unplaced[0])}: Hydra reads the overrides as one group, before or after its options "
+        "(--cfg, -m, ...); put them together",
+    )
 
 
 def check_config_name(app: str, flags: argparse.Namespace) -> None:
@@ -552,10 +567,11 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
         fail(app, "--resolve shows a config resolved: use it with --cfg job (or --cfg hydra, --cfg all) or --help")
     set_verbose(any(flag in given for flag in VERBOSE_FLAGS))
     given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
-    flags = hydra_flags(given)
+    flags, unplaced = hydra_flags(given)
     modes = [f"--{name.replace('_', '-')}" for name in _MODES if getattr(flags, name)]
     if len(modes) > 1:  # Hydra's own check raises a ValueError with a traceback
         fail(app, f"{' and '.join(modes)}: give one of --run, --multirun (-m), --cfg, --info, --shell-completion")
+    check_unplaced(app, unplaced)
     check_config_name(app, flags)
     if flags.shell_completion:
         check_completion_command(app, given)
