@@ -556,6 +556,13 @@ def finished(photos, tmp_path) -> Path:
     return output
 
 
+def _edit_settings(output: Path, change) -> None:
+    info = output / "featx-extract.json"
+    record = json.loads(info.read_text())
+    change(record["settings"])
+    info.write_text(json.dumps(record))
+
+
 def _rewrite_manifest(output: Path, change) -> None:
     lines = _manifest(output)
     first = next(index for index, entry in enumerate(lines) if "skipped" not in entry)
@@ -618,6 +625,11 @@ def test_a_tampered_manifest_line_is_named_and_nothing_outside_is_read(finished,
             FeatxError,
             r"no list of outputs",
         ),
+        (  # the caller was blamed: "outputs must be a list of distinct output names ..., got None"
+            lambda o: _edit_settings(o, lambda settings: settings.update(outputs=["c2", "c2"])),
+            FeatxError,
+            r"featx-extract\.json is not a featx-extract settings file \(an output named twice in its settings\)",
+        ),
         (lambda o: _cut(_first_shard(o)), FeatxError, r"the shard .*shard-r000-00001.safetensors is unreadable"),
         (lambda o: _first_shard(o).write_bytes(b""), FeatxError, r"shard-r000-00001.safetensors is unreadable"),
         (
@@ -634,6 +646,7 @@ def test_a_tampered_manifest_line_is_named_and_nothing_outside_is_read(finished,
         "settings-not-json",
         "settings-gone",
         "settings-outputs",
+        "settings-outputs-twice",
         "shard-cut",
         "shard-empty",
         "shard-foreign",

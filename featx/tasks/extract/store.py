@@ -155,6 +155,8 @@ def _read_settings_file(info: Path, who: str) -> Tuple[Dict[str, Any], Optional[
         outputs = settings.get("outputs")
         if not (isinstance(outputs, list) and outputs and all(isinstance(name, str) for name in outputs)):
             raise ValueError("no list of outputs in its settings")
+        if len(set(outputs)) < len(outputs):
+            raise ValueError("an output named twice in its settings")
         return settings, collection
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
