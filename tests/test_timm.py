@@ -333,9 +333,6 @@ def test_unknown_tag_lists_timms_tags():
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        # EVA-02 calls its blocks with a rotary position embedding (blk(x, rope=...)): stages would drop it
-        ("eva02_tiny_patch14_224", r"backbone.stages.blocks1: the model's own forward calls 'blocks.0' with more "
-         r"than its input \(arguments: rope"),
         # Visformer and SAM2's Hiera add position embeddings held by the model root between their stages
         ("visformer_tiny", r"backbone.stages.c3: the model root holds 'pos_embed1', 'pos_embed2', 'pos_embed3' "
          r"itself: its forward uses them between the modules it calls"),
@@ -496,10 +493,36 @@ def test_featx_propose_writes_a_timm_file_that_builds(tmp_path):
     assert [(i.name, i.channels) for i in backbone.feature_info] == [("p2", 32), ("p3", 32), ("p4", 32), ("p5", 32)]
 
 
+def test_a_token_spec_whose_blocks_take_a_rotary_embedding_is_refused():
+    """EVA-02 calls its blocks with a rotary position embedding (blk(x, rope=...)): stages would drop it. The spec
+    is the one featx.propose wrote before it refused such models."""
+    spec = {
+        "model": "timm:eva02_tiny_patch14_224",
+        "source": "blocks",
+        "tokens": {"embed": "patch_embed", "prefix": ["cls_token"], "position": "pos_embed"},
+        "stages": {
+            "embed": {"modules": ["patch_embed", "pos_drop", "norm_pre"]},
+            "blocks1": {"slice": [0, 3]},
+            "blocks2": {"slice": [3, 6]},
+        },
+    }
+    with pytest.raises(
+        featx.SpecError,
+        match=r"^backbone\.stages\.blocks1: the model's own forward calls 'blocks\.0' with more than its input "
+        r"\(arguments: rope",
+    ):
+        featx.build(spec, overrides=["device=meta"])
+
+
 def test_a_vit_whose_blocks_take_a_rotary_embedding_is_not_proposed():
     """vit_pe_spatial's forward gives each block the rope embedding as well: the proposal was written, and its own
     build refused it (stages pass one tensor on); the proposer refuses it as it does vit_pe_core."""
-    with pytest.raises(featx.ArgumentError, match=r"^propose\(\): 'timm:vit_pe_spatial_tiny_patch16_512' gives fewer "):
+    with pytest.raises(
+        featx.ArgumentError,
+        match=r"^propose\(\): 'timm:vit_pe_spatial_tiny_patch16_512' is a token model whose forward calls 'blocks\.0' "
+        r"with more than the tokens \(arguments: rope, e\.g\. a rotary position embedding\); featx's stages give "
+        r"each module the previous one's output only$",
+    ):
         featx.propose("timm:vit_pe_spatial_tiny_patch16_512")
 
 

@@ -36,7 +36,7 @@ from featx.construct.probe import (
     shape_only_layers,
     stride_of,
 )
-from featx.construct.propose_tokens import propose_token_stages
+from featx.construct.propose_tokens import TokenModelRefused, propose_token_stages
 from featx.errors import ArgumentError, SpecError
 from featx.models.meta_construction import construct_on_meta
 from featx.models.registry import check_model_name, default_crop_size
@@ -247,7 +247,11 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
     model_features = width if type(width) is int else None
     chain, input_size = _find_chain(model, model_name, min_stride)
     stages = _group_stages(chain.links, min_stride)
-    token_stages = propose_token_stages(model, chain.links, default_crop_size(model_name)) if len(stages) < 2 else None
+    try:
+        crop = default_crop_size(model_name)
+        token_stages = propose_token_stages(model, chain.links, crop) if len(stages) < 2 else None
+    except TokenModelRefused as why:
+        raise ArgumentError(f"propose(): {model_name!r} is {why}") from None
     if token_stages is not None:
         if not 0 <= frozen_stages <= len(token_stages.stages):
             raise ArgumentError(

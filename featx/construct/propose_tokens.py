@@ -108,10 +108,14 @@ def _token_embedding(model: nn.Module, crop: int) -> Optional[Tuple[str, int]]:
     return None
 
 
+class TokenModelRefused(Exception):
+    """A token model featx recognises but cannot cut into stages, and why."""
+
+
 def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo], crop: int) -> Optional[TokenStages]:
     """The token spec of ``model`` (on meta, eval mode) whose feature chain is ``links`` (the patch map of
     torchvision's ViT; none for an embedding that returns tokens, measured at the ``crop`` size); ``None`` if it
-    is not a token model featx recognises."""
+    is not a token model featx recognises; :class:`TokenModelRefused` for one it recognises but cannot cut."""
     if len(links) == 1:
         embed, channels = links[0].name, links[0].channels
     elif links:
@@ -174,8 +178,15 @@ def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo], crop: i
         stage_specs[name] = StageSpec(modules=list(paths)) if last and after else StageSpec(slice=[first, end])
         member_paths[name] = paths
     used = {embed, *(call.path for call in before), *blocks, *after}
-    if any(first_calls[path].extra_arguments for path in used if path in first_calls):
-        return None  # a block called with more than its input (a rotary embedding): the stages pass one tensor on
+    extra = next(
+        (first_calls[path] for path in sorted(used) if path in first_calls and first_calls[path].extra_arguments), None
+    )
+    if extra is not None:
+        raise TokenModelRefused(
+            f"a token model whose forward calls {extra.path!r} with more than the tokens (arguments: "
+            f"{', '.join(extra.extra_arguments)}, e.g. a rotary position embedding); featx's stages give each module "
+            "the previous one's output only"
+        )
     head = tuple(
         dict.fromkeys(call.path.split(".")[0] for call in level if call.path not in used and "." not in call.path)
     )
