@@ -1117,6 +1117,16 @@ def test_a_home_folder_in_the_output_is_expanded_as_in_the_input(photos, tmp_pat
     assert (tmp_path / "home" / "feats" / "featx-manifest.jsonl").is_file()
 
 
+def test_the_input_folder_as_output_is_refused_when_both_are_written_with_a_home_folder(photos, tmp_path, monkeypatch):
+    """Once extract.output expanded ~, the check compared '~/photos' (not a folder as written) with its expansion and
+    let featx's files into the user's photo folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    before = folder_state(photos)
+    with pytest.raises(ArgumentError, match=r"^extract\.output: .*/photos is the input folder itself"):
+        extract(_spec(), _options("~/photos", "~/photos"))
+    assert folder_state(photos) == before
+
+
 @pytest.mark.parametrize("key", ["input", "output"])
 def test_a_home_folder_of_no_user_is_named(photos, tmp_path, key):
     """Path.expanduser raised a raw RuntimeError ("Could not determine home directory")."""

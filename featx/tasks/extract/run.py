@@ -439,7 +439,8 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
     options = dataclasses.replace(options, output=str(output))
     if os.path.lexists(options.output) and not Path(options.output).is_dir():
         raise ArgumentError(f"extract.output: {options.output} exists and is not a folder")
-    if Path(options.input).is_dir() and os.path.abspath(options.input) == os.path.abspath(options.output):
+    source = Path(options.input).expanduser()  # as the listing reads it
+    if source.is_dir() and os.path.abspath(source) == os.path.abspath(options.output):
         raise ArgumentError(
             f"extract.output: {options.output} is the input folder itself; give the features a folder of their own "
             "(a subfolder of the input is fine: it is left out of the input)"
