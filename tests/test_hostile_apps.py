@@ -500,8 +500,10 @@ def test_a_reader_that_stops_early_ends_the_app_quietly(command, tmp_path):
         (["featx.cli.catalog", "resnet18"], "featx-list"),
         (["featx.cli.propose", "resnet18"], "featx-propose"),
         (["featx", "backbone=resnet18", "run=false", "hydra/job_logging=disabled"], "featx"),
+        (["featx", "--cfg", "job"], "featx"),  # Hydra's own writing
+        (["featx.cli.extract", "-sc", "install=bash"], "featx-extract"),
     ],
-    ids=["featx-list", "featx-propose", "featx"],
+    ids=["featx-list", "featx-propose", "featx", "featx --cfg", "featx-extract -sc"],
 )
 def test_standard_output_that_cannot_be_written_is_one_error_line(command, app, tmp_path):
     """`featx-list > /dev/full` (a full disk): a traceback after the work was done."""
@@ -516,6 +518,23 @@ def test_standard_output_that_cannot_be_written_is_one_error_line(command, app, 
         == f"{app}: error: cannot write to standard output: No space left on device"
     )
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device every write to fails)")
+def test_every_job_of_a_sweep_whose_output_is_lost_fails(tmp_path):
+    """Once stdout failed, it was pointed at /dev/null for the rest of the process: the next job "succeeded" with
+    its table thrown away."""
+    command = ["featx", "-m", "backbone=resnet18,resnet34", "run=false", "input.height=48", "input.width=48"]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", *command, "hydra/job_logging=disabled", f"hydra.sweep.dir={tmp_path}/sweep"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("featx: error: 2 of 2 jobs failed: #0 ("), done.stderr
 
 
 def _completion(app_module: str, arguments: List[str], folder: Path, **env: str):

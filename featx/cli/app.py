@@ -66,6 +66,7 @@ from omegaconf.errors import (
 
 from featx.cli.errors import fail, reported_errors
 from featx.cli.logs import VERBOSE_FLAGS, quiet_other_loggers, set_verbose
+from featx.cli.output import reader_may_stop
 from featx.cli.output_folders import register_user_resolver
 from featx.errors import ArgumentError, SpecError, first_line
 from featx.spec.apps import BackboneNode
@@ -585,7 +586,8 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     if full_error is None:
         os.environ[FULL_ERROR] = "1"  # Hydra raises its errors instead of printing them over several lines
     try:
-        hydra_main()
+        with reader_may_stop(app):  # Hydra's own output too: --cfg, --info, --help, -sc install=bash
+            hydra_main()
     except KeyboardInterrupt:  # Ctrl-C: what was written is whole (atomic writes); no traceback
         print(f"{app}: interrupted", file=sys.stderr)
         raise SystemExit(INTERRUPTED) from None

@@ -84,9 +84,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         action="store_true",
         help="list timm models matching the patterns instead, each as featx.propose('timm:NAME') slices it",
     )
-    args = parser.parse_args(argv)
-    with reader_may_stop(parser.prog):
-        _list(parser, args)
+    with reader_may_stop(parser.prog):  # --help's text too
+        _list(parser, parser.parse_args(argv))
 
 
 def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

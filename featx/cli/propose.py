@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    with reader_may_stop("featx-propose"):  # --help's text
+        args = parser.parse_args(argv)
     command = shlex.join(["featx-propose", *(sys.argv[1:] if argv is None else argv)])
     try:
         proposal = analyse(args.model, min_stride=args.min_stride, fpn=args.fpn, frozen_stages=args.frozen_stages)
