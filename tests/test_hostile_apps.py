@@ -113,6 +113,13 @@ CASES = [
         r"^featx-export: error: --package \(-p\) export\.heigth: unknown key \(valid here: format, path, height, ",
     ),
     ("featx", ["--cfg", "job", "-p", "backbone.stage"], r"^featx: error: --package \(-p\) backbone\.stage: unknown "),
+    (  # a key the schema has but the composed config leaves empty: Hydra's bare "package ... not found in config"
+        "featx",
+        ["--cfg", "job", "-p", "backbone.fpn", "backbone=resnet18"],
+        r"^featx: error: --package \(-p\) backbone\.fpn: not in the --cfg job config, or without a value there "
+        r"\(null, or \?\?\? for one still to give\)$",
+    ),
+    ("featx-extract", ["--cfg", "job", "-p", "extract.input"], r"^featx-extract: error: --package \(-p\) extract\.in"),
     # what Hydra's grammar does not take
     ("featx", ["backbone=~/evil"], r"^featx: error: backbone=~/evil: not an override in Hydra's grammar"),
     ("featx", ["input.height=[1,2"], r"^featx: error: input\.height=\[1,2: not an override in Hydra's grammar"),
@@ -537,6 +544,11 @@ def test_every_job_of_a_sweep_whose_output_is_lost_fails(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("featx: error: 2 of 2 jobs failed: #0 ("), done.stderr
 
 
+def test_an_empty_package_shows_the_whole_config_as_hydra_does(workdir):
+    code, errors, output = run_app("featx", ["--cfg", "job", "-p", ""], workdir)
+    assert code == 0 and "\nbackbone:\n  model: resnet50\n" in output and output.endswith("\nrun: true\n"), errors
+
+
 def _completion(app_module: str, arguments: List[str], folder: Path, **env: str):
     return subprocess.run(
         [sys.executable, "-m", app_module, *arguments],
@@ -553,6 +565,8 @@ def test_hydras_shell_completion_installs_and_completes_and_a_wrong_use_is_one_l
     traceback, and a query outside a completion a KeyError for COMP_LINE."""
     installed = _completion("featx.cli.extract", ["-sc", "install=bash"], tmp_path)
     assert installed.returncode == 0 and "-F hydra_bash_completion" in installed.stdout, installed.stderr[-2000:]
+    with_root = _completion("featx.cli.extract", ["--config-dir", str(tmp_path), "-sc", "install=bash"], tmp_path)
+    assert with_root.returncode == 0 and with_root.stdout == installed.stdout, with_root.stderr[-2000:]
     line = "featx backbone=resnet1"
     completed = _completion("featx", ["-sc", "query=bash"], tmp_path, COMP_LINE=line, COMP_POINT=str(len(line)))
     assert "backbone=resnet18" in completed.stdout.split(), completed.stderr[-2000:]

@@ -46,7 +46,7 @@ import re
 import sys
 import typing
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import yaml
 from hydra._internal.utils import get_args_parser
@@ -199,7 +199,7 @@ def check_package(app: str, flags: argparse.Namespace, schema: type) -> None:
     """Refuse a ``--cfg ... --package`` (``-p``) key that the shown config lacks: Hydra says so without featx's
     prefix or the valid keys. Keys below a node the schema does not type (a stage's name) are left to Hydra."""
     package = flags.package
-    if not flags.cfg or package is None or package == "_global_":
+    if not flags.cfg or package in (None, "", "_global_"):  # Hydra shows the whole config for these
         return
     keys = list(typing.get_type_hints(schema))
     shown = {"job": keys, "hydra": ["hydra"]}.get(flags.cfg, [*keys, "hydra"])
@@ -529,11 +529,11 @@ COMPLETION_COMMANDS = ("install", "uninstall", "query")
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
 
 
-def check_completion_command(app: str, arguments: Sequence[str]) -> None:
+def check_completion_command(app: str, commands: Sequence[str]) -> None:
     """Refuse a ``--shell-completion`` (``-sc``) without exactly one of Hydra's commands: ``install=bash``,
     ``uninstall=zsh`` or ``query=fish`` (Hydra raises a ValueError with a traceback), or a query outside a
-    completion (Hydra's KeyError for COMP_LINE). featx's override checks do not apply: these are no overrides."""
-    commands = [argument for argument in arguments if not argument.startswith("-")]
+    completion (Hydra's KeyError for COMP_LINE). ``commands``: what Hydra's parser read as overrides (featx's
+    override checks do not apply: these are no overrides)."""
     known = len(commands) == 1 and commands[0].partition("=")[::2] in {
         (command, shell) for command in COMPLETION_COMMANDS for shell in COMPLETION_SHELLS
     }
@@ -560,6 +560,30 @@ def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str]
     check_user_backbone_files(app, overrides, config_dirs(flags, overrides))
 
 
+@contextlib.contextmanager
+def shown_package(app: str, flags: argparse.Namespace) -> Iterator[None]:
+    """For ``--cfg ... -p KEY``: Hydra's own line for a key the composed config lacks or leaves without a value
+    (``package 'KEY' not found in config``, on stderr, then exit 1) as a featx error; nothing otherwise."""
+    if not flags.cfg or not flags.package:
+        yield
+        return
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            yield
+    except SystemExit:
+        if errors.getvalue().startswith("package "):
+            fail(
+                app,
+                f"--package (-p) {shortened(flags.package)}: not in the --cfg {flags.cfg} config, or without a value "
+                "there (null, or ??? for one still to give)",
+            )
+        raise
+    finally:
+        if not errors.getvalue().startswith("package "):
+            sys.stderr.write(errors.getvalue())
+
+
 def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     """Check the command line (``sys.argv``) against the app's config ``schema``, run the Hydra app, and after a
     sweep exit 1 if any of its jobs failed. ``-v`` is featx's: it keeps other libraries' INFO messages."""
@@ -575,7 +599,7 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     check_unplaced(app, unplaced)
     check_config_name(app, flags)
     if flags.shell_completion:
-        check_completion_command(app, given)
+        check_completion_command(app, flags.overrides)
     else:
         check_command_line(app, flags, given, schema)
     sys.argv[1:] = given
@@ -586,7 +610,7 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     if full_error is None:
         os.environ[FULL_ERROR] = "1"  # Hydra raises its errors instead of printing them over several lines
     try:
-        with reader_may_stop(app):  # Hydra's own output too: --cfg, --info, --help, -sc install=bash
+        with reader_may_stop(app), shown_package(app, flags):  # Hydra's output too: --cfg, --help, -sc install=bash
             hydra_main()
     except KeyboardInterrupt:  # Ctrl-C: what was written is whole (atomic writes); no traceback
         print(f"{app}: interrupted", file=sys.stderr)
