@@ -63,7 +63,8 @@ class _UniqueKeyLoader(_SAFE_BASE):
                 continue
             key = self.construct_object(key_node, deep=True)
             if key is None or isinstance(key, (list, dict)):
-                what = "an empty (null) key" if key is None else f"a {type(key).__name__} as a key"
+                kind = "mapping" if isinstance(key, dict) else "list"
+                what = "an empty (null) key" if key is None else f"a {kind} as a key (a key is a name or a number)"
                 raise _NotSpecData(None, None, what, key_node.start_mark)
             if isinstance(key, (str, int, float, bool)) and key in seen:
                 raise yaml.constructor.ConstructorError(
