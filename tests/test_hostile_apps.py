@@ -98,6 +98,11 @@ CASES = [
         r"^featx-extract: error: extract\.output=y: Hydra reads the overrides as one group, before or after its "
         r"options \(--cfg, -m, \.\.\.\); put them together$",
     ),
+    (  # Hydra unpickles the file (a ValueError traceback for one that is not there)
+        "featx",
+        ["--experimental-rerun", "config.pickle"],
+        r"^featx: error: --experimental-rerun: featx does not read Hydra's pickled configs \(unpickling a file runs ",
+    ),
     ("featx", ["--frobnicate"], r"^featx: error: --frobnicate: not an option of featx \(see featx --help\)$"),
     # a --cfg package the config lacks (Hydra says so without the prefix or the valid keys)
     (

@@ -597,6 +597,12 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     if len(modes) > 1:  # Hydra's own check raises a ValueError with a traceback
         fail(app, f"{' and '.join(modes)}: give one of --run, --multirun (-m), --cfg, --info, --shell-completion")
     check_unplaced(app, unplaced)
+    if flags.experimental_rerun is not None:  # Hydra unpickles the file: reading it may run any code
+        fail(
+            app,
+            "--experimental-rerun: featx does not read Hydra's pickled configs (unpickling a file runs code it holds); "
+            "run the command again with the overrides the run's .hydra/overrides.yaml lists",
+        )
     check_config_name(app, flags)
     if flags.shell_completion:
         check_completion_command(app, flags.overrides)
