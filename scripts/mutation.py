@@ -84,7 +84,7 @@ GUARDS: Dict[str, List[str]] = {
     "nn/tokens.py": ["tests/test_vit.py", "tests/test_timm.py"],
     "nn/simple_pyramid.py": ["tests/test_vit.py"],
     "construct/token_layout.py": ["tests/test_hostile_spec.py", "tests/test_vit.py", "tests/test_timm.py"],
-    "construct/propose_tokens.py": ["tests/test_propose.py"],
+    "construct/propose_tokens.py": ["tests/test_propose.py", "tests/test_timm.py"],
     "tasks/extract/store.py": [
         "tests/test_hostile_extract.py",
         "tests/test_extract.py",
@@ -98,7 +98,7 @@ GUARDS: Dict[str, List[str]] = {
     "tasks/extract/decode.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
     "tasks/extract/device_decode.py": ["tests/test_device_decode.py"],
     "tasks/extract/run.py": ["tests/test_device_decode.py", "tests/test_extract.py", "tests/test_hostile_extract.py"],
-    "files.py": ["tests/test_hostile_weights.py", "tests/test_atomic_writes.py"],
+    "files.py": ["tests/test_hostile_weights.py", "tests/test_atomic_writes.py", "tests/test_hostile_extract.py"],
     "models/published_weights.py": ["tests/test_extract.py"],
     "nn/reinit.py": ["tests/test_runtime_control.py"],
     "cli/app.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
@@ -114,6 +114,9 @@ GUARDS: Dict[str, List[str]] = {
     "cli/catalog.py": ["tests/test_propose.py", "tests/test_timm.py"],
     "cli/logs.py": ["tests/test_hydra.py"],
     "construct/proposal_yaml.py": ["tests/test_timm_families.py", "tests/test_propose.py"],
+    "spec/yaml_file.py": ["tests/test_hostile_spec.py"],
+    "spec/limits.py": ["tests/test_hostile_weights.py", "tests/test_hostile_extract.py"],
+    "cli/output.py": ["tests/test_hostile_apps.py"],
 }
 
 MUTANTS: List[Mutant] = [
@@ -1259,6 +1262,135 @@ MUTANTS: List[Mutant] = [
         '    if like == "timm":',
         "    if False:",
         "timm token models resampled as torchvision does",
+    ),
+    # ❖ this session's reviews: names in a stage, spec values, the shard record, skipped files, paths, the apps
+    Mutant(
+        "construct/members.py",
+        "            if child in named:",
+        "            if False:",
+        "two member paths a stage names alike (a.b, a_b): one module dropped silently",
+    ),
+    Mutant(
+        "construct/members.py",
+        "            if hasattr(container, child):",
+        "            if False:",
+        "a member named like an nn.Sequential attribute is torch's raw KeyError",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "taken = next((name for name in stages if hasattr(container, name)), None)",
+        "taken = None",
+        "a stage named like an nn.ModuleDict attribute is torch's raw KeyError",
+    ),
+    Mutant(
+        "spec/yaml_file.py",
+        "for _tag in _REFUSED_TAGS:",
+        "for _tag in ():",
+        "a date or set in a spec file is OmegaConf's message, without the file",
+    ),
+    Mutant(
+        "spec/yaml_file.py",
+        "            if key is None or isinstance(key, (list, dict)):",
+        "            if key is None:",
+        "a list as a key in a spec file is a raw TypeError",
+    ),
+    Mutant(
+        "tasks/extract/run.py",
+        " or self.skipped_bytes + sum(self.image_bytes) > SHARD_RECORD_BUDGET:",
+        ":",
+        "long paths make a shard record the reader refuses",
+    ),
+    Mutant(
+        "tasks/extract/run.py",
+        "            if self.skipped and self.skipped_bytes + size > SHARD_RECORD_BUDGET:\n"
+        "                self.flush(0)\n",
+        "",
+        "skipped files pile into one shard record past the reader's bound",
+    ),
+    Mutant(
+        "tasks/extract/decode.py",
+        'an image file may have", before)',
+        'an image file may have")',
+        "a file too large to read is read again by every rerun",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "        entries = {**unread, **entries}\n",
+        "",
+        "a file that could not be read vanishes from the manifest",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "        if len(set(outputs)) < len(outputs):",
+        "        if False:",
+        "settings naming an output twice blame the caller's outputs",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "os.walk(folder, onerror=note, followlinks=False)",
+        "os.walk(folder, followlinks=False)",
+        "a folder that cannot be listed leaves its images out silently",
+    ),
+    Mutant(
+        "files.py",
+        "    return Path(text).expanduser()\n",
+        "    return Path(text)\n",
+        "a path starting with ~ is taken literally (a folder named ~)",
+    ),
+    Mutant(
+        "files.py",
+        '        os.fsencode(path).decode("utf-8")\n    except',
+        "        os.fsencode(path)\n    except",
+        "a non-UTF-8 .safetensors path is written and never read back",
+    ),
+    Mutant(
+        "spec/limits.py",
+        '    except RuntimeError:\n        return f"{quoted(path)} starts with',
+        '    except ValueError:\n        return f"{quoted(path)} starts with',
+        "~user of no user is a raw RuntimeError",
+    ),
+    Mutant(
+        "cli/output.py",
+        "    except OSError as error:",
+        "    except BrokenPipeError as error:",
+        "standard output on a full disk is a traceback",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    check_unplaced(app, unplaced)\n",
+        "",
+        "overrides split around a Hydra option print argparse's usage block",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    if flags.shell_completion:\n        check_completion_command(app, given)\n    else:\n"
+        "        check_command_line(app, flags, given, schema)\n",
+        "    check_command_line(app, flags, given, schema)\n",
+        "-sc install=bash refused as an unknown key",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    check_package(app, flags, schema)\n",
+        "",
+        "a --cfg -p key the config lacks is Hydra's line without the app or the keys",
+    ),
+    Mutant(
+        "cli/export.py",
+        'if options.path == "-":',
+        'if options.path == "--":',
+        "export.path=- writes a model file named -",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "else os.path.join(os.curdir, path)",
+        "else str(path)",
+        "load('DEFAULT') records ImageNet's weights as the spec's",
+    ),
+    Mutant(
+        "construct/propose_tokens.py",
+        "    if extra is not None:",
+        "    if False:",
+        "a ViT whose blocks take a rope argument is proposed, and its spec refused by its own build",
     ),
 ]
 
