@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.metadata
+import re
 from pathlib import Path
 
 import pytest
@@ -305,6 +307,22 @@ def test_a_half_precision_save_loads_as_float32_layers_holding_its_values(tmp_pa
         expected = saved[name].float() if saved[name].is_floating_point() else saved[name]
         assert tensor.dtype == expected.dtype and torch.equal(tensor, expected), name
     assert all(p.requires_grad for p in loaded.neck.parameters())
+
+
+def test_an_fpn_is_not_fed_other_stages_than_it_was_saved_with(tmp_path):
+    """AlexNet's c4 and c5 both have 256 channels: an FPN saved on c5 fitted c4 by name and shape, and its level
+    (trained at stride 32) silently ran on the stride-16 map."""
+    path = featx.save(featx.build("alexnet_fpn", overrides=["out_features=[c5]", "device=cpu"]), tmp_path / "c5.pt")
+    message = (
+        rf"^backbone\.out_features: the FPN of {re.escape(str(path))} was trained on the maps of c5, and this spec "
+        r"feeds it c4; keep the saved out_features \(featx\.load with no override of it\)$"
+    )
+    with pytest.raises(featx.WeightsError, match=message):
+        featx.load(path, overrides=["out_features=[c4]"])
+    spec = featx.load(path).spec
+    with pytest.raises(featx.WeightsError, match=message):
+        featx.build(dataclasses.replace(spec, out_features=["c4"]))
+    assert [info.name for info in featx.load(path).feature_info] == ["p5"]
 
 
 def test_load_overrides_apply(tmp_path):

@@ -238,6 +238,12 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
 
     if any(getattr(saved, field) != getattr(spec, field) for field in MEANING_KEYS):
         raise refused(MEANING_KEYS, "")  # tensors that fit by name and shape can be another network's
+    if saved.fpn is not None and spec.fpn is not None and saved.returned_stages != spec.returned_stages:
+        raise WeightsError(  # the FPN's tensors are per level, by position: they would fit other stages' maps
+            f"{key_path('out_features')}: the FPN of {checkpoint.path} was trained on the maps of "
+            f"{', '.join(saved.returned_stages)}, and this spec feeds it {', '.join(spec.returned_stages)}; keep the "
+            "saved out_features (featx.load with no override of it)"
+        )
     expected = backbone.state_dict()
     # saved stages past the deepest one returned now (fewer out_features) are not built: their tensors are skipped,
     # as a torchvision-keyed file's dropped layers are
