@@ -609,3 +609,54 @@ def test_a_safetensors_name_safetensors_cannot_open_is_refused_before_writing(tm
     with pytest.raises(ArgumentError, match=r"^save\(\): path: '.*/bb\\\\xff\.safetensors' is not valid UTF-8, and "):
         featx.save(featx.build(resnet18_spec()), path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "model, pattern",
+    [
+        ("resnet18x", r"^backbone\.model: unknown torchvision model 'resnet18x'; did you mean resnet18"),  # ValueError
+        ("timm:resnt18", r"^backbone\.model: unknown timm model 'resnt18'; did you mean resnet18"),  # blamed weights
+        # not refused until its COCO weights were looked up (and, online, downloaded and read)
+        ("fasterrcnn_resnet50_fpn", r"^backbone\.model: unknown torchvision model 'fasterrcnn_resnet50_fpn'"),
+    ],
+)
+def test_the_model_is_checked_before_its_weights_are_looked_up(model, pattern):
+    spec = {"model": model, "stages": {"a": {"modules": ["conv1"]}}, "weights": "DEFAULT", "device": "cpu"}
+    with pytest.raises(SpecError, match=pattern):
+        featx.build(spec)
+
+
+def test_a_weights_name_for_a_registered_builder_without_weights_is_a_spec_error(tmp_path):
+    """torchvision's get_model_weights raised a raw ValueError ("The method is missing the 'weights' argument")."""
+    code = textwrap.dedent(
+        """
+        import featx
+        from torch import nn
+        from torchvision.models._api import register_model
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+                self.b = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+
+            def forward(self, x):
+                return self.b(self.a(x))
+
+        def featx_test_no_weights(**kwargs):
+            return Net()
+
+        featx_test_no_weights.__module__ = "torchvision.models.featx_test_no_weights"
+        register_model()(featx_test_no_weights)
+        stages = {"s1": {"modules": ["a"]}, "s2": {"modules": ["b"]}}
+        try:
+            featx.build({"model": "featx_test_no_weights", "weights": "DEFAULT", "device": "cpu", "stages": stages})
+        except featx.SpecError as error:
+            print(error)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.stdout.strip() == (
+        "backbone.weights: 'DEFAULT': torchvision publishes no weights for featx_test_no_weights (its builder takes "
+        "no weights enum); give null (random init) or a .pth/.pt/.safetensors path"
+    ), done.stderr[-3000:]

@@ -45,6 +45,7 @@ from featx.files import file_path_argument
 from featx.models.legacy_keys import current_keys
 from featx.models.meta_construction import on_meta, registrations_untouched
 from featx.models.published_weights import published_weights_file, published_weights_id
+from featx.models.registry import check_model_name
 from featx.models.weights_enums import is_weights_file
 from featx.nn.backbone import Backbone
 from featx.nn.feature_info import FeatureInfo
@@ -151,6 +152,7 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
 
 def _build_spec(spec: BackboneSpec) -> Backbone:
     """Build a loaded spec: its weights read (a published name from the hub cache, or a file), then assembled."""
+    check_model_name(spec.model)  # before weights are looked up, or read, for a model featx does not build
     if spec.weights is not None and not is_weights_file(spec.weights):
         published_weights_id(spec.model, spec.weights)  # a misspelt name is refused even on device: meta
     if spec.weights is None or resolve_device(spec.device).type == "meta":

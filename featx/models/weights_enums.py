@@ -47,7 +47,14 @@ def cached_weights_path(url: str) -> Path:
 
 def enum_member(model: str, name: str) -> Any:
     """The torchvision weights enum member ``name`` (``DEFAULT`` or a member name) of ``model``; SpecError if none."""
-    enum: Any = weights_enum(model)
+    try:
+        enum: Any = weights_enum(model)
+    except ValueError:  # a builder the user's code registered without a weights argument
+        raise SpecError(
+            key_path("weights"),
+            f"{quoted(name)}: torchvision publishes no weights for {model} (its builder takes no weights enum); "
+            "give null (random init) or a .pth/.pt/.safetensors path",
+        ) from None
     qualified = _QUALIFIED_NAME.match(name)
     if qualified and qualified.group(1) != enum.__name__:
         raise SpecError(
