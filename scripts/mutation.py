@@ -108,7 +108,7 @@ GUARDS: Dict[str, List[str]] = {
     "models/timm_weights.py": ["tests/test_timm.py"],
     "tasks/detection.py": ["tests/test_detection.py"],
     "models/legacy_keys.py": ["tests/test_weights.py"],
-    "models/weights_enums.py": ["tests/test_weights.py"],
+    "models/weights_enums.py": ["tests/test_weights.py", "tests/test_hostile_weights.py"],
     "models/meta_construction.py": ["tests/test_weights.py", "tests/test_meta_probe.py"],
     "cli/export.py": ["tests/test_hostile_apps.py"],
     "cli/catalog.py": ["tests/test_propose.py", "tests/test_timm.py"],
@@ -1385,6 +1385,24 @@ MUTANTS: List[Mutant] = [
         "else os.path.join(os.curdir, path)",
         "else str(path)",
         "load('DEFAULT') records ImageNet's weights as the spec's",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        "saved.fpn is not None and spec.fpn is not None and saved.returned_stages != spec.returned_stages:",
+        "False:",
+        "a saved FPN level silently fed another stage's map of the same width",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "    check_model_name(spec.model)  # before weights",
+        "    pass  # before weights",
+        "an unknown model with weights: DEFAULT is a raw ValueError",
+    ),
+    Mutant(
+        "models/weights_enums.py",
+        "    except ValueError:  # a builder the user's code registered without a weights argument",
+        "    except KeyError:  # a builder the user's code registered without a weights argument",
+        "a weights name for a builder without a weights enum is torchvision's raw ValueError",
     ),
     Mutant(
         "construct/propose_tokens.py",
