@@ -1363,7 +1363,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "    if flags.shell_completion:\n        check_completion_command(app, given)\n    else:\n"
+        "    if flags.shell_completion:\n        check_completion_command(app, flags.overrides)\n    else:\n"
         "        check_command_line(app, flags, given, schema)\n",
         "    check_command_line(app, flags, given, schema)\n",
         "-sc install=bash refused as an unknown key",
