@@ -701,6 +701,22 @@ def test_featx_list_names_an_unknown_timm_model_in_a_user_file(cache, tmp_path, 
     assert "error: backbone.model: unknown timm model 'no_such_model'" in capsys.readouterr().out
 
 
+def test_featx_list_refuses_a_weights_name_build_refuses(cache, tmp_path, capsys):
+    """A user file naming weights its model does not publish got a normal row; featx.build refuses it."""
+    (tmp_path / "backbone").mkdir()
+    text = (
+        (Path(__file__).resolve().parents[1] / "conf" / "backbone" / "resnet18.yaml")
+        .read_text()
+        .replace("\nweights: null", "\nweights: IMAGENET1K_V9")
+    )
+    assert "weights: IMAGENET1K_V9" in text
+    (tmp_path / "backbone" / "my_r18.yaml").write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        catalog.main(["my_r18", "--config-dir", str(tmp_path)])
+    assert exit_info.value.code == 1
+    assert "error: backbone.weights: 'IMAGENET1K_V9' is not a weights name of resnet18" in capsys.readouterr().out
+
+
 # --- planning reads nothing but the planning keys -------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from featx.cli.output import reader_may_stop
-from featx.construct.builder import make_neck, plan_spec
+from featx.construct.builder import check_names, make_neck, plan_spec
 from featx.construct.propose import propose
 from featx.errors import FeatxError
 from featx.models.timm_models import TIMM_PREFIX, matching_timm_models
@@ -41,7 +41,9 @@ def describe(source: Union[Path, Mapping[str, Any]]) -> List[str]:
     """The table cells for the spec file or spec ``source``, from its plan (the plan cache's, or made on the meta
     device): nothing is allocated, and with a cached plan not even the model is constructed. ``params`` counts the
     kept layers' parameters (BatchNorm's affine included, whatever the norm policy) and the neck's."""
-    spec, plan = plan_spec(load_spec(source))
+    loaded = load_spec(source)
+    check_names(loaded)  # what featx.build refuses before it plans
+    spec, plan = plan_spec(loaded)
     stages = [info.name for info in plan.stages]
     neck = make_neck(spec, plan, meta=True)
     feature_info = output_info(plan.returned(spec), spec.output_names, neck)

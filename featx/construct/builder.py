@@ -150,11 +150,17 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
         raise attributed(error, origin, overrides) from None
 
 
+def check_names(spec: BackboneSpec) -> None:
+    """SpecError for a model featx does not build, then for a weights name (not a file) the model does not publish:
+    nothing is read, so a misspelt name is refused on ``device: meta`` too, and a model before its weights."""
+    check_model_name(spec.model)
+    if spec.weights is not None and not is_weights_file(spec.weights):
+        published_weights_id(spec.model, spec.weights)
+
+
 def _build_spec(spec: BackboneSpec) -> Backbone:
     """Build a loaded spec: its weights read (a published name from the hub cache, or a file), then assembled."""
-    check_model_name(spec.model)  # before weights are looked up, or read, for a model featx does not build
-    if spec.weights is not None and not is_weights_file(spec.weights):
-        published_weights_id(spec.model, spec.weights)  # a misspelt name is refused even on device: meta
+    check_names(spec)
     if spec.weights is None or resolve_device(spec.device).type == "meta":
         return _assemble(spec, None)
     path = _weights_path(spec)
