@@ -1394,8 +1394,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/builder.py",
-        "    check_model_name(spec.model)  # before weights",
-        "    pass  # before weights",
+        "    check_model_name(spec.model)\n",
+        "",
         "an unknown model with weights: DEFAULT is a raw ValueError",
     ),
     Mutant(
