@@ -1351,8 +1351,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/output.py",
-        "    except OSError as error:",
-        "    except BrokenPipeError as error:",
+        "            return int(self._stream.write(text))\n        except OSError as error:",
+        "            return int(self._stream.write(text))\n        except BrokenPipeError as error:",
         "standard output on a full disk is a traceback",
     ),
     Mutant(
@@ -1403,6 +1403,24 @@ MUTANTS: List[Mutant] = [
         "    except ValueError:  # a builder the user's code registered without a weights argument",
         "    except KeyError:  # a builder the user's code registered without a weights argument",
         "a weights name for a builder without a weights enum is torchvision's raw ValueError",
+    ),
+    Mutant(
+        "cli/app.py",
+        "            if lost is not None:  # an earlier job found stdout gone",
+        "            if False:  # an earlier job found stdout gone",
+        "once stdout failed, a sweep's later jobs do their work for nothing and count as done",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    except OSError as error:  # Hydra's own file work",
+        "    except KeyError as error:  # Hydra's own file work",
+        "a run folder Hydra cannot make is a raw traceback",
+    ),
+    Mutant(
+        "tasks/extract/run.py",
+        "        or (os.path.isdir(options.output) and os.path.samefile(source, options.output))  # through a link",
+        "        or False",
+        "an output folder linked to the input takes featx's files into it",
     ),
     Mutant(
         "construct/propose_tokens.py",

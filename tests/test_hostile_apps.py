@@ -22,6 +22,7 @@ from helpers import folder_state
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
+from featx.cli import catalog
 from featx.cli import propose as propose_cli
 
 APPS = {"featx": "featx.cli.main", "featx-export": "featx.cli.export", "featx-extract": "featx.cli.extract"}
@@ -514,8 +515,10 @@ def test_a_reader_that_stops_early_ends_the_app_quietly(command, tmp_path):
         (["featx", "backbone=resnet18", "run=false", "hydra/job_logging=disabled"], "featx"),
         (["featx", "--cfg", "job"], "featx"),  # Hydra's own writing
         (["featx.cli.extract", "-sc", "install=bash"], "featx-extract"),
+        (["featx.cli.catalog", "--help"], "featx-list"),  # argparse swallows its own write errors
+        (["featx", "--version"], "featx"),
     ],
-    ids=["featx-list", "featx-propose", "featx", "featx --cfg", "featx-extract -sc"],
+    ids=["featx-list", "featx-propose", "featx", "featx --cfg", "featx-extract -sc", "featx-list --help", "--version"],
 )
 def test_standard_output_that_cannot_be_written_is_one_error_line(command, app, tmp_path):
     """`featx-list > /dev/full` (a full disk): a traceback after the work was done."""
@@ -546,7 +549,50 @@ def test_every_job_of_a_sweep_whose_output_is_lost_fails(tmp_path):
             cwd=tmp_path,
         )
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith("featx: error: 2 of 2 jobs failed: #0 ("), done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("featx: error: 2 of 2 jobs failed: #0 ("), done.stderr
+    assert lines[-2].endswith(" not run: standard output is lost (No space left on device)"), done.stderr
+
+
+def test_a_sweep_whose_reader_went_away_runs_no_more_jobs(tmp_path):
+    """`featx -m ... | head -1`: the next jobs did all their work for a reader that was gone."""
+    command = ["featx", "-m", "backbone=resnet18,resnet34", "run=false", "input.height=48", "input.width=48"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", *command, "hydra/job_logging=disabled", f"hydra.sweep.dir={tmp_path}/sweep"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    process.stdout.close()
+    _, errors = process.communicate(timeout=300)
+    assert process.returncode == 1
+    assert " not run: standard output is lost (its reader went away)" in errors and "Traceback" not in errors, errors
+
+
+def test_a_failed_standard_output_does_not_stop_a_later_call_with_another(tmp_path, capsys):
+    """The failure is the stream's: a library user calling an app's main again with a working stdout gets its
+    output (a process-wide flag failed every later call)."""
+    with open("/dev/full", "w") as full, contextlib.redirect_stdout(full), pytest.raises(SystemExit) as stopped:
+        catalog.main(["resnet18"])
+    assert stopped.value.code == "featx-list: error: cannot write to standard output: No space left on device"
+    catalog.main(["resnet18"])
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["resnet18", "resnet18"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc, where no folder can be made")
+def test_a_run_folder_hydra_cannot_make_is_one_line(tmp_path):
+    """The path check passes /proc (writable for root), and os.mkdir fails there: a FileNotFoundError traceback (and,
+    for a moment, "cannot write to standard output")."""
+    done = subprocess.run(
+        [sys.executable, "-m", "featx", "backbone=resnet18", "run=false", "hydra.run.dir=/proc/featx-run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "featx: error: /proc/featx-run: No such file or directory", done.stderr[-2000:]
 
 
 def test_an_empty_package_shows_the_whole_config_as_hydra_does(workdir):

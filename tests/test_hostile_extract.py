@@ -1127,6 +1127,17 @@ def test_the_input_folder_as_output_is_refused_when_both_are_written_with_a_home
     assert folder_state(photos) == before
 
 
+@pytest.mark.parametrize("linked", ["output", "input"])
+def test_the_input_folder_as_output_through_a_link_is_refused(photos, tmp_path, linked):
+    """abspath does not resolve links: extract.output=link-to-photos let featx's files into the photo folder."""
+    (tmp_path / "link").symlink_to(photos)
+    paths = {"input": photos, "output": photos, linked: tmp_path / "link"}
+    before = folder_state(photos)
+    with pytest.raises(ArgumentError, match=r"^extract\.output: .* is the input folder itself"):
+        extract(_spec(), _options(paths["input"], paths["output"]))
+    assert folder_state(photos) == before
+
+
 @pytest.mark.parametrize("key", ["input", "output"])
 def test_a_home_folder_of_no_user_is_named(photos, tmp_path, key):
     """Path.expanduser raised a raw RuntimeError ("Could not determine home directory")."""

@@ -66,7 +66,7 @@ from omegaconf.errors import (
 
 from featx.cli.errors import fail, reported_errors
 from featx.cli.logs import VERBOSE_FLAGS, quiet_other_loggers, set_verbose
-from featx.cli.output import reader_may_stop
+from featx.cli.output import reader_may_stop, stdout_lost
 from featx.cli.output_folders import register_user_resolver
 from featx.errors import ArgumentError, SpecError, first_line
 from featx.spec.apps import BackboneNode
@@ -456,6 +456,12 @@ def app_task(
                     return checked(cfg)
             job = HydraConfig.get().job
             _jobs_run.append(job.num)
+            lost = stdout_lost()
+            if lost is not None:  # an earlier job found stdout gone: this job's results would be lost too
+                overrides = " ".join(HydraConfig.get().overrides.task)
+                print(f"{app}: job #{job.num} ({overrides}) not run: standard output is lost ({lost})", file=sys.stderr)
+                _failed_jobs.append(f"#{job.num} ({overrides})")
+                return None
             try:
                 with reported_errors(app):
                     return checked(cfg)
@@ -625,6 +631,11 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
         if full_error is not None:  # the user asked for Hydra's full error
             raise
         fail(app, hydra_error_line(error))
+    except OSError as error:  # Hydra's own file work (a run folder it cannot make where the path check cannot tell)
+        if full_error is not None:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        fail(app, f"{where}{error.strerror or first_line(error)}")
     finally:
         if full_error is None:
             os.environ.pop(FULL_ERROR, None)

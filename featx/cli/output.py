@@ -1,6 +1,7 @@
 """An app's results on stdout, for readers that stop early: ``featx-list | head -3`` ends the app quietly (status 1,
 as Python's own handling of a closed pipe gives) instead of with a BrokenPipeError traceback; stdout that cannot be
-written (``> /dev/full``) is one error line.
+written (``> /dev/full``) is one error line. Only a failure of stdout itself counts: writes go through a guard that
+marks its errors, so no other OSError (a folder Hydra cannot make) is taken for one.
 
 Example::
 
@@ -13,28 +14,83 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Iterator, List
+import weakref
+from typing import Any, Iterator, Optional
 
-#: why stdout could not be written, once it failed (a sweep's later jobs fail for it too: their results are lost)
-_lost: List[str] = []
+#: why each stream given as stdout could not be written, once it failed ("" for a reader that went away): a sweep's
+#: later jobs are not run (their results would be lost); another stdout (a later call in the process) is not marked
+_lost: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
+class _StdoutLost(Exception):
+    """Writing stdout failed with ``error`` (not an OSError: argparse and others swallow those)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _GuardedStdout:
+    """``stream`` whose failures to write or flush raise :class:`_StdoutLost`; anything else is the stream's."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except OSError as error:
+            raise _StdoutLost(error) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as error:
+            raise _StdoutLost(error) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _underlying(stream: Any) -> Any:
+    while isinstance(stream, _GuardedStdout):
+        stream = stream._stream
+    return stream
+
+
+def _reason(stream: Any) -> Optional[str]:
+    try:
+        return _lost.get(stream)
+    except TypeError:  # a stream that takes no weak reference: never marked
+        return None
+
+
+def stdout_lost() -> Optional[str]:
+    """Why the current stdout cannot take results (its reader went away, or why writing it failed), else None.
+    Example: ``if stdout_lost() is not None: ...`` (skip work whose results would be lost)."""
+    reason = _reason(_underlying(sys.stdout))
+    return None if reason is None else reason or "its reader went away"
 
 
 @contextlib.contextmanager
 def reader_may_stop(app: str) -> Iterator[None]:
     """Inside the block (and for what it left buffered, also when the block exits), a reader of stdout that went
-    away stops ``app`` quietly, and any other failure to write stdout (a full disk) stops it with one error line, as
-    does every later block of the process."""
-    if _lost:
-        raise SystemExit(f"{app}: error: cannot write to standard output: {_lost[0]}")
+    away stops ``app`` quietly, and any other failure to write stdout (a full disk) stops it with one error line; the
+    stream is marked lost (:func:`stdout_lost`)."""
+    stream = _underlying(sys.stdout)
+    guarded = _GuardedStdout(sys.stdout)
     try:
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-    except OSError as error:
-        # stdout now goes nowhere, so the interpreter's own flush at exit cannot fail on it again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.redirect_stdout(guarded):
+            try:
+                yield
+            finally:
+                guarded.flush()
+    except _StdoutLost as failure:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # the interpreter's flush at exit: nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        error = failure.error
+        with contextlib.suppress(TypeError):
+            _lost[stream] = "" if isinstance(error, BrokenPipeError) else (error.strerror or str(error))
         if isinstance(error, BrokenPipeError):
             raise SystemExit(1) from None
-        _lost.append(error.strerror or str(error))
-        raise SystemExit(f"{app}: error: cannot write to standard output: {_lost[0]}") from None
+        raise SystemExit(f"{app}: error: cannot write to standard output: {error.strerror or error}") from None

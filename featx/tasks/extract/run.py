@@ -440,7 +440,10 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
     if os.path.lexists(options.output) and not Path(options.output).is_dir():
         raise ArgumentError(f"extract.output: {options.output} exists and is not a folder")
     source = Path(options.input).expanduser()  # as the listing reads it
-    if source.is_dir() and os.path.abspath(source) == os.path.abspath(options.output):
+    if source.is_dir() and (
+        os.path.abspath(source) == os.path.abspath(options.output)
+        or (os.path.isdir(options.output) and os.path.samefile(source, options.output))  # through a link
+    ):
         raise ArgumentError(
             f"extract.output: {options.output} is the input folder itself; give the features a folder of their own "
             "(a subfolder of the input is fine: it is left out of the input)"
