@@ -1,9 +1,10 @@
-"""Fixtures for every test: torch threads per xdist worker, the plan cache off, Hydra state hygiene, the packaged
-backbone names.
+"""Fixtures for every test: torch threads per xdist worker, the plan cache off, Hydra and logging state hygiene,
+the packaged backbone names.
 Shared helpers (specs, checkpoints) are in ``helpers.py``."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -30,6 +31,25 @@ def _clean_hydra():
     GlobalHydra.instance().clear()
     yield
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(autouse=True)
+def _clean_logging():
+    """No test sees the loggers another test's app run configured: Hydra's logging config (``hydra/job_logging=
+    disabled`` in the in-process app tests) disables every existing logger and resets levels."""
+    loggers = [
+        logging.getLogger(),
+        *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)),
+    ]
+    saved = [(logger, logger.disabled, logger.level, logger.propagate) for logger in loggers]
+    known = {id(logger) for logger in loggers}
+    yield
+    for logger, disabled, level, propagate in saved:
+        logger.disabled, logger.propagate = disabled, propagate
+        logger.setLevel(level)
+    for logger in logging.root.manager.loggerDict.values():  # made during the test (an import): enabled, as made
+        if isinstance(logger, logging.Logger) and id(logger) not in known:
+            logger.disabled = False
 
 
 @pytest.fixture(params=backbone_names())
