@@ -1356,6 +1356,12 @@ MUTANTS: List[Mutant] = [
         "standard output on a full disk is a traceback",
     ),
     Mutant(
+        "cli/output.py",
+        "        if guarded.failure is not None and not guarded.reported:",
+        "        if False:",
+        "a failure to write stdout that a logging handler swallowed ends with status 0",
+    ),
+    Mutant(
         "cli/app.py",
         "    check_unplaced(app, unplaced)\n",
         "",

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import weakref
@@ -31,22 +32,31 @@ class _StdoutLost(Exception):
 
 
 class _GuardedStdout:
-    """``stream`` whose failures to write or flush raise :class:`_StdoutLost`; anything else is the stream's."""
+    """``stream`` whose failures to write or flush raise :class:`_StdoutLost` and are kept in ``failure`` (a caller
+    such as a logging handler may swallow the exception) until ``reported``; anything else is the stream's."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
+        self.failure: Optional[OSError] = None
+        self.reported = False
+
+    def _lost(self, error: OSError) -> _StdoutLost:
+        if self.failure is None:
+            self.failure = error
+        logging.raiseExceptions = False  # a handler writing here (Hydra's --info) would print a traceback per line
+        return _StdoutLost(error)
 
     def write(self, text: str) -> int:
         try:
             return int(self._stream.write(text))
         except OSError as error:
-            raise _StdoutLost(error) from None
+            raise self._lost(error) from None
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except OSError as error:
-            raise _StdoutLost(error) from None
+            raise self._lost(error) from None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -56,6 +66,13 @@ def _underlying(stream: Any) -> Any:
     while isinstance(stream, _GuardedStdout):
         stream = stream._stream
     return stream
+
+
+def _mark_reported(stream: Any) -> None:
+    """The failure of ``stream`` and of the guards below it has been reported (by an inner block: a sweep's job)."""
+    while isinstance(stream, _GuardedStdout):
+        stream.reported = True
+        stream = stream._stream
 
 
 def _reason(stream: Any) -> Optional[str]:
@@ -79,13 +96,17 @@ def reader_may_stop(app: str) -> Iterator[None]:
     stream is marked lost (:func:`stdout_lost`)."""
     stream = _underlying(sys.stdout)
     guarded = _GuardedStdout(sys.stdout)
+    logging_errors_shown = logging.raiseExceptions
     try:
         with contextlib.redirect_stdout(guarded):
             try:
                 yield
             finally:
                 guarded.flush()
+        if guarded.failure is not None and not guarded.reported:  # swallowed on its way (by a logging handler)
+            raise _StdoutLost(guarded.failure)
     except _StdoutLost as failure:
+        _mark_reported(guarded)
         with contextlib.suppress(OSError, ValueError, AttributeError):  # the interpreter's flush at exit: nowhere
             os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
         error = failure.error
@@ -94,3 +115,5 @@ def reader_may_stop(app: str) -> Iterator[None]:
         if isinstance(error, BrokenPipeError):
             raise SystemExit(1) from None
         raise SystemExit(f"{app}: error: cannot write to standard output: {error.strerror or error}") from None
+    finally:
+        logging.raiseExceptions = logging_errors_shown
