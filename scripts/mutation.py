@@ -1356,6 +1356,18 @@ MUTANTS: List[Mutant] = [
         "standard output on a full disk is a traceback",
     ),
     Mutant(
+        "cli/app.py",
+        "            check_completed_line(app, flags, schema)\n",
+        "            pass\n",
+        "tab completion composes a line featx would refuse (files outside the roots, alias bombs)",
+    ),
+    Mutant(
+        "cli/app.py",
+        "                    refuse_resolvers(read_spec_file(path))\n",
+        "                    read_spec_file(path)\n",
+        "a resolver in a user's backbone file is composed (and printed by tab completion) before it is refused",
+    ),
+    Mutant(
         "cli/output.py",
         "        if guarded.failure is not None and not guarded.reported:",
         "        if False:",

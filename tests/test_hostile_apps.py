@@ -655,6 +655,30 @@ def test_hydras_shell_completion_installs_and_completes_and_a_wrong_use_is_one_l
     )
 
 
+def test_completion_composes_only_a_line_featx_would_run(tmp_path):
+    """Hydra's completion composed the config from the words of COMP_LINE with none of featx's checks: it printed
+    an environment variable a file outside the config roots read, and expanded an alias bomb for minutes."""
+    backbones = tmp_path / "mine" / "backbone"
+    backbones.mkdir(parents=True)
+    (backbones / "evil.yaml").write_text("model: ${oc.env:SECRET_TOKEN}\n")
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 6)]
+    (backbones / "bomb.yaml").write_text("model: resnet18\n" + "\n".join(levels) + "\nb: *a5\n")
+    outside = "../" * len(tmp_path.parts) + str(backbones / "evil").lstrip("/")
+    searchpath = f"hydra.searchpath=[file://{tmp_path / 'mine'}]"
+    for line in [
+        f"featx backbone={outside} backbone.model=",  # a file outside the config roots
+        f"featx {searchpath} backbone=evil backbone.model=",  # a resolver in a user's file
+        f"featx {searchpath} backbone=bomb backbone.mo",  # an alias bomb
+        "featx input.heigth=3 input.h",  # a key the schema lacks
+    ]:
+        done = _completion("featx", ["-sc", "query=bash"], tmp_path, COMP_LINE=line, SECRET_TOKEN="hunter2")
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", ""), (line, done.stdout, done.stderr[-2000:])
+    line = "featx backbone=resnet18 input.height=3 backbone.model="
+    done = _completion("featx", ["-sc", "query=bash"], tmp_path, COMP_LINE=line)
+    assert done.returncode == 0 and done.stdout.split() == ["backbone.model=resnet18"], done.stderr[-2000:]
+
+
 def test_non_ascii_paths_are_written_as_utf8_under_an_ascii_locale(tmp_path):
     """With the C locale and no UTF-8 mode, Python's default encoding is ASCII: featx writes its text files as
     UTF-8 whatever the locale (a proposal naming its own path, an extraction's config naming its folders)."""

@@ -49,11 +49,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import yaml
-from hydra._internal.utils import get_args_parser
+from hydra._internal.utils import get_args, get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, Override, OverrideType, QuotedString, RangeSweep
 from hydra.errors import HydraException
+from hydra.plugins.completion_plugin import CompletionPlugin
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
@@ -73,6 +74,7 @@ from featx.spec.apps import BackboneNode
 from featx.spec.config_files import backbone_files, backbone_names
 from featx.spec.keys import suggest
 from featx.spec.limits import quoted, shortened
+from featx.spec.load import refuse_resolvers
 from featx.spec.overrides import not_in_grammar
 from featx.spec.yaml_file import read_spec_file, yaml_problem
 
@@ -265,7 +267,8 @@ def config_dirs(flags: argparse.Namespace, overrides: Sequence[Tuple[str, Overri
 
 def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]], folders: Sequence[Path]) -> None:
     """Read each chosen ``backbone/<name>.yaml`` of the user's config folders as featx reads a spec file: Hydra's
-    loader answers a tab, a duplicate key or bytes that are not UTF-8 with a traceback."""
+    loader answers a tab, a duplicate key or bytes that are not UTF-8 with a traceback. A resolver call is refused
+    before Hydra composes (and tab completion prints) the file's values."""
     choices = [
         choice
         for argument, override in overrides
@@ -277,7 +280,7 @@ def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]
             path = folder / "backbone" / f"{choice}.yaml"
             if path.is_file():
                 try:
-                    read_spec_file(path)
+                    refuse_resolvers(read_spec_file(path))
                 except SpecError as error:
                     fail(app, str(error))
 
@@ -554,6 +557,22 @@ def check_completion_command(app: str, commands: Sequence[str]) -> None:
         fail(app, f"--shell-completion {commands[0]} is what the installed completion runs (it sets COMP_LINE)")
 
 
+def check_completed_line(app: str, flags: argparse.Namespace, schema: type) -> None:
+    """For ``-sc query=SHELL``: the words of the line being completed (``COMP_LINE``, read as Hydra's completion
+    reads it, the word being typed left out) pass the checks of a command line, else nothing is offered (exit 1,
+    nothing printed over the user's prompt). Hydra composes the config from those words and prints values from it:
+    a file outside the config roots, a resolver in a user's file or an alias bomb would be read unchecked."""
+    try:
+        line = CompletionPlugin.strip_python_or_app_name(os.environ["COMP_LINE"])
+        with contextlib.redirect_stderr(io.StringIO()):
+            words = get_args(line.split()).overrides
+            if line and not line.endswith(" "):
+                words = words[:-1]
+            check_command_line(app, flags, words, schema)
+    except (SystemExit, RuntimeError):  # a featx refusal; argparse's or Hydra's failure to read the line
+        raise SystemExit(1) from None
+
+
 def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str], schema: type) -> None:
     """The checks of a command line's package and overrides against ``schema``, before Hydra composes."""
     check_package(app, flags, schema)
@@ -612,6 +631,8 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     check_config_name(app, flags)
     if flags.shell_completion:
         check_completion_command(app, flags.overrides)
+        if flags.overrides[0].startswith("query="):
+            check_completed_line(app, flags, schema)
     else:
         check_command_line(app, flags, given, schema)
     sys.argv[1:] = given

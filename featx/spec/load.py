@@ -141,7 +141,7 @@ def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
         return source.to_dict(), None
     if isinstance(source, DictConfig):
         try:
-            _refuse_resolvers(OmegaConf.to_container(source, resolve=False))
+            refuse_resolvers(OmegaConf.to_container(source, resolve=False))
             return resolve_without_resolvers(source), None
         except OmegaConfBaseException as error:
             raise _omegaconf_error(error) from None
@@ -194,8 +194,9 @@ def _find_string(
     return None
 
 
-def _refuse_resolvers(data: Any) -> None:
-    """A composed config may refer to its own nodes (``${device}``); it may not call resolvers."""
+def refuse_resolvers(data: Any) -> None:
+    """A composed config may refer to its own nodes (``${device}``); it may not call resolvers. Example:
+    ``refuse_resolvers({"model": "${oc.env:HOME}"})`` raises SpecError naming ``backbone.model``."""
     found = _find_string(data, calls_resolver)
     if found is not None:
         raise SpecError(
