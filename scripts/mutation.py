@@ -1381,9 +1381,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "    if flags.shell_completion:\n        check_completion_command(app, flags.overrides)\n    else:\n"
-        "        check_command_line(app, flags, given, schema)\n",
-        "    check_command_line(app, flags, given, schema)\n",
+        "    if flags.shell_completion:\n        check_completion_command(app, flags.overrides)\n",
+        "    if False:\n        check_completion_command(app, flags.overrides)\n",
         "-sc install=bash refused as an unknown key",
     ),
     Mutant(
