@@ -1151,8 +1151,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/builder.py",
-        "    with registrations_untouched():",
-        "    with contextlib.nullcontext():",
+        "    with registrations_untouched(), _default",
+        "    with contextlib.nullcontext(), _default",
         "a build inside a model constructor gets meta tensors",
     ),
     Mutant(
@@ -1366,6 +1366,12 @@ MUTANTS: List[Mutant] = [
         "                    refuse_resolvers(read_spec_file(path))\n",
         "                    read_spec_file(path)\n",
         "a resolver in a user's backbone file is composed (and printed by tab completion) before it is refused",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "_default_dtype(torch.float32):",
+        "_default_dtype(dtype):",
+        "the seeded init draws in the caller's default dtype (another network under float64)",
     ),
     Mutant(
         "cli/output.py",

@@ -540,6 +540,24 @@ def test_random_init_is_one_network_per_seed_whatever_the_global_rng():
     assert random_layers and not any(torch.equal(first[key], other[key]) for key in random_layers)
 
 
+def test_random_init_is_one_network_per_seed_whatever_the_default_dtype():
+    """Under ``torch.set_default_dtype(torch.float64)`` the same seed drew other numbers (a different network, by up
+    to 0.28); now the draws are float32's, and the parameters take the default dtype as torch's modules do."""
+    spec = resnet18_spec(device="cpu", fpn={"out_channels": 32})
+    first = _parameters(featx.build(spec))
+    torch.set_default_dtype(torch.float64)
+    try:
+        doubled = _parameters(featx.build(spec))
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert first.keys() == doubled.keys()
+    for key, value in first.items():
+        expected_dtype = torch.float64 if value.is_floating_point() else value.dtype
+        assert doubled[key].dtype == expected_dtype, key
+        assert torch.equal(doubled[key], value.to(expected_dtype)), key
+
+
 SECRET = "root:$6$SECRETHASH:19000:0:99999:7:::"
 
 # (id, file name, bytes, pattern after the file name)

@@ -23,7 +23,7 @@ import dataclasses
 import os
 import threading
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -103,9 +103,12 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
     """Build ``spec``; ``checkpoint`` holds its weights (already read), ``None`` for random init or ``device: meta``.
 
     Everything random (the kept layers' init, the neck's, ``reinit``) draws from a generator seeded with
-    ``spec.seed``, so a spec builds the same network in every process; the global RNG is left as it was.
+    ``spec.seed``, in float32, so a spec builds the same network in every process; the global RNG is left as it
+    was. The parameters then take torch's default dtype, as torch's own modules do.
     """
-    with registrations_untouched():  # a build inside a model constructor featx runs is a build of its own
+    dtype = torch.get_default_dtype()
+    with registrations_untouched(), _default_dtype(torch.float32):  # a build inside a model constructor featx
+        # runs is a build of its own; float32 draws: under another default dtype the same seed draws other numbers
         device = resolve_device(spec.device)
         meta = MetaModel.create(spec.model)
         spec, plan = plan_spec(spec, meta)
@@ -129,7 +132,20 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
         backbone.to(device)
         if spec.channels_last:
             backbone.to(memory_format=torch.channels_last)
-        return backbone.train()
+    if dtype != torch.float32:
+        backbone.to(dtype)
+    return backbone.train()
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """torch's default dtype is ``dtype`` inside the block, the caller's again after it."""
+    caller = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(caller)
 
 
 def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Backbone:
