@@ -1374,6 +1374,12 @@ MUTANTS: List[Mutant] = [
         "the seeded init draws in the caller's default dtype (another network under float64)",
     ),
     Mutant(
+        "construct/builder.py",
+        "    check_stage_names(spec.stages)\n",
+        "",
+        "featx-list shows a row for a stage name featx.build refuses",
+    ),
+    Mutant(
         "cli/output.py",
         "        if guarded.failure is not None and not guarded.reported:",
         "        if False:",

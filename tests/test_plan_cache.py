@@ -717,6 +717,18 @@ def test_featx_list_refuses_a_weights_name_build_refuses(cache, tmp_path, capsys
     assert "error: backbone.weights: 'IMAGENET1K_V9' is not a weights name of resnet18" in capsys.readouterr().out
 
 
+def test_featx_list_refuses_a_stage_name_build_refuses(cache, tmp_path, capsys):
+    """A user file with a stage named like an nn.ModuleDict attribute got a normal row; featx.build refuses it."""
+    (tmp_path / "backbone").mkdir()
+    (tmp_path / "backbone" / "keys.yaml").write_text(
+        "model: resnet18\nstages:\n  c2: {modules: [conv1, bn1, relu, maxpool, layer1]}\n  keys: {modules: [layer2]}\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        catalog.main(["keys", "--config-dir", str(tmp_path)])
+    assert exit_info.value.code == 1
+    assert "error: backbone.stages.keys: 'keys' is a name of nn.ModuleDict's own" in capsys.readouterr().out
+
+
 # --- planning reads nothing but the planning keys -------------------------------------------------------------------
 
 

@@ -69,7 +69,7 @@ class Backbone(nn.Module):
     ) -> None:
         super().__init__()
         _check_arguments(stages, stage_info, spec, in_channels, copied)
-        _check_stage_names(stages)
+        check_stage_names(stages)
         self.stages = nn.ModuleDict({name: apply_norm_policy(stage, spec.norm) for name, stage in stages.items()})
         self.spec = spec
         self.stage_info: Tuple[StageInfo, ...] = tuple(stage_info)
@@ -341,9 +341,10 @@ def _check_arguments(stages: object, stage_info: object, spec: object, in_channe
         )
 
 
-def _check_stage_names(stages: Mapping[str, nn.Module]) -> None:
+def check_stage_names(stages: Iterable[str]) -> None:
     """SpecError for a stage name ``nn.ModuleDict`` has as an attribute (``training``, ``keys``): ``bb.stages``
-    holds the stages, and torch cannot add a module under such a name."""
+    holds the stages, and torch cannot add a module under such a name. Example: ``check_stage_names(["c2", "keys"])``
+    raises SpecError naming ``backbone.stages.keys``."""
     container = nn.ModuleDict()
     taken = next((name for name in stages if hasattr(container, name)), None)
     if taken is not None:
