@@ -1380,6 +1380,12 @@ MUTANTS: List[Mutant] = [
         "featx-list shows a row for a stage name featx.build refuses",
     ),
     Mutant(
+        "cli/app.py",
+        "            if reader_went_away():  # quietly, as a single run ends: the reader asked for no more\n",
+        "            if False:\n",
+        "a sweep runs (and writes the files of) its jobs after the reader of stdout went away",
+    ),
+    Mutant(
         "cli/output.py",
         "        if guarded.failure is not None and not guarded.reported:",
         "        if False:",

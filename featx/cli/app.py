@@ -67,7 +67,7 @@ from omegaconf.errors import (
 
 from featx.cli.errors import fail, reported_errors
 from featx.cli.logs import VERBOSE_FLAGS, quiet_other_loggers, set_verbose
-from featx.cli.output import reader_may_stop, stdout_lost
+from featx.cli.output import reader_may_stop, reader_went_away, stdout_lost
 from featx.cli.output_folders import register_user_resolver
 from featx.errors import ArgumentError, SpecError, first_line
 from featx.spec.apps import BackboneNode
@@ -82,6 +82,8 @@ Result = TypeVar("Result")
 #: the sweep jobs that failed in this process, as "#<num> <overrides>": <message>
 _failed_jobs: List[str] = []
 _jobs_run: List[int] = []
+#: the sweep's jobs stopped or not run because the reader of stdout went away (the app then ends quietly, status 1)
+_jobs_unread: List[int] = []
 #: spec nodes that are null unless set: a plain override below them is passed to Hydra as ``++`` (set or add)
 _NULLABLE_NODES = ("backbone.fpn.", "backbone.tokens.")
 #: Hydra's options of which a command line takes one
@@ -459,6 +461,9 @@ def app_task(
                     return checked(cfg)
             job = HydraConfig.get().job
             _jobs_run.append(job.num)
+            if reader_went_away():  # quietly, as a single run ends: the reader asked for no more
+                _jobs_unread.append(job.num)
+                return None
             lost = stdout_lost()
             if lost is not None:  # an earlier job found stdout gone: this job's results would be lost too
                 overrides = " ".join(HydraConfig.get().overrides.task)
@@ -469,6 +474,9 @@ def app_task(
                 with reported_errors(app):
                     return checked(cfg)
             except SystemExit as stop:
+                if reader_went_away():  # this job's reader went away as it wrote
+                    _jobs_unread.append(job.num)
+                    return None
                 overrides = " ".join(HydraConfig.get().overrides.task)
                 print(f"{app}: job #{job.num} ({overrides}) failed: {stop.code}", file=sys.stderr, flush=True)
                 _failed_jobs.append(f"#{job.num} ({overrides})")
@@ -639,6 +647,7 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     register_user_resolver()
     _failed_jobs.clear()
     _jobs_run.clear()
+    _jobs_unread.clear()
     full_error = os.environ.get(FULL_ERROR)
     if full_error is None:
         os.environ[FULL_ERROR] = "1"  # Hydra raises its errors instead of printing them over several lines
@@ -662,3 +671,5 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
             os.environ.pop(FULL_ERROR, None)
     if _failed_jobs:
         fail(app, f"{len(_failed_jobs)} of {len(_jobs_run)} jobs failed: {'; '.join(_failed_jobs)}")
+    if _jobs_unread:
+        raise SystemExit(1)

@@ -83,10 +83,14 @@ def _reason(stream: Any) -> Optional[str]:
 
 
 def stdout_lost() -> Optional[str]:
-    """Why the current stdout cannot take results (its reader went away, or why writing it failed), else None.
-    Example: ``if stdout_lost() is not None: ...`` (skip work whose results would be lost)."""
-    reason = _reason(_underlying(sys.stdout))
-    return None if reason is None else reason or "its reader went away"
+    """Why writing the current stdout failed (a full disk), else None (a reader that went away is
+    :func:`reader_went_away`). Example: ``if stdout_lost() is not None: ...`` (skip work whose results are lost)."""
+    return _reason(_underlying(sys.stdout)) or None
+
+
+def reader_went_away() -> bool:
+    """Whether the reader of the current stdout went away (``| head``): the app ends quietly, with status 1."""
+    return _reason(_underlying(sys.stdout)) == ""
 
 
 @contextlib.contextmanager
