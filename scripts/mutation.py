@@ -1386,6 +1386,12 @@ MUTANTS: List[Mutant] = [
         "a sweep runs (and writes the files of) its jobs after the reader of stdout went away",
     ),
     Mutant(
+        "construct/plan.py",
+        "        _check_patch_multiple(spec, tokens.patch)\n",
+        "",
+        "a token model's input_size that is no multiple of its patch builds, then refuses every input",
+    ),
+    Mutant(
         "cli/output.py",
         "        if guarded.failure is not None and not guarded.reported:",
         "        if False:",

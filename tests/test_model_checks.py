@@ -400,3 +400,15 @@ def test_member_paths_that_cannot_be_named_in_the_stage_are_refused(modules, mes
     stages = {"s1": {"modules": modules}, "s2": {"modules": ["c"]}}
     with pytest.raises(featx.SpecError, match=r"^backbone\.stages\.s1\.modules: " + message):
         featx.build({"model": "timm:featx_test_clashing_names", "device": "cpu", "stages": stages})
+
+
+@pytest.mark.parametrize("size, example", [([70, 70], "80x80"), ([72, 64], "80x64"), ([8, 224], "16x224")])
+def test_an_input_size_that_is_no_multiple_of_the_patch_is_refused_at_build(size, example):
+    """vit_b_16 built with input_size 70x70, then refused every input (that size too) with an InputShapeError
+    naming no key."""
+    with pytest.raises(featx.SpecError) as error:
+        featx.build("vit_b_16", overrides=["device=meta", f"input_size=[{size[0]},{size[1]}]"])
+    assert str(error.value).endswith(
+        f"backbone.input_size: {size[0]}x{size[1]}: a token model takes sides that are multiples of its patch "
+        f"stride 16 (e.g. {example})"
+    )

@@ -257,6 +257,7 @@ def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
     tokens = None
     if spec.tokens is not None:
         tokens = resolve_tokens(meta_model, spec, members, in_channels, evaluation_size(spec))
+        _check_patch_multiple(spec, tokens.patch)
     containers = _containers(meta_model, members, tokens)
 
     def run_stages(x: torch.Tensor) -> None:
@@ -283,6 +284,19 @@ def plan_backbone(spec: BackboneSpec, meta_model: nn.Module) -> BackbonePlan:
     )
     parameters = _parameter_count(meta_model, [path for info in infos for path in info.paths], tokens)
     return BackbonePlan(infos, in_channels, parameters, tokens, sizes[0] if fixed_size else None, changed_later)
+
+
+def _check_patch_multiple(spec: BackboneSpec, patch: int) -> None:
+    """SpecError for a token model's ``input_size`` whose sides are not multiples of its patch stride: the backbone
+    would be built, then refuse every input."""
+    if spec.input_size is not None and any(side % patch for side in spec.input_size):
+        height, width = spec.input_size
+        rounded = "x".join(str(-(-side // patch) * patch) for side in (height, width))  # rounded up
+        raise SpecError(
+            key_path("input_size"),
+            f"{height}x{width}: a token model takes sides that are multiples of its patch stride {patch} "
+            f"(e.g. {rounded})",
+        )
 
 
 def _parameter_count(model: nn.Module, paths: Sequence[str], tokens: Optional[TokenLayout]) -> int:
