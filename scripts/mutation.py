@@ -111,6 +111,7 @@ GUARDS: Dict[str, List[str]] = {
     "models/weights_enums.py": ["tests/test_weights.py", "tests/test_hostile_weights.py"],
     "models/meta_construction.py": ["tests/test_weights.py", "tests/test_meta_probe.py"],
     "cli/export.py": ["tests/test_hostile_apps.py"],
+    "cli/main.py": ["tests/test_hostile_apps.py"],
     "cli/catalog.py": ["tests/test_propose.py", "tests/test_timm.py"],
     "cli/logs.py": ["tests/test_hydra.py"],
     "construct/proposal_yaml.py": ["tests/test_timm_families.py", "tests/test_propose.py"],
@@ -1390,6 +1391,12 @@ MUTANTS: List[Mutant] = [
         "        _check_patch_multiple(spec, tokens.patch)\n",
         "",
         "a token model's input_size that is no multiple of its patch builds, then refuses every input",
+    ),
+    Mutant(
+        "cli/main.py",
+        "input_size(cfg.input.height, cfg.input.width, spec.input_size)",
+        "input_size(cfg.input.height, cfg.input.width, None)",
+        "the featx app runs a fixed-size backbone at 224, where it fails",
     ),
     Mutant(
         "cli/output.py",

@@ -615,6 +615,24 @@ def test_a_run_folder_hydra_cannot_make_is_one_line(tmp_path):
     assert done.stderr.strip() == "featx: error: /proc/featx-run: No such file or directory", done.stderr[-2000:]
 
 
+def test_the_app_runs_a_fixed_size_backbone_at_its_own_size(workdir):
+    """input.height/width defaulted to 224: a backbone that takes one size (a proposal's input_size) failed in the
+    featx app, run=false too, unless the user typed that size."""
+    backbones = workdir / "mine" / "backbone"
+    backbones.mkdir(parents=True)
+    text = (Path(__file__).resolve().parents[1] / "conf" / "backbone" / "vit_b_16.yaml").read_text()
+    assert "\ninput_size: null" in text
+    (backbones / "v64.yaml").write_text(text.replace("\ninput_size: null", "\ninput_size: [64, 96]"))
+    root = ["--config-dir", str(workdir / "mine"), "backbone=v64", "run=false"]
+    code, errors, output = run_app("featx", root, workdir)
+    assert code == 0 and "| input 1x3x64x96 |" in output, errors
+    code, errors, output = run_app("featx", [*root, "input.width=32"], workdir)
+    assert _message(code, errors) == (
+        "featx: error: input 64x32: the forward pass failed (featx backbone 'vit_b_16' takes inputs of exactly 64x96 "
+        "(its spec's input_size), got 64x32)"
+    )
+
+
 def test_an_empty_package_shows_the_whole_config_as_hydra_does(workdir):
     code, errors, output = run_app("featx", ["--cfg", "job", "-p", ""], workdir)
     assert code == 0 and "\nbackbone:\n  model: resnet50\n" in output and output.endswith("\nrun: true\n"), errors

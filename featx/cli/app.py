@@ -487,6 +487,18 @@ def app_task(
     return wrap
 
 
+#: the height and width of an app's example input for a backbone that takes any size
+DEFAULT_SIDE = 224
+
+
+def input_size(height: Optional[int], width: Optional[int], fixed: Optional[Sequence[int]]) -> Tuple[int, int]:
+    """An app's example input size: ``height`` and ``width`` where given (not null), else the backbone's own
+    ``input_size`` (``fixed``, a model that takes one size), else :data:`DEFAULT_SIDE`. Example:
+    ``input_size(None, None, [384, 384])`` is ``(384, 384)``; ``input_size(None, 96, None)`` is ``(224, 96)``."""
+    default = (DEFAULT_SIDE, DEFAULT_SIDE) if fixed is None else (fixed[0], fixed[1])
+    return (default[0] if height is None else height, default[1] if width is None else width)
+
+
 def plain_nested_overrides(arguments: Sequence[str]) -> List[str]:
     """``arguments`` with each plain override below a nullable spec node (``backbone.fpn.out_channels=128``) made a
     ``++`` override, which Hydra applies whether the node is null or not; everything else unchanged."""

@@ -9,13 +9,11 @@ Examples::
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import hydra
 from omegaconf import DictConfig
 
 import featx
-from featx.cli.app import app_task, run_app
+from featx.cli.app import app_task, input_size, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.cli.output import reader_may_stop
 from featx.errors import first_line
@@ -26,7 +24,6 @@ from featx.spec.limits import check_batch_shape
 from featx.tasks.export import FORMATS, export_backbone
 
 APP = "featx-export"
-EXPORT_SIZE = 224  # the traced height and width of a backbone that takes any size
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
@@ -44,10 +41,10 @@ def run(cfg: DictConfig) -> None:
         )
     with reported_errors(APP):
         file_path_argument(options.path, "export.path")
-        check_batch_shape("export", options.batch_size, *_given_or(options, (EXPORT_SIZE, EXPORT_SIZE)))
+        check_batch_shape("export", options.batch_size, *input_size(options.height, options.width, None))
         backbone = featx.build(cfg.backbone)
     fixed = backbone.spec.input_size
-    height, width = _given_or(options, (EXPORT_SIZE, EXPORT_SIZE) if fixed is None else (fixed[0], fixed[1]))
+    height, width = input_size(options.height, options.width, fixed)
     if fixed is not None and (height, width) != (fixed[0], fixed[1]):  # a model that takes one size exports at it
         fail(
             APP,
@@ -77,12 +74,6 @@ def run(cfg: DictConfig) -> None:
     )
     with reader_may_stop(APP):
         print(f"{APP}: wrote {result.path} ({result.format}, {size_mb:.1f} MiB); {check}")
-
-
-def _given_or(options: DictConfig, default: Tuple[int, int]) -> Tuple[int, int]:
-    """``export.height`` and ``export.width`` where given (not null), else ``default``'s."""
-    height, width = options.height, options.width
-    return (default[0] if height is None else height, default[1] if width is None else width)
 
 
 def main() -> None:

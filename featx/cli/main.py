@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import featx
-from featx.cli.app import app_task, run_app
+from featx.cli.app import app_task, input_size, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.cli.output import reader_may_stop
 from featx.cli.report import format_report, measure
@@ -34,7 +34,7 @@ APP = "featx"
 @app_task(APP, AppConfig)
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and print the table for a batch of ``cfg.input``."""
-    check_batch_shape("input", cfg.input.batch_size, cfg.input.height, cfg.input.width)
+    check_batch_shape("input", cfg.input.batch_size, *input_size(cfg.input.height, cfg.input.width, None))
     choice = HydraConfig.get().runtime.choices.get("backbone")
     with reported_errors(APP):
         start = time.perf_counter()
@@ -49,10 +49,11 @@ def run(cfg: DictConfig) -> None:
         f"featx backbone={choice or spec.model} ({spec.model}) | weights: {weights} | norm: {spec.norm} | "
         f"frozen stages: {spec.frozen_stages}" + (f" | reinit: {', '.join(spec.reinit)}" if spec.reinit else "")
     )
+    height, width = input_size(cfg.input.height, cfg.input.width, spec.input_size)  # a fixed-size model's own
     try:
-        report = measure(backbone, cfg.input.batch_size, cfg.input.height, cfg.input.width, build_seconds, title)
+        report = measure(backbone, cfg.input.batch_size, height, width, build_seconds, title)
     except (RuntimeError, InputShapeError) as error:  # e.g. an input smaller than the stages can take
-        fail(APP, f"input {cfg.input.height}x{cfg.input.width}: the forward pass failed ({first_line(error)})")
+        fail(APP, f"input {height}x{width}: the forward pass failed ({first_line(error)})")
     with reader_may_stop(APP):
         print(format_report(report))
 

@@ -35,8 +35,8 @@ class InputConfig:
     """The random batch the ``featx`` app runs through the backbone."""
 
     batch_size: int = 1
-    height: int = 224
-    width: int = 224
+    height: Optional[int] = None  # None: the backbone's input_size, else 224
+    width: Optional[int] = None
 
 
 @dataclass
