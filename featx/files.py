@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from featx.errors import ArgumentError
-from featx.spec.limits import quoted, unknown_home
+from featx.spec.limits import expand_home, quoted, unknown_home
 
 #: what :func:`write_atomically`'s temporary files are called: ``.<target name>.<host>-<pid>-<random>.partial``
 PARTIAL_SUFFIX = ".partial"
@@ -128,7 +128,7 @@ def path_argument(value: object, what: str) -> Path:
     home = unknown_home(text)
     if home is not None:
         raise ArgumentError(f"{what}: {home}")
-    return Path(text).expanduser()
+    return expand_home(text)
 
 
 def printable_path(path: os.PathLike[str] | str) -> str:

@@ -1334,7 +1334,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "files.py",
-        "    return Path(text).expanduser()\n",
+        "    return expand_home(text)\n",
         "    return Path(text)\n",
         "a path starting with ~ is taken literally (a folder named ~)",
     ),
@@ -1346,8 +1346,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "spec/limits.py",
-        '    except RuntimeError:\n        return f"{quoted(path)} starts with',
-        '    except ValueError:\n        return f"{quoted(path)} starts with',
+        '    except RuntimeError:\n        return (\n            f"{quoted(path)} starts with',
+        '    except ValueError:\n        return (\n            f"{quoted(path)} starts with',
         "~user of no user is a raw RuntimeError",
     ),
     Mutant(
@@ -1397,6 +1397,12 @@ MUTANTS: List[Mutant] = [
         "input_size(cfg.input.height, cfg.input.width, spec.input_size)",
         "input_size(cfg.input.height, cfg.input.width, None)",
         "the featx app runs a fixed-size backbone at 224, where it fails",
+    ),
+    Mutant(
+        "spec/limits.py",
+        '    if not path.startswith("~") or os.path.lexists(path):',
+        '    if not path.startswith("~"):',
+        "a file named like a home folder of no user (~x.pt) is refused though it exists as written",
     ),
     Mutant(
         "cli/output.py",

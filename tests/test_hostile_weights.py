@@ -603,6 +603,26 @@ def test_a_home_folder_of_no_user_is_named(call, pattern):
         call()
 
 
+def test_a_file_named_like_a_home_folder_is_read_as_written_where_it_exists(tmp_path, monkeypatch):
+    """`~x.pt` (no user x.pt) in the current folder was refused as "a user without a known home folder" once ~ was
+    expanded, though a shell, and featx before, read it as written; a new one is refused with the way to name it."""
+    monkeypatch.chdir(tmp_path)
+    backbone = featx.build(resnet18_spec())
+    with pytest.raises(ArgumentError) as refused:
+        featx.save(backbone, "~featx-no-such-user.pt")
+    assert str(refused.value) == (
+        "save(): path: '~featx-no-such-user.pt' starts with '~featx-no-such-user.pt', a user without a known home "
+        "folder (for a file or folder of that name in the current folder, write './~featx-no-such-user.pt')"
+    )
+    assert list(tmp_path.iterdir()) == []
+    featx.save(backbone, "./~featx-no-such-user.pt")
+    loaded = featx.load("~featx-no-such-user.pt")
+    pairs = zip(backbone.state_dict().values(), loaded.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    rebuilt = featx.build(resnet18_spec(weights="~featx-no-such-user.pt"))  # a weights file named so, as written
+    assert torch.equal(rebuilt.state_dict()["stages.c2.conv1.weight"], backbone.state_dict()["stages.c2.conv1.weight"])
+
+
 def test_a_safetensors_name_safetensors_cannot_open_is_refused_before_writing(tmp_path):
     """featx.save wrote a .safetensors file under a non-UTF-8 name that featx.load could then not open."""
     path = Path(os.fsdecode(bytes(tmp_path) + b"/bb\xff.safetensors"))

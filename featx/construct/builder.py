@@ -51,7 +51,7 @@ from featx.nn.backbone import Backbone, check_stage_names
 from featx.nn.feature_info import FeatureInfo
 from featx.nn.fpn import FeaturePyramid, level_name
 from featx.nn.simple_pyramid import SimpleFeaturePyramid
-from featx.spec.limits import quoted, shortened
+from featx.spec.limits import expand_home, quoted, shortened
 from featx.spec.load import SpecSource, attributed, load_spec, load_spec_and_origin
 from featx.spec.schema import BackboneSpec
 
@@ -70,7 +70,7 @@ def _weights_path(spec: BackboneSpec) -> Path:
             f"{quoted(spec.weights)} is a URL; featx reads weights from the torch hub cache (by enum name) or from "
             "local files: download it and name the file",
         )
-    return Path(spec.weights).expanduser()
+    return expand_home(spec.weights)
 
 
 def make_neck(spec: BackboneSpec, plan: BackbonePlan, meta: bool) -> Optional[nn.Module]:

@@ -41,6 +41,7 @@ from featx.construct.plan_data import plan_from_data, plan_to_data
 from featx.errors import ArgumentError, FeatxError
 from featx.files import write_atomically
 from featx.models.registry import defined_by_library, is_timm_model
+from featx.spec.limits import expand_home
 from featx.spec.schema import BackboneSpec
 from featx.version import __version__
 
@@ -78,10 +79,7 @@ def user_plans_dir() -> Optional[Path]:
     says. ArgumentError for a ``FEATX_CACHE_DIR`` that is not an absolute path (featx never writes relative to the
     working directory)."""
     if os.environ.get(DIR_VARIABLE):
-        try:
-            folder = Path(os.environ[DIR_VARIABLE]).expanduser()
-        except RuntimeError:  # ~user of no user
-            folder = Path(os.environ[DIR_VARIABLE])
+        folder = expand_home(os.environ[DIR_VARIABLE])  # ~user of no user: as written, then refused as relative
         if not folder.is_absolute():
             raise ArgumentError(
                 f"{DIR_VARIABLE}={os.environ[DIR_VARIABLE]!r}: the plan cache folder must be an absolute path (or "

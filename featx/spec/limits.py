@@ -123,11 +123,24 @@ def real_value(value: object) -> float:
 
 def unknown_home(path: str) -> Optional[str]:
     """Why ``path``'s leading ``~user`` cannot be expanded (no such user, or no home folder), else None: featx
-    expands ``~`` in the paths it is given. Example: ``unknown_home("~nosuch/a.pth")``."""
-    if not path.startswith("~"):
+    expands ``~`` in the paths it is given (:func:`expand_home`), and takes a path that exists as written (a file
+    ``~x.pt`` in the current folder) as written, as a shell does. Example: ``unknown_home("~nosuch/a.pth")``."""
+    if not path.startswith("~") or os.path.lexists(path):
         return None
     try:
         Path(path).expanduser()
     except RuntimeError:
-        return f"{quoted(path)} starts with {path.split(os.sep)[0]!r}, a user without a known home folder"
+        return (
+            f"{quoted(path)} starts with {path.split(os.sep)[0]!r}, a user without a known home folder (for a file or "
+            f"folder of that name in the current folder, write {quoted('./' + path)})"
+        )
     return None
+
+
+def expand_home(path: str) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded, as written where that user has no home folder here
+    (:func:`unknown_home` refuses such a path unless it exists as written). Example: ``expand_home("~/a.pth")``."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)

@@ -23,7 +23,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from featx.errors import SpecError, first_line
 from featx.spec.config_files import backbone_names, config_dir
 from featx.spec.keys import key_path, suggest
-from featx.spec.limits import QUOTE_LIMIT, check_data_size, quoted, shortened, unknown_home
+from featx.spec.limits import QUOTE_LIMIT, check_data_size, expand_home, quoted, shortened, unknown_home
 from featx.spec.overrides import apply_overrides, apply_plain_overrides
 from featx.spec.references import calls_resolver, resolve_without_resolvers
 from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec, TokenSpec
@@ -155,7 +155,7 @@ def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
             problem = unknown_home(text)
             if problem is not None:
                 raise SpecError(ROOT_KEY, problem)
-            path = Path(text).expanduser()
+            path = expand_home(text)
         else:
             names = backbone_names()
             if text not in names:

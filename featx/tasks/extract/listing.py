@@ -20,6 +20,7 @@ from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 from PIL import Image
 
 from featx.errors import ArgumentError
+from featx.spec.limits import expand_home
 from featx.tasks.extract.names import is_own_name
 
 GLOB_CHARACTERS = "*?["
@@ -61,7 +62,7 @@ class ImageListing:
 
 def _split_pattern(source: str) -> Tuple[Path, str]:
     """A glob's fixed folder (the parts before the first wildcard) and the pattern below it."""
-    parts = Path(source).expanduser().parts
+    parts = expand_home(source).parts
     fixed = 0
     while fixed < len(parts) - 1 and not any(character in parts[fixed] for character in GLOB_CHARACTERS):
         fixed += 1
@@ -83,7 +84,7 @@ def _walk(folder: Path, unlisted: List[Tuple[Path, str]]) -> Iterator[Path]:
 
 def _is_pattern(source: str) -> bool:
     """A glob pattern: ``*``, ``?`` or ``[`` in it, and not the name of a folder (``photos[2024]/`` is a folder)."""
-    return any(character in source for character in GLOB_CHARACTERS) and not Path(source).expanduser().is_dir()
+    return any(character in source for character in GLOB_CHARACTERS) and not expand_home(source).is_dir()
 
 
 def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List[Path]:
@@ -95,7 +96,7 @@ def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List
         if not found:
             raise ArgumentError(f"{key}: the pattern {source!r} matches no files")
         return found
-    path = Path(source).expanduser()
+    path = expand_home(source)
     if not path.is_dir():
         raise ArgumentError(f"{key}: {source!r} is neither a folder nor a glob pattern (use *, ? or [ ] for one)")
     found = list(_walk(path, unlisted))

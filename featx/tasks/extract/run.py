@@ -41,7 +41,7 @@ from featx.models.weights_enums import is_weights_file
 from featx.nn.backbone import Backbone
 from featx.spec.apps import ExtractOptions
 from featx.spec.keys import suggest
-from featx.spec.limits import MAX_BATCH, MAX_SIDE, check_batch_pixels, unknown_home
+from featx.spec.limits import MAX_BATCH, MAX_SIDE, check_batch_pixels, expand_home, unknown_home
 from featx.spec.schema import BackboneSpec
 from featx.tasks.extract.decode import ImageBatch, ImageFiles, collate_images
 from featx.tasks.extract.device_decode import (
@@ -308,7 +308,7 @@ def _local_weights_identity(spec: BackboneSpec) -> Optional[Identity]:
     before and after the build, so a file rewritten meanwhile is refused."""
     if spec.weights is None or not is_weights_file(spec.weights):
         return None
-    return file_identity(Path(spec.weights).expanduser())
+    return file_identity(expand_home(spec.weights))
 
 
 def _local_weights_digest(spec: BackboneSpec) -> Optional[str]:
@@ -317,7 +317,7 @@ def _local_weights_digest(spec: BackboneSpec) -> Optional[str]:
     identity check after it then refuses the run)."""
     digest = hashlib.blake2b()
     try:
-        with open(Path(str(spec.weights)).expanduser(), "rb") as weights:
+        with open(expand_home(str(spec.weights)), "rb") as weights:
             for block in iter(lambda: weights.read(1 << 20), b""):
                 digest.update(block)
     except OSError:
@@ -439,7 +439,7 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
     options = dataclasses.replace(options, output=str(output))
     if os.path.lexists(options.output) and not Path(options.output).is_dir():
         raise ArgumentError(f"extract.output: {options.output} exists and is not a folder")
-    source = Path(options.input).expanduser()  # as the listing reads it
+    source = expand_home(options.input)  # as the listing reads it
     if source.is_dir() and (
         os.path.abspath(source) == os.path.abspath(options.output)
         or (os.path.isdir(options.output) and os.path.samefile(source, options.output))  # through a link
