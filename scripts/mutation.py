@@ -1405,6 +1405,12 @@ MUTANTS: List[Mutant] = [
         "a file named like a home folder of no user (~x.pt) is refused though it exists as written",
     ),
     Mutant(
+        "construct/checkpoint.py",
+        "        overridden = differing or keys",
+        "        overridden = keys",
+        "a saved backbone that does not fit advises against overriding keys that may change (norm, out_features)",
+    ),
+    Mutant(
         "cli/output.py",
         "        if guarded.failure is not None and not guarded.reported:",
         "        if False:",

@@ -230,10 +230,12 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
 
     def refused(keys: Tuple[str, ...], reason: str) -> WeightsError:
         differing = [field for field in keys if getattr(saved, field) != getattr(spec, field)]
+        overridden = differing or keys  # the keys to leave as saved (norm, fpn, out_features may change elsewhere)
         return WeightsError(
             f"{key_path('weights')}: {checkpoint.path} was saved by featx.save from a different spec (it differs in "
             f"{', '.join(differing) or 'no structural key'}); rebuild that backbone with "
-            f"featx.load({str(checkpoint.path)!r}) and no overrides of {', '.join(keys)}{reason}"
+            f"featx.load({str(checkpoint.path)!r}) and no override{'s' if len(overridden) > 1 else ''} of "
+            f"{', '.join(overridden)}{reason}"
         )
 
     if any(getattr(saved, field) != getattr(spec, field) for field in MEANING_KEYS):
