@@ -1411,6 +1411,12 @@ MUTANTS: List[Mutant] = [
         "a saved backbone that does not fit advises against overriding keys that may change (norm, out_features)",
     ),
     Mutant(
+        "spec/load.py",
+        """return error.with_origin(f"{origin} with {' '.join(overrides)}" if overrides else origin)""",
+        "return error.with_origin(origin)",
+        "an error an override of another key caused is blamed on the spec file alone",
+    ),
+    Mutant(
         "cli/output.py",
         "        if guarded.failure is not None and not guarded.reported:",
         "        if False:",

@@ -315,9 +315,10 @@ def load_spec_and_origin(
 
 def attributed(error: SpecError, origin: Optional[str], overrides: Optional[Sequence[str]]) -> SpecError:
     """``error`` attributed to the spec file ``origin``, unless it has a file already or is about a value an
-    override set."""
+    override set; with other overrides, to the file with them (an override of one key may break a check of another:
+    ``tokens.stride=null`` makes an FPN's strides wrong)."""
     if origin and error.origin is None and not _set_by_override(error.key, overrides or ()):
-        return error.with_origin(origin)
+        return error.with_origin(f"{origin} with {' '.join(overrides)}" if overrides else origin)
     return error
 
 
