@@ -1072,8 +1072,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/builder.py",
-        '    with _SEEDED_CONSTRUCTION, torch.random.fork_rng(devices=[]), torch.device("cpu"):',
-        "    with _SEEDED_CONSTRUCTION, torch.random.fork_rng(devices=[]):",
+        '        with torch.random.fork_rng(devices=[]), torch.device("cpu"):',
+        "        with torch.random.fork_rng(devices=[]):",
         "the caller's default device leaks into the build",
     ),
     Mutant(
@@ -1146,14 +1146,14 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/builder.py",
-        '    with _SEEDED_CONSTRUCTION, torch.random.fork_rng(devices=[]), torch.device("cpu"):',
-        '    with torch.random.fork_rng(devices=[]), torch.device("cpu"):',
-        "two threads draw from one seeded generator at once",
+        "registrations_untouched(), _SEEDED_CONSTRUCTION, _default_dtype(",
+        "registrations_untouched(), _default_dtype(",
+        "two threads draw from one seeded generator at once (and set the default dtype)",
     ),
     Mutant(
         "construct/builder.py",
-        "    with registrations_untouched(), _default",
-        "    with contextlib.nullcontext(), _default",
+        "    with registrations_untouched(), _SEEDED",
+        "    with contextlib.nullcontext(), _SEEDED",
         "a build inside a model constructor gets meta tensors",
     ),
     Mutant(
@@ -1352,8 +1352,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/output.py",
-        "            return int(self._stream.write(text))\n        except OSError as error:",
-        "            return int(self._stream.write(text))\n        except BrokenPipeError as error:",
+        "            return self._stream.write(text)\n        except OSError as error:",
+        "            return self._stream.write(text)\n        except BrokenPipeError as error:",
         "standard output on a full disk is a traceback",
     ),
     Mutant(
@@ -1370,8 +1370,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/builder.py",
-        "_default_dtype(torch.float32):",
-        "_default_dtype(dtype):",
+        "    draw_dtype = torch.float32 if checkpoint is None else dtype",
+        "    draw_dtype = dtype",
         "the seeded init draws in the caller's default dtype (another network under float64)",
     ),
     Mutant(
@@ -1394,13 +1394,19 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/main.py",
+        '    check_batch_shape("input", cfg.input.batch_size, height, width)\n',
+        "",
+        "the featx app's batch limit checked at 224, not at the backbone's own input_size",
+    ),
+    Mutant(
+        "cli/main.py",
         "input_size(cfg.input.height, cfg.input.width, spec.input_size)",
         "input_size(cfg.input.height, cfg.input.width, None)",
         "the featx app runs a fixed-size backbone at 224, where it fails",
     ),
     Mutant(
         "spec/limits.py",
-        '    if not path.startswith("~") or os.path.lexists(path):',
+        '    if not path.startswith("~") or os.path.lexists(path.split(os.sep)[0]):',
         '    if not path.startswith("~"):',
         "a file named like a home folder of no user (~x.pt) is refused though it exists as written",
     ),
@@ -1412,9 +1418,27 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "spec/load.py",
-        """return error.with_origin(f"{origin} with {' '.join(overrides)}" if overrides else origin)""",
+        """return error.with_origin(f"{origin} with overrides {quoted(list(overrides))}" if overrides else origin)""",
         "return error.with_origin(origin)",
         "an error an override of another key caused is blamed on the spec file alone",
+    ),
+    Mutant(
+        "cli/app.py",
+        "fail(app, str(error if error.origin is not None else error.with_origin(str(path))))",
+        "fail(app, str(error))",
+        "a resolver in a user's backbone file is refused without naming the file",
+    ),
+    Mutant(
+        "cli/output.py",
+        "            if not self.active:\n                raise\n            raise self._lost(error) from None\n\n    def flush",
+        "            raise self._lost(error) from None\n\n    def flush",
+        "a log handler holding the stdout guard after the app turns logging errors off for the process",
+    ),
+    Mutant(
+        "cli/output.py",
+        "    if earlier is not None:",
+        "    if False:",
+        "a second call on a stdout found lost writes to /dev/null and succeeds",
     ),
     Mutant(
         "cli/output.py",

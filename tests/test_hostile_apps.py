@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import logging
 import os
 import re
 import subprocess
@@ -593,11 +594,55 @@ def test_a_sweep_whose_reader_went_away_runs_no_more_jobs_and_ends_quietly(tmp_p
 def test_a_failed_standard_output_does_not_stop_a_later_call_with_another(tmp_path, capsys):
     """The failure is the stream's: a library user calling an app's main again with a working stdout gets its
     output (a process-wide flag failed every later call)."""
-    with open("/dev/full", "w") as full, contextlib.redirect_stdout(full), pytest.raises(SystemExit) as stopped:
-        catalog.main(["resnet18"])
-    assert stopped.value.code == "featx-list: error: cannot write to standard output: No space left on device"
+    with open("/dev/full", "w") as full, contextlib.redirect_stdout(full):
+        with pytest.raises(SystemExit) as stopped:
+            catalog.main(["resnet18"])
+        assert stopped.value.code == "featx-list: error: cannot write to standard output: No space left on device"
+        with pytest.raises(SystemExit) as again:  # the same lost stream (now /dev/null): it "succeeded", output lost
+            catalog.main(["resnet18"])
+        assert again.value.code == stopped.value.code
     catalog.main(["resnet18"])
     assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["resnet18", "resnet18"]
+    assert logging.raiseExceptions  # turned off only while a block's stdout is lost
+
+
+def test_a_standard_output_whose_write_returns_nothing_takes_the_table(capsys):
+    """A stdout object whose write() returns None (a minimal collector) was a raw TypeError from int(None)."""
+
+    class Collector:
+        def __init__(self) -> None:
+            self.parts: List[str] = []
+
+        def write(self, text: str) -> None:
+            self.parts.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    collector = Collector()
+    with contextlib.redirect_stdout(collector):
+        catalog.main(["resnet18"])
+    assert "".join(collector.parts).splitlines()[1].split()[:2] == ["resnet18", "resnet18"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device every write to fails)")
+def test_a_log_handler_made_inside_an_app_gets_the_streams_own_errors_after_it(tmp_path):
+    """Hydra's log handler, set up inside the app, keeps featx's stdout guard: a failure after the app returned
+    turned Python's logging errors off for the rest of the process."""
+    script = """
+import logging, os, sys
+from featx.cli.output import reader_may_stop
+with reader_may_stop("featx"):
+    handler = logging.StreamHandler(sys.stdout)
+os.dup2(os.open("/dev/full", os.O_WRONLY), 1)
+logger = logging.getLogger("later")
+logger.addHandler(handler)
+logger.warning("after the app")
+sys.stderr.write(f"raiseExceptions={logging.raiseExceptions}\\n")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.stderr.strip().splitlines()[-1] == "raiseExceptions=True", done.stderr[-2000:]
+    assert "--- Logging error ---" in done.stderr  # Python's own report of a failing handler, as without featx
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc, where no folder can be made")
@@ -631,6 +676,19 @@ def test_the_app_runs_a_fixed_size_backbone_at_its_own_size(workdir):
         "featx: error: input 64x32: the forward pass failed (featx backbone 'vit_b_16' takes inputs of exactly 64x96 "
         "(its spec's input_size), got 64x32)"
     )
+    (backbones / "v256.yaml").write_text(text.replace("\ninput_size: null", "\ninput_size: [256, 256]"))
+    code, errors, output = run_app("featx", [*root[:2], "backbone=v256", "run=false", "input.batch_size=600"], workdir)
+    assert _message(code, errors) == (  # the batch limit applies at the backbone's own size, not at 224 only
+        "featx: error: input: a batch of 600 inputs of 256x256 is more than 33554432 pixels; lower input.batch_size "
+        "or input.height/width"
+    )
+    arguments = [*root[:2], "backbone=v256", "export.batch_size=600", "export.path=v.onnx"]
+    code, errors, output = run_app("featx-export", arguments, workdir)
+    assert _message(code, errors) == (
+        "featx-export: error: export: a batch of 600 inputs of 256x256 is more than 33554432 pixels; lower "
+        "export.batch_size or export.height/width"
+    )
+    assert not (workdir / "v.onnx").exists()
 
 
 def test_an_empty_package_shows_the_whole_config_as_hydra_does(workdir):
@@ -672,6 +730,17 @@ def test_hydras_shell_completion_installs_and_completes_and_a_wrong_use_is_one_l
     done = _completion("featx", ["-sc", "query=bash"], tmp_path)
     assert done.returncode == 1 and done.stderr.strip() == (
         "featx: error: --shell-completion query=bash is what the installed completion runs (it sets COMP_LINE)"
+    )
+
+
+def test_a_resolver_in_a_users_backbone_file_is_refused_naming_the_file(workdir):
+    backbones = workdir / "mine" / "backbone"
+    backbones.mkdir(parents=True)
+    (backbones / "env.yaml").write_text("defaults:\n  - resnet18\n  - _self_\nmodel: ${oc.env:MODEL,resnet18}\n")
+    code, errors, _ = run_app("featx", ["--config-dir", str(workdir / "mine"), "backbone=env", "run=false"], workdir)
+    assert _message(code, errors) == (
+        f"featx: error: {backbones / 'env.yaml'}: backbone.model: calls an OmegaConf resolver (${{name:...}}); a "
+        "backbone spec is data, and featx resolves no resolver (they can read the environment). Put the value itself"
     )
 
 

@@ -293,9 +293,9 @@ def test_an_error_in_a_value_an_override_set_is_not_blamed_on_the_spec_file(tmp_
     file.write_text(OmegaConf.to_yaml(OmegaConf.create(_spec(frozen_stages=9))))
     with pytest.raises(SpecError) as error:  # the file's own value: the file is named, with the overrides applied
         featx.load_spec(str(file), overrides=["seed=3"])
-    assert str(error.value).startswith(f"{file} with seed=3: backbone.frozen_stages: 9 is out of range"), str(
-        error.value
-    )
+    assert str(error.value).startswith(
+        f"{file} with overrides ['seed=3']: backbone.frozen_stages: 9 is out of range"
+    ), str(error.value)
     file.write_text(OmegaConf.to_yaml(OmegaConf.create(_spec())))
     with pytest.raises(SpecError) as error:  # the override set a key inside the stage the error names
         featx.load_spec(str(file), overrides=["stages.c2.slice=[0,1]"])
@@ -303,15 +303,19 @@ def test_an_error_in_a_value_an_override_set_is_not_blamed_on_the_spec_file(tmp_
     file.write_text(OmegaConf.to_yaml(OmegaConf.create({**_spec(), "bogus": 1})))
     with pytest.raises(SpecError) as error:  # an error elsewhere stays the file's
         featx.load_spec(str(file), overrides=["stages.c2.modules=[conv1]"])
-    assert str(error.value).startswith(f"{file} with stages.c2.modules=[conv1]: backbone.bogus: unknown key 'bogus'"), (
-        str(error.value)
-    )
+    assert str(error.value).startswith(
+        f"{file} with overrides ['stages.c2.modules=[conv1]']: backbone.bogus: unknown key"
+    ), str(error.value)
     with pytest.raises(SpecError) as error:  # an override of one key breaks another's check: not the file's alone
         featx.build("vit_h_14_fpn", overrides=["device=meta", "tokens.stride=null"])
     assert re.match(
-        r"^/.*/vit_h_14_fpn\.yaml with device=meta tokens\.stride=null: backbone\.fpn: stage 'blocks4' has stride 14,",
+        r"^/.*/vit_h_14_fpn\.yaml with overrides \['device=meta', 'tokens\.stride=null'\]: backbone\.fpn: stage ",
         str(error.value),
     ), str(error.value)
+    with pytest.raises(SpecError) as error:  # the overrides are quoted and shortened: one line, never a dump
+        featx.build("vit_h_14_fpn", overrides=["device=meta", "tokens.stride=null", *["seed=0"] * 200])
+    head = str(error.value).split(": backbone.fpn: ")[0]
+    assert "\n" not in str(error.value) and head.endswith("'seed=0', 'seed=0',...") and len(head) < 200, head
 
 
 @pytest.mark.parametrize(

@@ -621,6 +621,9 @@ def test_a_file_named_like_a_home_folder_is_read_as_written_where_it_exists(tmp_
     assert all(torch.equal(a, b) for a, b in pairs)
     rebuilt = featx.build(resnet18_spec(weights="~featx-no-such-user.pt"))  # a weights file named so, as written
     assert torch.equal(rebuilt.state_dict()["stages.c2.conv1.weight"], backbone.state_dict()["stages.c2.conv1.weight"])
+    (tmp_path / "~featx-no-such-user").mkdir()  # a folder named so: a new file in it is written there
+    featx.save(backbone, "~featx-no-such-user/bb.pt")
+    assert (tmp_path / "~featx-no-such-user" / "bb.pt").is_file()
 
 
 def test_a_safetensors_name_safetensors_cannot_open_is_refused_before_writing(tmp_path):

@@ -276,6 +276,46 @@ def test_seeded_builds_in_two_threads_equal_builds_alone():
     assert torch.equal(torch.get_rng_state(), before)
 
 
+def test_seeded_builds_in_two_threads_under_another_default_dtype_keep_it_and_their_weights():
+    """The float32 draw set torch's default dtype (process-wide) outside the build lock: two threads building under
+    float64 left it float32, and one got other weights (by up to 0.66) than the same spec built alone."""
+    alone = {seed: featx.build(resnet18_spec(seed=seed)).state_dict() for seed in (1, 2)}
+    torch.set_default_dtype(torch.float64)
+    try:
+        for _ in range(3):
+            built: dict = {}
+            threads = [
+                threading.Thread(target=lambda s=seed, into=built: into.update({s: featx.build(resnet18_spec(seed=s))}))
+                for seed in (1, 2)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert torch.get_default_dtype() == torch.float64
+            for seed, backbone in built.items():
+                for name, tensor in backbone.state_dict().items():
+                    assert torch.equal(alone[seed][name].to(tensor.dtype), tensor), (seed, name)
+            assert sorted(built) == [1, 2]
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_a_float64_checkpoint_loads_unrounded_under_a_float64_default(tmp_path):
+    """Building in float32 for the seeded draw rounded a float64 file's values (a 1e-12 change vanished)."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        backbone = featx.build(resnet18_spec())
+        with torch.no_grad():
+            backbone.stages["c2"].conv1.weight.add_(1e-12)
+        featx.save(backbone, tmp_path / "bb.pt")
+        loaded = featx.load(tmp_path / "bb.pt")
+    finally:
+        torch.set_default_dtype(torch.float32)
+    for name, tensor in backbone.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
 def test_modules_other_threads_construct_during_a_build_keep_their_tensors():
     """featx moves the tensors a model registers to meta with torch's registration hooks, which are global: modules
     another thread constructed meanwhile got meta parameters."""

@@ -284,7 +284,7 @@ def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]
                 try:
                     refuse_resolvers(read_spec_file(path))
                 except SpecError as error:
-                    fail(app, str(error))
+                    fail(app, str(error if error.origin is not None else error.with_origin(str(path))))
 
 
 def _is_true_or_false(value: object) -> bool:

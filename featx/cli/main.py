@@ -50,6 +50,7 @@ def run(cfg: DictConfig) -> None:
         f"frozen stages: {spec.frozen_stages}" + (f" | reinit: {', '.join(spec.reinit)}" if spec.reinit else "")
     )
     height, width = input_size(cfg.input.height, cfg.input.width, spec.input_size)  # a fixed-size model's own
+    check_batch_shape("input", cfg.input.batch_size, height, width)
     try:
         report = measure(backbone, cfg.input.batch_size, height, width, build_seconds, title)
     except (RuntimeError, InputShapeError) as error:  # e.g. an input smaller than the stages can take

@@ -32,13 +32,16 @@ class _StdoutLost(Exception):
 
 
 class _GuardedStdout:
-    """``stream`` whose failures to write or flush raise :class:`_StdoutLost` and are kept in ``failure`` (a caller
-    such as a logging handler may swallow the exception) until ``reported``; anything else is the stream's."""
+    """``stream`` whose failures to write or flush raise :class:`_StdoutLost` while ``active`` (its block runs) and
+    are kept in ``failure`` (a caller such as a logging handler may swallow the exception) until ``reported``;
+    anything else is the stream's. After the block, a holder of it (Hydra's log handler) gets the stream's own
+    errors."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
         self.failure: Optional[OSError] = None
         self.reported = False
+        self.active = True
 
     def _lost(self, error: OSError) -> _StdoutLost:
         if self.failure is None:
@@ -46,16 +49,20 @@ class _GuardedStdout:
         logging.raiseExceptions = False  # a handler writing here (Hydra's --info) would print a traceback per line
         return _StdoutLost(error)
 
-    def write(self, text: str) -> int:
+    def write(self, text: str) -> Any:
         try:
-            return int(self._stream.write(text))
+            return self._stream.write(text)
         except OSError as error:
+            if not self.active:
+                raise
             raise self._lost(error) from None
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except OSError as error:
+            if not self.active:
+                raise
             raise self._lost(error) from None
 
     def __getattr__(self, name: str) -> Any:
@@ -99,6 +106,9 @@ def reader_may_stop(app: str) -> Iterator[None]:
     away stops ``app`` quietly, and any other failure to write stdout (a full disk) stops it with one error line; the
     stream is marked lost (:func:`stdout_lost`)."""
     stream = _underlying(sys.stdout)
+    earlier = _reason(stream)
+    if earlier is not None:  # an earlier call found it lost, and pointed it at /dev/null: this output is lost too
+        raise SystemExit(1 if earlier == "" else f"{app}: error: cannot write to standard output: {earlier}")
     guarded = _GuardedStdout(sys.stdout)
     logging_errors_shown = logging.raiseExceptions
     try:
@@ -120,4 +130,5 @@ def reader_may_stop(app: str) -> Iterator[None]:
             raise SystemExit(1) from None
         raise SystemExit(f"{app}: error: cannot write to standard output: {error.strerror or error}") from None
     finally:
+        guarded.active = False
         logging.raiseExceptions = logging_errors_shown

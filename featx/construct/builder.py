@@ -103,19 +103,22 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
     """Build ``spec``; ``checkpoint`` holds its weights (already read), ``None`` for random init or ``device: meta``.
 
     Everything random (the kept layers' init, the neck's, ``reinit``) draws from a generator seeded with
-    ``spec.seed``, in float32, so a spec builds the same network in every process; the global RNG is left as it
-    was. The parameters then take torch's default dtype, as torch's own modules do.
+    ``spec.seed``, so a spec builds the same network in every process; the global RNG is left as it was. A random
+    init (no checkpoint) draws in float32 whatever torch's default dtype, then takes that dtype, as torch's own
+    modules do; a checkpoint's values are loaded in the default dtype (a float64 file is not rounded).
     """
     dtype = torch.get_default_dtype()
-    with registrations_untouched(), _default_dtype(torch.float32):  # a build inside a model constructor featx
-        # runs is a build of its own; float32 draws: under another default dtype the same seed draws other numbers
+    draw_dtype = torch.float32 if checkpoint is None else dtype  # under another dtype one seed draws other numbers
+    # a build inside a model constructor featx runs is a build of its own; torch's default dtype is the process's
+    # one, so builds in other threads wait (the lock) while it is changed
+    with registrations_untouched(), _SEEDED_CONSTRUCTION, _default_dtype(draw_dtype):
         device = resolve_device(spec.device)
         meta = MetaModel.create(spec.model)
         spec, plan = plan_spec(spec, meta)
         # on the CPU whatever the caller's default device (torch.set_default_device, `with torch.device(...)`), from the
         # CPU generator alone: torch.manual_seed would also reseed (and leave reseeded) every CUDA/MPS generator. The
         # generator is the process's one: builds in other threads wait for it.
-        with _SEEDED_CONSTRUCTION, torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
             torch.default_generator.manual_seed(spec.seed)
             saved = checkpoint is not None and checkpoint.saved is not None
             model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
@@ -132,8 +135,8 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
         backbone.to(device)
         if spec.channels_last:
             backbone.to(memory_format=torch.channels_last)
-    if dtype != torch.float32:
-        backbone.to(dtype)
+        if torch.get_default_dtype() != dtype:  # drawn in float32
+            backbone.to(dtype)
     return backbone.train()
 
 

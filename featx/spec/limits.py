@@ -123,9 +123,10 @@ def real_value(value: object) -> float:
 
 def unknown_home(path: str) -> Optional[str]:
     """Why ``path``'s leading ``~user`` cannot be expanded (no such user, or no home folder), else None: featx
-    expands ``~`` in the paths it is given (:func:`expand_home`), and takes a path that exists as written (a file
-    ``~x.pt`` in the current folder) as written, as a shell does. Example: ``unknown_home("~nosuch/a.pth")``."""
-    if not path.startswith("~") or os.path.lexists(path):
+    expands ``~`` in the paths it is given (:func:`expand_home`), and takes a path whose ``~name`` exists as written
+    (a file ``~x.pt`` or a folder ``~x`` in the current folder) as written, as a shell does. Example:
+    ``unknown_home("~nosuch/a.pth")``."""
+    if not path.startswith("~") or os.path.lexists(path.split(os.sep)[0]):
         return None
     try:
         Path(path).expanduser()

@@ -318,7 +318,7 @@ def attributed(error: SpecError, origin: Optional[str], overrides: Optional[Sequ
     override set; with other overrides, to the file with them (an override of one key may break a check of another:
     ``tokens.stride=null`` makes an FPN's strides wrong)."""
     if origin and error.origin is None and not _set_by_override(error.key, overrides or ()):
-        return error.with_origin(f"{origin} with {' '.join(overrides)}" if overrides else origin)
+        return error.with_origin(f"{origin} with overrides {quoted(list(overrides))}" if overrides else origin)
     return error
 
 
