@@ -1430,7 +1430,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/output.py",
-        "            if not self.active:\n                raise\n            raise self._lost(error) from None\n\n    def flush",
+        "            if not self.active:\n                raise\n"
+        "            raise self._lost(error) from None\n\n    def flush",
         "            raise self._lost(error) from None\n\n    def flush",
         "a log handler holding the stdout guard after the app turns logging errors off for the process",
     ),
