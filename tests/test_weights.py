@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from typing import Dict
 
 import pytest
 import torch
@@ -254,6 +255,19 @@ def test_a_model_whose_constructor_computes_builds_under_a_meta_default_device()
     assert "c2" in proposal["stages"]
 
 
+def _built_in_two_threads() -> Dict[int, featx.Backbone]:
+    """resnet18 of seeds 1 and 2, built at once in two threads."""
+    built: Dict[int, featx.Backbone] = {}
+    threads = [
+        threading.Thread(target=lambda s=seed: built.update({s: featx.build(resnet18_spec(seed=s))})) for seed in (1, 2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return built
+
+
 def test_seeded_builds_in_two_threads_equal_builds_alone():
     """torch has one CPU generator per process: two threads seeding it and drawing from it at once got each other's
     numbers (other weights than the same spec built alone) and left it reseeded."""
@@ -261,15 +275,7 @@ def test_seeded_builds_in_two_threads_equal_builds_alone():
     torch.manual_seed(7)
     before = torch.get_rng_state()
     for _ in range(3):
-        built: dict = {}
-        threads = [
-            threading.Thread(target=lambda s=seed, into=built: into.update({s: featx.build(resnet18_spec(seed=s))}))
-            for seed in (1, 2)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        built = _built_in_two_threads()
         for seed, backbone in built.items():
             assert all(torch.equal(alone[seed][name], tensor) for name, tensor in backbone.state_dict().items())
         assert sorted(built) == [1, 2]
@@ -283,15 +289,7 @@ def test_seeded_builds_in_two_threads_under_another_default_dtype_keep_it_and_th
     torch.set_default_dtype(torch.float64)
     try:
         for _ in range(3):
-            built: dict = {}
-            threads = [
-                threading.Thread(target=lambda s=seed, into=built: into.update({s: featx.build(resnet18_spec(seed=s))}))
-                for seed in (1, 2)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            built = _built_in_two_threads()
             assert torch.get_default_dtype() == torch.float64
             for seed, backbone in built.items():
                 for name, tensor in backbone.state_dict().items():
