@@ -84,10 +84,14 @@ def run_not_installed(
         if "featx" not in entry.name:
             (site_packages / entry.name).symlink_to(entry)
     source = folder / "source"  # the package alone: the checkout's folder holds an editable install's metadata
-    shutil.copytree(ROOT / "featx", source / "featx", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(
-        ROOT / "conf", source / "featx" / "conf"
-    )  # the packaged configs, as scripts/gpu_session.sh links them
+    shutil.copytree(  # without a featx/conf link a checkout may hold (scripts/gpu_session.sh makes one)
+        ROOT / "featx",
+        source / "featx",
+        ignore=lambda folder, names: [
+            name for name in names if name == "__pycache__" or (Path(folder) == ROOT / "featx" and name == "conf")
+        ],
+    )
+    shutil.copytree(ROOT / "conf", source / "featx" / "conf")  # the packaged configs, as gpu_session.sh links them
     prelude = f"import sys; sys.path[:0] = [{str(source)!r}, {str(site_packages)!r}]\n"
     return subprocess.run(  # -S: no site processing, so no editable install's finder and no metadata of featx
         [sys.executable, "-S", "-c", prelude + code, *args],
