@@ -682,6 +682,9 @@ def test_the_app_runs_a_fixed_size_backbone_at_its_own_size(workdir):
         "featx: error: input: a batch of 600 inputs of 256x256 is more than 33554432 pixels; lower input.batch_size "
         "or input.height/width"
     )
+    (backbones / "v128.yaml").write_text(text.replace("\ninput_size: null", "\ninput_size: [128, 128]"))
+    code, errors, output = run_app("featx", [*root[:2], "backbone=v128", "run=false", "input.batch_size=700"], workdir)
+    assert code == 0 and "| input 700x3x128x128 |" in output, errors  # 700 x 224 x 224 would be over the limit
     arguments = [*root[:2], "backbone=v256", "export.batch_size=600", "export.path=v.onnx"]
     code, errors, output = run_app("featx-export", arguments, workdir)
     assert _message(code, errors) == (

@@ -41,7 +41,8 @@ def run(cfg: DictConfig) -> None:
         )
     with reported_errors(APP):
         file_path_argument(options.path, "export.path")
-        check_batch_shape("export", options.batch_size, *input_size(options.height, options.width, None))
+        # the given values' bounds before the build; export_backbone checks the pixel limit at the size it traces
+        check_batch_shape("export", options.batch_size, *input_size(options.height, options.width, (1, 1)))
         backbone = featx.build(cfg.backbone)
     fixed = backbone.spec.input_size
     height, width = input_size(options.height, options.width, fixed)

@@ -34,7 +34,8 @@ APP = "featx"
 @app_task(APP, AppConfig)
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and print the table for a batch of ``cfg.input``."""
-    check_batch_shape("input", cfg.input.batch_size, *input_size(cfg.input.height, cfg.input.width, None))
+    # the given values' bounds before the build; the pixel limit at the size the run takes, once it is known
+    check_batch_shape("input", cfg.input.batch_size, *input_size(cfg.input.height, cfg.input.width, (1, 1)))
     choice = HydraConfig.get().runtime.choices.get("backbone")
     with reported_errors(APP):
         start = time.perf_counter()

@@ -135,7 +135,7 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
         backbone.to(device)
         if spec.channels_last:
             backbone.to(memory_format=torch.channels_last)
-        if torch.get_default_dtype() != dtype:  # drawn in float32
+        if draw_dtype != dtype:  # drawn in float32: the parameters take the caller's default dtype
             backbone.to(dtype)
     return backbone.train()
 
