@@ -137,6 +137,12 @@ MUTANTS: List[Mutant] = [
     # spec loading
     Mutant("spec/overrides.py", "merge=False, force_add=True", "merge=True, force_add=True", "overrides merge"),
     Mutant(
+        "spec/overrides.py",
+        "if override.value() is not None and current != override.value():",
+        "if False:",
+        "~key=value deletes the key whatever it holds (weights silently dropped)",
+    ),
+    Mutant(
         "spec/load.py",
         "    try:\n        _refuse_interpolations(data)\n",
         "    try:\n        pass\n",

@@ -229,6 +229,26 @@ def test_bad_overrides_are_a_spec_error_naming_the_key(overrides, key, pattern):
     _assert_spec_error(error, key, pattern)
 
 
+def test_a_delete_with_a_value_deletes_only_while_the_key_holds_that_value():
+    """Hydra's ``~key=value`` deletes only when the key holds ``value`` (the app refuses it otherwise); build's
+    overrides deleted the key whatever it held: ``~weights=IMAGENET1K_V2`` of a spec with DEFAULT weights gave a
+    randomly initialised network, ``~frozen_stages=3`` of one frozen stage an unfrozen one."""
+    spec = _spec(weights="DEFAULT", frozen_stages=1)
+    with pytest.raises(SpecError) as error:
+        featx.load_spec(spec, overrides=["~weights=IMAGENET1K_V2"])
+    assert str(error.value) == (
+        "backbone.weights: '~weights=IMAGENET1K_V2' deletes the key only while its value is 'IMAGENET1K_V2'; "
+        "it is 'DEFAULT'"
+    )
+    with pytest.raises(SpecError, match=r"^backbone\.frozen_stages: .* while its value is 3; it is 1$"):
+        featx.load_spec(spec, overrides=["~frozen_stages=3"])
+    with pytest.raises(SpecError, match=r"^backbone\.stages: .* while its value is \{'c2': .*; it is \{'c2': "):
+        featx.load_spec(spec, overrides=["~stages={c2:{modules:[conv1]}}"])
+    assert featx.load_spec(spec, overrides=["~weights=DEFAULT"]).weights is None
+    assert featx.load_spec(spec, overrides=["~frozen_stages=1"]).frozen_stages == 0
+    assert featx.load_spec(spec, overrides=["~weights"]).weights is None
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -57,10 +57,17 @@ def not_in_grammar(line: str, error: BaseException) -> str:
 
 def _apply(config: DictConfig, override: Override) -> None:
     key = override.key_or_group
-    present = OmegaConf.select(config, key, throw_on_missing=False) is not None
+    current = OmegaConf.select(config, key, throw_on_missing=False)
+    present = current is not None
     if override.is_delete():
         if not present:
             raise SpecError(key_path(key), f"{override.input_line!r} deletes a key that is not set")
+        if override.value() is not None and current != override.value():  # ``~key=value``: only while it holds value
+            raise SpecError(
+                key_path(key),
+                f"{override.input_line!r} deletes the key only while its value is {quoted(override.value())}; "
+                f"it is {quoted(_plain(current))}",
+            )
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(config, parent_key) if parent_key else config
         with open_dict(config):
@@ -71,6 +78,11 @@ def _apply(config: DictConfig, override: Override) -> None:
         raise SpecError(key_path(key), f"{override.input_line!r} adds a key that is already set; drop the '+'")
     # ``key=value`` sets the value: a mapping replaces the mapping (no merge), so stages={c2: ...} means only c2
     OmegaConf.update(config, key, value, merge=False, force_add=True)
+
+
+def _plain(value: Any) -> Any:
+    """A selected node as plain data (for a message)."""
+    return OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value
 
 
 def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> DictConfig:
