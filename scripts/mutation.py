@@ -58,6 +58,7 @@ GUARDS: Dict[str, List[str]] = {
     ],
     "construct/weights.py": ["tests/test_hostile_weights.py", "tests/test_weights.py", "tests/test_checkpoint.py"],
     "construct/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_hostile_weights.py"],
+    "construct/tensor_records.py": ["tests/test_hostile_weights.py"],
     "tasks/export.py": ["tests/test_export.py"],
     "construct/builder.py": [
         "tests/test_hostile_spec.py",
@@ -136,6 +137,24 @@ MUTANTS: List[Mutant] = [
     ),
     # spec loading
     Mutant("spec/overrides.py", "merge=False, force_add=True", "merge=True, force_add=True", "overrides merge"),
+    Mutant(
+        "construct/weights.py",
+        "    if mismatch is not None:",
+        "    if False:",
+        "a tensor record smaller than its pickle claims is memory-mapped (filled from the records after it)",
+    ),
+    Mutant(
+        "construct/tensor_records.py",
+        "        if claimed != held:",
+        "        if claimed < held:",
+        "a record smaller than its pickle's claim passes the check",
+    ),
+    Mutant(
+        "construct/tensor_records.py",
+        'module not in ("torch", "torch.storage")',
+        'module != "torch"',
+        "untyped storages (float8, uint16) are not read: such files lose memory mapping",
+    ),
     Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",

@@ -22,6 +22,7 @@ from helpers import folder_state, resnet18_spec
 from safetensors.torch import save_file
 
 import featx
+from featx.construct.tensor_records import record_mismatch
 from featx.errors import ArgumentError, SpecError, WeightsError
 from featx.files import write_atomically
 
@@ -553,6 +554,53 @@ def test_a_weights_file_rewritten_while_it_is_read_is_refused(tmp_path, monkeypa
     assert str(caught.value) == (
         f"backbone.weights: {path} changed while featx read it (is it being written?); build again once it is complete"
     )
+
+
+def _pickle_of_one_records_of_other(path: Path, pickle_from: Path, records_from: Path) -> None:
+    """A zip holding ``pickle_from``'s data.pkl and every other record (the tensors' bytes) from ``records_from``."""
+    with (
+        zipfile.ZipFile(pickle_from) as claims,
+        zipfile.ZipFile(records_from) as held,
+        zipfile.ZipFile(path, "w") as forged,
+    ):
+        claimed = next(name for name in claims.namelist() if name.endswith("/data.pkl"))
+        for info in held.infolist():
+            forged.writestr(info, claims.read(claimed) if info.filename.endswith("/data.pkl") else held.read(info))
+
+
+def test_a_tensor_record_smaller_than_its_pickle_claims_is_refused(tmp_path):
+    """torch.load(mmap=True) slices each tensor where the pickle says without comparing the record's size: a
+    damaged pickle claiming 9,408 floats for a record of 4 built a backbone whose conv1 held the bytes of the
+    records after it (values up to 1e38, NaNs), without a word."""
+    small = {**_state(0), "conv1.weight": torch.zeros(4)}
+    torch.save(_state(0), tmp_path / "claims.pth")
+    torch.save(small, tmp_path / "holds.pth")
+    path = tmp_path / "forged.pth"
+    _pickle_of_one_records_of_other(path, tmp_path / "claims.pth", tmp_path / "holds.pth")
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(caught.value) == (
+        f"backbone.weights: cannot read {path}: tensor record 'data/0' holds 16 bytes, its pickle claims 37632 "
+        "(a damaged or altered file)"
+    )
+    _pickle_of_one_records_of_other(tmp_path / "whole.pth", tmp_path / "claims.pth", tmp_path / "claims.pth")
+    built = featx.build({**SPEC, "weights": str(tmp_path / "whole.pth")})
+    assert torch.equal(built.stages["c2"][0].weight, _state(0)["conv1.weight"])
+
+
+def test_the_record_check_reads_what_torch_save_writes_for_every_dtype(tmp_path):
+    """The check of the records' sizes reads every storage torch.save writes (legacy storage classes and untyped
+    storages for the newer dtypes): a pickle it cannot read turns memory mapping off, so every such file would be
+    read whole (VGG-16's classifier with it)."""
+    dtypes = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8, torch.int16]
+    dtypes += [torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128, torch.float8_e4m3fn]
+    dtypes += [torch.uint16, torch.uint32]
+    torch.save({f"t{index}": torch.ones(3, dtype=dtype) for index, dtype in enumerate(dtypes)}, tmp_path / "d.pth")
+    torch.save(
+        {"shared": (tensor := torch.arange(6.0)), "view": tensor[2:], "empty": torch.ones(0)}, tmp_path / "v.pth"
+    )
+    for name in ("d.pth", "v.pth"):
+        assert record_mismatch(torch._C.PyTorchFileReader(str(tmp_path / name))) is None
 
 
 def test_a_file_holding_two_state_dicts_is_refused_naming_them(tmp_path):

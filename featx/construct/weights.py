@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from featx.construct.tensor_records import UnknownLayout, record_mismatch
 from featx.errors import WeightsError, first_line
 from featx.spec.keys import key_path
 from featx.spec.limits import quoted, shortened
@@ -60,8 +61,9 @@ def torch_load_file(path: Path) -> Any:
                 f"{key_path('weights')}: cannot read {path}: not a torch checkpoint (neither a zip archive nor a "
                 f"pickle){looks_like}"
             )
+    mapped = is_zip and _records_checked(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except pickle.UnpicklingError as error:
         reason = _unpickler_reason(str(error))
         if "GLOBAL" in reason or reason.lower().startswith("unsupported global"):
@@ -77,6 +79,21 @@ def torch_load_file(path: Path) -> Any:
     except Exception as error:  # noqa: BLE001 - whatever an untrusted file makes the reader raise: it cannot be read
         reason = f"{type(error).__name__}: {first_line(error)}"
         raise WeightsError(f"{key_path('weights')}: cannot read {path}: {quoted(reason)[1:-1]}") from None
+
+
+def _records_checked(path: Path) -> bool:
+    """Whether every tensor record of a zip file holds what its pickle claims, so that memory mapping may read it
+    (``torch.load(mmap=True)`` does not compare the sizes); False when the check cannot read the pickle (torch's
+    reading path then compares them itself)."""
+    try:
+        mismatch = record_mismatch(torch._C.PyTorchFileReader(str(path)))
+    except UnknownLayout:
+        return False
+    except RuntimeError:  # not a zip torch can read: torch.load says why
+        return False
+    if mismatch is not None:
+        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {mismatch} (a damaged or altered file)")
+    return True
 
 
 def safetensors_file(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
