@@ -156,6 +156,18 @@ MUTANTS: List[Mutant] = [
         "untyped storages (float8, uint16) are not read: such files lose memory mapping",
     ),
     Mutant(
+        "construct/checkpoint.py",
+        "    return [trail + (str(key),) for key, inner in value.items() if _is_state_dict(inner)]",
+        "    return []",
+        "a state dict inside an EMA wrapper or below state_dict is not counted: one of two networks taken silently",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        "            holders.insert(0, trail)",
+        "            pass",
+        "tensors beside a state_dict entry are ignored: the nested state dict taken silently",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

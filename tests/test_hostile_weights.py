@@ -618,6 +618,48 @@ def test_a_file_holding_two_state_dicts_is_refused_naming_them(tmp_path):
     assert featx.build({**SPEC, "weights": str(path)}).stages["c2"][0].weight.shape == (64, 3, 7, 7)
 
 
+@pytest.mark.parametrize(
+    ("content", "names", "suggested"),
+    [
+        (lambda a, b: {**a, "state_dict": b}, "the top level, state_dict", "['state_dict']"),
+        (
+            lambda a, b: {"state_dict": {"model": a, "model_ema": b}},
+            "state_dict.model, state_dict.model_ema",
+            "['state_dict']['model_ema']",
+        ),
+        (
+            lambda a, b: {"state_dict": {"model": a, "ema": {"module": b}}},
+            "state_dict.model, state_dict.ema.module",
+            "['state_dict']['ema']['module']",
+        ),
+    ],
+    ids=["tensors-beside-state_dict", "model-and-ema-below-state_dict", "ema-wrapper-below-state_dict"],
+)
+def test_a_second_state_dict_below_the_top_level_is_refused_naming_both(tmp_path, content, names, suggested):
+    """The check for a second state dict looked at the top level only: featx then followed state_dict/model and took
+    one of two networks without a word (the nested state dict over tensors beside it, a model over its EMA)."""
+    path = tmp_path / "checkpoint.pth"
+    torch.save(content(_state(0), _state(1)), path)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(caught.value) == (
+        f"backbone.weights: {path} holds 2 state dicts ({names}) and featx cannot tell which you mean; save the one "
+        f"you want alone: torch.save(checkpoint{suggested}, path)"
+    )
+
+
+def test_a_training_checkpoint_with_an_optimizer_state_loads_its_model(tmp_path):
+    """An optimizer's state holds tensors per parameter (keyed by numbers): not a second state dict."""
+    model = torchvision.models.resnet18()
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"epoch": 3, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+    built = featx.build({**SPEC, "weights": str(path)})
+    assert torch.equal(built.stages["c2"][0].weight, model.conv1.weight)
+
+
 def test_paths_take_a_home_folder_as_spec_files_and_weights_do(tmp_path, monkeypatch):
     """featx.build('~/spec.yaml') and weights: ~/w.pth expanded ~; featx.save and featx.load took it literally."""
     monkeypatch.setenv("HOME", str(tmp_path))

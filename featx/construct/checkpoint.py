@@ -38,6 +38,7 @@ from featx.errors import ArgumentError, WeightsError
 from featx.files import file_path_argument, flag_argument, utf8_path, write_atomically
 from featx.models.registry import library_version
 from featx.spec.keys import key_path
+from featx.spec.limits import quoted
 from featx.spec.load import load_spec
 from featx.spec.schema import BackboneSpec
 from featx.version import __version__
@@ -53,6 +54,8 @@ MEANING_KEYS = ("model", "source", "stages", "layout", "tokens")
 STRUCTURE_KEYS = (*MEANING_KEYS, "out_features", "norm", "fpn")
 #: Keys a third-party ``.pth`` may nest its state dict under.
 _NESTING_KEYS = ("state_dict", "model")
+#: how many state dicts an ambiguity message names
+_SHOWN_HOLDERS = 4
 
 
 def _identity(path: Path) -> Tuple[int, int, int, int]:
@@ -132,15 +135,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     saved = None
     if isinstance(loaded, Mapping) and isinstance(loaded.get(FORMAT_KEY), Mapping):
         saved = dict(loaded[FORMAT_KEY])
-    nested = _nested_state_dicts(loaded)
-    if len(nested) > 1:  # timm's checkpoints hold state_dict and state_dict_ema: which one is meant?
-        raise WeightsError(
-            f"{key_path('weights')}: {path} holds {len(nested)} state dicts ({', '.join(nested)}) and featx cannot "
-            f"tell which you mean; save the one you want alone: torch.save(checkpoint[{nested[-1]!r}], path)"
-        )
-    for key in _NESTING_KEYS:
-        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
-            loaded = loaded[key]
+    loaded = _the_state_dict(loaded, path)
     if not isinstance(loaded, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()
     ):
@@ -148,17 +143,47 @@ def read_checkpoint(path: Path) -> Checkpoint:
     return _checked(Checkpoint(path, dict(loaded), saved, identity))
 
 
-def _nested_state_dicts(loaded: object) -> List[str]:
-    """The keys of ``loaded`` (a file's top-level mapping) whose values are state dicts (names → tensors)."""
-    if not isinstance(loaded, Mapping):
-        return []
-    return [
-        str(key)
-        for key, value in loaded.items()
-        if isinstance(value, Mapping)
-        and value
+def _is_state_dict(value: object) -> bool:
+    """Whether ``value`` is a state dict: a non-empty mapping of names to tensors."""
+    return (
+        isinstance(value, Mapping)
+        and bool(value)
         and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
-    ]
+    )
+
+
+def _state_dicts_within(value: object, trail: Tuple[str, ...]) -> List[Tuple[str, ...]]:
+    """The key paths of the state dicts ``value`` is or holds among its values (an EMA wrapper's ``{"module": ...}``;
+    an optimizer's state, keyed by parameter numbers, holds none)."""
+    if _is_state_dict(value):
+        return [trail]
+    if not isinstance(value, Mapping):
+        return []
+    return [trail + (str(key),) for key, inner in value.items() if _is_state_dict(inner)]
+
+
+def _the_state_dict(loaded: object, path: Path) -> object:
+    """What a file's content holds under its ``state_dict``/``model`` entries (a training checkpoint's nesting), the
+    content itself where it has none. A level on the way that holds a second state dict beside the one followed (a
+    model's EMA, or tensors beside a ``state_dict`` entry) is ambiguous: which one is meant?"""
+    trail: Tuple[str, ...] = ()
+    while isinstance(loaded, Mapping):
+        holders = [found for key, value in loaded.items() for found in _state_dicts_within(value, trail + (str(key),))]
+        if any(isinstance(value, torch.Tensor) for value in loaded.values()) and not _is_state_dict(loaded):
+            holders.insert(0, trail)
+        if len(holders) > 1:
+            names = ", ".join(quoted(".".join(holder))[1:-1] or "the top level" for holder in holders[:_SHOWN_HOLDERS])
+            more = f" and {len(holders) - _SHOWN_HOLDERS} more" if len(holders) > _SHOWN_HOLDERS else ""
+            chosen = "".join(f"[{quoted(key)}]" for key in holders[-1])
+            raise WeightsError(
+                f"{key_path('weights')}: {path} holds {len(holders)} state dicts ({names}{more}) and featx cannot "
+                f"tell which you mean; save the one you want alone: torch.save(checkpoint{chosen}, path)"
+            )
+        step = next((key for key in _NESTING_KEYS if isinstance(loaded.get(key), Mapping)), None)
+        if step is None:
+            return loaded
+        loaded, trail = loaded[step], trail + (step,)
+    return loaded
 
 
 def _metadata(spec: BackboneSpec) -> Dict[str, Any]:
