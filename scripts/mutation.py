@@ -1121,8 +1121,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/checkpoint.py",
-        "    if len(nested) > 1:",
-        "    if False:",
+        "        if len(holders) > 1:",
+        "        if False:",
         "a file holding state_dict and state_dict_ema loads one of them silently",
     ),
     Mutant(
