@@ -168,6 +168,18 @@ MUTANTS: List[Mutant] = [
         "tensors beside a state_dict entry are ignored: the nested state dict taken silently",
     ),
     Mutant(
+        "cli/app.py",
+        "    return [name for item in value for name in _names(item)] if isinstance(value, list) else []",
+        "    return []",
+        "a list of config names for a group is not checked: a file outside the config roots is composed and printed",
+    ),
+    Mutant(
+        "cli/app.py",
+        "        for choice in choices + [name for pattern in patterns for name in pattern.filter(names)]:",
+        "        for choice in choices:",
+        "a user's backbone file chosen by glob() is not read first: a non-UTF-8 file is a traceback",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

@@ -93,6 +93,16 @@ CASES = [
         r"^featx: error: --config-name /etc/hosts: a config name is a name",
     ),
     ("featx", ["backbone='~/evil'"], r"^featx: error: backbone=~/evil: a config choice is a name"),
+    (  # a group takes a list of names: its items were not checked, and --cfg hydra printed a file outside the roots
+        "featx",
+        ["--cfg", "hydra", "-p", "hydra.job_logging", "hydra/job_logging=[../../../../../../../../etc/hostname]"],
+        r"^featx: error: hydra/job_logging=\.\./\.\./\.\./\.\./\.\./\.\./\.\./\.\./etc/hostname: a config choice is a ",
+    ),
+    (
+        "featx",
+        ["-m", "run=false", "hydra/job_logging=[default],[../../../../../../../../etc/hostname]"],
+        r"^featx: error: hydra/job_logging=\.\./\.\./\.\./\.\./\.\./\.\./\.\./\.\./etc/hostname: a config choice is a ",
+    ),
     # what Hydra's parser cannot place: argparse's usage block and "unrecognized arguments"
     (
         "featx-extract",
@@ -414,13 +424,15 @@ def test_an_interpolated_app_value_of_the_wrong_type_is_named_without_its_value(
         ("model: r\xe9snet\n".encode("latin-1"), r"not UTF-8 text \(byte 8 cannot be decoded\)"),
     ],
 )
-@pytest.mark.parametrize("flag", ["--config-dir", "hydra.searchpath"])
+@pytest.mark.parametrize("flag", ["--config-dir", "hydra.searchpath", "glob"])
 def test_a_broken_file_of_the_users_config_folder_is_one_error_line(workdir, content, problem, flag):
-    """Hydra's loader answers these with a traceback (yaml's ScannerError, UnicodeDecodeError)."""
+    """Hydra's loader answers these with a traceback (yaml's ScannerError, UnicodeDecodeError); a backbone chosen by
+    a glob() sweep was not read first."""
     (workdir / "mine" / "backbone").mkdir(parents=True)
     (workdir / "mine" / "backbone" / "broken.yaml").write_bytes(content)
-    folder = ["--config-dir", "mine"] if flag == "--config-dir" else [f"hydra.searchpath=[file://{workdir}/mine]"]
-    code, errors, _ = run_app("featx", [*folder, "backbone=broken", "run=false"], workdir)
+    folder = [f"hydra.searchpath=[file://{workdir}/mine]"] if flag == "hydra.searchpath" else ["--config-dir", "mine"]
+    choice = ["-m", "backbone=glob(bro*)"] if flag == "glob" else ["backbone=broken"]
+    code, errors, _ = run_app("featx", [*folder, *choice, "run=false"], workdir)
     message = _message(code, errors)
     assert re.search(r"^featx: error: \S*mine/backbone/broken\.yaml: backbone: " + problem, message), message
     assert "Traceback" not in errors

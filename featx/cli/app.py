@@ -52,7 +52,14 @@ import yaml
 from hydra._internal.utils import get_args, get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, Override, OverrideType, QuotedString, RangeSweep
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    Glob,
+    Override,
+    OverrideType,
+    QuotedString,
+    RangeSweep,
+)
 from hydra.errors import HydraException
 from hydra.plugins.completion_plugin import CompletionPlugin
 from hydra.types import RunMode
@@ -112,18 +119,27 @@ def _parsed(app: str, argument: str) -> Override:
     return override
 
 
+def _names(value: object) -> List[str]:
+    """The config names in a group override's value: a name, or each name of a list (a group takes several)."""
+    if isinstance(value, QuotedString):  # as Hydra uses it: quotes and escapes removed
+        return [value.text]
+    if isinstance(value, str):
+        return [value]
+    return [name for item in value for name in _names(item)] if isinstance(value, list) else []
+
+
 def _choice_values(override: Override) -> List[str]:
-    """The string values a config-group override gives (one, or each of a choice sweep); none for other overrides."""
+    """The config names a config-group override gives (one, a list of them, or those of each value of a choice
+    sweep); none for other overrides."""
     if "." in override.key_or_group or override.is_delete():
         return []
     if override.is_sweep_override():
-        try:  # the values as Hydra uses them: quotes and escapes removed
+        try:
             values = list(override.sweep_iterator())
         except (HydraException, ValueError, TypeError):
             return []
-        return [v.text if isinstance(v, QuotedString) else v for v in values if isinstance(v, (str, QuotedString))]
-    value = override.value()
-    return [value] if isinstance(value, str) else []
+        return [name for value in values for name in _names(value)]
+    return _names(override.value())
 
 
 def _sweep_length(override: Override) -> Optional[int]:
@@ -271,14 +287,15 @@ def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]
     """Read each chosen ``backbone/<name>.yaml`` of the user's config folders as featx reads a spec file: Hydra's
     loader answers a tab, a duplicate key or bytes that are not UTF-8 with a traceback. A resolver call is refused
     before Hydra composes (and tab completion prints) the file's values."""
-    choices = [
-        choice
-        for argument, override in overrides
-        if argument.lstrip("+").split("=", 1)[0] == "backbone"
-        for choice in _choice_values(override)
+    backbone_overrides = [
+        override for argument, override in overrides if argument.lstrip("+").split("=", 1)[0] == "backbone"
     ]
+    choices = [choice for override in backbone_overrides for choice in _choice_values(override)]
+    values: List[object] = [override.value() for override in backbone_overrides]  # Override.value()'s type lacks Glob
+    patterns = [value for value in values if isinstance(value, Glob)]
     for folder in folders:
-        for choice in choices:
+        names = sorted(path.stem for path in (folder / "backbone").glob("*.yaml")) if patterns else []
+        for choice in choices + [name for pattern in patterns for name in pattern.filter(names)]:
             path = folder / "backbone" / f"{choice}.yaml"
             if path.is_file():
                 try:
