@@ -180,6 +180,12 @@ MUTANTS: List[Mutant] = [
         "a user's backbone file chosen by glob() is not read first: a non-UTF-8 file is a traceback",
     ),
     Mutant(
+        "tasks/extract/run.py",
+        '        backbone["weights_digest"] = _weights_digest(cached)',
+        "        pass",
+        "published weights recorded by name alone: a replaced hub cache file adds another network's features",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

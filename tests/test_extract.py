@@ -211,6 +211,25 @@ def test_other_settings_are_refused_and_overwrite_keeps_foreign_files(images, tm
     assert json.loads((output / "featx-extract.json").read_text())["settings"]["backbone"]["norm"] == "eval"
 
 
+def test_a_hub_cache_file_replaced_between_runs_is_other_settings(images, tmp_path, monkeypatch):
+    """Published weights were recorded by name alone: with the torch hub's cached file replaced (another network
+    copied there; the hubs check a file's hash only when they download it), a rerun added the new images' features
+    from the other network to the folder, without a word."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv(OFFLINE_VARIABLE, "1")
+    cached = tmp_path / "torch-home" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"  # the enum's file name
+    cached.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), cached)
+    spec = featx.load_spec("resnet18", overrides=["device=cpu", "weights=IMAGENET1K_V1", "out_features=[c2]"])
+    output = tmp_path / "out"
+    extract(spec, _options(images, output))
+    assert extract(spec, _options(images, output)).processed == 0  # the same file: resumed
+    torch.save(torchvision.models.resnet18().state_dict(), cached)  # another network under the same name
+    _save_image(images / "rgb_new.png", "RGB", seed=99)
+    with pytest.raises(featx.ArgumentError, match=r"other settings \(differing: backbone\.weights_digest\)"):
+        extract(spec, _options(images, output))
+
+
 def test_read_features_of_an_unfinished_or_foreign_folder(tmp_path, images, weights_file):
     with pytest.raises(featx.FeatxError, match=r"has no featx-extract.json: it is not a featx-extract output folder"):
         list(featx.read_features(tmp_path))

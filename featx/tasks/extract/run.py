@@ -303,21 +303,29 @@ class _ShardBuffer:
         self.image_bytes, self.skipped_bytes = self.image_bytes[count:], 0
 
 
-def _local_weights_identity(spec: BackboneSpec) -> Optional[Identity]:
-    """The identity (size, modification time, inode) of the local weights file ``spec`` names, else ``None``: taken
-    before and after the build, so a file rewritten meanwhile is refused."""
-    if spec.weights is None or not is_weights_file(spec.weights):
+def _weights_file(spec: BackboneSpec) -> Optional[Path]:
+    """The file the build reads ``spec``'s weights from (the local file it names, or the hub's cached file of the
+    published weights it names), None without weights."""
+    if spec.weights is None:
         return None
-    return file_identity(expand_home(spec.weights))
+    if is_weights_file(spec.weights):
+        return Path(expand_home(spec.weights))
+    return published_weights_file(spec.model, spec.weights)
 
 
-def _local_weights_digest(spec: BackboneSpec) -> Optional[str]:
-    """The BLAKE2b digest of the local weights file's bytes (what the features depend on, whichever copy holds them:
-    each node of a multi-node run has its own, ``rsync -a`` makes another), or None if it cannot be read (the
-    identity check after it then refuses the run)."""
+def _weights_identity(path: Optional[Path]) -> Optional[Identity]:
+    """The identity (size, modification time, inode) of the weights file, taken before and after the build, so a
+    file rewritten meanwhile is refused."""
+    return None if path is None else file_identity(path)
+
+
+def _weights_digest(path: Path) -> Optional[str]:
+    """The BLAKE2b digest of a weights file's bytes (what the features depend on, whichever copy holds them: each
+    node of a multi-node run has its own, ``rsync -a`` makes another, a hub cache file replaced later is another
+    network under the same name), or None if it cannot be read (the identity check after it then refuses the run)."""
     digest = hashlib.blake2b()
     try:
-        with open(expand_home(str(spec.weights)), "rb") as weights:
+        with open(path, "rb") as weights:
             for block in iter(lambda: weights.read(1 << 20), b""):
                 digest.update(block)
     except OSError:
@@ -336,10 +344,12 @@ def _settings(spec: BackboneSpec, outputs: List[str], options: ExtractOptions, t
         backbone["weights"] = published_weights_id(spec.model, spec.weights)
         # the cached file, named as its hub names it (torch hub: checkpoints/<name with a hash of its content>;
         # Hugging Face hub: <revision>/<file>), since a hub repository may publish other weights under one tag
-        backbone["weights_file"] = "/".join(published_weights_file(spec.model, spec.weights).parts[-2:])
+        cached = published_weights_file(spec.model, spec.weights)
+        backbone["weights_file"] = "/".join(cached.parts[-2:])
+        backbone["weights_digest"] = _weights_digest(cached)  # the hubs check a file's hash only as they download it
     elif spec.weights is not None:  # by content, not path: a copy elsewhere (each node's) is the same weights, a
         backbone["weights"] = "local file"  # file rewritten under the same name is not
-        backbone["weights_file"] = _local_weights_digest(spec)
+        backbone["weights_file"] = _weights_digest(Path(expand_home(spec.weights)))
     settings = {
         "backbone": backbone,
         "outputs": outputs,
@@ -468,13 +478,14 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         check_input_size(spec, transform, transform_name)  # on meta, before any weights are read
         if options.decode == "gpu":
             check_tensor_transform(transform, transform_name)
-        before = _local_weights_identity(spec)
+        weights_file = _weights_file(spec)
+        before = _weights_identity(weights_file)
         backbone = build(dataclasses.replace(spec, device=str(device))).eval()
         outputs = _selected_outputs(backbone, options.outputs)
         settings = _settings(spec, outputs, options, transform)
-        if _local_weights_identity(spec) != before:  # the file the features are recorded against (in settings)
+        if _weights_identity(weights_file) != before:  # the file the features are recorded against (in settings)
             raise WeightsError(
-                f"backbone.weights: {spec.weights} changed while featx-extract read it; run again once it is complete"
+                f"backbone.weights: {weights_file} changed while featx-extract read it; run again once it is complete"
             )
         listing = _listing_of_rank_zero(options.input, options.output, rank, world)
         store = FeatureStore(Path(options.output))
