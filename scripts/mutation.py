@@ -1157,7 +1157,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/run.py",
-        "        if _local_weights_identity(spec) != before:",
+        "        if _weights_identity(weights_file) != before:",
         "        if False:",
         "features recorded against a weights file rewritten after the build",
     ),
