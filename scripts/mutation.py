@@ -186,6 +186,12 @@ MUTANTS: List[Mutant] = [
         "published weights recorded by name alone: a replaced hub cache file adds another network's features",
     ),
     Mutant(
+        "construct/checkpoint.py",
+        '    if spec.device == "meta":  # built on meta',
+        '    if spec.device == "never":  # built on meta',
+        "a meta-built backbone given weights is saved as device: meta, and loads without its weights",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

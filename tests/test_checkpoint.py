@@ -176,6 +176,20 @@ def test_a_checkout_that_is_not_installed_saves_checkpoints(tmp_path):
     assert torch.load(path, weights_only=True)["featx"]["versions"]["featx"] == featx.__version__
 
 
+def test_a_backbone_built_on_meta_and_given_weights_loads_with_its_weights(tmp_path):
+    """PyTorch's meta-init idiom: build on meta, then assign real weights. save() recorded device: meta, so load()
+    rebuilt on meta and silently skipped every weight in the file (a backbone without values)."""
+    backbone = featx.build("resnet18", overrides=["device=meta", "out_features=[c2]"])
+    trained = featx.build("resnet18", overrides=["device=cpu", "out_features=[c2]", "seed=5"]).eval()
+    backbone.load_state_dict(trained.state_dict(), assign=True)
+    path = featx.save(backbone, tmp_path / "assigned.pt")
+    loaded = featx.load(path).eval()
+    assert loaded.spec.device == "cpu"
+    assert {tensor.device.type for tensor in loaded.state_dict().values()} == {"cpu"}
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(loaded(x)["c2"], trained(x)["c2"])
+
+
 def test_save_refuses_to_overwrite(tmp_path):
     path = tmp_path / "bb.pt"
     path.write_text("mine")

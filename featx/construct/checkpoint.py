@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -235,6 +236,8 @@ def write_backbone_file(backbone: nn.Module, path: PathLike, *, overwrite: bool 
             f"and featx.load gives each its own, so untie them (tensor.clone()) first. Nothing was written to {path}"
         )
     state = {key: tensor.detach().cpu().contiguous() for key, tensor in tensors.items()}
+    if spec.device == "meta":  # built on meta, its weights assigned since: load rebuilds it where they are
+        spec = dataclasses.replace(spec, device=str(next(iter(tensors.values())).device))
     metadata = _metadata(spec)
 
     def write(partial: Path) -> None:
