@@ -103,7 +103,7 @@ GUARDS: Dict[str, List[str]] = {
     "models/published_weights.py": ["tests/test_extract.py"],
     "nn/reinit.py": ["tests/test_runtime_control.py"],
     "cli/app.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
-    "cli/output_folders.py": ["tests/test_hydra.py"],
+    "cli/output_folders.py": ["tests/test_hydra.py", "tests/test_hostile_apps.py"],
     "construct/propose.py": ["tests/test_propose.py", "tests/test_timm.py", "tests/test_timm_families.py"],
     "models/timm_models.py": ["tests/test_timm.py"],
     "models/timm_weights.py": ["tests/test_timm.py"],
@@ -190,6 +190,24 @@ MUTANTS: List[Mutant] = [
         '    if spec.device == "meta":  # built on meta',
         '    if spec.device == "never":  # built on meta',
         "a meta-built backbone given weights is saved as device: meta, and loads without its weights",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "            if link is not None:",
+        "            if False:",
+        "Hydra writes its config copies, log and multirun.yaml through a link planted at their names",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        '        if name in ("", ".", "..") or "/" in name or os.sep in name:',
+        '        if name in ("", ".", ".."):',
+        "a job name holding a path puts the run's log outside the run folder",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        ' or ".." in Path(str(subdir)).parts):',
+        "):",
+        "an output_subdir climbing out of the run folder has Hydra write its config copies elsewhere",
     ),
     Mutant(
         "spec/overrides.py",

@@ -672,6 +672,77 @@ def test_a_run_folder_hydra_cannot_make_is_one_line(tmp_path):
     assert done.stderr.strip() == "featx: error: /proc/featx-run: No such file or directory", done.stderr[-2000:]
 
 
+HYDRA_FILE_CASES = [
+    (
+        "hydra-folder-link",
+        ["hydra.run.dir=run"],
+        ("run/.hydra", "elsewhere"),
+        "{w}/run/.hydra is a link, and Hydra would write this run's config.yaml through it into a file elsewhere",
+    ),
+    (
+        "log-link",
+        ["hydra.run.dir=run", "hydra.job.name=job"],
+        ("run/job.log", "elsewhere/notes.txt"),
+        "{w}/run/job.log is a link, and Hydra would write this run's job.log through it into a file elsewhere",
+    ),
+    (
+        "multirun-link",
+        ["-m", "hydra.sweep.dir=sweep"],
+        ("sweep/multirun.yaml", "elsewhere/notes.txt"),
+        "{w}/sweep/"
+        "multirun.yaml is a link, and Hydra would write this run's multirun.yaml through it into a file elsewhere",
+    ),
+    (
+        "absolute-subdir",
+        ["hydra.run.dir=run", "hydra.output_subdir={w}/elsewhere"],
+        None,
+        "hydra.output_subdir: "
+        "{w}/elsewhere is not a folder inside the run folder run, where Hydra keeps its copy of the config",
+    ),
+    (
+        "climbing-subdir",
+        ["hydra.run.dir=run", "hydra.output_subdir=../elsewhere"],
+        None,
+        "hydra.output_subdir: ../elsewhere is not a folder inside the run folder run",
+    ),
+    (
+        "job-name-path",
+        ["hydra.run.dir=run", "hydra.job.name=../elsewhere/notes"],
+        None,
+        "hydra.job.name: '../elsewhere/notes' is not a file name (Hydra writes the run's log to <name>.log)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "link", "message"), [case[1:] for case in HYDRA_FILE_CASES], ids=[c[0] for c in HYDRA_FILE_CASES]
+)
+def test_hydras_files_never_land_outside_the_run_folder(workdir, arguments, link, message):
+    """Hydra writes .hydra/config.yaml, hydra.yaml, overrides.yaml, <job>.log and (sweeps) multirun.yaml: through a
+    link planted at one of those names, or an output_subdir or job name leading out of the run folder, it replaced
+    or appended to the user's own files elsewhere."""
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "config.yaml").write_text("mine\n")
+    (elsewhere / "notes.txt").write_text("mine too\n")
+    if link is not None:
+        (workdir / link[0]).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / link[0]).symlink_to(workdir / link[1])
+    before = folder_state(elsewhere)
+    arguments = [argument.format(w=workdir) for argument in arguments]
+    done = subprocess.run(
+        [sys.executable, "-m", "featx", *arguments, "backbone=resnet18", "run=false"],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("featx: error: " + message.format(w=workdir)), done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    assert folder_state(elsewhere) == before
+
+
 def test_the_app_runs_a_fixed_size_backbone_at_its_own_size(workdir):
     """input.height/width defaulted to 224: a backbone that takes one size (a proposal's input_size) failed in the
     featx app, run=false too, unless the user typed that size."""

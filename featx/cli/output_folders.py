@@ -22,7 +22,7 @@ import getpass
 import os
 import stat
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -105,8 +105,36 @@ class OutputFolders(Callback):
                 "(the default is under $TMPDIR)",
             )
 
+    def _check_hydra_files(self, config: DictConfig, folder: Any, files: Sequence[str]) -> None:
+        """Refuse an ``hydra.output_subdir`` or ``hydra.job.name`` that would put Hydra's files outside the run
+        folder, and a link where Hydra writes its files (``files`` in the folder, the config files in its
+        ``output_subdir``): Hydra would write through it into a file elsewhere."""
+        subdir, name = config.hydra.output_subdir, str(config.hydra.job.name)
+        if subdir is not None and (Path(str(subdir)).is_absolute() or ".." in Path(str(subdir)).parts):
+            fail(
+                self.app,
+                f"hydra.output_subdir: {subdir} is not a folder inside the run folder {folder}, where Hydra keeps "
+                "its copy of the config; give a relative name (the default is .hydra) or null for none",
+            )
+        if name in ("", ".", "..") or "/" in name or os.sep in name:
+            fail(self.app, f"hydra.job.name: {name!r} is not a file name (Hydra writes the run's log to <name>.log)")
+        base = Path(str(folder)).absolute()
+        written = [base / file for file in files] + [base / f"{name}.log"]
+        if subdir is not None:
+            written += [base / str(subdir) / file for file in ("config.yaml", "hydra.yaml", "overrides.yaml")]
+        for path in written:
+            link = next((p for p in (path, *path.parents) if p != base and base in p.parents and p.is_symlink()), None)
+            if link is not None:
+                fail(
+                    self.app,
+                    f"{link} is a link, and Hydra would write this run's {path.name} through it into a file "
+                    "elsewhere; remove the link or give another folder with hydra.run.dir / hydra.sweep.dir",
+                )
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check("hydra.run.dir", config.hydra.run.dir)
+        self._check_hydra_files(config, config.hydra.run.dir, [])
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check("hydra.sweep.dir", config.hydra.sweep.dir)
+        self._check_hydra_files(config, config.hydra.sweep.dir, ["multirun.yaml"])
