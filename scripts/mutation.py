@@ -210,6 +210,18 @@ MUTANTS: List[Mutant] = [
         "an output_subdir climbing out of the run folder has Hydra write its config copies elsewhere",
     ),
     Mutant(
+        "cli/app.py",
+        "    if flags.multirun and not _jobs_run and not (flags.help or flags.hydra_help):",
+        "    if False:",
+        "a sweep that runs no job (a glob matching nothing) exits 0",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    except (ValueError, TypeError, AttributeError, LookupError, AssertionError, RecursionError) as error:",
+        "    except (LookupError,) as error:",
+        "what Hydra's own code raises for values it does not check (range step 0) is a traceback",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

@@ -93,6 +93,37 @@ CASES = [
         r"^featx: error: --config-name /etc/hosts: a config name is a name",
     ),
     ("featx", ["backbone='~/evil'"], r"^featx: error: backbone=~/evil: a config choice is a name"),
+    # what Hydra's own code raises for values it does not check, and sweeps that run nothing
+    (
+        "featx",
+        ["-m", "input.height=range(32,64,0)", "run=false", "backbone=resnet18"],
+        r"^featx: error: ValueError: range\(\) arg 3 must not be zero \(HYDRA_FULL_ERROR=1 shows where\)$",
+    ),
+    (
+        "featx",
+        ["backbone=resnet18", "run=false", "hydra=null"],
+        r"^featx: error: ValueError: Config group override must be a string or a list\. Got NoneType \(HYDRA_FULL_",
+    ),
+    (
+        "featx",
+        ["-m", "backbone=resnet18", "run=false", "hydra.sweeper.max_batch_size=0"],
+        r"^featx: error: AssertionError \(HYDRA_FULL_ERROR=1 shows where\)$",
+    ),
+    (
+        "featx",
+        ["-m", "backbone=glob(resnt*)", "run=false"],
+        r"^featx: error: the sweep has no jobs \(a glob\(\) that matches no name, an empty range\(\)\?\); nothing ran$",
+    ),
+    (
+        "featx-export",
+        ["-m", "export.height=range(64,32)", "export.path=x.pt"],
+        r"^featx-export: error: the sweep has no jobs",
+    ),
+    (
+        "featx",
+        ["backbone=resnet18", "run=false", "input.height=" + "[" * 1500 + "]" * 1500],
+        r"^featx: error: input\.height=\[\[\[.*: not an override in Hydra's grammar \(nested too deeply\)",
+    ),
     (  # a group takes a list of names: its items were not checked, and --cfg hydra printed a file outside the roots
         "featx",
         ["--cfg", "hydra", "-p", "hydra.job_logging", "hydra/job_logging=[../../../../../../../../etc/hostname]"],

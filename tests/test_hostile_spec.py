@@ -187,6 +187,7 @@ OVERRIDE_CASES = [
     ("override-too-long", ["model=" + "x" * 5000], "backbone.overrides", r"4096 characters"),
     ("override-grammar", ["frozen_stages=[1,"], "backbone.overrides", r"."),
     ("override-no-equals", ["frozen_stages"], "backbone.overrides", r"."),
+    ("override-nested-deep", ["input_size=" + "[" * 1500 + "]" * 1500], "backbone.overrides", r"nested too deeply"),
     ("override-sweep", ["frozen_stages=1,2"], "backbone.frozen_stages", r"is a sweep"),
     ("override-range-sweep", ["frozen_stages=range(0,3)"], "backbone.frozen_stages", r"is a sweep"),
     ("override-package", ["backbone@foo=1"], "backbone.backbone", r"no package"),

@@ -114,7 +114,7 @@ def _parsed(app: str, argument: str) -> Override:
     """``argument`` parsed by Hydra's override parser; a grammar error is one featx error line naming it."""
     try:
         (override,) = OverridesParser.create().parse_overrides([argument])
-    except (HydraException, ValueError) as error:
+    except (HydraException, ValueError, RecursionError) as error:  # RecursionError: brackets nested too deep
         fail(app, not_in_grammar(argument, error))
     return override
 
@@ -695,9 +695,16 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
             raise
         where = f"{error.filename}: " if error.filename else ""
         fail(app, f"{where}{error.strerror or first_line(error)}")
+    except (ValueError, TypeError, AttributeError, LookupError, AssertionError, RecursionError) as error:
+        if full_error is not None:  # what Hydra's own code raises for values it does not check (range step 0)
+            raise
+        reason = quoted(first_line(error))[1:-1]
+        fail(app, f"{type(error).__name__}{': ' if reason else ''}{reason} (HYDRA_FULL_ERROR=1 shows where)")
     finally:
         if full_error is None:
             os.environ.pop(FULL_ERROR, None)
+    if flags.multirun and not _jobs_run and not (flags.help or flags.hydra_help):
+        fail(app, "the sweep has no jobs (a glob() that matches no name, an empty range()?); nothing ran")
     if _failed_jobs:
         fail(app, f"{len(_failed_jobs)} of {len(_jobs_run)} jobs failed: {'; '.join(_failed_jobs)}")
     if _jobs_unread:

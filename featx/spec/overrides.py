@@ -42,15 +42,16 @@ def parse_overrides(overrides: Sequence[str]) -> list[Override]:
     for line in overrides:
         try:
             parsed += parser.parse_overrides([line])
-        except (HydraException, ValueError) as error:
+        except (HydraException, ValueError, RecursionError) as error:  # RecursionError: brackets nested too deep
             raise SpecError(key_path("overrides"), not_in_grammar(line, error)) from None
     return parsed
 
 
 def not_in_grammar(line: str, error: BaseException) -> str:
     """Why override ``line`` is refused when Hydra's grammar cannot parse it, with how to quote a value."""
+    reason = "nested too deeply" if isinstance(error, RecursionError) else first_line(error)
     return (
-        f"{quoted(line)[1:-1]}: not an override in Hydra's grammar ({first_line(error)}); quote values holding "
+        f"{quoted(line)[1:-1]}: not an override in Hydra's grammar ({reason}); quote values holding "
         "special characters (key='a value'), see https://hydra.cc/docs/advanced/override_grammar/basic/"
     )
 
