@@ -222,6 +222,12 @@ MUTANTS: List[Mutant] = [
         "what Hydra's own code raises for values it does not check (range step 0) is a traceback",
     ),
     Mutant(
+        "cli/output.py",
+        "    if sys.stdout is None:  # started with stdout closed",
+        "    if False:  # started with stdout closed",
+        "an app started with stdout closed (>&-) ends in AttributeError tracebacks",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

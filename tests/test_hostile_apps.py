@@ -582,18 +582,24 @@ def test_a_reader_that_stops_early_ends_the_app_quietly(command, tmp_path):
         "featx with its log",
     ],
 )
-def test_standard_output_that_cannot_be_written_is_one_error_line(command, app, tmp_path):
-    """`featx-list > /dev/full` (a full disk): a traceback after the work was done."""
+@pytest.mark.parametrize("stdout", ["/dev/full", "closed"])
+def test_standard_output_that_cannot_be_written_is_one_error_line(command, app, stdout, tmp_path):
+    """`featx-list > /dev/full` (a full disk): a traceback after the work was done. `featx-list >&-` (no stdout at
+    all: Python's sys.stdout is None): an AttributeError traceback in every app, also at exit."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     with open("/dev/full", "w") as full:
         done = subprocess.run(
-            [sys.executable, "-m", *command], stdout=full, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+            [sys.executable, "-m", *command],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            preexec_fn=(lambda: os.close(1)) if stdout == "closed" else None,
         )
+    reason = "standard output is closed" if stdout == "closed" else "No space left on device"
     assert done.returncode == 1
-    assert (
-        done.stderr.strip().splitlines()[-1]
-        == f"{app}: error: cannot write to standard output: No space left on device"
-    )
+    assert done.stderr.strip().splitlines()[-1] == f"{app}: error: cannot write to standard output: {reason}"
     assert "Traceback" not in done.stderr and "Logging error" not in done.stderr, done.stderr[-2000:]
 
 

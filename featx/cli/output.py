@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -69,6 +70,23 @@ class _GuardedStdout:
         return getattr(self._stream, name)
 
 
+class _ClosedStdout:
+    """What stands for stdout when the app started without one (``>&-``: Python's ``sys.stdout`` is None): writing
+    fails as a closed file descriptor does, so an app that prints is one error line, and one that writes files works."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def flush(self) -> None:
+        """Nothing was written, so nothing waits."""
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def isatty(self) -> bool:
+        return False
+
+
 def _underlying(stream: Any) -> Any:
     while isinstance(stream, _GuardedStdout):
         stream = stream._stream
@@ -105,6 +123,8 @@ def reader_may_stop(app: str) -> Iterator[None]:
     """Inside the block (and for what it left buffered, also when the block exits), a reader of stdout that went
     away stops ``app`` quietly, and any other failure to write stdout (a full disk) stops it with one error line; the
     stream is marked lost (:func:`stdout_lost`)."""
+    if sys.stdout is None:  # started with stdout closed
+        sys.stdout = _ClosedStdout()
     stream = _underlying(sys.stdout)
     earlier = _reason(stream)
     if earlier is not None:  # an earlier call found it lost, and pointed it at /dev/null: this output is lost too
