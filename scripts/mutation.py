@@ -228,6 +228,12 @@ MUTANTS: List[Mutant] = [
         "an app started with stdout closed (>&-) ends in AttributeError tracebacks",
     ),
     Mutant(
+        "construct/weights.py",
+        "    return bool((torch.isfinite(tensor) & ~torch.isfinite(tensor.to(dtype))).any())",
+        "    return False",
+        "a float64 file's values beyond float32 load as inf",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

@@ -167,6 +167,14 @@ BAD_FILES = [
         WeightsError,
         r"cannot read",
     ),
+    (  # a float64 file's value beyond float32: the cast made it inf, and every output of the backbone inf
+        "float64-beyond-float32",
+        "w.pth",
+        _with(lambda s: {**s, "conv1.weight": s["conv1.weight"].double().index_fill(0, torch.tensor([0]), 1e300)}),
+        WeightsError,
+        r"values beyond the model's dtype \(the cast would make them inf\): conv1\.weight checkpoint torch\.float64 vs "
+        r"model torch\.float32$",
+    ),
     ("folder", "w.pth", lambda p: p.mkdir(), WeightsError, r"w\.pth is a folder, not a checkpoint file"),
     ("dangling-link", "w.pth", lambda p: p.symlink_to(p.parent / "gone.pth"), WeightsError, r"not found"),
 ]

@@ -162,6 +162,8 @@ def check_fit(
     missing = [key for key in expected if key not in state and not is_batch_counter(key)]
     mismatched = [key for key in expected if key in state and state[key].shape != expected[key].shape]
     wrong_kind = [key for key in expected if key in state and _kind(state[key]) != _dtype_kind(expected[key].dtype)]
+    fitting = [key for key in expected if key in state and key not in mismatched and key not in wrong_kind]
+    too_large = [key for key in fitting if _cast_overflows(state[key], expected[key].dtype)]
     problems: List[str] = []
     if unexpected:
         problems.append("unexpected keys: " + _listing(unexpected, lambda k: f"{k} {tuple(state[k].shape)}"))
@@ -182,8 +184,23 @@ def check_fit(
                 lambda k: f"{k} checkpoint {state[k].dtype} ({_kind(state[k])}) vs model {expected[k].dtype}",
             )
         )
+    if too_large:
+        problems.append(
+            "values beyond the model's dtype (the cast would make them inf): "
+            + _listing(too_large, lambda k: f"{k} checkpoint {state[k].dtype} vs model {expected[k].dtype}")
+        )
     if problems:
         raise WeightsError(f"{key_path('weights')}: {origin} does not fit the kept layers — " + " | ".join(problems))
+
+
+def _cast_overflows(tensor: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether casting ``tensor`` to the float ``dtype`` turns finite values into infinities (a float64 file's 1e300
+    in a float32 layer); checked only where the dtype narrows."""
+    if tensor.dtype == dtype or not (tensor.dtype.is_floating_point and dtype.is_floating_point):
+        return False
+    if torch.finfo(dtype).max >= torch.finfo(tensor.dtype).max:
+        return False
+    return bool((torch.isfinite(tensor) & ~torch.isfinite(tensor.to(dtype))).any())
 
 
 def materialise_meta_batch_counters(module: nn.Module) -> None:
