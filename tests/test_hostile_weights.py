@@ -576,6 +576,19 @@ def _pickle_of_one_records_of_other(path: Path, pickle_from: Path, records_from:
             forged.writestr(info, claims.read(claimed) if info.filename.endswith("/data.pkl") else held.read(info))
 
 
+def test_a_key_with_line_breaks_or_terminal_escapes_is_shown_escaped(tmp_path):
+    """A checkpoint's key names were printed raw: a newline and ANSI escapes in one forged a second, green
+    "build OK" line under the error."""
+    path = tmp_path / "w.pth"
+    torch.save({**_state(0), "x\n\x1b[32mfeatx: build OK\x1b[0m\r": torch.zeros(1)}, path)
+    with pytest.raises(WeightsError) as error:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(error.value) == (
+        f"backbone.weights: {path} does not fit the kept layers — unexpected keys: "
+        "x\\n\\x1b[32mfeatx: build OK\\x1b[0m\\r (1,)"
+    )
+
+
 def test_a_tensor_record_smaller_than_its_pickle_claims_is_refused(tmp_path):
     """torch.load(mmap=True) slices each tensor where the pickle says without comparing the record's size: a
     damaged pickle claiming 9,408 floats for a record of 4 built a backbone whose conv1 held the bytes of the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -44,8 +45,14 @@ MAX_OVERRIDE_CHARS = 4096
 QUOTE_LIMIT = 80
 
 
+#: control characters (line breaks, terminal escapes): shown escaped, so an error stays one line that says what it says
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def shortened(text: str) -> str:
-    """``text`` cut to :data:`QUOTE_LIMIT` characters (for a name inside a key path)."""
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``), cut to :data:`QUOTE_LIMIT` characters (for a
+    name inside a key path, or a key of a file)."""
+    text = _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
     return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
 
 
