@@ -240,6 +240,12 @@ MUTANTS: List[Mutant] = [
         "names from files printed with their line breaks and terminal escapes (a forged second line)",
     ),
     Mutant(
+        "nn/backbone.py",
+        " and reference.dtype in _AUTOCAST_CASTS  # never float64 layers",
+        "  # never float64 layers",
+        "a float32 input to float64 layers passes under autocast (a raw RuntimeError in the first convolution)",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

@@ -159,6 +159,23 @@ def test_autocast_does_not_make_a_float64_input_acceptable(backbone):
     )
 
 
+def test_autocast_does_not_make_float64_layers_take_another_dtype():
+    """Nor does it cast float64 layers: a float32 (or bfloat16) input to a .double() backbone under autocast passed
+    the check, and torch failed inside the first convolution with a raw RuntimeError."""
+    backbone = featx.build("resnet18", overrides=["device=cpu", "out_features=[c2]"]).eval().double()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(RuntimeError, match="Input type .* and weight type .* should be the same"):
+            torchvision.models.resnet18().eval().double()(_image(1, 3, 32, 32))
+        for dtype in (torch.float32, torch.bfloat16):
+            with pytest.raises(InputShapeError) as caught:
+                backbone(_image(1, 3, 32, 32, dtype=dtype))
+            assert str(caught.value) == (
+                f"featx backbone 'resnet18' computes in torch.float64, the input is {dtype}; convert it "
+                "(x.to(torch.float64)) (autocast does not cast torch.float64)"
+            )
+        assert backbone(_image(1, 3, 32, 32, dtype=torch.float64))["c2"].dtype == torch.float64
+
+
 def test_a_torch_fx_trace_keeps_the_input_checks():
     """torchvision's create_feature_extractor (torch.fx) skipped the checks: a ViT traced at 224x224 took a 40x40
     input and returned the maps of its top-left 32x32 crop. The checks are now nodes of the traced graph."""

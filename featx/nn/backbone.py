@@ -256,11 +256,13 @@ class Backbone(nn.Module):
                 f"(x.to({str(reference.device)!r}))"
             )
         autocast = _autocast_on(x.device.type)
-        if x.dtype != reference.dtype and not (autocast and x.dtype in _AUTOCAST_CASTS):
+        cast = autocast and x.dtype in _AUTOCAST_CASTS and reference.dtype in _AUTOCAST_CASTS  # never float64 layers
+        if x.dtype != reference.dtype and not cast:
+            uncast = x.dtype if x.dtype not in _AUTOCAST_CASTS else reference.dtype
             raise InputShapeError(
                 f"featx backbone {model!r} computes in {reference.dtype}, the input is {x.dtype}; convert it "
                 f"(x.to({reference.dtype}))"
-                + (f" (autocast does not cast {x.dtype})" if autocast else " or run under torch.autocast")
+                + (f" (autocast does not cast {uncast})" if autocast else " or run under torch.autocast")
             )
         return x
 
