@@ -1017,8 +1017,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/backbone.py",
-        "not (autocast and x.dtype in _AUTOCAST_CASTS)",
-        "not autocast",
+        "cast = autocast and x.dtype in _AUTOCAST_CASTS and reference",
+        "cast = autocast and reference",
         "float64 under autocast reaches torch's convolution",
     ),
     Mutant(
