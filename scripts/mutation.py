@@ -246,6 +246,18 @@ MUTANTS: List[Mutant] = [
         "a float32 input to float64 layers passes under autocast (a raw RuntimeError in the first convolution)",
     ),
     Mutant(
+        "tasks/export.py",
+        "            try:\n                backbone(example)\n",
+        "            try:\n                pass\n",
+        "an example size the backbone cannot take reaches the exporter (a raw torch RuntimeError)",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "        except Exception as error:  # noqa: BLE001 - whatever torch's exporter raises for this model",
+        "        except ZeroDivisionError as error:  # noqa: BLE001 - whatever torch's exporter raises for this model",
+        "an exporter's own failure reaches the caller as a raw torch exception",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

@@ -267,6 +267,37 @@ def test_an_export_that_computes_other_values_than_eager_is_refused_and_nothing_
     assert list(tmp_path.iterdir()) == []
 
 
+class _BranchesOnValues(torch.nn.Module):
+    """Branches on the input's values: torch.export cannot trace that (a data-dependent guard)."""
+
+    def forward(self, x):
+        return x * 2 if bool(x.sum() > 0) else x
+
+
+def test_what_the_exporter_cannot_write_is_one_featx_error_naming_the_format(tmp_path):
+    """torch.export's own failure reached the caller as a raw torch exception (featx-export printed one line)."""
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(_hand_made(_BranchesOnValues()), tmp_path / "b.pt2", "exported", (32, 32))
+    assert re.fullmatch(
+        r"export: torch could not write this backbone as torch\.export program \(\w+: .+\); try dynamic=False "
+        r"\(export\.dynamic=false\); nothing was written",
+        str(caught.value),
+    ), str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_example_size_the_backbone_cannot_take_is_its_own_error_before_any_exporter(tmp_path, fmt):
+    """Eager refused 8x8 with one featx error; every exporter met it first and raised torch's RuntimeError."""
+    backbone = featx.build("convnext_tiny", overrides=["device=cpu", "out_features=[c2,c3,c4]"])
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, tmp_path / f"b{FORMATS[fmt]}", fmt, (8, 8))
+    assert str(caught.value).startswith(
+        "example_size: 8x8: featx backbone 'convnext_tiny': the input is too small for stage 'c4' ("
+    ), str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("fmt", "written", "outcome"),
     [("exported", "torch.export program", "fails ("), ("onnx", "ONNX file", "differs from eager by ")],

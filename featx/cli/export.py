@@ -62,6 +62,7 @@ def run(cfg: DictConfig) -> None:
                 options.batch_size,
                 options.dynamic,
                 options.overwrite,
+                size_key="export.height, export.width",
             )
     except Exception as error:  # noqa: BLE001 - an exporter failure: say which and how to retry, no traceback
         hint = " (try export.dynamic=false)" if options.dynamic else ""

@@ -19,7 +19,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from featx.errors import ArgumentError, first_line
+from featx.errors import ArgumentError, FeatxError, InputShapeError, first_line
 from featx.files import file_path_argument, flag_argument, write_atomically
 from featx.nn.backbone import Backbone
 from featx.spec.limits import check_batch_shape
@@ -206,6 +206,7 @@ def export_backbone(
     batch_size: int = 1,
     dynamic: bool = True,
     overwrite: bool = False,
+    size_key: str = "example_size",
 ) -> ExportResult:
     """Export ``backbone`` (in eval mode; each module's mode is restored afterwards) to ``path`` as ``format``
     (``torchscript``, ``exported`` or ``onnx``), traced with a random ``batch_size × C × example_size`` input;
@@ -216,7 +217,9 @@ def export_backbone(
     model takes any size, at another height and width too; it is renamed into place only if its outputs are within
     1e-4 × (1 + the largest eager value) of eager's there (16 epsilons of a half type), else :class:`ArgumentError`
     and nothing is written. An existing ``path`` is replaced only with ``overwrite``. An ONNX file is checked with
-    onnxruntime when that is installed (``max_abs_diff`` is ``None`` otherwise).
+    onnxruntime when that is installed (``max_abs_diff`` is ``None`` otherwise). A size the backbone cannot take is
+    an :class:`ArgumentError` naming ``size_key`` (the app's ``export.height, export.width``), and an exporter's own
+    failure one naming the format.
     """
     if not isinstance(backbone, Backbone):
         raise ArgumentError(f"backbone: expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
@@ -245,7 +248,16 @@ def export_backbone(
     differences: List[Optional[float]] = []
 
     def write(partial: Path) -> None:
-        run_loaded = _write(format, backbone, example, partial, dynamic)
+        try:
+            run_loaded = _write(format, backbone, example, partial, dynamic)
+        except FeatxError:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever torch's exporter raises for this model: one featx error
+            retry = "; try dynamic=False (export.dynamic=false)" if dynamic else ""
+            raise ArgumentError(
+                f"export: torch could not write this backbone as {_WRITTEN[format]} ({type(error).__name__}: "
+                f"{first_line(error)}){retry}; nothing was written"
+            ) from None
         differences.append(
             None
             if run_loaded is None
@@ -253,6 +265,11 @@ def export_backbone(
         )
 
     try:
+        with torch.no_grad():  # a size the model cannot take: its own error, before any exporter meets it
+            try:
+                backbone(example)
+            except InputShapeError as error:
+                raise ArgumentError(f"{size_key}: {example_size[0]}x{example_size[1]}: {error}") from None
         target = write_atomically(
             path,
             write,
