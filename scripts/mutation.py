@@ -258,6 +258,12 @@ MUTANTS: List[Mutant] = [
         "an exporter's own failure reaches the caller as a raw torch exception",
     ),
     Mutant(
+        "nn/backbone.py",
+        "    if list(stages) != list(spec.stages)[: len(stages)]:",
+        "    if False:",
+        "a hand-made Backbone whose spec names other stages returns nothing, without a word",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

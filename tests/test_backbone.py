@@ -220,6 +220,16 @@ def test_a_hand_made_backbone_names_a_bad_argument():
         ((stages, info, spec), {"copied": ["c9"]}, r"copied must be a list of stage names"),
         ((stages, info, spec), {"copied": [["c2"]]}, r"copied must be a list of stage names"),  # was unhashable
         (({1: stages["c2"]}, [dataclasses.replace(info[0], name=1)], spec), {}, r"stages must be a non-empty mapping"),
+        (  # another spec's stages: feature_info came out empty and forward returned an empty dict
+            ({"a": stages["c2"]}, [dataclasses.replace(info[0], name="a")], spec),
+            {},
+            r"stages are \['a'\], but the spec's stages are \['c2', 'c3', 'c4', 'c5'\]; give the spec",
+        ),
+        (  # a stage the spec returns is left out: nothing said so
+            ({"c2": stages["c2"]}, info[:1], spec),
+            {},
+            r"the spec returns c3, c4, c5, which stages lack$",
+        ),
     ]
     for arguments, keywords, message in cases:
         with pytest.raises(featx.ArgumentError, match=rf"^Backbone\(\): {message}"):

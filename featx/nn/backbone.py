@@ -332,6 +332,14 @@ def _check_arguments(stages: object, stage_info: object, spec: object, in_channe
         )
     if not isinstance(spec, BackboneSpec):
         raise ArgumentError(f"Backbone(): spec must be a featx.BackboneSpec, got {type(spec).__name__}")
+    if list(stages) != list(spec.stages)[: len(stages)]:  # the first stages of the spec (the returned ones at least)
+        raise ArgumentError(
+            f"Backbone(): stages are {list(stages)}, but the spec's stages are {list(spec.stages)}; give the spec "
+            "the module was built from (its first stages, up to the deepest it returns)"
+        )
+    missing = [name for name in spec.returned_stages if name not in stages]
+    if missing:
+        raise ArgumentError(f"Backbone(): the spec returns {', '.join(missing)}, which stages lack")
     integral = isinstance(in_channels, numbers.Integral) and not isinstance(in_channels, bool)
     if not integral or not 1 <= int(in_channels) <= MAX_CHANNELS:  # type: ignore[call-overload]
         raise ArgumentError(f"Backbone(): in_channels must be an integer in 1..{MAX_CHANNELS}, got {in_channels!r:.80}")
