@@ -264,6 +264,12 @@ MUTANTS: List[Mutant] = [
         "a hand-made Backbone whose spec names other stages returns nothing, without a word",
     ),
     Mutant(
+        "construct/checkpoint.py",
+        "        if all(getattr(saved, field) == getattr(spec, field) for field in STRUCTURE_KEYS):",
+        "        if False:",
+        "a featx file whose own tensors do not fit advises rebuilding it as saved: what the user just did",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

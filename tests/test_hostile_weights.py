@@ -382,7 +382,20 @@ def _rewrite(path: Path, change: Callable[[dict], dict]) -> None:
         (
             lambda c: {**c, "state_dict": {k: v for k, v in c["state_dict"].items() if "layer3" not in k}},
             WeightsError,
-            r"saved by featx.save from a different spec .*missing keys: stages.c4",
+            r"bb\.pt does not fit the kept layers — missing keys: stages\.c4.* \(the spec saved in the file builds "
+            r"these layers: was the file edited\?\)$",
+        ),
+        (  # it said the file came from "a different spec (it differs in no structural key)": rebuild it as saved
+            lambda c: {
+                **c,
+                "state_dict": {
+                    **c["state_dict"],
+                    "stages.c2.conv1.weight": c["state_dict"]["stages.c2.conv1.weight"].int(),
+                },
+            },
+            WeightsError,
+            r"^backbone\.weights: \S*bb\.pt does not fit the kept layers — value kinds differ: "
+            r"stages\.c2\.conv1\.weight checkpoint torch\.int32 \(integer\) vs model torch\.float32",
         ),
     ],
     ids=[
@@ -393,6 +406,7 @@ def _rewrite(path: Path, change: Callable[[dict], dict]) -> None:
         "spec-bad-model",
         "spec-target",
         "tensors-removed",
+        "tensor-made-integer",
     ],
 )
 def test_load_of_a_tampered_checkpoint_is_named(tmp_path, change, error_type, pattern):

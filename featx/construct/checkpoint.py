@@ -283,6 +283,11 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
     try:
         check_fit(file_state, expected, expected, str(checkpoint.path))
     except WeightsError as error:
+        if all(getattr(saved, field) == getattr(spec, field) for field in STRUCTURE_KEYS):
+            # the spec the file holds builds these very layers: its tensors are what do not fit
+            raise WeightsError(
+                f"{error} (the spec saved in the file builds these layers: was the file edited?)"
+            ) from None
         raise refused(STRUCTURE_KEYS, f". {error}") from None
     state = {key: owned_copy(checkpoint.state[key], expected[key].dtype) for key in expected if key in checkpoint.state}
     backbone.load_state_dict(state, strict=False, assign=True)
