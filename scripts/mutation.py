@@ -270,6 +270,12 @@ MUTANTS: List[Mutant] = [
         "a featx file whose own tensors do not fit advises rebuilding it as saved: what the user just did",
     ),
     Mutant(
+        "construct/builder.py",
+        '    candidates = [value[len(model) + 1 :]] if value.startswith(model + ".") else []',
+        "    candidates = []",
+        "timm's model.tag weights name is refused as a missing file without naming the tag it means",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

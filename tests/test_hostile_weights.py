@@ -282,11 +282,31 @@ def test_load_of_what_is_not_a_checkpoint_file_never_blocks_or_reads_it(tmp_path
         ("https://example.com/w.pth", "cpu", SpecError, r"^backbone.weights: 'https://example.com/w.pth' is a URL"),
         ("/dev/zero", "cpu", WeightsError, r"^backbone.weights: /dev/zero is not a regular file"),
         ("/", "cpu", WeightsError, r"^backbone.weights: / is a folder, not a checkpoint file"),
+        (  # a suffix makes it a file; the lower-case member it means is named
+            "ResNet18_Weights.imagenet1k_v1",
+            "cpu",
+            WeightsError,
+            r"^backbone.weights: cannot read ResNet18_Weights\.imagenet1k_v1: not found; for resnet18's published "
+            r"weights IMAGENET1K_V1 write weights=IMAGENET1K_V1$",
+        ),
     ],
 )
 def test_weights_names_that_resolve_to_nothing_are_named(torch_home, weights, device, error_type, pattern):
     with pytest.raises(error_type, match=pattern):
         featx.build({**SPEC, "weights": weights, "device": device})
+
+
+@pytest.mark.parametrize("prefix", ["", "timm:"])
+def test_timms_own_model_dot_tag_weights_name_is_named_in_the_not_found_error(torch_home, prefix):
+    """timm names weights model.tag (what published_weights_id gives): read as a file and refused as "not found",
+    with no word of the tag it means."""
+    spec = featx.propose("timm:resnet18")
+    with pytest.raises(WeightsError) as caught:
+        featx.build(spec, overrides=[f"weights={prefix}resnet18.a1_in1k"])
+    assert str(caught.value) == (
+        f"backbone.weights: cannot read {prefix}resnet18.a1_in1k: not found; for timm:resnet18's published weights "
+        "a1_in1k write weights=a1_in1k"
+    )
 
 
 def _saved(tmp_path: Path, seed: int = 0, name: str = "bb.pt") -> Path:

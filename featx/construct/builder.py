@@ -169,6 +169,24 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
         raise attributed(error, origin, overrides) from None
 
 
+def _published_name_meant(spec: BackboneSpec) -> Optional[str]:
+    """The published weights name a ``weights`` value that reads as a file (it has a suffix) but is none may mean:
+    timm's own ``model.tag`` form (``mobilenetv3_small_050.lamb_in1k``, also with ``timm:``), or a member of
+    torchvision's enum in lower case (``ResNet18_Weights.imagenet1k_v1``)."""
+    assert spec.weights is not None
+    value, model = spec.weights.removeprefix("timm:"), spec.model.removeprefix("timm:")
+    candidates = [value[len(model) + 1 :]] if value.startswith(model + ".") else []
+    if "_Weights." in value:
+        candidates.append(value.rpartition(".")[2].upper())
+    for candidate in candidates:
+        try:
+            published_weights_id(spec.model, candidate)
+        except SpecError:
+            continue
+        return candidate
+    return None
+
+
 def check_names(spec: BackboneSpec) -> None:
     """SpecError for a stage name a Backbone cannot hold, a model featx does not build, then for a weights name (not
     a file) the model does not publish: nothing is read, so a misspelt name is refused on ``device: meta`` too (and
@@ -188,6 +206,9 @@ def _build_spec(spec: BackboneSpec) -> Backbone:
     try:
         checkpoint = read_checkpoint(path)
     except WeightsError as error:
+        meant = _published_name_meant(spec) if is_weights_file(spec.weights) and not path.exists() else None
+        if meant is not None:
+            raise WeightsError(f"{error}; for {spec.model}'s published weights {meant} write weights={meant}") from None
         if is_weights_file(spec.weights):
             raise
         raise WeightsError(
