@@ -44,6 +44,16 @@ def test_instantiate_and_build_agree_for_every_conf_file(backbone_name):
     )
 
 
+def test_instantiate_resolves_a_nodes_interpolations_and_build_refuses_them(monkeypatch):
+    """What docs/apps.md says of the difference: Hydra resolves a node before it calls the target, so an environment
+    value reaches featx through instantiate; featx.build of the same node refuses the resolver call."""
+    monkeypatch.setenv("FEATX_TEST_DEVICE", "meta")
+    cfg = _compose(["backbone=resnet18", "backbone.device=${oc.env:FEATX_TEST_DEVICE}"])
+    assert instantiate(cfg.backbone).spec.device == "meta"
+    with pytest.raises(featx.SpecError, match=r"^backbone\.device: "):
+        featx.build(cfg.backbone)
+
+
 def test_composition_rejects_unknown_keys_with_the_key_named():
     with pytest.raises(ConfigCompositionException, match="Could not override 'backbone.frozen_stage'") as caught:
         _compose(["backbone=resnet34", "backbone.frozen_stage=1"])
