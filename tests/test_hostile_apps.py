@@ -302,6 +302,13 @@ CASES = [
         r"^featx-export: error: export\.path: '-' would mean standard output, which featx-export does not write to; "
         r"give a file path \(\./- for a file named '-'\)$",
     ),
+    (  # it made a folder named '-' (status 0)
+        "featx-extract",
+        ["extract.input=.", "extract.output=-"],
+        r"^featx-extract: error: extract\.output: '-' would mean standard output, which featx-extract does not use; "
+        r"give a folder \(\./-\)$",
+    ),
+    ("featx-extract", ["extract.input=-", "extract.output=o"], r"^featx-extract: error: extract\.input: '-' would "),
     ("featx-export", ["export.format=pickle", "export.path=a.pt"], r"export\.format: 'pickle' is unknown \(valid: "),
     ("featx-export", ["export.path=notes.txt", "backbone=resnet18"], r"notes\.txt"),
     # featx-extract's keys

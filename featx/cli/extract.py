@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import featx
 from featx.cli.app import app_task, run_app
-from featx.cli.errors import reported_errors
+from featx.cli.errors import fail, reported_errors
 from featx.cli.output import reader_may_stop
 from featx.spec.apps import ExtractAppConfig, ExtractOptions
 from featx.spec.config_files import config_dir
@@ -29,6 +29,12 @@ APP = "featx-extract"
 def run(cfg: DictConfig) -> None:
     """Extract ``cfg.backbone``'s features as ``cfg.extract`` says."""
     options = ExtractOptions(**OmegaConf.to_container(cfg.extract, resolve=True))  # type: ignore[arg-type]
+    for key in ("input", "output"):
+        if getattr(options, key) == "-":  # the usual "standard input/output" of a command line: featx reads folders
+            fail(
+                APP,
+                f"extract.{key}: '-' would mean standard {key}, which featx-extract does not use; give a folder (./-)",
+            )
     with reported_errors(APP):
         summary = extract(featx.load_spec(cfg.backbone), options, OmegaConf.to_yaml(cfg, resolve=True))
     if summary.images or summary.skipped:  # rank 0 (the only one that counts the merged manifest)
