@@ -250,7 +250,7 @@ def export_backbone(
     def write(partial: Path) -> None:
         try:
             run_loaded = _write(format, backbone, example, partial, dynamic)
-        except FeatxError:
+        except (FeatxError, OSError):  # an OSError is the file's (a full disk): write_atomically names the path
             raise
         except Exception as error:  # noqa: BLE001 - whatever torch's exporter raises for this model: one featx error
             retry = "; try dynamic=False (export.dynamic=false)" if dynamic else ""
