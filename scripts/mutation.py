@@ -157,15 +157,15 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/checkpoint.py",
-        "    return [trail + (str(key),) for key, inner in value.items() if _is_state_dict(inner)]",
-        "    return []",
-        "a state dict inside an EMA wrapper or below state_dict is not counted: one of two networks taken silently",
+        "                found += _networks_within(inner, trail + (key,), depth - 1)",
+        "                pass",
+        "a state dict below the top level (an EMA under state_dict) is not counted: one of two networks taken silently",
     ),
     Mutant(
         "construct/checkpoint.py",
-        "            holders.insert(0, trail)",
-        "            pass",
-        "tensors beside a state_dict entry are ignored: the nested state dict taken silently",
+        'isinstance(key, str) and "." in key and isinstance(tensor, torch.Tensor)',
+        "isinstance(key, str) and isinstance(tensor, torch.Tensor)",
+        "a scalar beside state_dict (best_acc1) counts as a second network: a training checkpoint is refused",
     ),
     Mutant(
         "cli/app.py",
@@ -1229,8 +1229,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/checkpoint.py",
-        "        if len(holders) > 1:",
-        "        if False:",
+        "    if len(holders) > 1:",
+        "    if False:",
         "a file holding state_dict and state_dict_ema loads one of them silently",
     ),
     Mutant(

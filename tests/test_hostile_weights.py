@@ -687,8 +687,18 @@ def test_a_file_holding_two_state_dicts_is_refused_naming_them(tmp_path):
             "state_dict.model, state_dict.ema.module",
             "['state_dict']['ema']['module']",
         ),
+        (
+            lambda a, b: {"state_dict": a, "ema": {"model": {"module": b}}},
+            "state_dict, ema.model.module",
+            "['ema']['model']['module']",
+        ),
     ],
-    ids=["tensors-beside-state_dict", "model-and-ema-below-state_dict", "ema-wrapper-below-state_dict"],
+    ids=[
+        "tensors-beside-state_dict",
+        "model-and-ema-below-state_dict",
+        "ema-wrapper-below-state_dict",
+        "ema-two-levels-down",
+    ],
 )
 def test_a_second_state_dict_below_the_top_level_is_refused_naming_both(tmp_path, content, names, suggested):
     """The check for a second state dict looked at the top level only: featx then followed state_dict/model and took
@@ -703,14 +713,21 @@ def test_a_second_state_dict_below_the_top_level_is_refused_naming_both(tmp_path
     )
 
 
-def test_a_training_checkpoint_with_an_optimizer_state_loads_its_model(tmp_path):
-    """An optimizer's state holds tensors per parameter (keyed by numbers): not a second state dict."""
+@pytest.mark.parametrize("key", ["model", "state_dict"])
+def test_a_training_checkpoint_with_an_optimizer_state_loads_its_model(tmp_path, key):
+    """An optimizer's state holds tensors per parameter (keyed by numbers), pytorch/examples' ImageNet script saves
+    its best accuracy as a tensor beside state_dict, and an RNG state is a tensor too: none is a second network (the
+    first check of nested state dicts refused this layout)."""
     model = torchvision.models.resnet18()
     optimizer = torch.optim.AdamW(model.parameters())
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     optimizer.step()
     path = tmp_path / "checkpoint.pth"
-    torch.save({"epoch": 3, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+    content = {"epoch": 3, "arch": "resnet18", key: model.state_dict(), "best_acc1": torch.tensor(71.2)}
+    content.update(
+        optimizer=optimizer.state_dict(), rng_state=torch.get_rng_state(), rng={"cpu": torch.get_rng_state()}
+    )
+    torch.save(content, path)
     built = featx.build({**SPEC, "weights": str(path)})
     assert torch.equal(built.stages["c2"][0].weight, model.conv1.weight)
 

@@ -55,8 +55,9 @@ MEANING_KEYS = ("model", "source", "stages", "layout", "tokens")
 STRUCTURE_KEYS = (*MEANING_KEYS, "out_features", "norm", "fpn")
 #: Keys a third-party ``.pth`` may nest its state dict under.
 _NESTING_KEYS = ("state_dict", "model")
-#: how many state dicts an ambiguity message names
+#: how many state dicts an ambiguity message names, and how deep a file's mappings are searched for them
 _SHOWN_HOLDERS = 4
+_SEARCHED_DEPTH = 6
 
 
 def _identity(path: Path) -> Tuple[int, int, int, int]:
@@ -144,46 +145,45 @@ def read_checkpoint(path: Path) -> Checkpoint:
     return _checked(Checkpoint(path, dict(loaded), saved, identity))
 
 
-def _is_state_dict(value: object) -> bool:
-    """Whether ``value`` is a state dict: a non-empty mapping of names to tensors."""
-    return (
-        isinstance(value, Mapping)
-        and bool(value)
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+def _holds_weights(value: object) -> bool:
+    """Whether ``value`` holds a network's tensors: a mapping with a tensor under a layer path (``conv1.weight``). A
+    scalar beside a checkpoint's entries (``best_acc1``) or an RNG state (``{"cpu": ...}``) is no network."""
+    return isinstance(value, Mapping) and any(
+        isinstance(key, str) and "." in key and isinstance(tensor, torch.Tensor) for key, tensor in value.items()
     )
 
 
-def _state_dicts_within(value: object, trail: Tuple[str, ...]) -> List[Tuple[str, ...]]:
-    """The key paths of the state dicts ``value`` is or holds among its values (an EMA wrapper's ``{"module": ...}``;
-    an optimizer's state, keyed by parameter numbers, holds none)."""
-    if _is_state_dict(value):
-        return [trail]
+def _networks_within(value: object, trail: Tuple[str, ...], depth: int) -> List[Tuple[str, ...]]:
+    """The key paths of the mappings holding a network's tensors in ``value`` and below it, through mappings with
+    string keys down to ``depth`` levels (an optimizer's state, keyed by parameter numbers, is not entered)."""
     if not isinstance(value, Mapping):
         return []
-    return [trail + (str(key),) for key, inner in value.items() if _is_state_dict(inner)]
+    found = [trail] if _holds_weights(value) else []
+    if depth > 0:
+        for key, inner in value.items():
+            if isinstance(key, str) and isinstance(inner, Mapping):
+                found += _networks_within(inner, trail + (key,), depth - 1)
+    return found
 
 
 def _the_state_dict(loaded: object, path: Path) -> object:
     """What a file's content holds under its ``state_dict``/``model`` entries (a training checkpoint's nesting), the
-    content itself where it has none. A level on the way that holds a second state dict beside the one followed (a
-    model's EMA, or tensors beside a ``state_dict`` entry) is ambiguous: which one is meant?"""
-    trail: Tuple[str, ...] = ()
+    content itself where it has none. A file holding a second network's tensors anywhere (a model's EMA, at any
+    depth, or layers beside a ``state_dict`` entry) is ambiguous: which one is meant?"""
+    holders = _networks_within(loaded, (), _SEARCHED_DEPTH)
+    if len(holders) > 1:
+        names = ", ".join(quoted(".".join(holder))[1:-1] or "the top level" for holder in holders[:_SHOWN_HOLDERS])
+        more = f" and {len(holders) - _SHOWN_HOLDERS} more" if len(holders) > _SHOWN_HOLDERS else ""
+        chosen = "".join(f"[{quoted(key)}]" for key in holders[-1])
+        raise WeightsError(
+            f"{key_path('weights')}: {path} holds {len(holders)} state dicts ({names}{more}) and featx cannot "
+            f"tell which you mean; save the one you want alone: torch.save(checkpoint{chosen}, path)"
+        )
     while isinstance(loaded, Mapping):
-        holders = [found for key, value in loaded.items() for found in _state_dicts_within(value, trail + (str(key),))]
-        if any(isinstance(value, torch.Tensor) for value in loaded.values()) and not _is_state_dict(loaded):
-            holders.insert(0, trail)
-        if len(holders) > 1:
-            names = ", ".join(quoted(".".join(holder))[1:-1] or "the top level" for holder in holders[:_SHOWN_HOLDERS])
-            more = f" and {len(holders) - _SHOWN_HOLDERS} more" if len(holders) > _SHOWN_HOLDERS else ""
-            chosen = "".join(f"[{quoted(key)}]" for key in holders[-1])
-            raise WeightsError(
-                f"{key_path('weights')}: {path} holds {len(holders)} state dicts ({names}{more}) and featx cannot "
-                f"tell which you mean; save the one you want alone: torch.save(checkpoint{chosen}, path)"
-            )
         step = next((key for key in _NESTING_KEYS if isinstance(loaded.get(key), Mapping)), None)
         if step is None:
             return loaded
-        loaded, trail = loaded[step], trail + (step,)
+        loaded = loaded[step]
     return loaded
 
 
