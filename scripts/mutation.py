@@ -276,6 +276,18 @@ MUTANTS: List[Mutant] = [
         "timm's model.tag weights name is refused as a missing file without naming the tag it means",
     ),
     Mutant(
+        "construct/weights.py",
+        "            if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):",
+        "            if False:",
+        "a compressed tensor record is memory-mapped: its compressed bytes become the tensor's values",
+    ),
+    Mutant(
+        "construct/tensor_records.py",
+        '_PUSH_ARGUMENT = {"BININT", "BININT1", "BININT2", "LONG1", "BINUNICODE"}',
+        '_PUSH_ARGUMENT = {"BININT", "BININT1", "BININT2", "LONG1", "BINUNICODE", "SHORT_BINSTRING"}',
+        "a byte-string key is read as latin-1 where torch reads UTF-8: the check measures another record",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

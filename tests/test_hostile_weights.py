@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 import featx
 from featx.construct.tensor_records import record_mismatch
+from featx.construct.weights import torch_load_file
 from featx.errors import ArgumentError, SpecError, WeightsError
 from featx.files import write_atomically
 
@@ -641,6 +642,41 @@ def test_a_tensor_record_smaller_than_its_pickle_claims_is_refused(tmp_path):
     _pickle_of_one_records_of_other(tmp_path / "whole.pth", tmp_path / "claims.pth", tmp_path / "claims.pth")
     built = featx.build({**SPEC, "weights": str(tmp_path / "whole.pth")})
     assert torch.equal(built.stages["c2"][0].weight, _state(0)["conv1.weight"])
+
+
+def test_a_compressed_tensor_record_is_read_decompressed(tmp_path):
+    """A .pth repacked by a zip tool that compresses: the record's size is its uncompressed one, so the size check
+    passed, and the memory map gave the compressed bytes as the tensor's values."""
+    state = {**_state(0), "conv1.weight": torch.full((64, 3, 7, 7), 0.25)}  # compresses well
+    torch.save(state, tmp_path / "stored.pth")
+    path = tmp_path / "deflated.pth"
+    with zipfile.ZipFile(tmp_path / "stored.pth") as stored, zipfile.ZipFile(path, "w") as deflated:
+        for info in stored.infolist():
+            deflated.writestr(info.filename, stored.read(info), compress_type=zipfile.ZIP_DEFLATED)
+    built = featx.build({**SPEC, "weights": str(path)})
+    assert torch.equal(built.stages["c2"][0].weight, state["conv1.weight"])
+
+
+def test_a_key_pickled_as_a_byte_string_is_checked_by_torch(tmp_path):
+    """The check read a SHORT_BINSTRING key as latin-1, torch as UTF-8: the check measured one record, torch mapped
+    another, smaller one, and the tensor held the bytes after it."""
+    torch.save({"w": torch.ones(16)}, tmp_path / "src.pth")
+    path = tmp_path / "forged.pth"
+    with zipfile.ZipFile(tmp_path / "src.pth") as source, zipfile.ZipFile(path, "w") as forged:
+        for info in source.infolist():
+            name, data = info.filename, source.read(info)
+            if name.endswith("/data.pkl"):
+                forged.writestr(name, data.replace(b"X\x01\x00\x00\x000", b"U\x02\xc3\xa9"))  # key '0' -> 'é'
+            elif name.endswith("/data/0"):
+                prefix = name[: -len("0")]
+                forged.writestr(prefix + "é", torch.ones(4).numpy().tobytes())  # what torch maps: 16 bytes
+                forged.writestr(prefix + "Ã©", torch.full((16,), 7.0).numpy().tobytes())  # what latin-1 names
+            else:
+                forged.writestr(name, data)
+    with pytest.raises(
+        WeightsError, match=r"^backbone\.weights: cannot read .*forged\.pth: RuntimeError: .*record size"
+    ):
+        torch_load_file(path)
 
 
 def test_the_record_check_reads_what_torch_save_writes_for_every_dtype(tmp_path):

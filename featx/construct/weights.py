@@ -83,13 +83,14 @@ def torch_load_file(path: Path) -> Any:
 
 def _records_checked(path: Path) -> bool:
     """Whether every tensor record of a zip file holds what its pickle claims, so that memory mapping may read it
-    (``torch.load(mmap=True)`` does not compare the sizes); False when the check cannot read the pickle (torch's
-    reading path then compares them itself)."""
+    (``torch.load(mmap=True)`` does not compare the sizes); False when the check cannot read the pickle or a record
+    is compressed (torch's reading path then compares the sizes itself, and decompresses)."""
     try:
+        with zipfile.ZipFile(path) as archive:  # a record's mapped bytes are its values only when stored as they are
+            if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):
+                return False
         mismatch = record_mismatch(torch._C.PyTorchFileReader(str(path)))
-    except UnknownLayout:
-        return False
-    except RuntimeError:  # not a zip torch can read: torch.load says why
+    except (UnknownLayout, zipfile.BadZipFile, OSError, RuntimeError):  # not a zip torch can read: torch.load says why
         return False
     if mismatch is not None:
         raise WeightsError(f"{key_path('weights')}: cannot read {path}: {mismatch} (a damaged or altered file)")
