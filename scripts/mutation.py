@@ -211,7 +211,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "    if flags.multirun and not _jobs_run and not (flags.help or flags.hydra_help):",
+        "    if sweeps_started and not _jobs_run:  # -m, or hydra.mode=MULTIRUN",
         "    if False:",
         "a sweep that runs no job (a glob matching nothing) exits 0",
     ),
@@ -286,6 +286,12 @@ MUTANTS: List[Mutant] = [
         '_PUSH_ARGUMENT = {"BININT", "BININT1", "BININT2", "LONG1", "BINUNICODE"}',
         '_PUSH_ARGUMENT = {"BININT", "BININT1", "BININT2", "LONG1", "BINUNICODE", "SHORT_BINSTRING"}',
         "a byte-string key is read as latin-1 where torch reads UTF-8: the check measures another record",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "        self._check_job_folders(config)",
+        "        pass",
+        "a sweep's jobs write Hydra's files through links in their folders, or outside the sweep folder",
     ),
     Mutant(
         "spec/overrides.py",

@@ -114,6 +114,11 @@ CASES = [
         ["-m", "backbone=glob(resnt*)", "run=false"],
         r"^featx: error: the sweep has no jobs \(a glob\(\) that matches no name, an empty range\(\)\?\); nothing ran$",
     ),
+    (  # a sweep by hydra.mode, not -m: the check looked at -m
+        "featx",
+        ["hydra.mode=MULTIRUN", "backbone=glob(resnt*)", "run=false"],
+        r"^featx: error: the sweep has no jobs",
+    ),
     (
         "featx-export",
         ["-m", "export.height=range(64,32)", "export.path=x.pt"],
@@ -735,6 +740,24 @@ HYDRA_FILE_CASES = [
         ("sweep/multirun.yaml", "elsewhere/notes.txt"),
         "{w}/sweep/"
         "multirun.yaml is a link, and Hydra would write this run's multirun.yaml through it into a file elsewhere",
+    ),
+    (
+        "job-folder-hydra-link",
+        ["-m", "hydra.sweep.dir=sweep"],
+        ("sweep/0/.hydra", "elsewhere"),
+        "{w}/sweep/0/.hydra is a link, and Hydra would write this run's config.yaml through it into a file elsewhere",
+    ),
+    (
+        "job-folder-link",
+        ["-m", "hydra.sweep.dir=sweep"],
+        ("sweep/0", "elsewhere"),
+        "{w}/sweep/0 is a link, and a job of this sweep would write its logs through it into a folder elsewhere",
+    ),
+    (
+        "climbing-sweep-subdir",
+        ["-m", "hydra.sweep.dir=sweep", "hydra.sweep.subdir=../elsewhere"],
+        None,
+        "hydra.sweep.subdir: ../elsewhere is not a folder inside the sweep folder sweep, where each job keeps its logs",
     ),
     (
         "absolute-subdir",

@@ -75,7 +75,7 @@ from omegaconf.errors import (
 from featx.cli.errors import fail, reported_errors
 from featx.cli.logs import VERBOSE_FLAGS, quiet_other_loggers, set_verbose
 from featx.cli.output import reader_may_stop, reader_went_away, stdout_lost
-from featx.cli.output_folders import register_user_resolver
+from featx.cli.output_folders import register_user_resolver, sweeps_started
 from featx.errors import ArgumentError, SpecError, first_line
 from featx.spec.apps import BackboneNode
 from featx.spec.config_files import backbone_files, backbone_names
@@ -677,6 +677,7 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     _failed_jobs.clear()
     _jobs_run.clear()
     _jobs_unread.clear()
+    sweeps_started.clear()
     full_error = os.environ.get(FULL_ERROR)
     if full_error is None:
         os.environ[FULL_ERROR] = "1"  # Hydra raises its errors instead of printing them over several lines
@@ -703,7 +704,7 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     finally:
         if full_error is None:
             os.environ.pop(FULL_ERROR, None)
-    if flags.multirun and not _jobs_run and not (flags.help or flags.hydra_help):
+    if sweeps_started and not _jobs_run:  # -m, or hydra.mode=MULTIRUN
         fail(app, "the sweep has no jobs (a glob() that matches no name, an empty range()?); nothing ran")
     if _failed_jobs:
         fail(app, f"{len(_failed_jobs)} of {len(_jobs_run)} jobs failed: {'; '.join(_failed_jobs)}")

@@ -22,7 +22,7 @@ import getpass
 import os
 import stat
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +31,9 @@ from featx.cli.errors import fail
 
 #: the name of the default output root in ``$TMPDIR``, followed by the user id
 PRIVATE_ROOT = "featx-outputs-"
+#: the sweep folders of the sweeps started in this process (``-m``, or ``hydra.mode=MULTIRUN``): an app checks that
+#: its sweep ran a job
+sweeps_started: List[str] = []
 
 
 def user_id() -> str:
@@ -135,6 +138,30 @@ class OutputFolders(Callback):
         self._check("hydra.run.dir", config.hydra.run.dir)
         self._check_hydra_files(config, config.hydra.run.dir, [])
 
+    def _check_job_folders(self, config: DictConfig) -> None:
+        """Each job of a sweep writes Hydra's files in ``hydra.sweep.dir/<hydra.sweep.subdir>``: the subfolder
+        must stay inside the sweep folder (checked as written: it names the job by its number), and the job folders
+        already there (an earlier sweep's) must hold no link where Hydra writes."""
+        subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")  # type: ignore[union-attr]
+        if isinstance(subdir, str) and (Path(subdir).is_absolute() or ".." in Path(subdir).parts):
+            fail(
+                self.app,
+                f"hydra.sweep.subdir: {subdir} is not a folder inside the sweep folder {config.hydra.sweep.dir}, "
+                "where each job keeps its logs; give a relative name (the default is the job's number)",
+            )
+        base = Path(str(config.hydra.sweep.dir)).absolute()
+        for job in sorted(base.iterdir()) if base.is_dir() else []:
+            if job.is_symlink() and job.is_dir():
+                fail(
+                    self.app,
+                    f"{job} is a link, and a job of this sweep would write its logs through it into a folder "
+                    "elsewhere; remove the link or give another folder with hydra.sweep.dir",
+                )
+            if job.is_dir():
+                self._check_hydra_files(config, job, [])
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeps_started.append(str(config.hydra.sweep.dir))
         self._check("hydra.sweep.dir", config.hydra.sweep.dir)
         self._check_hydra_files(config, config.hydra.sweep.dir, ["multirun.yaml"])
+        self._check_job_folders(config)
