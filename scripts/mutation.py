@@ -295,6 +295,12 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "spec/overrides.py",
+        "        except RecursionError:  # a value Hydra's parser took",
+        "        except ZeroDivisionError:  # a value Hydra's parser took",
+        "an override value nested deeper than OmegaConf recurses is a raw RecursionError",
+    ),
+    Mutant(
+        "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",
         "~key=value deletes the key whatever it holds (weights silently dropped)",

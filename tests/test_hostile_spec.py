@@ -188,6 +188,12 @@ OVERRIDE_CASES = [
     ("override-grammar", ["frozen_stages=[1,"], "backbone.overrides", r"."),
     ("override-no-equals", ["frozen_stages"], "backbone.overrides", r"."),
     ("override-nested-deep", ["input_size=" + "[" * 1500 + "]" * 1500], "backbone.overrides", r"nested too deeply"),
+    (  # deep enough for OmegaConf's recursion, not for the parser's: a raw RecursionError
+        "override-nested-deep-value",
+        ["reinit=" + "[" * 150 + "]" * 150],
+        "backbone.reinit",
+        r"^backbone\.reinit: 'reinit=\[\[.*\.\.\. is nested too deeply$",
+    ),
     ("override-sweep", ["frozen_stages=1,2"], "backbone.frozen_stages", r"is a sweep"),
     ("override-range-sweep", ["frozen_stages=range(0,3)"], "backbone.frozen_stages", r"is a sweep"),
     ("override-package", ["backbone@foo=1"], "backbone.backbone", r"no package"),

@@ -101,6 +101,10 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> DictConfi
             _apply(config, override)
         except (HydraException, OmegaConfBaseException) as error:
             raise SpecError(key_path(override.key_or_group), first_line(error)) from None
+        except RecursionError:  # a value Hydra's parser took, nested deeper than OmegaConf's recursion goes
+            raise SpecError(
+                key_path(override.key_or_group), f"{quoted(override.input_line)} is nested too deeply"
+            ) from None
     return config
 
 
