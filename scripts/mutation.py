@@ -300,6 +300,12 @@ MUTANTS: List[Mutant] = [
         "an override value nested deeper than OmegaConf recurses is a raw RecursionError",
     ),
     Mutant(
+        "files.py",
+        '    return escaped(os.fsencode(path).decode("utf-8", "backslashreplace"))',
+        '    return os.fsencode(path).decode("utf-8", "backslashreplace")',
+        "a skipped image's name with a line break and terminal escapes forges a log line",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

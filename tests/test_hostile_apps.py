@@ -422,6 +422,16 @@ def test_bad_command_lines_are_one_error_line_and_change_nothing(workdir, app, a
     assert after == before
 
 
+def test_a_file_name_with_line_breaks_and_terminal_escapes_stays_on_the_error_line(workdir):
+    """A weights path holding a newline and ANSI escapes printed a second, green "build OK" line under the error."""
+    forged = f"{workdir}/missing\n\x1b[32mfeatx: build OK.pth"
+    code, errors, _ = run_app("featx", ["backbone=resnet18", f"backbone.weights='{forged}'"], workdir)
+    assert (
+        code
+        == f"featx: error: backbone.weights: cannot read {workdir}/missing\\n\\x1b[32mfeatx: build OK.pth: not found"
+    )
+
+
 def test_a_sweep_runs_every_job_and_lists_the_failed_ones(workdir):
     code, errors, output = run_app(
         "featx", ["-m", "backbone=resnet18", "backbone.frozen_stages=99,0,77", "run=false"], workdir

@@ -50,6 +50,19 @@ def _options(source, output, **changes) -> ExtractOptions:
     return ExtractOptions(**settings)
 
 
+def test_a_skipped_file_whose_name_holds_line_breaks_is_logged_on_one_line(tmp_path, caplog):
+    """An image named with a newline and ANSI escapes (an untrusted dataset) forged a green line in the log."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (40, 36), "red").save(folder / "fine.png")
+    (folder / "x\n\x1b[32mfeatx-extract: all good.png").write_bytes(b"not an image")
+    with caplog.at_level(logging.WARNING, logger="featx"):
+        extract(_spec(), _options(folder, tmp_path / "out"))
+    [warning] = [record.getMessage() for record in caplog.records if "skipped" in record.getMessage()]
+    assert "\n" not in warning and "\x1b" not in warning
+    assert "x\\n\\x1b[32mfeatx-extract: all good.png: unreadable image" in warning
+
+
 def _sparse_file(path: Path, size: int) -> None:
     """A file of ``size`` bytes that takes no disk space (a hole)."""
     with path.open("wb") as handle:

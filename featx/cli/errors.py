@@ -12,11 +12,13 @@ import contextlib
 from typing import Iterator, NoReturn
 
 from featx.errors import FeatxError
+from featx.spec.limits import escaped
 
 
 def fail(app: str, message: str) -> NoReturn:
-    """Stop the app with ``<app>: error: <message>``."""
-    raise SystemExit(f"{app}: error: {message}")
+    """Stop the app with ``<app>: error: <message>``, on one line (control characters of a file name in the message
+    escaped: a name holding a line break and terminal escapes would forge a line of its own)."""
+    raise SystemExit(f"{app}: error: {escaped(message)}")
 
 
 @contextlib.contextmanager

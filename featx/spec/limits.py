@@ -49,10 +49,16 @@ QUOTE_LIMIT = 80
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def escaped(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``): one line that says what it says, whatever a
+    file name or key holds. Example: ``escaped("a\\nb")`` is ``a\\\\nb``."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 def shortened(text: str) -> str:
-    """``text`` with control characters escaped (``\\n``, ``\\x1b``), cut to :data:`QUOTE_LIMIT` characters (for a
-    name inside a key path, or a key of a file)."""
-    text = _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+    """``text`` with control characters escaped (:func:`escaped`), cut to :data:`QUOTE_LIMIT` characters (for a name
+    inside a key path, or a key of a file)."""
+    text = escaped(text)
     return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
 
 
