@@ -235,8 +235,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "spec/limits.py",
-        "    text = _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)",
-        "    pass",
+        "    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)",
+        "    return text",
         "names from files printed with their line breaks and terminal escapes (a forged second line)",
     ),
     Mutant(
