@@ -72,7 +72,12 @@ GUARDS: Dict[str, List[str]] = {
     "construct/plan_cache.py": ["tests/test_plan_cache.py"],
     "construct/plan_data.py": ["tests/test_plan_cache.py"],
     "models/library_code.py": ["tests/test_plan_cache.py"],
-    "nn/freezing.py": ["tests/test_freezing.py", "tests/test_conf_backbones.py", "tests/test_timm.py"],
+    "nn/freezing.py": [
+        "tests/test_freezing.py",
+        "tests/test_runtime_control.py",
+        "tests/test_conf_backbones.py",
+        "tests/test_timm.py",
+    ],
     "nn/backbone.py": [
         "tests/test_freezing.py",
         "tests/test_runtime_control.py",
@@ -304,6 +309,12 @@ MUTANTS: List[Mutant] = [
         '    return escaped(os.fsencode(path).decode("utf-8", "backslashreplace"))',
         '    return os.fsencode(path).decode("utf-8", "backslashreplace")',
         "a skipped image's name with a line break and terminal escapes forges a log line",
+    ),
+    Mutant(
+        "nn/freezing.py",
+        "                layer.reset_running_stats = _statistics_kept  # type: ignore[method-assign]",
+        "                pass",
+        "update_bn resets the statistics of BatchNorm layers kept in eval (frozen stages, norm: eval) for good",
     ),
     Mutant(
         "spec/overrides.py",

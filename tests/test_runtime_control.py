@@ -196,6 +196,29 @@ def test_requires_grad_alone_changes_parameters_not_modes():
     assert torch.equal(backbone.stages["c2"][1].running_mean, fresh.stages["c2"][1].running_mean)  # frozen: fixed
 
 
+@pytest.mark.parametrize(("norm", "frozen_stages"), [("train", 2), ("eval", 0), ("sync", 1)])
+def test_update_bn_keeps_the_statistics_of_layers_kept_in_eval(norm, frozen_stages):
+    """update_bn resets every BatchNorm's statistics, then calls train() to recompute them: a layer featx keeps in
+    eval (a frozen stage's, every one with norm: eval) was never recomputed and stayed at mean 0, variance 1. The
+    check above compared with a fresh build, whose statistics are those very values."""
+    backbone = featx.build(resnet18_spec(frozen_stages=frozen_stages, norm=norm))
+    with torch.no_grad():
+        for layer in backbone.modules():
+            if isinstance(layer, _BatchNorm):
+                layer.running_mean.fill_(0.3)
+                layer.running_var.fill_(2.0)
+    torch.optim.swa_utils.update_bn([torch.randn(4, 3, 64, 64) for _ in range(2)], backbone)
+    for name, stage in backbone.stages.items():
+        kept = name in backbone.frozen_stage_names or norm == "eval"
+        for layer in stage.modules():
+            if isinstance(layer, _BatchNorm):
+                assert torch.all(layer.running_mean == 0.3) == kept, (name, layer)
+                assert torch.all(layer.running_var == 2.0) == kept, (name, layer)
+    backbone.unfreeze()  # a stage unfrozen follows update_bn again (norm: train, sync)
+    torch.optim.swa_utils.update_bn([torch.randn(4, 3, 64, 64)], backbone)
+    assert torch.all(backbone.stages["c2"][1].running_mean == 0.3) == (norm == "eval")
+
+
 def test_a_resumed_optimizer_gets_its_groups_back_in_the_order_it_saved_them(tmp_path):
     """Unfreezing adds the stage's group at the end of the optimizer; a resume built the groups in stage order, and
     torch matches saved groups by position: learning rates and AdamW's moments went to other stages (a shape error

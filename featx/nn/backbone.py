@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from featx.errors import ArgumentError, InputShapeError, SpecError, first_line
 from featx.nn.feature_info import FeatureInfo, StageInfo
-from featx.nn.freezing import apply_norm_policy, keep_eval_modes, set_stage_frozen
+from featx.nn.freezing import apply_norm_policy, keep_eval_modes, keep_statistics, set_stage_frozen
 from featx.nn.reinit import reinit_
 from featx.nn.tokens import tokens_to_map
 from featx.spec.keys import key_path, suggest
@@ -85,6 +85,7 @@ class Backbone(nn.Module):
         self._input_size = tuple(spec.input_size) if spec.input_size is not None else None
         if spec.frozen_stages:
             self.freeze(*tuple(self.stages)[: spec.frozen_stages])
+        keep_statistics(self.stages, self._frozen, spec.norm)
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Assigning ``neck`` (a module or ``None``) also re-describes the outputs: ``feature_info`` and the keys
@@ -177,6 +178,7 @@ class Backbone(nn.Module):
         for name in self._select(names, "freeze"):
             set_stage_frozen(self.stages[name], True, self.spec.norm)
             self._frozen.add(name)
+        keep_statistics(self.stages, self._frozen, self.spec.norm)
         return self.train(self.training)
 
     def unfreeze(self, *names: str) -> "Backbone":
@@ -189,6 +191,7 @@ class Backbone(nn.Module):
         for name in self._select(names, "unfreeze"):
             set_stage_frozen(self.stages[name], False, self.spec.norm)
             self._frozen.discard(name)
+        keep_statistics(self.stages, self._frozen, self.spec.norm)
         return self.train(self.training)
 
     def reinit(self, *names: str) -> "Backbone":

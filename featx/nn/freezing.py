@@ -106,6 +106,24 @@ def set_stage_frozen(stage: nn.Module, frozen: bool, norm: str) -> None:
         _freeze_affine(stage)
 
 
+def _statistics_kept() -> None:
+    """What ``reset_running_stats`` does on a BatchNorm layer kept in eval mode: nothing (its statistics stay)."""
+
+
+def keep_statistics(stages: nn.ModuleDict, frozen: Collection[str], norm: str) -> None:
+    """The BatchNorm layers kept in eval mode (those of frozen stages, and with ``norm: eval`` or ``frozen`` every
+    one) keep their running statistics through ``reset_running_stats()``, which ``torch.optim.swa_utils.update_bn``
+    calls before ``train()`` to recompute them: such a layer stays in eval mode, so they were never recomputed and
+    stayed reset (mean 0, variance 1). The others get the method back."""
+    for name, stage in stages.items():
+        kept = name in frozen or norm in ("eval", "frozen")
+        for layer in norm_layers(stage):
+            if kept:
+                layer.reset_running_stats = _statistics_kept  # type: ignore[method-assign]
+            elif "reset_running_stats" in layer.__dict__:
+                del layer.reset_running_stats
+
+
 def keep_eval_modes(stages: nn.ModuleDict, frozen: Collection[str], norm: str) -> None:
     """After ``train()``: frozen stages back to eval mode, and with ``norm: eval`` (or ``frozen``, for the BatchNorm
     layers it keeps in place) every BatchNorm layer too."""
