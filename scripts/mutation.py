@@ -317,6 +317,12 @@ MUTANTS: List[Mutant] = [
         "update_bn resets the statistics of BatchNorm layers kept in eval (frozen stages, norm: eval) for good",
     ),
     Mutant(
+        "nn/backbone.py",
+        "[(i.channels, i.stride) for i in takes] != [(r.channels, r.stride) for r in returned]",
+        "[i.channels for i in takes] != [r.channels for r in returned]",
+        "a neck built for other strides is taken when the widths fit: feature_info names the wrong strides",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

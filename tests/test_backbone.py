@@ -180,10 +180,25 @@ def test_a_neck_that_does_not_fit_is_refused_and_the_old_one_kept():
     with pytest.raises(featx.ArgumentError) as caught:
         backbone.neck = other
     assert str(caught.value) == (
-        "Backbone.neck: the neck takes maps of 256, 512, 1024, 2048 channels, the returned stages give c2=64, c3=128, "
-        "c4=256, c5=512"
+        "Backbone.neck: the neck takes maps of 256 channels at stride 4, 512 channels at stride 8, 1024 channels at "
+        "stride 16, 2048 channels at stride 32, the returned stages give c2=64 at 4, c3=128 at 8, c4=256 at 16, "
+        "c5=512 at 32"
     )
     assert backbone.neck is fpn and [i.name for i in backbone.feature_info] == ["p2", "p3", "p4", "p5"]
+
+
+def test_a_neck_built_for_other_strides_is_refused_though_the_widths_fit():
+    """Only the widths were compared: VGG's c3/c4 FPN (512, 512 channels at strides 8, 16) on c4/c5 (512, 512 at 16,
+    32) was taken, and feature_info named strides 8 and 16 for maps at 16 and 32 (anchors for the wrong scales)."""
+    other = featx.build("vgg11", overrides=["device=meta", "out_features=[c3,c4]", "fpn={out_channels: 64}"]).neck
+    backbone = featx.build("vgg11", overrides=["device=meta", "out_features=[c4,c5]"])
+    with pytest.raises(featx.ArgumentError) as caught:
+        backbone.neck = other
+    assert str(caught.value) == (
+        "Backbone.neck: the neck takes maps of 512 channels at stride 8, 512 channels at stride 16, the returned "
+        "stages give c4=512 at 16, c5=512 at 32"
+    )
+    assert backbone.neck is None and [i.name for i in backbone.feature_info] == ["c4", "c5"]
 
 
 def test_deleting_or_adding_the_neck_as_a_module_re_describes_the_outputs():

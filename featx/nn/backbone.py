@@ -127,12 +127,11 @@ class Backbone(nn.Module):
                 f"{caller}: {len(returned)} returned stages ({', '.join(r.name for r in returned)}) but the neck "
                 f"names {len(keys)} inputs ({', '.join(keys)}); give the neck input_names, one per returned stage"
             )
-        takes = getattr(neck, "input_info", None)  # featx's necks say which widths they take
-        if takes is not None and [info.channels for info in takes] != [r.channels for r in returned]:
-            raise ArgumentError(
-                f"{caller}: the neck takes maps of {', '.join(str(info.channels) for info in takes)} channels, the "
-                f"returned stages give {', '.join(f'{r.name}={r.channels}' for r in returned)}"
-            )
+        takes = getattr(neck, "input_info", None)  # featx's necks say which widths and strides they take
+        if takes is not None and [(i.channels, i.stride) for i in takes] != [(r.channels, r.stride) for r in returned]:
+            wanted = ", ".join(f"{info.channels} channels at stride {info.stride}" for info in takes)
+            given = ", ".join(f"{info.name}={info.channels} at {info.stride}" for info in returned)
+            raise ArgumentError(f"{caller}: the neck takes maps of {wanted}, the returned stages give {given}")
         return feature_info, dict(zip([r.name for r in returned], keys[: len(returned)], strict=True))
 
     @property
