@@ -1118,8 +1118,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/backbone.py",
-        "        if takes is not None and [info.channels for info in takes] != [r.channels for r in returned]:",
-        "        if False:",
+        "        if takes is not None and [(i.channels, i.stride) for i in takes]",
+        "        if False and [(i.channels, i.stride) for i in takes]",
         "a neck built for other widths accepted on assignment",
     ),
     Mutant(
