@@ -323,6 +323,18 @@ MUTANTS: List[Mutant] = [
         "a neck built for other strides is taken when the widths fit: feature_info names the wrong strides",
     ),
     Mutant(
+        "nn/backbone.py",
+        "    load_spec(spec.to_dict())  # a spec made by hand",
+        "    pass  # a spec made by hand",
+        "a hand-made Backbone takes an unchecked spec (frozen_stages=-1 freezes all but the last stage)",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "list(itertools.islice(names, len(by_name) + 1))",
+        "list(itertools.islice(names, 2**24))",
+        "param_groups reads an endless names iterator without bound",
+    ),
+    Mutant(
         "spec/overrides.py",
         "if override.value() is not None and current != override.value():",
         "if False:",

@@ -167,6 +167,25 @@ def test_assigning_the_neck_re_describes_the_outputs():
     assert backbone.out_channels == 512
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"frozen_stages": -1}, r"^backbone\.frozen_stages: -1 is out of range; valid: 0\.\.4"),
+        ({"norm": "fozen"}, r"^backbone\.norm: unknown value 'fozen'; did you mean frozen\?"),
+        ({"out_features": []}, r"^backbone\.out_features: empty list"),
+        ({"frozen_stages": 1.5}, r"^backbone\.frozen_stages: "),
+    ],
+    ids=["frozen-negative", "norm-typo", "no-outputs", "frozen-float"],
+)
+def test_a_hand_made_backbone_checks_its_spec_as_build_does(changes, message):
+    """A BackboneSpec made by hand reached Backbone() unchecked: frozen_stages=-1 froze all but the last stage, a norm
+    typo meant train, out_features=[] returned nothing, and frozen_stages=1.5 was a TypeError from a slice."""
+    built = featx.build("resnet18", overrides=["device=cpu"])
+    spec = dataclasses.replace(built.spec, **changes)
+    with pytest.raises(featx.SpecError, match=message):
+        featx.Backbone(dict(built.stages.items()), list(built.stage_info), spec)
+
+
 def test_a_neck_that_does_not_fit_is_refused_and_the_old_one_kept():
     backbone = featx.build("resnet18_fpn", overrides=["device=cpu", "fpn.out_channels=32"])
     fpn = backbone.neck

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from helpers import resnet18_spec
@@ -268,6 +270,7 @@ def test_param_groups_names_may_be_any_iterable_of_names():
         ({"c3": 1}, r"names must be a list of group names such as \['c3', 'c4'\]"),  # its keys were taken
         (b"c3", r"names must be a list of group names such as \['c3', 'c4'\]"),
         ({"c3", "c4"}, r"names must be a list .* in the order the groups are wanted .*got set"),  # order per process
+        (itertools.repeat("c3"), r"names lists a group twice: \['c3', 'c3', 'c3'\]$"),  # list() filled the memory
     ],
 )
 def test_param_groups_names_are_checked(names, message):

@@ -26,7 +26,8 @@ from featx.nn.freezing import apply_norm_policy, keep_eval_modes, keep_statistic
 from featx.nn.reinit import reinit_
 from featx.nn.tokens import tokens_to_map
 from featx.spec.keys import key_path, suggest
-from featx.spec.limits import MAX_CHANNELS, real_value
+from featx.spec.limits import MAX_CHANNELS, quoted, real_value
+from featx.spec.load import load_spec
 from featx.spec.schema import BackboneSpec
 
 
@@ -334,6 +335,7 @@ def _check_arguments(stages: object, stage_info: object, spec: object, in_channe
         )
     if not isinstance(spec, BackboneSpec):
         raise ArgumentError(f"Backbone(): spec must be a featx.BackboneSpec, got {type(spec).__name__}")
+    load_spec(spec.to_dict())  # a spec made by hand is checked as featx.build checks one (SpecError naming the key)
     if list(stages) != list(spec.stages)[: len(stages)]:  # the first stages of the spec (the returned ones at least)
         raise ArgumentError(
             f"Backbone(): stages are {list(stages)}, but the spec's stages are {list(spec.stages)}; give the spec "
@@ -382,7 +384,8 @@ def _picked(groups: List[Dict[str, Any]], names: Sequence[str]) -> List[Dict[str
     iterable = isinstance(names, (list, tuple)) or (  # in an order: not a set, whose order changes between runs
         isinstance(names, Iterable) and not isinstance(names, (str, bytes, Mapping, AbstractSet))
     )
-    names = list(names) if iterable else names  # a generator is read once
+    # a generator is read once, and no further than one name past the groups (an endless one would fill the memory)
+    names = list(itertools.islice(names, len(by_name) + 1)) if iterable else names
     if not iterable or not all(isinstance(name, str) for name in names):
         raise ArgumentError(
             f"param_groups(): names must be a list of group names such as {list(by_name)}, in the order the groups "
@@ -395,7 +398,7 @@ def _picked(groups: List[Dict[str, Any]], names: Sequence[str]) -> List[Dict[str
                 f"({', '.join(by_name) or 'none'}); unfreeze a stage before naming it"
             )
     if len(set(names)) < len(names):
-        raise ArgumentError(f"param_groups(): names lists a group twice: {list(names)}")
+        raise ArgumentError(f"param_groups(): names lists a group twice: {quoted(list(names))}")
     return [by_name[name] for name in names]
 
 
