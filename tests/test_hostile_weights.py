@@ -176,6 +176,13 @@ BAD_FILES = [
         r"values beyond the model's dtype \(the cast would make them inf\): conv1\.weight checkpoint torch\.float64 vs "
         r"model torch\.float32$",
     ),
+    (  # d["model"] = d: following the nesting keys must end
+        "holds-itself",
+        "w.pth",
+        lambda p: torch.save((lambda d: d.update(model=d, x=torch.zeros(1)) or d)({}), p),
+        WeightsError,
+        r"does not hold a state dict \(name → tensor\)$",
+    ),
     ("folder", "w.pth", lambda p: p.mkdir(), WeightsError, r"w\.pth is a folder, not a checkpoint file"),
     ("dangling-link", "w.pth", lambda p: p.symlink_to(p.parent / "gone.pth"), WeightsError, r"not found"),
 ]

@@ -179,11 +179,9 @@ def _the_state_dict(loaded: object, path: Path) -> object:
             f"{key_path('weights')}: {path} holds {len(holders)} state dicts ({names}{more}) and featx cannot "
             f"tell which you mean; save the one you want alone: torch.save(checkpoint{chosen}, path)"
         )
-    while isinstance(loaded, Mapping):
-        step = next((key for key in _NESTING_KEYS if isinstance(loaded.get(key), Mapping)), None)
-        if step is None:
-            return loaded
-        loaded = loaded[step]
+    for key in _NESTING_KEYS:  # one pass, in this order: a mapping that holds itself is followed no further
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
     return loaded
 
 
