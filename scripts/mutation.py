@@ -7,7 +7,7 @@ sure). Mutants marked equivalent change nothing a user can observe; they are lis
 
     python scripts/mutation.py                        # every mutant; markdown table on stdout
     python scripts/mutation.py --only freezing store  # the mutants of some modules
-    python scripts/mutation.py --json out.json        # also the per-mutant results as JSON
+    python scripts/mutation.py --json out.json        # also the per-mutant results as JSON (after each mutant)
 """
 
 from __future__ import annotations
@@ -1775,7 +1775,10 @@ def main() -> None:
             status, seconds, failed = "equivalent", 0.0, ""
         else:
             status, seconds, failed = run(mutant, args.workers)
-        print(f"[{index}/{len(chosen)}] {status:10} {mutant.module}: {mutant.bug} ({seconds:.0f} s)", file=sys.stderr)
+        print(
+            f"[{index}/{len(chosen)}] {status:10} {mutant.module}: {mutant.bug} ({seconds:.0f} s) {failed}",
+            file=sys.stderr,
+        )
         results.append(
             {
                 "module": mutant.module,
@@ -1787,6 +1790,8 @@ def main() -> None:
             }
         )
         rows.append((mutant.module, mutant.bug, status, failed or (mutant.equivalent or "")))
+        if args.json:  # after every mutant: a run stopped midway keeps what it found
+            args.json.write_text(json.dumps(results, indent=1))
     counts = Counter((module, status) for module, _, status, _ in rows)
     print("| module | killed | survived | equivalent |\n|---|---:|---:|---:|")
     for module in dict.fromkeys(module for module, *_ in rows):
@@ -1795,8 +1800,6 @@ def main() -> None:
     print("\n| module | planted bug | result | first failing test (or why equivalent) |\n|---|---|---|---|")
     for module, bug, status, detail in rows:
         print(f"| `{module}` | {bug} | {status} | {detail.replace('|', '/')} |")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
