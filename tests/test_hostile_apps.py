@@ -29,12 +29,13 @@ from featx.cli import propose as propose_cli
 APPS = {"featx": "featx.cli.main", "featx-export": "featx.cli.export", "featx-extract": "featx.cli.extract"}
 
 
-def run_app(app: str, arguments: List[str], folder: Path) -> Tuple[object, str, str]:
-    """``app arguments`` as its console script runs it, in ``folder``: (exit code, stderr, stdout)."""
+def run_app(app: str, arguments: List[str], folder: Path, logs: bool = False) -> Tuple[object, str, str]:
+    """``app arguments`` as its console script runs it, in ``folder``: (exit code, stderr, stdout); Hydra's logging
+    configured only with ``logs``."""
     main = importlib.import_module(APPS[app]).main
     GlobalHydra.instance().clear()
     hydra_dirs = [f"hydra.run.dir={folder}/.hydra-run", f"hydra.sweep.dir={folder}/.hydra-sweep"]
-    logging = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    logging = [] if logs else ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
     old_argv = sys.argv
     sys.argv = [app, *arguments, *hydra_dirs, *logging]
     errors, output = io.StringIO(), io.StringIO()
@@ -81,6 +82,14 @@ CASES = [
         r"^featx: error: --config-name \.\./\.\./\.\./\.\./\.\./\.\./etc/hosts: a config name is a name inside the",
     ),
     ("featx-export", ["-cn=/etc/hosts"], r"^featx-export: error: --config-name /etc/hosts: a config name is a name"),
+    (  # schemas and groups as the primary config: Hydra wrote outputs/ into the working directory, and ran
+        "featx",
+        ["--config-name", "featx_app_schema", "+backbone=resnet18", "run=false"],
+        r"^featx: error: --config-name featx_app_schema: not an app config \(a schema or a config group\); the apps' "
+        r"configs are config, extract and export, or a file of yours in --config-dir whose defaults start from one$",
+    ),
+    ("featx-extract", ["-cn", "featx/backbone_schema"], r"^featx-extract: error: --config-name featx/backbone_sch"),
+    ("featx", ["--config-name=backbone/resnet18.yaml"], r"^featx: error: --config-name backbone/resnet18.yaml: not an"),
     (  # Hydra's own check raised a ValueError with a traceback
         "featx",
         ["-m", "backbone=resnet18,resnet34", "--cfg", "job"],
@@ -729,6 +738,66 @@ def test_a_run_folder_hydra_cannot_make_is_one_line(tmp_path):
     )
     assert done.returncode == 1
     assert done.stderr.strip() == "featx: error: /proc/featx-run: No such file or directory", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("value", ["0", ""])
+def test_hydra_full_error_other_than_1_keeps_the_one_line_error(workdir, monkeypatch, value):
+    """Hydra shows its full error for HYDRA_FULL_ERROR=1 only; featx took any value (0 too) as asking for it."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", value)
+    code, errors, _ = run_app("featx", ["-m", "input.height=range(32,64,0)", "run=false", "backbone=resnet18"], workdir)
+    assert (code, errors) == (
+        "featx: error: ValueError: range() arg 3 must not be zero (HYDRA_FULL_ERROR=1 shows where)",
+        "",
+    )
+    assert os.environ["HYDRA_FULL_ERROR"] == value  # the user's value, back
+
+
+def test_hydra_full_error_1_shows_hydras_own_error(workdir, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ValueError, match=r"^range\(\) arg 3 must not be zero$"):
+        run_app("featx", ["-m", "input.height=range(32,64,0)", "run=false", "backbone=resnet18"], workdir)
+    assert os.environ["HYDRA_FULL_ERROR"] == "1"
+
+
+def test_an_empty_tmpdir_is_unset_not_the_root_folder(workdir, monkeypatch):
+    """TMPDIR= put the run folders at /featx-outputs-<uid>; Python's tempfile takes an empty TMPDIR as unset."""
+    monkeypatch.setenv("TMPDIR", "")
+    main = importlib.import_module(APPS["featx"]).main
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(
+        sys, "argv", ["featx", "backbone=resnet18", "--cfg", "hydra", "--resolve", "-p", "hydra.run.dir"]
+    )
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output):
+            main()
+    finally:
+        GlobalHydra.instance().clear()
+    assert output.getvalue().startswith(f"/tmp/featx-outputs-{os.getuid()}/runs/"), output.getvalue()
+
+
+def test_a_folder_where_hydra_writes_its_log_is_one_line_naming_it(workdir):
+    """A folder main.log in the run folder: "ValueError: Unable to configure handler 'file'", naming nothing."""
+    (workdir / ".hydra-run" / "main.log").mkdir(parents=True)
+    code, errors, _ = run_app("featx", ["backbone=resnet18", "run=false"], workdir)
+    assert code == (
+        f"featx: error: {workdir}/.hydra-run/main.log is a folder, where Hydra writes this run's main.log; remove it "
+        "or give another folder with hydra.run.dir / hydra.sweep.dir"
+    )
+
+
+def test_a_log_file_hydra_cannot_open_is_named(workdir):
+    log = workdir / "missing" / "x.log"
+    code, _, _ = run_app(
+        "featx",
+        ["backbone=resnet18", "run=false", f"hydra.job_logging.handlers.file.filename={log}"],
+        workdir,
+        logs=True,
+    )
+    assert code == (
+        f"featx: error: ValueError: Unable to configure handler 'file' (No such file or directory: {log}) "
+        "(HYDRA_FULL_ERROR=1 shows where)"
+    )
 
 
 HYDRA_FILE_CASES = [

@@ -247,6 +247,30 @@ def test_a_folder_whose_name_looks_like_a_pattern_is_a_folder(tmp_path):
     assert [entry["path"] for entry in _manifest(tmp_path / "out")] == [str(folder / "only.png")]
 
 
+def test_folders_a_pattern_matches_are_listed_as_skipped_not_dropped(tmp_path):
+    """gd/* matched the folders gd/a and gd/b as well as gd/top.png: their images were dropped without a word (no
+    skipped row, exit status 0). A folder whose matches the pattern lists too (photos/**/*) is not a skipped row."""
+    for index, path in enumerate(["gd/top.png", "gd/a/imgs/1.png", "gd/b/2.png"]):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        _save_rgb(tmp_path / path, index)
+    summary = extract(_spec(), _options(f"{tmp_path}/gd/*", tmp_path / "out"))
+    assert (summary.images, summary.skipped) == (1, 2)
+    reasons = {entry["path"]: entry.get("skipped") for entry in _manifest(tmp_path / "out")}
+    folder_reason = "a folder the pattern matches, not its files (a pattern takes the files it matches: add /* for them)"
+    assert reasons == {
+        str(tmp_path / "gd/top.png"): None,
+        str(tmp_path / "gd/a"): folder_reason,
+        str(tmp_path / "gd/b"): folder_reason,
+    }
+    assert [(path.name, reason) for path, reason in find_images(f"{tmp_path}/gd/**/*").skipped] == []
+    with pytest.raises(ArgumentError) as only_folders:
+        find_images(f"{tmp_path}/gd/*/imgs")
+    assert str(only_folders.value) == (
+        f"extract.input: the pattern '{tmp_path}/gd/*/imgs' matches no files (only folders: {tmp_path}/gd/*/imgs/* "
+        "takes the files in them)"
+    )
+
+
 def test_pipes_and_devices_under_image_names_are_skipped_without_reading_them(photos, tmp_path):
     os.mkfifo(photos / "pipe.png")  # reading it would wait for a writer
     (photos / "zero.png").symlink_to("/dev/zero")  # reading it would never end

@@ -8,10 +8,12 @@
   so are a ``backbone=`` choice naming two files on the config search path (Hydra would silently take the first)
   and ``hydra.job.chdir=true`` (the apps' paths are relative to where they are run).
 - Every FeatxError in a job becomes one line ``<app>: error: <message>``, and so do Hydra's and OmegaConf's errors
-  (``HYDRA_FULL_ERROR`` is set while Hydra runs, unless the user set it: then Hydra's full error is shown); the
-  composed config's own keys are checked present, set and resolvable before the task runs, and a chosen backbone
-  file in the user's config folders is read with featx's reader first (Hydra's loader answers a tab with a
-  traceback).
+  (``HYDRA_FULL_ERROR=1`` while Hydra runs; a user's ``HYDRA_FULL_ERROR=1``, the only value Hydra takes as asking,
+  shows Hydra's full error instead); the composed config's own keys are checked present, set and resolvable before
+  the task runs, and a chosen backbone file in the user's config folders is read with featx's reader first (Hydra's
+  loader answers a tab with a traceback).
+- A ``--config-name`` that is a path, a schema or a config group is refused, and an empty ``TMPDIR`` is unset (as
+  Python's ``tempfile`` takes it): Hydra would otherwise write its files in the working directory or under ``/``.
 - Each value of a sweep is type-checked before Hydra composes (it would stop the sweep); bool keys take true or
   false (or an interpolation), not OmegaConf's ``2`` or ``yes``.
 - In a sweep (``-m``) a failing job does not stop the others: each failure is reported when it happens, and when
@@ -50,6 +52,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Typ
 
 import yaml
 from hydra._internal.utils import get_args, get_args_parser
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import (
@@ -206,12 +209,24 @@ def check_unplaced(app: str, unplaced: Sequence[str]) -> None:
 
 def check_config_name(app: str, flags: argparse.Namespace) -> None:
     """Refuse a ``--config-name`` that leaves the config roots (Hydra would read, and ``--cfg job`` print, any YAML
-    file the user can read)."""
-    if flags.config_name is not None and _escapes(flags.config_name):
+    file the user can read), and one naming a schema, a backbone or a Hydra group: without an app config's run
+    folders and checks, Hydra would write its files into the working directory (``outputs/``)."""
+    name = flags.config_name
+    if name is None:
+        return
+    if _escapes(name):
         fail(
             app,
-            f"--config-name {shortened(flags.config_name)}: a config name is a name inside the config roots, not a "
+            f"--config-name {shortened(name)}: a config name is a name inside the config roots, not a "
             "path; put the file in a folder and pass that folder with --config-dir",
+        )
+    first = PurePosixPath(name).parts[0].removesuffix(".yaml") if PurePosixPath(name).parts else ""
+    not_apps = {entry.removesuffix(".yaml") for entry in ConfigStore.instance().repo} | {"backbone"}
+    if first in not_apps:
+        fail(
+            app,
+            f"--config-name {shortened(name)}: not an app config (a schema or a config group); the apps' configs "
+            "are config, extract and export, or a file of yours in --config-dir whose defaults start from one",
         )
 
 
@@ -673,14 +688,16 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     else:
         check_command_line(app, flags, given, schema)
     sys.argv[1:] = given
+    if os.environ.get("TMPDIR") == "":  # unset, as Python's tempfile takes it: the run folders go under /tmp
+        del os.environ["TMPDIR"]
     register_user_resolver()
     _failed_jobs.clear()
     _jobs_run.clear()
     _jobs_unread.clear()
     sweeps_started.clear()
-    full_error = os.environ.get(FULL_ERROR)
-    if full_error is None:
-        os.environ[FULL_ERROR] = "1"  # Hydra raises its errors instead of printing them over several lines
+    users_value = os.environ.get(FULL_ERROR)
+    full_error = users_value == "1"  # Hydra's own rule: only 1 asks for the full error (0 or empty do not)
+    os.environ[FULL_ERROR] = "1"  # Hydra raises its errors instead of printing them over several lines
     try:
         with reader_may_stop(app), shown_package(app, flags):  # Hydra's output too: --cfg, --help, -sc install=bash
             hydra_main()
@@ -688,22 +705,27 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
         print(f"{app}: interrupted", file=sys.stderr)
         raise SystemExit(INTERRUPTED) from None
     except (HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
-        if full_error is not None:  # the user asked for Hydra's full error
+        if full_error:  # the user asked for Hydra's full error
             raise
         fail(app, hydra_error_line(error))
     except OSError as error:  # Hydra's own file work (a run folder it cannot make where the path check cannot tell)
-        if full_error is not None:
+        if full_error:
             raise
         where = f"{error.filename}: " if error.filename else ""
         fail(app, f"{where}{error.strerror or first_line(error)}")
     except (ValueError, TypeError, AttributeError, LookupError, AssertionError, RecursionError) as error:
-        if full_error is not None:  # what Hydra's own code raises for values it does not check (range step 0)
+        if full_error:  # what Hydra's own code raises for values it does not check (range step 0)
             raise
         reason = quoted(first_line(error))[1:-1]
+        cause = error.__cause__  # logging's "Unable to configure handler 'file'" hides the file's own error
+        if isinstance(cause, OSError) and cause.strerror:
+            reason += f" ({cause.strerror}: {cause.filename})" if cause.filename else f" ({cause.strerror})"
         fail(app, f"{type(error).__name__}{': ' if reason else ''}{reason} (HYDRA_FULL_ERROR=1 shows where)")
     finally:
-        if full_error is None:
+        if users_value is None:
             os.environ.pop(FULL_ERROR, None)
+        else:
+            os.environ[FULL_ERROR] = users_value
     if sweeps_started and not _jobs_run:  # -m, or hydra.mode=MULTIRUN
         fail(app, "the sweep has no jobs (a glob() that matches no name, an empty range()?); nothing ran")
     if _failed_jobs:

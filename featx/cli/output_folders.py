@@ -111,7 +111,7 @@ class OutputFolders(Callback):
     def _check_hydra_files(self, config: DictConfig, folder: Any, files: Sequence[str]) -> None:
         """Refuse an ``hydra.output_subdir`` or ``hydra.job.name`` that would put Hydra's files outside the run
         folder, and a link where Hydra writes its files (``files`` in the folder, the config files in its
-        ``output_subdir``): Hydra would write through it into a file elsewhere."""
+        ``output_subdir``): Hydra would write through it into a file elsewhere; and a folder in a file's place."""
         subdir, name = config.hydra.output_subdir, str(config.hydra.job.name)
         if subdir is not None and (Path(str(subdir)).is_absolute() or ".." in Path(str(subdir)).parts):
             fail(
@@ -132,6 +132,12 @@ class OutputFolders(Callback):
                     self.app,
                     f"{link} is a link, and Hydra would write this run's {path.name} through it into a file "
                     "elsewhere; remove the link or give another folder with hydra.run.dir / hydra.sweep.dir",
+                )
+            if path.is_dir():  # Hydra's logging would fail with "Unable to configure handler 'file'"
+                fail(
+                    self.app,
+                    f"{path} is a folder, where Hydra writes this run's {path.name}; remove it or give another "
+                    "folder with hydra.run.dir / hydra.sweep.dir",
                 )
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:

@@ -3,8 +3,9 @@ its identity (size, modification time and inode) so stored features can be match
 
 Paths are absolute but not resolved through symbolic links: a link to an image is listed under its own path inside
 the input. Linked folders are not descended into (no loops, no escape from the input). Files whose extension no
-installed image decoder opens, and broken links, are returned as skipped, with the reason, so the manifest lists
-them. featx's own entries of the output folder (inside the input, or holding it) are left out. Example::
+installed image decoder opens, broken links, and folders a pattern matches (none of their files), are returned as
+skipped, with the reason, so the manifest lists them. featx's own entries of the output folder (inside the input, or
+holding it) are left out. Example::
 
     listing = find_images("photos/", exclude=Path("photos/feats"))      # or "photos/**/*.jpg"
     listing.images[:2], listing.skipped[:1]     # [Path('/data/photos/a.jpg'), ...], [(Path('.../notes.txt'), '...')]
@@ -38,6 +39,8 @@ def image_extensions() -> FrozenSet[str]:
 
 #: why a pipe, device or socket under an image's name is skipped (it has no end, or reading it waits for a writer)
 NOT_REGULAR = "not a regular file (a pipe, device or socket)"
+#: a folder a pattern matches with nothing of it matched (``photos/*`` and the folder photos/2024)
+MATCHED_FOLDER = "a folder the pattern matches, not its files (a pattern takes the files it matches: add /* for them)"
 
 
 def file_identity(path: Path) -> Optional[Identity]:
@@ -91,10 +94,15 @@ def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List
     if _is_pattern(source):
         base, pattern = _split_pattern(source)
         # pathlib's glob never follows linked folders for ** (glob.glob does, into loops)
-        matches = base.glob(pattern) if base.is_dir() else iter(())
+        matches = list(base.glob(pattern)) if base.is_dir() else []
         found = [match for match in matches if match.is_file() or match.is_symlink()]
+        holding_matches = {parent for match in matches for parent in match.parents}
+        folders = [match for match in matches if match.is_dir() and not match.is_symlink()]
+        folders = [folder for folder in folders if folder not in holding_matches]
         if not found:
-            raise ArgumentError(f"{key}: the pattern {source!r} matches no files")
+            hint = f" (only folders: {source}/* takes the files in them)" if folders else ""
+            raise ArgumentError(f"{key}: the pattern {source!r} matches no files{hint}")
+        unlisted.extend((folder, MATCHED_FOLDER) for folder in folders)  # their images are not inputs: say so
         return found
     path = expand_home(source)
     if not path.is_dir():
