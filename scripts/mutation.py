@@ -384,7 +384,40 @@ MUTANTS: List[Mutant] = [
         'return path.suffix == ".safetensors"',
         ".SAFETENSORS written with torch.save",
     ),
-    Mutant("cli/app.py", '        os.environ[FULL_ERROR] = "1"', "        pass", "Hydra's errors printed over lines"),
+    Mutant("cli/app.py", '    os.environ[FULL_ERROR] = "1"  #', "    pass  #", "Hydra's errors printed over lines"),
+    Mutant(
+        "cli/app.py",
+        'full_error = users_value == "1"',
+        "full_error = users_value is not None",
+        "HYDRA_FULL_ERROR=0 shows Hydra's tracebacks",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    if first in not_apps:",
+        "    if False:",
+        "--config-name featx_app_schema runs, writing outputs/",
+    ),
+    Mutant(
+        "cli/app.py", 'if os.environ.get("TMPDIR") == "":', "if False:", "an empty TMPDIR puts the run folders under /"
+    ),
+    Mutant(
+        "cli/app.py",
+        "if isinstance(cause, OSError) and cause.strerror:",
+        "if False:",
+        "a log file Hydra cannot open is not named",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "            if path.is_dir():  # Hydra's logging",
+        "            if False:  # Hydra's logging",
+        "a folder where Hydra writes its log: Unable to configure handler 'file'",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "        unlisted.extend((folder, MATCHED_FOLDER) for folder in folders)",
+        "        pass",
+        "folders a glob matches are dropped without a skipped row",
+    ),
     Mutant("cli/app.py", "            _check_values(cfg, schema)\n", "", "a deleted or unset app key: traceback"),
     Mutant(
         "cli/app.py",
@@ -1428,7 +1461,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "    if flags.config_name is not None and _escapes(flags.config_name):",
+        "    if _escapes(name):",
         "    if False:",
         "--config-name reads any YAML file",
     ),
