@@ -29,12 +29,14 @@ from featx.cli import propose as propose_cli
 APPS = {"featx": "featx.cli.main", "featx-export": "featx.cli.export", "featx-extract": "featx.cli.extract"}
 
 
-def run_app(app: str, arguments: List[str], folder: Path, logs: bool = False) -> Tuple[object, str, str]:
+def run_app(
+    app: str, arguments: List[str], folder: Path, logs: bool = False, run_dirs: bool = True
+) -> Tuple[object, str, str]:
     """``app arguments`` as its console script runs it, in ``folder``: (exit code, stderr, stdout); Hydra's logging
-    configured only with ``logs``."""
+    configured only with ``logs``, its run and sweep folders in ``folder`` unless not ``run_dirs``."""
     main = importlib.import_module(APPS[app]).main
     GlobalHydra.instance().clear()
-    hydra_dirs = [f"hydra.run.dir={folder}/.hydra-run", f"hydra.sweep.dir={folder}/.hydra-sweep"]
+    hydra_dirs = [f"hydra.run.dir={folder}/.hydra-run", f"hydra.sweep.dir={folder}/.hydra-sweep"] if run_dirs else []
     logging = [] if logs else ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
     old_argv = sys.argv
     sys.argv = [app, *arguments, *hydra_dirs, *logging]
@@ -587,51 +589,99 @@ def test_a_reader_that_stops_early_ends_the_app_quietly(command, tmp_path):
     )
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device every write to fails)")
-@pytest.mark.parametrize(
-    "command, app",
-    [
-        (["featx.cli.catalog", "resnet18"], "featx-list"),
-        (["featx.cli.propose", "resnet18"], "featx-propose"),
-        (["featx", "backbone=resnet18", "run=false", "hydra/job_logging=disabled"], "featx"),
-        (["featx", "--cfg", "job"], "featx"),  # Hydra's own writing
-        (["featx.cli.extract", "-sc", "install=bash"], "featx-extract"),
-        (["featx.cli.catalog", "--help"], "featx-list"),  # argparse swallows its own write errors
-        (["featx", "--version"], "featx"),
-        (["featx", "--info"], "featx"),  # Hydra writes it through logging, which swallowed each failure (status 0)
-        (["featx", "backbone=resnet18", "run=false", "input.height=48"], "featx"),  # Hydra's job log goes to stdout
-    ],
-    ids=[
-        "featx-list",
-        "featx-propose",
-        "featx",
-        "featx --cfg",
-        "featx-extract -sc",
-        "featx-list --help",
-        "--version",
-        "--info",
-        "featx with its log",
-    ],
-)
-@pytest.mark.parametrize("stdout", ["/dev/full", "closed"])
-def test_standard_output_that_cannot_be_written_is_one_error_line(command, app, stdout, tmp_path):
-    """`featx-list > /dev/full` (a full disk): a traceback after the work was done. `featx-list >&-` (no stdout at
-    all: Python's sys.stdout is None): an AttributeError traceback in every app, also at exit."""
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+STDOUT_CASES = [
+    (["featx.cli.catalog", "resnet18"], "featx-list"),
+    (["featx.cli.propose", "resnet18"], "featx-propose"),
+    (["featx", "backbone=resnet18", "run=false", "hydra/job_logging=disabled"], "featx"),
+    (["featx", "--cfg", "job"], "featx"),  # Hydra's own writing
+    (["featx.cli.extract", "-sc", "install=bash"], "featx-extract"),
+    (["featx.cli.catalog", "--help"], "featx-list"),  # argparse swallows its own write errors
+    (["featx", "--version"], "featx"),
+    (["featx", "--info"], "featx"),  # Hydra writes it through logging, which swallowed each failure (status 0)
+    (["featx", "backbone=resnet18", "run=false", "input.height=48"], "featx"),  # Hydra's job log goes to stdout
+]
+STDOUT_IDS = [
+    "featx-list",
+    "featx-propose",
+    "featx",
+    "featx --cfg",
+    "featx-extract -sc",
+    "featx-list --help",
+    "--version",
+    "--info",
+    "featx with its log",
+]
+
+INFO = STDOUT_IDS.index("--info")
+#: the cases run as whole processes: featx's own writing, Hydra's --info through logging, Hydra's job log
+WHOLE_PROCESS = (0, INFO, len(STDOUT_CASES) - 1)
+
+
+def _closed_or_full_stdout_run(command: List[str], stdout: str, folder: Path) -> subprocess.CompletedProcess:
+    """``python -m command`` with stdout on /dev/full, or closed (Python's sys.stdout is then None)."""
     with open("/dev/full", "w") as full:
-        done = subprocess.run(
+        return subprocess.run(
             [sys.executable, "-m", *command],
             stdout=full,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
-            cwd=tmp_path,
+            env={**os.environ, "TMPDIR": str(folder)},
+            cwd=folder,
             preexec_fn=(lambda: os.close(1)) if stdout == "closed" else None,
         )
+
+
+def _stdout_failure(app: str, stdout: str) -> str:
     reason = "standard output is closed" if stdout == "closed" else "No space left on device"
+    return f"{app}: error: cannot write to standard output: {reason}"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device every write to fails)")
+@pytest.mark.parametrize(
+    "command, app", [STDOUT_CASES[i] for i in WHOLE_PROCESS], ids=[STDOUT_IDS[i] for i in WHOLE_PROCESS]
+)
+@pytest.mark.parametrize("stdout", ["/dev/full", "closed"])
+def test_standard_output_that_cannot_be_written_is_one_error_line(command, app, stdout, tmp_path):
+    """`featx-list > /dev/full` (a full disk): a traceback after the work was done. `featx-list >&-` (no stdout at
+    all: Python's sys.stdout is None): an AttributeError traceback in every app, also at exit. A whole process, as
+    the console script runs: what Python does at exit included (the other cases run in this process below); --info
+    writes through the logging Hydra configures for a whole process."""
+    done = _closed_or_full_stdout_run(command, stdout, tmp_path)
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == f"{app}: error: cannot write to standard output: {reason}"
+    assert done.stderr.strip().splitlines()[-1] == _stdout_failure(app, stdout)
     assert "Traceback" not in done.stderr and "Logging error" not in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device every write to fails)")
+@pytest.mark.parametrize(
+    "command, app",
+    [case for i, case in enumerate(STDOUT_CASES) if i != INFO],
+    ids=[name for i, name in enumerate(STDOUT_IDS) if i != INFO],
+)
+@pytest.mark.parametrize("stdout", ["/dev/full", "closed"])
+def test_every_way_an_app_writes_a_lost_stdout_is_one_error_line(command, app, stdout, tmp_path, monkeypatch):
+    """Each app and each writer (featx's, argparse's, Hydra's, logging's) on a stdout that fails, run in this process
+    as its console script calls it: sys.stdout on /dev/full, or None as Python sets it for a closed stdout."""
+    module = {"featx": "featx.cli.main"}.get(command[0], command[0])
+    main = importlib.import_module(module).main
+    monkeypatch.setattr(sys, "argv", [app, *command[1:]])
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    full = open("/dev/full", "w")
+    monkeypatch.setattr(sys, "stdout", None if stdout == "closed" else full)
+    errors, code = io.StringIO(), None
+    try:
+        with contextlib.redirect_stderr(errors):
+            main()
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        GlobalHydra.instance().clear()
+        with contextlib.suppress(OSError):
+            full.close()
+    assert code not in (0, None), errors.getvalue()[-2000:]
+    assert _message(code, errors.getvalue()) == _stdout_failure(app, stdout), errors.getvalue()[-2000:]
+    assert "Traceback" not in errors.getvalue() and "Logging error" not in errors.getvalue(), errors.getvalue()[-2000:]
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device every write to fails)")
@@ -876,16 +926,9 @@ def test_hydras_files_never_land_outside_the_run_folder(workdir, arguments, link
         (workdir / link[0]).symlink_to(workdir / link[1])
     before = folder_state(elsewhere)
     arguments = [argument.format(w=workdir) for argument in arguments]
-    done = subprocess.run(
-        [sys.executable, "-m", "featx", *arguments, "backbone=resnet18", "run=false"],
-        capture_output=True,
-        text=True,
-        cwd=workdir,
-        timeout=300,
-    )
-    assert done.returncode == 1
-    assert done.stderr.startswith("featx: error: " + message.format(w=workdir)), done.stderr[-2000:]
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    code, errors, _ = run_app("featx", [*arguments, "backbone=resnet18", "run=false"], workdir, True, run_dirs=False)
+    assert isinstance(code, str) and code.startswith("featx: error: " + message.format(w=workdir)), (code, errors)
+    assert "\n" not in code and errors == ""
     assert folder_state(elsewhere) == before
 
 

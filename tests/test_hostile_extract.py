@@ -256,7 +256,9 @@ def test_folders_a_pattern_matches_are_listed_as_skipped_not_dropped(tmp_path):
     summary = extract(_spec(), _options(f"{tmp_path}/gd/*", tmp_path / "out"))
     assert (summary.images, summary.skipped) == (1, 2)
     reasons = {entry["path"]: entry.get("skipped") for entry in _manifest(tmp_path / "out")}
-    folder_reason = "a folder the pattern matches, not its files (a pattern takes the files it matches: add /* for them)"
+    folder_reason = (
+        "a folder the pattern matches, not its files (a pattern takes the files it matches: add /* for them)"
+    )
     assert reasons == {
         str(tmp_path / "gd/top.png"): None,
         str(tmp_path / "gd/a"): folder_reason,
