@@ -96,7 +96,7 @@ def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List
         # pathlib's glob never follows linked folders for ** (glob.glob does, into loops)
         matches = list(base.glob(pattern)) if base.is_dir() else []
         found = [match for match in matches if match.is_file() or match.is_symlink()]
-        holding_matches = {parent for match in matches for parent in match.parents}
+        holding_matches = {match.parent for match in matches}  # photos/**/* matches each folder's entries too
         folders = [match for match in matches if match.is_dir() and not match.is_symlink()]
         folders = [folder for folder in folders if folder not in holding_matches]
         if not found:
