@@ -4,11 +4,11 @@ Shared helpers (specs, checkpoints) are in ``helpers.py``."""
 
 from __future__ import annotations
 
-import logging
 import os
 
 import pytest
 import torch
+from helpers import loggers_restored
 from hydra.core.global_hydra import GlobalHydra
 
 from featx.spec.config_files import backbone_names
@@ -37,19 +37,8 @@ def _clean_hydra():
 def _clean_logging():
     """No test sees the loggers another test's app run configured: Hydra's logging config (``hydra/job_logging=
     disabled`` in the in-process app tests) disables every existing logger and resets levels."""
-    loggers = [
-        logging.getLogger(),
-        *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)),
-    ]
-    saved = [(logger, logger.disabled, logger.level, logger.propagate) for logger in loggers]
-    known = {id(logger) for logger in loggers}
-    yield
-    for logger, disabled, level, propagate in saved:
-        logger.disabled, logger.propagate = disabled, propagate
-        logger.setLevel(level)
-    for logger in logging.root.manager.loggerDict.values():  # made during the test (an import): enabled, as made
-        if isinstance(logger, logging.Logger) and id(logger) not in known:
-            logger.disabled = False
+    with loggers_restored():
+        yield
 
 
 @pytest.fixture(params=backbone_names())

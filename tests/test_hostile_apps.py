@@ -19,7 +19,7 @@ from typing import List, Tuple
 import pytest
 import torch
 import yaml
-from helpers import folder_state
+from helpers import folder_state, run_in_process
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
@@ -971,15 +971,10 @@ def test_an_empty_package_shows_the_whole_config_as_hydra_does(workdir):
     assert code == 0 and "\nbackbone:\n  model: resnet50\n" in output and output.endswith("\nrun: true\n"), errors
 
 
-def _completion(app_module: str, arguments: List[str], folder: Path, **env: str):
-    return subprocess.run(
-        [sys.executable, "-m", app_module, *arguments],
-        capture_output=True,
-        text=True,
-        env={key: value for key, value in os.environ.items() if key != "COMP_LINE"} | env,
-        cwd=folder,
-        timeout=300,
-    )
+def _completion(app_module: str, arguments: List[str], folder: Path, **env: str) -> subprocess.CompletedProcess:
+    """``python -m app_module arguments`` in ``folder`` with ``env`` added (``COMP_LINE`` only where given)."""
+    environment = {key: value for key, value in os.environ.items() if key != "COMP_LINE"} | env
+    return run_in_process(app_module, arguments, folder, environment)
 
 
 def test_hydras_shell_completion_installs_and_completes_and_a_wrong_use_is_one_line(tmp_path):

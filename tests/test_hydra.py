@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_in_process
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
@@ -88,9 +87,7 @@ def test_a_downstream_compose_takes_the_plain_fpn_override_through_featx_s_rewri
 
 def _run_app(args, cwd: Path, tmp: Path, module: str = "featx"):
     env = {**os.environ, "TMPDIR": str(tmp), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
+    return run_in_process(module, args, cwd, env)
 
 
 @pytest.fixture
