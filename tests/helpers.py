@@ -112,7 +112,8 @@ def run_not_installed(
 def loggers_restored() -> Iterator[None]:
     """Every logger's level, ``disabled`` and ``propagate`` as they were before the block (Hydra's logging config
     disables every existing logger and resets levels; featx's apps quiet other libraries' loggers), and loggers made
-    in the block (an import) enabled, as made."""
+    in the block (an import) as a fresh import makes them: enabled, level NOTSET (an app that quieted them would
+    otherwise keep a later run's INFO messages from them)."""
     loggers = [
         logging.getLogger(),
         *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)),
@@ -127,7 +128,8 @@ def loggers_restored() -> Iterator[None]:
             logger.setLevel(level)
         for logger in logging.root.manager.loggerDict.values():
             if isinstance(logger, logging.Logger) and id(logger) not in known:
-                logger.disabled = False
+                logger.disabled, logger.propagate = False, True
+                logger.setLevel(logging.NOTSET)
 
 
 #: ``python -m NAME`` -> the module whose ``main`` the console script calls
@@ -168,8 +170,8 @@ def run_in_process(
         sys.argv = saved_argv
         os.chdir(saved_folder)
         GlobalHydra.instance().clear()
-        for handler in logging.root.handlers[:]:
+        for handler in logging.root.handlers:
             if handler not in saved_handlers:
-                logging.root.removeHandler(handler)
                 handler.close()
+        logging.root.handlers[:] = saved_handlers  # Hydra's logging config removed the test's own
     return subprocess.CompletedProcess([module, *arguments], code, output.getvalue(), errors.getvalue())
