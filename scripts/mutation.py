@@ -117,7 +117,7 @@ GUARDS: Dict[str, List[str]] = {
     "models/weights_enums.py": ["tests/test_weights.py", "tests/test_hostile_weights.py"],
     "models/meta_construction.py": ["tests/test_weights.py", "tests/test_meta_probe.py"],
     "cli/export.py": ["tests/test_hostile_apps.py"],
-    "cli/main.py": ["tests/test_hostile_apps.py"],
+    "cli/main.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
     "cli/catalog.py": ["tests/test_propose.py", "tests/test_timm.py"],
     "cli/logs.py": ["tests/test_hydra.py"],
     "construct/proposal_yaml.py": ["tests/test_timm_families.py", "tests/test_propose.py"],
@@ -385,6 +385,12 @@ MUTANTS: List[Mutant] = [
         ".SAFETENSORS written with torch.save",
     ),
     Mutant("cli/app.py", '    os.environ[FULL_ERROR] = "1"  #', "    pass  #", "Hydra's errors printed over lines"),
+    Mutant(
+        "cli/main.py",
+        "from featx.cli.output import reader_may_stop\n",
+        "from featx.cli.output import reader_may_stop\nfrom featx.cli.report import format_report, measure\n",
+        "featx --help and each tab completion import torch (seconds each)",
+    ),
     Mutant(
         "cli/app.py",
         'full_error = users_value == "1"',

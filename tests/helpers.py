@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
@@ -132,21 +133,24 @@ def loggers_restored() -> Iterator[None]:
                 logger.setLevel(logging.NOTSET)
 
 
-#: ``python -m NAME`` -> the module whose ``main`` the console script calls
-APP_MODULES = {"featx": "featx.cli.main"}
+#: featx's console scripts (as installed), and ``python -m NAME`` -> the module whose ``main`` it calls
+APP_MODULES = {
+    script.name: script.module for script in entry_points(group="console_scripts") if script.module.startswith("featx.")
+} | {"featx": "featx.cli.main"}
 
 
 def run_in_process(
     module: str, arguments: List[str], folder: Path, env: Optional[Mapping[str, str]] = None
 ) -> subprocess.CompletedProcess:
-    """``python -m module arguments`` run in ``folder`` with ``env`` (the whole environment; this process's when
-    None), in this process: the app's ``main`` as its console script calls it, with Python's handling of its exit
-    (a message exit is printed to stderr with status 1). Far faster than a subprocess (no imports); the process-wide
-    state an app sets (environment, working directory, argv, Hydra's, the loggers' levels and the root logger's
-    handlers) is put back. Example::
+    """``module arguments`` (a console script, or ``python -m module``) run in ``folder`` with ``env`` (the whole
+    environment; this process's when None), in this process: the app's ``main`` as its console script calls it,
+    with Python's handling of its exit (a message exit is printed to stderr with status 1). Far faster than a
+    subprocess (no imports); the process-wide state an app sets (environment, working directory, argv, Hydra's, the
+    loggers' levels and the root logger's handlers) is put back. Example::
 
         run_in_process("featx", ["backbone=resnet18", "run=false"], tmp_path).returncode == 0
     """
+
     main = importlib.import_module(APP_MODULES.get(module, module)).main
     saved_environment, saved_argv, saved_folder = dict(os.environ), sys.argv, os.getcwd()
     saved_handlers = logging.root.handlers[:]

@@ -1,6 +1,7 @@
 """Docs are code, shell too: every fenced ``bash`` block of README.md and docs/*.md runs, line by line, as a user
 would type it, in a fresh working directory holding the files the commands name (``photos/``), offline; each line
-must exit 0.
+must exit 0. A line that is one of featx's console scripts with plain words runs as that script in this process
+(``helpers.run_in_process``: no second import of torch); any other line runs in bash.
 
 A block that cannot run here is marked by the comment on the line before its fence, which this test reads:
 ``<!-- docs-test: not run (REASON) -->``, where REASON starts with ``network`` (downloads weights), ``gpu``,
@@ -12,14 +13,16 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import pytest
+from helpers import APP_MODULES, run_in_process
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +51,16 @@ def test_every_skipped_block_says_why_in_the_known_words():
     reasons = [reason for page in PAGES for reason, _ in bash_blocks(page) if reason]
     assert reasons and all(reason.startswith(REASONS) for reason in reasons), reasons
     assert all("tests/" in reason for reason in reasons if reason.startswith("minutes")), reasons
+
+
+def _console_script_words(line: str) -> Optional[List[str]]:
+    """The words of ``line`` as bash splits them, when it is one of featx's console scripts with nothing for bash to
+    do but split words (no pipe, redirection, variable, or glob outside quotes); None for a line bash must run."""
+    words = shlex.split(line, comments=True)
+    unquoted = re.sub(r"'[^']*'|\"[^\"]*\"", "", line.split(" #", 1)[0])
+    if not words or words[0] not in APP_MODULES or re.search(r"[|&;<>$`\\(){}*?\[~]", unquoted):
+        return None
+    return words
 
 
 def _prepare(folder: Path, temp_dir: Path) -> dict:
@@ -80,9 +93,13 @@ def test_shell_examples_run(page_name: str, tmp_path: Path) -> None:
         (tmp_path / "scripts").symlink_to(ROOT / "scripts")
         for body in (body for name, body in RUN if name == page_name):
             for line in lines_of(body):
-                result = subprocess.run(
-                    ["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-                )
+                words = _console_script_words(line)
+                if words is not None:  # featx's own command of plain words: run as its console script, here
+                    result = run_in_process(words[0], words[1:], tmp_path, env)
+                else:
+                    result = subprocess.run(
+                        ["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+                    )
                 assert result.returncode == 0, f"{page_name}: {line}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)

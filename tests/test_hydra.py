@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,9 @@ def test_compose_with_overrides_and_instantiate():
     assert backbone.spec == featx.build(cfg.backbone).spec
 
 
-def test_instantiate_and_build_agree_for_every_conf_file(backbone_name):
+def test_instantiate_and_build_agree_for_every_conf_file(backbone_name, tmp_path, monkeypatch):
+    monkeypatch.delenv("FEATX_NO_CACHE")  # the packaged plans, as installed: this is no test of the planner
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))
     cfg = _compose([f"backbone={backbone_name}", "backbone.device=meta"])
     assert (
         instantiate(cfg.backbone).spec
@@ -369,3 +373,36 @@ def test_hydras_version_is_printed_once(workdirs):
     cwd, tmp = workdirs
     result = _run_app(["--version"], cwd, tmp)
     assert result.returncode == 0 and result.stdout.count("Hydra ") == 1, result.stdout
+
+
+NO_TORCH_CHECK = """
+import sys
+from featx.cli import export, extract, main
+apps = {"featx": main.main, "featx-export": export.main, "featx-extract": extract.main}
+app, arguments = sys.argv[1], sys.argv[2:]
+sys.argv = [app, *arguments]
+try:
+    apps[app]()
+except SystemExit:
+    pass
+print(sorted(name for name in ("torch", "torchvision") if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "app, arguments",
+    [
+        ("featx", ["--help"]),
+        ("featx", ["-sc", "query=bash"]),
+        ("featx-export", ["--cfg", "job"]),
+        ("featx-extract", ["backbone=resnet19"]),
+        ("featx", ["--version"]),
+    ],
+)
+def test_help_completion_and_refused_command_lines_never_import_torch(app, arguments, tmp_path):
+    """Each TAB press runs `featx -sc query=...`: importing torch and torchvision made every one take seconds."""
+    env = {**os.environ, "COMP_LINE": "featx backbone=resnet1", "TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_CHECK, app, *arguments], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-2000:] + done.stderr[-2000:]

@@ -21,7 +21,6 @@ from featx.files import file_path_argument
 from featx.spec.apps import ExportAppConfig
 from featx.spec.config_files import config_dir
 from featx.spec.limits import check_batch_shape
-from featx.tasks.export import FORMATS, export_backbone
 
 APP = "featx-export"
 
@@ -30,6 +29,8 @@ APP = "featx-export"
 @app_task(APP, ExportAppConfig)
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and write ``cfg.export``."""
+    from featx.tasks.export import FORMATS, export_backbone  # torch: imported by a job only (not --help, -sc, ...)
+
     options = cfg.export  # every key set and of its type (app_task checked)
     if options.format not in FORMATS:
         fail(APP, f"export.format: {options.format!r} is unknown (valid: {', '.join(FORMATS)})")

@@ -19,7 +19,6 @@ from featx.cli.errors import fail, reported_errors
 from featx.cli.output import reader_may_stop
 from featx.spec.apps import ExtractAppConfig, ExtractOptions
 from featx.spec.config_files import config_dir
-from featx.tasks.extract.run import extract
 
 APP = "featx-extract"
 
@@ -28,6 +27,8 @@ APP = "featx-extract"
 @app_task(APP, ExtractAppConfig)
 def run(cfg: DictConfig) -> None:
     """Extract ``cfg.backbone``'s features as ``cfg.extract`` says."""
+    from featx.tasks.extract.run import extract  # torch: imported by a job only (not --help, -sc, ...)
+
     options = ExtractOptions(**OmegaConf.to_container(cfg.extract, resolve=True))  # type: ignore[arg-type]
     for key in ("input", "output"):
         if getattr(options, key) == "-":  # the usual "standard input/output" of a command line: featx reads folders

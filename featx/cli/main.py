@@ -21,7 +21,6 @@ import featx
 from featx.cli.app import app_task, input_size, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.cli.output import reader_may_stop
-from featx.cli.report import format_report, measure
 from featx.errors import InputShapeError, first_line
 from featx.spec.apps import AppConfig
 from featx.spec.config_files import config_dir
@@ -34,6 +33,8 @@ APP = "featx"
 @app_task(APP, AppConfig)
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and print the table for a batch of ``cfg.input``."""
+    from featx.cli.report import format_report, measure  # torch: imported by a job only (not --help, -sc, ...)
+
     # the given values' bounds before the build; the pixel limit at the size the run takes, once it is known
     check_batch_shape("input", cfg.input.batch_size, *input_size(cfg.input.height, cfg.input.width, (1, 1)))
     choice = HydraConfig.get().runtime.choices.get("backbone")
