@@ -139,18 +139,26 @@ APP_MODULES = {
 } | {"featx": "featx.cli.main"}
 
 
+#: run_in_process's default: stdout captured into the result
+CAPTURED = object()
+
+
 def run_in_process(
-    module: str, arguments: List[str], folder: Path, env: Optional[Mapping[str, str]] = None
+    module: str,
+    arguments: List[str],
+    folder: Path,
+    env: Optional[Mapping[str, str]] = None,
+    stdout: Any = CAPTURED,
 ) -> subprocess.CompletedProcess:
     """``module arguments`` (a console script, or ``python -m module``) run in ``folder`` with ``env`` (the whole
     environment; this process's when None), in this process: the app's ``main`` as its console script calls it,
     with Python's handling of its exit (a message exit is printed to stderr with status 1). Far faster than a
     subprocess (no imports); the process-wide state an app sets (environment, working directory, argv, Hydra's, the
-    loggers' levels and the root logger's handlers) is put back. Example::
+    loggers' levels and the root logger's handlers) is put back. ``stdout``: the stream ``sys.stdout`` is during the
+    run (None: closed, as Python sets it for ``>&-``), else captured into the result. Example::
 
         run_in_process("featx", ["backbone=resnet18", "run=false"], tmp_path).returncode == 0
     """
-
     main = importlib.import_module(APP_MODULES.get(module, module)).main
     saved_environment, saved_argv, saved_folder = dict(os.environ), sys.argv, os.getcwd()
     saved_handlers = logging.root.handlers[:]
@@ -162,7 +170,8 @@ def run_in_process(
     GlobalHydra.instance().clear()
     output, errors, code = io.StringIO(), io.StringIO(), 0
     try:
-        with loggers_restored(), contextlib.redirect_stdout(output), contextlib.redirect_stderr(errors):
+        shown = output if stdout is CAPTURED else stdout
+        with loggers_restored(), contextlib.redirect_stdout(shown), contextlib.redirect_stderr(errors):
             main()
     except SystemExit as exit_:
         code = 1 if isinstance(exit_.code, str) else (exit_.code or 0)

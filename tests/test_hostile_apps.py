@@ -6,7 +6,6 @@ scripts call them), planned on the meta device where a build is needed, so each 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import logging
 import os
@@ -20,37 +19,21 @@ import pytest
 import torch
 import yaml
 from helpers import folder_state, run_in_process
-from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from featx.cli import catalog
 from featx.cli import propose as propose_cli
 
-APPS = {"featx": "featx.cli.main", "featx-export": "featx.cli.export", "featx-extract": "featx.cli.extract"}
-
 
 def run_app(
     app: str, arguments: List[str], folder: Path, logs: bool = False, run_dirs: bool = True
-) -> Tuple[object, str, str]:
-    """``app arguments`` as its console script runs it, in ``folder``: (exit code, stderr, stdout); Hydra's logging
+) -> Tuple[int, str, str]:
+    """``app arguments`` as its console script runs it, in ``folder``: (exit status, stderr, stdout); Hydra's logging
     configured only with ``logs``, its run and sweep folders in ``folder`` unless not ``run_dirs``."""
-    main = importlib.import_module(APPS[app]).main
-    GlobalHydra.instance().clear()
     hydra_dirs = [f"hydra.run.dir={folder}/.hydra-run", f"hydra.sweep.dir={folder}/.hydra-sweep"] if run_dirs else []
     logging = [] if logs else ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
-    old_argv = sys.argv
-    sys.argv = [app, *arguments, *hydra_dirs, *logging]
-    errors, output = io.StringIO(), io.StringIO()
-    code: object = 0
-    try:
-        with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(output):
-            main()
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        sys.argv = old_argv
-        GlobalHydra.instance().clear()
-    return code, errors.getvalue(), output.getvalue()
+    done = run_in_process(app, [*arguments, *hydra_dirs, *logging], folder)
+    return done.returncode, done.stderr, done.stdout
 
 
 @pytest.fixture
@@ -65,9 +48,8 @@ def workdir(tmp_path, monkeypatch):
 
 
 def _message(code: object, errors: str) -> str:
-    """The error line an app ended with (its exit message, or the last line on stderr)."""
-    text = code if isinstance(code, str) else errors
-    return text.strip().splitlines()[-1] if text.strip() else ""
+    """The error line an app ended with: the last line on stderr."""
+    return errors.strip().splitlines()[-1] if errors.strip() else ""
 
 
 CASES = [
@@ -437,9 +419,9 @@ def test_a_file_name_with_line_breaks_and_terminal_escapes_stays_on_the_error_li
     """A weights path holding a newline and ANSI escapes printed a second, green "build OK" line under the error."""
     forged = f"{workdir}/missing\n\x1b[32mfeatx: build OK.pth"
     code, errors, _ = run_app("featx", ["backbone=resnet18", f"backbone.weights='{forged}'"], workdir)
-    assert (
-        code
-        == f"featx: error: backbone.weights: cannot read {workdir}/missing\\n\\x1b[32mfeatx: build OK.pth: not found"
+    assert (code, errors) == (
+        1,
+        f"featx: error: backbone.weights: cannot read {workdir}/missing\\n\\x1b[32mfeatx: build OK.pth: not found\n",
     )
 
 
@@ -662,26 +644,16 @@ def test_standard_output_that_cannot_be_written_is_one_error_line(command, app, 
 def test_every_way_an_app_writes_a_lost_stdout_is_one_error_line(command, app, stdout, tmp_path, monkeypatch):
     """Each app and each writer (featx's, argparse's, Hydra's, logging's) on a stdout that fails, run in this process
     as its console script calls it: sys.stdout on /dev/full, or None as Python sets it for a closed stdout."""
-    module = {"featx": "featx.cli.main"}.get(command[0], command[0])
-    main = importlib.import_module(module).main
-    monkeypatch.setattr(sys, "argv", [app, *command[1:]])
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
     full = open("/dev/full", "w")
-    monkeypatch.setattr(sys, "stdout", None if stdout == "closed" else full)
-    errors, code = io.StringIO(), None
     try:
-        with contextlib.redirect_stderr(errors):
-            main()
-    except SystemExit as exit_:
-        code = exit_.code
+        environment = {**os.environ, "TMPDIR": str(tmp_path)}
+        done = run_in_process(command[0], command[1:], tmp_path, environment, None if stdout == "closed" else full)
     finally:
-        GlobalHydra.instance().clear()
         with contextlib.suppress(OSError):
             full.close()
-    assert code not in (0, None), errors.getvalue()[-2000:]
-    assert _message(code, errors.getvalue()) == _stdout_failure(app, stdout), errors.getvalue()[-2000:]
-    assert "Traceback" not in errors.getvalue() and "Logging error" not in errors.getvalue(), errors.getvalue()[-2000:]
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == _stdout_failure(app, stdout), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "Logging error" not in done.stderr, done.stderr[-2000:]
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device every write to fails)")
@@ -796,8 +768,8 @@ def test_hydra_full_error_other_than_1_keeps_the_one_line_error(workdir, monkeyp
     monkeypatch.setenv("HYDRA_FULL_ERROR", value)
     code, errors, _ = run_app("featx", ["-m", "input.height=range(32,64,0)", "run=false", "backbone=resnet18"], workdir)
     assert (code, errors) == (
-        "featx: error: ValueError: range() arg 3 must not be zero (HYDRA_FULL_ERROR=1 shows where)",
-        "",
+        1,
+        "featx: error: ValueError: range() arg 3 must not be zero (HYDRA_FULL_ERROR=1 shows where)\n",
     )
     assert os.environ["HYDRA_FULL_ERROR"] == value  # the user's value, back
 
@@ -812,17 +784,8 @@ def test_hydra_full_error_1_shows_hydras_own_error(workdir, monkeypatch):
 def test_an_empty_tmpdir_is_unset_not_the_root_folder(workdir, monkeypatch):
     """TMPDIR= put the run folders at /featx-outputs-<uid>; Python's tempfile takes an empty TMPDIR as unset."""
     monkeypatch.setenv("TMPDIR", "")
-    main = importlib.import_module(APPS["featx"]).main
-    GlobalHydra.instance().clear()
-    monkeypatch.setattr(
-        sys, "argv", ["featx", "backbone=resnet18", "--cfg", "hydra", "--resolve", "-p", "hydra.run.dir"]
-    )
-    output = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(output):
-            main()
-    finally:
-        GlobalHydra.instance().clear()
+    done = run_in_process("featx", ["backbone=resnet18", "--cfg", "hydra", "--resolve", "-p", "hydra.run.dir"], workdir)
+    output = io.StringIO(done.stdout)
     assert output.getvalue().startswith(f"/tmp/featx-outputs-{os.getuid()}/runs/"), output.getvalue()
 
 
@@ -830,23 +793,25 @@ def test_a_folder_where_hydra_writes_its_log_is_one_line_naming_it(workdir):
     """A folder main.log in the run folder: "ValueError: Unable to configure handler 'file'", naming nothing."""
     (workdir / ".hydra-run" / "main.log").mkdir(parents=True)
     code, errors, _ = run_app("featx", ["backbone=resnet18", "run=false"], workdir)
-    assert code == (
+    assert (code, errors) == (
+        1,
         f"featx: error: {workdir}/.hydra-run/main.log is a folder, where Hydra writes this run's main.log; remove it "
-        "or give another folder with hydra.run.dir / hydra.sweep.dir"
+        "or give another folder with hydra.run.dir / hydra.sweep.dir\n",
     )
 
 
 def test_a_log_file_hydra_cannot_open_is_named(workdir):
     log = workdir / "missing" / "x.log"
-    code, _, _ = run_app(
+    code, errors, _ = run_app(
         "featx",
         ["backbone=resnet18", "run=false", f"hydra.job_logging.handlers.file.filename={log}"],
         workdir,
         logs=True,
     )
-    assert code == (
+    assert (code, errors) == (
+        1,
         f"featx: error: ValueError: Unable to configure handler 'file' (No such file or directory: {log}) "
-        "(HYDRA_FULL_ERROR=1 shows where)"
+        "(HYDRA_FULL_ERROR=1 shows where)\n",
     )
 
 
@@ -927,8 +892,8 @@ def test_hydras_files_never_land_outside_the_run_folder(workdir, arguments, link
     before = folder_state(elsewhere)
     arguments = [argument.format(w=workdir) for argument in arguments]
     code, errors, _ = run_app("featx", [*arguments, "backbone=resnet18", "run=false"], workdir, True, run_dirs=False)
-    assert isinstance(code, str) and code.startswith("featx: error: " + message.format(w=workdir)), (code, errors)
-    assert "\n" not in code and errors == ""
+    assert code == 1 and errors.startswith("featx: error: " + message.format(w=workdir)), errors
+    assert errors.count("\n") == 1, errors
     assert folder_state(elsewhere) == before
 
 
