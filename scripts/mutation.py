@@ -384,6 +384,12 @@ MUTANTS: List[Mutant] = [
         'return path.suffix == ".safetensors"',
         ".SAFETENSORS written with torch.save",
     ),
+    Mutant(
+        "construct/checkpoint.py",
+        "    for _ in range(_SEARCHED_DEPTH):  # bounded",
+        "    for _ in range(1):  # bounded",
+        "a state dict nested two deep (model.state_dict) is not found",
+    ),
     Mutant("cli/app.py", '    os.environ[FULL_ERROR] = "1"  #', "    pass  #", "Hydra's errors printed over lines"),
     Mutant(
         "cli/main.py",

@@ -211,9 +211,10 @@ def test_weights_files_that_do_not_fit_are_named_and_left_alone(tmp_path, name, 
         (lambda s: {k: v.double() if v.is_floating_point() else v for k, v in s.items()}, torch.float64),
         (lambda s: {"state_dict": s}, None),
         (lambda s: {"model": s}, None),
+        (lambda s: {"model": {"state_dict": s}, "epoch": 3}, None),  # two deep: one pass over the keys missed it
         (lambda s: {k: v for k, v in s.items() if not k.endswith("num_batches_tracked")}, None),
     ],
-    ids=["float16", "float64", "nested-state_dict", "nested-model", "no-batch-counters"],
+    ids=["float16", "float64", "nested-state_dict", "nested-model", "nested-model-state_dict", "no-batch-counters"],
 )
 def test_weights_in_other_float_dtypes_or_nestings_load_exactly(tmp_path, change, dtype):
     state = _state(3)

@@ -179,9 +179,13 @@ def _the_state_dict(loaded: object, path: Path) -> object:
             f"{key_path('weights')}: {path} holds {len(holders)} state dicts ({names}{more}) and featx cannot "
             f"tell which you mean; save the one you want alone: torch.save(checkpoint{chosen}, path)"
         )
-    for key in _NESTING_KEYS:  # one pass, in this order: a mapping that holds itself is followed no further
-        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
-            loaded = loaded[key]
+    for _ in range(_SEARCHED_DEPTH):  # bounded: a mapping that holds itself ends too
+        nested = [
+            loaded[key] for key in _NESTING_KEYS if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping)
+        ]
+        if not nested:
+            break
+        loaded = nested[0]
     return loaded
 
 
