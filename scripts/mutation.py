@@ -59,6 +59,7 @@ GUARDS: Dict[str, List[str]] = {
     "construct/weights.py": ["tests/test_hostile_weights.py", "tests/test_weights.py", "tests/test_checkpoint.py"],
     "construct/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_hostile_weights.py"],
     "construct/tensor_records.py": ["tests/test_hostile_weights.py"],
+    "construct/meta_model.py": ["tests/test_weights.py"],
     "tasks/export.py": ["tests/test_export.py"],
     "construct/builder.py": [
         "tests/test_hostile_spec.py",
@@ -288,9 +289,27 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/tensor_records.py",
-        '_PUSH_ARGUMENT = {"BININT", "BININT1", "BININT2", "LONG1", "BINUNICODE"}',
-        '_PUSH_ARGUMENT = {"BININT", "BININT1", "BININT2", "LONG1", "BINUNICODE", "SHORT_BINSTRING"}',
+        'super().__init__(io.BytesIO(pickled), encoding="utf-8")',
+        'super().__init__(io.BytesIO(pickled), encoding="latin-1")',
         "a byte-string key is read as latin-1 where torch reads UTF-8: the check measures another record",
+    ),
+    Mutant(
+        "construct/weights.py",
+        'torch.zeros(buffer.shape, dtype=buffer.dtype, device="cpu")',
+        "torch.zeros(buffer.shape, dtype=buffer.dtype)",
+        "the batch counters a file lacks are made on the caller's default device (meta: the build fails)",
+    ),
+    Mutant(
+        "construct/meta_model.py",
+        'with torch.device("cpu"):  # whatever the caller\'s default device',
+        "with torch.device(torch.get_default_device()):",
+        "the kept layers are constructed on the caller's default device (meta: the build fails)",
+    ),
+    Mutant(
+        "construct/tensor_records.py",
+        "    def find_class(self, module: str, name: str) -> _Global:",
+        "    def _find_class(self, module: str, name: str) -> _Global:",
+        "the record check imports and calls the globals a pickle names: a file's code runs before torch refuses it",
     ),
     Mutant(
         "cli/output_folders.py",

@@ -665,9 +665,9 @@ def test_a_compressed_tensor_record_is_read_decompressed(tmp_path):
     assert torch.equal(built.stages["c2"][0].weight, state["conv1.weight"])
 
 
-def test_a_key_pickled_as_a_byte_string_is_checked_by_torch(tmp_path):
+def test_a_key_pickled_as_a_byte_string_names_the_record_torch_maps(tmp_path):
     """The check read a SHORT_BINSTRING key as latin-1, torch as UTF-8: the check measured one record, torch mapped
-    another, smaller one, and the tensor held the bytes after it."""
+    another, smaller one, and the tensor held the bytes after it. Read as UTF-8, the key names the small record."""
     torch.save({"w": torch.ones(16)}, tmp_path / "src.pth")
     path = tmp_path / "forged.pth"
     with zipfile.ZipFile(tmp_path / "src.pth") as source, zipfile.ZipFile(path, "w") as forged:
@@ -681,10 +681,38 @@ def test_a_key_pickled_as_a_byte_string_is_checked_by_torch(tmp_path):
                 forged.writestr(prefix + "Ã©", torch.full((16,), 7.0).numpy().tobytes())  # what latin-1 names
             else:
                 forged.writestr(name, data)
-    with pytest.raises(
-        WeightsError, match=r"^backbone\.weights: cannot read .*forged\.pth: RuntimeError: .*record size"
-    ):
+    with pytest.raises(WeightsError) as caught:
         torch_load_file(path)
+    assert str(caught.value) == (
+        f"backbone.weights: cannot read {path}: tensor record 'data/é' holds 16 bytes, its pickle claims 64 (a "
+        "damaged or altered file)"
+    )
+
+
+class _OpensAFile:
+    """Unpickling this would call open(marker, "w"), creating the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("where", ["first", "nested after a tensor"])
+def test_the_record_check_runs_nothing_a_pickle_names(tmp_path, where):
+    """The check reads the pickle with Python's unpickler before torch's weights-only loader sees it: a global it
+    imported and called would run code from the file before torch refused it."""
+    marker = tmp_path / "payload-ran"
+    content = {"payload": _OpensAFile(marker), "w": torch.ones(2)}
+    if where != "first":
+        content = {"w": torch.ones(2), "nested": [torch.zeros(1), {"x": _OpensAFile(marker)}]}
+    path = tmp_path / "w.pth"
+    torch.save(content, path)
+    assert record_mismatch(torch._C.PyTorchFileReader(str(path))) is None
+    with pytest.raises(WeightsError, match=r"holds more than tensors and is refused .*GLOBAL io\.open$"):
+        torch_load_file(path)
+    assert not marker.exists()
 
 
 def test_the_record_check_reads_what_torch_save_writes_for_every_dtype(tmp_path):

@@ -115,21 +115,24 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
         device = resolve_device(spec.device)
         meta = MetaModel.create(spec.model)
         spec, plan = plan_spec(spec, meta)
-        # on the CPU whatever the caller's default device (torch.set_default_device, `with torch.device(...)`), from the
-        # CPU generator alone: torch.manual_seed would also reseed (and leave reseeded) every CUDA/MPS generator. The
-        # generator is the process's one: builds in other threads wait for it.
-        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        # drawn from the CPU generator alone: torch.manual_seed would also reseed (and leave reseeded) every CUDA/MPS
+        # generator. The generator is the process's one: builds in other threads wait for it.
+        with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(spec.seed)
             saved = checkpoint is not None and checkpoint.saved is not None
             model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
-            neck = make_neck(spec, plan, meta=device.type == "meta" or saved)  # a saved file holds the neck's values
-            backbone = Backbone(
-                plan.stage_containers(model), plan.stages, spec, neck, plan.in_channels, copied=plan.changed_later
-            )
-            if checkpoint is not None and checkpoint.saved is not None:
-                load_saved_backbone(backbone, spec, checkpoint)
-            if spec.reinit:
-                backbone.reinit(*spec.reinit)
+            # constructed on the CPU whatever the caller's default device (torch.set_default_device, `with
+            # torch.device(...)`); not around materialise, which does so where it constructs: torch's device mode
+            # costs every torch call in it, half the time of assigning a checkpoint's tensors
+            with torch.device("cpu"):
+                neck = make_neck(spec, plan, meta=device.type == "meta" or saved)  # a saved file holds its values
+                backbone = Backbone(
+                    plan.stage_containers(model), plan.stages, spec, neck, plan.in_channels, copied=plan.changed_later
+                )
+                if checkpoint is not None and checkpoint.saved is not None:
+                    load_saved_backbone(backbone, spec, checkpoint)
+                if spec.reinit:
+                    backbone.reinit(*spec.reinit)
         if checkpoint is not None:
             checkpoint.check_unchanged()  # every tensor the backbone keeps is copied by now
         backbone.to(device)

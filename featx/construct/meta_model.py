@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
+import torch
 from torch import nn
 
 from featx.construct.checkpoint import Checkpoint
@@ -69,7 +70,8 @@ class MetaModel:
     def materialise(self, kept_paths: Sequence[str], checkpoint: Optional[Checkpoint] = None) -> nn.Module:
         """The model with real tensors in the modules under ``kept_paths`` (see the module docstring)."""
         if checkpoint is None or self._has_non_persistent_buffers(kept_paths):
-            model = self._construct_kept(kept_paths)
+            with torch.device("cpu"):  # whatever the caller's default device
+                model = self._construct_kept(kept_paths)
             if checkpoint is not None and checkpoint.saved is None:
                 load_kept_weights(model, kept_paths, checkpoint.state, str(checkpoint.path))
             return model

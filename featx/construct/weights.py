@@ -210,7 +210,7 @@ def materialise_meta_batch_counters(module: nn.Module) -> None:
         if buffer.is_meta and is_batch_counter("." + name):
             owner_path, _, attribute = name.rpartition(".")
             owner = module.get_submodule(owner_path)
-            owner.register_buffer(attribute, torch.zeros(buffer.shape, dtype=buffer.dtype))
+            owner.register_buffer(attribute, torch.zeros(buffer.shape, dtype=buffer.dtype, device="cpu"))
 
 
 def _loaded(value: torch.Tensor, dtype: torch.dtype, assign: bool) -> torch.Tensor:
