@@ -377,12 +377,13 @@ def test_hydras_version_is_printed_once(workdirs):
 
 NO_TORCH_CHECK = """
 import sys
-from featx.cli import export, extract, main
-apps = {"featx": main.main, "featx-export": export.main, "featx-extract": extract.main}
+import importlib
+modules = {"featx": "main", "featx-export": "export", "featx-extract": "extract", "featx-list": "catalog"}
+modules["featx-propose"] = "propose"
 app, arguments = sys.argv[1], sys.argv[2:]
 sys.argv = [app, *arguments]
 try:
-    apps[app]()
+    importlib.import_module(f"featx.cli.{modules[app]}").main()
 except SystemExit:
     pass
 print(sorted(name for name in ("torch", "torchvision") if name in sys.modules))
@@ -397,6 +398,11 @@ print(sorted(name for name in ("torch", "torchvision") if name in sys.modules))
         ("featx-export", ["--cfg", "job"]),
         ("featx-extract", ["backbone=resnet19"]),
         ("featx", ["--version"]),
+        ("featx-list", ["--help"]),
+        ("featx-list", ["backbone=vgg16"]),
+        ("featx-list", ["--config-dir", "absent"]),
+        ("featx-propose", ["--help"]),
+        ("featx-propose", ["resnet50", "--fpn", "wide"]),
     ],
 )
 def test_help_completion_and_refused_command_lines_never_import_torch(app, arguments, tmp_path):

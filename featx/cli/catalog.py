@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from featx.cli.output import reader_may_stop
-from featx.construct.builder import check_names, make_neck, plan_spec
-from featx.construct.propose import propose
 from featx.errors import FeatxError
-from featx.models.timm_models import TIMM_PREFIX, matching_timm_models
-from featx.nn.backbone import output_info
 from featx.spec.config_files import backbone_files, config_dir
 from featx.spec.keys import suggest
 from featx.spec.limits import shortened
-from featx.spec.load import load_spec
+
+# torch and torchvision are imported by the listing itself, not by --help or a refused command line: see _list
 
 _COLUMNS = ("name", "model", "stages", "strides", "channels", "params", "notes")
 _WIDTHS = (26, 20, 14, 18, 26, 8, 0)
@@ -41,6 +38,10 @@ def describe(source: Union[Path, Mapping[str, Any]]) -> List[str]:
     """The table cells for the spec file or spec ``source``, from its plan (the plan cache's, or made on the meta
     device): nothing is allocated, and with a cached plan not even the model is constructed. ``params`` counts the
     kept layers' parameters (BatchNorm's affine included, whatever the norm policy) and the neck's."""
+    from featx.construct.builder import check_names, make_neck, plan_spec
+    from featx.nn.backbone import output_info
+    from featx.spec.load import load_spec
+
     loaded = load_spec(source)
     check_names(loaded)  # what featx.build refuses before it plans
     spec, plan = plan_spec(loaded)
@@ -131,22 +132,29 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
-def _check_each_matches(parser: argparse.ArgumentParser, patterns: List[str], names: List[str], what: str) -> None:
+def _check_each_matches(
+    parser: argparse.ArgumentParser, patterns: List[str], names: List[str], what: str, prefix: str = ""
+) -> None:
     """Exit with an error naming the first of ``patterns`` that matches none of ``names`` (a typo must not shorten
-    the listing silently)."""
+    the listing silently); a pattern is matched without ``prefix``."""
     for pattern in patterns:
-        bare = pattern.removeprefix(TIMM_PREFIX) if what == "timm model" else pattern
+        bare = pattern.removeprefix(prefix)
         if not any(fnmatch.fnmatchcase(name, bare) for name in names):
             parser.exit(1, f"featx-list: error: no {what} matches {shortened(pattern)}{suggest(bare, names)}\n")
 
 
 def _list_timm(parser: argparse.ArgumentParser, patterns: List[str]) -> None:
     """One row per timm model matching ``patterns``: its proposed spec, or why featx proposes none."""
+    from featx.construct.propose import propose
+    from featx.models.timm_models import TIMM_PREFIX, matching_timm_models
+
     try:
         models = matching_timm_models(patterns)
     except FeatxError as error:
         parser.exit(1, f"featx-list: {error}\n")
-    _check_each_matches(parser, patterns, [model.removeprefix(TIMM_PREFIX) for model in models], "timm model")
+    _check_each_matches(
+        parser, patterns, [model.removeprefix(TIMM_PREFIX) for model in models], "timm model", TIMM_PREFIX
+    )
     print(_row(_COLUMNS))
     unproposed = 0
     for model in models:

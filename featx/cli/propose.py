@@ -15,8 +15,6 @@ import sys
 from typing import List, Optional
 
 from featx.cli.output import reader_may_stop
-from featx.construct.proposal_yaml import proposal_yaml
-from featx.construct.propose import analyse
 from featx.errors import FeatxError
 from featx.files import file_path_argument, write_atomically
 
@@ -46,6 +44,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = _parser()
     with reader_may_stop("featx-propose"):  # --help's text
         args = parser.parse_args(argv)
+    # torch and torchvision: imported for a proposal only (not --help, not a refused command line)
+    from featx.construct.proposal_yaml import proposal_yaml
+    from featx.construct.propose import analyse
+
     command = shlex.join(["featx-propose", *(sys.argv[1:] if argv is None else argv)])
     try:
         proposal = analyse(args.model, min_stride=args.min_stride, fpn=args.fpn, frozen_stages=args.frozen_stages)
