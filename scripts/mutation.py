@@ -289,9 +289,15 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/tensor_records.py",
-        'super().__init__(io.BytesIO(pickled), encoding="utf-8")',
-        'super().__init__(io.BytesIO(pickled), encoding="latin-1")',
+        '_PUSH_ARGUMENT = {"BININT", "BININT1", "BININT2", "LONG1", "BINUNICODE"}',
+        '_PUSH_ARGUMENT = {"BININT", "BININT1", "BININT2", "LONG1", "BINUNICODE", "SHORT_BINSTRING"}',
         "a byte-string key is read as latin-1 where torch reads UTF-8: the check measures another record",
+    ),
+    Mutant(
+        "construct/weights.py",
+        "    except (UnknownLayout, zipfile.BadZipFile, OSError, RuntimeError, ValueError):",
+        "    except (UnknownLayout, zipfile.BadZipFile, OSError, RuntimeError):",
+        "a zip entry name Python cannot decode escapes the record check as a raw UnicodeDecodeError",
     ),
     Mutant(
         "construct/weights.py",
@@ -304,12 +310,6 @@ MUTANTS: List[Mutant] = [
         'with torch.device("cpu"):  # whatever the caller\'s default device',
         "with torch.device(torch.get_default_device()):",
         "the kept layers are constructed on the caller's default device (meta: the build fails)",
-    ),
-    Mutant(
-        "construct/tensor_records.py",
-        "    def find_class(self, module: str, name: str) -> _Global:",
-        "    def _find_class(self, module: str, name: str) -> _Global:",
-        "the record check imports and calls the globals a pickle names: a file's code runs before torch refuses it",
     ),
     Mutant(
         "cli/output_folders.py",

@@ -2,10 +2,9 @@
 
 ``torch.load(mmap=True)`` takes each tensor's size from the pickle and slices the memory-mapped file there without
 comparing it with the record's own size (its reading path does compare): a damaged or forged pickle that claims
-more bytes than a record holds would give a tensor filled from the records after it. The pickle is read here by
-Python's own (C) unpickler with every global replaced by an inert placeholder: nothing is imported, built or run;
-only the storage ids it meets are kept. Strings decode as UTF-8, as torch's weights-only loader decodes them, so
-both name the same record; a pickle this reading refuses is read by torch without memory mapping.
+more bytes than a record holds would give a tensor filled from the records after it. The pickle is read here as
+opcodes only (``pickletools``; nothing is built and nothing runs), for the opcodes torch's weights-only loader
+accepts.
 
 Example::
 
@@ -15,14 +14,21 @@ Example::
 
 from __future__ import annotations
 
-import io
-import pickle
+import pickletools
 import warnings
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from featx.spec.limits import quoted
+
+#: opcodes whose only effect on the stack is to push one value this check never reads
+_PUSH_OTHER = {"NONE", "NEWFALSE", "NEWTRUE", "EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET", "BINFLOAT"}
+#: (SHORT_BINSTRING is not among them: pickletools decodes it as latin-1 where torch's loader takes UTF-8, so a key
+#: written with it could name another record for torch than for this check; torch.save never writes one)
+_PUSH_ARGUMENT = {"BININT", "BININT1", "BININT2", "LONG1", "BINUNICODE"}
+_MARK = object()
+_OTHER = object()
 
 
 class UnknownLayout(Exception):
@@ -30,72 +36,81 @@ class UnknownLayout(Exception):
     every record's size itself)."""
 
 
-class _Global:
-    """What a pickled global (``torch FloatStorage``, ``collections OrderedDict``) reads as: its name only. Calling
-    it (a pickled reduce) gives a placeholder."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, module: str, name: str) -> None:
-        self.name = f"{module} {name}"
-
-    def __call__(self, *args: Any, **kwargs: Any) -> "_Placeholder":
-        return _Placeholder()
+def _pop_to_mark(stack: List[Any]) -> List[Any]:
+    items: List[Any] = []
+    while stack:
+        item = stack.pop()
+        if item is _MARK:
+            return items[::-1]
+        items.append(item)
+    raise UnknownLayout("no mark")
 
 
-class _Placeholder:
-    """An object the pickle builds (a tensor, an ``OrderedDict``): whatever it is given is dropped."""
-
-    __slots__ = ()
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-    def append(self, item: Any) -> None:
-        pass
-
-    def extend(self, items: Any) -> None:
-        pass
-
-
-class _StorageIds(pickle.Unpickler):
-    """Reads a pickle for the storage ids it names (see the module docstring)."""
-
-    def __init__(self, pickled: bytes) -> None:
-        super().__init__(io.BytesIO(pickled), encoding="utf-8")
-        self.claims: Dict[str, Tuple[str, int]] = {}
-
-    def find_class(self, module: str, name: str) -> _Global:
-        return _Global(module, name)
-
-    def persistent_load(self, pid: Any) -> _Placeholder:
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
-            raise UnknownLayout("persistent id that is not a storage")
-        _, storage_type, key, _, numel = pid
-        if not (isinstance(storage_type, _Global) and isinstance(key, str) and isinstance(numel, int)):
-            raise UnknownLayout("storage id of unknown form")
-        self.claims.setdefault(key, (storage_type.name, numel))  # torch's loader keeps a key's first storage
-        return _Placeholder()
+def _pop(stack: List[Any], count: int) -> List[Any]:
+    if len(stack) < count:
+        raise UnknownLayout("stack underflow")
+    taken = stack[len(stack) - count :]
+    del stack[len(stack) - count :]
+    return taken
 
 
 def claimed_storages(pickled: bytes) -> Dict[str, Tuple[str, int]]:
     """Each storage key the pickle names → (its storage type, e.g. ``torch FloatStorage``, and its element count),
-    as torch's loader sees them: the first claim of a key counts.
-
-    Raises:
-        UnknownLayout: the pickle cannot be read this way.
-    """
-    reader = _StorageIds(pickled)
+    as torch's loader sees them: the first claim of a key counts."""
+    stack: List[Any] = []
+    memo: Dict[Any, Any] = {}
+    claims: Dict[str, Tuple[str, int]] = {}
     try:
-        reader.load()
-    except UnknownLayout:
-        raise
-    except Exception as error:  # noqa: BLE001 - whatever a damaged or forged pickle makes the unpickler raise
-        raise UnknownLayout(f"{type(error).__name__}: {error}") from None
-    return reader.claims
+        for opcode, argument, _ in pickletools.genops(pickled):
+            name = opcode.name
+            if name in _PUSH_ARGUMENT:
+                stack.append(argument)
+            elif name in _PUSH_OTHER:
+                stack.append(_OTHER)
+            elif name == "GLOBAL":
+                stack.append(("global", argument))
+            elif name == "MARK":
+                stack.append(_MARK)
+            elif name == "EMPTY_TUPLE":
+                stack.append(())
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                stack.append(tuple(_pop(stack, int(name[-1]))))
+            elif name == "TUPLE":
+                stack.append(tuple(_pop_to_mark(stack)))
+            elif name in ("BINPUT", "LONG_BINPUT"):
+                if not stack:
+                    raise UnknownLayout("memo of an empty stack")
+                memo[argument] = stack[-1]
+            elif name in ("BINGET", "LONG_BINGET"):
+                if argument not in memo:
+                    raise UnknownLayout(f"memo {argument} unset")
+                stack.append(memo[argument])
+            elif name == "BINPERSID":
+                _claim(_pop(stack, 1)[0], claims)
+                stack.append(_OTHER)
+            elif name in ("REDUCE", "NEWOBJ"):
+                _pop(stack, 2)
+                stack.append(_OTHER)
+            elif name in ("BUILD", "APPEND"):
+                _pop(stack, 1)
+            elif name == "SETITEM":
+                _pop(stack, 2)
+            elif name in ("APPENDS", "SETITEMS"):
+                _pop_to_mark(stack)
+            elif name not in ("PROTO", "STOP"):
+                raise UnknownLayout(f"opcode {name}")
+    except ValueError as error:  # pickletools' own refusal of a malformed stream
+        raise UnknownLayout(str(error)) from None
+    return claims
+
+
+def _claim(pid: Any, claims: Dict[str, Tuple[str, int]]) -> None:
+    if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
+        raise UnknownLayout("persistent id that is not a storage")
+    _, storage_type, key, _, numel = pid
+    if not (isinstance(storage_type, tuple) and isinstance(key, str) and isinstance(numel, int)):
+        raise UnknownLayout("storage id of unknown form")
+    claims.setdefault(key, (storage_type[1], numel))
 
 
 def _element_size(storage_type: str) -> Optional[int]:

@@ -90,7 +90,8 @@ def _records_checked(path: Path) -> bool:
             if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):
                 return False
         mismatch = record_mismatch(torch._C.PyTorchFileReader(str(path)))
-    except (UnknownLayout, zipfile.BadZipFile, OSError, RuntimeError):  # not a zip torch can read: torch.load says why
+    # not a zip Python or torch can read (a name flagged UTF-8 that is not: UnicodeDecodeError): torch.load says why
+    except (UnknownLayout, zipfile.BadZipFile, OSError, RuntimeError, ValueError):
         return False
     if mismatch is not None:
         raise WeightsError(f"{key_path('weights')}: cannot read {path}: {mismatch} (a damaged or altered file)")
