@@ -1340,9 +1340,9 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/builder.py",
-        '        with torch.random.fork_rng(devices=[]), torch.device("cpu"):',
-        "        with torch.random.fork_rng(devices=[]):",
-        "the caller's default device leaks into the build",
+        '            with torch.device("cpu"):',
+        "            with torch.device(torch.get_default_device()):",
+        "the caller's default device leaks into the build (the neck, the frozen norm layers)",
     ),
     Mutant(
         "construct/builder.py",
