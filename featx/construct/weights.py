@@ -83,13 +83,18 @@ def torch_load_file(path: Path) -> Any:
 
 def _records_checked(path: Path) -> bool:
     """Whether every tensor record of a zip file holds what its pickle claims, so that memory mapping may read it
-    (``torch.load(mmap=True)`` does not compare the sizes); False when the check cannot read the pickle or a record
-    is compressed (torch's reading path then compares the sizes itself, and decompresses)."""
+    (``torch.load(mmap=True)`` does not compare the sizes); False when the check cannot read the pickle, a record
+    is compressed (torch's reading path then compares the sizes itself, and decompresses) or the file is big-endian
+    (torch swaps the bytes of each mapped tensor in place: keys sharing a record would be swapped twice, and a
+    mapping the caller made shared, ``torch.serialization.set_default_mmap_options``, would swap the file itself)."""
     try:
         with zipfile.ZipFile(path) as archive:  # a record's mapped bytes are its values only when stored as they are
             if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):
                 return False
-        mismatch = record_mismatch(torch._C.PyTorchFileReader(str(path)))
+        reader = torch._C.PyTorchFileReader(str(path))
+        if "byteorder" in reader.get_all_records() and reader.get_record("byteorder") != b"little":
+            return False
+        mismatch = record_mismatch(reader)
     # not a zip Python or torch can read (a name flagged UTF-8 that is not: UnicodeDecodeError): torch.load says why
     except (UnknownLayout, zipfile.BadZipFile, OSError, RuntimeError, ValueError):
         return False
