@@ -24,7 +24,8 @@ from featx.spec.config_files import backbone_files, config_dir
 from featx.spec.keys import suggest
 from featx.spec.limits import shortened
 
-# torch and torchvision are imported by the listing itself, not by --help or a refused command line: see _list
+# torch and torchvision are imported where the listing needs them (describe, _list_timm): not by --help or a
+# refused command line
 
 _COLUMNS = ("name", "model", "stages", "strides", "channels", "params", "notes")
 _WIDTHS = (26, 20, 14, 18, 26, 8, 0)
