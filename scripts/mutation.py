@@ -295,7 +295,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/weights.py",
-        '        if "byteorder" in reader.get_all_records() and reader.get_record("byteorder") != b"little":',
+        "        if _swapped_on_load(reader):",
         "        if False:",
         "a big-endian file is memory-mapped: keys sharing a record are byteswapped twice (silently wrong values)",
     ),
@@ -304,6 +304,19 @@ MUTANTS: List[Mutant] = [
         "    except (UnknownLayout, zipfile.BadZipFile, OSError, RuntimeError, ValueError):",
         "    except (UnknownLayout, zipfile.BadZipFile, OSError, RuntimeError):",
         "a zip entry name Python cannot decode escapes the record check as a raw UnicodeDecodeError",
+    ),
+    Mutant(
+        "construct/weights.py",
+        '        with torch.device("cpu"):\n            module.load_state_dict(own, strict=False, assign=assign)',
+        "        with torch.device(torch.get_default_device()):\n"
+        "            module.load_state_dict(own, strict=False, assign=assign)",
+        "a state's missing batch counters are made on the caller's default device (torch's BatchNorm loader)",
+    ),
+    Mutant(
+        "construct/weights.py",
+        '    if reader.has_record("byteorder"):  # type: ignore[attr-defined]',
+        '    if "byteorder" in reader.get_all_records():  # type: ignore[attr-defined]',
+        "a byte order record named in another case is missed: the big-endian file is memory-mapped",
     ),
     Mutant(
         "construct/weights.py",

@@ -723,14 +723,16 @@ def _with_pickle(source: Path, path: Path, change: Callable[[bytes], bytes]) -> 
 
 def test_a_huge_memo_index_costs_the_record_check_no_memory(tmp_path):
     """C's unpickler grows its memo to twice the largest index it is given: a 600-byte file whose pickle memoises
-    at index 2**28 made a faster check allocate and zero 4 GiB (torch's own loader keeps a dict)."""
+    at index 2**28 made a faster check allocate and zero 4 GiB (torch's own loader keeps a dict). Here 2**23: 128
+    MiB for such an unpickler."""
     import tracemalloc
 
     torch.save({"w": torch.ones(2)}, tmp_path / "src.pth")
     path = tmp_path / "memo.pth"
-    _with_pickle(
-        tmp_path / "src.pth", path, lambda data: data.replace(b"}q\x00", b"}r" + (2**23).to_bytes(4, "little"))
-    )
+    memoised = b"}r" + (2**23).to_bytes(4, "little")  # EMPTY_DICT, LONG_BINPUT 2**23 (torch.save wrote BINPUT 0)
+    _with_pickle(tmp_path / "src.pth", path, lambda data: data.replace(b"}q\x00", memoised))
+    with zipfile.ZipFile(path) as archive:
+        assert memoised in archive.read(next(name for name in archive.namelist() if name.endswith("/data.pkl")))
     tracemalloc.start()
     try:
         try:
@@ -758,10 +760,12 @@ def test_an_archive_name_python_cannot_decode_is_a_weights_error(tmp_path):
         torch_load_file(path)
 
 
-def test_a_big_endian_file_is_read_as_torch_reads_it_without_memory_mapping(tmp_path):
+@pytest.mark.parametrize("order_record", ["byteorder", "BYTEORDER"])
+def test_a_big_endian_file_is_read_as_torch_reads_it_without_memory_mapping(tmp_path, order_record):
     """torch byteswaps a big-endian file's tensors in place; memory-mapped, two keys whose records are one (names
     that differ in case only: torch's zip reader finds either by the other's name) were swapped twice, so both held
-    unswapped bytes (4.6e-41 for 1.0), every size check passing. Read whole, each key gets its own swapped copy."""
+    unswapped bytes (4.6e-41 for 1.0), every size check passing. Read whole, each key gets its own swapped copy.
+    torch finds the byte order record whatever its case, so the check does too."""
     torch.save({"w0": torch.zeros(4), "w1": torch.zeros(4)}, tmp_path / "src.pth")
     path = tmp_path / "big.pth"
     values = {"a": [1.0, 2.0, 3.0, 4.0], "A": [5.0, 6.0, 7.0, 8.0]}
@@ -773,7 +777,7 @@ def test_a_big_endian_file_is_read_as_torch_reads_it_without_memory_mapping(tmp_
                 data = data.replace(b"X\x01\x00\x00\x000", b"X\x01\x00\x00\x00a")
                 data = data.replace(b"X\x01\x00\x00\x001", b"X\x01\x00\x00\x00A")
             elif name.endswith("/byteorder"):
-                data = b"big"
+                name, data = name.replace("/byteorder", f"/{order_record}"), b"big"
             elif record in ("0", "1"):
                 name = f"{prefix}/data/{'aA'[int(record)]}"
                 data = torch.tensor(values["aA"[int(record)]]).numpy().astype(">f4").tobytes()

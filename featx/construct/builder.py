@@ -121,9 +121,9 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
             torch.default_generator.manual_seed(spec.seed)
             saved = checkpoint is not None and checkpoint.saved is not None
             model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
-            # constructed on the CPU whatever the caller's default device (torch.set_default_device, `with
-            # torch.device(...)`); not around materialise, which does so where it constructs: torch's device mode
-            # costs every torch call in it, half the time of assigning a checkpoint's tensors
+            # made on the CPU whatever the caller's default device (torch.set_default_device, `with
+            # torch.device(...)`); not around materialise, which does so where it constructs or loads: torch's device
+            # mode costs every torch call in it, and copying a checkpoint's tensors makes nothing on the default device
             with torch.device("cpu"):
                 neck = make_neck(spec, plan, meta=device.type == "meta" or saved)  # a saved file holds its values
                 backbone = Backbone(

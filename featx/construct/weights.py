@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import pickle
 import re
+import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
+from torch.serialization import LoadEndianness
 
 from featx.construct.tensor_records import UnknownLayout, record_mismatch
 from featx.errors import WeightsError, first_line
@@ -92,7 +94,7 @@ def _records_checked(path: Path) -> bool:
             if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):
                 return False
         reader = torch._C.PyTorchFileReader(str(path))
-        if "byteorder" in reader.get_all_records() and reader.get_record("byteorder") != b"little":
+        if _swapped_on_load(reader):
             return False
         mismatch = record_mismatch(reader)
     # not a zip Python or torch can read (a name flagged UTF-8 that is not: UnicodeDecodeError): torch.load says why
@@ -101,6 +103,17 @@ def _records_checked(path: Path) -> bool:
     if mismatch is not None:
         raise WeightsError(f"{key_path('weights')}: cannot read {path}: {mismatch} (a damaged or altered file)")
     return True
+
+
+def _swapped_on_load(reader: "torch._C.PyTorchFileReader") -> bool:
+    """Whether ``torch.load`` swaps the bytes of the file's tensors (in place, mapped pages too), as torch decides:
+    the file's ``byteorder`` record (found whatever its case), else torch's load default, against this machine's."""
+    if reader.has_record("byteorder"):  # type: ignore[attr-defined]  # (torch's type stubs lack it)
+        order: Optional[bytes] = reader.get_record("byteorder")
+    else:
+        default = torch.serialization.get_default_load_endianness()
+        order = {None: b"little", LoadEndianness.LITTLE: b"little", LoadEndianness.BIG: b"big"}.get(default)
+    return order is not None and order != sys.byteorder.encode()
 
 
 def safetensors_file(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
@@ -243,7 +256,8 @@ def load_kept_weights(
         if path in model_state:  # a parameter kept on its own (a token model's class token)
             owner, _, name = path.rpartition(".")
             value = _loaded(state[path], model_state[path].dtype, assign)
-            model.get_submodule(owner).load_state_dict({name: value}, strict=False, assign=assign)
+            with torch.device("cpu"):  # torch's BatchNorm loader makes counters a state lacks on the default device
+                model.get_submodule(owner).load_state_dict({name: value}, strict=False, assign=assign)
             continue
         prefix = path + "."
         own = {
@@ -252,6 +266,7 @@ def load_kept_weights(
             if key.startswith(prefix) and key in model_state
         }
         module = model.get_submodule(path)
-        module.load_state_dict(own, strict=False, assign=assign)
+        with torch.device("cpu"):
+            module.load_state_dict(own, strict=False, assign=assign)
         if assign:
             materialise_meta_batch_counters(module)
