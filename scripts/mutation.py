@@ -319,12 +319,6 @@ MUTANTS: List[Mutant] = [
         "a byte order record named in another case is missed: the big-endian file is memory-mapped",
     ),
     Mutant(
-        "construct/weights.py",
-        'torch.zeros(buffer.shape, dtype=buffer.dtype, device="cpu")',
-        "torch.zeros(buffer.shape, dtype=buffer.dtype)",
-        "the batch counters a file lacks are made on the caller's default device (meta: the build fails)",
-    ),
-    Mutant(
         "construct/meta_model.py",
         'with torch.device("cpu"):  # whatever the caller\'s default device',
         "with torch.device(torch.get_default_device()):",

@@ -30,7 +30,6 @@ from torch import nn
 
 from featx.construct.weights import (
     check_fit,
-    materialise_meta_batch_counters,
     owned_copy,
     safetensors_file,
     torch_load_file,
@@ -293,7 +292,6 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
         raise refused(STRUCTURE_KEYS, f". {error}") from None
     state = {key: owned_copy(checkpoint.state[key], expected[key].dtype) for key in expected if key in checkpoint.state}
     backbone.load_state_dict(state, strict=False, assign=True)
-    materialise_meta_batch_counters(backbone)
     unfilled = [
         name
         for name, tensor in itertools.chain(backbone.named_parameters(), backbone.named_buffers())

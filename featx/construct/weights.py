@@ -223,15 +223,6 @@ def _cast_overflows(tensor: torch.Tensor, dtype: torch.dtype) -> bool:
     return bool((torch.isfinite(tensor) & ~torch.isfinite(tensor.to(dtype))).any())
 
 
-def materialise_meta_batch_counters(module: nn.Module) -> None:
-    """Zero ``num_batches_tracked`` counters a checkpoint did not carry (they stay on meta after an assign)."""
-    for name, buffer in list(module.named_buffers()):
-        if buffer.is_meta and is_batch_counter("." + name):
-            owner_path, _, attribute = name.rpartition(".")
-            owner = module.get_submodule(owner_path)
-            owner.register_buffer(attribute, torch.zeros(buffer.shape, dtype=buffer.dtype, device="cpu"))
-
-
 def _loaded(value: torch.Tensor, dtype: torch.dtype, assign: bool) -> torch.Tensor:
     """What ``load_state_dict`` gets: an owned copy to assign, else the value (copied into the module's tensor)."""
     return owned_copy(value, dtype) if assign else value.to(dtype)
@@ -268,5 +259,3 @@ def load_kept_weights(
         module = model.get_submodule(path)
         with torch.device("cpu"):
             module.load_state_dict(own, strict=False, assign=assign)
-        if assign:
-            materialise_meta_batch_counters(module)
