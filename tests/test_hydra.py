@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_in_process
+from helpers import APP_MODULES, run_in_process
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
@@ -378,12 +378,10 @@ def test_hydras_version_is_printed_once(workdirs):
 NO_TORCH_CHECK = """
 import sys
 import importlib
-modules = {"featx": "main", "featx-export": "export", "featx-extract": "extract", "featx-list": "catalog"}
-modules["featx-propose"] = "propose"
-app, arguments = sys.argv[1], sys.argv[2:]
+module, app, arguments = sys.argv[1], sys.argv[2], sys.argv[3:]
 sys.argv = [app, *arguments]
 try:
-    importlib.import_module(f"featx.cli.{modules[app]}").main()
+    importlib.import_module(module).main()
 except SystemExit:
     pass
 print(sorted(name for name in ("torch", "torchvision") if name in sys.modules))
@@ -409,6 +407,10 @@ def test_help_completion_and_refused_command_lines_never_import_torch(app, argum
     """Each TAB press runs `featx -sc query=...`: importing torch and torchvision made every one take seconds."""
     env = {**os.environ, "COMP_LINE": "featx backbone=resnet1", "TMPDIR": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-c", NO_TORCH_CHECK, app, *arguments], capture_output=True, text=True, env=env, cwd=tmp_path
+        [sys.executable, "-c", NO_TORCH_CHECK, APP_MODULES[app], app, *arguments],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-2000:] + done.stderr[-2000:]

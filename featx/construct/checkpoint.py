@@ -179,12 +179,12 @@ def _the_state_dict(loaded: object, path: Path) -> object:
             f"tell which you mean; save the one you want alone: torch.save(checkpoint{chosen}, path)"
         )
     for _ in range(_SEARCHED_DEPTH):  # bounded: a mapping that holds itself ends too
-        nested = [
-            loaded[key] for key in _NESTING_KEYS if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping)
-        ]
-        if not nested:
+        if not isinstance(loaded, Mapping):
             break
-        loaded = nested[0]
+        key = next((key for key in _NESTING_KEYS if isinstance(loaded.get(key), Mapping)), None)
+        if key is None:
+            break
+        loaded = loaded[key]
     return loaded
 
 
