@@ -409,6 +409,18 @@ MUTANTS: List[Mutant] = [
         "            elif False:",
         "reinit leaves ConvNeXt-V2's GlobalResponseNorm",
     ),
+    Mutant(
+        "nn/reinit.py",
+        "                type(layer).reset_running_stats(layer)  # mean 0, variance 1",
+        "                pass",
+        "reinit keeps the statistics of BatchNorm layers kept in eval (norm: eval, frozen stages, timm under frozen)",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "        keep_statistics(self.stages, self._frozen, self.spec.norm)\n",
+        "",
+        "update_bn resets the frozen statistics of layers made by convert_sync_batchnorm",
+    ),
     Mutant("files.py", "        if path.is_symlink():", "        if False:", "--force replaces a symbolic link"),
     Mutant(
         "construct/checkpoint.py",

@@ -121,6 +121,45 @@ def test_reinit_resets_convs_and_norms_of_the_named_stages_only():
     assert all(torch.equal(v, backbone.stages["c3"].state_dict()[k]) for k, v in untouched.items())
 
 
+def _fill_statistics(module):
+    """Running statistics like trained ones (a fresh build's are the reset values themselves)."""
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, _BatchNorm):
+                layer.running_mean.fill_(0.3)
+                layer.running_var.fill_(2.0)
+
+
+def _assert_reset(stage):
+    norms = [m for m in stage.modules() if isinstance(m, _BatchNorm)]
+    assert norms
+    for norm in norms:
+        assert torch.equal(norm.running_mean, torch.zeros_like(norm.running_mean)), norm
+        assert torch.equal(norm.running_var, torch.ones_like(norm.running_var)), norm
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight)), norm
+
+
+@pytest.mark.parametrize(("norm", "frozen_stages"), [("eval", 0), ("train", 3)])
+def test_reinit_resets_the_statistics_of_layers_kept_in_eval(norm, frozen_stages):
+    """A BatchNorm layer featx keeps in eval (norm: eval, a frozen stage) has a no-op reset_running_stats (for
+    update_bn); reinit went through it and kept the pretrained statistics, which such a layer never updates."""
+    backbone = featx.build(resnet18_spec(norm=norm, frozen_stages=frozen_stages))
+    _fill_statistics(backbone)
+    backbone.reinit("c4")
+    _assert_reset(backbone.stages["c4"])
+    assert torch.all(backbone.stages["c3"][0][0].bn1.running_var == 2.0)  # the other stages keep theirs
+
+
+def test_reinit_resets_the_statistics_of_timms_batchnorm_kept_under_norm_frozen():
+    """timm's BatchNormAct2d stays a BatchNorm under norm: frozen (the packaged timm backbones' policy)."""
+    timm = pytest.importorskip("timm")
+    backbone = featx.build("timm_efficientnet_b0", overrides=["device=cpu", "out_features=[c2]"])
+    _fill_statistics(backbone)
+    backbone.reinit("c2")
+    assert any(isinstance(m, timm.layers.BatchNormAct2d) for m in backbone.stages["c2"].modules())
+    _assert_reset(backbone.stages["c2"])
+
+
 def test_reinit_resets_the_attention_projections_of_a_vit_stage():
     """nn.MultiheadAttention holds its query/key/value projection as plain tensors (in_proj_weight, in_proj_bias),
     not as an nn.Linear: reinit resets them like any linear."""
@@ -219,6 +258,20 @@ def test_update_bn_keeps_the_statistics_of_layers_kept_in_eval(norm, frozen_stag
     backbone.unfreeze()  # a stage unfrozen follows update_bn again (norm: train, sync)
     torch.optim.swa_utils.update_bn([torch.randn(4, 3, 64, 64)], backbone)
     assert torch.all(backbone.stages["c2"][1].running_mean == 0.3) == (norm == "eval")
+
+
+def test_update_bn_keeps_the_statistics_of_frozen_layers_converted_to_syncbatchnorm():
+    """convert_sync_batchnorm replaces every BatchNorm layer by a new one: the protection against update_bn's reset
+    was on the old layers, and the frozen stages' statistics were reset to 0 / 1 for good. train() (which every
+    training loop calls, and update_bn too, after its reset) puts it on the new ones."""
+    backbone = featx.build(resnet18_spec(frozen_stages=2, norm="train"))
+    _fill_statistics(backbone)
+    backbone = nn.SyncBatchNorm.convert_sync_batchnorm(backbone).train()
+    torch.optim.swa_utils.update_bn([torch.randn(4, 3, 64, 64) for _ in range(2)], backbone)
+    assert isinstance(backbone.stages["c2"][1], nn.SyncBatchNorm)
+    assert torch.all(backbone.stages["c2"][1].running_var == 2.0)  # frozen: kept
+    assert torch.all(backbone.stages["c3"][0][0].bn1.running_var == 2.0)
+    assert not torch.all(backbone.stages["c4"][0][0].bn1.running_var == 2.0)  # trainable: recomputed
 
 
 def test_a_resumed_optimizer_gets_its_groups_back_in_the_order_it_saved_them(tmp_path):

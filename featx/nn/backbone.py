@@ -150,7 +150,11 @@ class Backbone(nn.Module):
         return tuple(name for name in self.stages if name in self._frozen)
 
     def train(self, mode: bool = True) -> "Backbone":
-        """Like ``nn.Module.train``, but frozen stages (and, with ``norm: eval``, all norm layers) stay in eval."""
+        """Like ``nn.Module.train``, but frozen stages (and, with ``norm: eval``, all norm layers) stay in eval.
+
+        Their statistics are kept through ``update_bn`` again here, for layers put in by hand since the last call
+        (``nn.SyncBatchNorm.convert_sync_batchnorm`` makes new ones)."""
+        keep_statistics(self.stages, self._frozen, self.spec.norm)
         super().train(mode)
         if mode:
             keep_eval_modes(self.stages, self._frozen, self.spec.norm)
@@ -178,7 +182,6 @@ class Backbone(nn.Module):
         for name in self._select(names, "freeze"):
             set_stage_frozen(self.stages[name], True, self.spec.norm)
             self._frozen.add(name)
-        keep_statistics(self.stages, self._frozen, self.spec.norm)
         return self.train(self.training)
 
     def unfreeze(self, *names: str) -> "Backbone":
@@ -191,7 +194,6 @@ class Backbone(nn.Module):
         for name in self._select(names, "unfreeze"):
             set_stage_frozen(self.stages[name], False, self.spec.norm)
             self._frozen.discard(name)
-        keep_statistics(self.stages, self._frozen, self.spec.norm)
         return self.train(self.training)
 
     def reinit(self, *names: str) -> "Backbone":

@@ -45,8 +45,13 @@ def reinit_(module: nn.Module) -> None:
                     bias = getattr(layer, name)
                     if bias is not None:
                         bias.zero_()  # out_proj is an nn.Linear, met on its own
-            elif isinstance(layer, (_NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)) or _is_other_norm(layer):
-                cast(Any, layer).reset_parameters()  # weight 1, bias 0 (and running statistics 0 / 1)
+            elif isinstance(layer, _NormBase):
+                # the class's method: a layer featx keeps in eval has a no-op reset_running_stats of its own (for
+                # update_bn, see featx.nn.freezing.keep_statistics), which reset_parameters alone would call
+                type(layer).reset_running_stats(layer)  # mean 0, variance 1
+                layer.reset_parameters()  # weight 1, bias 0
+            elif isinstance(layer, (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)) or _is_other_norm(layer):
+                cast(Any, layer).reset_parameters()  # weight 1, bias 0
             elif type(layer).__name__ == "GlobalResponseNorm":  # timm's (ConvNeXt-V2): x + weight * N(x) + bias
                 for parameter in layer.parameters(recurse=False):
                     parameter.zero_()
