@@ -422,11 +422,46 @@ def test_a_subclass_of_a_timm_model_resamples_as_timm_does(tmp_path):
     torch.testing.assert_close(actual, tokens.transpose(1, 2).reshape(actual.shape), rtol=1e-5, atol=1e-5)
 
 
-def test_a_fixed_size_vit_at_another_size_names_that_size():
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["input_size=[256,256]"], r"256x256: the patch embedding 'patch_embed' fails on this size: AssertionError: "
+                                   r"Input height \(256\) doesn't match model \(224\); the model takes 224x224"),
+        # the sides named as given (it measured a 240x240 square), and input_size blamed, not the stage list
+        (["input_size=[240,224]"], r"240x224: .* Input height \(240\) .*; the model takes 224x224 images"),
+        (["input_size=[224,240]"], r"224x240: .* Input width \(240\) .*; the model takes 224x224 images"),
+        (["tokens.stride=12", "input_size=[224,224]"],
+         r"224x224: .* \(resized to 298x298 by tokens.stride 12\): .*; the model takes 168x168 images"),
+    ],
+)  # fmt: skip
+def test_a_fixed_size_vit_at_another_size_names_that_size(overrides, message):
     spec = featx.propose("timm:deit_tiny_patch16_224")
-    with pytest.raises(featx.SpecError, match=r"backbone.tokens.embed: 'patch_embed' fails on a 256x256 image: "
-                       r"AssertionError: Input height \(256\) doesn't match model \(224\)"):  # fmt: skip
-        featx.build(spec, overrides=["input_size=[256,256]", "device=meta"])
+    with pytest.raises(featx.SpecError, match=r"^backbone\.input_size: " + message):
+        featx.build(spec, overrides=[*overrides, "device=meta"])
+
+
+def test_a_fixed_size_vit_with_tokens_stride_rebuilds_from_its_own_spec(tmp_path):
+    """tokens.stride=8 makes a 224x224 patch-16 ViT take 112x112 images, resized to 224 for its patch embedding;
+    the spec that build wrote (input_size: [112, 112]) was refused (the embedding measured at 112), so featx.save
+    refused the backbone."""
+    torch.manual_seed(0)
+    reference = timm.create_model("vit_tiny_patch16_224").eval()
+    weights = tmp_path / "vit.pth"
+    torch.save(reference.state_dict(), weights)
+    spec = featx.propose("timm:vit_tiny_patch16_224")
+    spec.update(weights=str(weights), device="cpu", norm="eval")
+    backbone = featx.build(spec, overrides=["tokens.stride=8"]).eval()
+    assert backbone.spec.input_size == [112, 112]
+    again = featx.build(backbone.spec).eval()
+    featx.save(backbone, tmp_path / "saved.pt")
+    loaded = featx.load(tmp_path / "saved.pt").eval()
+    x = torch.randn(1, 3, 112, 112, generator=torch.Generator().manual_seed(3))
+    resized = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        tokens = reference.forward_features(resized)[:, 1:]
+        expected = tokens.transpose(1, 2).reshape(1, -1, 14, 14)
+        for rebuilt in (backbone, again, loaded):
+            assert torch.equal(rebuilt(x)["blocks4"], expected)
 
 
 def test_a_model_timm_publishes_no_weights_for():

@@ -135,7 +135,7 @@ def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo], crop: i
     if side is None:
         return None
     try:
-        patch = patch_stride(model, embed, 3, crop)[0]
+        patch = patch_stride(model, embed, 3, (crop,))[0]
     except SpecError:
         return None
     calls, _, _ = recorded_calls(model, (side * patch, side * patch))  # what ran before a failure still counts

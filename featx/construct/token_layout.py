@@ -20,6 +20,7 @@ from torch import nn
 from featx.construct.members import StageMembers, find_module
 from featx.construct.probe import Size, meta_input
 from featx.errors import SpecError, first_line
+from featx.models.registry import default_crop_size
 from featx.nn.tokens import Grid, TokenEmbedding
 from featx.spec.keys import key_path, suggest
 from featx.spec.schema import BackboneSpec, TokenSpec
@@ -108,38 +109,52 @@ def _find_parameter(model: nn.Module, path: str, *key: str) -> nn.Parameter:
     return parameter
 
 
-def _embedding_output(model: nn.Module, embed: str, in_channels: int, side: int) -> torch.Tensor:
+def _embedding_output(model: nn.Module, embed: str, in_channels: int, size: Size) -> torch.Tensor:
     with torch.no_grad():
-        output = model.get_submodule(embed)(meta_input((side, side), in_channels))
+        output = model.get_submodule(embed)(meta_input(size, in_channels))
     if not isinstance(output, torch.Tensor) or output.dim() not in (3, 4):
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise SpecError(
             key_path("tokens", "embed"),
-            f"{embed!r} returns {shape} for a {side}x{side} image; the patch embedding must return an "
+            f"{embed!r} returns {shape} for a {size[0]}x{size[1]} image; the patch embedding must return an "
             "N x C x h x w patch map or N x h*w x C tokens",
         )
     return output
 
 
-def patch_stride(model: nn.Module, embed: str, in_channels: int, fixed_side: int = 224) -> Tuple[int, int, bool]:
-    """The stride and channels of the patch embedding at ``embed``, and whether it returns tokens (``N×h·w×C``,
-    timm's ``PatchEmbed``) rather than a patch map (``N×C×h×w``), from its output for a large meta image; an
-    embedding that takes one size only (it checks the image size) is measured at ``fixed_side``."""
-    try:
-        side, output = _MEASURING_SIDE, _embedding_output(model, embed, in_channels, _MEASURING_SIDE)
-    except SpecError:
-        raise
-    except Exception:  # noqa: BLE001 - any failure means the module is no patch embedding (at this size)
+def _fixed_size_output(
+    model: nn.Module, embed: str, in_channels: int, sides: Sequence[int]
+) -> Tuple[int, torch.Tensor]:
+    """The first of ``sides`` (squares) the embedding runs at, and its output there; SpecError with its failure at
+    the first side when it runs at none."""
+    failure: Optional[Exception] = None
+    for side in sides:
         try:
-            side, output = fixed_side, _embedding_output(model, embed, in_channels, fixed_side)
+            return side, _embedding_output(model, embed, in_channels, (side, side))
         except SpecError:
             raise
         except Exception as at_size:  # noqa: BLE001 - its failure at the size it should take says what is wrong
-            raise SpecError(
-                key_path("tokens", "embed"),
-                f"{embed!r} fails on a {fixed_side}x{fixed_side} image: {type(at_size).__name__}: "
-                f"{first_line(at_size)}",
-            ) from None
+            failure = failure or at_size
+    assert failure is not None
+    raise SpecError(
+        key_path("tokens", "embed"),
+        f"{embed!r} fails on a {sides[0]}x{sides[0]} image: {type(failure).__name__}: {first_line(failure)}",
+    )
+
+
+def patch_stride(
+    model: nn.Module, embed: str, in_channels: int, fixed_sides: Sequence[int] = (224,)
+) -> Tuple[int, int, bool]:
+    """The stride and channels of the patch embedding at ``embed``, and whether it returns tokens (``N×h·w×C``,
+    timm's ``PatchEmbed``) rather than a patch map (``N×C×h×w``), from its output for a large meta image; an
+    embedding that takes one size only (it checks the image size) is measured at the first of ``fixed_sides`` it
+    takes."""
+    try:
+        side, output = _MEASURING_SIDE, _embedding_output(model, embed, in_channels, (_MEASURING_SIDE,) * 2)
+    except SpecError:
+        raise
+    except Exception:  # noqa: BLE001 - any failure means the module is no patch embedding (at this size)
+        side, output = _fixed_size_output(model, embed, in_channels, fixed_sides)
     returns_tokens = output.dim() == 3
     cells = int(output.shape[1]) if returns_tokens else int(output.shape[2]) * int(output.shape[3])
     rows = math.isqrt(cells)
@@ -176,7 +191,9 @@ def resolve_tokens(
             f"{tokens.embed!r} must be the first module of the first stage ({first.name!r} starts with "
             f"{first.paths[0]!r}): the patch embedding starts the token sequence",
         )
-    patch, channels, returns_tokens = patch_stride(model, tokens.embed, in_channels, evaluation[0])
+    # a spec's input_size is the size before tokens.stride resizes it: a one-size embedding takes the crop size
+    sides = dict.fromkeys((evaluation[0], default_crop_size(spec.model)))
+    patch, channels, returns_tokens = patch_stride(model, tokens.embed, in_channels, tuple(sides))
     prefix = [_find_parameter(model, path, "tokens", f"prefix[{i}]") for i, path in enumerate(tokens.prefix)]
     registered = [path for path, _ in model.named_parameters() if path in tokens.prefix]
     if list(tokens.prefix) != registered:
@@ -224,4 +241,26 @@ def resolve_tokens(
             f"stride in {-(-patch // 2)}..{patch * 2} (within a factor 2 of the patch: more would multiply the "
             "tokens, and attention's memory with their square), or null",
         )
-    return TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count, returns_tokens)
+    layout = TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count, returns_tokens)
+    if spec.input_size is not None:
+        _check_embedding_takes(model, layout, (spec.input_size[0], spec.input_size[1]), in_channels)
+    return layout
+
+
+def _check_embedding_takes(model: nn.Module, layout: TokenLayout, size: Size, in_channels: int) -> None:
+    """SpecError naming ``input_size`` when the patch embedding fails on the image a spec's ``input_size`` gives it
+    (resized by ``tokens.stride``): an embedding that takes one size only (timm's ``PatchEmbed``)."""
+    given = (size[0] * layout.embed_patch // layout.patch, size[1] * layout.embed_patch // layout.patch)
+    try:
+        _embedding_output(model, layout.spec.embed, in_channels, given)
+    except SpecError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the embedding's refusal of this size
+        taken = "x".join(map(str, layout.stage_size))
+        resized = f" (resized to {given[0]}x{given[1]} by tokens.stride {layout.patch})" if given != size else ""
+        raise SpecError(
+            key_path("input_size"),
+            f"{size[0]}x{size[1]}: the patch embedding {layout.spec.embed!r} fails on this size{resized}: "
+            f"{type(error).__name__}: {first_line(error).rstrip('.')}; the model takes {taken} images (leave "
+            "input_size out to get it)",
+        ) from None
