@@ -421,6 +421,12 @@ MUTANTS: List[Mutant] = [
         "",
         "update_bn resets the frozen statistics of layers made by convert_sync_batchnorm",
     ),
+    Mutant(
+        "tasks/export.py",
+        '        setting.fp32_precision = "ieee"',
+        "        pass",
+        "the export check compares eager in TF32 or oneDNN bfloat16 with the file",
+    ),
     Mutant("files.py", "        if path.is_symlink():", "        if False:", "--force replaces a symbolic link"),
     Mutant(
         "construct/checkpoint.py",

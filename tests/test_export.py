@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -333,37 +334,60 @@ def test_export_leaves_the_global_random_state_alone(tmp_path, fmt):
     assert torch.equal(torch.rand(4), expected)
 
 
-class _RecordsPrecision(torch.nn.Module):
-    """Records the float32 settings each eager forward runs with (not the traces)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list = []
-
-    def forward(self, x):
-        if not (torch.jit.is_tracing() or torch.compiler.is_exporting()):
-            self.seen.append((torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()))
-        return x
-
-
-def test_the_check_compares_in_float32_and_leaves_the_users_tf32_settings(tmp_path):
-    """On Ampere and later, cuDNN convolutions default to TF32, whose rounding is far above the tolerance: eager
-    on CUDA against an ONNX file run on the CPU would refuse a correct export. The check turns TF32 off and puts
-    back whatever the user had."""
-    recorder = _RecordsPrecision()
-    backbone = _hand_made(recorder)
-    saved = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+#: run in a fresh interpreter (torch's precision settings are process-wide, and a setting once made through one of
+#: its two APIs cannot be unmade): the user's settings, an export of a small backbone on the CPU whose eager forwards
+#: record oneDNN's float32 precision, then every setting read back (through the API the user took)
+_PRECISION_SCRIPT = """
+import json, sys, tempfile, torch
+from pathlib import Path
+import featx
+from featx.tasks.export import export_backbone
+settings = sys.argv[1]
+if settings == "per-backend":
+    torch.backends.fp32_precision = "tf32"
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+elif settings == "legacy":
     torch.backends.cudnn.allow_tf32 = True
-    torch.set_float32_matmul_precision("high")
-    try:
-        export_backbone(backbone, tmp_path / "b.pt", "torchscript", (32, 32))
-        # torch.jit.trace's own check reruns eager under the user's settings; then the check's two runs
-        assert recorder.seen[-2:] == [(False, "highest"), (False, "highest")]  # the traced size and another
-        assert recorder.seen.count((False, "highest")) == 2
-        assert (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()) == (True, "high")
-    finally:
-        torch.backends.cudnn.allow_tf32 = saved[0]
-        torch.set_float32_matmul_precision(saved[1])
+    torch.set_float32_matmul_precision("medium")
+names = [("cuda", "matmul"), ("cudnn", "conv"), ("mkldnn", "matmul"), ("mkldnn", "conv")]
+def current():
+    if settings == "legacy":
+        return [torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()]
+    return [getattr(getattr(torch.backends, b), o).fp32_precision for b, o in names] + [torch.backends.fp32_precision]
+before = current()
+seen = []
+def record(module, args):
+    if not (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+        seen.append([torch.backends.mkldnn.matmul.fp32_precision, torch.backends.mkldnn.conv.fp32_precision])
+backbone = featx.build("squeezenet1_1", overrides=["device=cpu"]).eval()
+backbone.register_forward_pre_hook(record)
+export_backbone(backbone, Path(tempfile.mkdtemp()) / "b.pt", "torchscript", (64, 64))
+print(json.dumps({"before": before, "after": current(), "checked_with": seen[-2:]}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("settings", "before"),
+    [
+        ("defaults", ["none", "tf32", "none", "none", "none"]),
+        ("per-backend", ["tf32", "tf32", "bf16", "tf32", "tf32"]),  # torch's recommended way: refused to be read
+        ("legacy", [True, "medium"]),  # (the legacy way to the same: medium lets oneDNN use bfloat16)
+    ],
+)
+def test_the_check_compares_in_float32_and_leaves_the_users_precision_settings(settings, before):
+    """On Ampere and later, cuDNN convolutions default to TF32, and oneDNN may be set to bfloat16: roundings far above
+    the tolerance (eager on CUDA against an ONNX file run on the CPU would refuse a correct export). The check runs in
+    full float32 and puts back what the user had. It read the settings through the legacy API, which torch refuses
+    (a raw RuntimeError) once the per-backend ones are in use, and wrote them back through it, which turned torch's
+    defaults into fixed values (a later torch.backends.fp32_precision no longer reached them)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PRECISION_SCRIPT, settings], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(result.stdout.splitlines()[-1])
+    assert found["before"] == before and found["after"] == before
+    assert all(all(precision in ("ieee", "none") for precision in run) for run in found["checked_with"])
+    assert len(found["checked_with"]) == 2  # the traced size and another
 
 
 @pytest.mark.parametrize("outcome", ["written", "refused"])

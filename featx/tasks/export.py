@@ -14,7 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -142,11 +142,44 @@ def _tolerance(outputs: Dict[str, Tensor]) -> float:
     return max(1e-4, 16 * torch.finfo(dtype).eps) * (1 + scale)
 
 
+#: the float32 precision settings (torch's ``torch.backends.<backend>.<op>.fp32_precision``) that apply to a
+#: backbone's convolutions and matmuls on each device type
+_PRECISION_SETTINGS = {
+    "cuda": (("cuda", "matmul"), ("cudnn", "conv")),
+    "cpu": (("mkldnn", "matmul"), ("mkldnn", "conv")),
+}
+
+
+def _precision_setting(backend: str, op: str) -> Any:
+    return getattr(getattr(torch.backends, backend), op)
+
+
 @contextlib.contextmanager
-def _float32_without_tf32() -> Iterator[None]:
-    """TF32 off for cuDNN convolutions and CUDA matmuls inside the block, as they were after it: the check compares
-    float32 with float32 (an ONNX file runs on the CPU, which has no TF32, and TF32's rounding is far above the
-    tolerance)."""
+def _float32_without_tf32(device: torch.device) -> Iterator[None]:
+    """Full float32 precision for the convolutions and matmuls on ``device`` inside the block (no TF32 on CUDA, no
+    bfloat16 in oneDNN on the CPU), as they were after it: the check compares float32 with float32 (an ONNX file runs
+    on the CPU, and TF32's rounding is far above the tolerance). With torch's per-backend settings (``fp32_precision``,
+    which it refuses to mix with the legacy ``allow_tf32`` and ``set_float32_matmul_precision``) only a setting that
+    is not already full precision is changed, and put back as torch's own ``flags()`` managers do."""
+    if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # a torch before the per-backend settings
+        with _legacy_float32_without_tf32():
+            yield
+        return
+    settings = [_precision_setting(*names) for names in _PRECISION_SETTINGS.get(device.type, ())]
+    changed = {
+        setting: setting.fp32_precision for setting in settings if setting.fp32_precision not in ("ieee", "none")
+    }
+    for setting in changed:
+        setting.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for setting, precision in changed.items():
+            setting.fp32_precision = precision
+
+
+@contextlib.contextmanager
+def _legacy_float32_without_tf32() -> Iterator[None]:
     convolutions, matmuls = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
@@ -172,7 +205,7 @@ def _check_against_eager(
         inputs.append(_other_size(backbone, example, generator))
     worst = 0.0
     for x in inputs:
-        with torch.no_grad(), _float32_without_tf32():
+        with torch.no_grad(), _float32_without_tf32(x.device):
             expected = backbone(x)
             tolerance = _tolerance(expected)
             try:
