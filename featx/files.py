@@ -138,14 +138,15 @@ def printable_path(path: os.PathLike[str] | str) -> str:
     return escaped(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
-def utf8_path(path: Path, what: str) -> Path:
-    """``path`` if its bytes are UTF-8; :class:`ArgumentError` naming ``what`` otherwise (safetensors opens UTF-8
-    paths only: a file written under another name could not be read back). Example: ``utf8_path(out, "p")``."""
+def utf8_path(path: Path, what: str, reader: str = "safetensors opens") -> Path:
+    """``path`` if its bytes are UTF-8; :class:`ArgumentError` naming ``what`` otherwise (``reader``: what takes UTF-8
+    paths only; safetensors: a file written under another name could not be read back). Example:
+    ``utf8_path(out, "p")``."""
     try:
         os.fsencode(path).decode("utf-8")
     except UnicodeDecodeError:
         raise ArgumentError(
-            f"{what}: {printable_path(path)!r} is not valid UTF-8, and safetensors opens UTF-8 paths only; rename it"
+            f"{what}: {printable_path(path)!r} is not valid UTF-8, and {reader} UTF-8 paths only; rename it"
         ) from None
     return path
 
@@ -217,13 +218,13 @@ def write_atomically(
             )
         if path.is_dir():
             raise ArgumentError(f"{what}: {path} is a folder; give a file path")
-        if path.exists() and not overwrite:
-            raise _exists_error(path, what, hint)
-        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):  # before "exists": overwriting cannot help
             raise ArgumentError(
                 f"{what}: {path} is not a regular file (a device, fifo or socket); featx replaces only files "
                 "(nothing was written)"
             )
+        if path.exists() and not overwrite:
+            raise _exists_error(path, what, hint)
     except OSError as error:
         raise _write_error(path, what, error) from None
     prepare_folder(path.parent, what)

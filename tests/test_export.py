@@ -100,6 +100,23 @@ def test_onnx_file_matches_eager_in_onnxruntime(tmp_path, kind):
     _assert_same(expected, actual)
 
 
+def test_an_onnx_file_onnxruntime_cannot_run_is_refused_as_unchecked_not_blamed_on_torch(tmp_path):
+    """onnxruntime has no float64 convolution: the file torch wrote cannot be checked. The refusal said torch could
+    not write it and advised dynamic=False, which changes nothing."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    backbone = featx.build(resnet18_spec(device="cpu")).double()
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, tmp_path / "b.onnx", "onnx", (32, 32))
+    assert re.match(
+        r"^export: onnxruntime cannot load the ONNX file torch wrote for this backbone, so it cannot be checked "
+        r"\(NotImplemented: .*Conv.*\); nothing was written \(a float32 backbone, or format exported or torchscript, "
+        r"can be\)$",
+        str(caught.value),
+    )
+    assert folder_state(tmp_path) == {}
+
+
 def test_export_refuses_to_overwrite_and_unknown_formats(tmp_path):
     backbone = featx.build(SPECS["plain"])
     path = tmp_path / "mine.pt2"
@@ -155,10 +172,21 @@ def test_featx_export_app_writes_a_checked_file(tmp_path):
         (lambda bb, d: export_backbone(bb, d / "a.pt", "torchscript", (32, 32), overwrite=1), r"^overwrite must be"),
         (lambda bb, d: export_backbone(bb.stages, d / "a.pt", "torchscript", (32, 32)), r"^backbone: expected a featx"),
         (lambda bb, d: export_backbone(bb, d / "a.pt", None, (32, 32)), r"^format: None is unknown"),
-        (lambda bb, d: export_backbone(bb, d / "a.pt", "onnx", (0, 32)), r"^export\.height: must be an integer"),
+        # the function's own arguments, not the app's keys (export.height, export.batch_size)
+        (lambda bb, d: export_backbone(bb, d / "a.pt", "onnx", (0, 32)), r"^example_size: must be an integer in 1\.\."),
+        (lambda bb, d: export_backbone(bb, d / "a.pt", "onnx", (32, 32), 2.0), r"^batch_size: must be an integer in"),
+        (
+            lambda bb, d: export_backbone(bb, d / "a.pt", "onnx", (16384, 16384), 64),
+            r"^batch_size, example_size: a batch of 64 inputs of 16384x16384 is more than \d+ pixels; lower "
+            r"batch_size or example_size$",
+        ),
         (lambda bb, d: export_backbone(bb, d / "mine.txt", "torchscript", (32, 32)), r"mine\.txt exists"),
         (lambda bb, d: export_backbone(bb, d / "a.pt", ["onnx"], (32, 32)), r"^format: \['onnx'\] is unknown"),
         (lambda bb, d: export_backbone(bb, f"{d}/a\0.pt", "onnx", (32, 32)), r"^path must be a file system path"),
+        (  # torch's TorchScript writer refused it with its own TypeError, and featx advised dynamic=False
+            lambda bb, d: export_backbone(bb, os.fsdecode(bytes(d) + b"/bad\xff.pt"), "torchscript", (32, 32)),
+            r"^path: '.*bad\\\\xff\.pt' is not valid UTF-8, and torch's TorchScript trace writer takes UTF-8 paths",
+        ),
     ],
     ids=[
         "path-none",
@@ -169,9 +197,12 @@ def test_featx_export_app_writes_a_checked_file(tmp_path):
         "not-backbone",
         "format-none",
         "height-0",
+        "batch-float",
+        "too-many-pixels",
         "exists",
         "format-list",
         "path-nul",
+        "path-not-utf8",
     ],
 )
 def test_bad_export_arguments_are_named_and_write_nothing(tmp_path, call, pattern):
@@ -205,6 +236,29 @@ def test_featx_export_to_onnx_prints_one_line_unless_verbose(tmp_path):
     assert quiet.stdout.startswith(f"featx-export: wrote {tmp_path / 'r18.onnx'} (onnx, ")
     verbose = subprocess.run([*command, "-v"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert verbose.returncode == 0 and "INFO" in verbose.stdout + verbose.stderr
+
+
+def test_the_apps_show_torchs_symbolic_shape_diagnostics_only_when_verbose():
+    """torch's symbolic shapes logs a sympy traceback at WARNING whenever it cannot simplify a guard: a GoogLeNet
+    ONNX export that is fine printed 14 of them. The apps quiet their loggers before importing torch, whose import
+    resets the levels of its loggers: the quieting must outlive it."""
+    code = (
+        "import logging, sys\n"
+        "from featx.cli.logs import quiet_other_loggers, set_verbose\n"
+        "set_verbose(sys.argv[1] == 'verbose')\n"
+        "quiet_other_loggers()\n"
+        "import torch\n"
+        "diagnostics = logging.getLogger('torch.fx.experimental.symbolic_shapes')\n"
+        "diagnostics.warning('diagnostic warning')\n"
+        "diagnostics.error('diagnostic error')\n"
+        "logging.getLogger('torch.other').warning('other warning')\n"
+    )
+    for mode, shown in (("quiet", ["diagnostic error", "other warning"]), ("verbose", None)):
+        run = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        lines = [line for line in run.stderr.splitlines() if "diagnostic" in line or "other warning" in line]
+        expected = shown or ["diagnostic warning", "diagnostic error", "other warning"]
+        assert [next(text for text in expected if text in line) for line in lines] == expected, run.stderr
 
 
 def test_a_torchscript_trace_that_keeps_its_example_size_is_refused_when_dynamic(tmp_path):

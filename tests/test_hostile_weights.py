@@ -335,6 +335,8 @@ def _saved(tmp_path: Path, seed: int = 0, name: str = "bb.pt") -> Path:
         (lambda d: d / "folder", {"overwrite": True}, r"^save\(\): .*folder is a folder"),
         (lambda d: d / ("x" * 300 + ".pt"), {}, r"^save\(\): cannot write .*File name too long"),
         (lambda d: d / "fifo", {"overwrite": True}, r"^save\(\): .*fifo is not a regular file \(a device, fifo or"),
+        # not "exists; pass overwrite=True", which would only lead to this refusal
+        (lambda d: d / "fifo", {}, r"^save\(\): .*fifo is not a regular file \(a device, fifo or"),
         (lambda d: d / "new.pt", {"overwrite": "yes"}, r"^save\(\): overwrite must be True or False, got 'yes'"),
         (lambda d: None, {}, r"^save\(\): path must be a file system path .*got None"),
         (lambda d: "", {}, r"^save\(\): path must be a file system path .*got ''"),
@@ -348,6 +350,7 @@ def _saved(tmp_path: Path, seed: int = 0, name: str = "bb.pt") -> Path:
         "a-folder-overwrite",
         "name-too-long",
         "fifo",
+        "fifo-no-overwrite",
         "overwrite-str",
         "none",
         "empty",

@@ -42,11 +42,13 @@ def run(cfg: DictConfig) -> None:
         )
     with reported_errors(APP):
         file_path_argument(options.path, "export.path")
-        # the given values' bounds before the build; export_backbone checks the pixel limit at the size it traces
+        # the given values' bounds before the build; the pixel limit is checked again at the size it traces
         check_batch_shape("export", options.batch_size, *input_size(options.height, options.width, (1, 1)))
         backbone = featx.build(cfg.backbone)
     fixed = backbone.spec.input_size
     height, width = input_size(options.height, options.width, fixed)
+    with reported_errors(APP):  # the pixel limit at the size it traces, named with the app's keys
+        check_batch_shape("export", options.batch_size, height, width)
     if fixed is not None and (height, width) != (fixed[0], fixed[1]):  # a model that takes one size exports at it
         fail(
             APP,

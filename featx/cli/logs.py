@@ -28,15 +28,35 @@ def set_verbose(verbose: bool) -> None:
     _verbose[0] = verbose
 
 
+#: loggers whose warnings are torch's own diagnostics, not the user's business: symbolic shapes logs a full sympy
+#: traceback at WARNING each time it fails to simplify a guard (14 of them for a GoogLeNet ONNX export that is fine)
+_DIAGNOSTICS = ("torch.fx.experimental.symbolic_shapes",)
+
+
 def quiet_other_loggers() -> None:
-    """Other libraries' loggers at WARNING (unless verbose); featx's own unchanged."""
+    """Other libraries' loggers at WARNING (torch's diagnostics: errors only) unless verbose; featx's own unchanged."""
     if _verbose[0]:
+        for name in _DIAGNOSTICS:
+            diagnostics = logging.getLogger(name)
+            for kept in [kept for kept in diagnostics.filters if isinstance(kept, _ErrorsOnly)]:
+                diagnostics.removeFilter(kept)
         return
     logging.getLogger().setLevel(logging.WARNING)
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if isinstance(logger, logging.Logger) and not name.startswith("featx"):
             logger.setLevel(logging.WARNING)
+    for name in _DIAGNOSTICS:  # a filter: importing torch (which the apps do later) resets its loggers' levels
+        diagnostics = logging.getLogger(name)
+        if not any(isinstance(kept, _ErrorsOnly) for kept in diagnostics.filters):
+            diagnostics.addFilter(_ErrorsOnly())
     logging.getLogger("featx").setLevel(logging.INFO)
+
+
+class _ErrorsOnly(logging.Filter):
+    """Lets a logger's errors through, nothing below them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
 
 
 class QuietLibraries(Callback):

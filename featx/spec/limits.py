@@ -13,7 +13,7 @@ import numbers
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from featx.errors import ArgumentError, SpecError
 from featx.spec.keys import key_path
@@ -96,30 +96,33 @@ def check_data_size(data: Any) -> None:
         )
 
 
-def check_batch_shape(where: str, batch_size: Any, height: Any, width: Any) -> None:
-    """Raise :class:`ArgumentError` naming ``<where>.batch_size``/``height``/``width`` unless each is an integer in
-    bounds and the batch holds at most :data:`MAX_BATCH_PIXELS` pixels.
+def check_batch_shape(
+    where: str, batch_size: Any, height: Any, width: Any, *, names: Optional[Tuple[str, str, str]] = None
+) -> None:
+    """Raise :class:`ArgumentError` naming ``<where>.batch_size``/``height``/``width`` (or ``names``, a function's
+    own arguments) unless each is an integer in bounds and the batch holds at most :data:`MAX_BATCH_PIXELS` pixels.
 
     Example: ``check_batch_shape("input", 1, 224, 224)``.
     """
-    for key, value, most in (
-        ("batch_size", batch_size, MAX_BATCH),
-        ("height", height, MAX_SIDE),
-        ("width", width, MAX_SIDE),
-    ):
+    keys = names or (f"{where}.batch_size", f"{where}.height", f"{where}.width")
+    for key, value, most in zip(keys, (batch_size, height, width), (MAX_BATCH, MAX_SIDE, MAX_SIDE), strict=True):
         if type(value) is not int or not 1 <= value <= most:
-            raise ArgumentError(f"{where}.{key}: must be an integer in 1..{most}, got {quoted(value)}")
-    check_batch_pixels(where, batch_size, height, width, size_key=f"{where}.height/width")
+            raise ArgumentError(f"{key}: must be an integer in 1..{most}, got {quoted(value)}")
+    size_key = f"{where}.height/width" if names is None else "/".join(dict.fromkeys(names[1:]))
+    check_batch_pixels(where, batch_size, height, width, size_key=size_key, batch_key=keys[0])
 
 
-def check_batch_pixels(key: str, batch_size: int, height: int, width: int, size_key: str) -> None:
+def check_batch_pixels(
+    key: str, batch_size: int, height: int, width: int, size_key: str, batch_key: Optional[str] = None
+) -> None:
     """Raise :class:`ArgumentError` naming ``key`` if a batch of ``batch_size`` inputs of ``height``×``width`` holds
-    more than :data:`MAX_BATCH_PIXELS` pixels (the batch size and ``size_key`` are what to lower)."""
+    more than :data:`MAX_BATCH_PIXELS` pixels (``batch_key``, by default ``<key's parent>.batch_size``, and
+    ``size_key`` are what to lower)."""
     if batch_size * height * width > MAX_BATCH_PIXELS:
-        where = key.rpartition(".")[0] or key
+        batch_key = batch_key or f"{key.rpartition('.')[0] or key}.batch_size"
         raise ArgumentError(
             f"{key}: a batch of {batch_size} inputs of {height}x{width} is more than {MAX_BATCH_PIXELS} pixels; "
-            f"lower {where}.batch_size or {size_key}"
+            f"lower {batch_key} or {size_key}"
         )
 
 

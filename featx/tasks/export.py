@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from featx.errors import ArgumentError, FeatxError, InputShapeError, first_line
-from featx.files import file_path_argument, flag_argument, write_atomically
+from featx.files import file_path_argument, flag_argument, utf8_path, write_atomically
 from featx.nn.backbone import Backbone
 from featx.spec.limits import check_batch_shape
 
@@ -121,7 +121,14 @@ def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int,
         import onnxruntime
     except ImportError:
         return None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001 - a file torch wrote that onnxruntime cannot run: it cannot be checked
+        raise ArgumentError(
+            f"export: onnxruntime cannot load the ONNX file torch wrote for this backbone, so it cannot be checked "
+            f"({type(error).__name__}: {first_line(error)}); nothing was written (a float32 backbone, or format "
+            "exported or torchscript, can be)"
+        ) from None
     return lambda x: [torch.from_numpy(out) for out in session.run(None, {"image": x.cpu().numpy()})]
 
 
@@ -259,11 +266,15 @@ def export_backbone(
     path = file_path_argument(path, "path")
     if not isinstance(format, str) or format not in FORMATS:
         raise ArgumentError(f"format: {format!r} is unknown (valid: {', '.join(FORMATS)})")
+    if format != "exported":
+        utf8_path(path, "path", reader=f"torch's {_WRITTEN[format]} writer takes")
     if not (isinstance(example_size, (tuple, list)) and len(example_size) == 2):
         raise ArgumentError(f"example_size: expected (height, width), got {example_size!r:.80}")
     flag_argument(dynamic, "dynamic")
     flag_argument(overwrite, "overwrite")
-    check_batch_shape("export", batch_size, *example_size)
+    check_batch_shape(
+        "batch_size, example_size", batch_size, *example_size, names=("batch_size", "example_size", "example_size")
+    )
     if format == "onnx":
         _require_onnx_exporter()
     first = next(backbone.parameters())
