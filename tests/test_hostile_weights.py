@@ -305,10 +305,10 @@ def test_weights_names_that_resolve_to_nothing_are_named(torch_home, weights, de
         featx.build({**SPEC, "weights": weights, "device": device})
 
 
-@pytest.mark.parametrize("prefix", ["", "timm:"])
+@pytest.mark.parametrize("prefix", ["", "timm:", "timm/", "hf-hub:timm/"])
 def test_timms_own_model_dot_tag_weights_name_is_named_in_the_not_found_error(torch_home, prefix):
-    """timm names weights model.tag (what published_weights_id gives): read as a file and refused as "not found",
-    with no word of the tag it means."""
+    """timm names weights model.tag (what published_weights_id gives), and the Hugging Face hub timm/model.tag
+    (create_model's hf-hub:timm/model.tag): read as a file and refused as "not found", with no word of the tag."""
     spec = featx.propose("timm:resnet18")
     with pytest.raises(WeightsError) as caught:
         featx.build(spec, overrides=[f"weights={prefix}resnet18.a1_in1k"])

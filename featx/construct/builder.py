@@ -174,10 +174,12 @@ def build(source: SpecSource, overrides: Optional[Sequence[str]] = None) -> Back
 
 def _published_name_meant(spec: BackboneSpec) -> Optional[str]:
     """The published weights name a ``weights`` value that reads as a file (it has a suffix) but is none may mean:
-    timm's own ``model.tag`` form (``mobilenetv3_small_050.lamb_in1k``, also with ``timm:``), or a member of
-    torchvision's enum in lower case (``ResNet18_Weights.imagenet1k_v1``)."""
+    timm's own ``model.tag`` form (``mobilenetv3_small_050.lamb_in1k``, also with ``timm:``, or as the Hugging Face
+    hub names it, ``timm/resnet18.a1_in1k`` and ``hf-hub:timm/resnet18.a1_in1k``), or a member of torchvision's enum
+    in lower case (``ResNet18_Weights.imagenet1k_v1``)."""
     assert spec.weights is not None
-    value, model = spec.weights.removeprefix("timm:"), spec.model.removeprefix("timm:")
+    value = spec.weights.removeprefix("hf-hub:").removeprefix("timm:").removeprefix("timm/")
+    model = spec.model.removeprefix("timm:")
     candidates = [value[len(model) + 1 :]] if value.startswith(model + ".") else []
     if "_Weights." in value:
         candidates.append(value.rpartition(".")[2].upper())
