@@ -94,6 +94,7 @@ TOKEN_MODELS = {
     "deit_tiny_distilled_patch16_224": (224, 16, 2),  # class and distillation tokens
     "vit_medium_patch16_gap_256": (256, 16, 0),  # no prefix, average pooling
     "vit_small_patch14_reg4_dinov2": (518, 14, 5),  # class + 4 registers; position without entries for them
+    "vit_base_patch32_siglip_256": (256, 32, 0),  # the head's attention pooling holds a 1x1xC query (no prefix token)
 }
 
 

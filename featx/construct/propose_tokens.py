@@ -55,7 +55,9 @@ class TokenStages:
 
 
 def _token_parameters(model: nn.Module, channels: int) -> Optional[Tuple[List[str], str, int]]:
-    """``(prefix paths, position path, prefix token count)`` among the parameters shaped ``1×k×channels``."""
+    """``(prefix paths, position path, prefix token count)`` among the parameters shaped ``1×k×channels``: the
+    position embedding is the longest; prefix tokens are those held where it is held or by the model itself (a
+    head's attention-pooling query, SigLIP's ``attn_pool.latent``, is no prefix token)."""
     found = [
         (path, int(parameter.shape[1]))
         for path, parameter in model.named_parameters()
@@ -64,7 +66,8 @@ def _token_parameters(model: nn.Module, channels: int) -> Optional[Tuple[List[st
     if not found:
         return None
     position, _ = max(found, key=lambda item: item[1])
-    prefix = [(path, count) for path, count in found if path != position]
+    owners = {"", position.rpartition(".")[0]}
+    prefix = [(path, count) for path, count in found if path != position and path.rpartition(".")[0] in owners]
     return [path for path, _ in prefix], position, sum(count for _, count in prefix)
 
 
