@@ -102,7 +102,11 @@ GUARDS: Dict[str, List[str]] = {
     "tasks/extract/listing.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
     "tasks/extract/names.py": ["tests/test_hostile_extract.py"],
     "spec/references.py": ["tests/test_hostile_spec.py"],
-    "tasks/extract/decode.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
+    "tasks/extract/decode.py": [
+        "tests/test_hostile_extract.py",
+        "tests/test_extract.py",
+        "tests/test_device_decode.py",
+    ],
     "tasks/extract/device_decode.py": ["tests/test_device_decode.py"],
     "tasks/extract/run.py": ["tests/test_device_decode.py", "tests/test_extract.py", "tests/test_hostile_extract.py"],
     "files.py": ["tests/test_hostile_weights.py", "tests/test_atomic_writes.py", "tests/test_hostile_extract.py"],
@@ -420,6 +424,18 @@ MUTANTS: List[Mutant] = [
         "        keep_statistics(self.stages, self._frozen, self.spec.norm)\n",
         "",
         "update_bn resets the frozen statistics of layers made by convert_sync_batchnorm",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "    return tuple(sorted(name for name in Image.OPEN if name not in _PROGRAM_FORMATS))",
+        "    return tuple(sorted(Image.OPEN))",
+        "a PostScript file (any name) is run by Ghostscript",
+    ),
+    Mutant(
+        "tasks/extract/decode.py",
+        "        if shorter_side * longer > MAX_RESIZED_PIXELS:",
+        "        if False:",
+        "a strip resized to gigabytes for a wide crop",
     ),
     Mutant("files.py", "        if path.is_symlink():", "        if False:", "--force replaces a symbolic link"),
     Mutant(
@@ -928,7 +944,7 @@ MUTANTS: List[Mutant] = [
         "a truncated JPEG goes to the device decoder",
     ),
     Mutant(
-        "tasks/extract/device_decode.py",
+        "tasks/extract/decode.py",
         "ORIENTATIONS.get(image.getexif().get(ORIENTATION_TAG, 1), 1)",
         "int(image.getexif().get(ORIENTATION_TAG, 1))",
         "an orientation Pillow ignores (the text '6') turns the image on the device",
@@ -1049,7 +1065,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/decode.py",
-        "    check_proportions(image.size)\n",
+        "    check_proportions(image.size, shorter_side)\n",
         "",
         "a thread-thin image resized to gigabytes",
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from PIL import Image
+from PIL import Image, ImageOps
 from safetensors import safe_open
 from torchvision import transforms
 from torchvision.models import ResNet18_Weights
@@ -643,6 +644,34 @@ def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path, weights_f
     extract(_spec(weights_file), _options(folder, tmp_path / "out", pooling="none", outputs=["c2"]))
     features = {Path(path).name: maps["c2"] for path, maps in featx.read_features(tmp_path / "out")}
     torch.testing.assert_close(features["tagged.jpg"], features["upright.png"], rtol=1e-4, atol=1e-5)
+
+
+def _exif_with_a_damaged_tag(orientation: int) -> bytes:
+    """An EXIF block (little-endian TIFF) holding ``orientation`` and an XResolution written as text where the
+    standard has a rational: readable, but Pillow cannot write it back."""
+    entries = [(0x0112, 3, 1, struct.pack("<HH", orientation, 0)), (0x011A, 2, 4, b"abc\x00")]
+    directory = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, kind, count) + value for tag, kind, count, value in entries
+    )
+    return b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + directory + struct.pack("<I", 0)
+
+
+def test_a_photo_with_a_damaged_exif_tag_is_still_turned_upright_not_skipped(tmp_path, weights_file):
+    """ImageOps.exif_transpose rewrites the whole EXIF block after turning the image, and failed on a damaged tag
+    that has nothing to do with the orientation: the photo was skipped as unreadable (for good), while the GPU
+    decoder, which reads the orientation alone, kept it."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    pixels = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 64, 3), dtype=np.uint8))
+    pixels.save(folder / "damaged.jpg", exif=_exif_with_a_damaged_tag(6), quality=95)
+    with Image.open(folder / "damaged.jpg") as stored:
+        with pytest.raises(TypeError):
+            ImageOps.exif_transpose(stored)
+        stored.transpose(Image.Transpose.ROTATE_270).save(folder / "upright.png")
+    summary = extract(_spec(weights_file), _options(folder, tmp_path / "out", pooling="none", outputs=["c2"]))
+    features = {Path(path).name: maps["c2"] for path, maps in featx.read_features(tmp_path / "out")}
+    assert summary.skipped == 0
+    torch.testing.assert_close(features["damaged.jpg"], features["upright.png"], rtol=1e-4, atol=1e-5)
 
 
 def test_named_torchvision_weights_are_recorded_resolved(tmp_path, monkeypatch):

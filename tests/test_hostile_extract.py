@@ -273,10 +273,13 @@ def test_folders_a_pattern_matches_are_listed_as_skipped_not_dropped(tmp_path):
     )
 
 
-def test_pipes_and_devices_under_image_names_are_skipped_without_reading_them(photos, tmp_path):
+@pytest.mark.parametrize("pattern", ["", "/*.png"])
+def test_pipes_and_devices_under_image_names_are_skipped_without_reading_them(photos, tmp_path, pattern):
+    """Listed and skipped with the reason, from a folder and from a pattern alike (a pattern dropped them without a
+    word)."""
     os.mkfifo(photos / "pipe.png")  # reading it would wait for a writer
     (photos / "zero.png").symlink_to("/dev/zero")  # reading it would never end
-    listed = find_images(str(photos))  # left out when listed, before any worker opens them
+    listed = find_images(str(photos) + pattern)  # left out when listed, before any worker opens them
     assert [(path.name, reason) for path, reason in listed.skipped] == [
         ("pipe.png", NOT_REGULAR),
         ("zero.png", NOT_REGULAR),
@@ -285,6 +288,16 @@ def test_pipes_and_devices_under_image_names_are_skipped_without_reading_them(ph
     assert (summary.images, summary.skipped) == (3, 2)
     reasons = {Path(entry["path"]).name: entry.get("skipped") for entry in _manifest(tmp_path / "out")}
     assert reasons["pipe.png"] == reasons["zero.png"] == "not a regular file (a pipe, device or socket)"
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="pathlib reads ** inside a name as * from Python 3.13")
+def test_a_pattern_pathlib_refuses_is_named(tmp_path):
+    with pytest.raises(ArgumentError) as caught:
+        find_images(f"{tmp_path}/**.png")
+    assert str(caught.value) == (
+        f"extract.input: the pattern '{tmp_path}/**.png' cannot be read: Invalid pattern: '**' can only be an entire "
+        "path component (write ** as a whole folder name: photos/**/*.png)"
+    )
 
 
 def test_a_pipe_put_in_place_of_a_listed_file_is_skipped_at_once(tmp_path):
@@ -442,6 +455,28 @@ def test_files_that_are_not_usable_images_are_skipped_with_the_reason(photos, tm
     assert folder_state(photos) == before
 
 
+def test_postscript_is_never_handed_to_ghostscript_whatever_the_files_name(photos, tmp_path, monkeypatch):
+    """Pillow picks the format from the content: a PostScript program named holiday.jpg went to Ghostscript, which
+    ran it (an endless loop hung the run). featx opens no EPS, and lists no .eps/.ps file as an image."""
+    from PIL import EpsImagePlugin
+
+    ran = tmp_path / "ghostscript-ran"
+    ghostscript = tmp_path / "gs"
+    ghostscript.write_text(f"#!/bin/sh\ntouch {ran}\nexit 1\n")
+    ghostscript.chmod(0o755)
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", str(ghostscript))  # as if Ghostscript were installed
+    program = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n{ } loop\n"
+    for name in ("holiday.jpg", "figure.eps"):
+        (photos / name).write_bytes(program)
+    summary = extract(_spec(), _options(photos, tmp_path / "out"))
+    skipped = {Path(e["path"]).name: e["skipped"] for e in _manifest(tmp_path / "out") if "skipped" in e}
+    assert summary.images == 3 and not ran.exists()
+    assert skipped == {
+        "holiday.jpg": "unreadable image (UnidentifiedImageError: cannot identify image file)",
+        "figure.eps": "not an image file (extension '.eps')",
+    }
+
+
 def test_a_file_too_large_stays_skipped_and_one_that_could_not_be_read_is_listed_and_retried(photos, tmp_path):
     """A skip that holds while the file is unchanged (too large) is recorded with its identity: a rerun has nothing
     to do. One that may not hold next time (the file could not be read) has no identity: the manifest still lists it
@@ -522,6 +557,22 @@ _LIST_CODE = (
     "import sys\nfrom featx.errors import ArgumentError\nfrom featx.tasks.extract.listing import find_images\n"
     "try:\n    find_images(sys.argv[1])\nexcept ArgumentError as error:\n    print(error)\n"
 )
+
+
+def test_an_image_the_crop_would_resize_past_the_pixel_bound_is_skipped_before_resizing(tmp_path):
+    """The 32-to-1 bound was sized for 224: with a wide crop (extract.size=[32, 4096]) the shorter side is resized
+    to 4681, and a 72-byte 32x1 strip became 4681x149792 pixels (3.5 GB) before the crop."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (32, 1), (10, 90, 200)).save(folder / "strip.png")
+    _save_rgb(folder / "fine.png", seed=1)
+    summary = extract(_spec(), _options(folder, tmp_path / "out", size=[32, 4096]))
+    skipped = {Path(e["path"]).name: e["skipped"] for e in _manifest(tmp_path / "out") if "skipped" in e}
+    assert summary.images == 1
+    assert skipped == {
+        "strip.png": "32x1 pixels would be resized to 4681x149792 for the crop, more than the 67108864 pixels an "
+        "image may take; crop it first, or choose a smaller extract.size"
+    }
 
 
 def test_an_image_just_within_the_proportions_is_extracted(photos, tmp_path):

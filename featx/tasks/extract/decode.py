@@ -29,24 +29,40 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from featx.errors import first_line
-from featx.tasks.extract.listing import NOT_REGULAR, Identity, file_identity
-from featx.tasks.extract.transforms import ImageTransform
+from featx.tasks.extract.listing import NOT_REGULAR, Identity, decodable_formats, file_identity
+from featx.tasks.extract.transforms import ImageTransform, resized_shorter_side
 
 #: the largest image file read (a larger one is skipped with the reason)
 MAX_IMAGE_BYTES = 1 << 30
 #: the most the longer side of an image may exceed its shorter (a panorama is a few to 1)
 MAX_ASPECT = 32
+#: the most pixels an image may have once its shorter side is resized for the crop (2^26: 192 MiB as 8-bit RGB)
+MAX_RESIZED_PIXELS = 1 << 26
 #: " <_io.BytesIO object at 0x7f...>" in a decoder's message: a memory address, different in every run
 _OBJECT_ADDRESS = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
 #: Pillow modes of 16-bit single-channel images
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 #: Pillow modes whose pixel values have no fixed range, so no faithful 8-bit or [0, 1] form
 _NO_FIXED_RANGE = {"I": "32-bit integer", "F": "floating-point", "I;32": "32-bit integer"}
+#: the EXIF tag holding the orientation, and its values as Pillow's ``exif_transpose`` looks them up (a value it
+#: does not find, e.g. the text "6", leaves the image as it is)
+ORIENTATION_TAG = 0x0112
+ORIENTATIONS = {value: value for value in range(1, 9)}
+#: how Pillow's ``exif_transpose`` turns an image of each EXIF orientation upright
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 Item = Tuple[int, Optional[Tensor], str, Optional[Identity]]
 
@@ -82,25 +98,36 @@ def read_image_file(path: Path) -> Tuple[bytes, Identity]:
     return data, before
 
 
-def check_proportions(size: Tuple[int, int]) -> None:
+def check_proportions(size: Tuple[int, int], shorter_side: Optional[int] = None) -> None:
     """SkippedImage for an image (``size``: width, height) whose longer side is more than :data:`MAX_ASPECT` times
-    its shorter: resizing its shorter side to the transform's (as ``center_crop`` and the weights' transforms do)
-    would make a huge image from a tiny file (1×20000 pixels at 224: 256×5,120,000)."""
+    its shorter, or that resizing its shorter side to ``shorter_side`` (the transform's, before its crop) would make
+    larger than :data:`MAX_RESIZED_PIXELS`: a huge image from a tiny file (1×20000 pixels at 224: 256×5,120,000; a
+    32×1 strip for a 4096-wide crop: 4681×149,792)."""
     width, height = size
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise SkippedImage(
             f"{width}x{height} pixels is more than {MAX_ASPECT} to 1 (resizing its shorter side would make a huge "
             "image); crop it first"
         )
+    if shorter_side is not None:
+        longer = max(width, height) * shorter_side // min(width, height)
+        if shorter_side * longer > MAX_RESIZED_PIXELS:
+            raise SkippedImage(
+                f"{width}x{height} pixels would be resized to {shorter_side}x{longer} for the crop, more than the "
+                f"{MAX_RESIZED_PIXELS} pixels an image may take; crop it first, or choose a smaller extract.size"
+            )
 
 
-def decoded(image: Image.Image) -> Union[Image.Image, Tensor]:
+def decoded(image: Image.Image, shorter_side: Optional[int] = None) -> Union[Image.Image, Tensor]:
     """``image`` upright and in a form the transform takes faithfully: an RGB Pillow image, or (16-bit grayscale)
-    a ``3×H×W`` float tensor in [0, 1]; SkippedImage for one it cannot take."""
-    check_proportions(image.size)
+    a ``3×H×W`` float tensor in [0, 1]; SkippedImage for one it cannot take (see :func:`check_proportions`)."""
+    check_proportions(image.size, shorter_side)
     # Pillow reads a PGM of more than 8 bits (maxval > 255) as mode I, its values scaled to 0..65535
     sixteen_bit = image.mode in _SIXTEEN_BIT or (image.mode == "I" and image.format == "PPM")
-    image = ImageOps.exif_transpose(image)
+    image.load()  # a PNG's eXIf chunk may follow its pixels
+    upright = _UPRIGHT.get(exif_orientation(image))
+    # (not ImageOps.exif_transpose, which also rewrites the EXIF block and fails on a damaged tag of no concern)
+    image = image.transpose(upright) if upright is not None else image
     if sixteen_bit:
         values = torch.from_numpy(np.asarray(image, dtype=np.float32) / 65535.0)
         return values.unsqueeze(0).expand(3, -1, -1).contiguous()
@@ -109,10 +136,16 @@ def decoded(image: Image.Image) -> Union[Image.Image, Tensor]:
     return image.convert("RGB")
 
 
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation of ``image`` (1..8; 1, upright, where it has none), as Pillow's ``exif_transpose`` reads
+    it."""
+    return ORIENTATIONS.get(image.getexif().get(ORIENTATION_TAG, 1), 1)
+
+
 def decode_with_pillow(data: bytes, transform: ImageTransform) -> Tensor:
     """``data`` decoded by Pillow (upright, RGB or 16-bit) and transformed; raises what the decoder raises."""
-    with Image.open(io.BytesIO(data)) as image:
-        return transform(decoded(image))
+    with Image.open(io.BytesIO(data), formats=decodable_formats()) as image:
+        return transform(decoded(image, resized_shorter_side(transform)))
 
 
 def failure(error: Exception, identity: Optional[Identity]) -> Tuple[str, Optional[Identity]]:

@@ -39,20 +39,17 @@ from featx.tasks.extract.decode import (
     ImageFiles,
     check_proportions,
     decode_with_pillow,
+    exif_orientation,
     failure,
     read_image_file,
 )
-from featx.tasks.extract.listing import Identity
-from featx.tasks.extract.transforms import ImageTransform, TensorSteps
+from featx.tasks.extract.listing import Identity, decodable_formats
+from featx.tasks.extract.transforms import ImageTransform, TensorSteps, resized_shorter_side
 
 #: Pillow's formats and modes of the JPEGs the device decodes (MPO: a JPEG with more pictures after the first,
 #: which both decoders read); the others (CMYK, YCCK) are decoded by Pillow
 DEVICE_FORMATS = ("JPEG", "MPO")
 DEVICE_MODES = ("RGB", "L")
-#: the EXIF tag holding the orientation, and its values as Pillow's ``exif_transpose`` looks them up (a value it
-#: does not find, e.g. the text "6", leaves the image as it is)
-ORIENTATION_TAG = 0x0112
-ORIENTATIONS = {value: value for value in range(1, 9)}
 #: the JPEG end-of-image marker, and what may follow it (padding)
 END_OF_IMAGE = b"\xff\xd9"
 _PADDING = b"\x00\r\n "
@@ -134,10 +131,10 @@ class JpegFiles(ImageFiles):
         identity: Optional[Identity] = None
         try:
             data, identity = read_image_file(self.paths[index])
-            with Image.open(io.BytesIO(data)) as image:  # the header only: no pixels are decoded here
-                check_proportions(image.size)
+            with Image.open(io.BytesIO(data), formats=decodable_formats()) as image:  # the header only
+                check_proportions(image.size, resized_shorter_side(self.transform))
                 reason = _why_not_on_device(image, data)
-                orientation = ORIENTATIONS.get(image.getexif().get(ORIENTATION_TAG, 1), 1) if not reason else 1
+                orientation = exif_orientation(image) if not reason else 1
             if not reason:
                 raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
                 return index, RawJpeg(raw, orientation), "", identity, ""

@@ -31,10 +31,22 @@ GLOB_CHARACTERS = "*?["
 Identity = Tuple[int, int, int]
 
 
-def image_extensions() -> FrozenSet[str]:
-    """Lower-case extensions (with the dot) of the formats Pillow can open here: ``.jpg``, ``.png``, ``.webp``, ..."""
+#: Pillow formats featx never opens: EPS hands the file to Ghostscript, an interpreter that runs the PostScript
+#: program in it (a scraped file could run for ever)
+_PROGRAM_FORMATS = frozenset({"EPS"})
+
+
+def decodable_formats() -> Tuple[str, ...]:
+    """The Pillow formats images are opened as (``Image.open(..., formats=...)``): those Pillow can open here, less
+    :data:`_PROGRAM_FORMATS`. Pillow picks the format from the content, whatever the file's name."""
     Image.init()
-    return frozenset(ext for ext, image_format in Image.registered_extensions().items() if image_format in Image.OPEN)
+    return tuple(sorted(name for name in Image.OPEN if name not in _PROGRAM_FORMATS))
+
+
+def image_extensions() -> FrozenSet[str]:
+    """Lower-case extensions (with the dot) of :func:`decodable_formats`: ``.jpg``, ``.png``, ``.webp``, ..."""
+    formats = decodable_formats()
+    return frozenset(ext for ext, image_format in Image.registered_extensions().items() if image_format in formats)
 
 
 #: why a pipe, device or socket under an image's name is skipped (it has no end, or reading it waits for a writer)
@@ -94,8 +106,13 @@ def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List
     if _is_pattern(source):
         base, pattern = _split_pattern(source)
         # pathlib's glob never follows linked folders for ** (glob.glob does, into loops)
-        matches = list(base.glob(pattern)) if base.is_dir() else []
-        found = [match for match in matches if match.is_file() or match.is_symlink()]
+        try:
+            matches = list(base.glob(pattern)) if base.is_dir() else []
+        except ValueError as error:  # pathlib's refusal of the pattern ("'**' can only be an entire path component")
+            hint = " (write ** as a whole folder name: photos/**/*.png)" if "**" in str(error) else ""
+            raise ArgumentError(f"{key}: the pattern {source!r} cannot be read: {error}{hint}") from None
+        # files, links and what is neither file nor folder (a pipe: listed, then skipped with the reason)
+        found = [match for match in matches if match.is_symlink() or not match.is_dir()]
         holding_matches = {match.parent for match in matches}  # photos/**/* matches each folder's entries too
         folders = [match for match in matches if match.is_dir() and not match.is_symlink()]
         folders = [folder for folder in folders if folder not in holding_matches]

@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from PIL.Image import Image
@@ -60,8 +60,11 @@ class PillowOrTensor:
         transform.tensor_steps.per_batch(torch.stack([transform.tensor_steps.per_image(i) for i in images]))
     """
 
-    def __init__(self, for_pillow: Callable[[Image], Tensor], tensor_steps: TensorSteps) -> None:
+    def __init__(
+        self, for_pillow: Callable[[Image], Tensor], tensor_steps: TensorSteps, shorter_side: Optional[int] = None
+    ) -> None:
         self.for_pillow, self.tensor_steps = for_pillow, tensor_steps
+        self.shorter_side = shorter_side  # what the image's shorter side is resized to before the crop, if it is
 
     def __call__(self, image: Union[Image, Tensor]) -> Tensor:
         if isinstance(image, Tensor):
@@ -86,7 +89,8 @@ def _split_preset(preset: ImageClassification) -> PillowOrTensor:
             transforms.CenterCrop(preset.crop_size),
         ]
     )
-    return PillowOrTensor(preset, TensorSteps(geometry, _to_normalised_floats(preset.mean, preset.std)))
+    steps = TensorSteps(geometry, _to_normalised_floats(preset.mean, preset.std))
+    return PillowOrTensor(preset, steps, shorter_side=preset.resize_size[0] if len(preset.resize_size) == 1 else None)
 
 
 def _names_published_weights(spec: BackboneSpec) -> bool:
@@ -127,6 +131,7 @@ def image_transform(name: str, spec: BackboneSpec, size: Sequence[int]) -> Image
             f"extract.size: {spec.model} takes inputs of exactly {spec.input_size} (its spec's input_size), got "
             f"{[height, width]}; set extract.size={list(spec.input_size)}"
         )
+    shorter: Optional[int] = None
     if name == "resize":
         geometry = [transforms.Resize((height, width), antialias=True)]
     else:
@@ -135,6 +140,11 @@ def image_transform(name: str, spec: BackboneSpec, size: Sequence[int]) -> Image
     for_pillow = transforms.Compose(
         [*geometry, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     )
-    return PillowOrTensor(
-        for_pillow, TensorSteps(transforms.Compose(geometry), _to_normalised_floats(IMAGENET_MEAN, IMAGENET_STD))
-    )
+    steps = TensorSteps(transforms.Compose(geometry), _to_normalised_floats(IMAGENET_MEAN, IMAGENET_STD))
+    return PillowOrTensor(for_pillow, steps, shorter_side=shorter)
+
+
+def resized_shorter_side(transform: ImageTransform) -> Optional[int]:
+    """What ``transform`` resizes an image's shorter side to before its crop, where it says (featx's transforms and
+    torchvision's presets); ``None`` for a stretch to the final size, or a transform that does not say (timm's)."""
+    return transform.shorter_side if isinstance(transform, PillowOrTensor) else None
