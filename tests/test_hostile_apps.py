@@ -845,6 +845,19 @@ HYDRA_FILE_CASES = [
         ("sweep/0", "elsewhere"),
         "{w}/sweep/0 is a link, and a job of this sweep would write its logs through it into a folder elsewhere",
     ),
+    (  # a job folder below a subfolder of the sweep folder: checked as the sweep folder's own children are
+        "nested-job-folder-link",
+        ["-m", "hydra.sweep.dir=sweep", "hydra.sweep.subdir=runs/${{hydra.job.num}}"],
+        ("sweep/runs/0/.hydra/config.yaml", "elsewhere/config.yaml"),
+        "{w}/sweep/runs/0/.hydra/config.yaml is a link, and Hydra would write this run's config.yaml through it",
+    ),
+    (  # resolved by Hydra as each job starts, then written in at once: here, into the working directory
+        "interpolated-sweep-subdir",
+        ["-m", "hydra.sweep.dir=sweep", "hydra.sweep.subdir=${{hydra:runtime.cwd}}/elsewhere"],
+        None,
+        "hydra.sweep.subdir: ${{hydra:runtime.cwd}}/elsewhere refers to other values than the job's number; featx "
+        "checks each job's folder before Hydra writes in it",
+    ),
     (
         "climbing-sweep-subdir",
         ["-m", "hydra.sweep.dir=sweep", "hydra.sweep.subdir=../elsewhere"],
@@ -893,6 +906,16 @@ def test_hydras_files_never_land_outside_the_run_folder(workdir, arguments, link
     assert code == 1 and errors.startswith("featx: error: " + message.format(w=workdir)), errors
     assert errors.count("\n") == 1, errors
     assert folder_state(elsewhere) == before
+
+
+def test_a_sweep_runs_in_job_folders_below_a_subfolder(workdir):
+    """The job's number may sit below a subfolder of names (runs/0, runs/1): only other interpolations are
+    refused."""
+    arguments = ["-m", "hydra.sweep.dir=sweep", "hydra.sweep.subdir=runs/${hydra.job.num}", "input.height=64,96"]
+    code, errors, _ = run_app("featx", [*arguments, "backbone=resnet18", "run=false"], workdir, True, run_dirs=False)
+    assert code == 0, errors
+    assert sorted(path.name for path in (workdir / "sweep" / "runs").iterdir()) == ["0", "1"]
+    assert all((workdir / "sweep" / "runs" / job / ".hydra" / "config.yaml").is_file() for job in ("0", "1"))
 
 
 def test_the_app_runs_a_fixed_size_backbone_at_its_own_size(workdir):

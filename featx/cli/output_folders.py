@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
@@ -84,6 +85,10 @@ def _problem(folder: Path) -> Optional[str]:
     return None
 
 
+#: the job's number in ``hydra.sweep.subdir`` (``hydra.job.id`` is the same number in a sweep)
+_JOB_NUMBER = re.compile(r"\$\{hydra\.job\.(num|id)\}")
+
+
 class OutputFolders(Callback):
     """Checks Hydra's output folder before a run (``app`` names the app in the error)."""
 
@@ -145,26 +150,43 @@ class OutputFolders(Callback):
         self._check_hydra_files(config, config.hydra.run.dir, [])
 
     def _check_job_folders(self, config: DictConfig) -> None:
-        """Each job of a sweep writes Hydra's files in ``hydra.sweep.dir/<hydra.sweep.subdir>``: the subfolder
-        must stay inside the sweep folder (checked as written: it names the job by its number), and the job folders
-        already there (an earlier sweep's) must hold no link where Hydra writes."""
+        """Each job of a sweep writes Hydra's files in ``hydra.sweep.dir/<hydra.sweep.subdir>``, resolved by Hydra
+        only as the job starts, after which it writes at once: the subfolder must be made of names and the job's
+        number (so it stays inside the sweep folder whatever it resolves to), and the job folders already there (an
+        earlier sweep's, at any depth the subfolder has) must hold no link where Hydra writes."""
         subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")  # type: ignore[union-attr]
-        if isinstance(subdir, str) and (Path(subdir).is_absolute() or ".." in Path(subdir).parts):
+        parts = Path(str(subdir)).parts
+        if Path(str(subdir)).is_absolute() or ".." in parts or not parts:
             fail(
                 self.app,
                 f"hydra.sweep.subdir: {subdir} is not a folder inside the sweep folder {config.hydra.sweep.dir}, "
                 "where each job keeps its logs; give a relative name (the default is the job's number)",
             )
+        if any("${" in _JOB_NUMBER.sub("", part) for part in parts):
+            fail(
+                self.app,
+                f"hydra.sweep.subdir: {subdir} refers to other values than the job's number; featx checks each job's "
+                "folder before Hydra writes in it, which it can for names and ${hydra.job.num} (or ${hydra.job.id}) "
+                "alone, e.g. runs/${hydra.job.num}",
+            )
         base = Path(str(config.hydra.sweep.dir)).absolute()
-        for job in sorted(base.iterdir()) if base.is_dir() else []:
-            if job.is_symlink() and job.is_dir():
-                fail(
-                    self.app,
-                    f"{job} is a link, and a job of this sweep would write its logs through it into a folder "
-                    "elsewhere; remove the link or give another folder with hydra.sweep.dir",
-                )
-            if job.is_dir():
-                self._check_hydra_files(config, job, [])
+        folders = [base] if base.is_dir() else []
+        for part in parts:  # the job folders there: every entry where the subfolder names a job, else the name
+            below = []
+            for folder in folders:
+                entries = sorted(folder.iterdir()) if _JOB_NUMBER.search(part) else [folder / part]
+                for entry in entries:
+                    if entry.is_symlink() and entry.is_dir():
+                        fail(
+                            self.app,
+                            f"{entry} is a link, and a job of this sweep would write its logs through it into a "
+                            "folder elsewhere; remove the link or give another folder with hydra.sweep.dir",
+                        )
+                    if entry.is_dir():
+                        below.append(entry)
+            folders = below
+        for job in folders:
+            self._check_hydra_files(config, job, [])
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweeps_started.append(str(config.hydra.sweep.dir))
