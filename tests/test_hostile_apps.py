@@ -918,6 +918,52 @@ def test_a_sweep_runs_in_job_folders_below_a_subfolder(workdir):
     assert all((workdir / "sweep" / "runs" / job / ".hydra" / "config.yaml").is_file() for job in ("0", "1"))
 
 
+_SCHEMA_FIRST = "defaults:\n  - featx_app_schema\n  - backbone: resnet18\n  - _self_\nrun: false\n"
+_CONFIG_FIRST = "defaults:\n  - config\n  - override backbone: resnet18\n  - _self_\nrun: false\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "arguments", "message"),
+    [
+        (  # Hydra's usual layout, without featx's run folders and checks: outputs/ in the working directory
+            {"myapp.yaml": _SCHEMA_FIRST},
+            ["--config-name", "myapp"],
+            r"--config-name myapp: .*myapp\.yaml does not start from an app config: the first entry of its defaults "
+            r"list must be config, extract, export \(or a file of yours that starts from one\)",
+        ),
+        (  # through another file of the user's
+            {"myapp.yaml": "defaults:\n  - base\n  - _self_\n", "base.yaml": _SCHEMA_FIRST},
+            ["--config-name", "myapp"],
+            r"--config-name myapp: .*base\.yaml does not start from an app config",
+        ),
+        (  # Hydra read featx's own config.yaml and ignored the user's, values and all
+            {"config.yaml": _SCHEMA_FIRST},
+            [],
+            r".*config\.yaml is named like featx's app config config\.yaml, which Hydra reads instead and ignores "
+            r"yours; rename it \(e\.g\. my_config\.yaml\) and pass --config-name my_config$",
+        ),
+    ],
+    ids=["schema-first", "through-a-file", "named-config"],
+)
+def test_a_users_primary_config_must_start_from_an_app_config(workdir, files, arguments, message):
+    mine = workdir / "mine"
+    mine.mkdir()
+    for name, text in files.items():
+        (mine / name).write_text(text)
+    before = folder_state(workdir)
+    code, errors, _ = run_app("featx", ["--config-dir", "mine", *arguments], workdir, True, run_dirs=False)
+    assert code == 1 and re.match(r"^featx: error: " + message, errors.strip()), errors
+    assert folder_state(workdir) == before  # no outputs/ in the working directory
+
+
+def test_a_users_primary_config_that_starts_from_an_app_config_runs(workdir):
+    mine = workdir / "mine"
+    mine.mkdir()
+    (mine / "myapp.yaml").write_text(_CONFIG_FIRST)
+    code, errors, output = run_app("featx", ["--config-dir", "mine", "--config-name", "myapp"], workdir)
+    assert code == 0 and "resnet18" in output, errors
+
+
 def test_the_app_runs_a_fixed_size_backbone_at_its_own_size(workdir):
     """input.height/width defaulted to 224: a backbone that takes one size (a proposal's input_size) failed in the
     featx app, run=false too, unless the user typed that size."""

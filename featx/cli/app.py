@@ -230,6 +230,62 @@ def check_config_name(app: str, flags: argparse.Namespace) -> None:
         )
 
 
+#: each app's packaged config, which a config of the user's (``--config-name``) must start from
+APP_CONFIGS = {"featx": "config", "featx-extract": "extract", "featx-export": "export"}
+
+
+def _overrides_a_group(entry: object) -> bool:
+    """Whether a defaults-list entry is an ``override group: choice``."""
+    return isinstance(entry, dict) and str(next(iter(entry), "")).startswith("override ")
+
+
+def _first_default(path: Path) -> Optional[str]:
+    """The name the defaults list of the config file ``path`` starts from (``_self_`` and ``override ...`` entries
+    passed over; ``/config`` and ``config@_global_`` read as ``config``), or None."""
+    try:
+        defaults = read_spec_file(path).get("defaults")
+    except SpecError:
+        return None  # Hydra names what is wrong with the file when it composes it
+    entries = [e for e in defaults if e != "_self_" and not _overrides_a_group(e)] if isinstance(defaults, list) else []
+    if not entries or not isinstance(entries[0], str):
+        return None
+    return entries[0].lstrip("/").split("@", 1)[0].removesuffix(".yaml")
+
+
+def check_primary_config(app: str, flags: argparse.Namespace, folders: Sequence[Path]) -> None:
+    """The primary config in the user's folders (``folders``): a file named like an app config is refused (Hydra
+    reads featx's own and ignores it), and one named by ``--config-name`` must start from an app config, directly or
+    through files of the user's: the apps' run folders and their checks come with those configs; without them,
+    Hydra writes its files into the working directory (``outputs/``)."""
+    name = (flags.config_name or APP_CONFIGS[app]).removesuffix(".yaml")
+    seen: List[Path] = []
+    while True:
+        found = next((folder / f"{name}.yaml" for folder in folders if (folder / f"{name}.yaml").is_file()), None)
+        if name in APP_CONFIGS.values():
+            if found is not None:
+                fail(
+                    app,
+                    f"{found} is named like featx's app config {name}.yaml, which Hydra reads instead and ignores "
+                    f"yours; rename it (e.g. my_{name}.yaml) and pass --config-name my_{name}",
+                )
+            return
+        if found is None or found in seen:
+            break
+        seen.append(found)
+        first = _first_default(found)
+        if first is None:
+            break
+        name = first
+    if seen:
+        fail(
+            app,
+            f"--config-name {shortened(str(flags.config_name))}: {seen[-1]} does not start from an app config: the "
+            f"first entry of its defaults list must be {', '.join(APP_CONFIGS.values())} (or a file of yours that "
+            "starts from one), whose run folders and checks the apps need (without them Hydra writes into the "
+            "working directory)",
+        )
+
+
 def check_package(app: str, flags: argparse.Namespace, schema: type) -> None:
     """Refuse a ``--cfg ... --package`` (``-p``) key that the shown config lacks: Hydra says so without featx's
     prefix or the valid keys. Keys below a node the schema does not type (a stage's name) are left to Hydra."""
@@ -635,6 +691,7 @@ def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str]
     check_choices(app, overrides, custom_roots or searchpath)
     check_plain_keys(app, overrides, schema)
     check_user_backbone_files(app, overrides, config_dirs(flags, overrides))
+    check_primary_config(app, flags, config_dirs(flags, overrides))
 
 
 @contextlib.contextmanager
