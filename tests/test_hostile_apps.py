@@ -1046,6 +1046,24 @@ def test_a_resolver_in_a_users_backbone_file_is_refused_naming_the_file(workdir)
     )
 
 
+@pytest.mark.parametrize("entry", ["leak", "/backbone/leak"])
+def test_a_resolver_in_a_backbone_file_another_one_brings_in_is_refused(workdir, monkeypatch, entry):
+    """A file chosen on the command line was read; one its defaults list brings in was not, and --cfg job --resolve
+    printed the environment variable it reads."""
+    monkeypatch.setenv("FEATX_TEST_SECRET", "hunter2")
+    backbones = workdir / "mine" / "backbone"
+    backbones.mkdir(parents=True)
+    (backbones / "leak.yaml").write_text("defaults:\n  - resnet18\n  - _self_\nweights: ${oc.env:FEATX_TEST_SECRET}\n")
+    (backbones / "wrap.yaml").write_text(f"defaults:\n  - {entry}\n  - _self_\nfrozen_stages: 0\n")
+    arguments = ["--config-dir", str(workdir / "mine"), "--cfg", "job", "--resolve", "backbone=wrap"]
+    code, errors, output = run_app("featx", arguments, workdir)
+    assert _message(code, errors) == (
+        f"featx: error: {backbones / 'leak.yaml'}: backbone.weights: calls an OmegaConf resolver (${{name:...}}); a "
+        "backbone spec is data, and featx resolves no resolver (they can read the environment). Put the value itself"
+    )
+    assert "hunter2" not in output + errors
+
+
 def test_completion_composes_only_a_line_featx_would_run(tmp_path):
     """Hydra's completion composed the config from the words of COMP_LINE with none of featx's checks: it printed
     an environment variable a file outside the config roots read, and expanded an alias bomb for minutes."""

@@ -48,7 +48,7 @@ import re
 import sys
 import typing
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import yaml
 from hydra._internal.utils import get_args, get_args_parser
@@ -364,15 +364,34 @@ def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]
     choices = [choice for override in backbone_overrides for choice in _choice_values(override)]
     values: List[object] = [override.value() for override in backbone_overrides]  # Override.value()'s type lacks Glob
     patterns = [value for value in values if isinstance(value, Glob)]
+    chosen = list(choices)
     for folder in folders:
         names = sorted(path.stem for path in (folder / "backbone").glob("*.yaml")) if patterns else []
-        for choice in choices + [name for pattern in patterns for name in pattern.filter(names)]:
-            path = folder / "backbone" / f"{choice}.yaml"
+        chosen += [name for pattern in patterns for name in pattern.filter(names)]
+    read: List[str] = []
+    while chosen:  # each chosen file, and the backbone files their defaults lists bring in
+        choice = chosen.pop(0)
+        if choice in read:
+            continue
+        read.append(choice)
+        for path in (folder / "backbone" / f"{choice}.yaml" for folder in folders):
             if path.is_file():
                 try:
-                    refuse_resolvers(read_spec_file(path))
+                    content = read_spec_file(path)
+                    refuse_resolvers(content)
                 except SpecError as error:
                     fail(app, str(error if error.origin is not None else error.with_origin(str(path))))
+                chosen += _backbone_defaults(content)
+
+
+def _backbone_defaults(content: Dict[str, Any]) -> List[str]:
+    """The backbone files a backbone file's defaults list names (``other`` or ``/backbone/other``)."""
+    defaults = content.get("defaults")
+    entries = [entry for entry in defaults if isinstance(entry, str)] if isinstance(defaults, list) else []
+    names = [entry.split("@", 1)[0].removesuffix(".yaml") for entry in entries if entry != "_self_"]
+    return [
+        name.removeprefix("/backbone/") for name in names if not name.startswith("/") or name.startswith("/backbone/")
+    ]
 
 
 def _is_true_or_false(value: object) -> bool:
