@@ -356,6 +356,7 @@ CASES = [
     ),
     # a sweep value of the wrong type is refused before any job runs (Hydra would stop the sweep while composing)
     ("featx", ["-m", "input.height=64,abc,96"], r"^featx: error: input\.height: Value 'abc' of type 'str' could not"),
+    ("featx", ["-m", "++input.height=64,abc,96"], r"^featx: error: input\.height: Value 'abc' of type 'str' could no"),
     ("featx", ["-m", "backbone.frozen_stages=0,true"], r"^featx: error: backbone\.frozen_stages: Value 'True'"),
     ("featx", ["-m", "run=range(0,3)"], r"^featx: error: run: must be true or false, got 0$"),
     ("featx", ["run=yes"], r"^featx: error: run: must be true or false, got 'yes'$"),

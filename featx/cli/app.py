@@ -444,10 +444,12 @@ def _values(override: Override) -> List[object]:
 def check_plain_keys(app: str, overrides: Sequence[Tuple[str, Override]], schema: type) -> None:
     """Refuse, before Hydra composes (whose message spans lines and suggests the ``+`` form), a plain override
     (``input.heigth=300``) of a key ``schema`` lacks, or of a value its type cannot hold (``run=maybe``,
-    ``backbone.frozen_stages=true``), each value of a sweep included: Hydra would stop the sweep while composing."""
+    ``backbone.frozen_stages=true``), each value of a sweep included: Hydra would stop the sweep while composing.
+    ``++key=...`` sets a key as a plain override does (and adds none to a typed config): checked alike."""
     for _, override in overrides:
         key = override.key_or_group
-        if override.type != OverrideType.CHANGE or key == "backbone" or key.startswith("hydra") or "/" in key:
+        setting = override.type in (OverrideType.CHANGE, OverrideType.FORCE_ADD)
+        if not setting or key == "backbone" or key.startswith("hydra") or "/" in key:
             continue
         problem = _problem_with(key, schema, _values(override))
         if problem is not None:
