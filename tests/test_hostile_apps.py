@@ -1065,6 +1065,22 @@ def test_a_resolver_in_a_backbone_file_another_one_brings_in_is_refused(workdir,
     assert "hunter2" not in output + errors
 
 
+def test_two_files_of_one_name_in_a_subfolder_of_backbone_are_refused(workdir):
+    """backbone=sub/x with sub/x.yaml in two config roots: Hydra took the first without a word (only files directly
+    in backbone/ were compared)."""
+    for root, model in (("first", "resnet18"), ("second", "resnet34")):
+        (workdir / root / "backbone" / "sub").mkdir(parents=True)
+        (workdir / root / "backbone" / "sub" / "x.yaml").write_text(f"defaults:\n  - /backbone/{model}\n  - _self_\n")
+    arguments = ["--config-dir", "first", f"hydra.searchpath=[file://{workdir / 'second'}]", "backbone=sub/x"]
+    code, errors, _ = run_app("featx", [*arguments, "run=false"], workdir)
+    assert code == 1 and re.match(
+        r"^featx: error: backbone=sub/x names 2 files on the config search path: .*first/backbone/sub/x\.yaml \(which "
+        r"Hydra would use\) and .*second/backbone/sub/x\.yaml \(ignored\)\. Rename your file, e\.g\. to "
+        r"sub/my_x\.yaml$",
+        _message(code, errors),
+    ), errors
+
+
 def test_completion_composes_only_a_line_featx_would_run(tmp_path):
     """Hydra's completion composed the config from the words of COMP_LINE with none of featx's checks: it printed
     an environment variable a file outside the config roots read, and expanded an alias bomb for minutes."""

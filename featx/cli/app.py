@@ -81,7 +81,7 @@ from featx.cli.output import reader_may_stop, reader_went_away, stdout_lost
 from featx.cli.output_folders import register_user_resolver, sweeps_started
 from featx.errors import ArgumentError, SpecError, first_line
 from featx.spec.apps import BackboneNode
-from featx.spec.config_files import backbone_files, backbone_names
+from featx.spec.config_files import backbone_names
 from featx.spec.keys import suggest
 from featx.spec.limits import quoted, shortened
 from featx.spec.load import refuse_resolvers
@@ -527,15 +527,18 @@ def _config_roots() -> List[Path]:
 
 
 def _refuse_shadowed_backbone() -> None:
-    """Two ``backbone/<choice>.yaml`` on the search path: Hydra silently takes the first; featx refuses."""
+    """Two ``backbone/<choice>.yaml`` on the search path (``choice`` may name a subfolder: ``sub/x``): Hydra silently
+    takes the first; featx refuses."""
     choice = HydraConfig.get().runtime.choices.get("backbone")
-    files = backbone_files(_config_roots()).get(choice, []) if choice is not None else []
+    candidates = [root / "backbone" / f"{choice}.yaml" for root in _config_roots()] if choice is not None else []
+    files = [path for path in candidates if path.is_file()]
     if len(files) > 1:
         used, *ignored = files
+        folder, _, name = str(choice).rpartition("/")
         raise ArgumentError(
             f"backbone={choice} names {len(files)} files on the config search path: {used} (which "
             f"Hydra would use) and {', '.join(map(str, ignored))} (ignored). Rename your file, e.g. to "
-            f"my_{choice}.yaml"
+            f"{folder + '/' if folder else ''}my_{name}.yaml"
         )
 
 
