@@ -127,6 +127,28 @@ def test_token_models_equal_timms_own_blocks(name, tmp_path):
     assert [info.stride for info in backbone.feature_info] == [patch] * 4
 
 
+@pytest.mark.parametrize(
+    ("name", "fpn"),
+    [("vit_tiny_patch16_224", None), ("vit_small_patch14_reg4_dinov2", 64), ("vit_tiny_r_s16_p8_224", None)],
+)
+def test_a_proposal_of_a_token_model_that_takes_one_size_says_it(name, fpn):
+    """The proposed YAML said input_size: null for a ViT whose patch embedding takes one size (the build worked it
+    out), as if it took any; a pyramid's stride 16 on a patch-14 model takes 16/14 of the image."""
+    model = timm.create_model(name, pretrained=False)
+    embed = model.patch_embed
+    patch = embed.patch_size[0]
+    try:  # timm's own patch embedding at a size other than its image size
+        embed(torch.zeros(1, 3, embed.img_size[0] + 2 * patch, embed.img_size[1] + 2 * patch))
+        one_size = False
+    except AssertionError:
+        one_size = True
+    stride = 16 if fpn is not None and patch & (patch - 1) else patch
+    expected = [embed.img_size[0] // patch * stride] * 2 if one_size else None
+    spec = featx.propose(f"timm:{name}", fpn=fpn)
+    assert spec["input_size"] == expected
+    assert featx.build(spec, overrides=["device=meta"]).spec.input_size == expected
+
+
 def test_token_model_with_the_simple_pyramid_in_a_detector():
     spec = featx.propose("timm:deit_tiny_patch16_224", fpn=64)
     assert spec["fpn"]["style"] == "simple"
@@ -450,7 +472,7 @@ def test_a_fixed_size_vit_with_tokens_stride_rebuilds_from_its_own_spec(tmp_path
     weights = tmp_path / "vit.pth"
     torch.save(reference.state_dict(), weights)
     spec = featx.propose("timm:vit_tiny_patch16_224")
-    spec.update(weights=str(weights), device="cpu", norm="eval")
+    spec.update(weights=str(weights), device="cpu", norm="eval", input_size=None)  # the build works out the size
     backbone = featx.build(spec, overrides=["tokens.stride=8"]).eval()
     assert backbone.spec.input_size == [112, 112]
     again = featx.build(backbone.spec).eval()

@@ -262,12 +262,14 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
         if fpn is not None and patch & (patch - 1):  # the pyramid's levels need a power-of-two stride
             tokens = dataclasses.replace(tokens, stride=1 << patch.bit_length())
             stages = tuple(dataclasses.replace(stage, stride=tokens.stride) for stage in stages)
+        grid = token_stages.grid  # a model that takes one size: the grid of its position embedding at the stride
         spec = dataclasses.replace(
             token_stages.spec,
             model=model_name,
             tokens=tokens,
             frozen_stages=frozen_stages,
             fpn=None if fpn is None else FpnSpec(out_channels=fpn, style="simple"),
+            input_size=None if grid is None else [grid * (tokens.stride or patch)] * 2,
         )
         return Proposal(spec, stages, (), token_stages.head, model_features)
     if len(stages) < 2:

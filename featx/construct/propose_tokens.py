@@ -52,6 +52,7 @@ class TokenStages:
     spec: BackboneSpec
     stages: Tuple[StageInfo, ...]
     head: Tuple[str, ...]
+    grid: Optional[int] = None  # the side of the patch grid, where the model takes one input size only
 
 
 def _token_parameters(model: nn.Module, channels: int) -> Optional[Tuple[List[str], str, int]]:
@@ -138,7 +139,7 @@ def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo], crop: i
     if side is None:
         return None
     try:
-        patch = patch_stride(model, embed, 3, (crop,))[0]
+        patch, _, _, one_size = patch_stride(model, embed, 3, (crop,))
     except SpecError:
         return None
     calls, _, _ = recorded_calls(model, (side * patch, side * patch))  # what ran before a failure still counts
@@ -201,4 +202,4 @@ def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo], crop: i
         out_features=[f"blocks{len(groups)}"],
     )
     stages = tuple(StageInfo(name, channels, patch, paths, ", ".join(paths)) for name, paths in member_paths.items())
-    return TokenStages(spec, stages, head)
+    return TokenStages(spec, stages, head, side if one_size else None)

@@ -144,11 +144,11 @@ def _fixed_size_output(
 
 def patch_stride(
     model: nn.Module, embed: str, in_channels: int, fixed_sides: Sequence[int] = (224,)
-) -> Tuple[int, int, bool]:
-    """The stride and channels of the patch embedding at ``embed``, and whether it returns tokens (``N×h·w×C``,
-    timm's ``PatchEmbed``) rather than a patch map (``N×C×h×w``), from its output for a large meta image; an
-    embedding that takes one size only (it checks the image size) is measured at the first of ``fixed_sides`` it
-    takes."""
+) -> Tuple[int, int, bool, bool]:
+    """The stride and channels of the patch embedding at ``embed``, whether it returns tokens (``N×h·w×C``, timm's
+    ``PatchEmbed``) rather than a patch map (``N×C×h×w``), and whether it takes one size only, from its output for a
+    large meta image; an embedding that takes one size only (it checks the image size) is measured at the first of
+    ``fixed_sides`` it takes."""
     try:
         side, output = _MEASURING_SIDE, _embedding_output(model, embed, in_channels, (_MEASURING_SIDE,) * 2)
     except SpecError:
@@ -165,7 +165,7 @@ def patch_stride(
             f"{embed!r} maps a {side}x{side} image to {found}: not a square grid of whole patches",
         )
     channels = int(output.shape[2]) if returns_tokens else int(output.shape[1])
-    return side // rows, channels, returns_tokens
+    return side // rows, channels, returns_tokens, side != _MEASURING_SIDE
 
 
 def _grid(tokens: int, patch: int, evaluation: Size) -> Optional[Grid]:
@@ -193,7 +193,7 @@ def resolve_tokens(
         )
     # a spec's input_size is the size before tokens.stride resizes it: a one-size embedding takes the crop size
     sides = dict.fromkeys((evaluation[0], default_crop_size(spec.model)))
-    patch, channels, returns_tokens = patch_stride(model, tokens.embed, in_channels, tuple(sides))
+    patch, channels, returns_tokens, _ = patch_stride(model, tokens.embed, in_channels, tuple(sides))
     prefix = [_find_parameter(model, path, "tokens", f"prefix[{i}]") for i, path in enumerate(tokens.prefix)]
     registered = [path for path, _ in model.named_parameters() if path in tokens.prefix]
     if list(tokens.prefix) != registered:
