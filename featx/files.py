@@ -146,7 +146,7 @@ def utf8_path(path: Path, what: str, reader: str = "safetensors opens") -> Path:
         os.fsencode(path).decode("utf-8")
     except UnicodeDecodeError:
         raise ArgumentError(
-            f"{what}: {printable_path(path)!r} is not valid UTF-8, and {reader} UTF-8 paths only; rename it"
+            f"{what}: '{printable_path(path)}' is not valid UTF-8, and {reader} UTF-8 paths only; rename it"
         ) from None
     return path
 

@@ -185,7 +185,7 @@ def test_featx_export_app_writes_a_checked_file(tmp_path):
         (lambda bb, d: export_backbone(bb, f"{d}/a\0.pt", "onnx", (32, 32)), r"^path must be a file system path"),
         (  # torch's TorchScript writer refused it with its own TypeError, and featx advised dynamic=False
             lambda bb, d: export_backbone(bb, os.fsdecode(bytes(d) + b"/bad\xff.pt"), "torchscript", (32, 32)),
-            r"^path: '.*bad\\\\xff\.pt' is not valid UTF-8, and torch's TorchScript trace writer takes UTF-8 paths",
+            r"^path: '.*bad\\xff\.pt' is not valid UTF-8, and torch's TorchScript trace writer takes UTF-8 paths",
         ),
     ],
     ids=[

@@ -929,13 +929,19 @@ _CONFIG_FIRST = "defaults:\n  - config\n  - override backbone: resnet18\n  - _se
         (  # Hydra's usual layout, without featx's run folders and checks: outputs/ in the working directory
             {"myapp.yaml": _SCHEMA_FIRST},
             ["--config-name", "myapp"],
-            r"--config-name myapp: .*myapp\.yaml does not start from an app config: the first entry of its defaults "
-            r"list must be config, extract, export \(or a file of yours that starts from one\)",
+            r"--config-name myapp: .*myapp\.yaml does not start from featx's config: the first entry of its defaults "
+            r"list must be config \(or a file of yours that starts from it\)",
         ),
         (  # through another file of the user's
             {"myapp.yaml": "defaults:\n  - base\n  - _self_\n", "base.yaml": _SCHEMA_FIRST},
             ["--config-name", "myapp"],
-            r"--config-name myapp: .*base\.yaml does not start from an app config",
+            r"--config-name myapp: .*base\.yaml does not start from featx's config",
+        ),
+        (  # another app's config: Hydra failed on the first key that app's schema lacks
+            {"myapp.yaml": "defaults:\n  - extract\n  - _self_\n"},
+            ["--config-name", "myapp"],
+            r"--config-name myapp: .*myapp\.yaml starts from extract, the config of featx-extract; featx runs from "
+            r"config$",
         ),
         (  # Hydra read featx's own config.yaml and ignored the user's, values and all
             {"config.yaml": _SCHEMA_FIRST},
@@ -944,7 +950,7 @@ _CONFIG_FIRST = "defaults:\n  - config\n  - override backbone: resnet18\n  - _se
             r"yours; rename it \(e\.g\. my_config\.yaml\) and pass --config-name my_config$",
         ),
     ],
-    ids=["schema-first", "through-a-file", "named-config"],
+    ids=["schema-first", "through-a-file", "other-apps-config", "named-config"],
 )
 def test_a_users_primary_config_must_start_from_an_app_config(workdir, files, arguments, message):
     mine = workdir / "mine"
@@ -955,6 +961,18 @@ def test_a_users_primary_config_must_start_from_an_app_config(workdir, files, ar
     code, errors, _ = run_app("featx", ["--config-dir", "mine", *arguments], workdir, True, run_dirs=False)
     assert code == 1 and re.match(r"^featx: error: " + message, errors.strip()), errors
     assert folder_state(workdir) == before  # no outputs/ in the working directory
+
+
+def test_a_projects_own_config_beside_its_backbone_folder_is_left_alone(workdir):
+    """A Hydra project keeps its own conf/config.yaml next to conf/backbone/: featx reads its own config.yaml and
+    the project's backbone files, as before; only a config.yaml meant for featx (starting from one of its configs
+    or schemas) is refused."""
+    conf = workdir / "conf"
+    (conf / "backbone").mkdir(parents=True)
+    (conf / "config.yaml").write_text("defaults:\n  - trainer: default\n  - _self_\nlr: 0.1\n")
+    (conf / "backbone" / "my_bb.yaml").write_text("defaults:\n  - resnet18\n  - _self_\nfrozen_stages: 0\n")
+    code, errors, output = run_app("featx", ["--config-dir", "conf", "backbone=my_bb", "run=false"], workdir)
+    assert code == 0 and "resnet18" in output, errors
 
 
 def test_a_users_primary_config_that_starts_from_an_app_config_runs(workdir):
@@ -1079,6 +1097,16 @@ def test_two_files_of_one_name_in_a_subfolder_of_backbone_are_refused(workdir):
         r"sub/my_x\.yaml$",
         _message(code, errors),
     ), errors
+
+
+def test_an_export_path_torchs_writer_cannot_take_is_named_before_the_build(workdir):
+    path = os.fsdecode(b"out\xff.pt")
+    arguments = ["backbone=squeezenet1_1", "export.format=torchscript", f"export.path='{path}'"]
+    code, errors, _ = run_app("featx-export", arguments, workdir)
+    assert _message(code, errors) == (
+        "featx-export: error: export.path: 'out\\xff.pt' is not valid UTF-8, and torch's TorchScript trace writer "
+        "takes UTF-8 paths only; rename it"
+    )
 
 
 def test_completion_composes_only_a_line_featx_would_run(tmp_path):

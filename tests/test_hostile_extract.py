@@ -570,7 +570,7 @@ def test_an_image_the_crop_would_resize_past_the_pixel_bound_is_skipped_before_r
     skipped = {Path(e["path"]).name: e["skipped"] for e in _manifest(tmp_path / "out") if "skipped" in e}
     assert summary.images == 1
     assert skipped == {
-        "strip.png": "32x1 pixels would be resized to 4681x149792 for the crop, more than the 67108864 pixels an "
+        "strip.png": "32x1 pixels would be resized to 149792x4681 for the crop, more than the 67108864 pixels an "
         "image may take; crop it first, or choose a smaller extract.size"
     }
 
@@ -1242,10 +1242,10 @@ def test_an_output_folder_safetensors_cannot_open_is_refused_before_any_work(pho
     """safetensors opens UTF-8 paths only: shards were written under a non-UTF-8 folder name, then refused as
     unreadable (advising to delete them), in this run and every rerun."""
     output = Path(os.fsdecode(bytes(tmp_path) + b"/o\xff"))
-    with pytest.raises(ArgumentError, match=r"^extract\.output: '.*/o\\\\xff' is not valid UTF-8, and safetensors "):
+    with pytest.raises(ArgumentError, match=r"^extract\.output: '.*/o\\xff' is not valid UTF-8, and safetensors "):
         extract(_spec(), _options(photos, output))
     assert not output.exists()
-    with pytest.raises(ArgumentError, match=r"^read_features\(\): output_dir: '.*/o\\\\xff' is not valid UTF-8"):
+    with pytest.raises(ArgumentError, match=r"^read_features\(\): output_dir: '.*/o\\xff' is not valid UTF-8"):
         featx.read_features(output)
 
 

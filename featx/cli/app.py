@@ -221,7 +221,7 @@ def check_config_name(app: str, flags: argparse.Namespace) -> None:
             "path; put the file in a folder and pass that folder with --config-dir",
         )
     first = PurePosixPath(name).parts[0].removesuffix(".yaml") if PurePosixPath(name).parts else ""
-    not_apps = {entry.removesuffix(".yaml") for entry in ConfigStore.instance().repo} | {"backbone"}
+    not_apps = set(_schema_names()) | {"backbone"}
     if first in not_apps:
         fail(
             app,
@@ -252,37 +252,50 @@ def _first_default(path: Path) -> Optional[str]:
     return entries[0].lstrip("/").split("@", 1)[0].removesuffix(".yaml")
 
 
+def _schema_names() -> List[str]:
+    """The names of the configs featx stores in Hydra's ConfigStore (its schemas: ``featx_app_schema``, ...)."""
+    return [entry.removesuffix(".yaml") for entry in ConfigStore.instance().repo]
+
+
 def check_primary_config(app: str, flags: argparse.Namespace, folders: Sequence[Path]) -> None:
-    """The primary config in the user's folders (``folders``): a file named like an app config is refused (Hydra
-    reads featx's own and ignores it), and one named by ``--config-name`` must start from an app config, directly or
-    through files of the user's: the apps' run folders and their checks come with those configs; without them,
-    Hydra writes its files into the working directory (``outputs/``)."""
-    name = (flags.config_name or APP_CONFIGS[app]).removesuffix(".yaml")
+    """The primary config in the user's folders (``folders``). One named by ``--config-name`` must start from this
+    app's config, directly or through files of the user's: the app's run folders and their checks come with it;
+    without them, Hydra writes its files into the working directory (``outputs/``). A file named like an app config
+    and meant for featx (it starts from an app config or a schema of featx's) is refused: Hydra reads featx's own
+    and ignores it (a project's own ``config.yaml`` beside its ``backbone/`` is left alone)."""
+    own, apps = APP_CONFIGS[app], set(APP_CONFIGS.values())
+    name = (flags.config_name or own).removesuffix(".yaml")
     seen: List[Path] = []
     while True:
         found = next((folder / f"{name}.yaml" for folder in folders if (folder / f"{name}.yaml").is_file()), None)
-        if name in APP_CONFIGS.values():
-            if found is not None:
+        first = None if found is None else _first_default(found)
+        if name in apps:
+            if found is not None and first in apps | set(_schema_names()):
                 fail(
                     app,
                     f"{found} is named like featx's app config {name}.yaml, which Hydra reads instead and ignores "
                     f"yours; rename it (e.g. my_{name}.yaml) and pass --config-name my_{name}",
                 )
+            if name != own:
+                fail(
+                    app,
+                    f"--config-name {shortened(str(flags.config_name))}: "
+                    f"{'it is' if not seen else f'{seen[-1]} starts from'} {name}, the config of "
+                    f"{next(key for key, value in APP_CONFIGS.items() if value == name)}; {app} runs from {own}",
+                )
             return
-        if found is None or found in seen:
+        if found is None or found in seen or first is None:
+            if found is not None and found not in seen:
+                seen.append(found)
             break
         seen.append(found)
-        first = _first_default(found)
-        if first is None:
-            break
         name = first
     if seen:
         fail(
             app,
-            f"--config-name {shortened(str(flags.config_name))}: {seen[-1]} does not start from an app config: the "
-            f"first entry of its defaults list must be {', '.join(APP_CONFIGS.values())} (or a file of yours that "
-            "starts from one), whose run folders and checks the apps need (without them Hydra writes into the "
-            "working directory)",
+            f"--config-name {shortened(str(flags.config_name))}: {seen[-1]} does not start from {app}'s config: the "
+            f"first entry of its defaults list must be {own} (or a file of yours that starts from it), whose run "
+            "folders and checks the app needs (without them Hydra writes into the working directory)",
         )
 
 

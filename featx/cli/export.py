@@ -29,7 +29,7 @@ APP = "featx-export"
 @app_task(APP, ExportAppConfig)
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and write ``cfg.export``."""
-    from featx.tasks.export import FORMATS, export_backbone  # torch: imported by a job only (not --help, -sc, ...)
+    from featx.tasks.export import FORMATS, export_backbone, export_path  # torch: by a job only (not --help, -sc)
 
     options = cfg.export  # every key set and of its type (app_task checked)
     if options.format not in FORMATS:
@@ -41,7 +41,7 @@ def run(cfg: DictConfig) -> None:
             "path (./- for a file named '-')",
         )
     with reported_errors(APP):
-        file_path_argument(options.path, "export.path")
+        export_path(file_path_argument(options.path, "export.path"), options.format, "export.path")
         # the given values' bounds before the build; the pixel limit is checked again at the size it traces
         check_batch_shape("export", options.batch_size, *input_size(options.height, options.width, (1, 1)))
         backbone = featx.build(cfg.backbone)

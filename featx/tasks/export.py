@@ -132,6 +132,13 @@ def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int,
     return lambda x: [torch.from_numpy(out) for out in session.run(None, {"image": x.cpu().numpy()})]
 
 
+def export_path(path: Path, format: str, key: str) -> Path:
+    """``path`` where torch's writer of ``format`` can write, else :class:`ArgumentError` naming ``key``: TorchScript
+    and ONNX take paths that are UTF-8 (their writers take text; ``torch.export`` writes through an open file).
+    Example: ``export_path(Path("bb.pt"), "torchscript", "export.path")``."""
+    return path if format == "exported" else utf8_path(path, key, reader=f"torch's {_WRITTEN[format]} writer takes")
+
+
 def _write(format: str, backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> Optional[RunLoaded]:
     """Write ``backbone`` as ``format`` to ``path`` and return how to run the file (``None``: no ONNX runtime)."""
     if format == "torchscript":
@@ -266,8 +273,7 @@ def export_backbone(
     path = file_path_argument(path, "path")
     if not isinstance(format, str) or format not in FORMATS:
         raise ArgumentError(f"format: {format!r} is unknown (valid: {', '.join(FORMATS)})")
-    if format != "exported":
-        utf8_path(path, "path", reader=f"torch's {_WRITTEN[format]} writer takes")
+    export_path(path, format, "path")
     if not (isinstance(example_size, (tuple, list)) and len(example_size) == 2):
         raise ArgumentError(f"example_size: expected (height, width), got {example_size!r:.80}")
     flag_argument(dynamic, "dynamic")

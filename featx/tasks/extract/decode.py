@@ -112,8 +112,9 @@ def check_proportions(size: Tuple[int, int], shorter_side: Optional[int] = None)
     if shorter_side is not None:
         longer = max(width, height) * shorter_side // min(width, height)
         if shorter_side * longer > MAX_RESIZED_PIXELS:
+            resized = f"{longer}x{shorter_side}" if width > height else f"{shorter_side}x{longer}"  # width x height
             raise SkippedImage(
-                f"{width}x{height} pixels would be resized to {shorter_side}x{longer} for the crop, more than the "
+                f"{width}x{height} pixels would be resized to {resized} for the crop, more than the "
                 f"{MAX_RESIZED_PIXELS} pixels an image may take; crop it first, or choose a smaller extract.size"
             )
 
