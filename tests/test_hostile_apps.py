@@ -1109,6 +1109,21 @@ def test_an_export_path_torchs_writer_cannot_take_is_named_before_the_build(work
     )
 
 
+@pytest.mark.parametrize("entry", ["/frag/t@_here_", "{/frag: t}", "{sub: t}"])
+def test_a_resolver_in_a_config_file_of_another_group_a_backbone_file_brings_in_is_refused(workdir, monkeypatch, entry):
+    monkeypatch.setenv("FEATX_TEST_SECRET", "hunter2")
+    mine = workdir / "mine"
+    target = mine / ("backbone/sub" if "sub" in entry else "frag")
+    target.mkdir(parents=True)
+    (mine / "backbone").mkdir(exist_ok=True)
+    (target / "t.yaml").write_text("weights: ${oc.env:FEATX_TEST_SECRET}\n")
+    (mine / "backbone" / "other.yaml").write_text(f"defaults:\n  - resnet18\n  - {entry}\n  - _self_\n")
+    arguments = ["--config-dir", str(mine), "--cfg", "job", "--resolve", "backbone=other"]
+    code, errors, output = run_app("featx", arguments, workdir)
+    assert _message(code, errors).startswith(f"featx: error: {target / 't.yaml'}: backbone.weights: calls an OmegaConf")
+    assert "hunter2" not in output + errors
+
+
 def test_completion_composes_only_a_line_featx_would_run(tmp_path):
     """Hydra's completion composed the config from the words of COMP_LINE with none of featx's checks: it printed
     an environment variable a file outside the config roots read, and expanded an alias bomb for minutes."""

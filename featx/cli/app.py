@@ -377,34 +377,47 @@ def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]
     choices = [choice for override in backbone_overrides for choice in _choice_values(override)]
     values: List[object] = [override.value() for override in backbone_overrides]  # Override.value()'s type lacks Glob
     patterns = [value for value in values if isinstance(value, Glob)]
-    chosen = list(choices)
+    chosen = [f"backbone/{choice}" for choice in choices]
     for folder in folders:
         names = sorted(path.stem for path in (folder / "backbone").glob("*.yaml")) if patterns else []
-        chosen += [name for pattern in patterns for name in pattern.filter(names)]
+        chosen += [f"backbone/{name}" for pattern in patterns for name in pattern.filter(names)]
     read: List[str] = []
-    while chosen:  # each chosen file, and the backbone files their defaults lists bring in
-        choice = chosen.pop(0)
-        if choice in read:
+    while chosen:  # each chosen file, and the config files their defaults lists bring in (of any group)
+        config = chosen.pop(0)
+        if config in read or len(read) > _MAX_DEFAULTS_FILES:
             continue
-        read.append(choice)
-        for path in (folder / "backbone" / f"{choice}.yaml" for folder in folders):
+        read.append(config)
+        for path in (folder / f"{config}.yaml" for folder in folders):
             if path.is_file():
                 try:
                     content = read_spec_file(path)
                     refuse_resolvers(content)
                 except SpecError as error:
                     fail(app, str(error if error.origin is not None else error.with_origin(str(path))))
-                chosen += _backbone_defaults(content)
+                chosen += _defaults_files(content, config.rpartition("/")[0])
 
 
-def _backbone_defaults(content: Dict[str, Any]) -> List[str]:
-    """The backbone files a backbone file's defaults list names (``other`` or ``/backbone/other``)."""
+#: the most config files the resolver check follows through defaults lists (Hydra's own composition is bounded too)
+_MAX_DEFAULTS_FILES = 1000
+
+
+def _defaults_files(content: Dict[str, Any], group: str) -> List[str]:
+    """The config files (``group/name``, from the config root) the defaults list of a file in ``group`` names:
+    ``other`` and ``sub: other`` relative to ``group``, ``/frag/t`` and ``/frag: t`` from the root (a package,
+    ``@...``, and ``optional`` dropped; ``override`` entries included: they choose files too)."""
     defaults = content.get("defaults")
-    entries = [entry for entry in defaults if isinstance(entry, str)] if isinstance(defaults, list) else []
-    names = [entry.split("@", 1)[0].removesuffix(".yaml") for entry in entries if entry != "_self_"]
-    return [
-        name.removeprefix("/backbone/") for name in names if not name.startswith("/") or name.startswith("/backbone/")
-    ]
+    files: List[str] = []
+    for entry in defaults if isinstance(defaults, list) else []:
+        if isinstance(entry, str) and entry != "_self_":
+            files.append(entry)
+        elif isinstance(entry, dict):
+            for key, options in entry.items():
+                key = str(key).removeprefix("override ").removeprefix("optional ").strip().split("@", 1)[0]
+                for option in options if isinstance(options, list) else [options]:
+                    if isinstance(option, str):
+                        files.append(f"{key}/{option}")
+    named = [file.split("@", 1)[0].removesuffix(".yaml") for file in files]
+    return [name[1:] if name.startswith("/") else f"{group}/{name}".lstrip("/") for name in named]
 
 
 def _is_true_or_false(value: object) -> bool:
