@@ -416,7 +416,10 @@ def record(module, args):
 backbone = featx.build("squeezenet1_1", overrides=["device=cpu"]).eval()
 backbone.register_forward_pre_hook(record)
 export_backbone(backbone, Path(tempfile.mkdtemp()) / "b.pt", "torchscript", (64, 64))
-print(json.dumps({"before": before, "after": current(), "checked_with": seen[-2:]}))
+after = current()
+if settings == "defaults":  # nothing was changed: every setting still follows torch's global one
+    torch.backends.fp32_precision = "ieee"
+print(json.dumps({"before": before, "after": after, "checked_with": seen[-2:], "then": current()}))
 """
 
 
@@ -442,6 +445,8 @@ def test_the_check_compares_in_float32_and_leaves_the_users_precision_settings(s
     assert found["before"] == before and found["after"] == before
     assert all(all(precision in ("ieee", "none") for precision in run) for run in found["checked_with"])
     assert len(found["checked_with"]) == 2  # the traced size and another
+    if settings == "defaults":  # (the legacy setters turned the defaults into fixed values: cuDNN stayed in TF32)
+        assert found["then"] == ["ieee"] * 5
 
 
 @pytest.mark.parametrize("outcome", ["written", "refused"])
