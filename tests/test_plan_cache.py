@@ -541,6 +541,25 @@ def test_the_structure_fingerprint_changes_with_a_replaced_forward_or_width_and_
     assert fingerprint() == original
 
 
+def test_a_patched_helper_of_a_models_forward_is_planned_afresh(cache, monkeypatch):
+    """ResNet.forward calls _forward_impl: only forward's code location was in the fingerprint, so a plan cached for
+    torchvision's _forward_impl was used for a patched one that computes on layer1's output before layer2 (a spec
+    the same build without the cache refuses)."""
+    spec = resnet18_spec(stages=C2_C3, device="meta")
+    featx.build(spec)  # planned and cached with torchvision's code
+    assert len(_entries(cache)) == 1
+    resnet = torchvision.models.resnet.ResNet
+
+    def _forward_impl(self, x):  # the user's: layer1's output doubled (not a module) before layer2
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer2(self.layer1(x) * 2)
+        return self.fc(torch.flatten(self.avgpool(self.layer4(self.layer3(x))), 1))
+
+    monkeypatch.setattr(resnet, "_forward_impl", _forward_impl)
+    with pytest.raises(featx.SpecError, match=r"the model's own forward computes on the output of 'layer1'"):
+        featx.build(spec)
+
+
 def test_a_user_builder_under_torchvisions_own_decorator_is_not_torchvisions(cache, monkeypatch):
     """torchvision's handle_legacy_interface wraps the user's function: the wrapper's code is torchvision's, the
     function it wraps is not."""

@@ -1,10 +1,10 @@
 """A model's structure: its module tree (paths, classes, ``extra_repr``: widths, kernels, strides) and every
 parameter's and buffer's shape.
 
-- :func:`structure_fingerprint`: a hash of it plus where each module's ``forward`` code lives, so that a cached
-  plan is used only for a model built as the one it was made from (a library class patched at run time, a block's
-  ``expansion`` or a ``forward`` replaced by the user's, gives another fingerprint where the library's version does
-  not change).
+- :func:`structure_fingerprint`: a hash of it plus where the code of each module's methods lives (``forward`` and
+  the helpers it calls), so that a cached plan is used only for a model built as the one it was made from (a
+  library class patched at run time, a block's ``expansion``, a ``forward`` or a helper such as ResNet's
+  ``_forward_impl`` replaced by the user's, gives another fingerprint where the library's version does not change).
 - :func:`structure_differences`: where two modules' trees differ, module by module (``featx.save`` compares a
   backbone with what its spec builds).
 
@@ -57,15 +57,29 @@ def _tensor_shapes(module: nn.Module) -> str:
     )
 
 
+def _class_code(kind: type, folders: Dict[str, str]) -> str:
+    """Where the code of every method of ``kind`` and its bases below ``nn.Module`` lives: ``forward`` and the
+    helpers it calls (ResNet's ``_forward_impl``, ViT's ``_process_input``), so that patching any of them shows."""
+    methods = []
+    for base in kind.__mro__:
+        if base in (nn.Module, object):
+            continue
+        for name, value in sorted(vars(base).items()):
+            function = getattr(value, "__func__", value)  # a staticmethod's or classmethod's function
+            if callable(function) and hasattr(function, "__code__"):
+                methods.append(f"{base.__qualname__}.{name}={_code_location(function, folders)}")
+    return ";".join(methods)
+
+
 def structure_fingerprint(model: nn.Module) -> str:
-    """A SHA-256 over ``model``'s module tree, tensor shapes and forward code locations (see the module docstring)."""
+    """A SHA-256 over ``model``'s module tree, tensor shapes and method code locations (see the module docstring)."""
     folders = _library_folders()
     digest = hashlib.sha256()
     locations: Dict[type, str] = {}  # per class: resolving a file's links costs a system call per folder
     for path, module in model.named_modules():
         kind = type(module)
         if kind not in locations:
-            locations[kind] = _code_location(kind.forward, folders)
+            locations[kind] = _class_code(kind, folders)
         line = (
             f"{path}|{kind.__module__}.{kind.__qualname__}|{module.extra_repr()}|"
             f"{locations[kind]}|{_tensor_shapes(module)}\n"
