@@ -451,7 +451,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        '                chosen += _defaults_files(content, config.rpartition("/")[0])',
+        '                chosen += [name for name, _ in _defaults_entries(content, config.rpartition("/")[0])]',
         "                pass",
         "a resolver in a file a backbone file brings in prints the environment",
     ),

@@ -234,22 +234,15 @@ def check_config_name(app: str, flags: argparse.Namespace) -> None:
 APP_CONFIGS = {"featx": "config", "featx-extract": "extract", "featx-export": "export"}
 
 
-def _overrides_a_group(entry: object) -> bool:
-    """Whether a defaults-list entry is an ``override group: choice``."""
-    return isinstance(entry, dict) and str(next(iter(entry), "")).startswith("override ")
-
-
 def _first_default(path: Path) -> Optional[str]:
-    """The name the defaults list of the config file ``path`` starts from (``_self_`` and ``override ...`` entries
-    passed over; ``/config`` and ``config@_global_`` read as ``config``), or None."""
+    """The config the defaults list of the primary config file ``path`` starts from (``_self_`` and ``override``
+    entries passed over; ``/config`` and ``config@_global_`` read as ``config``), or None."""
     try:
-        defaults = read_spec_file(path).get("defaults")
+        content = read_spec_file(path)
     except SpecError:
         return None  # Hydra names what is wrong with the file when it composes it
-    entries = [e for e in defaults if e != "_self_" and not _overrides_a_group(e)] if isinstance(defaults, list) else []
-    if not entries or not isinstance(entries[0], str):
-        return None
-    return entries[0].lstrip("/").split("@", 1)[0].removesuffix(".yaml")
+    chosen = [name for name, overriding in _defaults_entries(content, "") if not overriding]
+    return chosen[0] if chosen else None
 
 
 def _schema_names() -> List[str]:
@@ -394,30 +387,31 @@ def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]
                     refuse_resolvers(content)
                 except SpecError as error:
                     fail(app, str(error if error.origin is not None else error.with_origin(str(path))))
-                chosen += _defaults_files(content, config.rpartition("/")[0])
+                chosen += [name for name, _ in _defaults_entries(content, config.rpartition("/")[0])]
 
 
 #: the most config files the resolver check follows through defaults lists (Hydra's own composition is bounded too)
 _MAX_DEFAULTS_FILES = 1000
 
 
-def _defaults_files(content: Dict[str, Any], group: str) -> List[str]:
-    """The config files (``group/name``, from the config root) the defaults list of a file in ``group`` names:
-    ``other`` and ``sub: other`` relative to ``group``, ``/frag/t`` and ``/frag: t`` from the root (a package,
-    ``@...``, and ``optional`` dropped; ``override`` entries included: they choose files too)."""
+def _defaults_entries(content: Dict[str, Any], group: str) -> List[Tuple[str, bool]]:
+    """The config files (``group/name``, from the config root) the defaults list of a file in ``group`` names, each
+    with whether it is an ``override`` entry: ``other`` and ``sub: other`` relative to ``group``, ``/frag/t`` and
+    ``/frag: t`` from the root (a package, ``@...``, and ``optional`` dropped; ``_self_`` left out)."""
     defaults = content.get("defaults")
-    files: List[str] = []
+    entries: List[Tuple[str, bool]] = []
     for entry in defaults if isinstance(defaults, list) else []:
         if isinstance(entry, str) and entry != "_self_":
-            files.append(entry)
+            entries.append((entry, False))
         elif isinstance(entry, dict):
             for key, options in entry.items():
+                overriding = str(key).startswith("override ")
                 key = str(key).removeprefix("override ").removeprefix("optional ").strip().split("@", 1)[0]
                 for option in options if isinstance(options, list) else [options]:
                     if isinstance(option, str):
-                        files.append(f"{key}/{option}")
-    named = [file.split("@", 1)[0].removesuffix(".yaml") for file in files]
-    return [name[1:] if name.startswith("/") else f"{group}/{name}".lstrip("/") for name in named]
+                        entries.append((f"{key}/{option}", overriding))
+    named = [(name.split("@", 1)[0].removesuffix(".yaml"), overriding) for name, overriding in entries]
+    return [(name[1:] if name.startswith("/") else f"{group}/{name}".lstrip("/"), o) for name, o in named]
 
 
 def _is_true_or_false(value: object) -> bool:
