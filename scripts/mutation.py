@@ -527,6 +527,30 @@ MUTANTS: List[Mutant] = [
         "    return path if True else utf8_path(",
         "a non-UTF-8 export path blamed on torch's exporter",
     ),
+    Mutant(
+        "construct/checkpoint.py",
+        "        if id(current) in seen:",
+        "        if len(trail) > 6:",
+        "a small file of shared references searched for hours",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        "        raise error.with_origin(str(checkpoint.path)) from None",
+        "        raise",
+        "a weights file's own spec error put on the spec being built",
+    ),
+    Mutant(
+        "construct/weights.py",
+        "    if inflated > max(MAX_INFLATED_BYTES, MAX_INFLATION * file_size):",
+        "    if False:",
+        "a compressed .pth inflating to gigabytes",
+    ),
+    Mutant(
+        "construct/weights.py",
+        "        if other != info.filename:",
+        "        if False:",
+        "a tensor read from a record whose name differs in case from the pickle's",
+    ),
     Mutant("files.py", "        if path.is_symlink():", "        if False:", "--force replaces a symbolic link"),
     Mutant(
         "construct/checkpoint.py",

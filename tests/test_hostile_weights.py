@@ -480,6 +480,9 @@ def test_a_safetensors_checkpoint_with_unreadable_featx_metadata_is_named(tmp_pa
     save_file(_state(), str(path), metadata={"featx": "[" * 100_000})  # json raised RecursionError
     with pytest.raises(WeightsError, match=r"bb.safetensors has unreadable featx metadata: nested too deeply$"):
         featx.load(path)
+    save_file(_state(), str(path), metadata={"featx": '{"spec": {"seed": ' + "9" * 5000 + "}}"})  # a raw ValueError
+    with pytest.raises(WeightsError, match=r"bb.safetensors has unreadable featx metadata: Exceeds the limit \(4300 "):
+        featx.load(path)
 
 
 def test_a_writer_that_fails_midway_leaves_no_file_and_no_temporary(tmp_path):
@@ -668,6 +671,54 @@ def test_a_compressed_tensor_record_is_read_decompressed(tmp_path):
     assert torch.equal(built.stages["c2"][0].weight, state["conv1.weight"])
 
 
+def test_compressed_records_that_inflate_far_beyond_the_file_are_refused_before_reading(tmp_path):
+    """torch inflates every record of a compressed .pth, the dropped layers' too: a file of 80 KB took 80 MiB (in
+    the review, 2 MB took 2 GiB, beside weights that fit, without a word)."""
+    torch.save({"fc.bomb": torch.zeros(80 << 20, dtype=torch.uint8)}, tmp_path / "stored.pth")
+    path = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(tmp_path / "stored.pth") as stored, zipfile.ZipFile(path, "w") as deflated:
+        for info in stored.infolist():
+            deflated.writestr(info.filename, stored.read(info), compress_type=zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(path) as archive:
+        inflated = sum(info.file_size for info in archive.infolist())
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(caught.value) == (
+        f"backbone.weights: cannot read {path}: its compressed records inflate to {inflated} bytes from a file of "
+        f"{path.stat().st_size} (torch.save never compresses them) (a damaged or altered file)"
+    )
+
+
+def test_records_whose_names_differ_in_case_only_are_refused(tmp_path):
+    """torch's reader finds a record whatever the case of its name: with data/A and data/a in one file, a tensor
+    was read from the record its pickle does not name."""
+    torch.save(_state(0), tmp_path / "src.pth")
+    path = tmp_path / "twins.pth"
+    with zipfile.ZipFile(tmp_path / "src.pth") as source, zipfile.ZipFile(path, "w") as twins:
+        for info in source.infolist():
+            twins.writestr(info, source.read(info))
+        pickled = next(name for name in source.namelist() if name.endswith("/data.pkl"))
+        twins.writestr(pickled.replace("data.pkl", "DATA.pkl"), b"not read")
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(caught.value) == (
+        f"backbone.weights: cannot read {path}: it holds records '{pickled}' and "
+        f"'{pickled.replace('data.pkl', 'DATA.pkl')}', whose names differ in case only (a damaged or altered file)"
+    )
+
+
+def test_an_invalid_spec_inside_a_featx_file_is_named_with_that_file(tmp_path):
+    """Built as another spec's weights, the file's own spec error was put on the spec being built (its YAML file,
+    or no file at all), which holds nothing wrong."""
+    path = _saved(tmp_path)
+    content = torch.load(path, weights_only=True)
+    content["featx"]["spec"]["frozen_stages"] = "lots"
+    torch.save(content, path)
+    with pytest.raises(SpecError) as caught:
+        featx.build("resnet18", overrides=["device=cpu", f"weights={path}"])
+    assert str(caught.value).startswith(f"{path}: backbone.frozen_stages: ")
+
+
 def test_a_key_pickled_as_a_byte_string_is_checked_by_torch(tmp_path):
     """The check read a SHORT_BINSTRING key as latin-1, torch as UTF-8: the check measured one record, torch mapped
     another, smaller one, and the tensor held the bytes after it."""
@@ -840,12 +891,23 @@ def test_a_file_holding_two_state_dicts_is_refused_naming_them(tmp_path):
             "state_dict, ema.model.module",
             "['ema']['model']['module']",
         ),
+        # beyond the six levels searched, in a list, under a number: "at any depth" was not true
+        (
+            lambda a, b: {"state_dict": a, "ema": {"a": {"b": {"c": {"d": {"e": {"f": {"g": b}}}}}}}},
+            "state_dict, ema.a.b.c.d.e.f.g",
+            "['ema']['a']['b']['c']['d']['e']['f']['g']",
+        ),
+        (lambda a, b: {"state_dict": a, "ema": [b]}, "state_dict, ema.0", "['ema'][0]"),
+        (lambda a, b: {"state_dict": a, 3: b}, "state_dict, 3", "[3]"),
     ],
     ids=[
         "tensors-beside-state_dict",
         "model-and-ema-below-state_dict",
         "ema-wrapper-below-state_dict",
         "ema-two-levels-down",
+        "seven-levels-down",
+        "in-a-list",
+        "under-a-number",
     ],
 )
 def test_a_second_state_dict_below_the_top_level_is_refused_naming_both(tmp_path, content, names, suggested):
@@ -859,6 +921,27 @@ def test_a_second_state_dict_below_the_top_level_is_refused_naming_both(tmp_path
         f"backbone.weights: {path} holds 2 state dicts ({names}) and featx cannot tell which you mean; save the one "
         f"you want alone: torch.save(checkpoint{suggested}, path)"
     )
+
+
+def test_a_small_file_of_shared_references_is_searched_in_its_size_not_its_expansion(tmp_path):
+    """Pickle keeps shared references: a dict held under 100 of its own keys is 2 KB on disk, and the search for a
+    second state dict (6 levels of 100 keys) would have visited it 10^12 times."""
+    tangle: dict = {}
+    for index in range(100):
+        tangle[str(index)] = tangle
+    torch.save(tangle, tmp_path / "alone.pth")
+    assert (tmp_path / "alone.pth").stat().st_size < 64 * 1024
+    path = tmp_path / "tangle.pth"
+    torch.save({"state_dict": _state(0), "extra": tangle}, path)
+    code = (
+        "import sys, torch, featx\n"
+        "built = featx.build('resnet18', overrides=['device=cpu', f'weights={sys.argv[1]}'])\n"
+        "print(float(built.stages['c2'][0].weight.sum()))\n"
+    )
+    # in a process of its own, which a hang would not outlive (the expanded search took hours)
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout) == pytest.approx(float(_state(0)["conv1.weight"].sum()))
 
 
 @pytest.mark.parametrize("key", ["model", "state_dict"])

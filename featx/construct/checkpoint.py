@@ -21,7 +21,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 import torch
 import torchvision
@@ -34,7 +34,7 @@ from featx.construct.weights import (
     safetensors_file,
     torch_load_file,
 )
-from featx.errors import ArgumentError, WeightsError
+from featx.errors import ArgumentError, SpecError, WeightsError, first_line
 from featx.files import file_path_argument, flag_argument, utf8_path, write_atomically
 from featx.models.registry import library_version
 from featx.spec.keys import key_path
@@ -100,8 +100,9 @@ def _read_safetensors(path: Path, identity: Tuple[int, int, int, int]) -> Checkp
     state, metadata = safetensors_file(path)
     try:
         saved = json.loads(metadata[FORMAT_KEY]) if FORMAT_KEY in metadata else None
-    except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested deeper than json can read
-        reason = error if isinstance(error, json.JSONDecodeError) else "nested too deeply"
+    # RecursionError: nested deeper than json can read; ValueError: an integer of more digits than Python converts
+    except (ValueError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else first_line(error)
         raise WeightsError(f"{key_path('weights')}: {path} has unreadable featx metadata: {reason}") from None
     if saved is not None and not isinstance(saved, dict):
         raise WeightsError(f"{key_path('weights')}: {path} has unreadable featx metadata (not a mapping)")
@@ -152,16 +153,28 @@ def _holds_weights(value: object) -> bool:
     )
 
 
-def _networks_within(value: object, trail: Tuple[str, ...], depth: int) -> List[Tuple[str, ...]]:
-    """The key paths of the mappings holding a network's tensors in ``value`` and below it, through mappings with
-    string keys down to ``depth`` levels (an optimizer's state, keyed by parameter numbers, is not entered)."""
-    if not isinstance(value, Mapping):
-        return []
-    found = [trail] if _holds_weights(value) else []
-    if depth > 0:
-        for key, inner in value.items():
-            if isinstance(key, str) and isinstance(inner, Mapping):
-                found += _networks_within(inner, trail + (key,), depth - 1)
+def _networks_within(value: object) -> List[Tuple[object, ...]]:
+    """The key paths of the mappings holding a network's tensors in ``value`` and below it, at any depth, through
+    mappings, lists and tuples (an index is a key: ``ema.0``). Each container is visited once: a file can hold one
+    dict under many keys (pickle keeps shared references), and ``K`` such keys ``d`` levels deep would otherwise
+    cost ``K**d`` visits from a few kilobytes."""
+    found: List[Tuple[object, ...]] = []
+    seen: Set[int] = set()
+    pending: List[Tuple[object, Tuple[object, ...]]] = [(value, ())]
+    while pending:
+        current, trail = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, Mapping):
+            if _holds_weights(current):
+                found.append(trail)
+            inner: List[Tuple[object, object]] = list(current.items())
+        elif isinstance(current, (list, tuple)):
+            inner = list(enumerate(current))
+        else:
+            continue
+        pending += [(item, trail + (key,)) for key, item in reversed(inner) if isinstance(item, (Mapping, list, tuple))]
     return found
 
 
@@ -169,9 +182,11 @@ def _the_state_dict(loaded: object, path: Path) -> object:
     """What a file's content holds under its ``state_dict``/``model`` entries (a training checkpoint's nesting), the
     content itself where it has none. A file holding a second network's tensors anywhere (a model's EMA, at any
     depth, or layers beside a ``state_dict`` entry) is ambiguous: which one is meant?"""
-    holders = _networks_within(loaded, (), _SEARCHED_DEPTH)
+    holders = _networks_within(loaded)
     if len(holders) > 1:
-        names = ", ".join(quoted(".".join(holder))[1:-1] or "the top level" for holder in holders[:_SHOWN_HOLDERS])
+        names = ", ".join(
+            quoted(".".join(map(str, holder)))[1:-1] or "the top level" for holder in holders[:_SHOWN_HOLDERS]
+        )
         more = f" and {len(holders) - _SHOWN_HOLDERS} more" if len(holders) > _SHOWN_HOLDERS else ""
         chosen = "".join(f"[{quoted(key)}]" for key in holders[-1])
         raise WeightsError(
@@ -255,7 +270,10 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
     checkpoint's are assigned, cast where the dtype differs); if it does not fit, say how the spec it was saved from
     differs."""
     assert checkpoint.saved is not None
-    saved = load_spec(checkpoint.saved["spec"])
+    try:
+        saved = load_spec(checkpoint.saved["spec"])
+    except SpecError as error:  # the file's spec, not the one being built: named with the file
+        raise error.with_origin(str(checkpoint.path)) from None
 
     def refused(keys: Tuple[str, ...], reason: str) -> WeightsError:
         differing = [field for field in keys if getattr(saved, field) != getattr(spec, field)]

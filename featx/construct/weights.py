@@ -29,6 +29,9 @@ from featx.spec.keys import key_path
 from featx.spec.limits import quoted, shortened
 
 _SHOWN = 5
+#: compressed records of a zip checkpoint may inflate to this many bytes, or this many times the file's size
+MAX_INFLATED_BYTES = 1 << 26
+MAX_INFLATION = 16
 
 
 #: lines of torch.load's refusal that are advice, not the reason (one of them advises weights_only=False: never)
@@ -90,9 +93,13 @@ def _records_checked(path: Path) -> bool:
     (torch swaps the bytes of each mapped tensor in place: keys sharing a record would be swapped twice, and a
     mapping the caller made shared, ``torch.serialization.set_default_mmap_options``, would swap the file itself)."""
     try:
-        with zipfile.ZipFile(path) as archive:  # a record's mapped bytes are its values only when stored as they are
-            if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):
-                return False
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+        problem = _archive_problem(records, path.stat().st_size)
+        if problem is not None:
+            raise WeightsError(f"{key_path('weights')}: cannot read {path}: {problem} (a damaged or altered file)")
+        if any(info.compress_type != zipfile.ZIP_STORED for info in records):  # mapped bytes would be compressed
+            return False
         reader = torch._C.PyTorchFileReader(str(path))
         if _swapped_on_load(reader):
             return False
@@ -103,6 +110,25 @@ def _records_checked(path: Path) -> bool:
     if mismatch is not None:
         raise WeightsError(f"{key_path('weights')}: cannot read {path}: {mismatch} (a damaged or altered file)")
     return True
+
+
+def _archive_problem(records: List[zipfile.ZipInfo], file_size: int) -> Optional[str]:
+    """What makes a zip archive's records unsafe to load, or None: names that differ in case only (torch's reader
+    finds a record whatever the case: a tensor could be read from another record than its pickle names), or
+    compressed records that inflate to more than :data:`MAX_INFLATED_BYTES` and :data:`MAX_INFLATION` times the
+    file (``torch.save`` never compresses; torch would inflate every record, the dropped layers' too)."""
+    folded: Dict[str, str] = {}
+    for info in records:
+        other = folded.setdefault(info.filename.casefold(), info.filename)
+        if other != info.filename:
+            return f"it holds records {quoted(other)} and {quoted(info.filename)}, whose names differ in case only"
+    inflated = sum(info.file_size for info in records if info.compress_type != zipfile.ZIP_STORED)
+    if inflated > max(MAX_INFLATED_BYTES, MAX_INFLATION * file_size):
+        return (
+            f"its compressed records inflate to {inflated} bytes from a file of {file_size} (torch.save never "
+            "compresses them)"
+        )
+    return None
 
 
 def _swapped_on_load(reader: "torch._C.PyTorchFileReader") -> bool:
