@@ -167,8 +167,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/checkpoint.py",
-        "                found += _networks_within(inner, trail + (key,), depth - 1)",
-        "                pass",
+        "        pending += [(item, trail + (key,)) for key, item in reversed(inner)",
+        "        pending += [] and [(item, trail + (key,)) for key, item in reversed(inner)",
         "a state dict below the top level (an EMA under state_dict) is not counted: one of two networks taken silently",
     ),
     Mutant(
@@ -287,8 +287,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/weights.py",
-        "            if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):",
-        "            if False:",
+        "        if any(info.compress_type != zipfile.ZIP_STORED for info in records):",
+        "        if False:",
         "a compressed tensor record is memory-mapped: its compressed bytes become the tensor's values",
     ),
     Mutant(
@@ -538,6 +538,12 @@ MUTANTS: List[Mutant] = [
         "        raise error.with_origin(str(checkpoint.path)) from None",
         "        raise",
         "a weights file's own spec error put on the spec being built",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        "    except (ValueError, RecursionError) as error:",
+        "    except (json.JSONDecodeError, RecursionError) as error:",
+        "featx metadata with a huge integer: raw ValueError",
     ),
     Mutant(
         "construct/weights.py",
@@ -1476,8 +1482,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/checkpoint.py",
-        "    except (json.JSONDecodeError, RecursionError) as error:",
-        "    except json.JSONDecodeError as error:",
+        "    except (ValueError, RecursionError) as error:",
+        "    except ValueError as error:",
         "deeply nested featx metadata: raw RecursionError",
     ),
     Mutant(
