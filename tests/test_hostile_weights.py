@@ -689,6 +689,23 @@ def test_compressed_records_that_inflate_far_beyond_the_file_are_refused_before_
     )
 
 
+def test_a_zip_python_cannot_list_is_refused_not_read_by_torch_unchecked(tmp_path):
+    """A record with a malformed extra field (which torch's reader ignores) made Python's zipfile fail: featx then
+    let torch read the file without the inflation and name checks."""
+    torch.save(_state(0), tmp_path / "src.pth")
+    path = tmp_path / "odd.pth"
+    with zipfile.ZipFile(tmp_path / "src.pth") as source, zipfile.ZipFile(path, "w") as odd:
+        for info in source.infolist():
+            odd.writestr(info, source.read(info))
+        junk = zipfile.ZipInfo(source.namelist()[0].split("/")[0] + "/junk")
+        junk.extra = b"\x99\x99\xff\x00"
+        odd.writestr(junk, b"x")
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.ZipFile(path).infolist()
+    with pytest.raises(WeightsError, match=rf"^backbone\.weights: cannot read {re.escape(str(path))}: BadZipFile: "):
+        featx.build({**SPEC, "weights": str(path)})
+
+
 def test_records_whose_names_differ_in_case_only_are_refused(tmp_path):
     """torch's reader finds a record whatever the case of its name: with data/A and data/a in one file, a tensor
     was read from the record its pickle does not name."""
@@ -942,6 +959,39 @@ def test_a_small_file_of_shared_references_is_searched_in_its_size_not_its_expan
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout) == pytest.approx(float(_state(0)["conv1.weight"].sum()))
+
+
+def test_a_lightning_checkpoint_with_its_callbacks_scores_loads_its_model(tmp_path):
+    """Lightning's ModelCheckpoint keeps best_k_models, file paths (with dots) to score tensors: taken for a second
+    network, the checkpoint was refused as ambiguous."""
+    path = tmp_path / "last.ckpt.pth"
+    scores = {
+        "/runs/ckpts/epoch=2-step=9.ckpt": torch.tensor(0.41),
+        "/runs/ckpts/epoch=5-step=18.ckpt": torch.tensor(0.37),
+    }
+    torch.save(
+        {
+            "epoch": 6,
+            "state_dict": _state(0),
+            "callbacks": {
+                "ModelCheckpoint{'monitor': 'val_loss'}": {"best_k_models": scores, "best_model_score": 0.37}
+            },
+        },
+        path,
+    )
+    built = featx.build({**SPEC, "weights": str(path)})
+    assert torch.equal(built.stages["c2"][0].weight, _state(0)["conv1.weight"])
+
+
+def test_a_state_dict_under_a_key_featx_does_not_follow_is_pointed_to(tmp_path):
+    path = tmp_path / "net.pth"
+    torch.save({"net": _state(0), "epoch": 3}, path)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(caught.value) == (
+        f"backbone.weights: {path} does not hold a state dict (name → tensor); it holds one at ['net']: "
+        "torch.save(checkpoint['net'], path) saves it alone"
+    )
 
 
 @pytest.mark.parametrize("key", ["model", "state_dict"])

@@ -133,24 +133,38 @@ def read_checkpoint(path: Path) -> Checkpoint:
     identity = _identity(path)
     if is_safetensors_path(path):
         return _read_safetensors(path, identity)
-    loaded = torch_load_file(path)
+    content = torch_load_file(path)
     saved = None
-    if isinstance(loaded, Mapping) and isinstance(loaded.get(FORMAT_KEY), Mapping):
-        saved = dict(loaded[FORMAT_KEY])
-    loaded = _the_state_dict(loaded, path)
+    if isinstance(content, Mapping) and isinstance(content.get(FORMAT_KEY), Mapping):
+        saved = dict(content[FORMAT_KEY])
+    loaded = _the_state_dict(content, path)
     if not isinstance(loaded, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()
     ):
-        raise WeightsError(f"{key_path('weights')}: {path} does not hold a state dict (name → tensor)")
+        holders = _networks_within(content)  # one, under a key featx does not follow (``net``)
+        where = (
+            f"; it holds one at {_indexing(holders[0])}: torch.save(checkpoint{_indexing(holders[0])}, path) "
+            "saves it alone"
+            if len(holders) == 1 and holders[0]
+            else ""
+        )
+        raise WeightsError(f"{key_path('weights')}: {path} does not hold a state dict (name → tensor){where}")
     return _checked(Checkpoint(path, dict(loaded), saved, identity))
 
 
 def _holds_weights(value: object) -> bool:
-    """Whether ``value`` holds a network's tensors: a mapping with a tensor under a layer path (``conv1.weight``). A
-    scalar beside a checkpoint's entries (``best_acc1``) or an RNG state (``{"cpu": ...}``) is no network."""
+    """Whether ``value`` holds a network's tensors: a mapping with a tensor of at least one dimension under a layer
+    path (``conv1.weight``). A scalar beside a checkpoint's entries (``best_acc1``), an RNG state (``{"cpu": ...}``)
+    or Lightning's ``best_k_models`` (file paths to scores) is no network."""
     return isinstance(value, Mapping) and any(
-        isinstance(key, str) and "." in key and isinstance(tensor, torch.Tensor) for key, tensor in value.items()
+        isinstance(key, str) and "." in key and "/" not in key and isinstance(tensor, torch.Tensor) and tensor.dim()
+        for key, tensor in value.items()
     )
+
+
+def _indexing(trail: Tuple[object, ...]) -> str:
+    """How Python reaches the value at ``trail`` in a checkpoint: ``['ema'][0]``."""
+    return "".join(f"[{quoted(key)}]" for key in trail)
 
 
 def _networks_within(value: object) -> List[Tuple[object, ...]]:
@@ -188,10 +202,9 @@ def _the_state_dict(loaded: object, path: Path) -> object:
             quoted(".".join(map(str, holder)))[1:-1] or "the top level" for holder in holders[:_SHOWN_HOLDERS]
         )
         more = f" and {len(holders) - _SHOWN_HOLDERS} more" if len(holders) > _SHOWN_HOLDERS else ""
-        chosen = "".join(f"[{quoted(key)}]" for key in holders[-1])
         raise WeightsError(
             f"{key_path('weights')}: {path} holds {len(holders)} state dicts ({names}{more}) and featx cannot "
-            f"tell which you mean; save the one you want alone: torch.save(checkpoint{chosen}, path)"
+            f"tell which you mean; save the one you want alone: torch.save(checkpoint{_indexing(holders[-1])}, path)"
         )
     for _ in range(_SEARCHED_DEPTH):  # bounded: a mapping that holds itself ends too
         if not isinstance(loaded, Mapping):

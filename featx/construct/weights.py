@@ -95,6 +95,12 @@ def _records_checked(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             records = archive.infolist()
+    # the checks below need the listing: a zip Python cannot list is refused, not read by torch unchecked (a name
+    # flagged UTF-8 that is not: UnicodeDecodeError; an extra field torch ignores)
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {quoted(reason)[1:-1]}") from None
+    try:
         problem = _archive_problem(records, path.stat().st_size)
         if problem is not None:
             raise WeightsError(f"{key_path('weights')}: cannot read {path}: {problem} (a damaged or altered file)")
@@ -104,8 +110,7 @@ def _records_checked(path: Path) -> bool:
         if _swapped_on_load(reader):
             return False
         mismatch = record_mismatch(reader)
-    # not a zip Python or torch can read (a name flagged UTF-8 that is not: UnicodeDecodeError): torch.load says why
-    except (UnknownLayout, zipfile.BadZipFile, OSError, RuntimeError, ValueError):
+    except (UnknownLayout, OSError, RuntimeError, ValueError):  # a zip torch cannot read: torch.load says why
         return False
     if mismatch is not None:
         raise WeightsError(f"{key_path('weights')}: cannot read {path}: {mismatch} (a damaged or altered file)")
