@@ -1109,7 +1109,10 @@ def test_an_export_path_torchs_writer_cannot_take_is_named_before_the_build(work
     )
 
 
-@pytest.mark.parametrize("entry", ["/frag/t@_here_", "{/frag: t}", "{sub: t}"])
+@pytest.mark.parametrize(
+    "entry",
+    ["/frag/t@_here_", "{/frag: t}", "{sub: t}", "{optional override /frag@_here_: t}", "{foo /frag@_here_: t}"],
+)
 def test_a_resolver_in_a_config_file_of_another_group_a_backbone_file_brings_in_is_refused(workdir, monkeypatch, entry):
     monkeypatch.setenv("FEATX_TEST_SECRET", "hunter2")
     mine = workdir / "mine"
@@ -1122,6 +1125,35 @@ def test_a_resolver_in_a_config_file_of_another_group_a_backbone_file_brings_in_
     code, errors, output = run_app("featx", arguments, workdir)
     assert _message(code, errors).startswith(f"featx: error: {target / 't.yaml'}: backbone.weights: calls an OmegaConf")
     assert "hunter2" not in output + errors
+
+
+def test_a_backbone_file_choosing_a_file_by_interpolation_is_refused(workdir):
+    """Hydra resolves an interpolated choice as it composes; featx cannot read that file beforehand to refuse a
+    resolver in it (--cfg job --resolve printed the environment variable it read)."""
+    mine = workdir / "mine"
+    (mine / "backbone").mkdir(parents=True)
+    (mine / "backbone" / "other.yaml").write_text("defaults:\n  - resnet18\n  - /frag@_here_: ${backbone}\n")
+    code, errors, _ = run_app("featx", ["--config-dir", str(mine), "--cfg", "job", "backbone=other"], workdir)
+    assert _message(code, errors) == (
+        "featx: error: backbone=other: its defaults lists choose frag/${backbone} by an interpolation, whose file "
+        "featx cannot read before Hydra composes it (to refuse a resolver in it); write the name"
+    )
+
+
+def test_a_primary_config_in_a_subfolder_reads_its_defaults_from_its_own_folder(workdir):
+    """Relative entries of a file in sub/ name files in sub/ (as Hydra reads them): a valid chain was refused, and a
+    chain reaching featx's config only through a root file of the same name was let through."""
+    mine = workdir / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "my.yaml").write_text("defaults:\n  - sub/base@_global_\n  - _self_\nrun: false\n")
+    (mine / "sub" / "base.yaml").write_text("defaults:\n  - base2@_global_\n")
+    (mine / "sub" / "base2.yaml").write_text("defaults:\n  - /config@_global_\n")
+    code, errors, _ = run_app("featx", ["--config-dir", "mine", "--config-name", "my"], workdir)
+    assert code == 0, errors
+    (mine / "base2.yaml").write_text("defaults:\n  - /config@_global_\n")  # at the root: not the one sub/ names
+    (mine / "sub" / "base2.yaml").write_text("foo: 1\n")
+    code, errors, _ = run_app("featx", ["--config-dir", "mine", "--config-name", "my"], workdir)
+    assert code == 1 and "sub/base2.yaml does not start from featx's config" in errors, errors
 
 
 def test_completion_composes_only_a_line_featx_would_run(tmp_path):

@@ -234,14 +234,15 @@ def check_config_name(app: str, flags: argparse.Namespace) -> None:
 APP_CONFIGS = {"featx": "config", "featx-extract": "extract", "featx-export": "export"}
 
 
-def _first_default(path: Path) -> Optional[str]:
-    """The config the defaults list of the primary config file ``path`` starts from (``_self_`` and ``override``
-    entries passed over; ``/config`` and ``config@_global_`` read as ``config``), or None."""
+def _first_default(path: Path, group: str) -> Optional[str]:
+    """The config the defaults list of the config file ``path`` in ``group`` (``""``: the root) starts from
+    (``_self_`` and ``override`` entries passed over; ``/config`` and ``config@_global_`` read as ``config``), or
+    None."""
     try:
         content = read_spec_file(path)
     except SpecError:
         return None  # Hydra names what is wrong with the file when it composes it
-    chosen = [name for name, overriding in _defaults_entries(content, "") if not overriding]
+    chosen = [name for name, overriding in _defaults_entries(content, group) if not overriding]
     return chosen[0] if chosen else None
 
 
@@ -261,7 +262,7 @@ def check_primary_config(app: str, flags: argparse.Namespace, folders: Sequence[
     seen: List[Path] = []
     while True:
         found = next((folder / f"{name}.yaml" for folder in folders if (folder / f"{name}.yaml").is_file()), None)
-        first = None if found is None else _first_default(found)
+        first = None if found is None else _first_default(found, name.rpartition("/")[0])
         if name in apps:
             if found is not None and first in apps | set(_schema_names()):
                 fail(
@@ -377,8 +378,19 @@ def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]
     read: List[str] = []
     while chosen:  # each chosen file, and the config files their defaults lists bring in (of any group)
         config = chosen.pop(0)
-        if config in read or len(read) > _MAX_DEFAULTS_FILES:
+        if config in read:
             continue
+        if "${" in config or len(read) == _MAX_DEFAULTS_FILES:
+            fail(
+                app,
+                f"backbone={choices[0] if choices else '...'}: its defaults lists choose "
+                + (
+                    f"{shortened(config)} by an interpolation, whose file featx cannot read before Hydra composes it "
+                    "(to refuse a resolver in it); write the name"
+                    if "${" in config
+                    else f"more than {_MAX_DEFAULTS_FILES} config files"
+                ),
+            )
         read.append(config)
         for path in (folder / f"{config}.yaml" for folder in folders):
             if path.is_file():
@@ -396,8 +408,10 @@ _MAX_DEFAULTS_FILES = 1000
 
 def _defaults_entries(content: Dict[str, Any], group: str) -> List[Tuple[str, bool]]:
     """The config files (``group/name``, from the config root) the defaults list of a file in ``group`` names, each
-    with whether it is an ``override`` entry: ``other`` and ``sub: other`` relative to ``group``, ``/frag/t`` and
-    ``/frag: t`` from the root (a package, ``@...``, and ``optional`` dropped; ``_self_`` left out)."""
+    with whether it is an ``override`` entry, read as Hydra reads them: ``other`` and ``sub: other`` relative to
+    ``group``, ``/frag/t`` and ``/frag: t`` from the root; in a key, the words before the group are keywords
+    (``override``, ``optional``) and a package (``@...``) is dropped; ``_self_`` is left out. A choice made by
+    interpolation (``${...}``) is kept as written: the caller cannot read its file."""
     defaults = content.get("defaults")
     entries: List[Tuple[str, bool]] = []
     for entry in defaults if isinstance(defaults, list) else []:
@@ -405,11 +419,10 @@ def _defaults_entries(content: Dict[str, Any], group: str) -> List[Tuple[str, bo
             entries.append((entry, False))
         elif isinstance(entry, dict):
             for key, options in entry.items():
-                overriding = str(key).startswith("override ")
-                key = str(key).removeprefix("override ").removeprefix("optional ").strip().split("@", 1)[0]
+                *keywords, key = str(key).split() or [""]
                 for option in options if isinstance(options, list) else [options]:
                     if isinstance(option, str):
-                        entries.append((f"{key}/{option}", overriding))
+                        entries.append((f"{key.split('@', 1)[0]}/{option}", "override" in keywords))
     named = [(name.split("@", 1)[0].removesuffix(".yaml"), overriding) for name, overriding in entries]
     return [(name[1:] if name.startswith("/") else f"{group}/{name}".lstrip("/"), o) for name, o in named]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import sysconfig
 from typing import Any, Dict, List, Optional, Tuple
 
 from torch import nn
@@ -32,9 +33,14 @@ _LIBRARIES = ("torch", "torchvision", "timm")
 
 
 def _library_folders() -> Dict[str, str]:
-    """The folders of the imported :data:`_LIBRARIES`."""
+    """The folders of the imported :data:`_LIBRARIES`, then Python's own library and the environment's packages
+    (a method wrapped by ``contextlib`` or ``typing_extensions`` gives the wrapper's code, there)."""
     imported = {name: sys.modules[name] for name in _LIBRARIES if getattr(sys.modules.get(name), "__file__", None)}
-    return {name: package_folder(module) for name, module in imported.items()}
+    folders = {name: package_folder(module) for name, module in imported.items()}
+    paths = sysconfig.get_paths()
+    for name, key in (("site-packages", "purelib"), ("python", "stdlib")):
+        folders.setdefault(name, os.path.join(os.path.realpath(paths[key]), ""))
+    return folders
 
 
 def _code_location(function: Any, folders: Dict[str, str]) -> str:
