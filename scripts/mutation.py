@@ -173,8 +173,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/checkpoint.py",
-        'isinstance(key, str) and "." in key and isinstance(tensor, torch.Tensor)',
-        "isinstance(key, str) and isinstance(tensor, torch.Tensor)",
+        'isinstance(key, str) and "." in key and "/" not in key and isinstance(tensor, torch.Tensor) and tensor.dim()',
+        'isinstance(key, str) and "/" not in key and isinstance(tensor, torch.Tensor) and tensor.dim()',
         "a scalar beside state_dict (best_acc1) counts as a second network: a training checkpoint is refused",
     ),
     Mutant(
@@ -305,8 +305,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/weights.py",
-        "    except (UnknownLayout, zipfile.BadZipFile, OSError, RuntimeError, ValueError):",
-        "    except (UnknownLayout, zipfile.BadZipFile, OSError, RuntimeError):",
+        "    except (zipfile.BadZipFile, OSError, ValueError) as error:",
+        "    except (zipfile.BadZipFile, OSError) as error:",
         "a zip entry name Python cannot decode escapes the record check as a raw UnicodeDecodeError",
     ),
     Mutant(
@@ -556,6 +556,37 @@ MUTANTS: List[Mutant] = [
         "        if other != info.filename:",
         "        if False:",
         "a tensor read from a record whose name differs in case from the pickle's",
+    ),
+    Mutant(
+        "construct/weights.py",
+        "        raise WeightsError(f\"{key_path('weights')}: cannot read {path}: {quoted(reason)[1:-1]}\") "
+        "from None\n    try:\n        problem",
+        "        return False\n    try:\n        problem",
+        "a zip Python cannot list read by torch without the record checks",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        '"/" not in key and isinstance(tensor, torch.Tensor) and tensor.dim()',
+        "isinstance(tensor, torch.Tensor)",
+        "a Lightning checkpoint's best_k_models scores taken for a second network",
+    ),
+    Mutant(
+        "cli/app.py",
+        '                *keywords, key = str(key).split() or [""]',
+        '                keywords, key = [], str(key).removeprefix("override ").removeprefix("optional ")',
+        "a defaults entry with keywords in another order escapes the resolver check",
+    ),
+    Mutant(
+        "cli/app.py",
+        '        if "${" in config or len(read) == _MAX_DEFAULTS_FILES:',
+        "        if False:",
+        "a file chosen by interpolation escapes the resolver check",
+    ),
+    Mutant(
+        "cli/app.py",
+        '        first = None if found is None else _first_default(found, name.rpartition("/")[0])',
+        '        first = None if found is None else _first_default(found, "")',
+        "a --config-name chain read from the root instead of each file's folder",
     ),
     Mutant("files.py", "        if path.is_symlink():", "        if False:", "--force replaces a symbolic link"),
     Mutant(
