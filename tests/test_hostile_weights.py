@@ -658,15 +658,23 @@ def test_a_tensor_record_smaller_than_its_pickle_claims_is_refused(tmp_path):
     assert torch.equal(built.stages["c2"][0].weight, _state(0)["conv1.weight"])
 
 
+def _repacked(source: Path, target: Path, compress_type: int = zipfile.ZIP_STORED, *extra) -> Path:
+    """``source`` (a zip written by torch.save) rewritten to ``target`` as a zip tool would write it: every record
+    with ``compress_type``, then the ``extra`` (name or ZipInfo, bytes) records."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as repacked:
+        for info in original.infolist():
+            repacked.writestr(info.filename, original.read(info), compress_type=compress_type)
+        for name, data in extra:
+            repacked.writestr(name, data)
+    return target
+
+
 def test_a_compressed_tensor_record_is_read_decompressed(tmp_path):
     """A .pth repacked by a zip tool that compresses: the record's size is its uncompressed one, so the size check
     passed, and the memory map gave the compressed bytes as the tensor's values."""
     state = {**_state(0), "conv1.weight": torch.full((64, 3, 7, 7), 0.25)}  # compresses well
     torch.save(state, tmp_path / "stored.pth")
-    path = tmp_path / "deflated.pth"
-    with zipfile.ZipFile(tmp_path / "stored.pth") as stored, zipfile.ZipFile(path, "w") as deflated:
-        for info in stored.infolist():
-            deflated.writestr(info.filename, stored.read(info), compress_type=zipfile.ZIP_DEFLATED)
+    path = _repacked(tmp_path / "stored.pth", tmp_path / "deflated.pth", zipfile.ZIP_DEFLATED)
     built = featx.build({**SPEC, "weights": str(path)})
     assert torch.equal(built.stages["c2"][0].weight, state["conv1.weight"])
 
@@ -675,10 +683,7 @@ def test_compressed_records_that_inflate_far_beyond_the_file_are_refused_before_
     """torch inflates every record of a compressed .pth, the dropped layers' too: a file of 80 KB took 80 MiB (in
     the review, 2 MB took 2 GiB, beside weights that fit, without a word)."""
     torch.save({"fc.bomb": torch.zeros(80 << 20, dtype=torch.uint8)}, tmp_path / "stored.pth")
-    path = tmp_path / "bomb.pth"
-    with zipfile.ZipFile(tmp_path / "stored.pth") as stored, zipfile.ZipFile(path, "w") as deflated:
-        for info in stored.infolist():
-            deflated.writestr(info.filename, stored.read(info), compress_type=zipfile.ZIP_DEFLATED)
+    path = _repacked(tmp_path / "stored.pth", tmp_path / "bomb.pth", zipfile.ZIP_DEFLATED)
     with zipfile.ZipFile(path) as archive:
         inflated = sum(info.file_size for info in archive.infolist())
     with pytest.raises(WeightsError) as caught:
@@ -693,13 +698,9 @@ def test_a_zip_python_cannot_list_is_refused_not_read_by_torch_unchecked(tmp_pat
     """A record with a malformed extra field (which torch's reader ignores) made Python's zipfile fail: featx then
     let torch read the file without the inflation and name checks."""
     torch.save(_state(0), tmp_path / "src.pth")
-    path = tmp_path / "odd.pth"
-    with zipfile.ZipFile(tmp_path / "src.pth") as source, zipfile.ZipFile(path, "w") as odd:
-        for info in source.infolist():
-            odd.writestr(info, source.read(info))
-        junk = zipfile.ZipInfo(source.namelist()[0].split("/")[0] + "/junk")
-        junk.extra = b"\x99\x99\xff\x00"
-        odd.writestr(junk, b"x")
+    junk = zipfile.ZipInfo(zipfile.ZipFile(tmp_path / "src.pth").namelist()[0].split("/")[0] + "/junk")
+    junk.extra = b"\x99\x99\xff\x00"
+    path = _repacked(tmp_path / "src.pth", tmp_path / "odd.pth", zipfile.ZIP_STORED, (junk, b"x"))
     with pytest.raises(zipfile.BadZipFile):
         zipfile.ZipFile(path).infolist()
     with pytest.raises(WeightsError, match=rf"^backbone\.weights: cannot read {re.escape(str(path))}: BadZipFile: "):
@@ -710,12 +711,9 @@ def test_records_whose_names_differ_in_case_only_are_refused(tmp_path):
     """torch's reader finds a record whatever the case of its name: with data/A and data/a in one file, a tensor
     was read from the record its pickle does not name."""
     torch.save(_state(0), tmp_path / "src.pth")
-    path = tmp_path / "twins.pth"
-    with zipfile.ZipFile(tmp_path / "src.pth") as source, zipfile.ZipFile(path, "w") as twins:
-        for info in source.infolist():
-            twins.writestr(info, source.read(info))
-        pickled = next(name for name in source.namelist() if name.endswith("/data.pkl"))
-        twins.writestr(pickled.replace("data.pkl", "DATA.pkl"), b"not read")
+    pickled = next(name for name in zipfile.ZipFile(tmp_path / "src.pth").namelist() if name.endswith("/data.pkl"))
+    extra = (pickled.replace("data.pkl", "DATA.pkl"), b"not read")
+    path = _repacked(tmp_path / "src.pth", tmp_path / "twins.pth", zipfile.ZIP_STORED, extra)
     with pytest.raises(WeightsError) as caught:
         featx.build({**SPEC, "weights": str(path)})
     assert str(caught.value) == (
