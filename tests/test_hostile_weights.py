@@ -5,6 +5,7 @@ saving to one path leave exactly the winner's file."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 import re
@@ -831,30 +832,29 @@ def test_an_archive_name_python_cannot_decode_is_a_weights_error(tmp_path):
 
 @pytest.mark.parametrize("order_record", ["byteorder", "BYTEORDER"])
 def test_a_big_endian_file_is_read_as_torch_reads_it_without_memory_mapping(tmp_path, order_record):
-    """torch byteswaps a big-endian file's tensors in place; memory-mapped, two keys whose records are one (names
-    that differ in case only: torch's zip reader finds either by the other's name) were swapped twice, so both held
-    unswapped bytes (4.6e-41 for 1.0), every size check passing. Read whole, each key gets its own swapped copy.
-    torch finds the byte order record whatever its case, so the check does too."""
+    """torch byteswaps a big-endian file's tensors in place: memory-mapped under a caller's MAP_SHARED default, it
+    would swap the user's file itself on disk (and two keys on one record, names differing in case only, were
+    swapped twice: such files are refused now). Read whole, each key gets its own swapped copy and the file stays
+    as it was. torch finds the byte order record whatever its case, so the check does too."""
     torch.save({"w0": torch.zeros(4), "w1": torch.zeros(4)}, tmp_path / "src.pth")
     path = tmp_path / "big.pth"
-    values = {"a": [1.0, 2.0, 3.0, 4.0], "A": [5.0, 6.0, 7.0, 8.0]}
+    values = {"0": [1.0, 2.0, 3.0, 4.0], "1": [5.0, 6.0, 7.0, 8.0]}
     with zipfile.ZipFile(tmp_path / "src.pth") as original, zipfile.ZipFile(path, "w") as changed:
         for info in original.infolist():
             name, data = info.filename, original.read(info)
             prefix, _, record = name.rpartition("/data/")
-            if name.endswith("/data.pkl"):
-                data = data.replace(b"X\x01\x00\x00\x000", b"X\x01\x00\x00\x00a")
-                data = data.replace(b"X\x01\x00\x00\x001", b"X\x01\x00\x00\x00A")
-            elif name.endswith("/byteorder"):
+            if name.endswith("/byteorder"):
                 name, data = name.replace("/byteorder", f"/{order_record}"), b"big"
-            elif record in ("0", "1"):
-                name = f"{prefix}/data/{'aA'[int(record)]}"
-                data = torch.tensor(values["aA"[int(record)]]).numpy().astype(">f4").tobytes()
+            elif record in values:
+                data = torch.tensor(values[record]).numpy().astype(">f4").tobytes()
             changed.writestr(name, data)
+    before = path.read_bytes()
     expected = torch.load(path, weights_only=True)  # torch's reading path: a copy of the record per key
-    assert all(t.tolist() in values.values() for t in expected.values())
-    loaded = torch_load_file(path)
+    assert sorted(t.tolist() for t in expected.values()) == sorted(values.values())
+    with torch.serialization.set_default_mmap_options(mmap.MAP_SHARED):
+        loaded = torch_load_file(path)
     assert {key: tensor.tolist() for key, tensor in loaded.items()} == {k: t.tolist() for k, t in expected.items()}
+    assert path.read_bytes() == before
 
 
 def test_the_record_check_reads_what_torch_save_writes_for_every_dtype(tmp_path):
