@@ -193,7 +193,7 @@ def resolve_tokens(
         )
     # a spec's input_size is the size before tokens.stride resizes it: a one-size embedding takes the crop size
     sides = dict.fromkeys((evaluation[0], default_crop_size(spec.model)))
-    patch, channels, returns_tokens, _ = patch_stride(model, tokens.embed, in_channels, tuple(sides))
+    patch, channels, returns_tokens, one_size = patch_stride(model, tokens.embed, in_channels, tuple(sides))
     prefix = [_find_parameter(model, path, "tokens", f"prefix[{i}]") for i, path in enumerate(tokens.prefix)]
     registered = [path for path, _ in model.named_parameters() if path in tokens.prefix]
     if list(tokens.prefix) != registered:
@@ -242,14 +242,14 @@ def resolve_tokens(
             "tokens, and attention's memory with their square), or null",
         )
     layout = TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count, returns_tokens)
-    if spec.input_size is not None:
+    if spec.input_size is not None and one_size:
         _check_embedding_takes(model, layout, (spec.input_size[0], spec.input_size[1]), in_channels)
     return layout
 
 
 def _check_embedding_takes(model: nn.Module, layout: TokenLayout, size: Size, in_channels: int) -> None:
-    """SpecError naming ``input_size`` when the patch embedding fails on the image a spec's ``input_size`` gives it
-    (resized by ``tokens.stride``): an embedding that takes one size only (timm's ``PatchEmbed``)."""
+    """SpecError naming ``input_size`` when the patch embedding, one that takes one size only (timm's
+    ``PatchEmbed``), fails on the image a spec's ``input_size`` gives it (resized by ``tokens.stride``)."""
     given = (size[0] * layout.embed_patch // layout.patch, size[1] * layout.embed_patch // layout.patch)
     try:
         _embedding_output(model, layout.spec.embed, in_channels, given)
