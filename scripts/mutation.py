@@ -185,7 +185,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        '        chosen += [f"backbone/{name}" for pattern in patterns for name in pattern.filter(names)]',
+        '        chosen += [(f"backbone/{name}", None) for pattern in patterns for name in pattern.filter(names)]',
         "        pass",
         "a user's backbone file chosen by glob() is not read first: a non-UTF-8 file is a traceback",
     ),
@@ -439,19 +439,19 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "            if name != own:",
-        "            if False:",
+        "    if name != own:",
+        "    if False:",
         "another app's config as --config-name fails on Hydra's merge error",
     ),
     Mutant(
         "cli/app.py",
-        "            if found is not None and first in apps | set(_schema_names()):",
-        "            if False:",
+        '    if shadow is not None and _first_default(shadow, "") in apps | set(_schema_names()):',
+        "    if False:",
         "a user's config.yaml meant for featx is silently ignored for featx's own",
     ),
     Mutant(
         "cli/app.py",
-        '                chosen += [name for name, _ in _defaults_entries(content, config.rpartition("/")[0])]',
+        '                chosen += [(name, path) for name, _ in _defaults_entries(content, config.rpartition("/")[0])]',
         "                pass",
         "a resolver in a file a backbone file brings in prints the environment",
     ),
@@ -578,14 +578,14 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        '        if "${" in config or len(read) == _MAX_DEFAULTS_FILES:',
+        '        if "${" in config:',
         "        if False:",
         "a file chosen by interpolation escapes the resolver check",
     ),
     Mutant(
         "cli/app.py",
-        '        first = None if found is None else _first_default(found, name.rpartition("/")[0])',
-        '        first = None if found is None else _first_default(found, "")',
+        'first = None if found is None or found in seen else _first_default(found, name.rpartition("/")[0])',
+        'first = None if found is None or found in seen else _first_default(found, "")',
         "a --config-name chain read from the root instead of each file's folder",
     ),
     Mutant("files.py", "        if path.is_symlink():", "        if False:", "--force replaces a symbolic link"),
@@ -887,8 +887,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/token_layout.py",
-        "layout = TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count, returns_tokens)",
-        "layout = TokenLayout(tokens, patch, patch, grid, prefix_count, returns_tokens)",
+        "layout = TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count, measured.returns_tokens)",
+        "layout = TokenLayout(tokens, patch, patch, grid, prefix_count, measured.returns_tokens)",
         "tokens.stride ignored",
     ),
     Mutant(

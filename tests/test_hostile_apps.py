@@ -1135,8 +1135,9 @@ def test_a_backbone_file_choosing_a_file_by_interpolation_is_refused(workdir):
     (mine / "backbone" / "other.yaml").write_text("defaults:\n  - resnet18\n  - /frag@_here_: ${backbone}\n")
     code, errors, _ = run_app("featx", ["--config-dir", str(mine), "--cfg", "job", "backbone=other"], workdir)
     assert _message(code, errors) == (
-        "featx: error: backbone=other: its defaults lists choose frag/${backbone} by an interpolation, whose file "
-        "featx cannot read before Hydra composes it (to refuse a resolver in it); write the name"
+        f"featx: error: {mine / 'backbone' / 'other.yaml'}: its defaults list chooses frag/${{backbone}} by an "
+        "interpolation, whose file featx cannot read before Hydra composes it (to refuse a resolver in it); write the "
+        "name"
     )
 
 

@@ -259,38 +259,42 @@ def check_primary_config(app: str, flags: argparse.Namespace, folders: Sequence[
     and ignores it (a project's own ``config.yaml`` beside its ``backbone/`` is left alone)."""
     own, apps = APP_CONFIGS[app], set(APP_CONFIGS.values())
     name = (flags.config_name or own).removesuffix(".yaml")
-    seen: List[Path] = []
-    while True:
-        found = next((folder / f"{name}.yaml" for folder in folders if (folder / f"{name}.yaml").is_file()), None)
-        first = None if found is None else _first_default(found, name.rpartition("/")[0])
-        if name in apps:
-            if found is not None and first in apps | set(_schema_names()):
+    seen: List[Path] = []  # the user's files of the chain, in order
+    while name not in apps:
+        found = _users_config(folders, name)
+        first = None if found is None or found in seen else _first_default(found, name.rpartition("/")[0])
+        if found is not None and found not in seen:
+            seen.append(found)
+        if first is None:
+            if seen:
                 fail(
                     app,
-                    f"{found} is named like featx's app config {name}.yaml, which Hydra reads instead and ignores "
-                    f"yours; rename it (e.g. my_{name}.yaml) and pass --config-name my_{name}",
+                    f"--config-name {shortened(str(flags.config_name))}: {seen[-1]} does not start from {app}'s "
+                    f"config: the first entry of its defaults list must be {own} (or a file of yours that starts "
+                    "from it), whose run folders and checks the app needs (without them Hydra writes into the "
+                    "working directory)",
                 )
-            if name != own:
-                fail(
-                    app,
-                    f"--config-name {shortened(str(flags.config_name))}: "
-                    f"{'it is' if not seen else f'{seen[-1]} starts from'} {name}, the config of "
-                    f"{next(key for key, value in APP_CONFIGS.items() if value == name)}; {app} runs from {own}",
-                )
-            return
-        if found is None or found in seen or first is None:
-            if found is not None and found not in seen:
-                seen.append(found)
-            break
-        seen.append(found)
+            return  # not a file of the user's: Hydra says it finds no such config
         name = first
-    if seen:
+    shadow = _users_config(folders, name)
+    if shadow is not None and _first_default(shadow, "") in apps | set(_schema_names()):
         fail(
             app,
-            f"--config-name {shortened(str(flags.config_name))}: {seen[-1]} does not start from {app}'s config: the "
-            f"first entry of its defaults list must be {own} (or a file of yours that starts from it), whose run "
-            "folders and checks the app needs (without them Hydra writes into the working directory)",
+            f"{shadow} is named like featx's app config {name}.yaml, which Hydra reads instead and ignores yours; "
+            f"rename it (e.g. my_{name}.yaml) and pass --config-name my_{name}",
         )
+    if name != own:
+        fail(
+            app,
+            f"--config-name {shortened(str(flags.config_name))}: {f'{seen[-1]} starts from' if seen else 'it is'} "
+            f"{name}, the config of {next(key for key, value in APP_CONFIGS.items() if value == name)}; {app} runs "
+            f"from {own}",
+        )
+
+
+def _users_config(folders: Sequence[Path], name: str) -> Optional[Path]:
+    """The first ``<name>.yaml`` in the user's config folders, or None."""
+    return next((folder / f"{name}.yaml" for folder in folders if (folder / f"{name}.yaml").is_file()), None)
 
 
 def check_package(app: str, flags: argparse.Namespace, schema: type) -> None:
@@ -371,25 +375,24 @@ def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]
     choices = [choice for override in backbone_overrides for choice in _choice_values(override)]
     values: List[object] = [override.value() for override in backbone_overrides]  # Override.value()'s type lacks Glob
     patterns = [value for value in values if isinstance(value, Glob)]
-    chosen = [f"backbone/{choice}" for choice in choices]
+    chosen: List[Tuple[str, Optional[Path]]] = [(f"backbone/{choice}", None) for choice in choices]  # (file, named in)
     for folder in folders:
         names = sorted(path.stem for path in (folder / "backbone").glob("*.yaml")) if patterns else []
-        chosen += [f"backbone/{name}" for pattern in patterns for name in pattern.filter(names)]
+        chosen += [(f"backbone/{name}", None) for pattern in patterns for name in pattern.filter(names)]
     read: List[str] = []
     while chosen:  # each chosen file, and the config files their defaults lists bring in (of any group)
-        config = chosen.pop(0)
+        config, named_in = chosen.pop(0)
         if config in read:
             continue
-        if "${" in config or len(read) == _MAX_DEFAULTS_FILES:
+        if "${" in config:
             fail(
                 app,
-                f"backbone={choices[0] if choices else '...'}: its defaults lists choose "
-                + (
-                    f"{shortened(config)} by an interpolation, whose file featx cannot read before Hydra composes it "
-                    "(to refuse a resolver in it); write the name"
-                    if "${" in config
-                    else f"more than {_MAX_DEFAULTS_FILES} config files"
-                ),
+                f"{named_in}: its defaults list chooses {shortened(config)} by an interpolation, whose file featx "
+                "cannot read before Hydra composes it (to refuse a resolver in it); write the name",
+            )
+        if len(read) == _MAX_DEFAULTS_FILES:
+            fail(
+                app, f"{named_in}: the defaults lists of backbone files bring in more than {_MAX_DEFAULTS_FILES} files"
             )
         read.append(config)
         for path in (folder / f"{config}.yaml" for folder in folders):
@@ -399,7 +402,7 @@ def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]
                     refuse_resolvers(content)
                 except SpecError as error:
                     fail(app, str(error if error.origin is not None else error.with_origin(str(path))))
-                chosen += [name for name, _ in _defaults_entries(content, config.rpartition("/")[0])]
+                chosen += [(name, path) for name, _ in _defaults_entries(content, config.rpartition("/")[0])]
 
 
 #: the most config files the resolver check follows through defaults lists (Hydra's own composition is bounded too)

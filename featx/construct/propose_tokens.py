@@ -139,7 +139,8 @@ def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo], crop: i
     if side is None:
         return None
     try:
-        patch, _, _, one_size = patch_stride(model, embed, 3, (crop,))
+        measured = patch_stride(model, embed, 3, (crop,))
+        patch = measured.stride
     except SpecError:
         return None
     calls, _, _ = recorded_calls(model, (side * patch, side * patch))  # what ran before a failure still counts
@@ -202,4 +203,4 @@ def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo], crop: i
         out_features=[f"blocks{len(groups)}"],
     )
     stages = tuple(StageInfo(name, channels, patch, paths, ", ".join(paths)) for name, paths in member_paths.items())
-    return TokenStages(spec, stages, head, side if one_size else None)
+    return TokenStages(spec, stages, head, side if measured.one_size else None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -142,13 +142,18 @@ def _fixed_size_output(
     )
 
 
-def patch_stride(
-    model: nn.Module, embed: str, in_channels: int, fixed_sides: Sequence[int] = (224,)
-) -> Tuple[int, int, bool, bool]:
-    """The stride and channels of the patch embedding at ``embed``, whether it returns tokens (``N×h·w×C``, timm's
-    ``PatchEmbed``) rather than a patch map (``N×C×h×w``), and whether it takes one size only, from its output for a
-    large meta image; an embedding that takes one size only (it checks the image size) is measured at the first of
-    ``fixed_sides`` it takes."""
+class PatchEmbedding(NamedTuple):
+    """What :func:`patch_stride` measures of a patch embedding."""
+
+    stride: int
+    channels: int
+    returns_tokens: bool  # N×h·w×C tokens (timm's ``PatchEmbed``) rather than an N×C×h×w patch map
+    one_size: bool  # it takes one image size only (it checks the size)
+
+
+def patch_stride(model: nn.Module, embed: str, in_channels: int, fixed_sides: Sequence[int] = (224,)) -> PatchEmbedding:
+    """The patch embedding at ``embed`` measured from its output for a large meta image; one that takes one size
+    only is measured at the first of ``fixed_sides`` it takes."""
     try:
         side, output = _MEASURING_SIDE, _embedding_output(model, embed, in_channels, (_MEASURING_SIDE,) * 2)
     except SpecError:
@@ -165,7 +170,7 @@ def patch_stride(
             f"{embed!r} maps a {side}x{side} image to {found}: not a square grid of whole patches",
         )
     channels = int(output.shape[2]) if returns_tokens else int(output.shape[1])
-    return side // rows, channels, returns_tokens, side != _MEASURING_SIDE
+    return PatchEmbedding(side // rows, channels, returns_tokens, side != _MEASURING_SIDE)
 
 
 def _grid(tokens: int, patch: int, evaluation: Size) -> Optional[Grid]:
@@ -193,7 +198,8 @@ def resolve_tokens(
         )
     # a spec's input_size is the size before tokens.stride resizes it: a one-size embedding takes the crop size
     sides = dict.fromkeys((evaluation[0], default_crop_size(spec.model)))
-    patch, channels, returns_tokens, one_size = patch_stride(model, tokens.embed, in_channels, tuple(sides))
+    measured = patch_stride(model, tokens.embed, in_channels, tuple(sides))
+    patch, channels = measured.stride, measured.channels
     prefix = [_find_parameter(model, path, "tokens", f"prefix[{i}]") for i, path in enumerate(tokens.prefix)]
     registered = [path for path, _ in model.named_parameters() if path in tokens.prefix]
     if list(tokens.prefix) != registered:
@@ -241,8 +247,8 @@ def resolve_tokens(
             f"stride in {-(-patch // 2)}..{patch * 2} (within a factor 2 of the patch: more would multiply the "
             "tokens, and attention's memory with their square), or null",
         )
-    layout = TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count, returns_tokens)
-    if spec.input_size is not None and one_size:
+    layout = TokenLayout(tokens, tokens.stride or patch, patch, grid, prefix_count, measured.returns_tokens)
+    if spec.input_size is not None and measured.one_size:
         _check_embedding_takes(model, layout, (spec.input_size[0], spec.input_size[1]), in_channels)
     return layout
 
