@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 from helpers import resnet18_spec
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 import featx
 
@@ -269,3 +272,114 @@ def test_a_hand_made_backbone_names_a_bad_argument():
         with pytest.raises(featx.ArgumentError, match=rf"^Backbone\(\): {message}"):
             featx.Backbone(*arguments, **keywords)
     assert featx.Backbone(stages, info, spec, None, np.int64(3)).in_channels == 3  # numpy's integers are integers
+
+
+def test_featx_necks_refuse_maps_whose_strides_cannot_name_their_levels():
+    """A neck made by hand and assigned to a backbone skipped the builder's checks: a simple pyramid over a stride-14
+    ViT map (tokens.stride: 14) reported p2..p5 at strides 4..32 for maps at 7, 14, 14, 28, and an FPN over two maps
+    named alike returned one of them (the dict key taken twice) while feature_info listed both."""
+    from featx.nn.feature_info import FeatureInfo
+    from featx.nn.fpn import FeaturePyramid
+    from featx.nn.simple_pyramid import SimpleFeaturePyramid
+    from featx.spec.schema import FpnSpec
+
+    with pytest.raises(featx.ArgumentError) as caught:
+        SimpleFeaturePyramid([FeatureInfo("blocks4", 768, 14)], FpnSpec(32, None, style="simple"))
+    assert str(caught.value) == (
+        "SimpleFeaturePyramid(): 'blocks4' has stride 14, not a power of two: the neck's levels are named and sized "
+        "by powers of two (p2 = stride 4 ... p5 = stride 32)"
+    )
+    with pytest.raises(featx.ArgumentError) as caught:
+        FeaturePyramid([FeatureInfo("p4", 768, 16)] * 2, FpnSpec(32, "maxpool"))
+    assert str(caught.value) == (
+        "FeaturePyramid(): FPN levels need strictly increasing strides, but 'p4' has stride 16 after 'p4' with "
+        "stride 16"
+    )
+    with pytest.raises(featx.ArgumentError, match=r"^SimpleFeaturePyramid\(\): style: simple builds every level"):
+        SimpleFeaturePyramid([FeatureInfo("c4", 256, 16), FeatureInfo("c5", 512, 32)], FpnSpec(32, None, "simple"))
+    with pytest.raises(featx.ArgumentError, match=r"^FeaturePyramid\(\): no input maps"):
+        FeaturePyramid([], FpnSpec(32, None))
+
+
+class _TwoInputsOneName(torch.nn.Module):
+    """A neck of the user's whose input_names name one key twice."""
+
+    def __init__(self, input_names, output_names):
+        super().__init__()
+        from featx.nn.feature_info import FeatureInfo
+
+        self.input_names = input_names
+        self.feature_info = [FeatureInfo(name, 512, 32) for name in output_names]
+
+    def forward(self, features):
+        return features
+
+
+@pytest.mark.parametrize(
+    ("input_names", "output_names", "message"),
+    [
+        (["a", "a"], ["top"], "Backbone.neck: the neck's input_names name 'a' twice; every map needs its own name"),
+        (
+            ["a", "b"],
+            ["top", "top"],
+            "Backbone.neck: the neck's feature_info name 'top' twice; every map needs its own name",
+        ),
+    ],
+    ids=["inputs", "outputs"],
+)
+def test_a_neck_naming_two_maps_alike_is_refused(input_names, output_names, message):
+    """Two returned stages stored under one key: the first map was silently replaced by the second."""
+    backbone = featx.build("resnet18", overrides=["device=meta", "out_features=[c4,c5]"])
+    with pytest.raises(featx.ArgumentError) as caught:
+        backbone.neck = _TwoInputsOneName(input_names, output_names)
+    assert str(caught.value) == message
+    assert backbone.neck is None and [i.name for i in backbone.feature_info] == ["c4", "c5"]
+
+
+def test_a_neck_on_another_device_or_dtype_than_the_stages_is_named_before_the_forward():
+    """A neck on the meta device fed real maps returned uninitialised memory (torch's conv2d accepts meta weights
+    there), different on every call; a half-precision neck failed with torch's raw dtype RuntimeError."""
+    backbone = featx.build("resnet18_fpn", overrides=["device=cpu", "fpn.out_channels=32"]).eval()
+    real, x = backbone.neck, torch.randn(1, 3, 64, 64)
+    backbone.neck = featx.build("resnet18_fpn", overrides=["device=meta", "fpn.out_channels=32"]).neck
+    with pytest.raises(featx.ArgumentError) as caught:
+        backbone(x)
+    assert str(caught.value) == (
+        "featx backbone 'resnet18': its neck (FeaturePyramid) is on meta, the stages on cpu; move them together "
+        "(bb.to('cpu'))"
+    )
+    backbone.neck = real.half()
+    with pytest.raises(featx.ArgumentError) as caught:
+        backbone(x)
+    assert str(caught.value) == (
+        "featx backbone 'resnet18': its neck (FeaturePyramid) is in torch.float16, the stages in torch.float32; move "
+        "them together (bb.to(torch.float32))"
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts both: as torch's own modules run
+        backbone.neck = real.bfloat16()
+        mixed = backbone(x)
+        backbone.neck = real.float()
+        same = backbone(x)
+    assert all(torch.equal(mixed[name], same[name]) for name in same)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_a_hand_made_backbone_freezes_norms_in_the_models_own_dtype(dtype):
+    """norm: frozen made FrozenBatchNorm2d in torch's default dtype: a float64 model's statistics were rounded to
+    float32 (outputs off by 1e-6), a float16 model's forward failed with torch's raw dtype RuntimeError."""
+    from helpers import randomize_norm_statistics
+
+    model = randomize_norm_statistics(torchvision.models.resnet18()).to(dtype).eval()
+    stages = {"c2": torch.nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1)}
+    reference = copy.deepcopy(stages["c2"]).double()  # torchvision's BatchNorm2d in float64
+    built = featx.build(resnet18_spec(stages={"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}}))
+    spec = dataclasses.replace(built.spec, norm="frozen")
+    backbone = featx.Backbone(stages, list(built.stage_info), spec).eval()
+    frozen = backbone.stages["c2"][1]
+    assert isinstance(frozen, FrozenBatchNorm2d) and frozen.running_var.dtype == dtype
+    assert torch.equal(frozen.running_var, reference[1].running_var)
+    x = torch.randn(1, 3, 64, 64, dtype=dtype)
+    got, want = backbone(x)["c2"], reference(x.double())
+    assert got.dtype == dtype
+    tolerance = 1e-12 if dtype == torch.float64 else 0.05  # float16's rounding; float32 statistics were 1e-6 off
+    torch.testing.assert_close(got.double(), want, rtol=tolerance, atol=tolerance)

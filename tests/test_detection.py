@@ -304,6 +304,17 @@ ANCHOR_ARGUMENT_CASES = [
         {"size_per_stride": 1e300},
         r"size_per_stride=1e\+300 makes anchors of 3\.2e\+301 pixels at stride 32, larger than any input \(16384\)",
     ),
+    # numpy's 0-d array passes as iterable (TypeError when iterated); meta tensors hold no value (.item() and
+    # .tolist() raised torch's RuntimeError and NotImplementedError)
+    ({"aspect_ratios": np.array(1.0)}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got array\(1\.\)"),
+    (
+        {"size_per_stride": torch.tensor(8.0, device="meta")},
+        r"size_per_stride must be a finite number, got tensor\(\.\.\., device='meta'",
+    ),
+    (
+        {"aspect_ratios": torch.tensor([0.5, 1.0], device="meta")},
+        r"each aspect ratio must be a finite number, got tensor\(\.\.\., device='meta'",
+    ),
 ]
 
 

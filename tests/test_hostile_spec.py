@@ -1006,7 +1006,7 @@ TOKEN_CASES = [
         _vit(),
         ["out_features=[blocks2,blocks4]", "fpn={style: simple}"],
         "backbone.fpn",
-        r"^backbone.fpn: style: simple builds every level from one stage's map, but 2 stages are returned "
+        r"^backbone.fpn: style: simple builds every level from one map, but 2 maps are given "
         r"\(blocks2, blocks4\); return only the one it uses \(out_features: \[blocks4\]\)$",
     ),
     (

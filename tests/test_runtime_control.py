@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
+import pickle
 
 import pytest
 import torch
@@ -358,3 +360,69 @@ def test_param_groups_take_numpy_numbers():
     assert [(group["name"], group["lr"]) for group in groups] == [("c3", 0.25), ("c4", 0.5)]
     neck = featx.build(resnet18_spec(fpn={"out_channels": 8})).param_groups(np.float32(0.5))[-1]
     assert neck["name"] == "neck" and type(neck["lr"]) is float and neck["lr"] == 0.5
+
+
+def test_freeze_and_unfreeze_change_the_modes_of_the_named_stages_only():
+    """freeze()/unfreeze() ended in train(self.training), which put back in training mode every module the user had
+    put in eval by hand (another stage's BatchNorm, the neck): their statistics then moved on the next forward."""
+    backbone = featx.build(resnet18_spec(norm="train", fpn={"out_channels": 16})).train()
+    kept_by_hand = backbone.stages["c4"][0][0].bn1.eval()
+    backbone.neck.eval()
+    statistics = kept_by_hand.running_mean.clone()
+    backbone.freeze("c3")
+    assert not any(m.training for m in backbone.stages["c3"].modules())
+    assert not kept_by_hand.training and not backbone.neck.training
+    assert all(m.training for m in backbone.stages["c2"].modules())
+    backbone(torch.randn(2, 3, 64, 64))
+    assert torch.equal(kept_by_hand.running_mean, statistics)
+    backbone.unfreeze("c3")
+    assert all(m.training for m in backbone.stages["c3"].modules())  # the backbone trains: so does c3 again
+    assert not kept_by_hand.training and not backbone.neck.training
+    evaluated = featx.build(resnet18_spec(norm="eval", frozen_stages=1)).train().unfreeze("c2")
+    assert all(m.training != isinstance(m, _BatchNorm) for m in evaluated.stages["c2"].modules())  # norm: eval
+    assert not featx.build(resnet18_spec(frozen_stages=1)).eval().unfreeze("c2").stages["c2"].training
+
+
+def test_freeze_drops_the_gradients_so_an_optimizer_moves_nothing_frozen():
+    """freeze() during training left each parameter's zeroed .grad: with zero_grad(set_to_none=False), SGD's
+    momentum and weight decay kept moving the "frozen" stages."""
+    backbone = featx.build(resnet18_spec(norm="train")).train()
+    optimizer = torch.optim.SGD(backbone.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+
+    def step():
+        optimizer.zero_grad(set_to_none=False)
+        sum(t.mean() for t in backbone(torch.randn(2, 3, 64, 64)).values()).backward()
+        optimizer.step()
+
+    step()
+    backbone.freeze("c2", "c3")
+    before = {name: p.detach().clone() for name, p in backbone.named_parameters() if not p.requires_grad}
+    assert before and all(backbone.get_parameter(name).grad is None for name in before)
+    step()
+    step()
+    assert all(torch.equal(backbone.get_parameter(name), value) for name, value in before.items())
+
+
+@pytest.mark.parametrize(("norm", "frozen_stages"), [("eval", 0), ("train", 1)])
+def test_reset_parameters_of_a_layer_kept_in_eval_resets_its_statistics_as_torchs_does(norm, frozen_stages):
+    """A layer kept in eval has a no-op reset_running_stats (for update_bn); torch's reset_parameters calls it, so a
+    model re-initialised with reset_parameters() kept its old statistics beside a reset affine."""
+    backbone = featx.build(resnet18_spec(norm=norm, frozen_stages=frozen_stages))
+    _fill_statistics(backbone)
+    layer = backbone.stages["c2"][1]
+    with torch.no_grad():
+        layer.weight.fill_(0.5)
+    layer.reset_parameters()
+    plain = nn.BatchNorm2d(layer.num_features)
+    plain.running_mean.fill_(0.3)
+    plain.reset_parameters()
+    assert all(torch.equal(value, plain.state_dict()[key]) for key, value in layer.state_dict().items())
+    for copied in (copy.deepcopy(backbone), pickle.loads(pickle.dumps(backbone))):  # its own layer, not the original's
+        copied_layer = copied.stages["c2"][1]
+        with torch.no_grad():
+            copied_layer.running_var.fill_(2.0)
+        copied_layer.reset_parameters()
+        assert torch.all(copied_layer.running_var == 1.0)
+    layer.running_var.fill_(2.0)
+    torch.optim.swa_utils.update_bn([torch.randn(2, 3, 64, 64)], backbone)  # update_bn's reset still keeps them
+    assert torch.all(layer.running_var == 2.0)

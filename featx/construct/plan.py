@@ -11,7 +11,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from featx.construct.token_layout import TokenLayout, resolve_tokens
 from featx.errors import SpecError, first_line
 from featx.models.registry import default_crop_size
 from featx.nn.feature_info import StageInfo
+from featx.nn.neck_levels import level_problem
 from featx.nn.tokens import tokens_to_map
 from featx.spec.keys import key_path
 from featx.spec.schema import BackboneSpec
@@ -315,37 +315,21 @@ def check_neck(spec: BackboneSpec, plan: BackbonePlan) -> None:
 
 
 def _check_fpn_levels(levels: Sequence[StageInfo], style: str, token_model: bool) -> None:
-    if style == "simple" and len(levels) > 1:  # the others would be computed, listed as returned, and dropped
-        raise SpecError(
-            key_path("fpn"),
-            f"style: simple builds every level from one stage's map, but {len(levels)} stages are returned "
-            f"({', '.join(level.name for level in levels)}); return only the one it uses "
-            f"(out_features: [{levels[-1].name}])",
-        )
-    for level in levels if style == "fpn" else levels[-1:]:
-        if level.stride & (level.stride - 1):
-            stride = 1 << level.stride.bit_length()
-            remedy = (
-                f"run the patch embedding at stride {stride} (tokens.stride: {stride}; the image is resized first)"
-                if token_model
-                else "return stages whose strides are powers of two"
-            )
-            raise SpecError(
-                key_path("fpn"),
-                f"stage {level.name!r} has stride {level.stride}, not a power of two: the neck's levels are named and "
-                f"sized by powers of two (p2 = stride 4 ... p5 = stride 32); {remedy}, or drop the neck (fpn: null)",
-            )
-    if style == "simple":
+    problem = level_problem(levels, style)
+    if problem is None:
         return
-    for shallower, deeper in itertools.pairwise(levels):
-        if deeper.stride <= shallower.stride:
-            raise SpecError(
-                key_path("fpn"),
-                f"FPN levels need strictly increasing strides, but stage {deeper.name!r} has stride {deeper.stride} "
-                f"after {shallower.name!r} with stride {shallower.stride}; "
-                + (
-                    "a token model's stages share one stride: use fpn.style: simple (one map, strides 4..32)"
-                    if token_model
-                    else "choose out_features with distinct strides"
-                ),
-            )
+    if problem.kind == "several":
+        remedy = f"return only the one it uses (out_features: [{levels[-1].name}])"
+    elif problem.kind == "stride" and token_model:  # a token model's stages share the patch stride
+        stride = 1 << levels[-1].stride.bit_length()
+        remedy = (
+            f"run the patch embedding at stride {stride} (tokens.stride: {stride}; the image is resized first), "
+            "or drop the neck (fpn: null)"
+        )
+    elif problem.kind == "stride":
+        remedy = "return stages whose strides are powers of two, or drop the neck (fpn: null)"
+    elif token_model:
+        remedy = "a token model's stages share one stride: use fpn.style: simple (one map, strides 4..32)"
+    else:
+        remedy = "choose out_features with distinct strides"
+    raise SpecError(key_path("fpn"), f"{'stage ' if problem.kind == 'stride' else ''}{problem.text}; {remedy}")

@@ -163,6 +163,7 @@ PLANNING_MODULES = (
     "models/registry.py",
     "models/timm_models.py",
     "nn/feature_info.py",
+    "nn/neck_levels.py",
     "nn/tokens.py",
 )
 

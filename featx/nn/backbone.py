@@ -123,6 +123,10 @@ class Backbone(nn.Module):
         feature_info = output_info(returned, self.spec.output_names, neck, caller)
         input_names = getattr(neck, "input_names", None)
         keys = list(input_names) if input_names is not None else [info.name for info in feature_info]
+        for what, names in (("input_names", keys), ("feature_info", [info.name for info in feature_info])):
+            twice = next((name for index, name in enumerate(names) if name in names[:index]), None)
+            if twice is not None:  # one key in the maps' dict: a map would replace another
+                raise ArgumentError(f"{caller}: the neck's {what} name {twice!r} twice; every map needs its own name")
         if len(keys) < len(returned) or (input_names is not None and len(keys) != len(returned)):
             raise ArgumentError(
                 f"{caller}: {len(returned)} returned stages ({', '.join(r.name for r in returned)}) but the neck "
@@ -182,7 +186,9 @@ class Backbone(nn.Module):
         for name in self._select(names, "freeze"):
             set_stage_frozen(self.stages[name], True, self.spec.norm)
             self._frozen.add(name)
-        return self.train(self.training)
+            self.stages[name].eval()
+        keep_statistics(self.stages, self._frozen, self.spec.norm)
+        return self
 
     def unfreeze(self, *names: str) -> "Backbone":
         """Make these stages (no names: all) trainable again and let them follow ``train()``/``eval()``.
@@ -191,10 +197,14 @@ class Backbone(nn.Module):
         (they have no parameters); with ``eval`` their affine terms train but their statistics stay fixed; with
         ``train``/``sync`` they train fully. Example (progressive unfreezing): ``bb.unfreeze("c3")``.
         """
-        for name in self._select(names, "unfreeze"):
+        named = self._select(names, "unfreeze")
+        for name in named:
             set_stage_frozen(self.stages[name], False, self.spec.norm)
             self._frozen.discard(name)
-        return self.train(self.training)
+            self.stages[name].train(self.training)
+        keep_statistics(self.stages, self._frozen, self.spec.norm)
+        keep_eval_modes({name: self.stages[name] for name in named}, (), self.spec.norm)
+        return self
 
     def reinit(self, *names: str) -> "Backbone":
         """Re-initialise these stages: convs and linears N(0, 0.01) with zero bias, norm layers to identity.
@@ -261,6 +271,7 @@ class Backbone(nn.Module):
                 f"(x.to({str(reference.device)!r}))"
             )
         autocast = _autocast_on(x.device.type)
+        self._check_neck_tensors(reference, autocast)
         cast = autocast and x.dtype in _AUTOCAST_CASTS and reference.dtype in _AUTOCAST_CASTS  # never float64 layers
         if x.dtype != reference.dtype and not cast:
             uncast = x.dtype if x.dtype not in _AUTOCAST_CASTS else reference.dtype
@@ -270,6 +281,26 @@ class Backbone(nn.Module):
                 + (f" (autocast does not cast {uncast})" if autocast else " or run under torch.autocast")
             )
         return x
+
+    def _check_neck_tensors(self, reference: Tensor, autocast: bool) -> None:
+        """ArgumentError when the neck's tensors are on another device than the stages' ``reference`` (a meta neck
+        on real maps computes nothing: torch returns uninitialised memory), or in another dtype autocast does not
+        cast."""
+        if self.neck is None:
+            return
+        tensors = itertools.chain(self.neck.parameters(), self.neck.buffers())
+        neck = next((tensor for tensor in tensors if tensor.is_floating_point()), None)
+        if neck is None:
+            return
+        cast = autocast and neck.dtype in _AUTOCAST_CASTS and reference.dtype in _AUTOCAST_CASTS
+        if neck.device != reference.device or (neck.dtype != reference.dtype and not cast):
+            moved = neck.device != reference.device
+            where, stages = (neck.device, reference.device) if moved else (neck.dtype, reference.dtype)
+            to, preposition = (repr(str(reference.device)), "on") if moved else (str(reference.dtype), "in")
+            raise ArgumentError(
+                f"featx backbone {self.spec.model!r}: its neck ({type(self.neck).__name__}) is {preposition} {where}, "
+                f"the stages {preposition} {stages}; move them together (bb.to({to}))"
+            )
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         x = self._check_input(x)
@@ -475,3 +506,18 @@ def _is_about_sizes(error: Exception) -> bool:
 
 def _is_too_small(error: RuntimeError) -> bool:
     return any(text in str(error) for text in _TOO_SMALL)
+
+
+def backbone_of(module: object, caller: str) -> Backbone:
+    """The featx Backbone ``module`` is or wraps (``torch.compile``'s ``_orig_mod``, DistributedDataParallel's or
+    DataParallel's ``module``); else :class:`ArgumentError`."""
+    while not isinstance(module, Backbone):  # compile(DataParallel(bb)) or DataParallel(compile(bb)), ...
+        if isinstance(wrapped := getattr(module, "_orig_mod", None), torch.nn.Module):
+            module = wrapped
+        elif isinstance(module, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+            module = module.module
+        else:
+            break
+    if not isinstance(module, Backbone):
+        raise ArgumentError(f"{caller}(): expected a featx Backbone (featx.build(...)), got {type(module).__name__}")
+    return module

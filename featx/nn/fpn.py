@@ -19,6 +19,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
 from featx.nn.feature_info import FeatureInfo
+from featx.nn.neck_levels import refuse_levels
 from featx.spec.schema import FpnSpec
 
 
@@ -79,6 +80,7 @@ class FeaturePyramid(FeaturePyramidNetwork):
     builder names them ``p{log2 stride}``, or ``'0'``, ``'1'``, ... as torchvision does), then the extra levels."""
 
     def __init__(self, inputs: List[FeatureInfo], spec: FpnSpec, torchvision_names: bool = False) -> None:
+        refuse_levels(inputs, "fpn", "FeaturePyramid()")
         block, extra_levels = extra_block(spec, inputs[-1], inputs[-1].channels, torchvision_names)
         super().__init__([info.channels for info in inputs], spec.out_channels, extra_blocks=block)
         self.input_names = [info.name for info in inputs]

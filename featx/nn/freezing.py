@@ -23,7 +23,8 @@ Example::
 
 from __future__ import annotations
 
-from typing import Collection, Iterator
+import functools
+from typing import Collection, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -37,7 +38,8 @@ from featx.spec.keys import key_path
 def _frozen_copy(norm: nn.BatchNorm2d) -> nn.Module:
     if norm.running_mean is None or norm.running_var is None:
         return norm  # no statistics to freeze: it normalises with batch statistics by design
-    frozen = FrozenBatchNorm2d(norm.num_features, eps=norm.eps).to(norm.running_mean.device)
+    statistics = norm.running_mean
+    frozen = FrozenBatchNorm2d(norm.num_features, eps=norm.eps).to(statistics.device, statistics.dtype)
     with torch.no_grad():
         frozen.running_mean.copy_(norm.running_mean)
         frozen.running_var.copy_(norm.running_var)
@@ -102,6 +104,9 @@ def set_stage_frozen(stage: nn.Module, frozen: bool, norm: str) -> None:
     """``requires_grad`` off (frozen) or on for every parameter of ``stage``, at any depth; with ``norm: frozen`` the
     BatchNorm layers kept in place stay fixed either way."""
     stage.requires_grad_(not frozen)
+    if frozen:  # no gradient left: an optimiser (momentum, weight decay) skips a parameter whose grad is None
+        for parameter in stage.parameters():
+            parameter.grad = None
     if norm == "frozen":
         _freeze_affine(stage)
 
@@ -110,21 +115,31 @@ def _statistics_kept() -> None:
     """What ``reset_running_stats`` does on a BatchNorm layer kept in eval mode: nothing (its statistics stay)."""
 
 
+def _reset_parameters_fully(layer: _BatchNorm) -> None:
+    """``reset_parameters`` of a layer whose ``reset_running_stats`` is :func:`_statistics_kept`: torch's own, with
+    the statistics reset too (a deliberate re-initialisation, unlike ``update_bn``'s reset)."""
+    type(layer).reset_running_stats(layer)  # mean 0, variance 1
+    type(layer).reset_parameters(layer)  # weight 1, bias 0 (its own reset_running_stats call does nothing)
+
+
 def keep_statistics(stages: nn.ModuleDict, frozen: Collection[str], norm: str) -> None:
     """The BatchNorm layers kept in eval mode (those of frozen stages, and with ``norm: eval`` or ``frozen`` every
     one) keep their running statistics through ``reset_running_stats()``, which ``torch.optim.swa_utils.update_bn``
     calls before ``train()`` to recompute them: such a layer stays in eval mode, so they were never recomputed and
-    stayed reset (mean 0, variance 1). The others get the method back."""
+    stayed reset (mean 0, variance 1). ``reset_parameters()`` still resets them, as torch's does. The others get
+    both methods back."""
     for name, stage in stages.items():
         kept = name in frozen or norm in ("eval", "frozen")
         for layer in norm_layers(stage):
             if kept:
                 layer.reset_running_stats = _statistics_kept  # type: ignore[method-assign]
-            elif "reset_running_stats" in layer.__dict__:
-                del layer.reset_running_stats
+                layer.reset_parameters = functools.partial(_reset_parameters_fully, layer)  # type: ignore[method-assign]
+            else:
+                for method in ("reset_running_stats", "reset_parameters"):
+                    layer.__dict__.pop(method, None)
 
 
-def keep_eval_modes(stages: nn.ModuleDict, frozen: Collection[str], norm: str) -> None:
+def keep_eval_modes(stages: Mapping[str, nn.Module] | nn.ModuleDict, frozen: Collection[str], norm: str) -> None:
     """After ``train()``: frozen stages back to eval mode, and with ``norm: eval`` (or ``frozen``, for the BatchNorm
     layers it keeps in place) every BatchNorm layer too."""
     for name in frozen:

@@ -25,6 +25,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from featx.nn.feature_info import FeatureInfo
 from featx.nn.fpn import extra_block, level_name
+from featx.nn.neck_levels import refuse_levels
 from featx.spec.schema import FpnSpec
 
 #: the strides of p2..p5
@@ -71,6 +72,7 @@ class SimpleFeaturePyramid(nn.Module):
 
     def __init__(self, inputs: List[FeatureInfo], spec: FpnSpec, torchvision_names: bool = False) -> None:
         super().__init__()
+        refuse_levels(inputs, "simple", "SimpleFeaturePyramid()")
         top = inputs[-1]
         self.top_stride = top.stride
         self.input_names = [info.name for info in inputs]

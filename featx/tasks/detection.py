@@ -24,7 +24,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
 from featx.errors import ArgumentError
-from featx.nn.backbone import Backbone
+from featx.nn.backbone import Backbone, backbone_of
 from featx.spec.limits import MAX_SIDE, real_value
 
 # style -> (anchor size per unit of stride, anchor sizes per octave, aspect ratios): torchvision's defaults
@@ -41,24 +41,10 @@ MAX_ASPECT_RATIO = 1000
 MAX_POOLED_SIDE = 256
 
 
-def _backbone_of(module: object, caller: str) -> Backbone:
-    """The featx Backbone ``module`` is or wraps (``torch.compile``'s ``_orig_mod``, DistributedDataParallel's or
-    DataParallel's ``module``); else :class:`ArgumentError`."""
-    while not isinstance(module, Backbone):  # compile(DataParallel(bb)) or DataParallel(compile(bb)), ...
-        if isinstance(wrapped := getattr(module, "_orig_mod", None), torch.nn.Module):
-            module = wrapped
-        elif isinstance(module, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-            module = module.module
-        else:
-            break
-    if not isinstance(module, Backbone):
-        raise ArgumentError(f"{caller}(): expected a featx Backbone (featx.build(...)), got {type(module).__name__}")
-    return module
-
-
 def _require_one_channel_count(module: torch.nn.Module, caller: str) -> Backbone:
-    """:func:`_backbone_of` ``module``, with one channel count on every output; else :class:`ArgumentError`."""
-    module = _backbone_of(module, caller)
+    """:func:`~featx.nn.backbone.backbone_of` ``module``, with one channel count on every output; else
+    :class:`ArgumentError`."""
+    module = backbone_of(module, caller)
     if module.out_channels is None:
         channels = ", ".join(f"{info.name}={info.channels}" for info in module.feature_info)
         raise ArgumentError(
@@ -71,7 +57,9 @@ def _require_one_channel_count(module: torch.nn.Module, caller: str) -> Backbone
 def _scalar(value: object) -> object:
     """A one-element tensor as its Python number (``torch.tensor(8.0)``), else ``value`` (numpy's numbers are
     ``numbers.Real`` already)."""
-    return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.device.type != "meta":  # meta: no value
+        return value.item()
+    return value
 
 
 def _number(value: object, what: str, caller: str) -> float:
@@ -95,9 +83,10 @@ def _integer(value: object, what: str, caller: str, low: int, high: int) -> int:
 
 def _aspect_ratios(value: object) -> Tuple[float, ...]:
     """A list, tuple, array or tensor of 1..MAX_ANCHORS positive numbers (an iterable is read that far only)."""
-    items = value.tolist() if isinstance(value, torch.Tensor) else value
+    items = value.tolist() if isinstance(value, torch.Tensor) and value.device.type != "meta" else value
     listed = None
-    if isinstance(items, Iterable) and not isinstance(items, (str, bytes, Mapping, AbstractSet)):
+    one_number = getattr(items, "ndim", None) == 0  # numpy's 0-d array: iterable by type, not in fact
+    if isinstance(items, Iterable) and not isinstance(items, (str, bytes, Mapping, AbstractSet)) and not one_number:
         listed = list(itertools.islice(items, MAX_ANCHORS + 1))
     if listed is None or not 1 <= len(listed) <= MAX_ANCHORS:
         raise ArgumentError(
@@ -156,7 +145,7 @@ def anchor_generator(
 
 def pooled_level_names(backbone: Backbone) -> List[str]:
     """The outputs RoIs are pooled from: every output except an FPN's extra levels (``maxpool``/``p6p7``)."""
-    backbone = _backbone_of(backbone, "pooled_level_names")
+    backbone = backbone_of(backbone, "pooled_level_names")
     extra = set(getattr(backbone.neck, "extra_level_names", ()))
     return [info.name for info in backbone.feature_info if info.name not in extra]
 
