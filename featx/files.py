@@ -138,17 +138,36 @@ def printable_path(path: os.PathLike[str] | str) -> str:
     return escaped(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
+def is_utf8_path(path: os.PathLike[str] | str) -> bool:
+    """Whether the bytes of ``path`` are UTF-8 (a name that is not is held in a ``str`` as surrogates, which torch's
+    and safetensors' readers cannot take). Example: ``is_utf8_path("caf\\udce9.pt") is False``."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def utf8_path(path: Path, what: str, reader: str = "safetensors opens") -> Path:
     """``path`` if its bytes are UTF-8; :class:`ArgumentError` naming ``what`` otherwise (``reader``: what takes UTF-8
     paths only; safetensors: a file written under another name could not be read back). Example:
     ``utf8_path(out, "p")``."""
-    try:
-        os.fsencode(path).decode("utf-8")
-    except UnicodeDecodeError:
+    if not is_utf8_path(path):
         raise ArgumentError(
             f"{what}: '{printable_path(path)}' is not valid UTF-8, and {reader} UTF-8 paths only; rename it"
-        ) from None
+        )
     return path
+
+
+def refuse_interpolation_in_path(path: Path, what: str) -> None:
+    """:class:`ArgumentError` naming ``what`` when ``path`` holds ``${``: a loaded backbone's spec names its file, and
+    featx refuses interpolations in every spec, so :func:`featx.load` could not take the file back. Example:
+    ``refuse_interpolation_in_path(Path("run_${seed}.pt"), "save(): path")`` raises."""
+    if "${" in os.fspath(path):
+        raise ArgumentError(
+            f"{what}: '{printable_path(path)}' holds '${{', which featx.load cannot take (the loaded backbone's spec "
+            "names its file, and featx refuses interpolations in specs); rename it"
+        )
 
 
 def file_path_argument(value: object, what: str) -> Path:

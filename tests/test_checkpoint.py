@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.metadata
+import os
 import re
 from pathlib import Path
 
@@ -410,3 +411,68 @@ def test_a_safetensors_file_under_another_suffix_is_named_as_one(tmp_path):
     save_file(torchvision.models.resnet18().state_dict(), str(path))
     with pytest.raises(featx.WeightsError, match=r"not a torch checkpoint .*it looks like a safetensors file: name it"):
         featx.build(resnet18_spec(weights=str(path)))
+
+
+def test_a_module_holding_a_backbone_is_refused_and_a_data_parallel_one_saves_its_backbone(tmp_path):
+    """save() checked that the spec rebuilds the network only for a Backbone itself: a model holding one (with the
+    backbone's .spec copied onto it) was written, and featx.load then refused the file as edited."""
+    backbone = _trained()
+
+    class Detector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.spec, self.head = backbone, backbone.spec, torch.nn.Conv2d(16, 2, 1)
+
+    with pytest.raises(featx.ArgumentError) as caught:
+        featx.save(Detector(), tmp_path / "model.pt")
+    assert str(caught.value) == "save(): expected a featx Backbone (featx.build(...)), got Detector"
+    assert list(tmp_path.iterdir()) == []
+    loaded = featx.load(featx.save(torch.nn.DataParallel(backbone), tmp_path / "bb.pt")).eval()
+    assert all(torch.equal(value, loaded.state_dict()[key]) for key, value in backbone.state_dict().items())
+
+
+def test_a_checkpoint_under_a_name_that_is_not_utf8_loads(tmp_path):
+    """torch maps a file by its name, which it takes as UTF-8 only: featx.load of a file featx.save had written
+    failed with AttributeError: 'str' object has no attribute 'tell' (torch.load reads it whole)."""
+    backbone = _trained()
+    path = featx.save(backbone, tmp_path / os.fsdecode(b"caf\xe9.pt"))
+    loaded = featx.load(path)
+    assert all(torch.equal(value, loaded.state_dict()[key]) for key, value in backbone.state_dict().items())
+
+
+def test_a_path_holding_an_interpolation_is_refused_by_save_and_named_by_load(tmp_path):
+    """featx.load puts the file's path in the spec it rebuilds, and specs refuse ${...}: a file featx.save wrote as
+    run_${seed}.pt could not be loaded, and the error blamed the file's spec."""
+    backbone = _trained()
+    with pytest.raises(featx.ArgumentError) as caught:
+        featx.save(backbone, tmp_path / "run_${seed}.pt")
+    assert str(caught.value) == (
+        f"save(): path: '{tmp_path}/run_${{seed}}.pt' holds '${{', which featx.load cannot take (the loaded "
+        "backbone's spec names its file, and featx refuses interpolations in specs); rename it"
+    )
+    assert list(tmp_path.iterdir()) == []
+    renamed = tmp_path / "run_${seed}.pt"
+    featx.save(backbone, tmp_path / "run.pt").rename(renamed)
+    with pytest.raises(featx.ArgumentError, match=r"^load\(\): path: '.*/run_\$\{seed\}\.pt' holds '\$\{'"):
+        featx.load(renamed)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_checkpoint_saved_on_cuda_names_itself_and_how_to_load_it_here(tmp_path):
+    """A file saved from a CUDA backbone refused on a CPU machine with the spec's DeviceError alone, naming neither
+    the file nor the override that loads it."""
+    path = featx.save(_trained(), tmp_path / "bb.pt")
+    content = torch.load(path, weights_only=True)
+    content["featx"]["spec"]["device"] = "cuda"  # as featx.save writes it on a CUDA machine
+    torch.save(content, path)
+    with pytest.raises(featx.DeviceError) as caught:
+        featx.load(path)
+    assert str(caught.value) == (
+        f"{path} was saved on cuda: backbone.device: 'cuda' is not available on this machine (no CUDA device); use "
+        f"'cpu' or 'auto' (featx.load('{path}', overrides=['device=cpu']))"
+    )
+    assert featx.load(path, overrides=["device=cpu"]).spec.device == "cpu"
+    cpu_file = featx.save(_trained(), tmp_path / "cpu.pt")
+    with pytest.raises(featx.DeviceError) as caught:  # the caller's own override: the file is not to blame
+        featx.load(cpu_file, overrides=["device=cuda"])
+    assert str(caught.value).startswith("backbone.device: 'cuda' is not available on this machine")

@@ -40,14 +40,14 @@ from featx.construct.meta_model import MetaModel
 from featx.construct.model_structure import structure_differences
 from featx.construct.plan import BackbonePlan, check_neck, plan_backbone
 from featx.construct.plan_cache import cached_plan
-from featx.errors import ArgumentError, FeatxError, SpecError, WeightsError
-from featx.files import file_path_argument
+from featx.errors import ArgumentError, DeviceError, FeatxError, SpecError, WeightsError
+from featx.files import file_path_argument, refuse_interpolation_in_path
 from featx.models.legacy_keys import current_keys
 from featx.models.meta_construction import on_meta, registrations_untouched
 from featx.models.published_weights import published_weights_file, published_weights_id
 from featx.models.registry import check_model_name
 from featx.models.weights_enums import is_weights_file
-from featx.nn.backbone import Backbone, check_stage_names
+from featx.nn.backbone import Backbone, backbone_of, check_stage_names
 from featx.nn.feature_info import FeatureInfo
 from featx.nn.fpn import FeaturePyramid, level_name
 from featx.nn.simple_pyramid import SimpleFeaturePyramid
@@ -232,6 +232,7 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
     The spec's ``frozen_stages`` apply again; freezing changed at run time (``bb.unfreeze()``) is not saved.
     """
     path = file_path_argument(path, "load(): path")
+    refuse_interpolation_in_path(path, "load(): path")
     checkpoint = read_checkpoint(path)
     if checkpoint.saved is None:
         raise WeightsError(
@@ -254,6 +255,12 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
         return _assemble(spec, None if resolve_device(spec.device).type == "meta" else checkpoint)
     except SpecError as error:  # the model checks of the file's own spec (overrides are checked above)
         raise (error if overrides else error.with_origin(str(path))) from None
+    except DeviceError as error:
+        if spec.device != checkpoint.saved["spec"].get("device"):
+            raise  # the caller's override
+        raise DeviceError(
+            f"{path} was saved on {spec.device}: {error} (featx.load({str(path)!r}, overrides=['device=cpu']))"
+        ) from None
 
 
 def _check_rebuilds_as_saved(backbone: Backbone) -> None:
@@ -285,7 +292,6 @@ def save(backbone: nn.Module, path: PathLike, *, overwrite: bool = False) -> Pat
     or added by hand, the neck removed, a ``forward`` replaced) is refused, naming the first difference: it would
     load as another network. ``torch.compile(bb)`` is saved as the backbone it wraps.
     """
-    backbone = getattr(backbone, "_orig_mod", backbone)  # torch.compile's wrapper prefixes every key
-    if isinstance(backbone, Backbone):
-        _check_rebuilds_as_saved(backbone)
+    backbone = backbone_of(backbone, "save")  # torch.compile's and DistributedDataParallel's wrappers prefix every key
+    _check_rebuilds_as_saved(backbone)
     return write_backbone_file(backbone, path, overwrite=overwrite)

@@ -35,7 +35,7 @@ from featx.construct.weights import (
     torch_load_file,
 )
 from featx.errors import ArgumentError, SpecError, WeightsError, first_line
-from featx.files import file_path_argument, flag_argument, utf8_path, write_atomically
+from featx.files import file_path_argument, flag_argument, refuse_interpolation_in_path, utf8_path, write_atomically
 from featx.models.registry import library_version
 from featx.spec.keys import key_path
 from featx.spec.limits import quoted
@@ -249,6 +249,7 @@ def write_backbone_file(backbone: nn.Module, path: PathLike, *, overwrite: bool 
     if not isinstance(spec, BackboneSpec):
         raise ArgumentError(f"save(): expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
     path = file_path_argument(path, "save(): path")
+    refuse_interpolation_in_path(path, "save(): path")
     if is_safetensors_path(path):
         utf8_path(path, "save(): path")
     flag_argument(overwrite, "save(): overwrite")

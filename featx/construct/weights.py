@@ -25,6 +25,7 @@ from torch.serialization import LoadEndianness
 
 from featx.construct.tensor_records import UnknownLayout, record_mismatch
 from featx.errors import WeightsError, first_line
+from featx.files import is_utf8_path
 from featx.spec.keys import key_path
 from featx.spec.limits import quoted, shortened
 
@@ -66,7 +67,9 @@ def torch_load_file(path: Path) -> Any:
                 f"{key_path('weights')}: cannot read {path}: not a torch checkpoint (neither a zip archive nor a "
                 f"pickle){looks_like}"
             )
-    mapped = is_zip and _records_checked(path)
+    # torch maps a file by its name, which it takes as UTF-8 only: another name is read whole (torch's reading
+    # path checks every record's size itself)
+    mapped = is_zip and is_utf8_path(path) and _records_checked(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except pickle.UnpicklingError as error:
