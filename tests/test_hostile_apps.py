@@ -22,6 +22,7 @@ from PIL import Image
 
 from featx.cli import catalog
 from featx.cli import propose as propose_cli
+from featx.spec.config_files import config_dir
 
 
 def run_app(
@@ -398,6 +399,18 @@ CASES = [
     ("featx", ["backbone=resnet18", "run=${oc.env:FEATX_NOT_SET,maybe}"], r"^featx: error: run: its interpolation"),
     # what Hydra's grammar does not take, through featx.build's overrides too
     ("featx", ["backbone.weights=~/x.pth"], r"^featx: error: backbone\.weights=~/x\.pth: not an override in Hydra's"),
+    # an element of a list the backbone's file leaves null: Hydra's bare "AssertionError: Unexpected type for root"
+    (
+        "featx",
+        ["backbone=resnet18", "backbone.out_features.0=c5"],
+        r"^featx: error: backbone\.out_features\.0: sets an element of backbone\.out_features, which is null in this "
+        r"config \(Hydra cannot index a null list\); give the whole list: backbone\.out_features=\[\.\.\.\]$",
+    ),
+    (
+        "featx",
+        ["backbone=resnet18", "backbone.input_size.0.1=3"],
+        r"^featx: error: backbone\.input_size\.0\.1: sets an element of backbone\.input_size, which is null",
+    ),
 ]
 
 
@@ -1236,3 +1249,31 @@ def test_a_stage_given_by_modules_is_replaced_by_a_slice_as_the_error_says(workd
     )
     assert code in (0, None), errors
     assert re.search(r"\bc3\s+model\[5:6\]\s+128\s+8\b", output), output
+
+
+def test_a_config_root_given_twice_is_one_root(workdir):
+    """--config-dir mine plus hydra.searchpath=[file://mine]: the app refused backbone=x as defined in two files (one
+    file, twice) and told the user to rename it; featx-list marked the file an ignored duplicate of itself."""
+    (workdir / "mine" / "backbone").mkdir(parents=True)
+    (workdir / "mine" / "backbone" / "x.yaml").write_text((config_dir() / "backbone" / "resnet18.yaml").read_text())
+    arguments = ["--config-dir", "mine", f"hydra.searchpath=[file://{workdir / 'mine'}]", "backbone=x", "run=false"]
+    code, errors, _ = run_app("featx", arguments, workdir)
+    assert code == 0, errors
+    done = run_in_process("featx-list", ["--config-dir", "mine", "--config-dir", str(workdir / "mine"), "x"], workdir)
+    assert done.returncode == 0, done.stderr
+    (row,) = done.stdout.splitlines()[1:]
+    assert row.endswith("from mine/backbone/x.yaml") and "duplicate" not in row
+
+
+def test_featx_list_shows_a_file_name_with_line_breaks_on_its_own_row(workdir):
+    """A backbone file named with line breaks printed a forged row (another resnet50 with other channels) under the
+    genuine one, and terminal escapes reached the terminal."""
+    (workdir / "mine" / "backbone").mkdir(parents=True)
+    forged = "zz\nresnet50  resnet50  c2..c5  4,8,16,32  1,2,3,4  23.5M\n\x1b[31mzz"
+    (workdir / "mine" / "backbone" / f"{forged}.yaml").write_text(
+        (config_dir() / "backbone" / "resnet18.yaml").read_text()
+    )
+    done = run_in_process("featx-list", ["--config-dir", "mine", "zz*"], workdir)
+    assert done.returncode == 0, done.stderr
+    (row,) = done.stdout.splitlines()[1:]
+    assert row.startswith("zz\\nresnet50  resnet50  c2..c5  4,8,16,32  1,2,3,4  23.5M\\n\\x1b[31mzz  resnet18 ")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -65,6 +67,19 @@ def test_unknown_packaged_name_suggests_close_names():
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(featx.SpecError, match="spec file not found: .*nope.yaml"):
         featx.load_spec(tmp_path / "nope.yaml")
+
+
+def test_a_fifo_or_a_link_to_a_device_is_named_as_no_regular_file(tmp_path):
+    """A FIFO (or a link to /dev/zero) in a config root was reported as "spec file not found" (and is never opened:
+    reading a FIFO waits for a writer)."""
+    os.mkfifo(tmp_path / "fifo.yaml")
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+    for name in ("fifo.yaml", "zero.yaml"):
+        with pytest.raises(featx.SpecError) as caught:
+            featx.load_spec(tmp_path / name)
+        assert str(caught.value) == (
+            f"backbone: {tmp_path / name} is not a regular file (a device, fifo or socket), not a spec file"
+        )
 
 
 def test_yaml_syntax_error_names_the_file(tmp_path):

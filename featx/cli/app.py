@@ -465,6 +465,29 @@ def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[
     return None
 
 
+def _null_list_indexed(arguments: Sequence[str], schema: type) -> Optional[Tuple[str, str]]:
+    """``(override key, list key)`` for the first override in ``arguments`` that sets an element of a list key that
+    may be null (``backbone.out_features.0=c5``; Hydra's composition fails on a null one with a bare
+    AssertionError), else None."""
+    try:
+        overrides = OverridesParser.create().parse_overrides(list(arguments))
+    except (HydraException, ValueError):
+        return None
+    for override in overrides:
+        parts = override.key_or_group.split(".")
+        owner: Any = schema
+        for depth, part in enumerate(parts[:-1]):
+            hints = typing.get_type_hints(owner) if dataclasses.is_dataclass(owner) else {}
+            if part not in hints:
+                break
+            hint = BackboneNode if (depth, part) == (0, "backbone") else hints[part]
+            options = typing.get_args(hint)  # Optional[List[str]]: (List[str], NoneType)
+            if type(None) in options and any(typing.get_origin(option) is list for option in options):
+                return override.key_or_group, ".".join(parts[: depth + 1])
+            owner = hint
+    return None
+
+
 def _values(override: Override) -> List[object]:
     """The values an override sets: one, or each of a choice or range sweep (the first :data:`MAX_CHECKED_VALUES`);
     none for a sweep that cannot be listed (``interval``, ``glob``)."""
@@ -567,9 +590,12 @@ def _refuse_shadowed_backbone() -> None:
     takes the first; featx refuses."""
     choice = HydraConfig.get().runtime.choices.get("backbone")
     candidates = [root / "backbone" / f"{choice}.yaml" for root in _config_roots()] if choice is not None else []
-    files = [path for path in candidates if path.is_file()]
+    files: Dict[Path, Path] = {}  # by the file it is: a root on the search path twice gives one file twice
+    for path in candidates:
+        if path.is_file():
+            files.setdefault(path.resolve(), path)
     if len(files) > 1:
-        used, *ignored = files
+        used, *ignored = files.values()
         folder, _, name = str(choice).rpartition("/")
         raise ArgumentError(
             f"backbone={choice} names {len(files)} files on the config search path: {used} (which "
@@ -833,6 +859,14 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     except (ValueError, TypeError, AttributeError, LookupError, AssertionError, RecursionError) as error:
         if full_error:  # what Hydra's own code raises for values it does not check (range step 0)
             raise
+        indexed = _null_list_indexed(flags.overrides, schema) if isinstance(error, AssertionError) else None
+        if indexed is not None:
+            key, list_key = indexed
+            fail(
+                app,
+                f"{key}: sets an element of {list_key}, which is null in this config (Hydra cannot index a null "
+                f"list); give the whole list: {list_key}=[...]",
+            )
         reason = quoted(first_line(error))[1:-1]
         cause = error.__cause__  # logging's "Unable to configure handler 'file'" hides the file's own error
         if isinstance(cause, OSError) and cause.strerror:

@@ -20,6 +20,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from featx.cli.output import reader_may_stop
 from featx.errors import FeatxError
+from featx.files import printable_path
 from featx.spec.config_files import backbone_files, config_dir
 from featx.spec.keys import suggest
 from featx.spec.limits import shortened
@@ -32,7 +33,10 @@ _WIDTHS = (26, 20, 14, 18, 26, 8, 0)
 
 
 def _row(values: Sequence[str]) -> str:
-    return "  ".join(value.ljust(width) for value, width in zip(values, _WIDTHS, strict=True)).rstrip()
+    """One line of the table: a file's name holding a line break or terminal escapes (or bytes that are not UTF-8)
+    is shown escaped, so it cannot forge a row of its own."""
+    cells = (printable_path(value).ljust(width) for value, width in zip(values, _WIDTHS, strict=True))
+    return "  ".join(cells).rstrip()
 
 
 def describe(source: Union[Path, Mapping[str, Any]]) -> List[str]:

@@ -30,7 +30,10 @@ def backbone_files(config_roots: Sequence[Path]) -> Dict[str, List[Path]]:
     """Every ``backbone/<name>.yaml`` under ``config_roots`` (Hydra search-path roots, highest priority first), by
     name; a name with more than one file is shadowed: Hydra uses the first and ignores the others."""
     found: Dict[str, List[Path]] = {}
-    for root in config_roots:
-        for path in sorted((Path(root) / "backbone").glob("*.yaml")):
+    roots: Dict[Path, Path] = {}  # a root given twice (or under two names) is one root, where it first appears
+    for root in map(Path, config_roots):
+        roots.setdefault(root.resolve(), root)
+    for root in roots.values():
+        for path in sorted((root / "backbone").glob("*.yaml")):
             found.setdefault(path.stem, []).append(path)
     return found

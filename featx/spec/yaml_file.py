@@ -93,6 +93,8 @@ def read_spec_file(path: Path) -> Dict[str, Any]:
         raise SpecError(ROOT_KEY, f"a spec file is a .yaml or .yml file, got {origin}")
     if path.is_dir():
         raise SpecError(ROOT_KEY, f"{origin} is a folder, not a spec file")
+    if path.exists() and not path.is_file():
+        raise SpecError(ROOT_KEY, f"{origin} is not a regular file (a device, fifo or socket), not a spec file")
     if not path.is_file():
         raise SpecError(ROOT_KEY, f"spec file not found: {origin}")
     try:
