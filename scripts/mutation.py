@@ -2129,6 +2129,12 @@ MUTANTS: List[Mutant] = [
         "    if False:",
         "a FIFO or a link to a device in a config root reported as 'spec file not found'",
     ),
+    Mutant(
+        "construct/execution_order.py",
+        "    _check_members_hold_no_token_parameter(model, members, declared)\n",
+        "",
+        "a stage listing torchvision's ViT encoder adds the position embedding twice (features off by 0.1)",
+    ),
 ]
 
 

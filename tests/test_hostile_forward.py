@@ -138,6 +138,8 @@ def test_torch_compile_keeps_the_input_checks():
     with torch.no_grad():
         for (name, a), b in zip(resnet(x).items(), compiled(x).values(), strict=True):
             torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+    with pytest.raises(torch._dynamo.exc.Unsupported):  # as docs/python.md says: a raise stops a full graph
+        compiled(_image(2, 2, 64, 64))
     with pytest.raises(InputShapeError, match=r"expects a floating-point batch of shape \(N, 3, H, W\), got \(2, 2,"):
         torch.compile(resnet, backend="eager")(_image(2, 2, 64, 64))
     vit = featx.build("vit_b_16", overrides=["device=cpu"]).eval()

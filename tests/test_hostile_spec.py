@@ -1025,6 +1025,17 @@ TOKEN_CASES = [
         "backbone.stages.all",
         r"gives 'heads' an input of shape \(1, 768\), the stages give it \(1, 197, 768\)",
     ),
+    (  # the encoder adds the position embedding featx's token embedding already added: features off by up to 0.1
+        "tokens-member-holds-the-position-embedding",
+        _vit()
+        | {"stages": {"embed": {"modules": ["conv_proj"]}, "enc": {"modules": ["encoder"]}}}
+        | {"source": None, "out_features": None},
+        [],
+        "backbone.stages.enc",
+        r"^backbone\.stages\.enc: 'encoder' holds 'encoder\.pos_embedding', a token parameter declared under "
+        r"tokens, which featx's token embedding applies itself: run as a member, 'encoder' would apply it a second "
+        r"time; list the modules inside it instead \(encoder\.dropout, encoder\.layers, encoder\.ln\)$",
+    ),
 ]
 
 

@@ -70,6 +70,24 @@ def _check_containers(model: nn.Module, members: Sequence[StageMembers], reprodu
     return containers
 
 
+def _check_members_hold_no_token_parameter(
+    model: nn.Module, members: Sequence[StageMembers], declared: Sequence[str]
+) -> None:
+    """SpecError for a member that holds a token model's declared parameter (torchvision's ``encoder``, which owns
+    the position embedding): featx's token embedding applies it, and the member's own forward would again."""
+    for stage in members:
+        for path in stage.paths:
+            held = next((name for name in declared if name.startswith(path + ".")), None)
+            if held is not None:
+                inside = [f"{path}.{name}" for name, _ in model.get_submodule(path).named_children()]
+                raise SpecError(
+                    key_path("stages", stage.name),
+                    f"{path!r} holds {held!r}, a token parameter declared under tokens, which featx's token "
+                    f"embedding applies itself: run as a member, {path!r} would apply it a second time; list the "
+                    f"modules inside it instead ({shortened(', '.join(inside))})",
+                )
+
+
 def _check_owned_tensors(
     model: nn.Module, members: Sequence[StageMembers], containers: Set[str], declared: Sequence[str]
 ) -> None:
@@ -254,6 +272,7 @@ def check_execution_order(
     ``declared_size``: ``size`` is the spec's ``input_size``, which a forward that fails before a member is blamed
     on. ``chained``: each member must get the very tensor the member before it returned, unchanged (a model that is a
     chain of modules; a token model's forward reshapes between its modules, which featx reproduces)."""
+    _check_members_hold_no_token_parameter(model, members, declared)
     containers = _check_containers(model, members, reproduced)
     _check_owned_tensors(model, members, containers, declared)
     listed = [(stage.name, path) for stage in members for path in stage.paths]
