@@ -100,7 +100,7 @@ GUARDS: Dict[str, List[str]] = {
         "tests/test_atomic_writes.py",
         "tests/test_device_decode.py",
     ],
-    "tasks/extract/transforms.py": ["tests/test_extract.py", "tests/test_device_decode.py"],
+    "tasks/extract/transforms.py": ["tests/test_extract.py", "tests/test_device_decode.py", "tests/test_timm.py"],
     "tasks/extract/listing.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
     "tasks/extract/names.py": ["tests/test_hostile_extract.py"],
     "spec/references.py": ["tests/test_hostile_spec.py"],
@@ -112,7 +112,7 @@ GUARDS: Dict[str, List[str]] = {
     "tasks/extract/device_decode.py": ["tests/test_device_decode.py"],
     "tasks/extract/run.py": ["tests/test_device_decode.py", "tests/test_extract.py", "tests/test_hostile_extract.py"],
     "files.py": ["tests/test_hostile_weights.py", "tests/test_atomic_writes.py", "tests/test_hostile_extract.py"],
-    "models/published_weights.py": ["tests/test_extract.py"],
+    "models/published_weights.py": ["tests/test_extract.py", "tests/test_timm.py"],
     "nn/reinit.py": ["tests/test_runtime_control.py"],
     "cli/app.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
     "cli/output_folders.py": ["tests/test_hydra.py", "tests/test_hostile_apps.py"],
@@ -2134,6 +2134,24 @@ MUTANTS: List[Mutant] = [
         "    _check_members_hold_no_token_parameter(model, members, declared)\n",
         "",
         "a stage listing torchvision's ViT encoder adds the position embedding twice (features off by 0.1)",
+    ),
+    Mutant(
+        "nn/reinit.py",
+        ' or type(layer).__name__ == "CondConv2d":',
+        ":",
+        "reinit leaves timm's CondConv2d (one kernel per expert) as it was",
+    ),
+    Mutant(
+        "tasks/extract/transforms.py",
+        "    if trained is not None and not _is_imagenet_normalisation(*trained):",
+        "    if trained is not None and trained[0] == HALF and trained_half_normalised(spec.model):",
+        "center_crop with a timm tag trained with mean = std = 0.5 normalises with ImageNet's mean and std",
+    ),
+    Mutant(
+        "models/published_weights.py",
+        "        return tuple(config.mean), tuple(config.std)",
+        "        return None",
+        "a timm tag's own normalisation is not compared with the transform's",
     ),
 ]
 

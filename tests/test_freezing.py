@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import pytest
 import torch
-from helpers import resnet18_spec
+import torchvision
+from helpers import randomize_norm_statistics, resnet18_spec
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.feature_extraction import create_feature_extractor
@@ -117,3 +121,23 @@ def test_norm_sync_converts_to_sync_batchnorm():
     with torch.no_grad():  # inference needs no process group, and in eval mode SyncBatchNorm is BatchNorm
         outputs, expected = backbone.eval()(image), plain(image)
     assert all(torch.equal(outputs[name], expected[name]) for name in expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_a_hand_made_backbone_freezes_norms_in_the_models_own_dtype(dtype):
+    """norm: frozen made FrozenBatchNorm2d in torch's default dtype: a float64 model's statistics were rounded to
+    float32 (outputs off by 1e-6), a float16 model's forward failed with torch's raw dtype RuntimeError."""
+    model = randomize_norm_statistics(torchvision.models.resnet18()).to(dtype).eval()
+    stages = {"c2": torch.nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1)}
+    reference = copy.deepcopy(stages["c2"]).double()  # torchvision's BatchNorm2d in float64
+    built = featx.build(resnet18_spec(stages={"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}}))
+    spec = dataclasses.replace(built.spec, norm="frozen")
+    backbone = featx.Backbone(stages, list(built.stage_info), spec).eval()
+    frozen = backbone.stages["c2"][1]
+    assert isinstance(frozen, FrozenBatchNorm2d) and frozen.running_var.dtype == dtype
+    assert torch.equal(frozen.running_var, reference[1].running_var)
+    x = torch.randn(1, 3, 64, 64, dtype=dtype)
+    got, want = backbone(x)["c2"], reference(x.double())
+    assert got.dtype == dtype
+    tolerance = 1e-12 if dtype == torch.float64 else 0.05  # float16's rounding; float32 statistics were 1e-6 off
+    torch.testing.assert_close(got.double(), want, rtol=tolerance, atol=tolerance)

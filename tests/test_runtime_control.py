@@ -177,6 +177,21 @@ def test_reinit_resets_the_attention_projections_of_a_vit_stage():
     assert all(torch.equal(a.in_proj_bias, torch.zeros_like(a.in_proj_bias)) for a in attentions)
 
 
+def test_reinit_draws_the_expert_kernels_of_timms_condconv():
+    """timm's CondConv2d (efficientnet_cc_*) is a plain nn.Module holding one kernel per expert: reinit left it as it
+    was while the plain convs beside it were drawn from N(0, 0.01)."""
+    timm = pytest.importorskip("timm")
+    backbone = featx.build(featx.propose("timm:efficientnet_cc_b0_4e"), overrides=["device=cpu"])
+    last = list(backbone.stages)[-1]
+    layers = [m for m in backbone.stages[last].modules() if isinstance(m, timm.layers.CondConv2d)]
+    before = [layer.weight.clone() for layer in layers]
+    backbone.reinit(last)
+    weights = torch.cat([layer.weight.flatten() for layer in layers])
+    assert layers and not any(torch.equal(a, layer.weight) for a, layer in zip(before, layers, strict=True))
+    assert abs(weights.std().item() - 0.01) < 0.001 and abs(weights.mean().item()) < 0.001
+    assert all(layer.bias is None or not layer.bias.any() for layer in layers)
+
+
 def test_reinit_restores_the_init_of_timms_norm_layers():
     """ConvNeXt-V2's GlobalResponseNorm (x + weight * N(x) + bias) starts at zero (timm's init); it kept its values."""
     timm = pytest.importorskip("timm")

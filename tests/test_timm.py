@@ -286,6 +286,26 @@ def test_extraction_transform_of_a_timm_tag_is_timms_own():
     assert torch.equal(image_transform("auto", spec, (224, 224))(image), expected_transform(image))
 
 
+@pytest.mark.parametrize("name", ["center_crop", "resize"])
+def test_imagenet_normalisation_is_refused_for_a_timm_tag_trained_otherwise(name):
+    """center_crop and resize normalise with ImageNet's mean and std: for a tag trained with mean = std = 0.5 (timm's
+    pretrained config says so) they were taken without a word, as only torchvision's GoogLeNet and Inception-v3 were
+    checked."""
+    from featx.tasks.extract.transforms import image_transform
+
+    spec = featx.load_spec("timm_resnet50d", overrides=["weights=ra4_e3600_r224_in1k"])
+    assert timm.models.get_pretrained_cfg("resnet50d.ra4_e3600_r224_in1k").mean == (0.5, 0.5, 0.5)
+    with pytest.raises(featx.ArgumentError) as caught:
+        image_transform(name, spec, (224, 224))
+    assert str(caught.value) == (
+        f"extract.transform: {name} normalises with ImageNet's mean and std, and timm:resnet50d's published weights "
+        "(ra4_e3600_r224_in1k) take images normalised with mean = std = 0.5; use auto or weights"
+    )
+    imagenet = featx.load_spec("timm_resnet50d", overrides=["weights=a1_in1k"])
+    assert timm.models.get_pretrained_cfg("resnet50d.a1_in1k").mean == timm.data.IMAGENET_DEFAULT_MEAN
+    image_transform(name, imagenet, (224, 224))  # trained with ImageNet's: taken
+
+
 def _hub_snapshot(cache: Path, repo: str, filename: str) -> Path:
     """A Hugging Face hub cache entry laid out as huggingface_hub writes it (refs/main → snapshots/<revision>)."""
     revision = "0" * 40

@@ -12,12 +12,12 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Tuple
 
 from torchvision.transforms._presets import ImageClassification  # what every classifier's weights enum gives
 
 from featx.models.registry import weights_enum
-from featx.models.timm_models import is_timm_model, pretrained_tags, timm_name
+from featx.models.timm_models import is_timm_model, pretrained_config, pretrained_tags, timm_name
 from featx.models.timm_weights import timm_weights_file, timm_weights_id, timm_weights_transform
 from featx.models.weights_enums import enum_member, enum_weights_file
 
@@ -46,6 +46,21 @@ HALF = (0.5, 0.5, 0.5)
 def trained_half_normalised(model: str) -> bool:
     """Whether ``model``'s published weights take images normalised with mean = std = 0.5 in featx's stages."""
     return model in HALF_NORMALISED_MODELS
+
+
+def published_normalisation(model: str, name: str) -> Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]]:
+    """``(mean, std)`` the published weights ``name`` of ``model`` take images normalised with in featx's stages
+    (timm's pretrained config for a tag, the enum's preset, 0.5 for :data:`HALF_NORMALISED_MODELS`); None where the
+    preset says none. Example: ``published_normalisation("googlenet", "DEFAULT") == ((0.5,) * 3, (0.5,) * 3)``."""
+    if is_timm_model(model):
+        config = pretrained_config(timm_name(model), name)
+        return tuple(config.mean), tuple(config.std)
+    if trained_half_normalised(model):
+        return HALF, HALF
+    preset = enum_member(model, name).transforms()
+    if not isinstance(preset, ImageClassification):
+        return None
+    return tuple(preset.mean), tuple(preset.std)
 
 
 def published_weights_transform(model: str, name: str) -> Callable[[Any], Any]:

@@ -32,10 +32,11 @@ def reinit_(module: nn.Module) -> None:
     """Re-initialise every conv, linear, attention projection and norm layer below ``module`` in place."""
     with torch.no_grad():
         for layer in module.modules():
-            if isinstance(layer, (_ConvNd, nn.Linear)):
-                layer.weight.normal_(0.0, WEIGHT_STD)
-                if layer.bias is not None:
-                    layer.bias.zero_()
+            if isinstance(layer, (_ConvNd, nn.Linear)) or type(layer).__name__ == "CondConv2d":
+                conv: Any = layer  # timm's CondConv2d (one kernel per expert) is a plain nn.Module
+                conv.weight.normal_(0.0, WEIGHT_STD)
+                if conv.bias is not None:
+                    conv.bias.zero_()
             elif isinstance(layer, nn.MultiheadAttention):  # its query/key/value projection, a linear held as tensors
                 for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
                     weight = getattr(layer, name)

@@ -159,10 +159,10 @@ def _require_consecutive_levels(backbone: Backbone, names: Sequence[str]) -> Non
     doubling = all(later == 2 * earlier for earlier, later in zip(pooled, pooled[1:], strict=False))
     if not doubling or any(stride & (stride - 1) for stride in pooled):
         levels = ", ".join(f"{name} (stride {strides[name]})" for name in names)
-        raise ArgumentError(
+        raise ArgumentError(  # (an FPN keeps its stages' strides: adding one does not help)
             f"roi_pooler(): torchvision's MultiScaleRoIAlign needs levels whose strides are powers of two, doubling "
             f"from one to the next (it rounds each map's scale to a power of two), got {levels}; return "
-            "consecutive stages (out_features) or add an FPN over them"
+            "consecutive stages (out_features)"
         )
 
 

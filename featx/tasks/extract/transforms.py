@@ -26,7 +26,12 @@ from torchvision import transforms
 from torchvision.transforms._presets import ImageClassification  # what every classifier's weights enum gives
 
 from featx.errors import ArgumentError
-from featx.models.published_weights import published_weights_transform, trained_half_normalised
+from featx.models.published_weights import (
+    HALF,
+    published_normalisation,
+    published_weights_transform,
+    trained_half_normalised,
+)
 from featx.models.weights_enums import is_weights_file
 from featx.spec.limits import MAX_SIDE
 from featx.spec.schema import BackboneSpec
@@ -97,6 +102,17 @@ def _names_published_weights(spec: BackboneSpec) -> bool:
     return spec.weights is not None and not is_weights_file(spec.weights)
 
 
+def _is_imagenet_normalisation(mean: Sequence[float], std: Sequence[float]) -> bool:
+    """Whether ``mean``/``std`` are ImageNet's (as timm and torchvision round them: 0.485 or 0.48500001)."""
+    given = [*mean, *std]
+    imagenet = [*IMAGENET_MEAN, *IMAGENET_STD]
+    return len(given) == len(imagenet) and all(abs(a - b) < 1e-6 for a, b in zip(given, imagenet, strict=True))
+
+
+def _listed(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{value:g}" for value in values) + ")"
+
+
 def resolve_transform_name(name: str, spec: BackboneSpec) -> str:
     """``auto`` made concrete for ``spec``; the other names checked against the spec."""
     if name not in TRANSFORMS:
@@ -117,11 +133,18 @@ def image_transform(name: str, spec: BackboneSpec, size: Sequence[int]) -> Image
     if name == "weights":
         published = published_weights_transform(spec.model, str(spec.weights))
         return _split_preset(published) if isinstance(published, ImageClassification) else published
-    if _names_published_weights(spec) and trained_half_normalised(spec.model):
+    trained = published_normalisation(spec.model, str(spec.weights)) if _names_published_weights(spec) else None
+    if trained is not None and not _is_imagenet_normalisation(*trained):
+        mean, std = trained
+        said = "mean = std = 0.5" if mean == std == HALF else f"mean {_listed(mean)} and std {_listed(std)}"
+        why = (
+            " (what torchvision's transform_input makes of them, a step featx's stages skip)"
+            if trained_half_normalised(spec.model)
+            else ""
+        )
         raise ArgumentError(
             f"extract.transform: {name} normalises with ImageNet's mean and std, and {spec.model}'s published weights "
-            f"({spec.weights}) take images normalised with mean = std = 0.5 (what torchvision's transform_input makes "
-            "of them, a step featx's stages skip); use auto or weights"
+            f"({spec.weights}) take images normalised with {said}{why}; use auto or weights"
         )
     if len(size) != 2 or not all(1 <= int(side) <= MAX_SIDE for side in size):
         raise ArgumentError(f"extract.size: expected [height, width] of sizes in 1..{MAX_SIDE}, got {list(size)}")
