@@ -25,7 +25,8 @@ with torchvision's own way of doing the same, measured in one run. No timing is 
     python scripts/bench.py --repeats 9 --build-repeats 9 --output docs/results/cpu.md   # docs/results.md links it
     python scripts/bench.py --repeats 3 --batches 1  # a quick run
     python scripts/bench.py --sections catalog pretrained --build-repeats 5   # issue #17's goals only
-    python scripts/bench.py --device cuda --sections forward channels_last --repeats 100 --warmup 30 --batches 1 8 32
+    python scripts/bench.py --device cuda --sections forward channels_last --repeats 30 --warmup 10 --batches 1 8 32 \
+        --output docs/results/gpu.md                 # what scripts/gpu_session.sh runs on a lent GPU machine
 """
 
 from __future__ import annotations
@@ -90,9 +91,16 @@ PRETRAINED: List[Tuple[str, str, str, str, Optional[float]]] = [
 REFERENCE_NAMES = {"torchvision + weights": "get_model + load_state_dict", "read checkpoint": "torch.load"}
 
 BUILD_CHILD = r"""
-import json, sys, time
-import torch, torchvision, featx
+import importlib, json, pkgutil, sys, time
+import torch, torchvision, featx, safetensors.torch
+import antlr4.LL1Analyzer, encodings.utf_8_sig, torch.utils.serialization.config  # loaded on first use, each side
 kind, name, model, weights = sys.argv[1:5]
+# every module a featx build may import, imported before the clock as torchvision's are by `import torchvision`
+# (``import featx`` loads the spec layer only; the rest loads on first use); the parent refuses a measurement
+# during which anything was imported
+for package in ("featx.construct", "featx.nn", "featx.models", "featx.spec"):
+    for module in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+        importlib.import_module(module.name)
 
 def rss_kib(field):
     with open("/proc/self/status") as status:
@@ -101,6 +109,7 @@ def rss_kib(field):
 with open("/proc/self/clear_refs", "w") as refs:
     refs.write("5")  # reset the peak (VmHWM) to the current RSS, so imports do not count
 before = rss_kib("VmRSS:")
+loaded = set(sys.modules)
 start = time.perf_counter()
 if kind == "torchvision":
     torchvision.models.get_model(model, weights=None)
@@ -118,7 +127,8 @@ elif kind == "inspect":
 else:
     featx.build(name, overrides=["device=cpu"] + ([f"weights='{weights}'"] if kind == "featx + weights" else []))
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_mib": (rss_kib("VmHWM:") - before) / 1024}))
+imported = sorted(set(sys.modules) - loaded)
+print(json.dumps({"seconds": seconds, "peak_mib": (rss_kib("VmHWM:") - before) / 1024, "imported": imported}))
 """
 
 
@@ -143,7 +153,11 @@ def _child(
     """One BUILD_CHILD measurement; ``env``: the child's whole environment (None: this process's)."""
     command = [sys.executable, "-c", BUILD_CHILD, kind, name, model, str(weights)]
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    imported = result.pop("imported")
+    if imported:  # the sides are timed without imports: one that imports while timed is not compared
+        raise SystemExit(f"bench.py: {kind} {name} imported {', '.join(imported[:5])} while timed")
+    return result
 
 
 def _environment(variables: Mapping[str, str]) -> Dict[str, str]:

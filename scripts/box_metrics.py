@@ -1,9 +1,10 @@
-"""Mean average precision of detections at one IoU threshold (mAP@0.5, as in PASCAL VOC), in a few lines.
+"""Mean average precision of detections at one IoU threshold (mAP@0.5), in a few lines.
 
 Per class, the detections of every image are ranked by score; each is a true positive when it overlaps a ground
-truth box of its image and class that no higher-scored detection took, with IoU >= the threshold. AP is the area
-under the precision-recall curve after making precision non-increasing (VOC's all-point interpolation); the mean
-is over the classes that have ground truth boxes. Example::
+truth box of its image and class that no higher-scored detection took, with IoU >= the threshold (COCO's matching:
+a detection whose best box is taken is matched to the next best untaken one; PASCAL VOC's devkit counts it a false
+positive and needs IoU > 0.5). AP is the area under the precision-recall curve after making precision
+non-increasing (VOC's all-point interpolation); the mean is over the classes that have ground truth boxes. Example::
 
     from box_metrics import mean_average_precision
     truth = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1])}]

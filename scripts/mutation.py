@@ -2058,7 +2058,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/freezing.py",
-        "layer.reset_parameters = functools.partial(_reset_parameters_fully, layer)",
+        "layer.reset_parameters = _FullReset(layer)",
         "pass",
         "reset_parameters() of a layer kept in eval resets its affine terms but keeps its statistics",
     ),
@@ -2095,14 +2095,14 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/builder.py",
-        '        if spec.device != checkpoint.saved["spec"].get("device"):',
+        "        if spec.device != saved.device:",
         "        if True:",
         "a file saved on a GPU refused on a CPU machine without naming the file or the device=cpu override",
     ),
     Mutant(
         "cli/app.py",
-        "        indexed = _null_list_indexed(flags.overrides, schema) if isinstance(error, AssertionError) else None",
-        "        indexed = None",
+        "        indexed = _null_list_indexed(flags.overrides, schema) if hydras else []",
+        "        indexed = []",
         "backbone.out_features.0=c5 on a null list: Hydra's bare AssertionError, no key named",
     ),
     Mutant(
@@ -2113,9 +2113,10 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "spec/config_files.py",
-        "        roots.setdefault(root.resolve(), root)",
-        "        roots.setdefault(root, root)",
-        "featx-list --config-dir given twice: a file listed as an ignored duplicate of itself",
+        "            if path.resolve() not in seen:",
+        "            if path not in seen:",
+        "featx-list --config-dir given twice (or a file linked from another root): a file listed as an ignored "
+        "duplicate of itself",
     ),
     Mutant(
         "cli/catalog.py",
@@ -2152,6 +2153,36 @@ MUTANTS: List[Mutant] = [
         "        return tuple(config.mean), tuple(config.std)",
         "        return None",
         "a timm tag's own normalisation is not compared with the transform's",
+    ),
+    Mutant(
+        "nn/freezing.py",
+        "    def __init__(self, layer: _BatchNorm) -> None:\n        self._layer = weakref.ref(layer)",
+        "    def __init__(self, layer: _BatchNorm) -> None:\n        self._layer = lambda: layer",
+        "the reset featx gives a kept layer holds the layer: a dropped backbone's tensors wait for the cycle collector",
+    ),
+    Mutant(
+        "nn/reinit.py",
+        "                type(layer).reset_running_stats(layer)  # mean 0, variance 1\n",
+        "",
+        "reinit keeps the statistics of a kept layer pickled by an earlier featx (no reset_parameters of featx's)",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        'neck.device.type != "meta" and getattr(self.neck, "input_info", None) is None',
+        "False",
+        "a neck of the user's that casts its inputs itself refused for its dtype",
+    ),
+    Mutant(
+        "nn/neck_levels.py",
+        "        if type(level.stride) is not int or level.stride < 1:",
+        "        if False:",
+        "a hand-made neck over a stride of 0 or 16.0: a raw ZeroDivisionError or TypeError",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "overrides={[*kept, 'device=cpu']}",
+        "overrides={['device=cpu']}",
+        "the device=cpu hint of a file saved on a GPU drops the caller's other overrides",
     ),
 ]
 

@@ -296,6 +296,10 @@ def test_featx_necks_refuse_maps_whose_strides_cannot_name_their_levels():
         SimpleFeaturePyramid([FeatureInfo("c4", 256, 16), FeatureInfo("c5", 512, 32)], FpnSpec(32, None, "simple"))
     with pytest.raises(featx.ArgumentError, match=r"^FeaturePyramid\(\): no input maps"):
         FeaturePyramid([], FpnSpec(32, None))
+    for stride in (0, 16.0):  # a ZeroDivisionError and a TypeError; FeaturePyramid took stride 0 as a power of two
+        with pytest.raises(featx.ArgumentError) as caught:
+            FeaturePyramid([FeatureInfo("c4", 64, stride), FeatureInfo("c5", 64, 32)], FpnSpec(32, None))
+        assert str(caught.value) == f"FeaturePyramid(): 'c4' has stride {stride!r}; a stride is a positive integer"
 
 
 class _TwoInputsOneName(torch.nn.Module):
@@ -358,3 +362,29 @@ def test_a_neck_on_another_device_or_dtype_than_the_stages_is_named_before_the_f
         backbone.neck = real.float()
         same = backbone(x)
     assert all(torch.equal(mixed[name], same[name]) for name in same)
+
+
+class _CastingNeck(torch.nn.Module):
+    """A neck of the user's that casts (or would move) the maps it is given itself."""
+
+    input_names = ["c5"]
+    feature_info = [featx.FeatureInfo("top", 4, 32)]
+
+    def __init__(self):
+        super().__init__()
+        self.project = torch.nn.Conv2d(512, 4, 1).double()
+
+    def forward(self, features):
+        return {"top": self.project(features["c5"].double())}
+
+
+def test_a_neck_of_yours_may_cast_its_inputs_but_not_sit_on_the_meta_device():
+    """The device/dtype check refused a user's neck that casts its inputs itself (it worked before the check)."""
+    backbone = featx.build("resnet18", overrides=["device=cpu", "out_features=[c5]"]).eval()
+    x = torch.randn(1, 3, 64, 64)
+    c5 = backbone(x)["c5"]
+    backbone.neck = _CastingNeck()
+    torch.testing.assert_close(backbone(x)["top"], backbone.neck.project(c5.double()), rtol=0, atol=0)
+    backbone.neck = _CastingNeck().to("meta")
+    with pytest.raises(featx.ArgumentError, match=r"its neck \(_CastingNeck\) is on meta, the stages on cpu"):
+        backbone(x)

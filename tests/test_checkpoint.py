@@ -471,6 +471,9 @@ def test_a_checkpoint_saved_on_cuda_names_itself_and_how_to_load_it_here(tmp_pat
         f"{path} was saved on cuda: backbone.device: 'cuda' is not available on this machine (no CUDA device); use "
         f"'cpu' or 'auto' (featx.load('{path}', overrides=['device=cpu']))"
     )
+    with pytest.raises(featx.DeviceError) as caught:  # the hint keeps the caller's other overrides
+        featx.load(path, overrides=["norm=eval"])
+    assert str(caught.value).endswith(f"(featx.load('{path}', overrides=['norm=eval', 'device=cpu']))")
     assert featx.load(path, overrides=["device=cpu"]).spec.device == "cpu"
     cpu_file = featx.save(_trained(), tmp_path / "cpu.pt")
     with pytest.raises(featx.DeviceError) as caught:  # the caller's own override: the file is not to blame

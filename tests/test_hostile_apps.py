@@ -403,13 +403,15 @@ CASES = [
     (
         "featx",
         ["backbone=resnet18", "backbone.out_features.0=c5"],
-        r"^featx: error: backbone\.out_features\.0: sets an element of backbone\.out_features, which is null in this "
-        r"config \(Hydra cannot index a null list\); give the whole list: backbone\.out_features=\[\.\.\.\]$",
+        r"^featx: error: backbone\.out_features\.0: Hydra cannot set an element of a list that is null in this config, "
+        r"as backbone\.out_features may be \(the backbone's file leaves it null unless it sets one\); give the whole "
+        r"list: backbone\.out_features=\[\.\.\.\]$",
     ),
-    (
+    (  # resnet34's file sets out_features, not input_size: both indexed overrides are named, neither blamed alone
         "featx",
-        ["backbone=resnet18", "backbone.input_size.0.1=3"],
-        r"^featx: error: backbone\.input_size\.0\.1: sets an element of backbone\.input_size, which is null",
+        ["backbone=resnet34", "backbone.out_features.0=c4", "backbone.input_size.0.1=3"],
+        r"^featx: error: backbone\.out_features\.0, backbone\.input_size\.0\.1: Hydra cannot set an element of a list "
+        r"that is null in this config, as backbone\.out_features and backbone\.input_size may be",
     ),
 ]
 
@@ -1263,6 +1265,10 @@ def test_a_config_root_given_twice_is_one_root(workdir):
     assert done.returncode == 0, done.stderr
     (row,) = done.stdout.splitlines()[1:]
     assert row.endswith("from mine/backbone/x.yaml") and "duplicate" not in row
+    (workdir / "linked" / "backbone").mkdir(parents=True)  # the same file linked from another root: one file too
+    (workdir / "linked" / "backbone" / "x.yaml").symlink_to(workdir / "mine" / "backbone" / "x.yaml")
+    done = run_in_process("featx-list", ["--config-dir", "mine", "--config-dir", "linked", "x"], workdir)
+    assert done.returncode == 0 and "duplicate" not in done.stdout, done.stdout
 
 
 def test_featx_list_shows_a_file_name_with_line_breaks_on_its_own_row(workdir):

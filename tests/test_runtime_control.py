@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import gc
 import itertools
 import pickle
+import weakref
 
 import pytest
 import torch
@@ -441,3 +443,29 @@ def test_reset_parameters_of_a_layer_kept_in_eval_resets_its_statistics_as_torch
     layer.running_var.fill_(2.0)
     torch.optim.swa_utils.update_bn([torch.randn(2, 3, 64, 64)], backbone)  # update_bn's reset still keeps them
     assert torch.all(layer.running_var == 2.0)
+
+
+def test_a_dropped_backbone_frees_its_norm_layers_without_the_cycle_collector():
+    """The reset_parameters featx gives a layer kept in eval referred to the layer itself: after `del bb` the layers
+    and their tensors (GPU memory too) lived on until the cycle collector ran."""
+    backbone = featx.build(resnet18_spec(norm="eval"))
+    layers = [weakref.ref(m) for m in backbone.modules() if isinstance(m, _BatchNorm)]
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del backbone
+        assert layers and all(layer() is None for layer in layers)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def test_reinit_resets_a_layer_pickled_by_an_earlier_featx():
+    """A layer with featx's no-op reset_running_stats but without its reset_parameters (a whole backbone pickled by
+    an earlier featx) kept its statistics through reinit."""
+    backbone = featx.build(resnet18_spec(norm="eval"))
+    _fill_statistics(backbone)
+    layer = backbone.stages["c2"][1]
+    del layer.reset_parameters  # as the earlier featx left it: only reset_running_stats replaced
+    backbone.reinit("c2")
+    assert torch.all(layer.running_var == 1.0) and torch.all(layer.running_mean == 0.0)

@@ -465,14 +465,14 @@ def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[
     return None
 
 
-def _null_list_indexed(arguments: Sequence[str], schema: type) -> Optional[Tuple[str, str]]:
-    """``(override key, list key)`` for the first override in ``arguments`` that sets an element of a list key that
-    may be null (``backbone.out_features.0=c5``; Hydra's composition fails on a null one with a bare
-    AssertionError), else None."""
+def _null_list_indexed(arguments: Sequence[str], schema: type) -> List[Tuple[str, str]]:
+    """``(override key, list key)`` for each override in ``arguments`` that sets an element of a list key that may be
+    null (``backbone.out_features.0=c5``: Hydra's composition fails on a null one with a bare AssertionError)."""
     try:
         overrides = OverridesParser.create().parse_overrides(list(arguments))
     except (HydraException, ValueError):
-        return None
+        return []
+    indexed = []
     for override in overrides:
         parts = override.key_or_group.split(".")
         owner: Any = schema
@@ -483,9 +483,10 @@ def _null_list_indexed(arguments: Sequence[str], schema: type) -> Optional[Tuple
             hint = BackboneNode if (depth, part) == (0, "backbone") else hints[part]
             options = typing.get_args(hint)  # Optional[List[str]]: (List[str], NoneType)
             if type(None) in options and any(typing.get_origin(option) is list for option in options):
-                return override.key_or_group, ".".join(parts[: depth + 1])
+                indexed.append((override.key_or_group, ".".join(parts[: depth + 1])))
+                break
             owner = hint
-    return None
+    return indexed
 
 
 def _values(override: Override) -> List[object]:
@@ -859,13 +860,15 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     except (ValueError, TypeError, AttributeError, LookupError, AssertionError, RecursionError) as error:
         if full_error:  # what Hydra's own code raises for values it does not check (range step 0)
             raise
-        indexed = _null_list_indexed(flags.overrides, schema) if isinstance(error, AssertionError) else None
-        if indexed is not None:
-            key, list_key = indexed
+        hydras = isinstance(error, AssertionError) and "Unexpected type" in str(error)  # OmegaConf's, composing
+        indexed = _null_list_indexed(flags.overrides, schema) if hydras else []
+        if indexed:
+            keys, lists = ", ".join(key for key, _ in indexed), " and ".join(dict.fromkeys(key for _, key in indexed))
             fail(
                 app,
-                f"{key}: sets an element of {list_key}, which is null in this config (Hydra cannot index a null "
-                f"list); give the whole list: {list_key}=[...]",
+                f"{keys}: Hydra cannot set an element of a list that is null in this config, as {lists} may be (the "
+                f"backbone's file leaves it null unless it sets one); give the whole list: "
+                + ", ".join(f"{key}=[...]" for key in dict.fromkeys(key for _, key in indexed)),
             )
         reason = quoted(first_line(error))[1:-1]
         cause = error.__cause__  # logging's "Unable to configure handler 'file'" hides the file's own error

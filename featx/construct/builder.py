@@ -241,7 +241,7 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
     weights = str(path) if is_weights_file(str(path)) else os.path.join(os.curdir, path)  # ./DEFAULT: a file
     saved_spec = dict(checkpoint.saved["spec"], weights=weights, reinit=[])
     try:
-        spec = load_spec(saved_spec)  # the file's own spec, its errors attributed to the file
+        saved = spec = load_spec(saved_spec)  # the file's own spec, its errors attributed to the file
     except SpecError as error:
         raise error.with_origin(str(path)) from None
     if overrides:
@@ -256,10 +256,11 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
     except SpecError as error:  # the model checks of the file's own spec (overrides are checked above)
         raise (error if overrides else error.with_origin(str(path))) from None
     except DeviceError as error:
-        if spec.device != checkpoint.saved["spec"].get("device"):
+        if spec.device != saved.device:
             raise  # the caller's override
+        kept = [override for override in overrides or () if not override.lstrip("+~").startswith("device=")]
         raise DeviceError(
-            f"{path} was saved on {spec.device}: {error} (featx.load({str(path)!r}, overrides=['device=cpu']))"
+            f"{path} was saved on {spec.device}: {error} (featx.load({str(path)!r}, overrides={[*kept, 'device=cpu']}))"
         ) from None
 
 

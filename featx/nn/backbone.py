@@ -283,14 +283,14 @@ class Backbone(nn.Module):
         return x
 
     def _check_neck_tensors(self, reference: Tensor, autocast: bool) -> None:
-        """ArgumentError when the neck's tensors are on another device than the stages' ``reference`` (a meta neck
-        on real maps computes nothing: torch returns uninitialised memory), or in another dtype autocast does not
-        cast."""
+        """ArgumentError when the neck is on the meta device and the stages are not (torch computes nothing there and
+        returns uninitialised memory), or featx's own neck is on another device than the stages' ``reference`` or in
+        another dtype autocast does not cast. A neck of yours may move or cast its inputs itself."""
         if self.neck is None:
             return
         tensors = itertools.chain(self.neck.parameters(), self.neck.buffers())
         neck = next((tensor for tensor in tensors if tensor.is_floating_point()), None)
-        if neck is None:
+        if neck is None or (neck.device.type != "meta" and getattr(self.neck, "input_info", None) is None):
             return
         cast = autocast and neck.dtype in _AUTOCAST_CASTS and reference.dtype in _AUTOCAST_CASTS
         if neck.device != reference.device or (neck.dtype != reference.dtype and not cast):

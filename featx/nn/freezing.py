@@ -23,7 +23,7 @@ Example::
 
 from __future__ import annotations
 
-import functools
+import weakref
 from typing import Collection, Iterator, Mapping
 
 import torch
@@ -115,11 +115,23 @@ def _statistics_kept() -> None:
     """What ``reset_running_stats`` does on a BatchNorm layer kept in eval mode: nothing (its statistics stay)."""
 
 
-def _reset_parameters_fully(layer: _BatchNorm) -> None:
+class _FullReset:
     """``reset_parameters`` of a layer whose ``reset_running_stats`` is :func:`_statistics_kept`: torch's own, with
-    the statistics reset too (a deliberate re-initialisation, unlike ``update_bn``'s reset)."""
-    type(layer).reset_running_stats(layer)  # mean 0, variance 1
-    type(layer).reset_parameters(layer)  # weight 1, bias 0 (its own reset_running_stats call does nothing)
+    the statistics reset too (a deliberate re-initialisation, unlike ``update_bn``'s reset). It holds the layer
+    weakly (the layer holds it: a strong reference would keep the layer's tensors alive after the backbone is
+    dropped, until the cycle collector runs); copies and pickles rebind it to the layer copied with it."""
+
+    def __init__(self, layer: _BatchNorm) -> None:
+        self._layer = weakref.ref(layer)
+
+    def __call__(self) -> None:
+        layer = self._layer()
+        if layer is not None:
+            type(layer).reset_running_stats(layer)  # mean 0, variance 1
+            type(layer).reset_parameters(layer)  # weight 1, bias 0 (its own reset_running_stats call does nothing)
+
+    def __reduce__(self) -> tuple:
+        return _FullReset, (self._layer(),)
 
 
 def keep_statistics(stages: nn.ModuleDict, frozen: Collection[str], norm: str) -> None:
@@ -133,7 +145,7 @@ def keep_statistics(stages: nn.ModuleDict, frozen: Collection[str], norm: str) -
         for layer in norm_layers(stage):
             if kept:
                 layer.reset_running_stats = _statistics_kept  # type: ignore[method-assign]
-                layer.reset_parameters = functools.partial(_reset_parameters_fully, layer)  # type: ignore[method-assign]
+                layer.reset_parameters = _FullReset(layer)  # type: ignore[method-assign]
             else:
                 for method in ("reset_running_stats", "reset_parameters"):
                     layer.__dict__.pop(method, None)

@@ -15,17 +15,10 @@ Example::
 from __future__ import annotations
 
 import itertools
-from typing import NamedTuple, Optional, Protocol, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from featx.errors import ArgumentError
-
-
-class _Level(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def stride(self) -> int: ...
+from featx.nn.feature_info import FeatureInfo
 
 
 class LevelProblem(NamedTuple):
@@ -37,7 +30,7 @@ class LevelProblem(NamedTuple):
     text: str
 
 
-def level_problem(levels: Sequence[_Level], style: str) -> Optional[LevelProblem]:
+def level_problem(levels: Sequence[FeatureInfo], style: str) -> Optional[LevelProblem]:
     """The first reason the maps ``levels`` (shallow to deep) cannot be the levels of a neck of ``style``, else
     ``None``."""
     if style == "simple" and len(levels) > 1:  # the others would be computed, listed as returned, and dropped
@@ -64,10 +57,13 @@ def level_problem(levels: Sequence[_Level], style: str) -> Optional[LevelProblem
     return None
 
 
-def refuse_levels(levels: Sequence[_Level], style: str, caller: str) -> None:
+def refuse_levels(levels: Sequence[FeatureInfo], style: str, caller: str) -> None:
     """:class:`ArgumentError` from ``caller`` (a neck's constructor) when ``levels`` cannot be its levels."""
     if not levels:
         raise ArgumentError(f"{caller}: no input maps; give the FeatureInfo of each map it takes, shallow to deep")
+    for level in levels:
+        if type(level.stride) is not int or level.stride < 1:
+            raise ArgumentError(f"{caller}: {level.name!r} has stride {level.stride!r}; a stride is a positive integer")
     problem = level_problem(levels, style)
     if problem is not None:
         raise ArgumentError(f"{caller}: {problem.text}")

@@ -47,7 +47,10 @@ def reinit_(module: nn.Module) -> None:
                     if bias is not None:
                         bias.zero_()  # out_proj is an nn.Linear, met on its own
             elif isinstance(layer, _NormBase):
-                layer.reset_parameters()  # mean 0, variance 1, weight 1, bias 0 (also where featx keeps statistics)
+                # the class's method: a layer featx keeps in eval has a no-op reset_running_stats of its own (for
+                # update_bn, see featx.nn.freezing.keep_statistics), also one pickled by an earlier featx
+                type(layer).reset_running_stats(layer)  # mean 0, variance 1
+                layer.reset_parameters()  # weight 1, bias 0
             elif isinstance(layer, (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)) or _is_other_norm(layer):
                 cast(Any, layer).reset_parameters()  # weight 1, bias 0
             elif type(layer).__name__ == "GlobalResponseNorm":  # timm's (ConvNeXt-V2): x + weight * N(x) + bias

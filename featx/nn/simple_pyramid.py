@@ -64,10 +64,9 @@ def _out_channels(rescale: nn.Sequential, channels: int) -> int:
 
 
 class SimpleFeaturePyramid(nn.Module):
-    """The simple feature pyramid on the last of ``inputs`` (featx.build gives it one: the returned stage).
-
-    ``inputs`` describe the backbone's returned maps in order (their names are the keys the neck is fed);
-    ``spec.out_channels`` is every level's width.
+    """The simple feature pyramid on the one map ``inputs`` describes (the backbone's returned stage; its name is the
+    key the neck is fed); ``spec.out_channels`` is every level's width. ArgumentError for more than one map, or a
+    stride that is no power of two (:func:`~featx.nn.neck_levels.refuse_levels`).
     """
 
     def __init__(self, inputs: List[FeatureInfo], spec: FpnSpec, torchvision_names: bool = False) -> None:

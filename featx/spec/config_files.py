@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Set
 
 
 def config_dir() -> Path:
@@ -30,10 +30,10 @@ def backbone_files(config_roots: Sequence[Path]) -> Dict[str, List[Path]]:
     """Every ``backbone/<name>.yaml`` under ``config_roots`` (Hydra search-path roots, highest priority first), by
     name; a name with more than one file is shadowed: Hydra uses the first and ignores the others."""
     found: Dict[str, List[Path]] = {}
-    roots: Dict[Path, Path] = {}  # a root given twice (or under two names) is one root, where it first appears
-    for root in map(Path, config_roots):
-        roots.setdefault(root.resolve(), root)
-    for root in roots.values():
-        for path in sorted((root / "backbone").glob("*.yaml")):
-            found.setdefault(path.stem, []).append(path)
+    seen: Set[Path] = set()  # a file met twice (its root given twice, or linked from another root) is one file
+    for root in config_roots:
+        for path in sorted((Path(root) / "backbone").glob("*.yaml")):
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                found.setdefault(path.stem, []).append(path)
     return found

@@ -1,0 +1,44 @@
+"""scripts/bench.py's measuring parts: the goal cell, medians, and the child process that times one build with every
+import done before the clock (docs/results.md says imports are excluded; featx's lazy modules were timed)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+import torchvision
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    return importlib.import_module("bench")
+
+
+def test_the_goal_cell_says_met_only_at_or_below_the_bound(bench):
+    assert bench._goal(0.4, 0.5) == "<= 0.5: met"
+    assert bench._goal(0.5, 0.5) == "<= 0.5: met"
+    assert bench._goal(0.51, 0.5) == "<= 0.5: not met"
+    assert bench._goal(3.0, None) == "-"
+
+
+def test_medians_are_per_key(bench):
+    samples = [{"seconds": 3.0, "peak_mib": 1.0}, {"seconds": 1.0, "peak_mib": 9.0}, {"seconds": 2.0, "peak_mib": 5.0}]
+    assert bench._medians(samples) == {"seconds": 2.0, "peak_mib": 5.0}
+
+
+@pytest.mark.parametrize("kind", ["torchvision + weights", "featx + weights", "inspect", "read checkpoint"])
+def test_a_measurement_imports_nothing_while_timed(bench, kind, tmp_path):
+    """The child refuses a measurement during which a module was imported (featx's build imported 39 of its own
+    modules, and safetensors, inside the timed region while torchvision's were imported before it)."""
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    measured = bench._child(kind, "resnet18", "resnet18", weights)
+    assert set(measured) == {"seconds", "peak_mib"} and measured["seconds"] > 0
