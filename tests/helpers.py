@@ -14,6 +14,7 @@ import sys
 import sysconfig
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import torch
@@ -75,6 +76,15 @@ def folder_state(folder: Path) -> Dict[str, Any]:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """A module of scripts/ (a script's ``main`` is not run), imported as a script imports its neighbours. Example:
+    ``load_script("bench")._goal(0.4, 0.5)``."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    return importlib.import_module(name)
 
 
 def run_not_installed(

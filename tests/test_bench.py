@@ -3,23 +3,17 @@ import done before the clock (docs/results.md says imports are excluded; featx's
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 import torchvision
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    return importlib.import_module("bench")
+    return load_script("bench")
 
 
 def test_the_goal_cell_says_met_only_at_or_below_the_bound(bench):

@@ -3,24 +3,18 @@ from the measured rates, the page naming its command; the generated JPEGs are th
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from helpers import load_script
 from PIL import Image
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 @pytest.fixture(scope="module")
 def bench_extract() -> ModuleType:
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    return importlib.import_module("bench_extract")
+    return load_script("bench_extract")
 
 
 def test_a_tiny_run_measures_every_row_and_writes_its_page(bench_extract, tmp_path):

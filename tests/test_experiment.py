@@ -4,7 +4,6 @@ at tiny sizes, its box file, its views, its mAP and its summary."""
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import shutil
 import subprocess
@@ -16,10 +15,10 @@ from typing import List, Tuple
 import pytest
 import torch
 import torchvision
+from helpers import SCRIPTS, load_script
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 SCRIPT = SCRIPTS / "experiment.py"
 CONF_DIR = SCRIPTS / "experiment_conf"
 BOXES = SCRIPTS / "experiment_data" / "boxes.json"
@@ -37,13 +36,6 @@ TINY = [
     "backbone.fpn.out_channels=64",  # on a backbone without an FPN, adds one
 ]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def load_script(name: str) -> ModuleType:
-    """A module of scripts/ (a script's ``main`` is not run), imported as a script imports its neighbours."""
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    return importlib.import_module(name)
 
 
 @pytest.fixture(scope="module")

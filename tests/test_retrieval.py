@@ -3,20 +3,18 @@ features read back; the recall is recomputed here by brute force from the stored
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from helpers import load_script
 from PIL import Image
 
 import featx
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 PHOTOS = ["astronaut", "coins", "rocket"]
 VIEWS = 6
 
@@ -24,9 +22,7 @@ VIEWS = 6
 @pytest.fixture(scope="module")
 def retrieval() -> ModuleType:
     """scripts/retrieval.py as a module (its ``main`` is not run), imported as the script imports its neighbours."""
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    return importlib.import_module("retrieval")
+    return load_script("retrieval")
 
 
 @pytest.fixture(scope="module")
