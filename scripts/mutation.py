@@ -2134,7 +2134,7 @@ MUTANTS: List[Mutant] = [
         "construct/execution_order.py",
         "    _check_members_hold_no_token_parameter(model, members, declared)\n",
         "",
-        "a stage listing torchvision's ViT encoder adds the position embedding twice (features off by 0.1)",
+        "a stage listing torchvision's ViT encoder adds the position embedding twice (wrong features, no error)",
     ),
     Mutant(
         "nn/reinit.py",
