@@ -510,7 +510,8 @@ def _is_too_small(error: RuntimeError) -> bool:
 
 def backbone_of(module: object, caller: str) -> Backbone:
     """The featx Backbone ``module`` is or wraps (``torch.compile``'s ``_orig_mod``, DistributedDataParallel's or
-    DataParallel's ``module``); else :class:`ArgumentError`."""
+    DataParallel's ``module``); else :class:`ArgumentError` from ``caller``. Example:
+    ``backbone_of(torch.compile(nn.DataParallel(bb)), "save") is bb``."""
     while not isinstance(module, Backbone):  # compile(DataParallel(bb)) or DataParallel(compile(bb)), ...
         if isinstance(wrapped := getattr(module, "_orig_mod", None), torch.nn.Module):
             module = wrapped
