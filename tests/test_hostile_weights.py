@@ -83,10 +83,22 @@ BAD_FILES = [
     ("zip-not-torch", "w.pth", _zip_not_torch, WeightsError, r"cannot read .*w\.pth"),
     ("pickled-code", "w.pth", _pickled_code, WeightsError, r"holds more than tensors and is refused.*system"),
     ("pickled-code-v5", "w.pth", lambda p: _pickled_code(p, 5), WeightsError, r"cannot read .*not a torch checkpoint"),
-    ("pickled-list", "w.pth", lambda p: torch.save([1, 2, 3], p), WeightsError, r"does not hold a state dict"),
-    ("one-tensor", "w.pth", lambda p: torch.save(torch.zeros(3), p), WeightsError, r"does not hold a state dict"),
-    ("int-keys", "w.pth", lambda p: torch.save({1: torch.zeros(1)}, p), WeightsError, r"does not hold a state dict"),
-    ("number-values", "w.pth", lambda p: torch.save({"conv1.weight": 1}, p), WeightsError, r"does not hold a state"),
+    ("pickled-list", "w.pth", lambda p: torch.save([1, 2], p), WeightsError, r"dict .*: it holds a value of type list$"),
+    ("one-tensor", "w.pth", lambda p: torch.save(torch.zeros(3), p), WeightsError, r"dict .*: it holds a value of type Tensor$"),
+    (  # the key the file holds is named (never a value)
+        "int-keys",
+        "w.pth",
+        _with(lambda s: {**s, 3: torch.zeros(1)}),
+        WeightsError,
+        r"does not hold a state dict \(name → tensor\): its key 3 \(of type int\) is not a name$",
+    ),
+    (
+        "number-values",
+        "w.pth",
+        _with(lambda s: {**s, "epoch": 5}),
+        WeightsError,
+        r"does not hold a state dict \(name → tensor\): its entry 'epoch' holds a value of type int, not a tensor$",
+    ),
     ("empty-dict", "w.pth", lambda p: torch.save({}, p), WeightsError, r"missing keys: conv1.weight"),
     (
         "other-model",
@@ -182,7 +194,7 @@ BAD_FILES = [
         "w.pth",
         lambda p: torch.save((lambda d: d.update(model=d, x=torch.zeros(1)) or d)({}), p),
         WeightsError,
-        r"does not hold a state dict \(name → tensor\)$",
+        r"does not hold a state dict \(name → tensor\): its entry 'model' holds a value of type dict, not a tensor$",
     ),
     ("folder", "w.pth", lambda p: p.mkdir(), WeightsError, r"w\.pth is a folder, not a checkpoint file"),
     ("dangling-link", "w.pth", lambda p: p.symlink_to(p.parent / "gone.pth"), WeightsError, r"not found"),
@@ -243,6 +255,94 @@ def test_an_enum_name_wins_over_a_file_of_that_name(tmp_path, torch_home, monkey
     assert torch.equal(from_cache.stages.c2.conv1.weight, _state(8)["conv1.weight"])
     from_file = featx.build({**SPEC, "weights": "./DEFAULT"})
     assert torch.equal(from_file.stages.c2.conv1.weight, _state(7)["conv1.weight"])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.mkdir(), "is a folder, not a checkpoint file"),
+        (lambda p: os.mkfifo(p), "is not a regular file (a device, fifo or socket)"),
+        (lambda p: p.symlink_to(p.parent / "gone.pth"), "not found"),
+    ],
+    ids=["folder", "fifo", "dangling-link"],
+)
+def test_something_at_the_hub_cache_name_that_is_no_file_is_named(torch_home, make, message):
+    """A folder, fifo or dangling link at the enum's file name was reported as "not in the torch hub cache ... place
+    the file at <that name>" (online, a download would have gone onto it)."""
+    torch_home.mkdir(parents=True)
+    cached = torch_home / "resnet18-f37072fd.pth"
+    make(cached)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": "DEFAULT"})
+    assert str(caught.value).startswith("backbone.weights: ")
+    assert message in str(caught.value)
+    # the file reads, or cannot be read, whole: no download stopped midway
+    assert str(caught.value).endswith("(the hub cache's copy of ResNet18_Weights.IMAGENET1K_V1)")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [lambda s: {"state_dict": s, "ema": dict(s)}, lambda s: {"ema": s}, lambda s: torch.nn.Linear(1, 1)],
+    ids=["two-networks", "under-ema", "pickled-module"],
+)
+def test_a_whole_hub_cache_file_of_other_content_is_not_called_a_broken_download(torch_home, content):
+    """Every refusal of a hub cache file ended "perhaps a download that stopped midway: delete it", also for a
+    complete file holding two networks, one under a key featx does not follow, or a pickled module."""
+    torch_home.mkdir(parents=True)
+    state = _state(0)
+    torch.save(content({key: value.clone() for key, value in state.items()}), torch_home / "resnet18-f37072fd.pth")
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": "DEFAULT"})
+    assert "stopped midway" not in str(caught.value)
+    assert str(caught.value).endswith("(the hub cache's copy of ResNet18_Weights.IMAGENET1K_V1)")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("x" * 300 + ".pth", "File name too long"),
+        ("a\x00b.pth", "cannot read 'a\\x00b.pth': no file name holds a NUL"),
+    ],
+    ids=["too-long", "nul"],
+)
+def test_a_weights_name_no_file_can_have_is_a_weights_error(tmp_path, monkeypatch, name, message):
+    """A name longer than the file system takes raised OSError from the lookup of a published name it might mean,
+    and one holding NUL a ValueError from the stat."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": name})
+    assert str(caught.value).startswith("backbone.weights: cannot read ")
+    assert message in str(caught.value)
+
+
+def test_a_torch_checkpoint_named_safetensors_gets_the_hint(tmp_path):
+    """The reverse (a safetensors file named .pth) said what it looks like; this said "header too large" alone."""
+    path = tmp_path / "w.safetensors"
+    torch.save(_state(0), path)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(caught.value).startswith(f"backbone.weights: cannot read {path}: ")
+    assert str(caught.value).endswith("; it looks like a torch checkpoint: name it .pth")
+
+
+@pytest.mark.parametrize("prefix", ["module.", "model."])
+def test_a_state_dict_with_a_wrapper_prefix_says_to_strip_it(tmp_path, prefix):
+    """DataParallel's and Lightning's keys (``module.conv1.weight``) listed 100 unexpected and 100 missing keys
+    without saying the one prefix was all that differed."""
+    path = tmp_path / "w.pth"
+    torch.save({prefix + key: value for key, value in _state(0).items()}, path)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(caught.value).endswith(
+        f"(the file's keys are the model's with '{prefix}' before them, as DataParallel and other wrappers save "
+        f"them: save the state dict without it, {{key.removeprefix('{prefix}'): value for key, value in "
+        "state.items()})"
+    )
+    # a file whose extra keys have other prefixes too gets no such advice
+    torch.save({**{prefix + key: value for key, value in _state(0).items()}, "other.x": torch.zeros(1)}, path)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert "removeprefix" not in str(caught.value)
 
 
 def test_an_enum_member_named_with_its_enum_is_the_enum(tmp_path, torch_home, monkeypatch):
@@ -639,6 +739,18 @@ def test_a_key_with_line_breaks_or_terminal_escapes_is_shown_escaped(tmp_path):
     )
 
 
+def test_a_key_with_invisible_reordering_characters_is_shown_escaped(tmp_path):
+    """U+202E (right-to-left override) passed through: a terminal shows the rest of the line reversed, so the error
+    reads otherwise than it says; bidirectional isolates, zero-width characters and the byte-order mark hide text."""
+    path = tmp_path / "w.pth"
+    torch.save({**_state(0), "a\u202eb\u2066c\u200bd\ufeffe": torch.zeros(1)}, path)
+    with pytest.raises(WeightsError) as error:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(error.value) == (
+        f"backbone.weights: {path} does not fit the kept layers — unexpected keys: a\\u202eb\\u2066c\\u200bd\\ufeffe (1,)"
+    )
+
+
 def test_a_tensor_record_smaller_than_its_pickle_claims_is_refused(tmp_path):
     """torch.load(mmap=True) slices each tensor where the pickle says without comparing the record's size: a
     damaged pickle claiming 9,408 floats for a record of 4 built a backbone whose conv1 held the bytes of the
@@ -959,6 +1071,49 @@ def test_a_small_file_of_shared_references_is_searched_in_its_size_not_its_expan
     assert float(done.stdout) == pytest.approx(float(_state(0)["conv1.weight"].sum()))
 
 
+@pytest.mark.slow
+def test_a_deeply_nested_file_is_searched_in_its_size_not_its_depth_squared(tmp_path):
+    """200,000 lists each inside the one before are 400 KB on disk; the search for state dicts spelt out the key path
+    of every container it visited, in time growing with the square of the depth (a hostile review: 47 s for 100,000
+    levels, minutes for this file)."""
+    depth = 200_000
+    source, path = tmp_path / "empty.pth", tmp_path / "deep.pth"
+    torch.save([], source)
+    _with_pickle(source, path, lambda _: b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b".")
+    code = (
+        "import sys, featx\n"
+        "try:\n"
+        "    featx.build('resnet18', overrides=['device=cpu', f'weights={sys.argv[1]}'])\n"
+        "except featx.WeightsError as error:\n"
+        "    print(error)\n"
+    )
+    # in a process of its own, which a hang would not outlive
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == (
+        f"backbone.weights: {path} does not hold a state dict (name → tensor): it holds a value of type list"
+    )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        lambda s: {"state_dict": {}, "model": s},
+        lambda s: {"state_dict": {"step": 3}, "model": s},
+        lambda s: {"model": {"config": {"depth": 18}, "state_dict": s}, "state_dict": {"lr": 0.1}},
+    ],
+    ids=["empty-state_dict", "state_dict-of-numbers", "model-state_dict"],
+)
+def test_the_one_network_under_the_nesting_keys_loads_whatever_else_they_hold(tmp_path, content):
+    """featx followed the first of state_dict/model holding any mapping: an empty or scalar ``state_dict`` entry beside
+    the network under ``model`` was taken for the state dict (missing keys: every layer), or the file refused
+    though it holds one network."""
+    path = tmp_path / "w.pth"
+    torch.save(content(_state(3)), path)
+    built = featx.build({**SPEC, "weights": str(path)})
+    assert torch.equal(built.stages["c2"][0].weight, _state(3)["conv1.weight"])
+
+
 def test_a_lightning_checkpoint_with_its_callbacks_scores_loads_its_model(tmp_path):
     """Lightning's ModelCheckpoint keeps best_k_models, file paths (with dots) to score tensors: taken for a second
     network, the checkpoint was refused as ambiguous."""
@@ -987,7 +1142,8 @@ def test_a_state_dict_under_a_key_featx_does_not_follow_is_pointed_to(tmp_path):
     with pytest.raises(WeightsError) as caught:
         featx.build({**SPEC, "weights": str(path)})
     assert str(caught.value) == (
-        f"backbone.weights: {path} does not hold a state dict (name → tensor); it holds one at ['net']: "
+        f"backbone.weights: {path} does not hold a state dict (name → tensor): its entry 'net' holds a value of type "
+        "OrderedDict, not a tensor; it holds one at ['net']: "
         "torch.save(checkpoint['net'], path) saves it alone"
     )
 

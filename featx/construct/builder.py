@@ -40,6 +40,7 @@ from featx.construct.meta_model import MetaModel
 from featx.construct.model_structure import structure_differences
 from featx.construct.plan import BackbonePlan, check_neck, plan_backbone
 from featx.construct.plan_cache import cached_plan
+from featx.construct.weights import UnreadableWeightsError
 from featx.errors import ArgumentError, DeviceError, FeatxError, SpecError, WeightsError
 from featx.files import file_path_argument, refuse_interpolation_in_path
 from featx.models.legacy_keys import current_keys
@@ -57,6 +58,14 @@ from featx.spec.schema import BackboneSpec
 
 #: held while a build draws from torch's CPU generator (seeded, then restored): one build at a time per process
 _SEEDED_CONSTRUCTION = threading.RLock()  # reentrant: a registered model's constructor may build in its thread
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` names something; False also for a name no file can have (too long for the file system)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _weights_path(spec: BackboneSpec) -> Path:
@@ -211,15 +220,15 @@ def _build_spec(spec: BackboneSpec) -> Backbone:
     try:
         checkpoint = read_checkpoint(path)
     except WeightsError as error:
-        meant = _published_name_meant(spec) if is_weights_file(spec.weights) and not path.exists() else None
+        meant = _published_name_meant(spec) if is_weights_file(spec.weights) and not _exists(path) else None
         if meant is not None:
             raise WeightsError(f"{error}; for {spec.model}'s published weights {meant} write weights={meant}") from None
         if is_weights_file(spec.weights):
             raise
-        raise WeightsError(
-            f"{error} (the hub cache's copy of {published_weights_id(spec.model, spec.weights)}, perhaps a download "
-            "that stopped midway: delete it and build again to download it afresh)"
-        ) from None
+        cached = f"the hub cache's copy of {published_weights_id(spec.model, spec.weights)}"
+        if isinstance(error, UnreadableWeightsError):  # a file that reads but holds something else downloaded whole
+            cached += ", perhaps a download that stopped midway: delete it and build again to download it afresh"
+        raise WeightsError(f"{error} ({cached})") from None
     if checkpoint.saved is None:  # a state dict as torchvision publishes them: its legacy key names renamed
         checkpoint = dataclasses.replace(checkpoint, state=current_keys(spec.model, checkpoint.state))
     return _assemble(spec, checkpoint)

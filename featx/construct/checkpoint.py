@@ -116,6 +116,10 @@ def _check_regular_file(path: Path) -> None:
     except OSError as error:
         reason = "not found" if isinstance(error, FileNotFoundError) else (error.strerror or str(error))
         raise WeightsError(f"{key_path('weights')}: cannot read {path}: {reason}") from None
+    except ValueError:  # a NUL character: no file has such a name
+        raise WeightsError(
+            f"{key_path('weights')}: cannot read {quoted(str(path))}: no file name holds a NUL"
+        ) from None
     if stat.S_ISDIR(mode):
         raise WeightsError(f"{key_path('weights')}: {path} is a folder, not a checkpoint file")
     if not stat.S_ISREG(mode):
@@ -138,18 +142,32 @@ def read_checkpoint(path: Path) -> Checkpoint:
     if isinstance(content, Mapping) and isinstance(content.get(FORMAT_KEY), Mapping):
         saved = dict(content[FORMAT_KEY])
     loaded = _the_state_dict(content, path)
-    if not isinstance(loaded, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()
-    ):
-        holders = _networks_within(content)  # one, under a key featx does not follow (``net``)
+    problem = _not_a_state_dict(loaded)
+    if problem is not None:
+        count, holders = _networks_within(content)  # one, under a key featx does not follow (``net``)
         where = (
             f"; it holds one at {_indexing(holders[0])}: torch.save(checkpoint{_indexing(holders[0])}, path) "
             "saves it alone"
-            if len(holders) == 1 and holders[0]
+            if count == 1 and holders[0]
             else ""
         )
-        raise WeightsError(f"{key_path('weights')}: {path} does not hold a state dict (name → tensor){where}")
+        raise WeightsError(
+            f"{key_path('weights')}: {path} does not hold a state dict (name → tensor): {problem}{where}"
+        )
+    assert isinstance(loaded, Mapping)
     return _checked(Checkpoint(path, dict(loaded), saved, identity))
+
+
+def _not_a_state_dict(loaded: object) -> Optional[str]:
+    """Why ``loaded`` is no state dict (its first entry that is not a name with a tensor; never a value), or None."""
+    if not isinstance(loaded, Mapping):
+        return f"it holds a value of type {type(loaded).__name__}"
+    for key, value in loaded.items():
+        if not isinstance(key, str):
+            return f"its key {quoted(key)} (of type {type(key).__name__}) is not a name"
+        if not isinstance(value, torch.Tensor):
+            return f"its entry {quoted(key)} holds a value of type {type(value).__name__}, not a tensor"
+    return None
 
 
 def _holds_weights(value: object) -> bool:
@@ -167,46 +185,68 @@ def _indexing(trail: Tuple[object, ...]) -> str:
     return "".join(f"[{quoted(key)}]" for key in trail)
 
 
-def _networks_within(value: object) -> List[Tuple[object, ...]]:
-    """The key paths of the mappings holding a network's tensors in ``value`` and below it, at any depth, through
-    mappings, lists and tuples (an index is a key: ``ema.0``). Each container is visited once: a file can hold one
-    dict under many keys (pickle keeps shared references), and ``K`` such keys ``d`` levels deep would otherwise
-    cost ``K**d`` visits from a few kilobytes."""
-    found: List[Tuple[object, ...]] = []
+def _networks_within(value: object) -> Tuple[int, List[Tuple[object, ...]]]:
+    """How many mappings in ``value`` and below it hold a network's tensors, at any depth, through mappings, lists
+    and tuples, and the key paths (an index is a key: ``ema.0``) of the first :data:`_SHOWN_HOLDERS` of them and of
+    the last. Each container is visited once: a file can hold one dict under many keys (pickle keeps shared
+    references), and ``K`` such keys ``d`` levels deep would otherwise cost ``K**d`` visits from a few kilobytes.
+    Each container remembers only its parent and key, and only the paths returned are spelt out: the search takes
+    time proportional to the file however deep it nests."""
+    found: List[int] = []
     seen: Set[int] = set()
-    pending: List[Tuple[object, Tuple[object, ...]]] = [(value, ())]
+    parents: List[Tuple[int, object]] = []  # visited container -> (its parent's index, its key there); root: -1
+    pending: List[Tuple[object, int, object]] = [(value, -1, None)]
     while pending:
-        current, trail = pending.pop()
+        current, parent, key = pending.pop()
         if id(current) in seen:
             continue
         seen.add(id(current))
+        index = len(parents)
+        parents.append((parent, key))
         if isinstance(current, Mapping):
             if _holds_weights(current):
-                found.append(trail)
+                found.append(index)
             inner: List[Tuple[object, object]] = list(current.items())
         elif isinstance(current, (list, tuple)):
             inner = list(enumerate(current))
         else:
             continue
-        pending += [(item, trail + (key,)) for key, item in reversed(inner) if isinstance(item, (Mapping, list, tuple))]
-    return found
+        pending += [(item, index, name) for name, item in reversed(inner) if isinstance(item, (Mapping, list, tuple))]
+    spelt = found[:_SHOWN_HOLDERS] + found[-1:] if len(found) > _SHOWN_HOLDERS else found
+    return len(found), [_trail(parents, index) for index in spelt]
+
+
+def _trail(parents: List[Tuple[int, object]], index: int) -> Tuple[object, ...]:
+    """The keys from the root to the container at ``index`` of :func:`_networks_within`'s parent links."""
+    keys: List[object] = []
+    while parents[index][0] >= 0:
+        index, key = parents[index]
+        keys.append(key)
+    return tuple(reversed(keys))
 
 
 def _the_state_dict(loaded: object, path: Path) -> object:
-    """What a file's content holds under its ``state_dict``/``model`` entries (a training checkpoint's nesting), the
-    content itself where it has none. A file holding a second network's tensors anywhere (a model's EMA, at any
-    depth, or layers beside a ``state_dict`` entry) is ambiguous: which one is meant?"""
-    holders = _networks_within(loaded)
-    if len(holders) > 1:
+    """The one mapping in a file's content that holds a network's tensors when ``state_dict``/``model`` entries (a
+    training checkpoint's nesting) lead to it, whatever else they hold; the content itself otherwise (where a
+    network under another key is named by the caller's error). A file holding a second network's tensors anywhere
+    (a model's EMA, at any depth, or layers beside a ``state_dict`` entry) is ambiguous: which one is meant?"""
+    count, holders = _networks_within(loaded)
+    if count > 1:
         names = ", ".join(
             quoted(".".join(map(str, holder)))[1:-1] or "the top level" for holder in holders[:_SHOWN_HOLDERS]
         )
-        more = f" and {len(holders) - _SHOWN_HOLDERS} more" if len(holders) > _SHOWN_HOLDERS else ""
+        more = f" and {count - _SHOWN_HOLDERS} more" if count > _SHOWN_HOLDERS else ""
         raise WeightsError(
-            f"{key_path('weights')}: {path} holds {len(holders)} state dicts ({names}{more}) and featx cannot "
+            f"{key_path('weights')}: {path} holds {count} state dicts ({names}{more}) and featx cannot "
             f"tell which you mean; save the one you want alone: torch.save(checkpoint{_indexing(holders[-1])}, path)"
         )
-    for _ in range(_SEARCHED_DEPTH):  # bounded: a mapping that holds itself ends too
+    if count == 1:
+        if not all(key in _NESTING_KEYS for key in holders[0]):
+            return loaded
+        for key in holders[0]:
+            loaded = loaded[key]  # type: ignore[index]  # (the keys lead through mappings)
+        return loaded
+    for _ in range(_SEARCHED_DEPTH):  # no layer path (a network of top-level tensors): follow the nesting keys
         if not isinstance(loaded, Mapping):
             break
         key = next((key for key in _NESTING_KEYS if isinstance(loaded.get(key), Mapping)), None)

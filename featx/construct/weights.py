@@ -35,6 +35,12 @@ MAX_INFLATED_BYTES = 1 << 26
 MAX_INFLATION = 16
 
 
+class UnreadableWeightsError(WeightsError):
+    """A weights file that cannot be read as a checkpoint at all (truncated, damaged, or another kind of file), as
+    opposed to one that reads but holds the wrong content: a hub cache copy that is unreadable may be a download
+    that stopped midway."""
+
+
 #: lines of torch.load's refusal that are advice, not the reason (one of them advises weights_only=False: never)
 _ADVICE = re.compile(r"weights_only|Re-running|documentation|pytorch\.org|^\s*$", re.IGNORECASE)
 
@@ -63,7 +69,7 @@ def torch_load_file(path: Path) -> Any:
             head = handle.read(9)
         if head[:1] != b"\x80":  # torch.save writes a zip, or (legacy) a pickle starting with PROTO
             looks_like = "; it looks like a safetensors file: name it .safetensors" if _safetensors_head(head) else ""
-            raise WeightsError(
+            raise UnreadableWeightsError(
                 f"{key_path('weights')}: cannot read {path}: not a torch checkpoint (neither a zip archive nor a "
                 f"pickle){looks_like}"
             )
@@ -79,14 +85,14 @@ def torch_load_file(path: Path) -> Any:
                 f"{key_path('weights')}: {path} holds more than tensors and is refused (loaded with "
                 f"weights_only=True; nothing in it ran): {quoted(reason.split(' was not')[0])[1:-1]}"
             ) from None
-        raise WeightsError(
+        raise UnreadableWeightsError(
             f"{key_path('weights')}: cannot read {path}: not a torch checkpoint ({quoted(reason)[1:-1]})"
         ) from None
     except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever an untrusted file makes the reader raise: it cannot be read
         reason = f"{type(error).__name__}: {first_line(error)}"
-        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {quoted(reason)[1:-1]}") from None
+        raise UnreadableWeightsError(f"{key_path('weights')}: cannot read {path}: {quoted(reason)[1:-1]}") from None
 
 
 def _records_checked(path: Path) -> bool:
@@ -102,11 +108,13 @@ def _records_checked(path: Path) -> bool:
     # flagged UTF-8 that is not: UnicodeDecodeError; an extra field torch ignores)
     except (zipfile.BadZipFile, OSError, ValueError) as error:
         reason = f"{type(error).__name__}: {first_line(error)}"
-        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {quoted(reason)[1:-1]}") from None
+        raise UnreadableWeightsError(f"{key_path('weights')}: cannot read {path}: {quoted(reason)[1:-1]}") from None
     try:
         problem = _archive_problem(records, path.stat().st_size)
         if problem is not None:
-            raise WeightsError(f"{key_path('weights')}: cannot read {path}: {problem} (a damaged or altered file)")
+            raise UnreadableWeightsError(
+                f"{key_path('weights')}: cannot read {path}: {problem} (a damaged or altered file)"
+            )
         if any(info.compress_type != zipfile.ZIP_STORED for info in records):  # mapped bytes would be compressed
             return False
         reader = torch._C.PyTorchFileReader(str(path))
@@ -116,7 +124,9 @@ def _records_checked(path: Path) -> bool:
     except (UnknownLayout, OSError, RuntimeError, ValueError):  # a zip torch cannot read: torch.load says why
         return False
     if mismatch is not None:
-        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {mismatch} (a damaged or altered file)")
+        raise UnreadableWeightsError(
+            f"{key_path('weights')}: cannot read {path}: {mismatch} (a damaged or altered file)"
+        )
     return True
 
 
@@ -157,7 +167,15 @@ def safetensors_file(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str
             metadata = handle.metadata() or {}
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError) as error:  # the reader's message may quote the file: one line, cut
-        raise WeightsError(f"{key_path('weights')}: cannot read {path}: {quoted(first_line(error))[1:-1]}") from None
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        # torch.save writes a zip (``PK\x03\x04``), or (legacy) a pickle starting with PROTO
+        looks_like = (
+            "; it looks like a torch checkpoint: name it .pth" if head[:1] == b"\x80" or head == b"PK\x03\x04" else ""
+        )
+        raise UnreadableWeightsError(
+            f"{key_path('weights')}: cannot read {path}: {quoted(first_line(error))[1:-1]}{looks_like}"
+        ) from None
     return state, metadata
 
 
@@ -244,7 +262,28 @@ def check_fit(
             + _listing(too_large, lambda k: f"{k} checkpoint {state[k].dtype} vs model {expected[k].dtype}")
         )
     if problems:
-        raise WeightsError(f"{key_path('weights')}: {origin} does not fit the kept layers — " + " | ".join(problems))
+        raise WeightsError(
+            f"{key_path('weights')}: {origin} does not fit the kept layers — "
+            + " | ".join(problems)
+            + _prefix_hint(unexpected, missing)
+        )
+
+
+def _prefix_hint(unexpected: List[str], missing: List[str]) -> str:
+    """Advice for a state dict whose keys all carry one prefix the model's lack (``module.`` of DataParallel, a
+    Lightning module's attribute name), which would make every missing key: else ``""``."""
+    if not unexpected or not missing or "." not in unexpected[0]:
+        return ""
+    prefix = unexpected[0].split(".", 1)[0] + "."
+    if not all(key.startswith(prefix) for key in unexpected):
+        return ""
+    if not set(missing) <= {key[len(prefix) :] for key in unexpected}:
+        return ""
+    return (
+        f" (the file's keys are the model's with {quoted(prefix)} before them, as DataParallel and other wrappers "
+        f"save them: save the state dict without it, {{key.removeprefix({quoted(prefix)}): value for key, value in "
+        "state.items()})"
+    )
 
 
 def _cast_overflows(tensor: torch.Tensor, dtype: torch.dtype) -> bool:

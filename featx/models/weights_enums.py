@@ -109,11 +109,17 @@ def download_to_cache(url: str, path: Path, label: str) -> Path:
 
 
 def enum_weights_file(model: str, name: str) -> Path:
-    """The cached file of ``model``'s weights ``name``, downloaded into the cache if absent (unless offline)."""
+    """The cached file of ``model``'s weights ``name``, downloaded into the cache if nothing is at its name (unless
+    offline)."""
     member = enum_member(model, name)
     path = cached_weights_path(member.url)
     try:
-        cached = path.is_file()
+        # something at the name that is no file (a folder, a fifo, a dangling link) is read, and refused as such,
+        # never downloaded over
+        os.lstat(path)
+        cached = True
+    except (FileNotFoundError, NotADirectoryError):
+        cached = False
     except OSError as error:  # e.g. a TORCH_HOME longer than the file system takes
         raise WeightsError(
             f"{key_path('weights')}: the torch hub cache file {shortened(str(path))} of {model} {member} cannot be "
