@@ -492,7 +492,7 @@ def test_a_file_too_large_stays_skipped_and_one_that_could_not_be_read_is_listed
     reason = "cannot be read (PermissionError: [Errno 13] Permission denied)"
     store.write_shard(0, store.next_sequence(0), {}, [], [(str(photos / "locked.png"), reason, None)])
     current = {str(path): file_identity(path) for path in photos.iterdir()}
-    assert store.write_manifest(current) == (3, 1)
+    assert store.write_manifest(current) == (3, 1, 1)  # 1: huge.png, which the shards hold, is gone
     assert _manifest(tmp_path / "out")[0] == {"path": str(photos / "locked.png"), "identity": None, "skipped": reason}
     assert len(dict(featx.read_features(tmp_path / "out"))) == 3
     summary = extract(_spec(), _options(photos, tmp_path / "out"))
@@ -551,6 +551,52 @@ def test_a_folder_that_cannot_be_listed_is_skipped_with_the_reason_not_left_out_
         r"extract\.input: '.*locked' is a folder that cannot be listed \(PermissionError: Permission denied\)\n",
         listed.stdout,
     ), listed.stderr[-3000:]
+
+
+def test_a_folder_that_can_be_listed_but_not_entered_skips_its_files_with_the_reason(photos, tmp_path):
+    """``chmod 644 photos/sub``: its names can be listed but not looked up. The lookup of the first one raised
+    PermissionError out of the listing, and the whole run stopped with no features at all (for a folder or a glob
+    of it); an input below such a folder is refused naming extract.input."""
+    sub = photos / "sub"
+    sub.mkdir()
+    _save_rgb(sub / "inside.png", 9)
+    sub.chmod(0o644)
+    code = (
+        "import sys, featx; from featx.spec.apps import ExtractOptions; from featx.tasks.extract.run import extract\n"
+        "spec = featx.load_spec('resnet18', overrides=sys.argv[3:])\n"
+        f"options = ExtractOptions(input=sys.argv[1], output=sys.argv[2], size=[{SIZE}, {SIZE}], workers=0, "
+        "progress=False)\n"
+        "summary = extract(spec, options); print(summary.images, summary.skipped)\n"
+    )
+    outputs = {"folder": (str(photos), tmp_path / "out"), "glob": (f"{photos}/**/*.png", tmp_path / "out-glob")}
+    try:
+        runs = {
+            form: subprocess.run(
+                [*_without_permission_override(), sys.executable, "-c", code, source, str(output)] + SPEC_OVERRIDES,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            for form, (source, output) in outputs.items()
+        }
+        below = subprocess.run(
+            [*_without_permission_override(), sys.executable, "-c", _LIST_CODE, str(sub / "deeper")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        sub.chmod(0o755)
+    for form, (_, output) in outputs.items():
+        assert runs[form].stdout.split() == ["3", "1"], runs[form].stderr[-3000:]
+        skipped = {entry["path"]: entry["skipped"] for entry in _manifest(output) if "skipped" in entry}
+        assert skipped == {
+            str(sub / "inside.png"): "a file that cannot be looked up (PermissionError: Permission denied)"
+        }
+        assert len(dict(featx.read_features(output))) == 3
+    assert (
+        below.stdout == f"extract.input: '{sub / 'deeper'}' cannot be looked up (PermissionError: Permission denied)\n"
+    ), below.stderr[-3000:]
 
 
 _LIST_CODE = (
@@ -616,6 +662,9 @@ BAD_OPTIONS = [
     ({"transform": "random_crop"}, r"^extract.transform: unknown 'random_crop'"),
     ({"outputs": []}, r"^extract.outputs: empty list"),
     ({"outputs": ["c9"]}, r"^extract.outputs: resnet18 has no output 'c9'"),
+    # a string was read as its characters: "no output 'c'"
+    ({"outputs": "c3"}, r"^extract.outputs: must be a list of output names \(\['c5'\]\), or null for all, got 'c3'$"),
+    ({"outputs": [3]}, r"^extract.outputs: must be a list of output names .*got \[3\]$"),
     ({"input": "???"}, r"^extract.input: missing"),
     ({"input": ""}, r"^extract.input: missing"),
     ({"output": ""}, r"^extract.output: missing"),
@@ -634,6 +683,33 @@ def test_options_past_their_bounds_are_named(photos, tmp_path, changes, pattern)
     with pytest.raises(ArgumentError, match=pattern):
         extract(_spec(), options)
     assert folder_state(tmp_path) == before
+
+
+def test_the_batch_limit_counts_the_size_the_weights_transform_makes(photos, tmp_path, monkeypatch):
+    """With the published weights' own transform extract.size is unused, but the pixel limit was checked against it:
+    extract.size=[8,8] let a batch of 4096 images of 224x224 (six times the limit) run, and the default size had
+    the refusal name extract.size."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # empty: refused before any weights are read
+    monkeypatch.setenv("FEATX_OFFLINE", "1")
+    before = folder_state(tmp_path)
+    for size in ([8, 8], [SIZE, SIZE]):
+        options = dataclasses.replace(
+            _options(photos, tmp_path / "out"), batch_size=4096, size=size, transform="weights"
+        )
+        with pytest.raises(ArgumentError) as caught:
+            extract(_spec(weights="DEFAULT"), options)
+        assert str(caught.value) == (
+            "extract.batch_size: a batch of 4096 inputs of 224x224 is more than 33554432 pixels; lower "
+            "extract.batch_size"
+        )
+    assert folder_state(tmp_path) == before
+    center_crop = dataclasses.replace(_options(photos, tmp_path / "out"), batch_size=4096, size=[128, 128])
+    with pytest.raises(ArgumentError) as caught:
+        extract(_spec(), center_crop)
+    assert str(caught.value) == (
+        "extract.size: a batch of 4096 inputs of 128x128 is more than 33554432 pixels; lower extract.batch_size or "
+        "extract.size"
+    )
 
 
 # ---- output folders tampered with before read_features ----------------------------------------------------------
@@ -727,7 +803,17 @@ def test_a_tampered_manifest_line_is_named_and_nothing_outside_is_read(finished,
             FeatxError,
             r"unreadable \(no featx-extract record",
         ),
-        (lambda o: _first_shard(o).unlink(), FeatxError, r"shard-r000-00001.safetensors is unreadable"),
+        (  # said "is unreadable (No such file ...); delete it", of a file already gone
+            lambda o: _first_shard(o).unlink(),
+            FeatxError,
+            r"the shard .*shard-r000-00001\.safetensors is missing; rerun featx-extract to redo its images$",
+        ),
+        (  # said the shard holds c2 as float32, "the settings give ... in 'None'"
+            lambda o: _edit_settings(o, lambda settings: settings.update(dtype=["float32"])),
+            FeatxError,
+            r"featx-extract\.json gives the features' dtype as \['float32'\], none featx writes \(float32, float16, "
+            r"bfloat16\): the file is not as featx wrote it; rerun featx-extract with extract\.overwrite=true",
+        ),
     ],
     ids=[
         "manifest-not-json",
@@ -741,6 +827,7 @@ def test_a_tampered_manifest_line_is_named_and_nothing_outside_is_read(finished,
         "shard-empty",
         "shard-foreign",
         "shard-gone",
+        "settings-dtype",
     ],
 )
 def test_a_damaged_output_folder_is_named_by_read_features(finished, damage, error_type, pattern):
@@ -1193,6 +1280,48 @@ def test_files_of_one_size_and_time_whose_names_were_swapped_are_redone(tmp_path
         with Image.open(folder / name) as image:
             expected = _reference(_spec(), image.convert("RGB"))
         torch.testing.assert_close(stored[name]["c3"], expected["c3"], rtol=1e-4, atol=1e-5)
+
+
+def test_files_dated_before_1970_are_stored_and_read_back(tmp_path):
+    """A modification time before 1970 is negative (tar restores such dates): featx wrote it in a shard's identity,
+    then refused its own shard as unreadable, on every rerun too (and after deleting the shard, as advised)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index, name in enumerate(("old.png", "new.png")):
+        pixels = np.random.default_rng(index).integers(0, 256, (36, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")  # skipped: its identity is recorded too
+    for name in ("old.png", "notes.txt"):
+        os.utime(folder / name, ns=(-315_619_200 * 10**9, -315_619_200 * 10**9))  # 1960-01-01
+    output = tmp_path / "out"
+    first = extract(_spec(), _options(folder, output))
+    assert first.images == 2
+    again = extract(_spec(), _options(folder, output))
+    assert again.processed == 0
+    stored = _stored(output)
+    with Image.open(folder / "old.png") as image:
+        expected = _reference(_spec(), image.convert("RGB"))
+    torch.testing.assert_close(stored["old.png"]["c3"], expected["c3"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_on_another_input_says_the_manifest_leaves_the_first_inputs_features_out(photos, tmp_path, caplog):
+    """The manifest lists this run's input only: a second input written to the same folder made the first one's
+    features vanish from read_features without a word (they stay in their shards)."""
+    other = tmp_path / "other"
+    other.mkdir()
+    _save_rgb(other / "q.png", 7)
+    output = tmp_path / "out"
+    extract(_spec(), _options(photos, output))
+    with caplog.at_level(logging.WARNING, logger="featx"):
+        extract(_spec(), _options(other, output))
+    [warning] = [record.getMessage() for record in caplog.records if "shards also hold" in record.getMessage()]
+    assert warning.startswith("the shards also hold 3 files this input does not list (another extract.input")
+    assert sorted(_stored(output)) == ["q.png"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="featx"):
+        again = extract(_spec(), _options(photos, output))  # listed again, none computed anew
+    assert again.processed == 0 and sorted(_stored(output)) == ["p0.png", "p1.png", "p2.png"]
+    assert [record.getMessage()[:29] for record in caplog.records] == ["the shards also hold 1 file t"]
 
 
 def test_a_home_folder_in_the_output_is_expanded_as_in_the_input(photos, tmp_path, monkeypatch):

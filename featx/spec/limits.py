@@ -115,16 +115,16 @@ def check_batch_shape(
 
 
 def check_batch_pixels(
-    key: str, batch_size: int, height: int, width: int, size_key: str, batch_key: Optional[str] = None
+    key: str, batch_size: int, height: int, width: int, size_key: Optional[str], batch_key: Optional[str] = None
 ) -> None:
     """Raise :class:`ArgumentError` naming ``key`` if a batch of ``batch_size`` inputs of ``height``×``width`` holds
     more than :data:`MAX_BATCH_PIXELS` pixels (``batch_key``, by default ``<key's parent>.batch_size``, and
-    ``size_key`` are what to lower)."""
+    ``size_key``, None where the size is no setting, are what to lower)."""
     if batch_size * height * width > MAX_BATCH_PIXELS:
         batch_key = batch_key or f"{key.rpartition('.')[0] or key}.batch_size"
         raise ArgumentError(
             f"{key}: a batch of {batch_size} inputs of {height}x{width} is more than {MAX_BATCH_PIXELS} pixels; "
-            f"lower {batch_key} or {size_key}"
+            f"lower {batch_key}" + (f" or {size_key}" if size_key else "")
         )
 
 

@@ -13,7 +13,9 @@ holding it) are left out. Example::
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
@@ -51,6 +53,8 @@ def image_extensions() -> FrozenSet[str]:
 
 #: why a pipe, device or socket under an image's name is skipped (it has no end, or reading it waits for a writer)
 NOT_REGULAR = "not a regular file (a pipe, device or socket)"
+#: why an entry is skipped that cannot be looked up (in a folder that can be listed but not entered)
+CANNOT_LOOK_UP = "a file that cannot be looked up"
 #: a folder a pattern matches with nothing of it matched (``photos/*`` and the folder photos/2024)
 MATCHED_FOLDER = "a folder the pattern matches, not its files (a pattern takes the files it matches: add /* for them)"
 
@@ -97,24 +101,37 @@ def _walk(folder: Path, unlisted: List[Tuple[Path, str]]) -> Iterator[Path]:
             yield Path(root) / name
 
 
-def _is_pattern(source: str) -> bool:
+def _is_folder(path: Path, source: str, key: str) -> bool:
+    """Whether ``path`` (of the input ``source``) is a folder; ArgumentError naming ``key`` where it cannot be looked
+    up (a folder above it that cannot be entered)."""
+    try:
+        return path.is_dir()
+    except OSError as error:
+        raise ArgumentError(
+            f"{key}: {source!r} cannot be looked up ({type(error).__name__}: {error.strerror or error})"
+        ) from None
+
+
+def _is_pattern(source: str, key: str) -> bool:
     """A glob pattern: ``*``, ``?`` or ``[`` in it, and not the name of a folder (``photos[2024]/`` is a folder)."""
-    return any(character in source for character in GLOB_CHARACTERS) and not expand_home(source).is_dir()
+    return any(character in source for character in GLOB_CHARACTERS) and not _is_folder(
+        expand_home(source), source, key
+    )
 
 
 def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List[Path]:
-    if _is_pattern(source):
+    if _is_pattern(source, key):
         base, pattern = _split_pattern(source)
         # pathlib's glob never follows linked folders for ** (glob.glob does, into loops)
         try:
-            matches = list(base.glob(pattern)) if base.is_dir() else []
+            matches = list(base.glob(pattern)) if _is_folder(base, source, key) else []
         except ValueError as error:  # pathlib's refusal of the pattern ("'**' can only be an entire path component")
             hint = " (write ** as a whole folder name: photos/**/*.png)" if "**" in str(error) else ""
             raise ArgumentError(f"{key}: the pattern {source!r} cannot be read: {error}{hint}") from None
         # files, links and what is neither file nor folder (a pipe: listed, then skipped with the reason)
-        found = [match for match in matches if match.is_symlink() or not match.is_dir()]
+        found = [match for match in matches if not _is_real_folder(match)]
         holding_matches = {match.parent for match in matches}  # photos/**/* matches each folder's entries too
-        folders = [match for match in matches if match.is_dir() and not match.is_symlink()]
+        folders = [match for match in matches if _is_real_folder(match)]
         folders = [folder for folder in folders if folder not in holding_matches]
         if not found:
             hint = f" (only folders: {source}/* takes the files in them)" if folders else ""
@@ -122,7 +139,7 @@ def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List
         unlisted.extend((folder, MATCHED_FOLDER) for folder in folders)  # their images are not inputs: say so
         return found
     path = expand_home(source)
-    if not path.is_dir():
+    if not _is_folder(path, source, key):
         raise ArgumentError(f"{key}: {source!r} is neither a folder nor a glob pattern (use *, ? or [ ] for one)")
     found = list(_walk(path, unlisted))
     if unlisted and unlisted[0][0] == path:
@@ -157,6 +174,34 @@ def _left_out(file: Path, output: Optional[Path]) -> bool:
     return below is not None and len(below.parts) > 0 and is_own_name(below.parts[0])
 
 
+def _not_a_file(file: Path) -> Optional[str]:
+    """Why ``file`` (a listed entry) is skipped rather than read as a file, or None for a regular file (or a link to
+    one). An entry that cannot be looked up (a folder that can be listed but not entered) is skipped with the reason
+    like any other: it never stops the run."""
+    try:
+        link = stat.S_ISLNK(os.lstat(file).st_mode)
+    except OSError as error:
+        return f"{CANNOT_LOOK_UP} ({type(error).__name__}: {error.strerror or error})"
+    try:
+        mode = os.stat(file).st_mode
+    except OSError as error:
+        if link and error.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            return "a broken symbolic link"
+        return f"{CANNOT_LOOK_UP} ({type(error).__name__}: {error.strerror or error})"
+    if stat.S_ISDIR(mode):
+        return "a linked folder (featx does not follow links to folders)"
+    return None if stat.S_ISREG(mode) else NOT_REGULAR
+
+
+def _is_real_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder, not a link to one; False also where it cannot be looked up (it is then listed
+    as a file, and skipped with the reason)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def find_images(source: str, key: str = "extract.input", exclude: Optional[Path] = None) -> ImageListing:
     """List ``source`` (a folder, searched recursively, or a glob; ``**`` matches folders at any depth), leaving out
     featx's own entries of ``exclude`` (the output folder, inside the input or holding it).
@@ -174,12 +219,9 @@ def find_images(source: str, key: str = "extract.input", exclude: Optional[Path]
         if _left_out(file, folder):
             continue
         identities[str(file)] = file_identity(file)
-        if file.is_symlink() and not file.exists():
-            skipped.append((file, "a broken symbolic link"))
-        elif file.is_dir():
-            skipped.append((file, "a linked folder (featx does not follow links to folders)"))
-        elif not file.is_file():
-            skipped.append((file, NOT_REGULAR))
+        reason = _not_a_file(file)
+        if reason is not None:
+            skipped.append((file, reason))
         elif file.suffix.lower() in extensions:
             images.append(file)
         else:

@@ -26,7 +26,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, ListConfig, OmegaConf
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -52,12 +52,11 @@ from featx.tasks.extract.device_decode import (
     collate_jpegs,
 )
 from featx.tasks.extract.listing import Identity, ImageListing, file_identity, find_images
-from featx.tasks.extract.store import SHARD_RECORD_BUDGET, FeatureStore
+from featx.tasks.extract.store import DTYPES, SHARD_RECORD_BUDGET, FeatureStore
 from featx.tasks.extract.transforms import TRANSFORMS, ImageTransform, image_transform, resolve_transform_name
 
 POOLINGS = ("none", "avg", "max")
 DECODERS = ("cpu", "gpu")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 log = logging.getLogger("featx.extract")
 
 
@@ -111,10 +110,16 @@ def check_options(options: ExtractOptions) -> None:
     for key in ("overwrite", "progress"):
         if not isinstance(getattr(options, key), bool):
             raise ArgumentError(f"extract.{key}: must be true or false, got {getattr(options, key)!r:.80}")
+    outputs = options.outputs
+    if outputs is not None and not (
+        isinstance(outputs, (list, tuple, ListConfig)) and all(isinstance(name, str) for name in outputs)
+    ):
+        raise ArgumentError(
+            f"extract.outputs: must be a list of output names (['c5']), or null for all, got {outputs!r:.80}"
+        )
     size = list(options.size) if isinstance(options.size, (list, tuple)) else options.size
     if not (isinstance(size, list) and len(size) == 2 and all(type(s) is int and 1 <= s <= MAX_SIDE for s in size)):
         raise ArgumentError(f"extract.size: expected [height, width] of integers in 1..{MAX_SIDE}, got {size!r}")
-    check_batch_pixels("extract.size", options.batch_size, size[0], size[1], size_key="extract.size")
     if options.workers:
         check_worker_temp_dir(options.workers)
 
@@ -367,11 +372,22 @@ def _options_yaml(spec: BackboneSpec, options: ExtractOptions) -> str:
     return OmegaConf.to_yaml({"backbone": dataclasses.asdict(spec), "extract": dataclasses.asdict(options)})
 
 
-def check_input_size(spec: BackboneSpec, transform: ImageTransform, name: str) -> None:
-    """ArgumentError naming ``extract.size`` when the backbone cannot take the inputs ``transform`` makes: its
-    structure alone is built (on the meta device, from the plan cache) and run, before the real build reads any
-    weights and before the output folder is touched."""
-    size = tuple(transform(Image.new("RGB", (64, 48))).shape[-2:])
+def check_input_size(
+    spec: BackboneSpec, transform: ImageTransform, name: str, batch_size: int, options_size: Sequence[int]
+) -> None:
+    """ArgumentError naming ``extract.size`` when the backbone cannot take the inputs ``transform`` makes, or a batch
+    of them holds more pixels than the limit (the ``options_size`` given; ``extract.batch_size`` is named where the
+    weights' own transform sets the size, ``extract.size`` being unused then): its structure alone is built (on the
+    meta device, from the plan cache) and run, before the real build reads any weights and before the output folder
+    is touched."""
+    if name == "weights":
+        height, width = transform(Image.new("RGB", (64, 48))).shape[-2:]
+        size = (int(height), int(width))
+        check_batch_pixels("extract.batch_size", batch_size, *size, size_key=None, batch_key="extract.batch_size")
+    else:  # checked before the transform runs (a 16384x16384 crop of even a small image is a lot of memory)
+        check_batch_pixels("extract.size", batch_size, options_size[0], options_size[1], size_key="extract.size")
+        height, width = transform(Image.new("RGB", (64, 48))).shape[-2:]
+        size = (int(height), int(width))
     try:
         build(dataclasses.replace(spec, device="meta"))(torch.empty(1, 3, *size, device="meta"))
     except InputShapeError as error:
@@ -475,7 +491,8 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
     try:
         transform = image_transform(options.transform, spec, options.size)
         transform_name = resolve_transform_name(options.transform, spec)
-        check_input_size(spec, transform, transform_name)  # on meta, before any weights are read
+        # on meta, before any weights are read
+        check_input_size(spec, transform, transform_name, options.batch_size, options.size)
         if options.decode == "gpu":
             check_tensor_transform(transform, transform_name)
         weights_file = _weights_file(spec)
@@ -527,7 +544,17 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
         buffer.flush()
         seconds = time.perf_counter() - start
         processed = _total(len(mine) + len(not_images), world, device)
-        images, skipped = store.write_manifest(_current_identities(listing)) if rank == 0 else (0, 0)
+        images = skipped = outside = 0
+        if rank == 0:
+            images, skipped, outside = store.write_manifest(_current_identities(listing))
+        if outside:
+            log.warning(
+                "the shards also hold %d file%s this input does not list (another extract.input, or files gone "
+                "since); the manifest, and read_features, list this input's files only (a run on that input lists "
+                "them again without computing them anew)",
+                outside,
+                "" if outside == 1 else "s",
+            )
         return ExtractSummary(images=images, skipped=skipped, processed=processed, seconds=seconds)
     finally:
         if lock is not None:

@@ -69,6 +69,8 @@ _MAX_RECORD_BYTES = 64 << 20
 SHARD_RECORD_BUDGET = _MAX_RECORD_BYTES // 2
 #: how many shards read_features keeps open at once, per rank that wrote shards
 _OPEN_SHARDS = 4
+#: the dtypes featx-extract stores features in, by the name its settings give (torch's own names)
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,11 @@ def _differences(old: Any, new: Any, prefix: str = "") -> List[str]:
 def _identity(value: Any) -> Optional[Identity]:
     if value is None:
         return None
-    if isinstance(value, list) and len(value) == 3 and all(type(part) is int and part >= 0 for part in value):
-        return value[0], value[1], value[2]
+    # a modification time before 1970 is negative (tar restores such dates); sizes and inodes never are
+    if isinstance(value, list) and len(value) == 3 and all(type(part) is int for part in value):
+        size, mtime_ns, inode = value
+        if size >= 0 and inode >= 0:
+            return size, mtime_ns, inode
     raise ValueError(f"identity {quoted(value)} is not [size, mtime_ns, inode]")
 
 
@@ -131,6 +136,8 @@ def _open_shard(shard: Path, who: str = OUTPUT_KEY) -> Iterator[Any]:
             if METADATA_KEY not in metadata or len(metadata[METADATA_KEY]) > _MAX_RECORD_BYTES:
                 raise ValueError("no featx-extract record in its metadata")
             yield handle
+    except FileNotFoundError:
+        raise FeatxError(f"{who}: the shard {shard} is missing; rerun featx-extract to redo its images") from None
     except (SafetensorError, OSError, ValueError) as error:
         raise FeatxError(
             f"{who}: the shard {shard} is unreadable ({error}); delete it and rerun featx-extract to redo its images"
@@ -422,10 +429,11 @@ class FeatureStore:
             self._writing = self.collection()
         return self._writing
 
-    def write_manifest(self, current: Mapping[str, Optional[Identity]]) -> Tuple[int, int]:
+    def write_manifest(self, current: Mapping[str, Optional[Identity]]) -> Tuple[int, int, int]:
         """Rebuild ``featx-manifest.jsonl``: each file of ``current`` (path → identity now) with the shard record that
         matches its identity (files changed since they were read, or gone, are left out), or else the latest reason
-        it was skipped without one (it could not be read: a rerun retries it). Returns (images, skipped)."""
+        it was skipped without one (it could not be read: a rerun retries it). Returns (images, skipped, outside):
+        outside counts the files the shards hold that ``current`` does not list (another input, or files gone)."""
         dtype = (self.settings() or {}).get("dtype")
         shapes: Dict[str, Dict[str, List[int]]] = {}
         entries: Dict[str, Dict[str, Any]] = {}
@@ -461,7 +469,8 @@ class FeatureStore:
             self.root / MANIFEST_FILE, lambda p: p.write_text(text, encoding="utf-8"), overwrite=True, what=OUTPUT_KEY
         )
         skipped = sum("skipped" in entry for entry in entries.values())
-        return len(entries) - skipped, skipped
+        outside = len({stored.path for stored in stored_files if stored.path not in current})
+        return len(entries) - skipped, skipped, outside
 
 
 def _manifest_entries(manifest: Path, who: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
@@ -553,8 +562,14 @@ def _rows(
     # of many shards never holds many files and maps open at once
     ranks = {match.group(1) for shard in FeatureStore(root).shards(who) if (match := _SHARD_NAME.match(shard.name))}
     capacity = _OPEN_SHARDS * max(len(ranks), 1)
-    dtype = getattr(torch, str(settings.get("dtype")), None)  # float32, float16, bfloat16: torch's own names
-    dtype = dtype if isinstance(dtype, torch.dtype) else None  # anything else in the file matches no tensor
+    named = settings.get("dtype")
+    dtype = DTYPES.get(named) if isinstance(named, str) else None
+    if dtype is None:
+        raise FeatxError(
+            f"{who}: {root / INFO_FILE} gives the features' dtype as {quoted(named)}, none featx "
+            f"writes ({', '.join(DTYPES)}): the file is not as featx wrote it; rerun featx-extract with "
+            "extract.overwrite=true to make the features anew"
+        )
     opened: "OrderedDict[str, Tuple[ExitStack, Any, List[StoredFile]]]" = OrderedDict()
     previous: Optional[str] = None
     try:
