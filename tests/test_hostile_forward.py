@@ -161,6 +161,36 @@ def test_autocast_does_not_make_a_float64_input_acceptable(backbone):
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float8_e4m3fn])
+def test_autocast_is_not_suggested_for_an_input_it_would_not_cast(backbone, dtype):
+    """Outside autocast, a float64 (or float8) input was told to "run under torch.autocast", which then refused it
+    with "autocast does not cast torch.float64"."""
+    with pytest.raises(InputShapeError) as caught:
+        backbone(_image(1, 3, 32, 32).to(dtype))
+    assert str(caught.value) == (
+        f"featx backbone 'resnet18' computes in torch.float32, the input is {dtype}; convert it "
+        f"(x.to(torch.float32)) (autocast does not cast {dtype})"
+    )
+    with pytest.raises(InputShapeError, match=r"convert it \(x\.to\(torch\.float32\)\) or run under torch\.autocast$"):
+        backbone(_image(1, 3, 32, 32, dtype=torch.float16))  # one it casts
+
+
+@pytest.mark.parametrize("error", [RuntimeError("my hook: the batch size must be even"), ValueError("wrong shape")])
+def test_an_error_of_a_hook_of_yours_keeps_its_type(error):
+    """A forward hook's error that mentions a size or a shape became an InputShapeError (a ValueError) blaming the
+    input's size, so ``except RuntimeError`` no longer caught it; docs/python.md says your own code's errors keep
+    their type."""
+    backbone = featx.build(resnet18_spec()).eval()
+
+    def hook(module, inputs, output):
+        raise error
+
+    backbone.stages["c3"].register_forward_hook(hook)
+    with pytest.raises(type(error)) as caught:
+        backbone(_image(1, 3, 64, 64))
+    assert caught.value is error
+
+
 def test_autocast_does_not_make_float64_layers_take_another_dtype():
     """Nor does it cast float64 layers: a float32 (or bfloat16) input to a .double() backbone under autocast passed
     the check, and torch failed inside the first convolution with a raw RuntimeError."""

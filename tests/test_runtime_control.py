@@ -469,3 +469,46 @@ def test_reinit_resets_a_layer_pickled_by_an_earlier_featx():
     del layer.reset_parameters  # as the earlier featx left it: only reset_running_stats replaced
     backbone.reinit("c2")
     assert torch.all(layer.running_var == 1.0) and torch.all(layer.running_mean == 0.0)
+
+
+def test_editing_bb_spec_builds_a_variant_and_leaves_the_backbone_as_built(tmp_path):
+    """bb.spec was the backbone's own mutable object, read by train() and featx.save: ``variant = bb.spec;
+    variant.norm = "train"`` (to build a variant) made a backbone built with norm: eval update its BatchNorm
+    statistics in training mode, and save wrote norm: train for it."""
+    backbone = featx.build(resnet18_spec(norm="eval", frozen_stages=0))
+    variant = backbone.spec
+    variant.norm = "train"
+    assert backbone.spec.norm == "eval" and featx.build(variant).spec.norm == "train"
+    statistics = {name: buffer.clone() for name, buffer in backbone.named_buffers() if "running" in name}
+    backbone.train()(torch.randn(2, 3, 64, 64))
+    assert all(torch.equal(buffer, statistics[name]) for name, buffer in backbone.named_buffers() if "running" in name)
+    featx.save(backbone, tmp_path / "bb.pt")
+    assert featx.load(tmp_path / "bb.pt").spec.norm == "eval"
+    with pytest.raises(featx.ArgumentError, match=r"^Backbone\.spec describes how the backbone was built and cannot"):
+        backbone.spec = variant
+
+
+def test_a_backbone_made_by_hand_keeps_the_spec_it_was_given(tmp_path):
+    """The caller's spec object, changed after the backbone was made, changed the backbone's norm policy."""
+    built = featx.build(resnet18_spec(norm="eval", frozen_stages=0))
+    spec = built.spec
+    by_hand = featx.Backbone(dict(built.stages), built.stage_info, spec)
+    spec.norm = "train"
+    statistics = {name: buffer.clone() for name, buffer in by_hand.named_buffers() if "running" in name}
+    by_hand.train()(torch.randn(2, 3, 64, 64))
+    assert by_hand.spec.norm == "eval"
+    assert all(torch.equal(buffer, statistics[name]) for name, buffer in by_hand.named_buffers() if "running" in name)
+
+
+def test_a_backbone_pickled_with_its_spec_as_an_attribute_unpickles():
+    """Before bb.spec became a copy the spec was the attribute ``spec``: such a pickle (torch.save of the module)
+    loads with its spec."""
+    backbone = featx.build(resnet18_spec())
+    state = dict(backbone.__dict__)
+    state["spec"] = state.pop("_spec")
+    old = featx.Backbone.__new__(featx.Backbone)
+    old.__setstate__(state)
+    assert old.spec == backbone.spec and "spec" not in old.__dict__
+    x = torch.randn(1, 3, 64, 64)
+    assert all(torch.equal(a, b) for a, b in zip(old.eval()(x).values(), backbone.eval()(x).values(), strict=True))
+    assert pickle.loads(pickle.dumps(backbone)).spec == backbone.spec

@@ -11,9 +11,12 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import numbers
+import os
+import sys
 from collections import OrderedDict
 from typing import AbstractSet, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -72,7 +75,7 @@ class Backbone(nn.Module):
         _check_arguments(stages, stage_info, spec, in_channels, copied)
         check_stage_names(stages)
         self.stages = nn.ModuleDict({name: apply_norm_policy(stage, spec.norm) for name, stage in stages.items()})
-        self.spec = spec
+        self._spec = copy.deepcopy(spec)  # the caller's object may change later: this backbone does not
         self.stage_info: Tuple[StageInfo, ...] = tuple(stage_info)
         self.in_channels = int(in_channels)
         self._frozen: Set[str] = set()
@@ -87,6 +90,25 @@ class Backbone(nn.Module):
         if spec.frozen_stages:
             self.freeze(*tuple(self.stages)[: spec.frozen_stages])
         keep_statistics(self.stages, self._frozen, spec.norm)
+
+    @property
+    def spec(self) -> BackboneSpec:
+        """The resolved spec the backbone was built from, as a copy: edit it to build a variant
+        (``variant = bb.spec; variant.norm = "train"; featx.build(variant)``); the backbone keeps its own."""
+        return copy.deepcopy(self._spec)
+
+    @spec.setter
+    def spec(self, value: object) -> None:
+        raise ArgumentError(
+            "Backbone.spec describes how the backbone was built and cannot be replaced; build another backbone from a "
+            "spec with featx.build(spec)"
+        )
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Unpickle, also a backbone pickled by an earlier featx (its spec kept as the attribute ``spec``)."""
+        if "spec" in state:
+            state["_spec"] = state.pop("spec")
+        super().__setstate__(state)
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Assigning ``neck`` (a module or ``None``) also re-describes the outputs: ``feature_info`` and the keys
@@ -119,8 +141,8 @@ class Backbone(nn.Module):
         neck's input names as keys, or the output names without a neck."""
         if neck is not None and not isinstance(neck, nn.Module):
             raise ArgumentError(f"{caller}: the neck must be a torch.nn.Module or None, got {type(neck).__name__}")
-        returned = [info for info in self.stage_info if info.name in set(self.spec.returned_stages)]
-        feature_info = output_info(returned, self.spec.output_names, neck, caller)
+        returned = [info for info in self.stage_info if info.name in set(self._spec.returned_stages)]
+        feature_info = output_info(returned, self._spec.output_names, neck, caller)
         input_names = getattr(neck, "input_names", None)
         keys = list(input_names) if input_names is not None else [info.name for info in feature_info]
         for what, names in (("input_names", keys), ("feature_info", [info.name for info in feature_info])):
@@ -158,10 +180,10 @@ class Backbone(nn.Module):
 
         Their statistics are kept through ``update_bn`` again here, for layers put in by hand since the last call
         (``nn.SyncBatchNorm.convert_sync_batchnorm`` makes new ones)."""
-        keep_statistics(self.stages, self._frozen, self.spec.norm)
+        keep_statistics(self.stages, self._frozen, self._spec.norm)
         super().train(mode)
         if mode:
-            keep_eval_modes(self.stages, self._frozen, self.spec.norm)
+            keep_eval_modes(self.stages, self._frozen, self._spec.norm)
         return self
 
     def _select(self, names: Sequence[str], method: str, *, empty_means_all: bool = True) -> List[str]:
@@ -184,10 +206,10 @@ class Backbone(nn.Module):
         Example: ``bb.freeze("c2", "c3")``.
         """
         for name in self._select(names, "freeze"):
-            set_stage_frozen(self.stages[name], True, self.spec.norm)
+            set_stage_frozen(self.stages[name], True, self._spec.norm)
             self._frozen.add(name)
             self.stages[name].eval()
-        keep_statistics(self.stages, self._frozen, self.spec.norm)
+        keep_statistics(self.stages, self._frozen, self._spec.norm)
         return self
 
     def unfreeze(self, *names: str) -> "Backbone":
@@ -199,11 +221,11 @@ class Backbone(nn.Module):
         """
         named = self._select(names, "unfreeze")
         for name in named:
-            set_stage_frozen(self.stages[name], False, self.spec.norm)
+            set_stage_frozen(self.stages[name], False, self._spec.norm)
             self._frozen.discard(name)
             self.stages[name].train(self.training)
-        keep_statistics(self.stages, self._frozen, self.spec.norm)
-        keep_eval_modes({name: self.stages[name] for name in named}, (), self.spec.norm)
+        keep_statistics(self.stages, self._frozen, self._spec.norm)
+        keep_eval_modes({name: self.stages[name] for name in named}, (), self._spec.norm)
         return self
 
     def reinit(self, *names: str) -> "Backbone":
@@ -258,13 +280,13 @@ class Backbone(nn.Module):
         are recorded in the graph, which runs them on every input."""
         if torch.compiler.is_exporting() or torch.jit.is_tracing():
             return x  # an exporter's stand-in inputs: the exported program checks nothing (torch.compile guards these)
-        checked = checked_batch(x, self.spec.model, self.in_channels, self._patch, self._input_size)
+        checked = checked_batch(x, self._spec.model, self.in_channels, self._patch, self._input_size)
         if isinstance(x, torch.fx.Proxy):
             return checked
         reference = next(itertools.chain(self.parameters(), self.buffers()), None)
         if reference is None:
             return x
-        model = self.spec.model
+        model = self._spec.model
         if x.device != reference.device:
             raise InputShapeError(
                 f"featx backbone {model!r} is on {reference.device}, the input on {x.device}; move one of them "
@@ -275,10 +297,15 @@ class Backbone(nn.Module):
         cast = autocast and x.dtype in _AUTOCAST_CASTS and reference.dtype in _AUTOCAST_CASTS  # never float64 layers
         if x.dtype != reference.dtype and not cast:
             uncast = x.dtype if x.dtype not in _AUTOCAST_CASTS else reference.dtype
+            castable = x.dtype in _AUTOCAST_CASTS and reference.dtype in _AUTOCAST_CASTS
             raise InputShapeError(
                 f"featx backbone {model!r} computes in {reference.dtype}, the input is {x.dtype}; convert it "
                 f"(x.to({reference.dtype}))"
-                + (f" (autocast does not cast {uncast})" if autocast else " or run under torch.autocast")
+                + (
+                    f" (autocast does not cast {uncast})"
+                    if autocast or not castable
+                    else " or run under torch.autocast"
+                )
             )
         return x
 
@@ -298,7 +325,7 @@ class Backbone(nn.Module):
             where, stages = (neck.device, reference.device) if moved else (neck.dtype, reference.dtype)
             to, preposition = (repr(str(reference.device)), "on") if moved else (str(reference.dtype), "in")
             raise ArgumentError(
-                f"featx backbone {self.spec.model!r}: its neck ({type(self.neck).__name__}) is {preposition} {where}, "
+                f"featx backbone {self._spec.model!r}: its neck ({type(self.neck).__name__}) is {preposition} {where}, "
                 f"the stages {preposition} {stages}; move them together (bb.to({to}))"
             )
 
@@ -322,12 +349,12 @@ class Backbone(nn.Module):
                 raise
             if isinstance(error, RuntimeError) and _is_too_small(error):
                 raise InputShapeError(
-                    f"featx backbone {self.spec.model!r}: the input is too small for {where} "
+                    f"featx backbone {self._spec.model!r}: the input is too small for {where} "
                     f"({first_line(error)}); give a larger input"
                 ) from None
             if isinstance(error, ValueError) and _ONE_VALUE_PER_CHANNEL in str(error):
                 raise InputShapeError(
-                    f"featx backbone {self.spec.model!r}: {where} normalises its batch in training mode and gets one "
+                    f"featx backbone {self._spec.model!r}: {where} normalises its batch in training mode and gets one "
                     f"value per channel ({first_line(error)}); give more than one image or a larger input, or use "
                     "norm: eval or frozen (or call .eval())"
                 ) from None
@@ -337,10 +364,10 @@ class Backbone(nn.Module):
                     f"sync: {where} synchronises its BatchNorm statistics across processes, which torch does on "
                     f"CUDA devices only, and the input is on {x.device}; use norm: train, eval or frozen off the GPU",
                 ) from None
-            if where == "the neck" or not _is_about_sizes(error):
+            if where == "the neck" or not _is_about_sizes(error) or not _raised_in_library_code(error):
                 raise  # not the input's shape: a neck or hook of yours, memory (what a batch-size search catches), ...
             raise InputShapeError(
-                f"featx backbone {self.spec.model!r}: {where} failed on the {'x'.join(map(str, given))} input "
+                f"featx backbone {self._spec.model!r}: {where} failed on the {'x'.join(map(str, given))} input "
                 f"({type(error).__name__}: {first_line(error)}); the model may take only some input sizes "
                 "(multiples of its largest stride) or inputs of another kind"
             ) from error
@@ -502,6 +529,19 @@ def _is_about_sizes(error: Exception) -> bool:
     message = str(error).lower()
     running_out = isinstance(error, torch.OutOfMemoryError) or any(text in message for text in _OUT_OF_MEMORY)
     return not running_out and ("size" in message or "shape" in message)
+
+
+def _raised_in_library_code(error: BaseException) -> bool:
+    """Whether ``error`` was raised in the code of torch, torchvision, timm or featx (a layer refusing its input's
+    size), not in code of the caller's (a forward hook, a module of theirs), whose errors keep their type."""
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    if traceback is None:
+        return False
+    libraries = [sys.modules.get(name) for name in ("torch", "torchvision", "timm", "featx")]
+    folders = tuple(os.path.dirname(module.__file__) + os.sep for module in libraries if module and module.__file__)
+    return os.path.abspath(traceback.tb_frame.f_code.co_filename).startswith(folders)
 
 
 def _is_too_small(error: RuntimeError) -> bool:
