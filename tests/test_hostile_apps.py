@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,14 @@ CASES = [
         r"^featx: error: --experimental-rerun: featx does not read Hydra's pickled configs \(unpickling a file runs ",
     ),
     ("featx", ["--frobnicate"], r"^featx: error: --frobnicate: not an option of featx \(see featx --help\)$"),
+    (  # Hydra took the folder's config.yaml as the primary config: none of featx's checks of it, and Hydra's
+        # outputs/ folder written into the working directory
+        "featx",
+        ["-cp", "/tmp", "run=false"],
+        r"^featx: error: --config-path: featx reads its own configs; add a folder of yours with --config-dir \(-cd\) "
+        r"and name a config of yours in it with --config-name \(-cn\)$",
+    ),
+    ("featx-extract", ["--config-path=/tmp"], r"^featx-extract: error: --config-path: featx-extract reads its own"),
     # a --cfg package the config lacks (Hydra says so without the prefix or the valid keys)
     (
         "featx",
@@ -874,6 +883,13 @@ HYDRA_FILE_CASES = [
         "hydra.sweep.subdir: ${{hydra:runtime.cwd}}/elsewhere refers to other values than the job's number; featx "
         "checks each job's folder before Hydra writes in it",
     ),
+    (  # every job wrote its log and Hydra's record of its config into sweep/7, the last one's replacing the others
+        "jobless-sweep-subdir",
+        ["-m", "hydra.sweep.dir=sweep", "hydra.sweep.subdir=7"],
+        None,
+        "hydra.sweep.subdir: 7 names no job, so every job of the sweep would write its logs and Hydra's record of its "
+        "config into that one folder; include the job's number, e.g. runs/${{hydra.job.num}}",
+    ),
     (
         "climbing-sweep-subdir",
         ["-m", "hydra.sweep.dir=sweep", "hydra.sweep.subdir=../elsewhere"],
@@ -922,6 +938,49 @@ def test_hydras_files_never_land_outside_the_run_folder(workdir, arguments, link
     assert code == 1 and errors.startswith("featx: error: " + message.format(w=workdir)), errors
     assert errors.count("\n") == 1, errors
     assert folder_state(elsewhere) == before
+
+
+def _bounded_app(arguments: List[str], folder: Path) -> subprocess.CompletedProcess:
+    """``featx arguments`` in a process of its own with 4 GiB of address space and 5 minutes: a sweep the job
+    limit misses fills the memory (or runs for hours) there, and fails the test, not the machine."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    command = [sys.executable, "-m", "featx.cli.main", *arguments, "hydra/job_logging=disabled"]
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+
+
+@pytest.mark.parametrize(
+    ("config", "arguments", "sweep", "jobs"),
+    [
+        (  # a glob was counted as no sweep: 117 backbones x 10,000 widths, which Hydra composed one by one for hours
+            None,
+            ["-m", "backbone=glob(*)", "input.width=range(32,10032)"],
+            "backbone=glob(*) input.width=range(32,10032)",
+            "1,170,000",
+        ),
+        (  # a config's own hydra.sweeper.params, which the command line does not show: a range of 10^8 heights
+            # filled the memory (240 MB/s) while Hydra listed the jobs
+            "defaults: [config, _self_]\nhydra: {sweeper: {params: {input.height: 'range(1,100000000)'}}}\n",
+            ["-cn", "big", "-m", "backbone=resnet18"],
+            "input.height=range(1,100000000)",
+            "99,999,999",
+        ),
+    ],
+    ids=["glob", "sweeper-params"],
+)
+def test_every_sweep_is_held_to_the_job_limit(workdir, config, arguments, sweep, jobs):
+    mine = workdir / "mine"
+    mine.mkdir()
+    if config is not None:
+        (mine / "big.yaml").write_text(config)
+    before = folder_state(workdir)
+    done = _bounded_app(["-cd", str(mine), *arguments, "run=false", f"hydra.sweep.dir={workdir}/sweep"], workdir)
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == (
+        f"featx: error: the sweep {sweep} has more than 10,000 jobs ({jobs} or more); sweep fewer values"
+    ), done.stderr[-2000:]
+    assert folder_state(workdir) == before
 
 
 def test_a_sweep_runs_in_job_folders_below_a_subfolder(workdir):

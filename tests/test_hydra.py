@@ -255,6 +255,16 @@ def test_app_resolved_config(workdirs):
     assert list(cwd.iterdir()) == []
 
 
+@pytest.mark.parametrize("flags", [["--cfg=job", "--resolve"], ["-cjob", "--resolve"], ["--cf", "job", "--resolve"]])
+def test_app_resolved_config_with_the_flags_spelt_as_hydra_takes_them(workdirs, flags):
+    """featx's own check of --resolve compared exact strings: ``--cfg=job --resolve`` (and Hydra's other spellings)
+    was refused as "use it with --cfg job"."""
+    cwd, tmp = workdirs
+    result = _run_app([*flags, "backbone=vgg16"], cwd, tmp)
+    assert result.returncode == 0, result.stderr
+    assert OmegaConf.create(result.stdout).backbone.stages.c5.slice == [23, 29]
+
+
 def test_app_reports_spec_errors_without_a_traceback(workdirs):
     cwd, tmp = workdirs
     result = _run_app(["backbone=resnet34", "backbone.model=resnet5"], cwd, tmp)

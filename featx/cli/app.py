@@ -42,7 +42,6 @@ import functools
 import importlib.resources
 import io
 import itertools
-import math
 import os
 import re
 import sys
@@ -56,12 +55,10 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import (
-    ChoiceSweep,
     Glob,
     Override,
     OverrideType,
     QuotedString,
-    RangeSweep,
 )
 from hydra.errors import HydraException
 from hydra.plugins.completion_plugin import CompletionPlugin
@@ -79,6 +76,7 @@ from featx.cli.errors import fail, reported_errors
 from featx.cli.logs import VERBOSE_FLAGS, quiet_other_loggers, set_verbose
 from featx.cli.output import reader_may_stop, reader_went_away, stdout_lost
 from featx.cli.output_folders import register_user_resolver, sweeps_started
+from featx.cli.sweeps import check_sweep_size, group_options
 from featx.errors import ArgumentError, SpecError, first_line
 from featx.spec.apps import BackboneNode
 from featx.spec.config_files import backbone_names
@@ -109,8 +107,6 @@ _CONTEXT_LINES = ("full_key:", "object_type=", "reference_type=")
 _OTHER_STAGE_FORM = re.compile(r"Could not override '((backbone\.stages\.([^.']+))\.(slice|modules))'")
 #: the values of a sweep checked before Hydra composes (a range may be long)
 MAX_CHECKED_VALUES = 1000
-#: the most jobs a sweep may have: Hydra lists every job before running the first
-MAX_SWEEP_JOBS = 10_000
 
 
 def _parsed(app: str, argument: str) -> Override:
@@ -143,37 +139,6 @@ def _choice_values(override: Override) -> List[str]:
             return []
         return [name for value in values for name in _names(value)]
     return _names(override.value())
-
-
-def _sweep_length(override: Override) -> Optional[int]:
-    """How many values a ``choice`` or ``range`` sweep gives, counted without listing them; None for the others
-    (``glob`` lists config names; Hydra's sweeper refuses ``interval``)."""
-    value = override.value()
-    if isinstance(value, ChoiceSweep):
-        return len(value.list)
-    if isinstance(value, RangeSweep) and value.step and value.start is not None and value.stop is not None:
-        count = (value.stop - value.start) / value.step
-        if math.isnan(count):  # range(1,nan): counted as endless, as range(1,inf) is
-            return MAX_SWEEP_JOBS + 1
-        return MAX_SWEEP_JOBS + 1 if math.isinf(count) else max(0, math.ceil(count))
-    return None
-
-
-def check_sweep_size(app: str, overrides: Sequence[Tuple[str, Override]]) -> None:
-    """Refuse a sweep of more than :data:`MAX_SWEEP_JOBS` jobs before anything lists it (``range(1,100000000)``
-    would fill the memory while Hydra lists the jobs)."""
-    jobs = 1
-    for _, override in overrides:
-        length = _sweep_length(override) if override.is_sweep_override() else None
-        if length is not None:
-            jobs *= max(length, 1)
-            if jobs > MAX_SWEEP_JOBS:
-                sweeps = [a for a, o in overrides if o.is_sweep_override() and _sweep_length(o)]
-                fail(
-                    app,
-                    f"the sweep {' '.join(sweeps)} has more than {MAX_SWEEP_JOBS:,} jobs ({jobs:,} or more); "
-                    "sweep fewer values",
-                )
 
 
 def _escapes(choice: str) -> bool:
@@ -772,7 +737,7 @@ def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str]
     """The checks of a command line's package and overrides against ``schema``, before Hydra composes."""
     check_package(app, flags, schema)
     overrides = parsed_overrides(app, given)
-    check_sweep_size(app, overrides)
+    check_sweep_size(app, overrides, functools.partial(group_options, folders=config_dirs(flags, overrides)))
     custom_roots = flags.config_dir is not None or flags.config_path is not None
     searchpath = any(override.key_or_group == "hydra.searchpath" for _, override in overrides)
     check_choices(app, overrides, custom_roots or searchpath)
@@ -809,11 +774,11 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     """Check the command line (``sys.argv``) against the app's config ``schema``, run the Hydra app, and after a
     sweep exit 1 if any of its jobs failed. ``-v`` is featx's: it keeps other libraries' INFO messages."""
     given = sys.argv[1:]
-    if "--resolve" in given and not {"--cfg", "-c", "--help", "-h"} & set(given):
-        fail(app, "--resolve shows a config resolved: use it with --cfg job (or --cfg hydra, --cfg all) or --help")
     set_verbose(any(flag in given for flag in VERBOSE_FLAGS))
     given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
     flags, unplaced = hydra_flags(given)
+    if flags.resolve and not (flags.cfg or flags.help):  # read as Hydra reads them: --cfg=job, -cjob, --cf job
+        fail(app, "--resolve shows a config resolved: use it with --cfg job (or --cfg hydra, --cfg all) or --help")
     modes = [f"--{name.replace('_', '-')}" for name in _MODES if getattr(flags, name)]
     if len(modes) > 1:  # Hydra's own check raises a ValueError with a traceback
         fail(app, f"{' and '.join(modes)}: give one of --run, --multirun (-m), --cfg, --info, --shell-completion")
@@ -823,6 +788,12 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
             app,
             "--experimental-rerun: featx does not read Hydra's pickled configs (unpickling a file runs code it holds); "
             "run the command again with the overrides the run's .hydra/overrides.yaml lists",
+        )
+    if flags.config_path is not None:  # the primary config's folder in place of featx's: none of its checks hold
+        fail(
+            app,
+            f"--config-path: {app} reads its own configs; add a folder of yours with --config-dir (-cd) and name a "
+            "config of yours in it with --config-name (-cn)",
         )
     check_config_name(app, flags)
     if flags.shell_completion:

@@ -18,6 +18,7 @@ The apps' configs register it::
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import re
@@ -29,6 +30,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from featx.cli.errors import fail
+from featx.cli.sweeps import check_sweep_size, group_options, parsed_sweep_arguments
 
 #: the name of the default output root in ``$TMPDIR``, followed by the user id
 PRIVATE_ROOT = "featx-outputs-"
@@ -169,6 +171,13 @@ class OutputFolders(Callback):
                 "folder before Hydra writes in it, which it can for names and ${hydra.job.num} (or ${hydra.job.id}) "
                 "alone, e.g. runs/${hydra.job.num}",
             )
+        if not _JOB_NUMBER.search(str(subdir)):
+            fail(
+                self.app,
+                f"hydra.sweep.subdir: {subdir} names no job, so every job of the sweep would write its logs and "
+                "Hydra's record of its config into that one folder; include the job's number, e.g. "
+                "runs/${hydra.job.num}",
+            )
         base = Path(str(config.hydra.sweep.dir)).absolute()
         folders = [base] if base.is_dir() else []
         for part in parts:  # the job folders there: every entry where the subfolder names a job, else the name
@@ -188,7 +197,19 @@ class OutputFolders(Callback):
         for job in folders:
             self._check_hydra_files(config, job, [])
 
+    def _check_sweep_size(self, config: DictConfig) -> None:
+        """The sweep's size with a config's ``hydra.sweeper.params`` (which the command line's check cannot see)
+        counted, before Hydra's sweeper lists its jobs."""
+        sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
+        params = sweeper.get("params") if isinstance(sweeper, dict) else None
+        arguments = [f"{key}={value}" for key, value in (params or {}).items()] + list(config.hydra.overrides.task)
+        folders = [
+            Path(source.path) for source in config.hydra.runtime.config_sources if source.get("schema") == "file"
+        ]
+        check_sweep_size(self.app, parsed_sweep_arguments(arguments), functools.partial(group_options, folders=folders))
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check_sweep_size(config)
         sweeps_started.append(str(config.hydra.sweep.dir))
         self._check("hydra.sweep.dir", config.hydra.sweep.dir)
         self._check_hydra_files(config, config.hydra.sweep.dir, ["multirun.yaml"])
