@@ -748,6 +748,29 @@ def test_featx_list_refuses_a_stage_name_build_refuses(cache, tmp_path, capsys):
     assert "error: backbone.stages.keys: 'keys' is a name of nn.ModuleDict's own" in capsys.readouterr().out
 
 
+def test_featx_list_checks_a_user_cache_entry_a_patched_process_wrote(cache, tmp_path, monkeypatch, capsys):
+    """A process that patched torchvision (every layer at stride 1) built a backbone file of the user's: its entry,
+    under the same keys and versions, gave featx-list strides 4,4,4 in a later, unpatched process."""
+    (tmp_path / "backbone").mkdir()
+    text = (Path(__file__).resolve().parents[1] / "conf" / "backbone" / "resnet18.yaml").read_text()
+    (tmp_path / "backbone" / "r18x.yaml").write_text(text.replace("out_features: null", "out_features: [c2, c3, c4]"))
+    original = torchvision.models.resnet.ResNet._make_layer
+
+    def without_strides(self, block, planes, blocks, stride=1, dilate=False):
+        return original(self, block, planes, blocks, 1, dilate)
+
+    monkeypatch.setattr(torchvision.models.resnet.ResNet, "_make_layer", without_strides)
+    patched = featx.build(str(tmp_path / "backbone" / "r18x.yaml"), overrides=["device=meta"])
+    assert [info.stride for info in patched.feature_info] == [4, 4, 4]
+    assert len(_entries(cache)) == 1  # the patched process's plan, under the file's keys
+    monkeypatch.undo()  # a process of its own, where nothing is patched
+    monkeypatch.delenv("FEATX_NO_CACHE", raising=False)
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(cache.parent))
+    catalog.main(["r18x", "--config-dir", str(tmp_path)])
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[:5] == ["r18x", "resnet18", "c2..c4", "4,8,16", "64,128,256"]
+
+
 # --- planning reads nothing but the planning keys -------------------------------------------------------------------
 
 

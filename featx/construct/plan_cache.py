@@ -300,13 +300,19 @@ def cached_plan(
     ``model`` is the spec's model on the meta device, or a function that constructs it. Given the model (a build),
     an entry is used only if it was made from a model of the same structure (:func:`structure_fingerprint`: a
     library class patched at run time changes it) and every module it names exists; given the function
-    (``featx-list``), the model is constructed only on a miss and an entry is taken on its keys and versions. A
+    (``featx-list``), a packaged plan is taken on its keys and versions, and the model is constructed only to check
+    an entry of the user cache (a process that patched a library class may have written it) or on a miss. A
     model whose builder is not its library's own code (registered or wrapped by the user's code, also under one of
     timm's names) is never cached, nor looked up among the packaged plans."""
     given = model if isinstance(model, nn.Module) else None
 
+    @functools.cache
     def constructed() -> nn.Module:
         return given if given is not None else model()
+
+    @functools.cache
+    def structure() -> str:
+        return structure_fingerprint(constructed())
 
     if cache_disabled():
         return plan_model(constructed())
@@ -316,14 +322,18 @@ def cached_plan(
         return plan_model(constructed())
     inputs = plan_inputs(spec)
     name = f"{entry_key(inputs, versions)}.json"
-    structure = structure_fingerprint(given) if given is not None else None
 
     def lookup(folder: Path, own: bool) -> Optional[BackbonePlan]:
         found = _read(folder / name, inputs, versions, spec, own)
         if found is None:
             return None
         plan, made_from = found
-        if given is not None and (made_from != structure or not _has_paths(given, plan.kept_paths)):
+        # a packaged plan is taken on its keys where no model is at hand (featx-list); an entry of the user cache is
+        # checked against the model, constructed for it then: the process that wrote it may have patched the library
+        if given is None and not own:
+            return plan
+        checked = constructed()
+        if made_from != structure() or not _has_paths(checked, plan.kept_paths):
             return None  # made from a model of another structure, or naming modules this one lacks
         return plan
 
@@ -333,13 +343,12 @@ def cached_plan(
     plan = lookup(folder, own=True) if folder is not None else None
     if plan is not None:
         return plan
-    planned = constructed()
-    structure = structure if structure is not None else structure_fingerprint(planned)
-    plan = plan_model(planned)
+    made_from = structure()  # before planning, which runs the model
+    plan = plan_model(constructed())
     if folder is None:
         return plan
     try:
-        write_entry(folder, spec, plan, versions, structure)
+        write_entry(folder, spec, plan, versions, made_from)
     except FeatxError:  # a folder that cannot be written: the build goes on uncached
         pass
     return plan
