@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import gc
 import itertools
+import multiprocessing
 import pickle
+import threading
 import weakref
 
 import pytest
@@ -16,6 +18,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import featx
+from featx.construct import builder
 from featx.nn.reinit import reinit_
 
 
@@ -512,3 +515,43 @@ def test_a_backbone_pickled_with_its_spec_as_an_attribute_unpickles():
     x = torch.randn(1, 3, 64, 64)
     assert all(torch.equal(a, b) for a, b in zip(old.eval()(x).values(), backbone.eval()(x).values(), strict=True))
     assert pickle.loads(pickle.dumps(backbone)).spec == backbone.spec
+
+
+def _build_in_child(connection) -> None:
+    """In a forked child: build, and send back the default dtype first seen and the build's class."""
+    dtype = torch.get_default_dtype()
+    backbone = featx.build("mobilenet_v3_small", overrides=["device=meta"])
+    connection.send((str(dtype), type(backbone).__name__))
+
+
+def test_a_child_forked_while_another_thread_builds_builds_and_keeps_the_callers_torch_state():
+    """A child forked while another thread held the build lock waited forever for it (that thread is not in the
+    child), and kept the build's temporary default dtype (float32 for a float64 caller)."""
+    caller = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    stop = threading.Event()
+
+    def build_repeatedly() -> None:
+        while not stop.is_set():
+            featx.build(resnet18_spec(device="meta"))
+
+    thread = threading.Thread(target=build_repeatedly)
+    thread.start()
+    context = multiprocessing.get_context("fork")
+    try:
+        while not builder._CALLERS_STATE:  # a build in the other thread holds the lock (and float32 is the default)
+            pass
+        receiving, sending = context.Pipe(duplex=False)
+        child = context.Process(target=_build_in_child, args=(sending,))
+        child.start()
+        child.join(timeout=120)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+            child.join()
+    finally:
+        stop.set()
+        thread.join()
+        torch.set_default_dtype(caller)
+    assert not hung and child.exitcode == 0
+    assert receiving.recv() == ("torch.float64", "Backbone")

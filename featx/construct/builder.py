@@ -23,7 +23,7 @@ import dataclasses
 import os
 import threading
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -58,6 +58,37 @@ from featx.spec.schema import BackboneSpec
 
 #: held while a build draws from torch's CPU generator (seeded, then restored): one build at a time per process
 _SEEDED_CONSTRUCTION = threading.RLock()  # reentrant: a registered model's constructor may build in its thread
+#: while a build holds the lock, what it changes of torch's process-wide state: the caller's default dtype and the
+#: CPU generator's state, which a process forked meanwhile (by another thread) gets back
+_CALLERS_STATE: List[Tuple[torch.dtype, torch.Tensor]] = []
+
+
+def _after_fork_in_child() -> None:
+    """A child forked while another thread of its parent built a backbone: that thread is gone, and with it the
+    build that held the lock and would have put torch's default dtype and generator back. The child gets a lock of
+    its own (it waited forever for the parent thread's) and the caller's torch state."""
+    global _SEEDED_CONSTRUCTION
+    _SEEDED_CONSTRUCTION = threading.RLock()
+    if _CALLERS_STATE:  # the outermost build's caller (a nested build records the outer build's state)
+        dtype, generator = _CALLERS_STATE[0]
+        _CALLERS_STATE.clear()
+        torch.set_default_dtype(dtype)
+        torch.set_rng_state(generator)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@contextlib.contextmanager
+def _seeded_construction() -> Iterator[None]:
+    """One build at a time draws from torch's generator in a process (a nested build in the same thread goes on);
+    the caller's torch state is recorded for a child forked meanwhile."""
+    with _SEEDED_CONSTRUCTION:
+        _CALLERS_STATE.append((torch.get_default_dtype(), torch.get_rng_state()))
+        try:
+            yield
+        finally:
+            _CALLERS_STATE.pop()
 
 
 def _exists(path: Path) -> bool:
@@ -120,7 +151,7 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
     draw_dtype = torch.float32 if checkpoint is None else dtype  # under another dtype one seed draws other numbers
     # a build inside a model constructor featx runs is a build of its own; torch's default dtype is the process's
     # one, so builds in other threads wait (the lock) while it is changed
-    with registrations_untouched(), _SEEDED_CONSTRUCTION, _default_dtype(draw_dtype):
+    with registrations_untouched(), _seeded_construction(), _default_dtype(draw_dtype):
         device = resolve_device(spec.device)
         meta = MetaModel.create(spec.model)
         spec, plan = plan_spec(spec, meta)
