@@ -172,6 +172,34 @@ def test_propose_explains_why_a_model_gives_fewer_than_two_stages():
     )
 
 
+def test_propose_refuses_a_min_stride_above_a_token_models_patch_stride(capsys):
+    """A ViT's maps all have the patch stride: a higher min_stride was ignored (stages at stride 16 came back)."""
+    message = (
+        "propose(): 'vit_b_16' gives no stage at stride >= 64: a token model's maps all have the patch stride 16; "
+        "pass a min_stride (--min-stride) of at most 16"
+    )
+    with pytest.raises(featx.ArgumentError) as error:
+        featx.propose("vit_b_16", min_stride=64)
+    assert str(error.value) == message
+    with pytest.raises(SystemExit) as exit_info:
+        propose_cli.main(["vit_b_16", "--min-stride", "32"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == f"featx-propose: error: {message.replace('>= 64', '>= 32')}\n"
+    assert {info.stride for info in analyse("vit_b_16", min_stride=16).stages} == {16}
+
+
+def test_propose_says_plainly_when_no_module_gives_a_feature_map():
+    """timm's TResNet feeds its body something else than the image: no map at all was "feature maps (none) have
+    stride - only"."""
+    with pytest.raises(featx.ArgumentError) as error:
+        featx.propose("timm:tresnet_m")
+    assert str(error.value) == (
+        "propose(): 'timm:tresnet_m' gives fewer than two stages: no module of it (body, head) returns a feature map "
+        "(N x C x H x W) of the image; a backbone needs at least two strides >= 4, or a token model's patch "
+        "embedding, token parameters and blocks (featx recognises plain ViTs)"
+    )
+
+
 def test_featx_propose_cli_prints_a_commented_spec_that_builds(capsys, tmp_path):
     propose_cli.main(["googlenet", "--fpn", "128"])
     text = capsys.readouterr().out
@@ -201,6 +229,34 @@ def test_featx_propose_cli_writes_files_but_never_over_yours(tmp_path, capsys):
     assert path.read_text() == "# my edits\n"
     propose_cli.main(["resnet34", "-o", str(path), "--force"])
     assert featx.load_spec(path).model == "resnet34" and not list(path.parent.glob("*.partial"))
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [  # a byte that is not UTF-8 made the file unreadable; YAML's line breaks split the comment (a second seed:)
+        ("caf\udce9.yaml", "'caf\\xe9.yaml'"),
+        ("a\u2028seed: 3\u2029b\x85c\r.yaml", "'a\\u2028seed: 3\\u2029b\\x85c\\r.yaml'"),
+    ],
+)
+def test_featx_propose_cli_writes_a_file_that_loads_whatever_its_name(name, shown, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    propose_cli.main(["resnet18", "-o", name])
+    assert featx.build(tmp_path / name, overrides=["device=meta"]).spec.model == "resnet18"
+    header = (tmp_path / name).read_text("utf-8").splitlines()[1]
+    assert header.startswith(f"# Written by `featx-propose resnet18 -o {shown}` (torchvision ")
+
+
+def test_featx_propose_cli_shows_output_paths_escaped(tmp_path, capsys):
+    """An ESC or newline in --output reached the terminal as it was (it could clear the screen or forge a line)."""
+    path = tmp_path / "x\x1b[2J\nfeatx-propose: wrote y.yaml"
+    shown = f"{tmp_path}/x\\x1b[2J\\nfeatx-propose: wrote y.yaml"
+    propose_cli.main(["resnet18", "-o", str(path)])
+    assert capsys.readouterr().err == f"featx-propose: wrote {shown}\n"
+    with pytest.raises(SystemExit):
+        propose_cli.main(["resnet18", "-o", str(path)])
+    assert capsys.readouterr().err == (
+        f"featx-propose: error: --output: {shown} exists; pass --force to replace it (nothing was written)\n"
+    )
 
 
 def test_featx_propose_cli_reports_errors_without_a_traceback(capsys):

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 from featx.cli.output import reader_may_stop
 from featx.errors import FeatxError
-from featx.files import file_path_argument, write_atomically
+from featx.files import file_path_argument, printable_path, write_atomically
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,14 +58,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         else:
             write_atomically(
                 file_path_argument(args.output, "--output"),
-                lambda p: p.write_text(text, encoding="utf-8", errors="surrogateescape"),
+                lambda p: p.write_text(text, encoding="utf-8"),
                 overwrite=args.force,
                 what="--output",
                 hint="pass --force to replace it",
             )
-            print(f"featx-propose: wrote {args.output}", file=sys.stderr)
-    except FeatxError as error:
-        parser.exit(1, f"featx-propose: error: {error}\n")
+            print(f"featx-propose: wrote {printable_path(args.output)}", file=sys.stderr)
+    except FeatxError as error:  # the message may quote --output as given: an ESC or newline in it is shown escaped
+        parser.exit(1, f"featx-propose: error: {printable_path(str(error))}\n")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ Example::
 
 from __future__ import annotations
 
+import re
 import textwrap
 from typing import Any, List, Sequence
 
 import yaml
 
 from featx.construct.propose import Proposal
+from featx.files import printable_path
 from featx.models.published_weights import published_weights_summary
 from featx.models.registry import library_version
 from featx.spec.load import SCHEMA_DEFAULTS
@@ -22,6 +24,9 @@ from featx.spec.schema import SPEC_KEYS
 _WIDTH = 116
 #: stage lines up to this width get their comments aligned; longer ones are followed by theirs
 _ALIGNED = 110
+#: what a YAML comment cannot hold as it is: a line break (YAML's include ``\x85``, ``\u2028``, ``\u2029``: the
+#: comment would end there) or a character YAML takes in no file (control characters, surrogates, ``\uffff``)
+_NOT_IN_COMMENT = re.compile("[^\t\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def _flow(value: Any) -> str:
@@ -31,6 +36,8 @@ def _flow(value: Any) -> str:
 
 
 def _comment(text: str) -> List[str]:
+    """``text`` as comment lines, with what a comment cannot hold escaped (``\\u2028``): the file loads as written."""
+    text = _NOT_IN_COMMENT.sub(lambda found: repr(found.group())[1:-1], text)
     return ["# " + line for line in textwrap.wrap(text, _WIDTH - 2)]
 
 
@@ -47,7 +54,7 @@ def _header(proposal: Proposal, command: str, notes: Sequence[str]) -> List[str]
     elif spec.fpn is not None:
         summary += f"; FPN to {spec.fpn.out_channels} channels (levels p{{log2 stride}})"
     lines = _comment(summary + ".")
-    lines += _comment(f"Written by `{command}` ({library_version(spec.model)}).")
+    lines += _comment(f"Written by `{printable_path(command)}` ({library_version(spec.model)}).")
     for stage in stages:
         members = stage.paths[0] if len(stage.paths) == 1 else f"{stage.paths[0]} .. {stage.paths[-1]}"
         lines += _comment(f"  {stage.name}: {members} (stride {stage.stride}, {stage.channels} channels)")
@@ -74,7 +81,8 @@ def _header(proposal: Proposal, command: str, notes: Sequence[str]) -> List[str]
 def proposal_yaml(proposal: Proposal, command: str, notes: Sequence[str] = ()) -> str:
     """The spec of ``proposal`` as YAML with a header saying what the stages are and what they leave out.
 
-    ``command`` is how it was made (shown in the header); ``notes`` are extra paragraphs for the header (what the
+    ``command`` is how it was made (shown in the header, as :func:`~featx.files.printable_path` shows a path: bytes
+    that are not UTF-8 and control characters escaped); ``notes`` are extra paragraphs for the header (what the
     model's own forward does beyond running the stages). Every spec key is written, in the schema's order.
     """
     data = proposal.spec.to_dict()

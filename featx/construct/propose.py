@@ -253,12 +253,17 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
     except TokenModelRefused as why:
         raise ArgumentError(f"propose(): {model_name!r} is {why}") from None
     if token_stages is not None:
+        patch = token_stages.stages[0].stride
+        if min_stride > patch:
+            raise ArgumentError(
+                f"propose(): {model_name!r} gives no stage at stride >= {min_stride}: a token model's maps all have "
+                f"the patch stride {patch}; pass a min_stride (--min-stride) of at most {patch}"
+            )
         if not 0 <= frozen_stages <= len(token_stages.stages):
             raise ArgumentError(
                 f"propose(): frozen_stages must be in 0..{len(token_stages.stages)}, got {frozen_stages}"
             )
         tokens, stages = token_stages.spec.tokens, token_stages.stages
-        patch = stages[0].stride
         if fpn is not None and patch & (patch - 1):  # the pyramid's levels need a power-of-two stride
             tokens = dataclasses.replace(tokens, stride=1 << patch.bit_length())
             stages = tuple(dataclasses.replace(stage, stride=tokens.stride) for stage in stages)
@@ -273,13 +278,20 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
         )
         return Proposal(spec, stages, (), token_stages.head, model_features)
     if len(stages) < 2:
-        strides = sorted({link.stride for link in chain.links})
+        if chain.links:
+            strides = sorted({link.stride for link in chain.links})
+            found = (
+                f"its feature maps ({', '.join(link.name for link in chain.links)}) have stride "
+                f"{', '.join(map(str, strides))} only, and what follows ({', '.join(chain.head) or 'nothing'}) works "
+                "on other shapes"
+            )
+        else:
+            modules = f" ({', '.join(chain.head)})" if chain.head else ""
+            found = f"no module of it{modules} returns a feature map (N x C x H x W) of the image"
         raise ArgumentError(
-            f"propose(): {model_name!r} gives fewer than two stages: its feature maps "
-            f"({', '.join(link.name for link in chain.links) or 'none'}) have stride "
-            f"{', '.join(map(str, strides)) or '-'} only, and what follows ({', '.join(chain.head) or 'nothing'}) "
-            f"works on other shapes; a backbone needs at least two strides >= {min_stride}, or a token model's patch "
-            "embedding, token parameters and blocks (featx recognises plain ViTs)"
+            f"propose(): {model_name!r} gives fewer than two stages: {found}; a backbone needs at least two strides "
+            f">= {min_stride}, or a token model's patch embedding, token parameters and blocks (featx recognises "
+            "plain ViTs)"
         )
     if not 0 <= frozen_stages <= len(stages):
         raise ArgumentError(f"propose(): frozen_stages must be in 0..{len(stages)}, got {frozen_stages}")
@@ -307,8 +319,8 @@ def propose(
     A plain ViT (a token model) gets an ``embed`` stage and its blocks in four stages (``blocks1``..``blocks4``), all
     at the patch stride, returning ``blocks4``; ``fpn`` then adds ViTDet's simple feature pyramid.
 
-    Raises :class:`~featx.errors.ArgumentError` for an unknown model (with close names) or a model with fewer than
-    two stages at ``min_stride`` or above. Example::
+    Raises :class:`~featx.errors.ArgumentError` for an unknown model (with close names), a model with fewer than
+    two stages at ``min_stride`` or above, or a token model whose patch stride is below ``min_stride``. Example::
 
         featx.build(featx.propose("convnext_tiny", fpn=256))
     """
