@@ -20,16 +20,20 @@ def first_line(error: object) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
 
 
+def _cut(text: str) -> str:
+    """``text`` cut to :data:`MAX_MESSAGE_CHARS`, saying how much was left out."""
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    kept = MAX_MESSAGE_CHARS - 60
+    return f"{text[:kept]}... ({len(text) - kept} more characters left out)"
+
+
 class FeatxError(Exception):
     """Base class of every error featx raises on purpose. A message longer than :data:`MAX_MESSAGE_CHARS` is cut,
     saying how much was left out, so no input can turn an error into megabytes of output."""
 
     def __init__(self, message: object = "") -> None:
-        text = str(message)
-        if len(text) > MAX_MESSAGE_CHARS:
-            kept = MAX_MESSAGE_CHARS - 60
-            text = f"{text[:kept]}... ({len(text) - kept} more characters left out)"
-        super().__init__(text)
+        super().__init__(_cut(str(message)))
 
 
 class SpecError(FeatxError, ValueError):
@@ -41,7 +45,7 @@ class SpecError(FeatxError, ValueError):
 
     def __init__(self, key: str, message: str, *, origin: str | None = None) -> None:
         self.key = key
-        self.message = message
+        self.message = _cut(message)
         self.origin = origin
         text = f"{key}: {message}"
         super().__init__(f"{origin}: {text}" if origin else text)

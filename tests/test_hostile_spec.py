@@ -617,6 +617,15 @@ FILE_CASES = [
     ("yaml-syntax", "a.yaml", b"model: [resnet18\n", r"YAML"),
     ("tab-indent", "a.yaml", b"model: resnet18\nstages:\n\tc2: 1\n", r"YAML"),
     ("duplicate-key", "a.yaml", b"model: resnet18\nmodel: resnet50\n", r"model.*twice|duplicate"),
+    (  # YAML 1.1 read 017 as octal 15 (and 1:30 as 90) in a file, where seed=017 is 17 as an override
+        "octal-int",
+        "a.yaml",
+        b"model: resnet18\nseed: 017\nstages: {c2: {modules: [conv1]}}\n",
+        r"a\.yaml: backbone: not a spec value: the number 017, which YAML reads as octal \(a leading 0\) or base 60 "
+        r"\(a:b\) and an override as decimal; write it without the leading 0 or the colon \(or quote it to give a "
+        r"string\) at line 2, column 7$",
+    ),
+    ("base-60-int", "a.yaml", b"model: resnet18\nseed: 1:30\n", r"backbone: not a spec value: the number 1:30, "),
     (
         "duplicate-key-beside-a-merge",
         "a.yaml",
@@ -1064,3 +1073,35 @@ def test_enormous_values_are_named_in_short_messages():
         str(error.value).startswith("backbone.model: unknown torchvision model 'rrrr") and len(str(error.value)) < 300
     )
     assert len(str(featx.ArgumentError("x" * 10**5))) <= featx.errors.MAX_MESSAGE_CHARS
+    assert len(featx.SpecError("backbone.x", "x" * 10**5).message) <= featx.errors.MAX_MESSAGE_CHARS
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _stages(c2={"modules": ["conv1", "S" * 10**5]}),
+        _spec(out_features=["S" * 10**5]),
+        _spec(reinit=["S" * 10**5]),
+        _stages(c2={"modules": [*STEM, "layer1"]}, c3={"modules": ["layer1." + "S" * 10**5]}),
+    ],
+    ids=["module-path", "out_features", "reinit", "path-below-a-module"],
+)
+def test_a_long_name_in_a_spec_is_quoted_cut(data):
+    """Module paths and stage names were quoted whole (up to the 4,000-character cap of a message): the threat model
+    says values from a spec are cut to 80 characters."""
+    with pytest.raises(SpecError) as error:
+        featx.build(data)
+    assert "S" * 70 in str(error.value) and "S" * 80 not in str(error.value), str(error.value)[:300]
+    assert len(str(error.value)) < 600
+
+
+def test_an_input_size_too_small_for_the_last_stage_is_blamed_on_the_input_size():
+    """The stages run at the probe sizes; at 32x32 AlexNet's last stage pools a 1x1 map to nothing. The error named
+    stage c5 and hinted that the stages were listed out of order."""
+    with pytest.raises(SpecError) as error:
+        featx.build("alexnet", overrides=["device=meta", "input_size=[32,32]"])
+    assert str(error.value).endswith(
+        "backbone.input_size: stage 'c5' (features[12:13]) fails at 32x32, though the stages run at other sizes: "
+        "RuntimeError: Given input size: (256x1x1). Calculated output size: (256x0x0). Output size is too small; the "
+        "model needs a larger input"
+    )

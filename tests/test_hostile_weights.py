@@ -83,8 +83,20 @@ BAD_FILES = [
     ("zip-not-torch", "w.pth", _zip_not_torch, WeightsError, r"cannot read .*w\.pth"),
     ("pickled-code", "w.pth", _pickled_code, WeightsError, r"holds more than tensors and is refused.*system"),
     ("pickled-code-v5", "w.pth", lambda p: _pickled_code(p, 5), WeightsError, r"cannot read .*not a torch checkpoint"),
-    ("pickled-list", "w.pth", lambda p: torch.save([1, 2], p), WeightsError, r"dict .*: it holds a value of type list$"),
-    ("one-tensor", "w.pth", lambda p: torch.save(torch.zeros(3), p), WeightsError, r"dict .*: it holds a value of type Tensor$"),
+    (
+        "pickled-list",
+        "w.pth",
+        lambda p: torch.save([1, 2], p),
+        WeightsError,
+        r"dict .*: it holds a value of type list$",
+    ),
+    (
+        "one-tensor",
+        "w.pth",
+        lambda p: torch.save(torch.zeros(3), p),
+        WeightsError,
+        r"dict .*: it holds a value of type Tensor$",
+    ),
     (  # the key the file holds is named (never a value)
         "int-keys",
         "w.pth",
@@ -741,13 +753,14 @@ def test_a_key_with_line_breaks_or_terminal_escapes_is_shown_escaped(tmp_path):
 
 def test_a_key_with_invisible_reordering_characters_is_shown_escaped(tmp_path):
     """U+202E (right-to-left override) passed through: a terminal shows the rest of the line reversed, so the error
-    reads otherwise than it says; bidirectional isolates, zero-width characters and the byte-order mark hide text."""
+    reads otherwise than it says; bidirectional isolates, zero-width characters and the byte-order mark hide text, and
+    U+2028 breaks the line."""
     path = tmp_path / "w.pth"
-    torch.save({**_state(0), "a\u202eb\u2066c\u200bd\ufeffe": torch.zeros(1)}, path)
+    torch.save({**_state(0), "a\u202eb\u2066c\u200bd\ufeffe\u2028f": torch.zeros(1)}, path)
     with pytest.raises(WeightsError) as error:
         featx.build({**SPEC, "weights": str(path)})
     assert str(error.value) == (
-        f"backbone.weights: {path} does not fit the kept layers — unexpected keys: a\\u202eb\\u2066c\\u200bd\\ufeffe (1,)"
+        f"backbone.weights: {path} does not fit the kept layers — unexpected keys: a\\u202eb\\u2066c\\u200bd\\ufeffe\\u2028f (1,)"
     )
 
 

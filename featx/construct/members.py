@@ -18,6 +18,7 @@ from torch import nn
 from featx.errors import SpecError
 from featx.nn.feature_info import StageInfo
 from featx.spec.keys import key_path, suggest
+from featx.spec.limits import quoted
 from featx.spec.schema import BackboneSpec
 
 
@@ -46,7 +47,7 @@ def find_module(model: nn.Module, path: str, key: str) -> nn.Module:
             where = f"'{'.'.join(walked)}'" if walked else "the model root"
             raise SpecError(
                 key,
-                f"{path!r} not found: {where} has no child {part!r}{suggest(part, list(children))} "
+                f"{quoted(path)} not found: {where} has no child {quoted(part)}{suggest(part, list(children))} "
                 f"(its children: {_children_list(module)})",
             )
         module = children[part]
@@ -77,8 +78,8 @@ def _check_slice_follows(
     if last in children and start != children.index(last) + 1:
         raise SpecError(
             key_path("stages", name, "slice"),
-            f"starts at {start} but stage {previous.name!r} ends on child {children.index(last)} ({last!r}); "
-            "stages feed each other, so the slice must start right after it",
+            f"starts at {start} but stage {quoted(previous.name)} ends on child {children.index(last)} "
+            f"({quoted(last)}); stages feed each other, so the slice must start right after it",
         )
 
 
@@ -88,10 +89,10 @@ def _check_disjoint(members: List[StageMembers]) -> None:
         for path in stage.paths:
             for owned, owner in owners.items():
                 if path == owned or path.startswith(owned + ".") or owned.startswith(path + "."):
-                    where = "listed twice in this stage" if owner == stage.name else f"in stage {owner!r} too"
+                    where = "listed twice in this stage" if owner == stage.name else f"in stage {quoted(owner)} too"
                     raise SpecError(
                         _member_key(stage),
-                        f"{path!r} overlaps {owned!r} ({where}); a module belongs to one stage, once",
+                        f"{quoted(path)} overlaps {quoted(owned)} ({where}); a module belongs to one stage, once",
                     )
             owners[path] = stage.name
 
@@ -111,14 +112,14 @@ def _check_child_names(members: List[StageMembers]) -> None:
             if child in named:
                 raise SpecError(
                     _member_key(stage),
-                    f"{named[child]!r} and {path!r} would both be named {child!r} in the stage (a member is named "
-                    "by its path, '.' as '_'); list a module that holds both instead",
+                    f"{quoted(named[child])} and {quoted(path)} would both be named {quoted(child)} in the stage (a "
+                    "member is named by its path, '.' as '_'); list a module that holds both instead",
                 )
             if hasattr(container, child):
                 raise SpecError(
                     _member_key(stage),
-                    f"{path!r} would be named {child!r} in the stage, a name nn.Sequential uses itself; list the "
-                    "module that holds it instead",
+                    f"{quoted(path)} would be named {quoted(child)} in the stage, a name nn.Sequential uses itself; "
+                    "list the module that holds it instead",
                 )
             named[child] = path
 

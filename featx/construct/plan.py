@@ -40,6 +40,7 @@ from featx.nn.feature_info import StageInfo
 from featx.nn.neck_levels import level_problem
 from featx.nn.tokens import tokens_to_map
 from featx.spec.keys import key_path
+from featx.spec.limits import quoted
 from featx.spec.schema import BackboneSpec
 
 
@@ -110,8 +111,10 @@ def _stage_shapes(
     in_channels: int,
     size: Size,
     tokens: Optional[TokenLayout],
+    size_blamed: bool = False,
 ) -> _StageRun:
-    """The stages run in turn on a meta input of ``size`` (see :class:`_StageRun`)."""
+    """The stages run in turn on a meta input of ``size`` (see :class:`_StageRun`); ``size_blamed``: they ran at
+    the probe sizes, so a stage failing at this one is refused as the spec's ``input_size``."""
     shapes = []
     outputs: List[Tuple[str, torch.Tensor, int]] = []  # each stage's output and its version when the stage returned
     # inference_mode off: a build inside ``torch.inference_mode()`` sees in-place changes too (tensors keep versions)
@@ -122,6 +125,13 @@ def _stage_shapes(
             try:
                 x = containers[stage.name](x)
             except Exception as error:  # noqa: BLE001 - any failure here means the stages do not chain
+                if size_blamed:
+                    raise SpecError(
+                        key_path("input_size"),
+                        f"stage {quoted(stage.name)} ({stage.covers}) fails at {size[0]}x{size[1]}, though the "
+                        f"stages run at other sizes: {type(error).__name__}: {first_line(error)}; the model needs a "
+                        "larger input",
+                    ) from None
                 raise SpecError(
                     key_path("stages", stage.name),
                     f"running the stages in order fails at this stage ({stage.covers}): "
@@ -241,7 +251,7 @@ def _probe(
                 raise  # the error at the size the spec declares
         raise
     if declared is not None:
-        runs.append(_stage_shapes(containers, members, in_channels, declared, tokens))
+        runs.append(_stage_shapes(containers, members, in_channels, declared, tokens, size_blamed=True))
     changed = {name for run in runs for name in run.changed_later}
     shapes = [run.shapes for run in runs[: len(PROBE_SIZES)]]
     return PROBE_SIZES, shapes, False, tuple(stage.name for stage in members if stage.name in changed)

@@ -23,6 +23,7 @@ from featx.errors import SpecError, first_line
 from featx.models.registry import default_crop_size
 from featx.nn.tokens import Grid, TokenEmbedding
 from featx.spec.keys import key_path, suggest
+from featx.spec.limits import quoted
 from featx.spec.schema import BackboneSpec, TokenSpec
 
 #: the side of the meta image the patch stride is measured at: a multiple of every patch size up to 16 and of 32
@@ -96,15 +97,16 @@ def _find_parameter(model: nn.Module, path: str, *key: str) -> nn.Parameter:
     parameter = owner._parameters.get(name)
     if parameter is None:
         names = [own for own, value in owner._parameters.items() if value is not None]
-        where = f"{owner_path!r}" if owner_path else "the model root"
+        where = f"{quoted(owner_path)}" if owner_path else "the model root"
         raise SpecError(
             key_path(*key),
-            f"{path!r} not found: {where} has no parameter {name!r}{suggest(name, names)} "
+            f"{quoted(path)} not found: {where} has no parameter {quoted(name)}{suggest(name, names)} "
             f"(its own parameters: {', '.join(names) or '(none)'})",
         )
     if parameter.dim() != 3 or parameter.shape[0] != 1:
         raise SpecError(
-            key_path(*key), f"{path!r} has shape {tuple(parameter.shape)}; token parameters are 1 x tokens x channels"
+            key_path(*key),
+            f"{quoted(path)} has shape {tuple(parameter.shape)}; token parameters are 1 x tokens x channels",
         )
     return parameter
 
@@ -116,7 +118,7 @@ def _embedding_output(model: nn.Module, embed: str, in_channels: int, size: Size
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise SpecError(
             key_path("tokens", "embed"),
-            f"{embed!r} returns {shape} for a {size[0]}x{size[1]} image; the patch embedding must return an "
+            f"{quoted(embed)} returns {shape} for a {size[0]}x{size[1]} image; the patch embedding must return an "
             "N x C x h x w patch map or N x h*w x C tokens",
         )
     return output
@@ -138,7 +140,7 @@ def _fixed_size_output(
     assert failure is not None
     raise SpecError(
         key_path("tokens", "embed"),
-        f"{embed!r} fails on a {sides[0]}x{sides[0]} image: {type(failure).__name__}: {first_line(failure)}",
+        f"{quoted(embed)} fails on a {sides[0]}x{sides[0]} image: {type(failure).__name__}: {first_line(failure)}",
     )
 
 
@@ -167,7 +169,7 @@ def patch_stride(model: nn.Module, embed: str, in_channels: int, fixed_sides: Se
         found = f"{cells} tokens" if returns_tokens else f"{output.shape[2]}x{output.shape[3]} patches"
         raise SpecError(
             key_path("tokens", "embed"),
-            f"{embed!r} maps a {side}x{side} image to {found}: not a square grid of whole patches",
+            f"{quoted(embed)} maps a {side}x{side} image to {found}: not a square grid of whole patches",
         )
     channels = int(output.shape[2]) if returns_tokens else int(output.shape[1])
     return PatchEmbedding(side // rows, channels, returns_tokens, side != _MEASURING_SIDE)
@@ -193,8 +195,8 @@ def resolve_tokens(
     if first.paths[0] != tokens.embed:
         raise SpecError(
             key_path("tokens", "embed"),
-            f"{tokens.embed!r} must be the first module of the first stage ({first.name!r} starts with "
-            f"{first.paths[0]!r}): the patch embedding starts the token sequence",
+            f"{quoted(tokens.embed)} must be the first module of the first stage ({quoted(first.name)} starts with "
+            f"{quoted(first.paths[0])}): the patch embedding starts the token sequence",
         )
     # a spec's input_size is the size before tokens.stride resizes it: a one-size embedding takes the crop size
     sides = dict.fromkeys((evaluation[0], default_crop_size(spec.model)))
@@ -222,22 +224,22 @@ def resolve_tokens(
         if length <= covered:
             raise SpecError(
                 key_path("tokens", "position"),
-                f"{tokens.position!r} has {length} entries but the prefix tokens alone are {covered}: no entries are "
-                "left for the patches (check tokens.prefix and tokens.position_covers_prefix)",
+                f"{quoted(tokens.position)} has {length} entries but the prefix tokens alone are {covered}: no "
+                "entries are left for the patches (check tokens.prefix and tokens.position_covers_prefix)",
             )
         grid = _grid(length - covered, patch, evaluation)
         if grid is None:
             raise SpecError(
                 key_path("tokens", "position"),
-                f"{tokens.position!r} has {length - covered} patch entries (after {covered} prefix ones): not the "
-                f"patch grid of {evaluation[0]}x{evaluation[1]} images at patch stride {patch}, nor a square grid",
+                f"{quoted(tokens.position)} has {length - covered} patch entries (after {covered} prefix ones): not "
+                f"the patch grid of {evaluation[0]}x{evaluation[1]} images at patch stride {patch}, nor a square grid",
             )
     for path, parameter, key in shaped:
         if parameter.shape[2] != channels:
             raise SpecError(
                 key_path(*key),
-                f"{path!r} has {parameter.shape[2]} channels but the patch embedding {tokens.embed!r} returns "
-                f"{channels}",
+                f"{quoted(path)} has {parameter.shape[2]} channels but the patch embedding {quoted(tokens.embed)} "
+                f"returns {channels}",
             )
     assert grid is not None
     if tokens.stride is not None and not patch / 2 <= tokens.stride <= patch * 2:
@@ -266,7 +268,7 @@ def _check_embedding_takes(model: nn.Module, layout: TokenLayout, size: Size, in
         resized = f" (resized to {given[0]}x{given[1]} by tokens.stride {layout.patch})" if given != size else ""
         raise SpecError(
             key_path("input_size"),
-            f"{size[0]}x{size[1]}: the patch embedding {layout.spec.embed!r} fails on this size{resized}: "
+            f"{size[0]}x{size[1]}: the patch embedding {quoted(layout.spec.embed)} fails on this size{resized}: "
             f"{type(error).__name__}: {first_line(error).rstrip('.')}; the model takes {taken} images (leave "
             "input_size out to get it)",
         ) from None

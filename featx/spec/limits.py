@@ -45,10 +45,10 @@ MAX_OVERRIDE_CHARS = 4096
 QUOTE_LIMIT = 80
 
 
-#: control characters (line breaks, terminal escapes) and the invisible format characters that reorder or hide text
-#: (bidirectional overrides and isolates, zero-width ones): shown escaped, so an error stays one line that says what
-#: it says
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+#: control characters (line breaks, terminal escapes, Unicode's line separators) and the invisible format characters
+#: that reorder or hide text (bidirectional overrides and isolates, zero-width ones): shown escaped, so an error stays
+#: one line that says what it says
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 
 def escaped(text: str) -> str:

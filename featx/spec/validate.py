@@ -103,7 +103,7 @@ def _validate_stages(spec: BackboneSpec) -> None:
             raise SpecError(key_path("stages", name), "give exactly one of 'slice' or 'modules'")
         if stage.slice is not None:
             _validate_slice(name, list(stage.slice), previous)
-            previous = (f"stage {name!r}", stage.slice[1])
+            previous = (f"stage {quoted(name)}", stage.slice[1])
             continue
         if not stage.modules:
             raise SpecError(key_path("stages", name, "modules"), "empty list; name at least one module path")
@@ -130,7 +130,7 @@ def _validate_tokens(tokens: TokenSpec, layout: str) -> None:
     for position, path in enumerate(tokens.prefix):
         _check_path(path, "tokens", f"prefix[{position}]")
         if path in tokens.prefix[:position]:
-            raise SpecError(key_path("tokens", f"prefix[{position}]"), f"{path!r} is listed twice")
+            raise SpecError(key_path("tokens", f"prefix[{position}]"), f"{quoted(path)} is listed twice")
     if tokens.position is not None:
         _check_path(tokens.position, "tokens", "position")
     if tokens.stride is not None and not 1 <= tokens.stride <= MAX_PATCH:
@@ -141,7 +141,7 @@ def _validate_tokens(tokens: TokenSpec, layout: str) -> None:
     if layout != "nchw":
         raise SpecError(
             key_path("layout"),
-            f"{layout!r} with tokens: a token model's stages return token sequences, which featx turns into "
+            f"{quoted(layout)} with tokens: a token model's stages return token sequences, which featx turns into "
             "N x C x H x W maps; use layout: nchw",
         )
 
@@ -155,7 +155,7 @@ def _validate_outputs(spec: BackboneSpec) -> None:
             if name not in spec.stages:
                 raise SpecError(
                     key_path(f"out_features[{position}]"),
-                    f"unknown stage {name!r}{suggest(name, names)} (stages: {', '.join(names)})",
+                    f"unknown stage {quoted(name)}{suggest(name, names)} (stages: {', '.join(names)})",
                 )
         order = [names.index(name) for name in spec.out_features]
         if order != sorted(set(order)):
@@ -166,11 +166,11 @@ def _validate_outputs(spec: BackboneSpec) -> None:
     kept = names[: names.index(spec.returned_stages[-1]) + 1]
     for position, name in enumerate(spec.reinit):
         if name in spec.reinit[:position]:
-            raise SpecError(key_path(f"reinit[{position}]"), f"{name!r} is listed twice")
+            raise SpecError(key_path(f"reinit[{position}]"), f"{quoted(name)} is listed twice")
         if name not in kept:
             raise SpecError(
                 key_path(f"reinit[{position}]"),
-                f"{name!r} is not a kept stage{suggest(name, kept)} (kept stages: {', '.join(kept)})",
+                f"{quoted(name)} is not a kept stage{suggest(name, kept)} (kept stages: {', '.join(kept)})",
             )
     if not 0 <= spec.frozen_stages <= len(kept):
         raise SpecError(

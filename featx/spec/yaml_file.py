@@ -74,8 +74,24 @@ class _UniqueKeyLoader(_SAFE_BASE):
         return super().construct_mapping(node, deep=deep)
 
 
+def _decimal_int(loader: Any, node: yaml.ScalarNode) -> int:
+    """An integer as YAML 1.1 reads it, refusing the forms read otherwise by featx's overrides (Hydra's grammar):
+    a leading zero (``017``: octal 15 in a file, 17 in an override) and base 60 (``1:30``: 90)."""
+    digits = str(node.value).replace("_", "").lstrip("+-")
+    if ":" in digits or (len(digits) > 1 and digits[0] == "0" and digits[1].isdigit()):
+        raise _NotSpecData(
+            None,
+            None,
+            f"the number {quoted(node.value)[1:-1]}, which YAML reads as octal (a leading 0) or base 60 (a:b) and an "
+            "override as decimal; write it without the leading 0 or the colon (or quote it to give a string)",
+            node.start_mark,
+        )
+    return int(loader.construct_yaml_int(node))
+
+
 for _tag in _REFUSED_TAGS:
     _UniqueKeyLoader.add_constructor(_tag, _refuse)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _decimal_int)
 
 
 def yaml_problem(error: yaml.YAMLError) -> str:
