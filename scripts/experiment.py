@@ -18,11 +18,13 @@ Usage (from the repository root; the config is ``scripts/experiment_conf/experim
     python scripts/experiment.py backbone=resnet18 backbone.fpn.out_channels=128   # an FPN on any backbone
     python scripts/experiment.py --cfg job --resolve               # print the config
 
-Every run writes, in its output dir (``outputs/experiment/runs/<time>/`` by default): ``metrics.csv`` (the train
-loss components averaged since the last evaluation, the validation losses and mAP@0.5, every
-``train.eval_every`` iterations), ``result.json`` (one row, with timings), ``config_resolved.yaml``, Hydra's
-``.hydra/`` and ``experiment.log``. A ``-m`` sweep then writes ``results.md`` and ``results.png`` in the sweep dir
-(``experiment_summary.py``).
+Every run writes, in its output dir (``outputs/experiment/runs/<time>/`` by default, the time to the microsecond):
+``metrics.csv`` (the train loss components averaged since the last evaluation, the validation losses and mAP@0.5,
+every ``train.eval_every`` iterations), ``result.json`` (one row, with timings), ``config_resolved.yaml``, Hydra's
+``.hydra/`` and ``experiment.log``. A run never replaces another run's ``result.json``: a folder that holds one is
+refused before training, and ``result.json`` is placed without overwriting (of two runs finishing in one folder,
+the second stops with an error) before ``metrics.csv``. A ``-m`` sweep then writes ``results.md`` and
+``results.png`` in the sweep dir (``experiment_summary.py``), of the jobs whose ``result.json`` carries its sweep id.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ import csv
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Sequence, Tuple
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torchvision.models.detection import FasterRCNN
@@ -47,10 +51,12 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 import featx  # registers featx/backbone_schema, which the backbone configs compose with
 from featx.cli.app import plain_nested_overrides
 from featx.detection import anchor_generator, roi_pooler
+from featx.files import write_atomically
 from featx.spec.config_files import backbone_names
 from featx.tasks.extract.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 from box_metrics import mean_average_precision
+from experiment_summary import SWEEP_ENV
 from skimage_views import Annotated, load_annotations, random_view
 
 log = logging.getLogger("experiment")
@@ -244,11 +250,57 @@ def validate(cfg: DictConfig) -> None:
 # --- one run --------------------------------------------------------------------------------------------------------
 
 
+def _write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a file of this run's whole (:func:`featx.files.write_atomically`), or a one-line error."""
+    try:
+        write_atomically(path, write, overwrite=True, what=path.name)
+    except featx.FeatxError as error:
+        _fail(str(error))
+
+
 def _write_metrics(path: Path, rows: List[Dict[str, float]]) -> None:
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=METRIC_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    def write(partial: Path) -> None:
+        with partial.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=METRIC_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    _write(path, write)
+
+
+def _write_config(output_dir: Path, cfg: DictConfig) -> None:
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    _write(output_dir / "config_resolved.yaml", lambda partial: partial.write_text(text))
+
+
+def _folder_key() -> str:
+    """The key that names a run's folder: ``hydra.sweep.dir`` for a sweep's job, else ``hydra.run.dir``."""
+    return "hydra.sweep.dir" if HydraConfig.get().mode == RunMode.MULTIRUN else "hydra.run.dir"
+
+
+def _taken_error(output_dir: Path) -> str:
+    return (
+        f"{_folder_key()}: {output_dir} already holds result.json of another run, which is never overwritten: give "
+        "another folder (the default names one per run, to the microsecond)"
+    )
+
+
+def _refuse_a_used_folder(output_dir: Path) -> None:
+    """Stop before writing anything of this run's where another run left its result (a folder given twice)."""
+    if os.path.lexists(output_dir / "result.json"):
+        _fail(_taken_error(output_dir))
+
+
+def _place_result(output_dir: Path, result: Dict[str, Any]) -> None:
+    """Write result.json without replacing one another run placed meanwhile (two runs in one folder at once): the
+    second to finish stops here, before it writes its metrics.csv over the first's."""
+    text = json.dumps(result, indent=2) + "\n"
+    try:
+        write_atomically(
+            output_dir / "result.json", lambda partial: partial.write_text(text), overwrite=False, what="result.json"
+        )
+    except featx.FeatxError as error:
+        _fail(_taken_error(output_dir) if os.path.lexists(output_dir / "result.json") else str(error))
 
 
 def _build(cfg: DictConfig, num_classes: int, choice: str) -> FasterRCNN:
@@ -293,6 +345,7 @@ def _result(
         "train_time_s": round(train_time, 2),
         "images_per_s": round(cfg.train.iterations * cfg.train.batch_size / train_time, 1),
         "job": OmegaConf.select(hydra_cfg, "job.num", default=0),  # unset outside a sweep
+        "sweep": os.environ.get(SWEEP_ENV),  # the sweep's id (experiment_summary.SweepSummary), null outside one
         "overrides": list(hydra_cfg.overrides.task),
     }
 
@@ -302,7 +355,8 @@ def main(cfg: DictConfig) -> None:
     """One run: train the detector; write config_resolved.yaml, metrics.csv and result.json in the output dir."""
     torch.use_deterministic_algorithms(True)  # with the seeded data, init and order: a rerun repeats every number
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    _refuse_a_used_folder(output_dir)
+    _write_config(output_dir, cfg)
     validate(cfg)
     try:
         classes, photos = load_annotations(cfg.data.boxes or BOXES)
@@ -321,9 +375,10 @@ def main(cfg: DictConfig) -> None:
         next(model.parameters()).device,
     )  # fmt: skip
     rows, train_time = train_detector(model, train_set, val_set, cfg.train, cfg.seed)
-    _write_metrics(output_dir / "metrics.csv", rows)
     result = _result(model, cfg, rows, train_time, choice)
-    (output_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    _place_result(output_dir, result)  # first: the folder is this run's from here on
+    _write_metrics(output_dir / "metrics.csv", rows)
+    _write_config(output_dir, cfg)  # again: a run that met this one's result.json may have written its own
     log.info(
         "val loss %.4f mAP@0.5 %.3f | %s params, %s trainable | %.1f s training, %.1f images/s | %s",
         result["val_loss"], result["val_map50"], f"{result['params']:,}", f"{result['trainable_params']:,}",

@@ -1,12 +1,17 @@
 """The summary of a ``scripts/experiment.py -m`` sweep: one table row and one pair of loss curves per job.
 
-Hydra calls :class:`SweepSummary` after the last job (``hydra.callbacks`` in ``experiment_conf/experiment.yaml``). It
-reads every job's ``result.json`` and ``metrics.csv`` and writes, in the sweep dir, ``results.md`` (also logged)
-and ``results.png`` (needs matplotlib; without it the table is still written), and, with ``summary_page=PATH``, the
-table as a page naming the command and the machine. Example (on a finished sweep)::
+Hydra calls :class:`SweepSummary` (``hydra.callbacks`` in ``experiment_conf/experiment.yaml``) as the sweep starts,
+around each job and after the last one. As the sweep starts it draws the sweep's id, which each job finds in the
+``FEATX_EXPERIMENT_SWEEP`` environment variable and records in its ``result.json`` (``"sweep"``); after the last job
+it reads the ``result.json`` and ``metrics.csv`` of this sweep's jobs alone (a folder given to two sweeps holds the
+earlier one's jobs too) and writes, in the sweep dir, ``results.md`` (also logged) and ``results.png`` (needs
+matplotlib; without it the table is still written), and, with ``summary_page=PATH``, the table as a page naming the
+command and the machine. Example (on a finished sweep)::
 
     from experiment_summary import load_results, results_table
-    print(results_table(load_results(Path("outputs/experiment/multirun/2026-01-01_12-00-00"))))
+    sweep_dir = Path("outputs/experiment/multirun/2026-01-01_12-00-00-000000")
+    sweep = json.loads((sweep_dir / "0_resnet18_fpn" / "result.json").read_text())["sweep"]
+    print(results_table(load_results(sweep_dir, sweep)))
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import sys
 import time
+import uuid
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from hydra.core.utils import configure_log
@@ -32,13 +39,18 @@ from machine import machine_description
 log = logging.getLogger("experiment")
 
 PAGE_TITLE = "# Experiment results (generated)"
+#: the environment variable that gives a sweep's job the sweep's id (set by :class:`SweepSummary` around each job)
+SWEEP_ENV = "FEATX_EXPERIMENT_SWEEP"
 
 
-def load_results(sweep_dir: Path) -> List[Dict[str, Any]]:
-    """Every ``<job dir>/result.json`` under the sweep dir, in job order, each with its ``metrics`` rows added."""
+def load_results(sweep_dir: Path, sweep: str) -> List[Dict[str, Any]]:
+    """The ``<job dir>/result.json`` files under the sweep dir whose ``"sweep"`` is ``sweep`` (the jobs of that sweep;
+    another sweep's in the same folder are left out), in job order, each with its ``metrics`` rows added."""
     results = []
     for path in sweep_dir.glob("*/result.json"):
         result = json.loads(path.read_text())
+        if not isinstance(result, dict) or result.get("sweep") != sweep:
+            continue
         with (path.parent / "metrics.csv").open(newline="") as file:
             result["metrics"] = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
         results.append(result)
@@ -111,14 +123,32 @@ def plot_results(results: List[Dict[str, Any]], path: Path) -> None:
 
 
 class SweepSummary(Callback):
-    """After a ``-m`` sweep: ``results.md`` and ``results.png`` in the sweep dir, the table in the log."""
+    """After a ``-m`` sweep: ``results.md`` and ``results.png`` in the sweep dir, the table in the log, of this sweep's
+    jobs alone. ``sweep`` is the id of the sweep to summarise; Hydra's instance draws a new one as the sweep starts
+    and hands it to each job (``SWEEP_ENV``), which records it in its ``result.json``. Hydra gives a launcher that
+    runs jobs in other processes this object with the id set, so their jobs get it too."""
+
+    def __init__(self, sweep: Optional[str] = None) -> None:
+        self.sweep = sweep
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.sweep = uuid.uuid4().hex
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.sweep is None:  # a single run: it belongs to no sweep, whatever the environment says
+            os.environ.pop(SWEEP_ENV, None)
+        else:
+            os.environ[SWEEP_ENV] = self.sweep
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        os.environ.pop(SWEEP_ENV, None)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)  # the last job's log file is done
         sweep_dir = Path(config.hydra.sweep.dir)
-        results = load_results(sweep_dir)
+        results = load_results(sweep_dir, self.sweep) if self.sweep is not None else []
         if not results:
-            log.warning("no result.json under %s: nothing to summarise", sweep_dir)
+            log.warning("no result.json of this sweep under %s: nothing to summarise", sweep_dir)
             return
         table = results_table(results)
         (sweep_dir / "results.md").write_text(table)

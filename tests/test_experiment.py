@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,9 +71,23 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose("experiment", overrides=list(overrides))
 
 
+def compose_config_with_hydra(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("experiment", overrides=list(overrides), return_hydra_config=True)
+
+
 def read_metrics(path: Path) -> List[dict]:
     with path.open(newline="") as file:
         return list(csv.DictReader(file))
+
+
+def sweep_id(sweep_dir: Path) -> str:
+    """The id the sweep that wrote ``sweep_dir`` recorded in its first job's result.json."""
+    return json.loads((sweep_dir / "0_resnet18_fpn" / "result.json").read_text())["sweep"]
+
+
+def table_rows(results_md: Path) -> List[str]:
+    return [line.split("|")[1].strip() for line in results_md.read_text().splitlines()[2:]]
 
 
 # --- runs -----------------------------------------------------------------------------------------------------------
@@ -133,6 +149,7 @@ def test_a_run_writes_its_metrics_result_and_configs(single_run):
     assert result["params"] - result["trainable_params"] == sum(layer.weight.numel() for layer in c2)
     assert result["val_map50"] == float(rows[-1]["val_map50"])
     assert result["train_time_s"] > 0 and result["images_per_s"] > 0
+    assert result["sweep"] is None  # a single run belongs to no sweep
 
     resolved = OmegaConf.load(single_run / "config_resolved.yaml")
     assert resolved.backbone.model == "resnet18" and resolved.backbone.fpn.out_channels == 64
@@ -151,7 +168,9 @@ def test_sweep_writes_one_table_row_and_one_loss_curve_per_backbone(sweep, summa
         assert resolved.fpn.out_channels == 64  # mobilenet_v3_large has no FPN in its file
     table = (sweep_dir / "results.md").read_text().splitlines()
     assert table[0].startswith("| backbone | model | params | trainable | train loss | val loss | val mAP@0.5 |")
-    assert [line.split("|")[1].strip() for line in table[2:]] == ["resnet18_fpn", "mobilenet_v3_large"]
+    assert table_rows(sweep_dir / "results.md") == ["resnet18_fpn", "mobilenet_v3_large"]
+    ids = {json.loads((sweep_dir / job / "result.json").read_text())["sweep"] for job in jobs}
+    assert len(ids) == 1 and re.fullmatch("[0-9a-f]{32}", ids.pop())  # one id for the sweep's jobs
     assert "| mobilenet_v3_large |" in console  # the table is logged too
     page = (sweep_dir / "page.md").read_text().splitlines()
     assert page[0] == "# Experiment results (generated)"
@@ -160,7 +179,7 @@ def test_sweep_writes_one_table_row_and_one_loss_curve_per_backbone(sweep, summa
     assert page[6:] == [line.rsplit("|", 3)[0] + "|" for line in table[2:]]
 
     assert (sweep_dir / "results.png").read_bytes().startswith(PNG_SIGNATURE)
-    results = summary.load_results(sweep_dir)
+    results = summary.load_results(sweep_dir, sweep_id(sweep_dir))
     losses, precision = summary.loss_figure(results).axes
     for axes in (losses, precision):
         labelled = [line for line in axes.get_lines() if not line.get_label().startswith("_")]
@@ -177,7 +196,7 @@ def test_summary_without_matplotlib_still_writes_the_table(summary, sweep, tmp_p
         cfg = compose("experiment", overrides=[f"hydra.sweep.dir={sweep_dir}"], return_hydra_config=True)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` meets where it is not installed
 
-    summary.SweepSummary().on_multirun_end(cfg)
+    summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
 
     assert (sweep_dir / "results.md").read_text() == (sweep[0] / "results.md").read_text()
     assert not (sweep_dir / "results.png").exists()
@@ -195,11 +214,30 @@ def test_summary_page_never_replaces_a_users_file(summary, sweep, tmp_path, caps
             overrides=[f"hydra.sweep.dir={sweep_dir}", f"summary_page={mine}"],
             return_hydra_config=True,
         )
-    summary.SweepSummary().on_multirun_end(cfg)
+    summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
     assert mine.read_text() == "my own notes\n"
     logged = capsys.readouterr()
     assert f"summary_page: {mine} exists and is not a page this script wrote" in logged.out + logged.err
     assert (sweep_dir / "results.md").read_text() == (sweep[0] / "results.md").read_text()
+
+
+def test_a_second_sweep_into_the_same_folder_summarises_its_own_jobs_alone(sweep, tmp_path):
+    # the folder of a finished two-job sweep, given again to a one-job sweep whose job gets a folder of its own
+    sweep_dir = tmp_path / "again"
+    shutil.copytree(sweep[0], sweep_dir)
+    earlier = {
+        job: (sweep_dir / job / "result.json").read_bytes() for job in ("0_resnet18_fpn", "1_mobilenet_v3_large")
+    }
+    done = run_script("-m", "backbone=mobilenet_v3_large", *TINY, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+    assert table_rows(sweep_dir / "results.md") == ["mobilenet_v3_large"]  # not the earlier sweep's two jobs
+    logged = done.stdout + done.stderr
+    assert "| mobilenet_v3_large |" in logged and "| resnet18_fpn |" not in logged
+    result = json.loads((sweep_dir / "0_mobilenet_v3_large" / "result.json").read_text())
+    assert result["job"] == 0 and result["sweep"] not in (None, sweep_id(sweep[0]))
+    assert {job: (sweep_dir / job / "result.json").read_bytes() for job in earlier} == earlier  # left as they were
+    assert (sweep_dir / "results.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
 def test_row_labels_show_what_else_a_sweep_varies(summary):
@@ -217,6 +255,53 @@ def test_row_labels_show_what_else_a_sweep_varies(summary):
 
 
 # --- errors ---------------------------------------------------------------------------------------------------------
+
+
+def test_run_and_sweep_folders_are_named_to_the_microsecond():
+    # two runs started in one second got one folder and wrote over each other's files
+    cfg = compose_config_with_hydra()
+    for key in ("run", "sweep"):
+        folder = Path(cfg.hydra[key].dir)
+        assert folder.parent == Path(f"outputs/experiment/{'runs' if key == 'run' else 'multirun'}")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}", folder.name), folder
+
+
+def test_a_folder_holding_another_runs_result_is_refused(single_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(single_run, run_dir)
+    before = {name: (run_dir / name).read_bytes() for name in ("result.json", "metrics.csv", "config_resolved.yaml")}
+    done = run_script(*TINY, "seed=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"experiment: error: hydra.run.dir: {run_dir} already holds result.json of another run, which is never "
+        "overwritten: give another folder (the default names one per run, to the microsecond)"
+    )
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def test_of_two_runs_in_one_folder_at_once_one_keeps_it(tmp_path):
+    # two runs given one folder at once: the first to finish keeps result.json and metrics.csv, the other stops
+    # (before training when the first had finished, else when it comes to place its result.json)
+    run_dir = tmp_path / "run"
+    runs = {
+        seed: subprocess.Popen(
+            [sys.executable, str(SCRIPT), *TINY, f"seed={seed}", f"hydra.run.dir={run_dir}"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},  # side by side, not fighting over the cores
+        )
+        for seed in (1, 2)
+    }  # fmt: skip
+    outputs = {seed: run.communicate(timeout=600) for seed, run in runs.items()}
+    codes = {seed: run.returncode for seed, run in runs.items()}
+    assert sorted(codes.values()) == [0, 1], outputs
+    winner, loser = sorted(codes, key=codes.get)
+    assert (
+        outputs[loser][1].strip().startswith(f"experiment: error: hydra.run.dir: {run_dir} already holds result.json")
+    )
+    result = json.loads((run_dir / "result.json").read_text())
+    assert f"seed={winner}" in result["overrides"]
+    last = read_metrics(run_dir / "metrics.csv")[-1]  # the winner's metrics, not the other run's
+    assert (float(last["val_loss"]), float(last["val_map50"])) == (result["val_loss"], result["val_map50"])
 
 
 def test_a_backbone_without_one_width_is_a_one_line_error(tmp_path):
