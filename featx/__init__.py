@@ -64,7 +64,13 @@ __all__ = [
 register_configs()
 
 
+#: submodules documented by their dotted path (``featx.export.export_backbone``), imported on first use too
+_LAZY_MODULES = ("detection", "export")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"featx.{name}")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -464,3 +464,11 @@ def test_an_export_mid_training_leaves_every_modules_mode_as_it_was(tmp_path, ou
     else:
         export_backbone(backbone, path, "torchscript", (64, 64), dynamic=False)
     assert {name: module.training for name, module in backbone.named_modules()} == modes
+
+
+def test_the_documented_dotted_paths_work_after_import_featx():
+    """docs/export.md writes ``featx.export.export_backbone(...)``: after ``import featx`` alone that was an
+    AttributeError (the submodule was never imported), and so was ``featx.detection``."""
+    code = "import featx; print(featx.export.export_backbone.__name__, featx.detection.anchor_generator.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["export_backbone", "anchor_generator"], done.stderr[-2000:]

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import List, Tuple
 
+import hydra
 import pytest
 import torch
 import yaml
@@ -24,6 +25,7 @@ from PIL import Image
 from featx.cli import catalog
 from featx.cli import propose as propose_cli
 from featx.spec.config_files import config_dir
+from featx.version import __version__
 
 
 def run_app(
@@ -1342,3 +1344,13 @@ def test_featx_list_shows_a_file_name_with_line_breaks_on_its_own_row(workdir):
     assert done.returncode == 0, done.stderr
     (row,) = done.stdout.splitlines()[1:]
     assert row.startswith("zz\\nresnet50  resnet50  c2..c5  4,8,16,32  1,2,3,4  23.5M\\n\\x1b[31mzz  resnet18 ")
+
+
+@pytest.mark.parametrize("app", ["featx", "featx-extract", "featx-export", "featx-list", "featx-propose"])
+def test_version_gives_featxs_version(workdir, app):
+    """``featx --version`` printed Hydra's version alone (``Hydra 1.3.8``), and featx-list and featx-propose had no
+    --version."""
+    done = run_in_process(app, ["--version"], workdir)
+    assert done.returncode == 0, done.stderr
+    hydras = f" (Hydra {hydra.__version__})" if app in ("featx", "featx-extract", "featx-export") else ""
+    assert done.stdout == f"{app} {__version__}{hydras}\n"

@@ -49,6 +49,7 @@ import typing
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
+import hydra
 import yaml
 from hydra._internal.utils import get_args, get_args_parser
 from hydra.core.config_store import ConfigStore
@@ -85,6 +86,7 @@ from featx.spec.limits import quoted, shortened
 from featx.spec.load import refuse_resolvers
 from featx.spec.overrides import not_in_grammar
 from featx.spec.yaml_file import read_spec_file, yaml_problem
+from featx.version import __version__
 
 Result = TypeVar("Result")
 #: the sweep jobs that failed in this process, as "#<num> <overrides>": <message>
@@ -774,6 +776,10 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     """Check the command line (``sys.argv``) against the app's config ``schema``, run the Hydra app, and after a
     sweep exit 1 if any of its jobs failed. ``-v`` is featx's: it keeps other libraries' INFO messages."""
     given = sys.argv[1:]
+    if "--version" in given:  # Hydra's own flag prints Hydra's version alone
+        with reader_may_stop(app):
+            print(f"{app} {__version__} (Hydra {hydra.__version__})")
+        raise SystemExit(0)
     set_verbose(any(flag in given for flag in VERBOSE_FLAGS))
     given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
     flags, unplaced = hydra_flags(given)

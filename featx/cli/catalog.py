@@ -24,6 +24,7 @@ from featx.files import printable_path
 from featx.spec.config_files import backbone_files, config_dir
 from featx.spec.keys import suggest
 from featx.spec.limits import shortened
+from featx.version import __version__
 
 # torch and torchvision are imported where the listing needs them (describe, _list_timm): not by --help or a
 # refused command line
@@ -80,6 +81,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     parser = argparse.ArgumentParser(prog="featx-list", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("patterns", nargs="*", help="shell-style name patterns (default: all; --timm needs some)")
+    parser.add_argument("--version", action="version", version=f"featx-list {__version__}")
     parser.add_argument(
         "--config-dir",
         type=Path,

@@ -17,6 +17,7 @@ from typing import List, Optional
 from featx.cli.output import reader_may_stop
 from featx.errors import FeatxError
 from featx.files import file_path_argument, printable_path, write_atomically
+from featx.version import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", help="write the YAML here instead of printing it (-: standard output; ./- a file named -)"
     )
     parser.add_argument("--force", action="store_true", help="replace an existing --output file")
+    parser.add_argument("--version", action="version", version=f"featx-propose {__version__}")
     parser.add_argument("--fpn", type=int, metavar="CHANNELS", help="add an FPN neck of this width")
     parser.add_argument("--min-stride", type=int, default=4, help="the shallowest stage's stride (default 4)")
     parser.add_argument("--frozen-stages", type=int, default=1, help="how many stages to freeze (default 1)")
