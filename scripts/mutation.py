@@ -130,8 +130,11 @@ GUARDS: Dict[str, List[str]] = {
     "cli/logs.py": ["tests/test_hydra.py", "tests/test_export.py"],
     "construct/proposal_yaml.py": ["tests/test_timm_families.py", "tests/test_propose.py"],
     "spec/yaml_file.py": ["tests/test_hostile_spec.py", "tests/test_loader.py"],
-    "spec/limits.py": ["tests/test_hostile_weights.py", "tests/test_hostile_extract.py"],
+    "spec/limits.py": ["tests/test_hostile_weights.py", "tests/test_hostile_extract.py", "tests/test_hostile_spec.py"],
     "cli/output.py": ["tests/test_hostile_apps.py"],
+    "cli/sweeps.py": ["tests/test_hostile_apps.py"],
+    "errors.py": ["tests/test_hostile_spec.py"],
+    "__init__.py": ["tests/test_export.py"],
 }
 
 MUTANTS: List[Mutant] = [
@@ -170,8 +173,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/checkpoint.py",
-        "        pending += [(item, trail + (key,)) for key, item in reversed(inner)",
-        "        pending += [] and [(item, trail + (key,)) for key, item in reversed(inner)",
+        "        pending += [(item, index, name) for name, item in reversed(inner)",
+        "        pending += [] and [(item, index, name) for name, item in reversed(inner)",
         "a state dict below the top level (an EMA under state_dict) is not counted: one of two networks taken silently",
     ),
     Mutant(
@@ -425,7 +428,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/backbone.py",
-        "        keep_statistics(self.stages, self._frozen, self.spec.norm)\n        super().train(mode)",
+        "        keep_statistics(self.stages, self._frozen, self._spec.norm)\n        super().train(mode)",
         "        super().train(mode)",
         "update_bn resets the frozen statistics of layers made by convert_sync_batchnorm",
     ),
@@ -521,7 +524,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/listing.py",
-        "        found = [match for match in matches if match.is_symlink() or not match.is_dir()]",
+        "        found = [match for match in matches if not _is_real_folder(match)]",
         "        found = [match for match in matches if match.is_file() or match.is_symlink()]",
         "a pipe a glob matches dropped without a word",
     ),
@@ -563,7 +566,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/weights.py",
-        "        raise WeightsError(f\"{key_path('weights')}: cannot read {path}: {quoted(reason)[1:-1]}\") "
+        "        raise UnreadableWeightsError(f\"{key_path('weights')}: cannot read {path}: {quoted(reason)[1:-1]}\") "
         "from None\n    try:\n        problem",
         "        return False\n    try:\n        problem",
         "a zip Python cannot list read by torch without the record checks",
@@ -601,8 +604,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/checkpoint.py",
-        "    for _ in range(_SEARCHED_DEPTH):  # bounded",
-        "    for _ in range(1):  # bounded",
+        "        for key in holders[0]:\n            loaded = loaded[key]",
+        "        for key in holders[0][:1]:\n            loaded = loaded[key]",
         "a state dict nested two deep (model.state_dict) is not found",
     ),
     Mutant("cli/app.py", '    os.environ[FULL_ERROR] = "1"  #', "    pass  #", "Hydra's errors printed over lines"),
@@ -712,8 +715,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/plan_cache.py",
-        "(made_from != structure or not _has_paths(given, plan.kept_paths))",
-        "(not _has_paths(given, plan.kept_paths))",
+        "made_from != structure() or not _has_paths(checked, plan.kept_paths)",
+        "not _has_paths(checked, plan.kept_paths)",
         "a plan used for a model patched at run time",
     ),
     Mutant(
@@ -760,8 +763,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/plan_cache.py",
-        "(made_from != structure or not _has_paths(given, plan.kept_paths))",
-        "(made_from != structure)",
+        "made_from != structure() or not _has_paths(checked, plan.kept_paths)",
+        "made_from != structure()",
         "paths unchecked",
     ),
     Mutant("construct/plan_data.py", "type(value) is not int or", "not isinstance(value, int) or", "booleans as ints"),
@@ -1214,8 +1217,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/listing.py",
-        "        elif not file.is_file():\n            skipped.append((file, NOT_REGULAR))\n",
-        "",
+        "    return None if stat.S_ISREG(mode) else NOT_REGULAR",
+        "    return None",
         "pipes and devices listed as images",
     ),
     Mutant(
@@ -1226,7 +1229,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/run.py",
-        "        check_input_size(spec, transform, transform_name)  # on meta, before any weights are read\n",
+        "        check_input_size(spec, transform, transform_name, options.batch_size, options.size)\n",
         "",
         "a size too small for the backbone found after the settings are recorded",
     ),
@@ -1378,7 +1381,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/backbone.py",
-        '            if where == "the neck" or not _is_about_sizes(error):',
+        '            if where == "the neck" or not _is_about_sizes(error) or not _raised_in_library_code(error):',
         "            if True:",
         "a stage's failure on an input is torch's raw error",
     ),
@@ -1548,7 +1551,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/checkpoint.py",
-        "    if len(holders) > 1:",
+        "    if count > 1:",
         "    if False:",
         "a file holding state_dict and state_dict_ema loads one of them silently",
     ),
@@ -1572,9 +1575,9 @@ MUTANTS: List[Mutant] = [
     ),
     # apps
     Mutant(
-        "cli/app.py",
-        "    check_sweep_size(app, overrides)\n",
-        "",
+        "cli/sweeps.py",
+        "        if jobs > MAX_SWEEP_JOBS:",
+        "        if False:",
         "a sweep of 10^8 jobs is listed in full",
     ),
     Mutant(
@@ -1610,14 +1613,14 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/builder.py",
-        "registrations_untouched(), _SEEDED_CONSTRUCTION, _default_dtype(",
+        "registrations_untouched(), _seeded_construction(), _default_dtype(",
         "registrations_untouched(), _default_dtype(",
         "two threads draw from one seeded generator at once (and set the default dtype)",
     ),
     Mutant(
         "construct/builder.py",
-        "    with registrations_untouched(), _SEEDED",
-        "    with contextlib.nullcontext(), _SEEDED",
+        "    with registrations_untouched(), _seeded",
+        "    with contextlib.nullcontext(), _seeded",
         "a build inside a model constructor gets meta tensors",
     ),
     Mutant(
@@ -2065,13 +2068,13 @@ MUTANTS: List[Mutant] = [
     Mutant(
         "nn/backbone.py",
         "            self.stages[name].eval()\n"
-        "        keep_statistics(self.stages, self._frozen, self.spec.norm)\n        return self",
+        "        keep_statistics(self.stages, self._frozen, self._spec.norm)\n        return self",
         "        return self.train(self.training)",
         "freeze() puts every module the user put in eval back in training mode",
     ),
     Mutant(
         "nn/backbone.py",
-        "        keep_eval_modes({name: self.stages[name] for name in named}, (), self.spec.norm)",
+        "        keep_eval_modes({name: self.stages[name] for name in named}, (), self._spec.norm)",
         "        pass",
         "unfreeze() under norm: eval lets the stage's BatchNorm layers train their statistics",
     ),
@@ -2183,6 +2186,229 @@ MUTANTS: List[Mutant] = [
         "overrides={[*kept, 'device=cpu']}",
         "overrides={['device=cpu']}",
         "the device=cpu hint of a file saved on a GPU drops the caller's other overrides",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        "        if not all(key in _NESTING_KEYS for key in holders[0]):",
+        "        if True:",
+        "the one network under model beside an empty state_dict entry: every layer reported missing",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        "        if not isinstance(value, torch.Tensor):\n",
+        "        if False:\n",
+        "a file with an int beside its tensors refused without naming the entry",
+    ),
+    Mutant(
+        "construct/weights.py",
+        "    if not set(missing) <= {key[len(prefix) :] for key in unexpected}:",
+        "    if True:",
+        "a DataParallel state dict (module. before every key) listed as 100 unexpected and 100 missing keys, no hint",
+    ),
+    Mutant(
+        "construct/weights.py",
+        'if head[:1] == b"\\x80" or head == b"PK\\x03\\x04" else ""',
+        'if False else ""',
+        "a torch checkpoint named .safetensors refused as 'header too large' without the hint to rename it",
+    ),
+    Mutant(
+        "models/weights_enums.py",
+        "        os.lstat(path)\n        cached = True",
+        "        cached = path.is_file()",
+        "a folder or fifo at the hub cache name reported as weights not in the cache (online: downloaded onto)",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "        if isinstance(error, UnreadableWeightsError):",
+        "        if True:",
+        "a complete hub cache file of other content called a download that stopped midway",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "    try:\n        return path.exists()\n    except (OSError, ValueError):\n        return False",
+        "    return path.exists()",
+        "a weights name longer than the file system takes: a raw OSError",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "os.register_at_fork(after_in_child=_after_fork_in_child)",
+        "os.register_at_fork(after_in_child=lambda: None)",
+        "a child forked while another thread builds waits forever for the build lock",
+    ),
+    Mutant(
+        "spec/limits.py",
+        "\\u2028-\\u202e",
+        "\\u202a-\\u202e",
+        "a key holding U+2028 breaks an error's line",
+    ),
+    Mutant(
+        "spec/limits.py",
+        "\\u200b-\\u200f",
+        "\\u200c-\\u200d",
+        "a zero-width space or a left-to-right mark in a key shown raw",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "        if size >= 0 and inode >= 0:",
+        "        if size >= 0 and inode >= 0 and mtime_ns >= 0:",
+        "a file dated before 1970 breaks the output folder for good (its identity refused)",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        '    except FileNotFoundError:\n        raise FeatxError(f"{who}: the shard {shard} is missing; rerun '
+        'featx-extract to redo its images") from None\n',
+        "",
+        "a shard the manifest lists but is gone called unreadable ('delete it and rerun')",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "    if dtype is None:\n        raise FeatxError(",
+        "    if False:\n        raise FeatxError(",
+        "a settings file with a dtype featx never writes: every row refused as 'in None'",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "    except OSError:\n        return False",
+        "    except FileNotFoundError:\n        return False",
+        "a glob matching files in a folder that can be listed but not entered: a raw PermissionError",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "        link = stat.S_ISLNK(os.lstat(file).st_mode)\n    except OSError as error:",
+        "        link = stat.S_ISLNK(os.lstat(file).st_mode)\n    except FileNotFoundError as error:",
+        "a folder that can be listed but not entered stops the whole run with a raw PermissionError",
+    ),
+    Mutant(
+        "tasks/extract/run.py",
+        "        isinstance(outputs, (list, tuple, ListConfig)) and all(isinstance(name, str) for name in outputs)",
+        "        True",
+        "extract.outputs='c3' read as its characters: no output 'c'",
+    ),
+    Mutant(
+        "tasks/extract/run.py",
+        '    if name == "weights":\n        height, width',
+        "    if False:\n        height, width",
+        "with the weights' transform the batch limit counts the unused extract.size: six times the limit runs",
+    ),
+    Mutant(
+        "tasks/extract/run.py",
+        "        if outside:\n",
+        "        if False:\n",
+        "another input's features vanish from the manifest without a word",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "        return copy.deepcopy(self._spec)",
+        "        return self._spec",
+        "editing bb.spec to build a variant changes the built backbone's norm policy and what featx.save writes",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "        self._spec = copy.deepcopy(spec)",
+        "        self._spec = spec",
+        "a hand-made Backbone follows later edits of the caller's spec object",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        " or not _raised_in_library_code(error):",
+        ":",
+        "a forward hook's error mentioning a shape becomes an InputShapeError blaming the input",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "                    if autocast or not castable",
+        "                    if autocast",
+        "a float64 input told to run under torch.autocast, which refuses it",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    if flags.config_path is not None:",
+        "    if False:",
+        "featx -cp DIR takes DIR's config.yaml without featx's checks and writes outputs/ into the working directory",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    if flags.resolve and not (flags.cfg or flags.help):",
+        '    if "--resolve" in given and not {"--cfg", "-c"} & set(given):',
+        "--cfg=job --resolve refused as 'use it with --cfg job'",
+    ),
+    Mutant(
+        "cli/app.py",
+        '    if "--version" in given:',
+        "    if False:",
+        "featx --version prints Hydra's version alone",
+    ),
+    Mutant(
+        "cli/sweeps.py",
+        "        return len(value.filter(options_of(override.key_or_group)))",
+        "        return None",
+        "backbone=glob(*) times a 10,000-value range: 1.17 million jobs composed one by one",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "        self._check_sweep_size(config)\n",
+        "",
+        "a config's own hydra.sweeper.params range of 10^8 values fills the memory",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "        if not _JOB_NUMBER.search(str(subdir)):",
+        "        if False:",
+        "hydra.sweep.subdir=7: every job of a sweep writes its log and config record into one folder",
+    ),
+    Mutant(
+        "construct/plan_cache.py",
+        "        if given is None and not own:",
+        "        if given is None:",
+        "featx-list takes a user cache entry a patched process wrote (strides 4,4,4 for 4,8,16)",
+    ),
+    Mutant(
+        "construct/plan.py",
+        "declared, tokens, size_blamed=True)",
+        "declared, tokens)",
+        "an input_size too small for the last stage blamed on the stage list's order",
+    ),
+    Mutant(
+        "construct/members.py",
+        '                f"{quoted(path)} not found: {where} has no child {quoted(part)}',
+        '                f"{path!r} not found: {where} has no child {part!r}',
+        "a 200,000-character module path quoted whole in the error",
+    ),
+    Mutant(
+        "spec/validate.py",
+        'f"unknown stage {quoted(name)}',
+        'f"unknown stage {name!r}',
+        "a 200,000-character out_features name quoted whole in the error",
+    ),
+    Mutant(
+        "spec/yaml_file.py",
+        '    if ":" in digits or (len(digits) > 1 and digits[0] == "0" and digits[1].isdigit()):',
+        "    if False:",
+        "seed: 017 in a file is octal 15, seed=017 as an override 17: one spec, two networks",
+    ),
+    Mutant(
+        "errors.py",
+        "        self.message = _cut(message)",
+        "        self.message = message",
+        "SpecError.message holds a hostile value whole (megabytes)",
+    ),
+    Mutant(
+        "__init__.py",
+        '    if name in _LAZY_MODULES:\n        return importlib.import_module(f"featx.{name}")\n',
+        "",
+        "featx.export.export_backbone (as docs/export.md writes it) is an AttributeError after import featx",
+    ),
+    Mutant(
+        "construct/proposal_yaml.py",
+        "    text = _NOT_IN_COMMENT.sub(lambda found: repr(found.group())[1:-1], text)\n",
+        "",
+        "featx-propose -o with U+2028 in the name writes a file featx refuses to load",
+    ),
+    Mutant(
+        "construct/propose.py",
+        "        if min_stride > patch:",
+        "        if False:",
+        "featx.propose('vit_b_16', min_stride=64) silently returns stages at stride 16",
     ),
 ]
 
