@@ -199,6 +199,22 @@ def flag_argument(value: object, what: str) -> bool:
     return value
 
 
+#: how an environment variable says yes or no (any case); unset is no
+_YES, _NO = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def environment_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` says yes (``1``, ``true``, ``yes``, ``on``; unset, empty, ``0``,
+    ``false``, ``no`` and ``off`` say no); :class:`ArgumentError` naming it for any other value, never a guess.
+    Example: ``environment_flag("FEATX_OFFLINE")``."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in _YES or value in _NO:
+        return value in _YES
+    raise ArgumentError(
+        f"{name}={quoted(os.environ[name])}: set it to 1 (or true, yes, on) or to 0 (or false, no, off, or empty)"
+    )
+
+
 def prepare_folder(folder: Path, what: str) -> None:
     """Create ``folder`` (and its parents); :class:`ArgumentError` naming it when that is impossible."""
     try:

@@ -222,6 +222,10 @@ def test_the_neck_is_checked_against_a_cached_plan(cache):
         pytest.param(lambda e: e["plan"].update(changed_later=["c2", "c2"]), id="changed-later-twice"),
         pytest.param(lambda e: e["plan"].update(changed_later=[["c2"]]), id="changed-later-not-names"),
         pytest.param(lambda e: e["plan"].pop("changed_later"), id="changed-later-missing"),
+        # sizes past the limits (the threat model's promise): an FPN would allocate for 2**40 input channels
+        pytest.param(lambda e: e["plan"]["stages"][0].update(channels=2**40), id="channels-past-the-limit"),
+        pytest.param(lambda e: e["plan"]["stages"][0].update(stride=2**60), id="stride-past-the-limit"),
+        pytest.param(lambda e: e["plan"].update(parameters=2**50), id="parameters-past-the-limit"),
     ],
 )
 def test_a_stale_or_malformed_entry_is_ignored_and_rewritten(cache, change):
@@ -291,6 +295,26 @@ def test_the_cache_can_be_turned_off(cache, monkeypatch):
     monkeypatch.setenv("FEATX_NO_CACHE", "0")
     featx.build(resnet18_spec(stages=C2_C3))
     assert len(_entries(cache)) == 1
+
+
+@pytest.mark.parametrize(("value", "cached"), [("false", True), ("No", True), ("off", True), ("TRUE", False)])
+def test_the_cache_variables_take_the_usual_spellings_of_yes_and_no(cache, monkeypatch, value, cached):
+    """FEATX_NO_CACHE=false turned the cache off (anything but empty or 0 did), the opposite of what it says."""
+    monkeypatch.setenv("FEATX_NO_CACHE", value)
+    featx.build(resnet18_spec(stages=C2_C3))
+    assert len(_entries(cache)) == (1 if cached else 0)
+
+
+@pytest.mark.parametrize("variable", ["FEATX_NO_CACHE", "FEATX_OFFLINE"])
+def test_a_value_of_a_featx_variable_that_says_neither_yes_nor_no_is_refused(cache, tmp_path, monkeypatch, variable):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # empty: FEATX_OFFLINE is read, nothing else
+    monkeypatch.setenv(variable, "maybe")
+    weights = {"weights": "DEFAULT", "device": "cpu"} if variable == "FEATX_OFFLINE" else {}
+    with pytest.raises(featx.ArgumentError) as caught:
+        featx.build(resnet18_spec(stages=C2_C3, **weights))
+    assert str(caught.value) == (
+        f"{variable}='maybe': set it to 1 (or true, yes, on) or to 0 (or false, no, off, or empty)"
+    )
 
 
 def test_without_featx_cache_dir_the_cache_is_under_xdg_cache_home(tmp_path, monkeypatch):

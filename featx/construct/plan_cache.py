@@ -39,7 +39,7 @@ from featx.construct.model_structure import structure_fingerprint
 from featx.construct.plan import BackbonePlan
 from featx.construct.plan_data import plan_from_data, plan_to_data
 from featx.errors import ArgumentError, FeatxError
-from featx.files import write_atomically
+from featx.files import environment_flag, write_atomically
 from featx.models.registry import defined_by_library, is_timm_model
 from featx.spec.limits import expand_home
 from featx.spec.schema import BackboneSpec
@@ -69,8 +69,8 @@ def plan_inputs(spec: BackboneSpec) -> Dict[str, Any]:
 
 
 def cache_disabled() -> bool:
-    """Whether ``FEATX_NO_CACHE`` is set (to anything but ``""`` or ``"0"``, as ``FEATX_OFFLINE``)."""
-    return os.environ.get(DISABLE_VARIABLE, "") not in ("", "0")
+    """Whether ``FEATX_NO_CACHE`` says yes (:func:`~featx.files.environment_flag`)."""
+    return environment_flag(DISABLE_VARIABLE)
 
 
 def user_plans_dir() -> Optional[Path]:

@@ -43,16 +43,23 @@ def plan_to_data(plan: BackbonePlan) -> Dict[str, Any]:
     }
 
 
-def _count(value: object, minimum: int = 1) -> int:
-    if type(value) is not int or value < minimum:
-        raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+#: the widest stage (or input) and the most parameters a cached plan may give: far above any model (RegNetY-128GF's
+#: widest stage has 7,392 channels, its trunk 640 million parameters); strides, sizes and patches stay within
+#: MAX_SIDE. A hand-edited entry beyond them (2**40 channels, which an FPN would then allocate) is no plan of featx's
+MAX_PLANNED_WIDTH = 1 << 16
+MAX_PLANNED_PARAMETERS = 1 << 40
+
+
+def _count(value: object, minimum: int = 1, maximum: int = MAX_PLANNED_WIDTH) -> int:
+    if type(value) is not int or not minimum <= value <= maximum:
+        raise ValueError(f"expected an integer in {minimum}..{maximum}, got {value!r:.80}")
     return value
 
 
 def _pair(value: object) -> tuple[int, int]:
     if type(value) is not list or len(value) != 2:
         raise ValueError(f"expected [height, width], got {value!r}")
-    return _count(value[0]), _count(value[1])
+    return _count(value[0], maximum=MAX_SIDE), _count(value[1], maximum=MAX_SIDE)
 
 
 def _fields(value: object, names: List[str]) -> Dict[str, Any]:
@@ -68,7 +75,9 @@ def _stage(value: object) -> StageInfo:
         raise ValueError("stage paths must be a list of module paths")
     if type(data["name"]) is not str or type(data["covers"]) is not str:
         raise ValueError("stage name and covers must be strings")
-    return StageInfo(data["name"], _count(data["channels"]), _count(data["stride"]), tuple(paths), data["covers"])
+    return StageInfo(
+        data["name"], _count(data["channels"]), _count(data["stride"], maximum=MAX_SIDE), tuple(paths), data["covers"]
+    )
 
 
 def plan_from_data(value: object, spec: BackboneSpec) -> BackbonePlan:
@@ -97,8 +106,8 @@ def plan_from_data(value: object, spec: BackboneSpec) -> BackbonePlan:
             raise ValueError("embed_returns_tokens must be a boolean")
         tokens = TokenLayout(
             spec.tokens,
-            _count(layout["patch"]),
-            _count(layout["embed_patch"]),
+            _count(layout["patch"], maximum=MAX_SIDE),
+            _count(layout["embed_patch"], maximum=MAX_SIDE),
             _pair(layout["grid"]),
             _count(layout["prefix_count"], minimum=0),
             layout["embed_returns_tokens"],
@@ -108,7 +117,7 @@ def plan_from_data(value: object, spec: BackboneSpec) -> BackbonePlan:
     return BackbonePlan(
         stages,
         _count(data["in_channels"]),
-        _count(data["parameters"], minimum=0),
+        _count(data["parameters"], minimum=0, maximum=MAX_PLANNED_PARAMETERS),
         tokens,
         None if fixed is None else _pair(fixed),
         tuple(changed),

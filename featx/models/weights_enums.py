@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from featx.errors import SpecError, WeightsError, first_line
+from featx.files import environment_flag
 from featx.models.registry import weights_enum
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import quoted, shortened
@@ -78,7 +79,7 @@ def enum_member(model: str, name: str) -> Any:
 
 def offline() -> bool:
     """Whether :data:`OFFLINE_VARIABLE` forbids downloading weights."""
-    return os.environ.get(OFFLINE_VARIABLE, "") not in ("", "0")
+    return environment_flag(OFFLINE_VARIABLE)
 
 
 def download_to_cache(url: str, path: Path, label: str) -> Path:
