@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -73,6 +74,18 @@ def test_exported_program_file_matches_eager_at_other_sizes(tmp_path, kind, capl
     x = torch.randn(2, 3, 97, 131)  # dynamic batch, height and width
     with torch.inference_mode():
         _assert_same(backbone(x), loaded(x))
+
+
+def test_exporting_a_channels_last_backbone_prints_no_torch_notice(tmp_path):
+    """torch.export.save warned "No complete tensor found in the group! Returning the first one..." of a
+    channels_last backbone's tensors, and the warning reached featx-export's output (docs/apps.md: other libraries'
+    messages stay hidden without -v)."""
+    backbone = featx.build(resnet18_spec(channels_last=True)).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = export_backbone(backbone, tmp_path / "cl.pt2", "exported", (64, 64))
+    assert result.max_abs_diff < 1e-4
+    assert [str(w.message) for w in caught if "complete tensor" in str(w.message)] == []
 
 
 def test_torchscript_file_matches_eager(tmp_path):

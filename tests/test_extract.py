@@ -705,6 +705,7 @@ def test_the_app_counts_one_image_in_the_singular(tmp_path, weights_file):
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert f"featx-extract: {tmp_path / 'out'} holds features of 1 image; this run processed 1 file at " in out
+    assert re.search(r"this run processed 1 file at \d+\.\d files/s\n", out), out  # skipped files count too
 
 
 @pytest.mark.parametrize("norm", ["frozen", "eval", "train"])

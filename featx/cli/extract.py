@@ -39,10 +39,10 @@ def run(cfg: DictConfig) -> None:
     with reported_errors(APP):
         summary = extract(featx.load_spec(cfg.backbone), options, OmegaConf.to_yaml(cfg, resolve=True))
     if summary.images or summary.skipped:  # rank 0 (the only one that counts the merged manifest)
-        rate = summary.processed / summary.seconds if summary.seconds > 0 else 0.0
+        rate = summary.processed / summary.seconds if summary.seconds > 0 else 0.0  # files: skipped ones count
         skipped = f", {summary.skipped} skipped (reasons in featx-manifest.jsonl)" if summary.skipped else ""
         work = (
-            f"this run processed {summary.processed} file{'' if summary.processed == 1 else 's'} at {rate:.1f} images/s"
+            f"this run processed {summary.processed} file{'' if summary.processed == 1 else 's'} at {rate:.1f} files/s"
             if summary.processed
             else "nothing left to do (every file was done already)"
         )

@@ -85,7 +85,9 @@ def _write_torchscript(backbone: Backbone, example: Tensor, path: Path) -> RunLo
 def _write_exported(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int, object]) -> RunLoaded:
     program = torch.export.export(backbone, (example,), dynamic_shapes=(dims,))
     # as open files: torch.export warns that a path not ending in .pt2 (the partial file's) cannot be loaded
-    with path.open("wb") as file:
+    with path.open("wb") as file, warnings.catch_warnings():
+        # torch's notice on tensors sharing storage in other layouts (a channels_last backbone), which it saves whole
+        warnings.filterwarnings("ignore", message="No complete tensor found", category=UserWarning)
         torch.export.save(program, file)
     with path.open("rb") as file:
         loaded = torch.export.load(file).module()
