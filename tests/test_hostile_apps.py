@@ -455,12 +455,24 @@ def test_a_sweep_runs_every_job_and_lists_the_failed_ones(workdir):
     code, errors, output = run_app(
         "featx", ["-m", "backbone=resnet18", "backbone.frozen_stages=99,0,77", "run=false"], workdir
     )
+    # the overrides as typed (Hydra's record says run=False), the error prefix said once
     assert _message(code, errors) == (
-        "featx: error: 2 of 3 jobs failed: #0 (backbone=resnet18 backbone.frozen_stages=99 run=False); "
-        "#2 (backbone=resnet18 backbone.frozen_stages=77 run=False)"
+        "featx: error: 2 of 3 jobs failed: #0 (backbone=resnet18 backbone.frozen_stages=99 run=false); "
+        "#2 (backbone=resnet18 backbone.frozen_stages=77 run=false)"
     )
     assert output.count("featx backbone=resnet18 (resnet18)") == 1  # the good job printed its table
-    assert errors.count("failed: featx: error: backbone.frozen_stages:") == 2
+    assert errors.count("run=false) failed: backbone.frozen_stages:") == 2 and "failed: featx: error:" not in errors
+
+
+def test_a_failed_sweep_job_of_a_key_below_a_null_node_is_named_as_typed(workdir):
+    """featx makes backbone.fpn.out_channels=... a ++ override (fpn may be null): the failure showed the ++ the user
+    never typed."""
+    code, errors, _ = run_app(
+        "featx", ["-m", "backbone=resnet18", "run=false", "backbone.fpn.out_channels=8,0"], workdir
+    )
+    assert _message(code, errors) == (
+        "featx: error: 1 of 2 jobs failed: #1 (backbone=resnet18 run=false backbone.fpn.out_channels=0)"
+    )
 
 
 def test_interpolations_and_quoted_booleans_still_work_in_the_apps(workdir):

@@ -608,7 +608,7 @@ def app_task(
                 return None
             lost = stdout_lost()
             if lost is not None:  # an earlier job found stdout gone: this job's results would be lost too
-                overrides = " ".join(HydraConfig.get().overrides.task)
+                overrides = _job_overrides()
                 print(f"{app}: job #{job.num} ({overrides}) not run: standard output is lost ({lost})", file=sys.stderr)
                 _failed_jobs.append(f"#{job.num} ({overrides})")
                 return None
@@ -619,8 +619,9 @@ def app_task(
                 if reader_went_away():  # this job's reader went away as it wrote
                     _jobs_unread.append(job.num)
                     return None
-                overrides = " ".join(HydraConfig.get().overrides.task)
-                print(f"{app}: job #{job.num} ({overrides}) failed: {stop.code}", file=sys.stderr, flush=True)
+                overrides = _job_overrides()
+                reason = str(stop.code).removeprefix(f"{app}: error: ")  # said once, by the line's own prefix
+                print(f"{app}: job #{job.num} ({overrides}) failed: {reason}", file=sys.stderr, flush=True)
                 _failed_jobs.append(f"#{job.num} ({overrides})")
                 return None
 
@@ -639,6 +640,28 @@ def input_size(height: Optional[int], width: Optional[int], fixed: Optional[Sequ
     ``input_size(None, None, [384, 384])`` is ``(384, 384)``; ``input_size(None, 96, None)`` is ``(224, 96)``."""
     default = (DEFAULT_SIDE, DEFAULT_SIDE) if fixed is None else (fixed[0], fixed[1])
     return (default[0] if height is None else height, default[1] if width is None else width)
+
+
+def _job_overrides() -> str:
+    """The running sweep job's overrides as the command line gives them: a value that is not swept as typed (Hydra
+    writes ``run=false`` as ``run=False``), and without the ``++`` featx puts before a key below a nullable node
+    (:func:`plain_nested_overrides`)."""
+    typed: Dict[str, str] = {}
+    for argument in sys.argv[1:]:
+        try:
+            (override,) = OverridesParser.create().parse_overrides([argument])
+        except (HydraException, ValueError):
+            continue
+        if not override.is_sweep_override():
+            typed[override.key_or_group] = argument
+    shown = []
+    for argument in HydraConfig.get().overrides.task:
+        key = argument.lstrip("+~").split("=", 1)[0]
+        argument = typed.get(key, argument)
+        shown.append(
+            argument[2:] if argument.startswith("++") and argument[2:].startswith(_NULLABLE_NODES) else argument
+        )
+    return " ".join(shown)
 
 
 def plain_nested_overrides(arguments: Sequence[str]) -> List[str]:
