@@ -54,6 +54,14 @@ DATA_CASES = [
         "backbone.output_names",
         r"unknown value 'tv'.*\(valid: featx, torchvision\)",
     ),
+    (  # the bare OmegaConf line gave no range, nor that it is a count and not names (reinit takes names)
+        "frozen-stages-a-name",
+        _spec(frozen_stages="c2"),
+        [],
+        "backbone.frozen_stages",
+        r"could not be converted to Integer; it takes how many stages to freeze, counted from the first \(0 for "
+        r"none\): a number, not stage names$",
+    ),
     ("stages-missing", {"model": "resnet18"}, [], "backbone.stages", r"missing value"),
     ("stages-null", _spec(stages=None), [], "backbone.stages", r"."),
     ("stages-empty", _spec(stages={}), [], "backbone.stages", r"no stages"),
@@ -157,7 +165,7 @@ DATA_CASES = [
     ("seed-huge", _spec(seed=2**64), [], "backbone.seed", r"."),
     ("seed-string", _spec(seed="lucky"), [], "backbone.seed", r"."),
     ("seed-float", _spec(seed=0.5), [], "backbone.seed", r"."),
-    ("seed-bool", _spec(seed=True), [], "backbone.seed", r"."),
+    ("seed-bool", _spec(seed=True), [], "backbone.seed", r"; it takes an integer in 0\.\.9223372036854775807, "),
     ("weights-list", _spec(weights=["DEFAULT"]), [], "backbone.weights", r"."),
     ("source-int", _spec(source=3), [], "backbone.source", r"."),
     ("source-empty", _spec(source=""), [], "backbone.source", r"^backbone\.source: empty; name the container"),

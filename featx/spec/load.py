@@ -23,7 +23,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from featx.errors import SpecError, first_line
 from featx.spec.config_files import backbone_names, config_dir
 from featx.spec.keys import key_path, suggest
-from featx.spec.limits import QUOTE_LIMIT, check_data_size, expand_home, quoted, shortened, unknown_home
+from featx.spec.limits import MAX_SEED, QUOTE_LIMIT, check_data_size, expand_home, quoted, shortened, unknown_home
 from featx.spec.overrides import apply_overrides, apply_plain_overrides
 from featx.spec.references import calls_resolver, resolve_without_resolvers
 from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec, TokenSpec
@@ -57,9 +57,17 @@ def _omegaconf_error(error: OmegaConfBaseException, prefix: str = "") -> SpecErr
             parent = key_path(*filter(None, (prefix, full_key.rpartition(".")[0])))
             return SpecError(parent, f"unknown key of {len(unknown)} characters (valid keys: {', '.join(fields)})")
         return SpecError(key, f"unknown key {unknown!r}{suggest(unknown, fields)} (valid keys: {', '.join(fields)})")
-    return SpecError(key, quoted(message)[1:-1] if len(message) > QUOTE_LIMIT * 2 else message)
+    message = quoted(message)[1:-1] if len(message) > QUOTE_LIMIT * 2 else message
+    if "could not be converted to Integer" in message and full_key in _INTEGER_KEYS:
+        message += f"; it takes {_INTEGER_KEYS[full_key]}"
+    return SpecError(key, message)
 
 
+#: what the integer keys of a spec take, said where a value of another type is given
+_INTEGER_KEYS = {
+    "frozen_stages": "how many stages to freeze, counted from the first (0 for none): a number, not stage names",
+    "seed": f"an integer in 0..{MAX_SEED}, the seed of the random init (not true or false)",
+}
 #: the optional nested nodes (typed ``Any`` in the schema, see :class:`BackboneSpec`) and their schemas
 _NESTED: Dict[str, type] = {"fpn": FpnSpec, "tokens": TokenSpec}
 #: what an unknown key must look like to be repeated in an error
