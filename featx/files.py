@@ -54,11 +54,13 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _exists_error(path: Path, what: str, hint: str) -> ArgumentError:
-    return ArgumentError(f"{what}: {path} exists; {hint} (nothing was written)")
+    return ArgumentError(f"{what}: {printable_path(path)} exists; {hint} (nothing was written)")
 
 
 def _write_error(path: Path, what: str, error: OSError) -> ArgumentError:
-    return ArgumentError(f"{what}: cannot write {path}: {error.strerror or error} (nothing was written)")
+    return ArgumentError(
+        f"{what}: cannot write {printable_path(path)}: {error.strerror or error} (nothing was written)"
+    )
 
 
 def _place(partial: Path, path: Path, overwrite: bool, what: str, hint: str) -> None:
@@ -220,11 +222,15 @@ def prepare_folder(folder: Path, what: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise ArgumentError(f"{what}: cannot create the folder {folder}: a file is in the way") from None
+        raise ArgumentError(
+            f"{what}: cannot create the folder {printable_path(folder)}: a file is in the way"
+        ) from None
     except OSError as error:
-        raise ArgumentError(f"{what}: cannot create the folder {folder}: {error.strerror or error}") from None
+        raise ArgumentError(
+            f"{what}: cannot create the folder {printable_path(folder)}: {error.strerror or error}"
+        ) from None
     if not folder.is_dir():
-        raise ArgumentError(f"{what}: {folder} is not a folder")
+        raise ArgumentError(f"{what}: {printable_path(folder)} is not a folder")
 
 
 def write_atomically(
@@ -248,15 +254,15 @@ def write_atomically(
     try:
         if path.is_symlink():  # replacing it would replace the link (/dev/stdout is one), writing through it the target
             raise ArgumentError(
-                f"{what}: {path} is a symbolic link; featx writes only to a file path (nothing was written): give the "
-                "path it points to, or another one"
+                f"{what}: {printable_path(path)} is a symbolic link; featx writes only to a file path (nothing was "
+                "written): give the path it points to, or another one"
             )
         if path.is_dir():
-            raise ArgumentError(f"{what}: {path} is a folder; give a file path")
+            raise ArgumentError(f"{what}: {printable_path(path)} is a folder; give a file path")
         if path.exists() and not stat.S_ISREG(path.stat().st_mode):  # before "exists": overwriting cannot help
             raise ArgumentError(
-                f"{what}: {path} is not a regular file (a device, fifo or socket); featx replaces only files "
-                "(nothing was written)"
+                f"{what}: {printable_path(path)} is not a regular file (a device, fifo or socket); featx replaces only "
+                "files (nothing was written)"
             )
         if path.exists() and not overwrite:
             raise _exists_error(path, what, hint)

@@ -21,6 +21,7 @@ import featx.tasks.export as export_module
 import featx.tasks.extract.store as store_module
 from featx.cli import propose as propose_cli
 from featx.errors import ArgumentError
+from featx.files import write_atomically
 from featx.spec.apps import ExtractOptions
 from featx.tasks.extract.run import extract
 
@@ -208,3 +209,14 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
         (tmp_path / name).write_bytes(content)
     write_atomically(target, lambda p: p.write_text("whole"), overwrite=False, what="save()")
     assert folder_state(tmp_path) == {**kept, "bb.pt": b"whole"}
+
+
+def test_a_path_holding_line_breaks_or_terminal_escapes_is_named_escaped(tmp_path):
+    """featx-export's and featx-propose's refusals printed the path as given: an ESC or a newline in an output name
+    forged terminal output and split the one error line."""
+    path = tmp_path / "a\n\x1b[31mb"
+    path.write_text("mine")
+    with pytest.raises(ArgumentError) as caught:
+        write_atomically(path, lambda p: p.write_text("x"), overwrite=False, what="--output", hint="pass --force")
+    assert str(caught.value) == f"--output: {tmp_path}/a\\n\\x1b[31mb exists; pass --force (nothing was written)"
+    assert path.read_text() == "mine"
