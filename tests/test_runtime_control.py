@@ -529,18 +529,18 @@ def test_a_child_forked_while_another_thread_builds_builds_and_keeps_the_callers
     child), and kept the build's temporary default dtype (float32 for a float64 caller)."""
     caller = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    stop = threading.Event()
+    held, release = threading.Event(), threading.Event()
 
-    def build_repeatedly() -> None:
-        while not stop.is_set():
-            featx.build(resnet18_spec(device="meta"))
+    def hold_the_build_lock() -> None:  # as a build in another thread does while it draws in float32
+        with builder._seeded_construction(), builder._default_dtype(torch.float32):
+            held.set()
+            release.wait()
 
-    thread = threading.Thread(target=build_repeatedly)
+    thread = threading.Thread(target=hold_the_build_lock)
     thread.start()
     context = multiprocessing.get_context("fork")
     try:
-        while not builder._CALLERS_STATE:  # a build in the other thread holds the lock (and float32 is the default)
-            pass
+        held.wait()
         receiving, sending = context.Pipe(duplex=False)
         child = context.Process(target=_build_in_child, args=(sending,))
         child.start()
@@ -550,7 +550,7 @@ def test_a_child_forked_while_another_thread_builds_builds_and_keeps_the_callers
             child.kill()
             child.join()
     finally:
-        stop.set()
+        release.set()
         thread.join()
         torch.set_default_dtype(caller)
     assert not hung and child.exitcode == 0
