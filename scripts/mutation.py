@@ -111,7 +111,12 @@ GUARDS: Dict[str, List[str]] = {
     ],
     "tasks/extract/device_decode.py": ["tests/test_device_decode.py"],
     "tasks/extract/run.py": ["tests/test_device_decode.py", "tests/test_extract.py", "tests/test_hostile_extract.py"],
-    "files.py": ["tests/test_hostile_weights.py", "tests/test_atomic_writes.py", "tests/test_hostile_extract.py"],
+    "files.py": [
+        "tests/test_hostile_weights.py",
+        "tests/test_atomic_writes.py",
+        "tests/test_hostile_extract.py",
+        "tests/test_plan_cache.py",
+    ],
     "models/published_weights.py": ["tests/test_extract.py", "tests/test_timm.py"],
     "nn/reinit.py": ["tests/test_runtime_control.py"],
     "cli/app.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
@@ -135,6 +140,7 @@ GUARDS: Dict[str, List[str]] = {
     "cli/sweeps.py": ["tests/test_hostile_apps.py"],
     "errors.py": ["tests/test_hostile_spec.py"],
     "__init__.py": ["tests/test_export.py"],
+    "cli/extract.py": ["tests/test_extract.py"],
 }
 
 MUTANTS: List[Mutant] = [
@@ -770,7 +776,7 @@ MUTANTS: List[Mutant] = [
     Mutant("construct/plan_data.py", "type(value) is not int or", "not isinstance(value, int) or", "booleans as ints"),
     Mutant(
         "construct/plan_cache.py",
-        'return os.environ.get(DISABLE_VARIABLE, "") not in ("", "0")',
+        "return environment_flag(DISABLE_VARIABLE)",
         "return False",
         "FEATX_NO_CACHE ignored",
     ),
@@ -2409,6 +2415,66 @@ MUTANTS: List[Mutant] = [
         "        if min_stride > patch:",
         "        if False:",
         "featx.propose('vit_b_16', min_stride=64) silently returns stages at stride 16",
+    ),
+    Mutant(
+        "files.py",
+        '_YES, _NO = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")',
+        '_YES, _NO = ("1", "true", "yes", "on", "false", "no", "off"), ("", "0")',
+        "FEATX_NO_CACHE=false turns the cache off",
+    ),
+    Mutant(
+        "files.py",
+        "    if value in _YES or value in _NO:",
+        "    if True:",
+        "FEATX_OFFLINE=maybe read as no without a word",
+    ),
+    Mutant(
+        "construct/plan_data.py",
+        "MAX_PLANNED_WIDTH = 1 << 16",
+        "MAX_PLANNED_WIDTH = 1 << 60",
+        "a cached plan of 2**40 channels taken (an FPN then allocates for them)",
+    ),
+    Mutant(
+        "construct/plan_data.py",
+        '_count(data["stride"], maximum=MAX_SIDE), tuple(paths)',
+        '_count(data["stride"], maximum=1 << 62), tuple(paths)',
+        "a cached plan of stride 2**60 taken, its error blamed on the spec",
+    ),
+    Mutant(
+        "cli/extract.py",
+        "at {rate:.1f} files/s",
+        "at {rate:.1f} images/s",
+        "featx-extract's summary counts skipped files as images per second",
+    ),
+    Mutant(
+        "tasks/export.py",
+        '        warnings.filterwarnings("ignore", message="No complete tensor found", category=UserWarning)\n',
+        "",
+        "torch's 'No complete tensor found' notice printed by featx-export of a channels_last backbone",
+    ),
+    Mutant(
+        "spec/load.py",
+        '        message += f"; it takes {_INTEGER_KEYS[full_key]}"',
+        "        pass",
+        "frozen_stages: c2 refused with OmegaConf's bare line (no count, no range)",
+    ),
+    Mutant(
+        "files.py",
+        '    return ArgumentError(f"{what}: {printable_path(path)} exists; {hint} (nothing was written)")',
+        '    return ArgumentError(f"{what}: {path} exists; {hint} (nothing was written)")',
+        "an output name holding ESC and a newline printed raw in the refusal",
+    ),
+    Mutant(
+        "cli/app.py",
+        '                reason = str(stop.code).removeprefix(f"{app}: error: ")',
+        "                reason = str(stop.code)",
+        "a failed sweep job's error says featx: error: twice",
+    ),
+    Mutant(
+        "cli/app.py",
+        "        argument = typed.get(key, argument)",
+        "        pass",
+        "a failed sweep job named with Hydra's run=False, not the run=false typed",
     ),
 ]
 
