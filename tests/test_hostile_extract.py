@@ -1310,6 +1310,7 @@ def test_a_run_on_another_input_says_the_manifest_leaves_the_first_inputs_featur
     other = tmp_path / "other"
     other.mkdir()
     _save_rgb(other / "q.png", 7)
+    (photos / "notes.txt").write_text("no image")  # a skip record, no features: not counted
     output = tmp_path / "out"
     extract(_spec(), _options(photos, output))
     with caplog.at_level(logging.WARNING, logger="featx"):

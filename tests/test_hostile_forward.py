@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from helpers import resnet18_spec
 
@@ -173,6 +174,16 @@ def test_autocast_is_not_suggested_for_an_input_it_would_not_cast(backbone, dtyp
     )
     with pytest.raises(InputShapeError, match=r"convert it \(x\.to\(torch\.float32\)\) or run under torch\.autocast$"):
         backbone(_image(1, 3, 32, 32, dtype=torch.float16))  # one it casts
+
+
+def test_an_error_torch_raises_in_a_hook_of_yours_keeps_its_type():
+    """Only the innermost frame was looked at: a hook of yours calling torch, which refuses the shape, still became
+    an InputShapeError (a ValueError) blaming the input."""
+    backbone = featx.build(resnet18_spec()).eval()
+    backbone.stages["c3"].register_forward_hook(lambda module, inputs, output: F.interpolate(output, size=(3,)))
+    with pytest.raises(ValueError) as caught:
+        backbone(_image(1, 3, 64, 64))
+    assert type(caught.value) is ValueError and "size" in str(caught.value)
 
 
 @pytest.mark.parametrize("error", [RuntimeError("my hook: the batch size must be even"), ValueError("wrong shape")])

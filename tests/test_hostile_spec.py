@@ -1111,5 +1111,5 @@ def test_an_input_size_too_small_for_the_last_stage_is_blamed_on_the_input_size(
     assert str(error.value).endswith(
         "backbone.input_size: stage 'c5' (features[12:13]) fails at 32x32, though the stages run at other sizes: "
         "RuntimeError: Given input size: (256x1x1). Calculated output size: (256x0x0). Output size is too small; the "
-        "model needs a larger input"
+        "model needs another size (a larger one, or a multiple of its largest stride)"
     )

@@ -9,12 +9,13 @@ import mmap
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
 import pytest
 import torch
@@ -103,6 +104,14 @@ BAD_FILES = [
         _with(lambda s: {**s, 3: torch.zeros(1)}),
         WeightsError,
         r"does not hold a state dict \(name → tensor\): its key 3 \(of type int\) is not a name$",
+    ),
+    (  # a nested entry named by its path, and no advice to save the dict featx already took alone
+        "number-values-nested",
+        "w.pth",
+        _with(lambda s: {"state_dict": {**s, "epoch": 5}}),
+        WeightsError,
+        r"does not hold a state dict \(name → tensor\): its entry \['state_dict'\]\['epoch'\] holds a value of type "
+        r"int, not a tensor$",
     ),
     (
         "number-values",
@@ -760,7 +769,8 @@ def test_a_key_with_invisible_reordering_characters_is_shown_escaped(tmp_path):
     with pytest.raises(WeightsError) as error:
         featx.build({**SPEC, "weights": str(path)})
     assert str(error.value) == (
-        f"backbone.weights: {path} does not fit the kept layers — unexpected keys: a\\u202eb\\u2066c\\u200bd\\ufeffe\\u2028f (1,)"
+        f"backbone.weights: {path} does not fit the kept layers — unexpected keys: "
+        "a\\u202eb\\u2066c\\u200bd\\ufeffe\\u2028f (1,)"
     )
 
 
@@ -1293,3 +1303,37 @@ def test_a_weights_name_for_a_registered_builder_without_weights_is_a_spec_error
         "backbone.weights: 'DEFAULT': torchvision publishes no weights for featx_test_no_weights (its builder takes "
         "no weights enum); give null (random init) or a .pth/.pt/.safetensors path"
     ), done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", ["w.pth", "w.safetensors"])
+def test_a_weights_file_without_read_permission_is_a_weights_error(tmp_path, name):
+    """A file featx may not read raised a raw PermissionError: a .pth from the look at its first bytes, a
+    .safetensors from the second look the hint for a misnamed torch file took after the reader's refusal."""
+    path = tmp_path / name
+    if name.endswith(".pth"):
+        torch.save({"weight": torch.zeros(1)}, path, _use_new_zipfile_serialization=False)  # no zip: its head is read
+    else:
+        save_file({"weight": torch.zeros(1)}, str(path))
+    path.chmod(0)
+    prefix: List[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv reads any file")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    code = (
+        "import sys, featx\n"
+        "try:\n"
+        "    featx.build('resnet18', overrides=['device=cpu', f'weights={sys.argv[1]}'])\n"
+        "except featx.WeightsError as error:\n"
+        "    print(error)\n"
+    )
+    try:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+        )
+    finally:
+        path.chmod(0o644)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(f"backbone.weights: cannot read {path}: "), done.stdout
+    if name.endswith(".pth"):  # (safetensors' reader says "No such file or directory" of such a file)
+        assert done.stdout.rstrip().endswith("Permission denied"), done.stdout

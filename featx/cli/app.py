@@ -763,7 +763,7 @@ def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str]
     check_package(app, flags, schema)
     overrides = parsed_overrides(app, given)
     check_sweep_size(app, overrides, functools.partial(group_options, folders=config_dirs(flags, overrides)))
-    custom_roots = flags.config_dir is not None or flags.config_path is not None
+    custom_roots = flags.config_dir is not None
     searchpath = any(override.key_or_group == "hydra.searchpath" for _, override in overrides)
     check_choices(app, overrides, custom_roots or searchpath)
     check_plain_keys(app, overrides, schema)

@@ -88,7 +88,8 @@ def _seeded_construction() -> Iterator[None]:
         try:
             yield
         finally:
-            _CALLERS_STATE.pop()
+            if _CALLERS_STATE:  # (emptied in a child forked by this very build)
+                _CALLERS_STATE.pop()
 
 
 def _exists(path: Path) -> bool:

@@ -141,14 +141,14 @@ def read_checkpoint(path: Path) -> Checkpoint:
     saved = None
     if isinstance(content, Mapping) and isinstance(content.get(FORMAT_KEY), Mapping):
         saved = dict(content[FORMAT_KEY])
-    loaded = _the_state_dict(content, path)
-    problem = _not_a_state_dict(loaded)
+    loaded, followed = _the_state_dict(content, path)
+    problem = _not_a_state_dict(loaded, followed)
     if problem is not None:
         count, holders = _networks_within(content)  # one, under a key featx does not follow (``net``)
         where = (
             f"; it holds one at {_indexing(holders[0])}: torch.save(checkpoint{_indexing(holders[0])}, path) "
             "saves it alone"
-            if count == 1 and holders[0]
+            if count == 1 and holders[0] and holders[0] != followed
             else ""
         )
         raise WeightsError(
@@ -158,15 +158,17 @@ def read_checkpoint(path: Path) -> Checkpoint:
     return _checked(Checkpoint(path, dict(loaded), saved, identity))
 
 
-def _not_a_state_dict(loaded: object) -> Optional[str]:
-    """Why ``loaded`` is no state dict (its first entry that is not a name with a tensor; never a value), or None."""
+def _not_a_state_dict(loaded: object, followed: Tuple[object, ...]) -> Optional[str]:
+    """Why ``loaded`` (the file's content at ``followed``) is no state dict: its first entry that is not a name with
+    a tensor (never a value), or None."""
     if not isinstance(loaded, Mapping):
         return f"it holds a value of type {type(loaded).__name__}"
     for key, value in loaded.items():
+        entry = _indexing((*followed, key)) if followed else quoted(key)
         if not isinstance(key, str):
-            return f"its key {quoted(key)} (of type {type(key).__name__}) is not a name"
+            return f"its key {entry} (of type {type(key).__name__}) is not a name"
         if not isinstance(value, torch.Tensor):
-            return f"its entry {quoted(key)} holds a value of type {type(value).__name__}, not a tensor"
+            return f"its entry {entry} holds a value of type {type(value).__name__}, not a tensor"
     return None
 
 
@@ -225,11 +227,12 @@ def _trail(parents: List[Tuple[int, object]], index: int) -> Tuple[object, ...]:
     return tuple(reversed(keys))
 
 
-def _the_state_dict(loaded: object, path: Path) -> object:
+def _the_state_dict(loaded: object, path: Path) -> Tuple[object, Tuple[object, ...]]:
     """The one mapping in a file's content that holds a network's tensors when ``state_dict``/``model`` entries (a
     training checkpoint's nesting) lead to it, whatever else they hold; the content itself otherwise (where a
-    network under another key is named by the caller's error). A file holding a second network's tensors anywhere
-    (a model's EMA, at any depth, or layers beside a ``state_dict`` entry) is ambiguous: which one is meant?"""
+    network under another key is named by the caller's error); with the keys followed. A file holding a second
+    network's tensors anywhere (a model's EMA, at any depth, or layers beside a ``state_dict`` entry) is ambiguous:
+    which one is meant?"""
     count, holders = _networks_within(loaded)
     if count > 1:
         names = ", ".join(
@@ -242,18 +245,19 @@ def _the_state_dict(loaded: object, path: Path) -> object:
         )
     if count == 1:
         if not all(key in _NESTING_KEYS for key in holders[0]):
-            return loaded
+            return loaded, ()
         for key in holders[0]:
             loaded = loaded[key]  # type: ignore[index]  # (the keys lead through mappings)
-        return loaded
+        return loaded, holders[0]
+    followed: Tuple[object, ...] = ()
     for _ in range(_SEARCHED_DEPTH):  # no layer path (a network of top-level tensors): follow the nesting keys
         if not isinstance(loaded, Mapping):
             break
         key = next((key for key in _NESTING_KEYS if isinstance(loaded.get(key), Mapping)), None)
         if key is None:
             break
-        loaded = loaded[key]
-    return loaded
+        loaded, followed = loaded[key], (*followed, key)
+    return loaded, followed
 
 
 def _metadata(spec: BackboneSpec) -> Dict[str, Any]:

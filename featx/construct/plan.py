@@ -129,8 +129,8 @@ def _stage_shapes(
                     raise SpecError(
                         key_path("input_size"),
                         f"stage {quoted(stage.name)} ({stage.covers}) fails at {size[0]}x{size[1]}, though the "
-                        f"stages run at other sizes: {type(error).__name__}: {first_line(error)}; the model needs a "
-                        "larger input",
+                        f"stages run at other sizes: {type(error).__name__}: {first_line(error)}; the model needs "
+                        "another size (a larger one, or a multiple of its largest stride)",
                     ) from None
                 raise SpecError(
                     key_path("stages", stage.name),

@@ -65,8 +65,13 @@ def torch_load_file(path: Path) -> Any:
     only the tensors a backbone keeps are ever read from disk)."""
     is_zip = zipfile.is_zipfile(path)
     if not is_zip and path.is_file():
-        with open(path, "rb") as handle:
-            head = handle.read(9)
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(9)
+        except OSError as error:  # no permission to read it
+            raise UnreadableWeightsError(
+                f"{key_path('weights')}: cannot read {path}: {error.strerror or first_line(error)}"
+            ) from None
         if head[:1] != b"\x80":  # torch.save writes a zip, or (legacy) a pickle starting with PROTO
             looks_like = "; it looks like a safetensors file: name it .safetensors" if _safetensors_head(head) else ""
             raise UnreadableWeightsError(
@@ -167,8 +172,11 @@ def safetensors_file(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str
             metadata = handle.metadata() or {}
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError) as error:  # the reader's message may quote the file: one line, cut
-        with open(path, "rb") as handle:
-            head = handle.read(4)
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(4)
+        except OSError:  # the reader's own refusal says why
+            head = b""
         # torch.save writes a zip (``PK\x03\x04``), or (legacy) a pickle starting with PROTO
         looks_like = (
             "; it looks like a torch checkpoint: name it .pth" if head[:1] == b"\x80" or head == b"PK\x03\x04" else ""

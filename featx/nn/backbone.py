@@ -532,16 +532,19 @@ def _is_about_sizes(error: Exception) -> bool:
 
 
 def _raised_in_library_code(error: BaseException) -> bool:
-    """Whether ``error`` was raised in the code of torch, torchvision, timm or featx (a layer refusing its input's
-    size), not in code of the caller's (a forward hook, a module of theirs), whose errors keep their type."""
-    traceback = error.__traceback__
-    while traceback is not None and traceback.tb_next is not None:
-        traceback = traceback.tb_next
-    if traceback is None:
-        return False
+    """Whether ``error`` was raised in the code of torch, torchvision, timm or featx alone (a layer refusing its
+    input's size), with no code of the caller's on the way (a forward hook, a module of theirs, also one that calls
+    torch), whose errors keep their type."""
     libraries = [sys.modules.get(name) for name in ("torch", "torchvision", "timm", "featx")]
     folders = tuple(os.path.dirname(module.__file__) + os.sep for module in libraries if module and module.__file__)
-    return os.path.abspath(traceback.tb_frame.f_code.co_filename).startswith(folders)
+    traceback = error.__traceback__
+    if traceback is None:
+        return False
+    while traceback is not None:
+        if not os.path.abspath(traceback.tb_frame.f_code.co_filename).startswith(folders):
+            return False
+        traceback = traceback.tb_next
+    return True
 
 
 def _is_too_small(error: RuntimeError) -> bool:

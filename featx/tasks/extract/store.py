@@ -433,7 +433,8 @@ class FeatureStore:
         """Rebuild ``featx-manifest.jsonl``: each file of ``current`` (path → identity now) with the shard record that
         matches its identity (files changed since they were read, or gone, are left out), or else the latest reason
         it was skipped without one (it could not be read: a rerun retries it). Returns (images, skipped, outside):
-        outside counts the files the shards hold that ``current`` does not list (another input, or files gone)."""
+        outside counts the files the shards hold features of that ``current`` does not list (another input, or
+        files gone)."""
         dtype = (self.settings() or {}).get("dtype")
         shapes: Dict[str, Dict[str, List[int]]] = {}
         entries: Dict[str, Dict[str, Any]] = {}
@@ -469,7 +470,7 @@ class FeatureStore:
             self.root / MANIFEST_FILE, lambda p: p.write_text(text, encoding="utf-8"), overwrite=True, what=OUTPUT_KEY
         )
         skipped = sum("skipped" in entry for entry in entries.values())
-        outside = len({stored.path for stored in stored_files if stored.path not in current})
+        outside = len({stored.path for stored in stored_files if stored.path not in current and not stored.reason})
         return len(entries) - skipped, skipped, outside
 
 
