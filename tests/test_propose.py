@@ -186,6 +186,10 @@ def test_propose_refuses_a_min_stride_above_a_token_models_patch_stride(capsys):
     assert exit_info.value.code == 1
     assert capsys.readouterr().err == f"featx-propose: error: {message.replace('>= 64', '>= 32')}\n"
     assert {info.stride for info in analyse("vit_b_16", min_stride=16).stages} == {16}
+    # with a pyramid ViT-H/14's maps are laid out at stride 16: min_stride 16 was refused as above its patch of 14
+    assert featx.propose("vit_h_14", fpn=256, min_stride=16)["tokens"]["stride"] == 16
+    with pytest.raises(featx.ArgumentError, match=r"maps all have the patch stride 14; pass a min_stride .* most 14$"):
+        featx.propose("vit_h_14", min_stride=16)
 
 
 def test_propose_says_plainly_when_no_module_gives_a_feature_map():

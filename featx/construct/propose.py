@@ -254,10 +254,13 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
         raise ArgumentError(f"propose(): {model_name!r} is {why}") from None
     if token_stages is not None:
         patch = token_stages.stages[0].stride
-        if min_stride > patch:
+        # with a pyramid, the maps are laid out at the next power of two (ViT-H/14's patch 14: stride 16)
+        stride = 1 << patch.bit_length() if fpn is not None and patch & (patch - 1) else patch
+        if min_stride > stride:
             raise ArgumentError(
                 f"propose(): {model_name!r} gives no stage at stride >= {min_stride}: a token model's maps all have "
-                f"the patch stride {patch}; pass a min_stride (--min-stride) of at most {patch}"
+                f"the {'patch ' if stride == patch else ''}stride {stride}; pass a min_stride (--min-stride) of at "
+                f"most {stride}"
             )
         if not 0 <= frozen_stages <= len(token_stages.stages):
             raise ArgumentError(
