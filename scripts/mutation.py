@@ -2412,7 +2412,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/propose.py",
-        "        if min_stride > patch:",
+        "        if min_stride > stride:",
         "        if False:",
         "featx.propose('vit_b_16', min_stride=64) silently returns stages at stride 16",
     ),
@@ -2475,6 +2475,25 @@ MUTANTS: List[Mutant] = [
         "        argument = typed.get(key, argument)",
         "        pass",
         "a failed sweep job named with Hydra's run=False, not the run=false typed",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "        if not os.path.abspath(traceback.tb_frame.f_code.co_filename).startswith(folders):\n"
+        "            return False\n        traceback = traceback.tb_next",
+        "        traceback = traceback.tb_next",
+        "a hook of yours whose torch call refuses a shape: the error becomes an InputShapeError blaming the input",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        " if stored.path not in current and not stored.reason})",
+        " if stored.path not in current})",
+        "a skipped file of another input counted among the features the manifest leaves out",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        "            if count == 1 and holders[0] and holders[0] != followed",
+        "            if count == 1 and holders[0]",
+        "a nested state dict with an int entry told to save the dict featx already took alone",
     ),
 ]
 
