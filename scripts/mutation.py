@@ -2408,7 +2408,7 @@ MUTANTS: List[Mutant] = [
         "construct/proposal_yaml.py",
         "    text = _NOT_IN_COMMENT.sub(lambda found: repr(found.group())[1:-1], text)\n",
         "",
-        "featx-propose -o with U+2028 in the name writes a file featx refuses to load",
+        "featx-propose -o with U+FFFF (no character of a YAML file) in the name writes a file featx cannot load",
     ),
     Mutant(
         "construct/propose.py",

@@ -240,6 +240,7 @@ def test_featx_propose_cli_writes_files_but_never_over_yours(tmp_path, capsys):
     [  # a byte that is not UTF-8 made the file unreadable; YAML's line breaks split the comment (a second seed:)
         ("caf\udce9.yaml", "'caf\\xe9.yaml'"),
         ("a\u2028seed: 3\u2029b\x85c\r.yaml", "'a\\u2028seed: 3\\u2029b\\x85c\\r.yaml'"),
+        ("non\uffffchar.yaml", "'non\\uffffchar.yaml'"),  # a character YAML takes in no file
     ],
 )
 def test_featx_propose_cli_writes_a_file_that_loads_whatever_its_name(name, shown, tmp_path, monkeypatch, capsys):
