@@ -492,7 +492,7 @@ def test_a_file_too_large_stays_skipped_and_one_that_could_not_be_read_is_listed
     reason = "cannot be read (PermissionError: [Errno 13] Permission denied)"
     store.write_shard(0, store.next_sequence(0), {}, [], [(str(photos / "locked.png"), reason, None)])
     current = {str(path): file_identity(path) for path in photos.iterdir()}
-    assert store.write_manifest(current) == (3, 1, 1)  # 1: huge.png, which the shards hold, is gone
+    assert store.write_manifest(current) == (3, 1, 0)  # huge.png, gone, was a skip record: no features left out
     assert _manifest(tmp_path / "out")[0] == {"path": str(photos / "locked.png"), "identity": None, "skipped": reason}
     assert len(dict(featx.read_features(tmp_path / "out"))) == 3
     summary = extract(_spec(), _options(photos, tmp_path / "out"))

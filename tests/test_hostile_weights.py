@@ -215,7 +215,8 @@ BAD_FILES = [
         "w.pth",
         lambda p: torch.save((lambda d: d.update(model=d, x=torch.zeros(1)) or d)({}), p),
         WeightsError,
-        r"does not hold a state dict \(name → tensor\): its entry 'model' holds a value of type dict, not a tensor$",
+        r"does not hold a state dict \(name → tensor\): its entry \['model'\](\['model'\])* holds a value of type "
+        r"dict, not a tensor$",
     ),
     ("folder", "w.pth", lambda p: p.mkdir(), WeightsError, r"w\.pth is a folder, not a checkpoint file"),
     ("dangling-link", "w.pth", lambda p: p.symlink_to(p.parent / "gone.pth"), WeightsError, r"not found"),

@@ -169,14 +169,25 @@ def test_the_typed_nested_nodes_are_dataclasses_as_omegaconf_makes_them():
 # --- values OmegaConf converts or refuses: the fast path declines, and the result or error is today's ----------
 
 # (id, changes to the ResNet-18 spec, today's outcome: a dict of fields of the spec, or the SpecError message)
+#: what featx adds to OmegaConf's line for its integer keys
+_SEED = "; it takes an integer in 0..9223372036854775807, the seed of the random init (not true or false)"
+_FROZEN = "; it takes how many stages to freeze, counted from the first (0 for none): a number, not stage names"
 FALLBACK_CASES: List[Any] = [
     ("seed-string", {"seed": "3"}, {"seed": 3}),
-    ("seed-float", {"seed": 1.5}, "backbone.seed: Value '1.5' of type 'float' could not be converted to Integer"),
-    ("seed-whole-float", {"seed": 2.0}, "backbone.seed: Value '2.0' of type 'float' could not be converted to Integer"),
+    (
+        "seed-float",
+        {"seed": 1.5},
+        f"backbone.seed: Value '1.5' of type 'float' could not be converted to Integer{_SEED}",
+    ),
+    (
+        "seed-whole-float",
+        {"seed": 2.0},
+        f"backbone.seed: Value '2.0' of type 'float' could not be converted to Integer{_SEED}",
+    ),
     (
         "frozen-bool",
         {"frozen_stages": True},
-        "backbone.frozen_stages: Value 'True' of type 'bool' could not be converted to Integer",
+        f"backbone.frozen_stages: Value 'True' of type 'bool' could not be converted to Integer{_FROZEN}",
     ),
     ("channels-last-int", {"channels_last": 1}, "backbone.channels_last: must be true or false, got 1"),
     ("channels-last-string", {"channels_last": "true"}, {"channels_last": True}),
