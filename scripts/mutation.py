@@ -67,6 +67,7 @@ GUARDS: Dict[str, List[str]] = {
         "tests/test_plan_cache.py",
         "tests/test_checkpoint.py",
         "tests/test_weights.py",
+        "tests/test_runtime_control.py",
     ],
     "construct/model_structure.py": ["tests/test_checkpoint.py", "tests/test_plan_cache.py"],
     "construct/plan.py": ["tests/test_plan_cache.py", "tests/test_model_checks.py", "tests/test_reference_equality.py"],

@@ -510,6 +510,16 @@ def _without_permission_override() -> List[str]:
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
 
 
+#: an extraction in a process of its own: argv input, output, then the spec's overrides; prints images and skipped
+_EXTRACT_CODE = (
+    "import sys, featx; from featx.spec.apps import ExtractOptions; from featx.tasks.extract.run import extract\n"
+    "spec = featx.load_spec('resnet18', overrides=sys.argv[3:])\n"
+    f"options = ExtractOptions(input=sys.argv[1], output=sys.argv[2], size=[{SIZE}, {SIZE}], workers=0, "
+    "progress=False)\n"
+    "summary = extract(spec, options); print(summary.images, summary.skipped)\n"
+)
+
+
 def test_a_folder_that_cannot_be_listed_is_skipped_with_the_reason_not_left_out_silently(photos, tmp_path):
     """os.walk leaves out a folder it cannot list without a word: its images were missing from the manifest and the
     counts, as if the folder did not exist."""
@@ -517,16 +527,9 @@ def test_a_folder_that_cannot_be_listed_is_skipped_with_the_reason_not_left_out_
     locked.mkdir()
     _save_rgb(locked / "inside.png", 9)
     locked.chmod(0)
-    code = (
-        "import sys, featx; from featx.spec.apps import ExtractOptions; from featx.tasks.extract.run import extract\n"
-        "spec = featx.load_spec('resnet18', overrides=sys.argv[3:])\n"
-        f"options = ExtractOptions(input=sys.argv[1], output=sys.argv[2], size=[{SIZE}, {SIZE}], workers=0, "
-        "progress=False)\n"
-        "summary = extract(spec, options); print(summary.images, summary.skipped)\n"
-    )
     try:
         done = subprocess.run(
-            [*_without_permission_override(), sys.executable, "-c", code, str(photos), str(tmp_path / "out")]
+            [*_without_permission_override(), sys.executable, "-c", _EXTRACT_CODE, str(photos), str(tmp_path / "out")]
             + SPEC_OVERRIDES,
             capture_output=True,
             text=True,
@@ -561,18 +564,12 @@ def test_a_folder_that_can_be_listed_but_not_entered_skips_its_files_with_the_re
     sub.mkdir()
     _save_rgb(sub / "inside.png", 9)
     sub.chmod(0o644)
-    code = (
-        "import sys, featx; from featx.spec.apps import ExtractOptions; from featx.tasks.extract.run import extract\n"
-        "spec = featx.load_spec('resnet18', overrides=sys.argv[3:])\n"
-        f"options = ExtractOptions(input=sys.argv[1], output=sys.argv[2], size=[{SIZE}, {SIZE}], workers=0, "
-        "progress=False)\n"
-        "summary = extract(spec, options); print(summary.images, summary.skipped)\n"
-    )
     outputs = {"folder": (str(photos), tmp_path / "out"), "glob": (f"{photos}/**/*.png", tmp_path / "out-glob")}
     try:
         runs = {
             form: subprocess.run(
-                [*_without_permission_override(), sys.executable, "-c", code, source, str(output)] + SPEC_OVERRIDES,
+                [*_without_permission_override(), sys.executable, "-c", _EXTRACT_CODE, source, str(output)]
+                + SPEC_OVERRIDES,
                 capture_output=True,
                 text=True,
                 timeout=300,

@@ -748,31 +748,23 @@ def _pickle_of_one_records_of_other(path: Path, pickle_from: Path, records_from:
             forged.writestr(info, claims.read(claimed) if info.filename.endswith("/data.pkl") else held.read(info))
 
 
-def test_a_key_with_line_breaks_or_terminal_escapes_is_shown_escaped(tmp_path):
-    """A checkpoint's key names were printed raw: a newline and ANSI escapes in one forged a second, green
-    "build OK" line under the error."""
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [  # a newline and ANSI escapes forged a second, green "build OK" line under the error
+        ("x\n\x1b[32mfeatx: build OK\x1b[0m\r", "x\\n\\x1b[32mfeatx: build OK\\x1b[0m\\r"),
+        # U+202E (right-to-left override) made a terminal show the rest of the line reversed; bidirectional isolates,
+        # zero-width characters and the byte-order mark hide text, and U+2028 breaks the line
+        ("a\u202eb\u2066c\u200bd\ufeffe\u2028f", "a\\u202eb\\u2066c\\u200bd\\ufeffe\\u2028f"),
+    ],
+    ids=["terminal-escapes", "invisible-reordering"],
+)
+def test_a_key_with_characters_that_change_the_line_is_shown_escaped(tmp_path, key, shown):
+    """A checkpoint's key names were printed raw."""
     path = tmp_path / "w.pth"
-    torch.save({**_state(0), "x\n\x1b[32mfeatx: build OK\x1b[0m\r": torch.zeros(1)}, path)
+    torch.save({**_state(0), key: torch.zeros(1)}, path)
     with pytest.raises(WeightsError) as error:
         featx.build({**SPEC, "weights": str(path)})
-    assert str(error.value) == (
-        f"backbone.weights: {path} does not fit the kept layers — unexpected keys: "
-        "x\\n\\x1b[32mfeatx: build OK\\x1b[0m\\r (1,)"
-    )
-
-
-def test_a_key_with_invisible_reordering_characters_is_shown_escaped(tmp_path):
-    """U+202E (right-to-left override) passed through: a terminal shows the rest of the line reversed, so the error
-    reads otherwise than it says; bidirectional isolates, zero-width characters and the byte-order mark hide text, and
-    U+2028 breaks the line."""
-    path = tmp_path / "w.pth"
-    torch.save({**_state(0), "a\u202eb\u2066c\u200bd\ufeffe\u2028f": torch.zeros(1)}, path)
-    with pytest.raises(WeightsError) as error:
-        featx.build({**SPEC, "weights": str(path)})
-    assert str(error.value) == (
-        f"backbone.weights: {path} does not fit the kept layers — unexpected keys: "
-        "a\\u202eb\\u2066c\\u200bd\\ufeffe\\u2028f (1,)"
-    )
+    assert str(error.value) == f"backbone.weights: {path} does not fit the kept layers — unexpected keys: {shown} (1,)"
 
 
 def test_a_tensor_record_smaller_than_its_pickle_claims_is_refused(tmp_path):
@@ -1095,6 +1087,16 @@ def test_a_small_file_of_shared_references_is_searched_in_its_size_not_its_expan
     assert float(done.stdout) == pytest.approx(float(_state(0)["conv1.weight"].sum()))
 
 
+#: a build of resnet18 with the weights file argv[1] in a process of its own: prints its WeightsError
+_BUILD_CODE = (
+    "import sys, featx\n"
+    "try:\n"
+    "    featx.build('resnet18', overrides=['device=cpu', f'weights={sys.argv[1]}'])\n"
+    "except featx.WeightsError as error:\n"
+    "    print(error)\n"
+)
+
+
 @pytest.mark.slow
 def test_a_deeply_nested_file_is_searched_in_its_size_not_its_depth_squared(tmp_path):
     """200,000 lists each inside the one before are 400 KB on disk; the search for state dicts spelt out the key path
@@ -1104,15 +1106,8 @@ def test_a_deeply_nested_file_is_searched_in_its_size_not_its_depth_squared(tmp_
     source, path = tmp_path / "empty.pth", tmp_path / "deep.pth"
     torch.save([], source)
     _with_pickle(source, path, lambda _: b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b".")
-    code = (
-        "import sys, featx\n"
-        "try:\n"
-        "    featx.build('resnet18', overrides=['device=cpu', f'weights={sys.argv[1]}'])\n"
-        "except featx.WeightsError as error:\n"
-        "    print(error)\n"
-    )
     # in a process of its own, which a hang would not outlive
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", _BUILD_CODE, str(path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == (
         f"backbone.weights: {path} does not hold a state dict (name → tensor): it holds a value of type list"
@@ -1321,16 +1316,9 @@ def test_a_weights_file_without_read_permission_is_a_weights_error(tmp_path, nam
         if shutil.which("setpriv") is None:
             pytest.skip("root without setpriv reads any file")
         prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
-    code = (
-        "import sys, featx\n"
-        "try:\n"
-        "    featx.build('resnet18', overrides=['device=cpu', f'weights={sys.argv[1]}'])\n"
-        "except featx.WeightsError as error:\n"
-        "    print(error)\n"
-    )
     try:
         done = subprocess.run(
-            [*prefix, sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+            [*prefix, sys.executable, "-c", _BUILD_CODE, str(path)], capture_output=True, text=True, timeout=120
         )
     finally:
         path.chmod(0o644)
