@@ -2496,6 +2496,18 @@ MUTANTS: List[Mutant] = [
         "            if count == 1 and holders[0]",
         "a nested state dict with an int entry told to save the dict featx already took alone",
     ),
+    Mutant(
+        "cli/sweeps.py",
+        "        if isinstance(value, RangeSweep) and value.step == 0:",
+        "        if False:",
+        "range(1,9,0): Python's own 'range() arg 3 must not be zero', without the key",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    check_sweeper_params(app, overrides)\n",
+        "",
+        "hydra.sweeper.params={...} on the command line: OmegaConf's AttributeError",
+    ),
 ]
 
 

@@ -90,11 +90,28 @@ CASES = [
     ),
     ("featx", ["backbone='~/evil'"], r"^featx: error: backbone=~/evil: a config choice is a name"),
     # what Hydra's own code raises for values it does not check, and sweeps that run nothing
-    (
+    (  # Python's own "range() arg 3 must not be zero", without the key
         "featx",
         ["-m", "input.height=range(32,64,0)", "run=false", "backbone=resnet18"],
-        r"^featx: error: ValueError: range\(\) arg 3 must not be zero \(HYDRA_FULL_ERROR=1 shows where\)$",
+        r"^featx: error: input\.height=range\(32,64,0\): the step of a range\(\) must not be 0; "
+        r"range\(START,STOP,STEP\)$",
     ),
+    # hydra.sweeper.params on the command line: Hydra's "not supported", OmegaConf's AttributeError and
+    # "Unexpected type annotation: Set[str]"
+    *[
+        (
+            "featx",
+            ["-m", "run=false", "backbone=resnet18", argument],
+            rf"^featx: error: {re.escape(argument)}: hydra\.sweeper\.params is for a config file; on the command line "
+            r"give the sweep itself, e\.g\. -m backbone\.seed=range\(0,3\)$",
+        )
+        for argument in [
+            "+hydra.sweeper.params.backbone.seed=range(0,2)",
+            "+hydra.sweeper.params={backbone.seed:'range(0,2)'}",
+            "hydra.sweeper.params={backbone.seed: range(0,3)}",
+            "hydra.sweeper.params=5",
+        ]
+    ],
     (
         "featx",
         ["backbone=resnet18", "run=false", "hydra=null"],
@@ -771,18 +788,19 @@ def test_a_run_folder_hydra_cannot_make_is_one_line(tmp_path):
 def test_hydra_full_error_other_than_1_keeps_the_one_line_error(workdir, monkeypatch, value):
     """Hydra shows its full error for HYDRA_FULL_ERROR=1 only; featx took any value (0 too) as asking for it."""
     monkeypatch.setenv("HYDRA_FULL_ERROR", value)
-    code, errors, _ = run_app("featx", ["-m", "input.height=range(32,64,0)", "run=false", "backbone=resnet18"], workdir)
+    code, errors, _ = run_app("featx", ["backbone=resnet18", "run=false", "hydra=null"], workdir)
     assert (code, errors) == (
         1,
-        "featx: error: ValueError: range() arg 3 must not be zero (HYDRA_FULL_ERROR=1 shows where)\n",
+        "featx: error: ValueError: Config group override must be a string or a list. Got NoneType "
+        "(HYDRA_FULL_ERROR=1 shows where)\n",
     )
     assert os.environ["HYDRA_FULL_ERROR"] == value  # the user's value, back
 
 
 def test_hydra_full_error_1_shows_hydras_own_error(workdir, monkeypatch):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    with pytest.raises(ValueError, match=r"^range\(\) arg 3 must not be zero$"):
-        run_app("featx", ["-m", "input.height=range(32,64,0)", "run=false", "backbone=resnet18"], workdir)
+    with pytest.raises(ValueError, match=r"^Config group override must be a string or a list\. Got NoneType$"):
+        run_app("featx", ["backbone=resnet18", "run=false", "hydra=null"], workdir)
     assert os.environ["HYDRA_FULL_ERROR"] == "1"
 
 
@@ -977,6 +995,24 @@ def test_every_sweep_is_held_to_the_job_limit(workdir, config, arguments, sweep,
     assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == (
         f"featx: error: the sweep {sweep} has more than 10,000 jobs ({jobs} or more); sweep fewer values"
     ), done.stderr[-2000:]
+    assert folder_state(workdir) == before
+
+
+def test_a_config_files_range_of_step_0_is_refused_naming_its_key(workdir):
+    """A config's own hydra.sweeper.params, which the command line's check cannot see, is held to the same rule."""
+    mine = workdir / "mine"
+    mine.mkdir()
+    (mine / "zero.yaml").write_text(
+        "defaults: [config, _self_]\nhydra: {sweeper: {params: {input.height: 'range(1,9,0)'}}}\n"
+    )
+    before = folder_state(workdir)
+    code, errors, _ = run_app(
+        "featx", ["-cd", str(mine), "-cn", "zero", "-m", "backbone=resnet18", "run=false"], workdir
+    )
+    assert (code, _message(code, errors)) == (
+        1,
+        "featx: error: input.height=range(1,9,0): the step of a range() must not be 0; range(START,STOP,STEP)",
+    )
     assert folder_state(workdir) == before
 
 

@@ -77,7 +77,7 @@ from featx.cli.errors import fail, reported_errors
 from featx.cli.logs import VERBOSE_FLAGS, quiet_other_loggers, set_verbose
 from featx.cli.output import reader_may_stop, reader_went_away, stdout_lost
 from featx.cli.output_folders import register_user_resolver, sweeps_started
-from featx.cli.sweeps import check_sweep_size, group_options
+from featx.cli.sweeps import check_sweep_size, check_sweeper_params, group_options
 from featx.errors import ArgumentError, SpecError, first_line
 from featx.spec.apps import BackboneNode
 from featx.spec.config_files import backbone_names
@@ -762,6 +762,7 @@ def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str]
     """The checks of a command line's package and overrides against ``schema``, before Hydra composes."""
     check_package(app, flags, schema)
     overrides = parsed_overrides(app, given)
+    check_sweeper_params(app, overrides)
     check_sweep_size(app, overrides, functools.partial(group_options, folders=config_dirs(flags, overrides)))
     custom_roots = flags.config_dir is not None
     searchpath = any(override.key_or_group == "hydra.searchpath" for _, override in overrides)

@@ -21,9 +21,12 @@ from hydra.errors import HydraException
 
 from featx.cli.errors import fail
 from featx.spec.config_files import config_dir
+from featx.spec.limits import shortened
 
 #: the most jobs one sweep may run
 MAX_SWEEP_JOBS = 10_000
+#: the config key of the sweeps a config file gives
+SWEEPER_PARAMS = "hydra.sweeper.params"
 
 
 def group_options(group: str, folders: Sequence[Path]) -> List[str]:
@@ -57,8 +60,13 @@ def check_sweep_size(
 ) -> None:
     """Refuse a sweep of ``overrides`` ((argument, parsed override) pairs; a later one replaces an earlier one of the
     same key, as the command line replaces a config's ``hydra.sweeper.params``) of more than
-    :data:`MAX_SWEEP_JOBS` jobs; ``options_of(group)`` lists a config group's options."""
+    :data:`MAX_SWEEP_JOBS` jobs, or with a ``range()`` of step 0 (Python's own error, without the key, was all Hydra
+    said); ``options_of(group)`` lists a config group's options."""
     by_key = {override.key_or_group: (argument, override) for argument, override in overrides}
+    for argument, override in by_key.values():
+        value = override.value() if override.is_sweep_override() else None
+        if isinstance(value, RangeSweep) and value.step == 0:
+            fail(app, f"{shortened(argument)}: the step of a range() must not be 0; range(START,STOP,STEP)")
     lengths = {
         key: sweep_length(override, options_of) for key, (_, override) in by_key.items() if override.is_sweep_override()
     }
@@ -71,6 +79,22 @@ def check_sweep_size(
                 app,
                 f"the sweep {' '.join(sweeps)} has more than {MAX_SWEEP_JOBS:,} jobs ({jobs:,} or more); "
                 "sweep fewer values",
+            )
+
+
+def check_sweeper_params(app: str, overrides: Sequence[Tuple[str, Override]]) -> None:
+    """Refuse ``hydra.sweeper.params`` (or a key under it) set on the command line: Hydra refuses a key under it
+    and OmegaConf answers a whole mapping with an internal error (``AttributeError``, ``Unexpected type annotation``);
+    the command line gives a sweep as the key itself. ``hydra.sweeper.params=null`` (a config's sweep left out) is
+    taken."""
+    for argument, override in overrides:
+        key = override.key_or_group.lstrip("+~")
+        below = key == SWEEPER_PARAMS or key.startswith(SWEEPER_PARAMS + ".")
+        if below and not (key == SWEEPER_PARAMS and override.value() is None):
+            fail(
+                app,
+                f"{shortened(argument)}: hydra.sweeper.params is for a config file; on the command line give the "
+                "sweep itself, e.g. -m backbone.seed=range(0,3)",
             )
 
 
