@@ -37,7 +37,7 @@ class Mutant:
 
 
 #: modules whose guards include slow tests (the concurrent writers run as real processes)
-RUN_SLOW = {"files.py"}
+RUN_SLOW = {"files.py", "tasks/extract/ranks.py"}
 #: the tests that guard each module (a mutant runs only these, stopping at the first failure)
 GUARDS: Dict[str, List[str]] = {
     "spec/validate.py": [
@@ -103,6 +103,7 @@ GUARDS: Dict[str, List[str]] = {
     ],
     "tasks/extract/transforms.py": ["tests/test_extract.py", "tests/test_device_decode.py", "tests/test_timm.py"],
     "tasks/extract/listing.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
+    "tasks/extract/ranks.py": ["tests/test_distributed_extract.py"],
     "tasks/extract/names.py": ["tests/test_hostile_extract.py"],
     "spec/references.py": ["tests/test_hostile_spec.py"],
     "tasks/extract/decode.py": [
@@ -2507,6 +2508,42 @@ MUTANTS: List[Mutant] = [
         "    check_sweeper_params(app, overrides)\n",
         "",
         "hydra.sweeper.params={...} on the command line: OmegaConf's AttributeError",
+    ),
+    Mutant(
+        "tasks/extract/ranks.py",
+        "    if world == 1:\n        return\n    gathered",
+        "    if True:\n        return\n    gathered",
+        "nodes whose weights files differ store features of two networks in one folder",
+    ),
+    Mutant(
+        "tasks/extract/ranks.py",
+        "    with ranks_fail_together(world):\n        if rank == 0:\n            listing",
+        "    if True:\n        if rank == 0:\n            listing",
+        "rank 0's listing fails and rank 1 waits for the listing until gloo's timeout",
+    ),
+    Mutant(
+        "tasks/extract/ranks.py",
+        "    if dist.is_available() and dist.is_initialized():",
+        "    if False:",
+        "a process group the caller started is ignored: each rank takes the whole run",
+    ),
+    Mutant(
+        "tasks/extract/ranks.py",
+        "    if rank >= world:",
+        "    if False:",
+        "RANK=2 of WORLD_SIZE=2: a raw gloo traceback, rank 0 waits for ever",
+    ),
+    Mutant(
+        "tasks/extract/ranks.py",
+        '    except ValueError:\n        raise ArgumentError(f"{variable}:',
+        '    except KeyError:\n        raise ArgumentError(f"{variable}:',
+        "WORLD_SIZE=abc: int()'s ValueError without the variable's name",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "        matches = [match for match in matches if linked[match] is None]",
+        "        matches = list(matches)",
+        "photos/*/*.png enters a link out of the input, and a link to its own folder lists an image many times",
     ),
 ]
 

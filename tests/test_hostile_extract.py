@@ -339,6 +339,35 @@ def test_a_linked_image_is_listed_under_its_own_path_and_a_linked_folder_is_not_
     assert not any("outside.png" in path for path in entries)
 
 
+def test_a_pattern_does_not_enter_linked_folders(tmp_path, monkeypatch):
+    """A single * entered linked folders: a link out of the input listed a file elsewhere, and a link to its own
+    folder listed one image once for each way through the links (4 ** depth with three such links)."""
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    (photos / "cats").mkdir(parents=True)
+    elsewhere.mkdir()
+    _save_rgb(photos / "cats" / "a.png", 1)
+    _save_rgb(photos / "top.png", 3)  # photos/self/top.png matches */*.png
+    _save_rgb(elsewhere / "secret.png", 2)
+    (photos / "out").symlink_to(elsewhere, target_is_directory=True)
+    for name in ("self", "again", "more"):
+        (photos / name).symlink_to(".", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    for pattern in (f"{photos}/*/*.png", "photos/*/*.png", "*/*/*.png"):
+        listing = find_images(pattern)
+        assert listing.images == [photos / "cats" / "a.png"], pattern
+        linked = ["again", "more", "out", "self"]
+        assert listing.skipped == [
+            (photos / name, "a linked folder (featx does not follow links to folders)") for name in linked
+        ]
+    # a link the pattern names itself is the user's own way in, as a linked input folder is
+    assert find_images(f"{photos}/out/*.png").images == [photos / "out" / "secret.png"]
+    for pattern in (f"{photos}/out*/*.png", f"{photos}/*/*/*/*.png"):  # the second: 27 ways to cats/a.png
+        with pytest.raises(
+            ArgumentError, match=r"matches no files \(only below linked folders, which featx does not follow\)$"
+        ):
+            find_images(pattern)
+
+
 def test_links_that_loop_are_skipped_as_broken_links(photos, tmp_path):
     """Resolving a link loop (to tell whether a file lies in the output folder) raised RuntimeError: a raw traceback
     and nothing extracted."""

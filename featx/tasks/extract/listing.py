@@ -55,6 +55,8 @@ def image_extensions() -> FrozenSet[str]:
 NOT_REGULAR = "not a regular file (a pipe, device or socket)"
 #: why an entry is skipped that cannot be looked up (in a folder that can be listed but not entered)
 CANNOT_LOOK_UP = "a file that cannot be looked up"
+#: why a link to a folder is skipped (and what a pattern matches below it left out)
+LINKED_FOLDER = "a linked folder (featx does not follow links to folders)"
 #: a folder a pattern matches with nothing of it matched (``photos/*`` and the folder photos/2024)
 MATCHED_FOLDER = "a folder the pattern matches, not its files (a pattern takes the files it matches: add /* for them)"
 
@@ -128,6 +130,11 @@ def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List
         except ValueError as error:  # pathlib's refusal of the pattern ("'**' can only be an entire path component")
             hint = " (write ** as a whole folder name: photos/**/*.png)" if "**" in str(error) else ""
             raise ArgumentError(f"{key}: the pattern {source!r} cannot be read: {error}{hint}") from None
+        # a single * enters linked folders (a link out of the input, or to its own folder: lin/*/*/*.png then
+        # lists one image once for each way through the links); what lies below one is left out, the link skipped
+        linked = {match: _linked_folder_above(match, base) for match in matches}
+        unlisted.extend((link, LINKED_FOLDER) for link in sorted({link for link in linked.values() if link}))
+        matches = [match for match in matches if linked[match] is None]
         # files, links and what is neither file nor folder (a pipe: listed, then skipped with the reason)
         found = [match for match in matches if not _is_real_folder(match)]
         holding_matches = {match.parent for match in matches}  # photos/**/* matches each folder's entries too
@@ -135,6 +142,8 @@ def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List
         folders = [folder for folder in folders if folder not in holding_matches]
         if not found:
             hint = f" (only folders: {source}/* takes the files in them)" if folders else ""
+            if any(linked.values()):
+                hint = " (only below linked folders, which featx does not follow)"
             raise ArgumentError(f"{key}: the pattern {source!r} matches no files{hint}")
         unlisted.extend((folder, MATCHED_FOLDER) for folder in folders)  # their images are not inputs: say so
         return found
@@ -147,6 +156,17 @@ def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List
     if not found and not unlisted:
         raise ArgumentError(f"{key}: the folder {source!r} holds no files")
     return found
+
+
+def _linked_folder_above(match: Path, base: Path) -> Optional[Path]:
+    """The first link on the way from ``base`` (the pattern's fixed folder, as the user wrote it) down to the
+    folder holding ``match``, or None where that way holds no link."""
+    folder = base
+    for part in match.relative_to(base).parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink():
+            return folder
+    return None
 
 
 def _resolved(path: Path) -> Optional[Path]:
@@ -189,7 +209,7 @@ def _not_a_file(file: Path) -> Optional[str]:
             return "a broken symbolic link"
         return f"{CANNOT_LOOK_UP} ({type(error).__name__}: {error.strerror or error})"
     if stat.S_ISDIR(mode):
-        return "a linked folder (featx does not follow links to folders)"
+        return LINKED_FOLDER
     return None if stat.S_ISREG(mode) else NOT_REGULAR
 
 

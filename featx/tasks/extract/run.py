@@ -51,7 +51,17 @@ from featx.tasks.extract.device_decode import (
     check_tensor_transform,
     collate_jpegs,
 )
-from featx.tasks.extract.listing import Identity, ImageListing, file_identity, find_images
+from featx.tasks.extract.listing import Identity, ImageListing, file_identity
+from featx.tasks.extract.ranks import (
+    check_same_settings,
+    listing_of_rank_zero,
+    local_rank,
+    output_lock,
+    ranks_fail_together,
+    start_distributed,
+    torchrun_environment,
+    total_over_ranks,
+)
 from featx.tasks.extract.store import DTYPES, SHARD_RECORD_BUDGET, FeatureStore
 from featx.tasks.extract.transforms import TRANSFORMS, ImageTransform, image_transform, resolve_transform_name
 
@@ -146,70 +156,10 @@ def check_worker_temp_dir(workers: int) -> None:
 def _rank_device(spec: BackboneSpec) -> torch.device:
     """The spec's device; under torchrun with CUDA, this process's GPU (``cuda:LOCAL_RANK``), made current."""
     device = resolve_device(spec.device)
-    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda" and torchrun_environment()[0] > 1:
+        device = torch.device("cuda", local_rank())
         torch.cuda.set_device(device)
     return device
-
-
-def _start_distributed(device: torch.device) -> Tuple[int, int, bool]:
-    """(rank, world size, whether this call started the process group) from torchrun's environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, False
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), world, True
-
-
-def _listing_of_rank_zero(source: str, output: str, rank: int, world: int) -> ImageListing:
-    """Rank 0 lists the input (leaving out the output folder) and sends the listing to the others, so every rank
-    splits the same list."""
-    listing = [find_images(source, exclude=Path(output)) if rank == 0 else None]
-    if world > 1:
-        dist.broadcast_object_list(listing, src=0)
-    assert listing[0] is not None
-    return listing[0]
-
-
-def _output_lock(store: FeatureStore, rank: int, world: int) -> ExitStack:
-    """Rank 0 takes the output folder's lock for the run (the returned stack holds it; close it to release).
-    Whatever stops rank 0 from taking it (another run holds it, the folder cannot be created) is told to the other
-    ranks, so every rank raises instead of waiting for rank 0."""
-    stack = ExitStack()
-    failure: Optional[BaseException] = None
-    message: List[Optional[str]] = [None]
-    if rank == 0:
-        try:
-            stack.enter_context(store.exclusive())
-        except Exception as error:  # noqa: BLE001 - re-raised below, after the other ranks are told
-            failure, message = error, [str(error)]
-    try:
-        if world > 1:
-            dist.broadcast_object_list(message, src=0)
-    except BaseException:
-        stack.close()
-        raise
-    if failure is not None:
-        raise failure
-    if message[0] is not None:
-        raise ArgumentError(message[0])
-    return stack
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
-
-
-def _total(count: int, world: int, device: torch.device) -> int:
-    """``count`` summed over the ranks (also a barrier: every rank has written its shards when it returns)."""
-    if world == 1:
-        return count
-    total = torch.tensor([count], device=device)
-    dist.all_reduce(total)
-    return int(total.item())
 
 
 def _selected_outputs(backbone: Backbone, names: Optional[Sequence[str]]) -> List[str]:
@@ -486,32 +436,35 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
                 f"{device.type}; use extract.decode=cpu, or backbone.device=cuda"
             )
         check_device_decoder(device)
-    rank, world, started = _start_distributed(device)
+    rank, world, started = start_distributed(device)
     lock: Optional[ExitStack] = None
     try:
-        transform = image_transform(options.transform, spec, options.size)
-        transform_name = resolve_transform_name(options.transform, spec)
-        # on meta, before any weights are read
-        check_input_size(spec, transform, transform_name, options.batch_size, options.size)
-        if options.decode == "gpu":
-            check_tensor_transform(transform, transform_name)
-        weights_file = _weights_file(spec)
-        before = _weights_identity(weights_file)
-        backbone = build(dataclasses.replace(spec, device=str(device))).eval()
-        outputs = _selected_outputs(backbone, options.outputs)
-        settings = _settings(spec, outputs, options, transform)
-        if _weights_identity(weights_file) != before:  # the file the features are recorded against (in settings)
-            raise WeightsError(
-                f"backbone.weights: {weights_file} changed while featx-extract read it; run again once it is complete"
-            )
-        listing = _listing_of_rank_zero(options.input, options.output, rank, world)
+        with ranks_fail_together(world):
+            transform = image_transform(options.transform, spec, options.size)
+            transform_name = resolve_transform_name(options.transform, spec)
+            # on meta, before any weights are read
+            check_input_size(spec, transform, transform_name, options.batch_size, options.size)
+            if options.decode == "gpu":
+                check_tensor_transform(transform, transform_name)
+            weights_file = _weights_file(spec)
+            before = _weights_identity(weights_file)
+            backbone = build(dataclasses.replace(spec, device=str(device))).eval()
+            outputs = _selected_outputs(backbone, options.outputs)
+            settings = _settings(spec, outputs, options, transform)
+            if _weights_identity(weights_file) != before:  # the file the features are recorded against (in settings)
+                raise WeightsError(
+                    f"backbone.weights: {weights_file} changed while featx-extract read it; run again once it is "
+                    "complete"
+                )
+        check_same_settings(settings, world)  # rank 0 records its own: another rank's network would mix in unseen
+        listing = listing_of_rank_zero(options.input, options.output, rank, world)
         store = FeatureStore(Path(options.output))
-        lock = _output_lock(store, rank, world)  # before anything there is read or removed
-        store.check_settings(settings, options.overwrite)  # every rank, so all refuse together
-        _barrier(world)  # all ranks have read the settings before rank 0 rewrites them
-        if rank == 0:
-            store.prepare(settings, config_yaml or _options_yaml(spec, options), options.overwrite)
-        _barrier(world)
+        lock = output_lock(store, rank, world)  # before anything there is read or removed
+        with ranks_fail_together(world):  # every rank has read the settings before rank 0 rewrites them
+            store.check_settings(settings, options.overwrite)
+        with ranks_fail_together(world):
+            if rank == 0:
+                store.prepare(settings, config_yaml or _options_yaml(spec, options), options.overwrite)
 
         done = {(stored.path, stored.identity) for stored in store.stored_files()}
         mine = [
@@ -524,29 +477,32 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
             for path, reason in listing.skipped
             if rank == 0 and (str(path), listing.identities.get(str(path))) not in done
         ]
-        buffer = _ShardBuffer(store, rank, options.shard_size)
-        buffer.add([], {}, not_images, {})
-        for path, reason, _ in not_images:
-            log.warning("skipped %s: %s", printable_path(path), reason)
         start = time.perf_counter()
-        label = f"featx-extract rank {rank}/{world}" if world > 1 else "featx-extract"
-        with tqdm(total=len(mine), unit="img", desc=label, disable=not options.progress or rank != 0) as progress:
-            try:
-                _run_batches(
-                    backbone, _batches(mine, transform, options, device), mine, outputs, options, buffer, progress
-                )
-            except MemoryError:  # raised by a worker while reading or decoding: no image is recorded as skipped
-                raise FeatxError(
-                    "featx-extract: ran out of memory reading or decoding the images (with "
-                    f"extract.workers={options.workers}, extract.batch_size={options.batch_size}); lower "
-                    "them, or free memory; the shards written so far are kept and a rerun resumes"
-                ) from None
-        buffer.flush()
+        with ranks_fail_together(world):  # a rank that fails does not leave the others waiting for its count
+            buffer = _ShardBuffer(store, rank, options.shard_size)
+            buffer.add([], {}, not_images, {})
+            for path, reason, _ in not_images:
+                log.warning("skipped %s: %s", printable_path(path), reason)
+            label = f"featx-extract rank {rank}/{world}" if world > 1 else "featx-extract"
+            progress_shown = options.progress and rank == 0
+            with tqdm(total=len(mine), unit="img", desc=label, disable=not progress_shown) as progress:
+                try:
+                    _run_batches(
+                        backbone, _batches(mine, transform, options, device), mine, outputs, options, buffer, progress
+                    )
+                except MemoryError:  # raised by a worker while reading or decoding: no image is recorded as skipped
+                    raise FeatxError(
+                        "featx-extract: ran out of memory reading or decoding the images (with "
+                        f"extract.workers={options.workers}, extract.batch_size={options.batch_size}); lower "
+                        "them, or free memory; the shards written so far are kept and a rerun resumes"
+                    ) from None
+            buffer.flush()
         seconds = time.perf_counter() - start
-        processed = _total(len(mine) + len(not_images), world, device)
+        processed = total_over_ranks(len(mine) + len(not_images), world, device)
         images = skipped = outside = 0
-        if rank == 0:
-            images, skipped, outside = store.write_manifest(_current_identities(listing))
+        with ranks_fail_together(world):
+            if rank == 0:
+                images, skipped, outside = store.write_manifest(_current_identities(listing))
         if outside:
             log.warning(
                 "the shards also hold %d file%s this input does not list (another extract.input, or files gone "

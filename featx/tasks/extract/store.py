@@ -90,10 +90,11 @@ def _as_recorded(settings: Mapping[str, Any]) -> Dict[str, Any]:
     return json.loads(json.dumps(settings))
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> List[str]:
+def setting_differences(old: Any, new: Any, prefix: str = "") -> List[str]:
+    """The dotted keys whose values differ between two settings mappings (``backbone.weights_file``)."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
-        return [diff for key in keys for diff in _differences(old.get(key), new.get(key), f"{prefix}{key}.")]
+        return [diff for key in keys for diff in setting_differences(old.get(key), new.get(key), f"{prefix}{key}.")]
     return [] if old == new else [prefix.rstrip(".")]
 
 
@@ -293,7 +294,7 @@ class FeatureStore:
                 f"{_earlier_featx(self.root / INFO_FILE, OUTPUT_KEY)}; set extract.overwrite=true to redo its "
                 "features with this featx (only featx's files there are removed), or choose another folder"
             )
-        differing = ", ".join(_differences(recorded, _as_recorded(settings))[:6])
+        differing = ", ".join(setting_differences(recorded, _as_recorded(settings))[:6])
         raise ArgumentError(
             f"extract.output: {self.root} holds features made with other settings (differing: {differing}); "
             "choose another folder, or set extract.overwrite=true to replace them (only featx's files there are "
