@@ -2545,6 +2545,18 @@ MUTANTS: List[Mutant] = [
         "        matches = list(matches)",
         "photos/*/*.png enters a link out of the input, and a link to its own folder lists an image many times",
     ),
+    Mutant(
+        "cli/app.py",
+        "            if _schema_hint(key, schema) is bool and not is_true_or_false(value):",
+        "            if False:",
+        "extract.overwrite: 2 in a user's config file taken as true: a folder of features replaced",
+    ),
+    Mutant(
+        "cli/app.py",
+        '                    if config.startswith("backbone/"):  # OmegaConf would take channels_last: 2 as true',
+        "                    if False:",
+        "channels_last: 2 in a user's backbone file taken as true by the apps, refused by featx.build",
+    ),
 ]
 
 

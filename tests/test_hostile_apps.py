@@ -1172,6 +1172,68 @@ def test_a_resolver_in_a_users_backbone_file_is_refused_naming_the_file(workdir)
     )
 
 
+@pytest.mark.parametrize(
+    ("app", "file", "content", "arguments", "message"),
+    [
+        (
+            "featx",
+            "backbone/cl.yaml",
+            "defaults:\n  - resnet18\n  - _self_\nchannels_last: 2\n",
+            ["backbone=cl", "run=false"],
+            "backbone.channels_last: must be true or false, got 2",
+        ),
+        (  # the same file through featx.build says so: the apps took it as true
+            "featx",
+            "backbone/cl.yaml",
+            "defaults:\n  - resnet18\n  - _self_\nchannels_last: 'yes'\n",
+            ["backbone=cl", "run=false"],
+            "backbone.channels_last: must be true or false, got 'yes'",
+        ),
+        (
+            "featx",
+            "mine.yaml",
+            "defaults:\n  - config\n  - _self_\nrun: 'no'\n",
+            ["-cn", "mine", "backbone=resnet18"],
+            "run: must be true or false, got 'no'",
+        ),
+        (
+            "featx",
+            "mine.yaml",
+            "defaults:\n  - config\n  - _self_\nbackbone:\n  channels_last: 1\n",
+            ["-cn", "mine", "backbone=resnet18", "run=false"],
+            "backbone.channels_last: must be true or false, got 1",
+        ),
+        (  # an overwrite nobody asked for: it replaced a folder of features
+            "featx-extract",
+            "mine.yaml",
+            "defaults:\n  - extract\n  - _self_\nextract:\n  overwrite: 2\n",
+            ["-cn", "mine", "backbone=resnet18", "extract.input=photos", "extract.output=feats"],
+            "extract.overwrite: must be true or false, got 2",
+        ),
+    ],
+)
+def test_a_flag_in_a_users_config_file_takes_true_or_false_only(workdir, app, file, content, arguments, message):
+    """OmegaConf took 2, 1, 'yes' and 'no' in a file as booleans while Hydra composed; the command line (and
+    featx.build of the same backbone file) refused them."""
+    path = workdir / "mine" / file
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    before = folder_state(workdir)
+    code, errors, _ = run_app(app, ["--config-dir", str(workdir / "mine"), *arguments], workdir)
+    assert _message(code, errors) == f"{app}: error: {path}: {message}"
+    assert folder_state(workdir) == before
+
+
+def test_flags_in_a_users_config_file_given_as_true_false_or_an_interpolation_run(workdir):
+    mine = workdir / "mine"
+    (mine / "backbone").mkdir(parents=True)
+    (mine / "backbone" / "cl.yaml").write_text("defaults:\n  - resnet18\n  - _self_\nchannels_last: 'false'\n")
+    (mine / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nrun: ${oc.decode:'false'}\n")
+    code, errors, output = run_app("featx", ["--config-dir", str(mine), "-cn", "mine", "backbone=cl"], workdir)
+    assert code == 0, errors
+    assert "run=false: meta device, structure only" in output
+
+
 @pytest.mark.parametrize("entry", ["leak", "/backbone/leak"])
 def test_a_resolver_in_a_backbone_file_another_one_brings_in_is_refused(workdir, monkeypatch, entry):
     """A file chosen on the command line was read; one its defaults list brings in was not, and --cfg job --resolve

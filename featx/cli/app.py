@@ -47,7 +47,7 @@ import re
 import sys
 import typing
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import hydra
 import yaml
@@ -83,7 +83,7 @@ from featx.spec.apps import BackboneNode
 from featx.spec.config_files import backbone_names
 from featx.spec.keys import suggest
 from featx.spec.limits import quoted, shortened
-from featx.spec.load import refuse_resolvers
+from featx.spec.load import check_spec_values, is_true_or_false, refuse_resolvers
 from featx.spec.overrides import not_in_grammar
 from featx.spec.yaml_file import read_spec_file, yaml_problem
 from featx.version import __version__
@@ -218,12 +218,13 @@ def _schema_names() -> List[str]:
     return [entry.removesuffix(".yaml") for entry in ConfigStore.instance().repo]
 
 
-def check_primary_config(app: str, flags: argparse.Namespace, folders: Sequence[Path]) -> None:
+def check_primary_config(app: str, flags: argparse.Namespace, folders: Sequence[Path]) -> List[Path]:
     """The primary config in the user's folders (``folders``). One named by ``--config-name`` must start from this
     app's config, directly or through files of the user's: the app's run folders and their checks come with it;
     without them, Hydra writes its files into the working directory (``outputs/``). A file named like an app config
     and meant for featx (it starts from an app config or a schema of featx's) is refused: Hydra reads featx's own
-    and ignores it (a project's own ``config.yaml`` beside its ``backbone/`` is left alone)."""
+    and ignores it (a project's own ``config.yaml`` beside its ``backbone/`` is left alone). Returns the user's files
+    of the chain."""
     own, apps = APP_CONFIGS[app], set(APP_CONFIGS.values())
     name = (flags.config_name or own).removesuffix(".yaml")
     seen: List[Path] = []  # the user's files of the chain, in order
@@ -241,7 +242,7 @@ def check_primary_config(app: str, flags: argparse.Namespace, folders: Sequence[
                     "from it), whose run folders and checks the app needs (without them Hydra writes into the "
                     "working directory)",
                 )
-            return  # not a file of the user's: Hydra says it finds no such config
+            return seen  # not a file of the user's: Hydra says it finds no such config
         name = first
     shadow = _users_config(folders, name)
     if shadow is not None and _first_default(shadow, "") in apps | set(_schema_names()):
@@ -257,6 +258,47 @@ def check_primary_config(app: str, flags: argparse.Namespace, folders: Sequence[
             f"{name}, the config of {next(key for key, value in APP_CONFIGS.items() if value == name)}; {app} runs "
             f"from {own}",
         )
+    return seen
+
+
+def _leaves(content: Mapping[str, Any], prefix: str = "") -> Iterator[Tuple[str, object]]:
+    """(dotted key, value) of each value of a config file's mapping that is not itself a mapping."""
+    for key, value in content.items():
+        if isinstance(value, Mapping):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _schema_hint(key: str, schema: type) -> object:
+    """The type ``schema`` (an app's config dataclass) gives the dotted ``key``, or None where it gives none."""
+    owner: object = schema
+    for part in key.split("."):
+        hints = typing.get_type_hints(owner) if isinstance(owner, type) and dataclasses.is_dataclass(owner) else {}
+        if part not in hints:
+            return None
+        owner = hints[part]
+    return owner
+
+
+def check_file_flags(app: str, files: Sequence[Path], schema: type) -> None:
+    """The flags in the user's config ``files`` (``run``, ``extract.overwrite``, a ``backbone:`` node's
+    ``channels_last``) hold true or false: OmegaConf takes ``2``, ``yes`` or ``on`` as true as Hydra composes, and
+    ``extract.overwrite: 2`` replaced a folder of features. What else is wrong with a file Hydra names."""
+    for path in files:
+        try:
+            content = read_spec_file(path)
+        except SpecError:
+            continue  # Hydra names what is wrong with the file when it composes it
+        backbone = content.get("backbone")
+        try:
+            if isinstance(backbone, Mapping):
+                check_spec_values(backbone)
+        except SpecError as error:
+            fail(app, str(error.with_origin(str(path))))
+        for key, value in _leaves({k: v for k, v in content.items() if k not in ("defaults", "hydra", "backbone")}):
+            if _schema_hint(key, schema) is bool and not is_true_or_false(value):
+                fail(app, f"{path}: {key}: must be true or false, got {quoted(value)}")
 
 
 def _users_config(folders: Sequence[Path], name: str) -> Optional[Path]:
@@ -367,6 +409,8 @@ def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]
                 try:
                     content = read_spec_file(path)
                     refuse_resolvers(content)
+                    if config.startswith("backbone/"):  # OmegaConf would take channels_last: 2 as true
+                        check_spec_values(content)
                 except SpecError as error:
                     fail(app, str(error if error.origin is not None else error.with_origin(str(path))))
                 chosen += [(name, path) for name, _ in _defaults_entries(content, config.rpartition("/")[0])]
@@ -397,13 +441,6 @@ def _defaults_entries(content: Dict[str, Any], group: str) -> List[Tuple[str, bo
     return [(name[1:] if name.startswith("/") else f"{group}/{name}".lstrip("/"), o) for name, o in named]
 
 
-def _is_true_or_false(value: object) -> bool:
-    """A bool, ``'true'``/``'false'`` quoted, or an interpolation (resolved, and checked, when the app reads it)."""
-    if isinstance(value, str):
-        return value.lower() in ("true", "false") or "${" in value
-    return isinstance(value, bool)
-
-
 def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[str]:
     """Why ``key`` cannot be set to ``values`` in ``schema`` (an app's config dataclass; ``backbone`` holds a
     :class:`BackboneNode`), or None: an unknown key, or a value OmegaConf refuses for its type, as Hydra's
@@ -423,7 +460,7 @@ def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[
         return None
     node = OmegaConf.structured(owner)
     for value in values:
-        if hints[parts[-1]] is bool and not _is_true_or_false(value):  # OmegaConf takes 2, "yes" and "on" as true
+        if hints[parts[-1]] is bool and not is_true_or_false(value):  # OmegaConf takes 2, "yes" and "on" as true
             return f"{key}: must be true or false, got {quoted(value)}"
         try:
             node[parts[-1]] = value
@@ -769,7 +806,7 @@ def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str]
     check_choices(app, overrides, custom_roots or searchpath)
     check_plain_keys(app, overrides, schema)
     check_user_backbone_files(app, overrides, config_dirs(flags, overrides))
-    check_primary_config(app, flags, config_dirs(flags, overrides))
+    check_file_flags(app, check_primary_config(app, flags, config_dirs(flags, overrides)), schema)
 
 
 @contextlib.contextmanager

@@ -108,7 +108,7 @@ def _check_lists_and_flags(data: Mapping[str, Any]) -> None:
     for parents, node, schema in _nodes(data):
         for key, hint in typing.get_type_hints(schema).items():
             value = node.get(key)
-            if hint is bool and key in node and not _is_true_or_false(value):
+            if hint is bool and key in node and not is_true_or_false(value):
                 raise SpecError(key_path(*parents, key), f"must be true or false, got {quoted(value)}")
             item_type = _list_item(hint)
             if item_type is None:
@@ -134,9 +134,20 @@ def _list_item(hint: Any) -> Optional[type]:
     return typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
 
 
-def _is_true_or_false(value: Any) -> bool:
-    """A bool, or ``'true'``/``'false'`` quoted (as YAML and Hydra's grammar may give them)."""
-    return isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false"))
+def is_true_or_false(value: Any) -> bool:
+    """A bool, ``'true'``/``'false'`` quoted (as YAML and Hydra's grammar may give them), or an interpolation (an
+    app resolves it and checks the result; a spec file featx reads refuses it before)."""
+    if isinstance(value, str):
+        return value.lower() in ("true", "false") or "${" in value
+    return isinstance(value, bool)
+
+
+def check_spec_values(data: Mapping[str, Any]) -> None:
+    """The checks a spec's own values get before any merge, each naming its key (``stages`` a mapping of mappings,
+    list keys lists, flags true or false): what the apps run on a backbone file of the user's before Hydra composes
+    it, where OmegaConf would take ``channels_last: 2`` or ``yes`` as true. Raises :class:`SpecError`."""
+    _check_nesting(data)
+    _check_lists_and_flags(data)
 
 
 def _is_path(text: str) -> bool:
