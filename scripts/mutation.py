@@ -665,7 +665,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "    check_user_backbone_files(app, overrides, config_dirs(flags, overrides))\n",
+        "    check_user_backbone_files(app, overrides, config_dirs(flags, overrides), schema)\n",
         "",
         "a broken file of the user's config folder: traceback",
     ),
@@ -2556,6 +2556,36 @@ MUTANTS: List[Mutant] = [
         '                    if config.startswith("backbone/"):  # OmegaConf would take channels_last: 2 as true',
         "                    if False:",
         "channels_last: 2 in a user's backbone file taken as true by the apps, refused by featx.build",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        "        if not cache_disabled():\n            user_plans_dir()",
+        "        if False:\n            user_plans_dir()",
+        "FEATX_NO_CACHE=maybe: featx-list prints the error in every row's notes",
+    ),
+    Mutant(
+        "cli/app.py",
+        'if not Path(os.environ.get("TMPDIR", "/")).is_absolute():',
+        "if False:",
+        "TMPDIR=. puts the run folders (Hydra's logs, .hydra/) into the working directory",
+    ),
+    Mutant(
+        "tasks/extract/run.py",
+        "        if name in names[:position]:",
+        "        if False:",
+        "extract.outputs=[c5,c5] taken as [c5]",
+    ),
+    Mutant(
+        "cli/app.py",
+        'problem = None if key == "defaults" else _problem_with(f"backbone.{key}", schema, [value])',
+        "problem = None",
+        "seed: abc in a user's backbone file: Hydra's message names the file, not the key",
+    ),
+    Mutant(
+        "cli/app.py",
+        '    keys = [key for key in valid if not key.startswith("_")]',
+        "    keys = list(valid)",
+        "an unknown backbone key lists Hydra's _target_ as valid",
     ),
 ]
 

@@ -184,7 +184,8 @@ CASES = [
     (
         "featx-export",
         ["--cfg", "job", "--package", "export.heigth"],
-        r"^featx-export: error: --package \(-p\) export\.heigth: unknown key \(valid here: format, path, height, ",
+        r"^featx-export: error: --package \(-p\) export\.heigth: unknown key; did you mean height\? \(valid here: "
+        r"format, path, height, ",
     ),
     ("featx", ["--cfg", "job", "-p", "backbone.stage"], r"^featx: error: --package \(-p\) backbone\.stage: unknown "),
     (  # a key the schema has but the composed config leaves empty: Hydra's bare "package ... not found in config"
@@ -238,9 +239,13 @@ CASES = [
     (
         "featx",
         ["+input.heigth=300"],
-        r"^featx: error: input\.heigth: unknown key \(valid here: batch_size, height, width\)$",
+        r"^featx: error: input\.heigth: unknown key; did you mean height\? \(valid here: batch_size, height, width\)$",
     ),
-    ("featx", ["+runn=false"], r"^featx: error: runn: unknown key \(valid here: backbone, input, run\)$"),
+    (
+        "featx",
+        ["+runn=false"],
+        r"^featx: error: runn: unknown key; did you mean run\? \(valid here: backbone, input, run\)$",
+    ),
     (
         "featx-export",
         ["+export.dynamc=false", "export.path=a.pt"],
@@ -249,17 +254,27 @@ CASES = [
     (
         "featx-extract",
         ["+extract.poolin=max", "extract.input=.", "extract.output=o"],
-        r"^featx-extract: error: extract\.poolin: unknown key \(valid here: input, output, transform,",
+        r"^featx-extract: error: extract\.poolin: unknown key; did you mean pooling\? \(valid here: input, output, ",
     ),
     ("featx", ["+backbone.frozen=1", "run=false"], r"^featx: error: backbone\.frozen: unknown key 'frozen'"),
     # the same keys without + (Hydra's own answer spans lines and suggests the + form), and values of a wrong type
     (
         "featx",
         ["input.heigth=300"],
-        r"^featx: error: input\.heigth: unknown key \(valid here: batch_size, height, width\)$",
+        r"^featx: error: input\.heigth: unknown key; did you mean height\? \(valid here: batch_size, height, width\)$",
     ),
-    ("featx", ["backbone.modle=x"], r"^featx: error: backbone\.modle: unknown key \(valid here: model, weights, seed,"),
-    ("featx", ["-m", "runn=true,false"], r"^featx: error: runn: unknown key \(valid here: backbone, input, run\)$"),
+    (  # Hydra's _target_ (featx sets it) was listed as valid
+        "featx",
+        ["backbone.modle=x"],
+        r"^featx: error: backbone\.modle: unknown key; did you mean model\? \(valid here: model, weights, seed, .*"
+        r"channels_last\)$",
+    ),
+    (
+        "featx",
+        ["-m", "runn=true,false"],
+        r"^featx: error: runn: unknown key; did you mean run\? \(valid here: backbone, "
+        r"input, run\)$",
+    ),
     ("featx", ["run=maybe"], r"^featx: error: run: must be true or false, got 'maybe'$"),
     ("featx", ["input.height=abc"], r"^featx: error: input\.height: Value 'abc' of type 'str' could not be converted"),
     ("featx-export", ["export.dynamic=maybe", "export.path=a.pt"], r"^featx-export: error: export\.dynamic: must be"),
@@ -515,10 +530,10 @@ def test_a_key_typo_in_a_file_of_the_users_config_folder_lists_the_valid_keys(wo
     )
     code, errors, _ = run_app("featx", ["--config-dir", "mine", "backbone=typo", "run=false"], workdir)
     message = _message(code, errors)
-    assert message.startswith("featx: error: In 'backbone/typo': ") and message.endswith(
-        "Key 'frozen_stage' not in 'BackboneNode'; did you mean frozen_stages? (valid keys: model, weights, seed, "
-        "source, tokens, stages, out_features, output_names, frozen_stages, reinit, norm, fpn, layout, input_size, "
-        "device, channels_last, _target_)"
+    assert message == (  # named with the file before Hydra composes it
+        "featx: error: mine/backbone/typo.yaml: backbone.frozen_stage: unknown key; did you mean frozen_stages? "
+        "(valid here: model, weights, seed, source, tokens, stages, out_features, output_names, frozen_stages, "
+        "reinit, norm, fpn, layout, input_size, device, channels_last)"
     ), message
 
 
@@ -809,6 +824,19 @@ def test_an_empty_tmpdir_is_unset_not_the_root_folder(workdir, monkeypatch):
     monkeypatch.setenv("TMPDIR", "")
     done = run_in_process("featx", ["backbone=resnet18", "--cfg", "hydra", "--resolve", "-p", "hydra.run.dir"], workdir)
     assert done.stdout.startswith(f"/tmp/featx-outputs-{os.getuid()}/runs/"), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("value", [".", "tmp", "~/tmp"])
+def test_a_relative_tmpdir_is_refused(workdir, monkeypatch, value):
+    """TMPDIR=. put featx-outputs-<uid>/ (Hydra's logs and .hydra/) into the working directory."""
+    monkeypatch.setenv("TMPDIR", value)
+    before = folder_state(workdir)
+    done = run_in_process("featx", ["backbone=resnet18", "run=false"], workdir)
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"featx: error: TMPDIR='{value}': the run folders go below it; give an absolute path, or unset it\n",
+    )
+    assert folder_state(workdir) == before
 
 
 def test_a_folder_where_hydra_writes_its_log_is_one_line_naming_it(workdir):
@@ -1222,6 +1250,29 @@ def test_a_flag_in_a_users_config_file_takes_true_or_false_only(workdir, app, fi
     code, errors, _ = run_app(app, ["--config-dir", str(workdir / "mine"), *arguments], workdir)
     assert _message(code, errors) == f"{app}: error: {path}: {message}"
     assert folder_state(workdir) == before
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("seed: abc", "backbone.seed: Value 'abc' of type 'str' could not be converted to Integer"),
+        ("seed: null", "backbone.seed: field 'seed' is not Optional"),
+        ("frozen_stages: 1.5", "backbone.frozen_stages: Value '1.5' of type 'float' could not be converted to Integer"),
+        ("out_features: c2", "backbone.out_features: expected a list (or null), got 'c2'"),
+        (
+            "devise: cpu",
+            "backbone.devise: unknown key; did you mean device? (valid here: model, weights, seed, source, ",
+        ),
+    ],
+)
+def test_a_value_in_a_users_backbone_file_is_named_with_its_key(workdir, line, message):
+    """Hydra's composition named the file only: "In 'backbone/mine': ValidationError raised while composing config:
+    Value 'abc' of type 'str' could not be converted to Integer"."""
+    path = workdir / "mine" / "backbone" / "mine.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(f"defaults:\n  - resnet18\n  - _self_\n{line}\n")
+    code, errors, _ = run_app("featx", ["--config-dir", str(workdir / "mine"), "backbone=mine", "run=false"], workdir)
+    assert _message(code, errors).startswith(f"featx: error: {path}: {message}"), errors
 
 
 def test_flags_in_a_users_config_file_given_as_true_false_or_an_interpolation_run(workdir):

@@ -688,6 +688,8 @@ BAD_OPTIONS = [
     ({"transform": "random_crop"}, r"^extract.transform: unknown 'random_crop'"),
     ({"outputs": []}, r"^extract.outputs: empty list"),
     ({"outputs": ["c9"]}, r"^extract.outputs: resnet18 has no output 'c9'"),
+    # stored once, and a rerun with [c3, c2] taken as the same settings
+    ({"outputs": ["c3", "c2", "c3"]}, r"^extract.outputs: 'c3' is listed twice; name each output once$"),
     # a string was read as its characters: "no output 'c'"
     ({"outputs": "c3"}, r"^extract.outputs: must be a list of output names \(\['c5'\]\), or null for all, got 'c3'$"),
     ({"outputs": [3]}, r"^extract.outputs: must be a list of output names .*got \[3\]$"),

@@ -317,6 +317,23 @@ def test_a_value_of_a_featx_variable_that_says_neither_yes_nor_no_is_refused(cac
     )
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("FEATX_NO_CACHE", "maybe", "FEATX_NO_CACHE='maybe': set it to 1 (or true, yes, on)"),
+        ("FEATX_CACHE_DIR", "rel", "FEATX_CACHE_DIR='rel': the plan cache folder must be an absolute path"),
+    ],
+)
+def test_featx_list_says_a_bad_cache_variable_once(cache, monkeypatch, capsys, variable, value, message):
+    """The variable's error filled the notes column of every row (117 of them) instead of one line on stderr."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exit_info:
+        catalog.main([])
+    out, err = capsys.readouterr()
+    assert (exit_info.value.code, out) == (1, "")
+    assert err.startswith(f"featx-list: error: {message}") and err.count("\n") == 1, err
+
+
 def test_without_featx_cache_dir_the_cache_is_under_xdg_cache_home(tmp_path, monkeypatch):
     monkeypatch.delenv("FEATX_NO_CACHE")
     monkeypatch.delenv("FEATX_CACHE_DIR", raising=False)

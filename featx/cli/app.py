@@ -374,10 +374,13 @@ def config_dirs(flags: argparse.Namespace, overrides: Sequence[Tuple[str, Overri
     return folders
 
 
-def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]], folders: Sequence[Path]) -> None:
+def check_user_backbone_files(
+    app: str, overrides: Sequence[Tuple[str, Override]], folders: Sequence[Path], schema: type
+) -> None:
     """Read each chosen ``backbone/<name>.yaml`` of the user's config folders as featx reads a spec file: Hydra's
     loader answers a tab, a duplicate key or bytes that are not UTF-8 with a traceback. A resolver call is refused
-    before Hydra composes (and tab completion prints) the file's values."""
+    before Hydra composes (and tab completion prints) the file's values, and a value its key's type cannot hold is
+    named with its key (Hydra names only the file: "Value 'abc' of type 'str' could not be converted to Integer")."""
     backbone_overrides = [
         override for argument, override in overrides if argument.lstrip("+").split("=", 1)[0] == "backbone"
     ]
@@ -413,6 +416,11 @@ def check_user_backbone_files(app: str, overrides: Sequence[Tuple[str, Override]
                         check_spec_values(content)
                 except SpecError as error:
                     fail(app, str(error if error.origin is not None else error.with_origin(str(path))))
+                if config.startswith("backbone/"):
+                    for key, value in content.items():
+                        problem = None if key == "defaults" else _problem_with(f"backbone.{key}", schema, [value])
+                        if problem is not None:
+                            fail(app, f"{path}: {problem}")
                 chosen += [(name, path) for name, _ in _defaults_entries(content, config.rpartition("/")[0])]
 
 
@@ -542,7 +550,11 @@ def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> List[Tuple[
 
 
 def _unknown_key(name: str, valid: Sequence[str]) -> str:
-    return f"{name}: unknown key (valid here: {', '.join(valid)})"
+    """The refusal of the key ``name``, with a suggestion and the keys ``valid`` there (Hydra's ``_target_`` left
+    out: featx sets it)."""
+    keys = [key for key in valid if not key.startswith("_")]
+    last = name.rpartition(".")[2]
+    return f"{name}: unknown key{suggest(last, keys)} (valid here: {', '.join(keys)})"
 
 
 def _check_keys(cfg: DictConfig, schema: type) -> None:
@@ -805,7 +817,7 @@ def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str]
     searchpath = any(override.key_or_group == "hydra.searchpath" for _, override in overrides)
     check_choices(app, overrides, custom_roots or searchpath)
     check_plain_keys(app, overrides, schema)
-    check_user_backbone_files(app, overrides, config_dirs(flags, overrides))
+    check_user_backbone_files(app, overrides, config_dirs(flags, overrides), schema)
     check_file_flags(app, check_primary_config(app, flags, config_dirs(flags, overrides)), schema)
 
 
@@ -872,6 +884,11 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     sys.argv[1:] = given
     if os.environ.get("TMPDIR") == "":  # unset, as Python's tempfile takes it: the run folders go under /tmp
         del os.environ["TMPDIR"]
+    if not Path(os.environ.get("TMPDIR", "/")).is_absolute():  # the run folders would land in the working directory
+        fail(
+            app,
+            f"TMPDIR={quoted(os.environ['TMPDIR'])}: the run folders go below it; give an absolute path, or unset it",
+        )
     register_user_resolver()
     _failed_jobs.clear()
     _jobs_run.clear()

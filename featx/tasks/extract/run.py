@@ -168,12 +168,14 @@ def _selected_outputs(backbone: Backbone, names: Optional[Sequence[str]]) -> Lis
         return available
     if not names:
         raise ArgumentError(f"extract.outputs: empty list; use null for all ({', '.join(available)})")
-    for name in names:
+    for position, name in enumerate(names):
         if name not in available:
             raise ArgumentError(
                 f"extract.outputs: {backbone.spec.model} has no output {name!r}{suggest(str(name), available)} "
                 f"(outputs: {', '.join(available)})"
             )
+        if name in names[:position]:  # as backbone.out_features refuses it: a typo for another output, perhaps
+            raise ArgumentError(f"extract.outputs: {name!r} is listed twice; name each output once")
     return [name for name in available if name in names]
 
 
