@@ -2587,6 +2587,12 @@ MUTANTS: List[Mutant] = [
         "    keys = list(valid)",
         "an unknown backbone key lists Hydra's _target_ as valid",
     ),
+    Mutant(
+        "spec/load.py",
+        '            expected = "a list (or null)" if type(None) in typing.get_args(hint) else "a list"',
+        '            expected = "a list (or null)"',
+        "reinit='' answered 'expected a list (or null)', though reinit refuses null",
+    ),
 ]
 
 

@@ -275,6 +275,9 @@ def test_a_delete_with_a_value_deletes_only_while_the_key_holds_that_value():
         ("input_size=[[64],64]", "backbone.input_size[0]: expected a number, got a list"),
         ("out_features={a:1}", "backbone.out_features: expected a list (or null), got a mapping"),
         ("input_size={h:64}", "backbone.input_size: expected a list (or null), got a mapping"),
+        # "(or null)" for keys that refuse null too
+        ("reinit=''", "backbone.reinit: expected a list, got ''"),
+        ("reinit={a:1}", "backbone.reinit: expected a list, got a mapping"),
         ("tokens={embed:conv_proj,prefix:[[x]]}", "backbone.tokens.prefix[0]: expected a name, got a list"),
     ],
 )

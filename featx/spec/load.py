@@ -113,10 +113,11 @@ def _check_lists_and_flags(data: Mapping[str, Any]) -> None:
             item_type = _list_item(hint)
             if item_type is None:
                 continue
+            expected = "a list (or null)" if type(None) in typing.get_args(hint) else "a list"
             if isinstance(value, Mapping):
-                raise SpecError(key_path(*parents, key), "expected a list (or null), got a mapping")
+                raise SpecError(key_path(*parents, key), f"expected {expected}, got a mapping")
             if value is not None and not isinstance(value, (list, tuple)):
-                raise SpecError(key_path(*parents, key), f"expected a list (or null), got {quoted(value)}")
+                raise SpecError(key_path(*parents, key), f"expected {expected}, got {quoted(value)}")
             for position, item in enumerate(value if isinstance(value, list) else ()):
                 if isinstance(item, (list, tuple, Mapping)):
                     raise SpecError(
