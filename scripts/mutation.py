@@ -55,6 +55,7 @@ GUARDS: Dict[str, List[str]] = {
         "tests/test_neck.py",
         "tests/test_reference_equality.py",
         "tests/test_meta_probe.py",
+        "tests/test_timm.py",
     ],
     "construct/weights.py": ["tests/test_hostile_weights.py", "tests/test_weights.py", "tests/test_checkpoint.py"],
     "construct/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_hostile_weights.py"],
@@ -129,7 +130,7 @@ GUARDS: Dict[str, List[str]] = {
     "tasks/detection.py": ["tests/test_detection.py"],
     "models/legacy_keys.py": ["tests/test_weights.py"],
     "models/weights_enums.py": ["tests/test_weights.py", "tests/test_hostile_weights.py"],
-    "models/meta_construction.py": ["tests/test_weights.py", "tests/test_meta_probe.py"],
+    "models/meta_construction.py": ["tests/test_weights.py", "tests/test_meta_probe.py", "tests/test_timm.py"],
     "cli/export.py": ["tests/test_hostile_apps.py"],
     "cli/main.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
     "cli/catalog.py": ["tests/test_propose.py", "tests/test_timm.py", "tests/test_hostile_apps.py"],
@@ -2592,6 +2593,30 @@ MUTANTS: List[Mutant] = [
         '            expected = "a list (or null)" if type(None) in typing.get_args(hint) else "a list"',
         '            expected = "a list (or null)"',
         "reinit='' answered 'expected a list (or null)', though reinit refuses null",
+    ),
+    Mutant(
+        "models/timm_models.py",
+        "    if not dot and is_model(name):",
+        "    if not tag and is_model(name):",
+        "timm:resnet18. (an empty tag) is taken as a model of its own",
+    ),
+    Mutant(
+        "models/meta_construction.py",
+        '        with torch.device("cpu"), _on_registration(lambda index, tensor: False, record):',
+        '        with torch.device("cpu"), _on_registration(lambda index, tensor: True, record):',
+        "a constructor that runs its own layers (timm < 1.0.21's hybrid ViTs) fails: its layers are moved to meta",
+    ),
+    Mutant(
+        "models/meta_construction.py",
+        "    if model is None or mismatches:",
+        "    if mismatches:",
+        "a constructor that runs a layer the backbone drops (left on meta) is not constructed whole: the build fails",
+    ),
+    Mutant(
+        "construct/probe.py",
+        "                layer.training = False  # the layer's own mode only: its children keep theirs",
+        "                pass",
+        "timm's BatchNormAct2d probed in training mode: an input_size with a 1x1 map is refused",
     ),
 ]
 

@@ -523,12 +523,93 @@ def test_a_model_timm_publishes_no_weights_for():
         ("timm:resnet18.a1_in1k", r"names a pretrained tag: write model: timm:resnet18 and weights: a1_in1k"),
         ("timm:", r"backbone.model: unknown timm model ''"),
         ("timm:resnet18.nope", r"backbone.model: unknown timm model 'resnet18.nope'; did you mean resnet18"),
+        ("timm:resnet18.", r"backbone.model: unknown timm model 'resnet18.'; did you mean resnet18"),
         ("timm:timm:resnet18", r"backbone.model: 'timm:timm:resnet18': write the timm: prefix once"),
     ],
 )
 def test_bad_timm_names(model, message):
     with pytest.raises(featx.SpecError, match=message):
         featx.build({"model": model, "stages": {"c2": {"modules": ["layer1"]}}})
+
+
+def test_a_name_with_an_empty_tag_is_not_proposed():
+    """timm's is_model strips an empty tag: timm:resnet18. was taken as a model of its own, written by featx-propose."""
+    with pytest.raises(featx.ArgumentError, match=r"^propose\(\): unknown timm model 'resnet18\.'; did you mean"):
+        featx.propose("timm:resnet18.")
+
+
+class _MeasuringNet(nn.Module):
+    """A model whose constructor computes with tensors (a drop rate from ``torch.linspace(...).item()``, as timm's
+    ViT does) and runs its own layers on a zero image to size the next one (as timm before 1.0.21 sized a hybrid
+    ViT's patch embedding), the classifier head included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop_rate = torch.linspace(0, 0.1, 2)[1].item()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        with torch.no_grad():
+            width = self.stem(torch.zeros(1, 3, 32, 32)).shape[1]
+        self.layer = nn.Sequential(nn.Conv2d(width, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(16, 10)
+        with torch.no_grad():
+            self(torch.zeros(1, 3, 32, 32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.pool(self.layer(self.stem(x))).flatten(1))
+
+
+def featx_test_measuring_net(pretrained: bool = False, **kwargs) -> nn.Module:
+    return _MeasuringNet()
+
+
+def featx_test_failing_net(pretrained: bool = False, **kwargs) -> nn.Module:
+    raise ValueError("no such configuration\nsecond line")
+
+
+timm.models.register_model(featx_test_measuring_net)
+timm.models.register_model(featx_test_failing_net)
+_MEASURING_STAGES = {"c2": {"modules": ["stem"]}, "c3": {"modules": ["layer"]}}
+
+
+def test_a_constructor_that_runs_its_own_layers_builds(tmp_path):
+    """Constructed on the CPU with each parameter moved to meta as registered, such a constructor failed
+    (timm 1.0.15's hybrid ViTs: "Tensor on device meta is not on the expected device cpu!"); it is constructed for
+    real, then moved to meta. Built without weights, its head (dropped, left on meta) made the constructor fail."""
+    torch.manual_seed(0)
+    reference = randomize_norm_statistics(_MeasuringNet()).eval()
+    torch.save(reference.state_dict(), tmp_path / "net.pth")
+    spec = {"model": "timm:featx_test_measuring_net", "stages": _MEASURING_STAGES, "device": "cpu", "norm": "eval"}
+    backbone = featx.build({**spec, "weights": str(tmp_path / "net.pth")}).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        outputs = backbone(x)
+        assert torch.equal(outputs["c2"], reference.stem(x))
+        assert torch.equal(outputs["c3"], reference.layer(reference.stem(x)))
+    unweighted = featx.build(spec)
+    assert [(i.name, i.channels, i.stride) for i in unweighted.feature_info] == [("c2", 8, 4), ("c3", 16, 8)]
+    assert all(not p.is_meta for p in unweighted.parameters())
+
+
+def test_a_constructor_that_fails_is_a_spec_error_naming_the_model_and_timms_version():
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build({"model": "timm:featx_test_failing_net", "stages": _MEASURING_STAGES, "device": "meta"})
+    assert str(caught.value) == (
+        f"backbone.model: constructing 'timm:featx_test_failing_net' fails (timm {timm.__version__}): ValueError: "
+        "no such configuration"
+    )
+
+
+def test_a_batchnorm_with_its_own_forward_is_probed_in_eval_mode():
+    """timm's BatchNormAct2d ran in training mode on the probe's one image: at 32x32 EfficientNet-B0's c5 is 1x1,
+    one value per channel, so the build refused input_size 32x32 that a real batch of two runs at in training."""
+    overrides = ["input_size=[32,32]", "norm=train", "frozen_stages=0", "device=cpu"]
+    backbone = featx.build("timm_efficientnet_b0", overrides=overrides)
+    assert backbone.spec.input_size == [32, 32] and backbone.training
+    outputs = backbone(torch.randn(2, 3, 32, 32))
+    assert [tuple(y.shape) for y in outputs.values()] == [(2, 24, 8, 8), (2, 40, 4, 4), (2, 112, 2, 2), (2, 1280, 1, 1)]
+    kept = [layer for layer in backbone.modules() if type(layer).__name__ == "BatchNormAct2d"]
+    assert kept and all(layer.training for layer in kept)  # trained under norm: train
 
 
 def test_without_timm_a_spec_naming_it_says_how_to_install_it(monkeypatch):

@@ -5,7 +5,7 @@ On meta only shapes are computed, but the meta kernels of BatchNorm, LayerNorm, 
 are Python decompositions: they make up most of a probe's time (0.12 s of a ResNet-50 forward, 0.01 s without them;
 MobileNetV3's hardswish alone 0.2 s; ConvNeXt-T's Linear layers 0.06 s). Inside :func:`shape_only_layers` the norm
 and Linear layers check their input's shape as their own forward would and return the output's shape; elementwise
-activations and dropout return their input.
+activations and dropout return their input; BatchNorm layers with a forward of their own run in eval mode.
 
 Example::
 
@@ -189,17 +189,27 @@ def shape_only_layers(model: nn.Module) -> Iterator[None]:
     elementwise activations and dropout layers return a new tensor of their input's shape (with ``inplace=True``:
     their input, its version bumped as an in-place kernel bumps it).
 
+    BatchNorm layers with a forward of their own (timm's ``BatchNormAct2d``) run as they are, in eval mode: in
+    training mode they would refuse the probe's one image where a map is 1x1 (one value per channel), which a real
+    batch of two passes.
+
     Meant for meta tensors: the outputs' shapes are right, their (absent) values are not normalised. Blocks may
     nest: an inner one leaves the layers an outer one patched as they are.
     """
     patched: List[nn.Module] = []
+    evaluating: List[nn.Module] = []
     try:
         for layer in model.modules():
             forward = None if "forward" in layer.__dict__ else _shape_only_forward(layer)
             if forward is not None:
                 layer.__dict__["forward"] = forward  # an instance attribute shadows the class's forward
                 patched.append(layer)
+            elif isinstance(layer, _BatchNorm) and layer.training:
+                layer.training = False  # the layer's own mode only: its children keep theirs
+                evaluating.append(layer)
         yield
     finally:
         for layer in patched:
             del layer.__dict__["forward"]
+        for layer in evaluating:
+            layer.training = True

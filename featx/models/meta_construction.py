@@ -27,7 +27,10 @@ from torch.nn.modules.module import (
 )
 from torch.overrides import TorchFunctionMode
 
-from featx.models.registry import check_model_name, construct
+from featx.errors import FeatxError, SpecError, first_line
+from featx.models.registry import check_model_name, construct, library_version
+from featx.spec.keys import key_path
+from featx.spec.limits import quoted
 
 
 @dataclass(frozen=True)
@@ -130,21 +133,37 @@ def on_meta() -> Iterator[None]:
 
 
 def construct_on_meta(name: str) -> Tuple[nn.Module, Tuple[Registration, ...]]:
-    """torchvision's ``name`` on the meta device, with its registrations in order.
+    """The model ``name`` on the meta device, with its registrations in order; SpecError naming the model and its
+    library's version if its constructor fails.
 
     The constructor runs without allocating or initialising. One that computes with tensors (RegNet derives its
     widths with ``torch`` ops) cannot run under ``torch.device("meta")``; it runs on the CPU instead while each
-    parameter and buffer moves to meta as it is registered, so weight init is still skipped.
+    parameter and buffer moves to meta as it is registered, so weight init is still skipped. One that runs its own
+    layers (timm before 1.0.21 measures a hybrid ViT's CNN on a zero image) needs them real: it is constructed for
+    real on the CPU, then moved to meta.
     """
     check_model_name(name)
     record: List[Registration] = []
     try:
-        with on_meta(), _on_registration(lambda index, tensor: False, record):
-            return construct(name), tuple(record)
-    except (NotImplementedError, RuntimeError):
-        record.clear()  # on the CPU whatever the caller's default device (meta included)
-        with torch.device("cpu"), SkipValueWritesOnMeta(), _on_registration(lambda index, tensor: True, record):
-            return construct(name), tuple(record)
+        try:
+            with on_meta(), _on_registration(lambda index, tensor: False, record):
+                return construct(name), tuple(record)
+        except RuntimeError:  # NotImplementedError included: a meta kernel missing, or .item() of a meta tensor
+            record.clear()
+        try:  # on the CPU whatever the caller's default device (meta included)
+            with torch.device("cpu"), SkipValueWritesOnMeta(), _on_registration(lambda index, tensor: True, record):
+                return construct(name), tuple(record)
+        except RuntimeError:  # a layer ran with its parameters on meta
+            record.clear()
+        with torch.device("cpu"), _on_registration(lambda index, tensor: False, record):
+            return construct(name).to("meta"), tuple(record)
+    except FeatxError:  # a featx build inside the constructor
+        raise
+    except Exception as error:  # noqa: BLE001 - any other failure of the library's (or the user's) constructor
+        raise SpecError(
+            key_path("model"),
+            f"constructing {quoted(name)} fails ({library_version(name)}): {type(error).__name__}: {first_line(error)}",
+        ) from None
 
 
 def construct_keeping(name: str, registrations: Sequence[Registration], keep: Sequence[bool]) -> nn.Module:
@@ -152,7 +171,8 @@ def construct_keeping(name: str, registrations: Sequence[Registration], keep: Se
     whose ``keep`` is true allocated; the others stay on meta.
 
     ``registrations`` come from :func:`construct_on_meta`: the constructor registers the same tensors in the same
-    order. If the order turns out different, the model is constructed whole instead.
+    order. If the order turns out different, or the constructor fails running a layer left on meta, the model is
+    constructed whole instead.
     """
     mismatches: List[int] = []
 
@@ -163,9 +183,12 @@ def construct_keeping(name: str, registrations: Sequence[Registration], keep: Se
         return not keep[index]
 
     check_model_name(name)
-    with _on_registration(to_meta):
-        model = construct(name)
-    if mismatches:
+    try:
+        with _on_registration(to_meta):
+            model: Optional[nn.Module] = construct(name)
+    except RuntimeError:  # a constructor that runs its own layers ran one left on meta
+        model = None
+    if model is None or mismatches:
         with torch.device("cpu"):
             return construct(name)
     return model

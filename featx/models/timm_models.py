@@ -75,9 +75,9 @@ def matching_timm_models(patterns: List[str]) -> List[str]:
 def check_timm_name(name: str) -> None:
     """Raise :class:`SpecError` unless ``name`` (without ``timm:``) is an architecture in timm's registry (asked each
     time: a model the user's code registers later counts too)."""
-    architecture, _, tag = name.partition(".")
-    is_model = timm_module().models.is_model  # takes NAME.TAG for NAME: a tag is refused below
-    if not tag and is_model(name):
+    architecture, dot, tag = name.partition(".")
+    is_model = timm_module().models.is_model  # takes NAME.TAG (and NAME.) for NAME: a tag is refused below
+    if not dot and is_model(name):
         return
     names = timm_models()
     if tag and is_model(architecture) and tag in pretrained_tags(architecture):
