@@ -133,7 +133,12 @@ GUARDS: Dict[str, List[str]] = {
     "models/meta_construction.py": ["tests/test_weights.py", "tests/test_meta_probe.py", "tests/test_timm.py"],
     "cli/export.py": ["tests/test_hostile_apps.py"],
     "cli/main.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
-    "cli/catalog.py": ["tests/test_propose.py", "tests/test_timm.py", "tests/test_hostile_apps.py"],
+    "cli/catalog.py": [
+        "tests/test_propose.py",
+        "tests/test_timm.py",
+        "tests/test_hostile_apps.py",
+        "tests/test_plan_cache.py",
+    ],
     "spec/config_files.py": ["tests/test_hostile_apps.py"],
     "cli/logs.py": ["tests/test_hydra.py", "tests/test_export.py"],
     "construct/proposal_yaml.py": ["tests/test_timm_families.py", "tests/test_propose.py"],
