@@ -131,7 +131,7 @@ GUARDS: Dict[str, List[str]] = {
     "models/legacy_keys.py": ["tests/test_weights.py"],
     "models/weights_enums.py": ["tests/test_weights.py", "tests/test_hostile_weights.py"],
     "models/meta_construction.py": ["tests/test_weights.py", "tests/test_meta_probe.py", "tests/test_timm.py"],
-    "cli/export.py": ["tests/test_hostile_apps.py"],
+    "cli/export.py": ["tests/test_hostile_apps.py", "tests/test_export.py"],
     "cli/main.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
     "cli/catalog.py": [
         "tests/test_propose.py",
@@ -955,12 +955,6 @@ MUTANTS: List[Mutant] = [
         "        inputs.append(_other_size(backbone, example, generator))\n",
         "        pass\n",
         "a dynamic export that keeps its example's size accepted",
-    ),
-    Mutant(
-        "tasks/export.py",
-        "        if not difference <= tolerance:\n",
-        '        if difference == float("inf"):\n',
-        "an export computing other values than eager written",
     ),
     Mutant(
         "construct/weights.py",
@@ -2622,6 +2616,84 @@ MUTANTS: List[Mutant] = [
         "                layer.training = False  # the layer's own mode only: its children keep theirs",
         "                pass",
         "timm's BatchNormAct2d probed in training mode: an input_size with a 1x1 map is refused",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    if differences[worst] <= tolerances[worst]:\n        return largest, None\n",
+        "    if True:\n        return largest, None\n",
+        "an export computing other values than eager written",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    if branch is not None:\n",
+        "    if False:\n",
+        "a TorchScript trace that keeps the branch on values its example took written (max_abs_diff 0.0)",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "            and (warning.filename, warning.lineno) in value_branches\n",
+        "",
+        "Swin's branch on its padded size refused as a branch on values",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "max(RELATIVE_TOLERANCE, 16 * types.eps) * float(value.abs().max()) + types.tiny",
+        "max(RELATIVE_TOLERANCE, 16 * types.eps) * (1 + float(value.abs().max()))",
+        "an output of scale 1e-13 under an absolute 1e-4 floor: not checked",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    if differences[worst] <= tolerances[worst]:\n",
+        "    if largest <= max(tolerances.values()):\n",
+        "a small output 50 % wrong passes under the tolerance of a large one",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    with torch.no_grad():\n        traced = torch.jit.trace(backbone, example, strict=False)\n",
+        "    with contextlib.nullcontext():\n        traced = torch.jit.trace(backbone, example, strict=False)\n",
+        "a ViT's TorchScript trace fails torch's sanity check (MultiheadAttention's slow path traced)",
+    ),
+    Mutant(
+        "tasks/export.py",
+        'if dynamic and format != "torchscript" else ""',
+        'if dynamic else ""',
+        "a TorchScript failure advises dynamic=False, which changes nothing",
+    ),
+    Mutant(
+        "tasks/export.py",
+        '            if unit_sides and format != "torchscript":\n',
+        "            if False:\n",
+        "a dynamic export refused for a 1x1 output advises only dynamic=False, not a larger size",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    if torch.is_autocast_enabled(example.device.type):",
+        "    if False:",
+        "an ONNX file refused under autocast advises 'a float32 backbone' for a float32 one",
+    ),
+    Mutant(
+        "cli/export.py",
+        "wrote {printable_path(result.path)} (",
+        "wrote {result.path} (",
+        "featx-export prints a written path's terminal escapes raw",
+    ),
+    Mutant(
+        "tasks/export.py",
+        'return f"{type(error).__name__}: {escaped(first_line(error))}"',
+        'return f"{type(error).__name__}: {first_line(error)}"',
+        "torch's terminal colours raw in featx's export errors",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "what=keys.path, hint=keys.overwrite)",
+        'what="export.path", hint="set overwrite (export.overwrite=true) to replace it")',
+        "export_backbone names the app's keys (export.path, export.overwrite=true) in Python",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "        _remove_empty_folders(created)\n        raise\n",
+        "        raise\n",
+        "a refused export leaves the folders it made for the path",
     ),
 ]
 

@@ -265,6 +265,24 @@ def test_mixed_channel_counts_are_refused_with_the_channels_named() -> None:
         roi_pooler(bb)
 
 
+def test_a_backbone_of_mixed_widths_has_no_out_channels_as_documented() -> None:
+    """docs/python.md: out_channels is None when the outputs differ in width; torchvision's detectors check only that
+    the attribute exists and fail inside torch (docs/detection.md says so, and which featx settings fix it), while
+    featx.detection's helpers refuse it with the widths named."""
+    bb = featx.build("resnet18", overrides=["device=meta", "output_names=torchvision"])
+    assert bb.out_channels is None
+    with pytest.raises(TypeError, match=r"^unsupported operand type\(s\) for %: 'NoneType' and 'int'$"):
+        FasterRCNN(bb, num_classes=3)
+    with pytest.raises(
+        featx.ArgumentError,
+        match=r"^anchor_generator\(\): torchvision's detection heads need one channel count on every output, got "
+        r"0=64, 1=128, 2=256, 3=512; add an FPN \(fpn\.out_channels\) or return a single stage \(out_features\)$",
+    ):
+        anchor_generator(bb)
+    fixed = featx.build("resnet18", overrides=["device=meta", "output_names=torchvision", "fpn.out_channels=32"])
+    assert fixed.out_channels == 32
+
+
 def test_bad_anchor_arguments_are_refused() -> None:
     bb = _rcnn_backbone("resnet18")
     with pytest.raises(featx.ArgumentError, match="unknown style 'yolo'; choose one of rcnn, retinanet, fcos"):

@@ -12,10 +12,10 @@ import warnings
 
 import pytest
 import torch
-from helpers import folder_state, resnet18_spec
+from helpers import folder_state, resnet18_spec, run_in_process
 
 import featx
-from featx.tasks.export import FORMATS, export_backbone
+from featx.tasks.export import APP_KEYS, FORMATS, ExportKeys, export_backbone
 
 SPECS = {
     "plain": resnet18_spec(),
@@ -134,9 +134,9 @@ def test_export_refuses_to_overwrite_and_unknown_formats(tmp_path):
     backbone = featx.build(SPECS["plain"])
     path = tmp_path / "mine.pt2"
     path.write_text("keep me")
-    with pytest.raises(
-        featx.ArgumentError, match=r"export\.path: .*mine.pt2 exists; set overwrite \(export.overwrite=true\)"
-    ):
+    # the function's own arguments (featx-export says export.path, export.overwrite=true)
+    refused = r"^path: .*mine\.pt2 exists; pass overwrite=True to replace it \(nothing was written\)$"
+    with pytest.raises(featx.ArgumentError, match=refused):
         export_backbone(backbone, path, "exported", (64, 64))
     assert path.read_text() == "keep me"
     with pytest.raises(
@@ -329,7 +329,8 @@ def test_an_export_that_computes_other_values_than_eager_is_refused_and_nothing_
         export_backbone(backbone, tmp_path / f"b{FORMATS[fmt]}", fmt, (32, 32))
     assert re.fullmatch(
         rf"export: the {written} of this backbone does not match eager at the example size \(32, 32\): it differs "
-        r"from eager by 1 \(tolerance 0\.000\d+\); nothing was written",
+        r"from eager by 1 in output 'a' \(tolerance 0\.000\d+: 0\.0001 times its largest eager value, \d\.\d+\); "
+        r"nothing was written",
         str(caught.value),
     ), str(caught.value)
     assert list(tmp_path.iterdir()) == []
@@ -472,7 +473,7 @@ def test_an_export_mid_training_leaves_every_modules_mode_as_it_was(tmp_path, ou
     path = tmp_path / "snapshot.pt"
     if outcome == "refused":
         path.write_bytes(b"mine")
-        with pytest.raises(featx.ArgumentError, match="exists; set overwrite"):
+        with pytest.raises(featx.ArgumentError, match="exists; pass overwrite=True"):
             export_backbone(backbone, path, "torchscript", (64, 64), dynamic=False)
     else:
         export_backbone(backbone, path, "torchscript", (64, 64), dynamic=False)
@@ -485,3 +486,188 @@ def test_the_documented_dotted_paths_work_after_import_featx():
     code = "import featx; print(featx.export.export_backbone.__name__, featx.detection.anchor_generator.__name__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["export_backbone", "anchor_generator"], done.stderr[-2000:]
+
+
+class _AutoScale(torch.nn.Module):
+    """Takes 0..255 or 0..1 images: divides by 255 only when the input looks like 0..255 (a branch on values)."""
+
+    def forward(self, x):
+        return x / 255 if bool(x.max() > 1) else x
+
+
+@pytest.mark.parametrize(("keys", "key"), [(ExportKeys(), "format"), (APP_KEYS, "export.format")])
+def test_a_torchscript_trace_of_a_branch_on_the_inputs_values_is_refused(tmp_path, keys, key):
+    """The trace keeps the branch its example took (the check's random-normal inputs take it too, so the file passed
+    with max_abs_diff 0.0, and computed x / 255 on a 0..1 image); torch's TracerWarning saying so was silenced."""
+    backbone = _hand_made(_AutoScale())
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, tmp_path / "b.pt", "torchscript", (32, 32), keys=keys)
+    line = _AutoScale.forward.__code__.co_firstlineno + 1
+    assert re.fullmatch(
+        rf"{re.escape(key)}: torchscript cannot hold this backbone: at {re.escape(__file__)}:{line} it branches on a "
+        r"tensor's values \(torch's tracer: Converting a tensor to a Python boolean might cause the trace to be "
+        r"incorrect\. .*\), and a trace keeps the branch its example input took for every input\. torch\.export "
+        r"\(format exported or onnx\) refuses such a branch too: write it with torch\.where or torch\.cond; "
+        r"nothing was written",
+        str(caught.value),
+    ), str(caught.value)
+    assert folder_state(tmp_path) == {}
+
+
+class _ScaledWrongWhileExporting(torch.nn.Module):
+    """Multiplies by ``scale``, by 1.5 × ``scale`` while exported: an output of that scale half wrong in the file."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        return x * self.scale * (1.5 if torch.compiler.is_exporting() or torch.jit.is_tracing() else 1.0)
+
+
+class _Filled(torch.nn.Module):
+    """Its input's shape filled with ``value`` (right in every format)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return x * 0 + self.value
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported"])
+@pytest.mark.parametrize("small", [1e-3, 1e-13])
+def test_each_output_is_checked_against_its_own_scale(tmp_path, fmt, small):
+    """One tolerance for all outputs, set by the largest (1e-4 × (1 + 1e4)), let an output of scale 1e-3 be 50 %
+    wrong; efficientnet_b0's c5 (about 1e-13 at random init) was under the 1e-4 floor, not checked at all."""
+    from featx.nn.backbone import Backbone
+    from featx.nn.feature_info import StageInfo
+
+    spec = featx.BackboneSpec(model="custom", stages={name: featx.StageSpec(modules=[name]) for name in "ab"})
+    stages = {
+        "a": torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2, padding=1), _ScaledWrongWhileExporting(small)),
+        "b": torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, stride=2, padding=1), _Filled(1e4)),
+    }
+    backbone = Backbone(stages, [StageInfo("a", 4, 2, ("a",), "a"), StageInfo("b", 4, 4, ("b",), "b")], spec)
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, tmp_path / f"b{FORMATS[fmt]}", fmt, (32, 32))
+    found = re.fullmatch(
+        r"export: the .* does not match eager at the example size \(32, 32\): it differs from eager by (\S+) in "
+        r"output 'a' \(tolerance (\S+): 0\.0001 times its largest eager value, (\S+)\); nothing was written",
+        str(caught.value),
+    )
+    assert found, str(caught.value)
+    difference, tolerance, largest = map(float, found.groups())
+    assert 0.4 < difference / largest < 0.6 and tolerance == pytest.approx(1e-4 * largest, rel=1e-2)
+    assert folder_state(tmp_path) == {}
+
+
+def test_a_vit_exports_to_torchscript_and_passes_the_check(tmp_path):
+    """nn.MultiheadAttention takes its slow path with gradients on and its fast one without: the trace (with them)
+    and torch's check of it (without) differed, and every torchvision ViT failed "Tracing failed sanity checks"."""
+    backbone = featx.build("vit_b_16", overrides=["device=cpu", "out_features=[blocks1]"])  # 3 of its 12 blocks
+    result = export_backbone(backbone, tmp_path / "vit.pt", "torchscript", (32, 32))  # checked at 48x64 too
+    assert result.max_abs_diff < 1e-5
+    loaded = torch.jit.load(str(result.path))
+    x = torch.randn(1, 3, 48, 32)
+    with torch.no_grad():
+        _assert_same(backbone.eval()(x), loaded(x))
+
+
+class _ChangesEveryCall(torch.nn.Module):
+    """Computes something else at each call: torch's re-trace of it differs ("Tracing failed sanity checks")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x * 2 if self.calls % 2 else x - 1
+
+
+def test_a_torchscript_failure_does_not_advise_dynamic_false(tmp_path):
+    """A TorchScript trace is the same whether dynamic or not: every failure said "try dynamic=False"."""
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(_hand_made(_ChangesEveryCall()), tmp_path / "b.pt", "torchscript", (32, 32))
+    assert str(caught.value) == (
+        "export: torch could not write this backbone as TorchScript trace (TracingCheckError: Tracing failed sanity "
+        "checks!); nothing was written"
+    )
+
+
+def test_a_dynamic_export_with_a_1x1_output_advises_a_larger_size(tmp_path):
+    """AlexNet's c5 is 1x1 at 75x75: torch.export keeps a side of 1 fixed, so the program takes no other size; only
+    dynamic=False was advised, where a larger size gives the dynamic file."""
+    backbone = featx.build("alexnet", overrides=["device=cpu"])
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, tmp_path / "a.pt2", "exported", (75, 75))
+    message = str(caught.value)
+    assert message.startswith(
+        "export: the torch.export program of this backbone keeps the example's size (75, 75): at (107, 139) it fails ("
+    ), message
+    assert message.endswith(
+        ". At the example size c5 is 1x1, and torch.export keeps a side of 1 fixed: export at a larger size "
+        "(example_size) that makes every output at least 2x2, or use export.dynamic=false (dynamic=False) for a file "
+        "of this size alone; nothing was written"
+    ), message
+    assert export_backbone(backbone, tmp_path / "a.pt2", "exported", (96, 96)).max_abs_diff < 1e-5
+
+
+def test_an_onnx_file_onnxruntime_cannot_run_under_autocast_is_not_blamed_on_the_backbones_type(tmp_path):
+    """Under torch.autocast the file holds bfloat16 operations onnxruntime cannot load; the refusal advised "a
+    float32 backbone" for a backbone that was one."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    backbone = featx.build("resnet18", overrides=["device=cpu", "out_features=[c2]"])
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, tmp_path / "b.onnx", "onnx", (32, 32))
+    assert str(caught.value).startswith("export: onnxruntime cannot load the ONNX file"), str(caught.value)
+    assert str(caught.value).endswith(
+        "; nothing was written (exported outside torch.autocast, or as format exported or torchscript, it can be)"
+    ), str(caught.value)
+
+
+class _ColouredFailureWhileExporting(torch.nn.Module):
+    """Raises an error whose text holds terminal escapes (as torch's ONNX exporter's does) while exported."""
+
+    def forward(self, x):
+        if torch.compiler.is_exporting() or torch.jit.is_tracing():
+            raise RuntimeError("\x1b[96mstep 1\x1b[0m failed")
+        return x
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported"])
+def test_terminal_escapes_in_torchs_error_are_escaped_in_featxs(tmp_path, fmt):
+    """torch's ONNX exporter colours its error (ESC[96m): featx quoted it raw in its own error's text."""
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(_hand_made(_ColouredFailureWhileExporting()), tmp_path / f"b{FORMATS[fmt]}", fmt, (32, 32))
+    assert "(RuntimeError: \\x1b[96mstep 1\\x1b[0m failed)" in str(caught.value), str(caught.value)
+    assert "\x1b" not in str(caught.value)
+
+
+def test_a_failed_export_removes_the_folders_it_created_only(tmp_path):
+    """The refusal said "nothing was written" and left export.path's new folders (mk/a/b) behind."""
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(featx.ArgumentError, match="nothing was written"):
+        export_backbone(_hand_made(_ShiftedWhileExporting()), tmp_path / "mine/a/b/x.pt", "torchscript", (32, 32))
+    assert folder_state(tmp_path) == {"mine": "<folder>"}
+    backbone = featx.build("resnet18", overrides=["device=cpu", "out_features=[c2]"])
+    assert export_backbone(backbone, tmp_path / "mine/a/b/x.pt", "torchscript", (32, 32)).path.is_file()
+
+
+def test_featx_export_prints_the_path_it_wrote_escaped_and_names_its_keys(tmp_path):
+    """The success line printed the path raw (a name holding a terminal escape coloured the terminal), as the
+    refusal (export.path, export.overwrite=true) does not."""
+    arguments = ["backbone=resnet18", "backbone.out_features=[c2]", "backbone.device=cpu"]
+    arguments += ["export.format=torchscript", "export.path='a\x1b[31mb.pt'", "export.height=32", "export.width=32"]
+    done = run_in_process("featx.cli.export", arguments, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("featx-export: wrote a\\x1b[31mb.pt (torchscript, "), done.stdout
+    again = run_in_process("featx.cli.export", arguments, tmp_path)
+    assert again.returncode == 1
+    assert again.stderr.splitlines()[-1] == (
+        "featx-export: error: export.path: a\\x1b[31mb.pt exists; set overwrite (export.overwrite=true) to replace it "
+        "(nothing was written)"
+    )

@@ -17,7 +17,7 @@ from featx.cli.app import app_task, input_size, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.cli.output import reader_may_stop
 from featx.errors import first_line
-from featx.files import file_path_argument
+from featx.files import file_path_argument, printable_path
 from featx.spec.apps import ExportAppConfig
 from featx.spec.config_files import config_dir
 from featx.spec.limits import check_batch_shape
@@ -29,7 +29,8 @@ APP = "featx-export"
 @app_task(APP, ExportAppConfig)
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and write ``cfg.export``."""
-    from featx.tasks.export import FORMATS, export_backbone, export_path  # torch: by a job only (not --help, -sc)
+    # torch: by a job only (not --help, -sc)
+    from featx.tasks.export import APP_KEYS, FORMATS, export_backbone, export_path
 
     options = cfg.export  # every key set and of its type (app_task checked)
     if options.format not in FORMATS:
@@ -65,10 +66,11 @@ def run(cfg: DictConfig) -> None:
                 options.batch_size,
                 options.dynamic,
                 options.overwrite,
-                size_key="export.height, export.width",
+                keys=APP_KEYS,
             )
     except Exception as error:  # noqa: BLE001 - an exporter failure: say which and how to retry, no traceback
-        hint = " (try export.dynamic=false)" if options.dynamic else ""
+        # (a TorchScript trace is the same whether dynamic or not)
+        hint = " (try export.dynamic=false)" if options.dynamic and options.format != "torchscript" else ""
         reason = f"{type(error).__name__}: {first_line(error)}"
         fail(APP, f"exporting {backbone.spec.model} as {options.format} failed{hint}: {reason}")
     size_mb = result.path.stat().st_size / 2**20
@@ -78,7 +80,7 @@ def run(cfg: DictConfig) -> None:
         else f"max |export - eager| = {result.max_abs_diff:.2e}"
     )
     with reader_may_stop(APP):
-        print(f"{APP}: wrote {result.path} ({result.format}, {size_mb:.1f} MiB); {check}")
+        print(f"{APP}: wrote {printable_path(result.path)} ({result.format}, {size_mb:.1f} MiB); {check}")
 
 
 def main() -> None:

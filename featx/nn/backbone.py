@@ -163,7 +163,10 @@ class Backbone(nn.Module):
 
     @property
     def out_channels(self) -> Optional[int]:
-        """The channel count shared by all outputs (what torchvision's detection models read), else ``None``."""
+        """The channel count shared by all outputs (what torchvision's detection models read), else ``None``:
+        torchvision's detectors check only that the attribute exists, and fail inside torch on ``None`` (a
+        ``TypeError`` of ``'NoneType' and 'int'``); :mod:`featx.detection` refuses such a backbone, naming the widths.
+        Example: ``featx.build("resnet18_fpn").out_channels == 256``."""
         channels = {info.channels for info in self.feature_info}
         return channels.pop() if len(channels) == 1 else None
 

@@ -10,19 +10,22 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from featx.errors import ArgumentError, FeatxError, InputShapeError, first_line
-from featx.files import file_path_argument, flag_argument, utf8_path, write_atomically
+from featx.files import file_path_argument, flag_argument, printable_path, utf8_path, write_atomically
 from featx.nn.backbone import Backbone
-from featx.spec.limits import check_batch_shape
+from featx.spec.limits import check_batch_shape, escaped
 
 #: format -> the file suffix it is written with
 FORMATS = {"torchscript": ".pt", "exported": ".pt2", "onnx": ".onnx"}
@@ -31,6 +34,26 @@ _WRITTEN = {"torchscript": "TorchScript trace", "exported": "torch.export progra
 
 #: runs the reloaded export on an input and returns its outputs in ``feature_info`` order
 RunLoaded = Callable[[Tensor], List[Tensor]]
+
+
+@dataclass(frozen=True)
+class ExportKeys:
+    """How :func:`export_backbone`'s errors name what to change: its own arguments (the default) or an app's keys."""
+
+    path: str = "path"
+    format: str = "format"
+    size: str = "example_size"
+    #: how to say "replace an existing file"
+    overwrite: str = "pass overwrite=True to replace it"
+
+
+#: the names ``featx-export`` gives: its ``export.*`` keys
+APP_KEYS = ExportKeys(
+    path="export.path",
+    format="export.format",
+    size="export.height, export.width",
+    overwrite="set overwrite (export.overwrite=true) to replace it",
+)
 
 
 @dataclass(frozen=True)
@@ -53,11 +76,17 @@ def _dynamic_dims(backbone: Backbone, dynamic: bool) -> Dict[int, object]:
     return dims
 
 
-def _max_abs_diff(expected: Dict[str, Tensor], actual: List[Tensor]) -> float:
-    return max(
-        float((want - torch.as_tensor(got, device=want.device)).abs().max())
-        for want, got in zip(expected.values(), actual, strict=True)
-    )
+def _differences(expected: Dict[str, Tensor], actual: List[Tensor]) -> Dict[str, float]:
+    """Each output's largest difference from eager's."""
+    return {
+        name: float((want - torch.as_tensor(got, device=want.device)).abs().max())
+        for (name, want), got in zip(expected.items(), actual, strict=True)
+    }
+
+
+def _quoted_error(error: BaseException) -> str:
+    """``Type: first line`` of a library's exception, its control characters (torch's terminal colours) escaped."""
+    return f"{type(error).__name__}: {escaped(first_line(error))}"
 
 
 def _random(shape: Sequence[int], like: Tensor, generator: torch.Generator) -> Tensor:
@@ -73,12 +102,63 @@ def _other_size(backbone: Backbone, example: Tensor, generator: torch.Generator)
     return _random((*example.shape[:-2], height + stride, width + 2 * stride), example, generator)
 
 
+class _TensorTruthSites(TorchFunctionMode):
+    """Records where Python code turns a tensor into a bool (``if x.max() > 1:``), as ``(file, line)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: Set[Tuple[str, int]] = set()
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: Optional[Dict[str, Any]] = None
+    ) -> Any:
+        if func is Tensor.__bool__:
+            caller = sys._getframe(1)  # the code that asked for the bool
+            self.sites.add((caller.f_code.co_filename, caller.f_lineno))
+        return func(*args, **(kwargs or {}))
+
+
+def _value_branch_sites(backbone: Backbone, example: Tensor) -> Set[Tuple[str, int]]:
+    """Where an eager forward of ``example`` branches on a tensor's values: there a shape is a Python int, so a tensor
+    made a bool holds values (in a trace, shapes are tensors too: Swin's branch on its padded size is one)."""
+    with torch.no_grad(), _TensorTruthSites() as recorder:
+        backbone(example)
+    return recorder.sites
+
+
+def _refuse_value_branches(
+    caught: List[warnings.WarningMessage], value_branches: Set[Tuple[str, int]], format_key: str
+) -> None:
+    """:class:`ArgumentError` naming ``format_key`` when the tracer warned that it took a tensor made a Python bool
+    as a constant where eager branches on a tensor's values: the trace keeps the branch its example took for every
+    input (the check's random inputs would take the same branch and pass)."""
+    branch = next(
+        (
+            warning
+            for warning in caught
+            if issubclass(warning.category, torch.jit.TracerWarning)
+            and "Python boolean" in str(warning.message)
+            and (warning.filename, warning.lineno) in value_branches
+        ),
+        None,
+    )
+    if branch is not None:
+        raise ArgumentError(
+            f"{format_key}: torchscript cannot hold this backbone: at {printable_path(branch.filename)}:"
+            f"{branch.lineno} it branches on a tensor's values (torch's tracer: {escaped(first_line(branch.message))}"
+            "), and a trace keeps the branch its example input took for every input. torch.export (format exported "
+            "or onnx) refuses such a branch too: write it with torch.where or torch.cond; nothing was written"
+        )
+
+
 def _write_torchscript(backbone: Backbone, example: Tensor, path: Path) -> RunLoaded:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # trace's deprecation notices and its (handled) shape-check TracerWarnings
+    """Trace, save and reload (its warnings are the caller's: :func:`_write` reads them)."""
+    # without gradients: torch's check of the trace runs so, and nn.MultiheadAttention takes another path with them
+    # (a ViT's trace failed torch's check); the trace is an inference graph, as the other formats' are
+    with torch.no_grad():
         traced = torch.jit.trace(backbone, example, strict=False)
-        torch.jit.save(traced, str(path))
-        loaded = torch.jit.load(str(path))
+    torch.jit.save(traced, str(path))
+    loaded = torch.jit.load(str(path))
     return lambda x: list(loaded(x).values())
 
 
@@ -105,6 +185,15 @@ def _require_onnx_exporter() -> None:
         ) from None
 
 
+def _onnxruntime_hint(example: Tensor) -> str:
+    """What can be written instead of an ONNX file onnxruntime cannot load: float32 types are what it runs."""
+    if example.dtype != torch.float32:
+        return "a float32 backbone, or format exported or torchscript, can be"
+    if torch.is_autocast_enabled(example.device.type):  # the autocast types reach the file
+        return "exported outside torch.autocast, or as format exported or torchscript, it can be"
+    return "format exported or torchscript can be"
+
+
 def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int, object]) -> Optional[RunLoaded]:
     """Writes the ONNX file; returns ``None`` when onnxruntime is not installed to run it."""
     names = [info.name for info in backbone.feature_info]
@@ -128,8 +217,7 @@ def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int,
     except Exception as error:  # noqa: BLE001 - a file torch wrote that onnxruntime cannot run: it cannot be checked
         raise ArgumentError(
             f"export: onnxruntime cannot load the ONNX file torch wrote for this backbone, so it cannot be checked "
-            f"({type(error).__name__}: {first_line(error)}); nothing was written (a float32 backbone, or format "
-            "exported or torchscript, can be)"
+            f"({_quoted_error(error)}); nothing was written ({_onnxruntime_hint(example)})"
         ) from None
     return lambda x: [torch.from_numpy(out) for out in session.run(None, {"image": x.cpu().numpy()})]
 
@@ -141,21 +229,52 @@ def export_path(path: Path, format: str, key: str) -> Path:
     return path if format == "exported" else utf8_path(path, key, reader=f"torch's {_WRITTEN[format]} writer takes")
 
 
-def _write(format: str, backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> Optional[RunLoaded]:
+def _write(
+    format: str, backbone: Backbone, example: Tensor, path: Path, dynamic: bool, keys: ExportKeys
+) -> Optional[RunLoaded]:
     """Write ``backbone`` as ``format`` to ``path`` and return how to run the file (``None``: no ONNX runtime)."""
     if format == "torchscript":
-        return _write_torchscript(backbone, example, path)
+        value_branches = _value_branch_sites(backbone, example)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # kept from the output: trace's deprecation notices, shape-check warnings
+            run_loaded = _write_torchscript(backbone, example, path)
+        _refuse_value_branches(caught, value_branches, keys.format)
+        return run_loaded
     dims = _dynamic_dims(backbone, dynamic)
     writer = _write_exported if format == "exported" else _write_onnx
     return writer(backbone, example, path, dims)
 
 
-def _tolerance(outputs: Dict[str, Tensor]) -> float:
-    """How far an export's outputs may be from eager's: 1e-4 (16 machine epsilons of a half-precision backbone)
-    times one plus the largest eager value."""
-    dtype = next(iter(outputs.values())).dtype
-    scale = max(float(value.abs().max()) for value in outputs.values())
-    return max(1e-4, 16 * torch.finfo(dtype).eps) * (1 + scale)
+#: how far an export's output may be from eager's, relative to that output's largest eager value (at least 16
+#: machine epsilons: a half-precision backbone's)
+RELATIVE_TOLERANCE = 1e-4
+
+
+def _tolerances(outputs: Dict[str, Tensor]) -> Dict[str, float]:
+    """Each output's tolerance: :data:`RELATIVE_TOLERANCE` times its largest eager value, plus its type's smallest
+    normal number (an output of zeros, or of subnormals a runtime flushes to zero)."""
+    tolerances = {}
+    for name, value in outputs.items():
+        types = torch.finfo(value.dtype)
+        tolerances[name] = max(RELATIVE_TOLERANCE, 16 * types.eps) * float(value.abs().max()) + types.tiny
+    return tolerances
+
+
+def _nan_largest(difference: float) -> float:
+    """``difference`` for ordering, a NaN (an output that is no number) above any other."""
+    return math.inf if math.isnan(difference) else difference
+
+
+def _worst_output(differences: Dict[str, float], tolerances: Dict[str, float]) -> str:
+    """The output furthest from eager for its tolerance."""
+    return max(differences, key=lambda name: _nan_largest(differences[name]) / tolerances[name])
+
+
+def _unit_sides(outputs: Dict[str, Tensor]) -> List[str]:
+    """The outputs with a side of 1 (``c5 is 1x1``): torch.export fixes such a side, so the program takes no other."""
+    return [
+        f"{name} is {value.shape[-2]}x{value.shape[-1]}" for name, value in outputs.items() if 1 in value.shape[-2:]
+    ]
 
 
 #: the float32 precision settings (torch's ``torch.backends.<backend>.<op>.fp32_precision``) that apply to a
@@ -206,6 +325,24 @@ def _legacy_float32_without_tf32() -> Iterator[None]:
         torch.set_float32_matmul_precision(matmuls)
 
 
+def _mismatch(expected: Dict[str, Tensor], run_loaded: RunLoaded, x: Tensor) -> Tuple[float, Optional[str]]:
+    """The file's largest difference from eager's ``expected`` on ``x``, and what is wrong (``None``: each output is
+    within its tolerance): the output furthest from eager named, or the runtime's failure."""
+    try:
+        differences = _differences(expected, run_loaded(x))
+    except Exception as error:  # noqa: BLE001 - any runtime's failure to run the file is the finding
+        return math.inf, f"fails ({_quoted_error(error)})"
+    tolerances = _tolerances(expected)
+    worst = _worst_output(differences, tolerances)
+    largest = max(differences.values(), key=_nan_largest)
+    if differences[worst] <= tolerances[worst]:
+        return largest, None
+    return largest, (
+        f"differs from eager by {differences[worst]:.3g} in output '{worst}' (tolerance {tolerances[worst]:.3g}: "
+        f"{RELATIVE_TOLERANCE:g} times its largest eager value, {float(expected[worst].abs().max()):.3g})"
+    )
+
+
 def _check_against_eager(
     backbone: Backbone,
     run_loaded: RunLoaded,
@@ -213,6 +350,7 @@ def _check_against_eager(
     format: str,
     dynamic: bool,
     generator: torch.Generator,
+    size_key: str,
 ) -> float:
     """Run the written export on a fresh input of the example's shape and, when it is dynamic and the model takes
     any size, at another height and width; the largest difference from eager, or :class:`ArgumentError`."""
@@ -220,17 +358,14 @@ def _check_against_eager(
     if dynamic and backbone.spec.input_size is None:
         inputs.append(_other_size(backbone, example, generator))
     worst = 0.0
+    unit_sides: List[str] = []
     for x in inputs:
         with torch.no_grad(), _float32_without_tf32(x.device):
             expected = backbone(x)
-            tolerance = _tolerance(expected)
-            try:
-                difference = _max_abs_diff(expected, run_loaded(x))
-            except Exception as error:  # noqa: BLE001 - any runtime's failure to run the file is the finding
-                difference, failure = float("inf"), f"fails ({type(error).__name__}: {first_line(error)})"
-            else:
-                failure = f"differs from eager by {difference:.3g} (tolerance {tolerance:.3g})"
-        if not difference <= tolerance:
+            difference, failure = _mismatch(expected, run_loaded, x)
+        if x is inputs[0]:
+            unit_sides = _unit_sides(expected)
+        if failure is not None:
             size = tuple(x.shape[-2:])
             if x is inputs[0]:
                 raise ArgumentError(
@@ -238,6 +373,11 @@ def _check_against_eager(
                     f"it {failure}; nothing was written"
                 )
             retry = "Use format exported or onnx for other sizes, or" if format == "torchscript" else "Use"
+            if unit_sides and format != "torchscript":
+                retry = (
+                    f"At the example size {', '.join(unit_sides)}, and torch.export keeps a side of 1 fixed: export "
+                    f"at a larger size ({size_key}) that makes every output at least 2x2, or use"
+                )
             raise ArgumentError(
                 f"export: the {_WRITTEN[format]} of this backbone keeps the example's size "
                 f"{tuple(example.shape[-2:])}: at {size} it {failure}. {retry} export.dynamic=false "
@@ -255,7 +395,7 @@ def export_backbone(
     batch_size: int = 1,
     dynamic: bool = True,
     overwrite: bool = False,
-    size_key: str = "example_size",
+    keys: ExportKeys = ExportKeys(),
 ) -> ExportResult:
     """Export ``backbone`` (in eval mode; each module's mode is restored afterwards) to ``path`` as ``format``
     (``torchscript``, ``exported`` or ``onnx``), traced with a random ``batch_size × C × example_size`` input;
@@ -263,12 +403,14 @@ def export_backbone(
     shape-specialised in places).
 
     The file is written next to ``path`` first, reloaded and run on a fresh input, and, when ``dynamic`` and the
-    model takes any size, at another height and width too; it is renamed into place only if its outputs are within
-    1e-4 × (1 + the largest eager value) of eager's there (16 epsilons of a half type), else :class:`ArgumentError`
-    and nothing is written. An existing ``path`` is replaced only with ``overwrite``. An ONNX file is checked with
-    onnxruntime when that is installed (``max_abs_diff`` is ``None`` otherwise). A size the backbone cannot take is
-    an :class:`ArgumentError` naming ``size_key`` (the app's ``export.height, export.width``), and an exporter's own
-    failure one naming the format.
+    model takes any size, at another height and width too; it is renamed into place only if each output is within
+    1e-4 × its largest eager value of eager's there (16 epsilons of a half type), else :class:`ArgumentError`
+    naming the output, and nothing is written (nor are the folders it created for ``path`` left). An existing
+    ``path`` is replaced only with ``overwrite``. An ONNX file is checked with onnxruntime when that is installed
+    (``max_abs_diff`` is ``None`` otherwise). A TorchScript trace of a model that branches on a tensor's values is
+    refused. A size the backbone cannot take is an :class:`ArgumentError` naming ``example_size``, and an exporter's
+    own failure one naming the format; ``keys`` (:data:`APP_KEYS`: the app's ``export.*``) says how errors name the
+    arguments.
     """
     if not isinstance(backbone, Backbone):
         raise ArgumentError(f"backbone: expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
@@ -301,35 +443,53 @@ def export_backbone(
 
     def write(partial: Path) -> None:
         try:
-            run_loaded = _write(format, backbone, example, partial, dynamic)
+            run_loaded = _write(format, backbone, example, partial, dynamic, keys)
         except (FeatxError, OSError):  # an OSError is the file's (a full disk): write_atomically names the path
             raise
         except Exception as error:  # noqa: BLE001 - whatever torch's exporter raises for this model: one featx error
-            retry = "; try dynamic=False (export.dynamic=false)" if dynamic else ""
+            # (a TorchScript trace is the same whether dynamic or not)
+            retry = "; try dynamic=False (export.dynamic=false)" if dynamic and format != "torchscript" else ""
             raise ArgumentError(
-                f"export: torch could not write this backbone as {_WRITTEN[format]} ({type(error).__name__}: "
-                f"{first_line(error)}){retry}; nothing was written"
+                f"export: torch could not write this backbone as {_WRITTEN[format]} ({_quoted_error(error)}){retry}; "
+                "nothing was written"
             ) from None
         differences.append(
             None
             if run_loaded is None
-            else _check_against_eager(backbone, run_loaded, example, format, dynamic, generator)
+            else _check_against_eager(backbone, run_loaded, example, format, dynamic, generator, keys.size)
         )
 
+    created = _missing_folders(path.parent)
     try:
         with torch.no_grad():  # a size the model cannot take: its own error, before any exporter meets it
             try:
                 backbone(example)
             except InputShapeError as error:
-                raise ArgumentError(f"{size_key}: {example_size[0]}x{example_size[1]}: {error}") from None
-        target = write_atomically(
-            path,
-            write,
-            overwrite=overwrite,
-            what="export.path",
-            hint="set overwrite (export.overwrite=true) to replace it",
-        )
+                raise ArgumentError(f"{keys.size}: {example_size[0]}x{example_size[1]}: {error}") from None
+        target = write_atomically(path, write, overwrite=overwrite, what=keys.path, hint=keys.overwrite)
+    except BaseException:  # "nothing was written": nor are the folders made for the file left
+        _remove_empty_folders(created)
+        raise
     finally:  # a backbone exported mid-training goes on training (BatchNorm statistics, dropout)
         for module, training in modes:
             module.training = training
     return ExportResult(target, format, differences[0])
+
+
+def _missing_folders(folder: Path) -> List[Path]:
+    """``folder`` and those above it that do not exist yet (what writing into it creates), deepest first."""
+    missing = []
+    while folder != folder.parent and not os.path.lexists(folder):
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty_folders(folders: List[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: one that something else wrote into stays, and so
+    do those above it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
