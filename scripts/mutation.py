@@ -1237,7 +1237,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/run.py",
-        "        check_input_size(spec, transform, transform_name, options.batch_size, options.size)\n",
+        "            check_input_size(spec, transform, transform_name, options.batch_size, options.size)\n",
         "",
         "a size too small for the backbone found after the settings are recorded",
     ),
