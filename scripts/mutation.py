@@ -2547,8 +2547,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "            if _schema_hint(key, schema) is bool and not is_true_or_false(value):",
-        "            if False:",
+        "            problem = _problem_with(key, schema, [value])\n            if problem is not None:",
+        "            problem = _problem_with(key, schema, [value])\n            if False:",
         "extract.overwrite: 2 in a user's config file taken as true: a folder of features replaced",
     ),
     Mutant(

@@ -270,21 +270,12 @@ def _leaves(content: Mapping[str, Any], prefix: str = "") -> Iterator[Tuple[str,
             yield f"{prefix}{key}", value
 
 
-def _schema_hint(key: str, schema: type) -> object:
-    """The type ``schema`` (an app's config dataclass) gives the dotted ``key``, or None where it gives none."""
-    owner: object = schema
-    for part in key.split("."):
-        hints = typing.get_type_hints(owner) if isinstance(owner, type) and dataclasses.is_dataclass(owner) else {}
-        if part not in hints:
-            return None
-        owner = hints[part]
-    return owner
-
-
-def check_file_flags(app: str, files: Sequence[Path], schema: type) -> None:
-    """The flags in the user's config ``files`` (``run``, ``extract.overwrite``, a ``backbone:`` node's
-    ``channels_last``) hold true or false: OmegaConf takes ``2``, ``yes`` or ``on`` as true as Hydra composes, and
-    ``extract.overwrite: 2`` replaced a folder of features. What else is wrong with a file Hydra names."""
+def check_file_values(app: str, files: Sequence[Path], schema: type) -> None:
+    """The values in the user's config ``files`` pass the checks of the command line's (:func:`_problem_with`): a
+    flag (``run``, ``extract.overwrite``, a ``backbone:`` node's ``channels_last``) holds true or false, where
+    OmegaConf takes ``2``, ``yes`` or ``on`` as true as Hydra composes (``extract.overwrite: 2`` replaced a folder of
+    features); a key the app lacks, or a value its type cannot hold, is named with the file. What else is wrong
+    with a file Hydra names."""
     for path in files:
         try:
             content = read_spec_file(path)
@@ -297,8 +288,9 @@ def check_file_flags(app: str, files: Sequence[Path], schema: type) -> None:
         except SpecError as error:
             fail(app, str(error.with_origin(str(path))))
         for key, value in _leaves({k: v for k, v in content.items() if k not in ("defaults", "hydra", "backbone")}):
-            if _schema_hint(key, schema) is bool and not is_true_or_false(value):
-                fail(app, f"{path}: {key}: must be true or false, got {quoted(value)}")
+            problem = _problem_with(key, schema, [value])
+            if problem is not None:
+                fail(app, f"{path}: {problem}")
 
 
 def _users_config(folders: Sequence[Path], name: str) -> Optional[Path]:
@@ -818,7 +810,7 @@ def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str]
     check_choices(app, overrides, custom_roots or searchpath)
     check_plain_keys(app, overrides, schema)
     check_user_backbone_files(app, overrides, config_dirs(flags, overrides), schema)
-    check_file_flags(app, check_primary_config(app, flags, config_dirs(flags, overrides)), schema)
+    check_file_values(app, check_primary_config(app, flags, config_dirs(flags, overrides)), schema)
 
 
 @contextlib.contextmanager
