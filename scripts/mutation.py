@@ -2631,9 +2631,15 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/export.py",
-        "            and (warning.filename, warning.lineno) in value_branches\n",
-        "",
+        "    branch = next((warning for warning in warned if (warning.filename, warning.lineno) in value_sites), None)",
+        "    branch = next(iter(warned), None)",
         "Swin's branch on its padded size refused as a branch on values",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "_TO_PYTHON = (Tensor.__bool__, Tensor.item, Tensor.__int__, Tensor.__float__, Tensor.__index__)",
+        "_TO_PYTHON = (Tensor.__bool__,)",
+        "x / 255 if x.max().item() > 1 else x: the trace of a branch on a Python number written, wrong on 0..1 images",
     ),
     Mutant(
         "tasks/export.py",
@@ -2694,6 +2700,12 @@ MUTANTS: List[Mutant] = [
         "        _remove_empty_folders(created)\n        raise\n",
         "        raise\n",
         "a refused export leaves the folders it made for the path",
+    ),
+    Mutant(
+        "cli/app.py",
+        '                queue.append((found, name.rpartition("/")[0]))',
+        "                pass",
+        "run: 'no' in a file the user's primary config brings in second (defaults: [config, extra]): taken as false",
     ),
 ]
 

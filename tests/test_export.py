@@ -495,17 +495,27 @@ class _AutoScale(torch.nn.Module):
         return x / 255 if bool(x.max() > 1) else x
 
 
+class _AutoScaleByItem(torch.nn.Module):
+    """The same branch on a Python number (``.item()``): the tracer warns of a number, not a boolean."""
+
+    def forward(self, x):
+        return x / 255 if x.max().item() > 1 else x
+
+
+@pytest.mark.parametrize(
+    ("module", "kind"), [(_AutoScale, "boolean"), (_AutoScaleByItem, "number")], ids=["bool", "item"]
+)
 @pytest.mark.parametrize(("keys", "key"), [(ExportKeys(), "format"), (APP_KEYS, "export.format")])
-def test_a_torchscript_trace_of_a_branch_on_the_inputs_values_is_refused(tmp_path, keys, key):
+def test_a_torchscript_trace_of_a_branch_on_the_inputs_values_is_refused(tmp_path, keys, key, module, kind):
     """The trace keeps the branch its example took (the check's random-normal inputs take it too, so the file passed
     with max_abs_diff 0.0, and computed x / 255 on a 0..1 image); torch's TracerWarning saying so was silenced."""
-    backbone = _hand_made(_AutoScale())
+    backbone = _hand_made(module())
     with pytest.raises(featx.ArgumentError) as caught:
         export_backbone(backbone, tmp_path / "b.pt", "torchscript", (32, 32), keys=keys)
-    line = _AutoScale.forward.__code__.co_firstlineno + 1
+    line = module.forward.__code__.co_firstlineno + 1
     assert re.fullmatch(
         rf"{re.escape(key)}: torchscript cannot hold this backbone: at {re.escape(__file__)}:{line} it branches on a "
-        r"tensor's values \(torch's tracer: Converting a tensor to a Python boolean might cause the trace to be "
+        rf"tensor's values \(torch's tracer: Converting a tensor to a Python {kind} might cause the trace to be "
         r"incorrect\. .*\), and a trace keeps the branch its example input took for every input\. torch\.export "
         r"\(format exported or onnx\) refuses such a branch too: write it with torch\.where or torch\.cond; "
         r"nothing was written",

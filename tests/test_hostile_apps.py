@@ -1253,6 +1253,31 @@ def test_a_flag_in_a_users_config_file_takes_true_or_false_only(workdir, app, fi
 
 
 @pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (  # a file the primary config brings in other than first: only the first entries were read
+            {"mine.yaml": "defaults: [config, extra, _self_]\n", "extra.yaml": "run: 'no'\n"},
+            "extra.yaml: run: must be true or false, got 'no'",
+        ),
+        (  # a group's file holds its group's keys
+            {"mine.yaml": "defaults: [config, {input: small}, _self_]\n", "input/small.yaml": "height: abc\n"},
+            "input/small.yaml: input.height: Value 'abc' of type 'str' could not be converted to Integer",
+        ),
+    ],
+)
+def test_values_in_every_config_file_of_the_users_the_primary_config_brings_in_are_checked(workdir, files, message):
+    for name, content in files.items():
+        (workdir / "mine" / name).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / "mine" / name).write_text(content)
+    before = folder_state(workdir)
+    code, errors, _ = run_app(
+        "featx", ["--config-dir", str(workdir / "mine"), "-cn", "mine", "backbone=resnet18"], workdir
+    )
+    assert _message(code, errors) == f"featx: error: {workdir / 'mine'}/{message}"
+    assert folder_state(workdir) == before
+
+
+@pytest.mark.parametrize(
     ("line", "message"),
     [
         ("seed: abc", "backbone.seed: Value 'abc' of type 'str' could not be converted to Integer"),

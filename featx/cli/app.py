@@ -270,24 +270,40 @@ def _leaves(content: Mapping[str, Any], prefix: str = "") -> Iterator[Tuple[str,
             yield f"{prefix}{key}", value
 
 
-def check_file_values(app: str, files: Sequence[Path], schema: type) -> None:
-    """The values in the user's config ``files`` pass the checks of the command line's (:func:`_problem_with`): a
-    flag (``run``, ``extract.overwrite``, a ``backbone:`` node's ``channels_last``) holds true or false, where
-    OmegaConf takes ``2``, ``yes`` or ``on`` as true as Hydra composes (``extract.overwrite: 2`` replaced a folder of
-    features); a key the app lacks, or a value its type cannot hold, is named with the file. What else is wrong
-    with a file Hydra names."""
-    for path in files:
+def check_file_values(app: str, files: Sequence[Path], folders: Sequence[Path], schema: type) -> None:
+    """The values in the user's config ``files`` (the primary config's chain) and in each file of the user's
+    ``folders`` their defaults lists bring in (``defaults: [config, extra, _self_]``; ``input/small`` holds
+    ``input.*``; backbone files are :func:`check_user_backbone_files`'s) pass the checks of the command line's
+    (:func:`_problem_with`): a flag (``run``, ``extract.overwrite``, a ``backbone:`` node's ``channels_last``) holds
+    true or false, where OmegaConf takes ``2``, ``yes`` or ``on`` as true as Hydra composes (``extract.overwrite: 2``
+    replaced a folder of features); a key the app lacks, or a value its type cannot hold, is named with the file.
+    What else is wrong with a file Hydra names."""
+    queue: List[Tuple[Path, str]] = [(path, "") for path in files]  # (file, its group)
+    read: List[Path] = []
+    while queue:
+        path, group = queue.pop(0)
+        if path in read:
+            continue
+        if len(read) == _MAX_DEFAULTS_FILES:
+            fail(app, f"{path}: the defaults lists of your config files bring in more than {_MAX_DEFAULTS_FILES} files")
+        read.append(path)
         try:
             content = read_spec_file(path)
         except SpecError:
             continue  # Hydra names what is wrong with the file when it composes it
+        for name, _ in _defaults_entries(content, group):
+            found = _users_config(folders, name)
+            if found is not None and name.split("/")[0] not in ("backbone", "hydra"):
+                queue.append((found, name.rpartition("/")[0]))
         backbone = content.get("backbone")
         try:
-            if isinstance(backbone, Mapping):
+            if not group and isinstance(backbone, Mapping):
                 check_spec_values(backbone)
         except SpecError as error:
             fail(app, str(error.with_origin(str(path))))
-        for key, value in _leaves({k: v for k, v in content.items() if k not in ("defaults", "hydra", "backbone")}):
+        skipped = ("defaults",) if group else ("defaults", "hydra", "backbone")
+        values = {key: value for key, value in content.items() if key not in skipped}
+        for key, value in _leaves(values, group.replace("/", ".") + "." if group else ""):
             problem = _problem_with(key, schema, [value])
             if problem is not None:
                 fail(app, f"{path}: {problem}")
@@ -810,7 +826,8 @@ def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str]
     check_choices(app, overrides, custom_roots or searchpath)
     check_plain_keys(app, overrides, schema)
     check_user_backbone_files(app, overrides, config_dirs(flags, overrides), schema)
-    check_file_values(app, check_primary_config(app, flags, config_dirs(flags, overrides)), schema)
+    folders = config_dirs(flags, overrides)
+    check_file_values(app, check_primary_config(app, flags, folders), folders, schema)
 
 
 @contextlib.contextmanager

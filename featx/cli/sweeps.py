@@ -88,7 +88,7 @@ def check_sweeper_params(app: str, overrides: Sequence[Tuple[str, Override]]) ->
     the command line gives a sweep as the key itself. ``hydra.sweeper.params=null`` (a config's sweep left out) is
     taken."""
     for argument, override in overrides:
-        key = override.key_or_group.lstrip("+~")
+        key = override.key_or_group  # without its +, ++ or ~: Hydra's parser keeps those in override.type
         below = key == SWEEPER_PARAMS or key.startswith(SWEEPER_PARAMS + ".")
         if below and not (key == SWEEPER_PARAMS and override.value() is None):
             fail(

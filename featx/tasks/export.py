@@ -102,8 +102,13 @@ def _other_size(backbone: Backbone, example: Tensor, generator: torch.Generator)
     return _random((*example.shape[:-2], height + stride, width + 2 * stride), example, generator)
 
 
-class _TensorTruthSites(TorchFunctionMode):
-    """Records where Python code turns a tensor into a bool (``if x.max() > 1:``), as ``(file, line)``."""
+#: the Tensor methods that turn a tensor's value into a Python bool or number (which a trace keeps as a constant)
+_TO_PYTHON = (Tensor.__bool__, Tensor.item, Tensor.__int__, Tensor.__float__, Tensor.__index__)
+
+
+class _TensorValueSites(TorchFunctionMode):
+    """Records where Python code turns a tensor into a bool or number (``if x.max() > 1:``, ``x.max().item()``), as
+    ``(file, line)``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,36 +117,30 @@ class _TensorTruthSites(TorchFunctionMode):
     def __torch_function__(
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: Optional[Dict[str, Any]] = None
     ) -> Any:
-        if func is Tensor.__bool__:
-            caller = sys._getframe(1)  # the code that asked for the bool
+        if func in _TO_PYTHON:
+            caller = sys._getframe(1)  # the code that asked for the value
             self.sites.add((caller.f_code.co_filename, caller.f_lineno))
         return func(*args, **(kwargs or {}))
 
 
-def _value_branch_sites(backbone: Backbone, example: Tensor) -> Set[Tuple[str, int]]:
-    """Where an eager forward of ``example`` branches on a tensor's values: there a shape is a Python int, so a tensor
-    made a bool holds values (in a trace, shapes are tensors too: Swin's branch on its padded size is one)."""
-    with torch.no_grad(), _TensorTruthSites() as recorder:
+def _value_sites(backbone: Backbone, example: Tensor) -> Set[Tuple[str, int]]:
+    """Where an eager forward of ``example`` turns a tensor's values into Python ones: there a shape is a Python int,
+    so such a tensor holds values (in a trace, shapes are tensors too: Swin's branch on its padded size is one)."""
+    with torch.no_grad(), _TensorValueSites() as recorder:
         backbone(example)
     return recorder.sites
 
 
 def _refuse_value_branches(
-    caught: List[warnings.WarningMessage], value_branches: Set[Tuple[str, int]], format_key: str
+    caught: List[warnings.WarningMessage], backbone: Backbone, example: Tensor, format_key: str
 ) -> None:
     """:class:`ArgumentError` naming ``format_key`` when the tracer warned that it took a tensor made a Python bool
-    as a constant where eager branches on a tensor's values: the trace keeps the branch its example took for every
-    input (the check's random inputs would take the same branch and pass)."""
-    branch = next(
-        (
-            warning
-            for warning in caught
-            if issubclass(warning.category, torch.jit.TracerWarning)
-            and "Python boolean" in str(warning.message)
-            and (warning.filename, warning.lineno) in value_branches
-        ),
-        None,
-    )
+    or number as a constant where eager turns a tensor's values into one: the trace keeps the branch (or number) its
+    example gave for every input (the check's random inputs would take the same branch and pass). The eager forward
+    that tells values from shapes runs only after such a warning."""
+    warned = [warning for warning in caught if issubclass(warning.category, torch.jit.TracerWarning)]
+    value_sites = _value_sites(backbone, example) if warned else set()
+    branch = next((warning for warning in warned if (warning.filename, warning.lineno) in value_sites), None)
     if branch is not None:
         raise ArgumentError(
             f"{format_key}: torchscript cannot hold this backbone: at {printable_path(branch.filename)}:"
@@ -234,11 +233,10 @@ def _write(
 ) -> Optional[RunLoaded]:
     """Write ``backbone`` as ``format`` to ``path`` and return how to run the file (``None``: no ONNX runtime)."""
     if format == "torchscript":
-        value_branches = _value_branch_sites(backbone, example)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # kept from the output: trace's deprecation notices, shape-check warnings
             run_loaded = _write_torchscript(backbone, example, path)
-        _refuse_value_branches(caught, value_branches, keys.format)
+        _refuse_value_branches(caught, backbone, example, keys.format)
         return run_loaded
     dims = _dynamic_dims(backbone, dynamic)
     writer = _write_exported if format == "exported" else _write_onnx

@@ -468,7 +468,8 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
             if rank == 0:
                 store.prepare(settings, config_yaml or _options_yaml(spec, options), options.overwrite)
 
-        done = {(stored.path, stored.identity) for stored in store.stored_files()}
+        with ranks_fail_together(world):  # an unreadable shard on one rank's view stops every rank
+            done = {(stored.path, stored.identity) for stored in store.stored_files()}
         mine = [
             path
             for index, path in enumerate(listing.images)
