@@ -2661,8 +2661,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/export.py",
-        'if dynamic and format != "torchscript" else ""',
-        'if dynamic else ""',
+        '    return dynamic and format != "torchscript"',
+        "    return dynamic",
         "a TorchScript failure advises dynamic=False, which changes nothing",
     ),
     Mutant(

@@ -30,7 +30,7 @@ APP = "featx-export"
 def run(cfg: DictConfig) -> None:
     """Build ``cfg.backbone`` and write ``cfg.export``."""
     # torch: by a job only (not --help, -sc)
-    from featx.tasks.export import APP_KEYS, FORMATS, export_backbone, export_path
+    from featx.tasks.export import APP_KEYS, FORMATS, export_backbone, export_path, static_may_help
 
     options = cfg.export  # every key set and of its type (app_task checked)
     if options.format not in FORMATS:
@@ -69,8 +69,7 @@ def run(cfg: DictConfig) -> None:
                 keys=APP_KEYS,
             )
     except Exception as error:  # noqa: BLE001 - an exporter failure: say which and how to retry, no traceback
-        # (a TorchScript trace is the same whether dynamic or not)
-        hint = " (try export.dynamic=false)" if options.dynamic and options.format != "torchscript" else ""
+        hint = " (try export.dynamic=false)" if static_may_help(options.format, options.dynamic) else ""
         reason = f"{type(error).__name__}: {first_line(error)}"
         fail(APP, f"exporting {backbone.spec.model} as {options.format} failed{hint}: {reason}")
     size_mb = result.path.stat().st_size / 2**20

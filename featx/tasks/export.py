@@ -221,6 +221,12 @@ def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int,
     return lambda x: [torch.from_numpy(out) for out in session.run(None, {"image": x.cpu().numpy()})]
 
 
+def static_may_help(format: str, dynamic: bool) -> bool:
+    """Whether an export of ``format`` that failed with ``dynamic`` may succeed with ``dynamic=False``: a dynamic
+    ``exported``/``onnx`` export (a TorchScript trace is the same whether dynamic or not)."""
+    return dynamic and format != "torchscript"
+
+
 def export_path(path: Path, format: str, key: str) -> Path:
     """``path`` where torch's writer of ``format`` can write, else :class:`ArgumentError` naming ``key``: TorchScript
     and ONNX take paths that are UTF-8 (their writers take text; ``torch.export`` writes through an open file).
@@ -445,8 +451,7 @@ def export_backbone(
         except (FeatxError, OSError):  # an OSError is the file's (a full disk): write_atomically names the path
             raise
         except Exception as error:  # noqa: BLE001 - whatever torch's exporter raises for this model: one featx error
-            # (a TorchScript trace is the same whether dynamic or not)
-            retry = "; try dynamic=False (export.dynamic=false)" if dynamic and format != "torchscript" else ""
+            retry = "; try dynamic=False (export.dynamic=false)" if static_may_help(format, dynamic) else ""
             raise ArgumentError(
                 f"export: torch could not write this backbone as {_WRITTEN[format]} ({_quoted_error(error)}){retry}; "
                 "nothing was written"
