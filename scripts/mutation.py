@@ -2707,6 +2707,18 @@ MUTANTS: List[Mutant] = [
         "                pass",
         "run: 'no' in a file the user's primary config brings in second (defaults: [config, extra]): taken as false",
     ),
+    Mutant(
+        "tasks/extract/listing.py",
+        '        crossed = _linked_folders_crossed(base, pattern) if "**" in Path(pattern).parts else set()',
+        "        crossed: Set[Path] = set()",
+        "extract.input: photos/**/*.png leaves out the images below linked folders without naming the links",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "            if not _enters((*below, name), components):",
+        "            if False:",
+        "extract.input: a ** pattern names as skipped linked folders it would never enter",
+    ),
 ]
 
 

@@ -368,6 +368,29 @@ def test_a_pattern_does_not_enter_linked_folders(tmp_path, monkeypatch):
             find_images(pattern)
 
 
+def test_the_linked_folders_a_double_star_pattern_would_cross_are_named_as_skipped(tmp_path):
+    """``**`` never enters a linked folder: photos/**/*.png left out every image below one without a word."""
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    (photos / "cats").mkdir(parents=True)
+    (elsewhere / "deep").mkdir(parents=True)
+    _save_rgb(photos / "cats" / "a.png", 1)
+    _save_rgb(elsewhere / "deep" / "b.png", 2)
+    (photos / "out").symlink_to(elsewhere, target_is_directory=True)
+    (photos / "cats" / "more").symlink_to(elsewhere, target_is_directory=True)
+    (photos / "dogs").symlink_to(elsewhere, target_is_directory=True)
+    reason = "a linked folder (featx does not follow links to folders)"
+    listing = find_images(f"{photos}/**/*.png")
+    assert listing.images == [photos / "cats" / "a.png"]
+    assert listing.skipped == [(photos / "cats" / "more", reason), (photos / "dogs", reason), (photos / "out", reason)]
+    # only the links the pattern would enter: cats/** never reaches dogs or out
+    assert find_images(f"{photos}/cats/**/*.png").skipped == [(photos / "cats" / "more", reason)]
+    assert find_images(f"{photos}/c*/**/*.png").skipped == [(photos / "cats" / "more", reason)]
+    with pytest.raises(
+        ArgumentError, match=r"matches no files \(only below linked folders, which featx does not follow\)$"
+    ):
+        find_images(f"{photos}/**/deep/*.png")
+
+
 def test_links_that_loop_are_skipped_as_broken_links(photos, tmp_path):
     """Resolving a link loop (to tell whether a file lies in the output folder) raised RuntimeError: a raw traceback
     and nothing extracted."""

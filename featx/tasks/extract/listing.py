@@ -14,11 +14,12 @@ holding it) are left out. Example::
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
 
 from PIL import Image
 
@@ -133,7 +134,10 @@ def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List
         # a single * enters linked folders (a link out of the input, or to its own folder: lin/*/*/*.png then
         # lists one image once for each way through the links); what lies below one is left out, the link skipped
         linked = {match: _linked_folder_above(match, base) for match in matches}
-        unlisted.extend((link, LINKED_FOLDER) for link in sorted({link for link in linked.values() if link}))
+        # ** does not enter linked folders at all: the ones it would have crossed are named too, not left out silently
+        crossed = _linked_folders_crossed(base, pattern) if "**" in Path(pattern).parts else set()
+        links = sorted({link for link in linked.values() if link} | crossed)
+        unlisted.extend((link, LINKED_FOLDER) for link in links)
         matches = [match for match in matches if linked[match] is None]
         # files, links and what is neither file nor folder (a pipe: listed, then skipped with the reason)
         found = [match for match in matches if not _is_real_folder(match)]
@@ -142,7 +146,7 @@ def _candidates(source: str, key: str, unlisted: List[Tuple[Path, str]]) -> List
         folders = [folder for folder in folders if folder not in holding_matches]
         if not found:
             hint = f" (only folders: {source}/* takes the files in them)" if folders else ""
-            if any(linked.values()):
+            if links and not folders:
                 hint = " (only below linked folders, which featx does not follow)"
             raise ArgumentError(f"{key}: the pattern {source!r} matches no files{hint}")
         unlisted.extend((folder, MATCHED_FOLDER) for folder in folders)  # their images are not inputs: say so
@@ -167,6 +171,32 @@ def _linked_folder_above(match: Path, base: Path) -> Optional[Path]:
         if folder.is_symlink():
             return folder
     return None
+
+
+def _enters(parts: Tuple[str, ...], pattern: Tuple[str, ...]) -> bool:
+    """Whether the glob ``pattern`` (its path components) enters the folder at ``parts`` below its fixed folder: the
+    folder's names match the pattern's first components, with one or more left to match below it."""
+    if not parts:
+        return bool(pattern)
+    if not pattern:
+        return False
+    if pattern[0] == "**":  # zero folders, or one more
+        return _enters(parts, pattern[1:]) or _enters(parts[1:], pattern)
+    return fnmatch.fnmatchcase(parts[0], pattern[0]) and _enters(parts[1:], pattern[1:])
+
+
+def _linked_folders_crossed(base: Path, pattern: str) -> Set[Path]:
+    """The linked folders below ``base`` that ``pattern`` would enter (the first link on each way down)."""
+    components = Path(pattern).parts
+    crossed: Set[Path] = set()
+    for root, folders, _ in os.walk(base, followlinks=False):
+        below = Path(root).relative_to(base).parts
+        for name in list(folders):
+            if not _enters((*below, name), components):
+                folders.remove(name)  # nothing the pattern matches lies below it
+            elif os.path.islink(os.path.join(root, name)):
+                crossed.add(Path(root) / name)
+    return crossed
 
 
 def _resolved(path: Path) -> Optional[Path]:
