@@ -2719,6 +2719,12 @@ MUTANTS: List[Mutant] = [
         "            if False:",
         "extract.input: a ** pattern names as skipped linked folders it would never enter",
     ),
+    Mutant(
+        "construct/execution_order.py",
+        "                            if owned\n",
+        "                            if not owned\n",
+        "tokens.position: null on ViT: the error tells to list 'encoder' whole, not that its position embedding is undeclared",
+    ),
 ]
 
 

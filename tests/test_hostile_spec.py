@@ -1045,6 +1045,14 @@ TOKEN_CASES = [
         "backbone.stages.all",
         r"gives 'heads' an input of shape \(1, 768\), the stages give it \(1, 197, 768\)",
     ),
+    (  # the error named the stage and told to list 'encoder' whole, which the position embedding was missing from
+        "tokens-position-left-out",
+        _vit(position=None),
+        [],
+        "backbone.stages.embed",
+        r"list 'encoder' as a whole; or, if its extra step adds 'encoder\.pos_embedding' \(held by it itself\) as a "
+        r"token model's position embedding, declare that as tokens\.position$",
+    ),
     (  # the encoder adds the position embedding featx's token embedding already added: features off by up to 0.1
         "tokens-member-holds-the-position-embedding",
         _vit()

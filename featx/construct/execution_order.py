@@ -60,11 +60,19 @@ def _check_containers(model: nn.Module, members: Sequence[StageMembers], reprodu
             for ancestor in _ancestors(path):
                 module = model.get_submodule(ancestor)
                 if not (runs_children_in_order(module) or has_no_forward(module) or ancestor in reproduced):
+                    owned = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+                    held = ", ".join(repr(f"{ancestor}.{name}") for name, _ in owned)
                     raise SpecError(
                         key_path("stages", stage.name),
                         f"{path!r} is inside {ancestor!r} ({type(module).__name__}), whose forward does more than run "
                         f"its children in order (e.g. a residual connection), so {path!r} cannot run on its own; "
-                        f"list {ancestor!r} as a whole",
+                        f"list {ancestor!r} as a whole"
+                        + (
+                            f"; or, if its extra step adds {held} (held by it itself) as a token model's position "
+                            "embedding, declare that as tokens.position"
+                            if owned
+                            else ""
+                        ),
                     )
                 containers.add(ancestor)
     return containers
