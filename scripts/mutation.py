@@ -2723,7 +2723,7 @@ MUTANTS: List[Mutant] = [
         "construct/execution_order.py",
         "                            if owned\n",
         "                            if not owned\n",
-        "tokens.position: null on ViT: the error tells to list 'encoder' whole, not that its position embedding is undeclared",
+        "tokens.position: null on ViT: the error says list 'encoder' whole, not that its position embedding is missing",
     ),
 ]
 
