@@ -2725,6 +2725,18 @@ MUTANTS: List[Mutant] = [
         "                            if not owned\n",
         "tokens.position: null on ViT: the error says list 'encoder' whole, not that its position embedding is missing",
     ),
+    Mutant(
+        "construct/model_structure.py",
+        "        have_modules[path] = (_described(module), _tensor_shapes(module), settings)",
+        "        have_modules[path] = (_described(module), _tensor_shapes(module), compared)",
+        "save: a FrozenBatchNorm2d eps (or Swin shift_size) changed by hand is saved, and loads as the spec's value",
+    ),
+    Mutant(
+        "construct/model_structure.py",
+        "        compared = want_modules[path][2] if path in want_modules else {}",
+        "        compared = _settings(module)",
+        "save: an attribute added by hand to a module (a tag the spec's modules lack) refuses the save",
+    ),
 ]
 
 

@@ -113,6 +113,35 @@ def test_save_refuses_a_backbone_its_spec_does_not_build_and_writes_nothing(tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_save_names_a_setting_kept_outside_extra_repr_and_changed_or_deleted_by_hand(tmp_path):
+    """FrozenBatchNorm2d's eps (norm: frozen, the default) and Swin's shift_size print in no extra_repr: edited by
+    hand, the file loaded the spec's values without a word (resnet18's features off by 0.04). An attribute the spec's
+    modules lack (a tag added by hand) is no setting of theirs."""
+    backbone = featx.build(resnet18_spec())
+    backbone.stages.c2.relu.note = "checked by hand"
+    assert featx.load(featx.save(backbone, tmp_path / "tagged.pt")).stages.c2.relu.inplace
+    backbone.stages.c2.bn1.eps = 1e-3
+    with pytest.raises(featx.ArgumentError) as caught:
+        featx.save(backbone, tmp_path / "eps.pt")
+    assert (
+        "stages.c2.bn1 is FrozenBatchNorm2d with eps=0.001 where the spec builds FrozenBatchNorm2d with eps=1e-05. "
+        in str(caught.value)
+    )
+    backbone = featx.build("swin_t", overrides=["device=cpu", "input_size=[64,64]"])
+    attention = backbone.stages.c2.features_1[0].attn
+    attention.shift_size = [3, 3]
+    with pytest.raises(
+        featx.ArgumentError,
+        match=r"attn is ShiftedWindowAttention with shift_size=\[3, 3\] where the "
+        r"spec builds ShiftedWindowAttention with shift_size=\[0, 0\]\. ",
+    ):
+        featx.save(backbone, tmp_path / "swin.pt")
+    del attention.shift_size
+    with pytest.raises(featx.ArgumentError, match=r"with no plain shift_size where the spec builds "):
+        featx.save(backbone, tmp_path / "swin.pt")
+    assert [path.name for path in tmp_path.iterdir()] == ["tagged.pt"]
+
+
 @pytest.mark.parametrize("wrap", ["compile", "sync_batchnorm"])
 def test_a_compiled_or_sync_batchnorm_backbone_saves_as_the_backbone_it_is(tmp_path, wrap):
     """torch.compile's wrapper prefixed every key (the file did not load); SyncBatchNorm, converted for DDP, is

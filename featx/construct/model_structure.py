@@ -5,8 +5,9 @@ parameter's and buffer's shape.
   the helpers it calls), so that a cached plan is used only for a model built as the one it was made from (a
   library class patched at run time, a block's ``expansion``, a ``forward`` or a helper such as ResNet's
   ``_forward_impl`` replaced by the user's, gives another fingerprint where the library's version does not change).
-- :func:`structure_differences`: where two modules' trees differ, module by module (``featx.save`` compares a
-  backbone with what its spec builds).
+- :func:`structure_differences`: where two modules' trees differ, module by module, in class, ``extra_repr``,
+  tensor shapes and the plain settings a module keeps outside its ``extra_repr`` (``FrozenBatchNorm2d.eps``,
+  ``StochasticDepth.p``, Swin's ``shift_size``): ``featx.save`` compares a backbone with what its spec builds.
 
 Example::
 
@@ -103,27 +104,61 @@ def _described(module: nn.Module) -> str:
     return f"{kind}({module.extra_repr()}){replaced}"
 
 
-#: a module as compared: its description (:func:`_described`) and its own tensors' shapes
-_Described = Tuple[str, str]
+#: attributes that are no setting of the network: the mode, and switches between implementations of the same
+#: computation (timm's gradient checkpointing and fused attention, DenseNet's memory-efficient layers)
+_NOT_SETTINGS = frozenset({"training", "grad_checkpointing", "fused_attn", "memory_efficient"})
+
+
+def _is_plain(value: object) -> bool:
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return True
+    return isinstance(value, (tuple, list)) and all(_is_plain(item) for item in value)
+
+
+def _settings(module: nn.Module) -> Dict[str, str]:
+    """The plain values (numbers, text, tuples of them) a module keeps in its public attributes, by name: what its
+    forward reads besides tensors, which its ``extra_repr`` need not show (``FrozenBatchNorm2d.eps``)."""
+    return {
+        name: repr(value)
+        for name, value in vars(module).items()
+        if not name.startswith("_") and name not in _NOT_SETTINGS and _is_plain(value)
+    }
+
+
+#: a module as compared: its description (:func:`_described`), its own tensors' shapes and its settings
+_Described = Tuple[str, str, Dict[str, str]]
 
 
 def _shown(side: Optional[_Described], other: Optional[_Described]) -> str:
-    """How a difference names one side: its description, or its class and tensors where only they differ."""
+    """How a difference names one side: its description, or its class and what differs where only tensors or
+    settings do."""
     if side is None:
         return "nothing"
-    description, shapes = side
+    description, shapes, settings = side
     if other is not None and other[0] == description:
-        return f"{description.partition('(')[0]} holding {shapes or 'no tensors'}"
+        kind = description.partition("(")[0]
+        if other[1] != shapes:
+            return f"{kind} holding {shapes or 'no tensors'}"
+        differing = [name for name in dict.fromkeys([*settings, *other[2]]) if settings.get(name) != other[2].get(name)]
+        return f"{kind} with " + ", ".join(
+            f"{name}={settings[name]}" if name in settings else f"no plain {name}" for name in differing
+        )
     return description
 
 
 def structure_differences(have: nn.Module, want: nn.Module) -> List[Tuple[str, str, str]]:
     """``(path, what have holds there, what want holds there)`` for every module path where the two trees differ in
-    class, ``extra_repr``, tensor shapes or an instance-level ``forward``; ``"nothing"`` where one has no module."""
-    have_modules, want_modules = (
-        {path: (_described(module), _tensor_shapes(module)) for path, module in model.named_modules()}
-        for model in (have, want)
-    )
+    class, ``extra_repr``, tensor shapes, an instance-level ``forward`` or a setting ``want``'s module keeps
+    (:func:`_settings`: attributes ``have`` alone holds, a tag added by hand, are not compared); ``"nothing"`` where
+    one has no module."""
+    want_modules = {
+        path: (_described(module), _tensor_shapes(module), _settings(module)) for path, module in want.named_modules()
+    }
+    have_modules: Dict[str, _Described] = {}
+    for path, module in have.named_modules():
+        compared = want_modules[path][2] if path in want_modules else {}
+        settings = {name: value for name, value in _settings(module).items() if name in compared}
+        have_modules[path] = (_described(module), _tensor_shapes(module), settings)
     return [
         (
             path,
