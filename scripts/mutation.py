@@ -2737,6 +2737,30 @@ MUTANTS: List[Mutant] = [
         "        compared = _settings(module)",
         "save: an attribute added by hand to a module (a tag the spec's modules lack) refuses the save",
     ),
+    Mutant(
+        "construct/checkpoint.py",
+        '        expected = {key: value for key, value in expected.items() if not key.startswith("neck.")}',
+        "        pass",
+        "build: a featx.save trunk under a spec with an FPN is refused (the FPN's keys missing from the file)",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        '    unbuilt += ("neck.",) if spec.fpn is None else ()',
+        "    unbuilt += ()",
+        "load(fpn=null): a file's FPN cannot be left out to take the trunk alone",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        "    if saved.fpn is not None and spec.fpn is not None and saved.fpn != spec.fpn:",
+        "    if False:",
+        "load: an FPN override of other width is refused as keys that do not fit, without naming fpn",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "meta=device.type == \"meta\" or (saved is not None and saved.fpn is not None)",
+        "meta=device.type == \"meta\" or saved is not None",
+        "build: the FPN a spec adds over a featx.save trunk is left without values",
+    ),
 ]
 
 

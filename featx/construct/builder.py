@@ -33,6 +33,7 @@ from featx.construct.checkpoint import (
     PathLike,
     load_saved_backbone,
     read_checkpoint,
+    saved_spec,
     write_backbone_file,
 )
 from featx.construct.device import resolve_device
@@ -160,17 +161,20 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
         # generator. The generator is the process's one: builds in other threads wait for it.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(spec.seed)
-            saved = checkpoint is not None and checkpoint.saved is not None
+            saved = saved_spec(checkpoint) if checkpoint is not None and checkpoint.saved is not None else None
             model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
             # made on the CPU whatever the caller's default device (torch.set_default_device, `with
             # torch.device(...)`); not around materialise, which does so where it constructs or loads: torch's device
             # mode costs every torch call in it, and copying a checkpoint's tensors makes nothing on the default device
             with torch.device("cpu"):
-                neck = make_neck(spec, plan, meta=device.type == "meta" or saved)  # a saved file holds its values
+                # a saved file's FPN holds its values; a file without one gives the trunk to an FPN drawn here
+                neck = make_neck(
+                    spec, plan, meta=device.type == "meta" or (saved is not None and saved.fpn is not None)
+                )
                 backbone = Backbone(
                     plan.stage_containers(model), plan.stages, spec, neck, plan.in_channels, copied=plan.changed_later
                 )
-                if checkpoint is not None and checkpoint.saved is not None:
+                if checkpoint is not None and saved is not None:
                     load_saved_backbone(backbone, spec, checkpoint)
                 if spec.reinit:
                     backbone.reinit(*spec.reinit)

@@ -323,15 +323,21 @@ def write_backbone_file(backbone: nn.Module, path: PathLike, *, overwrite: bool 
     return write_atomically(path, write, overwrite=overwrite, what="save()", hint="pass overwrite=True to replace it")
 
 
+def saved_spec(checkpoint: Checkpoint) -> BackboneSpec:
+    """The spec a file written by :func:`save` was saved from (its errors named with the file)."""
+    assert checkpoint.saved is not None
+    try:
+        return load_spec(checkpoint.saved["spec"])
+    except SpecError as error:  # the file's spec, not the one being built: named with the file
+        raise error.with_origin(str(checkpoint.path)) from None
+
+
 def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Checkpoint) -> None:
     """Load a checkpoint written by :func:`save` into ``backbone`` (whose tensors may be on the meta device: the
     checkpoint's are assigned, cast where the dtype differs); if it does not fit, say how the spec it was saved from
-    differs."""
-    assert checkpoint.saved is not None
-    try:
-        saved = load_spec(checkpoint.saved["spec"])
-    except SpecError as error:  # the file's spec, not the one being built: named with the file
-        raise error.with_origin(str(checkpoint.path)) from None
+    differs. A file without an FPN gives the trunk of a spec with one (its FPN drawn from the seed, as on a
+    torchvision file); a file's FPN is left out by a spec without one (``fpn: null``: the trunk alone)."""
+    saved = saved_spec(checkpoint)
 
     def refused(keys: Tuple[str, ...], reason: str) -> WeightsError:
         differing = [field for field in keys if getattr(saved, field) != getattr(spec, field)]
@@ -351,11 +357,25 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
             f"{', '.join(saved.returned_stages)}, and this spec feeds it {', '.join(spec.returned_stages)}; keep the "
             "saved out_features (featx.load with no override of it)"
         )
+    if saved.fpn is not None and spec.fpn is not None and saved.fpn != spec.fpn:
+        file_fpn, spec_fpn = dataclasses.asdict(saved.fpn), dataclasses.asdict(spec.fpn)
+        differing = ", ".join(
+            f"{name} {file_fpn[name]!r} there, {spec_fpn[name]!r} here"
+            for name in file_fpn
+            if file_fpn[name] != spec_fpn[name]
+        )
+        raise WeightsError(
+            f"{key_path('fpn')}: the FPN of {checkpoint.path} was saved with other settings ({differing}); keep them "
+            "(featx.load with no override of fpn), or give fpn: null to take the file's trunk alone"
+        )
     expected = backbone.state_dict()
+    if saved.fpn is None:  # the FPN a spec adds is drawn from its seed (as over a torchvision file), not read
+        expected = {key: value for key, value in expected.items() if not key.startswith("neck.")}
     # saved stages past the deepest one returned now (fewer out_features) are not built: their tensors are skipped,
-    # as a torchvision-keyed file's dropped layers are
+    # as a torchvision-keyed file's dropped layers are, and so is a saved FPN that the spec leaves out
     built = {key.split(".")[1] for key in expected if key.startswith("stages.")}
     unbuilt = tuple(f"stages.{name}." for name in saved.stages if name not in built)
+    unbuilt += ("neck.",) if spec.fpn is None else ()
     file_state = {key: value for key, value in checkpoint.state.items() if not (unbuilt and key.startswith(unbuilt))}
     try:
         check_fit(file_state, expected, expected, str(checkpoint.path))
@@ -365,7 +385,7 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
             raise WeightsError(
                 f"{error} (the spec saved in the file builds these layers: was the file edited?)"
             ) from None
-        raise refused(STRUCTURE_KEYS, f". {error}") from None
+        raise refused(STRUCTURE_KEYS, f". {str(error).removeprefix(key_path('weights') + ': ')}") from None
     state = {key: owned_copy(checkpoint.state[key], expected[key].dtype) for key in expected if key in checkpoint.state}
     backbone.load_state_dict(state, strict=False, assign=True)
     unfilled = [
