@@ -2757,8 +2757,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/builder.py",
-        "meta=device.type == \"meta\" or (saved is not None and saved.fpn is not None)",
-        "meta=device.type == \"meta\" or saved is not None",
+        'meta=device.type == "meta" or (saved is not None and saved.fpn is not None)',
+        'meta=device.type == "meta" or saved is not None',
         "build: the FPN a spec adds over a featx.save trunk is left without values",
     ),
 ]
