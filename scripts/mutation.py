@@ -2761,6 +2761,24 @@ MUTANTS: List[Mutant] = [
         'meta=device.type == "meta" or saved is not None',
         "build: the FPN a spec adds over a featx.save trunk is left without values",
     ),
+    Mutant(
+        "cli/output_folders.py",
+        '            if path.suffix == ".yaml" and path.is_file() and not _is_featx_record(record):',
+        "            if False:",
+        "hydra.run.dir at another Hydra app's run folder: Hydra replaces the user's .hydra/config.yaml",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "            return _FEATX_RECORD_MARK.encode() in record.read(_RECORD_BYTES)",
+        "            return False",
+        "hydra.run.dir at a featx run's own folder: the rerun is refused as if the record were the user's",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        '            record = path if path.name == "multirun.yaml" else path.parent / "hydra.yaml"',
+        '            record = path.parent / "hydra.yaml"',
+        "hydra.sweep.dir at another Hydra app's sweep folder: its multirun.yaml is replaced",
+    ),
 ]
 
 

@@ -967,6 +967,37 @@ def test_hydras_files_never_land_outside_the_run_folder(workdir, arguments, link
     assert folder_state(elsewhere) == before
 
 
+USER_RECORD_CASES = [
+    ("run-config", ["hydra.run.dir=run"], "run/.hydra/config.yaml"),
+    ("run-overrides", ["hydra.run.dir=run"], "run/.hydra/overrides.yaml"),
+    ("sweep-record", ["-m", "hydra.sweep.dir=sweep"], "sweep/multirun.yaml"),
+    ("job-config", ["-m", "hydra.sweep.dir=sweep"], "sweep/0/.hydra/config.yaml"),
+]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "file"), [c[1:] for c in USER_RECORD_CASES], ids=[c[0] for c in USER_RECORD_CASES]
+)
+def test_hydras_files_replace_no_file_but_a_featx_runs_own_record(workdir, arguments, file):
+    """hydra.run.dir (or hydra.sweep.dir) at another Hydra app's run folder: Hydra replaced the record of the user's
+    training run (.hydra/config.yaml, overrides.yaml, multirun.yaml) without a word. A featx run's own folder is
+    used again as Hydra does."""
+    (workdir / file).parent.mkdir(parents=True)
+    (workdir / file).write_text("lr: 0.1  # the user's training run\n")
+    code, errors, _ = run_app("featx", [*arguments, "backbone=resnet18", "run=false"], workdir, True, run_dirs=False)
+    assert (code, errors) == (
+        1,
+        f"featx: error: {workdir / file} exists and is no record of a featx run, and Hydra would replace it with this "
+        f"run's {Path(file).name}; give another folder with hydra.run.dir / hydra.sweep.dir\n",
+    )
+    assert (workdir / file).read_text() == "lr: 0.1  # the user's training run\n"
+    for backbone in ("resnet18", "resnet34"):  # again into a featx run's folder: its record is replaced
+        again = [*arguments[:-1], arguments[-1] + "-featx", f"backbone={backbone}", "run=false"]
+        assert run_app("featx", again, workdir, True, run_dirs=False)[0] == 0
+    record = workdir / (arguments[-1].split("=")[1] + "-featx") / Path(file).relative_to(Path(file).parts[0])
+    assert "resnet34" in record.read_text()
+
+
 def _bounded_app(arguments: List[str], folder: Path) -> subprocess.CompletedProcess:
     """``featx arguments`` in a process of its own with 4 GiB of address space and 5 minutes: a sweep the job
     limit misses fills the memory (or runs for hours) there, and fails the test, not the machine."""

@@ -91,6 +91,21 @@ def _problem(folder: Path) -> Optional[str]:
 _JOB_NUMBER = re.compile(r"\$\{hydra\.job\.(num|id)\}")
 
 
+#: what Hydra's record of a featx app's run holds (its callbacks, in hydra.yaml and multirun.yaml): this callback
+_FEATX_RECORD_MARK = f"_target_: {__name__}.OutputFolders"
+#: how much of a record is read to find the mark (Hydra's records are a few kB)
+_RECORD_BYTES = 1 << 16
+
+
+def _is_featx_record(path: Path) -> bool:
+    """Whether ``path`` is Hydra's record of a run of featx's apps (one they may replace on a rerun in its folder)."""
+    try:
+        with open(path, "rb") as record:
+            return _FEATX_RECORD_MARK.encode() in record.read(_RECORD_BYTES)
+    except OSError:
+        return False
+
+
 class OutputFolders(Callback):
     """Checks Hydra's output folder before a run (``app`` names the app in the error)."""
 
@@ -145,6 +160,14 @@ class OutputFolders(Callback):
                     self.app,
                     f"{path} is a folder, where Hydra writes this run's {path.name}; remove it or give another "
                     "folder with hydra.run.dir / hydra.sweep.dir",
+                )
+            # Hydra replaces these files (it appends to the log): only a featx run's own record may be replaced
+            record = path if path.name == "multirun.yaml" else path.parent / "hydra.yaml"
+            if path.suffix == ".yaml" and path.is_file() and not _is_featx_record(record):
+                fail(
+                    self.app,
+                    f"{path} exists and is no record of a featx run, and Hydra would replace it with this run's "
+                    f"{path.name}; give another folder with hydra.run.dir / hydra.sweep.dir",
                 )
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
