@@ -2779,6 +2779,30 @@ MUTANTS: List[Mutant] = [
         '            record = path.parent / "hydra.yaml"',
         "hydra.sweep.dir at another Hydra app's sweep folder: its multirun.yaml is replaced",
     ),
+    Mutant(
+        "construct/weights.py",
+        '    shown = "; ".join(f"{shortened(key)} {describe(key)}" for key in keys[:_SHOWN])',
+        '    shown = "; ".join(shortened(f"{key} {describe(key)}") for key in keys[:_SHOWN])',
+        "weights: a long key's entry is cut with the dtypes it compares (vs model torch.f...)",
+    ),
+    Mutant(
+        "construct/weights.py",
+        '        if head[:4] == b"PK\\x03\\x04":  # a zip\'s first record, without the listing a zip ends with',
+        "        if False:",
+        "weights: a .pth cut short is called neither a zip archive nor a pickle",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "        if not isinstance(mode, bool):  # torch's refusal (a ValueError too) came from deep inside nn.Module",
+        "        if False:",
+        "train('no'): torch's raw ValueError from inside nn.Module",
+    ),
+    Mutant(
+        "construct/builder.py",
+        '        raise type(error)(f"load(): path: {str(error).removeprefix(weights_key)}") from None',
+        "        raise",
+        "featx.load('missing.pt'): the error names backbone.weights, a key the caller never gave",
+    ),
 ]
 
 

@@ -70,6 +70,17 @@ def test_frozen_stages_stay_in_eval_mode_after_train():
     assert not any(m.training for m in backbone.modules())
 
 
+@pytest.mark.parametrize("mode", ["no", 0, None])
+def test_train_takes_a_bool_and_names_anything_else(mode):
+    """torch's "training mode is expected to be boolean" came from inside nn.Module, through featx's train()."""
+    backbone = featx.build(resnet18_spec(frozen_stages=1, norm="train")).eval()
+    with pytest.raises(featx.ArgumentError) as caught:
+        backbone.train(mode)
+    assert str(caught.value) == f"train(): mode must be True or False, got {mode!r}"
+    assert isinstance(caught.value, ValueError)  # what torch raises: callers catching it still do
+    assert not any(m.training for m in backbone.modules())
+
+
 def test_a_graph_made_from_a_backbone_keeps_the_eval_modes_once_the_backbone_trains():
     """docs/python.md: a create_feature_extractor graph's train() is nn.Module's and puts the shared layers in
     training mode; the backbone's train() after it puts frozen stages and norm: eval layers back in eval mode."""

@@ -62,6 +62,11 @@ def _safetensors_cut(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def _pth_cut(path: Path) -> None:
+    torch.save(_state(), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 def _with(change: Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]) -> Callable[[Path], None]:
     return lambda path: torch.save(change(_state()), path)
 
@@ -82,6 +87,14 @@ BAD_FILES = [
         r"neither a zip archive nor a pickle",
     ),
     ("zip-not-torch", "w.pth", _zip_not_torch, WeightsError, r"cannot read .*w\.pth"),
+    (  # an interrupted copy: called "neither a zip archive nor a pickle", which it starts as
+        "cut-pth",
+        "w.pth",
+        _pth_cut,
+        WeightsError,
+        r"cannot read \S*w\.pth: a zip archive cut short \(it starts as one, and its end, the listing of its records, "
+        r"is missing: a copy or download that stopped midway\?\)$",
+    ),
     ("pickled-code", "w.pth", _pickled_code, WeightsError, r"holds more than tensors and is refused.*system"),
     ("pickled-code-v5", "w.pth", lambda p: _pickled_code(p, 5), WeightsError, r"cannot read .*not a torch checkpoint"),
     (
@@ -155,6 +168,14 @@ BAD_FILES = [
         _with(lambda s: {k: v.long() for k, v in s.items()}),
         WeightsError,
         r"value kinds differ: conv1.weight checkpoint torch.int64 \(integer\) vs model torch.float32",
+    ),
+    (  # the whole entry was cut at 80 characters: "... vs model torch.f..."
+        "int64-values-of-a-long-key",
+        "w.pth",
+        _with(lambda s: {**s, "layer2.0.downsample.1.running_mean": s["layer2.0.downsample.1.running_mean"].long()}),
+        WeightsError,
+        r"value kinds differ: layer2\.0\.downsample\.1\.running_mean checkpoint torch\.int64 \(integer\) vs model "
+        r"torch\.float32$",
     ),
     (
         "bool-values",
@@ -383,9 +404,9 @@ def test_an_enum_member_named_with_its_enum_is_the_enum(tmp_path, torch_home, mo
     [
         (None, ArgumentError, r"^load\(\): path must be a file system path .*got None"),
         (5, ArgumentError, r"^load\(\): path must be a file system path .*got 5"),
-        ("/dev/zero", WeightsError, r"^backbone\.weights: /dev/zero is not a regular file"),
-        ("fifo", WeightsError, r"fifo is not a regular file \(a device, fifo or socket\)"),
-        ("missing.pt", WeightsError, r"cannot read .*missing\.pt: not found$"),
+        ("/dev/zero", WeightsError, r"^load\(\): path: /dev/zero is not a regular file"),
+        ("fifo", WeightsError, r"^load\(\): path: \S*fifo is not a regular file \(a device, fifo or socket\)"),
+        ("missing.pt", WeightsError, r"^load\(\): path: cannot read \S*missing\.pt: not found$"),
     ],
     ids=["none", "int", "dev-zero", "fifo", "missing"],
 )

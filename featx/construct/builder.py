@@ -53,6 +53,7 @@ from featx.nn.backbone import Backbone, backbone_of, check_stage_names
 from featx.nn.feature_info import FeatureInfo
 from featx.nn.fpn import FeaturePyramid, level_name
 from featx.nn.simple_pyramid import SimpleFeaturePyramid
+from featx.spec.keys import key_path
 from featx.spec.limits import expand_home, quoted, shortened
 from featx.spec.load import SpecSource, attributed, load_spec, load_spec_and_origin
 from featx.spec.schema import BackboneSpec
@@ -278,7 +279,13 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
     """
     path = file_path_argument(path, "load(): path")
     refuse_interpolation_in_path(path, "load(): path")
-    checkpoint = read_checkpoint(path)
+    try:
+        checkpoint = read_checkpoint(path)
+    except WeightsError as error:  # the file is load()'s argument, not a spec's weights key
+        weights_key = f"{key_path('weights')}: "
+        if not str(error).startswith(weights_key):
+            raise
+        raise type(error)(f"load(): path: {str(error).removeprefix(weights_key)}") from None
     if checkpoint.saved is None:
         raise WeightsError(
             f"{path} has no featx spec (it was not written by featx.save); build a spec with weights: {path} instead"

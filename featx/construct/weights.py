@@ -72,6 +72,11 @@ def torch_load_file(path: Path) -> Any:
             raise UnreadableWeightsError(
                 f"{key_path('weights')}: cannot read {path}: {error.strerror or first_line(error)}"
             ) from None
+        if head[:4] == b"PK\x03\x04":  # a zip's first record, without the listing a zip ends with
+            raise UnreadableWeightsError(
+                f"{key_path('weights')}: cannot read {path}: a zip archive cut short (it starts as one, and its end, "
+                "the listing of its records, is missing: a copy or download that stopped midway?)"
+            )
         if head[:1] != b"\x80":  # torch.save writes a zip, or (legacy) a pickle starting with PROTO
             looks_like = "; it looks like a safetensors file: name it .safetensors" if _safetensors_head(head) else ""
             raise UnreadableWeightsError(
@@ -198,8 +203,9 @@ def owned_copy(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _listing(keys: Iterable[str], describe: Callable[[str], str]) -> str:
+    """The first keys (each shortened: a file's key may be huge), each followed by ``describe(key)`` whole."""
     keys = list(keys)
-    shown = "; ".join(shortened(describe(key)) for key in keys[:_SHOWN])
+    shown = "; ".join(f"{shortened(key)} {describe(key)}" for key in keys[:_SHOWN])
     return shown + (f"; and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else "")
 
 
@@ -246,28 +252,26 @@ def check_fit(
     too_large = [key for key in fitting if _cast_overflows(state[key], expected[key].dtype)]
     problems: List[str] = []
     if unexpected:
-        problems.append("unexpected keys: " + _listing(unexpected, lambda k: f"{k} {tuple(state[k].shape)}"))
+        problems.append("unexpected keys: " + _listing(unexpected, lambda k: f"{tuple(state[k].shape)}"))
     if missing:
-        problems.append("missing keys: " + _listing(missing, lambda k: f"{k} {tuple(expected[k].shape)}"))
+        problems.append("missing keys: " + _listing(missing, lambda k: f"{tuple(expected[k].shape)}"))
     if mismatched:
         problems.append(
             "shape mismatches: "
-            + _listing(
-                mismatched, lambda k: f"{k} checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-            )
+            + _listing(mismatched, lambda k: f"checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}")
         )
     if wrong_kind:
         problems.append(
             "value kinds differ: "
             + _listing(
                 wrong_kind,
-                lambda k: f"{k} checkpoint {state[k].dtype} ({_kind(state[k])}) vs model {expected[k].dtype}",
+                lambda k: f"checkpoint {state[k].dtype} ({_kind(state[k])}) vs model {expected[k].dtype}",
             )
         )
     if too_large:
         problems.append(
             "values beyond the model's dtype (the cast would make them inf): "
-            + _listing(too_large, lambda k: f"{k} checkpoint {state[k].dtype} vs model {expected[k].dtype}")
+            + _listing(too_large, lambda k: f"checkpoint {state[k].dtype} vs model {expected[k].dtype}")
         )
     if problems:
         raise WeightsError(

@@ -183,6 +183,8 @@ class Backbone(nn.Module):
 
         Their statistics are kept through ``update_bn`` again here, for layers put in by hand since the last call
         (``nn.SyncBatchNorm.convert_sync_batchnorm`` makes new ones)."""
+        if not isinstance(mode, bool):  # torch's refusal (a ValueError too) came from deep inside nn.Module
+            raise ArgumentError(f"train(): mode must be True or False, got {mode!r:.80}")
         keep_statistics(self.stages, self._frozen, self._spec.norm)
         super().train(mode)
         if mode:
