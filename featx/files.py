@@ -21,7 +21,7 @@ import secrets
 import socket
 import stat
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from featx.errors import ArgumentError
 from featx.spec.limits import escaped, expand_home, quoted, unknown_home
@@ -233,6 +233,27 @@ def prepare_folder(folder: Path, what: str) -> None:
         raise ArgumentError(f"{what}: {printable_path(folder)} is not a folder")
 
 
+def missing_folders(folder: Path) -> List[Path]:
+    """``folder`` and those above it that do not exist yet (what writing into it creates), deepest first; a ``..``
+    in the path names no folder of its own (``new/../out.pt`` creates ``new``)."""
+    missing = []
+    while folder != folder.parent and not os.path.lexists(folder):
+        if folder.name != "..":
+            missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_empty_folders(folders: List[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: one that something else wrote into stays, and so
+    do those above it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def write_atomically(
     path: Path,
     write: Callable[[Path], object],
@@ -268,22 +289,27 @@ def write_atomically(
             raise _exists_error(path, what, hint)
     except OSError as error:
         raise _write_error(path, what, error) from None
-    prepare_folder(path.parent, what)
-    if clean_left:
-        _remove_left_partials(path)
-    partial = _new_partial(path, what)
+    folders = missing_folders(path.parent)
     try:
-        created = partial.stat()  # its mode is what the umask gives a new file
-        write(partial)
-        if partial.stat().st_ino != created.st_ino:  # a writer that replaced the file (safetensors makes it 0600)
-            partial.chmod(stat.S_IMODE(created.st_mode))
-        _fsync(partial)
-        _place(partial, path, overwrite, what, hint)
-        _fsync_folder(path.parent)
-    except OSError as error:  # a full disk, a name too long, a folder made read-only meanwhile
-        raise _write_error(path, what, error) from None
-    finally:
-        partial.unlink(missing_ok=True)
+        prepare_folder(path.parent, what)
+        if clean_left:
+            _remove_left_partials(path)
+        partial = _new_partial(path, what)
+        try:
+            created = partial.stat()  # its mode is what the umask gives a new file
+            write(partial)
+            if partial.stat().st_ino != created.st_ino:  # a writer that replaced the file (safetensors makes it 0600)
+                partial.chmod(stat.S_IMODE(created.st_mode))
+            _fsync(partial)
+            _place(partial, path, overwrite, what, hint)
+            _fsync_folder(path.parent)
+        except OSError as error:  # a full disk, a name too long, a folder made read-only meanwhile
+            raise _write_error(path, what, error) from None
+        finally:
+            partial.unlink(missing_ok=True)
+    except BaseException:  # nothing was written: nor are the folders made for the file left (new/../mine.pt)
+        remove_empty_folders(folders)
+        raise
     return path
 
 

@@ -2697,7 +2697,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/export.py",
-        "        _remove_empty_folders(created)\n        raise\n",
+        "        remove_empty_folders(created)\n        raise\n",
         "        raise\n",
         "a refused export leaves the folders it made for the path",
     ),
@@ -2802,6 +2802,18 @@ MUTANTS: List[Mutant] = [
         '        raise type(error)(f"load(): path: {str(error).removeprefix(weights_key)}") from None',
         "        raise",
         "featx.load('missing.pt'): the error names backbone.weights, a key the caller never gave",
+    ),
+    Mutant(
+        "files.py",
+        "        remove_empty_folders(folders)\n        raise\n",
+        "        raise\n",
+        "save(..., 'new/../mine.pt') refused as existing: the folder new/ made for it is left behind",
+    ),
+    Mutant(
+        "files.py",
+        '        if folder.name != "..":',
+        "        if True:",
+        "a refused write to new/../mine.pt: the removal stops at new/.. and leaves new/",
     ),
 ]
 

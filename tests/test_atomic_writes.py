@@ -220,3 +220,17 @@ def test_a_path_holding_line_breaks_or_terminal_escapes_is_named_escaped(tmp_pat
         write_atomically(path, lambda p: p.write_text("x"), overwrite=False, what="--output", hint="pass --force")
     assert str(caught.value) == f"--output: {tmp_path}/a\\n\\x1b[31mb exists; pass --force (nothing was written)"
     assert path.read_text() == "mine"
+
+
+def test_a_refused_write_leaves_no_folder_it_made_for_the_file(tmp_path, monkeypatch):
+    """new/../mine.pt: the path did not exist until new/ was made, then the file beside it was found and kept, and
+    the refusal ("nothing was written") left the empty folder new/ behind; so did a write that failed."""
+    monkeypatch.chdir(tmp_path)
+    Path("mine.pt").write_text("the user's own\n")
+    with pytest.raises(ArgumentError, match=r"^save\(\): new/\.\./mine\.pt exists; pass overwrite=True"):
+        featx.save(featx.build(resnet18_spec()), "new/../mine.pt")
+    assert sorted(os.listdir(tmp_path)) == ["mine.pt"] and Path("mine.pt").read_text() == "the user's own\n"
+    Path("made").mkdir()
+    with pytest.raises(ZeroDivisionError):  # a writer that fails: the folders made for it go too, not one made before
+        write_atomically(Path("made/deeper/deepest/x.bin"), lambda partial: 1 / 0, overwrite=False, what="test")
+    assert sorted(os.listdir(tmp_path)) == ["made", "mine.pt"] and os.listdir("made") == []

@@ -23,7 +23,15 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from featx.errors import ArgumentError, FeatxError, InputShapeError, first_line
-from featx.files import file_path_argument, flag_argument, printable_path, utf8_path, write_atomically
+from featx.files import (
+    file_path_argument,
+    flag_argument,
+    missing_folders,
+    printable_path,
+    remove_empty_folders,
+    utf8_path,
+    write_atomically,
+)
 from featx.nn.backbone import Backbone
 from featx.spec.limits import check_batch_shape, escaped
 
@@ -462,7 +470,7 @@ def export_backbone(
             else _check_against_eager(backbone, run_loaded, example, format, dynamic, generator, keys.size)
         )
 
-    created = _missing_folders(path.parent)
+    created = missing_folders(path.parent)
     try:
         with torch.no_grad():  # a size the model cannot take: its own error, before any exporter meets it
             try:
@@ -471,28 +479,9 @@ def export_backbone(
                 raise ArgumentError(f"{keys.size}: {example_size[0]}x{example_size[1]}: {error}") from None
         target = write_atomically(path, write, overwrite=overwrite, what=keys.path, hint=keys.overwrite)
     except BaseException:  # "nothing was written": nor are the folders made for the file left
-        _remove_empty_folders(created)
+        remove_empty_folders(created)
         raise
     finally:  # a backbone exported mid-training goes on training (BatchNorm statistics, dropout)
         for module, training in modes:
             module.training = training
     return ExportResult(target, format, differences[0])
-
-
-def _missing_folders(folder: Path) -> List[Path]:
-    """``folder`` and those above it that do not exist yet (what writing into it creates), deepest first."""
-    missing = []
-    while folder != folder.parent and not os.path.lexists(folder):
-        missing.append(folder)
-        folder = folder.parent
-    return missing
-
-
-def _remove_empty_folders(folders: List[Path]) -> None:
-    """Remove ``folders`` (deepest first) while they are empty: one that something else wrote into stays, and so
-    do those above it."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
