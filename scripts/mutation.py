@@ -2815,6 +2815,18 @@ MUTANTS: List[Mutant] = [
         "        if True:",
         "a refused write to new/../mine.pt: the removal stops at new/.. and leaves new/",
     ),
+    Mutant(
+        "cli/app.py",
+        "    stage = _unknown_stage(error)\n    if stage is not None:\n        return stage\n",
+        "",
+        "backbone.stages.C5.modules=...: Hydra's 'Key C5 is not in struct' advising +, without the file's stages",
+    ),
+    Mutant(
+        "cli/app.py",
+        "        return _unknown_key(key, [field.name for field in dataclasses.fields(StageSpec)])",
+        "        return None",
+        "backbone.stages.c3.modlues=...: Hydra's raw refusal, not the stage's keys",
+    ),
 ]
 
 

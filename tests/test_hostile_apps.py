@@ -295,7 +295,25 @@ CASES = [
     (  # a stage named like a form that the file lacks is a missing stage, not the other form
         "featx",
         ["backbone=resnet18", "backbone.stages.modules.slice=[0,2]", "run=false"],
-        r"^featx: error: Could not override 'backbone\.stages\.modules\.slice'\..*Key 'modules' is not in struct$",
+        r"^featx: error: backbone\.stages\.modules: the backbone has no stage 'modules' \(stages: c2, c3, c4, c5\); "
+        r"\+backbone\.stages\.modules=\{modules: \[\.\.\.\]\} adds one$",
+    ),
+    (  # Hydra's "Key 'C5' is not in struct" named no stage and advised +, which adds one
+        "featx",
+        ["backbone=resnet18", "backbone.stages.C5.modules=[layer4]", "run=false"],
+        r"^featx: error: backbone\.stages\.C5: the backbone has no stage 'C5'; did you mean c5\? \(stages: c2, c3, c4, "
+        r"c5\); \+backbone\.stages\.C5=\{modules: \[\.\.\.\]\} adds one$",
+    ),
+    (
+        "featx",
+        ["backbone=resnet18", "backbone.stages.c9=null", "run=false"],
+        r"^featx: error: backbone\.stages\.c9: the",
+    ),
+    (
+        "featx",
+        ["backbone=resnet18", "backbone.stages.c3.modlues=[layer2]", "run=false"],
+        r"^featx: error: backbone\.stages\.c3\.modlues: unknown key; did you mean modules\? \(valid here: slice, "
+        r"modules\)$",
     ),
     ("featx", ["backbone.model=${oc.env:HOME}", "run=false"], r"backbone\.model: calls an OmegaConf resolver"),
     ("featx", ["backbone.device=gpu"], r"backbone\.device: .*valid: auto, cpu, cuda, cuda:N, mps, meta"),

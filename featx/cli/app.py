@@ -66,6 +66,7 @@ from hydra.plugins.completion_plugin import CompletionPlugin
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
+    ConfigAttributeError,
     ConfigKeyError,
     InterpolationResolutionError,
     MissingMandatoryValue,
@@ -85,6 +86,7 @@ from featx.spec.keys import suggest
 from featx.spec.limits import quoted, shortened
 from featx.spec.load import check_spec_values, is_true_or_false, refuse_resolvers
 from featx.spec.overrides import not_in_grammar
+from featx.spec.schema import StageSpec
 from featx.spec.yaml_file import read_spec_file, yaml_problem
 from featx.version import __version__
 
@@ -737,6 +739,29 @@ def plain_nested_overrides(arguments: Sequence[str]) -> List[str]:
     return rewritten
 
 
+def _unknown_stage(error: BaseException) -> Optional[str]:
+    """The refusal of ``backbone.stages.c9.modules=...`` for a stage the backbone's file lacks (Hydra's answer, "Key
+    'c9' is not in struct", points to ``+``, which adds a stage), naming the file's stages, or of a key a stage
+    lacks (``backbone.stages.c3.modlues``); else None."""
+    cause = error.__cause__
+    key = str(getattr(cause, "full_key", ""))
+    stages = getattr(cause, "parent_node", None)
+    refused = isinstance(cause, (ConfigKeyError, ConfigAttributeError))  # setting a key below it, or it
+    if not (refused and key.startswith("backbone.stages.") and isinstance(stages, DictConfig)):
+        return None
+    if not str(error).startswith((f"Could not override '{key}.", f"Could not override '{key}'")):
+        return None
+    if key.count(".") == 3:  # a key of a stage the file has
+        return _unknown_key(key, [field.name for field in dataclasses.fields(StageSpec)])
+    if key.count(".") != 2:
+        return None
+    name, known = key.rpartition(".")[2], [str(stage) for stage in stages.keys()]
+    return (
+        f"{key}: the backbone has no stage {quoted(name)}{suggest(name, known)} (stages: {', '.join(known)}); "
+        f"+{key}={{modules: [...]}} adds one"
+    )
+
+
 def hydra_error_line(error: BaseException) -> str:
     """One line for an error of Hydra's (composing the config) or OmegaConf's: its message's lines joined, the
     OmegaConf error it wraps, and the options Hydra lists for a config group it cannot find (the config search path
@@ -750,6 +775,9 @@ def hydra_error_line(error: BaseException) -> str:
             f"{stage}.{given}: the stage {name} is given by '{written}' in its file, and a stage takes one of "
             f"'slice' or 'modules': replace it with ~{stage}.{written} +{stage}.{given}=..."
         )
+    stage = _unknown_stage(error)
+    if stage is not None:
+        return stage
     message, options, listing = [], [], False
     for text in str(error).splitlines():
         if text.startswith(("Available options in", "Config search path")):
