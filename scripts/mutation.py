@@ -2827,6 +2827,18 @@ MUTANTS: List[Mutant] = [
         "        return None",
         "backbone.stages.c3.modlues=...: Hydra's raw refusal, not the stage's keys",
     ),
+    Mutant(
+        "construct/probe.py",
+        "    declared = _declared_channels(module)\n",
+        "    declared = None\n",
+        "the input channels a timm model declares (in_chans, pretrained_cfg) ignored",
+    ),
+    Mutant(
+        "construct/probe.py",
+        "for channels in (found, 3)}",
+        "for channels in (found,)}",
+        "the first in_channels layer's count used after a SpaceToDepth (TResNet fed 48 channels)",
+    ),
 ]
 
 

@@ -15,7 +15,7 @@ from featx.construct.execution_order import check_execution_order
 from featx.construct.members import StageMembers
 from featx.construct.meta_model import MetaModel
 from featx.construct.plan import plan_backbone
-from featx.construct.probe import stride_of
+from featx.construct.probe import input_channels, stride_of
 
 
 def _plan(spec):
@@ -412,3 +412,76 @@ def test_an_input_size_that_is_no_multiple_of_the_patch_is_refused_at_build(size
         f"backbone.input_size: {size[0]}x{size[1]}: a token model takes sides that are multiples of its patch "
         f"stride 16 (e.g. {example})"
     )
+
+
+class _SpaceToDepthNet(nn.Module):
+    """A user's model that folds each 2x2 block of pixels into channels before its first convolution (as timm's
+    TResNet folds 4x4 blocks), the convolution taking 4 x ``channels``; it declares no input channel count."""
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__()
+        self.s2d = nn.PixelUnshuffle(2)
+        self.conv1 = nn.Conv2d(4 * channels, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(self.s2d(x)))
+
+
+def featx_test_space_to_depth(pretrained=False, **kwargs):
+    return _SpaceToDepthNet()
+
+
+def featx_test_space_to_depth_5(pretrained=False, **kwargs):
+    return _SpaceToDepthNet(channels=5)
+
+
+_S2D_STAGES = {"c1": {"modules": ["s2d", "conv1"]}, "c2": {"modules": ["conv2"]}}
+
+
+def _register(*builders):
+    timm = pytest.importorskip("timm")
+    for builder in builders:
+        if builder.__name__ not in timm.list_models():
+            timm.models.register_model(builder)
+    return timm
+
+
+def test_a_layer_that_changes_the_channels_before_the_first_convolution_takes_the_images_three(tmp_path):
+    """The input was given the channels of the first layer with in_channels (12): the model's own forward failed
+    on it and the spec was refused as never running 'conv2'; the 3 channels that run through are taken."""
+    timm = _register(featx_test_space_to_depth)
+    model = timm.create_model("featx_test_space_to_depth").eval()
+    torch.save(model.state_dict(), tmp_path / "model.pth")
+    spec = {"model": "timm:featx_test_space_to_depth", "device": "cpu", "stages": _S2D_STAGES}
+    backbone = featx.build({**spec, "weights": str(tmp_path / "model.pth")}).eval()
+    assert backbone.in_channels == 3
+    assert [(i.name, i.channels, i.stride) for i in backbone.feature_info] == [("c1", 8, 2), ("c2", 16, 4)]
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        outputs = backbone(x)
+        assert torch.equal(outputs["c1"], model.conv1(model.s2d(x)))
+        assert torch.equal(outputs["c2"], model(x))
+
+
+def test_a_first_layer_whose_channels_run_neither_as_found_nor_as_three_is_refused():
+    _register(featx_test_space_to_depth_5)
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build({"model": "timm:featx_test_space_to_depth_5", "device": "meta", "stages": _S2D_STAGES})
+    assert str(caught.value) == (
+        "backbone.model: featx cannot tell how many channels the model's input has: its first layer with "
+        "in_channels (Conv2d) takes 20, but the layers registered before it (PixelUnshuffle) turn neither 20 nor 3 "
+        "channels into 20 (they give 80 and 12)"
+    )
+
+
+@pytest.mark.parametrize("declare", ["in_chans", "pretrained_cfg"])
+def test_the_input_channels_a_model_declares_are_taken_at_its_word(declare):
+    """A one-channel model folding 2x2 blocks (its first convolution takes 4): neither 4 nor 3 channels run, but it
+    says 1, as timm models do with in_chans and their pretrained_cfg's input_size."""
+    model = _SpaceToDepthNet(channels=1)
+    if declare == "in_chans":
+        model.in_chans = 1
+    else:
+        model.pretrained_cfg = {"input_size": (1, 224, 224)}
+    assert input_channels(model) == 1

@@ -88,6 +88,40 @@ def test_outputs_equal_timms_own_maps(name, norm, tmp_path):
             _close(outputs[info.name], expected[info.stride])
 
 
+#: TResNet's stages: its SpaceToDepth folds each 4x4 block of the 3-channel image into 48 channels before body.conv1
+TRESNET_STAGES = {
+    "c2": {"modules": ["body.s2d", "body.conv1", "body.layer1"]},
+    "c3": {"modules": ["body.layer2"]},
+    "c4": {"modules": ["body.layer3"]},
+    "c5": {"modules": ["body.layer4"]},
+}
+
+
+def test_tresnet_takes_the_three_channels_it_declares_and_equals_timms_own_maps(tmp_path):
+    """featx probed with the channels of the first layer with in_channels, body.conv1's 48: featx.propose found
+    fewer than two stages and a correct spec was refused ("never runs 'body.layer1'"). The model's own in_chans
+    counts, and a stage that starts before that layer runs on the 3 channels the layer's 48 do not run on."""
+    proposed = featx.propose("timm:tresnet_m")
+    assert proposed["stages"] == TRESNET_STAGES
+    reference = _reference("tresnet_m")
+    torch.save(reference.state_dict(), tmp_path / "tresnet.pth")
+    spec = {**proposed, "weights": str(tmp_path / "tresnet.pth"), "norm": "eval", "device": "cpu"}
+    backbone = featx.build(spec).eval()
+    assert backbone.in_channels == 3
+    assert [(i.name, i.channels, i.stride) for i in backbone.feature_info] == [
+        ("c2", 64, 4),
+        ("c3", 128, 8),
+        ("c4", 1024, 16),
+        ("c5", 2048, 32),
+    ]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        outputs = backbone(x)
+    expected = _timm_maps(reference, x, channels_last=False)
+    for info in backbone.feature_info:
+        assert torch.equal(outputs[info.name], expected[info.stride]), info.name
+
+
 #: timm token models: name -> (input side, patch, prefix tokens), written out from timm's model definitions
 TOKEN_MODELS = {
     "vit_tiny_patch16_224": (224, 16, 1),  # class token

@@ -26,6 +26,9 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
+from featx.errors import SpecError
+from featx.spec.keys import key_path
+
 Size = Tuple[int, int]
 Shape = Tuple[int, ...]
 
@@ -39,13 +42,63 @@ def meta_input(size: Size, channels: int = 3) -> Tensor:
     return torch.empty(1, channels, *size, device="meta")
 
 
-def input_channels(first_stage: nn.Module) -> int:
-    """Channels the first layer takes (the first module with an ``in_channels`` attribute), 3 if none says."""
-    for module in first_stage.modules():
-        channels = getattr(module, "in_channels", None)
-        if isinstance(channels, int):
-            return channels
-    return 3
+def _declared_channels(model: nn.Module) -> Optional[int]:
+    """The input channels ``model`` declares: a timm model's ``in_chans``, else its ``pretrained_cfg`` input size."""
+    channels = getattr(model, "in_chans", None)
+    if isinstance(channels, int) and not isinstance(channels, bool):
+        return channels
+    config = getattr(model, "pretrained_cfg", None)
+    size = config.get("input_size") if isinstance(config, dict) else None
+    if isinstance(size, (tuple, list)) and len(size) == 3 and isinstance(size[0], int):
+        return size[0]
+    return None
+
+
+def _channels_through(layers: Sequence[nn.Module], channels: int) -> Optional[int]:
+    """The channels a meta image of ``channels`` channels has after ``layers`` run on it in turn (their own
+    forward, so no hook sees it), ``None`` where they fail on it or do not return an N x C x H x W map."""
+    x = meta_input(PROBE_SIZES[0], channels)
+    try:
+        with torch.no_grad():
+            for layer in layers:
+                x = layer.forward(x)
+    except Exception:  # noqa: BLE001 - layers that do not run on an image are not what the image meets first
+        return None
+    return int(x.shape[1]) if isinstance(x, Tensor) and x.dim() == 4 else None
+
+
+def input_channels(module: nn.Module) -> int:
+    """Channels ``module`` (a model, or a stage of its own modules) takes: what the model declares (timm's
+    ``in_chans``, or its ``pretrained_cfg`` input size), else what its first layer with an ``in_channels`` attribute
+    takes (3 if none says). Layers registered before that one may change the channel count (timm's SpaceToDepth
+    turns 3 into 48): then that count or else the image's 3, whichever they turn into it (that count where they do
+    not run on an image: a head registered first). SpecError where they run on an image but turn neither into it."""
+    declared = _declared_channels(module)
+    if declared is not None:
+        return declared
+    first_found = next(
+        ((layer, n) for layer in module.modules() if isinstance(n := getattr(layer, "in_channels", None), int)), None
+    )
+    if first_found is None:
+        return 3
+    first, found = first_found
+    inside = set(first.modules())
+    leaves = [layer for layer in module.modules() if next(layer.children(), None) is None]
+    before = leaves[: next(i for i, layer in enumerate(leaves) if layer in inside)]
+    if not before or found == 3:
+        return found
+    given = {channels: _channels_through(before, channels) for channels in (found, 3)}
+    taken = [channels for channels, out in given.items() if out == found]
+    if taken or all(out is None for out in given.values()):
+        return taken[0] if taken else found
+    names = ", ".join(type(layer).__name__ for layer in before)
+    gives = " and ".join("no map" if out is None else str(out) for out in given.values())
+    raise SpecError(
+        key_path("model"),
+        f"featx cannot tell how many channels the model's input has: its first layer with in_channels "
+        f"({type(first).__name__}) takes {found}, but the layers registered before it ({names}) turn neither {found} "
+        f"nor 3 channels into {found} (they give {gives})",
+    )
 
 
 def spatial_dims(layout: str) -> Tuple[int, int, int]:
