@@ -2696,12 +2696,6 @@ MUTANTS: List[Mutant] = [
         "export_backbone names the app's keys (export.path, export.overwrite=true) in Python",
     ),
     Mutant(
-        "tasks/export.py",
-        "        remove_empty_folders(created)\n        raise\n",
-        "        raise\n",
-        "a refused export leaves the folders it made for the path",
-    ),
-    Mutant(
         "cli/app.py",
         '                queue.append((found, name.rpartition("/")[0]))',
         "                pass",

@@ -26,9 +26,7 @@ from featx.errors import ArgumentError, FeatxError, InputShapeError, first_line
 from featx.files import (
     file_path_argument,
     flag_argument,
-    missing_folders,
     printable_path,
-    remove_empty_folders,
     utf8_path,
     write_atomically,
 )
@@ -470,17 +468,14 @@ def export_backbone(
             else _check_against_eager(backbone, run_loaded, example, format, dynamic, generator, keys.size)
         )
 
-    created = missing_folders(path.parent)
     try:
         with torch.no_grad():  # a size the model cannot take: its own error, before any exporter meets it
             try:
                 backbone(example)
             except InputShapeError as error:
                 raise ArgumentError(f"{keys.size}: {example_size[0]}x{example_size[1]}: {error}") from None
+        # a refused or failed write leaves none of the folders it made for the file
         target = write_atomically(path, write, overwrite=overwrite, what=keys.path, hint=keys.overwrite)
-    except BaseException:  # "nothing was written": nor are the folders made for the file left
-        remove_empty_folders(created)
-        raise
     finally:  # a backbone exported mid-training goes on training (BatchNorm statistics, dropout)
         for module, training in modes:
             module.training = training
