@@ -1161,8 +1161,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/propose.py",
-        "if len(sizes) > 1 and growth_against_stride(shapes, sizes, kind, out_stride) is not None:",
-        "if False:",
+        "        if growth is not None:\n            queue.insert(0, (path, module))",
+        "        if False:\n            queue.insert(0, (path, module))",
         "propose ends timm VGG with its unpadded 7x7 head, a stage build refuses",
     ),
     Mutant(
@@ -2832,6 +2832,30 @@ MUTANTS: List[Mutant] = [
         "for channels in (found, 3)}",
         "for channels in (found,)}",
         "the first in_channels layer's count used after a SpaceToDepth (TResNet fed 48 channels)",
+    ),
+    Mutant(
+        "construct/propose.py",
+        "        return (chain, None) if chain.forward_ran else (fixed, [crop, crop])",
+        "        return fixed, [crop, crop]",
+        "a model taking any size probed at its crop size alone (sequencer2d_s's stride 7 read as 8)",
+    ),
+    Mutant(
+        "construct/propose.py",
+        "        check_neck(loaded, plan_backbone(loaded, construct_on_meta(loaded.model)[0]))",
+        "        pass",
+        "a proposal featx.build refuses is returned (and printed by featx-propose, exit 0)",
+    ),
+    Mutant(
+        "construct/propose.py",
+        "{_OPTIONS[name] if options else f'propose(): {name}'} must be",
+        "{f'propose(): {name}'} must be",
+        "featx-propose's errors name propose()'s parameters (frozen_stages), not its options (--frozen-stages)",
+    ),
+    Mutant(
+        "construct/propose.py",
+        "{MAX_CHANNELS}{'' if options else ' or None'}",
+        "{MAX_CHANNELS} or None",
+        "featx-propose --fpn -1 says the value may be None, which no command line can give",
     ),
 ]
 

@@ -123,6 +123,92 @@ def test_propose_follows_the_forward_where_registration_order_differs():
     assert (late.left_out, late.head) == ((), ("global_pool", "in_conv", "fc"))
 
 
+class _SevenPixelPatches(torch.nn.Module):
+    """Takes any input size; its 7x7 patches (timm's sequencer2d_s's stem) make strides 7, 14 and 28, no powers
+    of two: at its crop size alone 224 / 7 = 32 rows read as stride 8."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 7, 7)
+        self.layer1, self.layer2 = torch.nn.Conv2d(16, 32, 3, 2, 1), torch.nn.Conv2d(32, 64, 3, 2, 1)
+        self.global_pool, self.fc = torch.nn.AdaptiveAvgPool2d(1), torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(self.global_pool(self.layer2(self.layer1(self.stem(x)))).flatten(1))
+
+
+class _SkipAcrossStages(torch.nn.Module):
+    """A shortcut ``down`` from layer1's map added to layer2's: the chain of maps leaves it out, and a build refuses
+    stages that skip a module the forward runs."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.MaxPool2d(2))
+        self.layer1, self.layer2 = torch.nn.Conv2d(16, 32, 3, 2, 1), torch.nn.Conv2d(32, 64, 3, 2, 1)
+        self.down, self.layer3 = torch.nn.Conv2d(32, 64, 3, 2, 1), torch.nn.Conv2d(64, 128, 3, 2, 1)
+        self.global_pool, self.fc = torch.nn.AdaptiveAvgPool2d(1), torch.nn.Linear(128, 10)
+
+    def forward(self, x):
+        a = self.layer1(self.stem(x))
+        return self.fc(self.global_pool(self.layer3(self.layer2(a) + self.down(a))).flatten(1))
+
+
+def test_propose_measures_a_model_that_takes_any_size_at_the_probe_sizes(capsys):
+    """A model that takes any size whose chain broke at the probe sizes (a stride of 7) was probed at its crop size
+    alone: 224 / 7 = 32 rows read as stride 8, with ``input_size: [224, 224]`` added, and featx.build refused the
+    spec featx-propose printed (exit 0); featx-list said "no proposal"."""
+    import timm
+
+    def featx_test_seven_pixel_patches(pretrained=False, **kwargs):
+        return _SevenPixelPatches(**kwargs)
+
+    timm.models.register_model(featx_test_seven_pixel_patches)
+    message = (
+        "propose(): 'timm:featx_test_seven_pixel_patches' gives fewer than two stages: the maps of stem grow by 13 "
+        "rows for 96 more input rows (224x288 and 320x416): a stride of about 7, not a power of two; a backbone "
+        "needs at least two strides >= 4, or a token model's patch embedding, token parameters and blocks (featx "
+        "recognises plain ViTs)"
+    )
+    with pytest.raises(featx.ArgumentError) as error:
+        featx.propose("timm:featx_test_seven_pixel_patches")
+    assert str(error.value) == message
+    with pytest.raises(SystemExit) as exit_info:
+        propose_cli.main(["timm:featx_test_seven_pixel_patches"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr() == ("", f"featx-propose: error: {message}\n")
+    catalog.main(["--timm", "timm:featx_test_seven_pixel_patches"])
+    assert f"no proposal: {message}" in capsys.readouterr().out
+
+
+def test_propose_refuses_a_spec_its_build_would_refuse():
+    """featx-propose printed a spec that featx.build then refused; it now says why and prints none."""
+    import timm
+
+    def featx_test_skip_across_stages(pretrained=False, **kwargs):
+        return _SkipAcrossStages(**kwargs)
+
+    timm.models.register_model(featx_test_skip_across_stages)
+    with pytest.raises(featx.ArgumentError) as error:
+        featx.propose("timm:featx_test_skip_across_stages")
+    assert str(error.value) == (
+        "propose(): the spec found for 'timm:featx_test_skip_across_stages' (c2, c3, c4, c5) is one featx.build "
+        "refuses: backbone.stages.c5: the model's forward runs 'down' after 'layer2', but no stage lists it: the "
+        "stages would skip it. List every module the forward runs, in its order (a stage may end after any of them)"
+    )
+
+
+@pytest.mark.slow
+def test_propose_refuses_timm_sequencer_whose_strides_are_no_powers_of_two():
+    """timm's sequencer2d_s takes any size; its strides are 7 and 14: featx-propose wrote strides 8 and 16 and an
+    ``input_size`` of 224x224, a spec featx.build refused."""
+    with pytest.raises(featx.ArgumentError) as error:
+        featx.propose("timm:sequencer2d_s")
+    assert str(error.value).startswith(
+        "propose(): 'timm:sequencer2d_s' gives fewer than two stages: the maps of stem grow by 13 rows for 96 more "
+        "input rows (224x288 and 320x416): a stride of about 7, not a power of two; "
+    )
+
+
 def test_propose_with_fpn_and_frozen_stages():
     spec = featx.propose("mobilenet_v3_small", fpn=64, frozen_stages=2)
     backbone = featx.build(spec, overrides=["device=cpu"]).eval()
@@ -161,6 +247,22 @@ def test_propose_rejects_bad_arguments(kwargs, message):
         featx.propose(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [  # they named propose()'s parameters (fpn, frozen_stages, min_stride) and fpn's None
+        (["resnet18", "--fpn", "-1"], "--fpn must be a channel count in 1..4096, got -1"),
+        (["resnet18", "--frozen-stages", "99"], "--frozen-stages must be in 0..4, got 99"),
+        (["resnet18", "--min-stride", "3"], "--min-stride must be a power of two in 1..64, got 3"),
+        (["vit_b_16", "--frozen-stages", "6"], "--frozen-stages must be in 0..5, got 6"),
+    ],
+)
+def test_featx_propose_cli_names_its_options_in_errors(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        propose_cli.main(arguments)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr() == ("", f"featx-propose: error: {message}\n")
+
+
 def test_propose_explains_why_a_model_gives_fewer_than_two_stages():
     with pytest.raises(featx.ArgumentError) as error:
         featx.propose("resnet50", min_stride=64)
@@ -193,14 +295,14 @@ def test_propose_refuses_a_min_stride_above_a_token_models_patch_stride(capsys):
 
 
 def test_propose_says_plainly_when_no_module_gives_a_feature_map():
-    """timm's TResNet feeds its body something else than the image: no map at all was "feature maps (none) have
-    stride - only"."""
+    """timm's MLP-Mixer turns the image into tokens in its stem: no map at all was "feature maps (none) have stride -
+    only"."""
     with pytest.raises(featx.ArgumentError) as error:
-        featx.propose("timm:tresnet_m")
+        featx.propose("timm:mixer_s16_224")
     assert str(error.value) == (
-        "propose(): 'timm:tresnet_m' gives fewer than two stages: no module of it (body, head) returns a feature map "
-        "(N x C x H x W) of the image; a backbone needs at least two strides >= 4, or a token model's patch "
-        "embedding, token parameters and blocks (featx recognises plain ViTs)"
+        "propose(): 'timm:mixer_s16_224' gives fewer than two stages: no module of it (stem, blocks, norm, head_drop, "
+        "head) returns a feature map (N x C x H x W) of the image; a backbone needs at least two strides >= 4, or a "
+        "token model's patch embedding, token parameters and blocks (featx recognises plain ViTs)"
     )
 
 

@@ -52,7 +52,9 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     command = shlex.join(["featx-propose", *(sys.argv[1:] if argv is None else argv)])
     try:
-        proposal = analyse(args.model, min_stride=args.min_stride, fpn=args.fpn, frozen_stages=args.frozen_stages)
+        proposal = analyse(
+            args.model, min_stride=args.min_stride, fpn=args.fpn, frozen_stages=args.frozen_stages, options=True
+        )
         text = proposal_yaml(proposal, command=command)
         if args.output is None or args.output == "-":
             with reader_may_stop("featx-propose"):

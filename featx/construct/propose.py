@@ -24,9 +24,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from featx.construct.builder import check_names
 from featx.construct.execution_order import has_no_forward, recorded_calls, runs_children_in_order
+from featx.construct.plan import check_neck, plan_backbone
 from featx.construct.probe import (
     PROBE_SIZES,
+    Growth,
     Shape,
     Size,
     channels_of,
@@ -42,6 +45,7 @@ from featx.models.meta_construction import construct_on_meta
 from featx.models.registry import check_model_name, default_crop_size
 from featx.nn.feature_info import FeatureInfo, StageInfo
 from featx.spec.limits import MAX_CHANNELS
+from featx.spec.load import load_spec
 from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec
 
 
@@ -104,12 +108,25 @@ def _splits_at_boundary(
 @dataclass(frozen=True)
 class _Chain:
     """The feature chain of a model: one :class:`FeatureInfo` per module (named by its path), the modules inside it
-    that it skips, the modules after it, and its layout."""
+    that it skips, the modules after it, and its layout; whether the model's own forward ran to its end at the
+    (first) probe size; and, where the chain ends at a map that grows by no power-of-two stride, how it grows."""
 
     links: Tuple[FeatureInfo, ...]
     left_out: Tuple[str, ...]
     head: Tuple[str, ...]
     layout: str
+    forward_ran: bool
+    irregular: Optional[str] = None
+
+
+def _irregular_growth(path: str, growth: Growth, sizes: Sequence[Size]) -> str:
+    """How the maps of ``path`` grow with the input where no power-of-two stride gives that growth."""
+    unit, grown, more = growth
+    measured = f"about {round(more / grown)}" if grown else "no stride at all"
+    return (
+        f"the maps of {path} grow by {grown} {unit} for {more} more input {unit} ({sizes[0][0]}x{sizes[0][1]} and "
+        f"{sizes[-1][0]}x{sizes[-1][1]}): a stride of {measured}, not a power of two"
+    )
 
 
 def _forward_inputs(model: nn.Module, size: Size) -> Tuple[Dict[str, Optional[Shape]], bool]:
@@ -134,6 +151,7 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
     skipped: List[str] = []
     left_out: List[str] = []
     layout: Optional[str] = None
+    irregular: Optional[str] = None
     stride = 1
     while queue:
         path, module = queue.pop(0)
@@ -164,15 +182,17 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
         ):
             queue[:0] = [(f"{path}.{name}", child) for name, child in module.named_children()]
             continue
-        if len(sizes) > 1 and growth_against_stride(shapes, sizes, kind, out_stride) is not None:
+        growth = growth_against_stride(shapes, sizes, kind, out_stride) if len(sizes) > 1 else None
+        if growth is not None:
             queue.insert(0, (path, module))  # no power-of-two stride (timm VGG's unpadded 7x7 head): build refuses it
+            irregular = _irregular_growth(path, growth, sizes)
             break
         layout, stride, xs = kind, out_stride, outputs
         left_out.extend(skipped)
         skipped = []
         links.append(FeatureInfo(path, channels_of(shapes[0], kind), out_stride))
     head = skipped + [path for path, _ in queue]
-    return _Chain(tuple(links), tuple(left_out), tuple(head), layout or "nchw")
+    return _Chain(tuple(links), tuple(left_out), tuple(head), layout or "nchw", completed, irregular)
 
 
 def _group_stages(links: Sequence[FeatureInfo], min_stride: int) -> Tuple[StageInfo, ...]:
@@ -210,9 +230,11 @@ def _as_slices(
 
 
 def _find_chain(model: nn.Module, model_name: str, min_stride: int) -> Tuple[_Chain, Optional[List[int]]]:
-    """The chain at the general probe sizes or, for a model that takes one input size only (MaxViT fails at the
-    general sizes), at the crop size of its weights; with the ``input_size`` that needs. Without two stages at
-    either, the chain at the crop size (a token model's embedding)."""
+    """The chain at the general probe sizes or, for a model that takes one input size only (MaxViT's forward fails
+    at the general sizes), at the crop size of its weights; with the ``input_size`` that needs. A model whose
+    forward runs at the general sizes keeps the chain found there: at one size a stride that is no power of two
+    reads as the nearest one (sequencer2d_s's 7 as 8). Without two stages at either, the chain at the crop size
+    (a token model's embedding)."""
     with shape_only_layers(model), torch.no_grad():
         chain = _walk(model, PROBE_SIZES, min_stride)
         if len(_group_stages(chain.links, min_stride)) >= 2:
@@ -220,12 +242,46 @@ def _find_chain(model: nn.Module, model_name: str, min_stride: int) -> Tuple[_Ch
         crop = default_crop_size(model_name)
         fixed = _walk(model, ((crop, crop),), min_stride)
     if len(_group_stages(fixed.links, min_stride)) >= 2:
-        return fixed, [crop, crop]
+        return (chain, None) if chain.forward_ran else (fixed, [crop, crop])
     return fixed, None  # at its own size the model's forward runs: what it feeds each module is known
 
 
-def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, frozen_stages: int = 1) -> Proposal:
-    """Probe ``model_name`` on the meta device and propose a spec (see :func:`propose`)."""
+#: featx-propose's option for each of :func:`analyse`'s parameters
+_OPTIONS = {"min_stride": "--min-stride", "fpn": "--fpn", "frozen_stages": "--frozen-stages"}
+
+
+def _out_of_range(name: str, rule: str, value: int, options: bool) -> ArgumentError:
+    """The error for parameter ``name``'s ``value`` outside ``rule``: naming featx-propose's option where
+    ``options``, else the parameter."""
+    return ArgumentError(f"{_OPTIONS[name] if options else f'propose(): {name}'} must be {rule}, got {value}")
+
+
+def _check_builds(proposal: Proposal) -> Proposal:
+    """``proposal`` if featx.build takes its spec: loaded, checked and planned as a build does (on a fresh meta model,
+    bypassing the plan cache), else ArgumentError with the build's reason."""
+    spec = proposal.spec
+    try:
+        loaded = load_spec(spec.to_dict())
+        check_names(loaded)
+        check_neck(loaded, plan_backbone(loaded, construct_on_meta(loaded.model)[0]))
+    except SpecError as error:
+        stages = ", ".join(stage.name for stage in proposal.stages)
+        raise ArgumentError(
+            f"propose(): the spec found for {spec.model!r} ({stages}) is one featx.build refuses: {error}"
+        ) from None
+    return proposal
+
+
+def analyse(
+    model_name: str,
+    *,
+    min_stride: int = 4,
+    fpn: Optional[int] = None,
+    frozen_stages: int = 1,
+    options: bool = False,
+) -> Proposal:
+    """Probe ``model_name`` on the meta device and propose a spec (see :func:`propose`); with ``options``, an
+    argument out of range is named as featx-propose's option (``--fpn``) instead of the parameter."""
     if not isinstance(model_name, str):
         raise ArgumentError(
             "propose(): model_name must be a model name (str: a torchvision classifier or timm:NAME), got "
@@ -239,9 +295,9 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
         if not (type(value) is int or (name == "fpn" and value is None)):
             raise ArgumentError(f"propose(): {name} must be an integer, got {value!r:.80}")
     if not 1 <= min_stride <= 64 or min_stride & (min_stride - 1):
-        raise ArgumentError(f"propose(): min_stride must be a power of two in 1..64, got {min_stride}")
+        raise _out_of_range("min_stride", "a power of two in 1..64", min_stride, options)
     if fpn is not None and not 1 <= fpn <= MAX_CHANNELS:
-        raise ArgumentError(f"propose(): fpn must be a channel count in 1..{MAX_CHANNELS} or None, got {fpn}")
+        raise _out_of_range("fpn", f"a channel count in 1..{MAX_CHANNELS}{'' if options else ' or None'}", fpn, options)
     model = construct_on_meta(model_name)[0].eval()
     width = getattr(model, "num_features", None)
     model_features = width if type(width) is int else None
@@ -263,9 +319,7 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
                 f"most {stride}"
             )
         if not 0 <= frozen_stages <= len(token_stages.stages):
-            raise ArgumentError(
-                f"propose(): frozen_stages must be in 0..{len(token_stages.stages)}, got {frozen_stages}"
-            )
+            raise _out_of_range("frozen_stages", f"in 0..{len(token_stages.stages)}", frozen_stages, options)
         tokens, stages = token_stages.spec.tokens, token_stages.stages
         if fpn is not None and patch & (patch - 1):  # the pyramid's levels need a power-of-two stride
             tokens = dataclasses.replace(tokens, stride=1 << patch.bit_length())
@@ -279,15 +333,17 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
             fpn=None if fpn is None else FpnSpec(out_channels=fpn, style="simple"),
             input_size=None if grid is None else [grid * (tokens.stride or patch)] * 2,
         )
-        return Proposal(spec, stages, (), token_stages.head, model_features)
+        return _check_builds(Proposal(spec, stages, (), token_stages.head, model_features))
     if len(stages) < 2:
         if chain.links:
             strides = sorted({link.stride for link in chain.links})
+            follows = f"what follows ({', '.join(chain.head) or 'nothing'}) works on other shapes"
             found = (
                 f"its feature maps ({', '.join(link.name for link in chain.links)}) have stride "
-                f"{', '.join(map(str, strides))} only, and what follows ({', '.join(chain.head) or 'nothing'}) works "
-                "on other shapes"
+                f"{', '.join(map(str, strides))} only, and {chain.irregular or follows}"
             )
+        elif chain.irregular is not None:
+            found = chain.irregular
         else:
             modules = f" ({', '.join(chain.head)})" if chain.head else ""
             found = f"no module of it{modules} returns a feature map (N x C x H x W) of the image"
@@ -297,7 +353,7 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
             "plain ViTs)"
         )
     if not 0 <= frozen_stages <= len(stages):
-        raise ArgumentError(f"propose(): frozen_stages must be in 0..{len(stages)}, got {frozen_stages}")
+        raise _out_of_range("frozen_stages", f"in 0..{len(stages)}", frozen_stages, options)
     slices = _as_slices(stages, chain.left_out, model)
     source, stage_specs = slices if slices else (None, {s.name: StageSpec(modules=list(s.paths)) for s in stages})
     spec = BackboneSpec(
@@ -309,7 +365,7 @@ def analyse(model_name: str, *, min_stride: int = 4, fpn: Optional[int] = None, 
         layout=chain.layout,
         input_size=input_size,
     )
-    return Proposal(spec, stages, chain.left_out, chain.head, model_features)
+    return _check_builds(Proposal(spec, stages, chain.left_out, chain.head, model_features))
 
 
 def propose(
@@ -323,7 +379,8 @@ def propose(
     at the patch stride, returning ``blocks4``; ``fpn`` then adds ViTDet's simple feature pyramid.
 
     Raises :class:`~featx.errors.ArgumentError` for an unknown model (with close names), a model with fewer than
-    two stages at ``min_stride`` or above, or a token model whose patch stride is below ``min_stride``. Example::
+    two stages at ``min_stride`` or above, a token model whose patch stride is below ``min_stride``, or a spec that
+    featx.build would refuse (it is checked as a build plans it, on the meta device). Example::
 
         featx.build(featx.propose("convnext_tiny", fpn=256))
     """
