@@ -1474,7 +1474,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "files.py",
-        "    if clean_left:\n        _remove_left_partials(path)\n",
+        "        if clean_left:\n            _remove_left_partials(path)\n",
         "",
         "a killed writer's temporary file stays for good",
     ),
