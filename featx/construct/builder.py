@@ -176,7 +176,7 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
                     plan.stage_containers(model), plan.stages, spec, neck, plan.in_channels, copied=plan.changed_later
                 )
                 if checkpoint is not None and saved is not None:
-                    load_saved_backbone(backbone, spec, checkpoint)
+                    load_saved_backbone(backbone, spec, checkpoint, saved)
                 if spec.reinit:
                     backbone.reinit(*spec.reinit)
         if checkpoint is not None:

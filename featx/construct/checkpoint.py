@@ -332,12 +332,12 @@ def saved_spec(checkpoint: Checkpoint) -> BackboneSpec:
         raise error.with_origin(str(checkpoint.path)) from None
 
 
-def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Checkpoint) -> None:
+def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Checkpoint, saved: BackboneSpec) -> None:
     """Load a checkpoint written by :func:`save` into ``backbone`` (whose tensors may be on the meta device: the
     checkpoint's are assigned, cast where the dtype differs); if it does not fit, say how the spec it was saved from
     differs. A file without an FPN gives the trunk of a spec with one (its FPN drawn from the seed, as on a
-    torchvision file); a file's FPN is left out by a spec without one (``fpn: null``: the trunk alone)."""
-    saved = saved_spec(checkpoint)
+    torchvision file); a file's FPN is left out by a spec without one (``fpn: null``: the trunk alone). ``saved`` is
+    the file's spec (:func:`saved_spec`)."""
 
     def refused(keys: Tuple[str, ...], reason: str) -> WeightsError:
         differing = [field for field in keys if getattr(saved, field) != getattr(spec, field)]
