@@ -2857,6 +2857,12 @@ MUTANTS: List[Mutant] = [
         "{MAX_CHANNELS} or None",
         "featx-propose --fpn -1 says the value may be None, which no command line can give",
     ),
+    Mutant(
+        "tasks/detection.py",
+        "        if len(set(level)) < len(level):  # whole pixels: sizes within one octave of a small stride coincide",
+        "        if False:",
+        "anchor_generator(sizes_per_octave=8, size_per_stride=1): equal anchor sizes (4, 4, 4, ...) in one level",
+    ),
 ]
 
 

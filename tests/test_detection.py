@@ -314,6 +314,11 @@ ANCHOR_ARGUMENT_CASES = [
     ({"aspect_ratios": [1.0, None]}, r"each aspect ratio must be a finite number, got None"),
     ({"aspect_ratios": [1.0, 1e300]}, r"aspect_ratios must be distinct numbers in 1/1000\.\.1000"),
     ({"aspect_ratios": [0.5, 0.5]}, r"aspect_ratios must be distinct numbers"),
+    (  # whole pixels: 4 * 2**(k/8) gave 4 three times, identical anchors each with its own head output
+        {"size_per_stride": 1, "sizes_per_octave": 8},
+        r"sizes_per_octave=8 with size_per_stride=1 gives p2 \(stride 4\) the anchor sizes \(4, 4, 4, 5, 5, 6, 6, 7\), "
+        r"some of them equal \(sizes are whole pixels\); give fewer sizes per octave or a larger size_per_stride$",
+    ),
     ({"aspect_ratios": {0.5: 1, 2.0: 1}}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got \{"),
     ({"aspect_ratios": {0.5, 2.0}}, r"aspect_ratios must be a list of 1\.\.16 positive numbers, got \{"),
     ({"size_per_stride": 10**400}, r"size_per_stride must be a finite number, got 1000"),

@@ -36,6 +36,18 @@ def test_compose_with_overrides_and_instantiate():
     assert backbone.spec == featx.build(cfg.backbone).spec
 
 
+def test_a_config_dumped_by_an_older_featx_instantiates_as_it_builds():
+    """Configs dumped before the package was restructured name featx.hydra_conf.instantiate_backbone: featx.build
+    took them, and Hydra's instantiate failed to import the target."""
+    cfg = OmegaConf.to_container(_compose(["backbone=resnet18", "backbone.device=cpu"]))
+    assert cfg["backbone"]["_target_"] == "featx.spec.hydra_store.instantiate_backbone"
+    old = OmegaConf.create({**cfg["backbone"], "_target_": "featx.hydra_conf.instantiate_backbone"})
+    backbone, built = instantiate(old), featx.build(old)
+    assert isinstance(backbone, featx.Backbone) and backbone.spec == built.spec
+    for (name, a), b in zip(backbone.state_dict().items(), built.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_instantiate_and_build_agree_for_every_conf_file(backbone_name, tmp_path, monkeypatch):
     monkeypatch.delenv("FEATX_NO_CACHE")  # the packaged plans, as installed: this is no test of the planner
     monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path))

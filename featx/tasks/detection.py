@@ -1,9 +1,11 @@
 """Anchors and RoI poolers for torchvision's detection models, derived from a featx backbone's ``feature_info``.
 
 A featx backbone with an FPN (one channel count on every output) is accepted as-is by ``FasterRCNN``, ``MaskRCNN``,
-``KeypointRCNN`` (FPN levels + ``extra_blocks: maxpool``), ``RetinaNet`` and ``FCOS`` (c3..c5 + ``extra_blocks: p6p7``).
-What torchvision cannot infer are the anchor sizes per level and the names of the maps to pool RoIs from; these
-functions read them off ``feature_info`` so nobody types them. Example::
+``KeypointRCNN`` (FPN levels + ``extra_blocks: maxpool``), ``RetinaNet`` and ``FCOS`` (c3..c5 + ``extra_blocks: p6p7``)
+when it names its outputs as torchvision does (``output_names: torchvision``: the R-CNNs' default pooler reads the
+maps ``'0'``..``'3'``). Otherwise, and for other anchors, what torchvision cannot infer are the anchor sizes per level
+and the names of the maps to pool RoIs from; these functions read them off ``feature_info`` so nobody types them.
+Example::
 
     from torchvision.models.detection import FasterRCNN
     from featx.detection import anchor_generator, roi_pooler
@@ -140,6 +142,13 @@ def anchor_generator(
             f"anchor_generator(): size_per_stride={size_per_stride!r} makes anchors smaller than 1 pixel at stride "
             f"{backbone.feature_info[0].stride}; it must be at least 1/stride"
         )
+    for info, level in zip(backbone.feature_info, sizes, strict=True):
+        if len(set(level)) < len(level):  # whole pixels: sizes within one octave of a small stride coincide
+            raise ArgumentError(
+                f"anchor_generator(): sizes_per_octave={per_octave} with size_per_stride={size:g} gives {info.name} "
+                f"(stride {info.stride}) the anchor sizes {level}, some of them equal (sizes are whole pixels); give "
+                "fewer sizes per octave or a larger size_per_stride"
+            )
     return AnchorGenerator(sizes, (ratios,) * len(sizes))
 
 
