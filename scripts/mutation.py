@@ -2863,6 +2863,12 @@ MUTANTS: List[Mutant] = [
         "        if False:",
         "anchor_generator(sizes_per_octave=8, size_per_stride=1): equal anchor sizes (4, 4, 4, ...) in one level",
     ),
+    Mutant(
+        "spec/overrides.py",
+        "    if long is not None:",
+        "    if False:",
+        "an override of 5,000 characters parsed and applied, past the bound on one override",
+    ),
 ]
 
 

@@ -32,7 +32,7 @@ MAX_BATCH = 4096
 #: the widest neck (``fpn.out_channels``): one 3x3 conv of 4096 -> 4096 channels is 0.6 GB of float32, and an FPN
 #: has one per level, so a wider neck would exhaust memory before any use (detection FPNs use 256)
 MAX_CHANNELS = 4096
-#: the most input pixels (batch × height × width) an app runs at once: 2^25, a 5792x5792 image or 512 images of
+#: the most input pixels (batch × height × width) an app runs at once: 2^25, a 5792x5792 image or 668 images of
 #: 224x224. A network's feature maps take far more memory than its input (VGG-16's first block holds 64 channels at
 #: full size: 8.6 GB per map at this bound), so a larger batch would be killed by the system instead of refused
 MAX_BATCH_PIXELS = 1 << 25

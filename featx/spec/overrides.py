@@ -32,10 +32,14 @@ def parse_overrides(overrides: Sequence[str]) -> list[Override]:
         raise SpecError(
             key_path("overrides"), f"expected a list of strings such as ['frozen_stages=1'], got {quoted(overrides)}"
         )
-    if len(overrides) > MAX_OVERRIDES or any(len(line) > MAX_OVERRIDE_CHARS for line in overrides):
+    if len(overrides) > MAX_OVERRIDES:
+        raise SpecError(key_path("overrides"), f"{len(overrides)} overrides; at most {MAX_OVERRIDES} are taken")
+    long = next((index for index, line in enumerate(overrides) if len(line) > MAX_OVERRIDE_CHARS), None)
+    if long is not None:
         raise SpecError(
             key_path("overrides"),
-            f"at most {MAX_OVERRIDES} overrides of at most {MAX_OVERRIDE_CHARS} characters each",
+            f"override {long} has {len(overrides[long])} characters; at most {MAX_OVERRIDE_CHARS} are taken "
+            f"({quoted(overrides[long])})",
         )
     parser = OverridesParser.create()
     parsed = []
