@@ -53,7 +53,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 import featx
-from featx.files import write_generated_page
+from featx.files import write_atomically, write_generated_page
 
 from machine import machine_description
 
@@ -406,6 +406,37 @@ def _table(header: List[str], rows: List[List[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+#: what marks the JSON file this script writes (it replaces no other file)
+JSON_MARK = "scripts/bench.py"
+_NOT_OURS = "exists and is not a file this script wrote; nothing was written: give another path, or move that file"
+
+
+def _is_own_json(path: Path) -> bool:
+    """Whether ``path`` is a regular file (not a link) holding this script's JSON (its ``written_by`` mark)."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 1 << 26:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("written_by") == JSON_MARK
+
+
+def _write_json(path: Path, results: Dict[str, object]) -> None:
+    """Write ``results`` as JSON to ``path`` whole, replacing only a file this script wrote (never through a link)."""
+    text = json.dumps({"written_by": JSON_MARK, **results}, indent=2)
+    try:
+        write_atomically(
+            path,
+            lambda partial: partial.write_text(text, encoding="utf-8"),
+            overwrite=_is_own_json(path),
+            what="--json",
+            hint="give another path, or move that file",
+        )
+    except featx.FeatxError as error:
+        raise SystemExit(f"bench.py: error: {error}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
@@ -420,6 +451,8 @@ def main() -> None:
         "--output", type=Path, help="also write the tables as a markdown page (with the command and the machine)"
     )
     args = parser.parse_args()
+    if (args.json.exists() or args.json.is_symlink()) and not _is_own_json(args.json):  # before minutes of work
+        raise SystemExit(f"bench.py: error: --json: {args.json} {_NOT_OURS}")
     compile_featx()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as name:
@@ -510,7 +543,7 @@ def main() -> None:
             columns, row = tables[section]
             markdown.append(f"## {section}\n\n" + _table(columns, [row(r) for r in results[section]]) + "\n")
             print(markdown[-1])
-    args.json.write_text(json.dumps(results, indent=2))
+    _write_json(args.json, results)
     print(f"\nwrote {args.json}")
     if args.output is not None:
         try:

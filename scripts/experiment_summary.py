@@ -32,7 +32,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 import featx
-from featx.files import write_generated_page
+from featx.files import write_atomically, write_generated_page
 
 from machine import machine_description
 
@@ -113,13 +113,30 @@ def loss_figure(results: List[Dict[str, Any]]) -> Any:
     return figure
 
 
-def plot_results(results: List[Dict[str, Any]], path: Path) -> None:
-    """:func:`loss_figure` as a PNG."""
+def plot_results(results: List[Dict[str, Any]], path: Path, overwrite: bool = False) -> None:
+    """:func:`loss_figure` as a PNG, written whole; an existing file is replaced only with ``overwrite`` (never
+    through a link)."""
     figure = loss_figure(results)
     from matplotlib import pyplot as plt
 
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        write_atomically(
+            path,
+            lambda partial: figure.savefig(partial, format="png", dpi=100),
+            overwrite=overwrite,
+            what=path.name,
+            hint="give another hydra.sweep.dir, or move that file",
+        )
+    finally:
+        plt.close(figure)
+
+
+def _is_results_table(path: Path, table: str) -> bool:
+    """Whether ``path`` is a regular file (not a link) starting as ``table`` does: a table this script wrote."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.readline().rstrip("\n") == table.splitlines()[0]
 
 
 class SweepSummary(Callback):
@@ -151,7 +168,14 @@ class SweepSummary(Callback):
             log.warning("no result.json of this sweep under %s: nothing to summarise", sweep_dir)
             return
         table = results_table(results)
-        (sweep_dir / "results.md").write_text(table)
+        # the folder's results.md and results.png are this script's when results.md is one of its tables (a rerun
+        # into the folder): anything else there is the user's, kept (and never written through a link)
+        ours = _is_results_table(sweep_dir / "results.md", table)
+        try:
+            write_generated_page(sweep_dir / "results.md", table, "results.md")
+        except featx.FeatxError as error:
+            log.error("%s", error)
+            return
         log.info("sweep results (%s):\n%s", sweep_dir / "results.md", table)
         page = OmegaConf.select(config, "summary_page")
         if page:
@@ -161,8 +185,11 @@ class SweepSummary(Callback):
             except featx.FeatxError as error:
                 log.error("%s", error)
         try:
-            plot_results(results, sweep_dir / "results.png")
+            plot_results(results, sweep_dir / "results.png", overwrite=ours)
         except ImportError:
             log.warning("results.png not written: it needs matplotlib (pip install matplotlib)")
+            return
+        except featx.FeatxError as error:
+            log.error("%s", error)
             return
         log.info("plot: %s", sweep_dir / "results.png")

@@ -36,3 +36,26 @@ def test_a_measurement_imports_nothing_while_timed(bench, kind, tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), weights)
     measured = bench._child(kind, "resnet18", "resnet18", weights)
     assert set(measured) == {"seconds", "peak_mib"} and measured["seconds"] > 0
+
+
+def test_the_json_replaces_only_a_file_bench_wrote(bench, tmp_path, monkeypatch, capsys):
+    """--json (default: a fixed name in $TMPDIR) was written with write_text: it replaced any file, wrote through a
+    link planted at that name, and did so before --output's refusal said "nothing was written"."""
+    notes, link, own = tmp_path / "notes.txt", tmp_path / "link.json", tmp_path / "bench.json"
+    notes.write_text("my notes\n")
+    link.symlink_to(notes)
+    for path in (notes, link, tmp_path):  # refused before any measurement
+        monkeypatch.setattr("sys.argv", ["bench.py", "--sections", "inspect", "--json", str(path)])
+        with pytest.raises(SystemExit) as refused:
+            bench.main()
+        assert str(refused.value) == (
+            f"bench.py: error: --json: {path} exists and is not a file this script wrote; nothing was written: give "
+            "another path, or move that file"
+        )
+    assert notes.read_text() == "my notes\n"
+    bench._write_json(own, {"forward": []})
+    bench._write_json(own, {"forward": [1]})  # its own file: replaced
+    assert bench._is_own_json(own) and '"forward": [\n    1\n  ]' in own.read_text()
+    with pytest.raises(SystemExit, match=r"--json: .*notes\.txt exists"):
+        bench._write_json(notes, {"forward": []})
+    assert notes.read_text() == "my notes\n"

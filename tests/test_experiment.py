@@ -221,6 +221,31 @@ def test_summary_page_never_replaces_a_users_file(summary, sweep, tmp_path, caps
     assert (sweep_dir / "results.md").read_text() == (sweep[0] / "results.md").read_text()
 
 
+def test_the_sweep_summary_replaces_no_users_file_nor_writes_through_a_link(summary, sweep, tmp_path, capsys):
+    """results.md and results.png were written with write_text and savefig: through a link planted at results.md
+    into a file outside the sweep folder, and over a user's own results.png."""
+    sweep_dir = tmp_path / "copy"
+    shutil.copytree(sweep[0], sweep_dir, ignore=shutil.ignore_patterns("results.*", "page.md"))
+    outside = tmp_path / "outside.txt"
+    outside.write_text("elsewhere\n")
+    (sweep_dir / "results.md").symlink_to(outside)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("experiment", overrides=[f"hydra.sweep.dir={sweep_dir}"], return_hydra_config=True)
+    summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
+    assert outside.read_text() == "elsewhere\n" and (sweep_dir / "results.md").is_symlink()
+    assert "results.md: " in capsys.readouterr().out
+    (sweep_dir / "results.md").unlink()
+    (sweep_dir / "results.png").write_text("my plot\n")
+    summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
+    assert (sweep_dir / "results.png").read_text() == "my plot\n"
+    assert f"results.png: {sweep_dir / 'results.png'} exists" in capsys.readouterr().out
+    assert (sweep_dir / "results.md").read_text() == (sweep[0] / "results.md").read_text()  # the table is written
+    (sweep_dir / "results.png").unlink()
+    summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)  # its own pair again: both replaced
+    summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
+    assert (sweep_dir / "results.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
 def test_a_second_sweep_into_the_same_folder_summarises_its_own_jobs_alone(sweep, tmp_path):
     # the folder of a finished two-job sweep, given again to a one-job sweep whose job gets a folder of its own
     sweep_dir = tmp_path / "again"
