@@ -53,6 +53,7 @@ from featx.cli.app import plain_nested_overrides
 from featx.detection import anchor_generator, roi_pooler
 from featx.files import write_atomically
 from featx.spec.config_files import backbone_names
+from featx.spec.limits import MAX_BATCH_PIXELS, MAX_SIDE
 from featx.tasks.extract.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 from box_metrics import mean_average_precision
@@ -210,13 +211,20 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(f"experiment: error: {message}")
 
 
-def _check_number(cfg: DictConfig, key: str, *, integer: bool, minimum: float, inclusive: bool = True) -> None:
+def _check_number(
+    cfg: DictConfig, key: str, *, integer: bool, minimum: float, inclusive: bool = True, maximum: float = math.inf
+) -> None:
     value = OmegaConf.select(cfg, key)
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    in_range = is_number and (value >= minimum if inclusive else value > minimum)
+    in_range = is_number and (value >= minimum if inclusive else value > minimum) and value <= maximum
     if not in_range or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
-        _fail(f"{key}: must be {kind} {'>=' if inclusive else '>'} {minimum}, got {value!r}")
+        bound = f"in {minimum}..{maximum}" if maximum < math.inf else f"{'>=' if inclusive else '>'} {minimum}"
+        _fail(f"{key}: must be {kind} {bound}, got {value!r}")
+
+
+#: upper bounds of the integer keys that size the work (views are made in memory, images pass the backbone whole)
+MAXIMA = {"data.image_size": MAX_SIDE, "data.train_views": 100_000, "data.val_views": 100_000, "train.batch_size": 4096}
 
 
 def validate(cfg: DictConfig) -> None:
@@ -234,7 +242,13 @@ def validate(cfg: DictConfig) -> None:
         "train.batch_size": 1,
     }
     for key, minimum in integers.items():
-        _check_number(cfg, key, integer=True, minimum=minimum)
+        _check_number(cfg, key, integer=True, minimum=minimum, maximum=MAXIMA.get(key, math.inf))
+    pixels = cfg.train.batch_size * cfg.data.image_size**2
+    if pixels > MAX_BATCH_PIXELS:  # memory for the maps grows with it: refused, not killed by the system
+        _fail(
+            f"train.batch_size, data.image_size: a batch of {cfg.train.batch_size} images of {cfg.data.image_size}^2 "
+            f"is {pixels} pixels, more than {MAX_BATCH_PIXELS}; lower one of them"
+        )
     for key in ("train.lr", "train.clip_grad_norm", "detector.anchor_size_per_stride"):
         _check_number(cfg, key, integer=False, minimum=0, inclusive=False)
     for key in ("train.backbone_lr", "train.weight_decay", "data.min_visible"):

@@ -345,8 +345,16 @@ def test_a_backbone_without_one_width_is_a_one_line_error(tmp_path):
     ("override", "message"),
     [
         ("train.iterations=0", "train.iterations: must be an integer >= 1, got 0"),
-        ("train.batch_size=2.5", "train.batch_size: must be an integer >= 1, got 2.5"),
-        ("data.image_size=16", "data.image_size: must be an integer >= 32, got 16"),
+        ("train.batch_size=2.5", "train.batch_size: must be an integer in 1..4096, got 2.5"),
+        ("data.image_size=16", "data.image_size: must be an integer in 32..16384, got 16"),
+        # no upper bound: 119 GB were allocated for one view
+        ("data.image_size=100000", "data.image_size: must be an integer in 32..16384, got 100000"),
+        ("data.train_views=1000000", "data.train_views: must be an integer in 1..100000, got 1000000"),
+        (
+            "data.image_size=8192",
+            "train.batch_size, data.image_size: a batch of 4 images of 8192^2 is 268435456 pixels, more than 33554432; "
+            "lower one of them",
+        ),
         ("train.lr=0", "train.lr: must be a number > 0, got 0"),
         ("train.backbone_lr=-1", "train.backbone_lr: must be a number >= 0, got -1"),
         ("data.min_visible=1.5", "data.min_visible: must be a fraction in [0, 1], got 1.5"),
