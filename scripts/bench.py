@@ -46,6 +46,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torchvision
+from arguments import whole_number
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -439,12 +440,16 @@ def _write_json(path: Path, results: Dict[str, object]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=7, help="forward repetitions (interleaved)")
-    parser.add_argument("--build-repeats", type=int, default=3, help="fresh processes per build measurement")
+    parser.add_argument("--batches", type=whole_number(1, 256), nargs="+", default=[1, 8])
+    parser.add_argument("--size", type=whole_number(32, 4096), default=224)
+    parser.add_argument("--repeats", type=whole_number(1, 1000), default=7, help="forward repetitions (interleaved)")
+    parser.add_argument(
+        "--build-repeats", type=whole_number(1, 1000), default=3, help="fresh processes per build measurement"
+    )
     parser.add_argument("--json", type=Path, default=Path(tempfile.gettempdir()) / "featx-bench.json")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls of each side before the timed ones")
+    parser.add_argument(
+        "--warmup", type=whole_number(0, 1000), default=2, help="untimed calls of each side before the timed ones"
+    )
     parser.add_argument("--device", default="cpu", help="where forward and channels_last run (builds: always cpu)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument(

@@ -40,6 +40,7 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 import numpy as np
 import torch
 import torchvision
+from arguments import whole_number
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -282,10 +283,10 @@ def _where(device: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> Tuple[Dict[str, Optional[float]], str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--images", type=whole_number(1, 100_000), default=2000)
+    parser.add_argument("--workers", type=whole_number(0, 256), default=16)
+    parser.add_argument("--batch-size", type=whole_number(1, 4096), default=64)
+    parser.add_argument("--size", type=whole_number(32, 4096), default=224)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backbone", default="resnet50", help="a packaged spec of a torchvision ResNet")
     parser.add_argument("--output", type=Path, help="also write the tables as a markdown page")

@@ -59,3 +59,22 @@ def test_the_json_replaces_only_a_file_bench_wrote(bench, tmp_path, monkeypatch,
     with pytest.raises(SystemExit, match=r"--json: .*notes\.txt exists"):
         bench._write_json(notes, {"forward": []})
     assert notes.read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize(
+    ("script", "arguments", "message"),
+    [  # each went on to minutes of work, then a raw traceback (statistics, the DataLoader, a KeyError)
+        ("bench", ["--repeats", "0"], "argument --repeats: 0 is not in 1..1000"),
+        ("bench", ["--build-repeats", "0"], "argument --build-repeats: 0 is not in 1..1000"),
+        ("bench", ["--batches", "1", "0"], "argument --batches: 0 is not in 1..256"),
+        ("bench_extract", ["--workers", "-1"], "argument --workers: -1 is not in 0..256"),
+        ("bench_extract", ["--images", "10**9"], "argument --images: '10**9' is not a whole number"),
+        ("bench_extract", ["--batch-size", "0"], "argument --batch-size: 0 is not in 1..4096"),
+    ],
+)
+def test_the_benchmarks_refuse_bad_numbers_before_any_work(script, arguments, message, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", [f"{script}.py", *arguments])
+    with pytest.raises(SystemExit) as refused:
+        load_script(script).main() if script == "bench" else load_script(script).main(arguments)
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"{script}.py: error: {message}")
