@@ -324,11 +324,14 @@ def write_generated_page(path: Path, text: str, what: str) -> Path:
     path = Path(path)
     title = text.splitlines()[0]
     if path.is_file():
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            if handle.readline().rstrip("\n") != title:
-                raise ArgumentError(
-                    f"{what}: {path} exists and is not a page this script wrote (its first line is not {title!r}); "
-                    "nothing was written: give another path, or move that file"
-                )
-    path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                first = handle.readline().rstrip("\n")
+        except OSError as error:  # no permission to read it
+            raise _write_error(path, what, error) from None
+        if first != title:
+            raise ArgumentError(
+                f"{what}: {path} exists and is not a page this script wrote (its first line is not {title!r}); "
+                "nothing was written: give another path, or move that file"
+            )
     return write_atomically(path, lambda partial: partial.write_text(text, encoding="utf-8"), overwrite=True, what=what)

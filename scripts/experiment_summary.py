@@ -135,8 +135,11 @@ def _is_results_table(path: Path, table: str) -> bool:
     """Whether ``path`` is a regular file (not a link) starting as ``table`` does: a table this script wrote."""
     if path.is_symlink() or not path.is_file():
         return False
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        return handle.readline().rstrip("\n") == table.splitlines()[0]
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.readline().rstrip("\n") == table.splitlines()[0]
+    except OSError:  # unreadable: not known to be this script's (writing it is refused with the reason)
+        return False
 
 
 class SweepSummary(Callback):

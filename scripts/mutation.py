@@ -2745,8 +2745,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/checkpoint.py",
-        "    if saved.fpn is not None and spec.fpn is not None and saved.fpn != spec.fpn:",
-        "    if False:",
+        "    if differing:\n        raise WeightsError(",
+        "    if False:\n        raise WeightsError(",
         "load: an FPN override of other width is refused as keys that do not fit, without naming fpn",
     ),
     Mutant(
@@ -2817,7 +2817,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "        return _unknown_key(key, [field.name for field in dataclasses.fields(StageSpec)])",
+        '        return None if key.rpartition(".")[2] in keys else _unknown_key(key, keys)',
         "        return None",
         "backbone.stages.c3.modlues=...: Hydra's raw refusal, not the stage's keys",
     ),
@@ -2868,6 +2868,12 @@ MUTANTS: List[Mutant] = [
         "    if long is not None:",
         "    if False:",
         "an override of 5,000 characters parsed and applied, past the bound on one override",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        """and (name != "extra_blocks" or "p6p7" in (file_fpn[name], spec_fpn[name]))""",
+        "",
+        "load(fpn.extra_blocks=maxpool) of an FPN file saved without extra levels refused, though no tensor differs",
     ),
 ]
 

@@ -531,6 +531,7 @@ def test_a_saved_trunk_takes_an_fpn_and_a_saved_fpn_can_be_left_out(tmp_path):
         expected = featx.load(trunk).eval()(x)
         for (name, a), b in zip(expected.items(), trunk_alone(x).values(), strict=True):
             torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+    assert featx.load(with_fpn, overrides=["fpn.extra_blocks=maxpool"]).feature_info[-1].name == "p5"  # no tensors
     with pytest.raises(featx.WeightsError) as caught:
         featx.load(with_fpn, overrides=["fpn.out_channels=32"])
     assert str(caught.value) == (

@@ -751,8 +751,9 @@ def _unknown_stage(error: BaseException) -> Optional[str]:
         return None
     if not str(error).startswith((f"Could not override '{key}.", f"Could not override '{key}'")):
         return None
-    if key.count(".") == 3:  # a key of a stage the file has
-        return _unknown_key(key, [field.name for field in dataclasses.fields(StageSpec)])
+    if key.count(".") == 3:  # a key of a stage the file has (slice.0 of a stage given by modules: Hydra's words)
+        keys = [field.name for field in dataclasses.fields(StageSpec)]
+        return None if key.rpartition(".")[2] in keys else _unknown_key(key, keys)
     if key.count(".") != 2:
         return None
     name, known = key.rpartition(".")[2], [str(stage) for stage in stages.keys()]

@@ -357,13 +357,15 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
             f"{', '.join(saved.returned_stages)}, and this spec feeds it {', '.join(spec.returned_stages)}; keep the "
             "saved out_features (featx.load with no override of it)"
         )
-    if saved.fpn is not None and spec.fpn is not None and saved.fpn != spec.fpn:
-        file_fpn, spec_fpn = dataclasses.asdict(saved.fpn), dataclasses.asdict(spec.fpn)
-        differing = ", ".join(
-            f"{name} {file_fpn[name]!r} there, {spec_fpn[name]!r} here"
-            for name in file_fpn
-            if file_fpn[name] != spec_fpn[name]
-        )
+    file_fpn = dataclasses.asdict(saved.fpn) if saved.fpn is not None and spec.fpn is not None else {}
+    spec_fpn = dataclasses.asdict(spec.fpn) if file_fpn and spec.fpn is not None else {}
+    # every setting but extra levels that hold no tensors (maxpool, or none) decides the FPN's tensors
+    differing = ", ".join(
+        f"{name} {file_fpn[name]!r} there, {spec_fpn[name]!r} here"
+        for name in file_fpn
+        if file_fpn[name] != spec_fpn[name] and (name != "extra_blocks" or "p6p7" in (file_fpn[name], spec_fpn[name]))
+    )
+    if differing:
         raise WeightsError(
             f"{key_path('fpn')}: the FPN of {checkpoint.path} was saved with other settings ({differing}); keep them "
             "(featx.load with no override of fpn), or give fpn: null to take the file's trunk alone"

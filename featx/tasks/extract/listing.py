@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import os
 import stat
 from dataclasses import dataclass, field
@@ -173,6 +174,7 @@ def _linked_folder_above(match: Path, base: Path) -> Optional[Path]:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # ** may match any number of folders: each pair is worked out once
 def _enters(parts: Tuple[str, ...], pattern: Tuple[str, ...]) -> bool:
     """Whether the glob ``pattern`` (its path components) enters the folder at ``parts`` below its fixed folder: the
     folder's names match the pattern's first components, with one or more left to match below it."""
