@@ -2835,7 +2835,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/propose.py",
-        "        return (chain, None) if chain.forward_ran else (fixed, [crop, crop])",
+        "        return (chain, None) if chain.irregular is not None else (fixed, [crop, crop])",
         "        return fixed, [crop, crop]",
         "a model taking any size probed at its crop size alone (sequencer2d_s's stride 7 read as 8)",
     ),

@@ -108,14 +108,13 @@ def _splits_at_boundary(
 @dataclass(frozen=True)
 class _Chain:
     """The feature chain of a model: one :class:`FeatureInfo` per module (named by its path), the modules inside it
-    that it skips, the modules after it, and its layout; whether the model's own forward ran to its end at the
-    (first) probe size; and, where the chain ends at a map that grows by no power-of-two stride, how it grows."""
+    that it skips, the modules after it, and its layout; and, where the chain ends at a map that grows by no
+    power-of-two stride, how it grows."""
 
     links: Tuple[FeatureInfo, ...]
     left_out: Tuple[str, ...]
     head: Tuple[str, ...]
     layout: str
-    forward_ran: bool
     irregular: Optional[str] = None
 
 
@@ -192,7 +191,7 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
         skipped = []
         links.append(FeatureInfo(path, channels_of(shapes[0], kind), out_stride))
     head = skipped + [path for path, _ in queue]
-    return _Chain(tuple(links), tuple(left_out), tuple(head), layout or "nchw", completed, irregular)
+    return _Chain(tuple(links), tuple(left_out), tuple(head), layout or "nchw", irregular)
 
 
 def _group_stages(links: Sequence[FeatureInfo], min_stride: int) -> Tuple[StageInfo, ...]:
@@ -231,10 +230,10 @@ def _as_slices(
 
 def _find_chain(model: nn.Module, model_name: str, min_stride: int) -> Tuple[_Chain, Optional[List[int]]]:
     """The chain at the general probe sizes or, for a model that takes one input size only (MaxViT's forward fails
-    at the general sizes), at the crop size of its weights; with the ``input_size`` that needs. A model whose
-    forward runs at the general sizes keeps the chain found there: at one size a stride that is no power of two
-    reads as the nearest one (sequencer2d_s's 7 as 8). Without two stages at either, the chain at the crop size
-    (a token model's embedding)."""
+    at the general sizes), at the crop size of its weights; with the ``input_size`` that needs. A chain that broke
+    at the general sizes on a map growing by no power-of-two stride is kept (and refused): at one size such a stride
+    reads as the nearest power of two (sequencer2d_s's 7 as 8). Without two stages at either, the chain at the crop
+    size (a token model's embedding)."""
     with shape_only_layers(model), torch.no_grad():
         chain = _walk(model, PROBE_SIZES, min_stride)
         if len(_group_stages(chain.links, min_stride)) >= 2:
@@ -242,7 +241,7 @@ def _find_chain(model: nn.Module, model_name: str, min_stride: int) -> Tuple[_Ch
         crop = default_crop_size(model_name)
         fixed = _walk(model, ((crop, crop),), min_stride)
     if len(_group_stages(fixed.links, min_stride)) >= 2:
-        return (chain, None) if chain.forward_ran else (fixed, [crop, crop])
+        return (chain, None) if chain.irregular is not None else (fixed, [crop, crop])
     return fixed, None  # at its own size the model's forward runs: what it feeds each module is known
 
 
