@@ -142,8 +142,9 @@ def plan_spec(spec: BackboneSpec, meta: Optional[MetaModel] = None) -> Tuple[Bac
     return plan.built_spec(spec), plan
 
 
-def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
-    """Build ``spec``; ``checkpoint`` holds its weights (already read), ``None`` for random init or ``device: meta``.
+def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint], saved: Optional[BackboneSpec] = None) -> Backbone:
+    """Build ``spec``; ``checkpoint`` holds its weights (already read), ``None`` for random init or ``device: meta``;
+    ``saved`` is the spec a :func:`save` file was saved from where the caller parsed it already (:func:`load`).
 
     Everything random (the kept layers' init, the neck's, ``reinit``) draws from a generator seeded with
     ``spec.seed``, so a spec builds the same network in every process; the global RNG is left as it was. A random
@@ -162,7 +163,8 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint]) -> Backbone:
         # generator. The generator is the process's one: builds in other threads wait for it.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(spec.seed)
-            saved = saved_spec(checkpoint) if checkpoint is not None and checkpoint.saved is not None else None
+            if saved is None and checkpoint is not None and checkpoint.saved is not None:
+                saved = saved_spec(checkpoint)
             model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
             # made on the CPU whatever the caller's default device (torch.set_default_device, `with
             # torch.device(...)`); not around materialise, which does so where it constructs or loads: torch's device
@@ -291,20 +293,22 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
             f"{path} has no featx spec (it was not written by featx.save); build a spec with weights: {path} instead"
         )
     weights = str(path) if is_weights_file(str(path)) else os.path.join(os.curdir, path)  # ./DEFAULT: a file
-    saved_spec = dict(checkpoint.saved["spec"], weights=weights, reinit=[])
+    file_spec = dict(checkpoint.saved["spec"], weights=weights, reinit=[])
     try:
-        saved = spec = load_spec(saved_spec)  # the file's own spec, its errors attributed to the file
+        saved = spec = load_spec(file_spec)  # the file's own spec, its errors attributed to the file
     except SpecError as error:
         raise error.with_origin(str(path)) from None
     if overrides:
-        spec = load_spec(saved_spec, overrides)
+        spec = load_spec(file_spec, overrides)
     if spec.weights != weights:
         raise ArgumentError(
             f"load(): overrides may not change weights (got {spec.weights!r}): the checkpoint {path} is the weights; "
             "to build its spec with other weights, pass the spec to featx.build"
         )
     try:
-        return _assemble(spec, None if resolve_device(spec.device).type == "meta" else checkpoint)
+        if resolve_device(spec.device).type == "meta":
+            return _assemble(spec, None)
+        return _assemble(spec, checkpoint, saved)  # the file's spec, parsed above
     except SpecError as error:  # the model checks of the file's own spec (overrides are checked above)
         raise (error if overrides else error.with_origin(str(path))) from None
     except DeviceError as error:
