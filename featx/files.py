@@ -313,6 +313,12 @@ def write_atomically(
     return path
 
 
+def first_line_of(path: Path) -> str:
+    """The first line of the text file ``path`` (without its line break): how a generated page is recognised."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.readline().rstrip("\n")
+
+
 def write_generated_page(path: Path, text: str, what: str) -> Path:
     """Write ``text``, a page a script generates (its first line is the page's title), to ``path`` atomically.
 
@@ -325,8 +331,7 @@ def write_generated_page(path: Path, text: str, what: str) -> Path:
     title = text.splitlines()[0]
     if path.is_file():
         try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                first = handle.readline().rstrip("\n")
+            first = first_line_of(path)
         except OSError as error:  # no permission to read it
             raise _write_error(path, what, error) from None
         if first != title:

@@ -32,7 +32,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 import featx
-from featx.files import write_atomically, write_generated_page
+from featx.files import first_line_of, write_atomically, write_generated_page
 
 from machine import machine_description
 
@@ -136,8 +136,7 @@ def _is_results_table(path: Path, table: str) -> bool:
     if path.is_symlink() or not path.is_file():
         return False
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.readline().rstrip("\n") == table.splitlines()[0]
+        return first_line_of(path) == table.splitlines()[0]
     except OSError:  # unreadable: not known to be this script's (writing it is refused with the reason)
         return False
 
