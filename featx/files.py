@@ -319,6 +319,26 @@ def first_line_of(path: Path) -> str:
         return handle.readline().rstrip("\n")
 
 
+def refuse_a_foreign_page(path: Path, title: str, what: str) -> None:
+    """Refuse ``path`` when it is a file whose first line is not ``title``: the user's file, not a page the script
+    wrote before. Scripts check their page's path with it before long work (the write checks again). Example::
+
+        refuse_a_foreign_page(Path("docs/results/cpu.md"), "# Benchmark results (generated)", "--output")
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    try:
+        first = first_line_of(path)
+    except OSError as error:  # no permission to read it
+        raise _write_error(path, what, error) from None
+    if first != title:
+        raise ArgumentError(
+            f"{what}: {path} exists and is not a page this script wrote (its first line is not {title!r}); "
+            "nothing was written: give another path, or move that file"
+        )
+
+
 def write_generated_page(path: Path, text: str, what: str) -> Path:
     """Write ``text``, a page a script generates (its first line is the page's title), to ``path`` atomically.
 
@@ -327,16 +347,7 @@ def write_generated_page(path: Path, text: str, what: str) -> Path:
 
         write_generated_page(Path("docs/results/cpu.md"), "# Benchmark results (generated)\\n...", "--output")
     """
-    path = Path(path)
-    title = text.splitlines()[0]
-    if path.is_file():
-        try:
-            first = first_line_of(path)
-        except OSError as error:  # no permission to read it
-            raise _write_error(path, what, error) from None
-        if first != title:
-            raise ArgumentError(
-                f"{what}: {path} exists and is not a page this script wrote (its first line is not {title!r}); "
-                "nothing was written: give another path, or move that file"
-            )
-    return write_atomically(path, lambda partial: partial.write_text(text, encoding="utf-8"), overwrite=True, what=what)
+    refuse_a_foreign_page(Path(path), text.splitlines()[0], what)
+    return write_atomically(
+        Path(path), lambda partial: partial.write_text(text, encoding="utf-8"), overwrite=True, what=what
+    )

@@ -37,7 +37,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NoReturn, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import hydra
 import torch
@@ -57,7 +57,7 @@ from featx.spec.limits import MAX_BATCH_PIXELS, MAX_SIDE
 from featx.tasks.extract.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 from box_metrics import mean_average_precision
-from experiment_summary import SWEEP_ENV
+from experiment_summary import SWEEP_ENV, fail
 from skimage_views import Annotated, load_annotations, random_view
 
 log = logging.getLogger("experiment")
@@ -207,10 +207,6 @@ def train_detector(
 # --- config checks --------------------------------------------------------------------------------------------------
 
 
-def _fail(message: str) -> NoReturn:
-    raise SystemExit(f"experiment: error: {message}")
-
-
 def _check_number(
     cfg: DictConfig, key: str, *, integer: bool, minimum: float, inclusive: bool = True, maximum: float = math.inf
 ) -> None:
@@ -220,7 +216,7 @@ def _check_number(
     if not in_range or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
         bound = f"in {minimum}..{maximum}" if maximum < math.inf else f"{'>=' if inclusive else '>'} {minimum}"
-        _fail(f"{key}: must be {kind} {bound}, got {value!r}")
+        fail(f"{key}: must be {kind} {bound}, got {value!r}")
 
 
 #: upper bounds of the integer keys that size the work (views are made in memory, images pass the backbone whole)
@@ -245,7 +241,7 @@ def validate(cfg: DictConfig) -> None:
         _check_number(cfg, key, integer=True, minimum=minimum, maximum=MAXIMA.get(key, math.inf))
     pixels = cfg.train.batch_size * cfg.data.image_size**2
     if pixels > MAX_BATCH_PIXELS:  # memory for the maps grows with it: refused, not killed by the system
-        _fail(
+        fail(
             f"train.batch_size, data.image_size: a batch of {cfg.train.batch_size} images of {cfg.data.image_size}^2 "
             f"is {pixels} pixels, more than {MAX_BATCH_PIXELS}; lower one of them"
         )
@@ -254,11 +250,11 @@ def validate(cfg: DictConfig) -> None:
     for key in ("train.backbone_lr", "train.weight_decay", "data.min_visible"):
         _check_number(cfg, key, integer=False, minimum=0)
     if cfg.data.min_visible > 1:
-        _fail(f"data.min_visible: must be a fraction in [0, 1], got {cfg.data.min_visible!r}")
+        fail(f"data.min_visible: must be a fraction in [0, 1], got {cfg.data.min_visible!r}")
     scale = cfg.data.scale
     numbers = OmegaConf.is_list(scale) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
     if not numbers or len(scale) != 2 or not 0 < scale[0] <= scale[1]:
-        _fail(f"data.scale: must be [low, high] with 0 < low <= high, got {scale!r}")
+        fail(f"data.scale: must be [low, high] with 0 < low <= high, got {scale!r}")
 
 
 # --- one run --------------------------------------------------------------------------------------------------------
@@ -269,7 +265,7 @@ def _write(path: Path, write: Callable[[Path], object]) -> None:
     try:
         write_atomically(path, write, overwrite=True, what=path.name)
     except featx.FeatxError as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 def _write_metrics(path: Path, rows: List[Dict[str, float]]) -> None:
@@ -302,7 +298,7 @@ def _taken_error(output_dir: Path) -> str:
 def _refuse_a_used_folder(output_dir: Path) -> None:
     """Stop before writing anything of this run's where another run left its result (a folder given twice)."""
     if os.path.lexists(output_dir / "result.json"):
-        _fail(_taken_error(output_dir))
+        fail(_taken_error(output_dir))
 
 
 def _place_result(output_dir: Path, result: Dict[str, Any]) -> None:
@@ -314,7 +310,7 @@ def _place_result(output_dir: Path, result: Dict[str, Any]) -> None:
             output_dir / "result.json", lambda partial: partial.write_text(text), overwrite=False, what="result.json"
         )
     except featx.FeatxError as error:
-        _fail(_taken_error(output_dir) if os.path.lexists(output_dir / "result.json") else str(error))
+        fail(_taken_error(output_dir) if os.path.lexists(output_dir / "result.json") else str(error))
 
 
 def _build(cfg: DictConfig, num_classes: int, choice: str) -> FasterRCNN:
@@ -323,17 +319,17 @@ def _build(cfg: DictConfig, num_classes: int, choice: str) -> FasterRCNN:
     try:
         backbone = featx.build(cfg.backbone)
     except featx.FeatxError as error:
-        _fail(str(error))
+        fail(str(error))
     if backbone.out_channels is None:
         widths = ", ".join(f"{info.name}={info.channels}" for info in backbone.feature_info)
         fpn = ", ".join(name for name in backbone_names() if name.endswith("_fpn"))
-        _fail(
+        fail(
             f"backbone: {choice}'s outputs differ in channels ({widths}); the detector needs one count: choose an "
             f"FPN backbone ({fpn}) or add one with backbone.fpn.out_channels=256"
         )
     stride = max(info.stride for info in backbone.feature_info)
     if cfg.data.image_size < stride:
-        _fail(f"data.image_size: must be at least {stride} (the deepest output's stride), got {cfg.data.image_size}")
+        fail(f"data.image_size: must be at least {stride} (the deepest output's stride), got {cfg.data.image_size}")
     if cfg.train.backbone_lr == 0:
         backbone.freeze()
     model = build_detector(backbone, num_classes, cfg.data.image_size, cfg.detector)
@@ -375,7 +371,7 @@ def main(cfg: DictConfig) -> None:
     try:
         classes, photos = load_annotations(cfg.data.boxes or BOXES)
     except (OSError, ValueError) as error:  # a missing file, bad JSON, a box outside its photo
-        _fail(f"data.boxes: {error}")
+        fail(f"data.boxes: {error}")
     choice = HydraConfig.get().runtime.choices.get("backbone") or cfg.backbone.model
     model = _build(cfg, len(classes), choice)
     data = cfg.data

@@ -5,8 +5,9 @@ around each job and after the last one. As the sweep starts it draws the sweep's
 ``FEATX_EXPERIMENT_SWEEP`` environment variable and records in its ``result.json`` (``"sweep"``); after the last job
 it reads the ``result.json`` and ``metrics.csv`` of this sweep's jobs alone (a folder given to two sweeps holds the
 earlier one's jobs too) and writes, in the sweep dir, ``results.md`` (also logged) and ``results.png`` (needs
-matplotlib; without it the table is still written), and, with ``summary_page=PATH``, the table as a page naming the
-command and the machine. Example (on a finished sweep)::
+matplotlib; without it the table is still written), and, with ``summary_page=PATH`` (checked as the sweep starts; a
+single run refuses it), the table as a page naming the command and the machine; a file it may not replace ends the
+sweep with exit status 1. Example (on a finished sweep)::
 
     from experiment_summary import load_results, results_table
     sweep_dir = Path("outputs/experiment/multirun/2026-01-01_12-00-00-000000")
@@ -24,7 +25,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
 import torch
 from hydra.core.utils import configure_log
@@ -32,13 +33,20 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 import featx
-from featx.files import first_line_of, write_atomically, write_generated_page
+from featx.files import first_line_of, refuse_a_foreign_page, write_atomically, write_generated_page
 
 from machine import machine_description
 
 log = logging.getLogger("experiment")
 
 PAGE_TITLE = "# Experiment results (generated)"
+
+
+def fail(message: str) -> NoReturn:
+    """End the run or sweep with a one-line error (exit status 1), as the script's own checks do."""
+    raise SystemExit(f"experiment: error: {message}")
+
+
 #: the environment variable that gives a sweep's job the sweep's id (set by :class:`SweepSummary` around each job)
 SWEEP_ENV = "FEATX_EXPERIMENT_SWEEP"
 
@@ -150,7 +158,17 @@ class SweepSummary(Callback):
     def __init__(self, sweep: Optional[str] = None) -> None:
         self.sweep = sweep
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if OmegaConf.select(config, "summary_page"):
+            fail("summary_page: only a -m sweep writes it (the sweep's table); add -m, or leave summary_page out")
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        page = OmegaConf.select(config, "summary_page")
+        if page:  # refused before any job trains, not only logged after the last one
+            try:
+                refuse_a_foreign_page(Path(page), PAGE_TITLE, "summary_page")
+            except featx.FeatxError as error:
+                fail(str(error))
         self.sweep = uuid.uuid4().hex
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -176,22 +194,22 @@ class SweepSummary(Callback):
         try:
             write_generated_page(sweep_dir / "results.md", table, "results.md")
         except featx.FeatxError as error:
-            log.error("%s", error)
-            return
+            fail(str(error))
         log.info("sweep results (%s):\n%s", sweep_dir / "results.md", table)
+        refused = []
         page = OmegaConf.select(config, "summary_page")
         if page:
             try:
                 write_generated_page(Path(page), summary_page(results), "summary_page")
                 log.info("summary page: %s", page)
-            except featx.FeatxError as error:
-                log.error("%s", error)
+            except featx.FeatxError as error:  # a file of the user's put there during the sweep
+                refused.append(str(error))
         try:
             plot_results(results, sweep_dir / "results.png", overwrite=ours)
+            log.info("plot: %s", sweep_dir / "results.png")
         except ImportError:
             log.warning("results.png not written: it needs matplotlib (pip install matplotlib)")
-            return
         except featx.FeatxError as error:
-            log.error("%s", error)
-            return
-        log.info("plot: %s", sweep_dir / "results.png")
+            refused.append(str(error))
+        if refused:  # after writing what could be written: the sweep's exit status says something was refused
+            fail("; ".join(refused))

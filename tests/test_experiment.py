@@ -203,7 +203,7 @@ def test_summary_without_matplotlib_still_writes_the_table(summary, sweep, tmp_p
     assert "results.png not written: it needs matplotlib (pip install matplotlib)" in capsys.readouterr().out
 
 
-def test_summary_page_never_replaces_a_users_file(summary, sweep, tmp_path, capsys):
+def test_summary_page_never_replaces_a_users_file(summary, sweep, tmp_path):
     sweep_dir = tmp_path / "copy"
     shutil.copytree(sweep[0], sweep_dir, ignore=shutil.ignore_patterns("results.*", "page.md"))
     mine = tmp_path / "mine.md"
@@ -214,14 +214,32 @@ def test_summary_page_never_replaces_a_users_file(summary, sweep, tmp_path, caps
             overrides=[f"hydra.sweep.dir={sweep_dir}", f"summary_page={mine}"],
             return_hydra_config=True,
         )
-    summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
+    # the page is refused before any job trains; a file of the user's put there during the sweep is refused after
+    # it, with an exit status saying so once the sweep's own table and plot are written
+    refusal = f"experiment: error: summary_page: {mine} exists and is not a page this script wrote"
+    with pytest.raises(SystemExit) as before_the_jobs:
+        summary.SweepSummary().on_multirun_start(cfg)
+    assert str(before_the_jobs.value).startswith(refusal)
+    with pytest.raises(SystemExit) as after_the_jobs:
+        summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
+    assert str(after_the_jobs.value).startswith(refusal)
     assert mine.read_text() == "my own notes\n"
-    logged = capsys.readouterr()
-    assert f"summary_page: {mine} exists and is not a page this script wrote" in logged.out + logged.err
     assert (sweep_dir / "results.md").read_text() == (sweep[0] / "results.md").read_text()
+    assert (sweep_dir / "results.png").is_file()  # matplotlib is in the test extras
 
 
-def test_the_sweep_summary_replaces_no_users_file_nor_writes_through_a_link(summary, sweep, tmp_path, capsys):
+def test_a_single_run_refuses_summary_page_before_training(tmp_path):
+    """summary_page holds a -m sweep's table: a single run ignored it without a word."""
+    done = run_script(*TINY, f"summary_page={tmp_path / 'page.md'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "experiment: error: summary_page: only a -m sweep writes it (the sweep's table); add -m, or leave "
+        "summary_page out"
+    )
+    assert not (tmp_path / "run" / "result.json").exists() and not (tmp_path / "page.md").exists()
+
+
+def test_the_sweep_summary_replaces_no_users_file_nor_writes_through_a_link(summary, sweep, tmp_path):
     """results.md and results.png were written with write_text and savefig: through a link planted at results.md
     into a file outside the sweep folder, and over a user's own results.png."""
     sweep_dir = tmp_path / "copy"
@@ -231,14 +249,16 @@ def test_the_sweep_summary_replaces_no_users_file_nor_writes_through_a_link(summ
     (sweep_dir / "results.md").symlink_to(outside)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("experiment", overrides=[f"hydra.sweep.dir={sweep_dir}"], return_hydra_config=True)
-    summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
+    with pytest.raises(SystemExit, match="^experiment: error: results.md: "):  # the sweep's exit status says so
+        summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
     assert outside.read_text() == "elsewhere\n" and (sweep_dir / "results.md").is_symlink()
-    assert "results.md: " in capsys.readouterr().out
     (sweep_dir / "results.md").unlink()
     (sweep_dir / "results.png").write_text("my plot\n")
-    summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
+    with pytest.raises(
+        SystemExit, match=f"^experiment: error: results.png: {re.escape(str(sweep_dir))}/results.png exists"
+    ):
+        summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
     assert (sweep_dir / "results.png").read_text() == "my plot\n"
-    assert f"results.png: {sweep_dir / 'results.png'} exists" in capsys.readouterr().out
     assert (sweep_dir / "results.md").read_text() == (sweep[0] / "results.md").read_text()  # the table is written
     (sweep_dir / "results.png").unlink()
     summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)  # its own pair again: both replaced
