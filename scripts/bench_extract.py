@@ -31,6 +31,7 @@ decode=gpu >= 0.8x decode alone on the GPU, and >= 3x decode=cpu.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -47,7 +48,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.models._utils import IntermediateLayerGetter
 
 import featx
-from featx.files import write_generated_page
+from featx.construct.device import resolve_device
+from featx.files import refuse_a_foreign_page, write_generated_page
 from featx.spec.apps import ExtractOptions
 from featx.tasks.extract.decode import ImageFiles, collate_images
 from featx.tasks.extract.device_decode import DeviceJpegDecoder, JpegFiles, collate_jpegs, decoded_on
@@ -57,6 +59,8 @@ from featx.tasks.extract.transforms import image_transform
 from machine import machine_description
 
 TITLE = "# Extraction throughput (generated)"
+#: the torchvision models whose ``layer4`` the hand-written loop takes
+RESNET = re.compile(r"(resnet|resnext|wide_resnet)\d+(_\w+)?")
 #: (row, the row its rate is divided by, goal or None): issue 17's goals, and featx against the hand-written loop
 RATIOS: List[Tuple[str, str, Optional[float]]] = [
     ("featx-extract decode=gpu", "decode alone, gpu", 0.8),
@@ -281,6 +285,33 @@ def _where(device: str) -> str:
     return f"cpu, {torch.get_num_threads()} threads"
 
 
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before any work, a --backbone the hand-written loop cannot mirror, a --device not here (``auto``
+    included: the rows name one device) and an --output that is a file of the user's (argparse's error, exit 2)."""
+    try:
+        spec = featx.load_spec(args.backbone)
+    except featx.FeatxError as error:
+        parser.error(f"argument --backbone: {error}")
+    try:
+        spec = featx.load_spec(args.backbone, overrides=[f"device={args.device}"])
+        device = resolve_device(spec.device)
+    except featx.FeatxError as error:
+        parser.error(f"argument --device: {error}")
+    if spec.device == "auto" or device.type not in ("cpu", "cuda"):
+        parser.error(f"argument --device: the rows run on cpu or cuda[:N], named; got {spec.device!r}")
+    if RESNET.fullmatch(spec.model) is None or "c5" not in spec.stages:
+        parser.error(
+            f"argument --backbone: {args.backbone!r} builds {spec.model!r}; the hand-written loop takes layer4 of a "
+            "torchvision ResNet: give a packaged spec of one with a c5 stage, e.g. resnet50 or resnext50_32x4d"
+        )
+    args.model = spec.model
+    if args.output is not None:
+        try:
+            refuse_a_foreign_page(args.output, TITLE, "--output")
+        except featx.FeatxError as error:
+            parser.error(str(error))
+
+
 def main(argv: Optional[List[str]] = None) -> Tuple[Dict[str, Optional[float]], str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=whole_number(1, 100_000), default=2000)
@@ -291,7 +322,7 @@ def main(argv: Optional[List[str]] = None) -> Tuple[Dict[str, Optional[float]], 
     parser.add_argument("--backbone", default="resnet50", help="a packaged spec of a torchvision ResNet")
     parser.add_argument("--output", type=Path, help="also write the tables as a markdown page")
     args = parser.parse_args(argv)
-    args.model = featx.load_spec(args.backbone).model
+    _check_arguments(parser, args)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="featx-bench-extract-") as name:
         passes = measure(args, Path(name))

@@ -61,6 +61,10 @@ def test_the_json_replaces_only_a_file_bench_wrote(bench, tmp_path, monkeypatch,
     assert notes.read_text() == "my notes\n"
 
 
+#: bench_extract arguments for a run of seconds: a refusal that comes after the passes fails fast
+TINY_RUN = ["--images", "1", "--workers", "0", "--size", "32"]
+
+
 @pytest.mark.parametrize(
     ("script", "arguments", "message"),
     [  # each went on to minutes of work, then a raw traceback (statistics, the DataLoader, a KeyError)
@@ -70,11 +74,57 @@ def test_the_json_replaces_only_a_file_bench_wrote(bench, tmp_path, monkeypatch,
         ("bench_extract", ["--workers", "-1"], "argument --workers: -1 is not in 0..256"),
         ("bench_extract", ["--images", "10**9"], "argument --images: '10**9' is not a whole number"),
         ("bench_extract", ["--batch-size", "0"], "argument --batch-size: 0 is not in 1..4096"),
+        # a raw traceback from torch.device or get_model after the JPEGs were written (a small run: see TINY_RUN)
+        (
+            "bench_extract",
+            [*TINY_RUN, "--device", "gpu"],
+            "argument --device: backbone.device: unknown device 'gpu' (valid: auto, cpu, cuda, cuda:N, mps, meta)",
+        ),
+        (
+            "bench_extract",
+            [*TINY_RUN, "--device", "auto"],
+            "argument --device: the rows run on cpu or cuda[:N], named; got 'auto'",
+        ),
+        (
+            "bench_extract",
+            [*TINY_RUN, "--device", "meta"],
+            "argument --device: the rows run on cpu or cuda[:N], named; got 'meta'",
+        ),
+        (
+            "bench_extract",
+            [*TINY_RUN, "--backbone", "vgg16", "--device", "cpu"],
+            "argument --backbone: 'vgg16' builds 'vgg16'; the hand-written loop takes layer4 of a torchvision ResNet: "
+            "give a packaged spec of one with a c5 stage, e.g. resnet50 or resnext50_32x4d",
+        ),
     ],
 )
-def test_the_benchmarks_refuse_bad_numbers_before_any_work(script, arguments, message, monkeypatch, capsys):
+def test_the_benchmarks_refuse_bad_arguments_before_any_work(script, arguments, message, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", [f"{script}.py", *arguments])
     with pytest.raises(SystemExit) as refused:
         load_script(script).main() if script == "bench" else load_script(script).main(arguments)
     assert refused.value.code == 2
     assert capsys.readouterr().err.strip().endswith(f"{script}.py: error: {message}")
+
+
+def test_bench_extract_refuses_an_unknown_backbone_and_a_users_output_before_any_work(tmp_path, monkeypatch, capsys):
+    """An unknown --backbone was a raw traceback; a file of the user's at --output was refused after every pass."""
+    bench_extract = load_script("bench_extract")
+    monkeypatch.setattr("sys.argv", ["bench_extract.py"])  # argparse's program name
+    with pytest.raises(SystemExit) as refused:
+        bench_extract.main(["--backbone", "resnet5", "--device", "cpu"])
+    assert refused.value.code == 2
+    unknown = (
+        "bench_extract.py: error: argument --backbone: backbone: unknown backbone 'resnet5'; did you mean resnet50"
+    )
+    assert unknown in capsys.readouterr().err
+    notes = tmp_path / "notes.md"
+    notes.write_text("my notes\n")
+    with pytest.raises(SystemExit) as refused:
+        bench_extract.main([*TINY_RUN, "--device", "cpu", f"--output={notes}"])
+    assert refused.value.code == 2  # argparse's refusal, before the passes (after them it was exit status 1)
+    refusal = (
+        f"bench_extract.py: error: --output: {notes} exists and is not a page this script wrote (its first line is "
+        "not '# Extraction throughput (generated)'); nothing was written: give another path, or move that file"
+    )
+    assert capsys.readouterr().err.strip().endswith(refusal)
+    assert notes.read_text() == "my notes\n"
