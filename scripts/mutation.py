@@ -2875,6 +2875,42 @@ MUTANTS: List[Mutant] = [
         "",
         "load(fpn.extra_blocks=maxpool) of an FPN file saved without extra levels refused, though no tensor differs",
     ),
+    Mutant(
+        "spec/overrides.py",
+        "if override.type is OverrideType.ADD and present and not isinstance(value, (dict, list)):",
+        "if override.type is OverrideType.ADD and present:",
+        "'+reinit=[c5]' on a set key refused, which the featx app takes",
+    ),
+    Mutant(
+        "spec/overrides.py",
+        "and present and not isinstance(value, (dict, list)):",
+        "and present and not isinstance(value, list):",
+        "'+stages={...}' on set stages refused, which the featx app takes",
+    ),
+    Mutant(
+        "spec/load.py",
+        "raise _with_prefix_hint(error, overrides or ()) from None",
+        "raise error from None",
+        "'~backbone.fpn' (the app's prefix) refused without the hint to drop 'backbone.'",
+    ),
+    Mutant(
+        "spec/load.py",
+        'if first == _APP_NODE and re.split(r"[.=\\[]", rest, maxsplit=1)[0] in fields:',
+        "if first == _APP_NODE:",
+        "the hint to drop 'backbone.' given where the rest names no spec key",
+    ),
+    Mutant(
+        "spec/yaml_file.py",
+        "return path.suffix.lower() in SPEC_SUFFIXES",
+        "return path.suffix in SPEC_SUFFIXES",
+        "MY.YAML taken as a packaged name and ./MY.YAML refused as no .yaml file",
+    ),
+    Mutant(
+        "spec/load.py",
+        "return is_spec_suffix(Path(text)) or",
+        'return Path(text).suffix in (".yaml", ".yml") or',
+        "a bare MY.YAML looked up as a packaged name",
+    ),
 ]
 
 

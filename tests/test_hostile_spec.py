@@ -212,6 +212,33 @@ OVERRIDE_CASES = [
     ("override-package", ["backbone@foo=1"], "backbone.backbone", r"no package"),
     ("override-delete-missing", ["~fpn"], "backbone.fpn", r"deletes a key that is not set"),
     ("override-add-existing", ["+model=resnet50"], "backbone.model", r"drop the '\+'"),
+    (  # an override copied from the app's command line: the message gave no clue the prefix was the problem
+        "override-app-prefix",
+        ["backbone.seed=3"],
+        "backbone.backbone",
+        r"^backbone\.backbone: unknown key 'backbone' \(valid keys: model, .*\); overrides here are relative to the "
+        r"backbone: write seed=3$",
+    ),
+    (
+        "override-app-prefix-add",
+        ["device=meta", "+backbone.stages.c2.modules=[conv1]"],
+        "backbone.backbone",
+        r"unknown key 'backbone' \(valid keys: .*\); overrides here are relative to the backbone: write "
+        r"\+stages\.c2\.modules=\[conv1\]$",
+    ),
+    (
+        "override-app-prefix-delete",
+        ["~backbone.fpn"],
+        "backbone.backbone.fpn",
+        r"^backbone\.backbone\.fpn: '~backbone\.fpn' deletes a key that is not set; overrides here are relative to "
+        r"the backbone: write ~fpn$",
+    ),
+    (  # no hint where the rest names no key of a spec
+        "override-backbone-unknown-rest",
+        ["backbone.sed=3"],
+        "backbone.backbone",
+        r"^backbone\.backbone: unknown key 'backbone' \(valid keys: [a-z_, ]*\)$",
+    ),
     ("override-unknown-key", ["frozen_stage=1"], "backbone", r"unknown key 'frozen_stage'.*frozen_stages"),
     ("override-wrong-type", ["frozen_stages=many"], "backbone.frozen_stages", r"."),
     ("override-interpolation", ["device=${oc.env:HOME}"], "backbone.device", r"interpolation"),

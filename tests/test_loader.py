@@ -6,6 +6,8 @@ import os
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 import featx
@@ -44,6 +46,54 @@ def test_an_override_adding_a_key_the_schema_lacks_is_rejected():
         featx.load_spec("resnet50", overrides=["+extra=1"])
 
 
+#: ``+key=value`` overrides of resnet18, whose file sets reinit: [], seed: 0 and weights, out_features, fpn: null
+ADD_OVERRIDES = [
+    "+reinit=[c5]",  # a list on a set key: the app takes it
+    "+input_size=[224,224]",
+    "+out_features=[c3,c4]",  # a list on a null key
+    "+weights=DEFAULT",  # a scalar on a null key
+    "+fpn={out_channels:128}",  # a mapping on a null key
+    "+fpn.out_channels=64",  # a key under a null node
+    "+seed=3",  # a scalar on a set key: the app refuses it
+    "+reinit=c5",
+]
+
+
+def _composed_by_the_app(override: str) -> object:
+    """``cfg.backbone`` as the featx app composes ``backbone=resnet18 +backbone.<override>``, or the app's error."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        try:
+            return compose(config_name="config", overrides=["backbone=resnet18", "+backbone." + override[1:]]).backbone
+        except ConfigCompositionException as error:
+            return error
+
+
+@pytest.mark.parametrize("override", ADD_OVERRIDES)
+def test_an_add_override_is_taken_where_the_featx_app_takes_it_with_the_same_result(override):
+    """build refused ``+reinit=[c5]`` ("adds a key that is already set; drop the '+'") while the featx app, reading
+    its command line with Hydra's rule, takes ``+`` with a list or mapping value on a key already set."""
+    composed = _composed_by_the_app(override)
+    if isinstance(composed, ConfigCompositionException):
+        assert "An item is already at" in str(composed)
+        with pytest.raises(featx.SpecError) as caught:
+            featx.load_spec("resnet18", overrides=[override])
+        key = override[1:].split("=")[0]
+        assert str(caught.value) == (
+            f"backbone.{key}: {override!r} adds a key that is already set; drop the '+' (or write '++' to set it "
+            "either way)"
+        )
+    else:
+        assert featx.load_spec("resnet18", overrides=[override]) == featx.load_spec(composed)
+
+
+def test_an_add_override_of_a_mapping_on_a_set_mapping_replaces_it_as_a_set_override_does():
+    """The app merges ``+backbone.stages={...}`` into the file's stages (as it merges ``backbone.stages={...}``);
+    build's overrides replace a mapping, with or without the '+' (docs/python.md)."""
+    override = "stages={c2:{modules:[conv1,bn1,relu,maxpool,layer1]}}"
+    added = featx.load_spec("resnet18", overrides=["+" + override])
+    assert added == featx.load_spec("resnet18", overrides=[override]) and list(added.stages) == ["c2"]
+
+
 def test_a_sweep_override_is_rejected():
     with pytest.raises(featx.SpecError, match=r"backbone\.frozen_stages: 'frozen_stages=1,2' is a sweep"):
         featx.load_spec("resnet50", overrides=["frozen_stages=1,2"])
@@ -62,6 +112,24 @@ def test_a_malformed_override_is_a_spec_error():
 def test_unknown_packaged_name_suggests_close_names():
     with pytest.raises(featx.SpecError, match=r"unknown backbone 'resnet5'; did you mean resnet50"):
         featx.load_spec("resnet5")
+
+
+@pytest.mark.parametrize("name", ["MY.YAML", "My.Yml", "mine.yAml"])
+def test_a_spec_file_suffix_is_read_in_any_letter_case(tmp_path, monkeypatch, name):
+    """``featx.build("MY.YAML")`` was looked up as a packaged name ("unknown backbone 'MY.YAML'") and
+    ``./MY.YAML`` refused as no .yaml file: the suffix was compared case-sensitively."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text((config_dir() / "backbone" / "resnet18.yaml").read_text())
+    expected = featx.load_spec("resnet18")
+    assert featx.load_spec(name) == featx.load_spec(f"./{name}") == featx.load_spec(tmp_path / name) == expected
+
+
+def test_a_file_without_a_spec_suffix_is_refused_naming_the_suffixes(tmp_path):
+    path = tmp_path / "spec.json"
+    path.write_text("{}")
+    with pytest.raises(featx.SpecError) as caught:
+        featx.load_spec(path)
+    assert str(caught.value) == f"backbone: a spec file is a .yaml or .yml file (in any letter case), got {path}"
 
 
 def test_missing_file_is_named(tmp_path):

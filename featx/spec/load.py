@@ -29,7 +29,7 @@ from featx.spec.references import calls_resolver, resolve_without_resolvers
 from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec, TokenSpec
 from featx.spec.typed import typed
 from featx.spec.validate import validate_spec
-from featx.spec.yaml_file import SPEC_SUFFIXES, read_spec_file
+from featx.spec.yaml_file import is_spec_suffix, read_spec_file
 
 SpecSource = Union[str, os.PathLike, Mapping[str, Any], DictConfig, BackboneSpec]
 
@@ -152,7 +152,7 @@ def check_spec_values(data: Mapping[str, Any]) -> None:
 
 
 def _is_path(text: str) -> bool:
-    return Path(text).suffix in SPEC_SUFFIXES or os.sep in text or "/" in text
+    return is_spec_suffix(Path(text)) or os.sep in text or "/" in text
 
 
 def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
@@ -317,7 +317,10 @@ def load_spec_and_origin(
         _refuse_interpolations(data)
     except SpecError as error:
         raise (error.with_origin(origin) if origin else error) from None
-    literal = _with_overrides(data, overrides or ())
+    try:
+        literal = _with_overrides(data, overrides or ())
+    except SpecError as error:
+        raise _with_prefix_hint(error, overrides or ()) from None
     _refuse_interpolations(literal)  # from the overrides: named without the file
     try:
         _check_nesting(literal)
@@ -329,8 +332,28 @@ def load_spec_and_origin(
             spec = _typed_spec(OmegaConf.create(fields))
         validate_spec(spec)
     except SpecError as error:
-        raise attributed(error, origin, overrides) from None
+        raise attributed(_with_prefix_hint(error, overrides or ()), origin, overrides) from None
     return spec, origin
+
+
+#: the key of the app's backbone node, which an override copied from the app's command line starts with
+_APP_NODE = "backbone"
+
+
+def _with_prefix_hint(error: SpecError, overrides: Sequence[str]) -> SpecError:
+    """``error``, about a key under ``backbone.backbone``, with a hint to drop the app's ``backbone.`` where an
+    override starts with it and names a spec key after it (``backbone.seed=3``: "write seed=3")."""
+    node = key_path(_APP_NODE)
+    if error.key != node and not error.key.startswith((node + ".", node + "[")):
+        return error
+    fields = {spec_field.name for spec_field in dataclasses.fields(BackboneSpec)}
+    for line in overrides:
+        sign = line[: len(line) - len(line.lstrip("+~"))]
+        first, _, rest = line[len(sign) :].partition(".")
+        if first == _APP_NODE and re.split(r"[.=\[]", rest, maxsplit=1)[0] in fields:
+            hint = f"overrides here are relative to the backbone: write {quoted(sign + rest)[1:-1]}"
+            return SpecError(error.key, f"{error.message}; {hint}", origin=error.origin)
+    return error
 
 
 def attributed(error: SpecError, origin: Optional[str], overrides: Optional[Sequence[str]]) -> SpecError:

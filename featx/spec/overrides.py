@@ -1,6 +1,7 @@
 """Hydra-grammar overrides applied to plain spec data, with Hydra's public override parser and OmegaConf's public
 ``update``, so ``featx.build(..., overrides=[...])`` reads overrides in the grammar of the ``featx`` app's command
-line; a mapping value replaces the node (the apps' composition merges it in, see docs/python.md).
+line: ``+key=value`` is taken where the app takes it (a key unset or null, or a list or mapping value), and a mapping
+value replaces the node, with or without '+' (the apps' composition merges it in, see docs/python.md).
 
 Example::
 
@@ -79,9 +80,16 @@ def _apply(config: DictConfig, override: Override) -> None:
             del parent[leaf]
         return
     value = override.value()
-    if override.type is OverrideType.ADD and present:
-        raise SpecError(key_path(key), f"{override.input_line!r} adds a key that is already set; drop the '+'")
-    # ``key=value`` sets the value: a mapping replaces the mapping (no merge), so stages={c2: ...} means only c2
+    if override.type is OverrideType.ADD and present and not isinstance(value, (dict, list)):
+        # Hydra's rule (its ``_apply_overrides_to_config``): ``+key`` takes a key that is unset or null, or a list
+        # or mapping value; a scalar on a key already set is refused
+        raise SpecError(
+            key_path(key),
+            f"{override.input_line!r} adds a key that is already set; drop the '+' "
+            "(or write '++' to set it either way)",
+        )
+    # ``key=value`` (with '+' or '++' too) sets the value: a mapping replaces the mapping (no merge), so
+    # stages={c2: ...} means only c2
     OmegaConf.update(config, key, value, merge=False, force_add=True)
 
 

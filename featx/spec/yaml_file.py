@@ -17,6 +17,7 @@ from featx.errors import SpecError
 from featx.spec.keys import key_path
 from featx.spec.limits import MAX_SPEC_BYTES, check_data_size, quoted
 
+#: the suffixes of a spec file, in any letter case (``MY.YAML``): see :func:`is_spec_suffix`
 SPEC_SUFFIXES = (".yaml", ".yml")
 ROOT_KEY = key_path()
 #: PyYAML's safe loader, libyaml's C parser where installed (several times faster than the pure-Python one)
@@ -102,11 +103,16 @@ def yaml_problem(error: yaml.YAMLError) -> str:
     return f"{problem}{where}"
 
 
+def is_spec_suffix(path: Path) -> bool:
+    """Whether ``path`` ends in a spec file's suffix, in any letter case: ``is_spec_suffix(Path("MY.YAML"))``."""
+    return path.suffix.lower() in SPEC_SUFFIXES
+
+
 def read_spec_file(path: Path) -> Dict[str, Any]:
     """The mapping a spec file holds; :class:`SpecError` naming the file for anything else."""
     origin = str(path)
-    if path.suffix not in SPEC_SUFFIXES:
-        raise SpecError(ROOT_KEY, f"a spec file is a .yaml or .yml file, got {origin}")
+    if not is_spec_suffix(path):
+        raise SpecError(ROOT_KEY, f"a spec file is a .yaml or .yml file (in any letter case), got {origin}")
     if path.is_dir():
         raise SpecError(ROOT_KEY, f"{origin} is a folder, not a spec file")
     if path.exists() and not path.is_file():
