@@ -2911,6 +2911,24 @@ MUTANTS: List[Mutant] = [
         'return Path(text).suffix in (".yaml", ".yml") or',
         "a bare MY.YAML looked up as a packaged name",
     ),
+    Mutant(
+        "construct/model_structure.py",
+        "        if isinstance(helper, types.FunctionType):\n",
+        "        if False:\n",
+        "swin_t's packaged plan (strides 4..32) used with a user's _patch_merging_pad (maps at strides 4..256)",
+    ),
+    Mutant(
+        "construct/model_structure.py",
+        "    for cell in function.__closure__ or ():\n",
+        "    for cell in ():\n",
+        "an entry made with a forward closing over pool=True used for the same forward with pool=False",
+    ),
+    Mutant(
+        "construct/plan_cache.py",
+        "    if cache_disabled() or _hooks_on_every_module():\n",
+        "    if cache_disabled():\n",
+        "an entry made without a forward hook on every module used with one (strides 4, 8 for maps at 16, 128)",
+    ),
 ]
 
 

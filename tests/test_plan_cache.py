@@ -601,6 +601,80 @@ def test_a_patched_helper_of_a_models_forward_is_planned_afresh(cache, monkeypat
         featx.build(spec)
 
 
+def _strides_reported_and_produced(spec: Any, size: int = 256) -> Tuple[List[int], List[int]]:
+    """The strides featx reports for ``spec`` (built on meta) and those of the maps its forward gives."""
+    backbone = featx.build(spec, overrides=["device=meta"])
+    produced = [size // map.shape[-1] for map in backbone(torch.empty(1, 3, size, size, device="meta")).values()]
+    return [info.stride for info in backbone.feature_info], produced
+
+
+def test_a_replaced_module_level_helper_of_a_forward_is_planned_afresh(cache, monkeypatch):
+    """Swin's PatchMerging.forward calls the module's function _patch_merging_pad: replacing that function kept every
+    method's code location, and swin_t reported the packaged plan's strides 4..32 for maps at strides 4..256."""
+    from torchvision.models import swin_transformer
+
+    def merge_four_by_four(x):  # the user's patch merging: 4x4 neighbourhoods, so a stride of 4 per merge
+        height, width = x.shape[-3:-1]
+        x = torch.nn.functional.pad(x, (0, 0, 0, (-width) % 4, 0, (-height) % 4))
+        return torch.cat([x[..., i::4, j::4, :] for i, j in ((0, 0), (1, 0), (0, 1), (1, 1))], -1)
+
+    assert _strides_reported_and_produced("swin_t") == ([4, 8, 16, 32], [4, 8, 16, 32])
+    monkeypatch.setattr(swin_transformer, "_patch_merging_pad", merge_four_by_four)
+    assert _strides_reported_and_produced("swin_t") == ([4, 16, 64, 256], [4, 16, 64, 256])
+
+
+def _pooled_after(pool: bool) -> Any:
+    """A BasicBlock forward of the user's that halves the map after torchvision's when ``pool``: the functions it
+    returns share one code location and differ in what their closure holds."""
+    torchvisions_forward = torchvision.models.resnet.BasicBlock.forward
+
+    def forward(self, x):
+        x = torchvisions_forward(self, x)
+        return torch.nn.functional.max_pool2d(x, 2) if pool else x
+
+    return forward
+
+
+def _uncached(spec: Any, monkeypatch) -> Tuple[List[int], List[int]]:
+    with monkeypatch.context() as uncached:
+        uncached.setenv("FEATX_NO_CACHE", "1")
+        return _strides_reported_and_produced(spec)
+
+
+def test_a_forward_closing_over_another_value_is_planned_afresh(cache, monkeypatch):
+    """The entry made with a forward that pools after each block was used for the same forward without the pool
+    (strides 16 and 128 reported for maps at 4 and 8)."""
+    spec = resnet18_spec(stages=C2_C3)
+    block = torchvision.models.resnet.BasicBlock
+    pooled, plain = _pooled_after(True), _pooled_after(False)  # both around torchvision's forward
+    monkeypatch.setattr(block, "forward", pooled)
+    assert _strides_reported_and_produced(spec) == _uncached(spec, monkeypatch)
+    monkeypatch.setattr(block, "forward", plain)
+    assert _strides_reported_and_produced(spec) == ([4, 8], [4, 8])
+
+
+def test_a_forward_hook_on_every_module_leaves_the_cache_unused(cache, monkeypatch):
+    """A hook torch runs after every module's forward (register_module_forward_hook) changes what the stages compute
+    while no class changes: the entry made without it was used (strides 4 and 8 reported for maps at 16 and 128)."""
+    spec = resnet18_spec(stages=C2_C3)
+    assert _strides_reported_and_produced(spec) == ([4, 8], [4, 8])
+    (entry,) = _entries(cache)
+
+    def pool_after_blocks(module, inputs, output):
+        if isinstance(module, torchvision.models.resnet.BasicBlock):
+            return torch.nn.functional.max_pool2d(output, 2)
+        return None
+
+    handle = torch.nn.modules.module.register_module_forward_hook(pool_after_blocks)
+    try:
+        with_hook = _strides_reported_and_produced(spec)
+        assert with_hook[1] == [16, 128] and with_hook == _uncached(spec, monkeypatch)
+    finally:
+        handle.remove()
+    assert _entries(cache) == [entry]  # nothing written while the hook was there
+    assert _strides_reported_and_produced(spec) == ([4, 8], [4, 8])
+
+
 def test_a_user_builder_under_torchvisions_own_decorator_is_not_torchvisions(cache, monkeypatch):
     """torchvision's handle_legacy_interface wraps the user's function: the wrapper's code is torchvision's, the
     function it wraps is not."""

@@ -2,9 +2,10 @@
 parameter's and buffer's shape.
 
 - :func:`structure_fingerprint`: a hash of it plus where the code of each module's methods lives (``forward`` and
-  the helpers it calls), so that a cached plan is used only for a model built as the one it was made from (a
-  library class patched at run time, a block's ``expansion``, a ``forward`` or a helper such as ResNet's
-  ``_forward_impl`` replaced by the user's, gives another fingerprint where the library's version does not change).
+  the helpers it calls), the values their closures hold and the module-level functions they call, so that a cached
+  plan is used only for a model built as the one it was made from (a library class patched at run time, a block's
+  ``expansion``, a ``forward`` or a helper such as ResNet's ``_forward_impl`` or Swin's ``_patch_merging_pad``
+  replaced by the user's, gives another fingerprint where the library's version does not change).
 - :func:`structure_differences`: where two modules' trees differ, module by module, in class, ``extra_repr``,
   tensor shapes and the plain settings a module keeps outside its ``extra_repr`` (``FrozenBatchNorm2d.eps``,
   ``StochasticDepth.p``, Swin's ``shift_size``): ``featx.save`` compares a backbone with what its spec builds.
@@ -23,7 +24,8 @@ import hashlib
 import os
 import sys
 import sysconfig
-from typing import Any, Dict, List, Optional, Tuple
+import types
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from torch import nn
 
@@ -64,22 +66,67 @@ def _tensor_shapes(module: nn.Module) -> str:
     )
 
 
+def _names_used(code: types.CodeType) -> List[str]:
+    """The global and attribute names ``code`` reads, with those of the functions, lambdas and comprehensions in it."""
+    names = list(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names.extend(_names_used(constant))
+    return names
+
+
+def _value_description(value: object, folders: Dict[str, str], seen: Set[int]) -> str:
+    """A closure cell's value as it shapes the computation: a function's code (:func:`_function_code`), a plain
+    value's repr, a class's name; other objects by their type alone (their repr may hold an address)."""
+    if isinstance(value, types.FunctionType):
+        return _function_code(value, folders, seen)
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return repr(value)
+    kind = value if isinstance(value, type) else type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _function_code(function: types.FunctionType, folders: Dict[str, str], seen: Set[int]) -> str:
+    """Where ``function``'s code lives, the values its closure holds, and, the same way, the module-level functions
+    it calls: a helper replaced in its module (Swin's ``_patch_merging_pad``) or a closure over another setting
+    changes it, where the method's own location does not."""
+    if id(function) in seen:
+        return _code_location(function, folders)
+    seen.add(id(function))
+    parts = [_code_location(function, folders)]
+    for cell in function.__closure__ or ():
+        try:
+            parts.append(_value_description(cell.cell_contents, folders, seen))
+        except ValueError:  # a cell not filled yet
+            parts.append("<empty>")
+    module_globals = function.__globals__
+    for name in dict.fromkeys(_names_used(function.__code__)):
+        helper = module_globals.get(name)
+        if isinstance(helper, types.FunctionType):
+            parts.append(f"{name}=({_function_code(helper, folders, seen)})")
+    return " ".join(parts)
+
+
 def _class_code(kind: type, folders: Dict[str, str]) -> str:
-    """Where the code of every method of ``kind`` and its bases below ``nn.Module`` lives: ``forward`` and the
-    helpers it calls (ResNet's ``_forward_impl``, ViT's ``_process_input``), so that patching any of them shows."""
+    """The code of every method of ``kind`` and its bases below ``nn.Module`` (:func:`_function_code`): ``forward``
+    and the helpers it calls (ResNet's ``_forward_impl``, ViT's ``_process_input``), so that patching any of them
+    shows."""
     methods = []
+    seen: Set[int] = set()
     for base in kind.__mro__:
         if base in (nn.Module, object):
             continue
         for name, value in sorted(vars(base).items()):
             function = getattr(value, "__func__", value)  # a staticmethod's or classmethod's function
-            if callable(function) and hasattr(function, "__code__"):
+            if isinstance(function, types.FunctionType):
+                methods.append(f"{base.__qualname__}.{name}={_function_code(function, folders, seen)}")
+            elif callable(function) and hasattr(function, "__code__"):
                 methods.append(f"{base.__qualname__}.{name}={_code_location(function, folders)}")
     return ";".join(methods)
 
 
 def structure_fingerprint(model: nn.Module) -> str:
-    """A SHA-256 over ``model``'s module tree, tensor shapes and method code locations (see the module docstring)."""
+    """A SHA-256 over ``model``'s module tree, tensor shapes and methods' code (see the module docstring)."""
     folders = _library_folders()
     digest = hashlib.sha256()
     locations: Dict[type, str] = {}  # per class: resolving a file's links costs a system call per folder

@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import torch
 import torchvision
 from torch import nn
+from torch.nn.modules import module as module_hooks
 
 from featx.construct.model_structure import structure_fingerprint
 from featx.construct.plan import BackbonePlan
@@ -289,6 +290,13 @@ def _has_paths(model: nn.Module, paths: Sequence[str]) -> bool:
     return all(path in modules or path in parameters for path in paths)
 
 
+def _hooks_on_every_module() -> bool:
+    """Whether hooks that torch runs around every module's forward are registered
+    (``torch.nn.modules.module.register_module_forward_hook`` and ``..._pre_hook``): they change what the stages
+    compute while no class changes, so no entry made without them (or with others) can be known to describe it."""
+    return bool(module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks)
+
+
 def cached_plan(
     spec: BackboneSpec,
     plan_model: Callable[[nn.Module], BackbonePlan],
@@ -299,7 +307,8 @@ def cached_plan(
 
     ``model`` is the spec's model on the meta device, or a function that constructs it. Given the model (a build),
     an entry is used only if it was made from a model of the same structure (:func:`structure_fingerprint`: a
-    library class patched at run time changes it) and every module it names exists; given the function
+    library class patched at run time changes it) and every module it names exists (and no entry is used or
+    written while hooks on every module's forward are registered); given the function
     (``featx-list``), a packaged plan is taken on its keys and versions, and the model is constructed only to check
     an entry of the user cache (a process that patched a library class may have written it) or on a miss. A
     model whose builder is not its library's own code (registered or wrapped by the user's code, also under one of
@@ -314,7 +323,7 @@ def cached_plan(
     def structure() -> str:
         return structure_fingerprint(constructed())
 
-    if cache_disabled():
+    if cache_disabled() or _hooks_on_every_module():
         return plan_model(constructed())
     folder = user_plans_dir()  # FEATX_CACHE_DIR checked for every spec, a packaged plan's too
     versions = plan_versions(spec.model)
