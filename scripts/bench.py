@@ -35,6 +35,7 @@ import argparse
 import compileall
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -573,7 +574,7 @@ def _machine() -> str:
 
 def _page(header: str, sections: List[str]) -> str:
     """The results page: written by this script, never by hand."""
-    command = "python scripts/bench.py " + " ".join(sys.argv[1:])
+    command = shlex.join(["python", "scripts/bench.py", *sys.argv[1:]])
     return (
         "# Benchmark results (generated)\n\n"
         f"Written by `{command}` on {_machine()}.\n"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -335,7 +336,7 @@ def main(argv: Optional[List[str]] = None) -> Tuple[Dict[str, Optional[float]], 
     table = _table(passes, args.images, args.batch_size)
     print(header + "\n\n" + table)
     if args.output:
-        command = "python scripts/bench_extract.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        command = shlex.join(["python", "scripts/bench_extract.py", *(sys.argv[1:] if argv is None else argv)])
         page = (
             f"{TITLE}\n\nWritten by `{command}` on {machine_description()}; {time.strftime('%Y-%m-%d')}.\n"
             f"Do not edit: rerun the command. {header}.\n\n{table}"

@@ -21,6 +21,7 @@ import csv
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 import uuid
@@ -91,7 +92,7 @@ def results_table(results: List[Dict[str, Any]], timings: bool = True) -> str:
 
 def summary_page(results: List[Dict[str, Any]]) -> str:
     """The sweep's table as a page that says how it was made: what ``summary_page=PATH`` writes (for the docs)."""
-    command = "python scripts/experiment.py " + " ".join(sys.argv[1:])
+    command = shlex.join(["python", "scripts/experiment.py", *sys.argv[1:]])
     return (
         f"{PAGE_TITLE}\n\n"
         f"Written by `{command}` on {machine_description()}, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}. "

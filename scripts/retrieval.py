@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -192,7 +193,7 @@ def summary_page(table: str, argv: Sequence[str] | None) -> str:
     arguments = sys.argv[1:] if argv is None else list(argv)
     return (
         f"{PAGE_TITLE}\n\n"
-        f"Written by `python scripts/retrieval.py {' '.join(arguments)}` on {machine_description()}, "
+        f"Written by `{shlex.join(['python', 'scripts/retrieval.py', *arguments])}` on {machine_description()}, "
         f"{time.strftime('%Y-%m-%d')}, torch {torch.__version__}. Do not edit: rerun the command (the views, the "
         "random init and the probe are seeded, so a rerun on one machine gives these numbers).\n\n" + table
     )

@@ -11,6 +11,7 @@ are tried in turn until one fits. Nothing is downloaded and nothing allocated.
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 import warnings
@@ -103,7 +104,9 @@ def main() -> None:
             print(" | ".join(row), flush=True)
     proposed = sum(row[2] == "yes" for row in rows)
     partly = sum(row[2] == "partly" for row in rows)
-    command = "python scripts/timm_families.py" + (f" --output {args.output}" if args.output else "")
+    command = shlex.join(
+        ["python", "scripts/timm_families.py", *(["--output", str(args.output)] if args.output else [])]
+    )
     lines = [
         TITLE,
         "",

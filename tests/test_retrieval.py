@@ -43,6 +43,15 @@ def test_the_summary_page_names_the_command_and_holds_the_table(tiny_run):
     assert page.endswith((output / "results.md").read_text()) and "| resnet18 | c5 | 512 | 18 |" in page
 
 
+def test_the_summary_pages_command_quotes_arguments_as_a_shell_reads_them(retrieval):
+    """A path with a space was written bare: the command the page says to rerun split it in two."""
+    page = retrieval.summary_page("| table |\n", ["out", "--summary-page=my docs/page.md", "--photos=it's"])
+    assert (
+        "Written by `python scripts/retrieval.py out '--summary-page=my docs/page.md' '--photos=it'\"'\"'s'` on "
+        in page
+    )
+
+
 def test_views_are_files_one_folder_per_photo(tiny_run):
     output, _ = tiny_run
     assert sorted(path.name for path in (output / "images").iterdir()) == PHOTOS
