@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from featx.files import write_atomically
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -2968,13 +2970,44 @@ def run(mutant: Mutant, workers: int) -> Tuple[str, float, str]:
     return status, time.perf_counter() - start, failed
 
 
-def main() -> None:
+#: the keys of one mutant's record in the ``--json`` file
+RESULT_KEYS = {"module", "bug", "status", "seconds", "killed_by", "equivalent"}
+
+
+def is_results_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding per-mutant results as this script writes them (a JSON list of its
+    records): what ``--json`` may replace; anything else there is the user's."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return False
+    return isinstance(data, list) and all(isinstance(record, dict) and set(record) == RESULT_KEYS for record in data)
+
+
+def _write_results(path: Path, results: List[Dict[str, object]]) -> None:
+    text = json.dumps(results, indent=1)
+    write_atomically(path, lambda partial: partial.write_text(text), overwrite=True, what="--json")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", help="module names (e.g. freezing store) whose mutants run")
     parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers per mutant")
     parser.add_argument("--json", type=Path, help="write the per-mutant results here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"argument --workers: {args.workers} is not a whole number >= 1")
+    if args.json is not None and (args.json.exists() or args.json.is_symlink()) and not is_results_file(args.json):
+        parser.error(
+            f"argument --json: {args.json} exists and is not a results file this script wrote; nothing was run: "
+            "give another path, or move that file"
+        )
     chosen = [m for m in MUTANTS if not args.only or any(name in m.module for name in args.only)]
+    if not chosen:
+        modules = ", ".join(sorted({m.module for m in MUTANTS}))
+        parser.error(f"argument --only: no mutant's module contains {' or '.join(args.only)} (modules: {modules})")
     rows, results = [], []
     for index, mutant in enumerate(chosen, 1):
         if mutant.equivalent:
@@ -2997,7 +3030,7 @@ def main() -> None:
         )
         rows.append((mutant.module, mutant.bug, status, failed or (mutant.equivalent or "")))
         if args.json:  # after every mutant: a run stopped midway keeps what it found
-            args.json.write_text(json.dumps(results, indent=1))
+            _write_results(args.json, results)
     counts = Counter((module, status) for module, _, status, _ in rows)
     print("| module | killed | survived | equivalent |\n|---|---:|---:|---:|")
     for module in dict.fromkeys(module for module, *_ in rows):

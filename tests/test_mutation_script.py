@@ -5,8 +5,11 @@ run), and each module has the tests that guard it."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,3 +31,40 @@ def test_every_mutant_applies_once_and_its_module_has_guards():
         compile(source.replace(mutant.old, mutant.new), mutant.module, "exec")
         assert mutant.new != mutant.old and mutant.module in mutation.GUARDS, mutant.bug
         assert all((ROOT / guard).is_file() for guard in mutation.GUARDS[mutant.module]), mutant.module
+
+
+def test_json_never_replaces_a_users_file_and_bad_choices_are_refused_before_any_mutant(tmp_path, capsys):
+    """--json was written with write_text after the first mutant: over a file of the user's, or through a link;
+    --only naming no module ran nothing and printed an empty table."""
+    mutation = _mutation_module()
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}\n')
+    link = tmp_path / "link.json"
+    link.symlink_to(notes)
+    for path in (notes, link):
+        with pytest.raises(SystemExit) as refused:
+            mutation.main(["--only", "no-such-module", "--json", str(path)])
+        assert refused.value.code == 2
+        assert f"argument --json: {path} exists and is not a results file this script wrote" in capsys.readouterr().err
+    assert notes.read_text() == '{"mine": 1}\n'
+    with pytest.raises(SystemExit) as refused:
+        mutation.main(["--only", "no-such-module"])
+    assert refused.value.code == 2
+    assert "argument --only: no mutant's module contains no-such-module (modules: __init__.py, cli/app.py, " in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        mutation.main(["--workers", "0"])
+    assert "argument --workers: 0 is not a whole number >= 1" in capsys.readouterr().err
+    own = tmp_path / "own.json"
+    record = {
+        "module": "files.py",
+        "bug": "b",
+        "status": "killed",
+        "seconds": 1.0,
+        "killed_by": "t",
+        "equivalent": None,
+    }
+    mutation._write_results(own, [record])
+    assert mutation.is_results_file(own) and json.loads(own.read_text()) == [record]
+    assert not mutation.is_results_file(notes) and not mutation.is_results_file(link)
