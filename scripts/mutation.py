@@ -1665,7 +1665,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/listing.py",
-        "    return below is not None and len(below.parts) > 0 and is_own_name(below.parts[0])",
+        "    return below is not None and (not below.parts or is_own_name(below.parts[0]))",
         "    return below is not None",
         "the user's images in an output folder inside the input dropped",
     ),
@@ -2930,6 +2930,75 @@ MUTANTS: List[Mutant] = [
         "    if cache_disabled() or _hooks_on_every_module():\n",
         "    if cache_disabled():\n",
         "an entry made without a forward hook on every module used with one (strides 4, 8 for maps at 16, 128)",
+    ),
+    # extract: Pillow's process-wide settings, tampered shards and manifests, the output folder a pattern matches,
+    # path-like options, WORLD_SIZE=1 (review A)
+    Mutant(
+        "tasks/extract/decode.py",
+        "ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = False, PILLOW_PIXEL_LIMIT",
+        "pass",
+        "LOAD_TRUNCATED_IMAGES=True and MAX_IMAGE_PIXELS=None of the process let half a JPEG and a bomb through",
+    ),
+    Mutant(
+        "tasks/extract/decode.py",
+        "ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = truncated, pixels",
+        "pass",
+        "the caller's Pillow settings are not given back after decoding",
+    ),
+    Mutant(
+        "tasks/extract/decode.py",
+        "if pixels > 2 * PILLOW_PIXEL_LIMIT:",
+        "if False:",
+        "a huge JPEG header passes to the device decoder with MAX_IMAGE_PIXELS=None",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "if not isinstance(skipped, list):",
+        "if False:",
+        "a shard record's skipped: 5 raises TypeError",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "if shape[0] != rows:",
+        "if False:",
+        "a shard whose outputs hold fewer rows than its images is accepted",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        """                _identity(entry.get("identity"))
+""",
+        "",
+        "a manifest line's identity: 5 raises TypeError",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "(not below.parts or is_own_name(below.parts[0]))",
+        "(len(below.parts) > 0 and is_own_name(below.parts[0]))",
+        "input='gl/*' output=gl/feats skips gl/feats and writes a shard for it on every rerun",
+    ),
+    Mutant(
+        "tasks/extract/listing.py",
+        "if _left_out(absolute, folder):",
+        "if False:",
+        "a pattern lists the output folder's featx-shards folder as a skipped folder",
+    ),
+    Mutant(
+        "tasks/extract/run.py",
+        "text = os.fspath(value) if isinstance(value, os.PathLike) else value",
+        "text = value",
+        "ExtractOptions(input=Path(...)) refused",
+    ),
+    Mutant(
+        "tasks/extract/ranks.py",
+        """    if os.environ.get("WORLD_SIZE") is None:
+        return 1, 0
+    world = _whole_number("WORLD_SIZE", 1, 1)
+""",
+        """    world = _whole_number("WORLD_SIZE", 1, 1)
+    if world == 1:
+        return 1, 0
+""",
+        "RANK=1 WORLD_SIZE=1 runs as rank 0",
     ),
 ]
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import folder_state
-from PIL import Image
+from PIL import Image, ImageFile
 from safetensors.torch import save_file
 from torchvision import transforms
 
@@ -724,6 +724,11 @@ BAD_OPTIONS = [
     ({"overwrite": "yes"}, r"^extract.overwrite: must be true or false, got 'yes'"),
     ({"progress": "no"}, r"^extract.progress: must be true or false, got 'no'"),
     ({"output": "/dev/null"}, r"^extract.output: /dev/null exists and is not a folder"),
+    (  # said "missing", as it did of a pathlib.Path
+        {"input": 5},
+        r"^extract.input: must be a folder or glob \(a str or os.PathLike giving one\), got int 5$",
+    ),
+    ({"output": b"out"}, r"^extract.output: must be a folder \(a str or os.PathLike giving one\), got bytes b'out'$"),
 ]
 
 
@@ -806,6 +811,17 @@ TAMPERED_MANIFESTS = [
     ),
     ("path-missing", lambda e: {k: v for k, v in e.items() if k != "path"}, r"line 1 .*not an object with a path"),
     ("not-an-object", lambda e: [1, 2], r"line 1 .*not an object with a path"),
+    (  # raised TypeError: 'int' object is not iterable
+        "identity-number",
+        lambda e: {**e, "identity": 5},
+        r"line 1 is not a featx-extract manifest entry \(identity 5 is not \[size, mtime_ns, inode\]\); rerun",
+    ),
+    ("identity-object", lambda e: {**e, "identity": {"a": 1}}, r"line 1 .*identity \{'a': 1\} is not \[size"),
+    (  # read back as a skipped file
+        "skipped-number",
+        lambda e: {"path": e["path"], "identity": None, "skipped": 5},
+        r"line 1 is not a featx-extract manifest entry \(skipped 5 is not a reason\)",
+    ),
 ]
 
 
@@ -1444,3 +1460,153 @@ def test_a_skipped_file_whose_name_is_not_utf8_is_logged(photos, tmp_path, capsy
         handler.close()
     assert "Logging error" not in capsys.readouterr().err
     assert "bad\\xff.png: unreadable image" in (tmp_path / "extract.log").read_text(encoding="utf-8")
+
+
+# ---- settings of the user's process, tampered shards, output folders the input's pattern matches ----------------
+
+
+def _half_a_jpeg() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+#: what Pillow says of an image past twice its default MAX_IMAGE_PIXELS (13400x13400 pixels)
+BOMB_REASON = (
+    "unreadable image (DecompressionBombError: Image size (179560000 pixels) exceeds limit of 178956970 pixels, "
+    "could be decompression bomb DOS attack.)"
+)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_pillows_process_wide_settings_let_no_truncated_or_huge_image_through(photos, tmp_path, monkeypatch, workers):
+    """A training script's ``ImageFile.LOAD_TRUNCATED_IMAGES = True`` (inherited by the DataLoader workers) stored
+    the features of half a JPEG, and ``Image.MAX_IMAGE_PIXELS = None`` removed the bomb limit: both are skipped with
+    the reason they get without the settings, which are the caller's again after the run."""
+    (photos / "half.jpg").write_bytes(_half_a_jpeg())
+    _png_header_only(photos / "bomb.png", 13400, 13400)
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    summary = extract(_spec(), _options(photos, tmp_path / "out", workers=workers))
+    skipped = {Path(e["path"]).name: e["skipped"] for e in _manifest(tmp_path / "out") if "skipped" in e}
+    assert (summary.images, summary.skipped, sorted(skipped)) == (3, 2, ["bomb.png", "half.jpg"])
+    assert skipped["bomb.png"] == BOMB_REASON
+    assert re.fullmatch(
+        r"unreadable image \(OSError: image file is truncated \(\d+ bytes not processed\)\)", skipped["half.jpg"]
+    )
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True and Image.MAX_IMAGE_PIXELS is None
+
+
+def test_a_huge_jpeg_is_refused_before_the_device_decoder_whatever_the_process_set(tmp_path, monkeypatch):
+    """decode=gpu reads only a JPEG's header in the workers: with ``Image.MAX_IMAGE_PIXELS = None`` a 13400x13400
+    JPEG header passed to the device decoder."""
+    import io
+
+    from featx.tasks.extract.device_decode import JpegFiles
+    from featx.tasks.extract.transforms import image_transform
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"\xff\xc0")  # the frame header: its height and width follow the precision byte
+    data[start + 5 : start + 9] = struct.pack(">HH", 13400, 13400)
+    (tmp_path / "huge.jpg").write_bytes(bytes(data))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    transform = image_transform("center_crop", _spec(), [SIZE, SIZE])
+    index, image, reason, _, _ = JpegFiles([tmp_path / "huge.jpg"], transform)[0]
+    assert (index, image, reason) == (0, None, BOMB_REASON)
+
+
+def _resave_first_shard(output: Path, change) -> Path:
+    """The first shard rewritten with ``change(tensors, record)`` applied, its metadata otherwise kept."""
+    from safetensors import safe_open
+
+    shard = _first_shard(output)
+    with safe_open(str(shard), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
+    record = json.loads(metadata["featx_extract"])
+    change(tensors, record)
+    save_file(tensors, str(shard), metadata={**metadata, "featx_extract": json.dumps(record)})
+    return shard
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (  # read_features raised IndexError; a resumed run wrote "shapes": {"c3": []} into the manifest
+            lambda tensors, record: tensors.update(c3=torch.tensor(1.0)),
+            "output 'c3' holds a single value, not a row for each of its 2 images",
+        ),
+        (
+            lambda tensors, record: tensors.update(c3=tensors["c3"][:1]),
+            "output 'c3' holds 1 rows for its 2 images",
+        ),
+        (  # TypeError: 'int' object is not iterable, from read_features and from a resumed run
+            lambda tensors, record: record.update(skipped=5),
+            "its skipped files are not a list",
+        ),
+    ],
+    ids=["scalar", "rows-missing", "skipped-number"],
+)
+def test_a_tampered_shard_is_named_by_read_features_and_by_a_resumed_run(finished, photos, change, reason):
+    shard = _resave_first_shard(finished, change)
+    tail = f"is unreadable ({reason}); delete it and rerun featx-extract to redo its images"
+    with pytest.raises(FeatxError) as read:
+        list(featx.read_features(finished))
+    assert str(read.value) == f"read_features(): the shard {shard} {tail}"
+    manifest = (finished / "featx-manifest.jsonl").read_bytes()
+    with pytest.raises(FeatxError) as resumed:
+        extract(_spec(), _options(photos, finished))
+    assert str(resumed.value) == f"extract.output: the shard {shard} {tail}"
+    assert (finished / "featx-manifest.jsonl").read_bytes() == manifest  # refused before anything was rewritten
+
+
+def test_an_output_folder_the_inputs_pattern_matches_is_left_out(tmp_path):
+    """With extract.input='gl/*' extract.output=gl/feats, every rerun skipped gl/feats ("a folder the pattern
+    matches") and wrote a new shard holding that skip alone; gl/*/* listed its featx-shards folder so."""
+    folder = tmp_path / "gl"
+    (folder / "sub").mkdir(parents=True)
+    for index in range(3):
+        _save_rgb(folder / f"p{index}.png", index)
+    _save_rgb(folder / "sub" / "s.png", 3)
+    output = folder / "feats"
+    first = extract(_spec(), _options(f"{folder}/*", output))
+    shards = sorted(path.name for path in (output / "featx-shards").iterdir())
+    again = extract(_spec(), _options(f"{folder}/*", output))
+    assert (first.images, first.skipped, again.processed) == (3, 1, 0)
+    assert sorted(path.name for path in (output / "featx-shards").iterdir()) == shards
+    assert [(path.name, why) for path, why in find_images(f"{folder}/*", exclude=output).skipped] == [
+        ("sub", "a folder the pattern matches, not its files (a pattern takes the files it matches: add /* for them)")
+    ]
+    deeper = find_images(f"{folder}/*/*", exclude=output)
+    assert (deeper.images, deeper.skipped) == ([folder / "sub" / "s.png"], [])
+
+
+def test_input_and_output_folders_may_be_given_as_paths(photos, tmp_path):
+    """``ExtractOptions(input=Path("photos"), output=...)`` was refused as "extract.input: missing"."""
+    options = dataclasses.replace(_options(photos, tmp_path), input=photos, output=tmp_path / "out")
+    summary = extract(_spec(), options)
+    assert summary.images == 3
+    assert [entry["path"] for entry in _manifest(tmp_path / "out")] == [str(photos / f"p{i}.png") for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"WORLD_SIZE": "1", "RANK": "1"}, r"RANK: 1 is not below WORLD_SIZE=1 \(ranks are 0 to 0\)"),
+        ({"WORLD_SIZE": "1", "RANK": "x"}, r"RANK: 'x' is not a whole number"),
+        ({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "-1"}, r"LOCAL_RANK: -1 is below 0"),
+    ],
+)
+def test_torchruns_variables_are_checked_for_a_single_process_too(photos, tmp_path, monkeypatch, environment, message):
+    """docs/extract.md says 0 <= RANK < WORLD_SIZE is checked: RANK=1 WORLD_SIZE=1 ran as rank 0."""
+    for variable in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    before = folder_state(tmp_path)
+    with pytest.raises(ArgumentError, match=f"^{message}"):
+        extract(_spec(), _options(photos, tmp_path / "out"))
+    assert folder_state(tmp_path) == before

@@ -7,7 +7,9 @@ Images are decoded with Pillow, turned upright by their EXIF orientation (as pho
 grayscale and palette images are expanded to three channels, an alpha channel is dropped (not composited).
 16-bit grayscale images keep their 16 bits (scaled to [0, 1] as floats, not clipped to 8 bits); images whose
 values have no fixed range (32-bit integer or floating-point pixels) are skipped with the reason. A file that cannot
-be read or decoded yields ``None`` and the reason.
+be read or decoded yields ``None`` and the reason. Pillow's own checks hold whatever the process set: a truncated
+image is refused even with ``ImageFile.LOAD_TRUNCATED_IMAGES = True``, and the bomb limit is Pillow's default even
+with ``Image.MAX_IMAGE_PIXELS = None`` (see :func:`pillow_checks`).
 
 Example::
 
@@ -23,13 +25,15 @@ import io
 import os
 import re
 import stat
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -43,6 +47,11 @@ MAX_IMAGE_BYTES = 1 << 30
 MAX_ASPECT = 32
 #: the most pixels an image may have once its shorter side is resized for the crop (2^26: 192 MiB as 8-bit RGB)
 MAX_RESIZED_PIXELS = 1 << 26
+#: Pillow's default ``Image.MAX_IMAGE_PIXELS``: it warns past this, and refuses an image of twice as many pixels as
+#: a decompression bomb; featx decodes with it whatever the process set
+PILLOW_PIXEL_LIMIT = int(1024 * 1024 * 1024 // 4 // 3)
+#: held while Pillow's process-wide settings are featx's (see :func:`pillow_checks`)
+_PILLOW_SETTINGS = threading.Lock()
 #: " <_io.BytesIO object at 0x7f...>" in a decoder's message: a memory address, different in every run
 _OBJECT_ADDRESS = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
 #: Pillow modes of 16-bit single-channel images
@@ -98,12 +107,35 @@ def read_image_file(path: Path) -> Tuple[bytes, Identity]:
     return data, before
 
 
+@contextmanager
+def pillow_checks() -> Iterator[None]:
+    """Run the block with Pillow's own checks on, whatever the process set (a training script's
+    ``ImageFile.LOAD_TRUNCATED_IMAGES = True``, ``Image.MAX_IMAGE_PIXELS = None``, which DataLoader workers inherit):
+    truncated images refused, the bomb limit :data:`PILLOW_PIXEL_LIMIT`; the caller's values are restored after.
+    The settings are process-wide: another thread decoding with Pillow meanwhile gets these checks too."""
+    with _PILLOW_SETTINGS:
+        truncated, pixels = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
+        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = False, PILLOW_PIXEL_LIMIT
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = truncated, pixels
+
+
 def check_proportions(size: Tuple[int, int], shorter_side: Optional[int] = None) -> None:
     """SkippedImage for an image (``size``: width, height) whose longer side is more than :data:`MAX_ASPECT` times
     its shorter, or that resizing its shorter side to ``shorter_side`` (the transform's, before its crop) would make
     larger than :data:`MAX_RESIZED_PIXELS`: a huge image from a tiny file (1×20000 pixels at 224: 256×5,120,000; a
-    32×1 strip for a 4096-wide crop: 4681×149,792)."""
+    32×1 strip for a 4096-wide crop: 4681×149,792). Pillow's DecompressionBombError, in its words, for one of more
+    than twice :data:`PILLOW_PIXEL_LIMIT` pixels, as ``Image.open`` refuses it with Pillow's default setting (a
+    JPEG handed to the device decoder is opened for its header alone, whatever the process set)."""
     width, height = size
+    pixels = max(1, width) * max(1, height)
+    if pixels > 2 * PILLOW_PIXEL_LIMIT:
+        raise Image.DecompressionBombError(
+            f"Image size ({pixels} pixels) exceeds limit of {2 * PILLOW_PIXEL_LIMIT} pixels, could be decompression "
+            "bomb DOS attack."
+        )
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise SkippedImage(
             f"{width}x{height} pixels is more than {MAX_ASPECT} to 1 (resizing its shorter side would make a huge "
@@ -144,9 +176,12 @@ def exif_orientation(image: Image.Image) -> int:
 
 
 def decode_with_pillow(data: bytes, transform: ImageTransform) -> Tensor:
-    """``data`` decoded by Pillow (upright, RGB or 16-bit) and transformed; raises what the decoder raises."""
-    with Image.open(io.BytesIO(data), formats=decodable_formats()) as image:
-        return transform(decoded(image, resized_shorter_side(transform)))
+    """``data`` decoded by Pillow (upright, RGB or 16-bit) with its own checks on (:func:`pillow_checks`), and
+    transformed; raises what the decoder raises."""
+    with pillow_checks():
+        with Image.open(io.BytesIO(data), formats=decodable_formats()) as image:
+            upright = decoded(image, resized_shorter_side(transform))
+    return transform(upright)
 
 
 def failure(error: Exception, identity: Optional[Identity]) -> Tuple[str, Optional[Identity]]:

@@ -4,8 +4,8 @@ its identity (size, modification time and inode) so stored features can be match
 Paths are absolute but not resolved through symbolic links: a link to an image is listed under its own path inside
 the input. Linked folders are not descended into (no loops, no escape from the input). Files whose extension no
 installed image decoder opens, broken links, and folders a pattern matches (none of their files), are returned as
-skipped, with the reason, so the manifest lists them. featx's own entries of the output folder (inside the input, or
-holding it) are left out. Example::
+skipped, with the reason, so the manifest lists them. The output folder itself and featx's own entries of it (inside
+the input, or holding it) are left out. Example::
 
     listing = find_images("photos/", exclude=Path("photos/feats"))      # or "photos/**/*.jpg"
     listing.images[:2], listing.skipped[:1]     # [Path('/data/photos/a.jpg'), ...], [(Path('.../notes.txt'), '...')]
@@ -219,11 +219,12 @@ def _below(path: Path, folder: Path) -> Optional[Path]:
     return resolved.relative_to(resolved_folder)
 
 
-def _left_out(file: Path, output: Optional[Path]) -> bool:
-    """Whether ``file`` is one of featx's own entries of the output folder (wherever that folder is: inside the
-    input, or holding it); the user's files there are inputs like any other."""
-    below = _below(file, output) if output is not None else None
-    return below is not None and len(below.parts) > 0 and is_own_name(below.parts[0])
+def _left_out(entry: Path, output: Optional[Path]) -> bool:
+    """Whether ``entry`` is the output folder itself (a folder a pattern matches) or one of featx's own entries of
+    it (wherever that folder is: inside the input, or holding it); the user's files there are inputs like any
+    other."""
+    below = _below(entry, output) if output is not None else None
+    return below is not None and (not below.parts or is_own_name(below.parts[0]))
 
 
 def _not_a_file(file: Path) -> Optional[str]:
@@ -256,7 +257,8 @@ def _is_real_folder(path: Path) -> bool:
 
 def find_images(source: str, key: str = "extract.input", exclude: Optional[Path] = None) -> ImageListing:
     """List ``source`` (a folder, searched recursively, or a glob; ``**`` matches folders at any depth), leaving out
-    featx's own entries of ``exclude`` (the output folder, inside the input or holding it).
+    ``exclude`` (the output folder, inside the input or holding it) where a pattern matches it, and featx's own
+    entries of it.
 
     Raises :class:`ArgumentError` naming ``key`` when ``source`` exists neither as a folder nor as a pattern with
     matches, is empty, or holds no file with an image extension.
@@ -280,6 +282,8 @@ def find_images(source: str, key: str = "extract.input", exclude: Optional[Path]
             skipped.append((file, f"not an image file (extension {file.suffix or 'none'!r})"))
     for folder_path, reason in unlisted:
         absolute = Path(os.path.abspath(folder_path))
+        if _left_out(absolute, folder):
+            continue
         identities[str(absolute)] = file_identity(absolute)
         skipped.append((absolute, reason))
     if not images:

@@ -45,13 +45,14 @@ def _whole_number(variable: str, default: int, least: int) -> int:
 
 
 def torchrun_environment() -> Tuple[int, int]:
-    """(world size, rank) from torchrun's ``WORLD_SIZE`` and ``RANK`` ((1, 0) without ``WORLD_SIZE``), checked:
-    whole numbers, ``0 <= RANK < WORLD_SIZE``, ``LOCAL_RANK`` not negative; :class:`ArgumentError` naming the
-    variable otherwise (torch answers with a raw error from deep inside, or waits for ranks that never come)."""
-    world = _whole_number("WORLD_SIZE", 1, 1)
-    if world == 1:
+    """(world size, rank) from torchrun's ``WORLD_SIZE`` and ``RANK`` ((1, 0) without ``WORLD_SIZE``), checked
+    wherever ``WORLD_SIZE`` is set, ``WORLD_SIZE=1`` included: whole numbers, ``0 <= RANK < WORLD_SIZE`` (``RANK``
+    may be left out for one process), ``LOCAL_RANK`` not negative; :class:`ArgumentError` naming the variable
+    otherwise (torch answers with a raw error from deep inside, or waits for ranks that never come)."""
+    if os.environ.get("WORLD_SIZE") is None:
         return 1, 0
-    rank = _whole_number("RANK", -1, 0)
+    world = _whole_number("WORLD_SIZE", 1, 1)
+    rank = _whole_number("RANK", 0 if world == 1 else -1, 0)
     if rank == -1:
         raise ArgumentError(f"RANK: not set, with WORLD_SIZE={world} ({_TORCHRUN_HINT})")
     if rank >= world:

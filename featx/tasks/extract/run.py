@@ -84,17 +84,34 @@ class ExtractSummary:
 #: the most DataLoader workers, and images per shard
 MAX_WORKERS = 256
 MAX_SHARD_SIZE = 1_000_000
-#: the most feature bytes a shard holds (and a rank buffers before writing one), whatever ``shard_size`` says
+#: the most feature bytes a shard holds, whatever ``shard_size`` says, unless one image's alone are more (that shard
+#: then holds the one image)
 MAX_SHARD_BYTES = 512 << 20
+
+
+def path_option(options: ExtractOptions, key: str) -> str:
+    """``extract.input`` or ``extract.output`` (``key``) as text: a str, or an ``os.PathLike`` giving one
+    (``pathlib.Path("photos")``); ArgumentError naming the key when it is missing or of another type."""
+    value = getattr(options, key)
+    what = "folder or glob" if key == "input" else "folder"
+    if value is None or (isinstance(value, str) and value in ("", MISSING)):
+        raise ArgumentError(f"extract.{key}: missing; give a {what}")
+    try:
+        text = os.fspath(value) if isinstance(value, os.PathLike) else value
+    except TypeError:  # an __fspath__ that gives neither str nor bytes
+        text = None
+    if not isinstance(text, str):
+        raise ArgumentError(
+            f"extract.{key}: must be a {what} (a str or os.PathLike giving one), got {type(value).__name__} "
+            f"{value!r:.80}"
+        )
+    return text
 
 
 def check_options(options: ExtractOptions) -> None:
     """ArgumentError naming the ``extract.*`` key of the first invalid option."""
     for key in ("input", "output"):
-        value = getattr(options, key)
-        if not isinstance(value, str) or not value or value == MISSING:
-            raise ArgumentError(f"extract.{key}: missing; give a {'folder or glob' if key == 'input' else 'folder'}")
-        home = unknown_home(value)
+        home = unknown_home(path_option(options, key))
         if home is not None:
             raise ArgumentError(f"extract.{key}: {home}")
     for key, choices in (
@@ -412,6 +429,7 @@ def extract(spec: BackboneSpec, options: ExtractOptions, config_yaml: str = "") 
     :class:`ArgumentError` for bad options, an empty input, or an output folder holding other features.
     """
     check_options(options)
+    options = dataclasses.replace(options, input=path_option(options, "input"))
     # ~ as in extract.input (a shell leaves it in extract.output=~/feats), and a name safetensors can open again
     output = utf8_path(path_argument(options.output, "extract.output"), "extract.output")
     options = dataclasses.replace(options, output=str(output))

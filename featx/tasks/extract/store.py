@@ -121,11 +121,28 @@ def _shard_files(record: Any, shard: str) -> List[StoredFile]:
         if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str)):
             raise ValueError(f"image entry {row} is not [path, size, mtime_ns, inode]")
         files.append(StoredFile(entry[0], _identity(entry[1:]), shard, row, fallback=fallbacks.get(entry[0], "")))
-    for entry in record.get("skipped", []):
+    skipped = record.get("skipped", [])
+    if not isinstance(skipped, list):
+        raise ValueError("its skipped files are not a list")
+    for entry in skipped:
         if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(part, str) for part in entry[:2])):
             raise ValueError("a skipped entry is not [path, reason, identity]")
         files.append(StoredFile(entry[0], _identity(entry[2]), shard, -1, entry[1] or "skipped"))
     return files
+
+
+def _row_shapes(handle: Any, rows: int) -> Dict[str, List[int]]:
+    """The shape of one row of each tensor of an open shard whose record lists ``rows`` images; ValueError unless
+    each tensor holds a row for each of them (a scalar or a tensor cut short is not as featx wrote it)."""
+    shapes = {}
+    for name in handle.keys():
+        shape = list(handle.get_slice(name).get_shape())
+        if not shape:
+            raise ValueError(f"output {name!r} holds a single value, not a row for each of its {rows} images")
+        if shape[0] != rows:
+            raise ValueError(f"output {name!r} holds {shape[0]} rows for its {rows} images")
+        shapes[name] = shape[1:]
+    return shapes
 
 
 @contextmanager
@@ -370,8 +387,13 @@ class FeatureStore:
 
     def stored_files(self) -> List[StoredFile]:
         """Every file the shards account for, as an image or as skipped, with the identity it had when read;
-        FeatxError for a shard of another collection."""
-        stored = []
+        FeatxError for a shard of another collection, or one not as featx wrote it."""
+        return self._read_shards()[0]
+
+    def _read_shards(self) -> Tuple[List[StoredFile], Dict[str, Dict[str, List[int]]]]:
+        """:meth:`stored_files`, and the shape of a row of each output by shard (``featx-shards/<name>``)."""
+        stored: List[StoredFile] = []
+        shapes: Dict[str, Dict[str, List[int]]] = {}
         collection = self.collection()
         for shard in self.shards():
             relative = f"{SHARD_DIR}/{shard.name}"
@@ -379,13 +401,15 @@ class FeatureStore:
                 try:
                     record = json.loads(handle.metadata()[METADATA_KEY])
                     _check_collection(record, collection, shard, OUTPUT_KEY)
-                    stored += _shard_files(record, relative)
+                    files = _shard_files(record, relative)
+                    shapes[relative] = _row_shapes(handle, sum(one.row >= 0 for one in files))
+                    stored += files
                 except (ValueError, RecursionError) as error:
                     raise FeatxError(
                         f"extract.output: the shard {shard} is unreadable ({error}); delete it and rerun featx-extract "
                         "to redo its images"
                     ) from None
-        return stored
+        return stored, shapes
 
     def next_sequence(self, rank: int) -> int:
         """The number the next shard of ``rank`` gets (one past its highest)."""
@@ -437,9 +461,8 @@ class FeatureStore:
         outside counts the files the shards hold features of that ``current`` does not list (another input, or
         files gone)."""
         dtype = (self.settings() or {}).get("dtype")
-        shapes: Dict[str, Dict[str, List[int]]] = {}
         entries: Dict[str, Dict[str, Any]] = {}
-        stored_files = self.stored_files()
+        stored_files, shapes = self._read_shards()
         unread = {
             stored.path: {"path": stored.path, "identity": None, "skipped": stored.reason}
             for stored in stored_files
@@ -452,9 +475,6 @@ class FeatureStore:
             if stored.reason:
                 entries[stored.path] = {"path": stored.path, "identity": identity, "skipped": stored.reason}
                 continue
-            if stored.shard not in shapes:
-                with _open_shard(self.root / stored.shard) as handle:
-                    shapes[stored.shard] = {n: list(handle.get_slice(n).get_shape()[1:]) for n in handle.keys()}
             entries[stored.path] = {
                 "path": stored.path,
                 "identity": identity,
@@ -488,6 +508,9 @@ def _manifest_entries(manifest: Path, who: str) -> Iterator[Tuple[int, Dict[str,
                 entry = json.loads(raw.decode("utf-8"))
                 if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
                     raise ValueError("not an object with a path")
+                _identity(entry.get("identity"))
+                if "skipped" in entry and not isinstance(entry["skipped"], str):
+                    raise ValueError(f"skipped {quoted(entry['skipped'])} is not a reason")
                 if "skipped" not in entry:
                     shard, row = entry.get("shard"), entry.get("row")
                     if not (isinstance(shard, str) and _MANIFEST_SHARD.match(shard)):
@@ -613,7 +636,9 @@ def _shard_images(handle: Any, shard: Path, collection: Optional[str], who: str)
     try:
         record = json.loads(handle.metadata()[METADATA_KEY])
         _check_collection(record, collection, shard, who)
-        return [one for one in _shard_files(record, "") if one.row >= 0]
+        images = [one for one in _shard_files(record, "") if one.row >= 0]
+        _row_shapes(handle, len(images))
+        return images
     except (ValueError, RecursionError) as error:
         raise FeatxError(
             f"{who}: the shard {shard} is unreadable ({error}); delete it and rerun featx-extract to redo its images"
