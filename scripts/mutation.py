@@ -128,6 +128,7 @@ GUARDS: Dict[str, List[str]] = {
     "cli/output_folders.py": ["tests/test_hydra.py", "tests/test_hostile_apps.py"],
     "construct/propose.py": ["tests/test_propose.py", "tests/test_timm.py", "tests/test_timm_families.py"],
     "models/timm_models.py": ["tests/test_timm.py"],
+    "models/registry.py": ["tests/test_hostile_spec.py"],
     "models/timm_weights.py": ["tests/test_timm.py"],
     "tasks/detection.py": ["tests/test_detection.py"],
     "models/legacy_keys.py": ["tests/test_weights.py"],
@@ -2999,6 +3000,24 @@ MUTANTS: List[Mutant] = [
         return 1, 0
 """,
         "RANK=1 WORLD_SIZE=1 runs as rank 0",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        "        except TimmNotInstalled:  # a packaged timm_* file",
+        "        except ():  # a packaged timm_* file",
+        "featx-list without timm exits 1, counting featx's own timm_* files as failures to plan",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        '    except TimmNotInstalled:\n        parser.exit(1, f"featx-list: error: --timm lists',
+        '    except ():\n        parser.exit(1, f"featx-list: error: --timm lists',
+        "featx-list --timm without timm: the message names backbone.model, which the user never typed",
+    ),
+    Mutant(
+        "models/registry.py",
+        "        kind = _other_torchvision_kind(name)\n",
+        "        kind = None\n",
+        "fasterrcnn_resnet50_fpn called an unknown torchvision model",
     ),
 ]
 

@@ -44,7 +44,30 @@ DATA_CASES = [
     ("model-list", _spec(model=["resnet18"]), [], "backbone.model", r"."),
     ("model-dict", _spec(model={"a": 1}), [], "backbone.model", r"."),
     ("model-typo", _spec(model="resnet5"), [], "backbone.model", r"unknown torchvision model 'resnet5'.*resnet50"),
-    ("model-detection", _spec(model="fasterrcnn_resnet50_fpn"), [], "backbone.model", r"unknown torchvision model"),
+    (
+        "model-detection",
+        _spec(model="fasterrcnn_resnet50_fpn"),
+        [],
+        "backbone.model",
+        r"^backbone.model: 'fasterrcnn_resnet50_fpn' is a torchvision detection model, not one of the classifiers "
+        r"featx slices \(torchvision.models.list_models\(module=torchvision.models\)\): "
+        r"a detector's backbone is a classifier's \(docs/detection.md\)$",
+    ),
+    (
+        "model-quantized",
+        _spec(model="quantized_resnet18"),
+        [],
+        "backbone.model",
+        r"^backbone.model: 'quantized_resnet18' is a torchvision quantized model, .*: "
+        r"its float classifier is 'resnet18'$",
+    ),
+    (
+        "model-video",
+        _spec(model="swin3d_t"),
+        [],
+        "backbone.model",
+        r"^backbone.model: 'swin3d_t' is a torchvision video model, not",
+    ),
     ("model-path-like", _spec(model="../../resnet18"), [], "backbone.model", r"unknown torchvision model"),
     ("model-null", _spec(model=None), [], "backbone.model", r"."),
     (

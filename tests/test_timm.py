@@ -660,6 +660,30 @@ def test_without_timm_a_spec_naming_it_says_how_to_install_it(monkeypatch):
         timm_models.timm_models.cache_clear()
 
 
+def test_featx_list_without_timm_lists_the_packaged_timm_files_as_needing_it(monkeypatch, capsys):
+    """The default install has no timm: featx-list exited 1, counting featx's own timm_* files as failures to plan."""
+    monkeypatch.setitem(sys.modules, "timm", None)  # what `import timm` meets when timm is not installed
+    timm_models.timm_models.cache_clear()
+    try:
+        catalog.main(["resnet18", "timm_convnext_tiny*"])  # returns: exit status 0
+        listed = capsys.readouterr()
+        with pytest.raises(SystemExit) as refused:
+            catalog.main(["--timm", "convnext*"])
+    finally:
+        timm_models.timm_models.cache_clear()
+    rows = {line.split()[0]: line for line in listed.out.splitlines()[1:]}
+    assert list(rows) == ["resnet18", "timm_convnext_tiny", "timm_convnext_tiny_fpn"]
+    assert "error" not in rows["resnet18"] and "needs" not in rows["resnet18"]
+    for name in ("timm_convnext_tiny", "timm_convnext_tiny_fpn"):
+        assert rows[name].split(maxsplit=1)[1] == "needs timm: pip install 'featx[timm]' (or pip install timm)"
+    assert listed.err == "3 backbones, 2 need timm\n"
+    assert refused.value.code == 1
+    assert capsys.readouterr().err == (
+        "featx-list: error: --timm lists timm's models, and timm is not installed: pip install 'featx[timm]' "
+        "(or pip install timm)\n"
+    )
+
+
 def test_import_featx_does_not_import_timm():
     code = "import sys, featx; print('timm' in sys.modules, 'huggingface_hub' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -127,12 +127,17 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             user_plans_dir()
     except FeatxError as error:
         parser.exit(1, f"featx-list: error: {error}\n")
+    from featx.models.timm_models import TIMM_INSTALL, TimmNotInstalled
+
     print(_row(_COLUMNS))
-    failures = 0
+    failures = needing_timm = 0
     for name in names:
         used, *ignored = files[name]
         try:
             cells = describe(used)
+        except TimmNotInstalled:  # a packaged timm_* file on an install without the optional extra: no failure
+            needing_timm += 1
+            cells = ["", "", "", "", "", f"needs timm: {TIMM_INSTALL}"]
         except FeatxError as error:
             failures += 1
             cells = ["", "", "", "", "", f"error: {error}"]
@@ -141,7 +146,8 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if used.parent.parent != config_dir():
             cells[-1] = "; ".join(filter(None, [cells[-1], f"from {used}"]))
         print(_row([name, *cells]), flush=True)
-    print(f"{len(names)} backbones" + (f", {failures} failed to plan" if failures else ""), file=sys.stderr)
+    counts = [f", {needing_timm} need timm" if needing_timm else "", f", {failures} failed to plan" if failures else ""]
+    print(f"{len(names)} backbones" + "".join(counts), file=sys.stderr)
     if failures:
         sys.exit(1)
 
@@ -160,12 +166,14 @@ def _check_each_matches(
 def _list_timm(parser: argparse.ArgumentParser, patterns: List[str]) -> None:
     """One row per timm model matching ``patterns``: its proposed spec, or why featx proposes none."""
     from featx.construct.propose import propose
-    from featx.models.timm_models import TIMM_PREFIX, matching_timm_models
+    from featx.models.timm_models import TIMM_INSTALL, TIMM_PREFIX, TimmNotInstalled, matching_timm_models
 
     try:
         models = matching_timm_models(patterns)
+    except TimmNotInstalled:
+        parser.exit(1, f"featx-list: error: --timm lists timm's models, and timm is not installed: {TIMM_INSTALL}\n")
     except FeatxError as error:
-        parser.exit(1, f"featx-list: {error}\n")
+        parser.exit(1, f"featx-list: error: {error}\n")
     _check_each_matches(
         parser, patterns, [model.removeprefix(TIMM_PREFIX) for model in models], "timm model", TIMM_PREFIX
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torchvision
 from torch import nn
@@ -48,11 +48,49 @@ def check_model_name(name: str) -> None:
         return
     names = classification_models()
     if name not in names:
+        kind = _other_torchvision_kind(name)
+        if kind is not None:
+            raise SpecError(
+                key_path("model"),
+                f"{quoted(name)} is a torchvision {kind} model, not one of the classifiers featx slices "
+                f"(torchvision.models.list_models(module=torchvision.models)){_OTHER_KINDS_HINTS.get(kind, '')}"
+                + (
+                    f": its float classifier is {quoted(name.removeprefix('quantized_'))}"
+                    if kind == "quantized"
+                    else ""
+                ),
+            )
         raise SpecError(
             key_path("model"),
             f"unknown torchvision model {quoted(name)}{suggest(name, names)} "
             "(valid: torchvision.models.list_models(module=torchvision.models))",
         )
+
+
+#: torchvision's model packages other than the classifiers', with what their models are called
+_OTHER_KINDS = {
+    "detection": "detection",
+    "segmentation": "segmentation",
+    "video": "video",
+    "optical_flow": "optical flow",
+    "quantization": "quantized",
+}
+
+
+#: where a kind of model's backbone is found
+_OTHER_KINDS_HINTS = {
+    "detection": ": a detector's backbone is a classifier's (docs/detection.md)",
+    "segmentation": ": a segmentation model's backbone is a classifier's",
+}
+
+
+def _other_torchvision_kind(name: str) -> Optional[str]:
+    """What kind of torchvision model ``name`` is when it is one but no classifier (``fasterrcnn_resnet50_fpn``:
+    detection), else None."""
+    for package, kind in _OTHER_KINDS.items():
+        if name in torchvision.models.list_models(module=getattr(torchvision.models, package)):
+            return kind
+    return None
 
 
 def construct(name: str) -> nn.Module:

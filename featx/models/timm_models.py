@@ -49,14 +49,20 @@ def is_timms_own(model: str) -> bool:
     return is_library_code(timm.models.model_entrypoint(name), timm)
 
 
+#: how to get timm, which featx's ``timm`` extra installs
+TIMM_INSTALL = "pip install 'featx[timm]' (or pip install timm)"
+
+
+class TimmNotInstalled(SpecError):
+    """A spec names a ``timm:`` model and timm is not installed (featx's optional ``timm`` extra)."""
+
+
 def timm_module() -> ModuleType:
-    """``import timm``, or a SpecError saying how to install it."""
+    """``import timm``, or :class:`TimmNotInstalled` saying how to install it."""
     try:
         return importlib.import_module("timm")
     except ImportError:
-        raise SpecError(
-            key_path("model"), "timm models need timm: pip install 'featx[timm]' (or pip install timm)"
-        ) from None
+        raise TimmNotInstalled(key_path("model"), f"timm models need timm: {TIMM_INSTALL}") from None
 
 
 @functools.lru_cache(maxsize=1)
