@@ -2327,8 +2327,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/backbone.py",
-        "                    if autocast or not castable",
-        "                    if autocast",
+        '(f" (autocast does not cast {uncast})" if autocast or not castable else',
+        '(f" (autocast does not cast {uncast})" if autocast else',
         "a float64 input told to run under torch.autocast, which refuses it",
     ),
     Mutant(
@@ -3018,6 +3018,72 @@ MUTANTS: List[Mutant] = [
         "        kind = _other_torchvision_kind(name)\n",
         "        kind = None\n",
         "fasterrcnn_resnet50_fpn called an unknown torchvision model",
+    ),
+    # fix D1: low-precision layers under autocast of another dtype, autocast suggested with the layers' dtype
+    Mutant(
+        "nn/backbone.py",
+        "if autocast and low and (autocast_dtype := torch.get_autocast_dtype(device_type)) != reference.dtype:",
+        "if False and (autocast_dtype := torch.get_autocast_dtype(device_type)) != reference.dtype:",
+        "float16 layers under bfloat16 autocast reach torch's raw 'mixed dtype' RuntimeError",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        'suggestion = f"torch.autocast({device_type!r}, dtype={reference.dtype})" if low else "torch.autocast"',
+        'suggestion = "torch.autocast"',
+        "float16 layers are told to run under plain torch.autocast, whose CPU bfloat16 then fails",
+    ),
+    # fix D2: bb.in_channels settable, validated, named in the refusals
+    Mutant(
+        "nn/backbone.py",
+        "if not integral or not 1 <= int(value) <= MAX_CHANNELS:",
+        "if False:",
+        "bb.in_channels = 0 (or '4', True) is taken unchecked",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        'if channels is not None and where != "the neck" and _raised_in_library_code(error):',
+        "if False:",
+        "a first layer refusing the input's channels is reported as an input-size problem",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        'if tuple(map(int, refusal.group(1).split(","))) == tuple(given):',
+        "if True:",
+        "a layer inside a stage refusing its width is blamed on bb.in_channels",
+    ),
+    # fix D3: copy.copy(bb) has its own module tables
+    Mutant(
+        "nn/backbone.py",
+        "clone.__dict__[table] = self.__dict__[table].copy()",
+        "clone.__dict__[table] = self.__dict__[table]",
+        "a shallow copy shares _modules: dropping its neck drops the original's too",
+    ),
+    # fix D4: an inference tensor given to a training stage
+    Mutant(
+        "nn/backbone.py",
+        'if isinstance(error, RuntimeError) and _INFERENCE_TENSOR in str(error) and where != "the neck":',
+        "if False:",
+        "an inference-mode input to a training stage gives torch's raw RuntimeError",
+    ),
+    # fix D5: a featx Backbone's own state_dict given as weights
+    Mutant(
+        "construct/weights.py",
+        "+ _backbone_state_hint(unexpected)",
+        '+ ""',
+        "a file of bb.state_dict() given as weights gets no hint how to load it",
+    ),
+    Mutant(
+        "construct/weights.py",
+        "if not unexpected or not ours or not any(",
+        "if not unexpected or not any(",
+        "a torchvision file with a stray stages.* key gets the Backbone state_dict hint",
+    ),
+    # fix D6: frozen_stage_names's docstring
+    Mutant(
+        "nn/backbone.py",
+        "``requires_grad_`` of your own may since have changed their parameters",
+        "``requires_grad_`` of your own changes parameters alone",
+        "the docstring claims again what requires_grad_ can make untrue",
     ),
 ]
 

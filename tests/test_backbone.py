@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 from helpers import resnet18_spec
 
 import featx
@@ -388,3 +390,116 @@ def test_a_neck_of_yours_may_cast_its_inputs_but_not_sit_on_the_meta_device():
     backbone.neck = _CastingNeck().to("meta")
     with pytest.raises(featx.ArgumentError, match=r"its neck \(_CastingNeck\) is on meta, the stages on cpu"):
         backbone(x)
+
+
+def _rgbd(backbone: featx.Backbone) -> torch.nn.Conv2d:
+    """Replace ResNet's first convolution with one taking 4 channels (RGB-D), as a user adapts a backbone."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 64, 7, 2, 3, bias=False)
+    backbone.stages["c2"].conv1 = conv
+    return conv
+
+
+def test_in_channels_is_set_after_replacing_the_first_layer():
+    """After replacing the first conv with a 4-channel one, a 4-channel input was refused ("expects (N, 3, H, W)")
+    with nothing saying that the count is bb.in_channels, fixed at build, and a 3-channel input failed in the conv
+    and was reported as an input-size problem. The refusals now name bb.in_channels; setting it lets the input in."""
+    backbone = featx.build(resnet18_spec(norm="eval")).eval()
+    conv = _rgbd(backbone)
+    with pytest.raises(featx.InputShapeError) as caught:
+        backbone(torch.randn(2, 4, 64, 64))
+    assert str(caught.value) == (
+        "featx backbone 'resnet18' expects a floating-point batch of shape (N, 3, H, W), got (2, 4, 64, 64) "
+        "torch.float32; the channel count is bb.in_channels (set it after replacing the first layer)"
+    )
+    with pytest.raises(featx.InputShapeError) as caught:
+        backbone(torch.randn(2, 3, 64, 64))
+    assert str(caught.value) == (
+        "featx backbone 'resnet18': stage 'c2' takes another number of channels than bb.in_channels = 3 "
+        "(Given groups=1, weight of size [64, 4, 7, 7], expected input[2, 3, 64, 64] to have 4 channels, but got 3 "
+        "channels instead); after replacing the first layer, set bb.in_channels to the channels it takes"
+    )
+    backbone.in_channels = 4
+    x = torch.randn(2, 4, 64, 64)
+    reference = torchvision.models.resnet18().eval()
+    reference.conv1 = conv
+    for stage in backbone.stages.values():  # torchvision's resnet18 holding the backbone's layers
+        assert not reference.load_state_dict(stage.state_dict(), strict=False).unexpected_keys
+    with torch.no_grad():
+        features = backbone(x)
+        expected = reference.layer1(reference.maxpool(reference.relu(reference.bn1(reference.conv1(x)))))
+    torch.testing.assert_close(features["c2"], expected, rtol=0, atol=0)
+    with pytest.raises(featx.InputShapeError, match=r"shape \(N, 4, H, W\), got \(2, 3, 64, 64\)"):
+        backbone(torch.randn(2, 3, 64, 64))
+
+
+@pytest.mark.parametrize("value", [0, -1, 4097, 3.0, True, "4", None, np.float32(4)])
+def test_a_bad_in_channels_is_refused_on_assignment(value):
+    backbone = featx.build(resnet18_spec(device="meta"))
+    with pytest.raises(featx.ArgumentError) as caught:
+        backbone.in_channels = value
+    assert str(caught.value) == f"Backbone.in_channels must be an integer in 1..4096, got {value!r}"
+    assert backbone.in_channels == 3
+    backbone.in_channels = np.int64(4)  # numpy's integers are integers
+    assert backbone.in_channels == 4 and type(backbone.in_channels) is int
+
+
+def test_a_layer_inside_refusing_its_channels_is_not_blamed_on_the_input_size():
+    """A layer replaced inside a stage that takes another width than the layer before it gives was reported as an
+    input-size problem ("the model may take only some input sizes")."""
+    backbone = featx.build(resnet18_spec(norm="eval")).eval()
+    backbone.stages["c3"].layer2[0].conv1 = torch.nn.Conv2d(32, 128, 3, 2, 1, bias=False)
+    with pytest.raises(featx.InputShapeError) as caught:
+        backbone(torch.randn(2, 3, 64, 64))
+    assert str(caught.value) == (
+        "featx backbone 'resnet18': stage 'c3' has a layer that takes another number of channels than the layer "
+        "before it gives (Given groups=1, weight of size [128, 32, 3, 3], expected input[2, 64, 16, 16] to have 32 "
+        "channels, but got 64 channels instead); a layer replaced by hand must take the channels its input has"
+    )
+
+
+@pytest.mark.parametrize("changed", ["copy", "original"])
+def test_a_shallow_copy_has_its_own_neck(changed):
+    """copy.copy(bb) shared torch's _modules table: dropping the copy's neck dropped bb's too, while bb's feature_info
+    still named p2..p5 with 256 channels, so bb returned the raw c2..c5 maps under the FPN's names."""
+    backbone = featx.build("resnet18_fpn", overrides=["device=cpu"]).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = backbone(x)
+        variant = copy.copy(backbone)
+        assert variant.stages is backbone.stages and variant.neck is backbone.neck  # the modules themselves shared
+        for (name, a), (other, b) in zip(expected.items(), variant(x).items(), strict=True):
+            assert name == other
+            torch.testing.assert_close(b, a, rtol=0, atol=0)
+        dropped, kept = (variant, backbone) if changed == "copy" else (backbone, variant)
+        dropped.neck = None
+        assert kept.neck is not None and [(f.name, f.channels) for f in kept.feature_info] == [
+            ("p2", 256),
+            ("p3", 256),
+            ("p4", 256),
+            ("p5", 256),
+        ]
+        for (name, a), (other, b) in zip(expected.items(), kept(x).items(), strict=True):
+            assert name == other
+            torch.testing.assert_close(b, a, rtol=0, atol=0)
+        assert [(f.name, f.channels) for f in dropped.feature_info] == [
+            ("c2", 64),
+            ("c3", 128),
+            ("c4", 256),
+            ("c5", 512),
+        ]
+        assert {k: v.shape[1] for k, v in dropped(x).items()} == {"c2": 64, "c3": 128, "c4": 256, "c5": 512}
+
+
+def test_frozen_stage_names_are_the_stages_freeze_froze_whatever_requires_grad_did_since():
+    """The docstring said the listed stages' parameters have requires_grad=False; after bb.requires_grad_(True) they
+    train, still listed and still kept in eval mode."""
+    backbone = featx.build("resnet18", overrides=["device=cpu", "norm=train", "frozen_stages=2"])
+    backbone.requires_grad_(True)
+    backbone.train()
+    assert backbone.frozen_stage_names == ("c2", "c3")
+    assert all(p.requires_grad for p in backbone.stages["c2"].parameters())
+    assert not backbone.stages["c2"].training and backbone.stages["c4"].training
+    doc = " ".join(featx.Backbone.frozen_stage_names.__doc__.split())
+    assert "their parameters have ``requires_grad=False``" not in doc
+    assert "may since have changed their parameters" in doc

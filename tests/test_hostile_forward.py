@@ -367,3 +367,66 @@ def test_bad_method_arguments_are_named(call, pattern):
     with pytest.raises(ArgumentError, match=pattern):
         call(backbone)
     assert {name: p.requires_grad for name, p in backbone.named_parameters()} == before  # nothing half-done
+
+
+@pytest.mark.parametrize(("layers", "autocast"), [(torch.float16, torch.bfloat16), (torch.bfloat16, torch.float16)])
+def test_low_precision_layers_under_autocast_of_another_dtype_are_named(layers, autocast):
+    """A float16 backbone under CPU autocast (bfloat16), or a bfloat16 one under float16 autocast, failed with torch's
+    raw "mixed dtype (CPU): expect parameter to have scalar type of Float", after featx's own message had suggested
+    autocast. The refusal names both dtypes and fixes that work."""
+    with torch.autocast("cpu", dtype=autocast):  # torch's own modules cannot mix them either
+        with pytest.raises(RuntimeError, match="mixed dtype"):
+            torchvision.models.resnet18().eval().to(layers)(_image(1, 3, 32, 32))
+    backbone = featx.build("resnet18", overrides=["device=cpu", "norm=eval", "out_features=[c2]"]).eval().to(layers)
+    image = _image(1, 3, 32, 32)
+    for dtype in (torch.float32, layers, autocast):
+        with torch.autocast("cpu", dtype=autocast):
+            with pytest.raises(InputShapeError) as caught:
+                backbone(image.to(dtype))
+        assert str(caught.value) == (
+            f"featx backbone 'resnet18' computes in {layers} and autocast in {autocast}, which torch's layers cannot "
+            f"mix; run under torch.autocast('cpu', dtype={layers}) or convert the backbone (bb.to({autocast}))"
+        )
+    with torch.autocast("cpu", dtype=layers):  # the first fix
+        assert backbone(image)["c2"].dtype == layers
+    with torch.autocast("cpu", dtype=autocast):  # the second
+        assert backbone.to(autocast)(image)["c2"].dtype == autocast
+
+
+@pytest.mark.parametrize("layers", [torch.float16, torch.bfloat16])
+def test_autocast_is_suggested_with_the_dtype_of_low_precision_layers(layers):
+    """A float16 backbone given a float32 input was told to "run under torch.autocast", whose CPU default
+    (bfloat16) then failed inside torch: the suggestion names the layers' dtype, and following it works."""
+    backbone = featx.build("resnet18", overrides=["device=cpu", "norm=eval", "out_features=[c2]"]).eval().to(layers)
+    with pytest.raises(InputShapeError) as caught:
+        backbone(_image(1, 3, 32, 32))
+    assert str(caught.value) == (
+        f"featx backbone 'resnet18' computes in {layers}, the input is torch.float32; convert it (x.to({layers})) "
+        f"or run under torch.autocast('cpu', dtype={layers})"
+    )
+    with torch.autocast("cpu", dtype=layers):
+        features = backbone(_image(1, 3, 32, 32))
+    torch.testing.assert_close(features["c2"], backbone(_image(1, 3, 32, 32).to(layers))["c2"])
+
+
+def test_an_inference_tensor_given_to_a_training_stage_is_named():
+    """An input made under torch.inference_mode(), given with grad enabled to a backbone whose first stage trains,
+    failed with torch's raw "Inference tensors cannot be saved for backward"."""
+    with torch.inference_mode():
+        image = _image(2, 3, 64, 64)
+    backbone = featx.build(resnet18_spec(frozen_stages=0, norm="eval"))
+    with pytest.raises(InputShapeError) as caught:
+        backbone(image)
+    assert str(caught.value) == (
+        "featx backbone 'resnet18': stage 'c2' trains and cannot save its input for backward, an inference tensor "
+        "(made under torch.inference_mode()); give x.clone() made outside inference mode, or run the backbone under "
+        "torch.inference_mode() or torch.no_grad()"
+    )
+    expected = backbone(image.clone())["c4"]
+    assert expected.requires_grad
+    for context in (torch.inference_mode, torch.no_grad):
+        with context():
+            torch.testing.assert_close(backbone(image)["c4"], expected, rtol=0, atol=0)
+    frozen = featx.build(resnet18_spec(frozen_stages=1, norm="eval"))  # a frozen first stage saves nothing of it
+    frozen.load_state_dict(backbone.state_dict())
+    torch.testing.assert_close(frozen(image)["c4"], expected, rtol=0, atol=0)

@@ -388,6 +388,31 @@ def test_a_state_dict_with_a_wrapper_prefix_says_to_strip_it(tmp_path, prefix):
     assert "removeprefix" not in str(caught.value)
 
 
+def test_a_backbones_own_state_dict_as_weights_says_how_to_load_it(tmp_path):
+    """A file of torch.save(bb.state_dict()) (featx's keys: stages.c2.conv1.weight) given as weights was refused with
+    a plain key mismatch, without saying how such a file loads."""
+    built = featx.build(SPEC).eval()
+    path = tmp_path / "bb.pth"
+    torch.save(built.state_dict(), path)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(caught.value).endswith(
+        "(the file's keys are a featx Backbone's own, as bb.state_dict() names them: load it with "
+        "bb.load_state_dict(torch.load(path)) into a backbone built from the same spec, or save the backbone with "
+        "featx.save(bb, path) and load it with featx.load(path))"
+    )
+    loaded = featx.build(SPEC).eval()  # what the hint says works
+    loaded.load_state_dict(torch.load(path))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)["c4"], built(x)["c4"], rtol=0, atol=0)
+    # a torchvision state dict with other extra keys gets no such advice
+    torch.save({**_state(0), "stages.c2.x": torch.zeros(1), "other.x": torch.zeros(1)}, path)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert "bb.state_dict()" not in str(caught.value)
+
+
 def test_an_enum_member_named_with_its_enum_is_the_enum(tmp_path, torch_home, monkeypatch):
     """``ResNet18_Weights.IMAGENET1K_V1`` (what torchvision's ``get_weight`` takes) reads the cached file, even
     beside a file of that name in the working directory."""
@@ -1276,7 +1301,10 @@ def test_a_safetensors_name_safetensors_cannot_open_is_refused_before_writing(tm
         ("resnet18x", r"^backbone\.model: unknown torchvision model 'resnet18x'; did you mean resnet18"),  # ValueError
         ("timm:resnt18", r"^backbone\.model: unknown timm model 'resnt18'; did you mean resnet18"),  # blamed weights
         # not refused until its COCO weights were looked up (and, online, downloaded and read)
-        ("fasterrcnn_resnet50_fpn", r"^backbone\.model: unknown torchvision model 'fasterrcnn_resnet50_fpn'"),
+        (
+            "fasterrcnn_resnet50_fpn",
+            r"^backbone\.model: 'fasterrcnn_resnet50_fpn' is a torchvision detection model, not one",
+        ),
     ],
 )
 def test_the_model_is_checked_before_its_weights_are_looked_up(model, pattern):

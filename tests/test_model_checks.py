@@ -30,7 +30,9 @@ def test_unknown_model_suggests_the_closest_names():
 
 
 def test_detection_models_are_not_classification_backbones():
-    with pytest.raises(featx.SpecError, match="unknown torchvision model 'fasterrcnn_resnet50_fpn'"):
+    with pytest.raises(
+        featx.SpecError, match="'fasterrcnn_resnet50_fpn' is a torchvision detection model, not one of the classifiers"
+    ):
         _plan(resnet18_spec(model="fasterrcnn_resnet50_fpn"))
 
 

@@ -278,6 +278,7 @@ def check_fit(
             f"{key_path('weights')}: {origin} does not fit the kept layers — "
             + " | ".join(problems)
             + _prefix_hint(unexpected, missing)
+            + _backbone_state_hint(unexpected)
         )
 
 
@@ -295,6 +296,19 @@ def _prefix_hint(unexpected: List[str], missing: List[str]) -> str:
         f" (the file's keys are the model's with {quoted(prefix)} before them, as DataParallel and other wrappers "
         f"save them: save the state dict without it, {{key.removeprefix({quoted(prefix)}): value for key, value in "
         "state.items()})"
+    )
+
+
+def _backbone_state_hint(unexpected: List[str]) -> str:
+    """Advice for a file of a featx Backbone's own ``state_dict()`` (keys ``stages.<stage>.<layer>`` and
+    ``neck.*``), which ``weights`` does not take (it takes the model's own keys): else ``""``."""
+    ours = all(key.startswith(("stages.", "neck.")) for key in unexpected)
+    if not unexpected or not ours or not any(key.startswith("stages.") for key in unexpected):
+        return ""
+    return (
+        " (the file's keys are a featx Backbone's own, as bb.state_dict() names them: load it with "
+        "bb.load_state_dict(torch.load(path)) into a backbone built from the same spec, or save the backbone with "
+        "featx.save(bb, path) and load it with featx.load(path))"
     )
 
 

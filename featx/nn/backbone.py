@@ -16,6 +16,7 @@ import itertools
 import math
 import numbers
 import os
+import re
 import sys
 from collections import OrderedDict
 from typing import AbstractSet, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
@@ -58,7 +59,9 @@ class Backbone(nn.Module):
     ``spec.frozen_stages`` are frozen. ``forward(x)`` takes ``N×C×H×W`` and returns an ``OrderedDict`` of
     ``N×C×h×w`` maps, shallow to deep, described by :attr:`feature_info`. The outputs of the stages named in
     ``copied`` are returned as copies: a later stage changes them in place (one that starts with
-    ``ReLU(inplace=True)``), as the plan found.
+    ``ReLU(inplace=True)``), as the plan found. ``in_channels`` (``C``, what the first layer takes) is checked on
+    every input; after replacing the first layer (``bb.stages.c2.conv1 = nn.Conv2d(4, 64, 7, 2, 3)``, RGB-D) set
+    ``bb.in_channels = 4``.
     """
 
     def __init__(
@@ -110,9 +113,25 @@ class Backbone(nn.Module):
             state["_spec"] = state.pop("spec")
         super().__setstate__(state)
 
+    def __copy__(self) -> "Backbone":
+        """A shallow copy (``copy.copy(bb)``) with its own tables of modules, parameters and buffers, which share
+        the modules and tensors themselves: assigning one's ``neck`` leaves the other's outputs as they were (torch's
+        copy shared the tables, so ``variant.neck = None`` removed ``bb``'s neck too)."""
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        for table in ("_modules", "_parameters", "_buffers"):
+            clone.__dict__[table] = self.__dict__[table].copy()
+        return clone
+
     def __setattr__(self, name: str, value: Any) -> None:
         """Assigning ``neck`` (a module or ``None``) also re-describes the outputs: ``feature_info`` and the keys
-        the returned stages' maps get follow the new neck, or the stages themselves without one."""
+        the returned stages' maps get follow the new neck, or the stages themselves without one. ``in_channels`` is
+        checked as :class:`Backbone`'s argument is."""
+        if name == "in_channels":
+            integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            if not integral or not 1 <= int(value) <= MAX_CHANNELS:
+                raise ArgumentError(f"Backbone.in_channels must be an integer in 1..{MAX_CHANNELS}, got {value!r:.80}")
+            value = int(value)
         if name == "neck" and "stage_info" in self.__dict__:
             again = "neck" in self._modules or "neck" in self.__dict__  # else __init__ assigns it
             caller = "Backbone.neck" if again else "Backbone()"
@@ -172,10 +191,10 @@ class Backbone(nn.Module):
 
     @property
     def frozen_stage_names(self) -> Tuple[str, ...]:
-        """The stages :meth:`freeze` froze (or the spec's ``frozen_stages``), in stage order: their parameters have
-        ``requires_grad=False`` and they stay in eval mode across ``train()``. ``requires_grad_`` of your own
-        changes parameters alone, as in PyTorch: a BatchNorm layer follows ``train()``/``eval()`` (what
-        ``update_bn``, EMA teachers and target networks rely on)."""
+        """The stages :meth:`freeze` froze (or the spec's ``frozen_stages``), in stage order, and not unfrozen
+        since: they stay in eval mode across ``train()``. :meth:`freeze` set their parameters' ``requires_grad`` to
+        ``False``; ``requires_grad_`` of your own may since have changed their parameters (it changes parameters
+        alone, as in PyTorch, and a stage it makes trainable stays listed here and in eval mode)."""
         return tuple(name for name in self.stages if name in self._frozen)
 
     def train(self, mode: bool = True) -> "Backbone":
@@ -297,20 +316,26 @@ class Backbone(nn.Module):
                 f"featx backbone {model!r} is on {reference.device}, the input on {x.device}; move one of them "
                 f"(x.to({str(reference.device)!r}))"
             )
-        autocast = _autocast_on(x.device.type)
+        device_type = x.device.type
+        autocast = _autocast_on(device_type)
         self._check_neck_tensors(reference, autocast)
+        low = reference.dtype in _LOW_PRECISION
+        if autocast and low and (autocast_dtype := torch.get_autocast_dtype(device_type)) != reference.dtype:
+            raise InputShapeError(  # torch fails on the mix: batch_norm's "mixed dtype (CPU)", layer_norm's ...
+                f"featx backbone {model!r} computes in {reference.dtype} and autocast in {autocast_dtype}, which "
+                f"torch's layers cannot mix; run under torch.autocast({device_type!r}, dtype={reference.dtype}) or "
+                f"convert the backbone (bb.to({autocast_dtype}))"
+            )
         cast = autocast and x.dtype in _AUTOCAST_CASTS and reference.dtype in _AUTOCAST_CASTS  # never float64 layers
         if x.dtype != reference.dtype and not cast:
             uncast = x.dtype if x.dtype not in _AUTOCAST_CASTS else reference.dtype
             castable = x.dtype in _AUTOCAST_CASTS and reference.dtype in _AUTOCAST_CASTS
+            # autocast in another low precision than the layers' fails (above): name theirs
+            suggestion = f"torch.autocast({device_type!r}, dtype={reference.dtype})" if low else "torch.autocast"
             raise InputShapeError(
                 f"featx backbone {model!r} computes in {reference.dtype}, the input is {x.dtype}; convert it "
                 f"(x.to({reference.dtype}))"
-                + (
-                    f" (autocast does not cast {uncast})"
-                    if autocast or not castable
-                    else " or run under torch.autocast"
-                )
+                + (f" (autocast does not cast {uncast})" if autocast or not castable else f" or run under {suggestion}")
             )
         return x
 
@@ -363,6 +388,15 @@ class Backbone(nn.Module):
                     f"value per channel ({first_line(error)}); give more than one image or a larger input, or use "
                     "norm: eval or frozen (or call .eval())"
                 ) from None
+            if isinstance(error, RuntimeError) and _INFERENCE_TENSOR in str(error) and where != "the neck":
+                raise InputShapeError(
+                    f"featx backbone {self._spec.model!r}: {where} trains and cannot save its input for backward, an "
+                    "inference tensor (made under torch.inference_mode()); give x.clone() made outside inference "
+                    "mode, or run the backbone under torch.inference_mode() or torch.no_grad()"
+                ) from None
+            channels = _CHANNELS.search(str(error)) if isinstance(error, RuntimeError) else None
+            if channels is not None and where != "the neck" and _raised_in_library_code(error):
+                raise self._channel_error(where, given, channels, error) from error
             if isinstance(error, ValueError) and _SYNC_NEEDS_GPU in str(error):
                 raise SpecError(
                     key_path("norm"),
@@ -376,6 +410,24 @@ class Backbone(nn.Module):
                 f"({type(error).__name__}: {first_line(error)}); the model may take only some input sizes "
                 "(multiples of its largest stride) or inputs of another kind"
             ) from error
+
+    def _channel_error(
+        self, where: str, given: torch.Size, refusal: "re.Match[str]", error: Exception
+    ) -> InputShapeError:
+        """The InputShapeError for a layer of ``where`` refusing its input's channel count (torch's ``refusal``): the
+        backbone's input (``given``) reaching a first layer that takes other channels than ``bb.in_channels``, or a
+        layer inside taking another width than the layer before it gives."""
+        model = self._spec.model
+        if tuple(map(int, refusal.group(1).split(","))) == tuple(given):
+            return InputShapeError(
+                f"featx backbone {model!r}: {where} takes another number of channels than bb.in_channels = "
+                f"{self.in_channels} ({first_line(error)}); after replacing the first layer, set bb.in_channels to "
+                "the channels it takes"
+            )
+        return InputShapeError(
+            f"featx backbone {model!r}: {where} has a layer that takes another number of channels than the layer "
+            f"before it gives ({first_line(error)}); a layer replaced by hand must take the channels its input has"
+        )
 
     def _as_map(self, x: Tensor, grid: Optional[Tuple[int, int]]) -> Tensor:
         """A stage's output as ``N×C×h×w``: channels-last maps permuted, a token model's tokens laid out on ``grid``."""
@@ -469,6 +521,8 @@ def _picked(groups: List[Dict[str, Any]], names: Sequence[str]) -> List[Dict[str
 
 #: the input dtypes autocast casts for the layers it runs in lower precision (float64 it leaves alone)
 _AUTOCAST_CASTS = (torch.float32, torch.float16, torch.bfloat16)
+#: the dtypes autocast computes in; layers in one of them run under autocast of that dtype alone
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _autocast_on(device_type: str) -> bool:
@@ -497,9 +551,11 @@ def checked_batch(
             "(x.to_dense(), or torch.stack of a nested tensor's images)"
         )
     if x.dim() != 4 or x.shape[1] != in_channels or not x.is_floating_point():
+        channels = x.dim() == 4 and x.shape[1] != in_channels
         raise InputShapeError(
             f"featx backbone {model!r} expects a floating-point batch of shape "
             f"(N, {in_channels}, H, W), got {tuple(x.shape)} {x.dtype}"
+            + ("; the channel count is bb.in_channels (set it after replacing the first layer)" if channels else "")
         )
     if x.numel() == 0:
         raise InputShapeError(f"featx backbone {model!r} got an empty batch of shape {tuple(x.shape)}")
@@ -524,6 +580,10 @@ _TOO_SMALL = ("Output size is too small", "Kernel size can't be greater than act
 _OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "not enough memory")
 #: what SyncBatchNorm says in training mode, in a process group, about an input off the GPU
 _SYNC_NEEDS_GPU = "SyncBatchNorm expected input tensor to be on GPU"
+#: what torch says when a layer whose parameters train gets a tensor made under torch.inference_mode()
+_INFERENCE_TENSOR = "Inference tensors cannot be saved for backward"
+#: what a convolution says about its input's channel count; group 1 is the input's shape
+_CHANNELS = re.compile(r"expected input\[([\d, ]+)\] to have \d+ channels")
 #: what torch's batch_norm says in training mode when a channel has one value (a batch of one 1x1 map)
 _ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
 
