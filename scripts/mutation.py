@@ -106,7 +106,7 @@ GUARDS: Dict[str, List[str]] = {
     ],
     "tasks/extract/transforms.py": ["tests/test_extract.py", "tests/test_device_decode.py", "tests/test_timm.py"],
     "tasks/extract/listing.py": ["tests/test_hostile_extract.py", "tests/test_extract.py"],
-    "tasks/extract/ranks.py": ["tests/test_distributed_extract.py"],
+    "tasks/extract/ranks.py": ["tests/test_hostile_extract.py", "tests/test_distributed_extract.py"],
     "tasks/extract/names.py": ["tests/test_hostile_extract.py"],
     "spec/references.py": ["tests/test_hostile_spec.py"],
     "tasks/extract/decode.py": [
