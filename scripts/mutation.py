@@ -3085,6 +3085,12 @@ MUTANTS: List[Mutant] = [
         "``requires_grad_`` of your own changes parameters alone",
         "the docstring claims again what requires_grad_ can make untrue",
     ),
+    Mutant(
+        "construct/propose.py",
+        "    return dataclasses.replace(fixed, irregular=fixed.irregular or chain.irregular), None",
+        "    return fixed, None",
+        "timm:convmixer_768_32 refused as having 'stride 8 only' (its stride is 7)",
+    ),
 ]
 
 

@@ -209,6 +209,17 @@ def test_propose_refuses_timm_sequencer_whose_strides_are_no_powers_of_two():
     )
 
 
+def test_a_single_stride_that_is_no_power_of_two_is_named_as_measured():
+    """timm's ConvMixer has one map, of stride 7: the refusal said "stride 8 only", the power of two its maps at the
+    crop size alone read as."""
+    with pytest.raises(featx.ArgumentError) as error:
+        featx.propose("timm:convmixer_768_32")
+    assert str(error.value).startswith(
+        "propose(): 'timm:convmixer_768_32' gives fewer than two stages: the maps of stem grow by 13 rows for 96 more "
+        "input rows (224x288 and 320x416): a stride of about 7, not a power of two; a backbone needs "
+    )
+
+
 def test_propose_with_fpn_and_frozen_stages():
     spec = featx.propose("mobilenet_v3_small", fpn=64, frozen_stages=2)
     backbone = featx.build(spec, overrides=["device=cpu"]).eval()

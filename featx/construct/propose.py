@@ -242,7 +242,9 @@ def _find_chain(model: nn.Module, model_name: str, min_stride: int) -> Tuple[_Ch
         fixed = _walk(model, ((crop, crop),), min_stride)
     if len(_group_stages(fixed.links, min_stride)) >= 2:
         return (chain, None) if chain.irregular is not None else (fixed, [crop, crop])
-    return fixed, None  # at its own size the model's forward runs: what it feeds each module is known
+    # at its own size the model's forward runs: what it feeds each module is known; a growth by no power-of-two
+    # stride found at the general sizes is kept for the refusal (convmixer's stride 7 reads as 8 at one size)
+    return dataclasses.replace(fixed, irregular=fixed.irregular or chain.irregular), None
 
 
 #: featx-propose's option for each of :func:`analyse`'s parameters
@@ -334,15 +336,15 @@ def analyse(
         )
         return _check_builds(Proposal(spec, stages, (), token_stages.head, model_features))
     if len(stages) < 2:
-        if chain.links:
+        if chain.irregular is not None:
+            found = chain.irregular
+        elif chain.links:
             strides = sorted({link.stride for link in chain.links})
             follows = f"what follows ({', '.join(chain.head) or 'nothing'}) works on other shapes"
             found = (
                 f"its feature maps ({', '.join(link.name for link in chain.links)}) have stride "
-                f"{', '.join(map(str, strides))} only, and {chain.irregular or follows}"
+                f"{', '.join(map(str, strides))} only, and {follows}"
             )
-        elif chain.irregular is not None:
-            found = chain.irregular
         else:
             modules = f" ({', '.join(chain.head)})" if chain.head else ""
             found = f"no module of it{modules} returns a feature map (N x C x H x W) of the image"
