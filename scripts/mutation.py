@@ -3091,6 +3091,12 @@ MUTANTS: List[Mutant] = [
         "    return fixed, None",
         "timm:convmixer_768_32 refused as having 'stride 8 only' (its stride is 7)",
     ),
+    Mutant(
+        "cli/output.py",
+        "    if sys.stderr is None:\n        return\n    with contextlib.suppress(OSError, ValueError):\n",
+        "    with contextlib.suppress(OSError, ValueError):\n",
+        "featx-list 2>&- writes its count line into the table on stdout",
+    ),
 ]
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import resource
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -624,6 +625,28 @@ def test_a_reader_that_stops_early_ends_the_app_quietly(command, tmp_path):
     assert b"Traceback" not in errors and b"BrokenPipe" not in errors and b"Logging error" not in errors, (
         errors.decode()[-2000:]
     )
+
+
+def test_with_stderr_closed_the_status_lines_stay_out_of_the_results(tmp_path):
+    """`featx-list 2>&-` wrote its count line into the table on stdout (print falls back to stdout where stderr is
+    None), and `featx-propose -o FILE >&- 2>&-` wrote the file, then failed on that line with exit status 1."""
+    listed = subprocess.run(
+        ["bash", "-c", f"{shlex.quote(sys.executable)} -m featx.cli.catalog 'resnet1*' 2>&-"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == [
+        "name",
+        "resnet101",
+        "resnet152",
+        "resnet18",
+        "resnet18_fpn",
+    ]
+    written = subprocess.run(
+        ["bash", "-c", f"{shlex.quote(sys.executable)} -m featx.cli.propose resnet18 -o c.yaml >&- 2>&-"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False,
+    )  # fmt: skip
+    assert written.returncode == 0 and "model: resnet18" in (tmp_path / "c.yaml").read_text()
 
 
 STDOUT_CASES = [

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
-from featx.cli.output import reader_may_stop
+from featx.cli.output import reader_may_stop, status_line
 from featx.errors import FeatxError
 from featx.files import printable_path
 from featx.spec.config_files import backbone_files, config_dir
@@ -147,7 +147,7 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             cells[-1] = "; ".join(filter(None, [cells[-1], f"from {used}"]))
         print(_row([name, *cells]), flush=True)
     counts = [f", {needing_timm} need timm" if needing_timm else "", f", {failures} failed to plan" if failures else ""]
-    print(f"{len(names)} backbones" + "".join(counts), file=sys.stderr)
+    status_line(f"{len(names)} backbones" + "".join(counts))
     if failures:
         sys.exit(1)
 
@@ -186,7 +186,7 @@ def _list_timm(parser: argparse.ArgumentParser, patterns: List[str]) -> None:
             unproposed += 1
             cells = [model, "", "", "", "", f"no proposal: {error}"]
         print(_row([model, *cells]), flush=True)
-    print(f"{len(models)} timm models" + (f", {unproposed} without a proposal" if unproposed else ""), file=sys.stderr)
+    status_line(f"{len(models)} timm models" + (f", {unproposed} without a proposal" if unproposed else ""))
 
 
 if __name__ == "__main__":

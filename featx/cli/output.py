@@ -107,6 +107,16 @@ def _reason(stream: Any) -> Optional[str]:
         return None
 
 
+def status_line(text: str) -> None:
+    """Print ``text`` (a count, ``wrote PATH``) to stderr, for the person at the terminal: nothing where stderr is
+    closed (``2>&-``: ``print`` would write it to stdout, among the results) or cannot be written (the work is done,
+    its exit status stands). Example: ``status_line(f"{len(names)} backbones")``."""
+    if sys.stderr is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
+
+
 def stdout_lost() -> Optional[str]:
     """Why writing the current stdout failed (a full disk), else None (a reader that went away is
     :func:`reader_went_away`). Example: ``if stdout_lost() is not None: ...`` (skip work whose results are lost)."""

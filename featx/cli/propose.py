@@ -14,7 +14,7 @@ import shlex
 import sys
 from typing import List, Optional
 
-from featx.cli.output import reader_may_stop
+from featx.cli.output import reader_may_stop, status_line
 from featx.errors import FeatxError
 from featx.files import file_path_argument, printable_path, write_atomically
 from featx.version import __version__
@@ -67,7 +67,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 what="--output",
                 hint="pass --force to replace it",
             )
-            print(f"featx-propose: wrote {printable_path(args.output)}", file=sys.stderr)
+            status_line(f"featx-propose: wrote {printable_path(args.output)}")
     except FeatxError as error:  # the message may quote --output as given: an ESC or newline in it is shown escaped
         parser.exit(1, f"featx-propose: error: {printable_path(str(error))}\n")
 
