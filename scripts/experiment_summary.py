@@ -192,12 +192,13 @@ class SweepSummary(Callback):
         # the folder's results.md and results.png are this script's when results.md is one of its tables (a rerun
         # into the folder): anything else there is the user's, kept (and never written through a link)
         ours = _is_results_table(sweep_dir / "results.md", table)
+        refused = []
         try:
             write_generated_page(sweep_dir / "results.md", table, "results.md")
-        except featx.FeatxError as error:
-            fail(str(error))
-        log.info("sweep results (%s):\n%s", sweep_dir / "results.md", table)
-        refused = []
+            log.info("sweep results (%s):\n%s", sweep_dir / "results.md", table)
+        except featx.FeatxError as error:  # a file of the user's there: the table is logged alone
+            refused.append(str(error))
+            log.info("sweep results:\n%s", table)
         page = OmegaConf.select(config, "summary_page")
         if page:
             try:

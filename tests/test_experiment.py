@@ -252,6 +252,7 @@ def test_the_sweep_summary_replaces_no_users_file_nor_writes_through_a_link(summ
     with pytest.raises(SystemExit, match="^experiment: error: results.md: "):  # the sweep's exit status says so
         summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
     assert outside.read_text() == "elsewhere\n" and (sweep_dir / "results.md").is_symlink()
+    assert (sweep_dir / "results.png").read_bytes().startswith(PNG_SIGNATURE)  # the rest is written (docs)
     (sweep_dir / "results.md").unlink()
     (sweep_dir / "results.png").write_text("my plot\n")
     with pytest.raises(
