@@ -81,19 +81,60 @@ def test_train_takes_a_bool_and_names_anything_else(mode):
     assert not any(m.training for m in backbone.modules())
 
 
-def test_a_graph_made_from_a_backbone_keeps_the_eval_modes_once_the_backbone_trains():
-    """docs/python.md: a create_feature_extractor graph's train() is nn.Module's and puts the shared layers in
-    training mode; the backbone's train() after it puts frozen stages and norm: eval layers back in eval mode."""
-    backbone = featx.build(resnet18_spec(frozen_stages=1, norm="eval"))
+def test_a_graph_made_from_a_backbone_keeps_its_eval_modes():
+    """create_feature_extractor ends with nn.Module's train() on the graph, which shares the backbone's layers: it
+    put frozen stages and norm: eval layers in training mode, so the first graph forward changed the frozen
+    stage's BatchNorm statistics, without a train() call of the user's. They stay in eval mode now, through the
+    graph's creation, its own train(), and a training step through it."""
+    backbone = featx.build(resnet18_spec(frozen_stages=1, norm="eval")).eval()
     graph = create_feature_extractor(backbone, return_nodes={"stages.c4": "c4"})
-    graph.train()
-    assert all(m.training for m in backbone.stages["c2"].modules() if isinstance(m, _BatchNorm))  # the docs' warning
+    assert not any(m.training for m in backbone.modules())
     backbone.train()
+    graph = create_feature_extractor(backbone, return_nodes={"stages.c4": "c4"})  # made in training mode
+    graph.train()
     assert not any(m.training for m in backbone.stages["c2"].modules())
     assert not any(m.training for m in backbone.modules() if isinstance(m, _BatchNorm))
+    assert backbone.stages["c3"].layer2[0].conv1.training  # the trainable stage's other layers follow train()
     before = _norm_state(backbone)
     graph(torch.randn(2, 3, 64, 64))["c4"].sum().backward()
     assert all(torch.equal(before[k], v) for k, v in _norm_state(backbone).items())
+
+
+def test_a_frozen_stage_stays_in_eval_mode_whoever_calls_train():
+    """A parent module's train() (a detector holding the backbone), the stage's own, or torch's class method
+    reached through nn.Sequential: frozen layers stay in eval mode, so a frozen stage's stochastic depth stays off
+    (EfficientNet-B0 as packaged, c2 frozen: its output changed on every forward once a graph was made)."""
+    backbone = featx.build("efficientnet_b0", overrides=["device=cpu", "frozen_stages=1"])
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = backbone.eval()(x)["c2"]
+    nn.Sequential(backbone).train()
+    backbone.stages["c2"].train()
+    create_feature_extractor(backbone, return_nodes={"stages.c3": "c3"})
+    assert backbone.stages["c3"].training and not any(m.training for m in backbone.stages["c2"].modules())
+    with torch.no_grad():
+        assert all(torch.equal(backbone(x)["c2"], expected) for _ in range(3))
+    backbone.unfreeze("c2")  # unfrozen, it follows train() again (StochasticDepth on: its output varies)
+    assert backbone.stages["c2"].training
+    assert any(type(m).__name__ == "StochasticDepth" and m.training for m in backbone.stages["c2"].modules())
+    backbone.freeze("c2")
+    assert not any(m.training for m in backbone.stages["c2"].modules())
+    with pytest.raises(ValueError, match="^training mode is expected to be boolean$"):  # torch's refusal, kept
+        backbone.stages["c2"].train("no")
+
+
+def test_kept_eval_modes_survive_deepcopy_and_pickle():
+    """A copy's frozen layers are pinned to eval mode themselves (not through the original's layers)."""
+    import pickle
+
+    backbone = featx.build(resnet18_spec(frozen_stages=1, norm="eval"))
+    for copied in (copy.deepcopy(backbone), pickle.loads(pickle.dumps(backbone))):
+        for layer in copied.modules():
+            layer.training = True  # by hand, where train() is not asked
+        nn.Sequential(copied).train()
+        assert not any(m.training for m in copied.stages["c2"].modules())
+        assert not any(m.training for m in copied.modules() if isinstance(m, _BatchNorm))
+        assert copied.stages["c3"].layer2[0].conv1.training
 
 
 def test_norm_train_updates_statistics_of_trainable_stages():

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from featx.errors import ArgumentError, InputShapeError, SpecError, first_line
 from featx.nn.feature_info import FeatureInfo, StageInfo
-from featx.nn.freezing import apply_norm_policy, keep_eval_modes, keep_statistics, set_stage_frozen
+from featx.nn.freezing import apply_norm_policy, pin_kept_layers, set_stage_frozen
 from featx.nn.reinit import reinit_
 from featx.nn.tokens import tokens_to_map
 from featx.spec.keys import key_path, suggest
@@ -92,7 +92,7 @@ class Backbone(nn.Module):
         self._input_size = tuple(spec.input_size) if spec.input_size is not None else None
         if spec.frozen_stages:
             self.freeze(*tuple(self.stages)[: spec.frozen_stages])
-        keep_statistics(self.stages, self._frozen, spec.norm)
+        pin_kept_layers(self.stages, self._frozen, spec.norm)
 
     @property
     def spec(self) -> BackboneSpec:
@@ -200,15 +200,12 @@ class Backbone(nn.Module):
     def train(self, mode: bool = True) -> "Backbone":
         """Like ``nn.Module.train``, but frozen stages (and, with ``norm: eval``, all norm layers) stay in eval.
 
-        Their statistics are kept through ``update_bn`` again here, for layers put in by hand since the last call
-        (``nn.SyncBatchNorm.convert_sync_batchnorm`` makes new ones)."""
+        They are pinned to eval mode again here (and their statistics kept through ``update_bn``), for layers put in
+        by hand since the last call (``nn.SyncBatchNorm.convert_sync_batchnorm`` makes new ones)."""
         if not isinstance(mode, bool):  # torch's refusal (a ValueError too) came from deep inside nn.Module
             raise ArgumentError(f"train(): mode must be True or False, got {mode!r:.80}")
-        keep_statistics(self.stages, self._frozen, self._spec.norm)
-        super().train(mode)
-        if mode:
-            keep_eval_modes(self.stages, self._frozen, self._spec.norm)
-        return self
+        pin_kept_layers(self.stages, self._frozen, self._spec.norm)
+        return super().train(mode)
 
     def _select(self, names: Sequence[str], method: str, *, empty_means_all: bool = True) -> List[str]:
         if not names and empty_means_all:
@@ -232,8 +229,7 @@ class Backbone(nn.Module):
         for name in self._select(names, "freeze"):
             set_stage_frozen(self.stages[name], True, self._spec.norm)
             self._frozen.add(name)
-            self.stages[name].eval()
-        keep_statistics(self.stages, self._frozen, self._spec.norm)
+        pin_kept_layers(self.stages, self._frozen, self._spec.norm)
         return self
 
     def unfreeze(self, *names: str) -> "Backbone":
@@ -247,9 +243,9 @@ class Backbone(nn.Module):
         for name in named:
             set_stage_frozen(self.stages[name], False, self._spec.norm)
             self._frozen.discard(name)
-            self.stages[name].train(self.training)
-        keep_statistics(self.stages, self._frozen, self._spec.norm)
-        keep_eval_modes({name: self.stages[name] for name in named}, (), self._spec.norm)
+        pin_kept_layers(self.stages, self._frozen, self._spec.norm)
+        for name in named:
+            self.stages[name].train(self.training)  # its norm layers stay in eval mode with norm: eval or frozen
         return self
 
     def reinit(self, *names: str) -> "Backbone":
@@ -405,6 +401,11 @@ class Backbone(nn.Module):
                 ) from None
             if where == "the neck" or not _is_about_sizes(error) or not _raised_in_library_code(error):
                 raise  # not the input's shape: a neck or hook of yours, memory (what a batch-size search catches), ...
+            if self._widths_disagree(error, given):
+                raise InputShapeError(
+                    f"featx backbone {self._spec.model!r}: {where} has layers whose channels do not match "
+                    f"({first_line(error)}); a layer replaced by hand must give the channels the layers after it take"
+                ) from error
             raise InputShapeError(
                 f"featx backbone {self._spec.model!r}: {where} failed on the {'x'.join(map(str, given))} input "
                 f"({type(error).__name__}: {first_line(error)}); the model may take only some input sizes "
@@ -428,6 +429,18 @@ class Backbone(nn.Module):
             f"featx backbone {model!r}: {where} has a layer that takes another number of channels than the layer "
             f"before it gives ({first_line(error)}); a layer replaced by hand must take the channels its input has"
         )
+
+    def _widths_disagree(self, error: Exception, given: torch.Size) -> bool:
+        """Whether a stage's error is two ``N×C×H×W`` tensors of different channels (a residual sum after a layer
+        replaced by hand) on an input of a size the backbone takes (its ``input_size``, else each side a multiple of
+        its largest stride): the layers' widths, not the input's size. Token and channels-last stages lay out
+        other dimensions there (tokens, rows), which the input's size sets."""
+        if self._nhwc or self._patch is not None or not _CHANNEL_DIMENSION.search(str(error)):
+            return False
+        if self._input_size is not None:
+            return tuple(given[2:]) == self._input_size
+        stride = max(info.stride for info in self.stage_info)
+        return given[2] % stride == 0 and given[3] % stride == 0
 
     def _as_map(self, x: Tensor, grid: Optional[Tuple[int, int]]) -> Tensor:
         """A stage's output as ``N×C×h×w``: channels-last maps permuted, a token model's tokens laid out on ``grid``."""
@@ -584,6 +597,8 @@ _SYNC_NEEDS_GPU = "SyncBatchNorm expected input tensor to be on GPU"
 _INFERENCE_TENSOR = "Inference tensors cannot be saved for backward"
 #: what a convolution says about its input's channel count; group 1 is the input's shape
 _CHANNELS = re.compile(r"expected input\[([\d, ]+)\] to have \d+ channels")
+#: what torch says when two tensors of an elementwise operation differ in their second dimension
+_CHANNEL_DIMENSION = re.compile(r"must match the size of tensor b \(\d+\) at non-singleton dimension 1$", re.M)
 #: what torch's batch_norm says in training mode when a channel has one value (a batch of one 1x1 map)
 _ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
 

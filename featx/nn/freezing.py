@@ -11,20 +11,20 @@ Norm policies (the spec's ``norm``):
 - ``train``: plain BatchNorm.  ``sync``: ``torch.nn.SyncBatchNorm`` (needs a process group when training); a
   BatchNorm subclass with a forward of its own cannot be converted and is refused.
 
-A frozen stage has ``requires_grad=False`` on every parameter at any depth and stays in eval mode across
-``train()``, so its BatchNorm statistics never change.
+A frozen stage has ``requires_grad=False`` on every parameter at any depth and stays in eval mode across any
+``train()`` (the backbone's, a parent's, a graph's sharing its layers), so its BatchNorm statistics never change.
 
 Example::
 
     stage = apply_norm_policy(stage, "frozen")
-    set_stage_frozen(stage, True)
-    keep_eval_modes(stages, frozen={"c2"}, norm="eval")     # after every .train()
+    set_stage_frozen(stage, True, "frozen")
+    pin_kept_layers(stages, frozen={"c2"}, norm="eval")     # c2's layers and every BatchNorm stay in eval mode
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Collection, Iterator, Mapping
+from typing import Collection, Iterator
 
 import torch
 from torch import nn
@@ -134,29 +134,52 @@ class _FullReset:
         return _FullReset, (self._layer(),)
 
 
-def keep_statistics(stages: nn.ModuleDict, frozen: Collection[str], norm: str) -> None:
-    """The BatchNorm layers kept in eval mode (those of frozen stages, and with ``norm: eval`` or ``frozen`` every
-    one) keep their running statistics through ``reset_running_stats()``, which ``torch.optim.swa_utils.update_bn``
-    calls before ``train()`` to recompute them: such a layer stays in eval mode, so they were never recomputed and
-    stayed reset (mean 0, variance 1). ``reset_parameters()`` still resets them, as torch's does. The others get
-    both methods back."""
+class _EvalOnly:
+    """``train`` of a layer kept in eval mode: whatever mode is asked, the layer and the layers below it go to eval
+    mode (torch's ``nn.Module.train`` with ``False``). ``nn.Module.train`` of any module holding the layer calls it,
+    so the layer stays in eval mode through the backbone's ``train()``, a wrapper's, its own, and the ``train()`` of a
+    graph sharing the layers (torch.fx, torchvision's ``create_feature_extractor``, which calls it on creation).
+    Held weakly and rebound on copies, as :class:`_FullReset`."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        self._layer = weakref.ref(layer)
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        layer = self._layer()
+        if layer is None:
+            raise ReferenceError("the layer this train() belonged to no longer exists")
+        if not isinstance(mode, bool):  # torch's own refusal
+            return type(layer).train(layer, mode)
+        return type(layer).train(layer, False)
+
+    def __reduce__(self) -> tuple:
+        return _EvalOnly, (self._layer(),)
+
+
+def pin_kept_layers(stages: nn.ModuleDict, frozen: Collection[str], norm: str) -> None:
+    """The layers kept in eval mode — every layer of a frozen stage, and with ``norm: eval`` or ``frozen`` every
+    BatchNorm layer — are put in eval mode and stay there through any ``train()`` (:class:`_EvalOnly`); the others
+    get torch's ``train`` back.
+
+    Their BatchNorm layers also keep their running statistics through ``reset_running_stats()``, which
+    ``torch.optim.swa_utils.update_bn`` calls before ``train()`` to recompute them: such a layer stays in eval mode,
+    so they were never recomputed and stayed reset (mean 0, variance 1). ``reset_parameters()`` still resets them,
+    as torch's does. The others get both methods back."""
+    kept_norm = norm in ("eval", "frozen")
     for name, stage in stages.items():
-        kept = name in frozen or norm in ("eval", "frozen")
-        for layer in norm_layers(stage):
-            if kept:
+        for layer in stage.modules():
+            is_norm = isinstance(layer, _BatchNorm)
+            if name in frozen or (kept_norm and is_norm):
+                if not isinstance(layer.__dict__.get("train"), _EvalOnly):
+                    layer.train = _EvalOnly(layer)  # type: ignore[method-assign]
+                layer.eval()
+            else:
+                layer.__dict__.pop("train", None)
+            if not isinstance(layer, _BatchNorm):
+                continue
+            if name in frozen or kept_norm:
                 layer.reset_running_stats = _statistics_kept  # type: ignore[method-assign]
                 layer.reset_parameters = _FullReset(layer)  # type: ignore[method-assign]
             else:
                 for method in ("reset_running_stats", "reset_parameters"):
                     layer.__dict__.pop(method, None)
-
-
-def keep_eval_modes(stages: Mapping[str, nn.Module] | nn.ModuleDict, frozen: Collection[str], norm: str) -> None:
-    """After ``train()``: frozen stages back to eval mode, and with ``norm: eval`` (or ``frozen``, for the BatchNorm
-    layers it keeps in place) every BatchNorm layer too."""
-    for name in frozen:
-        stages[name].eval()
-    if norm in ("eval", "frozen"):
-        for stage in stages.values():
-            for layer in norm_layers(stage):
-                layer.eval()

@@ -48,7 +48,7 @@ def reinit_(module: nn.Module) -> None:
                         bias.zero_()  # out_proj is an nn.Linear, met on its own
             elif isinstance(layer, _NormBase):
                 # the class's method: a layer featx keeps in eval has a no-op reset_running_stats of its own (for
-                # update_bn, see featx.nn.freezing.keep_statistics), also one pickled by an earlier featx
+                # update_bn, see featx.nn.freezing.pin_kept_layers), also one pickled by an earlier featx
                 type(layer).reset_running_stats(layer)  # mean 0, variance 1
                 layer.reset_parameters()  # weight 1, bias 0
             elif isinstance(layer, (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)) or _is_other_norm(layer):
