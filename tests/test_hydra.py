@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 import featx
 from featx.cli import propose as propose_cli
 from featx.cli.app import plain_nested_overrides
-from featx.spec.config_files import backbone_names, config_dir
+from featx.spec.config_files import config_dir
 
 
 def _compose(overrides):
@@ -306,16 +306,15 @@ def test_app_refuses_an_unavailable_device(workdirs):
     assert "featx: error: backbone.device: 'cuda' is not available on this machine" in result.stderr
 
 
-@pytest.mark.slow
 def test_app_sweeps_a_glob_of_conf_backbones(workdirs):
     """Hydra's glob sweep over the backbone group (every file composes: test_instantiate_and_build_agree...)."""
     cwd, tmp = workdirs
     sweep_dir = tmp / "sweep"
-    result = _run_app(["-m", "backbone=glob(*_fpn)", "run=false", f"hydra.sweep.dir={sweep_dir}"], cwd, tmp)
+    result = _run_app(["-m", "backbone=glob(res*_fpn)", "run=false", f"hydra.sweep.dir={sweep_dir}"], cwd, tmp)
     assert result.returncode == 0, result.stderr
     titles = [line for line in result.stdout.splitlines() if line.startswith("featx backbone=")]
     swept = sorted(title.split()[1].split("=")[1] for title in titles)
-    assert swept == [name for name in backbone_names() if name.endswith("_fpn")] and len(swept) >= 20
+    assert swept == ["resnet18_fpn", "resnet50_fpn", "resnext50_32x4d_fpn"]
     assert (sweep_dir / "multirun.yaml").is_file()
     assert list(cwd.iterdir()) == []
 

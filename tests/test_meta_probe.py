@@ -124,3 +124,66 @@ def test_an_in_place_dropout_starting_the_next_stage_counts_as_changing_the_map(
     stages = {"a": {"modules": ["conv"]}, "b": {"modules": ["drop", "conv2"]}}
     plan = plan_backbone(load_spec({"model": "resnet18", "stages": stages}), model)
     assert plan.changed_later == ("a",)
+
+
+def _recurrent_layers():
+    """torch's recurrent layers in each layout (batch first or not, one or two directions and layers, projections),
+    as (kind, its arguments after the input and hidden sizes)."""
+    layers = []
+    for kind in (nn.LSTM, nn.GRU, nn.RNN):
+        for batch_first in (True, False):
+            layers += [(kind, {"batch_first": batch_first})]
+            layers += [(kind, {"num_layers": 2, "batch_first": batch_first, "bidirectional": True})]
+    return layers + [
+        (nn.LSTM, {"proj_size": 3}),
+        (nn.LSTM, {"num_layers": 2, "batch_first": True, "bidirectional": True, "proj_size": 3}),
+    ]
+
+
+def _shapes(outputs):
+    """The shapes of an LSTM's (output, (h, c)) or a GRU's/RNN's (output, h)."""
+    output, states = outputs
+    return [output.shape] + [state.shape for state in (states if isinstance(states, tuple) else (states,))]
+
+
+@pytest.mark.parametrize("kind, arguments", _recurrent_layers(), ids=lambda value: getattr(value, "__name__", value))
+@pytest.mark.parametrize("shape", [(2, 7, 8), (7, 8)], ids=["batched", "unbatched"])
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+def test_a_recurrent_layer_gives_the_shapes_of_its_real_outputs(kind, arguments, shape):
+    """torch runs an LSTM on meta as tens of prims per time step (timm's sequencer2d_s took about 30 s to plan);
+    the shape-only one gives the real layer's output and state shapes, on meta and without running the steps."""
+    layer = kind(8, 5, **arguments)
+    real = _shapes(layer(torch.zeros(shape)))
+    meta_layer = layer.to("meta")
+    with shape_only_layers(meta_layer), torch.no_grad():
+        meta = meta_layer(torch.empty(shape, device="meta"))
+        assert _shapes(meta) == real
+        assert meta_layer.__dict__["forward"]  # shape-only inside the block
+
+
+@pytest.mark.parametrize(
+    "shape, dtype, error, message",
+    [
+        ((2, 7, 9), torch.float32, RuntimeError, r"^input.size\(-1\) must be equal to input_size. Expected 8, got 9$"),
+        ((2, 7, 8), torch.float64, ValueError, r"^RNN input dtype \(torch.float64\) does not match weight dtype"),
+        ((2, 1, 7, 8), torch.float32, ValueError, r"^LSTM: Expected input to be 2D or 3D, got 4D instead$"),
+    ],
+)
+def test_a_recurrent_layer_refuses_an_input_as_the_real_one_does(shape, dtype, error, message):
+    layer = nn.LSTM(8, 5, batch_first=True)
+    with pytest.raises(error, match=message):
+        layer(torch.zeros(shape, dtype=dtype))
+    meta_layer = layer.to("meta")
+    with shape_only_layers(meta_layer), pytest.raises(error, match=message):
+        meta_layer(torch.empty(shape, dtype=dtype, device="meta"))
+
+
+def test_a_recurrent_layer_given_initial_states_runs_its_own_forward():
+    """Its states' shapes are checked by torch's own forward: a wrong one is refused, as by the real layer."""
+    layer = nn.LSTM(8, 5, batch_first=True).to("meta")
+    x = torch.empty(2, 7, 8, device="meta")
+    states = (torch.empty(1, 2, 5, device="meta"), torch.empty(1, 2, 5, device="meta"))
+    with shape_only_layers(layer), torch.no_grad():
+        assert _shapes(layer(x, states)) == [(2, 7, 5), (1, 2, 5), (1, 2, 5)]
+        with pytest.raises(RuntimeError, match=r"^Expected hidden\[0\] size \(1, 2, 5\), got \[1, 3, 5\]$"):
+            layer(x, (torch.empty(1, 3, 5, device="meta"), states[1]))

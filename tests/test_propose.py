@@ -197,7 +197,6 @@ def test_propose_refuses_a_spec_its_build_would_refuse():
     )
 
 
-@pytest.mark.slow
 def test_propose_refuses_timm_sequencer_whose_strides_are_no_powers_of_two():
     """timm's sequencer2d_s takes any size; its strides are 7 and 14: featx-propose wrote strides 8 and 16 and an
     ``input_size`` of 224x224, a spec featx.build refused."""

@@ -3,8 +3,9 @@ shapes say — layout, channels, stride.
 
 On meta only shapes are computed, but the meta kernels of BatchNorm, LayerNorm, Linear and several activations
 are Python decompositions: they make up most of a probe's time (0.12 s of a ResNet-50 forward, 0.01 s without them;
-MobileNetV3's hardswish alone 0.2 s; ConvNeXt-T's Linear layers 0.06 s). Inside :func:`shape_only_layers` the norm
-and Linear layers check their input's shape as their own forward would and return the output's shape; elementwise
+MobileNetV3's hardswish alone 0.2 s; ConvNeXt-T's Linear layers 0.06 s), and torch's recurrent layers run every
+time step as tens of prims (timm's sequencer2d_s: about 30 s). Inside :func:`shape_only_layers` the norm, Linear
+and recurrent layers check their input as their own forward would and return the output's shape; elementwise
 activations and dropout return their input; BatchNorm layers with a forward of their own run in eval mode.
 
 Example::
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -221,7 +222,34 @@ def _dropout_shape(layer: _DropoutNd) -> Callable[[Tensor], Tensor]:
     return forward
 
 
-def _shape_only_forward(layer: nn.Module) -> Optional[Callable[[Tensor], Tensor]]:
+RecurrentOutput = Tuple[Tensor, Union[Tensor, Tuple[Tensor, Tensor]]]
+
+
+def _recurrent_shape(layer: nn.RNNBase) -> Callable[..., RecurrentOutput]:
+    """torch's LSTM, GRU and RNN: the output and final states of a 2-D (unbatched) or 3-D tensor without initial
+    states, its dimensions and dtype checked by the layer's own ``check_input``; any other call (initial states, a
+    PackedSequence, another number of dimensions) runs the layer's own forward."""
+    full = type(layer).forward
+
+    def forward(x: Any, hx: Any = None) -> RecurrentOutput:
+        if hx is not None or not isinstance(x, Tensor) or x.dim() not in (2, 3):
+            return full(layer, x, hx)
+        batched = x.dim() == 3
+        batch_dim = 0 if layer.batch_first else 1
+        layer.check_input(x if batched else x.unsqueeze(batch_dim), None)
+        directions = 2 if layer.bidirectional else 1
+        width = layer.proj_size or layer.hidden_size
+        batch = (x.shape[batch_dim],) if batched else ()
+        output = x.new_empty((*x.shape[:-1], directions * width))
+        hidden = x.new_empty((directions * layer.num_layers, *batch, width))
+        if not isinstance(layer, nn.LSTM):
+            return output, hidden
+        return output, (hidden, x.new_empty((directions * layer.num_layers, *batch, layer.hidden_size)))
+
+    return forward
+
+
+def _shape_only_forward(layer: nn.Module) -> Optional[Callable[..., Any]]:
     if isinstance(layer, nn.LayerNorm) and type(layer).forward is nn.LayerNorm.forward:
         return _layer_norm_shape(layer)
     if isinstance(layer, _BatchNorm) and type(layer).forward is _BatchNorm.forward:
@@ -230,6 +258,8 @@ def _shape_only_forward(layer: nn.Module) -> Optional[Callable[[Tensor], Tensor]
         return _linear_shape(layer)
     if type(layer) in _ELEMENTWISE:
         return _elementwise_shape(layer)
+    if isinstance(layer, nn.RNNBase) and type(layer) in (nn.LSTM, nn.GRU, nn.RNN):
+        return _recurrent_shape(layer)
     if isinstance(layer, _DropoutNd) and type(layer).__module__ == _DropoutNd.__module__:  # not a subclass of yours
         return _dropout_shape(layer)
     return None
@@ -238,9 +268,10 @@ def _shape_only_forward(layer: nn.Module) -> Optional[Callable[[Tensor], Tensor]
 @contextlib.contextmanager
 def shape_only_layers(model: nn.Module) -> Iterator[None]:
     """Inside the block, ``model``'s BatchNorm and LayerNorm layers only check their input's shape and return a new
-    tensor of it, its Linear layers check the input's last dimension and return the output's shape, and its
-    elementwise activations and dropout layers return a new tensor of their input's shape (with ``inplace=True``:
-    their input, its version bumped as an in-place kernel bumps it).
+    tensor of it, its Linear layers check the input's last dimension and return the output's shape, its LSTM, GRU
+    and RNN layers check their input and return their outputs' shapes (a call with initial states runs as it is),
+    and its elementwise activations and dropout layers return a new tensor of their input's shape (with
+    ``inplace=True``: their input, its version bumped as an in-place kernel bumps it).
 
     BatchNorm layers with a forward of their own (timm's ``BatchNormAct2d``) run as they are, in eval mode: in
     training mode they would refuse the probe's one image where a map is 1x1 (one value per channel), which a real
