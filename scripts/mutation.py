@@ -445,8 +445,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/backbone.py",
-        "        keep_statistics(self.stages, self._frozen, self._spec.norm)\n        super().train(mode)",
-        "        super().train(mode)",
+        "        pin_kept_layers(self.stages, self._frozen, self._spec.norm)\n        return super().train(mode)",
+        "        return super().train(mode)",
         "update_bn resets the frozen statistics of layers made by convert_sync_batchnorm",
     ),
     Mutant(
@@ -995,20 +995,20 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/freezing.py",
-        "    for name in frozen:\n        stages[name].eval()\n",
-        "",
+        "            if name in frozen or (kept_norm and is_norm):",
+        "            if kept_norm and is_norm:",
         "train() un-freezes frozen stages' BatchNorm",
     ),
     Mutant(
         "nn/freezing.py",
-        '    if norm in ("eval", "frozen"):',
-        '    if norm == "frozen":',
+        '    kept_norm = norm in ("eval", "frozen")',
+        '    kept_norm = norm == "frozen"',
         "norm: eval layers follow train()",
     ),
     Mutant(
-        "nn/backbone.py",
-        "        if mode:\n            keep_eval_modes(",
-        "        if not mode:\n            keep_eval_modes(",
+        "nn/freezing.py",
+        "                    layer.train = _EvalOnly(layer)  # type: ignore[method-assign]",
+        "                    pass",
         "train() keeps nothing in eval",
     ),
     # neck
@@ -1152,8 +1152,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/freezing.py",
-        '    if norm in ("eval", "frozen"):',
-        '    if norm == "eval":',
+        '    kept_norm = norm in ("eval", "frozen")',
+        '    kept_norm = norm == "eval"',
         "train() lets the BatchNorm layers norm: frozen keeps in place update their statistics",
     ),
     Mutant(
@@ -2078,16 +2078,34 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/backbone.py",
-        "            self.stages[name].eval()\n"
-        "        keep_statistics(self.stages, self._frozen, self._spec.norm)\n        return self",
-        "        return self.train(self.training)",
+        "            self._frozen.add(name)\n"
+        "        pin_kept_layers(self.stages, self._frozen, self._spec.norm)\n        return self",
+        "            self._frozen.add(name)\n        return self.train(self.training)",
         "freeze() puts every module the user put in eval back in training mode",
     ),
     Mutant(
         "nn/backbone.py",
-        "        keep_eval_modes({name: self.stages[name] for name in named}, (), self._spec.norm)",
-        "        pass",
-        "unfreeze() under norm: eval lets the stage's BatchNorm layers train their statistics",
+        "        pin_kept_layers(self.stages, self._frozen, self._spec.norm)\n        for name in named:",
+        "        for name in named:",
+        "unfreeze() leaves the stage pinned in eval mode: it never trains again",
+    ),
+    Mutant(
+        "nn/freezing.py",
+        '                layer.__dict__.pop("train", None)',
+        "                pass",
+        "a stage unfrozen stays in eval mode through train()",
+    ),
+    Mutant(
+        "nn/freezing.py",
+        "        return type(layer).train(layer, False)",
+        "        return type(layer).train(layer, mode)",
+        "a layer kept in eval follows the train() of a module holding it (a graph, a detector)",
+    ),
+    Mutant(
+        "nn/freezing.py",
+        "        if not isinstance(mode, bool):  # torch's own refusal",
+        "        if False:",
+        "a kept layer's train('no') passes where torch's refuses it",
     ),
     Mutant(
         "construct/weights.py",
@@ -2835,6 +2853,48 @@ MUTANTS: List[Mutant] = [
         "for channels in (found, 3)}",
         "for channels in (found,)}",
         "the first in_channels layer's count used after a SpaceToDepth (TResNet fed 48 channels)",
+    ),
+    Mutant(
+        "construct/probe.py",
+        "        directions = 2 if layer.bidirectional else 1",
+        "        directions = 1",
+        "a bidirectional LSTM's planned width is half its output's",
+    ),
+    Mutant(
+        "construct/probe.py",
+        "        width = layer.proj_size or layer.hidden_size",
+        "        width = layer.hidden_size",
+        "an LSTM with projections planned at its hidden size",
+    ),
+    Mutant(
+        "construct/probe.py",
+        "        batch = (x.shape[batch_dim],) if batched else ()",
+        "        batch = (x.shape[0],) if batched else ()",
+        "a sequence-first LSTM's states planned with the sequence length as the batch",
+    ),
+    Mutant(
+        "construct/probe.py",
+        "        layer.check_input(x if batched else x.unsqueeze(batch_dim), None)",
+        "        pass",
+        "a planned LSTM takes an input of another width or dtype than its real forward does",
+    ),
+    Mutant(
+        "construct/probe.py",
+        "        if not isinstance(layer, nn.LSTM):\n            return output, hidden",
+        "        if isinstance(layer, nn.LSTM):\n            return output, hidden",
+        "a planned LSTM gives one state, a GRU two",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "            if self._widths_disagree(error, given):",
+        "            if False:",
+        "a replaced layer's width that breaks a residual sum is blamed on the input's size",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "        return given[2] % stride == 0 and given[3] % stride == 0",
+        "        return True",
+        "a mismatch at an input size the backbone may not take is blamed on the layers' widths",
     ),
     Mutant(
         "construct/propose.py",
