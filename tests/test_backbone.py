@@ -458,6 +458,23 @@ def test_a_layer_inside_refusing_its_channels_is_not_blamed_on_the_input_size():
     )
 
 
+def test_a_layer_inside_giving_another_width_is_not_blamed_on_the_input_size():
+    """A replaced layer giving 64 channels where the block's residual sum adds 128 failed as "the model may take only
+    some input sizes", at 64x64, a size resnet18 takes; at a size it may not take, the size is still named."""
+    backbone = featx.build(resnet18_spec(norm="eval")).eval()
+    backbone.stages["c3"].layer2[1].conv2 = torch.nn.Conv2d(128, 64, 3, 1, 1, bias=False)
+    backbone.stages["c3"].layer2[1].bn2 = torch.nn.BatchNorm2d(64)
+    with pytest.raises(featx.InputShapeError) as caught:
+        backbone(torch.randn(2, 3, 64, 64))
+    assert str(caught.value) == (
+        "featx backbone 'resnet18': stage 'c3' has layers whose channels do not match (The size of tensor a (64) "
+        "must match the size of tensor b (128) at non-singleton dimension 1); a layer replaced by hand must give the "
+        "channels the layers after it take"
+    )
+    with pytest.raises(featx.InputShapeError, match=r"failed on the 2x3x72x72 input .* may take only some input"):
+        backbone(torch.randn(2, 3, 72, 72))
+
+
 @pytest.mark.parametrize("changed", ["copy", "original"])
 def test_a_shallow_copy_has_its_own_neck(changed):
     """copy.copy(bb) shared torch's _modules table: dropping the copy's neck dropped bb's too, while bb's feature_info
