@@ -197,8 +197,8 @@ FALLBACK_CASES: List[Any] = [
         "backbone.pretrained: unknown key 'pretrained' (valid keys: model, weights, seed, source, tokens, stages, "
         "out_features, output_names, frozen_stages, reinit, norm, fpn, layout, input_size, device, channels_last)",
     ),
-    ("model-list", {"model": ["resnet18"]}, "backbone.model: Cannot convert 'ListConfig' to string: '['resnet18']'"),
-    ("weights-list", {"weights": ["x"]}, "backbone.weights: Cannot convert 'ListConfig' to string: '['x']'"),
+    ("model-list", {"model": ["resnet18"]}, "backbone.model: expected a string, got a list"),
+    ("weights-list", {"weights": ["x"]}, "backbone.weights: expected a string, got a list"),
     ("model-missing-marker", {"model": "???"}, "backbone.model: missing value (a spec must set it)"),
     ("device-missing-marker", {"device": "???"}, "backbone.device: missing value (a spec must set it)"),
     (

@@ -113,3 +113,44 @@ def test_device_strings_that_are_valid_anywhere_pass_validation(device):
 def test_a_library_error_is_quoted_by_its_first_line_even_when_empty(error, line):
     """A bare ``assert`` in a model's code raises an AssertionError without a message; featx's errors quote it."""
     assert first_line(error) == line
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"norm": ["eval"]}, "backbone.norm: expected one of frozen, eval, train, sync, got a list"),
+        ({"layout": {"a": 1}}, "backbone.layout: expected one of nchw, nhwc, got a mapping"),
+        ({"output_names": ["x"]}, "backbone.output_names: expected one of featx, torchvision, got a list"),
+        ({"device": ["cpu"]}, "backbone.device: expected one of auto, cpu, cuda, cuda:N, mps, meta, got a list"),
+        ({"seed": [1]}, "backbone.seed: expected a number, got a list"),
+        ({"model": {"name": "resnet18"}}, "backbone.model: expected a string, got a mapping"),
+        (
+            {"fpn": {"out_channels": 8, "extra_blocks": ["p6p7"]}},
+            "backbone.fpn.extra_blocks: expected one of null, maxpool, p6p7, got a list",
+        ),
+    ],
+)
+def test_a_list_or_mapping_for_a_single_value_names_the_key_and_its_choices(changes, message):
+    """OmegaConf's "Cannot convert 'ListConfig' to string: '['eval']'" named neither what the key takes nor its
+    choices, where a scalar of the wrong value got both."""
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build(resnet18_spec(device="meta", **changes) if "device" not in changes else resnet18_spec(**changes))
+    assert str(caught.value) == message
+
+
+def test_numpy_scalars_and_a_torch_device_are_taken_as_their_values():
+    """Values a Python caller computes (np.int64 from a config array, torch.device): OmegaConf's "Value 'int64' is
+    not a supported primitive type" refused them."""
+    import numpy as np
+    import torch
+
+    given = resnet18_spec(seed=np.int64(3), frozen_stages=np.int64(1), channels_last=np.bool_(False))
+    given.update(device=torch.device("cpu"), input_size=[np.int64(64), np.int32(64)])
+    backbone = featx.build(given)
+    plain = featx.build(resnet18_spec(seed=3, frozen_stages=1, device="cpu", input_size=[64, 64]))
+    assert backbone.spec == plain.spec and type(backbone.spec.seed) is int
+    pairs = zip(backbone.state_dict().values(), plain.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    spec = plain.spec
+    spec.seed = np.int64(3)  # a BackboneSpec edited with one
+    assert featx.build(spec).spec == plain.spec

@@ -26,7 +26,18 @@ from featx.spec.keys import key_path, suggest
 from featx.spec.limits import MAX_SEED, QUOTE_LIMIT, check_data_size, expand_home, quoted, shortened, unknown_home
 from featx.spec.overrides import apply_overrides, apply_plain_overrides
 from featx.spec.references import calls_resolver, resolve_without_resolvers
-from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec, TokenSpec
+from featx.spec.schema import (
+    DEVICE_CHOICES,
+    EXTRA_BLOCKS,
+    FPN_STYLES,
+    LAYOUTS,
+    NORM_POLICIES,
+    OUTPUT_NAMES,
+    BackboneSpec,
+    FpnSpec,
+    StageSpec,
+    TokenSpec,
+)
 from featx.spec.typed import typed
 from featx.spec.validate import validate_spec
 from featx.spec.yaml_file import is_spec_suffix, read_spec_file
@@ -127,6 +138,50 @@ def _check_lists_and_flags(data: Mapping[str, Any]) -> None:
                     )
 
 
+#: the keys taking one of fixed choices, named where a list or mapping is given in place of one
+_CHOICES: Dict[Tuple[str, ...], Sequence[str]] = {
+    ("norm",): NORM_POLICIES,
+    ("layout",): LAYOUTS,
+    ("output_names",): OUTPUT_NAMES,
+    ("device",): DEVICE_CHOICES,
+    ("fpn", "extra_blocks"): ("null", *EXTRA_BLOCKS),
+    ("fpn", "style"): FPN_STYLES,
+}
+
+
+def _check_single_values(data: Mapping[str, Any]) -> None:
+    """Each key taking one name or number holds no list or mapping, named by key with its choices (OmegaConf's
+    "Cannot convert 'ListConfig' to string" named neither)."""
+    for parents, node, schema in _nodes(data):
+        for key, hint in typing.get_type_hints(schema).items():
+            arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
+            single = arguments[0] if typing.get_origin(hint) in (Union, types.UnionType) and arguments else hint
+            value = node.get(key)
+            if single not in (str, int) or not isinstance(value, (list, tuple, Mapping)):
+                continue
+            got = "a mapping" if isinstance(value, Mapping) else "a list"
+            choices = _CHOICES.get((*parents, key))
+            expected = f"one of {', '.join(choices)}" if choices else "a string" if single is str else "a number"
+            raise SpecError(key_path(*parents, key), f"expected {expected}, got {got}")
+
+
+def _plain_scalars(data: Any) -> Any:
+    """``data`` with numpy's scalars as Python's (``np.int64(3)`` is 3) and a ``torch.device`` as its name: values
+    a Python caller computes, which OmegaConf refuses as "not a supported primitive type". Run after
+    :func:`check_data_size`, which bounds the walk (it counts shared lists and mappings wherever they are used)."""
+    if isinstance(data, dict):
+        return {key: _plain_scalars(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        values = [_plain_scalars(value) for value in data]
+        return values if isinstance(data, list) else tuple(values)
+    kind = type(data)
+    if kind.__module__ == "numpy" and hasattr(data, "item") and getattr(data, "ndim", None) == 0:
+        return data.item()
+    if kind.__module__ == "torch" and kind.__name__ == "device":
+        return str(data)
+    return data
+
+
 def _list_item(hint: Any) -> Optional[type]:
     """The item type of a ``List[X]`` or ``Optional[List[X]]`` field's hint, else None."""
     arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
@@ -149,6 +204,7 @@ def check_spec_values(data: Mapping[str, Any]) -> None:
     it, where OmegaConf would take ``channels_last: 2`` or ``yes`` as true. Raises :class:`SpecError`."""
     _check_nesting(data)
     _check_lists_and_flags(data)
+    _check_single_values(data)
 
 
 def _is_path(text: str) -> bool:
@@ -158,7 +214,9 @@ def _is_path(text: str) -> bool:
 def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
     """The spec as plain data and where it came from (a file path, or None)."""
     if isinstance(source, BackboneSpec):
-        return source.to_dict(), None
+        fields = source.to_dict()
+        check_data_size(fields)
+        return _plain_scalars(fields), None
     if isinstance(source, DictConfig):
         try:
             refuse_resolvers(OmegaConf.to_container(source, resolve=False))
@@ -168,7 +226,7 @@ def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
     if isinstance(source, Mapping):
         data: Dict[str, Any] = dict(source)
         check_data_size(data)
-        return data, None
+        return _plain_scalars(data), None
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if isinstance(source, os.PathLike) or _is_path(text):
@@ -326,6 +384,7 @@ def load_spec_and_origin(
         _check_nesting(literal)
         _refuse_missing_markers(literal)
         _check_lists_and_flags(literal)
+        _check_single_values(literal)
         fields = _strip_hydra_keys(literal)
         spec = typed(BackboneSpec, fields, nested=_NESTED)  # without OmegaConf where it would give the same
         if spec is None:
