@@ -327,8 +327,13 @@ class _TwoInputsOneName(torch.nn.Module):
             ["top", "top"],
             "Backbone.neck: the neck's feature_info name 'top' twice; every map needs its own name",
         ),
+        (  # its maps are keyed by its feature_info's names: those are what name one twice, not input_names
+            None,
+            ["a", "a"],
+            "Backbone.neck: the neck's feature_info name 'a' twice; every map needs its own name",
+        ),
     ],
-    ids=["inputs", "outputs"],
+    ids=["inputs", "outputs", "outputs as inputs"],
 )
 def test_a_neck_naming_two_maps_alike_is_refused(input_names, output_names, message):
     """Two returned stages stored under one key: the first map was silently replaced by the second."""

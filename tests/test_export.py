@@ -288,7 +288,9 @@ def test_a_torchscript_trace_that_keeps_its_example_size_is_refused_when_dynamic
 
 
 def test_a_meta_backbone_is_refused_and_a_half_precision_one_traces_in_half(tmp_path):
-    with pytest.raises(featx.ArgumentError, match=r"built on the meta device \(device: meta\) and holds no weights"):
+    with pytest.raises(
+        featx.ArgumentError, match=r"on the meta device \(built with device: meta, or moved there\) and hold no weights"
+    ):
         export_backbone(featx.build("resnet18", overrides=["device=meta"]), tmp_path / "m.pt", "torchscript", (64, 64))
     half = featx.build("resnet18", overrides=["device=cpu"]).half()
     result = export_backbone(half, tmp_path / "h.pt", "torchscript", (64, 64), dynamic=False)

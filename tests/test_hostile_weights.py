@@ -541,12 +541,20 @@ def test_save_never_replaces_or_writes_through_what_is_there(tmp_path, target, k
 @pytest.mark.parametrize(
     ("make", "pattern"),
     [
-        (lambda: featx.build({**SPEC, "device": "meta"}), r"the backbone was built on the meta device"),
+        (
+            lambda: featx.build({**SPEC, "device": "meta"}),
+            r"the backbone's tensors are on the meta device \(built with device: meta, or moved there\) and hold no "
+            "weights to save",
+        ),
+        (  # built on the CPU: "was built on the meta device (device: meta)" was false of it
+            lambda: featx.build({**SPEC, "device": "cpu"}).to("meta"),
+            r"the backbone's tensors are on the meta device \(built with device: meta, or moved there\)",
+        ),
         (lambda: torchvision.models.resnet18(), r"expected a featx Backbone .*got ResNet"),
         (lambda: None, r"expected a featx Backbone .*got NoneType"),
         (lambda: {"conv1.weight": torch.zeros(1)}, r"expected a featx Backbone .*got dict"),
     ],
-    ids=["meta", "torchvision-model", "none", "state-dict"],
+    ids=["meta", "moved-to-meta", "torchvision-model", "none", "state-dict"],
 )
 def test_save_of_what_is_not_a_built_backbone_writes_nothing(tmp_path, make, pattern):
     with pytest.raises(ArgumentError, match=rf"^save\(\): {pattern}"):

@@ -299,8 +299,8 @@ def write_backbone_file(backbone: nn.Module, path: PathLike, *, overwrite: bool 
     flag_argument(overwrite, "save(): overwrite")
     if any(tensor.is_meta for tensor in backbone.state_dict().values()):
         raise ArgumentError(
-            f"save(): the backbone was built on the meta device (device: meta) and holds no weights to save; "
-            f"build it on a real device. Nothing was written to {path}"
+            f"save(): the backbone's tensors are on the meta device (built with device: meta, or moved there) and "
+            f"hold no weights to save; build it on a real device. Nothing was written to {path}"
         )
     tensors = backbone.state_dict()
     tied = _sharing_memory(tensors)

@@ -164,7 +164,8 @@ class Backbone(nn.Module):
         feature_info = output_info(returned, self._spec.output_names, neck, caller)
         input_names = getattr(neck, "input_names", None)
         keys = list(input_names) if input_names is not None else [info.name for info in feature_info]
-        for what, names in (("input_names", keys), ("feature_info", [info.name for info in feature_info])):
+        checked = [("input_names", keys)] if input_names is not None else []
+        for what, names in (*checked, ("feature_info", [info.name for info in feature_info])):
             twice = next((name for index, name in enumerate(names) if name in names[:index]), None)
             if twice is not None:  # one key in the maps' dict: a map would replace another
                 raise ArgumentError(f"{caller}: the neck's {what} name {twice!r} twice; every map needs its own name")

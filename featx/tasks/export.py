@@ -440,8 +440,8 @@ def export_backbone(
     first = next(backbone.parameters())
     if first.is_meta:
         raise ArgumentError(
-            "backbone: it was built on the meta device (device: meta) and holds no weights to export; build it on a "
-            "real device"
+            "backbone: its tensors are on the meta device (built with device: meta, or moved there) and hold no "
+            "weights to export; build it on a real device"
         )
     # a batch of 1 would be specialised to a constant by torch.export, so dynamic exports trace with at least 2
     shape = (max(batch_size, 2 if dynamic else 1), backbone.in_channels, *example_size)
