@@ -667,6 +667,8 @@ def test_featx_list_without_timm_lists_the_packaged_timm_files_as_needing_it(mon
     try:
         catalog.main(["resnet18", "timm_convnext_tiny*"])  # returns: exit status 0
         listed = capsys.readouterr()
+        catalog.main(["timm_convnext_tiny"])
+        single = capsys.readouterr()
         with pytest.raises(SystemExit) as refused:
             catalog.main(["--timm", "convnext*"])
     finally:
@@ -677,6 +679,7 @@ def test_featx_list_without_timm_lists_the_packaged_timm_files_as_needing_it(mon
     for name in ("timm_convnext_tiny", "timm_convnext_tiny_fpn"):
         assert rows[name].split(maxsplit=1)[1] == "needs timm: pip install 'featx[timm]' (or pip install timm)"
     assert listed.err == "3 backbones, 2 need timm\n"
+    assert single.err == "1 backbone, 1 needs timm\n"  # one of each: in the singular
     assert refused.value.code == 1
     assert capsys.readouterr().err == (
         "featx-list: error: --timm lists timm's models, and timm is not installed: pip install 'featx[timm]' "

@@ -146,8 +146,11 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if used.parent.parent != config_dir():
             cells[-1] = "; ".join(filter(None, [cells[-1], f"from {used}"]))
         print(_row([name, *cells]), flush=True)
-    counts = [f", {needing_timm} need timm" if needing_timm else "", f", {failures} failed to plan" if failures else ""]
-    status_line(f"{len(names)} backbones" + "".join(counts))
+    counts = [
+        f", {needing_timm} {'needs' if needing_timm == 1 else 'need'} timm" if needing_timm else "",
+        f", {failures} failed to plan" if failures else "",
+    ]
+    status_line(f"{len(names)} backbone{'' if len(names) == 1 else 's'}" + "".join(counts))
     if failures:
         sys.exit(1)
 
