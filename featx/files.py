@@ -123,7 +123,10 @@ def path_argument(value: object, what: str) -> Path:
     :class:`ArgumentError` naming ``what`` unless it is a ``str`` or path-like that is not empty.
     Example: ``path = path_argument(path, "save(): path")``."""
     text = _fspath(value) if isinstance(value, (str, os.PathLike)) else None
-    if not text or "\0" in text:
+    if text == "" or (text and "\0" in text):  # a command line's own words: no Python types named
+        reason = "not empty" if text == "" else "without NUL characters"
+        raise ArgumentError(f"{what} must be a file system path ({reason}), got {value!r:.80}")
+    if not text:
         raise ArgumentError(
             f"{what} must be a file system path (a str or pathlib.Path, without NUL characters), got {value!r:.80}"
         )

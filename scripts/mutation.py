@@ -2921,6 +2921,12 @@ MUTANTS: List[Mutant] = [
         "torch.device('cpu') as the device: OmegaConf's \"not a supported primitive type\"",
     ),
     Mutant(
+        "files.py",
+        '        reason = "not empty" if text == "" else "without NUL characters"',
+        '        reason = "without NUL characters"',
+        "an empty path on a command line is refused as holding NUL characters",
+    ),
+    Mutant(
         "construct/propose.py",
         "        return (chain, None) if chain.irregular is not None else (fixed, [crop, crop])",
         "        return fixed, [crop, crop]",

@@ -350,7 +350,11 @@ CASES = [
     ),
     ("featx-export", ["export.width=0", "export.path=a.pt"], r"^featx-export: error: export\.width: must be an"),
     ("featx-export", ["export.batch_size=0", "export.path=a.pt"], r"^featx-export: error: export\.batch_size"),
-    ("featx-export", ["export.path=''"], r"^featx-export: error: export\.path must be a file system path .*got ''$"),
+    (
+        "featx-export",
+        ["export.path=''"],
+        r"^featx-export: error: export\.path must be a file system path \(not empty\), got ''$",
+    ),
     (  # notes.txt/ replaced the file notes.txt with overwrite
         "featx-export",
         ["export.path=notes.txt/", "export.overwrite=true"],

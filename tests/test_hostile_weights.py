@@ -508,7 +508,7 @@ def _saved(tmp_path: Path, seed: int = 0, name: str = "bb.pt") -> Path:
         (lambda d: d / "fifo", {}, r"^save\(\): .*fifo is not a regular file \(a device, fifo or"),
         (lambda d: d / "new.pt", {"overwrite": "yes"}, r"^save\(\): overwrite must be True or False, got 'yes'"),
         (lambda d: None, {}, r"^save\(\): path must be a file system path .*got None"),
-        (lambda d: "", {}, r"^save\(\): path must be a file system path .*got ''"),
+        (lambda d: "", {}, r"^save\(\): path must be a file system path \(not empty\), got ''$"),
         (lambda d: f"{d}/mine.txt/", {"overwrite": True}, r"^save\(\): path: '.*(/'|\.\.\.) ends in '/', so it"),
         (lambda d: f"{d}/mine.txt/.", {"overwrite": True}, r"^save\(\): path: '.*(\.'|\.\.\.) ends in '\.', so it"),
     ],
