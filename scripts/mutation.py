@@ -2927,6 +2927,12 @@ MUTANTS: List[Mutant] = [
         "an empty path on a command line is refused as holding NUL characters",
     ),
     Mutant(
+        "spec/load.py",
+        "            if single is str and isinstance(value, bool):",
+        "            if False:",
+        "weights: false is refused as the weights name 'False'",
+    ),
+    Mutant(
         "construct/propose.py",
         "        return (chain, None) if chain.irregular is not None else (fixed, [crop, crop])",
         "        return fixed, [crop, crop]",

@@ -128,6 +128,14 @@ def test_a_library_error_is_quoted_by_its_first_line_even_when_empty(error, line
             {"fpn": {"out_channels": 8, "extra_blocks": ["p6p7"]}},
             "backbone.fpn.extra_blocks: expected one of null, maxpool, p6p7, got a list",
         ),
+        # OmegaConf turned these into the strings 'False' and '0': "'False' is not a weights name of resnet18"
+        ({"weights": False}, "backbone.weights: expected a string, got false (null for random init)"),
+        ({"norm": True}, "backbone.norm: expected one of frozen, eval, train, sync, got true"),
+        (
+            {"weights": 0},
+            "backbone.weights: expected a weights name or a file path, got the number 0; quote a file named so "
+            "(weights: '0')",
+        ),
     ],
 )
 def test_a_list_or_mapping_for_a_single_value_names_the_key_and_its_choices(changes, message):

@@ -151,18 +151,30 @@ _CHOICES: Dict[Tuple[str, ...], Sequence[str]] = {
 
 def _check_single_values(data: Mapping[str, Any]) -> None:
     """Each key taking one name or number holds no list or mapping, named by key with its choices (OmegaConf's
-    "Cannot convert 'ListConfig' to string" named neither)."""
+    "Cannot convert 'ListConfig' to string" named neither), and a string key no true or false (nor ``weights`` a
+    number), which OmegaConf turned into the string ``'False'``."""
     for parents, node, schema in _nodes(data):
         for key, hint in typing.get_type_hints(schema).items():
             arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
             single = arguments[0] if typing.get_origin(hint) in (Union, types.UnionType) and arguments else hint
             value = node.get(key)
+            where = key_path(*parents, key)
+            choices = _CHOICES.get((*parents, key))
+            if single is str and isinstance(value, bool):  # OmegaConf made it 'False': `pretrained: false` habits
+                advice = " (null for random init)" if where == key_path("weights") else ""
+                expected = f"one of {', '.join(choices)}" if choices else "a string"
+                raise SpecError(where, f"expected {expected}, got {str(value).lower()}{advice}")
+            if where == key_path("weights") and isinstance(value, (int, float)):
+                raise SpecError(
+                    where,
+                    f"expected a weights name or a file path, got the number {value}; quote a file named so "
+                    f"(weights: '{value}')",
+                )
             if single not in (str, int) or not isinstance(value, (list, tuple, Mapping)):
                 continue
             got = "a mapping" if isinstance(value, Mapping) else "a list"
-            choices = _CHOICES.get((*parents, key))
             expected = f"one of {', '.join(choices)}" if choices else "a string" if single is str else "a number"
-            raise SpecError(key_path(*parents, key), f"expected {expected}, got {got}")
+            raise SpecError(where, f"expected {expected}, got {got}")
 
 
 def _plain_scalars(data: Any) -> Any:
