@@ -995,8 +995,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "nn/freezing.py",
-        "            if name in frozen or (kept_norm and is_norm):",
-        "            if kept_norm and is_norm:",
+        "            kept = name in frozen or (kept_norm and isinstance(layer, _BatchNorm))",
+        "            kept = kept_norm and isinstance(layer, _BatchNorm)",
         "train() un-freezes frozen stages' BatchNorm",
     ),
     Mutant(

@@ -168,8 +168,8 @@ def pin_kept_layers(stages: nn.ModuleDict, frozen: Collection[str], norm: str) -
     kept_norm = norm in ("eval", "frozen")
     for name, stage in stages.items():
         for layer in stage.modules():
-            is_norm = isinstance(layer, _BatchNorm)
-            if name in frozen or (kept_norm and is_norm):
+            kept = name in frozen or (kept_norm and isinstance(layer, _BatchNorm))
+            if kept:
                 if not isinstance(layer.__dict__.get("train"), _EvalOnly):
                     layer.train = _EvalOnly(layer)  # type: ignore[method-assign]
                 layer.eval()
@@ -177,7 +177,7 @@ def pin_kept_layers(stages: nn.ModuleDict, frozen: Collection[str], norm: str) -
                 layer.__dict__.pop("train", None)
             if not isinstance(layer, _BatchNorm):
                 continue
-            if name in frozen or kept_norm:
+            if kept:
                 layer.reset_running_stats = _statistics_kept  # type: ignore[method-assign]
                 layer.reset_parameters = _FullReset(layer)  # type: ignore[method-assign]
             else:
