@@ -285,6 +285,9 @@ def test_a_torchscript_trace_that_keeps_its_example_size_is_refused_when_dynamic
     assert list(tmp_path.iterdir()) == []
     fixed = export_backbone(backbone, tmp_path / "swin.pt", "torchscript", (64, 64), dynamic=False)
     assert fixed.max_abs_diff == 0.0
+    # the file of one size refuses another (it computed the 64x64 padding there: wrong, silently)
+    with pytest.raises(torch.jit.Error, match=r"exported for inputs of shape \(1, 3, 64, 64\) only"):
+        torch.jit.load(str(fixed.path))(torch.randn(2, 3, 128, 128))
 
 
 def test_a_meta_backbone_is_refused_and_a_half_precision_one_traces_in_half(tmp_path):
@@ -686,3 +689,119 @@ def test_featx_export_prints_the_path_it_wrote_escaped_and_names_its_keys(tmp_pa
         "featx-export: error: export.path: a\\x1b[31mb.pt exists; set overwrite (export.overwrite=true) to replace it "
         "(nothing was written)"
     )
+
+
+class _NarrowBranch(torch.nn.Module):
+    """Branches on the input's width below the traced one (as Swin turns its window shift off once a window covers
+    its padded map): every export traced at 32 wide computes ``x * 2`` where eager gives ``x * 3`` at 30."""
+
+    def forward(self, x):
+        return x * 2 if x.shape[-1] >= 16 else x * 3
+
+
+@pytest.mark.parametrize(
+    ("fmt", "written", "outcome"),
+    [
+        ("torchscript", "TorchScript trace", "differs from eager by "),
+        ("exported", "torch.export program", "fails ("),
+        ("onnx", "ONNX file", "differs from eager by "),
+    ],
+)
+def test_a_dynamic_export_that_is_wrong_at_a_smaller_size_is_refused(tmp_path, fmt, written, outcome):
+    """The check ran at the traced size and larger ones only: an ONNX file or a trace that computes the traced
+    branch at smaller sizes passed it (and was written over the user's file with overwrite)."""
+    backbone = _hand_made(_NarrowBranch())
+    path = tmp_path / f"b{FORMATS[fmt]}"
+    path.write_bytes(b"mine")
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, path, fmt, (32, 32), overwrite=True, keys=APP_KEYS)
+    message = str(caught.value)
+    assert message.startswith(
+        f"export: the {written} of this backbone keeps the example's size (32, 32): at (30, 30) it {outcome}"
+    ), message
+    assert message.endswith(
+        "Use export.dynamic=false (dynamic=False) for a file of this size alone; nothing was written"
+    ), message
+    assert folder_state(tmp_path) == {path.name: b"mine"}
+    fixed = export_backbone(backbone, path, fmt, (32, 32), dynamic=False, overwrite=True)
+    assert fixed.max_abs_diff < 1e-5
+
+
+def test_a_swin_trace_at_256_is_refused_for_being_wrong_at_224(tmp_path):
+    """torchvision's Swin turns its window shift off when a window covers the padded map (c5 at 224x224), a Python
+    branch on sizes: the trace at 256 kept the shift, passed the check at 288x320, and was 9 % off at 224x224. (The
+    ONNX file computes the same; its export of Swin takes minutes, so the smaller size is tested for ONNX above.)"""
+    backbone = featx.build("swin_t", overrides=["device=cpu"])
+    path = tmp_path / "swin.pt"
+    path.write_bytes(b"mine")
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, path, "torchscript", (256, 256), overwrite=True, keys=APP_KEYS)
+    message = str(caught.value)
+    assert message.startswith(
+        "export: the TorchScript trace of this backbone keeps the example's size (256, 256): at (224, 224) it differs "
+        "from eager by "
+    ), message
+    assert "export.dynamic=false" in message and message.endswith("nothing was written"), message
+    assert folder_state(tmp_path) == {"swin.pt": b"mine"}
+
+
+def test_a_static_torchscript_file_refuses_other_shapes_than_its_own(tmp_path):
+    """A dynamic=False trace ran at any shape and computed what the example's shape gave (Swin traced at 64x64 was
+    wrong at 128x128), where the ONNX and torch.export files of dynamic=False refuse other shapes."""
+    backbone = featx.build("resnet18", overrides=["device=cpu", "out_features=[c2]"]).eval()
+    result = export_backbone(backbone, tmp_path / "b.pt", "torchscript", (32, 32), dynamic=False)
+    assert result.max_abs_diff == 0.0
+    loaded = torch.jit.load(str(result.path))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        _assert_same(backbone(x), loaded(x))
+    for shape in [(1, 3, 64, 64), (2, 3, 32, 32), (1, 3, 32, 48)]:
+        with pytest.raises(torch.jit.Error) as caught:  # TorchScript's RuntimeError, as Python sees it
+            loaded(torch.randn(*shape))
+        assert str(caught.value).splitlines()[-1] == (
+            "builtins.RuntimeError: featx: this TorchScript file was exported for inputs of shape (1, 3, 32, 32) only "
+            "(dynamic=False); export it again with dynamic=True (export.dynamic=true) for other shapes; got "
+            f"{list(shape)}"
+        )
+
+
+#: resnet18 with a 4096-channel FPN: 2.3 GiB of parameters, more than torch.onnx writes into one file
+_HUGE_FPN = ["fpn={out_channels: 4096, extra_blocks: null}"]
+
+
+@pytest.mark.parametrize(("keys", "key"), [(ExportKeys(), "format"), (APP_KEYS, "export.format")])
+def test_a_backbone_too_large_for_one_onnx_file_is_refused_before_exporting(tmp_path, keys, key):
+    """torch.onnx wrote its weights as external data named after featx's temporary file (.x.onnx.<id>.partial.data,
+    2.4 GB): the .onnx referenced a hidden name, each overwrite leaked another 2.4 GB. Refused before any work (this
+    backbone is on the meta device: the size is known without its weights)."""
+    pytest.importorskip("onnxscript")
+    backbone = featx.build("resnet18", overrides=["device=meta", *_HUGE_FPN])
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, tmp_path / "big.onnx", "onnx", (32, 32), keys=keys)
+    assert re.fullmatch(
+        rf"{re.escape(key)}: this backbone's parameters and buffers take 2\.3\d GiB, more than the 1\.5 GiB torch's "
+        r"ONNX exporter writes into one file \(it writes larger weights into a second file beside it\); use format "
+        r"exported or torchscript; nothing was written",
+        str(caught.value),
+    ), str(caught.value)
+    assert folder_state(tmp_path) == {}
+
+
+def test_an_output_named_like_the_onnx_input_is_refused(tmp_path):
+    """The ONNX file's input is named 'image': a stage of that name became a second 'image' in the graph, an
+    invalid file, written and reported as a success where onnxruntime was not installed to load it."""
+    pytest.importorskip("onnxscript")
+    from featx.nn.backbone import Backbone
+    from featx.nn.feature_info import StageInfo
+
+    spec = featx.BackboneSpec(model="custom", stages={"image": featx.StageSpec(modules=["a"])})
+    stage = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    backbone = Backbone({"image": stage}, [StageInfo("image", 4, 2, ("a",), "image")], spec)
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, tmp_path / "b.onnx", "onnx", (32, 32))
+    assert str(caught.value) == (
+        "backbone.stages: output 'image' has the name of the ONNX file's input ('image'), and an ONNX graph's names "
+        "are unique; rename that stage, or use format exported or torchscript; nothing was written"
+    )
+    assert folder_state(tmp_path) == {}
+    assert export_backbone(backbone, tmp_path / "b.pt2", "exported", (32, 32)).max_abs_diff == 0.0

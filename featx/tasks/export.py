@@ -108,6 +108,16 @@ def _other_size(backbone: Backbone, example: Tensor, generator: torch.Generator)
     return _random((*example.shape[:-2], height + stride, width + 2 * stride), example, generator)
 
 
+def _smaller_size(backbone: Backbone, example: Tensor, generator: torch.Generator) -> Optional[Tensor]:
+    """An input smaller than ``example`` by the backbone's largest stride on each side (a branch that changes below
+    the traced size, as Swin's window shift does), ``None`` where a side would be under 1 pixel."""
+    stride = max(info.stride for info in backbone.feature_info)
+    height, width = example.shape[-2:]
+    if min(height, width) <= stride:
+        return None
+    return _random((*example.shape[:-2], height - stride, width - stride), example, generator)
+
+
 #: the Tensor methods that turn a tensor's value into a Python bool or number (which a trace keeps as a constant)
 _TO_PYTHON = (Tensor.__bool__, Tensor.item, Tensor.__int__, Tensor.__float__, Tensor.__index__)
 
@@ -156,12 +166,34 @@ def _refuse_value_branches(
         )
 
 
-def _write_torchscript(backbone: Backbone, example: Tensor, path: Path) -> RunLoaded:
-    """Trace, save and reload (its warnings are the caller's: :func:`_write` reads them)."""
+class _FixedShape(torch.nn.Module):
+    """A trace that takes only the input shape it was traced with (``dynamic=False``): at another shape a trace
+    computes what its example's shape gave (Swin's window padding), where the other formats' static files refuse."""
+
+    def __init__(self, traced: torch.nn.Module, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.traced = traced
+        self.shape = list(shape)
+        self.refusal = (
+            f"featx: this TorchScript file was exported for inputs of shape {tuple(shape)} only (dynamic=False); "
+            "export it again with dynamic=True (export.dynamic=true) for other shapes"
+        )
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        if list(x.shape) != self.shape:
+            raise RuntimeError(self.refusal + f"; got {list(x.shape)}")
+        return self.traced(x)
+
+
+def _write_torchscript(backbone: Backbone, example: Tensor, path: Path, dynamic: bool) -> RunLoaded:
+    """Trace (in a scripted check of the input's shape unless ``dynamic``), save and reload (its warnings are the
+    caller's: :func:`_write` reads them)."""
     # without gradients: torch's check of the trace runs so, and nn.MultiheadAttention takes another path with them
     # (a ViT's trace failed torch's check); the trace is an inference graph, as the other formats' are
     with torch.no_grad():
-        traced = torch.jit.trace(backbone, example, strict=False)
+        traced: torch.nn.Module = torch.jit.trace(backbone, example, strict=False)
+    if not dynamic:
+        traced = torch.jit.script(_FixedShape(traced, example.shape))
     torch.jit.save(traced, str(path))
     loaded = torch.jit.load(str(path))
     return lambda x: list(loaded(x).values())
@@ -199,6 +231,33 @@ def _onnxruntime_hint(example: Tensor) -> str:
     return "format exported or torchscript can be"
 
 
+#: the name of an ONNX file's input
+ONNX_INPUT = "image"
+#: the most weight bytes torch's ONNX exporter writes into the .onnx file itself: beyond them (a protobuf holds 2 GiB)
+#: it writes them as external data, a second file named after the one it writes (featx's temporary file)
+ONNX_ONE_FILE_BYTES = 1536 * 2**20
+
+
+def _refuse_unfit_for_onnx(backbone: Backbone, format_key: str) -> None:
+    """:class:`ArgumentError` for a backbone no single, valid ONNX file holds: an output named as the input (names in
+    an ONNX graph are unique), or weights beyond :data:`ONNX_ONE_FILE_BYTES` (counted without reading them: a meta
+    backbone's too)."""
+    if any(info.name == ONNX_INPUT for info in backbone.feature_info):
+        raise ArgumentError(
+            f"backbone.stages: output '{ONNX_INPUT}' has the name of the ONNX file's input ('{ONNX_INPUT}'), and an "
+            "ONNX graph's names are unique; rename that stage, or use format exported or torchscript; nothing was "
+            "written"
+        )
+    tensors = {*backbone.parameters(), *backbone.buffers()}
+    size = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+    if size > ONNX_ONE_FILE_BYTES:
+        raise ArgumentError(
+            f"{format_key}: this backbone's parameters and buffers take {size / 2**30:.2f} GiB, more than the "
+            f"{ONNX_ONE_FILE_BYTES / 2**30:.1f} GiB torch's ONNX exporter writes into one file (it writes larger "
+            "weights into a second file beside it); use format exported or torchscript; nothing was written"
+        )
+
+
 def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int, object]) -> Optional[RunLoaded]:
     """Writes the ONNX file; returns ``None`` when onnxruntime is not installed to run it."""
     names = [info.name for info in backbone.feature_info]
@@ -206,7 +265,7 @@ def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int,
         backbone,
         (example,),
         str(path),
-        input_names=["image"],
+        input_names=[ONNX_INPUT],
         output_names=names,
         dynamo=True,
         external_data=False,
@@ -224,7 +283,7 @@ def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int,
             f"export: onnxruntime cannot load the ONNX file torch wrote for this backbone, so it cannot be checked "
             f"({_quoted_error(error)}); nothing was written ({_onnxruntime_hint(example)})"
         ) from None
-    return lambda x: [torch.from_numpy(out) for out in session.run(None, {"image": x.cpu().numpy()})]
+    return lambda x: [torch.from_numpy(out) for out in session.run(None, {ONNX_INPUT: x.cpu().numpy()})]
 
 
 def static_may_help(format: str, dynamic: bool) -> bool:
@@ -247,7 +306,7 @@ def _write(
     if format == "torchscript":
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # kept from the output: trace's deprecation notices, shape-check warnings
-            run_loaded = _write_torchscript(backbone, example, path)
+            run_loaded = _write_torchscript(backbone, example, path, dynamic)
         _refuse_value_branches(caught, backbone, example, keys.format)
         return run_loaded
     dims = _dynamic_dims(backbone, dynamic)
@@ -363,15 +422,28 @@ def _check_against_eager(
     size_key: str,
 ) -> float:
     """Run the written export on a fresh input of the example's shape and, when it is dynamic and the model takes
-    any size, at another height and width; the largest difference from eager, or :class:`ArgumentError`."""
+    any size, at a larger height and width and at a smaller one (where eager takes it and gives no output a side of
+    1, which torch.export keeps apart: its program refuses it); the largest difference from eager, or
+    :class:`ArgumentError`."""
     inputs = [_random(example.shape, example, generator)]
+    smaller = None
     if dynamic and backbone.spec.input_size is None:
         inputs.append(_other_size(backbone, example, generator))
+        smaller = _smaller_size(backbone, example, generator)
+        if smaller is not None:
+            inputs.append(smaller)
     worst = 0.0
     unit_sides: List[str] = []
     for x in inputs:
         with torch.no_grad(), _float32_without_tf32(x.device):
-            expected = backbone(x)
+            try:
+                expected = backbone(x)
+            except Exception:  # noqa: BLE001 - a smaller size eager itself cannot take (too small) is not checked
+                if x is smaller:
+                    continue
+                raise
+            if x is smaller and _unit_sides(expected):
+                continue
             difference, failure = _mismatch(expected, run_loaded, x)
         if x is inputs[0]:
             unit_sides = _unit_sides(expected)
@@ -383,6 +455,8 @@ def _check_against_eager(
                     f"it {failure}; nothing was written"
                 )
             retry = "Use format exported or onnx for other sizes, or" if format == "torchscript" else "Use"
+            if x is smaller:  # their exports keep such a branch as well (exported refuses the size, onnx computes it)
+                retry = "Use"
             if unit_sides and format != "torchscript":
                 retry = (
                     f"At the example size {', '.join(unit_sides)}, and torch.export keeps a side of 1 fixed: export "
@@ -413,14 +487,16 @@ def export_backbone(
     shape-specialised in places).
 
     The file is written next to ``path`` first, reloaded and run on a fresh input, and, when ``dynamic`` and the
-    model takes any size, at another height and width too; it is renamed into place only if each output is within
-    1e-4 × its largest eager value of eager's there (16 epsilons of a half type), else :class:`ArgumentError`
-    naming the output, and nothing is written (nor are the folders it created for ``path`` left). An existing
-    ``path`` is replaced only with ``overwrite``. An ONNX file is checked with onnxruntime when that is installed
-    (``max_abs_diff`` is ``None`` otherwise). A TorchScript trace of a model that branches on a tensor's values is
-    refused. A size the backbone cannot take is an :class:`ArgumentError` naming ``example_size``, and an exporter's
-    own failure one naming the format; ``keys`` (:data:`APP_KEYS`: the app's ``export.*``) says how errors name the
-    arguments.
+    model takes any size, at a larger and a smaller height and width too; it is renamed into place only if each
+    output is within 1e-4 × its largest eager value of eager's there (16 epsilons of a half type), else
+    :class:`ArgumentError` naming the output, and nothing is written (nor are the folders it created for ``path``
+    left). An existing ``path`` is replaced only with ``overwrite``. An ONNX file is checked with onnxruntime when
+    that is installed (``max_abs_diff`` is ``None`` otherwise); a backbone with an output named ``image`` (the
+    file's input) or weights beyond :data:`ONNX_ONE_FILE_BYTES` is refused as ONNX before exporting. A TorchScript
+    trace of a model that branches on a tensor's values is refused; one of ``dynamic=False`` refuses other input
+    shapes than its example's. A size the backbone cannot take is an :class:`ArgumentError` naming
+    ``example_size``, and an exporter's own failure one naming the format; ``keys`` (:data:`APP_KEYS`: the app's
+    ``export.*``) says how errors name the arguments.
     """
     if not isinstance(backbone, Backbone):
         raise ArgumentError(f"backbone: expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
@@ -437,6 +513,7 @@ def export_backbone(
     )
     if format == "onnx":
         _require_onnx_exporter()
+        _refuse_unfit_for_onnx(backbone, keys.format)
     first = next(backbone.parameters())
     if first.is_meta:
         raise ArgumentError(
