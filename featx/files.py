@@ -91,8 +91,11 @@ def _process_is_gone(pid: int) -> bool:
 
 def _remove_left_partials(path: Path) -> None:
     """Remove the temporary files of ``path`` that writers on this host left when they were killed (their process is
-    gone); another writer's that is still running, another host's and anything not a plain file are left alone."""
-    left = re.compile(rf"\.{re.escape(path.name[:200])}\.{_HOST}-(\d+)-[0-9a-f]{{8}}{re.escape(PARTIAL_SUFFIX)}")
+    gone), with the ``.data`` file torch's ONNX exporter wrote beside one before featx refused such exports; another
+    writer's that is still running, another host's and anything not a plain file are left alone."""
+    left = re.compile(
+        rf"\.{re.escape(path.name[:200])}\.{_HOST}-(\d+)-[0-9a-f]{{8}}{re.escape(PARTIAL_SUFFIX)}(?:\.data)?"
+    )
     try:
         entries = list(os.scandir(path.parent))
     except OSError:

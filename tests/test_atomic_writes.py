@@ -199,8 +199,10 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     writer.wait()
     (left,) = [p.name for p in tmp_path.iterdir()]
     assert left.startswith(f".bb.pt.{_HOST}-{writer.pid}-") and left.endswith(".partial")
+    (tmp_path / f"{left}.data").write_bytes(b"weights torch's ONNX exporter wrote beside it")  # removed with it
     kept = {
         f".bb.pt.{_HOST}-{os.getpid()}-0123abcd.partial": b"a running writer's",  # this process is alive
+        f".bb.pt.{_HOST}-{os.getpid()}-0123abcd.partial.data": b"a running writer's",
         f".bb.pt.{'1' if _HOST[0] == '0' else '0'}{_HOST[1:]}-{writer.pid}-0123abcd.partial": b"another host's",
         ".bb.pt.mine.partial": b"the user's",
         "other.pt": b"the user's",
