@@ -2676,8 +2676,10 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/export.py",
-        "    with torch.no_grad():\n        traced = torch.jit.trace(backbone, example, strict=False)\n",
-        "    with contextlib.nullcontext():\n        traced = torch.jit.trace(backbone, example, strict=False)\n",
+        "    with torch.no_grad():\n"
+        "        traced: torch.nn.Module = torch.jit.trace(backbone, example, strict=False)\n",
+        "    with contextlib.nullcontext():\n"
+        "        traced: torch.nn.Module = torch.jit.trace(backbone, example, strict=False)\n",
         "a ViT's TorchScript trace fails torch's sanity check (MultiheadAttention's slow path traced)",
     ),
     Mutant(
@@ -2931,6 +2933,49 @@ MUTANTS: List[Mutant] = [
         "            if single is str and isinstance(value, bool):",
         "            if False:",
         "weights: false is refused as the weights name 'False'",
+    ),
+    # export: the check at a smaller size, static TorchScript files, what one ONNX file cannot hold
+    Mutant(
+        "tasks/export.py",
+        "        if smaller is not None:\n            inputs.append(smaller)",
+        "        if False:\n            inputs.append(smaller)",
+        "a dynamic export wrong below the traced size (Swin's window shift at 224 after a trace at 256) is written",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "            if x is smaller:  # their exports keep such a branch as well",
+        "            if False:  # their exports keep such a branch as well",
+        "a trace wrong at the smaller size advises format exported or onnx, which keep the same branch",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    if not dynamic:\n        traced = torch.jit.script(_FixedShape(traced, example.shape))",
+        "    if False:\n        traced = torch.jit.script(_FixedShape(traced, example.shape))",
+        "a dynamic=False TorchScript file runs at any shape, computing the traced size's arithmetic there",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "        if list(x.shape) != self.shape:",
+        "        if list(x.shape)[1:] != self.shape[1:]:",
+        "a dynamic=False TorchScript file takes another batch size than its own",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    if size > ONNX_ONE_FILE_BYTES:",
+        "    if size > 2 * ONNX_ONE_FILE_BYTES:",
+        "an ONNX export over 1.5 GiB writes its weights to a hidden .partial.data file, leaked on each overwrite",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    if any(info.name == ONNX_INPUT for info in backbone.feature_info):",
+        "    if False:",
+        "a stage named 'image' makes an invalid ONNX file (a duplicate name), reported as written without onnxruntime",
+    ),
+    Mutant(
+        "files.py",
+        "{re.escape(PARTIAL_SUFFIX)}(?:\\.data)?",
+        "{re.escape(PARTIAL_SUFFIX)}",
+        "the 2.4 GB .partial.data an older ONNX export left beside a killed writer's file is never removed",
     ),
     Mutant(
         "construct/propose.py",
