@@ -198,3 +198,20 @@ def run_in_process(
                 handler.close()
         logging.root.handlers[:] = saved_handlers  # Hydra's logging config removed the test's own
     return subprocess.CompletedProcess([module, *arguments], code, output.getvalue(), errors.getvalue())
+
+
+def stand_in_for_published(cached: Path, monkeypatch: Any) -> None:
+    """Let ``cached``, a file the test saved in the torch hub cache under a published file's name (whose SHA-256 it
+    cannot have), be taken as that file: featx's cache (turned on, in a folder of its own beside the hub's) records
+    it as matching the hash its name begins, as featx records a file it has hashed. featx's hash check itself is
+    tested in test_weights.py; a record is void once the file changes (size, time, inode)."""
+    from featx.models import weights_enums
+
+    monkeypatch.delenv("FEATX_NO_CACHE", raising=False)
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(cached.parent.parent.parent / "featx-cache"))
+    absolute = Path(os.path.abspath(cached))
+    prefix = weights_enums.named_hash_prefix(absolute)
+    folder = weights_enums._records_folder()
+    assert prefix is not None and folder is not None
+    identity = weights_enums._identity(absolute, os.stat(absolute))
+    weights_enums._remember(weights_enums._record_path(folder, absolute), identity, prefix.ljust(64, "0"))

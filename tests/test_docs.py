@@ -18,6 +18,7 @@ from typing import Dict, List, Tuple
 import pytest
 import torch
 import torchvision
+from helpers import stand_in_for_published
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -85,6 +86,7 @@ def _prepare(page_text: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> N
         cached = folder / "torch-home/hub/checkpoints" / Path(weights.url).name
         cached.parent.mkdir(parents=True)
         torch.save(torchvision.models.resnet50().state_dict(), cached)
+        stand_in_for_published(cached, monkeypatch)
         (folder / "checkpoints").mkdir()
         (folder / "checkpoints/resnet50.pth").hardlink_to(cached)
     if '"runs/' in page_text:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers import stand_in_for_published
 from PIL import Image, ImageOps
 from safetensors import safe_open
 from torchvision import transforms
@@ -221,14 +222,20 @@ def test_a_hub_cache_file_replaced_between_runs_is_other_settings(images, tmp_pa
     cached = tmp_path / "torch-home" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"  # the enum's file name
     cached.parent.mkdir(parents=True)
     torch.save(torchvision.models.resnet18().state_dict(), cached)
+    stand_in_for_published(cached, monkeypatch)
     spec = featx.load_spec("resnet18", overrides=["device=cpu", "weights=IMAGENET1K_V1", "out_features=[c2]"])
     output = tmp_path / "out"
     extract(spec, _options(images, output))
     assert extract(spec, _options(images, output)).processed == 0  # the same file: resumed
-    torch.save(torchvision.models.resnet18().state_dict(), cached)  # another network under the same name
+    first = (output / "featx-extract.json").read_text()
+    other = tmp_path / "other.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), other)  # another network under the same name
+    other.replace(cached)
+    stand_in_for_published(cached, monkeypatch)  # taken as the published file: its digest still tells them apart
     _save_image(images / "rgb_new.png", "RGB", seed=99)
     with pytest.raises(featx.ArgumentError, match=r"other settings \(differing: backbone\.weights_digest\)"):
         extract(spec, _options(images, output))
+    assert (output / "featx-extract.json").read_text() == first
 
 
 def test_read_features_of_an_unfinished_or_foreign_folder(tmp_path, images, weights_file):
@@ -430,6 +437,7 @@ def test_googlenet_features_equal_torchvisions_pretrained_model(tmp_path, monkey
     cached = tmp_path / "torch-home" / "hub" / "checkpoints" / Path(member.url).name
     cached.parent.mkdir(parents=True)
     torch.save(_calibrated_googlenet().state_dict(), cached)
+    stand_in_for_published(cached, monkeypatch)
     folder = tmp_path / "images"
     folder.mkdir()
     _save_image(folder / "one.png", "RGB", size=(60, 80), seed=3)
@@ -680,6 +688,7 @@ def test_named_torchvision_weights_are_recorded_resolved(tmp_path, monkeypatch):
     cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"  # the file name torchvision's enum gives
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"")
+    stand_in_for_published(cached, monkeypatch)
     spec = featx.load_spec("resnet18", overrides=["device=cpu", "weights=DEFAULT"])
     options = ExtractOptions(input="x", output="y")
     settings = _settings(spec, ["c5"], options, image_transform("auto", spec, [224, 224]))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
+import timm
 import torch
 import torchvision
 from helpers import folder_state, resnet18_spec
@@ -25,7 +26,7 @@ from safetensors.torch import save_file
 
 import featx
 from featx.construct.tensor_records import UnknownLayout, record_mismatch
-from featx.construct.weights import torch_load_file
+from featx.construct.weights import UnreadableWeightsError, torch_load_file
 from featx.errors import ArgumentError, SpecError, WeightsError
 from featx.files import write_atomically
 
@@ -294,8 +295,8 @@ def test_an_enum_name_wins_over_a_file_of_that_name(tmp_path, torch_home, monkey
         featx.build({**SPEC, "weights": "DEFAULT"})
     torch_home.mkdir(parents=True)
     torch.save(_state(8), torch_home / "resnet18-f37072fd.pth")  # the file name torchvision's enum expects
-    from_cache = featx.build({**SPEC, "weights": "DEFAULT"})
-    assert torch.equal(from_cache.stages.c2.conv1.weight, _state(8)["conv1.weight"])
+    with pytest.raises(WeightsError, match=rf"the torch hub cache file {re.escape(str(torch_home))}/resnet18-f37072fd"):
+        featx.build({**SPEC, "weights": "DEFAULT"})  # read from the cache (and refused: not the published file)
     from_file = featx.build({**SPEC, "weights": "./DEFAULT"})
     assert torch.equal(from_file.stages.c2.conv1.weight, _state(7)["conv1.weight"])
 
@@ -323,21 +324,63 @@ def test_something_at_the_hub_cache_name_that_is_no_file_is_named(torch_home, ma
     assert str(caught.value).endswith("(the hub cache's copy of ResNet18_Weights.IMAGENET1K_V1)")
 
 
+def _hub_blob(cache: Path, repo: str, filename: str) -> Path:
+    """A Hugging Face hub cache entry laid out as huggingface_hub writes it (refs/main → snapshots/<revision>/
+    ``filename``, a link to blobs/<etag>); the blob's path (nothing there yet)."""
+    revision = "0" * 40
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(revision)
+    (folder / "snapshots" / revision).mkdir(parents=True)
+    (folder / "blobs").mkdir()
+    (folder / "snapshots" / revision / filename).symlink_to(Path("../../blobs/5e1a9d0c"))
+    return folder / "blobs" / "5e1a9d0c"
+
+
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face hub cache, offline."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("FEATX_OFFLINE", "1")
+    return tmp_path / "hf"
+
+
+TIMM_SPEC = {"model": "timm:resnet18", "device": "cpu", "stages": {"c2": {"modules": ["conv1", "bn1", "act1"]}}}
+
+
+def test_a_broken_file_in_the_hugging_face_hub_cache_names_the_blob_to_delete(hub_cache):
+    """The Hugging Face hub cache keeps a file as snapshots/<revision>/model.safetensors, a link to blobs/<etag>:
+    the error said to delete the snapshot's file, after which hf_hub_download links the same damaged blob again."""
+    blob = _hub_blob(hub_cache, "timm/resnet18.a1_in1k", "model.safetensors")
+    save_file(timm.create_model("resnet18").state_dict(), str(blob))
+    blob.write_bytes(blob.read_bytes()[:5000])  # a damaged copy
+    snapshot = hub_cache / "models--timm--resnet18.a1_in1k" / "snapshots" / ("0" * 40) / "model.safetensors"
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**TIMM_SPEC, "weights": "DEFAULT"})
+    assert str(caught.value).startswith(f"backbone.weights: cannot read {snapshot}: ")
+    assert str(caught.value).endswith(
+        f"(the hub cache's copy of timm:resnet18.a1_in1k, perhaps a download that stopped midway: delete {blob} (the "
+        "file it links to) and build again to download it afresh)"
+    )
+
+
 @pytest.mark.parametrize(
     "content",
     [lambda s: {"state_dict": s, "ema": dict(s)}, lambda s: {"ema": s}, lambda s: torch.nn.Linear(1, 1)],
     ids=["two-networks", "under-ema", "pickled-module"],
 )
-def test_a_whole_hub_cache_file_of_other_content_is_not_called_a_broken_download(torch_home, content):
+def test_a_whole_hub_cache_file_of_other_content_is_not_called_a_broken_download(hub_cache, content):
     """Every refusal of a hub cache file ended "perhaps a download that stopped midway: delete it", also for a
     complete file holding two networks, one under a key featx does not follow, or a pickled module."""
-    torch_home.mkdir(parents=True)
-    state = _state(0)
-    torch.save(content({key: value.clone() for key, value in state.items()}), torch_home / "resnet18-f37072fd.pth")
+    state = timm.create_model("resnet18").state_dict()
+    blob = _hub_blob(hub_cache, "timm/resnet18.a1_in1k", "pytorch_model.bin")
+    torch.save(content({key: value.clone() for key, value in state.items()}), blob)
     with pytest.raises(WeightsError) as caught:
-        featx.build({**SPEC, "weights": "DEFAULT"})
+        featx.build({**TIMM_SPEC, "weights": "DEFAULT"})
     assert "stopped midway" not in str(caught.value)
-    assert str(caught.value).endswith("(the hub cache's copy of ResNet18_Weights.IMAGENET1K_V1)")
+    assert str(caught.value).endswith("(the hub cache's copy of timm:resnet18.a1_in1k)")
 
 
 @pytest.mark.parametrize(
@@ -420,8 +463,8 @@ def test_an_enum_member_named_with_its_enum_is_the_enum(tmp_path, torch_home, mo
     torch.save(_state(7), tmp_path / "ResNet18_Weights.IMAGENET1K_V1")
     torch_home.mkdir(parents=True)
     torch.save(_state(8), torch_home / "resnet18-f37072fd.pth")
-    backbone = featx.build({**SPEC, "weights": "ResNet18_Weights.IMAGENET1K_V1"})
-    assert torch.equal(backbone.stages.c2.conv1.weight, _state(8)["conv1.weight"])
+    with pytest.raises(WeightsError, match=rf"the torch hub cache file {re.escape(str(torch_home))}/resnet18-f37072fd"):
+        featx.build({**SPEC, "weights": "ResNet18_Weights.IMAGENET1K_V1"})  # the cached file's hash is checked
 
 
 @pytest.mark.parametrize(
@@ -449,7 +492,12 @@ def test_load_of_what_is_not_a_checkpoint_file_never_blocks_or_reads_it(tmp_path
         ("IMAGENET9K_V9", "cpu", SpecError, r"^backbone.weights: 'IMAGENET9K_V9' is not a weights name of resnet18"),
         ("IMAGENET9K_V9", "meta", SpecError, r"^backbone.weights: 'IMAGENET9K_V9' is not a weights name"),
         ("imagenet1k_v1", "cpu", SpecError, r"did you mean IMAGENET1K_V1"),
-        ("default", "cpu", SpecError, r"is not a weights name of resnet18"),
+        (
+            "default",
+            "cpu",
+            SpecError,
+            r"is not a weights name of resnet18; did you mean DEFAULT\? \(valid: null, DEFAULT",
+        ),
         ("5", "meta", SpecError, r"'5' is not a weights name of resnet18"),
         ("IMAGENET1K_V1", "cpu", WeightsError, r"not in the torch hub cache .*Place the file at .*resnet18-f37072fd"),
         ("missing/w.pth", "cpu", WeightsError, r"^backbone.weights: cannot read missing/w.pth: not found$"),
@@ -1382,3 +1430,46 @@ def test_a_weights_file_without_read_permission_is_a_weights_error(tmp_path, nam
     assert done.stdout.startswith(f"backbone.weights: cannot read {path}: "), done.stdout
     if name.endswith(".pth"):  # (safetensors' reader says "No such file or directory" of such a file)
         assert done.stdout.rstrip().endswith("Permission denied"), done.stdout
+
+
+def test_a_torchscript_program_as_weights_is_named_as_one_without_a_warning(tmp_path):
+    """A TorchScript file (what featx-export writes) given as weights or to featx.load leaked torch's UserWarning
+    ("'torch.load' received a zip file that looks like a TorchScript archive") and the reason was cut mid-word."""
+    import warnings
+
+    path = tmp_path / "exported.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 4, 1)), str(path))
+    reason = (
+        f"cannot read {path}: a TorchScript program (torch.jit.save writes one, featx-export too), not a state dict "
+        "or a featx.save file: load it with torch.jit.load, or give the state dict or featx.save file it was made from"
+    )
+    with warnings.catch_warnings(record=True) as caught_warnings:
+        warnings.simplefilter("always")
+        with pytest.raises(UnreadableWeightsError) as caught:
+            featx.build({**SPEC, "weights": str(path)})
+        assert str(caught.value) == f"backbone.weights: {reason}"
+        with pytest.raises(UnreadableWeightsError) as caught:
+            featx.load(path)
+        assert str(caught.value) == f"load(): path: {reason}"
+    assert [str(warning.message) for warning in caught_warnings] == []
+
+
+def test_a_training_checkpoint_with_its_arguments_says_how_to_take_its_state_dict(tmp_path):
+    """timm's CheckpointSaver stores the training run's arguments (an argparse.Namespace) beside the state dict: the
+    refusal named the global and gave no way out."""
+    import argparse
+
+    path = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 3, "state_dict": _state(0), "args": argparse.Namespace(model="resnet18", lr=0.1)}, path)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(caught.value) == (
+        f"backbone.weights: {path} holds more than tensors and is refused (loaded with weights_only=True; nothing in "
+        "it ran): Unsupported global: GLOBAL argparse.Namespace; a training checkpoint's arguments: save its state "
+        "dict alone, still loaded without running anything (with torch.serialization.safe_globals([argparse."
+        "Namespace]): torch.save(torch.load(path, weights_only=True)['state_dict'], 'weights.pth')) and give that file"
+    )
+    with torch.serialization.safe_globals([argparse.Namespace]):  # the advice, followed: the state dict loads
+        torch.save(torch.load(path, weights_only=True)["state_dict"], tmp_path / "weights.pth")
+    backbone = featx.build({**SPEC, "weights": str(tmp_path / "weights.pth")})
+    assert torch.equal(backbone.stages.c2.conv1.weight, _state(0)["conv1.weight"])

@@ -51,16 +51,134 @@ def test_local_checkpoint_plain_or_nested(tmp_path, classifier, nesting):
     _assert_matches(_build(path), classifier)
 
 
-def test_enum_weights_load_from_the_hub_cache(tmp_path, monkeypatch, classifier):
+@pytest.fixture()
+def hashed_model(tmp_path, monkeypatch, classifier):
+    """A torchvision model registered (as torchvision's register_model registers one) with a weights enum of its
+    own, whose file name ends in the first hex digits of its file's SHA-256 as the hub's names do; its file
+    (resnet18's weights) is in the hub cache of a temporary TORCH_HOME; the model's name, and the cached file."""
+    import hashlib
+    from functools import partial
+    from typing import Optional
+
+    from torchvision.models import Weights, WeightsEnum
+    from torchvision.models._api import BUILTIN_MODELS
+    from torchvision.transforms._presets import ImageClassification
+
+    from featx.models.registry import classification_models
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv(OFFLINE_VARIABLE, "1")
+    served = tmp_path / "served.pth"
+    torch.save(classifier.state_dict(), served)
+    digest = hashlib.sha256(served.read_bytes()).hexdigest()[:8]
+
+    class HashedWeights(WeightsEnum):
+        IMAGENET1K_V1 = Weights(
+            url=f"https://example.invalid/featx_test_hashed-{digest}.pth",
+            transforms=partial(ImageClassification, crop_size=224),
+            meta={},
+        )
+        DEFAULT = IMAGENET1K_V1
+
+    def featx_test_hashed(*, weights=None, **kwargs):
+        return torchvision.models.resnet18(**kwargs)
+
+    featx_test_hashed.__annotations__ = {"weights": Optional[HashedWeights]}
+    monkeypatch.setattr(featx_test_hashed, "__module__", "torchvision.models.featx_test_hashed")
+    # what torchvision's register_model does, undone when the test ends
+    monkeypatch.setitem(BUILTIN_MODELS, "featx_test_hashed", featx_test_hashed)
+    classification_models.cache_clear()  # featx's list of torchvision's models, taken again with it (and without)
+    cached = cached_weights_path(HashedWeights.IMAGENET1K_V1.url)
+    cached.parent.mkdir(parents=True)
+    served.rename(cached)
+    yield "featx_test_hashed", cached
+    classification_models.cache_clear()
+
+
+def _record_cache(tmp_path, monkeypatch):
+    """featx's user cache on, in a temporary folder; where it records verified hub cache files."""
+    monkeypatch.delenv("FEATX_NO_CACHE", raising=False)
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path / "featx-cache"))
+    return tmp_path / "featx-cache" / "verified-weights"
+
+
+def test_enum_weights_load_from_the_hub_cache(tmp_path, monkeypatch, hashed_model, classifier):
+    model, cached = hashed_model
+    for name in ("IMAGENET1K_V1", "DEFAULT"):
+        _assert_matches(_build(name, model=model), classifier)
+
+
+def test_a_hub_cache_file_that_is_not_the_published_file_is_refused(tmp_path, monkeypatch, classifier):
+    """A file at an enum's cache name (where featx's offline message says to place it) was never checked against
+    the SHA-256 its name begins: another network's weights were used under the official name without a word."""
+    records = _record_cache(tmp_path, monkeypatch)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv(OFFLINE_VARIABLE, "1")
-    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
-    cached = tmp_path / "hub" / "checkpoints" / os.path.basename(url)
-    assert cached_weights_path(url) == cached
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     cached.parent.mkdir(parents=True)
-    torch.save(classifier.state_dict(), cached)
-    for name in ("IMAGENET1K_V1", "DEFAULT"):
-        _assert_matches(_build(name), classifier)
+    torch.save(classifier.state_dict(), cached)  # another resnet18's weights, under the published file's name
+    import hashlib
+
+    found = hashlib.sha256(cached.read_bytes()).hexdigest()[:8]
+    with pytest.raises(featx.WeightsError) as caught:
+        _build("DEFAULT")
+    assert str(caught.value) == (
+        f"backbone.weights: the torch hub cache file {cached} is not the published file of resnet18 "
+        f"ResNet18_Weights.IMAGENET1K_V1: its name says its SHA-256 starts with f37072fd, and it starts with {found} "
+        "(another file placed or copied under its name, or a damaged one). Delete it and build online to download "
+        "it, or place the file published at https://download.pytorch.org/models/resnet18-f37072fd.pth there"
+    )
+    assert not records.exists()  # nothing recorded as verified
+
+
+def test_a_verified_hub_cache_file_is_hashed_again_only_when_it_changes(tmp_path, monkeypatch, hashed_model):
+    """Hashing a 500 MB file takes a second: a file that matched is recorded in featx's user cache by its path, size,
+    modification time and inode, and hashed again only when one of them changes."""
+    records = _record_cache(tmp_path, monkeypatch)
+    model, cached = hashed_model
+    _build("DEFAULT", model=model)
+    [record] = records.iterdir()
+    content = cached.read_bytes()
+    status = cached.stat()
+    with open(cached, "r+b") as rewritten:  # other bytes of the same size, in place: the same inode
+        rewritten.write(bytes(len(content)))
+    os.utime(cached, ns=(status.st_atime_ns, status.st_mtime_ns))
+    with pytest.raises(featx.WeightsError) as caught:  # the record stands for the file: not hashed, read
+        _build("DEFAULT", model=model)
+    assert str(caught.value).startswith(f"backbone.weights: cannot read {cached}: not a torch checkpoint")
+    os.utime(cached, ns=(status.st_atime_ns, status.st_mtime_ns + 1))  # now it changed: hashed again, refused
+    with pytest.raises(featx.WeightsError, match=r"is not the published file of featx_test_hashed .*: its name says"):
+        _build("DEFAULT", model=model)
+    cached.write_bytes(content)  # the published content back: accepted, recorded again
+    _build("DEFAULT", model=model)
+    assert record.exists()
+
+
+def test_without_the_user_cache_a_hub_cache_file_is_hashed_at_every_use(tmp_path, monkeypatch, hashed_model):
+    model, cached = hashed_model
+    _build("DEFAULT", model=model)
+    status = cached.stat()
+    with open(cached, "r+b") as rewritten:
+        rewritten.write(bytes(status.st_size))
+    os.utime(cached, ns=(status.st_atime_ns, status.st_mtime_ns))  # as it was, but FEATX_NO_CACHE: no record
+    with pytest.raises(featx.WeightsError, match=r"is not the published file of featx_test_hashed"):
+        _build("DEFAULT", model=model)
+
+
+def test_a_record_of_another_file_is_never_trusted(tmp_path, monkeypatch, hashed_model):
+    """A record is keyed by the file's inode too: a file of another inode (a copy moved over it, keeping size and
+    modification time) is hashed again."""
+    records = _record_cache(tmp_path, monkeypatch)
+    model, cached = hashed_model
+    _build("DEFAULT", model=model)
+    status = cached.stat()
+    other = cached.with_name("other")
+    other.write_bytes(bytes(status.st_size))
+    os.utime(other, ns=(status.st_atime_ns, status.st_mtime_ns))
+    other.replace(cached)
+    with pytest.raises(featx.WeightsError, match=r"is not the published file of featx_test_hashed"):
+        _build("DEFAULT", model=model)
+    assert len(list(records.iterdir())) == 1
 
 
 def test_a_torch_home_too_long_for_the_file_system_is_a_weights_error(tmp_path, monkeypatch):
@@ -92,7 +210,7 @@ def test_a_download_is_checked_against_the_hash_in_its_file_name(tmp_path, monke
     download is from a file:// URL, through torch.hub's own downloader."""
     import hashlib
 
-    from featx.models.weights_enums import download_to_cache
+    from featx.models.weights_enums import download_to_cache, named_hash_prefix
 
     monkeypatch.delenv(OFFLINE_VARIABLE, raising=False)
     served = tmp_path / "served.pth"
@@ -100,11 +218,11 @@ def test_a_download_is_checked_against_the_hash_in_its_file_name(tmp_path, monke
     digest = hashlib.sha256(served.read_bytes()).hexdigest()[:8]
     cached = tmp_path / "hub" / "checkpoints" / f"resnet18-{digest if matches else 'f37072fd'}.pth"
     if matches:
-        assert download_to_cache(served.as_uri(), cached, "resnet18 weights") == cached
+        assert download_to_cache(served.as_uri(), cached, "resnet18 weights", named_hash_prefix(cached)) == cached
         assert cached.read_bytes() == served.read_bytes()
         return
     with pytest.raises(featx.WeightsError) as caught:
-        download_to_cache(served.as_uri(), cached, "resnet18 weights")
+        download_to_cache(served.as_uri(), cached, "resnet18 weights", named_hash_prefix(cached))
     assert str(caught.value).startswith(
         f"backbone.weights: the download of resnet18 weights from {served.as_uri()} is not the published file "
         '(invalid hash value (expected "f37072fd", got "'
@@ -405,19 +523,16 @@ def _legacy_densenet_key(key: str) -> str:
     return re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", key)
 
 
-def test_densenet_weights_as_torchvision_publishes_them_load(tmp_path, monkeypatch):
+def test_densenet_weights_as_torchvision_publishes_them_load(tmp_path):
     """The published DenseNet files name their layers 'denselayer1.norm.1.weight' (torchvision's builder renames
     them when it loads them): featx refused the genuine file as foreign ('unexpected keys')."""
     torch.manual_seed(0)
     reference = randomize_norm_statistics(torchvision.models.densenet121()).eval()
     legacy = {_legacy_densenet_key(key): tensor for key, tensor in reference.state_dict().items()}
     assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setenv(OFFLINE_VARIABLE, "1")
-    cached = cached_weights_path(torchvision.models.DenseNet121_Weights.IMAGENET1K_V1.url)
-    cached.parent.mkdir(parents=True)
-    torch.save(legacy, cached)
-    backbone = featx.build("densenet121", overrides=["weights=DEFAULT", "device=cpu", "norm=eval"]).eval()
+    torch.save(legacy, tmp_path / "densenet121-a639ec97.pth")  # a copy of a published file, named as torch names it
+    weights = tmp_path / "densenet121-a639ec97.pth"
+    backbone = featx.build("densenet121", overrides=[f"weights={weights}", "device=cpu", "norm=eval"]).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(backbone(x)["c5"], reference.features(x), rtol=0, atol=0)  # c5 ends on norm5
@@ -456,7 +571,8 @@ def test_a_file_named_like_a_weights_enum_is_a_file(tmp_path, monkeypatch, class
 
 def test_a_broken_file_in_the_hub_cache_says_to_delete_it(tmp_path, monkeypatch, classifier):
     """A download that stopped midway leaves a file featx (and torchvision) read as the weights: the error said
-    'not a torch checkpoint' without saying that deleting it gets the weights afresh."""
+    'not a torch checkpoint' without saying that deleting it gets the weights afresh (the file is now refused by
+    the hash its name carries, before it is read)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv(OFFLINE_VARIABLE, "1")
     cached = cached_weights_path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url)
@@ -465,8 +581,55 @@ def test_a_broken_file_in_the_hub_cache_says_to_delete_it(tmp_path, monkeypatch,
     cached.write_bytes(cached.read_bytes()[:5000])  # the first 5,000 bytes of it
     with pytest.raises(featx.WeightsError) as caught:
         _build("DEFAULT")
-    assert str(caught.value).startswith(f"backbone.weights: cannot read {cached}: ")
-    assert str(caught.value).endswith(
-        "(the hub cache's copy of ResNet18_Weights.IMAGENET1K_V1, perhaps a download that stopped midway: delete it "
-        "and build again to download it afresh)"
-    )
+    assert str(caught.value).startswith(f"backbone.weights: the torch hub cache file {cached} is not the published ")
+    assert "or a damaged one). Delete it and build online to download it" in str(caught.value)
+
+
+@pytest.mark.parametrize("offline", ["1", "0"])
+def test_a_folder_at_a_timm_url_weights_cache_name_is_refused_never_downloaded_over(tmp_path, monkeypatch, offline):
+    """timm's weights published by URL only were looked up with is_file(): a folder at the cache name was taken for
+    no file ("Place the file at <that folder>" offline; online, torch's download moved the file into the folder)."""
+    from featx.models.timm_weights import timm_weights_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv(OFFLINE_VARIABLE, offline)  # online: nothing can be reached, and nothing is tried
+    folder = tmp_path / "hub" / "checkpoints" / "gcvit_xxtiny_224_nvidia-d1d86009.pth"
+    folder.mkdir(parents=True)
+    assert timm_weights_file("gcvit_xxtiny", "DEFAULT") == folder  # the reader then names it a folder
+    with pytest.raises(featx.WeightsError, match=rf"^backbone\.weights: {re.escape(str(folder))} is a folder, not a "):
+        read_checkpoint(folder)
+    assert list(folder.iterdir()) == []
+
+
+def test_timm_url_weights_are_downloaded_without_a_hash_check_as_timm_downloads_them(tmp_path, monkeypatch):
+    """torch.hub's hash check was applied to every URL: timm's I-JEPA weights, 'IN1K-vit.h.14-300e.pth.tar', were
+    checked against '300e' and every download refused as "not the published file" (timm's loader checks no hash).
+    The download is from a file:// URL, through torch.hub's own downloader."""
+    import dataclasses
+
+    from featx.models import timm_weights
+    from featx.models.timm_models import pretrained_config
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv(OFFLINE_VARIABLE, raising=False)
+    served = tmp_path / "IN1K-vit.h.14-300e.pth.tar"
+    torch.save({"w": torch.arange(4.0)}, served)
+    published = pretrained_config("vit_huge_patch14_gap_224", "in1k_ijepa")
+    assert published.url.endswith("/IN1K-vit.h.14-300e.pth.tar") and published.hf_hub_id is None
+    config = dataclasses.replace(published, url=served.as_uri())  # the same file, served from this machine
+    monkeypatch.setattr(timm_weights, "pretrained_config", lambda name, tag: config)
+    cached = timm_weights.timm_weights_file("vit_huge_patch14_gap_224", "in1k_ijepa")
+    assert cached == tmp_path / "torch-home" / "hub" / "checkpoints" / "IN1K-vit.h.14-300e.pth.tar"
+    assert cached.read_bytes() == served.read_bytes()
+
+
+@pytest.mark.parametrize("torch_home", ["th", ""])
+def test_the_offline_message_names_an_absolute_path_for_a_relative_torch_home(tmp_path, monkeypatch, torch_home):
+    """With a relative or empty TORCH_HOME the message said "Place the file at th/hub/checkpoints/..." (relative to
+    whichever folder the user reads it in), where the docs promise the exact path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", torch_home)
+    monkeypatch.setenv(OFFLINE_VARIABLE, "1")
+    expected = tmp_path / torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    with pytest.raises(featx.WeightsError, match=rf"\. Place the file at {re.escape(str(expected))} \(get it from"):
+        _build("DEFAULT")

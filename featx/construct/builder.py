@@ -266,7 +266,10 @@ def _build_spec(spec: BackboneSpec) -> Backbone:
             raise
         cached = f"the hub cache's copy of {published_weights_id(spec.model, spec.weights)}"
         if isinstance(error, UnreadableWeightsError):  # a file that reads but holds something else downloaded whole
-            cached += ", perhaps a download that stopped midway: delete it and build again to download it afresh"
+            # the Hugging Face hub cache's file is a link to its blob, which the hub links again if only the link goes
+            target = os.path.realpath(path)
+            delete = "it" if target == os.path.abspath(path) else f"{target} (the file it links to)"
+            cached += f", perhaps a download that stopped midway: delete {delete} and build again to download it afresh"
         raise WeightsError(f"{error} ({cached})") from None
     if checkpoint.saved is None:  # a state dict as torchvision publishes them: its legacy key names renamed
         checkpoint = dataclasses.replace(checkpoint, state=current_keys(spec.model, checkpoint.state))

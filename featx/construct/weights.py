@@ -54,6 +54,19 @@ def _unpickler_reason(message: str) -> str:
     return next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "unreadable")
 
 
+def _global_hint(named: str) -> str:
+    """Advice for a refused global: the ``argparse.Namespace`` a training checkpoint keeps its run's arguments in
+    (timm's CheckpointSaver stores them as ``args``, beside ``state_dict``); else ``""``. The advice still reads
+    the file with ``weights_only=True``, allowing that class alone: nothing in the file runs."""
+    if not named.endswith("GLOBAL argparse.Namespace"):
+        return ""
+    return (
+        "; a training checkpoint's arguments: save its state dict alone, still loaded without running anything "
+        "(with torch.serialization.safe_globals([argparse.Namespace]): torch.save(torch.load(path, "
+        "weights_only=True)['state_dict'], 'weights.pth')) and give that file"
+    )
+
+
 def _safetensors_head(head: bytes) -> bool:
     """Whether a file's first 9 bytes are how a safetensors file starts: its header's length (8 bytes, little
     endian), then the header's JSON ``{``."""
@@ -83,6 +96,12 @@ def torch_load_file(path: Path) -> Any:
                 f"{key_path('weights')}: cannot read {path}: not a torch checkpoint (neither a zip archive nor a "
                 f"pickle){looks_like}"
             )
+    if is_zip and _is_torchscript(path):  # torch.load would warn, then refuse it with weights_only
+        raise UnreadableWeightsError(
+            f"{key_path('weights')}: cannot read {path}: a TorchScript program (torch.jit.save writes one, "
+            "featx-export too), not a state dict or a featx.save file: load it with torch.jit.load, or give the state "
+            "dict or featx.save file it was made from"
+        )
     # torch maps a file by its name, which it takes as UTF-8 only: another name is read whole (torch's reading
     # path checks every record's size itself)
     mapped = is_zip and is_utf8_path(path) and _records_checked(path)
@@ -91,9 +110,10 @@ def torch_load_file(path: Path) -> Any:
     except pickle.UnpicklingError as error:
         reason = _unpickler_reason(str(error))
         if "GLOBAL" in reason or reason.lower().startswith("unsupported global"):
+            named = reason.split(" was not")[0]
             raise WeightsError(
                 f"{key_path('weights')}: {path} holds more than tensors and is refused (loaded with "
-                f"weights_only=True; nothing in it ran): {quoted(reason.split(' was not')[0])[1:-1]}"
+                f"weights_only=True; nothing in it ran): {quoted(named)[1:-1]}{_global_hint(named)}"
             ) from None
         raise UnreadableWeightsError(
             f"{key_path('weights')}: cannot read {path}: not a torch checkpoint ({quoted(reason)[1:-1]})"
@@ -103,6 +123,19 @@ def torch_load_file(path: Path) -> Any:
     except Exception as error:  # noqa: BLE001 - whatever an untrusted file makes the reader raise: it cannot be read
         reason = f"{type(error).__name__}: {first_line(error)}"
         raise UnreadableWeightsError(f"{key_path('weights')}: cannot read {path}: {quoted(reason)[1:-1]}") from None
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether the zip file ``path`` is a TorchScript archive (its records under the archive's folder include
+    ``constants.pkl`` or the ``code/`` of the program, which ``torch.save`` never writes); False for a zip Python
+    cannot list (the reading path says why)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+    inner = [name.partition("/")[2] for name in names]
+    return any(name == "constants.pkl" or name.startswith("code/") for name in inner)
 
 
 def _records_checked(path: Path) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 from featx.errors import WeightsError, first_line
 from featx.models.timm_models import TIMM_PREFIX, pretrained_config, timm_module
-from featx.models.weights_enums import OFFLINE_VARIABLE, cached_weights_path, download_to_cache, offline
+from featx.models.weights_enums import OFFLINE_VARIABLE, cached_or_downloaded, cached_weights_path, offline
 from featx.spec.keys import key_path
 
 #: the files timm's hub loader reads, in its order of preference
@@ -70,8 +70,8 @@ def timm_weights_file(name: str, tag: str) -> Path:
     if config.hf_hub_id:
         return _hub_file(config.hf_hub_id, label)
     if config.url:
-        path = cached_weights_path(config.url)
-        return path if path.is_file() else download_to_cache(config.url, path, label)
+        # timm's own loader checks no hash of these files (their names need not end in one)
+        return cached_or_downloaded(config.url, cached_weights_path(config.url), label, hash_prefix=None)
     raise WeightsError(
         f"{key_path('weights')}: {label} has neither a Hugging Face hub repo nor a URL in timm's pretrained config; "
         "give a local .pth/.safetensors path instead"

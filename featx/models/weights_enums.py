@@ -1,6 +1,12 @@
 """torchvision's weights enums as the ``weights`` key names them (``DEFAULT``, ``IMAGENET1K_V2``): the member, and the
 file it is cached in (``$TORCH_HOME/hub/checkpoints/<file name of its url>``), downloaded only when absent.
 
+A cached file is checked against the first hex digits of its SHA-256 that its name ends in (``resnet18-f37072fd.pth``)
+before it is used: another network placed under the official name is refused. A file that passed is remembered in
+featx's user cache (``verified-weights/`` beside ``plans/``, see :mod:`featx.construct.plan_cache`) by its path,
+size, modification time and inode, so it is hashed again only when one of them changes; with the cache off
+(``FEATX_NO_CACHE``) or unwritable, every use hashes it.
+
 Example::
 
     path = enum_weights_file("resnet50", "IMAGENET1K_V2")     # .../hub/checkpoints/resnet50-11ad3fa6.pth
@@ -8,17 +14,21 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Optional, Tuple
 from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch
 
-from featx.errors import SpecError, WeightsError, first_line
-from featx.files import environment_flag
+from featx.construct.plan_cache import _is_own_regular_file, cache_disabled, user_plans_dir
+from featx.errors import FeatxError, SpecError, WeightsError, first_line
+from featx.files import environment_flag, write_atomically
 from featx.models.registry import weights_enum
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import quoted, shortened
@@ -42,8 +52,134 @@ def is_weights_file(value: str) -> bool:
 
 
 def cached_weights_path(url: str) -> Path:
-    """Where torchvision's loader caches ``url``: ``$TORCH_HOME/hub/checkpoints/<file name>``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    """Where torchvision's loader caches ``url``: ``$TORCH_HOME/hub/checkpoints/<file name>``, as an absolute path
+    (a relative or empty ``TORCH_HOME`` is taken from the working directory, as torch takes it)."""
+    return Path(os.path.abspath(torch.hub.get_dir())) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def named_hash_prefix(path: Path) -> Optional[str]:
+    """The first hex digits of the SHA-256 that a torch hub file name ends in (``resnet18-f37072fd.pth``:
+    ``f37072fd``, found as torch's ``HASH_REGEX`` finds it), or None for a name without them."""
+    named = torch.hub.HASH_REGEX.search(path.name)
+    return named.group(1) if named and named.group(1) else None
+
+
+#: the folder of featx's user cache (beside ``plans``) holding a record of each hub cache file found to match the
+#: hash in its name; the form of a record, and the most bytes one is read to
+VERIFIED_FOLDER = "verified-weights"
+RECORD_FORMAT = 1
+MAX_RECORD_BYTES = 1 << 14
+
+
+def _records_folder() -> Optional[Path]:
+    """Where verified files are recorded; None where featx's user cache is off or there is none."""
+    if cache_disabled():
+        return None
+    plans = user_plans_dir()
+    return None if plans is None else plans.parent / VERIFIED_FOLDER
+
+
+def _identity(path: Path, status: os.stat_result) -> Dict[str, Any]:
+    """What a record of ``path`` must match: its absolute path, size, modification time and inode (any rewrite or
+    replacement of the file changes one of them)."""
+    return {
+        "path": os.fsencode(path).hex(),  # any file name, also one that is no UTF-8
+        "size": status.st_size,
+        "mtime_ns": status.st_mtime_ns,
+        "inode": status.st_ino,
+        "device": status.st_dev,
+    }
+
+
+def _record_path(folder: Path, path: Path) -> Path:
+    return folder / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:40]}.json"
+
+
+def _recorded(record: Path, identity: Dict[str, Any], prefix: str) -> bool:
+    """Whether ``record`` says a file of ``identity`` was hashed and matched ``prefix`` (only the user's own record,
+    writable by no one else, whole and of featx's form)."""
+    try:
+        if not _is_own_regular_file(record, own=True):
+            return False
+        with open(record, "rb") as handle:
+            data = handle.read(MAX_RECORD_BYTES + 1)
+        entry = json.loads(data.decode("utf-8")) if len(data) <= MAX_RECORD_BYTES else None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    if type(entry) is not dict or entry.get("format") != RECORD_FORMAT:
+        return False
+    digest = entry.get("sha256")
+    return entry.get("identity") == identity and type(digest) is str and digest.startswith(prefix)
+
+
+def _remember(record: Path, identity: Dict[str, Any], digest: str) -> None:
+    """Record (whole or not at all) that the file of ``identity`` hashes to ``digest``; a cache folder that cannot
+    be written leaves the file to be hashed again next time."""
+    text = json.dumps({"format": RECORD_FORMAT, "identity": identity, "sha256": digest}, sort_keys=True) + "\n"
+
+    def write(partial: Path) -> None:
+        partial.write_text(text, encoding="utf-8")
+        partial.chmod(0o644)  # whatever the umask: a record other users could rewrite is never read
+
+    try:
+        write_atomically(record, write, overwrite=True, what="verified weights record")
+    except FeatxError:
+        pass
+
+
+def _hashed(path: Path) -> Optional[Tuple[str, os.stat_result]]:
+    """The SHA-256 of the regular file ``path`` and its status, unchanged while it was read; None for something
+    that is no regular file, cannot be opened, or changed meanwhile (the reader then says what is there)."""
+    try:
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a fifo is never waited on
+    except OSError:
+        return None
+    try:
+        before = os.fstat(handle)
+        if not stat.S_ISREG(before.st_mode):
+            return None
+        digest = hashlib.sha256()
+        for block in iter(lambda: os.read(handle, 1 << 20), b""):
+            digest.update(block)
+        after = os.fstat(handle)
+    except OSError:
+        return None
+    finally:
+        os.close(handle)
+    same = (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+    return (digest.hexdigest(), before) if same else None
+
+
+def check_named_hash(path: Path, label: str, url: str) -> None:
+    """WeightsError unless the torch hub cache file ``path`` (of ``label``, published at ``url``) has the SHA-256
+    its name begins (:func:`named_hash_prefix`); a name without one, or something at it that is no readable
+    regular file, is left to the reader. A file found to match is remembered (see the module docstring)."""
+    prefix = named_hash_prefix(path)
+    if prefix is None:
+        return
+    absolute = Path(os.path.abspath(path))
+    folder = _records_folder()
+    record = _record_path(folder, absolute) if folder is not None else None
+    try:
+        status = os.stat(absolute)
+    except OSError:
+        return
+    if record is not None and stat.S_ISREG(status.st_mode):
+        if _recorded(record, _identity(absolute, status), prefix):
+            return
+    hashed = _hashed(absolute)
+    if hashed is None:
+        return
+    digest, status = hashed
+    if not digest.startswith(prefix):
+        raise WeightsError(
+            f"{key_path('weights')}: the torch hub cache file {path} is not the published file of {label}: its name "
+            f"says its SHA-256 starts with {prefix}, and it starts with {digest[: len(prefix)]} (another file placed "
+            f"or copied under its name, or a damaged one). Delete it and build online to download it, or place the "
+            f"file published at {url} there"
+        )
+    if record is not None:
+        _remember(record, _identity(absolute, status), digest)
 
 
 def enum_member(model: str, name: str) -> Any:
@@ -70,7 +206,7 @@ def enum_member(model: str, name: str) -> Any:
     if name not in members:
         raise SpecError(
             key_path("weights"),
-            f"{quoted(name)} is not a weights name of {model}{suggest(name, members)} "
+            f"{quoted(name)} is not a weights name of {model}{suggest(name, ['DEFAULT', *members])} "
             f"(valid: null, DEFAULT, {', '.join(members)}; or a path to a checkpoint file: ./NAME for one in the "
             "working directory)",
         )
@@ -82,20 +218,20 @@ def offline() -> bool:
     return environment_flag(OFFLINE_VARIABLE)
 
 
-def download_to_cache(url: str, path: Path, label: str) -> Path:
-    """Download ``url`` to the cache file ``path`` (unless offline); ``label`` names the weights in errors."""
+def download_to_cache(url: str, path: Path, label: str, hash_prefix: Optional[str]) -> Path:
+    """Download ``url`` to the cache file ``path`` (unless offline); ``label`` names the weights in errors. With
+    ``hash_prefix`` (torchvision's files: :func:`named_hash_prefix`), torch.hub's downloader checks the file's
+    SHA-256 begins with it, as torchvision's own loader does; timm's loader checks none (its file names need not end
+    in a hash: ``IN1K-vit.h.14-300e.pth.tar``)."""
     where = f"Place the file at {path} (get it from {url})"
     if offline():
         raise WeightsError(
             f"{key_path('weights')}: {label} is not in the torch hub cache and {OFFLINE_VARIABLE} forbids "
             f"downloading. {where}"
         )
-    # the hub's file names end in the first hex digits of the file's SHA-256 (resnet18-f37072fd.pth), which
-    # torchvision's own loader checks on download: a file that does not match is not cached
-    named = torch.hub.HASH_REGEX.search(path.name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(path), hash_prefix=named.group(1) if named else None, progress=True)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=hash_prefix, progress=True)
     except (URLError, OSError) as error:
         raise WeightsError(
             f"{key_path('weights')}: {label} is not in the torch hub cache and could not be downloaded "
@@ -109,21 +245,28 @@ def download_to_cache(url: str, path: Path, label: str) -> Path:
     return path
 
 
-def enum_weights_file(model: str, name: str) -> Path:
-    """The cached file of ``model``'s weights ``name``, downloaded into the cache if nothing is at its name (unless
-    offline)."""
-    member = enum_member(model, name)
-    path = cached_weights_path(member.url)
+def cached_or_downloaded(url: str, path: Path, label: str, hash_prefix: Optional[str]) -> Path:
+    """``path``, the torch hub cache file of ``url``, downloaded first (:func:`download_to_cache`) only where nothing
+    is at its name: something there that is no file (a folder, a fifo, a dangling link) is read, and refused as
+    such, never downloaded over."""
     try:
-        # something at the name that is no file (a folder, a fifo, a dangling link) is read, and refused as such,
-        # never downloaded over
         os.lstat(path)
-        cached = True
+        return path
     except (FileNotFoundError, NotADirectoryError):
-        cached = False
+        return download_to_cache(url, path, label, hash_prefix)
     except OSError as error:  # e.g. a TORCH_HOME longer than the file system takes
         raise WeightsError(
-            f"{key_path('weights')}: the torch hub cache file {shortened(str(path))} of {model} {member} cannot be "
-            f"looked up ({error.strerror}); set TORCH_HOME to a folder you can read"
+            f"{key_path('weights')}: the torch hub cache file {shortened(str(path))} of {label} cannot be looked up "
+            f"({error.strerror}); set TORCH_HOME to a folder you can read"
         ) from None
-    return path if cached else download_to_cache(member.url, path, f"{model} {member}")
+
+
+def enum_weights_file(model: str, name: str) -> Path:
+    """The cached file of ``model``'s weights ``name``, downloaded into the cache if nothing is at its name (unless
+    offline), and checked against the hash in its name (:func:`check_named_hash`)."""
+    member = enum_member(model, name)
+    path = cached_weights_path(member.url)
+    label = f"{model} {member}"
+    cached_or_downloaded(member.url, path, label, named_hash_prefix(path))
+    check_named_hash(path, label, member.url)
+    return path
