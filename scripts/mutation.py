@@ -1568,8 +1568,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "models/weights_enums.py",
-        "hash_prefix=named.group(1) if named else None",
-        "hash_prefix=None",
+        "hash_prefix=hash_prefix, progress=True",
+        "hash_prefix=None, progress=True",
         "a download is cached whatever its hash",
     ),
     Mutant(
@@ -2239,12 +2239,6 @@ MUTANTS: List[Mutant] = [
         'if head[:1] == b"\\x80" or head == b"PK\\x03\\x04" else ""',
         'if False else ""',
         "a torch checkpoint named .safetensors refused as 'header too large' without the hint to rename it",
-    ),
-    Mutant(
-        "models/weights_enums.py",
-        "        os.lstat(path)\n        cached = True",
-        "        cached = path.is_file()",
-        "a folder or fifo at the hub cache name reported as weights not in the cache (online: downloaded onto)",
     ),
     Mutant(
         "construct/builder.py",
@@ -2976,6 +2970,86 @@ MUTANTS: List[Mutant] = [
         "{re.escape(PARTIAL_SUFFIX)}(?:\\.data)?",
         "{re.escape(PARTIAL_SUFFIX)}",
         "the 2.4 GB .partial.data an older ONNX export left beside a killed writer's file is never removed",
+    ),
+    # hub cache files checked against the hash in their name, remembered once verified
+    Mutant(
+        "models/weights_enums.py",
+        "    check_named_hash(path, label, member.url)\n    return path\n",
+        "    return path\n",
+        "another network's weights at a torchvision enum's cache name are used silently",
+    ),
+    Mutant(
+        "models/weights_enums.py",
+        "    return named.group(1) if named and named.group(1) else None",
+        "    return None",
+        "the hash in a hub cache file's name is never found: another network under the name is used silently",
+    ),
+    Mutant(
+        "models/weights_enums.py",
+        '    return entry.get("identity") == identity and type(digest) is str and digest.startswith(prefix)',
+        "    return type(digest) is str and digest.startswith(prefix)",
+        "a record of a file is trusted after the file changed",
+    ),
+    Mutant(
+        "models/weights_enums.py",
+        "    if record is not None:\n        _remember(record, _identity(absolute, status), digest)\n",
+        "",
+        "a verified file is hashed again at every build",
+    ),
+    # Hugging Face hub cache: the blob to delete
+    Mutant(
+        "construct/builder.py",
+        'delete = "it" if target == os.path.abspath(path) else f"{target} (the file it links to)"',
+        'delete = "it"',
+        "a damaged Hugging Face cache file's advice names the snapshot link, not the blob the hub links again",
+    ),
+    # timm's URL-only weights: lstat, and no hash check
+    Mutant(
+        "models/weights_enums.py",
+        "        os.lstat(path)\n        return path\n",
+        "        if not path.is_file():\n            raise FileNotFoundError\n        return path\n",
+        "a folder or fifo at a hub cache name (torchvision's or timm's URL weights) is taken for no file (downloaded "
+        "into, or named as the place)",
+    ),
+    Mutant(
+        "models/timm_weights.py",
+        "cached_weights_path(config.url), label, hash_prefix=None)",
+        "cached_weights_path(config.url), label, named_hash_prefix(cached_weights_path(config.url)))",
+        "timm's URL weights are checked against a 'hash' their names need not carry (I-JEPA's '300e')",
+    ),
+    # TorchScript archives
+    Mutant(
+        "construct/weights.py",
+        "    if is_zip and _is_torchscript(path):",
+        "    if False:",
+        "a TorchScript file as weights leaks torch's warning and a cut reason",
+    ),
+    Mutant(
+        "construct/weights.py",
+        'return any(name == "constants.pkl" or name.startswith("code/") for name in inner)',
+        'return any(name == "constants.pkl" for name in names)',
+        "a TorchScript archive is not recognised (its records are under the archive's folder)",
+    ),
+    # a training checkpoint's argparse.Namespace
+    Mutant(
+        "construct/weights.py",
+        '    if not named.endswith("GLOBAL argparse.Namespace"):',
+        "    if True:",
+        "a training checkpoint with its arguments is refused with no way out",
+    ),
+    # did you mean DEFAULT?
+    Mutant(
+        "models/weights_enums.py",
+        "{suggest(name, ['DEFAULT', *members])}",
+        "{suggest(name, members)}",
+        "weights=default gets no 'did you mean DEFAULT?'",
+    ),
+    # the offline message's path is absolute
+    Mutant(
+        "models/weights_enums.py",
+        "Path(os.path.abspath(torch.hub.get_dir()))",
+        "Path(torch.hub.get_dir())",
+        "a relative TORCH_HOME gives a relative 'Place the file at' path",
     ),
     Mutant(
         "construct/propose.py",
