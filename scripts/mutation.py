@@ -129,7 +129,7 @@ GUARDS: Dict[str, List[str]] = {
     "construct/propose.py": ["tests/test_propose.py", "tests/test_timm.py", "tests/test_timm_families.py"],
     "models/timm_models.py": ["tests/test_timm.py"],
     "models/registry.py": ["tests/test_hostile_spec.py"],
-    "models/timm_weights.py": ["tests/test_timm.py"],
+    "models/timm_weights.py": ["tests/test_timm.py", "tests/test_weights.py"],
     "tasks/detection.py": ["tests/test_detection.py"],
     "models/legacy_keys.py": ["tests/test_weights.py"],
     "models/weights_enums.py": ["tests/test_weights.py", "tests/test_hostile_weights.py"],
