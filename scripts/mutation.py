@@ -3014,7 +3014,8 @@ MUTANTS: List[Mutant] = [
     Mutant(
         "models/timm_weights.py",
         "cached_weights_path(config.url), label, hash_prefix=None)",
-        "cached_weights_path(config.url), label, named_hash_prefix(cached_weights_path(config.url)))",
+        'cached_weights_path(config.url), label, __import__("featx.models.weights_enums", fromlist=["x"])'
+        ".named_hash_prefix(cached_weights_path(config.url)))",
         "timm's URL weights are checked against a 'hash' their names need not carry (I-JEPA's '300e')",
     ),
     # TorchScript archives
