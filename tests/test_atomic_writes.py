@@ -80,7 +80,7 @@ def test_an_export_whose_write_fails_leaves_nothing(tmp_path, monkeypatch):
     (tmp_path / "notes.txt").write_text("mine")
     backbone = featx.build(resnet18_spec(device="cpu"))
     monkeypatch.setattr(
-        export_module, "_write_torchscript", lambda backbone, example, partial: _half_then_fail(partial)
+        export_module, "_write_torchscript", lambda backbone, example, partial, dynamic: _half_then_fail(partial)
     )
     with pytest.raises(ArgumentError, match=r"^path: cannot write .*bb\.pt: No space left on device"):
         export_module.export_backbone(backbone, tmp_path / "bb.pt", "torchscript", (32, 32))
