@@ -3045,6 +3045,12 @@ MUTANTS: List[Mutant] = [
         "{suggest(name, members)}",
         "weights=default gets no 'did you mean DEFAULT?'",
     ),
+    Mutant(
+        "models/timm_models.py",
+        "{suggest(tag, ['DEFAULT', *tags])}",
+        "{suggest(tag, tags)}",
+        "a timm model's weights=default gets no 'did you mean DEFAULT?'",
+    ),
     # the offline message's path is absolute
     Mutant(
         "models/weights_enums.py",

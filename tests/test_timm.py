@@ -405,6 +405,9 @@ def test_unknown_tag_lists_timms_tags():
     with pytest.raises(featx.SpecError, match=r"backbone.weights: 'a1_in1kk' is not a pretrained tag of timm's "
                        r"resnet18; did you mean a1_in1k.*\(valid: null, DEFAULT, a1_in1k, a2_in1k"):  # fmt: skip
         featx.build(spec, overrides=["device=meta"])
+    with pytest.raises(featx.SpecError, match=r"'default' is not a pretrained tag of timm's resnet18; did you mean "
+                       r"DEFAULT\?"):  # fmt: skip
+        featx.build({**spec, "weights": "default"}, overrides=["device=meta"])
 
 
 @pytest.mark.parametrize(

@@ -132,7 +132,7 @@ def pretrained_config(name: str, tag: str) -> Any:
     if tag not in tags:
         raise SpecError(
             key_path("weights"),
-            f"{quoted(tag)} is not a pretrained tag of timm's {name}{suggest(tag, tags)} "
+            f"{quoted(tag)} is not a pretrained tag of timm's {name}{suggest(tag, ['DEFAULT', *tags])} "
             f"(valid: null, DEFAULT, {', '.join(tags)}; or a path to a checkpoint file: ./NAME for one in the "
             "working directory)",
         )
