@@ -769,6 +769,16 @@ def test_a_static_torchscript_file_refuses_other_shapes_than_its_own(tmp_path):
 _HUGE_FPN = ["fpn={out_channels: 4096, extra_blocks: null}"]
 
 
+def test_the_onnx_size_limit_is_the_one_torchs_exporter_writes_external_data_beyond():
+    """featx's limit restates torch's private threshold (no public name for it): were torch to lower it, exports
+    between the two would again write their weights to a hidden file beside featx's temporary one."""
+    from torch.onnx._internal.exporter import _onnx_program
+
+    from featx.tasks.export import ONNX_ONE_FILE_BYTES
+
+    assert ONNX_ONE_FILE_BYTES == _onnx_program._LARGE_MODEL_THRESHOLD
+
+
 @pytest.mark.parametrize(("keys", "key"), [(ExportKeys(), "format"), (APP_KEYS, "export.format")])
 def test_a_backbone_too_large_for_one_onnx_file_is_refused_before_exporting(tmp_path, keys, key):
     """torch.onnx wrote its weights as external data named after featx's temporary file (.x.onnx.<id>.partial.data,
