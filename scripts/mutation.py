@@ -116,6 +116,7 @@ GUARDS: Dict[str, List[str]] = {
     ],
     "tasks/extract/device_decode.py": ["tests/test_device_decode.py"],
     "tasks/extract/run.py": ["tests/test_device_decode.py", "tests/test_extract.py", "tests/test_hostile_extract.py"],
+    "cache_folder.py": ["tests/test_plan_cache.py", "tests/test_hostile_weights.py"],
     "files.py": [
         "tests/test_hostile_weights.py",
         "tests/test_atomic_writes.py",
@@ -725,7 +726,7 @@ MUTANTS: List[Mutant] = [
         "entries edited by hand used",
     ),
     Mutant(
-        "construct/plan_cache.py",
+        "cache_folder.py",
         "return status.st_uid == user() and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)",
         "return status.st_uid == user()",
         "entries other users can write used",
@@ -786,7 +787,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant("construct/plan_data.py", "type(value) is not int or", "not isinstance(value, int) or", "booleans as ints"),
     Mutant(
-        "construct/plan_cache.py",
+        "cache_folder.py",
         "return environment_flag(DISABLE_VARIABLE)",
         "return False",
         "FEATX_NO_CACHE ignored",
@@ -804,9 +805,9 @@ MUTANTS: List[Mutant] = [
         "if versions is None:",
         "models registered by user code cached",
     ),
-    Mutant("construct/plan_cache.py", "if not folder.is_absolute():", "if False:", "a relative FEATX_CACHE_DIR used"),
+    Mutant("cache_folder.py", "if not folder.is_absolute():", "if False:", "a relative FEATX_CACHE_DIR used"),
     Mutant(
-        "construct/plan_cache.py",
+        "cache_folder.py",
         "except RuntimeError:  # no HOME and no passwd entry",
         "except ValueError:  # no HOME and no passwd entry",
         "no home folder: a raw RuntimeError",
@@ -2574,8 +2575,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/catalog.py",
-        "        if not cache_disabled():\n            user_plans_dir()",
-        "        if False:\n            user_plans_dir()",
+        "        if not cache_disabled():\n            user_cache_dir()",
+        "        if False:\n            user_cache_dir()",
         "FEATX_NO_CACHE=maybe: featx-list prints the error in every row's notes",
     ),
     Mutant(

@@ -321,7 +321,7 @@ def test_a_value_of_a_featx_variable_that_says_neither_yes_nor_no_is_refused(cac
     ("variable", "value", "message"),
     [
         ("FEATX_NO_CACHE", "maybe", "FEATX_NO_CACHE='maybe': set it to 1 (or true, yes, on)"),
-        ("FEATX_CACHE_DIR", "rel", "FEATX_CACHE_DIR='rel': the plan cache folder must be an absolute path"),
+        ("FEATX_CACHE_DIR", "rel", "FEATX_CACHE_DIR='rel': featx's cache folder must be an absolute path"),
     ],
 )
 def test_featx_list_says_a_bad_cache_variable_once(cache, monkeypatch, capsys, variable, value, message):
@@ -370,9 +370,7 @@ def test_a_relative_featx_cache_dir_is_refused_naming_the_variable(tmp_path, mon
     monkeypatch.delenv("FEATX_NO_CACHE")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FEATX_CACHE_DIR", "relative/cache")
-    with pytest.raises(
-        featx.ArgumentError, match=r"FEATX_CACHE_DIR='relative/cache': the plan cache folder must be an"
-    ):
+    with pytest.raises(featx.ArgumentError, match=r"FEATX_CACHE_DIR='relative/cache': featx's cache folder must be an"):
         featx.build(resnet18_spec(stages=C2_C3))
     with pytest.raises(featx.ArgumentError, match=r"^FEATX_CACHE_DIR='relative/cache': "):  # a packaged plan
         featx.build("resnet18", overrides=["device=meta"])
@@ -800,7 +798,12 @@ def test_the_planning_modules_are_every_featx_module_planning_runs():
     )
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     exempt = {"featx.errors", "featx.files", "featx.construct", "featx.models", "featx.nn", "featx.spec"}
-    exempt |= {"featx.construct.plan_cache", "featx.construct.plan_data", "featx.models.library_code"}
+    exempt |= {
+        "featx.cache_folder",
+        "featx.construct.plan_cache",
+        "featx.construct.plan_data",
+        "featx.models.library_code",
+    }
     exempt |= {"featx.construct.model_structure", "featx.version"}  # the version is in the key itself
     planning = {m for m in imported if m not in exempt and not m.startswith("featx.spec.")}
     assert planning == {"featx." + module.removesuffix(".py").replace("/", ".") for module in PLANNING_MODULES}

@@ -120,11 +120,11 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     files = backbone_files([config_dir(), *args.config_dir])
     names = [name for name in sorted(files) if any(fnmatch.fnmatchcase(name, p) for p in args.patterns)]
     _check_each_matches(parser, args.patterns, sorted(files), "backbone")
-    from featx.construct.plan_cache import cache_disabled, user_plans_dir
+    from featx.cache_folder import cache_disabled, user_cache_dir
 
-    try:  # the plan cache's variables, once: each row's plan would say it again
+    try:  # the cache's variables, once: each row's plan would say it again
         if not cache_disabled():
-            user_plans_dir()
+            user_cache_dir()
     except FeatxError as error:
         parser.exit(1, f"featx-list: error: {error}\n")
     from featx.models.timm_models import TIMM_INSTALL, TimmNotInstalled

@@ -23,9 +23,7 @@ import functools
 import hashlib
 import importlib.util
 import json
-import os
 import re
-import stat
 import sys
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
@@ -36,20 +34,18 @@ import torchvision
 from torch import nn
 from torch.nn.modules import module as module_hooks
 
+from featx.cache_folder import cache_disabled, is_own_regular_file, user_cache_dir
 from featx.construct.model_structure import structure_fingerprint
 from featx.construct.plan import BackbonePlan
 from featx.construct.plan_data import plan_from_data, plan_to_data
-from featx.errors import ArgumentError, FeatxError
-from featx.files import environment_flag, write_atomically
+from featx.errors import FeatxError
+from featx.files import write_atomically
 from featx.models.registry import defined_by_library, is_timm_model
-from featx.spec.limits import expand_home
 from featx.spec.schema import BackboneSpec
 from featx.version import __version__
 
 #: the spec keys planning reads, and the only ones: a plan is reused for any spec that agrees on them
 PLAN_KEYS = ("model", "source", "stages", "out_features", "input_size", "layout", "tokens")
-DIR_VARIABLE = "FEATX_CACHE_DIR"
-DISABLE_VARIABLE = "FEATX_NO_CACHE"
 #: the form of an entry; a change of form makes every older entry stale
 ENTRY_FORMAT = 3
 #: an entry's fields, and no others
@@ -69,32 +65,11 @@ def plan_inputs(spec: BackboneSpec) -> Dict[str, Any]:
     return inputs
 
 
-def cache_disabled() -> bool:
-    """Whether ``FEATX_NO_CACHE`` says yes (:func:`~featx.files.environment_flag`)."""
-    return environment_flag(DISABLE_VARIABLE)
-
-
 def user_plans_dir() -> Optional[Path]:
-    """Where plans made on this machine are kept (see the module docstring), or None where there is no such folder
-    (no home folder: a container user without one); a relative ``XDG_CACHE_HOME`` is ignored, as its specification
-    says. ArgumentError for a ``FEATX_CACHE_DIR`` that is not an absolute path (featx never writes relative to the
-    working directory)."""
-    if os.environ.get(DIR_VARIABLE):
-        folder = expand_home(os.environ[DIR_VARIABLE])  # ~user of no user: as written, then refused as relative
-        if not folder.is_absolute():
-            raise ArgumentError(
-                f"{DIR_VARIABLE}={os.environ[DIR_VARIABLE]!r}: the plan cache folder must be an absolute path (or "
-                f"unset: $XDG_CACHE_HOME/featx, else ~/.cache/featx; {DISABLE_VARIABLE}=1 turns the cache off)"
-            )
-        return folder / "plans"
-    xdg = Path(os.environ.get("XDG_CACHE_HOME", ""))
-    if xdg.is_absolute():
-        return xdg / "featx" / "plans"
-    try:
-        home = Path.home()
-    except RuntimeError:  # no HOME and no passwd entry
-        return None
-    return home / ".cache" / "featx" / "plans" if home.is_absolute() else None
+    """Where plans made on this machine are kept: ``plans`` in featx's cache folder
+    (:func:`~featx.cache_folder.user_cache_dir`), or None where there is none."""
+    folder = user_cache_dir()
+    return None if folder is None else folder / "plans"
 
 
 #: local version labels that name a build variant (``2.14.1+cu130``, ``+cpu``, ``+rocm6.2``, ``+xpu``): the same
@@ -213,18 +188,6 @@ def _checksum(entry: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def _is_own_regular_file(path: Path, own: bool) -> bool:
-    """A regular file itself (not a link, device or fifo: never read /dev/zero, never wait on a fifo) and, with
-    ``own``, owned by this user and writable by no other user, group included (where the system has user ids)."""
-    status = path.lstat()
-    if not stat.S_ISREG(status.st_mode):
-        return False
-    user = getattr(os, "geteuid", None)
-    if not own or user is None:
-        return True
-    return status.st_uid == user() and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
 def _read(
     path: Path, inputs: Dict[str, Any], versions: Mapping[str, Optional[str]], spec: BackboneSpec, own: bool
 ) -> Optional[Tuple[BackbonePlan, str]]:
@@ -232,7 +195,7 @@ def _read(
     there is none or it is unreadable, stale, malformed, edited or (with ``own``: the user cache) not the user's own
     file."""
     try:
-        if not _is_own_regular_file(path, own):
+        if not is_own_regular_file(path, own):
             return None
         with open(path, "rb") as handle:
             data = handle.read(MAX_ENTRY_BYTES + 1)

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from featx.construct.plan_cache import _is_own_regular_file, cache_disabled, user_plans_dir
+from featx.cache_folder import cache_disabled, is_own_regular_file, user_cache_dir
 from featx.errors import FeatxError, SpecError, WeightsError, first_line
 from featx.files import environment_flag, write_atomically
 from featx.models.registry import weights_enum
@@ -75,8 +75,8 @@ def _records_folder() -> Optional[Path]:
     """Where verified files are recorded; None where featx's user cache is off or there is none."""
     if cache_disabled():
         return None
-    plans = user_plans_dir()
-    return None if plans is None else plans.parent / VERIFIED_FOLDER
+    folder = user_cache_dir()
+    return None if folder is None else folder / VERIFIED_FOLDER
 
 
 def _identity(path: Path, status: os.stat_result) -> Dict[str, Any]:
@@ -99,7 +99,7 @@ def _recorded(record: Path, identity: Dict[str, Any], prefix: str) -> bool:
     """Whether ``record`` says a file of ``identity`` was hashed and matched ``prefix`` (only the user's own record,
     writable by no one else, whole and of featx's form)."""
     try:
-        if not _is_own_regular_file(record, own=True):
+        if not is_own_regular_file(record, own=True):
             return False
         with open(record, "rb") as handle:
             data = handle.read(MAX_RECORD_BYTES + 1)
