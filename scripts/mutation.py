@@ -3320,6 +3320,49 @@ MUTANTS: List[Mutant] = [
         "    with contextlib.suppress(OSError, ValueError):\n",
         "featx-list 2>&- writes its count line into the table on stdout",
     ),
+    # timm ViTs whose embedding returns N x h x w x C; the missing-prefix hint
+    Mutant(
+        "construct/token_layout.py",
+        "    returns_tokens = len(shape) == 3 or _channels_last(model, embed, in_channels, side, shape)",
+        "    returns_tokens = len(shape) == 3",
+        "an N x h x w x C embedding (timm's dynamic_img_size) read as N x C x h x w",
+    ),
+    Mutant(
+        "construct/token_layout.py",
+        "        return wide[2] != shape[2]",
+        "        return shape[1] == shape[2]",
+        "N x h x w x C told from N x C x h x w by one square image's shape (wrong where C == h)",
+    ),
+    Mutant(
+        "construct/token_layout.py",
+        "        wide = tuple(_embedding_output(model, embed, in_channels, (side, 2 * side)).shape)",
+        "        wide = None",
+        "no wider image measured: a map whose channels equal its side is refused as ambiguous",
+    ),
+    Mutant(
+        "construct/token_layout.py",
+        "    if shape[1] == shape[2] == shape[3]:",
+        "    if False:",
+        "a one-size map that reads both ways (C == h) guessed as N x h x w x C",
+    ),
+    Mutant(
+        "nn/tokens.py",
+        "                tokens = tokens.flatten(1, 2)",
+        "                tokens = tokens.transpose(1, 2).flatten(1, 2)",
+        "an N x h x w x C map flattened column-major (tokens misplaced off the square grid)",
+    ),
+    Mutant(
+        "construct/token_layout.py",
+        "    for missing in range(1, min(_MAX_MISSING_PREFIX, entries - 1) + 1):",
+        "    for missing in range(2, min(_MAX_MISSING_PREFIX, entries - 1) + 1):",
+        "a position embedding one entry (a class token) short of a grid gets no hint at tokens.prefix",
+    ),
+    Mutant(
+        "construct/token_layout.py",
+        "        elif missing == prefix_count:",
+        "        elif missing != prefix_count:",
+        "the hint blames tokens.prefix where tokens.position_covers_prefix: false is what is wrong",
+    ),
 ]
 
 

@@ -16,6 +16,7 @@ from helpers import randomize_norm_statistics
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torchvision.models import VisionTransformer
 from torchvision.models.detection import FasterRCNN
 
 import featx
@@ -435,6 +436,9 @@ def test_models_whose_forward_does_more_than_chain_modules_are_refused(model, me
         ({"position": None}, r"the model root holds 'pos_embed' itself"),
         ({"prefix": ["dist_token", "cls_token"]}, r"backbone.tokens.prefix: \['dist_token', 'cls_token'\] is not in "
          r"the order the model registers them \(\['cls_token', 'dist_token'\]\)"),
+        ({"prefix": []}, r"^backbone.tokens.position: 'pos_embed' has 198 patch entries \(after 0 prefix ones\): not "
+         r"the patch grid of 224x224 images at patch stride 16, nor a square grid; 2 entries fewer would be a 14x14 "
+         r"grid: tokens.prefix may be missing 2 tokens$"),
     ],
 )  # fmt: skip
 def test_a_token_spec_that_leaves_out_or_reorders_timms_token_parameters_is_refused(change, message):
@@ -504,6 +508,163 @@ def test_a_subclass_of_a_timm_model_resamples_as_timm_does(tmp_path):
         actual = backbone(x)[list(spec["stages"])[-1]]
         tokens = reference.forward_features(x)[:, reference.num_prefix_tokens :]
     torch.testing.assert_close(actual, tokens.transpose(1, 2).reshape(actual.shape), rtol=1e-5, atol=1e-5)
+
+
+#: a hand-written spec of timm's test_vit (dynamic_img_size: its patch embedding returns an N x h x w x C map)
+TEST_VIT_SPEC = {
+    "model": "timm:test_vit",
+    "source": "blocks",
+    "tokens": {"embed": "patch_embed", "prefix": ["cls_token"], "position": "pos_embed"},
+    "stages": {"embed": {"modules": ["patch_embed", "pos_drop", "patch_drop", "norm_pre"]}, "b": {"slice": [0, 6]}},
+}
+
+
+@pytest.mark.parametrize("proposed", [True, False], ids=["proposal", "hand-written"])
+def test_a_vit_whose_embedding_returns_an_nhwc_map_equals_timms_own_intermediates(proposed, tmp_path):
+    """timm's dynamic_img_size ViTs: the patch embedding returns an N x h x w x C map, which featx read as
+    N x C x h x w ("maps a 10080x10080 image to 630x64 patches: not a square grid"); it is flattened row-major into
+    the tokens as timm's own forward does, at the native size and at another (position embedding resampled)."""
+    torch.manual_seed(0)
+    reference = timm.create_model("test_vit").eval()
+    assert reference.patch_embed(torch.zeros(1, 3, 160, 96)).shape == (1, 10, 6, 64)  # N x h x w x C
+    with torch.no_grad():  # away from timm's init (zero class token): a misplaced token shows
+        for parameter in reference.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    torch.save(reference.state_dict(), tmp_path / "test_vit.pth")
+    spec = featx.propose("timm:test_vit") if proposed else TEST_VIT_SPEC
+    stages = {name: stage for name, stage in spec["stages"].items() if name != "embed"}
+    spec = {**spec, "out_features": list(stages), "weights": str(tmp_path / "test_vit.pth")}
+    backbone = featx.build(spec, overrides=["device=cpu", "norm=eval"])
+    ends = [stage["slice"][1] - 1 for stage in stages.values() if "slice" in stage]  # the last one holds the norm
+    for size in ((160, 160), (160, 96)):
+        x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            outputs = backbone.eval()(x)
+            expected = reference.forward_intermediates(x, indices=ends, intermediates_only=True)
+            if proposed:  # the last stage ends with the final norm
+                tokens = reference.forward_features(x)[:, 1:]
+                expected.append(tokens.transpose(1, 2).reshape(2, 64, size[0] // 16, size[1] // 16))
+        assert len(outputs) == len(expected) and all(
+            torch.equal(output, wanted) for output, wanted in zip(outputs.values(), expected, strict=True)
+        ), size
+    assert {info.stride for info in backbone.feature_info} == {16}
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix", "patch"),
+    [
+        ("test_vit", ["cls_token"], 16),
+        ("test_vit2", ["reg_token"], 16),  # a register token and no class token
+        ("vit_intern300m_patch14_448", ["cls_token"], 14),
+    ],
+)
+def test_a_vit_whose_embedding_returns_an_nhwc_map_is_proposed(name, prefix, patch):
+    """featx.propose said these "give fewer than two stages: its feature maps (patch_embed) have stride 16 only"."""
+    spec = featx.propose(f"timm:{name}")
+    assert spec["tokens"] == {
+        "embed": "patch_embed", "prefix": prefix, "position": "pos_embed", "position_covers_prefix": True,
+        "stride": None,
+    }  # fmt: skip
+    assert spec["input_size"] is None  # it takes any size
+    backbone = featx.build(spec, overrides=["device=meta"])
+    assert {info.stride for info in backbone.feature_info} == {patch}
+
+
+def featx_test_vit_630(pretrained: bool = False, **kwargs) -> nn.Module:
+    """timm's test_vit 630 wide: at featx's 10080x10080 probe image its N x h x w x C map is 1 x 630 x 630 x 630,
+    as N x C x h x w would be."""
+    return timm.create_model("test_vit", embed_dim=630, depth=2, **kwargs)
+
+
+class _StrictChannelsLastEmbed(timm.layers.PatchEmbed):
+    """timm's patch embedding returning N x h x w x C and checking the input size (takes one size only)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**{**kwargs, "strict_img_size": True})
+
+
+def featx_test_vit_one_size(pretrained: bool = False, width: int = 32, **kwargs) -> nn.Module:
+    """timm's test_vit with a patch embedding that returns N x h x w x C and takes 224x224 images only."""
+    embed = _StrictChannelsLastEmbed
+    return timm.create_model("test_vit", img_size=224, embed_layer=embed, embed_dim=width, depth=2, **kwargs)
+
+
+def featx_test_vit_one_size_14(pretrained: bool = False, **kwargs) -> nn.Module:
+    """At its one size (224x224) its N x h x w x C map is 1 x 14 x 14 x 14, as N x C x h x w would be."""
+    return featx_test_vit_one_size(width=14, **kwargs)
+
+
+def _registered(constructor) -> str:
+    """timm:NAME of ``constructor``, registered with timm (once)."""
+    if constructor.__name__ not in timm.list_models():
+        timm.models.register_model(constructor)
+    return f"timm:{constructor.__name__}"
+
+
+@pytest.mark.parametrize(("constructor", "width", "size"), [(featx_test_vit_630, 630, (48, 32)),
+                                                            (featx_test_vit_one_size, 32, (224, 224))])  # fmt: skip
+def test_nhwc_maps_are_told_from_nchw_ones_by_a_wider_image_or_their_square_grid(constructor, width, size, tmp_path):
+    """One square image's map cannot tell N x h x w x C from N x C x h x w when C == h: featx measures the
+    embedding at a twice-as-wide image too, and an embedding that takes one size only by its square grid."""
+    torch.manual_seed(0)
+    name = _registered(constructor)
+    reference = timm.create_model(name.removeprefix("timm:")).eval()
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    torch.save(reference.state_dict(), tmp_path / "vit.pth")
+    spec = featx.propose(name)
+    backbone = featx.build(spec, overrides=["device=cpu", f"weights={tmp_path / 'vit.pth'}", "norm=eval"]).eval()
+    assert [info.channels for info in backbone.feature_info] == [width]
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        tokens = reference.forward_features(x)[:, 1:]
+        actual = backbone(x)[list(spec["stages"])[-1]]
+    assert torch.equal(actual, tokens.transpose(1, 2).reshape(1, width, size[0] // 16, -1))
+
+
+def featx_test_torchvision_vit_630(pretrained: bool = False, **kwargs) -> nn.Module:
+    """torchvision's ViT 630 wide, registered with timm: at featx's 10080x10080 probe image its N x C x h x w patch
+    map is 1 x 630 x 630 x 630, as N x h x w x C would be."""
+    return VisionTransformer(160, 16, num_layers=2, num_heads=2, hidden_dim=630, mlp_dim=32)
+
+
+def test_an_nchw_map_whose_channels_equal_its_side_stays_nchw(tmp_path):
+    """The other way round: a wider image widens the last dimension of torchvision's N x C x h x w map."""
+    torch.manual_seed(0)
+    name = _registered(featx_test_torchvision_vit_630)
+    reference = timm.create_model(name.removeprefix("timm:")).eval()
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    torch.save(reference.state_dict(), tmp_path / "vit.pth")
+    spec = featx.propose(name)
+    assert spec["tokens"]["embed"] == "conv_proj"
+    backbone = featx.build(spec, overrides=["device=cpu", f"weights={tmp_path / 'vit.pth'}", "norm=eval"]).eval()
+    x = torch.randn(1, 3, 160, 160, generator=torch.Generator().manual_seed(3))
+    captured = []
+    handle = reference.encoder.register_forward_hook(lambda _module, _input, output: captured.append(output))
+    with torch.no_grad():
+        reference(x)
+        actual = backbone(x)[list(spec["stages"])[-1]]
+    handle.remove()
+    assert torch.equal(actual, captured[0][:, 1:].transpose(1, 2).reshape(1, 630, 10, 10))
+
+
+def test_a_one_size_map_that_reads_both_ways_is_refused():
+    embed = TEST_VIT_SPEC["stages"]["embed"]
+    spec = {
+        **TEST_VIT_SPEC,
+        "model": _registered(featx_test_vit_one_size_14),
+        "stages": {"embed": embed, "b": {"slice": [0, 2]}},
+    }
+    with pytest.raises(featx.SpecError) as error:
+        featx.build(spec, overrides=["device=meta"])
+    assert str(error.value) == (
+        "backbone.tokens.embed: 'patch_embed' maps a 224x224 image to (1, 14, 14, 14) and takes no other size: "
+        "featx cannot tell whether that is N x C x h x w or N x h x w x C (an embedding that takes other sizes is "
+        "measured at a wider image too)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -357,3 +357,24 @@ def test_an_input_size_with_as_many_patches_as_the_native_grid_still_resamples_f
     backbone = featx.build("vit_b_16", overrides=["device=meta", "input_size=[448,112]"])
     assert backbone.stages["embed"].conv_proj.grid == (14, 14)
     assert backbone(torch.empty(1, 3, 448, 112, device="meta"))["blocks4"].shape == (1, 768, 28, 7)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "hint"),
+    [
+        (["tokens.prefix=[]"], "tokens.prefix may be missing 1 token"),
+        (["tokens.position_covers_prefix=false"],
+         "tokens.position_covers_prefix may be wrong (set true: the prefix tokens' entries come first)"),
+        (["tokens.prefix=[]", "tokens.position_covers_prefix=false"],
+         "tokens.prefix and tokens.position_covers_prefix may be wrong (1 prefix token with position entries)"),
+    ],
+)  # fmt: skip
+def test_a_position_embedding_a_prefix_token_short_of_a_grid_hints_at_the_prefix(overrides, hint):
+    """Leaving out the class token was blamed on the position embedding alone."""
+    with pytest.raises(featx.SpecError) as error:
+        featx.build("vit_b_16", overrides=["device=meta", *overrides])
+    assert (error.value.key, error.value.message) == (
+        "backbone.tokens.position",
+        "'encoder.pos_embedding' has 197 patch entries (after 0 prefix ones): not the patch grid of 224x224 images at "
+        f"patch stride 16, nor a square grid; 1 entry fewer would be a 14x14 grid: {hint}",
+    )

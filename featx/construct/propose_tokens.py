@@ -3,7 +3,9 @@ chain stops after the patch embedding, because everything after it works on toke
 
 Found on the meta device, without model-specific code:
 
-- the patch embedding: the one module of the feature chain (its output is the only feature map);
+- the patch embedding: the one module of the feature chain (its output is the only feature map: torchvision's
+  N×C×h×w, timm's N×h×w×C with ``dynamic_img_size``), else the first module the forward runs on the image, if it
+  returns tokens (timm's ``PatchEmbed``);
 - the token parameters: parameters shaped ``1×k×C`` with the embedding's width; the longest is the position
   embedding, the others are prefix tokens (in registration order), and the position embedding's length says
   whether it has entries for them;
@@ -118,8 +120,9 @@ class TokenModelRefused(Exception):
 
 def propose_token_stages(model: nn.Module, links: Sequence[FeatureInfo], crop: int) -> Optional[TokenStages]:
     """The token spec of ``model`` (on meta, eval mode) whose feature chain is ``links`` (the patch map of
-    torchvision's ViT; none for an embedding that returns tokens, measured at the ``crop`` size); ``None`` if it
-    is not a token model featx recognises; :class:`TokenModelRefused` for one it recognises but cannot cut."""
+    torchvision's ViT or of a timm ViT made with ``dynamic_img_size``; none for an embedding that returns tokens,
+    measured at the ``crop`` size); ``None`` if it is not a token model featx recognises; :class:`TokenModelRefused`
+    for one it recognises but cannot cut."""
     if len(links) == 1:
         embed, channels = links[0].name, links[0].channels
     elif links:

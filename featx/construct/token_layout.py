@@ -34,7 +34,8 @@ _MEASURING_SIDE = 2**5 * 3**2 * 5 * 7
 class TokenLayout:
     """``spec`` found in a model: ``patch`` is the stride of the token maps (``tokens.stride``, else the embedding's
     own ``embed_patch``), ``grid`` the patch grid of the position embedding, ``prefix_count`` the number of prefix
-    tokens; ``embed_returns_tokens`` when the embedding flattens its patches itself (timm's ``PatchEmbed``)."""
+    tokens; ``embed_returns_tokens`` when the embedding puts the channels last (timm's ``PatchEmbed``): it flattens its
+    patches into tokens itself, or returns an N×h×w×C map (``dynamic_img_size``)."""
 
     spec: TokenSpec
     patch: int
@@ -149,29 +150,52 @@ class PatchEmbedding(NamedTuple):
 
     stride: int
     channels: int
-    returns_tokens: bool  # N×h·w×C tokens (timm's ``PatchEmbed``) rather than an N×C×h×w patch map
+    returns_tokens: bool  # channels last: N×h·w×C tokens or an N×h×w×C map (timm's PatchEmbed), not N×C×h×w
     one_size: bool  # it takes one image size only (it checks the size)
 
 
+def _channels_last(model: nn.Module, embed: str, in_channels: int, side: int, shape: Tuple[int, ...]) -> bool:
+    """Whether ``embed``'s 4-d output ``shape`` for a ``side``×``side`` image is N×h×w×C rather than N×C×h×w: the
+    dimension a twice-as-wide image doubles is the width; for an embedding that takes one size only, the two equal
+    dimensions are the square grid. SpecError where neither tells (C == h at its one size)."""
+    try:
+        wide = tuple(_embedding_output(model, embed, in_channels, (side, 2 * side)).shape)
+    except Exception:  # noqa: BLE001 - it takes one size only (or not this one): its shape at the one size tells
+        wide = None
+    if wide in ((shape[0], shape[1], 2 * shape[2], shape[3]), (shape[0], shape[1], shape[2], 2 * shape[3])):
+        return wide[2] != shape[2]
+    if shape[1] == shape[2] == shape[3]:
+        raise SpecError(
+            key_path("tokens", "embed"),
+            f"{quoted(embed)} maps a {side}x{side} image to {shape} and takes no other size: featx cannot tell "
+            "whether that is N x C x h x w or N x h x w x C (an embedding that takes other sizes is measured at a "
+            "wider image too)",
+        )
+    return shape[1] == shape[2]
+
+
 def patch_stride(model: nn.Module, embed: str, in_channels: int, fixed_sides: Sequence[int] = (224,)) -> PatchEmbedding:
-    """The patch embedding at ``embed`` measured from its output for a large meta image; one that takes one size
-    only is measured at the first of ``fixed_sides`` it takes."""
+    """The patch embedding at ``embed`` measured from its output for a large meta image (and a twice-as-wide one for
+    a 4-d output: N×C×h×w or N×h×w×C); one that takes one size only is measured at the first of ``fixed_sides`` it
+    takes."""
     try:
         side, output = _MEASURING_SIDE, _embedding_output(model, embed, in_channels, (_MEASURING_SIDE,) * 2)
     except SpecError:
         raise
     except Exception:  # noqa: BLE001 - any failure means the module is no patch embedding (at this size)
         side, output = _fixed_size_output(model, embed, in_channels, fixed_sides)
-    returns_tokens = output.dim() == 3
-    cells = int(output.shape[1]) if returns_tokens else int(output.shape[2]) * int(output.shape[3])
+    shape = tuple(int(length) for length in output.shape)
+    returns_tokens = len(shape) == 3 or _channels_last(model, embed, in_channels, side, shape)
+    grid = shape[1:-1] if returns_tokens else shape[2:]  # (L,) for N×L×C tokens
+    cells = math.prod(grid)
     rows = math.isqrt(cells)
-    if rows * rows != cells or (not returns_tokens and output.shape[2] != output.shape[3]) or side % rows:
-        found = f"{cells} tokens" if returns_tokens else f"{output.shape[2]}x{output.shape[3]} patches"
+    if rows * rows != cells or grid[0] != grid[-1] or side % rows:
+        found = f"{cells} tokens" if len(shape) == 3 else f"{grid[0]}x{grid[1]} patches"
         raise SpecError(
             key_path("tokens", "embed"),
             f"{quoted(embed)} maps a {side}x{side} image to {found}: not a square grid of whole patches",
         )
-    channels = int(output.shape[2]) if returns_tokens else int(output.shape[1])
+    channels = shape[-1] if returns_tokens else shape[1]
     return PatchEmbedding(side // rows, channels, returns_tokens, side != _MEASURING_SIDE)
 
 
@@ -183,6 +207,31 @@ def _grid(tokens: int, patch: int, evaluation: Size) -> Optional[Grid]:
         return side, side
     evaluated = (evaluation[0] // patch, evaluation[1] // patch)
     return evaluated if evaluated[0] * evaluated[1] == tokens else None
+
+
+#: the most prefix tokens a position embedding's surplus entries are taken for in a hint (DINOv2: 1 + 4 registers)
+_MAX_MISSING_PREFIX = 8
+
+
+def _missing_prefix_hint(entries: int, covers_prefix: bool, prefix_count: int, patch: int, evaluation: Size) -> str:
+    """Where ``entries`` patch entries of a position embedding are no patch grid but a few (k) fewer would be:
+    that the spec leaves out k prefix tokens with entries of their own, else nothing."""
+    for missing in range(1, min(_MAX_MISSING_PREFIX, entries - 1) + 1):
+        grid = _grid(entries - missing, patch, evaluation)
+        if grid is None:
+            continue
+        many = missing > 1
+        if covers_prefix:
+            cause = f"tokens.prefix may be missing {missing} token{'s' if many else ''}"
+        elif missing == prefix_count:
+            cause = "tokens.position_covers_prefix may be wrong (set true: the prefix tokens' entries come first)"
+        else:
+            cause = (
+                "tokens.prefix and tokens.position_covers_prefix may be wrong "
+                f"({missing} prefix token{'s' if many else ''} with position entries)"
+            )
+        return f"; {missing} entr{'ies' if many else 'y'} fewer would be a {grid[0]}x{grid[1]} grid: {cause}"
+    return ""
 
 
 def resolve_tokens(
@@ -229,10 +278,14 @@ def resolve_tokens(
             )
         grid = _grid(length - covered, patch, evaluation)
         if grid is None:
+            hint = _missing_prefix_hint(
+                length - covered, tokens.position_covers_prefix, prefix_count, patch, evaluation
+            )
             raise SpecError(
                 key_path("tokens", "position"),
                 f"{quoted(tokens.position)} has {length - covered} patch entries (after {covered} prefix ones): not "
-                f"the patch grid of {evaluation[0]}x{evaluation[1]} images at patch stride {patch}, nor a square grid",
+                f"the patch grid of {evaluation[0]}x{evaluation[1]} images at patch stride {patch}, nor a square "
+                f"grid{hint}",
             )
     for path, parameter, key in shaped:
         if parameter.shape[2] != channels:

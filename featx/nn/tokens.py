@@ -49,8 +49,9 @@ def resample_position(
 class TokenEmbedding(nn.Module):
     """Image → token sequence: ``embed`` (the model's patch embedding, returning ``N×C×h×w``), flattened to ``h·w``
     tokens, the ``prefix`` parameters (each ``1×k×C``) put in front, ``position`` added. With
-    ``returns_tokens`` the embedding returns the ``N×h·w×C`` tokens itself (row-major, as timm's ``PatchEmbed``);
-    its grid is then the input size over the patch stride ``resize[0]``.
+    ``returns_tokens`` the embedding puts the channels last (as timm's ``PatchEmbed``): it returns the ``N×h·w×C``
+    tokens itself (row-major), their grid the input size over the patch stride ``resize[0]``, or the ``N×h×w×C``
+    map (``dynamic_img_size``), flattened row-major into them as timm's own forward does.
 
     ``grid`` is the patch grid ``position`` was made for; other grids get it resampled
     (:func:`resample_position`) as the library the model's class comes from (``resample_like``) does.
@@ -98,7 +99,11 @@ class TokenEmbedding(nn.Module):
         if self.returns_tokens:
             assert self.embed_patch is not None
             tokens = self.embed(x)
-            batch, height, width = tokens.shape[0], x.shape[2] // self.embed_patch, x.shape[3] // self.embed_patch
+            if tokens.dim() == 4:  # N×h×w×C
+                batch, height, width = tokens.shape[:3]
+                tokens = tokens.flatten(1, 2)
+            else:
+                batch, height, width = tokens.shape[0], x.shape[2] // self.embed_patch, x.shape[3] // self.embed_patch
         else:
             patches = self.embed(x)
             batch, _, height, width = patches.shape
