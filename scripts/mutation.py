@@ -3363,6 +3363,37 @@ MUTANTS: List[Mutant] = [
         "        elif missing != prefix_count:",
         "the hint blames tokens.prefix where tokens.position_covers_prefix: false is what is wrong",
     ),
+    # torchrun's MASTER_PORT and ASCII digits; hand-made SyncBatchNorm off the GPU; wrapped state dicts as weights
+    Mutant(
+        "tasks/extract/ranks.py",
+        '_INTEGER = re.compile(r"\\s*-?[0-9]+\\s*", re.ASCII)',
+        '_INTEGER = re.compile(r"\\s*-?\\d+\\s*")',
+        "RANK=\u0663 (an Arabic-Indic digit) taken as rank 3 by int()",
+    ),
+    Mutant(
+        "tasks/extract/ranks.py",
+        "    if port not in _PORTS:",
+        "    if port is None:",
+        "MASTER_PORT=99999: torch's ValueError without the variable's name; MASTER_PORT=0 leaves rank 1 waiting",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        '        if self._spec.norm == "sync":\n            return SpecError(',
+        "        if True:\n            return SpecError(",
+        "SyncBatchNorm layers added with convert_sync_batchnorm on the CPU named as the spec's norm: sync",
+    ),
+    Mutant(
+        "construct/weights.py",
+        "    wrapped = _WRAPPER_PREFIX.match(unexpected[0]) if unexpected else None",
+        "    wrapped = None",
+        "a DDP- or torch.compile-wrapped backbone's state dict as weights: a bare key mismatch, no advice",
+    ),
+    Mutant(
+        "construct/weights.py",
+        "{' in '.join(reversed(wrappers))}",
+        "{' in '.join(wrappers)}",
+        "a compiled backbone in DDP (module._orig_mod.) named as DDP inside torch.compile",
+    ),
 ]
 
 

@@ -5,6 +5,9 @@ environment checked."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import List, Tuple
@@ -136,13 +139,28 @@ def test_a_failure_on_rank_0_stops_every_rank(tmp_path, photos):
             {"WORLD_SIZE": "2", "RANK": "1", "MASTER_PORT": "29500"},
             r"MASTER_ADDR: not set, with WORLD_SIZE=2: run under torchrun",
         ),
+        ({"WORLD_SIZE": "1_0", "RANK": "0"}, "WORLD_SIZE: '1_0' is not a whole number"),
+        ({"WORLD_SIZE": "4", "RANK": "\u0663"}, "RANK: '\u0663' is not a whole number"),
+        ({"WORLD_SIZE": "2", "RANK": "+1"}, r"RANK: '\+1' is not a whole number"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "\uff10"}, "LOCAL_RANK: '\uff10' is not a whole number"),
+        (
+            {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "notaport"},
+            r"MASTER_PORT: 'notaport' is not a port: a whole number from 1 to 65535 \(torchrun sets it from "
+            r"--master_port; unset WORLD_SIZE to extract in one process\)$",
+        ),
+        (
+            {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "99999"},
+            r"MASTER_PORT: 99999 is not a port: a whole number from 1 to 65535 \(torchrun",
+        ),
     ],
 )
 def test_torchruns_variables_are_checked_before_the_process_group_starts(
     tmp_path, photos, monkeypatch, environment, message
 ):
     """torch answered WORLD_SIZE=abc with int()'s ValueError, RANK=2 of 2 with a raw gloo traceback (rank 0 then
-    waited for ever), and a missing MASTER_ADDR with a message cut before its name."""
+    waited for ever), and a missing MASTER_ADDR with a message cut before its name. int() took WORLD_SIZE=1_0 as 10
+    and other scripts' digits (an Arabic-Indic 3) as numbers; MASTER_PORT=notaport or 99999 got torch's ValueError
+    without the variable's name."""
     for variable in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(variable, raising=False)
     for variable, value in environment.items():
@@ -152,3 +170,22 @@ def test_torchruns_variables_are_checked_before_the_process_group_starts(
         extract(featx.load_spec("resnet18", overrides=["device=cpu"]), _options(photos, tmp_path / "out"))
     assert folder_state(tmp_path) == before
     assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize(("port", "shown"), [("0", "0"), ("2\u0669500", "'2\u0669500'")])
+def test_a_master_port_no_rank_can_reach_is_refused_at_once(tmp_path, photos, port, shown):
+    """MASTER_PORT=0 (torch takes it: rank 0 binds any free port, which no other rank can know) and a port written
+    with another script's digit (int() reads 2\u0669500 as 29500) left rank 1 waiting for rank 0 for gloo's 30
+    minutes. Run as featx-extract in a process of its own, which the timeout stops where it waits."""
+    environment = {name: value for name, value in os.environ.items() if name != "LOCAL_RANK"}
+    environment.update(WORLD_SIZE="2", RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "featx.cli.extract", "backbone=resnet18", "backbone.device=cpu"]
+    command += [f"extract.input={photos}", f"extract.output={output}", "extract.size=[64,64]"]
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"featx-extract: error: MASTER_PORT: {shown} is not a port: a whole number from 1 to 65535 (torchrun sets "
+        "it from --master_port; unset WORLD_SIZE to extract in one process)"
+    )
+    assert not output.exists()

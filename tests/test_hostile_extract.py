@@ -1598,10 +1598,13 @@ def test_input_and_output_folders_may_be_given_as_paths(photos, tmp_path):
         ({"WORLD_SIZE": "1", "RANK": "1"}, r"RANK: 1 is not below WORLD_SIZE=1 \(ranks are 0 to 0\)"),
         ({"WORLD_SIZE": "1", "RANK": "x"}, r"RANK: 'x' is not a whole number"),
         ({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "-1"}, r"LOCAL_RANK: -1 is below 0"),
+        ({"WORLD_SIZE": "1", "RANK": "\u0660"}, "RANK: '\u0660' is not a whole number"),
+        ({"WORLD_SIZE": "0_1"}, "WORLD_SIZE: '0_1' is not a whole number"),
     ],
 )
 def test_torchruns_variables_are_checked_for_a_single_process_too(photos, tmp_path, monkeypatch, environment, message):
-    """docs/extract.md says 0 <= RANK < WORLD_SIZE is checked: RANK=1 WORLD_SIZE=1 ran as rank 0."""
+    """docs/extract.md says 0 <= RANK < WORLD_SIZE is checked: RANK=1 WORLD_SIZE=1 ran as rank 0. int() took an
+    Arabic-Indic zero as RANK and WORLD_SIZE=0_1 as whole numbers: both ran."""
     for variable in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(variable, raising=False)
     for variable, value in environment.items():

@@ -456,6 +456,59 @@ def test_a_backbones_own_state_dict_as_weights_says_how_to_load_it(tmp_path):
     assert "bb.state_dict()" not in str(caught.value)
 
 
+def _wrapped_state(built: torch.nn.Module, wrapper: str, folder: Path) -> Dict[str, torch.Tensor]:
+    """``built``'s state dict as its wrapper names it: DistributedDataParallel (world size 1 on gloo), a compiled
+    backbone (``torch.compile`` wraps it at once; it compiles at its first call, never made here), or both."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    if wrapper == "compile":
+        return torch.compile(built).state_dict()
+    dist.init_process_group("gloo", init_method=f"file://{folder / 'group'}", rank=0, world_size=1)
+    try:
+        inner = torch.compile(built) if wrapper == "ddp+compile" else built
+        return DistributedDataParallel(inner).state_dict()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "prefix", "saved_by"),
+    [
+        ("ddp", "module.", "DistributedDataParallel (or DataParallel)"),
+        ("compile", "_orig_mod.", "torch.compile"),
+        ("ddp+compile", "module._orig_mod.", "torch.compile in DistributedDataParallel (or DataParallel)"),
+    ],
+)
+def test_a_wrapped_backbones_state_dict_as_weights_says_how_to_load_it(tmp_path, wrapper, prefix, saved_by):
+    """torch.save(ddp.state_dict()) of a DDP-wrapped backbone (keys module.stages.c2...) or a compiled backbone's
+    (_orig_mod.stages.c2...) given as weights got a bare key mismatch: the hints knew a wrapper's prefix before a
+    torchvision state dict, and a featx Backbone's keys, not the two together."""
+    built = featx.build(SPEC).eval()
+    state = _wrapped_state(built, wrapper, tmp_path)
+    assert sorted(state) == sorted(prefix + key for key in built.state_dict())  # the wrapper's real key names
+    path = tmp_path / "bb.pth"
+    torch.save(state, path)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert str(caught.value).endswith(
+        f"(the file's keys are a featx Backbone's own with {prefix!r} before them, as the state_dict() of a backbone "
+        f"wrapped by {saved_by} names them: load it with bb.load_state_dict({{key.removeprefix({prefix!r}): value "
+        "for key, value in torch.load(path).items()}) into a backbone built from the same spec, or save the backbone "
+        "with featx.save(bb, path) and load it with featx.load(path))"
+    )
+    loaded = featx.build(SPEC).eval()  # what the hint says works
+    loaded.load_state_dict({key.removeprefix(prefix): value for key, value in torch.load(path).items()})
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)["c4"], built(x)["c4"], rtol=0, atol=0)
+    # a wrapper's prefix before keys that are not all a backbone's gets no such advice
+    torch.save({**state, prefix + "other.x": torch.zeros(1)}, path)
+    with pytest.raises(WeightsError) as caught:
+        featx.build({**SPEC, "weights": str(path)})
+    assert "featx Backbone" not in str(caught.value)
+
+
 def test_an_enum_member_named_with_its_enum_is_the_enum(tmp_path, torch_home, monkeypatch):
     """``ResNet18_Weights.IMAGENET1K_V1`` (what torchvision's ``get_weight`` takes) reads the cached file, even
     beside a file of that name in the working directory."""

@@ -296,6 +296,48 @@ def test_update_bn_keeps_the_statistics_of_frozen_layers_converted_to_syncbatchn
     assert not torch.all(backbone.stages["c4"][0][0].bn1.running_var == 2.0)  # trainable: recomputed
 
 
+@pytest.mark.parametrize("norm", ["train", "sync"])
+def test_syncbatchnorm_off_the_gpu_in_a_process_group_names_what_made_it(tmp_path, norm):
+    """SyncBatchNorm layers a user added with convert_sync_batchnorm to a norm: train backbone, training on the CPU in
+    a process group, were refused as "backbone.norm: sync: ...; use norm: train, eval or frozen off the GPU": a spec
+    value never set, and advice to use the norm already in use. Only norm: sync names the spec's key."""
+    import torch.distributed as dist
+
+    backbone = featx.build(resnet18_spec(frozen_stages=1, norm=norm))
+    if norm == "train":
+        backbone = nn.SyncBatchNorm.convert_sync_batchnorm(backbone)
+    backbone.train()
+    x = torch.randn(2, 3, 32, 32)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(featx.FeatxError) as caught:
+            backbone(x)
+    finally:
+        dist.destroy_process_group()
+    if norm == "sync":
+        assert type(caught.value) is featx.SpecError
+        assert str(caught.value) == (
+            "backbone.norm: sync: stage 'c3' synchronises its BatchNorm statistics across processes, which torch does "
+            "on CUDA devices only, and the input is on cpu; use norm: train, eval or frozen off the GPU"
+        )
+        return
+    assert type(caught.value) is featx.InputShapeError
+    assert str(caught.value) == (
+        "featx backbone 'resnet18': stage 'c3' has SyncBatchNorm layers (made by "
+        "nn.SyncBatchNorm.convert_sync_batchnorm, not by the spec, whose norm is train), which synchronise their "
+        "statistics across processes on CUDA devices only, and the input is on cpu; convert only a backbone that "
+        "trains on the GPU, or run these layers in eval mode"
+    )
+    backbone.stages["c3"].eval()  # what the message says works: the frozen c2 is in eval mode already
+    backbone.stages["c4"].eval()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'again'}", rank=0, world_size=1)
+    try:
+        outputs = backbone(x)
+    finally:
+        dist.destroy_process_group()
+    assert [tuple(output.shape) for output in outputs.values()] == [(2, 64, 8, 8), (2, 128, 4, 4), (2, 256, 2, 2)]
+
+
 def test_a_resumed_optimizer_gets_its_groups_back_in_the_order_it_saved_them(tmp_path):
     """Unfreezing adds the stage's group at the end of the optimizer; a resume built the groups in stage order, and
     torch matches saved groups by position: learning rates and AdamW's moments went to other stages (a shape error

@@ -332,16 +332,35 @@ def _prefix_hint(unexpected: List[str], missing: List[str]) -> str:
     )
 
 
+#: the prefixes wrappers put before a module's keys in their state dict, and the wrappers
+_WRAPPERS = {"module.": "DistributedDataParallel (or DataParallel)", "_orig_mod.": "torch.compile"}
+#: one or more wrappers' prefixes at the start of a key (``module._orig_mod.``: a compiled backbone in DDP)
+_WRAPPER_PREFIX = re.compile("(?:" + "|".join(map(re.escape, _WRAPPERS)) + ")+")
+
+
 def _backbone_state_hint(unexpected: List[str]) -> str:
     """Advice for a file of a featx Backbone's own ``state_dict()`` (keys ``stages.<stage>.<layer>`` and
-    ``neck.*``), which ``weights`` does not take (it takes the model's own keys): else ``""``."""
-    ours = all(key.startswith(("stages.", "neck.")) for key in unexpected)
-    if not unexpected or not ours or not any(key.startswith("stages.") for key in unexpected):
+    ``neck.*``), which ``weights`` does not take (it takes the model's own keys), also as a wrapper saves it (keys
+    ``module.stages.*`` of DistributedDataParallel, ``_orig_mod.stages.*`` of torch.compile): else ``""``."""
+    wrapped = _WRAPPER_PREFIX.match(unexpected[0]) if unexpected else None
+    prefix = wrapped.group() if wrapped else ""
+    keys = [key[len(prefix) :] for key in unexpected if key.startswith(prefix)]
+    ours = len(keys) == len(unexpected) and all(key.startswith(("stages.", "neck.")) for key in keys)
+    if not unexpected or not ours or not any(key.startswith("stages.") for key in keys):
         return ""
+    if not prefix:
+        return (
+            " (the file's keys are a featx Backbone's own, as bb.state_dict() names them: load it with "
+            "bb.load_state_dict(torch.load(path)) into a backbone built from the same spec, or save the backbone with "
+            "featx.save(bb, path) and load it with featx.load(path))"
+        )
+    wrappers = [_WRAPPERS[name + "."] for name in prefix.split(".")[:-1]]  # outermost first
     return (
-        " (the file's keys are a featx Backbone's own, as bb.state_dict() names them: load it with "
-        "bb.load_state_dict(torch.load(path)) into a backbone built from the same spec, or save the backbone with "
-        "featx.save(bb, path) and load it with featx.load(path))"
+        f" (the file's keys are a featx Backbone's own with {quoted(prefix)} before them, as the state_dict() of a "
+        f"backbone wrapped by {' in '.join(reversed(wrappers))} names them: load it with "
+        f"bb.load_state_dict({{key.removeprefix({quoted(prefix)}): value for key, value in torch.load(path).items()}}) "
+        "into a backbone built from the same spec, or save the backbone with featx.save(bb, path) and load it with "
+        "featx.load(path))"
     )
 
 

@@ -24,7 +24,7 @@ from typing import AbstractSet, Any, Dict, Iterable, List, Mapping, Optional, Se
 import torch
 from torch import Tensor, nn
 
-from featx.errors import ArgumentError, InputShapeError, SpecError, first_line
+from featx.errors import ArgumentError, FeatxError, InputShapeError, SpecError, first_line
 from featx.nn.feature_info import FeatureInfo, StageInfo
 from featx.nn.freezing import apply_norm_policy, pin_kept_layers, set_stage_frozen
 from featx.nn.reinit import reinit_
@@ -395,11 +395,7 @@ class Backbone(nn.Module):
             if channels is not None and where != "the neck" and _raised_in_library_code(error):
                 raise self._channel_error(where, given, channels, error) from error
             if isinstance(error, ValueError) and _SYNC_NEEDS_GPU in str(error):
-                raise SpecError(
-                    key_path("norm"),
-                    f"sync: {where} synchronises its BatchNorm statistics across processes, which torch does on "
-                    f"CUDA devices only, and the input is on {x.device}; use norm: train, eval or frozen off the GPU",
-                ) from None
+                raise self._sync_error(where, x.device) from None
             if where == "the neck" or not _is_about_sizes(error) or not _raised_in_library_code(error):
                 raise  # not the input's shape: a neck or hook of yours, memory (what a batch-size search catches), ...
             if self._widths_disagree(error, given):
@@ -412,6 +408,23 @@ class Backbone(nn.Module):
                 f"({type(error).__name__}: {first_line(error)}); the model may take only some input sizes "
                 "(multiples of its largest stride) or inputs of another kind"
             ) from error
+
+    def _sync_error(self, where: str, device: torch.device) -> FeatxError:
+        """The error for SyncBatchNorm layers of ``where`` training on an input on ``device`` (not CUDA) in a process
+        group: a SpecError naming ``norm`` where the spec's ``norm: sync`` made them, else an InputShapeError naming
+        ``convert_sync_batchnorm`` (layers put in by hand, which the spec's norm did not make)."""
+        if self._spec.norm == "sync":
+            return SpecError(
+                key_path("norm"),
+                f"sync: {where} synchronises its BatchNorm statistics across processes, which torch does on CUDA "
+                f"devices only, and the input is on {device}; use norm: train, eval or frozen off the GPU",
+            )
+        return InputShapeError(
+            f"featx backbone {self._spec.model!r}: {where} has SyncBatchNorm layers (made by "
+            f"nn.SyncBatchNorm.convert_sync_batchnorm, not by the spec, whose norm is {self._spec.norm}), which "
+            f"synchronise their statistics across processes on CUDA devices only, and the input is on {device}; "
+            "convert only a backbone that trains on the GPU, or run these layers in eval mode"
+        )
 
     def _channel_error(
         self, where: str, given: torch.Size, refusal: "re.Match[str]", error: Exception

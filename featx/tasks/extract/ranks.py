@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Tuple
@@ -29,6 +30,17 @@ from featx.tasks.extract.store import FeatureStore, setting_differences
 #: what torchrun sets for each rank (besides WORLD_SIZE, RANK and LOCAL_RANK): where rank 0 waits for the others
 _RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT")
 _TORCHRUN_HINT = "torchrun sets it for each process it starts; unset it to extract in one process"
+#: an integer as torchrun writes one: ASCII digits (int() also takes "1_0" and other scripts' digits), a minus sign
+_INTEGER = re.compile(r"\s*-?[0-9]+\s*", re.ASCII)
+#: the ports rank 0 can wait on for the others (torch also takes 0, "any free port", which no other rank can know)
+_PORTS = range(1, 65536)
+
+
+def _integer(text: str) -> int:
+    """``text`` as an integer written as :data:`_INTEGER` says; ValueError otherwise."""
+    if not _INTEGER.fullmatch(text):
+        raise ValueError(text)
+    return int(text)
 
 
 def _whole_number(variable: str, default: int, least: int) -> int:
@@ -36,7 +48,7 @@ def _whole_number(variable: str, default: int, least: int) -> int:
     if text is None:
         return default
     try:
-        value = int(text.strip())
+        value = _integer(text)
     except ValueError:
         raise ArgumentError(f"{variable}: {quoted(text)} is not a whole number ({_TORCHRUN_HINT})") from None
     if value < least:
@@ -46,9 +58,10 @@ def _whole_number(variable: str, default: int, least: int) -> int:
 
 def torchrun_environment() -> Tuple[int, int]:
     """(world size, rank) from torchrun's ``WORLD_SIZE`` and ``RANK`` ((1, 0) without ``WORLD_SIZE``), checked
-    wherever ``WORLD_SIZE`` is set, ``WORLD_SIZE=1`` included: whole numbers, ``0 <= RANK < WORLD_SIZE`` (``RANK``
-    may be left out for one process), ``LOCAL_RANK`` not negative; :class:`ArgumentError` naming the variable
-    otherwise (torch answers with a raw error from deep inside, or waits for ranks that never come)."""
+    wherever ``WORLD_SIZE`` is set, ``WORLD_SIZE=1`` included: whole numbers in ASCII digits, ``0 <= RANK <
+    WORLD_SIZE`` (``RANK`` may be left out for one process), ``LOCAL_RANK`` not negative; :class:`ArgumentError`
+    naming the variable otherwise (torch answers with a raw error from deep inside, or waits for ranks that never
+    come)."""
     if os.environ.get("WORLD_SIZE") is None:
         return 1, 0
     world = _whole_number("WORLD_SIZE", 1, 1)
@@ -68,7 +81,8 @@ def local_rank() -> int:
 
 def start_distributed(device: torch.device) -> Tuple[int, int, bool]:
     """(rank, world size, whether this call started the process group): a process group the caller started is
-    taken as it is; else torchrun's environment starts one (NCCL on CUDA, else gloo) when it has several ranks."""
+    taken as it is; else torchrun's environment (``MASTER_PORT`` a port from 1 to 65535) starts one (NCCL on CUDA,
+    else gloo) when it has several ranks."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), False
     world, rank = torchrun_environment()
@@ -80,8 +94,24 @@ def start_distributed(device: torch.device) -> Tuple[int, int, bool]:
             f"{', '.join(missing)}: not set, with WORLD_SIZE={world}: run under torchrun (it sets WORLD_SIZE, RANK, "
             f"{', '.join(_RENDEZVOUS_VARIABLES)}), or unset WORLD_SIZE to extract in one process"
         )
+    _check_master_port(os.environ["MASTER_PORT"])
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
     return dist.get_rank(), world, True
+
+
+def _check_master_port(text: str) -> None:
+    """ArgumentError unless ``text`` (``MASTER_PORT``) is a port of :data:`_PORTS` (torch answers another with a
+    ValueError that does not name the variable, and port 0 leaves the other ranks waiting)."""
+    try:
+        port = _integer(text)
+    except ValueError:
+        port = None
+    if port not in _PORTS:
+        raise ArgumentError(
+            f"MASTER_PORT: {quoted(text) if port is None else port} is not a port: a whole number from "
+            f"{_PORTS[0]} to {_PORTS[-1]} (torchrun sets it from --master_port; unset WORLD_SIZE to extract in one "
+            "process)"
+        )
 
 
 @contextlib.contextmanager
