@@ -1,13 +1,17 @@
-"""Command-line argument types shared by the benchmark scripts: a bad value is argparse's one-line error (exit 2)
-naming the option, before any work. Example::
+"""Command-line argument checks shared by the scripts: a bad value is argparse's one-line error (exit 2) naming the
+option, before any work. Example::
 
     parser.add_argument("--repeats", type=whole_number(1, 1000), default=7)
+    spec = check_rows_device(parser, "resnet50", args.device)   # --device: cpu or cuda[:N], present here
 """
 
 from __future__ import annotations
 
 import argparse
 from typing import Callable
+
+import featx
+from featx.construct.device import resolve_device
 
 
 def whole_number(low: int, high: int) -> Callable[[str], int]:
@@ -24,3 +28,17 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
 
     parse.__name__ = "whole number"  # what argparse's own messages call the type
     return parse
+
+
+def check_rows_device(parser: argparse.ArgumentParser, backbone: str, device: str) -> featx.BackboneSpec:
+    """``backbone``'s packaged spec on ``device``; argparse's error naming --device for a device featx does not know,
+    one not on this machine, and one a benchmark row cannot name (``auto``, ``mps``, ``meta``): rows run on cpu or
+    cuda[:N]."""
+    try:
+        spec = featx.load_spec(backbone, overrides=[f"device={device}"])
+        resolved = resolve_device(spec.device)
+    except featx.FeatxError as error:
+        parser.error(f"argument --device: {error}")
+    if spec.device == "auto" or resolved.type not in ("cpu", "cuda"):
+        parser.error(f"argument --device: the rows run on cpu or cuda[:N], named; got {spec.device!r}")
+    return spec

@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torchvision
-from arguments import whole_number
+from arguments import check_rows_device, whole_number
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -55,7 +55,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 import featx
-from featx.files import write_atomically, write_generated_page
+from featx.files import refuse_a_foreign_page, write_atomically, write_generated_page
 
 from machine import machine_description
 
@@ -410,6 +410,8 @@ def _table(header: List[str], rows: List[List[str]]) -> str:
 
 #: what marks the JSON file this script writes (it replaces no other file)
 JSON_MARK = "scripts/bench.py"
+#: the first line of the --output page (it replaces no other page)
+PAGE_TITLE = "# Benchmark results (generated)"
 _NOT_OURS = "exists and is not a file this script wrote; nothing was written: give another path, or move that file"
 
 
@@ -457,8 +459,14 @@ def main() -> None:
         "--output", type=Path, help="also write the tables as a markdown page (with the command and the machine)"
     )
     args = parser.parse_args()
-    if (args.json.exists() or args.json.is_symlink()) and not _is_own_json(args.json):  # before minutes of work
-        raise SystemExit(f"bench.py: error: --json: {args.json} {_NOT_OURS}")
+    check_rows_device(parser, next(iter(CASES)), args.device)  # before minutes of work, as the next two
+    if (args.json.exists() or args.json.is_symlink()) and not _is_own_json(args.json):
+        parser.error(f"--json: {args.json} {_NOT_OURS}")
+    if args.output is not None:
+        try:
+            refuse_a_foreign_page(args.output, PAGE_TITLE, "--output")  # the write checks again
+        except featx.FeatxError as error:
+            parser.error(str(error))
     compile_featx()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as name:
@@ -576,7 +584,7 @@ def _page(header: str, sections: List[str]) -> str:
     """The results page: written by this script, never by hand."""
     command = shlex.join(["python", "scripts/bench.py", *sys.argv[1:]])
     return (
-        "# Benchmark results (generated)\n\n"
+        f"{PAGE_TITLE}\n\n"
         f"Written by `{command}` on {_machine()}.\n"
         f"Do not edit: rerun the command. {header}.\n\n" + "\n".join(sections)
     )

@@ -42,14 +42,13 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 import numpy as np
 import torch
 import torchvision
-from arguments import whole_number
+from arguments import check_rows_device, whole_number
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models._utils import IntermediateLayerGetter
 
 import featx
-from featx.construct.device import resolve_device
 from featx.files import refuse_a_foreign_page, write_generated_page
 from featx.spec.apps import ExtractOptions
 from featx.tasks.extract.decode import ImageFiles, collate_images
@@ -293,13 +292,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         spec = featx.load_spec(args.backbone)
     except featx.FeatxError as error:
         parser.error(f"argument --backbone: {error}")
-    try:
-        spec = featx.load_spec(args.backbone, overrides=[f"device={args.device}"])
-        device = resolve_device(spec.device)
-    except featx.FeatxError as error:
-        parser.error(f"argument --device: {error}")
-    if spec.device == "auto" or device.type not in ("cpu", "cuda"):
-        parser.error(f"argument --device: the rows run on cpu or cuda[:N], named; got {spec.device!r}")
+    spec = check_rows_device(parser, args.backbone, args.device)
     if RESNET.fullmatch(spec.model) is None or "c5" not in spec.stages:
         parser.error(
             f"argument --backbone: {args.backbone!r} builds {spec.model!r}; the hand-written loop takes layer4 of a "

@@ -16,10 +16,12 @@ Usage (from the repository root)::
     python scripts/retrieval.py runs/pretrained backbone.weights=DEFAULT   # overrides go to every featx-extract
     python scripts/retrieval.py runs/r --backbones resnet18,mobilenet_v3_large --summary-page docs/results/retrieval.md
 
-The output folder must be new or empty. It receives ``images/``, ``features/<backbone>/`` (featx-extract's
-folders), ``logs/<backbone>/`` (its Hydra logs), ``results.md`` (the table, also printed) and ``results.json``;
-``--summary-page PATH`` also writes the table as a page naming the command and the machine (replacing only a page
-it wrote itself).
+Every argument is checked before anything is written (a bad one is a one-line error, exit status 2): the photo
+and backbone names, each given once, the ranges of ``--views``, ``--size`` and ``--seed``, an override of a key
+this script sets itself, a file of the user's at ``--summary-page``, and the output folder, which must be new or
+empty. It receives ``images/``, ``features/<backbone>/`` (featx-extract's folders), ``logs/<backbone>/`` (its Hydra
+logs), ``results.md`` (the table, also printed) and ``results.json``; ``--summary-page PATH`` also writes the table
+as a page naming the command and the machine (replacing only a page it wrote itself).
 """
 
 from __future__ import annotations
@@ -34,12 +36,16 @@ from pathlib import Path
 from typing import Dict, List, NoReturn, Sequence, Tuple
 
 import torch
+from arguments import whole_number
 from PIL import Image
 from torch import Tensor
 from torch.nn import functional
 
 import featx
-from featx.files import write_generated_page
+from featx.files import refuse_a_foreign_page, write_generated_page
+from featx.spec.config_files import backbone_names
+from featx.spec.keys import suggest
+from featx.spec.limits import MAX_SEED
 
 from machine import machine_description
 from skimage_views import PHOTOS, load_photo, random_view
@@ -47,10 +53,14 @@ from skimage_views import PHOTOS, load_photo, random_view
 SCALE = (1.0, 2.0)  # each view shows 50% to 100% of its photo's longer side
 RECALL_AT = (1, 5)
 PAGE_TITLE = "# Retrieval results (generated)"
+#: the keys this script gives each featx-extract run: an override of one would undo it (``backbone=`` made every row's
+#: features another backbone's)
+OWN_KEYS = ("backbone", "extract.input", "extract.output", "extract.size", "hydra.run.dir")
+PACKAGED = "(featx-list lists the packaged ones; a backbone of your own needs hydra.searchpath=[file://FOLDER])"
 
 
 def _fail(message: str) -> NoReturn:
-    raise SystemExit(f"retrieval: error: {message}")
+    raise SystemExit(f"retrieval.py: error: {message}")
 
 
 def write_views(folder: Path, photos: Sequence[str], views: int, size: int, seed: int) -> None:
@@ -140,27 +150,55 @@ def results_table(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The checked arguments (``photos`` and ``backbones`` as lists), the output folder made: every refusal is
+    argparse's one-line error (exit 2) before anything is written."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output", type=Path, help="a new or empty folder for the images, features and results")
     parser.add_argument("--backbones", default="resnet18", help="comma-separated featx backbone names")
     parser.add_argument("--photos", default=",".join(PHOTOS), help="comma-separated skimage.data photos (classes)")
-    parser.add_argument("--views", type=int, default=8, help="views per photo; half train the probe (default 8)")
-    parser.add_argument("--size", type=int, default=128, help="side of the square views, pixels (default 128)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the views (default 0)")
+    parser.add_argument(
+        "--views",
+        type=whole_number(4, 1000),
+        default=8,
+        help="views per photo (default 8); half train the probe, and recall@5 needs 5 other views",
+    )
+    parser.add_argument("--size", type=whole_number(32, 1024), default=128, help="side of the views (default 128)")
+    parser.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0, help="seed of the views (default 0)")
     parser.add_argument("--summary-page", type=Path, help="also write the table as a generated page (for docs/)")
     parser.add_argument("overrides", nargs="*", help="featx-extract overrides, e.g. backbone.weights=DEFAULT")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before, between and after the options
     args.photos = args.photos.split(",")
+    args.backbones = args.backbones.split(",")
     unknown = [name for name in args.photos if name not in PHOTOS]
     if unknown or len(set(args.photos)) < 2:
-        _fail(f"--photos: need 2 or more distinct names from {', '.join(PHOTOS)}, got {','.join(args.photos)}")
-    if args.views < 4:
-        _fail(f"--views: must be at least 4 (half train the probe, and recall@5 needs 5 other views), got {args.views}")
-    if not 32 <= args.size <= 1024:
-        _fail(f"--size: must be 32 to 1024 pixels, got {args.size}")
+        parser.error(f"--photos: need 2 or more distinct names from {', '.join(PHOTOS)}, got {','.join(args.photos)}")
+    for option, names in (("--photos", args.photos), ("--backbones", args.backbones)):
+        twice = next((name for index, name in enumerate(names) if name in names[:index]), None)
+        if twice is not None:
+            parser.error(f"{option}: {twice} is named twice; give each {option[2:-1]} once")
+    for override in args.overrides:
+        if override.split("=", 1)[0].lstrip("+~") in OWN_KEYS:
+            parser.error(
+                f"overrides: {override} sets a key this script sets itself ({', '.join(OWN_KEYS)}); use --backbones, "
+                "--size and the output argument"
+            )
+    if not any(override.lstrip("+").startswith("hydra.searchpath=") for override in args.overrides):
+        names = backbone_names()  # with a search path of the user's, featx-extract knows its backbones
+        for backbone in args.backbones:
+            if backbone not in names:
+                parser.error(f"--backbones: unknown backbone {backbone!r}{suggest(backbone, names)} {PACKAGED}")
+    if args.summary_page is not None:
+        try:
+            refuse_a_foreign_page(args.summary_page, PAGE_TITLE, "--summary-page")  # the write checks again
+        except featx.FeatxError as error:
+            parser.error(str(error))
     if args.output.exists() and (not args.output.is_dir() or any(args.output.iterdir())):
-        _fail(f"output: {args.output} exists and is not an empty folder; give a new one")
+        parser.error(f"output: {args.output} exists and is not an empty folder; give a new one")
+    try:
+        (args.output / "images").mkdir(parents=True)
+    except OSError as error:
+        parser.error(f"output: {args.output}: cannot make the folder ({error.strerror}); give a new one")
     return args
 
 
@@ -170,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> List[Dict[str, object]]:
     images = args.output / "images"
     write_views(images, args.photos, args.views, args.size, args.seed)
     rows: List[Dict[str, object]] = []
-    for backbone in args.backbones.split(","):
+    for backbone in args.backbones:
         features = args.output / "features" / backbone
         run_extract(images, features, args.output / "logs" / backbone, backbone, args.size, args.overrides)
         output, vectors, paths = read_deepest(features)
@@ -179,12 +217,12 @@ def main(argv: Sequence[str] | None = None) -> List[Dict[str, object]]:
     table = results_table(rows)
     (args.output / "results.md").write_text(table)
     (args.output / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(table, end="")
     if args.summary_page:
-        try:
+        try:  # a file of the user's put there during the run is kept
             write_generated_page(args.summary_page, summary_page(table, argv), "--summary-page")
         except featx.FeatxError as error:
             _fail(str(error))
-    print(table, end="")
     return rows
 
 

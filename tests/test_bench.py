@@ -48,10 +48,9 @@ def test_the_json_replaces_only_a_file_bench_wrote(bench, tmp_path, monkeypatch,
         monkeypatch.setattr("sys.argv", ["bench.py", "--sections", "inspect", "--json", str(path)])
         with pytest.raises(SystemExit) as refused:
             bench.main()
-        assert str(refused.value) == (
-            f"bench.py: error: --json: {path} exists and is not a file this script wrote; nothing was written: give "
-            "another path, or move that file"
-        )
+        assert refused.value.code == 2
+        refusal = f"--json: {path} exists and is not a file this script wrote; nothing was written: give another path"
+        assert capsys.readouterr().err.strip().endswith(f"bench.py: error: {refusal}, or move that file")
     assert notes.read_text() == "my notes\n"
     bench._write_json(own, {"forward": []})
     bench._write_json(own, {"forward": [1]})  # its own file: replaced
@@ -63,6 +62,43 @@ def test_the_json_replaces_only_a_file_bench_wrote(bench, tmp_path, monkeypatch,
 
 #: bench_extract arguments for a run of seconds: a refusal that comes after the passes fails fast
 TINY_RUN = ["--images", "1", "--workers", "0", "--size", "32"]
+#: the same for bench: one forward timing of each backbone at 32x32
+TINY_BENCH = ["--sections", "forward", "--batches", "1", "--size", "32", "--repeats", "1", "--warmup", "0"]
+NO_CUDA = "'cuda:99' is not available on this machine (no CUDA device); use 'cpu' or 'auto'"
+TOO_FEW = f"'cuda:99' is not available: this machine has {torch.cuda.device_count()} CUDA device(s)"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [  # the devices were a traceback (SpecError, DeviceError, torch's) after checkpoints were written and built
+        (
+            ["--device", "foo"],
+            "argument --device: backbone.device: unknown device 'foo' (valid: auto, cpu, cuda, cuda:N, mps, meta)",
+        ),
+        (
+            ["--device", "cuda:99"],
+            f"argument --device: backbone.device: {TOO_FEW if torch.cuda.is_available() else NO_CUDA}",
+        ),
+        (["--device", "auto"], "argument --device: the rows run on cpu or cuda[:N], named; got 'auto'"),
+        (["--device", "meta"], "argument --device: the rows run on cpu or cuda[:N], named; got 'meta'"),
+        # refused after every measurement
+        (
+            ["--output", "{notes}"],
+            "--output: {notes} exists and is not a page this script wrote (its first line is not '# Benchmark results "
+            "(generated)'); nothing was written: give another path, or move that file",
+        ),
+    ],
+)
+def test_bench_refuses_bad_arguments_before_any_work(bench, arguments, message, tmp_path, monkeypatch, capsys):
+    notes = tmp_path / "notes.md"
+    notes.write_text("my page\n")
+    given = [argument.format(notes=notes) for argument in arguments]
+    monkeypatch.setattr("sys.argv", ["bench.py", *TINY_BENCH, "--json", str(tmp_path / "bench.json"), *given])
+    with pytest.raises(SystemExit) as refused:
+        bench.main()
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"bench.py: error: {message.format(notes=notes)}")
+    assert sorted(tmp_path.iterdir()) == [notes] and notes.read_text() == "my page\n"
 
 
 @pytest.mark.parametrize(

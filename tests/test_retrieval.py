@@ -117,27 +117,138 @@ def test_recall_at_on_a_worked_example(retrieval):
     assert retrieval.recall_at(vectors, labels, (1, 2)) == pytest.approx({1: 1 / 5, 2: 3 / 5})
 
 
+#: a run of seconds: a refusal that comes after the work fails fast
+TINY = ["--views=4", "--size=32", "--photos=astronaut,camera"]
+PACKAGED = "(featx-list lists the packaged ones; a backbone of your own needs hydra.searchpath=[file://FOLDER])"
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
         (["--photos=astronaut"], "--photos: need 2 or more distinct names from astronaut, "),
         (["--photos=astronaut,eagle"], "--photos: need 2 or more distinct names from astronaut, "),
-        (["--views=3"], "--views: must be at least 4"),
-        (["--size=8"], "--size: must be 32 to 1024 pixels, got 8"),
+        # the second folder of one photo was a FileExistsError traceback, after the first photo's views
+        (["--photos=astronaut,astronaut,camera"], "--photos: astronaut is named twice; give each photo once"),
+        (["--views=3"], "argument --views: 3 is not in 4..1000"),
+        (["--views=100000000"], "argument --views: 100000000 is not in 4..1000"),  # was accepted: 1e8 PNGs each
+        (["--views=4.5"], "argument --views: '4.5' is not a whole number"),
+        (["--size=8"], "argument --size: 8 is not in 32..1024"),
+        # an OverflowError traceback from torch's generator
+        (["--seed=100000000000000000000000"], f"argument --seed: {10**23} is not in 0..{2**63 - 1}"),
+        (["--seed=-1"], f"argument --seed: -1 is not in 0..{2**63 - 1}"),
+        # a typo in the second backbone was found after the first backbone's extraction, in a folder no rerun takes
+        ([*TINY, "--backbones=resnet18,resnet81"], "--backbones: unknown backbone 'resnet81'; did you mean resnet18"),
+        ([*TINY, "--backbones=resnet18,"], f"--backbones: unknown backbone '' {PACKAGED}"),
+        ([*TINY, "--backbones=resnet18,resnet18"], "--backbones: resnet18 is named twice; give each backbone once"),
+        # featx-extract took the last backbone=: the row named resnet18 held resnet50's features
+        (
+            [*TINY, "backbone=resnet50"],
+            "overrides: backbone=resnet50 sets a key this script sets itself (backbone, extract.input, extract.output, "
+            "extract.size, hydra.run.dir); use --backbones, --size and the output argument",
+        ),
+        ([*TINY, "+extract.output=elsewhere"], "overrides: +extract.output=elsewhere sets a key this script sets "),
     ],
 )
-def test_bad_arguments_are_one_line_errors(retrieval, tmp_path, arguments, message):
+def test_bad_arguments_are_one_line_errors_before_any_work(
+    retrieval, tmp_path, monkeypatch, capsys, arguments, message
+):
+    monkeypatch.setattr("sys.argv", ["retrieval.py"])  # argparse's program name
     with pytest.raises(SystemExit) as raised:
         retrieval.main([str(tmp_path / "new"), *arguments])
-    assert str(raised.value).startswith(f"retrieval: error: {message}")
+    assert raised.value.code == 2
+    assert f"retrieval.py: error: {message}" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
 
 
-def test_a_folder_with_files_is_never_written_to(retrieval, tmp_path):
+def test_an_unknown_backbone_is_named_with_the_packaged_ones_closest_to_it(retrieval, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["retrieval.py"])
+    with pytest.raises(SystemExit):
+        retrieval.main([str(tmp_path / "new"), *TINY, "--backbones=resnet18,resnet81"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (
+        "retrieval.py: error: --backbones: unknown backbone 'resnet81'; did you mean resnet18 or resnet152 or "
+        f"resnet101? {PACKAGED}"
+    )
+
+
+def test_a_folder_with_files_is_never_written_to(retrieval, tmp_path, monkeypatch, capsys):
     (tmp_path / "mine.txt").write_text("my notes\n")
+    monkeypatch.setattr("sys.argv", ["retrieval.py"])
     with pytest.raises(SystemExit) as raised:
         retrieval.main([str(tmp_path)])
-    assert (
-        str(raised.value) == f"retrieval: error: output: {tmp_path} exists and is not an empty folder; give a new one"
-    )
+    assert raised.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith(f"retrieval.py: error: output: {tmp_path} exists and is not an empty folder; give a new one")
     assert [path.name for path in tmp_path.iterdir()] == ["mine.txt"]
+
+
+@pytest.mark.parametrize("kind", ["a link to nothing", "under a file"])
+def test_an_output_folder_that_cannot_be_made_is_one_error_naming_it(retrieval, tmp_path, monkeypatch, capsys, kind):
+    """Each was a traceback (FileExistsError, NotADirectoryError) after the argument checks."""
+    if kind == "a link to nothing":
+        output, reason = tmp_path / "out", "File exists"
+        output.symlink_to(tmp_path / "nowhere")
+    else:
+        output, reason = tmp_path / "file.txt" / "out", "Not a directory"
+        (tmp_path / "file.txt").write_text("mine\n")
+    monkeypatch.setattr("sys.argv", ["retrieval.py"])
+    with pytest.raises(SystemExit) as raised:
+        retrieval.main([str(output), *TINY])
+    assert raised.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith(f"retrieval.py: error: output: {output}: cannot make the folder ({reason}); give a new one")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file.txt" if kind == "under a file" else "out"]
+
+
+def test_a_users_summary_page_is_refused_before_any_work(retrieval, tmp_path, monkeypatch, capsys):
+    """It was refused after the views were written and every backbone extracted, and the table was never printed."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("my notes\n")
+    monkeypatch.setattr("sys.argv", ["retrieval.py"])
+    with pytest.raises(SystemExit) as raised:
+        retrieval.main([str(tmp_path / "new"), *TINY, f"--summary-page={notes}"])
+    assert raised.value.code == 2
+    refusal = (
+        f"retrieval.py: error: --summary-page: {notes} exists and is not a page this script wrote (its first line is "
+        "not '# Retrieval results (generated)'); nothing was written: give another path, or move that file"
+    )
+    assert capsys.readouterr().err.strip().endswith(refusal)
+    assert notes.read_text() == "my notes\n" and sorted(tmp_path.iterdir()) == [notes]
+
+
+def test_a_page_put_there_during_the_run_is_kept_and_the_table_printed_first(retrieval, tmp_path, monkeypatch, capsys):
+    """The write still refuses a file of the user's that appeared while the backbones ran (a race the argument check
+    cannot see), after printing the table."""
+    notes = tmp_path / "notes.md"
+    monkeypatch.setattr(retrieval, "read_deepest", _planting(retrieval.read_deepest, notes))
+    with pytest.raises(SystemExit) as raised:
+        retrieval.main([str(tmp_path / "new"), *TINY, f"--summary-page={notes}"])
+    assert str(raised.value).startswith(f"retrieval.py: error: --summary-page: {notes} exists and is not a page")
+    assert notes.read_text() == "my notes\n"
+    assert capsys.readouterr().out.startswith("| backbone | output | dim | images |")
+
+
+def _planting(read_deepest, notes):
+    """``read_deepest`` that first puts a file of the user's at ``notes``."""
+
+    def planted(features):
+        notes.write_text("my notes\n")
+        return read_deepest(features)
+
+    return planted
+
+
+def test_overrides_may_follow_the_options(retrieval, tmp_path, monkeypatch):
+    """An override after the options was "unrecognized arguments" (argparse's nargs="*" positional)."""
+    monkeypatch.setattr("sys.argv", ["retrieval.py"])
+    args = retrieval.parse_args([str(tmp_path / "out"), *TINY, "backbone.norm=train", "--seed=3", "backbone.seed=1"])
+    assert args.overrides == ["backbone.norm=train", "backbone.seed=1"]
+    assert (args.output, args.views, args.size, args.seed) == (tmp_path / "out", 4, 32, 3)
+    assert args.photos == ["astronaut", "camera"] and args.backbones == ["resnet18"]
+
+
+def test_a_backbone_of_the_users_config_folder_is_left_to_featx_extract(retrieval, tmp_path, monkeypatch):
+    """With a search path of the user's, featx-extract (not this script) knows every backbone name."""
+    monkeypatch.setattr("sys.argv", ["retrieval.py"])
+    arguments = [str(tmp_path / "out"), *TINY, "--backbones=resnet18,mine", f"hydra.searchpath=[file://{tmp_path}]"]
+    assert retrieval.parse_args(arguments).backbones == ["resnet18", "mine"]
