@@ -21,15 +21,18 @@ Usage (from the repository root; the config is ``scripts/experiment_conf/experim
 Every run writes, in its output dir (``outputs/experiment/runs/<time>/`` by default, the time to the microsecond):
 ``metrics.csv`` (the train loss components averaged since the last evaluation, the validation losses and mAP@0.5,
 every ``train.eval_every`` iterations), ``result.json`` (one row, with timings), ``config_resolved.yaml``, Hydra's
-``.hydra/`` and ``experiment.log``. A run never replaces another run's ``result.json``: a folder that holds one is
-refused before training, and ``result.json`` is placed without overwriting (of two runs finishing in one folder,
-the second stops with an error) before ``metrics.csv``. A ``-m`` sweep then writes ``results.md`` and
-``results.png`` in the sweep dir (``experiment_summary.py``), of the jobs whose ``result.json`` carries its sweep id.
+``.hydra/`` and ``experiment.log``. A run replaces no file, another run's or the user's: a folder that holds any of
+its three files is refused before training (after the config is checked), and each is placed without overwriting,
+``config_resolved.yaml`` first, once the run has nothing left to refuse (a refused run writes none of them; of two
+runs started in one folder at once, the second stops there, before training). A ``-m`` sweep then writes
+``results.md`` and ``results.png`` in the sweep dir (``experiment_summary.py``), of the jobs whose ``result.json``
+carries its sweep id.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -37,23 +40,24 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from torch import Tensor
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
 import featx  # registers featx/backbone_schema, which the backbone configs compose with
-from featx.cli.app import plain_nested_overrides
+from featx.cli.app import check_choices, hydra_flags, parsed_overrides, plain_nested_overrides
 from featx.detection import anchor_generator, roi_pooler
 from featx.files import write_atomically
 from featx.spec.config_files import backbone_names
-from featx.spec.limits import MAX_BATCH_PIXELS, MAX_SIDE
+from featx.spec.limits import MAX_BATCH_PIXELS, MAX_SEED, MAX_SIDE, quoted, real_value
 from featx.tasks.extract.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 from box_metrics import mean_average_precision
@@ -63,6 +67,9 @@ from skimage_views import Annotated, load_annotations, random_view
 log = logging.getLogger("experiment")
 
 BOXES = Path(__file__).resolve().parent / "experiment_data" / "boxes.json"
+CONF_DIR = Path(__file__).resolve().parent / "experiment_conf"
+#: the files a run writes in its folder, none of which it ever replaces (a folder holding one is refused)
+RUN_FILES = ("result.json", "config_resolved.yaml", "metrics.csv")
 LOSSES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 #: metrics.csv holds only what a rerun reproduces (timings go to result.json and the log)
 METRIC_FIELDS = ("iteration", "train_loss", *(f"train_{name}" for name in LOSSES), "val_loss", "val_map50")
@@ -211,16 +218,28 @@ def _check_number(
     cfg: DictConfig, key: str, *, integer: bool, minimum: float, inclusive: bool = True, maximum: float = math.inf
 ) -> None:
     value = OmegaConf.select(cfg, key)
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    is_number = isinstance(value, (int, float)) and math.isfinite(real_value(value))  # real_value: bool is not one
     in_range = is_number and (value >= minimum if inclusive else value > minimum) and value <= maximum
     if not in_range or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
         bound = f"in {minimum}..{maximum}" if maximum < math.inf else f"{'>=' if inclusive else '>'} {minimum}"
-        fail(f"{key}: must be {kind} {bound}, got {value!r}")
+        fail(f"{key}: must be {kind} {bound}, got {quoted(value)}")
 
 
-#: upper bounds of the integer keys that size the work (views are made in memory, images pass the backbone whole)
-MAXIMA = {"data.image_size": MAX_SIDE, "data.train_views": 100_000, "data.val_views": 100_000, "train.batch_size": 4096}
+#: upper bounds of the integer keys that size the work (views are made in memory, images pass the backbone whole,
+#: the box head is a (width x 7 x 7) x representation_size layer); the seed leaves room for the views' seed + 1
+MAXIMA = {
+    "seed": MAX_SEED - 1,
+    "data.image_size": MAX_SIDE,
+    "data.train_views": 100_000,
+    "data.val_views": 100_000,
+    "train.batch_size": 4096,
+    "detector.proposals": 10_000,  # torchvision's Faster R-CNN: 2000
+    "detector.rois_per_image": 10_000,  # torchvision's: 512
+    "detector.representation_size": 4096,  # torchvision's: 1024
+}
+#: the highest ``data.scale``: a photo's longer side is at most this many times a view's
+MAX_SCALE = 10
 
 
 def validate(cfg: DictConfig) -> None:
@@ -253,34 +272,40 @@ def validate(cfg: DictConfig) -> None:
         fail(f"data.min_visible: must be a fraction in [0, 1], got {cfg.data.min_visible!r}")
     scale = cfg.data.scale
     numbers = OmegaConf.is_list(scale) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
-    if not numbers or len(scale) != 2 or not 0 < scale[0] <= scale[1]:
-        fail(f"data.scale: must be [low, high] with 0 < low <= high, got {scale!r}")
+    if not numbers or len(scale) != 2 or not 0 < scale[0] <= scale[1] <= MAX_SCALE:
+        fail(f"data.scale: must be [low, high] with 0 < low <= high <= {MAX_SCALE}, got {quoted(scale)}")
+    side = round(cfg.data.image_size * scale[1])
+    if side > MAX_SIDE:  # the photo is resized whole before the crop
+        fail(
+            f"data.scale, data.image_size: a photo's longer side becomes {cfg.data.image_size} x {scale[1]:g} = "
+            f"{side} pixels at the highest scale, more than {MAX_SIDE}; lower one of them"
+        )
+    boxes = cfg.data.boxes
+    if boxes is not None and (not isinstance(boxes, str) or not boxes):
+        fail(f"data.boxes: must be the path of a box file, or null for the packaged one, got {quoted(boxes)}")
 
 
 # --- one run --------------------------------------------------------------------------------------------------------
 
 
-def _write(path: Path, write: Callable[[Path], object]) -> None:
-    """``write`` a file of this run's whole (:func:`featx.files.write_atomically`), or a one-line error."""
+def resolved_config(cfg: DictConfig) -> str:
+    """The config with its interpolations resolved, as YAML (config_resolved.yaml); a value missing (``???``) or an
+    interpolation that cannot be resolved is a one-line error naming the key (the value is not echoed: it may come
+    from the environment)."""
     try:
-        write_atomically(path, write, overwrite=True, what=path.name)
-    except featx.FeatxError as error:
-        fail(str(error))
+        return OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
+    except MissingMandatoryValue as error:
+        fail(f"{error.full_key}: missing; give it on the command line ({error.full_key}=...)")
+    except OmegaConfBaseException as error:
+        fail(f"{error.full_key or 'config'}: its interpolation cannot be resolved ({type(error).__name__})")
 
 
-def _write_metrics(path: Path, rows: List[Dict[str, float]]) -> None:
-    def write(partial: Path) -> None:
-        with partial.open("w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=METRIC_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    _write(path, write)
-
-
-def _write_config(output_dir: Path, cfg: DictConfig) -> None:
-    text = OmegaConf.to_yaml(cfg, resolve=True)
-    _write(output_dir / "config_resolved.yaml", lambda partial: partial.write_text(text))
+def _metrics_text(rows: List[Dict[str, float]]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 def _folder_key() -> str:
@@ -288,29 +313,34 @@ def _folder_key() -> str:
     return "hydra.sweep.dir" if HydraConfig.get().mode == RunMode.MULTIRUN else "hydra.run.dir"
 
 
-def _taken_error(output_dir: Path) -> str:
+def _taken_error(output_dir: Path, name: str, key: str) -> str:
     return (
-        f"{_folder_key()}: {output_dir} already holds result.json of another run, which is never overwritten: give "
+        f"{key}: {output_dir} already holds {name} (another run's or yours), which is never overwritten: give "
         "another folder (the default names one per run, to the microsecond)"
     )
 
 
-def _refuse_a_used_folder(output_dir: Path) -> None:
-    """Stop before writing anything of this run's where another run left its result (a folder given twice)."""
-    if os.path.lexists(output_dir / "result.json"):
-        fail(_taken_error(output_dir))
+def _refuse_a_used_folder(output_dir: Path, key: str) -> None:
+    """Stop before writing anything of this run's where a file of another run's or of the user's has a run file's
+    name (a folder given twice, or a folder of the user's)."""
+    for name in RUN_FILES:
+        if os.path.lexists(output_dir / name):
+            fail(_taken_error(output_dir, name, key))
 
 
-def _place_result(output_dir: Path, result: Dict[str, Any]) -> None:
-    """Write result.json without replacing one another run placed meanwhile (two runs in one folder at once): the
-    second to finish stops here, before it writes its metrics.csv over the first's."""
-    text = json.dumps(result, indent=2) + "\n"
+def _place(output_dir: Path, name: str, text: str, key: str) -> None:
+    """Write ``output_dir / name`` whole, never replacing a file there: one put there after the folder was checked
+    (another run given the folder at once, or the user) stops this run with a one-line error naming it (``key``:
+    the folder's)."""
     try:
         write_atomically(
-            output_dir / "result.json", lambda partial: partial.write_text(text), overwrite=False, what="result.json"
+            output_dir / name,
+            lambda partial: partial.write_text(text, encoding="utf-8", newline=""),
+            overwrite=False,
+            what=name,
         )
     except featx.FeatxError as error:
-        fail(_taken_error(output_dir) if os.path.lexists(output_dir / "result.json") else str(error))
+        fail(_taken_error(output_dir, name, key) if os.path.lexists(output_dir / name) else str(error))
 
 
 def _build(cfg: DictConfig, num_classes: int, choice: str) -> FasterRCNN:
@@ -364,16 +394,18 @@ def _result(
 def main(cfg: DictConfig) -> None:
     """One run: train the detector; write config_resolved.yaml, metrics.csv and result.json in the output dir."""
     torch.use_deterministic_algorithms(True)  # with the seeded data, init and order: a rerun repeats every number
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    _refuse_a_used_folder(output_dir)
-    _write_config(output_dir, cfg)
+    config_text = resolved_config(cfg)
     validate(cfg)
+    output_dir, key = Path(HydraConfig.get().runtime.output_dir), _folder_key()
+    _refuse_a_used_folder(output_dir, key)
     try:
         classes, photos = load_annotations(cfg.data.boxes or BOXES)
     except (OSError, ValueError) as error:  # a missing file, bad JSON, a box outside its photo
         fail(f"data.boxes: {error}")
     choice = HydraConfig.get().runtime.choices.get("backbone") or cfg.backbone.model
     model = _build(cfg, len(classes), choice)
+    # once nothing is left to refuse, and first: the folder is this run's from here on (a run given it at once stops)
+    _place(output_dir, "config_resolved.yaml", config_text, key)
     data = cfg.data
     views = {"size": data.image_size, "scale": list(data.scale), "min_visible": data.min_visible}
     train_set = make_views(photos, data.train_views, seed=cfg.seed, **views)
@@ -386,9 +418,8 @@ def main(cfg: DictConfig) -> None:
     )  # fmt: skip
     rows, train_time = train_detector(model, train_set, val_set, cfg.train, cfg.seed)
     result = _result(model, cfg, rows, train_time, choice)
-    _place_result(output_dir, result)  # first: the folder is this run's from here on
-    _write_metrics(output_dir / "metrics.csv", rows)
-    _write_config(output_dir, cfg)  # again: a run that met this one's result.json may have written its own
+    _place(output_dir, "result.json", json.dumps(result, indent=2) + "\n", key)
+    _place(output_dir, "metrics.csv", _metrics_text(rows), key)
     log.info(
         "val loss %.4f mAP@0.5 %.3f | %s params, %s trainable | %.1f s training, %.1f images/s | %s",
         result["val_loss"], result["val_map50"], f"{result['params']:,}", f"{result['trainable_params']:,}",
@@ -396,6 +427,20 @@ def main(cfg: DictConfig) -> None:
     )  # fmt: skip
 
 
+def check_backbone_choices(arguments: Sequence[str]) -> None:
+    """Refuse, before Hydra composes (its answer lists every config of the group, over a hundred lines), an unknown
+    ``backbone=`` choice with the close names, and a choice that leaves the config roots (featx's apps' own check);
+    any name is left to Hydra where ``--config-dir``, ``hydra.searchpath`` or a ``backbone/`` folder beside this
+    script's config adds backbones."""
+    flags, _ = hydra_flags(arguments)
+    overrides = parsed_overrides("experiment", arguments)
+    searchpath = any(override.key_or_group == "hydra.searchpath" for _, override in overrides)
+    more_backbones = flags.config_dir is not None or searchpath or (CONF_DIR / "backbone").exists()
+    chosen = [(argument, override) for argument, override in overrides if override.key_or_group == "backbone"]
+    check_choices("experiment", chosen, custom_roots=more_backbones)  # the other top-level keys are values here
+
+
 if __name__ == "__main__":
     sys.argv[1:] = plain_nested_overrides(sys.argv[1:])  # backbone.fpn.out_channels=N on a backbone without an FPN
+    check_backbone_choices(sys.argv[1:])
     main()

@@ -4,10 +4,12 @@ Hydra calls :class:`SweepSummary` (``hydra.callbacks`` in ``experiment_conf/expe
 around each job and after the last one. As the sweep starts it draws the sweep's id, which each job finds in the
 ``FEATX_EXPERIMENT_SWEEP`` environment variable and records in its ``result.json`` (``"sweep"``); after the last job
 it reads the ``result.json`` and ``metrics.csv`` of this sweep's jobs alone (a folder given to two sweeps holds the
-earlier one's jobs too) and writes, in the sweep dir, ``results.md`` (also logged) and ``results.png`` (needs
-matplotlib; without it the table is still written), and, with ``summary_page=PATH`` (checked as the sweep starts; a
-single run refuses it), the table as a page naming the command and the machine; a file it may not replace ends the
-sweep with exit status 1. Example (on a finished sweep)::
+earlier one's jobs too; any other ``result.json`` there, a file of the user's, is left out, but a job of this sweep
+whose files are not whole ends the sweep with exit status 1 naming the file, no summary written) and writes, in the
+sweep dir, ``results.md`` (also logged) and ``results.png`` (needs matplotlib; without it the table is still
+written), and, with ``summary_page=PATH`` (checked as the sweep starts; a single run refuses it), the table as a page
+naming the command and the machine; a file it may not replace ends the sweep with exit status 1. Example (on a
+finished sweep)::
 
     from experiment_summary import load_results, results_table
     sweep_dir = Path("outputs/experiment/multirun/2026-01-01_12-00-00-000000")
@@ -18,6 +20,7 @@ sweep with exit status 1. Example (on a finished sweep)::
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -26,7 +29,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Any, Collection, Dict, List, NoReturn, Optional
 
 import torch
 from hydra.core.utils import configure_log
@@ -34,9 +37,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 import featx
+from featx.errors import first_line
 from featx.files import first_line_of, refuse_a_foreign_page, write_atomically, write_generated_page
+from featx.spec.limits import escaped, quoted
 
 from machine import machine_description
+from skimage_views import read_small_file
 
 log = logging.getLogger("experiment")
 
@@ -45,23 +51,104 @@ PAGE_TITLE = "# Experiment results (generated)"
 
 def fail(message: str) -> NoReturn:
     """End the run or sweep with a one-line error (exit status 1), as the script's own checks do."""
-    raise SystemExit(f"experiment: error: {message}")
+    raise SystemExit(f"experiment: error: {escaped(message)}")
 
 
 #: the environment variable that gives a sweep's job the sweep's id (set by :class:`SweepSummary` around each job)
 SWEEP_ENV = "FEATX_EXPERIMENT_SWEEP"
 
 
-def load_results(sweep_dir: Path, sweep: str) -> List[Dict[str, Any]]:
-    """The ``<job dir>/result.json`` files under the sweep dir whose ``"sweep"`` is ``sweep`` (the jobs of that sweep;
-    another sweep's in the same folder are left out), in job order, each with its ``metrics`` rows added."""
+#: the largest result.json and metrics.csv read (a job's are under a kilobyte, and 100 bytes per evaluation)
+MAX_RESULT_BYTES = 1 << 20
+MAX_METRICS_BYTES = 64 << 20
+#: what the summary reads of a job's result.json: each key's type (``float``: any number)
+RESULT_FORM = {
+    "backbone": str, "model": str, "params": int, "trainable_params": int, "train_loss": float, "val_loss": float,
+    "val_map50": float, "train_time_s": float, "images_per_s": float, "job": int, "overrides": list,
+}  # fmt: skip
+#: the metrics.csv columns the summary plots
+METRIC_COLUMNS = ("iteration", "train_loss", "val_loss", "val_map50")
+
+
+class ResultError(ValueError):
+    """A job of the sweep whose result.json or metrics.csv is not one the script wrote; the message names the file."""
+
+
+def _read_result(path: Path) -> Dict[str, Any]:
+    """The JSON object the file ``path`` holds; ResultError saying why not."""
+    try:
+        raw = read_small_file(path, MAX_RESULT_BYTES)
+    except ValueError as error:
+        raise ResultError(f"{path}: {error}") from None
+    try:
+        result = json.loads(raw)
+    except ValueError as error:  # UnicodeDecodeError too
+        raise ResultError(f"{path}: not JSON ({first_line(error)})") from None
+    except RecursionError:
+        raise ResultError(f"{path}: not JSON (nested too deeply)") from None
+    if not isinstance(result, dict):
+        raise ResultError(f"{path}: not a JSON object")
+    return result
+
+
+def _check_form(path: Path, result: Dict[str, Any]) -> None:
+    """ResultError unless ``result`` holds each key of :data:`RESULT_FORM`, of its type."""
+    kinds = {str: "a string", int: "an integer", float: "a number", list: "a list of strings"}
+    for key, kind in RESULT_FORM.items():
+        value = result.get(key)
+        fits = isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
+        if not fits or (isinstance(value, list) and not all(isinstance(item, str) for item in value)):
+            raise ResultError(f'{path}: "{key}": missing or not {kinds[kind]}')
+
+
+def _read_metrics(path: Path) -> List[Dict[str, float]]:
+    """The rows of the metrics.csv ``path``, every value a number; ResultError saying why not."""
+    try:
+        text = read_small_file(path, MAX_METRICS_BYTES).decode("utf-8")
+    except ValueError as error:  # UnicodeDecodeError too
+        raise ResultError(f"{path}: {first_line(error)}") from None
+    rows = []
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        missing = [column for column in METRIC_COLUMNS if column not in (reader.fieldnames or [])]
+        if missing:
+            raise ResultError(f'{path}: no "{missing[0]}" column')
+        for number, row in enumerate(reader, start=1):
+            values = {}
+            for key, value in row.items():
+                try:
+                    values[key] = float(value)
+                except (TypeError, ValueError):  # a short row's None, a long row's list
+                    raise ResultError(f'{path}: row {number}: "{key}" is not a number ({quoted(value)})') from None
+            rows.append(values)
+    except csv.Error as error:
+        raise ResultError(f"{path}: not CSV ({first_line(error)})") from None
+    return rows
+
+
+def load_results(sweep_dir: Path, sweep: str, jobs: Collection[Path] = ()) -> List[Dict[str, Any]]:
+    """The results of the jobs of the sweep ``sweep``, in job order, each with its ``metrics`` rows added: the
+    ``result.json`` files of the sweep dir's subfolders whose ``"sweep"`` is ``sweep``, and of ``jobs`` (the folders
+    the sweep's jobs ran in, where known). Another sweep's in the same folder, and any other file named so (not a
+    JSON object: a file of the user's) are left out; ResultError (naming the file) for a result of this sweep that
+    is not whole, or one of ``jobs`` without a result of this sweep."""
+    ours = {Path(os.path.abspath(job)) for job in jobs}
+    found = {path.parent for path in Path(os.path.abspath(sweep_dir)).glob("*/result.json")}
     results = []
-    for path in sweep_dir.glob("*/result.json"):
-        result = json.loads(path.read_text())
-        if not isinstance(result, dict) or result.get("sweep") != sweep:
+    for folder in sorted(ours | found):
+        path = folder / "result.json"
+        try:
+            result = _read_result(path)
+        except ResultError:
+            if folder in ours:
+                raise
             continue
-        with (path.parent / "metrics.csv").open(newline="") as file:
-            result["metrics"] = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+        if result.get("sweep") != sweep:
+            if folder in ours:
+                raise ResultError(f'{path}: not this sweep\'s (its "sweep" is {quoted(result.get("sweep"))})')
+            continue
+        _check_form(path, result)
+        result["metrics"] = _read_metrics(folder / "metrics.csv")
         results.append(result)
     return sorted(results, key=lambda result: result["job"])
 
@@ -158,6 +245,8 @@ class SweepSummary(Callback):
 
     def __init__(self, sweep: Optional[str] = None) -> None:
         self.sweep = sweep
+        #: the folders this sweep's jobs ran in (those run in this process: a launcher's other processes keep theirs)
+        self.jobs: List[Path] = []
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if OmegaConf.select(config, "summary_page"):
@@ -171,6 +260,7 @@ class SweepSummary(Callback):
             except featx.FeatxError as error:
                 fail(str(error))
         self.sweep = uuid.uuid4().hex
+        self.jobs = []
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweep is None:  # a single run: it belongs to no sweep, whatever the environment says
@@ -180,11 +270,16 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         os.environ.pop(SWEEP_ENV, None)
+        if self.sweep is not None:
+            self.jobs.append(Path(config.hydra.runtime.output_dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)  # the last job's log file is done
         sweep_dir = Path(config.hydra.sweep.dir)
-        results = load_results(sweep_dir, self.sweep) if self.sweep is not None else []
+        try:
+            results = load_results(sweep_dir, self.sweep, self.jobs) if self.sweep is not None else []
+        except ResultError as error:  # a job's files changed after it wrote them: a table without it would mislead
+            fail(f"hydra.sweep.dir: no summary written: {error}")
         if not results:
             log.warning("no result.json of this sweep under %s: nothing to summarise", sweep_dir)
             return

@@ -16,6 +16,8 @@ moved with it; the same generator state gives the same view. Example (from ``scr
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, NoReturn, Sequence, Tuple
@@ -24,6 +26,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
+from featx.errors import first_line
+from featx.spec.limits import quoted
+
 #: the skimage.data photos shipped in the scikit-image wheel (others are downloaded on first use)
 PHOTOS = (
     "astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins", "grass", "gravel", "immunohistochemistry",
@@ -31,8 +36,32 @@ PHOTOS = (
 )  # fmt: skip
 
 
+#: the largest box file read (the packaged one is 2 KB; a file larger than this is not a box file)
+MAX_BOX_FILE_BYTES = 1 << 20
+
+
 class AnnotationError(ValueError):
     """A box file that does not fit its images; the message names the file and the key."""
+
+
+def read_small_file(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes: a device (``/dev/zero``) is never read, a
+    fifo never waited on. ValueError saying why not otherwise (the caller names the file). Example:
+    ``read_small_file(Path("boxes.json"), MAX_BOX_FILE_BYTES)``."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise ValueError("not a regular file (a folder, device, fifo or socket)")
+            with open(descriptor, "rb", closefd=False) as handle:
+                data = handle.read(limit + 1)
+        finally:
+            os.close(descriptor)
+    except OSError as error:
+        raise ValueError(f"cannot be read: {error.strerror or error}") from None
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data
 
 
 @dataclass(frozen=True)
@@ -56,29 +85,49 @@ def load_photo(name: str) -> Tensor:
 
 
 def _fail(path: Path, key: str, message: str) -> NoReturn:
-    raise AnnotationError(f"{path.name}: {key}: {message}")
+    raise AnnotationError(f"{path.name}: {key + ': ' if key else ''}{message}")
 
 
 def _check_box(path: Path, key: str, box: Any, height: int, width: int) -> List[float]:
-    if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
-        _fail(path, key, f"must be [x0, y0, x1, y1], got {box!r}")
+    numbers = isinstance(box, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+    if not numbers or len(box) != 4:
+        _fail(path, key, f"must be [x0, y0, x1, y1], got {quoted(box)}")
     x0, y0, x1, y1 = box
     if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
         _fail(path, key, f"{box} is not a box inside the {width}x{height} image (0 <= x0 < x1 <= W, y alike)")
     return [float(v) for v in box]
 
 
+def _read_json(path: Path) -> Any:
+    """The JSON value of the box file ``path``, read as :func:`read_small_file` reads; AnnotationError naming it."""
+    try:
+        raw = read_small_file(path, MAX_BOX_FILE_BYTES)
+    except ValueError as error:
+        raise AnnotationError(f"{path}: {error}") from None
+    try:
+        return json.loads(raw)
+    except ValueError as error:  # UnicodeDecodeError too
+        _fail(path, "", f"not JSON ({first_line(error)})")
+    except RecursionError:
+        _fail(path, "", "not JSON (nested too deeply)")
+
+
 def load_annotations(path: str | Path) -> Tuple[List[str], List[Annotated]]:
     """The class names and every annotated photo of a box file, checked against the photos themselves."""
     path = Path(path)
-    spec = json.loads(path.read_text())
+    spec = _read_json(path)
+    if not isinstance(spec, dict):
+        _fail(path, "", f'must hold a JSON object with "classes" and "images", got a {type(spec).__name__}')
     classes = spec.get("classes")
-    if not isinstance(classes, list) or not classes or len(set(classes)) != len(classes):
-        _fail(path, "classes", f"must be a list of distinct names, got {classes!r}")
+    names = isinstance(classes, list) and all(isinstance(name, str) for name in classes)
+    if not names or not classes or len(set(classes)) != len(classes):
+        _fail(path, "classes", f"must be a list of distinct names, got {quoted(classes)}")
     if not isinstance(spec.get("images"), dict) or not spec["images"]:
         _fail(path, "images", "must map skimage.data photo names to their objects")
     annotated = []
     for name, entry in spec["images"].items():
+        if not isinstance(entry, dict):
+            _fail(path, f"images.{name}", f'must be an object with "size" and "objects", got {quoted(entry)}')
         try:
             pixels = load_photo(name)
         except AnnotationError as error:
@@ -86,13 +135,24 @@ def load_annotations(path: str | Path) -> Tuple[List[str], List[Annotated]]:
         size = [pixels.shape[1], pixels.shape[2]]
         if entry.get("size") != size:
             _fail(
-                path, f"images.{name}.size", f"the photo is {size} (height, width), the file says {entry.get('size')}"
+                path,
+                f"images.{name}.size",
+                f"the photo is {size} (height, width), the file says {quoted(entry.get('size'))}",
+            )
+        objects = entry.get("objects") or []
+        if not isinstance(objects, list):
+            _fail(
+                path,
+                f"images.{name}.objects",
+                f'must be a list of objects with "label" and "box", got {quoted(objects)}',
             )
         boxes, labels = [], []
-        for index, item in enumerate(entry.get("objects") or []):
+        for index, item in enumerate(objects):
             key = f"images.{name}.objects[{index}]"
+            if not isinstance(item, dict):
+                _fail(path, key, f'must be an object with "label" and "box", got {quoted(item)}')
             if item.get("label") not in classes:
-                _fail(path, f"{key}.label", f"unknown class {item.get('label')!r} (valid: {', '.join(classes)})")
+                _fail(path, f"{key}.label", f"unknown class {quoted(item.get('label'))} (valid: {', '.join(classes)})")
             boxes.append(_check_box(path, f"{key}.box", item.get("box"), *size))
             labels.append(classes.index(item["label"]))
         if not boxes:

@@ -86,6 +86,14 @@ def sweep_id(sweep_dir: Path) -> str:
     return json.loads((sweep_dir / "0_resnet18_fpn" / "result.json").read_text())["sweep"]
 
 
+def taken(run_dir: Path, name: str, key: str = "hydra.run.dir") -> str:
+    """The refusal of a run folder that already holds ``name``."""
+    return (
+        f"experiment: error: {key}: {run_dir} already holds {name} (another run's or yours), which is never "
+        "overwritten: give another folder (the default names one per run, to the microsecond)"
+    )
+
+
 def table_rows(results_md: Path) -> List[str]:
     return [line.split("|")[1].strip() for line in results_md.read_text().splitlines()[2:]]
 
@@ -274,7 +282,8 @@ def test_a_second_sweep_into_the_same_folder_summarises_its_own_jobs_alone(sweep
     earlier = {
         job: (sweep_dir / job / "result.json").read_bytes() for job in ("0_resnet18_fpn", "1_mobilenet_v3_large")
     }
-    done = run_script("-m", "backbone=mobilenet_v3_large", *TINY, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    # a relative folder, as the default: the summary takes each job once (Hydra names the jobs' folders absolute)
+    done = run_script("-m", "backbone=mobilenet_v3_large", *TINY, "hydra.sweep.dir=again", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
 
     assert table_rows(sweep_dir / "results.md") == ["mobilenet_v3_large"]  # not the earlier sweep's two jobs
@@ -284,6 +293,64 @@ def test_a_second_sweep_into_the_same_folder_summarises_its_own_jobs_alone(sweep
     assert result["job"] == 0 and result["sweep"] not in (None, sweep_id(sweep[0]))
     assert {job: (sweep_dir / job / "result.json").read_bytes() for job in earlier} == earlier  # left as they were
     assert (sweep_dir / "results.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def sweep_copy(sweep, tmp_path: Path) -> Tuple[Path, DictConfig]:
+    """A copy of the sweep's folder without its summary, and the config its summary is written with."""
+    sweep_dir = tmp_path / "copy"
+    shutil.copytree(sweep[0], sweep_dir, ignore=shutil.ignore_patterns("results.*", "page.md"))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("experiment", overrides=[f"hydra.sweep.dir={sweep_dir}"], return_hydra_config=True)
+    return sweep_dir, cfg
+
+
+def test_the_summary_leaves_out_what_is_not_its_jobs_result(summary, sweep, tmp_path):
+    """A result.json that was not JSON in the sweep folder made Hydra warn (the callback raised JSONDecodeError),
+    the sweep exit 0, and no results.md be written."""
+    sweep_dir, cfg = sweep_copy(sweep, tmp_path)
+    for folder in ("notes", "dir/result.json", "zero", "list", "other"):
+        (sweep_dir / folder).mkdir(parents=True)
+    (sweep_dir / "notes" / "result.json").write_text("not json {\n")
+    (sweep_dir / "zero" / "result.json").symlink_to("/dev/zero")
+    (sweep_dir / "list" / "result.json").write_text("[1, 2]\n")
+    (sweep_dir / "other" / "result.json").write_text('{"sweep": "another one"}\n')
+    summary.SweepSummary(sweep=sweep_id(sweep_dir)).on_multirun_end(cfg)
+    assert (sweep_dir / "results.md").read_text() == (sweep[0] / "results.md").read_text()
+
+
+def test_a_jobs_result_that_is_not_whole_ends_the_sweep_with_status_1(summary, sweep, tmp_path):
+    sweep_dir, cfg = sweep_copy(sweep, tmp_path)
+    job = sweep_dir / "1_mobilenet_v3_large"
+    result = json.loads((job / "result.json").read_text())
+    refusal = "experiment: error: hydra.sweep.dir: no summary written: "
+
+    def refused(message: str, jobs: Tuple[Path, ...] = ()) -> None:
+        summarising = summary.SweepSummary(sweep=sweep_id(sweep_dir))
+        for folder in jobs:  # as Hydra calls it after each job of the sweep
+            summarising.on_job_end(OmegaConf.create({"hydra": {"runtime": {"output_dir": str(folder)}}}), None)
+        with pytest.raises(SystemExit) as raised:
+            summarising.on_multirun_end(cfg)
+        assert str(raised.value) == refusal + message
+        assert not (sweep_dir / "results.md").exists()
+
+    (job / "metrics.csv").rename(job / "kept.csv")
+    refused(f"{job}/metrics.csv: cannot be read: No such file or directory")
+    (job / "metrics.csv").write_text("iteration,train_loss,val_loss,val_map50\n1,0.5,x,0.0\n")
+    refused(f"{job}/metrics.csv: row 1: \"val_loss\" is not a number ('x')")
+    (job / "metrics.csv").write_text("iteration,train_loss,val_map50\n1,0.5,0.0\n")
+    refused(f'{job}/metrics.csv: no "val_loss" column')
+    (job / "kept.csv").replace(job / "metrics.csv")
+    (job / "result.json").write_text(json.dumps({**result, "val_loss": "low"}))
+    refused(f'{job}/result.json: "val_loss": missing or not a number')
+    (job / "result.json").write_text(json.dumps({key: value for key, value in result.items() if key != "job"}))
+    refused(f'{job}/result.json: "job": missing or not an integer')
+    # in a folder this sweep's job ran in, anything but this sweep's result is refused, not left out
+    (job / "result.json").write_text("not json {\n")
+    refused(f"{job}/result.json: not JSON (Expecting value: line 1 column 1 (char 0))", jobs=(job,))
+    (job / "result.json").write_text(json.dumps({**result, "sweep": "another one"}))
+    refused(f"{job}/result.json: not this sweep's (its \"sweep\" is 'another one')", jobs=(job,))
+    (job / "result.json").unlink()
+    refused(f"{job}/result.json: cannot be read: No such file or directory", jobs=(job,))
 
 
 def test_row_labels_show_what_else_a_sweep_varies(summary):
@@ -318,16 +385,13 @@ def test_a_folder_holding_another_runs_result_is_refused(single_run, tmp_path):
     before = {name: (run_dir / name).read_bytes() for name in ("result.json", "metrics.csv", "config_resolved.yaml")}
     done = run_script(*TINY, "seed=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert done.returncode == 1
-    assert done.stderr.strip() == (
-        f"experiment: error: hydra.run.dir: {run_dir} already holds result.json of another run, which is never "
-        "overwritten: give another folder (the default names one per run, to the microsecond)"
-    )
+    assert done.stderr.strip() == taken(run_dir, "result.json")
     assert {name: (run_dir / name).read_bytes() for name in before} == before
 
 
 def test_of_two_runs_in_one_folder_at_once_one_keeps_it(tmp_path):
-    # two runs given one folder at once: the first to finish keeps result.json and metrics.csv, the other stops
-    # (before training when the first had finished, else when it comes to place its result.json)
+    # two runs given one folder at once: the first to place its config_resolved.yaml keeps the folder (its
+    # result.json and metrics.csv), the other stops before training
     run_dir = tmp_path / "run"
     runs = {
         seed: subprocess.Popen(
@@ -341,11 +405,10 @@ def test_of_two_runs_in_one_folder_at_once_one_keeps_it(tmp_path):
     codes = {seed: run.returncode for seed, run in runs.items()}
     assert sorted(codes.values()) == [0, 1], outputs
     winner, loser = sorted(codes, key=codes.get)
-    assert (
-        outputs[loser][1].strip().startswith(f"experiment: error: hydra.run.dir: {run_dir} already holds result.json")
-    )
+    assert outputs[loser][1].strip() in (taken(run_dir, "config_resolved.yaml"), taken(run_dir, "result.json"))
     result = json.loads((run_dir / "result.json").read_text())
     assert f"seed={winner}" in result["overrides"]
+    assert OmegaConf.load(run_dir / "config_resolved.yaml").seed == winner
     last = read_metrics(run_dir / "metrics.csv")[-1]  # the winner's metrics, not the other run's
     assert (float(last["val_loss"]), float(last["val_map50"])) == (result["val_loss"], result["val_map50"])
 
@@ -379,12 +442,32 @@ def test_a_backbone_without_one_width_is_a_one_line_error(tmp_path):
         ("train.lr=0", "train.lr: must be a number > 0, got 0"),
         ("train.backbone_lr=-1", "train.backbone_lr: must be a number >= 0, got -1"),
         ("data.min_visible=1.5", "data.min_visible: must be a fraction in [0, 1], got 1.5"),
-        ("data.scale=[1.2,0.8]", "data.scale: must be [low, high] with 0 < low <= high, got [1.2, 0.8]"),
+        ("data.scale=[1.2,0.8]", "data.scale: must be [low, high] with 0 < low <= high <= 10, got [1.2, 0.8]"),
+        # the views are seeded with seed + 1, which torch takes below 2**63: a raw OverflowError
+        ("seed=100000000000000000000000",
+         "seed: must be an integer in 0..9223372036854775806, got 100000000000000000000000"),
+        ("seed=9223372036854775807", "seed: must be an integer in 0..9223372036854775806, got 9223372036854775807"),
+        ("seed=" + "9" * 400, "seed: must be an integer in 0..9223372036854775806, got " + "9" * 77 + "..."),
+        # no upper bounds: a box head of 10^9 features (an allocation error), 10^12 proposals taken as given
+        ("detector.representation_size=1000000000",
+         "detector.representation_size: must be an integer in 1..4096, got 1000000000"),
+        ("detector.proposals=1000000000000", "detector.proposals: must be an integer in 1..10000, got 1000000000000"),
+        ("detector.rois_per_image=20000", "detector.rois_per_image: must be an integer in 1..10000, got 20000"),
+        # a photo rescaled to 10^8 pixels a side (4.9e16 bytes) for one view
+        ("data.scale=[1000000,1000000]",
+         "data.scale: must be [low, high] with 0 < low <= high <= 10, got [1000000, 1000000]"),
+        (
+            "data.image_size=2048 data.scale=[1,9]",
+            "data.scale, data.image_size: a photo's longer side becomes 2048 x 9 = 18432 pixels at the highest scale, "
+            "more than 16384; lower one of them",
+        ),
+        ("data.boxes=5", "data.boxes: must be the path of a box file, or null for the packaged one, got 5"),
+        ("data.boxes=''", "data.boxes: must be the path of a box file, or null for the packaged one, got ''"),
     ],
-)
+)  # fmt: skip
 def test_validate_names_the_key(experiment, override, message):
     with pytest.raises(SystemExit) as raised:
-        experiment.validate(compose_config(override))
+        experiment.validate(compose_config(*override.split(" ")))
     assert str(raised.value) == f"experiment: error: {message}"
 
 
@@ -408,6 +491,71 @@ def test_zero_backbone_lr_freezes_the_stages_and_trains_the_fpn_with_the_heads(e
     default = compose_config(*TINY)
     trains = experiment.make_optimizer(experiment._build(default, 7, "resnet18_fpn"), default.train)
     assert [group["name"] for group in trains.param_groups] == ["heads", "c3", "c4", "c5", "neck"]  # c2: spec-frozen
+
+
+@pytest.mark.parametrize(
+    ("users", "extra", "message"),
+    [
+        # both were replaced by the run's own, the config before the run was even checked
+        (("metrics.csv", "config_resolved.yaml"), [], "config_resolved.yaml"),
+        (("metrics.csv",), [], "metrics.csv"),
+        # a refused run writes nothing (its config_resolved.yaml would hold the folder against a corrected rerun)
+        (("config_resolved.yaml",), ["train.lr=-1"], "train.lr: must be a number > 0, got -1"),
+        ((), ["data.boxes=missing.json"], "data.boxes: missing.json: cannot be read: No such file or directory"),
+        ((), ["backbone=resnet18"], "backbone: resnet18's outputs differ in channels"),
+    ],
+)
+def test_a_users_files_in_the_run_folder_are_never_replaced(tmp_path, users, extra, message):
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    for name in users:
+        (run_dir / name).write_text(f"my own {name}\n")
+    done = run_script(*TINY[:-1], *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)  # -1: the FPN TINY adds
+    assert done.returncode == 1
+    expected = taken(run_dir, message) if message in users else f"experiment: error: {message}"
+    assert done.stderr.strip().startswith(expected)
+    assert {path.name: path.read_text() for path in run_dir.iterdir() if path.is_file()} == {
+        "experiment.log": (run_dir / "experiment.log").read_text(),  # Hydra's, before the script starts
+        **{name: f"my own {name}\n" for name in users},
+    }
+
+
+def test_the_run_files_are_placed_without_replacing_one_put_there_meanwhile(experiment, tmp_path):
+    # metrics.csv and the other files of the run are written after training: a file put there meanwhile is kept
+    experiment._place(tmp_path, "metrics.csv", "iteration\n1\n", "hydra.run.dir")
+    assert (tmp_path / "metrics.csv").read_text() == "iteration\n1\n"
+    (tmp_path / "result.json").write_text("mine\n")
+    with pytest.raises(SystemExit) as raised:
+        experiment._place(tmp_path, "result.json", "{}\n", "hydra.sweep.dir")
+    assert str(raised.value) == taken(tmp_path, "result.json", key="hydra.sweep.dir")
+    assert (tmp_path / "result.json").read_text() == "mine\n"
+    with pytest.raises(SystemExit) as raised:
+        experiment._place(tmp_path, "metrics.csv", "iteration\n2\n", "hydra.run.dir")
+    assert str(raised.value) == taken(tmp_path, "metrics.csv")
+    assert (tmp_path / "metrics.csv").read_text() == "iteration\n1\n"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        # OmegaConf's InterpolationResolutionError, raised writing config_resolved.yaml
+        (["data.image_size=${oc.env:FEATX_TEST_NO_SUCH_VARIABLE}"],
+         "data.image_size: its interpolation cannot be resolved (InterpolationResolutionError)"),
+        (["train.lr=???"], "train.lr: missing; give it on the command line (train.lr=...)"),
+        # Hydra's 127-line "Could not find 'backbone/mobilenet_v3_small_fpn'" with every option
+        (["backbone=mobilenet_v3_small_fpn"],
+         "backbone=mobilenet_v3_small_fpn: no such packaged backbone; did you mean mobilenet_v3_small or "
+         "mobilenet_v3_large_fpn or mobilenet_v2_fpn? (featx-list lists them; your own files need --config-dir)"),
+        (["-m", "backbone=resnet18_fpn,resnet_18_fpn"],
+         "backbone=resnet_18_fpn: no such packaged backbone; did you mean resnet18_fpn or resnet50_fpn or "
+         "resnet18? (featx-list lists them; your own files need --config-dir)"),
+    ],
+)  # fmt: skip
+def test_a_bad_command_line_is_one_error_line_before_anything_is_written(tmp_path, arguments, message):
+    done = run_script(*arguments, "train.iterations=1", f"hydra.run.dir={tmp_path / 'run'}",
+                      f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)  # fmt: skip
+    assert (done.returncode, done.stderr.strip()) == (1, f"experiment: error: {message}")
+    assert not [path.name for path in tmp_path.rglob("*") if path.name in ("config_resolved.yaml", "result.json")]
 
 
 # --- the box file and the views -------------------------------------------------------------------------------------
@@ -452,6 +600,52 @@ def test_a_bad_box_file_is_refused_with_the_key_named(views, tmp_path, change, m
     with pytest.raises(views.AnnotationError) as raised:
         views.load_annotations(tmp_path / "boxes.json")
     assert str(raised.value).startswith(message)
+
+
+PHOTO = '{"classes": ["a"], "images": {"coins": {"size": [303, 384], "objects": %s}}}'
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        # each was a raw AttributeError or TypeError
+        ("[1, 2]", 'must hold a JSON object with "classes" and "images", got a list'),
+        ('{"classes": ["a"], "images": {"coins": [1]}}',
+         'images.coins: must be an object with "size" and "objects", got [1]'),
+        (PHOTO % "5", 'images.coins.objects: must be a list of objects with "label" and "box", got 5'),
+        (PHOTO % "[1]", 'images.coins.objects[0]: must be an object with "label" and "box", got 1'),
+        ('{"classes": [["a"]], "images": {}}', "classes: must be a list of distinct names, got [['a']]"),
+        (PHOTO % '[{"label": "a", "box": [true, 0, 10, 10]}]',
+         "images.coins.objects[0].box: must be [x0, y0, x1, y1], got [True, 0, 10, 10]"),
+        ("not json {", "not JSON (Expecting value: line 1 column 1 (char 0))"),
+        ("[" * 100_000, "not JSON (nested too deeply)"),  # a RecursionError
+        (b"\xff{}", "not JSON ('utf-8' codec can't decode byte 0xff in position 0: invalid start byte)"),
+    ],
+)  # fmt: skip
+def test_a_box_file_of_another_form_is_refused_naming_the_key(views, tmp_path, content, message):
+    path = tmp_path / "boxes.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(views.AnnotationError) as raised:
+        views.load_annotations(path)
+    assert str(raised.value) == f"boxes.json: {message}"
+
+
+def test_a_box_file_is_read_from_a_regular_file_of_bounded_size(views, tmp_path):
+    # /dev/zero was read whole (a MemoryError), a fifo would be waited on
+    large = tmp_path / "large.json"
+    large.write_text(" " * views.MAX_BOX_FILE_BYTES + "{}")
+    os.mkfifo(tmp_path / "fifo.json")
+    cases = {
+        Path("/dev/zero"): "not a regular file (a folder, device, fifo or socket)",
+        tmp_path / "fifo.json": "not a regular file (a folder, device, fifo or socket)",
+        tmp_path: "not a regular file (a folder, device, fifo or socket)",
+        tmp_path / "missing.json": "cannot be read: No such file or directory",
+        large: "larger than 1048576 bytes",
+    }
+    for path, message in cases.items():
+        with pytest.raises(views.AnnotationError) as raised:
+            views.load_annotations(path)
+        assert str(raised.value) == f"{path}: {message}"
 
 
 def test_boxes_move_with_the_pixels(views):
