@@ -60,7 +60,8 @@ class WeightsError(FeatxError):
 
 
 class DeviceError(FeatxError, RuntimeError):
-    """The configured device is not available on this machine."""
+    """The configured device is not available on this machine, or the input's device cannot run the backbone's
+    layers (SyncBatchNorm training off CUDA)."""
 
 
 class InputShapeError(FeatxError, ValueError):

@@ -41,4 +41,6 @@ def check_rows_device(parser: argparse.ArgumentParser, backbone: str, device: st
         parser.error(f"argument --device: {error}")
     if spec.device == "auto" or resolved.type not in ("cpu", "cuda"):
         parser.error(f"argument --device: the rows run on cpu or cuda[:N], named; got {spec.device!r}")
+    if device != spec.device:  # the rows use the argument as given: torch.device("cpu ") fails
+        parser.error(f"argument --device: write it as {spec.device!r}, not {device!r}")
     return spec

@@ -22,11 +22,11 @@ Every run writes, in its output dir (``outputs/experiment/runs/<time>/`` by defa
 ``metrics.csv`` (the train loss components averaged since the last evaluation, the validation losses and mAP@0.5,
 every ``train.eval_every`` iterations), ``result.json`` (one row, with timings), ``config_resolved.yaml``, Hydra's
 ``.hydra/`` and ``experiment.log``. A run replaces no file, another run's or the user's: a folder that holds any of
-its three files is refused before training (after the config is checked), and each is placed without overwriting,
-``config_resolved.yaml`` first, once the run has nothing left to refuse (a refused run writes none of them; of two
-runs started in one folder at once, the second stops there, before training). A ``-m`` sweep then writes
-``results.md`` and ``results.png`` in the sweep dir (``experiment_summary.py``), of the jobs whose ``result.json``
-carries its sweep id.
+its three files is refused before training (a single run's before Hydra writes its record there, a sweep's job
+after its config is checked), and each is placed without overwriting, ``config_resolved.yaml`` first, once the run
+has nothing left to refuse (a refused run writes none of them; of two runs started in one folder at once, the
+second stops there, before training). A ``-m`` sweep then writes ``results.md`` and ``results.png`` in the sweep
+dir (``experiment_summary.py``), of the jobs whose ``result.json`` carries its sweep id.
 """
 
 from __future__ import annotations
@@ -61,15 +61,13 @@ from featx.spec.limits import MAX_BATCH_PIXELS, MAX_SEED, MAX_SIDE, quoted, real
 from featx.tasks.extract.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 from box_metrics import mean_average_precision
-from experiment_summary import SWEEP_ENV, fail
+from experiment_summary import SWEEP_ENV, fail, refuse_a_used_folder, taken_error
 from skimage_views import Annotated, load_annotations, random_view
 
 log = logging.getLogger("experiment")
 
 BOXES = Path(__file__).resolve().parent / "experiment_data" / "boxes.json"
 CONF_DIR = Path(__file__).resolve().parent / "experiment_conf"
-#: the files a run writes in its folder, none of which it ever replaces (a folder holding one is refused)
-RUN_FILES = ("result.json", "config_resolved.yaml", "metrics.csv")
 LOSSES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 #: metrics.csv holds only what a rerun reproduces (timings go to result.json and the log)
 METRIC_FIELDS = ("iteration", "train_loss", *(f"train_{name}" for name in LOSSES), "val_loss", "val_map50")
@@ -313,21 +311,6 @@ def _folder_key() -> str:
     return "hydra.sweep.dir" if HydraConfig.get().mode == RunMode.MULTIRUN else "hydra.run.dir"
 
 
-def _taken_error(output_dir: Path, name: str, key: str) -> str:
-    return (
-        f"{key}: {output_dir} already holds {name} (another run's or yours), which is never overwritten: give "
-        "another folder (the default names one per run, to the microsecond)"
-    )
-
-
-def _refuse_a_used_folder(output_dir: Path, key: str) -> None:
-    """Stop before writing anything of this run's where a file of another run's or of the user's has a run file's
-    name (a folder given twice, or a folder of the user's)."""
-    for name in RUN_FILES:
-        if os.path.lexists(output_dir / name):
-            fail(_taken_error(output_dir, name, key))
-
-
 def _place(output_dir: Path, name: str, text: str, key: str) -> None:
     """Write ``output_dir / name`` whole, never replacing a file there: one put there after the folder was checked
     (another run given the folder at once, or the user) stops this run with a one-line error naming it (``key``:
@@ -340,7 +323,7 @@ def _place(output_dir: Path, name: str, text: str, key: str) -> None:
             what=name,
         )
     except featx.FeatxError as error:
-        fail(_taken_error(output_dir, name, key) if os.path.lexists(output_dir / name) else str(error))
+        fail(taken_error(output_dir, name, key) if os.path.lexists(output_dir / name) else str(error))
 
 
 def _build(cfg: DictConfig, num_classes: int, choice: str) -> FasterRCNN:
@@ -397,7 +380,7 @@ def main(cfg: DictConfig) -> None:
     config_text = resolved_config(cfg)
     validate(cfg)
     output_dir, key = Path(HydraConfig.get().runtime.output_dir), _folder_key()
-    _refuse_a_used_folder(output_dir, key)
+    refuse_a_used_folder(output_dir, key)
     try:
         classes, photos = load_annotations(cfg.data.boxes or BOXES)
     except (OSError, ValueError) as error:  # a missing file, bad JSON, a box outside its photo

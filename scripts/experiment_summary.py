@@ -58,6 +58,26 @@ def fail(message: str) -> NoReturn:
 SWEEP_ENV = "FEATX_EXPERIMENT_SWEEP"
 
 
+#: the files a run writes in its folder, none of which it ever replaces (a folder holding one is refused)
+RUN_FILES = ("result.json", "config_resolved.yaml", "metrics.csv")
+
+
+def taken_error(output_dir: Path, name: str, key: str) -> str:
+    """The refusal of a run folder (``key`` names it) that already holds the run file ``name``."""
+    return (
+        f"{key}: {output_dir} already holds {name} (another run's or yours), which is never overwritten: give "
+        "another folder (the default names one per run, to the microsecond)"
+    )
+
+
+def refuse_a_used_folder(output_dir: Path, key: str) -> None:
+    """Stop before writing anything of this run's where a file of another run's or of the user's has a run file's
+    name (a folder given twice, or a folder of the user's)."""
+    for name in RUN_FILES:
+        if os.path.lexists(output_dir / name):
+            fail(taken_error(output_dir, name, key))
+
+
 #: the largest result.json and metrics.csv read (a job's are under a kilobyte, and 100 bytes per evaluation)
 MAX_RESULT_BYTES = 1 << 20
 MAX_METRICS_BYTES = 64 << 20
@@ -251,6 +271,8 @@ class SweepSummary(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if OmegaConf.select(config, "summary_page"):
             fail("summary_page: only a -m sweep writes it (the sweep's table); add -m, or leave summary_page out")
+        # before Hydra makes the folder and writes its record there (.hydra/: an earlier run's would be replaced)
+        refuse_a_used_folder(Path(OmegaConf.select(config, "hydra.run.dir")), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         page = OmegaConf.select(config, "summary_page")

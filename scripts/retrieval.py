@@ -37,11 +37,14 @@ from typing import Dict, List, NoReturn, Sequence, Tuple
 
 import torch
 from arguments import whole_number
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from PIL import Image
 from torch import Tensor
 from torch.nn import functional
 
 import featx
+from featx.errors import first_line
 from featx.files import refuse_a_foreign_page, write_generated_page
 from featx.spec.config_files import backbone_names
 from featx.spec.keys import suggest
@@ -56,7 +59,15 @@ PAGE_TITLE = "# Retrieval results (generated)"
 #: the keys this script gives each featx-extract run: an override of one would undo it (``backbone=`` made every row's
 #: features another backbone's)
 OWN_KEYS = ("backbone", "extract.input", "extract.output", "extract.size", "hydra.run.dir")
+#: keys under ``backbone`` that change which network a row holds while the row keeps the name it was given
+RELABELLING_KEYS = ("backbone.model", "backbone.source")
 PACKAGED = "(featx-list lists the packaged ones; a backbone of your own needs hydra.searchpath=[file://FOLDER])"
+
+
+def _sets_own_key(key: str) -> bool:
+    """Whether an override of ``key`` changes what this script sets (the key, a node above it, ``extract={...}``) or
+    which network a row holds (``backbone.model``)."""
+    return any(key == own or own.startswith(key + ".") for own in OWN_KEYS) or key in RELABELLING_KEYS
 
 
 def _fail(message: str) -> NoReturn:
@@ -177,11 +188,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         twice = next((name for index, name in enumerate(names) if name in names[:index]), None)
         if twice is not None:
             parser.error(f"{option}: {twice} is named twice; give each {option[2:-1]} once")
-    for override in args.overrides:
-        if override.split("=", 1)[0].lstrip("+~") in OWN_KEYS:
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(args.overrides))
+    except OverrideParseException as error:
+        parser.error(f"overrides: {first_line(error)}")
+    for override, parsed_override in zip(args.overrides, parsed, strict=True):
+        if _sets_own_key(parsed_override.key_or_group):
             parser.error(
-                f"overrides: {override} sets a key this script sets itself ({', '.join(OWN_KEYS)}); use --backbones, "
-                "--size and the output argument"
+                f"overrides: {override} sets a key this script sets itself ({', '.join(OWN_KEYS)}) or the backbone's "
+                f"model ({', '.join(RELABELLING_KEYS)}); use --backbones, --size and the output argument"
             )
     if not any(override.lstrip("+").startswith("hydra.searchpath=") for override in args.overrides):
         names = backbone_names()  # with a search path of the user's, featx-extract knows its backbones

@@ -13,9 +13,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "featx"
 SHARED = ("featx.errors", "featx.files", "featx.cache_folder")
 
 
-def _featx_imports(tree: ast.AST, module_level_only: bool) -> Iterator[Tuple[int, str]]:
-    """(line, module) of each ``featx`` import in ``tree``; with ``module_level_only``, not those inside functions or
-    under ``if TYPE_CHECKING:`` (which run only when called, or never)."""
+def _featx_imports(tree: ast.AST, package: str, module_level_only: bool) -> Iterator[Tuple[int, str]]:
+    """(line, module) of each ``featx`` import in ``tree``, the code of a module of ``package`` (relative imports
+    resolved against it; ``from featx import nn`` is ``featx.nn``); with ``module_level_only``, not those inside
+    functions or under ``if TYPE_CHECKING:`` (which run only when called, or never)."""
     pending = list(ast.iter_child_nodes(tree))
     while pending:
         node = pending.pop()
@@ -23,14 +24,23 @@ def _featx_imports(tree: ast.AST, module_level_only: bool) -> Iterator[Tuple[int
             continue
         if module_level_only and isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
             continue
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
+        if isinstance(node, ast.ImportFrom):
+            parts = package.split(".")[: len(package.split(".")) + 1 - node.level] if node.level else []
+            module = ".".join([*parts, *([node.module] if node.module else [])])
+            names = (
+                [f"{module}.{alias.name}" for alias in node.names] if module == "featx" or not node.module else [module]
+            )
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         else:
             names = []
         yield from ((node.lineno, name) for name in names if name == "featx" or name.startswith("featx."))
         pending.extend(ast.iter_child_nodes(node))
+
+
+def _package(path: Path) -> str:
+    """The package a featx source file's relative imports start from: ``featx/models/registry.py``: featx.models."""
+    return ".".join(path.relative_to(PACKAGE.parent).parent.parts)
 
 
 def _within(name: str, allowed: Tuple[str, ...]) -> bool:
@@ -49,14 +59,24 @@ def test_a_lower_layer_imports_no_higher_one(layer, allowed, module_level_only):
     crossings = [
         f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}"
         for path in sorted((PACKAGE / layer).rglob("*.py"))
-        for line, name in _featx_imports(ast.parse(path.read_text(encoding="utf-8")), module_level_only)
+        for line, name in _featx_imports(ast.parse(path.read_text(encoding="utf-8")), _package(path), module_level_only)
         if not _within(name, allowed)
     ]
     assert crossings == []
 
 
 def test_the_layering_check_sees_a_crossing():
-    """The check itself: an import of construct/ from a models/ module, also one inside a function, is found."""
+    """The check itself: an import of construct/ from a models/ module, also one inside a function or a relative
+    one, is found."""
     tree = ast.parse("import os\ndef f():\n    from featx.construct.plan_cache import user_plans_dir\n")
-    assert list(_featx_imports(tree, module_level_only=False)) == [(3, "featx.construct.plan_cache")]
-    assert list(_featx_imports(tree, module_level_only=True)) == []
+    assert list(_featx_imports(tree, "featx.models", module_level_only=False)) == [(3, "featx.construct.plan_cache")]
+    assert list(_featx_imports(tree, "featx.models", module_level_only=True)) == []
+    relative = ast.parse("from ..construct.plan_cache import cached_plan\nfrom .. import nn\nfrom . import registry\n")
+    assert sorted(_featx_imports(relative, "featx.models", module_level_only=True)) == [
+        (1, "featx.construct.plan_cache"),
+        (2, "featx.nn"),
+        (3, "featx.models.registry"),
+    ]
+    assert list(_featx_imports(ast.parse("from featx import construct\n"), "featx.nn", False)) == [
+        (1, "featx.construct")
+    ]

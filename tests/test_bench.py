@@ -81,6 +81,8 @@ TOO_FEW = f"'cuda:99' is not available: this machine has {torch.cuda.device_coun
         ),
         (["--device", "auto"], "argument --device: the rows run on cpu or cuda[:N], named; got 'auto'"),
         (["--device", "meta"], "argument --device: the rows run on cpu or cuda[:N], named; got 'meta'"),
+        # featx's spec takes it, the rows' torch.device("cpu ") did not: a traceback after the work
+        (["--device", "cpu "], "argument --device: write it as 'cpu', not 'cpu '"),
         # refused after every measurement
         (
             ["--output", "{notes}"],
@@ -126,6 +128,7 @@ def test_bench_refuses_bad_arguments_before_any_work(bench, arguments, message, 
             [*TINY_RUN, "--device", "meta"],
             "argument --device: the rows run on cpu or cuda[:N], named; got 'meta'",
         ),
+        ("bench_extract", [*TINY_RUN, "--device", "'cpu'"], "argument --device: write it as 'cpu', not \"'cpu'\""),
         (
             "bench_extract",
             [*TINY_RUN, "--backbone", "vgg16", "--device", "cpu"],

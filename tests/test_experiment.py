@@ -499,8 +499,11 @@ def test_zero_backbone_lr_freezes_the_stages_and_trains_the_fpn_with_the_heads(e
         # both were replaced by the run's own, the config before the run was even checked
         (("metrics.csv", "config_resolved.yaml"), [], "config_resolved.yaml"),
         (("metrics.csv",), [], "metrics.csv"),
+        # refused, but only after Hydra had replaced the earlier run's record with the refused run's
+        (("result.json", ".hydra/config.yaml", ".hydra/overrides.yaml"), [], "result.json"),
         # a refused run writes nothing (its config_resolved.yaml would hold the folder against a corrected rerun)
-        (("config_resolved.yaml",), ["train.lr=-1"], "train.lr: must be a number > 0, got -1"),
+        ((), ["train.lr=-1"], "train.lr: must be a number > 0, got -1"),
+        (("config_resolved.yaml",), ["train.lr=-1"], "config_resolved.yaml"),  # the folder is checked first
         ((), ["data.boxes=missing.json"], "data.boxes: missing.json: cannot be read: No such file or directory"),
         ((), ["backbone=resnet18"], "backbone: resnet18's outputs differ in channels"),
     ],
@@ -509,15 +512,18 @@ def test_a_users_files_in_the_run_folder_are_never_replaced(tmp_path, users, ext
     run_dir = tmp_path / "mine"
     run_dir.mkdir()
     for name in users:
+        (run_dir / name).parent.mkdir(exist_ok=True)
         (run_dir / name).write_text(f"my own {name}\n")
     done = run_script(*TINY[:-1], *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)  # -1: the FPN TINY adds
     assert done.returncode == 1
-    expected = taken(run_dir, message) if message in users else f"experiment: error: {message}"
+    refused_folder = message in users
+    expected = taken(run_dir, message) if refused_folder else f"experiment: error: {message}"
     assert done.stderr.strip().startswith(expected)
-    assert {path.name: path.read_text() for path in run_dir.iterdir() if path.is_file()} == {
-        "experiment.log": (run_dir / "experiment.log").read_text(),  # Hydra's, before the script starts
-        **{name: f"my own {name}\n" for name in users},
-    }
+    files = {str(path.relative_to(run_dir)): path.read_text() for path in run_dir.rglob("*") if path.is_file()}
+    if not refused_folder:  # refused by the script, after Hydra wrote its record and log (a folder holding a run
+        # file is refused before Hydra writes there)
+        files = {name: text for name, text in files.items() if name != "experiment.log" and name[:7] != ".hydra/"}
+    assert files == {name: f"my own {name}\n" for name in users}
 
 
 def test_the_run_files_are_placed_without_replacing_one_put_there_meanwhile(experiment, tmp_path):

@@ -144,8 +144,13 @@ PACKAGED = "(featx-list lists the packaged ones; a backbone of your own needs hy
         (
             [*TINY, "backbone=resnet50"],
             "overrides: backbone=resnet50 sets a key this script sets itself (backbone, extract.input, extract.output, "
-            "extract.size, hydra.run.dir); use --backbones, --size and the output argument",
+            "extract.size, hydra.run.dir) or the backbone's model (backbone.model, backbone.source); use --backbones, "
+            "--size and the output argument",
         ),
+        # the same through a key under backbone, and through the node above the script's own keys
+        ([*TINY, "backbone.model=resnet50"], "overrides: backbone.model=resnet50 sets a key this script sets "),
+        ([*TINY, "extract={size:[64,64],output:x}"], "overrides: extract={size:[64,64],output:x} sets a key this "),
+        ([*TINY, "backbone.norm=("], "overrides: Error parsing override 'backbone.norm=('"),
         ([*TINY, "+extract.output=elsewhere"], "overrides: +extract.output=elsewhere sets a key this script sets "),
     ],
 )

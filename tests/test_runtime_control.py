@@ -321,10 +321,10 @@ def test_syncbatchnorm_off_the_gpu_in_a_process_group_names_what_made_it(tmp_pat
             "on CUDA devices only, and the input is on cpu; use norm: train, eval or frozen off the GPU"
         )
         return
-    assert type(caught.value) is featx.InputShapeError
+    assert type(caught.value) is featx.DeviceError
     assert str(caught.value) == (
-        "featx backbone 'resnet18': stage 'c3' has SyncBatchNorm layers (made by "
-        "nn.SyncBatchNorm.convert_sync_batchnorm, not by the spec, whose norm is train), which synchronise their "
+        "featx backbone 'resnet18': stage 'c3' has SyncBatchNorm layers the spec did not make (its norm is train; "
+        "nn.SyncBatchNorm.convert_sync_batchnorm makes them), which synchronise their "
         "statistics across processes on CUDA devices only, and the input is on cpu; convert only a backbone that "
         "trains on the GPU, or run these layers in eval mode"
     )

@@ -24,7 +24,7 @@ from typing import AbstractSet, Any, Dict, Iterable, List, Mapping, Optional, Se
 import torch
 from torch import Tensor, nn
 
-from featx.errors import ArgumentError, FeatxError, InputShapeError, SpecError, first_line
+from featx.errors import ArgumentError, DeviceError, FeatxError, InputShapeError, SpecError, first_line
 from featx.nn.feature_info import FeatureInfo, StageInfo
 from featx.nn.freezing import apply_norm_policy, pin_kept_layers, set_stage_frozen
 from featx.nn.reinit import reinit_
@@ -411,7 +411,7 @@ class Backbone(nn.Module):
 
     def _sync_error(self, where: str, device: torch.device) -> FeatxError:
         """The error for SyncBatchNorm layers of ``where`` training on an input on ``device`` (not CUDA) in a process
-        group: a SpecError naming ``norm`` where the spec's ``norm: sync`` made them, else an InputShapeError naming
+        group: a SpecError naming ``norm`` where the spec's ``norm: sync`` made them, else a DeviceError naming
         ``convert_sync_batchnorm`` (layers put in by hand, which the spec's norm did not make)."""
         if self._spec.norm == "sync":
             return SpecError(
@@ -419,9 +419,9 @@ class Backbone(nn.Module):
                 f"sync: {where} synchronises its BatchNorm statistics across processes, which torch does on CUDA "
                 f"devices only, and the input is on {device}; use norm: train, eval or frozen off the GPU",
             )
-        return InputShapeError(
-            f"featx backbone {self._spec.model!r}: {where} has SyncBatchNorm layers (made by "
-            f"nn.SyncBatchNorm.convert_sync_batchnorm, not by the spec, whose norm is {self._spec.norm}), which "
+        return DeviceError(
+            f"featx backbone {self._spec.model!r}: {where} has SyncBatchNorm layers the spec did not make (its "
+            f"norm is {self._spec.norm}; nn.SyncBatchNorm.convert_sync_batchnorm makes them), which "
             f"synchronise their statistics across processes on CUDA devices only, and the input is on {device}; "
             "convert only a backbone that trains on the GPU, or run these layers in eval mode"
         )
