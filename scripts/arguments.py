@@ -3,15 +3,18 @@ option, before any work. Example::
 
     parser.add_argument("--repeats", type=whole_number(1, 1000), default=7)
     spec = check_rows_device(parser, "resnet50", args.device)   # --device: cpu or cuda[:N], present here
+    check_page(parser, args.output, "# Benchmark results (generated)", "--output")   # not a file of the user's
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Callable
 
 import featx
 from featx.construct.device import resolve_device
+from featx.files import refuse_a_foreign_page
 
 
 def whole_number(low: int, high: int) -> Callable[[str], int]:
@@ -44,3 +47,12 @@ def check_rows_device(parser: argparse.ArgumentParser, backbone: str, device: st
     if device != spec.device:  # the rows use the argument as given: torch.device("cpu ") fails
         parser.error(f"argument --device: write it as {spec.device!r}, not {device!r}")
     return spec
+
+
+def check_page(parser: argparse.ArgumentParser, path: Path, title: str, option: str) -> None:
+    """argparse's error, before any work, for a file at ``path`` that is not a page this script wrote (its first line
+    is not ``title``); the write checks again (a file put there meanwhile is kept)."""
+    try:
+        refuse_a_foreign_page(path, title, option)
+    except featx.FeatxError as error:
+        parser.error(str(error))

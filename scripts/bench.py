@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torchvision
-from arguments import check_rows_device, whole_number
+from arguments import check_page, check_rows_device, whole_number
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -55,7 +55,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 import featx
-from featx.files import refuse_a_foreign_page, write_atomically, write_generated_page
+from featx.files import write_atomically, write_generated_page
 
 from machine import machine_description
 
@@ -463,10 +463,7 @@ def main() -> None:
     if (args.json.exists() or args.json.is_symlink()) and not _is_own_json(args.json):
         parser.error(f"--json: {args.json} {_NOT_OURS}")
     if args.output is not None:
-        try:
-            refuse_a_foreign_page(args.output, PAGE_TITLE, "--output")  # the write checks again
-        except featx.FeatxError as error:
-            parser.error(str(error))
+        check_page(parser, args.output, PAGE_TITLE, "--output")
     compile_featx()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as name:

@@ -42,14 +42,14 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 import numpy as np
 import torch
 import torchvision
-from arguments import check_rows_device, whole_number
+from arguments import check_page, check_rows_device, whole_number
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models._utils import IntermediateLayerGetter
 
 import featx
-from featx.files import refuse_a_foreign_page, write_generated_page
+from featx.files import write_generated_page
 from featx.spec.apps import ExtractOptions
 from featx.tasks.extract.decode import ImageFiles, collate_images
 from featx.tasks.extract.device_decode import DeviceJpegDecoder, JpegFiles, collate_jpegs, decoded_on
@@ -300,10 +300,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         )
     args.model = spec.model
     if args.output is not None:
-        try:
-            refuse_a_foreign_page(args.output, TITLE, "--output")
-        except featx.FeatxError as error:
-            parser.error(str(error))
+        check_page(parser, args.output, TITLE, "--output")
 
 
 def main(argv: Optional[List[str]] = None) -> Tuple[Dict[str, Optional[float]], str]:

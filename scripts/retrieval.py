@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Dict, List, NoReturn, Sequence, Tuple
 
 import torch
-from arguments import whole_number
+from arguments import check_page, whole_number
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from PIL import Image
@@ -45,7 +45,7 @@ from torch.nn import functional
 
 import featx
 from featx.errors import first_line
-from featx.files import refuse_a_foreign_page, write_generated_page
+from featx.files import write_generated_page
 from featx.spec.config_files import backbone_names
 from featx.spec.keys import suggest
 from featx.spec.limits import MAX_SEED
@@ -204,10 +204,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             if backbone not in names:
                 parser.error(f"--backbones: unknown backbone {backbone!r}{suggest(backbone, names)} {PACKAGED}")
     if args.summary_page is not None:
-        try:
-            refuse_a_foreign_page(args.summary_page, PAGE_TITLE, "--summary-page")  # the write checks again
-        except featx.FeatxError as error:
-            parser.error(str(error))
+        check_page(parser, args.summary_page, PAGE_TITLE, "--summary-page")
     if args.output.exists() and (not args.output.is_dir() or any(args.output.iterdir())):
         parser.error(f"output: {args.output} exists and is not an empty folder; give a new one")
     try:

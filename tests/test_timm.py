@@ -601,20 +601,27 @@ def _registered(constructor) -> str:
     return f"timm:{constructor.__name__}"
 
 
-@pytest.mark.parametrize(("constructor", "width", "size"), [(featx_test_vit_630, 630, (48, 32)),
-                                                            (featx_test_vit_one_size, 32, (224, 224))])  # fmt: skip
-def test_nhwc_maps_are_told_from_nchw_ones_by_a_wider_image_or_their_square_grid(constructor, width, size, tmp_path):
-    """One square image's map cannot tell N x h x w x C from N x C x h x w when C == h: featx measures the
-    embedding at a twice-as-wide image too, and an embedding that takes one size only by its square grid."""
+def _perturbed_and_proposed(constructor, folder: Path):
+    """timm's model of ``constructor`` (registered) with its weights moved off their init, so misplaced tokens show,
+    featx's proposal for it and the proposal built with those weights (norm: eval, CPU)."""
     torch.manual_seed(0)
     name = _registered(constructor)
     reference = timm.create_model(name.removeprefix("timm:")).eval()
     with torch.no_grad():
         for parameter in reference.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.02)
-    torch.save(reference.state_dict(), tmp_path / "vit.pth")
+    torch.save(reference.state_dict(), folder / "vit.pth")
     spec = featx.propose(name)
-    backbone = featx.build(spec, overrides=["device=cpu", f"weights={tmp_path / 'vit.pth'}", "norm=eval"]).eval()
+    backbone = featx.build(spec, overrides=["device=cpu", f"weights={folder / 'vit.pth'}", "norm=eval"]).eval()
+    return reference, spec, backbone
+
+
+@pytest.mark.parametrize(("constructor", "width", "size"), [(featx_test_vit_630, 630, (48, 32)),
+                                                            (featx_test_vit_one_size, 32, (224, 224))])  # fmt: skip
+def test_nhwc_maps_are_told_from_nchw_ones_by_a_wider_image_or_their_square_grid(constructor, width, size, tmp_path):
+    """One square image's map cannot tell N x h x w x C from N x C x h x w when C == h: featx measures the
+    embedding at a twice-as-wide image too, and an embedding that takes one size only by its square grid."""
+    reference, spec, backbone = _perturbed_and_proposed(constructor, tmp_path)
     assert [info.channels for info in backbone.feature_info] == [width]
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -631,16 +638,8 @@ def featx_test_torchvision_vit_630(pretrained: bool = False, **kwargs) -> nn.Mod
 
 def test_an_nchw_map_whose_channels_equal_its_side_stays_nchw(tmp_path):
     """The other way round: a wider image widens the last dimension of torchvision's N x C x h x w map."""
-    torch.manual_seed(0)
-    name = _registered(featx_test_torchvision_vit_630)
-    reference = timm.create_model(name.removeprefix("timm:")).eval()
-    with torch.no_grad():
-        for parameter in reference.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.02)
-    torch.save(reference.state_dict(), tmp_path / "vit.pth")
-    spec = featx.propose(name)
+    reference, spec, backbone = _perturbed_and_proposed(featx_test_torchvision_vit_630, tmp_path)
     assert spec["tokens"]["embed"] == "conv_proj"
-    backbone = featx.build(spec, overrides=["device=cpu", f"weights={tmp_path / 'vit.pth'}", "norm=eval"]).eval()
     x = torch.randn(1, 3, 160, 160, generator=torch.Generator().manual_seed(3))
     captured = []
     handle = reference.encoder.register_forward_hook(lambda _module, _input, output: captured.append(output))
