@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 import shlex
@@ -42,7 +41,7 @@ from featx.files import first_line_of, refuse_a_foreign_page, write_atomically, 
 from featx.spec.limits import escaped, quoted
 
 from machine import machine_description
-from skimage_views import read_small_file
+from skimage_views import parsed_json, read_small_file
 
 log = logging.getLogger("experiment")
 
@@ -101,11 +100,9 @@ def _read_result(path: Path) -> Dict[str, Any]:
     except ValueError as error:
         raise ResultError(f"{path}: {error}") from None
     try:
-        result = json.loads(raw)
-    except ValueError as error:  # UnicodeDecodeError too
-        raise ResultError(f"{path}: not JSON ({first_line(error)})") from None
-    except RecursionError:
-        raise ResultError(f"{path}: not JSON (nested too deeply)") from None
+        result = parsed_json(raw)
+    except ValueError as error:
+        raise ResultError(f"{path}: {error}") from None
     if not isinstance(result, dict):
         raise ResultError(f"{path}: not a JSON object")
     return result

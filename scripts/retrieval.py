@@ -198,7 +198,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                 f"overrides: {override} sets a key this script sets itself ({', '.join(OWN_KEYS)}) or the backbone's "
                 f"model ({', '.join(RELABELLING_KEYS)}); use --backbones, --size and the output argument"
             )
-    if not any(override.lstrip("+").startswith("hydra.searchpath=") for override in args.overrides):
+    if not any(parsed_override.key_or_group == "hydra.searchpath" for parsed_override in parsed):
         names = backbone_names()  # with a search path of the user's, featx-extract knows its backbones
         for backbone in args.backbones:
             if backbone not in names:

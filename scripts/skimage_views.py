@@ -64,6 +64,17 @@ def read_small_file(path: Path, limit: int) -> bytes:
     return data
 
 
+def parsed_json(raw: bytes) -> Any:
+    """The JSON value ``raw`` holds; ValueError "not JSON (why)" otherwise, a value nested too deeply for Python's
+    parser included (the caller names the file). Example: ``parsed_json(read_small_file(path, limit))``."""
+    try:
+        return json.loads(raw)
+    except ValueError as error:  # UnicodeDecodeError too
+        raise ValueError(f"not JSON ({first_line(error)})") from None
+    except RecursionError:
+        raise ValueError("not JSON (nested too deeply)") from None
+
+
 @dataclass(frozen=True)
 class Annotated:
     """One photo and its objects: ``boxes`` K x 4 ``[x0, y0, x1, y1]`` in pixels, ``labels`` K class indices."""
@@ -105,11 +116,9 @@ def _read_json(path: Path) -> Any:
     except ValueError as error:
         raise AnnotationError(f"{path}: {error}") from None
     try:
-        return json.loads(raw)
-    except ValueError as error:  # UnicodeDecodeError too
-        _fail(path, "", f"not JSON ({first_line(error)})")
-    except RecursionError:
-        _fail(path, "", "not JSON (nested too deeply)")
+        return parsed_json(raw)
+    except ValueError as error:
+        _fail(path, "", str(error))
 
 
 def load_annotations(path: str | Path) -> Tuple[List[str], List[Annotated]]:
