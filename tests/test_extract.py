@@ -546,12 +546,13 @@ def test_killed_run_resumes_with_every_image_exactly_once(tmp_path, weights_file
 
 
 def test_ctrl_c_ends_a_run_with_one_line_and_whole_shards(tmp_path, weights_file):
-    _, output, process = _run_until_its_first_shard(tmp_path, weights_file, 60)
+    _, output, process = _run_until_its_first_shard(tmp_path, weights_file, 600)  # many: a busy machine is slow
+    assert process.poll() is None, "the run was to be stopped after its first shard, before its end"
     process.send_signal(signal.SIGINT)
     _, errors = process.communicate(timeout=120)
     assert process.returncode == 130 and errors.strip().splitlines()[-1] == "featx-extract: interrupted", errors
     assert "Traceback" not in errors
-    assert 0 < len(_all_shard_images(output)) < 60
+    assert 0 < len(_all_shard_images(output)) < 600
     assert not [p for p in (output / "featx-shards").iterdir() if p.name.endswith(".partial")]
 
 
