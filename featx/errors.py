@@ -28,19 +28,36 @@ def _cut(text: str) -> str:
     return f"{text[:kept]}... ({len(text) - kept} more characters left out)"
 
 
+def printable(text: str) -> str:
+    """``text`` (a file name) on one line any stream can write: control characters escaped (``\\n``, ``\\x1b``, as
+    :func:`featx.spec.limits.escaped` does), a byte of a file name that is not UTF-8 (held as a surrogate) as
+    ``\\xff``, and any other lone surrogate as ``\\ud800``. Example: ``printable("a\\nb.yaml")`` is
+    ``a\\\\nb.yaml``."""
+    from featx.spec.limits import escaped  # here, as featx.spec.limits imports this module
+
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name's byte gives
+        data = text.encode("utf-8", "backslashreplace")
+    return escaped(data.decode("utf-8", "backslashreplace"))
+
+
 class FeatxError(Exception):
-    """Base class of every error featx raises on purpose. A message longer than :data:`MAX_MESSAGE_CHARS` is cut,
-    saying how much was left out, so no input can turn an error into megabytes of output."""
+    """Base class of every error featx raises on purpose. Its message is one printable line (:func:`printable`:
+    a file name or value holding a line break cannot forge another line) and one longer than
+    :data:`MAX_MESSAGE_CHARS` is cut, saying how much was left out, so no input can turn an error into megabytes of
+    output."""
 
     def __init__(self, message: object = "") -> None:
-        super().__init__(_cut(str(message)))
+        super().__init__(_cut(printable(str(message))))
 
 
 class SpecError(FeatxError, ValueError):
     """A backbone spec is invalid.
 
     ``str(err)`` is ``"[origin: ]key: message"``; ``err.key`` is the key path (``backbone.stages.c5.slice``),
-    ``err.origin`` the spec file it came from, if any.
+    ``err.origin`` the spec file it came from, if any, as given (``str(err)`` shows it :func:`printable`, as every
+    featx error shows its message).
     """
 
     def __init__(self, key: str, message: str, *, origin: str | None = None) -> None:

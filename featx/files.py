@@ -23,8 +23,8 @@ import stat
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from featx.errors import ArgumentError
-from featx.spec.limits import escaped, expand_home, quoted, unknown_home
+from featx.errors import ArgumentError, printable
+from featx.spec.limits import expand_home, quoted, unknown_home
 
 #: what :func:`write_atomically`'s temporary files are called: ``.<target name>.<host>-<pid>-<random>.partial``
 PARTIAL_SUFFIX = ".partial"
@@ -143,7 +143,7 @@ def printable_path(path: os.PathLike[str] | str) -> str:
     """``path`` as text any stream or log file writes, on one line: bytes of its name that are not UTF-8 (held in a
     ``str`` as surrogates) shown as ``\\xff``, control characters escaped (``\\n``, ``\\x1b``). Example:
     ``log.warning("skipped %s", printable_path(path))``."""
-    return escaped(os.fsencode(path).decode("utf-8", "backslashreplace"))
+    return printable(os.fspath(path))
 
 
 def is_utf8_path(path: os.PathLike[str] | str) -> bool:

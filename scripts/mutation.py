@@ -47,7 +47,12 @@ GUARDS: Dict[str, List[str]] = {
         "tests/test_hostile_spec.py",
         "tests/test_runtime_control.py",
     ],
-    "spec/overrides.py": ["tests/test_hostile_spec.py", "tests/test_loader.py", "tests/test_spec_fast_path.py"],
+    "spec/overrides.py": [
+        "tests/test_hostile_spec.py",
+        "tests/test_loader.py",
+        "tests/test_spec_fast_path.py",
+        "tests/test_spec_validation.py",
+    ],
     "spec/load.py": ["tests/test_hostile_spec.py", "tests/test_loader.py", "tests/test_spec_validation.py"],
     "spec/typed.py": ["tests/test_spec_fast_path.py"],
     "construct/members.py": ["tests/test_model_checks.py", "tests/test_hostile_spec.py"],
@@ -146,11 +151,11 @@ GUARDS: Dict[str, List[str]] = {
     "spec/config_files.py": ["tests/test_hostile_apps.py"],
     "cli/logs.py": ["tests/test_hydra.py", "tests/test_export.py"],
     "construct/proposal_yaml.py": ["tests/test_timm_families.py", "tests/test_propose.py"],
-    "spec/yaml_file.py": ["tests/test_hostile_spec.py", "tests/test_loader.py"],
+    "spec/yaml_file.py": ["tests/test_hostile_spec.py", "tests/test_loader.py", "tests/test_spec_validation.py"],
     "spec/limits.py": ["tests/test_hostile_weights.py", "tests/test_hostile_extract.py", "tests/test_hostile_spec.py"],
     "cli/output.py": ["tests/test_hostile_apps.py"],
     "cli/sweeps.py": ["tests/test_hostile_apps.py"],
-    "errors.py": ["tests/test_hostile_spec.py"],
+    "errors.py": ["tests/test_hostile_spec.py", "tests/test_spec_validation.py"],
     "__init__.py": ["tests/test_export.py"],
     "cli/extract.py": ["tests/test_extract.py"],
 }
@@ -366,8 +371,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "files.py",
-        '    return escaped(os.fsencode(path).decode("utf-8", "backslashreplace"))',
-        '    return os.fsencode(path).decode("utf-8", "backslashreplace")',
+        "    return printable(os.fspath(path))",
+        "    return os.fspath(path)",
         "a skipped image's name with a line break and terminal escapes forges a log line",
     ),
     Mutant(
@@ -3393,6 +3398,67 @@ MUTANTS: List[Mutant] = [
         "{' in '.join(reversed(wrappers))}",
         "{' in '.join(wrappers)}",
         "a compiled backbone in DDP (module._orig_mod.) named as DDP inside torch.compile",
+    ),
+    # Spec review (2026-12-07): overrides, spec files, one-line errors
+    Mutant(
+        "spec/overrides.py",
+        "if isinstance(parent, ListConfig):",
+        "if False:",
+        "~out_features.0 deletes with OmegaConf's del: a raw TypeError (list indices must be integers)",
+    ),
+    Mutant(
+        "spec/overrides.py",
+        "                if key in seen:\n",
+        "                if False:\n",
+        "fpn={out_channels:8,out_channels:16} silently builds 16 channels (Hydra's parser keeps the last)",
+    ),
+    Mutant(
+        "spec/yaml_file.py",
+        "if error.errno in (errno.ENOENT, errno.ENOTDIR):",
+        "if True:",
+        "a spec path that cannot be looked up (a link loop, EACCES) reported as 'spec file not found'",
+    ),
+    Mutant(
+        "spec/yaml_file.py",
+        "named = shortened(shown) if error.errno == errno.ENAMETOOLONG else shown",
+        "named = shown",
+        "a spec file name too long for the system echoed whole in the error",
+    ),
+    Mutant(
+        "errors.py",
+        "super().__init__(_cut(printable(str(message))))",
+        "super().__init__(_cut(str(message)))",
+        "a line break or ESC in a file's name forges a line of a featx error (messages not escaped)",
+    ),
+    Mutant(
+        "spec/yaml_file.py",
+        "    shown = printable(origin)\n",
+        "    shown = origin\n",
+        "'spec file not found: /tmp/x\\nbackbone.model: injected.yaml' prints a forged second line",
+    ),
+    Mutant(
+        "spec/yaml_file.py",
+        '_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:bool", _true_or_false)\n',
+        "",
+        "modules: [conv1, yes] in a file builds the module path 'True', where an override reads 'yes'",
+    ),
+    Mutant(
+        "spec/yaml_file.py",
+        "if isinstance(key, bool):  # OmegaConf's",
+        "if False:  # OmegaConf's",
+        "a stage named true in a file: OmegaConf's 'Key True (bool) is incompatible with (str)'",
+    ),
+    Mutant(
+        "spec/yaml_file.py",
+        "if isinstance(error, yaml.reader.ReaderError):",
+        "if False:",
+        "a NUL byte in a spec file: 'not valid YAML: ReaderError', without the character or its place",
+    ),
+    Mutant(
+        "spec/yaml_file.py",
+        "column = index - (breaks[-1].end() if breaks else 0)",
+        "column = index - (breaks[-1].start() if breaks else 0)",
+        "a control character in a spec file named one column off after the first line",
     ),
 ]
 

@@ -1526,3 +1526,14 @@ def test_a_training_checkpoint_with_its_arguments_says_how_to_take_its_state_dic
         torch.save(torch.load(path, weights_only=True)["state_dict"], tmp_path / "weights.pth")
     backbone = featx.build({**SPEC, "weights": str(tmp_path / "weights.pth")})
     assert torch.equal(backbone.stages.c2.conv1.weight, _state(0)["conv1.weight"])
+
+
+@pytest.mark.parametrize("name", ["a\nweights: accepted.pth", "b\x1b[31m.pth", "c\u2028.pth"])
+def test_a_weights_file_name_with_a_line_break_or_escape_stays_on_one_escaped_line(tmp_path, name):
+    (tmp_path / name).write_bytes(b"not a checkpoint")
+    for path in (tmp_path / name, tmp_path / f"missing {name}"):
+        with pytest.raises(featx.WeightsError) as caught:
+            featx.build({**resnet18_spec(), "weights": str(path), "device": "cpu"})
+        message = str(caught.value)
+        assert message.splitlines() == [message] and "\x1b" not in message, message
+        assert repr(path.name)[1:-1] in message

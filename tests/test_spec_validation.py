@@ -162,3 +162,205 @@ def test_numpy_scalars_and_a_torch_device_are_taken_as_their_values():
     spec = plain.spec
     spec.seed = np.int64(3)  # a BackboneSpec edited with one
     assert featx.build(spec).spec == plain.spec
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "listed"),
+    [
+        (["out_features=[c2,c3]", "~out_features.0"], "out_features.0", "out_features"),
+        (["out_features=[c2,c3]", "~out_features.1=c3"], "out_features.1", "out_features"),
+        (["input_size=[64,64]", "~input_size.0"], "input_size.0", "input_size"),
+        (["~stages.c2.modules.0"], "stages.c2.modules.0", "stages.c2.modules"),
+    ],
+)
+def test_deleting_an_item_of_a_list_is_refused_naming_the_key(overrides, key, listed):
+    """OmegaConf's ``del`` on a list raised a raw "TypeError: list indices must be integers or slices, not str" (as
+    it does inside Hydra's own apps): an override deletes keys of a mapping, a list is given whole."""
+    with pytest.raises(featx.SpecError) as caught:
+        featx.load_spec(resnet18_spec(), overrides)
+    assert str(caught.value) == (
+        f"backbone.{key}: {overrides[-1]!r} deletes an item of the list {listed}; an override deletes keys of a "
+        f"mapping only: give the whole list ({listed}=[...])"
+    )
+
+
+def test_deleting_a_key_of_a_mapping_still_works():
+    spec = featx.load_spec(resnet18_spec(fpn={"out_channels": 8}), ["~fpn.out_channels", "~stages.c4"])
+    assert spec.fpn is not None and spec.fpn.out_channels == 256 and list(spec.stages) == ["c2", "c3"]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("fpn={out_channels:8,out_channels:16}", "'out_channels'"),
+        ("fpn={out_channels: 8, out_channels :16}", "'out_channels'"),
+        ("stages={c2:{modules:[conv1],modules:[layer1]}}", "'modules'"),
+        ("+tags=[{a:1},{b:1,b:2}]", "'b'"),
+        ("+tags={true:1,True:2}", "True"),
+        ("+tags={1:1,1:2}", "1"),
+    ],
+)
+def test_a_key_given_twice_in_an_overrides_mapping_is_refused(override, key):
+    """Hydra's parser kept the last of two values of one key (``fpn={out_channels:8,out_channels:16}`` built 16
+    channels), where a spec file refuses it."""
+    with pytest.raises(featx.SpecError) as caught:
+        featx.load_spec(resnet18_spec(), [override])
+    assert str(caught.value) == (
+        f"backbone.overrides: {override}: key {key} is given twice in a mapping; give each key once"
+    )
+
+
+def test_a_mapping_of_distinct_keys_in_an_override_is_taken():
+    spec = featx.load_spec(resnet18_spec(), ["fpn={out_channels: 8, extra_blocks: p6p7}", "stages.c2={modules:[a]}"])
+    assert spec.fpn is not None and (spec.fpn.out_channels, spec.fpn.extra_blocks) == (8, "p6p7")
+    assert spec.stages["c2"].modules == ["a"]
+
+
+def test_a_spec_file_name_too_long_for_the_system_is_refused_naming_it_cut(tmp_path):
+    """``Path.is_dir`` raised a raw "OSError: [Errno 36] File name too long" (with all 300 characters)."""
+    path = tmp_path / ("a" * 300 + ".yaml")
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build(str(path))
+    message = str(caught.value)
+    assert message.startswith(f"backbone: cannot look up the spec file {str(tmp_path)}/aaa")
+    assert message.endswith("...: File name too long") and len(message) < 150
+
+
+def test_a_spec_file_that_cannot_be_looked_up_says_why(tmp_path):
+    """A link to itself was reported as "spec file not found"; the lookup's reason is named (a folder without
+    search permission, EACCES, takes the same branch)."""
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(loop)
+    with pytest.raises(featx.SpecError) as caught:
+        featx.load_spec(loop)
+    assert str(caught.value) == f"backbone: cannot look up the spec file {loop}: Too many levels of symbolic links"
+    with pytest.raises(featx.SpecError) as caught:
+        featx.load_spec(tmp_path / "gone" / "x.yaml")
+    assert str(caught.value) == f"backbone: spec file not found: {tmp_path}/gone/x.yaml"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (
+            "/tmp/x\nbackbone.model: injected.yaml",
+            "backbone: spec file not found: /tmp/x\\nbackbone.model: injected.yaml",
+        ),
+        ("/tmp/x\x1b[2J\x00.yaml", "backbone: spec file not found: /tmp/x\\x1b[2J\\x00.yaml"),
+        ("/tmp/\ud800.yaml", "backbone: spec file not found: /tmp/\\ud800.yaml"),
+        ("/tmp/caf\udce9.yaml", "backbone: spec file not found: /tmp/caf\\xe9.yaml"),  # a byte that is not UTF-8
+        (
+            "/tmp/x\u202e.json",
+            "backbone: a spec file is a .yaml or .yml file (in any letter case), got /tmp/x\\u202e.json",
+        ),
+    ],
+)
+def test_control_characters_in_a_spec_path_are_escaped(path, message):
+    """A line break in the path printed a forged second line (``backbone.model: injected.yaml``), an escape sequence
+    reached the terminal, and a lone surrogate made ``print(error)`` raise UnicodeEncodeError."""
+    with pytest.raises(featx.SpecError) as caught:
+        featx.load_spec(path)
+    assert str(caught.value) == message
+    str(caught.value).encode("utf-8")
+
+
+def test_the_origin_of_a_spec_error_is_escaped_and_kept_as_given(tmp_path):
+    path = tmp_path / "a\x1b[31m\nb.yaml"
+    path.write_text("model: resnet18\nstages: {c2: {modules: [conv1]}}\nfrozen_stages: 9\n")
+    with pytest.raises(featx.SpecError) as caught:
+        featx.load_spec(path)
+    assert caught.value.origin == str(path)
+    assert (
+        str(caught.value)
+        == f"{tmp_path}/a\\x1b[31m\\nb.yaml: backbone.frozen_stages: 9 is out of range; valid: 0..1 (kept stages: c2)"
+    )
+
+
+def _file(tmp_path, text):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "word", ["yes", "Yes", "YES", "no", "No", "on", "ON", "off", "Off", "true", "True", "FALSE", "y", "n", "Y"]
+)
+def test_a_word_of_a_spec_file_has_one_reading(tmp_path, word):
+    """YAML 1.1 (PyYAML, OmegaConf.load, Hydra composing a file) reads yes/no/on/off as booleans, Hydra's override
+    grammar as strings: a file with ``modules: [conv1, yes]`` built the module path 'True'. featx reads a word as
+    both do where they agree, and refuses it where they do not."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from featx.spec.yaml_file import read_spec_file
+
+    path = _file(tmp_path, f"x: {word}\n")
+    in_file = OmegaConf.load(path).x
+    in_override = OverridesParser.create().parse_overrides([f"x={word}"])[0].value()
+    if in_file == in_override and type(in_file) is type(in_override):
+        assert read_spec_file(path) == {"x": in_file}
+        return
+    with pytest.raises(featx.SpecError) as caught:
+        read_spec_file(path)
+    assert str(caught.value) == (
+        f"{path}: backbone: not a spec value: the word {word}, which YAML reads as {str(in_file).lower()} and an "
+        f"override as the string {word!r}; write {str(in_file).lower()} (or quote it, {word!r}, for the string) at "
+        "line 1, column 4"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "model: resnet18\nstages:\n  off: {modules: [conv1]}\n",
+            "not a spec value: the word off, which YAML reads as false and an override as the string 'off'; write "
+            "false (or quote it, 'off', for the string) at line 3, column 3",
+        ),
+        (
+            "model: resnet18\nstages:\n  c2: {modules: [conv1, yes]}\n",
+            "not a spec value: the word yes, which YAML reads as true and an override as the string 'yes'; write "
+            "true (or quote it, 'yes', for the string) at line 3, column 25",
+        ),
+        (
+            "model: resnet18\nstages:\n  true: {modules: [conv1]}\n",
+            "not a spec value: the key true, which YAML reads as a bool and an override as a name (a key is a name "
+            "or a number; quote it, 'true', for the name) at line 3, column 3",
+        ),
+        (
+            "model: resnet18\nstages:\n  c2: {modules: [conv1]}\nfpn: {False: 8}\n",
+            "not a spec value: the key False, which YAML reads as a bool and an override as a name (a key is a name "
+            "or a number; quote it, 'False', for the name) at line 4, column 7",
+        ),
+    ],
+)
+def test_a_yaml_boolean_word_or_a_key_that_is_no_name_is_refused(tmp_path, text, message):
+    """A stage named ``off`` gave "backbone.stages.False: Key False (bool) is incompatible with (str)"."""
+    path = _file(tmp_path, text)
+    with pytest.raises(featx.SpecError) as caught:
+        featx.load_spec(path)
+    assert str(caught.value) == f"{path}: backbone: {message}"
+
+
+def test_quoted_words_and_keys_are_strings(tmp_path):
+    path = _file(tmp_path, "model: resnet18\ndevice: meta\nstages:\n  'off': {modules: [conv1, 'yes']}\n")
+    assert featx.load_spec(path).stages["off"].modules == ["conv1", "yes"]
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("model: res\x00net18\n", "#x0000 (control characters are not allowed) at line 1, column 11"),
+        (
+            "model: resnet18\nseed: \u00e9\u00e9\x07\n",
+            "#x0007 (control characters are not allowed) at line 2, column 9",
+        ),
+        ("model: resnet18\r\n\r\nseed: \x1b\n", "#x001b (control characters are not allowed) at line 3, column 7"),
+    ],
+)
+def test_a_control_character_in_a_spec_file_is_named_by_its_code_and_place(tmp_path, text, where):
+    """A NUL byte gave "not valid YAML: ReaderError", without the character or where it is."""
+    path = _file(tmp_path, text)
+    with pytest.raises(featx.SpecError) as caught:
+        featx.load_spec(path)
+    assert str(caught.value) == f"{path}: backbone: not valid YAML: unacceptable character {where}"

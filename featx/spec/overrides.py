@@ -16,9 +16,12 @@ import re
 from typing import Any, Dict, Optional, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.overrides_visitor import HydraOverrideVisitor
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from hydra.grammar.gen.OverrideLexer import CommonTokenStream, InputStream, OverrideLexer  # type: ignore[attr-defined]
+from hydra.grammar.gen.OverrideParser import OverrideParser
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from featx.errors import SpecError, first_line
@@ -49,7 +52,32 @@ def parse_overrides(overrides: Sequence[str]) -> list[Override]:
             parsed += parser.parse_overrides([line])
         except (HydraException, ValueError, RecursionError) as error:  # RecursionError: brackets nested too deep
             raise SpecError(key_path("overrides"), not_in_grammar(line, error)) from None
+        duplicate = duplicated_key(line)
+        if duplicate is not None:
+            raise SpecError(key_path("overrides"), duplicate)
     return parsed
+
+
+def duplicated_key(line: str) -> Optional[str]:
+    """Why override ``line``, which Hydra's grammar parses, is refused for a mapping in it that gives one key twice
+    (Hydra's parser keeps the last value, where a spec file is refused), else None. Keys are compared as Hydra reads
+    them (``1`` and ``true`` are a number and a bool). Example: ``duplicated_key("fpn={a:1,a:2}")``."""
+    if "{" not in line:
+        return None
+    tree = OverrideParser(CommonTokenStream(OverrideLexer(InputStream(line)))).override()
+    visitor = HydraOverrideVisitor(OverridesParser.create().functions)
+    pending: list[Any] = [tree]
+    while pending:  # depth first, in the order of the text (a loop: the brackets may nest deeply)
+        node = pending.pop()
+        if isinstance(node, OverrideParser.DictContainerContext):
+            seen = set()
+            for pair in node.dictKeyValuePair():
+                key = visitor.visitDictKey(pair.dictKey())
+                if key in seen:
+                    return f"{quoted(line)[1:-1]}: key {quoted(key)} is given twice in a mapping; give each key once"
+                seen.add(key)
+        pending.extend(reversed(getattr(node, "children", None) or []))
+    return None
 
 
 def not_in_grammar(line: str, error: BaseException) -> str:
@@ -76,6 +104,12 @@ def _apply(config: DictConfig, override: Override) -> None:
             )
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(config, parent_key) if parent_key else config
+        if isinstance(parent, ListConfig):  # OmegaConf's ``del`` raises a bare TypeError, in Hydra's apps too
+            raise SpecError(
+                key_path(key),
+                f"{override.input_line!r} deletes an item of the list {parent_key}; an override deletes keys of a "
+                f"mapping only: give the whole list ({parent_key}=[...])",
+            )
         with open_dict(config):
             del parent[leaf]
         return

@@ -8,14 +8,18 @@ Example::
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import stat
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import yaml
 
-from featx.errors import SpecError
+from featx.errors import SpecError, printable
 from featx.spec.keys import key_path
-from featx.spec.limits import MAX_SPEC_BYTES, check_data_size, quoted
+from featx.spec.limits import MAX_SPEC_BYTES, check_data_size, quoted, shortened
 
 #: the suffixes of a spec file, in any letter case (``MY.YAML``): see :func:`is_spec_suffix`
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -67,6 +71,14 @@ class _UniqueKeyLoader(_SAFE_BASE):
                 kind = "mapping" if isinstance(key, dict) else "list"
                 what = "an empty (null) key" if key is None else f"a {kind} as a key (a key is a name or a number)"
                 raise _NotSpecData(None, None, what, key_node.start_mark)
+            if isinstance(key, bool):  # OmegaConf's "Key True (bool) is incompatible with (str)"; an override's name
+                raise _NotSpecData(
+                    None,
+                    None,
+                    f"the key {quoted(key_node.value)[1:-1]}, which YAML reads as a bool and an override as a name "
+                    f"(a key is a name or a number; quote it, {quoted(key_node.value)}, for the name)",
+                    key_node.start_mark,
+                )
             if isinstance(key, (str, int, float, bool)) and key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {quoted(key)} is given twice", key_node.start_mark
@@ -90,13 +102,44 @@ def _decimal_int(loader: Any, node: yaml.ScalarNode) -> int:
     return int(loader.construct_yaml_int(node))
 
 
+def _true_or_false(loader: Any, node: yaml.ScalarNode) -> bool:
+    """A bool as YAML 1.1 reads it, refusing the words read otherwise by featx's overrides (Hydra's grammar), which
+    take ``true`` and ``false`` only: ``yes``, ``no``, ``on`` and ``off`` (a stage named ``off``, a module ``yes``)."""
+    value = bool(loader.construct_yaml_bool(node))
+    word = str(node.value)
+    if word.lower() not in ("true", "false"):
+        raise _NotSpecData(
+            None,
+            None,
+            f"the word {quoted(word)[1:-1]}, which YAML reads as {str(value).lower()} and an override as the string "
+            f"{quoted(word)}; write {str(value).lower()} (or quote it, {quoted(word)}, for the string)",
+            node.start_mark,
+        )
+    return value
+
+
 for _tag in _REFUSED_TAGS:
     _UniqueKeyLoader.add_constructor(_tag, _refuse)
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _decimal_int)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:bool", _true_or_false)
+
+#: the line breaks YAML counts (a CR LF pair is one)
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
 
 
-def yaml_problem(error: yaml.YAMLError) -> str:
-    """The parser's problem and where, without the snippet of the file PyYAML puts in ``str(error)``."""
+def yaml_problem(error: yaml.YAMLError, text: Optional[str] = None) -> str:
+    """The parser's problem and where, without the snippet of the file PyYAML puts in ``str(error)``; a character
+    YAML does not take (a NUL) by its code, at its line and column in ``text`` where given (else at the reader's
+    position: characters with PyYAML's own reader, bytes with libyaml's)."""
+    if isinstance(error, yaml.reader.ReaderError):
+        code = ord(error.character) if isinstance(error.character, str) else error.character
+        where = f" at position {error.position}"
+        if text is not None and chr(code) in text:
+            index = text.index(chr(code))  # the reader names the first one
+            breaks = list(_LINE_BREAK.finditer(text, 0, index))
+            column = index - (breaks[-1].end() if breaks else 0)
+            where = f" at line {len(breaks) + 1}, column {column + 1}"
+        return f"unacceptable character #x{code:04x} ({error.reason}){where}"
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or type(error).__name__
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -111,20 +154,29 @@ def is_spec_suffix(path: Path) -> bool:
 def read_spec_file(path: Path) -> Dict[str, Any]:
     """The mapping a spec file holds; :class:`SpecError` naming the file for anything else."""
     origin = str(path)
+    shown = printable(origin)
     if not is_spec_suffix(path):
-        raise SpecError(ROOT_KEY, f"a spec file is a .yaml or .yml file (in any letter case), got {origin}")
-    if path.is_dir():
-        raise SpecError(ROOT_KEY, f"{origin} is a folder, not a spec file")
-    if path.exists() and not path.is_file():
-        raise SpecError(ROOT_KEY, f"{origin} is not a regular file (a device, fifo or socket), not a spec file")
-    if not path.is_file():
-        raise SpecError(ROOT_KEY, f"spec file not found: {origin}")
+        raise SpecError(ROOT_KEY, f"a spec file is a .yaml or .yml file (in any letter case), got {shown}")
     try:
-        size = path.stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise SpecError(
-                ROOT_KEY, f"{size} bytes is too large for a spec file (at most {MAX_SPEC_BYTES})", origin=origin
-            )
+        info = os.stat(path)
+    except ValueError:  # a NUL, or a character no file name holds (a lone surrogate)
+        raise SpecError(ROOT_KEY, f"spec file not found: {shown}") from None
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise SpecError(ROOT_KEY, f"spec file not found: {shown}") from None
+        named = shortened(shown) if error.errno == errno.ENAMETOOLONG else shown
+        raise SpecError(
+            ROOT_KEY, f"cannot look up the spec file {named}: {error.strerror or type(error).__name__}"
+        ) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SpecError(ROOT_KEY, f"{shown} is a folder, not a spec file")
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError(ROOT_KEY, f"{shown} is not a regular file (a device, fifo or socket), not a spec file")
+    if info.st_size > MAX_SPEC_BYTES:
+        raise SpecError(
+            ROOT_KEY, f"{info.st_size} bytes is too large for a spec file (at most {MAX_SPEC_BYTES})", origin=origin
+        )
+    try:
         raw = path.read_bytes()
     except OSError as error:
         raise SpecError(ROOT_KEY, f"cannot read the file: {error.strerror or error}", origin=origin) from None
@@ -139,7 +191,7 @@ def read_spec_file(path: Path) -> Dict[str, Any]:
     except _NotSpecData as error:
         raise SpecError(ROOT_KEY, f"not a spec value: {yaml_problem(error)}", origin=origin) from None
     except yaml.YAMLError as error:
-        raise SpecError(ROOT_KEY, f"not valid YAML: {yaml_problem(error)}", origin=origin) from None
+        raise SpecError(ROOT_KEY, f"not valid YAML: {yaml_problem(error, text)}", origin=origin) from None
     except RecursionError:
         raise SpecError(ROOT_KEY, "not valid YAML for a spec: nested too deeply", origin=origin) from None
     if not isinstance(data, dict):
