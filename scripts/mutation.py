@@ -2164,8 +2164,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "spec/yaml_file.py",
-        "    if path.exists() and not path.is_file():",
-        "    if False:",
+        'raise SpecError(ROOT_KEY, f"{shown} is not a regular file (a device, fifo or socket), not a spec file")',
+        'raise SpecError(ROOT_KEY, f"spec file not found: {shown}")',
         "a FIFO or a link to a device in a config root reported as 'spec file not found'",
     ),
     Mutant(
