@@ -147,6 +147,7 @@ GUARDS: Dict[str, List[str]] = {
         "tests/test_timm.py",
         "tests/test_hostile_apps.py",
         "tests/test_plan_cache.py",
+        "tests/test_report.py",
     ],
     "spec/config_files.py": ["tests/test_hostile_apps.py"],
     "cli/logs.py": ["tests/test_hydra.py", "tests/test_export.py"],
@@ -3459,6 +3460,37 @@ MUTANTS: List[Mutant] = [
         "column = index - (breaks[-1].end() if breaks else 0)",
         "column = index - (breaks[-1].start() if breaks else 0)",
         "a control character in a spec file named one column off after the first line",
+    ),
+    # App review (2026-12-07): the report's meta wording, featx-list columns and exit status
+    Mutant(
+        "cli/report.py",
+        '        "forward - (meta device: structure only)"',
+        '        "forward - (run=false: meta device, structure only)"',
+        "featx backbone.device=meta (run left true) says the forward was skipped for run=false",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        "    widths = _widths(names, [_model_of(files[name][0]) for name in names])",
+        "    widths = _WIDTHS",
+        "featx-list: a name over 26 characters or a model over 20 (timm_swin_tiny's) pushes its row off the columns",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        "        return load_spec(path).model",
+        '        return ""',
+        "featx-list: a model name over 20 characters (timm:swin_tiny_patch4_window7_224) pushes its row off the columns",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        "    widths = _widths(models, models)",
+        "    widths = _WIDTHS",
+        "featx-list --timm: a model name over 26 characters pushes its row off the columns",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        '            parser.exit(1, f"featx-list: error: --config-dir {root}: no backbone/ folder in it\\n")',
+        '            parser.exit(2, f"featx-list: error: --config-dir {root}: no backbone/ folder in it\\n")',
+        "featx-list --config-dir of a folder without backbone/ exits 2, the status of an unreadable command line",
     ),
 ]
 

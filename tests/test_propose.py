@@ -404,7 +404,7 @@ def test_featx_list_shows_the_table_and_flags_shadowed_user_files(tmp_path, caps
 def test_featx_list_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         catalog.main(["--config-dir", str(tmp_path)])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1
     assert f"--config-dir {tmp_path}: no backbone/ folder in it" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         catalog.main(["nothing*"])

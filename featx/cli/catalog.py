@@ -16,7 +16,7 @@ import argparse
 import fnmatch
 import sys
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from featx.cli.output import reader_may_stop, status_line
 from featx.errors import FeatxError
@@ -30,14 +30,31 @@ from featx.version import __version__
 # refused command line
 
 _COLUMNS = ("name", "model", "stages", "strides", "channels", "params", "notes")
-_WIDTHS = (26, 20, 14, 18, 26, 8, 0)
+_WIDTHS = (26, 20, 14, 18, 26, 8, 0)  # each column's least width
 
 
-def _row(values: Sequence[str]) -> str:
+def _widths(names: Sequence[str], models: Sequence[str]) -> Tuple[int, ...]:
+    """The columns' widths for a listing of ``names`` and ``models``: the name and model columns as wide as the
+    longest shown (the rows are printed as they are made, so the widths are set before the first)."""
+    longest = [max((len(printable_path(value)) for value in values), default=0) for values in (names, models)]
+    return tuple(max(width, least) for width, least in zip(longest, _WIDTHS[:2], strict=True)) + _WIDTHS[2:]
+
+
+def _row(values: Sequence[str], widths: Sequence[int]) -> str:
     """One line of the table: a file's name holding a line break or terminal escapes (or bytes that are not UTF-8)
     is shown escaped, so it cannot forge a row of its own."""
-    cells = (printable_path(value).ljust(width) for value, width in zip(values, _WIDTHS, strict=True))
+    cells = (printable_path(value).ljust(width) for value, width in zip(values, widths, strict=True))
     return "  ".join(cells).rstrip()
+
+
+def _model_of(path: Path) -> str:
+    """The model ``path``'s spec names, or ``""`` for a file that does not load (its row shows the error)."""
+    from featx.spec.load import load_spec
+
+    try:
+        return load_spec(path).model
+    except FeatxError:
+        return ""
 
 
 def describe(source: Union[Path, Mapping[str, Any]]) -> List[str]:
@@ -115,7 +132,7 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     args.patterns = args.patterns or ["*"]
     for root in args.config_dir:
         if not (root / "backbone").is_dir():
-            parser.exit(2, f"featx-list: error: --config-dir {root}: no backbone/ folder in it\n")
+            parser.exit(1, f"featx-list: error: --config-dir {root}: no backbone/ folder in it\n")
     # featx's packaged configs come first in the app's search path; hydra.searchpath entries follow
     files = backbone_files([config_dir(), *args.config_dir])
     names = [name for name in sorted(files) if any(fnmatch.fnmatchcase(name, p) for p in args.patterns)]
@@ -129,7 +146,8 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.exit(1, f"featx-list: error: {error}\n")
     from featx.models.timm_models import TIMM_INSTALL, TimmNotInstalled
 
-    print(_row(_COLUMNS))
+    widths = _widths(names, [_model_of(files[name][0]) for name in names])
+    print(_row(_COLUMNS, widths))
     failures = needing_timm = 0
     for name in names:
         used, *ignored = files[name]
@@ -145,7 +163,7 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             cells[-1] = "; ".join(filter(None, [cells[-1], f"ignored duplicate: {', '.join(map(str, ignored))}"]))
         if used.parent.parent != config_dir():
             cells[-1] = "; ".join(filter(None, [cells[-1], f"from {used}"]))
-        print(_row([name, *cells]), flush=True)
+        print(_row([name, *cells], widths), flush=True)
     counts = [
         f", {needing_timm} {'needs' if needing_timm == 1 else 'need'} timm" if needing_timm else "",
         f", {failures} failed to plan" if failures else "",
@@ -180,7 +198,8 @@ def _list_timm(parser: argparse.ArgumentParser, patterns: List[str]) -> None:
     _check_each_matches(
         parser, patterns, [model.removeprefix(TIMM_PREFIX) for model in models], "timm model", TIMM_PREFIX
     )
-    print(_row(_COLUMNS))
+    widths = _widths(models, models)  # a proposal's model is the timm name
+    print(_row(_COLUMNS, widths))
     unproposed = 0
     for model in models:
         try:
@@ -188,7 +207,7 @@ def _list_timm(parser: argparse.ArgumentParser, patterns: List[str]) -> None:
         except FeatxError as error:
             unproposed += 1
             cells = [model, "", "", "", "", f"no proposal: {error}"]
-        print(_row([model, *cells]), flush=True)
+        print(_row([model, *cells], widths), flush=True)
     status_line(f"{len(models)} timm models" + (f", {unproposed} without a proposal" if unproposed else ""))
 
 

@@ -183,7 +183,7 @@ def format_report(report: Report) -> str:
 
     body = [render(header), render(tuple("-" * w for w in widths)), *map(render, lines)]
     forward = (
-        "forward - (run=false: meta device, structure only)"
+        "forward - (meta device: structure only)"  # run=false or backbone.device=meta
         if report.device == "meta"
         else f"forward {report.forward_seconds * 1000:.1f} ms"
     )
