@@ -412,7 +412,12 @@ MUTANTS: List[Mutant] = [
         "    try:\n        pass\n",
         "interpolations in spec data resolved",
     ),
-    Mutant("spec/load.py", "        _refuse_missing_markers(literal)\n", "", "??? takes the key's default"),
+    Mutant(
+        "spec/load.py",
+        "        _refuse_missing_markers(literal)  # before",
+        "        pass  # before",
+        "??? takes the key's default",
+    ),
     Mutant(
         "construct/execution_order.py",
         "        _check_handed_on(recorded, listed, input_state)\n",
@@ -1858,12 +1863,6 @@ MUTANTS: List[Mutant] = [
         "    draw_dtype = torch.float32 if checkpoint is None else dtype",
         "    draw_dtype = dtype",
         "the seeded init draws in the caller's default dtype (another network under float64)",
-    ),
-    Mutant(
-        "construct/builder.py",
-        "    check_stage_names(spec.stages)\n",
-        "",
-        "featx-list shows a row for a stage name featx.build refuses",
     ),
     Mutant(
         "cli/app.py",
@@ -3491,6 +3490,44 @@ MUTANTS: List[Mutant] = [
         '            parser.exit(1, f"featx-list: error: --config-dir {root}: no backbone/ folder in it\\n")',
         '            parser.exit(2, f"featx-list: error: --config-dir {root}: no backbone/ folder in it\\n")',
         "featx-list --config-dir of a folder without backbone/ exits 2, the status of an unreadable command line",
+    ),
+    # Spec review (2026-12-07): composed references measured, missing stages, nn.ModuleDict names at load_spec
+    Mutant(
+        "spec/references.py",
+        "    _Expansion().check(copy)\n",
+        "",
+        "a composed node's chain of ${...} references is unrolled by OmegaConf (10^n steps) before any size check",
+    ),
+    Mutant(
+        "spec/references.py",
+        "        frame[0] += resolutions\n",
+        "        frame[0] += 1\n",
+        "a reference through a node that is a chain of references counts once, not as the resolutions it unrolls",
+    ),
+    Mutant(
+        "spec/references.py",
+        "        if characters > MAX_SPEC_BYTES:\n",
+        "        if False:\n",
+        "references that concatenate megabytes of text into a spec value are resolved, not refused",
+    ),
+    Mutant(
+        "spec/load.py",
+        "        _refuse_missing_markers(literal)  # before the checks of form: ``stages: ???`` is missing, not a "
+        "string\n        _check_nesting(literal)\n",
+        "        _check_nesting(literal)\n        _refuse_missing_markers(literal)\n",
+        "a BackboneSpec without stages is refused as 'expected a mapping of stage name ..., got str', not as missing",
+    ),
+    Mutant(
+        "spec/validate.py",
+        "        if name in MODULE_DICT_NAMES:\n",
+        "        if False:\n",
+        "load_spec passes a stage named training, keys or forward, which only featx.build refuses",
+    ),
+    Mutant(
+        "spec/validate.py",
+        " train training type ",
+        " train type ",
+        "load_spec passes a stage named training (missing from the names of nn.ModuleDict)",
     ),
 ]
 

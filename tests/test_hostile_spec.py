@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any, Dict, List
 
 import pytest
@@ -1179,3 +1180,122 @@ def test_an_input_size_too_small_for_the_last_stage_is_blamed_on_the_input_size(
         "RuntimeError: Given input size: (256x1x1). Calculated output size: (256x0x0). Output size is too small; the "
         "model needs another size (a larger one, or a multiple of its largest stride)"
     )
+
+
+def _reference_chain(levels: int, leaf: Any, fanout: int = 10) -> Dict[str, Any]:
+    """A config whose node ``s<levels>`` refers ``fanout`` times to ``s<levels - 1>``, and so on down to ``leaf``:
+    a few hundred characters that OmegaConf unrolls into ``fanout ** levels`` resolutions."""
+    config: Dict[str, Any] = {"s0": leaf}
+    for level in range(1, levels + 1):
+        item = f"${{s{level - 1}}}"
+        config[f"s{level}"] = [item] * fanout if isinstance(leaf, list) else item * fanout
+    return config
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({**_reference_chain(5, "x" * 10), "bb": _spec(model="${s5}")}, r"backbone\.model: expands to more than 10000"),
+        ({**_reference_chain(5, ""), "bb": _spec(model="${s5}")}, r"backbone\.model: expands to more than 10000"),
+        ({**_reference_chain(4, ["x"] * 10), "bb": _spec(reinit="${s4}")}, r"backbone\.reinit: expands to more than"),
+        (
+            {**_reference_chain(4, ["layer1"] * 10), "bb": _stages(c2={"modules": ["conv1", "${s4}"]})},
+            r"backbone\.stages\.c2\.modules\[1\]: expands to more than 10000 values",
+        ),
+        (
+            {"big": "x" * 300_000, "s": "${big}${big}${big}${big}", "bb": _spec(model="${s}")},
+            r"backbone\.model: expands to more than 1048576 characters",
+        ),
+    ],
+    ids=["strings", "empty-strings", "lists", "in-a-stage", "characters"],
+)
+def test_a_chain_of_references_is_refused_before_omegaconf_unrolls_it(config, message):
+    """OmegaConf resolves a reference again wherever it is used: a composed node reaching a chain of nodes that each
+    refer ten times to the one before took 25 s for five levels (10^5 resolutions) and minutes for six, before any
+    size check. The references are measured first, each node once, and the spec refused naming its key."""
+    start = time.perf_counter()
+    with pytest.raises(SpecError, match="^" + message) as error:
+        featx.load_spec(OmegaConf.create(config).bb)
+    assert time.perf_counter() - start < 1.0
+    assert "reference counted wherever it is used" in str(error.value) and len(str(error.value)) < 400
+
+
+def test_references_within_the_limits_resolve_as_omegaconf_resolves_them():
+    """The measure follows what OmegaConf follows (a reference through a node that is itself one, relative and
+    computed keys, list items): a spec of realistic size built from references resolves as before."""
+    config = OmegaConf.create(
+        {
+            **_reference_chain(3, "a", fanout=2),  # s3 unrolls to 8 characters
+            "defs": {"stem": ["conv1", "bn1", "relu", "maxpool"], "k": "stem", "alias": "${.stem}", "n": 3},
+            "ref": "${defs}",
+            "bb": _stages(
+                c2={"modules": "${ref.alias}"},
+                c3={"modules": "${....defs.${defs.k}}"},
+                c4={"modules": ["layer${defs.n}", "${s3}.${s1}"]},
+            ),
+        }
+    )
+    data = featx.load_spec(config.bb).to_dict()["stages"]
+    assert data == {
+        "c2": {"modules": ["conv1", "bn1", "relu", "maxpool"]},
+        "c3": {"modules": ["conv1", "bn1", "relu", "maxpool"]},
+        "c4": {"modules": ["layer3", "aaaaaaaa.aa"]},
+    }
+    looping = OmegaConf.create({"a": "${b}", "b": "${a}", "bb": _spec(model="${a}")})
+    with pytest.raises(SpecError, match=r"^backbone\.model: .*[Rr]ecursive interpolation"):
+        featx.load_spec(looping.bb)  # OmegaConf's own error, as before
+
+
+@pytest.mark.parametrize(
+    "source",
+    [BackboneSpec(model="resnet18"), OmegaConf.structured(BackboneSpec(model="resnet18")), {"model": "resnet18"}],
+    ids=["spec-object", "structured-config", "mapping"],
+)
+def test_stages_left_unset_are_a_missing_value(source):
+    """A BackboneSpec holds OmegaConf's ``???`` in the stages it was not given: the error said "expected a mapping
+    of stage name to {...}, got str" (the marker), where a mapping without stages said that the value is missing."""
+    with pytest.raises(SpecError) as error:
+        featx.build(source)
+    assert str(error.value) == "backbone.stages: missing value (a spec must set it)"
+
+
+@pytest.mark.parametrize("name", ["training", "keys", "forward", "_modules", "__init__"])
+def test_load_spec_refuses_a_stage_name_of_the_stages_container(tmp_path, name):
+    """load_spec checks stage names without the model, yet passed ``training`` (and ``keys``, ``forward``), which
+    only featx.build refused: the stages live in an nn.ModuleDict, whose own attributes no stage can take."""
+    pattern = rf"^backbone\.stages\.{name}: '{name}' is a name of nn\.ModuleDict's own \(backbone\.stages holds the "
+    stages = {"c2": {"modules": ["conv1", "bn1", "relu", "maxpool", "layer1"]}, name: {"modules": ["layer2"]}}
+    with pytest.raises(SpecError, match=pattern + r"stages\); give the stage another name$"):
+        featx.load_spec(_spec(stages=stages))
+    file = tmp_path / "mine.yaml"
+    file.write_text(OmegaConf.to_yaml(OmegaConf.create(_spec(stages=stages))))
+    with pytest.raises(SpecError) as error:  # the file's own stage name: the file is named
+        featx.load_spec(file)
+    assert error.value.origin == str(file) and error.value.key == f"backbone.stages.{name}"
+
+
+def test_the_reserved_stage_names_are_every_name_an_nn_module_dict_has():
+    """The spec layer names them without importing torch: every attribute of torch's own nn.ModuleDict is among
+    them, so load_spec refuses whatever the model's build would."""
+    from featx.spec.validate import MODULE_DICT_NAMES
+
+    assert set(dir(torch.nn.ModuleDict())) <= MODULE_DICT_NAMES
+    for name in ("c2", "p5", "stem", "layer1", "neck_in"):
+        assert name not in MODULE_DICT_NAMES
+
+
+def test_a_reference_may_go_through_at_most_32_references_in_a_row():
+    """The measure follows references as OmegaConf does, one call inside the other (OmegaConf itself failed past
+    about 60 with a RecursionError in its message): past 32 in a row the spec is refused naming its key."""
+    for length, refused in [(31, False), (32, True), (200, True)]:
+        config = {"c0": "resnet18", **{f"c{i}": f"${{c{i - 1}}}" for i in range(1, length + 1)}}
+        node = OmegaConf.create({**config, "bb": _spec(model=f"${{c{length}}}")}).bb
+        if not refused:
+            assert featx.load_spec(node).model == "resnet18"
+            continue
+        with pytest.raises(SpecError) as error:
+            featx.load_spec(node)
+        assert str(error.value) == (
+            "backbone.model: goes through more than 32 ${...} references in a row; a backbone spec refers to a few "
+            "nodes of its config"
+        )

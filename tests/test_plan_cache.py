@@ -863,7 +863,7 @@ def test_featx_list_refuses_a_stage_name_build_refuses(cache, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         catalog.main(["keys", "--config-dir", str(tmp_path)])
     assert exit_info.value.code == 1
-    assert "error: backbone.stages.keys: 'keys' is a name of nn.ModuleDict's own" in capsys.readouterr().out
+    assert "backbone.stages.keys: 'keys' is a name of nn.ModuleDict's own" in capsys.readouterr().out
 
 
 def test_featx_list_checks_a_user_cache_entry_a_patched_process_wrote(cache, tmp_path, monkeypatch, capsys):

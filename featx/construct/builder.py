@@ -49,7 +49,7 @@ from featx.models.meta_construction import on_meta, registrations_untouched
 from featx.models.published_weights import published_weights_file, published_weights_id
 from featx.models.registry import check_model_name
 from featx.models.weights_enums import is_weights_file
-from featx.nn.backbone import Backbone, backbone_of, check_stage_names
+from featx.nn.backbone import Backbone, backbone_of
 from featx.nn.feature_info import FeatureInfo
 from featx.nn.fpn import FeaturePyramid, level_name
 from featx.nn.simple_pyramid import SimpleFeaturePyramid
@@ -241,10 +241,9 @@ def _published_name_meant(spec: BackboneSpec) -> Optional[str]:
 
 
 def check_names(spec: BackboneSpec) -> None:
-    """SpecError for a stage name a Backbone cannot hold, a model featx does not build, then for a weights name (not
-    a file) the model does not publish: nothing is read, so a misspelt name is refused on ``device: meta`` too (and
-    by featx-list), and a model before its weights."""
-    check_stage_names(spec.stages)
+    """SpecError for a model featx does not build, then for a weights name (not a file) the model does not publish:
+    nothing is read, so a misspelt name is refused on ``device: meta`` too (and by featx-list), and a model before its
+    weights. (A stage name a Backbone cannot hold is refused by ``load_spec``.)"""
     check_model_name(spec.model)
     if spec.weights is not None and not is_weights_file(spec.weights):
         published_weights_id(spec.model, spec.weights)

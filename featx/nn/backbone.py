@@ -33,6 +33,7 @@ from featx.spec.keys import key_path, suggest
 from featx.spec.limits import MAX_CHANNELS, quoted, real_value
 from featx.spec.load import load_spec
 from featx.spec.schema import BackboneSpec
+from featx.spec.validate import module_dict_name_error
 
 
 def output_info(
@@ -506,11 +507,7 @@ def check_stage_names(stages: Iterable[str]) -> None:
     container = nn.ModuleDict()
     taken = next((name for name in stages if hasattr(container, name)), None)
     if taken is not None:
-        raise SpecError(
-            key_path("stages", taken),
-            f"{taken!r} is a name of nn.ModuleDict's own (backbone.stages holds the stages); give the stage another "
-            "name",
-        )
+        raise module_dict_name_error(taken)
 
 
 def _positive_finite(value: object, key: str) -> float:

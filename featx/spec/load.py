@@ -393,8 +393,8 @@ def load_spec_and_origin(
         raise _with_prefix_hint(error, overrides or ()) from None
     _refuse_interpolations(literal)  # from the overrides: named without the file
     try:
+        _refuse_missing_markers(literal)  # before the checks of form: ``stages: ???`` is missing, not a string
         _check_nesting(literal)
-        _refuse_missing_markers(literal)
         _check_lists_and_flags(literal)
         _check_single_values(literal)
         fields = _strip_hydra_keys(literal)
