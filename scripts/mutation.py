@@ -141,7 +141,7 @@ GUARDS: Dict[str, List[str]] = {
     "models/weights_enums.py": ["tests/test_weights.py", "tests/test_hostile_weights.py"],
     "models/meta_construction.py": ["tests/test_weights.py", "tests/test_meta_probe.py", "tests/test_timm.py"],
     "cli/export.py": ["tests/test_hostile_apps.py", "tests/test_export.py"],
-    "cli/main.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
+    "cli/main.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py", "tests/test_report.py"],
     "cli/catalog.py": [
         "tests/test_propose.py",
         "tests/test_timm.py",
@@ -3528,6 +3528,13 @@ MUTANTS: List[Mutant] = [
         " train training type ",
         " train type ",
         "load_spec passes a stage named training (missing from the names of nn.ModuleDict)",
+    ),
+    # The featx app's title on the meta device (2026-12-07)
+    Mutant(
+        "cli/main.py",
+        'else "meta device" if spec.device == "meta" else None',
+        "else None",
+        "featx backbone.device=meta backbone.weights=IMAGENET1K_V1: the title says the weights as if loaded",
     ),
 ]
 

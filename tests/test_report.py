@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from typing import List
 
 import pytest
@@ -119,3 +121,13 @@ def test_featx_list_names_a_backbone_file_that_is_a_fifo(tmp_path, capsys):
         "pipe",
         f"error: backbone: {path} is not a regular file (a device, fifo or socket), not a spec file; from {path}",
     ]
+
+
+def test_the_title_says_weights_on_the_meta_device_were_not_loaded(tmp_path):
+    """``backbone.device=meta`` (run left true) builds the structure only: the title said ``weights: IMAGENET1K_V1``
+    as if they had been loaded."""
+    command = [sys.executable, "-m", "featx", "backbone=resnet18", "backbone.device=meta"]
+    command += ["backbone.weights=IMAGENET1K_V1", "input.height=64", "input.width=64", f"hydra.run.dir={tmp_path}"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| weights: IMAGENET1K_V1 (not loaded: meta device) |" in done.stdout.splitlines()[0], done.stdout

@@ -46,7 +46,8 @@ def run(cfg: DictConfig) -> None:
             backbone = featx.build(dataclasses.replace(featx.load_spec(cfg.backbone), device="meta"))
         build_seconds = time.perf_counter() - start
     spec = backbone.spec
-    weights = (spec.weights or "random init") + ("" if cfg.run else " (not loaded: run=false)")
+    unread = "run=false" if not cfg.run else "meta device" if spec.device == "meta" else None
+    weights = (spec.weights or "random init") + (f" (not loaded: {unread})" if unread else "")
     title = (
         f"featx backbone={choice or spec.model} ({spec.model}) | weights: {weights} | norm: {spec.norm} | "
         f"frozen stages: {spec.frozen_stages}" + (f" | reinit: {', '.join(spec.reinit)}" if spec.reinit else "")
