@@ -504,12 +504,6 @@ MUTANTS: List[Mutant] = [
         "a sweep subdir resolving outside the sweep folder (Hydra writes there unchecked)",
     ),
     Mutant(
-        "cli/output_folders.py",
-        "                entries = sorted(folder.iterdir()) if _JOB_NUMBER.search(part) else [folder / part]",
-        "                entries = sorted(folder.iterdir()) if _JOB_NUMBER.search(part) else []",
-        "a planted link in a job folder below a subfolder of the sweep folder",
-    ),
-    Mutant(
         "cli/logs.py",
         "        return record.levelno >= logging.ERROR",
         "        return True",
@@ -3535,6 +3529,55 @@ MUTANTS: List[Mutant] = [
         'else "meta device" if spec.device == "meta" else None',
         "else None",
         "featx backbone.device=meta backbone.weights=IMAGENET1K_V1: the title says the weights as if loaded",
+    ),
+    # App review (2026-12-07): log files and the sweep's own job folders
+    Mutant(
+        "cli/output_folders.py",
+        '        if ".." in Path(value).parts or Path(folder) not in path.parents:',
+        '        if ".." in Path(value).parts:',
+        "a log handler's file outside the run folder (absolute or relative): Hydra makes it or appends the run's log",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        '            if isinstance(settings, dict) and "filename" in settings:',
+        '            if handler == "file" and isinstance(settings, dict) and "filename" in settings:',
+        "a log handler of the user's own (not Hydra's file) writes outside the run folder, or empties a file there",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "                if os.path.lexists(path) and not path.is_dir():",
+        "                if False:",
+        "a file where a sweep's job folder goes stops the sweep at that job (File exists)",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        '        arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)',
+        "        arguments = list(config.hydra.overrides.task)",
+        "a config's hydra.sweeper.params left out of the sweep's jobs: the folders of the jobs beyond are unchecked",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "        for number in range(jobs or 0):",
+        "        for number in range(max(jobs or 0, 8)):",
+        "folders of jobs the sweep does not run are checked: a link to the user's data in the sweep folder is refused",
+    ),
+    Mutant(  # replaces the mutant of `entries = sorted(folder.iterdir()) ...`, whose code is gone
+        "cli/output_folders.py",
+        "            job = base.joinpath(*parts)\n",
+        "            job = base / parts[0]\n",
+        "a planted link in a job folder below a subfolder of the sweep folder",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "                if path.is_symlink():",
+        "                if False:",
+        "a link where a sweep's job folder goes: the job writes its logs and config record through it",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        '        if sweeper.get("_target_") != _BASIC_SWEEPER:',
+        "        if False:",
+        "a sweeper whose jobs featx cannot list: its job folders go unchecked (an invalid one: Hydra's traceback)",
     ),
 ]
 

@@ -887,7 +887,7 @@ def test_a_relative_tmpdir_is_refused(workdir, monkeypatch, value):
 def test_a_folder_where_hydra_writes_its_log_is_one_line_naming_it(workdir):
     """A folder main.log in the run folder: "ValueError: Unable to configure handler 'file'", naming nothing."""
     (workdir / ".hydra-run" / "main.log").mkdir(parents=True)
-    code, errors, _ = run_app("featx", ["backbone=resnet18", "run=false"], workdir)
+    code, errors, _ = run_app("featx", ["backbone=resnet18", "run=false"], workdir, logs=True)
     assert (code, errors) == (
         1,
         f"featx: error: {workdir}/.hydra-run/main.log is a folder, where Hydra writes this run's main.log; remove it "
@@ -896,7 +896,7 @@ def test_a_folder_where_hydra_writes_its_log_is_one_line_naming_it(workdir):
 
 
 def test_a_log_file_hydra_cannot_open_is_named(workdir):
-    log = workdir / "missing" / "x.log"
+    log = workdir / ".hydra-run" / "missing" / "x.log"
     code, errors, _ = run_app(
         "featx",
         ["backbone=resnet18", "run=false", f"hydra.job_logging.handlers.file.filename={log}"],

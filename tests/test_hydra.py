@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import APP_MODULES, run_in_process
+from helpers import APP_MODULES, folder_state, run_in_process
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
@@ -435,3 +435,209 @@ def test_help_completion_and_refused_command_lines_never_import_torch(app, argum
         cwd=tmp_path,
     )
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def _elsewhere(cwd: Path) -> Path:
+    """A folder of the user's beside the run folder, holding a file of theirs (target.txt)."""
+    elsewhere = cwd / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "target.txt").write_text("mine\n")
+    return elsewhere
+
+
+LOG_FILE_CASES = [
+    (  # Hydra made the file and appended the run's log to it
+        "absolute",
+        ["hydra.job_logging.handlers.file.filename={w}/elsewhere/outside.log"],
+        "hydra.job_logging.handlers.file.filename: Hydra would write this run's log to {w}/elsewhere/outside.log, "
+        "outside the run folder {w}/run; give a file name below ${{hydra.runtime.output_dir}} (the default is "
+        "${{hydra.runtime.output_dir}}/${{hydra.job.name}}.log)",
+    ),
+    (  # relative to the working directory, as Python's logging opens it
+        "relative",
+        ["hydra.job_logging.handlers.file.filename=elsewhere/outside.log"],
+        "hydra.job_logging.handlers.file.filename: Hydra would write this run's log to elsewhere/outside.log, "
+        "outside the run folder {w}/run;",
+    ),
+    (
+        "climbing",
+        ["hydra.job_logging.handlers.file.filename=${{hydra.runtime.output_dir}}/../elsewhere/outside.log"],
+        "hydra.job_logging.handlers.file.filename: Hydra would write this run's log to "
+        "{w}/run/../elsewhere/outside.log, outside the run folder {w}/run;",
+    ),
+    (  # a handler of the user's own: every handler with a file name is checked, not only Hydra's "file"
+        "added-handler",
+        ["+hydra.job_logging.handlers.copy={{class:logging.FileHandler,filename:{w}/elsewhere/target.txt,mode:w}}"],
+        "hydra.job_logging.handlers.copy.filename: Hydra would write this run's log to {w}/elsewhere/target.txt, "
+        "outside the run folder {w}/run;",
+    ),
+    (
+        "environment",
+        ["hydra.job_logging.handlers.file.filename=${{oc.env:HOME}}/outside.log"],
+        "hydra.job_logging.handlers.file.filename: ${{oc.env:HOME}}/outside.log refers to other values than the run "
+        "folder (${{hydra.runtime.output_dir}}) and the job's name and number; featx checks where Hydra writes a log "
+        "before it does, which it can for those alone",
+    ),
+    (  # the link at a name of the user's (Hydra's own <job>.log was the only one checked): mode w emptied target.txt
+        "link",
+        [
+            "hydra.job_logging.handlers.file.filename=${{hydra.runtime.output_dir}}/linked.log",
+            "+hydra.job_logging.handlers.file.mode=w",
+        ],
+        "{w}/run/linked.log is a link, and Hydra would write this run's linked.log through it into a file elsewhere",
+    ),
+    (  # each job's own log, resolved with the job's folder and number: checked before the first job runs
+        "sweep-job",
+        [
+            "-m",
+            "hydra.sweep.dir=sweep",
+            "backbone=resnet18,mobilenet_v3_small",
+            "hydra.job_logging.handlers.file.filename=${{hydra.runtime.output_dir}}/../../elsewhere/${{hydra.job.num}}",
+        ],
+        "hydra.job_logging.handlers.file.filename: Hydra would write this run's log to "
+        "{w}/sweep/0/../../elsewhere/0, outside the run folder {w}/sweep/0;",
+    ),
+]
+
+
+@pytest.mark.parametrize(("arguments", "message"), [c[1:] for c in LOG_FILE_CASES], ids=[c[0] for c in LOG_FILE_CASES])
+def test_a_log_file_outside_the_run_folder_or_through_a_link_is_refused(workdirs, arguments, message):
+    """Hydra's logging opens each handler's file as the job starts: a file name outside the run folder (any handler,
+    any form) made or appended to a file there, and a link at a name other than Hydra's <job>.log was written
+    through (emptied, with mode w)."""
+    cwd, tmp = workdirs
+    elsewhere = _elsewhere(cwd)
+    (cwd / "run").mkdir()
+    (cwd / "run" / "linked.log").symlink_to(elsewhere / "target.txt")
+    before = folder_state(elsewhere)
+    given = [argument.format(w=cwd) for argument in arguments]
+    result = _run_app([*given, "backbone=resnet18", "run=false", "hydra.run.dir=run"], cwd, tmp)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("featx: error: " + message.format(w=cwd)) and result.stderr.count("\n") == 1, (
+        result.stderr
+    )
+    assert folder_state(elsewhere) == before
+    assert not (cwd / "sweep" / "0").exists()
+
+
+def test_a_hydra_logging_file_outside_the_run_folder_is_refused(workdirs):
+    """Hydra's own logging (hydra_logging) is checked as the job's is: its handler names the key."""
+    cwd, tmp = workdirs
+    _elsewhere(cwd)
+    handler = f"+hydra.hydra_logging.handlers.extra={{class:logging.FileHandler,filename:{cwd}/elsewhere/h.log}}"
+    result = _run_app([handler, "backbone=resnet18", "run=false", "hydra.run.dir=run"], cwd, tmp)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("featx: error: hydra.hydra_logging.handlers.extra.filename: "), result.stderr
+
+
+def test_log_files_inside_the_run_folder_are_written_there(workdirs):
+    """The forms featx resolves before Hydra does: the run folder (either spelling), the job's name and number."""
+    cwd, tmp = workdirs
+    copy = "+hydra.job_logging.handlers.copy={class:logging.FileHandler,filename:'${hydra:runtime.output_dir}/c.log'}"
+    result = _run_app([copy, "backbone=resnet18", "run=false", "hydra.run.dir=run"], cwd, tmp)
+    assert result.returncode == 0, result.stderr
+    assert (cwd / "run" / "c.log").is_file() and (cwd / "run" / "main.log").is_file()
+    log = "hydra.job_logging.handlers.file.filename=${hydra.runtime.output_dir}/${hydra.job.name}-${hydra.job.num}.log"
+    result = _run_app(
+        ["-m", "backbone=resnet18,mobilenet_v3_small", "run=false", "hydra.sweep.dir=sweep", log], cwd, tmp
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(str(path.relative_to(cwd)) for path in cwd.glob("sweep/*/*.log")) == [
+        "sweep/0/main-0.log",
+        "sweep/1/main-1.log",
+    ]
+
+
+def test_a_sweep_leaves_the_other_entries_of_its_folder_alone(workdirs):
+    """Every entry of the sweep folder was taken for a job folder: a link to the project's data and another app's
+    run folder (its .hydra/config.yaml) were refused, though the jobs write to sweep/0 and sweep/1 alone."""
+    cwd, tmp = workdirs
+    (cwd / "datastore").mkdir()
+    sweep = cwd / "sweep"
+    (sweep / "experiments" / ".hydra").mkdir(parents=True)
+    (sweep / "experiments" / ".hydra" / "config.yaml").write_text("lr: 0.1\n")
+    (sweep / "data").symlink_to("../datastore")
+    (sweep / "2").write_text("not a job of this sweep\n")  # two jobs: 0 and 1
+    (sweep / "7").symlink_to("../datastore")
+    before = folder_state(sweep)
+    result = _run_app(["-m", "backbone=resnet18,mobilenet_v3_small", "run=false", "hydra.sweep.dir=sweep"], cwd, tmp)
+    assert result.returncode == 0, result.stderr
+    assert {name: state for name, state in folder_state(sweep).items() if name in before} == before
+    assert (sweep / "0" / ".hydra" / "config.yaml").is_file() and (sweep / "1" / ".hydra" / "config.yaml").is_file()
+    assert list((cwd / "datastore").iterdir()) == []
+
+
+JOB_FOLDER_CASES = [
+    (  # Hydra's mkdir stopped the sweep at that job: "featx: error: sweep/1: File exists", job 0 run
+        "file",
+        ["backbone=resnet18,mobilenet_v3_small"],
+        ("sweep/1", None),
+        "{w}/sweep/1 is not a folder, where job #1 of this sweep keeps its logs; remove it or give another folder "
+        "with hydra.sweep.dir",
+    ),
+    (  # a glob's jobs counted as Hydra's sweeper lists them (three backbones)
+        "glob",
+        ["backbone=glob(res*_fpn)"],
+        ("sweep/2", None),
+        "{w}/sweep/2 is not a folder, where job #2 of this sweep keeps its logs;",
+    ),
+    (
+        "subfolder",
+        ["backbone=resnet18,mobilenet_v3_small", "hydra.sweep.subdir=runs/${{hydra.job.num}}"],
+        ("sweep/runs", None),
+        "{w}/sweep/runs is not a folder, where job #0 of this sweep keeps its logs;",
+    ),
+    (  # refused before the first job runs, not as the second starts
+        "link",
+        ["backbone=resnet18,mobilenet_v3_small"],
+        ("sweep/1", "elsewhere"),
+        "{w}/sweep/1 is a link, and a job of this sweep would write its logs through it into a folder elsewhere",
+    ),
+    (  # a config's own hydra.sweeper.params sweep with the command line's: 2 x 2 jobs
+        "sweeper-params",
+        ["-cd", "mine", "-cn", "heights", "backbone=resnet18,mobilenet_v3_small"],
+        ("sweep/3", None),
+        "{w}/sweep/3 is not a folder, where job #3 of this sweep keeps its logs;",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "plant", "message"), [c[1:] for c in JOB_FOLDER_CASES], ids=[c[0] for c in JOB_FOLDER_CASES]
+)
+def test_a_file_or_link_where_a_job_folder_goes_is_refused_before_any_job_runs(workdirs, arguments, plant, message):
+    cwd, tmp = workdirs
+    elsewhere = _elsewhere(cwd)
+    (cwd / "mine").mkdir()
+    (cwd / "mine" / "heights.yaml").write_text(
+        "defaults: [config, _self_]\nhydra: {sweeper: {params: {input.height: '64,96'}}}\n"
+    )
+    path, target = cwd / plant[0], plant[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if target is None:
+        path.write_text("mine\n")
+    else:
+        path.symlink_to(cwd / target)
+    before = folder_state(cwd)
+    given = [argument.format(w=cwd) for argument in arguments]
+    result = _run_app(["-m", *given, "run=false", "hydra.sweep.dir=sweep"], cwd, tmp)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith("featx: error: " + message.format(w=cwd)) and result.stderr.count("\n") == 1, (
+        result.stderr
+    )
+    assert folder_state(cwd) == before and list(elsewhere.iterdir()) == [elsewhere / "target.txt"]
+
+
+def test_a_sweeper_whose_jobs_featx_cannot_list_is_refused(workdirs):
+    """featx checks each job's folder from the jobs Hydra's basic sweeper lists; another sweeper's are unknown (an
+    invalid one was Hydra's RuntimeError with a traceback)."""
+    cwd, tmp = workdirs
+    sweeper = "hydra.sweeper._target_=collections.OrderedDict"
+    result = _run_app(["-m", "backbone=resnet18", "run=false", "hydra.sweep.dir=sweep", sweeper], cwd, tmp)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "featx: error: hydra.sweeper: collections.OrderedDict is not Hydra's basic sweeper, whose jobs featx lists to "
+        "check each job's folder before Hydra writes in it; leave hydra/sweeper at basic\n",
+    )
+    assert not (cwd / "sweep").exists()

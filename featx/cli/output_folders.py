@@ -1,6 +1,9 @@
 """A Hydra callback of featx's apps: the folder Hydra is about to make for its logs (``hydra.run.dir``, or
 ``hydra.sweep.dir`` in a sweep) is checked first, so one that cannot be made (a file in its place, a read-only
-``$TMPDIR``) is one featx error line instead of the traceback of Hydra's ``mkdir``.
+``$TMPDIR``) is one featx error line instead of the traceback of Hydra's ``mkdir``. What Hydra then writes without
+looking is checked first: its config records and every log handler's file lie inside the run folder (each sweep
+job's own folder) with no link on the way, and a sweep's job folders (those of the jobs Hydra's sweeper lists) are
+folders or not there yet.
 
 The default folders lie in ``$TMPDIR/featx-outputs-<uid>/`` (the ``featx.user`` resolver gives the user id). In a
 shared ``/tmp`` anyone could make that name first, or plant links at the run folders' predictable names, so featx
@@ -24,8 +27,12 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Set, Tuple
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -87,8 +94,15 @@ def _problem(folder: Path) -> Optional[str]:
     return None
 
 
-#: the job's number in ``hydra.sweep.subdir`` (``hydra.job.id`` is the same number in a sweep)
-_JOB_NUMBER = re.compile(r"\$\{hydra\.job\.(num|id)\}")
+#: the job's number in ``hydra.sweep.subdir`` or a log file's name (``hydra.job.id`` is the same number in a sweep;
+#: ``${hydra:job.num}`` reads it through Hydra's resolver)
+_JOB_NUMBER = re.compile(r"\$\{hydra[.:]job\.(num|id)\}")
+#: the run's (or sweep job's) folder in a log file's name: Hydra sets it as the job starts
+_RUN_FOLDER = re.compile(r"\$\{hydra[.:]runtime\.output_dir\}")
+#: the job's name in a log file's name
+_JOB_NAME = re.compile(r"\$\{hydra[.:]job\.name\}")
+#: Hydra's sweeper whose jobs featx lists before they run (its own split of the sweep)
+_BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
 
 
 #: what Hydra's record of a featx app's run holds (its callbacks, in hydra.yaml and multirun.yaml): this callback
@@ -104,6 +118,21 @@ def _is_featx_record(path: Path) -> bool:
             return _FEATX_RECORD_MARK.encode() in record.read(_RECORD_BYTES)
     except OSError:
         return False
+
+
+def _log_names(config: DictConfig, sections: Sequence[str]) -> List[Tuple[str, str]]:
+    """(key, file name as the config gives it) of each handler with a ``filename`` in Hydra's logging ``sections``
+    (``job_logging``, ``hydra_logging``), e.g. ``("hydra.job_logging.handlers.file.filename",
+    "${hydra.runtime.output_dir}/${hydra.job.name}.log")``."""
+    names = []
+    for section in sections:
+        logging = OmegaConf.select(config, f"hydra.{section}")
+        content = OmegaConf.to_container(logging, resolve=False) if isinstance(logging, DictConfig) else None
+        handlers = content.get("handlers") if isinstance(content, dict) else None
+        for handler, settings in (handlers if isinstance(handlers, dict) else {}).items():
+            if isinstance(settings, dict) and "filename" in settings:
+                names.append((f"hydra.{section}.handlers.{handler}.filename", str(settings["filename"])))
+    return names
 
 
 class OutputFolders(Callback):
@@ -130,10 +159,43 @@ class OutputFolders(Callback):
                 "(the default is under $TMPDIR)",
             )
 
-    def _check_hydra_files(self, config: DictConfig, folder: Any, files: Sequence[str]) -> None:
+    def _log_file(self, key: str, given: str, folder: str, name: str, number: Optional[int]) -> Path:
+        """The file a log handler writes (``key``: its ``filename``, ``given`` as the config gives it), resolved as
+        Hydra resolves it for the run in ``folder`` (absolute, as Hydra's ``hydra.runtime.output_dir``), of job name
+        ``name`` and (a sweep's job) ``number``: refused unless it lies inside ``folder``."""
+        value = _JOB_NAME.sub(lambda _: name, _RUN_FOLDER.sub(lambda _: folder, given))
+        if number is not None:
+            value = _JOB_NUMBER.sub(lambda _: str(number), value)
+        if "${" in value:
+            fail(
+                self.app,
+                f"{key}: {given} refers to other values than the run folder (${{hydra.runtime.output_dir}}) and the "
+                "job's name and number; featx checks where Hydra writes a log before it does, which it can for those "
+                "alone",
+            )
+        path = Path(value).absolute()  # a relative name is opened in the working directory
+        if ".." in Path(value).parts or Path(folder) not in path.parents:
+            fail(
+                self.app,
+                f"{key}: Hydra would write this run's log to {value}, outside the run folder {folder}; give a file "
+                "name below ${hydra.runtime.output_dir} (the default is ${hydra.runtime.output_dir}/${hydra.job.name}"
+                ".log)",
+            )
+        return path
+
+    def _check_hydra_files(
+        self,
+        config: DictConfig,
+        folder: Any,
+        files: Sequence[str],
+        logs: Sequence[Tuple[str, str]],
+        number: Optional[int] = None,
+    ) -> None:
         """Refuse an ``hydra.output_subdir`` or ``hydra.job.name`` that would put Hydra's files outside the run
-        folder, and a link where Hydra writes its files (``files`` in the folder, the config files in its
-        ``output_subdir``): Hydra would write through it into a file elsewhere; and a folder in a file's place."""
+        folder, a log file (``logs``: :func:`_log_names`, resolved for the job ``number`` of a sweep) outside it,
+        and a link where Hydra writes its files (``files`` in the folder, the config files in its
+        ``output_subdir``, the logs): Hydra would write through it into a file elsewhere; and a folder in a file's
+        place."""
         subdir, name = config.hydra.output_subdir, str(config.hydra.job.name)
         if subdir is not None and (Path(str(subdir)).is_absolute() or ".." in Path(str(subdir)).parts):
             fail(
@@ -143,8 +205,9 @@ class OutputFolders(Callback):
             )
         if name in ("", ".", "..") or "/" in name or os.sep in name:
             fail(self.app, f"hydra.job.name: {name!r} is not a file name (Hydra writes the run's log to <name>.log)")
-        base = Path(str(folder)).absolute()
-        written = [base / file for file in files] + [base / f"{name}.log"]
+        base = Path(os.path.abspath(str(folder)))  # as Hydra makes hydra.runtime.output_dir
+        written = [base / file for file in files]
+        written += [self._log_file(key, given, str(base), name, number) for key, given in logs]
         if subdir is not None:
             written += [base / str(subdir) / file for file in ("config.yaml", "hydra.yaml", "overrides.yaml")]
         for path in written:
@@ -172,13 +235,34 @@ class OutputFolders(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check("hydra.run.dir", config.hydra.run.dir)
-        self._check_hydra_files(config, config.hydra.run.dir, [])
+        self._check_hydra_files(config, config.hydra.run.dir, [], _log_names(config, ("job_logging", "hydra_logging")))
+
+    def _job_count(self, config: DictConfig) -> Optional[int]:
+        """How many jobs the sweep runs (numbered from 0), as Hydra's basic sweeper lists them: a config's
+        ``hydra.sweeper.params`` and the command line's sweep, a ``glob`` matched against the config group. None
+        where the sweeper cannot list them: it stops with its own error before any job runs."""
+        sweeper = config.hydra.sweeper
+        if sweeper.get("_target_") != _BASIC_SWEEPER:
+            fail(
+                self.app,
+                f"hydra.sweeper: {sweeper.get('_target_')} is not Hydra's basic sweeper, whose jobs featx lists to "
+                "check each job's folder before Hydra writes in it; leave hydra/sweeper at basic",
+            )
+        params = sweeper.get("params") or {}
+        arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        try:
+            return sum(map(len, BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)))
+        except HydraException:
+            return None
 
     def _check_job_folders(self, config: DictConfig) -> None:
         """Each job of a sweep writes Hydra's files in ``hydra.sweep.dir/<hydra.sweep.subdir>``, resolved by Hydra
         only as the job starts, after which it writes at once: the subfolder must be made of names and the job's
-        number (so it stays inside the sweep folder whatever it resolves to), and the job folders already there (an
-        earlier sweep's, at any depth the subfolder has) must hold no link where Hydra writes."""
+        number (so it stays inside the sweep folder whatever it resolves to). Each job's folder, the sweep's own
+        jobs' alone (other entries of the sweep folder are left alone), is checked before the first job runs: a link
+        or a file at it or at a folder above it inside the sweep folder is refused, and so are Hydra's files in it
+        (:meth:`_check_hydra_files`)."""
         subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")  # type: ignore[union-attr]
         parts = Path(str(subdir)).parts
         if Path(str(subdir)).is_absolute() or ".." in parts or not parts:
@@ -201,24 +285,30 @@ class OutputFolders(Callback):
                 "Hydra's record of its config into that one folder; include the job's number, e.g. "
                 "runs/${hydra.job.num}",
             )
-        base = Path(str(config.hydra.sweep.dir)).absolute()
-        folders = [base] if base.is_dir() else []
-        for part in parts:  # the job folders there: every entry where the subfolder names a job, else the name
-            below = []
-            for folder in folders:
-                entries = sorted(folder.iterdir()) if _JOB_NUMBER.search(part) else [folder / part]
-                for entry in entries:
-                    if entry.is_symlink() and entry.is_dir():
-                        fail(
-                            self.app,
-                            f"{entry} is a link, and a job of this sweep would write its logs through it into a "
-                            "folder elsewhere; remove the link or give another folder with hydra.sweep.dir",
-                        )
-                    if entry.is_dir():
-                        below.append(entry)
-            folders = below
-        for job in folders:
-            self._check_hydra_files(config, job, [])
+        jobs = self._job_count(config)
+        base = Path(os.path.abspath(str(config.hydra.sweep.dir)))
+        logs = _log_names(config, ("job_logging",))
+        checked: Set[Path] = set()
+        for number in range(jobs or 0):
+            parts = Path(_JOB_NUMBER.sub(str(number), str(subdir))).parts
+            job = base.joinpath(*parts)
+            for path in (base.joinpath(*parts[: depth + 1]) for depth in range(len(parts))):
+                if path in checked:
+                    continue
+                checked.add(path)
+                if path.is_symlink():
+                    fail(
+                        self.app,
+                        f"{path} is a link, and a job of this sweep would write its logs through it into a folder "
+                        "elsewhere; remove the link or give another folder with hydra.sweep.dir",
+                    )
+                if os.path.lexists(path) and not path.is_dir():
+                    fail(
+                        self.app,
+                        f"{path} is not a folder, where job #{number} of this sweep keeps its logs; remove it or give "
+                        "another folder with hydra.sweep.dir",
+                    )
+            self._check_hydra_files(config, job, [], logs, number)
 
     def _check_sweep_size(self, config: DictConfig) -> None:
         """The sweep's size with a config's ``hydra.sweeper.params`` (which the command line's check cannot see)
@@ -235,5 +325,7 @@ class OutputFolders(Callback):
         self._check_sweep_size(config)
         sweeps_started.append(str(config.hydra.sweep.dir))
         self._check("hydra.sweep.dir", config.hydra.sweep.dir)
-        self._check_hydra_files(config, config.hydra.sweep.dir, ["multirun.yaml"])
+        self._check_hydra_files(
+            config, config.hydra.sweep.dir, ["multirun.yaml"], _log_names(config, ("hydra_logging",))
+        )
         self._check_job_folders(config)
