@@ -3471,7 +3471,7 @@ MUTANTS: List[Mutant] = [
         "cli/catalog.py",
         "        return load_spec(path).model",
         '        return ""',
-        "featx-list: a model name over 20 characters (timm:swin_tiny_patch4_window7_224) pushes its row off the columns",
+        "featx-list: a model name over 20 characters (timm:swin_tiny_patch4_window7_224) pushes its row off columns",
     ),
     Mutant(
         "cli/catalog.py",
@@ -3578,6 +3578,66 @@ MUTANTS: List[Mutant] = [
         '        if sweeper.get("_target_") != _BASIC_SWEEPER:',
         "        if False:",
         "a sweeper whose jobs featx cannot list: its job folders go unchecked (an invalid one: Hydra's traceback)",
+    ),
+    # App review (2026-12-07): config files' sweeps, nullable nodes, Hydra's own errors, --hydra-help, YAML 1.1 words
+    # 1: a config file's hydra.sweeper.params get the command line's checks
+    Mutant(
+        "cli/app.py",
+        "        if isinstance(sweeper, Mapping):\n            check_sweeper_file(",
+        "        if False:\n            check_sweeper_file(",
+        "a config's hydra.sweeper.params go unchecked: extract.overwrite: 2 there replaces a folder of features",
+    ),
+    Mutant(
+        "cli/app.py",
+        "        if override.get_key_element() not in given:\n            swept.append((argument, override))",
+        "        if True:\n            swept.append((argument, override))",
+        "a config's sweep of a key the command line sets (whose value the sweeper never uses) is refused",
+    ),
+    # 5: swept values below backbone.fpn / backbone.tokens are checked before the sweep
+    Mutant(
+        "cli/app.py",
+        '        owner = _NULLABLE_SCHEMAS.get(".".join(parts[: depth + 1]), owner)\n',
+        "",
+        "backbone.fpn.out_channels=64,abc runs job #0 before job #1 fails",
+    ),
+    # 6: a sweep batch size below 1, and errors of Hydra's own code
+    Mutant(
+        "cli/sweeps.py",
+        "    if number is None or number > 0:",
+        "    if number is None or number >= 0:",
+        "hydra.sweeper.max_batch_size=0 reaches Hydra's bare AssertionError",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    frames = traceback.extract_tb(error.__traceback__)[1:]",
+        "    frames = traceback.extract_tb(error.__traceback__)",
+        "an error of Hydra's own code (hydra.job_logging.root.level=NOPE) names no Hydra setting",
+    ),
+    Mutant(
+        "cli/app.py",
+        "        if settings and not isinstance(cause, OSError) and not _raised_in_featx(error):",
+        "        if settings and not isinstance(cause, OSError):",
+        "an error of the app's own task is blamed on the Hydra settings given",
+    ),
+    # 7: what featx's reader refuses in a config file of the user's (run: off) is named with the file
+    Mutant(
+        "cli/app.py",
+        "        if found is not None and found not in seen:\n            _read_users_config(app, found)\n",
+        "",
+        "a primary config holding run: off is called one that does not start from the app's config",
+    ),
+    Mutant(
+        "cli/app.py",
+        "        if _holds_nothing(path):\n            return {}\n",
+        "",
+        "a config file of comments only, which Hydra reads as empty, is refused",
+    ),
+    # 8: --hydra-help takes Hydra's settings only
+    Mutant(
+        "cli/app.py",
+        "    if flags.hydra_help and apps:",
+        "    if False and apps:",
+        "featx --hydra-help backbone=resnet18 answers with Hydra's advice to append +backbone=resnet18",
     ),
 ]
 

@@ -26,6 +26,7 @@ from PIL import Image
 from featx.cli import catalog
 from featx.cli import propose as propose_cli
 from featx.spec.config_files import config_dir
+from featx.spec.limits import shortened
 from featx.version import __version__
 
 
@@ -49,6 +50,14 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.setenv("FEATX_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     return folder
+
+
+def _settings(folder: Path, *given: str, logs: bool = False) -> str:
+    """The Hydra settings an app's error names for ``run_app(..., folder, logs)`` with the Hydra settings
+    ``given``: those and the run folders and logging choices :func:`run_app` adds."""
+    added = [f"hydra.run.dir={folder}/.hydra-run", f"hydra.sweep.dir={folder}/.hydra-sweep"]
+    added += [] if logs else ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    return " ".join(shortened(setting) for setting in [*given, *added])
 
 
 def _message(code: object, errors: str) -> str:
@@ -116,12 +125,14 @@ CASES = [
     (
         "featx",
         ["backbone=resnet18", "run=false", "hydra=null"],
-        r"^featx: error: ValueError: Config group override must be a string or a list\. Got NoneType \(HYDRA_FULL_",
+        r"^featx: error: ValueError: Config group override must be a string or a list\. Got NoneType, raised by "
+        r"Hydra's own code given the Hydra settings hydra=null hydra\.run\.dir=",
     ),
-    (
+    (  # Hydra's sweeper asserts it: "AssertionError (HYDRA_FULL_ERROR=1 shows where)"
         "featx",
         ["-m", "backbone=resnet18", "run=false", "hydra.sweeper.max_batch_size=0"],
-        r"^featx: error: AssertionError \(HYDRA_FULL_ERROR=1 shows where\)$",
+        r"^featx: error: hydra\.sweeper\.max_batch_size=0: the sweep launches its jobs in batches of this many; give a "
+        r"number from 1 up, or null for all at once$",
     ),
     (
         "featx",
@@ -851,8 +862,8 @@ def test_hydra_full_error_other_than_1_keeps_the_one_line_error(workdir, monkeyp
     code, errors, _ = run_app("featx", ["backbone=resnet18", "run=false", "hydra=null"], workdir)
     assert (code, errors) == (
         1,
-        "featx: error: ValueError: Config group override must be a string or a list. Got NoneType "
-        "(HYDRA_FULL_ERROR=1 shows where)\n",
+        "featx: error: ValueError: Config group override must be a string or a list. Got NoneType, raised by Hydra's "
+        f"own code given the Hydra settings {_settings(workdir, 'hydra=null')} (HYDRA_FULL_ERROR=1 shows where)\n",
     )
     assert os.environ["HYDRA_FULL_ERROR"] == value  # the user's value, back
 
@@ -1383,7 +1394,7 @@ def test_flags_in_a_users_config_file_given_as_true_false_or_an_interpolation_ru
     (mine / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nrun: ${oc.decode:'false'}\n")
     code, errors, output = run_app("featx", ["--config-dir", str(mine), "-cn", "mine", "backbone=cl"], workdir)
     assert code == 0, errors
-    assert "run=false: meta device, structure only" in output
+    assert "(meta device: structure only)" in output
 
 
 @pytest.mark.parametrize("entry", ["leak", "/backbone/leak"])
@@ -1599,3 +1610,243 @@ def test_version_gives_featxs_version(workdir, app):
     assert done.returncode == 0, done.stderr
     hydras = f" (Hydra {hydra.__version__})" if app in ("featx", "featx-extract", "featx-export") else ""
     assert done.stdout == f"{app} {__version__}{hydras}\n"
+
+
+_SWEEP_CONFIGS = {"featx": "config", "featx-extract": "extract"}
+
+
+@pytest.mark.parametrize(
+    ("app", "params", "arguments", "message"),
+    [
+        (  # read as true: the sweep replaced a folder of features made with another seed
+            "featx-extract",
+            "{extract.overwrite: 2}",
+            ["backbone=resnet18", "backbone.seed=7", "extract.input=photos", "extract.output=feats"],
+            "extract.overwrite: must be true or false, got 2",
+        ),
+        (  # job #0 ran with channels_last false, job #1 with true
+            "featx",
+            "{backbone.channels_last: 'false,2'}",
+            ["backbone=resnet18", "run=false"],
+            "backbone.channels_last: must be true or false, got 2",
+        ),
+        ("featx", "{run: 'true,2'}", ["backbone=resnet18"], "run: must be true or false, got 2"),
+        (  # quoted, the sweeper sets the string 'yes', which OmegaConf takes as true
+            "featx",
+            "{run: \"'yes'\"}",
+            ["backbone=resnet18"],
+            "run: must be true or false, got 'yes'",
+        ),
+        (
+            "featx",
+            "{input.height: '64,abc'}",
+            ["backbone=resnet18", "run=false"],
+            "input.height: Value 'abc' of type 'str' could not be converted to Integer",
+        ),
+        (
+            "featx",
+            "{input.heigth: '64,96'}",
+            ["backbone=resnet18", "run=false"],
+            "input.heigth: unknown key; did you mean height? (valid here: batch_size, height, width)",
+        ),
+        (  # Hydra read the file outside the config roots
+            "featx",
+            "{backbone: ../outside/evil}",
+            ["run=false"],
+            "backbone=../outside/evil: a config choice is a name inside the config roots, not a path; put the file "
+            "in a folder backbone/ and pass that folder's parent with --config-dir (or hydra.searchpath)",
+        ),
+        (
+            "featx",
+            "{run: 'range(0,2'}",
+            ["backbone=resnet18"],
+            "run=range(0,2: not an override in Hydra's grammar (no viable alternative at input 'range(0,2'); quote "
+            "values holding special characters (key='a value'), see https://hydra.cc/docs/advanced/override_grammar/"
+            "basic/",
+        ),
+    ],
+    ids=[
+        "overwrite-2",
+        "channels-last-sweep",
+        "run-sweep",
+        "quoted-yes",
+        "height-abc",
+        "unknown-key",
+        "escape",
+        "grammar",
+    ],
+)
+def test_a_config_files_sweep_is_checked_as_the_command_line_is(workdir, app, params, arguments, message):
+    """hydra.sweeper.params of a config file is a second command line: its values passed no check (check_file_values
+    skipped the hydra key), where ``-m extract.overwrite=2`` and ``extract.overwrite: 2`` in the file are refused."""
+    mine = workdir / "mine"
+    (workdir / "outside").mkdir()
+    (workdir / "outside" / "evil.yaml").write_text("defaults: [/backbone/resnet18, _self_]\n")
+    path = mine / "sweep.yaml"
+    mine.mkdir()
+    path.write_text(f"defaults: [{_SWEEP_CONFIGS[app]}, _self_]\nhydra: {{sweeper: {{params: {params}}}}}\n")
+    before = folder_state(workdir)
+    code, errors, output = run_app(app, ["-cd", str(mine), "-cn", "sweep", "-m", *arguments], workdir)
+    assert (code, _message(code, errors)) == (1, f"{app}: error: {path}: hydra.sweeper.params: {message}"), errors
+    assert output == "" and folder_state(workdir) == before
+
+
+def test_a_config_files_sweep_replaced_on_the_command_line_is_not_checked(workdir):
+    """The command line's value of a key replaces the config's sweep of it (the sweeper keeps the last), so the
+    config's value is never set; a backbone file of the user's chosen by the sweep is read first."""
+    mine = workdir / "mine"
+    (mine / "backbone").mkdir(parents=True)
+    (mine / "backbone" / "leak.yaml").write_text("defaults: [resnet18, _self_]\nweights: ${oc.env:HOME}\n")
+    (mine / "sweep.yaml").write_text("defaults: [config, _self_]\nhydra: {sweeper: {params: {run: 2}}}\n")
+    code, errors, output = run_app(
+        "featx", ["-cd", str(mine), "-cn", "sweep", "-m", "backbone=resnet18", "run=false"], workdir
+    )
+    assert code == 0 and "(meta device: structure only)" in output, errors
+    (mine / "sweep.yaml").write_text("defaults: [config, _self_]\nhydra: {sweeper: {params: {backbone: leak}}}\n")
+    code, errors, output = run_app("featx", ["-cd", str(mine), "-cn", "sweep", "-m", "run=false"], workdir)
+    assert _message(code, errors) == (
+        f"featx: error: {mine / 'backbone' / 'leak.yaml'}: backbone.weights: calls an OmegaConf resolver "
+        "(${name:...}); a backbone spec is data, and featx resolves no resolver (they can read the environment). Put "
+        "the value itself"
+    )
+    assert output == ""
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        (
+            "backbone.fpn.out_channels=64,abc",
+            "backbone.fpn.out_channels: Value 'abc' of type 'str' could not be converted to Integer",
+        ),
+        (
+            "backbone.fpn.out_channels=64,1e9",
+            "backbone.fpn.out_channels: Value '1000000000.0' of type 'float' could not be converted to Integer",
+        ),
+        (
+            "backbone.fpn.channels_last=true,2",
+            "backbone.fpn.channels_last: unknown key; did you mean out_channels? (valid here: out_channels, "
+            "extra_blocks, style)",
+        ),
+        (
+            "backbone.tokens.position_covers_prefix=true,2",
+            "backbone.tokens.position_covers_prefix: must be true or false, got 2",
+        ),
+    ],
+)
+def test_each_swept_value_below_a_nullable_node_is_checked_before_the_sweep(workdir, sweep, message):
+    """Below backbone.fpn and backbone.tokens (typed Any in the schema) nothing was checked: job #0 ran, #1 failed."""
+    code, errors, output = run_app("featx", ["-m", "backbone=resnet18_fpn", sweep, "run=false"], workdir)
+    assert (code, _message(code, errors), output) == (1, f"featx: error: {message}", "")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "'0'"])
+def test_a_sweep_batch_size_below_one_is_named(workdir, value):
+    """Hydra's sweeper asserts it: "featx: error: AssertionError (HYDRA_FULL_ERROR=1 shows where)"."""
+    code, errors, output = run_app(
+        "featx", ["-m", "backbone=resnet18", "run=false", f"hydra.sweeper.max_batch_size={value}"], workdir
+    )
+    assert (code, _message(code, errors), output) == (
+        1,
+        f"featx: error: hydra.sweeper.max_batch_size={value}: the sweep launches its jobs in batches of this many; "
+        "give a number from 1 up, or null for all at once",
+        "",
+    )
+    mine = workdir / "mine"
+    mine.mkdir()
+    (mine / "batch.yaml").write_text(f"defaults: [config, _self_]\nhydra: {{sweeper: {{max_batch_size: {value}}}}}\n")
+    code, errors, output = run_app(
+        "featx", ["-cd", str(mine), "-cn", "batch", "-m", "backbone=resnet18", "run=false"], workdir
+    )
+    assert (code, _message(code, errors), output) == (
+        1,
+        f"featx: error: {mine / 'batch.yaml'}: hydra.sweeper.max_batch_size: the sweep launches its jobs in batches "
+        "of this many; give a number from 1 up, or null for all at once",
+        "",
+    )
+
+
+def test_a_sweep_in_batches_runs(workdir):
+    code, errors, output = run_app(
+        "featx",
+        ["-m", "backbone=resnet18", "run=false", "input.height=64,96,128", "hydra.sweeper.max_batch_size=2"],
+        workdir,
+    )
+    assert code == 0 and output.count("(meta device: structure only)") == 3, errors
+
+
+def test_an_error_in_hydras_own_code_names_the_hydra_settings_given(workdir):
+    """Logging's "ValueError: Unable to configure root logger" named neither the level nor the setting; an error
+    of the app's own code names no Hydra setting (the test's run folders are Hydra settings too)."""
+    code, errors, _ = run_app(
+        "featx", ["backbone=resnet18", "run=false", "hydra.job_logging.root.level=NOPE"], workdir, logs=True
+    )
+    assert (code, _message(code, errors)) == (
+        1,
+        "featx: error: ValueError: Unable to configure root logger (Unknown level: 'NOPE'), raised by Hydra's own "
+        f"code given the Hydra settings {_settings(workdir, 'hydra.job_logging.root.level=NOPE', logs=True)} "
+        "(HYDRA_FULL_ERROR=1 shows where)",
+    )
+
+
+def test_hydra_help_refuses_the_apps_own_overrides(workdir):
+    """Hydra composes its help without the app's config: "Could not override 'backbone'. No match in the defaults
+    list. To append to your default list use +backbone=resnet18", advice that does not help."""
+    code, errors, output = run_app("featx", ["--hydra-help", "backbone=resnet18", "input.height=64"], workdir)
+    assert (code, _message(code, errors), output) == (
+        1,
+        "featx: error: backbone=resnet18: --hydra-help shows Hydra's own options, composed without the app's config, "
+        "so it takes Hydra's settings only (hydra.*, hydra/...); the app's options: featx --help",
+        "",
+    )
+    code, errors, output = run_app("featx", ["--hydra-help", "hydra.job.name=x"], workdir)
+    assert code == 0 and output.startswith("Hydra (1.3"), errors
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "arguments"),
+    [
+        ("mine.yaml", "defaults: [config, _self_]\nrun: off\n", ["-cn", "mine", "backbone=resnet18"]),
+        ("mine.yaml", "defaults: [config, _self_]\nrun: yes\n", ["-cn", "mine", "backbone=resnet18"]),
+        ("mine.yaml", "defaults: [config, extra, _self_]\n", ["-cn", "mine", "backbone=resnet18"]),
+        ("backbone/cl.yaml", "defaults: [resnet18, _self_]\nchannels_last: yes\n", ["backbone=cl", "run=false"]),
+    ],
+    ids=["run-off", "run-yes", "brought-in", "backbone-file"],
+)
+def test_yaml_11_words_for_true_and_false_in_a_users_config_are_refused(workdir, file, content, arguments):
+    """Hydra's loader reads yes/no/on/off as true and false: ``run: off`` ran with run=false and ``run: yes`` was
+    taken, where the command line's run=yes (the string 'yes') is refused."""
+    mine = workdir / "mine"
+    (mine / "backbone").mkdir(parents=True)
+    (mine / file).write_text(content)
+    (mine / "extra.yaml").write_text("input:\n  height: 64\nrun: on\n")
+    named = mine / ("extra.yaml" if "extra" in content else file)
+    word = "on" if "extra" in content else content.rsplit(": ", 1)[1].strip()
+    before = folder_state(workdir)
+    code, errors, output = run_app("featx", ["-cd", str(mine), *arguments], workdir)
+    message = _message(code, errors)
+    assert code == 1 and output == "" and message.startswith(f"featx: error: {named}: "), errors
+    assert re.search(rf"\b{word}\b.*'{word}'", message) and "line" in message, message
+    assert folder_state(workdir) == before
+
+
+def test_a_users_config_file_without_keys_is_taken(workdir):
+    """A file holding comments only is an empty config to Hydra (featx's reader wants a mapping)."""
+    mine = workdir / "mine"
+    mine.mkdir()
+    (mine / "mine.yaml").write_text("defaults: [config, notes, _self_]\nrun: false\n")
+    (mine / "notes.yaml").write_text("# nothing yet\n")
+    code, errors, output = run_app("featx", ["-cd", str(mine), "-cn", "mine", "backbone=resnet18"], workdir)
+    assert code == 0 and "(meta device: structure only)" in output, errors
+
+
+def test_an_error_in_the_apps_own_code_names_no_hydra_setting(workdir, monkeypatch):
+    """An error raised in a task (here featx's own check, made to fail as a library's bug would) is not Hydra's: the
+    Hydra settings given (the test's run folders) are not named."""
+
+    def broken(*arguments: object) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr("featx.cli.main.check_batch_shape", broken)
+    code, errors, _ = run_app("featx", ["backbone=resnet18", "run=false"], workdir)
+    assert (code, _message(code, errors)) == (1, "featx: error: ValueError: a bug (HYDRA_FULL_ERROR=1 shows where)")

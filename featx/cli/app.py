@@ -14,8 +14,12 @@
   loader answers a tab with a traceback).
 - A ``--config-name`` that is a path, a schema or a config group is refused, and an empty ``TMPDIR`` is unset (as
   Python's ``tempfile`` takes it): Hydra would otherwise write its files in the working directory or under ``/``.
-- Each value of a sweep is type-checked before Hydra composes (it would stop the sweep); bool keys take true or
-  false (or an interpolation), not OmegaConf's ``2`` or ``yes``.
+- Each value of a sweep is type-checked before Hydra composes (it would stop the sweep), keys below
+  ``backbone.fpn`` and ``backbone.tokens`` too, and so is each of a config file's ``hydra.sweeper.params`` (a
+  second command line); bool keys take true or false (or an interpolation), not OmegaConf's ``2`` or ``yes``, and a
+  config file of the user's holds no unquoted ``yes``/``no``/``on``/``off`` (Hydra's loader reads them as bools).
+- ``--hydra-help`` takes Hydra's settings only (Hydra composes it without the app's config), and an error raised in
+  Hydra's own code names the Hydra settings given.
 - In a sweep (``-m``) a failing job does not stop the others: each failure is reported when it happens, and when
   every job has run the app exits with status 1 and a summary of the failed jobs.
 - ``backbone.fpn.out_channels=128`` works as typed on a backbone without a neck (``fpn: null``): Hydra cannot set a
@@ -45,6 +49,7 @@ import itertools
 import os
 import re
 import sys
+import traceback
 import typing
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
@@ -78,15 +83,22 @@ from featx.cli.errors import fail, reported_errors
 from featx.cli.logs import VERBOSE_FLAGS, quiet_other_loggers, set_verbose
 from featx.cli.output import reader_may_stop, reader_went_away, stdout_lost
 from featx.cli.output_folders import register_user_resolver, sweeps_started
-from featx.cli.sweeps import check_sweep_size, check_sweeper_params, group_options
+from featx.cli.sweeps import (
+    MAX_BATCH_SIZE,
+    SWEEPER_PARAMS,
+    batch_size_problem,
+    check_sweep_size,
+    check_sweeper_params,
+    group_options,
+)
 from featx.errors import ArgumentError, SpecError, first_line
 from featx.spec.apps import BackboneNode
 from featx.spec.config_files import backbone_names
 from featx.spec.keys import suggest
-from featx.spec.limits import quoted, shortened
+from featx.spec.limits import MAX_SPEC_BYTES, quoted, shortened
 from featx.spec.load import check_spec_values, is_true_or_false, refuse_resolvers
 from featx.spec.overrides import not_in_grammar
-from featx.spec.schema import StageSpec
+from featx.spec.schema import FpnSpec, StageSpec, TokenSpec
 from featx.spec.yaml_file import read_spec_file, yaml_problem
 from featx.version import __version__
 
@@ -98,6 +110,8 @@ _jobs_run: List[int] = []
 _jobs_unread: List[int] = []
 #: spec nodes that are null unless set: a plain override below them is passed to Hydra as ``++`` (set or add)
 _NULLABLE_NODES = ("backbone.fpn.", "backbone.tokens.")
+#: the schemas of those nodes (typed ``Any`` in the spec's schema, see :class:`~featx.spec.schema.BackboneSpec`)
+_NULLABLE_SCHEMAS: Dict[str, type] = {"backbone.fpn": FpnSpec, "backbone.tokens": TokenSpec}
 #: Hydra's options of which a command line takes one
 _MODES = ("run", "multirun", "cfg", "info", "shell_completion")
 #: the exit status of an app stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
@@ -225,13 +239,15 @@ def check_primary_config(app: str, flags: argparse.Namespace, folders: Sequence[
     app's config, directly or through files of the user's: the app's run folders and their checks come with it;
     without them, Hydra writes its files into the working directory (``outputs/``). A file named like an app config
     and meant for featx (it starts from an app config or a schema of featx's) is refused: Hydra reads featx's own
-    and ignores it (a project's own ``config.yaml`` beside its ``backbone/`` is left alone). Returns the user's files
-    of the chain."""
+    and ignores it (a project's own ``config.yaml`` beside its ``backbone/`` is left alone). A file of the chain that
+    featx's reader refuses is named with why (:func:`_read_users_config`). Returns the user's files of the chain."""
     own, apps = APP_CONFIGS[app], set(APP_CONFIGS.values())
     name = (flags.config_name or own).removesuffix(".yaml")
     seen: List[Path] = []  # the user's files of the chain, in order
     while name not in apps:
         found = _users_config(folders, name)
+        if found is not None and found not in seen:
+            _read_users_config(app, found)
         first = None if found is None or found in seen else _first_default(found, name.rpartition("/")[0])
         if found is not None and found not in seen:
             seen.append(found)
@@ -272,14 +288,77 @@ def _leaves(content: Mapping[str, Any], prefix: str = "") -> Iterator[Tuple[str,
             yield f"{prefix}{key}", value
 
 
-def check_file_values(app: str, files: Sequence[Path], folders: Sequence[Path], schema: type) -> None:
+def _holds_nothing(path: Path) -> bool:
+    """Whether the config file ``path`` holds no value at all (empty, or comments only), which Hydra reads as an
+    empty config; a file featx's reader refuses unread (a fifo, a file too large) holds something."""
+    try:
+        small = path.is_file() and path.stat().st_size <= MAX_SPEC_BYTES
+        return small and yaml.load(path.read_bytes(), Loader=yaml.SafeLoader) is None
+    except (OSError, ValueError, RecursionError, yaml.YAMLError):
+        return False
+
+
+def _read_users_config(app: str, path: Path) -> Dict[str, Any]:
+    """The keys of a config file of the user's, read as featx reads a spec file; what that reader refuses is one
+    error naming the file: ``run: off``, which Hydra's loader reads as false where the command line's ``run=off`` is
+    the string ``'off'`` (refused), an octal ``017`` (15, and 17 on the command line), a tab (Hydra's traceback). A
+    file without values (comments only) is an empty config, as Hydra reads it."""
+    try:
+        return read_spec_file(path)
+    except SpecError as error:
+        if _holds_nothing(path):
+            return {}
+        fail(app, f"{path}: {error.message}")
+
+
+def check_sweeper_file(
+    app: str,
+    path: Path,
+    sweeper: Mapping[str, Any],
+    overrides: Sequence[Tuple[str, Override]],
+    folders: Sequence[Path],
+    schema: type,
+) -> None:
+    """The ``hydra.sweeper`` node of the user's config file ``path``: its ``params`` (a sweep, the sweeper reads
+    each as the override ``KEY=VALUE``) pass the command line's checks of its overrides (``extract.overwrite: 2``
+    there replaced a folder of features), and a ``max_batch_size`` below 1 is refused. A key the command line
+    (``overrides``) sets too is left out: the sweeper takes the command line's."""
+    problem = batch_size_problem(sweeper.get("max_batch_size"))
+    if problem is not None:
+        fail(app, f"{path}: {MAX_BATCH_SIZE}: {problem}")
+    params = sweeper.get("params")
+    given = {override.get_key_element() for _, override in overrides}
+    swept = []
+    for key, value in params.items() if isinstance(params, Mapping) else ():
+        if value is None or isinstance(value, (Mapping, list)):  # Hydra refuses them: a param is a string
+            continue
+        argument = f"{key}={value}"
+        try:
+            (override,) = OverridesParser.create().parse_overrides([argument])
+        except (HydraException, ValueError, RecursionError) as error:
+            fail(app, f"{path}: {SWEEPER_PARAMS}: {not_in_grammar(argument, error)}")
+        if override.get_key_element() not in given:
+            swept.append((argument, override))
+    check_choices(app, swept, True, where=f"{path}: {SWEEPER_PARAMS}: ")
+    check_plain_keys(app, swept, schema, where=f"{path}: {SWEEPER_PARAMS}: ")
+    check_user_backbone_files(app, swept, folders, schema)
+
+
+def check_file_values(
+    app: str,
+    files: Sequence[Path],
+    folders: Sequence[Path],
+    schema: type,
+    overrides: Sequence[Tuple[str, Override]] = (),
+) -> None:
     """The values in the user's config ``files`` (the primary config's chain) and in each file of the user's
     ``folders`` their defaults lists bring in (``defaults: [config, extra, _self_]``; ``input/small`` holds
     ``input.*``; backbone files are :func:`check_user_backbone_files`'s) pass the checks of the command line's
     (:func:`_problem_with`): a flag (``run``, ``extract.overwrite``, a ``backbone:`` node's ``channels_last``) holds
     true or false, where OmegaConf takes ``2``, ``yes`` or ``on`` as true as Hydra composes (``extract.overwrite: 2``
-    replaced a folder of features); a key the app lacks, or a value its type cannot hold, is named with the file.
-    What else is wrong with a file Hydra names."""
+    replaced a folder of features); a key the app lacks, or a value its type cannot hold, is named with the file,
+    and so is what featx's reader refuses (:func:`_read_users_config`). A file's ``hydra.sweeper`` is
+    :func:`check_sweeper_file`'s (``overrides``: the command line's). What else is wrong with a file Hydra names."""
     queue: List[Tuple[Path, str]] = [(path, "") for path in files]  # (file, its group)
     read: List[Path] = []
     while queue:
@@ -289,10 +368,7 @@ def check_file_values(app: str, files: Sequence[Path], folders: Sequence[Path], 
         if len(read) == _MAX_DEFAULTS_FILES:
             fail(app, f"{path}: the defaults lists of your config files bring in more than {_MAX_DEFAULTS_FILES} files")
         read.append(path)
-        try:
-            content = read_spec_file(path)
-        except SpecError:
-            continue  # Hydra names what is wrong with the file when it composes it
+        content = _read_users_config(app, path)
         for name, _ in _defaults_entries(content, group):
             found = _users_config(folders, name)
             if found is not None and name.split("/")[0] not in ("backbone", "hydra"):
@@ -303,6 +379,10 @@ def check_file_values(app: str, files: Sequence[Path], folders: Sequence[Path], 
                 check_spec_values(backbone)
         except SpecError as error:
             fail(app, str(error.with_origin(str(path))))
+        hydras = content.get("hydra")
+        sweeper = hydras.get("sweeper") if isinstance(hydras, Mapping) and not group else None
+        if isinstance(sweeper, Mapping):
+            check_sweeper_file(app, path, sweeper, overrides, folders, schema)
         skipped = ("defaults",) if group else ("defaults", "hydra", "backbone")
         values = {key: value for key, value in content.items() if key not in skipped}
         for key, value in _leaves(values, group.replace("/", ".") + "." if group else ""):
@@ -339,34 +419,37 @@ def parsed_overrides(app: str, arguments: Sequence[str]) -> List[Tuple[str, Over
     return [(argument, _parsed(app, argument)) for argument in overrides]
 
 
-def check_choices(app: str, overrides: Sequence[Tuple[str, Override]], custom_roots: bool) -> None:
+def check_choices(app: str, overrides: Sequence[Tuple[str, Override]], custom_roots: bool, where: str = "") -> None:
     """Refuse a group choice outside the config roots, and name close backbones for an unknown ``backbone=``
-    (``custom_roots``: the command line adds config roots, so featx cannot know every backbone name)."""
+    (``custom_roots``: the command line adds config roots, so featx cannot know every backbone name); ``where``
+    comes before each message (the file that gives the overrides)."""
     for argument, override in overrides:
         group = argument.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
         if group == "backbone" and not override.is_delete() and not override.is_sweep_override():
             if not isinstance(override.value(), str):
                 fail(
-                    app, f"{argument}: a backbone is chosen by its name, e.g. backbone=resnet50 (featx-list lists them)"
+                    app,
+                    f"{where}{argument}: a backbone is chosen by its name, e.g. backbone=resnet50 (featx-list lists "
+                    "them)",
                 )
         for choice in _choice_values(override):
             if "${" in choice and (group == "backbone" or "/" in group):  # Hydra resolves it after this check
                 fail(
                     app,
-                    f"{group}={choice}: a config choice is a name, not an interpolation; write the name "
+                    f"{where}{group}={choice}: a config choice is a name, not an interpolation; write the name "
                     f"(e.g. {group}=resnet50)",
                 )
             if _escapes(choice):
                 fail(
                     app,
-                    f"{group}={choice}: a config choice is a name inside the config roots, not a path; put the file "
-                    f"in a folder {group}/ and pass that folder's parent with --config-dir (or hydra.searchpath)",
+                    f"{where}{group}={choice}: a config choice is a name inside the config roots, not a path; put the "
+                    f"file in a folder {group}/ and pass that folder's parent with --config-dir (or hydra.searchpath)",
                 )
             if group == "backbone" and not custom_roots and choice not in backbone_names():
                 fail(
                     app,
-                    f"backbone={choice}: no such packaged backbone{suggest(choice, backbone_names())} (featx-list "
-                    "lists them; your own files need --config-dir)",
+                    f"{where}backbone={choice}: no such packaged backbone{suggest(choice, backbone_names())} "
+                    "(featx-list lists them; your own files need --config-dir)",
                 )
 
 
@@ -472,6 +555,7 @@ def _problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[
         if depth == len(parts) - 1:
             break
         owner = BackboneNode if (depth, part) == (0, "backbone") else hints[part]
+        owner = _NULLABLE_SCHEMAS.get(".".join(parts[: depth + 1]), owner)
         if not dataclasses.is_dataclass(owner):
             return None
     if dataclasses.is_dataclass(hints[parts[-1]]):
@@ -523,11 +607,12 @@ def _values(override: Override) -> List[object]:
     return [value.text if isinstance(value, QuotedString) else value for value in values]
 
 
-def check_plain_keys(app: str, overrides: Sequence[Tuple[str, Override]], schema: type) -> None:
+def check_plain_keys(app: str, overrides: Sequence[Tuple[str, Override]], schema: type, where: str = "") -> None:
     """Refuse, before Hydra composes (whose message spans lines and suggests the ``+`` form), a plain override
     (``input.heigth=300``) of a key ``schema`` lacks, or of a value its type cannot hold (``run=maybe``,
     ``backbone.frozen_stages=true``), each value of a sweep included: Hydra would stop the sweep while composing.
-    ``++key=...`` sets a key as a plain override does (and adds none to a typed config): checked alike."""
+    ``++key=...`` sets a key as a plain override does (and adds none to a typed config): checked alike. ``where``
+    comes before each message (the file that gives the overrides)."""
     for _, override in overrides:
         key = override.key_or_group
         setting = override.type in (OverrideType.CHANGE, OverrideType.FORCE_ADD)
@@ -535,7 +620,7 @@ def check_plain_keys(app: str, overrides: Sequence[Tuple[str, Override]], schema
             continue
         problem = _problem_with(key, schema, _values(override))
         if problem is not None:
-            fail(app, problem)
+            fail(app, f"{where}{problem}")
 
 
 def _in_sweep() -> bool:
@@ -844,6 +929,33 @@ def check_completed_line(app: str, flags: argparse.Namespace, schema: type) -> N
         raise SystemExit(1) from None
 
 
+def _hydras(argument: str) -> bool:
+    """Whether the override ``argument`` sets Hydra's own config (``hydra.run.dir=...``, ``hydra/job_logging=...``,
+    ``hydra=...``), not the app's."""
+    key = argument.lstrip("+~").split("=", 1)[0]
+    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
+
+
+def check_hydra_help(app: str, flags: argparse.Namespace) -> None:
+    """Refuse an override of the app's config with ``--hydra-help``: Hydra composes its help without the app's
+    config, and answered ``backbone=resnet18`` with advice to append it (``+backbone=resnet18``)."""
+    apps = [argument for argument in flags.overrides if not _hydras(argument)]
+    if flags.hydra_help and apps:
+        fail(
+            app,
+            f"{shortened(apps[0])}: --hydra-help shows Hydra's own options, composed without the app's config, so it "
+            f"takes Hydra's settings only (hydra.*, hydra/...); the app's options: {app} --help",
+        )
+
+
+def _raised_in_featx(error: BaseException) -> bool:
+    """Whether ``error`` was raised in (or passed through) featx's own code, an app's task or a callback, below the
+    call of the Hydra app: else Hydra's own code (or a library it calls, such as logging) raised it."""
+    package = Path(__file__).resolve().parent.parent
+    frames = traceback.extract_tb(error.__traceback__)[1:]  # the first: run_app's own call of the Hydra app
+    return any(Path(frame.filename).resolve().is_relative_to(package) for frame in frames)
+
+
 def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str], schema: type) -> None:
     """The checks of a command line's package and overrides against ``schema``, before Hydra composes."""
     check_package(app, flags, schema)
@@ -856,7 +968,7 @@ def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str]
     check_plain_keys(app, overrides, schema)
     check_user_backbone_files(app, overrides, config_dirs(flags, overrides), schema)
     folders = config_dirs(flags, overrides)
-    check_file_values(app, check_primary_config(app, flags, folders), folders, schema)
+    check_file_values(app, check_primary_config(app, flags, folders), folders, schema, overrides)
 
 
 @contextlib.contextmanager
@@ -913,6 +1025,7 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
             "config of yours in it with --config-name (-cn)",
         )
     check_config_name(app, flags)
+    check_hydra_help(app, flags)
     if flags.shell_completion:
         check_completion_command(app, flags.overrides)
         if flags.overrides[0].startswith("query="):
@@ -967,6 +1080,11 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
         cause = error.__cause__  # logging's "Unable to configure handler 'file'" hides the file's own error
         if isinstance(cause, OSError) and cause.strerror:
             reason += f" ({cause.strerror}: {cause.filename})" if cause.filename else f" ({cause.strerror})"
+        elif cause is not None and first_line(cause) not in reason:  # logging's "Unable to configure root logger"
+            reason += f" ({quoted(first_line(cause))[1:-1]})"
+        settings = [shortened(argument) for argument in flags.overrides if _hydras(argument)]
+        if settings and not isinstance(cause, OSError) and not _raised_in_featx(error):  # a file explains itself
+            reason += f", raised by Hydra's own code given the Hydra settings {' '.join(settings)}"
         fail(app, f"{type(error).__name__}{': ' if reason else ''}{reason} (HYDRA_FULL_ERROR=1 shows where)")
     finally:
         if users_value is None:

@@ -27,6 +27,8 @@ from featx.spec.limits import shortened
 MAX_SWEEP_JOBS = 10_000
 #: the config key of the sweeps a config file gives
 SWEEPER_PARAMS = "hydra.sweeper.params"
+#: the config key of how many jobs Hydra's sweeper launches at a time (null: all)
+MAX_BATCH_SIZE = "hydra.sweeper.max_batch_size"
 
 
 def group_options(group: str, folders: Sequence[Path]) -> List[str]:
@@ -82,13 +84,29 @@ def check_sweep_size(
             )
 
 
+def batch_size_problem(value: object) -> Optional[str]:
+    """Why ``value`` cannot be :data:`MAX_BATCH_SIZE`, or None: a number (or its text, which OmegaConf converts)
+    below 1, which Hydra's sweeper asserts against (``AssertionError``, without a message). What OmegaConf cannot
+    convert to a number it names itself."""
+    try:
+        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+    except ValueError:
+        return None
+    if number is None or number > 0:
+        return None
+    return "the sweep launches its jobs in batches of this many; give a number from 1 up, or null for all at once"
+
+
 def check_sweeper_params(app: str, overrides: Sequence[Tuple[str, Override]]) -> None:
     """Refuse ``hydra.sweeper.params`` (or a key under it) set on the command line: Hydra refuses a key under it
     and OmegaConf answers a whole mapping with an internal error (``AttributeError``, ``Unexpected type annotation``);
     the command line gives a sweep as the key itself. ``hydra.sweeper.params=null`` (a config's sweep left out) is
-    taken."""
+    taken. A :data:`MAX_BATCH_SIZE` below 1 is refused naming its override (:func:`batch_size_problem`)."""
     for argument, override in overrides:
         key = override.key_or_group  # without its +, ++ or ~: Hydra's parser keeps those in override.type
+        problem = batch_size_problem(override.value()) if key == MAX_BATCH_SIZE else None
+        if problem is not None:
+            fail(app, f"{shortened(argument)}: {problem}")
         below = key == SWEEPER_PARAMS or key.startswith(SWEEPER_PARAMS + ".")
         if below and not (key == SWEEPER_PARAMS and override.value() is None):
             fail(
