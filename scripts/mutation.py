@@ -2158,8 +2158,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "spec/yaml_file.py",
-        'raise SpecError(ROOT_KEY, f"{shown} is not a regular file (a device, fifo or socket), not a spec file")',
-        'raise SpecError(ROOT_KEY, f"spec file not found: {shown}")',
+        'raise SpecError(ROOT_KEY, f"{origin} is not a regular file (a device, fifo or socket), not a spec file")',
+        'raise SpecError(ROOT_KEY, f"spec file not found: {origin}")',
         "a FIFO or a link to a device in a config root reported as 'spec file not found'",
     ),
     Mutant(
@@ -3414,8 +3414,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "spec/yaml_file.py",
-        "named = shortened(shown) if error.errno == errno.ENAMETOOLONG else shown",
-        "named = shown",
+        "named = shortened(origin) if error.errno == errno.ENAMETOOLONG else origin",
+        "named = origin",
         "a spec file name too long for the system echoed whole in the error",
     ),
     Mutant(
@@ -3423,12 +3423,6 @@ MUTANTS: List[Mutant] = [
         "super().__init__(_cut(printable(str(message))))",
         "super().__init__(_cut(str(message)))",
         "a line break or ESC in a file's name forges a line of a featx error (messages not escaped)",
-    ),
-    Mutant(
-        "spec/yaml_file.py",
-        "    shown = printable(origin)\n",
-        "    shown = origin\n",
-        "'spec file not found: /tmp/x\\nbackbone.model: injected.yaml' prints a forged second line",
     ),
     Mutant(
         "spec/yaml_file.py",

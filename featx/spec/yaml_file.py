@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 
 import yaml
 
-from featx.errors import SpecError, printable
+from featx.errors import SpecError
 from featx.spec.keys import key_path
 from featx.spec.limits import MAX_SPEC_BYTES, check_data_size, quoted, shortened
 
@@ -154,24 +154,23 @@ def is_spec_suffix(path: Path) -> bool:
 def read_spec_file(path: Path) -> Dict[str, Any]:
     """The mapping a spec file holds; :class:`SpecError` naming the file for anything else."""
     origin = str(path)
-    shown = printable(origin)
     if not is_spec_suffix(path):
-        raise SpecError(ROOT_KEY, f"a spec file is a .yaml or .yml file (in any letter case), got {shown}")
+        raise SpecError(ROOT_KEY, f"a spec file is a .yaml or .yml file (in any letter case), got {origin}")
     try:
         info = os.stat(path)
     except ValueError:  # a NUL, or a character no file name holds (a lone surrogate)
-        raise SpecError(ROOT_KEY, f"spec file not found: {shown}") from None
+        raise SpecError(ROOT_KEY, f"spec file not found: {origin}") from None
     except OSError as error:
         if error.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise SpecError(ROOT_KEY, f"spec file not found: {shown}") from None
-        named = shortened(shown) if error.errno == errno.ENAMETOOLONG else shown
+            raise SpecError(ROOT_KEY, f"spec file not found: {origin}") from None
+        named = shortened(origin) if error.errno == errno.ENAMETOOLONG else origin
         raise SpecError(
             ROOT_KEY, f"cannot look up the spec file {named}: {error.strerror or type(error).__name__}"
         ) from None
     if stat.S_ISDIR(info.st_mode):
-        raise SpecError(ROOT_KEY, f"{shown} is a folder, not a spec file")
+        raise SpecError(ROOT_KEY, f"{origin} is a folder, not a spec file")
     if not stat.S_ISREG(info.st_mode):
-        raise SpecError(ROOT_KEY, f"{shown} is not a regular file (a device, fifo or socket), not a spec file")
+        raise SpecError(ROOT_KEY, f"{origin} is not a regular file (a device, fifo or socket), not a spec file")
     if info.st_size > MAX_SPEC_BYTES:
         raise SpecError(
             ROOT_KEY, f"{info.st_size} bytes is too large for a spec file (at most {MAX_SPEC_BYTES})", origin=origin
