@@ -534,12 +534,6 @@ MUTANTS: List[Mutant] = [
         "a one-size ViT proposed as taking any size",
     ),
     Mutant(
-        "construct/model_structure.py",
-        "            locations[kind] = _class_code(kind, folders)",
-        "            locations[kind] = _code_location(kind.forward, folders)",
-        "a patched forward helper (ResNet._forward_impl) planned from the cache",
-    ),
-    Mutant(
         "tasks/extract/decode.py",
         "    image = image.transpose(upright) if upright is not None else image",
         "    image = image",
@@ -3138,12 +3132,6 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/model_structure.py",
-        "        if isinstance(helper, types.FunctionType):\n",
-        "        if False:\n",
-        "swin_t's packaged plan (strides 4..32) used with a user's _patch_merging_pad (maps at strides 4..256)",
-    ),
-    Mutant(
-        "construct/model_structure.py",
         "    for cell in function.__closure__ or ():\n",
         "    for cell in ():\n",
         "an entry made with a forward closing over pool=True used for the same forward with pool=False",
@@ -3632,6 +3620,51 @@ MUTANTS: List[Mutant] = [
         "    if flags.hydra_help and apps:",
         "    if False and apps:",
         "featx --hydra-help backbone=resnet18 answers with Hydra's advice to append +backbone=resnet18",
+    ),
+    # Cache review (2026-12-07): functions reached through modules, hub-file records keyed on ctime
+    # the plan cache: functions a forward reaches through a module (F.max_pool2d), hub-file records keyed on ctime
+    Mutant(
+        "construct/model_structure.py",
+        '                reached.setdefault(f"{path}.{name}", value)\n',
+        "                pass\n",
+        "an entry planned with a stride-1 F.max_pool2d used by unpatched builds (strides 2..8 for maps at 4..16)",
+    ),
+    Mutant(
+        "construct/model_structure.py",
+        '                modules.append((f"{path}.{name}", value))\n',
+        "                pass\n",
+        "a replaced torch.nn.functional.relu (reached through two modules) planned from the cache",
+    ),
+    Mutant(
+        "construct/model_structure.py",
+        "        return f\"builtin {getattr(value, '__module__', None)}.{value.__qualname__}\"\n",
+        "        pass\n",
+        "torch.flatten replaced by another builtin (torch.ravel) planned from the cache",
+    ),
+    Mutant(
+        "construct/model_structure.py",
+        "    return os.path.realpath(file) if os.path.isabs(file) else file\n",
+        "    return os.path.realpath(file)\n",
+        "a frozen module's code located in the working directory: a checkout run elsewhere never gets packaged plans",
+    ),
+    # re-targeted: the two mutants of model_structure.py whose text the fix changed
+    Mutant(
+        "construct/model_structure.py",
+        "            locations[kind] = _class_code(kind, folders, described)",
+        "            locations[kind] = _code_location(kind.forward, folders)",
+        "a patched forward helper (ResNet._forward_impl) planned from the cache",
+    ),
+    Mutant(
+        "construct/model_structure.py",
+        "        if callable(value) and not isinstance(value, type):\n",
+        '        if "." in name and callable(value) and not isinstance(value, type):\n',
+        "swin_t's packaged plan (strides 4..32) used with a user's _patch_merging_pad (maps at strides 4..256)",
+    ),
+    Mutant(
+        "models/weights_enums.py",
+        '        "ctime_ns": status.st_ctime_ns,\n',
+        "",
+        "a verified hub file rewritten in place with its mtime put back (os.utime) used without a hash",
     ),
 ]
 

@@ -5,6 +5,7 @@ it on in a temporary folder."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -21,6 +22,7 @@ import pytest
 import torch
 import torchvision
 from helpers import resnet18_spec, run_not_installed
+from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FeaturePyramidNetwork
 
 import featx
@@ -580,6 +582,41 @@ def test_the_structure_fingerprint_changes_with_a_replaced_forward_or_width_and_
     assert fingerprint() == original
 
 
+class _FullyNamedRelu(torch.nn.Module):
+    """A forward that reaches relu through three modules (``torch.nn.functional.relu``)."""
+
+    def forward(self, x):
+        return torch.nn.functional.relu(x)
+
+
+_POOL = torch.nn.functional.max_pool2d
+
+
+@pytest.mark.parametrize(
+    "model, module, name, replacement",
+    [
+        ("resnet18", torch.nn.functional, "max_pool2d", lambda input, kernel_size, *args, **kwargs: _POOL(input, 1)),
+        ("resnet18", torch.nn.functional, "max_pool2d", functools.wraps(_POOL)(lambda *args, **kwargs: None)),
+        ("resnet18", torch.nn.functional, "max_pool2d", functools.partial(_POOL, stride=1)),
+        ("resnet18", torch, "flatten", torch.ravel),  # a builtin for another, where ResNet's _forward_impl reads it
+        ("resnet18", torch, "max_pool2d", torch.max_pool1d),  # what F.max_pool2d's own code calls
+        ("fully named", torch.nn.functional, "relu", lambda input, inplace=False: input),
+    ],
+    ids=["lambda", "wrapper", "partial", "builtin", "called by the function", "module of a module"],
+)
+def test_a_function_a_forward_reaches_through_a_module_changes_the_fingerprint_when_replaced(
+    monkeypatch, model, module, name, replacement
+):
+    def fingerprint() -> str:
+        return structure_fingerprint(_FullyNamedRelu() if model == "fully named" else MetaModel.create(model).model)
+
+    original = fingerprint()
+    monkeypatch.setattr(module, name, replacement)
+    assert fingerprint() != original
+    monkeypatch.undo()
+    assert fingerprint() == original
+
+
 def test_a_patched_helper_of_a_models_forward_is_planned_afresh(cache, monkeypatch):
     """ResNet.forward calls _forward_impl: only forward's code location was in the fingerprint, so a plan cached for
     torchvision's _forward_impl was used for a patched one that computes on layer1's output before layer2 (a spec
@@ -619,6 +656,50 @@ def test_a_replaced_module_level_helper_of_a_forward_is_planned_afresh(cache, mo
     assert _strides_reported_and_produced("swin_t") == ([4, 8, 16, 32], [4, 8, 16, 32])
     monkeypatch.setattr(swin_transformer, "_patch_merging_pad", merge_four_by_four)
     assert _strides_reported_and_produced("swin_t") == ([4, 16, 64, 256], [4, 16, 64, 256])
+
+
+#: the user's experiment with ResNet's stem in a process of its own: torch.nn.functional.max_pool2d pooling at
+#: stride 1 whatever stride it is given, patched where MaxPool2d.forward finds it (``F.max_pool2d``, an attribute of
+#: a module, not a name of the forward's own module)
+_STRIDE_ONE_POOL = """
+import torch.nn.functional as F
+pool = F.max_pool2d
+F.max_pool2d = lambda input, kernel_size, stride=None, *args, **kwargs: pool(input, kernel_size, 1, *args, **kwargs)
+"""
+
+#: the strides of the maps torchvision's own resnet18 gives after layer1..layer4 (at 64x64), then those featx reports
+#: for each of ``specs``
+_TORCHVISIONS_AND_REPORTED_STRIDES = """
+import torch, torchvision, featx
+from torchvision.models._utils import IntermediateLayerGetter
+layers = IntermediateLayerGetter(torchvision.models.resnet18(), dict(layer1="1", layer2="2", layer3="3", layer4="4"))
+print([64 // map.shape[-1] for map in layers(torch.zeros(1, 3, 64, 64)).values()])
+for spec in {specs!r}:
+    print([info.stride for info in featx.build(spec, overrides=["device=meta"]).feature_info])
+"""
+
+
+def _torchvisions_strides(layers: Tuple[str, ...], size: int = 64) -> List[int]:
+    """The strides of the maps torchvision's own resnet18 gives after ``layers`` in this process."""
+    getter = IntermediateLayerGetter(torchvision.models.resnet18(), {layer: layer for layer in layers})
+    return [size // map.shape[-1] for map in getter(torch.zeros(1, 3, size, size)).values()]
+
+
+def test_a_function_a_forward_reaches_through_a_module_attribute_is_part_of_the_structure(cache):
+    """MaxPool2d.forward calls F.max_pool2d, a function it reaches through a module, which the fingerprint did not
+    follow: the plan a process with a stride-1 max_pool2d cached was used by later, unpatched builds (p1..p3 at
+    strides 2, 4, 8 reported for maps at 4, 8, 16), and the packaged plan of resnet18_fpn (4..32) by the patched
+    process. Each now reports the strides of the maps torchvision's own resnet18 gives in it."""
+    spec = resnet18_spec(fpn={"out_channels": 32, "extra_blocks": None})
+    code = _STRIDE_ONE_POOL + _TORCHVISIONS_AND_REPORTED_STRIDES.format(specs=(spec, "resnet18_fpn"))
+    lines = _in_a_fresh_process(code, cache.parent)
+    assert lines == ["[2, 4, 8, 16]", "[2, 4, 8]", "[2, 4, 8, 16]"]  # torchvision's, then featx's
+    assert len(_entries(cache)) == 2  # the patched process planned both: the packaged plan is not its network's
+    expected = _torchvisions_strides(("layer1", "layer2", "layer3"))
+    assert expected == [4, 8, 16]
+    backbone = featx.build(spec)  # unpatched, with the cache the patched process wrote
+    assert [info.stride for info in backbone.feature_info] == expected
+    assert [64 // map.shape[-1] for map in backbone(torch.zeros(1, 3, 64, 64)).values()] == expected
 
 
 def _pooled_after(pool: bool) -> Any:

@@ -133,25 +133,71 @@ def test_a_hub_cache_file_that_is_not_the_published_file_is_refused(tmp_path, mo
 
 def test_a_verified_hub_cache_file_is_hashed_again_only_when_it_changes(tmp_path, monkeypatch, hashed_model):
     """Hashing a 500 MB file takes a second: a file that matched is recorded in featx's user cache by its path, size,
-    modification time and inode, and hashed again only when one of them changes."""
+    modification and status change times and inode; a later build takes the record as it is (a hash would write it
+    anew), and a file whose time changed is hashed again."""
     records = _record_cache(tmp_path, monkeypatch)
     model, cached = hashed_model
     _build("DEFAULT", model=model)
     [record] = records.iterdir()
+    written = record.stat()
+    _build("DEFAULT", model=model)  # unchanged: the record stands for the file, left as it was
+    assert (record.stat().st_ino, record.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
     content = cached.read_bytes()
     status = cached.stat()
     with open(cached, "r+b") as rewritten:  # other bytes of the same size, in place: the same inode
         rewritten.write(bytes(len(content)))
-    os.utime(cached, ns=(status.st_atime_ns, status.st_mtime_ns))
-    with pytest.raises(featx.WeightsError) as caught:  # the record stands for the file: not hashed, read
-        _build("DEFAULT", model=model)
-    assert str(caught.value).startswith(f"backbone.weights: cannot read {cached}: not a torch checkpoint")
     os.utime(cached, ns=(status.st_atime_ns, status.st_mtime_ns + 1))  # now it changed: hashed again, refused
     with pytest.raises(featx.WeightsError, match=r"is not the published file of featx_test_hashed .*: its name says"):
         _build("DEFAULT", model=model)
     cached.write_bytes(content)  # the published content back: accepted, recorded again
     _build("DEFAULT", model=model)
-    assert record.exists()
+    assert record.exists() and record.stat().st_ino != written.st_ino
+
+
+@pytest.mark.parametrize("older_record", [False, True])
+def test_a_hub_cache_file_rewritten_in_place_with_its_time_put_back_is_hashed_again(
+    tmp_path, monkeypatch, hashed_model, classifier, older_record
+):
+    """The record of a verified file keyed on its path, size, modification time and inode: another network's weights
+    of the same size written into it (the same inode) with its modification time put back (os.utime, as cp -p,
+    rsync -t and touch -r do) were used under the published file's name without a hash. Its status change time,
+    which no one can put back, now tells; a record of that older form (without it) is no record of the file."""
+    import hashlib
+    import json
+
+    records = _record_cache(tmp_path, monkeypatch)
+    model, cached = hashed_model
+    _build("DEFAULT", model=model)
+    [record] = records.iterdir()  # accepted, and recorded
+    if older_record:  # as featx wrote it before: the same fields but the status change time
+        entry = json.loads(record.read_text())
+        del entry["identity"]["ctime_ns"]
+        record.write_text(json.dumps(entry, sort_keys=True) + "\n")
+    status = cached.stat()
+    other = tmp_path / "other" / "served.pth"  # the name the fixture saved under: it is in the archive's records
+    other.parent.mkdir()
+    state = classifier.state_dict()  # with its _metadata, as the fixture saved it
+    for name, tensor in state.items():
+        state[name] = tensor + 1  # another network's weights
+    torch.save(state, other)
+    content = other.read_bytes()
+    assert len(content) == status.st_size and content != cached.read_bytes()
+    with open(cached, "r+b") as rewritten:
+        rewritten.write(content)
+    os.utime(cached, ns=(status.st_atime_ns, status.st_mtime_ns))
+    now = cached.stat()
+    assert (now.st_size, now.st_mtime_ns, now.st_ino, now.st_dev) == (
+        status.st_size, status.st_mtime_ns, status.st_ino, status.st_dev
+    )  # fmt: skip
+    expected, found = cached.stem.rsplit("-", 1)[1], hashlib.sha256(content).hexdigest()[:8]
+    with pytest.raises(featx.WeightsError) as caught:
+        _build("DEFAULT", model=model)
+    assert str(caught.value) == (
+        f"backbone.weights: the torch hub cache file {cached} is not the published file of featx_test_hashed "
+        f"HashedWeights.IMAGENET1K_V1: its name says its SHA-256 starts with {expected}, and it starts with {found} "
+        "(another file placed or copied under its name, or a damaged one). Delete it and build online to download "
+        f"it, or place the file published at https://example.invalid/{cached.name} there"
+    )
 
 
 def test_without_the_user_cache_a_hub_cache_file_is_hashed_at_every_use(tmp_path, monkeypatch, hashed_model):

@@ -2,10 +2,12 @@
 parameter's and buffer's shape.
 
 - :func:`structure_fingerprint`: a hash of it plus where the code of each module's methods lives (``forward`` and
-  the helpers it calls), the values their closures hold and the module-level functions they call, so that a cached
-  plan is used only for a model built as the one it was made from (a library class patched at run time, a block's
-  ``expansion``, a ``forward`` or a helper such as ResNet's ``_forward_impl`` or Swin's ``_patch_merging_pad``
-  replaced by the user's, gives another fingerprint where the library's version does not change).
+  the helpers it calls), the values their closures hold and the functions they call by a global name or through a
+  module (``F.max_pool2d``, ``torch.nn.functional.relu``), and so on down, so that a cached plan is used only for a
+  model built as the one it was made from (a library class patched at run time, a block's ``expansion``, a
+  ``forward`` or a helper such as ResNet's ``_forward_impl`` or Swin's ``_patch_merging_pad`` replaced by the
+  user's, or ``torch.nn.functional.max_pool2d`` replaced by a lambda or a wrapper, gives another fingerprint where
+  the library's version does not change).
 - :func:`structure_differences`: where two modules' trees differ, module by module, in class, ``extra_repr``,
   tensor shapes and the plain settings a module keeps outside its ``extra_repr`` (``FrozenBatchNorm2d.eps``,
   ``StochasticDepth.p``, Swin's ``shift_size``): ``featx.save`` compares a backbone with what its spec builds.
@@ -20,12 +22,13 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
 import sysconfig
 import types
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from torch import nn
 
@@ -46,12 +49,19 @@ def _library_folders() -> Dict[str, str]:
     return folders
 
 
+@functools.lru_cache(maxsize=4096)
+def _real_file(file: str) -> str:
+    """``file`` with its links resolved (a system call per folder: once per file); a name that is no path
+    (``<frozen posixpath>``, ``<string>``) as it is, not taken from the working directory."""
+    return os.path.realpath(file) if os.path.isabs(file) else file
+
+
 def _code_location(function: Any, folders: Dict[str, str]) -> str:
     """``library/relative/file.py:line qualname`` of ``function``'s code (an absolute file outside the libraries)."""
     code = getattr(function, "__code__", None)
     if code is None:
         return repr(type(function))
-    file = os.path.realpath(code.co_filename)
+    file = _real_file(code.co_filename)
     for name, folder in folders.items():
         if file.startswith(folder):
             file = name + "/" + file[len(folder) :].replace(os.sep, "/")
@@ -75,51 +85,90 @@ def _names_used(code: types.CodeType) -> List[str]:
     return names
 
 
-def _value_description(value: object, folders: Dict[str, str], seen: Set[int]) -> str:
-    """A closure cell's value as it shapes the computation: a function's code (:func:`_function_code`), a plain
-    value's repr, a class's name; other objects by their type alone (their repr may hold an address)."""
+def _reached(function: types.FunctionType) -> Dict[str, object]:
+    """What ``function`` may reach by the names its code reads: a global of its module (``_pair``) and, through a
+    module it reaches so, an attribute of that module (``F.max_pool2d``, ``torch.nn.functional.relu``), by its
+    dotted name. Every name read is looked up in every such module's namespace (nothing runs; a name read off
+    something else, ``self.stride``, may find a function too: that costs a lookup, and changes nothing). Modules of
+    a class of their own (``torch.ops``, whose namespace fills as operators are used) are not followed."""
+    names = list(dict.fromkeys(_names_used(function.__code__)))
+    module_globals = function.__globals__
+    reached = {name: module_globals[name] for name in names if name in module_globals}
+    modules = [(name, value) for name, value in reached.items() if type(value) is types.ModuleType]
+    followed = {id(module) for _, module in modules}
+    while modules:
+        path, module = modules.pop(0)
+        namespace = vars(module)
+        for name in names:
+            if name not in namespace:
+                continue
+            value = namespace[name]
+            if type(value) is not types.ModuleType:
+                reached.setdefault(f"{path}.{name}", value)
+            elif id(value) not in followed:
+                followed.add(id(value))
+                modules.append((f"{path}.{name}", value))
+    return reached
+
+
+def _value_description(value: object, folders: Dict[str, str], described: Dict[int, str]) -> str:
+    """A value as it shapes the computation: a function's code (:func:`_function_code`), a bound method's or a
+    ``functools.partial``'s function and what it holds, a builtin's qualified name, a plain value's repr, a class's
+    name; other objects by their type alone (their repr may hold an address)."""
     if isinstance(value, types.FunctionType):
-        return _function_code(value, folders, seen)
+        return _function_code(value, folders, described)
+    if isinstance(value, types.MethodType):
+        bound = (value.__func__, value.__self__)
+        return f"method({', '.join(_value_description(item, folders, described) for item in bound)})"
+    if isinstance(value, functools.partial):
+        held = [_value_description(item, folders, described) for item in (value.func, *value.args)]
+        held += [
+            f"{key}={_value_description(item, folders, described)}" for key, item in sorted(value.keywords.items())
+        ]
+        return f"partial({', '.join(held)})"
+    if isinstance(value, types.BuiltinFunctionType):
+        return f"builtin {getattr(value, '__module__', None)}.{value.__qualname__}"
     if isinstance(value, (bool, int, float, str, type(None))):
         return repr(value)
     kind = value if isinstance(value, type) else type(value)
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _function_code(function: types.FunctionType, folders: Dict[str, str], seen: Set[int]) -> str:
-    """Where ``function``'s code lives, the values its closure holds, and, the same way, the module-level functions
-    it calls: a helper replaced in its module (Swin's ``_patch_merging_pad``) or a closure over another setting
-    changes it, where the method's own location does not."""
-    if id(function) in seen:
-        return _code_location(function, folders)
-    seen.add(id(function))
-    parts = [_code_location(function, folders)]
+def _function_code(function: types.FunctionType, folders: Dict[str, str], described: Dict[int, str]) -> str:
+    """Where ``function``'s code lives and a hash of the values its closure holds and, the same way, of what it calls
+    by a global name or through a module's attribute (``_patch_merging_pad``, ``F.max_pool2d``,
+    ``torch.nn.functional.relu``): a function, a builtin or other callable replaced there, or a closure over another
+    setting, changes it, where the method's own location does not. ``described`` keeps each function's description
+    for the next caller (a function reached again while it is described gives its location)."""
+    if id(function) in described:
+        return described[id(function)]
+    location = _code_location(function, folders)
+    described[id(function)] = location
+    parts = []
     for cell in function.__closure__ or ():
         try:
-            parts.append(_value_description(cell.cell_contents, folders, seen))
+            parts.append(_value_description(cell.cell_contents, folders, described))
         except ValueError:  # a cell not filled yet
             parts.append("<empty>")
-    module_globals = function.__globals__
-    for name in dict.fromkeys(_names_used(function.__code__)):
-        helper = module_globals.get(name)
-        if isinstance(helper, types.FunctionType):
-            parts.append(f"{name}=({_function_code(helper, folders, seen)})")
-    return " ".join(parts)
+    for name, value in _reached(function).items():
+        if callable(value) and not isinstance(value, type):
+            parts.append(f"{name}=({_value_description(value, folders, described)})")
+    described[id(function)] = f"{location} {hashlib.sha256(' '.join(parts).encode()).hexdigest()}"
+    return described[id(function)]
 
 
-def _class_code(kind: type, folders: Dict[str, str]) -> str:
+def _class_code(kind: type, folders: Dict[str, str], described: Dict[int, str]) -> str:
     """The code of every method of ``kind`` and its bases below ``nn.Module`` (:func:`_function_code`): ``forward``
     and the helpers it calls (ResNet's ``_forward_impl``, ViT's ``_process_input``), so that patching any of them
     shows."""
     methods = []
-    seen: Set[int] = set()
     for base in kind.__mro__:
         if base in (nn.Module, object):
             continue
         for name, value in sorted(vars(base).items()):
             function = getattr(value, "__func__", value)  # a staticmethod's or classmethod's function
             if isinstance(function, types.FunctionType):
-                methods.append(f"{base.__qualname__}.{name}={_function_code(function, folders, seen)}")
+                methods.append(f"{base.__qualname__}.{name}={_function_code(function, folders, described)}")
             elif callable(function) and hasattr(function, "__code__"):
                 methods.append(f"{base.__qualname__}.{name}={_code_location(function, folders)}")
     return ";".join(methods)
@@ -130,10 +179,11 @@ def structure_fingerprint(model: nn.Module) -> str:
     folders = _library_folders()
     digest = hashlib.sha256()
     locations: Dict[type, str] = {}  # per class: resolving a file's links costs a system call per folder
+    described: Dict[int, str] = {}  # per function, for every class whose methods reach it
     for path, module in model.named_modules():
         kind = type(module)
         if kind not in locations:
-            locations[kind] = _class_code(kind, folders)
+            locations[kind] = _class_code(kind, folders, described)
         line = (
             f"{path}|{kind.__module__}.{kind.__qualname__}|{module.extra_repr()}|"
             f"{locations[kind]}|{_tensor_shapes(module)}\n"

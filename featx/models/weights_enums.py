@@ -4,8 +4,8 @@ file it is cached in (``$TORCH_HOME/hub/checkpoints/<file name of its url>``), d
 A cached file is checked against the first hex digits of its SHA-256 that its name ends in (``resnet18-f37072fd.pth``)
 before it is used: another network placed under the official name is refused. A file that passed is remembered in
 featx's user cache (``verified-weights/`` beside ``plans/``, see :mod:`featx.construct.plan_cache`) by its path,
-size, modification time and inode, so it is hashed again only when one of them changes; with the cache off
-(``FEATX_NO_CACHE``) or unwritable, every use hashes it.
+size, modification and status change times and inode, so it is hashed again only when one of them changes; with the
+cache off (``FEATX_NO_CACHE``) or unwritable, every use hashes it.
 
 Example::
 
@@ -80,12 +80,14 @@ def _records_folder() -> Optional[Path]:
 
 
 def _identity(path: Path, status: os.stat_result) -> Dict[str, Any]:
-    """What a record of ``path`` must match: its absolute path, size, modification time and inode (any rewrite or
-    replacement of the file changes one of them)."""
+    """What a record of ``path`` must match: its absolute path, size, modification time, status change time and
+    inode. A rewrite in place with the modification time put back (``os.utime``, ``touch -r``) keeps all but the
+    status change time, which only the kernel sets; a record of an older form, without it, never matches."""
     return {
         "path": os.fsencode(path).hex(),  # any file name, also one that is no UTF-8
         "size": status.st_size,
         "mtime_ns": status.st_mtime_ns,
+        "ctime_ns": status.st_ctime_ns,
         "inode": status.st_ino,
         "device": status.st_dev,
     }
@@ -146,7 +148,7 @@ def _hashed(path: Path) -> Optional[Tuple[str, os.stat_result]]:
         return None
     finally:
         os.close(handle)
-    same = (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+    same = all(getattr(before, field) == getattr(after, field) for field in ("st_size", "st_mtime_ns", "st_ctime_ns"))
     return (digest.hexdigest(), before) if same else None
 
 
