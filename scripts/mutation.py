@@ -257,7 +257,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "    except (ValueError, TypeError, AttributeError, LookupError, AssertionError, RecursionError) as error:",
+        "    except (ValueError, TypeError, AttributeError, LookupError, AssertionError, RuntimeError) as error:",
         "    except (LookupError,) as error:",
         "what Hydra's own code raises for values it does not check (range step 0) is a traceback",
     ),
@@ -1836,7 +1836,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "            check_completed_line(app, flags, schema)\n",
+        "            given = [*given, *check_completed_line(app, flags, schema)]\n",
         "            pass\n",
         "tab completion composes a line featx would refuse (files outside the roots, alias bombs)",
     ),
@@ -2483,8 +2483,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        "        argument = typed.get(key, argument)",
-        "        pass",
+        "        shown.append(_as_typed(typed.get(key, argument)))",
+        "        shown.append(_as_typed(argument))",
         "a failed sweep job named with Hydra's run=False, not the run=false typed",
     ),
     Mutant(
@@ -3665,6 +3665,92 @@ MUTANTS: List[Mutant] = [
         '        "ctime_ns": status.st_ctime_ns,\n',
         "",
         "a verified hub file rewritten in place with its mtime put back (os.utime) used without a hash",
+    ),
+    # App review (2026-12-07): checks before Hydra (list items, keys twice, FIFOs, callback, Hydra's log files)
+    Mutant(
+        "cli/app.py",
+        "    check_deleted_keys(app, overrides, schema)\n",
+        "",
+        "~ of a list's item reaches Hydra (TypeError)",
+    ),
+    Mutant(
+        "cli/app.py",
+        'return ".".join(parents) if parents and typing.get_origin(_unwrapped(hint)) is list else None',
+        'return ".".join(parents) if parents and typing.get_origin(hint) is list else None',
+        "~ of an item of an Optional list (a stage's modules) reaches Hydra",
+    ),
+    Mutant(
+        "cli/app.py",
+        "            duplicate = duplicated_key(_as_typed(argument))\n",
+        "            duplicate = None\n",
+        "a command line mapping giving a key twice keeps the last value",
+    ),
+    Mutant(
+        "cli/app.py",
+        "        duplicate = duplicated_key(argument)\n",
+        "        duplicate = None\n",
+        "a config file's sweep mapping giving a key twice keeps the last value",
+    ),
+    Mutant(
+        "cli/app.py",
+        "return path.exists() and not path.is_dir()",
+        "return path.is_file()",
+        "a fifo in place of a user's config file is Hydra's 'Could not find'",
+    ),
+    Mutant(
+        "cli/app.py",
+        'if replaced or name == "hydra.callbacks" or _below(name, FEATX_CALLBACK):',
+        'if replaced or name == "hydra.callbacks":',
+        "~hydra.callbacks.output_folders removes the run folders' checks",
+    ),
+    Mutant(
+        "cli/app.py",
+        '    if not group and "hydra" in content:\n',
+        "    if False:\n",
+        "a primary config's hydra.callbacks.output_folders: null removes the run folders' checks",
+    ),
+    Mutant(
+        "cli/app.py",
+        'and (name.rpartition(".")[2] == "filename" or interpolated):',
+        "and interpolated:",
+        "a hydra.hydra_logging handler's file is opened (emptied) as Hydra composes",
+    ),
+    Mutant(
+        "cli/app.py",
+        "return None if all(choice in HYDRA_LOGGING_CHOICES for choice in choices) else _LOG_FILE_REFUSED",
+        "return None",
+        "hydra/hydra_logging=<a file of the user's> opens its log file as Hydra composes",
+    ),
+    # App review (2026-12-07): a dropped Ctrl-C, a launcher Hydra cannot load, completion's own config folder
+    Mutant(
+        "cli/app.py",
+        "            _stop_if_interrupted()  # the sweep's later jobs are not run\n",
+        "",
+        "a Ctrl-C whose KeyboardInterrupt torch's import dropped lets a sweep's later jobs run",
+    ),
+    Mutant(
+        "cli/app.py",
+        "        if not (isinstance(error, KeyboardInterrupt) or _interrupts):",
+        "        if not isinstance(error, KeyboardInterrupt):",
+        "an error raised after a dropped Ctrl-C (numpy's ImportError) is a traceback, not the interrupted line",
+    ),
+    Mutant(
+        "cli/app.py",
+        "    except (ValueError, TypeError, AttributeError, LookupError, AssertionError, RuntimeError) as error:",
+        "    except (ValueError, TypeError, AttributeError, LookupError, AssertionError, RecursionError) as error:",
+        "a launcher outside Hydra's plugins (hydra.launcher._target_=...) is Hydra's RuntimeError traceback",
+    ),
+    Mutant(
+        "cli/app.py",
+        "            check_command_line(app, completed, words, schema)",
+        "            check_command_line(app, flags, words, schema)",
+        "tab completion checks the line against the -sc call's folders: nothing offered with the line's --config-dir",
+    ),
+    Mutant(
+        "cli/app.py",
+        '                if equals and "." not in key and (_escapes(choice) or choice.startswith(".")):',
+        "                if False:",
+        "tab completion of backbone=../ lists the files of a folder outside the config roots",
     ),
 ]
 

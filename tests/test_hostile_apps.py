@@ -23,6 +23,7 @@ import yaml
 from helpers import folder_state, run_in_process
 from PIL import Image
 
+import featx
 from featx.cli import catalog
 from featx.cli import propose as propose_cli
 from featx.spec.config_files import config_dir
@@ -1850,3 +1851,205 @@ def test_an_error_in_the_apps_own_code_names_no_hydra_setting(workdir, monkeypat
     monkeypatch.setattr("featx.cli.main.check_batch_shape", broken)
     code, errors, _ = run_app("featx", ["backbone=resnet18", "run=false"], workdir)
     assert (code, _message(code, errors)) == (1, "featx: error: ValueError: a bug (HYDRA_FULL_ERROR=1 shows where)")
+
+
+@pytest.mark.parametrize("app, key", [("featx", "backbone.stages.c2.modules.0"), ("featx-extract", "extract.size.1")])
+def test_deleting_an_item_of_a_list_is_refused_as_featx_build_refuses_it(workdir, app, key):
+    """OmegaConf's ``del`` on a list item raised a bare TypeError ("list indices must be integers or slices, not
+    str") as Hydra composed; featx.build refuses the same override naming the list."""
+    arguments = ["backbone=resnet18", f"~{key}", *(["run=false"] if app == "featx" else [])]
+    code, errors, _ = run_app(app, arguments, workdir)
+    listed = key.rpartition(".")[0]
+    assert (code, _message(code, errors)) == (
+        1,
+        f"{app}: error: {key}: '~{key}' deletes an item of the list {listed}; an override deletes keys of a mapping "
+        f"only: give the whole list ({listed}=[...])",
+    )
+    with pytest.raises(featx.SpecError) as built:  # featx.build's words for the same override
+        featx.build("resnet18", overrides=["~stages.c2.modules.0"])
+    assert "deletes an item of the list stages.c2.modules; an override deletes keys of a mapping only" in str(
+        built.value
+    )
+
+
+def test_a_mapping_giving_a_key_twice_is_refused_on_the_command_line_and_in_a_config_files_sweep(workdir):
+    """Hydra's parser keeps the last value of a key given twice: backbone.fpn={out_channels:8,out_channels:16}
+    silently built 16 channels."""
+    argument = "backbone.fpn={out_channels:8,out_channels:16}"
+    code, errors, output = run_app("featx", ["backbone=resnet18", "run=false", argument], workdir)
+    assert (code, _message(code, errors), output) == (
+        1,
+        f"featx: error: {argument}: key 'out_channels' is given twice in a mapping; give each key once",
+        "",
+    )
+    below = "backbone.fpn.extra={a:1,a:2}"  # made a ++ override by featx, named as typed
+    code, errors, _ = run_app("featx", ["backbone=resnet18", "run=false", below], workdir)
+    assert _message(code, errors) == f"featx: error: {below}: key 'a' is given twice in a mapping; give each key once"
+    mine = workdir / "mine"
+    mine.mkdir()
+    (mine / "sweep.yaml").write_text(
+        "defaults: [config, _self_]\nhydra: {sweeper: {params: {backbone.fpn: '{out_channels:8,out_channels:16}'}}}\n"
+    )
+    code, errors, _ = run_app("featx", ["-cd", str(mine), "-cn", "sweep", "-m", "backbone=resnet18"], workdir)
+    assert _message(code, errors) == (
+        f"featx: error: {mine / 'sweep.yaml'}: hydra.sweeper.params: {argument}: key 'out_channels' is given twice "
+        "in a mapping; give each key once"
+    )
+
+
+@pytest.mark.parametrize("where", ["backbone", "primary"])
+def test_a_fifo_in_place_of_a_users_config_file_is_named_unopened(workdir, where):
+    """Hydra passes over what is not a regular file ("Could not find 'backbone/pipe'"); featx names it, and never
+    opens it (reading a fifo waits for a writer)."""
+    mine = workdir / "mine"
+    (mine / "backbone").mkdir(parents=True)
+    pipe = mine / ("backbone/pipe.yaml" if where == "backbone" else "pipe.yaml")
+    os.mkfifo(pipe)
+    arguments = ["backbone=pipe", "run=false"] if where == "backbone" else ["-cn", "pipe", "backbone=resnet18"]
+    before = folder_state(workdir)
+    code, errors, _ = run_app("featx", ["--config-dir", str(mine), *arguments], workdir)
+    assert (code, _message(code, errors)) == (
+        1,
+        f"featx: error: {pipe} is not a regular file (a device, fifo or socket), not a spec file",
+    )
+    assert folder_state(workdir) == before
+
+
+_CALLBACK_REFUSED = (
+    "featx's callback hydra.callbacks.output_folders checks the run folders before Hydra writes there (it refuses to "
+    "replace a file of yours): it is not removed or changed; add a callback of yours beside it "
+    "(+hydra.callbacks.NAME={_target_: ...})"
+)
+
+
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "~hydra.callbacks.output_folders",
+        "hydra.callbacks.output_folders=null",
+        "~hydra.callbacks.output_folders._target_",
+        "hydra.callbacks.output_folders._target_=builtins.dict",
+        "++hydra.callbacks.output_folders.app=x",
+        "hydra.callbacks={output_folders:null}",
+        "~hydra.callbacks",
+        "hydra={callbacks:{output_folders:null}}",
+        "+hydra=mine",  # a file of the user's placed at hydra (or below hydra.callbacks), which featx does not read
+        "+hydra/callbacks=mine",
+        "+mine@hydra.callbacks.output_folders=x",
+    ],
+)
+def test_featxs_run_folder_callback_cannot_be_removed(workdir, argument):
+    """Without its callback, a run replaced the user's .hydra/config.yaml with exit status 0."""
+    record = workdir / "run" / ".hydra" / "config.yaml"
+    record.parent.mkdir(parents=True)
+    record.write_text("lr: 0.1  # the user's training run\n")
+    arguments = [argument, "backbone=resnet18", "run=false", "hydra.run.dir=run"]
+    code, errors, _ = run_app("featx", arguments, workdir, run_dirs=False)
+    assert (code, _message(code, errors)) == (1, f"featx: error: {argument}: {_CALLBACK_REFUSED}")
+    assert record.read_text() == "lr: 0.1  # the user's training run\n"
+
+
+@pytest.mark.parametrize(
+    "hydra_node",
+    ["{callbacks: {output_folders: null}}", "{callbacks: null}", "{callbacks: {output_folders: {app: x}}}"],
+)
+def test_featxs_run_folder_callback_cannot_be_removed_by_a_users_primary_config(workdir, hydra_node):
+    mine = workdir / "mine"
+    mine.mkdir()
+    (mine / "base.yaml").write_text(f"defaults: [config, _self_]\nhydra: {hydra_node}\n")
+    (mine / "mine.yaml").write_text("defaults: [base, _self_]\n")
+    record = workdir / "run" / ".hydra" / "config.yaml"
+    record.parent.mkdir(parents=True)
+    record.write_text("lr: 0.1\n")
+    arguments = ["-cd", str(mine), "-cn", "mine", "backbone=resnet18", "run=false", "hydra.run.dir=run"]
+    code, errors, _ = run_app("featx", arguments, workdir, run_dirs=False)
+    assert (code, _message(code, errors)) == (1, f"featx: error: {mine / 'base.yaml'}: {_CALLBACK_REFUSED}")
+    assert record.read_text() == "lr: 0.1\n"
+
+
+def test_a_callback_of_the_users_beside_featxs_runs(workdir):
+    callback = "+hydra.callbacks.mine={_target_:hydra.experimental.callback.Callback}"
+    code, errors, output = run_app("featx", [callback, "backbone=resnet18", "run=false"], workdir)
+    assert code == 0 and "resnet18" in output, errors
+
+
+_LOG_FILE_REFUSED = (
+    "Hydra opens hydra.hydra_logging's log files as it composes, before featx can check where they lie: it takes "
+    "no handler with a filename (nor an interpolation, which may give one) and hydra/hydra_logging= takes default, "
+    "disabled or none; a log file of the run goes in hydra.job_logging"
+)
+
+
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "+hydra.hydra_logging.handlers.f={class:logging.FileHandler,filename:LOG,mode:w}",
+        "hydra.hydra_logging.handlers.console.filename=LOG",
+        "hydra={hydra_logging:{handlers:{f:{class:logging.FileHandler,filename:LOG,mode:w}}}}",
+        "hydra.hydra_logging=${hydra.job_logging}",
+        "hydra/hydra_logging=hydra_debug",
+        "hydra/hydra_logging=mine",
+        "hydra/job_logging@hydra.hydra_logging=default",
+        "hydra/hydra_logging=glob(*)",
+    ],
+)
+def test_a_log_file_of_hydras_own_logging_is_refused_before_hydra_opens_it(workdir, argument):
+    """Hydra opens hydra.hydra_logging's handlers as it composes, before featx's callback checks them: a file
+    handler emptied the user's file, with exit status 0 (or the callback's refusal after)."""
+    log = workdir / "keep.txt"
+    log.write_text("the user's notes\n")
+    mine = workdir / "mine"
+    (mine / "hydra" / "hydra_logging").mkdir(parents=True)
+    (mine / "hydra" / "hydra_logging" / "mine.yaml").write_text(
+        f"version: 1\nhandlers: {{f: {{class: logging.FileHandler, filename: {log}, mode: w}}}}\n"
+        "root: {handlers: [f]}\n"
+    )
+    argument = argument.replace("LOG", str(log))
+    code, errors, _ = run_app("featx", ["-cd", str(mine), argument, "backbone=resnet18", "run=false"], workdir, True)
+    assert (code, _message(code, errors)) == (1, f"featx: error: {shortened(argument)}: {_LOG_FILE_REFUSED}")
+    assert log.read_text() == "the user's notes\n"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "defaults: [config, _self_]\nhydra: {hydra_logging: {handlers: {f: {class: logging.FileHandler, "
+        "filename: LOG, mode: w}}, root: {handlers: [f]}}}\n",
+        "defaults: [config, {override hydra/hydra_logging: mine}, _self_]\n",
+        "defaults: [config, {/hydra/job_logging@hydra.hydra_logging: default}, _self_]\n",
+    ],
+    ids=["handler", "choice", "package"],
+)
+def test_a_log_file_of_hydras_own_logging_in_a_users_primary_config_is_refused(workdir, content):
+    log = workdir / "keep.txt"
+    log.write_text("the user's notes\n")
+    mine = workdir / "mine"
+    (mine / "hydra" / "hydra_logging").mkdir(parents=True)
+    (mine / "hydra" / "hydra_logging" / "mine.yaml").write_text(
+        f"version: 1\nhandlers: {{f: {{class: logging.FileHandler, filename: {log}, mode: w}}}}\n"
+    )
+    (mine / "my.yaml").write_text(content.replace("LOG", str(log)))
+    code, errors, _ = run_app("featx", ["-cd", str(mine), "-cn", "my", "backbone=resnet18", "run=false"], workdir, True)
+    assert (code, _message(code, errors)) == (1, f"featx: error: {mine / 'my.yaml'}: {_LOG_FILE_REFUSED}")
+    assert log.read_text() == "the user's notes\n"
+
+
+@pytest.mark.parametrize("choice", ["default", "disabled", "none"])
+def test_hydras_own_logging_choices_run(workdir, choice):
+    code, errors, output = run_app(
+        "featx", [f"hydra/hydra_logging={choice}", "backbone=resnet18", "run=false"], workdir, True
+    )
+    assert code == 0 and "resnet18" in output, errors
+
+
+def test_a_log_file_of_hydras_own_logging_in_a_config_files_sweep_is_refused(workdir):
+    mine = workdir / "mine"
+    (mine / "hydra" / "hydra_logging").mkdir(parents=True)
+    (mine / "hydra" / "hydra_logging" / "mine.yaml").write_text("version: 1\n")
+    (mine / "sweep.yaml").write_text(
+        "defaults: [config, _self_]\nhydra: {sweeper: {params: {hydra/hydra_logging: mine}}}\n"
+    )
+    code, errors, _ = run_app("featx", ["-cd", str(mine), "-cn", "sweep", "-m", "backbone=resnet18"], workdir, True)
+    assert _message(code, errors) == (
+        f"featx: error: {mine / 'sweep.yaml'}: hydra.sweeper.params: hydra/hydra_logging=mine: {_LOG_FILE_REFUSED}"
+    )

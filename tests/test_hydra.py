@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -521,11 +522,17 @@ def test_a_log_file_outside_the_run_folder_or_through_a_link_is_refused(workdirs
 
 
 def test_a_hydra_logging_file_outside_the_run_folder_is_refused(workdirs):
-    """Hydra's own logging (hydra_logging) is checked as the job's is: its handler names the key."""
+    """Hydra's own logging (hydra_logging) set by a group file of the user's with a ``_global_`` package (which
+    featx does not read before Hydra composes) is checked as the job's is: its handler names the key."""
     cwd, tmp = workdirs
     _elsewhere(cwd)
-    handler = f"+hydra.hydra_logging.handlers.extra={{class:logging.FileHandler,filename:{cwd}/elsewhere/h.log}}"
-    result = _run_app([handler, "backbone=resnet18", "run=false", "hydra.run.dir=run"], cwd, tmp)
+    (cwd / "cd" / "mygroup").mkdir(parents=True)
+    (cwd / "cd" / "mygroup" / "x.yaml").write_text(
+        "# @package _global_\nhydra:\n  hydra_logging:\n    handlers:\n      extra: {class: logging.FileHandler, "
+        f"filename: {cwd}/elsewhere/h.log}}\n"
+    )
+    arguments = ["--config-dir", str(cwd / "cd"), "+mygroup=x", "backbone=resnet18", "run=false", "hydra.run.dir=run"]
+    result = _run_app(arguments, cwd, tmp)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("featx: error: hydra.hydra_logging.handlers.extra.filename: "), result.stderr
 
@@ -641,3 +648,151 @@ def test_a_sweeper_whose_jobs_featx_cannot_list_is_refused(workdirs):
         "check each job's folder before Hydra writes in it; leave hydra/sweeper at basic\n",
     )
     assert not (cwd / "sweep").exists()
+
+
+def test_a_launcher_hydra_cannot_load_is_one_error_line_naming_it(workdirs):
+    """Hydra refuses a launcher outside its plugins with a RuntimeError, which was a traceback."""
+    cwd, tmp = workdirs
+    launcher = "hydra.launcher._target_=collections.OrderedDict"
+    result = _run_app(["-m", "backbone=resnet18", "run=false", "hydra.sweep.dir=sweep", launcher], cwd, tmp)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "featx: error: RuntimeError: Invalid plugin 'collections.OrderedDict': not the hydra_plugins package, raised "
+        f"by Hydra's own code given the Hydra settings hydra.sweep.dir=sweep {launcher} (HYDRA_FULL_ERROR=1 shows "
+        "where)\n",
+    )
+    assert not (cwd / "sweep").exists()
+
+
+#: the featx app (``python -c DROPPED_INTERRUPT MODE MODULE ARGUMENTS``) sent a Ctrl-C as it first imports MODULE:
+#: MODE "raised" lets the KeyboardInterrupt go (numpy: torch's C code, importing it, drops it); "dropped" drops it, as
+#: torch does, and the import goes on; "import-error" drops it and fails the import, as numpy's did once ("cannot
+#: load module more than once per process")
+DROPPED_INTERRUPT = """
+import importlib.abc, signal, sys
+
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == module and not sent:
+            sent.append(name)
+            print("SIGINT as", name, "is imported", file=sys.stderr)
+            if mode == "raised":
+                signal.raise_signal(signal.SIGINT)
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                if mode == "import-error":
+                    raise ImportError("cannot load module more than once per process") from None
+        return None
+
+mode, module, sent = sys.argv.pop(1), sys.argv.pop(1), []
+sys.argv[0] = "featx"
+sys.meta_path.insert(0, Interrupt())
+from featx.cli.main import main
+main()
+"""
+
+
+def _run_interrupted(mode, module, arguments, cwd, tmp, sigint=signal.SIG_DFL):
+    """The featx app run as :data:`DROPPED_INTERRUPT` says, SIGINT's disposition at its start ``sigint``."""
+    return subprocess.run(
+        [sys.executable, "-c", DROPPED_INTERRUPT, mode, module, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "TMPDIR": str(tmp), "HYDRA_FULL_ERROR": "0"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
+        timeout=300,
+    )
+
+
+SWEEP = ["-m", "backbone=resnet18,resnet34", "hydra.sweep.dir=sweep"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "module", "arguments", "tables"),
+    [
+        ("raised", "numpy", SWEEP, [0, 1]),  # torch's import: 1 where torch drops it
+        ("dropped", "featx.cli.report", SWEEP, [1]),  # the job it came in ends
+        ("dropped", "featx.cli.report", ["backbone=resnet18"], [1]),
+        ("import-error", "featx.cli.report", ["backbone=resnet18"], [0]),  # in the job
+        ("import-error", "hydra._internal.logging_config", ["backbone=resnet18"], [0]),  # in Hydra's, before it
+    ],
+)
+def test_a_ctrl_c_whose_keyboard_interrupt_was_dropped_still_ends_the_app(workdirs, mode, module, arguments, tables):
+    """A Ctrl-C in the first second lands in torch's import, whose C code drops the KeyboardInterrupt: the app ran
+    on to its end (status 0, every table of a sweep printed), or ended in numpy's ImportError traceback."""
+    cwd, tmp = workdirs
+    result = _run_interrupted(mode, module, [*arguments, "run=false"], cwd, tmp)
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"SIGINT as {module} is imported", result.stderr[-2000:]
+    assert (result.returncode, lines[1:]) == (130, ["featx: interrupted"]), result.stderr[-2000:]
+    assert result.stdout.count("\nfeatx backbone=") + result.stdout.startswith("featx backbone=") in tables
+
+
+def test_an_app_started_with_ctrl_c_ignored_leaves_it_ignored(workdirs):
+    """A command a script runs in the background (``featx ... &``) starts with SIGINT ignored: a Ctrl-C meant for
+    the terminal's foreground job does not stop it."""
+    cwd, tmp = workdirs
+    result = _run_interrupted(
+        "dropped", "featx.cli.report", ["backbone=resnet18", "run=false"], cwd, tmp, signal.SIG_IGN
+    )
+    assert (result.returncode, result.stderr) == (0, "SIGINT as featx.cli.report is imported\n"), result.stderr[-2000:]
+    assert result.stdout.startswith("featx backbone=resnet18 (resnet18)")
+
+
+def _completions(line: str, cwd: Path, tmp: Path) -> subprocess.CompletedProcess:
+    """What the featx app's bash completion (``featx -sc query=bash``) offers for the command line ``line``."""
+    env = {**os.environ, "TMPDIR": str(tmp), "COMP_LINE": line, "COMP_POINT": str(len(line))}
+    return run_in_process("featx", ["-sc", "query=bash"], cwd, env)
+
+
+def test_completion_reads_the_config_folder_and_name_of_the_line_being_completed(workdirs):
+    """The completion read --config-dir and --config-name from its own call (`featx -sc query=bash`, none), not from
+    the line: a backbone of the user's folder was refused, and nothing was offered."""
+    cwd, tmp = workdirs
+    (cwd / "mine" / "backbone").mkdir(parents=True)
+    (cwd / "mine" / "backbone" / "cl.yaml").write_text(
+        "defaults: [/featx/backbone_schema@_here_, _self_]\nmodel: resnet18\nchannels_last: true\n"
+    )
+    (cwd / "mine" / "small.yaml").write_text("defaults: [config, _self_]\ninput: {height: 32}\n")
+    offered = {
+        line: _completions(line, cwd, tmp).stdout.split()
+        for line in [
+            "featx --config-dir mine backbone=cl backbone.ch",
+            "featx -cd mine backbone=cl",
+            "featx --config-dir mine --config-name small backbone=resnet18 input.height=",
+            "featx backbone=resnet18 input.height=",
+        ]
+    }
+    assert list(offered.values()) == [
+        ["backbone.channels_last="],
+        ["backbone=cl"],
+        ["input.height=32"],
+        [],  # featx's config: null
+    ]
+    for line in [
+        "featx --config-dir absent backbone=resnet18 backbone.ch",  # a folder that is not there
+        "featx --config-dir mine --config-name ../mine/small backbone.ch",  # a config name that is a path
+        "featx --config-path mine backbone.ch",  # refused by the app
+    ]:
+        done = _completions(line, cwd, tmp)
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", ""), (line, done.stdout, done.stderr[-2000:])
+
+
+@pytest.mark.parametrize("word", ["backbone=../", "backbone=/", "backbone=./", "+hydra/launcher=/e", "backbone=~/"])
+def test_completion_offers_no_files_for_a_config_group_choice(workdirs, word):
+    """Hydra completes a choice that starts like a path with the files of that folder: /tmp's contents were offered
+    for `backbone=../`, outside the config roots (a group's options are names in them)."""
+    cwd, tmp = workdirs
+    (cwd / "afile.yaml").write_text("model: resnet18\n")
+    done = _completions(f"featx run=false {word}", cwd, tmp)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", ""), (done.stdout, done.stderr[-2000:])
+
+
+def test_completion_still_offers_files_for_a_path_value(workdirs):
+    cwd, tmp = workdirs
+    (cwd / "photos").mkdir()
+    done = _completions("featx hydra.run.dir=./pho", cwd, tmp)
+    assert (done.returncode, done.stdout.split()) == (0, ["hydra.run.dir=./photos"]), done.stderr[-2000:]

@@ -2,6 +2,9 @@
 
 - Before Hydra composes anything, a config group choice that leaves the config roots (``backbone=../../x`` or an
   absolute path) is refused, and an unknown ``backbone=`` choice is answered with the close names.
+- Before Hydra composes, an override (or a file of the user's primary config) that removes or changes featx's
+  callback ``hydra.callbacks.output_folders`` (the run folders' checks), or gives ``hydra.hydra_logging`` a log
+  file (Hydra opens it as it composes), is refused; so are ``~`` of a list's item and a mapping giving a key twice.
 - Before Hydra composes, a plain override of a key the app's schema lacks (``input.heigth=300``) or of a value its
   type cannot hold (``run=maybe``) is one featx error line (Hydra's own spans lines and suggests the ``+`` form).
 - A key the app's schema lacks (``+input.heigth=300``, which Hydra would add and the app ignore) is refused, and
@@ -48,15 +51,19 @@ import io
 import itertools
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
 import typing
 from pathlib import Path, PurePosixPath
+from types import FrameType
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import hydra
 import yaml
 from hydra._internal.utils import get_args, get_args_parser
+from hydra.conf import HydraConf
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -97,8 +104,8 @@ from featx.spec.config_files import backbone_names
 from featx.spec.keys import suggest
 from featx.spec.limits import MAX_SPEC_BYTES, quoted, shortened
 from featx.spec.load import check_spec_values, is_true_or_false, refuse_resolvers
-from featx.spec.overrides import not_in_grammar
-from featx.spec.schema import FpnSpec, StageSpec, TokenSpec
+from featx.spec.overrides import deletes_list_item, duplicated_key, not_in_grammar
+from featx.spec.schema import BackboneSpec, FpnSpec, StageSpec, TokenSpec
 from featx.spec.yaml_file import read_spec_file, yaml_problem
 from featx.version import __version__
 
@@ -308,7 +315,7 @@ def _read_users_config(app: str, path: Path) -> Dict[str, Any]:
     except SpecError as error:
         if _holds_nothing(path):
             return {}
-        fail(app, f"{path}: {error.message}")
+        fail(app, f"{path}: {error.message}" if error.origin is not None else error.message)  # a fifo's names it
 
 
 def check_sweeper_file(
@@ -337,8 +344,12 @@ def check_sweeper_file(
             (override,) = OverridesParser.create().parse_overrides([argument])
         except (HydraException, ValueError, RecursionError) as error:
             fail(app, f"{path}: {SWEEPER_PARAMS}: {not_in_grammar(argument, error)}")
+        duplicate = duplicated_key(argument)
+        if duplicate is not None:
+            fail(app, f"{path}: {SWEEPER_PARAMS}: {duplicate}")
         if override.get_key_element() not in given:
             swept.append((argument, override))
+    check_hydra_settings(app, swept, where=f"{path}: {SWEEPER_PARAMS}: ")
     check_choices(app, swept, True, where=f"{path}: {SWEEPER_PARAMS}: ")
     check_plain_keys(app, swept, schema, where=f"{path}: {SWEEPER_PARAMS}: ")
     check_user_backbone_files(app, swept, folders, schema)
@@ -357,8 +368,10 @@ def check_file_values(
     (:func:`_problem_with`): a flag (``run``, ``extract.overwrite``, a ``backbone:`` node's ``channels_last``) holds
     true or false, where OmegaConf takes ``2``, ``yes`` or ``on`` as true as Hydra composes (``extract.overwrite: 2``
     replaced a folder of features); a key the app lacks, or a value its type cannot hold, is named with the file,
-    and so is what featx's reader refuses (:func:`_read_users_config`). A file's ``hydra.sweeper`` is
-    :func:`check_sweeper_file`'s (``overrides``: the command line's). What else is wrong with a file Hydra names."""
+    and so is what featx's reader refuses (:func:`_read_users_config`), and a ``hydra`` node or defaults entry that
+    removes featx's callback or gives Hydra's own logging a file (:func:`_hydra_file_problem`). A file's
+    ``hydra.sweeper`` is :func:`check_sweeper_file`'s (``overrides``: the command line's). What else is wrong with a
+    file Hydra names."""
     queue: List[Tuple[Path, str]] = [(path, "") for path in files]  # (file, its group)
     read: List[Path] = []
     while queue:
@@ -369,6 +382,9 @@ def check_file_values(
             fail(app, f"{path}: the defaults lists of your config files bring in more than {_MAX_DEFAULTS_FILES} files")
         read.append(path)
         content = _read_users_config(app, path)
+        problem = _hydra_file_problem(content, group)
+        if problem is not None:
+            fail(app, f"{path}: {problem}")
         for name, _ in _defaults_entries(content, group):
             found = _users_config(folders, name)
             if found is not None and name.split("/")[0] not in ("backbone", "hydra"):
@@ -392,8 +408,14 @@ def check_file_values(
 
 
 def _users_config(folders: Sequence[Path], name: str) -> Optional[Path]:
-    """The first ``<name>.yaml`` in the user's config folders, or None."""
-    return next((folder / f"{name}.yaml" for folder in folders if (folder / f"{name}.yaml").is_file()), None)
+    """The first ``<name>.yaml`` in the user's config folders (:func:`_is_config_file`), or None."""
+    return next((folder / f"{name}.yaml" for folder in folders if _is_config_file(folder / f"{name}.yaml")), None)
+
+
+def _is_config_file(path: Path) -> bool:
+    """Whether a config file of the user's is at ``path``: a file, or something else but a folder (a fifo, a device)
+    in its place, which Hydra passes over ("Could not find") and featx's reader names without opening it."""
+    return path.exists() and not path.is_dir()
 
 
 def check_package(app: str, flags: argparse.Namespace, schema: type) -> None:
@@ -414,9 +436,20 @@ def check_package(app: str, flags: argparse.Namespace, schema: type) -> None:
 
 
 def parsed_overrides(app: str, arguments: Sequence[str]) -> List[Tuple[str, Override]]:
-    """Each override of the command line (flags left out) with its parse by Hydra's grammar."""
-    overrides = [argument for argument in arguments if not argument.startswith("-") and "=" in argument]
-    return [(argument, _parsed(app, argument)) for argument in overrides]
+    """Each override of the command line with its parse by Hydra's grammar: the ``key=value`` ones, and each ``~key``
+    one the grammar reads (a flag's value such as ``-cd '~/x'`` is none); flags left out. One whose mapping gives a
+    key twice is refused (:func:`~featx.spec.overrides.duplicated_key`): Hydra's parser keeps the last value."""
+    parsed = []
+    for argument in arguments:
+        if not argument.startswith("-") and "=" in argument:
+            parsed.append((argument, _parsed(app, argument)))
+            duplicate = duplicated_key(_as_typed(argument))
+            if duplicate is not None:
+                fail(app, duplicate)
+        elif argument.startswith("~"):
+            with contextlib.suppress(HydraException, ValueError, RecursionError):
+                parsed.append((argument, OverridesParser.create().parse_overrides([argument])[0]))
+    return parsed
 
 
 def check_choices(app: str, overrides: Sequence[Tuple[str, Override]], custom_roots: bool, where: str = "") -> None:
@@ -501,9 +534,12 @@ def check_user_backbone_files(
             )
         read.append(config)
         for path in (folder / f"{config}.yaml" for folder in folders):
-            if path.is_file():
+            if _is_config_file(path):
                 try:
                     content = read_spec_file(path)
+                except SpecError as error:  # one without origin names the file itself: a fifo in its place
+                    fail(app, str(error) if error.origin is not None else error.message)
+                try:
                     refuse_resolvers(content)
                     if config.startswith("backbone/"):  # OmegaConf would take channels_last: 2 as true
                         check_spec_values(content)
@@ -602,7 +638,7 @@ def _values(override: Override) -> List[object]:
         return [override.value()]
     try:
         values = list(itertools.islice(override.sweep_iterator(), MAX_CHECKED_VALUES))
-    except (HydraException, ValueError, TypeError):
+    except (HydraException, ValueError, TypeError, ArithmeticError):  # ArithmeticError: range(1,nan)
         return []
     return [value.text if isinstance(value, QuotedString) else value for value in values]
 
@@ -621,6 +657,138 @@ def check_plain_keys(app: str, overrides: Sequence[Tuple[str, Override]], schema
         problem = _problem_with(key, schema, _values(override))
         if problem is not None:
             fail(app, f"{where}{problem}")
+
+
+def _unwrapped(hint: Any) -> Any:
+    """``X`` for the type hint ``Optional[X]``, else ``hint``."""
+    options = [option for option in typing.get_args(hint) if option is not type(None)]
+    return options[0] if typing.get_origin(hint) is typing.Union and len(options) == 1 else hint
+
+
+def _list_of(key: str, schema: type) -> Optional[str]:
+    """The list of which ``key`` is an item (``backbone.stages.c2.modules`` for ``backbone.stages.c2.modules.0``), by
+    the types of ``schema`` (an app's config dataclass; its backbone node typed by the spec's schema) and of Hydra's
+    config, or None (not a list's item, or below a node they do not type)."""
+    *parents, _ = key.split(".")
+    hint: Any = schema
+    for depth, part in enumerate(parents):
+        hint = _unwrapped(hint)
+        if dataclasses.is_dataclass(hint):
+            roots = {"backbone": BackboneSpec, "hydra": HydraConf} if depth == 0 else {}
+            hints = {**typing.get_type_hints(hint), **roots}
+            hint = _NULLABLE_SCHEMAS.get(".".join(parents[: depth + 1]), hints.get(part))
+        elif typing.get_origin(hint) is dict:
+            hint = typing.get_args(hint)[1]
+        else:
+            return None
+    return ".".join(parents) if parents and typing.get_origin(_unwrapped(hint)) is list else None
+
+
+def check_deleted_keys(app: str, overrides: Sequence[Tuple[str, Override]], schema: type) -> None:
+    """Refuse a ``~key`` override whose key is an item of a list (``~backbone.stages.c2.modules.0``): OmegaConf's
+    ``del`` raised a bare TypeError as Hydra composed. The message is featx.build's for the same override."""
+    for argument, override in overrides:
+        listed = _list_of(override.key_or_group, schema) if override.is_delete() else None
+        if listed is not None:
+            fail(app, f"{override.key_or_group}: {deletes_list_item(argument, listed)}")
+
+
+#: featx's Hydra callback that checks the run folders before Hydra writes there (the apps' configs register it)
+FEATX_CALLBACK = "hydra.callbacks.output_folders"
+#: Hydra's logging of its own, which Hydra configures (opening its log files) as it composes, before any callback
+HYDRA_LOGGING = "hydra.hydra_logging"
+#: Hydra's own ``hydra/hydra_logging`` options that open no file (``hydra_debug`` writes one in the working directory)
+HYDRA_LOGGING_CHOICES = ("default", "disabled", "none")
+_CALLBACK_REFUSED = (
+    f"featx's callback {FEATX_CALLBACK} checks the run folders before Hydra writes there (it refuses to replace a "
+    "file of yours): it is not removed or changed; add a callback of yours beside it "
+    "(+hydra.callbacks.NAME={_target_: ...})"
+)
+_LOG_FILE_REFUSED = (
+    f"Hydra opens {HYDRA_LOGGING}'s log files as it composes, before featx can check where they lie: it takes no "
+    "handler with a filename (nor an interpolation, which may give one) and hydra/hydra_logging= takes "
+    f"{', '.join(HYDRA_LOGGING_CHOICES[:-1])} or {HYDRA_LOGGING_CHOICES[-1]}; a log file of the run goes in "
+    "hydra.job_logging"
+)
+
+
+def _below(key: str, node: str) -> bool:
+    """Whether ``key`` is the config node ``node`` or a key below it."""
+    return key == node or key.startswith(node + ".")
+
+
+def _hydra_node_problem(key: str, value: object, deleting: bool = False) -> Optional[str]:
+    """Why setting the config node ``key`` to ``value`` (a mapping is merged in: each key it gives is set), or
+    deleting it, is refused before Hydra composes, or None: it removes or changes featx's callback
+    (:data:`FEATX_CALLBACK`), or gives Hydra's own logging (:data:`HYDRA_LOGGING`) a file or an interpolation (which
+    may give one): Hydra opens that file as it composes, before the callback could check where it lies."""
+    nodes: List[Tuple[str, object]] = [(key, value)]
+    while nodes:
+        name, below = nodes.pop()
+        replaced = name == "hydra" and (deleting or not isinstance(below, (Mapping, type(None))))  # null: Hydra's
+        if replaced or name == "hydra.callbacks" or _below(name, FEATX_CALLBACK):
+            return _CALLBACK_REFUSED
+        if deleting:
+            return None
+        interpolated = isinstance(below, str) and "${" in below
+        if _below(name, HYDRA_LOGGING) and (name.rpartition(".")[2] == "filename" or interpolated):
+            return _LOG_FILE_REFUSED
+        if isinstance(below, Mapping):
+            nodes += [(f"{name}.{sub}", item) for sub, item in below.items()]
+    return None
+
+
+def _hydra_group_problem(group: str, package: Optional[str], choices: Sequence[str]) -> Optional[str]:
+    """Why choosing ``choices`` of the config group ``group`` (placed at ``package``, else at the group's own node) is
+    refused before Hydra composes, or None: a ``hydra/hydra_logging`` choice other than
+    :data:`HYDRA_LOGGING_CHOICES`, or a file placed at Hydra's logging or at ``hydra.callbacks`` (featx does not read
+    it before Hydra composes; :func:`_hydra_node_problem`)."""
+    target = (group.replace("/", ".") if package is None else package).removeprefix("_global_.")
+    if group == "hydra/hydra_logging" and package is None:
+        return None if all(choice in HYDRA_LOGGING_CHOICES for choice in choices) else _LOG_FILE_REFUSED
+    if _below(target, HYDRA_LOGGING):
+        return _LOG_FILE_REFUSED
+    return _CALLBACK_REFUSED if target == "hydra" or _below(target, "hydra.callbacks") else None
+
+
+def check_hydra_settings(app: str, overrides: Sequence[Tuple[str, Override]], where: str = "") -> None:
+    """Refuse, before Hydra composes, an override that removes or changes featx's callback (``~``, ``+``, ``++`` or
+    plain) or gives Hydra's own logging a file (:func:`_hydra_node_problem`, :func:`_hydra_group_problem`); a callback
+    of the user's beside featx's is taken. ``where`` comes before each message (the file that gives the overrides)."""
+    for argument, override in overrides:
+        key = override.key_or_group
+        if "/" in key or override.package is not None:  # a config group: hydra/hydra_logging=disabled
+            glob = isinstance(override.value(), Glob)  # its names unlisted: taken as a name of none of the choices
+            problem = _hydra_group_problem(key, override.package, ["glob()"] if glob else _choice_values(override))
+        else:  # a key: the values of one of Hydra's config are listed (an app's key is judged by its name alone)
+            values = [] if override.is_delete() or not _below(key, "hydra") else _values(override)
+            problems = (_hydra_node_problem(key, value, override.is_delete()) for value in values or [None])
+            problem = next((problem for problem in problems if problem is not None), None)
+        if problem is not None:
+            fail(app, f"{where}{shortened(argument)}: {problem}")
+
+
+def _hydra_file_problem(content: Dict[str, Any], group: str) -> Optional[str]:
+    """Why the user's config file ``content`` (of the config group ``group``) is refused before Hydra composes, or
+    None: the ``hydra`` node of a file at the root, or a file its defaults list brings in (by its group, or placed by
+    a package: ``- /hydra/job_logging@hydra.hydra_logging: default``), removes or changes featx's callback or gives
+    Hydra's own logging a file (:func:`_hydra_node_problem`, :func:`_hydra_group_problem`)."""
+    if not group and "hydra" in content:
+        problem = _hydra_node_problem("hydra", content["hydra"])
+        if problem is not None:
+            return problem
+    for name, _ in _defaults_entries(content, group):
+        problem = _hydra_group_problem(name.rpartition("/")[0], None, [name.rpartition("/")[2]])
+        if problem is not None:
+            return problem
+    defaults = content.get("defaults")
+    for entry in defaults if isinstance(defaults, list) else []:
+        for text in entry if isinstance(entry, dict) else [entry]:
+            package = str(text).partition("@")[2] if "@" in str(text) else None
+            problem = None if package is None else _hydra_group_problem("", package, [])
+            if problem is not None:
+                return problem
+    return None
 
 
 def _in_sweep() -> bool:
@@ -738,13 +906,17 @@ def app_task(
             _check_values(cfg, schema)
             _check_keys(cfg, schema)
             _refuse_shadowed_backbone()
-            return task(cfg)
+            try:
+                return task(cfg)
+            except Exception:  # Hydra would report it (and go on with a sweep): one that came of a dropped Ctrl-C
+                _stop_if_interrupted()  # (numpy's ImportError, imported again) is no error of the job's
+                raise
 
         @functools.wraps(task)
         def run(cfg: DictConfig) -> Optional[Result]:
             if not _in_sweep():
                 with reported_errors(app):
-                    return checked(cfg)
+                    return checked(cfg)  # run_app looks for a dropped Ctrl-C when the app ends
             job = HydraConfig.get().job
             _jobs_run.append(job.num)
             if reader_went_away():  # quietly, as a single run ends: the reader asked for no more
@@ -758,8 +930,9 @@ def app_task(
                 return None
             try:
                 with reported_errors(app):
-                    return checked(cfg)
+                    result = checked(cfg)
             except SystemExit as stop:
+                _stop_if_interrupted()  # the job's error may come of the Ctrl-C: the sweep ends, with no job failed
                 if reader_went_away():  # this job's reader went away as it wrote
                     _jobs_unread.append(job.num)
                     return None
@@ -768,6 +941,8 @@ def app_task(
                 print(f"{app}: job #{job.num} ({overrides}) failed: {reason}", file=sys.stderr, flush=True)
                 _failed_jobs.append(f"#{job.num} ({overrides})")
                 return None
+            _stop_if_interrupted()  # the sweep's later jobs are not run
+            return result
 
         return run
 
@@ -801,11 +976,14 @@ def _job_overrides() -> str:
     shown = []
     for argument in HydraConfig.get().overrides.task:
         key = argument.lstrip("+~").split("=", 1)[0]
-        argument = typed.get(key, argument)
-        shown.append(
-            argument[2:] if argument.startswith("++") and argument[2:].startswith(_NULLABLE_NODES) else argument
-        )
+        shown.append(_as_typed(typed.get(key, argument)))
     return " ".join(shown)
+
+
+def _as_typed(argument: str) -> str:
+    """The override ``argument`` as typed: without the ``++`` :func:`plain_nested_overrides` puts before a key below
+    a nullable node."""
+    return argument[2:] if argument.startswith("++") and argument[2:].startswith(_NULLABLE_NODES) else argument
 
 
 def plain_nested_overrides(arguments: Sequence[str]) -> List[str]:
@@ -913,20 +1091,39 @@ def check_completion_command(app: str, commands: Sequence[str]) -> None:
         fail(app, f"--shell-completion {commands[0]} is what the installed completion runs (it sets COMP_LINE)")
 
 
-def check_completed_line(app: str, flags: argparse.Namespace, schema: type) -> None:
-    """For ``-sc query=SHELL``: the words of the line being completed (``COMP_LINE``, read as Hydra's completion
-    reads it, the word being typed left out) pass the checks of a command line, else nothing is offered (exit 1,
-    nothing printed over the user's prompt). Hydra composes the config from those words and prints values from it:
-    a file outside the config roots, a resolver in a user's file or an alias bomb would be read unchecked."""
+#: the options of a command line that say which configs Hydra reads
+_LOADER_OPTIONS = ("config_dir", "config_name")
+
+
+def check_completed_line(app: str, flags: argparse.Namespace, schema: type) -> List[str]:
+    """For ``-sc query=SHELL``: the line being completed (``COMP_LINE``, read as Hydra's completion reads it) passes
+    the checks of a command line, its options (``--config-dir``, ``--config-name``; where it gives none, the
+    ``flags`` of the ``-sc`` call's own) and its words but the one being typed, else nothing is offered (exit 1,
+    nothing printed over the user's prompt). Hydra composes the config from those words and prints values from it: a
+    file outside the config roots, a resolver in a user's file or an alias bomb would be read unchecked. Nor is
+    anything offered for a config group choice typed as a path (``backbone=../``, ``backbone=/``), whose folder's
+    files Hydra would list: a group's options are names in the config roots. Returns the line's options for the
+    ``-sc`` call's command line (Hydra's completion composes with the options of its own call)."""
     try:
         line = CompletionPlugin.strip_python_or_app_name(os.environ["COMP_LINE"])
         with contextlib.redirect_stderr(io.StringIO()):
-            words = get_args(line.split()).overrides
-            if line and not line.endswith(" "):
-                words = words[:-1]
-            check_command_line(app, flags, words, schema)
+            completed = get_args(line.split())
+            words = completed.overrides
+            if line and not line.endswith(" ") and words:
+                key, equals, choice = words.pop().lstrip("+~").partition("=")
+                if equals and "." not in key and (_escapes(choice) or choice.startswith(".")):
+                    raise SystemExit(1)
+            for name in _LOADER_OPTIONS:
+                if getattr(completed, name) is None:
+                    setattr(completed, name, getattr(flags, name))
+            if completed.config_dir is not None and not Path(completed.config_dir).is_dir():
+                raise SystemExit(1)  # Hydra's error, over the prompt
+            check_flags(app, completed, [])
+            check_command_line(app, completed, words, schema)
     except (SystemExit, RuntimeError):  # a featx refusal; argparse's or Hydra's failure to read the line
         raise SystemExit(1) from None
+    given = {name: getattr(completed, name) for name in _LOADER_OPTIONS}
+    return [f"--{name.replace('_', '-')}={value}" for name, value in given.items() if value is not None]
 
 
 def _hydras(argument: str) -> bool:
@@ -962,6 +1159,8 @@ def check_command_line(app: str, flags: argparse.Namespace, given: Sequence[str]
     overrides = parsed_overrides(app, given)
     check_sweeper_params(app, overrides)
     check_sweep_size(app, overrides, functools.partial(group_options, folders=config_dirs(flags, overrides)))
+    check_hydra_settings(app, overrides)
+    check_deleted_keys(app, overrides, schema)
     custom_roots = flags.config_dir is not None
     searchpath = any(override.key_or_group == "hydra.searchpath" for _, override in overrides)
     check_choices(app, overrides, custom_roots or searchpath)
@@ -995,17 +1194,54 @@ def shown_package(app: str, flags: argparse.Namespace) -> Iterator[None]:
             sys.stderr.write(errors.getvalue())
 
 
+#: the Ctrl-Cs (SIGINT) that arrived while an app ran (:func:`_on_interrupt`)
+_interrupts: List[int] = []
+
+
+def _on_interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    """SIGINT's handler while an app runs: Python's own (raise KeyboardInterrupt), the signal recorded first. C code
+    may drop the KeyboardInterrupt (torch's, importing numpy as torch is imported, goes on without it): the record
+    still ends the app (:func:`_stop_if_interrupted`)."""
+    _interrupts.append(signum)
+    raise KeyboardInterrupt
+
+
+def _stop_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C arrived while the app ran, though the one its handler raised was dropped."""
+    if _interrupts:
+        raise KeyboardInterrupt
+
+
 def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     """Check the command line (``sys.argv``) against the app's config ``schema``, run the Hydra app, and after a
-    sweep exit 1 if any of its jobs failed. ``-v`` is featx's: it keeps other libraries' INFO messages."""
-    given = sys.argv[1:]
-    if "--version" in given:  # Hydra's own flag prints Hydra's version alone
-        with reader_may_stop(app):
-            print(f"{app} {__version__} (Hydra {hydra.__version__})")
-        raise SystemExit(0)
-    set_verbose(any(flag in given for flag in VERBOSE_FLAGS))
-    given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
-    flags, unplaced = hydra_flags(given)
+    sweep exit 1 if any of its jobs failed. ``-v`` is featx's: it keeps other libraries' INFO messages.
+
+    Ctrl-C ends the app with ``<app>: interrupted`` and status 130, what was written whole (atomic writes), no
+    traceback. One whose KeyboardInterrupt C code dropped (torch's import) ends it when the job it came in ends,
+    whatever that job or Hydra raised then (numpy's "cannot load module more than once per process"), a sweep's
+    later jobs not run. A SIGINT the process started with ignored (a script's background job), or given a handler
+    of a program's own, is left so."""
+    _interrupts.clear()
+    ours = threading.current_thread() is threading.main_thread()  # signal.signal works in the main thread only
+    ours = ours and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if ours:
+        signal.signal(signal.SIGINT, _on_interrupt)
+    try:
+        _run_app(app, hydra_main, schema)
+        _stop_if_interrupted()
+    except BaseException as error:
+        if not (isinstance(error, KeyboardInterrupt) or _interrupts):
+            raise
+        print(f"{app}: interrupted", file=sys.stderr)
+        raise SystemExit(INTERRUPTED) from None
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def check_flags(app: str, flags: argparse.Namespace, unplaced: Sequence[str]) -> None:
+    """The checks of a command line's options (Hydra's parser read them into ``flags``; ``unplaced``: the arguments
+    it could not place) before its overrides'."""
     if flags.resolve and not (flags.cfg or flags.help):  # read as Hydra reads them: --cfg=job, -cjob, --cf job
         fail(app, "--resolve shows a config resolved: use it with --cfg job (or --cfg hydra, --cfg all) or --help")
     modes = [f"--{name.replace('_', '-')}" for name in _MODES if getattr(flags, name)]
@@ -1026,10 +1262,23 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
         )
     check_config_name(app, flags)
     check_hydra_help(app, flags)
+
+
+def _run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
+    """:func:`run_app`'s work, Ctrl-C left to it."""
+    given = sys.argv[1:]
+    if "--version" in given:  # Hydra's own flag prints Hydra's version alone
+        with reader_may_stop(app):
+            print(f"{app} {__version__} (Hydra {hydra.__version__})")
+        raise SystemExit(0)
+    set_verbose(any(flag in given for flag in VERBOSE_FLAGS))
+    given = plain_nested_overrides([argument for argument in given if argument not in VERBOSE_FLAGS])
+    flags, unplaced = hydra_flags(given)
+    check_flags(app, flags, unplaced)
     if flags.shell_completion:
         check_completion_command(app, flags.overrides)
         if flags.overrides[0].startswith("query="):
-            check_completed_line(app, flags, schema)
+            given = [*given, *check_completed_line(app, flags, schema)]
     else:
         check_command_line(app, flags, given, schema)
     sys.argv[1:] = given
@@ -1051,9 +1300,6 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
     try:
         with reader_may_stop(app), shown_package(app, flags):  # Hydra's output too: --cfg, --help, -sc install=bash
             hydra_main()
-    except KeyboardInterrupt:  # Ctrl-C: what was written is whole (atomic writes); no traceback
-        print(f"{app}: interrupted", file=sys.stderr)
-        raise SystemExit(INTERRUPTED) from None
     except (HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
         if full_error:  # the user asked for Hydra's full error
             raise
@@ -1063,8 +1309,8 @@ def run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
             raise
         where = f"{error.filename}: " if error.filename else ""
         fail(app, f"{where}{error.strerror or first_line(error)}")
-    except (ValueError, TypeError, AttributeError, LookupError, AssertionError, RecursionError) as error:
-        if full_error:  # what Hydra's own code raises for values it does not check (range step 0)
+    except (ValueError, TypeError, AttributeError, LookupError, AssertionError, RuntimeError) as error:
+        if full_error:  # what Hydra's own code raises for values it does not check (range step 0, a foreign launcher)
             raise
         hydras = isinstance(error, AssertionError) and "Unexpected type" in str(error)  # OmegaConf's, composing
         indexed = _null_list_indexed(flags.overrides, schema) if hydras else []

@@ -80,6 +80,15 @@ def duplicated_key(line: str) -> Optional[str]:
     return None
 
 
+def deletes_list_item(line: str, list_key: str) -> str:
+    """Why the override ``line`` (``~key``), whose key is an item of the list ``list_key``, is refused (OmegaConf's
+    ``del`` raises a bare TypeError there). Example: ``deletes_list_item("~fpn.in_stages.0", "fpn.in_stages")``."""
+    return (
+        f"{line!r} deletes an item of the list {list_key}; an override deletes keys of a mapping only: give the "
+        f"whole list ({list_key}=[...])"
+    )
+
+
 def not_in_grammar(line: str, error: BaseException) -> str:
     """Why override ``line`` is refused when Hydra's grammar cannot parse it, with how to quote a value."""
     reason = "nested too deeply" if isinstance(error, RecursionError) else first_line(error)
@@ -105,11 +114,7 @@ def _apply(config: DictConfig, override: Override) -> None:
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(config, parent_key) if parent_key else config
         if isinstance(parent, ListConfig):  # OmegaConf's ``del`` raises a bare TypeError, in Hydra's apps too
-            raise SpecError(
-                key_path(key),
-                f"{override.input_line!r} deletes an item of the list {parent_key}; an override deletes keys of a "
-                f"mapping only: give the whole list ({parent_key}=[...])",
-            )
+            raise SpecError(key_path(key), deletes_list_item(str(override.input_line), parent_key))
         with open_dict(config):
             del parent[leaf]
         return
