@@ -3699,8 +3699,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/app.py",
-        'if replaced or name == "hydra.callbacks" or _below(name, FEATX_CALLBACK):',
-        'if replaced or name == "hydra.callbacks":',
+        "if replaced or _below(name, FEATX_CALLBACK):",
+        "if replaced:",
         "~hydra.callbacks.output_folders removes the run folders' checks",
     ),
     Mutant(
@@ -3751,6 +3751,19 @@ MUTANTS: List[Mutant] = [
         '                if equals and "." not in key and (_escapes(choice) or choice.startswith(".")):',
         "                if False:",
         "tab completion of backbone=../ lists the files of a folder outside the config roots",
+    ),
+    # Review of the session's diff (2026-12-07)
+    Mutant(
+        "cli/app.py",
+        '        replaced |= name == "hydra.callbacks" and (deleting or not isinstance(below, Mapping))',
+        '        replaced |= name == "hydra.callbacks"',
+        "a config file adding a callback beside featx's (hydra: {callbacks: {mine: ...}}) refused as removing featx's",
+    ),
+    Mutant(
+        "spec/references.py",
+        "RecursionError, LookupError, TypeError, ValueError):",
+        "RecursionError):",
+        "${l.x} of a list in a composed spec: the size measure's TypeError escapes as a raw traceback",
     ),
 ]
 

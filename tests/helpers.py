@@ -204,7 +204,8 @@ def stand_in_for_published(cached: Path, monkeypatch: Any) -> None:
     """Let ``cached``, a file the test saved in the torch hub cache under a published file's name (whose SHA-256 it
     cannot have), be taken as that file: featx's cache (turned on, in a folder of its own beside the hub's) records
     it as matching the hash its name begins, as featx records a file it has hashed. featx's hash check itself is
-    tested in test_weights.py; a record is void once the file changes (size, time, inode)."""
+    tested in test_weights.py; a record is void once the file changes (size, inode, modification or status change
+    time: a new hard link to it too)."""
     from featx.models import weights_enums
 
     monkeypatch.delenv("FEATX_NO_CACHE", raising=False)

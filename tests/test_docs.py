@@ -86,9 +86,9 @@ def _prepare(page_text: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> N
         cached = folder / "torch-home/hub/checkpoints" / Path(weights.url).name
         cached.parent.mkdir(parents=True)
         torch.save(torchvision.models.resnet50().state_dict(), cached)
-        stand_in_for_published(cached, monkeypatch)
         (folder / "checkpoints").mkdir()
-        (folder / "checkpoints/resnet50.pth").hardlink_to(cached)
+        (folder / "checkpoints/resnet50.pth").hardlink_to(cached)  # before the record: a new link changes the ctime
+        stand_in_for_published(cached, monkeypatch)
     if '"runs/' in page_text:
         (folder / "runs").mkdir()
     if 'read_features("feats/")' in page_text:

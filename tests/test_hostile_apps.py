@@ -1967,9 +1967,25 @@ def test_featxs_run_folder_callback_cannot_be_removed_by_a_users_primary_config(
     assert record.read_text() == "lr: 0.1\n"
 
 
-def test_a_callback_of_the_users_beside_featxs_runs(workdir):
-    callback = "+hydra.callbacks.mine={_target_:hydra.experimental.callback.Callback}"
-    code, errors, output = run_app("featx", [callback, "backbone=resnet18", "run=false"], workdir)
+@pytest.mark.parametrize(
+    "how",
+    [
+        "+hydra.callbacks.mine={_target_:hydra.experimental.callback.Callback}",
+        "a config file",
+    ],
+)
+def test_a_callback_of_the_users_beside_featxs_runs(workdir, how):
+    """A config file's mapping at hydra.callbacks is merged into Hydra's (featx's callback stays): that form, the way
+    Hydra documents adding a callback, was refused as removing featx's."""
+    arguments = [how]
+    if how == "a config file":
+        (workdir / "mine").mkdir()
+        (workdir / "mine" / "withcb.yaml").write_text(
+            "defaults: [config, _self_]\nhydra:\n  callbacks:\n    mine:\n"
+            "      _target_: hydra.experimental.callback.Callback\n"
+        )
+        arguments = ["--config-dir", str(workdir / "mine"), "--config-name", "withcb"]
+    code, errors, output = run_app("featx", [*arguments, "backbone=resnet18", "run=false"], workdir)
     assert code == 0 and "resnet18" in output, errors
 
 

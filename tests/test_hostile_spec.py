@@ -1299,3 +1299,13 @@ def test_a_reference_may_go_through_at_most_32_references_in_a_row():
             "backbone.model: goes through more than 32 ${...} references in a row; a backbone spec refers to a few "
             "nodes of its config"
         )
+
+
+@pytest.mark.parametrize("reference", ["${l.x}", "${l[x]}", "${l[True]}", "${l.1e3}"])
+def test_a_reference_indexing_a_list_by_a_name_is_a_spec_error_naming_the_key(reference):
+    """The size measure before OmegaConf resolves let Python's TypeError of the lookup out (a raw traceback)."""
+    config = OmegaConf.create(
+        {"l": ["cpu"], "bb": {"model": "resnet18", "device": reference, "stages": {"c2": {"modules": ["conv1"]}}}}
+    )
+    with pytest.raises(featx.SpecError, match=r"^backbone\.device: .*is not an int"):
+        featx.load_spec(config.bb)

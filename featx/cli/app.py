@@ -726,7 +726,8 @@ def _hydra_node_problem(key: str, value: object, deleting: bool = False) -> Opti
     while nodes:
         name, below = nodes.pop()
         replaced = name == "hydra" and (deleting or not isinstance(below, (Mapping, type(None))))  # null: Hydra's
-        if replaced or name == "hydra.callbacks" or _below(name, FEATX_CALLBACK):
+        replaced |= name == "hydra.callbacks" and (deleting or not isinstance(below, Mapping))  # a mapping merges in
+        if replaced or _below(name, FEATX_CALLBACK):
             return _CALLBACK_REFUSED
         if deleting:
             return None

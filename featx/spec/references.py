@@ -167,10 +167,11 @@ class _Expansion:
 
     def check(self, node: Container) -> None:
         """Raise SpecError if ``node`` expands past the limits. A reference the measure cannot follow is left to
-        OmegaConf's own error, which it raises before any work past it."""
+        OmegaConf's own error, which it raises before any work past it (the lookup of its parts raises Python's
+        errors where OmegaConf's resolution wraps them: ``${l.x}`` of a list)."""
         try:
             self._expand(node, ())
-        except (_Unmeasured, OmegaConfBaseException, RecursionError):
+        except (_Unmeasured, OmegaConfBaseException, RecursionError, LookupError, TypeError, ValueError):
             return
 
     def _expand(self, node: Node, where: Optional[Tuple[str, ...]] = None) -> Tuple[int, int]:
