@@ -3765,6 +3765,13 @@ MUTANTS: List[Mutant] = [
         "RecursionError):",
         "${l.x} of a list in a composed spec: the size measure's TypeError escapes as a raw traceback",
     ),
+    # The review's fix of the size measure, mended (2026-12-07)
+    Mutant(
+        "spec/references.py",
+        "        except SpecError:  # the refusal itself (a ValueError too)\n            raise\n",
+        "",
+        "the size measure's own refusal (a SpecError, so a ValueError) swallowed with Python's lookup errors",
+    ),
 ]
 
 

@@ -171,6 +171,8 @@ class _Expansion:
         errors where OmegaConf's resolution wraps them: ``${l.x}`` of a list)."""
         try:
             self._expand(node, ())
+        except SpecError:  # the refusal itself (a ValueError too)
+            raise
         except (_Unmeasured, OmegaConfBaseException, RecursionError, LookupError, TypeError, ValueError):
             return
 
