@@ -1996,6 +1996,19 @@ _LOG_FILE_REFUSED = (
 )
 
 
+def _users_hydra_logging(workdir: Path) -> Tuple[Path, Path]:
+    """(a file of the user's notes, a config folder whose hydra/hydra_logging option ``mine`` writes to that file)."""
+    log = workdir / "keep.txt"
+    log.write_text("the user's notes\n")
+    mine = workdir / "mine"
+    (mine / "hydra" / "hydra_logging").mkdir(parents=True)
+    (mine / "hydra" / "hydra_logging" / "mine.yaml").write_text(
+        f"version: 1\nhandlers: {{f: {{class: logging.FileHandler, filename: {log}, mode: w}}}}\n"
+        "root: {handlers: [f]}\n"
+    )
+    return log, mine
+
+
 @pytest.mark.parametrize(
     "argument",
     [
@@ -2012,14 +2025,7 @@ _LOG_FILE_REFUSED = (
 def test_a_log_file_of_hydras_own_logging_is_refused_before_hydra_opens_it(workdir, argument):
     """Hydra opens hydra.hydra_logging's handlers as it composes, before featx's callback checks them: a file
     handler emptied the user's file, with exit status 0 (or the callback's refusal after)."""
-    log = workdir / "keep.txt"
-    log.write_text("the user's notes\n")
-    mine = workdir / "mine"
-    (mine / "hydra" / "hydra_logging").mkdir(parents=True)
-    (mine / "hydra" / "hydra_logging" / "mine.yaml").write_text(
-        f"version: 1\nhandlers: {{f: {{class: logging.FileHandler, filename: {log}, mode: w}}}}\n"
-        "root: {handlers: [f]}\n"
-    )
+    log, mine = _users_hydra_logging(workdir)
     argument = argument.replace("LOG", str(log))
     code, errors, _ = run_app("featx", ["-cd", str(mine), argument, "backbone=resnet18", "run=false"], workdir, True)
     assert (code, _message(code, errors)) == (1, f"featx: error: {shortened(argument)}: {_LOG_FILE_REFUSED}")
@@ -2037,13 +2043,7 @@ def test_a_log_file_of_hydras_own_logging_is_refused_before_hydra_opens_it(workd
     ids=["handler", "choice", "package"],
 )
 def test_a_log_file_of_hydras_own_logging_in_a_users_primary_config_is_refused(workdir, content):
-    log = workdir / "keep.txt"
-    log.write_text("the user's notes\n")
-    mine = workdir / "mine"
-    (mine / "hydra" / "hydra_logging").mkdir(parents=True)
-    (mine / "hydra" / "hydra_logging" / "mine.yaml").write_text(
-        f"version: 1\nhandlers: {{f: {{class: logging.FileHandler, filename: {log}, mode: w}}}}\n"
-    )
+    log, mine = _users_hydra_logging(workdir)
     (mine / "my.yaml").write_text(content.replace("LOG", str(log)))
     code, errors, _ = run_app("featx", ["-cd", str(mine), "-cn", "my", "backbone=resnet18", "run=false"], workdir, True)
     assert (code, _message(code, errors)) == (1, f"featx: error: {mine / 'my.yaml'}: {_LOG_FILE_REFUSED}")
