@@ -53,7 +53,8 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
 import featx  # registers featx/backbone_schema, which the backbone configs compose with
-from featx.cli.app import check_choices, hydra_flags, parsed_overrides, plain_nested_overrides
+from featx.cli.command_line import hydra_flags
+from featx.cli.override_checks import check_choices, parsed_overrides, plain_nested_overrides
 from featx.detection import anchor_generator, roi_pooler
 from featx.files import write_atomically
 from featx.spec.config_files import backbone_names

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 import featx
 from featx.cli import propose as propose_cli
-from featx.cli.app import plain_nested_overrides
+from featx.cli.override_checks import plain_nested_overrides
 from featx.spec.config_files import config_dir
 
 
