@@ -53,7 +53,12 @@ GUARDS: Dict[str, List[str]] = {
         "tests/test_spec_fast_path.py",
         "tests/test_spec_validation.py",
     ],
-    "spec/load.py": ["tests/test_hostile_spec.py", "tests/test_loader.py", "tests/test_spec_validation.py"],
+    "spec/load.py": [
+        "tests/test_hostile_spec.py",
+        "tests/test_loader.py",
+        "tests/test_spec_validation.py",
+        "tests/test_checkpoint.py",
+    ],
     "spec/typed.py": ["tests/test_spec_fast_path.py"],
     "construct/members.py": ["tests/test_model_checks.py", "tests/test_hostile_spec.py"],
     "construct/execution_order.py": ["tests/test_hostile_spec.py", "tests/test_model_checks.py"],
@@ -147,6 +152,7 @@ GUARDS: Dict[str, List[str]] = {
     "models/weights_enums.py": ["tests/test_weights.py", "tests/test_hostile_weights.py"],
     "models/meta_construction.py": ["tests/test_weights.py", "tests/test_meta_probe.py", "tests/test_timm.py"],
     "cli/export.py": ["tests/test_hostile_apps.py", "tests/test_export.py"],
+    "cli/propose.py": ["tests/test_propose.py", "tests/test_atomic_writes.py"],
     "cli/main.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py", "tests/test_report.py"],
     "cli/catalog.py": [
         "tests/test_propose.py",
@@ -2809,22 +2815,10 @@ MUTANTS: List[Mutant] = [
         "train('no'): torch's raw ValueError from inside nn.Module",
     ),
     Mutant(
-        "construct/builder.py",
-        '        raise type(error)(f"load(): path: {str(error).removeprefix(weights_key)}") from None',
-        "        raise",
-        "featx.load('missing.pt'): the error names backbone.weights, a key the caller never gave",
-    ),
-    Mutant(
         "files.py",
         "        remove_empty_folders(folders)\n        raise\n",
         "        raise\n",
         "save(..., 'new/../mine.pt') refused as existing: the folder new/ made for it is left behind",
-    ),
-    Mutant(
-        "files.py",
-        '        if folder.name != "..":',
-        "        if True:",
-        "a refused write to new/../mine.pt: the removal stops at new/.. and leaves new/",
     ),
     Mutant(
         "cli/hydra_errors.py",
@@ -3282,12 +3276,6 @@ MUTANTS: List[Mutant] = [
         "an inference-mode input to a training stage gives torch's raw RuntimeError",
     ),
     # fix D5: a featx Backbone's own state_dict given as weights
-    Mutant(
-        "construct/weights.py",
-        "+ _backbone_state_hint(unexpected)",
-        '+ ""',
-        "a file of bb.state_dict() given as weights gets no hint how to load it",
-    ),
     Mutant(
         "construct/weights.py",
         "if not unexpected or not ours or not any(",
@@ -3777,6 +3765,127 @@ MUTANTS: List[Mutant] = [
         "        except SpecError:  # the refusal itself (a ValueError too)\n            raise\n",
         "",
         "the size measure's own refusal (a SpecError, so a ValueError) swallowed with Python's lookup errors",
+    ),
+    # Session of 2026-12-07 (fifth): review of featx.save/load and weights (reinit again, load's labels and hints)
+    # fix 1: a featx.save file named as weights: of a spec re-initialising the stages its own spec re-initialised
+    Mutant(
+        "construct/builder.py",
+        "    _check_reinit_again(spec, saved, checkpoint.path)\n",
+        "",
+        "build: a featx.save file as weights: of the spec it came from draws its trained reinit stages afresh again",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "    shared = [name for name in spec.reinit if name in saved.reinit]",
+        "    shared = list(spec.reinit)",
+        "build: a stage only the new spec re-initialises (a new head) over a featx.save file is refused",
+    ),
+    # fix 2: featx.load of a Backbone's own state_dict()
+    Mutant(
+        "construct/builder.py",
+        '        advice = hint or f"; build a spec with weights: {path} instead"',
+        '        advice = f"; build a spec with weights: {path} instead"',
+        "featx.load(torch.save(bb.state_dict())): advises weights: FILE, which the build refuses",
+    ),
+    Mutant(
+        "construct/weights.py",
+        'read = "safetensors.torch.load_file(path)" if origin.lower().endswith(".safetensors") else "torch.load(path)"',
+        'read = "torch.load(path)"',
+        "a .safetensors file of bb.state_dict() is told to be read with torch.load, which cannot read it",
+    ),
+    # replaces the mutant of scripts/mutation.py whose old text was "+ backbone_state_hint(unexpected)" (the call
+    # now passes the file's path)
+    Mutant(
+        "construct/weights.py",
+        "+ backbone_state_hint(unexpected, origin)",
+        '+ ""',
+        "a file of bb.state_dict() given as weights gets no hint how to load it",
+    ),
+    # fix 3: featx.load's errors after reading named as its path argument
+    Mutant(
+        "construct/builder.py",
+        "    except WeightsError as error:  # the file's tensors, as read_checkpoint's errors above\n"
+        "        raise _as_load_argument(error) from None\n",
+        "",
+        "featx.load of a file whose tensors do not fit: the error names backbone.weights, a key the caller never gave",
+    ),
+    # replaces the mutant of scripts/mutation.py whose old text was
+    # '        raise type(error)(f"load(): path: {str(error).removeprefix(weights_key)}") from None' (now moved here)
+    Mutant(
+        "construct/builder.py",
+        '    return type(error)(f"load(): path: {str(error).removeprefix(weights_key)}")',
+        "    return error",
+        "featx.load('missing.pt'): the error names backbone.weights, a key the caller never gave",
+    ),
+    # fix 4: a checkpoint's oversized spec is not called YAML
+    Mutant(
+        "construct/checkpoint.py",
+        "        check_data_size(spec, shared=SHARED_CONTAINERS)",
+        "        check_data_size(spec)",
+        "featx.load of a .pt whose spec is too large: the size error speaks of YAML aliases",
+    ),
+    # fix 5: a .safetensors file whose name is not UTF-8
+    Mutant(
+        "construct/checkpoint.py",
+        '            utf8_path(path, key_path("weights"))\n',
+        "            pass\n",
+        "featx.load of a .safetensors file named in another encoding: safetensors' error quotes the name with U+FFFD",
+    ),
+    Mutant(
+        "spec/load.py",
+        "        check_data_size(data, shared=SHARED_CONTAINERS)",
+        "        check_data_size(data)",
+        "the size bound of a spec given as a Python mapping speaks of YAML aliases",
+    ),
+    # Session of 2026-12-07 (fifth): review of featx-propose, detection docs, paths climbing out of new folders
+    Mutant(
+        "nn/backbone.py",
+        "            self.freeze(*tuple(self.stages)[: spec.frozen_stages])",
+        "            self.freeze(*tuple(self.stages)[: spec.frozen_stages + 1])",
+        "frozen_stages=1 freezes c3 (layer2) too: fine-tuning trains less than torchvision's fasterrcnn_resnet50_fpn",
+    ),
+    Mutant(
+        "construct/propose.py",
+        "model_features, chain.irregular))",
+        "model_features))",
+        "featx-propose timm:mobilevitv2_050's header blames other shapes or fused maps, not stages.4's stride of no "
+        "power of two",
+    ),
+    Mutant(
+        "construct/proposal_yaml.py",
+        '        why = proposal.chain_end or "it works',
+        '        why = "it works',
+        "a proposal ending at maps of no power-of-two stride gives the generic reason in its header",
+    ),
+    Mutant(
+        "files.py",
+        "    path = without_climbs_out_of_new_folders(shown)",
+        "    path = shown",
+        "featx-propose -o zz/../out.yaml makes the folder zz, which the file is not in, and leaves it",
+    ),
+    Mutant(
+        "files.py",
+        'parts[-1] != ".." and not os.path.lexists(Path(*parts)):',
+        'parts[-1] != "..":',
+        "link/../y.bin resolved lexically: the file lands beside the link, not beside its target, as the OS puts it",
+    ),
+    Mutant(
+        "cli/propose.py",
+        "        if self.dest in given:",
+        "        if False:",
+        "featx-propose --fpn 8 --fpn 16 silently takes the last value",
+    ),
+    Mutant(
+        "cli/propose.py",
+        '    if args.force and args.output in (None, "-"):',
+        "    if args.force and args.output is None:",
+        "featx-propose -o - --force ignores --force (the YAML goes to standard output)",
+    ),
+    Mutant(
+        "cli/propose.py",
+        "a higher value is refused, and --fpn's simple pyramid \"",
+        'a higher value is refused "',
+        "featx-propose --help does not say that a ViT's simple pyramid keeps p2..p5 whatever --min-stride is",
     ),
 ]
 

@@ -538,3 +538,161 @@ def test_a_saved_trunk_takes_an_fpn_and_a_saved_fpn_can_be_left_out(tmp_path):
         f"backbone.fpn: the FPN of {with_fpn} was saved with other settings (out_channels 16 there, 32 here); keep "
         "them (featx.load with no override of fpn), or give fpn: null to take the file's trunk alone"
     )
+
+
+def _trained_after_reinit(tmp_path):
+    """A spec over a torchvision file that re-initialises c4, its backbone "trained" (c4 moved off the fresh draw)
+    and saved: ``(spec, backbone, saved file)``."""
+    torchvision_file = tmp_path / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), torchvision_file)
+    spec = resnet18_spec(weights=str(torchvision_file), reinit=["c4"])
+    backbone = featx.build(spec)
+    with torch.no_grad():
+        for parameter in backbone.stages.c4.parameters():
+            parameter.add_(1.0)
+    return spec, backbone, featx.save(backbone, tmp_path / "ft.pt")
+
+
+def _same_values(a, b, prefix):
+    return all(
+        torch.equal(tensor, b.state_dict()[key]) for key, tensor in a.state_dict().items() if key.startswith(prefix)
+    )
+
+
+def test_a_saved_file_as_weights_of_the_spec_it_came_from_does_not_reinit_its_trained_stages_again(tmp_path):
+    """featx.save keeps the spec's reinit: naming the file as weights: of that same spec re-initialised c4 after
+    loading it, replacing the trained stage by fresh N(0, 0.01) values without a word (featx.load clears reinit)."""
+    spec, backbone, path = _trained_after_reinit(tmp_path)
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.build({**spec, "weights": str(path)})
+    assert str(caught.value) == (
+        f"backbone.reinit: {path} was saved from a spec that re-initialises c4 too, and holds its values as trained "
+        "after that re-initialisation, which re-initialising again would discard; drop c4 from reinit to keep the "
+        f"file's values (reinit=[] keeps every stage as the file holds it, as featx.load('{path}') does), or call "
+        "bb.reinit('c4') on the built backbone for fresh ones"
+    )
+    with pytest.raises(featx.WeightsError, match=r"^backbone\.reinit: .* re-initialises c4 too, and holds its "):
+        featx.build({**spec, "weights": str(path), "reinit": ["c3", "c4"]})
+    kept = featx.build({**spec, "weights": str(path), "reinit": []})
+    assert _same_values(backbone, kept, "") and _same_values(backbone, featx.load(path), "")
+    # a stage only the new spec re-initialises (a head on purpose) is drawn afresh; the trained one kept
+    head = featx.build({**spec, "weights": str(path), "reinit": ["c3"]})
+    assert _same_values(backbone, head, "stages.c4.") and _same_values(backbone, head, "stages.c2.")
+    assert not torch.equal(head.stages.c3.layer2[0].conv1.weight, backbone.stages.c3.layer2[0].conv1.weight)
+
+
+_OWN_KEYS = "a featx Backbone's own, as bb.state_dict() names them: load it with bb.load_state_dict(torch.load(path))"
+_DDP_KEYS = (
+    "a featx Backbone's own with 'module.' before them, as the state_dict() of a backbone wrapped by "
+    "DistributedDataParallel (or DataParallel) names them: load it with bb.load_state_dict({key.removeprefix("
+    "'module.'): value for key, value in torch.load(path).items()})"
+)
+
+
+@pytest.mark.parametrize(("prefix", "keys"), [("", _OWN_KEYS), ("module.", _DDP_KEYS)])
+def test_load_of_a_backbones_own_state_dict_says_how_to_load_it(tmp_path, prefix, keys):
+    """featx.load of torch.save(bb.state_dict()) advised "build a spec with weights: FILE instead", which the build
+    then refused (weights: takes the model's own keys, not the Backbone's)."""
+    backbone = _trained()
+    path = tmp_path / "bb_state.pt"
+    torch.save({prefix + key: value for key, value in backbone.state_dict().items()}, path)
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.load(path)
+    assert str(caught.value) == (
+        f"load(): path: {path} has no featx spec: it was not written by featx.save (the file's keys are {keys} into "
+        "a backbone built from the same spec, or save the backbone with featx.save(bb, path) and load it with "
+        "featx.load(path))"
+    )
+    plain = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), plain)
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.load(plain)
+    assert str(caught.value) == (
+        f"load(): path: {plain} has no featx spec: it was not written by featx.save; build a spec with weights: "
+        f"{plain} instead"
+    )
+
+
+def test_a_backbones_own_state_dict_in_safetensors_is_told_to_be_read_with_safetensors(tmp_path):
+    """The advice for a file of bb.state_dict() said torch.load(path), which cannot read a safetensors file."""
+    backbone = featx.build(resnet18_spec())
+    path = tmp_path / "bb_state.safetensors"
+    save_file(backbone.state_dict(), str(path))
+    advice = (
+        "(the file's keys are a featx Backbone's own, as bb.state_dict() names them: load it with "
+        "bb.load_state_dict(safetensors.torch.load_file(path)) into a backbone built from the same spec, or save the "
+        "backbone with featx.save(bb, path) and load it with featx.load(path))"
+    )
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.load(path)
+    assert str(caught.value) == (f"load(): path: {path} has no featx spec: it was not written by featx.save {advice}")
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.build(resnet18_spec(weights=str(path)))
+    assert str(caught.value).startswith(f"backbone.weights: {path} does not fit the kept layers — unexpected keys: ")
+    assert str(caught.value).endswith(f" {advice}")
+    wrapped = tmp_path / "ddp_state.safetensors"
+    save_file({"module." + key: value for key, value in backbone.state_dict().items()}, str(wrapped))
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.load(wrapped)
+    assert "value for key, value in safetensors.torch.load_file(path).items()})" in str(caught.value)
+
+
+def test_load_names_its_path_argument_in_errors_about_the_files_content(tmp_path):
+    """featx.load was given no spec key, yet a file that read but did not fit was named backbone.weights."""
+    path = featx.save(_trained(), tmp_path / "bb.pt")
+    content = torch.load(path, weights_only=True)
+    del content["state_dict"]["stages.c4.layer3.1.bn2.bias"]
+    torch.save(content, path)
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.load(path)
+    assert str(caught.value) == (
+        f"load(): path: {path} does not fit the kept layers — missing keys: stages.c4.layer3.1.bn2.bias (256,) (the "
+        "spec saved in the file builds these layers: was the file edited?)"
+    )
+    whole = featx.save(_trained(), tmp_path / "whole.pt")
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.load(
+            whole, overrides=["stages={c2:{modules:[conv1,bn1,relu,maxpool,layer1,layer2]},c3:{modules:[layer3]}}"]
+        )
+    assert str(caught.value) == (
+        f"load(): path: {whole} was saved by featx.save from a different spec (it differs in stages); rebuild that "
+        f"backbone with featx.load('{whole}') and no override of stages"
+    )
+
+
+def test_a_checkpoints_oversized_spec_is_not_called_yaml(tmp_path):
+    """The size bound's message said "YAML aliases counted where they are used" of a spec a .pt file holds."""
+    path = featx.save(_trained(), tmp_path / "bb.pt")
+    content = torch.load(path, weights_only=True)
+    content["featx"]["spec"]["notes"] = ["x"] * 20_000
+    torch.save(content, path)
+    message = (
+        f"{path}: backbone: expands to 20060 values (shared lists and mappings counted where they are used), more "
+        "than the 10000 a spec may hold; a backbone spec is a few dozen values"
+    )
+    for make in (lambda: featx.load(path), lambda: featx.build(resnet18_spec(weights=str(path)))):
+        with pytest.raises(featx.SpecError) as caught:
+            make()
+        assert str(caught.value) == message
+    spec_file = tmp_path / "big.yaml"  # a YAML file's message names its aliases
+    spec_file.write_text("model: resnet18\nreinit: [" + ", ".join(["c4"] * 20_000) + "]\n")
+    with pytest.raises(featx.SpecError, match=r"\(YAML aliases counted where they are used\), more than the 10000"):
+        featx.build(spec_file)
+    shared = ["c4"] * 100  # a mapping given in Python: its shared lists are no YAML aliases
+    with pytest.raises(featx.SpecError, match=r"^backbone: expands to 10\d{3} values \(shared lists and mappings counted"):
+        featx.build({"model": "resnet18", "notes": [shared] * 100})
+
+
+def test_a_safetensors_file_under_a_name_that_is_not_utf8_is_named_so(tmp_path):
+    """safetensors opens UTF-8 paths only: its refusal quoted the name with U+FFFD in place of the byte."""
+    written = featx.save(featx.build(resnet18_spec()), tmp_path / "bb.safetensors")
+    path = Path(os.fsdecode(bytes(tmp_path) + b"/bb\xff.safetensors"))
+    written.rename(path)
+    reason = f"'{tmp_path}/bb\\xff.safetensors' is not valid UTF-8, and safetensors opens UTF-8 paths only; rename it"
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.load(path)
+    assert str(caught.value) == f"load(): path: {reason}"
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.build(resnet18_spec(weights=str(path)))
+    assert str(caught.value) == f"backbone.weights: {reason}"

@@ -41,7 +41,7 @@ from featx.construct.meta_model import MetaModel
 from featx.construct.model_structure import structure_differences
 from featx.construct.plan import BackbonePlan, check_neck, plan_backbone
 from featx.construct.plan_cache import cached_plan
-from featx.construct.weights import UnreadableWeightsError
+from featx.construct.weights import UnreadableWeightsError, backbone_state_hint
 from featx.errors import ArgumentError, DeviceError, FeatxError, SpecError, WeightsError
 from featx.files import file_path_argument, refuse_interpolation_in_path
 from featx.models.legacy_keys import current_keys
@@ -144,7 +144,7 @@ def plan_spec(spec: BackboneSpec, meta: Optional[MetaModel] = None) -> Tuple[Bac
 
 def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint], saved: Optional[BackboneSpec] = None) -> Backbone:
     """Build ``spec``; ``checkpoint`` holds its weights (already read), ``None`` for random init or ``device: meta``;
-    ``saved`` is the spec a :func:`save` file was saved from where the caller parsed it already (:func:`load`).
+    ``saved`` is the spec a :func:`save` file was saved from (:func:`saved_spec`), given with such a checkpoint.
 
     Everything random (the kept layers' init, the neck's, ``reinit``) draws from a generator seeded with
     ``spec.seed``, so a spec builds the same network in every process; the global RNG is left as it was. A random
@@ -163,8 +163,6 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint], saved: Optio
         # generator. The generator is the process's one: builds in other threads wait for it.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(spec.seed)
-            if saved is None and checkpoint is not None and checkpoint.saved is not None:
-                saved = saved_spec(checkpoint)
             model = meta.model if device.type == "meta" else meta.materialise(plan.kept_paths, checkpoint)
             # made on the CPU whatever the caller's default device (torch.set_default_device, `with
             # torch.device(...)`); not around materialise, which does so where it constructs or loads: torch's device
@@ -271,8 +269,36 @@ def _build_spec(spec: BackboneSpec) -> Backbone:
             cached += f", perhaps a download that stopped midway: delete {delete} and build again to download it afresh"
         raise WeightsError(f"{error} ({cached})") from None
     if checkpoint.saved is None:  # a state dict as torchvision publishes them: its legacy key names renamed
-        checkpoint = dataclasses.replace(checkpoint, state=current_keys(spec.model, checkpoint.state))
-    return _assemble(spec, checkpoint)
+        return _assemble(spec, dataclasses.replace(checkpoint, state=current_keys(spec.model, checkpoint.state)))
+    saved = saved_spec(checkpoint)
+    _check_reinit_again(spec, saved, checkpoint.path)
+    return _assemble(spec, checkpoint, saved)
+
+
+def _check_reinit_again(spec: BackboneSpec, saved: BackboneSpec, path: Path) -> None:
+    """WeightsError when ``spec`` re-initialises a stage that ``saved``, the spec the :func:`save` file ``path`` was
+    saved from, re-initialised too: the file holds that stage as trained since, which a second draw would replace
+    (featx.load clears ``reinit``). A stage only ``spec`` re-initialises (a new head) is drawn on purpose."""
+    shared = [name for name in spec.reinit if name in saved.reinit]
+    if not shared:
+        return
+    names = ", ".join(shared)
+    raise WeightsError(
+        f"{key_path('reinit')}: {path} was saved from a spec that re-initialises {names} too, and holds "
+        f"{'its' if len(shared) == 1 else 'their'} values as trained after that re-initialisation, which "
+        f"re-initialising again would discard; drop {names} from reinit to keep the file's values (reinit=[] keeps "
+        f"every stage as the file holds it, as featx.load({str(path)!r}) does), or call "
+        f"bb.reinit({', '.join(map(repr, shared))}) on the built backbone for fresh ones"
+    )
+
+
+def _as_load_argument(error: WeightsError) -> WeightsError:
+    """``error``, named ``backbone.weights`` by the reading and loading code, as :func:`load`'s own argument (it was
+    given a path, no spec key): ``load(): path: ...``; other keys' errors as they are."""
+    weights_key = f"{key_path('weights')}: "
+    if not str(error).startswith(weights_key):
+        return error
+    return type(error)(f"load(): path: {str(error).removeprefix(weights_key)}")
 
 
 def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
@@ -286,14 +312,11 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
     try:
         checkpoint = read_checkpoint(path)
     except WeightsError as error:  # the file is load()'s argument, not a spec's weights key
-        weights_key = f"{key_path('weights')}: "
-        if not str(error).startswith(weights_key):
-            raise
-        raise type(error)(f"load(): path: {str(error).removeprefix(weights_key)}") from None
-    if checkpoint.saved is None:
-        raise WeightsError(
-            f"{path} has no featx spec (it was not written by featx.save); build a spec with weights: {path} instead"
-        )
+        raise _as_load_argument(error) from None
+    if checkpoint.saved is None:  # a Backbone's own state_dict() goes to bb.load_state_dict, not to weights:
+        hint = backbone_state_hint(list(checkpoint.state), str(path))
+        advice = hint or f"; build a spec with weights: {path} instead"
+        raise WeightsError(f"load(): path: {path} has no featx spec: it was not written by featx.save{advice}")
     weights = str(path) if is_weights_file(str(path)) else os.path.join(os.curdir, path)  # ./DEFAULT: a file
     file_spec = dict(checkpoint.saved["spec"], weights=weights, reinit=[])
     try:
@@ -313,6 +336,8 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
         return _assemble(spec, checkpoint, saved)  # the file's spec, parsed above
     except SpecError as error:  # the model checks of the file's own spec (overrides are checked above)
         raise (error if overrides else error.with_origin(str(path))) from None
+    except WeightsError as error:  # the file's tensors, as read_checkpoint's errors above
+        raise _as_load_argument(error) from None
     except DeviceError as error:
         if spec.device != saved.device:
             raise  # the caller's override

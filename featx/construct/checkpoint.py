@@ -38,7 +38,7 @@ from featx.errors import ArgumentError, SpecError, WeightsError, first_line
 from featx.files import file_path_argument, flag_argument, refuse_interpolation_in_path, utf8_path, write_atomically
 from featx.models.registry import library_version
 from featx.spec.keys import key_path
-from featx.spec.limits import quoted
+from featx.spec.limits import SHARED_CONTAINERS, check_data_size, quoted
 from featx.spec.load import load_spec
 from featx.spec.schema import BackboneSpec
 from featx.version import __version__
@@ -91,8 +91,17 @@ class Checkpoint:
 
 
 def _checked(checkpoint: Checkpoint) -> Checkpoint:
-    if checkpoint.saved is not None and not isinstance(checkpoint.saved.get("spec"), Mapping):
+    """``checkpoint``, unless its featx block lacks a spec (WeightsError) or holds one past the size bound
+    (SpecError named with the file, before anything walks it)."""
+    if checkpoint.saved is None:
+        return checkpoint
+    spec = checkpoint.saved.get("spec")
+    if not isinstance(spec, Mapping):
         raise WeightsError(f"{key_path('weights')}: {checkpoint.path} has a featx block without a spec")
+    try:
+        check_data_size(spec, shared=SHARED_CONTAINERS)  # not YAML: pickle's shared references
+    except SpecError as error:  # named with the file, as saved_spec names the file's other spec errors
+        raise error.with_origin(os.fspath(checkpoint.path)) from None
     return checkpoint
 
 
@@ -136,6 +145,10 @@ def read_checkpoint(path: Path) -> Checkpoint:
     _check_regular_file(path)
     identity = _identity(path)
     if is_safetensors_path(path):
+        try:
+            utf8_path(path, key_path("weights"))
+        except ArgumentError as error:  # a weights file that cannot be read, as the reading errors say
+            raise WeightsError(str(error)) from None
         return _read_safetensors(path, identity)
     content = torch_load_file(path)
     saved = None

@@ -311,7 +311,7 @@ def check_fit(
             f"{key_path('weights')}: {origin} does not fit the kept layers — "
             + " | ".join(problems)
             + _prefix_hint(unexpected, missing)
-            + _backbone_state_hint(unexpected)
+            + backbone_state_hint(unexpected, origin)
         )
 
 
@@ -338,10 +338,13 @@ _WRAPPERS = {"module.": "DistributedDataParallel (or DataParallel)", "_orig_mod.
 _WRAPPER_PREFIX = re.compile("(?:" + "|".join(map(re.escape, _WRAPPERS)) + ")+")
 
 
-def _backbone_state_hint(unexpected: List[str]) -> str:
-    """Advice for a file of a featx Backbone's own ``state_dict()`` (keys ``stages.<stage>.<layer>`` and
-    ``neck.*``), which ``weights`` does not take (it takes the model's own keys), also as a wrapper saves it (keys
-    ``module.stages.*`` of DistributedDataParallel, ``_orig_mod.stages.*`` of torch.compile): else ``""``."""
+def backbone_state_hint(unexpected: List[str], origin: str) -> str:
+    """Advice for the file ``origin`` of a featx Backbone's own ``state_dict()`` (keys ``stages.<stage>.<layer>`` and
+    ``neck.*``), which neither ``weights`` takes (it takes the model's own keys) nor :func:`featx.load` (it takes
+    :func:`featx.save` files), also as a wrapper saves it (keys ``module.stages.*`` of DistributedDataParallel,
+    ``_orig_mod.stages.*`` of torch.compile): else ``""``. The advice reads a ``.safetensors`` file with
+    safetensors, any other with ``torch.load``."""
+    read = "safetensors.torch.load_file(path)" if origin.lower().endswith(".safetensors") else "torch.load(path)"
     wrapped = _WRAPPER_PREFIX.match(unexpected[0]) if unexpected else None
     prefix = wrapped.group() if wrapped else ""
     keys = [key[len(prefix) :] for key in unexpected if key.startswith(prefix)]
@@ -351,14 +354,14 @@ def _backbone_state_hint(unexpected: List[str]) -> str:
     if not prefix:
         return (
             " (the file's keys are a featx Backbone's own, as bb.state_dict() names them: load it with "
-            "bb.load_state_dict(torch.load(path)) into a backbone built from the same spec, or save the backbone with "
+            f"bb.load_state_dict({read}) into a backbone built from the same spec, or save the backbone with "
             "featx.save(bb, path) and load it with featx.load(path))"
         )
     wrappers = [_WRAPPERS[name + "."] for name in prefix.split(".")[:-1]]  # outermost first
     return (
         f" (the file's keys are a featx Backbone's own with {quoted(prefix)} before them, as the state_dict() of a "
         f"backbone wrapped by {' in '.join(reversed(wrappers))} names them: load it with "
-        f"bb.load_state_dict({{key.removeprefix({quoted(prefix)}): value for key, value in torch.load(path).items()}}) "
+        f"bb.load_state_dict({{key.removeprefix({quoted(prefix)}): value for key, value in {read}.items()}}) "
         "into a backbone built from the same spec, or save the backbone with featx.save(bb, path) and load it with "
         "featx.load(path))"
     )

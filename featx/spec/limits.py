@@ -3,7 +3,7 @@ file, a million-item list, a 100000x100000 image). Each is far above any real us
 
 Example::
 
-    check_data_size(yaml.safe_load(text), where="my.yaml")     # SpecError if it expands past MAX_SPEC_NODES
+    check_data_size(yaml.safe_load(text))     # SpecError if it expands past MAX_SPEC_NODES
 """
 
 from __future__ import annotations
@@ -87,13 +87,19 @@ def expanded_size(data: Any) -> int:
     return size(data, 0)
 
 
-def check_data_size(data: Any) -> None:
-    """Raise :class:`SpecError` when ``data`` (a spec as plain data) expands past :data:`MAX_SPEC_NODES` nodes."""
+#: what a spec given as Python data (or a checkpoint's) shares: counted where used, as a YAML file's aliases are
+SHARED_CONTAINERS = "shared lists and mappings"
+
+
+def check_data_size(data: Any, shared: str = "YAML aliases") -> None:
+    """Raise :class:`SpecError` when ``data`` (a spec as plain data) expands past :data:`MAX_SPEC_NODES` nodes;
+    ``shared`` names what the count takes at every place it is used (a YAML file's aliases; a checkpoint's spec:
+    :data:`SHARED_CONTAINERS`)."""
     nodes = expanded_size(data)
     if nodes > MAX_SPEC_NODES:
         raise SpecError(
             key_path(),
-            f"expands to {nodes} values (YAML aliases counted where they are used), more than the {MAX_SPEC_NODES} a "
+            f"expands to {nodes} values ({shared} counted where they are used), more than the {MAX_SPEC_NODES} a "
             "spec may hold; a backbone spec is a few dozen values",
         )
 

@@ -23,7 +23,16 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from featx.errors import SpecError, first_line
 from featx.spec.config_files import backbone_names, config_dir
 from featx.spec.keys import key_path, suggest
-from featx.spec.limits import MAX_SEED, QUOTE_LIMIT, check_data_size, expand_home, quoted, shortened, unknown_home
+from featx.spec.limits import (
+    MAX_SEED,
+    QUOTE_LIMIT,
+    SHARED_CONTAINERS,
+    check_data_size,
+    expand_home,
+    quoted,
+    shortened,
+    unknown_home,
+)
 from featx.spec.overrides import apply_overrides, apply_plain_overrides
 from featx.spec.references import calls_resolver, resolve_without_resolvers
 from featx.spec.schema import (
@@ -227,7 +236,7 @@ def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
     """The spec as plain data and where it came from (a file path, or None)."""
     if isinstance(source, BackboneSpec):
         fields = source.to_dict()
-        check_data_size(fields)
+        check_data_size(fields, shared=SHARED_CONTAINERS)
         return _plain_scalars(fields), None
     if isinstance(source, DictConfig):
         try:
@@ -237,7 +246,7 @@ def _plain_data(source: SpecSource) -> Tuple[Dict[str, Any], Optional[str]]:
             raise _omegaconf_error(error) from None
     if isinstance(source, Mapping):
         data: Dict[str, Any] = dict(source)
-        check_data_size(data)
+        check_data_size(data, shared=SHARED_CONTAINERS)
         return _plain_scalars(data), None
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
