@@ -63,19 +63,20 @@ def _write_error(path: Path, what: str, error: OSError) -> ArgumentError:
     )
 
 
-def _place(partial: Path, path: Path, overwrite: bool, what: str, hint: str) -> None:
+def _place(partial: Path, path: Path, overwrite: bool, what: str, hint: str, shown: Path) -> None:
+    """Move ``partial`` to ``path`` (named ``shown`` in errors: the path as the caller gave it)."""
     if overwrite:
         os.replace(partial, path)
         return
     try:
         os.link(partial, path)
     except FileExistsError:
-        raise _exists_error(path, what, hint) from None
+        raise _exists_error(shown, what, hint) from None
     except OSError as error:
         if error.errno not in _NO_HARD_LINKS:
             raise
         if path.exists():  # no hard links here: check, then rename (a writer in between could still be replaced)
-            raise _exists_error(path, what, hint) from None
+            raise _exists_error(shown, what, hint) from None
         os.replace(partial, path)
 
 
@@ -239,13 +240,25 @@ def prepare_folder(folder: Path, what: str) -> None:
         raise ArgumentError(f"{what}: {printable_path(folder)} is not a folder")
 
 
+def without_climbs_out_of_new_folders(path: Path) -> Path:
+    """``path`` without each ``NEW/..`` whose ``NEW`` does not exist: the OS resolves ``NEW/..`` only once ``NEW``
+    exists, so writing the file would create ``NEW`` for nothing (``zz/../out.yaml`` is ``out.yaml``). A ``..``
+    after a folder that exists (a symbolic link too) is left to the OS. Example:
+    ``without_climbs_out_of_new_folders(Path("a/b/../../c/x.pt")) == Path("c/x.pt")`` where ``a`` does not exist."""
+    parts: List[str] = []
+    for part in path.parts:
+        if part == ".." and parts and parts[-1] != ".." and not os.path.lexists(Path(*parts)):
+            parts.pop()
+        else:
+            parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
 def missing_folders(folder: Path) -> List[Path]:
-    """``folder`` and those above it that do not exist yet (what writing into it creates), deepest first; a ``..``
-    in the path names no folder of its own (``new/../out.pt`` creates ``new``)."""
+    """``folder`` and those above it that do not exist yet (what writing into it creates), deepest first."""
     missing = []
     while folder != folder.parent and not os.path.lexists(folder):
-        if folder.name != "..":
-            missing.append(folder)
+        missing.append(folder)
         folder = folder.parent
     return missing
 
@@ -275,26 +288,29 @@ def write_atomically(
     ``clean_left=False`` keeps the temporary files killed writers left (a caller that removes them itself, once, as
     featx-extract does in a folder of many shards, where looking at every write would cost the folder's size).
     An existing ``path`` is kept (``ArgumentError``) unless ``overwrite``; a ``path`` that is a folder, a device, a
-    fifo or a socket is always refused (``/dev/null`` is never replaced by a file).
+    fifo or a socket is always refused (``/dev/null`` is never replaced by a file). Errors name ``path`` as given;
+    the path returned, where the file is, has no ``NEW/..`` of a folder that did not exist (none is created for it:
+    :func:`without_climbs_out_of_new_folders`).
     """
-    path = Path(path)
+    shown = Path(path)
+    path = without_climbs_out_of_new_folders(shown)
     try:
         if path.is_symlink():  # replacing it would replace the link (/dev/stdout is one), writing through it the target
             raise ArgumentError(
-                f"{what}: {printable_path(path)} is a symbolic link; featx writes only to a file path (nothing was "
+                f"{what}: {printable_path(shown)} is a symbolic link; featx writes only to a file path (nothing was "
                 "written): give the path it points to, or another one"
             )
         if path.is_dir():
-            raise ArgumentError(f"{what}: {printable_path(path)} is a folder; give a file path")
+            raise ArgumentError(f"{what}: {printable_path(shown)} is a folder; give a file path")
         if path.exists() and not stat.S_ISREG(path.stat().st_mode):  # before "exists": overwriting cannot help
             raise ArgumentError(
-                f"{what}: {printable_path(path)} is not a regular file (a device, fifo or socket); featx replaces only "
-                "files (nothing was written)"
+                f"{what}: {printable_path(shown)} is not a regular file (a device, fifo or socket); featx replaces "
+                "only files (nothing was written)"
             )
         if path.exists() and not overwrite:
-            raise _exists_error(path, what, hint)
+            raise _exists_error(shown, what, hint)
     except OSError as error:
-        raise _write_error(path, what, error) from None
+        raise _write_error(shown, what, error) from None
     folders = missing_folders(path.parent)
     try:
         prepare_folder(path.parent, what)
@@ -307,13 +323,13 @@ def write_atomically(
             if partial.stat().st_ino != created.st_ino:  # a writer that replaced the file (safetensors makes it 0600)
                 partial.chmod(stat.S_IMODE(created.st_mode))
             _fsync(partial)
-            _place(partial, path, overwrite, what, hint)
+            _place(partial, path, overwrite, what, hint, shown)
             _fsync_folder(path.parent)
         except OSError as error:  # a full disk, a name too long, a folder made read-only meanwhile
-            raise _write_error(path, what, error) from None
+            raise _write_error(shown, what, error) from None
         finally:
             partial.unlink(missing_ok=True)
-    except BaseException:  # nothing was written: nor are the folders made for the file left (new/../mine.pt)
+    except BaseException:  # nothing was written: nor are the folders made for the file left
         remove_empty_folders(folders)
         raise
     return path

@@ -236,3 +236,26 @@ def test_a_refused_write_leaves_no_folder_it_made_for_the_file(tmp_path, monkeyp
     with pytest.raises(ZeroDivisionError):  # a writer that fails: the folders made for it go too, not one made before
         write_atomically(Path("made/deeper/deepest/x.bin"), lambda partial: 1 / 0, overwrite=False, what="test")
     assert sorted(os.listdir(tmp_path)) == ["made", "mine.pt"] and os.listdir("made") == []
+
+
+def test_a_folder_the_path_climbs_out_of_is_not_made(tmp_path, monkeypatch, capsys):
+    """featx-propose resnet18 -o zz/../out.yaml made the folder zz (the file is not in it: the OS resolves zz/.. only
+    once zz exists) and left it after the write; a ``..`` after a folder that exists, a symbolic link included, is
+    the OS's to resolve."""
+    monkeypatch.chdir(tmp_path)
+    propose_cli.main(["resnet18", "-o", "zz/../out.yaml"])
+    assert capsys.readouterr().err == "featx-propose: wrote zz/../out.yaml\n"
+    assert sorted(os.listdir(tmp_path)) == ["out.yaml"] and featx.load_spec("out.yaml").model == "resnet18"
+    written = write_atomically(Path("a/b/../../c/x.bin"), lambda p: p.write_text("x"), overwrite=False, what="t")
+    assert written == Path("c/x.bin") and folder_state(tmp_path / "c") == {"x.bin": b"x"}
+    assert sorted(os.listdir(tmp_path)) == ["c", "out.yaml"]
+    (tmp_path / "elsewhere" / "inner").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere" / "inner")
+    written = write_atomically(Path("link/../new/../y.bin"), lambda p: p.write_text("y"), overwrite=False, what="t")
+    assert written == Path("link/../y.bin") and folder_state(tmp_path / "elsewhere") == {
+        "inner": "<folder>",
+        "y.bin": b"y",
+    }
+    with pytest.raises(ArgumentError, match=r"^t: new/\.\./out\.yaml exists; set overwrite to replace it"):
+        write_atomically(Path("new/../out.yaml"), lambda p: p.write_text("no"), overwrite=False, what="t")
+    assert sorted(os.listdir(tmp_path)) == ["c", "elsewhere", "link", "out.yaml"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers import randomize_norm_statistics
 from torch import nn
+from torchvision.models import resnet50
 from torchvision.models.detection import (
     FCOS,
     FasterRCNN,
@@ -19,9 +20,11 @@ from torchvision.models.detection import (
     fasterrcnn_resnet50_fpn,
     retinanet,
 )
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 import featx
 from featx.tasks.detection import anchor_generator, pooled_level_names, roi_pooler
@@ -215,6 +218,30 @@ def test_faster_rcnn_with_featx_backbone_equals_torchvisions_own(layout: str) ->
         assert want["boxes"].shape[0] > 0
         for key in ("boxes", "scores", "labels"):
             torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+
+
+def test_frozen_stages_one_trains_what_torchvisions_faster_rcnn_trains() -> None:
+    """docs/detection.md called FasterRCNN on resnet50_fpn torchvision's fasterrcnn_resnet50_fpn without a word on
+    fine-tuning: the packaged file freezes c2 and c3 (``frozen_stages: 2``), torchvision with a pretrained backbone
+    (``trainable_backbone_layers=3``) only conv1 and layer1, which is featx's ``frozen_stages=1``; from random init
+    torchvision trains every layer, with plain BatchNorm (``frozen_stages=0``, ``norm=train``)."""
+
+    def trained(module: nn.Module) -> List[tuple]:
+        return [(tuple(p.shape), p.requires_grad) for p in module.parameters()]
+
+    # what fasterrcnn_resnet50_fpn builds for weights_backbone=ResNet50_Weights.IMAGENET1K_V1, without the download
+    pretrained = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3)
+    random_init = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None).backbone
+    packaged = featx.build("resnet50_fpn", overrides=["device=meta"])
+    assert trained(featx.build("resnet50_fpn", overrides=["device=meta", "frozen_stages=1"])) == trained(pretrained)
+    assert trained(featx.build("resnet50_fpn", overrides=["device=meta", "frozen_stages=0", "norm=train"])) == (
+        trained(random_init)
+    )
+
+    def count(module: nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+    assert (count(packaged), count(pretrained), count(random_init)) == (25_364_480, 26_576_896, 26_852_416)
 
 
 def test_anchor_sizes_equal_torchvisions_defaults() -> None:

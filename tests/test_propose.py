@@ -273,6 +273,36 @@ def test_featx_propose_cli_names_its_options_in_errors(arguments, message, capsy
     assert capsys.readouterr() == ("", f"featx-propose: error: {message}\n")
 
 
+FORCE_WITHOUT_FILE = (
+    "--force replaces an existing -o/--output file, but the YAML goes to standard output (no -o FILE): give -o FILE, "
+    "or leave --force out"
+)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [  # --force without a file was ignored; an option given again silently replaced the first value
+        (["resnet18", "--force"], FORCE_WITHOUT_FILE),
+        (["resnet18", "-o", "-", "--force"], FORCE_WITHOUT_FILE),
+        (["resnet18", "--fpn", "8", "--fpn", "16"], "--fpn is given twice; give each option once"),
+        (["resnet18", "--min-stride=8", "--min-stride", "8"], "--min-stride is given twice; give each option once"),
+        (
+            ["resnet18", "--frozen-stages", "0", "--frozen-st", "1"],
+            "--frozen-stages is given twice; give each option once",
+        ),
+        (["resnet18", "-o", "a.yaml", "--output", "b.yaml"], "-o/--output is given twice; give each option once"),
+        (["resnet18", "-o", "a.yaml", "--force", "--force"], "--force is given twice; give each option once"),
+    ],
+)
+def test_featx_propose_cli_refuses_options_it_would_ignore(arguments, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        propose_cli.main(arguments)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr() == ("", f"featx-propose: error: {message}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_propose_explains_why_a_model_gives_fewer_than_two_stages():
     with pytest.raises(featx.ArgumentError) as error:
         featx.propose("resnet50", min_stride=64)
@@ -302,6 +332,46 @@ def test_propose_refuses_a_min_stride_above_a_token_models_patch_stride(capsys):
     assert featx.propose("vit_h_14", fpn=256, min_stride=16)["tokens"]["stride"] == 16
     with pytest.raises(featx.ArgumentError, match=r"maps all have the patch stride 14; pass a min_stride .* most 14$"):
         featx.propose("vit_h_14", min_stride=16)
+
+
+def test_min_stride_leaves_a_token_models_simple_pyramid_as_it_is(capsys):
+    """--help called --min-stride "the shallowest stage's stride": on a CNN a higher one drops the shallower levels,
+    but a ViT's simple pyramid kept p2 and p3 (strides 4, 8) with --min-stride 16, which nothing said."""
+    spec = featx.propose("vit_b_16", fpn=64, min_stride=16)
+    assert spec == featx.propose("vit_b_16", fpn=64)
+    backbone = featx.build(spec, overrides=["device=meta"])
+    assert [(info.name, info.stride) for info in backbone.feature_info] == [
+        ("p2", 4),
+        ("p3", 8),
+        ("p4", 16),
+        ("p5", 32),
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        propose_cli.main(["--help"])
+    assert exit_info.value.code == 0
+    assert " ".join(capsys.readouterr().out.split()).endswith(
+        "--min-stride MIN_STRIDE the shallowest stage's stride (default 4). A token model's (plain ViT's) stages all "
+        "have its patch stride (with --fpn the power of two at or above it): a higher value is refused, and --fpn's "
+        "simple pyramid has p2..p5 (strides 4..32) whatever the value --frozen-stages FROZEN_STAGES how many stages to "
+        "freeze (default 1)"
+    )
+
+
+def test_a_proposal_says_why_its_stages_end_before_the_models_last_features(capsys):
+    """timm's mobilevitv2_050 ends its stages at stride 16: stages.4 returns one map, of a stride that is no power of
+    two. The header said "what follows is no chain of single feature maps featx can slice into stages: other shapes,
+    or several maps fused", which is neither (featx found the reason, and --min-stride 32 said it)."""
+    why = (
+        "the maps of stages.4 grow by 2 rows for 96 more input rows (224x288 and 320x416): a stride of about 48, not a "
+        "power of two"
+    )
+    assert analyse("timm:mobilevitv2_050").chain_end == why
+    propose_cli.main(["timm:mobilevitv2_050"])
+    header = " ".join(line[2:] for line in capsys.readouterr().out.splitlines() if line.startswith("# "))
+    assert (
+        "The stages end before the model's own last features: c4 has 192 channels, the model's num_features is 256 "
+        f"(what follows cannot be cut into stages: {why})." in header
+    )
 
 
 def test_propose_says_plainly_when_no_module_gives_a_feature_map():

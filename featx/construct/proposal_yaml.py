@@ -64,10 +64,11 @@ def _header(proposal: Proposal, command: str, notes: Sequence[str]) -> List[str]
             "auxiliary heads that the model's own forward runs in training only)."
         )
     if proposal.ends_early:
+        why = proposal.chain_end or "it works on other shapes than single feature maps, or fuses several maps"
         lines += _comment(
             f"The stages end before the model's own last features: {stages[-1].name} has {stages[-1].channels} "
-            f"channels, the model's num_features is {proposal.model_features} (what follows is no chain of single "
-            "feature maps featx can slice into stages: other shapes, or several maps fused)."
+            f"channels, the model's num_features is {proposal.model_features} (what follows cannot be cut into "
+            f"stages: {why})."
         )
     if proposal.head:
         lines += _comment(

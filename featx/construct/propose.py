@@ -56,6 +56,8 @@ class Proposal:
     ``left_out`` are modules inside the chain that the stages skip (auxiliary classifiers); ``head`` are the
     root-level modules after the chain (pooling, classifier) that a backbone does not run. ``model_features`` is
     the width of the model's own last features where it says (timm's ``num_features``), else ``None``.
+    ``chain_end`` says why the chain ends at a module that still returns maps (how they grow with the input: by no
+    power-of-two stride), else ``None``.
     """
 
     spec: BackboneSpec
@@ -63,6 +65,7 @@ class Proposal:
     left_out: Tuple[str, ...]
     head: Tuple[str, ...]
     model_features: Optional[int] = None
+    chain_end: Optional[str] = None
 
     @property
     def ends_early(self) -> bool:
@@ -366,7 +369,7 @@ def analyse(
         layout=chain.layout,
         input_size=input_size,
     )
-    return _check_builds(Proposal(spec, stages, chain.left_out, chain.head, model_features))
+    return _check_builds(Proposal(spec, stages, chain.left_out, chain.head, model_features, chain.irregular))
 
 
 def propose(
@@ -377,7 +380,9 @@ def propose(
     (stride 32). ``fpn`` adds an FPN of that width; the first ``frozen_stages`` stages are frozen.
 
     A plain ViT (a token model) gets an ``embed`` stage and its blocks in four stages (``blocks1``..``blocks4``), all
-    at the patch stride, returning ``blocks4``; ``fpn`` then adds ViTDet's simple feature pyramid.
+    at the patch stride, returning ``blocks4``; ``fpn`` then adds ViTDet's simple feature pyramid, whose levels are
+    ``p2``..``p5`` (strides 4..32) whatever ``min_stride`` is (for a token model it only refuses a stride above its
+    maps').
 
     Raises :class:`~featx.errors.ArgumentError` for an unknown model (with close names), a model with fewer than
     two stages at ``min_stride`` or above, a token model whose patch stride is below ``min_stride``, or a spec that
