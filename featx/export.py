@@ -3,6 +3,6 @@
 Example: ``from featx.export import export_backbone``.
 """
 
-from featx.tasks.export import FORMATS, ExportResult, export_backbone
+from featx.tasks.export import FORMATS, ExportKeys, ExportResult, export_backbone
 
-__all__ = ["FORMATS", "ExportResult", "export_backbone"]
+__all__ = ["FORMATS", "ExportKeys", "ExportResult", "export_backbone"]

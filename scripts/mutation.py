@@ -966,12 +966,6 @@ MUTANTS: List[Mutant] = [
         "an export leaves a training backbone in eval mode",
     ),
     Mutant(
-        "tasks/export.py",
-        "        inputs.append(_other_size(backbone, example, generator))\n",
-        "        pass\n",
-        "a dynamic export that keeps its example's size accepted",
-    ),
-    Mutant(
         "construct/weights.py",
         "_kind(state[key]) != _dtype_kind(expected[key].dtype)]",
         "False]",
@@ -2925,18 +2919,6 @@ MUTANTS: List[Mutant] = [
     # export: the check at a smaller size, static TorchScript files, what one ONNX file cannot hold
     Mutant(
         "tasks/export.py",
-        "        if smaller is not None:\n            inputs.append(smaller)",
-        "        if False:\n            inputs.append(smaller)",
-        "a dynamic export wrong below the traced size (Swin's window shift at 224 after a trace at 256) is written",
-    ),
-    Mutant(
-        "tasks/export.py",
-        "            if x is smaller:  # their exports keep such a branch as well",
-        "            if False:  # their exports keep such a branch as well",
-        "a trace wrong at the smaller size advises format exported or onnx, which keep the same branch",
-    ),
-    Mutant(
-        "tasks/export.py",
         "    if not dynamic:\n        traced = torch.jit.script(_FixedShape(traced, example.shape))",
         "    if False:\n        traced = torch.jit.script(_FixedShape(traced, example.shape))",
         "a dynamic=False TorchScript file runs at any shape, computing the traced size's arithmetic there",
@@ -3886,6 +3868,88 @@ MUTANTS: List[Mutant] = [
         "a higher value is refused, and --fpn's simple pyramid \"",
         'a higher value is refused "',
         "featx-propose --help does not say that a ViT's simple pyramid keeps p2..p5 whatever --min-stride is",
+    ),
+    # Session of 2026-12-07 (fifth): review of the export path (smaller sizes checked, hints, compile, ONNX names)
+    # export: the check down to the largest stride, the retry hint, torch.compile, ONNX axis names, integral sizes
+    Mutant(
+        "tasks/export.py",
+        "        for size in _smaller_sizes(backbone, example):\n",
+        "        for size in _smaller_sizes(backbone, example)[:1]:\n",
+        "a dynamic export wrong far below the traced size (Swin traced at 288, 9 % off at 224) written",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    return min(side, max(stride, side // 2 // stride * stride))",
+        "    return min(side, max(stride, side // 2))",
+        "the check's halved sizes not multiples of the largest stride (docs/export.md's list of sizes wrong)",
+    ),
+    Mutant(
+        "tasks/export.py",
+        '            if kind == "smaller" and format == "exported" and _unit_sides(expected):',
+        '            if kind == "smaller" and _unit_sides(expected):',
+        "a trace or ONNX file wrong where an output has a side of 1 written (only torch.export refuses that size)",
+    ),
+    Mutant(
+        "tasks/export.py",
+        '            retry = "Use"\n',
+        '            retry = "Use format exported or onnx for other sizes, or" if format == "torchscript" else "Use"\n',
+        "a trace refused at another size advises format exported or onnx, which keep the same branch (Swin)",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    while eval_frame is not None and isinstance(backbone, eval_frame.OptimizedModule):",
+        "    while False:",
+        "export_backbone(torch.compile(bb)) refused ('got OptimizedModule'), which docs/export.md says works",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    _name_axes(program.model)\n",
+        "",
+        "an ONNX file's dynamic axes named s77, s53, s0 rather than batch, height, width",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    for value in [*model.graph.inputs, *(output for node in nodes for output in node.outputs)]:",
+        "    for value in model.graph.inputs:",
+        "an ONNX file's outputs keep torch.export's symbols ((((s53 - 1)//4)) + 1) where its input names them",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "ONNX_OPSET = 20",
+        "ONNX_OPSET = 21",
+        "an ONNX file of another opset than the documented 20",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    batch_size, example_size = _int(batch_size), (_int(example_size[0]), _int(example_size[1]))\n",
+        "",
+        "numpy's integers refused as a batch size or size ('must be an integer in 1..4096, got np.int64(2)')",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "isinstance(value, numbers.Integral) and not isinstance(value, bool)",
+        "isinstance(value, numbers.Integral)",
+        "batch_size=True taken as a batch of 1",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    if not isinstance(keys, ExportKeys):\n",
+        "    if False:\n",
+        "a keys argument that is no ExportKeys: a raw AttributeError ('str' object has no attribute 'path')",
+    ),
+    # replacing scripts/mutation.py's three export mutants whose old text is gone (its lines 962, 2932 and 2938: the
+    # last one is the retry-hint mutant above)
+    Mutant(
+        "tasks/export.py",
+        '        inputs.append((_other_size(backbone, example, generator), "larger"))\n',
+        "        pass\n",
+        "a dynamic export that keeps its example's size accepted at larger sizes",
+    ),
+    Mutant(
+        "tasks/export.py",
+        "    sizes = [(height - stride, width - stride)] if min(height, width) > stride else []\n",
+        "    sizes = []\n",
+        "a dynamic export wrong just below the traced size (Swin's trace at 256, wrong at 224) checked only at half",
     ),
 ]
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, cast
 
 import torch
 from torch import Tensor
@@ -31,7 +33,7 @@ from featx.files import (
     write_atomically,
 )
 from featx.nn.backbone import Backbone
-from featx.spec.limits import check_batch_shape, escaped
+from featx.spec.limits import check_batch_shape, escaped, quoted
 
 #: format -> the file suffix it is written with
 FORMATS = {"torchscript": ".pt", "exported": ".pt2", "onnx": ".onnx"}
@@ -101,21 +103,38 @@ def _random(shape: Sequence[int], like: Tensor, generator: torch.Generator) -> T
     return torch.randn(*shape, generator=generator).to(device=like.device, dtype=like.dtype)
 
 
+def _largest_stride(backbone: Backbone) -> int:
+    """The largest stride of the backbone's outputs (the step of the sizes it is checked at)."""
+    return max(info.stride for info in backbone.feature_info)
+
+
 def _other_size(backbone: Backbone, example: Tensor, generator: torch.Generator) -> Tensor:
     """An input of another height and width than ``example`` (by the backbone's largest stride, one and two)."""
-    stride = max(info.stride for info in backbone.feature_info)
+    stride = _largest_stride(backbone)
     height, width = example.shape[-2:]
     return _random((*example.shape[:-2], height + stride, width + 2 * stride), example, generator)
 
 
-def _smaller_size(backbone: Backbone, example: Tensor, generator: torch.Generator) -> Optional[Tensor]:
-    """An input smaller than ``example`` by the backbone's largest stride on each side (a branch that changes below
-    the traced size, as Swin's window shift does), ``None`` where a side would be under 1 pixel."""
-    stride = max(info.stride for info in backbone.feature_info)
-    height, width = example.shape[-2:]
-    if min(height, width) <= stride:
-        return None
-    return _random((*example.shape[:-2], height - stride, width - stride), example, generator)
+def _smaller_sizes(backbone: Backbone, example: Tensor) -> List[Tuple[int, int]]:
+    """The heights and widths below ``example``'s that a dynamic export is checked at, largest first: less the
+    backbone's largest stride on each side (a branch just below the traced size), where both stay at least 1; then
+    each side halved, rounded down to a multiple of that stride and kept at least the stride (a side already under
+    it is kept), until neither changes (a branch far below: Swin turns its window shift off at 224 and less)."""
+    stride = _largest_stride(backbone)
+    height, width = (int(side) for side in example.shape[-2:])
+    sizes = [(height - stride, width - stride)] if min(height, width) > stride else []
+    while True:
+        smaller = (_halved(height, stride), _halved(width, stride))
+        if smaller == (height, width):
+            return sizes
+        height, width = smaller
+        if smaller not in sizes:
+            sizes.append(smaller)
+
+
+def _halved(side: int, stride: int) -> int:
+    """Half of ``side`` rounded down to a multiple of ``stride``, at least ``stride``, at most ``side``."""
+    return min(side, max(stride, side // 2 // stride * stride))
 
 
 #: the Tensor methods that turn a tensor's value into a Python bool or number (which a trace keeps as a constant)
@@ -233,6 +252,10 @@ def _onnxruntime_hint(example: Tensor) -> str:
 
 #: the name of an ONNX file's input
 ONNX_INPUT = "image"
+#: the names of its dynamic input axes (as users of ``torch.onnx.export(dynamic_axes=...)`` name them)
+ONNX_AXES = {0: "batch", 2: "height", 3: "width"}
+#: the opset of the ONNX files featx writes (torch's default today, set so that it moves with featx, not torch)
+ONNX_OPSET = 20
 #: the most weight bytes torch's ONNX exporter writes into the .onnx file itself: beyond them (a protobuf holds 2 GiB)
 #: it writes them as external data, a second file named after the one it writes (featx's temporary file)
 ONNX_ONE_FILE_BYTES = 1536 * 2**20
@@ -258,20 +281,49 @@ def _refuse_unfit_for_onnx(backbone: Backbone, format_key: str) -> None:
         )
 
 
+def _name_axes(model: Any) -> None:
+    """Name the input's dynamic axes of ``model`` (torch's ONNX IR, ``onnx_ir``) by :data:`ONNX_AXES`, in place of
+    torch.export's symbols (``s77``), in the input's shape and every node's outputs' (an output's
+    ``(((height - 1)//4)) + 1``)."""
+    import onnx_ir as ir
+
+    names: Dict[str, str] = {}
+    for axis, name in ONNX_AXES.items():
+        dim = model.graph.inputs[0].shape[axis]
+        if isinstance(dim, ir.SymbolicDim) and dim.value is not None:
+            names.setdefault(dim.value, name)  # two sides of one symbol (a square-only model) keep the first name
+    if not names:
+        return
+    symbol = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, names)) + r")(?!\w)")
+    nodes = ir.traversal.RecursiveGraphIterator(model.graph)
+    for value in [*model.graph.inputs, *(output for node in nodes for output in node.outputs)]:
+        if value.shape is not None:
+            value.shape = ir.Shape(
+                symbol.sub(lambda found: names[found[1]], dim.value)
+                if isinstance(dim, ir.SymbolicDim) and dim.value is not None
+                else dim
+                for dim in value.shape
+            )
+
+
 def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int, object]) -> Optional[RunLoaded]:
     """Writes the ONNX file; returns ``None`` when onnxruntime is not installed to run it."""
     names = [info.name for info in backbone.feature_info]
-    torch.onnx.export(
-        backbone,
-        (example,),
-        str(path),
-        input_names=[ONNX_INPUT],
-        output_names=names,
-        dynamo=True,
-        external_data=False,
-        dynamic_shapes=(dims,),
-        verbose=False,
+    program = cast(  # dynamo=True: always the ONNX program (None is the TorchScript-based exporter's answer)
+        "torch.onnx.ONNXProgram",
+        torch.onnx.export(
+            backbone,
+            (example,),
+            input_names=[ONNX_INPUT],
+            output_names=names,
+            opset_version=ONNX_OPSET,
+            dynamo=True,
+            dynamic_shapes=(dims,),
+            verbose=False,
+        ),
     )
+    _name_axes(program.model)
+    program.save(str(path), external_data=False)
     try:
         import onnxruntime
     except ImportError:
@@ -412,6 +464,20 @@ def _mismatch(expected: Dict[str, Tensor], run_loaded: RunLoaded, x: Tensor) -> 
     )
 
 
+def _check_inputs(
+    backbone: Backbone, example: Tensor, dynamic: bool, generator: torch.Generator
+) -> List[Tuple[Tensor, str]]:
+    """The inputs the written file is checked on, each with what it is (``example``, ``larger`` or ``smaller``): a
+    fresh one of the example's shape and, when the export is dynamic and the model takes any size, one larger
+    (:func:`_other_size`) and those of :func:`_smaller_sizes`."""
+    inputs = [(_random(example.shape, example, generator), "example")]
+    if dynamic and backbone.spec.input_size is None:
+        inputs.append((_other_size(backbone, example, generator), "larger"))
+        for size in _smaller_sizes(backbone, example):
+            inputs.append((_random((*example.shape[:-2], *size), example, generator), "smaller"))
+    return inputs
+
+
 def _check_against_eager(
     backbone: Backbone,
     run_loaded: RunLoaded,
@@ -421,42 +487,34 @@ def _check_against_eager(
     generator: torch.Generator,
     size_key: str,
 ) -> float:
-    """Run the written export on a fresh input of the example's shape and, when it is dynamic and the model takes
-    any size, at a larger height and width and at a smaller one (where eager takes it and gives no output a side of
-    1, which torch.export keeps apart: its program refuses it); the largest difference from eager, or
-    :class:`ArgumentError`."""
-    inputs = [_random(example.shape, example, generator)]
-    smaller = None
-    if dynamic and backbone.spec.input_size is None:
-        inputs.append(_other_size(backbone, example, generator))
-        smaller = _smaller_size(backbone, example, generator)
-        if smaller is not None:
-            inputs.append(smaller)
+    """Run the written export on :func:`_check_inputs`, a smaller size only where eager takes it (and, for a
+    ``torch.export`` program, where eager gives no output a side of 1, which torch.export keeps apart: the program
+    refuses it); the largest difference from eager, or :class:`ArgumentError`."""
     worst = 0.0
     unit_sides: List[str] = []
-    for x in inputs:
+    for x, kind in _check_inputs(backbone, example, dynamic, generator):
         with torch.no_grad(), _float32_without_tf32(x.device):
             try:
                 expected = backbone(x)
             except Exception:  # noqa: BLE001 - a smaller size eager itself cannot take (too small) is not checked
-                if x is smaller:
+                if kind == "smaller":
                     continue
                 raise
-            if x is smaller and _unit_sides(expected):
+            if kind == "smaller" and format == "exported" and _unit_sides(expected):
                 continue
             difference, failure = _mismatch(expected, run_loaded, x)
-        if x is inputs[0]:
+        if kind == "example":
             unit_sides = _unit_sides(expected)
         if failure is not None:
             size = tuple(x.shape[-2:])
-            if x is inputs[0]:
+            if kind == "example":
                 raise ArgumentError(
                     f"export: the {_WRITTEN[format]} of this backbone does not match eager at the example size {size}: "
                     f"it {failure}; nothing was written"
                 )
-            retry = "Use format exported or onnx for other sizes, or" if format == "torchscript" else "Use"
-            if x is smaller:  # their exports keep such a branch as well (exported refuses the size, onnx computes it)
-                retry = "Use"
+            # no other format is advised: one whose model branches on sizes in Python keeps the branch in each
+            # (Swin's: exported refuses other sizes, the ONNX file computes the traced branch)
+            retry = "Use"
             if unit_sides and format != "torchscript":
                 retry = (
                     f"At the example size {', '.join(unit_sides)}, and torch.export keeps a side of 1 fixed: export "
@@ -469,6 +527,21 @@ def _check_against_eager(
             )
         worst = max(worst, difference)
     return worst
+
+
+def _compiled_module(backbone: object) -> object:
+    """The module ``torch.compile`` wrapped, where ``backbone`` is its wrapper (exported is the module itself: the
+    exporters trace it, and Dynamo compiles nothing for them); else ``backbone``. Without Dynamo imported, nothing
+    was compiled."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    while eval_frame is not None and isinstance(backbone, eval_frame.OptimizedModule):
+        backbone = backbone._orig_mod
+    return backbone
+
+
+def _int(value: Any) -> Any:
+    """``value`` as an ``int`` where it is an integral number other than a bool (numpy's integers), else itself."""
+    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
 
 
 def export_backbone(
@@ -487,19 +560,32 @@ def export_backbone(
     shape-specialised in places).
 
     The file is written next to ``path`` first, reloaded and run on a fresh input, and, when ``dynamic`` and the
-    model takes any size, at a larger and a smaller height and width too; it is renamed into place only if each
-    output is within 1e-4 × its largest eager value of eager's there (16 epsilons of a half type), else
-    :class:`ArgumentError` naming the output, and nothing is written (nor are the folders it created for ``path``
-    left). An existing ``path`` is replaced only with ``overwrite``. An ONNX file is checked with onnxruntime when
-    that is installed (``max_abs_diff`` is ``None`` otherwise); a backbone with an output named ``image`` (the
-    file's input) or weights beyond :data:`ONNX_ONE_FILE_BYTES` is refused as ONNX before exporting. A TorchScript
-    trace of a model that branches on a tensor's values is refused; one of ``dynamic=False`` refuses other input
-    shapes than its example's. A size the backbone cannot take is an :class:`ArgumentError` naming
-    ``example_size``, and an exporter's own failure one naming the format; ``keys`` (:data:`APP_KEYS`: the app's
-    ``export.*``) says how errors name the arguments.
+    model takes any size, at a larger height and width and at smaller ones down to the backbone's largest stride
+    (:func:`_smaller_sizes`); it is renamed into place only if each output is within 1e-4 × its largest eager value
+    of eager's there (16 epsilons of a half type), else :class:`ArgumentError` naming the output, and nothing is
+    written (nor are the folders it created for ``path`` left). An existing ``path`` is replaced only with
+    ``overwrite``. An ONNX file (opset :data:`ONNX_OPSET`, dynamic axes named by :data:`ONNX_AXES`) is checked with
+    onnxruntime when that is installed (``max_abs_diff`` is ``None`` otherwise); a backbone with an output named
+    ``image`` (the file's input) or weights beyond :data:`ONNX_ONE_FILE_BYTES` is refused as ONNX before exporting.
+    A TorchScript trace of a model that branches on a tensor's values is refused; one of ``dynamic=False`` refuses
+    other input shapes than its example's. ``torch.compile(backbone)`` exports ``backbone``. Sizes and the batch are
+    integral numbers (numpy's too). A size the backbone cannot take is an :class:`ArgumentError` naming
+    ``example_size``, and an exporter's own failure one naming the format; ``keys`` (an :class:`ExportKeys`;
+    :data:`APP_KEYS`: the app's ``export.*``) says how errors name the arguments.
     """
-    if not isinstance(backbone, Backbone):
-        raise ArgumentError(f"backbone: expected a featx Backbone (featx.build(...)), got {type(backbone).__name__}")
+    inner = _compiled_module(backbone)
+    if not isinstance(inner, Backbone):
+        compiled = f" of {type(inner).__name__}" if inner is not backbone else ""
+        raise ArgumentError(
+            "backbone: expected a featx Backbone (featx.build(...)), or torch.compile of one, got "
+            f"{type(backbone).__name__}{compiled}"
+        )
+    backbone = inner
+    if not isinstance(keys, ExportKeys):
+        raise ArgumentError(
+            "keys: expected featx.export.ExportKeys (how errors name the arguments: ExportKeys(), the default, names "
+            f"export_backbone's own), got {quoted(keys)}"
+        )
     path = file_path_argument(path, "path")
     if not isinstance(format, str) or format not in FORMATS:
         raise ArgumentError(f"format: {format!r} is unknown (valid: {', '.join(FORMATS)})")
@@ -508,6 +594,7 @@ def export_backbone(
         raise ArgumentError(f"example_size: expected (height, width), got {example_size!r:.80}")
     flag_argument(dynamic, "dynamic")
     flag_argument(overwrite, "overwrite")
+    batch_size, example_size = _int(batch_size), (_int(example_size[0]), _int(example_size[1]))
     check_batch_shape(
         "batch_size, example_size", batch_size, *example_size, names=("batch_size", "example_size", "example_size")
     )
