@@ -1194,8 +1194,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "models/timm_models.py",
-        "    if tag and is_model(architecture) and tag in pretrained_tags(architecture):",
-        "    if False:",
+        "        if tag in tags:",
+        "        if False:",
         "model: timm:NAME.TAG is called an unknown model instead of pointing to weights: TAG",
     ),
     # writing files
@@ -3950,6 +3950,55 @@ MUTANTS: List[Mutant] = [
         "    sizes = [(height - stride, width - stride)] if min(height, width) > stride else []\n",
         "    sizes = []\n",
         "a dynamic export wrong just below the traced size (Swin's trace at 256, wrong at 224) checked only at half",
+    ),
+    # Session of 2026-12-07 (fifth): review of the timm integration (deprecated names, hub cache refs, wording)
+    Mutant(
+        "models/timm_models.py",
+        '    if advice is not None:\n        raise SpecError(key_path("model"), advice)\n',
+        "",
+        "timm's deprecated names (ssl_resnet18) taken, said to have no weights and probed at the wrong size",
+    ),
+    Mutant(
+        "models/timm_models.py",
+        '    architecture, _, tag = current.partition(".")',
+        '    architecture, tag = current, ""',
+        "a deprecated timm name's advice names the architecture.tag as a model and leaves out its weights tag",
+    ),
+    Mutant(
+        "models/timm_weights.py",
+        "    where = _unreferenced_snapshot(cache) or (",
+        "    where = (",
+        "a cached snapshot refs/main does not name is told to be placed in the folder it is in",
+    ),
+    Mutant(
+        "models/timm_weights.py",
+        '        f"hf download {repo} {_HUB_FILES[0]}; HF_HUB_CACHE moves the cache)"',
+        '        f"huggingface-cli download {repo} {_HUB_FILES[0]}; HF_HUB_CACHE moves the cache)"',
+        "the offline error suggests huggingface-cli, which huggingface_hub 1.x no longer installs",
+    ),
+    Mutant(
+        "models/timm_models.py",
+        "    if tag and is_model(architecture):",
+        "    if tag and is_model(architecture) and tag in pretrained_tags(architecture):",
+        "timm:resnet18.bogus is an unknown model, not a tag resnet18 lacks, and its tags are not listed",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        '    return f"no timm model matches {shortened(pattern)}{suggest(bare, names)}"',
+        '    return f"no timm model matches {shortened(pattern)}"',
+        "featx-list --timm resnt18 suggests no timm name",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        "    if dot and any(fnmatch.fnmatchcase(name, architecture) for name in names):",
+        "    if False:",
+        "featx-list --timm resnet18.a1_in1k does not say that patterns match model names, not tags",
+    ),
+    Mutant(
+        "models/timm_models.py",
+        'f"timm publishes no pretrained weights for {name} (valid: null; {_LOCAL_FILE})"',
+        'f"timm publishes no pretrained weights for {name} (valid: null)"',
+        "weights: DEFAULT of a model without published weights does not offer a local file",
     ),
 ]
 

@@ -399,6 +399,27 @@ def test_missing_pretrained_weights_offline_name_the_cache_folder_and_the_hub_re
     assert "timm:resnet18.a2_in1k is not in the Hugging Face hub cache and FEATX_OFFLINE forbids downloading" in message
     assert str(hub_cache / "models--timm--resnet18.a2_in1k") in message
     assert "https://huggingface.co/timm/resnet18.a2_in1k" in message
+    assert "hf download timm/resnet18.a2_in1k model.safetensors" in message  # huggingface-cli: gone in hub 1.x
+
+
+@pytest.mark.parametrize("ref", [None, "0" * 40 + "\n"], ids=["no refs/main", "a line break"])
+def test_a_cached_snapshot_that_refs_main_does_not_name_is_said_so(hub_cache, ref):
+    """huggingface_hub finds a snapshot's file only through refs/main holding its revision exactly: offline, a file
+    placed in snapshots/<rev>/ alone was told to be placed in the folder it was in."""
+    path = _hub_snapshot(hub_cache, "timm/resnet18.a2_in1k", "model.safetensors")
+    save_file(_reference("resnet18").state_dict(), str(path))
+    refs = path.parents[2] / "refs" / "main"
+    if ref is None:
+        refs.unlink()
+    else:
+        refs.write_text(ref)
+    spec = {"model": "timm:resnet18", "weights": "a2_in1k", "stages": featx.propose("timm:resnet18")["stages"]}
+    with pytest.raises(featx.WeightsError) as error:
+        featx.build(spec)
+    assert str(error.value).endswith(
+        f"FEATX_OFFLINE forbids downloading. {path} is cached, but {refs} does not name its revision: write "
+        f"{'0' * 40} into it (the hub cache reads it exactly, without a line break)"
+    )
 
 
 def test_unknown_tag_lists_timms_tags():
@@ -712,7 +733,8 @@ def test_a_model_timm_publishes_no_weights_for():
     """timm registers nf_seresnet26 with an untagged config and no weights."""
     spec = {"model": "timm:nf_seresnet26", "weights": "DEFAULT", "stages": {"c2": {"modules": ["stem", "stages.0"]}}}
     with pytest.raises(featx.SpecError, match=r"backbone.weights: timm publishes no pretrained weights for "
-                       r"nf_seresnet26 \(valid: null\)"):  # fmt: skip
+                       r"nf_seresnet26 \(valid: null; or a path to a checkpoint file: ./NAME for one in the working "
+                       r"directory\)$"):  # fmt: skip
         featx.build(spec, overrides=["device=meta"])
     assert featx.propose("timm:nf_seresnet26")["stages"]["c5"] == {"modules": ["stages.3", "final_conv", "final_act"]}
 
@@ -723,7 +745,21 @@ def test_a_model_timm_publishes_no_weights_for():
         ("timm:resnet181", r"backbone.model: unknown timm model 'resnet181'; did you mean resnet18"),
         ("timm:resnet18.a1_in1k", r"names a pretrained tag: write model: timm:resnet18 and weights: a1_in1k"),
         ("timm:", r"backbone.model: unknown timm model ''"),
-        ("timm:resnet18.nope", r"backbone.model: unknown timm model 'resnet18.nope'; did you mean resnet18"),
+        (
+            "timm:resnet18.nope",
+            r"^backbone\.model: 'timm:resnet18\.nope': 'nope' is no pretrained tag of timm's resnet18 \(its tags: "
+            r"a1_in1k, a2_in1k, a3_in1k, .*\); write model: timm:resnet18 and weights: TAG$",
+        ),
+        (
+            "timm:resnet18.a1_in1kk",
+            r"^backbone\.model: 'timm:resnet18\.a1_in1kk': 'a1_in1kk' is no pretrained tag of timm's resnet18; did you "
+            r"mean a1_in1k or .*\? \(its tags: a1_in1k, ",
+        ),
+        (
+            "timm:nf_seresnet26.x",
+            r"^backbone\.model: 'timm:nf_seresnet26\.x': 'x' is no pretrained tag of timm's nf_seresnet26 \(timm "
+            r"publishes none\); write model: timm:nf_seresnet26$",
+        ),
         ("timm:resnet18.", r"backbone.model: unknown timm model 'resnet18.'; did you mean resnet18"),
         ("timm:timm:resnet18", r"backbone.model: 'timm:timm:resnet18': write the timm: prefix once"),
     ],
@@ -925,3 +961,50 @@ def test_featx_list_timm_without_a_match():
     with pytest.raises(SystemExit) as exit_:
         catalog.main(["--timm", "no_such_model*"])
     assert exit_.value.code == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "advice"),
+    [
+        ("ssl_resnet18", "write model: timm:resnet18 and weights: fb_ssl_yfcc100m_ft_in1k"),
+        ("deit3_small_patch16_384_in21ft1k", "write model: timm:deit3_small_patch16_384 and weights: fb_in22k_ft_in1k"),
+        ("efficientnet_b2a", "write model: timm:efficientnet_b2"),  # mapped to an architecture without a tag
+    ],
+)
+def test_a_deprecated_timm_name_names_the_current_one(name, advice, capsys):
+    """timm's is_model takes its deprecated names, which have no pretrained configs of their own: ssl_resnet18 was
+    said to have no weights (it is resnet18.fb_ssl_yfcc100m_ft_in1k), with timm's warning, and a 384-only DeiT was
+    probed at 224."""
+    import warnings
+
+    message = f"timm:{name} is a deprecated timm name: {advice}"
+    spec = {"model": f"timm:{name}", "weights": "DEFAULT", "stages": {"c2": {"modules": ["conv1"]}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(featx.SpecError, match=f"^backbone\\.model: {message}$"):
+            featx.build(spec, overrides=["device=meta"])
+        with pytest.raises(featx.ArgumentError, match=f"^propose\\(\\): {message}$"):
+            featx.propose(f"timm:{name}")
+    with pytest.raises(SystemExit) as exit_:
+        catalog.main(["--timm", name])
+    assert exit_.value.code == 1 and capsys.readouterr().err == f"featx-list: error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("resnt18", "no timm model matches resnt18; did you mean resnet18"),  # suggested from timm's names
+        ("timm:resnt18", "no timm model matches timm:resnt18; did you mean resnet18"),
+        (
+            "resnet18.a1_in1k",
+            "no timm model matches resnet18.a1_in1k: patterns match model names, and pretrained tags are not listed "
+            "(featx-list --timm resnet18)",
+        ),
+    ],
+)
+def test_featx_list_timm_says_why_a_pattern_matches_nothing(pattern, message, capsys):
+    """A typo was "no timm model matches resnt18" with no suggestion, and a NAME.TAG pattern said no more."""
+    with pytest.raises(SystemExit) as exit_:
+        catalog.main(["--timm", pattern])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.startswith(f"featx-list: error: {message}"), err

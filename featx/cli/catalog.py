@@ -195,9 +195,10 @@ def _list_timm(parser: argparse.ArgumentParser, patterns: List[str]) -> None:
         parser.exit(1, f"featx-list: error: --timm lists timm's models, and timm is not installed: {TIMM_INSTALL}\n")
     except FeatxError as error:
         parser.exit(1, f"featx-list: error: {error}\n")
-    _check_each_matches(
-        parser, patterns, [model.removeprefix(TIMM_PREFIX) for model in models], "timm model", TIMM_PREFIX
-    )
+    names = [model.removeprefix(TIMM_PREFIX) for model in models]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern.removeprefix(TIMM_PREFIX)) for name in names):
+            parser.exit(1, f"featx-list: error: {_unmatched_timm_pattern(pattern)}\n")
     widths = _widths(models, models)  # a proposal's model is the timm name
     print(_row(_COLUMNS, widths))
     unproposed = 0
@@ -209,6 +210,25 @@ def _list_timm(parser: argparse.ArgumentParser, patterns: List[str]) -> None:
             cells = [model, "", "", "", "", f"no proposal: {error}"]
         print(_row([model, *cells], widths), flush=True)
     status_line(f"{len(models)} timm models" + (f", {unproposed} without a proposal" if unproposed else ""))
+
+
+def _unmatched_timm_pattern(pattern: str) -> str:
+    """Why the timm pattern ``pattern`` matches no model timm lists: a deprecated name (what to write instead), a
+    pretrained tag (patterns match model names), or a typo (the closest of timm's names)."""
+    from featx.models.timm_models import TIMM_PREFIX, deprecated_name_advice, timm_models
+
+    bare = pattern.removeprefix(TIMM_PREFIX)
+    advice = deprecated_name_advice(bare)
+    if advice is not None:
+        return advice
+    names = timm_models()
+    architecture, dot, _ = bare.partition(".")
+    if dot and any(fnmatch.fnmatchcase(name, architecture) for name in names):
+        return (
+            f"no timm model matches {shortened(pattern)}: patterns match model names, and pretrained tags are not "
+            f"listed (featx-list --timm {shortened(architecture)})"
+        )
+    return f"no timm model matches {shortened(pattern)}{suggest(bare, names)}"
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import functools
 import importlib
 import sys
 from types import ModuleType
-from typing import Any, List
+from typing import Any, List, Optional
 
 from torch import nn
 
@@ -78,25 +78,53 @@ def matching_timm_models(patterns: List[str]) -> List[str]:
     return [TIMM_PREFIX + name for name in names]
 
 
+def deprecated_name_advice(name: str) -> Optional[str]:
+    """What to write instead of ``name`` (without ``timm:``) where it is a deprecated timm name, which timm maps to an
+    architecture and most to a pretrained tag (``timm.models.get_deprecated_models()``); None for any other name."""
+    deprecated = timm_module().models.get_deprecated_models()
+    if name not in deprecated:
+        return None
+    current = deprecated[name]
+    if current is None:
+        return f"{TIMM_PREFIX}{name} is a timm name timm has removed (valid: timm.list_models())"
+    architecture, _, tag = current.partition(".")
+    weights = f" and weights: {tag}" if tag else ""
+    return f"{TIMM_PREFIX}{name} is a deprecated timm name: write model: {TIMM_PREFIX}{architecture}{weights}"
+
+
 def check_timm_name(name: str) -> None:
     """Raise :class:`SpecError` unless ``name`` (without ``timm:``) is an architecture in timm's registry (asked each
-    time: a model the user's code registers later counts too)."""
+    time: a model the user's code registers later counts too) and not one of timm's deprecated names."""
     architecture, dot, tag = name.partition(".")
+    advice = deprecated_name_advice(architecture)  # is_model takes them, and they have no pretrained configs
+    if advice is not None:
+        raise SpecError(key_path("model"), advice)
     is_model = timm_module().models.is_model  # takes NAME.TAG (and NAME.) for NAME: a tag is refused below
     if not dot and is_model(name):
         return
-    names = timm_models()
-    if tag and is_model(architecture) and tag in pretrained_tags(architecture):
+    if tag and is_model(architecture):
+        tags = pretrained_tags(architecture)
+        if tag in tags:
+            raise SpecError(
+                key_path("model"),
+                f"{quoted(TIMM_PREFIX + name)} names a pretrained tag: write model: {TIMM_PREFIX}{architecture} and "
+                f"weights: {tag}",
+            )
+        published = (
+            f"(its tags: {', '.join(tags)}); write model: {TIMM_PREFIX}{architecture} and weights: TAG"
+            if tags
+            else f"(timm publishes none); write model: {TIMM_PREFIX}{architecture}"
+        )
         raise SpecError(
             key_path("model"),
-            f"{quoted(TIMM_PREFIX + name)} names a pretrained tag: write model: {TIMM_PREFIX}{architecture} and "
-            f"weights: {tag}",
+            f"{quoted(TIMM_PREFIX + name)}: {quoted(tag)} is no pretrained tag of timm's {architecture}"
+            f"{suggest(tag, tags)} {published}",
         )
     if is_timm_model(name):
         raise SpecError(key_path("model"), f"{quoted(TIMM_PREFIX + name)}: write the {TIMM_PREFIX} prefix once")
     raise SpecError(
         key_path("model"),
-        f"unknown timm model {quoted(name)}{suggest(name, names)} (valid: timm.list_models(); "
+        f"unknown timm model {quoted(name)}{suggest(name, timm_models())} (valid: timm.list_models(); "
         "featx-list --timm 'PATTERN' lists them)",
     )
 
@@ -121,20 +149,25 @@ def pretrained_tags(name: str) -> List[str]:
     return [config.tag for config in _published_configs(name)]
 
 
+#: the ``weights`` a model needs no published tag for
+_LOCAL_FILE = "or a path to a checkpoint file: ./NAME for one in the working directory"
+
+
 def pretrained_config(name: str, tag: str) -> Any:
     """timm's ``PretrainedCfg`` of ``name`` with ``tag`` (``DEFAULT``: timm's default tag); SpecError if none."""
     configs = _published_configs(name)
     tags = [config.tag for config in configs]
     if not tags:
-        raise SpecError(key_path("weights"), f"timm publishes no pretrained weights for {name} (valid: null)")
+        raise SpecError(
+            key_path("weights"), f"timm publishes no pretrained weights for {name} (valid: null; {_LOCAL_FILE})"
+        )
     if tag == "DEFAULT":
         tag = tags[0]
     if tag not in tags:
         raise SpecError(
             key_path("weights"),
             f"{quoted(tag)} is not a pretrained tag of timm's {name}{suggest(tag, ['DEFAULT', *tags])} "
-            f"(valid: null, DEFAULT, {', '.join(tags)}; or a path to a checkpoint file: ./NAME for one in the "
-            "working directory)",
+            f"(valid: null, DEFAULT, {', '.join(tags)}; {_LOCAL_FILE})",
         )
     return configs[tags.index(tag)]
 

@@ -28,6 +28,20 @@ def timm_weights_id(name: str, tag: str) -> str:
     return f"{TIMM_PREFIX}{name}.{pretrained_config(name, tag).tag}"
 
 
+def _unreferenced_snapshot(cache: Path) -> Optional[str]:
+    """What to do where the hub cache folder ``cache`` holds a weights file in a snapshot that its ``refs/main`` does
+    not name (missing, or not exactly the revision): the hub cache finds a file only through it. None if it holds
+    no such file. refs/main's content is not shown (it is not featx's file)."""
+    files = [path for name in _HUB_FILES for path in sorted(cache.glob(f"snapshots/*/{name}")) if path.is_file()]
+    if not files:
+        return None
+    refs = cache / "refs" / "main"
+    return (
+        f"{files[0]} is cached, but {refs} does not name its revision: write {files[0].parent.name} into it (the hub "
+        "cache reads it exactly, without a line break)"
+    )
+
+
 def _hub_file(repo: str, label: str) -> Path:
     """The cached file of Hugging Face hub repo ``repo``, downloaded if absent (unless offline)."""
     import huggingface_hub  # a dependency of timm
@@ -38,9 +52,9 @@ def _hub_file(repo: str, label: str) -> Path:
         if isinstance(cached, str):
             return Path(cached)
     cache = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
-    where = (
+    where = _unreferenced_snapshot(cache) or (
         f"Place it in the Hugging Face hub cache at {cache} (get it from https://huggingface.co/{repo}, e.g. "
-        f"huggingface-cli download {repo} {_HUB_FILES[0]}; HF_HUB_CACHE moves the cache)"
+        f"hf download {repo} {_HUB_FILES[0]}; HF_HUB_CACHE moves the cache)"
     )
     if offline():
         raise WeightsError(
