@@ -395,14 +395,15 @@ def test_an_example_size_the_backbone_cannot_take_is_its_own_error_before_any_ex
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    ("fmt", "written", "outcome"),
-    [
-        ("torchscript", "TorchScript trace", "differs from eager by "),
-        ("exported", "torch.export program", "fails ("),
-        ("onnx", "ONNX file", "differs from eager by "),
-    ],
-)
+#: each format, what its file is called in the refusal, and how a branch the export kept shows against eager
+BRANCH_REFUSALS = [
+    ("torchscript", "TorchScript trace", "differs from eager by "),
+    ("exported", "torch.export program", "fails ("),
+    ("onnx", "ONNX file", "differs from eager by "),
+]
+
+
+@pytest.mark.parametrize(("fmt", "written", "outcome"), BRANCH_REFUSALS)
 def test_a_dynamic_export_that_keeps_its_example_size_is_refused(tmp_path, fmt, written, outcome):
     """The model branches on a width: torch.export keeps the traced width static (the program refuses another),
     and the ONNX file, whose width is symbolic, computes the traced branch at every width (x * 2 where eager gives
@@ -724,14 +725,7 @@ class _NarrowBranch(torch.nn.Module):
         return x * 2 if x.shape[-1] >= 16 else x * 3
 
 
-@pytest.mark.parametrize(
-    ("fmt", "written", "outcome"),
-    [
-        ("torchscript", "TorchScript trace", "differs from eager by "),
-        ("exported", "torch.export program", "fails ("),
-        ("onnx", "ONNX file", "differs from eager by "),
-    ],
-)
+@pytest.mark.parametrize(("fmt", "written", "outcome"), BRANCH_REFUSALS)
 def test_a_dynamic_export_that_is_wrong_at_a_smaller_size_is_refused(tmp_path, fmt, written, outcome):
     """The check ran at the traced size and larger ones only: an ONNX file or a trace that computes the traced
     branch at smaller sizes passed it (and was written over the user's file with overwrite)."""
@@ -855,14 +849,7 @@ class _FarBranch(torch.nn.Module):
         return x * 2 if x.shape[-1] > 8 else x * 3
 
 
-@pytest.mark.parametrize(
-    ("fmt", "written", "outcome"),
-    [
-        ("torchscript", "TorchScript trace", "differs from eager by "),
-        ("exported", "torch.export program", "fails ("),
-        ("onnx", "ONNX file", "differs from eager by "),
-    ],
-)
+@pytest.mark.parametrize(("fmt", "written", "outcome"), BRANCH_REFUSALS)
 def test_a_dynamic_export_wrong_far_below_the_traced_size_is_refused(tmp_path, fmt, written, outcome):
     """The check went one stride below the traced size (30x30 here) and no further: a branch taken at half the
     traced size passed it, and the file was written."""
