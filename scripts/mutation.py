@@ -3903,15 +3903,9 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/export.py",
-        "    _name_axes(program.model)\n",
+        "    program.rename_axes(_axis_names(program))\n",
         "",
         "an ONNX file's dynamic axes named s77, s53, s0 rather than batch, height, width",
-    ),
-    Mutant(
-        "tasks/export.py",
-        "    for value in [*model.graph.inputs, *(output for node in nodes for output in node.outputs)]:",
-        "    for value in model.graph.inputs:",
-        "an ONNX file's outputs keep torch.export's symbols ((((s53 - 1)//4)) + 1) where its input names them",
     ),
     Mutant(
         "tasks/export.py",
@@ -3966,8 +3960,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "models/timm_weights.py",
-        "    where = _unreferenced_snapshot(cache) or (",
-        "    where = (",
+        "    return _unreferenced_snapshot(cache) or (",
+        "    return (",
         "a cached snapshot refs/main does not name is told to be placed in the folder it is in",
     ),
     Mutant(

@@ -42,6 +42,18 @@ def _unreferenced_snapshot(cache: Path) -> Optional[str]:
     )
 
 
+def _placement(repo: str) -> str:
+    """How to put the weights of Hugging Face hub repo ``repo`` into the hub cache by hand (said once fetching them
+    failed), or what keeps the cache from finding a file already there (:func:`_unreferenced_snapshot`)."""
+    import huggingface_hub  # a dependency of timm
+
+    cache = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    return _unreferenced_snapshot(cache) or (
+        f"Place it in the Hugging Face hub cache at {cache} (get it from https://huggingface.co/{repo}, e.g. "
+        f"hf download {repo} {_HUB_FILES[0]}; HF_HUB_CACHE moves the cache)"
+    )
+
+
 def _hub_file(repo: str, label: str) -> Path:
     """The cached file of Hugging Face hub repo ``repo``, downloaded if absent (unless offline)."""
     import huggingface_hub  # a dependency of timm
@@ -51,15 +63,10 @@ def _hub_file(repo: str, label: str) -> Path:
         cached = huggingface_hub.try_to_load_from_cache(repo, filename)
         if isinstance(cached, str):
             return Path(cached)
-    cache = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
-    where = _unreferenced_snapshot(cache) or (
-        f"Place it in the Hugging Face hub cache at {cache} (get it from https://huggingface.co/{repo}, e.g. "
-        f"hf download {repo} {_HUB_FILES[0]}; HF_HUB_CACHE moves the cache)"
-    )
     if offline():
         raise WeightsError(
             f"{key_path('weights')}: {label} is not in the Hugging Face hub cache and {OFFLINE_VARIABLE} forbids "
-            f"downloading. {where}"
+            f"downloading. {_placement(repo)}"
         )
     failure: Optional[Exception] = None
     for filename in _HUB_FILES:
@@ -73,7 +80,7 @@ def _hub_file(repo: str, label: str) -> Path:
     reason = first_line(failure)
     raise WeightsError(
         f"{key_path('weights')}: {label} is not in the Hugging Face hub cache and could not be downloaded "
-        f"({type(failure).__name__}: {reason}). {where}"
+        f"({type(failure).__name__}: {reason}). {_placement(repo)}"
     )
 
 

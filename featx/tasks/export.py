@@ -13,7 +13,6 @@ import contextlib
 import math
 import numbers
 import os
-import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -281,29 +280,16 @@ def _refuse_unfit_for_onnx(backbone: Backbone, format_key: str) -> None:
         )
 
 
-def _name_axes(model: Any) -> None:
-    """Name the input's dynamic axes of ``model`` (torch's ONNX IR, ``onnx_ir``) by :data:`ONNX_AXES`, in place of
-    torch.export's symbols (``s77``), in the input's shape and every node's outputs' (an output's
-    ``(((height - 1)//4)) + 1``)."""
-    import onnx_ir as ir
-
-    names: Dict[str, str] = {}
+def _axis_names(program: "torch.onnx.ONNXProgram") -> Dict[Any, str]:
+    """torch.export's symbol (``s77``) of each dynamic axis of the program's input -> its name in
+    :data:`ONNX_AXES`, for ``ONNXProgram.rename_axes`` (which renames it in every output's shape expression too)."""
+    shape = program.model.graph.inputs[0].shape or ()  # None: a shape the exporter did not infer
+    names: Dict[Any, str] = {}  # rename_axes takes str or onnx_ir's SymbolicDim keys
     for axis, name in ONNX_AXES.items():
-        dim = model.graph.inputs[0].shape[axis]
-        if isinstance(dim, ir.SymbolicDim) and dim.value is not None:
-            names.setdefault(dim.value, name)  # two sides of one symbol (a square-only model) keep the first name
-    if not names:
-        return
-    symbol = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, names)) + r")(?!\w)")
-    nodes = ir.traversal.RecursiveGraphIterator(model.graph)
-    for value in [*model.graph.inputs, *(output for node in nodes for output in node.outputs)]:
-        if value.shape is not None:
-            value.shape = ir.Shape(
-                symbol.sub(lambda found: names[found[1]], dim.value)
-                if isinstance(dim, ir.SymbolicDim) and dim.value is not None
-                else dim
-                for dim in value.shape
-            )
+        symbol = getattr(shape[axis], "value", None) if axis < len(shape) else None  # a static axis is an int
+        if isinstance(symbol, str):
+            names.setdefault(symbol, name)  # two sides of one symbol (a square-only model) keep the first name
+    return names
 
 
 def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int, object]) -> Optional[RunLoaded]:
@@ -322,7 +308,7 @@ def _write_onnx(backbone: Backbone, example: Tensor, path: Path, dims: Dict[int,
             verbose=False,
         ),
     )
-    _name_axes(program.model)
+    program.rename_axes(_axis_names(program))
     program.save(str(path), external_data=False)
     try:
         import onnxruntime
