@@ -403,6 +403,20 @@ BRANCH_REFUSALS = [
 ]
 
 
+def _assert_refused_at(backbone, path, fmt, written, outcome, size):
+    """A dynamic export of ``backbone`` traced at 32x32 is refused for differing from eager at ``size``, advising
+    export.dynamic=false alone."""
+    with pytest.raises(featx.ArgumentError) as caught:
+        export_backbone(backbone, path, fmt, (32, 32))
+    message = str(caught.value)
+    assert message.startswith(
+        f"export: the {written} of this backbone keeps the example's size (32, 32): at {size} it {outcome}"
+    ), message
+    assert message.endswith(
+        "Use export.dynamic=false (dynamic=False) for a file of this size alone; nothing was written"
+    ), message
+
+
 @pytest.mark.parametrize(("fmt", "written", "outcome"), BRANCH_REFUSALS)
 def test_a_dynamic_export_that_keeps_its_example_size_is_refused(tmp_path, fmt, written, outcome):
     """The model branches on a width: torch.export keeps the traced width static (the program refuses another),
@@ -410,15 +424,7 @@ def test_a_dynamic_export_that_keeps_its_example_size_is_refused(tmp_path, fmt, 
     x * 3: silently wrong without the check), as the trace does. With dynamic=False each is the file asked for. The
     trace's refusal advised "format exported or onnx for other sizes", which keep the same branch."""
     backbone = _hand_made(_WidthBranch())
-    with pytest.raises(featx.ArgumentError) as caught:
-        export_backbone(backbone, tmp_path / f"b{FORMATS[fmt]}", fmt, (32, 32))
-    message = str(caught.value)
-    assert message.startswith(
-        f"export: the {written} of this backbone keeps the example's size (32, 32): at (34, 36) it {outcome}"
-    ), message
-    assert message.endswith(
-        "Use export.dynamic=false (dynamic=False) for a file of this size alone; nothing was written"
-    ), message
+    _assert_refused_at(backbone, tmp_path / f"b{FORMATS[fmt]}", fmt, written, outcome, "(34, 36)")
     assert list(tmp_path.iterdir()) == []
     fixed = export_backbone(backbone, tmp_path / f"b{FORMATS[fmt]}", fmt, (32, 32), dynamic=False)
     assert fixed.max_abs_diff < 1e-5  # onnxruntime's convolution rounds differently from torch's
@@ -854,15 +860,7 @@ def test_a_dynamic_export_wrong_far_below_the_traced_size_is_refused(tmp_path, f
     """The check went one stride below the traced size (30x30 here) and no further: a branch taken at half the
     traced size passed it, and the file was written."""
     backbone = _hand_made(_FarBranch())
-    with pytest.raises(featx.ArgumentError) as caught:
-        export_backbone(backbone, tmp_path / f"b{FORMATS[fmt]}", fmt, (32, 32))
-    message = str(caught.value)
-    assert message.startswith(
-        f"export: the {written} of this backbone keeps the example's size (32, 32): at (16, 16) it {outcome}"
-    ), message
-    assert message.endswith(
-        "Use export.dynamic=false (dynamic=False) for a file of this size alone; nothing was written"
-    ), message
+    _assert_refused_at(backbone, tmp_path / f"b{FORMATS[fmt]}", fmt, written, outcome, "(16, 16)")
     assert folder_state(tmp_path) == {}
 
 
