@@ -3994,6 +3994,35 @@ MUTANTS: List[Mutant] = [
         'f"timm publishes no pretrained weights for {name} (valid: null)"',
         "weights: DEFAULT of a model without published weights does not offer a local file",
     ),
+    # contract review (session of 2026-12-07, sixth)
+    # contract review: docs/detection.md's four maps '0'..'3' need an anchor generator of four sizes
+    Mutant(
+        "tasks/detection.py",
+        "    return AnchorGenerator(sizes, (ratios,) * len(sizes))",
+        "    return AnchorGenerator((*sizes, sizes[-1]), (ratios,) * (len(sizes) + 1))",
+        "anchor_generator(bb) on a packaged _fpn file's four maps '0'..'3' has five sizes, as torchvision's default: "
+        "the detector fails at its first forward with torchvision's AssertionError",
+    ),
+    # contract review: a negative slice end named as such
+    Mutant(
+        "spec/validate.py",
+        "    if end < 0:\n",
+        "    if False:\n",
+        "slice: [0, -1] refused as '[0, -1] is empty' (it is not, in Python), the negative end not named",
+    ),
+    # contract review: null for a key of fixed choices names the choices
+    Mutant(
+        "spec/load.py",
+        "            refusal = null_refusal((*parents, key)) if key in node and value is None else None\n",
+        "            refusal = None\n",
+        "norm=null in featx.build: OmegaConf's \"Incompatible value 'None' for field of type 'str'\", no choices named",
+    ),
+    Mutant(
+        "cli/override_checks.py",
+        '        refusal = null_refusal(parts[1:]) if value is None and parts[0] == "backbone" else None\n',
+        "        refusal = None\n",
+        "featx backbone.norm=null: OmegaConf's \"field 'norm' is not Optional\", no choices named",
+    ),
 ]
 
 

@@ -20,6 +20,7 @@ from torchvision.models.detection import (
     fasterrcnn_resnet50_fpn,
     retinanet,
 )
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
@@ -176,6 +177,38 @@ def test_detectors_with_their_own_defaults_train_and_detect_on_torchvision_outpu
     losses = model(_images(), _targets(masks=kind == "mask_rcnn", keypoints=4 if kind == "keypoint_rcnn" else 0))
     assert set(losses) == LOSS_KEYS[kind] and all(torch.isfinite(loss) for loss in losses.values())
     sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        detections = model(_images())
+    assert [set(detection) for detection in detections] == [OUTPUT_KEYS[kind]] * 2
+    assert all(detection["boxes"].shape[0] > 0 for detection in detections)
+
+
+@pytest.mark.parametrize("kind", ["faster_rcnn", "retinanet", "fcos"])
+def test_four_torchvision_named_maps_need_an_anchor_generator_of_four_sizes(kind: str) -> None:
+    """A packaged ``_fpn`` file (``extra_blocks: null``) with ``output_names: torchvision`` has four maps '0'..'3':
+    a detector's default anchor generator has five sizes and fails at the first forward (torchvision's
+    AssertionError), as docs/detection.md says; an anchor generator of four sizes (Faster R-CNN: the default pooler
+    reads '0'..'3') makes it train and detect."""
+    torch.manual_seed(0)
+    bb = featx.build("resnet18_fpn", overrides=["device=cpu", "output_names=torchvision", "fpn.out_channels=64"])
+    assert [info.name for info in bb.feature_info] == ["0", "1", "2", "3"]
+    one_stage = {"retinanet": RetinaNet, "fcos": FCOS}.get(kind)
+    default = FasterRCNN(bb, 3, **SMALL) if one_stage is None else one_stage(bb, 3, **SMALL)
+    with pytest.raises(AssertionError, match=r"^Anchors should be Tuple\[Tuple\[int\]\]"):
+        default.eval()(_images())
+    if one_stage is None:
+        anchors = AnchorGenerator(sizes=((32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 4)
+        assert (anchors.sizes, anchors.aspect_ratios) == (
+            anchor_generator(bb).sizes,
+            anchor_generator(bb).aspect_ratios,
+        )
+        model = FasterRCNN(bb, 3, rpn_anchor_generator=anchors, **EVAL_ALL)
+    else:
+        model = one_stage(bb, 3, anchor_generator=anchor_generator(bb, kind), score_thresh=0.0, **SMALL)
+    model.train()
+    losses = model(_images(), _targets())
+    assert set(losses) == LOSS_KEYS[kind] and all(torch.isfinite(loss) for loss in losses.values())
     model.eval()
     with torch.no_grad():
         detections = model(_images())

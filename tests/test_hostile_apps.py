@@ -1351,6 +1351,10 @@ def test_a_flag_in_a_users_config_file_takes_true_or_false_only(workdir, app, fi
             {"mine.yaml": "defaults: [config, {input: small}, _self_]\n", "input/small.yaml": "height: abc\n"},
             "input/small.yaml: input.height: Value 'abc' of type 'str' could not be converted to Integer",
         ),
+        (  # the primary config's backbone node: OmegaConf's "field 'norm' is not Optional" named no choice
+            {"mine.yaml": "defaults: [config, _self_]\nbackbone:\n  norm: null\n"},
+            "mine.yaml: backbone.norm: null is not allowed (valid: frozen, eval, train, sync)",
+        ),
     ],
 )
 def test_values_in_every_config_file_of_the_users_the_primary_config_brings_in_are_checked(workdir, files, message):
@@ -1370,6 +1374,8 @@ def test_values_in_every_config_file_of_the_users_the_primary_config_brings_in_a
     [
         ("seed: abc", "backbone.seed: Value 'abc' of type 'str' could not be converted to Integer"),
         ("seed: null", "backbone.seed: field 'seed' is not Optional"),
+        ("norm: null", "backbone.norm: null is not allowed (valid: frozen, eval, train, sync)"),
+        ("fpn: {style: null}", "backbone.fpn.style: null is not allowed (valid: fpn, simple)"),
         ("frozen_stages: 1.5", "backbone.frozen_stages: Value '1.5' of type 'float' could not be converted to Integer"),
         ("out_features: c2", "backbone.out_features: expected a list (or null), got 'c2'"),
         (
@@ -1386,6 +1392,49 @@ def test_a_value_in_a_users_backbone_file_is_named_with_its_key(workdir, line, m
     path.write_text(f"defaults:\n  - resnet18\n  - _self_\n{line}\n")
     code, errors, _ = run_app("featx", ["--config-dir", str(workdir / "mine"), "backbone=mine", "run=false"], workdir)
     assert _message(code, errors).startswith(f"featx: error: {path}: {message}"), errors
+
+
+#: each key of fixed choices that takes no null, with its choices, as the app's line names them
+APP_NULL_REFUSED = [
+    ("featx", ["backbone=resnet18", "backbone.norm=null"], "backbone.norm", "frozen, eval, train, sync"),
+    ("featx", ["-m", "backbone=resnet18", "backbone.norm=train,null"], "backbone.norm", "frozen, eval, train, sync"),
+    ("featx", ["backbone=resnet18", "++backbone.norm=null"], "backbone.norm", "frozen, eval, train, sync"),
+    ("featx", ["backbone=resnet18", "backbone.layout=null"], "backbone.layout", "nchw, nhwc"),
+    ("featx", ["backbone=resnet18", "backbone.output_names=null"], "backbone.output_names", "featx, torchvision"),
+    ("featx", ["backbone=resnet18", "backbone.device=null"], "backbone.device", "auto, cpu, cuda, cuda:N, mps, meta"),
+    ("featx", ["backbone=resnet50_fpn", "backbone.fpn.style=null"], "backbone.fpn.style", "fpn, simple"),
+    ("featx", ["backbone=resnet18", "backbone.fpn.style=null"], "backbone.fpn.style", "fpn, simple"),  # fpn: null
+    ("featx-export", ["export.path=a.onnx", "backbone.norm=null"], "backbone.norm", "frozen, eval, train, sync"),
+]
+
+
+@pytest.mark.parametrize(
+    ("app", "arguments", "key", "choices"),
+    APP_NULL_REFUSED,
+    ids=[f"{app} {' '.join(arguments)}" for app, arguments, _, _ in APP_NULL_REFUSED],
+)
+def test_null_for_a_backbone_key_of_fixed_choices_names_the_choices(workdir, app, arguments, key, choices):
+    """``backbone.norm=null`` was OmegaConf's "field 'norm' is not Optional", which named no choice."""
+    before = folder_state(workdir)
+    code, errors, _ = run_app(app, [*arguments, "run=false"] if app == "featx" else arguments, workdir)
+    assert code == 1
+    assert _message(code, errors) == f"{app}: error: {key}: null is not allowed (valid: {choices})"
+    assert folder_state(workdir) == before
+
+
+@pytest.mark.parametrize("key", ["model", "stages", "frozen_stages", "reinit", "fpn.out_channels"])
+def test_null_for_another_backbone_key_that_takes_no_null_names_the_key(workdir, key):
+    code, errors, _ = run_app("featx", ["backbone=resnet50_fpn", f"backbone.{key}=null", "run=false"], workdir)
+    assert code == 1
+    assert _message(code, errors).startswith(f"featx: error: backbone.{key}: "), errors
+
+
+def test_null_where_a_backbone_key_of_fixed_choices_allows_it_runs(workdir):
+    code, errors, output = run_app(
+        "featx", ["backbone=resnet50_fpn", "backbone.fpn.extra_blocks=null", "run=false"], workdir
+    )
+    assert code == 0, errors
+    assert "(meta device: structure only)" in output
 
 
 def test_flags_in_a_users_config_file_given_as_true_false_or_an_interpolation_run(workdir):

@@ -146,6 +146,67 @@ def test_a_list_or_mapping_for_a_single_value_names_the_key_and_its_choices(chan
     assert str(caught.value) == message
 
 
+@pytest.mark.parametrize(
+    ("bounds", "message"),
+    [
+        ([0, -1], "end -1 is negative; slices count children from 0"),
+        ([4, -2], "end -2 is negative; slices count children from 0"),
+        ([-1, 4], "start -1 is negative; slices count children from 0"),
+        ([-2, -1], "start -2 is negative; slices count children from 0"),
+        ([4, 2], "[4, 2] is empty; end is exclusive and must be greater than start"),
+    ],
+)
+def test_a_negative_slice_index_is_refused_as_negative(bounds, message):
+    """``slice: [0, -1]`` was refused as "[0, -1] is empty", which it is not in Python (``features[0:-1]``): featx
+    counts children from 0 and refuses negative indices, the end's as the start's."""
+    with pytest.raises(featx.SpecError) as caught:
+        featx.load_spec(_vgg(stages={"c1": {"slice": bounds}}))
+    assert str(caught.value) == f"backbone.stages.c1.slice: {message}"
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build("vgg16", overrides=["device=meta", f"stages.c1.slice=[{bounds[0]},{bounds[1]}]"])
+    assert str(caught.value) == f"backbone.stages.c1.slice: {message}"
+
+
+#: each key of fixed choices that takes no null, and its choices as its unknown-value message lists them
+NULL_REFUSED = [
+    ("norm", "frozen, eval, train, sync"),
+    ("layout", "nchw, nhwc"),
+    ("output_names", "featx, torchvision"),
+    ("device", "auto, cpu, cuda, cuda:N, mps, meta"),
+    ("fpn.style", "fpn, simple"),
+]
+
+
+@pytest.mark.parametrize(("key", "choices"), NULL_REFUSED, ids=[key for key, _ in NULL_REFUSED])
+def test_null_for_a_key_of_fixed_choices_names_the_choices(key, choices):
+    """``norm=null`` was OmegaConf's "Incompatible value 'None' for field of type 'str'", which named no choice."""
+    message = f"backbone.{key}: null is not allowed (valid: {choices})"
+    for source in ("resnet50_fpn", resnet18_spec(fpn={"out_channels": 8})):
+        with pytest.raises(featx.SpecError) as caught:
+            featx.build(source, overrides=["device=meta", f"{key}=null"] if key != "device" else ["device=null"])
+        assert str(caught.value) == message
+    parent, _, name = key.rpartition(".")
+    given = resnet18_spec(fpn={"out_channels": 8, name: None}) if parent else resnet18_spec(**{name: None})
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build(given)
+    assert str(caught.value) == message
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build(resnet18_spec(**{name: "bad"}) if not parent else resnet18_spec(fpn={name: "bad"}))
+    assert str(caught.value).endswith(f" (valid: {choices})")  # the choices the unknown-value message lists
+
+
+def test_null_is_taken_where_a_key_of_fixed_choices_allows_it():
+    assert featx.load_spec("resnet50_fpn", ["fpn.extra_blocks=null"]).fpn.extra_blocks is None
+    assert featx.load_spec(resnet18_spec(fpn={"extra_blocks": None})).fpn.extra_blocks is None
+
+
+@pytest.mark.parametrize("key", ["model", "stages", "frozen_stages", "seed", "reinit", "fpn.out_channels"])
+def test_null_for_another_key_that_takes_no_null_names_the_key(key):
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build("resnet50_fpn", overrides=["device=meta", f"{key}=null"])
+    assert caught.value.key == f"backbone.{key}"
+
+
 def test_numpy_scalars_and_a_torch_device_are_taken_as_their_values():
     """Values a Python caller computes (np.int64 from a config array, torch.device): OmegaConf's "Value 'int64' is
     not a supported primitive type" refused them."""

@@ -147,7 +147,7 @@ def _check_lists_and_flags(data: Mapping[str, Any]) -> None:
                     )
 
 
-#: the keys taking one of fixed choices, named where a list or mapping is given in place of one
+#: the keys taking one of fixed choices, named where a list or mapping (or a null none of them is) is given for one
 _CHOICES: Dict[Tuple[str, ...], Sequence[str]] = {
     ("norm",): NORM_POLICIES,
     ("layout",): LAYOUTS,
@@ -158,10 +158,21 @@ _CHOICES: Dict[Tuple[str, ...], Sequence[str]] = {
 }
 
 
+def null_refusal(key: Sequence[str]) -> Optional[str]:
+    """Why the spec key ``key`` (``("norm",)``, ``("fpn", "style")``) takes no null, naming its choices, for a key of
+    fixed choices none of which is null; else None (other keys are refused by their type). Example:
+    ``null_refusal(["norm"])`` is ``"null is not allowed (valid: frozen, eval, train, sync)"``."""
+    choices = _CHOICES.get(tuple(key))
+    if choices is None or "null" in choices:
+        return None
+    return f"null is not allowed (valid: {', '.join(choices)})"
+
+
 def _check_single_values(data: Mapping[str, Any]) -> None:
     """Each key taking one name or number holds no list or mapping, named by key with its choices (OmegaConf's
-    "Cannot convert 'ListConfig' to string" named neither), and a string key no true or false (nor ``weights`` a
-    number), which OmegaConf turned into the string ``'False'``."""
+    "Cannot convert 'ListConfig' to string" named neither), a key of fixed choices no null unless one of them is
+    (:func:`null_refusal`), and a string key no true or false (nor ``weights`` a number), which OmegaConf turned into
+    the string ``'False'``."""
     for parents, node, schema in _nodes(data):
         for key, hint in typing.get_type_hints(schema).items():
             arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
@@ -169,6 +180,9 @@ def _check_single_values(data: Mapping[str, Any]) -> None:
             value = node.get(key)
             where = key_path(*parents, key)
             choices = _CHOICES.get((*parents, key))
+            refusal = null_refusal((*parents, key)) if key in node and value is None else None
+            if refusal is not None:  # OmegaConf's "Incompatible value 'None' for field of type 'str'"
+                raise SpecError(where, refusal)
             if single is str and isinstance(value, bool):  # OmegaConf made it 'False': `pretrained: false` habits
                 advice = " (null for random init)" if where == key_path("weights") else ""
                 expected = f"one of {', '.join(choices)}" if choices else "a string"

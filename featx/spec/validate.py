@@ -62,6 +62,8 @@ def _validate_slice(name: str, bounds: List[int], previous: Optional[Tuple[str, 
     start, end = bounds
     if start < 0:
         raise SpecError(key, f"start {start} is negative; slices count children from 0")
+    if end < 0:
+        raise SpecError(key, f"end {end} is negative; slices count children from 0")
     if end <= start:
         raise SpecError(key, f"[{start}, {end}] is empty; end is exclusive and must be greater than start")
     if previous is None:
