@@ -161,9 +161,10 @@ def _default_detector(kind: str) -> nn.Module:
     bb = featx.build("resnet18", overrides=overrides)
     if one_stage:
         return (RetinaNet if kind == "retinanet" else FCOS)(bb, 3, score_thresh=0.0, **SMALL)
+    few = {"box_detections_per_img": 5}  # the mask and keypoint heads run on each detection (100 by default)
     if kind == "keypoint_rcnn":
-        return KeypointRCNN(bb, 3, num_keypoints=4, **EVAL_ALL)
-    return (FasterRCNN if kind == "faster_rcnn" else MaskRCNN)(bb, 3, **EVAL_ALL)
+        return KeypointRCNN(bb, 3, num_keypoints=4, **EVAL_ALL, **few)
+    return (FasterRCNN if kind == "faster_rcnn" else MaskRCNN)(bb, 3, **EVAL_ALL, **few)
 
 
 @pytest.mark.parametrize("kind", sorted(OUTPUT_KEYS))

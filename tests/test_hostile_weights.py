@@ -780,18 +780,18 @@ _RACER = textwrap.dedent(
     import sys, time, featx
     from pathlib import Path
     from featx.errors import ArgumentError
-    path, seed, overwrite = sys.argv[1], int(sys.argv[2]), sys.argv[5] == "1"
-    ready, go = Path(sys.argv[3]), Path(sys.argv[4])
+    folder, seed, rounds, overwrite = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
     backbone = featx.build({"model": "resnet18", "stages": {"c2": {"modules": ["conv1", "bn1", "relu", "maxpool",
         "layer1"]}, "c3": {"modules": ["layer2"]}}, "device": "cpu", "seed": seed})
-    ready.touch()
-    while not go.exists():
-        time.sleep(0.0002)
-    try:
-        featx.save(backbone, path, overwrite=overwrite)
-        print("saved", seed)
-    except ArgumentError as error:
-        print("refused", error)
+    for round_number in range(rounds):
+        (folder / f"ready{round_number}-{seed}").touch()
+        while not (folder / f"go{round_number}").exists():
+            time.sleep(0.0002)
+        try:
+            featx.save(backbone, folder / f"bb{round_number}.pt", overwrite=overwrite)
+            print(round_number, "saved", seed, flush=True)
+        except ArgumentError as error:
+            print(round_number, "refused", error, flush=True)
     """
 )
 
@@ -799,37 +799,41 @@ _RACER = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.parametrize("overwrite", [False, True], ids=["exclusive", "overwrite"])
 def test_two_processes_saving_to_one_path_leave_one_whole_file(tmp_path, overwrite):
-    """Real processes, released at the same instant (both built, then waiting for one signal file): without
-    overwrite exactly one saves and the file holds its weights; with overwrite both save and the file is one of
-    them whole. No temporary file is left."""
+    """Real processes, released at the same instant in each of three rounds (both built, then waiting for one signal
+    file per round, each round a new path): without overwrite exactly one saves and the file holds its weights; with
+    overwrite both save and the file is one of them whole. No temporary file is left."""
     import time
 
-    for round_number in range(3):
-        path, go = tmp_path / f"bb{round_number}.pt", tmp_path / f"go{round_number}"
+    rounds = 3
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(tmp_path), str(seed), str(rounds), "1" if overwrite else "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    for round_number in range(rounds):
         ready = [tmp_path / f"ready{round_number}-{seed}" for seed in (1, 2)]
-        racers = [
-            subprocess.Popen(
-                [sys.executable, "-c", _RACER, str(path), str(seed), str(flag), str(go), "1" if overwrite else "0"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for seed, flag in zip((1, 2), ready, strict=True)
-        ]
         deadline = time.time() + 120
         while not all(flag.exists() for flag in ready) and time.time() < deadline:
             assert all(racer.poll() is None for racer in racers), [racer.communicate() for racer in racers]
             time.sleep(0.01)
-        go.touch()
-        results = [racer.communicate(timeout=120) for racer in racers]
-        assert all(racer.returncode == 0 for racer in racers), [err for _, err in results]
-        saved = [int(out.split()[1]) for out, _ in results if out.startswith("saved")]
-        refused = [out for out, _ in results if out.startswith("refused")]
+        (tmp_path / f"go{round_number}").touch()
+    results = [racer.communicate(timeout=120) for racer in racers]
+    assert all(racer.returncode == 0 for racer in racers), [err for _, err in results]
+    lines = [line.split(" ", 2) for out, _ in results for line in out.splitlines()]
+    assert sorted(int(number) for number, _, _ in lines) == sorted([*range(rounds)] * 2)
+    for round_number in range(rounds):
+        outcomes = [(word, rest) for number, word, rest in lines if int(number) == round_number]
+        saved = [int(rest) for word, rest in outcomes if word == "saved"]
+        refused = [rest for word, rest in outcomes if word == "refused"]
         if overwrite:
             assert sorted(saved) == [1, 2]
         else:
             assert len(saved) == 1 and len(refused) == 1 and "exists; pass overwrite=True" in refused[0]
-        loaded = featx.load(path)
+        loaded = featx.load(tmp_path / f"bb{round_number}.pt")
         matches = [
             seed for seed in (1, 2) if torch.equal(loaded.stages.c3.layer2[0].conv1.weight, _racer_weights(seed))
         ]
