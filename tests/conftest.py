@@ -15,14 +15,16 @@ from featx.spec.config_files import backbone_names
 
 
 def pytest_configure(config) -> None:
-    """Under pytest-xdist (``-n N``) the workers share the machine's cores: each gets its share of torch threads,
-    so N workers do not run N x cores threads. The plan cache is off (for subprocesses too): every build plans, so
-    the planner is what the suite tests, and nothing is written to the user's cache; tests/test_plan_cache.py
-    turns it on in a temporary folder."""
+    """Under pytest-xdist (``-n N``) the workers share the machine's cores: each gets its share of torch threads
+    (and so do the subprocesses it starts, through OMP_NUM_THREADS), so N workers do not run N x cores threads. The
+    plan cache is off (for subprocesses too): every build plans, so the planner is what the suite tests, and nothing
+    is written to the user's cache; tests/test_plan_cache.py turns it on in a temporary folder."""
     os.environ["FEATX_NO_CACHE"] = "1"
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ import importlib
 import io
 import logging
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import sysconfig
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import torch
 from hydra.core.global_hydra import GlobalHydra
@@ -164,18 +165,44 @@ def run_in_process(
     environment; this process's when None), in this process: the app's ``main`` as its console script calls it,
     with Python's handling of its exit (a message exit is printed to stderr with status 1). Far faster than a
     subprocess (no imports); the process-wide state an app sets (environment, working directory, argv, Hydra's, the
-    loggers' levels and the root logger's handlers) is put back. ``stdout``: the stream ``sys.stdout`` is during the
-    run (None: closed, as Python sets it for ``>&-``), else captured into the result. Example::
+    loggers' levels and the root logger's handlers, torch's deterministic algorithms) is put back. ``stdout``: the
+    stream ``sys.stdout`` is during the run (None: closed, as Python sets it for ``>&-``), else captured into the
+    result. Example::
 
         run_in_process("featx", ["backbone=resnet18", "run=false"], tmp_path).returncode == 0
     """
     main = importlib.import_module(APP_MODULES.get(module, module)).main
+    return _run_here(main, module, arguments, folder, env, stdout)
+
+
+def run_script_in_process(script: Path, arguments: List[str], folder: Path) -> subprocess.CompletedProcess:
+    """``python script arguments`` run in ``folder``, in this process: the script run as ``__main__``, as Python
+    runs it (so Hydra finds the config folder beside it), with the state put back as ``run_in_process`` puts it.
+    For what a script refuses before its work, without a subprocess's seconds of imports. Example::
+
+        run_script_in_process(SCRIPTS / "experiment.py", ["train.lr=-1"], tmp_path).returncode == 1
+    """
+    if str(script.parent) not in sys.path:
+        sys.path.insert(0, str(script.parent))  # as Python puts a script's folder first
+    run = lambda: runpy.run_path(str(script), run_name="__main__")  # noqa: E731
+    return _run_here(run, str(script), arguments, folder, None, CAPTURED)
+
+
+def _run_here(
+    main: Callable[[], object],
+    command: str,
+    arguments: List[str],
+    folder: Path,
+    env: Optional[Mapping[str, str]],
+    stdout: Any,
+) -> subprocess.CompletedProcess:
+    """``main()`` as the command ``command arguments`` in ``folder``: see ``run_in_process``."""
     saved_environment, saved_argv, saved_folder = dict(os.environ), sys.argv, os.getcwd()
-    saved_handlers = logging.root.handlers[:]
+    saved_handlers, deterministic = logging.root.handlers[:], torch.are_deterministic_algorithms_enabled()
     if env is not None:
         os.environ.clear()
         os.environ.update(env)
-    sys.argv = [module, *arguments]
+    sys.argv = [command, *arguments]
     os.chdir(folder)
     GlobalHydra.instance().clear()
     output, errors, code = io.StringIO(), io.StringIO(), 0
@@ -197,7 +224,8 @@ def run_in_process(
             if handler not in saved_handlers:
                 handler.close()
         logging.root.handlers[:] = saved_handlers  # Hydra's logging config removed the test's own
-    return subprocess.CompletedProcess([module, *arguments], code, output.getvalue(), errors.getvalue())
+        torch.use_deterministic_algorithms(deterministic)
+    return subprocess.CompletedProcess([command, *arguments], code, output.getvalue(), errors.getvalue())
 
 
 def stand_in_for_published(cached: Path, monkeypatch: Any) -> None:

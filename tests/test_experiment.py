@@ -17,7 +17,7 @@ from typing import List, Tuple
 import pytest
 import torch
 import torchvision
-from helpers import SCRIPTS, load_script
+from helpers import SCRIPTS, load_script, run_script_in_process
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -414,7 +414,7 @@ def test_of_two_runs_in_one_folder_at_once_one_keeps_it(tmp_path):
 
 
 def test_a_backbone_without_one_width_is_a_one_line_error(tmp_path):
-    done = run_script("backbone=resnet18", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    done = run_script_in_process(SCRIPT, ["backbone=resnet18", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert done.returncode == 1
     message = done.stderr.strip()
     assert "\n" not in message
@@ -514,7 +514,7 @@ def test_a_users_files_in_the_run_folder_are_never_replaced(tmp_path, users, ext
     for name in users:
         (run_dir / name).parent.mkdir(exist_ok=True)
         (run_dir / name).write_text(f"my own {name}\n")
-    done = run_script(*TINY[:-1], *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)  # -1: the FPN TINY adds
+    done = run_script_in_process(SCRIPT, [*TINY[:-1], *extra, f"hydra.run.dir={run_dir}"], tmp_path)  # -1: TINY's FPN
     assert done.returncode == 1
     refused_folder = message in users
     expected = taken(run_dir, message) if refused_folder else f"experiment: error: {message}"
@@ -558,8 +558,8 @@ def test_the_run_files_are_placed_without_replacing_one_put_there_meanwhile(expe
     ],
 )  # fmt: skip
 def test_a_bad_command_line_is_one_error_line_before_anything_is_written(tmp_path, arguments, message):
-    done = run_script(*arguments, "train.iterations=1", f"hydra.run.dir={tmp_path / 'run'}",
-                      f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)  # fmt: skip
+    done = run_script_in_process(SCRIPT, [*arguments, "train.iterations=1", f"hydra.run.dir={tmp_path / 'run'}",
+                                          f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)  # fmt: skip
     assert (done.returncode, done.stderr.strip()) == (1, f"experiment: error: {message}")
     assert not [path.name for path in tmp_path.rglob("*") if path.name in ("config_resolved.yaml", "result.json")]
 

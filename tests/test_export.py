@@ -171,12 +171,10 @@ def test_featx_export_app_writes_a_checked_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"featx-export: wrote {target} (exported, ")
     assert "max |export - eager| = " in result.stdout and target.is_file()
-    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    again = run_in_process("featx-export", command[3:], tmp_path, env=env)  # the refusals: in this process
     assert again.returncode == 1
     assert f"featx-export: error: export.path: {target} exists; set overwrite (export.overwrite=true)" in again.stderr
-    no_path = subprocess.run(
-        command[:5] + command[6:], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
+    no_path = run_in_process("featx-export", command[3:5] + command[6:], tmp_path, env=env)
     assert no_path.returncode == 1
     assert "featx-export: error: export.path: missing; give it on the command line (export.path=...)" in no_path.stderr
 
