@@ -4023,6 +4023,69 @@ MUTANTS: List[Mutant] = [
         "        refusal = None\n",
         "featx backbone.norm=null: OmegaConf's \"field 'norm' is not Optional\", no choices named",
     ),
+    # fuzz review (session of 2026-12-07, sixth)
+    # fuzz review: device strings torch refuses, absurdly long integers, null for keys without choices, source
+    # without a slice stage
+    Mutant(
+        "spec/validate.py",
+        "cuda(:(0|[1-9][0-9]{0,3}))?",
+        "cuda(:\\d{1,4})?",
+        "cuda:01 and cuda:\\u0663 pass the spec's check: torch.device's raw RuntimeError 'Invalid device string'",
+    ),
+    Mutant(
+        "spec/limits.py",
+        "    check_integers(data)\n",
+        "",
+        "a 5000-digit integer in a mapping reaches OmegaConf (raw ValueError 'Exceeds the limit (4300 digits)')",
+    ),
+    Mutant(
+        "spec/limits.py",
+        "    if _too_long_for_text(value):\n",
+        "    if False:\n",
+        "quoted() runs repr() on a 5000-digit integer: raw ValueError",
+    ),
+    Mutant(
+        "spec/yaml_file.py",
+        "and len(digits) > MAX_INT_DIGITS:",
+        "and len(digits) > 10**6:",
+        "a 5000-digit integer in a spec file reaches PyYAML's int(): raw ValueError",
+    ),
+    Mutant(
+        "spec/load.py",
+        "        check_integers(literal)  # an override's (the spec's own were refused before)\n",
+        "",
+        "seed=<4000 digits> from an override is printed whole in the range message",
+    ),
+    Mutant(
+        "spec/load.py",
+        '    takes = _TAKES.get(".".join(parts)) or _KINDS.get(typing.get_origin(hint) or hint)\n',
+        "    takes = None\n",
+        "model=null, seed=null, reinit=null: OmegaConf's 'Incompatible value' / 'is not Optional', nothing said taken",
+    ),
+    Mutant(
+        "spec/load.py",
+        "                if item is None:  # OmegaConf's",
+        "                if False:  # OmegaConf's",
+        "out_features=[null]: OmegaConf's 'Invalid type assigned: NoneType is not a subclass of str'",
+    ),
+    Mutant(
+        "cli/override_checks.py",
+        '        if value is None and parts[0] != "backbone":  # an app\'s own key, by its type\n',
+        "        if False:\n",
+        "featx input.batch_size=null: OmegaConf's \"field 'batch_size' is not Optional\"",
+    ),
+    Mutant(
+        "cli/override_checks.py",
+        "        if isinstance(value, list) and item_type is not None and None in value:",
+        "        if False:",
+        "featx backbone.out_features=[null]: OmegaConf's 'Invalid type assigned', the item not named",
+    ),
+    Mutant(
+        "spec/validate.py",
+        "if spec.source is not None and all(stage.slice is None for stage in spec.stages.values()):",
+        "if False:",
+        "source=fc with modules-only stages accepted and silently ignored",
+    ),
 ]
 
 

@@ -1373,7 +1373,8 @@ def test_values_in_every_config_file_of_the_users_the_primary_config_brings_in_a
     ("line", "message"),
     [
         ("seed: abc", "backbone.seed: Value 'abc' of type 'str' could not be converted to Integer"),
-        ("seed: null", "backbone.seed: field 'seed' is not Optional"),
+        ("seed: null", "backbone.seed: null is not allowed; it takes an integer in 0..9223372036854775807, the seed "),
+        ("out_features: [null]", "backbone.out_features[0]: null is not allowed; it takes a name"),
         ("norm: null", "backbone.norm: null is not allowed (valid: frozen, eval, train, sync)"),
         ("fpn: {style: null}", "backbone.fpn.style: null is not allowed (valid: fpn, simple)"),
         ("frozen_stages: 1.5", "backbone.frozen_stages: Value '1.5' of type 'float' could not be converted to Integer"),
@@ -1422,11 +1423,64 @@ def test_null_for_a_backbone_key_of_fixed_choices_names_the_choices(workdir, app
     assert folder_state(workdir) == before
 
 
-@pytest.mark.parametrize("key", ["model", "stages", "frozen_stages", "reinit", "fpn.out_channels"])
-def test_null_for_another_backbone_key_that_takes_no_null_names_the_key(workdir, key):
-    code, errors, _ = run_app("featx", ["backbone=resnet50_fpn", f"backbone.{key}=null", "run=false"], workdir)
+#: null for keys without fixed choices that take none: (app, arguments, the key named, what it takes)
+APP_NULL_TAKES = [
+    ("featx", ["backbone.model=null"], "backbone.model", "a string"),
+    ("featx", ["backbone.stages=null"], "backbone.stages", "a mapping of stage name to {slice: [start, end]} or {"),
+    ("featx", ["backbone.frozen_stages=null"], "backbone.frozen_stages", "how many stages to freeze, counted from"),
+    ("featx", ["backbone.seed=null"], "backbone.seed", "an integer in 0..9223372036854775807, the seed of the random"),
+    ("featx", ["backbone.reinit=null"], "backbone.reinit", "a list"),
+    ("featx", ["backbone.fpn.out_channels=null"], "backbone.fpn.out_channels", "an integer"),
+    ("featx", ["backbone.out_features=[null]"], "backbone.out_features[0]", "a name"),
+    ("featx", ["backbone.input_size=[224,null]"], "backbone.input_size[1]", "a number"),
+    ("featx", ["input.batch_size=null"], "input.batch_size", "an integer"),
+    ("featx", ["run=null"], "run", "true or false"),
+    ("featx-export", ["export.path=null"], "export.path", "a string"),
+    ("featx-export", ["export.path=a.onnx", "export.dynamic=null"], "export.dynamic", "true or false"),
+    ("featx-extract", ["extract.size=[224,null]"], "extract.size[1]", "a number"),
+]
+
+
+@pytest.mark.parametrize(
+    ("app", "arguments", "key", "takes"),
+    APP_NULL_TAKES,
+    ids=[f"{app} {' '.join(arguments)}" for app, arguments, _, _ in APP_NULL_TAKES],
+)
+def test_null_for_another_key_that_takes_no_null_says_what_it_takes(workdir, app, arguments, key, takes):
+    """``backbone.reinit=null`` and ``input.batch_size=null`` were OmegaConf's "field 'reinit' is not Optional",
+    ``backbone.out_features=[null]`` its "Invalid type assigned: NoneType is not a subclass of str": none said what
+    the key takes."""
+    chosen = {"featx": ["backbone=resnet50_fpn", "run=false"], "featx-export": [], "featx-extract": []}[app]
+    code, errors, _ = run_app(app, [*chosen, *arguments], workdir)
     assert code == 1
-    assert _message(code, errors).startswith(f"featx: error: backbone.{key}: "), errors
+    assert _message(code, errors).startswith(f"{app}: error: {key}: null is not allowed; it takes {takes}"), errors
+
+
+@pytest.mark.parametrize(
+    ("app", "arguments"),
+    [("featx", ["backbone=resnet18"]), ("featx-export", ["export.path=a.onnx"])],
+)
+def test_a_device_index_torch_refuses_is_a_featx_error_naming_the_valid_forms(workdir, app, arguments):
+    """``backbone.device=cuda:01`` passed the spec's check and reached torch.device: Hydra's "Error executing job"
+    line, then "RuntimeError: Invalid device string: 'cuda:01'"."""
+    code, errors, _ = run_app(app, [*arguments, "backbone.device=cuda:01"], workdir)
+    assert code == 1
+    assert errors.strip() == (
+        f"{app}: error: backbone.device: unknown device 'cuda:01' (valid: auto, cpu, cuda, cuda:N, mps, meta)"
+    )
+
+
+def test_an_absurdly_long_integer_in_a_users_backbone_file_is_refused_at_its_line(workdir):
+    """PyYAML's int constructor raised Python's ValueError (a traceback) for more than 4,300 digits."""
+    path = workdir / "mine" / "backbone" / "long.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text("defaults:\n  - resnet18\n  - _self_\nseed: " + "9" * 5000 + "\n")
+    code, errors, _ = run_app("featx", ["--config-dir", str(workdir / "mine"), "backbone=long", "run=false"], workdir)
+    assert code == 1
+    assert errors.strip() == (
+        f"featx: error: {path}: backbone: not a spec value: an integer of 5000 digits; a spec's integers have at "
+        "most 100 digits at line 4, column 7"
+    )
 
 
 def test_null_where_a_backbone_key_of_fixed_choices_allows_it_runs(workdir):

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 import featx
 from featx.errors import ArgumentError, SpecError
+from featx.spec.limits import quoted
 from featx.spec.schema import BackboneSpec, StageSpec
 
 
@@ -441,7 +442,9 @@ def test_a_flag_takes_true_or_false_only(value):
             overrides = [f"channels_last={value}"]
         with pytest.raises(SpecError) as error:
             featx.build(source, overrides=overrides)
-        assert str(error.value).startswith("backbone.channels_last: must be true or false, got "), str(error.value)
+        null = value is None and not overrides  # the override channels_last=None gives the string 'None'
+        expected = "null is not allowed; it takes true or false" if null else "must be true or false, got "
+        assert str(error.value).startswith(f"backbone.channels_last: {expected}"), str(error.value)
     for accepted, expected in [(True, True), ("false", False), ("True", True)]:
         assert featx.load_spec(_spec(channels_last=accepted)).channels_last is expected
 
@@ -1309,3 +1312,66 @@ def test_a_reference_indexing_a_list_by_a_name_is_a_spec_error_naming_the_key(re
     )
     with pytest.raises(featx.SpecError, match=r"^backbone\.device: .*is not an int"):
         featx.load_spec(config.bb)
+
+
+#: a value of 5001 digits, more than Python converts to text (4300): any str() or repr() of it raised ValueError
+HUGE = 10**5000
+HUGE_INTEGER = "an integer of 5001 digits; a spec's integers have at most 100 digits"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_spec(frozen_stages=HUGE), f"backbone.frozen_stages: {HUGE_INTEGER}"),
+        (_spec(seed=-HUGE), f"backbone.seed: {HUGE_INTEGER}"),
+        (_spec(input_size=[224, HUGE]), f"backbone.input_size[1]: {HUGE_INTEGER}"),
+        (_stages(c2={"slice": [0, HUGE]}), f"backbone.stages.c2.slice[1]: {HUGE_INTEGER}"),
+        (_spec(fpn={"out_channels": HUGE}), f"backbone.fpn.out_channels: {HUGE_INTEGER}"),
+        (_spec(stages={HUGE: {"modules": ["conv1"]}}), f"backbone.stages: a key that is {HUGE_INTEGER}"),
+        (_spec(seed=10**100), "backbone.seed: an integer of 101 digits; a spec's integers have at most 100 digits"),
+    ],
+    ids=["frozen_stages", "seed-negative", "list-item", "slice", "fpn", "stage-key", "101-digits"],
+)
+def test_an_absurdly_long_integer_is_refused_naming_its_key(data, message):
+    """An integer of more than 4,300 digits gave Python's raw ValueError "Exceeds the limit (4300 digits) for integer
+    string conversion" where OmegaConf or featx's own messages formatted it."""
+    for overrides in ([], ["reinit=[]"]):  # a list value: the overrides are applied through OmegaConf
+        with pytest.raises(SpecError) as error:
+            featx.build(data, overrides=overrides)
+        assert str(error.value) == message
+    stages = {name: StageSpec(**stage) for name, stage in data["stages"].items()}
+    with pytest.raises(SpecError) as error:
+        featx.build(BackboneSpec(**{**data, "stages": stages}))
+    assert str(error.value) == message
+
+
+def test_a_long_integer_from_an_override_is_refused_naming_its_key():
+    with pytest.raises(SpecError) as error:
+        featx.build(_spec(), overrides=["seed=" + "9" * 4000])
+    assert str(error.value) == "backbone.seed: an integer of 4000 digits; a spec's integers have at most 100 digits"
+    assert featx.load_spec(_spec(), overrides=["seed=" + "9" * 18]).seed == 10**18 - 1
+
+
+@pytest.mark.parametrize(
+    ("line", "where"),
+    [("seed: " + "9" * 5000, "line 2, column 7"), ("input_size: [224, -" + "1" * 101 + "]", "line 2, column 19")],
+)
+def test_an_absurdly_long_integer_in_a_spec_file_is_refused_at_its_line(tmp_path, line, where):
+    """PyYAML's int constructor raised Python's ValueError for more than 4,300 digits."""
+    path = tmp_path / "long.yaml"
+    path.write_text(f"model: resnet18\n{line}\nstages: {{c2: {{modules: [conv1]}}}}\n")
+    digits = sum(character.isdigit() for character in line.rpartition(" ")[2])
+    with pytest.raises(SpecError) as error:
+        featx.build(path)
+    assert str(error.value) == (
+        f"{path}: backbone: not a spec value: an integer of {digits} digits; a spec's integers have at most 100 "
+        f"digits at {where}"
+    )
+
+
+def test_a_message_never_converts_an_integer_too_long_for_text():
+    """``quoted`` ran repr() on the value, which raises ValueError past 4,300 digits."""
+    assert quoted(HUGE) == "an integer of 5001 digits"
+    assert quoted(-(10**4400) + 1) == "an integer of 4400 digits"
+    assert quoted(10**400) == repr(10**400)[:77] + "..."
+    assert quoted(True) == "True"

@@ -223,7 +223,7 @@ FALLBACK_CASES: List[Any] = [
         "backbone.stages.c2.slice[1]: Value 'True' of type 'bool' could not be converted to Integer",
     ),
     ("tokens-no-embed", {"tokens": {}}, "backbone.tokens.embed: missing value (a spec must set it)"),
-    ("reinit-null", {"reinit": None}, "backbone.reinit: field 'reinit' is not Optional"),
+    ("reinit-null", {"reinit": None}, "backbone.reinit: null is not allowed; it takes a list"),
     ("modules-tuple", {"stages": {"c2": {"modules": ("conv1",)}}}, {"stages": {"c2": StageSpec(modules=["conv1"])}}),
     ("device-int", {"device": 0}, "backbone.device: unknown device '0' (valid: auto, cpu, cuda, cuda:N, mps, meta)"),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from helpers import resnet18_spec
 
 import featx
@@ -101,9 +102,23 @@ def test_validate_spec_accepts_the_python_dataclasses():
     assert featx.load_spec(spec) == spec
 
 
-@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps", "meta"])
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "cuda:7", "cuda:12", "mps", "meta"])
 def test_device_strings_that_are_valid_anywhere_pass_validation(device):
     assert featx.load_spec(resnet18_spec(device=device)).device == device
+
+
+@pytest.mark.parametrize("device", ["cuda:01", "cuda:00", "cuda:0000", "cuda:\u0663", "cuda:\uff11", "cuda:1 "])
+def test_a_device_index_torch_refuses_is_refused_naming_the_valid_forms(device):
+    """``cuda:01`` (a leading zero) and ``cuda:\u0663`` (an Arabic-Indic digit, which ``\\d`` matches) passed the spec's
+    check and reached ``torch.device``: a raw RuntimeError "Invalid device string"."""
+    message = f"backbone.device: unknown device {device!r} (valid: auto, cpu, cuda, cuda:N, mps, meta)"
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build(resnet18_spec(device=device))
+    assert str(caught.value) == message
+    if device.isascii() and device == device.strip():
+        with pytest.raises(featx.SpecError) as caught:
+            featx.build("resnet18", overrides=[f"device={device}"])
+        assert str(caught.value) == message
 
 
 @pytest.mark.parametrize(
@@ -200,11 +215,56 @@ def test_null_is_taken_where_a_key_of_fixed_choices_allows_it():
     assert featx.load_spec(resnet18_spec(fpn={"extra_blocks": None})).fpn.extra_blocks is None
 
 
-@pytest.mark.parametrize("key", ["model", "stages", "frozen_stages", "seed", "reinit", "fpn.out_channels"])
-def test_null_for_another_key_that_takes_no_null_names_the_key(key):
+#: each key (and list item) that takes no null and has no fixed choices, and what its refusal says it takes
+NULL_TAKES = [
+    ("model=null", "backbone.model", "a string"),
+    (
+        "seed=null",
+        "backbone.seed",
+        "an integer in 0..9223372036854775807, the seed of the random init (not true or false)",
+    ),
+    (
+        "frozen_stages=null",
+        "backbone.frozen_stages",
+        "how many stages to freeze, counted from the first (0 for none): a number, not stage names",
+    ),
+    (
+        "stages=null",
+        "backbone.stages",
+        "a mapping of stage name to {slice: [start, end]} or {modules: [path, ...]}",
+    ),
+    ("reinit=null", "backbone.reinit", "a list"),
+    ("channels_last=null", "backbone.channels_last", "true or false"),
+    ("fpn={out_channels:null}", "backbone.fpn.out_channels", "an integer"),
+    ("fpn.out_channels=null", "backbone.fpn.out_channels", "an integer"),
+    ("tokens.embed=null", "backbone.tokens.embed", "a string"),
+    ("out_features=[null]", "backbone.out_features[0]", "a name"),
+    ("reinit=[c2,null]", "backbone.reinit[1]", "a name"),
+    ("input_size=[null,1]", "backbone.input_size[0]", "a number"),
+    ("stages.c2.modules=[conv1,null]", "backbone.stages.c2.modules[1]", "a name"),
+    ("stages={c2:{slice:[0,null]}}", "backbone.stages.c2.slice[1]", "a number"),
+]
+
+
+@pytest.mark.parametrize(("override", "key", "takes"), NULL_TAKES, ids=[case[0] for case in NULL_TAKES])
+def test_null_for_another_key_that_takes_no_null_says_what_it_takes(override, key, takes):
+    """``model=null`` was OmegaConf's "Incompatible value 'None' for field of type 'str'", ``reinit=null`` its
+    "field 'reinit' is not Optional" and ``out_features=[null]`` its "Invalid type assigned: NoneType is not a
+    subclass of str": none said what the key takes."""
+    message = f"{key}: null is not allowed; it takes {takes}"
     with pytest.raises(featx.SpecError) as caught:
-        featx.build("resnet50_fpn", overrides=["device=meta", f"{key}=null"])
-    assert caught.value.key == f"backbone.{key}"
+        featx.build("resnet18", overrides=["device=meta", override])
+    assert str(caught.value) == message
+    spec = featx.load_spec("resnet18").to_dict()
+    dotted, _, text = override.partition("=")
+    *parents, name = dotted.split(".")
+    node = spec
+    for part in parents:
+        node[part] = node = dict(node.get(part) or {})
+    node[name] = yaml.safe_load(text.replace(":", ": "))
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build(spec)
+    assert str(caught.value) == message
 
 
 def test_numpy_scalars_and_a_torch_device_are_taken_as_their_values():
@@ -425,3 +485,24 @@ def test_a_control_character_in_a_spec_file_is_named_by_its_code_and_place(tmp_p
     with pytest.raises(featx.SpecError) as caught:
         featx.load_spec(path)
     assert str(caught.value) == f"{path}: backbone: not valid YAML: unacceptable character {where}"
+
+
+@pytest.mark.parametrize(
+    ("source", "overrides"),
+    [
+        ("resnet18", ["source=fc"]),
+        (resnet18_spec(source="layer1"), []),
+        (_vgg(stages={"c1": {"modules": ["features.0"]}}), []),
+    ],
+)
+def test_a_source_without_a_slice_stage_is_refused(source, overrides):
+    """``source`` names the container whose children ``slice`` counts; with modules-only stages it was accepted and
+    ignored (``source=fc`` on a ResNet, whose fc has no children)."""
+    with pytest.raises(featx.SpecError) as caught:
+        featx.load_spec(source, overrides=overrides)
+    name = "fc" if overrides else "layer1" if source["model"] == "resnet18" else "features"
+    assert str(caught.value) == (
+        f"backbone.source: {name!r} is the container whose children slice counts, but no stage has a slice "
+        "(every stage names its modules); remove source (null), or give stages as slices"
+    )
+    assert featx.load_spec(_vgg()).source == "features"

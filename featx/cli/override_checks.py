@@ -47,7 +47,7 @@ from featx.spec.apps import BackboneNode
 from featx.spec.config_files import backbone_names
 from featx.spec.keys import suggest
 from featx.spec.limits import quoted
-from featx.spec.load import is_true_or_false, null_refusal
+from featx.spec.load import is_true_or_false, list_item, null_item_refusal, null_refusal
 from featx.spec.overrides import deletes_list_item, duplicated_key, not_in_grammar
 from featx.spec.schema import BackboneSpec, FpnSpec, TokenSpec
 
@@ -164,8 +164,9 @@ def config_dirs(flags: argparse.Namespace, overrides: Sequence[Tuple[str, Overri
 def problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[str]:
     """Why ``key`` cannot be set to ``values`` in ``schema`` (an app's config dataclass; ``backbone`` holds a
     :class:`BackboneNode`), or None: an unknown key, or a value OmegaConf refuses for its type, as Hydra's
-    composition would, and null for a backbone key of fixed choices, naming them (the spec layer checks the rest after
-    composing). Keys below an untyped node are not judged."""
+    composition would, and null for a key (or a list's item) that takes none, naming the choices or what it takes
+    (:func:`~featx.spec.load.null_refusal`; the spec layer checks the rest after composing). Keys below an untyped node
+    are not judged."""
     parts = key.split(".")
     owner: Any = schema
     for depth, part in enumerate(parts):
@@ -183,8 +184,13 @@ def problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[s
     node = OmegaConf.structured(owner)
     for value in values:
         refusal = null_refusal(parts[1:]) if value is None and parts[0] == "backbone" else None
-        if refusal is not None:  # OmegaConf's "field 'norm' is not Optional" names no choice
+        if value is None and parts[0] != "backbone":  # an app's own key, by its type
+            refusal = null_refusal(parts, hints[parts[-1]])
+        if refusal is not None:  # OmegaConf's "field 'norm' is not Optional" names no choice nor type
             return f"{key}: {refusal}"
+        item_type = list_item(hints[parts[-1]])
+        if isinstance(value, list) and item_type is not None and None in value:  # OmegaConf's "Invalid type assigned"
+            return f"{key}[{value.index(None)}]: {null_item_refusal(item_type)}"
         if hints[parts[-1]] is bool and not is_true_or_false(value):  # OmegaConf takes 2, "yes" and "on" as true
             return f"{key}: must be true or false, got {quoted(value)}"
         try:

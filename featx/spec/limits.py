@@ -12,6 +12,7 @@ import math
 import numbers
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -43,6 +44,9 @@ MAX_OVERRIDES = 256
 MAX_OVERRIDE_CHARS = 4096
 #: characters of a value from a file quoted back in an error message
 QUOTE_LIMIT = 80
+#: digits of an integer in a spec (the largest any key takes, ``seed``'s 2^63 - 1, has 19); Python converts at most
+#: 4300 to text, so a longer one would break any message that names it
+MAX_INT_DIGITS = 100
 
 
 #: control characters (line breaks, terminal escapes, Unicode's line separators) and the invisible format characters
@@ -64,9 +68,58 @@ def shortened(text: str) -> str:
     return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
 
 
+def digit_count(value: int) -> int:
+    """How many decimal digits ``value`` has, found without converting it to text (which Python refuses past
+    ``sys.get_int_max_str_digits()`` digits). Example: ``digit_count(-(10**5000))`` is 5001."""
+    size = abs(value)
+    digits = int(size.bit_length() * math.log10(2)) + 1  # the digits of 2 ** bit_length: one too many, or right
+    while digits > 1 and size < 10 ** (digits - 1):
+        digits -= 1
+    while size >= 10**digits:  # a rounding of the estimate's float
+        digits += 1
+    return digits
+
+
+def _too_long_for_text(value: Any) -> bool:
+    """Whether ``value`` is an integer Python refuses to convert to text (``sys.set_int_max_str_digits``)."""
+    limit = sys.get_int_max_str_digits()
+    return isinstance(value, int) and limit > 0 and value.bit_length() > limit * 3 and digit_count(value) > limit
+
+
 def quoted(value: Any) -> str:
-    """``repr(value)``, cut to :data:`QUOTE_LIMIT` characters: errors name a value, they never dump a file."""
+    """``repr(value)``, cut to :data:`QUOTE_LIMIT` characters: errors name a value, they never dump a file. An
+    integer too long for Python to convert to text is named by its size: ``quoted(10**5000)`` is ``an integer of 5001
+    digits``."""
+    if _too_long_for_text(value):
+        return f"an integer of {digit_count(value)} digits"
     return shortened(repr(value))
+
+
+def long_integer(value: Any) -> Optional[str]:
+    """Why ``value`` is no integer a spec holds (more than :data:`MAX_INT_DIGITS` digits), else None. Example:
+    ``long_integer(10**100)`` is ``"an integer of 101 digits; a spec's integers have at most 100 digits"``."""
+    if not isinstance(value, int) or isinstance(value, bool) or -(10**MAX_INT_DIGITS) < value < 10**MAX_INT_DIGITS:
+        return None
+    return f"an integer of {digit_count(value)} digits; a spec's integers have at most {MAX_INT_DIGITS} digits"
+
+
+def check_integers(data: Any, path: Tuple[str, ...] = ()) -> None:
+    """Raise :class:`SpecError` naming the key (or list item) of the first integer in ``data`` (a spec as plain data;
+    mapping keys too) of more than :data:`MAX_INT_DIGITS` digits (:func:`long_integer`), which every message naming
+    it would fail to convert to text. Run on data whose size is bounded (:func:`check_data_size`)."""
+    if isinstance(data, dict):  # the containers :func:`expanded_size` counts
+        for key, value in data.items():
+            problem = long_integer(key)
+            if problem is not None:
+                raise SpecError(key_path(*path), f"a key that is {problem}")
+            check_integers(value, (*path, shortened(str(key))))
+    elif isinstance(data, (list, tuple)):
+        for index, item in enumerate(data):
+            check_integers(item, (*path[:-1], f"{path[-1]}[{index}]") if path else (f"[{index}]",))
+    else:
+        problem = long_integer(data)
+        if problem is not None:
+            raise SpecError(key_path(*path), problem)
 
 
 def expanded_size(data: Any) -> int:
@@ -92,9 +145,9 @@ SHARED_CONTAINERS = "shared lists and mappings"
 
 
 def check_data_size(data: Any, shared: str = "YAML aliases") -> None:
-    """Raise :class:`SpecError` when ``data`` (a spec as plain data) expands past :data:`MAX_SPEC_NODES` nodes;
-    ``shared`` names what the count takes at every place it is used (a YAML file's aliases; a checkpoint's spec:
-    :data:`SHARED_CONTAINERS`)."""
+    """Raise :class:`SpecError` when ``data`` (a spec as plain data) expands past :data:`MAX_SPEC_NODES` nodes or holds
+    an integer of more than :data:`MAX_INT_DIGITS` digits (:func:`check_integers`); ``shared`` names what the count
+    takes at every place it is used (a YAML file's aliases; a checkpoint's spec: :data:`SHARED_CONTAINERS`)."""
     nodes = expanded_size(data)
     if nodes > MAX_SPEC_NODES:
         raise SpecError(
@@ -102,6 +155,7 @@ def check_data_size(data: Any, shared: str = "YAML aliases") -> None:
             f"expands to {nodes} values ({shared} counted where they are used), more than the {MAX_SPEC_NODES} a "
             "spec may hold; a backbone spec is a few dozen values",
         )
+    check_integers(data)
 
 
 def check_batch_shape(

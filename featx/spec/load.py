@@ -28,6 +28,7 @@ from featx.spec.limits import (
     QUOTE_LIMIT,
     SHARED_CONTAINERS,
     check_data_size,
+    check_integers,
     expand_home,
     quoted,
     shortened,
@@ -128,9 +129,9 @@ def _check_lists_and_flags(data: Mapping[str, Any]) -> None:
     for parents, node, schema in _nodes(data):
         for key, hint in typing.get_type_hints(schema).items():
             value = node.get(key)
-            if hint is bool and key in node and not is_true_or_false(value):
+            if hint is bool and value is not None and not is_true_or_false(value):  # null: _check_single_values
                 raise SpecError(key_path(*parents, key), f"must be true or false, got {quoted(value)}")
-            item_type = _list_item(hint)
+            item_type = list_item(hint)
             if item_type is None:
                 continue
             expected = "a list (or null)" if type(None) in typing.get_args(hint) else "a list"
@@ -139,11 +140,12 @@ def _check_lists_and_flags(data: Mapping[str, Any]) -> None:
             if value is not None and not isinstance(value, (list, tuple)):
                 raise SpecError(key_path(*parents, key), f"expected {expected}, got {quoted(value)}")
             for position, item in enumerate(value if isinstance(value, list) else ()):
+                if item is None:  # OmegaConf's "Invalid type assigned: NoneType is not a subclass of str"
+                    raise SpecError(key_path(*parents, f"{key}[{position}]"), null_item_refusal(item_type))
                 if isinstance(item, (list, tuple, Mapping)):
                     raise SpecError(
                         key_path(*parents, f"{key}[{position}]"),
-                        f"expected {'a number' if item_type is int else 'a name'}, got a "
-                        f"{'mapping' if isinstance(item, Mapping) else 'list'}",
+                        f"expected {item_kind(item_type)}, got a {'mapping' if isinstance(item, Mapping) else 'list'}",
                     )
 
 
@@ -158,21 +160,52 @@ _CHOICES: Dict[Tuple[str, ...], Sequence[str]] = {
 }
 
 
-def null_refusal(key: Sequence[str]) -> Optional[str]:
-    """Why the spec key ``key`` (``("norm",)``, ``("fpn", "style")``) takes no null, naming its choices, for a key of
-    fixed choices none of which is null; else None (other keys are refused by their type). Example:
-    ``null_refusal(["norm"])`` is ``"null is not allowed (valid: frozen, eval, train, sync)"``."""
-    choices = _CHOICES.get(tuple(key))
-    if choices is None or "null" in choices:
-        return None
-    return f"null is not allowed (valid: {', '.join(choices)})"
+#: what a key of each type takes, said where it is given null
+_KINDS: Dict[Any, str] = {bool: "true or false", int: "an integer", str: "a string", list: "a list", dict: "a mapping"}
+#: what the spec keys a type says too little of take (dotted key below the backbone)
+_TAKES = {**_INTEGER_KEYS, "stages": f"a mapping of stage name to {_STAGE_FORM}"}
+
+
+def item_kind(item_type: Any) -> str:
+    """What an item of a list of ``item_type`` is, in errors: ``item_kind(int)`` is ``"a number"``, else a name."""
+    return "a number" if item_type is int else "a name"
+
+
+def null_item_refusal(item_type: Any) -> str:
+    """Why an item of a list of ``item_type`` takes no null: ``null_item_refusal(str)``."""
+    return f"null is not allowed; it takes {item_kind(item_type)}"
+
+
+def null_refusal(key: Sequence[str], hint: Any = None) -> Optional[str]:
+    """Why the key ``key`` takes no null, with its choices or what it takes; None where null is allowed. A spec key
+    (``("norm",)``, ``("fpn", "style")``, ``("stages", "c2", "slice")``) is judged by the spec's schema, any other
+    (an app's own) by its type ``hint``. Example: ``null_refusal(["norm"])`` is ``"null is not allowed (valid:
+    frozen, eval, train, sync)"``; ``null_refusal(["input", "batch_size"], int)`` says it takes an integer."""
+    parts = tuple(key)
+    choices = _CHOICES.get(parts)
+    if choices is not None:
+        return None if "null" in choices else f"null is not allowed (valid: {', '.join(choices)})"
+    if hint is None:
+        schema = _schema_of(parts[:-1])
+        hint = typing.get_type_hints(schema).get(parts[-1]) if schema is not None and parts else None
+    takes = _TAKES.get(".".join(parts)) or _KINDS.get(typing.get_origin(hint) or hint)
+    return None if takes is None else f"null is not allowed; it takes {takes}"
+
+
+def _schema_of(parents: Tuple[str, ...]) -> Optional[type]:
+    """The schema of the spec node at ``parents`` (the root, ``fpn``, ``tokens``, a stage), or None."""
+    if not parents:
+        return BackboneSpec
+    if len(parents) == 1:
+        return _NESTED.get(parents[0])
+    return StageSpec if len(parents) == 2 and parents[0] == "stages" else None
 
 
 def _check_single_values(data: Mapping[str, Any]) -> None:
     """Each key taking one name or number holds no list or mapping, named by key with its choices (OmegaConf's
-    "Cannot convert 'ListConfig' to string" named neither), a key of fixed choices no null unless one of them is
-    (:func:`null_refusal`), and a string key no true or false (nor ``weights`` a number), which OmegaConf turned into
-    the string ``'False'``."""
+    "Cannot convert 'ListConfig' to string" named neither), no null unless it takes one, naming its choices or what
+    it takes (:func:`null_refusal`), and a string key no true or false (nor ``weights`` a number), which OmegaConf
+    turned into the string ``'False'``."""
     for parents, node, schema in _nodes(data):
         for key, hint in typing.get_type_hints(schema).items():
             arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
@@ -217,7 +250,7 @@ def _plain_scalars(data: Any) -> Any:
     return data
 
 
-def _list_item(hint: Any) -> Optional[type]:
+def list_item(hint: Any) -> Optional[type]:
     """The item type of a ``List[X]`` or ``Optional[List[X]]`` field's hint, else None."""
     arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
     if typing.get_origin(hint) in (Union, types.UnionType) and len(arguments) == 1:
@@ -416,6 +449,7 @@ def load_spec_and_origin(
         raise _with_prefix_hint(error, overrides or ()) from None
     _refuse_interpolations(literal)  # from the overrides: named without the file
     try:
+        check_integers(literal)  # an override's (the spec's own were refused before)
         _refuse_missing_markers(literal)  # before the checks of form: ``stages: ???`` is missing, not a string
         _check_nesting(literal)
         _check_lists_and_flags(literal)

@@ -36,7 +36,9 @@ from featx.spec.schema import (
     TokenSpec,
 )
 
-_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|meta|cuda(:\d{1,4})?")
+#: the devices a spec may name: ``cuda:N`` with N in ASCII digits and no leading zero, as ``torch.device`` takes it
+#: (Python's ``\d`` matches any script's digits, and torch refuses ``cuda:01``)
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|meta|cuda(:(0|[1-9][0-9]{0,3}))?")
 MAX_NAME_CHARS = 64
 #: the largest ``tokens.stride``: patches wider than this are no patches
 MAX_PATCH = 1024
@@ -224,6 +226,12 @@ def validate_spec(spec: BackboneSpec) -> None:
             key_path("source"), "empty; name the container whose children slice counts, or null for the model's own"
         )
     _validate_stages(spec)
+    if spec.source is not None and all(stage.slice is None for stage in spec.stages.values()):
+        raise SpecError(
+            key_path("source"),
+            f"{quoted(spec.source)} is the container whose children slice counts, but no stage has a slice (every "
+            "stage names its modules); remove source (null), or give stages as slices",
+        )
     _validate_outputs(spec)
     home = unknown_home(spec.weights) if spec.weights is not None else None
     if home is not None:

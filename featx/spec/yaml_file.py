@@ -19,7 +19,7 @@ import yaml
 
 from featx.errors import SpecError
 from featx.spec.keys import key_path
-from featx.spec.limits import MAX_SPEC_BYTES, check_data_size, quoted, shortened
+from featx.spec.limits import MAX_INT_DIGITS, MAX_SPEC_BYTES, check_data_size, quoted, shortened
 
 #: the suffixes of a spec file, in any letter case (``MY.YAML``): see :func:`is_spec_suffix`
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -89,7 +89,9 @@ class _UniqueKeyLoader(_SAFE_BASE):
 
 def _decimal_int(loader: Any, node: yaml.ScalarNode) -> int:
     """An integer as YAML 1.1 reads it, refusing the forms read otherwise by featx's overrides (Hydra's grammar):
-    a leading zero (``017``: octal 15 in a file, 17 in an override) and base 60 (``1:30``: 90)."""
+    a leading zero (``017``: octal 15 in a file, 17 in an override) and base 60 (``1:30``: 90); and a decimal one of
+    more than :data:`MAX_INT_DIGITS` digits, unconverted (a hexadecimal one converts at any length, and
+    :func:`check_data_size` names its key)."""
     digits = str(node.value).replace("_", "").lstrip("+-")
     if ":" in digits or (len(digits) > 1 and digits[0] == "0" and digits[1].isdigit()):
         raise _NotSpecData(
@@ -97,6 +99,13 @@ def _decimal_int(loader: Any, node: yaml.ScalarNode) -> int:
             None,
             f"the number {quoted(node.value)[1:-1]}, which YAML reads as octal (a leading 0) or base 60 (a:b) and an "
             "override as decimal; write it without the leading 0 or the colon (or quote it to give a string)",
+            node.start_mark,
+        )
+    if digits.isascii() and digits.isdigit() and len(digits) > MAX_INT_DIGITS:  # Python converts at most 4300 digits
+        raise _NotSpecData(
+            None,
+            None,
+            f"an integer of {len(digits)} digits; a spec's integers have at most {MAX_INT_DIGITS} digits",
             node.start_mark,
         )
     return int(loader.construct_yaml_int(node))
