@@ -1872,7 +1872,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/main.py",
-        '    check_batch_shape("input", cfg.input.batch_size, height, width)\n',
+        '    check_batch_shape("input", cfg.input.batch_size, height, width, names=given)\n',
         "",
         "the featx app's batch limit checked at 224, not at the backbone's own input_size",
     ),
@@ -4085,6 +4085,13 @@ MUTANTS: List[Mutant] = [
         "if spec.source is not None and all(stage.slice is None for stage in spec.stages.values()):",
         "if False:",
         "source=fc with modules-only stages accepted and silently ignored",
+    ),
+    # fuzz review: the batch limit names backbone.input_size where the size came from it
+    Mutant(
+        "cli/app.py",
+        'return f"{where}.{side}" if value is not None or fixed is None else "backbone.input_size"',
+        'return f"{where}.{side}"',
+        "featx backbone.input_size=[16384,16384]: the batch limit says to lower input.height/width, which are unset",
     ),
 ]
 

@@ -1226,7 +1226,14 @@ def test_the_app_runs_a_fixed_size_backbone_at_its_own_size(workdir):
     code, errors, output = run_app("featx", [*root[:2], "backbone=v256", "run=false", "input.batch_size=600"], workdir)
     assert _message(code, errors) == (  # the batch limit applies at the backbone's own size, not at 224 only
         "featx: error: input: a batch of 600 inputs of 256x256 is more than 33554432 pixels; lower input.batch_size "
-        "or input.height/width"
+        "or backbone.input_size"
+    )
+    code, errors, output = run_app(
+        "featx", [*root[:2], "backbone=v256", "run=false", "input.batch_size=600", "input.height=256"], workdir
+    )
+    assert _message(code, errors) == (  # the width is still the backbone's own
+        "featx: error: input: a batch of 600 inputs of 256x256 is more than 33554432 pixels; lower input.batch_size "
+        "or input.height/backbone.input_size"
     )
     (backbones / "v128.yaml").write_text(text.replace("\ninput_size: null", "\ninput_size: [128, 128]"))
     code, errors, output = run_app("featx", [*root[:2], "backbone=v128", "run=false", "input.batch_size=700"], workdir)
@@ -1235,7 +1242,7 @@ def test_the_app_runs_a_fixed_size_backbone_at_its_own_size(workdir):
     code, errors, output = run_app("featx-export", arguments, workdir)
     assert _message(code, errors) == (
         "featx-export: error: export: a batch of 600 inputs of 256x256 is more than 33554432 pixels; lower "
-        "export.batch_size or export.height/width"
+        "export.batch_size or backbone.input_size"
     )
     assert not (workdir / "v.onnx").exists()
 

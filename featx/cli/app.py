@@ -246,6 +246,20 @@ def input_size(height: Optional[int], width: Optional[int], fixed: Optional[Sequ
     return (default[0] if height is None else height, default[1] if width is None else width)
 
 
+def size_settings(
+    where: str, height: Optional[int], width: Optional[int], fixed: Optional[Sequence[int]]
+) -> Tuple[str, str, str]:
+    """The settings an app's example batch comes from, as :func:`~featx.spec.limits.check_batch_shape` names them:
+    ``<where>.batch_size``, and for each side ``<where>.height``/``width``, or ``backbone.input_size`` where that side
+    is null and the backbone takes one size (:func:`input_size`). Example: ``size_settings("input", None, None,
+    [384, 384])`` is ``("input.batch_size", "backbone.input_size", "backbone.input_size")``."""
+
+    def origin(side: str, value: Optional[int]) -> str:
+        return f"{where}.{side}" if value is not None or fixed is None else "backbone.input_size"
+
+    return (f"{where}.batch_size", origin("height", height), origin("width", width))
+
+
 def _job_overrides() -> str:
     """The running sweep job's overrides as the command line gives them: a value that is not swept as typed (Hydra
     writes ``run=false`` as ``run=False``), and without the ``++`` featx puts before a key below a nullable node
