@@ -4093,6 +4093,37 @@ MUTANTS: List[Mutant] = [
         'return f"{where}.{side}"',
         "featx backbone.input_size=[16384,16384]: the batch limit says to lower input.height/width, which are unset",
     ),
+    # downstream Hydra review (session of 2026-12-07, sixth)
+    Mutant(
+        "cli/user_configs.py",
+        'f"working directory){_own_backbone_advice(seen[-1], own)}",',
+        '"working directory)",',
+        "a dumped config's refusal advises config first, which merges the dump into config's backbone choice",
+    ),
+    Mutant(
+        "cli/app.py",
+        "            _refuse_another_model(cfg, APP_CONFIGS[app])\n",
+        "",
+        "a config file's backbone.model merged into another model's backbone file: resnet50_fpn (resnet18)",
+    ),
+    Mutant(
+        "cli/app.py",
+        'first = next((entry for entry in entries if entry != "_self_"), None)',
+        "first = None",
+        "a backbone file extending another is taken as setting no model: another model merged into it runs",
+    ),
+    Mutant(
+        "spec/references.py",
+        '"resolved: featx.build(OmegaConf.to_container(cfg.backbone, resolve=True))",',
+        '"resolved",',
+        "a resolver reached from the user's own config: no word of building it resolved",
+    ),
+    Mutant(
+        "spec/load.py",
+        '    if message.startswith("Recursive interpolation detected"):',
+        "    if False:",
+        "a node saved unresolved and loaded again: OmegaConf's bare 'Recursive interpolation detected'",
+    ),
 ]
 
 

@@ -1206,6 +1206,71 @@ def test_a_users_primary_config_that_starts_from_an_app_config_runs(workdir):
     assert code == 0 and "resnet18" in output, errors
 
 
+def test_a_dumped_config_is_rerun_as_dumped_with_the_advice_of_the_refusal(workdir):
+    """A ``--cfg job --resolve`` dump given as ``--config-name``: the refusal advised ``defaults: [config, _self_]``,
+    with which Hydra merged the dump's backbone onto config's choice (resnet50_fpn): the stages c4, c5 the dump left
+    out came back. Its advice, ``override backbone: null``, reruns the dump as it was."""
+    code, errors, dump = run_app("featx", ["--cfg", "job", "backbone=resnet18", "backbone.frozen_stages=2"], workdir)
+    assert code == 0, errors
+    stages = yaml.safe_load(dump)
+    del stages["backbone"]["stages"]["c4"], stages["backbone"]["stages"]["c5"]
+    dump = yaml.safe_dump(stages, sort_keys=False)
+    mine = workdir / "mine"
+    mine.mkdir()
+    (mine / "saved.yaml").write_text(dump)
+    code, errors, _ = run_app("featx", ["--config-dir", "mine", "--config-name", "saved"], workdir, run_dirs=False)
+    assert _message(code, errors) == (
+        "featx: error: --config-name saved: mine/saved.yaml does not start from featx's config: the first "
+        "entry of its defaults list must be config (or a file of yours that starts from it), whose run folders and "
+        "checks the app needs (without them Hydra writes into the working directory); it holds its own backbone "
+        "mapping, which config's backbone choice would be merged into (keys and stages it leaves out coming back): "
+        "to run it as written, start it with defaults: [config, override backbone: null, _self_]"
+    )
+    (mine / "saved.yaml").write_text("defaults: [config, override backbone: null, _self_]\n" + dump)
+    code, errors, again = run_app("featx", ["--cfg", "job", "--config-dir", "mine", "--config-name", "saved"], workdir)
+    assert code == 0 and again == dump, errors
+    code, errors, table = run_app("featx", ["--config-dir", "mine", "--config-name", "saved", "run=false"], workdir)
+    assert code == 0 and "featx backbone=resnet18 (resnet18) |" in table and " c4 " not in table, errors
+
+
+@pytest.mark.parametrize(
+    ("config", "arguments", "choice", "chosen_model"),
+    [
+        ("defaults: [config, _self_]\nbackbone:\n  model: resnet18\n", [], "resnet50_fpn", "resnet50"),
+        ("defaults: [config, _self_]\nbackbone:\n  model: resnet18\n", ["backbone=resnet34"], "resnet34", "resnet34"),
+        (  # through a backbone file of the user's that extends a packaged one
+            "defaults: [config, override backbone: mine_r34, _self_]\nbackbone:\n  model: resnet18\n",
+            [],
+            "mine_r34",
+            "resnet34",
+        ),
+    ],
+    ids=["config's-choice", "command-line-choice", "users-backbone-file"],
+)
+def test_a_config_file_setting_another_model_than_its_backbone_choice_is_refused(
+    workdir, config, arguments, choice, chosen_model
+):
+    """Hydra merges a config file's ``backbone.model`` onto the chosen backbone file: its stages and fpn for another
+    model (``featx backbone=resnet50_fpn (resnet18)``, a network nobody wrote)."""
+    mine = workdir / "mine"
+    (mine / "backbone").mkdir(parents=True)
+    (mine / "backbone" / "mine_r34.yaml").write_text("defaults: [resnet34, _self_]\nfrozen_stages: 0\n")
+    (mine / "saved.yaml").write_text(config)
+    arguments = ["--config-dir", "mine", "--config-name", "saved", "run=false", *arguments]
+    code, errors, _ = run_app("featx", arguments, workdir)
+    assert _message(code, errors) == (
+        f"featx: error: backbone={choice}: a config file of yours sets backbone.model: resnet18, but {choice}'s file "
+        f"is for {chosen_model}, whose stages and other keys Hydra would merge your backbone into; to run your "
+        "backbone mapping as written, put override backbone: null in your defaults list (defaults: [config, "
+        "override backbone: null, _self_]), or choose a backbone file for resnet18"
+    )
+    code, errors, output = run_app("featx", [*arguments, "backbone.model=resnet18"], workdir)  # the command line's
+    assert code == 0 and f"featx backbone={choice} (resnet18) |" in output, errors
+    (mine / "saved.yaml").write_text(config.replace("resnet18", chosen_model))
+    code, errors, output = run_app("featx", arguments, workdir)
+    assert code == 0 and f"featx backbone={choice} ({chosen_model}) |" in output, errors
+
+
 def test_the_app_runs_a_fixed_size_backbone_at_its_own_size(workdir):
     """input.height/width defaulted to 224: a backbone that takes one size (a proposal's input_size) failed in the
     featx app, run=false too, unless the user typed that size."""

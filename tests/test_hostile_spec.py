@@ -905,6 +905,34 @@ def test_a_composed_spec_beside_objects_and_a_reference_computed_from_a_resolver
     )
 
 
+def test_a_composed_spec_reaching_a_resolver_says_how_to_build_it_resolved(monkeypatch, tmp_path):
+    """The refusal named only "put the value itself": a user's own config, whose resolvers the user trusts, builds
+    resolved; a node saved unresolved and loaded again was OmegaConf's bare "Recursive interpolation detected"."""
+    monkeypatch.setenv("FEATX_TEST_DEVICE", "meta")
+    cfg = OmegaConf.create({"seed": 3, "dev": "${oc.env:FEATX_TEST_DEVICE}", "bb": {**_spec(), "seed": "${seed}"}})
+    cfg.bb.device = "${dev}"
+    with pytest.raises(SpecError) as caught:
+        featx.build(cfg.bb)
+    assert str(caught.value) == (
+        "backbone.device: refers (directly or through other nodes) to dev, which calls an OmegaConf resolver "
+        "(${name:...}); a backbone spec is data, and featx runs no resolver (they can read the environment). Put the "
+        "value itself, or a reference to a node that holds one; or, for a config of your own whose resolvers you "
+        "trust, build it resolved: featx.build(OmegaConf.to_container(cfg.backbone, resolve=True))"
+    )
+    built = featx.build(OmegaConf.to_container(cfg.bb, resolve=True))
+    assert (built.spec.device, built.spec.seed) == ("meta", 3)
+    cfg.bb.device = "meta"  # its seed still refers to the config's: ${seed}, which is itself in the saved file
+    OmegaConf.save(cfg.bb, tmp_path / "bb.yaml")
+    with pytest.raises(SpecError) as caught:
+        featx.build(OmegaConf.load(tmp_path / "bb.yaml"))
+    assert str(caught.value) == (
+        "backbone.seed: Recursive interpolation detected; a node saved without resolve=True keeps its references "
+        "(${...}) to the config it came from: save it resolved, OmegaConf.save(cfg.backbone, path, resolve=True)"
+    )
+    OmegaConf.save(cfg.bb, tmp_path / "bb.yaml", resolve=True)
+    assert featx.build(OmegaConf.load(tmp_path / "bb.yaml")).spec.seed == 3
+
+
 def test_a_composed_spec_refers_to_nodes_as_omegaconf_resolves_them_beside_resolvers():
     """Every form OmegaConf resolves (computed, hyphenated keys, spaces, indices) works; an escaped ``\\${`` is text."""
     composed = OmegaConf.create(

@@ -90,7 +90,7 @@ def check_primary_config(app: str, flags: argparse.Namespace, folders: Sequence[
                     f"--config-name {shortened(str(flags.config_name))}: {seen[-1]} does not start from {app}'s "
                     f"config: the first entry of its defaults list must be {own} (or a file of yours that starts "
                     "from it), whose run folders and checks the app needs (without them Hydra writes into the "
-                    "working directory)",
+                    f"working directory){_own_backbone_advice(seen[-1], own)}",
                 )
             return seen  # not a file of the user's: Hydra says it finds no such config
         name = first
@@ -109,6 +109,23 @@ def check_primary_config(app: str, flags: argparse.Namespace, folders: Sequence[
             f"from {own}",
         )
     return seen
+
+
+def _own_backbone_advice(path: Path, own: str) -> str:
+    """What the refusal of the user's config file ``path`` that does not start from the app's config ``own`` adds
+    where the file holds its own ``backbone`` mapping (a ``--cfg job`` dump): with ``defaults: [config, _self_]``
+    Hydra merges it into the config's backbone choice, whose stages the file leaves out come back."""
+    try:
+        holds_backbone = isinstance(read_spec_file(path).get("backbone"), Mapping)
+    except SpecError:
+        return ""
+    if not holds_backbone:
+        return ""
+    return (
+        f"; it holds its own backbone mapping, which {own}'s backbone choice would be merged into (keys and stages "
+        f"it leaves out coming back): to run it as written, start it with defaults: [{own}, override backbone: null, "
+        "_self_]"
+    )
 
 
 def _leaves(content: Mapping[str, Any], prefix: str = "") -> Iterator[Tuple[str, object]]:

@@ -131,7 +131,8 @@ def _reaches_resolver(where: Tuple[str, ...], reached: str) -> SpecError:
         key_path(*where),
         f"refers (directly or through other nodes) to {reached}, which calls an OmegaConf resolver (${{name:...}}); a "
         "backbone spec is data, and featx runs no resolver (they can read the environment). Put the value itself, "
-        "or a reference to a node that holds one",
+        "or a reference to a node that holds one; or, for a config of your own whose resolvers you trust, build it "
+        "resolved: featx.build(OmegaConf.to_container(cfg.backbone, resolve=True))",
     )
 
 
