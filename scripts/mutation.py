@@ -4101,18 +4101,6 @@ MUTANTS: List[Mutant] = [
         "a dumped config's refusal advises config first, which merges the dump into config's backbone choice",
     ),
     Mutant(
-        "cli/app.py",
-        "            _refuse_another_model(cfg, APP_CONFIGS[app])\n",
-        "",
-        "a config file's backbone.model merged into another model's backbone file: resnet50_fpn (resnet18)",
-    ),
-    Mutant(
-        "cli/app.py",
-        'first = next((entry for entry in entries if entry != "_self_"), None)',
-        "first = None",
-        "a backbone file extending another is taken as setting no model: another model merged into it runs",
-    ),
-    Mutant(
         "spec/references.py",
         '"resolved: featx.build(OmegaConf.to_container(cfg.backbone, resolve=True))",',
         '"resolved",',

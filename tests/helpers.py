@@ -177,8 +177,9 @@ def run_in_process(
 
 def run_script_in_process(script: Path, arguments: List[str], folder: Path) -> subprocess.CompletedProcess:
     """``python script arguments`` run in ``folder``, in this process: the script run as ``__main__``, as Python
-    runs it (so Hydra finds the config folder beside it), with the state put back as ``run_in_process`` puts it.
-    For what a script refuses before its work, without a subprocess's seconds of imports. Example::
+    runs it (so Hydra finds the config folder beside it), with the state put back as ``run_in_process`` puts it
+    (the script's folder stays on ``sys.path``, as ``load_script`` leaves it). For a script's runs that need none of
+    a subprocess's seconds of imports, such as its refusals. Example::
 
         run_script_in_process(SCRIPTS / "experiment.py", ["train.lr=-1"], tmp_path).returncode == 1
     """

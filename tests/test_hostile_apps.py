@@ -1233,44 +1233,6 @@ def test_a_dumped_config_is_rerun_as_dumped_with_the_advice_of_the_refusal(workd
     assert code == 0 and "featx backbone=resnet18 (resnet18) |" in table and " c4 " not in table, errors
 
 
-@pytest.mark.parametrize(
-    ("config", "arguments", "choice", "chosen_model"),
-    [
-        ("defaults: [config, _self_]\nbackbone:\n  model: resnet18\n", [], "resnet50_fpn", "resnet50"),
-        ("defaults: [config, _self_]\nbackbone:\n  model: resnet18\n", ["backbone=resnet34"], "resnet34", "resnet34"),
-        (  # through a backbone file of the user's that extends a packaged one
-            "defaults: [config, override backbone: mine_r34, _self_]\nbackbone:\n  model: resnet18\n",
-            [],
-            "mine_r34",
-            "resnet34",
-        ),
-    ],
-    ids=["config's-choice", "command-line-choice", "users-backbone-file"],
-)
-def test_a_config_file_setting_another_model_than_its_backbone_choice_is_refused(
-    workdir, config, arguments, choice, chosen_model
-):
-    """Hydra merges a config file's ``backbone.model`` onto the chosen backbone file: its stages and fpn for another
-    model (``featx backbone=resnet50_fpn (resnet18)``, a network nobody wrote)."""
-    mine = workdir / "mine"
-    (mine / "backbone").mkdir(parents=True)
-    (mine / "backbone" / "mine_r34.yaml").write_text("defaults: [resnet34, _self_]\nfrozen_stages: 0\n")
-    (mine / "saved.yaml").write_text(config)
-    arguments = ["--config-dir", "mine", "--config-name", "saved", "run=false", *arguments]
-    code, errors, _ = run_app("featx", arguments, workdir)
-    assert _message(code, errors) == (
-        f"featx: error: backbone={choice}: a config file of yours sets backbone.model: resnet18, but {choice}'s file "
-        f"is for {chosen_model}, whose stages and other keys Hydra would merge your backbone into; to run your "
-        "backbone mapping as written, put override backbone: null in your defaults list (defaults: [config, "
-        "override backbone: null, _self_]), or choose a backbone file for resnet18"
-    )
-    code, errors, output = run_app("featx", [*arguments, "backbone.model=resnet18"], workdir)  # the command line's
-    assert code == 0 and f"featx backbone={choice} (resnet18) |" in output, errors
-    (mine / "saved.yaml").write_text(config.replace("resnet18", chosen_model))
-    code, errors, output = run_app("featx", arguments, workdir)
-    assert code == 0 and f"featx backbone={choice} ({chosen_model}) |" in output, errors
-
-
 def test_the_app_runs_a_fixed_size_backbone_at_its_own_size(workdir):
     """input.height/width defaulted to 224: a backbone that takes one size (a proposal's input_size) failed in the
     featx app, run=false too, unless the user typed that size."""

@@ -926,8 +926,9 @@ def test_a_composed_spec_reaching_a_resolver_says_how_to_build_it_resolved(monke
     with pytest.raises(SpecError) as caught:
         featx.build(OmegaConf.load(tmp_path / "bb.yaml"))
     assert str(caught.value) == (
-        "backbone.seed: Recursive interpolation detected; a node saved without resolve=True keeps its references "
-        "(${...}) to the config it came from: save it resolved, OmegaConf.save(cfg.backbone, path, resolve=True)"
+        "backbone.seed: Recursive interpolation detected; if this is a node saved without resolve=True, it keeps its "
+        "references (${...}) to the config it came from: save it resolved, OmegaConf.save(cfg.backbone, path, "
+        "resolve=True)"
     )
     OmegaConf.save(cfg.bb, tmp_path / "bb.yaml", resolve=True)
     assert featx.build(OmegaConf.load(tmp_path / "bb.yaml")).spec.seed == 3

@@ -5,6 +5,7 @@ run), and each module has the tests that guard it."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -31,6 +32,20 @@ def test_every_mutant_applies_once_and_its_module_has_guards():
         compile(source.replace(mutant.old, mutant.new), mutant.module, "exec")
         assert mutant.new != mutant.old and mutant.module in mutation.GUARDS, mutant.bug
         assert all((ROOT / guard).is_file() for guard in mutation.GUARDS[mutant.module]), mutant.module
+
+
+def test_the_docs_count_the_mutants_there_are_and_give_each_a_row():
+    """README and docs/testing.md say how many bugs scripts/mutation.py plants, and docs/testing.md's table has one
+    row per mutant (module, planted bug): a number typed by hand would outlive the mutants it counted."""
+    mutation = _mutation_module()
+    count = len(mutation.MUTANTS)
+    for page in ("README.md", "docs/testing.md"):
+        assert f"`scripts/mutation.py` plants {count}" in (ROOT / page).read_text().replace("\n", " "), page
+    lines = (ROOT / "docs" / "testing.md").read_text().splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("| module | planted bug")) + 2
+    rows = [line.split(" | ")[:2] for line in itertools.takewhile(lambda line: line.startswith("| `"), lines[start:])]
+    planted = sorted((cell.split("`")[1], bug) for cell, bug in rows)
+    assert planted == sorted((mutant.module, mutant.bug) for mutant in mutation.MUTANTS)
 
 
 def test_json_never_replaces_a_users_file_and_bad_choices_are_refused_before_any_mutant(tmp_path, capsys):

@@ -70,10 +70,8 @@ from featx.cli.logs import VERBOSE_FLAGS, quiet_other_loggers, set_verbose
 from featx.cli.output import reader_may_stop, reader_went_away, stdout_lost
 from featx.cli.output_folders import register_user_resolver, sweeps_started
 from featx.cli.override_checks import as_typed, null_list_indexed, plain_nested_overrides, unknown_key
-from featx.cli.user_configs import APP_CONFIGS
-from featx.errors import ArgumentError, SpecError, first_line
+from featx.errors import ArgumentError, first_line
 from featx.spec.limits import quoted, shortened
-from featx.spec.yaml_file import read_spec_file
 from featx.version import __version__
 
 Result = TypeVar("Result")
@@ -171,55 +169,6 @@ def _refuse_shadowed_backbone() -> None:
         )
 
 
-#: the most backbone files :func:`_chosen_model` follows through their defaults lists for the chosen file's model
-_MAX_CHOSEN_DEPTH = 100
-
-
-def _chosen_model(choice: str) -> Optional[str]:
-    """The ``model`` the backbone file ``choice`` (``backbone/<choice>.yaml``, first on the search path) sets, itself
-    or through the file of its group its defaults list starts from (``defaults: [resnet34, _self_]``); None where
-    none is found."""
-    group, _, name = f"backbone/{choice}".rpartition("/")
-    for _ in range(_MAX_CHOSEN_DEPTH):
-        path = next(
-            (root / group / f"{name}.yaml" for root in _config_roots() if (root / group / f"{name}.yaml").is_file()),
-            None,
-        )
-        try:
-            content = read_spec_file(path) if path is not None else {}
-        except SpecError:
-            return None
-        if "model" in content:
-            return content["model"] if isinstance(content["model"], str) else None
-        defaults = content.get("defaults")
-        entries = [entry for entry in defaults if isinstance(entry, str)] if isinstance(defaults, list) else []
-        first = next((entry for entry in entries if entry != "_self_"), None)
-        if first is None or first.startswith("/"):
-            return None
-        group, _, name = f"{group}/{first.removesuffix('.yaml')}".rpartition("/")
-    return None
-
-
-def _refuse_another_model(cfg: DictConfig, own: str) -> None:
-    """A config file that keeps a backbone choice and sets ``backbone.model`` to another model than the chosen file's
-    (a ``--cfg job`` dump of another run): Hydra merges it into that file, its stages and fpn for another model;
-    ``own``: the app's config, named in the advice. The command line's ``backbone.model=`` is the user's explicit
-    choice."""
-    choice = HydraConfig.get().runtime.choices.get("backbone")
-    model = cfg.backbone.get("model") if isinstance(cfg.get("backbone"), DictConfig) else None
-    given = {argument.lstrip("+~").split("=", 1)[0] for argument in HydraConfig.get().overrides.task}
-    if choice is None or not isinstance(model, str) or "backbone.model" in given:
-        return
-    chosen = _chosen_model(str(choice))
-    if chosen is not None and chosen != model:
-        raise ArgumentError(
-            f"backbone={choice}: a config file of yours sets backbone.model: {model}, but {choice}'s file is for "
-            f"{chosen}, whose stages and other keys Hydra would merge your backbone into; to run your backbone "
-            f"mapping as written, put override backbone: null in your defaults list (defaults: [{own}, override "
-            f"backbone: null, _self_]), or choose a backbone file for {model}"
-        )
-
-
 def _refuse_changed_directory() -> None:
     """featx's apps read and write paths relative to where they are run; Hydra's ``job.chdir`` would move them."""
     if HydraConfig.get().job.chdir:
@@ -242,7 +191,6 @@ def app_task(
             _check_values(cfg, schema)
             _check_keys(cfg, schema)
             _refuse_shadowed_backbone()
-            _refuse_another_model(cfg, APP_CONFIGS[app])
             try:
                 return task(cfg)
             except Exception:  # Hydra would report it (and go on with a sweep): one that came of a dropped Ctrl-C

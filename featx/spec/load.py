@@ -81,8 +81,8 @@ def _omegaconf_error(error: OmegaConfBaseException, prefix: str = "") -> SpecErr
     message = quoted(message)[1:-1] if len(message) > QUOTE_LIMIT * 2 else message
     if message.startswith("Recursive interpolation detected"):  # OmegaConf.save(cfg.backbone, path), loaded again
         message += (
-            "; a node saved without resolve=True keeps its references (${...}) to the config it came from: save it "
-            "resolved, OmegaConf.save(cfg.backbone, path, resolve=True)"
+            "; if this is a node saved without resolve=True, it keeps its references (${...}) to the config it came "
+            "from: save it resolved, OmegaConf.save(cfg.backbone, path, resolve=True)"
         )
     if "could not be converted to Integer" in message and full_key in _INTEGER_KEYS:
         message += f"; it takes {_INTEGER_KEYS[full_key]}"
