@@ -1871,15 +1871,15 @@ MUTANTS: List[Mutant] = [
         "a token model's input_size that is no multiple of its patch builds, then refuses every input",
     ),
     Mutant(
-        "cli/main.py",
-        '    check_batch_shape("input", cfg.input.batch_size, height, width, names=given)\n',
-        "",
+        "cli/app.py",
+        "check_batch_shape(where, batch_size, *size, names=",
+        "check_batch_shape(where, batch_size, *input_size(height, width, None), names=",
         "the featx app's batch limit checked at 224, not at the backbone's own input_size",
     ),
     Mutant(
         "cli/main.py",
-        "input_size(cfg.input.height, cfg.input.width, spec.input_size)",
-        "input_size(cfg.input.height, cfg.input.width, None)",
+        "cfg.input.height, cfg.input.width, spec.input_size)",
+        "cfg.input.height, cfg.input.width, None)",
         "the featx app runs a fixed-size backbone at 224, where it fails",
     ),
     Mutant(
@@ -4013,14 +4013,14 @@ MUTANTS: List[Mutant] = [
     # contract review: null for a key of fixed choices names the choices
     Mutant(
         "spec/load.py",
-        "            refusal = null_refusal((*parents, key)) if key in node and value is None else None\n",
+        "            refusal = null_refusal((*parents, key), hint) if key in node and value is None else None\n",
         "            refusal = None\n",
         "norm=null in featx.build: OmegaConf's \"Incompatible value 'None' for field of type 'str'\", no choices named",
     ),
     Mutant(
         "cli/override_checks.py",
-        '        refusal = null_refusal(parts[1:]) if value is None and parts[0] == "backbone" else None\n',
-        "        refusal = None\n",
+        '        spec_key = parts[1:] if parts[0] == "backbone" else parts\n',
+        "        spec_key = parts\n",
         "featx backbone.norm=null: OmegaConf's \"field 'norm' is not Optional\", no choices named",
     ),
     # fuzz review (session of 2026-12-07, sixth)
@@ -4052,7 +4052,7 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "spec/load.py",
-        "        check_integers(literal)  # an override's (the spec's own were refused before)\n",
+        "        check_integers(literal)  # an override's",
         "",
         "seed=<4000 digits> from an override is printed whole in the range message",
     ),
@@ -4070,8 +4070,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/override_checks.py",
-        '        if value is None and parts[0] != "backbone":  # an app\'s own key, by its type\n',
-        "        if False:\n",
+        "hints[parts[-1]]) if value is None else None\n",
+        'hints[parts[-1]]) if value is None and parts[0] == "backbone" else None\n',
         "featx input.batch_size=null: OmegaConf's \"field 'batch_size' is not Optional\"",
     ),
     Mutant(
@@ -4089,8 +4089,8 @@ MUTANTS: List[Mutant] = [
     # fuzz review: the batch limit names backbone.input_size where the size came from it
     Mutant(
         "cli/app.py",
-        'return f"{where}.{side}" if value is not None or fixed is None else "backbone.input_size"',
-        'return f"{where}.{side}"',
+        'f"{where}.{side}" if given is not None or fixed is None else "backbone.input_size"',
+        'f"{where}.{side}"',
         "featx backbone.input_size=[16384,16384]: the batch limit says to lower input.height/width, which are unset",
     ),
     # downstream Hydra review (session of 2026-12-07, sixth)

@@ -71,7 +71,7 @@ from featx.cli.output import reader_may_stop, reader_went_away, stdout_lost
 from featx.cli.output_folders import register_user_resolver, sweeps_started
 from featx.cli.override_checks import as_typed, null_list_indexed, plain_nested_overrides, unknown_key
 from featx.errors import ArgumentError, first_line
-from featx.spec.limits import quoted, shortened
+from featx.spec.limits import check_batch_shape, quoted, shortened
 from featx.version import __version__
 
 Result = TypeVar("Result")
@@ -246,18 +246,20 @@ def input_size(height: Optional[int], width: Optional[int], fixed: Optional[Sequ
     return (default[0] if height is None else height, default[1] if width is None else width)
 
 
-def size_settings(
-    where: str, height: Optional[int], width: Optional[int], fixed: Optional[Sequence[int]]
-) -> Tuple[str, str, str]:
-    """The settings an app's example batch comes from, as :func:`~featx.spec.limits.check_batch_shape` names them:
-    ``<where>.batch_size``, and for each side ``<where>.height``/``width``, or ``backbone.input_size`` where that side
-    is null and the backbone takes one size (:func:`input_size`). Example: ``size_settings("input", None, None,
-    [384, 384])`` is ``("input.batch_size", "backbone.input_size", "backbone.input_size")``."""
-
-    def origin(side: str, value: Optional[int]) -> str:
-        return f"{where}.{side}" if value is not None or fixed is None else "backbone.input_size"
-
-    return (f"{where}.batch_size", origin("height", height), origin("width", width))
+def example_size(
+    where: str, batch_size: object, height: Optional[int], width: Optional[int], fixed: Optional[Sequence[int]]
+) -> Tuple[int, int]:
+    """An app's example input size (:func:`input_size`) for a batch of ``batch_size``, checked against the batch
+    limits (:func:`~featx.spec.limits.check_batch_shape`) naming the settings each side came from: ``<where>.height``
+    or ``width``, or ``backbone.input_size`` where that side is null and the backbone takes one size. Example:
+    ``example_size("input", 1, None, None, [384, 384])`` is ``(384, 384)``."""
+    size = input_size(height, width, fixed)
+    sides = [
+        f"{where}.{side}" if given is not None or fixed is None else "backbone.input_size"
+        for side, given in (("height", height), ("width", width))
+    ]
+    check_batch_shape(where, batch_size, *size, names=(f"{where}.batch_size", sides[0], sides[1]))
+    return size
 
 
 def _job_overrides() -> str:

@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 import featx
-from featx.cli.app import app_task, input_size, run_app, size_settings
+from featx.cli.app import app_task, example_size, input_size, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.cli.output import reader_may_stop
 from featx.errors import first_line
@@ -47,10 +47,8 @@ def run(cfg: DictConfig) -> None:
         check_batch_shape("export", options.batch_size, *input_size(options.height, options.width, (1, 1)))
         backbone = featx.build(cfg.backbone)
     fixed = backbone.spec.input_size
-    height, width = input_size(options.height, options.width, fixed)
     with reported_errors(APP):  # the pixel limit at the size it traces, named with the settings it comes from
-        given = size_settings("export", options.height, options.width, fixed)
-        check_batch_shape("export", options.batch_size, height, width, names=given)
+        height, width = example_size("export", options.batch_size, options.height, options.width, fixed)
     if fixed is not None and (height, width) != (fixed[0], fixed[1]):  # a model that takes one size exports at it
         fail(
             APP,

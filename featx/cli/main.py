@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import featx
-from featx.cli.app import app_task, input_size, run_app, size_settings
+from featx.cli.app import app_task, example_size, input_size, run_app
 from featx.cli.errors import fail, reported_errors
 from featx.cli.output import reader_may_stop
 from featx.errors import InputShapeError, first_line
@@ -52,9 +52,7 @@ def run(cfg: DictConfig) -> None:
         f"featx backbone={choice or spec.model} ({spec.model}) | weights: {weights} | norm: {spec.norm} | "
         f"frozen stages: {spec.frozen_stages}" + (f" | reinit: {', '.join(spec.reinit)}" if spec.reinit else "")
     )
-    height, width = input_size(cfg.input.height, cfg.input.width, spec.input_size)  # a fixed-size model's own
-    given = size_settings("input", cfg.input.height, cfg.input.width, spec.input_size)
-    check_batch_shape("input", cfg.input.batch_size, height, width, names=given)
+    height, width = example_size("input", cfg.input.batch_size, cfg.input.height, cfg.input.width, spec.input_size)
     try:
         report = measure(backbone, cfg.input.batch_size, height, width, build_seconds, title)
     except (RuntimeError, InputShapeError) as error:  # e.g. an input smaller than the stages can take

@@ -183,9 +183,8 @@ def problem_with(key: str, schema: type, values: Sequence[object]) -> Optional[s
         return None
     node = OmegaConf.structured(owner)
     for value in values:
-        refusal = null_refusal(parts[1:]) if value is None and parts[0] == "backbone" else None
-        if value is None and parts[0] != "backbone":  # an app's own key, by its type
-            refusal = null_refusal(parts, hints[parts[-1]])
+        spec_key = parts[1:] if parts[0] == "backbone" else parts
+        refusal = null_refusal(spec_key, hints[parts[-1]]) if value is None else None
         if refusal is not None:  # OmegaConf's "field 'norm' is not Optional" names no choice nor type
             return f"{key}: {refusal}"
         item_type = list_item(hints[parts[-1]])

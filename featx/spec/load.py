@@ -181,29 +181,20 @@ def null_item_refusal(item_type: Any) -> str:
     return f"null is not allowed; it takes {item_kind(item_type)}"
 
 
-def null_refusal(key: Sequence[str], hint: Any = None) -> Optional[str]:
-    """Why the key ``key`` takes no null, with its choices or what it takes; None where null is allowed. A spec key
-    (``("norm",)``, ``("fpn", "style")``, ``("stages", "c2", "slice")``) is judged by the spec's schema, any other
-    (an app's own) by its type ``hint``. Example: ``null_refusal(["norm"])`` is ``"null is not allowed (valid:
-    frozen, eval, train, sync)"``; ``null_refusal(["input", "batch_size"], int)`` says it takes an integer."""
+def null_refusal(key: Sequence[str], hint: Any) -> Optional[str]:
+    """Why the key ``key`` of type ``hint`` takes no null, with its choices or what it takes; None where its type
+    takes null (``Optional``). A spec key below the backbone (``("norm",)``, ``("fpn", "style")``) names its
+    choices; any key, a spec's or an app's own, says what its type takes. Example: ``null_refusal(["norm"], str)``
+    is ``"null is not allowed (valid: frozen, eval, train, sync)"``; ``null_refusal(["input", "batch_size"], int)``
+    says it takes an integer."""
+    if type(None) in typing.get_args(hint):
+        return None
     parts = tuple(key)
     choices = _CHOICES.get(parts)
     if choices is not None:
-        return None if "null" in choices else f"null is not allowed (valid: {', '.join(choices)})"
-    if hint is None:
-        schema = _schema_of(parts[:-1])
-        hint = typing.get_type_hints(schema).get(parts[-1]) if schema is not None and parts else None
+        return f"null is not allowed (valid: {', '.join(choices)})"
     takes = _TAKES.get(".".join(parts)) or _KINDS.get(typing.get_origin(hint) or hint)
     return None if takes is None else f"null is not allowed; it takes {takes}"
-
-
-def _schema_of(parents: Tuple[str, ...]) -> Optional[type]:
-    """The schema of the spec node at ``parents`` (the root, ``fpn``, ``tokens``, a stage), or None."""
-    if not parents:
-        return BackboneSpec
-    if len(parents) == 1:
-        return _NESTED.get(parents[0])
-    return StageSpec if len(parents) == 2 and parents[0] == "stages" else None
 
 
 def _check_single_values(data: Mapping[str, Any]) -> None:
@@ -218,7 +209,7 @@ def _check_single_values(data: Mapping[str, Any]) -> None:
             value = node.get(key)
             where = key_path(*parents, key)
             choices = _CHOICES.get((*parents, key))
-            refusal = null_refusal((*parents, key)) if key in node and value is None else None
+            refusal = null_refusal((*parents, key), hint) if key in node and value is None else None
             if refusal is not None:  # OmegaConf's "Incompatible value 'None' for field of type 'str'"
                 raise SpecError(where, refusal)
             if single is str and isinstance(value, bool):  # OmegaConf made it 'False': `pretrained: false` habits
@@ -454,7 +445,7 @@ def load_spec_and_origin(
         raise _with_prefix_hint(error, overrides or ()) from None
     _refuse_interpolations(literal)  # from the overrides: named without the file
     try:
-        check_integers(literal)  # an override's (the spec's own were refused before)
+        check_integers(literal)  # an override's or a DictConfig source's (a mapping's and a file's: again, cheap)
         _refuse_missing_markers(literal)  # before the checks of form: ``stages: ???`` is missing, not a string
         _check_nesting(literal)
         _check_lists_and_flags(literal)
