@@ -4,6 +4,7 @@ run from a checkout that is not installed, an app run in the test's process as i
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import io
 import logging
@@ -185,7 +186,7 @@ def run_script_in_process(script: Path, arguments: List[str], folder: Path) -> s
     """
     if str(script.parent) not in sys.path:
         sys.path.insert(0, str(script.parent))  # as Python puts a script's folder first
-    run = lambda: runpy.run_path(str(script), run_name="__main__")  # noqa: E731
+    run = functools.partial(runpy.run_path, str(script), run_name="__main__")
     return _run_here(run, str(script), arguments, folder, None, CAPTURED)
 
 
