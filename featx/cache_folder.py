@@ -2,7 +2,8 @@
 
 The folder is ``$FEATX_CACHE_DIR``, else ``$XDG_CACHE_HOME/featx``, else ``~/.cache/featx``; ``FEATX_NO_CACHE=1``
 turns it off. It holds the plan cache (``plans/``, :mod:`featx.construct.plan_cache`) and the records of torch hub
-files found to match the hash in their name (``verified-weights/``, :mod:`featx.models.weights_enums`). Anything
+files found to match the hash in their name (``verified-weights/``, :mod:`featx.models.weights_enums`) and of
+checkpoints whose tensor records were checked (``checked-checkpoints/``, :mod:`featx.file_records`). Anything
 in it is used only when it is the user's own regular file, writable by no one else: whoever can write the folder
 could otherwise choose what featx believes.
 

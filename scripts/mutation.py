@@ -150,6 +150,8 @@ GUARDS: Dict[str, List[str]] = {
     "tasks/detection.py": ["tests/test_detection.py"],
     "models/legacy_keys.py": ["tests/test_weights.py"],
     "models/weights_enums.py": ["tests/test_weights.py", "tests/test_hostile_weights.py"],
+    "file_records.py": ["tests/test_weights.py", "tests/test_hostile_weights.py"],
+    "construct/checked_checkpoints.py": ["tests/test_hostile_weights.py"],
     "models/meta_construction.py": ["tests/test_weights.py", "tests/test_meta_probe.py", "tests/test_timm.py"],
     "cli/export.py": ["tests/test_hostile_apps.py", "tests/test_export.py"],
     "cli/propose.py": ["tests/test_propose.py", "tests/test_atomic_writes.py"],
@@ -2961,14 +2963,14 @@ MUTANTS: List[Mutant] = [
         "the hash in a hub cache file's name is never found: another network under the name is used silently",
     ),
     Mutant(
-        "models/weights_enums.py",
-        '    return entry.get("identity") == identity and type(digest) is str and digest.startswith(prefix)',
-        "    return type(digest) is str and digest.startswith(prefix)",
+        "file_records.py",
+        '    if entry.get("identity") != _identity(path, status):\n        return None\n',
+        "",
         "a record of a file is trusted after the file changed",
     ),
     Mutant(
         "models/weights_enums.py",
-        "    if record is not None:\n        _remember(record, _identity(absolute, status), digest)\n",
+        '    if folder is not None:\n        remember_facts(folder, absolute, status, {"sha256": digest})\n',
         "",
         "a verified file is hashed again at every build",
     ),
@@ -3637,7 +3639,7 @@ MUTANTS: List[Mutant] = [
         "swin_t's packaged plan (strides 4..32) used with a user's _patch_merging_pad (maps at strides 4..256)",
     ),
     Mutant(
-        "models/weights_enums.py",
+        "file_records.py",
         '        "ctime_ns": status.st_ctime_ns,\n',
         "",
         "a verified hub file rewritten in place with its mtime put back (os.utime) used without a hash",
@@ -4111,6 +4113,37 @@ MUTANTS: List[Mutant] = [
         '    if message.startswith("Recursive interpolation detected"):',
         "    if False:",
         "a node saved unresolved and loaded again: OmegaConf's bare 'Recursive interpolation detected'",
+    ),
+    # Checkpoints that passed the tensor record check, remembered by identity (issue #17)
+    Mutant(
+        "construct/checked_checkpoints.py",
+        "        return recalled_facts(self._folder, self._path, self._status) == _facts()",
+        "        return recalled_facts(self._folder, self._path, self._status) is not None",
+        "a pass recorded by another featx or torch version is taken without a walk",
+    ),
+    Mutant(
+        "construct/checked_checkpoints.py",
+        "        if same_file(self._status, now):\n",
+        "        if True:\n",
+        "a checkpoint replaced while it was checked is recorded under the verdict of the file read",
+    ),
+    Mutant(
+        "construct/weights.py",
+        "        if remembered.passed:\n            return True\n",
+        "",
+        "a checkpoint that passed the record check is walked again at every build",
+    ),
+    Mutant(
+        "construct/weights.py",
+        "    remembered.remember_pass()\n    return True",
+        "    return True",
+        "a checkpoint that passed the record check is never remembered",
+    ),
+    Mutant(
+        "construct/weights.py",
+        "    if mismatch is not None:\n        raise UnreadableWeightsError(",
+        "    remembered.remember_pass()\n    if mismatch is not None:\n        raise UnreadableWeightsError(",
+        "a checkpoint whose records do not hold what its pickle claims is remembered as checked",
     ),
 ]
 

@@ -236,13 +236,13 @@ def stand_in_for_published(cached: Path, monkeypatch: Any) -> None:
     it as matching the hash its name begins, as featx records a file it has hashed. featx's hash check itself is
     tested in test_weights.py; a record is void once the file changes (size, inode, modification or status change
     time: a new hard link to it too)."""
-    from featx.models import weights_enums
+    from featx.file_records import records_folder, remember_facts
+    from featx.models.weights_enums import VERIFIED_FOLDER, named_hash_prefix
 
     monkeypatch.delenv("FEATX_NO_CACHE", raising=False)
     monkeypatch.setenv("FEATX_CACHE_DIR", str(cached.parent.parent.parent / "featx-cache"))
     absolute = Path(os.path.abspath(cached))
-    prefix = weights_enums.named_hash_prefix(absolute)
-    folder = weights_enums._records_folder()
+    prefix = named_hash_prefix(absolute)
+    folder = records_folder(VERIFIED_FOLDER)
     assert prefix is not None and folder is not None
-    identity = weights_enums._identity(absolute, os.stat(absolute))
-    weights_enums._remember(weights_enums._record_path(folder, absolute), identity, prefix.ljust(64, "0"))
+    remember_facts(folder, absolute, os.stat(absolute), {"sha256": prefix.ljust(64, "0")})

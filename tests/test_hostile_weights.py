@@ -5,6 +5,7 @@ saving to one path leave exactly the winner's file."""
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import pickle
@@ -15,7 +16,7 @@ import sys
 import textwrap
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import pytest
 import timm
@@ -944,6 +945,114 @@ def test_a_tensor_record_smaller_than_its_pickle_claims_is_refused(tmp_path):
     _pickle_of_one_records_of_other(tmp_path / "whole.pth", tmp_path / "claims.pth", tmp_path / "claims.pth")
     built = featx.build({**SPEC, "weights": str(tmp_path / "whole.pth")})
     assert torch.equal(built.stages["c2"][0].weight, _state(0)["conv1.weight"])
+
+
+def _counted_walks(monkeypatch) -> List[int]:
+    """One item per walk of a checkpoint's pickle (featx's record check, which a remembered pass skips)."""
+    from featx.construct import weights
+
+    walks: List[int] = []
+
+    def counted(reader):
+        walks.append(1)
+        return record_mismatch(reader)
+
+    monkeypatch.setattr(weights, "record_mismatch", counted)
+    return walks
+
+
+def _checked_records(tmp_path: Path, monkeypatch) -> Path:
+    """featx's user cache on, in a temporary folder; where it remembers checkpoints that passed the record check."""
+    monkeypatch.delenv("FEATX_NO_CACHE", raising=False)
+    monkeypatch.setenv("FEATX_CACHE_DIR", str(tmp_path / "featx-cache"))
+    return tmp_path / "featx-cache" / "checked-checkpoints"
+
+
+def _whole_and_forged(folder: Path) -> Tuple[Path, bytes]:
+    """A whole resnet18 checkpoint, and the bytes of one of the same size whose pickle claims more bytes for conv1's
+    weight than its record holds (bn1's record holds them)."""
+    claims, holds = _state(0), _state(0)
+    holds["conv1.weight"], holds["bn1.weight"] = torch.zeros(9408 - 64), torch.zeros(64 + 64)
+    torch.save(claims, folder / "claim.pth")  # names of one length: the archives' records are named after them
+    torch.save(holds, folder / "holds.pth")
+    whole, forged = folder / "w.pth", folder / "forged.pth"
+    _pickle_of_one_records_of_other(whole, folder / "claim.pth", folder / "claim.pth")
+    _pickle_of_one_records_of_other(forged, folder / "claim.pth", folder / "holds.pth")
+    assert whole.stat().st_size == forged.stat().st_size
+    return whole, forged.read_bytes()
+
+
+def test_a_checkpoint_that_passed_the_record_check_is_walked_again_only_when_it_changes(tmp_path, monkeypatch):
+    """Walking a checkpoint's pickle is a sizeable part of a pretrained build: a file that passed is remembered in
+    featx's user cache by its identity and not walked again; the same file forged in place (same size and inode,
+    modification time put back) is walked again and refused, every time (a mismatch is never remembered)."""
+    records, walks = _checked_records(tmp_path, monkeypatch), _counted_walks(monkeypatch)
+    path, forged = _whole_and_forged(tmp_path)
+    featx.build({**SPEC, "weights": str(path)})
+    [record] = records.iterdir()
+    written = record.stat()
+    built = featx.build({**SPEC, "weights": str(path)})
+    assert len(walks) == 1 and torch.equal(built.stages["c2"][0].weight, _state(0)["conv1.weight"])
+    assert (record.stat().st_ino, record.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    status = path.stat()
+    with open(path, "r+b") as rewritten:
+        rewritten.write(forged)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_ino) == (status.st_size, status.st_ino)
+    for walked in (2, 3):
+        with pytest.raises(WeightsError, match=r"tensor record 'data/0' holds 37376 bytes, its pickle claims 37632"):
+            featx.build({**SPEC, "weights": str(path)})
+        assert len(walks) == walked and list(records.iterdir()) == [record]
+
+
+@pytest.mark.parametrize("version", ["featx", "torch"])
+def test_a_record_check_remembered_by_another_featx_or_torch_is_walked_again(tmp_path, monkeypatch, version):
+    """Either version may read a pickle differently: a pass one of them recorded counts for that version only."""
+    records, walks = _checked_records(tmp_path, monkeypatch), _counted_walks(monkeypatch)
+    path, _ = _whole_and_forged(tmp_path)
+    featx.build({**SPEC, "weights": str(path)})
+    [record] = records.iterdir()
+    entry = json.loads(record.read_text())
+    entry[version] = "0.0.1"
+    record.write_text(json.dumps(entry))
+    featx.build({**SPEC, "weights": str(path)})
+    assert len(walks) == 2 and json.loads(record.read_text())[version] != "0.0.1"  # walked, and recorded anew
+
+
+@pytest.mark.parametrize("cache", ["off", "unwritable"])
+def test_without_a_writable_user_cache_every_build_walks_the_checkpoint(tmp_path, monkeypatch, cache):
+    _checked_records(tmp_path, monkeypatch)
+    if cache == "off":
+        monkeypatch.setenv("FEATX_NO_CACHE", "1")
+    else:  # a regular file where the folder would be made (read-only folders do not stop root)
+        (tmp_path / "featx-cache").write_text("not a folder")
+    walks = _counted_walks(monkeypatch)
+    path, _ = _whole_and_forged(tmp_path)
+    for _ in range(2):
+        built = featx.build({**SPEC, "weights": str(path)})
+    assert len(walks) == 2 and torch.equal(built.stages["c2"][0].weight, _state(0)["conv1.weight"])
+    assert sorted(item.name for item in tmp_path.iterdir()) == [
+        "claim.pth",
+        *(["featx-cache"] if cache == "unwritable" else []),
+        "forged.pth",
+        "holds.pth",
+        "w.pth",
+    ]
+
+
+def test_a_checkpoint_replaced_while_it_was_checked_is_not_remembered(tmp_path, monkeypatch):
+    """The verdict is of the file read: one put at the path meanwhile (os.replace) is never recorded under it."""
+    from featx.construct.checked_checkpoints import RememberedCheck
+
+    records = _checked_records(tmp_path, monkeypatch)
+    path, forged = _whole_and_forged(tmp_path)
+    remembered = RememberedCheck(path)  # as the build takes the file's status before opening it
+    (tmp_path / "next.pth").write_bytes(forged)
+    os.replace(tmp_path / "next.pth", path)
+    remembered.remember_pass()
+    assert not records.exists()
+    with pytest.raises(WeightsError, match=r"tensor record 'data/0' holds 37376 bytes, its pickle claims 37632"):
+        featx.build({**SPEC, "weights": str(path)})
 
 
 def _repacked(source: Path, target: Path, compress_type: int = zipfile.ZIP_STORED, *extra) -> Path:

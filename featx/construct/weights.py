@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 from torch.serialization import LoadEndianness
 
+from featx.construct.checked_checkpoints import RememberedCheck
 from featx.construct.tensor_records import UnknownLayout, record_mismatch
 from featx.errors import WeightsError, first_line
 from featx.files import is_utf8_path
@@ -143,7 +144,9 @@ def _records_checked(path: Path) -> bool:
     (``torch.load(mmap=True)`` does not compare the sizes); False when the check cannot read the pickle, a record
     is compressed (torch's reading path then compares the sizes itself, and decompresses) or the file is big-endian
     (torch swaps the bytes of each mapped tensor in place: keys sharing a record would be swapped twice, and a
-    mapping the caller made shared, ``torch.serialization.set_default_mmap_options``, would swap the file itself)."""
+    mapping the caller made shared, ``torch.serialization.set_default_mmap_options``, would swap the file itself).
+    A file that passed is remembered (:mod:`featx.construct.checked_checkpoints`): its pickle is not walked again."""
+    remembered = RememberedCheck(path)  # the file's status before it is read
     try:
         with zipfile.ZipFile(path) as archive:
             records = archive.infolist()
@@ -163,6 +166,8 @@ def _records_checked(path: Path) -> bool:
         reader = torch._C.PyTorchFileReader(str(path))
         if _swapped_on_load(reader):
             return False
+        if remembered.passed:
+            return True
         mismatch = record_mismatch(reader)
     except (UnknownLayout, OSError, RuntimeError, ValueError):  # a zip torch cannot read: torch.load says why
         return False
@@ -170,6 +175,7 @@ def _records_checked(path: Path) -> bool:
         raise UnreadableWeightsError(
             f"{key_path('weights')}: cannot read {path}: {mismatch} (a damaged or altered file)"
         )
+    remembered.remember_pass()
     return True
 
 

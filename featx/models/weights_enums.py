@@ -3,9 +3,8 @@ file it is cached in (``$TORCH_HOME/hub/checkpoints/<file name of its url>``), d
 
 A cached file is checked against the first hex digits of its SHA-256 that its name ends in (``resnet18-f37072fd.pth``)
 before it is used: another network placed under the official name is refused. A file that passed is remembered in
-featx's user cache (``verified-weights/`` beside ``plans/``, see :mod:`featx.construct.plan_cache`) by its path,
-size, modification and status change times and inode, so it is hashed again only when one of them changes; with the
-cache off (``FEATX_NO_CACHE``) or unwritable, every use hashes it.
+featx's user cache (``verified-weights/`` beside ``plans/``) by its identity (:mod:`featx.file_records`), so it is
+hashed again only when it changes; with the cache off (``FEATX_NO_CACHE``) or unwritable, every use hashes it.
 
 Example::
 
@@ -15,20 +14,19 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional, Tuple
 from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch
 
-from featx.cache_folder import cache_disabled, is_own_regular_file, user_cache_dir
-from featx.errors import FeatxError, SpecError, WeightsError, first_line
-from featx.files import environment_flag, write_atomically
+from featx.errors import SpecError, WeightsError, first_line
+from featx.file_records import recalled_facts, records_folder, remember_facts, same_file
+from featx.files import environment_flag
 from featx.models.registry import weights_enum
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import quoted, shortened
@@ -64,69 +62,9 @@ def named_hash_prefix(path: Path) -> Optional[str]:
     return named.group(1) if named and named.group(1) else None
 
 
-#: the folder of featx's user cache (beside ``plans``) holding a record of each hub cache file found to match the
-#: hash in its name; the form of a record, and the most bytes one is read to
+#: the folder of featx's user cache (beside ``plans``) holding the SHA-256 of each hub cache file found to match the
+#: hash in its name (:mod:`featx.file_records`)
 VERIFIED_FOLDER = "verified-weights"
-RECORD_FORMAT = 1
-MAX_RECORD_BYTES = 1 << 14
-
-
-def _records_folder() -> Optional[Path]:
-    """Where verified files are recorded; None where featx's user cache is off or there is none."""
-    if cache_disabled():
-        return None
-    folder = user_cache_dir()
-    return None if folder is None else folder / VERIFIED_FOLDER
-
-
-def _identity(path: Path, status: os.stat_result) -> Dict[str, Any]:
-    """What a record of ``path`` must match: its absolute path, size, modification time, status change time and
-    inode. A rewrite in place with the modification time put back (``os.utime``, ``touch -r``) keeps all but the
-    status change time, which only the kernel sets; a record of an older form, without it, never matches."""
-    return {
-        "path": os.fsencode(path).hex(),  # any file name, also one that is no UTF-8
-        "size": status.st_size,
-        "mtime_ns": status.st_mtime_ns,
-        "ctime_ns": status.st_ctime_ns,
-        "inode": status.st_ino,
-        "device": status.st_dev,
-    }
-
-
-def _record_path(folder: Path, path: Path) -> Path:
-    return folder / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:40]}.json"
-
-
-def _recorded(record: Path, identity: Dict[str, Any], prefix: str) -> bool:
-    """Whether ``record`` says a file of ``identity`` was hashed and matched ``prefix`` (only the user's own record,
-    writable by no one else, whole and of featx's form)."""
-    try:
-        if not is_own_regular_file(record, own=True):
-            return False
-        with open(record, "rb") as handle:
-            data = handle.read(MAX_RECORD_BYTES + 1)
-        entry = json.loads(data.decode("utf-8")) if len(data) <= MAX_RECORD_BYTES else None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return False
-    if type(entry) is not dict or entry.get("format") != RECORD_FORMAT:
-        return False
-    digest = entry.get("sha256")
-    return entry.get("identity") == identity and type(digest) is str and digest.startswith(prefix)
-
-
-def _remember(record: Path, identity: Dict[str, Any], digest: str) -> None:
-    """Record (whole or not at all) that the file of ``identity`` hashes to ``digest``; a cache folder that cannot
-    be written leaves the file to be hashed again next time."""
-    text = json.dumps({"format": RECORD_FORMAT, "identity": identity, "sha256": digest}, sort_keys=True) + "\n"
-
-    def write(partial: Path) -> None:
-        partial.write_text(text, encoding="utf-8")
-        partial.chmod(0o644)  # whatever the umask: a record other users could rewrite is never read
-
-    try:
-        write_atomically(record, write, overwrite=True, what="verified weights record")
-    except FeatxError:
-        pass
 
 
 def _hashed(path: Path) -> Optional[Tuple[str, os.stat_result]]:
@@ -148,8 +86,7 @@ def _hashed(path: Path) -> Optional[Tuple[str, os.stat_result]]:
         return None
     finally:
         os.close(handle)
-    same = all(getattr(before, field) == getattr(after, field) for field in ("st_size", "st_mtime_ns", "st_ctime_ns"))
-    return (digest.hexdigest(), before) if same else None
+    return (digest.hexdigest(), before) if same_file(before, after) else None
 
 
 def check_named_hash(path: Path, label: str, url: str) -> None:
@@ -160,14 +97,14 @@ def check_named_hash(path: Path, label: str, url: str) -> None:
     if prefix is None:
         return
     absolute = Path(os.path.abspath(path))
-    folder = _records_folder()
-    record = _record_path(folder, absolute) if folder is not None else None
+    folder = records_folder(VERIFIED_FOLDER)
     try:
         status = os.stat(absolute)
     except OSError:
         return
-    if record is not None and stat.S_ISREG(status.st_mode):
-        if _recorded(record, _identity(absolute, status), prefix):
+    if folder is not None and stat.S_ISREG(status.st_mode):
+        recorded = (recalled_facts(folder, absolute, status) or {}).get("sha256")
+        if type(recorded) is str and recorded.startswith(prefix):
             return
     hashed = _hashed(absolute)
     if hashed is None:
@@ -180,8 +117,8 @@ def check_named_hash(path: Path, label: str, url: str) -> None:
             f"or copied under its name, or a damaged one). Delete it and build online to download it, or place the "
             f"file published at {url} there"
         )
-    if record is not None:
-        _remember(record, _identity(absolute, status), digest)
+    if folder is not None:
+        remember_facts(folder, absolute, status, {"sha256": digest})
 
 
 def enum_member(model: str, name: str) -> Any:
