@@ -152,6 +152,8 @@ GUARDS: Dict[str, List[str]] = {
     "models/weights_enums.py": ["tests/test_weights.py", "tests/test_hostile_weights.py"],
     "file_records.py": ["tests/test_weights.py", "tests/test_hostile_weights.py"],
     "construct/checked_checkpoints.py": ["tests/test_hostile_weights.py"],
+    "nn/tensor_places.py": ["tests/test_backbone.py"],
+    "cli/user_backbones.py": ["tests/test_report.py"],
     "models/meta_construction.py": ["tests/test_weights.py", "tests/test_meta_probe.py", "tests/test_timm.py"],
     "cli/export.py": ["tests/test_hostile_apps.py", "tests/test_export.py"],
     "cli/propose.py": ["tests/test_propose.py", "tests/test_atomic_writes.py"],
@@ -3423,13 +3425,13 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "cli/catalog.py",
-        "    widths = _widths(names, [_model_of(files[name][0]) for name in names])",
+        "    widths = _widths(names, [_model_of(sources[name]) for name in names])",
         "    widths = _WIDTHS",
         "featx-list: a name over 26 characters or a model over 20 (timm_swin_tiny's) pushes its row off the columns",
     ),
     Mutant(
         "cli/catalog.py",
-        "        return load_spec(path).model",
+        '        return "" if isinstance(source, FeatxError) else load_spec(source).model',
         '        return ""',
         "featx-list: a model name over 20 characters (timm:swin_tiny_patch4_window7_224) pushes its row off columns",
     ),
@@ -4144,6 +4146,62 @@ MUTANTS: List[Mutant] = [
         "    if mismatch is not None:\n        raise UnreadableWeightsError(",
         "    remembered.remember_pass()\n    if mismatch is not None:\n        raise UnreadableWeightsError(",
         "a checkpoint whose records do not hold what its pickle claims is remembered as checked",
+    ),
+    # Forward: layers left on meta or in another dtype by hand (review 2026-12-07 seventh)
+    Mutant(
+        "nn/backbone.py",
+        '        if device_type != "meta" and (meta := first_meta_tensor(self)) is not None:',
+        '        if device_type != "meta" and (meta := first_meta_tensor(self.stages)) is not None:',
+        "a layer of the neck left on meta (its state dict loaded without the extra levels) returns uninitialised maps",
+    ),
+    Mutant(
+        "nn/tensor_places.py",
+        '            yield from _named_tensors(child, f"{prefix}{name}.", seen)',
+        "            pass",
+        "a layer moved to meta inside a stage is not seen: the forward returns uninitialised memory",
+    ),
+    Mutant(
+        "nn/backbone.py",
+        "            if mix is not None and _raised_in_library_code(error):",
+        "            if False:",
+        "a stage or neck left in half precision by hand fails with torch's raw RuntimeError",
+    ),
+    Mutant(
+        "nn/tensor_places.py",
+        "(tensor.dtype != reference.dtype or tensor.device != reference.device)",
+        "(tensor.device != reference.device)",
+        "a stage left in another dtype than its input is not named (torch's raw RuntimeError)",
+    ),
+    # featx-list: user files composed as the app does, --timm with --config-dir, singular count (review 2026-12-07)
+    Mutant(
+        "cli/catalog.py",
+        "        sources.update(composed_backbones(users, roots))",
+        "        pass",
+        "featx-list reads a user's file on its own again: one that extends another is an error row",
+    ),
+    Mutant(
+        "cli/user_backbones.py",
+        '        raise FeatxError(str(refusal.code).removeprefix(f"{_APP}: error: ")) from None',
+        "        raise FeatxError(str(refusal.code)) from None",
+        "featx-list's row of a file the app's checks refuse says 'featx-list: error:' inside the row",
+    ),
+    Mutant(
+        "cli/user_backbones.py",
+        "    except (ValueError, TypeError, AttributeError, LookupError, AssertionError, RuntimeError) as error:",
+        "    except (TypeError, AttributeError, LookupError, AssertionError, RuntimeError) as error:",
+        "featx-list ends on a traceback where Hydra's code raises a ValueError (defaults: 5)",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        "        if args.config_dir:",
+        "        if False:",
+        "featx-list --timm ignores --config-dir silently",
+    ),
+    Mutant(
+        "cli/catalog.py",
+        "f\"{len(models)} timm model{'' if len(models) == 1 else 's'}\"",
+        'f"{len(models)} timm models"',
+        "featx-list --timm counts '1 timm models'",
     ),
 ]
 

@@ -144,7 +144,7 @@ def test_torch_compile_keeps_the_input_checks():
     with pytest.raises(InputShapeError, match=r"expects a floating-point batch of shape \(N, 3, H, W\), got \(2, 2,"):
         torch.compile(resnet, backend="eager")(_image(2, 2, 64, 64))
     vit = featx.build("vit_b_16", overrides=["device=cpu"]).eval()
-    with pytest.raises(InputShapeError, match="multiples of its patch size 16, got 40x40"):
+    with pytest.raises(InputShapeError, match="multiples of 16 \\(the pixels a patch covers\\), got 40x40"):
         torch.compile(vit, backend="eager")(_image(1, 3, 40, 40))
 
 
@@ -234,7 +234,7 @@ def test_a_torch_fx_trace_keeps_the_input_checks():
             rtol=0,
             atol=0,
         )
-        with pytest.raises(InputShapeError, match="multiples of its patch size 16, got 40x40"):
+        with pytest.raises(InputShapeError, match="multiples of 16 \\(the pixels a patch covers\\), got 40x40"):
             extractor(_image(1, 3, 40, 40))
     traced = torch.fx.symbolic_trace(featx.build(resnet18_spec()).eval())
     with pytest.raises(InputShapeError, match=r"expects a floating-point batch of shape \(N, 3, H, W\), got \(3, 32"):

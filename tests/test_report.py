@@ -11,6 +11,7 @@ from typing import List
 
 import pytest
 import torchvision
+from helpers import run_in_process
 
 import featx
 from featx.cli import catalog
@@ -119,8 +120,104 @@ def test_featx_list_names_a_backbone_file_that_is_a_fifo(tmp_path, capsys):
     path = tmp_path / "backbone" / "pipe.yaml"
     assert row.split(None, 1) == [
         "pipe",
-        f"error: backbone: {path} is not a regular file (a device, fifo or socket), not a spec file; from {path}",
+        f"error: {path} is not a regular file (a device, fifo or socket), not a spec file; from {path}",
     ]
+
+
+def test_featx_list_composes_a_users_file_as_the_featx_app_does(tmp_path, capsys):
+    """A file extending a packaged one (docs/apps.md's ``defaults: [resnet18, _self_]``), which ``featx
+    hydra.searchpath=[file://DIR] backbone=NAME`` composes, was listed as an error (featx's reader takes a file on its
+    own) and featx-list exited 1; so was a file extending one of another config folder, and one that refers to its
+    own value (``${.frozen_stages}``)."""
+    mine, base = tmp_path / "mine", tmp_path / "base"
+    (mine / "backbone").mkdir(parents=True)
+    (base / "backbone").mkdir(parents=True)
+    extending = mine / "backbone" / "resnet18_c3.yaml"
+    extending.write_text("defaults: [resnet18, _self_]\nout_features: [c2, c3]\n")
+    (base / "backbone" / "my_r18.yaml").write_text((config_dir() / "backbone" / "resnet18.yaml").read_text())
+    chained = mine / "backbone" / "my_r18_c2.yaml"
+    chained.write_text("defaults: [my_r18, _self_]\nout_features: [c2]\nseed: ${.frozen_stages}\n")
+    catalog.main(["resnet18_c3", "my_r18_c2", "--config-dir", str(mine), "--config-dir", str(base)])
+    captured = capsys.readouterr()
+    reference = torchvision.models.resnet18()
+    stem = [reference.conv1, reference.bn1, reference.layer1]
+    c2 = sum(p.numel() for module in stem for p in module.parameters())
+    c3 = c2 + sum(p.numel() for p in reference.layer2.parameters())
+    rows = {line.split()[0]: line.split() for line in captured.out.splitlines()[1:]}
+    assert rows["resnet18_c3"] == ["resnet18_c3", "resnet18", "c2..c3", "4,8", "64,128", f"{c3 / 1e6:.1f}M"] + [
+        "returns", "c2,", "c3;", "from", str(extending)
+    ]  # fmt: skip
+    assert rows["my_r18_c2"] == ["my_r18_c2", "resnet18", "c2", "4", "64", f"{c2 / 1e6:.1f}M"] + [
+        "returns", "c2;", "from", str(chained)
+    ]  # fmt: skip
+    assert captured.err == "2 backbones\n"
+
+
+def _make_fifo(path):
+    os.mkfifo(path)
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        (
+            {"bad.yaml": "defaults: [no_such_backbone, _self_]\n"},
+            "In 'backbone/bad': Could not load 'backbone/no_such_backbone'.",
+        ),
+        (  # Hydra would open the fifo, and wait for a writer for ever
+            {"bad.yaml": "defaults: [pipe, _self_]\n", "pipe.yaml": _make_fifo},
+            "{folder}/pipe.yaml is not a regular file (a device, fifo or socket), not a spec file",
+        ),
+        (  # OmegaConf takes 2 as true as Hydra composes
+            {"bad.yaml": "defaults: [resnet18, _self_]\nchannels_last: 2\n"},
+            "{folder}/bad.yaml: backbone.channels_last: must be true or false, got 2",
+        ),
+        (
+            {"bad.yaml": "defaults: [resnet18, _self_]\nout_features: [c9]\n"},
+            "backbone.out_features[0]: unknown stage 'c9' (stages: c2, c3, c4, c5)",
+        ),
+        (  # Hydra's own code raises a ValueError
+            {"bad.yaml": "defaults: 5\n"},
+            "ValueError: Invalid defaults list in 'backbone/bad', defaults must be a list (got int)",
+        ),
+    ],
+    ids=["missing default", "fifo default", "flag", "stage", "defaults not a list"],
+)
+def test_featx_list_names_what_the_featx_app_refuses_in_a_users_file(files, message, tmp_path, capsys):
+    """A file of the user's that Hydra cannot compose, or that the app refuses, is one row with featx's error (the
+    app's own words), never a traceback or a wait, and the exit status is 1."""
+    folder = tmp_path / "backbone"
+    folder.mkdir()
+    for name, content in files.items():
+        content(folder / name) if callable(content) else (folder / name).write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        catalog.main(["bad", "--config-dir", str(tmp_path)])
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    (row,) = captured.out.splitlines()[1:]
+    assert row.split(None, 1) == ["bad", f"error: {message.format(folder=folder)}; from {folder / 'bad.yaml'}"]
+    assert captured.err == "1 backbone, 1 failed to plan\n"
+    app = run_in_process("featx", [f"hydra.searchpath=[file://{tmp_path}]", "backbone=bad", "run=false"], tmp_path)
+    assert app.returncode == 1
+    assert app.stderr.startswith(f"featx: error: {message.format(folder=folder)}")
+
+
+def test_featx_list_refuses_config_dir_with_timm(capsys):
+    """``--timm`` lists timm's models: a ``--config-dir`` beside it was ignored, even one that does not exist."""
+    with pytest.raises(SystemExit) as exit_info:
+        catalog.main(["--timm", "--config-dir", "nonexist", "resnet18"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "featx-list: error: --config-dir: --timm lists timm's models, not config files; give one of --timm and "
+        "--config-dir\n"
+    )
+
+
+def test_featx_list_counts_one_timm_model_in_the_singular(capsys):
+    """The count line said ``1 timm models``."""
+    pytest.importorskip("timm")
+    catalog.main(["--timm", "timm:resnet18"])
+    assert capsys.readouterr().err == "1 timm model\n"
 
 
 def test_the_title_says_weights_on_the_meta_device_were_not_loaded(tmp_path):

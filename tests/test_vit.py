@@ -167,7 +167,8 @@ def test_vit_sizes_must_be_multiples_of_the_patch():
     backbone = featx.build("vit_b_32", overrides=["device=meta"])
     with pytest.raises(
         featx.InputShapeError,
-        match=r"^featx backbone 'vit_b_32' takes inputs whose sides are multiples of its patch size 32, got 224x200$",
+        match=r"^featx backbone 'vit_b_32' takes inputs whose sides are multiples of 32 \(the pixels a patch covers\), "
+        r"got 224x200$",
     ):
         backbone(torch.empty(1, 3, 224, 200, device="meta"))
 

@@ -1,6 +1,8 @@
 """``featx-list``: the backbone configs there are, one row each (model, stages, strides, channels, parameters).
 
-Rows come from the backbones' plans (the plan cache's, else measured on the meta device), so nothing is allocated.
+Rows come from the backbones' plans (the plan cache's, else measured on the meta device), so nothing is allocated. A
+file of the user's folders is composed as the ``featx`` app composes ``backbone=NAME`` (it may extend another file:
+``defaults: [resnet18, _self_]``; :mod:`featx.cli.user_backbones`); featx's packaged files are read as they are.
 
 Examples::
 
@@ -16,7 +18,7 @@ import argparse
 import fnmatch
 import sys
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from featx.cli.output import reader_may_stop, status_line
 from featx.errors import FeatxError
@@ -25,6 +27,9 @@ from featx.spec.config_files import backbone_files, config_dir
 from featx.spec.keys import suggest
 from featx.spec.limits import shortened
 from featx.version import __version__
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 # torch and torchvision are imported where the listing needs them (describe, _list_timm): not by --help or a
 # refused command line
@@ -47,14 +52,30 @@ def _row(values: Sequence[str], widths: Sequence[int]) -> str:
     return "  ".join(cells).rstrip()
 
 
-def _model_of(path: Path) -> str:
-    """The model ``path``'s spec names, or ``""`` for a file that does not load (its row shows the error)."""
+#: what a row describes: a packaged file, the node composed from a file of the user's, or why the app refuses it
+_Source = Union[Path, "DictConfig", FeatxError]
+
+
+def _model_of(source: _Source) -> str:
+    """The model ``source``'s spec names, or ``""`` for one that does not load (its row shows the error)."""
     from featx.spec.load import load_spec
 
     try:
-        return load_spec(path).model
+        return "" if isinstance(source, FeatxError) else load_spec(source).model
     except FeatxError:
         return ""
+
+
+def _sources(files: Mapping[str, List[Path]], names: Sequence[str], roots: Sequence[Path]) -> Dict[str, _Source]:
+    """What each of ``names`` lists: its packaged file as it is (its plan may be cached), or its file of the user's
+    config folders ``roots`` composed as the ``featx`` app composes it (Hydra set up only for such files)."""
+    sources: Dict[str, _Source] = {name: files[name][0] for name in names}
+    users = [name for name in names if files[name][0].parent.parent != config_dir()]
+    if users:
+        from featx.cli.user_backbones import composed_backbones
+
+        sources.update(composed_backbones(users, roots))
+    return sources
 
 
 def describe(source: Union[Path, Mapping[str, Any]]) -> List[str]:
@@ -125,6 +146,12 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             "the configs as written (featx backbone=NAME KEY=VALUE run=false shows one with overrides)\n",
         )
     if args.timm:
+        if args.config_dir:
+            parser.exit(
+                2,
+                "featx-list: error: --config-dir: --timm lists timm's models, not config files; give one of --timm and "
+                "--config-dir\n",
+            )
         if not args.patterns:
             parser.exit(2, "featx-list: error: --timm needs name patterns (timm has over 1,000 models): 'convnext*'\n")
         _list_timm(parser, args.patterns)
@@ -146,13 +173,17 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.exit(1, f"featx-list: error: {error}\n")
     from featx.models.timm_models import TIMM_INSTALL, TimmNotInstalled
 
-    widths = _widths(names, [_model_of(files[name][0]) for name in names])
+    sources = _sources(files, names, args.config_dir)
+    widths = _widths(names, [_model_of(sources[name]) for name in names])
     print(_row(_COLUMNS, widths))
     failures = needing_timm = 0
     for name in names:
         used, *ignored = files[name]
+        source = sources[name]
         try:
-            cells = describe(used)
+            if isinstance(source, FeatxError):  # the app refuses the file: its row says why, as a plan's error
+                raise source
+            cells = describe(source)
         except TimmNotInstalled:  # a packaged timm_* file on an install without the optional extra: no failure
             needing_timm += 1
             cells = ["", "", "", "", "", f"needs timm: {TIMM_INSTALL}"]
@@ -209,7 +240,10 @@ def _list_timm(parser: argparse.ArgumentParser, patterns: List[str]) -> None:
             unproposed += 1
             cells = [model, "", "", "", "", f"no proposal: {error}"]
         print(_row([model, *cells], widths), flush=True)
-    status_line(f"{len(models)} timm models" + (f", {unproposed} without a proposal" if unproposed else ""))
+    status_line(
+        f"{len(models)} timm model{'' if len(models) == 1 else 's'}"
+        + (f", {unproposed} without a proposal" if unproposed else "")
+    )
 
 
 def _unmatched_timm_pattern(pattern: str) -> str:

@@ -28,6 +28,7 @@ from featx.errors import ArgumentError, DeviceError, FeatxError, InputShapeError
 from featx.nn.feature_info import FeatureInfo, StageInfo
 from featx.nn.freezing import apply_norm_policy, pin_kept_layers, set_stage_frozen
 from featx.nn.reinit import reinit_
+from featx.nn.tensor_places import first_meta_tensor, first_other_tensor
 from featx.nn.tokens import tokens_to_map
 from featx.spec.keys import key_path, suggest
 from featx.spec.limits import MAX_CHANNELS, quoted, real_value
@@ -317,6 +318,12 @@ class Backbone(nn.Module):
         device_type = x.device.type
         autocast = _autocast_on(device_type)
         self._check_neck_tensors(reference, autocast)
+        if device_type != "meta" and (meta := first_meta_tensor(self)) is not None:
+            raise ArgumentError(
+                f"featx backbone {model!r}: {meta} is on the meta device (it holds no values) and the input on "
+                f"{x.device}: torch would compute with uninitialised memory; give it values (load_state_dict(..., "
+                "assign=True) with every key, or bb.to_empty(device=...) then load them)"
+            )
         low = reference.dtype in _LOW_PRECISION
         if autocast and low and (autocast_dtype := torch.get_autocast_dtype(device_type)) != reference.dtype:
             raise InputShapeError(  # torch fails on the mix: batch_norm's "mixed dtype (CPU)", layer_norm's ...
@@ -363,14 +370,14 @@ class Backbone(nn.Module):
         tracing = torch.compiler.is_compiling() or torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy)
         given = x.shape  # named in an error: x is each stage's output below
         grid = (x.shape[2] // self._patch, x.shape[3] // self._patch) if self._patch is not None else None
-        where = ""
+        where, part = "", None  # the stage running (or the neck) and its module
         try:
             for name, stage in self.stages.items():
-                where = f"stage {name!r}"
+                where, part = f"stage {name!r}", stage
                 x = stage(x)
                 if name in self._output_names:
                     features[self._output_names[name]] = self._as_map(x.clone() if name in self._copied else x, grid)
-            where = "the neck"
+            where, part = "the neck", self.neck
             return self.neck(features) if self.neck is not None else features
         except (RuntimeError, ValueError) as error:
             if tracing:
@@ -397,6 +404,12 @@ class Backbone(nn.Module):
                 raise self._channel_error(where, given, channels, error) from error
             if isinstance(error, ValueError) and _SYNC_NEEDS_GPU in str(error):
                 raise self._sync_error(where, x.device) from None
+            mix = self._mixed_tensors(part, x, features) if isinstance(error, RuntimeError) else None
+            if mix is not None and _raised_in_library_code(error):
+                raise ArgumentError(
+                    f"featx backbone {self._spec.model!r}: {where} computes with {mix}, which its layers cannot mix "
+                    f"({first_line(error)}); convert or move the whole backbone together (bb.to(...))"
+                ) from None
             if where == "the neck" or not _is_about_sizes(error) or not _raised_in_library_code(error):
                 raise  # not the input's shape: a neck or hook of yours, memory (what a batch-size search catches), ...
             if self._widths_disagree(error, given):
@@ -409,6 +422,23 @@ class Backbone(nn.Module):
                 f"({type(error).__name__}: {first_line(error)}); the model may take only some input sizes "
                 "(multiples of its largest stride) or inputs of another kind"
             ) from error
+
+    def _mixed_tensors(self, part: Optional[nn.Module], x: Tensor, features: Mapping[str, Tensor]) -> Optional[str]:
+        """What a stage or featx's neck (``part``) that failed computes with in another dtype or device than its
+        input (``x`` for a stage, the returned ``features`` for the neck): ``"float32 inputs on cpu and
+        layer4.0.conv1.weight in float16 on cpu"``; None where they agree, under autocast (which casts), and for a
+        neck of the caller's (it may move or cast its inputs itself)."""
+        if part is None or _autocast_on(x.device.type):
+            return None
+        if part is self.neck:
+            if getattr(self.neck, "input_info", None) is None or not features:
+                return None
+            x = next(iter(features.values()))
+        other = first_other_tensor(part, x)
+        if other is None:
+            return None
+        name, dtype, device = other
+        return f"{_dtype_name(x.dtype)} inputs on {x.device} and {name} in {_dtype_name(dtype)} on {device}"
 
     def _sync_error(self, where: str, device: torch.device) -> FeatxError:
         """The error for SyncBatchNorm layers of ``where`` training on an input on ``device`` (not CUDA) in a process
@@ -549,6 +579,10 @@ _AUTOCAST_CASTS = (torch.float32, torch.float16, torch.bfloat16)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 def _autocast_on(device_type: str) -> bool:
     """Whether autocast is on for ``device_type`` (off for a device type autocast does not know, such as meta)."""
     try:
@@ -585,7 +619,7 @@ def checked_batch(
         raise InputShapeError(f"featx backbone {model!r} got an empty batch of shape {tuple(x.shape)}")
     if patch is not None and (x.shape[2] % patch or x.shape[3] % patch):
         raise InputShapeError(
-            f"featx backbone {model!r} takes inputs whose sides are multiples of its patch size {patch}, "
+            f"featx backbone {model!r} takes inputs whose sides are multiples of {patch} (the pixels a patch covers), "
             f"got {x.shape[2]}x{x.shape[3]}"
         )
     if input_size is not None and tuple(x.shape[2:]) != input_size:
