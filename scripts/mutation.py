@@ -4203,6 +4203,13 @@ MUTANTS: List[Mutant] = [
         'f"{len(models)} timm models"',
         "featx-list --timm counts '1 timm models'",
     ),
+    # roi_pooler's advice by what its levels lack (docs review 2026-12-07)
+    Mutant(
+        "tasks/detection.py",
+        '    if len(set(strides)) < len(strides):\n        return "return one of them',
+        '    if False:\n        return "return one of them',
+        "roi_pooler on two ViT blocks of one stride advises returning consecutive stages, which cannot help",
+    ),
 ]
 
 

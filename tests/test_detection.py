@@ -443,7 +443,11 @@ def test_anchor_keywords_take_numpy_and_torch_numbers() -> None:
 def test_roi_pooler_refuses_a_stride_that_is_not_a_power_of_two() -> None:
     """MultiScaleRoIAlign rounds a stride-14 map's scale to 1/16: boxes were pooled from the wrong region."""
     bb = featx.build("vit_h_14", overrides=["device=meta"])
-    with pytest.raises(featx.ArgumentError, match=r"powers of two.*got blocks4 \(stride 14\)"):
+    with pytest.raises(
+        featx.ArgumentError,
+        match=r"powers of two.*got blocks4 \(stride 14\); for a token model set tokens.stride to a power of two "
+        r"\(vit_h_14_fpn uses 16\)$",
+    ):
         roi_pooler(bb)
 
 
@@ -478,8 +482,12 @@ def test_roi_pooler_refuses_levels_that_skip_a_stride(source, overrides, levels)
 def test_roi_pooler_refuses_outputs_of_one_stride() -> None:
     """A ViT's blocks all have stride 16: every RoI would be pooled from the first of them."""
     bb = featx.build("vit_b_16", overrides=["device=meta", "out_features=[blocks3,blocks4]"])
-    with pytest.raises(featx.ArgumentError, match=r"got blocks3 \(stride 16\), blocks4 \(stride 16\)"):
+    with pytest.raises(featx.ArgumentError) as caught:  # the advice to return consecutive stages could not help
         roi_pooler(bb)
+    assert str(caught.value).endswith(
+        "got blocks3 (stride 16), blocks4 (stride 16); return one of them (out_features), or the simple pyramid's "
+        "levels (fpn.style: simple)"
+    )
 
 
 @pytest.mark.parametrize("output", ["c5", "p3"])

@@ -168,11 +168,22 @@ def _require_consecutive_levels(backbone: Backbone, names: Sequence[str]) -> Non
     doubling = all(later == 2 * earlier for earlier, later in zip(pooled, pooled[1:], strict=False))
     if not doubling or any(stride & (stride - 1) for stride in pooled):
         levels = ", ".join(f"{name} (stride {strides[name]})" for name in names)
-        raise ArgumentError(  # (an FPN keeps its stages' strides: adding one does not help)
+        raise ArgumentError(
             f"roi_pooler(): torchvision's MultiScaleRoIAlign needs levels whose strides are powers of two, doubling "
-            f"from one to the next (it rounds each map's scale to a power of two), got {levels}; return "
-            "consecutive stages (out_features)"
+            f"from one to the next (it rounds each map's scale to a power of two), got {levels}; "
+            + _pooling_hint(pooled)
         )
+
+
+def _pooling_hint(strides: Sequence[int]) -> str:
+    """What makes levels of ``strides`` poolable: a stride no power of two comes from a patch (``tokens.stride``
+    resizes the image for it), one stride twice from blocks of a plain ViT (one of them, or the simple pyramid's
+    levels), else a stride left out between them (an FPN keeps its stages' strides: adding one does not help)."""
+    if any(stride & (stride - 1) for stride in strides):
+        return "for a token model set tokens.stride to a power of two (vit_h_14_fpn uses 16)"
+    if len(set(strides)) < len(strides):
+        return "return one of them (out_features), or the simple pyramid's levels (fpn.style: simple)"
+    return "return consecutive stages (out_features)"
 
 
 def roi_pooler(
