@@ -4210,6 +4210,55 @@ MUTANTS: List[Mutant] = [
         '    if False:\n        return "return one of them',
         "roi_pooler on two ViT blocks of one stride advises returning consecutive stages, which cannot help",
     ),
+    # featx-extract folders: settings digest per shard, manifest length, bounded lines, records checked once
+    Mutant(
+        "tasks/extract/store.py",
+        "                    _check_settings_digest(record, digest, shard, OUTPUT_KEY)\n",
+        "",
+        "a run resumes under a settings file edited by hand, adding another network's features to the folder",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "        _check_settings_digest(record, digest, shard, who)\n",
+        "",
+        "read_features reads shards made with other settings than the settings file records",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "lines.readline(_MAX_RECORD_BYTES + 1)",
+        "lines.readline()",
+        "a huge manifest line (a sparse file) is read whole before its length is checked",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "        if known is None or known[0] != text:  # a file replaced since is checked anew\n",
+        "        if True:\n",
+        "read_features parses and checks a shard's whole record again each time it reopens the shard",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "        if known is None or known[0] != text:  # a file replaced since is checked anew\n",
+        "        if known is None:\n",
+        "a shard replaced after its record was checked is read with the record checked before",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "    if count < recorded:\n",
+        "    if False:\n",
+        "a manifest cut short (or emptied) reads back as fewer rows without an error",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "            if count > recorded:\n",
+        "            if False:\n",
+        "a manifest lengthened past the entries the settings file records is read",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        '    try:\n        opened = manifest.open("rb")\n    except OSError as error:',
+        '    try:\n        opened = manifest.open("rb")\n    except NotADirectoryError as error:',
+        "read_features of a folder whose manifest a run removed after the call ends on a raw FileNotFoundError",
+    ),
 ]
 
 

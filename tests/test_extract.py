@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import signal
@@ -138,10 +139,17 @@ def test_features_equal_the_backbone_on_each_image_and_bad_files_are_listed(imag
         [("featx-shards/shard-r000-00001.safetensors", row) for row in range(4)]
         + [("featx-shards/shard-r000-00002.safetensors", row) for row in range(3)]
     )
-    config = (tmp_path / "out" / "featx-extract.json").read_text()
-    assert json.loads(config)["settings"]["backbone"]["model"] == "resnet18"
-    assert json.loads(config)["format"] == "featx-extract/3"
-    assert re.fullmatch(r"[0-9a-f]{32}", json.loads(config)["collection"])
+    config = json.loads((tmp_path / "out" / "featx-extract.json").read_text())
+    assert config["settings"]["backbone"]["model"] == "resnet18"
+    assert config["format"] == "featx-extract/4" and config["manifest_entries"] == len(manifest) == 9
+    assert re.fullmatch(r"[0-9a-f]{32}", config["collection"])
+    # each shard records the BLAKE2b digest of the settings as JSON with sorted keys and no spaces (docs/extract.md)
+    canonical = json.dumps(config["settings"], sort_keys=True, separators=(",", ":")).encode()
+    for shard in FeatureStore(tmp_path / "out").shards():
+        with safe_open(str(shard), framework="pt") as handle:
+            record = json.loads(handle.metadata()[METADATA_KEY])
+        assert record["collection"] == config["collection"]
+        assert record["settings_digest"] == hashlib.blake2b(canonical).hexdigest()
 
 
 def test_a_shard_record_stays_within_its_budget_and_reads_back(tmp_path, weights_file, monkeypatch):

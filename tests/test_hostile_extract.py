@@ -140,10 +140,10 @@ def test_the_users_files_in_the_output_folder_survive_runs_and_overwrites(photos
         ({"featx-config.yaml": b"mine\n"}, ArgumentError, r"holds featx-config.yaml but no featx-extract.json"),
         ({"featx-shards/a": b"mine"}, ArgumentError, r"holds featx-shards but no featx-extract.json"),
         ({"featx-extract.json": b"{not json"}, FeatxError, r"featx-extract.json is not a featx-extract settings file"),
-        ({"featx-extract.json": b'{"a": 1}'}, FeatxError, r"no \"format\": \"featx-extract/3\" entry"),
+        ({"featx-extract.json": b'{"a": 1}'}, FeatxError, r"no \"format\": \"featx-extract/4\" entry"),
         ({"featx-extract.json": b'{"format": "featx-extract/2"}'}, FeatxError, r"not a featx-extract settings file"),
         ({"featx-extract.json": b"\xff\xfe"}, FeatxError, r"not a featx-extract settings file"),
-        ({"featx-extract.json": b'{"backbone": {}, "outputs": ["c2"]}'}, FeatxError, r"featx-extract/3"),
+        ({"featx-extract.json": b'{"backbone": {}, "outputs": ["c2"]}'}, FeatxError, r"featx-extract/4"),
         ({"featx-extract.json/": None}, FeatxError, r"not a plain file"),
     ],
     ids=[
@@ -1299,14 +1299,25 @@ def test_a_shard_rewritten_with_other_dtype_or_shape_is_refused(photos, tmp_path
     )
 
 
-def test_a_folder_of_an_earlier_featx_is_refused_until_overwritten(photos, tmp_path):
-    """An earlier featx's shards carry no collection, so they cannot be told from shards copied in."""
+@pytest.mark.parametrize("earlier", ["featx-extract/2", "featx-extract/3"])
+def test_a_folder_of_an_earlier_featx_is_refused_until_overwritten(photos, tmp_path, earlier):
+    """An earlier featx's shards carry no collection (featx-extract/2) or no digest of the settings they were made
+    with (featx-extract/3), so they cannot be told from shards copied in, or from a settings file edited since."""
     output = _extract_folder(photos, tmp_path / "out")
+    for shard in sorted((output / "featx-shards").iterdir()):
+        _resave_shard(shard, lambda tensors, record: record.pop("settings_digest"))
     info = output / "featx-extract.json"
     content = json.loads(info.read_text())
-    info.write_text(json.dumps({"format": "featx-extract/2", "settings": content["settings"]}))
-    with pytest.raises(FeatxError, match=r"^read_features\(\): .*featx-extract.json was written by an earlier featx"):
+    kept = {"collection": content["collection"]} if earlier == "featx-extract/3" else {}
+    info.write_text(json.dumps({"format": earlier, **kept, "settings": content["settings"]}))
+    with pytest.raises(FeatxError) as caught:
         list(featx.read_features(output))
+    assert str(caught.value) == (
+        f"read_features(): {info} was written by an earlier featx ({earlier}), whose shards do not record the "
+        "settings they were made with, so a settings file edited since, or shards copied in from another folder, "
+        "could not be told apart; rerun featx-extract on it with extract.overwrite=true to redo its features with "
+        "this featx"
+    )
     with pytest.raises(ArgumentError, match=r"written by an earlier featx .*set extract.overwrite=true"):
         _extract_folder(photos, output)
     _extract_folder(photos, output, overwrite=True)
@@ -1521,9 +1532,13 @@ def test_a_huge_jpeg_is_refused_before_the_device_decoder_whatever_the_process_s
 
 def _resave_first_shard(output: Path, change) -> Path:
     """The first shard rewritten with ``change(tensors, record)`` applied, its metadata otherwise kept."""
+    return _resave_shard(_first_shard(output), change)
+
+
+def _resave_shard(shard: Path, change) -> Path:
+    """``shard`` rewritten with ``change(tensors, record)`` applied, its metadata otherwise kept."""
     from safetensors import safe_open
 
-    shard = _first_shard(output)
     with safe_open(str(shard), framework="pt") as handle:
         metadata, tensors = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
     record = json.loads(metadata["featx_extract"])
@@ -1613,3 +1628,209 @@ def test_torchruns_variables_are_checked_for_a_single_process_too(photos, tmp_pa
     with pytest.raises(ArgumentError, match=f"^{message}"):
         extract(_spec(), _options(photos, tmp_path / "out"))
     assert folder_state(tmp_path) == before
+
+
+# ---- the settings each shard was made with, the manifest's length, and shards whose rows interleave --------------
+
+
+def _not_described(shard: Path, info: Path) -> str:
+    return (
+        f"the shard {shard} was not made with the settings {info} records (was that file edited, or copied from "
+        "another folder?): its features are not read; extract again into a new folder, or rerun featx-extract with "
+        "extract.overwrite=true to make the folder's features anew"
+    )
+
+
+@pytest.mark.parametrize(("key", "value"), [("seed", 1), ("model", "resnet34")])
+def test_a_settings_file_edited_by_hand_is_refused_not_read_or_added_to(photos, tmp_path, key, value):
+    """Shards carried only the folder's random collection: after a refusal naming ``differing: backbone.seed``, the
+    settings file edited to the new seed (its collection kept) let a run with that seed resume, adding another
+    network's features beside the first's, and read_features gave both networks' rows; a settings file naming
+    another model read back without a word."""
+    output = _extract_folder(photos, tmp_path / "out")
+    info = output / "featx-extract.json"
+    _edit_settings(output, lambda settings: settings["backbone"].update({key: value}))
+    with pytest.raises(FeatxError) as read:
+        list(featx.read_features(output))
+    assert str(read.value) == f"read_features(): {_not_described(_shard(output, 1), info)}"
+    if key != "seed":
+        return
+    _save_rgb(photos / "p9.png", 9)
+    before = folder_state(output)
+    with pytest.raises(FeatxError) as resumed:
+        _extract_folder(photos, output, seed=1)
+    assert str(resumed.value) == f"extract.output: {_not_described(_shard(output, 1), info)}"
+    assert folder_state(output) == before
+    _extract_folder(photos, output, seed=1, overwrite=True)  # the folder's features made anew, with seed 1 alone
+    fresh = _stored(_extract_folder(photos, tmp_path / "fresh", seed=1))
+    stored = _stored(output)
+    assert sorted(stored) == sorted(fresh) == ["p0.png", "p1.png", "p2.png", "p9.png"]
+    assert all(torch.equal(stored[name][out], fresh[name][out]) for name in fresh for out in ("c2", "c3"))
+
+
+def test_a_shard_that_does_not_record_its_settings_is_refused(finished, photos):
+    """A shard without the digest of its settings (an earlier featx's, or altered) is not this folder's for sure."""
+    shard = _resave_first_shard(finished, lambda tensors, record: record.pop("settings_digest"))
+    tail = (
+        f"the shard {shard} does not record the settings it was made with (it was written by an earlier featx, or "
+        "altered): its features are not read; extract again into a new folder, or rerun featx-extract with "
+        "extract.overwrite=true to make the folder's features anew"
+    )
+    with pytest.raises(FeatxError) as read:
+        list(featx.read_features(finished))
+    assert str(read.value) == f"read_features(): {tail}"
+    with pytest.raises(FeatxError) as resumed:
+        extract(_spec(), _options(photos, finished))
+    assert str(resumed.value) == f"extract.output: {tail}"
+    assert extract(_spec(), _options(photos, finished, overwrite=True)).processed == 3
+    assert len(list(featx.read_features(finished))) == 3
+
+
+def test_a_huge_manifest_line_is_refused_without_reading_it_whole(finished):
+    """A 1 GiB manifest line (a sparse file: ``truncate -s 1G featx-manifest.jsonl``) was read whole before its
+    length was checked: 2.6 GB of memory and 24 s (under a memory limit, a raw MemoryError) for the error."""
+    manifest = finished / "featx-manifest.jsonl"
+    manifest.unlink()
+    _sparse_file(manifest, 1 << 30)
+    code = f"""
+import resource
+from pathlib import Path
+import featx
+import featx.tasks.extract.store  # imported before the limit
+status = Path("/proc/self/status").read_text()
+used = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmSize:"))) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (used + (512 << 20), resource.RLIM_INFINITY))
+try:
+    list(featx.read_features({str(finished)!r}))
+except featx.FeatxError as error:
+    print(error)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == (
+        f"read_features(): {manifest} line 1 is not a featx-extract manifest entry (the line is too long); rerun the "
+        "same featx-extract command to rebuild the manifest"
+    ), result.stderr[-2000:]
+
+
+def _cut_manifest(output: Path, cut: str) -> None:
+    manifest = output / "featx-manifest.jsonl"
+    lines = manifest.read_text().splitlines(keepends=True)
+    if cut == "empty":
+        manifest.write_bytes(b"")
+    elif cut == "lines":
+        manifest.write_text("".join(lines[:2]))
+    elif cut == "added":
+        manifest.write_text("".join(lines) + json.dumps({"path": "/zzz.png", "identity": None, "skipped": "x"}) + "\n")
+    else:  # the settings file says nothing of the manifest's length
+        info = output / "featx-extract.json"
+        info.write_text(json.dumps({k: v for k, v in json.loads(info.read_text()).items() if k != "manifest_entries"}))
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [
+        ("empty", "{manifest} ends after 0 entries, and {info} records 3"),
+        ("lines", "{manifest} ends after 2 entries, and {info} records 3"),
+        ("added", "{manifest} line 4 is an entry past the 3 that {info} records"),
+    ],
+)
+def test_a_manifest_cut_short_or_lengthened_is_refused(finished, cut, message):
+    """An empty manifest, or one cut at a line boundary, read back as fewer rows (0 or 2 of 3) without a word."""
+    manifest, info = finished / "featx-manifest.jsonl", finished / "featx-extract.json"
+    _cut_manifest(finished, cut)
+    with pytest.raises(FeatxError) as caught:
+        list(featx.read_features(finished))
+    assert str(caught.value) == (
+        f"read_features(): {message.format(manifest=manifest, info=info)}: the manifest was cut short or altered, "
+        "or another featx-extract run rewrote it while it was read; rerun the same featx-extract command to "
+        "rebuild it"
+    )
+
+
+def test_a_manifest_removed_after_read_features_checked_the_folder_is_named(finished):
+    """A run started on the folder between the call and the first row removes the manifest: that was Python's raw
+    FileNotFoundError."""
+    manifest = finished / "featx-manifest.jsonl"
+    rows = featx.read_features(finished)
+    manifest.unlink()
+    with pytest.raises(FeatxError) as caught:
+        next(rows)
+    assert str(caught.value) == (
+        f"read_features(): cannot open {manifest} (No such file or directory): a featx-extract run on the folder "
+        "removes it while it works; read again once the run has finished"
+    )
+
+
+def test_a_manifest_whose_length_is_not_recorded_is_refused(finished, photos):
+    manifest, info = finished / "featx-manifest.jsonl", finished / "featx-extract.json"
+    _cut_manifest(finished, "unrecorded")
+    with pytest.raises(FeatxError) as caught:
+        featx.read_features(finished)  # a folder check: when called
+    assert str(caught.value) == (
+        f"read_features(): {info} does not record how many entries {manifest} holds (the settings file was edited, "
+        "or the manifest copied in): rerun the same featx-extract command to rebuild the manifest"
+    )
+    assert extract(_spec(), _options(photos, finished)).processed == 0
+    assert json.loads(info.read_text())["manifest_entries"] == 3 and len(list(featx.read_features(finished))) == 3
+
+
+@pytest.mark.parametrize("entries", [-1, "3", True, 3.0])
+def test_a_recorded_manifest_length_featx_never_writes_is_named(finished, entries):
+    info = finished / "featx-extract.json"
+    info.write_text(json.dumps({**json.loads(info.read_text()), "manifest_entries": entries}))
+    with pytest.raises(FeatxError) as caught:
+        featx.read_features(finished)
+    assert str(caught.value).startswith(
+        f"read_features(): {info} is not a featx-extract settings file (manifest_entries {entries!r} is not a "
+        "number of entries)"
+    )
+
+
+def _interleaved(output: Path, shards: int, count: int) -> List[str]:
+    """A folder of ``shards`` shards of rank 0 whose images interleave in path order (hash-named files added over
+    several resumed runs), written by the store's own writer: image i holds [i, i] in its shard. Its paths."""
+    from featx.tasks.extract import store
+
+    paths = [f"/data/img{index:04d}.jpg" for index in range(count)]
+    folder = store.FeatureStore(output)
+    folder.prepare({"outputs": ["c5"], "dtype": "float32"}, "", False)
+    for number in range(shards):
+        mine = paths[number::shards]
+        rows = torch.tensor([[float(paths.index(path))] * 2 for path in mine])
+        folder.write_shard(0, number + 1, {"c5": rows}, [(path, (1, 1, 1)) for path in mine], [])
+    folder.write_manifest({path: (1, 1, 1) for path in paths})
+    return paths
+
+
+def test_read_features_checks_each_shards_record_once_however_its_rows_interleave(tmp_path, monkeypatch):
+    """Five or more shards of one rank whose images interleave in path order: every row reopened its shard (a few
+    stay open) and parsed and checked its whole record again, 60 times slower (16,384 rows of 1,024-image shards:
+    170 s)."""
+    from featx.tasks.extract import store
+
+    shards, count = 6, 60
+    paths = _interleaved(tmp_path / "out", shards, count)
+    open_shard, opened = store._open_shard, []
+    monkeypatch.setattr(
+        store, "_open_shard", lambda *args, **kwargs: (opened.append(args[0]), open_shard(*args, **kwargs))[1]
+    )
+    shard_files, parsed = store._shard_files, []
+    monkeypatch.setattr(store, "_shard_files", lambda *args: (parsed.append(args), shard_files(*args))[1])
+    rows = list(featx.read_features(tmp_path / "out"))
+    assert [path for path, _ in rows] == paths
+    assert [features["c5"].tolist() for _, features in rows] == [[float(index)] * 2 for index in range(count)]
+    assert len(opened) == count  # each row reopened its shard: 6 in turn, 4 kept open
+    assert len(parsed) == shards  # but each record was parsed and checked once
+
+
+def test_a_shard_replaced_after_its_record_was_checked_is_checked_again(tmp_path):
+    """The record of a shard closed and reopened is checked again when the file is not the one checked."""
+    paths = _interleaved(tmp_path / "out", 6, 24)
+    _interleaved(tmp_path / "other", 6, 24)  # another collection
+    reading = featx.read_features(tmp_path / "out")
+    assert [next(reading)[0] for _ in range(8)] == paths[:8]  # shards 1..6, 1, 2: shard 3 read and closed
+    shard = _shard(tmp_path / "out", 3)
+    shard.unlink()
+    shutil.copyfile(_shard(tmp_path / "other", 1), shard)
+    with pytest.raises(FeatxError, match=rf"^read_features\(\): the shard {re.escape(str(shard))} belongs to another"):
+        next(reading)

@@ -3,15 +3,17 @@
 Every file featx writes there carries ``featx`` in its name, so a user's own files beside them are never touched
 (``featx-extract`` writes it, :func:`read_features` reads it)::
 
-    out/featx-extract.json       {"format": "featx-extract/3", "collection": ..., "settings": ...}: what the
-                                 features are (backbone spec, outputs, pooling, transform, dtype), and a random name
-                                 for this folder's features that every shard carries; the folder is featx's only
-                                 with it
+    out/featx-extract.json       {"format": "featx-extract/4", "collection": ..., "settings": ...,
+                                 "manifest_entries": ...}: what the features are (backbone spec, outputs, pooling,
+                                 transform, dtype), a random name for this folder's features that every shard
+                                 carries, and how many entries the manifest holds (once a run has written it); the
+                                 folder is featx's only with it
     out/featx-config.yaml        the resolved config of the last run
     out/featx-shards/shard-r000-00001.safetensors   one tensor per output, row i = image i of the shard; the
                                  shard's metadata lists its images and the files skipped with it, each with the
                                  identity (size, modification time, inode) the file had when read, the collection
-                                 it belongs to, and (decode=gpu) why some images were decoded on the CPU
+                                 it belongs to, the digest of the settings it was made with (settings_digest), and
+                                 (decode=gpu) why some images were decoded on the CPU
     out/featx-manifest.jsonl     one line per file of the input: path, identity, shard, row, shapes, dtype (and
                                  decoded_on_cpu with the reason); or path, identity and the reason it was skipped
     out/.featx-extract.lock      held while a run writes here, so a second run on the folder is refused
@@ -21,7 +23,8 @@ are the record of what is done. A rerun skips files whose identity matches a sha
 (changed under the same name); the manifest is rebuilt from the shards when a run finishes, and lists a file only
 with the record matching its identity at that moment, so a stale feature is never read back. A shard of another
 collection (copied or linked in from another folder, or written by a run that overwrote the folder while it was
-read) is refused, never mixed in.
+read) is refused, never mixed in; so is a shard made with other settings than the settings file records (the file
+edited by hand, or copied in).
 
 Example::
 
@@ -31,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -40,7 +44,7 @@ from collections import OrderedDict
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from filelock import FileLock, Timeout
@@ -54,9 +58,9 @@ from featx.spec.limits import quoted
 from featx.tasks.extract.listing import Identity
 from featx.tasks.extract.names import CONFIG_FILE, INFO_FILE, LOCK_FILE, MANIFEST_FILE, SHARD_DIR
 
-FORMAT = "featx-extract/3"
-#: the settings file of an earlier featx, whose shards do not say which collection they belong to
-EARLIER_FORMAT = "featx-extract/2"
+FORMAT = "featx-extract/4"
+#: the settings files of earlier featx, whose shards do not say which collection (2) or settings (2, 3) they belong to
+EARLIER_FORMATS = ("featx-extract/2", "featx-extract/3")
 _COLLECTION = re.compile(r"^[0-9a-f]{32}$")
 OUTPUT_KEY = "extract.output"
 METADATA_KEY = "featx_extract"
@@ -69,6 +73,8 @@ _MAX_RECORD_BYTES = 64 << 20
 SHARD_RECORD_BUDGET = _MAX_RECORD_BYTES // 2
 #: how many shards read_features keeps open at once, per rank that wrote shards
 _OPEN_SHARDS = 4
+#: how many characters of checked shard records read_features keeps, so a shard it reopens is not parsed again
+_CHECKED_RECORD_CHARS = _MAX_RECORD_BYTES
 #: the dtypes featx-extract stores features in, by the name its settings give (torch's own names)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -85,9 +91,31 @@ class StoredFile:
     fallback: str = ""
 
 
+class Recorded(NamedTuple):
+    """What ``featx-extract.json`` records: the settings, the collection every shard carries (None in an earlier
+    featx's folder), the number of manifest entries (None until a run has written the manifest), and its format."""
+
+    settings: Dict[str, Any]
+    collection: Optional[str]
+    entries: Optional[int]
+    format: str
+
+    @property
+    def digest(self) -> str:
+        """The digest of the settings that every shard made with them carries (see :func:`settings_digest`)."""
+        return settings_digest(self.settings)
+
+
 def _as_recorded(settings: Mapping[str, Any]) -> Dict[str, Any]:
     """``settings`` as they read back from ``featx-extract.json`` (tuples become lists), for comparing."""
     return json.loads(json.dumps(settings))
+
+
+def settings_digest(settings: Mapping[str, Any]) -> str:
+    """The BLAKE2b digest (hex) of ``settings`` as canonical JSON (sorted keys, no spaces, ASCII): what a shard
+    records of the settings it was made with, whatever spacing or key order ``featx-extract.json`` has."""
+    canonical = json.dumps(_as_recorded(settings), sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode("ascii")).hexdigest()
 
 
 def setting_differences(old: Any, new: Any, prefix: str = "") -> List[str]:
@@ -162,18 +190,20 @@ def _open_shard(shard: Path, who: str = OUTPUT_KEY) -> Iterator[Any]:
         ) from None
 
 
-def _read_settings_file(info: Path, who: str) -> Tuple[Dict[str, Any], Optional[str]]:
-    """The settings recorded in ``info`` and the collection its shards carry (None in an earlier featx's folder);
-    FeatxError naming the file when it is not a featx-extract settings file."""
+def _read_settings_file(info: Path, who: str) -> Recorded:
+    """What ``info`` records; FeatxError naming the file when it is not a featx-extract settings file."""
     try:
         if info.stat().st_size > _MAX_RECORD_BYTES:
             raise ValueError(f"larger than {_MAX_RECORD_BYTES} bytes")
         content = json.loads(info.read_text(encoding="utf-8"))
-        if not isinstance(content, dict) or content.get("format") not in (FORMAT, EARLIER_FORMAT):
+        if not isinstance(content, dict) or content.get("format") not in (FORMAT, *EARLIER_FORMATS):
             raise ValueError(f'no "format": "{FORMAT}" entry')
         collection = content.get("collection") if content["format"] == FORMAT else None
         if content["format"] == FORMAT and not (isinstance(collection, str) and _COLLECTION.match(collection)):
             raise ValueError("no collection")
+        entries = content.get("manifest_entries")
+        if entries is not None and (type(entries) is not int or entries < 0):
+            raise ValueError(f"manifest_entries {quoted(entries)} is not a number of entries")
         settings = content.get("settings")
         if not isinstance(settings, dict):
             raise ValueError("no settings")
@@ -182,7 +212,7 @@ def _read_settings_file(info: Path, who: str) -> Tuple[Dict[str, Any], Optional[
             raise ValueError("no list of outputs in its settings")
         if len(set(outputs)) < len(outputs):
             raise ValueError("an output named twice in its settings")
-        return settings, collection
+        return Recorded(settings, collection, entries, content["format"])
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise FeatxError(
@@ -191,10 +221,11 @@ def _read_settings_file(info: Path, who: str) -> Tuple[Dict[str, Any], Optional[
         ) from None
 
 
-def _earlier_featx(info: Path, who: str) -> str:
+def _earlier_featx(info: Path, recorded: Recorded, who: str) -> str:
     return (
-        f"{who}: {info} was written by an earlier featx ({EARLIER_FORMAT}), whose shards do not record which "
-        "extraction they belong to, so shards copied in from another folder could not be told apart"
+        f"{who}: {info} was written by an earlier featx ({recorded.format}), whose shards do not record the settings "
+        "they were made with, so a settings file edited since, or shards copied in from another folder, could not be "
+        "told apart"
     )
 
 
@@ -224,13 +255,36 @@ def _check_collection(record: Any, collection: Optional[str], shard: Path, who: 
         )
 
 
+class _NotDescribed(FeatxError):
+    """A shard made with other settings than the folder's settings file records, or recording none."""
+
+
+def _check_settings_digest(record: Dict[str, Any], digest: Optional[str], shard: Path, who: str) -> None:
+    """_NotDescribed unless the shard's record carries ``digest``, that of the settings the folder's settings file
+    records: a settings file edited by hand (keeping its collection) must not pass off the shards as its own."""
+    recorded = record.get("settings_digest")
+    if recorded == digest:
+        return
+    info = shard.parent.parent / INFO_FILE
+    why = (
+        "does not record the settings it was made with (it was written by an earlier featx, or altered)"
+        if recorded is None
+        else f"was not made with the settings {info} records (was that file edited, or copied from another folder?)"
+    )
+    raise _NotDescribed(
+        f"{who}: the shard {shard} {why}: its features are not read; extract again into a new folder, or rerun "
+        "featx-extract with extract.overwrite=true to make the folder's features anew"
+    )
+
+
 class FeatureStore:
     """The output folder ``root`` of an extraction; see the module docstring for its layout."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.shard_dir = self.root / SHARD_DIR
-        self._writing: Optional[str] = None  # the collection this run's shards carry, read once (the lock holds it)
+        # the collection and settings digest this run's shards carry, read once (the lock holds them)
+        self._writing: Optional[Tuple[Optional[str], str]] = None
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -258,9 +312,8 @@ class FeatureStore:
         finally:
             lock.release()
 
-    def record(self, who: str = OUTPUT_KEY) -> Optional[Tuple[Dict[str, Any], Optional[str]]]:
-        """The recorded settings and collection (None for an earlier featx's folder), or ``None`` if there is no
-        ``featx-extract.json``; FeatxError if it is not ours."""
+    def record(self, who: str = OUTPUT_KEY) -> Optional[Recorded]:
+        """What ``featx-extract.json`` records, or ``None`` if there is none; FeatxError if it is not ours."""
         info = self.root / INFO_FILE
         if not info.exists() and not info.is_symlink():
             return None
@@ -271,17 +324,14 @@ class FeatureStore:
     def settings(self, who: str = OUTPUT_KEY) -> Optional[Dict[str, Any]]:
         """The recorded settings, or ``None`` if there is no ``featx-extract.json``; FeatxError if it is not ours."""
         record = self.record(who)
-        return None if record is None else record[0]
+        return None if record is None else record.settings
 
-    def collection(self, who: str = OUTPUT_KEY) -> Optional[str]:
-        """The collection every shard here carries (see :meth:`prepare`), None before the first run."""
-        record = self.record(who)
-        return None if record is None else record[1]
-
-    def check_settings(self, settings: Mapping[str, Any], overwrite: bool) -> None:
+    def check_settings(self, settings: Mapping[str, Any], overwrite: bool) -> bool:
         """Refuse (ArgumentError) to add features made with other settings, unless ``overwrite``; refuse
         (FeatxError) a folder whose featx-named files featx cannot recognise as its own (a link or FIFO at a shard's
-        name; a shard of another collection where the run would add to them), before anything is removed."""
+        name; a shard of another collection, or made with other settings than the settings file records, where the
+        run would add to them), before anything is removed. True where ``overwrite`` must make the features anew
+        although the settings file records these settings: its shards were made with others (the file edited)."""
         for name in (MANIFEST_FILE, CONFIG_FILE):  # what a run rewrites: a folder or link there is not featx's
             entry = self.root / name
             if os.path.lexists(entry) and (entry.is_symlink() or not entry.is_file()):
@@ -298,20 +348,24 @@ class FeatureStore:
                     "overwrite, or not featx's files), so what they hold is unknown; featx leaves them alone: move "
                     "them away or choose another folder"
                 )
-            return
-        recorded, collection = record
+            return False
         self.shards()
-        resumes = collection is not None and recorded == _as_recorded(settings)
+        resumes = record.collection is not None and record.settings == _as_recorded(settings)
         if resumes:
-            self.stored_files()  # every shard of this collection
+            try:
+                self.stored_files()  # every shard of this collection, made with these settings
+            except _NotDescribed:
+                if not overwrite:
+                    raise
+                return True
         if overwrite or resumes:
-            return
-        if collection is None:
+            return False
+        if record.collection is None:
             raise ArgumentError(
-                f"{_earlier_featx(self.root / INFO_FILE, OUTPUT_KEY)}; set extract.overwrite=true to redo its "
+                f"{_earlier_featx(self.root / INFO_FILE, record, OUTPUT_KEY)}; set extract.overwrite=true to redo its "
                 "features with this featx (only featx's files there are removed), or choose another folder"
             )
-        differing = ", ".join(setting_differences(recorded, _as_recorded(settings))[:6])
+        differing = ", ".join(setting_differences(record.settings, _as_recorded(settings))[:6])
         raise ArgumentError(
             f"extract.output: {self.root} holds features made with other settings (differing: {differing}); "
             "choose another folder, or set extract.overwrite=true to replace them (only featx's files there are "
@@ -340,25 +394,21 @@ class FeatureStore:
         runs and the manifest (it describes a finished run; this one writes it again at its end, so a run killed
         midway leaves none to misread), record the settings and the config. Features made anew get a new random
         collection, which every shard of them carries; a resumed run keeps the folder's."""
-        self.check_settings(settings, overwrite)
+        anew = self.check_settings(settings, overwrite)
         record = self.record()
-        if overwrite and record is not None and (record[1] is None or record[0] != _as_recorded(settings)):
+        if (
+            overwrite
+            and record is not None
+            and (anew or record.collection is None or record.settings != _as_recorded(settings))
+        ):
             for path in self._own_files():
                 path.unlink()
             record = None
-        collection = secrets.token_hex(16) if record is None else record[1]
+        collection = secrets.token_hex(16) if record is None or record.collection is None else record.collection
         manifest = self.root / MANIFEST_FILE
         if manifest.is_file() and not manifest.is_symlink():
             manifest.unlink()
-        settings_text = json.dumps(
-            {"format": FORMAT, "collection": collection, "settings": settings}, indent=2, sort_keys=True
-        )
-        write_atomically(
-            self.root / INFO_FILE,
-            lambda p: p.write_text(settings_text, encoding="utf-8"),
-            overwrite=True,
-            what=OUTPUT_KEY,
-        )
+        self._write_info(collection, settings, None)
         write_atomically(
             self.root / CONFIG_FILE,
             lambda p: p.write_text(config_yaml, encoding="utf-8", errors="surrogateescape"),
@@ -369,6 +419,17 @@ class FeatureStore:
         for path in self.shard_dir.iterdir():
             if _PARTIAL_NAME.match(path.name) and path.is_file():
                 path.unlink()
+
+    def _write_info(self, collection: str, settings: Mapping[str, Any], entries: Optional[int]) -> None:
+        """Write ``featx-extract.json``: the settings, the collection, and the number of manifest entries (once the
+        manifest is written)."""
+        content: Dict[str, Any] = {"format": FORMAT, "collection": collection, "settings": settings}
+        if entries is not None:
+            content["manifest_entries"] = entries
+        text = json.dumps(content, indent=2, sort_keys=True)
+        write_atomically(
+            self.root / INFO_FILE, lambda p: p.write_text(text, encoding="utf-8"), overwrite=True, what=OUTPUT_KEY
+        )
 
     def shards(self, who: str = OUTPUT_KEY) -> List[Path]:
         """The finished shards, by rank then sequence number; FeatxError for a link or a FIFO at a shard's name (or
@@ -387,28 +448,27 @@ class FeatureStore:
 
     def stored_files(self) -> List[StoredFile]:
         """Every file the shards account for, as an image or as skipped, with the identity it had when read;
-        FeatxError for a shard of another collection, or one not as featx wrote it."""
+        FeatxError for a shard of another collection or made with other settings, or one not as featx wrote it."""
         return self._read_shards()[0]
 
     def _read_shards(self) -> Tuple[List[StoredFile], Dict[str, Dict[str, List[int]]]]:
         """:meth:`stored_files`, and the shape of a row of each output by shard (``featx-shards/<name>``)."""
         stored: List[StoredFile] = []
         shapes: Dict[str, Dict[str, List[int]]] = {}
-        collection = self.collection()
+        recorded = self.record()
+        collection, digest = (recorded.collection, recorded.digest) if recorded else (None, None)
         for shard in self.shards():
             relative = f"{SHARD_DIR}/{shard.name}"
             with _open_shard(shard) as handle:
                 try:
                     record = json.loads(handle.metadata()[METADATA_KEY])
                     _check_collection(record, collection, shard, OUTPUT_KEY)
+                    _check_settings_digest(record, digest, shard, OUTPUT_KEY)
                     files = _shard_files(record, relative)
                     shapes[relative] = _row_shapes(handle, sum(one.row >= 0 for one in files))
                     stored += files
                 except (ValueError, RecursionError) as error:
-                    raise FeatxError(
-                        f"extract.output: the shard {shard} is unreadable ({error}); delete it and rerun featx-extract "
-                        "to redo its images"
-                    ) from None
+                    raise _unreadable(shard, error, OUTPUT_KEY) from None
         return stored, shapes
 
     def next_sequence(self, rank: int) -> int:
@@ -430,8 +490,10 @@ class FeatureStore:
         """Write one shard atomically: ``tensors[name][i]`` belongs to the file ``images[i]`` = (path, identity);
         ``fallbacks``: path → why that image was decoded on the CPU in a ``decode=gpu`` run."""
         path = self.shard_dir / f"shard-r{rank:03d}-{sequence:05d}.safetensors"
+        collection, digest = self._writing_record()
         record: Dict[str, Any] = {
-            "collection": self._writing_collection(),
+            "collection": collection,
+            "settings_digest": digest,
             "images": [[image, *identity] for image, identity in images],
             "skipped": [[image, reason, list(identity) if identity else None] for image, reason, identity in skipped],
         }
@@ -448,10 +510,12 @@ class FeatureStore:
         )
         return path
 
-    def _writing_collection(self) -> Optional[str]:
-        """The folder's collection, read from its settings file at the first shard this run writes."""
+    def _writing_record(self) -> Tuple[Optional[str], str]:
+        """The folder's collection and settings digest, read from its settings file at the first shard this run
+        writes."""
         if self._writing is None:
-            self._writing = self.collection()
+            recorded = self.record()
+            self._writing = (recorded.collection, recorded.digest) if recorded else (None, "")
         return self._writing
 
     def write_manifest(self, current: Mapping[str, Optional[Identity]]) -> Tuple[int, int, int]:
@@ -459,8 +523,12 @@ class FeatureStore:
         matches its identity (files changed since they were read, or gone, are left out), or else the latest reason
         it was skipped without one (it could not be read: a rerun retries it). Returns (images, skipped, outside):
         outside counts the files the shards hold features of that ``current`` does not list (another input, or
-        files gone)."""
-        dtype = (self.settings() or {}).get("dtype")
+        files gone). The settings file records the number of entries first, so a manifest cut short or lengthened
+        is told from the one written."""
+        recorded = self.record()
+        if recorded is None or recorded.collection is None:
+            raise FeatxError(f"extract.output: {self.root / INFO_FILE} was removed or replaced during the run")
+        dtype = recorded.settings.get("dtype")
         entries: Dict[str, Dict[str, Any]] = {}
         stored_files, shapes = self._read_shards()
         unread = {
@@ -487,6 +555,7 @@ class FeatureStore:
                 entries[stored.path]["decoded_on_cpu"] = stored.fallback
         entries = {**unread, **entries}
         text = "".join(json.dumps(entries[path]) + "\n" for path in sorted(entries))
+        self._write_info(recorded.collection, recorded.settings, len(entries))
         write_atomically(
             self.root / MANIFEST_FILE, lambda p: p.write_text(text, encoding="utf-8"), overwrite=True, what=OUTPUT_KEY
         )
@@ -495,11 +564,22 @@ class FeatureStore:
         return len(entries) - skipped, skipped, outside
 
 
-def _manifest_entries(manifest: Path, who: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
+def _manifest_entries(manifest: Path, recorded: int, who: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
     """(line number, entry) of each line of a manifest; FeatxError naming the file and line when one is not
-    featx's (a shard outside ``featx-shards/``, a negative row, ...)."""
-    with manifest.open("rb") as lines:
-        for number, raw in enumerate(lines, start=1):
+    featx's (a shard outside ``featx-shards/``, a negative row, ...) or not after the one before in path order, or
+    when the manifest holds fewer or more entries than the ``recorded`` number (cut short, or lengthened). A line is
+    read up to the bound on its size, never whole (a sparse file of one huge line)."""
+    count, info = 0, manifest.parent / INFO_FILE
+    previous: Optional[str] = None
+    try:
+        opened = manifest.open("rb")
+    except OSError as error:  # removed since read_features checked it: a run started on the folder meanwhile
+        raise FeatxError(
+            f"{who}: cannot open {manifest} ({error.strerror or type(error).__name__}): a featx-extract run on the "
+            "folder removes it while it works; read again once the run has finished"
+        ) from None
+    with opened as lines:
+        for number, raw in enumerate(iter(lambda: lines.readline(_MAX_RECORD_BYTES + 1), b""), start=1):
             try:
                 if len(raw) > _MAX_RECORD_BYTES:
                     raise ValueError("the line is too long")
@@ -524,7 +604,27 @@ def _manifest_entries(manifest: Path, who: str) -> Iterator[Tuple[int, Dict[str,
                     f"{who}: {manifest} line {number} is not a featx-extract manifest entry ({error}); rerun the same "
                     "featx-extract command to rebuild the manifest"
                 ) from None
+            if previous is not None and entry["path"] <= previous:
+                raise FeatxError(
+                    f"{who}: {manifest} line {number} lists {entry['path']!r} after {previous!r}: a manifest lists "
+                    "each file once, in path order; rerun the same featx-extract command to rebuild it"
+                )
+            previous = entry["path"]
+            count += 1
+            if count > recorded:
+                past = f"{manifest} line {number} is an entry past the {recorded} that {info} records"
+                raise _other_length(past, who)
             yield number, entry
+    if count < recorded:
+        raise _other_length(f"{manifest} ends after {count} entries, and {info} records {recorded}", who)
+
+
+def _other_length(what: str, who: str) -> FeatxError:
+    """The error for a manifest of another length than the settings file records (``what`` says how)."""
+    return FeatxError(
+        f"{who}: {what}: the manifest was cut short or altered, or another featx-extract run rewrote it while it was "
+        "read; rerun the same featx-extract command to rebuild it"
+    )
 
 
 def read_features(
@@ -535,11 +635,14 @@ def read_features(
     outputs, in the order it names them. Anything in the folder that is not as featx wrote it (a damaged settings
     file, manifest line or shard) is a FeatxError naming the file.
 
-    Every row comes from a shard of the folder's own collection, with the dtype and shapes the manifest gives: a
-    shard copied or linked in from another folder, or written by a run that overwrote the folder during the
-    iteration, is refused.
+    Every row comes from a shard of the folder's own collection, made with the settings ``featx-extract.json``
+    records, with the dtype and shapes the manifest gives: a shard copied or linked in from another folder, written
+    by a run that overwrote the folder during the iteration, or described by a settings file edited since, is
+    refused. Each shard's record is parsed and checked once, however often the shard is reopened.
 
-    The folder and ``outputs`` are checked when it is called, before the first row is read.
+    The folder and ``outputs`` are checked when it is called, before the first row is read; a manifest holding fewer
+    or more entries than the settings file records (cut short, or lengthened) is refused where the iteration meets
+    its end or the entry past the number.
 
     Example: ``dict(featx.read_features("out", outputs=["p5"]))``.
     """
@@ -548,11 +651,10 @@ def read_features(
     record = FeatureStore(root).record(who) if root.is_dir() else None
     if record is None:
         raise FeatxError(f"{who}: {root} has no {INFO_FILE}: it is not a featx-extract output folder")
-    settings, collection = record
-    if collection is None:
+    if record.collection is None:
         raise FeatxError(
-            f"{_earlier_featx(root / INFO_FILE, who)}; rerun featx-extract on it with extract.overwrite=true to redo "
-            "its features with this featx"
+            f"{_earlier_featx(root / INFO_FILE, record, who)}; rerun featx-extract on it with extract.overwrite=true "
+            "to redo its features with this featx"
         )
     manifest = root / MANIFEST_FILE
     if os.path.lexists(manifest):
@@ -562,7 +664,12 @@ def read_features(
             f"{who}: {root} has no {MANIFEST_FILE}: its run has not finished (rerun the same featx-extract command to "
             "resume it)"
         )
-    stored = settings["outputs"]
+    if record.entries is None:
+        raise FeatxError(
+            f"{who}: {root / INFO_FILE} does not record how many entries {manifest} holds (the settings file was "
+            "edited, or the manifest copied in): rerun the same featx-extract command to rebuild the manifest"
+        )
+    stored = record.settings["outputs"]
     names = list(outputs) if isinstance(outputs, (list, tuple)) else None if outputs is not None else list(stored)
     if names is None or not names or not all(isinstance(name, str) for name in names) or len(set(names)) < len(names):
         raise ArgumentError(
@@ -575,11 +682,11 @@ def read_features(
             f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         )
         raise ArgumentError(f"{who}: outputs [{shown}] are not stored there; stored: {', '.join(stored)}")
-    return _rows(root, manifest, names, settings, collection, who)
+    return _rows(root, manifest, names, record, who)
 
 
 def _rows(
-    root: Path, manifest: Path, names: List[str], settings: Mapping[str, Any], collection: str, who: str
+    root: Path, manifest: Path, names: List[str], record: Recorded, who: str
 ) -> Iterator[Tuple[str, Dict[str, Tensor]]]:
     """The rows :func:`read_features` yields, once its arguments and the folder are checked."""
     # the shards read last stay open, a few per rank: the manifest lists rows in path order, and the ranks took the
@@ -587,7 +694,7 @@ def _rows(
     # of many shards never holds many files and maps open at once
     ranks = {match.group(1) for shard in FeatureStore(root).shards(who) if (match := _SHARD_NAME.match(shard.name))}
     capacity = _OPEN_SHARDS * max(len(ranks), 1)
-    named = settings.get("dtype")
+    named = record.settings.get("dtype")
     dtype = DTYPES.get(named) if isinstance(named, str) else None
     if dtype is None:
         raise FeatxError(
@@ -596,16 +703,10 @@ def _rows(
             "extract.overwrite=true to make the features anew"
         )
     opened: "OrderedDict[str, Tuple[ExitStack, Any, List[StoredFile]]]" = OrderedDict()
-    previous: Optional[str] = None
+    checked = _CheckedRecords(record.collection, record.digest, who)
     try:
-        for number, entry in _manifest_entries(manifest, who):
+        for number, entry in _manifest_entries(manifest, record.entries or 0, who):
             where = f"{manifest} line {number}"
-            if previous is not None and entry["path"] <= previous:
-                raise FeatxError(
-                    f"{who}: {where} lists {entry['path']!r} after {previous!r}: a manifest lists each "
-                    "file once, in path order; rerun the same featx-extract command to rebuild it"
-                )
-            previous = entry["path"]
             if "skipped" in entry:
                 continue
             shard, row = entry["shard"], entry["row"]
@@ -618,7 +719,7 @@ def _rows(
                 try:
                     _check_plain_file(root / shard, who)
                     handle = stack.enter_context(_open_shard(root / shard, who))
-                    opened[shard] = stack, handle, _shard_images(handle, root / shard, collection, who)
+                    opened[shard] = stack, handle, checked.images(handle, root / shard)
                 except BaseException:
                     stack.close()
                     raise
@@ -630,19 +731,53 @@ def _rows(
             stack.close()
 
 
-def _shard_images(handle: Any, shard: Path, collection: Optional[str], who: str) -> List[StoredFile]:
-    """The images a shard's record lists, row by row; FeatxError naming the shard if its record is not featx's or
-    belongs to another collection."""
+class _CheckedRecords:
+    """The records :func:`read_features` has parsed and checked, by shard, with the images they list: a shard closed
+    and reopened (more shards interleave in path order than stay open) is not parsed and checked again while its file
+    holds the same record. The least recently used are dropped past :data:`_CHECKED_RECORD_CHARS` of record text."""
+
+    def __init__(self, collection: Optional[str], digest: str, who: str) -> None:
+        self.collection, self.digest, self.who = collection, digest, who
+        self._records: "OrderedDict[Path, Tuple[str, List[StoredFile]]]" = OrderedDict()
+        self._chars = 0
+
+    def images(self, handle: Any, shard: Path) -> List[StoredFile]:
+        """The images the record of ``shard`` (open as ``handle``) lists, row by row; FeatxError naming the shard if
+        its record is not featx's, or belongs to another collection or settings, or its tensors do not hold a row
+        for each image."""
+        text = handle.metadata()[METADATA_KEY]
+        known = self._records.pop(shard, None)
+        if known is not None:
+            self._chars -= len(known[0])
+        if known is None or known[0] != text:  # a file replaced since is checked anew
+            known = text, _shard_images(text, shard, self.collection, self.digest, self.who)
+        self._records[shard] = known
+        self._chars += len(text)
+        while self._chars > _CHECKED_RECORD_CHARS and len(self._records) > 1:
+            self._chars -= len(self._records.popitem(last=False)[1][0])
+        try:
+            _row_shapes(handle, len(known[1]))
+        except ValueError as error:
+            raise _unreadable(shard, error, self.who) from None
+        return known[1]
+
+
+def _shard_images(text: str, shard: Path, collection: Optional[str], digest: str, who: str) -> List[StoredFile]:
+    """The images a shard's record ``text`` lists, row by row; FeatxError naming the shard if the record is not
+    featx's, or belongs to another collection or settings."""
     try:
-        record = json.loads(handle.metadata()[METADATA_KEY])
+        record = json.loads(text)
         _check_collection(record, collection, shard, who)
-        images = [one for one in _shard_files(record, "") if one.row >= 0]
-        _row_shapes(handle, len(images))
-        return images
+        _check_settings_digest(record, digest, shard, who)
+        return [one for one in _shard_files(record, "") if one.row >= 0]
     except (ValueError, RecursionError) as error:
-        raise FeatxError(
-            f"{who}: the shard {shard} is unreadable ({error}); delete it and rerun featx-extract to redo its images"
-        ) from None
+        raise _unreadable(shard, error, who) from None
+
+
+def _unreadable(shard: Path, error: Exception, who: str) -> FeatxError:
+    return FeatxError(
+        f"{who}: the shard {shard} is unreadable ({error}); delete it and rerun featx-extract to redo its images"
+    )
 
 
 def _check_row(entry: Mapping[str, Any], images: Sequence[StoredFile], where: str, who: str) -> None:
