@@ -366,7 +366,7 @@ def test_decode_gpu_needs_a_cuda_backbone_and_decode_is_checked(mixed, tmp_path)
         "extract.decode=cpu, or backbone.device=cuda"
     )
     options.decode = "nvjpeg"
-    with pytest.raises(ArgumentError, match=r"^extract.decode: unknown 'nvjpeg'; choose one of cpu, gpu$"):
+    with pytest.raises(ArgumentError, match=r"^extract.decode: unknown 'nvjpeg' \(valid: cpu, gpu\)$"):
         extract(spec, options)
     assert not (tmp_path / "out").exists()
 

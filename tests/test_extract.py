@@ -315,9 +315,9 @@ def test_a_glob_selects_files(images, tmp_path, weights_file):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"pooling": "mean"}, "extract.pooling: unknown 'mean'; choose one of none, avg, max"),
-        ({"dtype": "int8"}, "extract.dtype: unknown 'int8'; choose one of float32, float16, bfloat16"),
-        ({"transform": "crop"}, r"extract.transform: unknown 'crop'.*choose one of auto, weights, center_crop, resize"),
+        ({"pooling": "mean"}, "extract.pooling: unknown 'mean' \\(valid: none, avg, max\\)$"),
+        ({"dtype": "int8"}, "extract.dtype: unknown 'int8' \\(valid: float32, float16, bfloat16\\)$"),
+        ({"transform": "crop"}, r"extract.transform: unknown 'crop' \(valid: auto, weights, center_crop, resize\)"),
         ({"batch_size": 0}, r"extract.batch_size: must be an integer in 1..4096, got 0"),
         ({"outputs": ["c6"]}, r"extract.outputs: resnet18 has no output 'c6' .*\(outputs: c2, c3, c4, c5\)"),
         ({"size": [64]}, r"extract.size: expected \[height, width\] of integers in 1..16384, got \[64\]"),

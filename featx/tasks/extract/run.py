@@ -123,8 +123,7 @@ def check_options(options: ExtractOptions) -> None:
         value = getattr(options, key)
         if value not in choices:
             raise ArgumentError(
-                f"extract.{key}: unknown {value!r}{suggest(str(value), list(choices))}; "
-                f"choose one of {', '.join(choices)}"
+                f"extract.{key}: unknown {value!r} (valid: {', '.join(choices)}){suggest(str(value), list(choices))}"
             )
     for key, least, most in (
         ("batch_size", 1, MAX_BATCH),
