@@ -1312,11 +1312,15 @@ def test_a_folder_of_an_earlier_featx_is_refused_until_overwritten(photos, tmp_p
     info.write_text(json.dumps({"format": earlier, **kept, "settings": content["settings"]}))
     with pytest.raises(FeatxError) as caught:
         list(featx.read_features(output))
+    lacking = (
+        "record neither their folder's collection nor the settings they were made with, so shards copied in from "
+        "another folder, or a settings file edited since,"
+        if earlier == "featx-extract/2"
+        else "do not record the settings they were made with, so a settings file edited since"
+    )
     assert str(caught.value) == (
-        f"read_features(): {info} was written by an earlier featx ({earlier}), whose shards do not record the "
-        "settings they were made with, so a settings file edited since, or shards copied in from another folder, "
-        "could not be told apart; rerun featx-extract on it with extract.overwrite=true to redo its features with "
-        "this featx"
+        f"read_features(): {info} was written by an earlier featx ({earlier}), whose shards {lacking} could not be "
+        "told apart; rerun featx-extract on it with extract.overwrite=true to redo its features with this featx"
     )
     with pytest.raises(ArgumentError, match=r"written by an earlier featx .*set extract.overwrite=true"):
         _extract_folder(photos, output)

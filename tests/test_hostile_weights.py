@@ -1041,16 +1041,25 @@ def test_without_a_writable_user_cache_every_build_walks_the_checkpoint(tmp_path
 
 
 def test_a_checkpoint_replaced_while_it_was_checked_is_not_remembered(tmp_path, monkeypatch):
-    """The verdict is of the file read: one put at the path meanwhile (os.replace) is never recorded under it."""
-    from featx.construct.checked_checkpoints import RememberedCheck
+    """The verdict is of the file read: a forged file put at the path while the whole one was walked (os.replace)
+    is never recorded under it (its status is taken before the file is opened), and the build that read it is
+    refused as changed meanwhile."""
+    from featx.construct import weights
 
     records = _checked_records(tmp_path, monkeypatch)
     path, forged = _whole_and_forged(tmp_path)
-    remembered = RememberedCheck(path)  # as the build takes the file's status before opening it
-    (tmp_path / "next.pth").write_bytes(forged)
-    os.replace(tmp_path / "next.pth", path)
-    remembered.remember_pass()
+
+    def walk_then_replace(reader):
+        mismatch = record_mismatch(reader)  # the whole file, opened before the replacement
+        (tmp_path / "next.pth").write_bytes(forged)
+        os.replace(tmp_path / "next.pth", path)
+        return mismatch
+
+    monkeypatch.setattr(weights, "record_mismatch", walk_then_replace)
+    with pytest.raises(WeightsError, match=r"changed while featx read it"):
+        featx.build({**SPEC, "weights": str(path)})
     assert not records.exists()
+    monkeypatch.setattr(weights, "record_mismatch", record_mismatch)
     with pytest.raises(WeightsError, match=r"tensor record 'data/0' holds 37376 bytes, its pickle claims 37632"):
         featx.build({**SPEC, "weights": str(path)})
 

@@ -35,6 +35,7 @@ from featx.construct.weights import (
     torch_load_file,
 )
 from featx.errors import ArgumentError, SpecError, WeightsError, first_line
+from featx.file_records import UNCHANGED_FIELDS
 from featx.files import file_path_argument, flag_argument, refuse_interpolation_in_path, utf8_path, write_atomically
 from featx.models.registry import library_version
 from featx.spec.keys import key_path
@@ -59,10 +60,12 @@ _SHOWN_HOLDERS = 4
 _SEARCHED_DEPTH = 6
 
 
-def _identity(path: Path) -> Tuple[int, int, int, int]:
-    """Which file ``path`` is and which version of it: device, inode, size, modification time (ns)."""
+def _identity(path: Path) -> Tuple[int, ...]:
+    """Which file ``path`` is and which version of it (:data:`~featx.file_records.UNCHANGED_FIELDS`: device, inode,
+    size, modification and status change times; a rewrite in place with its modification time put back changes the
+    last)."""
     info = os.stat(path)
-    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+    return tuple(getattr(info, field) for field in UNCHANGED_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,13 @@ class Checkpoint:
     path: Path
     state: Dict[str, torch.Tensor]
     saved: Optional[Dict[str, Any]] = None
-    identity: Optional[Tuple[int, int, int, int]] = None
+    identity: Optional[Tuple[int, ...]] = None
 
     def check_unchanged(self) -> None:
         """WeightsError if the file is no longer the one reading began with: rewritten while its tensors were
         copied, the backbone would hold some tensors of each version."""
         try:
-            now: Optional[Tuple[int, int, int, int]] = _identity(self.path)
+            now: Optional[Tuple[int, ...]] = _identity(self.path)
         except OSError:
             now = None
         if self.identity is not None and now != self.identity:
@@ -105,7 +108,7 @@ def _checked(checkpoint: Checkpoint) -> Checkpoint:
     return checkpoint
 
 
-def _read_safetensors(path: Path, identity: Tuple[int, int, int, int]) -> Checkpoint:
+def _read_safetensors(path: Path, identity: Tuple[int, ...]) -> Checkpoint:
     state, metadata = safetensors_file(path)
     try:
         saved = json.loads(metadata[FORMAT_KEY]) if FORMAT_KEY in metadata else None

@@ -345,15 +345,15 @@ class Backbone(nn.Module):
         return x
 
     def _check_neck_tensors(self, reference: Tensor, autocast: bool) -> None:
-        """ArgumentError when the neck is on the meta device and the stages are not (torch computes nothing there and
-        returns uninitialised memory), or featx's own neck is on another device than the stages' ``reference`` or in
-        another dtype autocast does not cast. A neck of yours may move or cast its inputs itself."""
+        """ArgumentError when featx's own neck is on another device than the stages' ``reference`` or in another dtype
+        autocast does not cast. A neck of yours may move or cast its inputs itself; a neck on the meta device is named
+        by the check of every tensor (:func:`~featx.nn.tensor_places.first_meta_tensor`)."""
         if self.neck is None:
             return
         tensors = itertools.chain(self.neck.parameters(), self.neck.buffers())
         neck = next((tensor for tensor in tensors if tensor.is_floating_point()), None)
-        if neck is None or (neck.device.type != "meta" and getattr(self.neck, "input_info", None) is None):
-            return
+        if neck is None or neck.device.type == "meta" or getattr(self.neck, "input_info", None) is None:
+            return  # (a neck on meta: the check of every tensor names it)
         cast = autocast and neck.dtype in _AUTOCAST_CASTS and reference.dtype in _AUTOCAST_CASTS
         if neck.device != reference.device or (neck.dtype != reference.dtype and not cast):
             moved = neck.device != reference.device
@@ -404,12 +404,13 @@ class Backbone(nn.Module):
                 raise self._channel_error(where, given, channels, error) from error
             if isinstance(error, ValueError) and _SYNC_NEEDS_GPU in str(error):
                 raise self._sync_error(where, x.device) from None
-            mix = self._mixed_tensors(part, x, features) if isinstance(error, RuntimeError) else None
-            if mix is not None and _raised_in_library_code(error):
+            mixing = isinstance(error, RuntimeError) and _MIXED.search(str(error)) and _raised_in_library_code(error)
+            mix = self._mixed_tensors(part, x, features) if mixing else None
+            if mix is not None:
                 raise ArgumentError(
                     f"featx backbone {self._spec.model!r}: {where} computes with {mix}, which its layers cannot mix "
                     f"({first_line(error)}); convert or move the whole backbone together (bb.to(...))"
-                ) from None
+                ) from error
             if where == "the neck" or not _is_about_sizes(error) or not _raised_in_library_code(error):
                 raise  # not the input's shape: a neck or hook of yours, memory (what a batch-size search catches), ...
             if self._widths_disagree(error, given):
@@ -644,6 +645,10 @@ _INFERENCE_TENSOR = "Inference tensors cannot be saved for backward"
 _CHANNELS = re.compile(r"expected input\[([\d, ]+)\] to have \d+ channels")
 #: what torch says when two tensors of an elementwise operation differ in their second dimension
 _CHANNEL_DIMENSION = re.compile(r"must match the size of tensor b \(\d+\) at non-singleton dimension 1$", re.M)
+#: what torch's layers say when their tensors and input differ in dtype or device (not memory or anything else)
+_MIXED = re.compile(
+    r"expected scalar type|should be the same|same device|same dtype|mixed dtype|on the expected device", re.IGNORECASE
+)
 #: what torch's batch_norm says in training mode when a channel has one value (a batch of one 1x1 map)
 _ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
 

@@ -32,9 +32,27 @@ def _named_tensors(module: nn.Module, prefix: str, seen: Set[int]) -> Iterator[T
             yield from _named_tensors(child, f"{prefix}{name}.", seen)
 
 
+def _holds_meta(module: nn.Module, seen: Set[int]) -> bool:
+    """Whether ``module`` or a submodule holds a parameter or buffer on the meta device: the forward's check, a plain
+    walk (twice as fast as :func:`_named_tensors`, which names the tensor once one is found)."""
+    if id(module) in seen:
+        return False
+    seen.add(id(module))
+    for tensors in (module._parameters, module._buffers):
+        for tensor in tensors.values():
+            if tensor is not None and tensor.is_meta:
+                return True
+    for child in module._modules.values():
+        if child is not None and _holds_meta(child, seen):
+            return True
+    return False
+
+
 def first_meta_tensor(module: nn.Module) -> Optional[str]:
     """The name of ``module``'s first parameter or buffer on the meta device (it holds no values), or None."""
-    return next((name for name, tensor in _named_tensors(module, "", set()) if tensor.is_meta), None)
+    if not _holds_meta(module, set()):
+        return None
+    return next(name for name, tensor in _named_tensors(module, "", set()) if tensor.is_meta)
 
 
 def first_other_tensor(module: nn.Module, reference: Tensor) -> Optional[Tuple[str, torch.dtype, torch.device]]:

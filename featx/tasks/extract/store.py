@@ -222,10 +222,16 @@ def _read_settings_file(info: Path, who: str) -> Recorded:
 
 
 def _earlier_featx(info: Path, recorded: Recorded, who: str) -> str:
+    if recorded.format == "featx-extract/2":
+        lacking = (
+            "record neither their folder's collection nor the settings they were made with, so shards copied in from "
+            "another folder, or a settings file edited since,"
+        )
+    else:
+        lacking = "do not record the settings they were made with, so a settings file edited since"
     return (
-        f"{who}: {info} was written by an earlier featx ({recorded.format}), whose shards do not record the settings "
-        "they were made with, so a settings file edited since, or shards copied in from another folder, could not be "
-        "told apart"
+        f"{who}: {info} was written by an earlier featx ({recorded.format}), whose shards {lacking} could not be told "
+        "apart"
     )
 
 
@@ -704,8 +710,9 @@ def _rows(
         )
     opened: "OrderedDict[str, Tuple[ExitStack, Any, List[StoredFile]]]" = OrderedDict()
     checked = _CheckedRecords(record.collection, record.digest, who)
+    assert record.entries is not None  # read_features refuses a settings file without it
     try:
-        for number, entry in _manifest_entries(manifest, record.entries or 0, who):
+        for number, entry in _manifest_entries(manifest, record.entries, who):
             where = f"{manifest} line {number}"
             if "skipped" in entry:
                 continue
