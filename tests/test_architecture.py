@@ -10,7 +10,7 @@ from typing import Iterator, Tuple
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "featx"
-SHARED = ("featx.errors", "featx.files", "featx.cache_folder")
+SHARED = ("featx.errors", "featx.files", "featx.cache_folder", "featx.file_records")
 
 
 def _featx_imports(tree: ast.AST, package: str, module_level_only: bool) -> Iterator[Tuple[int, str]]:
