@@ -66,11 +66,16 @@ def _model_of(source: _Source) -> str:
         return ""
 
 
+def _is_users(path: Path) -> bool:
+    """Whether the backbone file ``path`` is in a config folder of the user's, not featx's packaged ``conf/``."""
+    return path.parent.parent != config_dir()
+
+
 def _sources(files: Mapping[str, List[Path]], names: Sequence[str], roots: Sequence[Path]) -> Dict[str, _Source]:
     """What each of ``names`` lists: its packaged file as it is (its plan may be cached), or its file of the user's
     config folders ``roots`` composed as the ``featx`` app composes it (Hydra set up only for such files)."""
     sources: Dict[str, _Source] = {name: files[name][0] for name in names}
-    users = [name for name in names if files[name][0].parent.parent != config_dir()]
+    users = [name for name in names if _is_users(files[name][0])]
     if users:
         from featx.cli.user_backbones import composed_backbones
 
@@ -192,7 +197,7 @@ def _list(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             cells = ["", "", "", "", "", f"error: {error}"]
         if ignored:
             cells[-1] = "; ".join(filter(None, [cells[-1], f"ignored duplicate: {', '.join(map(str, ignored))}"]))
-        if used.parent.parent != config_dir():
+        if _is_users(used):
             cells[-1] = "; ".join(filter(None, [cells[-1], f"from {used}"]))
         print(_row([name, *cells], widths), flush=True)
     counts = [

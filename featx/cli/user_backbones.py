@@ -51,19 +51,20 @@ def composed_backbones(names: Sequence[str], roots: Sequence[Path]) -> Dict[str,
     the app refuses it. Hydra is set up once for them all, and left as it was."""
     searchpath = f"hydra.searchpath=[{','.join(_quoted(f'file://{root.absolute()}') for root in roots)}]"
     found: Dict[str, Union[DictConfig, FeatxError]] = {}
+    parser = OverridesParser.create()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         for name in names:
             try:
-                found[name] = _composed(name, roots, searchpath)
+                found[name] = _composed(name, roots, searchpath, parser)
             except FeatxError as error:
                 found[name] = error
     return found
 
 
-def _composed(name: str, roots: Sequence[Path], searchpath: str) -> DictConfig:
+def _composed(name: str, roots: Sequence[Path], searchpath: str, parser: OverridesParser) -> DictConfig:
     """The backbone node of ``backbone=<name>`` (Hydra set up), after the app's checks of the choice and its files."""
     argument = f"backbone={_quoted(name)}"
-    overrides = [(argument, OverridesParser.create().parse_overrides([argument])[0])]
+    overrides = [(argument, parser.parse_overrides([argument])[0])]
     try:
         check_choices(_APP, overrides, custom_roots=True)
         check_user_backbone_files(_APP, overrides, roots, AppConfig)
