@@ -142,7 +142,7 @@ GUARDS: Dict[str, List[str]] = {
     "cli/hydra_settings.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
     "cli/hydra_errors.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
     "cli/interrupts.py": ["tests/test_hostile_apps.py", "tests/test_hydra.py"],
-    "cli/output_folders.py": ["tests/test_hydra.py", "tests/test_hostile_apps.py"],
+    "cli/output_folders.py": ["tests/test_hydra.py", "tests/test_hostile_apps.py", "tests/test_distributed_extract.py"],
     "construct/propose.py": ["tests/test_propose.py", "tests/test_timm.py", "tests/test_timm_families.py"],
     "models/timm_models.py": ["tests/test_timm.py"],
     "models/registry.py": ["tests/test_hostile_spec.py"],
@@ -4265,6 +4265,13 @@ MUTANTS: List[Mutant] = [
         "        mismatch = record_mismatch(reader)\n",
         "        mismatch = record_mismatch(reader)\n        remembered = RememberedCheck(path)\n",
         "a checkpoint's status is taken after its walk: a forged file put there meanwhile is recorded as checked",
+    ),
+    # CI: torchrun's ranks sharing one hydra.run.dir
+    Mutant(
+        "cli/output_folders.py",
+        "        if _torchrun_rank() > 0:",
+        "        if False:",
+        "torchrun's rank 1 takes rank 0's half-written .hydra record for a stranger's file and stops the launch",
     ),
 ]
 

@@ -189,3 +189,32 @@ def test_a_master_port_no_rank_can_reach_is_refused_at_once(tmp_path, photos, po
         "it from --master_port; unset WORLD_SIZE to extract in one process)"
     )
     assert not output.exists()
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_rank_zero_alone_writes_hydras_record_in_a_shared_run_folder(tmp_path, photos, rank):
+    """The ranks of one launch given one hydra.run.dir: rank 1, checking the folder between rank 0's writes of
+    .hydra/config.yaml and .hydra/hydra.yaml, took rank 0's half-written record for a stranger's file and stopped
+    the launch ("exists and is no record of a featx run"; seen once in CI). Rank 1 now leaves Hydra's record to rank
+    0 (its run stops here at the missing MASTER_ADDR, after Hydra's writes); rank 0 still refuses to replace it."""
+    run_folder = tmp_path / "run"
+    (run_folder / ".hydra").mkdir(parents=True)
+    (run_folder / ".hydra" / "config.yaml").write_text("rank 0's, hydra.yaml not written yet\n")
+    environment = {name: value for name, value in os.environ.items() if name not in ("LOCAL_RANK", "MASTER_ADDR")}
+    environment.update(WORLD_SIZE="2", RANK=rank, MASTER_PORT="29500")
+    command = [sys.executable, "-m", "featx.cli.extract", "backbone=resnet18", "backbone.device=cpu"]
+    command += [f"extract.input={photos}", f"extract.output={tmp_path / 'out'}", f"hydra.run.dir={run_folder}"]
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    if rank == "1":
+        assert last.startswith("featx-extract: error: MASTER_ADDR: not set, with WORLD_SIZE=2: run under torchrun")
+        assert sorted(path.name for path in run_folder.rglob("*")) == [".hydra", "config.yaml", "extract.log"]
+    else:
+        assert last == (
+            f"featx-extract: error: {run_folder / '.hydra' / 'config.yaml'} exists and is no record of a featx run, "
+            "and Hydra would replace it with this run's config.yaml; give another folder with hydra.run.dir / "
+            "hydra.sweep.dir"
+        )
+        assert sorted(path.name for path in run_folder.rglob("*")) == [".hydra", "config.yaml"]
+    assert (run_folder / ".hydra" / "config.yaml").read_text() == "rank 0's, hydra.yaml not written yet\n"

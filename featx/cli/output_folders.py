@@ -3,7 +3,9 @@
 ``$TMPDIR``) is one featx error line instead of the traceback of Hydra's ``mkdir``. What Hydra then writes without
 looking is checked first: its config records and every log handler's file lie inside the run folder (each sweep
 job's own folder) with no link on the way, and a sweep's job folders (those of the jobs Hydra's sweeper lists) are
-folders or not there yet.
+folders or not there yet. Under ``torchrun``, rank 0 alone writes Hydra's record of the run (``.hydra/``): the
+ranks of one launch may share the run folder (a ``hydra.run.dir`` given), and a rank checking it while rank 0 writes
+its record would take that half-written record for a stranger's file.
 
 The default folders lie in ``$TMPDIR/featx-outputs-<uid>/`` (the ``featx.user`` resolver gives the user id). In a
 shared ``/tmp`` anyone could make that name first, or plant links at the run folders' predictable names, so featx
@@ -34,10 +36,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from featx.cli.errors import fail
 from featx.cli.sweeps import check_sweep_size, group_options, parsed_sweep_arguments
+from featx.errors import ArgumentError
 
 #: the name of the default output root in ``$TMPDIR``, followed by the user id
 PRIVATE_ROOT = "featx-outputs-"
@@ -118,6 +121,17 @@ def _is_featx_record(path: Path) -> bool:
             return _FEATX_RECORD_MARK.encode() in record.read(_RECORD_BYTES)
     except OSError:
         return False
+
+
+def _torchrun_rank() -> int:
+    """This process's rank under ``torchrun`` (0 outside it, and where torchrun's variables are wrong: the app then
+    stops naming the variable, see :func:`featx.tasks.extract.ranks.torchrun_environment`)."""
+    from featx.tasks.extract.ranks import torchrun_environment  # torch: imported by a run only
+
+    try:
+        return torchrun_environment()[1]
+    except ArgumentError:
+        return 0
 
 
 def _log_names(config: DictConfig, sections: Sequence[str]) -> List[Tuple[str, str]]:
@@ -235,6 +249,9 @@ class OutputFolders(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check("hydra.run.dir", config.hydra.run.dir)
+        if _torchrun_rank() > 0:  # rank 0 writes (and checks) Hydra's record; this rank writes its log alone
+            with read_write(config.hydra):
+                config.hydra.output_subdir = None
         self._check_hydra_files(config, config.hydra.run.dir, [], _log_names(config, ("job_logging", "hydra_logging")))
 
     def _job_count(self, config: DictConfig) -> Optional[int]:
