@@ -4273,6 +4273,19 @@ MUTANTS: List[Mutant] = [
         "        if False:",
         "torchrun's rank 1 takes rank 0's half-written .hydra record for a stranger's file and stops the launch",
     ),
+    # featx-list's quoting of a user's folder and file names for Hydra's override grammar
+    Mutant(
+        "cli/user_backbones.py",
+        '    escaped = re.sub(r"(\\\\*)(\'|$)", lambda found: found.group(1) * 2 + ("\\\\\'" if found.group(2) else ""), text)',
+        "    escaped = text",
+        "featx-list passes a user's folder and file names to Hydra unescaped: a quote ends the value early",
+    ),
+    Mutant(
+        "cli/user_backbones.py",
+        '    escaped = re.sub(r"(\\\\*)(\'|$)", lambda found: found.group(1) * 2 + ("\\\\\'" if found.group(2) else ""), text)',
+        '    escaped = text.replace("\'", "\\\\\'")',
+        "featx-list escapes quotes but not the backslashes before a quote or at the end of a name",
+    ),
 ]
 
 

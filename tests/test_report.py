@@ -158,6 +158,23 @@ def _make_fifo(path):
 
 
 @pytest.mark.parametrize(
+    ("folder", "name", "pattern"),
+    [("a 'b', c", "it's=x", "it*"), ("back\\slash\\", "ends\\", "end*"), ("q\\'", "x\\'y", "x*")],
+    ids=["quotes-commas-equals", "trailing-backslashes", "backslash-before-quote"],
+)
+def test_featx_list_composes_a_file_whose_names_hold_hydras_special_characters(tmp_path, capsys, folder, name, pattern):
+    """featx-list gives Hydra a user's folder and backbone name as quoted override values: a quote, a comma, an equals
+    sign or a backslash before a quote or at the end, unescaped, would end the value early (another folder or name)
+    or make the override unparsable. The file extends a packaged one, which Hydra alone can compose."""
+    (tmp_path / folder / "backbone").mkdir(parents=True)
+    (tmp_path / folder / "backbone" / f"{name}.yaml").write_text("defaults: [resnet18, _self_]\nout_features: [c2]\n")
+    catalog.main(["--config-dir", str(tmp_path / folder), pattern])
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert len(rows) == 1 and rows[0].split()[1:4] == ["resnet18", "c2", "4"], rows
+    assert rows[0].endswith(f"from {tmp_path / folder / 'backbone' / name}.yaml"), rows
+
+
+@pytest.mark.parametrize(
     "files, message",
     [
         (
