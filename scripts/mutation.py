@@ -4276,14 +4276,14 @@ MUTANTS: List[Mutant] = [
     # featx-list's quoting of a user's folder and file names for Hydra's override grammar
     Mutant(
         "cli/user_backbones.py",
-        '    escaped = re.sub(r"(\\\\*)(\'|$)", lambda found: found.group(1) * 2 + ("\\\\\'" if found.group(2) else ""), text)',
-        "    escaped = text",
+        "    escaped = re.sub(",
+        "    escaped = text or re.sub(",
         "featx-list passes a user's folder and file names to Hydra unescaped: a quote ends the value early",
     ),
     Mutant(
         "cli/user_backbones.py",
-        '    escaped = re.sub(r"(\\\\*)(\'|$)", lambda found: found.group(1) * 2 + ("\\\\\'" if found.group(2) else ""), text)',
-        '    escaped = text.replace("\'", "\\\\\'")',
+        "found.group(1) * 2 + (",
+        "found.group(1) + (",
         "featx-list escapes quotes but not the backslashes before a quote or at the end of a name",
     ),
 ]
