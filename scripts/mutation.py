@@ -69,7 +69,12 @@ GUARDS: Dict[str, List[str]] = {
         "tests/test_meta_probe.py",
         "tests/test_timm.py",
     ],
-    "construct/weights.py": ["tests/test_hostile_weights.py", "tests/test_weights.py", "tests/test_checkpoint.py"],
+    "construct/weights.py": [
+        "tests/test_hostile_weights.py",
+        "tests/test_weights.py",
+        "tests/test_checkpoint.py",
+        "tests/test_hostile_extract.py",
+    ],
     "construct/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_hostile_weights.py"],
     "construct/tensor_records.py": ["tests/test_hostile_weights.py"],
     "construct/meta_model.py": ["tests/test_weights.py"],
@@ -2282,9 +2287,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "tasks/extract/store.py",
-        '    except FileNotFoundError:\n        raise FeatxError(f"{who}: the shard {shard} is missing; rerun '
-        'featx-extract to redo its images") from None\n',
-        "",
+        "    except FileNotFoundError:\n        running = ",
+        "    except ZeroDivisionError:\n        running = ",
         "a shard the manifest lists but is gone called unreadable ('delete it and rerun')",
     ),
     Mutant(
@@ -4285,6 +4289,19 @@ MUTANTS: List[Mutant] = [
         "found.group(1) * 2 + (",
         "found.group(1) + (",
         "featx-list escapes quotes but not the backslashes before a quote or at the end of a name",
+    ),
+    # review of concurrency: a reader meeting a run's work in progress
+    Mutant(
+        "construct/weights.py",
+        "    except RuntimeError as error:  # torch's second open of the file by its name",
+        "    except ZeroDivisionError as error:  # torch's second open of the file by its name",
+        "a safetensors file removed between safetensors' open and torch's ends on torch's raw RuntimeError",
+    ),
+    Mutant(
+        "tasks/extract/store.py",
+        "    if record is None and os.path.lexists(root / SHARD_DIR):",
+        "    if False:",
+        "a folder whose overwrite run is making its features anew is called not a featx-extract output folder",
     ),
 ]
 

@@ -15,6 +15,8 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Dict, List
@@ -32,7 +34,7 @@ from featx.errors import ArgumentError, FeatxError
 from featx.spec.apps import ExtractOptions
 from featx.tasks.extract.listing import NOT_REGULAR, file_identity, find_images
 from featx.tasks.extract.run import extract
-from featx.tasks.extract.store import FeatureStore
+from featx.tasks.extract.store import FeatureStore, _open_shard
 
 SIZE = 32
 SPEC_OVERRIDES = ["device=cpu", "stages={c2:{modules:[conv1,bn1,relu,maxpool,layer1]},c3:{modules:[layer2]}}"]
@@ -873,7 +875,8 @@ def test_a_tampered_manifest_line_is_named_and_nothing_outside_is_read(finished,
         (  # said "is unreadable (No such file ...); delete it", of a file already gone
             lambda o: _first_shard(o).unlink(),
             FeatxError,
-            r"the shard .*shard-r000-00001\.safetensors is missing; rerun featx-extract to redo its images$",
+            r"the shard .*shard-r000-00001\.safetensors is missing; rerun featx-extract to redo its images \(or a "
+            r"featx-extract run on the folder removed it: read again once the run has finished\)$",
         ),
         (  # said the shard holds c2 as float32, "the settings give ... in 'None'"
             lambda o: _edit_settings(o, lambda settings: settings.update(dtype=["float32"])),
@@ -1751,6 +1754,49 @@ def test_a_manifest_cut_short_or_lengthened_is_refused(finished, cut, message):
     )
 
 
+def test_a_folder_whose_run_is_making_its_features_anew_is_not_called_foreign(finished):
+    """An overwrite run removes the settings file first and writes it again once its shards are made: a reader
+    meanwhile was told the folder "is not a featx-extract output folder"."""
+    (finished / "featx-extract.json").unlink()
+    with pytest.raises(FeatxError) as caught:
+        featx.read_features(finished)
+    assert str(caught.value) == (
+        f"read_features(): {finished} has no featx-extract.json beside its featx-shards: a featx-extract run on it is "
+        "making its features anew (read again once the run has finished), or was stopped while it did (rerun it to "
+        "finish)"
+    )
+
+
+def test_a_shard_removed_while_it_is_opened_is_a_featx_error(finished):
+    """safetensors opens a shard, then torch maps it again by its name: a shard an overwrite run removed in between
+    ended read_features on torch's raw RuntimeError ("unable to open file ... in read-only mode"). The shard is
+    opened as read_features opens each shard, over and over (the whole read_features meets the window too seldom)."""
+    shard = finished / "featx-shards" / "shard-r000-00001.safetensors"
+    away = finished / "away"
+    stop = threading.Event()
+
+    def remove_and_put_back() -> None:
+        while not stop.is_set():
+            shard.rename(away)
+            away.rename(shard)
+
+    mover = threading.Thread(target=remove_and_put_back)
+    mover.start()
+    errors: Dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                with _open_shard(shard, "read_features()"):
+                    pass
+            except Exception as error:  # noqa: BLE001  # every error is counted by its type
+                errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+    finally:
+        stop.set()
+        mover.join()
+    assert set(errors) <= {"FeatxError"}, errors
+
+
 def test_a_manifest_removed_after_read_features_checked_the_folder_is_named(finished):
     """A run started on the folder between the call and the first row removes the manifest: that was Python's raw
     FileNotFoundError."""
@@ -1771,8 +1817,9 @@ def test_a_manifest_whose_length_is_not_recorded_is_refused(finished, photos):
     with pytest.raises(FeatxError) as caught:
         featx.read_features(finished)  # a folder check: when called
     assert str(caught.value) == (
-        f"read_features(): {info} does not record how many entries {manifest} holds (the settings file was edited, "
-        "or the manifest copied in): rerun the same featx-extract command to rebuild the manifest"
+        f"read_features(): {info} does not record how many entries {manifest} holds (a featx-extract run on the "
+        "folder has not finished, the settings file was edited, or the manifest copied in): read again once the run "
+        "has finished, or rerun the same featx-extract command to rebuild the manifest"
     )
     assert extract(_spec(), _options(photos, finished)).processed == 0
     assert json.loads(info.read_text())["manifest_entries"] == 3 and len(list(featx.read_features(finished))) == 3

@@ -209,10 +209,21 @@ def _swapped_on_load(reader: "torch._C.PyTorchFileReader") -> bool:
     return order is not None and order != sys.byteorder.encode()
 
 
+def open_safetensors(path: Path) -> Any:
+    """``safe_open(path, framework="pt")``, whose failures are all SafetensorError or OSError: safetensors opens the
+    file, then torch maps it again by its name, and a file removed or replaced in between (a run rewriting it) was
+    torch's raw RuntimeError. Example: ``with open_safetensors(path) as handle: handle.keys()``."""
+    try:
+        return safe_open(str(path), framework="pt")
+    except RuntimeError as error:  # torch's second open of the file by its name
+        gone = not path.exists() and not path.is_symlink()
+        raise (FileNotFoundError if gone else OSError)(first_line(error)) from None
+
+
 def safetensors_file(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     """The tensors and the metadata of a ``.safetensors`` file."""
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with open_safetensors(path) as handle:
             metadata = handle.metadata() or {}
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError) as error:  # the reader's message may quote the file: one line, cut

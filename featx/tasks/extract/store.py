@@ -48,10 +48,11 @@ from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Seq
 
 import torch
 from filelock import FileLock, Timeout
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import Tensor
 
+from featx.construct.weights import open_safetensors
 from featx.errors import ArgumentError, FeatxError
 from featx.files import path_argument, utf8_path, write_atomically
 from featx.spec.limits import quoted
@@ -177,13 +178,16 @@ def _row_shapes(handle: Any, rows: int) -> Dict[str, List[int]]:
 def _open_shard(shard: Path, who: str = OUTPUT_KEY) -> Iterator[Any]:
     """``safe_open`` on a shard; an unreadable one is a FeatxError naming it and the way out."""
     try:
-        with safe_open(str(shard), framework="pt") as handle:
+        with open_safetensors(shard) as handle:
             metadata = handle.metadata() or {}
             if METADATA_KEY not in metadata or len(metadata[METADATA_KEY]) > _MAX_RECORD_BYTES:
                 raise ValueError("no featx-extract record in its metadata")
             yield handle
     except FileNotFoundError:
-        raise FeatxError(f"{who}: the shard {shard} is missing; rerun featx-extract to redo its images") from None
+        running = "" if who == OUTPUT_KEY else f" (or a featx-extract run on the folder removed it: {_READ_AGAIN})"
+        raise FeatxError(
+            f"{who}: the shard {shard} is missing; rerun featx-extract to redo its images{running}"
+        ) from None
     except (SafetensorError, OSError, ValueError) as error:
         raise FeatxError(
             f"{who}: the shard {shard} is unreadable ({error}); delete it and rerun featx-extract to redo its images"
@@ -321,9 +325,13 @@ class FeatureStore:
     def record(self, who: str = OUTPUT_KEY) -> Optional[Recorded]:
         """What ``featx-extract.json`` records, or ``None`` if there is none; FeatxError if it is not ours."""
         info = self.root / INFO_FILE
-        if not info.exists() and not info.is_symlink():
+        try:
+            kind = os.lstat(info).st_mode  # once: a run may remove and rewrite the file meanwhile
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        if info.is_symlink() or not info.is_file():
+        except OSError as error:
+            raise FeatxError(f"{who}: cannot read {info} ({error.strerror or error})") from None
+        if not stat.S_ISREG(kind):
             raise FeatxError(f"{who}: {info} is not a featx-extract settings file (not a plain file)")
         return _read_settings_file(info, who)
 
@@ -582,7 +590,7 @@ def _manifest_entries(manifest: Path, recorded: int, who: str) -> Iterator[Tuple
     except OSError as error:  # removed since read_features checked it: a run started on the folder meanwhile
         raise FeatxError(
             f"{who}: cannot open {manifest} ({error.strerror or type(error).__name__}): a featx-extract run on the "
-            "folder removes it while it works; read again once the run has finished"
+            f"folder removes it while it works; {_READ_AGAIN}"
         ) from None
     with opened as lines:
         for number, raw in enumerate(iter(lambda: lines.readline(_MAX_RECORD_BYTES + 1), b""), start=1):
@@ -633,6 +641,10 @@ def _other_length(what: str, who: str) -> FeatxError:
     )
 
 
+#: what a reader meeting a run's work in progress is told
+_READ_AGAIN = "read again once the run has finished"
+
+
 def read_features(
     output_dir: str | os.PathLike, outputs: Optional[Sequence[str]] = None
 ) -> Iterator[Tuple[str, Dict[str, Tensor]]]:
@@ -655,6 +667,11 @@ def read_features(
     who = "read_features()"
     root = utf8_path(path_argument(output_dir, f"{who}: output_dir"), f"{who}: output_dir")
     record = FeatureStore(root).record(who) if root.is_dir() else None
+    if record is None and os.path.lexists(root / SHARD_DIR):
+        raise FeatxError(
+            f"{who}: {root} has no {INFO_FILE} beside its {SHARD_DIR}: a featx-extract run on it is making its "
+            f"features anew ({_READ_AGAIN}), or was stopped while it did (rerun it to finish)"
+        )
     if record is None:
         raise FeatxError(f"{who}: {root} has no {INFO_FILE}: it is not a featx-extract output folder")
     if record.collection is None:
@@ -672,8 +689,9 @@ def read_features(
         )
     if record.entries is None:
         raise FeatxError(
-            f"{who}: {root / INFO_FILE} does not record how many entries {manifest} holds (the settings file was "
-            "edited, or the manifest copied in): rerun the same featx-extract command to rebuild the manifest"
+            f"{who}: {root / INFO_FILE} does not record how many entries {manifest} holds (a featx-extract run on "
+            "the folder has not finished, the settings file was edited, or the manifest copied in): read again once "
+            "the run has finished, or rerun the same featx-extract command to rebuild the manifest"
         )
     stored = record.settings["outputs"]
     names = list(outputs) if isinstance(outputs, (list, tuple)) else None if outputs is not None else list(stored)
