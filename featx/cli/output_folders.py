@@ -126,7 +126,9 @@ def _is_featx_record(path: Path) -> bool:
 def _torchrun_rank() -> int:
     """This process's rank under ``torchrun`` (0 outside it, and where torchrun's variables are wrong: the app then
     stops naming the variable, see :func:`featx.tasks.extract.ranks.torchrun_environment`)."""
-    from featx.tasks.extract.ranks import torchrun_environment  # torch: imported by a run only
+    if "WORLD_SIZE" not in os.environ:  # no torchrun (its rule too): the extraction task's modules left unimported
+        return 0
+    from featx.tasks.extract.ranks import torchrun_environment
 
     try:
         return torchrun_environment()[1]

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import sys
@@ -216,8 +217,7 @@ def open_safetensors(path: Path) -> Any:
     try:
         return safe_open(str(path), framework="pt")
     except RuntimeError as error:  # torch's second open of the file by its name
-        gone = not path.exists() and not path.is_symlink()
-        raise (FileNotFoundError if gone else OSError)(first_line(error)) from None
+        raise (OSError if os.path.lexists(path) else FileNotFoundError)(first_line(error)) from None
 
 
 def safetensors_file(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
