@@ -3,8 +3,8 @@
 :func:`write_atomically` writes through a temporary file with a unique name in the target's folder, flushes it to
 disk, then moves it into place: with ``overwrite=False`` by a hard link, which fails if the target exists (so of two
 concurrent writers exactly one succeeds and the file holds its bytes); with ``overwrite=True`` by a rename. The
-temporary file is removed whatever happens, and one a killed writer left (its name says which host and process made
-it, and that process is gone) is removed by the next write to the same path.
+temporary file is removed whatever happens, and one a killed writer left (its name says which host, PID namespace and
+process made it, and that process is gone) is removed by the next write to the same path.
 
 Example::
 
@@ -28,8 +28,21 @@ from featx.spec.limits import expand_home, quoted, unknown_home
 
 #: what :func:`write_atomically`'s temporary files are called: ``.<target name>.<host>-<pid>-<random>.partial``
 PARTIAL_SUFFIX = ".partial"
-#: this machine, in temporary file names: a process id means something only on the host that ran it
-_HOST = hashlib.blake2s(socket.gethostname().encode("utf-8", "replace"), digest_size=4).hexdigest()
+
+
+def _process_namespace() -> str:
+    """Where this process's id means something: its host name and (Linux) its PID namespace, e.g.
+    ``"gpu-01 pid:[4026531836]"``. Containers sharing a folder and a host name (``docker --network=host``) number
+    their processes each in their own namespace."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux, or no /proc: the host name alone
+        namespace = ""
+    return f"{socket.gethostname()} {namespace}"
+
+
+#: this host and PID namespace, in temporary file names: a process id is looked up only where it was given
+_HOST = hashlib.blake2s(_process_namespace().encode("utf-8", "replace"), digest_size=4).hexdigest()
 #: errors of ``os.link`` on file systems without hard links (FAT, some network mounts)
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
@@ -91,9 +104,10 @@ def _process_is_gone(pid: int) -> bool:
 
 
 def _remove_left_partials(path: Path) -> None:
-    """Remove the temporary files of ``path`` that writers on this host left when they were killed (their process is
-    gone), with the ``.data`` file torch's ONNX exporter wrote beside one before featx refused such exports; another
-    writer's that is still running, another host's and anything not a plain file are left alone."""
+    """Remove the temporary files of ``path`` that writers on this host and in this PID namespace left when they
+    were killed (their process is gone), with the ``.data`` file torch's ONNX exporter wrote beside one before featx
+    refused such exports; another writer's that is still running, another host's or container's and anything not a
+    plain file are left alone."""
     left = re.compile(
         rf"\.{re.escape(path.name[:200])}\.{_HOST}-(\d+)-[0-9a-f]{{8}}{re.escape(PARTIAL_SUFFIX)}(?:\.data)?"
     )
@@ -109,7 +123,7 @@ def _remove_left_partials(path: Path) -> None:
 
 def _new_partial(path: Path, what: str) -> Path:
     """Create an empty, unique temporary file beside ``path`` (exclusive create, permissions as the umask says, like
-    any file the user creates), named with this host and process."""
+    any file the user creates), named with this host, PID namespace and process."""
     for _ in range(16):
         partial = path.with_name(f".{path.name[:200]}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
         try:

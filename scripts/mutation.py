@@ -4303,6 +4303,12 @@ MUTANTS: List[Mutant] = [
         "    if False:",
         "a folder whose overwrite run is making its features anew is called not a featx-extract output folder",
     ),
+    Mutant(
+        "files.py",
+        '        namespace = os.readlink("/proc/self/ns/pid")',
+        '        namespace = ""',
+        "a write in another PID namespace on the same host takes a running writer for a killed one and removes its file",
+    ),
 ]
 
 

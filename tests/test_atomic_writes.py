@@ -213,6 +213,48 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     assert folder_state(tmp_path) == {**kept, "bb.pt": b"whole"}
 
 
+def test_a_writer_in_another_pid_namespace_keeps_its_temporary_file(tmp_path):
+    """Two containers sharing a folder and a host name (docker --network=host) each number their processes: a write
+    in one took the other's running writer for a killed one (no such process id here) and removed its temporary
+    file mid-write. The writer here runs in this process's namespace, the second write in a new one (unshare)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "-rpf", "--mount-proc", "true"], capture_output=True).returncode:
+        pytest.skip("this machine cannot make a PID namespace without privileges (unshare -rpf)")
+    target = tmp_path / "bb.pt"
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom featx.files import write_atomically\n"
+        "write_atomically(Path(sys.argv[1]), lambda p: (p.write_text('half'), time.sleep(600)), overwrite=True, "
+        "what='save()')\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code, str(target)])
+    try:
+        deadline = time.monotonic() + 120
+        while not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (partial,) = [p.name for p in tmp_path.iterdir()]
+        second = "from pathlib import Path\nimport sys\nfrom featx.files import write_atomically\n"
+        second += (
+            "write_atomically(Path(sys.argv[1]), lambda p: p.write_text('whole'), overwrite=True, what='save()')\n"
+        )
+        done = subprocess.run(
+            [unshare, "-rpf", "--mount-proc", sys.executable, "-c", second, str(target)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert folder_state(tmp_path) == {partial: b"half", "bb.pt": b"whole"}
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+
+
 def test_a_path_holding_line_breaks_or_terminal_escapes_is_named_escaped(tmp_path):
     """featx-export's and featx-propose's refusals printed the path as given: an ESC or a newline in an output name
     forged terminal output and split the one error line."""
