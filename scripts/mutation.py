@@ -4309,6 +4309,36 @@ MUTANTS: List[Mutant] = [
         '        namespace = ""',
         "a write in another PID namespace on the same host takes a running writer for a killed one and removes its file",
     ),
+    Mutant(
+        "cli/output_folders.py",
+        '        hold_start_lock()\n        self._check("hydra.run.dir", config.hydra.run.dir)',
+        '        self._check("hydra.run.dir", config.hydra.run.dir)',
+        "two apps started at once in one run folder: one refuses the other's half-written record as a stranger's",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "        hold_start_lock()\n        self._check_sweep_size(config)",
+        "        self._check_sweep_size(config)",
+        "two sweeps started at once in one sweep folder: one refuses the other's half-written job record",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "            if time.monotonic() > deadline:",
+        "            if True:",
+        "an app finding the start lock held goes on at once instead of waiting for it",
+    ),
+    Mutant(
+        "cli/output_folders.py",
+        "        release_start_lock()  # Hydra has written",
+        "        pass  # Hydra has written",
+        "an app holds the start lock through its whole job: every other app waits 30 s",
+    ),
+    Mutant(
+        "cli/app.py",
+        "        release_start_lock()  # a run stopped",
+        "        pass  # a run stopped",
+        "a run refused in its folder check keeps the start lock: the next app waits 30 s",
+    ),
 ]
 
 

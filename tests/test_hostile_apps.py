@@ -6,6 +6,7 @@ scripts call them), planned on the meta device where a build is needed, so each 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -13,19 +14,22 @@ import resource
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 import hydra
 import pytest
 import torch
 import yaml
 from helpers import folder_state, run_in_process
+from hydra.experimental.callback import Callback
 from PIL import Image
 
 import featx
 from featx.cli import catalog
 from featx.cli import propose as propose_cli
+from featx.cli.output_folders import PRIVATE_ROOT, START_LOCK
 from featx.spec.config_files import config_dir
 from featx.spec.limits import shortened
 from featx.version import __version__
@@ -1053,6 +1057,105 @@ def test_hydras_files_replace_no_file_but_a_featx_runs_own_record(workdir, argum
         assert run_app("featx", again, workdir, True, run_dirs=False)[0] == 0
     record = workdir / (arguments[-1].split("=")[1] + "-featx") / Path(file).relative_to(Path(file).parts[0])
     assert "resnet34" in record.read_text()
+
+
+def _holds_file(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open (Linux's /proc)."""
+    try:
+        return any(Path(os.readlink(entry)) == path for entry in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # the process ended, or a descriptor closed while listed
+        return False
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_two_apps_started_at_once_in_one_folder_take_turns(tmp_path, sweep):
+    """Two featx apps started at once with one hydra.run.dir: one checked the folder between the other's writes of
+    .hydra/config.yaml and hydra.yaml and refused that half-written record as a stranger's ("exists and is no record
+    of a featx run", 1 in 12 pairs). An app now holds the user's start lock from its check until Hydra has written
+    its record. Here another process holds it with the record half written: the app waits, then runs."""
+    environment = {**os.environ, "TMPDIR": str(tmp_path), "FEATX_OFFLINE": "1"}
+    run_folder = tmp_path / "sweep" / "0" if sweep else tmp_path / "run"  # the sweep's job 0
+    holder_code = (
+        "import sys\nfrom pathlib import Path\nfrom featx.cli.output_folders import hold_start_lock, "
+        "release_start_lock\nhold_start_lock()\nrecord = Path(sys.argv[1]) / '.hydra'\nrecord.mkdir(parents=True)\n"
+        "(record / 'config.yaml').write_text('backbone: {}\\n')\nprint('held', flush=True)\nsys.stdin.readline()\n"
+        "(record / 'hydra.yaml').write_text('hydra:\\n  callbacks:\\n    output_folders:\\n      _target_: '\n"
+        "    'featx.cli.output_folders.OutputFolders\\n')\nrelease_start_lock()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_code, str(run_folder)],
+        env=environment,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    app = None
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        command = [sys.executable, "-m", "featx.cli.main", *(["-m"] if sweep else []), "backbone=resnet18", "run=false"]
+        folder = f"hydra.sweep.dir={tmp_path / 'sweep'}" if sweep else f"hydra.run.dir={run_folder}"
+        app = subprocess.Popen([*command, folder], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lock = tmp_path / f"{PRIVATE_ROOT}{os.getuid()}" / START_LOCK
+        deadline = time.monotonic() + 240
+        while app.poll() is None and not _holds_file(app.pid, lock) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert app.poll() is None, app.communicate()[1].decode()  # waiting for the lock, not refused
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+        _, errors = app.communicate(timeout=300)
+        assert app.returncode == 0, errors.decode()
+        assert "resnet18" in (run_folder / ".hydra" / "config.yaml").read_text()  # the app's record replaced it
+    finally:
+        for process in (holder, app):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_an_app_refused_in_its_folder_check_releases_the_start_lock(tmp_path, monkeypatch, workdir):
+    """A run refused between taking the start lock and its job's start (here: its run folder is a file) lets the
+    next app start at once, in this process or another."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    (workdir / "taken").write_text("mine")
+    code, errors, _ = run_app(
+        "featx", ["backbone=resnet18", "run=false", "hydra.run.dir=taken"], workdir, run_dirs=False
+    )
+    assert code == 1 and "taken is not a folder" in errors, errors
+    lock = tmp_path / f"{PRIVATE_ROOT}{os.getuid()}" / START_LOCK
+    assert lock.is_file()  # the run took the lock
+    with open(lock, "rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while a run holds it
+
+
+class StartLockProbe(Callback):
+    """A user's callback that notes, as the job starts, whether another app could take the start lock now."""
+
+    free: List[bool] = []
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        lock = Path(os.environ["TMPDIR"]) / f"{PRIVATE_ROOT}{os.getuid()}" / START_LOCK
+        with open(lock, "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                StartLockProbe.free.append(True)
+            except BlockingIOError:
+                StartLockProbe.free.append(False)
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_an_app_lets_the_next_one_start_once_its_job_has_started(tmp_path, monkeypatch, workdir, sweep):
+    """The start lock covers the check and Hydra's writes of its record, not the job: an extraction running for hours
+    keeps no other app waiting (each job of a sweep too)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    StartLockProbe.free.clear()
+    arguments = [*(["-m", "backbone=resnet18,resnet34"] if sweep else ["backbone=resnet18"]), "run=false"]
+    arguments += ["+hydra.callbacks.probe={_target_: test_hostile_apps.StartLockProbe}"]
+    code, errors, _ = run_app("featx", arguments, workdir)
+    assert code == 0, errors
+    assert StartLockProbe.free == ([True, True] if sweep else [True])
 
 
 def _bounded_app(arguments: List[str], folder: Path) -> subprocess.CompletedProcess:

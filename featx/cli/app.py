@@ -68,7 +68,7 @@ from featx.cli.hydra_settings import sets_hydra
 from featx.cli.interrupts import ending_on_interrupt, stop_if_interrupted
 from featx.cli.logs import VERBOSE_FLAGS, quiet_other_loggers, set_verbose
 from featx.cli.output import reader_may_stop, reader_went_away, stdout_lost
-from featx.cli.output_folders import register_user_resolver, sweeps_started
+from featx.cli.output_folders import register_user_resolver, release_start_lock, sweeps_started
 from featx.cli.override_checks import as_typed, null_list_indexed, plain_nested_overrides, unknown_key
 from featx.errors import ArgumentError, first_line
 from featx.spec.limits import check_batch_shape, quoted, shortened
@@ -383,6 +383,7 @@ def _run_app(app: str, hydra_main: Callable[[], object], schema: type) -> None:
             reason += f", raised by Hydra's own code given the Hydra settings {' '.join(settings)}"
         fail(app, f"{type(error).__name__}{': ' if reason else ''}{reason} (HYDRA_FULL_ERROR=1 shows where)")
     finally:
+        release_start_lock()  # a run stopped between its folder's check and its job's start
         if users_value is None:
             os.environ.pop(FULL_ERROR, None)
         else:

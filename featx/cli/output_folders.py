@@ -5,12 +5,14 @@ looking is checked first: its config records and every log handler's file lie in
 job's own folder) with no link on the way, and a sweep's job folders (those of the jobs Hydra's sweeper lists) are
 folders or not there yet. Under ``torchrun``, rank 0 alone writes Hydra's record of the run (``.hydra/``): the
 ranks of one launch may share the run folder (a ``hydra.run.dir`` given), and a rank checking it while rank 0 writes
-its record would take that half-written record for a stranger's file.
+its record would take that half-written record for a stranger's file. For the same reason an app holds the user's
+start lock (:func:`hold_start_lock`) from its check until Hydra has written its record (the first job's start): two
+apps started at once in one folder take turns instead of one refusing the other's half-written record.
 
 The default folders lie in ``$TMPDIR/featx-outputs-<uid>/`` (the ``featx.user`` resolver gives the user id). In a
 shared ``/tmp`` anyone could make that name first, or plant links at the run folders' predictable names, so featx
 makes it itself, readable and writable by its user alone, and refuses one that is a link, not its user's, or
-writable by others. Nothing else is created here.
+writable by others. Nothing else is created here but the start lock's file in it.
 
 The apps' configs register it::
 
@@ -28,8 +30,9 @@ import getpass
 import os
 import re
 import stat
+import time
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Set, Tuple
+from typing import IO, Any, List, Optional, Sequence, Set, Tuple
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
@@ -82,6 +85,55 @@ def _secure(root: Path) -> Optional[str]:
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"{root} can be written by other users"
     return None
+
+
+#: the lock file in the user's default output root that apps hold while they check and Hydra writes its record
+START_LOCK = ".start.lock"
+#: how long an app waits for another's start (a few milliseconds as a rule) before it goes on without the lock
+START_LOCK_WAIT_SECONDS = 30.0
+#: the open lock file while this process holds the start lock
+_held_start_lock: List[IO[bytes]] = []
+
+
+def hold_start_lock() -> None:
+    """Wait (at most :data:`START_LOCK_WAIT_SECONDS`) for the user's start lock, then hold it until
+    :func:`release_start_lock`: ``$TMPDIR/featx-outputs-<uid>/.start.lock``, flock'ed. Where that folder cannot be
+    made safely or the system has no ``flock``, apps start without it, as before. Example::
+
+        hold_start_lock()       # before checking the run folder
+        release_start_lock()    # once Hydra has written its record there
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return
+    root = Path(os.environ.get("TMPDIR") or "/tmp") / (PRIVATE_ROOT + user_id())  # as the apps' configs name it
+    if _secure(root) is not None:  # made by another user, or not writable: the run folder's own check says so
+        return
+    try:
+        handle = open(root / START_LOCK, "ab")  # held until release_start_lock
+    except OSError:
+        return
+    deadline = time.monotonic() + START_LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:  # the other app hangs between its check and its job: go on alone
+                handle.close()
+                return
+            time.sleep(0.02)
+        except OSError:  # a file system without locks
+            handle.close()
+            return
+    _held_start_lock.append(handle)
+
+
+def release_start_lock() -> None:
+    """Let the next app start (closing the lock file releases its flock); nothing when none is held."""
+    while _held_start_lock:
+        _held_start_lock.pop().close()
 
 
 def _problem(folder: Path) -> Optional[str]:
@@ -250,6 +302,7 @@ class OutputFolders(Callback):
                 )
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        hold_start_lock()
         self._check("hydra.run.dir", config.hydra.run.dir)
         if _torchrun_rank() > 0:  # rank 0 writes (and checks) Hydra's record; this rank writes its log alone
             with read_write(config.hydra):
@@ -341,6 +394,7 @@ class OutputFolders(Callback):
         check_sweep_size(self.app, parsed_sweep_arguments(arguments), functools.partial(group_options, folders=folders))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        hold_start_lock()
         self._check_sweep_size(config)
         sweeps_started.append(str(config.hydra.sweep.dir))
         self._check("hydra.sweep.dir", config.hydra.sweep.dir)
@@ -348,3 +402,6 @@ class OutputFolders(Callback):
             config, config.hydra.sweep.dir, ["multirun.yaml"], _log_names(config, ("hydra_logging",))
         )
         self._check_job_folders(config)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        release_start_lock()  # Hydra has written the run's (the job's, and the sweep's) record
