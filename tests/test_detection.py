@@ -479,6 +479,65 @@ def test_roi_pooler_refuses_levels_that_skip_a_stride(source, overrides, levels)
         roi_pooler(bb)
 
 
+@pytest.mark.parametrize(
+    ("source", "overrides", "levels", "remedy"),
+    [
+        (
+            "vgg16",
+            ["out_features=[c1,c2,c3,c5]", "fpn={out_channels: 64, extra_blocks: maxpool}"],
+            "'0' (c1, stride 1), '1' (c2, stride 2), '2' (c3, stride 4), '3' (c5, stride 16)",
+            "return consecutive stages (out_features)",
+        ),
+        (
+            "resnet18",
+            ["out_features=[c2,c3,c5]", "fpn={out_channels: 64, extra_blocks: p6p7}"],
+            "'0' (c2, stride 4), '1' (c3, stride 8), '2' (c5, stride 32)",
+            "return consecutive stages (out_features)",
+        ),
+        (
+            "vit_b_16",
+            ["out_features=[blocks3,blocks4]"],
+            "'0' (blocks3, stride 16), '1' (blocks4, stride 16)",
+            "return one of them (out_features), or the simple pyramid's levels (fpn.style: simple)",
+        ),
+        (
+            "vit_h_14",
+            [],
+            "'0' (blocks4, stride 14)",
+            "for a token model set tokens.stride to a power of two (vit_h_14_fpn uses 16)",
+        ),
+    ],
+)
+def test_torchvision_output_names_refuse_maps_the_default_pooler_pools_wrongly(source, overrides, levels, remedy):
+    """``output_names: torchvision`` with a stage skipped (vgg16 c1, c2, c3, c5 and ``maxpool``: '0'..'3', 'pool', as
+    the docs' four returned stages): the R-CNNs' default MultiScaleRoIAlign pooled a 300-pixel box as zeros and the
+    detector went on. Refused as roi_pooler() refuses the layout; the simple pyramid's levels always double."""
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build(source, overrides=["device=meta", "output_names=torchvision", *overrides])
+    assert str(caught.value) == (
+        "backbone.output_names: torchvision: torchvision's detectors pool these maps with their default "
+        "MultiScaleRoIAlign, which needs strides that are powers of two, doubling from one map to the next (else a box "
+        f"is pooled from the wrong map, or as zeros), got {levels}; {remedy}, or keep output_names: featx"
+    )
+    if source == "vit_b_16":
+        simple = ["output_names=torchvision", "out_features=[blocks4]", "fpn={out_channels: 64, style: simple}"]
+        bb = featx.build(source, overrides=["device=meta", *simple])
+        assert [(info.name, info.stride) for info in bb.feature_info] == [("0", 4), ("1", 8), ("2", 16), ("3", 32)]
+
+
+def test_torchvision_output_names_of_consecutive_stages_pool_every_box_size() -> None:
+    """The layout output_names: torchvision keeps: torchvision's own default pooler (FasterRCNN's box_roi_pool)
+    pools boxes of every size from a map, none as zeros."""
+    overrides = ["device=cpu", "output_names=torchvision", "fpn={out_channels: 32, extra_blocks: maxpool}"]
+    bb = featx.build("resnet18", overrides=overrides).eval()
+    model = FasterRCNN(bb, num_classes=3, min_size=256, max_size=256).eval()
+    boxes = [torch.tensor([[10.0, 10.0, 30.0, 30.0], [0.0, 0.0, 100.0, 100.0], [0.0, 0.0, 250.0, 250.0]])]
+    with torch.no_grad():
+        pooled = model.roi_heads.box_roi_pool(bb(torch.rand(1, 3, 256, 256)), boxes, [(256, 256)])
+    assert model.roi_heads.box_roi_pool.scales == [0.25, 0.125, 0.0625, 0.03125]
+    assert bool((pooled.abs().flatten(1).sum(1) > 0).all())
+
+
 def test_roi_pooler_refuses_outputs_of_one_stride() -> None:
     """A ViT's blocks all have stride 16: every RoI would be pooled from the first of them."""
     bb = featx.build("vit_b_16", overrides=["device=meta", "out_features=[blocks3,blocks4]"])

@@ -37,7 +37,7 @@ from featx.construct.token_layout import TokenLayout, resolve_tokens
 from featx.errors import SpecError, first_line
 from featx.models.registry import default_crop_size
 from featx.nn.feature_info import StageInfo
-from featx.nn.neck_levels import level_problem
+from featx.nn.neck_levels import level_problem, pooling_remedy
 from featx.nn.tokens import tokens_to_map
 from featx.spec.keys import key_path
 from featx.spec.limits import quoted
@@ -319,9 +319,28 @@ def _parameter_count(model: nn.Module, paths: Sequence[str], tokens: Optional[To
 
 
 def check_neck(spec: BackboneSpec, plan: BackbonePlan) -> None:
-    """SpecError unless the stages ``spec`` returns suit its neck (``fpn``): strides that name levels."""
+    """SpecError unless the stages ``spec`` returns suit its neck (``fpn``): strides that name levels; and, named
+    for torchvision's detectors (``output_names: torchvision``), strides their default pooler takes."""
     if spec.fpn is not None:
         _check_fpn_levels(plan.returned(spec), spec.fpn.style, plan.tokens is not None)
+    if spec.output_names == "torchvision" and (spec.fpn is None or spec.fpn.style == "fpn"):  # '0', '1', ...
+        _check_torchvision_levels(plan.returned(spec))
+
+
+def _check_torchvision_levels(levels: Sequence[StageInfo]) -> None:
+    """The maps named ``'0'``, ``'1'``, ... are what the R-CNNs' default ``MultiScaleRoIAlign`` pools: a layout
+    it pools wrongly (a box of a skipped level as zeros) is refused, as :func:`featx.detection.roi_pooler` refuses
+    it."""
+    remedy = pooling_remedy([level.stride for level in levels])
+    if remedy is None:
+        return
+    named = ", ".join(f"'{index}' ({level.name}, stride {level.stride})" for index, level in enumerate(levels))
+    raise SpecError(
+        key_path("output_names"),
+        "torchvision: torchvision's detectors pool these maps with their default MultiScaleRoIAlign, which needs "
+        f"strides that are powers of two, doubling from one map to the next (else a box is pooled from the wrong "
+        f"map, or as zeros), got {named}; {remedy}, or keep output_names: featx",
+    )
 
 
 def _check_fpn_levels(levels: Sequence[StageInfo], style: str, token_model: bool) -> None:

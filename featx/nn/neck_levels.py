@@ -57,6 +57,22 @@ def level_problem(levels: Sequence[FeatureInfo], style: str) -> Optional[LevelPr
     return None
 
 
+def pooling_remedy(strides: Sequence[int]) -> Optional[str]:
+    """What makes maps of ``strides`` (shallow to deep) poolable by torchvision's ``MultiScaleRoIAlign``, or None
+    where they are: it assigns each box a level ``k`` and pools from map ``k - k_min`` (the strides must double from
+    one map to the next, or a box is pooled from the wrong map, or as zeros) and it rounds each map's scale to a power
+    of two (a stride of 14 would be pooled as 16). A stride no power of two comes from a patch (``tokens.stride``
+    resizes the image for it), one stride twice from blocks of a plain ViT, else a stride was left out between them.
+    Example: ``pooling_remedy([4, 8, 32])`` is ``"return consecutive stages (out_features)"``."""
+    if any(stride & (stride - 1) for stride in strides):
+        return "for a token model set tokens.stride to a power of two (vit_h_14_fpn uses 16)"
+    if len(set(strides)) < len(strides):
+        return "return one of them (out_features), or the simple pyramid's levels (fpn.style: simple)"
+    if any(later != 2 * earlier for earlier, later in itertools.pairwise(strides)):
+        return "return consecutive stages (out_features)"
+    return None
+
+
 def refuse_levels(levels: Sequence[FeatureInfo], style: str, caller: str) -> None:
     """:class:`ArgumentError` from ``caller`` (a neck's constructor) when ``levels`` cannot be its levels."""
     if not levels:

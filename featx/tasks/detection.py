@@ -27,6 +27,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from featx.errors import ArgumentError
 from featx.nn.backbone import Backbone, backbone_of
+from featx.nn.neck_levels import pooling_remedy
 from featx.spec.limits import MAX_SIDE, real_value
 
 # style -> (anchor size per unit of stride, anchor sizes per octave, aspect ratios): torchvision's defaults
@@ -160,30 +161,15 @@ def pooled_level_names(backbone: Backbone) -> List[str]:
 
 
 def _require_consecutive_levels(backbone: Backbone, names: Sequence[str]) -> None:
-    """``MultiScaleRoIAlign`` assigns each box a level ``k`` and pools from map ``k - k_min``: its maps must have
-    strides that double from one to the next, or boxes are pooled from the wrong map (or come back as zeros); and
-    it rounds each map's scale to a power of two, so a stride of 14 would be pooled as 16."""
+    """ArgumentError unless ``MultiScaleRoIAlign`` pools the maps ``names`` right (:func:`pooling_remedy`)."""
     strides = {info.name: info.stride for info in backbone.feature_info}
-    pooled = [strides[name] for name in names]
-    doubling = all(later == 2 * earlier for earlier, later in zip(pooled, pooled[1:], strict=False))
-    if not doubling or any(stride & (stride - 1) for stride in pooled):
+    remedy = pooling_remedy([strides[name] for name in names])
+    if remedy is not None:
         levels = ", ".join(f"{name} (stride {strides[name]})" for name in names)
         raise ArgumentError(
             f"roi_pooler(): torchvision's MultiScaleRoIAlign needs levels whose strides are powers of two, doubling "
-            f"from one to the next (it rounds each map's scale to a power of two), got {levels}; "
-            + _pooling_hint(pooled)
+            f"from one to the next (it rounds each map's scale to a power of two), got {levels}; {remedy}"
         )
-
-
-def _pooling_hint(strides: Sequence[int]) -> str:
-    """What makes levels of ``strides`` poolable: a stride no power of two comes from a patch (``tokens.stride``
-    resizes the image for it), one stride twice from blocks of a plain ViT (one of them, or the simple pyramid's
-    levels), else a stride left out between them (an FPN keeps its stages' strides: adding one does not help)."""
-    if any(stride & (stride - 1) for stride in strides):
-        return "for a token model set tokens.stride to a power of two (vit_h_14_fpn uses 16)"
-    if len(set(strides)) < len(strides):
-        return "return one of them (out_features), or the simple pyramid's levels (fpn.style: simple)"
-    return "return consecutive stages (out_features)"
 
 
 def roi_pooler(
