@@ -88,7 +88,12 @@ GUARDS: Dict[str, List[str]] = {
         "tests/test_runtime_control.py",
     ],
     "construct/model_structure.py": ["tests/test_checkpoint.py", "tests/test_plan_cache.py"],
-    "construct/plan.py": ["tests/test_plan_cache.py", "tests/test_model_checks.py", "tests/test_reference_equality.py"],
+    "construct/plan.py": [
+        "tests/test_plan_cache.py",
+        "tests/test_model_checks.py",
+        "tests/test_reference_equality.py",
+        "tests/test_detection.py",
+    ],
     "construct/plan_cache.py": ["tests/test_plan_cache.py"],
     "construct/plan_data.py": ["tests/test_plan_cache.py"],
     "models/library_code.py": ["tests/test_plan_cache.py"],
@@ -108,7 +113,12 @@ GUARDS: Dict[str, List[str]] = {
     ],
     "cli/report.py": ["tests/test_report.py"],
     "nn/fpn.py": ["tests/test_backbone.py", "tests/test_neck.py", "tests/test_reference_equality.py"],
-    "nn/neck_levels.py": ["tests/test_hostile_spec.py", "tests/test_model_checks.py", "tests/test_backbone.py"],
+    "nn/neck_levels.py": [
+        "tests/test_hostile_spec.py",
+        "tests/test_model_checks.py",
+        "tests/test_backbone.py",
+        "tests/test_detection.py",
+    ],
     "nn/tokens.py": ["tests/test_vit.py", "tests/test_timm.py"],
     "nn/simple_pyramid.py": ["tests/test_backbone.py", "tests/test_vit.py"],
     "construct/token_layout.py": ["tests/test_hostile_spec.py", "tests/test_vit.py", "tests/test_timm.py"],
@@ -864,15 +874,15 @@ MUTANTS: List[Mutant] = [
         "stride rounded down",
     ),
     Mutant(
-        "tasks/detection.py",
-        "doubling = all(later == 2 * earlier for earlier, later in zip(pooled, pooled[1:], strict=False))",
-        "doubling = all(later > earlier for earlier, later in zip(pooled, pooled[1:], strict=False))",
+        "nn/neck_levels.py",
+        "    if any(later != 2 * earlier for earlier, later in itertools.pairwise(strides)):",
+        "    if any(later <= earlier for earlier, later in itertools.pairwise(strides)):",
         "RoIs pooled from levels that skip a stride",
     ),
     Mutant(
-        "tasks/detection.py",
-        "if not doubling or any(stride & (stride - 1) for stride in pooled):",
-        "if not doubling:",
+        "nn/neck_levels.py",
+        '    if any(stride & (stride - 1) for stride in strides):\n        return "for a token model',
+        '    if False:\n        return "for a token model',
         "RoIs pooled from a stride-14 map at scale 1/16",
     ),
     Mutant(
@@ -4209,7 +4219,7 @@ MUTANTS: List[Mutant] = [
     ),
     # roi_pooler's advice by what its levels lack (docs review 2026-12-07)
     Mutant(
-        "tasks/detection.py",
+        "nn/neck_levels.py",
         '    if len(set(strides)) < len(strides):\n        return "return one of them',
         '    if False:\n        return "return one of them',
         "roi_pooler on two ViT blocks of one stride advises returning consecutive stages, which cannot help",
@@ -4338,6 +4348,12 @@ MUTANTS: List[Mutant] = [
         "        release_start_lock()  # a run stopped",
         "        pass  # a run stopped",
         "a run refused in its folder check keeps the start lock: the next app waits 30 s",
+    ),
+    Mutant(
+        "construct/plan.py",
+        "        _check_torchvision_levels(plan.returned(spec))",
+        "        pass",
+        "output_names: torchvision with a stage skipped: the R-CNNs' default pooler pools some boxes as zeros",
     ),
 ]
 

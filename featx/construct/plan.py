@@ -323,14 +323,14 @@ def check_neck(spec: BackboneSpec, plan: BackbonePlan) -> None:
     for torchvision's detectors (``output_names: torchvision``), strides their default pooler takes."""
     if spec.fpn is not None:
         _check_fpn_levels(plan.returned(spec), spec.fpn.style, plan.tokens is not None)
-    if spec.output_names == "torchvision" and (spec.fpn is None or spec.fpn.style == "fpn"):  # '0', '1', ...
+    if spec.output_names == "torchvision":  # a simple pyramid's one stage has a power-of-two stride, checked above
         _check_torchvision_levels(plan.returned(spec))
 
 
 def _check_torchvision_levels(levels: Sequence[StageInfo]) -> None:
-    """The maps named ``'0'``, ``'1'``, ... are what the R-CNNs' default ``MultiScaleRoIAlign`` pools: a layout
-    it pools wrongly (a box of a skipped level as zeros) is refused, as :func:`featx.detection.roi_pooler` refuses
-    it."""
+    """The maps named ``'0'``, ``'1'``, ... (the returned stages, or an FPN's levels of their strides) are what the
+    R-CNNs' default ``MultiScaleRoIAlign`` pools: a layout it pools wrongly (a box of a skipped level as zeros) is
+    refused, as :func:`featx.detection.roi_pooler` refuses it."""
     remedy = pooling_remedy([level.stride for level in levels])
     if remedy is None:
         return
