@@ -344,9 +344,24 @@ def _build(cfg: DictConfig, num_classes: int, choice: str) -> FasterRCNN:
     stride = max(info.stride for info in backbone.feature_info)
     if cfg.data.image_size < stride:
         fail(f"data.image_size: must be at least {stride} (the deepest output's stride), got {cfg.data.image_size}")
+    fixed = backbone.spec.input_size
+    if fixed is not None and tuple(fixed) != (cfg.data.image_size, cfg.data.image_size):
+        height, width = fixed
+        fail(
+            f"data.image_size: {choice} takes inputs of exactly {height}x{width} (its input_size), got "
+            f"{cfg.data.image_size}; "
+            + (
+                f"give data.image_size={height}"
+                if height == width
+                else "the photos are square: choose another backbone"
+            )
+        )
     if cfg.train.backbone_lr == 0:
         backbone.freeze()
-    model = build_detector(backbone, num_classes, cfg.data.image_size, cfg.detector)
+    try:  # featx's anchors and pooler refuse outputs the detector would misuse (strides that skip a level)
+        model = build_detector(backbone, num_classes, cfg.data.image_size, cfg.detector)
+    except featx.FeatxError as error:
+        fail(f"backbone: {choice}: {error}")
     return model.to(next(backbone.parameters()).device)
 
 

@@ -426,6 +426,29 @@ def test_a_backbone_without_one_width_is_a_one_line_error(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (  # featx's pooler refuses levels that skip a stride: the script printed the traceback of its refusal
+            ["backbone=resnet18", "backbone.fpn.out_channels=64", "backbone.out_features=[c3,c5]"],
+            "backbone: resnet18: roi_pooler(): torchvision's MultiScaleRoIAlign needs levels whose strides are powers "
+            "of two, doubling from one to the next (it rounds each map's scale to a power of two), got p3 (stride 8), "
+            "p5 (stride 32); return consecutive stages (out_features)",
+        ),
+        (  # a fixed-size model at the default 128: built, then the first training step ended in a traceback
+            ["backbone=maxvit_t_fpn", "backbone.device=meta"],
+            "data.image_size: maxvit_t_fpn takes inputs of exactly 224x224 (its input_size), got 128; give "
+            "data.image_size=224",
+        ),
+    ],
+    ids=["skipped-level", "fixed-size"],
+)
+def test_a_backbone_the_detector_cannot_use_is_a_one_line_error_before_training(tmp_path, arguments, message):
+    done = run_script_in_process(SCRIPT, [*arguments, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert (done.returncode, done.stderr) == (1, f"experiment: error: {message}\n")
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize(
     ("override", "message"),
     [
         ("train.iterations=0", "train.iterations: must be an integer >= 1, got 0"),
