@@ -4355,6 +4355,18 @@ MUTANTS: List[Mutant] = [
         "        pass",
         "output_names: torchvision with a stage skipped: the R-CNNs' default pooler pools some boxes as zeros",
     ),
+    Mutant(
+        "models/timm_models.py",
+        "suggest(name, timm_models(), prefix=TIMM_PREFIX)",
+        "suggest(name, timm_models())",
+        "an unknown timm model's suggestions drop the timm: prefix (written as given, torchvision's models)",
+    ),
+    Mutant(
+        "models/timm_models.py",
+        "        known = name in timm_models()",
+        "        known = False",
+        "a timm model's name given without timm: gets torchvision's close names alone",
+    ),
 ]
 
 

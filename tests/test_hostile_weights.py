@@ -1531,7 +1531,10 @@ def test_a_safetensors_name_safetensors_cannot_open_is_refused_before_writing(tm
     "model, pattern",
     [
         ("resnet18x", r"^backbone\.model: unknown torchvision model 'resnet18x'; did you mean resnet18"),  # ValueError
-        ("timm:resnt18", r"^backbone\.model: unknown timm model 'resnt18'; did you mean resnet18"),  # blamed weights
+        (
+            "timm:resnt18",
+            r"^backbone\.model: unknown timm model 'resnt18'; did you mean timm:resnet18",
+        ),  # blamed weights
         # not refused until its COCO weights were looked up (and, online, downloaded and read)
         (
             "fasterrcnn_resnet50_fpn",

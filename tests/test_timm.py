@@ -742,7 +742,7 @@ def test_a_model_timm_publishes_no_weights_for():
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ("timm:resnet181", r"backbone.model: unknown timm model 'resnet181'; did you mean resnet18"),
+        ("timm:resnet181", r"backbone.model: unknown timm model 'resnet181'; did you mean timm:resnet18"),
         ("timm:resnet18.a1_in1k", r"names a pretrained tag: write model: timm:resnet18 and weights: a1_in1k"),
         ("timm:", r"backbone.model: unknown timm model ''"),
         (
@@ -760,13 +760,30 @@ def test_a_model_timm_publishes_no_weights_for():
             r"^backbone\.model: 'timm:nf_seresnet26\.x': 'x' is no pretrained tag of timm's nf_seresnet26 \(timm "
             r"publishes none\); write model: timm:nf_seresnet26$",
         ),
-        ("timm:resnet18.", r"backbone.model: unknown timm model 'resnet18.'; did you mean resnet18"),
+        ("timm:resnet18.", r"backbone.model: unknown timm model 'resnet18.'; did you mean timm:resnet18"),
         ("timm:timm:resnet18", r"backbone.model: 'timm:timm:resnet18': write the timm: prefix once"),
     ],
 )
 def test_bad_timm_names(model, message):
     with pytest.raises(featx.SpecError, match=message):
         featx.build({"model": model, "stages": {"c2": {"modules": ["layer1"]}}})
+
+
+def test_suggestions_name_timm_models_with_their_prefix():
+    """featx-propose timm:convnext_atoo suggested 'convnext_atto', which written as suggested is an unknown
+    torchvision model (and 'resnet18' for timm:resnett18 names torchvision's ResNet-18, another model); a timm name
+    given without the prefix got torchvision's close names alone."""
+    with pytest.raises(featx.ArgumentError) as caught:
+        featx.propose("timm:convnext_atoo")
+    assert str(caught.value).startswith(
+        "propose(): unknown timm model 'convnext_atoo'; did you mean timm:convnext_atto or timm:"
+    )
+    with pytest.raises(featx.SpecError) as caught:
+        featx.build({"model": "convnext_atto", "stages": {"c2": {"modules": ["stem"]}}})
+    assert str(caught.value) == (
+        "backbone.model: unknown torchvision model 'convnext_atto'; timm has a model of this name: timm:convnext_atto "
+        "(valid: torchvision.models.list_models(module=torchvision.models))"
+    )
 
 
 def test_a_name_with_an_empty_tag_is_not_proposed():

@@ -26,6 +26,7 @@ from featx.models.timm_models import (
     construct_timm,
     is_timm_model,
     is_timms_own,
+    timm_counterpart,
     timm_crop_size,
     timm_module,
     timm_name,
@@ -62,7 +63,7 @@ def check_model_name(name: str) -> None:
             )
         raise SpecError(
             key_path("model"),
-            f"unknown torchvision model {quoted(name)}{suggest(name, names)} "
+            f"unknown torchvision model {quoted(name)}{timm_counterpart(name) or suggest(name, names)} "
             "(valid: torchvision.models.list_models(module=torchvision.models))",
         )
 

@@ -71,6 +71,16 @@ def timm_models() -> List[str]:
     return list(timm_module().list_models())
 
 
+def timm_counterpart(name: str) -> str:
+    """A hint for a name torchvision does not have: ``"; timm has a model of this name: timm:NAME"`` where
+    timm is installed and has it, else ``""``."""
+    try:
+        known = name in timm_models()
+    except TimmNotInstalled:
+        return ""
+    return f"; timm has a model of this name: {TIMM_PREFIX}{name}" if known else ""
+
+
 def matching_timm_models(patterns: List[str]) -> List[str]:
     """``timm:NAME`` for every timm architecture matching one of the shell-style ``patterns`` (written with or
     without ``timm:``), in timm's order."""
@@ -124,7 +134,8 @@ def check_timm_name(name: str) -> None:
         raise SpecError(key_path("model"), f"{quoted(TIMM_PREFIX + name)}: write the {TIMM_PREFIX} prefix once")
     raise SpecError(
         key_path("model"),
-        f"unknown timm model {quoted(name)}{suggest(name, timm_models())} (valid: timm.list_models(); "
+        f"unknown timm model {quoted(name)}{suggest(name, timm_models(), prefix=TIMM_PREFIX)} (valid: "
+        "timm.list_models(); "
         "featx-list --timm 'PATTERN' lists them)",
     )
 
