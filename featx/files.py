@@ -242,10 +242,11 @@ def prepare_folder(folder: Path, what: str) -> None:
     """Create ``folder`` (and its parents); :class:`ArgumentError` naming it when that is impossible."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ArgumentError(
-            f"{what}: cannot create the folder {printable_path(folder)}: a file is in the way"
-        ) from None
+    except FileExistsError:  # the folder's own name is taken: a file, or a link to nothing
+        reason = "a file is in the way"
+        if folder.is_symlink():
+            reason = f"it is a symbolic link to {printable_path(Path(os.readlink(folder)))}, which does not exist"
+        raise ArgumentError(f"{what}: cannot create the folder {printable_path(folder)}: {reason}") from None
     except OSError as error:
         raise ArgumentError(
             f"{what}: cannot create the folder {printable_path(folder)}: {error.strerror or error}"

@@ -4367,6 +4367,12 @@ MUTANTS: List[Mutant] = [
         "        known = False",
         "a timm model's name given without timm: gets torchvision's close names alone",
     ),
+    Mutant(
+        "files.py",
+        "        if folder.is_symlink():\n            reason = f\"it is a symbolic link",
+        "        if False:\n            reason = f\"it is a symbolic link",
+        "an output folder that is a link to nothing is called a file in the way",
+    ),
 ]
 
 

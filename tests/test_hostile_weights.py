@@ -602,6 +602,11 @@ def _saved(tmp_path: Path, seed: int = 0, name: str = "bb.pt") -> Path:
             {},
             r"^save\(\): cannot create the folder .*mine.txt: a file is in the way",
         ),
+        (  # a link to a folder that does not exist: not "a file is in the way"
+            lambda d: d / "gone" / "bb.pt",
+            {},
+            r"^save\(\): cannot create the folder .*gone: it is a symbolic link to .*nowhere, which does not exist$",
+        ),
         (lambda d: d / "folder", {}, r"^save\(\): .*folder is a folder; give a file path"),
         (lambda d: d / "folder", {"overwrite": True}, r"^save\(\): .*folder is a folder"),
         (lambda d: d / ("x" * 300 + ".pt"), {}, r"^save\(\): cannot write .*File name too long"),
@@ -617,6 +622,7 @@ def _saved(tmp_path: Path, seed: int = 0, name: str = "bb.pt") -> Path:
     ids=[
         "exists",
         "under-a-file",
+        "under-a-dangling-link",
         "a-folder",
         "a-folder-overwrite",
         "name-too-long",
@@ -632,6 +638,7 @@ def _saved(tmp_path: Path, seed: int = 0, name: str = "bb.pt") -> Path:
 def test_save_never_replaces_or_writes_through_what_is_there(tmp_path, target, kwargs, pattern):
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "mine.txt").write_text("my notes")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "keep").write_text("keep")
     before = folder_state(tmp_path)
