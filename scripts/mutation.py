@@ -4373,6 +4373,12 @@ MUTANTS: List[Mutant] = [
         "        if False:\n            reason = f\"it is a symbolic link",
         "an output folder that is a link to nothing is called a file in the way",
     ),
+    Mutant(
+        "construct/propose.py",
+        "            if completed:  # its forward runs at its own size",
+        "            if False:  # its forward runs at its own size",
+        "a one-size model's layer its forward never calls is proposed in a stage, and the model refused",
+    ),
 ]
 
 

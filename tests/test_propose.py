@@ -71,6 +71,57 @@ def test_propose_opens_containers_and_skips_side_branches():
     assert [stage.paths for stage in maxvit.stages][1:] == [("blocks.1",), ("blocks.2",), ("blocks.3",)]
 
 
+class _OneSizeWithAnUnusedLayer(torch.nn.Module):
+    """A model of one input size (its forward refuses others, as torchvision's ViT does) holding a layer its forward
+    never calls, registered between the stages."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.a = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU())
+        self.unused = torch.nn.Conv2d(16, 16, 3, 1, 1)
+        self.b = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, 2, 1), torch.nn.ReLU())
+        self.c = torch.nn.Sequential(torch.nn.Conv2d(32, 64, 3, 2, 1), torch.nn.ReLU())
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._assert(x.shape[-2:] == (224, 224), "224x224 only")
+        return self.fc(self.pool(self.c(self.b(self.a(x)))).flatten(1))
+
+
+def test_propose_leaves_out_a_layer_a_one_size_models_forward_never_calls(tmp_path, monkeypatch):
+    """The forward failed at the probe sizes, so propose took every module for called and put the unused layer in
+    c1: then refused the model as a spec featx.build refuses ("never runs 'unused'"). The modules the forward calls
+    at the model's own size (224) decide now; the stages equal the model's own layers."""
+    from torchvision.models._api import BUILTIN_MODELS
+
+    from featx.models.registry import classification_models
+
+    def featx_test_one_size(*, weights=None, **kwargs):
+        return _OneSizeWithAnUnusedLayer(**kwargs)
+
+    monkeypatch.setattr(featx_test_one_size, "__module__", "torchvision.models.featx_test_one_size")
+    monkeypatch.setitem(BUILTIN_MODELS, "featx_test_one_size", featx_test_one_size)  # as register_model does
+    classification_models.cache_clear()
+    try:
+        spec = featx.propose("featx_test_one_size", min_stride=2)
+        assert spec["stages"] == {"c1": {"modules": ["a"]}, "c2": {"modules": ["b"]}, "c3": {"modules": ["c"]}}
+        model = _OneSizeWithAnUnusedLayer().eval()
+        torch.save(model.state_dict(), tmp_path / "weights.pth")
+        bb = featx.build({**spec, "weights": str(tmp_path / "weights.pth"), "device": "cpu"}).eval()
+        x = torch.rand(1, 3, 64, 64)  # the stages take any size: the one-size check is the model's head's
+        with torch.no_grad():
+            features = bb(x)
+            a = model.a(x)
+            expected = {"c1": a, "c2": model.b(a), "c3": model.c(model.b(a))}
+        assert list(features) == ["c1", "c2", "c3"]
+        for name, value in expected.items():
+            torch.testing.assert_close(features[name], value, rtol=0, atol=0)
+    finally:
+        monkeypatch.undo()
+        classification_models.cache_clear()
+
+
 class _HeadRegisteredFirst(torch.nn.Module):
     """Registers its pooling and classifier before its stages, and runs them last."""
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -119,6 +119,9 @@ class _Chain:
     head: Tuple[str, ...]
     layout: str
     irregular: Optional[str] = None
+    #: whether the model's own forward ran to its end at the walk's first size (else it could not tell which modules
+    #: it calls, and took each for called)
+    completed: bool = True
 
 
 def _irregular_growth(path: str, growth: Growth, sizes: Sequence[Size]) -> str:
@@ -141,10 +144,13 @@ def _forward_inputs(model: nn.Module, size: Size) -> Tuple[Dict[str, Optional[Sh
     return inputs, failure is None
 
 
-def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
+def _walk(
+    model: nn.Module, sizes: Sequence[Size], min_stride: int, called_at_own_size: Optional[AbstractSet[str]] = None
+) -> _Chain:
     """The feature chain of ``model`` at the probe ``sizes``. A module the model's own forward gives another input
     than the chain's map (a dropout after the global pool, a norm after a permute), or does not call at all, is not
-    part of the chain."""
+    part of the chain. Where the forward fails at ``sizes`` (a model of one input size), the modules it calls at
+    its own size (``called_at_own_size``, if known) are the ones it calls."""
     forward_inputs, completed = _forward_inputs(model, sizes[0])
     call_order = {path: index for index, path in enumerate(forward_inputs)}
     xs = [meta_input(size) for size in sizes]
@@ -157,7 +163,9 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
     stride = 1
     while queue:
         path, module = queue.pop(0)
-        called = path in forward_inputs or not completed
+        called = path in forward_inputs or (
+            not completed and (called_at_own_size is None or _holds_called(path, called_at_own_size))
+        )
         iterated = not called and any(inner.startswith(path + ".") for inner in forward_inputs)
         if (has_no_forward(module) or iterated) and any(True for _ in module.children()):
             # a ModuleList, or a container the forward iterates over instead of calling: its children are the chain
@@ -194,7 +202,12 @@ def _walk(model: nn.Module, sizes: Sequence[Size], min_stride: int) -> _Chain:
         skipped = []
         links.append(FeatureInfo(path, channels_of(shapes[0], kind), out_stride))
     head = skipped + [path for path, _ in queue]
-    return _Chain(tuple(links), tuple(left_out), tuple(head), layout or "nchw", irregular)
+    return _Chain(tuple(links), tuple(left_out), tuple(head), layout or "nchw", irregular, completed)
+
+
+def _holds_called(path: str, called: AbstractSet[str]) -> bool:
+    """Whether the module at ``path`` is called, or holds one that is (a container the forward iterates over)."""
+    return path in called or any(inner.startswith(path + ".") for inner in called)
 
 
 def _group_stages(links: Sequence[FeatureInfo], min_stride: int) -> Tuple[StageInfo, ...]:
@@ -239,9 +252,13 @@ def _find_chain(model: nn.Module, model_name: str, min_stride: int) -> Tuple[_Ch
     size (a token model's embedding)."""
     with shape_only_layers(model), torch.no_grad():
         chain = _walk(model, PROBE_SIZES, min_stride)
+        crop = default_crop_size(model_name)
+        if len(_group_stages(chain.links, min_stride)) >= 2 and not chain.completed:
+            called, completed = _forward_inputs(model, (crop, crop))
+            if completed:  # its forward runs at its own size: a module it never calls there is none of the chain
+                chain = _walk(model, PROBE_SIZES, min_stride, set(called))
         if len(_group_stages(chain.links, min_stride)) >= 2:
             return chain, None
-        crop = default_crop_size(model_name)
         fixed = _walk(model, ((crop, crop),), min_stride)
     if len(_group_stages(fixed.links, min_stride)) >= 2:
         return (chain, None) if chain.irregular is not None else (fixed, [crop, crop])
