@@ -2780,8 +2780,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "construct/checkpoint.py",
-        "    if differing:\n        raise WeightsError(",
-        "    if False:\n        raise WeightsError(",
+        "    if differing:  # before out_features: a simple pyramid",
+        "    if False:  # before out_features: a simple pyramid",
         "load: an FPN override of other width is refused as keys that do not fit, without naming fpn",
     ),
     Mutant(
@@ -3797,7 +3797,7 @@ MUTANTS: List[Mutant] = [
     # now passes the file's path)
     Mutant(
         "construct/weights.py",
-        "+ backbone_state_hint(unexpected, origin)",
+        '+ ("" if saved_by_featx else backbone_state_hint(unexpected, origin))',
         '+ ""',
         "a file of bb.state_dict() given as weights gets no hint how to load it",
     ),
@@ -4369,8 +4369,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "files.py",
-        "        if folder.is_symlink():\n            reason = f\"it is a symbolic link",
-        "        if False:\n            reason = f\"it is a symbolic link",
+        '        if folder.is_symlink():\n            reason = f"it is a symbolic link',
+        '        if False:\n            reason = f"it is a symbolic link',
         "an output folder that is a link to nothing is called a file in the way",
     ),
     Mutant(
@@ -4378,6 +4378,24 @@ MUTANTS: List[Mutant] = [
         "            if completed:  # its forward runs at its own size",
         "            if False:  # its forward runs at its own size",
         "a one-size model's layer its forward never calls is proposed in a stage, and the model refused",
+    ),
+    Mutant(
+        "construct/builder.py",
+        "        return _assemble(spec, checkpoint, saved)  # the file's spec, parsed above",
+        '        return _assemble(spec, None if resolve_device(spec.device).type == "meta" else checkpoint, saved)',
+        "featx.load on the meta device describes a backbone of overrides the file cannot give",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        "    if differing:  # before out_features",
+        "    if differing and saved.returned_stages == spec.returned_stages:  # before out_features",
+        "another FPN style over a file's FPN is refused naming out_features, after being told to set them",
+    ),
+    Mutant(
+        "construct/checkpoint.py",
+        "str(checkpoint.path), saved_by_featx=True)",
+        "str(checkpoint.path), saved_by_featx=False)",
+        "a featx.save file that does not fit is told to load as it was (bb.load_state_dict, featx.load)",
     ),
 ]
 

@@ -237,8 +237,55 @@ def test_a_checkpoint_from_a_different_spec_is_refused_with_the_reason(tmp_path)
     # the advice names the key to keep as saved and the way to take the trunk alone
     assert str(caught.value) == (
         f"backbone.fpn: the FPN of {path} was saved with other settings (out_channels 16 there, 32 here); keep them "
-        "(featx.load with no override of fpn), or give fpn: null to take the file's trunk alone"
+        "(fpn: {out_channels: 16, extra_blocks: null, style: fpn}, as featx.load does with no override of fpn), or "
+        "give fpn: null to take the file's trunk alone"
     )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["fpn.out_channels=32"], ["model=resnet34"], ["out_features=[c2,c3]"], ["fpn.style=simple", "out_features=[c4]"]],
+)
+def test_a_load_on_the_meta_device_refuses_what_a_load_refuses(tmp_path, overrides):
+    """featx.load(path, overrides=[..., "device=meta"]) skipped the checks of the file against the spec: it
+    described (feature_info, parameter counts) a backbone of other widths or another model the file cannot give."""
+    path = featx.save(_trained(), tmp_path / "bb.pt")
+    with pytest.raises(featx.WeightsError) as on_cpu:
+        featx.load(path, overrides=[*overrides, "device=cpu"])
+    with pytest.raises(featx.WeightsError) as on_meta:
+        featx.load(path, overrides=[*overrides, "device=meta"])
+    assert str(on_meta.value) == str(on_cpu.value)
+    described = featx.load(path, overrides=["device=meta"])  # what the file gives, on meta
+    assert [(i.name, i.channels, i.stride) for i in described.feature_info] == [
+        (i.name, i.channels, i.stride) for i in featx.load(path).feature_info
+    ]
+    assert all(tensor.is_meta for tensor in described.state_dict().values())
+
+
+def test_another_fpn_style_over_a_files_fpn_is_refused_naming_the_style(tmp_path):
+    """A simple pyramid over a file's FPN was refused naming out_features ("keep the saved out_features"), after a
+    first refusal had asked to return that one stage: each message undid the other. The FPN's settings come first."""
+    path = featx.save(_trained(), tmp_path / "bb.pt")
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.load(path, overrides=["fpn.style=simple", "out_features=[c4]"])
+    assert str(caught.value).startswith(
+        f"backbone.fpn: the FPN of {path} was saved with other settings (style 'fpn' there, 'simple' here); keep them"
+    )
+
+
+def test_a_featx_save_file_that_does_not_fit_is_not_told_to_be_loaded_as_it_was(tmp_path):
+    """A featx.save file whose keys do not fit its own spec (a stage renamed in it) was told to load with
+    bb.load_state_dict(torch.load(path)) or featx.save/featx.load: what the user did, and what cannot read it."""
+    path = featx.save(_trained(), tmp_path / "bb.pt")
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["featx"]["spec"]["stages"]["d4"] = checkpoint["featx"]["spec"]["stages"].pop("c4")
+    torch.save(checkpoint, path)
+    with pytest.raises(featx.WeightsError) as caught:
+        featx.load(path)
+    message = str(caught.value)
+    assert "does not fit the kept layers" in message and "missing keys: stages.d4." in message
+    assert message.endswith("(the spec saved in the file builds these layers: was the file edited?)")
+    assert "load_state_dict(" not in message and "featx.save(bb" not in message
 
 
 def test_a_timm_checkpoint_does_not_load_into_a_timm_model_of_the_same_tensors(tmp_path):
@@ -359,7 +406,7 @@ def test_an_fpn_is_not_fed_other_stages_than_it_was_saved_with(tmp_path):
     path = featx.save(featx.build("alexnet_fpn", overrides=["out_features=[c5]", "device=cpu"]), tmp_path / "c5.pt")
     message = (
         rf"^backbone\.out_features: the FPN of {re.escape(str(path))} was trained on the maps of c5, and this spec "
-        r"feeds it c4; keep the saved out_features \(featx\.load with no override of it\)$"
+        r"feeds it c4; keep the saved out_features: \[c5\] \(as featx\.load does with no override of it\)$"
     )
     with pytest.raises(featx.WeightsError, match=message):
         featx.load(path, overrides=["out_features=[c4]"])
@@ -536,7 +583,8 @@ def test_a_saved_trunk_takes_an_fpn_and_a_saved_fpn_can_be_left_out(tmp_path):
         featx.load(with_fpn, overrides=["fpn.out_channels=32"])
     assert str(caught.value) == (
         f"backbone.fpn: the FPN of {with_fpn} was saved with other settings (out_channels 16 there, 32 here); keep "
-        "them (featx.load with no override of fpn), or give fpn: null to take the file's trunk alone"
+        "them (fpn: {out_channels: 16, extra_blocks: null, style: fpn}, as featx.load does with no override of fpn), "
+        "or give fpn: null to take the file's trunk alone"
     )
 
 

@@ -143,7 +143,8 @@ def plan_spec(spec: BackboneSpec, meta: Optional[MetaModel] = None) -> Tuple[Bac
 
 
 def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint], saved: Optional[BackboneSpec] = None) -> Backbone:
-    """Build ``spec``; ``checkpoint`` holds its weights (already read), ``None`` for random init or ``device: meta``;
+    """Build ``spec``; ``checkpoint`` holds its weights (already read; on ``device: meta`` a :func:`save` file is checked,
+    not loaded), ``None`` for random init or ``device: meta``;
     ``saved`` is the spec a :func:`save` file was saved from (:func:`saved_spec`), given with such a checkpoint.
 
     Everything random (the kept layers' init, the neck's, ``reinit``) draws from a generator seeded with
@@ -175,8 +176,8 @@ def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint], saved: Optio
                 backbone = Backbone(
                     plan.stage_containers(model), plan.stages, spec, neck, plan.in_channels, copied=plan.changed_later
                 )
-                if checkpoint is not None and saved is not None:
-                    load_saved_backbone(backbone, spec, checkpoint, saved)
+                if checkpoint is not None and saved is not None:  # on meta: checked, not filled
+                    load_saved_backbone(backbone, spec, checkpoint, saved, values=device.type != "meta")
                 if spec.reinit:
                     backbone.reinit(*spec.reinit)
         if checkpoint is not None:
@@ -330,9 +331,7 @@ def load(path: PathLike, overrides: Optional[Sequence[str]] = None) -> Backbone:
             f"load(): overrides may not change weights (got {spec.weights!r}): the checkpoint {path} is the weights; "
             "to build its spec with other weights, pass the spec to featx.build"
         )
-    try:
-        if resolve_device(spec.device).type == "meta":
-            return _assemble(spec, None)
+    try:  # on device: meta too, the file is checked against the spec (overrides it cannot give are refused)
         return _assemble(spec, checkpoint, saved)  # the file's spec, parsed above
     except SpecError as error:  # the model checks of the file's own spec (overrides are checked above)
         raise (error if overrides else error.with_origin(str(path))) from None

@@ -348,12 +348,15 @@ def saved_spec(checkpoint: Checkpoint) -> BackboneSpec:
         raise error.with_origin(str(checkpoint.path)) from None
 
 
-def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Checkpoint, saved: BackboneSpec) -> None:
+def load_saved_backbone(
+    backbone: nn.Module, spec: BackboneSpec, checkpoint: Checkpoint, saved: BackboneSpec, values: bool = True
+) -> None:
     """Load a checkpoint written by :func:`save` into ``backbone`` (whose tensors may be on the meta device: the
     checkpoint's are assigned, cast where the dtype differs); if it does not fit, say how the spec it was saved from
     differs. A file without an FPN gives the trunk of a spec with one (its FPN drawn from the seed, as on a
     torchvision file); a file's FPN is left out by a spec without one (``fpn: null``: the trunk alone). ``saved`` is
-    the file's spec (:func:`saved_spec`)."""
+    the file's spec (:func:`saved_spec`). Without ``values`` (``featx.load`` on ``device: meta``) the file is checked
+    as for a load, and ``backbone`` left on the meta device: it describes only what the file can give."""
 
     def refused(keys: Tuple[str, ...], reason: str) -> WeightsError:
         differing = [field for field in keys if getattr(saved, field) != getattr(spec, field)]
@@ -367,12 +370,6 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
 
     if any(getattr(saved, field) != getattr(spec, field) for field in MEANING_KEYS):
         raise refused(MEANING_KEYS, "")  # tensors that fit by name and shape can be another network's
-    if saved.fpn is not None and spec.fpn is not None and saved.returned_stages != spec.returned_stages:
-        raise WeightsError(  # the FPN's tensors are per level, by position: they would fit other stages' maps
-            f"{key_path('out_features')}: the FPN of {checkpoint.path} was trained on the maps of "
-            f"{', '.join(saved.returned_stages)}, and this spec feeds it {', '.join(spec.returned_stages)}; keep the "
-            "saved out_features (featx.load with no override of it)"
-        )
     file_fpn = dataclasses.asdict(saved.fpn) if saved.fpn is not None and spec.fpn is not None else {}
     spec_fpn = dataclasses.asdict(spec.fpn) if file_fpn and spec.fpn is not None else {}
     # every setting but extra levels that hold no tensors (maxpool, or none) decides the FPN's tensors
@@ -381,10 +378,18 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
         for name in file_fpn
         if file_fpn[name] != spec_fpn[name] and (name != "extra_blocks" or "p6p7" in (file_fpn[name], spec_fpn[name]))
     )
-    if differing:
+    if differing:  # before out_features: a simple pyramid over a file's FPN was told to return one stage, then refused
+        saved_settings = ", ".join(f"{name}: {value}" for name, value in file_fpn.items()).replace("None", "null")
         raise WeightsError(
-            f"{key_path('fpn')}: the FPN of {checkpoint.path} was saved with other settings ({differing}); keep them "
-            "(featx.load with no override of fpn), or give fpn: null to take the file's trunk alone"
+            f"{key_path('fpn')}: the FPN of {checkpoint.path} was saved with other settings ({differing}); keep "
+            f"them (fpn: {{{saved_settings}}}, as featx.load does with no override of fpn), or give fpn: null to "
+            "take the file's trunk alone"
+        )
+    if saved.fpn is not None and spec.fpn is not None and saved.returned_stages != spec.returned_stages:
+        raise WeightsError(  # the FPN's tensors are per level, by position: they would fit other stages' maps
+            f"{key_path('out_features')}: the FPN of {checkpoint.path} was trained on the maps of "
+            f"{', '.join(saved.returned_stages)}, and this spec feeds it {', '.join(spec.returned_stages)}; keep the "
+            f"saved out_features: [{', '.join(saved.returned_stages)}] (as featx.load does with no override of it)"
         )
     expected = backbone.state_dict()
     if saved.fpn is None:  # the FPN a spec adds is drawn from its seed (as over a torchvision file), not read
@@ -396,7 +401,7 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
     unbuilt += ("neck.",) if spec.fpn is None else ()
     file_state = {key: value for key, value in checkpoint.state.items() if not (unbuilt and key.startswith(unbuilt))}
     try:
-        check_fit(file_state, expected, expected, str(checkpoint.path))
+        check_fit(file_state, expected, expected, str(checkpoint.path), saved_by_featx=True)
     except WeightsError as error:
         if all(getattr(saved, field) == getattr(spec, field) for field in STRUCTURE_KEYS):
             # the spec the file holds builds these very layers: its tensors are what do not fit
@@ -404,6 +409,8 @@ def load_saved_backbone(backbone: nn.Module, spec: BackboneSpec, checkpoint: Che
                 f"{error} (the spec saved in the file builds these layers: was the file edited?)"
             ) from None
         raise refused(STRUCTURE_KEYS, f". {str(error).removeprefix(key_path('weights') + ': ')}") from None
+    if not values:
+        return
     state = {key: owned_copy(checkpoint.state[key], expected[key].dtype) for key in expected if key in checkpoint.state}
     backbone.load_state_dict(state, strict=False, assign=True)
     unfilled = [

@@ -289,10 +289,15 @@ def _kind(tensor: torch.Tensor) -> str:
 
 
 def check_fit(
-    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], known: Iterable[str], origin: str
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    known: Iterable[str],
+    origin: str,
+    saved_by_featx: bool = False,
 ) -> None:
     """Raise unless ``state`` holds ``expected``'s keys with their shapes and kinds of values (a float layer takes
-    any float dtype, cast; never integers, booleans or complex numbers) and no key outside ``known``."""
+    any float dtype, cast; never integers, booleans or complex numbers) and no key outside ``known``. A state dict
+    of a featx Backbone's own keys is told how such files load, unless it comes from one (``saved_by_featx``)."""
     known = set(known)
     unexpected = [key for key in state if key not in known and not is_batch_counter(key)]
     missing = [key for key in expected if key not in state and not is_batch_counter(key)]
@@ -328,7 +333,7 @@ def check_fit(
             f"{key_path('weights')}: {origin} does not fit the kept layers — "
             + " | ".join(problems)
             + _prefix_hint(unexpected, missing)
-            + backbone_state_hint(unexpected, origin)
+            + ("" if saved_by_featx else backbone_state_hint(unexpected, origin))
         )
 
 
