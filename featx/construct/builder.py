@@ -143,9 +143,9 @@ def plan_spec(spec: BackboneSpec, meta: Optional[MetaModel] = None) -> Tuple[Bac
 
 
 def _assemble(spec: BackboneSpec, checkpoint: Optional[Checkpoint], saved: Optional[BackboneSpec] = None) -> Backbone:
-    """Build ``spec``; ``checkpoint`` holds its weights (already read; on ``device: meta`` a :func:`save` file is checked,
-    not loaded), ``None`` for random init or ``device: meta``;
-    ``saved`` is the spec a :func:`save` file was saved from (:func:`saved_spec`), given with such a checkpoint.
+    """Build ``spec``; ``checkpoint`` holds its weights (already read; on ``device: meta`` a :func:`save` file is
+    checked, not loaded), ``None`` for random init or ``device: meta``; ``saved`` is the spec a :func:`save` file was
+    saved from (:func:`saved_spec`), given with such a checkpoint.
 
     Everything random (the kept layers' init, the neck's, ``reinit``) draws from a generator seeded with
     ``spec.seed``, so a spec builds the same network in every process; the global RNG is left as it was. A random
