@@ -4317,7 +4317,7 @@ MUTANTS: List[Mutant] = [
         "files.py",
         '        namespace = os.readlink("/proc/self/ns/pid")',
         '        namespace = ""',
-        "a write in another PID namespace on the same host takes a running writer for a killed one and removes its file",
+        "a write in another PID namespace on this host takes a running writer for a killed one and removes its file",
     ),
     Mutant(
         "cli/output_folders.py",
