@@ -238,6 +238,14 @@ def environment_flag(name: str) -> bool:
     )
 
 
+def _link_target(link: Path) -> Optional[Path]:
+    """Where the symbolic link ``link`` points, or None where it is gone (replaced since it was looked at)."""
+    try:
+        return link.readlink()
+    except OSError:
+        return None
+
+
 def prepare_folder(folder: Path, what: str) -> None:
     """Create ``folder`` (and its parents); :class:`ArgumentError` naming it when that is impossible."""
     try:
@@ -245,7 +253,10 @@ def prepare_folder(folder: Path, what: str) -> None:
     except FileExistsError:  # the folder's own name is taken: a file, or a link to nothing
         reason = "a file is in the way"
         if folder.is_symlink():
-            reason = f"it is a symbolic link to {printable_path(Path(os.readlink(folder)))}, which does not exist"
+            target = _link_target(folder)
+            reason = (
+                f"it is a symbolic link to {printable_path(target) if target else 'a folder'}, which does not exist"
+            )
         raise ArgumentError(f"{what}: cannot create the folder {printable_path(folder)}: {reason}") from None
     except OSError as error:
         raise ArgumentError(

@@ -4369,8 +4369,8 @@ MUTANTS: List[Mutant] = [
     ),
     Mutant(
         "files.py",
-        '        if folder.is_symlink():\n            reason = f"it is a symbolic link',
-        '        if False:\n            reason = f"it is a symbolic link',
+        "        if folder.is_symlink():\n            target = _link_target(folder)",
+        "        if False:\n            target = _link_target(folder)",
         "an output folder that is a link to nothing is called a file in the way",
     ),
     Mutant(

@@ -252,13 +252,14 @@ def _find_chain(model: nn.Module, model_name: str, min_stride: int) -> Tuple[_Ch
     size (a token model's embedding)."""
     with shape_only_layers(model), torch.no_grad():
         chain = _walk(model, PROBE_SIZES, min_stride)
-        crop = default_crop_size(model_name)
         if len(_group_stages(chain.links, min_stride)) >= 2 and not chain.completed:
-            called, completed = _forward_inputs(model, (crop, crop))
+            own = default_crop_size(model_name)
+            called, completed = _forward_inputs(model, (own, own))
             if completed:  # its forward runs at its own size: a module it never calls there is none of the chain
                 chain = _walk(model, PROBE_SIZES, min_stride, set(called))
         if len(_group_stages(chain.links, min_stride)) >= 2:
             return chain, None
+        crop = default_crop_size(model_name)
         fixed = _walk(model, ((crop, crop),), min_stride)
     if len(_group_stages(fixed.links, min_stride)) >= 2:
         return (chain, None) if chain.irregular is not None else (fixed, [crop, crop])
