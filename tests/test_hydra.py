@@ -367,14 +367,14 @@ def test_the_table_names_outputs_under_their_keys_and_shows_reinit(workdirs):
     forward returns); the table marked them under their stage names only. reinit is in the title."""
     cwd, tmp = workdirs
     args = ["backbone=resnet18", "input.height=64", "input.width=64", "run=false", "backbone.output_names=torchvision"]
-    result = _run_app([*args, "backbone.out_features=[c3,c5]", "backbone.reinit=[c5]"], cwd, tmp)
+    result = _run_app([*args, "backbone.out_features=[c4,c5]", "backbone.reinit=[c5]"], cwd, tmp)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].endswith("| frozen stages: 1 | reinit: c5")
     name, covers = lines[1].index("name"), lines[1].index("covers")  # the columns, from the header
     marks = {line[name:covers].strip(): line[:name].strip() for line in lines[3:7]}  # stage -> the output column
-    assert marks == {"c2": "", "c3": "* as 0", "c4": "", "c5": "* as 1"}
-    backbone = featx.build("resnet18", overrides=["output_names=torchvision", "out_features=[c3,c5]", "device=meta"])
+    assert marks == {"c2": "", "c3": "", "c4": "* as 0", "c5": "* as 1"}
+    backbone = featx.build("resnet18", overrides=["output_names=torchvision", "out_features=[c4,c5]", "device=meta"])
     assert list(backbone(torch.empty(1, 3, 64, 64, device="meta"))) == ["0", "1"]
 
 
