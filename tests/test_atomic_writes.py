@@ -7,7 +7,12 @@ function, never torch itself."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,26 +180,28 @@ def test_a_symbolic_link_is_never_replaced_nor_written_through(tmp_path, target,
     assert (pointed.read_text() == "theirs") if target == "file" else not pointed.exists()
 
 
-def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
-    """A save/export/propose killed mid-write left its `.partial` file for good. The next write to the same path
-    removes the ones whose writer (on this host) is gone; a running writer's, another host's and the user's stay."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from featx.files import _HOST, write_atomically
-
-    target = tmp_path / "bb.pt"
+def _writer_stopped_midway(target: Path, overwrite: bool) -> "subprocess.Popen[bytes]":
+    """A process writing ``target`` through write_atomically that has written half its temporary file and sleeps
+    (returned once that file is there)."""
     code = (
         "import sys, time\nfrom pathlib import Path\nfrom featx.files import write_atomically\n"
-        "write_atomically(Path(sys.argv[1]), lambda p: (p.write_text('half'), time.sleep(600)), overwrite=False, "
-        "what='save()')\n"
+        "write_atomically(Path(sys.argv[1]), lambda p: (p.write_text('half'), time.sleep(600)), "
+        f"overwrite={overwrite}, what='save()')\n"
     )
     writer = subprocess.Popen([sys.executable, "-c", code, str(target)])
     deadline = time.monotonic() + 120
-    while not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")] and time.monotonic() < deadline:
+    while not [p for p in target.parent.iterdir() if p.name.endswith(".partial")] and time.monotonic() < deadline:
         time.sleep(0.1)
+    return writer
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """A save/export/propose killed mid-write left its `.partial` file for good. The next write to the same path
+    removes the ones whose writer (on this host) is gone; a running writer's, another host's and the user's stay."""
+    from featx.files import _HOST, write_atomically
+
+    target = tmp_path / "bb.pt"
+    writer = _writer_stopped_midway(target, overwrite=False)
     writer.send_signal(signal.SIGKILL)
     writer.wait()
     (left,) = [p.name for p in tmp_path.iterdir()]
@@ -217,26 +224,13 @@ def test_a_writer_in_another_pid_namespace_keeps_its_temporary_file(tmp_path):
     """Two containers sharing a folder and a host name (docker --network=host) each number their processes: a write
     in one took the other's running writer for a killed one (no such process id here) and removed its temporary
     file mid-write. The writer here runs in this process's namespace, the second write in a new one (unshare)."""
-    import shutil
-    import signal
-    import subprocess
-    import sys
-    import time
 
     unshare = shutil.which("unshare")
     if unshare is None or subprocess.run([unshare, "-rpf", "--mount-proc", "true"], capture_output=True).returncode:
         pytest.skip("this machine cannot make a PID namespace without privileges (unshare -rpf)")
     target = tmp_path / "bb.pt"
-    code = (
-        "import sys, time\nfrom pathlib import Path\nfrom featx.files import write_atomically\n"
-        "write_atomically(Path(sys.argv[1]), lambda p: (p.write_text('half'), time.sleep(600)), overwrite=True, "
-        "what='save()')\n"
-    )
-    writer = subprocess.Popen([sys.executable, "-c", code, str(target)])
+    writer = _writer_stopped_midway(target, overwrite=True)
     try:
-        deadline = time.monotonic() + 120
-        while not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")] and time.monotonic() < deadline:
-            time.sleep(0.1)
         (partial,) = [p.name for p in tmp_path.iterdir()]
         second = "from pathlib import Path\nimport sys\nfrom featx.files import write_atomically\n"
         second += (
